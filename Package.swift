@@ -1,0 +1,73 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "tiersync",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "tiersync", targets: ["tiersync"]),
+        .library(name: "TiersyncCore", targets: ["TiersyncCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+    ],
+    targets: [
+        // Pure sync rules: clock, changes, merge, schema, wire types. No I/O.
+        .target(name: "TiersyncCore"),
+        // SQLite storage (GRDB): node stores, hub catalog, per-tenant databases.
+        .target(name: "TiersyncStore", dependencies: [
+            "TiersyncCore",
+            .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // Development PKI: a local CA plus server certificates for loopback TLS.
+        .target(name: "TiersyncPKI", dependencies: [
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // The hub: Hummingbird routes over TLS, authentication, tenant/scope checks.
+        .target(name: "TiersyncServer", dependencies: [
+            "TiersyncCore", "TiersyncStore",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
+            .product(name: "HummingbirdTLS", package: "hummingbird"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "CompressNIO", package: "compress-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The node-side sync agent: push/pull loops over AsyncHTTPClient.
+        .target(name: "TiersyncAgent", dependencies: [
+            "TiersyncCore", "TiersyncStore",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "CompressNIO", package: "compress-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "tiersync", dependencies: [
+            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncPKI",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "TiersyncCoreTests", dependencies: [
+            "TiersyncCore",
+            .product(name: "PropertyBased", package: "swift-property-based"),
+        ]),
+        .testTarget(name: "TiersyncStoreTests", dependencies: ["TiersyncCore", "TiersyncStore"]),
+        .testTarget(name: "TiersyncIntegrationTests", dependencies: [
+            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncPKI",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "CompressNIO", package: "compress-nio"),
+        ]),
+    ]
+)

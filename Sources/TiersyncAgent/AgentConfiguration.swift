@@ -1,0 +1,54 @@
+import Foundation
+
+/// How an agent talks to its parent. Defaults are the production defaults.
+public struct AgentConfiguration: Sendable {
+    /// The parent's base URL, e.g. `https://hub.example.com:8443`.
+    public var parentURL: String
+    /// A PEM file with the CA to trust for the parent's certificate; nil trusts the
+    /// system's roots.
+    public var caFile: String?
+    /// Allow `http://` parents (development only).
+    public var allowInsecureHTTP = false
+    /// Changes per push request.
+    public var pushBatchSize = 500
+    /// Changes per pull page.
+    public var pullPageSize = 1_000
+    /// How often the agent looks for new local writes (written by this or another process).
+    public var localPollInterval: Duration = .milliseconds(200)
+    /// Seconds a pull may wait at the hub for new changes (long-poll).
+    public var pullWaitSeconds = 25.0
+    /// Retry delays while the parent is unreachable: exponential from `retryInitial` up to
+    /// `retryMax`, with jitter.
+    public var retryInitial: Duration = .milliseconds(250)
+    public var retryMax: Duration = .seconds(30)
+    /// Gzip request bodies larger than this many bytes.
+    public var compressAboveBytes = 1_024
+
+    public init(parentURL: String, caFile: String? = nil) {
+        self.parentURL = parentURL
+        self.caFile = caFile
+    }
+}
+
+/// Exponential backoff with jitter: spreads reconnecting agents so a restarted hub is not
+/// hit by all of them in the same instant.
+struct Backoff {
+    let initial: Duration
+    let maximum: Duration
+    private(set) var attempt = 0
+
+    init(initial: Duration, maximum: Duration) {
+        self.initial = initial
+        self.maximum = maximum
+    }
+
+    mutating func next() -> Duration {
+        let exponent = min(attempt, 20)
+        attempt += 1
+        let ceiling = min(initial * (1 << exponent), maximum)
+        let millis = Double(ceiling.components.seconds) * 1000 + Double(ceiling.components.attoseconds) / 1e15
+        return .milliseconds(Int64(millis * Double.random(in: 0.5...1.0)))
+    }
+
+    mutating func reset() { attempt = 0 }
+}

@@ -1,0 +1,105 @@
+import AsyncHTTPClient
+import CompressNIO
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+import TiersyncCore
+
+/// The HTTP side of an agent: typed calls to the parent's sync API over HTTPS, with gzip
+/// both ways. Owns its `HTTPClient`; call ``shutdown()`` when done.
+public final class ParentClient: Sendable {
+    let http: HTTPClient
+    let baseURL: String
+    let configuration: AgentConfiguration
+    let credential: String?
+    static let maxResponseBytes = 256 * 1024 * 1024
+
+    public init(configuration: AgentConfiguration, credential: String?) throws {
+        guard let url = URL(string: configuration.parentURL), let scheme = url.scheme, url.host != nil else {
+            throw AgentError.invalidConfiguration("invalid parent URL '\(configuration.parentURL)': expected https://host:port")
+        }
+        if scheme == "http", !configuration.allowInsecureHTTP {
+            throw AgentError.invalidConfiguration("refusing plain HTTP to \(configuration.parentURL): use https, or --insecure-dev-http for development")
+        }
+        guard scheme == "https" || scheme == "http" else {
+            throw AgentError.invalidConfiguration("unsupported URL scheme '\(scheme)' in \(configuration.parentURL)")
+        }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if let ca = configuration.caFile {
+            guard FileManager.default.fileExists(atPath: ca) else {
+                throw AgentError.invalidConfiguration("CA file \(ca) does not exist")
+            }
+            tls.trustRoots = .file(ca)
+        }
+        var config = HTTPClient.Configuration(tlsConfiguration: tls, decompression: .enabled(limit: .size(Self.maxResponseBytes)))
+        config.timeout = .init(connect: .seconds(10))
+        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
+        baseURL = configuration.parentURL.hasSuffix("/") ? String(configuration.parentURL.dropLast()) : configuration.parentURL
+        self.configuration = configuration
+        self.credential = credential
+    }
+
+    public func shutdown() async throws {
+        try await http.shutdown()
+    }
+
+    public func enroll(token: String) async throws -> EnrollResponse {
+        try await send(.POST, "/v1/enroll", body: EnrollRequest(token: token), timeout: .seconds(30)).decode(EnrollResponse.self)
+    }
+
+    public func whoami() async throws -> WhoAmIResponse {
+        try await send(.GET, "/v1/whoami", timeout: .seconds(30)).decode(WhoAmIResponse.self)
+    }
+
+    /// Pushes a batch. A 422 still acknowledges the batch (some changes were quarantined),
+    /// so it returns normally; other errors throw.
+    public func push(_ request: PushRequest) async throws -> PushResponse {
+        try await send(.POST, "/v1/push", body: request, timeout: .seconds(120), accept: [200, 422]).decode(PushResponse.self)
+    }
+
+    public func pull(cursor: Int64, limit: Int, waitSeconds: Double, excludeOwn: Bool) async throws -> PullResponse {
+        let path = "/v1/pull?cursor=\(cursor)&limit=\(limit)&wait=\(waitSeconds)&exclude_own=\(excludeOwn)"
+        return try await send(.GET, path, timeout: .seconds(Int64(waitSeconds) + 60)).decode(PullResponse.self)
+    }
+
+    struct Reply {
+        let status: Int
+        let body: ByteBuffer
+
+        func decode<T: Decodable>(_ type: T.Type) throws -> T {
+            do {
+                return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))
+            } catch {
+                throw AgentError.malformedResponse("parent sent an unreadable \(T.self) (HTTP \(status)): \(error)")
+            }
+        }
+    }
+
+    private func send(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = nil as String?, timeout: TimeAmount,
+                      accept: Set<Int> = [200, 201]) async throws -> Reply {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = method
+        request.headers.add(name: "Accept-Encoding", value: "gzip")
+        request.headers.add(name: "User-Agent", value: "tiersync-agent/1")
+        if let credential { request.headers.add(name: "Authorization", value: "Bearer \(credential)") }
+        if let body {
+            var buffer = ByteBuffer(bytes: try JSONEncoder().encode(body))
+            if buffer.readableBytes > configuration.compressAboveBytes {
+                buffer = try buffer.compress(with: .gzip)
+                request.headers.add(name: "Content-Encoding", value: "gzip")
+            }
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(buffer)
+        }
+        let response = try await http.execute(request, timeout: timeout)
+        let bytes = try await response.body.collect(upTo: Self.maxResponseBytes)
+        let status = Int(response.status.code)
+        guard accept.contains(status) else {
+            let error = try? JSONDecoder().decode(ErrorResponse.self, from: Data(bytes.readableBytesView))
+            throw AgentError.http(status: status, code: error?.error.code ?? "http_\(status)",
+                                  message: error?.error.message ?? String(buffer: bytes).prefix(300).description)
+        }
+        return Reply(status: status, body: bytes)
+    }
+}

@@ -1,0 +1,217 @@
+import Foundation
+import Logging
+import Synchronization
+import TiersyncCore
+import TiersyncStore
+
+/// What an agent has done so far, for status displays and tests.
+public struct AgentStatus: Sendable, Equatable {
+    public var pushedChanges = 0
+    public var pulledChanges = 0
+    public var rejectedChanges = 0
+    public var lastPushMillis: UInt64?
+    public var lastPullMillis: UInt64?
+    public var consecutiveFailures = 0
+    public var lastError: String?
+}
+
+/// A node's sync agent: pushes its log upward and pulls its scope downward, forever.
+///
+/// Pushes go out within `localPollInterval` of a local write (made by this process or any
+/// other writing the same SQLite file). Pulls long-poll the parent. Both loops retry with
+/// backoff while the parent is unreachable. All positions (what the parent acknowledged,
+/// where pulling resumes) are stored in the node's database in the transactions that
+/// justify them, so `kill -9` at any instant loses nothing and duplicates nothing: a
+/// re-sent batch is recognised by its changes' (origin, sequence).
+public final class SyncAgent: Sendable {
+    public let store: NodeStore
+    public let configuration: AgentConfiguration
+    let client: ParentClient
+    let identity: NodeIdentity
+    let logger: Logger
+    private let state = Mutex(AgentStatus())
+
+    static let pushCursor = "push.parent"
+    static let pullCursor = "pull.parent"
+
+    /// Opens an agent for an enrolled store.
+    public init(store: NodeStore, configuration: AgentConfiguration, logger: Logger = Logger(label: "tiersync.agent")) throws {
+        guard let identity = try store.identity(), let credential = try store.meta("credential") else {
+            throw AgentError.notEnrolled(StoreError.notEnrolled(path: store.path).description)
+        }
+        self.store = store
+        self.configuration = configuration
+        self.identity = identity
+        self.logger = logger
+        client = try ParentClient(configuration: configuration, credential: credential)
+    }
+
+    /// Exchanges an enrollment token for a credential and stores both identity and
+    /// credential in the node's database. Idempotent for an already enrolled store.
+    @discardableResult
+    public static func enroll(store: NodeStore, configuration: AgentConfiguration, token: String) async throws -> NodeIdentity {
+        let client = try ParentClient(configuration: configuration, credential: nil)
+        do {
+            let response = try await client.enroll(token: token)
+            let identity = NodeIdentity(tenant: response.tenant, node: response.node, parent: response.parent)
+            try store.setIdentity(identity)
+            try store.setMeta("credential", response.credential)
+            try store.setMeta("parent_url", configuration.parentURL)
+            try await client.shutdown()
+            return identity
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+    }
+
+    public var status: AgentStatus { state.withLock { $0 } }
+
+    /// Runs both loops until the task is cancelled.
+    public func run() async throws {
+        logger.info("agent started", metadata: ["node": "\(identity.node)", "tenant": "\(identity.tenant)", "parent": "\(configuration.parentURL)"])
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.pushLoop() }
+            group.addTask { await self.pullLoop() }
+            await group.waitForAll()
+        }
+        try? await client.shutdown()
+    }
+
+    // MARK: Push
+
+    /// Sends everything not yet acknowledged; returns the number of changes sent.
+    @discardableResult
+    public func pushPending() async throws -> Int {
+        var sent = 0
+        var batchSize = configuration.pushBatchSize
+        while !Task.isCancelled {
+            let acked = try store.cursor(Self.pushCursor)
+            let batch = try store.upstreamBatch(after: acked, limit: batchSize)
+            guard let last = batch.last else { break }
+            let response: PushResponse
+            do {
+                response = try await client.push(PushRequest(tenant: identity.tenant, through: last.seq, changes: batch.map(\.change)))
+            } catch AgentError.http(413, _, _) where batchSize > 1 {
+                batchSize = max(1, batchSize / 2)
+                logger.notice("parent refused batch size; retrying smaller", metadata: ["batch": "\(batchSize)"])
+                continue
+            }
+            guard response.acknowledgedThrough == last.seq else {
+                throw AgentError.malformedResponse("parent acknowledged through \(response.acknowledgedThrough), expected \(last.seq)")
+            }
+            try store.setCursor(Self.pushCursor, response.acknowledgedThrough)
+            sent += batch.count
+            for rejected in response.rejected {
+                logger.error("parent quarantined a change", metadata: [
+                    "change": "\(rejected.origin)#\(rejected.originSeq)", "record": "\(rejected.table)/\(rejected.recordID)",
+                    "code": "\(rejected.code.rawValue)", "reason": "\(rejected.message)",
+                ])
+            }
+            let skew = Int64(bitPattern: WallClock.nowMillis()) - Int64(bitPattern: response.hubTimeMillis)
+            if abs(skew) > 30_000 {
+                logger.warning("this node's clock differs from the parent's", metadata: ["skew_ms": "\(skew)"])
+            }
+            state.withLock {
+                $0.pushedChanges += batch.count
+                $0.rejectedChanges += response.rejected.count
+                $0.lastPushMillis = WallClock.nowMillis()
+            }
+        }
+        return sent
+    }
+
+    private func pushLoop() async {
+        var backoff = Backoff(initial: configuration.retryInitial, maximum: configuration.retryMax)
+        while !Task.isCancelled {
+            do {
+                try await pushPending()
+                backoff.reset()
+                recordSuccess()
+                try await waitForLocalWrites()
+            } catch is CancellationError {
+                return
+            } catch {
+                let delay = backoff.next()
+                recordFailure("push", error, retryIn: delay)
+                try? await Task.sleep(for: delay)
+            }
+        }
+    }
+
+    /// Returns once the log holds changes the parent has not acknowledged.
+    private func waitForLocalWrites() async throws {
+        while !Task.isCancelled {
+            if try store.lastUpstreamSeq() > store.cursor(Self.pushCursor) { return }
+            try await Task.sleep(for: configuration.localPollInterval)
+        }
+        throw CancellationError()
+    }
+
+    // MARK: Pull
+
+    /// Pulls one page (waiting up to `waitSeconds` for changes) and applies it together
+    /// with the new cursor. Returns the page's change count and whether more is waiting.
+    @discardableResult
+    public func pullOnce(waitSeconds: Double = 0) async throws -> (changes: Int, more: Bool) {
+        let cursor = try store.cursor(Self.pullCursor)
+        // Until the first full catch-up, ask for our own changes too: a node restored
+        // from nothing gets back what it wrote before.
+        let bootstrapped = try store.meta("pull.bootstrapped") == "1"
+        let page = try await client.pull(cursor: cursor, limit: configuration.pullPageSize, waitSeconds: waitSeconds,
+                                         excludeOwn: bootstrapped)
+        let report = try store.applyIncoming(page.changes, from: identity.parent ?? "parent", source: .parent, checkSkew: false,
+                                             cursor: (Self.pullCursor, page.nextCursor))
+        if !page.more, !bootstrapped { try store.setMeta("pull.bootstrapped", "1") }
+        if !report.rejected.isEmpty {
+            for r in report.rejected {
+                logger.error("refused a change from the parent", metadata: ["change": "\(r.origin)#\(r.originSeq)", "reason": "\(r.message)"])
+            }
+        }
+        state.withLock {
+            $0.pulledChanges += report.applied
+            $0.lastPullMillis = WallClock.nowMillis()
+        }
+        return (page.changes.count, page.more)
+    }
+
+    private func pullLoop() async {
+        var backoff = Backoff(initial: configuration.retryInitial, maximum: configuration.retryMax)
+        var more = true
+        while !Task.isCancelled {
+            do {
+                more = try await pullOnce(waitSeconds: more ? 0 : configuration.pullWaitSeconds).more
+                backoff.reset()
+                recordSuccess()
+            } catch is CancellationError {
+                return
+            } catch {
+                let delay = backoff.next()
+                recordFailure("pull", error, retryIn: delay)
+                more = true
+                try? await Task.sleep(for: delay)
+            }
+        }
+    }
+
+    // MARK: Status
+
+    private func recordSuccess() {
+        state.withLock {
+            $0.consecutiveFailures = 0
+            $0.lastError = nil
+        }
+    }
+
+    private func recordFailure(_ what: String, _ error: any Error, retryIn delay: Duration) {
+        let failures = state.withLock {
+            $0.consecutiveFailures += 1
+            $0.lastError = "\(what): \(error)"
+            return $0.consecutiveFailures
+        }
+        let level: Logger.Level = failures == 1 || failures % 10 == 0 ? .warning : .debug
+        logger.log(level: level, "\(what) failed; retrying", metadata: [
+            "error": "\(error)", "retry_in": "\(delay)", "failures": "\(failures)",
+        ])
+    }
+}

@@ -1,0 +1,103 @@
+/// The schema Tiersync ships: the customer-contact domain of multi-level sales
+/// (see PRODUCT.md). Every table is plain data for the generic engine.
+public enum DomainSchema {
+    public static let customers = TableSchema(
+        name: "customers",
+        summary: "A person or company; routed to its selling and its servicing dealer",
+        fields: [
+            FieldSchema("kind", .oneOf(["person", "company"])),
+            FieldSchema("first_name", .string(maxLength: 200)),
+            FieldSchema("last_name", .string(maxLength: 200)),
+            FieldSchema("company_name", .string(maxLength: 300)),
+            FieldSchema("household_id", .string(maxLength: 128)),
+            FieldSchema("email", .string(maxLength: 320)),
+            FieldSchema("phone", .string(maxLength: 64)),
+            FieldSchema("mobile", .string(maxLength: 64)),
+            FieldSchema("street", .string(maxLength: 300)),
+            FieldSchema("postal_code", .string(maxLength: 32)),
+            FieldSchema("city", .string(maxLength: 200)),
+            FieldSchema("country", .string(maxLength: 2), "ISO 3166 alpha-2"),
+            FieldSchema("segment_value", .oneOf(["A", "B", "C", "D"]), "current value segment"),
+            FieldSchema("segment_potential", .oneOf(["high", "medium", "low"])),
+            FieldSchema("key_account", .bool),
+            FieldSchema("consent_marketing_phone", .bool),
+            FieldSchema("consent_marketing_email", .bool),
+            FieldSchema("consent_marketing_sms", .bool),
+            FieldSchema("consent_service_phone", .bool),
+            FieldSchema("consent_service_email", .bool),
+            FieldSchema("owning_dealer", .node, "the selling dealer"),
+            FieldSchema("servicing_dealer", .node, "the dealer servicing the customer, if another"),
+        ],
+        routeFields: ["owning_dealer", "servicing_dealer"])
+
+    public static let vehicles = TableSchema(
+        name: "vehicles",
+        summary: "A vehicle, or an insurance contract, held by a customer",
+        fields: [
+            FieldSchema("kind", .oneOf(["vehicle", "contract"])),
+            FieldSchema("vin", .string(maxLength: 17)),
+            FieldSchema("policy_number", .string(maxLength: 64)),
+            FieldSchema("customer_id", .string(maxLength: 128)),
+            FieldSchema("model", .string(maxLength: 200)),
+            FieldSchema("sale_date", .date),
+            FieldSchema("contract_end_date", .date),
+            FieldSchema("owning_dealer", .node),
+        ],
+        routeFields: ["owning_dealer"])
+
+    public static let interactions = TableSchema(
+        name: "interactions",
+        summary: "A customer contact; routed to the node it came from and the node handling it",
+        fields: [
+            FieldSchema("customer_id", .string(maxLength: 128)),
+            FieldSchema("channel", .oneOf(["phone", "email", "web", "chat", "visit", "fax"])),
+            FieldSchema("direction", .oneOf(["inbound", "outbound"])),
+            FieldSchema("topic", .string(maxLength: 200)),
+            FieldSchema("knowledge_kind", .oneOf(["scheme", "specification"]),
+                        "scheme: general product questions (can be centralised); specification: a concrete car or offer"),
+            FieldSchema("urgency", .oneOf(["low", "normal", "high", "critical"])),
+            FieldSchema("status", .oneOf(["new", "open", "answered", "resolved", "closed"])),
+            FieldSchema("handling_level", .oneOf(["hq", "country", "dealer", "expert_pool"])),
+            FieldSchema("queue", .string(maxLength: 100)),
+            FieldSchema("owner", .string(maxLength: 200), "the person handling it"),
+            FieldSchema("summary", .string(maxLength: 4000)),
+            FieldSchema("created_at", .timestamp),
+            FieldSchema("answered_at", .timestamp),
+            FieldSchema("resolved_at", .timestamp),
+            FieldSchema("sla_due", .timestamp),
+            FieldSchema("originating_node", .node),
+            FieldSchema("handling_node", .node),
+        ],
+        routeFields: ["originating_node", "handling_node"])
+
+    public static let leads = TableSchema(
+        name: "leads",
+        summary: "A sales lead; keeps source and fulfilling node so value can be attributed",
+        fields: [
+            FieldSchema("customer_id", .string(maxLength: 128)),
+            FieldSchema("source_channel", .oneOf(["phone", "email", "web", "chat", "visit", "fax", "event", "campaign"])),
+            FieldSchema("source_node", .node),
+            FieldSchema("fulfilling_node", .node),
+            FieldSchema("value", .double),
+            FieldSchema("currency", .string(maxLength: 3)),
+            FieldSchema("status", .oneOf(["new", "contacted", "qualified", "won", "lost"])),
+            FieldSchema("created_at", .timestamp),
+        ],
+        routeFields: ["source_node", "fulfilling_node"])
+
+    public static let tasks = TableSchema(
+        name: "tasks",
+        summary: "A proactive contact created by a rule, only where consent allows",
+        fields: [
+            FieldSchema("customer_id", .string(maxLength: 128)),
+            FieldSchema("kind", .string(maxLength: 100)),
+            FieldSchema("rule_id", .string(maxLength: 100)),
+            FieldSchema("channel", .oneOf(["phone", "email", "web", "chat", "visit", "fax"])),
+            FieldSchema("due_at", .timestamp),
+            FieldSchema("status", .oneOf(["open", "done", "cancelled"])),
+            FieldSchema("assigned_node", .node),
+        ],
+        routeFields: ["assigned_node"])
+
+    public static let schema = Schema(tables: [customers, vehicles, interactions, leads, tasks])
+}

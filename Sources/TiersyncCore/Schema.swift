@@ -1,0 +1,218 @@
+import Foundation
+
+/// The type of a replicated field, checked on every change a node accepts.
+public enum FieldType: Sendable, Hashable, Codable {
+    case string(maxLength: Int)
+    case int
+    case double
+    case bool
+    /// An ISO 8601 date-time string, e.g. `2026-11-22T10:15:00Z`.
+    case timestamp
+    /// An ISO 8601 calendar date, e.g. `2026-11-22`.
+    case date
+    /// One of a fixed set of strings.
+    case oneOf([String])
+    /// A node identifier: fields of this type can route records (see ``TableSchema/routeFields``).
+    case node
+
+    public var sqlType: String {
+        switch self {
+        case .int, .bool: "INTEGER"
+        case .double: "REAL"
+        default: "TEXT"
+        }
+    }
+
+    public var displayName: String {
+        switch self {
+        case .string(let n): "string (at most \(n) characters)"
+        case .int: "integer"
+        case .double: "number"
+        case .bool: "boolean"
+        case .timestamp: "ISO 8601 timestamp"
+        case .date: "ISO 8601 date (YYYY-MM-DD)"
+        case .oneOf(let options): "one of \(options.joined(separator: ", "))"
+        case .node: "node identifier"
+        }
+    }
+
+    /// Returns the value in its canonical type (an integer written to a number field
+    /// becomes a number), or nil when it does not fit. Null fits every type.
+    public func coerce(_ value: FieldValue) -> FieldValue? {
+        switch (self, value) {
+        case (_, .null): return .null
+        case (.string(let max), .string(let s)): return s.count <= max ? value : nil
+        case (.int, .int): return value
+        case (.double, .double): return value.isFiniteNumber ? value : nil
+        case (.double, .int(let i)): return .double(Double(i))
+        case (.bool, .bool): return value
+        case (.timestamp, .string(let s)): return FieldType.isTimestamp(s) ? value : nil
+        case (.date, .string(let s)): return FieldType.isDate(s) ? value : nil
+        case (.oneOf(let options), .string(let s)): return options.contains(s) ? value : nil
+        case (.node, .string(let s)): return NodeID.isValid(s) ? value : nil
+        default: return nil
+        }
+    }
+
+    static func isTimestamp(_ s: String) -> Bool {
+        let f = ISO8601DateFormatter()
+        if f.date(from: s) != nil { return true }
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.date(from: s) != nil
+    }
+
+    static func isDate(_ s: String) -> Bool {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withFullDate]
+        return s.count == 10 && f.date(from: s) != nil
+    }
+}
+
+extension FieldValue {
+    var isFiniteNumber: Bool {
+        if case .double(let d) = self { return d.isFinite }
+        return true
+    }
+}
+
+/// One field of a replicated table.
+public struct FieldSchema: Sendable, Hashable, Codable {
+    public var name: String
+    public var type: FieldType
+    public var summary: String
+
+    public init(_ name: String, _ type: FieldType, _ summary: String = "") {
+        self.name = name
+        self.type = type
+        self.summary = summary
+    }
+}
+
+/// A replicated table. The engine knows tables only through this description: adding a
+/// table is adding a `TableSchema`, never engine code.
+public struct TableSchema: Sendable, Hashable, Codable {
+    public var name: String
+    public var summary: String
+    public var fields: [FieldSchema]
+    /// Fields (of type ``FieldType/node``) naming the nodes a record is routed to. A record
+    /// flows to each routed node and that node's ancestors, and nowhere else.
+    public var routeFields: [String]
+
+    public init(name: String, summary: String = "", fields: [FieldSchema], routeFields: [String]) {
+        self.name = name
+        self.summary = summary
+        self.fields = fields
+        self.routeFields = routeFields
+        fieldIndex = Dictionary(uniqueKeysWithValues: fields.map { ($0.name, $0) })
+    }
+
+    private var fieldIndex: [String: FieldSchema]
+
+    public func field(_ name: String) -> FieldSchema? { fieldIndex[name] }
+
+    /// The nodes a record with these values is routed to.
+    public func route(of values: [String: FieldValue]) -> Set<NodeID> {
+        Set(routeFields.compactMap { values[$0]?.stringValue }.filter(NodeID.isValid).map(NodeID.init(unchecked:)))
+    }
+
+    enum CodingKeys: String, CodingKey { case name, summary, fields, routeFields }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(name: try c.decode(String.self, forKey: .name),
+                  summary: try c.decodeIfPresent(String.self, forKey: .summary) ?? "",
+                  fields: try c.decode([FieldSchema].self, forKey: .fields),
+                  routeFields: try c.decode([String].self, forKey: .routeFields))
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(summary, forKey: .summary)
+        try c.encode(fields, forKey: .fields)
+        try c.encode(routeFields, forKey: .routeFields)
+    }
+}
+
+/// The set of replicated tables a tenant uses.
+public struct Schema: Sendable, Hashable {
+    public let tables: [TableSchema]
+    private let index: [String: TableSchema]
+
+    public init(tables: [TableSchema]) {
+        self.tables = tables
+        index = Dictionary(uniqueKeysWithValues: tables.map { ($0.name, $0) })
+    }
+
+    public func table(_ name: String) -> TableSchema? { index[name] }
+
+    /// Checks a change against the schema and returns it with values in canonical types,
+    /// or the reason it cannot be accepted (naming the table, record and field).
+    public func validate(_ change: Change) -> Result<Change, ChangeRejection> {
+        guard let table = index[change.table] else {
+            return .failure(.init(.unknownTable, "unknown table '\(change.table)' (known: \(tables.map(\.name).joined(separator: ", ")))"))
+        }
+        guard RecordID.isValid(change.recordID) else {
+            return .failure(.init(.invalidRecordID, "invalid record id '\(change.recordID.prefix(80))' in table '\(change.table)': use 1-128 printable characters without spaces"))
+        }
+        guard change.originSeq > 0 else {
+            return .failure(.init(.invalidChange, "change \(change.origin)#\(change.originSeq) has a sequence number below 1"))
+        }
+        var normalized = change
+        switch change.op {
+        case .delete:
+            if !change.fields.isEmpty {
+                return .failure(.init(.invalidChange, "delete of \(change.table)/\(change.recordID) must not carry fields"))
+            }
+        case .upsert:
+            if change.fields.isEmpty {
+                return .failure(.init(.invalidChange, "upsert of \(change.table)/\(change.recordID) carries no fields"))
+            }
+            for (name, value) in change.fields {
+                guard let field = table.field(name) else {
+                    return .failure(.init(.unknownField, "unknown field '\(name)' in table '\(change.table)'"))
+                }
+                guard let canonical = field.type.coerce(value) else {
+                    return .failure(.init(.wrongType, "field '\(change.table).\(name)' of record '\(change.recordID)' must be \(field.type.displayName), got \(value.typeName) \(value.canonical.prefix(60))"))
+                }
+                normalized.fields[name] = canonical
+            }
+            for name in change.prior.keys where change.fields[name] == nil {
+                return .failure(.init(.invalidChange, "prior version given for field '\(name)' that the change does not write"))
+            }
+        }
+        return .success(normalized)
+    }
+}
+
+/// Record identifiers: 1–128 printable ASCII characters without whitespace.
+public enum RecordID {
+    public static func isValid(_ s: String) -> Bool {
+        guard !s.isEmpty, s.utf8.count <= 128 else { return false }
+        return s.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7f }
+    }
+}
+
+/// Why a node refused one change. Refused changes are quarantined with this reason; they
+/// never block the changes around them.
+public struct ChangeRejection: Error, Sendable, Hashable, Codable, CustomStringConvertible {
+    public enum Code: String, Sendable, Codable, Hashable {
+        case unknownTable = "unknown_table"
+        case unknownField = "unknown_field"
+        case wrongType = "wrong_type"
+        case invalidRecordID = "invalid_record_id"
+        case invalidChange = "invalid_change"
+        case clockSkew = "clock_skew"
+        case forbidden = "forbidden"
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code.rawValue): \(message)" }
+}

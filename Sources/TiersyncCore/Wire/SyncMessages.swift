@@ -1,0 +1,122 @@
+/// Request and response bodies of the sync protocol, shared by hub and agent. The
+/// protocol version is in the path (`/v1/...`); fields are only ever added.
+
+/// `POST /v1/push`: a node sends changes from its log, oldest first.
+public struct PushRequest: Codable, Sendable {
+    /// The tenant the pusher believes it belongs to; a mismatch with its credential is refused.
+    public var tenant: TenantID?
+    /// The pushing node's log position of the last change in `changes`; echoed back as the
+    /// acknowledgement once the batch is durable.
+    public var through: Int64
+    public var changes: [Change]
+
+    public init(tenant: TenantID? = nil, through: Int64, changes: [Change]) {
+        self.tenant = tenant
+        self.through = through
+        self.changes = changes
+    }
+}
+
+/// The answer to a push. Every change in the batch is accounted for: applied, already
+/// known, or quarantined with its reason. The batch is durable when this is sent.
+public struct PushResponse: Codable, Sendable {
+    public var acknowledgedThrough: Int64
+    public var applied: Int
+    public var duplicates: Int
+    public var rejected: [RejectedChange]
+    /// The hub's wall clock (ms since the epoch), so an agent can warn about its own skew.
+    public var hubTimeMillis: UInt64
+
+    public init(acknowledgedThrough: Int64, applied: Int, duplicates: Int, rejected: [RejectedChange], hubTimeMillis: UInt64) {
+        self.acknowledgedThrough = acknowledgedThrough
+        self.applied = applied
+        self.duplicates = duplicates
+        self.rejected = rejected
+        self.hubTimeMillis = hubTimeMillis
+    }
+}
+
+/// One change the receiver refused, and why.
+public struct RejectedChange: Codable, Sendable, Hashable {
+    public var origin: NodeID
+    public var originSeq: Int64
+    public var table: String
+    public var recordID: String
+    public var code: ChangeRejection.Code
+    public var message: String
+
+    public init(change: Change, rejection: ChangeRejection) {
+        origin = change.origin
+        originSeq = change.originSeq
+        table = change.table
+        recordID = change.recordID
+        code = rejection.code
+        message = rejection.message
+    }
+}
+
+/// `GET /v1/pull?cursor=N&limit=M&wait=S`: changes in the caller's scope after `cursor`.
+public struct PullResponse: Codable, Sendable {
+    public var changes: [Change]
+    /// The cursor for the next pull. It advances past changes outside the caller's scope
+    /// too, so a quiet scope never rescans them.
+    public var nextCursor: Int64
+    /// True when more changes are waiting beyond this page.
+    public var more: Bool
+
+    public init(changes: [Change], nextCursor: Int64, more: Bool) {
+        self.changes = changes
+        self.nextCursor = nextCursor
+        self.more = more
+    }
+}
+
+/// `POST /v1/enroll`: exchanges a one-time enrollment token for a node credential.
+public struct EnrollRequest: Codable, Sendable {
+    public var token: String
+    public init(token: String) { self.token = token }
+}
+
+public struct EnrollResponse: Codable, Sendable {
+    public var tenant: TenantID
+    public var node: NodeID
+    public var parent: NodeID?
+    /// The bearer credential. The hub keeps only its SHA-256; it is shown once.
+    public var credential: String
+
+    public init(tenant: TenantID, node: NodeID, parent: NodeID?, credential: String) {
+        self.tenant = tenant
+        self.node = node
+        self.parent = parent
+        self.credential = credential
+    }
+}
+
+/// `GET /v1/whoami`: the authenticated node and its place in the tree.
+public struct WhoAmIResponse: Codable, Sendable {
+    public var tenant: TenantID
+    public var node: NodeID
+    public var parent: NodeID?
+    public var role: String
+
+    public init(tenant: TenantID, node: NodeID, parent: NodeID?, role: String) {
+        self.tenant = tenant
+        self.node = node
+        self.parent = parent
+        self.role = role
+    }
+}
+
+/// Every error body: a stable code for programs and a message for people.
+public struct ErrorResponse: Codable, Sendable {
+    public struct Detail: Codable, Sendable {
+        public var code: String
+        public var message: String
+    }
+
+    public var error: Detail
+
+    public init(code: String, message: String) {
+        error = Detail(code: code, message: message)
+    }
+}

@@ -1,0 +1,48 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import TiersyncCore
+
+/// An error answered with a JSON body `{"error": {"code", "message"}}`: a stable code for
+/// programs, a message naming what is wrong for people.
+public struct APIError: HTTPResponseError, CustomStringConvertible {
+    public let status: HTTPResponse.Status
+    public let code: String
+    public let message: String
+    public var headers: HTTPFields = [:]
+
+    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(status.code) \(code): \(message)" }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        var headers = self.headers
+        headers[.contentType] = "application/json"
+        let body = try JSONEncoder().encode(ErrorResponse(code: code, message: message))
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// Turns errors that are not already ``APIError``s into the same JSON shape, so a client
+/// never has to parse two error formats.
+struct ErrorBodyMiddleware: RouterMiddleware {
+    typealias Context = HubRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as APIError {
+            throw error
+        } catch let error as HTTPError {
+            throw APIError(error.status, error.status == .notFound ? "not_found" : "http_error",
+                           error.body ?? "\(request.method) \(request.uri.path): \(error.status.reasonPhrase)")
+        } catch {
+            context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            throw APIError(.internalServerError, "internal", "the hub could not complete the request; it was not applied. Retry later")
+        }
+    }
+}

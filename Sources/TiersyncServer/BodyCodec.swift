@@ -1,0 +1,70 @@
+import CompressNIO
+import Foundation
+import Hummingbird
+import NIOCore
+import TiersyncCore
+
+/// Reads JSON request bodies (gzip or plain) within the hub's limits, and writes JSON
+/// responses, gzip-compressed when the client accepts it.
+struct BodyCodec: Sendable {
+    let limits: HubConfiguration.Limits
+
+    func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws -> T {
+        var request = request
+        let raw: ByteBuffer
+        do {
+            raw = try await request.collectBody(upTo: limits.maxRequestBytes)
+        } catch is NIOTooManyBytesError {
+            throw APIError(.contentTooLarge, "too_large", "request body exceeds \(limits.maxRequestBytes) bytes; send smaller batches")
+        }
+        var body = raw
+        if let encoding = request.headers[.contentEncoding]?.lowercased(), encoding != "identity" {
+            guard encoding == "gzip" else {
+                throw APIError(.unsupportedMediaType, "unsupported_encoding", "Content-Encoding '\(encoding)' is not supported; use gzip or none")
+            }
+            do {
+                body = try body.decompress(with: .gzip, maxSize: limits.maxDecompressedBytes)
+            } catch let error as CompressNIOError where error == .bufferOverflow {
+                throw APIError(.contentTooLarge, "too_large", "request body exceeds \(limits.maxDecompressedBytes) bytes once decompressed; send smaller batches")
+            } catch {
+                throw APIError(.badRequest, "malformed_body", "request body is not valid gzip data")
+            }
+        }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))
+        } catch let error as DecodingError {
+            throw APIError(.badRequest, "malformed_json", Self.describe(error))
+        }
+    }
+
+    func encode(_ value: some Encodable, status: HTTPResponse.Status = .ok, for request: Request) throws -> Response {
+        var buffer = ByteBuffer(bytes: try JSONEncoder().encode(value))
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if buffer.readableBytes > 512, request.headers[.acceptEncoding]?.lowercased().contains("gzip") == true {
+            buffer = try buffer.compress(with: .gzip)
+            headers[.contentEncoding] = "gzip"
+        }
+        return Response(status: status, headers: headers, body: .init(byteBuffer: buffer))
+    }
+
+    /// A decoding error as a sentence naming where in the body it happened.
+    static func describe(_ error: DecodingError) -> String {
+        func path(_ codingPath: [any CodingKey]) -> String {
+            let p = codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+            return p.isEmpty ? "the body" : "'\(p.hasPrefix(".") ? String(p.dropFirst()) : p)'"
+        }
+        switch error {
+        case .dataCorrupted(let c):
+            if c.codingPath.isEmpty { return "request body is not valid JSON" }
+            return "\(path(c.codingPath)): \(c.debugDescription)"
+        case .keyNotFound(let key, let c):
+            return "missing field '\(key.stringValue)' in \(path(c.codingPath))"
+        case .typeMismatch(let type, let c):
+            return "\(path(c.codingPath)) has the wrong type: expected \(type)"
+        case .valueNotFound(let type, let c):
+            return "\(path(c.codingPath)) must not be null: expected \(type)"
+        @unknown default:
+            return "request body could not be decoded"
+        }
+    }
+}

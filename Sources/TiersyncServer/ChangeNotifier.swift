@@ -1,0 +1,39 @@
+import Foundation
+import TiersyncCore
+
+/// Wakes long-polling pulls when a tenant's change log grows. A generation counter per
+/// tenant avoids lost wake-ups: a waiter states the generation it last saw and returns at
+/// once if the log has moved on since.
+actor ChangeNotifier {
+    private var generations: [TenantID: UInt64] = [:]
+    private var waiters: [TenantID: [UUID: CheckedContinuation<Void, Never>]] = [:]
+
+    func generation(_ tenant: TenantID) -> UInt64 { generations[tenant] ?? 0 }
+
+    func signal(_ tenant: TenantID) {
+        generations[tenant, default: 0] += 1
+        if let list = waiters.removeValue(forKey: tenant) {
+            for c in list.values { c.resume() }
+        }
+    }
+
+    /// Returns when `tenant`'s generation moves past `seen`, or after `timeout`.
+    func wait(_ tenant: TenantID, after seen: UInt64, timeout: Duration) async {
+        if generation(tenant) != seen { return }
+        let id = UUID()
+        // The timer resumes the waiter if no signal did; whichever comes second finds
+        // nothing to resume, so nothing leaks.
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            self.expire(id, tenant)
+        }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            waiters[tenant, default: [:]][id] = c
+        }
+        timer.cancel()
+    }
+
+    private func expire(_ id: UUID, _ tenant: TenantID) {
+        waiters[tenant]?.removeValue(forKey: id)?.resume()
+    }
+}

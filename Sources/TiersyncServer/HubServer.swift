@@ -1,0 +1,94 @@
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import Logging
+import NIOCore
+import NIOSSL
+import TiersyncCore
+import TiersyncStore
+
+/// The HQ hub: serves every tenant's nodes over HTTPS from one process.
+public struct HubServer: Sendable {
+    public let configuration: HubConfiguration
+    public let stores: TenantStores
+    let logger: Logger
+
+    public init(configuration: HubConfiguration, logger: Logger = Logger(label: "tiersync.hub")) throws {
+        self.configuration = configuration
+        self.logger = logger
+        let catalog = try HubCatalog(directory: configuration.dataDirectory)
+        stores = TenantStores(catalog: catalog, clock: HybridLogicalClock(maxSkewMillis: configuration.maxClockSkewMillis))
+    }
+
+    /// Builds the router from ``HubRoutes``.
+    func makeRouter(notifier: ChangeNotifier) -> Router<HubRequestContext> {
+        let service = SyncService(stores: stores, notifier: notifier, codec: BodyCodec(limits: configuration.limits),
+                                  configuration: configuration)
+        let router = Router(context: HubRequestContext.self)
+        router.add(middleware: ErrorBodyMiddleware())
+        router.add(middleware: AuthenticationMiddleware(catalog: stores.catalog))
+        let handlers: [HubRoutes.Route: @Sendable (Request, HubRequestContext) async throws -> Response] = [
+            HubRoutes.health: service.health,
+            HubRoutes.enroll: service.enroll,
+            HubRoutes.whoami: service.whoami,
+            HubRoutes.push: service.push,
+            HubRoutes.pull: service.pull,
+        ]
+        for route in HubRoutes.all {
+            guard let handler = handlers[route] else { preconditionFailure("no handler for \(route.method) \(route.path)") }
+            router.on(RouterPath(route.path), method: HTTPRequest.Method(route.method)!, use: handler)
+        }
+        return router
+    }
+
+    /// Runs until the task is cancelled (or SIGTERM/SIGINT when `handleSignals`).
+    /// `onReady` receives the bound port once the listener accepts connections.
+    public func run(handleSignals: Bool = false, onReady: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        let notifier = ChangeNotifier()
+        let server: HTTPServerBuilder
+        switch configuration.transport {
+        case .tls(let certificatePath, let keyPath):
+            let chain = try NIOSSLCertificate.fromPEMFile(certificatePath).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
+            let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            server = try .tls(.http1(), tlsConfiguration: tls)
+        case .insecureDevelopmentHTTP:
+            logger.warning("serving plain HTTP: development only")
+            server = .http1()
+        }
+        let logger = self.logger
+        let app = Application(
+            router: makeRouter(notifier: notifier),
+            server: server,
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tiersync"),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? 0
+                logger.info("hub listening", metadata: ["port": "\(port)"])
+                await onReady(port)
+            },
+            logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.watchForeignWrites(notifier: notifier) }
+            group.addTask {
+                if handleSignals { try await app.runService() } else { try await app.run() }
+            }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Wakes long-polls for changes written to a tenant database by another process (an
+    /// admin's CLI on the hub machine), which the in-process notifier cannot see.
+    private func watchForeignWrites(notifier: ChangeNotifier) async throws {
+        var heads: [TenantID: Int64] = [:]
+        while !Task.isCancelled {
+            try await Task.sleep(for: .milliseconds(500))
+            for tenant in stores.openTenants() {
+                guard let head = try? stores.store(for: tenant).headSeq() else { continue }
+                if let previous = heads[tenant], previous != head { await notifier.signal(tenant) }
+                heads[tenant] = head
+            }
+        }
+    }
+}

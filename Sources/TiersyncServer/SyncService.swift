@@ -1,0 +1,119 @@
+import Foundation
+import Hummingbird
+import Logging
+import TiersyncCore
+import TiersyncStore
+
+/// The route handlers: enrollment, push and pull, with tenant and scope checks.
+struct SyncService: Sendable {
+    let stores: TenantStores
+    let notifier: ChangeNotifier
+    let codec: BodyCodec
+    let configuration: HubConfiguration
+
+    var catalog: HubCatalog { stores.catalog }
+
+    func health(_ request: Request, _ context: HubRequestContext) async throws -> Response {
+        try codec.encode(["status": "ok"], for: request)
+    }
+
+    func enroll(_ request: Request, _ context: HubRequestContext) async throws -> Response {
+        let body = try await codec.decode(EnrollRequest.self, from: request)
+        do {
+            let response = try catalog.redeem(token: body.token)
+            _ = try stores.store(for: response.tenant)
+            context.logger.info("node enrolled", metadata: ["tenant": "\(response.tenant)", "node": "\(response.node)"])
+            return try codec.encode(response, status: .created, for: request)
+        } catch let error as EnrollmentError {
+            switch error {
+            case .unknownToken: throw APIError(.unauthorized, "invalid_token", error.description)
+            case .alreadyUsed: throw APIError(.conflict, "token_used", error.description)
+            case .expired: throw APIError(.gone, "token_expired", error.description)
+            }
+        }
+    }
+
+    func whoami(_ request: Request, _ context: HubRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let node = try catalog.nodes(of: principal.tenant).first { $0.node == principal.node }
+        return try codec.encode(WhoAmIResponse(tenant: principal.tenant, node: principal.node,
+                                               parent: node?.parent, role: node?.role ?? "dealer"), for: request)
+    }
+
+    func push(_ request: Request, _ context: HubRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let body = try await codec.decode(PushRequest.self, from: request)
+        if let tenant = body.tenant, tenant != principal.tenant {
+            throw APIError(.forbidden, "wrong_tenant", "this credential belongs to tenant '\(principal.tenant)', not '\(tenant)'")
+        }
+        guard body.changes.count <= configuration.limits.maxChangesPerPush else {
+            throw APIError(.contentTooLarge, "too_many_changes",
+                           "push carries \(body.changes.count) changes; the limit is \(configuration.limits.maxChangesPerPush) per request")
+        }
+        let store = try stores.store(for: principal.tenant)
+        let scope = Scope(tree: try catalog.tree(of: principal.tenant), node: principal.node)
+        let report = try store.applyIncoming(body.changes, from: principal.node, source: .child, checkSkew: true,
+                                             gate: Self.scopeGate(pusher: principal.node, scope: scope))
+        if report.applied > 0 { await notifier.signal(principal.tenant) }
+        if !report.rejected.isEmpty {
+            context.logger.warning("changes quarantined", metadata: [
+                "tenant": "\(principal.tenant)", "node": "\(principal.node)", "count": "\(report.rejected.count)",
+                "first": "\(report.rejected[0].message)",
+            ])
+        }
+        let response = PushResponse(acknowledgedThrough: body.through, applied: report.applied, duplicates: report.duplicates,
+                                    rejected: report.rejected, hubTimeMillis: WallClock.nowMillis())
+        // 422 tells the pusher some changes were quarantined; the batch is acknowledged
+        // either way, so a bad change never blocks the ones after it.
+        return try codec.encode(response, status: report.rejected.isEmpty ? .ok : .unprocessableContent, for: request)
+    }
+
+    func pull(_ request: Request, _ context: HubRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let query = request.uri.queryParameters
+        let limits = configuration.limits
+        let cursor = try Self.integer(query, "cursor", default: 0, range: 0...Int64.max)
+        let limit = Int(try Self.integer(query, "limit", default: Int64(limits.defaultPullLimit), range: 1...Int64(limits.maxPullLimit)))
+        guard let wait = Double(query.get("wait") ?? "0"), wait >= 0, wait <= limits.maxPullWaitSeconds else {
+            throw APIError(.badRequest, "invalid_parameter", "'wait' must be a number of seconds from 0 to \(limits.maxPullWaitSeconds)")
+        }
+        let excludeOwn = (query.get("exclude_own") ?? "true") != "false"
+        let store = try stores.store(for: principal.tenant)
+        let scope = Scope(tree: try catalog.tree(of: principal.tenant), node: principal.node)
+        let deadline = ContinuousClock.now + .milliseconds(Int64(wait * 1000))
+        while true {
+            let generation = await notifier.generation(principal.tenant)
+            let page = try store.feed(after: cursor, scope: scope, excluding: excludeOwn ? principal.node : nil, limit: limit)
+            let remaining = deadline - ContinuousClock.now
+            if !page.changes.isEmpty || remaining <= .zero || Task.isCancelled {
+                return try codec.encode(page, for: request)
+            }
+            await notifier.wait(principal.tenant, after: generation, timeout: remaining)
+        }
+    }
+
+    /// The scope rule for pushes: a node may push changes made in its own subtree, to
+    /// records routed into its subtree (before the change, or after it for new records).
+    static func scopeGate(pusher: NodeID, scope: Scope) -> ChangeGate {
+        { context in
+            let change = context.change
+            if let nodes = scope.nodes, !nodes.contains(change.origin) {
+                return ChangeRejection(.forbidden, "node '\(pusher)' may not push change \(change.origin)#\(change.originSeq): it was made by node '\(change.origin)', outside its scope")
+            }
+            let route = context.routeBefore ?? context.routeAfter
+            if !scope.contains(route: route) {
+                let target = route.isEmpty ? "no node" : route.map(\.rawValue).sorted().joined(separator: ", ")
+                return ChangeRejection(.forbidden, "record \(change.table)/\(change.recordID) is routed to \(target), outside the scope of node '\(pusher)'")
+            }
+            return nil
+        }
+    }
+
+    static func integer(_ query: Parameters, _ name: String, default value: Int64, range: ClosedRange<Int64>) throws -> Int64 {
+        guard let raw = query.get(name) else { return value }
+        guard let n = Int64(raw), range.contains(n) else {
+            throw APIError(.badRequest, "invalid_parameter", "'\(name)' must be an integer from \(range.lowerBound) to \(range.upperBound), got '\(raw)'")
+        }
+        return n
+    }
+}

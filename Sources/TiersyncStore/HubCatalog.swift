@@ -1,0 +1,248 @@
+import Crypto
+import Foundation
+import GRDB
+import Synchronization
+import TiersyncCore
+
+/// A node as the hub knows it.
+public struct NodeRecord: Sendable, Equatable, Codable {
+    public var tenant: TenantID
+    public var node: NodeID
+    public var parent: NodeID?
+    public var role: String
+    public var createdAtMillis: UInt64
+    public var lastSeenMillis: UInt64?
+}
+
+/// An authenticated caller.
+public struct Principal: Sendable, Equatable {
+    public var tenant: TenantID
+    public var node: NodeID
+}
+
+/// Why an enrollment token was not accepted.
+public enum EnrollmentError: Error, Sendable, Equatable, CustomStringConvertible {
+    case unknownToken, alreadyUsed, expired(atMillis: UInt64)
+
+    public var description: String {
+        switch self {
+        case .unknownToken: "unknown enrollment token"
+        case .alreadyUsed: "this enrollment token has already been used; ask the hub admin for a new one"
+        case .expired: "this enrollment token has expired; ask the hub admin for a new one"
+        }
+    }
+}
+
+/// The hub's catalog (`hub.sqlite`): tenants, their node trees, enrollment tokens and
+/// node credentials. Secrets are stored as SHA-256 digests only. Each tenant's records
+/// live in a database of their own (see ``TenantStores``).
+public final class HubCatalog: Sendable {
+    public let directory: String
+    let writer: DatabasePool
+
+    public init(directory: String) throws {
+        self.directory = directory
+        try FileManager.default.createDirectory(atPath: directory + "/tenants", withIntermediateDirectories: true)
+        writer = try StoreConfiguration.openPool(path: directory + "/hub.sqlite")
+        var m = DatabaseMigrator()
+        m.registerMigration("v1-catalog") { db in
+            try db.execute(sql: """
+                CREATE TABLE tenants (id TEXT PRIMARY KEY NOT NULL, root TEXT NOT NULL, created_at INTEGER NOT NULL);
+                CREATE TABLE nodes (
+                    tenant TEXT NOT NULL REFERENCES tenants(id),
+                    id TEXT NOT NULL,
+                    parent TEXT,
+                    role TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    last_seen INTEGER,
+                    PRIMARY KEY (tenant, id)
+                ) WITHOUT ROWID;
+                CREATE TABLE enrollment_tokens (
+                    hash TEXT PRIMARY KEY NOT NULL,
+                    tenant TEXT NOT NULL,
+                    node TEXT NOT NULL,
+                    parent TEXT,
+                    role TEXT NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    used_at INTEGER
+                );
+                CREATE TABLE credentials (
+                    hash TEXT PRIMARY KEY NOT NULL,
+                    tenant TEXT NOT NULL,
+                    node TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    revoked_at INTEGER
+                );
+                """)
+        }
+        try m.migrate(writer)
+    }
+
+    /// The SQLite file holding one tenant's records.
+    public func tenantDatabasePath(_ tenant: TenantID) -> String {
+        "\(directory)/tenants/\(tenant.rawValue).sqlite"
+    }
+
+    // MARK: Tenants and nodes
+
+    /// Creates a tenant with its root (HQ) node; returns false when it already exists.
+    @discardableResult
+    public func createTenant(_ tenant: TenantID, root: NodeID = "hq", nowMillis: UInt64 = WallClock.nowMillis()) throws -> Bool {
+        try writer.write { db in
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) ?? false { return false }
+            try db.execute(sql: "INSERT INTO tenants (id, root, created_at) VALUES (?, ?, ?)",
+                           arguments: [tenant.rawValue, root.rawValue, Int64(nowMillis)])
+            try db.execute(sql: "INSERT INTO nodes (tenant, id, parent, role, created_at) VALUES (?, ?, NULL, 'hq', ?)",
+                           arguments: [tenant.rawValue, root.rawValue, Int64(nowMillis)])
+            return true
+        }
+    }
+
+    public func tenants() throws -> [(tenant: TenantID, root: NodeID)] {
+        try writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, root FROM tenants ORDER BY id").map {
+                (TenantID(stringLiteral: $0["id"]), NodeID(unchecked: $0["root"]))
+            }
+        }
+    }
+
+    public func root(of tenant: TenantID) throws -> NodeID? {
+        try writer.read { db in
+            try String.fetchOne(db, sql: "SELECT root FROM tenants WHERE id = ?", arguments: [tenant.rawValue]).map(NodeID.init(unchecked:))
+        }
+    }
+
+    public func nodes(of tenant: TenantID) throws -> [NodeRecord] {
+        try writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM nodes WHERE tenant = ? ORDER BY id", arguments: [tenant.rawValue]).map(Self.nodeRecord)
+        }
+    }
+
+    public func tree(of tenant: TenantID) throws -> NodeTree {
+        let nodes = try nodes(of: tenant)
+        return NodeTree(parents: Dictionary(uniqueKeysWithValues: nodes.map { ($0.node, $0.parent) }))
+    }
+
+    /// Records that `node` was seen now (for per-node status).
+    public func touch(_ principal: Principal, nowMillis: UInt64 = WallClock.nowMillis()) throws {
+        try writer.write { db in
+            try db.execute(sql: "UPDATE nodes SET last_seen = ? WHERE tenant = ? AND id = ?",
+                           arguments: [Int64(nowMillis), principal.tenant.rawValue, principal.node.rawValue])
+        }
+    }
+
+    // MARK: Enrollment and credentials
+
+    /// Issues a one-time enrollment token for `node` under `parent` (default: the root).
+    /// The token itself is returned once and stored only as a digest.
+    public func issueEnrollmentToken(tenant: TenantID, node: NodeID, parent: NodeID? = nil, role: String = "dealer",
+                                     ttlSeconds: UInt64 = 86_400, nowMillis: UInt64 = WallClock.nowMillis()) throws -> String {
+        try writer.write { db in
+            guard let root = try String.fetchOne(db, sql: "SELECT root FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) else {
+                throw StoreError.notFound("tenant '\(tenant)'")
+            }
+            if node.rawValue == root { throw StoreError.invalidArgument("'\(node)' is the root of tenant '\(tenant)'; it runs on the hub and does not enroll") }
+            let parentID = parent?.rawValue ?? root
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM nodes WHERE tenant = ? AND id = ?", arguments: [tenant.rawValue, parentID]) ?? false else {
+                throw StoreError.notFound("parent node '\(parentID)' in tenant '\(tenant)'")
+            }
+            let token = "tse_" + Secrets.random()
+            try db.execute(sql: """
+                INSERT INTO enrollment_tokens (hash, tenant, node, parent, role, expires_at) VALUES (?, ?, ?, ?, ?, ?)
+                """, arguments: [Secrets.digest(token), tenant.rawValue, node.rawValue, parentID, role,
+                                 Int64(nowMillis + ttlSeconds * 1000)])
+            return token
+        }
+    }
+
+    /// Redeems an enrollment token: registers the node (or keeps it, if it re-enrolls),
+    /// revokes its earlier credentials and returns a new one. All in one transaction.
+    public func redeem(token: String, nowMillis: UInt64 = WallClock.nowMillis()) throws -> EnrollResponse {
+        try writer.write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM enrollment_tokens WHERE hash = ?", arguments: [Secrets.digest(token)]) else {
+                throw EnrollmentError.unknownToken
+            }
+            if (row["used_at"] as Int64?) != nil { throw EnrollmentError.alreadyUsed }
+            let expires = UInt64(row["expires_at"] as Int64)
+            if expires < nowMillis { throw EnrollmentError.expired(atMillis: expires) }
+            let tenant: String = row["tenant"], node: String = row["node"], parent: String? = row["parent"]
+            try db.execute(sql: "UPDATE enrollment_tokens SET used_at = ? WHERE hash = ?", arguments: [Int64(nowMillis), row["hash"] as String])
+            try db.execute(sql: """
+                INSERT INTO nodes (tenant, id, parent, role, created_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (tenant, id) DO UPDATE SET parent = excluded.parent, role = excluded.role
+                """, arguments: [tenant, node, parent, row["role"] as String, Int64(nowMillis)])
+            try db.execute(sql: "UPDATE credentials SET revoked_at = ? WHERE tenant = ? AND node = ? AND revoked_at IS NULL",
+                           arguments: [Int64(nowMillis), tenant, node])
+            let credential = "tsc_" + Secrets.random()
+            try db.execute(sql: "INSERT INTO credentials (hash, tenant, node, created_at) VALUES (?, ?, ?, ?)",
+                           arguments: [Secrets.digest(credential), tenant, node, Int64(nowMillis)])
+            return EnrollResponse(tenant: TenantID(stringLiteral: tenant), node: NodeID(unchecked: node),
+                                  parent: parent.map(NodeID.init(unchecked:)), credential: credential)
+        }
+    }
+
+    /// The node a bearer credential belongs to, or nil for an unknown or revoked one.
+    public func authenticate(credential: String) throws -> Principal? {
+        try writer.read { db in
+            try Row.fetchOne(db, sql: "SELECT tenant, node FROM credentials WHERE hash = ? AND revoked_at IS NULL",
+                             arguments: [Secrets.digest(credential)]).map {
+                Principal(tenant: TenantID(stringLiteral: $0["tenant"]), node: NodeID(unchecked: $0["node"]))
+            }
+        }
+    }
+
+    static func nodeRecord(_ row: Row) -> NodeRecord {
+        NodeRecord(tenant: TenantID(stringLiteral: row["tenant"]), node: NodeID(unchecked: row["id"]),
+                   parent: (row["parent"] as String?).map(NodeID.init(unchecked:)), role: row["role"],
+                   createdAtMillis: UInt64(row["created_at"] as Int64),
+                   lastSeenMillis: (row["last_seen"] as Int64?).map(UInt64.init))
+    }
+}
+
+/// Random secrets and their digests.
+enum Secrets {
+    static func random(bytes: Int = 32) -> String {
+        var generator = SystemRandomNumberGenerator()
+        let raw = (0..<bytes).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        return Data(raw).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    static func digest(_ secret: String) -> String {
+        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// The open tenant databases of a hub, opened on first use and kept open.
+public final class TenantStores: Sendable {
+    public let catalog: HubCatalog
+    public let schema: Schema
+    public let clock: HybridLogicalClock
+    private let open = Mutex<[TenantID: NodeStore]>([:])
+
+    public init(catalog: HubCatalog, schema: Schema = DomainSchema.schema, clock: HybridLogicalClock = HybridLogicalClock()) {
+        self.catalog = catalog
+        self.schema = schema
+        self.clock = clock
+    }
+
+    /// The tenants whose databases are open in this process.
+    public func openTenants() -> [TenantID] {
+        open.withLock { Array($0.keys) }
+    }
+
+    /// The store of `tenant`, whose node identity is the tenant's root.
+    public func store(for tenant: TenantID) throws -> NodeStore {
+        if let store = open.withLock({ $0[tenant] }) { return store }
+        guard let root = try catalog.root(of: tenant) else { throw StoreError.notFound("tenant '\(tenant)'") }
+        let store = try NodeStore(path: catalog.tenantDatabasePath(tenant), schema: schema, clock: clock)
+        if try store.identity() == nil {
+            try store.setIdentity(NodeIdentity(tenant: tenant, node: root, parent: nil))
+        }
+        return open.withLock { cache in
+            if let existing = cache[tenant] { return existing }
+            cache[tenant] = store
+            return store
+        }
+    }
+}

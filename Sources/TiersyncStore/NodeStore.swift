@@ -1,0 +1,480 @@
+import Crypto
+import Foundation
+import GRDB
+import TiersyncCore
+
+/// A node's local store: one SQLite file holding the domain tables, the change log, the
+/// per-field versions, conflicts, quarantine and sync cursors.
+///
+/// Every write to a domain table goes through this type and appends its change-log entry
+/// in the same transaction, so no write can commit without its change. The hybrid clock's
+/// state is persisted in that transaction too: processes sharing the file (an agent and a
+/// CLI command) never stamp two changes alike.
+public final class NodeStore: Sendable {
+    public let path: String
+    public let schema: Schema
+    public let clock: HybridLogicalClock
+    let writer: any DatabaseWriter
+
+    /// Opens (creating if needed) the store at `path`; `":memory:"` gives a private
+    /// in-memory store for unit tests.
+    public init(path: String, schema: Schema = DomainSchema.schema, clock: HybridLogicalClock = HybridLogicalClock()) throws {
+        self.path = path
+        self.schema = schema
+        self.clock = clock
+        if path == ":memory:" {
+            writer = try DatabaseQueue(configuration: StoreConfiguration.make())
+        } else {
+            writer = try StoreConfiguration.openPool(path: path)
+        }
+        try NodeStoreMigrations.migrator.migrate(writer)
+        try writer.write { db in try DomainTables.ensure(schema, in: db) }
+    }
+
+    // MARK: Identity and settings
+
+    public func identity() throws -> NodeIdentity? {
+        try writer.read { db in try Self.identity(db) }
+    }
+
+    /// Sets who this store belongs to. A store never changes tenant or node once set.
+    public func setIdentity(_ identity: NodeIdentity) throws {
+        try writer.write { db in
+            if let existing = try Self.identity(db), existing.tenant != identity.tenant || existing.node != identity.node {
+                throw StoreError.invalidArgument("the store at \(path) already belongs to node '\(existing.node)' of tenant '\(existing.tenant)'")
+            }
+            try Self.setMeta(db, "tenant", identity.tenant.rawValue)
+            try Self.setMeta(db, "node", identity.node.rawValue)
+            if let parent = identity.parent { try Self.setMeta(db, "parent", parent.rawValue) }
+        }
+    }
+
+    public func meta(_ key: String) throws -> String? {
+        try writer.read { db in try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [key]) }
+    }
+
+    public func setMeta(_ key: String, _ value: String?) throws {
+        try writer.write { db in
+            if let value { try Self.setMeta(db, key, value) } else {
+                try db.execute(sql: "DELETE FROM ts_meta WHERE key = ?", arguments: [key])
+            }
+        }
+    }
+
+    // MARK: Local writes
+
+    /// Commits local writes atomically, each with its change-log entry, and returns the
+    /// changes made. Throws ``StoreError/rejected(_:)`` for a write the schema refuses;
+    /// then nothing of the batch is written.
+    @discardableResult
+    public func commit(_ writes: [RecordWrite], wallMillis: UInt64 = WallClock.nowMillis()) throws -> [Change] {
+        try writer.write { db in
+            guard let me = try Self.identity(db) else { throw StoreError.notEnrolled(path: path) }
+            var last = try Self.lastHLC(db)
+            var nextSeq = try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?", arguments: [me.node.rawValue]) ?? 0
+            var made: [Change] = []
+            for write in writes {
+                guard let table = schema.table(write.table) else {
+                    throw StoreError.rejected(.init(.unknownTable, "unknown table '\(write.table)' (known: \(schema.tables.map(\.name).joined(separator: ", ")))"))
+                }
+                let stored = try load(db, table: table, id: write.id)
+                var fields = write.fields
+                if write.op == .upsert, stored == nil, let first = table.routeFields.first,
+                   table.route(of: fields).isEmpty, fields[first] == nil {
+                    // A new record nobody routed: it belongs to the node that made it.
+                    fields[first] = .string(me.node.rawValue)
+                }
+                last = clock.tick(last: last, wallMillis: wallMillis)
+                nextSeq += 1
+                var prior: [String: FieldVersion] = [:]
+                for name in fields.keys { prior[name] = stored?.state.versions[name] }
+                let change = Change(origin: me.node, originSeq: nextSeq, hlc: last, table: write.table, recordID: write.id,
+                                    op: write.op, fields: fields, prior: prior)
+                switch schema.validate(change) {
+                case .failure(let rejection): throw StoreError.rejected(rejection)
+                case .success(let valid):
+                    _ = try apply(db, valid, table: table, stored: stored, source: .local, from: nil, nowMillis: wallMillis)
+                    made.append(valid)
+                }
+            }
+            try Self.setMeta(db, "hlc", String(last.rawValue))
+            return made
+        }
+    }
+
+    // MARK: Received changes
+
+    /// Applies changes received from `sender` in one transaction: each is applied once
+    /// (by origin and sequence), or quarantined with its reason; none blocks another.
+    /// `cursor`, when given, is stored in the same transaction, so a crash can never
+    /// separate "applied" from "remembered as applied".
+    public func applyIncoming(_ changes: [Change], from sender: NodeID, source: ChangeSource,
+                              checkSkew: Bool, gate: ChangeGate? = nil, cursor: (name: String, value: Int64)? = nil,
+                              wallMillis: UInt64 = WallClock.nowMillis()) throws -> IncomingReport {
+        try writer.write { db in
+            var report = IncomingReport()
+            var last = try Self.lastHLC(db)
+            for change in changes {
+                if try Self.isKnown(db, change) {
+                    report.duplicates += 1
+                    continue
+                }
+                let verdict = try check(db, change, sender: sender, checkSkew: checkSkew, gate: gate, wallMillis: wallMillis)
+                switch verdict {
+                case .failure(let rejection):
+                    try quarantine(db, change, rejection, from: sender, nowMillis: wallMillis)
+                    report.rejected.append(RejectedChange(change: change, rejection: rejection))
+                case .success(let (valid, table, stored)):
+                    let outcome = try apply(db, valid, table: table, stored: stored, source: source, from: sender, nowMillis: wallMillis)
+                    report.applied += 1
+                    report.conflicts += outcome.conflicts.count
+                    last = max(last, valid.hlc)
+                }
+            }
+            try Self.setMeta(db, "hlc", String(last.rawValue))
+            if let cursor { try Self.setCursor(db, cursor.name, cursor.value) }
+            return report
+        }
+    }
+
+    private func check(_ db: Database, _ change: Change, sender: NodeID, checkSkew: Bool, gate: ChangeGate?,
+                       wallMillis: UInt64) throws -> Result<(Change, TableSchema, StoredRecord?), ChangeRejection> {
+        let valid: Change
+        switch schema.validate(change) {
+        case .failure(let r): return .failure(r)
+        case .success(let v): valid = v
+        }
+        if checkSkew {
+            do throws(ClockSkewError) { try clock.check(valid.hlc, wallMillis: wallMillis) } catch {
+                return .failure(.init(.clockSkew, "change \(valid.origin)#\(valid.originSeq) to \(valid.table)/\(valid.recordID): \(error.description)"))
+            }
+        }
+        let table = schema.table(valid.table)!
+        let stored = try load(db, table: table, id: valid.recordID)
+        if let gate {
+            var after = stored?.state ?? RecordState()
+            after.apply(valid)
+            let context = GateContext(change: valid, sender: sender, routeBefore: stored?.route,
+                                      routeAfter: Self.route(of: after, table: table, previous: stored?.route))
+            if let rejection = gate(context) { return .failure(rejection) }
+        }
+        return .success((valid, table, stored))
+    }
+
+    // MARK: Reading the log
+
+    /// Changes to send upward: everything not received from the parent, after `seq`.
+    public func upstreamBatch(after seq: Int64, limit: Int) throws -> [LoggedChange] {
+        try writer.read { db in
+            try Self.fetchLogged(db, sql: """
+                SELECT * FROM ts_changes WHERE seq > ? AND source != 'parent' ORDER BY seq LIMIT ?
+                """, arguments: [seq, limit])
+        }
+    }
+
+    /// How many changes wait to go upward after `seq`.
+    public func upstreamBacklog(after seq: Int64) throws -> Int {
+        try writer.read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_changes WHERE seq > ? AND source != 'parent'", arguments: [seq]) ?? 0
+        }
+    }
+
+    /// The newest log position of a change that goes upward (0 when none).
+    public func lastUpstreamSeq() throws -> Int64 {
+        try writer.read { db in
+            try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes WHERE source != 'parent'") ?? 0
+        }
+    }
+
+    /// One page of the change feed for a node with `scope`, after `cursor`, leaving out
+    /// changes that `excluding` made itself.
+    public func feed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) throws -> PullResponse {
+        try writer.read { db in
+            let head = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes") ?? 0
+            var entries: [LoggedChange]
+            let exclude = excluding?.rawValue ?? ""
+            if let nodes = scope.nodes {
+                let placeholders = Array(repeating: "?", count: nodes.count).joined(separator: ",")
+                var args: [any DatabaseValueConvertible] = nodes.map(\.rawValue)
+                args += [cursor, exclude, limit]
+                entries = try Self.fetchLogged(db, sql: """
+                    SELECT c.* FROM ts_changes c
+                    WHERE c.seq IN (SELECT DISTINCT r.seq FROM ts_change_routes r WHERE r.node IN (\(placeholders)) AND r.seq > ?)
+                      AND c.origin != ?
+                    ORDER BY c.seq LIMIT ?
+                    """, arguments: StatementArguments(args))
+            } else {
+                entries = try Self.fetchLogged(db, sql: "SELECT * FROM ts_changes WHERE seq > ? AND origin != ? ORDER BY seq LIMIT ?",
+                                               arguments: [cursor, exclude, limit])
+            }
+            let more = entries.count == limit
+            let next = more ? entries.last!.seq : max(cursor, head)
+            return PullResponse(changes: entries.map(\.change), nextCursor: next, more: more)
+        }
+    }
+
+    /// The highest log position (0 for an empty log).
+    public func headSeq() throws -> Int64 {
+        try writer.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes") ?? 0 }
+    }
+
+    /// Every log entry touching one record, oldest first.
+    public func history(table: String, id: String) throws -> [LoggedChange] {
+        try writer.read { db in
+            try Self.fetchLogged(db, sql: "SELECT * FROM ts_changes WHERE tbl = ? AND record_id = ? ORDER BY seq", arguments: [table, id])
+        }
+    }
+
+    // MARK: Cursors
+
+    public func cursor(_ name: String) throws -> Int64 {
+        try writer.read { db in try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [name]) ?? 0 }
+    }
+
+    public func setCursor(_ name: String, _ value: Int64) throws {
+        try writer.write { db in try Self.setCursor(db, name, value) }
+    }
+
+    // MARK: Reading records
+
+    public func record(table: String, id: String) throws -> StoredRecord? {
+        guard let t = schema.table(table) else { throw StoreError.rejected(.init(.unknownTable, "unknown table '\(table)'")) }
+        return try writer.read { db in try load(db, table: t, id: id) }
+    }
+
+    /// Live records of a table, ordered by id.
+    public func liveRecords(table: String, limit: Int = Int.max) throws -> [(id: String, values: [String: FieldValue])] {
+        guard let t = schema.table(table) else { throw StoreError.rejected(.init(.unknownTable, "unknown table '\(table)'")) }
+        return try writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM \(t.name.quotedDatabaseIdentifier) ORDER BY id LIMIT ?", arguments: [min(limit, Int(Int32.max))])
+                .map { row in (row["id"] as String, Self.values(of: row, table: t).filter { !$0.value.isNull }) }
+        }
+    }
+
+    public func conflicts(limit: Int = 1000) throws -> [ConflictRecord] {
+        try writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM ts_conflicts ORDER BY id LIMIT ?", arguments: [limit]).map { row in
+                let decoder = JSONDecoder()
+                func value(_ s: String) -> FieldValue { (try? decoder.decode(FieldValue.self, from: Data(s.utf8))) ?? .null }
+                return ConflictRecord(
+                    id: row["id"], table: row["tbl"], recordID: row["record_id"],
+                    conflict: FieldConflict(field: row["field"],
+                                            winner: value(row["winner_value"]), winnerVersion: FieldVersion(parsing: row["winner_version"])!,
+                                            loser: value(row["loser_value"]), loserVersion: FieldVersion(parsing: row["loser_version"])!),
+                    detectedAtMillis: UInt64(row["detected_at"] as Int64))
+            }
+        }
+    }
+
+    public func quarantined(limit: Int = 1000) throws -> [QuarantinedChange] {
+        try writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM ts_quarantine ORDER BY id LIMIT ?", arguments: [limit]).map { row in
+                QuarantinedChange(id: row["id"], origin: NodeID(unchecked: row["origin"]), originSeq: row["origin_seq"],
+                                  receivedFrom: NodeID(unchecked: row["received_from"]),
+                                  receivedAtMillis: UInt64(row["received_at"] as Int64), code: row["code"],
+                                  reason: row["reason"], change: row["change"])
+            }
+        }
+    }
+
+    public func counts() throws -> StoreCounts {
+        try writer.read { db in
+            var records: [String: Int] = [:]
+            for t in schema.tables {
+                records[t.name] = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM \(t.name.quotedDatabaseIdentifier)") ?? 0
+            }
+            return StoreCounts(records: records,
+                               changes: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_changes") ?? 0,
+                               conflicts: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_conflicts") ?? 0,
+                               quarantined: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_quarantine") ?? 0)
+        }
+    }
+
+    /// SHA-256 over the live content of every table (ids and non-null values, canonical
+    /// JSON, ordered), limited to records routed into `scope`. Two replicas holding the
+    /// same records in a scope have the same digest.
+    public func digest(scope: Scope = .everything) throws -> String {
+        try writer.read { db in
+            var hasher = SHA256()
+            for t in schema.tables.sorted(by: { $0.name < $1.name }) {
+                let rows = try Row.fetchCursor(db, sql: """
+                    SELECT d.*, r.route AS ts_route FROM \(t.name.quotedDatabaseIdentifier) d
+                    JOIN ts_records r ON r.tbl = ? AND r.id = d.id ORDER BY d.id
+                    """, arguments: [t.name])
+                while let row = try rows.next() {
+                    if scope.nodes != nil, !scope.contains(route: Self.parseRoute(row["ts_route"])) { continue }
+                    let values = Self.values(of: row, table: t).filter { !$0.value.isNull }
+                    hasher.update(data: Data("\(t.name)\t\(row["id"] as String)\t\(CanonicalJSON.object(values))\n".utf8))
+                }
+            }
+            return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        }
+    }
+
+    // MARK: Internals
+
+    /// Applies a valid change to its record and logs it. The caller runs the transaction.
+    private func apply(_ db: Database, _ change: Change, table: TableSchema, stored: StoredRecord?,
+                       source: ChangeSource, from sender: NodeID?, nowMillis: UInt64) throws -> ApplyOutcome {
+        var state = stored?.state ?? RecordState()
+        let outcome = state.apply(change)
+        let route = Self.route(of: state, table: table, previous: stored?.route)
+        if outcome.changedAnything || stored == nil {
+            try save(db, table: table, id: change.recordID, state: state, route: route)
+        }
+        for c in outcome.conflicts {
+            try db.cachedStatement(sql: """
+                INSERT OR IGNORE INTO ts_conflicts (tbl, record_id, field, winner_value, winner_version, loser_value, loser_version, detected_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """).execute(arguments: [table.name, change.recordID, c.field, c.winner.canonical, c.winnerVersion.description,
+                                         c.loser.canonical, c.loserVersion.description, Int64(nowMillis)])
+        }
+        try db.cachedStatement(sql: """
+            INSERT INTO ts_changes (origin, origin_seq, hlc, tbl, record_id, op, fields, prior, source, received_from, received_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """).execute(arguments: [change.origin.rawValue, change.originSeq, Int64(bitPattern: change.hlc.rawValue), change.table,
+                                     change.recordID, change.op.rawValue, CanonicalJSON.object(change.fields),
+                                     change.prior.isEmpty ? nil : CanonicalJSON.object(change.prior),
+                                     source.rawValue, sender?.rawValue, Int64(nowMillis)])
+        let seq = db.lastInsertedRowID
+        // The change reaches the nodes the record was routed to and those it is routed to
+        // now: a record moving away is seen leaving.
+        for node in route.union(stored?.route ?? []) {
+            try db.cachedStatement(sql: "INSERT OR IGNORE INTO ts_change_routes (node, seq) VALUES (?, ?)")
+                .execute(arguments: [node.rawValue, seq])
+        }
+        return outcome
+    }
+
+    private func quarantine(_ db: Database, _ change: Change, _ rejection: ChangeRejection, from sender: NodeID, nowMillis: UInt64) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json = (try? String(decoding: encoder.encode(change), as: UTF8.self)) ?? "{}"
+        try db.execute(sql: """
+            INSERT OR IGNORE INTO ts_quarantine (origin, origin_seq, received_from, received_at, code, reason, change)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [change.origin.rawValue, change.originSeq, sender.rawValue, Int64(nowMillis),
+                             rejection.code.rawValue, rejection.message, json])
+    }
+
+    /// A live record is routed by its route fields; a deleted one keeps its last route, so
+    /// the delete (and anything after it) reaches the nodes that held it.
+    static func route(of state: RecordState, table: TableSchema, previous: Set<NodeID>?) -> Set<NodeID> {
+        if state.isLive { return table.route(of: state.liveValues) }
+        return previous ?? []
+    }
+
+    func load(_ db: Database, table: TableSchema, id: String) throws -> StoredRecord? {
+        guard let meta = try Row.fetchOne(db.cachedStatement(sql: "SELECT versions, tombstone, route FROM ts_records WHERE tbl = ? AND id = ?"),
+                                          arguments: [table.name, id]) else { return nil }
+        let versions = try JSONDecoder().decode([String: FieldVersion].self, from: Data((meta["versions"] as String).utf8))
+        let tombstone = (meta["tombstone"] as String?).flatMap(FieldVersion.init(parsing:))
+        var values: [String: FieldValue] = [:]
+        if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM \(table.name.quotedDatabaseIdentifier) WHERE id = ?"), arguments: [id]) {
+            values = Self.values(of: row, table: table)
+        }
+        for field in versions.keys where values[field] == nil { values[field] = .null }
+        return StoredRecord(table: table.name, id: id,
+                            state: RecordState(values: values.filter { versions[$0.key] != nil }, versions: versions, tombstone: tombstone),
+                            route: Self.parseRoute(meta["route"]))
+    }
+
+    private func save(_ db: Database, table: TableSchema, id: String, state: RecordState, route: Set<NodeID>) throws {
+        try db.cachedStatement(sql: """
+            INSERT INTO ts_records (tbl, id, versions, tombstone, route, live) VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (tbl, id) DO UPDATE SET versions = excluded.versions, tombstone = excluded.tombstone,
+                route = excluded.route, live = excluded.live
+            """).execute(arguments: [table.name, id, CanonicalJSON.object(state.versions), state.tombstone?.description,
+                                     route.map(\.rawValue).sorted().joined(separator: ","), state.isLive])
+        let name = table.name.quotedDatabaseIdentifier
+        if state.isLive {
+            let live = state.liveValues
+            let columns = table.fields.map(\.name.quotedDatabaseIdentifier)
+            var args: [(any DatabaseValueConvertible)?] = [id]
+            args += table.fields.map { Self.databaseValue(live[$0.name] ?? .null) }
+            try db.cachedStatement(sql: """
+                INSERT OR REPLACE INTO \(name) (id, \(columns.joined(separator: ", ")))
+                VALUES (?\(String(repeating: ", ?", count: columns.count)))
+                """).execute(arguments: StatementArguments(args))
+        } else {
+            try db.cachedStatement(sql: "DELETE FROM \(name) WHERE id = ?").execute(arguments: [id])
+        }
+    }
+
+    static func values(of row: Row, table: TableSchema) -> [String: FieldValue] {
+        var values: [String: FieldValue] = [:]
+        for field in table.fields {
+            let dbValue: DatabaseValue = row[field.name] ?? .null
+            if dbValue.isNull { values[field.name] = .null; continue }
+            switch field.type {
+            case .bool: values[field.name] = .bool((Int64.fromDatabaseValue(dbValue) ?? 0) != 0)
+            case .int: values[field.name] = Int64.fromDatabaseValue(dbValue).map(FieldValue.int) ?? .null
+            case .double: values[field.name] = Double.fromDatabaseValue(dbValue).map(FieldValue.double) ?? .null
+            default: values[field.name] = String.fromDatabaseValue(dbValue).map(FieldValue.string) ?? .null
+            }
+        }
+        return values
+    }
+
+    static func databaseValue(_ value: FieldValue) -> (any DatabaseValueConvertible)? {
+        switch value {
+        case .null: nil
+        case .bool(let b): b
+        case .int(let i): i
+        case .double(let d): d
+        case .string(let s): s
+        }
+    }
+
+    static func parseRoute(_ s: String?) -> Set<NodeID> {
+        guard let s, !s.isEmpty else { return [] }
+        return Set(s.split(separator: ",").map { NodeID(unchecked: String($0)) })
+    }
+
+    static func fetchLogged(_ db: Database, sql: String, arguments: StatementArguments) throws -> [LoggedChange] {
+        let decoder = JSONDecoder()
+        return try Row.fetchAll(db, sql: sql, arguments: arguments).map { row in
+            let fields = try decoder.decode([String: FieldValue].self, from: Data((row["fields"] as String).utf8))
+            let prior = try (row["prior"] as String?).map { try decoder.decode([String: FieldVersion].self, from: Data($0.utf8)) } ?? [:]
+            let change = Change(origin: NodeID(unchecked: row["origin"]), originSeq: row["origin_seq"],
+                                hlc: HLCTimestamp(rawValue: UInt64(bitPattern: row["hlc"] as Int64)),
+                                table: row["tbl"], recordID: row["record_id"],
+                                op: Change.Operation(rawValue: row["op"]) ?? .upsert, fields: fields, prior: prior)
+            return LoggedChange(seq: row["seq"], change: change,
+                                source: ChangeSource(rawValue: row["source"]) ?? .local,
+                                receivedFrom: (row["received_from"] as String?).map(NodeID.init(unchecked:)),
+                                receivedAtMillis: UInt64(row["received_at"] as Int64))
+        }
+    }
+
+    static func isKnown(_ db: Database, _ change: Change) throws -> Bool {
+        let args: StatementArguments = [change.origin.rawValue, change.originSeq]
+        if try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM ts_changes WHERE origin = ? AND origin_seq = ?"), arguments: args) ?? false {
+            return true
+        }
+        return try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM ts_quarantine WHERE origin = ? AND origin_seq = ?"), arguments: args) ?? false
+    }
+
+    static func identity(_ db: Database) throws -> NodeIdentity? {
+        let rows = try Row.fetchAll(db, sql: "SELECT key, value FROM ts_meta WHERE key IN ('tenant', 'node', 'parent')")
+        let dict = Dictionary(uniqueKeysWithValues: rows.map { ($0["key"] as String, $0["value"] as String) })
+        guard let tenant = dict["tenant"], let node = dict["node"] else { return nil }
+        return NodeIdentity(tenant: TenantID(stringLiteral: tenant), node: NodeID(unchecked: node),
+                            parent: dict["parent"].map(NodeID.init(unchecked:)))
+    }
+
+    static func lastHLC(_ db: Database) throws -> HLCTimestamp {
+        let s = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = 'hlc'")
+        return HLCTimestamp(rawValue: s.flatMap { UInt64($0) } ?? 0)
+    }
+
+    static func setMeta(_ db: Database, _ key: String, _ value: String) throws {
+        try db.execute(sql: "INSERT INTO ts_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                       arguments: [key, value])
+    }
+
+    static func setCursor(_ db: Database, _ name: String, _ value: Int64) throws {
+        try db.execute(sql: "INSERT INTO ts_cursors (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                       arguments: [name, value])
+    }
+}

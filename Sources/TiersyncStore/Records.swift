@@ -1,0 +1,110 @@
+import TiersyncCore
+
+/// Where a logged change came from, relative to this node.
+public enum ChangeSource: String, Sendable, Codable {
+    /// Written here.
+    case local
+    /// Received from a node below (pushed to this node).
+    case child
+    /// Received from this node's parent (pulled).
+    case parent
+}
+
+/// Who a node store belongs to: set once, when the node enrolls (or the hub creates a tenant).
+public struct NodeIdentity: Sendable, Equatable, Codable {
+    public var tenant: TenantID
+    public var node: NodeID
+    public var parent: NodeID?
+
+    public init(tenant: TenantID, node: NodeID, parent: NodeID?) {
+        self.tenant = tenant
+        self.node = node
+        self.parent = parent
+    }
+}
+
+/// A local write requested by a person or program on this node.
+public struct RecordWrite: Sendable, Equatable {
+    public var table: String
+    public var id: String
+    public var op: Change.Operation
+    public var fields: [String: FieldValue]
+
+    public static func upsert(_ table: String, id: String, _ fields: [String: FieldValue]) -> RecordWrite {
+        RecordWrite(table: table, id: id, op: .upsert, fields: fields)
+    }
+
+    public static func delete(_ table: String, id: String) -> RecordWrite {
+        RecordWrite(table: table, id: id, op: .delete, fields: [:])
+    }
+}
+
+/// One entry of the change log.
+public struct LoggedChange: Sendable, Equatable {
+    public var seq: Int64
+    public var change: Change
+    public var source: ChangeSource
+    public var receivedFrom: NodeID?
+    public var receivedAtMillis: UInt64
+}
+
+/// A record as stored: its replication state and the nodes it is routed to.
+public struct StoredRecord: Sendable, Equatable {
+    public var table: String
+    public var id: String
+    public var state: RecordState
+    public var route: Set<NodeID>
+}
+
+/// A kept conflict: a concurrent edit that lost.
+public struct ConflictRecord: Sendable, Equatable, Codable {
+    public var id: Int64
+    public var table: String
+    public var recordID: String
+    public var conflict: FieldConflict
+    public var detectedAtMillis: UInt64
+}
+
+/// A refused change, held for an admin with its reason.
+public struct QuarantinedChange: Sendable, Equatable, Codable {
+    public var id: Int64
+    public var origin: NodeID
+    public var originSeq: Int64
+    public var receivedFrom: NodeID
+    public var receivedAtMillis: UInt64
+    public var code: String
+    public var reason: String
+    /// The change as received (JSON).
+    public var change: String
+}
+
+/// What applying a batch of received changes did.
+public struct IncomingReport: Sendable, Equatable {
+    public var applied = 0
+    public var duplicates = 0
+    public var rejected: [RejectedChange] = []
+    public var conflicts = 0
+    public init() {}
+}
+
+/// What a gate sees of one incoming change before it is committed.
+public struct GateContext: Sendable {
+    public var change: Change
+    public var sender: NodeID
+    /// The record's route before the change; nil when the record is new here.
+    public var routeBefore: Set<NodeID>?
+    /// The record's route once the change is applied.
+    public var routeAfter: Set<NodeID>
+}
+
+/// A check the receiver runs on each incoming change inside the applying transaction
+/// (the hub uses it for scope authorization). Returning a rejection quarantines the change.
+public typealias ChangeGate = @Sendable (GateContext) -> ChangeRejection?
+
+/// Row counts for status displays.
+public struct StoreCounts: Sendable, Equatable, Codable {
+    public var records: [String: Int]
+    public var changes: Int
+    public var conflicts: Int
+    public var quarantined: Int
+}

@@ -1,0 +1,19 @@
+import TiersyncCore
+
+/// Errors from the local store, with messages a person can act on.
+public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
+    case notEnrolled(path: String)
+    case rejected(ChangeRejection)
+    case notFound(String)
+    case invalidArgument(String)
+
+    public var description: String {
+        switch self {
+        case .notEnrolled(let path):
+            "the store at \(path) has no node identity yet: enroll it first with `tiersync agent run --enroll-token ...`"
+        case .rejected(let r): r.message
+        case .notFound(let what): "\(what) not found"
+        case .invalidArgument(let m): m
+        }
+    }
+}
