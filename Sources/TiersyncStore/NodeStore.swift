@@ -79,9 +79,9 @@ public final class NodeStore: Sendable {
                 }
                 let stored = try load(db, table: table, id: write.id)
                 var fields = write.fields
-                if write.op == .upsert, stored == nil, let first = table.routeFields.first,
-                   table.route(of: fields).isEmpty, fields[first] == nil {
-                    // A new record nobody routed: it belongs to the node that made it.
+                if write.op == .upsert, stored == nil, let first = table.routeFields.first, fields[first] == nil {
+                    // The first route field names where a record was made or who owns it
+                    // (originating node, source node, owning dealer): by default, the writer.
                     fields[first] = .string(me.node.rawValue)
                 }
                 last = clock.tick(last: last, wallMillis: wallMillis)
@@ -251,9 +251,12 @@ public final class NodeStore: Sendable {
         }
     }
 
-    public func conflicts(limit: Int = 1000) throws -> [ConflictRecord] {
+    /// Kept conflicts, oldest first; all of them, or those of one record.
+    public func conflicts(table: String? = nil, recordID: String? = nil, limit: Int = 1000) throws -> [ConflictRecord] {
         try writer.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM ts_conflicts ORDER BY id LIMIT ?", arguments: [limit]).map { row in
+            let filter = table == nil ? "" : "WHERE tbl = ? AND record_id = ?"
+            let args: StatementArguments = table == nil ? [limit] : [table, recordID ?? "", limit]
+            return try Row.fetchAll(db, sql: "SELECT * FROM ts_conflicts \(filter) ORDER BY id LIMIT ?", arguments: args).map { row in
                 let decoder = JSONDecoder()
                 func value(_ s: String) -> FieldValue { (try? decoder.decode(FieldValue.self, from: Data(s.utf8))) ?? .null }
                 return ConflictRecord(

@@ -1,0 +1,103 @@
+import ArgumentParser
+import Foundation
+import TiersyncCore
+import TiersyncPKI
+import TiersyncStore
+
+struct Admin: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Administer a hub's tenants and nodes (run on the hub machine).",
+        subcommands: [CreateTenant.self, EnrollToken.self, Nodes.self, Quarantine.self, GenCerts.self])
+
+    struct HubData: ParsableArguments {
+        @Option(help: "The hub's data directory.")
+        var data: String
+
+        func catalog() throws -> HubCatalog { try HubCatalog(directory: data) }
+    }
+
+    struct CreateTenant: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a tenant with its root (HQ) node.")
+        @OptionGroup var hub: HubData
+        @Option(help: "Tenant identifier.") var tenant: String
+        @Option(help: "Identifier of the tenant's root (HQ) node.") var root = "hq"
+
+        func run() throws {
+            let tenantID = try TenantID(validating: tenant)
+            let created = try hub.catalog().createTenant(tenantID, root: try NodeID(validating: root))
+            print(created ? "created tenant \(tenant) (root node \(root))" : "tenant \(tenant) already exists")
+        }
+    }
+
+    struct EnrollToken: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Issue a one-time, expiring enrollment token for a node.",
+            discussion: "Creates the tenant if it does not exist yet. The token is printed once; the hub keeps only its digest.")
+        @OptionGroup var hub: HubData
+        @Option(help: "Tenant identifier.") var tenant: String
+        @Option(help: "Identifier of the node that will enroll.") var node: String
+        @Option(help: "Parent node (default: the tenant's root).") var parent: String?
+        @Option(help: "Role: dealer or country.") var role = "dealer"
+        @Option(help: "Seconds until the token expires.") var ttl: UInt64 = 86_400
+
+        func run() throws {
+            let catalog = try hub.catalog()
+            let tenantID = try TenantID(validating: tenant)
+            if try catalog.createTenant(tenantID) {
+                FileHandle.standardError.write(Data("created tenant \(tenant) with root node 'hq'\n".utf8))
+            }
+            guard ["dealer", "country"].contains(role) else { throw ValidationError("--role must be dealer or country") }
+            let token = try catalog.issueEnrollmentToken(tenant: tenantID, node: try NodeID(validating: node),
+                                                         parent: try parent.map { try NodeID(validating: $0) }, role: role, ttlSeconds: ttl)
+            print(token)
+        }
+    }
+
+    struct Nodes: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List a tenant's nodes and when each was last seen.")
+        @OptionGroup var hub: HubData
+        @Option(help: "Tenant identifier.") var tenant: String
+
+        func run() throws {
+            let catalog = try hub.catalog()
+            let tenantID = try TenantID(validating: tenant)
+            let tree = try catalog.tree(of: tenantID)
+            var rows = [["node", "role", "path", "last seen"]]
+            for n in try catalog.nodes(of: tenantID) {
+                rows.append([n.node.rawValue, n.role, tree.path(of: n.node), n.lastSeenMillis.map(formatMillis) ?? "never"])
+            }
+            printTable(rows)
+        }
+    }
+
+    struct Quarantine: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show changes the hub refused for a tenant, with reasons.")
+        @OptionGroup var hub: HubData
+        @Option(help: "Tenant identifier.") var tenant: String
+        @Option(help: "Most entries to show.") var limit = 100
+        @Flag(help: "Also print each refused change as received.") var verbose = false
+
+        func run() throws {
+            let stores = TenantStores(catalog: try hub.catalog())
+            let entries = try stores.store(for: try TenantID(validating: tenant)).quarantined(limit: limit)
+            if entries.isEmpty { print("no quarantined changes"); return }
+            for e in entries {
+                print("\(formatMillis(e.receivedAtMillis))  \(e.origin)#\(e.originSeq) from \(e.receivedFrom)  [\(e.code)] \(e.reason)")
+                if verbose { print("    \(e.change)") }
+            }
+        }
+    }
+
+    struct GenCerts: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a development CA and a loopback server certificate.")
+        @Option(help: "Output directory.") var out: String
+        @Option(help: "Extra DNS names for the server certificate.") var hostname: [String] = []
+
+        func run() throws {
+            let files = try DevelopmentPKI.ensure(in: out, extraHostnames: hostname)
+            print("CA certificate:     \(files.caCertificate)")
+            print("server certificate: \(files.serverCertificate)")
+            print("server key:         \(files.serverKey)")
+        }
+    }
+}

@@ -1,0 +1,246 @@
+import ArgumentParser
+import Foundation
+import TiersyncCore
+import TiersyncStore
+
+struct NodeDatabase: ParsableArguments {
+    @Option(help: "The node's SQLite file.")
+    var db: String
+
+    func open() throws -> NodeStore { try openEnrolledStore(db) }
+}
+
+struct Contact: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Record and look up customer contacts in the node's own database.",
+        discussion: "Writes are local and work offline; a running agent syncs them.",
+        subcommands: [Add.self, List.self, Show.self])
+
+    struct Add: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Record a customer contact (and the customer, if new).")
+        @OptionGroup var node: NodeDatabase
+        @Option(help: "Existing customer id; omit to create a customer from the fields below.") var customer: String?
+        @Option(help: "Customer first name.") var firstName: String?
+        @Option(help: "Customer last name.") var lastName: String?
+        @Option(help: "Company name (for company customers).") var company: String?
+        @Option(help: "Customer phone.") var phone: String?
+        @Option(help: "Customer email.") var email: String?
+        @Option(help: "phone, email, web, chat, visit or fax.") var channel = "phone"
+        @Option(help: "inbound or outbound.") var direction = "inbound"
+        @Option(help: "What the contact is about.") var topic: String
+        @Option(help: "scheme (general questions) or specification (a concrete car or offer).") var knowledgeKind = "specification"
+        @Option(help: "low, normal, high or critical.") var urgency = "normal"
+        @Option(help: "Free-text summary.") var summary: String?
+        @Option(help: "Contact id (default: generated).") var id: String?
+
+        func run() throws {
+            let store = try node.open()
+            var writes: [RecordWrite] = []
+            let customerID = customer ?? "cust-" + shortID()
+            if customer == nil {
+                var fields: [String: FieldValue] = ["kind": .string(company == nil ? "person" : "company")]
+                fields["first_name"] = firstName.map(FieldValue.string)
+                fields["last_name"] = lastName.map(FieldValue.string)
+                fields["company_name"] = company.map(FieldValue.string)
+                fields["phone"] = phone.map(FieldValue.string)
+                fields["email"] = email.map(FieldValue.string)
+                guard firstName != nil || lastName != nil || company != nil else {
+                    throw ValidationError("give --customer <id>, or a new customer's --first-name/--last-name or --company")
+                }
+                writes.append(.upsert("customers", id: customerID, fields))
+            } else if try store.record(table: "customers", id: customerID)?.state.isLive != true {
+                throw ValidationError("no customer '\(customerID)' in \(node.db)")
+            }
+            let contactID = id ?? "int-" + shortID()
+            var fields: [String: FieldValue] = [
+                "customer_id": .string(customerID), "channel": .string(channel), "direction": .string(direction),
+                "topic": .string(topic), "knowledge_kind": .string(knowledgeKind), "urgency": .string(urgency),
+                "status": .string("new"), "created_at": .string(ISO8601DateFormatter().string(from: Date())),
+            ]
+            fields["summary"] = summary.map(FieldValue.string)
+            writes.append(.upsert("interactions", id: contactID, fields))
+            do {
+                try store.commit(writes)
+            } catch let error as StoreError {
+                throw ValidationError(error.description)
+            }
+            print("recorded contact \(contactID) for customer \(customerID)")
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List customer contacts, newest first.")
+        @OptionGroup var node: NodeDatabase
+        @Option(help: "Most contacts to show.") var limit = 50
+
+        func run() throws {
+            let store = try node.open()
+            let customers = Dictionary(uniqueKeysWithValues: try store.liveRecords(table: "customers").map { ($0.id, $0.values) })
+            let contacts = try store.liveRecords(table: "interactions").sorted {
+                ($0.values["created_at"]?.description ?? "") > ($1.values["created_at"]?.description ?? "")
+            }.prefix(limit)
+            var rows = [["id", "created", "channel", "topic", "status", "customer", "origin"]]
+            for c in contacts {
+                let customer = c.values["customer_id"]?.stringValue.flatMap { customers[$0] }
+                rows.append([c.id, c.values["created_at"]?.description ?? "", c.values["channel"]?.description ?? "",
+                             c.values["topic"]?.description ?? "", c.values["status"]?.description ?? "",
+                             customer.map(displayName) ?? (c.values["customer_id"]?.description ?? ""),
+                             c.values["originating_node"]?.description ?? ""])
+            }
+            printTable(rows)
+            print("\(contacts.count) contact(s)")
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a contact and its customer, with field versions and conflicts.")
+        @OptionGroup var node: NodeDatabase
+        @Argument(help: "Contact id.") var id: String
+
+        func run() throws {
+            let store = try node.open()
+            guard let contact = try store.record(table: "interactions", id: id) else {
+                throw ValidationError("no contact '\(id)' in \(node.db)")
+            }
+            printRecord(contact, store: store)
+            if let customerID = contact.state.liveValues["customer_id"]?.stringValue,
+               let customer = try store.record(table: "customers", id: customerID) {
+                print("")
+                printRecord(customer, store: store)
+            }
+        }
+    }
+}
+
+struct RecordCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "record",
+        abstract: "Read and write any replicated table in the node's database.",
+        subcommands: [Put.self, Get.self, Delete.self, List.self, Tables.self])
+
+    struct Put: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create or update a record: tiersync record put --db F customers c-1 last_name=Meyer")
+        @OptionGroup var node: NodeDatabase
+        @Argument(help: "Table.") var table: String
+        @Argument(help: "Record id.") var id: String
+        @Argument(help: "field=value assignments (field= sets null).") var assignments: [String]
+
+        func run() throws {
+            let store = try node.open()
+            guard let schema = store.schema.table(table) else { throw ValidationError("unknown table '\(table)'") }
+            let change = try store.commit([.upsert(table, id: id, try parseAssignments(assignments, table: schema))])
+            print("wrote \(table)/\(id) as change \(change[0].origin)#\(change[0].originSeq)")
+        }
+    }
+
+    struct Get: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a record with its field versions and conflicts.")
+        @OptionGroup var node: NodeDatabase
+        @Argument(help: "Table.") var table: String
+        @Argument(help: "Record id.") var id: String
+
+        func run() throws {
+            let store = try node.open()
+            guard let record = try store.record(table: table, id: id) else { throw ValidationError("no record \(table)/\(id)") }
+            printRecord(record, store: store)
+        }
+    }
+
+    struct Delete: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a record (a tombstone that replicates).")
+        @OptionGroup var node: NodeDatabase
+        @Argument(help: "Table.") var table: String
+        @Argument(help: "Record id.") var id: String
+
+        func run() throws {
+            let store = try node.open()
+            try store.commit([.delete(table, id: id)])
+            print("deleted \(table)/\(id)")
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List a table's live records.")
+        @OptionGroup var node: NodeDatabase
+        @Argument(help: "Table.") var table: String
+        @Option(help: "Most records to show.") var limit = 100
+
+        func run() throws {
+            let store = try node.open()
+            let records = try store.liveRecords(table: table, limit: limit)
+            for r in records { print("\(r.id)  \(CanonicalJSON.object(r.values))") }
+            print("\(records.count) record(s)")
+        }
+    }
+
+    struct Tables: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Describe the replicated tables and their fields.")
+
+        func run() {
+            for t in DomainSchema.schema.tables {
+                print("\(t.name): \(t.summary) (routed by \(t.routeFields.joined(separator: ", ")))")
+                for f in t.fields { print("  \(f.name): \(f.type.displayName)\(f.summary.isEmpty ? "" : " - \(f.summary)")") }
+            }
+        }
+    }
+}
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show a node database's identity, sync positions, counts and content digest.")
+    @OptionGroup var node: NodeDatabase
+
+    func run() throws {
+        let store = try node.open()
+        let identity = try store.identity()
+        print("node:        \(identity.map { "\($0.node) (tenant \($0.tenant), parent \($0.parent?.rawValue ?? "none"))" } ?? "not enrolled")")
+        print("parent URL:  \(try store.meta("parent_url") ?? "-")")
+        let acked = try store.cursor("push.parent")
+        print("log head:    \(try store.headSeq())")
+        print("push:        acknowledged through \(acked); \(try store.upstreamBacklog(after: acked)) change(s) waiting")
+        print("pull cursor: \(try store.cursor("pull.parent"))")
+        let counts = try store.counts()
+        print("records:     " + counts.records.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        print("conflicts:   \(counts.conflicts)   quarantined: \(counts.quarantined)")
+        print("digest:      \(try store.digest())")
+    }
+}
+
+struct Conflicts: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List concurrent edits that lost, with both values and origins.")
+    @OptionGroup var node: NodeDatabase
+    @Option(help: "Most conflicts to show.") var limit = 100
+
+    func run() throws {
+        let conflicts = try node.open().conflicts(limit: limit)
+        var rows = [["record", "field", "kept", "kept from", "lost", "lost from"]]
+        for c in conflicts {
+            rows.append(["\(c.table)/\(c.recordID)", c.conflict.field, c.conflict.winner.description, c.conflict.winnerVersion.node.rawValue,
+                         c.conflict.loser.description, c.conflict.loserVersion.node.rawValue])
+        }
+        printTable(rows)
+        print("\(conflicts.count) conflict(s)")
+    }
+}
+
+func printRecord(_ record: StoredRecord, store: NodeStore) {
+    print("\(record.table)/\(record.id)\(record.state.isLive ? "" : " (deleted)")  routed to: \(record.route.map(\.rawValue).sorted().joined(separator: ", "))")
+    let values = record.state.liveValues
+    var rows = [["field", "value", "written by", "hlc"]]
+    for (field, version) in record.state.versions.sorted(by: { $0.key < $1.key }) {
+        rows.append([field, values[field]?.description ?? "(deleted)", version.node.rawValue, version.hlc.description])
+    }
+    printTable(rows)
+    let conflicts = (try? store.conflicts(table: record.table, recordID: record.id)) ?? []
+    for c in conflicts {
+        print("conflict on \(c.conflict.field): kept '\(c.conflict.winner)' from \(c.conflict.winnerVersion.node), lost '\(c.conflict.loser)' from \(c.conflict.loserVersion.node)")
+    }
+}
+
+func displayName(_ values: [String: FieldValue]) -> String {
+    if let company = values["company_name"]?.stringValue { return company }
+    return [values["first_name"]?.stringValue, values["last_name"]?.stringValue].compactMap { $0 }.joined(separator: " ")
+}
+
+func shortID() -> String {
+    String(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(12))
+}

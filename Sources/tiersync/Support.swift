@@ -1,0 +1,71 @@
+import ArgumentParser
+import Foundation
+import TiersyncCore
+import TiersyncStore
+
+/// Prints rows as an aligned text table; the first row is the header.
+func printTable(_ rows: [[String]]) {
+    guard let header = rows.first else { return }
+    var widths = header.map(\.count)
+    for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+    for (n, row) in rows.enumerated() {
+        print(row.enumerated().map { i, cell in cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+            .joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+        if n == 0 { print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")) }
+    }
+}
+
+func formatMillis(_ millis: UInt64) -> String {
+    let f = ISO8601DateFormatter()
+    return f.string(from: Date(timeIntervalSince1970: Double(millis) / 1000))
+}
+
+/// Parses `field=value` arguments into typed values using the table's schema. An empty
+/// value (`field=`) sets the field to null.
+func parseAssignments(_ assignments: [String], table: TableSchema) throws -> [String: FieldValue] {
+    var fields: [String: FieldValue] = [:]
+    for assignment in assignments {
+        guard let eq = assignment.firstIndex(of: "=") else {
+            throw ValidationError("'\(assignment)' is not field=value")
+        }
+        let name = String(assignment[..<eq]), raw = String(assignment[assignment.index(after: eq)...])
+        guard let field = table.field(name) else {
+            throw ValidationError("unknown field '\(name)' in table '\(table.name)' (fields: \(table.fields.map(\.name).joined(separator: ", ")))")
+        }
+        fields[name] = try parseValue(raw, for: field, table: table.name)
+    }
+    return fields
+}
+
+func parseValue(_ raw: String, for field: FieldSchema, table: String) throws -> FieldValue {
+    if raw.isEmpty { return .null }
+    let value: FieldValue?
+    switch field.type {
+    case .int: value = Int64(raw).map(FieldValue.int)
+    case .double: value = Double(raw).map(FieldValue.double)
+    case .bool: value = ["true": true, "yes": true, "1": true, "false": false, "no": false, "0": false][raw.lowercased()].map(FieldValue.bool)
+    default: value = .string(raw)
+    }
+    guard let value, let checked = field.type.coerce(value) else {
+        throw ValidationError("field '\(table).\(field.name)' must be \(field.type.displayName), got '\(raw)'")
+    }
+    return checked
+}
+
+func openEnrolledStore(_ path: String) throws -> NodeStore {
+    guard FileManager.default.fileExists(atPath: path) else {
+        throw ValidationError("no node database at \(path)")
+    }
+    return try NodeStore(path: path)
+}
+
+/// Store errors reach the terminal as one clear line instead of a Swift dump.
+func describe(_ error: any Error) -> String {
+    if let e = error as? StoreError { return e.description }
+    return "\(error)"
+}
+
+/// Flushes standard output, so that a parent process reading a pipe sees lines at once.
+func flushOutput() {
+    fflush(nil)
+}
