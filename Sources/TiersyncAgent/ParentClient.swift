@@ -26,6 +26,8 @@ public final class ParentClient: Sendable {
             throw AgentError.invalidConfiguration("unsupported URL scheme '\(scheme)' in \(configuration.parentURL)")
         }
         var tls = TLSConfiguration.makeClientConfiguration()
+        // Don't hold a cancelled request for NIOSSL's default 5 s waiting on close_notify.
+        tls.shutdownTimeout = .seconds(1)
         if let ca = configuration.caFile {
             guard FileManager.default.fileExists(atPath: ca) else {
                 throw AgentError.invalidConfiguration("CA file \(ca) does not exist")

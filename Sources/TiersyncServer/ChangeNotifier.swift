@@ -7,6 +7,7 @@ import TiersyncCore
 actor ChangeNotifier {
     private var generations: [TenantID: UInt64] = [:]
     private var waiters: [TenantID: [UUID: CheckedContinuation<Void, Never>]] = [:]
+    private var closed = false
 
     func generation(_ tenant: TenantID) -> UInt64 { generations[tenant] ?? 0 }
 
@@ -19,7 +20,7 @@ actor ChangeNotifier {
 
     /// Returns when `tenant`'s generation moves past `seen`, or after `timeout`.
     func wait(_ tenant: TenantID, after seen: UInt64, timeout: Duration) async {
-        if generation(tenant) != seen { return }
+        if generation(tenant) != seen || closed { return }
         let id = UUID()
         // The timer resumes the waiter if no signal did; whichever comes second finds
         // nothing to resume, so nothing leaks.
@@ -32,6 +33,16 @@ actor ChangeNotifier {
         }
         timer.cancel()
     }
+
+    /// Ends every wait, now and later: the hub is shutting down and open long-polls
+    /// answer at once instead of holding the shutdown up.
+    func close() {
+        closed = true
+        for list in waiters.values { for c in list.values { c.resume() } }
+        waiters = [:]
+    }
+
+    var isClosed: Bool { closed }
 
     private func expire(_ id: UUID, _ tenant: TenantID) {
         waiters[tenant]?.removeValue(forKey: id)?.resume()

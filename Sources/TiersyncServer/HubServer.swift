@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
 import Logging
+import ServiceLifecycle
 import NIOCore
 import NIOSSL
 import TiersyncCore
@@ -42,7 +43,8 @@ public struct HubServer: Sendable {
         return router
     }
 
-    /// Runs until the task is cancelled (or SIGTERM/SIGINT when `handleSignals`).
+    /// Runs until the task is cancelled (or SIGTERM/SIGINT when `handleSignals`), then
+    /// shuts down gracefully: open long-polls answer at once, in-flight pushes finish.
     /// `onReady` receives the bound port once the listener accepts connections.
     public func run(handleSignals: Bool = false, onReady: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         let notifier = ChangeNotifier()
@@ -51,7 +53,8 @@ public struct HubServer: Sendable {
         case .tls(let certificatePath, let keyPath):
             let chain = try NIOSSLCertificate.fromPEMFile(certificatePath).map { NIOSSLCertificateSource.certificate($0) }
             let key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
-            let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            tls.shutdownTimeout = .seconds(1)
             server = try .tls(.http1(), tlsConfiguration: tls)
         case .insecureDevelopmentHTTP:
             logger.warning("serving plain HTTP: development only")
@@ -68,22 +71,40 @@ public struct HubServer: Sendable {
                 await onReady(port)
             },
             logger: logger)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await self.watchForeignWrites(notifier: notifier) }
-            group.addTask {
-                if handleSignals { try await app.runService() } else { try await app.run() }
-            }
-            try await group.next()
-            group.cancelAll()
+        // Services shut down in reverse order: first the notifier (ending long-polls), then
+        // the foreign-write watcher, then the HTTP server.
+        let group = ServiceGroup(configuration: .init(
+            services: [app, ForeignWriteWatcher(stores: stores, notifier: notifier), NotifierService(notifier: notifier)],
+            gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
+            logger: logger))
+        try await withTaskCancellationHandler {
+            try await group.run()
+        } onCancel: {
+            Task { await group.triggerGracefulShutdown() }
         }
     }
+}
 
-    /// Wakes long-polls for changes written to a tenant database by another process (an
-    /// admin's CLI on the hub machine), which the in-process notifier cannot see.
-    private func watchForeignWrites(notifier: ChangeNotifier) async throws {
+/// Ends open long-polls when the hub shuts down.
+struct NotifierService: Service {
+    let notifier: ChangeNotifier
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await notifier.close()
+    }
+}
+
+/// Wakes long-polls for changes written to a tenant database by another process (an
+/// admin's CLI on the hub machine), which the in-process notifier cannot see.
+struct ForeignWriteWatcher: Service {
+    let stores: TenantStores
+    let notifier: ChangeNotifier
+
+    func run() async throws {
         var heads: [TenantID: Int64] = [:]
-        while !Task.isCancelled {
-            try await Task.sleep(for: .milliseconds(500))
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(500))
             for tenant in stores.openTenants() {
                 guard let head = try? stores.store(for: tenant).headSeq() else { continue }
                 if let previous = heads[tenant], previous != head { await notifier.signal(tenant) }

@@ -85,7 +85,8 @@ struct SyncService: Sendable {
             let generation = await notifier.generation(principal.tenant)
             let page = try store.feed(after: cursor, scope: scope, excluding: excludeOwn ? principal.node : nil, limit: limit)
             let remaining = deadline - ContinuousClock.now
-            if !page.changes.isEmpty || remaining <= .zero || Task.isCancelled {
+            let closing = await notifier.isClosed
+            if !page.changes.isEmpty || remaining <= .zero || Task.isCancelled || closing {
                 return try codec.encode(page, for: request)
             }
             await notifier.wait(principal.tenant, after: generation, timeout: remaining)
