@@ -64,7 +64,9 @@ public enum FieldType: Sendable, Hashable, Codable {
     static func isDate(_ s: String) -> Bool {
         let f = ISO8601DateFormatter()
         f.formatOptions = [.withFullDate]
-        return s.count == 10 && f.date(from: s) != nil
+        // The formatter rolls 2026-02-30 over to March; a round trip refuses it.
+        guard s.count == 10, let date = f.date(from: s) else { return false }
+        return f.string(from: date) == s
     }
 }
 

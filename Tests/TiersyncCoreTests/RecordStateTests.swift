@@ -1,0 +1,180 @@
+import Testing
+import TiersyncCore
+
+func upsert(_ node: NodeID, _ wall: UInt64, _ fields: [String: FieldValue], prior: [String: FieldVersion] = [:], seq: Int64 = 1) -> Change {
+    Change(origin: node, originSeq: seq, hlc: HLCTimestamp(wallMillis: wall, counter: 0), table: "customers", recordID: "c-1",
+           op: .upsert, fields: fields, prior: prior)
+}
+
+@Suite("Record state")
+struct RecordStateTests {
+    @Test("later write wins per field; untouched fields survive")
+    func perFieldLastWriterWins() {
+        var s = RecordState()
+        s.apply(upsert("a", 10, ["phone": "1", "city": "Berlin"]))
+        s.apply(upsert("b", 20, ["phone": "2"]))
+        s.apply(upsert("a", 15, ["city": "Hamburg"], seq: 2))
+        #expect(s.liveValues == ["phone": "2", "city": "Hamburg"])
+    }
+
+    @Test("equal timestamps: the node id breaks the tie the same way everywhere")
+    func tieBreak() {
+        var s1 = RecordState(), s2 = RecordState()
+        let a = upsert("a", 10, ["phone": "from-a"]), b = upsert("b", 10, ["phone": "from-b"])
+        s1.apply(a); s1.apply(b)
+        s2.apply(b); s2.apply(a)
+        #expect(s1 == s2)
+        #expect(s1.liveValues["phone"] == "from-b")
+    }
+
+    @Test("a concurrent overwrite keeps the loser as a conflict, wherever it arrives")
+    func concurrentLoserIsKept() {
+        // b wrote without having seen a's value (no prior): concurrent.
+        let a = upsert("a", 10, ["phone": "111"]), b = upsert("b", 20, ["phone": "222"])
+        var s1 = RecordState()
+        s1.apply(a)
+        let late = s1.apply(b)
+        #expect(late.conflicts == [FieldConflict(field: "phone", winner: "222", winnerVersion: b.version, loser: "111", loserVersion: a.version)])
+        var s2 = RecordState()
+        s2.apply(b)
+        let early = s2.apply(a)
+        #expect(early.conflicts == late.conflicts)
+    }
+
+    @Test("a causal overwrite (the writer saw the value) is not a conflict")
+    func causalOverwrite() {
+        let a = upsert("a", 10, ["phone": "111"])
+        let b = upsert("b", 20, ["phone": "222"], prior: ["phone": a.version])
+        var s = RecordState()
+        s.apply(a)
+        #expect(s.apply(b).conflicts.isEmpty)
+    }
+
+    @Test("equal values are not a conflict")
+    func sameValueNoConflict() {
+        var s = RecordState()
+        s.apply(upsert("a", 10, ["phone": "111"]))
+        #expect(s.apply(upsert("b", 20, ["phone": "111"])).conflicts.isEmpty)
+    }
+
+    @Test("a delete beats older edits, even ones arriving after it; a newer edit revives")
+    func tombstones() {
+        var s = RecordState()
+        s.apply(upsert("a", 10, ["phone": "1", "city": "Berlin"]))
+        s.apply(Change(origin: "b", originSeq: 1, hlc: HLCTimestamp(wallMillis: 20, counter: 0), table: "customers", recordID: "c-1", op: .delete))
+        #expect(!s.isLive)
+        #expect(s.values["phone"] == .null, "deleted values are dropped, not kept")
+        s.apply(upsert("c", 15, ["city": "Munich"]))
+        #expect(!s.isLive, "an older edit arriving late stays deleted")
+        s.apply(upsert("c", 30, ["phone": "3"], seq: 2))
+        #expect(s.isLive)
+        #expect(s.liveValues == ["phone": "3"])
+    }
+
+    @Test("redelivering a change changes nothing")
+    func idempotentApply() {
+        var s = RecordState()
+        let c = upsert("a", 10, ["phone": "1"])
+        #expect(s.apply(c).changedAnything)
+        let before = s
+        #expect(!s.apply(c).changedAnything)
+        #expect(s == before)
+    }
+}
+
+@Suite("Hybrid logical clock")
+struct ClockTests {
+    let clock = HybridLogicalClock(maxSkewMillis: 60_000)
+
+    @Test("ticks are strictly increasing, even when the wall clock stalls or goes back")
+    func monotonic() {
+        var last = HLCTimestamp.zero
+        var seen: [HLCTimestamp] = []
+        for wall: UInt64 in [100, 100, 100, 90, 101, 50] {
+            last = clock.tick(last: last, wallMillis: wall)
+            seen.append(last)
+        }
+        #expect(seen == seen.sorted())
+        #expect(Set(seen).count == seen.count)
+        #expect(seen.last!.wallMillis == 101)
+    }
+
+    @Test("the counter rolls into the next millisecond instead of overflowing")
+    func counterOverflow() {
+        let t = clock.tick(last: HLCTimestamp(wallMillis: 5, counter: .max), wallMillis: 5)
+        #expect(t == HLCTimestamp(wallMillis: 6, counter: 0))
+    }
+
+    @Test("a remote timestamp too far ahead is refused with the skew in the message")
+    func skew() throws {
+        let now: UInt64 = 1_000_000
+        let ahead = HLCTimestamp(wallMillis: now + 3_600_000, counter: 0)
+        #expect(throws: ClockSkewError.self) { try clock.receive(last: .zero, remote: ahead, wallMillis: now) }
+        do {
+            _ = try clock.receive(last: .zero, remote: ahead, wallMillis: now)
+        } catch {
+            #expect(error.description.contains("3600 s ahead"))
+        }
+        let fine = HLCTimestamp(wallMillis: now + 59_000, counter: 3)
+        #expect(try clock.receive(last: .zero, remote: fine, wallMillis: now) == fine)
+        #expect(clock.tick(last: fine, wallMillis: now) > fine, "after receiving, local ticks sort after the remote event")
+    }
+}
+
+@Suite("Schema validation")
+struct SchemaTests {
+    let schema = DomainSchema.schema
+
+    func change(_ table: String, _ fields: [String: FieldValue]) -> Change {
+        Change(origin: "a", originSeq: 1, hlc: HLCTimestamp(wallMillis: 1, counter: 0), table: table, recordID: "r-1", op: .upsert, fields: fields)
+    }
+
+    func rejection(_ c: Change) -> ChangeRejection? {
+        if case .failure(let r) = schema.validate(c) { return r }
+        return nil
+    }
+
+    @Test("unknown tables and fields are named")
+    func unknownNames() {
+        #expect(rejection(change("cars", ["x": 1]))?.code == .unknownTable)
+        #expect(rejection(change("cars", ["x": 1]))?.message.contains("'cars'") == true)
+        let r = rejection(change("customers", ["shoe_size": 44]))
+        #expect(r?.code == .unknownField)
+        #expect(r?.message.contains("'shoe_size'") == true)
+    }
+
+    @Test("wrong types name the field, the expected type and the value")
+    func wrongTypes() {
+        let r = rejection(change("customers", ["key_account": "yes"]))
+        #expect(r?.code == .wrongType)
+        #expect(r?.message == "field 'customers.key_account' of record 'r-1' must be boolean, got string \"yes\"")
+        #expect(rejection(change("interactions", ["channel": "pigeon"]))?.code == .wrongType)
+        #expect(rejection(change("interactions", ["created_at": "yesterday"]))?.code == .wrongType)
+        #expect(rejection(change("customers", ["owning_dealer": "Dealer 42!"]))?.code == .wrongType)
+    }
+
+    @Test("valid values pass, integers widen to numbers, null fits every field")
+    func validValues() throws {
+        let ok = try schema.validate(change("leads", ["value": 1200, "status": "new", "customer_id": .null])).get()
+        #expect(ok.fields["value"] == .double(1200))
+        #expect(rejection(change("interactions", ["created_at": "2026-11-22T10:15:00Z", "channel": "fax"])) == nil)
+        #expect(rejection(change("vehicles", ["sale_date": "2026-02-30"])) != nil)
+    }
+}
+
+@Suite("Scopes")
+struct ScopeTests {
+    let tree = NodeTree(parents: ["hq": nil, "de": "hq", "fr": "hq", "d1": "de", "d2": "de", "f1": "fr"])
+
+    @Test("a node sees records routed to itself or below; the root sees everything")
+    func visibility() {
+        let country = Scope(tree: tree, node: "de"), dealer = Scope(tree: tree, node: "d1"), root = Scope(tree: tree, node: "hq")
+        #expect(country.contains(route: ["d2"]))
+        #expect(!country.contains(route: ["f1"]))
+        #expect(dealer.contains(route: ["d1", "f1"]))
+        #expect(!dealer.contains(route: ["d2"]))
+        #expect(!dealer.contains(route: []))
+        #expect(root.contains(route: []))
+        #expect(tree.path(of: "d2") == "hq/de/d2")
+    }
+}
