@@ -18,6 +18,11 @@ public struct NodeRecord: Sendable, Equatable, Codable {
 public struct Principal: Sendable, Equatable {
     public var tenant: TenantID
     public var node: NodeID
+
+    public init(tenant: TenantID, node: NodeID) {
+        self.tenant = tenant
+        self.node = node
+    }
 }
 
 /// Why an enrollment token was not accepted.

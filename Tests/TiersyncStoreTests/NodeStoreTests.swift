@@ -1,0 +1,157 @@
+import Foundation
+import Testing
+import TiersyncCore
+import TiersyncStore
+
+/// A fresh directory per test, removed afterwards.
+final class TempDir {
+    let path: String
+    init() throws {
+        path = NSTemporaryDirectory() + "tiersync-test-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+func makeStore(_ dir: TempDir, _ node: NodeID, parent: NodeID? = "hq") throws -> NodeStore {
+    let store = try NodeStore(path: "\(dir.path)/\(node).sqlite")
+    try store.setIdentity(NodeIdentity(tenant: "acme", node: node, parent: parent))
+    return store
+}
+
+@Suite("Node store")
+struct NodeStoreTests {
+    @Test("every local write commits with its change-log entry; a refused batch writes nothing")
+    func writesAreLogged() throws {
+        let dir = try TempDir()
+        let store = try makeStore(dir, "d1")
+        let made = try store.commit([.upsert("customers", id: "c-1", ["last_name": "Meyer"]),
+                                     .upsert("customers", id: "c-2", ["last_name": "Kraus"])])
+        #expect(made.map(\.originSeq) == [1, 2])
+        #expect(made[0].fields["owning_dealer"] == "d1", "a new record is routed to its writer by default")
+        #expect(try store.headSeq() == 2)
+        #expect(throws: StoreError.self) {
+            try store.commit([.upsert("customers", id: "c-3", ["last_name": "Ok"]), .upsert("customers", id: "c-4", ["shoe": "44"])])
+        }
+        #expect(try store.headSeq() == 2)
+        #expect(try store.record(table: "customers", id: "c-3") == nil)
+        #expect(try store.counts().records["customers"] == 2)
+    }
+
+    @Test("two handles on one file (an agent and a CLI) never stamp alike")
+    func sharedFileClock() throws {
+        let dir = try TempDir()
+        let a = try makeStore(dir, "d1")
+        let b = try NodeStore(path: a.path)
+        var changes: [Change] = []
+        for i in 0..<50 {
+            changes += try (i % 2 == 0 ? a : b).commit([.upsert("customers", id: "c-\(i % 5)", ["phone": .string("\(i)")])], wallMillis: 1_000)
+        }
+        #expect(Set(changes.map(\.hlc)).count == 50)
+        #expect(Set(changes.map(\.originSeq)).count == 50)
+        #expect(changes.map(\.hlc) == changes.map(\.hlc).sorted())
+    }
+
+    @Test("received changes apply once; bad ones are quarantined with a reason and block nothing")
+    func incoming() throws {
+        let dir = try TempDir()
+        let dealer = try makeStore(dir, "d1")
+        let hub = try makeStore(dir, "hq", parent: nil)
+        var batch = try dealer.commit([.upsert("customers", id: "c-1", ["last_name": "Meyer"]),
+                                       .upsert("customers", id: "c-2", ["last_name": "Kraus"])])
+        var bad = batch[1]
+        bad.originSeq = 3
+        bad.fields = ["no_such_field": "x"]
+        batch.insert(bad, at: 1)
+        let report = try hub.applyIncoming(batch, from: "d1", source: .child, checkSkew: true, cursor: ("x", 42))
+        #expect(report.applied == 2)
+        #expect(report.rejected.map(\.code) == [.unknownField])
+        #expect(try hub.cursor("x") == 42)
+        let again = try hub.applyIncoming(batch, from: "d1", source: .child, checkSkew: true)
+        #expect(again.applied == 0)
+        #expect(again.duplicates == 3, "applied and quarantined changes are both recognised on redelivery")
+        let q = try hub.quarantined()
+        #expect(q.count == 1)
+        #expect(q[0].reason.contains("no_such_field"))
+        #expect(try hub.liveRecords(table: "customers").map(\.id) == ["c-1", "c-2"])
+    }
+
+    @Test("a change stamped beyond the skew bound is quarantined as clock_skew")
+    func skew() throws {
+        let dir = try TempDir()
+        let hub = try makeStore(dir, "hq", parent: nil)
+        let now = WallClock.nowMillis()
+        let future = Change(origin: "d1", originSeq: 1, hlc: HLCTimestamp(wallMillis: now + 3_600_000, counter: 0),
+                            table: "customers", recordID: "c-1", op: .upsert, fields: ["last_name": "Future"])
+        let report = try hub.applyIncoming([future], from: "d1", source: .child, checkSkew: true, wallMillis: now)
+        #expect(report.rejected.first?.code == .clockSkew)
+        #expect(report.rejected.first?.message.contains("3600 s ahead") == true)
+    }
+
+    @Test("the feed pages a node's scope and its cursor skips what is out of scope")
+    func scopedFeed() throws {
+        let dir = try TempDir()
+        let hub = try makeStore(dir, "hq", parent: nil)
+        try hub.commit([.upsert("customers", id: "c-1", ["owning_dealer": "d1"]),
+                        .upsert("customers", id: "c-2", ["owning_dealer": "d2"]),
+                        .upsert("customers", id: "c-3", ["owning_dealer": "d2", "servicing_dealer": "d1"])])
+        let page = try hub.feed(after: 0, scope: Scope(nodes: ["d1"]), excluding: "d1", limit: 10)
+        #expect(page.changes.map(\.recordID) == ["c-1", "c-3"])
+        #expect(page.nextCursor == 3)
+        #expect(!page.more)
+        let first = try hub.feed(after: 0, scope: .everything, excluding: nil, limit: 2)
+        #expect(first.more && first.nextCursor == 2)
+    }
+
+    @Test("replicas that exchange their changes have equal digests, and keep the concurrent loser")
+    func convergence() throws {
+        let dir = try TempDir()
+        let a = try makeStore(dir, "d1"), b = try makeStore(dir, "d2"), hub = try makeStore(dir, "hq", parent: nil)
+        let fromA = try a.commit([.upsert("customers", id: "c-1", ["phone": "111", "owning_dealer": "d1", "servicing_dealer": "d2"])], wallMillis: 1_000)
+        let fromB = try b.commit([.upsert("customers", id: "c-1", ["phone": "222", "owning_dealer": "d1", "servicing_dealer": "d2"])], wallMillis: 2_000)
+        for (store, changes) in [(hub, fromA + fromB), (a, fromB), (b, fromA)] {
+            _ = try store.applyIncoming(changes, from: "x", source: .parent, checkSkew: false)
+        }
+        #expect(try a.digest() == b.digest())
+        #expect(try a.digest() == hub.digest())
+        #expect(try hub.record(table: "customers", id: "c-1")?.state.liveValues["phone"] == "222")
+        let conflicts = try hub.conflicts()
+        #expect(conflicts.count == 1)
+        #expect(conflicts.first?.conflict.loser == "111")
+        #expect(conflicts.first?.conflict.loserVersion.node == "d1")
+    }
+
+    @Test("a delete replicates to the nodes that held the record")
+    func deleteRouting() throws {
+        let dir = try TempDir()
+        let hub = try makeStore(dir, "hq", parent: nil)
+        try hub.commit([.upsert("customers", id: "c-1", ["owning_dealer": "d1", "last_name": "Gone"])])
+        try hub.commit([.delete("customers", id: "c-1")])
+        let page = try hub.feed(after: 1, scope: Scope(nodes: ["d1"]), excluding: nil, limit: 10)
+        #expect(page.changes.map(\.op) == [.delete])
+        #expect(try hub.liveRecords(table: "customers").isEmpty)
+    }
+}
+
+@Suite("Hub catalog")
+struct HubCatalogTests {
+    @Test("enrollment tokens are one-time and expire; credentials are stored hashed and revocable by re-enrolling")
+    func enrollment() throws {
+        let dir = try TempDir()
+        let catalog = try HubCatalog(directory: dir.path)
+        try catalog.createTenant("acme")
+        let token = try catalog.issueEnrollmentToken(tenant: "acme", node: "d1", ttlSeconds: 60, nowMillis: 1_000)
+        let enrolled = try catalog.redeem(token: token, nowMillis: 2_000)
+        #expect(enrolled.node == "d1" && enrolled.parent == "hq")
+        #expect(try catalog.authenticate(credential: enrolled.credential) == Principal(tenant: "acme", node: "d1"))
+        #expect(throws: EnrollmentError.alreadyUsed) { try catalog.redeem(token: token, nowMillis: 3_000) }
+        let late = try catalog.issueEnrollmentToken(tenant: "acme", node: "d2", ttlSeconds: 1, nowMillis: 1_000)
+        #expect(throws: EnrollmentError.self) { try catalog.redeem(token: late, nowMillis: 5_000) }
+        #expect(throws: EnrollmentError.unknownToken) { try catalog.redeem(token: "tse_nope") }
+        let again = try catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "d1"))
+        #expect(try catalog.authenticate(credential: enrolled.credential) == nil, "re-enrolling revokes the old credential")
+        #expect(try catalog.authenticate(credential: again.credential) != nil)
+        let raw = try String(contentsOfFile: dir.path + "/hub.sqlite", encoding: .isoLatin1)
+        #expect(!raw.contains(again.credential), "credentials are never stored in clear")
+    }
+}
