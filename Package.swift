@@ -66,9 +66,15 @@ let package = Package(
             "TiersyncCore",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
-        .testTarget(name: "TiersyncStoreTests", dependencies: ["TiersyncCore", "TiersyncStore"]),
+        // Helpers shared by the test targets: temporary directories, a running hub, processes.
+        .target(name: "TiersyncTestSupport", dependencies: [
+            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncPKI",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ], path: "Tests/TiersyncTestSupport"),
+        .testTarget(name: "TiersyncStoreTests", dependencies: ["TiersyncCore", "TiersyncStore", "TiersyncTestSupport"]),
         .testTarget(name: "TiersyncIntegrationTests", dependencies: [
-            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncPKI",
+            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncPKI", "TiersyncTestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "CompressNIO", package: "compress-nio"),

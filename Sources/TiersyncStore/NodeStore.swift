@@ -213,6 +213,15 @@ public final class NodeStore: Sendable {
         }
     }
 
+    /// How many logged changes each origin node made (what this node holds of each).
+    public func changeCountsByOrigin() throws -> [NodeID: Int] {
+        try writer.read { db in
+            Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT origin, COUNT(*) AS n FROM ts_changes GROUP BY origin").map {
+                (NodeID(unchecked: $0["origin"]), $0["n"] as Int)
+            })
+        }
+    }
+
     /// The highest log position (0 for an empty log).
     public func headSeq() throws -> Int64 {
         try writer.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes") ?? 0 }

@@ -2,16 +2,7 @@ import Foundation
 import Testing
 import TiersyncCore
 import TiersyncStore
-
-/// A fresh directory per test, removed afterwards.
-final class TempDir {
-    let path: String
-    init() throws {
-        path = NSTemporaryDirectory() + "tiersync-test-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
+import TiersyncTestSupport
 
 func makeStore(_ dir: TempDir, _ node: NodeID, parent: NodeID? = "hq") throws -> NodeStore {
     let store = try NodeStore(path: "\(dir.path)/\(node).sqlite")

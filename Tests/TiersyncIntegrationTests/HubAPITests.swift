@@ -1,0 +1,244 @@
+import CompressNIO
+import Foundation
+import NIOCore
+import Testing
+import TiersyncCore
+import TiersyncServer
+import TiersyncStore
+import TiersyncTestSupport
+
+/// A hub over real TLS on a loopback port, with two dealers of one tenant and one node of
+/// another, and a raw client to send exact bytes.
+struct HubFixture {
+    let dir: TempDir
+    let hub: RunningHub
+    let client: RawClient
+    let d1: String, d2: String, other: String
+
+    static func start(limits: HubConfiguration.Limits = .init()) async throws -> HubFixture {
+        let dir = try TempDir()
+        let hub = try await RunningHub(directory: dir.path, limits: limits)
+        let client = RawClient(baseURL: hub.url, caFile: hub.caFile)
+        return HubFixture(dir: dir, hub: hub, client: client,
+                          d1: try await hub.enroll(tenant: "acme", node: "d1", client: client),
+                          d2: try await hub.enroll(tenant: "acme", node: "d2", client: client),
+                          other: try await hub.enroll(tenant: "globex", node: "g1", client: client))
+    }
+
+    func stop() async {
+        await client.shutdown()
+        await hub.stop()
+    }
+
+    func acme() throws -> NodeStore { try hub.server.stores.store(for: "acme") }
+
+    func push(_ changes: [Change], as credential: String, tenant: TenantID? = nil) async throws -> RawClient.Reply {
+        try await client.send("POST", "/v1/push", json: PushRequest(tenant: tenant, through: changes.last.map(\.originSeq) ?? 0, changes: changes),
+                              credential: credential)
+    }
+}
+
+func customer(_ origin: NodeID, _ seq: Int64, _ id: String, _ fields: [String: FieldValue]) -> Change {
+    Change(origin: origin, originSeq: seq, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: UInt16(seq)),
+           table: "customers", recordID: id, op: .upsert, fields: fields)
+}
+
+@Suite("Hub API over TLS", .serialized)
+struct HubAPITests {
+    @Test("push, then pull at the other dealer; bad input in a batch is quarantined and blocks nothing")
+    func pushPullAndPartialBatch() async throws {
+        let f = try await HubFixture.start()
+        defer { Task { await f.stop() } }
+        let shared: [String: FieldValue] = ["owning_dealer": "d1", "servicing_dealer": "d2"]
+        let ok = try await f.push([customer("d1", 1, "c-1", shared.merging(["last_name": "Meyer"]) { a, _ in a })], as: f.d1)
+        #expect(ok.status == 200)
+        #expect(try ok.decode(PushResponse.self).applied == 1)
+
+        // One batch: valid, unknown table, unknown field, wrong type, another node's change, valid.
+        var cars = customer("d1", 3, "x-1", ["model": "A"]); cars.table = "cars"
+        let batch = [
+            customer("d1", 2, "c-2", shared),
+            cars,
+            customer("d1", 4, "c-3", ["shoe_size": 44]),
+            customer("d1", 5, "c-4", ["key_account": "yes"]),
+            customer("d2", 1, "c-5", ["owning_dealer": "d2"]),
+            customer("d1", 6, "c-6", shared),
+        ]
+        let mixed = try await f.push(batch, as: f.d1)
+        #expect(mixed.status == 422)
+        let report = try mixed.decode(PushResponse.self)
+        #expect(report.applied == 2)
+        #expect(report.acknowledgedThrough == 6)
+        #expect(report.rejected.map(\.code) == [.unknownTable, .unknownField, .wrongType, .forbidden])
+        #expect(report.rejected[0].message.contains("unknown table 'cars'"))
+        #expect(report.rejected[1].message.contains("unknown field 'shoe_size'"))
+        #expect(report.rejected[2].message.contains("'customers.key_account'") && report.rejected[2].message.contains("boolean"))
+        #expect(report.rejected[3].message.contains("made by node 'd2'"))
+
+        // Quarantined with reasons, visible to an admin; the valid ones are stored.
+        let quarantined = try f.acme().quarantined()
+        #expect(quarantined.map(\.originSeq) == [3, 4, 5, 1])
+        #expect(try f.acme().liveRecords(table: "customers").map(\.id) == ["c-1", "c-2", "c-6"])
+
+        // The next batch goes through, and a retried batch is not applied twice.
+        #expect(try await f.push([customer("d1", 7, "c-7", shared)], as: f.d1).status == 200)
+        let retry = try await f.push(batch, as: f.d1)
+        #expect(try retry.decode(PushResponse.self).duplicates == 6)
+
+        // d2 sees the records routed to it, and only those.
+        let pull = try await f.client.send("GET", "/v1/pull?cursor=0", credential: f.d2)
+        #expect(pull.status == 200)
+        #expect(Set(try pull.decode(PullResponse.self).changes.map(\.recordID)) == ["c-1", "c-2", "c-6", "c-7"])
+    }
+
+    @Test("malformed bodies get 400 naming the problem; nothing accepted before is lost")
+    func malformed() async throws {
+        let f = try await HubFixture.start()
+        defer { Task { await f.stop() } }
+        #expect(try await f.push([customer("d1", 1, "c-1", ["last_name": "Kept", "owning_dealer": "d1"])], as: f.d1).status == 200)
+
+        let notJSON = try await f.client.send("POST", "/v1/push", body: Data("{not json".utf8), credential: f.d1)
+        #expect(notJSON.status == 400)
+        #expect(notJSON.error?.code == "malformed_json")
+        #expect(notJSON.error?.message == "request body is not valid JSON")
+
+        let missing = try await f.client.send("POST", "/v1/push",
+                                              body: Data(#"{"through": 1, "changes": [{"origin": "d1", "seq": 2, "table": "customers", "id": "c-2", "op": "upsert"}]}"#.utf8),
+                                              credential: f.d1)
+        #expect(missing.status == 400)
+        #expect(missing.error?.message == "missing field 'hlc' in 'changes[0]'")
+
+        let badType = try await f.client.send("POST", "/v1/push", body: Data(#"{"through": "one", "changes": []}"#.utf8), credential: f.d1)
+        #expect(badType.status == 400)
+        #expect(badType.error?.message.contains("'through' has the wrong type") == true)
+
+        let badQuery = try await f.client.send("GET", "/v1/pull?cursor=-5", credential: f.d1)
+        #expect(badQuery.status == 400)
+        #expect(badQuery.error?.message.contains("'cursor' must be an integer") == true)
+
+        #expect(try f.acme().liveRecords(table: "customers").map(\.id) == ["c-1"])
+    }
+
+    @Test("oversized requests get 413 with the limit; compressed bodies are checked after decompression")
+    func sizeLimits() async throws {
+        var limits = HubConfiguration.Limits()
+        limits.maxChangesPerPush = 20
+        limits.maxRequestBytes = 64 * 1024
+        limits.maxDecompressedBytes = 256 * 1024
+        let f = try await HubFixture.start(limits: limits)
+        defer { Task { await f.stop() } }
+        #expect(try await f.push([customer("d1", 1, "c-1", ["last_name": "Kept", "owning_dealer": "d1"])], as: f.d1).status == 200)
+
+        let many = (2...22).map { customer("d1", Int64($0), "c-\($0)", ["last_name": "x"]) }
+        let tooMany = try await f.push(many, as: f.d1)
+        #expect(tooMany.status == 413)
+        #expect(tooMany.error?.message == "push carries 21 changes; the limit is 20 per request")
+
+        let big = try await f.push([customer("d1", 2, "c-2", ["street": .string(String(repeating: "a", count: 300)), "owning_dealer": "d1"])] +
+                                       (3...15).map { customer("d1", Int64($0), "c-\($0)", ["street": .string(String(repeating: "b", count: 300)), "city": .string(String(repeating: "z", count: 190)), "owning_dealer": "d1"]) }, as: f.d1)
+        #expect(big.status == 200, "a batch within the limits passes")
+
+        let huge = Data(repeating: UInt8(ascii: " "), count: 100 * 1024)
+        let tooBig = try await f.client.send("POST", "/v1/push", body: huge, credential: f.d1)
+        #expect(tooBig.status == 413)
+        #expect(tooBig.error?.message.contains("exceeds 65536 bytes") == true)
+
+        var bomb = ByteBuffer(bytes: Array(repeating: UInt8(ascii: " "), count: 1024 * 1024))
+        let gz = try bomb.compress(with: .gzip)
+        let bombed = try await f.client.send("POST", "/v1/push", body: Data(gz.readableBytesView), credential: f.d1,
+                                             headers: [("Content-Encoding", "gzip")])
+        #expect(bombed.status == 413)
+        #expect(bombed.error?.message.contains("once decompressed") == true)
+
+        #expect(try f.acme().liveRecords(table: "customers").count == 15)
+    }
+
+    @Test("tenants and nodes stay in their scope")
+    func isolation() async throws {
+        let f = try await HubFixture.start()
+        defer { Task { await f.stop() } }
+        #expect(try await f.push([customer("d1", 1, "c-1", ["last_name": "Private", "owning_dealer": "d1"])], as: f.d1).status == 200)
+        #expect(try await f.push([customer("d2", 1, "c-9", ["last_name": "Other dealer", "owning_dealer": "d2"])], as: f.d2).status == 200)
+
+        // A dealer cannot edit a record routed to another dealer, nor see it.
+        let poach = try await f.push([customer("d2", 2, "c-1", ["last_name": "Mine now"])], as: f.d2)
+        #expect(poach.status == 422)
+        #expect(try poach.decode(PushResponse.self).rejected.first?.message == "record customers/c-1 is routed to d1, outside the scope of node 'd2'")
+        let d2pull = try await f.client.send("GET", "/v1/pull", credential: f.d2)
+        #expect(try d2pull.decode(PullResponse.self).changes.isEmpty)
+
+        // Another tenant's credential names the wrong tenant: refused whole.
+        let wrongTenant = try await f.push([customer("d1", 2, "c-2", [:])], as: f.d1, tenant: "globex")
+        #expect(wrongTenant.status == 403)
+        #expect(wrongTenant.error?.message == "this credential belongs to tenant 'acme', not 'globex'")
+
+        // The other tenant writes the same record id into its own space and sees nothing of acme.
+        #expect(try await f.push([customer("g1", 1, "c-1", ["last_name": "Globex", "owning_dealer": "g1"])], as: f.other).status == 200)
+        let otherPull = try await f.client.send("GET", "/v1/pull?exclude_own=false", credential: f.other)
+        #expect(try otherPull.decode(PullResponse.self).changes.map(\.fields["last_name"]) == ["Globex"])
+        #expect(try f.acme().record(table: "customers", id: "c-1")?.state.liveValues["last_name"] == "Private")
+
+        // No or unknown credentials.
+        let anonymous = try await f.client.send("GET", "/v1/pull")
+        #expect(anonymous.status == 401)
+        #expect(anonymous.error?.message.contains("missing 'Authorization: Bearer") == true)
+        #expect(try await f.client.send("GET", "/v1/pull", credential: "tsc_forged").status == 401)
+    }
+
+    @Test("enrollment tokens work once")
+    func enrollment() async throws {
+        let f = try await HubFixture.start()
+        defer { Task { await f.stop() } }
+        let token = try f.hub.catalog.issueEnrollmentToken(tenant: "acme", node: "d3")
+        let first = try await f.client.send("POST", "/v1/enroll", json: EnrollRequest(token: token))
+        #expect(first.status == 201)
+        let credential = try first.decode(EnrollResponse.self).credential
+        let whoami = try await f.client.send("GET", "/v1/whoami", credential: credential)
+        #expect(try whoami.decode(WhoAmIResponse.self).node == "d3")
+        let reused = try await f.client.send("POST", "/v1/enroll", json: EnrollRequest(token: token))
+        #expect(reused.status == 409)
+        #expect(reused.error?.code == "token_used")
+        #expect(try await f.client.send("POST", "/v1/enroll", json: EnrollRequest(token: "tse_guess")).status == 401)
+    }
+
+    @Test("a long-polling pull wakes as soon as a change for it arrives")
+    func longPoll() async throws {
+        let f = try await HubFixture.start()
+        defer { Task { await f.stop() } }
+        let started = ContinuousClock.now
+        let waiting = Task { try await f.client.send("GET", "/v1/pull?cursor=0&wait=20", credential: f.d2) }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await f.push([customer("d1", 1, "lead-1", ["owning_dealer": "d1", "servicing_dealer": "d2"])], as: f.d1).status == 200)
+        let reply = try await waiting.value
+        let elapsed = ContinuousClock.now - started
+        #expect(try reply.decode(PullResponse.self).changes.map(\.recordID) == ["lead-1"])
+        #expect(elapsed < .seconds(10), "the pull returned because of the push, not its 20 s timeout")
+    }
+
+    @Test("the OpenAPI document lists exactly the routes the hub serves")
+    func openAPIMatchesRoutes() async throws {
+        let text = try String(contentsOfFile: repositoryRoot() + "/openapi.yaml", encoding: .utf8)
+        var documented: Set<String> = []
+        var inPaths = false, path = ""
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if !line.hasPrefix(" ") && !line.isEmpty { inPaths = line == "paths:" ; continue }
+            guard inPaths else { continue }
+            if line.hasPrefix("  /"), line.hasSuffix(":"), !line.hasPrefix("   ") {
+                path = String(line.dropFirst(2).dropLast())
+            } else if line.hasPrefix("    "), !line.hasPrefix("     "), line.hasSuffix(":") {
+                let method = line.trimmingCharacters(in: .whitespaces).dropLast().uppercased()
+                if ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(method) { documented.insert("\(method) \(path)") }
+            }
+        }
+        let served = Set(HubRoutes.all.map { "\($0.method) \($0.path)" })
+        #expect(documented == served)
+
+        // And each documented route answers on a live hub (not 404 / 405).
+        let f = try await HubFixture.start()
+        defer { Task { await f.stop() } }
+        for route in HubRoutes.all {
+            let reply = try await f.client.send(route.method, route.path, body: route.method == "POST" ? Data("{}".utf8) : nil, credential: f.d1)
+            #expect(![404, 405].contains(reply.status), "\(route.method) \(route.path) answered \(reply.status)")
+        }
+    }
+}

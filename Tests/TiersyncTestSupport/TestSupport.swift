@@ -1,0 +1,135 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOSSL
+import TiersyncCore
+import TiersyncPKI
+import TiersyncServer
+import TiersyncStore
+
+/// A fresh directory per test, removed afterwards.
+public final class TempDir: Sendable {
+    public let path: String
+
+    public init() throws {
+        path = NSTemporaryDirectory() + "tiersync-test-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// A hub running in this process on a loopback port it picked, over real TLS.
+public final class RunningHub: Sendable {
+    public let url: String
+    public let caFile: String
+    public let server: HubServer
+    private let task: Task<Void, any Error>
+
+    public var catalog: HubCatalog { server.stores.catalog }
+
+    public init(directory: String, limits: HubConfiguration.Limits = .init()) async throws {
+        let pki = try DevelopmentPKI.ensure(in: directory + "/pki")
+        var configuration = HubConfiguration(host: "127.0.0.1", port: 0, dataDirectory: directory + "/hub",
+                                             transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey))
+        configuration.limits = limits
+        let server = try HubServer(configuration: configuration)
+        let (stream, continuation) = AsyncStream<Int>.makeStream()
+        task = Task { try await server.run { port in continuation.yield(port) } }
+        var iterator = stream.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw TestFailure("hub did not start") }
+        self.server = server
+        url = "https://127.0.0.1:\(port)"
+        caFile = pki.caCertificate
+    }
+
+    /// Enrolls a node through the HTTP API and returns its credential.
+    public func enroll(tenant: TenantID, node: NodeID, client: RawClient) async throws -> String {
+        _ = try catalog.createTenant(tenant)
+        let token = try catalog.issueEnrollmentToken(tenant: tenant, node: node)
+        let reply = try await client.send("POST", "/v1/enroll", json: EnrollRequest(token: token))
+        guard reply.status == 201 else { throw TestFailure("enroll failed: \(reply.status) \(reply.text)") }
+        return try reply.decode(EnrollResponse.self).credential
+    }
+
+    public func stop() async {
+        task.cancel()
+        _ = await task.result
+    }
+}
+
+/// A plain HTTPS client for poking the API with exact bytes, trusting only the test CA.
+public final class RawClient: Sendable {
+    let http: HTTPClient
+    let baseURL: String
+
+    public struct Reply: Sendable {
+        public let status: Int
+        public let body: Data
+        public var text: String { String(decoding: body, as: UTF8.self) }
+
+        public func decode<T: Decodable>(_ type: T.Type) throws -> T { try JSONDecoder().decode(T.self, from: body) }
+
+        /// The `error.code` and `error.message` of an error body.
+        public var error: (code: String, message: String)? {
+            (try? JSONDecoder().decode(ErrorResponse.self, from: body)).map { ($0.error.code, $0.error.message) }
+        }
+    }
+
+    public init(baseURL: String, caFile: String) {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .file(caFile)
+        tls.shutdownTimeout = .seconds(1)
+        http = HTTPClient(eventLoopGroupProvider: .singleton,
+                          configuration: .init(tlsConfiguration: tls, decompression: .enabled(limit: .none)))
+        self.baseURL = baseURL
+    }
+
+    public func send(_ method: String, _ path: String, body: Data? = nil, credential: String? = nil,
+                     headers: [(String, String)] = []) async throws -> Reply {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = .init(rawValue: method)
+        if let credential { request.headers.add(name: "Authorization", value: "Bearer \(credential)") }
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: body))
+        }
+        let response = try await http.execute(request, timeout: .seconds(60))
+        let bytes = try await response.body.collect(upTo: 256 * 1024 * 1024)
+        return Reply(status: Int(response.status.code), body: Data(bytes.readableBytesView))
+    }
+
+    public func send(_ method: String, _ path: String, json: some Encodable, credential: String? = nil) async throws -> Reply {
+        try await send(method, path, body: try JSONEncoder().encode(json), credential: credential)
+    }
+
+    public func shutdown() async {
+        try? await http.shutdown()
+    }
+}
+
+public struct TestFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+public func eventually(timeout: Double, _ what: String, _ condition: () throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try condition() { return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    throw TestFailure("timed out after \(timeout) s waiting for: \(what)")
+}
+
+/// The repository's root, for files such as openapi.yaml.
+public func repositoryRoot(from file: String = #filePath) -> String {
+    var url = URL(fileURLWithPath: file)
+    while url.path != "/" {
+        url.deleteLastPathComponent()
+        if FileManager.default.fileExists(atPath: url.path + "/Package.swift") { return url.path }
+    }
+    return FileManager.default.currentDirectoryPath
+}
