@@ -53,6 +53,7 @@ struct Agent: AsyncParsableCommand {
                 }
                 let identity = try await SyncAgent.enroll(store: store, configuration: configuration, token: enrollToken)
                 print("enrolled as node \(identity.node) of tenant \(identity.tenant)")
+                flushOutput()
             }
             let agent = try SyncAgent(store: store, configuration: configuration)
             try await runUntilSignal { try await agent.run() }

@@ -1,0 +1,162 @@
+import Foundation
+import Testing
+import TiersyncCore
+import TiersyncStore
+import TiersyncTestSupport
+
+/// A `tiersync` child process with its output in a log file.
+final class Child {
+    let process = Process()
+    let log: String
+
+    init(_ arguments: [String], log: String) throws {
+        self.log = log
+        FileManager.default.createFile(atPath: log, contents: nil)
+        process.executableURL = URL(fileURLWithPath: try Child.binary())
+        process.arguments = arguments
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+    }
+
+    /// The `tiersync` executable built next to this test bundle.
+    static func binary() throws -> String {
+        let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        let path = URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("tiersync").path
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw TestFailure("no tiersync executable at \(path): build it first (swift build --build-tests)")
+        }
+        return path
+    }
+
+    var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+    func waitForOutput(containing text: String, timeout: Double = 30) async throws -> String {
+        try await eventually(timeout: timeout, "'\(text)' in \(log):\n\(output)") { output.contains(text) || !process.isRunning }
+        guard output.contains(text) else { throw TestFailure("process exited (\(process.terminationStatus)) before printing '\(text)':\n\(output)") }
+        return output
+    }
+
+    func kill(_ signal: Int32 = SIGKILL) {
+        guard process.isRunning else { return }
+        Foundation.kill(process.processIdentifier, signal)
+        process.waitUntilExit()
+    }
+
+    /// Runs a short command to completion and returns its standard output.
+    static func run(_ arguments: [String]) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try binary())
+        p.arguments = arguments
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw TestFailure("tiersync \(arguments.joined(separator: " ")) exited \(p.terminationStatus)") }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+@Suite("Hub and agents as processes")
+struct ProcessSyncTests {
+    /// The issue's acceptance run: a hub and two agents as separate processes over HTTPS,
+    /// 1,000 writes at each dealer with overlapping records, one agent killed with SIGKILL
+    /// while it has a backlog, restarted; then every replica is identical, HQ holds each
+    /// change exactly once, and the concurrent losers are kept as conflicts.
+    @Test("1,000 writes per dealer, an agent killed mid-sync, and all replicas converge exactly once")
+    func killedAgentConverges() async throws {
+        let dir = try TempDir()
+        let hubData = dir.path + "/hub"
+        let hub = try Child(["hub", "serve", "--data", hubData, "--dev-certs", "--port", "0", "--log-level", "warning"], log: dir.path + "/hub.log")
+        defer { hub.kill(SIGTERM) }
+        let out = try await hub.waitForOutput(containing: "hub listening on")
+        let url = try #require(out.split(separator: "\n").first { $0.hasPrefix("hub listening on") }.map { String($0.split(separator: " ").last!) })
+        let ca = hubData + "/pki/ca.pem"
+
+        func startAgent(_ node: String, token: String?, batch: Int) throws -> Child {
+            var args = ["agent", "run", "--db", "\(dir.path)/\(node).sqlite", "--hub", url, "--ca", ca,
+                        "--batch-size", "\(batch)", "--poll-ms", "50", "--pull-wait", "5", "--log-level", "warning"]
+            if let token { args += ["--enroll-token", token] }
+            return try Child(args, log: "\(dir.path)/\(node)-\(UUID().uuidString.prefix(4)).log")
+        }
+        var agents: [String: Child] = [:]
+        for node in ["dealer-1", "dealer-2"] {
+            let token = try Child.run(["admin", "enroll-token", "--data", hubData, "--tenant", "acme", "--node", node])
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            agents[node] = try startAgent(node, token: token, batch: node == "dealer-2" ? 10 : 50)
+            _ = try await agents[node]!.waitForOutput(containing: "enrolled as node \(node)")
+        }
+        defer { agents.values.forEach { $0.kill(SIGTERM) } }
+
+        // The dealers' own applications write to their SQLite files while the agents run.
+        let d1 = try NodeStore(path: dir.path + "/dealer-1.sqlite")
+        let d2 = try NodeStore(path: dir.path + "/dealer-2.sqlite")
+        let hq = try NodeStore(path: hubData + "/tenants/acme.sqlite")
+        func write(_ store: NodeStore, _ ids: some Sequence<Int>, tag: String) throws {
+            try store.commit(ids.map { i in
+                .upsert("customers", id: String(format: "c-%04d", i), [
+                    "last_name": .string("\(tag)-\(i)"), "phone": .string("+49 \(tag) \(i)"),
+                    "owning_dealer": "dealer-1", "servicing_dealer": "dealer-2",
+                ])
+            })
+        }
+
+        // Phase 1, both online: interleaved writes, overlapping on c-0300...c-0499.
+        for step in 0..<10 {
+            try write(d1, (step * 50)..<(step * 50 + 50), tag: "d1")
+            try write(d2, (300 + step * 20)..<(300 + step * 20 + 20), tag: "d2")
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        // A burst at dealer-2, and SIGKILL while its agent is pushing it.
+        let before = try hq.changeCountsByOrigin()["dealer-2"] ?? 0
+        try write(d2, 1000..<1300, tag: "d2")
+        try await eventually(timeout: 30, "dealer-2's agent starts pushing the burst") {
+            (try hq.changeCountsByOrigin()["dealer-2"] ?? 0) > before
+        }
+        agents["dealer-2"]!.kill(SIGKILL)
+        let atKill = try hq.changeCountsByOrigin()["dealer-2"] ?? 0
+        #expect(atKill < 500, "the agent was killed with part of its backlog unsent (hub had \(atKill) of 500)")
+
+        // Phase 2, dealer-2 offline: both dealers edit the same 500 records.
+        try write(d1, 500..<1000, tag: "d1")
+        try write(d2, 500..<1000, tag: "d2")
+
+        // Restart: no token needed, the credential is in the node's database.
+        agents["dealer-2"] = try startAgent("dealer-2", token: nil, batch: 10)
+        do {
+            try await eventually(timeout: 180, "all three replicas converge") {
+                let digests = try [hq.digest(), d1.digest(), d2.digest()]
+                let counts = try hq.changeCountsByOrigin()
+                return Set(digests).count == 1 && counts == ["dealer-1": 1000, "dealer-2": 1000]
+            }
+        } catch {
+            Issue.record("\(error)\nhq: \(try hq.changeCountsByOrigin())\nhub log:\n\(hub.output.suffix(3000))\nagent logs:\n\(agents.values.map { $0.output.suffix(2000) }.joined(separator: "\n"))")
+            throw error
+        }
+
+        // HQ holds exactly the records written, each change once.
+        #expect(try hq.changeCountsByOrigin() == ["dealer-1": 1000, "dealer-2": 1000])
+        let ids = try hq.liveRecords(table: "customers").map(\.id)
+        #expect(ids == (0..<1300).map { String(format: "c-%04d", $0) })
+        #expect(try hq.quarantined().isEmpty)
+        for store in [d1, d2] {
+            #expect(try store.liveRecords(table: "customers").map(\.id) == ids)
+        }
+        // The concurrent edits of phase 2 lost at HQ are kept, both sides named.
+        let conflicts = try hq.conflicts(limit: 100_000)
+        let conflicted = Set(conflicts.filter { $0.conflict.field == "phone" }.map(\.recordID))
+        #expect(conflicted.isSuperset(of: (500..<1000).map { String(format: "c-%04d", $0) }))
+        for c in conflicts {
+            #expect(c.conflict.winnerVersion > c.conflict.loserVersion)
+            #expect(Set([c.conflict.winnerVersion.node, c.conflict.loserVersion.node]) == ["dealer-1", "dealer-2"])
+        }
+        // Every record holds the values of its newest write.
+        for (id, values) in try hq.liveRecords(table: "customers") {
+            let record = try #require(try hq.record(table: "customers", id: id))
+            let newest = try #require(record.state.versions["phone"])
+            #expect(values["phone"]?.stringValue?.contains(newest.node == "dealer-1" ? "d1" : "d2") == true)
+        }
+    }
+}
