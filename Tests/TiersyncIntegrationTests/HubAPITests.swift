@@ -185,6 +185,21 @@ struct HubAPITests {
         #expect(try await f.client.send("GET", "/v1/pull", credential: "tsc_forged").status == 401)
     }
 
+    @Test("the README's example batch (fixtures/) stores the good change and names the bad one")
+    func fixtureBatch() async throws {
+        let f = try await HubFixture.start()
+        defer { Task { await f.stop() } }
+        let credential = try await f.hub.enroll(tenant: "acme", node: "dealer-1", client: f.client)
+        let body = try Data(contentsOf: URL(fileURLWithPath: repositoryRoot() + "/fixtures/push-with-one-bad-change.json"))
+        let reply = try await f.client.send("POST", "/v1/push", body: body, credential: credential)
+        #expect(reply.status == 422)
+        let report = try reply.decode(PushResponse.self)
+        #expect(report.applied == 1)
+        #expect(report.rejected.map(\.recordID) == ["cust-1002"])
+        #expect(report.rejected.first?.message == "field 'customers.key_account' of record 'cust-1002' must be boolean, got string \"yes\"")
+        #expect(try f.acme().record(table: "customers", id: "cust-1001")?.state.liveValues["last_name"] == "Schmidt")
+    }
+
     @Test("enrollment tokens work once")
     func enrollment() async throws {
         let f = try await HubFixture.start()
