@@ -54,9 +54,8 @@ public final class SyncAgent: Sendable {
         do {
             let response = try await client.enroll(token: token)
             let identity = NodeIdentity(tenant: response.tenant, node: response.node, parent: response.parent)
-            try store.setIdentity(identity)
-            try store.setMeta("credential", response.credential)
-            try store.setMeta("parent_url", configuration.parentURL)
+            try store.completeEnrollment(identity, credential: response.credential, parentURL: configuration.parentURL,
+                                         highestKnownSeq: response.highestSeq ?? 0)
             try await client.shutdown()
             return identity
         } catch {
@@ -67,7 +66,13 @@ public final class SyncAgent: Sendable {
 
     public var status: AgentStatus { state.withLock { $0 } }
 
-    /// Runs both loops until the task is cancelled.
+    /// Releases the HTTP client. `run()` does this itself when it ends; call it when the
+    /// agent was used step by step (`pushPending`, `pullOnce`) instead.
+    public func shutdown() async {
+        try? await client.shutdown()
+    }
+
+    /// Runs both loops until the task is cancelled, then shuts the agent down.
     public func run() async throws {
         logger.info("agent started", metadata: ["node": "\(identity.node)", "tenant": "\(identity.tenant)", "parent": "\(configuration.parentURL)"])
         await withTaskGroup(of: Void.self) { group in
@@ -75,7 +80,7 @@ public final class SyncAgent: Sendable {
             group.addTask { await self.pullLoop() }
             await group.waitForAll()
         }
-        try? await client.shutdown()
+        await shutdown()
     }
 
     // MARK: Push
@@ -92,15 +97,26 @@ public final class SyncAgent: Sendable {
             let response: PushResponse
             do {
                 response = try await client.push(PushRequest(tenant: identity.tenant, through: last.seq, changes: batch.map(\.change)))
-            } catch AgentError.http(413, _, _) where batchSize > 1 {
-                batchSize = max(1, batchSize / 2)
-                logger.notice("parent refused batch size; retrying smaller", metadata: ["batch": "\(batchSize)"])
+            } catch AgentError.http(413, _, let message) {
+                if batchSize > 1 {
+                    batchSize = max(1, batchSize / 2)
+                    logger.notice("parent refused batch size; retrying smaller", metadata: ["batch": "\(batchSize)"])
+                    continue
+                }
+                // One change alone is too large: set it aside for retries (the limit may be
+                // raised) instead of blocking every change behind it.
+                let change = batch[0].change
+                logger.error("parent refused a single change as too large; set aside for retry",
+                             metadata: ["change": "\(change.origin)#\(change.originSeq)", "reason": "\(message)"])
+                try store.scheduleRetries([RejectedChange(change: change, rejection: ChangeRejection(.tooLarge, message))])
+                try store.setCursor(Self.pushCursor, last.seq)
                 continue
             }
             guard response.acknowledgedThrough == last.seq else {
                 throw AgentError.malformedResponse("parent acknowledged through \(response.acknowledgedThrough), expected \(last.seq)")
             }
             try store.setCursor(Self.pushCursor, response.acknowledgedThrough)
+            try store.scheduleRetries(response.rejected)
             sent += batch.count
             for rejected in response.rejected {
                 logger.error("parent quarantined a change", metadata: [
@@ -118,7 +134,24 @@ public final class SyncAgent: Sendable {
                 $0.lastPushMillis = WallClock.nowMillis()
             }
         }
-        return sent
+        return sent + (try await retryRefused())
+    }
+
+    /// Re-sends changes the parent refused for a reason that may have passed (clock skew
+    /// fixed, scope granted, schema upgraded). They leave the list once accepted.
+    @discardableResult
+    public func retryRefused() async throws -> Int {
+        let due = try store.dueRetries(limit: configuration.pushBatchSize)
+        guard !due.isEmpty else { return 0 }
+        let response = try await client.push(PushRequest(tenant: identity.tenant, through: try store.cursor(Self.pushCursor), changes: due))
+        let stillRefused = Set(response.rejected.map { "\($0.origin)#\($0.originSeq)" })
+        let accepted = due.filter { !stillRefused.contains("\($0.origin)#\($0.originSeq)") }
+        try store.clearRetries(accepted)
+        try store.scheduleRetries(response.rejected)
+        if !accepted.isEmpty {
+            logger.notice("parent accepted changes it had refused before", metadata: ["count": "\(accepted.count)"])
+        }
+        return accepted.count
     }
 
     private func pushLoop() async {
@@ -139,10 +172,12 @@ public final class SyncAgent: Sendable {
         }
     }
 
-    /// Returns once the log holds changes the parent has not acknowledged.
+    /// Returns once the log holds changes the parent has not acknowledged, or a refused
+    /// change is due for another try.
     private func waitForLocalWrites() async throws {
         while !Task.isCancelled {
             if try store.lastUpstreamSeq() > store.cursor(Self.pushCursor) { return }
+            if let due = try store.nextRetryMillis(), due <= WallClock.nowMillis() { return }
             try await Task.sleep(for: configuration.localPollInterval)
         }
         throw CancellationError()
@@ -160,7 +195,7 @@ public final class SyncAgent: Sendable {
         let bootstrapped = try store.meta("pull.bootstrapped") == "1"
         let page = try await client.pull(cursor: cursor, limit: configuration.pullPageSize, waitSeconds: waitSeconds,
                                          excludeOwn: bootstrapped)
-        let report = try store.applyIncoming(page.changes, from: identity.parent ?? "parent", source: .parent, checkSkew: false,
+        let report = try await store.applyIncoming(page.changes, from: identity.parent ?? "parent", source: .parent, checkSkew: false,
                                              cursor: (Self.pullCursor, page.nextCursor))
         if !page.more, !bootstrapped { try store.setMeta("pull.bootstrapped", "1") }
         if !report.rejected.isEmpty {

@@ -61,6 +61,10 @@ public struct RecordState: Hashable, Sendable, Codable {
         case .upsert:
             for (field, value) in change.fields.sorted(by: { $0.key < $1.key }) {
                 let current = versions[field]
+                if let t = tombstone, v < t, t.node != v.node, !value.isNull, current.map({ v > $0 }) ?? true {
+                    // An edit older than a concurrent delete: the delete wins; the edit is kept.
+                    outcome.conflicts.append(FieldConflict(field: field, winner: .null, winnerVersion: t, loser: value, loserVersion: v))
+                }
                 guard let current else {
                     versions[field] = v
                     values[field] = value

@@ -41,7 +41,7 @@ public enum FieldType: Sendable, Hashable, Codable {
     public func coerce(_ value: FieldValue) -> FieldValue? {
         switch (self, value) {
         case (_, .null): return .null
-        case (.string(let max), .string(let s)): return s.count <= max ? value : nil
+        case (.string(let max), .string(let s)): return s.count <= max && !s.utf8.contains(0) ? value : nil
         case (.int, .int): return value
         case (.double, .double): return value.isFiniteNumber ? value : nil
         case (.double, .int(let i)): return .double(Double(i))
@@ -206,6 +206,17 @@ public struct ChangeRejection: Error, Sendable, Hashable, Codable, CustomStringC
         case invalidChange = "invalid_change"
         case clockSkew = "clock_skew"
         case forbidden = "forbidden"
+        /// The sender numbered two different changes alike (a restored or rebuilt store).
+        case identityReused = "identity_reused"
+        /// One change too large to send (the agent sets it aside).
+        case tooLarge = "too_large"
+
+        /// Reasons that lie in the change itself under any schema version: every receiver
+        /// refuses it the same way, so a refusal is final. All others depend on who sent
+        /// it, when, or which schema version judged it, and are judged again on redelivery.
+        public static let intrinsic: [Code] = [.invalidRecordID, .invalidChange]
+
+        public var isFinal: Bool { Self.intrinsic.contains(self) }
     }
 
     public var code: Code

@@ -37,6 +37,9 @@ struct ErrorBodyMiddleware: RouterMiddleware {
             return try await next(request, context)
         } catch let error as APIError {
             throw error
+        } catch is CancellationError {
+            // The client went away or the hub is stopping: nothing to report.
+            throw CancellationError()
         } catch let error as HTTPError {
             throw APIError(error.status, error.status == .notFound ? "not_found" : "http_error",
                            error.body ?? "\(request.method) \(request.uri.path): \(error.status.reasonPhrase)")

@@ -1,4 +1,6 @@
 import Hummingbird
+import Synchronization
+import TiersyncCore
 import TiersyncStore
 
 /// Resolves `Authorization: Bearer <credential>` to a node of a tenant. Only the routes
@@ -6,6 +8,7 @@ import TiersyncStore
 struct AuthenticationMiddleware: RouterMiddleware {
     typealias Context = HubRequestContext
     let catalog: HubCatalog
+    let lastSeen = LastSeenRecorder()
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if HubRoutes.isPublic(method: request.method, path: request.uri.path) {
@@ -18,12 +21,30 @@ struct AuthenticationMiddleware: RouterMiddleware {
         guard header.hasPrefix(prefix) else {
             throw APIError(.unauthorized, "unauthenticated", "the Authorization header must use the Bearer scheme")
         }
-        guard let principal = try catalog.authenticate(credential: String(header.dropFirst(prefix.count))) else {
+        guard let principal = try await catalog.authenticate(credential: String(header.dropFirst(prefix.count))) else {
             throw APIError(.unauthorized, "unauthenticated", "unknown or revoked credential")
         }
         var context = context
         context.principal = principal
-        try? catalog.touch(principal)
+        lastSeen.record(principal, in: catalog)
         return try await next(request, context)
+    }
+}
+
+/// Records when each node was last seen, writing to the catalog at most every 10 s per
+/// node rather than on every request.
+final class LastSeenRecorder: Sendable {
+    private let written = Mutex<[String: UInt64]>([:])
+    static let intervalMillis: UInt64 = 10_000
+
+    func record(_ principal: Principal, in catalog: HubCatalog) {
+        let now = WallClock.nowMillis()
+        let key = "\(principal.tenant)/\(principal.node)"
+        let due = written.withLock { seen in
+            guard now >= (seen[key] ?? 0) + Self.intervalMillis else { return false }
+            seen[key] = now
+            return true
+        }
+        if due { Task { try? await catalog.touch(principal, nowMillis: now) } }
     }
 }

@@ -77,8 +77,11 @@ public struct HubServer: Sendable {
             services: [app, ForeignWriteWatcher(stores: stores, notifier: notifier), NotifierService(notifier: notifier)],
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
             logger: logger))
+        // Cancelling the caller means "shut down gracefully": the group runs in its own
+        // task so cancellation reaches it only as a graceful-shutdown trigger.
+        let running = Task { try await group.run() }
         try await withTaskCancellationHandler {
-            try await group.run()
+            try await running.value
         } onCancel: {
             Task { await group.triggerGracefulShutdown() }
         }

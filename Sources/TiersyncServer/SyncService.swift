@@ -20,8 +20,8 @@ struct SyncService: Sendable {
     func enroll(_ request: Request, _ context: HubRequestContext) async throws -> Response {
         let body = try await codec.decode(EnrollRequest.self, from: request)
         do {
-            let response = try catalog.redeem(token: body.token)
-            _ = try stores.store(for: response.tenant)
+            var response = try await catalog.redeem(token: body.token)
+            response.highestSeq = try await stores.store(for: response.tenant).highestSeq(of: response.node)
             context.logger.info("node enrolled", metadata: ["tenant": "\(response.tenant)", "node": "\(response.node)"])
             return try codec.encode(response, status: .created, for: request)
         } catch let error as EnrollmentError {
@@ -35,7 +35,7 @@ struct SyncService: Sendable {
 
     func whoami(_ request: Request, _ context: HubRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
-        let node = try catalog.nodes(of: principal.tenant).first { $0.node == principal.node }
+        let node = try await catalog.nodes(of: principal.tenant).first { $0.node == principal.node }
         return try codec.encode(WhoAmIResponse(tenant: principal.tenant, node: principal.node,
                                                parent: node?.parent, role: node?.role ?? "dealer"), for: request)
     }
@@ -51,8 +51,8 @@ struct SyncService: Sendable {
                            "push carries \(body.changes.count) changes; the limit is \(configuration.limits.maxChangesPerPush) per request")
         }
         let store = try stores.store(for: principal.tenant)
-        let scope = Scope(tree: try catalog.tree(of: principal.tenant), node: principal.node)
-        let report = try store.applyIncoming(body.changes, from: principal.node, source: .child, checkSkew: true,
+        let scope = Scope(tree: try await catalog.tree(of: principal.tenant), node: principal.node)
+        let report = try await store.applyIncoming(body.changes, from: principal.node, source: .child, checkSkew: true,
                                              gate: Self.scopeGate(pusher: principal.node, scope: scope))
         if report.applied > 0 { await notifier.signal(principal.tenant) }
         if !report.rejected.isEmpty {
@@ -79,11 +79,11 @@ struct SyncService: Sendable {
         }
         let excludeOwn = (query.get("exclude_own") ?? "true") != "false"
         let store = try stores.store(for: principal.tenant)
-        let scope = Scope(tree: try catalog.tree(of: principal.tenant), node: principal.node)
+        let scope = Scope(tree: try await catalog.tree(of: principal.tenant), node: principal.node)
         let deadline = ContinuousClock.now + .milliseconds(Int64(wait * 1000))
         while true {
             let generation = await notifier.generation(principal.tenant)
-            let page = try store.feed(after: cursor, scope: scope, excluding: excludeOwn ? principal.node : nil, limit: limit)
+            let page = try await store.feed(after: cursor, scope: scope, excluding: excludeOwn ? principal.node : nil, limit: limit)
             let remaining = deadline - ContinuousClock.now
             let closing = await notifier.isClosed
             if !page.changes.isEmpty || remaining <= .zero || Task.isCancelled || closing {

@@ -117,20 +117,20 @@ public final class HubCatalog: Sendable {
         }
     }
 
-    public func nodes(of tenant: TenantID) throws -> [NodeRecord] {
-        try writer.read { db in
+    public func nodes(of tenant: TenantID) async throws -> [NodeRecord] {
+        try await writer.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM nodes WHERE tenant = ? ORDER BY id", arguments: [tenant.rawValue]).map(Self.nodeRecord)
         }
     }
 
-    public func tree(of tenant: TenantID) throws -> NodeTree {
-        let nodes = try nodes(of: tenant)
+    public func tree(of tenant: TenantID) async throws -> NodeTree {
+        let nodes = try await nodes(of: tenant)
         return NodeTree(parents: Dictionary(uniqueKeysWithValues: nodes.map { ($0.node, $0.parent) }))
     }
 
     /// Records that `node` was seen now (for per-node status).
-    public func touch(_ principal: Principal, nowMillis: UInt64 = WallClock.nowMillis()) throws {
-        try writer.write { db in
+    public func touch(_ principal: Principal, nowMillis: UInt64 = WallClock.nowMillis()) async throws {
+        try await writer.write { db in
             try db.execute(sql: "UPDATE nodes SET last_seen = ? WHERE tenant = ? AND id = ?",
                            arguments: [Int64(nowMillis), principal.tenant.rawValue, principal.node.rawValue])
         }
@@ -162,8 +162,8 @@ public final class HubCatalog: Sendable {
 
     /// Redeems an enrollment token: registers the node (or keeps it, if it re-enrolls),
     /// revokes its earlier credentials and returns a new one. All in one transaction.
-    public func redeem(token: String, nowMillis: UInt64 = WallClock.nowMillis()) throws -> EnrollResponse {
-        try writer.write { db in
+    public func redeem(token: String, nowMillis: UInt64 = WallClock.nowMillis()) async throws -> EnrollResponse {
+        try await writer.write { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM enrollment_tokens WHERE hash = ?", arguments: [Secrets.digest(token)]) else {
                 throw EnrollmentError.unknownToken
             }
@@ -187,8 +187,8 @@ public final class HubCatalog: Sendable {
     }
 
     /// The node a bearer credential belongs to, or nil for an unknown or revoked one.
-    public func authenticate(credential: String) throws -> Principal? {
-        try writer.read { db in
+    public func authenticate(credential: String) async throws -> Principal? {
+        try await writer.read { db in
             try Row.fetchOne(db, sql: "SELECT tenant, node FROM credentials WHERE hash = ? AND revoked_at IS NULL",
                              arguments: [Secrets.digest(credential)]).map {
                 Principal(tenant: TenantID(stringLiteral: $0["tenant"]), node: NodeID(unchecked: $0["node"]))
@@ -238,14 +238,14 @@ public final class TenantStores: Sendable {
 
     /// The store of `tenant`, whose node identity is the tenant's root.
     public func store(for tenant: TenantID) throws -> NodeStore {
-        if let store = open.withLock({ $0[tenant] }) { return store }
-        guard let root = try catalog.root(of: tenant) else { throw StoreError.notFound("tenant '\(tenant)'") }
-        let store = try NodeStore(path: catalog.tenantDatabasePath(tenant), schema: schema, clock: clock)
-        if try store.identity() == nil {
-            try store.setIdentity(NodeIdentity(tenant: tenant, node: root, parent: nil))
-        }
-        return open.withLock { cache in
-            if let existing = cache[tenant] { return existing }
+        // Opened under the lock: two first requests must not migrate one file at once.
+        try open.withLock { cache in
+            if let store = cache[tenant] { return store }
+            guard let root = try catalog.root(of: tenant) else { throw StoreError.notFound("tenant '\(tenant)'") }
+            let store = try NodeStore(path: catalog.tenantDatabasePath(tenant), schema: schema, clock: clock)
+            if try store.identity() == nil {
+                try store.setIdentity(NodeIdentity(tenant: tenant, node: root, parent: nil))
+            }
             cache[tenant] = store
             return store
         }

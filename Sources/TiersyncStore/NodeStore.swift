@@ -49,6 +49,33 @@ public final class NodeStore: Sendable {
         }
     }
 
+    /// Records a completed enrollment in one transaction: identity, credential, parent
+    /// URL, and the highest sequence number the parent already holds from this node (a
+    /// rebuilt store must not number new changes like old ones).
+    public func completeEnrollment(_ identity: NodeIdentity, credential: String, parentURL: String, highestKnownSeq: Int64) throws {
+        try writer.write { db in
+            if let existing = try Self.identity(db), existing.tenant != identity.tenant || existing.node != identity.node {
+                throw StoreError.invalidArgument("the store at \(path) already belongs to node '\(existing.node)' of tenant '\(existing.tenant)'")
+            }
+            try Self.setMeta(db, "tenant", identity.tenant.rawValue)
+            try Self.setMeta(db, "node", identity.node.rawValue)
+            if let parent = identity.parent { try Self.setMeta(db, "parent", parent.rawValue) }
+            try Self.setMeta(db, "credential", credential)
+            try Self.setMeta(db, "parent_url", parentURL)
+            let floor = max(highestKnownSeq, Int64(try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = 'seq_floor'") ?? "0") ?? 0)
+            try Self.setMeta(db, "seq_floor", String(floor))
+        }
+    }
+
+    /// The highest sequence number this store holds from `node` (applied or refused).
+    public func highestSeq(of node: NodeID) async throws -> Int64 {
+        try await writer.read { db in
+            let applied = try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?", arguments: [node.rawValue]) ?? 0
+            let refused = try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_quarantine WHERE origin = ?", arguments: [node.rawValue]) ?? 0
+            return max(applied, refused)
+        }
+    }
+
     public func meta(_ key: String) throws -> String? {
         try writer.read { db in try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [key]) }
     }
@@ -71,7 +98,8 @@ public final class NodeStore: Sendable {
         try writer.write { db in
             guard let me = try Self.identity(db) else { throw StoreError.notEnrolled(path: path) }
             var last = try Self.lastHLC(db)
-            var nextSeq = try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?", arguments: [me.node.rawValue]) ?? 0
+            let floor = Int64(try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = 'seq_floor'") ?? "0") ?? 0
+            var nextSeq = max(floor, try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?", arguments: [me.node.rawValue]) ?? 0)
             var made: [Change] = []
             for write in writes {
                 guard let table = schema.table(write.table) else {
@@ -79,7 +107,7 @@ public final class NodeStore: Sendable {
                 }
                 let stored = try load(db, table: table, id: write.id)
                 var fields = write.fields
-                if write.op == .upsert, stored == nil, let first = table.routeFields.first, fields[first] == nil {
+                if write.op == .upsert, stored?.state.isLive != true, let first = table.routeFields.first, fields[first] == nil {
                     // The first route field names where a record was made or who owns it
                     // (originating node, source node, owning dealer): by default, the writer.
                     fields[first] = .string(me.node.rawValue)
@@ -110,13 +138,21 @@ public final class NodeStore: Sendable {
     /// separate "applied" from "remembered as applied".
     public func applyIncoming(_ changes: [Change], from sender: NodeID, source: ChangeSource,
                               checkSkew: Bool, gate: ChangeGate? = nil, cursor: (name: String, value: Int64)? = nil,
-                              wallMillis: UInt64 = WallClock.nowMillis()) throws -> IncomingReport {
-        try writer.write { db in
+                              wallMillis: UInt64 = WallClock.nowMillis()) async throws -> IncomingReport {
+        try await writer.write { db in
             var report = IncomingReport()
             var last = try Self.lastHLC(db)
             for change in changes {
-                if try Self.isKnown(db, change) {
+                switch try Self.known(db, change) {
+                case .new:
+                    break
+                case .duplicate:
                     report.duplicates += 1
+                    continue
+                case .reused:
+                    let rejection = ChangeRejection(.identityReused, "change \(change.origin)#\(change.originSeq) reuses a sequence number of a different earlier change from that node; its database was probably restored or rebuilt: re-enroll the node")
+                    try quarantine(db, change, rejection, from: sender, nowMillis: wallMillis)
+                    report.rejected.append(RejectedChange(change: change, rejection: rejection))
                     continue
                 }
                 let verdict = try check(db, change, sender: sender, checkSkew: checkSkew, gate: gate, wallMillis: wallMillis)
@@ -126,9 +162,14 @@ public final class NodeStore: Sendable {
                     report.rejected.append(RejectedChange(change: change, rejection: rejection))
                 case .success(let (valid, table, stored)):
                     let outcome = try apply(db, valid, table: table, stored: stored, source: source, from: sender, nowMillis: wallMillis)
+                    // Refused earlier for its context, accepted now: no longer quarantined.
+                    try db.cachedStatement(sql: "DELETE FROM ts_quarantine WHERE origin = ? AND origin_seq = ?")
+                        .execute(arguments: [valid.origin.rawValue, valid.originSeq])
                     report.applied += 1
                     report.conflicts += outcome.conflicts.count
-                    last = max(last, valid.hlc)
+                    // Never adopt a time far in the future, even from a trusted parent: the
+                    // node would stamp its own writes there and have them refused.
+                    if valid.hlc.wallMillis <= wallMillis + clock.maxSkewMillis { last = max(last, valid.hlc) }
                 }
             }
             try Self.setMeta(db, "hlc", String(last.rawValue))
@@ -188,27 +229,41 @@ public final class NodeStore: Sendable {
 
     /// One page of the change feed for a node with `scope`, after `cursor`, leaving out
     /// changes that `excluding` made itself.
-    public func feed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) throws -> PullResponse {
-        try writer.read { db in
+    public func feed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) async throws -> PullResponse {
+        try await writer.read { db in
             let head = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes") ?? 0
-            var entries: [LoggedChange]
             let exclude = excluding?.rawValue ?? ""
-            if let nodes = scope.nodes {
+            // Page over candidate log positions first, then drop the caller's own changes:
+            // `more` and the cursor follow the candidates, so nothing is skipped.
+            let candidates: [Int64]
+            switch scope.nodes {
+            case nil:
+                candidates = try Int64.fetchAll(db, sql: "SELECT seq FROM ts_changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                                                arguments: [cursor, limit])
+            case let nodes? where nodes.count == 1:
+                // One node (a dealer): walk its route index directly.
+                candidates = try Int64.fetchAll(db, sql: "SELECT seq FROM ts_change_routes WHERE node = ? AND seq > ? ORDER BY seq LIMIT ?",
+                                                arguments: [nodes.first!.rawValue, cursor, limit])
+            case let nodes?:
+                // A subtree: walk the log in order, testing membership by index.
                 let placeholders = Array(repeating: "?", count: nodes.count).joined(separator: ",")
-                var args: [any DatabaseValueConvertible] = nodes.map(\.rawValue)
-                args += [cursor, exclude, limit]
-                entries = try Self.fetchLogged(db, sql: """
-                    SELECT c.* FROM ts_changes c
-                    WHERE c.seq IN (SELECT DISTINCT r.seq FROM ts_change_routes r WHERE r.node IN (\(placeholders)) AND r.seq > ?)
-                      AND c.origin != ?
-                    ORDER BY c.seq LIMIT ?
+                var args: [any DatabaseValueConvertible] = [cursor]
+                args += nodes.map(\.rawValue)
+                args.append(limit)
+                candidates = try Int64.fetchAll(db, sql: """
+                    SELECT seq FROM ts_changes c WHERE seq > ?
+                      AND EXISTS (SELECT 1 FROM ts_change_routes r WHERE r.seq = c.seq AND r.node IN (\(placeholders)))
+                    ORDER BY seq LIMIT ?
                     """, arguments: StatementArguments(args))
-            } else {
-                entries = try Self.fetchLogged(db, sql: "SELECT * FROM ts_changes WHERE seq > ? AND origin != ? ORDER BY seq LIMIT ?",
-                                               arguments: [cursor, exclude, limit])
             }
-            let more = entries.count == limit
-            let next = more ? entries.last!.seq : max(cursor, head)
+            let more = candidates.count == limit
+            let next = more ? candidates.last! : max(cursor, head)
+            guard let first = candidates.first, let last = candidates.last else {
+                return PullResponse(changes: [], nextCursor: next, more: false)
+            }
+            let wanted = Set(candidates)
+            let entries = try Self.fetchLogged(db, sql: "SELECT * FROM ts_changes WHERE seq BETWEEN ? AND ? AND origin != ? ORDER BY seq",
+                                               arguments: [first, last, exclude]).filter { wanted.contains($0.seq) }
             return PullResponse(changes: entries.map(\.change), nextCursor: next, more: more)
         }
     }
@@ -232,6 +287,55 @@ public final class NodeStore: Sendable {
         try writer.read { db in
             try Self.fetchLogged(db, sql: "SELECT * FROM ts_changes WHERE tbl = ? AND record_id = ? ORDER BY seq", arguments: [table, id])
         }
+    }
+
+    // MARK: Push retries
+
+    /// Remembers changes the parent refused for a reason that may pass (clock skew, scope,
+    /// schema version, size), to re-send after a delay that doubles per attempt (1 s … 1 h).
+    public func scheduleRetries(_ rejected: [RejectedChange], nowMillis: UInt64 = WallClock.nowMillis()) throws {
+        guard !rejected.isEmpty else { return }
+        try writer.write { db in
+            for r in rejected where !r.code.isFinal {
+                let attempts = (try Int.fetchOne(db, sql: "SELECT attempts FROM ts_push_retries WHERE origin = ? AND origin_seq = ?",
+                                                 arguments: [r.origin.rawValue, r.originSeq]) ?? 0) + 1
+                let delay = min(UInt64(1_000) << UInt64(min(attempts - 1, 12)), 3_600_000)
+                try db.execute(sql: """
+                    INSERT INTO ts_push_retries (origin, origin_seq, code, reason, attempts, next_at) VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (origin, origin_seq) DO UPDATE SET code = excluded.code, reason = excluded.reason,
+                        attempts = excluded.attempts, next_at = excluded.next_at
+                    """, arguments: [r.origin.rawValue, r.originSeq, r.code.rawValue, r.message, attempts, Int64(nowMillis + delay)])
+            }
+        }
+    }
+
+    /// Refused changes due for another try, oldest first.
+    public func dueRetries(nowMillis: UInt64 = WallClock.nowMillis(), limit: Int) throws -> [Change] {
+        try writer.read { db in
+            try Self.fetchLogged(db, sql: """
+                SELECT c.* FROM ts_push_retries p JOIN ts_changes c ON c.origin = p.origin AND c.origin_seq = p.origin_seq
+                WHERE p.next_at <= ? ORDER BY c.seq LIMIT ?
+                """, arguments: [Int64(nowMillis), limit]).map(\.change)
+        }
+    }
+
+    /// Forgets retries for changes the parent has now accepted.
+    public func clearRetries(_ changes: [Change]) throws {
+        try writer.write { db in
+            for c in changes {
+                try db.execute(sql: "DELETE FROM ts_push_retries WHERE origin = ? AND origin_seq = ?", arguments: [c.origin.rawValue, c.originSeq])
+            }
+        }
+    }
+
+    /// How many refused changes wait for another try.
+    public func pendingRetries() throws -> Int {
+        try writer.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_push_retries") ?? 0 }
+    }
+
+    /// When the next retry is due (ms since the epoch), if any.
+    public func nextRetryMillis() throws -> UInt64? {
+        try writer.read { db in try Int64.fetchOne(db, sql: "SELECT MIN(next_at) FROM ts_push_retries").map(UInt64.init) }
     }
 
     // MARK: Cursors
@@ -363,7 +467,7 @@ public final class NodeStore: Sendable {
         encoder.outputFormatting = [.sortedKeys]
         let json = (try? String(decoding: encoder.encode(change), as: UTF8.self)) ?? "{}"
         try db.execute(sql: """
-            INSERT OR IGNORE INTO ts_quarantine (origin, origin_seq, received_from, received_at, code, reason, change)
+            INSERT OR REPLACE INTO ts_quarantine (origin, origin_seq, received_from, received_at, code, reason, change)
             VALUES (?, ?, ?, ?, ?, ?, ?)
             """, arguments: [change.origin.rawValue, change.originSeq, sender.rawValue, Int64(nowMillis),
                              rejection.code.rawValue, rejection.message, json])
@@ -372,7 +476,10 @@ public final class NodeStore: Sendable {
     /// A live record is routed by its route fields; a deleted one keeps its last route, so
     /// the delete (and anything after it) reaches the nodes that held it.
     static func route(of state: RecordState, table: TableSchema, previous: Set<NodeID>?) -> Set<NodeID> {
-        if state.isLive { return table.route(of: state.liveValues) }
+        if state.isLive {
+            let route = table.route(of: state.liveValues)
+            return route.isEmpty ? previous ?? [] : route
+        }
         return previous ?? []
     }
 
@@ -459,12 +566,23 @@ public final class NodeStore: Sendable {
         }
     }
 
-    static func isKnown(_ db: Database, _ change: Change) throws -> Bool {
+    /// True when this change was applied here already, or refused for a reason that lies
+    /// in the change itself (schema errors): those answers never change. A change refused
+    /// for its context (out of scope, clock skew) is judged again on every delivery, so a
+    /// later valid delivery (through a new parent, after a clock fix) is not lost.
+    enum Known { case new, duplicate, reused }
+
+    static func known(_ db: Database, _ change: Change) throws -> Known {
         let args: StatementArguments = [change.origin.rawValue, change.originSeq]
-        if try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM ts_changes WHERE origin = ? AND origin_seq = ?"), arguments: args) ?? false {
-            return true
+        if let hlc = try Int64.fetchOne(db.cachedStatement(sql: "SELECT hlc FROM ts_changes WHERE origin = ? AND origin_seq = ?"), arguments: args) {
+            // Same identity, same stamp: the same change again. A different stamp means
+            // the origin numbered two changes alike.
+            return UInt64(bitPattern: hlc) == change.hlc.rawValue ? .duplicate : .reused
         }
-        return try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM ts_quarantine WHERE origin = ? AND origin_seq = ?"), arguments: args) ?? false
+        let codes = ChangeRejection.Code.intrinsic.map { "'\($0.rawValue)'" }.joined(separator: ", ")
+        let refused = try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM ts_quarantine WHERE origin = ? AND origin_seq = ? AND code IN (\(codes))"),
+                                        arguments: args) ?? false
+        return refused ? .duplicate : .new
     }
 
     static func identity(_ db: Database) throws -> NodeIdentity? {

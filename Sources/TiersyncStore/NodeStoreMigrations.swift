@@ -82,6 +82,23 @@ enum NodeStoreMigrations {
                 CREATE TABLE ts_cursors (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
                 """)
         }
+        m.registerMigration("v2-retries-and-route-index") { db in
+            try db.execute(sql: """
+                -- Changes the parent refused for a reason that may pass later (clock skew,
+                -- scope, schema version): re-sent with growing delays until accepted.
+                CREATE TABLE ts_push_retries (
+                    origin TEXT NOT NULL,
+                    origin_seq INTEGER NOT NULL,
+                    code TEXT NOT NULL,
+                    reason TEXT NOT NULL,
+                    attempts INTEGER NOT NULL,
+                    next_at INTEGER NOT NULL,
+                    PRIMARY KEY (origin, origin_seq)
+                ) WITHOUT ROWID;
+                -- Lets a feed over many nodes walk the log in order and test membership.
+                CREATE INDEX ts_change_routes_seq ON ts_change_routes(seq, node);
+                """)
+        }
         return m
     }
 }

@@ -53,17 +53,17 @@ struct Admin: AsyncParsableCommand {
         }
     }
 
-    struct Nodes: ParsableCommand {
+    struct Nodes: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List a tenant's nodes and when each was last seen.")
         @OptionGroup var hub: HubData
         @Option(help: "Tenant identifier.") var tenant: String
 
-        func run() throws {
+        func run() async throws {
             let catalog = try hub.catalog()
             let tenantID = try TenantID(validating: tenant)
-            let tree = try catalog.tree(of: tenantID)
+            let tree = try await catalog.tree(of: tenantID)
             var rows = [["node", "role", "path", "last seen"]]
-            for n in try catalog.nodes(of: tenantID) {
+            for n in try await catalog.nodes(of: tenantID) {
                 rows.append([n.node.rawValue, n.role, tree.path(of: n.node), n.lastSeenMillis.map(formatMillis) ?? "never"])
             }
             printTable(rows)

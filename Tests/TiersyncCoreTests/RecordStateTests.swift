@@ -71,6 +71,17 @@ struct RecordStateTests {
         #expect(s.liveValues == ["phone": "3"])
     }
 
+    @Test("an edit that loses to a concurrent delete is kept as a conflict")
+    func deleteConflict() {
+        var s = RecordState()
+        let delete = Change(origin: "b", originSeq: 1, hlc: HLCTimestamp(wallMillis: 20, counter: 0), table: "customers", recordID: "c-1", op: .delete)
+        s.apply(delete)
+        let late = s.apply(upsert("a", 15, ["phone": "offline edit"]))
+        #expect(late.conflicts == [FieldConflict(field: "phone", winner: .null, winnerVersion: delete.version,
+                                                 loser: "offline edit", loserVersion: FieldVersion(hlc: HLCTimestamp(wallMillis: 15, counter: 0), node: "a"))])
+        #expect(!s.isLive)
+    }
+
     @Test("redelivering a change changes nothing")
     func idempotentApply() {
         var s = RecordState()
@@ -151,6 +162,7 @@ struct SchemaTests {
         #expect(rejection(change("interactions", ["channel": "pigeon"]))?.code == .wrongType)
         #expect(rejection(change("interactions", ["created_at": "yesterday"]))?.code == .wrongType)
         #expect(rejection(change("customers", ["owning_dealer": "Dealer 42!"]))?.code == .wrongType)
+        #expect(rejection(change("customers", ["last_name": "Nul\u{0}Byte"]))?.code == .wrongType, "SQLite text would cut at NUL")
     }
 
     @Test("valid values pass, integers widen to numbers, null fits every field")

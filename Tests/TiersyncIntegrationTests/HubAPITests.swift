@@ -82,8 +82,14 @@ struct HubAPITests {
 
         // The next batch goes through, and a retried batch is not applied twice.
         #expect(try await f.push([customer("d1", 7, "c-7", shared)], as: f.d1).status == 200)
+        // A retried batch is not applied twice; refused changes are judged again (a newer
+        // schema or a granted scope may accept them) and refused again, not duplicated.
         let retry = try await f.push(batch, as: f.d1)
-        #expect(try retry.decode(PushResponse.self).duplicates == 6)
+        let retried = try retry.decode(PushResponse.self)
+        #expect(retried.duplicates == 2)
+        #expect(retried.applied == 0)
+        #expect(retried.rejected.map(\.code) == [.unknownTable, .unknownField, .wrongType, .forbidden])
+        #expect(try f.acme().quarantined().count == 4)
 
         // d2 sees the records routed to it, and only those.
         let pull = try await f.client.send("GET", "/v1/pull?cursor=0", credential: f.d2)

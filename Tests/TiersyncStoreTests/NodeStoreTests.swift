@@ -13,7 +13,7 @@ func makeStore(_ dir: TempDir, _ node: NodeID, parent: NodeID? = "hq") throws ->
 @Suite("Node store")
 struct NodeStoreTests {
     @Test("every local write commits with its change-log entry; a refused batch writes nothing")
-    func writesAreLogged() throws {
+    func writesAreLogged() async throws {
         let dir = try TempDir()
         let store = try makeStore(dir, "d1")
         let made = try store.commit([.upsert("customers", id: "c-1", ["last_name": "Meyer"]),
@@ -30,7 +30,7 @@ struct NodeStoreTests {
     }
 
     @Test("two handles on one file (an agent and a CLI) never stamp alike")
-    func sharedFileClock() throws {
+    func sharedFileClock() async throws {
         let dir = try TempDir()
         let a = try makeStore(dir, "d1")
         let b = try NodeStore(path: a.path)
@@ -44,7 +44,7 @@ struct NodeStoreTests {
     }
 
     @Test("received changes apply once; bad ones are quarantined with a reason and block nothing")
-    func incoming() throws {
+    func incoming() async throws {
         let dir = try TempDir()
         let dealer = try makeStore(dir, "d1")
         let hub = try makeStore(dir, "hq", parent: nil)
@@ -54,13 +54,14 @@ struct NodeStoreTests {
         bad.originSeq = 3
         bad.fields = ["no_such_field": "x"]
         batch.insert(bad, at: 1)
-        let report = try hub.applyIncoming(batch, from: "d1", source: .child, checkSkew: true, cursor: ("x", 42))
+        let report = try await hub.applyIncoming(batch, from: "d1", source: .child, checkSkew: true, cursor: ("x", 42))
         #expect(report.applied == 2)
         #expect(report.rejected.map(\.code) == [.unknownField])
         #expect(try hub.cursor("x") == 42)
-        let again = try hub.applyIncoming(batch, from: "d1", source: .child, checkSkew: true)
+        let again = try await hub.applyIncoming(batch, from: "d1", source: .child, checkSkew: true)
         #expect(again.applied == 0)
-        #expect(again.duplicates == 3, "applied and quarantined changes are both recognised on redelivery")
+        #expect(again.duplicates == 2, "applied changes are recognised on redelivery")
+        #expect(again.rejected.map(\.code) == [.unknownField], "a schema refusal is judged again (a newer schema may accept it)")
         let q = try hub.quarantined()
         #expect(q.count == 1)
         #expect(q[0].reason.contains("no_such_field"))
@@ -68,40 +69,47 @@ struct NodeStoreTests {
     }
 
     @Test("a change stamped beyond the skew bound is quarantined as clock_skew")
-    func skew() throws {
+    func skew() async throws {
         let dir = try TempDir()
         let hub = try makeStore(dir, "hq", parent: nil)
         let now = WallClock.nowMillis()
         let future = Change(origin: "d1", originSeq: 1, hlc: HLCTimestamp(wallMillis: now + 3_600_000, counter: 0),
                             table: "customers", recordID: "c-1", op: .upsert, fields: ["last_name": "Future"])
-        let report = try hub.applyIncoming([future], from: "d1", source: .child, checkSkew: true, wallMillis: now)
+        let report = try await hub.applyIncoming([future], from: "d1", source: .child, checkSkew: true, wallMillis: now)
         #expect(report.rejected.first?.code == .clockSkew)
         #expect(report.rejected.first?.message.contains("3600 s ahead") == true)
+        #expect(try hub.quarantined().count == 1)
+        // A refusal for context is not final: delivered again once the clocks agree, the
+        // change is applied exactly once and leaves the quarantine.
+        let later = try await hub.applyIncoming([future], from: "d1", source: .child, checkSkew: true, wallMillis: now + 3_600_000)
+        #expect(later.applied == 1)
+        #expect(try hub.quarantined().isEmpty)
+        #expect(try await hub.applyIncoming([future], from: "d1", source: .child, checkSkew: true).duplicates == 1)
     }
 
     @Test("the feed pages a node's scope and its cursor skips what is out of scope")
-    func scopedFeed() throws {
+    func scopedFeed() async throws {
         let dir = try TempDir()
         let hub = try makeStore(dir, "hq", parent: nil)
         try hub.commit([.upsert("customers", id: "c-1", ["owning_dealer": "d1"]),
                         .upsert("customers", id: "c-2", ["owning_dealer": "d2"]),
                         .upsert("customers", id: "c-3", ["owning_dealer": "d2", "servicing_dealer": "d1"])])
-        let page = try hub.feed(after: 0, scope: Scope(nodes: ["d1"]), excluding: "d1", limit: 10)
+        let page = try await hub.feed(after: 0, scope: Scope(nodes: ["d1"]), excluding: "d1", limit: 10)
         #expect(page.changes.map(\.recordID) == ["c-1", "c-3"])
         #expect(page.nextCursor == 3)
         #expect(!page.more)
-        let first = try hub.feed(after: 0, scope: .everything, excluding: nil, limit: 2)
+        let first = try await hub.feed(after: 0, scope: .everything, excluding: nil, limit: 2)
         #expect(first.more && first.nextCursor == 2)
     }
 
     @Test("replicas that exchange their changes have equal digests, and keep the concurrent loser")
-    func convergence() throws {
+    func convergence() async throws {
         let dir = try TempDir()
         let a = try makeStore(dir, "d1"), b = try makeStore(dir, "d2"), hub = try makeStore(dir, "hq", parent: nil)
         let fromA = try a.commit([.upsert("customers", id: "c-1", ["phone": "111", "owning_dealer": "d1", "servicing_dealer": "d2"])], wallMillis: 1_000)
         let fromB = try b.commit([.upsert("customers", id: "c-1", ["phone": "222", "owning_dealer": "d1", "servicing_dealer": "d2"])], wallMillis: 2_000)
         for (store, changes) in [(hub, fromA + fromB), (a, fromB), (b, fromA)] {
-            _ = try store.applyIncoming(changes, from: "x", source: .parent, checkSkew: false)
+            _ = try await store.applyIncoming(changes, from: "x", source: .parent, checkSkew: false)
         }
         #expect(try a.digest() == b.digest())
         #expect(try a.digest() == hub.digest())
@@ -112,13 +120,62 @@ struct NodeStoreTests {
         #expect(conflicts.first?.conflict.loserVersion.node == "d1")
     }
 
+    @Test("a store rebuilt for an enrolled node numbers its changes above what the parent holds")
+    func sequenceFloor() async throws {
+        let dir = try TempDir()
+        let store = try NodeStore(path: dir.path + "/rebuilt.sqlite")
+        try store.completeEnrollment(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"), credential: "tsc_x",
+                                     parentURL: "https://hub", highestKnownSeq: 40)
+        #expect(try store.commit([.upsert("customers", id: "c-1", ["last_name": "New"])]).first?.originSeq == 41)
+        #expect(try store.meta("credential") == "tsc_x")
+    }
+
+    @Test("two different changes under one identity are refused, not taken as a duplicate")
+    func identityReuse() async throws {
+        let dir = try TempDir()
+        let hub = try makeStore(dir, "hq", parent: nil)
+        let first = Change(origin: "d1", originSeq: 1, hlc: HLCTimestamp(wallMillis: 1_000, counter: 0), table: "customers",
+                           recordID: "c-1", op: .upsert, fields: ["owning_dealer": "d1", "last_name": "First"])
+        var second = first
+        second.hlc = HLCTimestamp(wallMillis: 2_000, counter: 0)
+        second.fields["last_name"] = "Second"
+        _ = try await hub.applyIncoming([first], from: "d1", source: .child, checkSkew: false)
+        let report = try await hub.applyIncoming([second], from: "d1", source: .child, checkSkew: false)
+        #expect(report.rejected.map(\.code) == [.identityReused])
+        #expect(report.rejected.first?.message.contains("re-enroll") == true)
+        #expect(try hub.record(table: "customers", id: "c-1")?.state.liveValues["last_name"] == "First")
+    }
+
+    @Test("a far-future stamp from the parent is applied but not adopted by the local clock")
+    func clockNotDragged() async throws {
+        let dir = try TempDir()
+        let dealer = try makeStore(dir, "d1")
+        let now = WallClock.nowMillis()
+        let future = Change(origin: "hq", originSeq: 1, hlc: HLCTimestamp(wallMillis: now + 7_200_000, counter: 0), table: "customers",
+                            recordID: "c-1", op: .upsert, fields: ["owning_dealer": "d1", "last_name": "From a fast clock"])
+        #expect(try await dealer.applyIncoming([future], from: "hq", source: .parent, checkSkew: false, wallMillis: now).applied == 1)
+        let local = try dealer.commit([.upsert("customers", id: "c-2", ["last_name": "Local"])], wallMillis: now)
+        #expect(local[0].hlc.wallMillis < now + 60_000, "local writes stay near real time")
+    }
+
+    @Test("a record re-created after a delete is routed to its writer again")
+    func recreateAfterDelete() async throws {
+        let dir = try TempDir()
+        let store = try makeStore(dir, "d1")
+        try store.commit([.upsert("customers", id: "c-1", ["last_name": "A"])])
+        try store.commit([.delete("customers", id: "c-1")])
+        let again = try store.commit([.upsert("customers", id: "c-1", ["city": "Berlin"])])
+        #expect(again[0].fields["owning_dealer"] == "d1")
+        #expect(try store.record(table: "customers", id: "c-1")?.route == ["d1"])
+    }
+
     @Test("a delete replicates to the nodes that held the record")
-    func deleteRouting() throws {
+    func deleteRouting() async throws {
         let dir = try TempDir()
         let hub = try makeStore(dir, "hq", parent: nil)
         try hub.commit([.upsert("customers", id: "c-1", ["owning_dealer": "d1", "last_name": "Gone"])])
         try hub.commit([.delete("customers", id: "c-1")])
-        let page = try hub.feed(after: 1, scope: Scope(nodes: ["d1"]), excluding: nil, limit: 10)
+        let page = try await hub.feed(after: 1, scope: Scope(nodes: ["d1"]), excluding: nil, limit: 10)
         #expect(page.changes.map(\.op) == [.delete])
         #expect(try hub.liveRecords(table: "customers").isEmpty)
     }
@@ -127,21 +184,21 @@ struct NodeStoreTests {
 @Suite("Hub catalog")
 struct HubCatalogTests {
     @Test("enrollment tokens are one-time and expire; credentials are stored hashed and revocable by re-enrolling")
-    func enrollment() throws {
+    func enrollment() async throws {
         let dir = try TempDir()
         let catalog = try HubCatalog(directory: dir.path)
         try catalog.createTenant("acme")
         let token = try catalog.issueEnrollmentToken(tenant: "acme", node: "d1", ttlSeconds: 60, nowMillis: 1_000)
-        let enrolled = try catalog.redeem(token: token, nowMillis: 2_000)
+        let enrolled = try await catalog.redeem(token: token, nowMillis: 2_000)
         #expect(enrolled.node == "d1" && enrolled.parent == "hq")
-        #expect(try catalog.authenticate(credential: enrolled.credential) == Principal(tenant: "acme", node: "d1"))
-        #expect(throws: EnrollmentError.alreadyUsed) { try catalog.redeem(token: token, nowMillis: 3_000) }
+        #expect(try await catalog.authenticate(credential: enrolled.credential) == Principal(tenant: "acme", node: "d1"))
+        await #expect(throws: EnrollmentError.alreadyUsed) { try await catalog.redeem(token: token, nowMillis: 3_000) }
         let late = try catalog.issueEnrollmentToken(tenant: "acme", node: "d2", ttlSeconds: 1, nowMillis: 1_000)
-        #expect(throws: EnrollmentError.self) { try catalog.redeem(token: late, nowMillis: 5_000) }
-        #expect(throws: EnrollmentError.unknownToken) { try catalog.redeem(token: "tse_nope") }
-        let again = try catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "d1"))
-        #expect(try catalog.authenticate(credential: enrolled.credential) == nil, "re-enrolling revokes the old credential")
-        #expect(try catalog.authenticate(credential: again.credential) != nil)
+        await #expect(throws: EnrollmentError.self) { try await catalog.redeem(token: late, nowMillis: 5_000) }
+        await #expect(throws: EnrollmentError.unknownToken) { try await catalog.redeem(token: "tse_nope") }
+        let again = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "d1"))
+        #expect(try await catalog.authenticate(credential: enrolled.credential) == nil, "re-enrolling revokes the old credential")
+        #expect(try await catalog.authenticate(credential: again.credential) != nil)
         let raw = try String(contentsOfFile: dir.path + "/hub.sqlite", encoding: .isoLatin1)
         #expect(!raw.contains(again.credential), "credentials are never stored in clear")
     }

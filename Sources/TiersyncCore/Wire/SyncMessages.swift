@@ -83,12 +83,16 @@ public struct EnrollResponse: Codable, Sendable {
     public var parent: NodeID?
     /// The bearer credential. The hub keeps only its SHA-256; it is shown once.
     public var credential: String
+    /// The highest change sequence number the hub already holds from this node: a node
+    /// re-enrolling with a new store numbers its changes above it.
+    public var highestSeq: Int64?
 
-    public init(tenant: TenantID, node: NodeID, parent: NodeID?, credential: String) {
+    public init(tenant: TenantID, node: NodeID, parent: NodeID?, credential: String, highestSeq: Int64? = nil) {
         self.tenant = tenant
         self.node = node
         self.parent = parent
         self.credential = credential
+        self.highestSeq = highestSeq
     }
 }
 
