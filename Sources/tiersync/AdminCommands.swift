@@ -46,7 +46,7 @@ struct Admin: AsyncParsableCommand {
             if try catalog.createTenant(tenantID) {
                 FileHandle.standardError.write(Data("created tenant \(tenant) with root node 'hq'\n".utf8))
             }
-            guard ["dealer", "country"].contains(role) else { throw ValidationError("--role must be dealer or country") }
+            guard ["dealer", "country"].contains(role) else { throw CLIError("--role must be dealer or country") }
             let token = try catalog.issueEnrollmentToken(tenant: tenantID, node: try NodeID(validating: node),
                                                          parent: try parent.map { try NodeID(validating: $0) }, role: role, ttlSeconds: ttl)
             print(token)

@@ -39,7 +39,7 @@ struct Agent: AsyncParsableCommand {
             try logging.bootstrap()
             let store = try NodeStore(path: db)
             guard let url = try hub ?? store.meta("parent_url") else {
-                throw ValidationError("--hub is required until the node has enrolled")
+                throw CLIError("--hub is required until the node has enrolled")
             }
             var configuration = AgentConfiguration(parentURL: url, caFile: try ca ?? store.meta("ca_file"))
             configuration.allowInsecureHTTP = insecureDevHttp
@@ -49,7 +49,7 @@ struct Agent: AsyncParsableCommand {
             if let ca { try store.setMeta("ca_file", ca) }
             if try store.identity() == nil || store.meta("credential") == nil {
                 guard let enrollToken else {
-                    throw ValidationError("\(db) is not enrolled yet: pass --enroll-token (from `tiersync admin enroll-token`)")
+                    throw CLIError("\(db) is not enrolled yet: pass --enroll-token (from `tiersync admin enroll-token`)")
                 }
                 let identity = try await SyncAgent.enroll(store: store, configuration: configuration, token: enrollToken)
                 print("enrolled as node \(identity.node) of tenant \(identity.tenant)")

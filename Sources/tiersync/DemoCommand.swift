@@ -37,7 +37,7 @@ struct Demo: AsyncParsableCommand {
         let ready = AsyncStream<Int>.makeStream()
         let hubTask = Task { try await hub.run { port in ready.continuation.yield(port) } }
         var portIterator = ready.stream.makeAsyncIterator()
-        guard let port = await portIterator.next() else { throw DemoError("the hub did not start") }
+        guard let port = await portIterator.next() else { throw CLIError("the hub did not start") }
         let url = "https://127.0.0.1:\(port)"
         say("HQ hub listening on \(url) (TLS), data in \(base)/hub")
 
@@ -156,16 +156,11 @@ struct Demo: AsyncParsableCommand {
             if digests.count == 1 { return }
             try await Task.sleep(for: .milliseconds(100))
         }
-        throw DemoError("replicas did not converge within \(timeout) s; see the log above")
+        throw CLIError("replicas did not converge within \(timeout) s; see the log above")
     }
 
     private func say(_ line: String) {
         print("• \(line)")
         flushOutput()
     }
-}
-
-struct DemoError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
 }

@@ -45,11 +45,11 @@ struct Contact: ParsableCommand {
                 fields["phone"] = phone.map(FieldValue.string)
                 fields["email"] = email.map(FieldValue.string)
                 guard firstName != nil || lastName != nil || company != nil else {
-                    throw ValidationError("give --customer <id>, or a new customer's --first-name/--last-name or --company")
+                    throw CLIError("give --customer <id>, or a new customer's --first-name/--last-name or --company")
                 }
                 writes.append(.upsert("customers", id: customerID, fields))
             } else if try store.record(table: "customers", id: customerID)?.state.isLive != true {
-                throw ValidationError("no customer '\(customerID)' in \(node.db)")
+                throw CLIError("no customer '\(customerID)' in \(node.db)")
             }
             let contactID = id ?? "int-" + shortID()
             var fields: [String: FieldValue] = [
@@ -62,7 +62,7 @@ struct Contact: ParsableCommand {
             do {
                 try store.commit(writes)
             } catch let error as StoreError {
-                throw ValidationError(error.description)
+                throw CLIError(error.description)
             }
             print("recorded contact \(contactID) for customer \(customerID)")
         }
@@ -100,7 +100,7 @@ struct Contact: ParsableCommand {
         func run() throws {
             let store = try node.open()
             guard let contact = try store.record(table: "interactions", id: id) else {
-                throw ValidationError("no contact '\(id)' in \(node.db)")
+                throw CLIError("no contact '\(id)' in \(node.db)")
             }
             printRecord(contact, store: store)
             if let customerID = contact.state.liveValues["customer_id"]?.stringValue,
@@ -127,7 +127,7 @@ struct RecordCommand: ParsableCommand {
 
         func run() throws {
             let store = try node.open()
-            guard let schema = store.schema.table(table) else { throw ValidationError("unknown table '\(table)'") }
+            guard let schema = store.schema.table(table) else { throw CLIError("unknown table '\(table)'") }
             let change = try store.commit([.upsert(table, id: id, try parseAssignments(assignments, table: schema))])
             print("wrote \(table)/\(id) as change \(change[0].origin)#\(change[0].originSeq)")
         }
@@ -141,7 +141,7 @@ struct RecordCommand: ParsableCommand {
 
         func run() throws {
             let store = try node.open()
-            guard let record = try store.record(table: table, id: id) else { throw ValidationError("no record \(table)/\(id)") }
+            guard let record = try store.record(table: table, id: id) else { throw CLIError("no record \(table)/\(id)") }
             printRecord(record, store: store)
         }
     }

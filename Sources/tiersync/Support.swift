@@ -26,11 +26,11 @@ func parseAssignments(_ assignments: [String], table: TableSchema) throws -> [St
     var fields: [String: FieldValue] = [:]
     for assignment in assignments {
         guard let eq = assignment.firstIndex(of: "=") else {
-            throw ValidationError("'\(assignment)' is not field=value")
+            throw CLIError("'\(assignment)' is not field=value")
         }
         let name = String(assignment[..<eq]), raw = String(assignment[assignment.index(after: eq)...])
         guard let field = table.field(name) else {
-            throw ValidationError("unknown field '\(name)' in table '\(table.name)' (fields: \(table.fields.map(\.name).joined(separator: ", ")))")
+            throw CLIError("unknown field '\(name)' in table '\(table.name)' (fields: \(table.fields.map(\.name).joined(separator: ", ")))")
         }
         fields[name] = try parseValue(raw, for: field, table: table.name)
     }
@@ -47,14 +47,14 @@ func parseValue(_ raw: String, for field: FieldSchema, table: String) throws -> 
     default: value = .string(raw)
     }
     guard let value, let checked = field.type.coerce(value) else {
-        throw ValidationError("field '\(table).\(field.name)' must be \(field.type.displayName), got '\(raw)'")
+        throw CLIError("field '\(table).\(field.name)' must be \(field.type.displayName), got '\(raw)'")
     }
     return checked
 }
 
 func openEnrolledStore(_ path: String) throws -> NodeStore {
     guard FileManager.default.fileExists(atPath: path) else {
-        throw ValidationError("no node database at \(path)")
+        throw CLIError("no node database at \(path)")
     }
     return try NodeStore(path: path)
 }
@@ -68,4 +68,10 @@ func describe(_ error: any Error) -> String {
 /// Flushes standard output, so that a parent process reading a pipe sees lines at once.
 func flushOutput() {
     fflush(nil)
+}
+
+/// A failure of a command's work (not of its arguments): printed as one line, without usage.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
