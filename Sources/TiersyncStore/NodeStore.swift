@@ -39,14 +39,16 @@ public final class NodeStore: Sendable {
 
     /// Sets who this store belongs to. A store never changes tenant or node once set.
     public func setIdentity(_ identity: NodeIdentity) throws {
-        try writer.write { db in
-            if let existing = try Self.identity(db), existing.tenant != identity.tenant || existing.node != identity.node {
-                throw StoreError.invalidArgument("the store at \(path) already belongs to node '\(existing.node)' of tenant '\(existing.tenant)'")
-            }
-            try Self.setMeta(db, "tenant", identity.tenant.rawValue)
-            try Self.setMeta(db, "node", identity.node.rawValue)
-            if let parent = identity.parent { try Self.setMeta(db, "parent", parent.rawValue) }
+        try writer.write { db in try writeIdentity(db, identity) }
+    }
+
+    private func writeIdentity(_ db: Database, _ identity: NodeIdentity) throws {
+        if let existing = try Self.identity(db), existing.tenant != identity.tenant || existing.node != identity.node {
+            throw StoreError.invalidArgument("the store at \(path) already belongs to node '\(existing.node)' of tenant '\(existing.tenant)'")
         }
+        try Self.setMeta(db, "tenant", identity.tenant.rawValue)
+        try Self.setMeta(db, "node", identity.node.rawValue)
+        if let parent = identity.parent { try Self.setMeta(db, "parent", parent.rawValue) }
     }
 
     /// Records a completed enrollment in one transaction: identity, credential, parent
@@ -54,16 +56,10 @@ public final class NodeStore: Sendable {
     /// rebuilt store must not number new changes like old ones).
     public func completeEnrollment(_ identity: NodeIdentity, credential: String, parentURL: String, highestKnownSeq: Int64) throws {
         try writer.write { db in
-            if let existing = try Self.identity(db), existing.tenant != identity.tenant || existing.node != identity.node {
-                throw StoreError.invalidArgument("the store at \(path) already belongs to node '\(existing.node)' of tenant '\(existing.tenant)'")
-            }
-            try Self.setMeta(db, "tenant", identity.tenant.rawValue)
-            try Self.setMeta(db, "node", identity.node.rawValue)
-            if let parent = identity.parent { try Self.setMeta(db, "parent", parent.rawValue) }
+            try writeIdentity(db, identity)
             try Self.setMeta(db, "credential", credential)
             try Self.setMeta(db, "parent_url", parentURL)
-            let floor = max(highestKnownSeq, Int64(try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = 'seq_floor'") ?? "0") ?? 0)
-            try Self.setMeta(db, "seq_floor", String(floor))
+            try Self.setMeta(db, "seq_floor", String(max(highestKnownSeq, try Self.seqFloor(db))))
         }
     }
 
@@ -98,8 +94,7 @@ public final class NodeStore: Sendable {
         try writer.write { db in
             guard let me = try Self.identity(db) else { throw StoreError.notEnrolled(path: path) }
             var last = try Self.lastHLC(db)
-            let floor = Int64(try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = 'seq_floor'") ?? "0") ?? 0
-            var nextSeq = max(floor, try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?", arguments: [me.node.rawValue]) ?? 0)
+            var nextSeq = max(try Self.seqFloor(db), try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?", arguments: [me.node.rawValue]) ?? 0)
             var made: [Change] = []
             for write in writes {
                 guard let table = schema.table(write.table) else {
@@ -591,6 +586,11 @@ public final class NodeStore: Sendable {
         guard let tenant = dict["tenant"], let node = dict["node"] else { return nil }
         return NodeIdentity(tenant: TenantID(stringLiteral: tenant), node: NodeID(unchecked: node),
                             parent: dict["parent"].map(NodeID.init(unchecked:)))
+    }
+
+    /// Sequence numbers at or below this were used by an earlier store of this node.
+    static func seqFloor(_ db: Database) throws -> Int64 {
+        Int64(try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = 'seq_floor'") ?? "0") ?? 0
     }
 
     static func lastHLC(_ db: Database) throws -> HLCTimestamp {
