@@ -21,9 +21,13 @@ public struct Change: Hashable, Sendable, Codable {
     /// to tell a causal overwrite (the writer had seen the current value) from a concurrent
     /// one, whose loser it keeps as a conflict.
     public var prior: [String: FieldVersion]
+    /// The nodes that received this change on its way here, with when: lineage for
+    /// operators ("why does HQ not see this yet?"). Not part of the change's identity.
+    public var trail: [Hop]
 
     public init(origin: NodeID, originSeq: Int64, hlc: HLCTimestamp, table: String, recordID: String,
-                op: Operation, fields: [String: FieldValue] = [:], prior: [String: FieldVersion] = [:]) {
+                op: Operation, fields: [String: FieldValue] = [:], prior: [String: FieldVersion] = [:], trail: [Hop] = []) {
+        self.trail = trail
         self.origin = origin
         self.originSeq = originSeq
         self.hlc = hlc
@@ -38,7 +42,7 @@ public struct Change: Hashable, Sendable, Codable {
     public var version: FieldVersion { FieldVersion(hlc: hlc, node: origin) }
 
     enum CodingKeys: String, CodingKey {
-        case origin, originSeq = "seq", hlc, table, recordID = "id", op, fields, prior
+        case origin, originSeq = "seq", hlc, table, recordID = "id", op, fields, prior, trail
     }
 
     public init(from decoder: Decoder) throws {
@@ -51,6 +55,7 @@ public struct Change: Hashable, Sendable, Codable {
         op = try c.decode(Operation.self, forKey: .op)
         fields = try c.decodeIfPresent([String: FieldValue].self, forKey: .fields) ?? [:]
         prior = try c.decodeIfPresent([String: FieldVersion].self, forKey: .prior) ?? [:]
+        trail = try c.decodeIfPresent([Hop].self, forKey: .trail) ?? []
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -63,5 +68,19 @@ public struct Change: Hashable, Sendable, Codable {
         try c.encode(op, forKey: .op)
         if !fields.isEmpty { try c.encode(fields, forKey: .fields) }
         if !prior.isEmpty { try c.encode(prior, forKey: .prior) }
+        if !trail.isEmpty { try c.encode(trail, forKey: .trail) }
     }
+}
+
+/// One node a change passed through, and when it arrived there (ms since the epoch).
+public struct Hop: Hashable, Sendable, Codable {
+    public var node: NodeID
+    public var atMillis: UInt64
+
+    public init(node: NodeID, atMillis: UInt64) {
+        self.node = node
+        self.atMillis = atMillis
+    }
+
+    enum CodingKeys: String, CodingKey { case node, atMillis = "at" }
 }

@@ -7,8 +7,7 @@ import TiersyncStore
 /// marked public in ``HubRoutes`` are reachable without a credential.
 struct AuthenticationMiddleware: RouterMiddleware {
     typealias Context = HubRequestContext
-    let catalog: HubCatalog
-    let lastSeen = LastSeenRecorder()
+    let directory: any NodeDirectory
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if HubRoutes.isPublic(method: request.method, path: request.uri.path) {
@@ -21,12 +20,12 @@ struct AuthenticationMiddleware: RouterMiddleware {
         guard header.hasPrefix(prefix) else {
             throw APIError(.unauthorized, "unauthenticated", "the Authorization header must use the Bearer scheme")
         }
-        guard let principal = try await catalog.authenticate(credential: String(header.dropFirst(prefix.count))) else {
+        guard let principal = try await directory.authenticate(credential: String(header.dropFirst(prefix.count))) else {
             throw APIError(.unauthorized, "unauthenticated", "unknown or revoked credential")
         }
         var context = context
         context.principal = principal
-        lastSeen.record(principal, in: catalog)
+        await directory.touch(principal)
         return try await next(request, context)
     }
 }
@@ -37,7 +36,7 @@ final class LastSeenRecorder: Sendable {
     private let written = Mutex<[String: UInt64]>([:])
     static let intervalMillis: UInt64 = 10_000
 
-    func record(_ principal: Principal, in catalog: HubCatalog) {
+    func record(_ principal: Principal, in catalog: HubCatalog) async {
         let now = WallClock.nowMillis()
         let key = "\(principal.tenant)/\(principal.node)"
         let due = written.withLock { seen in
@@ -45,6 +44,6 @@ final class LastSeenRecorder: Sendable {
             seen[key] = now
             return true
         }
-        if due { Task { try? await catalog.touch(principal, nowMillis: now) } }
+        if due { try? await catalog.touch(principal, nowMillis: now) }
     }
 }

@@ -15,8 +15,9 @@ public enum HubRoutes {
     public static let whoami = Route(method: "GET", path: "/v1/whoami", isPublic: false)
     public static let push = Route(method: "POST", path: "/v1/push", isPublic: false)
     public static let pull = Route(method: "GET", path: "/v1/pull", isPublic: false)
+    public static let directory = Route(method: "GET", path: "/v1/directory", isPublic: false)
 
-    public static let all: [Route] = [health, enroll, whoami, push, pull]
+    public static let all: [Route] = [health, enroll, whoami, push, pull, directory]
 
     static func isPublic(method: HTTPRequest.Method, path: String) -> Bool {
         all.contains { $0.isPublic && $0.path == path && $0.method == method.rawValue }

@@ -12,29 +12,38 @@ import TiersyncStore
 /// The HQ hub: serves every tenant's nodes over HTTPS from one process.
 public struct HubServer: Sendable {
     public let configuration: HubConfiguration
-    public let stores: TenantStores
+    public let directory: any NodeDirectory
     let logger: Logger
 
+    /// The HQ hub: its catalog and tenant databases live in `configuration.dataDirectory`.
     public init(configuration: HubConfiguration, logger: Logger = Logger(label: "tiersync.hub")) throws {
-        self.configuration = configuration
-        self.logger = logger
         let catalog = try HubCatalog(directory: configuration.dataDirectory)
-        stores = TenantStores(catalog: catalog, clock: HybridLogicalClock(maxSkewMillis: configuration.maxClockSkewMillis))
+        self.init(configuration: configuration,
+                  directory: CatalogDirectory(stores: TenantStores(catalog: catalog, clock: HybridLogicalClock(maxSkewMillis: configuration.maxClockSkewMillis))),
+                  logger: logger)
+    }
+
+    /// A hub over any directory (a country node passes the one it mirrors from HQ).
+    public init(configuration: HubConfiguration, directory: any NodeDirectory, logger: Logger = Logger(label: "tiersync.hub")) {
+        self.configuration = configuration
+        self.directory = directory
+        self.logger = logger
     }
 
     /// Builds the router from ``HubRoutes``.
     func makeRouter(notifier: ChangeNotifier) -> Router<HubRequestContext> {
-        let service = SyncService(stores: stores, notifier: notifier, codec: BodyCodec(limits: configuration.limits),
+        let service = SyncService(directory: directory, notifier: notifier, codec: BodyCodec(limits: configuration.limits),
                                   configuration: configuration)
         let router = Router(context: HubRequestContext.self)
         router.add(middleware: ErrorBodyMiddleware())
-        router.add(middleware: AuthenticationMiddleware(catalog: stores.catalog))
+        router.add(middleware: AuthenticationMiddleware(directory: directory))
         let handlers: [HubRoutes.Route: @Sendable (Request, HubRequestContext) async throws -> Response] = [
             HubRoutes.health: service.health,
             HubRoutes.enroll: service.enroll,
             HubRoutes.whoami: service.whoami,
             HubRoutes.push: service.push,
             HubRoutes.pull: service.pull,
+            HubRoutes.directory: service.directory,
         ]
         for route in HubRoutes.all {
             guard let handler = handlers[route] else { preconditionFailure("no handler for \(route.method) \(route.path)") }
@@ -74,7 +83,7 @@ public struct HubServer: Sendable {
         // Services shut down in reverse order: first the notifier (ending long-polls), then
         // the foreign-write watcher, then the HTTP server.
         let group = ServiceGroup(configuration: .init(
-            services: [app, ForeignWriteWatcher(stores: stores, notifier: notifier), NotifierService(notifier: notifier)],
+            services: [app, ForeignWriteWatcher(directory: directory, notifier: notifier), NotifierService(notifier: notifier)],
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
             logger: logger))
         // Cancelling the caller means "shut down gracefully": the group runs in its own
@@ -101,15 +110,15 @@ struct NotifierService: Service {
 /// Wakes long-polls for changes written to a tenant database by another process (an
 /// admin's CLI on the hub machine), which the in-process notifier cannot see.
 struct ForeignWriteWatcher: Service {
-    let stores: TenantStores
+    let directory: any NodeDirectory
     let notifier: ChangeNotifier
 
     func run() async throws {
         var heads: [TenantID: Int64] = [:]
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(500))
-            for tenant in stores.openTenants() {
-                guard let head = try? stores.store(for: tenant).headSeq() else { continue }
+            for tenant in directory.openTenants() {
+                guard let head = try? directory.store(for: tenant).headSeq() else { continue }
                 if let previous = heads[tenant], previous != head { await notifier.signal(tenant) }
                 heads[tenant] = head
             }

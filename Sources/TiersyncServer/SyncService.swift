@@ -6,12 +6,10 @@ import TiersyncStore
 
 /// The route handlers: enrollment, push and pull, with tenant and scope checks.
 struct SyncService: Sendable {
-    let stores: TenantStores
+    let directory: any NodeDirectory
     let notifier: ChangeNotifier
     let codec: BodyCodec
     let configuration: HubConfiguration
-
-    var catalog: HubCatalog { stores.catalog }
 
     func health(_ request: Request, _ context: HubRequestContext) async throws -> Response {
         try codec.encode(["status": "ok"], for: request)
@@ -20,8 +18,7 @@ struct SyncService: Sendable {
     func enroll(_ request: Request, _ context: HubRequestContext) async throws -> Response {
         let body = try await codec.decode(EnrollRequest.self, from: request)
         do {
-            var response = try await catalog.redeem(token: body.token)
-            response.highestSeq = try await stores.store(for: response.tenant).highestSeq(of: response.node)
+            let response = try await directory.enroll(token: body.token)
             context.logger.info("node enrolled", metadata: ["tenant": "\(response.tenant)", "node": "\(response.node)"])
             return try codec.encode(response, status: .created, for: request)
         } catch let error as EnrollmentError {
@@ -35,7 +32,7 @@ struct SyncService: Sendable {
 
     func whoami(_ request: Request, _ context: HubRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
-        let node = try await catalog.nodes(of: principal.tenant).first { $0.node == principal.node }
+        let node = try await directory.node(principal.node, of: principal.tenant)
         return try codec.encode(WhoAmIResponse(tenant: principal.tenant, node: principal.node,
                                                parent: node?.parent, role: node?.role ?? "dealer"), for: request)
     }
@@ -50,8 +47,8 @@ struct SyncService: Sendable {
             throw APIError(.contentTooLarge, "too_many_changes",
                            "push carries \(body.changes.count) changes; the limit is \(configuration.limits.maxChangesPerPush) per request")
         }
-        let store = try stores.store(for: principal.tenant)
-        let scope = Scope(tree: try await catalog.tree(of: principal.tenant), node: principal.node)
+        let store = try directory.store(for: principal.tenant)
+        let scope = Scope(tree: try await directory.tree(of: principal.tenant), node: principal.node)
         let report = try await store.applyIncoming(body.changes, from: principal.node, source: .child, checkSkew: true,
                                              gate: Self.scopeGate(pusher: principal.node, scope: scope))
         if report.applied > 0 { await notifier.signal(principal.tenant) }
@@ -78,8 +75,16 @@ struct SyncService: Sendable {
             throw APIError(.badRequest, "invalid_parameter", "'wait' must be a number of seconds from 0 to \(limits.maxPullWaitSeconds)")
         }
         let excludeOwn = (query.get("exclude_own") ?? "true") != "false"
-        let store = try stores.store(for: principal.tenant)
-        let scope = Scope(tree: try await catalog.tree(of: principal.tenant), node: principal.node)
+        let store = try directory.store(for: principal.tenant)
+        let tree = try await directory.tree(of: principal.tenant)
+        var scope = Scope(tree: tree, node: principal.node)
+        if let only = query.get("only") {
+            // A backfill: one node of the caller's subtree (a country whose subtree gained it).
+            guard NodeID.isValid(only), tree.subtree(of: principal.node).contains(NodeID(unchecked: only)) else {
+                throw APIError(.forbidden, "out_of_scope", "'only' must name a node in the subtree of '\(principal.node)', got '\(only)'")
+            }
+            scope = Scope(nodes: [NodeID(unchecked: only)])
+        }
         let deadline = ContinuousClock.now + .milliseconds(Int64(wait * 1000))
         while true {
             let generation = await notifier.generation(principal.tenant)
@@ -91,6 +96,11 @@ struct SyncService: Sendable {
             }
             await notifier.wait(principal.tenant, after: generation, timeout: remaining)
         }
+    }
+
+    func directory(_ request: Request, _ context: HubRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        return try codec.encode(try await directory.directory(for: principal), for: request)
     }
 
     /// The scope rule for pushes: a node may push changes made in its own subtree, to

@@ -80,6 +80,10 @@ public final class HubCatalog: Sendable {
                 );
                 """)
         }
+        m.registerMigration("v2-levels") { db in
+            // How deep a tenant's tree is: 2 (HQ → agents) or 3 (HQ → countries → dealers).
+            try db.execute(sql: "ALTER TABLE tenants ADD COLUMN levels INTEGER NOT NULL DEFAULT 3")
+        }
         try m.migrate(writer)
     }
 
@@ -91,12 +95,15 @@ public final class HubCatalog: Sendable {
     // MARK: Tenants and nodes
 
     /// Creates a tenant with its root (HQ) node; returns false when it already exists.
+    /// `levels` is the depth of the tenant's tree: 2 (HQ and its agents) or 3 (HQ,
+    /// countries, dealers).
     @discardableResult
-    public func createTenant(_ tenant: TenantID, root: NodeID = "hq", nowMillis: UInt64 = WallClock.nowMillis()) throws -> Bool {
-        try writer.write { db in
+    public func createTenant(_ tenant: TenantID, root: NodeID = "hq", levels: Int = 2, nowMillis: UInt64 = WallClock.nowMillis()) throws -> Bool {
+        guard (2...3).contains(levels) else { throw StoreError.invalidArgument("a tenant has 2 or 3 levels, not \(levels)") }
+        return try writer.write { db in
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) ?? false { return false }
-            try db.execute(sql: "INSERT INTO tenants (id, root, created_at) VALUES (?, ?, ?)",
-                           arguments: [tenant.rawValue, root.rawValue, Int64(nowMillis)])
+            try db.execute(sql: "INSERT INTO tenants (id, root, created_at, levels) VALUES (?, ?, ?, ?)",
+                           arguments: [tenant.rawValue, root.rawValue, Int64(nowMillis), levels])
             try db.execute(sql: "INSERT INTO nodes (tenant, id, parent, role, created_at) VALUES (?, ?, NULL, 'hq', ?)",
                            arguments: [tenant.rawValue, root.rawValue, Int64(nowMillis)])
             return true
@@ -123,6 +130,88 @@ public final class HubCatalog: Sendable {
         }
     }
 
+    public func levels(of tenant: TenantID) throws -> Int? {
+        try writer.read { db in try Int.fetchOne(db, sql: "SELECT levels FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) }
+    }
+
+    public func node(_ id: NodeID, of tenant: TenantID) async throws -> NodeRecord? {
+        try await writer.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM nodes WHERE tenant = ? AND id = ?", arguments: [tenant.rawValue, id.rawValue]).map(Self.nodeRecord)
+        }
+    }
+
+    /// Moves `node` (and its subtree) under `parent`, within the tenant's levels.
+    public func moveNode(_ node: NodeID, of tenant: TenantID, to parent: NodeID) throws {
+        try writer.write { db in
+            let tree = try Self.tree(db, tenant)
+            guard tree.parents[node] != nil else { throw StoreError.notFound("node '\(node)' in tenant '\(tenant)'") }
+            guard tree.parents[parent] != nil else { throw StoreError.notFound("node '\(parent)' in tenant '\(tenant)'") }
+            if tree.isRoot(node) { throw StoreError.invalidArgument("'\(node)' is the root of tenant '\(tenant)' and cannot move") }
+            if tree.subtree(of: node).contains(parent) {
+                throw StoreError.invalidArgument("cannot move '\(node)' under '\(parent)', which is inside its own subtree")
+            }
+            let levels = try Int.fetchOne(db, sql: "SELECT levels FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) ?? 3
+            let newDepth = tree.depth(of: parent) + 1
+            let height = tree.height(of: node)
+            guard newDepth + height - 1 <= levels else {
+                throw StoreError.invalidArgument("tenant '\(tenant)' has \(levels) levels; '\(node)' under '\(parent)' would reach level \(newDepth + height - 1)")
+            }
+            try db.execute(sql: "UPDATE nodes SET parent = ? WHERE tenant = ? AND id = ?",
+                           arguments: [parent.rawValue, tenant.rawValue, node.rawValue])
+        }
+    }
+
+    /// The subtree of `principal` with the credential digests of the nodes below it.
+    public func directory(for principal: Principal) async throws -> DirectoryResponse {
+        try await writer.read { db in
+            let tree = try Self.tree(db, principal.tenant)
+            let subtree = tree.subtree(of: principal.node)
+            let nodes = try Row.fetchAll(db, sql: "SELECT * FROM nodes WHERE tenant = ? ORDER BY id", arguments: [principal.tenant.rawValue])
+                .map(Self.nodeRecord).filter { subtree.contains($0.node) }
+                .map { DirectoryResponse.Node(id: $0.node, parent: $0.parent, role: $0.role) }
+            let credentials = try Row.fetchAll(db, sql: "SELECT node, hash FROM credentials WHERE tenant = ? AND revoked_at IS NULL ORDER BY node",
+                                               arguments: [principal.tenant.rawValue])
+                .map { DirectoryResponse.Credential(node: NodeID(unchecked: $0["node"]), sha256: $0["hash"]) }
+                .filter { $0.node != principal.node && subtree.contains($0.node) }
+            return DirectoryResponse(tenant: principal.tenant, root: principal.node, nodes: nodes, credentials: credentials)
+        }
+    }
+
+    /// Replaces what this catalog knows of `directory.tenant` by a directory mirrored from
+    /// the parent (a country node's view of its subtree). Returns the nodes that were not
+    /// in the previous mirror.
+    @discardableResult
+    public func replaceDirectory(_ directory: DirectoryResponse, nowMillis: UInt64 = WallClock.nowMillis()) throws -> Set<NodeID> {
+        try writer.write { db in
+            let tenant = directory.tenant.rawValue
+            let before = Set(try String.fetchAll(db, sql: "SELECT id FROM nodes WHERE tenant = ?", arguments: [tenant]).map(NodeID.init(unchecked:)))
+            let lastSeen = Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT id, last_seen FROM nodes WHERE tenant = ?", arguments: [tenant])
+                .map { ($0["id"] as String, $0["last_seen"] as Int64?) })
+            if try !(Bool.fetchOne(db, sql: "SELECT 1 FROM tenants WHERE id = ?", arguments: [tenant]) ?? false) {
+                try db.execute(sql: "INSERT INTO tenants (id, root, created_at) VALUES (?, ?, ?)",
+                               arguments: [tenant, directory.root.rawValue, Int64(nowMillis)])
+            }
+            try db.execute(sql: "DELETE FROM nodes WHERE tenant = ?", arguments: [tenant])
+            try db.execute(sql: "DELETE FROM credentials WHERE tenant = ?", arguments: [tenant])
+            for n in directory.nodes {
+                try db.execute(sql: "INSERT INTO nodes (tenant, id, parent, role, created_at, last_seen) VALUES (?, ?, ?, ?, ?, ?)",
+                               arguments: [tenant, n.id.rawValue, n.parent?.rawValue, n.role, Int64(nowMillis), lastSeen[n.id.rawValue] ?? nil])
+            }
+            for c in directory.credentials {
+                try db.execute(sql: "INSERT OR IGNORE INTO credentials (hash, tenant, node, created_at) VALUES (?, ?, ?, ?)",
+                               arguments: [c.sha256, tenant, c.node.rawValue, Int64(nowMillis)])
+            }
+            return Set(directory.nodes.map(\.id)).subtracting(before)
+        }
+    }
+
+    static func tree(_ db: Database, _ tenant: TenantID) throws -> NodeTree {
+        let rows = try Row.fetchAll(db, sql: "SELECT id, parent FROM nodes WHERE tenant = ?", arguments: [tenant.rawValue])
+        return NodeTree(parents: Dictionary(uniqueKeysWithValues: rows.map {
+            (NodeID(unchecked: $0["id"]), ($0["parent"] as String?).map(NodeID.init(unchecked:)))
+        }))
+    }
+
     public func tree(of tenant: TenantID) async throws -> NodeTree {
         let nodes = try await nodes(of: tenant)
         return NodeTree(parents: Dictionary(uniqueKeysWithValues: nodes.map { ($0.node, $0.parent) }))
@@ -140,16 +229,31 @@ public final class HubCatalog: Sendable {
 
     /// Issues a one-time enrollment token for `node` under `parent` (default: the root).
     /// The token itself is returned once and stored only as a digest.
-    public func issueEnrollmentToken(tenant: TenantID, node: NodeID, parent: NodeID? = nil, role: String = "dealer",
+    /// The node's role follows from its depth: the deepest level holds dealers (agents),
+    /// the one between holds countries. `role`, when given, must agree.
+    public func issueEnrollmentToken(tenant: TenantID, node: NodeID, parent: NodeID? = nil, role expectedRole: String? = nil,
                                      ttlSeconds: UInt64 = 86_400, nowMillis: UInt64 = WallClock.nowMillis()) throws -> String {
         try writer.write { db in
-            guard let root = try String.fetchOne(db, sql: "SELECT root FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) else {
+            guard let tenantRow = try Row.fetchOne(db, sql: "SELECT root, levels FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) else {
                 throw StoreError.notFound("tenant '\(tenant)'")
             }
+            let root: String = tenantRow["root"], levels: Int = tenantRow["levels"]
             if node.rawValue == root { throw StoreError.invalidArgument("'\(node)' is the root of tenant '\(tenant)'; it runs on the hub and does not enroll") }
             let parentID = parent?.rawValue ?? root
-            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM nodes WHERE tenant = ? AND id = ?", arguments: [tenant.rawValue, parentID]) ?? false else {
+            let tree = try Self.tree(db, tenant)
+            guard tree.parents[NodeID(unchecked: parentID)] != nil else {
                 throw StoreError.notFound("parent node '\(parentID)' in tenant '\(tenant)'")
+            }
+            let depth = tree.depth(of: NodeID(unchecked: parentID)) + 1
+            guard depth <= levels else {
+                throw StoreError.invalidArgument("tenant '\(tenant)' has \(levels) levels; '\(node)' under '\(parentID)' would be level \(depth)")
+            }
+            if let existing = tree.parents[node], existing.map(\.rawValue) != parentID {
+                throw StoreError.invalidArgument("node '\(node)' already exists under '\(existing?.rawValue ?? "-")'; move it with `tiersync admin move-node`")
+            }
+            let role = depth == levels ? "dealer" : "country"
+            if let expectedRole, expectedRole != role {
+                throw StoreError.invalidArgument("'\(node)' at level \(depth) of a \(levels)-level tenant is a \(role), not a \(expectedRole)")
             }
             let token = "tse_" + Secrets.random()
             try db.execute(sql: """

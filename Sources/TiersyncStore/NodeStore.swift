@@ -137,6 +137,7 @@ public final class NodeStore: Sendable {
         try await writer.write { db in
             var report = IncomingReport()
             var last = try Self.lastHLC(db)
+            let me = try Self.identity(db)?.node
             for change in changes {
                 switch try Self.known(db, change) {
                 case .new:
@@ -156,7 +157,9 @@ public final class NodeStore: Sendable {
                     try quarantine(db, change, rejection, from: sender, nowMillis: wallMillis)
                     report.rejected.append(RejectedChange(change: change, rejection: rejection))
                 case .success(let (valid, table, stored)):
-                    let outcome = try apply(db, valid, table: table, stored: stored, source: source, from: sender, nowMillis: wallMillis)
+                    var arrived = valid
+                    if let me { arrived.trail.append(Hop(node: me, atMillis: wallMillis)) }
+                    let outcome = try apply(db, arrived, table: table, stored: stored, source: source, from: sender, nowMillis: wallMillis)
                     // Refused earlier for its context, accepted now: no longer quarantined.
                     try db.cachedStatement(sql: "DELETE FROM ts_quarantine WHERE origin = ? AND origin_seq = ?")
                         .execute(arguments: [valid.origin.rawValue, valid.originSeq])
@@ -223,11 +226,10 @@ public final class NodeStore: Sendable {
     }
 
     /// One page of the change feed for a node with `scope`, after `cursor`, leaving out
-    /// changes that `excluding` made itself.
+    /// changes received from `excluding` (it has them: its own, and those it relayed).
     public func feed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) async throws -> PullResponse {
         try await writer.read { db in
             let head = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes") ?? 0
-            let exclude = excluding?.rawValue ?? ""
             // Page over candidate log positions first, then drop the caller's own changes:
             // `more` and the cursor follow the candidates, so nothing is skipped.
             let candidates: [Int64]
@@ -257,8 +259,15 @@ public final class NodeStore: Sendable {
                 return PullResponse(changes: [], nextCursor: next, more: false)
             }
             let wanted = Set(candidates)
-            let entries = try Self.fetchLogged(db, sql: "SELECT * FROM ts_changes WHERE seq BETWEEN ? AND ? AND origin != ? ORDER BY seq",
-                                               arguments: [first, last, exclude]).filter { wanted.contains($0.seq) }
+            let entries: [LoggedChange]
+            if let excluding {
+                entries = try Self.fetchLogged(db, sql: """
+                    SELECT * FROM ts_changes WHERE seq BETWEEN ? AND ? AND (received_from IS NULL OR received_from != ?) ORDER BY seq
+                    """, arguments: [first, last, excluding.rawValue]).filter { wanted.contains($0.seq) }
+            } else {
+                entries = try Self.fetchLogged(db, sql: "SELECT * FROM ts_changes WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                                               arguments: [first, last]).filter { wanted.contains($0.seq) }
+            }
             return PullResponse(changes: entries.map(\.change), nextCursor: next, more: more)
         }
     }
@@ -441,12 +450,12 @@ public final class NodeStore: Sendable {
                                          c.loser.canonical, c.loserVersion.description, Int64(nowMillis)])
         }
         try db.cachedStatement(sql: """
-            INSERT INTO ts_changes (origin, origin_seq, hlc, tbl, record_id, op, fields, prior, source, received_from, received_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO ts_changes (origin, origin_seq, hlc, tbl, record_id, op, fields, prior, source, received_from, received_at, trail)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """).execute(arguments: [change.origin.rawValue, change.originSeq, Int64(bitPattern: change.hlc.rawValue), change.table,
                                      change.recordID, change.op.rawValue, CanonicalJSON.object(change.fields),
                                      change.prior.isEmpty ? nil : CanonicalJSON.object(change.prior),
-                                     source.rawValue, sender?.rawValue, Int64(nowMillis)])
+                                     source.rawValue, sender?.rawValue, Int64(nowMillis), Self.encodeTrail(change.trail)])
         let seq = db.lastInsertedRowID
         // The change reaches the nodes the record was routed to and those it is routed to
         // now: a record moving away is seen leaving.
@@ -550,10 +559,11 @@ public final class NodeStore: Sendable {
         return try Row.fetchAll(db, sql: sql, arguments: arguments).map { row in
             let fields = try decoder.decode([String: FieldValue].self, from: Data((row["fields"] as String).utf8))
             let prior = try (row["prior"] as String?).map { try decoder.decode([String: FieldVersion].self, from: Data($0.utf8)) } ?? [:]
+            let trail = try (row["trail"] as String?).map { try decoder.decode([Hop].self, from: Data($0.utf8)) } ?? []
             let change = Change(origin: NodeID(unchecked: row["origin"]), originSeq: row["origin_seq"],
                                 hlc: HLCTimestamp(rawValue: UInt64(bitPattern: row["hlc"] as Int64)),
                                 table: row["tbl"], recordID: row["record_id"],
-                                op: Change.Operation(rawValue: row["op"]) ?? .upsert, fields: fields, prior: prior)
+                                op: Change.Operation(rawValue: row["op"]) ?? .upsert, fields: fields, prior: prior, trail: trail)
             return LoggedChange(seq: row["seq"], change: change,
                                 source: ChangeSource(rawValue: row["source"]) ?? .local,
                                 receivedFrom: (row["received_from"] as String?).map(NodeID.init(unchecked:)),
@@ -586,6 +596,11 @@ public final class NodeStore: Sendable {
         guard let tenant = dict["tenant"], let node = dict["node"] else { return nil }
         return NodeIdentity(tenant: TenantID(stringLiteral: tenant), node: NodeID(unchecked: node),
                             parent: dict["parent"].map(NodeID.init(unchecked:)))
+    }
+
+    static func encodeTrail(_ trail: [Hop]) -> String? {
+        guard !trail.isEmpty else { return nil }
+        return "[" + trail.map { "{\"node\":\"\($0.node.rawValue)\",\"at\":\($0.atMillis)}" }.joined(separator: ",") + "]"
     }
 
     /// Sequence numbers at or below this were used by an earlier store of this node.

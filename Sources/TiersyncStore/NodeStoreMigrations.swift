@@ -99,6 +99,10 @@ enum NodeStoreMigrations {
                 CREATE INDEX ts_change_routes_seq ON ts_change_routes(seq, node);
                 """)
         }
+        m.registerMigration("v3-trail") { db in
+            // The hops a received change took to get here (JSON [{node, at}]), for tracing.
+            try db.execute(sql: "ALTER TABLE ts_changes ADD COLUMN trail TEXT")
+        }
         return m
     }
 }

@@ -21,23 +21,28 @@ struct Admin: AsyncParsableCommand {
         @OptionGroup var hub: HubData
         @Option(help: "Tenant identifier.") var tenant: String
         @Option(help: "Identifier of the tenant's root (HQ) node.") var root = "hq"
+        @Option(help: "Levels of the tenant's tree: 2 (HQ → agents) or 3 (HQ → countries → dealers).") var levels = 2
 
         func run() throws {
             let tenantID = try TenantID(validating: tenant)
-            let created = try hub.catalog().createTenant(tenantID, root: try NodeID(validating: root))
-            print(created ? "created tenant \(tenant) (root node \(root))" : "tenant \(tenant) already exists")
+            let created = try hub.catalog().createTenant(tenantID, root: try NodeID(validating: root), levels: levels)
+            print(created ? "created tenant \(tenant) with \(levels) levels (root node \(root))" : "tenant \(tenant) already exists")
         }
     }
 
     struct EnrollToken: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Issue a one-time, expiring enrollment token for a node.",
-            discussion: "Creates the tenant if it does not exist yet. The token is printed once; the hub keeps only its digest.")
+            discussion: """
+            Creates the tenant (with 2 levels) if it does not exist yet. The node's role follows from
+            its level: the deepest level holds dealers, the one between countries. The token is printed
+            once; the hub keeps only its digest.
+            """)
         @OptionGroup var hub: HubData
         @Option(help: "Tenant identifier.") var tenant: String
         @Option(help: "Identifier of the node that will enroll.") var node: String
         @Option(help: "Parent node (default: the tenant's root).") var parent: String?
-        @Option(help: "Role: dealer or country.") var role = "dealer"
+        @Option(help: "Expected role (dealer or country); refused when the node's level implies the other.") var role: String?
         @Option(help: "Seconds until the token expires.") var ttl: UInt64 = 86_400
 
         func run() throws {
@@ -46,7 +51,7 @@ struct Admin: AsyncParsableCommand {
             if try catalog.createTenant(tenantID) {
                 FileHandle.standardError.write(Data("created tenant \(tenant) with root node 'hq'\n".utf8))
             }
-            guard ["dealer", "country"].contains(role) else { throw CLIError("--role must be dealer or country") }
+            if let role, !["dealer", "country"].contains(role) { throw CLIError("--role must be dealer or country") }
             let token = try catalog.issueEnrollmentToken(tenant: tenantID, node: try NodeID(validating: node),
                                                          parent: try parent.map { try NodeID(validating: $0) }, role: role, ttlSeconds: ttl)
             print(token)

@@ -31,9 +31,11 @@ struct Demo: AsyncParsableCommand {
         // 1. PKI and hub.
         let pki = try DevelopmentPKI.ensure(in: base + "/pki")
         say("created a development CA and a loopback server certificate (\(pki.caCertificate))")
-        let hub = try HubServer(configuration: HubConfiguration(
+        let hubStores = TenantStores(catalog: try HubCatalog(directory: base + "/hub"))
+        let hub = HubServer(configuration: HubConfiguration(
             host: "127.0.0.1", port: 0, dataDirectory: base + "/hub",
-            transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey)))
+            transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey)),
+            directory: CatalogDirectory(stores: hubStores))
         let ready = AsyncStream<Int>.makeStream()
         let hubTask = Task { try await hub.run { port in ready.continuation.yield(port) } }
         var portIterator = ready.stream.makeAsyncIterator()
@@ -43,9 +45,9 @@ struct Demo: AsyncParsableCommand {
 
         // 2. Tenant and dealers.
         let tenant: TenantID = "acme"
-        let catalog = hub.stores.catalog
+        let catalog = hubStores.catalog
         try catalog.createTenant(tenant, root: "hq")
-        let hq = try hub.stores.store(for: tenant)
+        let hq = try hubStores.store(for: tenant)
         let dealers: [NodeID] = ["dealer-north", "dealer-south"]
         var stores: [NodeID: NodeStore] = [:]
         for dealer in dealers {

@@ -36,7 +36,7 @@ struct AgentTests {
         let hub = try await RunningHub(directory: dir.path)
         defer { Task { await hub.stop() } }
         let d1 = try await enrolledAgent(hub, dir, "d1"), d2 = try await enrolledAgent(hub, dir, "d2")
-        let hq = try hub.server.stores.store(for: "acme")
+        let hq = try hub.stores.store(for: "acme")
         try await using(d1, d2) {
 
         try d2.store.commit([.upsert("customers", id: "c-x", ["last_name": "Owned by d2"])])
@@ -69,7 +69,7 @@ struct AgentTests {
         try agent.store.commit([.upsert("interactions", id: "i-big", ["summary": .string(String(repeating: "x", count: 3_000))]),
                                 .upsert("interactions", id: "i-small", ["topic": "brochure"])])
         try await agent.pushPending()
-        let hq = try hub.server.stores.store(for: "acme")
+        let hq = try hub.stores.store(for: "acme")
         #expect(try hq.liveRecords(table: "interactions").map(\.id) == ["i-small"])
         #expect(try agent.store.pendingRetries() == 1)
         #expect(try agent.store.upstreamBacklog(after: agent.store.cursor("push.parent")) == 0)
@@ -96,7 +96,7 @@ struct AgentTests {
         try await rebuilt.pushPending()
         while try await rebuilt.pullOnce().more {}
         #expect(try rebuilt.store.liveRecords(table: "customers").count == 6)
-        let hq = try hub.server.stores.store(for: "acme")
+        let hq = try hub.stores.store(for: "acme")
         #expect(try hq.changeCountsByOrigin()["d1"] == 6)
         #expect(try hq.quarantined().isEmpty)
         }

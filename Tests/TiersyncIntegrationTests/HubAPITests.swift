@@ -30,7 +30,7 @@ struct HubFixture {
         await hub.stop()
     }
 
-    func acme() throws -> NodeStore { try hub.server.stores.store(for: "acme") }
+    func acme() throws -> NodeStore { try hub.stores.store(for: "acme") }
 
     func push(_ changes: [Change], as credential: String, tenant: TenantID? = nil) async throws -> RawClient.Reply {
         try await client.send("POST", "/v1/push", json: PushRequest(tenant: tenant, through: changes.last.map(\.originSeq) ?? 0, changes: changes),

@@ -24,21 +24,24 @@ public final class RunningHub: Sendable {
     public let url: String
     public let caFile: String
     public let server: HubServer
+    public let stores: TenantStores
     private let task: Task<Void, any Error>
 
-    public var catalog: HubCatalog { server.stores.catalog }
+    public var catalog: HubCatalog { stores.catalog }
 
     public init(directory: String, limits: HubConfiguration.Limits = .init()) async throws {
         let pki = try DevelopmentPKI.ensure(in: directory + "/pki")
         var configuration = HubConfiguration(host: "127.0.0.1", port: 0, dataDirectory: directory + "/hub",
                                              transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey))
         configuration.limits = limits
-        let server = try HubServer(configuration: configuration)
+        let stores = TenantStores(catalog: try HubCatalog(directory: configuration.dataDirectory))
+        let server = HubServer(configuration: configuration, directory: CatalogDirectory(stores: stores))
         let (stream, continuation) = AsyncStream<Int>.makeStream()
         task = Task { try await server.run { port in continuation.yield(port) } }
         var iterator = stream.makeAsyncIterator()
         guard let port = await iterator.next() else { throw TestFailure("hub did not start") }
         self.server = server
+        self.stores = stores
         url = "https://127.0.0.1:\(port)"
         caFile = pki.caCertificate
     }

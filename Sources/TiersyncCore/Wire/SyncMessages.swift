@@ -124,3 +124,43 @@ public struct ErrorResponse: Codable, Sendable {
         error = Detail(code: code, message: message)
     }
 }
+
+/// `GET /v1/directory`: the caller's subtree as the hub knows it, for a country node that
+/// serves dealers. Credentials appear as SHA-256 digests only, and only for nodes below
+/// the caller.
+public struct DirectoryResponse: Codable, Sendable, Equatable {
+    public struct Node: Codable, Sendable, Equatable {
+        public var id: NodeID
+        public var parent: NodeID?
+        public var role: String
+
+        public init(id: NodeID, parent: NodeID?, role: String) {
+            self.id = id
+            self.parent = parent
+            self.role = role
+        }
+    }
+
+    public struct Credential: Codable, Sendable, Equatable {
+        public var node: NodeID
+        public var sha256: String
+
+        public init(node: NodeID, sha256: String) {
+            self.node = node
+            self.sha256 = sha256
+        }
+    }
+
+    public var tenant: TenantID
+    /// The caller, root of the returned subtree.
+    public var root: NodeID
+    public var nodes: [Node]
+    public var credentials: [Credential]
+
+    public init(tenant: TenantID, root: NodeID, nodes: [Node], credentials: [Credential]) {
+        self.tenant = tenant
+        self.root = root
+        self.nodes = nodes
+        self.credentials = credentials
+    }
+}
