@@ -57,8 +57,13 @@ let package = Package(
             .product(name: "CompressNIO", package: "compress-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // A country node: a hub for its dealers and an agent towards HQ, in one process.
+        .target(name: "TiersyncNode", dependencies: [
+            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "tiersync", dependencies: [
-            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncPKI",
+            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -74,7 +79,7 @@ let package = Package(
         ], path: "Tests/TiersyncTestSupport"),
         .testTarget(name: "TiersyncStoreTests", dependencies: ["TiersyncCore", "TiersyncStore", "TiersyncTestSupport"]),
         .testTarget(name: "TiersyncIntegrationTests", dependencies: [
-            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncPKI", "TiersyncTestSupport",
+            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncTestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "CompressNIO", package: "compress-nio"),

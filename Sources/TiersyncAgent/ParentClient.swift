@@ -60,8 +60,13 @@ public final class ParentClient: Sendable {
         try await send(.POST, "/v1/push", body: request, timeout: .seconds(120), accept: [200, 422]).decode(PushResponse.self)
     }
 
-    public func pull(cursor: Int64, limit: Int, waitSeconds: Double, excludeOwn: Bool) async throws -> PullResponse {
-        let path = "/v1/pull?cursor=\(cursor)&limit=\(limit)&wait=\(waitSeconds)&exclude_own=\(excludeOwn)"
+    public func directory() async throws -> DirectoryResponse {
+        try await send(.GET, "/v1/directory", timeout: .seconds(30)).decode(DirectoryResponse.self)
+    }
+
+    public func pull(cursor: Int64, limit: Int, waitSeconds: Double, excludeOwn: Bool, only: NodeID? = nil) async throws -> PullResponse {
+        var path = "/v1/pull?cursor=\(cursor)&limit=\(limit)&wait=\(waitSeconds)&exclude_own=\(excludeOwn)"
+        if let only { path += "&only=\(only.rawValue)" }
         return try await send(.GET, path, timeout: .seconds(Int64(waitSeconds) + 60)).decode(PullResponse.self)
     }
 

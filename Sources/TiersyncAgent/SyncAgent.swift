@@ -27,15 +27,18 @@ public final class SyncAgent: Sendable {
     public let store: NodeStore
     public let configuration: AgentConfiguration
     let client: ParentClient
-    let identity: NodeIdentity
+    public let identity: NodeIdentity
     let logger: Logger
     private let state = Mutex(AgentStatus())
+    /// Called after a pull applied changes (a country node wakes its dealers' long-polls).
+    let onPulled: @Sendable () async -> Void
 
     static let pushCursor = "push.parent"
     static let pullCursor = "pull.parent"
 
     /// Opens an agent for an enrolled store.
-    public init(store: NodeStore, configuration: AgentConfiguration, logger: Logger = Logger(label: "tiersync.agent")) throws {
+    public init(store: NodeStore, configuration: AgentConfiguration, logger: Logger = Logger(label: "tiersync.agent"),
+                onPulled: @escaping @Sendable () async -> Void = {}) throws {
         guard let identity = try store.identity(), let credential = try store.meta("credential") else {
             throw AgentError.notEnrolled(StoreError.notEnrolled(path: store.path).description)
         }
@@ -43,7 +46,26 @@ public final class SyncAgent: Sendable {
         self.configuration = configuration
         self.identity = identity
         self.logger = logger
+        self.onPulled = onPulled
         client = try ParentClient(configuration: configuration, credential: credential)
+    }
+
+    /// The agent's HTTP client, for node-level calls (directory, enrollment forwarding).
+    public var parent: ParentClient { client }
+
+    /// Points an enrolled store at a new parent URL (the node was moved to another
+    /// country, or its parent changed address). Both sync positions restart from zero:
+    /// the new parent recognises what it already has, so re-sending costs bandwidth but
+    /// never duplicates, and the node receives its whole scope from the new parent.
+    /// Returns true when the parent changed.
+    @discardableResult
+    public static func adoptParent(store: NodeStore, url: String) throws -> Bool {
+        guard let current = try store.meta("parent_url"), current != url else { return false }
+        try store.setCursor(pushCursor, 0)
+        try store.setCursor(pullCursor, 0)
+        try store.setMeta("pull.bootstrapped", nil)
+        try store.setMeta("parent_url", url)
+        return true
     }
 
     /// Exchanges an enrollment token for a credential and stores both identity and
@@ -112,6 +134,7 @@ public final class SyncAgent: Sendable {
                 try store.setCursor(Self.pushCursor, last.seq)
                 continue
             }
+            Failpoint.hit("agent.after-push-response")
             guard response.acknowledgedThrough == last.seq else {
                 throw AgentError.malformedResponse("parent acknowledged through \(response.acknowledgedThrough), expected \(last.seq)")
             }
@@ -207,7 +230,25 @@ public final class SyncAgent: Sendable {
             $0.pulledChanges += report.applied
             $0.lastPullMillis = WallClock.nowMillis()
         }
+        if report.applied > 0 { await onPulled() }
         return (page.changes.count, page.more)
+    }
+
+    /// Fetches every change routed to `node` from the parent, from the beginning, without
+    /// moving the pull cursor: a country whose subtree gained a node (moved in from
+    /// another country) gets that node's records. Returns the changes applied.
+    @discardableResult
+    public func backfill(_ node: NodeID) async throws -> Int {
+        var cursor: Int64 = 0
+        var applied = 0
+        while true {
+            let page = try await client.pull(cursor: cursor, limit: configuration.pullPageSize, waitSeconds: 0, excludeOwn: false, only: node)
+            applied += try await store.applyIncoming(page.changes, from: identity.parent ?? "parent", source: .parent, checkSkew: false).applied
+            cursor = page.nextCursor
+            if !page.more { break }
+        }
+        if applied > 0 { await onPulled() }
+        return applied
     }
 
     private func pullLoop() async {

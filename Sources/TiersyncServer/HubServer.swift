@@ -14,6 +14,7 @@ public struct HubServer: Sendable {
     public let configuration: HubConfiguration
     public let directory: any NodeDirectory
     let logger: Logger
+    let notifier = ChangeNotifier()
 
     /// The HQ hub: its catalog and tenant databases live in `configuration.dataDirectory`.
     public init(configuration: HubConfiguration, logger: Logger = Logger(label: "tiersync.hub")) throws {
@@ -28,6 +29,12 @@ public struct HubServer: Sendable {
         self.configuration = configuration
         self.directory = directory
         self.logger = logger
+    }
+
+    /// Wakes long-polls waiting on `tenant`: for changes written into the hub's store by
+    /// another component of this process (a country node's upward agent).
+    public func notifyChanges(for tenant: TenantID) async {
+        await notifier.signal(tenant)
     }
 
     /// Builds the router from ``HubRoutes``.
@@ -56,7 +63,6 @@ public struct HubServer: Sendable {
     /// shuts down gracefully: open long-polls answer at once, in-flight pushes finish.
     /// `onReady` receives the bound port once the listener accepts connections.
     public func run(handleSignals: Bool = false, onReady: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let notifier = ChangeNotifier()
         let server: HTTPServerBuilder
         switch configuration.transport {
         case .tls(let certificatePath, let keyPath):

@@ -76,18 +76,13 @@ struct SyncService: Sendable {
         }
         let excludeOwn = (query.get("exclude_own") ?? "true") != "false"
         let store = try directory.store(for: principal.tenant)
-        let tree = try await directory.tree(of: principal.tenant)
-        var scope = Scope(tree: tree, node: principal.node)
-        if let only = query.get("only") {
-            // A backfill: one node of the caller's subtree (a country whose subtree gained it).
-            guard NodeID.isValid(only), tree.subtree(of: principal.node).contains(NodeID(unchecked: only)) else {
-                throw APIError(.forbidden, "out_of_scope", "'only' must name a node in the subtree of '\(principal.node)', got '\(only)'")
-            }
-            scope = Scope(nodes: [NodeID(unchecked: only)])
-        }
+        let only = query.get("only")
         let deadline = ContinuousClock.now + .milliseconds(Int64(wait * 1000))
         while true {
             let generation = await notifier.generation(principal.tenant)
+            // The scope is read again on every wake-up: a node that joined the caller's
+            // subtree during a long-poll must not have its changes skipped by the cursor.
+            let scope = try await scope(of: principal, only: only)
             let page = try await store.feed(after: cursor, scope: scope, excluding: excludeOwn ? principal.node : nil, limit: limit)
             let remaining = deadline - ContinuousClock.now
             let closing = await notifier.isClosed
@@ -96,6 +91,16 @@ struct SyncService: Sendable {
             }
             await notifier.wait(principal.tenant, after: generation, timeout: remaining)
         }
+    }
+
+    /// The caller's scope, or for a backfill (`only`) one node of its subtree.
+    private func scope(of principal: Principal, only: String?) async throws -> Scope {
+        let tree = try await directory.tree(of: principal.tenant)
+        guard let only else { return Scope(tree: tree, node: principal.node) }
+        guard NodeID.isValid(only), tree.subtree(of: principal.node).contains(NodeID(unchecked: only)) else {
+            throw APIError(.forbidden, "out_of_scope", "'only' must name a node in the subtree of '\(principal.node)', got '\(only)'")
+        }
+        return Scope(nodes: [NodeID(unchecked: only)])
     }
 
     func directory(_ request: Request, _ context: HubRequestContext) async throws -> Response {

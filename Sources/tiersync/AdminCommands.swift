@@ -7,7 +7,7 @@ import TiersyncStore
 struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Administer a hub's tenants and nodes (run on the hub machine).",
-        subcommands: [CreateTenant.self, EnrollToken.self, Nodes.self, Quarantine.self, GenCerts.self])
+        subcommands: [CreateTenant.self, EnrollToken.self, MoveNode.self, Nodes.self, Quarantine.self, GenCerts.self])
 
     struct HubData: ParsableArguments {
         @Option(help: "The hub's data directory.")
@@ -55,6 +55,25 @@ struct Admin: AsyncParsableCommand {
             let token = try catalog.issueEnrollmentToken(tenant: tenantID, node: try NodeID(validating: node),
                                                          parent: try parent.map { try NodeID(validating: $0) }, role: role, ttlSeconds: ttl)
             print(token)
+        }
+    }
+
+    struct MoveNode: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Move a node (with its subtree) under another parent.",
+            discussion: """
+            Then point the node's agent at its new parent (`tiersync agent run --parent <url>`): it
+            re-syncs from the start with it, and nothing is lost or applied twice. The new parent
+            fetches the records routed to the node from HQ.
+            """)
+        @OptionGroup var hub: HubData
+        @Option(help: "Tenant identifier.") var tenant: String
+        @Option(help: "The node to move.") var node: String
+        @Option(help: "Its new parent.") var parent: String
+
+        func run() throws {
+            try hub.catalog().moveNode(try NodeID(validating: node), of: try TenantID(validating: tenant), to: try NodeID(validating: parent))
+            print("moved \(node) under \(parent)")
         }
     }
 

@@ -4,6 +4,52 @@ import Logging
 import TiersyncAgent
 import TiersyncStore
 
+/// Where a node's store is and how it reaches its parent.
+struct ParentOptions: ParsableArguments {
+    @Option(help: "The node's SQLite file (created if missing).")
+    var db: String
+    @Option(name: [.customLong("parent"), .customLong("hub")],
+            help: "The parent's URL, e.g. https://hub.example.com:8443 (default: the URL used last). A different URL re-parents the node.")
+    var parentURL: String?
+    @Option(help: "PEM file of the CA that signed the parent's certificate.")
+    var ca: String?
+    @Option(help: "One-time enrollment token, for the first run.")
+    var enrollToken: String?
+    @Option(help: "Changes per push request.")
+    var batchSize = 500
+    @Option(help: "Milliseconds between checks for new local writes.")
+    var pollMs = 200
+    @Option(help: "Seconds a pull long-polls the parent.")
+    var pullWait = 25.0
+
+    /// Opens the store, enrolls it on its first run, adopts a changed parent URL, and
+    /// returns the agent configuration.
+    func prepare(allowInsecureHTTP: Bool) async throws -> (NodeStore, AgentConfiguration) {
+        let store = try NodeStore(path: db)
+        guard let url = try parentURL ?? store.meta("parent_url") else {
+            throw CLIError("--parent is required until the node has enrolled")
+        }
+        var configuration = AgentConfiguration(parentURL: url, caFile: try ca ?? store.meta("ca_file"))
+        configuration.allowInsecureHTTP = allowInsecureHTTP
+        configuration.pushBatchSize = batchSize
+        configuration.localPollInterval = .milliseconds(pollMs)
+        configuration.pullWaitSeconds = pullWait
+        if let ca { try store.setMeta("ca_file", ca) }
+        if try store.identity() == nil || store.meta("credential") == nil {
+            guard let enrollToken else {
+                throw CLIError("\(db) is not enrolled yet: pass --enroll-token (from `tiersync admin enroll-token`)")
+            }
+            let identity = try await SyncAgent.enroll(store: store, configuration: configuration, token: enrollToken)
+            print("enrolled as node \(identity.node) of tenant \(identity.tenant)")
+            flushOutput()
+        } else if try SyncAgent.adoptParent(store: store, url: url) {
+            print("parent changed to \(url): re-syncing with it from the start (nothing is applied twice)")
+            flushOutput()
+        }
+        return (store, configuration)
+    }
+}
+
 struct Agent: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run a node's sync agent.", subcommands: [Run.self])
 
@@ -17,44 +63,14 @@ struct Agent: AsyncParsableCommand {
             with backoff while the parent is down, and resumes where it stopped after a crash.
             """)
 
-        @Option(help: "The node's SQLite file (created if missing).")
-        var db: String
-        @Option(help: "The parent's URL, e.g. https://hub.example.com:8443 (default: the URL used at enrollment).")
-        var hub: String?
-        @Option(help: "PEM file of the CA that signed the parent's certificate.")
-        var ca: String?
-        @Option(help: "One-time enrollment token, for the first run.")
-        var enrollToken: String?
+        @OptionGroup var parent: ParentOptions
         @Flag(help: "Allow a plain-HTTP parent URL. Development only.")
         var insecureDevHttp = false
-        @Option(help: "Changes per push request.")
-        var batchSize = 500
-        @Option(help: "Milliseconds between checks for new local writes.")
-        var pollMs = 200
-        @Option(help: "Seconds a pull long-polls the parent.")
-        var pullWait = 25.0
         @OptionGroup var logging: LoggingOptions
 
         func run() async throws {
             try logging.bootstrap()
-            let store = try NodeStore(path: db)
-            guard let url = try hub ?? store.meta("parent_url") else {
-                throw CLIError("--hub is required until the node has enrolled")
-            }
-            var configuration = AgentConfiguration(parentURL: url, caFile: try ca ?? store.meta("ca_file"))
-            configuration.allowInsecureHTTP = insecureDevHttp
-            configuration.pushBatchSize = batchSize
-            configuration.localPollInterval = .milliseconds(pollMs)
-            configuration.pullWaitSeconds = pullWait
-            if let ca { try store.setMeta("ca_file", ca) }
-            if try store.identity() == nil || store.meta("credential") == nil {
-                guard let enrollToken else {
-                    throw CLIError("\(db) is not enrolled yet: pass --enroll-token (from `tiersync admin enroll-token`)")
-                }
-                let identity = try await SyncAgent.enroll(store: store, configuration: configuration, token: enrollToken)
-                print("enrolled as node \(identity.node) of tenant \(identity.tenant)")
-                flushOutput()
-            }
+            let (store, configuration) = try await parent.prepare(allowInsecureHTTP: insecureDevHttp)
             let agent = try SyncAgent(store: store, configuration: configuration)
             try await runUntilSignal { try await agent.run() }
         }

@@ -3,21 +3,25 @@ import Foundation
 import Logging
 import TiersyncAgent
 import TiersyncCore
+import TiersyncNode
 import TiersyncPKI
 import TiersyncServer
 import TiersyncStore
 
-/// The README's first command: a whole deployment on loopback, in one process but over
-/// real HTTPS and real SQLite files.
+/// The README's first command: a whole three-level deployment on loopback, in one process
+/// but over real HTTPS listeners and real SQLite files.
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run an HQ hub and two dealer agents on loopback over HTTPS, sync contacts, and show the converged state.")
+        abstract: "Run HQ, two country nodes and four dealers on loopback over HTTPS, sync contacts and a routed lead, and show the result.")
 
     @Option(help: "Directory for the demo's databases and certificates (default: a fresh temporary directory).")
     var dir: String?
     @Option(help: "Seconds to wait for convergence before failing.")
     var timeout = 60.0
     @OptionGroup var logging: LoggingOptions
+
+    static let tenant: TenantID = "acme"
+    static let layout: [(country: NodeID, dealers: [NodeID])] = [("de", ["de-berlin", "de-munich"]), ("fr", ["fr-paris", "fr-lyon"])]
 
     func run() async throws {
         var logging = logging
@@ -27,138 +31,156 @@ struct Demo: AsyncParsableCommand {
         try? FileManager.default.removeItem(atPath: base)
         try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
         say("Tiersync demo in \(base)")
+        var tasks: [Task<Void, any Error>] = []
 
-        // 1. PKI and hub.
+        // HQ hub.
         let pki = try DevelopmentPKI.ensure(in: base + "/pki")
-        say("created a development CA and a loopback server certificate (\(pki.caCertificate))")
-        let hubStores = TenantStores(catalog: try HubCatalog(directory: base + "/hub"))
-        let hub = HubServer(configuration: HubConfiguration(
-            host: "127.0.0.1", port: 0, dataDirectory: base + "/hub",
-            transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey)),
-            directory: CatalogDirectory(stores: hubStores))
-        let ready = AsyncStream<Int>.makeStream()
-        let hubTask = Task { try await hub.run { port in ready.continuation.yield(port) } }
-        var portIterator = ready.stream.makeAsyncIterator()
-        guard let port = await portIterator.next() else { throw CLIError("the hub did not start") }
-        let url = "https://127.0.0.1:\(port)"
-        say("HQ hub listening on \(url) (TLS), data in \(base)/hub")
-
-        // 2. Tenant and dealers.
-        let tenant: TenantID = "acme"
+        let transport = HubConfiguration.Transport.tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey)
+        let hubStores = TenantStores(catalog: try HubCatalog(directory: base + "/hq"))
+        let hub = HubServer(configuration: HubConfiguration(port: 0, dataDirectory: base + "/hq", transport: transport),
+                            directory: CatalogDirectory(stores: hubStores))
+        let (hqURL, hqTask) = try await start { ready in try await hub.run(onReady: ready) }
+        tasks.append(hqTask)
         let catalog = hubStores.catalog
-        try catalog.createTenant(tenant, root: "hq")
-        let hq = try hubStores.store(for: tenant)
-        let dealers: [NodeID] = ["dealer-north", "dealer-south"]
-        var stores: [NodeID: NodeStore] = [:]
-        for dealer in dealers {
-            let token = try catalog.issueEnrollmentToken(tenant: tenant, node: dealer)
-            let store = try NodeStore(path: "\(base)/\(dealer).sqlite")
-            try await SyncAgent.enroll(store: store, configuration: AgentConfiguration(parentURL: url, caFile: pki.caCertificate), token: token)
-            stores[dealer] = store
-            say("\(dealer) enrolled with a one-time token; its store is \(store.path)")
+        try catalog.createTenant(Self.tenant, root: "hq", levels: 3)
+        let hq = try hubStores.store(for: Self.tenant)
+        say("HQ hub on \(hqURL) (TLS, local CA \(pki.caCertificate)); tenant acme has 3 levels")
+
+        // Country nodes: each enrolls at HQ, then serves its dealers.
+        var countryURLs: [NodeID: String] = [:]
+        var stores: [NodeID: NodeStore] = ["hq": hq]
+        for (country, _) in Self.layout {
+            let store = try NodeStore(path: "\(base)/\(country).sqlite")
+            let agentConfiguration = fast(AgentConfiguration(parentURL: hqURL, caFile: pki.caCertificate))
+            try await SyncAgent.enroll(store: store, configuration: agentConfiguration,
+                                       token: try catalog.issueEnrollmentToken(tenant: Self.tenant, node: country))
+            let node = CountryNode(store: store, agentConfiguration: agentConfiguration,
+                                   hubConfiguration: HubConfiguration(port: 0, dataDirectory: "\(base)/\(country)-directory", transport: transport))
+            let (url, task) = try await start { ready in try await node.run(onReady: ready) }
+            tasks.append(task)
+            countryURLs[country] = url
+            stores[country] = store
+            say("country node \(country) on \(url), syncing with HQ")
         }
-        let north = stores["dealer-north"]!, south = stores["dealer-south"]!
 
-        var agentTasks = startAgents(stores, url: url, ca: pki.caCertificate)
+        // Dealers enroll through their country with tokens issued by HQ.
+        var dealerAgents: [NodeID: Task<Void, any Error>] = [:]
+        for (country, dealers) in Self.layout {
+            for dealer in dealers {
+                let store = try NodeStore(path: "\(base)/\(dealer).sqlite")
+                let configuration = fast(AgentConfiguration(parentURL: countryURLs[country]!, caFile: pki.caCertificate))
+                try await SyncAgent.enroll(store: store, configuration: configuration,
+                                           token: try catalog.issueEnrollmentToken(tenant: Self.tenant, node: dealer, parent: country))
+                stores[dealer] = store
+                dealerAgents[dealer] = Task { try await SyncAgent(store: store, configuration: configuration).run() }
+            }
+        }
+        say("4 dealers enrolled through their countries: " + Self.layout.flatMap(\.dealers).map(\.rawValue).joined(separator: ", "))
+        let tree = try await catalog.tree(of: Self.tenant)
 
-        // 3. Contacts written at both dealers while online.
+        // Writes at every level.
         let now = ISO8601DateFormatter().string(from: Date())
-        let people = [("Anna", "Schmidt", "+49 30 1234567"), ("Jonas", "Weber", "+49 40 7654321"), ("Lena", "Fischer", "+49 89 5551234")]
-        for (i, p) in people.enumerated() {
-            try north.commit([
-                .upsert("customers", id: "cust-\(i + 1)", [
-                    "kind": "person", "first_name": .string(p.0), "last_name": .string(p.1), "phone": .string(p.2),
-                    "owning_dealer": "dealer-north", "servicing_dealer": "dealer-south", "consent_service_phone": .bool(true),
-                ]),
-                .upsert("interactions", id: "int-n\(i + 1)", [
-                    "customer_id": .string("cust-\(i + 1)"), "channel": "visit", "direction": "inbound", "topic": "test drive",
-                    "knowledge_kind": "specification", "urgency": "normal", "status": "open", "created_at": .string(now),
-                    "handling_node": "dealer-south",
-                ]),
-            ])
+        var n = 0
+        for (_, dealers) in Self.layout {
+            for dealer in dealers {
+                for name in [("Anna", "Schmidt"), ("Luc", "Martin")] {
+                    n += 1
+                    try stores[dealer]!.commit([
+                        .upsert("customers", id: "cust-\(n)", ["kind": "person", "first_name": .string(name.0), "last_name": .string(name.1)]),
+                        .upsert("interactions", id: "int-\(n)", [
+                            "customer_id": .string("cust-\(n)"), "channel": "visit", "direction": "inbound", "topic": "test drive",
+                            "knowledge_kind": "specification", "urgency": "normal", "status": "open", "created_at": .string(now),
+                        ]),
+                    ])
+                }
+            }
         }
-        try south.commit([
-            .upsert("customers", id: "cust-4", ["kind": "company", "company_name": "Hanse Logistik GmbH", "key_account": .bool(true),
-                                                 "owning_dealer": "dealer-south", "servicing_dealer": "dealer-north"]),
-            .upsert("interactions", id: "int-s1", ["customer_id": "cust-4", "channel": "phone", "direction": "inbound",
-                                                   "topic": "fleet service contract", "knowledge_kind": "scheme", "urgency": "high",
-                                                   "status": "new", "created_at": .string(now), "handling_node": "dealer-north"]),
-        ])
-        say("wrote 4 customers and 4 contacts at the two dealers; agents push them within a second")
-        try await waitForConvergence([hq, north, south], timeout: timeout)
-        say("converged: HQ and both dealers hold the same \(try hq.counts().records["customers"] ?? 0) customers")
+        try stores["de"]!.commit([.upsert("interactions", id: "int-de-escalated", [
+            "customer_id": "cust-1", "channel": "phone", "topic": "warranty dispute", "knowledge_kind": "specification",
+            "urgency": "critical", "status": "open", "handling_level": "country", "handling_node": "de-berlin", "created_at": .string(now),
+        ])])
+        try hq.commit([.upsert("leads", id: "lead-hotline-1", [
+            "customer_id": "cust-3", "source_channel": "phone", "source_node": "hq", "fulfilling_node": "de-munich",
+            "value": 42_000.0, "currency": "EUR", "status": "new", "created_at": .string(now),
+        ])])
+        say("wrote 8 customers and contacts at the dealers, an escalated contact at de, and an HQ hotline lead for de-munich")
+        try await waitForConvergence(stores, tree: tree, hq: hq)
 
-        // 4. Both dealers go offline and edit the same customer.
-        for t in agentTasks { t.cancel() }
-        for t in agentTasks { _ = await t.result }
-        say("both dealers offline: each edits customer cust-1 without seeing the other")
-        try north.commit([.upsert("customers", id: "cust-1", ["phone": "+49 30 9990001", "email": "anna.schmidt@example.com"])])
-        try south.commit([.upsert("customers", id: "cust-1", ["phone": "+49 30 8880002", "city": "Berlin"])])
-        try south.commit([.upsert("interactions", id: "int-n1", ["status": "resolved", "resolved_at": .string(ISO8601DateFormatter().string(from: Date()))])])
-        agentTasks = startAgents(stores, url: url, ca: pki.caCertificate)
-        say("back online: syncing")
-        try await waitForConvergence([hq, north, south], timeout: timeout)
+        // A concurrent edit: de-berlin offline while HQ edits the same customer.
+        dealerAgents["de-berlin"]!.cancel()
+        _ = await dealerAgents["de-berlin"]!.result
+        try stores["de-berlin"]!.commit([.upsert("customers", id: "cust-1", ["phone": "+49 30 1111"])])
+        try hq.commit([.upsert("customers", id: "cust-1", ["phone": "+49 30 2222", "segment_value": "A"])])
+        let berlinConfiguration = fast(AgentConfiguration(parentURL: countryURLs["de"]!, caFile: pki.caCertificate))
+        let berlin = stores["de-berlin"]!
+        dealerAgents["de-berlin"] = Task { try await SyncAgent(store: berlin, configuration: berlinConfiguration).run() }
+        say("de-berlin went offline and edited cust-1 while HQ edited it too; back online")
+        try await waitForConvergence(stores, tree: tree, hq: hq)
 
-        // 5. The summary.
+        // The summary.
         print("")
-        print("Records at HQ (tenant acme):")
-        var rows = [["customer", "name", "phone", "email", "city", "owning", "servicing"]]
-        for c in try hq.liveRecords(table: "customers") {
-            let v = c.values
-            rows.append([c.id, v["company_name"]?.description ?? "\(v["first_name"]?.description ?? "") \(v["last_name"]?.description ?? "")",
-                         v["phone"]?.description ?? "", v["email"]?.description ?? "", v["city"]?.description ?? "",
-                         v["owning_dealer"]?.description ?? "", v["servicing_dealer"]?.description ?? ""])
+        print("What each node holds (its scope: itself and everything below it):")
+        var rows = [["node", "path", "customers", "contacts", "leads", "has lead-hotline-1", "digest of scope", "= HQ's"]]
+        for node in ["hq", "de", "fr"] + Self.layout.flatMap(\.dealers).map(\.rawValue) {
+            let id = NodeID(unchecked: node)
+            let store = stores[id]!
+            let counts = try store.counts()
+            let scope = Scope(tree: tree, node: id)
+            let digest = try store.digest(scope: scope)
+            rows.append([node, tree.path(of: id), "\(counts.records["customers"] ?? 0)", "\(counts.records["interactions"] ?? 0)",
+                         "\(counts.records["leads"] ?? 0)", try store.record(table: "leads", id: "lead-hotline-1") != nil ? "yes" : "-",
+                         String(digest.prefix(12)), digest == (try hq.digest(scope: scope)) ? "yes" : "NO"])
         }
         printTable(rows)
         print("")
-        rows = [["contact", "customer", "topic", "status", "from", "handled by"]]
-        for c in try hq.liveRecords(table: "interactions") {
-            let v = c.values
-            rows.append([c.id, v["customer_id"]?.description ?? "", v["topic"]?.description ?? "", v["status"]?.description ?? "",
-                         v["originating_node"]?.description ?? "", v["handling_node"]?.description ?? ""])
-        }
-        printTable(rows)
-        print("")
-        print("Concurrent edits kept as conflicts at HQ (per-field last-writer-wins by hybrid clock, node):")
+        print("Conflicts kept at HQ (per-field last-writer-wins; the loser is kept):")
         for c in try hq.conflicts() {
             print("  \(c.table)/\(c.recordID).\(c.conflict.field): kept '\(c.conflict.winner)' from \(c.conflict.winnerVersion.node), lost '\(c.conflict.loser)' from \(c.conflict.loserVersion.node)")
         }
         print("")
-        print("Replicas:")
-        rows = [["node", "customers", "contacts", "log entries", "conflicts", "digest"]]
-        for (name, store) in [("hq", hq), ("dealer-north", north), ("dealer-south", south)] {
-            let counts = try store.counts()
-            rows.append([name, "\(counts.records["customers"] ?? 0)", "\(counts.records["interactions"] ?? 0)", "\(counts.changes)",
-                         "\(counts.conflicts)", String(try store.digest().prefix(16))])
+        print("How the HQ lead reached de-munich (tiersync trace --db \(base)/de-munich.sqlite lead-hotline-1):")
+        for entry in try stores["de-munich"]!.lineage(recordID: "lead-hotline-1") {
+            let c = entry.change
+            let hops = c.trail.map { "\($0.node) (+\(Int64($0.atMillis) - Int64(c.hlc.wallMillis)) ms)" }
+            print("  \(c.origin)#\(c.originSeq): written at \(c.origin) → " + hops.joined(separator: " → "))
         }
-        printTable(rows)
         print("")
-        say("every replica converged to the same content. Try: tiersync contact list --db \(base)/dealer-south.sqlite")
+        say("every node converged on exactly the records in its scope; the lead reached de-munich, de and HQ only")
 
-        for t in agentTasks { t.cancel() }
-        for t in agentTasks { _ = await t.result }
-        hubTask.cancel()
-        _ = await hubTask.result
+        for task in dealerAgents.values { task.cancel() }
+        for task in dealerAgents.values { _ = await task.result }
+        for task in tasks.reversed() { task.cancel(); _ = await task.result }
     }
 
-    private func startAgents(_ stores: [NodeID: NodeStore], url: String, ca: String) -> [Task<Void, any Error>] {
-        stores.values.map { store in
-            Task {
-                var configuration = AgentConfiguration(parentURL: url, caFile: ca)
-                configuration.pullWaitSeconds = 10
-                try await SyncAgent(store: store, configuration: configuration).run()
-            }
-        }
+    /// Quick sync settings so the demo finishes in seconds.
+    private func fast(_ configuration: AgentConfiguration) -> AgentConfiguration {
+        var c = configuration
+        c.pullWaitSeconds = 10
+        c.localPollInterval = .milliseconds(50)
+        return c
     }
 
-    private func waitForConvergence(_ stores: [NodeStore], timeout: Double) async throws {
+    /// Starts a server task and returns its URL once it listens.
+    private func start(_ body: @escaping @Sendable (@escaping @Sendable (Int) async -> Void) async throws -> Void) async throws -> (String, Task<Void, any Error>) {
+        let (stream, continuation) = AsyncStream<Int>.makeStream()
+        let task = Task { try await body { port in continuation.yield(port) } }
+        var iterator = stream.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw CLIError("a server did not start") }
+        return ("https://127.0.0.1:\(port)", task)
+    }
+
+    /// Waits until every node's digest of its scope equals HQ's digest of that scope.
+    private func waitForConvergence(_ stores: [NodeID: NodeStore], tree: NodeTree, hq: NodeStore) async throws {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            let digests = Set(try stores.map { try $0.digest() })
-            if digests.count == 1 { return }
+            let converged = try stores.allSatisfy { node, store in
+                let scope = Scope(tree: tree, node: node)
+                return try store.digest(scope: scope) == hq.digest(scope: scope)
+            }
+            if converged { return }
             try await Task.sleep(for: .milliseconds(100))
         }
-        throw CLIError("replicas did not converge within \(timeout) s; see the log above")
+        throw CLIError("the nodes did not converge within \(timeout) s; see the log above")
     }
 
     private func say(_ line: String) {

@@ -1,0 +1,49 @@
+import ArgumentParser
+import Foundation
+import TiersyncPKI
+import TiersyncServer
+
+/// How a hub or country node listens: TLS with given files, a development CA, or (for
+/// development only) plain HTTP.
+struct ListenerOptions: ParsableArguments {
+    @Option(help: "Address to listen on.")
+    var host = "127.0.0.1"
+    @Option(help: "Port to listen on (0 picks a free one and prints it).")
+    var port = 8443
+    @Option(help: "PEM certificate chain.")
+    var cert: String?
+    @Option(help: "PEM private key.")
+    var key: String?
+    @Option(help: "Create (or reuse) a development CA and loopback certificate in this directory.")
+    var devCerts: String?
+    @Flag(help: "Plain HTTP, to listen and to reach the parent. Development only; never on a network.")
+    var insecureDevHttp = false
+
+    func validate() throws {
+        let modes = [cert != nil || key != nil, devCerts != nil, insecureDevHttp].filter { $0 }.count
+        if modes != 1 { throw ValidationError("choose exactly one of --cert/--key, --dev-certs DIR or --insecure-dev-http") }
+        if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
+    }
+
+    var scheme: String { insecureDevHttp ? "http" : "https" }
+
+    func transport() throws -> HubConfiguration.Transport {
+        if insecureDevHttp { return .insecureDevelopmentHTTP }
+        if let devCerts {
+            let files = try DevelopmentPKI.ensure(in: devCerts)
+            print("development CA: \(files.caCertificate) (clients: --ca \(files.caCertificate))")
+            return .tls(certificatePath: files.serverCertificate, privateKeyPath: files.serverKey)
+        }
+        return .tls(certificatePath: cert!, privateKeyPath: key!)
+    }
+
+    func configuration(dataDirectory: String) throws -> HubConfiguration {
+        HubConfiguration(host: host, port: port, dataDirectory: dataDirectory, transport: try transport())
+    }
+
+    /// Prints the URL once the listener is up (a parent process may be reading it).
+    func announce(_ what: String, port: Int) {
+        print("\(what) listening on \(scheme)://\(host):\(port)")
+        flushOutput()
+    }
+}

@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+import TiersyncCore
+import TiersyncStore
+
+struct Trace: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show where a record's changes came from and each hop they took, with times.",
+        discussion: """
+        Run it on any node's database: a dealer's shows whether its changes have gone upward
+        yet (or why its parent refused them); a country's or HQ's shows the hops a change
+        took to arrive, e.g. dealer-042 → de (+0.2 s) → hq (+0.4 s).
+        """)
+
+    @OptionGroup var node: NodeDatabase
+    @Argument(help: "Record id.") var recordID: String
+    @Option(help: "Table, when the id exists in several.") var table: String?
+
+    func run() throws {
+        let store = try node.open()
+        let me = try store.identity()?.node.rawValue ?? "this node"
+        let lineage = try store.lineage(recordID: recordID, table: table)
+        guard !lineage.isEmpty else { throw CLIError("no changes for record '\(recordID)' at \(me)") }
+        print("Changes to \(lineage[0].change.table)/\(recordID) held at \(me), oldest first:")
+        for entry in lineage {
+            let c = entry.change
+            let written = c.hlc.wallMillis
+            let what = c.op == .delete ? "delete" : "set " + c.fields.keys.sorted().joined(separator: ", ")
+            print("")
+            print("  \(c.origin)#\(c.originSeq)  \(what)")
+            print("    written at \(c.origin)  \(clock(written))")
+            for hop in c.trail {
+                print("    → \(hop.node.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0)) \(clock(hop.atMillis))  (+\(seconds(hop.atMillis, since: written)))")
+            }
+            switch entry.upstream {
+            case .fromParent: print("    arrived here from \(entry.receivedFrom?.rawValue ?? "the parent")")
+            case .acknowledged: print("    sent upward: acknowledged by the parent")
+            case .pending: print("    not yet sent upward: waiting in the log (is the agent running and the parent reachable?)")
+            case .refused(let code, let reason, let next):
+                print("    refused by the parent [\(code)]: \(reason); next try \(clock(next))")
+            }
+        }
+    }
+
+    private func clock(_ millis: UInt64) -> String {
+        let f = DateFormatter()
+        f.dateFormat = "yyyy-MM-dd HH:mm:ss.SSS"
+        f.timeZone = TimeZone(identifier: "UTC")
+        return f.string(from: Date(timeIntervalSince1970: Double(millis) / 1000)) + "Z"
+    }
+
+    private func seconds(_ millis: UInt64, since start: UInt64) -> String {
+        String(format: "%.3f s", Double(Int64(millis) - Int64(start)) / 1000)
+    }
+}
