@@ -73,7 +73,7 @@ let package = Package(
         ]),
         // Helpers shared by the test targets: temporary directories, a running hub, processes.
         .target(name: "TiersyncTestSupport", dependencies: [
-            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncPKI",
+            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ], path: "Tests/TiersyncTestSupport"),

@@ -9,11 +9,14 @@ final class Child {
     let process = Process()
     let log: String
 
-    init(_ arguments: [String], log: String) throws {
+    init(_ arguments: [String], log: String, environment: [String: String] = [:]) throws {
         self.log = log
         FileManager.default.createFile(atPath: log, contents: nil)
         process.executableURL = URL(fileURLWithPath: try Child.binary())
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         process.standardOutput = handle
         process.standardError = handle
@@ -69,7 +72,7 @@ struct ProcessSyncTests {
     func killedAgentConverges() async throws {
         let dir = try TempDir()
         let hubData = dir.path + "/hub"
-        let hub = try Child(["hub", "serve", "--data", hubData, "--dev-certs", "--port", "0", "--log-level", "warning"], log: dir.path + "/hub.log")
+        let hub = try Child(["hub", "serve", "--data", hubData, "--dev-certs", hubData + "/pki", "--port", "0", "--log-level", "warning"], log: dir.path + "/hub.log")
         defer { hub.kill(SIGTERM) }
         let out = try await hub.waitForOutput(containing: "hub listening on")
         let url = try #require(out.split(separator: "\n").first { $0.hasPrefix("hub listening on") }.map { String($0.split(separator: " ").last!) })
@@ -158,5 +161,84 @@ struct ProcessSyncTests {
             let newest = try #require(record.state.versions["phone"])
             #expect(values["phone"]?.stringValue?.contains(newest.node == "dealer-1" ? "d1" : "d2") == true)
         }
+    }
+
+    /// The relay's crash window: the country node is killed (SIGKILL, by a failpoint) after HQ
+    /// committed a batch it forwarded but before it recorded HQ's acknowledgement. After a
+    /// restart it forwards that batch again, and HQ holds each change exactly once.
+    @Test("a country killed between forwarding and acknowledgement: HQ holds each change once")
+    func countryCrashBetweenForwardAndAck() async throws {
+        let dir = try TempDir()
+        let hubData = dir.path + "/hub", pki = dir.path + "/pki"
+        _ = try Child.run(["admin", "create-tenant", "--data", hubData, "--tenant", "acme", "--levels", "3"])
+        let hub = try Child(["hub", "serve", "--data", hubData, "--dev-certs", pki, "--port", "0", "--log-level", "warning"], log: dir.path + "/hub.log")
+        defer { hub.kill(SIGTERM) }
+        let hubURL = try url(in: try await hub.waitForOutput(containing: "hub listening on"))
+        let ca = pki + "/ca.pem"
+
+        func country(token: String?, failpoint: String?, port: String = "0") throws -> Child {
+            var args = ["node", "serve", "--role", "country", "--db", dir.path + "/de.sqlite", "--data", dir.path + "/de-data",
+                        "--parent", hubURL, "--ca", ca, "--dev-certs", pki, "--port", port, "--batch-size", "20", "--poll-ms", "50",
+                        "--log-level", "warning"]
+            if let token { args += ["--enroll-token", token] }
+            return try Child(args, log: dir.path + "/de-\(UUID().uuidString.prefix(4)).log",
+                             environment: failpoint.map { ["TIERSYNC_FAILPOINT": $0] } ?? [:])
+        }
+        var de = try country(token: try token(hubData, "de"), failpoint: "agent.after-push-response:3")
+        let countryURL = try url(in: try await de.waitForOutput(containing: "country node listening on"))
+
+        var dealers: [Child] = []
+        for node in ["d1", "d2"] {
+            dealers.append(try Child(["agent", "run", "--db", "\(dir.path)/\(node).sqlite", "--parent", countryURL, "--ca", ca,
+                                      "--enroll-token", try token(hubData, node, parent: "de"), "--poll-ms", "50", "--pull-wait", "5",
+                                      "--log-level", "warning"], log: "\(dir.path)/\(node).log"))
+            _ = try await dealers.last!.waitForOutput(containing: "enrolled as node \(node)")
+        }
+        defer { dealers.forEach { $0.kill(SIGTERM) } }
+        let d1 = try NodeStore(path: dir.path + "/d1.sqlite"), d2 = try NodeStore(path: dir.path + "/d2.sqlite")
+        for i in 0..<200 {
+            try d1.commit([.upsert("customers", id: "a-\(i)", ["last_name": .string("d1 \(i)")])])
+            try d2.commit([.upsert("customers", id: "b-\(i)", ["last_name": .string("d2 \(i)")])])
+        }
+
+        // The failpoint fires on the third acknowledgement.
+        try await eventually(timeout: 60, "the country node dies at its failpoint") { !de.process.isRunning }
+        #expect(de.process.terminationReason == .uncaughtSignal && de.process.terminationStatus == SIGKILL)
+        #expect(de.output.contains("failpoint agent.after-push-response reached"))
+        let hq = try NodeStore(path: hubData + "/tenants/acme.sqlite")
+        let deStore = try NodeStore(path: dir.path + "/de.sqlite")
+        let acked = try deStore.upstreamBacklog(after: 0) - deStore.upstreamBacklog(after: deStore.cursor("push.parent"))
+        let atHQ = try hq.changeCountsByOrigin().values.reduce(0, +)
+        #expect(atHQ > acked, "HQ committed more (\(atHQ)) than the country recorded as acknowledged (\(acked))")
+
+        // Restart at the same address: no token, no failpoint. The unacknowledged batch goes again.
+        de = try country(token: nil, failpoint: nil, port: String(countryURL.split(separator: ":").last!))
+        defer { de.kill(SIGTERM) }
+        _ = try await de.waitForOutput(containing: "country node listening on")
+        do {
+            try await eventually(timeout: 120, "HQ holds all 400 dealer changes") {
+                try hq.changeCountsByOrigin() == ["d1": 200, "d2": 200]
+            }
+        } catch {
+            Issue.record("HQ has \(try hq.changeCountsByOrigin()); country log:\n\(de.output.suffix(3000))\ndealer logs:\n\(dealers.map { $0.output.suffix(1500) }.joined(separator: "\n"))\nhub:\n\(hub.output.suffix(2000))")
+            throw error
+        }
+        #expect(try hq.liveRecords(table: "customers").count == 400)
+        #expect(try hq.quarantined().isEmpty)
+        let tree = NodeTree(parents: ["hq": nil, "de": "hq", "d1": "de", "d2": "de"])
+        for (node, store) in [("d1", d1), ("d2", d2), ("de", deStore)] as [(NodeID, NodeStore)] {
+            let scope = Scope(tree: tree, node: node)
+            #expect(try store.digest(scope: scope) == hq.digest(scope: scope), "\(node) matches HQ on its scope")
+        }
+    }
+
+    private func url(in output: String) throws -> String {
+        try #require(output.split(separator: "\n").first { $0.contains("listening on") }.map { String($0.split(separator: " ").last!) })
+    }
+
+    private func token(_ hubData: String, _ node: String, parent: String? = nil) throws -> String {
+        var args = ["admin", "enroll-token", "--data", hubData, "--tenant", "acme", "--node", node]
+        if let parent { args += ["--parent", parent] }
+        return try Child.run(args).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }

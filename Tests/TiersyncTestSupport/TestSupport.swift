@@ -2,7 +2,9 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOSSL
+import TiersyncAgent
 import TiersyncCore
+import TiersyncNode
 import TiersyncPKI
 import TiersyncServer
 import TiersyncStore
@@ -135,4 +137,65 @@ public func repositoryRoot(from file: String = #filePath) -> String {
         if FileManager.default.fileExists(atPath: url.path + "/Package.swift") { return url.path }
     }
     return FileManager.default.currentDirectoryPath
+}
+
+/// A country node running in this process over real TLS, enrolled at `hub`.
+public final class RunningCountry: Sendable {
+    public let url: String
+    public let store: NodeStore
+    private let task: Task<Void, any Error>
+
+    public init(hub: RunningHub, tenant: TenantID, node: NodeID, directory: String) async throws {
+        let store = try NodeStore(path: "\(directory)/\(node).sqlite")
+        var agent = AgentConfiguration(parentURL: hub.url, caFile: hub.caFile)
+        agent.localPollInterval = .milliseconds(50)
+        agent.pullWaitSeconds = 5
+        try await SyncAgent.enroll(store: store, configuration: agent, token: try hub.catalog.issueEnrollmentToken(tenant: tenant, node: node))
+        let pki = try DevelopmentPKI.ensure(in: directory + "/pki")
+        var country = CountryNode(store: store, agentConfiguration: agent,
+                                  hubConfiguration: HubConfiguration(port: 0, dataDirectory: "\(directory)/\(node)-directory",
+                                                                     transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey)))
+        country.directoryRefreshInterval = .milliseconds(500)
+        let (stream, continuation) = AsyncStream<Int>.makeStream()
+        let node = country
+        task = Task { try await node.run { port in continuation.yield(port) } }
+        var iterator = stream.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw TestFailure("country node did not start") }
+        url = "https://127.0.0.1:\(port)"
+        self.store = store
+    }
+
+    public func stop() async {
+        task.cancel()
+        _ = await task.result
+    }
+}
+
+/// A dealer's agent running in this process until stopped.
+public final class RunningAgent: Sendable {
+    public let store: NodeStore
+    private let task: Task<Void, any Error>
+
+    public init(store: NodeStore, parentURL: String, caFile: String) throws {
+        self.store = store
+        var configuration = AgentConfiguration(parentURL: parentURL, caFile: caFile)
+        configuration.localPollInterval = .milliseconds(50)
+        configuration.pullWaitSeconds = 5
+        let agent = try SyncAgent(store: store, configuration: configuration)
+        task = Task { try await agent.run() }
+    }
+
+    /// Enrolls a new store at `parentURL` with a token from `hub`, then runs its agent.
+    public static func enroll(_ node: NodeID, parent: NodeID?, tenant: TenantID, hub: RunningHub, parentURL: String,
+                              directory: String) async throws -> RunningAgent {
+        let store = try NodeStore(path: "\(directory)/\(node).sqlite")
+        try await SyncAgent.enroll(store: store, configuration: AgentConfiguration(parentURL: parentURL, caFile: hub.caFile),
+                                   token: try hub.catalog.issueEnrollmentToken(tenant: tenant, node: node, parent: parent))
+        return try RunningAgent(store: store, parentURL: parentURL, caFile: hub.caFile)
+    }
+
+    public func stop() async {
+        task.cancel()
+        _ = await task.result
+    }
 }
