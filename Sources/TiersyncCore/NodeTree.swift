@@ -31,12 +31,6 @@ public struct NodeTree: Sendable, Equatable {
         path(of: node).split(separator: "/").count
     }
 
-    /// How many levels `node`'s subtree spans (1 for a leaf).
-    public func height(of node: NodeID) -> Int {
-        let below = subtree(of: node)
-        return (below.map { depth(of: $0) }.max() ?? depth(of: node)) - depth(of: node) + 1
-    }
-
     /// The path from the root down to `node`, e.g. `hq/de/dealer-042`.
     public func path(of node: NodeID) -> String {
         var parts = [node.rawValue]

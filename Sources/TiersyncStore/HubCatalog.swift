@@ -140,7 +140,8 @@ public final class HubCatalog: Sendable {
         }
     }
 
-    /// Moves `node` (and its subtree) under `parent`, within the tenant's levels.
+    /// Moves `node` (and its subtree) under `parent`. A move keeps the node's level, and so
+    /// its role: a dealer moves between countries; a country never becomes a dealer.
     public func moveNode(_ node: NodeID, of tenant: TenantID, to parent: NodeID) throws {
         try writer.write { db in
             let tree = try Self.tree(db, tenant)
@@ -150,11 +151,9 @@ public final class HubCatalog: Sendable {
             if tree.subtree(of: node).contains(parent) {
                 throw StoreError.invalidArgument("cannot move '\(node)' under '\(parent)', which is inside its own subtree")
             }
-            let levels = try Int.fetchOne(db, sql: "SELECT levels FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) ?? 3
-            let newDepth = tree.depth(of: parent) + 1
-            let height = tree.height(of: node)
-            guard newDepth + height - 1 <= levels else {
-                throw StoreError.invalidArgument("tenant '\(tenant)' has \(levels) levels; '\(node)' under '\(parent)' would reach level \(newDepth + height - 1)")
+            let newDepth = tree.depth(of: parent) + 1, depth = tree.depth(of: node)
+            guard newDepth == depth else {
+                throw StoreError.invalidArgument("moving '\(node)' under '\(parent)' would change its level from \(depth) to \(newDepth); a node moves only to a parent on the level above it")
             }
             try db.execute(sql: "UPDATE nodes SET parent = ? WHERE tenant = ? AND id = ?",
                            arguments: [parent.rawValue, tenant.rawValue, node.rawValue])

@@ -186,4 +186,33 @@ struct ThreeTierTests {
         await fr.stop()
         await hub.stop()
     }
+
+    @Test("while HQ is down a country keeps accepting its dealers' changes, and forwards them when HQ returns")
+    func hqOutage() async throws {
+        let dir = try TempDir()
+        var hub = try await RunningHub(directory: dir.path)
+        try hub.catalog.createTenant("acme", levels: 3)
+        let de = try await RunningCountry(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+        let dealer = try await RunningAgent.enroll("d1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+        try dealer.store.commit([.upsert("customers", id: "before", ["last_name": "Online"])])
+        try await eventually(timeout: 30, "HQ has the first change") { try hub.stores.store(for: "acme").changeCountsByOrigin()["d1"] == 1 }
+
+        let port = hub.port
+        await hub.stop()
+        for i in 0..<50 { try dealer.store.commit([.upsert("customers", id: "offline-\(i)", ["last_name": "HQ down"])]) }
+        try await eventually(timeout: 30, "the country accepted all of the dealer's changes") {
+            try de.store.changeCountsByOrigin()["d1"] == 51 && dealer.store.upstreamBacklog(after: dealer.store.cursor("push.parent")) == 0
+        }
+        #expect(try de.store.upstreamBacklog(after: de.store.cursor("push.parent")) == 50, "held for HQ")
+
+        hub = try await RunningHub(directory: dir.path, port: port)
+        let hq = try hub.stores.store(for: "acme")
+        try await eventually(timeout: 60, "the country forwarded everything once HQ came back") {
+            try hq.changeCountsByOrigin()["d1"] == 51
+        }
+        #expect(try hq.liveRecords(table: "customers").count == 51)
+        await dealer.stop()
+        await de.stop()
+        await hub.stop()
+    }
 }

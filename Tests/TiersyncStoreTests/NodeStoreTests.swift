@@ -202,4 +202,31 @@ struct HubCatalogTests {
         let raw = try String(contentsOfFile: dir.path + "/hub.sqlite", encoding: .isoLatin1)
         #expect(!raw.contains(again.credential), "credentials are never stored in clear")
     }
+
+    @Test("a tenant's levels decide roles and refuse trees that are too deep; moves keep within them")
+    func levels() async throws {
+        let dir = try TempDir()
+        let catalog = try HubCatalog(directory: dir.path)
+        try catalog.createTenant("insura", levels: 2)
+        try catalog.createTenant("acme", levels: 3)
+        _ = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "insura", node: "agent-1"))
+        #expect(try await catalog.node("agent-1", of: "insura")?.role == "dealer")
+        #expect(throws: StoreError.self) { try catalog.issueEnrollmentToken(tenant: "insura", node: "x", parent: "agent-1") }
+        #expect(throws: StoreError.self) { try catalog.issueEnrollmentToken(tenant: "acme", node: "de", role: "dealer") }
+        _ = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "de"))
+        _ = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "fr"))
+        _ = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "d1", parent: "de"))
+        #expect(try await catalog.node("de", of: "acme")?.role == "country")
+        #expect(try await catalog.node("d1", of: "acme")?.role == "dealer")
+        try catalog.moveNode("d1", of: "acme", to: "fr")
+        #expect(try await catalog.tree(of: "acme").path(of: "d1") == "hq/fr/d1")
+        try catalog.moveNode("d1", of: "acme", to: "de")
+        #expect(try await catalog.tree(of: "acme").path(of: "d1") == "hq/de/d1")
+        #expect(throws: StoreError.self) { try catalog.moveNode("de", of: "acme", to: "fr") }
+        #expect(throws: StoreError.self) { try catalog.moveNode("hq", of: "acme", to: "fr") }
+        try catalog.moveNode("d1", of: "acme", to: "fr")
+        let directory = try await catalog.directory(for: Principal(tenant: "acme", node: "fr"))
+        #expect(Set(directory.nodes.map(\.id)) == ["fr", "d1"])
+        #expect(directory.credentials.map(\.node) == ["d1"], "digests only for nodes below the caller")
+    }
 }

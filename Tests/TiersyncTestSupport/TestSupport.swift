@@ -27,13 +27,15 @@ public final class RunningHub: Sendable {
     public let caFile: String
     public let server: HubServer
     public let stores: TenantStores
+    public let port: Int
     private let task: Task<Void, any Error>
 
     public var catalog: HubCatalog { stores.catalog }
 
-    public init(directory: String, limits: HubConfiguration.Limits = .init()) async throws {
+    /// `port` 0 picks a free port; give the old one to restart a stopped hub at its address.
+    public init(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init()) async throws {
         let pki = try DevelopmentPKI.ensure(in: directory + "/pki")
-        var configuration = HubConfiguration(host: "127.0.0.1", port: 0, dataDirectory: directory + "/hub",
+        var configuration = HubConfiguration(host: "127.0.0.1", port: port, dataDirectory: directory + "/hub",
                                              transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey))
         configuration.limits = limits
         let stores = TenantStores(catalog: try HubCatalog(directory: configuration.dataDirectory))
@@ -44,6 +46,7 @@ public final class RunningHub: Sendable {
         guard let port = await iterator.next() else { throw TestFailure("hub did not start") }
         self.server = server
         self.stores = stores
+        self.port = port
         url = "https://127.0.0.1:\(port)"
         caFile = pki.caCertificate
     }
