@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "tiersync", targets: ["tiersync"]),
+        .executable(name: "tiersync-bench", targets: ["tiersync-bench"]),
         .library(name: "TiersyncCore", targets: ["TiersyncCore"]),
     ],
     dependencies: [
@@ -66,6 +67,14 @@ let package = Package(
             "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Benchmarks over real HTTPS and SQLite (run in release mode for figures).
+        .executableTarget(name: "tiersync-bench", dependencies: [
+            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ]),
         .testTarget(name: "TiersyncCoreTests", dependencies: [
             "TiersyncCore",

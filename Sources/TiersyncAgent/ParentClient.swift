@@ -46,8 +46,8 @@ public final class ParentClient: Sendable {
         try await http.shutdown()
     }
 
-    public func enroll(token: String) async throws -> EnrollResponse {
-        try await send(.POST, "/v1/enroll", body: EnrollRequest(token: token), timeout: .seconds(30)).decode(EnrollResponse.self)
+    public func enroll(token: String, via: NodeID? = nil) async throws -> EnrollResponse {
+        try await send(.POST, "/v1/enroll", body: EnrollRequest(token: token, via: via), timeout: .seconds(30)).decode(EnrollResponse.self)
     }
 
     public func whoami() async throws -> WhoAmIResponse {
@@ -68,6 +68,14 @@ public final class ParentClient: Sendable {
         var path = "/v1/pull?cursor=\(cursor)&limit=\(limit)&wait=\(waitSeconds)&exclude_own=\(excludeOwn)"
         if let only { path += "&only=\(only.rawValue)" }
         return try await send(.GET, path, timeout: .seconds(Int64(waitSeconds) + 60)).decode(PullResponse.self)
+    }
+
+    /// A request body as it goes on the wire: JSON, gzipped above the threshold. Public so
+    /// the wire benchmark measures exactly what agents send.
+    public static func encodeBody(_ body: some Encodable, compressAboveBytes: Int) throws -> (bytes: ByteBuffer, gzipped: Bool) {
+        var buffer = ByteBuffer(bytes: try JSONEncoder().encode(body))
+        guard buffer.readableBytes > compressAboveBytes else { return (buffer, false) }
+        return (try buffer.compress(with: .gzip), true)
     }
 
     struct Reply {
@@ -91,13 +99,10 @@ public final class ParentClient: Sendable {
         request.headers.add(name: "User-Agent", value: "tiersync-agent/1")
         if let credential { request.headers.add(name: "Authorization", value: "Bearer \(credential)") }
         if let body {
-            var buffer = ByteBuffer(bytes: try JSONEncoder().encode(body))
-            if buffer.readableBytes > configuration.compressAboveBytes {
-                buffer = try buffer.compress(with: .gzip)
-                request.headers.add(name: "Content-Encoding", value: "gzip")
-            }
+            let encoded = try Self.encodeBody(body, compressAboveBytes: configuration.compressAboveBytes)
+            if encoded.gzipped { request.headers.add(name: "Content-Encoding", value: "gzip") }
             request.headers.add(name: "Content-Type", value: "application/json")
-            request.body = .bytes(buffer)
+            request.body = .bytes(encoded.bytes)
         }
         let response = try await http.execute(request, timeout: timeout)
         let bytes = try await response.body.collect(upTo: Self.maxResponseBytes)

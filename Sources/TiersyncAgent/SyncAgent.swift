@@ -13,6 +13,8 @@ public struct AgentStatus: Sendable, Equatable {
     public var lastPullMillis: UInt64?
     public var consecutiveFailures = 0
     public var lastError: String?
+    /// The parent's newest log position at the last pull.
+    public var parentHead: Int64?
 }
 
 /// A node's sync agent: pushes its log upward and pulls its scope downward, forever.
@@ -30,6 +32,8 @@ public final class SyncAgent: Sendable {
     public let identity: NodeIdentity
     let logger: Logger
     private let state = Mutex(AgentStatus())
+    /// The parent's node id, as last learned (it changes when the node is moved).
+    private let parentNode: Mutex<NodeID>
     /// Called after a pull applied changes (a country node wakes its dealers' long-polls).
     let onPulled: @Sendable () async -> Void
 
@@ -47,6 +51,7 @@ public final class SyncAgent: Sendable {
         self.identity = identity
         self.logger = logger
         self.onPulled = onPulled
+        parentNode = Mutex(identity.parent ?? "parent")
         client = try ParentClient(configuration: configuration, credential: credential)
     }
 
@@ -97,6 +102,11 @@ public final class SyncAgent: Sendable {
     /// Runs both loops until the task is cancelled, then shuts the agent down.
     public func run() async throws {
         logger.info("agent started", metadata: ["node": "\(identity.node)", "tenant": "\(identity.tenant)", "parent": "\(configuration.parentURL)"])
+        // The node may have moved: record its current parent (for lineage and status).
+        if let me = try? await client.whoami(), let parent = me.parent, parent != parentNode.withLock({ $0 }) {
+            parentNode.withLock { $0 = parent }
+            try? store.setIdentity(NodeIdentity(tenant: identity.tenant, node: identity.node, parent: parent))
+        }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.pushLoop() }
             group.addTask { await self.pullLoop() }
@@ -218,7 +228,7 @@ public final class SyncAgent: Sendable {
         let bootstrapped = try store.meta("pull.bootstrapped") == "1"
         let page = try await client.pull(cursor: cursor, limit: configuration.pullPageSize, waitSeconds: waitSeconds,
                                          excludeOwn: bootstrapped)
-        let report = try await store.applyIncoming(page.changes, from: identity.parent ?? "parent", source: .parent, checkSkew: false,
+        let report = try await store.applyIncoming(page.changes, from: parentNode.withLock { $0 }, source: .parent, checkSkew: false,
                                              cursor: (Self.pullCursor, page.nextCursor))
         if !page.more, !bootstrapped { try store.setMeta("pull.bootstrapped", "1") }
         if !report.rejected.isEmpty {
@@ -229,6 +239,7 @@ public final class SyncAgent: Sendable {
         state.withLock {
             $0.pulledChanges += report.applied
             $0.lastPullMillis = WallClock.nowMillis()
+            $0.parentHead = page.head
         }
         if report.applied > 0 { await onPulled() }
         return (page.changes.count, page.more)
@@ -243,7 +254,7 @@ public final class SyncAgent: Sendable {
         var applied = 0
         while true {
             let page = try await client.pull(cursor: cursor, limit: configuration.pullPageSize, waitSeconds: 0, excludeOwn: false, only: node)
-            applied += try await store.applyIncoming(page.changes, from: identity.parent ?? "parent", source: .parent, checkSkew: false).applied
+            applied += try await store.applyIncoming(page.changes, from: parentNode.withLock { $0 }, source: .parent, checkSkew: false).applied
             cursor = page.nextCursor
             if !page.more { break }
         }
@@ -254,9 +265,14 @@ public final class SyncAgent: Sendable {
     private func pullLoop() async {
         var backoff = Backoff(initial: configuration.retryInitial, maximum: configuration.retryMax)
         var more = true
+        var lastProgress = ContinuousClock.now
         while !Task.isCancelled {
             do {
                 more = try await pullOnce(waitSeconds: more ? 0 : configuration.pullWaitSeconds).more
+                if more, ContinuousClock.now - lastProgress > .seconds(2) {
+                    lastProgress = ContinuousClock.now
+                    logCatchUp()
+                }
                 backoff.reset()
                 recordSuccess()
             } catch is CancellationError {
@@ -268,6 +284,16 @@ public final class SyncAgent: Sendable {
                 try? await Task.sleep(for: delay)
             }
         }
+    }
+
+    /// Tells a person watching a long catch-up (a new node, one back from a long outage)
+    /// how far it has come.
+    private func logCatchUp() {
+        guard let cursor = try? store.cursor(Self.pullCursor), let head = state.withLock({ $0.parentHead }), head > 0 else { return }
+        let held = (try? store.counts().records.values.reduce(0, +)) ?? 0
+        logger.info("catching up with the parent", metadata: [
+            "progress": "\(min(100, cursor * 100 / head))%", "position": "\(cursor)/\(head)", "records": "\(held)",
+        ])
     }
 
     // MARK: Status

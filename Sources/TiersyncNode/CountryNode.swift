@@ -33,31 +33,31 @@ public struct CountryNode: Sendable {
         }
         try FileManager.default.createDirectory(atPath: hubConfiguration.dataDirectory, withIntermediateDirectories: true)
         let mirror = try HubCatalog(directory: hubConfiguration.dataDirectory)
+        if let root = try mirror.root(of: identity.tenant), root != identity.node {
+            throw AgentError.invalidConfiguration("\(hubConfiguration.dataDirectory) holds the directory of '\(root)', not of '\(identity.node)': give this node a --data directory of its own")
+        }
         let hubBox = HubBox()
         let agent = try SyncAgent(store: store, configuration: agentConfiguration, logger: logger) {
             await hubBox.hub?.notifyChanges(for: identity.tenant)
         }
         let directory = RelayDirectory(store: store, identity: identity, mirror: mirror, parent: agent.parent, logger: logger)
-        directory.onNewNodes { nodes in
-            for node in nodes {
-                do {
-                    let applied = try await agent.backfill(node)
-                    logger.info("backfilled a node that moved in", metadata: ["node": "\(node)", "changes": "\(applied)"])
-                } catch {
-                    logger.warning("backfill failed; will retry on the next refresh", metadata: ["node": "\(node)", "error": "\(error)"])
-                }
-            }
-        }
         let hub = HubServer(configuration: hubConfiguration, directory: directory, logger: logger)
         await hubBox.set(hub)
         let interval = directoryRefreshInterval
+        let logger = self.logger
+        let store = self.store
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await hub.run(onReady: onReady) }
             group.addTask { try await agent.run() }
             group.addTask {
                 while !Task.isCancelled {
-                    do { try await directory.refresh() } catch is CancellationError { return } catch {
-                        logger.notice("directory refresh from HQ failed; serving the last mirror", metadata: ["error": "\(error)"])
+                    do {
+                        try await directory.refresh()
+                        try await Self.backfillNewcomers(directory: directory, agent: agent, store: store, logger: logger)
+                    } catch is CancellationError {
+                        return
+                    } catch {
+                        logger.notice("directory refresh or backfill failed; serving the last mirror", metadata: ["error": "\(error)"])
                     }
                     try? await Task.sleep(for: interval)
                 }
@@ -65,6 +65,25 @@ public struct CountryNode: Sendable {
             try await group.next()
             group.cancelAll()
             try await group.waitForAll()
+        }
+    }
+
+    /// Fetches from HQ the records routed to nodes that joined this subtree (moved in from
+    /// another country). Which nodes are covered is kept in the node's store, so a backfill
+    /// cut short by a crash or a failure is redone on the next round. On the first round
+    /// every node present counts as covered: the node's own pull from the start covers them.
+    static func backfillNewcomers(directory: RelayDirectory, agent: SyncAgent, store: NodeStore, logger: Logger) async throws {
+        let present = try await directory.descendants()
+        guard let saved = try store.meta("backfilled") else {
+            try store.setMeta("backfilled", present.map(\.rawValue).sorted().joined(separator: ","))
+            return
+        }
+        var covered = Set(saved.split(separator: ",").map { NodeID(unchecked: String($0)) })
+        for node in present.subtracting(covered).sorted() {
+            let applied = try await agent.backfill(node)
+            logger.info("backfilled a node that joined this subtree", metadata: ["node": "\(node)", "changes": "\(applied)"])
+            covered.insert(node)
+            try store.setMeta("backfilled", covered.intersection(present).map(\.rawValue).sorted().joined(separator: ","))
         }
     }
 }

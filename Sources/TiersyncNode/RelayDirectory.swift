@@ -8,7 +8,8 @@ import TiersyncStore
 
 /// A country node's directory: its subtree and its dealers' credential digests, mirrored
 /// from HQ into the node's own catalog. Dealers authenticate against the mirror, so the
-/// country keeps serving them while HQ is unreachable; HQ stays the authority.
+/// country keeps serving them while HQ is unreachable (a credential revoked at HQ is then
+/// honoured until the next successful refresh); HQ stays the authority.
 public final class RelayDirectory: NodeDirectory {
     let store: NodeStore
     let identity: NodeIdentity
@@ -16,7 +17,10 @@ public final class RelayDirectory: NodeDirectory {
     let parent: ParentClient
     let logger: Logger
     private let lastMissRefresh = Mutex<UInt64>(0)
-    private let newNodesHandler = Mutex<(@Sendable (Set<NodeID>) async -> Void)?>(nil)
+    /// Refreshes may overlap (the loop, an unknown credential, an enrollment): each takes
+    /// a ticket before fetching, and a result older than the one applied is dropped.
+    private let tickets = Mutex<(next: UInt64, applied: UInt64)>((0, 0))
+    private let lastSeen = LastSeenRecorder()
 
     public init(store: NodeStore, identity: NodeIdentity, mirror: HubCatalog, parent: ParentClient, logger: Logger) {
         self.store = store
@@ -26,20 +30,31 @@ public final class RelayDirectory: NodeDirectory {
         self.logger = logger
     }
 
-    /// Called with the nodes a refresh found new in the subtree (moved in from elsewhere).
-    func onNewNodes(_ handler: @escaping @Sendable (Set<NodeID>) async -> Void) {
-        newNodesHandler.withLock { $0 = handler }
+    /// Fetches the subtree from HQ and replaces the mirror with it. If HQ no longer
+    /// accepts this node's credential, the mirror is emptied: a revoked country serves no
+    /// one.
+    public func refresh() async throws {
+        let ticket = tickets.withLock { t -> UInt64 in
+            t.next += 1
+            return t.next
+        }
+        let directory: DirectoryResponse
+        do {
+            directory = try await parent.directory()
+        } catch AgentError.http(let status, _, let message) where status == 401 || status == 403 {
+            logger.critical("HQ refuses this node's credential; no longer serving dealers", metadata: ["reason": "\(message)"])
+            directory = DirectoryResponse(tenant: identity.tenant, root: identity.node, nodes: [], credentials: [])
+        }
+        try tickets.withLock { t in
+            guard ticket > t.applied else { return }
+            t.applied = ticket
+            try mirror.replaceDirectory(directory)
+        }
     }
 
-    /// Fetches the subtree from HQ and replaces the mirror with it.
-    public func refresh() async throws {
-        let directory = try await parent.directory()
-        let hadMirror = try await !mirror.nodes(of: identity.tenant).isEmpty
-        let added = try mirror.replaceDirectory(directory).subtracting([identity.node])
-        if hadMirror, !added.isEmpty, let handler = newNodesHandler.withLock({ $0 }) {
-            logger.info("subtree gained nodes", metadata: ["nodes": "\(added.map(\.rawValue).sorted())"])
-            await handler(added)
-        }
+    /// The nodes below this one in the mirror.
+    func descendants() async throws -> Set<NodeID> {
+        try await mirror.tree(of: identity.tenant).subtree(of: identity.node).subtracting([identity.node])
     }
 
     public func authenticate(credential: String) async throws -> Principal? {
@@ -67,17 +82,21 @@ public final class RelayDirectory: NodeDirectory {
         return try await mirror.node(id, of: tenant)
     }
 
-    /// Dealers enroll through their country: the token is HQ's, so it is redeemed there.
-    public func enroll(token: String) async throws -> EnrollResponse {
+    /// Dealers enroll through their country: the token is HQ's, so it is redeemed there,
+    /// naming this node as the parent it must have. The sequence floor covers what this
+    /// node holds from the dealer but has not forwarded yet.
+    public func enroll(_ request: EnrollRequest) async throws -> EnrollResponse {
+        var response: EnrollResponse
         do {
-            let response = try await parent.enroll(token: token)
-            try? await refresh()
-            return response
+            response = try await parent.enroll(token: request.token, via: identity.node)
         } catch AgentError.http(let status, let code, let message) {
             throw APIError(.init(code: status), code, message)
         } catch {
             throw APIError(.badGateway, "parent_unreachable", "enrollment goes through HQ, which could not be reached: \(error)")
         }
+        response.highestSeq = max(response.highestSeq ?? 0, try await store.highestSeq(of: response.node))
+        try? await refresh()
+        return response
     }
 
     public func directory(for principal: Principal) async throws -> DirectoryResponse {
@@ -92,7 +111,7 @@ public final class RelayDirectory: NodeDirectory {
     public func openTenants() -> [TenantID] { [identity.tenant] }
 
     public func touch(_ principal: Principal) async {
-        try? await mirror.touch(principal)
+        await lastSeen.record(principal, in: mirror)
     }
 
     private func checkTenant(_ tenant: TenantID) throws {

@@ -32,11 +32,13 @@ struct AuthenticationMiddleware: RouterMiddleware {
 
 /// Records when each node was last seen, writing to the catalog at most every 10 s per
 /// node rather than on every request.
-final class LastSeenRecorder: Sendable {
+public final class LastSeenRecorder: Sendable {
     private let written = Mutex<[String: UInt64]>([:])
     static let intervalMillis: UInt64 = 10_000
 
-    func record(_ principal: Principal, in catalog: HubCatalog) async {
+    public init() {}
+
+    public func record(_ principal: Principal, in catalog: HubCatalog) async {
         let now = WallClock.nowMillis()
         let key = "\(principal.tenant)/\(principal.node)"
         let due = written.withLock { seen in

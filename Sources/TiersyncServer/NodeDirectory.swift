@@ -9,7 +9,7 @@ public protocol NodeDirectory: Sendable {
     func tree(of tenant: TenantID) async throws -> NodeTree
     func node(_ id: NodeID, of tenant: TenantID) async throws -> NodeRecord?
     /// Redeems an enrollment token (a country forwards it to HQ).
-    func enroll(token: String) async throws -> EnrollResponse
+    func enroll(_ request: EnrollRequest) async throws -> EnrollResponse
     /// The subtree and credential digests below `principal` (HQ only).
     func directory(for principal: Principal) async throws -> DirectoryResponse
     /// The change store holding `tenant`'s records on this hub.
@@ -37,8 +37,8 @@ public struct CatalogDirectory: NodeDirectory {
         try await stores.catalog.node(id, of: tenant)
     }
 
-    public func enroll(token: String) async throws -> EnrollResponse {
-        var response = try await stores.catalog.redeem(token: token)
+    public func enroll(_ request: EnrollRequest) async throws -> EnrollResponse {
+        var response = try await stores.catalog.redeem(token: request.token, via: request.via)
         response.highestSeq = try await stores.store(for: response.tenant).highestSeq(of: response.node)
         return response
     }

@@ -18,7 +18,7 @@ struct SyncService: Sendable {
     func enroll(_ request: Request, _ context: HubRequestContext) async throws -> Response {
         let body = try await codec.decode(EnrollRequest.self, from: request)
         do {
-            let response = try await directory.enroll(token: body.token)
+            let response = try await directory.enroll(body)
             context.logger.info("node enrolled", metadata: ["tenant": "\(response.tenant)", "node": "\(response.node)"])
             return try codec.encode(response, status: .created, for: request)
         } catch let error as EnrollmentError {
@@ -26,6 +26,7 @@ struct SyncService: Sendable {
             case .unknownToken: throw APIError(.unauthorized, "invalid_token", error.description)
             case .alreadyUsed: throw APIError(.conflict, "token_used", error.description)
             case .expired: throw APIError(.gone, "token_expired", error.description)
+            case .wrongParent: throw APIError(.conflict, "wrong_parent", error.description)
             }
         }
     }
@@ -69,7 +70,7 @@ struct SyncService: Sendable {
         let principal = try context.requirePrincipal()
         let query = request.uri.queryParameters
         let limits = configuration.limits
-        let cursor = try Self.integer(query, "cursor", default: 0, range: 0...Int64.max)
+        var cursor = try Self.integer(query, "cursor", default: 0, range: 0...Int64.max)
         let limit = Int(try Self.integer(query, "limit", default: Int64(limits.defaultPullLimit), range: 1...Int64(limits.maxPullLimit)))
         guard let wait = Double(query.get("wait") ?? "0"), wait >= 0, wait <= limits.maxPullWaitSeconds else {
             throw APIError(.badRequest, "invalid_parameter", "'wait' must be a number of seconds from 0 to \(limits.maxPullWaitSeconds)")
@@ -89,6 +90,10 @@ struct SyncService: Sendable {
             if !page.changes.isEmpty || remaining <= .zero || Task.isCancelled || closing {
                 return try codec.encode(page, for: request)
             }
+            // Nothing for the caller in this stretch of the log (out of scope, or its own):
+            // move past it and keep waiting, scanning on at once if the page was full.
+            cursor = page.nextCursor
+            if page.more { continue }
             await notifier.wait(principal.tenant, after: generation, timeout: remaining)
         }
     }
@@ -97,7 +102,10 @@ struct SyncService: Sendable {
     private func scope(of principal: Principal, only: String?) async throws -> Scope {
         let tree = try await directory.tree(of: principal.tenant)
         guard let only else { return Scope(tree: tree, node: principal.node) }
-        guard NodeID.isValid(only), tree.subtree(of: principal.node).contains(NodeID(unchecked: only)) else {
+        guard NodeID.isValid(only) else {
+            throw APIError(.badRequest, "invalid_parameter", "'only' must be a node identifier, got '\(only.prefix(80))'")
+        }
+        guard tree.subtree(of: principal.node).contains(NodeID(unchecked: only)) else {
             throw APIError(.forbidden, "out_of_scope", "'only' must name a node in the subtree of '\(principal.node)', got '\(only)'")
         }
         return Scope(nodes: [NodeID(unchecked: only)])

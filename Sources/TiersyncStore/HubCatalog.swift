@@ -28,9 +28,12 @@ public struct Principal: Sendable, Equatable {
 /// Why an enrollment token was not accepted.
 public enum EnrollmentError: Error, Sendable, Equatable, CustomStringConvertible {
     case unknownToken, alreadyUsed, expired(atMillis: UInt64)
+    case wrongParent(node: NodeID, parent: NodeID?, via: NodeID)
 
     public var description: String {
         switch self {
+        case .wrongParent(let node, let parent, let via):
+            "this token enrolls '\(node)' under '\(parent?.rawValue ?? "the root")', not under '\(via)': enroll through that node's URL"
         case .unknownToken: "unknown enrollment token"
         case .alreadyUsed: "this enrollment token has already been used; ask the hub admin for a new one"
         case .expired: "this enrollment token has expired; ask the hub admin for a new one"
@@ -81,8 +84,9 @@ public final class HubCatalog: Sendable {
                 """)
         }
         m.registerMigration("v2-levels") { db in
-            // How deep a tenant's tree is: 2 (HQ → agents) or 3 (HQ → countries → dealers).
-            try db.execute(sql: "ALTER TABLE tenants ADD COLUMN levels INTEGER NOT NULL DEFAULT 3")
+            // How deep a tenant's tree is: 2 (HQ → agents; every tenant before this
+            // migration) or 3 (HQ → countries → dealers).
+            try db.execute(sql: "ALTER TABLE tenants ADD COLUMN levels INTEGER NOT NULL DEFAULT 2")
         }
         try m.migrate(writer)
     }
@@ -157,6 +161,9 @@ public final class HubCatalog: Sendable {
             }
             try db.execute(sql: "UPDATE nodes SET parent = ? WHERE tenant = ? AND id = ?",
                            arguments: [parent.rawValue, tenant.rawValue, node.rawValue])
+            // A token issued before the move would put the node back under its old parent.
+            try db.execute(sql: "DELETE FROM enrollment_tokens WHERE tenant = ? AND node = ? AND used_at IS NULL",
+                           arguments: [tenant.rawValue, node.rawValue])
         }
     }
 
@@ -265,7 +272,7 @@ public final class HubCatalog: Sendable {
 
     /// Redeems an enrollment token: registers the node (or keeps it, if it re-enrolls),
     /// revokes its earlier credentials and returns a new one. All in one transaction.
-    public func redeem(token: String, nowMillis: UInt64 = WallClock.nowMillis()) async throws -> EnrollResponse {
+    public func redeem(token: String, via: NodeID? = nil, nowMillis: UInt64 = WallClock.nowMillis()) async throws -> EnrollResponse {
         try await writer.write { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM enrollment_tokens WHERE hash = ?", arguments: [Secrets.digest(token)]) else {
                 throw EnrollmentError.unknownToken
@@ -274,6 +281,9 @@ public final class HubCatalog: Sendable {
             let expires = UInt64(row["expires_at"] as Int64)
             if expires < nowMillis { throw EnrollmentError.expired(atMillis: expires) }
             let tenant: String = row["tenant"], node: String = row["node"], parent: String? = row["parent"]
+            if let via, parent != via.rawValue {
+                throw EnrollmentError.wrongParent(node: NodeID(unchecked: node), parent: parent.map(NodeID.init(unchecked:)), via: via)
+            }
             try db.execute(sql: "UPDATE enrollment_tokens SET used_at = ? WHERE hash = ?", arguments: [Int64(nowMillis), row["hash"] as String])
             try db.execute(sql: """
                 INSERT INTO nodes (tenant, id, parent, role, created_at) VALUES (?, ?, ?, ?, ?)

@@ -8,6 +8,8 @@ public struct ChangeLineage: Sendable, Equatable {
     public enum Upstream: Sendable, Equatable {
         /// Came from the parent: nothing to send.
         case fromParent
+        /// This node is its tenant's root (HQ): there is no parent.
+        case atRoot
         /// Waiting to be sent to the parent.
         case pending
         /// The parent acknowledged it.
@@ -31,6 +33,7 @@ extension NodeStore {
     /// ``quarantined(limit:)``.
     public func lineage(recordID id: String, table: String? = nil) throws -> [ChangeLineage] {
         let acked = try cursor("push.parent")
+        let isRoot = try identity().map { $0.parent == nil } ?? false
         return try writer.read { db in
             let refused = Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT * FROM ts_push_retries").map {
                 ("\($0["origin"] as String)#\($0["origin_seq"] as Int64)",
@@ -40,7 +43,9 @@ extension NodeStore {
                                               arguments: [id, table, table])
             return logged.map { entry in
                 let upstream: ChangeLineage.Upstream
-                if entry.source == .parent {
+                if isRoot {
+                    upstream = .atRoot
+                } else if entry.source == .parent {
                     upstream = .fromParent
                 } else if let refusal = refused["\(entry.change.origin)#\(entry.change.originSeq)"] {
                     upstream = refusal

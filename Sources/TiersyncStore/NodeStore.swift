@@ -255,20 +255,18 @@ public final class NodeStore: Sendable {
             }
             let more = candidates.count == limit
             let next = more ? candidates.last! : max(cursor, head)
-            guard let first = candidates.first, let last = candidates.last else {
-                return PullResponse(changes: [], nextCursor: next, more: false)
+            // Read (and decode) only the candidate rows, in chunks of bound parameters.
+            var entries: [LoggedChange] = []
+            let exclusion = excluding == nil ? "" : " AND (received_from IS NULL OR received_from != ?)"
+            for start in stride(from: 0, to: candidates.count, by: 500) {
+                let chunk = candidates[start..<min(start + 500, candidates.count)]
+                var args: [any DatabaseValueConvertible] = Array(chunk)
+                if let excluding { args.append(excluding.rawValue) }
+                entries += try Self.fetchLogged(db, sql: """
+                    SELECT * FROM ts_changes WHERE seq IN (\(Array(repeating: "?", count: chunk.count).joined(separator: ",")))\(exclusion) ORDER BY seq
+                    """, arguments: StatementArguments(args))
             }
-            let wanted = Set(candidates)
-            let entries: [LoggedChange]
-            if let excluding {
-                entries = try Self.fetchLogged(db, sql: """
-                    SELECT * FROM ts_changes WHERE seq BETWEEN ? AND ? AND (received_from IS NULL OR received_from != ?) ORDER BY seq
-                    """, arguments: [first, last, excluding.rawValue]).filter { wanted.contains($0.seq) }
-            } else {
-                entries = try Self.fetchLogged(db, sql: "SELECT * FROM ts_changes WHERE seq BETWEEN ? AND ? ORDER BY seq",
-                                               arguments: [first, last]).filter { wanted.contains($0.seq) }
-            }
-            return PullResponse(changes: entries.map(\.change), nextCursor: next, more: more)
+            return PullResponse(changes: entries.map(\.change), nextCursor: next, more: more, head: head)
         }
     }
 

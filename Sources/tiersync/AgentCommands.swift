@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import TiersyncAgent
+import TiersyncCore
 import TiersyncStore
 
 /// Where a node's store is and how it reaches its parent.
@@ -24,8 +25,8 @@ struct ParentOptions: ParsableArguments {
 
     /// Opens the store, enrolls it on its first run, adopts a changed parent URL, and
     /// returns the agent configuration.
-    func prepare(allowInsecureHTTP: Bool) async throws -> (NodeStore, AgentConfiguration) {
-        let store = try NodeStore(path: db)
+    func prepare(allowInsecureHTTP: Bool, maxSkewSeconds: UInt64 = 60) async throws -> (NodeStore, AgentConfiguration) {
+        let store = try NodeStore(path: db, clock: HybridLogicalClock(maxSkewMillis: maxSkewSeconds * 1000))
         guard let url = try parentURL ?? store.meta("parent_url") else {
             throw CLIError("--parent is required until the node has enrolled")
         }

@@ -34,6 +34,7 @@ struct Trace: ParsableCommand {
             }
             switch entry.upstream {
             case .fromParent: print("    arrived here from \(entry.receivedFrom?.rawValue ?? "the parent")")
+            case .atRoot: print(entry.source == .local ? "    written here (HQ)" : "    arrived here from \(entry.receivedFrom?.rawValue ?? "a child")")
             case .acknowledged: print("    sent upward: acknowledged by the parent")
             case .pending: print("    not yet sent upward: waiting in the log (is the agent running and the parent reachable?)")
             case .refused(let code, let reason, let next):

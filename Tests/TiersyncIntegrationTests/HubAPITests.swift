@@ -236,6 +236,23 @@ struct HubAPITests {
         #expect(elapsed < .seconds(10), "the pull returned because of the push, not its 20 s timeout")
     }
 
+    @Test("a long-poll moves past a full page of the caller's own changes and wakes for the next change for it")
+    func longPollPastOwnChanges() async throws {
+        let f = try await HubFixture.start()
+        defer { Task { await f.stop() } }
+        let own = (1...1_200).map { customer("d1", Int64($0), "c-\($0)", ["owning_dealer": "d1"]) }
+        for chunk in stride(from: 0, to: own.count, by: 400) {
+            #expect(try await f.push(Array(own[chunk..<chunk + 400]), as: f.d1).status == 200)
+        }
+        let started = ContinuousClock.now
+        let waiting = Task { try await f.client.send("GET", "/v1/pull?cursor=0&limit=1000&wait=20", credential: f.d1) }
+        try await Task.sleep(for: .milliseconds(300))
+        try f.acme().commit([.upsert("leads", id: "lead-1", ["source_node": "hq", "fulfilling_node": "d1"])])
+        let page = try await waiting.value.decode(PullResponse.self)
+        #expect(page.changes.map(\.recordID) == ["lead-1"])
+        #expect(ContinuousClock.now - started < .seconds(10), "woken by the lead, not by the 20 s timeout")
+    }
+
     @Test("the OpenAPI document lists exactly the routes the hub serves")
     func openAPIMatchesRoutes() async throws {
         let text = try String(contentsOfFile: repositoryRoot() + "/openapi.yaml", encoding: .utf8)

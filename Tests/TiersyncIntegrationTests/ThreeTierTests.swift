@@ -215,4 +215,27 @@ struct ThreeTierTests {
         await de.stop()
         await hub.stop()
     }
+
+    @Test("a dealer enrolling through the wrong country is refused, and its token stays usable")
+    func enrollThroughWrongCountry() async throws {
+        let dir = try TempDir()
+        let hub = try await RunningHub(directory: dir.path)
+        try hub.catalog.createTenant("acme", levels: 3)
+        let de = try await RunningCountry(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+        let fr = try await RunningCountry(hub: hub, tenant: "acme", node: "fr", directory: dir.path)
+        let token = try hub.catalog.issueEnrollmentToken(tenant: "acme", node: "de-9", parent: "de")
+        let store = try NodeStore(path: dir.path + "/de-9.sqlite")
+        do {
+            try await SyncAgent.enroll(store: store, configuration: AgentConfiguration(parentURL: fr.url, caFile: hub.caFile), token: token)
+            Issue.record("enrolling through fr should fail")
+        } catch AgentError.http(let status, let code, let message) {
+            #expect(status == 409 && code == "wrong_parent")
+            #expect(message.contains("under 'de', not under 'fr'"))
+        }
+        let identity = try await SyncAgent.enroll(store: store, configuration: AgentConfiguration(parentURL: de.url, caFile: hub.caFile), token: token)
+        #expect(identity.parent == "de")
+        await de.stop()
+        await fr.stop()
+        await hub.stop()
+    }
 }

@@ -223,6 +223,11 @@ struct HubCatalogTests {
         try catalog.moveNode("d1", of: "acme", to: "de")
         #expect(try await catalog.tree(of: "acme").path(of: "d1") == "hq/de/d1")
         #expect(throws: StoreError.self) { try catalog.moveNode("de", of: "acme", to: "fr") }
+        // A token issued before a move would put the node back: the move revokes it.
+        let stale = try catalog.issueEnrollmentToken(tenant: "acme", node: "d1", parent: "de")
+        try catalog.moveNode("d1", of: "acme", to: "fr")
+        await #expect(throws: EnrollmentError.unknownToken) { try await catalog.redeem(token: stale) }
+        try catalog.moveNode("d1", of: "acme", to: "de")
         #expect(throws: StoreError.self) { try catalog.moveNode("hq", of: "acme", to: "fr") }
         try catalog.moveNode("d1", of: "acme", to: "fr")
         let directory = try await catalog.directory(for: Principal(tenant: "acme", node: "fr"))

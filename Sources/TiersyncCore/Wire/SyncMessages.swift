@@ -63,18 +63,28 @@ public struct PullResponse: Codable, Sendable {
     public var nextCursor: Int64
     /// True when more changes are waiting beyond this page.
     public var more: Bool
+    /// The parent's newest log position: with `nextCursor`, how far a catch-up has come.
+    public var head: Int64?
 
-    public init(changes: [Change], nextCursor: Int64, more: Bool) {
+    public init(changes: [Change], nextCursor: Int64, more: Bool, head: Int64? = nil) {
         self.changes = changes
         self.nextCursor = nextCursor
         self.more = more
+        self.head = head
     }
 }
 
 /// `POST /v1/enroll`: exchanges a one-time enrollment token for a node credential.
 public struct EnrollRequest: Codable, Sendable {
     public var token: String
-    public init(token: String) { self.token = token }
+    /// Set by a country node forwarding a dealer's enrollment: the token must name it as
+    /// the parent, or it is refused without being used up.
+    public var via: NodeID?
+
+    public init(token: String, via: NodeID? = nil) {
+        self.token = token
+        self.via = via
+    }
 }
 
 public struct EnrollResponse: Codable, Sendable {

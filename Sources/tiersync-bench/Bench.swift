@@ -1,0 +1,61 @@
+import ArgumentParser
+import Foundation
+import Logging
+
+/// Benchmarks over real HTTPS and real SQLite files. Each scenario prints its
+/// configuration, the machine, and its figures; `all --tiny` runs every scenario at a
+/// size small enough for CI (where figures mean nothing, but the suite keeps working).
+@main
+struct TiersyncBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tiersync-bench",
+        abstract: "Measure Tiersync: ingest, fan-in, propagation, bootstrap, wire, idle.",
+        discussion: "Build in release mode for figures: swift run -c release tiersync-bench <scenario>.",
+        subcommands: [Ingest.self, FanIn.self, Propagation.self, Bootstrap.self, Wire.self, Idle.self, All.self])
+}
+
+struct CommonOptions: ParsableArguments {
+    @Option(help: "Working directory (default: a fresh temporary directory, removed afterwards).")
+    var dir: String?
+
+    func workingDirectory(_ scenario: String) throws -> (path: String, cleanup: @Sendable () -> Void) {
+        if let dir {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            return (dir, {})
+        }
+        let path = NSTemporaryDirectory() + "tiersync-bench-\(scenario)-\(ProcessInfo.processInfo.processIdentifier)"
+        try? FileManager.default.removeItem(atPath: path)
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return (path, { try? FileManager.default.removeItem(atPath: path) })
+    }
+}
+
+/// Runs every scenario once; `--tiny` for CI.
+struct All: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run every scenario (use --tiny in CI).")
+    @Flag(help: "Smallest sizes: checks the scenarios work, measures nothing.") var tiny = false
+
+    func run() async throws {
+        quietLogs()
+        let t = tiny
+        try await Ingest.parse(t ? ["--changes", "2000", "--batch", "500"] : []).run()
+        try await FanIn.parse(t ? ["--agents", "20", "--seconds", "2"] : []).run()
+        try await Propagation.parse(t ? ["--samples", "5"] : []).run()
+        try await Bootstrap.parse(t ? ["--records", "2000"] : []).run()
+        try await Wire.parse(t ? ["--changes", "500"] : []).run()
+        try await Idle.parse(t ? ["--seconds", "3"] : []).run()
+        print("all scenarios ran")
+    }
+}
+
+/// Benchmarks report their own figures; library logs below warnings would only add noise.
+func quietLogs() {
+    struct Once { nonisolated(unsafe) static var done = false }
+    if Once.done { return }
+    Once.done = true
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = .error
+        return handler
+    }
+}

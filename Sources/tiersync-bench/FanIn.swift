@@ -1,0 +1,89 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import Synchronization
+import TiersyncAgent
+import TiersyncCore
+
+/// K simulated dealer agents, each with its own credential and cursor, syncing with one
+/// hub at once: every `interval` seconds each pushes one change and pulls its scope.
+struct FanIn: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Sync requests/s and latency with K agents syncing concurrently.")
+    @Option(help: "Simulated agents.") var agents = 500
+    @Option(help: "Seconds to run.") var seconds = 20.0
+    @Option(help: "Seconds between one agent's syncs (push + pull).") var interval = 2.0
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        quietLogs()
+        let (dir, cleanup) = try common.workingDirectory("fan-in")
+        defer { cleanup() }
+        header("fan-in", [("agents", "\(agents)"), ("seconds", "\(seconds)"), ("sync interval", "\(interval) s"), ("per sync", "push 1 change + pull")])
+        let hub = try await BenchHub.start(in: dir)
+        var credentials: [(NodeID, String)] = []
+        for a in 0..<agents {
+            let node = NodeID(unchecked: "a-\(a)")
+            credentials.append((node, try await hub.credential(tenant: "acme", node: node)))
+        }
+        let recorder = Recorder()
+        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        let interval = self.interval
+        let start = ContinuousClock.now
+        let count = Double(credentials.count)
+        await withTaskGroup(of: Void.self) { group in
+            for (index, (node, credential)) in credentials.enumerated() {
+                // Spread the agents' first syncs over one interval.
+                let offsetMillis = Int64(Double(index) / count * interval * 1000)
+                group.addTask {
+                    guard let client = try? hub.client(credential: credential) else { return }
+                    try? await Task.sleep(for: .milliseconds(offsetMillis))
+                    var seq: Int64 = 0, cursor: Int64 = 0
+                    while ContinuousClock.now < deadline {
+                        let begin = ContinuousClock.now
+                        seq += 1
+                        do {
+                            let change = makeChanges(origin: node, count: 1, firstSeq: seq, ids: { _ in "\(node)-c\(seq % 20)" },
+                                                     fields: { _ in contactFields(Int(seq), owner: node) })
+                            let t0 = ContinuousClock.now
+                            _ = try await client.push(PushRequest(through: seq, changes: change))
+                            let t1 = ContinuousClock.now
+                            cursor = try await client.pull(cursor: cursor, limit: 1_000, waitSeconds: 0, excludeOwn: true).nextCursor
+                            let t2 = ContinuousClock.now
+                            let pushMillis = millis(t1 - t0), pullMillis = millis(t2 - t1)
+                            recorder.latencies.withLock { $0 += [pushMillis, pullMillis] }
+                        } catch {
+                            recorder.errors.withLock { $0.append("\(error)") }
+                        }
+                        let next = begin + .milliseconds(Int64(interval * 1000))
+                        if next > ContinuousClock.now { try? await Task.sleep(until: next) }
+                    }
+                    try? await client.shutdown()
+                }
+            }
+        }
+        let elapsed = TiersyncBench.elapsed(since: start)
+        await hub.stop()
+        let sorted = recorder.latencies.withLock { $0.sorted() }
+        let failures = recorder.errors.withLock { $0 }
+        let p99 = percentile(sorted, 0.99)
+        result("sync requests", "\(format(Double(sorted.count) / elapsed)) requests/s (\(sorted.count) in \(format(elapsed, 1)) s)")
+        result("latency p50", "\(format(percentile(sorted, 0.5), 1)) ms")
+        result("latency p99", "\(format(p99, 1)) ms", target: "< 250 ms at 5,000 agents", met: agents >= 5_000 ? p99 < 250 : nil)
+        result("errors", "\(failures.count)", target: "0", met: failures.isEmpty)
+        if let first = failures.first { print("  first error: \(first)") }
+    }
+}
+
+extension TiersyncBench {
+    static func elapsed(since start: ContinuousClock.Instant) -> Double { seconds(since: start) }
+}
+
+func millis(_ d: Duration) -> Double {
+    Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+}
+
+/// What the simulated agents measured, shared between their tasks.
+final class Recorder: Sendable {
+    let latencies = Mutex<[Double]>([])
+    let errors = Mutex<[String]>([])
+}

@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import GRDB
+import TiersyncAgent
+import TiersyncCore
+
+/// N changes pushed in batches to one hub, end to end (HTTPS, gzip, validation, merge,
+/// change log, route index), against a raw SQLite bulk insert of the same rows measured
+/// in the same run: the ceiling.
+struct Ingest: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Changes/s pushed to one hub, against the raw SQLite insert ceiling.")
+    @Option(help: "Changes to push.") var changes = 200_000
+    @Option(help: "Changes per push request.") var batch = 1_000
+    @Option(help: "Dealers pushing at once (each its own node and log).") var dealers = 2
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        quietLogs()
+        let (dir, cleanup) = try common.workingDirectory("ingest")
+        defer { cleanup() }
+        header("ingest", [("changes", "\(changes)"), ("batch", "\(batch)"), ("dealers", "\(dealers)"), ("fields/change", "4")])
+
+        let hub = try await BenchHub.start(in: dir)
+        var clients: [(NodeID, ParentClient)] = []
+        for d in 0..<dealers {
+            let node = NodeID(unchecked: "dealer-\(d)")
+            clients.append((node, try hub.client(credential: try await hub.credential(tenant: "acme", node: node))))
+        }
+        let perDealer = changes / dealers
+        let workloads = clients.map { node, _ in
+            makeChanges(origin: node, count: perDealer, ids: { "\(node)-c\($0)" }, fields: { contactFields($0, owner: node) })
+        }
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, (_, client)) in clients.enumerated() {
+                let work = workloads[index]
+                let batch = self.batch
+                group.addTask {
+                    for chunk in stride(from: 0, to: work.count, by: batch) {
+                        let slice = Array(work[chunk..<min(chunk + batch, work.count)])
+                        let response = try await client.push(PushRequest(through: slice.last!.originSeq, changes: slice))
+                        guard response.rejected.isEmpty else { throw BenchError("hub refused: \(response.rejected[0].message)") }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let elapsed = seconds(since: start)
+        let total = perDealer * dealers
+        let hq = try hub.stores.store(for: "acme")
+        guard try hq.changeCountsByOrigin().values.reduce(0, +) == total else { throw BenchError("hub did not store every change") }
+        for (_, client) in clients { try await client.shutdown() }
+        await hub.stop()
+
+        let raw = try rawCeiling(rows: workloads.flatMap { $0 }, batch: batch, path: dir + "/raw.sqlite")
+        let rate = Double(total) / elapsed
+        result("end to end", "\(format(rate)) changes/s (\(format(elapsed, 2)) s)", target: "≥ 50,000/s", met: rate >= 50_000)
+        result("raw SQLite insert (ceiling)", "\(format(raw)) rows/s")
+        result("ratio to ceiling", format(rate / raw, 3), target: "≥ 0.5", met: rate / raw >= 0.5)
+    }
+
+    /// The same rows (id and field values) inserted into a plain table in WAL mode, in
+    /// transactions of `batch` rows with one prepared statement: what SQLite alone does.
+    private func rawCeiling(rows: [Change], batch: Int, path: String) throws -> Double {
+        var config = Configuration()
+        config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
+        let pool = try DatabasePool(path: path, configuration: config)
+        try pool.write { db in
+            try db.execute(sql: "CREATE TABLE customers (id TEXT PRIMARY KEY NOT NULL, owning_dealer TEXT, last_name TEXT, phone TEXT, email TEXT)")
+        }
+        let start = ContinuousClock.now
+        for chunk in stride(from: 0, to: rows.count, by: batch) {
+            try pool.write { db in
+                let statement = try db.cachedStatement(sql: "INSERT INTO customers (id, owning_dealer, last_name, phone, email) VALUES (?, ?, ?, ?, ?)")
+                for change in rows[chunk..<min(chunk + batch, rows.count)] {
+                    let f = change.fields
+                    try statement.execute(arguments: [change.recordID, f["owning_dealer"]?.stringValue, f["last_name"]?.stringValue,
+                                                      f["phone"]?.stringValue, f["email"]?.stringValue])
+                }
+            }
+        }
+        return Double(rows.count) / seconds(since: start)
+    }
+}
