@@ -82,12 +82,19 @@ func seconds(since start: ContinuousClock.Instant) -> Double {
     return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
 }
 
+/// `value` with `digits` decimals and thousands separators: 12,345.6
 func format(_ value: Double, _ digits: Int = 0) -> String {
-    let f = NumberFormatter()
-    f.numberStyle = .decimal
-    f.maximumFractionDigits = digits
-    f.minimumFractionDigits = digits
-    return f.string(from: NSNumber(value: value)) ?? "\(value)"
+    guard value.isFinite else { return "n/a" }
+    let text = String(format: "%.\(digits)f", abs(value))
+    let parts = text.split(separator: ".", maxSplits: 1)
+    var whole = String(parts[0])
+    var grouped = ""
+    while whole.count > 3 {
+        grouped = "," + whole.suffix(3) + grouped
+        whole = String(whole.dropLast(3))
+    }
+    let fraction = parts.count > 1 ? "." + parts[1] : ""
+    return (value < 0 ? "-" : "") + whole + grouped + fraction
 }
 
 /// Prints a scenario's heading, the machine and its configuration.
