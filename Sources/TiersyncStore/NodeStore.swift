@@ -524,17 +524,35 @@ public final class NodeStore: Sendable {
 
     static func values(of row: Row, table: TableSchema) -> [String: FieldValue] {
         var values: [String: FieldValue] = [:]
+        values.reserveCapacity(table.fields.count)
         for field in table.fields {
-            let dbValue: DatabaseValue = row[field.name] ?? .null
-            if dbValue.isNull { values[field.name] = .null; continue }
-            switch field.type {
-            case .bool: values[field.name] = .bool((Int64.fromDatabaseValue(dbValue) ?? 0) != 0)
-            case .int: values[field.name] = Int64.fromDatabaseValue(dbValue).map(FieldValue.int) ?? .null
-            case .double: values[field.name] = Double.fromDatabaseValue(dbValue).map(FieldValue.double) ?? .null
-            default: values[field.name] = String.fromDatabaseValue(dbValue).map(FieldValue.string) ?? .null
-            }
+            let stored: DatabaseValue? = row[field.name]
+            values[field.name] = fieldValue(stored ?? .null, type: field.type)
         }
         return values
+    }
+
+    /// A column's value in its field's type. (Written as one flat switch: Swift 6.3.1's
+    /// optimizer crashed on a version built from `fromDatabaseValue` calls.)
+    static func fieldValue(_ value: DatabaseValue, type: FieldType) -> FieldValue {
+        switch value.storage {
+        case .null:
+            return .null
+        case .int64(let i):
+            switch type {
+            case .bool: return .bool(i != 0)
+            case .double: return .double(Double(i))
+            case .int: return .int(i)
+            default: return .string(String(i))
+            }
+        case .double(let d):
+            if case .int = type { return .int(Int64(d)) }
+            return .double(d)
+        case .string(let s):
+            return .string(s)
+        case .blob(let data):
+            return .string(String(decoding: data, as: UTF8.self))
+        }
     }
 
     static func databaseValue(_ value: FieldValue) -> (any DatabaseValueConvertible)? {
