@@ -28,3 +28,141 @@ public enum CanonicalJSON {
         return out + "}"
     }
 }
+
+extension CanonicalJSON {
+    /// Parses a flat JSON object of field values — what ``object(_:)-(Dictionary<String,FieldValue>)``
+    /// writes, or any flat JSON object of scalars — without Foundation's decoder, which
+    /// dominated reading the change log. Returns nil for anything else.
+    public static func parseFields(_ text: String) -> [String: FieldValue]? {
+        var parser = FlatObjectParser(text)
+        return parser.parse { parser in parser.value() }
+    }
+
+    /// Parses a flat JSON object of field versions (`{"field": "<hlc>@<node>"}`).
+    public static func parseVersions(_ text: String) -> [String: FieldVersion]? {
+        var parser = FlatObjectParser(text)
+        return parser.parse { parser in parser.string().flatMap(FieldVersion.init(parsing:)) }
+    }
+}
+
+/// A small parser for flat JSON objects whose values are scalars.
+struct FlatObjectParser {
+    private let bytes: [UInt8]
+    private var i = 0
+
+    init(_ text: String) { bytes = Array(text.utf8) }
+
+    mutating func parse<V>(_ value: (inout FlatObjectParser) -> V?) -> [String: V]? {
+        var result: [String: V] = [:]
+        skipSpace()
+        guard take(UInt8(ascii: "{")) else { return nil }
+        skipSpace()
+        if take(UInt8(ascii: "}")) { return result }
+        while true {
+            skipSpace()
+            guard let key = string() else { return nil }
+            skipSpace()
+            guard take(UInt8(ascii: ":")) else { return nil }
+            skipSpace()
+            guard let v = value(&self) else { return nil }
+            result[key] = v
+            skipSpace()
+            if take(UInt8(ascii: ",")) { continue }
+            guard take(UInt8(ascii: "}")) else { return nil }
+            skipSpace()
+            return i == bytes.count ? result : nil
+        }
+    }
+
+    mutating func value() -> FieldValue? {
+        guard i < bytes.count else { return nil }
+        switch bytes[i] {
+        case UInt8(ascii: "\""): return string().map(FieldValue.string)
+        case UInt8(ascii: "t"): return literal("true") ? .bool(true) : nil
+        case UInt8(ascii: "f"): return literal("false") ? .bool(false) : nil
+        case UInt8(ascii: "n"): return literal("null") ? .null : nil
+        default: return number()
+        }
+    }
+
+    mutating func string() -> String? {
+        guard take(UInt8(ascii: "\"")) else { return nil }
+        var out: [UInt8] = []
+        while i < bytes.count {
+            let b = bytes[i]
+            i += 1
+            switch b {
+            case UInt8(ascii: "\""):
+                return String(decoding: out, as: UTF8.self)
+            case UInt8(ascii: "\\"):
+                guard i < bytes.count else { return nil }
+                let e = bytes[i]
+                i += 1
+                switch e {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(e)
+                case UInt8(ascii: "n"): out.append(0x0A)
+                case UInt8(ascii: "r"): out.append(0x0D)
+                case UInt8(ascii: "t"): out.append(0x09)
+                case UInt8(ascii: "b"): out.append(0x08)
+                case UInt8(ascii: "f"): out.append(0x0C)
+                case UInt8(ascii: "u"):
+                    guard let unit = hex4() else { return nil }
+                    var scalar = unit
+                    if (0xD800..<0xDC00).contains(unit) {
+                        // A surrogate pair: \uD83D\uDE00.
+                        guard take(UInt8(ascii: "\\")), take(UInt8(ascii: "u")), let low = hex4(), (0xDC00..<0xE000).contains(low) else { return nil }
+                        scalar = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+                    }
+                    guard let u = Unicode.Scalar(scalar) else { return nil }
+                    out.append(contentsOf: Array(String(Character(u)).utf8))
+                default: return nil
+                }
+            default:
+                out.append(b)
+            }
+        }
+        return nil
+    }
+
+    private mutating func number() -> FieldValue? {
+        let start = i
+        var isDouble = false
+        while i < bytes.count {
+            let b = bytes[i]
+            if (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9")) || b == UInt8(ascii: "-") || b == UInt8(ascii: "+") {
+                i += 1
+            } else if b == UInt8(ascii: ".") || b == UInt8(ascii: "e") || b == UInt8(ascii: "E") {
+                isDouble = true
+                i += 1
+            } else {
+                break
+            }
+        }
+        let text = String(decoding: bytes[start..<i], as: UTF8.self)
+        if !isDouble, let n = Int64(text) { return .int(n) }
+        return Double(text).map(FieldValue.double)
+    }
+
+    private mutating func hex4() -> UInt32? {
+        guard i + 4 <= bytes.count, let v = UInt32(String(decoding: bytes[i..<i + 4], as: UTF8.self), radix: 16) else { return nil }
+        i += 4
+        return v
+    }
+
+    private mutating func literal(_ word: String) -> Bool {
+        let w = Array(word.utf8)
+        guard i + w.count <= bytes.count, Array(bytes[i..<i + w.count]) == w else { return false }
+        i += w.count
+        return true
+    }
+
+    private mutating func take(_ b: UInt8) -> Bool {
+        guard i < bytes.count, bytes[i] == b else { return false }
+        i += 1
+        return true
+    }
+
+    private mutating func skipSpace() {
+        while i < bytes.count, bytes[i] == 0x20 || bytes[i] == 0x0A || bytes[i] == 0x0D || bytes[i] == 0x09 { i += 1 }
+    }
+}

@@ -12,10 +12,12 @@ public enum FieldValue: Hashable, Sendable, Codable, CustomStringConvertible {
     public init(from decoder: Decoder) throws {
         let c = try decoder.singleValueContainer()
         if c.decodeNil() { self = .null; return }
-        if let b = try? c.decode(Bool.self) { self = .bool(b); return }
+        // Most values are strings: try them first, since every failed attempt costs an
+        // error allocation (a fifth of a push's decoding time before this order).
+        if let s = try? c.decode(String.self) { self = .string(s); return }
         if let i = try? c.decode(Int64.self) { self = .int(i); return }
         if let d = try? c.decode(Double.self) { self = .double(d); return }
-        if let s = try? c.decode(String.self) { self = .string(s); return }
+        if let b = try? c.decode(Bool.self) { self = .bool(b); return }
         throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "a field value must be null, a boolean, a number or a string (objects and arrays are not field values)"))
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import TiersyncCore
 
@@ -188,5 +189,26 @@ struct ScopeTests {
         #expect(!dealer.contains(route: []))
         #expect(root.contains(route: []))
         #expect(tree.path(of: "d2") == "hq/de/d2")
+    }
+}
+
+@Suite("Encodings")
+struct EncodingTests {
+    @Test("JSON values decode to their own kinds, strings first but never at the expense of the others")
+    func fieldValueKinds() throws {
+        let values = try JSONDecoder().decode([FieldValue].self, from: Data(#"[true, 1, 1.5, "x", null, "true", "1"]"#.utf8))
+        #expect(values == [.bool(true), .int(1), .double(1.5), .string("x"), .null, .string("true"), .string("1")])
+    }
+
+    @Test("the store's canonical JSON reads back exactly, escapes and all")
+    func canonicalRoundTrip() {
+        let fields: [String: FieldValue] = ["a": "plain", "b": "quote \" backslash \\ newline \n tab \t ctrl \u{1}", "c": "ünïcødé 🚗",
+                                            "d": 42, "e": -7.25, "f": true, "g": false, "h": .null, "i": 1e300]
+        #expect(CanonicalJSON.parseFields(CanonicalJSON.object(fields)) == fields)
+        let versions: [String: FieldVersion] = ["phone": FieldVersion(hlc: HLCTimestamp(rawValue: 123_456_789), node: "dealer-1")]
+        #expect(CanonicalJSON.parseVersions(CanonicalJSON.object(versions)) == versions)
+        #expect(CanonicalJSON.parseFields(#"{"a": "\ud83d\ude97", "b": 1}"#) == ["a": "🚗", "b": 1])
+        #expect(CanonicalJSON.parseFields(#"{"a": [1]}"#) == nil)
+        #expect(CanonicalJSON.parseFields(#"{"a": "x""#) == nil)
     }
 }
