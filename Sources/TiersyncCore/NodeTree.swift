@@ -1,18 +1,23 @@
 /// A tenant's tree of nodes (HQ at the root, then countries, then dealers), as plain
 /// values. Scope rules live here so they can be tested without a hub.
 public struct NodeTree: Sendable, Equatable {
-    public private(set) var parents: [NodeID: NodeID?]
+    public let parents: [NodeID: NodeID?]
+    /// Derived once: every scope check walks it.
+    private let children: [NodeID: [NodeID]]
 
     public init(parents: [NodeID: NodeID?]) {
         self.parents = parents
-    }
-
-    /// `node` and everything below it.
-    public func subtree(of node: NodeID) -> Set<NodeID> {
         var children: [NodeID: [NodeID]] = [:]
         for (child, parent) in parents {
             if let parent { children[parent, default: []].append(child) }
         }
+        self.children = children
+    }
+
+    public static func == (l: NodeTree, r: NodeTree) -> Bool { l.parents == r.parents }
+
+    /// `node` and everything below it.
+    public func subtree(of node: NodeID) -> Set<NodeID> {
         var result: Set<NodeID> = [node]
         var stack = [node]
         while let next = stack.popLast() {

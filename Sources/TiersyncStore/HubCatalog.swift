@@ -47,6 +47,8 @@ public enum EnrollmentError: Error, Sendable, Equatable, CustomStringConvertible
 public final class HubCatalog: Sendable {
     public let directory: String
     let writer: DatabasePool
+    /// Trees by tenant, valid while `catalog_version` is unchanged.
+    private let trees = Mutex<[TenantID: (version: Int64, tree: NodeTree)]>([:])
 
     public init(directory: String) throws {
         self.directory = directory
@@ -88,6 +90,12 @@ public final class HubCatalog: Sendable {
             // migration) or 3 (HQ → countries → dealers).
             try db.execute(sql: "ALTER TABLE tenants ADD COLUMN levels INTEGER NOT NULL DEFAULT 2")
         }
+        m.registerMigration("v3-tree-version") { db in
+            // Bumped by every write that changes a tree, so hub processes can cache trees
+            // and still see changes made by another process (an admin's CLI).
+            try db.execute(sql: "CREATE TABLE catalog_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)")
+            try db.execute(sql: "INSERT INTO catalog_version (id, version) VALUES (1, 0)")
+        }
         try m.migrate(writer)
     }
 
@@ -110,6 +118,7 @@ public final class HubCatalog: Sendable {
                            arguments: [tenant.rawValue, root.rawValue, Int64(nowMillis), levels])
             try db.execute(sql: "INSERT INTO nodes (tenant, id, parent, role, created_at) VALUES (?, ?, NULL, 'hq', ?)",
                            arguments: [tenant.rawValue, root.rawValue, Int64(nowMillis)])
+            try Self.bumpVersion(db)
             return true
         }
     }
@@ -161,6 +170,7 @@ public final class HubCatalog: Sendable {
             }
             try db.execute(sql: "UPDATE nodes SET parent = ? WHERE tenant = ? AND id = ?",
                            arguments: [parent.rawValue, tenant.rawValue, node.rawValue])
+            try Self.bumpVersion(db)
             // A token issued before the move would put the node back under its old parent.
             try db.execute(sql: "DELETE FROM enrollment_tokens WHERE tenant = ? AND node = ? AND used_at IS NULL",
                            arguments: [tenant.rawValue, node.rawValue])
@@ -207,6 +217,7 @@ public final class HubCatalog: Sendable {
                 try db.execute(sql: "INSERT OR IGNORE INTO credentials (hash, tenant, node, created_at) VALUES (?, ?, ?, ?)",
                                arguments: [c.sha256, tenant, c.node.rawValue, Int64(nowMillis)])
             }
+            try Self.bumpVersion(db)
             return Set(directory.nodes.map(\.id)).subtracting(before)
         }
     }
@@ -218,9 +229,20 @@ public final class HubCatalog: Sendable {
         }))
     }
 
+    /// The tenant's tree; cached, and re-read only after a tree change (by any process).
     public func tree(of tenant: TenantID) async throws -> NodeTree {
-        let nodes = try await nodes(of: tenant)
-        return NodeTree(parents: Dictionary(uniqueKeysWithValues: nodes.map { ($0.node, $0.parent) }))
+        let cached = trees.withLock { $0[tenant] }
+        return try await writer.read { db in
+            let version = try Int64.fetchOne(db, sql: "SELECT version FROM catalog_version") ?? 0
+            if let cached, cached.version == version { return cached.tree }
+            let tree = try Self.tree(db, tenant)
+            self.trees.withLock { $0[tenant] = (version, tree) }
+            return tree
+        }
+    }
+
+    static func bumpVersion(_ db: Database) throws {
+        try db.execute(sql: "UPDATE catalog_version SET version = version + 1")
     }
 
     /// Records that `node` was seen now (for per-node status).
@@ -289,6 +311,7 @@ public final class HubCatalog: Sendable {
                 INSERT INTO nodes (tenant, id, parent, role, created_at) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT (tenant, id) DO UPDATE SET parent = excluded.parent, role = excluded.role
                 """, arguments: [tenant, node, parent, row["role"] as String, Int64(nowMillis)])
+            try Self.bumpVersion(db)
             try db.execute(sql: "UPDATE credentials SET revoked_at = ? WHERE tenant = ? AND node = ? AND revoked_at IS NULL",
                            arguments: [Int64(nowMillis), tenant, node])
             let credential = "tsc_" + Secrets.random()
