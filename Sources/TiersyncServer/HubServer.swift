@@ -125,7 +125,9 @@ struct ForeignWriteWatcher: Service {
             try? await Task.sleep(for: .milliseconds(500))
             for tenant in directory.openTenants() {
                 guard let head = try? directory.store(for: tenant).headSeq() else { continue }
-                if let previous = heads[tenant], previous != head { await notifier.signal(tenant) }
+                // First sight counts as a change: a write made before this tenant was first
+                // watched would otherwise never wake anyone (waking needlessly is harmless).
+                if heads[tenant] != head { await notifier.signal(tenant) }
                 heads[tenant] = head
             }
         }

@@ -61,12 +61,12 @@ struct FanIn: AsyncParsableCommand {
                 }
             }
         }
-        let elapsed = TiersyncBench.elapsed(since: start)
+        _ = start
         await hub.stop()
         let sorted = recorder.latencies.withLock { $0.sorted() }
         let failures = recorder.errors.withLock { $0 }
         let p99 = percentile(sorted, 0.99)
-        result("sync requests", "\(format(Double(sorted.count) / elapsed)) requests/s (\(sorted.count) in \(format(elapsed, 1)) s)")
+        result("sync requests", "\(format(Double(sorted.count) / seconds)) requests/s (\(sorted.count) in \(format(seconds, 0)) s; offered \(format(Double(agents) * 2 / interval)) /s)")
         result("latency p50", "\(format(percentile(sorted, 0.5), 1)) ms")
         result("latency p99", "\(format(p99, 1)) ms", target: "< 250 ms at 5,000 agents", met: agents >= 5_000 ? p99 < 250 : nil)
         result("errors", "\(failures.count)", target: "0", met: failures.isEmpty)
