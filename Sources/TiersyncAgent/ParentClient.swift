@@ -83,6 +83,9 @@ public final class ParentClient: Sendable {
         let body: ByteBuffer
 
         func decode<T: Decodable>(_ type: T.Type) throws -> T {
+            if T.self == PullResponse.self, let page = WireDecoding.pullResponse(Array(body.readableBytesView)) {
+                return page as! T
+            }
             do {
                 return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))
             } catch {

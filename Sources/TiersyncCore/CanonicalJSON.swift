@@ -45,12 +45,91 @@ extension CanonicalJSON {
     }
 }
 
-/// A small parser for flat JSON objects whose values are scalars.
+/// A small byte-level JSON scanner: flat objects of scalars for the store, and the wire
+/// messages (see ``WireDecoding``).
 struct FlatObjectParser {
     private let bytes: [UInt8]
     private var i = 0
 
     init(_ text: String) { bytes = Array(text.utf8) }
+    init(bytes: [UInt8]) { self.bytes = bytes }
+
+    var atEnd: Bool {
+        mutating get {
+            skipSpace()
+            return i == bytes.count
+        }
+    }
+
+    /// Reads `{ "key": value, ... }`, handing each key to `field`, which must consume the value.
+    mutating func object(_ field: (String, inout FlatObjectParser) -> Bool) -> Bool {
+        skipSpace()
+        guard take(UInt8(ascii: "{")) else { return false }
+        skipSpace()
+        if take(UInt8(ascii: "}")) { return true }
+        while true {
+            skipSpace()
+            guard let key = string() else { return false }
+            skipSpace()
+            guard take(UInt8(ascii: ":")) else { return false }
+            skipSpace()
+            guard field(key, &self) else { return false }
+            skipSpace()
+            if take(UInt8(ascii: ",")) { continue }
+            return take(UInt8(ascii: "}"))
+        }
+    }
+
+    /// Reads `[ item, ... ]`, handing each item to `item`.
+    mutating func array(_ item: (inout FlatObjectParser) -> Bool) -> Bool {
+        skipSpace()
+        guard take(UInt8(ascii: "[")) else { return false }
+        skipSpace()
+        if take(UInt8(ascii: "]")) { return true }
+        while true {
+            skipSpace()
+            guard item(&self) else { return false }
+            skipSpace()
+            if take(UInt8(ascii: ",")) { continue }
+            return take(UInt8(ascii: "]"))
+        }
+    }
+
+    mutating func integer() -> Int64? {
+        skipSpace()
+        guard case .int(let n)? = value() else { return nil }
+        return n
+    }
+
+    mutating func unsigned() -> UInt64? {
+        skipSpace()
+        let start = i
+        while i < bytes.count, bytes[i] >= UInt8(ascii: "0"), bytes[i] <= UInt8(ascii: "9") { i += 1 }
+        return UInt64(String(decoding: bytes[start..<i], as: UTF8.self))
+    }
+
+    mutating func boolean() -> Bool? {
+        skipSpace()
+        guard case .bool(let b)? = value() else { return nil }
+        return b
+    }
+
+    /// True (and consumed) when the next value is `null`.
+    mutating func null() -> Bool {
+        skipSpace()
+        return literal("null")
+    }
+
+    /// Skips any value (unknown keys are ignored, as `Codable` does).
+    mutating func skipValue() -> Bool {
+        skipSpace()
+        guard i < bytes.count else { return false }
+        switch bytes[i] {
+        case UInt8(ascii: "{"): return object { _, p in p.skipValue() }
+        case UInt8(ascii: "["): return array { p in p.skipValue() }
+        default: return value() != nil
+        }
+    }
 
     mutating func parse<V>(_ value: (inout FlatObjectParser) -> V?) -> [String: V]? {
         var result: [String: V] = [:]

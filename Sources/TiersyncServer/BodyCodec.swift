@@ -30,6 +30,9 @@ struct BodyCodec: Sendable {
                 throw APIError(.badRequest, "malformed_body", "request body is not valid gzip data")
             }
         }
+        if T.self == PushRequest.self, let push = WireDecoding.pushRequest(Array(body.readableBytesView)) {
+            return push as! T
+        }
         do {
             return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))
         } catch let error as DecodingError {

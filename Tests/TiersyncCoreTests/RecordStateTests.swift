@@ -212,3 +212,36 @@ struct EncodingTests {
         #expect(CanonicalJSON.parseFields(#"{"a": "x""#) == nil)
     }
 }
+
+@Suite("Wire decoding")
+struct WireDecodingTests {
+    @Test("the fast decoder reads push and pull bodies exactly as JSONDecoder does, and declines what it cannot read")
+    func matchesCodable() throws {
+        let changes = [
+            Change(origin: "dealer-1", originSeq: 7, hlc: HLCTimestamp(wallMillis: 1_795_000_000_000, counter: 3), table: "customers",
+                   recordID: "c \"1\"", op: .upsert,
+                   fields: ["last_name": "Müller \\ \"quoted\" 🚗", "key_account": true, "value": 12.5, "n": -3, "city": .null],
+                   prior: ["last_name": FieldVersion(hlc: HLCTimestamp(rawValue: 42), node: "hq")],
+                   trail: [Hop(node: "de", atMillis: 1_795_000_000_100), Hop(node: "hq", atMillis: 1_795_000_000_200)]),
+            Change(origin: "hq", originSeq: 1, hlc: HLCTimestamp(rawValue: 9), table: "leads", recordID: "l-1", op: .delete),
+        ]
+        let push = PushRequest(tenant: "acme", through: 9, changes: changes)
+        let pushBytes = Array(try JSONEncoder().encode(push))
+        let fast = try #require(WireDecoding.pushRequest(pushBytes))
+        let slow = try JSONDecoder().decode(PushRequest.self, from: Data(pushBytes))
+        #expect(fast.changes == slow.changes && fast.through == slow.through && fast.tenant == slow.tenant)
+        #expect(fast.changes == changes)
+
+        let page = PullResponse(changes: changes, nextCursor: 99, more: true, head: 120)
+        let pageBytes = Array(try JSONEncoder().encode(page))
+        let fastPage = try #require(WireDecoding.pullResponse(pageBytes))
+        #expect(fastPage.changes == changes && fastPage.nextCursor == 99 && fastPage.more && fastPage.head == 120)
+
+        // Unknown keys are ignored, as Codable does; anything malformed is declined.
+        #expect(WireDecoding.pushRequest(Array(#"{"through": 1, "changes": [], "extra": {"a": [1, {"b": null}]}}"#.utf8))?.through == 1)
+        #expect(WireDecoding.pushRequest(Array(#"{"through": "one", "changes": []}"#.utf8)) == nil)
+        #expect(WireDecoding.pushRequest(Array(#"{"through": 1, "changes": [{"origin": "d1", "seq": 2}]}"#.utf8)) == nil)
+        #expect(WireDecoding.pushRequest(Array(#"{"through": 1, "changes": [], }"#.utf8)) == nil)
+        #expect(WireDecoding.pushRequest(Array("{not json".utf8)) == nil)
+    }
+}
