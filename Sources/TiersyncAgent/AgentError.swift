@@ -14,12 +14,4 @@ public enum AgentError: Error, Sendable, CustomStringConvertible {
         case .notEnrolled(let m), .invalidConfiguration(let m), .malformedResponse(let m): m
         }
     }
-
-    /// True when retrying the same request later may succeed.
-    var isRetryable: Bool {
-        switch self {
-        case .http(let status, _, _): status >= 500 || status == 408 || status == 429
-        default: false
-        }
-    }
 }

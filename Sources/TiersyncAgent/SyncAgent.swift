@@ -176,7 +176,23 @@ public final class SyncAgent: Sendable {
     public func retryRefused() async throws -> Int {
         let due = try store.dueRetries(limit: configuration.pushBatchSize)
         guard !due.isEmpty else { return 0 }
-        let response = try await client.push(PushRequest(tenant: identity.tenant, through: try store.cursor(Self.pushCursor), changes: due))
+        let response: PushResponse
+        do {
+            response = try await client.push(PushRequest(tenant: identity.tenant, through: try store.cursor(Self.pushCursor), changes: due))
+        } catch AgentError.http(413, _, let message) {
+            // Still too large together (or alone): try again later, one by one.
+            try store.scheduleRetries(due.map { RejectedChange(change: $0, rejection: ChangeRejection(.tooLarge, message)) })
+            var accepted = 0
+            if due.count > 1 {
+                for change in due {
+                    guard let r = try? await client.push(PushRequest(tenant: identity.tenant, through: try store.cursor(Self.pushCursor), changes: [change])),
+                          r.rejected.isEmpty else { continue }
+                    try store.clearRetries([change])
+                    accepted += 1
+                }
+            }
+            return accepted
+        }
         let stillRefused = Set(response.rejected.map { "\($0.origin)#\($0.originSeq)" })
         let accepted = due.filter { !stillRefused.contains("\($0.origin)#\($0.originSeq)") }
         try store.clearRetries(accepted)

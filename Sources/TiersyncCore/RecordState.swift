@@ -40,11 +40,6 @@ public struct RecordState: Hashable, Sendable, Codable {
         return values.filter { versions[$0.key].map { $0 > t } ?? false }
     }
 
-    /// The newest version anywhere in the record.
-    public var latestVersion: FieldVersion? {
-        [versions.values.max(), tombstone].compactMap { $0 }.max()
-    }
-
     /// Applies one change and reports which fields changed and which concurrent losers were
     /// found. Applying the same change twice is a no-op the second time.
     @discardableResult

@@ -143,10 +143,6 @@ public final class HubCatalog: Sendable {
         }
     }
 
-    public func levels(of tenant: TenantID) throws -> Int? {
-        try writer.read { db in try Int.fetchOne(db, sql: "SELECT levels FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) }
-    }
-
     public func node(_ id: NodeID, of tenant: TenantID) async throws -> NodeRecord? {
         try await writer.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM nodes WHERE tenant = ? AND id = ?", arguments: [tenant.rawValue, id.rawValue]).map(Self.nodeRecord)

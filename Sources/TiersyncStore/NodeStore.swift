@@ -134,7 +134,8 @@ public final class NodeStore: Sendable {
                 switch schema.validate(change) {
                 case .failure(let rejection): throw StoreError.rejected(rejection)
                 case .success(let valid):
-                    _ = try apply(db, valid, table: table, stored: stored, source: .local, from: nil, nowMillis: wallMillis)
+                    _ = try apply(db, valid, table: table, stored: stored, merged: Self.merge(valid, into: stored, table: table),
+                                  source: .local, from: nil, nowMillis: wallMillis)
                     made.append(valid)
                 }
             }
@@ -174,10 +175,10 @@ public final class NodeStore: Sendable {
                 case .failure(let rejection):
                     try quarantine(db, change, rejection, from: sender, nowMillis: wallMillis)
                     report.rejected.append(RejectedChange(change: change, rejection: rejection))
-                case .success(let (valid, table, stored)):
+                case .success(let (valid, table, stored, merged)):
                     var arrived = valid
                     if let me { arrived.trail.append(Hop(node: me, atMillis: wallMillis)) }
-                    let outcome = try apply(db, arrived, table: table, stored: stored, source: source, from: sender, nowMillis: wallMillis)
+                    let outcome = try apply(db, arrived, table: table, stored: stored, merged: merged, source: source, from: sender, nowMillis: wallMillis)
                     // Refused earlier for its context, accepted now: no longer quarantined.
                     try db.cachedStatement(sql: "DELETE FROM ts_quarantine WHERE origin = ? AND origin_seq = ?")
                         .execute(arguments: [valid.origin.rawValue, valid.originSeq])
@@ -195,7 +196,7 @@ public final class NodeStore: Sendable {
     }
 
     private func check(_ db: Database, _ change: Change, sender: NodeID, checkSkew: Bool, gate: ChangeGate?,
-                       wallMillis: UInt64) throws -> Result<(Change, TableSchema, StoredRecord?), ChangeRejection> {
+                       wallMillis: UInt64) throws -> Result<(Change, TableSchema, StoredRecord?, Merged), ChangeRejection> {
         let valid: Change
         switch schema.validate(change) {
         case .failure(let r): return .failure(r)
@@ -208,14 +209,26 @@ public final class NodeStore: Sendable {
         }
         let table = schema.table(valid.table)!
         let stored = try load(db, table: table, id: valid.recordID)
+        // Merged once: the gate judges the result, and the same result is written.
+        let merged = Self.merge(valid, into: stored, table: table)
         if let gate {
-            var after = stored?.state ?? RecordState()
-            after.apply(valid)
-            let context = GateContext(change: valid, sender: sender, routeBefore: stored?.route,
-                                      routeAfter: Self.route(of: after, table: table, previous: stored?.route))
+            let context = GateContext(change: valid, sender: sender, routeBefore: stored?.route, routeAfter: merged.route)
             if let rejection = gate(context) { return .failure(rejection) }
         }
-        return .success((valid, table, stored))
+        return .success((valid, table, stored, merged))
+    }
+
+    /// A record after a change, with what the change did and where the record is routed.
+    struct Merged {
+        var state: RecordState
+        var outcome: ApplyOutcome
+        var route: Set<NodeID>
+    }
+
+    static func merge(_ change: Change, into stored: StoredRecord?, table: TableSchema) -> Merged {
+        var state = stored?.state ?? RecordState()
+        let outcome = state.apply(change)
+        return Merged(state: state, outcome: outcome, route: route(of: state, table: table, previous: stored?.route))
     }
 
     // MARK: Reading the log
@@ -300,13 +313,6 @@ public final class NodeStore: Sendable {
     /// The highest log position (0 for an empty log).
     public func headSeq() throws -> Int64 {
         try writer.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes") ?? 0 }
-    }
-
-    /// Every log entry touching one record, oldest first.
-    public func history(table: String, id: String) throws -> [LoggedChange] {
-        try writer.read { db in
-            try Self.fetchLogged(db, sql: "SELECT * FROM ts_changes WHERE tbl = ? AND record_id = ? ORDER BY seq", arguments: [table, id])
-        }
     }
 
     // MARK: Push retries
@@ -450,11 +456,9 @@ public final class NodeStore: Sendable {
     // MARK: Internals
 
     /// Applies a valid change to its record and logs it. The caller runs the transaction.
-    private func apply(_ db: Database, _ change: Change, table: TableSchema, stored: StoredRecord?,
+    private func apply(_ db: Database, _ change: Change, table: TableSchema, stored: StoredRecord?, merged: Merged,
                        source: ChangeSource, from sender: NodeID?, nowMillis: UInt64) throws -> ApplyOutcome {
-        var state = stored?.state ?? RecordState()
-        let outcome = state.apply(change)
-        let route = Self.route(of: state, table: table, previous: stored?.route)
+        let (state, outcome, route) = (merged.state, merged.outcome, merged.route)
         if outcome.changedAnything || stored == nil {
             try save(db, table: table, id: change.recordID, state: state, route: route)
         }
@@ -611,6 +615,10 @@ public final class NodeStore: Sendable {
     /// later valid delivery (through a new parent, after a clock fix) is not lost.
     enum Known { case new, duplicate, reused }
 
+    /// Built once: it runs for every received change.
+    static let finalRefusalSQL = "SELECT 1 FROM ts_quarantine WHERE origin = ? AND origin_seq = ? AND code IN ("
+        + ChangeRejection.Code.intrinsic.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
+
     static func known(_ db: Database, _ change: Change) throws -> Known {
         let args: StatementArguments = [change.origin.rawValue, change.originSeq]
         if let hlc = try Int64.fetchOne(db.cachedStatement(sql: "SELECT hlc FROM ts_changes WHERE origin = ? AND origin_seq = ?"), arguments: args) {
@@ -618,9 +626,7 @@ public final class NodeStore: Sendable {
             // the origin numbered two changes alike.
             return UInt64(bitPattern: hlc) == change.hlc.rawValue ? .duplicate : .reused
         }
-        let codes = ChangeRejection.Code.intrinsic.map { "'\($0.rawValue)'" }.joined(separator: ", ")
-        let refused = try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM ts_quarantine WHERE origin = ? AND origin_seq = ? AND code IN (\(codes))"),
-                                        arguments: args) ?? false
+        let refused = try Bool.fetchOne(db.cachedStatement(sql: finalRefusalSQL), arguments: args) ?? false
         return refused ? .duplicate : .new
     }
 

@@ -37,7 +37,7 @@ struct Bootstrap: AsyncParsableCommand {
                 fflush(nil)
             }
         }
-        let elapsed = seconds(since: start)
+        let elapsed = elapsedSeconds(since: start)
         await agent.shutdown()
         await hub.stop()
         let held = try store.counts().records["customers"] ?? 0

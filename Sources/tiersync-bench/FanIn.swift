@@ -28,7 +28,6 @@ struct FanIn: AsyncParsableCommand {
         let recorder = Recorder()
         let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
         let interval = self.interval
-        let start = ContinuousClock.now
         let count = Double(credentials.count)
         await withTaskGroup(of: Void.self) { group in
             for (index, (node, credential)) in credentials.enumerated() {
@@ -61,7 +60,6 @@ struct FanIn: AsyncParsableCommand {
                 }
             }
         }
-        _ = start
         await hub.stop()
         let sorted = recorder.latencies.withLock { $0.sorted() }
         let failures = recorder.errors.withLock { $0 }
@@ -74,9 +72,6 @@ struct FanIn: AsyncParsableCommand {
     }
 }
 
-extension TiersyncBench {
-    static func elapsed(since start: ContinuousClock.Instant) -> Double { seconds(since: start) }
-}
 
 func millis(_ d: Duration) -> Double {
     Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15

@@ -41,7 +41,7 @@ struct Idle: AsyncParsableCommand {
             peak = max(peak, try residentMB(pid))
             try await Task.sleep(for: .milliseconds(500))
         }
-        let cpu = Double(try cpuTicks(pid) - cpu0) / Double(sysconf(Int32(_SC_CLK_TCK))) / TiersyncBench.elapsed(since: t0) * 100
+        let cpu = Double(try cpuTicks(pid) - cpu0) / Double(sysconf(Int32(_SC_CLK_TCK))) / elapsedSeconds(since: t0) * 100
         await hub.stop()
         result("resident memory (peak)", "\(format(peak, 1)) MB", target: "< 30 MB", met: peak < 30)
         result("CPU", "\(format(cpu, 2)) % of a core", target: "< 1 %", met: cpu < 1)

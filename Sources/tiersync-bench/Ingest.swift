@@ -48,7 +48,7 @@ struct Ingest: AsyncParsableCommand {
             }
             try await group.waitForAll()
         }
-        let elapsed = seconds(since: start)
+        let elapsed = elapsedSeconds(since: start)
         let total = perDealer * dealers
         let hq = try hub.stores.store(for: "acme")
         guard try hq.changeCountsByOrigin().values.reduce(0, +) == total else { throw BenchError("hub did not store every change") }
@@ -105,7 +105,7 @@ struct Ingest: AsyncParsableCommand {
             }
             try await group.waitForAll()
         }
-        let elapsed = seconds(since: start)
+        let elapsed = elapsedSeconds(since: start)
         try await http.shutdown()
         await hub.stop()
         return Double(perDealer * dealers) / elapsed
@@ -131,6 +131,6 @@ struct Ingest: AsyncParsableCommand {
                 }
             }
         }
-        return Double(rows.count) / seconds(since: start)
+        return Double(rows.count) / elapsedSeconds(since: start)
     }
 }

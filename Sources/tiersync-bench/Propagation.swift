@@ -47,10 +47,10 @@ struct Propagation: AsyncParsableCommand {
             let start = ContinuousClock.now
             try dealer.commit([.upsert("customers", id: id, ["last_name": "Propagation", "phone": .string("+49 \(i)")])])
             while try hq.record(table: "customers", id: id) == nil {
-                if seconds(since: start) > 30 { throw BenchError("write \(id) did not reach HQ within 30 s") }
+                if elapsedSeconds(since: start) > 30 { throw BenchError("write \(id) did not reach HQ within 30 s") }
                 try await Task.sleep(for: .milliseconds(1))
             }
-            latencies.append(seconds(since: start) * 1000)
+            latencies.append(elapsedSeconds(since: start) * 1000)
             try await Task.sleep(for: .milliseconds(spacing))
         }
         agentTask.cancel(); _ = await agentTask.result

@@ -59,12 +59,6 @@ func openEnrolledStore(_ path: String) throws -> NodeStore {
     return try NodeStore(path: path)
 }
 
-/// Store errors reach the terminal as one clear line instead of a Swift dump.
-func describe(_ error: any Error) -> String {
-    if let e = error as? StoreError { return e.description }
-    return "\(error)"
-}
-
 /// Flushes standard output, so that a parent process reading a pipe sees lines at once.
 func flushOutput() {
     fflush(nil)
