@@ -73,6 +73,10 @@ struct AgentTests {
         #expect(try hq.liveRecords(table: "interactions").map(\.id) == ["i-small"])
         #expect(try agent.store.pendingRetries() == 1)
         #expect(try agent.store.upstreamBacklog(after: agent.store.cursor("push.parent")) == 0)
+        // When it is due again and still too large, it is set aside again, not an error.
+        try await Task.sleep(for: .milliseconds(1_100))
+        #expect(try await agent.retryRefused() == 0)
+        #expect(try agent.store.pendingRetries() == 1)
         }
     }
 
