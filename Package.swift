@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // Pure sync rules: clock, changes, merge, schema, wire types. No I/O.
@@ -33,6 +34,12 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // Governance: YAML authoring, validation, signed releases/rollouts/overlays, and
+        // the rules deciding what a node applies. No I/O beyond reading source files.
+        .target(name: "TiersyncGovernance", dependencies: [
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // Development PKI: a local CA plus server certificates for loopback TLS.
         .target(name: "TiersyncPKI", dependencies: [
             .product(name: "X509", package: "swift-certificates"),
@@ -41,7 +48,7 @@ let package = Package(
         ]),
         // The hub: Hummingbird routes over TLS, authentication, tenant/scope checks.
         .target(name: "TiersyncServer", dependencies: [
-            "TiersyncCore", "TiersyncStore",
+            "TiersyncCore", "TiersyncStore", "TiersyncGovernance",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -52,7 +59,7 @@ let package = Package(
         ]),
         // The node-side sync agent: push/pull loops over AsyncHTTPClient.
         .target(name: "TiersyncAgent", dependencies: [
-            "TiersyncCore", "TiersyncStore",
+            "TiersyncCore", "TiersyncStore", "TiersyncGovernance",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "CompressNIO", package: "compress-nio"),
@@ -60,11 +67,11 @@ let package = Package(
         ]),
         // A country node: a hub for its dealers and an agent towards HQ, in one process.
         .target(name: "TiersyncNode", dependencies: [
-            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent",
+            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncGovernance",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "tiersync", dependencies: [
-            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI",
+            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -83,13 +90,14 @@ let package = Package(
         ]),
         // Helpers shared by the test targets: temporary directories, a running hub, processes.
         .target(name: "TiersyncTestSupport", dependencies: [
-            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI",
+            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ], path: "Tests/TiersyncTestSupport"),
+        .testTarget(name: "TiersyncGovernanceTests", dependencies: ["TiersyncGovernance", "TiersyncTestSupport"]),
         .testTarget(name: "TiersyncStoreTests", dependencies: ["TiersyncCore", "TiersyncStore", "TiersyncTestSupport"]),
         .testTarget(name: "TiersyncIntegrationTests", dependencies: [
-            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncTestSupport",
+            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance", "TiersyncTestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "CompressNIO", package: "compress-nio"),

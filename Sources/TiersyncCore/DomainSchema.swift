@@ -99,5 +99,19 @@ public enum DomainSchema {
         ],
         routeFields: ["assigned_node"])
 
-    public static let schema = Schema(tables: [customers, vehicles, interactions, leads, tasks])
+    public static let governanceStatus = TableSchema(
+        name: "governance_status",
+        summary: "Which governance release and overlay a node applied; one record per node, written by that node",
+        fields: [
+            FieldSchema("node", .node),
+            FieldSchema("release", .int),
+            FieldSchema("overlay", .string(maxLength: 100), "country#sequence of the overlay applied, if any"),
+            FieldSchema("rollout", .int, "the rollout sequence the decision followed"),
+            FieldSchema("state", .oneOf(["applied", "pending", "refused"])),
+            FieldSchema("message", .string(maxLength: 4000), "what was refused or is pending, and why"),
+            FieldSchema("applied_at", .timestamp),
+        ],
+        routeFields: ["node"])
+
+    public static let schema = Schema(tables: [customers, vehicles, interactions, leads, tasks, governanceStatus])
 }

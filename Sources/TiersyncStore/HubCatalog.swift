@@ -96,6 +96,11 @@ public final class HubCatalog: Sendable {
             try db.execute(sql: "CREATE TABLE catalog_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)")
             try db.execute(sql: "INSERT INTO catalog_version (id, version) VALUES (1, 0)")
         }
+        m.registerMigration("v4-release-key") { db in
+            // The tenant's governance release key (Ed25519 public key, base64): handed to
+            // nodes at enrollment so they can verify what HQ publishes.
+            try db.execute(sql: "ALTER TABLE tenants ADD COLUMN release_key TEXT")
+        }
         try m.migrate(writer)
     }
 
@@ -128,6 +133,21 @@ public final class HubCatalog: Sendable {
             try Row.fetchAll(db, sql: "SELECT id, root FROM tenants ORDER BY id").map {
                 (TenantID(stringLiteral: $0["id"]), NodeID(unchecked: $0["root"]))
             }
+        }
+    }
+
+    /// Registers the tenant's governance release key (base64 Ed25519 public key).
+    public func setReleaseKey(_ key: String, for tenant: TenantID) throws {
+        try writer.write { db in
+            try db.execute(sql: "UPDATE tenants SET release_key = ? WHERE id = ?", arguments: [key, tenant.rawValue])
+            guard db.changesCount == 1 else { throw StoreError.notFound("tenant '\(tenant)'") }
+        }
+    }
+
+    /// The tenant's governance release key, if one was registered.
+    public func releaseKey(of tenant: TenantID) throws -> String? {
+        try writer.read { db in
+            try String.fetchOne(db, sql: "SELECT release_key FROM tenants WHERE id = ?", arguments: [tenant.rawValue])
         }
     }
 
@@ -313,8 +333,9 @@ public final class HubCatalog: Sendable {
             let credential = "tsc_" + Secrets.random()
             try db.execute(sql: "INSERT INTO credentials (hash, tenant, node, created_at) VALUES (?, ?, ?, ?)",
                            arguments: [Secrets.digest(credential), tenant, node, Int64(nowMillis)])
+            let releaseKey = try String.fetchOne(db, sql: "SELECT release_key FROM tenants WHERE id = ?", arguments: [tenant])
             return EnrollResponse(tenant: TenantID(stringLiteral: tenant), node: NodeID(unchecked: node),
-                                  parent: parent.map(NodeID.init(unchecked:)), credential: credential)
+                                  parent: parent.map(NodeID.init(unchecked:)), credential: credential, releaseKey: releaseKey)
         }
     }
 

@@ -103,6 +103,32 @@ enum NodeStoreMigrations {
             // The hops a received change took to get here (JSON [{node, at}]), for tracing.
             try db.execute(sql: "ALTER TABLE ts_changes ADD COLUMN trail TEXT")
         }
+        m.registerMigration("v4-governance") { db in
+            try db.execute(sql: """
+                -- Signed governance documents as received (or, at HQ, as published): releases
+                -- by version, rollouts by sequence, overlays by country. `body` is the
+                -- signed envelope's JSON, kept byte for byte.
+                CREATE TABLE ts_gov_documents (
+                    kind TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    body TEXT NOT NULL,
+                    stored_at INTEGER NOT NULL,
+                    PRIMARY KEY (kind, key)
+                ) WITHOUT ROWID;
+                -- What this node applied, newest last: the audit trail of its governance.
+                CREATE TABLE ts_gov_applied (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    release INTEGER,
+                    overlay TEXT,
+                    rollout INTEGER,
+                    state TEXT NOT NULL,
+                    message TEXT,
+                    effective TEXT,
+                    applied_at INTEGER NOT NULL
+                );
+                """)
+        }
         return m
     }
 }

@@ -96,13 +96,17 @@ public struct EnrollResponse: Codable, Sendable {
     /// The highest change sequence number the hub already holds from this node: a node
     /// re-enrolling with a new store numbers its changes above it.
     public var highestSeq: Int64?
+    /// The tenant's governance release key (base64 Ed25519), if HQ has one: the node
+    /// verifies every release and rollout against it.
+    public var releaseKey: String?
 
-    public init(tenant: TenantID, node: NodeID, parent: NodeID?, credential: String, highestSeq: Int64? = nil) {
+    public init(tenant: TenantID, node: NodeID, parent: NodeID?, credential: String, highestSeq: Int64? = nil, releaseKey: String? = nil) {
         self.tenant = tenant
         self.node = node
         self.parent = parent
         self.credential = credential
         self.highestSeq = highestSeq
+        self.releaseKey = releaseKey
     }
 }
 
@@ -112,12 +116,15 @@ public struct WhoAmIResponse: Codable, Sendable {
     public var node: NodeID
     public var parent: NodeID?
     public var role: String
+    /// The tenant's governance release key, for nodes enrolled before HQ created it.
+    public var releaseKey: String?
 
-    public init(tenant: TenantID, node: NodeID, parent: NodeID?, role: String) {
+    public init(tenant: TenantID, node: NodeID, parent: NodeID?, role: String, releaseKey: String? = nil) {
         self.tenant = tenant
         self.node = node
         self.parent = parent
         self.role = role
+        self.releaseKey = releaseKey
     }
 }
 

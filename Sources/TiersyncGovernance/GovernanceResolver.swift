@@ -1,0 +1,135 @@
+import Foundation
+
+/// The governance documents a node holds after checking every signature: what it may
+/// base a decision on, plus what it refused and why.
+public struct VerifiedGovernance: Sendable {
+    public var rollout: Rollout?
+    public var releases: [Int: Release] = [:]
+    /// Overlays by country.
+    public var overlays: [String: Overlay] = [:]
+    /// One line per refused document ("release 4 refused: signature does not match …").
+    public var refusals: [String] = []
+    /// The envelopes that passed, to keep and to serve on (a country's dealers verify
+    /// them again: a relay is never trusted).
+    public var accepted: [(kind: SignedDocument.Kind, key: String, seq: Int, document: SignedDocument)] = []
+
+    public init() {}
+
+    /// Checks every document of `bundle` against HQ's `key`. Overlays are checked against
+    /// HQ's certificate of the country's key; whether they fit a release is decided later,
+    /// against the release being applied.
+    public static func verify(_ bundle: GovernanceBundle, key: GovernancePublicKey, tenant: String) -> VerifiedGovernance {
+        verify(rollouts: bundle.rollout.map { [$0] } ?? [], releases: bundle.releases, overlays: bundle.overlays, key: key, tenant: tenant)
+    }
+
+    public static func verify(rollouts: [SignedDocument], releases: [SignedDocument], overlays: [SignedDocument],
+                              key: GovernancePublicKey, tenant: String) -> VerifiedGovernance {
+        var v = VerifiedGovernance()
+        for doc in rollouts {
+            do {
+                let rollout = try key.open(doc, as: .rollout, Rollout.self)
+                guard rollout.tenant == tenant else { throw GovernanceRefusal.wrongTenant(kind: "rollout", tenant: rollout.tenant) }
+                if rollout.sequence > (v.rollout?.sequence ?? 0) { v.rollout = rollout }
+                v.accepted.append((.rollout, String(rollout.sequence), rollout.sequence, doc))
+            } catch {
+                v.refusals.append("rollout \(Self.claimed(doc, "sequence")): \(error)")
+            }
+        }
+        for doc in releases {
+            do {
+                let release = try key.open(doc, as: .release, Release.self)
+                guard release.tenant == tenant else { throw GovernanceRefusal.wrongTenant(kind: "release", tenant: release.tenant) }
+                v.releases[release.version] = release
+                v.accepted.append((.release, String(release.version), release.version, doc))
+            } catch {
+                v.refusals.append("release \(Self.claimed(doc, "version")): \(error)")
+            }
+        }
+        for doc in overlays {
+            let country = Self.claimed(doc, "country")
+            do {
+                let overlay = try key.openOverlay(doc, tenant: tenant, expectedCountry: country)
+                if overlay.sequence > (v.overlays[country]?.sequence ?? 0) { v.overlays[country] = overlay }
+                v.accepted.append((.overlay, country, overlay.sequence, doc))
+            } catch {
+                v.refusals.append("overlay of \(country): \(error)")
+            }
+        }
+        return v
+    }
+
+    /// A field of a document's payload read *without* trusting it: only to name the
+    /// document in a refusal or to pick the key to check it with.
+    static func claimed(_ doc: SignedDocument, _ field: String) -> String {
+        guard let data = Data(base64Encoded: doc.payload),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let value = object[field] else { return "?" }
+        return "\(value)"
+    }
+}
+
+/// What a node should run, decided from verified documents.
+public struct GovernanceDecision: Sendable, Equatable {
+    public enum State: String, Sendable {
+        /// `release` (⊕ `overlay`) is in force.
+        case applied
+        /// The release meant for the node takes effect later; keep the current one.
+        case pending
+        /// The release meant for the node was refused or never arrived; keep the current one.
+        case refused
+        /// No rollout covers this node yet.
+        case none
+    }
+
+    public var state: State
+    public var rollout: Int?
+    public var release: Release?
+    public var overlay: Overlay?
+    /// release ⊕ overlay, when applied.
+    public var effective: ConfigValue?
+    /// What was refused or is pending, for the status report.
+    public var problems: [String] = []
+    /// When a pending release takes effect (ms since the epoch).
+    public var pendingUntilMillis: UInt64?
+}
+
+public enum GovernanceResolver {
+    /// Decides for `node` (whose parent is `parent`): the release the newest rollout
+    /// meets it with, if verified and in effect, and its country's overlay — the node's own
+    /// for a country, its parent's for a dealer — if it fits that release's limits.
+    /// An overlay that oversteps is refused (with the reason) and the release applies alone.
+    public static func decide(node: String, parent: String?, verified: VerifiedGovernance, nowMillis: UInt64) -> GovernanceDecision {
+        guard let rollout = verified.rollout else {
+            return GovernanceDecision(state: .none, problems: verified.refusals)
+        }
+        guard let version = rollout.release(for: node, ancestors: parent.map { [$0] } ?? []) else {
+            return GovernanceDecision(state: .none, rollout: rollout.sequence, problems: verified.refusals)
+        }
+        guard let release = verified.releases[version] else {
+            let why = verified.refusals.first { $0.hasPrefix("release \(version):") } ?? "release \(version) was not received"
+            return GovernanceDecision(state: .refused, rollout: rollout.sequence, problems: [why])
+        }
+        if release.effectiveFromMillis > nowMillis {
+            return GovernanceDecision(state: .pending, rollout: rollout.sequence, release: release,
+                                      problems: ["release \(version) takes effect at \(Self.iso(release.effectiveFromMillis))"],
+                                      pendingUntilMillis: release.effectiveFromMillis)
+        }
+        var decision = GovernanceDecision(state: .applied, rollout: rollout.sequence, release: release, effective: release.config)
+        let country = verified.overlays[node] != nil ? node : parent
+        let overlayRefusal = verified.refusals.first { r in country.map { r.hasPrefix("overlay of \($0):") } ?? false }
+        if let overlayRefusal { decision.problems.append(overlayRefusal) }
+        if let country, let overlay = verified.overlays[country] {
+            switch overlay.checked(against: release) {
+            case .success(let checked):
+                decision.overlay = checked
+                decision.effective = checked.apply(to: release.config)
+            case .failure(let refusals):
+                decision.problems.append("overlay \(overlay.label) refused against release \(version): \(refusals)")
+            }
+        }
+        return decision
+    }
+
+    static func iso(_ millis: UInt64) -> String {
+        ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(millis) / 1000))
+    }
+}

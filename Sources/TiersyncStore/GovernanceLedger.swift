@@ -1,0 +1,125 @@
+import Foundation
+import GRDB
+import TiersyncCore
+
+/// A signed governance document as stored: `body` is the envelope's JSON, byte for byte.
+public struct StoredGovernanceDocument: Sendable, Equatable {
+    public var kind: String
+    public var key: String
+    public var seq: Int
+    public var body: String
+
+    public init(kind: String, key: String, seq: Int, body: String) {
+        self.kind = kind
+        self.key = key
+        self.seq = seq
+        self.body = body
+    }
+}
+
+/// One decision a node took about its governance (see `ts_gov_applied`).
+public struct GovernanceApplication: Sendable, Equatable {
+    public var release: Int?
+    public var overlay: String?
+    public var rollout: Int?
+    /// applied, pending or refused.
+    public var state: String
+    public var message: String?
+    /// The effective config's JSON (release ⊕ overlay), when applied.
+    public var effective: String?
+    public var appliedAtMillis: UInt64
+
+    public init(release: Int?, overlay: String?, rollout: Int?, state: String, message: String?, effective: String?, appliedAtMillis: UInt64) {
+        self.release = release
+        self.overlay = overlay
+        self.rollout = rollout
+        self.state = state
+        self.message = message
+        self.effective = effective
+        self.appliedAtMillis = appliedAtMillis
+    }
+}
+
+/// Governance storage. The store knows documents only as kinds, keys and JSON: signing
+/// and meaning live in TiersyncGovernance, so storage stays swappable and dumb.
+extension NodeStore {
+    public func governanceDocuments(kind: String? = nil) throws -> [StoredGovernanceDocument] {
+        try writer.read { db in
+            let rows = if let kind {
+                try Row.fetchAll(db, sql: "SELECT kind, key, seq, body FROM ts_gov_documents WHERE kind = ? ORDER BY seq", arguments: [kind])
+            } else {
+                try Row.fetchAll(db, sql: "SELECT kind, key, seq, body FROM ts_gov_documents ORDER BY kind, seq")
+            }
+            return rows.map { StoredGovernanceDocument(kind: $0["kind"], key: $0["key"], seq: $0["seq"], body: $0["body"]) }
+        }
+    }
+
+    /// Stores (or replaces) one document.
+    public func putGovernanceDocument(_ document: StoredGovernanceDocument, nowMillis: UInt64 = WallClock.nowMillis()) throws {
+        try writer.write { db in try Self.put(db, document, nowMillis: nowMillis) }
+    }
+
+    /// Replaces every stored document of `kinds` (except those keyed `keep`) with
+    /// `documents`, in one transaction: what a node mirrors from its parent.
+    public func replaceGovernanceDocuments(kinds: [String], keeping keep: String?, with documents: [StoredGovernanceDocument],
+                                           nowMillis: UInt64 = WallClock.nowMillis()) throws {
+        try writer.write { db in
+            for kind in kinds {
+                try db.execute(sql: "DELETE FROM ts_gov_documents WHERE kind = ? AND key IS NOT ?", arguments: [kind, keep])
+            }
+            for d in documents where d.key != keep || !kinds.contains(d.kind) { try Self.put(db, d, nowMillis: nowMillis) }
+        }
+    }
+
+    /// Changes whenever a governance document is stored: the hub's watcher wakes
+    /// long-polls on it (documents published by another process, the admin CLI).
+    public func governanceStamp() throws -> String {
+        try writer.read { db in
+            let row = try Row.fetchOne(db, sql: "SELECT COUNT(*) AS n, COALESCE(MAX(stored_at), 0) AS t, COALESCE(SUM(seq), 0) AS s FROM ts_gov_documents")
+            return "\(row?["n"] as Int? ?? 0)/\(row?["t"] as Int64? ?? 0)/\(row?["s"] as Int64? ?? 0)"
+        }
+    }
+
+    public func recordGovernanceApplication(_ a: GovernanceApplication) throws {
+        try writer.write { db in
+            try db.execute(sql: """
+                INSERT INTO ts_gov_applied (release, overlay, rollout, state, message, effective, applied_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [a.release, a.overlay, a.rollout, a.state, a.message, a.effective, Int64(a.appliedAtMillis)])
+        }
+    }
+
+    /// Every decision, oldest first.
+    public func governanceHistory() throws -> [GovernanceApplication] {
+        try writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM ts_gov_applied ORDER BY id").map(Self.application)
+        }
+    }
+
+    /// The newest decision, if any.
+    public func currentGovernance() throws -> GovernanceApplication? {
+        try writer.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM ts_gov_applied ORDER BY id DESC LIMIT 1").map(Self.application)
+        }
+    }
+
+    /// The newest decision that applied a release (what the node runs, even while a newer
+    /// one is pending or was refused).
+    public func appliedGovernance() throws -> GovernanceApplication? {
+        try writer.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM ts_gov_applied WHERE state = 'applied' ORDER BY id DESC LIMIT 1").map(Self.application)
+        }
+    }
+
+    private static func application(_ row: Row) -> GovernanceApplication {
+        GovernanceApplication(release: row["release"], overlay: row["overlay"], rollout: row["rollout"], state: row["state"],
+                              message: row["message"], effective: row["effective"],
+                              appliedAtMillis: UInt64(row["applied_at"] as Int64))
+    }
+
+    private static func put(_ db: Database, _ d: StoredGovernanceDocument, nowMillis: UInt64) throws {
+        try db.execute(sql: """
+            INSERT INTO ts_gov_documents (kind, key, seq, body, stored_at) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (kind, key) DO UPDATE SET seq = excluded.seq, body = excluded.body, stored_at = excluded.stored_at
+            """, arguments: [d.kind, d.key, d.seq, d.body, Int64(nowMillis)])
+    }
+}
