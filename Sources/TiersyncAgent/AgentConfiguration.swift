@@ -23,6 +23,8 @@ public struct AgentConfiguration: Sendable {
     public var retryMax: Duration = .seconds(30)
     /// Gzip request bodies larger than this many bytes.
     public var compressAboveBytes = 1_024
+    /// Follow HQ's governance releases (long-polling the parent like pulls do).
+    public var followGovernance = true
 
     public init(parentURL: String, caFile: String? = nil) {
         self.parentURL = parentURL

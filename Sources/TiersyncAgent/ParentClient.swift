@@ -5,6 +5,7 @@ import NIOCore
 import NIOHTTP1
 import NIOSSL
 import TiersyncCore
+import TiersyncGovernance
 
 /// The HTTP side of an agent: typed calls to the parent's sync API over HTTPS, with gzip
 /// both ways. Owns its `HTTPClient`; call ``shutdown()`` when done.
@@ -68,6 +69,17 @@ public final class ParentClient: Sendable {
         var path = "/v1/pull?cursor=\(cursor)&limit=\(limit)&wait=\(waitSeconds)&exclude_own=\(excludeOwn)"
         if let only { path += "&only=\(only.rawValue)" }
         return try await send(.GET, path, timeout: .seconds(Int64(waitSeconds) + 60)).decode(PullResponse.self)
+    }
+
+    /// The node's governance bundle; with `known`, waits up to `waitSeconds` for a different one.
+    public func governance(known: String?, waitSeconds: Double) async throws -> GovernanceBundle {
+        var path = "/v1/governance?wait=\(waitSeconds)"
+        if let known { path += "&known=\(known)" }
+        return try await send(.GET, path, timeout: .seconds(Int64(waitSeconds) + 60)).decode(GovernanceBundle.self)
+    }
+
+    public func governanceStatus() async throws -> RolloutStatusResponse {
+        try await send(.GET, "/v1/governance/status", timeout: .seconds(30)).decode(RolloutStatusResponse.self)
     }
 
     /// A request body as it goes on the wire: JSON, gzipped above the threshold. Public so

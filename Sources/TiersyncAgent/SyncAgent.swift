@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Synchronization
 import TiersyncCore
+import TiersyncGovernance
 import TiersyncStore
 
 /// What an agent has done so far, for status displays and tests.
@@ -36,6 +37,10 @@ public final class SyncAgent: Sendable {
     private let parentNode: Mutex<NodeID>
     /// Called after a pull applied changes (a country node wakes its dealers' long-polls).
     let onPulled: @Sendable () async -> Void
+    /// Checks and applies governance releases; see ``GovernanceFollower``.
+    public let governance: GovernanceFollower
+    /// The token of the governance bundle last received.
+    private let governanceToken = Mutex<String?>(nil)
 
     static let pushCursor = "push.parent"
     static let pullCursor = "pull.parent"
@@ -51,8 +56,12 @@ public final class SyncAgent: Sendable {
         self.identity = identity
         self.logger = logger
         self.onPulled = onPulled
-        parentNode = Mutex(identity.parent ?? "parent")
+        let parentNode = Mutex(identity.parent ?? "parent")
+        self.parentNode = parentNode
         client = try ParentClient(configuration: configuration, credential: credential)
+        governance = GovernanceFollower(store: store, identity: identity, parentNode: { [store] in
+            (try? store.identity())?.parent ?? identity.parent
+        }, logger: logger)
     }
 
     /// The agent's HTTP client, for node-level calls (directory, enrollment forwarding).
@@ -83,6 +92,9 @@ public final class SyncAgent: Sendable {
             let identity = NodeIdentity(tenant: response.tenant, node: response.node, parent: response.parent)
             try store.completeEnrollment(identity, credential: response.credential, parentURL: configuration.parentURL,
                                          highestKnownSeq: response.highestSeq ?? 0)
+            if let key = response.releaseKey, try store.meta(GovernanceFollower.keyMeta) == nil {
+                try store.setMeta(GovernanceFollower.keyMeta, key)
+            }
             try await client.shutdown()
             return identity
         } catch {
@@ -103,13 +115,16 @@ public final class SyncAgent: Sendable {
     public func run() async throws {
         logger.info("agent started", metadata: ["node": "\(identity.node)", "tenant": "\(identity.tenant)", "parent": "\(configuration.parentURL)"])
         // The node may have moved: record its current parent (for lineage and status).
-        if let me = try? await client.whoami(), let parent = me.parent, parent != parentNode.withLock({ $0 }) {
+        let me = try? await client.whoami()
+        if let me, let parent = me.parent, parent != parentNode.withLock({ $0 }) {
             parentNode.withLock { $0 = parent }
             try? store.setIdentity(NodeIdentity(tenant: identity.tenant, node: identity.node, parent: parent))
         }
+        if let key = me?.releaseKey { learnReleaseKey(key) }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.pushLoop() }
             group.addTask { await self.pullLoop() }
+            if configuration.followGovernance { group.addTask { await self.governanceLoop() } }
             await group.waitForAll()
         }
         await shutdown()
@@ -310,6 +325,63 @@ public final class SyncAgent: Sendable {
         logger.info("catching up with the parent", metadata: [
             "progress": "\(min(100, cursor * 100 / head))%", "position": "\(cursor)/\(head)", "records": "\(held)",
         ])
+    }
+
+    // MARK: Governance
+
+    /// Keeps the first release key seen (at enrollment, or from the parent for nodes
+    /// enrolled before HQ had one); a different key later is reported, never adopted.
+    func learnReleaseKey(_ key: String) {
+        guard let stored = try? store.meta(GovernanceFollower.keyMeta) else {
+            try? store.setMeta(GovernanceFollower.keyMeta, key)
+            logger.notice("learned HQ's governance release key from the parent")
+            return
+        }
+        if stored != key {
+            logger.critical("the parent announces a different governance release key than the one this node holds; keeping the held one",
+                            metadata: ["held": "\(stored.prefix(16))…", "announced": "\(key.prefix(16))…"])
+        }
+    }
+
+    /// Fetches the governance bundle (waiting up to `waitSeconds` for a change) and applies
+    /// it. Returns true when the bundle was new.
+    @discardableResult
+    public func syncGovernanceOnce(waitSeconds: Double = 0) async throws -> Bool {
+        let known = governanceToken.withLock { $0 }
+        let bundle = try await client.governance(known: known, waitSeconds: waitSeconds)
+        guard bundle.token != known else {
+            try governance.evaluate()
+            return false
+        }
+        try governance.receive(bundle)
+        governanceToken.withLock { $0 = bundle.token }
+        // A country's dealers long-poll it for the same documents: wake them.
+        await onPulled()
+        return true
+    }
+
+    private func governanceLoop() async {
+        var backoff = Backoff(initial: configuration.retryInitial, maximum: configuration.retryMax)
+        while !Task.isCancelled {
+            do {
+                var wait = configuration.pullWaitSeconds
+                if let due = try governance.pendingDueMillis() {
+                    let now = WallClock.nowMillis()
+                    wait = due <= now ? 0 : min(wait, Double(due - now) / 1000 + 0.05)
+                }
+                try await syncGovernanceOnce(waitSeconds: wait)
+                backoff.reset()
+            } catch is CancellationError {
+                return
+            } catch AgentError.http(404, _, _) {
+                logger.notice("the parent does not serve governance; checking again in a minute")
+                try? await Task.sleep(for: .seconds(60))
+            } catch {
+                let delay = backoff.next()
+                recordFailure("governance", error, retryIn: delay)
+                try? await Task.sleep(for: delay)
+            }
+        }
     }
 
     // MARK: Status

@@ -82,6 +82,18 @@ public final class RelayDirectory: NodeDirectory {
         return try await mirror.node(id, of: tenant)
     }
 
+    public func nodes(of tenant: TenantID) async throws -> [NodeRecord] {
+        try checkTenant(tenant)
+        return try await mirror.nodes(of: tenant)
+    }
+
+    /// HQ's release key as this node learned it at enrollment (dealers verify against it
+    /// too: a country cannot sign releases).
+    public func releaseKey(of tenant: TenantID) async throws -> String? {
+        try checkTenant(tenant)
+        return try store.meta(GovernanceFollower.keyMeta)
+    }
+
     /// Dealers enroll through their country: the token is HQ's, so it is redeemed there,
     /// naming this node as the parent it must have. The sequence floor covers what this
     /// node holds from the dealer but has not forwarded yet.

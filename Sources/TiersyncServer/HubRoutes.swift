@@ -16,8 +16,10 @@ public enum HubRoutes {
     public static let push = Route(method: "POST", path: "/v1/push", isPublic: false)
     public static let pull = Route(method: "GET", path: "/v1/pull", isPublic: false)
     public static let directory = Route(method: "GET", path: "/v1/directory", isPublic: false)
+    public static let governance = Route(method: "GET", path: "/v1/governance", isPublic: false)
+    public static let governanceStatus = Route(method: "GET", path: "/v1/governance/status", isPublic: false)
 
-    public static let all: [Route] = [health, enroll, whoami, push, pull, directory]
+    public static let all: [Route] = [health, enroll, whoami, push, pull, directory, governance, governanceStatus]
 
     static func isPublic(method: HTTPRequest.Method, path: String) -> Bool {
         all.contains { $0.isPublic && $0.path == path && $0.method == method.rawValue }

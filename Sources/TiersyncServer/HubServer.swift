@@ -51,6 +51,8 @@ public struct HubServer: Sendable {
             HubRoutes.push: service.push,
             HubRoutes.pull: service.pull,
             HubRoutes.directory: service.directory,
+            HubRoutes.governance: service.governance,
+            HubRoutes.governanceStatus: service.governanceStatus,
         ]
         for route in HubRoutes.all {
             guard let handler = handlers[route] else { preconditionFailure("no handler for \(route.method) \(route.path)") }
@@ -120,11 +122,15 @@ struct ForeignWriteWatcher: Service {
     let notifier: ChangeNotifier
 
     func run() async throws {
-        var heads: [TenantID: Int64] = [:]
+        var heads: [TenantID: String] = [:]
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(500))
             for tenant in directory.openTenants() {
-                guard let head = try? directory.store(for: tenant).headSeq() else { continue }
+                // The change log's head and the governance documents (an admin publishing a
+                // release or a country an overlay, from the CLI).
+                guard let store = try? directory.store(for: tenant), let seq = try? store.headSeq(),
+                      let governance = try? store.governanceStamp() else { continue }
+                let head = "\(seq)/\(governance)"
                 // First sight counts as a change: a write made before this tenant was first
                 // watched would otherwise never wake anyone (waking needlessly is harmless).
                 if heads[tenant] != head { await notifier.signal(tenant) }

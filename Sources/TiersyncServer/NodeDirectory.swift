@@ -8,6 +8,10 @@ public protocol NodeDirectory: Sendable {
     func authenticate(credential: String) async throws -> Principal?
     func tree(of tenant: TenantID) async throws -> NodeTree
     func node(_ id: NodeID, of tenant: TenantID) async throws -> NodeRecord?
+    /// Every node this hub knows of `tenant` (HQ: all; a country: its subtree).
+    func nodes(of tenant: TenantID) async throws -> [NodeRecord]
+    /// The tenant's governance release key (base64), as HQ registered it.
+    func releaseKey(of tenant: TenantID) async throws -> String?
     /// Redeems an enrollment token (a country forwards it to HQ).
     func enroll(_ request: EnrollRequest) async throws -> EnrollResponse
     /// The subtree and credential digests below `principal` (HQ only).
@@ -35,6 +39,14 @@ public struct CatalogDirectory: NodeDirectory {
 
     public func node(_ id: NodeID, of tenant: TenantID) async throws -> NodeRecord? {
         try await stores.catalog.node(id, of: tenant)
+    }
+
+    public func nodes(of tenant: TenantID) async throws -> [NodeRecord] {
+        try await stores.catalog.nodes(of: tenant)
+    }
+
+    public func releaseKey(of tenant: TenantID) async throws -> String? {
+        try stores.catalog.releaseKey(of: tenant)
     }
 
     public func enroll(_ request: EnrollRequest) async throws -> EnrollResponse {

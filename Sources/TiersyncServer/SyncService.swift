@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import TiersyncCore
+import TiersyncGovernance
 import TiersyncStore
 
 /// The route handlers: enrollment, push and pull, with tenant and scope checks.
@@ -35,7 +36,8 @@ struct SyncService: Sendable {
         let principal = try context.requirePrincipal()
         let node = try await directory.node(principal.node, of: principal.tenant)
         return try codec.encode(WhoAmIResponse(tenant: principal.tenant, node: principal.node,
-                                               parent: node?.parent, role: node?.role ?? "dealer"), for: request)
+                                               parent: node?.parent, role: node?.role ?? "dealer",
+                                               releaseKey: try await directory.releaseKey(of: principal.tenant)), for: request)
     }
 
     func push(_ request: Request, _ context: HubRequestContext) async throws -> Response {
@@ -114,6 +116,40 @@ struct SyncService: Sendable {
     func directory(_ request: Request, _ context: HubRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
         return try codec.encode(try await directory.directory(for: principal), for: request)
+    }
+
+    /// `GET /v1/governance?known=<token>&wait=<s>`: the caller's governance bundle, at once
+    /// when its content differs from `known`, else when it changes or `wait` runs out.
+    func governance(_ request: Request, _ context: HubRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let query = request.uri.queryParameters
+        let limits = configuration.limits
+        guard let wait = Double(query.get("wait") ?? "0"), wait >= 0, wait <= limits.maxPullWaitSeconds else {
+            throw APIError(.badRequest, "invalid_parameter", "'wait' must be a number of seconds from 0 to \(limits.maxPullWaitSeconds)")
+        }
+        let known = query.get("known")
+        let store = try directory.store(for: principal.tenant)
+        let deadline = ContinuousClock.now + .milliseconds(Int64(wait * 1000))
+        while true {
+            let generation = await notifier.generation(principal.tenant)
+            let bundle = try GovernanceBundles.bundle(for: principal.node, tree: try await directory.tree(of: principal.tenant), store: store)
+            let remaining = deadline - ContinuousClock.now
+            let closing = await notifier.isClosed
+            if bundle.token != known || remaining <= .zero || Task.isCancelled || closing {
+                return try codec.encode(bundle, for: request)
+            }
+            await notifier.wait(principal.tenant, after: generation, timeout: remaining)
+        }
+    }
+
+    /// `GET /v1/governance/status`: the rollout-status table of the caller's subtree.
+    func governanceStatus(_ request: Request, _ context: HubRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let tree = try await directory.tree(of: principal.tenant)
+        let subtree = tree.subtree(of: principal.node)
+        let nodes = try await directory.nodes(of: principal.tenant).filter { subtree.contains($0.node) }
+        return try codec.encode(try GovernanceStatusReport.response(tenant: principal.tenant, nodes: nodes,
+                                                                    store: try directory.store(for: principal.tenant)), for: request)
     }
 
     /// The scope rule for pushes: a node may push changes made in its own subtree, to

@@ -1,0 +1,150 @@
+import Foundation
+import Logging
+import Synchronization
+import TiersyncCore
+import TiersyncGovernance
+import TiersyncStore
+
+/// A node's side of governance: long-polls its parent for the governance bundle, checks
+/// every signature against HQ's release key, keeps what passed (a country serves it on to
+/// its dealers, who check it again), decides what to run and records the decision — in its
+/// own history and as its `governance_status` record, which syncs upward like any record
+/// so HQ's rollout-status table shows it.
+public final class GovernanceFollower: Sendable {
+    /// Where the node keeps HQ's release key (base64), learned at enrollment or pinned.
+    public static let keyMeta = "governance.key"
+
+    let store: NodeStore
+    let identity: NodeIdentity
+    let parentNode: @Sendable () -> NodeID?
+    let logger: Logger
+    /// Refusals seen in the last bundle (documents not kept, so not re-verifiable later).
+    private let lastRefusals = Mutex<[String]>([])
+
+    public init(store: NodeStore, identity: NodeIdentity, parentNode: @escaping @Sendable () -> NodeID?, logger: Logger) {
+        self.store = store
+        self.identity = identity
+        self.parentNode = parentNode
+        self.logger = logger
+    }
+
+    /// Verifies and keeps `bundle`, then decides. Returns the decision when it changed
+    /// what the node runs or reports.
+    @discardableResult
+    public func receive(_ bundle: GovernanceBundle, nowMillis: UInt64 = WallClock.nowMillis()) throws -> GovernanceDecision? {
+        guard let key = try releaseKey() else {
+            if bundle.rollout != nil {
+                logger.error("governance received but this node has no release key to verify it; re-enroll or pin one (--release-key)")
+            }
+            return nil
+        }
+        let verified = VerifiedGovernance.verify(bundle, key: key, tenant: identity.tenant.rawValue)
+        for refusal in verified.refusals {
+            logger.error("governance document refused", metadata: ["reason": "\(refusal)"])
+        }
+        let encoder = JSONEncoder()
+        let documents = try verified.accepted.map { a in
+            StoredGovernanceDocument(kind: a.kind.rawValue, key: a.key, seq: a.seq, body: String(decoding: try encoder.encode(a.document), as: UTF8.self))
+        }
+        // Own overlay (a country's) is authored here, never received: keep it.
+        try store.replaceGovernanceDocuments(kinds: ["release", "rollout", "overlay"], keeping: identity.node.rawValue, with: documents,
+                                             nowMillis: nowMillis)
+        lastRefusals.withLock { $0 = verified.refusals }
+        return try evaluate(nowMillis: nowMillis)
+    }
+
+    /// Decides from the documents kept (after a bundle, when a pending release comes due,
+    /// after the node's own overlay changed) and records the decision if it differs from
+    /// the last one.
+    @discardableResult
+    public func evaluate(nowMillis: UInt64 = WallClock.nowMillis()) throws -> GovernanceDecision? {
+        guard let key = try releaseKey() else { return nil }
+        let decoder = JSONDecoder()
+        let stored = try store.governanceDocuments()
+        func docs(_ kind: String) -> [SignedDocument] {
+            stored.filter { $0.kind == kind }.compactMap { try? decoder.decode(SignedDocument.self, from: Data($0.body.utf8)) }
+        }
+        var verified = VerifiedGovernance.verify(rollouts: docs("rollout"), releases: docs("release"), overlays: docs("overlay"),
+                                                 key: key, tenant: identity.tenant.rawValue)
+        verified.refusals += lastRefusals.withLock { $0 }
+        let decision = GovernanceResolver.decide(node: identity.node.rawValue, parent: parentNode()?.rawValue,
+                                                 verified: verified, nowMillis: nowMillis)
+        guard decision.state != .none || !decision.problems.isEmpty else { return nil }
+        let inForce = try store.appliedGovernance()
+        let application: GovernanceApplication
+        switch decision.state {
+        case .applied:
+            let effective = decision.effective.map { String(decoding: $0.canonicalJSON(), as: UTF8.self) }
+            application = GovernanceApplication(release: decision.release?.version, overlay: decision.overlay?.label, rollout: decision.rollout,
+                                                state: "applied", message: decision.problems.isEmpty ? nil : decision.problems.joined(separator: "; "),
+                                                effective: effective, appliedAtMillis: nowMillis)
+        case .pending, .refused, .none:
+            // Keep running what is in force; say what is waiting or was refused.
+            application = GovernanceApplication(release: inForce?.release, overlay: inForce?.overlay, rollout: decision.rollout,
+                                                state: decision.state == .pending ? "pending" : "refused",
+                                                message: decision.problems.joined(separator: "; "), effective: inForce?.effective,
+                                                appliedAtMillis: nowMillis)
+        }
+        let current = try store.currentGovernance()
+        if let current, current.release == application.release, current.overlay == application.overlay, current.state == application.state,
+           current.message == application.message, current.effective == application.effective {
+            return nil
+        }
+        try store.recordGovernanceApplication(application)
+        try report(application)
+        switch decision.state {
+        case .applied:
+            logger.notice("governance applied", metadata: [
+                "release": "\(application.release.map { "v\($0)" } ?? "-")", "overlay": "\(application.overlay ?? "-")",
+                "rollout": "\(decision.rollout ?? 0)",
+            ])
+            if let message = application.message { logger.error("governance partly refused", metadata: ["reason": "\(message)"]) }
+        case .pending:
+            logger.notice("governance release pending", metadata: ["detail": "\(application.message ?? "")"])
+        case .refused, .none:
+            logger.error("governance release refused; keeping the one in force", metadata: ["reason": "\(application.message ?? "")"])
+        }
+        return decision
+    }
+
+    /// The effective config in force (release ⊕ overlay), if any.
+    public func effectiveConfig() throws -> ConfigValue? {
+        guard let json = try store.appliedGovernance()?.effective else { return nil }
+        return try JSONDecoder().decode(ConfigValue.self, from: Data(json.utf8))
+    }
+
+    /// When a pending release takes effect, if one is waiting.
+    func pendingDueMillis() throws -> UInt64? {
+        guard let key = try releaseKey() else { return nil }
+        let decoder = JSONDecoder()
+        let stored = try store.governanceDocuments()
+        let rollouts = stored.filter { $0.kind == "rollout" }.compactMap { try? decoder.decode(SignedDocument.self, from: Data($0.body.utf8)) }
+        let releases = stored.filter { $0.kind == "release" }.compactMap { try? decoder.decode(SignedDocument.self, from: Data($0.body.utf8)) }
+        let verified = VerifiedGovernance.verify(rollouts: rollouts, releases: releases, overlays: [], key: key, tenant: identity.tenant.rawValue)
+        return GovernanceResolver.decide(node: identity.node.rawValue, parent: parentNode()?.rawValue, verified: verified,
+                                         nowMillis: WallClock.nowMillis()).pendingUntilMillis
+    }
+
+    func releaseKey() throws -> GovernancePublicKey? {
+        guard let text = try store.meta(Self.keyMeta) else { return nil }
+        guard let key = GovernancePublicKey(base64: text) else {
+            logger.error("the stored release key is not a valid Ed25519 public key", metadata: ["key": "\(text.prefix(60))"])
+            return nil
+        }
+        return key
+    }
+
+    /// Writes the node's `governance_status` record; the push loop carries it upward.
+    private func report(_ a: GovernanceApplication) throws {
+        let at = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(a.appliedAtMillis) / 1000))
+        try store.commit([.upsert(DomainSchema.governanceStatus.name, id: identity.node.rawValue, [
+            "node": .string(identity.node.rawValue),
+            "release": a.release.map { .int(Int64($0)) } ?? .null,
+            "overlay": a.overlay.map(FieldValue.string) ?? .null,
+            "rollout": a.rollout.map { .int(Int64($0)) } ?? .null,
+            "state": .string(a.state),
+            "message": a.message.map { .string(String($0.prefix(4000))) } ?? .null,
+            "applied_at": .string(at),
+        ])])
+    }
+}

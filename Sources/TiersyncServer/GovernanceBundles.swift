@@ -1,0 +1,84 @@
+import Crypto
+import Foundation
+import TiersyncCore
+import TiersyncGovernance
+import TiersyncStore
+
+/// What a hub hands a node asking for its governance: the rollout in force, the releases
+/// it assigns anywhere in the node's subtree (so a country can serve its dealers, and a
+/// trial release never leaves its targets' branches), and the overlays of the node's
+/// ancestors (its country's) and its own.
+enum GovernanceBundles {
+    static func bundle(for node: NodeID, tree: NodeTree, store: NodeStore) throws -> GovernanceBundle {
+        let documents = try store.governanceDocuments()
+        let decoder = JSONDecoder()
+        func envelope(_ d: StoredGovernanceDocument) -> SignedDocument? { try? decoder.decode(SignedDocument.self, from: Data(d.body.utf8)) }
+
+        let rolloutDoc = documents.filter { $0.kind == SignedDocument.Kind.rollout.rawValue }.max { $0.seq < $1.seq }
+        let subtree = Set(tree.subtree(of: node).map(\.rawValue))
+        let ancestors = Set(tree.path(of: node).split(separator: "/").map(String.init)).subtracting([node.rawValue])
+        var wanted: Set<Int> = []
+        if let rolloutDoc, let envelope = envelope(rolloutDoc), let bytes = Data(base64Encoded: envelope.payload),
+           let rollout = try? decoder.decode(Rollout.self, from: bytes) {
+            // Stages are read unverified here only to route documents; every node verifies
+            // what it receives before applying anything.
+            for stage in rollout.stages {
+                guard let targets = stage.targets else { wanted.insert(stage.release); continue }
+                if targets.contains(where: { subtree.contains($0) || ancestors.contains($0) }) { wanted.insert(stage.release) }
+            }
+        }
+        let releases = documents.filter { $0.kind == SignedDocument.Kind.release.rawValue && wanted.contains($0.seq) }
+        let overlays = documents.filter { $0.kind == SignedDocument.Kind.overlay.rawValue && (ancestors.contains($0.key) || $0.key == node.rawValue) }
+        var hasher = SHA256()
+        for d in [rolloutDoc].compactMap({ $0 }) + releases + overlays { hasher.update(data: Data(d.body.utf8)) }
+        let token = hasher.finalize().prefix(12).map { String(format: "%02x", $0) }.joined()
+        return GovernanceBundle(token: token, rollout: rolloutDoc.flatMap(envelope),
+                                releases: releases.compactMap(envelope), overlays: overlays.compactMap(envelope))
+    }
+}
+
+/// The rollout-status table: every node of a subtree with what it reports having applied
+/// (its `governance_status` record, synced upward like any record) and when it was last seen.
+public enum GovernanceStatusReport {
+    public static func rows(nodes: [NodeRecord], store: NodeStore) throws -> [RolloutStatusRow] {
+        let reports = Dictionary(try store.liveRecords(table: DomainSchema.governanceStatus.name).map { ($0.id, $0.values) },
+                                 uniquingKeysWith: { a, _ in a })
+        return nodes.sorted { ($0.parent?.rawValue ?? "", $0.node.rawValue) < ($1.parent?.rawValue ?? "", $1.node.rawValue) }
+            .sorted { depth($0, nodes) < depth($1, nodes) }
+            .map { n in
+                let r = reports[n.node.rawValue] ?? [:]
+                return RolloutStatusRow(
+                    node: n.node.rawValue, parent: n.parent?.rawValue, role: n.role,
+                    release: r["release"].flatMap { if case .int(let i) = $0 { Int(i) } else { nil } },
+                    overlay: r["overlay"]?.stringValue, state: r["state"]?.stringValue ?? (n.parent == nil ? "publisher" : "unknown"),
+                    message: r["message"]?.stringValue,
+                    appliedAtMillis: r["applied_at"]?.stringValue.flatMap(Self.millis),
+                    lastSeenMillis: n.lastSeenMillis)
+            }
+    }
+
+    public static func response(tenant: TenantID, nodes: [NodeRecord], store: NodeStore) throws -> RolloutStatusResponse {
+        let rollouts = try store.governanceDocuments(kind: SignedDocument.Kind.rollout.rawValue)
+        let latest = rollouts.max { $0.seq < $1.seq }
+        let stages = latest.flatMap { d -> String? in
+            guard let env = try? JSONDecoder().decode(SignedDocument.self, from: Data(d.body.utf8)),
+                  let bytes = Data(base64Encoded: env.payload), let r = try? JSONDecoder().decode(Rollout.self, from: bytes) else { return nil }
+            return r.summary
+        }
+        return RolloutStatusResponse(tenant: tenant.rawValue, rollout: latest?.seq, stages: stages, nodes: try rows(nodes: nodes, store: store))
+    }
+
+    private static func depth(_ n: NodeRecord, _ all: [NodeRecord]) -> Int {
+        var d = 0
+        var current = n.parent
+        while let p = current, d < 8 { d += 1; current = all.first { $0.node == p }?.parent }
+        return d
+    }
+
+    static func millis(_ iso: String) -> UInt64? {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let d = f.date(from: iso) ?? ISO8601DateFormatter().date(from: iso) { return UInt64(d.timeIntervalSince1970 * 1000) }
+        return nil
+    }
+}
