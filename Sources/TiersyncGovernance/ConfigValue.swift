@@ -105,3 +105,10 @@ public enum ConfigValue: Sendable, Hashable, Codable, CustomStringConvertible {
         return (try? encoder.encode(self)) ?? Data()
     }
 }
+
+extension ConfigValue: ExpressibleByStringLiteral, ExpressibleByFloatLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral {
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(floatLiteral value: Double) { self = .number(value) }
+    public init(integerLiteral value: Int) { self = .number(Double(value)) }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+}

@@ -81,6 +81,8 @@ public enum GovernanceCompiler {
         let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
         let anyFile = sources.first?.name ?? "(no files)"
         guard let governance = sections["governance"] else {
+            // A file that did not parse may well hold it: report only what is known.
+            if !reader.issues.isEmpty { throw GovernanceIssues(reader.issues) }
             reader.issues.append(GovernanceIssue(file: anyFile, line: 0, field: "governance",
                                                  message: "section missing: add `governance:` with tenant, title and levels"))
             throw GovernanceIssues(reader.issues)

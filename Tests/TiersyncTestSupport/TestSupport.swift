@@ -6,6 +6,7 @@ import TiersyncAgent
 import TiersyncCore
 import TiersyncNode
 import TiersyncPKI
+import TiersyncGovernance
 import TiersyncServer
 import TiersyncStore
 
@@ -201,4 +202,15 @@ public final class RunningAgent: Sendable {
         task.cancel()
         _ = await task.result
     }
+}
+
+/// What one leaf of an effective config must be: the overlay's value where an overlay
+/// entry covers the leaf (a target `{at_least: n}` is one entry over the leaf
+/// `….target.at_least`), else the release's. Written independently of `Overlay.apply`.
+public func expectedLeaf(_ path: String, base: ConfigValue, overlay: Overlay) -> ConfigValue? {
+    for (entry, value) in overlay.set {
+        if path == entry { return value }
+        if path.hasPrefix(entry + ".") { return value[path: String(path.dropFirst(entry.count + 1))] }
+    }
+    return base
 }

@@ -1,0 +1,61 @@
+import Foundation
+import TiersyncCore
+import TiersyncGovernance
+import TiersyncStore
+
+/// A country's side of overlays: checks an authored overlay against the release the
+/// country runs (the same check every dealer repeats), signs it with the country's key
+/// that HQ certified, and keeps it in the country's store, from where its hub serves it.
+public enum OverlayPublisher {
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+        public let issues: GovernanceIssues?
+        init(_ description: String, issues: GovernanceIssues? = nil) {
+            self.description = description
+            self.issues = issues
+        }
+    }
+
+    /// Publishes `source`; returns the signed overlay. Refuses (naming the field and the
+    /// limit) an overlay that oversteps HQ's bounds.
+    public static func publish(_ source: OverlaySource, keyFile: OverlayKeyFile, store: NodeStore,
+                               nowMillis: UInt64 = WallClock.nowMillis()) throws -> Overlay {
+        guard let identity = try store.identity() else { throw Failure("this store is not enrolled") }
+        guard source.country == identity.node.rawValue else {
+            throw Failure("\(source.file): the overlay is for '\(source.country)', but this node is '\(identity.node)'")
+        }
+        guard keyFile.node == identity.node.rawValue, keyFile.tenant == identity.tenant.rawValue else {
+            throw Failure("the overlay key is certified for \(keyFile.tenant)/\(keyFile.node), not \(identity.tenant)/\(identity.node)")
+        }
+        guard let hqKey = try store.meta(GovernanceFollower.keyMeta).flatMap(GovernancePublicKey.init(base64:)) else {
+            throw Failure("this node holds no HQ release key yet (it arrives at enrollment)")
+        }
+        let key = try GovernanceSigningKey(base64: keyFile.privateKey)
+        guard let applied = try store.appliedGovernance(), let version = applied.release else {
+            throw Failure("no release is in force at \(identity.node) yet: an overlay is checked against HQ's release, so wait for one")
+        }
+        let decoder = JSONDecoder()
+        guard let stored = try store.governanceDocuments(kind: "release").first(where: { $0.seq == version }),
+              let envelope = try? decoder.decode(SignedDocument.self, from: Data(stored.body.utf8)) else {
+            throw Failure("release \(version) is in force but not stored here")
+        }
+        let release = try hqKey.open(envelope, as: .release, Release.self)
+        let previous = try store.governanceDocuments(kind: "overlay").first { $0.key == identity.node.rawValue }?.seq ?? 0
+        let draft = Overlay(tenant: identity.tenant.rawValue, country: identity.node.rawValue, sequence: previous + 1,
+                            createdAtMillis: nowMillis, basedOn: source.basedOn ?? version, set: source.set)
+        let checked: Overlay
+        switch draft.checked(against: release) {
+        case .success(let overlay): checked = overlay
+        case .failure(let refusals):
+            let located = source.locate(refusals)
+            throw Failure("overlay refused against release \(version):\n\(located)", issues: located)
+        }
+        let document = try key.sign(checked, as: .overlay, certificate: keyFile.certificate)
+        // Prove now what every dealer will check: HQ certified this key for this country.
+        _ = try hqKey.openOverlay(document, tenant: identity.tenant.rawValue, expectedCountry: identity.node.rawValue)
+        let body = String(decoding: try JSONEncoder().encode(document), as: UTF8.self)
+        try store.putGovernanceDocument(StoredGovernanceDocument(kind: "overlay", key: identity.node.rawValue, seq: checked.sequence, body: body),
+                                        nowMillis: nowMillis)
+        return checked
+    }
+}

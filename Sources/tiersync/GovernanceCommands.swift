@@ -1,0 +1,309 @@
+import ArgumentParser
+import Foundation
+import Logging
+import TiersyncAgent
+import TiersyncCore
+import TiersyncGovernance
+import TiersyncServer
+import TiersyncStore
+
+/// `tiersync admin validate|release-key|publish|rollout|rollback|overlay-key|rollout-status`:
+/// HQ's governance commands, run on the hub machine like the other admin commands.
+extension Admin {
+    struct Validate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check a governance directory; print every error as file:line: field: message.",
+            discussion: "Exits 0 when the directory compiles, 1 when it does not. See docs/GOVERNANCE.md for the format.")
+        @Argument(help: "Directory of governance YAML files.") var directory: String
+
+        func run() throws {
+            do {
+                let compiled = try GovernanceCompiler.compile(directory: directory)
+                print("\(directory): valid governance for tenant '\(compiled.tenant)' (levels: \(compiled.levels.joined(separator: " → ")))")
+                for section in ["kpis", "roles", "queues", "allocation", "escalation", "proactive"] {
+                    print("  \(section): \(compiled.config[path: section]?.objectValue?.count ?? 0)")
+                }
+                print("  overrides: \(compiled.overrides.count)")
+            } catch {
+                for issue in error.issues { print(issue) }
+                FileHandle.standardError.write(Data("\(error.issues.count) error(s) in \(directory)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    struct ReleaseKey: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create the tenant's governance release key (Ed25519) and register its public half.",
+            discussion: """
+            The private key is written to --out (default DATA/keys/TENANT.release.key, mode 0600) and
+            signs every release and rollout; nodes enrolled from now on receive the public key and
+            verify everything against it. Keep a copy of the private key offline. Running it again
+            keeps an existing key.
+            """)
+        @OptionGroup var hub: HubData
+        @Option(help: "Tenant identifier.") var tenant: String
+        @Option(help: "Where to write the private key.") var out: String?
+
+        func run() throws {
+            let tenantID = try TenantID(validating: tenant)
+            let path = out ?? Admin.defaultReleaseKeyPath(data: hub.data, tenant: tenantID)
+            let key: GovernanceSigningKey
+            if FileManager.default.fileExists(atPath: path) {
+                key = try Admin.loadSigningKey(path)
+                print("keeping the existing key \(path)")
+            } else {
+                key = GovernanceSigningKey()
+                try Admin.writeSecret(key.base64 + "\n", to: path)
+                print("wrote \(path)")
+            }
+            try hub.catalog().setReleaseKey(key.publicKey.base64, for: tenantID)
+            print("release key of \(tenant): \(key.publicKey) (public: \(key.publicKey.base64))")
+        }
+    }
+
+    struct Publish: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Validate, sign and publish a governance directory as the tenant's next release.",
+            discussion: """
+            Without --targets every node moves to the new release; with --targets (trial countries or
+            dealers) only they and the nodes below them do, the rest keep what they had. Widen a
+            trial with `admin rollout`, undo with `admin rollback`. Nodes receive it within seconds.
+            """)
+        @Argument(help: "Directory of governance YAML files.") var directory: String
+        @OptionGroup var hub: HubData
+        @Option(help: "Tenant identifier (default: governance.tenant of the sources).") var tenant: String?
+        @Option(help: "The release key (default DATA/keys/TENANT.release.key).") var key: String?
+        @Option(help: "Comma-separated trial nodes (default: every node).") var targets: String?
+        @Option(help: "When nodes switch to it: an ISO 8601 time, or +DURATION like +10m (default: now).") var effectiveFrom: String?
+        @Option(help: "A note kept with the release.") var notes: String?
+
+        func run() async throws {
+            let compiled: CompiledGovernance
+            do { compiled = try GovernanceCompiler.compile(directory: directory) } catch {
+                for issue in error.issues { print(issue) }
+                throw CLIError("\(error.issues.count) error(s) in \(directory); nothing published")
+            }
+            let publisher = try await Admin.publisher(hub: hub, tenant: tenant ?? compiled.tenant, key: key)
+            let (release, rollout) = try publisher.publish(compiled, effectiveFromMillis: try effectiveFrom.map(Admin.parseTime),
+                                                           notes: notes, targets: try Admin.parseTargets(targets))
+            print("published release v\(release.version) of \(publisher.tenant), effective from \(formatMillis(release.effectiveFromMillis)), signed by \(publisher.key.publicKey)")
+            print("rollout \(rollout.sequence): \(rollout.summary)")
+        }
+    }
+
+    struct Rollout: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Roll a published release out to more nodes (or to every node).")
+        @OptionGroup var hub: HubData
+        @Option(help: "Tenant identifier.") var tenant: String
+        @Option(help: "The release version.") var release: Int
+        @Option(help: "Comma-separated nodes (default: every node).") var targets: String?
+        @Option(help: "The release key (default DATA/keys/TENANT.release.key).") var key: String?
+
+        func run() async throws {
+            let publisher = try await Admin.publisher(hub: hub, tenant: tenant, key: key)
+            let rollout = try publisher.rollout(release: release, targets: try Admin.parseTargets(targets))
+            print("rollout \(rollout.sequence): \(rollout.summary)")
+        }
+    }
+
+    struct Rollback: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Put every node back on an earlier release (default: the one before the newest in force).")
+        @OptionGroup var hub: HubData
+        @Option(help: "Tenant identifier.") var tenant: String
+        @Option(help: "The release to return to.") var to: Int?
+        @Option(help: "The release key (default DATA/keys/TENANT.release.key).") var key: String?
+
+        func run() async throws {
+            let publisher = try await Admin.publisher(hub: hub, tenant: tenant, key: key)
+            let rollout = try publisher.rollback(to: to)
+            print("rollout \(rollout.sequence) (\(rollout.reason)): \(rollout.summary)")
+        }
+    }
+
+    struct OverlayKey: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Issue a country its overlay signing key, certified by the tenant's release key.",
+            discussion: "Hand the file to the country's administrator; `tiersync overlay publish` signs with it.")
+        @OptionGroup var hub: HubData
+        @Option(help: "Tenant identifier.") var tenant: String
+        @Option(help: "The country node.") var node: String
+        @Option(help: "Where to write the country's key file (mode 0600).") var out: String
+        @Option(help: "The release key (default DATA/keys/TENANT.release.key).") var key: String?
+
+        func run() async throws {
+            let tenantID = try TenantID(validating: tenant)
+            let nodeID = try NodeID(validating: node)
+            let catalog = try hub.catalog()
+            guard let record = try await catalog.node(nodeID, of: tenantID) else {
+                throw CLIError("no node '\(node)' in tenant '\(tenant)' (enroll it first)")
+            }
+            guard record.role == "country" else { throw CLIError("'\(node)' is a \(record.role); only countries publish overlays") }
+            let hqKey = try Admin.loadSigningKey(key ?? Admin.defaultReleaseKeyPath(data: hub.data, tenant: tenantID))
+            let countryKey = GovernanceSigningKey()
+            let certificate = try hqKey.certify(OverlayCertificate(tenant: tenant, node: node, publicKey: countryKey.publicKey.base64,
+                                                                   issuedAtMillis: WallClock.nowMillis()))
+            let file = OverlayKeyFile(tenant: tenant, node: node, privateKey: countryKey.base64, certificate: certificate)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try Admin.writeSecret(String(decoding: try encoder.encode(file), as: UTF8.self) + "\n", to: out)
+            print("wrote \(out): overlay key \(countryKey.publicKey) for \(tenant)/\(node), certified by \(hqKey.publicKey)")
+        }
+    }
+
+    struct RolloutStatus: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Per node: the release and overlay it applied, when, and when it was last seen.")
+        @OptionGroup var hub: HubData
+        @Option(help: "Tenant identifier.") var tenant: String
+        @Flag(help: "Print JSON (the same as GET /v1/governance/status).") var json = false
+
+        func run() async throws {
+            let tenantID = try TenantID(validating: tenant)
+            let catalog = try hub.catalog()
+            let stores = TenantStores(catalog: catalog)
+            let status = try GovernanceStatusReport.response(tenant: tenantID, nodes: try await catalog.nodes(of: tenantID),
+                                                             store: try stores.store(for: tenantID))
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(status), as: UTF8.self))
+            } else {
+                printRolloutStatus(status)
+            }
+        }
+    }
+
+    static func defaultReleaseKeyPath(data: String, tenant: TenantID) -> String {
+        "\(data)/keys/\(tenant.rawValue).release.key"
+    }
+
+    static func loadSigningKey(_ path: String) throws -> GovernanceSigningKey {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw CLIError("no release key at \(path): create one with `tiersync admin release-key`")
+        }
+        return try GovernanceSigningKey(base64: text)
+    }
+
+    static func writeSecret(_ text: String, to path: String) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw CLIError("cannot write \(path)")
+        }
+    }
+
+    static func publisher(hub: HubData, tenant: String, key: String?) async throws -> GovernancePublisher {
+        let tenantID = try TenantID(validating: tenant)
+        let catalog = try hub.catalog()
+        guard try catalog.root(of: tenantID) != nil else { throw CLIError("no tenant '\(tenant)' on this hub") }
+        let signing = try loadSigningKey(key ?? defaultReleaseKeyPath(data: hub.data, tenant: tenantID))
+        guard try catalog.releaseKey(of: tenantID) == signing.publicKey.base64 else {
+            throw CLIError("this key (\(signing.publicKey)) is not the release key registered for \(tenant); nodes would refuse what it signs (register it with `admin release-key --out FILE`)")
+        }
+        return GovernancePublisher(store: try TenantStores(catalog: catalog).store(for: tenantID), tenant: tenantID, key: signing,
+                                   tree: try await catalog.tree(of: tenantID))
+    }
+
+    static func parseTargets(_ text: String?) throws -> [NodeID]? {
+        guard let text else { return nil }
+        return try text.split(separator: ",").map { try NodeID(validating: $0.trimmingCharacters(in: .whitespaces)) }
+    }
+
+    /// `now`, `+10m` (a governance duration from now) or an ISO 8601 time.
+    static func parseTime(_ text: String) throws -> UInt64 {
+        if text == "now" { return WallClock.nowMillis() }
+        if text.hasPrefix("+"), let d = GovernanceDuration(String(text.dropFirst())) {
+            return WallClock.nowMillis() + UInt64(d.seconds) * 1000
+        }
+        if let date = ISO8601DateFormatter().date(from: text) { return UInt64(date.timeIntervalSince1970 * 1000) }
+        throw CLIError("'\(text)' is not a time: use now, +DURATION (e.g. +10m) or ISO 8601 (2026-12-01T06:00:00Z)")
+    }
+}
+
+/// Prints the rollout-status table.
+func printRolloutStatus(_ status: RolloutStatusResponse) {
+    print("tenant \(status.tenant): rollout \(status.rollout.map(String.init) ?? "-")\(status.stages.map { " (\($0))" } ?? "")")
+    var rows = [["node", "parent", "role", "release", "overlay", "state", "applied at", "last seen"]]
+    for n in status.nodes {
+        rows.append([n.node, n.parent ?? "-", n.role, n.release.map { "v\($0)" } ?? "-", n.overlay ?? "-", n.state,
+                     n.appliedAtMillis.map(formatMillis) ?? "-", n.lastSeenMillis.map(formatMillis) ?? (n.parent == nil ? "-" : "never")])
+    }
+    printTable(rows)
+    for n in status.nodes where n.message != nil { print("  \(n.node): \(n.message!)") }
+}
+
+/// `tiersync overlay publish`: a country's administrator publishes its overlay.
+struct OverlayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "overlay", abstract: "Country overlays on HQ's governance (run on the country machine).",
+        subcommands: [PublishOverlay.self])
+
+    struct PublishOverlay: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "publish",
+            abstract: "Check an overlay against HQ's limits, sign it with the country's key and serve it to the dealers.",
+            discussion: "Refused, with file:line, field and HQ's limit, when it oversteps; dealers check it again.")
+        @Argument(help: "The overlay YAML file.") var file: String
+        @Option(help: "The country node's database.") var store: String
+        @Option(help: "The overlay key file from `tiersync admin overlay-key`.") var key: String
+
+        func run() throws {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw CLIError("cannot read \(file)") }
+            let source: OverlaySource
+            do { source = try OverlaySource.parse(yaml: text, file: file) } catch {
+                for issue in error.issues { print(issue) }
+                throw ExitCode(1)
+            }
+            guard let keyData = FileManager.default.contents(atPath: key),
+                  let keyFile = try? JSONDecoder().decode(OverlayKeyFile.self, from: keyData) else {
+                throw CLIError("\(key) is not an overlay key file (create one at HQ with `tiersync admin overlay-key`)")
+            }
+            let nodeStore = try openEnrolledStore(store)
+            let overlay: Overlay
+            do { overlay = try OverlayPublisher.publish(source, keyFile: keyFile, store: nodeStore) } catch let failure as OverlayPublisher.Failure {
+                if let issues = failure.issues {
+                    for issue in issues.issues { print(issue) }
+                    throw ExitCode(1)
+                }
+                throw CLIError(failure.description)
+            }
+            // The country itself runs release ⊕ its overlay: decide now (a running node
+            // would on its next round; doing it here makes the status immediate).
+            guard let identity = try nodeStore.identity() else { return }
+            let follower = GovernanceFollower(store: nodeStore, identity: identity, parentNode: { identity.parent }, logger: Logger(label: "tiersync.overlay"))
+            try follower.evaluate()
+            print("published overlay \(overlay.label) (\(overlay.set.count) field(s)) against release v\(overlay.basedOn ?? 0); dealers receive it within seconds")
+        }
+    }
+}
+
+/// `tiersync governance --store S`: what a node runs and how it got there.
+struct GovernanceCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "governance", abstract: "Show the governance a node applied: effective config and history.")
+    @Option(help: "The node's database.") var store: String
+    @Option(help: "Print only the value at this path of the effective config (e.g. allocation.key-accounts.then.sla).") var path: String?
+
+    func run() throws {
+        let nodeStore = try openEnrolledStore(store)
+        let history = try nodeStore.governanceHistory()
+        guard let applied = try nodeStore.appliedGovernance(), let json = applied.effective else {
+            print(history.last.map { "no release in force (\($0.state): \($0.message ?? ""))" } ?? "no governance received yet")
+            return
+        }
+        let effective = try JSONDecoder().decode(ConfigValue.self, from: Data(json.utf8))
+        if let path {
+            guard let value = effective[path: path] else { throw CLIError("no field '\(path)' in the effective config") }
+            print(value)
+            return
+        }
+        print("release v\(applied.release ?? 0)\(applied.overlay.map { " ⊕ overlay \($0)" } ?? ""), applied \(formatMillis(applied.appliedAtMillis))")
+        for (path, value) in effective.leaves() { print("  \(path) = \(value)") }
+        print("history:")
+        for h in history {
+            print("  \(formatMillis(h.appliedAtMillis))  \(h.state.padding(toLength: 8, withPad: " ", startingAt: 0)) v\(h.release.map(String.init) ?? "-")\(h.overlay.map { " ⊕ \($0)" } ?? "")\(h.message.map { "  (\($0))" } ?? "")")
+        }
+    }
+}

@@ -1,0 +1,114 @@
+import Foundation
+import Testing
+import TiersyncGovernance
+import TiersyncTestSupport
+
+private func fixture(_ path: String) -> String { repositoryRoot() + "/fixtures/governance/" + path }
+
+/// The fixture's files as (name, text), with `edit` applied to one of them.
+private func sources(_ tenant: String, editing file: String? = nil, _ edit: (String) -> String = { $0 }) throws -> [(name: String, text: String)] {
+    let dir = fixture(tenant)
+    return try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".yaml") }.sorted().map { name in
+        let text = try String(contentsOfFile: dir + "/" + name, encoding: .utf8)
+        return (name, name == file ? edit(text) : text)
+    }
+}
+
+/// The 1-based line of the first occurrence of `needle`.
+private func line(of needle: String, in text: String) -> Int {
+    let lines = text.components(separatedBy: "\n")
+    return (lines.firstIndex { $0.contains(needle) } ?? -1) + 1
+}
+
+@Suite("Governance authoring")
+struct GovernanceCompilerTests {
+    @Test("both fixtures compile: an automaker with three levels and an insurer with two")
+    func fixturesCompile() throws {
+        let automaker = try GovernanceCompiler.compile(directory: fixture("automaker"))
+        #expect(automaker.tenant == "automaker" && automaker.levels == ["hq", "country", "dealer"])
+        let insurer = try GovernanceCompiler.compile(directory: fixture("insurer"))
+        #expect(insurer.tenant == "insurer" && insurer.levels.count == 2)
+        for compiled in [automaker, insurer] {
+            for section in ["kpis", "roles", "queues", "allocation", "escalation", "proactive"] {
+                #expect((compiled.config[path: section]?.objectValue?.count ?? 0) > 0, "\(compiled.tenant) has \(section)")
+            }
+            // Every KPI kind the product names is defined with its exact parameters.
+            let kinds = Set(compiled.config[path: "kpis"]!.objectValue!.values.compactMap { $0[path: "formula.kind"]?.stringValue })
+            #expect(kinds.isSuperset(of: ["service_level", "average_speed_of_answer", "abandonment_rate", "average_handle_time",
+                                          "first_contact_resolution", "sla_compliance", "lead_conversion"]), "\(compiled.tenant): \(kinds)")
+        }
+        // The concepts of the articles: scheme vs specification, expert pools, key accounts, proactive contacts.
+        let rules = automaker.config[path: "allocation"]!.objectValue!
+        #expect(rules.values.contains { $0[path: "when.knowledge"] == .list([.string("scheme")]) })
+        #expect(rules.values.contains { $0[path: "when.key_account"] == .bool(true) && $0[path: "then.priority"] == .number(1) })
+        #expect(automaker.config[path: "queues"]!.objectValue!.values.contains { $0[path: "expert_pool"] == .bool(true) })
+        let events = Set(automaker.config[path: "proactive"]!.objectValue!.values.compactMap { $0[path: "trigger.event"]?.stringValue })
+        #expect(events == ["sale", "contract_end"])
+        #expect(automaker.config[path: "allocation.catch-all.when"] == .object([:]))
+        #expect(!automaker.overrides.isEmpty)
+    }
+
+    @Test("a broken copy reports every error with file, line and field")
+    func brokenCopy() throws {
+        var allocation = ""
+        let broken = try sources("automaker", editing: "allocation.yaml") { text in
+            var t = text.replacingOccurrences(of: "queue: country-priority-line", with: "queue: country-priorty-line")
+            t = t.replacingOccurrences(of: "      sla: 15m", with: "      sla: fifteen minutes")
+            t = t.replacingOccurrences(of: "      urgency: critical\n      topic:", with: "      urgency: urgentissimo\n      topic:")
+            allocation = t
+            return t
+        }
+        let issues = try #require(throws: GovernanceIssues.self) { try GovernanceCompiler.compile(sources: broken) }.issues
+        let expected = [
+            ("allocation.critical-urgency.then.queue", line(of: "country-priorty-line", in: allocation), "unknown queue 'country-priorty-line'"),
+            ("allocation.critical-product-safety.then.sla", line(of: "fifteen minutes", in: allocation), "expected a duration"),
+            ("allocation.critical-product-safety.when.urgency", line(of: "urgentissimo", in: allocation), "one of low, normal, high, critical"),
+        ]
+        for (field, lineNumber, message) in expected {
+            let issue = issues.first { $0.field == field }
+            #expect(issue?.file == "allocation.yaml" && issue?.line == lineNumber && issue?.message.contains(message) == true,
+                    "\(field): \(issue.map(\.description) ?? "not reported") (all: \(issues))")
+            #expect(issue?.description.hasPrefix("allocation.yaml:\(lineNumber): \(field): ") == true)
+        }
+        #expect(issues.count == 3, "\(issues)")
+    }
+
+    @Test("cross-section rules: catch-all last, escalation goes up, formulas carry their parameters, sections once")
+    func crossChecks() throws {
+        let gov = "governance: {tenant: t, title: T, levels: [hq, country, dealer]}\n"
+        let queues = "queues:\n  - {id: q-hq, level: hq, name: HQ}\n  - {id: q-de, level: dealer, name: Dealer}\n"
+        func compile(_ body: String) -> [GovernanceIssue] {
+            do { _ = try GovernanceCompiler.compile(sources: [("a.yaml", gov + queues + body)]); return [] } catch { return error.issues }
+        }
+        var issues = compile("""
+            allocation:
+              - {id: all, when: {}, then: {level: dealer, queue: q-de, priority: 3, sla: 1d}}
+              - {id: late, when: {urgency: high}, then: {level: hq, queue: q-de, priority: 1, sla: 1h}}
+            """)
+        #expect(issues.contains { $0.field == "allocation.late.when" && $0.message.contains("must match everything") })
+        #expect(issues.contains { $0.field == "allocation.all.when" && $0.message.contains("can never apply") })
+        #expect(issues.contains { $0.field == "allocation.late.then.queue" && $0.message.contains("is at level dealer, not hq") })
+        issues = compile("""
+            escalation:
+              - {id: down, when: {level: hq, sla_breached_by: 1h}, then: {level: dealer, queue: q-de}}
+            kpis:
+              - {id: sl, name: SL, formula: {kind: service_level}, target: {at_least: 80, at_most: 90}, unit: seconds}
+            """)
+        #expect(issues.contains { $0.field == "escalation.down.then.level" && $0.message.contains("not above") })
+        #expect(issues.contains { $0.field == "kpis.sl.formula.answered_within" })
+        #expect(issues.contains { $0.field == "kpis.sl.target" && $0.message.contains("exactly one") })
+        #expect(issues.contains { $0.field == "kpis.sl.unit" && $0.message.contains("percent") })
+        let twice = (try? GovernanceCompiler.compile(sources: [("a.yaml", gov + queues), ("b.yaml", queues)])) == nil
+        #expect(twice)
+        #expect(GovernanceDuration("90m")?.description == "90m" && GovernanceDuration("120m")?.description == "2h")
+        #expect(GovernanceDuration("2 h") == nil && GovernanceDuration("h") == nil && GovernanceDuration("-1h") == nil)
+    }
+
+    @Test("YAML syntax errors are located too")
+    func syntaxError() throws {
+        let issues = try #require(throws: GovernanceIssues.self) {
+            try GovernanceCompiler.compile(sources: [("bad.yaml", "governance:\n  tenant: t\n  title: [unclosed\n")])
+        }.issues
+        #expect(issues.first?.file == "bad.yaml" && (issues.first?.line ?? 0) >= 3, "\(issues)")
+    }
+}

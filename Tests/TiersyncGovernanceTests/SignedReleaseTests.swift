@@ -1,0 +1,104 @@
+import Foundation
+import Testing
+import TiersyncGovernance
+import TiersyncTestSupport
+
+private func automaker() throws -> CompiledGovernance {
+    try GovernanceCompiler.compile(directory: repositoryRoot() + "/fixtures/governance/automaker")
+}
+
+private func release(_ compiled: CompiledGovernance, version: Int, effectiveFrom: UInt64 = 0) -> Release {
+    Release(tenant: "automaker", version: version, publishedAtMillis: 0, effectiveFromMillis: effectiveFrom, notes: nil,
+            sourceDigest: compiled.sourceDigest, config: compiled.config, overrides: compiled.overrides)
+}
+
+@Suite("Signed releases, overlays and the resolver")
+struct SignedReleaseTests {
+    let hq = GovernanceSigningKey()
+
+    @Test("a release verifies; altered bytes, another key, or a document replayed as another kind are refused")
+    func signatures() throws {
+        let compiled = try automaker()
+        let signed = try hq.sign(release(compiled, version: 1), as: .release)
+        #expect(try hq.publicKey.open(signed, as: .release, Release.self).config == compiled.config)
+        var altered = signed
+        var bytes = Data(base64Encoded: altered.payload)!
+        bytes[bytes.count / 2] ^= 0x01
+        altered.payload = bytes.base64EncodedString()
+        #expect(throws: GovernanceRefusal.self) { try hq.publicKey.verify(altered, as: .release) }
+        let other = GovernanceSigningKey()
+        #expect(throws: GovernanceRefusal.self) { try hq.publicKey.verify(try other.sign(release(compiled, version: 1), as: .release), as: .release) }
+        var replayed = try hq.sign(Rollout(tenant: "automaker", sequence: 1, issuedAtMillis: 0, stages: [], reason: ""), as: .rollout)
+        replayed.kind = .release
+        #expect(throws: GovernanceRefusal.self) { try hq.publicKey.verify(replayed, as: .release) }
+    }
+
+    @Test("overlays: within bounds applies field by field; beyond bounds, unknown, not overridable and removals are refused with the limit")
+    func overlayBounds() throws {
+        let compiled = try automaker()
+        let r = release(compiled, version: 1)
+        let text = try String(contentsOfFile: repositoryRoot() + "/fixtures/governance/overlays/de.yaml", encoding: .utf8)
+        let source = try OverlaySource.parse(yaml: text, file: "de.yaml")
+        let overlay = Overlay(tenant: "automaker", country: "de", sequence: 1, createdAtMillis: 0, basedOn: 1, set: source.set)
+        let checked = try overlay.checked(against: r).get()
+        let effective = checked.apply(to: r.config)
+        for (path, value) in compiled.config.leaves() {
+            #expect(effective[path: path] == expectedLeaf(path, base: value, overlay: checked), "\(path)")
+        }
+        #expect(effective != compiled.config)
+        func refusal(_ set: [String: ConfigValue]) -> String {
+            var o = overlay
+            o.set = set
+            if case .failure(let f) = o.checked(against: r) { return f.description }
+            return "accepted"
+        }
+        #expect(refusal(["allocation.warranty-specification.then.sla": "5h"]) ==
+                "allocation.warranty-specification.then.sla: 5h is longer than HQ's 4h (HQ's limit: shorten only)")
+        #expect(refusal(["kpis.service-level-phone.target": .object(["at_least": .number(70)])]).contains("looser than HQ's at_least 80"))
+        #expect(refusal(["governance.title": "Mine"]) == "governance.title: HQ does not let countries change this field")
+        #expect(refusal(["allocation.no-such-rule.then.sla": "1h"]).contains("no such field in release 1"))
+        #expect(refusal(["allocation.warranty-specification.then.sla": "soon"]).contains("expected a duration"))
+        let removal = try #require(throws: GovernanceIssues.self) {
+            try OverlaySource.parse(yaml: "overlay:\n  country: de\n  remove: [allocation.key-accounts]\n", file: "rm.yaml")
+        }
+        #expect(removal.issues.first?.description == "rm.yaml:3: overlay.remove: overlays may only change fields HQ allows (limit: nothing may be added or removed)")
+    }
+
+    @Test("overlay certificates: only a key HQ certified for that country may sign its overlay")
+    func certificates() throws {
+        let country = GovernanceSigningKey()
+        let cert = try hq.certify(OverlayCertificate(tenant: "automaker", node: "de", publicKey: country.publicKey.base64, issuedAtMillis: 0))
+        let overlay = Overlay(tenant: "automaker", country: "de", sequence: 1, createdAtMillis: 0, basedOn: nil, set: [:])
+        #expect(try hq.publicKey.openOverlay(try country.sign(overlay, as: .overlay, certificate: cert), tenant: "automaker", expectedCountry: "de") == overlay)
+        // de's key cannot sign for fr.
+        var forFR = overlay
+        forFR.country = "fr"
+        #expect(throws: GovernanceRefusal.self) {
+            try hq.publicKey.openOverlay(try country.sign(forFR, as: .overlay, certificate: cert), tenant: "automaker", expectedCountry: "fr")
+        }
+        // A self-made certificate is refused.
+        let forger = GovernanceSigningKey()
+        let selfMade = try forger.certify(OverlayCertificate(tenant: "automaker", node: "de", publicKey: forger.publicKey.base64, issuedAtMillis: 0))
+        #expect(throws: GovernanceRefusal.self) {
+            try hq.publicKey.openOverlay(try forger.sign(overlay, as: .overlay, certificate: selfMade), tenant: "automaker", expectedCountry: "de")
+        }
+    }
+
+    @Test("the resolver: first matching stage wins, a node under a trial country follows it, pending until effective-from, missing release refused")
+    func resolver() throws {
+        let compiled = try automaker()
+        var v = VerifiedGovernance()
+        v.releases = [1: release(compiled, version: 1), 2: release(compiled, version: 2, effectiveFrom: 5_000)]
+        v.rollout = Rollout(tenant: "automaker", sequence: 3, issuedAtMillis: 0,
+                            stages: [.init(release: 2, targets: ["de"]), .init(release: 1, targets: nil)], reason: "trial")
+        #expect(GovernanceResolver.decide(node: "fr-1", parent: "fr", verified: v, nowMillis: 10_000).release?.version == 1)
+        let dealer = GovernanceResolver.decide(node: "de-1", parent: "de", verified: v, nowMillis: 10_000)
+        #expect(dealer.state == .applied && dealer.release?.version == 2 && dealer.effective == compiled.config)
+        let early = GovernanceResolver.decide(node: "de", parent: "hq", verified: v, nowMillis: 1_000)
+        #expect(early.state == .pending && early.pendingUntilMillis == 5_000)
+        v.releases[2] = nil
+        v.refusals = ["release 2: release refused: signature does not match"]
+        let refused = GovernanceResolver.decide(node: "de-1", parent: "de", verified: v, nowMillis: 10_000)
+        #expect(refused.state == .refused && refused.problems == ["release 2: release refused: signature does not match"])
+    }
+}
