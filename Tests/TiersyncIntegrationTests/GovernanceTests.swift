@@ -86,7 +86,7 @@ struct GovernanceTests {
                 let want = expectedLeaf(path, base: value, overlay: overlay)
                 #expect(leaves[path] == want, "\(dealer): \(path) is \(leaves[path].map(\.description) ?? "missing"), expected \(want)")
             }
-            for (path, value) in overlay.set { #expect(v1.config[path: path] != value && leaves[path] == value, "\(dealer) overrides \(path)") }
+            for (path, value) in overlay.set { #expect(v1.config[path: path] != value && effective[path: path] == value, "\(dealer) overrides \(path)") }
             #expect(effective == expected)
         }
         #expect(try inForce(stores["fr-1"]!).effective == v1.config, "fr's dealer has no overlay")
