@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import TiersyncCore
 import TiersyncGovernance
 import TiersyncStore
@@ -18,8 +19,10 @@ public enum OverlayPublisher {
 
     /// Publishes `source`; returns the signed overlay. Refuses (naming the field and the
     /// limit) an overlay that oversteps HQ's bounds.
+    @discardableResult
     public static func publish(_ source: OverlaySource, keyFile: OverlayKeyFile, store: NodeStore,
-                               nowMillis: UInt64 = WallClock.nowMillis()) throws -> Overlay {
+                               nowMillis: UInt64 = WallClock.nowMillis(),
+                               logger: Logger = Logger(label: "tiersync.overlay")) throws -> Overlay {
         guard let identity = try store.identity() else { throw Failure("this store is not enrolled") }
         guard source.country == identity.node.rawValue else {
             throw Failure("\(source.file): the overlay is for '\(source.country)', but this node is '\(identity.node)'")
@@ -56,6 +59,9 @@ public enum OverlayPublisher {
         let body = String(decoding: try JSONEncoder().encode(document), as: UTF8.self)
         try store.putGovernanceDocument(StoredGovernanceDocument(kind: "overlay", key: identity.node.rawValue, seq: checked.sequence, body: body),
                                         nowMillis: nowMillis)
+        // The country itself runs release ⊕ its overlay: decide now rather than on the
+        // agent's next round, so its status is current at once.
+        try GovernanceFollower(store: store, identity: identity, parentNode: { identity.parent }, logger: logger).evaluate(nowMillis: nowMillis)
         return checked
     }
 }

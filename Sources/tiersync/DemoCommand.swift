@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import TiersyncAgent
 import TiersyncCore
+import TiersyncGovernance
 import TiersyncNode
 import TiersyncPKI
 import TiersyncServer
@@ -18,9 +19,13 @@ struct Demo: AsyncParsableCommand {
     var dir: String?
     @Option(help: "Seconds to wait for convergence before failing.")
     var timeout = 60.0
+    @Option(help: "Governance sources HQ publishes (skipped when the directory does not exist).")
+    var governance = "fixtures/governance/automaker"
+    @Option(help: "The country overlay de publishes on top.")
+    var overlay = "fixtures/governance/overlays/de.yaml"
     @OptionGroup var logging: LoggingOptions
 
-    static let tenant: TenantID = "acme"
+    static let tenant: TenantID = "automaker"
     static let layout: [(country: NodeID, dealers: [NodeID])] = [("de", ["de-berlin", "de-munich"]), ("fr", ["fr-paris", "fr-lyon"])]
 
     func run() async throws {
@@ -44,7 +49,10 @@ struct Demo: AsyncParsableCommand {
         let catalog = hubStores.catalog
         try catalog.createTenant(Self.tenant, root: "hq", levels: 3)
         let hq = try hubStores.store(for: Self.tenant)
-        say("HQ hub on \(hqURL) (TLS, local CA \(pki.caCertificate)); tenant acme has 3 levels")
+        // HQ's governance release key: nodes receive its public half at enrollment.
+        let releaseKey = GovernanceSigningKey()
+        try catalog.setReleaseKey(releaseKey.publicKey.base64, for: Self.tenant)
+        say("HQ hub on \(hqURL) (TLS, local CA \(pki.caCertificate)); tenant \(Self.tenant) has 3 levels, release key \(releaseKey.publicKey)")
 
         // Country nodes: each enrolls at HQ, then serves its dealers.
         var countryURLs: [NodeID: String] = [:]
@@ -147,9 +155,72 @@ struct Demo: AsyncParsableCommand {
         print("")
         say("every node converged on exactly the records in its scope; the lead reached de-munich, de and HQ only")
 
+        try await demonstrateGovernance(stores: stores, catalog: catalog, hq: hq, key: releaseKey)
+
         for task in dealerAgents.values { task.cancel() }
         for task in dealerAgents.values { _ = await task.result }
         for task in tasks.reversed() { task.cancel(); _ = await task.result }
+    }
+
+    /// HQ publishes a signed release; it cascades to every node; de adds an overlay within
+    /// HQ's bounds; the rollout-status table shows who runs what.
+    private func demonstrateGovernance(stores: [NodeID: NodeStore], catalog: HubCatalog, hq: NodeStore, key: GovernanceSigningKey) async throws {
+        guard FileManager.default.fileExists(atPath: governance) else {
+            say("governance part skipped: no \(governance) here (run the demo from the repository root, or pass --governance DIR)")
+            return
+        }
+        print("")
+        let compiled: CompiledGovernance
+        do { compiled = try GovernanceCompiler.compile(directory: governance) } catch {
+            throw CLIError("\(governance) does not validate:\n\(error)")
+        }
+        let publisher = GovernancePublisher(store: hq, tenant: Self.tenant, key: key, tree: try await catalog.tree(of: Self.tenant))
+        let started = Date()
+        let (release, _) = try publisher.publish(compiled, notes: "demo")
+        say("HQ published release v\(release.version) from \(governance) (\(compiled.config[path: "allocation"]?.objectValue?.count ?? 0) allocation rules, \(compiled.overrides.count) override limits), signed \(key.publicKey)")
+        let nodes = stores.keys.filter { $0 != "hq" }
+        try await wait("every node applies v\(release.version)") {
+            try nodes.allSatisfy { try stores[$0]!.appliedGovernance()?.release == release.version }
+        }
+        say(String(format: "v\(release.version) verified and applied at all \(nodes.count) nodes in %.2f s", Date().timeIntervalSince(started)))
+
+        // de's overlay: its key certified by HQ, checked against HQ's limits, signed by de.
+        let deKey = GovernanceSigningKey()
+        let keyFile = OverlayKeyFile(tenant: Self.tenant.rawValue, node: "de", privateKey: deKey.base64,
+                                     certificate: try key.certify(OverlayCertificate(tenant: Self.tenant.rawValue, node: "de",
+                                                                                     publicKey: deKey.publicKey.base64, issuedAtMillis: WallClock.nowMillis())))
+        let source = try OverlaySource.parse(yaml: try String(contentsOfFile: overlay, encoding: .utf8), file: overlay)
+        let published = try OverlayPublisher.publish(source, keyFile: keyFile, store: stores["de"]!)
+        say("de published overlay \(published.label): " + published.set.keys.sorted().map { "\($0) = \(published.set[$0]!)" }.joined(separator: ", "))
+        try await wait("de's dealers apply the overlay") {
+            try ["de-berlin", "de-munich"].allSatisfy { try stores[NodeID(unchecked: $0)]!.appliedGovernance()?.overlay == published.label }
+        }
+        let field = "allocation.warranty-specification.then.sla"
+        let effective = { (node: NodeID) throws -> String in
+            guard let json = try stores[node]!.appliedGovernance()?.effective else { return "-" }
+            return try JSONDecoder().decode(ConfigValue.self, from: Data(json.utf8))[path: field]?.description ?? "-"
+        }
+        say("effective \(field): de-munich \(try effective("de-munich")) (release ⊕ de's overlay), fr-paris \(try effective("fr-paris")) (release)")
+        // The nodes report what they applied as records that sync upward to HQ.
+        let all = try await catalog.nodes(of: Self.tenant)
+        try await wait("HQ hears from every node") {
+            let rows = try GovernanceStatusReport.rows(nodes: all, store: hq)
+            return rows.filter { $0.parent != nil }.allSatisfy {
+                $0.release == release.version && ($0.node.hasPrefix("de") ? $0.overlay == published.label : true)
+            }
+        }
+        print("")
+        print("Rollout status at HQ (tiersync admin rollout-status; GET /v1/governance/status):")
+        printRolloutStatus(try GovernanceStatusReport.response(tenant: Self.tenant, nodes: all, store: hq))
+    }
+
+    private func wait(_ what: String, _ condition: () async throws -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw CLIError("timed out after \(timeout) s waiting until \(what)")
     }
 
     /// Quick sync settings so the demo finishes in seconds.

@@ -226,9 +226,13 @@ extension Admin {
 func printRolloutStatus(_ status: RolloutStatusResponse) {
     print("tenant \(status.tenant): rollout \(status.rollout.map(String.init) ?? "-")\(status.stages.map { " (\($0))" } ?? "")")
     var rows = [["node", "parent", "role", "release", "overlay", "state", "applied at", "last seen"]]
+    let parents = Dictionary(status.nodes.map { ($0.node, $0.parent) }, uniquingKeysWith: { a, _ in a })
     for n in status.nodes {
+        // Dealers behind a country talk to the country, which records when it last saw them.
+        let relayed = n.parent.flatMap { parents[$0] ?? nil } != nil
+        let seen = n.lastSeenMillis.map(formatMillis) ?? (n.parent == nil ? "-" : relayed ? "(at \(n.parent!))" : "never")
         rows.append([n.node, n.parent ?? "-", n.role, n.release.map { "v\($0)" } ?? "-", n.overlay ?? "-", n.state,
-                     n.appliedAtMillis.map(formatMillis) ?? "-", n.lastSeenMillis.map(formatMillis) ?? (n.parent == nil ? "-" : "never")])
+                     n.appliedAtMillis.map(formatMillis) ?? "-", seen])
     }
     printTable(rows)
     for n in status.nodes where n.message != nil { print("  \(n.node): \(n.message!)") }
@@ -269,11 +273,6 @@ struct OverlayCommand: AsyncParsableCommand {
                 }
                 throw CLIError(failure.description)
             }
-            // The country itself runs release ⊕ its overlay: decide now (a running node
-            // would on its next round; doing it here makes the status immediate).
-            guard let identity = try nodeStore.identity() else { return }
-            let follower = GovernanceFollower(store: nodeStore, identity: identity, parentNode: { identity.parent }, logger: Logger(label: "tiersync.overlay"))
-            try follower.evaluate()
             print("published overlay \(overlay.label) (\(overlay.set.count) field(s)) against release v\(overlay.basedOn ?? 0); dealers receive it within seconds")
         }
     }
