@@ -6,7 +6,10 @@ enum CrossChecks {
         let queues = config[path: "queues"]?.objectValue ?? [:]
         let roles = config[path: "roles"]?.objectValue ?? [:]
 
+        let earlier = reader.issues.map(\.field)
         func report(_ field: String, _ message: String) {
+            // A field already reported (or inside one) gets no second, derived message.
+            if earlier.contains(where: { field.hasPrefix($0) || $0.hasPrefix(field + ".") }) { return }
             let at = reader.lines[field] ?? reader.lines[field.split(separator: ".").dropLast().joined(separator: ".")] ?? ("(governance)", 0)
             reader.issues.append(GovernanceIssue(file: at.file, line: at.line, field: field, message: message))
         }

@@ -147,7 +147,7 @@ struct GovernanceReader {
                case .scalar(let id, _) = idNode.content, Self.isIdentifier(id) {
                 label = "\(section).\(id)"
             }
-            guard case .object(var fields)? = read(item, .record(Sections.items[section]!), field: label) else { continue }
+            guard case .object(var fields)? = read(item, .record(Sections.items[section]!), field: label, partial: true) else { continue }
             guard let id = fields.removeValue(forKey: "id")?.stringValue else { continue }
             if let earlier = firstLine[id] {
                 issue(item, label + ".id", "duplicate id '\(id)' (first defined at line \(earlier))")
@@ -194,7 +194,7 @@ struct GovernanceReader {
     }
 
     /// Reads `node` as `shape`; nil (with issues recorded) when it does not fit.
-    mutating func read(_ node: SourceNode, _ shape: Shape, field: String) -> ConfigValue? {
+    mutating func read(_ node: SourceNode, _ shape: Shape, field: String, partial: Bool = false) -> ConfigValue? {
         lines[field] = (node.file, node.line)
         switch shape {
         case .record(let rules):
@@ -230,7 +230,9 @@ struct GovernanceReader {
                 issue(node, field + "." + rule.name, "required field missing")
                 ok = false
             }
-            return ok ? .object(result) : nil
+            // Keep what was valid even when something was not: an item with one bad field
+            // still exists for the rules referring to it, so one mistake is one message.
+            return ok || partial ? .object(result) : nil
         case .list(let element, let nonEmpty):
             guard case .sequence(let items) = node.content else {
                 issue(node, field, "expected a list, got \(node.shapeName)")

@@ -208,3 +208,68 @@ struct GovernanceTests {
 private func json(_ document: SignedDocument) throws -> String {
     String(decoding: try JSONEncoder().encode(document), as: UTF8.self)
 }
+
+/// Runs the `tiersync` executable; returns its exit status and standard output.
+private func tiersync(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: try Child.binary())
+    p.arguments = arguments
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+@Suite("Governance command line")
+struct GovernanceCLITests {
+    @Test("admin validate on a broken copy of a fixture prints file:line: field for each error and exits 1; publish, rollback and rollout-status work on a hub's data")
+    func commandLine() async throws {
+        let dir = try TempDir()
+        let copy = dir.path + "/automaker"
+        try FileManager.default.copyItem(atPath: fixture("automaker"), toPath: copy)
+        let ok = try tiersync(["admin", "validate", copy])
+        #expect(ok.status == 0 && ok.output.contains("valid governance for tenant 'automaker'"), "\(ok.output)")
+
+        // Break three things in two files.
+        let kpis = copy + "/kpis.yaml", queues = copy + "/queues.yaml"
+        var text = try String(contentsOfFile: kpis, encoding: .utf8)
+        text = text.replacingOccurrences(of: "answered_within: 20s", with: "answered_within: twenty")
+        try text.write(toFile: kpis, atomically: true, encoding: .utf8)
+        let kpiLine = text.components(separatedBy: "\n").firstIndex { $0.contains("answered_within: twenty") }! + 1
+        var q = try String(contentsOfFile: queues, encoding: .utf8)
+        q = q.replacingOccurrences(of: "    level: country\n", with: "    level: region\n", options: [], range: q.range(of: "    level: country\n"))
+        q += "\nextra_section: 1\n"
+        try q.write(toFile: queues, atomically: true, encoding: .utf8)
+        let levelLine = q.components(separatedBy: "\n").firstIndex { $0.contains("level: region") }! + 1
+        let sectionLine = q.components(separatedBy: "\n").firstIndex { $0.contains("extra_section") }! + 1
+
+        let broken = try tiersync(["admin", "validate", copy])
+        #expect(broken.status == 1)
+        let lines = broken.output.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.hasPrefix("\(kpis):\(kpiLine): kpis.service-level-phone.formula.answered_within: expected a duration") }, "\(broken.output)")
+        #expect(lines.contains { $0.hasPrefix("\(queues):\(levelLine): queues.") && $0.contains(".level: expected a level: one of hq, country, dealer, got 'region'") }, "\(broken.output)")
+        #expect(lines.contains { $0.hasPrefix("\(queues):\(sectionLine): extra_section: unknown section") }, "\(broken.output)")
+        // Queues at the broken level are then referenced from rules at "country": reported too, each located.
+        #expect(lines.allSatisfy { $0.range(of: #"^/.+\.yaml:\d+: [a-z_\-\.\[\]0-9]+: .+"#, options: .regularExpression) != nil }, "\(broken.output)")
+
+        // Publish from the command line into a hub's data directory; roll back; read the status.
+        let data = dir.path + "/hub"
+        #expect(try tiersync(["admin", "create-tenant", "--data", data, "--tenant", "automaker", "--levels", "3"]).status == 0)
+        let refused = try tiersync(["admin", "publish", fixture("automaker"), "--data", data])
+        #expect(refused.status != 0, "publishing without a release key is refused")
+        #expect(try tiersync(["admin", "release-key", "--data", data, "--tenant", "automaker"]).status == 0)
+        for _ in 0..<2 {
+            let published = try tiersync(["admin", "publish", fixture("automaker"), "--data", data])
+            #expect(published.status == 0 && published.output.contains("rollout"), "\(published.output)")
+        }
+        let rollback = try tiersync(["admin", "rollback", "--data", data, "--tenant", "automaker"])
+        #expect(rollback.output.contains("rollout 3 (rollback to v1): v1 → everyone"), "\(rollback.output)")
+        let status = try tiersync(["admin", "rollout-status", "--data", data, "--tenant", "automaker"])
+        #expect(status.status == 0 && status.output.contains("tenant automaker: rollout 3 (v1 → everyone)"), "\(status.output)")
+        let tampered = try tiersync(["admin", "rollout", "--data", data, "--tenant", "automaker", "--release", "9"])
+        #expect(tampered.status != 0)
+    }
+}
