@@ -37,6 +37,9 @@ public final class SyncAgent: Sendable {
     private let parentNode: Mutex<NodeID>
     /// Called after a pull applied changes (a country node wakes its dealers' long-polls).
     let onPulled: @Sendable () async -> Void
+    /// Called after new governance documents were kept (a country wakes its dealers'
+    /// governance long-polls).
+    let onGovernance: @Sendable () async -> Void
     /// Checks and applies governance releases; see ``GovernanceFollower``.
     public let governance: GovernanceFollower
     /// The token of the governance bundle last received.
@@ -47,7 +50,8 @@ public final class SyncAgent: Sendable {
 
     /// Opens an agent for an enrolled store.
     public init(store: NodeStore, configuration: AgentConfiguration, logger: Logger = Logger(label: "tiersync.agent"),
-                onPulled: @escaping @Sendable () async -> Void = {}) throws {
+                onPulled: @escaping @Sendable () async -> Void = {},
+                onGovernance: @escaping @Sendable () async -> Void = {}) throws {
         guard let identity = try store.identity(), let credential = try store.meta("credential") else {
             throw AgentError.notEnrolled(StoreError.notEnrolled(path: store.path).description)
         }
@@ -56,6 +60,7 @@ public final class SyncAgent: Sendable {
         self.identity = identity
         self.logger = logger
         self.onPulled = onPulled
+        self.onGovernance = onGovernance
         let parentNode = Mutex(identity.parent ?? "parent")
         self.parentNode = parentNode
         client = try ParentClient(configuration: configuration, credential: credential)
@@ -356,7 +361,7 @@ public final class SyncAgent: Sendable {
         try governance.receive(bundle)
         governanceToken.withLock { $0 = bundle.token }
         // A country's dealers long-poll it for the same documents: wake them.
-        await onPulled()
+        await onGovernance()
         return true
     }
 

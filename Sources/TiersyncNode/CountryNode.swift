@@ -37,9 +37,11 @@ public struct CountryNode: Sendable {
             throw AgentError.invalidConfiguration("\(hubConfiguration.dataDirectory) holds the directory of '\(root)', not of '\(identity.node)': give this node a --data directory of its own")
         }
         let hubBox = HubBox()
-        let agent = try SyncAgent(store: store, configuration: agentConfiguration, logger: logger) {
+        let agent = try SyncAgent(store: store, configuration: agentConfiguration, logger: logger, onPulled: {
             await hubBox.hub?.notifyChanges(for: identity.tenant)
-        }
+        }, onGovernance: {
+            await hubBox.hub?.notifyGovernance(for: identity.tenant)
+        })
         let directory = RelayDirectory(store: store, identity: identity, mirror: mirror, parent: agent.parent, logger: logger)
         let hub = HubServer(configuration: hubConfiguration, directory: directory, logger: logger)
         await hubBox.set(hub)

@@ -15,6 +15,9 @@ public struct HubServer: Sendable {
     public let directory: any NodeDirectory
     let logger: Logger
     let notifier = ChangeNotifier()
+    /// Governance long-polls wait on their own notifier: a push wakes change pulls only,
+    /// not every node's governance poll.
+    let governanceNotifier = ChangeNotifier()
 
     /// The HQ hub: its catalog and tenant databases live in `configuration.dataDirectory`.
     public init(configuration: HubConfiguration, logger: Logger = Logger(label: "tiersync.hub")) throws {
@@ -37,10 +40,15 @@ public struct HubServer: Sendable {
         await notifier.signal(tenant)
     }
 
+    /// Wakes governance long-polls on `tenant` (a country node received new documents).
+    public func notifyGovernance(for tenant: TenantID) async {
+        await governanceNotifier.signal(tenant)
+    }
+
     /// Builds the router from ``HubRoutes``.
     func makeRouter(notifier: ChangeNotifier) -> Router<HubRequestContext> {
-        let service = SyncService(directory: directory, notifier: notifier, codec: BodyCodec(limits: configuration.limits),
-                                  configuration: configuration)
+        let service = SyncService(directory: directory, notifier: notifier, governanceNotifier: governanceNotifier,
+                                  codec: BodyCodec(limits: configuration.limits), configuration: configuration)
         let router = Router(context: HubRequestContext.self)
         router.add(middleware: ErrorBodyMiddleware())
         router.add(middleware: AuthenticationMiddleware(directory: directory))
@@ -91,7 +99,8 @@ public struct HubServer: Sendable {
         // Services shut down in reverse order: first the notifier (ending long-polls), then
         // the foreign-write watcher, then the HTTP server.
         let group = ServiceGroup(configuration: .init(
-            services: [app, ForeignWriteWatcher(directory: directory, notifier: notifier), NotifierService(notifier: notifier)],
+            services: [app, ForeignWriteWatcher(directory: directory, notifier: notifier, governanceNotifier: governanceNotifier),
+                       NotifierService(notifiers: [notifier, governanceNotifier])],
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
             logger: logger))
         // Cancelling the caller means "shut down gracefully": the group runs in its own
@@ -107,11 +116,11 @@ public struct HubServer: Sendable {
 
 /// Ends open long-polls when the hub shuts down.
 struct NotifierService: Service {
-    let notifier: ChangeNotifier
+    let notifiers: [ChangeNotifier]
 
     func run() async throws {
         try? await gracefulShutdown()
-        await notifier.close()
+        for notifier in notifiers { await notifier.close() }
     }
 }
 
@@ -120,21 +129,24 @@ struct NotifierService: Service {
 struct ForeignWriteWatcher: Service {
     let directory: any NodeDirectory
     let notifier: ChangeNotifier
+    let governanceNotifier: ChangeNotifier
 
     func run() async throws {
-        var heads: [TenantID: String] = [:]
+        var heads: [TenantID: Int64] = [:]
+        var governance: [TenantID: String] = [:]
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(500))
             for tenant in directory.openTenants() {
-                // The change log's head and the governance documents (an admin publishing a
-                // release or a country an overlay, from the CLI).
-                guard let store = try? directory.store(for: tenant), let seq = try? store.headSeq(),
-                      let governance = try? store.governanceStamp() else { continue }
-                let head = "\(seq)/\(governance)"
+                guard let store = try? directory.store(for: tenant), let head = try? store.headSeq(),
+                      let stamp = try? store.governanceStamp() else { continue }
                 // First sight counts as a change: a write made before this tenant was first
                 // watched would otherwise never wake anyone (waking needlessly is harmless).
                 if heads[tenant] != head { await notifier.signal(tenant) }
                 heads[tenant] = head
+                // Governance documents published by another process (admin CLI, a
+                // country's `overlay publish`).
+                if governance[tenant] != stamp { await governanceNotifier.signal(tenant) }
+                governance[tenant] = stamp
             }
         }
     }

@@ -9,6 +9,7 @@ import TiersyncStore
 struct SyncService: Sendable {
     let directory: any NodeDirectory
     let notifier: ChangeNotifier
+    let governanceNotifier: ChangeNotifier
     let codec: BodyCodec
     let configuration: HubConfiguration
 
@@ -131,14 +132,14 @@ struct SyncService: Sendable {
         let store = try directory.store(for: principal.tenant)
         let deadline = ContinuousClock.now + .milliseconds(Int64(wait * 1000))
         while true {
-            let generation = await notifier.generation(principal.tenant)
+            let generation = await governanceNotifier.generation(principal.tenant)
             let bundle = try GovernanceBundles.bundle(for: principal.node, tree: try await directory.tree(of: principal.tenant), store: store)
             let remaining = deadline - ContinuousClock.now
-            let closing = await notifier.isClosed
+            let closing = await governanceNotifier.isClosed
             if bundle.token != known || remaining <= .zero || Task.isCancelled || closing {
                 return try codec.encode(bundle, for: request)
             }
-            await notifier.wait(principal.tenant, after: generation, timeout: remaining)
+            await governanceNotifier.wait(principal.tenant, after: generation, timeout: remaining)
         }
     }
 

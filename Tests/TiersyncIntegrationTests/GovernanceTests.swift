@@ -195,6 +195,18 @@ struct GovernanceTests {
         #expect(status.nodes.allSatisfy { $0.release == 4 })
         #expect(status.nodes.filter { $0.node != "de" }.allSatisfy { $0.overlay == "de#4" })
         #expect(status.rollout == 5 && status.stages == "v4 → everyone")
+        // Bad requests get clear answers; a known token long-polls until something changes.
+        #expect(try await client.send("GET", "/v1/governance").status == 401)
+        let badWait = try await client.send("GET", "/v1/governance?wait=soon", credential: try de.store.meta("credential"))
+        #expect(badWait.status == 400 && badWait.error?.code == "invalid_parameter", "\(badWait.text)")
+        let current = try await client.send("GET", "/v1/governance", credential: try de.store.meta("credential")).decode(GovernanceBundle.self)
+        #expect(current.releases.count == 1 && current.overlays.isEmpty, "HQ sends de the release in force and no overlay of its own")
+        let waiting = Task { try await client.send("GET", "/v1/governance?wait=20&known=\(current.token)", credential: try de.store.meta("credential")) }
+        try await Task.sleep(for: .milliseconds(300))
+        let asked = ContinuousClock.now
+        try publisher.rollout(release: 3, targets: ["fr"])
+        let woken = try await waiting.value.decode(GovernanceBundle.self)
+        #expect(woken.token != current.token && ContinuousClock.now - asked < .seconds(10), "the long-poll answered when the rollout changed")
         await client.shutdown()
 
         await back.stop()
