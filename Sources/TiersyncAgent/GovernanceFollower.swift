@@ -13,6 +13,8 @@ import TiersyncStore
 public final class GovernanceFollower: Sendable {
     /// Where the node keeps HQ's release key (base64), learned at enrollment or pinned.
     public static let keyMeta = "governance.key"
+    /// The highest rollout sequence this node has received.
+    static let rolloutMeta = "governance.rollout_seq"
 
     let store: NodeStore
     let identity: NodeIdentity
@@ -34,11 +36,21 @@ public final class GovernanceFollower: Sendable {
     public func receive(_ bundle: GovernanceBundle, nowMillis: UInt64 = WallClock.nowMillis()) throws -> GovernanceDecision? {
         guard let key = try releaseKey() else {
             if bundle.rollout != nil {
-                logger.error("governance received but this node has no release key to verify it; re-enroll or pin one (--release-key)")
+                logger.error("governance received but this node has no release key to verify it yet; pin one with --release-key, or wait for the parent to announce it")
             }
             return nil
         }
         let verified = VerifiedGovernance.verify(bundle, key: key, tenant: identity.tenant.rawValue)
+        // A rollout older than one already seen is a replay (a relay rolling its branch
+        // back on its own): keep what is held and say so.
+        let seen = Int(try store.meta(Self.rolloutMeta) ?? "0") ?? 0
+        if let rollout = verified.rollout, rollout.sequence < seen {
+            let refusal = "rollout \(rollout.sequence) refused: older than rollout \(seen) already received (replayed by a relay?)"
+            logger.error("governance document refused", metadata: ["reason": "\(refusal)"])
+            lastRefusals.withLock { $0 = [refusal] }
+            return try evaluate(nowMillis: nowMillis)
+        }
+        if let rollout = verified.rollout, rollout.sequence > seen { try store.setMeta(Self.rolloutMeta, String(rollout.sequence)) }
         for refusal in verified.refusals {
             logger.error("governance document refused", metadata: ["reason": "\(refusal)"])
         }
@@ -67,6 +79,11 @@ public final class GovernanceFollower: Sendable {
         var verified = VerifiedGovernance.verify(rollouts: docs("rollout"), releases: docs("release"), overlays: docs("overlay"),
                                                  key: key, tenant: identity.tenant.rawValue)
         verified.refusals += lastRefusals.withLock { $0 }
+        let seen = Int(try store.meta(Self.rolloutMeta) ?? "0") ?? 0
+        if let rollout = verified.rollout, rollout.sequence < seen {
+            verified.refusals.append("rollout \(rollout.sequence) refused: older than rollout \(seen) already received (replayed by a relay?)")
+            verified.rollout = nil
+        }
         let decision = GovernanceResolver.decide(node: identity.node.rawValue, parent: parentNode()?.rawValue,
                                                  verified: verified, nowMillis: nowMillis)
         guard decision.state != .none || !decision.problems.isEmpty else { return nil }

@@ -45,7 +45,7 @@ public enum OverlayPublisher {
         let release = try hqKey.open(envelope, as: .release, Release.self)
         let previous = try store.governanceDocuments(kind: "overlay").first { $0.key == identity.node.rawValue }?.seq ?? 0
         let draft = Overlay(tenant: identity.tenant.rawValue, country: identity.node.rawValue, sequence: previous + 1,
-                            createdAtMillis: nowMillis, basedOn: source.basedOn ?? version, set: source.set)
+                            createdAtMillis: nowMillis, basedOn: version, set: source.set)
         let checked: Overlay
         switch draft.checked(against: release) {
         case .success(let overlay): checked = overlay

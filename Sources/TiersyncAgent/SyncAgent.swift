@@ -374,6 +374,7 @@ public final class SyncAgent: Sendable {
                     let now = WallClock.nowMillis()
                     wait = due <= now ? 0 : min(wait, Double(due - now) / 1000 + 0.05)
                 }
+                if try governance.releaseKey() == nil, let key = try await client.whoami().releaseKey { learnReleaseKey(key) }
                 try await syncGovernanceOnce(waitSeconds: wait)
                 backoff.reset()
             } catch is CancellationError {
@@ -382,9 +383,11 @@ public final class SyncAgent: Sendable {
                 logger.notice("the parent does not serve governance; checking again in a minute")
                 try? await Task.sleep(for: .seconds(60))
             } catch {
+                // A release that came due takes effect even while the parent is unreachable.
+                _ = try? governance.evaluate()
                 let delay = backoff.next()
-                recordFailure("governance", error, retryIn: delay)
-                try? await Task.sleep(for: delay)
+                recordFailure("governance", error, retryIn: min(delay, .seconds(5)))
+                try? await Task.sleep(for: min(delay, .seconds(5)))
             }
         }
     }

@@ -92,7 +92,7 @@ public enum ConfigValue: Sendable, Hashable, Codable, CustomStringConvertible {
 
     /// Every leaf path under this value with its value (objects descended, lists kept whole).
     public func leaves(prefix: String = "") -> [(path: String, value: ConfigValue)] {
-        guard case .object(let o) = self else { return [(prefix, self)] }
+        guard case .object(let o) = self, !o.isEmpty else { return [(prefix, self)] }
         return o.keys.sorted().flatMap { key in
             o[key]!.leaves(prefix: prefix.isEmpty ? key : prefix + "." + key)
         }

@@ -171,6 +171,10 @@ struct GovernanceReader {
             guard let fields = read(item, .record(Sections.items["overrides"]!), field: label)?.objectValue,
                   let path = fields["path"]?.stringValue, let boundValue = fields["bound"],
                   let bound = OverrideBound(boundValue) else { continue }
+            if path.split(separator: ".").last == "order" {
+                issue(item, label + ".path", "the order of items is HQ's: it cannot be overridden")
+                continue
+            }
             let rule = OverrideRule(path: path, bound: bound)
             let matches = rule.matchingPaths(in: config)
             if matches.isEmpty {

@@ -114,6 +114,8 @@ public enum GovernanceResolver {
                                       pendingUntilMillis: release.effectiveFromMillis)
         }
         var decision = GovernanceDecision(state: .applied, rollout: rollout.sequence, release: release, effective: release.config)
+        // A refused (e.g. replayed) rollout does not change what runs, but is reported.
+        decision.problems += verified.refusals.filter { $0.hasPrefix("rollout ") }
         let country = verified.overlays[node] != nil ? node : parent
         let overlayRefusal = verified.refusals.first { r in country.map { r.hasPrefix("overlay of \($0):") } ?? false }
         if let overlayRefusal { decision.problems.append(overlayRefusal) }

@@ -48,7 +48,7 @@ enum Sections {
     static let order = ["governance", "kpis", "roles", "queues", "allocation", "escalation", "proactive", "overrides"]
 
     static let governance: Shape = .record([
-        .required("tenant", .identifier), .required("title", .text(maxLength: 200)),
+        .required("tenant", .text(maxLength: 64)), .required("title", .text(maxLength: 200)),
         .required("levels", .list(.identifier, nonEmpty: true)), .optional("description", .text(maxLength: 4000)),
     ])
 

@@ -117,7 +117,7 @@ public struct OverlaySource: Sendable {
         for pair in pairs {
             switch pair.key {
             case "country":
-                country = reader.read(pair.value, .identifier, field: "overlay.country")?.stringValue
+                country = reader.read(pair.value, .text(maxLength: 64), field: "overlay.country")?.stringValue
             case "based_on":
                 basedOn = reader.read(pair.value, .integer(1...Int(Int32.max)), field: "overlay.based_on")?.numberValue.map { Int($0) }
             case "set":
@@ -143,6 +143,9 @@ public struct OverlaySource: Sendable {
         }
         if country == nil, !reader.issues.contains(where: { $0.field == "overlay.country" }) {
             reader.issue(node, "overlay.country", "required field missing")
+        }
+        if !pairs.contains(where: { $0.key == "set" }) {
+            reader.issue(node, "overlay.set", "required field missing: the fields this overlay changes")
         }
         guard reader.issues.isEmpty, let country else { throw GovernanceIssues(reader.issues) }
         return OverlaySource(country: country, basedOn: basedOn, set: set, lines: lines, file: file)

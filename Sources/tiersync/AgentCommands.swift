@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import TiersyncAgent
 import TiersyncCore
+import TiersyncGovernance
 import TiersyncStore
 
 /// Where a node's store is and how it reaches its parent.
@@ -22,6 +23,8 @@ struct ParentOptions: ParsableArguments {
     var pollMs = 200
     @Option(help: "Seconds a pull long-polls the parent.")
     var pullWait = 25.0
+    @Option(help: "HQ's governance release key (base64, from `tiersync admin release-key`), pinned instead of trusting the one received at enrollment.")
+    var releaseKey: String?
 
     /// Opens the store, enrolls it on its first run, adopts a changed parent URL, and
     /// returns the agent configuration.
@@ -36,6 +39,13 @@ struct ParentOptions: ParsableArguments {
         configuration.localPollInterval = .milliseconds(pollMs)
         configuration.pullWaitSeconds = pullWait
         if let ca { try store.setMeta("ca_file", ca) }
+        if let releaseKey {
+            guard GovernancePublicKey(base64: releaseKey) != nil else { throw CLIError("--release-key is not a base64 Ed25519 public key") }
+            if let held = try store.meta(GovernanceFollower.keyMeta), held != releaseKey {
+                throw CLIError("\(db) already holds a different release key (\(held.prefix(16))…); nodes never switch keys silently: use a fresh store, or remove the key with `sqlite3 \(db) \"DELETE FROM ts_meta WHERE key='governance.key'\"` if HQ really changed it")
+            }
+            try store.setMeta(GovernanceFollower.keyMeta, releaseKey)
+        }
         if try store.identity() == nil || store.meta("credential") == nil {
             guard let enrollToken else {
                 throw CLIError("\(db) is not enrolled yet: pass --enroll-token (from `tiersync admin enroll-token`)")

@@ -44,6 +44,7 @@ extension Admin {
         @OptionGroup var hub: HubData
         @Option(help: "Tenant identifier.") var tenant: String
         @Option(help: "Where to write the private key.") var out: String?
+        @Flag(help: "Register this key even though the tenant has another one (every enrolled node keeps the old one and will refuse what the new one signs).") var replace = false
 
         func run() throws {
             let tenantID = try TenantID(validating: tenant)
@@ -57,7 +58,11 @@ extension Admin {
                 try Admin.writeSecret(key.base64 + "\n", to: path)
                 print("wrote \(path)")
             }
-            try hub.catalog().setReleaseKey(key.publicKey.base64, for: tenantID)
+            let catalog = try hub.catalog()
+            if let registered = try catalog.releaseKey(of: tenantID), registered != key.publicKey.base64, !replace {
+                throw CLIError("tenant \(tenant) already has another release key (\(GovernancePublicKey(base64: registered).map(\.description) ?? "?")); enrolled nodes keep it and would refuse releases signed by \(key.publicKey). Use --replace only if you mean that.")
+            }
+            try catalog.setReleaseKey(key.publicKey.base64, for: tenantID)
             print("release key of \(tenant): \(key.publicKey) (public: \(key.publicKey.base64))")
         }
     }
@@ -141,6 +146,9 @@ extension Admin {
             }
             guard record.role == "country" else { throw CLIError("'\(node)' is a \(record.role); only countries publish overlays") }
             let hqKey = try Admin.loadSigningKey(key ?? Admin.defaultReleaseKeyPath(data: hub.data, tenant: tenantID))
+            guard try catalog.releaseKey(of: tenantID) == hqKey.publicKey.base64 else {
+                throw CLIError("this key (\(hqKey.publicKey)) is not the release key registered for \(tenant); nodes would refuse its certificates")
+            }
             let countryKey = GovernanceSigningKey()
             let certificate = try hqKey.certify(OverlayCertificate(tenant: tenant, node: node, publicKey: countryKey.publicKey.base64,
                                                                    issuedAtMillis: WallClock.nowMillis()))
@@ -273,7 +281,7 @@ struct OverlayCommand: AsyncParsableCommand {
                 }
                 throw CLIError(failure.description)
             }
-            print("published overlay \(overlay.label) (\(overlay.set.count) field(s)) against release v\(overlay.basedOn ?? 0); dealers receive it within seconds")
+            print("published overlay \(overlay.label) (\(overlay.set.count) field(s)), checked against release v\(overlay.basedOn ?? 0) in force here; dealers receive it within seconds")
         }
     }
 }

@@ -209,6 +209,19 @@ struct GovernanceTests {
         #expect(woken.token != current.token && ContinuousClock.now - asked < .seconds(10), "the long-poll answered when the rollout changed")
         await client.shutdown()
 
+        // 10. A relay replaying an old, genuinely signed rollout (rolling its branch back on
+        // its own) is refused: nodes never go back to an older rollout.
+        try await eventually(timeout: 30, "de-1 holds rollout 6") { try stores["de-1"]!.governanceDocuments(kind: "rollout").map(\.seq) == [6] }
+        let newest = try #require(try de.store.governanceDocuments(kind: "rollout").first)
+        let first = try #require(try hq.governanceDocuments(kind: "rollout").first { $0.seq == 1 })
+        try de.store.replaceGovernanceDocuments(kinds: ["rollout"], keeping: nil, with: [first])
+        try await eventually(timeout: 30, "de-1 refuses the replayed rollout") {
+            (try stores["de-1"]!.currentGovernance()?.message ?? "").contains("rollout 1 refused: older than rollout 6")
+        }
+        #expect(try inForce(stores["de-1"]!).release == 4, "de-1 keeps running v4")
+        try de.store.replaceGovernanceDocuments(kinds: ["rollout"], keeping: nil, with: [newest])
+        try await eventually(timeout: 30, "de-1 back to normal") { try stores["de-1"]!.currentGovernance()?.message == nil }
+
         await back.stop()
         for d in dealers.values { await d.stop() }
         await de.stop()
