@@ -10,11 +10,10 @@ import TiersyncStore
 /// ancestors (its country's) and its own.
 enum GovernanceBundles {
     static func bundle(for node: NodeID, tree: NodeTree, store: NodeStore) throws -> GovernanceBundle {
-        let documents = try store.governanceDocuments()
         let decoder = JSONDecoder()
         func envelope(_ d: StoredGovernanceDocument) -> SignedDocument? { try? decoder.decode(SignedDocument.self, from: Data(d.body.utf8)) }
 
-        let rolloutDoc = documents.filter { $0.kind == SignedDocument.Kind.rollout.rawValue }.max { $0.seq < $1.seq }
+        let rolloutDoc = try store.latestGovernanceDocument(kind: SignedDocument.Kind.rollout.rawValue)
         let subtree = Set(tree.subtree(of: node).map(\.rawValue))
         let ancestors = Set(tree.path(of: node).split(separator: "/").map(String.init)).subtracting([node.rawValue])
         var wanted: Set<Int> = []
@@ -27,8 +26,8 @@ enum GovernanceBundles {
                 if targets.contains(where: { subtree.contains($0) || ancestors.contains($0) }) { wanted.insert(stage.release) }
             }
         }
-        let releases = documents.filter { $0.kind == SignedDocument.Kind.release.rawValue && wanted.contains($0.seq) }
-        let overlays = documents.filter { $0.kind == SignedDocument.Kind.overlay.rawValue && (ancestors.contains($0.key) || $0.key == node.rawValue) }
+        let releases = try store.governanceDocuments(kind: SignedDocument.Kind.release.rawValue, keys: wanted.sorted().map(String.init))
+        let overlays = try store.governanceDocuments(kind: SignedDocument.Kind.overlay.rawValue, keys: ancestors.sorted() + [node.rawValue])
         var hasher = SHA256()
         for d in [rolloutDoc].compactMap({ $0 }) + releases + overlays { hasher.update(data: Data(d.body.utf8)) }
         let token = hasher.finalize().prefix(12).map { String(format: "%02x", $0) }.joined()
@@ -58,8 +57,7 @@ public enum GovernanceStatusReport {
     }
 
     public static func response(tenant: TenantID, nodes: [NodeRecord], store: NodeStore) throws -> RolloutStatusResponse {
-        let rollouts = try store.governanceDocuments(kind: SignedDocument.Kind.rollout.rawValue)
-        let latest = rollouts.max { $0.seq < $1.seq }
+        let latest = try store.latestGovernanceDocument(kind: SignedDocument.Kind.rollout.rawValue)
         let stages = latest.flatMap { d -> String? in
             guard let env = try? JSONDecoder().decode(SignedDocument.self, from: Data(d.body.utf8)),
                   let bytes = Data(base64Encoded: env.payload), let r = try? JSONDecoder().decode(Rollout.self, from: bytes) else { return nil }

@@ -54,6 +54,26 @@ extension NodeStore {
         }
     }
 
+    /// The document of `kind` with the highest sequence (the rollout in force).
+    public func latestGovernanceDocument(kind: String) throws -> StoredGovernanceDocument? {
+        try writer.read { db in
+            try Row.fetchOne(db, sql: "SELECT kind, key, seq, body FROM ts_gov_documents WHERE kind = ? ORDER BY seq DESC LIMIT 1",
+                             arguments: [kind])
+                .map { StoredGovernanceDocument(kind: $0["kind"], key: $0["key"], seq: $0["seq"], body: $0["body"]) }
+        }
+    }
+
+    /// The documents of `kind` with these keys: what one node's bundle needs, without
+    /// reading every release ever published.
+    public func governanceDocuments(kind: String, keys: [String]) throws -> [StoredGovernanceDocument] {
+        guard !keys.isEmpty else { return [] }
+        return try writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT kind, key, seq, body FROM ts_gov_documents WHERE kind = ? AND key IN (\(databaseQuestionMarks(count: keys.count))) ORDER BY seq",
+                             arguments: StatementArguments([kind] + keys))
+                .map { StoredGovernanceDocument(kind: $0["kind"], key: $0["key"], seq: $0["seq"], body: $0["body"]) }
+        }
+    }
+
     /// Stores (or replaces) one document.
     public func putGovernanceDocument(_ document: StoredGovernanceDocument, nowMillis: UInt64 = WallClock.nowMillis()) throws {
         try writer.write { db in try Self.put(db, document, nowMillis: nowMillis) }
