@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "tiersync", targets: ["tiersync"]),
         .executable(name: "tiersync-bench", targets: ["tiersync-bench"]),
+        .executable(name: "tiersync-agent", targets: ["tiersync-agent"]),
         .library(name: "TiersyncCore", targets: ["TiersyncCore"]),
     ],
     dependencies: [
@@ -70,7 +71,19 @@ let package = Package(
             "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncGovernance",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // What `agent run` needs from a command line, shared by `tiersync` and the lean
+        // `tiersync-agent` executable (a dealer's daemon without the hub in its binary).
+        .target(name: "TiersyncAgentCLI", dependencies: [
+            "TiersyncCore", "TiersyncStore", "TiersyncAgent", "TiersyncGovernance",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "tiersync-agent", dependencies: [
+            "TiersyncAgentCLI",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         .executableTarget(name: "tiersync", dependencies: [
+            "TiersyncAgentCLI",
             "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),

@@ -8,13 +8,14 @@ import TiersyncStore
 struct Idle: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "An idle agent's resident memory and CPU.")
     @Option(help: "Seconds to measure (after a 3 s warm-up).") var seconds = 60.0
+    @Option(help: "The agent executable: tiersync-agent (the lean one) or tiersync (`agent run`).") var binary = "tiersync-agent"
     @OptionGroup var common: CommonOptions
 
     func run() async throws {
         quietLogs()
         let (dir, cleanup) = try common.workingDirectory("idle")
         defer { cleanup() }
-        header("idle", [("seconds", "\(seconds)"), ("agent", "tiersync agent run, default settings, 1,000 records synced")])
+        header("idle", [("seconds", "\(seconds)"), ("agent", "\(binary == "tiersync" ? "tiersync agent run" : binary), default settings, 1,000 records synced")])
         let hub = try await BenchHub.start(in: dir)
         _ = try hub.stores.catalog.createTenant("acme")
         let store = try NodeStore(path: dir + "/dealer.sqlite")
@@ -22,12 +23,14 @@ struct Idle: AsyncParsableCommand {
                                    token: try hub.stores.catalog.issueEnrollmentToken(tenant: "acme", node: "dealer-1"))
         try store.commit((0..<1_000).map { .upsert("customers", id: "c-\($0)", contactFields($0, owner: "dealer-1")) })
 
+        // The lean agent executable a dealer runs (`tiersync agent run` is the same command
+        // inside the full binary; `--binary tiersync` measures that instead).
         let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-        let tiersync = URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("tiersync").path
-        guard FileManager.default.isExecutableFile(atPath: tiersync) else { throw BenchError("build the tiersync executable first (\(tiersync))") }
+        let path = URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent(binary).path
+        guard FileManager.default.isExecutableFile(atPath: path) else { throw BenchError("build the \(binary) executable first (\(path))") }
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: tiersync)
-        process.arguments = ["agent", "run", "--db", store.path, "--ca", hub.caFile, "--log-level", "warning"]
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = (binary == "tiersync" ? ["agent", "run"] : []) + ["--db", store.path, "--ca", hub.caFile, "--log-level", "warning"]
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         defer { process.terminate(); process.waitUntilExit() }

@@ -59,13 +59,3 @@ func openEnrolledStore(_ path: String) throws -> NodeStore {
     return try NodeStore(path: path)
 }
 
-/// Flushes standard output, so that a parent process reading a pipe sees lines at once.
-func flushOutput() {
-    fflush(nil)
-}
-
-/// A failure of a command's work (not of its arguments): printed as one line, without usage.
-struct CLIError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}

@@ -9,20 +9,3 @@ struct Tiersync: AsyncParsableCommand {
         subcommands: [Demo.self, Hub.self, Node.self, Agent.self, Admin.self, OverlayCommand.self, GovernanceCommand.self, Contact.self, RecordCommand.self, Status.self,
                       Conflicts.self, Trace.self])
 }
-
-/// Options every long-running command shares.
-struct LoggingOptions: ParsableArguments {
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: String = "info"
-
-    func bootstrap() throws {
-        guard let level = Logger.Level(rawValue: logLevel) else {
-            throw ValidationError("unknown log level '\(logLevel)'")
-        }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-    }
-}

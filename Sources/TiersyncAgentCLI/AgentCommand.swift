@@ -1,0 +1,138 @@
+import ArgumentParser
+import Foundation
+import Logging
+import TiersyncAgent
+import TiersyncCore
+import TiersyncGovernance
+import TiersyncStore
+
+/// Where a node's store is and how it reaches its parent.
+public struct ParentOptions: ParsableArguments, Sendable {
+    public init() {}
+
+    @Option(help: "The node's SQLite file (created if missing).")
+    public var db: String
+    @Option(name: [.customLong("parent"), .customLong("hub")],
+            help: "The parent's URL, e.g. https://hub.example.com:8443 (default: the URL used last). A different URL re-parents the node.")
+    public var parentURL: String?
+    @Option(help: "PEM file of the CA that signed the parent's certificate.")
+    public var ca: String?
+    @Option(help: "One-time enrollment token, for the first run.")
+    public var enrollToken: String?
+    @Option(help: "Changes per push request.")
+    public var batchSize = 500
+    @Option(help: "Milliseconds between checks for new local writes.")
+    public var pollMs = 200
+    @Option(help: "Seconds a pull long-polls the parent.")
+    public var pullWait = 25.0
+    @Option(help: "HQ's governance release key (base64, from `tiersync admin release-key`), pinned instead of trusting the one received at enrollment.")
+    public var releaseKey: String?
+
+    /// Opens the store, enrolls it on its first run, adopts a changed parent URL, and
+    /// returns the agent configuration.
+    public func prepare(allowInsecureHTTP: Bool, maxSkewSeconds: UInt64 = 60) async throws -> (NodeStore, AgentConfiguration) {
+        let store = try NodeStore(path: db, clock: HybridLogicalClock(maxSkewMillis: maxSkewSeconds * 1000))
+        guard let url = try parentURL ?? store.meta("parent_url") else {
+            throw CLIError("--parent is required until the node has enrolled")
+        }
+        var configuration = AgentConfiguration(parentURL: url, caFile: try ca ?? store.meta("ca_file"))
+        configuration.allowInsecureHTTP = allowInsecureHTTP
+        configuration.pushBatchSize = batchSize
+        configuration.localPollInterval = .milliseconds(pollMs)
+        configuration.pullWaitSeconds = pullWait
+        if let ca { try store.setMeta("ca_file", ca) }
+        if let releaseKey {
+            guard GovernancePublicKey(base64: releaseKey) != nil else { throw CLIError("--release-key is not a base64 Ed25519 public key") }
+            if let held = try store.meta(GovernanceFollower.keyMeta), held != releaseKey {
+                throw CLIError("\(db) already holds a different release key (\(held.prefix(16))…); nodes never switch keys silently: use a fresh store, or remove the key with `sqlite3 \(db) \"DELETE FROM ts_meta WHERE key='governance.key'\"` if HQ really changed it")
+            }
+            try store.setMeta(GovernanceFollower.keyMeta, releaseKey)
+        }
+        if try store.identity() == nil || store.meta("credential") == nil {
+            guard let enrollToken else {
+                throw CLIError("\(db) is not enrolled yet: pass --enroll-token (from `tiersync admin enroll-token`)")
+            }
+            let identity = try await SyncAgent.enroll(store: store, configuration: configuration, token: enrollToken)
+            print("enrolled as node \(identity.node) of tenant \(identity.tenant)")
+            flushOutput()
+        } else if try SyncAgent.adoptParent(store: store, url: url) {
+            print("parent changed to \(url): re-syncing with it from the start (nothing is applied twice)")
+            flushOutput()
+        }
+        return (store, configuration)
+    }
+}
+
+/// `tiersync agent run` and the lean `tiersync-agent` executable: one command, two homes.
+public struct AgentRunCommand: AsyncParsableCommand, Sendable {
+    public static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Sync a node's SQLite store with its parent until SIGTERM or SIGINT.",
+        discussion: """
+        The first run needs --enroll-token (from `tiersync admin enroll-token`); the node's \
+        identity and credential are then kept in its database. Local writes are pushed within \
+        a fraction of a second; the agent long-polls for changes routed to the node and HQ's \
+        governance releases, retries with backoff while the parent is down, and resumes where \
+        it stopped after a crash.
+        """)
+
+    @OptionGroup public var parent: ParentOptions
+    @Flag(help: "Allow a plain-HTTP parent URL. Development only.")
+    public var insecureDevHttp = false
+    @OptionGroup public var logging: LoggingOptions
+
+    public init() {}
+
+    public func run() async throws {
+        try logging.bootstrap()
+        let (store, configuration) = try await parent.prepare(allowInsecureHTTP: insecureDevHttp)
+        let agent = try SyncAgent(store: store, configuration: configuration)
+        try await runUntilSignal { try await agent.run() }
+    }
+}
+
+/// Runs `body` until it returns or SIGTERM/SIGINT arrives, then cancels it and waits for it
+/// to wind down (so in-flight transactions finish).
+public func runUntilSignal(_ body: @escaping @Sendable () async throws -> Void) async throws {
+    let task = Task { try await body() }
+    var sources: [any DispatchSourceSignal] = []
+    for sig in [SIGTERM, SIGINT] {
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler { task.cancel() }
+        source.resume()
+        sources.append(source)
+    }
+    defer { sources.forEach { $0.cancel() } }
+    try await task.value
+}
+
+/// Options every long-running command shares.
+public struct LoggingOptions: ParsableArguments, Sendable {
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    public var logLevel: String = "info"
+
+    public init() {}
+
+    public func bootstrap() throws {
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("unknown log level '\(logLevel)'")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+}
+
+/// Flushes standard output, so that a parent process reading a pipe sees lines at once.
+public func flushOutput() {
+    fflush(nil)
+}
+
+/// A failure of a command's work (not of its arguments): printed as one line, without usage.
+public struct CLIError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
