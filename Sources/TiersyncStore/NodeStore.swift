@@ -157,8 +157,9 @@ public final class NodeStore: Sendable {
             var report = IncomingReport()
             var last = try Self.lastHLC(db)
             let me = try Self.identity(db)?.node
+            var batch = try IncomingBatch(db, changes: changes)
             for change in changes {
-                switch try Self.known(db, change) {
+                switch try batch.known(db, change) {
                 case .new:
                     break
                 case .duplicate:
@@ -167,21 +168,27 @@ public final class NodeStore: Sendable {
                 case .reused:
                     let rejection = ChangeRejection(.identityReused, "change \(change.origin)#\(change.originSeq) reuses a sequence number of a different earlier change from that node; its database was probably restored or rebuilt: re-enroll the node")
                     try quarantine(db, change, rejection, from: sender, nowMillis: wallMillis)
+                    batch.quarantined()
                     report.rejected.append(RejectedChange(change: change, rejection: rejection))
                     continue
                 }
-                let verdict = try check(db, change, sender: sender, checkSkew: checkSkew, gate: gate, wallMillis: wallMillis)
+                let verdict = try check(db, change, sender: sender, checkSkew: checkSkew, gate: gate, wallMillis: wallMillis,
+                                        mayExist: batch.mayExist(table: change.table, id: change.recordID))
                 switch verdict {
                 case .failure(let rejection):
                     try quarantine(db, change, rejection, from: sender, nowMillis: wallMillis)
+                    batch.quarantined()
                     report.rejected.append(RejectedChange(change: change, rejection: rejection))
                 case .success(let (valid, table, stored, merged)):
                     var arrived = valid
                     if let me { arrived.trail.append(Hop(node: me, atMillis: wallMillis)) }
                     let outcome = try apply(db, arrived, table: table, stored: stored, merged: merged, source: source, from: sender, nowMillis: wallMillis)
+                    batch.applied(valid)
                     // Refused earlier for its context, accepted now: no longer quarantined.
-                    try db.cachedStatement(sql: "DELETE FROM ts_quarantine WHERE origin = ? AND origin_seq = ?")
-                        .execute(arguments: [valid.origin.rawValue, valid.originSeq])
+                    if !batch.quarantineEmpty {
+                        try db.cachedStatement(sql: "DELETE FROM ts_quarantine WHERE origin = ? AND origin_seq = ?")
+                            .execute(arguments: [valid.origin.rawValue, valid.originSeq])
+                    }
                     report.applied += 1
                     report.conflicts += outcome.conflicts.count
                     // Never adopt a time far in the future, even from a trusted parent: the
@@ -196,7 +203,7 @@ public final class NodeStore: Sendable {
     }
 
     private func check(_ db: Database, _ change: Change, sender: NodeID, checkSkew: Bool, gate: ChangeGate?,
-                       wallMillis: UInt64) throws -> Result<(Change, TableSchema, StoredRecord?, Merged), ChangeRejection> {
+                       wallMillis: UInt64, mayExist: Bool) throws -> Result<(Change, TableSchema, StoredRecord?, Merged), ChangeRejection> {
         let valid: Change
         switch schema.validate(change) {
         case .failure(let r): return .failure(r)
@@ -208,7 +215,7 @@ public final class NodeStore: Sendable {
             }
         }
         let table = schema.table(valid.table)!
-        let stored = try load(db, table: table, id: valid.recordID)
+        let stored = mayExist ? try load(db, table: table, id: valid.recordID) : nil
         // Merged once: the gate judges the result, and the same result is written.
         let merged = Self.merge(valid, into: stored, table: table)
         if let gate {
@@ -618,17 +625,6 @@ public final class NodeStore: Sendable {
     /// Built once: it runs for every received change.
     static let finalRefusalSQL = "SELECT 1 FROM ts_quarantine WHERE origin = ? AND origin_seq = ? AND code IN ("
         + ChangeRejection.Code.intrinsic.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
-
-    static func known(_ db: Database, _ change: Change) throws -> Known {
-        let args: StatementArguments = [change.origin.rawValue, change.originSeq]
-        if let hlc = try Int64.fetchOne(db.cachedStatement(sql: "SELECT hlc FROM ts_changes WHERE origin = ? AND origin_seq = ?"), arguments: args) {
-            // Same identity, same stamp: the same change again. A different stamp means
-            // the origin numbered two changes alike.
-            return UInt64(bitPattern: hlc) == change.hlc.rawValue ? .duplicate : .reused
-        }
-        let refused = try Bool.fetchOne(db.cachedStatement(sql: finalRefusalSQL), arguments: args) ?? false
-        return refused ? .duplicate : .new
-    }
 
     static func identity(_ db: Database) throws -> NodeIdentity? {
         let rows = try Row.fetchAll(db, sql: "SELECT key, value FROM ts_meta WHERE key IN ('tenant', 'node', 'parent')")

@@ -1,0 +1,88 @@
+import GRDB
+import TiersyncCore
+
+/// What applying one received batch needs to know about the store, read with one query per
+/// origin and per table instead of one per change: which changes are already held (and
+/// their stamps), whether anything is quarantined at all, and which records exist. The
+/// batch's own writes are tracked, so a change or record that appears twice in a batch is
+/// judged against the first.
+struct IncomingBatch {
+    private struct Identity: Hashable {
+        let origin: String
+        let seq: Int64
+    }
+
+    /// Stamps of held changes, for the origins and sequence ranges of the batch.
+    private var held: [Identity: UInt64] = [:]
+    /// Origins whose sequences were too scattered to read as one range: asked per change.
+    private var askPerChange: Set<String> = []
+    /// Records present in `ts_records`, by table, among those the batch touches.
+    private var existing: [String: Set<String>] = [:]
+    /// Records written by this batch so far ("table/id").
+    private var written: Set<String> = []
+    /// False once anything is quarantined: only then can a final refusal exist.
+    private(set) var quarantineEmpty: Bool
+
+    init(_ db: Database, changes: [Change]) throws {
+        quarantineEmpty = !(try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_quarantine)") ?? false)
+        var byOrigin: [String: [Int64]] = [:]
+        var byTable: [String: Set<String>] = [:]
+        for c in changes {
+            byOrigin[c.origin.rawValue, default: []].append(c.originSeq)
+            byTable[c.table, default: []].insert(c.recordID)
+        }
+        for (origin, seqs) in byOrigin {
+            let (lo, hi) = (seqs.min()!, seqs.max()!)
+            // A range read costs what it covers: fine for a node's consecutive changes, not
+            // for a handful scattered over a long history.
+            guard hi - lo < Int64(4 * seqs.count + 64) else { askPerChange.insert(origin); continue }
+            let rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT origin_seq, hlc FROM ts_changes WHERE origin = ? AND origin_seq BETWEEN ? AND ?"),
+                                           arguments: [origin, lo, hi])
+            while let row = try rows.next() {
+                held[Identity(origin: origin, seq: row[0])] = UInt64(bitPattern: row[1] as Int64)
+            }
+        }
+        for (table, ids) in byTable {
+            var present: Set<String> = []
+            let all = Array(ids)
+            for start in stride(from: 0, to: all.count, by: 500) {
+                let chunk = Array(all[start..<min(start + 500, all.count)])
+                let sql = "SELECT id FROM ts_records WHERE tbl = ? AND id IN (\(databaseQuestionMarks(count: chunk.count)))"
+                present.formUnion(try String.fetchAll(db, sql: sql, arguments: StatementArguments([table] + chunk)))
+            }
+            existing[table] = present
+        }
+    }
+
+    /// Whether `change` is new, held already (a duplicate), or reuses a held identity.
+    func known(_ db: Database, _ change: Change) throws -> NodeStore.Known {
+        let stamp: UInt64?
+        if askPerChange.contains(change.origin.rawValue) {
+            stamp = try Int64.fetchOne(db.cachedStatement(sql: "SELECT hlc FROM ts_changes WHERE origin = ? AND origin_seq = ?"),
+                                       arguments: [change.origin.rawValue, change.originSeq]).map { UInt64(bitPattern: $0) }
+        } else {
+            stamp = held[Identity(origin: change.origin.rawValue, seq: change.originSeq)]
+        }
+        if let stamp {
+            // Same identity, same stamp: the same change again. A different stamp means
+            // the origin numbered two changes alike.
+            return stamp == change.hlc.rawValue ? .duplicate : .reused
+        }
+        guard !quarantineEmpty else { return .new }
+        let refused = try Bool.fetchOne(db.cachedStatement(sql: NodeStore.finalRefusalSQL),
+                                        arguments: [change.origin.rawValue, change.originSeq]) ?? false
+        return refused ? .duplicate : .new
+    }
+
+    /// Whether the record may already have state: false skips reading it.
+    func mayExist(table: String, id: String) -> Bool {
+        existing[table]?.contains(id) ?? true || written.contains(table + "/" + id)
+    }
+
+    mutating func applied(_ change: Change) {
+        held[Identity(origin: change.origin.rawValue, seq: change.originSeq)] = change.hlc.rawValue
+        written.insert(change.table + "/" + change.recordID)
+    }
+
+    mutating func quarantined() { quarantineEmpty = false }
+}
