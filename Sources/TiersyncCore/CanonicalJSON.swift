@@ -4,12 +4,13 @@ public enum CanonicalJSON {
     public static func object(_ fields: [String: FieldValue]) -> String {
         var out = "{"
         var first = true
-        for key in fields.keys.sorted() {
+        // Sorted as pairs: looking each key up again would hash it twice.
+        for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
             if !first { out += "," }
             first = false
             out += FieldValue.quote(key)
             out += ":"
-            out += fields[key]!.canonical
+            out += value.canonical
         }
         return out + "}"
     }
@@ -17,12 +18,12 @@ public enum CanonicalJSON {
     public static func object(_ versions: [String: FieldVersion]) -> String {
         var out = "{"
         var first = true
-        for key in versions.keys.sorted() {
+        for (key, version) in versions.sorted(by: { $0.key < $1.key }) {
             if !first { out += "," }
             first = false
             out += FieldValue.quote(key)
             out += ":\""
-            out += versions[key]!.description
+            out += version.description
             out += "\""
         }
         return out + "}"
