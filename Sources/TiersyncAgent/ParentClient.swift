@@ -85,7 +85,9 @@ public final class ParentClient: Sendable {
     /// A request body as it goes on the wire: JSON, gzipped above the threshold. Public so
     /// the wire benchmark measures exactly what agents send.
     public static func encodeBody(_ body: some Encodable, compressAboveBytes: Int) throws -> (bytes: ByteBuffer, gzipped: Bool) {
-        var buffer = ByteBuffer(bytes: try JSONEncoder().encode(body))
+        // Push bodies, the big requests, are written directly (same JSON as `Codable`).
+        var buffer = if let push = body as? PushRequest { ByteBuffer(bytes: WireEncoding.pushRequest(push)) }
+            else { ByteBuffer(bytes: try JSONEncoder().encode(body)) }
         guard buffer.readableBytes > compressAboveBytes else { return (buffer, false) }
         return (try buffer.compress(with: .gzip), true)
     }

@@ -41,7 +41,9 @@ struct BodyCodec: Sendable {
     }
 
     func encode(_ value: some Encodable, status: HTTPResponse.Status = .ok, for request: Request) throws -> Response {
-        var buffer = ByteBuffer(bytes: try JSONEncoder().encode(value))
+        // Pull pages, the big answers, are written directly (same JSON as `Codable`).
+        var buffer = if let page = value as? PullResponse { ByteBuffer(bytes: WireEncoding.pullResponse(page)) }
+            else { ByteBuffer(bytes: try JSONEncoder().encode(value)) }
         var headers: HTTPFields = [.contentType: "application/json"]
         if buffer.readableBytes > 512, request.headers[.acceptEncoding]?.lowercased().contains("gzip") == true {
             buffer = try buffer.compress(with: .gzip)
