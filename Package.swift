@@ -33,6 +33,7 @@ let package = Package(
         .target(name: "TiersyncStore", dependencies: [
             "TiersyncCore",
             .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "GRDBSQLite", package: "GRDB.swift"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // Governance: YAML authoring, validation, signed releases/rollouts/overlays, and

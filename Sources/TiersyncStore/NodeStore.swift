@@ -476,19 +476,32 @@ public final class NodeStore: Sendable {
                 """).execute(arguments: [table.name, change.recordID, c.field, c.winner.canonical, c.winnerVersion.description,
                                          c.loser.canonical, c.loserVersion.description, Int64(nowMillis)])
         }
-        try db.cachedStatement(sql: """
+        try DirectBinding.execute(db, db.cachedStatement(sql: """
             INSERT INTO ts_changes (origin, origin_seq, hlc, tbl, record_id, op, fields, prior, source, received_from, received_at, trail)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """).execute(arguments: [change.origin.rawValue, change.originSeq, Int64(bitPattern: change.hlc.rawValue), change.table,
-                                     change.recordID, change.op.rawValue, CanonicalJSON.object(change.fields),
-                                     change.prior.isEmpty ? nil : CanonicalJSON.object(change.prior),
-                                     source.rawValue, sender?.rawValue, Int64(nowMillis), Self.encodeTrail(change.trail)])
+            """)) { b in
+            b.text(change.origin.rawValue)
+            b.integer(change.originSeq)
+            b.integer(Int64(bitPattern: change.hlc.rawValue))
+            b.text(change.table)
+            b.text(change.recordID)
+            b.text(change.op.rawValue)
+            b.text(CanonicalJSON.object(change.fields))
+            b.text(change.prior.isEmpty ? nil : CanonicalJSON.object(change.prior))
+            b.text(source.rawValue)
+            b.text(sender?.rawValue)
+            b.integer(Int64(nowMillis))
+            b.text(Self.encodeTrail(change.trail))
+        }
         let seq = db.lastInsertedRowID
         // The change reaches the nodes the record was routed to and those it is routed to
         // now: a record moving away is seen leaving.
+        let routeStatement = try db.cachedStatement(sql: "INSERT OR IGNORE INTO ts_change_routes (node, seq) VALUES (?, ?)")
         for node in route.union(stored?.route ?? []) {
-            try db.cachedStatement(sql: "INSERT OR IGNORE INTO ts_change_routes (node, seq) VALUES (?, ?)")
-                .execute(arguments: [node.rawValue, seq])
+            try DirectBinding.execute(db, routeStatement) { b in
+                b.text(node.rawValue)
+                b.integer(seq)
+            }
         }
         return outcome
     }
@@ -532,18 +545,25 @@ public final class NodeStore: Sendable {
     }
 
     private func save(_ db: Database, table: TableSchema, id: String, state: RecordState, route: Set<NodeID>) throws {
-        try db.cachedStatement(sql: """
+        try DirectBinding.execute(db, db.cachedStatement(sql: """
             INSERT INTO ts_records (tbl, id, versions, tombstone, route, live) VALUES (?, ?, ?, ?, ?, ?)
             ON CONFLICT (tbl, id) DO UPDATE SET versions = excluded.versions, tombstone = excluded.tombstone,
                 route = excluded.route, live = excluded.live
-            """).execute(arguments: [table.name, id, CanonicalJSON.object(state.versions), state.tombstone?.description,
-                                     route.map(\.rawValue).sorted().joined(separator: ","), state.isLive])
+            """)) { b in
+            b.text(table.name)
+            b.text(id)
+            b.text(CanonicalJSON.object(state.versions))
+            b.text(state.tombstone?.description)
+            b.text(route.map(\.rawValue).sorted().joined(separator: ","))
+            b.integer(state.isLive ? 1 : 0)
+        }
         let sql = tableSQL[table.name]!
         if state.isLive {
             let live = state.liveValues
-            var args: [(any DatabaseValueConvertible)?] = [id]
-            args += table.fields.map { Self.databaseValue(live[$0.name] ?? .null) }
-            try db.cachedStatement(sql: sql.upsert).execute(arguments: StatementArguments(args))
+            try DirectBinding.execute(db, db.cachedStatement(sql: sql.upsert)) { b in
+                b.text(id)
+                for field in table.fields { b.field(live[field.name] ?? .null) }
+            }
         } else {
             try db.cachedStatement(sql: sql.delete).execute(arguments: [id])
         }
@@ -579,16 +599,6 @@ public final class NodeStore: Sendable {
             return .string(s)
         case .blob(let data):
             return .string(String(decoding: data, as: UTF8.self))
-        }
-    }
-
-    static func databaseValue(_ value: FieldValue) -> (any DatabaseValueConvertible)? {
-        switch value {
-        case .null: nil
-        case .bool(let b): b
-        case .int(let i): i
-        case .double(let d): d
-        case .string(let s): s
         }
     }
 

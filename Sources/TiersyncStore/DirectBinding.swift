@@ -1,0 +1,57 @@
+import GRDB
+import GRDBSQLite
+import TiersyncCore
+
+private let transient = unsafeBitCast(OpaquePointer(bitPattern: -1), to: sqlite3_destructor_type.self)
+
+/// Binds values straight into a prepared statement and steps it, for the few writes every
+/// received change makes (log entry, routes, record metadata, domain row). GRDB's
+/// `StatementArguments` box each value in an existential first; on the ingest path that
+/// boxing, not SQLite, was the cost. Only for statements that return no rows, inside a
+/// transaction GRDB opened.
+struct DirectBinding {
+    private let handle: SQLiteStatement
+    private var index: Int32 = 0
+
+    /// Runs `statement` with the values `bind` adds, in order.
+    static func execute(_ db: Database, _ statement: Statement, _ bind: (inout DirectBinding) -> Void) throws {
+        var binding = DirectBinding(handle: statement.sqliteStatement)
+        sqlite3_reset(binding.handle)
+        sqlite3_clear_bindings(binding.handle)
+        bind(&binding)
+        let code = sqlite3_step(binding.handle)
+        sqlite3_reset(binding.handle)
+        guard code == SQLITE_DONE else {
+            throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(sqlite3_db_handle(binding.handle))),
+                                sql: statement.sql)
+        }
+    }
+
+    private init(handle: SQLiteStatement) { self.handle = handle }
+
+    mutating func text(_ value: String?) {
+        index += 1
+        guard let value else { sqlite3_bind_null(handle, index); return }
+        sqlite3_bind_text(handle, index, value, -1, transient)
+    }
+
+    mutating func integer(_ value: Int64?) {
+        index += 1
+        guard let value else { sqlite3_bind_null(handle, index); return }
+        sqlite3_bind_int64(handle, index, value)
+    }
+
+    mutating func field(_ value: FieldValue) {
+        switch value {
+        case .null:
+            index += 1
+            sqlite3_bind_null(handle, index)
+        case .bool(let b): integer(b ? 1 : 0)
+        case .int(let i): integer(i)
+        case .double(let d):
+            index += 1
+            sqlite3_bind_double(handle, index, d)
+        case .string(let s): text(s)
+        }
+    }
+}
