@@ -264,8 +264,40 @@ public final class SyncAgent: Sendable {
         let bootstrapped = try store.meta("pull.bootstrapped") == "1"
         let page = try await client.pull(cursor: cursor, limit: configuration.pullPageSize, waitSeconds: waitSeconds,
                                          excludeOwn: bootstrapped)
+        try await apply(page, bootstrapped: bootstrapped)
+        return (page.changes.count, page.more)
+    }
+
+    /// Pulls until the parent has nothing more, fetching the next page while the current
+    /// one is applied (the parent reads and encodes while this node writes: a new node's
+    /// first sync, or one back from a long outage). Returns the changes received;
+    /// `progress` gets the running total after each page.
+    @discardableResult
+    public func catchUp(progress: (Int) -> Void = { _ in }) async throws -> Int {
+        let bootstrapped = try store.meta("pull.bootstrapped") == "1"
+        let (client, limit) = (self.client, configuration.pullPageSize)
+        let fetch = { @Sendable (cursor: Int64) in
+            Task { try await client.pull(cursor: cursor, limit: limit, waitSeconds: 0, excludeOwn: bootstrapped) }
+        }
+        var next: Task<PullResponse, any Error>? = fetch(try store.cursor(Self.pullCursor))
+        defer { next?.cancel() }
+        var received = 0
+        while let fetching = next {
+            let page = try await fetching.value
+            // Positions only move forward through `apply`, which stores `nextCursor` with
+            // the page: the prefetched page starts exactly there.
+            next = page.more ? fetch(page.nextCursor) : nil
+            try await apply(page, bootstrapped: bootstrapped)
+            received += page.changes.count
+            progress(received)
+        }
+        return received
+    }
+
+    /// Applies a pulled page together with its cursor.
+    private func apply(_ page: PullResponse, bootstrapped: Bool) async throws {
         let report = try await store.applyIncoming(page.changes, from: parentNode.withLock { $0 }, source: .parent, checkSkew: false,
-                                             cursor: (Self.pullCursor, page.nextCursor))
+                                                   cursor: (Self.pullCursor, page.nextCursor))
         if !page.more, !bootstrapped { try store.setMeta("pull.bootstrapped", "1") }
         if !report.rejected.isEmpty {
             for r in report.rejected {
@@ -278,7 +310,6 @@ public final class SyncAgent: Sendable {
             $0.parentHead = page.head
         }
         if report.applied > 0 { await onPulled() }
-        return (page.changes.count, page.more)
     }
 
     /// Fetches every change routed to `node` from the parent, from the beginning, without
@@ -304,10 +335,17 @@ public final class SyncAgent: Sendable {
         var lastProgress = ContinuousClock.now
         while !Task.isCancelled {
             do {
-                more = try await pullOnce(waitSeconds: more ? 0 : configuration.pullWaitSeconds).more
-                if more, ContinuousClock.now - lastProgress > .seconds(2) {
-                    lastProgress = ContinuousClock.now
-                    logCatchUp()
+                if more {
+                    // Behind: page after page, the next one fetched while this one is applied.
+                    try await catchUp { _ in
+                        if ContinuousClock.now - lastProgress > .seconds(2) {
+                            lastProgress = ContinuousClock.now
+                            logCatchUp()
+                        }
+                    }
+                    more = false
+                } else {
+                    more = try await pullOnce(waitSeconds: configuration.pullWaitSeconds).more
                 }
                 backoff.reset()
                 recordSuccess()

@@ -30,10 +30,11 @@ struct Bootstrap: AsyncParsableCommand {
         let agent = try SyncAgent(store: store, configuration: configuration)
         let start = ContinuousClock.now
         var lastReport = ContinuousClock.now
-        while try await agent.pullOnce().more {
+        // What `agent run` does when behind: pages fetched while the previous one is applied.
+        try await agent.catchUp { received in
             if ContinuousClock.now - lastReport > .seconds(1) {
                 lastReport = ContinuousClock.now
-                print("  … \(try store.counts().records["customers"] ?? 0) of \(records) records", terminator: "\r")
+                print("  … \(received) of \(records) records", terminator: "\r")
                 fflush(nil)
             }
         }
