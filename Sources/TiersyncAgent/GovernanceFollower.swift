@@ -43,9 +43,9 @@ public final class GovernanceFollower: Sendable {
         let verified = VerifiedGovernance.verify(bundle, key: key, tenant: identity.tenant.rawValue)
         // A rollout older than one already seen is a replay (a relay rolling its branch
         // back on its own): keep what is held and say so.
-        let seen = Int(try store.meta(Self.rolloutMeta) ?? "0") ?? 0
+        let seen = try highestRollout()
         if let rollout = verified.rollout, rollout.sequence < seen {
-            let refusal = "rollout \(rollout.sequence) refused: older than rollout \(seen) already received (replayed by a relay?)"
+            let refusal = Self.replayRefusal(rollout.sequence, seen: seen)
             logger.error("governance document refused", metadata: ["reason": "\(refusal)"])
             lastRefusals.withLock { $0 = [refusal] }
             return try evaluate(nowMillis: nowMillis)
@@ -54,9 +54,8 @@ public final class GovernanceFollower: Sendable {
         for refusal in verified.refusals {
             logger.error("governance document refused", metadata: ["reason": "\(refusal)"])
         }
-        let encoder = JSONEncoder()
-        let documents = try verified.accepted.map { a in
-            StoredGovernanceDocument(kind: a.kind.rawValue, key: a.key, seq: a.seq, body: String(decoding: try encoder.encode(a.document), as: UTF8.self))
+        let documents = verified.accepted.map { a in
+            StoredGovernanceDocument(kind: a.kind.rawValue, key: a.key, seq: a.seq, body: a.document.json)
         }
         // Own overlay (a country's) is authored here, never received: keep it.
         try store.replaceGovernanceDocuments(kinds: ["release", "rollout", "overlay"], keeping: identity.node.rawValue, with: documents,
@@ -71,19 +70,8 @@ public final class GovernanceFollower: Sendable {
     @discardableResult
     public func evaluate(nowMillis: UInt64 = WallClock.nowMillis()) throws -> GovernanceDecision? {
         guard let key = try releaseKey() else { return nil }
-        let decoder = JSONDecoder()
-        let stored = try store.governanceDocuments()
-        func docs(_ kind: String) -> [SignedDocument] {
-            stored.filter { $0.kind == kind }.compactMap { try? decoder.decode(SignedDocument.self, from: Data($0.body.utf8)) }
-        }
-        var verified = VerifiedGovernance.verify(rollouts: docs("rollout"), releases: docs("release"), overlays: docs("overlay"),
-                                                 key: key, tenant: identity.tenant.rawValue)
+        var verified = try verifiedStore(key: key)
         verified.refusals += lastRefusals.withLock { $0 }
-        let seen = Int(try store.meta(Self.rolloutMeta) ?? "0") ?? 0
-        if let rollout = verified.rollout, rollout.sequence < seen {
-            verified.refusals.append("rollout \(rollout.sequence) refused: older than rollout \(seen) already received (replayed by a relay?)")
-            verified.rollout = nil
-        }
         let decision = GovernanceResolver.decide(node: identity.node.rawValue, parent: parentNode()?.rawValue,
                                                  verified: verified, nowMillis: nowMillis)
         guard decision.state != .none || !decision.problems.isEmpty else { return nil }
@@ -124,22 +112,34 @@ public final class GovernanceFollower: Sendable {
         return decision
     }
 
-    /// The effective config in force (release ⊕ overlay), if any.
-    public func effectiveConfig() throws -> ConfigValue? {
-        guard let json = try store.appliedGovernance()?.effective else { return nil }
-        return try JSONDecoder().decode(ConfigValue.self, from: Data(json.utf8))
-    }
-
     /// When a pending release takes effect, if one is waiting.
     func pendingDueMillis() throws -> UInt64? {
         guard let key = try releaseKey() else { return nil }
-        let decoder = JSONDecoder()
-        let stored = try store.governanceDocuments()
-        let rollouts = stored.filter { $0.kind == "rollout" }.compactMap { try? decoder.decode(SignedDocument.self, from: Data($0.body.utf8)) }
-        let releases = stored.filter { $0.kind == "release" }.compactMap { try? decoder.decode(SignedDocument.self, from: Data($0.body.utf8)) }
-        let verified = VerifiedGovernance.verify(rollouts: rollouts, releases: releases, overlays: [], key: key, tenant: identity.tenant.rawValue)
-        return GovernanceResolver.decide(node: identity.node.rawValue, parent: parentNode()?.rawValue, verified: verified,
+        return GovernanceResolver.decide(node: identity.node.rawValue, parent: parentNode()?.rawValue, verified: try verifiedStore(key: key),
                                          nowMillis: WallClock.nowMillis()).pendingUntilMillis
+    }
+
+    /// The documents kept here, each checked again (a stored document is only as good as
+    /// its signature); a kept rollout older than one already received is set aside.
+    private func verifiedStore(key: GovernancePublicKey) throws -> VerifiedGovernance {
+        let stored = try store.governanceDocuments()
+        func documents(_ kind: SignedDocument.Kind) -> [SignedDocument] {
+            stored.filter { $0.kind == kind.rawValue }.compactMap { SignedDocument(json: $0.body) }
+        }
+        var verified = VerifiedGovernance.verify(rollouts: documents(.rollout), releases: documents(.release), overlays: documents(.overlay),
+                                                 key: key, tenant: identity.tenant.rawValue)
+        let seen = try highestRollout()
+        if let rollout = verified.rollout, rollout.sequence < seen {
+            verified.refusals.append(Self.replayRefusal(rollout.sequence, seen: seen))
+            verified.rollout = nil
+        }
+        return verified
+    }
+
+    private func highestRollout() throws -> Int { Int(try store.meta(Self.rolloutMeta) ?? "0") ?? 0 }
+
+    private static func replayRefusal(_ sequence: Int, seen: Int) -> String {
+        "rollout \(sequence) refused: older than rollout \(seen) already received (replayed by a relay?)"
     }
 
     func releaseKey() throws -> GovernancePublicKey? {

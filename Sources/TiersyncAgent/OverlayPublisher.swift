@@ -37,13 +37,12 @@ public enum OverlayPublisher {
         guard let applied = try store.appliedGovernance(), let version = applied.release else {
             throw Failure("no release is in force at \(identity.node) yet: an overlay is checked against HQ's release, so wait for one")
         }
-        let decoder = JSONDecoder()
-        guard let stored = try store.governanceDocuments(kind: "release").first(where: { $0.seq == version }),
-              let envelope = try? decoder.decode(SignedDocument.self, from: Data(stored.body.utf8)) else {
+        guard let stored = try store.governanceDocuments(kind: "release", keys: [String(version)]).first,
+              let envelope = SignedDocument(json: stored.body) else {
             throw Failure("release \(version) is in force but not stored here")
         }
         let release = try hqKey.open(envelope, as: .release, Release.self)
-        let previous = try store.governanceDocuments(kind: "overlay").first { $0.key == identity.node.rawValue }?.seq ?? 0
+        let previous = try store.governanceDocuments(kind: "overlay", keys: [identity.node.rawValue]).first?.seq ?? 0
         let draft = Overlay(tenant: identity.tenant.rawValue, country: identity.node.rawValue, sequence: previous + 1,
                             createdAtMillis: nowMillis, basedOn: version, set: source.set)
         let checked: Overlay
@@ -56,8 +55,7 @@ public enum OverlayPublisher {
         let document = try key.sign(checked, as: .overlay, certificate: keyFile.certificate)
         // Prove now what every dealer will check: HQ certified this key for this country.
         _ = try hqKey.openOverlay(document, tenant: identity.tenant.rawValue, expectedCountry: identity.node.rawValue)
-        let body = String(decoding: try JSONEncoder().encode(document), as: UTF8.self)
-        try store.putGovernanceDocument(StoredGovernanceDocument(kind: "overlay", key: identity.node.rawValue, seq: checked.sequence, body: body),
+        try store.putGovernanceDocument(StoredGovernanceDocument(kind: "overlay", key: identity.node.rawValue, seq: checked.sequence, body: document.json),
                                         nowMillis: nowMillis)
         // The country itself runs release ⊕ its overlay: decide now rather than on the
         // agent's next round, so its status is current at once.

@@ -78,10 +78,6 @@ public final class ParentClient: Sendable {
         return try await send(.GET, path, timeout: .seconds(Int64(waitSeconds) + 60)).decode(GovernanceBundle.self)
     }
 
-    public func governanceStatus() async throws -> RolloutStatusResponse {
-        try await send(.GET, "/v1/governance/status", timeout: .seconds(30)).decode(RolloutStatusResponse.self)
-    }
-
     /// A request body as it goes on the wire: JSON, gzipped above the threshold. Public so
     /// the wire benchmark measures exactly what agents send.
     public static func encodeBody(_ body: some Encodable, compressAboveBytes: Int) throws -> (bytes: ByteBuffer, gzipped: Bool) {

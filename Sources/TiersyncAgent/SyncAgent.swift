@@ -61,8 +61,7 @@ public final class SyncAgent: Sendable {
         self.logger = logger
         self.onPulled = onPulled
         self.onGovernance = onGovernance
-        let parentNode = Mutex(identity.parent ?? "parent")
-        self.parentNode = parentNode
+        parentNode = Mutex(identity.parent ?? "parent")
         client = try ParentClient(configuration: configuration, credential: credential)
         governance = GovernanceFollower(store: store, identity: identity, parentNode: { [store] in
             (try? store.identity())?.parent ?? identity.parent

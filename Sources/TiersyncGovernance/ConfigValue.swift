@@ -45,7 +45,6 @@ public enum ConfigValue: Sendable, Hashable, Codable, CustomStringConvertible {
 
     public var stringValue: String? { if case .string(let s) = self { s } else { nil } }
     public var numberValue: Double? { if case .number(let d) = self { d } else { nil } }
-    public var boolValue: Bool? { if case .bool(let b) = self { b } else { nil } }
     public var objectValue: [String: ConfigValue]? { if case .object(let o) = self { o } else { nil } }
     public var listValue: [ConfigValue]? { if case .list(let l) = self { l } else { nil } }
 

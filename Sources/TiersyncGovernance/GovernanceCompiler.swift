@@ -13,7 +13,6 @@ public struct CompiledGovernance: Sendable {
     public let overrides: [OverrideRule]
     /// SHA-256 over the source files (name and bytes), to tie a release to its sources.
     public let sourceDigest: String
-    public let files: [String]
 }
 
 /// Reads and validates a governance directory (see docs/GOVERNANCE.md), collecting every
@@ -107,7 +106,7 @@ public enum GovernanceCompiler {
         CrossChecks.run(&reader, config: &compiled)
         guard reader.issues.isEmpty else { throw GovernanceIssues(reader.issues) }
         return CompiledGovernance(tenant: header?.objectValue?["tenant"]?.stringValue ?? "", levels: levels, config: compiled,
-                                  overrides: overrides, sourceDigest: digest, files: sources.map(\.name))
+                                  overrides: overrides, sourceDigest: digest)
     }
 }
 
@@ -310,9 +309,7 @@ struct GovernanceReader {
         }
     }
 
-    func expectation(_ shape: Shape) -> String { Self.expectation(shape, levels: levels) }
-
-    static func expectation(_ shape: Shape, levels: [String] = []) -> String {
+    func expectation(_ shape: Shape) -> String {
         switch shape {
         case .text(let max): "text of 1 to \(max) characters"
         case .identifier: "an identifier (lowercase letters, digits, '-')"
@@ -323,7 +320,7 @@ struct GovernanceReader {
         case .boolean: "true or false"
         case .choice(let options): "one of \(options.joined(separator: ", "))"
         case .list: "a list"
-        case .oneOrMany(let e): "\(expectation(e, levels: levels)) or a list of them"
+        case .oneOrMany(let e): "\(expectation(e)) or a list of them"
         case .record: "a mapping"
         case .bound: "shorten, rename, stricter or {min: …, max: …}"
         }

@@ -26,6 +26,24 @@ public struct SignedDocument: Sendable, Hashable, Codable {
         self.certificate = certificate
     }
 
+    /// The envelope as stored and sent: its JSON text.
+    public var json: String {
+        // Encoding plain strings cannot fail.
+        String(decoding: (try? JSONEncoder().encode(self)) ?? Data("{}".utf8), as: UTF8.self)
+    }
+
+    /// An envelope from its JSON text; nil when it is not one.
+    public init?(json: String) {
+        guard let document = try? JSONDecoder().decode(SignedDocument.self, from: Data(json.utf8)) else { return nil }
+        self = document
+    }
+
+    /// The payload decoded *without* checking the signature: only to route documents (which
+    /// releases a branch needs) or to show them; a node verifies before applying anything.
+    public func unverifiedPayload<T: Decodable>(_ type: T.Type) -> T? {
+        Data(base64Encoded: payload).flatMap { try? JSONDecoder().decode(T.self, from: $0) }
+    }
+
     /// What the signature covers: a domain tag and the kind, then the payload, so a
     /// signature made for one kind of document cannot be replayed as another.
     static func message(kind: Kind, payload: Data) -> Data {

@@ -10,15 +10,11 @@ import TiersyncStore
 /// ancestors (its country's) and its own.
 enum GovernanceBundles {
     static func bundle(for node: NodeID, tree: NodeTree, store: NodeStore) throws -> GovernanceBundle {
-        let decoder = JSONDecoder()
-        func envelope(_ d: StoredGovernanceDocument) -> SignedDocument? { try? decoder.decode(SignedDocument.self, from: Data(d.body.utf8)) }
-
         let rolloutDoc = try store.latestGovernanceDocument(kind: SignedDocument.Kind.rollout.rawValue)
         let subtree = Set(tree.subtree(of: node).map(\.rawValue))
         let ancestors = Set(tree.path(of: node).split(separator: "/").map(String.init)).subtracting([node.rawValue])
         var wanted: Set<Int> = []
-        if let rolloutDoc, let envelope = envelope(rolloutDoc), let bytes = Data(base64Encoded: envelope.payload),
-           let rollout = try? decoder.decode(Rollout.self, from: bytes) {
+        if let rollout = rolloutDoc.flatMap({ SignedDocument(json: $0.body) })?.unverifiedPayload(Rollout.self) {
             // Stages are read unverified here only to route documents; every node verifies
             // what it receives before applying anything.
             for stage in rollout.stages {
@@ -31,8 +27,9 @@ enum GovernanceBundles {
         var hasher = SHA256()
         for d in [rolloutDoc].compactMap({ $0 }) + releases + overlays { hasher.update(data: Data(d.body.utf8)) }
         let token = hasher.finalize().prefix(12).map { String(format: "%02x", $0) }.joined()
-        return GovernanceBundle(token: token, rollout: rolloutDoc.flatMap(envelope),
-                                releases: releases.compactMap(envelope), overlays: overlays.compactMap(envelope))
+        return GovernanceBundle(token: token, rollout: rolloutDoc.flatMap { SignedDocument(json: $0.body) },
+                                releases: releases.compactMap { SignedDocument(json: $0.body) },
+                                overlays: overlays.compactMap { SignedDocument(json: $0.body) })
     }
 }
 
@@ -42,8 +39,11 @@ public enum GovernanceStatusReport {
     public static func rows(nodes: [NodeRecord], store: NodeStore) throws -> [RolloutStatusRow] {
         let reports = Dictionary(try store.liveRecords(table: DomainSchema.governanceStatus.name).map { ($0.id, $0.values) },
                                  uniquingKeysWith: { a, _ in a })
-        return nodes.sorted { ($0.parent?.rawValue ?? "", $0.node.rawValue) < ($1.parent?.rawValue ?? "", $1.node.rawValue) }
-            .sorted { depth($0, nodes) < depth($1, nodes) }
+        // Level by level, then by parent and node: depths computed once from the tree.
+        let tree = NodeTree(parents: Dictionary(nodes.map { ($0.node, $0.parent) }, uniquingKeysWith: { a, _ in a }))
+        let depth = Dictionary(nodes.map { ($0.node, tree.depth(of: $0.node)) }, uniquingKeysWith: { a, _ in a })
+        let timestamps = ISO8601Parser()
+        return nodes.sorted { (depth[$0.node]!, $0.parent?.rawValue ?? "", $0.node.rawValue) < (depth[$1.node]!, $1.parent?.rawValue ?? "", $1.node.rawValue) }
             .map { n in
                 let r = reports[n.node.rawValue] ?? [:]
                 return RolloutStatusRow(
@@ -51,32 +51,28 @@ public enum GovernanceStatusReport {
                     release: r["release"].flatMap { if case .int(let i) = $0 { Int(i) } else { nil } },
                     overlay: r["overlay"]?.stringValue, state: r["state"]?.stringValue ?? (n.parent == nil ? "publisher" : "unknown"),
                     message: r["message"]?.stringValue,
-                    appliedAtMillis: r["applied_at"]?.stringValue.flatMap(Self.millis),
+                    appliedAtMillis: r["applied_at"]?.stringValue.flatMap(timestamps.millis),
                     lastSeenMillis: n.lastSeenMillis)
             }
     }
 
     public static func response(tenant: TenantID, nodes: [NodeRecord], store: NodeStore) throws -> RolloutStatusResponse {
         let latest = try store.latestGovernanceDocument(kind: SignedDocument.Kind.rollout.rawValue)
-        let stages = latest.flatMap { d -> String? in
-            guard let env = try? JSONDecoder().decode(SignedDocument.self, from: Data(d.body.utf8)),
-                  let bytes = Data(base64Encoded: env.payload), let r = try? JSONDecoder().decode(Rollout.self, from: bytes) else { return nil }
-            return r.summary
-        }
+        let stages = latest.flatMap { SignedDocument(json: $0.body)?.unverifiedPayload(Rollout.self)?.summary }
         return RolloutStatusResponse(tenant: tenant.rawValue, rollout: latest?.seq, stages: stages, nodes: try rows(nodes: nodes, store: store))
     }
 
-    private static func depth(_ n: NodeRecord, _ all: [NodeRecord]) -> Int {
-        var d = 0
-        var current = n.parent
-        while let p = current, d < 8 { d += 1; current = all.first { $0.node == p }?.parent }
-        return d
-    }
+    /// ISO 8601 times with or without fractional seconds, formatters made once per table.
+    private struct ISO8601Parser {
+        let fractional: ISO8601DateFormatter = {
+            let f = ISO8601DateFormatter()
+            f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            return f
+        }()
+        let plain = ISO8601DateFormatter()
 
-    static func millis(_ iso: String) -> UInt64? {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let d = f.date(from: iso) ?? ISO8601DateFormatter().date(from: iso) { return UInt64(d.timeIntervalSince1970 * 1000) }
-        return nil
+        func millis(_ iso: String) -> UInt64? {
+            (fractional.date(from: iso) ?? plain.date(from: iso)).map { UInt64($0.timeIntervalSince1970 * 1000) }
+        }
     }
 }

@@ -108,12 +108,13 @@ public struct GovernancePublisher: Sendable {
     }
 
     private func put(_ document: SignedDocument, kind: SignedDocument.Kind, seq: Int, nowMillis: UInt64) throws {
-        let body = String(decoding: try JSONEncoder().encode(document), as: UTF8.self)
-        try store.putGovernanceDocument(StoredGovernanceDocument(kind: kind.rawValue, key: String(seq), seq: seq, body: body), nowMillis: nowMillis)
+        try store.putGovernanceDocument(StoredGovernanceDocument(kind: kind.rawValue, key: String(seq), seq: seq, body: document.json), nowMillis: nowMillis)
     }
 
     private func open<T: Decodable>(_ stored: StoredGovernanceDocument, as kind: SignedDocument.Kind, _ type: T.Type) throws -> T {
-        let document = try JSONDecoder().decode(SignedDocument.self, from: Data(stored.body.utf8))
+        guard let document = SignedDocument(json: stored.body) else {
+            throw GovernancePublishError("stored \(kind.rawValue) \(stored.key) is not a signed document; the tenant database was altered")
+        }
         do { return try key.publicKey.open(document, as: kind, T.self) } catch {
             throw GovernancePublishError("stored \(kind.rawValue) \(stored.key) fails its own signature check (\(error)); the tenant database was altered or the key is not this tenant's")
         }

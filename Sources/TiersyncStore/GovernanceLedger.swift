@@ -50,7 +50,7 @@ extension NodeStore {
             } else {
                 try Row.fetchAll(db, sql: "SELECT kind, key, seq, body FROM ts_gov_documents ORDER BY kind, seq")
             }
-            return rows.map { StoredGovernanceDocument(kind: $0["kind"], key: $0["key"], seq: $0["seq"], body: $0["body"]) }
+            return rows.map(Self.document)
         }
     }
 
@@ -59,7 +59,7 @@ extension NodeStore {
         try writer.read { db in
             try Row.fetchOne(db, sql: "SELECT kind, key, seq, body FROM ts_gov_documents WHERE kind = ? ORDER BY seq DESC LIMIT 1",
                              arguments: [kind])
-                .map { StoredGovernanceDocument(kind: $0["kind"], key: $0["key"], seq: $0["seq"], body: $0["body"]) }
+                .map(Self.document)
         }
     }
 
@@ -70,7 +70,7 @@ extension NodeStore {
         return try writer.read { db in
             try Row.fetchAll(db, sql: "SELECT kind, key, seq, body FROM ts_gov_documents WHERE kind = ? AND key IN (\(databaseQuestionMarks(count: keys.count))) ORDER BY seq",
                              arguments: StatementArguments([kind] + keys))
-                .map { StoredGovernanceDocument(kind: $0["kind"], key: $0["key"], seq: $0["seq"], body: $0["body"]) }
+                .map(Self.document)
         }
     }
 
@@ -128,6 +128,10 @@ extension NodeStore {
         try writer.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM ts_gov_applied WHERE state = 'applied' ORDER BY id DESC LIMIT 1").map(Self.application)
         }
+    }
+
+    private static func document(_ row: Row) -> StoredGovernanceDocument {
+        StoredGovernanceDocument(kind: row["kind"], key: row["key"], seq: row["seq"], body: row["body"])
     }
 
     private static func application(_ row: Row) -> GovernanceApplication {

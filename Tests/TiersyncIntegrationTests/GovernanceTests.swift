@@ -128,7 +128,7 @@ struct GovernanceTests {
 
         // 5. A release altered at the relaying country: the dealer refuses it and keeps what it runs.
         let genuine = try #require(try de.store.governanceDocuments(kind: "release").first { $0.seq == 1 })
-        var envelope = try JSONDecoder().decode(SignedDocument.self, from: Data(genuine.body.utf8))
+        var envelope = try #require(SignedDocument(json: genuine.body))
         var tampered = try JSONDecoder().decode(Release.self, from: Data(base64Encoded: envelope.payload)!)
         tampered.config.replace(path: "allocation.key-accounts.then.sla", with: .string("1w"))
         envelope.payload = try JSONEncoder().encode(tampered).base64EncodedString()
@@ -240,22 +240,11 @@ struct GovernanceTests {
     }
 }
 
-private func json(_ document: SignedDocument) throws -> String {
-    String(decoding: try JSONEncoder().encode(document), as: UTF8.self)
-}
+private func json(_ document: SignedDocument) throws -> String { document.json }
 
-/// Runs the `tiersync` executable; returns its exit status and standard output.
+/// Runs the `tiersync` executable; returns its exit status and output.
 private func tiersync(_ arguments: [String]) throws -> (status: Int32, output: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: try Child.binary())
-    p.arguments = arguments
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = out
-    try p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    try Child.capture(arguments)
 }
 
 @Suite("Governance command line")

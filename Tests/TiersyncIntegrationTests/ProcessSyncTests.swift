@@ -49,16 +49,24 @@ final class Child {
 
     /// Runs a short command to completion and returns its standard output.
     static func run(_ arguments: [String]) throws -> String {
+        let (status, output) = try capture(arguments, includingErrors: false)
+        guard status == 0 else { throw TestFailure("tiersync \(arguments.joined(separator: " ")) exited \(status)") }
+        return output
+    }
+
+    /// Runs a short command to completion; returns its exit status and its output
+    /// (standard output, and standard error too when `includingErrors`).
+    static func capture(_ arguments: [String], includingErrors: Bool = true) throws -> (status: Int32, output: String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: try binary())
         p.arguments = arguments
         let out = Pipe()
         p.standardOutput = out
+        if includingErrors { p.standardError = out }
         try p.run()
         let data = out.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw TestFailure("tiersync \(arguments.joined(separator: " ")) exited \(p.terminationStatus)") }
-        return String(decoding: data, as: UTF8.self)
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 }
 

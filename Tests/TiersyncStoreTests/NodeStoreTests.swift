@@ -130,6 +130,28 @@ struct NodeStoreTests {
         #expect(try store.meta("credential") == "tsc_x")
     }
 
+    @Test("within one batch a repeated change counts once and a record created earlier in the batch is merged into; scattered sequences of one origin are still recognised")
+    func batchLookups() async throws {
+        let dir = try TempDir()
+        let hub = try makeStore(dir, "hq", parent: nil)
+        let create = Change(origin: "d1", originSeq: 1, hlc: HLCTimestamp(wallMillis: 1_000, counter: 0), table: "customers",
+                            recordID: "c-1", op: .upsert, fields: ["owning_dealer": "d1", "last_name": "Meyer"])
+        // Far apart from seq 1: looked up change by change rather than as one range.
+        let edit = Change(origin: "d1", originSeq: 5_000, hlc: HLCTimestamp(wallMillis: 2_000, counter: 0), table: "customers",
+                          recordID: "c-1", op: .upsert, fields: ["phone": "+49 1"])
+        let first = try await hub.applyIncoming([create, create, edit], from: "d1", source: .child, checkSkew: false)
+        #expect(first.applied == 2 && first.duplicates == 1)
+        let record = try #require(try hub.record(table: "customers", id: "c-1"))
+        #expect(record.state.liveValues["last_name"] == "Meyer" && record.state.liveValues["phone"] == "+49 1",
+                "the edit merged into the record the same batch created")
+        let again = try await hub.applyIncoming([edit, create], from: "d1", source: .child, checkSkew: false)
+        #expect(again.applied == 0 && again.duplicates == 2)
+        var reused = edit
+        reused.hlc = HLCTimestamp(wallMillis: 3_000, counter: 0)
+        #expect(try await hub.applyIncoming([reused], from: "d1", source: .child, checkSkew: false).rejected.map(\.code) == [.identityReused])
+        #expect(try hub.changeCountsByOrigin()["d1"] == 2)
+    }
+
     @Test("two different changes under one identity are refused, not taken as a duplicate")
     func identityReuse() async throws {
         let dir = try TempDir()
