@@ -2,31 +2,71 @@
 /// the wire digest and record digests, where equal content must give equal bytes.
 public enum CanonicalJSON {
     public static func object(_ fields: [String: FieldValue]) -> String {
-        var out = "{"
-        var first = true
+        var out = ByteWriter(capacity: 16 + fields.count * 32)
+        out.byte(UInt8(ascii: "{"))
         // Sorted as pairs: looking each key up again would hash it twice.
-        for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
-            if !first { out += "," }
-            first = false
-            out += FieldValue.quote(key)
-            out += ":"
-            out += value.canonical
+        for (n, (key, value)) in fields.sorted(by: { $0.key < $1.key }).enumerated() {
+            if n > 0 { out.byte(UInt8(ascii: ",")) }
+            out.quoted(key)
+            out.byte(UInt8(ascii: ":"))
+            if case .string(let s) = value { out.quoted(s) } else { out.raw(value.canonical) }
         }
-        return out + "}"
+        out.byte(UInt8(ascii: "}"))
+        return out.string
     }
 
     public static func object(_ versions: [String: FieldVersion]) -> String {
-        var out = "{"
-        var first = true
-        for (key, version) in versions.sorted(by: { $0.key < $1.key }) {
-            if !first { out += "," }
-            first = false
-            out += FieldValue.quote(key)
-            out += ":\""
-            out += version.description
-            out += "\""
+        var out = ByteWriter(capacity: 16 + versions.count * 40)
+        out.byte(UInt8(ascii: "{"))
+        // The fields of a record mostly share a version (they were written together):
+        // its text is made once.
+        var previous: (FieldVersion, String)?
+        for (n, (key, version)) in versions.sorted(by: { $0.key < $1.key }).enumerated() {
+            if n > 0 { out.byte(UInt8(ascii: ",")) }
+            out.quoted(key)
+            out.byte(UInt8(ascii: ":"))
+            out.byte(UInt8(ascii: "\""))
+            let text: String
+            if let previous, previous.0 == version { text = previous.1 } else {
+                text = version.description
+                previous = (version, text)
+            }
+            out.raw(text)
+            out.byte(UInt8(ascii: "\""))
         }
-        return out + "}"
+        out.byte(UInt8(ascii: "}"))
+        return out.string
+    }
+}
+
+/// Builds JSON text as bytes: appending UTF-8 to a byte array is several times cheaper
+/// than growing a `String` piece by piece.
+struct ByteWriter {
+    private(set) var bytes: [UInt8] = []
+
+    init(capacity: Int) { bytes.reserveCapacity(capacity) }
+
+    var string: String { String(decoding: bytes, as: UTF8.self) }
+
+    mutating func byte(_ b: UInt8) { bytes.append(b) }
+
+    mutating func raw(_ s: String) { bytes.append(contentsOf: s.utf8) }
+
+    /// `s` as a JSON string, escaped exactly as ``FieldValue/quote(_:)`` does.
+    mutating func quoted(_ s: String) {
+        bytes.append(UInt8(ascii: "\""))
+        let start = bytes.count
+        bytes.append(contentsOf: s.utf8)
+        for i in start..<bytes.count {
+            let b = bytes[i]
+            if b < 0x20 || b == 0x22 || b == 0x5C {
+                // Rare: redo this string through the general path.
+                bytes.removeSubrange((start - 1)...)
+                bytes.append(contentsOf: FieldValue.quote(s).utf8)
+                return
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
     }
 }
 

@@ -31,8 +31,17 @@ struct DirectBinding {
 
     mutating func text(_ value: String?) {
         index += 1
-        guard let value else { sqlite3_bind_null(handle, index); return }
-        sqlite3_bind_text(handle, index, value, -1, transient)
+        guard var value else { sqlite3_bind_null(handle, index); return }
+        // Bound from the string's own UTF-8 storage with its length: passing a Swift
+        // String as `const char *` copies it into a fresh C string first.
+        let (handle, index) = (handle, index)
+        value.withUTF8 { utf8 in
+            if let base = utf8.baseAddress {
+                sqlite3_bind_text(handle, index, UnsafeRawPointer(base).assumingMemoryBound(to: CChar.self), Int32(utf8.count), transient)
+            } else {
+                sqlite3_bind_text(handle, index, "", 0, transient)
+            }
+        }
     }
 
     mutating func integer(_ value: Int64?) {

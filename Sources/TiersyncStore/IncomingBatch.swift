@@ -18,8 +18,13 @@ struct IncomingBatch {
     private var askPerChange: Set<String> = []
     /// Records present in `ts_records`, by table, among those the batch touches.
     private var existing: [String: Set<String>] = [:]
-    /// Records written by this batch so far ("table/id").
-    private var written: Set<String> = []
+    private struct RecordKey: Hashable {
+        let table: String
+        let id: String
+    }
+
+    /// Records written by this batch so far.
+    private var written: Set<RecordKey> = []
     /// False once anything is quarantined: only then can a final refusal exist.
     private(set) var quarantineEmpty: Bool
 
@@ -76,12 +81,12 @@ struct IncomingBatch {
 
     /// Whether the record may already have state: false skips reading it.
     func mayExist(table: String, id: String) -> Bool {
-        existing[table]?.contains(id) ?? true || written.contains(table + "/" + id)
+        existing[table]?.contains(id) ?? true || (!written.isEmpty && written.contains(RecordKey(table: table, id: id)))
     }
 
     mutating func applied(_ change: Change) {
         held[Identity(origin: change.origin.rawValue, seq: change.originSeq)] = change.hlc.rawValue
-        written.insert(change.table + "/" + change.recordID)
+        written.insert(RecordKey(table: change.table, id: change.recordID))
     }
 
     mutating func quarantined() { quarantineEmpty = false }

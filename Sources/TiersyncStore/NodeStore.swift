@@ -1,4 +1,5 @@
 import Crypto
+import Synchronization
 import Foundation
 import GRDB
 import TiersyncCore
@@ -18,6 +19,8 @@ public final class NodeStore: Sendable {
     /// Each domain table's statements, built once: building and hashing them per row was a
     /// tenth of the ingest time.
     let tableSQL: [String: TableSQL]
+    /// This store's node id, once known (it never changes once set).
+    private let cachedNode = Mutex<NodeID?>(nil)
 
     struct TableSQL: Sendable {
         let upsert: String
@@ -114,6 +117,7 @@ public final class NodeStore: Sendable {
             var last = try Self.lastHLC(db)
             var nextSeq = max(try Self.seqFloor(db), try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?", arguments: [me.node.rawValue]) ?? 0)
             var made: [Change] = []
+            var statements = LogStatements(db, tableSQL: tableSQL)
             for write in writes {
                 guard let table = schema.table(write.table) else {
                     throw StoreError.rejected(.init(.unknownTable, "unknown table '\(write.table)' (known: \(schema.tables.map(\.name).joined(separator: ", ")))"))
@@ -134,7 +138,9 @@ public final class NodeStore: Sendable {
                 switch schema.validate(change) {
                 case .failure(let rejection): throw StoreError.rejected(rejection)
                 case .success(let valid):
-                    _ = try apply(db, valid, table: table, stored: stored, merged: Self.merge(valid, into: stored, table: table),
+                    let merged = Self.merge(valid, into: stored, table: table)
+                    _ = try apply(db, &statements, valid, log: EncodedLogEntry(valid, trail: valid.trail), table: table, stored: stored,
+                                  merged: merged, row: EncodedRecord(merged.state, route: merged.route, table: table),
                                   source: .local, from: nil, nowMillis: wallMillis)
                     made.append(valid)
                 }
@@ -153,12 +159,24 @@ public final class NodeStore: Sendable {
     public func applyIncoming(_ changes: [Change], from sender: NodeID, source: ChangeSource,
                               checkSkew: Bool, gate: ChangeGate? = nil, cursor: (name: String, value: Int64)? = nil,
                               wallMillis: UInt64 = WallClock.nowMillis()) async throws -> IncomingReport {
-        try await writer.write { db in
+        let me = try await receiverNode()
+        // Validation, encoding and the merge of records new here need no store: done before
+        // the (serialized) write transaction, on the caller's core.
+        let prepared = PreparedChange.prepare(changes, schema: schema, clock: clock, receiver: me, sender: sender,
+                                              checkSkew: checkSkew, gate: gate, wallMillis: wallMillis)
+        // Kept alive past the transaction so freeing it happens here, not on the writer.
+        defer { withExtendedLifetime(prepared) {} }
+        return try await writer.write { db in
             var report = IncomingReport()
             var last = try Self.lastHLC(db)
-            let me = try Self.identity(db)?.node
+            var statements = LogStatements(db, tableSQL: self.tableSQL)
             var batch = try IncomingBatch(db, changes: changes)
-            for change in changes {
+            func refuse(_ change: Change, _ rejection: ChangeRejection) throws {
+                try self.quarantine(db, change, rejection, from: sender, nowMillis: wallMillis)
+                batch.quarantined()
+                report.rejected.append(RejectedChange(change: change, rejection: rejection))
+            }
+            for (change, ready) in zip(changes, prepared) {
                 switch try batch.known(db, change) {
                 case .new:
                     break
@@ -166,35 +184,47 @@ public final class NodeStore: Sendable {
                     report.duplicates += 1
                     continue
                 case .reused:
-                    let rejection = ChangeRejection(.identityReused, "change \(change.origin)#\(change.originSeq) reuses a sequence number of a different earlier change from that node; its database was probably restored or rebuilt: re-enroll the node")
-                    try quarantine(db, change, rejection, from: sender, nowMillis: wallMillis)
-                    batch.quarantined()
-                    report.rejected.append(RejectedChange(change: change, rejection: rejection))
+                    try refuse(change, ChangeRejection(.identityReused, "change \(change.origin)#\(change.originSeq) reuses a sequence number of a different earlier change from that node; its database was probably restored or rebuilt: re-enroll the node"))
                     continue
                 }
-                let verdict = try check(db, change, sender: sender, checkSkew: checkSkew, gate: gate, wallMillis: wallMillis,
-                                        mayExist: batch.mayExist(table: change.table, id: change.recordID))
-                switch verdict {
+                let valid: Change
+                switch ready.verdict {
                 case .failure(let rejection):
-                    try quarantine(db, change, rejection, from: sender, nowMillis: wallMillis)
-                    batch.quarantined()
-                    report.rejected.append(RejectedChange(change: change, rejection: rejection))
-                case .success(let (valid, table, stored, merged)):
-                    var arrived = valid
-                    if let me { arrived.trail.append(Hop(node: me, atMillis: wallMillis)) }
-                    let outcome = try apply(db, arrived, table: table, stored: stored, merged: merged, source: source, from: sender, nowMillis: wallMillis)
-                    batch.applied(valid)
-                    // Refused earlier for its context, accepted now: no longer quarantined.
-                    if !batch.quarantineEmpty {
-                        try db.cachedStatement(sql: "DELETE FROM ts_quarantine WHERE origin = ? AND origin_seq = ?")
-                            .execute(arguments: [valid.origin.rawValue, valid.originSeq])
-                    }
-                    report.applied += 1
-                    report.conflicts += outcome.conflicts.count
-                    // Never adopt a time far in the future, even from a trusted parent: the
-                    // node would stamp its own writes there and have them refused.
-                    if valid.hlc.wallMillis <= wallMillis + clock.maxSkewMillis { last = max(last, valid.hlc) }
+                    try refuse(change, rejection)
+                    continue
+                case .success(let v): valid = v
                 }
+                let table = ready.table!
+                let stored: StoredRecord?
+                let merged: Merged
+                let row: EncodedRecord
+                if let fresh = ready.fresh, !batch.mayExist(table: valid.table, id: valid.recordID) {
+                    // Nothing stored for the record: the prepared merge is the merge.
+                    if let refusal = fresh.refusal { try refuse(change, refusal); continue }
+                    (stored, merged, row) = (nil, fresh.merged, fresh.row)
+                } else {
+                    stored = try self.load(db, table: table, id: valid.recordID)
+                    // Merged once: the gate judges the result, and the same result is written.
+                    merged = Self.merge(valid, into: stored, table: table)
+                    if let gate, let refusal = gate(GateContext(change: valid, sender: sender, routeBefore: stored?.route, routeAfter: merged.route)) {
+                        try refuse(change, refusal)
+                        continue
+                    }
+                    row = EncodedRecord(merged.state, route: merged.route, table: table)
+                }
+                let outcome = try self.apply(db, &statements, valid, log: ready.log!, table: table, stored: stored, merged: merged, row: row,
+                                             source: source, from: sender, nowMillis: wallMillis)
+                batch.applied(valid)
+                // Refused earlier for its context, accepted now: no longer quarantined.
+                if !batch.quarantineEmpty {
+                    try db.cachedStatement(sql: "DELETE FROM ts_quarantine WHERE origin = ? AND origin_seq = ?")
+                        .execute(arguments: [valid.origin.rawValue, valid.originSeq])
+                }
+                report.applied += 1
+                report.conflicts += outcome.conflicts.count
+                // Never adopt a time far in the future, even from a trusted parent: the
+                // node would stamp its own writes there and have them refused.
+                if valid.hlc.wallMillis <= wallMillis + self.clock.maxSkewMillis { last = max(last, valid.hlc) }
             }
             try Self.setMeta(db, "hlc", String(last.rawValue))
             if let cursor { try Self.setCursor(db, cursor.name, cursor.value) }
@@ -202,31 +232,17 @@ public final class NodeStore: Sendable {
         }
     }
 
-    private func check(_ db: Database, _ change: Change, sender: NodeID, checkSkew: Bool, gate: ChangeGate?,
-                       wallMillis: UInt64, mayExist: Bool) throws -> Result<(Change, TableSchema, StoredRecord?, Merged), ChangeRejection> {
-        let valid: Change
-        switch schema.validate(change) {
-        case .failure(let r): return .failure(r)
-        case .success(let v): valid = v
-        }
-        if checkSkew {
-            do throws(ClockSkewError) { try clock.check(valid.hlc, wallMillis: wallMillis) } catch {
-                return .failure(.init(.clockSkew, "change \(valid.origin)#\(valid.originSeq) to \(valid.table)/\(valid.recordID): \(error.description)"))
-            }
-        }
-        let table = schema.table(valid.table)!
-        let stored = mayExist ? try load(db, table: table, id: valid.recordID) : nil
-        // Merged once: the gate judges the result, and the same result is written.
-        let merged = Self.merge(valid, into: stored, table: table)
-        if let gate {
-            let context = GateContext(change: valid, sender: sender, routeBefore: stored?.route, routeAfter: merged.route)
-            if let rejection = gate(context) { return .failure(rejection) }
-        }
-        return .success((valid, table, stored, merged))
+    /// This store's node, for the hop a received change records here. A node id never
+    /// changes once set, so it is read once.
+    private func receiverNode() async throws -> NodeID? {
+        if let node = cachedNode.withLock({ $0 }) { return node }
+        let node = try await writer.read { db in try Self.identity(db)?.node }
+        if let node { cachedNode.withLock { $0 = node } }
+        return node
     }
 
     /// A record after a change, with what the change did and where the record is routed.
-    struct Merged {
+    struct Merged: Sendable {
         var state: RecordState
         var outcome: ApplyOutcome
         var route: Set<NodeID>
@@ -462,12 +478,33 @@ public final class NodeStore: Sendable {
 
     // MARK: Internals
 
+    /// The statements every applied change runs, looked up once per transaction (looking
+    /// them up by SQL text hashes that text every time).
+    struct LogStatements {
+        let db: Database
+        let tableSQL: [String: TableSQL]
+        private var cache: [String: Statement] = [:]
+
+        init(_ db: Database, tableSQL: [String: TableSQL]) {
+            self.db = db
+            self.tableSQL = tableSQL
+        }
+
+        mutating func statement(_ key: String, _ sql: @autoclosure () -> String) throws -> Statement {
+            if let s = cache[key] { return s }
+            let s = try db.cachedStatement(sql: sql())
+            cache[key] = s
+            return s
+        }
+    }
+
     /// Applies a valid change to its record and logs it. The caller runs the transaction.
-    private func apply(_ db: Database, _ change: Change, table: TableSchema, stored: StoredRecord?, merged: Merged,
+    private func apply(_ db: Database, _ statements: inout LogStatements, _ change: Change, log: EncodedLogEntry,
+                       table: TableSchema, stored: StoredRecord?, merged: Merged, row: EncodedRecord,
                        source: ChangeSource, from sender: NodeID?, nowMillis: UInt64) throws -> ApplyOutcome {
-        let (state, outcome, route) = (merged.state, merged.outcome, merged.route)
+        let (outcome, route) = (merged.outcome, merged.route)
         if outcome.changedAnything || stored == nil {
-            try save(db, table: table, id: change.recordID, state: state, route: route)
+            try save(db, &statements, table: table, id: change.recordID, row: row)
         }
         for c in outcome.conflicts {
             try db.cachedStatement(sql: """
@@ -476,7 +513,7 @@ public final class NodeStore: Sendable {
                 """).execute(arguments: [table.name, change.recordID, c.field, c.winner.canonical, c.winnerVersion.description,
                                          c.loser.canonical, c.loserVersion.description, Int64(nowMillis)])
         }
-        try DirectBinding.execute(db, db.cachedStatement(sql: """
+        try DirectBinding.execute(db, statements.statement("log", """
             INSERT INTO ts_changes (origin, origin_seq, hlc, tbl, record_id, op, fields, prior, source, received_from, received_at, trail)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)) { b in
@@ -486,18 +523,19 @@ public final class NodeStore: Sendable {
             b.text(change.table)
             b.text(change.recordID)
             b.text(change.op.rawValue)
-            b.text(CanonicalJSON.object(change.fields))
-            b.text(change.prior.isEmpty ? nil : CanonicalJSON.object(change.prior))
+            b.text(log.fields)
+            b.text(log.prior)
             b.text(source.rawValue)
             b.text(sender?.rawValue)
             b.integer(Int64(nowMillis))
-            b.text(Self.encodeTrail(change.trail))
+            b.text(log.trail)
         }
         let seq = db.lastInsertedRowID
         // The change reaches the nodes the record was routed to and those it is routed to
         // now: a record moving away is seen leaving.
-        let routeStatement = try db.cachedStatement(sql: "INSERT OR IGNORE INTO ts_change_routes (node, seq) VALUES (?, ?)")
-        for node in route.union(stored?.route ?? []) {
+        let routeStatement = try statements.statement("route", "INSERT OR IGNORE INTO ts_change_routes (node, seq) VALUES (?, ?)")
+        let reached = stored.map { route.union($0.route) } ?? route
+        for node in reached {
             try DirectBinding.execute(db, routeStatement) { b in
                 b.text(node.rawValue)
                 b.integer(seq)
@@ -544,25 +582,24 @@ public final class NodeStore: Sendable {
                             route: Self.parseRoute(meta["route"]))
     }
 
-    private func save(_ db: Database, table: TableSchema, id: String, state: RecordState, route: Set<NodeID>) throws {
-        try DirectBinding.execute(db, db.cachedStatement(sql: """
+    private func save(_ db: Database, _ statements: inout LogStatements, table: TableSchema, id: String, row: EncodedRecord) throws {
+        try DirectBinding.execute(db, statements.statement("record", """
             INSERT INTO ts_records (tbl, id, versions, tombstone, route, live) VALUES (?, ?, ?, ?, ?, ?)
             ON CONFLICT (tbl, id) DO UPDATE SET versions = excluded.versions, tombstone = excluded.tombstone,
                 route = excluded.route, live = excluded.live
             """)) { b in
             b.text(table.name)
             b.text(id)
-            b.text(CanonicalJSON.object(state.versions))
-            b.text(state.tombstone?.description)
-            b.text(route.map(\.rawValue).sorted().joined(separator: ","))
-            b.integer(state.isLive ? 1 : 0)
+            b.text(row.versions)
+            b.text(row.tombstone)
+            b.text(row.route)
+            b.integer(row.live ? 1 : 0)
         }
         let sql = tableSQL[table.name]!
-        if state.isLive {
-            let live = state.liveValues
-            try DirectBinding.execute(db, db.cachedStatement(sql: sql.upsert)) { b in
+        if row.live {
+            try DirectBinding.execute(db, statements.statement("upsert " + table.name, sql.upsert)) { b in
                 b.text(id)
-                for field in table.fields { b.field(live[field.name] ?? .null) }
+                for value in row.columns { b.field(value) }
             }
         } else {
             try db.cachedStatement(sql: sql.delete).execute(arguments: [id])

@@ -1,0 +1,92 @@
+import TiersyncCore
+
+/// What a received change needs that does not depend on the store, worked out before the
+/// write transaction opens: its validation and skew verdict, the log entry's JSON, and —
+/// speculatively — the record it makes if the record does not exist here yet (merged from
+/// nothing, routed, gated, encoded).
+///
+/// A store has one writer; everything done inside its transaction is serialized across
+/// every push of a tenant. Preparing outside lets concurrent pushes (and the pull page
+/// being applied while the next is fetched) do this work on other cores. Inside the
+/// transaction, the speculative record is used only when the batch's reads confirm the
+/// record is absent (``IncomingBatch/mayExist(table:id:)``); otherwise the record is loaded
+/// and merged there as before, so the outcome is the same either way.
+struct PreparedChange: Sendable {
+    /// The validated change, or why it is refused (schema or clock skew).
+    let verdict: Result<Change, ChangeRejection>
+    let table: TableSchema?
+    /// The log entry's text columns, with the receiver's hop appended to the trail.
+    let log: EncodedLogEntry?
+    /// The record this change makes when nothing is stored for it yet.
+    let fresh: FreshRecord?
+
+    struct FreshRecord: Sendable {
+        let merged: NodeStore.Merged
+        let row: EncodedRecord
+        /// The gate's answer for the record as new here (route before: none).
+        let refusal: ChangeRejection?
+    }
+
+    /// Prepares `changes` received from `sender`, as `applyIncoming` judges them.
+    static func prepare(_ changes: [Change], schema: Schema, clock: HybridLogicalClock, receiver: NodeID?, sender: NodeID,
+                        checkSkew: Bool, gate: ChangeGate?, wallMillis: UInt64) -> [PreparedChange] {
+        let hop = receiver.map { Hop(node: $0, atMillis: wallMillis) }
+        return changes.map { change in
+            let valid: Change
+            switch schema.validate(change) {
+            case .failure(let r): return PreparedChange(verdict: .failure(r), table: nil, log: nil, fresh: nil)
+            case .success(let v): valid = v
+            }
+            if checkSkew {
+                do throws(ClockSkewError) { try clock.check(valid.hlc, wallMillis: wallMillis) } catch {
+                    let r = ChangeRejection(.clockSkew, "change \(valid.origin)#\(valid.originSeq) to \(valid.table)/\(valid.recordID): \(error.description)")
+                    return PreparedChange(verdict: .failure(r), table: nil, log: nil, fresh: nil)
+                }
+            }
+            let table = schema.table(valid.table)!
+            var trail = valid.trail
+            if let hop { trail.append(hop) }
+            let merged = NodeStore.merge(valid, into: nil, table: table)
+            let refusal = gate?(GateContext(change: valid, sender: sender, routeBefore: nil, routeAfter: merged.route))
+            return PreparedChange(verdict: .success(valid), table: table, log: EncodedLogEntry(valid, trail: trail),
+                                  fresh: FreshRecord(merged: merged, row: EncodedRecord(merged.state, route: merged.route, table: table),
+                                                     refusal: refusal))
+        }
+    }
+}
+
+/// The text columns of a change-log entry, encoded once.
+struct EncodedLogEntry: Sendable {
+    let fields: String
+    let prior: String?
+    let trail: String?
+
+    init(_ change: Change, trail: [Hop]) {
+        fields = CanonicalJSON.object(change.fields)
+        prior = change.prior.isEmpty ? nil : CanonicalJSON.object(change.prior)
+        self.trail = NodeStore.encodeTrail(trail)
+    }
+}
+
+/// A record's replication row (`ts_records`) and its domain row's column values, encoded.
+struct EncodedRecord: Sendable {
+    let versions: String
+    let tombstone: String?
+    let route: String
+    let live: Bool
+    /// The domain row's values in the table's field order (empty when not live).
+    let columns: [FieldValue]
+
+    init(_ state: RecordState, route: Set<NodeID>, table: TableSchema) {
+        versions = CanonicalJSON.object(state.versions)
+        tombstone = state.tombstone?.description
+        self.route = route.count == 1 ? route.first!.rawValue : route.map(\.rawValue).sorted().joined(separator: ",")
+        live = state.isLive
+        if live {
+            let values = state.liveValues
+            columns = table.fields.map { values[$0.name] ?? .null }
+        } else {
+            columns = []
+        }
+    }
+}
