@@ -35,7 +35,7 @@ struct DirectBinding {
         // Bound from the string's own UTF-8 storage with its length: passing a Swift
         // String as `const char *` copies it into a fresh C string first.
         let (handle, index) = (handle, index)
-        value.withUTF8 { utf8 in
+        _ = value.withUTF8 { utf8 in
             if let base = utf8.baseAddress {
                 sqlite3_bind_text(handle, index, UnsafeRawPointer(base).assumingMemoryBound(to: CChar.self), Int32(utf8.count), transient)
             } else {

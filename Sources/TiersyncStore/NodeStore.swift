@@ -651,7 +651,9 @@ public final class NodeStore: Sendable {
                 throw StoreError.invalidArgument("corrupt fields in change log entry \(row["seq"] as Int64)")
             }
             let prior = (row["prior"] as String?).flatMap(CanonicalJSON.parseVersions) ?? [:]
-            let trail = try (row["trail"] as String?).map { try decoder.decode([Hop].self, from: Data($0.utf8)) } ?? []
+            let trail = try (row["trail"] as String?).map { text in
+                try WireDecoding.trail(text) ?? decoder.decode([Hop].self, from: Data(text.utf8))
+            } ?? []
             let change = Change(origin: NodeID(unchecked: row["origin"]), originSeq: row["origin_seq"],
                                 hlc: HLCTimestamp(rawValue: UInt64(bitPattern: row["hlc"] as Int64)),
                                 table: row["tbl"], recordID: row["record_id"],

@@ -211,6 +211,26 @@ struct EncodingTests {
         #expect(CanonicalJSON.parseFields(#"{"a": [1]}"#) == nil)
         #expect(CanonicalJSON.parseFields(#"{"a": "x""#) == nil)
     }
+
+    @Test("canonical JSON is byte for byte stable: sorted keys, no spaces, escapes only where needed")
+    func canonicalBytes() {
+        #expect(CanonicalJSON.object(["b": 1, "a": "x\"y", "c": .null, "ä": "ö\u{1}", "d": true]) == #"{"a":"x\"y","b":1,"c":null,"d":true,"ä":"ö\u0001"}"#)
+        let v1 = FieldVersion(hlc: HLCTimestamp(rawValue: 7), node: "dealer-1")
+        let v2 = FieldVersion(hlc: HLCTimestamp(rawValue: 9), node: "hq")
+        #expect(CanonicalJSON.object(["phone": v1, "email": v1, "city": v2, "a": v1]) == #"{"a":"7@dealer-1","city":"9@hq","email":"7@dealer-1","phone":"7@dealer-1"}"#)
+        #expect(CanonicalJSON.object([String: FieldValue]()) == "{}")
+    }
+
+    @Test("a stored trail reads back without Foundation, and anything else is declined")
+    func trailParsing() throws {
+        let text = #"[{"node":"de","at":1700000000000},{"node":"hq","at":1700000000123}]"#
+        #expect(WireDecoding.trail(text) == [Hop(node: "de", atMillis: 1_700_000_000_000), Hop(node: "hq", atMillis: 1_700_000_000_123)])
+        #expect(WireDecoding.trail(text) == (try JSONDecoder().decode([Hop].self, from: Data(text.utf8))))
+        #expect(WireDecoding.trail("[]") == [])
+        #expect(WireDecoding.trail(#"[{"node":"de"}]"#) == nil)
+        #expect(WireDecoding.trail(#"[{"node":"not a node id!","at":1}]"#) == nil)
+        #expect(WireDecoding.trail(#"[{"node":"de","at":1}] x"#) == nil)
+    }
 }
 
 @Suite("Wire decoding")

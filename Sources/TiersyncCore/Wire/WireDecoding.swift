@@ -93,25 +93,9 @@ public enum WireDecoding {
                     return true
                 }
             case "trail":
-                return p.array { p in
-                    var node: NodeID?, at: UInt64?
-                    let ok = p.object { key, p in
-                        switch key {
-                        case "node":
-                            guard let s = p.string(), NodeID.isValid(s) else { return false }
-                            node = NodeID(unchecked: s)
-                            return true
-                        case "at":
-                            at = p.unsigned()
-                            return at != nil
-                        default:
-                            return p.skipValue()
-                        }
-                    }
-                    guard ok, let node, let at else { return false }
-                    trail.append(Hop(node: node, atMillis: at))
-                    return true
-                }
+                guard let hops = hopList(&p) else { return false }
+                trail = hops
+                return true
             default:
                 return p.skipValue()
             }
@@ -119,5 +103,37 @@ public enum WireDecoding {
         guard ok, let origin, let seq, let hlc, let table, let id, let op else { return nil }
         return Change(origin: origin, originSeq: seq, hlc: HLCTimestamp(rawValue: hlc), table: table, recordID: id, op: op,
                       fields: fields, prior: prior, trail: trail)
+    }
+
+    /// A change's trail as the store keeps it (`[{"node": …, "at": …}]`), without
+    /// Foundation's decoder; nil when the text is not such a list.
+    public static func trail(_ text: String) -> [Hop]? {
+        var p = FlatObjectParser(text)
+        guard let hops = hopList(&p), p.atEnd else { return nil }
+        return hops
+    }
+
+    static func hopList(_ p: inout FlatObjectParser) -> [Hop]? {
+        var trail: [Hop] = []
+        let ok = p.array { p in
+            var node: NodeID?, at: UInt64?
+            let ok = p.object { key, p in
+                switch key {
+                case "node":
+                    guard let s = p.string(), NodeID.isValid(s) else { return false }
+                    node = NodeID(unchecked: s)
+                    return true
+                case "at":
+                    at = p.unsigned()
+                    return at != nil
+                default:
+                    return p.skipValue()
+                }
+            }
+            guard ok, let node, let at else { return false }
+            trail.append(Hop(node: node, atMillis: at))
+            return true
+        }
+        return ok ? trail : nil
     }
 }
