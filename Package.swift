@@ -82,6 +82,13 @@ let package = Package(
         .executableTarget(name: "tiersync-agent", dependencies: [
             "TiersyncAgentCLI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], linkerSettings: [
+            // The Swift runtime and Foundation linked in: a dealer's daemon maps one file
+            // instead of a dozen shared libraries (see BENCHMARKS.md, idle).
+            .unsafeFlags(["-static-stdlib", "-Xlinker", "--start-group",
+                          "-lFoundation", "-lFoundationInternationalization", "-lFoundationEssentials", "-lCoreFoundation",
+                          "-l_FoundationICU", "-l_FoundationCShims", "-l_FoundationCollections", "-lswiftSynchronization",
+                          "-Xlinker", "--end-group"]),
         ]),
         .executableTarget(name: "tiersync", dependencies: [
             "TiersyncAgentCLI",

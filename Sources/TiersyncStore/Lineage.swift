@@ -39,8 +39,12 @@ extension NodeStore {
                 ("\($0["origin"] as String)#\($0["origin_seq"] as Int64)",
                  ChangeLineage.Upstream.refused(code: $0["code"], reason: $0["reason"], nextTryMillis: UInt64($0["next_at"] as Int64)))
             })
-            let logged = try Self.fetchLogged(db, sql: "SELECT * FROM ts_changes WHERE record_id = ? AND (? IS NULL OR tbl = ?) ORDER BY seq",
-                                              arguments: [id, table, table])
+            // `tbl IN (…)` rather than "any table", so the (tbl, record_id) index answers
+            // instead of a scan of the whole log.
+            let tables = table.map { [$0] } ?? schema.tables.map(\.name)
+            let logged = try Self.fetchLogged(db, sql: """
+                SELECT * FROM ts_changes WHERE tbl IN (\(databaseQuestionMarks(count: tables.count))) AND record_id = ? ORDER BY seq
+                """, arguments: StatementArguments(tables + [id]))
             return logged.map { entry in
                 let upstream: ChangeLineage.Upstream
                 if isRoot {
