@@ -274,19 +274,25 @@ public final class SyncAgent: Sendable {
     @discardableResult
     public func catchUp(progress: (Int) -> Void = { _ in }) async throws -> Int {
         let bootstrapped = try store.meta("pull.bootstrapped") == "1"
-        let (client, limit) = (self.client, configuration.pullPageSize)
+        let (client, limit, store) = (self.client, configuration.pullPageSize, self.store)
+        let parent = parentNode.withLock { $0 }
+        // The next page is fetched and prepared (validated, encoded) while the current one
+        // is written: the store's writer is the only step that cannot overlap.
         let fetch = { @Sendable (cursor: Int64) in
-            Task { try await client.pull(cursor: cursor, limit: limit, waitSeconds: 0, excludeOwn: bootstrapped) }
+            Task {
+                let page = try await client.pull(cursor: cursor, limit: limit, waitSeconds: 0, excludeOwn: bootstrapped)
+                return (page, try await store.prepareIncoming(page.changes, from: parent, source: .parent, checkSkew: false))
+            }
         }
-        var next: Task<PullResponse, any Error>? = fetch(try store.cursor(Self.pullCursor))
+        var next: Task<(PullResponse, IncomingBatchPlan), any Error>? = fetch(try store.cursor(Self.pullCursor))
         defer { next?.cancel() }
         var received = 0
         while let fetching = next {
-            let page = try await fetching.value
+            let (page, plan) = try await fetching.value
             // Positions only move forward through `apply`, which stores `nextCursor` with
             // the page: the prefetched page starts exactly there.
             next = page.more ? fetch(page.nextCursor) : nil
-            try await apply(page, bootstrapped: bootstrapped)
+            try await apply(page, plan: plan, bootstrapped: bootstrapped)
             received += page.changes.count
             progress(received)
         }
@@ -294,9 +300,12 @@ public final class SyncAgent: Sendable {
     }
 
     /// Applies a pulled page together with its cursor.
-    private func apply(_ page: PullResponse, bootstrapped: Bool) async throws {
-        let report = try await store.applyIncoming(page.changes, from: parentNode.withLock { $0 }, source: .parent, checkSkew: false,
-                                                   cursor: (Self.pullCursor, page.nextCursor))
+    private func apply(_ page: PullResponse, plan: IncomingBatchPlan? = nil, bootstrapped: Bool) async throws {
+        let ready: IncomingBatchPlan
+        if let plan { ready = plan } else {
+            ready = try await store.prepareIncoming(page.changes, from: parentNode.withLock { $0 }, source: .parent, checkSkew: false)
+        }
+        let report = try await store.apply(ready, cursor: (Self.pullCursor, page.nextCursor))
         if !page.more, !bootstrapped { try store.setMeta("pull.bootstrapped", "1") }
         if !report.rejected.isEmpty {
             for r in report.rejected {

@@ -158,13 +158,13 @@ public final class HubCatalog: Sendable {
     }
 
     public func nodes(of tenant: TenantID) async throws -> [NodeRecord] {
-        try await writer.read { db in
+        try await writer.readReleasingConnection { db in
             try Row.fetchAll(db, sql: "SELECT * FROM nodes WHERE tenant = ? ORDER BY id", arguments: [tenant.rawValue]).map(Self.nodeRecord)
         }
     }
 
     public func node(_ id: NodeID, of tenant: TenantID) async throws -> NodeRecord? {
-        try await writer.read { db in
+        try await writer.readReleasingConnection { db in
             try Row.fetchOne(db, sql: "SELECT * FROM nodes WHERE tenant = ? AND id = ?", arguments: [tenant.rawValue, id.rawValue]).map(Self.nodeRecord)
         }
     }
@@ -195,7 +195,7 @@ public final class HubCatalog: Sendable {
 
     /// The subtree of `principal` with the credential digests of the nodes below it.
     public func directory(for principal: Principal) async throws -> DirectoryResponse {
-        try await writer.read { db in
+        try await writer.readReleasingConnection { db in
             let tree = try Self.tree(db, principal.tenant)
             let subtree = tree.subtree(of: principal.node)
             let nodes = try Row.fetchAll(db, sql: "SELECT * FROM nodes WHERE tenant = ? ORDER BY id", arguments: [principal.tenant.rawValue])
@@ -248,7 +248,7 @@ public final class HubCatalog: Sendable {
     /// The tenant's tree; cached, and re-read only after a tree change (by any process).
     public func tree(of tenant: TenantID) async throws -> NodeTree {
         let cached = trees.withLock { $0[tenant] }
-        return try await writer.read { db in
+        return try await writer.readReleasingConnection { db in
             let version = try Int64.fetchOne(db, sql: "SELECT version FROM catalog_version") ?? 0
             if let cached, cached.version == version { return cached.tree }
             let tree = try Self.tree(db, tenant)
@@ -341,7 +341,7 @@ public final class HubCatalog: Sendable {
 
     /// The node a bearer credential belongs to, or nil for an unknown or revoked one.
     public func authenticate(credential: String) async throws -> Principal? {
-        try await writer.read { db in
+        try await writer.readReleasingConnection { db in
             try Row.fetchOne(db, sql: "SELECT tenant, node FROM credentials WHERE hash = ? AND revoked_at IS NULL",
                              arguments: [Secrets.digest(credential)]).map {
                 Principal(tenant: TenantID(stringLiteral: $0["tenant"]), node: NodeID(unchecked: $0["node"]))

@@ -86,7 +86,7 @@ public final class NodeStore: Sendable {
 
     /// The highest sequence number this store holds from `node` (applied or refused).
     public func highestSeq(of node: NodeID) async throws -> Int64 {
-        try await writer.read { db in
+        try await writer.readReleasingConnection { db in
             let applied = try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?", arguments: [node.rawValue]) ?? 0
             let refused = try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_quarantine WHERE origin = ?", arguments: [node.rawValue]) ?? 0
             return max(applied, refused)
@@ -159,13 +159,28 @@ public final class NodeStore: Sendable {
     public func applyIncoming(_ changes: [Change], from sender: NodeID, source: ChangeSource,
                               checkSkew: Bool, gate: ChangeGate? = nil, cursor: (name: String, value: Int64)? = nil,
                               wallMillis: UInt64 = WallClock.nowMillis()) async throws -> IncomingReport {
+        let batch = try await prepareIncoming(changes, from: sender, source: source, checkSkew: checkSkew, gate: gate, wallMillis: wallMillis)
+        return try await apply(batch, cursor: cursor)
+    }
+
+    /// The first half of ``applyIncoming(_:from:source:checkSkew:gate:cursor:wallMillis:)``:
+    /// validation, encoding and the merge of records new here, which need no store and run
+    /// on the caller's core, outside the (serialized) write transaction. A catch-up
+    /// prepares the next page while the current one is written.
+    public func prepareIncoming(_ changes: [Change], from sender: NodeID, source: ChangeSource,
+                                checkSkew: Bool, gate: ChangeGate? = nil,
+                                wallMillis: UInt64 = WallClock.nowMillis()) async throws -> IncomingBatchPlan {
         let me = try await receiverNode()
-        // Validation, encoding and the merge of records new here need no store: done before
-        // the (serialized) write transaction, on the caller's core.
-        let prepared = PreparedChange.prepare(changes, schema: schema, clock: clock, receiver: me, sender: sender,
-                                              checkSkew: checkSkew, gate: gate, wallMillis: wallMillis)
+        return IncomingBatchPlan(changes: changes, sender: sender, source: source, gate: gate, wallMillis: wallMillis,
+                                 prepared: PreparedChange.prepare(changes, schema: schema, clock: clock, receiver: me, sender: sender,
+                                                                  checkSkew: checkSkew, gate: gate, wallMillis: wallMillis))
+    }
+
+    /// The second half: applies a prepared batch in one transaction, storing `cursor` with it.
+    public func apply(_ plan: IncomingBatchPlan, cursor: (name: String, value: Int64)? = nil) async throws -> IncomingReport {
+        let (changes, prepared, sender, source, gate, wallMillis) = (plan.changes, plan.prepared, plan.sender, plan.source, plan.gate, plan.wallMillis)
         // Kept alive past the transaction so freeing it happens here, not on the writer.
-        defer { withExtendedLifetime(prepared) {} }
+        defer { withExtendedLifetime(plan) {} }
         return try await writer.write { db in
             var report = IncomingReport()
             var last = try Self.lastHLC(db)
@@ -236,7 +251,7 @@ public final class NodeStore: Sendable {
     /// changes once set, so it is read once.
     private func receiverNode() async throws -> NodeID? {
         if let node = cachedNode.withLock({ $0 }) { return node }
-        let node = try await writer.read { db in try Self.identity(db)?.node }
+        let node = try await writer.readReleasingConnection { db in try Self.identity(db)?.node }
         if let node { cachedNode.withLock { $0 = node } }
         return node
     }
@@ -282,7 +297,7 @@ public final class NodeStore: Sendable {
     /// One page of the change feed for a node with `scope`, after `cursor`, leaving out
     /// changes received from `excluding` (it has them: its own, and those it relayed).
     public func feed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) async throws -> PullResponse {
-        try await writer.read { db in
+        try await writer.readReleasingConnection { db in
             let head = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes") ?? 0
             // Page over candidate log positions first, then drop the caller's own changes:
             // `more` and the cursor follow the candidates, so nothing is skipped.

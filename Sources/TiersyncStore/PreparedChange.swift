@@ -1,5 +1,19 @@
 import TiersyncCore
 
+/// A received batch made ready for ``NodeStore/apply(_:cursor:)`` by
+/// ``NodeStore/prepareIncoming(_:from:source:checkSkew:gate:wallMillis:)``.
+public struct IncomingBatchPlan: Sendable {
+    let changes: [Change]
+    let sender: NodeID
+    let source: ChangeSource
+    let gate: ChangeGate?
+    let wallMillis: UInt64
+    let prepared: [PreparedChange]
+
+    /// How many changes the batch holds.
+    public var count: Int { changes.count }
+}
+
 /// What a received change needs that does not depend on the store, worked out before the
 /// write transaction opens: its validation and skew verdict, the log entry's JSON, and —
 /// speculatively — the record it makes if the record does not exist here yet (merged from
