@@ -29,6 +29,33 @@ struct NodeStoreTests {
         #expect(try store.counts().records["customers"] == 2)
     }
 
+    @Test("many async feed reads mixed with synchronous reads from tasks all finish (no reader held by a suspended task)",
+          .timeLimit(.minutes(1)))
+    func asyncAndSyncReadsDoNotDeadlock() async throws {
+        let dir = try TempDir()
+        let hub = try makeStore(dir, "hq", parent: nil)
+        try hub.commit((0..<50).map { .upsert("customers", id: "c-\($0)", ["last_name": .string("N\($0)"), "owning_dealer": "d1"]) })
+        // Far more concurrent reads than the pool has connections (5) and than there are
+        // cooperative threads: async reads (feeds) and synchronous ones (cursor, meta) at
+        // once, as a hub's handlers and an agent's loops issue them. With GRDB's own async
+        // read in `feed`, this hung (checked): the time limit cannot fire either, since the
+        // deadlock takes every cooperative thread.
+        let pages = try await withThrowingTaskGroup(of: Int.self) { group in
+            for i in 0..<200 {
+                group.addTask {
+                    if i.isMultiple(of: 2) {
+                        return try await hub.feed(after: 0, scope: Scope(nodes: ["d1"]), excluding: nil, limit: 100).changes.count
+                    }
+                    _ = try hub.cursor("pull.parent")
+                    _ = try hub.meta("node")
+                    return 50
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        #expect(pages == 200 * 50)
+    }
+
     @Test("two handles on one file (an agent and a CLI) never stamp alike")
     func sharedFileClock() async throws {
         let dir = try TempDir()
