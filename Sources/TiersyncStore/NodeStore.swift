@@ -117,7 +117,7 @@ public final class NodeStore: Sendable {
             var last = try Self.lastHLC(db)
             var nextSeq = max(try Self.seqFloor(db), try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?", arguments: [me.node.rawValue]) ?? 0)
             var made: [Change] = []
-            var statements = LogStatements(db, tableSQL: tableSQL)
+            var statements = LogStatements(db)
             for write in writes {
                 guard let table = schema.table(write.table) else {
                     throw StoreError.rejected(.init(.unknownTable, "unknown table '\(write.table)' (known: \(schema.tables.map(\.name).joined(separator: ", ")))"))
@@ -140,8 +140,7 @@ public final class NodeStore: Sendable {
                 case .success(let valid):
                     let merged = Self.merge(valid, into: stored, table: table)
                     _ = try apply(db, &statements, valid, log: EncodedLogEntry(valid, trail: valid.trail), table: table, stored: stored,
-                                  merged: merged, row: EncodedRecord(merged.state, route: merged.route, table: table),
-                                  source: .local, from: nil, nowMillis: wallMillis)
+                                  merged: merged, source: .local, from: nil, nowMillis: wallMillis)
                     made.append(valid)
                 }
             }
@@ -184,7 +183,7 @@ public final class NodeStore: Sendable {
         return try await writer.write { db in
             var report = IncomingReport()
             var last = try Self.lastHLC(db)
-            var statements = LogStatements(db, tableSQL: self.tableSQL)
+            var statements = LogStatements(db)
             var batch = try IncomingBatch(db, changes: changes)
             func refuse(_ change: Change, _ rejection: ChangeRejection) throws {
                 try self.quarantine(db, change, rejection, from: sender, nowMillis: wallMillis)
@@ -212,7 +211,7 @@ public final class NodeStore: Sendable {
                 let table = ready.table!
                 let stored: StoredRecord?
                 let merged: Merged
-                let row: EncodedRecord
+                let row: EncodedRecord?
                 if let fresh = ready.fresh, !batch.mayExist(table: valid.table, id: valid.recordID) {
                     // Nothing stored for the record: the prepared merge is the merge.
                     if let refusal = fresh.refusal { try refuse(change, refusal); continue }
@@ -225,7 +224,7 @@ public final class NodeStore: Sendable {
                         try refuse(change, refusal)
                         continue
                     }
-                    row = EncodedRecord(merged.state, route: merged.route, table: table)
+                    row = nil
                 }
                 let outcome = try self.apply(db, &statements, valid, log: ready.log!, table: table, stored: stored, merged: merged, row: row,
                                              source: source, from: sender, nowMillis: wallMillis)
@@ -497,13 +496,11 @@ public final class NodeStore: Sendable {
     /// them up by SQL text hashes that text every time).
     struct LogStatements {
         let db: Database
-        let tableSQL: [String: TableSQL]
+        /// By a short key: "#" and the statement's role, or a domain table's name (which
+        /// never starts with "#") for its upsert.
         private var cache: [String: Statement] = [:]
 
-        init(_ db: Database, tableSQL: [String: TableSQL]) {
-            self.db = db
-            self.tableSQL = tableSQL
-        }
+        init(_ db: Database) { self.db = db }
 
         mutating func statement(_ key: String, _ sql: @autoclosure () -> String) throws -> Statement {
             if let s = cache[key] { return s }
@@ -515,11 +512,13 @@ public final class NodeStore: Sendable {
 
     /// Applies a valid change to its record and logs it. The caller runs the transaction.
     private func apply(_ db: Database, _ statements: inout LogStatements, _ change: Change, log: EncodedLogEntry,
-                       table: TableSchema, stored: StoredRecord?, merged: Merged, row: EncodedRecord,
+                       table: TableSchema, stored: StoredRecord?, merged: Merged, row: EncodedRecord? = nil,
                        source: ChangeSource, from sender: NodeID?, nowMillis: UInt64) throws -> ApplyOutcome {
         let (outcome, route) = (merged.outcome, merged.route)
         if outcome.changedAnything || stored == nil {
-            try save(db, &statements, table: table, id: change.recordID, row: row)
+            // Encoded here unless prepared: a change that alters nothing writes no row.
+            try save(db, &statements, table: table, id: change.recordID,
+                     row: row ?? EncodedRecord(merged.state, route: route, table: table))
         }
         for c in outcome.conflicts {
             try db.cachedStatement(sql: """
@@ -528,7 +527,7 @@ public final class NodeStore: Sendable {
                 """).execute(arguments: [table.name, change.recordID, c.field, c.winner.canonical, c.winnerVersion.description,
                                          c.loser.canonical, c.loserVersion.description, Int64(nowMillis)])
         }
-        try DirectBinding.execute(db, statements.statement("log", """
+        try DirectBinding.execute(db, statements.statement("#log", """
             INSERT INTO ts_changes (origin, origin_seq, hlc, tbl, record_id, op, fields, prior, source, received_from, received_at, trail)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)) { b in
@@ -548,7 +547,7 @@ public final class NodeStore: Sendable {
         let seq = db.lastInsertedRowID
         // The change reaches the nodes the record was routed to and those it is routed to
         // now: a record moving away is seen leaving.
-        let routeStatement = try statements.statement("route", "INSERT OR IGNORE INTO ts_change_routes (node, seq) VALUES (?, ?)")
+        let routeStatement = try statements.statement("#route", "INSERT OR IGNORE INTO ts_change_routes (node, seq) VALUES (?, ?)")
         let reached = stored.map { route.union($0.route) } ?? route
         for node in reached {
             try DirectBinding.execute(db, routeStatement) { b in
@@ -598,7 +597,7 @@ public final class NodeStore: Sendable {
     }
 
     private func save(_ db: Database, _ statements: inout LogStatements, table: TableSchema, id: String, row: EncodedRecord) throws {
-        try DirectBinding.execute(db, statements.statement("record", """
+        try DirectBinding.execute(db, statements.statement("#record", """
             INSERT INTO ts_records (tbl, id, versions, tombstone, route, live) VALUES (?, ?, ?, ?, ?, ?)
             ON CONFLICT (tbl, id) DO UPDATE SET versions = excluded.versions, tombstone = excluded.tombstone,
                 route = excluded.route, live = excluded.live
@@ -612,7 +611,7 @@ public final class NodeStore: Sendable {
         }
         let sql = tableSQL[table.name]!
         if row.live {
-            try DirectBinding.execute(db, statements.statement("upsert " + table.name, sql.upsert)) { b in
+            try DirectBinding.execute(db, statements.statement(table.name, sql.upsert)) { b in
                 b.text(id)
                 for value in row.columns { b.field(value) }
             }

@@ -9,9 +9,6 @@ public struct IncomingBatchPlan: Sendable {
     let gate: ChangeGate?
     let wallMillis: UInt64
     let prepared: [PreparedChange]
-
-    /// How many changes the batch holds.
-    public var count: Int { changes.count }
 }
 
 /// What a received change needs that does not depend on the store, worked out before the
