@@ -16,7 +16,7 @@ struct IncomingBatch {
     private var held: [Identity: UInt64] = [:]
     /// Origins whose sequences were too scattered to read as one range: asked per change.
     private var askPerChange: Set<String> = []
-    /// Records present in `ts_records`, by table, among those the batch touches.
+    /// Records stored (live or deleted), by table, among those the batch touches.
     private var existing: [String: Set<String>] = [:]
     private struct RecordKey: Hashable {
         let table: String
@@ -28,7 +28,7 @@ struct IncomingBatch {
     /// False once anything is quarantined: only then can a final refusal exist.
     private(set) var quarantineEmpty: Bool
 
-    init(_ db: Database, changes: [Change]) throws {
+    init(_ db: Database, changes: [Change], schema: Schema) throws {
         quarantineEmpty = !(try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_quarantine)") ?? false)
         var byOrigin: [String: [Int64]] = [:]
         var byTable: [String: Set<String>] = [:]
@@ -47,13 +47,21 @@ struct IncomingBatch {
                 held[Identity(origin: origin, seq: row[0])] = UInt64(bitPattern: row[1] as Int64)
             }
         }
+        let anyTombstone = try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_tombstones)") ?? false
         for (table, ids) in byTable {
+            // A table the schema does not know has no records (its changes are refused).
+            guard schema.table(table) != nil else { existing[table] = []; continue }
             var present: Set<String> = []
             let all = Array(ids)
             for start in stride(from: 0, to: all.count, by: 500) {
                 let chunk = Array(all[start..<min(start + 500, all.count)])
-                let sql = "SELECT id FROM ts_records WHERE tbl = ? AND id IN (\(databaseQuestionMarks(count: chunk.count)))"
-                present.formUnion(try String.fetchAll(db, sql: sql, arguments: StatementArguments([table] + chunk)))
+                let marks = databaseQuestionMarks(count: chunk.count)
+                present.formUnion(try String.fetchAll(db, sql: "SELECT id FROM \(table.quotedDatabaseIdentifier) WHERE id IN (\(marks))",
+                                                      arguments: StatementArguments(chunk)))
+                if anyTombstone {
+                    present.formUnion(try String.fetchAll(db, sql: "SELECT id FROM ts_tombstones WHERE tbl = ? AND id IN (\(marks))",
+                                                          arguments: StatementArguments([table] + chunk)))
+                }
             }
             existing[table] = present
         }

@@ -30,6 +30,7 @@ public final class NodeStore: Sendable {
         init(_ table: TableSchema) {
             let name = table.name.quotedDatabaseIdentifier
             let columns = table.fields.map(\.name.quotedDatabaseIdentifier)
+                + [DomainTables.versionsColumn, DomainTables.tombstoneColumn, DomainTables.routeColumn]
             upsert = "INSERT OR REPLACE INTO \(name) (id, \(columns.joined(separator: ", "))) VALUES (?\(String(repeating: ", ?", count: columns.count)))"
             delete = "DELETE FROM \(name) WHERE id = ?"
             select = "SELECT * FROM \(name) WHERE id = ?"
@@ -184,7 +185,7 @@ public final class NodeStore: Sendable {
             var report = IncomingReport()
             var last = try Self.lastHLC(db)
             var statements = LogStatements(db)
-            var batch = try IncomingBatch(db, changes: changes)
+            var batch = try IncomingBatch(db, changes: changes, schema: self.schema)
             func refuse(_ change: Change, _ rejection: ChangeRejection) throws {
                 try self.quarantine(db, change, rejection, from: sender, nowMillis: wallMillis)
                 batch.quarantined()
@@ -476,12 +477,9 @@ public final class NodeStore: Sendable {
         try writer.read { db in
             var hasher = SHA256()
             for t in schema.tables.sorted(by: { $0.name < $1.name }) {
-                let rows = try Row.fetchCursor(db, sql: """
-                    SELECT d.*, r.route AS ts_route FROM \(t.name.quotedDatabaseIdentifier) d
-                    JOIN ts_records r ON r.tbl = ? AND r.id = d.id ORDER BY d.id
-                    """, arguments: [t.name])
+                let rows = try Row.fetchCursor(db, sql: "SELECT * FROM \(t.name.quotedDatabaseIdentifier) ORDER BY id")
                 while let row = try rows.next() {
-                    if scope.nodes != nil, !scope.contains(route: Self.parseRoute(row["ts_route"])) { continue }
+                    if scope.nodes != nil, !scope.contains(route: Self.parseRoute(row[DomainTables.routeColumn])) { continue }
                     let values = Self.values(of: row, table: t).filter { !$0.value.isNull }
                     hasher.update(data: Data("\(t.name)\t\(row["id"] as String)\t\(CanonicalJSON.object(values))\n".utf8))
                 }
@@ -518,7 +516,7 @@ public final class NodeStore: Sendable {
         if outcome.changedAnything || stored == nil {
             // Encoded here unless prepared: a change that alters nothing writes no row.
             try save(db, &statements, table: table, id: change.recordID,
-                     row: row ?? EncodedRecord(merged.state, route: route, table: table))
+                     row: row ?? EncodedRecord(merged.state, route: route, table: table), replacing: stored)
         }
         for c in outcome.conflicts {
             try db.cachedStatement(sql: """
@@ -579,44 +577,55 @@ public final class NodeStore: Sendable {
         return previous ?? []
     }
 
+    /// A record's stored state: from its domain row when live, else from its tombstone.
     func load(_ db: Database, table: TableSchema, id: String) throws -> StoredRecord? {
-        guard let meta = try Row.fetchOne(db.cachedStatement(sql: "SELECT versions, tombstone, route FROM ts_records WHERE tbl = ? AND id = ?"),
-                                          arguments: [table.name, id]) else { return nil }
-        guard let versions = CanonicalJSON.parseVersions(meta["versions"]) else {
-            throw StoreError.invalidArgument("corrupt field versions for \(table.name)/\(id)")
-        }
-        let tombstone = (meta["tombstone"] as String?).flatMap(FieldVersion.init(parsing:))
+        let versionsText: String, tombstoneText: String?, routeText: String?
         var values: [String: FieldValue] = [:]
         if let row = try Row.fetchOne(db.cachedStatement(sql: tableSQL[table.name]!.select), arguments: [id]) {
             values = Self.values(of: row, table: table)
+            guard let text: String = row[DomainTables.versionsColumn] else {
+                throw StoreError.invalidArgument("\(table.name)/\(id) has no field versions: the row was written outside the store")
+            }
+            (versionsText, tombstoneText, routeText) = (text, row[DomainTables.tombstoneColumn], row[DomainTables.routeColumn])
+        } else if let dead = try Row.fetchOne(db.cachedStatement(sql: "SELECT versions, tombstone, route FROM ts_tombstones WHERE tbl = ? AND id = ?"),
+                                              arguments: [table.name, id]) {
+            (versionsText, tombstoneText, routeText) = (dead[0], dead[1], dead[2])
+        } else {
+            return nil
+        }
+        guard let versions = CanonicalJSON.parseVersions(versionsText) else {
+            throw StoreError.invalidArgument("corrupt field versions for \(table.name)/\(id)")
         }
         for field in versions.keys where values[field] == nil { values[field] = .null }
         return StoredRecord(table: table.name, id: id,
-                            state: RecordState(values: values.filter { versions[$0.key] != nil }, versions: versions, tombstone: tombstone),
-                            route: Self.parseRoute(meta["route"]))
+                            state: RecordState(values: values.filter { versions[$0.key] != nil }, versions: versions,
+                                               tombstone: tombstoneText.flatMap(FieldVersion.init(parsing:))),
+                            route: Self.parseRoute(routeText))
     }
 
-    private func save(_ db: Database, _ statements: inout LogStatements, table: TableSchema, id: String, row: EncodedRecord) throws {
-        try DirectBinding.execute(db, statements.statement("#record", """
-            INSERT INTO ts_records (tbl, id, versions, tombstone, route, live) VALUES (?, ?, ?, ?, ?, ?)
-            ON CONFLICT (tbl, id) DO UPDATE SET versions = excluded.versions, tombstone = excluded.tombstone,
-                route = excluded.route, live = excluded.live
-            """)) { b in
-            b.text(table.name)
-            b.text(id)
-            b.text(row.versions)
-            b.text(row.tombstone)
-            b.text(row.route)
-            b.integer(row.live ? 1 : 0)
-        }
+    /// Writes a record's new state over `previous`: a live record is its domain row (with
+    /// its versions, tombstone and route in the row's `ts_` columns); a deleted one has no
+    /// domain row, only a `ts_tombstones` entry.
+    private func save(_ db: Database, _ statements: inout LogStatements, table: TableSchema, id: String, row: EncodedRecord,
+                      replacing previous: StoredRecord?) throws {
         let sql = tableSQL[table.name]!
+        let wasLive = previous?.state.isLive ?? false
         if row.live {
             try DirectBinding.execute(db, statements.statement(table.name, sql.upsert)) { b in
                 b.text(id)
                 for value in row.columns { b.field(value) }
+                b.text(row.versions)
+                b.text(row.tombstone)
+                b.text(row.route)
+            }
+            if previous != nil, !wasLive {
+                try db.cachedStatement(sql: "DELETE FROM ts_tombstones WHERE tbl = ? AND id = ?").execute(arguments: [table.name, id])
             }
         } else {
-            try db.cachedStatement(sql: sql.delete).execute(arguments: [id])
+            if wasLive { try db.cachedStatement(sql: sql.delete).execute(arguments: [id]) }
+            try db.cachedStatement(sql: """
+                INSERT OR REPLACE INTO ts_tombstones (tbl, id, versions, tombstone, route) VALUES (?, ?, ?, ?, ?)
+                """).execute(arguments: [table.name, id, row.versions, row.tombstone, row.route])
         }
     }
 

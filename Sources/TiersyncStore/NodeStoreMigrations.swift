@@ -129,25 +129,82 @@ enum NodeStoreMigrations {
                 );
                 """)
         }
+        m.registerMigration("v5-tombstones") { db in
+            // Replication state moved into the domain rows (see ``DomainTables``); deleted
+            // records, which have no domain row, keep theirs here. The data moves when the
+            // domain tables are next ensured, which knows the schema.
+            try db.execute(sql: """
+                CREATE TABLE ts_tombstones (
+                    tbl TEXT NOT NULL,
+                    id TEXT NOT NULL,
+                    versions TEXT NOT NULL,
+                    tombstone TEXT NOT NULL,
+                    route TEXT NOT NULL,
+                    PRIMARY KEY (tbl, id)
+                ) WITHOUT ROWID;
+                """)
+        }
         return m
     }
 }
 
 /// Creates and widens the domain tables from the schema: a table or field added to the
 /// schema appears on the next open; nothing is ever dropped.
+///
+/// Each domain row also carries its record's replication state: `ts_versions` (the field
+/// versions, canonical JSON), `ts_tombstone` (the version of a delete it outlived, if any)
+/// and `ts_route` (the nodes it is routed to). Keeping them in
+/// the row instead of a table of their own saves a B-tree insert per change, about a
+/// quarter of what SQLite spends on a new record (BENCHMARKS.md, "storage layout").
+/// A deleted record has no domain row; its state is kept in `ts_tombstones`.
 enum DomainTables {
+    /// The engine's columns in every domain table. Schema fields may not use the prefix.
+    static let versionsColumn = "ts_versions"
+    static let tombstoneColumn = "ts_tombstone"
+    static let routeColumn = "ts_route"
+    static let reservedPrefix = "ts_"
+
     static func ensure(_ schema: Schema, in db: Database) throws {
         for table in schema.tables {
+            if let field = table.fields.first(where: { $0.name.hasPrefix(reservedPrefix) || $0.name == "id" }) {
+                throw StoreError.invalidArgument("field '\(table.name).\(field.name)': 'id' and names starting with '\(reservedPrefix)' are the engine's")
+            }
             let name = table.name.quotedDatabaseIdentifier
             if try db.tableExists(table.name) {
                 let existing = Set(try db.columns(in: table.name).map(\.name))
                 for field in table.fields where !existing.contains(field.name) {
                     try db.execute(sql: "ALTER TABLE \(name) ADD COLUMN \(field.name.quotedDatabaseIdentifier) \(field.type.sqlType)")
                 }
+                for column in [versionsColumn, tombstoneColumn, routeColumn] where !existing.contains(column) {
+                    try db.execute(sql: "ALTER TABLE \(name) ADD COLUMN \(column) TEXT")
+                }
             } else {
                 let columns = table.fields.map { "\($0.name.quotedDatabaseIdentifier) \($0.type.sqlType)" }
-                try db.execute(sql: "CREATE TABLE \(name) (id TEXT PRIMARY KEY NOT NULL, \(columns.joined(separator: ", ")))")
+                try db.execute(sql: """
+                    CREATE TABLE \(name) (id TEXT PRIMARY KEY NOT NULL, \(columns.joined(separator: ", ")), \(versionsColumn) TEXT, \(tombstoneColumn) TEXT, \(routeColumn) TEXT)
+                    """)
             }
         }
+        try foldReplicationRows(schema, in: db)
+    }
+
+    /// Stores written before v5 kept every record's replication state in `ts_records`:
+    /// live records' state moves into their domain rows, deleted ones' into
+    /// `ts_tombstones`, and the old table goes. Runs in the caller's transaction, so a
+    /// store is either wholly converted or untouched.
+    private static func foldReplicationRows(_ schema: Schema, in db: Database) throws {
+        guard try db.tableExists("ts_records") else { return }
+        for table in schema.tables {
+            try db.execute(sql: """
+                UPDATE \(table.name.quotedDatabaseIdentifier) AS d SET \(versionsColumn) = r.versions, \(tombstoneColumn) = r.tombstone,
+                    \(routeColumn) = r.route
+                FROM ts_records AS r WHERE r.tbl = ? AND r.id = d.id
+                """, arguments: [table.name])
+        }
+        try db.execute(sql: """
+            INSERT OR REPLACE INTO ts_tombstones (tbl, id, versions, tombstone, route)
+            SELECT tbl, id, versions, tombstone, route FROM ts_records WHERE live = 0 AND tombstone IS NOT NULL
+            """)
+        try db.execute(sql: "DROP TABLE ts_records")
     }
 }

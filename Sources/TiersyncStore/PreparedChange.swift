@@ -79,7 +79,8 @@ struct EncodedLogEntry: Sendable {
     }
 }
 
-/// A record's replication row (`ts_records`) and its domain row's column values, encoded.
+/// A record's state as stored: its domain row's column values and the replication state
+/// kept beside them (in the row's `ts_` columns, or in `ts_tombstones` when deleted), encoded.
 struct EncodedRecord: Sendable {
     let versions: String
     let tombstone: String?

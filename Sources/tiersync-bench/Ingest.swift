@@ -72,7 +72,7 @@ struct Ingest: AsyncParsableCommand {
     }
 
     /// The rows a hub writes for each new record's change — log entry, route index entry,
-    /// replication row, domain row — inserted raw into a store's own tables and indexes,
+    /// domain row with its versions and route — inserted raw into a store's own tables and indexes,
     /// with every value computed before the clock starts: what SQLite alone costs for the
     /// store's layout, without validation, merging, encoding, HTTP or TLS.
     private func layoutCeiling(rows: [Change], batch: Int, path: String) throws -> Double {
@@ -95,15 +95,16 @@ struct Ingest: AsyncParsableCommand {
                     VALUES (?, ?, ?, 'customers', ?, 'upsert', ?, NULL, 'child', ?, ?, ?)
                     """)
                 let route = try db.cachedStatement(sql: "INSERT INTO ts_change_routes (node, seq) VALUES (?, ?)")
-                let record = try db.cachedStatement(sql: "INSERT INTO ts_records (tbl, id, versions, tombstone, route, live) VALUES ('customers', ?, ?, NULL, ?, 1)")
-                let domain = try db.cachedStatement(sql: "INSERT INTO customers (id, owning_dealer, last_name, phone, email) VALUES (?, ?, ?, ?, ?)")
+                let domain = try db.cachedStatement(sql: """
+                    INSERT INTO customers (id, owning_dealer, last_name, phone, email, ts_versions, ts_route) VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """)
                 for p in prepared[chunk..<min(chunk + batch, prepared.count)] {
                     let c = p.change, f = c.fields
                     try log.execute(arguments: [c.origin.rawValue, c.originSeq, Int64(bitPattern: c.hlc.rawValue), c.recordID, p.fields,
                                                 c.origin.rawValue, now, "[{\"node\":\"hq\",\"at\":\(now)}]"])
                     try route.execute(arguments: [p.owner, db.lastInsertedRowID])
-                    try record.execute(arguments: [c.recordID, p.versions, p.owner])
-                    try domain.execute(arguments: [c.recordID, p.owner, f["last_name"]?.stringValue, f["phone"]?.stringValue, f["email"]?.stringValue])
+                    try domain.execute(arguments: [c.recordID, p.owner, f["last_name"]?.stringValue, f["phone"]?.stringValue, f["email"]?.stringValue,
+                                                   p.versions, p.owner])
                 }
             }
         }

@@ -218,6 +218,46 @@ struct NodeStoreTests {
         #expect(try store.record(table: "customers", id: "c-1")?.route == ["d1"])
     }
 
+    @Test("a store written before v5 (replication rows in ts_records) opens converted: live records keep versions and route, a deleted one its tombstone")
+    func convertsStoresOfTheFourTableLayout() async throws {
+        let dir = try TempDir()
+        // Made by the v4 code (1,000 local contacts of dealer-1), plus one delete; see fixtures/stores/README.md.
+        let path = dir.path + "/dealer.sqlite"
+        try FileManager.default.copyItem(atPath: repositoryRoot() + "/fixtures/stores/v4-dealer.sqlite", toPath: path)
+        let store = try NodeStore(path: path)
+        #expect(try store.counts().records["customers"] == 999)
+        #expect(try store.headSeq() == 1_001)
+        let c0 = try #require(try store.record(table: "customers", id: "c-0"))
+        #expect(c0.route == ["dealer-1"])
+        #expect(c0.state.isLive && c0.state.tombstone == nil)
+        #expect(c0.state.liveValues["last_name"] == "Schmidt")
+        #expect(c0.state.versions["phone"]?.description == "117714097426989056@dealer-1")
+        let gone = try #require(try store.record(table: "customers", id: "c-999"), "the tombstone survives")
+        #expect(!gone.state.isLive)
+        #expect(gone.state.tombstone?.description == "117714097426990056@dealer-1")
+        #expect(gone.route == ["dealer-1"])
+        // Writing on: an edit merges into the converted versions; the deleted record comes back.
+        let edit = try store.commit([.upsert("customers", id: "c-0", ["city": "Bonn"]), .upsert("customers", id: "c-999", ["city": "Kiel"])])
+        #expect(edit.map(\.originSeq) == [1_001 + 1, 1_001 + 2])
+        #expect(edit[0].prior.isEmpty, "city was never written")
+        #expect(edit[1].prior["owning_dealer"]?.description == "117714097426990055@dealer-1", "the revived record's owner is written over its converted version")
+        #expect(try store.record(table: "customers", id: "c-0")?.state.liveValues == ["last_name": "Schmidt", "city": "Bonn", "owning_dealer": "dealer-1",
+                                                                                        "phone": "+49 30 1000000", "email": "schmidt.0@example.com"])
+        let back = try #require(try store.record(table: "customers", id: "c-999"))
+        #expect(back.state.isLive && back.state.liveValues == ["city": "Kiel", "owning_dealer": "dealer-1"])
+        #expect(back.state.tombstone?.description == "117714097426990056@dealer-1", "the delete's version is kept in the live row")
+        #expect(try store.counts().records["customers"] == 1_000)
+        // Opening again changes nothing.
+        let again = try NodeStore(path: path)
+        #expect(try again.digest() == store.digest())
+    }
+
+    @Test("a schema field may not take an engine column's name")
+    func reservedColumns() throws {
+        let schema = Schema(tables: [TableSchema(name: "things", fields: [FieldSchema("ts_route", .node)], routeFields: ["ts_route"])])
+        #expect(throws: StoreError.self) { try NodeStore(path: ":memory:", schema: schema) }
+    }
+
     @Test("a delete replicates to the nodes that held the record")
     func deleteRouting() async throws {
         let dir = try TempDir()
