@@ -276,25 +276,40 @@ public final class SyncAgent: Sendable {
         let bootstrapped = try store.meta("pull.bootstrapped") == "1"
         let (client, limit, store) = (self.client, configuration.pullPageSize, self.store)
         let parent = parentNode.withLock { $0 }
-        // The next page is fetched and prepared (validated, encoded) while the current one
-        // is written: the store's writer is the only step that cannot overlap.
-        let fetch = { @Sendable (cursor: Int64) in
-            Task {
-                let page = try await client.pull(cursor: cursor, limit: limit, waitSeconds: 0, excludeOwn: bootstrapped)
-                return (page, try await store.prepareIncoming(page.changes, from: parent, source: .parent, checkSkew: false))
-            }
+        // Three stages, each on its own task, so the parent serving the next page, this
+        // node preparing (validating, encoding) the one it just received, and the store's
+        // writer applying the one before overlap: only the writer cannot. The next pull
+        // starts as soon as a page has arrived, since its cursor is in that page.
+        let pull = { @Sendable (cursor: Int64) in
+            Task { try await client.pull(cursor: cursor, limit: limit, waitSeconds: 0, excludeOwn: bootstrapped) }
         }
-        var next: Task<(PullResponse, IncomingBatchPlan), any Error>? = fetch(try store.cursor(Self.pullCursor))
-        defer { next?.cancel() }
+        let prepare = { @Sendable (page: PullResponse) in
+            Task { (page, try await store.prepareIncoming(page.changes, from: parent, source: .parent, checkSkew: false)) }
+        }
+        var pulling: Task<PullResponse, any Error>? = pull(try store.cursor(Self.pullCursor))
+        var preparing: Task<(PullResponse, IncomingBatchPlan), any Error>?
+        defer {
+            pulling?.cancel()
+            preparing?.cancel()
+        }
         var received = 0
-        while let fetching = next {
-            let (page, plan) = try await fetching.value
-            // Positions only move forward through `apply`, which stores `nextCursor` with
-            // the page: the prefetched page starts exactly there.
-            next = page.more ? fetch(page.nextCursor) : nil
-            try await apply(page, plan: plan, bootstrapped: bootstrapped)
-            received += page.changes.count
-            progress(received)
+        while pulling != nil || preparing != nil {
+            let ready = preparing
+            if let arriving = pulling {
+                let page = try await arriving.value
+                // Positions only move forward through `apply`, which stores `nextCursor`
+                // with the page: the next page starts exactly there.
+                pulling = page.more ? pull(page.nextCursor) : nil
+                preparing = prepare(page)
+            } else {
+                preparing = nil
+            }
+            if let ready {
+                let (page, plan) = try await ready.value
+                try await apply(page, plan: plan, bootstrapped: bootstrapped)
+                received += page.changes.count
+                progress(received)
+            }
         }
         return received
     }

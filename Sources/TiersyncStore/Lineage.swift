@@ -43,7 +43,7 @@ extension NodeStore {
             // instead of a scan of the whole log.
             let tables = table.map { [$0] } ?? schema.tables.map(\.name)
             let logged = try Self.fetchLogged(db, sql: """
-                SELECT * FROM ts_changes WHERE tbl IN (\(databaseQuestionMarks(count: tables.count))) AND record_id = ? ORDER BY seq
+                SELECT \(Self.loggedColumns) FROM ts_changes WHERE tbl IN (\(databaseQuestionMarks(count: tables.count))) AND record_id = ? ORDER BY seq
                 """, arguments: StatementArguments(tables + [id]))
             return logged.map { entry in
                 let upstream: ChangeLineage.Upstream
