@@ -79,6 +79,9 @@ public struct AgentRunCommand: AsyncParsableCommand, Sendable {
     @OptionGroup public var parent: ParentOptions
     @Flag(help: "Allow a plain-HTTP parent URL. Development only.")
     public var insecureDevHttp = false
+    @Flag(inversion: .prefixedNo,
+          help: "Once synced, let the kernel drop the executable's start-up code from memory (it is re-read from the file if needed).")
+    public var trimStartupMemory = true
     @OptionGroup public var logging: LoggingOptions
 
     public init() {}
@@ -87,7 +90,29 @@ public struct AgentRunCommand: AsyncParsableCommand, Sendable {
         try logging.bootstrap()
         let (store, configuration) = try await parent.prepare(allowInsecureHTTP: insecureDevHttp)
         let agent = try SyncAgent(store: store, configuration: configuration)
-        try await runUntilSignal { try await agent.run() }
+        let trim = trimStartupMemory
+        try await runUntilSignal {
+            let trimming = trim ? Task { await Self.trimAfterFirstSync(agent) } : nil
+            defer { trimming?.cancel() }
+            try await agent.run()
+        }
+    }
+
+    /// Waits until the agent's first pull has been applied or has failed (its start-up,
+    /// including a catch-up, is over), or a minute at most, then releases the start-up
+    /// pages.
+    static func trimAfterFirstSync(_ agent: SyncAgent) async {
+        let logger = Logger(label: "tiersync.agent")
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline, !Task.isCancelled {
+            let status = agent.status
+            if status.lastPullMillis != nil || status.consecutiveFailures > 0 { break }
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+        // The first push runs beside the first pull: let it finish too.
+        guard (try? await Task.sleep(for: .seconds(2))) != nil else { return }
+        let bytes = StartupPages.release()
+        logger.notice("start-up pages released", metadata: ["advised_bytes": "\(bytes)"])
     }
 }
 

@@ -7,15 +7,16 @@ import TiersyncStore
 /// An agent process with nothing to sync: resident memory and CPU over a period.
 struct Idle: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "An idle agent's resident memory and CPU.")
-    @Option(help: "Seconds to measure (after a 3 s warm-up).") var seconds = 60.0
+    @Option(help: "Seconds to measure (after a 5 s warm-up).") var seconds = 60.0
     @Option(help: "The agent executable: tiersync-agent (the lean one) or tiersync (`agent run`).") var binary = "tiersync-agent"
+    @Flag(help: "Run the agent with --no-trim-startup-memory (keeps its start-up pages resident).") var noTrim = false
     @OptionGroup var common: CommonOptions
 
     func run() async throws {
         quietLogs()
         let (dir, cleanup) = try common.workingDirectory("idle")
         defer { cleanup() }
-        header("idle", [("seconds", "\(seconds)"), ("agent", "\(binary == "tiersync" ? "tiersync agent run" : binary), default settings, 1,000 records synced")])
+        header("idle", [("seconds", "\(seconds)"), ("agent", "\(binary == "tiersync" ? "tiersync agent run" : binary), \(noTrim ? "--no-trim-startup-memory" : "default settings"), 1,000 records synced")])
         let hub = try await BenchHub.start(in: dir)
         _ = try hub.stores.catalog.createTenant("acme")
         let store = try NodeStore(path: dir + "/dealer.sqlite")
@@ -31,10 +32,11 @@ struct Idle: AsyncParsableCommand {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = (binary == "tiersync" ? ["agent", "run"] : []) + ["--db", store.path, "--ca", hub.caFile, "--log-level", "warning"]
+            + (noTrim ? ["--no-trim-startup-memory"] : [])
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         defer { process.terminate(); process.waitUntilExit() }
-        try await Task.sleep(for: .seconds(3))
+        try await Task.sleep(for: .seconds(5))
         guard try store.upstreamBacklog(after: store.cursor("push.parent")) == 0 else { throw BenchError("the agent did not sync during warm-up") }
         let pid = process.processIdentifier
         let (cpu0, t0) = (try cpuTicks(pid), ContinuousClock.now)
