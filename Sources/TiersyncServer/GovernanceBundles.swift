@@ -26,7 +26,7 @@ enum GovernanceBundles {
         let overlays = try store.governanceDocuments(kind: SignedDocument.Kind.overlay.rawValue, keys: ancestors.sorted() + [node.rawValue])
         var hasher = SHA256()
         for d in [rolloutDoc].compactMap({ $0 }) + releases + overlays { hasher.update(data: Data(d.body.utf8)) }
-        let token = hasher.finalize().prefix(12).map { String(format: "%02x", $0) }.joined()
+        let token = hasher.finalize().prefix(12).hexString
         return GovernanceBundle(token: token, rollout: rolloutDoc.flatMap { SignedDocument(json: $0.body) },
                                 releases: releases.compactMap { SignedDocument(json: $0.body) },
                                 overlays: overlays.compactMap { SignedDocument(json: $0.body) })

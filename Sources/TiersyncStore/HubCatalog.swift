@@ -249,7 +249,7 @@ public final class HubCatalog: Sendable {
     public func tree(of tenant: TenantID) async throws -> NodeTree {
         let cached = trees.withLock { $0[tenant] }
         return try await writer.readReleasingConnection { db in
-            let version = try Int64.fetchOne(db, sql: "SELECT version FROM catalog_version") ?? 0
+            let version = try Int64.fetchOne(db.cachedStatement(sql: "SELECT version FROM catalog_version")) ?? 0
             if let cached, cached.version == version { return cached.tree }
             let tree = try Self.tree(db, tenant)
             self.trees.withLock { $0[tenant] = (version, tree) }
@@ -261,11 +261,13 @@ public final class HubCatalog: Sendable {
         try db.execute(sql: "UPDATE catalog_version SET version = version + 1")
     }
 
-    /// Records that `node` was seen now (for per-node status).
-    public func touch(_ principal: Principal, nowMillis: UInt64 = WallClock.nowMillis()) async throws {
+    /// Records that these nodes were seen at `nowMillis` (for per-node status), in one transaction.
+    public func touch(_ principals: [Principal], nowMillis: UInt64 = WallClock.nowMillis()) async throws {
         try await writer.write { db in
-            try db.execute(sql: "UPDATE nodes SET last_seen = ? WHERE tenant = ? AND id = ?",
-                           arguments: [Int64(nowMillis), principal.tenant.rawValue, principal.node.rawValue])
+            let update = try db.cachedStatement(sql: "UPDATE nodes SET last_seen = ? WHERE tenant = ? AND id = ?")
+            for principal in principals {
+                try update.execute(arguments: [Int64(nowMillis), principal.tenant.rawValue, principal.node.rawValue])
+            }
         }
     }
 
@@ -342,7 +344,9 @@ public final class HubCatalog: Sendable {
     /// The node a bearer credential belongs to, or nil for an unknown or revoked one.
     public func authenticate(credential: String) async throws -> Principal? {
         try await writer.readReleasingConnection { db in
-            try Row.fetchOne(db, sql: "SELECT tenant, node FROM credentials WHERE hash = ? AND revoked_at IS NULL",
+            // Cached statements: every request runs these two; compiling them each time
+            // (with GRDB's authorizer) was 4 % of the hub's CPU under 5,000 agents.
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT tenant, node FROM credentials WHERE hash = ? AND revoked_at IS NULL"),
                              arguments: [Secrets.digest(credential)]).map {
                 Principal(tenant: TenantID(stringLiteral: $0["tenant"]), node: NodeID(unchecked: $0["node"]))
             }
@@ -367,7 +371,7 @@ enum Secrets {
     }
 
     static func digest(_ secret: String) -> String {
-        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+        SHA256.hash(data: Data(secret.utf8)).hexString
     }
 }
 

@@ -493,7 +493,7 @@ public final class NodeStore: Sendable {
                     hasher.update(data: Data("\(t.name)\t\(row[0] as String)\t\(CanonicalJSON.object(values))\n".utf8))
                 }
             }
-            return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+            return hasher.finalize().hexString
         }
     }
 

@@ -280,3 +280,31 @@ struct HubAPITests {
         }
     }
 }
+
+@Suite("Last seen")
+struct LastSeenTests {
+    @Test("sightings are written at once when none was written for a second, else gathered into the next write; a node is noted at most every 10 s")
+    func batchedSightings() async throws {
+        let dir = try TempDir()
+        let catalog = try HubCatalog(directory: dir.path)
+        _ = try catalog.createTenant("acme")
+        for node: NodeID in ["d1", "d2"] {
+            _ = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: node))
+        }
+        func seen() async throws -> [NodeID: UInt64] {
+            Dictionary(uniqueKeysWithValues: try await catalog.nodes(of: "acme").compactMap { n in n.lastSeenMillis.map { (n.node, $0) } })
+        }
+        let recorder = LastSeenRecorder()
+        let d1 = Principal(tenant: "acme", node: "d1"), d2 = Principal(tenant: "acme", node: "d2")
+        await recorder.record(d1, in: catalog)
+        #expect(try await seen().keys.sorted() == ["d1"], "the first sighting is written at once")
+        await recorder.record(d2, in: catalog)
+        #expect(try await seen()["d2"] == nil, "within the second: gathered, not written")
+        try await Task.sleep(for: .milliseconds(1_100))
+        let first = try await seen()["d1"]
+        await recorder.record(d1, in: catalog)
+        let after = try await seen()
+        #expect(after["d2"] != nil, "the next write carries the gathered sighting")
+        #expect(after["d1"] == first, "d1 was noted less than 10 s ago: not rewritten")
+    }
+}
