@@ -276,41 +276,20 @@ public final class SyncAgent: Sendable {
         let bootstrapped = try store.meta("pull.bootstrapped") == "1"
         let (client, limit, store) = (self.client, configuration.pullPageSize, self.store)
         let parent = parentNode.withLock { $0 }
-        // Three stages, each on its own task, so the parent serving the next page, this
-        // node preparing (validating, encoding) the one it just received, and the store's
-        // writer applying the one before overlap: only the writer cannot. The next pull
-        // starts as soon as a page has arrived, since its cursor is in that page.
-        let pull = { @Sendable (cursor: Int64) in
-            Task { try await client.pull(cursor: cursor, limit: limit, waitSeconds: 0, excludeOwn: bootstrapped) }
-        }
-        let prepare = { @Sendable (page: PullResponse) in
-            Task { (page, try await store.prepareIncoming(page.changes, from: parent, source: .parent, checkSkew: false)) }
-        }
-        var pulling: Task<PullResponse, any Error>? = pull(try store.cursor(Self.pullCursor))
-        var preparing: Task<(PullResponse, IncomingBatchPlan), any Error>?
-        defer {
-            pulling?.cancel()
-            preparing?.cancel()
-        }
+        // The parent serves page n+2 while this node prepares (validates, encodes) page
+        // n+1 and its store writes page n. Positions only move forward through `apply`,
+        // which stores each page's `nextCursor` with it: the next page starts exactly there.
         var received = 0
-        while pulling != nil || preparing != nil {
-            let ready = preparing
-            if let arriving = pulling {
-                let page = try await arriving.value
-                // Positions only move forward through `apply`, which stores `nextCursor`
-                // with the page: the next page starts exactly there.
-                pulling = page.more ? pull(page.nextCursor) : nil
-                preparing = prepare(page)
-            } else {
-                preparing = nil
-            }
-            if let ready {
-                let (page, plan) = try await ready.value
-                try await apply(page, plan: plan, bootstrapped: bootstrapped)
+        try await PagePipeline.run(
+            from: try store.cursor(Self.pullCursor),
+            pull: { cursor in try await client.pull(cursor: cursor, limit: limit, waitSeconds: 0, excludeOwn: bootstrapped) },
+            next: { page in page.more ? page.nextCursor : nil },
+            prepare: { page in try await store.prepareIncoming(page.changes, from: parent, source: .parent, checkSkew: false) },
+            apply: { page, plan in try await self.apply(page, plan: plan, bootstrapped: bootstrapped) },
+            applied: { page in
                 received += page.changes.count
                 progress(received)
-            }
-        }
+            })
         return received
     }
 

@@ -1,6 +1,8 @@
 import Foundation
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
 #endif
 
 /// An agent is a long-running daemon whose start-up (argument parsing, runtime and
@@ -11,8 +13,10 @@ import Glibc
 /// Once the agent has synced, it asks the kernel to drop its executable's clean,
 /// read-only pages (`madvise(MADV_PAGEOUT)`); the ones the sync loops use come straight
 /// back on their next touch, the rest stay out. Nothing is lost: these pages are the file's
-/// own and are re-read from it when needed. Writable and anonymous memory is left alone,
-/// and the kernel skips pages other processes also map.
+/// own and are re-read from it when needed. Only mappings holding no private (anonymous)
+/// pages are advised, so writable data and the relocated read-only part (RELRO: the GOT,
+/// Swift metadata fixed up at load) stay resident; the kernel also skips pages other
+/// processes map.
 enum StartupPages {
     /// `MADV_PAGEOUT` (Linux 5.4+); older kernels refuse it, which only means no trim.
     static let pageOut: Int32 = 21
@@ -23,17 +27,26 @@ enum StartupPages {
     static func release() -> Int {
         #if os(Linux)
         guard let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"),
-              let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return 0 }
+              let smaps = try? String(contentsOfFile: "/proc/self/smaps", encoding: .utf8) else { return 0 }
+        // Each mapping: a header line (address perms offset dev inode path), then fields.
+        var candidate: (start: UnsafeMutableRawPointer, length: Int)?
         var advised = 0
-        for line in maps.split(separator: "\n") {
-            // address perms offset dev inode path
+        for line in smaps.split(separator: "\n") {
             let parts = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
-            guard parts.count == 6, parts[1].hasPrefix("r"), !parts[1].contains("w"),
-                  parts[5].trimmingCharacters(in: .whitespaces) == exe else { continue }
-            let bounds = parts[0].split(separator: "-")
-            guard bounds.count == 2, let low = UInt(bounds[0], radix: 16), let high = UInt(bounds[1], radix: 16), high > low,
-                  let start = UnsafeMutableRawPointer(bitPattern: low) else { continue }
-            if madvise(start, Int(high - low), pageOut) == 0 { advised += Int(high - low) }
+            if parts.count >= 5, parts[0].contains("-"), !parts[0].hasSuffix(":") {
+                candidate = nil
+                guard parts.count == 6, parts[1].hasPrefix("r"), !parts[1].contains("w"),
+                      parts[5].trimmingCharacters(in: .whitespaces) == exe else { continue }
+                let bounds = parts[0].split(separator: "-")
+                guard bounds.count == 2, let low = UInt(bounds[0], radix: 16), let high = UInt(bounds[1], radix: 16), high > low,
+                      let start = UnsafeMutableRawPointer(bitPattern: low) else { continue }
+                candidate = (start, Int(high - low))
+            } else if parts.first == "Anonymous:", let mapping = candidate {
+                candidate = nil
+                // Private copies (relocated pages) would go to swap, not back to the file.
+                guard parts.count >= 2, parts[1] == "0" else { continue }
+                if madvise(mapping.start, mapping.length, pageOut) == 0 { advised += mapping.length }
+            }
         }
         return advised
         #else

@@ -32,34 +32,71 @@ struct AuthenticationMiddleware: RouterMiddleware {
 
 /// Records when each node was last seen, at most every 10 s per node, and writes what it
 /// gathered to the catalog in one transaction at most once a second (a hub serving 5,000
-/// agents otherwise ran ~500 one-row write transactions a second for it).
+/// agents otherwise ran ~500 one-row write transactions a second for it). Each sighting
+/// keeps its own time; a write that fails is retried with the next. Sightings of the last
+/// second before a shutdown may be lost.
 public final class LastSeenRecorder: Sendable {
     private struct State {
-        var written: [String: UInt64] = [:]
-        var pending: [Principal] = []
-        var lastFlush: UInt64 = 0
+        var noted: [String: UInt64] = [:]
+        var pending: [(principal: Principal, atMillis: UInt64)] = []
+        var lastWrite: UInt64 = 0
+        var writeScheduled = false
+    }
+    private enum Action {
+        case none
+        case write([(principal: Principal, atMillis: UInt64)])
+        case schedule(afterMillis: UInt64)
     }
     private let state = Mutex(State())
     static let intervalMillis: UInt64 = 10_000
-    static let flushMillis: UInt64 = 1_000
+    static let writeMillis: UInt64 = 1_000
 
     public init() {}
 
-    /// Notes `principal` as seen now; the request that finds a second passed since the
-    /// last write carries everything noted since (its own sighting included).
+    /// Notes `principal` as seen now. Written at once when nothing was written in the last
+    /// second, else by one delayed write that carries everything noted until then.
     public func record(_ principal: Principal, in catalog: HubCatalog) async {
         let now = WallClock.nowMillis()
         let key = "\(principal.tenant)/\(principal.node)"
-        let due: [Principal] = state.withLock { s in
-            if now >= (s.written[key] ?? 0) + Self.intervalMillis {
-                s.written[key] = now
-                s.pending.append(principal)
+        let action: Action = state.withLock { s in
+            if now >= (s.noted[key] ?? 0) + Self.intervalMillis {
+                s.noted[key] = now
+                s.pending.append((principal, now))
             }
-            guard !s.pending.isEmpty, now >= s.lastFlush + Self.flushMillis else { return [] }
-            s.lastFlush = now
-            defer { s.pending = [] }
-            return s.pending
+            guard !s.pending.isEmpty, !s.writeScheduled else { return .none }
+            if now >= s.lastWrite + Self.writeMillis { return .write(Self.take(&s, at: now)) }
+            s.writeScheduled = true
+            return .schedule(afterMillis: s.lastWrite + Self.writeMillis - now)
         }
-        if !due.isEmpty { try? await catalog.touch(due, nowMillis: now) }
+        switch action {
+        case .none:
+            return
+        case .write(let sightings):
+            await write(sightings, to: catalog)
+        case .schedule(let delay):
+            Task {
+                try? await Task.sleep(for: .milliseconds(Int64(delay)))
+                let sightings = state.withLock { s in
+                    s.writeScheduled = false
+                    return Self.take(&s, at: WallClock.nowMillis())
+                }
+                await write(sightings, to: catalog)
+            }
+        }
+    }
+
+    private static func take(_ s: inout State, at now: UInt64) -> [(principal: Principal, atMillis: UInt64)] {
+        s.lastWrite = now
+        defer { s.pending = [] }
+        return s.pending
+    }
+
+    private func write(_ sightings: [(principal: Principal, atMillis: UInt64)], to catalog: HubCatalog) async {
+        guard !sightings.isEmpty else { return }
+        do {
+            try await catalog.touch(sightings)
+        } catch {
+            state.withLock { $0.pending.insert(contentsOf: sightings, at: 0) }
+        }
     }
 }

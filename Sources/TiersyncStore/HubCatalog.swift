@@ -261,12 +261,15 @@ public final class HubCatalog: Sendable {
         try db.execute(sql: "UPDATE catalog_version SET version = version + 1")
     }
 
-    /// Records that these nodes were seen at `nowMillis` (for per-node status), in one transaction.
-    public func touch(_ principals: [Principal], nowMillis: UInt64 = WallClock.nowMillis()) async throws {
+    /// Records when these nodes were seen (for per-node status), in one transaction. A
+    /// sighting older than the one stored changes nothing.
+    public func touch(_ sightings: [(principal: Principal, atMillis: UInt64)]) async throws {
         try await writer.write { db in
-            let update = try db.cachedStatement(sql: "UPDATE nodes SET last_seen = ? WHERE tenant = ? AND id = ?")
-            for principal in principals {
-                try update.execute(arguments: [Int64(nowMillis), principal.tenant.rawValue, principal.node.rawValue])
+            let update = try db.cachedStatement(sql: """
+                UPDATE nodes SET last_seen = ? WHERE tenant = ? AND id = ? AND (last_seen IS NULL OR last_seen < ?)
+                """)
+            for (principal, at) in sightings {
+                try update.execute(arguments: [Int64(at), principal.tenant.rawValue, principal.node.rawValue, Int64(at)])
             }
         }
     }

@@ -29,6 +29,8 @@ public final class NodeStore: Sendable {
         /// `id`, the fields in schema order, then the engine columns: every read of a
         /// domain row selects these, so values are read by position.
         let columns: String
+        /// The condition a row written by the store meets (rows written around it have no versions).
+        let held: String
         /// Positions of the engine columns in ``columns``.
         let versionsIndex: Int, tombstoneIndex: Int, routeIndex: Int
 
@@ -40,6 +42,7 @@ public final class NodeStore: Sendable {
             delete = "DELETE FROM \(name) WHERE id = ?"
             self.columns = (["id"] + columns).joined(separator: ", ")
             select = "SELECT \(self.columns) FROM \(name) WHERE id = ?"
+            held = "\(DomainTables.versionsColumn) IS NOT NULL"
             (versionsIndex, tombstoneIndex, routeIndex) = (table.fields.count + 1, table.fields.count + 2, table.fields.count + 3)
         }
     }
@@ -430,7 +433,7 @@ public final class NodeStore: Sendable {
     public func liveRecords(table: String, limit: Int = Int.max) throws -> [(id: String, values: [String: FieldValue])] {
         guard let t = schema.table(table) else { throw StoreError.rejected(.init(.unknownTable, "unknown table '\(table)'")) }
         return try writer.read { db in
-            try Row.fetchAll(db, sql: "SELECT \(tableSQL[t.name]!.columns) FROM \(t.name.quotedDatabaseIdentifier) ORDER BY id LIMIT ?",
+            try Row.fetchAll(db, sql: "SELECT \(tableSQL[t.name]!.columns) FROM \(t.name.quotedDatabaseIdentifier) WHERE \(tableSQL[t.name]!.held) ORDER BY id LIMIT ?",
                              arguments: [min(limit, Int(Int32.max))])
                 .map { row in (row[0] as String, Self.values(of: row, table: t).filter { !$0.value.isNull }) }
         }
@@ -486,7 +489,7 @@ public final class NodeStore: Sendable {
             var hasher = SHA256()
             for t in schema.tables.sorted(by: { $0.name < $1.name }) {
                 let sql = tableSQL[t.name]!
-                let rows = try Row.fetchCursor(db, sql: "SELECT \(sql.columns) FROM \(t.name.quotedDatabaseIdentifier) ORDER BY id")
+                let rows = try Row.fetchCursor(db, sql: "SELECT \(sql.columns) FROM \(t.name.quotedDatabaseIdentifier) WHERE \(sql.held) ORDER BY id")
                 while let row = try rows.next() {
                     if scope.nodes != nil, !scope.contains(route: Self.parseRoute(row[sql.routeIndex])) { continue }
                     let values = Self.values(of: row, table: t).filter { !$0.value.isNull }
@@ -590,12 +593,12 @@ public final class NodeStore: Sendable {
     func load(_ db: Database, table: TableSchema, id: String) throws -> StoredRecord? {
         let versionsText: String, tombstoneText: String?, routeText: String?
         var values: [String: FieldValue] = [:]
-        if let row = try Row.fetchOne(db.cachedStatement(sql: tableSQL[table.name]!.select), arguments: [id]) {
+        let sql = tableSQL[table.name]!
+        if let row = try Row.fetchOne(db.cachedStatement(sql: sql.select), arguments: [id]) {
+            // A row without versions was written around the store (plain SQL): the engine
+            // holds no state for it, and the next change to the record replaces it.
+            guard let text: String = row[sql.versionsIndex] else { return nil }
             values = Self.values(of: row, table: table)
-            let sql = tableSQL[table.name]!
-            guard let text: String = row[sql.versionsIndex] else {
-                throw StoreError.invalidArgument("\(table.name)/\(id) has no field versions: the row was written outside the store")
-            }
             (versionsText, tombstoneText, routeText) = (text, row[sql.tombstoneIndex], row[sql.routeIndex])
         } else if let dead = try Row.fetchOne(db.cachedStatement(sql: "SELECT versions, tombstone, route FROM ts_tombstones WHERE tbl = ? AND id = ?"),
                                               arguments: [table.name, id]) {

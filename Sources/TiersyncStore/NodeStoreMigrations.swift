@@ -194,11 +194,15 @@ enum DomainTables {
     /// store is either wholly converted or untouched.
     private static func foldReplicationRows(_ schema: Schema, in db: Database) throws {
         guard try db.tableExists("ts_records") else { return }
+        // Correlated subqueries rather than UPDATE … FROM, which needs SQLite 3.33. Every
+        // table a store ever had is in its schema (tables are never removed from it).
         for table in schema.tables {
             try db.execute(sql: """
-                UPDATE \(table.name.quotedDatabaseIdentifier) AS d SET \(versionsColumn) = r.versions, \(tombstoneColumn) = r.tombstone,
-                    \(routeColumn) = r.route
-                FROM ts_records AS r WHERE r.tbl = ? AND r.id = d.id
+                UPDATE \(table.name.quotedDatabaseIdentifier) SET
+                    \(versionsColumn) = (SELECT r.versions FROM ts_records r WHERE r.tbl = ?1 AND r.id = \(table.name.quotedDatabaseIdentifier).id),
+                    \(tombstoneColumn) = (SELECT r.tombstone FROM ts_records r WHERE r.tbl = ?1 AND r.id = \(table.name.quotedDatabaseIdentifier).id),
+                    \(routeColumn) = (SELECT r.route FROM ts_records r WHERE r.tbl = ?1 AND r.id = \(table.name.quotedDatabaseIdentifier).id)
+                WHERE id IN (SELECT id FROM ts_records WHERE tbl = ?1)
                 """, arguments: [table.name])
         }
         try db.execute(sql: """

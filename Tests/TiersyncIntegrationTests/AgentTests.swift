@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import TiersyncAgent
 import TiersyncCore
@@ -104,5 +105,67 @@ struct AgentTests {
         #expect(try hq.changeCountsByOrigin()["d1"] == 6)
         #expect(try hq.quarantined().isEmpty)
         }
+    }
+}
+
+@Suite("Catch-up pipeline")
+struct PagePipelineTests {
+    /// What the stages did, in the order they did it.
+    final class Events: Sendable {
+        let list = Mutex<[String]>([])
+        func add(_ e: String) { list.withLock { $0.append(e) } }
+        var all: [String] { list.withLock { $0 } }
+    }
+    struct Failure: Error, Equatable { let stage: String }
+
+    @Test("pages are applied in order, once each, while later pages are pulled and prepared")
+    func orderAndOverlap() async throws {
+        let events = Events()
+        var applied: [Int64] = []
+        try await PagePipeline.run(
+            from: 0,
+            pull: { cursor in events.add("pull \(cursor)"); return cursor },
+            next: { page in page < 5 ? page + 1 : nil },
+            prepare: { page in events.add("prepare \(page)"); return page * 10 },
+            apply: { page, plan in
+                #expect(plan == page * 10)
+                try await Task.sleep(for: .milliseconds(50))
+                events.add("applied \(page)")
+            },
+            applied: { applied.append($0) })
+        #expect(applied == [0, 1, 2, 3, 4, 5])
+        let log = events.all
+        for k in 0..<4 {
+            // Page k+2 was requested before page k finished being written.
+            #expect(try #require(log.firstIndex(of: "pull \(k + 2)")) < (try #require(log.firstIndex(of: "applied \(k)"))), "\(log)")
+        }
+        #expect(log.filter { $0.hasPrefix("applied") } == (0...5).map { "applied \($0)" })
+    }
+
+    @Test("a failed pull is thrown after the page in hand is applied; a failed apply stops at once")
+    func failures() async throws {
+        var applied: [Int64] = []
+        await #expect(throws: Failure(stage: "pull")) {
+            try await PagePipeline.run(
+                from: 0,
+                pull: { cursor in if cursor == 3 { throw Failure(stage: "pull") }; return cursor },
+                next: { $0 + 1 },
+                prepare: { $0 },
+                apply: { _, _ in try await Task.sleep(for: .milliseconds(20)) },
+                applied: { applied.append($0) })
+        }
+        #expect(applied == [0, 1, 2], "page 2 had arrived before the pull of page 3 failed")
+
+        applied = []
+        await #expect(throws: Failure(stage: "apply")) {
+            try await PagePipeline.run(
+                from: 0,
+                pull: { $0 },
+                next: { $0 < 9 ? $0 + 1 : nil },
+                prepare: { $0 },
+                apply: { page, _ in if page == 1 { throw Failure(stage: "apply") } },
+                applied: { applied.append($0) })
+        }
+        #expect(applied == [0])
     }
 }
