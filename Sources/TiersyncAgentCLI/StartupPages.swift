@@ -10,8 +10,8 @@ import Musl
 /// code once: the kernel maps 64 KiB around each page fault, so ~23 MB of the executable
 /// stays resident while the idle loop needs about a third of that (BENCHMARKS.md, idle).
 ///
-/// Once the agent has synced, it asks the kernel to drop its executable's clean,
-/// read-only pages (`madvise(MADV_PAGEOUT)`); the ones the sync loops use come straight
+/// Once the agent has synced, it asks the kernel to drop the clean, read-only pages of its
+/// executable and libraries (`madvise(MADV_PAGEOUT)`); the ones the sync loops use come straight
 /// back on their next touch, the rest stay out. Nothing is lost: these pages are the file's
 /// own and are re-read from it when needed. Only mappings holding no private (anonymous)
 /// pages are advised, so writable data and the relocated read-only part (RELRO: the GOT,
@@ -21,13 +21,13 @@ enum StartupPages {
     /// `MADV_PAGEOUT` (Linux 5.4+); older kernels refuse it, which only means no trim.
     static let pageOut: Int32 = 21
 
-    /// Advises the kernel to page out this process's executable's read-only mappings.
+    /// Advises the kernel to page out this process's read-only file mappings (executable
+    /// and libraries) that hold no private pages.
     /// Returns the bytes of the mappings advised (0 where unsupported).
     @discardableResult
     static func release() -> Int {
         #if os(Linux)
-        guard let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"),
-              let smaps = try? String(contentsOfFile: "/proc/self/smaps", encoding: .utf8) else { return 0 }
+        guard let smaps = try? String(contentsOfFile: "/proc/self/smaps", encoding: .utf8) else { return 0 }
         // Each mapping: a header line (address perms offset dev inode path), then fields.
         var candidate: (start: UnsafeMutableRawPointer, length: Int)?
         var advised = 0
@@ -36,7 +36,7 @@ enum StartupPages {
             if parts.count >= 5, parts[0].contains("-"), !parts[0].hasSuffix(":") {
                 candidate = nil
                 guard parts.count == 6, parts[1].hasPrefix("r"), !parts[1].contains("w"),
-                      parts[5].trimmingCharacters(in: .whitespaces) == exe else { continue }
+                      parts[5].trimmingCharacters(in: .whitespaces).hasPrefix("/") else { continue }
                 let bounds = parts[0].split(separator: "-")
                 guard bounds.count == 2, let low = UInt(bounds[0], radix: 16), let high = UInt(bounds[1], radix: 16), high > low,
                       let start = UnsafeMutableRawPointer(bitPattern: low) else { continue }
