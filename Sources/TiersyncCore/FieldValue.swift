@@ -66,7 +66,8 @@ public enum FieldValue: Hashable, Sendable, Codable, CustomStringConvertible {
         }
     }
 
-    static func quote(_ s: String) -> String {
+    /// `s` as a JSON string literal, escaped as canonical JSON escapes it.
+    public static func quote(_ s: String) -> String {
         // Most text needs no escaping: copy it whole instead of scalar by scalar (this
         // runs for every key and string value the store writes).
         if !s.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {

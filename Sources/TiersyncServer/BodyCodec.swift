@@ -42,8 +42,13 @@ struct BodyCodec: Sendable {
 
     func encode(_ value: some Encodable, status: HTTPResponse.Status = .ok, for request: Request) throws -> Response {
         // Pull pages, the big answers, are written directly (same JSON as `Codable`).
-        var buffer = if let page = value as? PullResponse { ByteBuffer(bytes: WireEncoding.pullResponse(page)) }
-            else { ByteBuffer(bytes: try JSONEncoder().encode(value)) }
+        let json = if let page = value as? PullResponse { WireEncoding.pullResponse(page) } else { Array(try JSONEncoder().encode(value)) }
+        return try encode(json: json, status: status, for: request)
+    }
+
+    /// A JSON body written already (a feed page from ``NodeStore/encodedFeed(after:scope:excluding:limit:)``).
+    func encode(json: [UInt8], status: HTTPResponse.Status = .ok, for request: Request) throws -> Response {
+        var buffer = ByteBuffer(bytes: json)
         var headers: HTTPFields = [.contentType: "application/json"]
         if buffer.readableBytes > 512, request.headers[.acceptEncoding]?.lowercased().contains("gzip") == true {
             buffer = try buffer.compress(with: .gzip)

@@ -87,11 +87,11 @@ struct SyncService: Sendable {
             // The scope is read again on every wake-up: a node that joined the caller's
             // subtree during a long-poll must not have its changes skipped by the cursor.
             let scope = try await scope(of: principal, only: only)
-            let page = try await store.feed(after: cursor, scope: scope, excluding: excludeOwn ? principal.node : nil, limit: limit)
+            let page = try await store.encodedFeed(after: cursor, scope: scope, excluding: excludeOwn ? principal.node : nil, limit: limit)
             let remaining = deadline - ContinuousClock.now
             let closing = await notifier.isClosed
-            if !page.changes.isEmpty || remaining <= .zero || Task.isCancelled || closing {
-                return try codec.encode(page, for: request)
+            if page.count > 0 || remaining <= .zero || Task.isCancelled || closing {
+                return try codec.encode(json: page.json, for: request)
             }
             // Nothing for the caller in this stretch of the log (out of scope, or its own):
             // move past it and keep waiting, scanning on at once if the page was full.

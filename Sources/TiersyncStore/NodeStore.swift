@@ -308,44 +308,82 @@ public final class NodeStore: Sendable {
     /// changes received from `excluding` (it has them: its own, and those it relayed).
     public func feed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) async throws -> PullResponse {
         try await writer.readReleasingConnection { db in
-            let head = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes") ?? 0
-            // Page over candidate log positions first, then drop the caller's own changes:
-            // `more` and the cursor follow the candidates, so nothing is skipped.
-            let candidates: [Int64]
-            switch scope.nodes {
-            case nil:
-                candidates = try Int64.fetchAll(db, sql: "SELECT seq FROM ts_changes WHERE seq > ? ORDER BY seq LIMIT ?",
-                                                arguments: [cursor, limit])
-            case let nodes? where nodes.count == 1:
-                // One node (a dealer): walk its route index directly.
-                candidates = try Int64.fetchAll(db, sql: "SELECT seq FROM ts_change_routes WHERE node = ? AND seq > ? ORDER BY seq LIMIT ?",
-                                                arguments: [nodes.first!.rawValue, cursor, limit])
-            case let nodes?:
-                // A subtree: walk the log in order, testing membership by index.
-                let placeholders = Array(repeating: "?", count: nodes.count).joined(separator: ",")
-                var args: [any DatabaseValueConvertible] = [cursor]
-                args += nodes.map(\.rawValue)
-                args.append(limit)
-                candidates = try Int64.fetchAll(db, sql: """
-                    SELECT seq FROM ts_changes c WHERE seq > ?
-                      AND EXISTS (SELECT 1 FROM ts_change_routes r WHERE r.seq = c.seq AND r.node IN (\(placeholders)))
-                    ORDER BY seq LIMIT ?
-                    """, arguments: StatementArguments(args))
-            }
-            let more = candidates.count == limit
-            let next = more ? candidates.last! : max(cursor, head)
-            // Read (and decode) only the candidate rows, in chunks of bound parameters.
+            let page = try Self.feedPage(db, after: cursor, scope: scope, limit: limit)
             var entries: [LoggedChange] = []
-            let exclusion = excluding == nil ? "" : " AND (received_from IS NULL OR received_from != ?)"
-            for start in stride(from: 0, to: candidates.count, by: 500) {
-                let chunk = candidates[start..<min(start + 500, candidates.count)]
-                var args: [any DatabaseValueConvertible] = Array(chunk)
-                if let excluding { args.append(excluding.rawValue) }
-                entries += try Self.fetchLogged(db, sql: """
-                    SELECT \(Self.loggedColumns) FROM ts_changes WHERE seq IN (\(databaseQuestionMarks(count: chunk.count)))\(exclusion) ORDER BY seq
-                    """, arguments: StatementArguments(args))
+            try Self.forEachChunk(of: page.candidates, excluding: excluding) { sql, arguments in
+                entries += try Self.fetchLogged(db, sql: "SELECT \(Self.loggedColumns) " + sql, arguments: arguments)
             }
-            return PullResponse(changes: entries.map(\.change), nextCursor: next, more: more, head: head)
+            return PullResponse(changes: entries.map(\.change), nextCursor: page.next, more: page.more, head: page.head)
+        }
+    }
+
+    /// The same page as ``feed(after:scope:excluding:limit:)``, already written as the
+    /// wire's JSON (``WireEncoding/pullResponse(_:)``, byte for byte): the log keeps each
+    /// change's fields, prior versions and trail as canonical JSON, which is copied into
+    /// the page instead of being parsed and written again. A hub serves pulls this way.
+    public func encodedFeed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) async throws -> EncodedPullPage {
+        try await writer.readReleasingConnection { db in
+            let page = try Self.feedPage(db, after: cursor, scope: scope, limit: limit)
+            var out = "{\"changes\":["
+            var count = 0
+            try Self.forEachChunk(of: page.candidates, excluding: excluding) { sql, arguments in
+                let rows = try Row.fetchCursor(db, sql: "SELECT origin, origin_seq, hlc, tbl, record_id, op, fields, prior, trail " + sql,
+                                               arguments: arguments)
+                while let row = try rows.next() {
+                    if count > 0 { out += "," }
+                    let fields: String = row[6]
+                    WireEncoding.storedChange(origin: row[0], seq: row[1], hlc: UInt64(bitPattern: row[2] as Int64), table: row[3],
+                                              id: row[4], op: row[5], fields: fields == "{}" ? nil : fields,
+                                              prior: row[7], trail: row[8], into: &out)
+                    count += 1
+                }
+            }
+            out += "],\"nextCursor\":\(page.next),\"more\":\(page.more ? "true" : "false"),\"head\":\(page.head)}"
+            return EncodedPullPage(count: count, nextCursor: page.next, more: page.more, head: page.head, json: Array(out.utf8))
+        }
+    }
+
+    /// Which log positions a feed page covers: candidates first (the scope's changes after
+    /// the cursor, up to `limit`); `more` and the next cursor follow the candidates, so
+    /// leaving out the caller's own changes afterwards skips nothing.
+    private static func feedPage(_ db: Database, after cursor: Int64, scope: Scope, limit: Int) throws
+        -> (candidates: [Int64], next: Int64, more: Bool, head: Int64) {
+        let head = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes") ?? 0
+        let candidates: [Int64]
+        switch scope.nodes {
+        case nil:
+            candidates = try Int64.fetchAll(db, sql: "SELECT seq FROM ts_changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                                            arguments: [cursor, limit])
+        case let nodes? where nodes.count == 1:
+            // One node (a dealer): walk its route index directly.
+            candidates = try Int64.fetchAll(db, sql: "SELECT seq FROM ts_change_routes WHERE node = ? AND seq > ? ORDER BY seq LIMIT ?",
+                                            arguments: [nodes.first!.rawValue, cursor, limit])
+        case let nodes?:
+            // A subtree: walk the log in order, testing membership by index.
+            var args: [any DatabaseValueConvertible] = [cursor]
+            args += nodes.map(\.rawValue)
+            args.append(limit)
+            candidates = try Int64.fetchAll(db, sql: """
+                SELECT seq FROM ts_changes c WHERE seq > ?
+                  AND EXISTS (SELECT 1 FROM ts_change_routes r WHERE r.seq = c.seq AND r.node IN (\(databaseQuestionMarks(count: nodes.count))))
+                ORDER BY seq LIMIT ?
+                """, arguments: StatementArguments(args))
+        }
+        let more = candidates.count == limit
+        return (candidates, more ? candidates.last! : max(cursor, head), more, head)
+    }
+
+    /// The `FROM … WHERE … ORDER BY` of reading the candidate rows, in chunks of bound
+    /// parameters, without the changes received from `excluding`.
+    private static func forEachChunk(of candidates: [Int64], excluding: NodeID?,
+                                     _ body: (String, StatementArguments) throws -> Void) throws {
+        let exclusion = excluding == nil ? "" : " AND (received_from IS NULL OR received_from != ?)"
+        for start in stride(from: 0, to: candidates.count, by: 500) {
+            let chunk = candidates[start..<min(start + 500, candidates.count)]
+            var args: [any DatabaseValueConvertible] = Array(chunk)
+            if let excluding { args.append(excluding.rawValue) }
+            try body("FROM ts_changes WHERE seq IN (\(databaseQuestionMarks(count: chunk.count)))\(exclusion) ORDER BY seq",
+                     StatementArguments(args))
         }
     }
 
@@ -736,7 +774,8 @@ public final class NodeStore: Sendable {
 
     static func encodeTrail(_ trail: [Hop]) -> String? {
         guard !trail.isEmpty else { return nil }
-        return "[" + trail.map { "{\"node\":\"\($0.node.rawValue)\",\"at\":\($0.atMillis)}" }.joined(separator: ",") + "]"
+        // The wire's form exactly (`WireEncoding`): a feed page copies it as it is.
+        return "[" + trail.map { "{\"node\":" + FieldValue.quote($0.node.rawValue) + ",\"at\":\($0.atMillis)}" }.joined(separator: ",") + "]"
     }
 
     /// Sequence numbers at or below this were used by an earlier store of this node.

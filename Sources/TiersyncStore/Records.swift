@@ -108,3 +108,14 @@ public struct StoreCounts: Sendable, Equatable, Codable {
     public var conflicts: Int
     public var quarantined: Int
 }
+
+/// A feed page written as the wire's JSON (``NodeStore/encodedFeed(after:scope:excluding:limit:)``).
+public struct EncodedPullPage: Sendable {
+    /// How many changes the page carries.
+    public let count: Int
+    public let nextCursor: Int64
+    public let more: Bool
+    public let head: Int64
+    /// The page as ``PullResponse`` JSON.
+    public let json: [UInt8]
+}

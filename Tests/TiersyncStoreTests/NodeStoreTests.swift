@@ -258,6 +258,40 @@ struct NodeStoreTests {
         #expect(throws: StoreError.self) { try NodeStore(path: ":memory:", schema: schema) }
     }
 
+    @Test("a feed page written from the log's stored JSON is byte for byte the page the wire encoder writes")
+    func encodedFeedMatchesEncoder() async throws {
+        let dir = try TempDir()
+        let dealer = try makeStore(dir, "d1"), hub = try makeStore(dir, "hq", parent: nil)
+        let made = try dealer.commit([
+            .upsert("customers", id: "c-1", ["last_name": "Müller \"der Ältere\"\\ \n\t😀", "key_account": true, "phone": .null]),
+            .upsert("customers", id: "c-2", ["last_name": "Weber", "consent_marketing_sms": false]),
+            .upsert("leads", id: "l-1", ["value": 1_234.5, "source_node": "d1", "status": "new", "currency": "EUR"]),
+            .upsert("leads", id: "l-2", ["value": 1e-7, "source_node": "d1"]),
+            .upsert("customers", id: "c-1", ["city": "Köln", "last_name": "Müller"]),
+            .delete("customers", id: "c-2"),
+            .upsert("governance_status", id: "d1", ["node": "d1", "release": 42]),
+        ])
+        // Received at the hub: each change gains the hub's hop; edits carry prior versions.
+        _ = try await hub.applyIncoming(made, from: "d1", source: .child, checkSkew: false)
+        try hub.commit([.upsert("customers", id: "c-9", ["last_name": "HQ", "owning_dealer": "d2"])])
+        for scope in [Scope.everything, Scope(nodes: ["d1"]), Scope(nodes: ["d1", "d2"])] {
+            for excluding: NodeID? in [nil, "d1"] {
+                var cursor: Int64 = 0
+                while true {
+                    let typed = try await hub.feed(after: cursor, scope: scope, excluding: excluding, limit: 3)
+                    let encoded = try await hub.encodedFeed(after: cursor, scope: scope, excluding: excluding, limit: 3)
+                    #expect(encoded.json == WireEncoding.pullResponse(typed), "\(String(decoding: encoded.json, as: UTF8.self))")
+                    #expect(encoded.count == typed.changes.count && encoded.more == typed.more && encoded.nextCursor == typed.nextCursor)
+                    guard typed.more else { break }
+                    cursor = typed.nextCursor
+                }
+            }
+        }
+        let all = try await hub.feed(after: 0, scope: .everything, excluding: nil, limit: 100)
+        #expect(all.changes.count == 8)
+        #expect(all.changes.contains { !$0.prior.isEmpty } && all.changes.allSatisfy { $0.origin != "d1" || !$0.trail.isEmpty })
+    }
+
     @Test("a delete replicates to the nodes that held the record")
     func deleteRouting() async throws {
         let dir = try TempDir()

@@ -31,6 +31,24 @@ public enum WireEncoding {
         out += "]"
     }
 
+    /// One change as ``change(_:into:)`` writes it, from a change log's stored columns:
+    /// `fields`, `prior` and `trail` are stored as the same canonical JSON and are copied
+    /// as they are (nil or empty: left out, as for an empty map).
+    public static func storedChange(origin: String, seq: Int64, hlc: UInt64, table: String, id: String, op: String,
+                                    fields: String?, prior: String?, trail: String?, into out: inout String) {
+        out += "{\"origin\":"
+        out += FieldValue.quote(origin)
+        out += ",\"seq\":\(seq),\"hlc\":\(hlc),\"table\":"
+        out += FieldValue.quote(table)
+        out += ",\"id\":"
+        out += FieldValue.quote(id)
+        out += ",\"op\":\"" + op + "\""
+        if let fields, !fields.isEmpty { out += ",\"fields\":" + fields }
+        if let prior, !prior.isEmpty { out += ",\"prior\":" + prior }
+        if let trail, !trail.isEmpty { out += ",\"trail\":" + trail }
+        out += "}"
+    }
+
     static func change(_ c: Change, into out: inout String) {
         out += "{\"origin\":"
         out += FieldValue.quote(c.origin.rawValue)
