@@ -245,6 +245,23 @@ public final class HubCatalog: Sendable {
         }))
     }
 
+    /// `node`'s parent link: nil when the tenant has no such node, `.some(nil)` for its root.
+    static func parentLink(_ db: Database, _ tenant: String, _ node: String) throws -> String?? {
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT parent FROM nodes WHERE tenant = ? AND id = ?"),
+                                         arguments: [tenant, node]) else { return nil }
+        return .some(row[0])
+    }
+
+    /// The level of an existing node, 1 for the root, by walking up its parents.
+    static func level(_ db: Database, _ tenant: String, _ node: String) throws -> Int {
+        var (depth, current) = (1, node)
+        while depth < 64, let link = try parentLink(db, tenant, current), let parent = link {
+            depth += 1
+            current = parent
+        }
+        return depth
+    }
+
     /// The tenant's tree; cached, and re-read only after a tree change (by any process).
     public func tree(of tenant: TenantID) async throws -> NodeTree {
         let cached = trees.withLock { $0[tenant] }
@@ -289,16 +306,17 @@ public final class HubCatalog: Sendable {
             let root: String = tenantRow["root"], levels: Int = tenantRow["levels"]
             if node.rawValue == root { throw StoreError.invalidArgument("'\(node)' is the root of tenant '\(tenant)'; it runs on the hub and does not enroll") }
             let parentID = parent?.rawValue ?? root
-            let tree = try Self.tree(db, tenant)
-            guard tree.parents[NodeID(unchecked: parentID)] != nil else {
+            // Point lookups up the parent chain, not the whole tree: issuing tokens for a
+            // tenant's n dealers read n² rows (35 s of the 5,000-agent benchmark's set-up).
+            guard try Self.parentLink(db, tenant.rawValue, parentID) != nil else {
                 throw StoreError.notFound("parent node '\(parentID)' in tenant '\(tenant)'")
             }
-            let depth = tree.depth(of: NodeID(unchecked: parentID)) + 1
+            let depth = try Self.level(db, tenant.rawValue, parentID) + 1
             guard depth <= levels else {
                 throw StoreError.invalidArgument("tenant '\(tenant)' has \(levels) levels; '\(node)' under '\(parentID)' would be level \(depth)")
             }
-            if let existing = tree.parents[node], existing.map(\.rawValue) != parentID {
-                throw StoreError.invalidArgument("node '\(node)' already exists under '\(existing?.rawValue ?? "-")'; move it with `tiersync admin move-node`")
+            if let existing = try Self.parentLink(db, tenant.rawValue, node.rawValue), existing != parentID {
+                throw StoreError.invalidArgument("node '\(node)' already exists under '\(existing ?? "-")'; move it with `tiersync admin move-node`")
             }
             let role = depth == levels ? "dealer" : "country"
             if let expectedRole, expectedRole != role {

@@ -341,6 +341,13 @@ struct HubCatalogTests {
         _ = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "d1", parent: "de"))
         #expect(try await catalog.node("de", of: "acme")?.role == "country")
         #expect(try await catalog.node("d1", of: "acme")?.role == "dealer")
+        // Checked up the parent chain: an unknown parent, a level too deep, a node that exists elsewhere.
+        let unknown = #expect(throws: StoreError.self) { try catalog.issueEnrollmentToken(tenant: "acme", node: "d9", parent: "nowhere") }
+        #expect(unknown.map { "\($0)" } == "parent node 'nowhere' in tenant 'acme' not found")
+        let deep = #expect(throws: StoreError.self) { try catalog.issueEnrollmentToken(tenant: "acme", node: "d9", parent: "d1") }
+        #expect(deep.map { "\($0)" } == "tenant 'acme' has 3 levels; 'd9' under 'd1' would be level 4")
+        let elsewhere = #expect(throws: StoreError.self) { try catalog.issueEnrollmentToken(tenant: "acme", node: "d1", parent: "fr") }
+        #expect(elsewhere.map { "\($0)" }?.hasPrefix("node 'd1' already exists under 'de'") == true)
         try catalog.moveNode("d1", of: "acme", to: "fr")
         #expect(try await catalog.tree(of: "acme").path(of: "d1") == "hq/fr/d1")
         try catalog.moveNode("d1", of: "acme", to: "de")
