@@ -36,6 +36,15 @@ public enum WireEncoding {
     /// as they are (nil or empty: left out, as for an empty map).
     public static func storedChange(origin: String, seq: Int64, hlc: UInt64, table: String, id: String, op: String,
                                     fields: String?, prior: String?, trail: String?, into out: inout String) {
+        identity(origin: origin, seq: seq, hlc: hlc, table: table, id: id, op: op, into: &out)
+        if let fields, !fields.isEmpty { out += ",\"fields\":" + fields }
+        if let prior, !prior.isEmpty { out += ",\"prior\":" + prior }
+        if let trail, !trail.isEmpty { out += ",\"trail\":" + trail }
+        out += "}"
+    }
+
+    /// A change object's opening: `{` and the keys every change has, up to `op`.
+    private static func identity(origin: String, seq: Int64, hlc: UInt64, table: String, id: String, op: String, into out: inout String) {
         out += "{\"origin\":"
         out += FieldValue.quote(origin)
         out += ",\"seq\":\(seq),\"hlc\":\(hlc),\"table\":"
@@ -43,20 +52,10 @@ public enum WireEncoding {
         out += ",\"id\":"
         out += FieldValue.quote(id)
         out += ",\"op\":\"" + op + "\""
-        if let fields, !fields.isEmpty { out += ",\"fields\":" + fields }
-        if let prior, !prior.isEmpty { out += ",\"prior\":" + prior }
-        if let trail, !trail.isEmpty { out += ",\"trail\":" + trail }
-        out += "}"
     }
 
     static func change(_ c: Change, into out: inout String) {
-        out += "{\"origin\":"
-        out += FieldValue.quote(c.origin.rawValue)
-        out += ",\"seq\":\(c.originSeq),\"hlc\":\(c.hlc.rawValue),\"table\":"
-        out += FieldValue.quote(c.table)
-        out += ",\"id\":"
-        out += FieldValue.quote(c.recordID)
-        out += ",\"op\":\"" + c.op.rawValue + "\""
+        identity(origin: c.origin.rawValue, seq: c.originSeq, hlc: c.hlc.rawValue, table: c.table, id: c.recordID, op: c.op.rawValue, into: &out)
         if !c.fields.isEmpty { out += ",\"fields\":" + CanonicalJSON.object(c.fields) }
         if !c.prior.isEmpty { out += ",\"prior\":" + CanonicalJSON.object(c.prior) }
         if !c.trail.isEmpty {
