@@ -80,7 +80,7 @@ public struct AgentRunCommand: AsyncParsableCommand, Sendable {
     @Flag(help: "Allow a plain-HTTP parent URL. Development only.")
     public var insecureDevHttp = false
     @Flag(inversion: .prefixedNo,
-          help: "Once synced, let the kernel drop the executable's start-up code from memory (it is re-read from the file if needed).")
+          help: "Once synced, let the kernel drop start-up code (the executable's and libraries' read-only pages) from memory; it is re-read from the files if needed.")
     public var trimStartupMemory = true
     @OptionGroup public var logging: LoggingOptions
 

@@ -56,7 +56,7 @@ struct IncomingBatch {
             for start in stride(from: 0, to: all.count, by: 500) {
                 let chunk = Array(all[start..<min(start + 500, all.count)])
                 let marks = databaseQuestionMarks(count: chunk.count)
-                present.formUnion(try String.fetchAll(db, sql: "SELECT id FROM \(table.quotedDatabaseIdentifier) WHERE id IN (\(marks)) AND ts_versions IS NOT NULL",
+                present.formUnion(try String.fetchAll(db, sql: "SELECT id FROM \(table.quotedDatabaseIdentifier) WHERE id IN (\(marks)) AND \(DomainTables.heldByStore)",
                                                       arguments: StatementArguments(chunk)))
                 if anyTombstone {
                     present.formUnion(try String.fetchAll(db, sql: "SELECT id FROM ts_tombstones WHERE tbl = ? AND id IN (\(marks))",

@@ -29,8 +29,6 @@ public final class NodeStore: Sendable {
         /// `id`, the fields in schema order, then the engine columns: every read of a
         /// domain row selects these, so values are read by position.
         let columns: String
-        /// The condition a row written by the store meets (rows written around it have no versions).
-        let held: String
         /// Positions of the engine columns in ``columns``.
         let versionsIndex: Int, tombstoneIndex: Int, routeIndex: Int
 
@@ -42,7 +40,6 @@ public final class NodeStore: Sendable {
             delete = "DELETE FROM \(name) WHERE id = ?"
             self.columns = (["id"] + columns).joined(separator: ", ")
             select = "SELECT \(self.columns) FROM \(name) WHERE id = ?"
-            held = "\(DomainTables.versionsColumn) IS NOT NULL"
             (versionsIndex, tombstoneIndex, routeIndex) = (table.fields.count + 1, table.fields.count + 2, table.fields.count + 3)
         }
     }
@@ -331,10 +328,8 @@ public final class NodeStore: Sendable {
                                                arguments: arguments)
                 while let row = try rows.next() {
                     if count > 0 { out += "," }
-                    let fields: String = row[6]
                     WireEncoding.storedChange(origin: row[0], seq: row[1], hlc: UInt64(bitPattern: row[2] as Int64), table: row[3],
-                                              id: row[4], op: row[5], fields: fields == "{}" ? nil : fields,
-                                              prior: row[7], trail: row[8], into: &out)
+                                              id: row[4], op: row[5], fields: row[6], prior: row[7], trail: row[8], into: &out)
                     count += 1
                 }
             }
@@ -471,7 +466,7 @@ public final class NodeStore: Sendable {
     public func liveRecords(table: String, limit: Int = Int.max) throws -> [(id: String, values: [String: FieldValue])] {
         guard let t = schema.table(table) else { throw StoreError.rejected(.init(.unknownTable, "unknown table '\(table)'")) }
         return try writer.read { db in
-            try Row.fetchAll(db, sql: "SELECT \(tableSQL[t.name]!.columns) FROM \(t.name.quotedDatabaseIdentifier) WHERE \(tableSQL[t.name]!.held) ORDER BY id LIMIT ?",
+            try Row.fetchAll(db, sql: "SELECT \(tableSQL[t.name]!.columns) FROM \(t.name.quotedDatabaseIdentifier) WHERE \(DomainTables.heldByStore) ORDER BY id LIMIT ?",
                              arguments: [min(limit, Int(Int32.max))])
                 .map { row in (row[0] as String, Self.values(of: row, table: t).filter { !$0.value.isNull }) }
         }
@@ -527,7 +522,7 @@ public final class NodeStore: Sendable {
             var hasher = SHA256()
             for t in schema.tables.sorted(by: { $0.name < $1.name }) {
                 let sql = tableSQL[t.name]!
-                let rows = try Row.fetchCursor(db, sql: "SELECT \(sql.columns) FROM \(t.name.quotedDatabaseIdentifier) WHERE \(sql.held) ORDER BY id")
+                let rows = try Row.fetchCursor(db, sql: "SELECT \(sql.columns) FROM \(t.name.quotedDatabaseIdentifier) WHERE \(DomainTables.heldByStore) ORDER BY id")
                 while let row = try rows.next() {
                     if scope.nodes != nil, !scope.contains(route: Self.parseRoute(row[sql.routeIndex])) { continue }
                     let values = Self.values(of: row, table: t).filter { !$0.value.isNull }

@@ -163,6 +163,9 @@ enum DomainTables {
     static let tombstoneColumn = "ts_tombstone"
     static let routeColumn = "ts_route"
     static let reservedPrefix = "ts_"
+    /// True of a domain row the store wrote: a row written around it (plain SQL) has no
+    /// versions, and the engine treats its record as not held.
+    static let heldByStore = "\(versionsColumn) IS NOT NULL"
 
     static func ensure(_ schema: Schema, in db: Database) throws {
         for table in schema.tables {
@@ -197,11 +200,10 @@ enum DomainTables {
         // Correlated subqueries rather than UPDATE … FROM, which needs SQLite 3.33. Every
         // table a store ever had is in its schema (tables are never removed from it).
         for table in schema.tables {
+            let name = table.name.quotedDatabaseIdentifier
             try db.execute(sql: """
-                UPDATE \(table.name.quotedDatabaseIdentifier) SET
-                    \(versionsColumn) = (SELECT r.versions FROM ts_records r WHERE r.tbl = ?1 AND r.id = \(table.name.quotedDatabaseIdentifier).id),
-                    \(tombstoneColumn) = (SELECT r.tombstone FROM ts_records r WHERE r.tbl = ?1 AND r.id = \(table.name.quotedDatabaseIdentifier).id),
-                    \(routeColumn) = (SELECT r.route FROM ts_records r WHERE r.tbl = ?1 AND r.id = \(table.name.quotedDatabaseIdentifier).id)
+                UPDATE \(name) SET (\(versionsColumn), \(tombstoneColumn), \(routeColumn)) =
+                    (SELECT r.versions, r.tombstone, r.route FROM ts_records r WHERE r.tbl = ?1 AND r.id = \(name).id)
                 WHERE id IN (SELECT id FROM ts_records WHERE tbl = ?1)
                 """, arguments: [table.name])
         }

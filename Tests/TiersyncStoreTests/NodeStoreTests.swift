@@ -1,7 +1,8 @@
 import Foundation
 import Testing
 import TiersyncCore
-import TiersyncStore
+@testable import TiersyncStore
+import GRDB
 import TiersyncTestSupport
 
 func makeStore(_ dir: TempDir, _ node: NodeID, parent: NodeID? = "hq") throws -> NodeStore {
@@ -250,6 +251,24 @@ struct NodeStoreTests {
         // Opening again changes nothing.
         let again = try NodeStore(path: path)
         #expect(try again.digest() == store.digest())
+    }
+
+    @Test("a domain row written around the store (plain SQL, no versions) is not a held record: it is left out of reads and the next change replaces it")
+    func rowsWrittenAroundTheStore() async throws {
+        let dir = try TempDir()
+        let store = try makeStore(dir, "d1")
+        try await store.writer.write { db in
+            try db.execute(sql: "INSERT INTO customers (id, last_name, owning_dealer) VALUES ('c-x', 'Foreign', 'd1')")
+        }
+        #expect(try store.record(table: "customers", id: "c-x") == nil)
+        #expect(try store.liveRecords(table: "customers").isEmpty)
+        let empty = try makeStore(dir, "d2")
+        #expect(try store.digest() == empty.digest(), "the foreign row is not part of the replica")
+        let applied = try await store.applyIncoming([Change(origin: "d9", originSeq: 1, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                                                            table: "customers", recordID: "c-x", op: .upsert, fields: ["city": "Kiel"])],
+                                                    from: "hq", source: .parent, checkSkew: false)
+        #expect(applied.applied == 1)
+        #expect(try store.liveRecords(table: "customers").map(\.values) == [["city": "Kiel"]], "the change replaced the foreign row")
     }
 
     @Test("a schema field may not take an engine column's name")

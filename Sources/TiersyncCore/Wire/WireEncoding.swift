@@ -33,11 +33,11 @@ public enum WireEncoding {
 
     /// One change as ``change(_:into:)`` writes it, from a change log's stored columns:
     /// `fields`, `prior` and `trail` are stored as the same canonical JSON and are copied
-    /// as they are (nil or empty: left out, as for an empty map).
+    /// as they are (nil, empty or `{}`: left out, as for an empty map).
     public static func storedChange(origin: String, seq: Int64, hlc: UInt64, table: String, id: String, op: String,
                                     fields: String?, prior: String?, trail: String?, into out: inout String) {
         identity(origin: origin, seq: seq, hlc: hlc, table: table, id: id, op: op, into: &out)
-        if let fields, !fields.isEmpty { out += ",\"fields\":" + fields }
+        if let fields, !fields.isEmpty, fields != "{}" { out += ",\"fields\":" + fields }
         if let prior, !prior.isEmpty { out += ",\"prior\":" + prior }
         if let trail, !trail.isEmpty { out += ",\"trail\":" + trail }
         out += "}"
