@@ -29,9 +29,11 @@ public struct ParentOptions: ParsableArguments, Sendable {
     public var releaseKey: String?
 
     /// Opens the store, enrolls it on its first run, adopts a changed parent URL, and
-    /// returns the agent configuration.
-    public func prepare(allowInsecureHTTP: Bool, maxSkewSeconds: UInt64 = 60) async throws -> (NodeStore, AgentConfiguration) {
-        let store = try NodeStore(path: db, clock: HybridLogicalClock(maxSkewMillis: maxSkewSeconds * 1000))
+    /// returns the agent configuration. A country node, whose hub checkpoints its store,
+    /// passes ``WALCheckpointing/byOwner``.
+    public func prepare(allowInsecureHTTP: Bool, maxSkewSeconds: UInt64 = 60,
+                        checkpointing: WALCheckpointing = .byWriter) async throws -> (NodeStore, AgentConfiguration) {
+        let store = try NodeStore(path: db, clock: HybridLogicalClock(maxSkewMillis: maxSkewSeconds * 1000), checkpointing: checkpointing)
         guard let url = try parentURL ?? store.meta("parent_url") else {
             throw CLIError("--parent is required until the node has enrolled")
         }

@@ -23,7 +23,8 @@ public struct HubServer: Sendable {
     public init(configuration: HubConfiguration, logger: Logger = Logger(label: "tiersync.hub")) throws {
         let catalog = try HubCatalog(directory: configuration.dataDirectory)
         self.init(configuration: configuration,
-                  directory: CatalogDirectory(stores: TenantStores(catalog: catalog, clock: HybridLogicalClock(maxSkewMillis: configuration.maxClockSkewMillis))),
+                  directory: CatalogDirectory(stores: TenantStores(catalog: catalog, clock: HybridLogicalClock(maxSkewMillis: configuration.maxClockSkewMillis),
+                                                               checkpointing: .byOwner)),
                   logger: logger)
     }
 
@@ -97,9 +98,10 @@ public struct HubServer: Sendable {
             },
             logger: logger)
         // Services shut down in reverse order: first the notifier (ending long-polls), then
-        // the foreign-write watcher, then the HTTP server.
+        // the foreign-write watcher and the checkpoints, then the HTTP server.
         let group = ServiceGroup(configuration: .init(
-            services: [app, ForeignWriteWatcher(directory: directory, notifier: notifier, governanceNotifier: governanceNotifier),
+            services: [app, CheckpointService(directory: directory, logger: logger),
+                       ForeignWriteWatcher(directory: directory, notifier: notifier, governanceNotifier: governanceNotifier),
                        NotifierService(notifiers: [notifier, governanceNotifier])],
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
             logger: logger))

@@ -401,12 +401,17 @@ public final class TenantStores: Sendable {
     public let catalog: HubCatalog
     public let schema: Schema
     public let clock: HybridLogicalClock
+    /// Who checkpoints the tenant databases: a serving hub passes ``WALCheckpointing/byOwner``
+    /// and runs the checkpoints itself; a CLI command leaves them to the writer.
+    public let checkpointing: WALCheckpointing
     private let open = Mutex<[TenantID: NodeStore]>([:])
 
-    public init(catalog: HubCatalog, schema: Schema = DomainSchema.schema, clock: HybridLogicalClock = HybridLogicalClock()) {
+    public init(catalog: HubCatalog, schema: Schema = DomainSchema.schema, clock: HybridLogicalClock = HybridLogicalClock(),
+                checkpointing: WALCheckpointing = .byWriter) {
         self.catalog = catalog
         self.schema = schema
         self.clock = clock
+        self.checkpointing = checkpointing
     }
 
     /// The tenants whose databases are open in this process.
@@ -420,7 +425,7 @@ public final class TenantStores: Sendable {
         try open.withLock { cache in
             if let store = cache[tenant] { return store }
             guard let root = try catalog.root(of: tenant) else { throw StoreError.notFound("tenant '\(tenant)'") }
-            let store = try NodeStore(path: catalog.tenantDatabasePath(tenant), schema: schema, clock: clock)
+            let store = try NodeStore(path: catalog.tenantDatabasePath(tenant), schema: schema, clock: clock, checkpointing: checkpointing)
             if try store.identity() == nil {
                 try store.setIdentity(NodeIdentity(tenant: tenant, node: root, parent: nil))
             }

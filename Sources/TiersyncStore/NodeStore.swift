@@ -16,6 +16,9 @@ public final class NodeStore: Sendable {
     public let schema: Schema
     public let clock: HybridLogicalClock
     let writer: any DatabaseWriter
+    /// A connection of its own for ``checkpoint()``, when the store's owner copies the
+    /// write-ahead log back (``WALCheckpointing/byOwner``).
+    private let checkpointer: DatabaseQueue?
     /// Each domain table's statements, built once: building and hashing them per row was a
     /// tenth of the ingest time.
     let tableSQL: [String: TableSQL]
@@ -45,19 +48,43 @@ public final class NodeStore: Sendable {
     }
 
     /// Opens (creating if needed) the store at `path`; `":memory:"` gives a private
-    /// in-memory store for unit tests.
-    public init(path: String, schema: Schema = DomainSchema.schema, clock: HybridLogicalClock = HybridLogicalClock()) throws {
+    /// in-memory store for unit tests. `checkpointing` says who copies the write-ahead log
+    /// back into the database file (``WALCheckpointing``).
+    public init(path: String, schema: Schema = DomainSchema.schema, clock: HybridLogicalClock = HybridLogicalClock(),
+                checkpointing: WALCheckpointing = .byWriter) throws {
         self.path = path
         self.schema = schema
         self.clock = clock
         tableSQL = Dictionary(uniqueKeysWithValues: schema.tables.map { ($0.name, TableSQL($0)) })
         if path == ":memory:" {
             writer = try DatabaseQueue(configuration: StoreConfiguration.make())
+            checkpointer = nil
         } else {
-            writer = try StoreConfiguration.openPool(path: path)
+            switch checkpointing {
+            case .byWriter:
+                writer = try StoreConfiguration.openPool(path: path)
+                checkpointer = nil
+            case .byOwner:
+                writer = try StoreConfiguration.openPool(path: path, autocheckpointPages: WALCheckpointing.writerBackstopPages)
+                checkpointer = try DatabaseQueue(path: path, configuration: StoreConfiguration.make())
+            }
         }
         try NodeStoreMigrations.migrator.migrate(writer)
         try writer.write { db in try DomainTables.ensure(schema, in: db) }
+    }
+
+    /// Copies what it can of the write-ahead log into the database file, on a connection
+    /// of its own, without waiting for the writer or for readers (a passive checkpoint:
+    /// frames a reader may still need stay for the next call). Runs on GRDB's queue, not
+    /// on the caller's thread. A store of ``WALCheckpointing/byWriter`` does nothing and
+    /// reports `nil`.
+    ///
+    /// - Returns: the log's length and how much of it is now in the database file, in pages.
+    @discardableResult
+    public func checkpoint() async throws -> (logPages: Int, copiedPages: Int)? {
+        guard let checkpointer else { return nil }
+        let (log, copied) = try await checkpointer.writeWithoutTransaction { db in try db.checkpoint(.passive) }
+        return (log, copied)
     }
 
     // MARK: Identity and settings

@@ -4,20 +4,49 @@ enum StoreConfiguration {
     /// One configuration for every Tiersync SQLite file: WAL (via DatabasePool), a busy
     /// timeout so that a CLI write and a running agent share the file, NORMAL sync (WAL
     /// keeps it crash-safe; only the last transactions may roll back on power loss).
-    static func make(readonly: Bool = false) -> Configuration {
+    ///
+    /// `autocheckpointPages` is the write-ahead log's length at which the writer copies it
+    /// back into the database file inside its commit (SQLite's default is 1,000 pages).
+    static func make(readonly: Bool = false, autocheckpointPages: Int = 1_000) -> Configuration {
         var config = Configuration()
         config.busyMode = .timeout(15)
         config.readonly = readonly
         config.prepareDatabase { db in
             if !db.configuration.readonly {
                 try db.execute(sql: "PRAGMA synchronous = NORMAL")
+                if autocheckpointPages != 1_000 {
+                    try db.execute(sql: "PRAGMA wal_autocheckpoint = \(autocheckpointPages)")
+                }
             }
             try db.execute(sql: "PRAGMA foreign_keys = ON")
         }
         return config
     }
 
-    static func openPool(path: String) throws -> DatabasePool {
-        try DatabasePool(path: path, configuration: make())
+    static func openPool(path: String, autocheckpointPages: Int = 1_000) throws -> DatabasePool {
+        try DatabasePool(path: path, configuration: make(autocheckpointPages: autocheckpointPages))
     }
+}
+
+/// Who copies a store's write-ahead log back into its database file.
+///
+/// SQLite's default has the writer do it inside the commit that takes the log past 1,000
+/// pages, so every few batches one commit also copies ~4 MB (without checkpoints, the
+/// store's raw writes ran ~20 % faster). A hub's writer is the one thread every push of a
+/// tenant waits for, so the hub copies the log from a task of its own instead
+/// (`CheckpointService`), on the other core (ingest +6–30 %, BENCHMARKS.md).
+public enum WALCheckpointing: Sendable {
+    /// The writer checkpoints itself (SQLite's default): for agents, CLIs and tests.
+    case byWriter
+    /// The store's owner calls ``NodeStore/checkpoint()`` every few tens of
+    /// milliseconds while the store is written; the writer checkpoints itself only once
+    /// the log passes ``writerBackstopPages`` (finishing what the owner copied, or doing
+    /// all of it should the owner stop).
+    case byOwner
+
+    /// 4,096 pages of 4 KiB: 16 MiB of log. The writer's checkpoint there copies only what
+    /// the owner has not yet, after which the log starts over from its beginning; without
+    /// it, a log under constant writing would never be wholly copied between two commits
+    /// and would grow without end.
+    public static let writerBackstopPages = 4_096
 }

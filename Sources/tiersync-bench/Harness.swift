@@ -12,12 +12,15 @@ struct BenchHub {
     let stores: TenantStores
     let task: Task<Void, any Error>
 
-    static func start(in dir: String, limits: HubConfiguration.Limits = .init()) async throws -> BenchHub {
+    /// `checkpointing` as a serving hub does (``WALCheckpointing/byOwner``) unless a
+    /// scenario compares.
+    static func start(in dir: String, limits: HubConfiguration.Limits = .init(),
+                      checkpointing: WALCheckpointing = .byOwner) async throws -> BenchHub {
         let pki = try DevelopmentPKI.ensure(in: dir + "/pki")
         var configuration = HubConfiguration(port: 0, dataDirectory: dir + "/hq",
                                              transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey))
         configuration.limits = limits
-        let stores = TenantStores(catalog: try HubCatalog(directory: dir + "/hq"))
+        let stores = TenantStores(catalog: try HubCatalog(directory: dir + "/hq"), checkpointing: checkpointing)
         let hub = HubServer(configuration: configuration, directory: CatalogDirectory(stores: stores))
         let (stream, continuation) = AsyncStream<Int>.makeStream()
         let task = Task { try await hub.run { continuation.yield($0) } }

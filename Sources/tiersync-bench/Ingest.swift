@@ -16,15 +16,20 @@ struct Ingest: AsyncParsableCommand {
     @Option(help: "Changes to push.") var changes = 200_000
     @Option(help: "Changes per push request.") var batch = 1_000
     @Option(help: "Dealers pushing at once (each its own node and log).") var dealers = 2
+    @Flag(help: "The hub's writer checkpoints the log itself, inside its commits (SQLite's default; before 2026-12-02 the hub's too).")
+    var writerCheckpoints = false
     @OptionGroup var common: CommonOptions
+
+    private var checkpointing: WALCheckpointing { writerCheckpoints ? .byWriter : .byOwner }
 
     func run() async throws {
         quietLogs()
         let (dir, cleanup) = try common.workingDirectory("ingest")
         defer { cleanup() }
-        header("ingest", [("changes", "\(changes)"), ("batch", "\(batch)"), ("dealers", "\(dealers)"), ("fields/change", "4")])
+        header("ingest", [("changes", "\(changes)"), ("batch", "\(batch)"), ("dealers", "\(dealers)"), ("fields/change", "4"),
+                            ("checkpoints", writerCheckpoints ? "by the writer" : "by the hub, beside the writer")])
 
-        let hub = try await BenchHub.start(in: dir)
+        let hub = try await BenchHub.start(in: dir, checkpointing: checkpointing)
         var clients: [(NodeID, ParentClient)] = []
         for d in 0..<dealers {
             let node = NodeID(unchecked: "dealer-\(d)")
@@ -115,7 +120,7 @@ struct Ingest: AsyncParsableCommand {
     /// agents send them).
     private func hubIngest(dir: String, perDealer: Int) async throws -> Double {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let hub = try await BenchHub.start(in: dir)
+        let hub = try await BenchHub.start(in: dir, checkpointing: checkpointing)
         var posts: [(String, [ByteBuffer])] = []
         for d in 0..<dealers {
             let node = NodeID(unchecked: "dealer-\(d)")

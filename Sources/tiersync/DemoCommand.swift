@@ -41,7 +41,7 @@ struct Demo: AsyncParsableCommand {
         // HQ hub.
         let pki = try DevelopmentPKI.ensure(in: base + "/pki")
         let transport = HubConfiguration.Transport.tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey)
-        let hubStores = TenantStores(catalog: try HubCatalog(directory: base + "/hq"))
+        let hubStores = TenantStores(catalog: try HubCatalog(directory: base + "/hq"), checkpointing: .byOwner)
         let hub = HubServer(configuration: HubConfiguration(port: 0, dataDirectory: base + "/hq", transport: transport),
                             directory: CatalogDirectory(stores: hubStores))
         let (hqURL, hqTask) = try await start { ready in try await hub.run(onReady: ready) }
@@ -58,7 +58,7 @@ struct Demo: AsyncParsableCommand {
         var countryURLs: [NodeID: String] = [:]
         var stores: [NodeID: NodeStore] = ["hq": hq]
         for (country, _) in Self.layout {
-            let store = try NodeStore(path: "\(base)/\(country).sqlite")
+            let store = try NodeStore(path: "\(base)/\(country).sqlite", checkpointing: .byOwner)
             let agentConfiguration = fast(AgentConfiguration(parentURL: hqURL, caFile: pki.caCertificate))
             try await SyncAgent.enroll(store: store, configuration: agentConfiguration,
                                        token: try catalog.issueEnrollmentToken(tenant: Self.tenant, node: country))

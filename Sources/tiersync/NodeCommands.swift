@@ -33,7 +33,8 @@ struct Node: AsyncParsableCommand {
 
         func run() async throws {
             try logging.bootstrap()
-            let (store, agentConfiguration) = try await parent.prepare(allowInsecureHTTP: listener.insecureDevHttp, maxSkewSeconds: maxSkew)
+            let (store, agentConfiguration) = try await parent.prepare(allowInsecureHTTP: listener.insecureDevHttp, maxSkewSeconds: maxSkew,
+                                                                       checkpointing: .byOwner)
             var hubConfiguration = try listener.configuration(dataDirectory: data)
             hubConfiguration.maxClockSkewMillis = maxSkew * 1000
             let node = CountryNode(store: store, agentConfiguration: agentConfiguration, hubConfiguration: hubConfiguration)

@@ -281,6 +281,32 @@ struct HubAPITests {
     }
 }
 
+@Suite("Checkpoints")
+struct CheckpointTests {
+    @Test("a serving hub copies a tenant's write-ahead log into its database file by itself, well before the writer's backstop")
+    func hubCheckpoints() async throws {
+        let f = try await HubFixture.start()
+        defer { Task { await f.stop() } }
+        let path = try f.acme().path
+        func size() throws -> Int { try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int }
+        try await Task.sleep(for: .milliseconds(700))  // what enrolling wrote is copied
+        let before = try size()
+        let changes = (1...300).map { customer("d1", Int64($0), "c-\($0)", ["owning_dealer": "d1", "last_name": .string(String(repeating: "m", count: 190)),
+                                                                            "street": .string(String(repeating: "s", count: 290))]) }
+        let reply = try await f.push(changes, as: f.d1)
+        #expect(reply.status == 200, "\(reply.text)")
+        // 300 changes are ~100 pages of log: far below the writer's own threshold.
+        var grown = false
+        let deadline = ContinuousClock.now + .seconds(5)
+        while !grown, ContinuousClock.now < deadline {
+            grown = try size() > before + 200_000
+            if !grown { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        let after = try size()
+        #expect(grown, "the database file went from \(before) to \(after) bytes")
+    }
+}
+
 @Suite("Last seen")
 struct LastSeenTests {
     @Test("sightings are written at once when none was written for a second, else by one delayed write, each with its own time; a node is noted at most every 10 s")

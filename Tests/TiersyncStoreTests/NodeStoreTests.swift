@@ -311,6 +311,37 @@ struct NodeStoreTests {
         #expect(all.changes.contains { !$0.prior.isEmpty } && all.changes.allSatisfy { $0.origin != "d1" || !$0.trail.isEmpty })
     }
 
+    @Test("a store checkpointed by its owner keeps its commits out of the database file until checkpoint() copies them; one checkpointed by its writer copies them itself")
+    func ownerCheckpoints() async throws {
+        let dir = try TempDir()
+        func size(_ path: String) throws -> Int { try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int }
+        // ~960 bytes of names, in the domain row and the log entry: 2,000 records are over
+        // 1,000 pages of log (SQLite's own threshold) and under the owner's backstop.
+        func fill(_ store: NodeStore) throws {
+            for batch in 0..<20 {
+                try store.commit((0..<100).map { i in
+                    .upsert("customers", id: "c-\(batch)-\(i)", longNames(i))
+                })
+            }
+        }
+        let owned = try NodeStore(path: dir.path + "/owned.sqlite", checkpointing: .byOwner)
+        try owned.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
+        try fill(owned)
+        let unchecked = try size(owned.path)
+        #expect(try size(owned.path + "-wal") > 4_000_000, "the log holds the commits")
+        let result = try #require(try await owned.checkpoint())
+        #expect(result.logPages > 1_000 && result.logPages < WALCheckpointing.writerBackstopPages)
+        #expect(result.copiedPages == result.logPages, "no reader holds frames back: all copied")
+        #expect(try size(owned.path) > unchecked + 4_000_000, "the database file received them")
+        #expect(try NodeStore(path: owned.path).counts().records["customers"] == 2_000)
+
+        let plain = try makeStore(dir, "d2")
+        try fill(plain)
+        #expect(try await plain.checkpoint() == nil, "checkpointed by its writer: nothing for the owner to do")
+        let copiedByWriter = try size(plain.path)
+        #expect(copiedByWriter > 3_000_000, "the writer copied the log in its commits: \(copiedByWriter) bytes (unchecked: \(unchecked))")
+    }
+
     @Test("a delete replicates to the nodes that held the record")
     func deleteRouting() async throws {
         let dir = try TempDir()
@@ -383,4 +414,10 @@ struct HubCatalogTests {
         #expect(Set(directory.nodes.map(\.id)) == ["fr", "d1"])
         #expect(directory.credentials.map(\.node) == ["d1"], "digests only for nodes below the caller")
     }
+}
+
+/// Names near their length limits: ~960 bytes of field values.
+func longNames(_ i: Int) -> [String: FieldValue] {
+    ["first_name": .string(String(repeating: "f", count: 190) + "\(i)"), "last_name": .string(String(repeating: "l", count: 190) + "\(i)"),
+     "company_name": .string(String(repeating: "c", count: 290) + "\(i)"), "street": .string(String(repeating: "s", count: 290) + "\(i)")]
 }

@@ -39,7 +39,7 @@ public final class RunningHub: Sendable {
         var configuration = HubConfiguration(host: "127.0.0.1", port: port, dataDirectory: directory + "/hub",
                                              transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey))
         configuration.limits = limits
-        let stores = TenantStores(catalog: try HubCatalog(directory: configuration.dataDirectory))
+        let stores = TenantStores(catalog: try HubCatalog(directory: configuration.dataDirectory), checkpointing: .byOwner)
         let server = HubServer(configuration: configuration, directory: CatalogDirectory(stores: stores))
         let (stream, continuation) = AsyncStream<Int>.makeStream()
         task = Task { try await server.run { port in continuation.yield(port) } }
@@ -150,7 +150,7 @@ public final class RunningCountry: Sendable {
     private let task: Task<Void, any Error>
 
     public init(hub: RunningHub, tenant: TenantID, node: NodeID, directory: String) async throws {
-        let store = try NodeStore(path: "\(directory)/\(node).sqlite")
+        let store = try NodeStore(path: "\(directory)/\(node).sqlite", checkpointing: .byOwner)
         var agent = AgentConfiguration(parentURL: hub.url, caFile: hub.caFile)
         agent.localPollInterval = .milliseconds(50)
         agent.pullWaitSeconds = 5
