@@ -15,6 +15,37 @@ public enum CanonicalJSON {
         return out.string
     }
 
+    /// A record's field versions as its row keeps them: each version once, with the fields
+    /// it covers — `{"<hlc>@<node>":["field",…],…}`, versions and fields sorted. A record's
+    /// fields mostly share a version (they were written together), so this is well under
+    /// half of one entry per field (``object(_:)-(Dictionary<String,FieldVersion>)``, the
+    /// wire's form for `prior`): less for SQLite to write per change.
+    public static func groupedVersions(_ versions: [String: FieldVersion]) -> String {
+        // Few distinct versions per record: a short list searched in place beats hashing.
+        var groups: [(version: FieldVersion, fields: [String])] = []
+        for (field, version) in versions.sorted(by: { $0.key < $1.key }) {
+            if let g = groups.firstIndex(where: { $0.version == version }) {
+                groups[g].fields.append(field)
+            } else {
+                groups.append((version, [field]))
+            }
+        }
+        var out = ByteWriter(capacity: 16 + groups.count * 32 + versions.count * 12)
+        out.byte(UInt8(ascii: "{"))
+        for (n, group) in groups.map({ (text: $0.version.description, fields: $0.fields) }).sorted(by: { $0.text < $1.text }).enumerated() {
+            if n > 0 { out.byte(UInt8(ascii: ",")) }
+            out.quoted(group.text)
+            out.raw(":[")
+            for (m, field) in group.fields.enumerated() {
+                if m > 0 { out.byte(UInt8(ascii: ",")) }
+                out.quoted(field)
+            }
+            out.byte(UInt8(ascii: "]"))
+        }
+        out.byte(UInt8(ascii: "}"))
+        return out.string
+    }
+
     public static func object(_ versions: [String: FieldVersion]) -> String {
         var out = ByteWriter(capacity: 16 + versions.count * 40)
         out.byte(UInt8(ascii: "{"))
@@ -79,6 +110,27 @@ extension CanonicalJSON {
         return parser.parse { parser in parser.value() }
     }
 
+    /// Parses what ``groupedVersions(_:)`` writes, or the flat form of ``object(_:)-(Dictionary<String,FieldVersion>)``
+    /// (`{"field": "<hlc>@<node>"}`), which rows written before grouped versions hold.
+    public static func parseStoredVersions(_ text: String) -> [String: FieldVersion]? {
+        var parser = FlatObjectParser(text)
+        var result: [String: FieldVersion] = [:]
+        let parsed = parser.object { key, p in
+            if p.nextIsArray {
+                guard let version = FieldVersion(parsing: key) else { return false }
+                return p.array { q in
+                    guard let field = q.string() else { return false }
+                    result[field] = version
+                    return true
+                }
+            }
+            guard let text = p.string(), let version = FieldVersion(parsing: text) else { return false }
+            result[key] = version
+            return true
+        }
+        return parsed && parser.atEnd ? result : nil
+    }
+
     /// Parses a flat JSON object of field versions (`{"field": "<hlc>@<node>"}`).
     public static func parseVersions(_ text: String) -> [String: FieldVersion]? {
         var parser = FlatObjectParser(text)
@@ -118,6 +170,14 @@ struct FlatObjectParser {
             skipSpace()
             if take(UInt8(ascii: ",")) { continue }
             return take(UInt8(ascii: "}"))
+        }
+    }
+
+    /// True when the next value is an array (nothing consumed).
+    var nextIsArray: Bool {
+        mutating get {
+            skipSpace()
+            return i < bytes.count && bytes[i] == UInt8(ascii: "[")
         }
     }
 

@@ -666,7 +666,7 @@ public final class NodeStore: Sendable {
         } else {
             return nil
         }
-        guard let versions = CanonicalJSON.parseVersions(versionsText) else {
+        guard let versions = CanonicalJSON.parseStoredVersions(versionsText) else {
             throw StoreError.invalidArgument("corrupt field versions for \(table.name)/\(id)")
         }
         for field in versions.keys where values[field] == nil { values[field] = .null }

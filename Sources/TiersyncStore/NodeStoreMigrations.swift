@@ -152,7 +152,7 @@ enum NodeStoreMigrations {
 /// schema appears on the next open; nothing is ever dropped.
 ///
 /// Each domain row also carries its record's replication state: `ts_versions` (the field
-/// versions, canonical JSON), `ts_tombstone` (the version of a delete it outlived, if any)
+/// versions, canonical JSON grouped by version: `CanonicalJSON.groupedVersions`), `ts_tombstone` (the version of a delete it outlived, if any)
 /// and `ts_route` (the nodes it is routed to). Keeping them in
 /// the row instead of a table of their own saves a B-tree insert per change, about a
 /// quarter of what SQLite spends on a new record (BENCHMARKS.md, "storage layout").

@@ -90,7 +90,7 @@ struct EncodedRecord: Sendable {
     let columns: [FieldValue]
 
     init(_ state: RecordState, route: Set<NodeID>, table: TableSchema) {
-        versions = CanonicalJSON.object(state.versions)
+        versions = CanonicalJSON.groupedVersions(state.versions)
         tombstone = state.tombstone?.description
         self.route = route.count == 1 ? route.first!.rawValue : route.map(\.rawValue).sorted().joined(separator: ",")
         live = state.isLive

@@ -85,7 +85,7 @@ struct Ingest: AsyncParsableCommand {
         struct Prepared { let change: Change; let fields: String; let versions: String; let owner: String }
         let prepared = rows.map { c in
             Prepared(change: c, fields: CanonicalJSON.object(c.fields),
-                     versions: CanonicalJSON.object(c.fields.mapValues { _ in c.version }),
+                     versions: CanonicalJSON.groupedVersions(c.fields.mapValues { _ in c.version }),
                      owner: c.fields["owning_dealer"]?.stringValue ?? "")
         }
         var config = Configuration()

@@ -212,6 +212,25 @@ struct EncodingTests {
         #expect(CanonicalJSON.parseFields(#"{"a": "x""#) == nil)
     }
 
+    @Test("a row's field versions are stored grouped by version, and rows of the flat form still read")
+    func groupedVersions() {
+        let a = FieldVersion(hlc: HLCTimestamp(rawValue: 200), node: "dealer-1")
+        let b = FieldVersion(hlc: HLCTimestamp(rawValue: 1_000), node: "de")
+        let versions: [String: FieldVersion] = ["phone": a, "email": b, "city": a, "last_name": a]
+        let grouped = CanonicalJSON.groupedVersions(versions)
+        #expect(grouped == #"{"1000@de":["email"],"200@dealer-1":["city","last_name","phone"]}"#)
+        #expect(CanonicalJSON.parseStoredVersions(grouped) == versions)
+        #expect(CanonicalJSON.parseStoredVersions(CanonicalJSON.object(versions)) == versions, "the flat form of older rows")
+        // A new contact: its fields written together, under one real stamp.
+        let stamp = FieldVersion(hlc: HLCTimestamp(wallMillis: 1_796_188_389_503, counter: 7), node: "dealer-042")
+        let contact = Dictionary(uniqueKeysWithValues: ["email", "last_name", "owning_dealer", "phone"].map { ($0, stamp) })
+        #expect(CanonicalJSON.groupedVersions(contact).utf8.count * 2 < CanonicalJSON.object(contact).utf8.count, "under half the flat form")
+        #expect(CanonicalJSON.parseStoredVersions("{}") == [:])
+        #expect(CanonicalJSON.parseStoredVersions(#"{"200@dealer-1":["city",1]}"#) == nil)
+        #expect(CanonicalJSON.parseStoredVersions(#"{"not a version":["city"]}"#) == nil)
+        #expect(CanonicalJSON.parseStoredVersions(#"{"200@dealer-1":["city"]} x"#) == nil)
+    }
+
     @Test("canonical JSON is byte for byte stable: sorted keys, no spaces, escapes only where needed")
     func canonicalBytes() {
         #expect(CanonicalJSON.object(["b": 1, "a": "x\"y", "c": .null, "ä": "ö\u{1}", "d": true]) == #"{"a":"x\"y","b":1,"c":null,"d":true,"ä":"ö\u0001"}"#)
