@@ -95,7 +95,7 @@ public struct FieldSchema: Sendable, Hashable, Codable {
 public struct TableSchema: Sendable, Hashable, Codable {
     public var name: String
     public var summary: String
-    public var fields: [FieldSchema]
+    public var fields: [FieldSchema] { didSet { index() } }
     /// Fields (of type ``FieldType/node``) naming the nodes a record is routed to. A record
     /// flows to each routed node and that node's ancestors, and nowhere else.
     public var routeFields: [String]
@@ -105,12 +105,22 @@ public struct TableSchema: Sendable, Hashable, Codable {
         self.summary = summary
         self.fields = fields
         self.routeFields = routeFields
-        fieldIndex = Dictionary(uniqueKeysWithValues: fields.map { ($0.name, $0) })
+        index()
     }
 
-    private var fieldIndex: [String: FieldSchema]
+    private var fieldIndex: [String: FieldSchema] = [:]
+    private var fieldPositions: [String: Int] = [:]
+
+    private mutating func index() {
+        fieldIndex = Dictionary(uniqueKeysWithValues: fields.map { ($0.name, $0) })
+        fieldPositions = Dictionary(uniqueKeysWithValues: fields.enumerated().map { ($1.name, $0) })
+    }
 
     public func field(_ name: String) -> FieldSchema? { fieldIndex[name] }
+
+    /// Where `name` is in ``fields``: a record's few values are placed by position rather
+    /// than every field of the table looked up in the record.
+    public func position(of name: String) -> Int? { fieldPositions[name] }
 
     /// The nodes a record with these values is routed to.
     public func route(of values: [String: FieldValue]) -> Set<NodeID> {
