@@ -7,8 +7,8 @@ private let transient = unsafeBitCast(OpaquePointer(bitPattern: -1), to: sqlite3
 /// Binds values straight into a prepared statement and steps it, for the few writes every
 /// received change makes (log entry, routes, record metadata, domain row). GRDB's
 /// `StatementArguments` box each value in an existential first; on the ingest path that
-/// boxing, not SQLite, was the cost. Only for statements that return no rows, inside a
-/// transaction GRDB opened.
+/// boxing, not SQLite, was the cost. Only for statements that return no rows (`execute`)
+/// or whose rows are only counted as present (`exists`), inside a transaction GRDB opened.
 struct DirectBinding {
     private let handle: SQLiteStatement
     private var index: Int32 = 0
@@ -22,6 +22,24 @@ struct DirectBinding {
         let code = sqlite3_step(binding.handle)
         sqlite3_reset(binding.handle)
         guard code == SQLITE_DONE else {
+            throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(sqlite3_db_handle(binding.handle))),
+                                sql: statement.sql)
+        }
+    }
+
+    /// Whether `statement`, a query, returns a row for the values `bind` adds: a point
+    /// lookup without GRDB's row decoding.
+    static func exists(_ db: Database, _ statement: Statement, _ bind: (inout DirectBinding) -> Void) throws -> Bool {
+        var binding = DirectBinding(handle: statement.sqliteStatement)
+        sqlite3_reset(binding.handle)
+        sqlite3_clear_bindings(binding.handle)
+        bind(&binding)
+        let code = sqlite3_step(binding.handle)
+        sqlite3_reset(binding.handle)
+        switch code {
+        case SQLITE_ROW: return true
+        case SQLITE_DONE: return false
+        default:
             throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(sqlite3_db_handle(binding.handle))),
                                 sql: statement.sql)
         }

@@ -51,16 +51,17 @@ struct IncomingBatch {
         for (table, ids) in byTable {
             // A table the schema does not know has no records (its changes are refused).
             guard schema.table(table) != nil else { existing[table] = []; continue }
+            // One cached point lookup per id: an `IN (…)` list of 500 was compiled afresh per
+            // chunk, its placeholders and boxed arguments built each time, and sorted by SQLite
+            // before use (10 % of the hub writer's time under a push load).
             var present: Set<String> = []
-            let all = Array(ids)
-            for start in stride(from: 0, to: all.count, by: 500) {
-                let chunk = Array(all[start..<min(start + 500, all.count)])
-                let marks = databaseQuestionMarks(count: chunk.count)
-                present.formUnion(try String.fetchAll(db, sql: "SELECT id FROM \(table.quotedDatabaseIdentifier) WHERE id IN (\(marks)) AND \(DomainTables.heldByStore)",
-                                                      arguments: StatementArguments(chunk)))
-                if anyTombstone {
-                    present.formUnion(try String.fetchAll(db, sql: "SELECT id FROM ts_tombstones WHERE tbl = ? AND id IN (\(marks))",
-                                                          arguments: StatementArguments([table] + chunk)))
+            let live = try db.cachedStatement(sql: "SELECT 1 FROM \(table.quotedDatabaseIdentifier) WHERE id = ? AND \(DomainTables.heldByStore)")
+            let dead = anyTombstone ? try db.cachedStatement(sql: "SELECT 1 FROM ts_tombstones WHERE tbl = ? AND id = ?") : nil
+            for id in ids {
+                if try DirectBinding.exists(db, live, { $0.text(id) }) {
+                    present.insert(id)
+                } else if let dead, try DirectBinding.exists(db, dead, { $0.text(table); $0.text(id) }) {
+                    present.insert(id)
                 }
             }
             existing[table] = present
