@@ -1,3 +1,4 @@
+import GRDB
 import Logging
 import ServiceLifecycle
 import TiersyncCore
@@ -8,33 +9,39 @@ import TiersyncStore
 ///
 /// A tenant's writer serializes every push to it; with SQLite's default, the commit that
 /// takes the log past 1,000 pages also copies them. Stores opened with
-/// ``WALCheckpointing/byOwner`` leave the copying to this service, whose passive
-/// checkpoints run on a connection of their own (on GRDB's queue, so on the other core)
-/// and never wait for the writer or readers. The writer's own checkpoint, at
-/// ``WALCheckpointing/writerBackstopPages``, then finds little left to copy, and the log
-/// starts over from its beginning. Stores checkpointed by their writer are skipped
-/// (``NodeStore/checkpoint()`` does nothing for them).
+/// ``WALCheckpointing/byOwner`` leave the copying to this service: it looks at each store's
+/// ``NodeStore/uncheckpointedPages`` (an atomic read) every 25 ms and, once
+/// ``WALCheckpointing/ownerThresholdPages`` have been committed — or anything at all a
+/// second ago — runs a passive checkpoint on the store's own checkpoint connection (GRDB's
+/// queue, so on the other core), which never waits for the writer or readers. The writer's
+/// own checkpoint, at ``WALCheckpointing/writerBackstopPages``, then finds little left to
+/// copy, and the log starts over from its beginning. Stores checkpointed by their writer
+/// report no pages and are skipped.
 struct CheckpointService: Service {
     let directory: any NodeDirectory
     let logger: Logger
-    /// The pause between passes while some log grows: at 50,000 changes/s about 200 pages.
-    var busyInterval: Duration = .milliseconds(25)
-    /// The pause while no log grew in the last pass (an idle hub wakes twice a second).
-    var idleInterval: Duration = .milliseconds(500)
+    var interval: Duration = .milliseconds(25)
+    /// How long a few committed pages may wait for their copy.
+    var maximumDelay: Duration = .seconds(1)
 
     func run() async throws {
-        var lastLength: [TenantID: Int] = [:]
+        var lastCopy: [TenantID: ContinuousClock.Instant] = [:]
         var failing: Set<TenantID> = []
-        var busy = false
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
-            try? await Task.sleep(for: busy ? busyInterval : idleInterval)
-            busy = false
+            try? await Task.sleep(for: interval)
             for tenant in directory.openTenants() {
-                guard let store = try? directory.store(for: tenant) else { continue }
+                guard let store = try? directory.store(for: tenant), let pending = store.uncheckpointedPages, pending > 0 else { continue }
+                let now = ContinuousClock.now
+                let last = lastCopy[tenant] ?? now
+                if lastCopy[tenant] == nil { lastCopy[tenant] = now }
+                guard pending >= WALCheckpointing.ownerThresholdPages || now - last >= maximumDelay else { continue }
                 do {
-                    guard let result = try await store.checkpoint() else { continue }
-                    if lastLength.updateValue(result.logPages, forKey: tenant) != result.logPages { busy = true }
+                    try await store.checkpoint()
+                    lastCopy[tenant] = ContinuousClock.now
                     failing.remove(tenant)
+                } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY {
+                    // Another connection is checkpointing this file (the writer at its
+                    // backstop, a CLI's writer): nothing lost, try on the next pass.
                 } catch {
                     // Reported once per failing stretch; the writer's own backstop keeps the
                     // log bounded meanwhile.

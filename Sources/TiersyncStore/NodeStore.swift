@@ -19,6 +19,8 @@ public final class NodeStore: Sendable {
     /// A connection of its own for ``checkpoint()``, when the store's owner copies the
     /// write-ahead log back (``WALCheckpointing/byOwner``).
     private let checkpointer: DatabaseQueue?
+    /// The log's length as the writer last reported it, when the owner checkpoints.
+    private let walProgress: WALProgress?
     /// Each domain table's statements, built once: building and hashing them per row was a
     /// tenth of the ingest time.
     let tableSQL: [String: TableSQL]
@@ -58,15 +60,17 @@ public final class NodeStore: Sendable {
         tableSQL = Dictionary(uniqueKeysWithValues: schema.tables.map { ($0.name, TableSQL($0)) })
         if path == ":memory:" {
             writer = try DatabaseQueue(configuration: StoreConfiguration.make())
-            checkpointer = nil
+            (checkpointer, walProgress) = (nil, nil)
         } else {
             switch checkpointing {
             case .byWriter:
                 writer = try StoreConfiguration.openPool(path: path)
-                checkpointer = nil
+                (checkpointer, walProgress) = (nil, nil)
             case .byOwner:
-                writer = try StoreConfiguration.openPool(path: path, autocheckpointPages: WALCheckpointing.writerBackstopPages)
+                let progress = WALProgress(backstopFrames: WALCheckpointing.writerBackstopPages)
+                writer = try StoreConfiguration.openPool(path: path, walProgress: progress)
                 checkpointer = try DatabaseQueue(path: path, configuration: StoreConfiguration.make())
+                walProgress = progress
             }
         }
         try NodeStoreMigrations.migrator.migrate(writer)
@@ -82,10 +86,15 @@ public final class NodeStore: Sendable {
     /// - Returns: the log's length and how much of it is now in the database file, in pages.
     @discardableResult
     public func checkpoint() async throws -> (logPages: Int, copiedPages: Int)? {
-        guard let checkpointer else { return nil }
+        guard let checkpointer, let walProgress else { return nil }
         let (log, copied) = try await checkpointer.writeWithoutTransaction { db in try db.checkpoint(.passive) }
+        walProgress.copiedFrames.store(copied, ordering: .relaxed)
         return (log, copied)
     }
+
+    /// Pages this process's writer committed to the log since the last ``checkpoint()``
+    /// (an atomic read, no SQLite call); `nil` for a store its writer checkpoints.
+    public var uncheckpointedPages: Int? { walProgress?.pending }
 
     // MARK: Identity and settings
 

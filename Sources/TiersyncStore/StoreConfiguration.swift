@@ -5,17 +5,18 @@ enum StoreConfiguration {
     /// timeout so that a CLI write and a running agent share the file, NORMAL sync (WAL
     /// keeps it crash-safe; only the last transactions may roll back on power loss).
     ///
-    /// `autocheckpointPages` is the write-ahead log's length at which the writer copies it
-    /// back into the database file inside its commit (SQLite's default is 1,000 pages).
-    static func make(readonly: Bool = false, autocheckpointPages: Int = 1_000) -> Configuration {
+    /// With `walProgress`, the writer reports its log's length there after each commit and
+    /// checkpoints by itself only at the progress's backstop; without, SQLite checkpoints
+    /// inside the commit that takes the log past 1,000 pages.
+    static func make(readonly: Bool = false, walProgress: WALProgress? = nil) -> Configuration {
         var config = Configuration()
         config.busyMode = .timeout(15)
         config.readonly = readonly
         config.prepareDatabase { db in
             if !db.configuration.readonly {
                 try db.execute(sql: "PRAGMA synchronous = NORMAL")
-                if autocheckpointPages != 1_000 {
-                    try db.execute(sql: "PRAGMA wal_autocheckpoint = \(autocheckpointPages)")
+                if let walProgress {
+                    walProgress.install(on: db)
                 }
             }
             try db.execute(sql: "PRAGMA foreign_keys = ON")
@@ -23,8 +24,8 @@ enum StoreConfiguration {
         return config
     }
 
-    static func openPool(path: String, autocheckpointPages: Int = 1_000) throws -> DatabasePool {
-        try DatabasePool(path: path, configuration: make(autocheckpointPages: autocheckpointPages))
+    static func openPool(path: String, walProgress: WALProgress? = nil) throws -> DatabasePool {
+        try DatabasePool(path: path, configuration: make(walProgress: walProgress))
     }
 }
 
@@ -38,11 +39,17 @@ enum StoreConfiguration {
 public enum WALCheckpointing: Sendable {
     /// The writer checkpoints itself (SQLite's default): for agents, CLIs and tests.
     case byWriter
-    /// The store's owner calls ``NodeStore/checkpoint()`` every few tens of
-    /// milliseconds while the store is written; the writer checkpoints itself only once
-    /// the log passes ``writerBackstopPages`` (finishing what the owner copied, or doing
-    /// all of it should the owner stop).
+    /// The store's owner checkpoints it (``NodeStore/checkpoint()``) when
+    /// ``NodeStore/uncheckpointedPages`` says enough has been committed; the writer
+    /// checkpoints itself only once the log passes ``writerBackstopPages`` (finishing what
+    /// the owner copied, or doing all of it should the owner stop).
     case byOwner
+
+    /// How much the owner lets accumulate before it copies (1 MiB): small copies keep
+    /// what the writer finds left at its backstop small (waiting for 1,000 pages, as SQLite
+    /// does, measured no faster than the writer checkpointing itself), while a light,
+    /// steady load is not copied and synced dozens of times a second.
+    public static let ownerThresholdPages = 256
 
     /// 4,096 pages of 4 KiB: 16 MiB of log. The writer's checkpoint there copies only what
     /// the owner has not yet, after which the log starts over from its beginning; without

@@ -315,31 +315,34 @@ struct NodeStoreTests {
     func ownerCheckpoints() async throws {
         let dir = try TempDir()
         func size(_ path: String) throws -> Int { try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int }
-        // ~960 bytes of names, in the domain row and the log entry: 2,000 records are over
-        // 1,000 pages of log (SQLite's own threshold) and under the owner's backstop.
-        func fill(_ store: NodeStore) throws {
-            for batch in 0..<20 {
-                try store.commit((0..<100).map { i in
-                    .upsert("customers", id: "c-\(batch)-\(i)", longNames(i))
-                })
-            }
+        func commitBatch(_ store: NodeStore, _ batch: Int) throws {
+            // ~960 bytes of names, in the domain row and the log entry.
+            try store.commit((0..<100).map { i in .upsert("customers", id: "c-\(batch)-\(i)", longNames(i)) })
         }
         let owned = try NodeStore(path: dir.path + "/owned.sqlite", checkpointing: .byOwner)
         try owned.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
-        try fill(owned)
+        // Past SQLite's own threshold (1,000 pages), under the owner's backstop.
+        var batches = 0
+        while try #require(owned.uncheckpointedPages) < 1_200, batches < 100 {
+            try commitBatch(owned, batches)
+            batches += 1
+        }
+        let pending = try #require(owned.uncheckpointedPages)
+        #expect(pending >= 1_200 && pending < WALCheckpointing.writerBackstopPages, "the writer reports its log: \(pending) pages")
         let unchecked = try size(owned.path)
-        #expect(try size(owned.path + "-wal") > 4_000_000, "the log holds the commits")
         let result = try #require(try await owned.checkpoint())
-        #expect(result.logPages > 1_000 && result.logPages < WALCheckpointing.writerBackstopPages)
+        #expect(result.logPages == pending, "nothing was copied before: the log is as long as reported")
         #expect(result.copiedPages == result.logPages, "no reader holds frames back: all copied")
-        #expect(try size(owned.path) > unchecked + 4_000_000, "the database file received them")
-        #expect(try NodeStore(path: owned.path).counts().records["customers"] == 2_000)
+        #expect(owned.uncheckpointedPages == 0)
+        #expect(try size(owned.path) >= unchecked + 4_000_000, "the database file received them")
+        #expect(try NodeStore(path: owned.path).counts().records["customers"] == batches * 100)
 
         let plain = try makeStore(dir, "d2")
-        try fill(plain)
+        for batch in 0..<batches { try commitBatch(plain, batch) }
+        #expect(plain.uncheckpointedPages == nil)
         #expect(try await plain.checkpoint() == nil, "checkpointed by its writer: nothing for the owner to do")
         let copiedByWriter = try size(plain.path)
-        #expect(copiedByWriter > 3_000_000, "the writer copied the log in its commits: \(copiedByWriter) bytes (unchecked: \(unchecked))")
+        #expect(copiedByWriter > unchecked + 2_000_000, "the writer copied the log in its commits: \(copiedByWriter) bytes (owner's store before its checkpoint: \(unchecked))")
     }
 
     @Test("a delete replicates to the nodes that held the record")
