@@ -15,34 +15,35 @@ struct DirectBinding {
 
     /// Runs `statement` with the values `bind` adds, in order.
     static func execute(_ db: Database, _ statement: Statement, _ bind: (inout DirectBinding) -> Void) throws {
-        var binding = DirectBinding(handle: statement.sqliteStatement)
-        sqlite3_reset(binding.handle)
-        sqlite3_clear_bindings(binding.handle)
-        bind(&binding)
-        let code = sqlite3_step(binding.handle)
-        sqlite3_reset(binding.handle)
-        guard code == SQLITE_DONE else {
-            throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(sqlite3_db_handle(binding.handle))),
-                                sql: statement.sql)
-        }
+        let code = step(statement, bind)
+        guard code == SQLITE_DONE else { throw error(code, statement) }
     }
 
     /// Whether `statement`, a query, returns a row for the values `bind` adds: a point
     /// lookup without GRDB's row decoding.
     static func exists(_ db: Database, _ statement: Statement, _ bind: (inout DirectBinding) -> Void) throws -> Bool {
+        switch step(statement, bind) {
+        case SQLITE_ROW: return true
+        case SQLITE_DONE: return false
+        case let code: throw error(code, statement)
+        }
+    }
+
+    /// Binds afresh, steps once and resets: the statement is ready for the next use
+    /// whatever the outcome.
+    private static func step(_ statement: Statement, _ bind: (inout DirectBinding) -> Void) -> Int32 {
         var binding = DirectBinding(handle: statement.sqliteStatement)
         sqlite3_reset(binding.handle)
         sqlite3_clear_bindings(binding.handle)
         bind(&binding)
         let code = sqlite3_step(binding.handle)
         sqlite3_reset(binding.handle)
-        switch code {
-        case SQLITE_ROW: return true
-        case SQLITE_DONE: return false
-        default:
-            throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(sqlite3_db_handle(binding.handle))),
-                                sql: statement.sql)
-        }
+        return code
+    }
+
+    private static func error(_ code: Int32, _ statement: Statement) -> DatabaseError {
+        DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(sqlite3_db_handle(statement.sqliteStatement))),
+                      sql: statement.sql)
     }
 
     private init(handle: SQLiteStatement) { self.handle = handle }
