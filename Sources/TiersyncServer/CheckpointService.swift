@@ -11,8 +11,8 @@ import TiersyncStore
 /// takes the log past 1,000 pages also copies them. Stores opened with
 /// ``WALCheckpointing/byOwner`` leave the copying to this service: it looks at each store's
 /// ``NodeStore/uncheckpointedPages`` (an atomic read) every 25 ms and, once
-/// ``WALCheckpointing/ownerThresholdPages`` have been committed — or anything at all a
-/// second ago — runs a passive checkpoint on the store's own checkpoint connection (GRDB's
+/// ``WALCheckpointing/ownerThresholdPages`` have been committed — or any at all a second
+/// after its last copy — runs a passive checkpoint on the store's own checkpoint connection (GRDB's
 /// queue, so on the other core), which never waits for the writer or readers. The writer's
 /// own checkpoint, at ``WALCheckpointing/writerBackstopPages``, then finds little left to
 /// copy, and the log starts over from its beginning. Stores checkpointed by their writer
@@ -21,7 +21,7 @@ struct CheckpointService: Service {
     let directory: any NodeDirectory
     let logger: Logger
     var interval: Duration = .milliseconds(25)
-    /// How long a few committed pages may wait for their copy.
+    /// How long after a store's last copy a few committed pages wait for theirs.
     var maximumDelay: Duration = .seconds(1)
 
     func run() async throws {
@@ -31,10 +31,10 @@ struct CheckpointService: Service {
             try? await Task.sleep(for: interval)
             for tenant in directory.openTenants() {
                 guard let store = try? directory.store(for: tenant), let pending = store.uncheckpointedPages, pending > 0 else { continue }
-                let now = ContinuousClock.now
-                let last = lastCopy[tenant] ?? now
-                if lastCopy[tenant] == nil { lastCopy[tenant] = now }
-                guard pending >= WALCheckpointing.ownerThresholdPages || now - last >= maximumDelay else { continue }
+                // A store first seen with pages pending waits from now.
+                let last = lastCopy[tenant] ?? ContinuousClock.now
+                lastCopy[tenant] = last
+                guard pending >= WALCheckpointing.ownerThresholdPages || ContinuousClock.now - last >= maximumDelay else { continue }
                 do {
                     try await store.checkpoint()
                     lastCopy[tenant] = ContinuousClock.now

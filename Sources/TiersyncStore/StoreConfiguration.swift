@@ -35,7 +35,8 @@ enum StoreConfiguration {
 /// pages, so every few batches one commit also copies ~4 MB (without checkpoints, the
 /// store's raw writes ran ~20 % faster). A hub's writer is the one thread every push of a
 /// tenant waits for, so the hub copies the log from a task of its own instead
-/// (`CheckpointService`), on the other core (ingest +6–30 %, BENCHMARKS.md).
+/// (`CheckpointService`), on the other core (hub ingest +12–15 % in one binary,
+/// BENCHMARKS.md).
 public enum WALCheckpointing: Sendable {
     /// The writer checkpoints itself (SQLite's default): for agents, CLIs and tests.
     case byWriter

@@ -18,8 +18,9 @@ final class WALProgress: Sendable {
 
     init(backstopFrames: Int) { self.backstopFrames = Int32(backstopFrames) }
 
-    /// Frames committed since the owner's last checkpoint; after the log started over
-    /// (now shorter than what was copied), all of it.
+    /// Frames committed since the owner's last checkpoint. The hook forgets what was copied
+    /// when the log starts over; should a checkpoint's report land just after that, a log
+    /// shorter than it counts whole.
     var pending: Int {
         let log = logFrames.load(ordering: .relaxed), copied = copiedFrames.load(ordering: .relaxed)
         return log >= copied ? log - copied : log
@@ -34,7 +35,11 @@ final class WALProgress: Sendable {
         // for as long as the pool and its connections exist.
         sqlite3_wal_hook(db.sqliteConnection, { context, connection, name, frames in
             let progress = Unmanaged<WALProgress>.fromOpaque(context!).takeUnretainedValue()
-            progress.logFrames.store(Int(frames), ordering: .relaxed)
+            // A log only grows until it starts over from its beginning: then what was copied
+            // belongs to the previous round.
+            if Int(frames) < progress.logFrames.exchange(Int(frames), ordering: .relaxed) {
+                progress.copiedFrames.store(0, ordering: .relaxed)
+            }
             if frames >= progress.backstopFrames {
                 sqlite3_wal_checkpoint(connection, name)
             }

@@ -212,6 +212,17 @@ struct EncodingTests {
         #expect(CanonicalJSON.parseFields(#"{"a": "x""#) == nil)
     }
 
+    @Test("a table's field lookups and positions follow its fields when they change")
+    func tableIndexFollowsFields() {
+        var table = TableSchema(name: "t", fields: [FieldSchema("a", .string(maxLength: 10)), FieldSchema("b", .bool)], routeFields: [])
+        #expect(table.position(of: "b") == 1)
+        table.fields.insert(FieldSchema("c", .int), at: 0)
+        #expect(table.position(of: "c") == 0 && table.position(of: "b") == 2)
+        #expect(table.field("c") != nil)
+        table.fields.removeAll { $0.name == "a" }
+        #expect(table.field("a") == nil && table.position(of: "a") == nil && table.position(of: "b") == 1)
+    }
+
     @Test("a row's field versions are stored grouped by version, and rows of the flat form still read")
     func groupedVersions() {
         let a = FieldVersion(hlc: HLCTimestamp(rawValue: 200), node: "dealer-1")
