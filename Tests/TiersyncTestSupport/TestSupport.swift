@@ -67,6 +67,28 @@ public final class RunningHub: Sendable {
     }
 }
 
+/// Runs `body` with a hub started for it, and stops the hub when `body` returns or throws
+/// (the error is rethrown), so a failing test never leaves a server behind.
+public func withRunningHub<T>(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init(),
+                              _ body: (RunningHub) async throws -> T) async throws -> T {
+    let hub = try await RunningHub(directory: directory, port: port, limits: limits)
+    return try await withTeardown({ await hub.stop() }) { try await body(hub) }
+}
+
+/// Runs `body`, then awaits `teardown` whether `body` returned or threw (rethrowing its error).
+/// The building block of the `with…` helpers: a `defer { Task { … } }` is never awaited.
+public func withTeardown<T>(_ teardown: () async -> Void, _ body: () async throws -> T) async throws -> T {
+    let result: T
+    do {
+        result = try await body()
+    } catch {
+        await teardown()
+        throw error
+    }
+    await teardown()
+    return result
+}
+
 /// A plain HTTPS client for poking the API with exact bytes, trusting only the test CA.
 public final class RawClient: Sendable {
     let http: HTTPClient
@@ -116,6 +138,17 @@ public final class RawClient: Sendable {
     public func shutdown() async {
         try? await http.shutdown()
     }
+}
+
+/// Runs `body` with a `RawClient` for `hub`, shut down when `body` returns or throws.
+public func withRawClient<T>(_ hub: RunningHub, _ body: (RawClient) async throws -> T) async throws -> T {
+    try await withRawClient(baseURL: hub.url, caFile: hub.caFile, body)
+}
+
+/// Runs `body` with a `RawClient` for `baseURL`, shut down when `body` returns or throws.
+public func withRawClient<T>(baseURL: String, caFile: String, _ body: (RawClient) async throws -> T) async throws -> T {
+    let client = RawClient(baseURL: baseURL, caFile: caFile)
+    return try await withTeardown({ await client.shutdown() }) { try await body(client) }
 }
 
 public struct TestFailure: Error, CustomStringConvertible {
@@ -175,6 +208,13 @@ public final class RunningCountry: Sendable {
     }
 }
 
+/// Runs `body` with a country node started for it, stopped when `body` returns or throws.
+public func withCountryNode<T>(hub: RunningHub, tenant: TenantID, node: NodeID, directory: String,
+                               _ body: (RunningCountry) async throws -> T) async throws -> T {
+    let country = try await RunningCountry(hub: hub, tenant: tenant, node: node, directory: directory)
+    return try await withTeardown({ await country.stop() }) { try await body(country) }
+}
+
 /// A dealer's agent running in this process until stopped.
 public final class RunningAgent: Sendable {
     public let store: NodeStore
@@ -202,6 +242,22 @@ public final class RunningAgent: Sendable {
         task.cancel()
         _ = await task.result
     }
+}
+
+/// Runs `body` with an agent running on `store`, stopped when `body` returns or throws.
+public func withRunningAgent<T>(store: NodeStore, parentURL: String, caFile: String,
+                                _ body: (RunningAgent) async throws -> T) async throws -> T {
+    let agent = try RunningAgent(store: store, parentURL: parentURL, caFile: caFile)
+    return try await withTeardown({ await agent.stop() }) { try await body(agent) }
+}
+
+/// Enrolls `node` (as `RunningAgent.enroll`) and runs `body` with its agent, stopped when
+/// `body` returns or throws.
+public func withRunningAgent<T>(enrolling node: NodeID, parent: NodeID?, tenant: TenantID, hub: RunningHub,
+                                parentURL: String, directory: String,
+                                _ body: (RunningAgent) async throws -> T) async throws -> T {
+    let agent = try await RunningAgent.enroll(node, parent: parent, tenant: tenant, hub: hub, parentURL: parentURL, directory: directory)
+    return try await withTeardown({ await agent.stop() }) { try await body(agent) }
 }
 
 /// What one leaf of an effective config must be: the overlay's value where an overlay
