@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
@@ -29,6 +30,8 @@ let package = Package(
     targets: [
         // Pure sync rules: clock, changes, merge, schema, wire types. No I/O.
         .target(name: "TiersyncCore"),
+        // The system zlib, for reading gzip request bodies with exact limits (Debian: zlib1g-dev).
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         // SQLite storage (GRDB): node stores, hub catalog, per-tenant databases.
         .target(name: "TiersyncStore", dependencies: [
             "TiersyncCore",
@@ -50,11 +53,13 @@ let package = Package(
         ]),
         // The hub: Hummingbird routes over TLS, authentication, tenant/scope checks.
         .target(name: "TiersyncServer", dependencies: [
-            "TiersyncCore", "TiersyncStore", "TiersyncGovernance",
+            "TiersyncCore", "TiersyncStore", "TiersyncGovernance", "CZlib",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "CompressNIO", package: "compress-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

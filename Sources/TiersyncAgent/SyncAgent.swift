@@ -169,16 +169,13 @@ public final class SyncAgent: Sendable {
             }
             try store.setCursor(Self.pushCursor, response.acknowledgedThrough)
             try store.scheduleRetries(response.rejected)
+            try handleClockSkew(response)
             sent += batch.count
             for rejected in response.rejected {
                 logger.error("parent quarantined a change", metadata: [
                     "change": "\(rejected.origin)#\(rejected.originSeq)", "record": "\(rejected.table)/\(rejected.recordID)",
                     "code": "\(rejected.code.rawValue)", "reason": "\(rejected.message)",
                 ])
-            }
-            let skew = Int64(bitPattern: WallClock.nowMillis()) - Int64(bitPattern: response.hubTimeMillis)
-            if abs(skew) > 30_000 {
-                logger.warning("this node's clock differs from the parent's", metadata: ["skew_ms": "\(skew)"])
             }
             state.withLock {
                 $0.pushedChanges += batch.count
@@ -216,10 +213,30 @@ public final class SyncAgent: Sendable {
         let accepted = due.filter { !stillRefused.contains("\($0.origin)#\($0.originSeq)") }
         try store.clearRetries(accepted)
         try store.scheduleRetries(response.rejected)
+        try handleClockSkew(response)
         if !accepted.isEmpty {
             logger.notice("parent accepted changes it had refused before", metadata: ["count": "\(accepted.count)"])
         }
         return accepted.count
+    }
+
+    /// Measures this node's clock against the parent's (kept for `status`), and re-stamps
+    /// own changes the parent refused as stamped too far ahead to the parent's time, so
+    /// they go through at once and never win over writes the parent accepted since
+    /// (``NodeStore/restampAheadOfParent(refused:parentTimeMillis:acknowledgedThrough:)``).
+    private func handleClockSkew(_ response: PushResponse) throws {
+        let now = WallClock.nowMillis()
+        let offset = Int64(clamping: Int128(now) - Int128(response.hubTimeMillis))
+        try store.recordClockOffset(ClockOffset(offsetMillis: offset, measuredAtMillis: now))
+        let skewed = response.rejected.filter { $0.code == .clockSkew && $0.origin == identity.node }.map(\.originSeq)
+        if abs(offset) > 30_000 || !skewed.isEmpty {
+            logger.warning("this node's clock differs from the parent's; fix it (changes refused for it are re-stamped to the parent's time)",
+                           metadata: ["offset_ms": "\(offset)", "refused": "\(skewed.count)"])
+        }
+        guard !skewed.isEmpty else { return }
+        let restamped = try store.restampAheadOfParent(refused: skewed, parentTimeMillis: response.hubTimeMillis,
+                                                       acknowledgedThrough: try store.cursor(Self.pushCursor))
+        logger.notice("re-stamped changes to the parent's clock", metadata: ["count": "\(restamped)"])
     }
 
     private func pushLoop() async {

@@ -141,8 +141,17 @@ extension CanonicalJSON {
 /// A small byte-level JSON scanner: flat objects of scalars for the store, and the wire
 /// messages (see ``WireDecoding``).
 struct FlatObjectParser {
+    /// How deep objects and arrays may nest. The wire's deepest legitimate value is three
+    /// levels (`changes[].trail[]`); anything far deeper is hostile, and parsing it by
+    /// recursion would exhaust the stack.
+    static let maxDepth = 32
+
     private let bytes: [UInt8]
     private var i = 0
+    private var depth = 0
+    /// Set when input nested deeper than ``maxDepth``: the caller must refuse it, not try
+    /// another (recursive) decoder on it.
+    private(set) var tooDeep = false
 
     init(_ text: String) { bytes = Array(text.utf8) }
     init(bytes: [UInt8]) { self.bytes = bytes }
@@ -158,6 +167,8 @@ struct FlatObjectParser {
     mutating func object(_ field: (String, inout FlatObjectParser) -> Bool) -> Bool {
         skipSpace()
         guard take(UInt8(ascii: "{")) else { return false }
+        guard enter() else { return false }
+        defer { depth -= 1 }
         skipSpace()
         if take(UInt8(ascii: "}")) { return true }
         while true {
@@ -185,6 +196,8 @@ struct FlatObjectParser {
     mutating func array(_ item: (inout FlatObjectParser) -> Bool) -> Bool {
         skipSpace()
         guard take(UInt8(ascii: "[")) else { return false }
+        guard enter() else { return false }
+        defer { depth -= 1 }
         skipSpace()
         if take(UInt8(ascii: "]")) { return true }
         while true {
@@ -333,6 +346,16 @@ struct FlatObjectParser {
         let w = Array(word.utf8)
         guard i + w.count <= bytes.count, Array(bytes[i..<i + w.count]) == w else { return false }
         i += w.count
+        return true
+    }
+
+    /// One level deeper, or false (and ``tooDeep``) past ``maxDepth``.
+    private mutating func enter() -> Bool {
+        guard depth < Self.maxDepth else {
+            tooDeep = true
+            return false
+        }
+        depth += 1
         return true
     }
 

@@ -25,6 +25,13 @@ public struct Change: Hashable, Sendable, Codable {
     /// operators ("why does HQ not see this yet?"). Not part of the change's identity.
     public var trail: [Hop]
 
+    /// The sequence numbers a node may give its changes. The upper bound (2^53, exact in
+    /// a JSON double) keeps every sum and difference of two sequences far from overflow.
+    public static let sequenceRange: ClosedRange<Int64> = 1...(1 << 53)
+
+    /// Hops a change may carry: one per level it crossed, and a tree has few levels.
+    public static let maxTrailHops = 16
+
     public init(origin: NodeID, originSeq: Int64, hlc: HLCTimestamp, table: String, recordID: String,
                 op: Operation, fields: [String: FieldValue] = [:], prior: [String: FieldVersion] = [:], trail: [Hop] = []) {
         self.trail = trail

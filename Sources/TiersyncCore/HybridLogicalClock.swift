@@ -68,7 +68,8 @@ public struct HybridLogicalClock: Sendable {
         }
     }
 
-    static func successor(of t: HLCTimestamp) -> HLCTimestamp {
+    /// The smallest timestamp after `t`.
+    public static func successor(of t: HLCTimestamp) -> HLCTimestamp {
         if t.counter == UInt16.max {
             // Counter exhausted within one millisecond: borrow the next millisecond.
             return HLCTimestamp(wallMillis: t.wallMillis + 1, counter: 0)

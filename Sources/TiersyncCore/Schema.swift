@@ -167,8 +167,11 @@ public struct Schema: Sendable, Hashable {
         guard RecordID.isValid(change.recordID) else {
             return .failure(.init(.invalidRecordID, "invalid record id '\(change.recordID.prefix(80))' in table '\(change.table)': use 1-128 printable characters without spaces"))
         }
-        guard change.originSeq > 0 else {
-            return .failure(.init(.invalidChange, "change \(change.origin)#\(change.originSeq) has a sequence number below 1"))
+        guard Change.sequenceRange.contains(change.originSeq) else {
+            return .failure(.init(.invalidChange, "change \(change.origin)#\(change.originSeq) has a sequence number outside \(Change.sequenceRange.lowerBound)...\(Change.sequenceRange.upperBound)"))
+        }
+        guard change.trail.count <= Change.maxTrailHops else {
+            return .failure(.init(.invalidChange, "change \(change.origin)#\(change.originSeq) carries \(change.trail.count) hops; at most \(Change.maxTrailHops)"))
         }
         var normalized = change
         switch change.op {

@@ -40,6 +40,20 @@ public struct HubConfiguration: Sendable {
         public var defaultPullLimit = 1_000
         /// Longest long-poll a node may ask for, in seconds.
         public var maxPullWaitSeconds = 60.0
+        /// Seconds a request body may take to arrive in full (a client trickling it holds
+        /// a connection and a task): answered 408.
+        public var bodyTimeoutSeconds = 30
+        /// Seconds a connection may stay silent while the hub waits for a request or for the
+        /// rest of one (a body shorter than its Content-Length, a chunk that never comes):
+        /// the connection is closed. Long-polls being answered do not count as silence.
+        public var idleTimeoutSeconds = 30
+        /// Requests per second one node may make, on average; a burst of
+        /// ``requestBurst`` is allowed. Beyond it: 429 with `Retry-After`.
+        public var requestsPerSecond = 50.0
+        public var requestBurst = 200.0
+        /// Requests one node may have in flight at once (an agent needs three: push, pull
+        /// and governance long-polls; a country node relaying its dealers needs a few more).
+        public var maxConcurrentRequestsPerNode = 16
 
         public init() {}
     }

@@ -53,6 +53,9 @@ public struct HubServer: Sendable {
         let router = Router(context: HubRequestContext.self)
         router.add(middleware: ErrorBodyMiddleware())
         router.add(middleware: AuthenticationMiddleware(directory: directory))
+        let limits = configuration.limits
+        router.add(middleware: RateLimitMiddleware(limiter: RequestRateLimiter(.init(
+            requestsPerSecond: limits.requestsPerSecond, burst: limits.requestBurst, maxConcurrent: limits.maxConcurrentRequestsPerNode))))
         let handlers: [HubRoutes.Route: @Sendable (Request, HubRequestContext) async throws -> Response] = [
             HubRoutes.health: service.health,
             HubRoutes.enroll: service.enroll,
@@ -75,16 +78,19 @@ public struct HubServer: Sendable {
     /// `onReady` receives the bound port once the listener accepts connections.
     public func run(handleSignals: Bool = false, onReady: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         let server: HTTPServerBuilder
+        // Silence while a request (or the rest of its body) is awaited closes the
+        // connection: a client that stalls cannot hold it and its task forever.
+        let http1 = HTTPServerBuilder.http1(configuration: .init(idleTimeout: .seconds(Int64(configuration.limits.idleTimeoutSeconds))))
         switch configuration.transport {
         case .tls(let certificatePath, let keyPath):
             let chain = try NIOSSLCertificate.fromPEMFile(certificatePath).map { NIOSSLCertificateSource.certificate($0) }
             let key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
             var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
             tls.shutdownTimeout = .seconds(1)
-            server = try .tls(.http1(), tlsConfiguration: tls)
+            server = try .tls(http1, tlsConfiguration: tls)
         case .insecureDevelopmentHTTP:
             logger.warning("serving plain HTTP: development only")
-            server = .http1()
+            server = http1
         }
         let logger = self.logger
         let app = Application(

@@ -53,8 +53,13 @@ struct SyncService: Sendable {
         }
         let store = try directory.store(for: principal.tenant)
         let scope = Scope(tree: try await directory.tree(of: principal.tenant), node: principal.node)
-        let report = try await store.applyIncoming(body.changes, from: principal.node, source: .child, checkSkew: true,
-                                             gate: Self.scopeGate(pusher: principal.node, scope: scope))
+        // Scope before content: a change the pusher may not send (made outside its subtree)
+        // is refused here, before the store judges, records or de-duplicates anything of it,
+        // so it can neither poison the real origin's sequence nor learn whether it exists.
+        let (entitled, foreign) = Self.partitionByOrigin(body.changes, pusher: principal.node, scope: scope)
+        var report = try await store.applyIncoming(entitled, from: principal.node, source: .child, checkSkew: true,
+                                                   gate: Self.scopeGate(pusher: principal.node, scope: scope))
+        report.rejected.insert(contentsOf: foreign, at: 0)
         if report.applied > 0 { await notifier.signal(principal.tenant) }
         if !report.rejected.isEmpty {
             context.logger.warning("changes quarantined", metadata: [
@@ -153,18 +158,37 @@ struct SyncService: Sendable {
                                                                     store: try directory.store(for: principal.tenant)), for: request)
     }
 
+    /// Splits a push into the changes the pusher may send (made by itself or a node below
+    /// it) and refusals for the others. The refusals name only what the pusher sent.
+    static func partitionByOrigin(_ changes: [Change], pusher: NodeID, scope: Scope) -> (entitled: [Change], refused: [RejectedChange]) {
+        guard let nodes = scope.nodes else { return (changes, []) }
+        var entitled: [Change] = []
+        entitled.reserveCapacity(changes.count)
+        var refused: [RejectedChange] = []
+        for change in changes {
+            if nodes.contains(change.origin) {
+                entitled.append(change)
+            } else {
+                refused.append(RejectedChange(change: change, rejection: ChangeRejection(.forbidden,
+                    "change \(change.origin)#\(change.originSeq) claims origin '\(change.origin)', which is not node '\(pusher)' or below it: a node may push only changes made in its own subtree")))
+            }
+        }
+        return (entitled, refused)
+    }
+
     /// The scope rule for pushes: a node may push changes made in its own subtree, to
     /// records routed into its subtree (before the change, or after it for new records).
+    /// A refusal names nothing outside the pusher's scope: not where the record is routed,
+    /// nor whether it is routed anywhere.
     static func scopeGate(pusher: NodeID, scope: Scope) -> ChangeGate {
         { context in
             let change = context.change
             if let nodes = scope.nodes, !nodes.contains(change.origin) {
-                return ChangeRejection(.forbidden, "node '\(pusher)' may not push change \(change.origin)#\(change.originSeq): it was made by node '\(change.origin)', outside its scope")
+                return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) was not made in the subtree of node '\(pusher)'")
             }
             let route = context.routeBefore ?? context.routeAfter
             if !scope.contains(route: route) {
-                let target = route.isEmpty ? "no node" : route.map(\.rawValue).sorted().joined(separator: ", ")
-                return ChangeRejection(.forbidden, "record \(change.table)/\(change.recordID) is routed to \(target), outside the scope of node '\(pusher)'")
+                return ChangeRejection(.forbidden, "record \(change.table)/\(change.recordID) is outside the scope of node '\(pusher)'")
             }
             return nil
         }

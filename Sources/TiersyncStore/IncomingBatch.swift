@@ -33,14 +33,17 @@ struct IncomingBatch {
         var byOrigin: [String: [Int64]] = [:]
         var byTable: [String: Set<String>] = [:]
         for c in changes {
-            byOrigin[c.origin.rawValue, default: []].append(c.originSeq)
+            // A sequence outside the valid range is refused by validation; it must not
+            // stretch (or overflow) the range read here.
+            if Change.sequenceRange.contains(c.originSeq) { byOrigin[c.origin.rawValue, default: []].append(c.originSeq) }
             byTable[c.table, default: []].insert(c.recordID)
         }
         for (origin, seqs) in byOrigin {
             let (lo, hi) = (seqs.min()!, seqs.max()!)
             // A range read costs what it covers: fine for a node's consecutive changes, not
             // for a handful scattered over a long history.
-            guard hi - lo < Int64(4 * seqs.count + 64) else { askPerChange.insert(origin); continue }
+            let (span, overflow) = hi.subtractingReportingOverflow(lo)
+            guard !overflow, span < Int64(4 * seqs.count + 64) else { askPerChange.insert(origin); continue }
             let rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT origin_seq, hlc FROM ts_changes WHERE origin = ? AND origin_seq BETWEEN ? AND ?"),
                                            arguments: [origin, lo, hi])
             while let row = try rows.next() {

@@ -688,7 +688,7 @@ public final class NodeStore: Sendable {
     /// Writes a record's new state over `previous`: a live record is its domain row (with
     /// its versions, tombstone and route in the row's `ts_` columns); a deleted one has no
     /// domain row, only a `ts_tombstones` entry.
-    private func save(_ db: Database, _ statements: inout LogStatements, table: TableSchema, id: String, row: EncodedRecord,
+    func save(_ db: Database, _ statements: inout LogStatements, table: TableSchema, id: String, row: EncodedRecord,
                       replacing previous: StoredRecord?) throws {
         let sql = tableSQL[table.name]!
         let wasLive = previous?.state.isLive ?? false

@@ -51,6 +51,6 @@ struct Trace: ParsableCommand {
     }
 
     private func seconds(_ millis: UInt64, since start: UInt64) -> String {
-        String(format: "%.3f s", Double(Int64(millis) - Int64(start)) / 1000)
+        String(format: "%.3f s", (Double(millis) - Double(start)) / 1000)
     }
 }

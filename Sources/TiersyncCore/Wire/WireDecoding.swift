@@ -3,7 +3,28 @@
 /// It accepts exactly what the `Codable` conformances accept and returns nil for anything
 /// else — callers then decode with `JSONDecoder`, whose errors name the problem.
 public enum WireDecoding {
+    /// What the byte-level decoder made of a body.
+    public enum Outcome<Message> {
+        case decoded(Message)
+        /// Objects or arrays nested deeper than any wire message does (``nestingLimit``):
+        /// refuse the body; handing it to a recursive decoder could exhaust the stack.
+        case tooDeep
+        /// Not a message this decoder reads (a type mismatch, a missing field, invalid
+        /// JSON): `JSONDecoder` will name the problem.
+        case unrecognised
+    }
+
+    /// How deep objects and arrays may nest in a body this decoder accepts.
+    public static var nestingLimit: Int { FlatObjectParser.maxDepth }
+
     public static func pushRequest(_ bytes: [UInt8]) -> PushRequest? {
+        if case .decoded(let push) = decodePushRequest(bytes) { return push }
+        return nil
+    }
+
+    /// Decodes `POST /v1/push`'s body, telling a body nested too deeply apart from one
+    /// that is merely not a push request.
+    public static func decodePushRequest(_ bytes: [UInt8]) -> Outcome<PushRequest> {
         var p = FlatObjectParser(bytes: bytes)
         var tenant: TenantID?, through: Int64?, changes: [Change]?
         let ok = p.object { key, p in
@@ -23,8 +44,8 @@ public enum WireDecoding {
                 return p.skipValue()
             }
         }
-        guard ok, p.atEnd, let through, let changes else { return nil }
-        return PushRequest(tenant: tenant, through: through, changes: changes)
+        guard ok, p.atEnd, let through, let changes else { return p.tooDeep ? .tooDeep : .unrecognised }
+        return .decoded(PushRequest(tenant: tenant, through: through, changes: changes))
     }
 
     public static func pullResponse(_ bytes: [UInt8]) -> PullResponse? {

@@ -10,33 +10,64 @@ struct BodyCodec: Sendable {
     let limits: HubConfiguration.Limits
 
     func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws -> T {
-        var request = request
-        let raw: ByteBuffer
-        do {
-            raw = try await request.collectBody(upTo: limits.maxRequestBytes)
-        } catch is NIOTooManyBytesError {
-            throw APIError(.contentTooLarge, "too_large", "request body exceeds \(limits.maxRequestBytes) bytes; send smaller batches")
-        }
+        let raw = try await collect(request)
         var body = raw
         if let encoding = request.headers[.contentEncoding]?.lowercased(), encoding != "identity" {
             guard encoding == "gzip" else {
-                throw APIError(.unsupportedMediaType, "unsupported_encoding", "Content-Encoding '\(encoding)' is not supported; use gzip or none")
+                throw APIError(.unsupportedMediaType, "unsupported_encoding", "Content-Encoding '\(encoding.prefix(40))' is not supported; use gzip or none")
             }
-            do {
-                body = try body.decompress(with: .gzip, maxSize: limits.maxDecompressedBytes)
-            } catch let error as CompressNIOError where error == .bufferOverflow {
+            do throws(GzipInflater.Failure) {
+                body = try GzipInflater.inflate(raw, maxSize: limits.maxDecompressedBytes)
+            } catch .tooLarge {
                 throw APIError(.contentTooLarge, "too_large", "request body exceeds \(limits.maxDecompressedBytes) bytes once decompressed; send smaller batches")
-            } catch {
-                throw APIError(.badRequest, "malformed_body", "request body is not valid gzip data")
+            } catch .malformed(let reason) {
+                throw APIError(.badRequest, "malformed_body", "request body is not valid gzip: \(reason)")
             }
         }
-        if T.self == PushRequest.self, let push = WireDecoding.pushRequest(Array(body.readableBytesView)) {
-            return push as! T
+        if T.self == PushRequest.self {
+            switch WireDecoding.decodePushRequest(Array(body.readableBytesView)) {
+            case .decoded(let push): return push as! T
+            case .tooDeep: throw Self.tooDeep
+            case .unrecognised: break
+            }
         }
         do {
             return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))
         } catch let error as DecodingError {
             throw APIError(.badRequest, "malformed_json", Self.describe(error))
+        }
+    }
+
+    static let tooDeep = APIError(.badRequest, "malformed_json",
+                                  "request body nests objects or arrays more than \(WireDecoding.nestingLimit) levels deep")
+
+    /// The request body, within the byte limit and the time limit. A body the client stops
+    /// sending (a shorter body than its Content-Length, a connection closed mid-body
+    /// without TLS close_notify) is the client's failure: a 400 (or a 408 for a stall),
+    /// never a 500, and not logged as an error.
+    func collect(_ request: Request) async throws -> ByteBuffer {
+        let (body, limit, seconds) = (request.body, limits.maxRequestBytes, limits.bodyTimeoutSeconds)
+        do {
+            return try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+                group.addTask { try await body.collect(upTo: limit) }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(seconds))
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let buffer = first else {
+                    throw APIError(.requestTimeout, "body_timeout", "the request body did not arrive within \(seconds) s")
+                }
+                return buffer
+            }
+        } catch is NIOTooManyBytesError {
+            throw APIError(.contentTooLarge, "too_large", "request body exceeds \(limit) bytes; send smaller batches")
+        } catch let error as APIError {
+            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw APIError(.badRequest, "incomplete_body", "the request body was cut off before its end")
         }
     }
 
