@@ -7,15 +7,9 @@ import TiersyncServer
 import TiersyncStore
 import TiersyncTestSupport
 
-/// Runs `body`, then shuts the agents down whatever happened.
+/// Runs `body`, then shuts the agents down whatever happened (`withSyncAgents`).
 func using(_ agents: SyncAgent..., body: () async throws -> Void) async throws {
-    do {
-        try await body()
-    } catch {
-        for a in agents { await a.shutdown() }
-        throw error
-    }
-    for a in agents { await a.shutdown() }
+    try await withTeardown({ for a in agents { await a.shutdown() } }, body)
 }
 
 /// A hub over TLS and real `SyncAgent`s in this process.
@@ -34,27 +28,29 @@ struct AgentTests {
     @Test("a change refused for its scope is retried and lands once the scope allows it")
     func refusedChangesAreRetried() async throws {
         let dir = try TempDir()
-        let hub = try await RunningHub(directory: dir.path)
-        defer { Task { await hub.stop() } }
-        let d1 = try await enrolledAgent(hub, dir, "d1"), d2 = try await enrolledAgent(hub, dir, "d2")
-        let hq = try hub.stores.store(for: "acme")
-        try await using(d1, d2) {
+        try await withRunningHub(directory: dir.path) { hub in
+            let d1 = try await enrolledAgent(hub, dir, "d1")
+            try await withSyncAgents(d1) {
+                let d2 = try await enrolledAgent(hub, dir, "d2")
+                try await withSyncAgents(d2) {
+                    let hq = try hub.stores.store(for: "acme")
+                    try d2.store.commit([.upsert("customers", id: "c-x", ["last_name": "Owned by d2"])])
+                    try await d2.pushPending()
+                    // d1 writes the same customer without being routed to it: refused, set aside.
+                    try d1.store.commit([.upsert("customers", id: "c-x", ["phone": "+49 1"])])
+                    try await d1.pushPending()
+                    #expect(try d1.store.pendingRetries() == 1)
+                    #expect(d1.status.rejectedChanges == 1)
 
-        try d2.store.commit([.upsert("customers", id: "c-x", ["last_name": "Owned by d2"])])
-        try await d2.pushPending()
-        // d1 writes the same customer without being routed to it: refused, set aside.
-        try d1.store.commit([.upsert("customers", id: "c-x", ["phone": "+49 1"])])
-        try await d1.pushPending()
-        #expect(try d1.store.pendingRetries() == 1)
-        #expect(d1.status.rejectedChanges == 1)
-
-        // HQ routes the customer to d1 as well; the next retry is accepted.
-        try hq.commit([.upsert("customers", id: "c-x", ["servicing_dealer": "d1"])])
-        try await Task.sleep(for: .milliseconds(1_100))
-        #expect(try await d1.retryRefused() == 1)
-        #expect(try d1.store.pendingRetries() == 0)
-        #expect(try hq.record(table: "customers", id: "c-x")?.state.liveValues["phone"] == "+49 1")
-        #expect(try hq.quarantined().isEmpty, "accepted on retry, it leaves the quarantine")
+                    // HQ routes the customer to d1 as well; the next retry is accepted.
+                    try hq.commit([.upsert("customers", id: "c-x", ["servicing_dealer": "d1"])])
+                    try await Task.sleep(for: .milliseconds(1_100))
+                    #expect(try await d1.retryRefused() == 1)
+                    #expect(try d1.store.pendingRetries() == 0)
+                    #expect(try hq.record(table: "customers", id: "c-x")?.state.liveValues["phone"] == "+49 1")
+                    #expect(try hq.quarantined().isEmpty, "accepted on retry, it leaves the quarantine")
+                }
+            }
         }
     }
 
@@ -63,47 +59,47 @@ struct AgentTests {
         let dir = try TempDir()
         var limits = HubConfiguration.Limits()
         limits.maxRequestBytes = 2_000
-        let hub = try await RunningHub(directory: dir.path, limits: limits)
-        defer { Task { await hub.stop() } }
-        let agent = try await enrolledAgent(hub, dir, "d1") { $0.compressAboveBytes = .max }
-        try await using(agent) {
-        try agent.store.commit([.upsert("interactions", id: "i-big", ["summary": .string(String(repeating: "x", count: 3_000))]),
-                                .upsert("interactions", id: "i-small", ["topic": "brochure"])])
-        try await agent.pushPending()
-        let hq = try hub.stores.store(for: "acme")
-        #expect(try hq.liveRecords(table: "interactions").map(\.id) == ["i-small"])
-        #expect(try agent.store.pendingRetries() == 1)
-        #expect(try agent.store.upstreamBacklog(after: agent.store.cursor("push.parent")) == 0)
-        // When it is due again and still too large, it is set aside again, not an error.
-        try await Task.sleep(for: .milliseconds(1_100))
-        #expect(try await agent.retryRefused() == 0)
-        #expect(try agent.store.pendingRetries() == 1)
+        try await withRunningHub(directory: dir.path, limits: limits) { hub in
+            let agent = try await enrolledAgent(hub, dir, "d1") { $0.compressAboveBytes = .max }
+            try await withSyncAgents(agent) {
+                try agent.store.commit([.upsert("interactions", id: "i-big", ["summary": .string(String(repeating: "x", count: 3_000))]),
+                                        .upsert("interactions", id: "i-small", ["topic": "brochure"])])
+                try await agent.pushPending()
+                let hq = try hub.stores.store(for: "acme")
+                #expect(try hq.liveRecords(table: "interactions").map(\.id) == ["i-small"])
+                #expect(try agent.store.pendingRetries() == 1)
+                #expect(try agent.store.upstreamBacklog(after: agent.store.cursor("push.parent")) == 0)
+                // When it is due again and still too large, it is set aside again, not an error.
+                try await Task.sleep(for: .milliseconds(1_100))
+                #expect(try await agent.retryRefused() == 0)
+                #expect(try agent.store.pendingRetries() == 1)
+            }
         }
     }
 
     @Test("a node re-enrolled with an empty store gets its old changes back and numbers new ones above them")
     func rebuiltNode() async throws {
         let dir = try TempDir()
-        let hub = try await RunningHub(directory: dir.path)
-        defer { Task { await hub.stop() } }
-        let first = try await enrolledAgent(hub, dir, "d1")
-        try await using(first) {
-            try first.store.commit((1...5).map { .upsert("customers", id: "c-\($0)", ["last_name": "Before the crash"]) })
-            try await first.pushPending()
-        }
+        try await withRunningHub(directory: dir.path) { hub in
+            let first = try await enrolledAgent(hub, dir, "d1")
+            try await withSyncAgents(first) {
+                try first.store.commit((1...5).map { .upsert("customers", id: "c-\($0)", ["last_name": "Before the crash"]) })
+                try await first.pushPending()
+            }
 
-        // The disk is lost: a new, empty store enrolls as the same node.
-        let rebuiltDir = try TempDir()
-        let rebuilt = try await enrolledAgent(hub, rebuiltDir, "d1")
-        try await using(rebuilt) {
-        let fresh = try rebuilt.store.commit([.upsert("customers", id: "c-6", ["last_name": "After"])])
-        #expect(fresh[0].originSeq == 6)
-        try await rebuilt.pushPending()
-        while try await rebuilt.pullOnce().more {}
-        #expect(try rebuilt.store.liveRecords(table: "customers").count == 6)
-        let hq = try hub.stores.store(for: "acme")
-        #expect(try hq.changeCountsByOrigin()["d1"] == 6)
-        #expect(try hq.quarantined().isEmpty)
+            // The disk is lost: a new, empty store enrolls as the same node.
+            let rebuiltDir = try TempDir()
+            let rebuilt = try await enrolledAgent(hub, rebuiltDir, "d1")
+            try await withSyncAgents(rebuilt) {
+                let fresh = try rebuilt.store.commit([.upsert("customers", id: "c-6", ["last_name": "After"])])
+                #expect(fresh[0].originSeq == 6)
+                try await rebuilt.pushPending()
+                while try await rebuilt.pullOnce().more {}
+                #expect(try rebuilt.store.liveRecords(table: "customers").count == 6)
+                let hq = try hub.stores.store(for: "acme")
+                #expect(try hq.changeCountsByOrigin()["d1"] == 6)
+                #expect(try hq.quarantined().isEmpty)
+            }
         }
     }
 }

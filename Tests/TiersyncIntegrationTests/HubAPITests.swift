@@ -15,14 +15,25 @@ struct HubFixture {
     let client: RawClient
     let d1: String, d2: String, other: String
 
+    /// Starts a fixture the caller must `stop()` on every path; prefer `withHubFixture`.
     static func start(limits: HubConfiguration.Limits = .init()) async throws -> HubFixture {
         let dir = try TempDir()
         let hub = try await RunningHub(directory: dir.path, limits: limits)
         let client = RawClient(baseURL: hub.url, caFile: hub.caFile)
-        return HubFixture(dir: dir, hub: hub, client: client,
-                          d1: try await hub.enroll(tenant: "acme", node: "d1", client: client),
-                          d2: try await hub.enroll(tenant: "acme", node: "d2", client: client),
-                          other: try await hub.enroll(tenant: "globex", node: "g1", client: client))
+        do {
+            return try await enrolled(dir: dir, hub: hub, client: client)
+        } catch {
+            await client.shutdown()
+            await hub.stop()
+            throw error
+        }
+    }
+
+    fileprivate static func enrolled(dir: TempDir, hub: RunningHub, client: RawClient) async throws -> HubFixture {
+        HubFixture(dir: dir, hub: hub, client: client,
+                   d1: try await hub.enroll(tenant: "acme", node: "d1", client: client),
+                   d2: try await hub.enroll(tenant: "acme", node: "d2", client: client),
+                   other: try await hub.enroll(tenant: "globex", node: "g1", client: client))
     }
 
     func stop() async {
@@ -38,6 +49,17 @@ struct HubFixture {
     }
 }
 
+/// Runs `body` with a fresh `HubFixture`; its client is shut down and its hub stopped when
+/// `body` returns or throws.
+func withHubFixture<T>(limits: HubConfiguration.Limits = .init(), _ body: (HubFixture) async throws -> T) async throws -> T {
+    let dir = try TempDir()
+    return try await withRunningHub(directory: dir.path, limits: limits) { hub in
+        try await withRawClient(hub) { client in
+            try await body(try await HubFixture.enrolled(dir: dir, hub: hub, client: client))
+        }
+    }
+}
+
 func customer(_ origin: NodeID, _ seq: Int64, _ id: String, _ fields: [String: FieldValue]) -> Change {
     Change(origin: origin, originSeq: seq, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: UInt16(seq)),
            table: "customers", recordID: id, op: .upsert, fields: fields)
@@ -47,82 +69,84 @@ func customer(_ origin: NodeID, _ seq: Int64, _ id: String, _ fields: [String: F
 struct HubAPITests {
     @Test("push, then pull at the other dealer; bad input in a batch is quarantined and blocks nothing")
     func pushPullAndPartialBatch() async throws {
-        let f = try await HubFixture.start()
-        defer { Task { await f.stop() } }
-        let shared: [String: FieldValue] = ["owning_dealer": "d1", "servicing_dealer": "d2"]
-        let ok = try await f.push([customer("d1", 1, "c-1", shared.merging(["last_name": "Meyer"]) { a, _ in a })], as: f.d1)
-        #expect(ok.status == 200)
-        #expect(try ok.decode(PushResponse.self).applied == 1)
+        try await withHubFixture { f in
+            let shared: [String: FieldValue] = ["owning_dealer": "d1", "servicing_dealer": "d2"]
+            let ok = try await f.push([customer("d1", 1, "c-1", shared.merging(["last_name": "Meyer"]) { a, _ in a })], as: f.d1)
+            #expect(ok.status == 200)
+            #expect(try ok.decode(PushResponse.self).applied == 1)
 
-        // One batch: valid, unknown table, unknown field, wrong type, another node's change, valid.
-        var cars = customer("d1", 3, "x-1", ["model": "A"]); cars.table = "cars"
-        let batch = [
-            customer("d1", 2, "c-2", shared),
-            cars,
-            customer("d1", 4, "c-3", ["shoe_size": 44]),
-            customer("d1", 5, "c-4", ["key_account": "yes"]),
-            customer("d2", 1, "c-5", ["owning_dealer": "d2"]),
-            customer("d1", 6, "c-6", shared),
-        ]
-        let mixed = try await f.push(batch, as: f.d1)
-        #expect(mixed.status == 422)
-        let report = try mixed.decode(PushResponse.self)
-        #expect(report.applied == 2)
-        #expect(report.acknowledgedThrough == 6)
-        #expect(report.rejected.map(\.code) == [.unknownTable, .unknownField, .wrongType, .forbidden])
-        #expect(report.rejected[0].message.contains("unknown table 'cars'"))
-        #expect(report.rejected[1].message.contains("unknown field 'shoe_size'"))
-        #expect(report.rejected[2].message.contains("'customers.key_account'") && report.rejected[2].message.contains("boolean"))
-        #expect(report.rejected[3].message.contains("made by node 'd2'"))
+            // One batch: valid, unknown table, unknown field, wrong type, another node's change, valid.
+            var cars = customer("d1", 3, "x-1", ["model": "A"]); cars.table = "cars"
+            let batch = [
+                customer("d1", 2, "c-2", shared),
+                cars,
+                customer("d1", 4, "c-3", ["shoe_size": 44]),
+                customer("d1", 5, "c-4", ["key_account": "yes"]),
+                customer("d2", 1, "c-5", ["owning_dealer": "d2"]),
+                customer("d1", 6, "c-6", shared),
+            ]
+            let mixed = try await f.push(batch, as: f.d1)
+            #expect(mixed.status == 422)
+            let report = try mixed.decode(PushResponse.self)
+            #expect(report.applied == 2)
+            #expect(report.acknowledgedThrough == 6)
+            #expect(report.rejected.map(\.code) == [.unknownTable, .unknownField, .wrongType, .forbidden])
+            #expect(report.rejected[0].message.contains("unknown table 'cars'"))
+            #expect(report.rejected[1].message.contains("unknown field 'shoe_size'"))
+            #expect(report.rejected[2].message.contains("'customers.key_account'") && report.rejected[2].message.contains("boolean"))
+            #expect(report.rejected[3].message.contains("claims origin 'd2', which is not node 'd1' or below it"))
 
-        // Quarantined with reasons, visible to an admin; the valid ones are stored.
-        let quarantined = try f.acme().quarantined()
-        #expect(quarantined.map(\.originSeq) == [3, 4, 5, 1])
-        #expect(try f.acme().liveRecords(table: "customers").map(\.id) == ["c-1", "c-2", "c-6"])
+            // Quarantined with reasons, visible to an admin; the valid ones are stored.
+            let quarantined = try f.acme().quarantined()
+            // Another node's change is refused before the store sees it: nothing of it is kept
+            // (it could otherwise shadow d2's real change 1).
+            #expect(quarantined.map(\.originSeq) == [3, 4, 5])
+            #expect(try f.acme().liveRecords(table: "customers").map(\.id) == ["c-1", "c-2", "c-6"])
 
-        // The next batch goes through, and a retried batch is not applied twice.
-        #expect(try await f.push([customer("d1", 7, "c-7", shared)], as: f.d1).status == 200)
-        // A retried batch is not applied twice; refused changes are judged again (a newer
-        // schema or a granted scope may accept them) and refused again, not duplicated.
-        let retry = try await f.push(batch, as: f.d1)
-        let retried = try retry.decode(PushResponse.self)
-        #expect(retried.duplicates == 2)
-        #expect(retried.applied == 0)
-        #expect(retried.rejected.map(\.code) == [.unknownTable, .unknownField, .wrongType, .forbidden])
-        #expect(try f.acme().quarantined().count == 4)
+            // The next batch goes through, and a retried batch is not applied twice.
+            #expect(try await f.push([customer("d1", 7, "c-7", shared)], as: f.d1).status == 200)
+            // A retried batch is not applied twice; refused changes are judged again (a newer
+            // schema or a granted scope may accept them) and refused again, not duplicated.
+            let retry = try await f.push(batch, as: f.d1)
+            let retried = try retry.decode(PushResponse.self)
+            #expect(retried.duplicates == 2)
+            #expect(retried.applied == 0)
+            #expect(retried.rejected.map(\.code) == [.unknownTable, .unknownField, .wrongType, .forbidden])
+            #expect(try f.acme().quarantined().count == 3)
 
-        // d2 sees the records routed to it, and only those.
-        let pull = try await f.client.send("GET", "/v1/pull?cursor=0", credential: f.d2)
-        #expect(pull.status == 200)
-        #expect(Set(try pull.decode(PullResponse.self).changes.map(\.recordID)) == ["c-1", "c-2", "c-6", "c-7"])
+            // d2 sees the records routed to it, and only those.
+            let pull = try await f.client.send("GET", "/v1/pull?cursor=0", credential: f.d2)
+            #expect(pull.status == 200)
+            #expect(Set(try pull.decode(PullResponse.self).changes.map(\.recordID)) == ["c-1", "c-2", "c-6", "c-7"])
+        }
     }
 
     @Test("malformed bodies get 400 naming the problem; nothing accepted before is lost")
     func malformed() async throws {
-        let f = try await HubFixture.start()
-        defer { Task { await f.stop() } }
-        #expect(try await f.push([customer("d1", 1, "c-1", ["last_name": "Kept", "owning_dealer": "d1"])], as: f.d1).status == 200)
+        try await withHubFixture { f in
+            #expect(try await f.push([customer("d1", 1, "c-1", ["last_name": "Kept", "owning_dealer": "d1"])], as: f.d1).status == 200)
 
-        let notJSON = try await f.client.send("POST", "/v1/push", body: Data("{not json".utf8), credential: f.d1)
-        #expect(notJSON.status == 400)
-        #expect(notJSON.error?.code == "malformed_json")
-        #expect(notJSON.error?.message == "request body is not valid JSON")
+            let notJSON = try await f.client.send("POST", "/v1/push", body: Data("{not json".utf8), credential: f.d1)
+            #expect(notJSON.status == 400)
+            #expect(notJSON.error?.code == "malformed_json")
+            #expect(notJSON.error?.message == "request body is not valid JSON")
 
-        let missing = try await f.client.send("POST", "/v1/push",
-                                              body: Data(#"{"through": 1, "changes": [{"origin": "d1", "seq": 2, "table": "customers", "id": "c-2", "op": "upsert"}]}"#.utf8),
-                                              credential: f.d1)
-        #expect(missing.status == 400)
-        #expect(missing.error?.message == "missing field 'hlc' in 'changes[0]'")
+            let missing = try await f.client.send("POST", "/v1/push",
+                                                  body: Data(#"{"through": 1, "changes": [{"origin": "d1", "seq": 2, "table": "customers", "id": "c-2", "op": "upsert"}]}"#.utf8),
+                                                  credential: f.d1)
+            #expect(missing.status == 400)
+            #expect(missing.error?.message == "missing field 'hlc' in 'changes[0]'")
 
-        let badType = try await f.client.send("POST", "/v1/push", body: Data(#"{"through": "one", "changes": []}"#.utf8), credential: f.d1)
-        #expect(badType.status == 400)
-        #expect(badType.error?.message.contains("'through' has the wrong type") == true)
+            let badType = try await f.client.send("POST", "/v1/push", body: Data(#"{"through": "one", "changes": []}"#.utf8), credential: f.d1)
+            #expect(badType.status == 400)
+            #expect(badType.error?.message.contains("'through' has the wrong type") == true)
 
-        let badQuery = try await f.client.send("GET", "/v1/pull?cursor=-5", credential: f.d1)
-        #expect(badQuery.status == 400)
-        #expect(badQuery.error?.message.contains("'cursor' must be an integer") == true)
+            let badQuery = try await f.client.send("GET", "/v1/pull?cursor=-5", credential: f.d1)
+            #expect(badQuery.status == 400)
+            #expect(badQuery.error?.message.contains("'cursor' must be an integer") == true)
 
-        #expect(try f.acme().liveRecords(table: "customers").map(\.id) == ["c-1"])
+            #expect(try f.acme().liveRecords(table: "customers").map(\.id) == ["c-1"])
+        }
     }
 
     @Test("oversized requests get 413 with the limit; compressed bodies are checked after decompression")
@@ -131,126 +155,126 @@ struct HubAPITests {
         limits.maxChangesPerPush = 20
         limits.maxRequestBytes = 64 * 1024
         limits.maxDecompressedBytes = 256 * 1024
-        let f = try await HubFixture.start(limits: limits)
-        defer { Task { await f.stop() } }
-        #expect(try await f.push([customer("d1", 1, "c-1", ["last_name": "Kept", "owning_dealer": "d1"])], as: f.d1).status == 200)
+        try await withHubFixture(limits: limits) { f in
+            #expect(try await f.push([customer("d1", 1, "c-1", ["last_name": "Kept", "owning_dealer": "d1"])], as: f.d1).status == 200)
 
-        let many = (2...22).map { customer("d1", Int64($0), "c-\($0)", ["last_name": "x"]) }
-        let tooMany = try await f.push(many, as: f.d1)
-        #expect(tooMany.status == 413)
-        #expect(tooMany.error?.message == "push carries 21 changes; the limit is 20 per request")
+            let many = (2...22).map { customer("d1", Int64($0), "c-\($0)", ["last_name": "x"]) }
+            let tooMany = try await f.push(many, as: f.d1)
+            #expect(tooMany.status == 413)
+            #expect(tooMany.error?.message == "push carries 21 changes; the limit is 20 per request")
 
-        let big = try await f.push([customer("d1", 2, "c-2", ["street": .string(String(repeating: "a", count: 300)), "owning_dealer": "d1"])] +
-                                       (3...15).map { customer("d1", Int64($0), "c-\($0)", ["street": .string(String(repeating: "b", count: 300)), "city": .string(String(repeating: "z", count: 190)), "owning_dealer": "d1"]) }, as: f.d1)
-        #expect(big.status == 200, "a batch within the limits passes")
+            let big = try await f.push([customer("d1", 2, "c-2", ["street": .string(String(repeating: "a", count: 300)), "owning_dealer": "d1"])] +
+                                           (3...15).map { customer("d1", Int64($0), "c-\($0)", ["street": .string(String(repeating: "b", count: 300)), "city": .string(String(repeating: "z", count: 190)), "owning_dealer": "d1"]) }, as: f.d1)
+            #expect(big.status == 200, "a batch within the limits passes")
 
-        let huge = Data(repeating: UInt8(ascii: " "), count: 100 * 1024)
-        let tooBig = try await f.client.send("POST", "/v1/push", body: huge, credential: f.d1)
-        #expect(tooBig.status == 413)
-        #expect(tooBig.error?.message.contains("exceeds 65536 bytes") == true)
+            let huge = Data(repeating: UInt8(ascii: " "), count: 100 * 1024)
+            let tooBig = try await f.client.send("POST", "/v1/push", body: huge, credential: f.d1)
+            #expect(tooBig.status == 413)
+            #expect(tooBig.error?.message.contains("exceeds 65536 bytes") == true)
 
-        var bomb = ByteBuffer(bytes: Array(repeating: UInt8(ascii: " "), count: 1024 * 1024))
-        let gz = try bomb.compress(with: .gzip)
-        let bombed = try await f.client.send("POST", "/v1/push", body: Data(gz.readableBytesView), credential: f.d1,
-                                             headers: [("Content-Encoding", "gzip")])
-        #expect(bombed.status == 413)
-        #expect(bombed.error?.message.contains("once decompressed") == true)
+            var bomb = ByteBuffer(bytes: Array(repeating: UInt8(ascii: " "), count: 1024 * 1024))
+            let gz = try bomb.compress(with: .gzip)
+            let bombed = try await f.client.send("POST", "/v1/push", body: Data(gz.readableBytesView), credential: f.d1,
+                                                 headers: [("Content-Encoding", "gzip")])
+            #expect(bombed.status == 413)
+            #expect(bombed.error?.message.contains("once decompressed") == true)
 
-        #expect(try f.acme().liveRecords(table: "customers").count == 15)
+            #expect(try f.acme().liveRecords(table: "customers").count == 15)
+        }
     }
 
     @Test("tenants and nodes stay in their scope")
     func isolation() async throws {
-        let f = try await HubFixture.start()
-        defer { Task { await f.stop() } }
-        #expect(try await f.push([customer("d1", 1, "c-1", ["last_name": "Private", "owning_dealer": "d1"])], as: f.d1).status == 200)
-        #expect(try await f.push([customer("d2", 1, "c-9", ["last_name": "Other dealer", "owning_dealer": "d2"])], as: f.d2).status == 200)
+        try await withHubFixture { f in
+            #expect(try await f.push([customer("d1", 1, "c-1", ["last_name": "Private", "owning_dealer": "d1"])], as: f.d1).status == 200)
+            #expect(try await f.push([customer("d2", 1, "c-9", ["last_name": "Other dealer", "owning_dealer": "d2"])], as: f.d2).status == 200)
 
-        // A dealer cannot edit a record routed to another dealer, nor see it.
-        let poach = try await f.push([customer("d2", 2, "c-1", ["last_name": "Mine now"])], as: f.d2)
-        #expect(poach.status == 422)
-        #expect(try poach.decode(PushResponse.self).rejected.first?.message == "record customers/c-1 is routed to d1, outside the scope of node 'd2'")
-        let d2pull = try await f.client.send("GET", "/v1/pull", credential: f.d2)
-        #expect(try d2pull.decode(PullResponse.self).changes.isEmpty)
+            // A dealer cannot edit a record routed to another dealer, nor see it.
+            let poach = try await f.push([customer("d2", 2, "c-1", ["last_name": "Mine now"])], as: f.d2)
+            #expect(poach.status == 422)
+            #expect(try poach.decode(PushResponse.self).rejected.first?.message == "record customers/c-1 is outside the scope of node 'd2'")
+            let d2pull = try await f.client.send("GET", "/v1/pull", credential: f.d2)
+            #expect(try d2pull.decode(PullResponse.self).changes.isEmpty)
 
-        // Another tenant's credential names the wrong tenant: refused whole.
-        let wrongTenant = try await f.push([customer("d1", 2, "c-2", [:])], as: f.d1, tenant: "globex")
-        #expect(wrongTenant.status == 403)
-        #expect(wrongTenant.error?.message == "this credential belongs to tenant 'acme', not 'globex'")
+            // Another tenant's credential names the wrong tenant: refused whole.
+            let wrongTenant = try await f.push([customer("d1", 2, "c-2", [:])], as: f.d1, tenant: "globex")
+            #expect(wrongTenant.status == 403)
+            #expect(wrongTenant.error?.message == "this credential belongs to tenant 'acme', not 'globex'")
 
-        // The other tenant writes the same record id into its own space and sees nothing of acme.
-        #expect(try await f.push([customer("g1", 1, "c-1", ["last_name": "Globex", "owning_dealer": "g1"])], as: f.other).status == 200)
-        let otherPull = try await f.client.send("GET", "/v1/pull?exclude_own=false", credential: f.other)
-        #expect(try otherPull.decode(PullResponse.self).changes.map(\.fields["last_name"]) == ["Globex"])
-        #expect(try f.acme().record(table: "customers", id: "c-1")?.state.liveValues["last_name"] == "Private")
+            // The other tenant writes the same record id into its own space and sees nothing of acme.
+            #expect(try await f.push([customer("g1", 1, "c-1", ["last_name": "Globex", "owning_dealer": "g1"])], as: f.other).status == 200)
+            let otherPull = try await f.client.send("GET", "/v1/pull?exclude_own=false", credential: f.other)
+            #expect(try otherPull.decode(PullResponse.self).changes.map(\.fields["last_name"]) == ["Globex"])
+            #expect(try f.acme().record(table: "customers", id: "c-1")?.state.liveValues["last_name"] == "Private")
 
-        // No or unknown credentials.
-        let anonymous = try await f.client.send("GET", "/v1/pull")
-        #expect(anonymous.status == 401)
-        #expect(anonymous.error?.message.contains("missing 'Authorization: Bearer") == true)
-        #expect(try await f.client.send("GET", "/v1/pull", credential: "tsc_forged").status == 401)
+            // No or unknown credentials.
+            let anonymous = try await f.client.send("GET", "/v1/pull")
+            #expect(anonymous.status == 401)
+            #expect(anonymous.error?.message.contains("missing 'Authorization: Bearer") == true)
+            #expect(try await f.client.send("GET", "/v1/pull", credential: "tsc_forged").status == 401)
+        }
     }
 
     @Test("the README's example batch (fixtures/) stores the good change and names the bad one")
     func fixtureBatch() async throws {
-        let f = try await HubFixture.start()
-        defer { Task { await f.stop() } }
-        let credential = try await f.hub.enroll(tenant: "acme", node: "dealer-1", client: f.client)
-        let body = try Data(contentsOf: URL(fileURLWithPath: repositoryRoot() + "/fixtures/push-with-one-bad-change.json"))
-        let reply = try await f.client.send("POST", "/v1/push", body: body, credential: credential)
-        #expect(reply.status == 422)
-        let report = try reply.decode(PushResponse.self)
-        #expect(report.applied == 1)
-        #expect(report.rejected.map(\.recordID) == ["cust-1002"])
-        #expect(report.rejected.first?.message == "field 'customers.key_account' of record 'cust-1002' must be boolean, got string \"yes\"")
-        #expect(try f.acme().record(table: "customers", id: "cust-1001")?.state.liveValues["last_name"] == "Schmidt")
+        try await withHubFixture { f in
+            let credential = try await f.hub.enroll(tenant: "acme", node: "dealer-1", client: f.client)
+            let body = try Data(contentsOf: URL(fileURLWithPath: repositoryRoot() + "/fixtures/push-with-one-bad-change.json"))
+            let reply = try await f.client.send("POST", "/v1/push", body: body, credential: credential)
+            #expect(reply.status == 422)
+            let report = try reply.decode(PushResponse.self)
+            #expect(report.applied == 1)
+            #expect(report.rejected.map(\.recordID) == ["cust-1002"])
+            #expect(report.rejected.first?.message == "field 'customers.key_account' of record 'cust-1002' must be boolean, got string \"yes\"")
+            #expect(try f.acme().record(table: "customers", id: "cust-1001")?.state.liveValues["last_name"] == "Schmidt")
+        }
     }
 
     @Test("enrollment tokens work once")
     func enrollment() async throws {
-        let f = try await HubFixture.start()
-        defer { Task { await f.stop() } }
-        let token = try f.hub.catalog.issueEnrollmentToken(tenant: "acme", node: "d3")
-        let first = try await f.client.send("POST", "/v1/enroll", json: EnrollRequest(token: token))
-        #expect(first.status == 201)
-        let credential = try first.decode(EnrollResponse.self).credential
-        let whoami = try await f.client.send("GET", "/v1/whoami", credential: credential)
-        #expect(try whoami.decode(WhoAmIResponse.self).node == "d3")
-        let reused = try await f.client.send("POST", "/v1/enroll", json: EnrollRequest(token: token))
-        #expect(reused.status == 409)
-        #expect(reused.error?.code == "token_used")
-        #expect(try await f.client.send("POST", "/v1/enroll", json: EnrollRequest(token: "tse_guess")).status == 401)
+        try await withHubFixture { f in
+            let token = try f.hub.catalog.issueEnrollmentToken(tenant: "acme", node: "d3")
+            let first = try await f.client.send("POST", "/v1/enroll", json: EnrollRequest(token: token))
+            #expect(first.status == 201)
+            let credential = try first.decode(EnrollResponse.self).credential
+            let whoami = try await f.client.send("GET", "/v1/whoami", credential: credential)
+            #expect(try whoami.decode(WhoAmIResponse.self).node == "d3")
+            let reused = try await f.client.send("POST", "/v1/enroll", json: EnrollRequest(token: token))
+            #expect(reused.status == 409)
+            #expect(reused.error?.code == "token_used")
+            #expect(try await f.client.send("POST", "/v1/enroll", json: EnrollRequest(token: "tse_guess")).status == 401)
+        }
     }
 
     @Test("a long-polling pull wakes as soon as a change for it arrives")
     func longPoll() async throws {
-        let f = try await HubFixture.start()
-        defer { Task { await f.stop() } }
-        let started = ContinuousClock.now
-        let waiting = Task { try await f.client.send("GET", "/v1/pull?cursor=0&wait=20", credential: f.d2) }
-        try await Task.sleep(for: .milliseconds(300))
-        #expect(try await f.push([customer("d1", 1, "lead-1", ["owning_dealer": "d1", "servicing_dealer": "d2"])], as: f.d1).status == 200)
-        let reply = try await waiting.value
-        let elapsed = ContinuousClock.now - started
-        #expect(try reply.decode(PullResponse.self).changes.map(\.recordID) == ["lead-1"])
-        #expect(elapsed < .seconds(10), "the pull returned because of the push, not its 20 s timeout")
+        try await withHubFixture { f in
+            let started = ContinuousClock.now
+            async let waiting = f.client.send("GET", "/v1/pull?cursor=0&wait=20", credential: f.d2)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await f.push([customer("d1", 1, "lead-1", ["owning_dealer": "d1", "servicing_dealer": "d2"])], as: f.d1).status == 200)
+            let reply = try await waiting
+            let elapsed = ContinuousClock.now - started
+            #expect(try reply.decode(PullResponse.self).changes.map(\.recordID) == ["lead-1"])
+            #expect(elapsed < .seconds(10), "the pull returned because of the push, not its 20 s timeout")
+        }
     }
 
     @Test("a long-poll moves past a full page of the caller's own changes and wakes for the next change for it")
     func longPollPastOwnChanges() async throws {
-        let f = try await HubFixture.start()
-        defer { Task { await f.stop() } }
-        let own = (1...1_200).map { customer("d1", Int64($0), "c-\($0)", ["owning_dealer": "d1"]) }
-        for chunk in stride(from: 0, to: own.count, by: 400) {
-            #expect(try await f.push(Array(own[chunk..<chunk + 400]), as: f.d1).status == 200)
+        try await withHubFixture { f in
+            let own = (1...1_200).map { customer("d1", Int64($0), "c-\($0)", ["owning_dealer": "d1"]) }
+            for chunk in stride(from: 0, to: own.count, by: 400) {
+                #expect(try await f.push(Array(own[chunk..<chunk + 400]), as: f.d1).status == 200)
+            }
+            let started = ContinuousClock.now
+            async let waiting = f.client.send("GET", "/v1/pull?cursor=0&limit=1000&wait=20", credential: f.d1)
+            try await Task.sleep(for: .milliseconds(300))
+            try f.acme().commit([.upsert("leads", id: "lead-1", ["source_node": "hq", "fulfilling_node": "d1"])])
+            let page = try await waiting.decode(PullResponse.self)
+            #expect(page.changes.map(\.recordID) == ["lead-1"])
+            #expect(ContinuousClock.now - started < .seconds(10), "woken by the lead, not by the 20 s timeout")
         }
-        let started = ContinuousClock.now
-        let waiting = Task { try await f.client.send("GET", "/v1/pull?cursor=0&limit=1000&wait=20", credential: f.d1) }
-        try await Task.sleep(for: .milliseconds(300))
-        try f.acme().commit([.upsert("leads", id: "lead-1", ["source_node": "hq", "fulfilling_node": "d1"])])
-        let page = try await waiting.value.decode(PullResponse.self)
-        #expect(page.changes.map(\.recordID) == ["lead-1"])
-        #expect(ContinuousClock.now - started < .seconds(10), "woken by the lead, not by the 20 s timeout")
     }
 
     @Test("the OpenAPI document lists exactly the routes the hub serves")
@@ -272,11 +296,11 @@ struct HubAPITests {
         #expect(documented == served)
 
         // And each documented route answers on a live hub (not 404 / 405).
-        let f = try await HubFixture.start()
-        defer { Task { await f.stop() } }
-        for route in HubRoutes.all {
-            let reply = try await f.client.send(route.method, route.path, body: route.method == "POST" ? Data("{}".utf8) : nil, credential: f.d1)
-            #expect(![404, 405].contains(reply.status), "\(route.method) \(route.path) answered \(reply.status)")
+        try await withHubFixture { f in
+            for route in HubRoutes.all {
+                let reply = try await f.client.send(route.method, route.path, body: route.method == "POST" ? Data("{}".utf8) : nil, credential: f.d1)
+                #expect(![404, 405].contains(reply.status), "\(route.method) \(route.path) answered \(reply.status)")
+            }
         }
     }
 }
@@ -285,25 +309,25 @@ struct HubAPITests {
 struct CheckpointTests {
     @Test("a serving hub copies a tenant's write-ahead log into its database file by itself, well before the writer's backstop")
     func hubCheckpoints() async throws {
-        let f = try await HubFixture.start()
-        defer { Task { await f.stop() } }
-        let path = try f.acme().path
-        func size() throws -> Int { try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int }
-        try await Task.sleep(for: .milliseconds(700))  // what enrolling wrote is copied
-        let before = try size()
-        let changes = (1...300).map { customer("d1", Int64($0), "c-\($0)", ["owning_dealer": "d1", "last_name": .string(String(repeating: "m", count: 190)),
-                                                                            "street": .string(String(repeating: "s", count: 290))]) }
-        let reply = try await f.push(changes, as: f.d1)
-        #expect(reply.status == 200, "\(reply.text)")
-        // 300 changes are ~100 pages of log: far below the writer's own threshold.
-        var grown = false
-        let deadline = ContinuousClock.now + .seconds(5)
-        while !grown, ContinuousClock.now < deadline {
-            grown = try size() > before + 200_000
-            if !grown { try await Task.sleep(for: .milliseconds(50)) }
+        try await withHubFixture { f in
+            let path = try f.acme().path
+            func size() throws -> Int { try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int }
+            try await Task.sleep(for: .milliseconds(700))  // what enrolling wrote is copied
+            let before = try size()
+            let changes = (1...300).map { customer("d1", Int64($0), "c-\($0)", ["owning_dealer": "d1", "last_name": .string(String(repeating: "m", count: 190)),
+                                                                                "street": .string(String(repeating: "s", count: 290))]) }
+            let reply = try await f.push(changes, as: f.d1)
+            #expect(reply.status == 200, "\(reply.text)")
+            // 300 changes are ~100 pages of log: far below the writer's own threshold.
+            var grown = false
+            let deadline = ContinuousClock.now + .seconds(5)
+            while !grown, ContinuousClock.now < deadline {
+                grown = try size() > before + 200_000
+                if !grown { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            let after = try size()
+            #expect(grown, "the database file went from \(before) to \(after) bytes")
         }
-        let after = try size()
-        #expect(grown, "the database file went from \(before) to \(after) bytes")
     }
 }
 

@@ -4,72 +4,6 @@ import TiersyncCore
 import TiersyncStore
 import TiersyncTestSupport
 
-/// A `tiersync` child process with its output in a log file.
-final class Child {
-    let process = Process()
-    let log: String
-
-    init(_ arguments: [String], log: String, environment: [String: String] = [:]) throws {
-        self.log = log
-        FileManager.default.createFile(atPath: log, contents: nil)
-        process.executableURL = URL(fileURLWithPath: try Child.binary())
-        process.arguments = arguments
-        if !environment.isEmpty {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-    }
-
-    /// The `tiersync` executable built next to this test bundle.
-    static func binary() throws -> String {
-        let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-        let path = URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("tiersync").path
-        guard FileManager.default.isExecutableFile(atPath: path) else {
-            throw TestFailure("no tiersync executable at \(path): build it first (swift build --build-tests)")
-        }
-        return path
-    }
-
-    var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
-
-    func waitForOutput(containing text: String, timeout: Double = 30) async throws -> String {
-        try await eventually(timeout: timeout, "'\(text)' in \(log):\n\(output)") { output.contains(text) || !process.isRunning }
-        guard output.contains(text) else { throw TestFailure("process exited (\(process.terminationStatus)) before printing '\(text)':\n\(output)") }
-        return output
-    }
-
-    func kill(_ signal: Int32 = SIGKILL) {
-        guard process.isRunning else { return }
-        Foundation.kill(process.processIdentifier, signal)
-        process.waitUntilExit()
-    }
-
-    /// Runs a short command to completion and returns its standard output.
-    static func run(_ arguments: [String]) throws -> String {
-        let (status, output) = try capture(arguments, includingErrors: false)
-        guard status == 0 else { throw TestFailure("tiersync \(arguments.joined(separator: " ")) exited \(status)") }
-        return output
-    }
-
-    /// Runs a short command to completion; returns its exit status and its output
-    /// (standard output, and standard error too when `includingErrors`).
-    static func capture(_ arguments: [String], includingErrors: Bool = true) throws -> (status: Int32, output: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try binary())
-        p.arguments = arguments
-        let out = Pipe()
-        p.standardOutput = out
-        if includingErrors { p.standardError = out }
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
-}
-
 @Suite("Hub and agents as processes")
 struct ProcessSyncTests {
     /// The issue's acceptance run: a hub and two agents as separate processes over HTTPS,
@@ -80,99 +14,99 @@ struct ProcessSyncTests {
     func killedAgentConverges() async throws {
         let dir = try TempDir()
         let hubData = dir.path + "/hub"
-        let hub = try Child(["hub", "serve", "--data", hubData, "--dev-certs", hubData + "/pki", "--port", "0", "--log-level", "warning"], log: dir.path + "/hub.log")
-        defer { hub.kill(SIGTERM) }
-        let out = try await hub.waitForOutput(containing: "hub listening on")
-        let url = try #require(out.split(separator: "\n").first { $0.hasPrefix("hub listening on") }.map { String($0.split(separator: " ").last!) })
-        let ca = hubData + "/pki/ca.pem"
+        try await withRunning { running in
+            let hub = try running.child(["hub", "serve", "--data", hubData, "--dev-certs", hubData + "/pki", "--port", "0", "--log-level", "warning"], log: dir.path + "/hub.log")
+            let out = try await hub.waitForOutput(containing: "hub listening on")
+            let url = try #require(out.split(separator: "\n").first { $0.hasPrefix("hub listening on") }.map { String($0.split(separator: " ").last!) })
+            let ca = hubData + "/pki/ca.pem"
 
-        func startAgent(_ node: String, token: String?, batch: Int) throws -> Child {
-            var args = ["agent", "run", "--db", "\(dir.path)/\(node).sqlite", "--hub", url, "--ca", ca,
-                        "--batch-size", "\(batch)", "--poll-ms", "50", "--pull-wait", "5", "--log-level", "notice"]
-            if let token { args += ["--enroll-token", token] }
-            return try Child(args, log: "\(dir.path)/\(node)-\(UUID().uuidString.prefix(4)).log")
-        }
-        var agents: [String: Child] = [:]
-        for node in ["dealer-1", "dealer-2"] {
-            let token = try Child.run(["admin", "enroll-token", "--data", hubData, "--tenant", "acme", "--node", node])
-                .trimmingCharacters(in: .whitespacesAndNewlines)
-            agents[node] = try startAgent(node, token: token, batch: node == "dealer-2" ? 10 : 50)
-            _ = try await agents[node]!.waitForOutput(containing: "enrolled as node \(node)")
-        }
-        defer { agents.values.forEach { $0.kill(SIGTERM) } }
-
-        // The dealers' own applications write to their SQLite files while the agents run.
-        let d1 = try NodeStore(path: dir.path + "/dealer-1.sqlite")
-        let d2 = try NodeStore(path: dir.path + "/dealer-2.sqlite")
-        let hq = try NodeStore(path: hubData + "/tenants/acme.sqlite")
-        func write(_ store: NodeStore, _ ids: some Sequence<Int>, tag: String) throws {
-            try store.commit(ids.map { i in
-                .upsert("customers", id: String(format: "c-%04d", i), [
-                    "last_name": .string("\(tag)-\(i)"), "phone": .string("+49 \(tag) \(i)"),
-                    "owning_dealer": "dealer-1", "servicing_dealer": "dealer-2",
-                ])
-            })
-        }
-
-        // Phase 1, both online: interleaved writes, overlapping on c-0300...c-0499.
-        for step in 0..<10 {
-            try write(d1, (step * 50)..<(step * 50 + 50), tag: "d1")
-            try write(d2, (300 + step * 20)..<(300 + step * 20 + 20), tag: "d2")
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        // A burst at dealer-2, and SIGKILL while its agent is pushing it.
-        let before = try hq.changeCountsByOrigin()["dealer-2"] ?? 0
-        try write(d2, 1000..<1300, tag: "d2")
-        try await eventually(timeout: 30, "dealer-2's agent starts pushing the burst") {
-            (try hq.changeCountsByOrigin()["dealer-2"] ?? 0) > before
-        }
-        agents["dealer-2"]!.kill(SIGKILL)
-        let atKill = try hq.changeCountsByOrigin()["dealer-2"] ?? 0
-        #expect(atKill < 500, "the agent was killed with part of its backlog unsent (hub had \(atKill) of 500)")
-
-        // dealer-1's agent has dropped its start-up pages by now (default); what it does
-        // from here on runs on code faulted back in.
-        let released = try await agents["dealer-1"]!.waitForOutput(containing: "start-up pages released")
-        #expect(!released.contains("advised_bytes=0"), "the executable's mappings were advised")
-
-        // Phase 2, dealer-2 offline: both dealers edit the same 500 records.
-        try write(d1, 500..<1000, tag: "d1")
-        try write(d2, 500..<1000, tag: "d2")
-
-        // Restart: no token needed, the credential is in the node's database.
-        agents["dealer-2"] = try startAgent("dealer-2", token: nil, batch: 10)
-        do {
-            try await eventually(timeout: 180, "all three replicas converge") {
-                let digests = try [hq.digest(), d1.digest(), d2.digest()]
-                let counts = try hq.changeCountsByOrigin()
-                return Set(digests).count == 1 && counts == ["dealer-1": 1000, "dealer-2": 1000]
+            func startAgent(_ node: String, token: String?, batch: Int) throws -> Child {
+                var args = ["agent", "run", "--db", "\(dir.path)/\(node).sqlite", "--hub", url, "--ca", ca,
+                            "--batch-size", "\(batch)", "--poll-ms", "50", "--pull-wait", "5", "--log-level", "notice"]
+                if let token { args += ["--enroll-token", token] }
+                return try running.child(args, log: "\(dir.path)/\(node)-\(UUID().uuidString.prefix(4)).log")
             }
-        } catch {
-            Issue.record("\(error)\nhq: \(try hq.changeCountsByOrigin())\nhub log:\n\(hub.output.suffix(3000))\nagent logs:\n\(agents.values.map { $0.output.suffix(2000) }.joined(separator: "\n"))")
-            throw error
-        }
+            var agents: [String: Child] = [:]
+            for node in ["dealer-1", "dealer-2"] {
+                let token = try Child.run(["admin", "enroll-token", "--data", hubData, "--tenant", "acme", "--node", node])
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+                agents[node] = try startAgent(node, token: token, batch: node == "dealer-2" ? 10 : 50)
+                _ = try await agents[node]!.waitForOutput(containing: "enrolled as node \(node)")
+            }
 
-        // HQ holds exactly the records written, each change once.
-        #expect(try hq.changeCountsByOrigin() == ["dealer-1": 1000, "dealer-2": 1000])
-        let ids = try hq.liveRecords(table: "customers").map(\.id)
-        #expect(ids == (0..<1300).map { String(format: "c-%04d", $0) })
-        #expect(try hq.quarantined().isEmpty)
-        for store in [d1, d2] {
-            #expect(try store.liveRecords(table: "customers").map(\.id) == ids)
-        }
-        // The concurrent edits of phase 2 lost at HQ are kept, both sides named.
-        let conflicts = try hq.conflicts(limit: 100_000)
-        let conflicted = Set(conflicts.filter { $0.conflict.field == "phone" }.map(\.recordID))
-        #expect(conflicted.isSuperset(of: (500..<1000).map { String(format: "c-%04d", $0) }))
-        for c in conflicts {
-            #expect(c.conflict.winnerVersion > c.conflict.loserVersion)
-            #expect(Set([c.conflict.winnerVersion.node, c.conflict.loserVersion.node]) == ["dealer-1", "dealer-2"])
-        }
-        // Every record holds the values of its newest write.
-        for (id, values) in try hq.liveRecords(table: "customers") {
-            let record = try #require(try hq.record(table: "customers", id: id))
-            let newest = try #require(record.state.versions["phone"])
-            #expect(values["phone"]?.stringValue?.contains(newest.node == "dealer-1" ? "d1" : "d2") == true)
+            // The dealers' own applications write to their SQLite files while the agents run.
+            let d1 = try NodeStore(path: dir.path + "/dealer-1.sqlite")
+            let d2 = try NodeStore(path: dir.path + "/dealer-2.sqlite")
+            let hq = try NodeStore(path: hubData + "/tenants/acme.sqlite")
+            func write(_ store: NodeStore, _ ids: some Sequence<Int>, tag: String) throws {
+                try store.commit(ids.map { i in
+                    .upsert("customers", id: String(format: "c-%04d", i), [
+                        "last_name": .string("\(tag)-\(i)"), "phone": .string("+49 \(tag) \(i)"),
+                        "owning_dealer": "dealer-1", "servicing_dealer": "dealer-2",
+                    ])
+                })
+            }
+
+            // Phase 1, both online: interleaved writes, overlapping on c-0300...c-0499.
+            for step in 0..<10 {
+                try write(d1, (step * 50)..<(step * 50 + 50), tag: "d1")
+                try write(d2, (300 + step * 20)..<(300 + step * 20 + 20), tag: "d2")
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            // A burst at dealer-2, and SIGKILL while its agent is pushing it.
+            let before = try hq.changeCountsByOrigin()["dealer-2"] ?? 0
+            try write(d2, 1000..<1300, tag: "d2")
+            try await eventually(timeout: 30, "dealer-2's agent starts pushing the burst") {
+                (try hq.changeCountsByOrigin()["dealer-2"] ?? 0) > before
+            }
+            agents["dealer-2"]!.kill(SIGKILL)
+            let atKill = try hq.changeCountsByOrigin()["dealer-2"] ?? 0
+            #expect(atKill < 500, "the agent was killed with part of its backlog unsent (hub had \(atKill) of 500)")
+
+            // dealer-1's agent has dropped its start-up pages by now (default); what it does
+            // from here on runs on code faulted back in.
+            let released = try await agents["dealer-1"]!.waitForOutput(containing: "start-up pages released")
+            #expect(!released.contains("advised_bytes=0"), "the executable's mappings were advised")
+
+            // Phase 2, dealer-2 offline: both dealers edit the same 500 records.
+            try write(d1, 500..<1000, tag: "d1")
+            try write(d2, 500..<1000, tag: "d2")
+
+            // Restart: no token needed, the credential is in the node's database.
+            agents["dealer-2"] = try startAgent("dealer-2", token: nil, batch: 10)
+            do {
+                try await eventually(timeout: 180, "all three replicas converge") {
+                    let digests = try [hq.digest(), d1.digest(), d2.digest()]
+                    let counts = try hq.changeCountsByOrigin()
+                    return Set(digests).count == 1 && counts == ["dealer-1": 1000, "dealer-2": 1000]
+                }
+            } catch {
+                Issue.record("\(error)\nhq: \(try hq.changeCountsByOrigin())\nhub log:\n\(hub.output.suffix(3000))\nagent logs:\n\(agents.values.map { $0.output.suffix(2000) }.joined(separator: "\n"))")
+                throw error
+            }
+
+            // HQ holds exactly the records written, each change once.
+            #expect(try hq.changeCountsByOrigin() == ["dealer-1": 1000, "dealer-2": 1000])
+            let ids = try hq.liveRecords(table: "customers").map(\.id)
+            #expect(ids == (0..<1300).map { String(format: "c-%04d", $0) })
+            #expect(try hq.quarantined().isEmpty)
+            for store in [d1, d2] {
+                #expect(try store.liveRecords(table: "customers").map(\.id) == ids)
+            }
+            // The concurrent edits of phase 2 lost at HQ are kept, both sides named.
+            let conflicts = try hq.conflicts(limit: 100_000)
+            let conflicted = Set(conflicts.filter { $0.conflict.field == "phone" }.map(\.recordID))
+            #expect(conflicted.isSuperset(of: (500..<1000).map { String(format: "c-%04d", $0) }))
+            for c in conflicts {
+                #expect(c.conflict.winnerVersion > c.conflict.loserVersion)
+                #expect(Set([c.conflict.winnerVersion.node, c.conflict.loserVersion.node]) == ["dealer-1", "dealer-2"])
+            }
+            // Every record holds the values of its newest write.
+            for (id, values) in try hq.liveRecords(table: "customers") {
+                let record = try #require(try hq.record(table: "customers", id: id))
+                let newest = try #require(record.state.versions["phone"])
+                #expect(values["phone"]?.stringValue?.contains(newest.node == "dealer-1" ? "d1" : "d2") == true)
+            }
         }
     }
 
@@ -183,65 +117,64 @@ struct ProcessSyncTests {
     func countryCrashBetweenForwardAndAck() async throws {
         let dir = try TempDir()
         let hubData = dir.path + "/hub", pki = dir.path + "/pki"
-        _ = try Child.run(["admin", "create-tenant", "--data", hubData, "--tenant", "acme", "--levels", "3"])
-        let hub = try Child(["hub", "serve", "--data", hubData, "--dev-certs", pki, "--port", "0", "--log-level", "warning"], log: dir.path + "/hub.log")
-        defer { hub.kill(SIGTERM) }
-        let hubURL = try url(in: try await hub.waitForOutput(containing: "hub listening on"))
-        let ca = pki + "/ca.pem"
+        try await withRunning { running in
+            _ = try Child.run(["admin", "create-tenant", "--data", hubData, "--tenant", "acme", "--levels", "3"])
+            let hub = try running.child(["hub", "serve", "--data", hubData, "--dev-certs", pki, "--port", "0", "--log-level", "warning"], log: dir.path + "/hub.log")
+            let hubURL = try url(in: try await hub.waitForOutput(containing: "hub listening on"))
+            let ca = pki + "/ca.pem"
 
-        func country(token: String?, failpoint: String?, port: String = "0") throws -> Child {
-            var args = ["node", "serve", "--role", "country", "--db", dir.path + "/de.sqlite", "--data", dir.path + "/de-data",
-                        "--parent", hubURL, "--ca", ca, "--dev-certs", pki, "--port", port, "--batch-size", "20", "--poll-ms", "50",
-                        "--log-level", "warning"]
-            if let token { args += ["--enroll-token", token] }
-            return try Child(args, log: dir.path + "/de-\(UUID().uuidString.prefix(4)).log",
-                             environment: failpoint.map { ["TIERSYNC_FAILPOINT": $0] } ?? [:])
-        }
-        var de = try country(token: try token(hubData, "de"), failpoint: "agent.after-push-response:3")
-        let countryURL = try url(in: try await de.waitForOutput(containing: "country node listening on"))
-
-        var dealers: [Child] = []
-        for node in ["d1", "d2"] {
-            dealers.append(try Child(["agent", "run", "--db", "\(dir.path)/\(node).sqlite", "--parent", countryURL, "--ca", ca,
-                                      "--enroll-token", try token(hubData, node, parent: "de"), "--poll-ms", "50", "--pull-wait", "5",
-                                      "--log-level", "warning"], log: "\(dir.path)/\(node).log"))
-            _ = try await dealers.last!.waitForOutput(containing: "enrolled as node \(node)")
-        }
-        defer { dealers.forEach { $0.kill(SIGTERM) } }
-        let d1 = try NodeStore(path: dir.path + "/d1.sqlite"), d2 = try NodeStore(path: dir.path + "/d2.sqlite")
-        for i in 0..<200 {
-            try d1.commit([.upsert("customers", id: "a-\(i)", ["last_name": .string("d1 \(i)")])])
-            try d2.commit([.upsert("customers", id: "b-\(i)", ["last_name": .string("d2 \(i)")])])
-        }
-
-        // The failpoint fires on the third acknowledgement.
-        try await eventually(timeout: 60, "the country node dies at its failpoint") { !de.process.isRunning }
-        #expect(de.process.terminationReason == .uncaughtSignal && de.process.terminationStatus == SIGKILL)
-        #expect(de.output.contains("failpoint agent.after-push-response reached"))
-        let hq = try NodeStore(path: hubData + "/tenants/acme.sqlite")
-        let deStore = try NodeStore(path: dir.path + "/de.sqlite")
-        let acked = try deStore.upstreamBacklog(after: 0) - deStore.upstreamBacklog(after: deStore.cursor("push.parent"))
-        let atHQ = try hq.changeCountsByOrigin().values.reduce(0, +)
-        #expect(atHQ > acked, "HQ committed more (\(atHQ)) than the country recorded as acknowledged (\(acked))")
-
-        // Restart at the same address: no token, no failpoint. The unacknowledged batch goes again.
-        de = try country(token: nil, failpoint: nil, port: String(countryURL.split(separator: ":").last!))
-        defer { de.kill(SIGTERM) }
-        _ = try await de.waitForOutput(containing: "country node listening on")
-        do {
-            try await eventually(timeout: 120, "HQ holds all 400 dealer changes") {
-                try hq.changeCountsByOrigin() == ["d1": 200, "d2": 200]
+            func country(token: String?, failpoint: String?, port: String = "0") throws -> Child {
+                var args = ["node", "serve", "--role", "country", "--db", dir.path + "/de.sqlite", "--data", dir.path + "/de-data",
+                            "--parent", hubURL, "--ca", ca, "--dev-certs", pki, "--port", port, "--batch-size", "20", "--poll-ms", "50",
+                            "--log-level", "warning"]
+                if let token { args += ["--enroll-token", token] }
+                return try running.child(args, log: dir.path + "/de-\(UUID().uuidString.prefix(4)).log",
+                                 environment: failpoint.map { ["TIERSYNC_FAILPOINT": $0] } ?? [:])
             }
-        } catch {
-            Issue.record("HQ has \(try hq.changeCountsByOrigin()); country log:\n\(de.output.suffix(3000))\ndealer logs:\n\(dealers.map { $0.output.suffix(1500) }.joined(separator: "\n"))\nhub:\n\(hub.output.suffix(2000))")
-            throw error
-        }
-        #expect(try hq.liveRecords(table: "customers").count == 400)
-        #expect(try hq.quarantined().isEmpty)
-        let tree = NodeTree(parents: ["hq": nil, "de": "hq", "d1": "de", "d2": "de"])
-        for (node, store) in [("d1", d1), ("d2", d2), ("de", deStore)] as [(NodeID, NodeStore)] {
-            let scope = Scope(tree: tree, node: node)
-            #expect(try store.digest(scope: scope) == hq.digest(scope: scope), "\(node) matches HQ on its scope")
+            var de = try country(token: try token(hubData, "de"), failpoint: "agent.after-push-response:3")
+            let countryURL = try url(in: try await de.waitForOutput(containing: "country node listening on"))
+
+            var dealers: [Child] = []
+            for node in ["d1", "d2"] {
+                dealers.append(try running.child(["agent", "run", "--db", "\(dir.path)/\(node).sqlite", "--parent", countryURL, "--ca", ca,
+                                          "--enroll-token", try token(hubData, node, parent: "de"), "--poll-ms", "50", "--pull-wait", "5",
+                                          "--log-level", "warning"], log: "\(dir.path)/\(node).log"))
+                _ = try await dealers.last!.waitForOutput(containing: "enrolled as node \(node)")
+            }
+            let d1 = try NodeStore(path: dir.path + "/d1.sqlite"), d2 = try NodeStore(path: dir.path + "/d2.sqlite")
+            for i in 0..<200 {
+                try d1.commit([.upsert("customers", id: "a-\(i)", ["last_name": .string("d1 \(i)")])])
+                try d2.commit([.upsert("customers", id: "b-\(i)", ["last_name": .string("d2 \(i)")])])
+            }
+
+            // The failpoint fires on the third acknowledgement.
+            try await eventually(timeout: 60, "the country node dies at its failpoint") { !de.process.isRunning }
+            #expect(de.process.terminationReason == .uncaughtSignal && de.process.terminationStatus == SIGKILL)
+            #expect(de.output.contains("failpoint agent.after-push-response reached"))
+            let hq = try NodeStore(path: hubData + "/tenants/acme.sqlite")
+            let deStore = try NodeStore(path: dir.path + "/de.sqlite")
+            let acked = try deStore.upstreamBacklog(after: 0) - deStore.upstreamBacklog(after: deStore.cursor("push.parent"))
+            let atHQ = try hq.changeCountsByOrigin().values.reduce(0, +)
+            #expect(atHQ > acked, "HQ committed more (\(atHQ)) than the country recorded as acknowledged (\(acked))")
+
+            // Restart at the same address: no token, no failpoint. The unacknowledged batch goes again.
+            de = try country(token: nil, failpoint: nil, port: String(countryURL.split(separator: ":").last!))
+            _ = try await de.waitForOutput(containing: "country node listening on")
+            do {
+                try await eventually(timeout: 120, "HQ holds all 400 dealer changes") {
+                    try hq.changeCountsByOrigin() == ["d1": 200, "d2": 200]
+                }
+            } catch {
+                Issue.record("HQ has \(try hq.changeCountsByOrigin()); country log:\n\(de.output.suffix(3000))\ndealer logs:\n\(dealers.map { $0.output.suffix(1500) }.joined(separator: "\n"))\nhub:\n\(hub.output.suffix(2000))")
+                throw error
+            }
+            #expect(try hq.liveRecords(table: "customers").count == 400)
+            #expect(try hq.quarantined().isEmpty)
+            let tree = NodeTree(parents: ["hq": nil, "de": "hq", "d1": "de", "d2": "de"])
+            for (node, store) in [("d1", d1), ("d2", d2), ("de", deStore)] as [(NodeID, NodeStore)] {
+                let scope = Scope(tree: tree, node: node)
+                #expect(try store.digest(scope: scope) == hq.digest(scope: scope), "\(node) matches HQ on its scope")
+            }
         }
     }
 

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOSSL
+import Synchronization
 import TiersyncAgent
 import TiersyncCore
 import TiersyncNode
@@ -258,6 +259,200 @@ public func withRunningAgent<T>(enrolling node: NodeID, parent: NodeID?, tenant:
                                 _ body: (RunningAgent) async throws -> T) async throws -> T {
     let agent = try await RunningAgent.enroll(node, parent: parent, tenant: tenant, hub: hub, parentURL: parentURL, directory: directory)
     return try await withTeardown({ await agent.stop() }) { try await body(agent) }
+}
+
+/// Runs `body` with the given `SyncAgent`s (not running loops: `pushPending`, `pullOnce`…), and
+/// shuts their HTTP clients down when `body` returns or throws.
+public func withSyncAgents<T>(_ agents: SyncAgent..., body: () async throws -> T) async throws -> T {
+    try await withTeardown({ for a in agents { await a.shutdown() } }, body)
+}
+
+/// Everything one test started, stopped in reverse order when the scope of `withRunning` ends,
+/// however it ends. For tests that start a varying number of hubs, country nodes, agents and
+/// child processes, or restart them: what `stop()` was already called on is stopped again
+/// harmlessly.
+///
+///     try await withRunning { running in
+///         let hub = try await running.hub(directory: dir.path)
+///         let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+///         …
+///     }
+public final class Running {
+    private var stops: [() async -> Void] = []
+
+    init() {}
+
+    /// Registers a teardown of something started elsewhere; run in reverse order of registration.
+    public func add(_ stop: @escaping () async -> Void) { stops.append(stop) }
+
+    public func hub(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init()) async throws -> RunningHub {
+        let hub = try await RunningHub(directory: directory, port: port, limits: limits)
+        add { await hub.stop() }
+        return hub
+    }
+
+    public func country(hub: RunningHub, tenant: TenantID, node: NodeID, directory: String) async throws -> RunningCountry {
+        let country = try await RunningCountry(hub: hub, tenant: tenant, node: node, directory: directory)
+        add { await country.stop() }
+        return country
+    }
+
+    public func agent(store: NodeStore, parentURL: String, caFile: String) throws -> RunningAgent {
+        let agent = try RunningAgent(store: store, parentURL: parentURL, caFile: caFile)
+        add { await agent.stop() }
+        return agent
+    }
+
+    public func agent(enrolling node: NodeID, parent: NodeID?, tenant: TenantID, hub: RunningHub, parentURL: String,
+                      directory: String) async throws -> RunningAgent {
+        let agent = try await RunningAgent.enroll(node, parent: parent, tenant: tenant, hub: hub, parentURL: parentURL, directory: directory)
+        add { await agent.stop() }
+        return agent
+    }
+
+    public func client(_ hub: RunningHub) -> RawClient { client(baseURL: hub.url, caFile: hub.caFile) }
+
+    public func client(baseURL: String, caFile: String) -> RawClient {
+        let client = RawClient(baseURL: baseURL, caFile: caFile)
+        add { await client.shutdown() }
+        return client
+    }
+
+    /// Starts a `tiersync` child process, stopped (SIGTERM, then SIGKILL) and waited for at the end.
+    public func child(_ arguments: [String], log: String, environment: [String: String] = [:]) throws -> Child {
+        let child = try Child(arguments, log: log, environment: environment)
+        add { await child.stop() }
+        return child
+    }
+
+    func stopAll() async {
+        while let stop = stops.popLast() { await stop() }
+    }
+}
+
+/// Runs `body` with a `Running` scope and stops everything started through it when `body`
+/// returns or throws (rethrowing).
+public func withRunning<T>(_ body: (Running) async throws -> T) async throws -> T {
+    let running = Running()
+    return try await withTeardown({ await running.stopAll() }) { try await body(running) }
+}
+
+/// A `tiersync` child process with its output in a log file. Prefer `withChild` or
+/// `Running.child`, which stop it however the test ends; as a last resort it is killed when
+/// the object goes away.
+public final class Child {
+    public let process = Process()
+    public let log: String
+
+    public init(_ arguments: [String], log: String, environment: [String: String] = [:]) throws {
+        self.log = log
+        FileManager.default.createFile(atPath: log, contents: nil)
+        process.executableURL = URL(fileURLWithPath: try Child.binary())
+        process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+    }
+
+    deinit {
+        if process.isRunning {
+            Foundation.kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    /// The `tiersync` executable built next to this test bundle.
+    public static func binary() throws -> String {
+        let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        let path = URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("tiersync").path
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw TestFailure("no tiersync executable at \(path): build it first (swift build --build-tests)")
+        }
+        return path
+    }
+
+    public var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+    public func waitForOutput(containing text: String, timeout: Double = 30) async throws -> String {
+        try await eventually(timeout: timeout, "'\(text)' in \(log):\n\(output)") { output.contains(text) || !process.isRunning }
+        guard output.contains(text) else { throw TestFailure("process exited (\(process.terminationStatus)) before printing '\(text)':\n\(output)") }
+        return output
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    public func kill(_ signal: Int32 = SIGKILL) {
+        guard process.isRunning else { return }
+        Foundation.kill(process.processIdentifier, signal)
+        process.waitUntilExit()
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace` seconds; returns once it has exited.
+    public func stop(grace: Double = 10) async {
+        guard process.isRunning else { return }
+        Foundation.kill(process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(grace)
+        while process.isRunning, Date() < deadline {
+            // Not `Task.sleep`: a cancelled test must still wait for its children.
+            await withCheckedContinuation { continuation in
+                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(20)) { continuation.resume() }
+            }
+        }
+        kill(SIGKILL)
+    }
+
+    /// Runs a short command to completion and returns its standard output.
+    public static func run(_ arguments: [String], timeout: Double = 300) throws -> String {
+        let (status, output) = try capture(arguments, includingErrors: false, timeout: timeout)
+        guard status == 0 else { throw TestFailure("tiersync \(arguments.joined(separator: " ")) exited \(status)") }
+        return output
+    }
+
+    /// Runs a short command to completion; returns its exit status and its output
+    /// (standard output, and standard error too when `includingErrors`). A command still
+    /// running after `timeout` seconds is killed, and that is an error.
+    public static func capture(_ arguments: [String], includingErrors: Bool = true,
+                               timeout: Double = 300) throws -> (status: Int32, output: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try binary())
+        p.arguments = arguments
+        let out = Pipe()
+        p.standardOutput = out
+        if includingErrors { p.standardError = out }
+        try p.run()
+        let pid = p.processIdentifier
+        let timedOut = Flag()
+        let watchdog = DispatchWorkItem {
+            timedOut.set()
+            Foundation.kill(pid, SIGKILL)
+        }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        watchdog.cancel()
+        let output = String(decoding: data, as: UTF8.self)
+        if timedOut.isSet {
+            throw TestFailure("tiersync \(arguments.joined(separator: " ")) still running after \(timeout) s, killed:\n\(output)")
+        }
+        return (p.terminationStatus, output)
+    }
+}
+
+private final class Flag: Sendable {
+    private let value = Mutex(false)
+    func set() { value.withLock { $0 = true } }
+    var isSet: Bool { value.withLock { $0 } }
+}
+
+/// Runs `body` with a `tiersync` child process, stopped (SIGTERM, then SIGKILL) and waited for
+/// when `body` returns or throws.
+public func withChild<T>(_ arguments: [String], log: String, environment: [String: String] = [:],
+                         _ body: (Child) async throws -> T) async throws -> T {
+    let child = try Child(arguments, log: log, environment: environment)
+    return try await withTeardown({ await child.stop() }) { try await body(child) }
 }
 
 /// What one leaf of an effective config must be: the overlay's value where an overlay
