@@ -35,12 +35,15 @@ public final class RunningHub: Sendable {
     public var catalog: HubCatalog { stores.catalog }
 
     /// `port` 0 picks a free port; give the old one to restart a stopped hub at its address.
-    public init(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init()) async throws {
+    public init(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init(),
+                maxClockSkewMillis: UInt64 = 60_000) async throws {
         let pki = try DevelopmentPKI.ensure(in: directory + "/pki")
         var configuration = HubConfiguration(host: "127.0.0.1", port: port, dataDirectory: directory + "/hub",
                                              transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey))
         configuration.limits = limits
-        let stores = TenantStores(catalog: try HubCatalog(directory: configuration.dataDirectory), checkpointing: .byOwner)
+        configuration.maxClockSkewMillis = maxClockSkewMillis
+        let stores = TenantStores(catalog: try HubCatalog(directory: configuration.dataDirectory),
+                                  clock: HybridLogicalClock(maxSkewMillis: maxClockSkewMillis), checkpointing: .byOwner)
         let server = HubServer(configuration: configuration, directory: CatalogDirectory(stores: stores))
         let (stream, continuation) = AsyncStream<Int>.makeStream()
         task = Task { try await server.run { port in continuation.yield(port) } }
@@ -285,8 +288,9 @@ public final class Running {
     /// Registers a teardown of something started elsewhere; run in reverse order of registration.
     public func add(_ stop: @escaping () async -> Void) { stops.append(stop) }
 
-    public func hub(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init()) async throws -> RunningHub {
-        let hub = try await RunningHub(directory: directory, port: port, limits: limits)
+    public func hub(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init(),
+                    maxClockSkewMillis: UInt64 = 60_000) async throws -> RunningHub {
+        let hub = try await RunningHub(directory: directory, port: port, limits: limits, maxClockSkewMillis: maxClockSkewMillis)
         add { await hub.stop() }
         return hub
     }
