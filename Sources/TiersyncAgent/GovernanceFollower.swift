@@ -30,14 +30,24 @@ public final class GovernanceFollower: Sendable {
         self.logger = logger
     }
 
+    /// Thrown by ``receive(_:nowMillis:)`` for a bundle holding documents while this node
+    /// has no release key to verify them: nothing was kept, so the caller must not
+    /// remember the bundle's token (or the bundle would never be asked for again once the
+    /// key is learned, and the release in force would wait for the next rollout).
+    public struct NoReleaseKey: Error, CustomStringConvertible {
+        public var description: String {
+            "governance received but this node has no release key to verify it yet; pin one with --release-key, or wait for the parent to announce it"
+        }
+    }
+
     /// Verifies and keeps `bundle`, then decides. Returns the decision when it changed
-    /// what the node runs or reports.
+    /// what the node runs or reports. Throws ``NoReleaseKey`` when the bundle holds
+    /// documents but the node has no key to check them with (the bundle is dropped).
     @discardableResult
     public func receive(_ bundle: GovernanceBundle, nowMillis: UInt64 = WallClock.nowMillis()) throws -> GovernanceDecision? {
         guard let key = try releaseKey() else {
-            if bundle.rollout != nil {
-                logger.error("governance received but this node has no release key to verify it yet; pin one with --release-key, or wait for the parent to announce it")
-            }
+            // An empty bundle drops nothing; its token may be remembered.
+            if bundle.rollout != nil || !bundle.releases.isEmpty || !bundle.overlays.isEmpty { throw NoReleaseKey() }
             return nil
         }
         let verified = VerifiedGovernance.verify(bundle, key: key, tenant: identity.tenant.rawValue)

@@ -171,7 +171,9 @@ public final class SyncAgent: Sendable {
             try store.scheduleRetries(response.rejected)
             try handleClockSkew(response)
             sent += batch.count
-            for rejected in response.rejected {
+            // Own changes refused for clock skew are re-stamped and sent again at once
+            // (handleClockSkew, which warns about the clock itself).
+            for rejected in response.rejected where !(rejected.code == .clockSkew && rejected.origin == identity.node) {
                 logger.error("parent quarantined a change", metadata: [
                     "change": "\(rejected.origin)#\(rejected.originSeq)", "record": "\(rejected.table)/\(rejected.recordID)",
                     "code": "\(rejected.code.rawValue)", "reason": "\(rejected.message)",
@@ -228,13 +230,16 @@ public final class SyncAgent: Sendable {
         let now = WallClock.nowMillis()
         let offset = Int64(clamping: Int128(now) - Int128(response.hubTimeMillis))
         try store.recordClockOffset(ClockOffset(offsetMillis: offset, measuredAtMillis: now))
-        let skewed = response.rejected.filter { $0.code == .clockSkew && $0.origin == identity.node }.map(\.originSeq)
+        let refusals = response.rejected.filter { $0.code == .clockSkew && $0.origin == identity.node }
+        let skewed = refusals.map(\.originSeq)
         if abs(offset) > 30_000 || !skewed.isEmpty {
             logger.warning("this node's clock differs from the parent's; fix it (changes refused for it are re-stamped to the parent's time)",
                            metadata: ["offset_ms": "\(offset)", "refused": "\(skewed.count)"])
         }
         guard !skewed.isEmpty else { return }
-        let restamped = try store.restampAheadOfParent(refused: skewed, parentTimeMillis: response.hubTimeMillis,
+        // No later than the first refusal of any of them (the parent refuses a later stamp).
+        let restampAt = refusals.map { min($0.restampAtMillis ?? response.hubTimeMillis, response.hubTimeMillis) }.min() ?? response.hubTimeMillis
+        let restamped = try store.restampAheadOfParent(refused: skewed, parentTimeMillis: restampAt,
                                                        acknowledgedThrough: try store.cursor(Self.pushCursor))
         logger.notice("re-stamped changes to the parent's clock", metadata: ["count": "\(restamped)"])
     }
@@ -250,7 +255,7 @@ public final class SyncAgent: Sendable {
             } catch is CancellationError {
                 return
             } catch {
-                let delay = backoff.next()
+                let delay = AgentError.delay(after: error, backoff: backoff.next())
                 recordFailure("push", error, retryIn: delay)
                 try? await Task.sleep(for: delay)
             }
@@ -371,7 +376,7 @@ public final class SyncAgent: Sendable {
             } catch is CancellationError {
                 return
             } catch {
-                let delay = backoff.next()
+                let delay = AgentError.delay(after: error, backoff: backoff.next())
                 recordFailure("pull", error, retryIn: delay)
                 more = true
                 try? await Task.sleep(for: delay)
@@ -442,9 +447,9 @@ public final class SyncAgent: Sendable {
             } catch {
                 // A release that came due takes effect even while the parent is unreachable.
                 _ = try? governance.evaluate()
-                let delay = backoff.next()
-                recordFailure("governance", error, retryIn: min(delay, .seconds(5)))
-                try? await Task.sleep(for: min(delay, .seconds(5)))
+                let delay = AgentError.delay(after: error, backoff: min(backoff.next(), .seconds(5)))
+                recordFailure("governance", error, retryIn: delay)
+                try? await Task.sleep(for: delay)
             }
         }
     }

@@ -234,10 +234,16 @@ public struct ChangeRejection: Error, Sendable, Hashable, Codable, CustomStringC
 
     public var code: Code
     public var message: String
+    /// For `clock_skew`: the receiver's time when it first refused the change. The origin
+    /// re-stamps the change to no later than this before sending it again; the receiver
+    /// refuses it with a later stamp, so a change refused for skew never wins over writes
+    /// the receiver accepted since.
+    public var restampAtMillis: UInt64?
 
-    public init(_ code: Code, _ message: String) {
+    public init(_ code: Code, _ message: String, restampAtMillis: UInt64? = nil) {
         self.code = code
         self.message = message
+        self.restampAtMillis = restampAtMillis
     }
 
     public var description: String { "\(code.rawValue): \(message)" }

@@ -57,9 +57,18 @@ struct SyncService: Sendable {
         // is refused here, before the store judges, records or de-duplicates anything of it,
         // so it can neither poison the real origin's sequence nor learn whether it exists.
         let (entitled, foreign) = Self.partitionByOrigin(body.changes, pusher: principal.node, scope: scope)
+        // One reading of the clock judges the batch and is reported with it: a change
+        // refused for skew is re-stamped by its origin to exactly this time.
+        let now = WallClock.nowMillis()
         var report = try await store.applyIncoming(entitled, from: principal.node, source: .child, checkSkew: true,
-                                                   gate: Self.scopeGate(pusher: principal.node, scope: scope))
-        report.rejected.insert(contentsOf: foreign, at: 0)
+                                                   gate: Self.scopeGate(pusher: principal.node, scope: scope), wallMillis: now)
+        if !foreign.isEmpty {
+            // Listed in the batch's order, as the store lists its own refusals.
+            let position = Dictionary(body.changes.enumerated().map { ("\($1.origin)#\($1.originSeq)", $0) }) { first, _ in first }
+            report.rejected = (foreign + report.rejected).sorted {
+                position["\($0.origin)#\($0.originSeq)", default: 0] < position["\($1.origin)#\($1.originSeq)", default: 0]
+            }
+        }
         if report.applied > 0 { await notifier.signal(principal.tenant) }
         if !report.rejected.isEmpty {
             context.logger.warning("changes quarantined", metadata: [
@@ -68,7 +77,7 @@ struct SyncService: Sendable {
             ])
         }
         let response = PushResponse(acknowledgedThrough: body.through, applied: report.applied, duplicates: report.duplicates,
-                                    rejected: report.rejected, hubTimeMillis: WallClock.nowMillis())
+                                    rejected: report.rejected, hubTimeMillis: now)
         // 422 tells the pusher some changes were quarantined; the batch is acknowledged
         // either way, so a bad change never blocks the ones after it.
         return try codec.encode(response, status: report.rejected.isEmpty ? .ok : .unprocessableContent, for: request)

@@ -85,10 +85,17 @@ struct IncomingBatch {
             // the origin numbered two changes alike.
             return stamp == change.hlc.rawValue ? .duplicate : .reused
         }
-        guard !quarantineEmpty else { return .new }
-        let refused = try Bool.fetchOne(db.cachedStatement(sql: NodeStore.finalRefusalSQL),
-                                        arguments: [change.origin.rawValue, change.originSeq]) ?? false
-        return refused ? .duplicate : .new
+        guard !quarantineEmpty,
+              let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT code, received_at, received_from FROM ts_quarantine WHERE origin = ? AND origin_seq = ?"),
+                                         arguments: [change.origin.rawValue, change.originSeq])
+        else { return .new }
+        let code = ChangeRejection.Code(rawValue: row[0])
+        if code?.isFinal == true { return .duplicate }
+        // Refused for clock skew when its origin sent it: the origin must re-stamp it.
+        if code == .clockSkew, (row[2] as String) == change.origin.rawValue {
+            return .skewFenced(refusedAtMillis: UInt64(max(0, row[1] as Int64)))
+        }
+        return .new
     }
 
     /// Whether the record may already have state: false skips reading it.

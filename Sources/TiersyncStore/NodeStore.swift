@@ -238,6 +238,12 @@ public final class NodeStore: Sendable {
                 switch try batch.known(db, change) {
                 case .new:
                     break
+                case .skewFenced(let refusedAt):
+                    if change.hlc.wallMillis > refusedAt {
+                        try refuse(change, ChangeRejection(.clockSkew, "change \(change.origin)#\(change.originSeq) to \(change.table)/\(change.recordID) was refused for clock skew before; re-stamp it to no later than \(refusedAt) (the receiver's clock then) and send it again",
+                                                           restampAtMillis: refusedAt))
+                        continue
+                    }
                 case .duplicate:
                     report.duplicates += 1
                     continue
@@ -641,9 +647,15 @@ public final class NodeStore: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let json = (try? String(decoding: encoder.encode(change), as: UTF8.self)) ?? "{}"
+        // A change refused for clock skew again keeps its first refusal time: the origin
+        // re-stamps it to that time, so writes accepted since win over it.
         try db.execute(sql: """
-            INSERT OR REPLACE INTO ts_quarantine (origin, origin_seq, received_from, received_at, code, reason, change)
+            INSERT INTO ts_quarantine (origin, origin_seq, received_from, received_at, code, reason, change)
             VALUES (?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (origin, origin_seq) DO UPDATE SET received_from = excluded.received_from,
+                received_at = CASE WHEN code = 'clock_skew' AND excluded.code = 'clock_skew' THEN MIN(received_at, excluded.received_at)
+                                   ELSE excluded.received_at END,
+                code = excluded.code, reason = excluded.reason, change = excluded.change
             """, arguments: [change.origin.rawValue, change.originSeq, sender.rawValue, Int64(nowMillis),
                              rejection.code.rawValue, rejection.message, json])
     }
@@ -789,11 +801,11 @@ public final class NodeStore: Sendable {
     /// in the change itself (schema errors): those answers never change. A change refused
     /// for its context (out of scope, clock skew) is judged again on every delivery, so a
     /// later valid delivery (through a new parent, after a clock fix) is not lost.
-    enum Known { case new, duplicate, reused }
-
-    /// Built once: it runs for every received change.
-    static let finalRefusalSQL = "SELECT 1 FROM ts_quarantine WHERE origin = ? AND origin_seq = ? AND code IN ("
-        + ChangeRejection.Code.intrinsic.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
+    ///
+    /// `skewFenced`: refused for clock skew at `refusedAtMillis` when its origin sent it.
+    /// It is new, but accepted only once re-stamped to no later than that time: with its
+    /// old stamp it would win over every write accepted since.
+    enum Known { case new, duplicate, reused, skewFenced(refusedAtMillis: UInt64) }
 
     static func identity(_ db: Database) throws -> NodeIdentity? {
         let rows = try Row.fetchAll(db, sql: "SELECT key, value FROM ts_meta WHERE key IN ('tenant', 'node', 'parent')")

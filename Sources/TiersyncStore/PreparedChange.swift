@@ -50,7 +50,8 @@ struct PreparedChange: Sendable {
             }
             if checkSkew {
                 do throws(ClockSkewError) { try clock.check(valid.hlc, wallMillis: wallMillis) } catch {
-                    let r = ChangeRejection(.clockSkew, "change \(valid.origin)#\(valid.originSeq) to \(valid.table)/\(valid.recordID): \(error.description)")
+                    let r = ChangeRejection(.clockSkew, "change \(valid.origin)#\(valid.originSeq) to \(valid.table)/\(valid.recordID): \(error.description)",
+                                            restampAtMillis: wallMillis)
                     return PreparedChange(verdict: .failure(r), table: nil, log: nil, fresh: nil)
                 }
             }

@@ -101,6 +101,8 @@ public final class RawClient: Sendable {
     public struct Reply: Sendable {
         public let status: Int
         public let body: Data
+        /// Response headers by lowercased name (the last of repeated ones).
+        public var headers: [String: String] = [:]
         public var text: String { String(decoding: body, as: UTF8.self) }
 
         public func decode<T: Decodable>(_ type: T.Type) throws -> T { try JSONDecoder().decode(T.self, from: body) }
@@ -132,7 +134,9 @@ public final class RawClient: Sendable {
         }
         let response = try await http.execute(request, timeout: .seconds(60))
         let bytes = try await response.body.collect(upTo: 256 * 1024 * 1024)
-        return Reply(status: Int(response.status.code), body: Data(bytes.readableBytesView))
+        var headers: [String: String] = [:]
+        for header in response.headers { headers[header.name.lowercased()] = header.value }
+        return Reply(status: Int(response.status.code), body: Data(bytes.readableBytesView), headers: headers)
     }
 
     public func send(_ method: String, _ path: String, json: some Encodable, credential: String? = nil) async throws -> Reply {

@@ -44,6 +44,9 @@ public struct RejectedChange: Codable, Sendable, Hashable {
     public var recordID: String
     public var code: ChangeRejection.Code
     public var message: String
+    /// For `clock_skew`: re-stamp the change to no later than this (the receiver's clock,
+    /// ms since the epoch) before sending it again (``ChangeRejection/restampAtMillis``).
+    public var restampAtMillis: UInt64?
 
     public init(change: Change, rejection: ChangeRejection) {
         origin = change.origin
@@ -52,6 +55,7 @@ public struct RejectedChange: Codable, Sendable, Hashable {
         recordID = change.recordID
         code = rejection.code
         message = rejection.message
+        restampAtMillis = rejection.restampAtMillis
     }
 }
 

@@ -1,0 +1,365 @@
+import CompressNIO
+import Foundation
+import NIOCore
+import Testing
+import TiersyncAgent
+import TiersyncCore
+import TiersyncServer
+import TiersyncStore
+import TiersyncTestSupport
+
+/// A hub with tenant acme (dealers d1, d2) and tenant globex (g1), and a raw client.
+struct HostileFixture {
+    let hub: RunningHub
+    let client: RawClient
+    let d1: String, d2: String, g1: String
+
+    static func start(_ running: Running, dir: TempDir, limits: HubConfiguration.Limits = .init(),
+                      maxClockSkewMillis: UInt64 = 60_000) async throws -> HostileFixture {
+        let hub = try await running.hub(directory: dir.path, limits: limits, maxClockSkewMillis: maxClockSkewMillis)
+        let client = running.client(hub)
+        return HostileFixture(hub: hub, client: client,
+                              d1: try await hub.enroll(tenant: "acme", node: "d1", client: client),
+                              d2: try await hub.enroll(tenant: "acme", node: "d2", client: client),
+                              g1: try await hub.enroll(tenant: "globex", node: "g1", client: client))
+    }
+
+    func acme() throws -> NodeStore { try hub.stores.store(for: "acme") }
+
+    func push(_ changes: [Change], as credential: String) async throws -> RawClient.Reply {
+        try await client.send("POST", "/v1/push", json: PushRequest(through: changes.last.map(\.originSeq) ?? 0, changes: changes),
+                              credential: credential)
+    }
+
+    func pushRaw(_ body: String, as credential: String, gzip: Bool = false) async throws -> RawClient.Reply {
+        var bytes = ByteBuffer(string: body)
+        if gzip { bytes = try bytes.compress(with: .gzip) }
+        return try await client.send("POST", "/v1/push", body: Data(bytes.readableBytesView), credential: credential,
+                                     headers: gzip ? [("Content-Encoding", "gzip")] : [])
+    }
+
+    /// The hub answers, and what was stored before is still there.
+    func stillServing(holding ids: [String]) async throws {
+        #expect(try await client.send("GET", "/v1/health").status == 200)
+        let stored = Set(try acme().liveRecords(table: "customers").map(\.id))
+        for id in ids { #expect(stored.contains(id), "record \(id) was lost") }
+    }
+}
+
+private func change(_ origin: NodeID, _ seq: Int64, _ id: String, _ fields: [String: FieldValue], aheadMillis: UInt64 = 0) -> Change {
+    Change(origin: origin, originSeq: seq, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis() + aheadMillis, counter: 0),
+           table: "customers", recordID: id, op: .upsert, fields: fields)
+}
+
+private let mine: [String: FieldValue] = ["owning_dealer": "d1", "last_name": "Meyer"]
+
+@Suite("Hostile input", .serialized)
+struct HostileInputTests {
+    @Test("absurd sequence numbers and query numbers are refused with a reason; nothing traps")
+    func absurdNumbers() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let f = try await HostileFixture.start(running, dir: dir)
+            #expect(try await f.push([change("d1", 1, "c-1", mine)], as: f.d1).status == 200)
+            let template = #"{"hlc":1,"table":"customers","id":"c-9","op":"upsert","fields":{"last_name":"X","owning_dealer":"d1"}}"#
+            func body(_ origin: String, _ seqs: [String]) -> String {
+                let changes = seqs.map { #"{"origin":"\#(origin)","seq":\#($0),"# + template.dropFirst() }
+                return #"{"through":9223372036854775807,"changes":[\#(changes.joined(separator: ","))]}"#
+            }
+            // The request of the report: its own origin, seq -1 and Int64.max.
+            let own = try await f.pushRaw(body("d1", ["-1", "9223372036854775807"]), as: f.d1)
+            #expect(own.status == 422)
+            let report = try own.decode(PushResponse.self)
+            #expect(report.rejected.map(\.code) == [.invalidChange, .invalidChange])
+            #expect(report.rejected.allSatisfy { $0.message.contains("sequence number outside 1...") })
+            #expect(report.acknowledgedThrough == Int64.max)
+            // The same with a made-up origin, and with both extremes of one origin spread wide.
+            let madeUp = try await f.pushRaw(body("nobody", ["-9223372036854775808", "9223372036854775807"]), as: f.d1)
+            #expect(madeUp.status == 422)
+            #expect(try madeUp.decode(PushResponse.self).rejected.map(\.code) == [.forbidden, .forbidden])
+            let spread = try await f.pushRaw(body("d1", ["-9223372036854775808", "9223372036854775807", "2"]), as: f.d1)
+            #expect(try spread.decode(PushResponse.self).applied == 1)
+            // A sequence too large for Int64 is a malformed body, not a crash.
+            #expect(try await f.pushRaw(body("d1", ["99999999999999999999"]), as: f.d1).status == 400)
+
+            // Query numbers: out of range or not numbers at all.
+            for query in ["cursor=-1", "limit=0", "limit=99999999999999999999", "wait=1e308", "wait=nan", "wait=-1", "cursor=9223372036854775808"] {
+                let reply = try await f.client.send("GET", "/v1/pull?\(query)", credential: f.d1)
+                #expect(reply.status == 400, "\(query)")
+                #expect(reply.error?.code == "invalid_parameter", "\(query)")
+            }
+            #expect(try await f.client.send("GET", "/v1/pull?cursor=9223372036854775807", credential: f.d1).status == 200)
+            #expect(try await f.client.send("GET", "/v1/governance?wait=inf", credential: f.d1).status == 400)
+            try await f.stillServing(holding: ["c-1", "c-9"])
+        }
+    }
+
+    @Test("JSON nested 100,000 levels deep is a 400 malformed_json: in an unknown key, unclosed, inside a change, gzip-compressed")
+    func deepNesting() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let f = try await HostileFixture.start(running, dir: dir)
+            #expect(try await f.push([change("d1", 1, "c-1", mine)], as: f.d1).status == 200)
+            let depth = 100_000
+            let open = String(repeating: "[", count: depth), close = String(repeating: "]", count: depth)
+            let objects = String(repeating: #"{"a":"#, count: depth) + "1" + String(repeating: "}", count: depth)
+            let bodies: [(String, String, Bool)] = [
+                ("unknown key", #"{"through":1,"changes":[],"x":\#(open)\#(close)}"#, false),
+                ("unclosed", #"{"through":1,"changes":[],"x":\#(open)"#, false),
+                ("inside a change", #"{"through":1,"changes":[{"origin":"d1","seq":2,"x":\#(objects),"hlc":1,"table":"customers","id":"c-2","op":"upsert","fields":{}}]}"#, false),
+                ("gzip-compressed", #"{"through":1,"changes":[],"x":\#(open)\#(close)}"#, true),
+                ("objects in an unknown key, gzip", #"{"x":\#(objects),"through":1,"changes":[]}"#, true),
+            ]
+            for (what, body, gzip) in bodies {
+                let reply = try await f.pushRaw(body, as: f.d1, gzip: gzip)
+                #expect(reply.status == 400, "\(what)")
+                #expect(reply.error?.code == "malformed_json", "\(what)")
+                #expect(reply.error?.message.contains("levels deep") == true, "\(what): \(reply.text.prefix(200))")
+            }
+            // Enrollment decodes differently; it refuses deep bodies too.
+            #expect(try await f.client.send("POST", "/v1/enroll", body: Data(#"{"token":\#(open)"#.utf8)).status == 400)
+            try await f.stillServing(holding: ["c-1"])
+            #expect(try await f.push([change("d1", 2, "c-2", mine)], as: f.d1).status == 200)
+        }
+    }
+
+    @Test("a node cannot poison another node's sequence at HQ: a change it may not send is refused first and leaves no trace")
+    func sequencePoisoningAtHQ() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let f = try await HostileFixture.start(running, dir: dir)
+            #expect(try await f.push([change("d1", 1, "c-1", mine)], as: f.d1).status == 200)
+            // d2 claims d1's next change, with content the hub would refuse for good.
+            let attack = try await f.push([change("d1", 2, "bad id with spaces", mine)], as: f.d2)
+            #expect(attack.status == 422)
+            let refused = try attack.decode(PushResponse.self).rejected
+            #expect(refused.map(\.code) == [.forbidden])
+            #expect(refused[0].message.contains("claims origin 'd1'"))
+            #expect(try f.acme().quarantined().isEmpty, "a refused foreign change must leave no trace")
+            // d2 claims d1's existing change: the same answer, no hint that it exists.
+            let probe = try await f.push([change("d1", 1, "c-1", ["last_name": "Evil"])], as: f.d2)
+            #expect(try probe.decode(PushResponse.self).rejected.map(\.code) == [.forbidden])
+            // d1's real change 2 is applied.
+            let real = try await f.push([change("d1", 2, "c-2", mine)], as: f.d1)
+            #expect(real.status == 200)
+            let report = try real.decode(PushResponse.self)
+            #expect(report.applied == 1 && report.duplicates == 0)
+            #expect(try f.acme().record(table: "customers", id: "c-2") != nil)
+            #expect(try f.acme().record(table: "customers", id: "c-1")?.state.liveValues["last_name"] == "Meyer")
+        }
+    }
+
+    @Test("through a country: a dealer's forged change for its sibling is refused at the country; the sibling's real change reaches the country and HQ")
+    func sequencePoisoningThroughCountry() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path)
+            try hub.catalog.createTenant("acme", levels: 3)
+            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            let victim = try await running.agent(enrolling: "de-1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+            let attacker = try await running.agent(enrolling: "de-2", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+            let hq = try hub.stores.store(for: "acme")
+            try victim.store.commit([.upsert("customers", id: "v-1", ["last_name": "First"])])
+            try await eventually(timeout: 30, "HQ holds the victim's first record") { try hq.record(table: "customers", id: "v-1") != nil }
+
+            // The attacker pushes the victim's next sequence number to their country.
+            let credential = try #require(try attacker.store.meta("credential"))
+            let client = running.client(baseURL: de.url, caFile: hub.caFile)
+            let forged = Change(origin: "de-1", originSeq: 2, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                                table: "customers", recordID: "not a valid id", op: .upsert, fields: ["last_name": "Forged"])
+            let reply = try await client.send("POST", "/v1/push", json: PushRequest(through: 1, changes: [forged]), credential: credential)
+            #expect(reply.status == 422)
+            #expect(try reply.decode(PushResponse.self).rejected.map(\.code) == [.forbidden])
+            #expect(try de.store.quarantined().isEmpty)
+
+            // The victim's real change 2 arrives at the country and at HQ.
+            try victim.store.commit([.upsert("customers", id: "v-2", ["last_name": "Second"])])
+            try await eventually(timeout: 30, "HQ holds the victim's second record") { try hq.record(table: "customers", id: "v-2") != nil }
+            #expect(try de.store.record(table: "customers", id: "v-2") != nil)
+            #expect(try hq.quarantined().isEmpty)
+        }
+    }
+
+    @Test("a refusal reveals nothing outside the caller's scope: a record held elsewhere and one routed nowhere read alike")
+    func noExistenceOracle() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let f = try await HostileFixture.start(running, dir: dir)
+            #expect(try await f.push([change("d1", 1, "rec-a", mine)], as: f.d1).status == 200)
+            // HQ writes a record routed to no node.
+            try f.acme().commit([.upsert("customers", id: "rec-b", ["last_name": "Nobody", "owning_dealer": .null])])
+            #expect(try f.acme().record(table: "customers", id: "rec-b")?.route.isEmpty == true)
+            var replies: [RejectedChange] = []
+            for (seq, id) in [(1, "rec-a"), (2, "rec-b")] as [(Int64, String)] {
+                let reply = try await f.push([change("d2", seq, id, ["last_name": "Probe"])], as: f.d2)
+                #expect(reply.status == 422)
+                replies += try reply.decode(PushResponse.self).rejected
+            }
+            #expect(replies.map(\.code) == [.forbidden, .forbidden])
+            for r in replies {
+                #expect(!r.message.contains("d1") && !r.message.contains("no node") && !r.message.contains("routed"), "\(r.message)")
+            }
+            #expect(replies[0].message.replacingOccurrences(of: "rec-a", with: "X") == replies[1].message.replacingOccurrences(of: "rec-b", with: "X"))
+        }
+    }
+
+    @Test("a change refused for clock skew never wins later over writes the hub accepted since; the origin re-stamps it and converges")
+    func clockSkew() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let f = try await HostileFixture.start(running, dir: dir, maxClockSkewMillis: 1_000)
+            let hq = try f.acme()
+            #expect(try await f.push([change("d1", 1, "c-1", mine)], as: f.d1).status == 200)
+
+            // The report's sequence, scaled down: a write stamped 3 s ahead (max skew 1 s).
+            let skewed = change("d1", 2, "c-1", ["city": "Skewed"], aheadMillis: 3_000)
+            let first = try await f.push([skewed], as: f.d1)
+            #expect(first.status == 422)
+            let refusal = try #require(try first.decode(PushResponse.self).rejected.first)
+            #expect(refusal.code == .clockSkew)
+            let fence = try #require(refusal.restampAtMillis)
+            #expect(try hq.quarantined().first?.reason.contains("ahead of the receiver's clock") == true)
+            // HQ edits the same field afterwards.
+            try hq.commit([.upsert("customers", id: "c-1", ["city": "HQ"])])
+            // Once the stamp falls inside the window, the same change comes again: still refused.
+            try await Task.sleep(for: .milliseconds(2_500))
+            let again = try await f.push([skewed], as: f.d1)
+            #expect(try again.decode(PushResponse.self).rejected.map(\.code) == [.clockSkew])
+            #expect(try again.decode(PushResponse.self).rejected.first?.restampAtMillis == fence, "the fence stays at the first refusal")
+            // Re-stamped to the first refusal, it is applied, and HQ's newer edit still wins.
+            var restamped = skewed
+            restamped.hlc = HLCTimestamp(wallMillis: fence, counter: 0)
+            let accepted = try await f.push([restamped], as: f.d1)
+            #expect(accepted.status == 200)
+            #expect(try accepted.decode(PushResponse.self).applied == 1)
+            #expect(try hq.record(table: "customers", id: "c-1")?.state.liveValues["city"] == "HQ")
+            #expect(try hq.quarantined().isEmpty)
+        }
+    }
+
+    @Test("an agent whose clock runs ahead: its refused writes are re-stamped to the parent's time, lose to HQ's later edit, and its store converges; it knows its offset")
+    func agentClockAhead() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path, maxClockSkewMillis: 3_000)
+            _ = try hub.catalog.createTenant("acme")
+            let hq = try hub.stores.store(for: "acme")
+            let store = try NodeStore(path: dir.path + "/d1.sqlite")
+            let configuration = AgentConfiguration(parentURL: hub.url, caFile: hub.caFile)
+            try await SyncAgent.enroll(store: store, configuration: configuration, token: try hub.catalog.issueEnrollmentToken(tenant: "acme", node: "d1"))
+            let agent = try SyncAgent(store: store, configuration: configuration)
+            try await withSyncAgents(agent) {
+                try store.commit([.upsert("customers", id: "c-1", ["last_name": "Meyer", "city": "Berlin"])])
+                try await agent.pushPending()
+                // 12 s ahead, as the report: two writes to the same field.
+                let ahead = WallClock.nowMillis() + 12_000
+                try store.commit([.upsert("customers", id: "c-1", ["city": "Skewed"])], wallMillis: ahead)
+                try store.commit([.upsert("customers", id: "c-1", ["city": "Skewed again"])], wallMillis: ahead + 1)
+                try await agent.pushPending()
+                // Re-stamped and accepted at once: nothing waits, nothing is quarantined.
+                #expect(try store.pendingRetries() == 0)
+                #expect(try hq.quarantined().isEmpty)
+                #expect(try hq.record(table: "customers", id: "c-1")?.state.liveValues["city"] == "Skewed again")
+                let offset = try #require(try store.clockOffset())
+                #expect(abs(offset.offsetMillis) < 2_000, "this machine's clock is right; only the writes were stamped ahead")
+                // HQ edits the field after; the dealer pulls it, and it wins there too.
+                try hq.commit([.upsert("customers", id: "c-1", ["city": "HQ"])])
+                try await agent.pullOnce()
+                #expect(try store.record(table: "customers", id: "c-1")?.state.liveValues["city"] == "HQ")
+                #expect(try store.record(table: "customers", id: "c-1")?.state == hq.record(table: "customers", id: "c-1")?.state)
+                // The dealer's next write is stamped at the real time, not after the old future stamps.
+                let next = try store.commit([.upsert("customers", id: "c-1", ["first_name": "Anna"])])
+                #expect(next[0].hlc.wallMillis < WallClock.nowMillis() + 1_000)
+                try await agent.pushPending()
+                #expect(try hq.record(table: "customers", id: "c-1")?.state.liveValues["first_name"] == "Anna")
+                #expect(try hq.record(table: "customers", id: "c-1")?.state.liveValues["city"] == "HQ")
+            }
+        }
+    }
+
+    @Test("gzip bodies: inflating past the limit is 413 (65 and 80 MiB against 64), a stream without its trailer or with bytes after it is 400")
+    func gzipLimits() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let f = try await HostileFixture.start(running, dir: dir)
+            #expect(try await f.push([change("d1", 1, "c-1", mine)], as: f.d1).status == 200)
+            for mebibytes in [65, 80] {
+                let padding = String(repeating: " ", count: mebibytes * 1024 * 1024)
+                let reply = try await f.pushRaw(#"{"through":0,"changes":[]\#(padding)}"#, as: f.d1, gzip: true)
+                #expect(reply.status == 413, "\(mebibytes) MiB")
+                #expect(reply.error?.message.contains("decompressed") == true)
+            }
+            // Just under the limit is fine.
+            let fits = String(repeating: " ", count: 63 * 1024 * 1024)
+            #expect(try await f.pushRaw(#"{"through":0,"changes":[]\#(fits)}"#, as: f.d1, gzip: true).status == 200)
+
+            var plain = ByteBuffer(bytes: WireEncoding.pushRequest(PushRequest(through: 2, changes: [change("d1", 2, "c-2", mine)])))
+            let valid = try plain.compress(with: .gzip)
+            var cut = valid
+            cut.moveWriterIndex(to: cut.writerIndex - 8)
+            var trailing = valid
+            trailing.writeString("garbage")
+            for (what, body) in [("no trailer", cut), ("bytes after the trailer", trailing)] {
+                let reply = try await f.client.send("POST", "/v1/push", body: Data(body.readableBytesView), credential: f.d1,
+                                                    headers: [("Content-Encoding", "gzip")])
+                #expect(reply.status == 400, "\(what)")
+                #expect(reply.error?.code == "malformed_body", "\(what)")
+            }
+            #expect(try await f.client.send("POST", "/v1/push", body: Data(valid.readableBytesView), credential: f.d1,
+                                            headers: [("Content-Encoding", "gzip")]).status == 200)
+            try await f.stillServing(holding: ["c-1", "c-2"])
+        }
+    }
+
+    @Test("one node's requests are limited (429 with Retry-After) without slowing another node or tenant; an agent waits as told")
+    func rateLimits() async throws {
+        let dir = try TempDir()
+        var limits = HubConfiguration.Limits()
+        limits.requestsPerSecond = 2
+        limits.requestBurst = 5
+        limits.maxConcurrentRequestsPerNode = 2
+        try await withRunning { running in
+            let f = try await HostileFixture.start(running, dir: dir, limits: limits)
+            var statuses: [Int] = []
+            var retryAfter: String?
+            for _ in 0..<12 {
+                let reply = try await f.client.send("GET", "/v1/whoami", credential: f.d1)
+                statuses.append(reply.status)
+                if reply.status == 429 { retryAfter = reply.headers["retry-after"] }
+            }
+            #expect(statuses.prefix(5).allSatisfy { $0 == 200 })
+            #expect(statuses.contains(429))
+            #expect(Int(retryAfter ?? "") ?? 0 >= 1)
+            // Another node of the tenant and a node of another tenant are served meanwhile.
+            #expect(try await f.client.send("GET", "/v1/whoami", credential: f.d2).status == 200)
+            #expect(try await f.client.send("GET", "/v1/whoami", credential: f.g1).status == 200)
+
+            // Requests in flight: two long-polls of g1 hold its slots; a third is refused at once.
+            async let poll1 = f.client.send("GET", "/v1/pull?wait=3", credential: f.g1)
+            async let poll2 = f.client.send("GET", "/v1/pull?wait=3", credential: f.g1)
+            try await Task.sleep(for: .milliseconds(500))
+            let third = try await f.client.send("GET", "/v1/whoami", credential: f.g1)
+            #expect(third.status == 429)
+            #expect(third.error?.code == "too_many_in_flight")
+            #expect(try await poll1.status == 200)
+            #expect(try await poll2.status == 200)
+
+            // The agent's client surfaces the wait the hub asked for.
+            let store = try NodeStore(path: dir.path + "/d3.sqlite")
+            let configuration = AgentConfiguration(parentURL: f.hub.url, caFile: f.hub.caFile)
+            try await SyncAgent.enroll(store: store, configuration: configuration, token: try f.hub.catalog.issueEnrollmentToken(tenant: "acme", node: "d3"))
+            let credential = try #require(try store.meta("credential"))
+            for _ in 0..<10 { _ = try? await f.client.send("GET", "/v1/whoami", credential: credential) }
+            let agent = try SyncAgent(store: store, configuration: configuration)
+            try await withSyncAgents(agent) {
+                try store.commit([.upsert("customers", id: "c-a", ["last_name": "A"])])
+                do {
+                    try await agent.pushPending()
+                    Issue.record("expected the hub to throttle the agent")
+                } catch let error as AgentError {
+                    #expect(error.retryAfter.map { $0 >= .seconds(1) } == true, "\(error)")
+                }
+            }
+        }
+    }
+}
