@@ -101,6 +101,14 @@ public final class HubCatalog: Sendable {
             // nodes at enrollment so they can verify what HQ publishes.
             try db.execute(sql: "ALTER TABLE tenants ADD COLUMN release_key TEXT")
         }
+        m.registerMigration("v5-pending-token-index") { db in
+            // Tokens may name a parent that has not enrolled yet; issuing a token looks up
+            // the unused ones by node and by parent (one point lookup each, not a scan).
+            try db.execute(sql: """
+                CREATE INDEX enrollment_tokens_node ON enrollment_tokens (tenant, node) WHERE used_at IS NULL;
+                CREATE INDEX enrollment_tokens_parent ON enrollment_tokens (tenant, parent) WHERE used_at IS NULL;
+                """)
+        }
         try m.migrate(writer)
     }
 
@@ -308,10 +316,18 @@ public final class HubCatalog: Sendable {
             let parentID = parent?.rawValue ?? root
             // Point lookups up the parent chain, not the whole tree: issuing tokens for a
             // tenant's n dealers read n² rows (35 s of the 5,000-agent benchmark's set-up).
-            guard try Self.parentLink(db, tenant.rawValue, parentID) != nil else {
+            // A parent that has not enrolled yet but holds a pending token counts at the
+            // level its token gives it (a country's dealers get their tokens with the
+            // country's); the node itself is still refused until its parent has enrolled.
+            let parentLevel: Int
+            if try Self.parentLink(db, tenant.rawValue, parentID) != nil {
+                parentLevel = try Self.level(db, tenant.rawValue, parentID)
+            } else if let pending = try Self.pendingLevel(db, tenant.rawValue, parentID, levels: levels, nowMillis: nowMillis) {
+                parentLevel = pending
+            } else {
                 throw StoreError.notFound("parent node '\(parentID)' in tenant '\(tenant)'")
             }
-            let depth = try Self.level(db, tenant.rawValue, parentID) + 1
+            let depth = parentLevel + 1
             guard depth <= levels else {
                 throw StoreError.invalidArgument("tenant '\(tenant)' has \(levels) levels; '\(node)' under '\(parentID)' would be level \(depth)")
             }
@@ -322,6 +338,14 @@ public final class HubCatalog: Sendable {
             if let expectedRole, expectedRole != role {
                 throw StoreError.invalidArgument("'\(node)' at level \(depth) of a \(levels)-level tenant is a \(role), not a \(expectedRole)")
             }
+            // Nodes already have tokens under this one, which has not enrolled: it must
+            // enroll at the level they were issued for.
+            if role == "dealer", try Self.parentLink(db, tenant.rawValue, node.rawValue) == nil,
+               let child = try String.fetchOne(db, sql: """
+                   SELECT node FROM enrollment_tokens WHERE tenant = ? AND parent = ? AND used_at IS NULL AND expires_at >= ? LIMIT 1
+                   """, arguments: [tenant.rawValue, node.rawValue, Int64(nowMillis)]) {
+                throw StoreError.invalidArgument("'\(node)' under '\(parentID)' would be a dealer, but '\(child)' has a pending enrollment token under it")
+            }
             let token = "tse_" + Secrets.random()
             try db.execute(sql: """
                 INSERT INTO enrollment_tokens (hash, tenant, node, parent, role, expires_at) VALUES (?, ?, ?, ?, ?, ?)
@@ -331,8 +355,19 @@ public final class HubCatalog: Sendable {
         }
     }
 
+    /// The level a node that has not enrolled yet will have, from its unused, unexpired
+    /// enrollment tokens (the deepest, if several); nil when it has none.
+    static func pendingLevel(_ db: Database, _ tenant: String, _ node: String, levels: Int, nowMillis: UInt64) throws -> Int? {
+        let roles = try String.fetchAll(db, sql: """
+            SELECT role FROM enrollment_tokens WHERE tenant = ? AND node = ? AND used_at IS NULL AND expires_at >= ?
+            """, arguments: [tenant, node, Int64(nowMillis)])
+        return roles.map { $0 == "dealer" ? levels : levels - 1 }.max()
+    }
+
     /// Redeems an enrollment token: registers the node (or keeps it, if it re-enrolls),
-    /// revokes its earlier credentials and returns a new one. All in one transaction.
+    /// revokes its earlier credentials and returns a new one. All in one transaction. A
+    /// token naming a parent that has not enrolled yet is refused (and kept): the node
+    /// enrolls through its parent, once that runs.
     public func redeem(token: String, via: NodeID? = nil, nowMillis: UInt64 = WallClock.nowMillis()) async throws -> EnrollResponse {
         try await writer.write { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM enrollment_tokens WHERE hash = ?", arguments: [Secrets.digest(token)]) else {
@@ -344,6 +379,13 @@ public final class HubCatalog: Sendable {
             let tenant: String = row["tenant"], node: String = row["node"], parent: String? = row["parent"]
             if let via, parent != via.rawValue {
                 throw EnrollmentError.wrongParent(node: NodeID(unchecked: node), parent: parent.map(NodeID.init(unchecked:)), via: via)
+            }
+            if let parent, try Self.parentLink(db, tenant, parent) == nil {
+                // Issued while the parent had only a token of its own; it has not enrolled
+                // since, so nothing could have forwarded this request (`via` is enrolled).
+                let root = try String.fetchOne(db, sql: "SELECT root FROM tenants WHERE id = ?", arguments: [tenant]) ?? "hq"
+                throw EnrollmentError.wrongParent(node: NodeID(unchecked: node), parent: NodeID(unchecked: parent),
+                                                  via: via ?? NodeID(unchecked: root))
             }
             try db.execute(sql: "UPDATE enrollment_tokens SET used_at = ? WHERE hash = ?", arguments: [Int64(nowMillis), row["hash"] as String])
             try db.execute(sql: """
