@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import Logging
 import NIOCore
 import NIOSSL
 import Synchronization
@@ -36,7 +37,7 @@ public final class RunningHub: Sendable {
 
     /// `port` 0 picks a free port; give the old one to restart a stopped hub at its address.
     public init(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init(),
-                maxClockSkewMillis: UInt64 = 60_000) async throws {
+                maxClockSkewMillis: UInt64 = 60_000, logger: Logger = Logger(label: "tiersync.hub")) async throws {
         let pki = try DevelopmentPKI.ensure(in: directory + "/pki")
         var configuration = HubConfiguration(host: "127.0.0.1", port: port, dataDirectory: directory + "/hub",
                                              transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey))
@@ -44,7 +45,7 @@ public final class RunningHub: Sendable {
         configuration.maxClockSkewMillis = maxClockSkewMillis
         let stores = TenantStores(catalog: try HubCatalog(directory: configuration.dataDirectory),
                                   clock: HybridLogicalClock(maxSkewMillis: maxClockSkewMillis), checkpointing: .byOwner)
-        let server = HubServer(configuration: configuration, directory: CatalogDirectory(stores: stores))
+        let server = HubServer(configuration: configuration, directory: CatalogDirectory(stores: stores), logger: logger)
         let (stream, continuation) = AsyncStream<Int>.makeStream()
         task = Task { try await server.run { port in continuation.yield(port) } }
         var iterator = stream.makeAsyncIterator()
@@ -293,8 +294,8 @@ public final class Running {
     public func add(_ stop: @escaping () async -> Void) { stops.append(stop) }
 
     public func hub(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init(),
-                    maxClockSkewMillis: UInt64 = 60_000) async throws -> RunningHub {
-        let hub = try await RunningHub(directory: directory, port: port, limits: limits, maxClockSkewMillis: maxClockSkewMillis)
+                    maxClockSkewMillis: UInt64 = 60_000, logger: Logger = Logger(label: "tiersync.hub")) async throws -> RunningHub {
+        let hub = try await RunningHub(directory: directory, port: port, limits: limits, maxClockSkewMillis: maxClockSkewMillis, logger: logger)
         add { await hub.stop() }
         return hub
     }

@@ -1,0 +1,118 @@
+import Foundation
+import Testing
+import TiersyncServer
+import TiersyncTestSupport
+
+/// What a raw TLS client saw: the status line's code (nil when the hub answered nothing)
+/// and how long until the hub closed the connection.
+struct RawTLSOutcome: Decodable {
+    let status: Int?
+    let closedAfter: Double
+}
+
+/// Sends exact bytes over TLS with Python's `ssl` (the misbehaviour these tests need — a
+/// TCP FIN without close_notify, a body that stalls — is not something an HTTP client
+/// library will do), then reads until the hub answers or closes.
+func rawTLS(port: Int, caFile: String, head: String, body: String, then mode: String, timeout: Double = 20) throws -> RawTLSOutcome {
+    let script = #"""
+    import json, socket, ssl, sys, time
+    port, ca, head, body, mode, timeout = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], float(sys.argv[6])
+    ctx = ssl.create_default_context(cafile=ca)
+    raw = socket.create_connection(("127.0.0.1", port))
+    s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    s.sendall(head.replace("\\r\\n", "\r\n").encode())
+    start = time.monotonic()
+    if mode == "trickle":
+        try:
+            for ch in body:
+                s.sendall(ch.encode())
+                time.sleep(0.3)
+                if time.monotonic() - start > timeout: break
+        except OSError:
+            pass
+    else:
+        s.sendall(body.encode())
+    if mode == "fin":
+        # A killed agent or a flaky link: TCP FIN, no TLS close_notify.
+        socket.socket.shutdown(s, socket.SHUT_WR)
+    s.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk: break
+            data += chunk
+            if b"\r\n\r\n" in data and mode != "fin": break
+    except (socket.timeout, ssl.SSLError, ConnectionError, OSError):
+        pass
+    closed = time.monotonic() - start
+    status = None
+    if data.startswith(b"HTTP/1.1 "):
+        status = int(data[9:12])
+    print(json.dumps({"status": status, "closedAfter": closed}))
+    """#
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["python3", "-c", script, String(port), caFile, head, body, mode, String(timeout)]
+    let out = Pipe()
+    process.standardOutput = out
+    try process.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { throw TestFailure("python3 failed: \(String(decoding: data, as: UTF8.self))") }
+    return try JSONDecoder().decode(RawTLSOutcome.self, from: data)
+}
+
+@Suite("Slow and vanishing clients", .serialized)
+struct SlowClientTests {
+    func head(_ credential: String, _ extra: String) -> String {
+        "POST /v1/push HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nAuthorization: Bearer \(credential)\\r\\nContent-Type: application/json\\r\\n\(extra)\\r\\n"
+    }
+
+    @Test("a body cut off by a FIN without close_notify is the client's failure: 400 or no answer, never a 500, not logged as an error")
+    func cutOffBody() async throws {
+        let dir = try TempDir()
+        let logs = CapturedLogs()
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path, logger: logs.logger(label: "tiersync.hub"))
+            let client = running.client(hub)
+            let credential = try await hub.enroll(tenant: "acme", node: "d1", client: client)
+            let outcome = try rawTLS(port: hub.port, caFile: hub.caFile, head: head(credential, "Content-Length: 5000\\r\\n"),
+                                     body: #"{"through":1,"changes":[{"origin":"d1""#, then: "fin")
+            #expect(outcome.status == nil || outcome.status == 400, "answered \(String(describing: outcome.status))")
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(!logs.all.contains { $0.level >= .error }, "\(logs.all.filter { $0.level >= .error }.map(\.message))")
+            #expect(try await client.send("GET", "/v1/health").status == 200)
+        }
+    }
+
+    @Test("a body shorter than its Content-Length, a chunk size of 2^64 and a trickled body do not hold a connection: closed or answered 408 within the limits")
+    func stalledBodies() async throws {
+        let dir = try TempDir()
+        var limits = HubConfiguration.Limits()
+        limits.idleTimeoutSeconds = 1
+        limits.bodyTimeoutSeconds = 2
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path, limits: limits)
+            let client = running.client(hub)
+            let credential = try await hub.enroll(tenant: "acme", node: "d1", client: client)
+
+            let short = try rawTLS(port: hub.port, caFile: hub.caFile, head: head(credential, "Content-Length: 5000\\r\\n"),
+                                   body: #"{"through":1,"#, then: "stall")
+            #expect(short.closedAfter < 6, "a short body held the connection \(short.closedAfter) s")
+            #expect(short.status == nil || short.status == 400 || short.status == 408)
+
+            let chunk = try rawTLS(port: hub.port, caFile: hub.caFile, head: head(credential, "Transfer-Encoding: chunked\\r\\n"),
+                                   body: "10000000000000000\r\n", then: "stall")
+            #expect(chunk.closedAfter < 6, "a 2^64 chunk held the connection \(chunk.closedAfter) s")
+            #expect(chunk.status == nil || chunk.status == 400 || chunk.status == 413)
+
+            // One byte every 0.3 s never goes silent for a second, but the body's deadline ends it.
+            let trickle = try rawTLS(port: hub.port, caFile: hub.caFile, head: head(credential, "Content-Length: 100\\r\\n"),
+                                     body: String(repeating: " ", count: 100), then: "trickle", timeout: 10)
+            #expect(trickle.status == 408, "trickled body: \(String(describing: trickle.status)) after \(trickle.closedAfter) s")
+            #expect(trickle.closedAfter < 6)
+            #expect(try await client.send("GET", "/v1/health").status == 200)
+        }
+    }
+}
