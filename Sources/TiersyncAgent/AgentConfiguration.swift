@@ -1,4 +1,5 @@
 import Foundation
+import TiersyncCore
 
 /// How an agent talks to its parent. Defaults are the production defaults.
 public struct AgentConfiguration: Sendable {
@@ -25,6 +26,9 @@ public struct AgentConfiguration: Sendable {
     public var compressAboveBytes = 1_024
     /// Follow HQ's governance releases (long-polling the parent like pulls do).
     public var followGovernance = true
+    /// This node's wall clock (ms since the epoch), compared with the parent's on every
+    /// push. Tests give a clock that is off.
+    public var wallClock: @Sendable () -> UInt64 = { WallClock.nowMillis() }
 
     public init(parentURL: String, caFile: String? = nil) {
         self.parentURL = parentURL

@@ -227,7 +227,7 @@ public final class SyncAgent: Sendable {
     /// they go through at once and never win over writes the parent accepted since
     /// (``NodeStore/restampAheadOfParent(refused:parentTimeMillis:acknowledgedThrough:)``).
     private func handleClockSkew(_ response: PushResponse) throws {
-        let now = WallClock.nowMillis()
+        let now = configuration.wallClock()
         let offset = Int64(clamping: Int128(now) - Int128(response.hubTimeMillis))
         try store.recordClockOffset(ClockOffset(offsetMillis: offset, measuredAtMillis: now))
         let refusals = response.rejected.filter { $0.code == .clockSkew && $0.origin == identity.node }

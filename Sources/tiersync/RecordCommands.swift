@@ -198,6 +198,13 @@ struct Status: AsyncParsableCommand {
         print("log head:    \(try store.headSeq())")
         print("push:        acknowledged through \(acked); \(try store.upstreamBacklog(after: acked)) change(s) waiting")
         print("pull cursor: \(try store.cursor("pull.parent"))")
+        if let offset = try store.clockOffset() {
+            let seconds = Double(offset.offsetMillis) / 1000
+            let verdict = abs(offset.offsetMillis) > 1_000
+                ? (offset.offsetMillis > 0 ? "ahead of" : "behind") + " the parent's: fix this machine's clock (writes the parent refuses for skew are re-stamped to its time)"
+                : "in step with the parent's"
+            print("clock:       " + String(format: "%+.1f s", seconds) + " \(verdict) (measured \(ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(offset.measuredAtMillis) / 1000))))")
+        }
         let counts = try store.counts()
         print("records:     " + counts.records.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         print("conflicts:   \(counts.conflicts)   quarantined: \(counts.quarantined)")

@@ -245,7 +245,9 @@ struct HostileInputTests {
             _ = try hub.catalog.createTenant("acme")
             let hq = try hub.stores.store(for: "acme")
             let store = try NodeStore(path: dir.path + "/d1.sqlite")
-            let configuration = AgentConfiguration(parentURL: hub.url, caFile: hub.caFile)
+            var configuration = AgentConfiguration(parentURL: hub.url, caFile: hub.caFile)
+            // This machine's clock runs 12 s ahead, as in the report.
+            configuration.wallClock = { WallClock.nowMillis() + 12_000 }
             try await SyncAgent.enroll(store: store, configuration: configuration, token: try hub.catalog.issueEnrollmentToken(tenant: "acme", node: "d1"))
             let agent = try SyncAgent(store: store, configuration: configuration)
             try await withSyncAgents(agent) {
@@ -260,14 +262,18 @@ struct HostileInputTests {
                 #expect(try store.pendingRetries() == 0)
                 #expect(try hq.quarantined().isEmpty)
                 #expect(try hq.record(table: "customers", id: "c-1")?.state.liveValues["city"] == "Skewed again")
+                // The node knows its clock is off, and `status` says so.
                 let offset = try #require(try store.clockOffset())
-                #expect(abs(offset.offsetMillis) < 2_000, "this machine's clock is right; only the writes were stamped ahead")
+                #expect((11_000...13_000).contains(offset.offsetMillis), "\(offset)")
+                let status = try Child.run(["status", "--db", store.path])
+                #expect(status.contains("clock:       +12.0 s ahead of the parent's") || status.contains("clock:       +11.9 s ahead of the parent's"), "\(status)")
                 // HQ edits the field after; the dealer pulls it, and it wins there too.
                 try hq.commit([.upsert("customers", id: "c-1", ["city": "HQ"])])
                 try await agent.pullOnce()
                 #expect(try store.record(table: "customers", id: "c-1")?.state.liveValues["city"] == "HQ")
                 #expect(try store.record(table: "customers", id: "c-1")?.state == hq.record(table: "customers", id: "c-1")?.state)
-                // The dealer's next write is stamped at the real time, not after the old future stamps.
+                // Once its clock is fixed, the dealer's next write is stamped at the real time,
+                // not after the old future stamps.
                 let next = try store.commit([.upsert("customers", id: "c-1", ["first_name": "Anna"])])
                 #expect(next[0].hlc.wallMillis < WallClock.nowMillis() + 1_000)
                 try await agent.pushPending()
