@@ -75,13 +75,14 @@ public final class RunningHub: Sendable {
 /// Runs `body` with a hub started for it, and stops the hub when `body` returns or throws
 /// (the error is rethrown), so a failing test never leaves a server behind.
 public func withRunningHub<T>(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init(),
+                              maxClockSkewMillis: UInt64 = 60_000,
                               _ body: (RunningHub) async throws -> T) async throws -> T {
-    let hub = try await RunningHub(directory: directory, port: port, limits: limits)
+    let hub = try await RunningHub(directory: directory, port: port, limits: limits, maxClockSkewMillis: maxClockSkewMillis)
     return try await withTeardown({ await hub.stop() }) { try await body(hub) }
 }
 
 /// Runs `body`, then awaits `teardown` whether `body` returned or threw (rethrowing its error).
-/// The building block of the `with…` helpers: a `defer { Task { … } }` is never awaited.
+/// The building block of the `with…` helpers (a `Task` started from a `defer` is never awaited).
 public func withTeardown<T>(_ teardown: () async -> Void, _ body: () async throws -> T) async throws -> T {
     let result: T
     do {
