@@ -72,7 +72,8 @@ public enum GovernanceStatusReport {
         let plain = ISO8601DateFormatter()
 
         func millis(_ iso: String) -> UInt64? {
-            (fractional.date(from: iso) ?? plain.date(from: iso)).map { UInt64($0.timeIntervalSince1970 * 1000) }
+            // A node reports this time: one before 1970 (or absurdly late) is no time, not a trap.
+            (fractional.date(from: iso) ?? plain.date(from: iso)).flatMap { UInt64(exactly: ($0.timeIntervalSince1970 * 1000).rounded(.down)) }
         }
     }
 }

@@ -94,6 +94,22 @@ struct HostileInputTests {
         }
     }
 
+    @Test("a node's status report with a time before 1970 does not trap the rollout-status table")
+    func timeBeforeEpoch() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let f = try await HostileFixture.start(running, dir: dir)
+            let report = Change(origin: "d1", originSeq: 1, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                                table: "governance_status", recordID: "d1", op: .upsert,
+                                fields: ["node": "d1", "state": "applied", "release": 1, "applied_at": "1900-01-01T00:00:00Z"])
+            #expect(try await f.push([report], as: f.d1).status == 200)
+            let status = try await f.client.send("GET", "/v1/governance/status", credential: f.d1)
+            #expect(status.status == 200)
+            #expect(status.text.contains("\"d1\""))
+            try await f.stillServing(holding: [])
+        }
+    }
+
     @Test("JSON nested 100,000 levels deep is a 400 malformed_json: in an unknown key, unclosed, inside a change, gzip-compressed")
     func deepNesting() async throws {
         let dir = try TempDir()
