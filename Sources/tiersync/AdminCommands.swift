@@ -84,8 +84,8 @@ struct Admin: AsyncParsableCommand {
         @Option(help: "Tenant identifier.") var tenant: String
 
         func run() async throws {
-            let catalog = try hub.catalog()
-            let tenantID = try TenantID(validating: tenant)
+            let view = try await hub.existing.view(of: tenant, records: false)
+            let (catalog, tenantID) = (view.catalog, view.tenant)
             let tree = try await catalog.tree(of: tenantID)
             var rows = [["node", "role", "path", "last seen"]]
             for n in try await catalog.nodes(of: tenantID) {
@@ -95,16 +95,41 @@ struct Admin: AsyncParsableCommand {
         }
     }
 
-    struct Quarantine: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show changes the hub refused for a tenant, with reasons.")
-        @OptionGroup var hub: HubData
-        @Option(help: "Tenant identifier.") var tenant: String
+    struct Quarantine: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show changes a hub or country node refused for a tenant, with reasons.",
+            discussion: """
+            Give the hub's --data directory, or a country node's: the country's refusals (of its
+            dealers' changes) are in its own store, which `tiersync node serve` notes in its --data
+            directory. Or give any node's store with --db. Reads only; creates nothing.
+            """)
+        @Option(help: "The data directory of `tiersync hub serve` or of `tiersync node serve`.") var data: String?
+        @Option(help: "A node's SQLite file (instead of --data), e.g. a country's --db.") var db: String?
+        @Option(help: "Tenant identifier (required with --data).") var tenant: String?
         @Option(help: "Most entries to show.") var limit = 100
         @Flag(help: "Also print each refused change as received.") var verbose = false
 
-        func run() throws {
-            let stores = TenantStores(catalog: try hub.catalog())
-            let entries = try stores.store(for: try TenantID(validating: tenant)).quarantined(limit: limit)
+        func validate() throws {
+            guard (data == nil) != (db == nil) else { throw ValidationError("give either --data DIR --tenant T, or --db FILE") }
+            if data != nil, tenant == nil { throw ValidationError("--data needs --tenant") }
+        }
+
+        func run() async throws {
+            let store: NodeStore?
+            if let db {
+                let opened = try openEnrolledStore(db)
+                if let tenant, let identity = try opened.identity(), identity.tenant.rawValue != tenant {
+                    throw CLIError("\(db) is a store of tenant '\(identity.tenant)', not '\(tenant)'")
+                }
+                store = opened
+            } else {
+                let view = try await ExistingData(data: data!).view(of: tenant!, records: true,
+                                              hint: ": run `tiersync admin quarantine --db <that file>`")
+                if case .country(let node) = view.place { print("refused by country node \(node) (its store: \(view.storePath ?? "?")):") }
+                store = view.store
+            }
+            // A hub that has not opened the tenant's database yet has refused nothing.
+            let entries = try store?.quarantined(limit: limit) ?? []
             if entries.isEmpty { print("no quarantined changes"); return }
             for e in entries {
                 print("\(formatMillis(e.receivedAtMillis))  \(e.origin)#\(e.originSeq) from \(e.receivedFrom)  [\(e.code)] \(e.reason)")

@@ -127,7 +127,7 @@ extension Admin {
         }
     }
 
-    struct OverlayKey: ParsableCommand {
+    struct OverlayKey: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Issue a country its overlay signing key, certified by the tenant's release key.",
             discussion: "Hand the file to the country's administrator; `tiersync overlay publish` signs with it.")
@@ -168,11 +168,21 @@ extension Admin {
         @Flag(help: "Print JSON (the same as GET /v1/governance/status).") var json = false
 
         func run() async throws {
-            let tenantID = try TenantID(validating: tenant)
-            let catalog = try hub.catalog()
-            let stores = TenantStores(catalog: catalog)
-            let status = try GovernanceStatusReport.response(tenant: tenantID, nodes: try await catalog.nodes(of: tenantID),
-                                                             store: try stores.store(for: tenantID))
+            // On a country's --data: its subtree, from the country's store (its dealers' reports sync up to it).
+            let view = try await hub.existing.view(of: tenant, records: true,
+                                                   hint: ": or run rollout-status at HQ, which sees every node")
+            let nodes = try await view.catalog.nodes(of: view.tenant)
+            let status: RolloutStatusResponse
+            if let store = view.store {
+                status = try GovernanceStatusReport.response(tenant: view.tenant, nodes: nodes, store: store)
+            } else {
+                // The hub has not opened the tenant's database: nothing published, nothing reported.
+                status = RolloutStatusResponse(tenant: view.tenant.rawValue, rollout: nil, stages: nil, nodes: nodes.map {
+                    RolloutStatusRow(node: $0.node.rawValue, parent: $0.parent?.rawValue, role: $0.role, release: nil, overlay: nil,
+                                     state: $0.parent == nil ? "publisher" : "unknown", message: nil, appliedAtMillis: nil,
+                                     lastSeenMillis: $0.lastSeenMillis)
+                })
+            }
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -205,7 +215,11 @@ extension Admin {
     static func publisher(hub: HubData, tenant: String, key: String?) async throws -> GovernancePublisher {
         let tenantID = try TenantID(validating: tenant)
         let catalog = try hub.catalog()
-        guard try catalog.root(of: tenantID) != nil else { throw CLIError("no tenant '\(tenant)' on this hub") }
+        guard let root = try catalog.root(of: tenantID) else { throw CLIError("no tenant '\(tenant)' on this hub") }
+        // A hub's tenant has its root; a country's mirror is rooted at the country, below HQ.
+        guard let rootNode = try await catalog.node(root, of: tenantID), rootNode.parent == nil else {
+            throw CLIError("\(hub.data) is the --data directory of country node '\(root)', a mirror of HQ's directory: publish, roll out and roll back at HQ, on the hub's --data directory")
+        }
         let signing = try loadSigningKey(key ?? defaultReleaseKeyPath(data: hub.data, tenant: tenantID))
         guard try catalog.releaseKey(of: tenantID) == signing.publicKey.base64 else {
             throw CLIError("this key (\(signing.publicKey)) is not the release key registered for \(tenant); nodes would refuse what it signs (register it with `admin release-key --out FILE`)")

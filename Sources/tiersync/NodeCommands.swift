@@ -20,7 +20,7 @@ struct Node: AsyncParsableCommand {
         @Option(help: "The node's role. Only 'country' (a hub for dealers that syncs with HQ).")
         var role = "country"
         @OptionGroup var parent: ParentOptions
-        @Option(help: "Directory for the mirrored directory of dealers (and development certificates).")
+        @Option(help: "Directory for the mirrored directory of dealers (and development certificates); it also notes where --db is, for admin commands.")
         var data: String
         @OptionGroup var listener: ListenerOptions
         @Option(help: "Seconds a dealer's change may be stamped ahead of this node's clock.")
@@ -39,8 +39,16 @@ struct Node: AsyncParsableCommand {
             hubConfiguration.maxClockSkewMillis = maxSkew * 1000
             let node = CountryNode(store: store, agentConfiguration: agentConfiguration, hubConfiguration: hubConfiguration)
             let listener = self.listener
+            let (data, db) = (self.data, parent.db)
             try await runUntilSignal {
-                try await node.run { port in listener.announce("country node", port: port) }
+                try await node.run { port in
+                    // The directory is the country's (checked by now): note where its records are, for
+                    // `tiersync admin quarantine|rollout-status --data <this directory>`.
+                    do { try CountryStorePointer.write(data: data, db: db) } catch {
+                        FileHandle.standardError.write(Data("cannot write \(data)/\(CountryStorePointer.fileName): \(error)\n".utf8))
+                    }
+                    listener.announce("country node", port: port)
+                }
             }
         }
     }

@@ -1,0 +1,491 @@
+import Foundation
+import Testing
+import TiersyncCore
+import TiersyncGovernance
+import TiersyncStore
+import TiersyncTestSupport
+
+// The README's command lines, run as a new user would: real `tiersync` processes, read from
+// README.md itself (issue 12, item 7). Placeholders (paths, hosts, tokens, `acme`) are
+// substituted; everything else runs as written, so README and test cannot drift.
+
+/// The `tiersync …` command lines README.md documents.
+struct Readme {
+    let text: String
+
+    init() throws { text = try String(contentsOfFile: repositoryRoot() + "/README.md", encoding: .utf8) }
+
+    /// The text under `## title`, up to the next `## ` heading.
+    func section(_ title: String) throws -> String {
+        let lines = text.components(separatedBy: "\n")
+        guard let start = lines.firstIndex(of: "## " + title) else { throw TestFailure("README.md has no section '## \(title)'") }
+        let end = lines[(start + 1)...].firstIndex { $0.hasPrefix("## ") } ?? lines.endIndex
+        return lines[(start + 1)..<end].joined(separator: "\n")
+    }
+
+    /// The commands of a section, as words: each line of its ```sh blocks that runs
+    /// `tiersync` (continuations joined, comments dropped), then each `tiersync …` quoted in
+    /// its prose.
+    func commands(in title: String) throws -> [[String]] {
+        var commands: [[String]] = [], prose: [String] = [], inBlock = false, pending = ""
+        for line in try section(title).components(separatedBy: "\n") {
+            if line.hasPrefix("```") {
+                inBlock.toggle()
+                continue
+            }
+            guard inBlock else {
+                prose.append(line)
+                continue
+            }
+            if line.hasSuffix("\\") {
+                pending += line.dropLast() + " "
+                continue
+            }
+            let words = Self.words(pending + line)
+            pending = ""
+            if words.first == "tiersync" { commands.append(words) }
+        }
+        // Prose names commands too (`tiersync status` shows…); whole lines are those with options.
+        let quoted = try Regex(#"`(tiersync [^`]+)`"#)
+        for match in prose.joined(separator: " ").matches(of: quoted) {
+            let words = Self.words(String(match.output[1].substring ?? ""))
+            if words.contains(where: { $0.hasPrefix("--") }) { commands.append(words) }
+        }
+        return commands
+    }
+
+    /// Splits a shell line into words: double and single quotes group, `#` at the start of
+    /// a word begins a comment.
+    static func words(_ line: String) -> [String] {
+        var words: [String] = [], current = "", quote: Character?, inWord = false
+        for c in line {
+            if let q = quote {
+                if c == q { quote = nil } else { current.append(c) }
+            } else if c == "\"" || c == "'" {
+                quote = c
+                inWord = true
+            } else if c == " " || c == "\t" {
+                if inWord { words.append(current) }
+                current = ""
+                inWord = false
+            } else if c == "#" && !inWord {
+                break
+            } else {
+                current.append(c)
+                inWord = true
+            }
+        }
+        if inWord { words.append(current) }
+        return words
+    }
+}
+
+/// One short `tiersync` command, run to completion.
+struct Ran: CustomStringConvertible {
+    let arguments: [String]
+    let status: Int32
+    let out: String
+    let err: String
+    var description: String { "tiersync \(arguments.joined(separator: " ")) → exit \(status)\n--- stdout:\n\(out)--- stderr:\n\(err)" }
+}
+
+/// Runs `tiersync arguments` in `cwd` and waits for it (killed after `timeout` seconds).
+func tiersync(_ arguments: [String], cwd: String, timeout: Double = 120) async throws -> Ran {
+    let id = UUID().uuidString
+    let outFile = NSTemporaryDirectory() + "tiersync-cli-\(id).out", errFile = NSTemporaryDirectory() + "tiersync-cli-\(id).err"
+    FileManager.default.createFile(atPath: outFile, contents: nil)
+    FileManager.default.createFile(atPath: errFile, contents: nil)
+    defer {
+        try? FileManager.default.removeItem(atPath: outFile)
+        try? FileManager.default.removeItem(atPath: errFile)
+    }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: try Child.binary())
+    p.arguments = arguments
+    p.currentDirectoryURL = URL(fileURLWithPath: cwd)
+    p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outFile))
+    p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errFile))
+    try p.run()
+    let deadline = Date().addingTimeInterval(timeout)
+    while p.isRunning && Date() < deadline {
+        await withCheckedContinuation { c in DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(10)) { c.resume() } }
+    }
+    if p.isRunning {
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        throw TestFailure("tiersync \(arguments.joined(separator: " ")) still running after \(timeout) s")
+    }
+    p.waitUntilExit()
+    return Ran(arguments: arguments, status: p.terminationStatus,
+               out: (try? String(contentsOfFile: outFile, encoding: .utf8)) ?? "", err: (try? String(contentsOfFile: errFile, encoding: .utf8)) ?? "")
+}
+
+/// Every file and directory under `path`, with sizes of files (what a read command must not change).
+func listing(_ path: String) -> [String] {
+    guard let walker = FileManager.default.enumerator(atPath: path) else { return [] }
+    return walker.compactMap { $0 as? String }.filter { !$0.hasSuffix("-wal") && !$0.hasSuffix("-shm") }.sorted()
+}
+
+/// The README's commands, run in order against a hub, a country and a dealer of their own.
+final class ReadmeRun {
+    let dir: String
+    let hubData: String, deDir: String, dealerDir: String, adminDir: String, pki: String
+    let tenant: TenantID = "automaker"
+    var hubURL = "", countryURL = ""
+    var tokens: [String: String] = [:]
+    var contactID = ""
+    /// The README's lines, and those run so far.
+    var documented: [[String]] = []
+    var ran: [[String]] = []
+
+    init(dir: String) throws {
+        self.dir = dir
+        hubData = dir + "/hq"
+        deDir = dir + "/de"
+        dealerDir = dir + "/dealer"
+        adminDir = dir + "/admin"
+        pki = dir + "/pki"
+        for d in [hubData, deDir, dealerDir, adminDir] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+    }
+
+    /// The README's placeholders replaced by this run's paths, addresses and tokens.
+    func resolve(_ words: [String]) -> [String] {
+        let kind = words.count > 1 ? words[1] : ""
+        let varRoot = kind == "node" ? deDir : kind == "agent" ? dealerDir : hubData
+        return words.dropFirst().map { word -> String in
+            switch word {
+            case "acme", "T": return tenant.rawValue
+            case "DIR", "D": return hubData
+            case "0.0.0.0": return "127.0.0.1"
+            case "8443": return "0"
+            case "https://hq.example.com:8443": return hubURL
+            case "https://de.example.com:8443": return countryURL
+            case "tse_...": return tokens[kind == "node" ? "de" : "dealer-042"] ?? word
+            case "int-...": return contactID
+            case "de.yaml": return repositoryRoot() + "/fixtures/governance/overlays/de.yaml"
+            case "de.sqlite": return deDir + "/de.sqlite"
+            case "dealer.sqlite": return dealerDir + "/node.sqlite"
+            default: break
+            }
+            if word.hasPrefix("/var/lib/tiersync") { return varRoot + word.dropFirst("/var/lib/tiersync".count) }
+            if word.hasPrefix("/etc/tiersync/") {
+                let file = (word as NSString).lastPathComponent
+                return file.hasSuffix("-key.pem") ? pki + "/server-key.pem" : file.contains("ca") ? pki + "/ca.pem" : pki + "/server.pem"
+            }
+            if word.hasPrefix("fixtures/") { return repositoryRoot() + "/" + word }
+            return word
+        }
+    }
+
+    /// The documented line that starts with `prefix` (its words, as in the README); it
+    /// counts as run.
+    func line(_ prefix: String, _ nth: Int = 0) throws -> [String] {
+        let words = Readme.words(prefix)
+        let matching = documented.filter { Array($0.prefix(words.count)) == words }
+        guard nth < matching.count else { throw TestFailure("README.md documents no (\(nth + 1)th) line starting with '\(prefix)'") }
+        ran.append(matching[nth])
+        return matching[nth]
+    }
+
+    /// Runs the documented line starting with `prefix` (after `edit`) to completion in `cwd`;
+    /// it must exit 0.
+    @discardableResult
+    func run(_ prefix: String, _ nth: Int = 0, cwd: String? = nil, edit: ([String]) -> [String] = { $0 }) async throws -> Ran {
+        let result = try await tiersync(edit(resolve(try line(prefix, nth))), cwd: cwd ?? adminDir)
+        #expect(result.status == 0, "\(result)")
+        return result
+    }
+}
+
+@Suite("Documented command lines run as processes")
+struct CLICommandTests {
+    @Test("""
+    README: a hub, a country and a dealer set up, governed and used with the documented commands, each run as \
+    written (placeholders substituted) and doing what it says
+    """, .timeLimit(.minutes(10)))
+    func readmeCommands() async throws {
+        let temp = try TempDir()
+        let r = try ReadmeRun(dir: temp.path)
+        let readme = try Readme()
+        for title in ["Running a hub and agents for real", "Working with records on a node", "Governance releases", "Operating"] {
+            r.documented += try readme.commands(in: title)
+        }
+        // Certificates for the README's --cert/--key/--ca files (loopback names).
+        #expect(try await tiersync(["admin", "gen-certs", "--out", r.pki], cwd: r.adminDir).status == 0)
+
+        try await withRunning { running in
+            // — Running a hub and agents for real: the admin sequence exactly in the README's order.
+            let created = try await r.run("tiersync admin create-tenant")
+            #expect(created.out.contains("created tenant automaker with 3 levels (root node hq)"), "\(created)")
+            let deToken = try await r.run("tiersync admin enroll-token", 0)
+            let dealerToken = try await r.run("tiersync admin enroll-token", 1)
+            #expect(dealerToken.arguments.contains("--parent"), "the second enroll-token line is the dealer's, under de")
+            for (node, ran) in [("de", deToken), ("dealer-042", dealerToken)] {
+                let token = ran.out.trimmingCharacters(in: .whitespacesAndNewlines)
+                #expect(token.hasPrefix("tse_") && !token.contains(" "), "\(ran)")
+                r.tokens[node] = token
+            }
+
+            let hub = try running.child(r.resolve(try r.line("tiersync hub serve")), log: r.dir + "/hub.log")
+            r.hubURL = try Self.url(try await hub.waitForOutput(containing: "hub listening on https://127.0.0.1:"), "hub")
+            let country = try running.child(r.resolve(try r.line("tiersync node serve")), log: r.dir + "/de.log")
+            #expect(try await country.waitForOutput(containing: "enrolled as node de of tenant automaker").contains("enrolled"))
+            r.countryURL = try Self.url(try await country.waitForOutput(containing: "country node listening on https://127.0.0.1:"), "country node")
+
+            // The dealer enrolls through its country with the token issued before the country enrolled.
+            let firstRun = try running.child(r.resolve(try r.line("tiersync agent run", 0)), log: r.dir + "/dealer-1.log")
+            _ = try await firstRun.waitForOutput(containing: "enrolled as node dealer-042 of tenant automaker")
+            await firstRun.stop()
+            // Later runs: no token, the credential is in the node's database.
+            let dealer = try running.child(r.resolve(try r.line("tiersync agent run", 1)), log: r.dir + "/dealer-2.log")
+
+            let hq = try NodeStore(path: r.hubData + "/tenants/automaker.sqlite")
+            let de = try NodeStore(path: r.deDir + "/de.sqlite")
+            let d42 = try NodeStore(path: r.dealerDir + "/node.sqlite")
+            #expect(try d42.identity() == NodeIdentity(tenant: "automaker", node: "dealer-042", parent: "de"))
+            try await Task.sleep(for: .seconds(1))
+            #expect(dealer.process.isRunning, "the agent runs without a token:\n\(dealer.output)")
+
+            try await Self.records(r, hq: hq, de: de, dealer: d42)
+            try await Self.governance(r, de: de, dealer: d42, logs: [hub, country, dealer])
+            try await Self.operating(r, running: running, dealer: d42)
+
+            // The move documented in prose: de's neighbour fr enrolls (here in-process), then the dealer moves.
+            let fr = try await tiersync(["admin", "enroll-token", "--data", r.hubData, "--tenant", "automaker", "--node", "fr"], cwd: r.adminDir)
+            _ = try await HubCatalog(directory: r.hubData).redeem(token: fr.out.trimmingCharacters(in: .whitespacesAndNewlines))
+            let moved = try await r.run("tiersync admin move-node")
+            #expect(moved.out.contains("moved dealer-042 under fr"), "\(moved)")
+            let nodes = try await tiersync(["admin", "nodes", "--data", r.hubData, "--tenant", "automaker"], cwd: r.adminDir)
+            #expect(nodes.out.contains("hq/fr/dealer-042"), "\(nodes)")
+        }
+
+        // Every command line of those sections was run.
+        let missed = r.documented.filter { !r.ran.contains($0) }
+        #expect(missed.isEmpty, "README lines not run by this test: \(missed.map { $0.joined(separator: " ") })")
+    }
+
+    /// Working with records on a node: on the dealer, while its agent runs.
+    static func records(_ r: ReadmeRun, hq: NodeStore, de: NodeStore, dealer: NodeStore) async throws {
+        let cwd = r.dealerDir   // the README's `--db node.sqlite` is relative
+        let added = try await r.run("tiersync contact add", cwd: cwd)
+        let recorded = try #require(added.out.split(separator: " ").drop { $0 != "contact" }.dropFirst().first.map(String.init), "\(added)")
+        #expect(recorded.hasPrefix("int-") && added.out.contains("for customer cust-"), "\(added)")
+        r.contactID = recorded
+        try await eventually(timeout: 30, "the contact reaches HQ through de") {
+            try hq.record(table: "interactions", id: recorded) != nil && de.record(table: "interactions", id: recorded) != nil
+        }
+        let listed = try await r.run("tiersync contact list", cwd: cwd)
+        #expect(listed.out.contains(recorded) && listed.out.contains("test drive") && listed.out.contains("1 contact(s)"), "\(listed)")
+        let shown = try await r.run("tiersync contact show", cwd: cwd)
+        #expect(shown.out.contains("interactions/\(recorded)") && shown.out.contains("Schmidt") && shown.out.contains("dealer-042"), "\(shown)")
+
+        let put = try await r.run("tiersync record put", cwd: cwd)
+        #expect(put.out.contains("wrote customers/cust-1 as change dealer-042#"), "\(put)")
+        let got = try await r.run("tiersync record get", cwd: cwd)
+        #expect(got.out.contains("customers/cust-1") && got.out.contains("Berlin") && got.out.contains("key_account"), "\(got)")
+        try await eventually(timeout: 30, "cust-1 reaches HQ") { try hq.record(table: "customers", id: "cust-1")?.state.liveValues["city"] == .string("Berlin") }
+        let deleted = try await r.run("tiersync record delete", cwd: cwd)
+        #expect(deleted.out.contains("deleted customers/cust-1"), "\(deleted)")
+        try await eventually(timeout: 30, "the delete reaches HQ") { try hq.record(table: "customers", id: "cust-1")?.state.isLive == false }
+
+        let tables = try await r.run("tiersync record tables", cwd: cwd)
+        #expect(tables.out.contains("customers:") && tables.out.contains("leads:") && tables.out.contains("routed by"), "\(tables)")
+        let status = try await r.run("tiersync status", cwd: cwd)
+        #expect(status.out.contains("dealer-042 (tenant automaker, parent de)") && status.out.contains("digest:"), "\(status)")
+        let conflicts = try await r.run("tiersync conflicts", cwd: cwd)
+        #expect(conflicts.out.contains("0 conflict(s)"), "\(conflicts)")
+
+        // HQ's hotline writes lead-1 for the dealer on the hub's tenant database (as the README says the
+        // record commands work there); trace shows where it came from.
+        let lead = try await tiersync(["record", "put", "--db", r.hubData + "/tenants/automaker.sqlite", "leads", "lead-1",
+                                       "fulfilling_node=dealer-042", "source_channel=phone", "status=new"], cwd: cwd)
+        #expect(lead.status == 0, "\(lead)")
+        try await eventually(timeout: 30, "lead-1 reaches the dealer") { try dealer.record(table: "leads", id: "lead-1") != nil }
+        let trace = try await r.run("tiersync trace", cwd: cwd)
+        #expect(trace.out.contains("Changes to leads/lead-1 held at dealer-042") && trace.out.contains("hq#")
+                && trace.out.contains("arrived here from de"), "\(trace)")
+    }
+
+    /// Governance releases: HQ's key and releases, a trial, a rollout, a rollback, de's overlay.
+    static func governance(_ r: ReadmeRun, de: NodeStore, dealer: NodeStore, logs: [Child]) async throws {
+        func running(_ store: NodeStore) throws -> (release: Int?, overlay: String?) {
+            let a = try store.appliedGovernance()
+            return (a?.release, a?.overlay)
+        }
+        func waitFor(_ what: String, release: Int, overlay: String? = nil) async throws {
+            do {
+                try await eventually(timeout: 60, what) {
+                    try [de, dealer].allSatisfy { try running($0).release == release } && (overlay == nil || running(dealer).overlay == overlay)
+                }
+            } catch {
+                Issue.record("de: \(try running(de)), dealer: \(try running(dealer))\n\(logs.map { $0.output.suffix(2000) }.joined(separator: "\n---\n"))")
+                throw error
+            }
+        }
+
+        let valid = try await r.run("tiersync admin validate")
+        #expect(valid.out.contains("valid governance for tenant 'automaker'"), "\(valid)")
+        let key = try await r.run("tiersync admin release-key")
+        let keyFile = r.hubData + "/keys/automaker.release.key"
+        #expect(key.out.contains("wrote \(keyFile)") && key.out.contains("release key of automaker"), "\(key)")
+        #expect(try FileManager.default.attributesOfItem(atPath: keyFile)[.posixPermissions] as? Int == 0o600)
+
+        // The README's publish is "v2 as a trial": v1 first, to everyone (the same line without --targets).
+        let v1 = try await tiersync(r.resolve(try r.line("tiersync admin publish")).filter { $0 != "--targets" && $0 != "de" }, cwd: r.adminDir)
+        #expect(v1.status == 0 && v1.out.contains("published release v1 of automaker"), "\(v1)")
+        // de and dealer-042 enrolled before HQ had a key: they learn it from their parent and apply v1.
+        try await waitFor("de and dealer-042 apply v1", release: 1)
+
+        let trial = try await r.run("tiersync admin publish")
+        #expect(trial.out.contains("published release v2 of automaker"), "\(trial)")
+        try await waitFor("the trial reaches de and its dealer", release: 2)
+        let rollout = try await r.run("tiersync admin rollout ")
+        #expect(rollout.out.hasPrefix("rollout 3: "), "\(rollout)")
+        let rollback = try await r.run("tiersync admin rollback")
+        #expect(rollback.out.hasPrefix("rollout 4 (rollback"), "\(rollback)")
+        try await waitFor("everyone back on v1", release: 1)
+
+        let overlayKey = try await r.run("tiersync admin overlay-key")
+        let overlayKeyFile = r.adminDir + "/de-overlay.key"
+        #expect(overlayKey.out.contains("wrote de-overlay.key: overlay key") && overlayKey.out.contains("for automaker/de"), "\(overlayKey)")
+        #expect(try FileManager.default.attributesOfItem(atPath: overlayKeyFile)[.posixPermissions] as? Int == 0o600)
+        let keyData = try #require(FileManager.default.contents(atPath: overlayKeyFile))
+        let parsed = try JSONDecoder().decode(OverlayKeyFile.self, from: keyData)
+        #expect(parsed.tenant == "automaker" && parsed.node == "de")
+
+        let overlay = try await r.run("tiersync overlay publish")
+        #expect(overlay.out.contains("published overlay de#1"), "\(overlay)")
+        try await waitFor("de's dealer applies v1 ⊕ de#1", release: 1, overlay: "de#1")
+
+        // The dealer's report travels up through de to HQ: run the line until it shows it.
+        var status = try await r.run("tiersync admin rollout-status")
+        let deadline = Date().addingTimeInterval(30)
+        while !status.out.split(separator: "\n").contains(where: { $0.hasPrefix("dealer-042") && $0.contains(" v1 ") && $0.contains("de#1") && $0.contains("applied") }) {
+            guard Date() < deadline else {
+                Issue.record("HQ's rollout status does not show dealer-042 on v1 ⊕ de#1: \(status)")
+                break
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            status = try await r.run("tiersync admin rollout-status")
+        }
+        #expect(status.out.contains("tenant automaker: rollout 4"), "\(status)")
+        let effective = try await r.run("tiersync governance")
+        #expect(effective.out.hasPrefix("release v1 ⊕ overlay de#1, applied"), "\(effective)")
+        #expect(effective.out.contains("allocation.warranty-specification.then.sla = 3h"), "\(effective)")
+    }
+
+    /// Operating: nodes and quarantine at HQ and on the country's --data directory.
+    static func operating(_ r: ReadmeRun, running: Running, dealer: NodeStore) async throws {
+        let nodes = try await r.run("tiersync admin nodes")
+        #expect(nodes.out.contains("hq/de/dealer-042") && nodes.out.contains("hq/de "), "\(nodes)")
+        let countryData = r.deDir + "/directory"
+        // For dealers behind a country: the same line on the country's --data directory, which saw the dealer.
+        let atCountry = try await r.run("tiersync admin nodes") { $0.map { $0 == r.hubData ? countryData : $0 } }
+        let dealerRow = try #require(atCountry.out.split(separator: "\n").first { $0.hasPrefix("dealer-042") }, "\(atCountry)")
+        #expect(dealerRow.contains("hq/de/dealer-042") && !dealerRow.contains("never"), "\(atCountry)")
+
+        // A push with a wrong type, sent to the country with the dealer's credential: the country quarantines it.
+        let credential = try #require(try dealer.meta("credential"))
+        let hlc = WallClock.nowMillis() << 16
+        let body = """
+            {"through":900000,"changes":[{"origin":"dealer-042","seq":900000,"hlc":\(hlc),"table":"customers","id":"cust-bad",\
+            "op":"upsert","fields":{"last_name":"Weber","key_account":"yes"}}]}
+            """
+        let client = running.client(baseURL: r.countryURL, caFile: r.pki + "/ca.pem")
+        let reply = try await client.send("POST", "/v1/push", body: Data(body.utf8), credential: credential)
+        #expect(reply.status == 422, "\(reply.status) \(reply.text)")
+
+        let before = listing(countryData)
+        let hqQuarantine = try await r.run("tiersync admin quarantine") { $0.filter { $0 != "[--verbose]" } }
+        #expect(hqQuarantine.out == "no quarantined changes\n", "\(hqQuarantine)")
+        let verbose = try await r.run("tiersync admin quarantine") { $0.map { $0 == "[--verbose]" ? "--verbose" : $0 } }
+        #expect(verbose.out == "no quarantined changes\n", "\(verbose)")
+        let countryQuarantine = try await tiersync(r.resolve(try r.line("tiersync admin quarantine")).filter { $0 != "[--verbose]" }
+            .map { $0 == r.hubData ? countryData : $0 }, cwd: r.adminDir)
+        #expect(countryQuarantine.status == 0, "\(countryQuarantine)")
+        #expect(countryQuarantine.out.contains("refused by country node de (its store: \(r.deDir)/de.sqlite)"), "\(countryQuarantine)")
+        #expect(countryQuarantine.out.contains("dealer-042#900000 from dealer-042")
+                && countryQuarantine.out.contains("field 'customers.key_account' of record 'cust-bad' must be boolean"), "\(countryQuarantine)")
+        // The same from the country's store directly.
+        let byStore = try await tiersync(["admin", "quarantine", "--db", r.deDir + "/de.sqlite", "--verbose"], cwd: r.adminDir)
+        #expect(byStore.status == 0 && byStore.out.contains("dealer-042#900000") && byStore.out.contains("\"key_account\""), "\(byStore)")
+        // And the country's rollout status: its subtree, from its own store.
+        let countryStatus = try await tiersync(["admin", "rollout-status", "--data", countryData, "--tenant", "automaker"], cwd: r.adminDir)
+        #expect(countryStatus.status == 0, "\(countryStatus)")
+        #expect(countryStatus.out.split(separator: "\n").contains { $0.hasPrefix("dealer-042") && $0.contains("de#1") }, "\(countryStatus)")
+        #expect(listing(countryData) == before, "quarantine and rollout-status created no file in the country's --data directory")
+        #expect(!FileManager.default.fileExists(atPath: countryData + "/tenants/automaker.sqlite"))
+    }
+
+    /// The URL in the line `<what> listening on <url>` a hub or country node prints when it is up.
+    private static func url(_ output: String, _ what: String) throws -> String {
+        try #require(output.split(separator: "\n").first { $0.hasPrefix(what + " listening on ") }.map { String($0.split(separator: " ").last!) })
+    }
+
+    @Test("admin overlay-key runs (it printed its help and wrote nothing) and writes the country's key file")
+    func overlayKeyWritesItsFile() async throws {
+        let dir = try TempDir()
+        let data = dir.path + "/hq"
+        func ok(_ arguments: [String]) async throws -> Ran {
+            let ran = try await tiersync(arguments, cwd: dir.path)
+            #expect(ran.status == 0, "\(ran)")
+            return ran
+        }
+        _ = try await ok(["admin", "create-tenant", "--data", data, "--tenant", "automaker", "--levels", "3"])
+        let token = try await ok(["admin", "enroll-token", "--data", data, "--tenant", "automaker", "--node", "de"]).out
+        _ = try await HubCatalog(directory: data).redeem(token: token.trimmingCharacters(in: .whitespacesAndNewlines))
+        _ = try await ok(["admin", "release-key", "--data", data, "--tenant", "automaker"])
+        let ran = try await ok(["admin", "overlay-key", "--data", data, "--tenant", "automaker", "--node", "de", "--out", "de-overlay.key"])
+        #expect(!ran.out.contains("OVERVIEW") && ran.out.hasPrefix("wrote de-overlay.key: overlay key"), "\(ran)")
+        let file = try #require(FileManager.default.contents(atPath: dir.path + "/de-overlay.key"), "the key file is written")
+        let key = try JSONDecoder().decode(OverlayKeyFile.self, from: file)
+        #expect(key.tenant == "automaker" && key.node == "de")
+        #expect(try FileManager.default.attributesOfItem(atPath: dir.path + "/de-overlay.key")[.posixPermissions] as? Int == 0o600)
+    }
+
+    @Test("read commands (quarantine, nodes, rollout-status) create nothing, and say what to pass when the data is not there")
+    func readCommandsCreateNothing() async throws {
+        let dir = try TempDir()
+        let hubData = dir.path + "/hq", countryData = dir.path + "/de-data", empty = dir.path + "/empty"
+        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
+        let created = try await tiersync(["admin", "create-tenant", "--data", hubData, "--tenant", "acme", "--levels", "3"], cwd: dir.path)
+        #expect(created.status == 0, "\(created)")
+        // A country's --data directory: the mirror of HQ's directory it keeps, rooted at the country.
+        do {
+            let mirror = try HubCatalog(directory: countryData)
+            try mirror.replaceDirectory(DirectoryResponse(tenant: "acme", root: "de", nodes: [
+                .init(id: "de", parent: "hq", role: "country"), .init(id: "d1", parent: "de", role: "dealer"),
+            ], credentials: []))
+        }
+        let reads: [[String]] = [["admin", "quarantine"], ["admin", "nodes"], ["admin", "rollout-status"]]
+
+        for read in reads {
+            let before = listing(dir.path)
+            func expectRefused(_ data: String, tenant: String, _ message: String) async throws {
+                let ran = try await tiersync(read + ["--data", data, "--tenant", tenant], cwd: dir.path)
+                #expect(ran.status != 0 && ran.err.contains(message), "\(ran)")
+                #expect(listing(dir.path) == before, "\(read.joined(separator: " ")) --data \(data) created nothing")
+            }
+            try await expectRefused(dir.path + "/missing", tenant: "acme",
+                                    "Error: no directory \(dir.path)/missing: give the --data directory of `tiersync hub serve`")
+            #expect(!FileManager.default.fileExists(atPath: dir.path + "/missing"))
+            try await expectRefused(empty, tenant: "acme", "Error: \(empty) holds no hub data (no hub.sqlite)")
+            try await expectRefused(hubData, tenant: "other", "Error: no tenant 'other' in \(hubData) (tenants there: acme)")
+            try await expectRefused(countryData, tenant: "other", "Error: no tenant 'other' in \(countryData) (tenants there: acme)")
+            if read[1] != "nodes" {
+                // The country's records are in its store, which this directory does not name.
+                try await expectRefused(countryData, tenant: "acme",
+                                        "is the --data directory of country node 'de': it holds only the directory the country mirrors from HQ")
+            }
+            // The hub's tenant whose database the hub never opened: answered without creating it.
+            let ran = try await tiersync(read + ["--data", hubData, "--tenant", "acme"], cwd: dir.path)
+            #expect(ran.status == 0, "\(ran)")
+            #expect(listing(dir.path) == before, "\(read.joined(separator: " ")) created nothing")
+            #expect(!FileManager.default.fileExists(atPath: hubData + "/tenants/acme.sqlite"))
+        }
+        let nodes = try await tiersync(["admin", "nodes", "--data", countryData, "--tenant", "acme"], cwd: dir.path)
+        #expect(nodes.status == 0 && nodes.out.contains("hq/de/d1"), "\(nodes)")
+        let quarantine = try await tiersync(["admin", "quarantine", "--data", countryData, "--tenant", "acme"], cwd: dir.path)
+        #expect(quarantine.err.contains("run `tiersync admin quarantine --db <that file>`"), "\(quarantine)")
+    }
+}
