@@ -65,8 +65,8 @@ extension NodeStore {
             // The refused changes, and the unsent ones stamped after the parent's clock.
             var seqs = Set(refused)
             let unsent = try Int64.fetchAll(db, sql: """
-                SELECT origin_seq FROM ts_changes WHERE origin = ? AND seq > ? AND source != 'parent' AND hlc > ?
-                """, arguments: [me.rawValue, acknowledgedThrough, Int64(bitPattern: parentNow.rawValue)])
+                SELECT origin_seq FROM ts_changes WHERE origin = ? AND seq > ? AND source != ? AND hlc > ?
+                """, arguments: [me.rawValue, acknowledgedThrough, ChangeSource.parent.rawValue, Int64(bitPattern: parentNow.rawValue)])
             seqs.formUnion(unsent)
             let ordered = seqs.sorted()
             guard let first = ordered.first else { return 0 }

@@ -653,7 +653,8 @@ public final class NodeStore: Sendable {
             INSERT INTO ts_quarantine (origin, origin_seq, received_from, received_at, code, reason, change)
             VALUES (?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (origin, origin_seq) DO UPDATE SET received_from = excluded.received_from,
-                received_at = CASE WHEN code = 'clock_skew' AND excluded.code = 'clock_skew' THEN MIN(received_at, excluded.received_at)
+                received_at = CASE WHEN code = '\(ChangeRejection.Code.clockSkew.rawValue)' AND excluded.code = '\(ChangeRejection.Code.clockSkew.rawValue)'
+                                   THEN MIN(received_at, excluded.received_at)
                                    ELSE excluded.received_at END,
                 code = excluded.code, reason = excluded.reason, change = excluded.change
             """, arguments: [change.origin.rawValue, change.originSeq, sender.rawValue, Int64(nowMillis),

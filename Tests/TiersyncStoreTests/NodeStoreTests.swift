@@ -107,12 +107,21 @@ struct NodeStoreTests {
         #expect(report.rejected.first?.code == .clockSkew)
         #expect(report.rejected.first?.message.contains("3600 s ahead") == true)
         #expect(try hub.quarantined().count == 1)
-        // A refusal for context is not final: delivered again once the clocks agree, the
-        // change is applied exactly once and leaves the quarantine.
+        #expect(report.rejected.first?.restampAtMillis == now)
+        // Sent again by its origin with the same stamp, even once the clocks agree, it is
+        // refused again: it would win over every write accepted since the refusal. The
+        // refusal keeps the first refusal time.
         let later = try await hub.applyIncoming([future], from: "d1", source: .child, checkSkew: true, wallMillis: now + 3_600_000)
-        #expect(later.applied == 1)
+        #expect(later.applied == 0)
+        #expect(later.rejected.map(\.code) == [.clockSkew])
+        #expect(later.rejected.first?.restampAtMillis == now)
+        // Re-stamped to no later than the first refusal, it is applied exactly once and
+        // leaves the quarantine; refused for context, the identity was never final.
+        var restamped = future
+        restamped.hlc = HLCTimestamp(wallMillis: now, counter: 0)
+        #expect(try await hub.applyIncoming([restamped], from: "d1", source: .child, checkSkew: true, wallMillis: now + 5).applied == 1)
         #expect(try hub.quarantined().isEmpty)
-        #expect(try await hub.applyIncoming([future], from: "d1", source: .child, checkSkew: true).duplicates == 1)
+        #expect(try await hub.applyIncoming([restamped], from: "d1", source: .child, checkSkew: true).duplicates == 1)
     }
 
     @Test("the feed pages a node's scope and its cursor skips what is out of scope")
