@@ -54,6 +54,12 @@ public struct HubConfiguration: Sendable {
         /// Requests one node may have in flight at once (an agent needs three: push, pull
         /// and governance long-polls; a country node relaying its dealers needs a few more).
         public var maxConcurrentRequestsPerNode = 16
+        /// Requests without a credential (enrollment, health) per remote address, per second
+        /// on average, in a burst, and in flight; each failed authentication costs the
+        /// address 4 requests' worth.
+        public var anonymousRequestsPerSecond = 10.0
+        public var anonymousRequestBurst = 50.0
+        public var maxConcurrentAnonymousRequests = 8
 
         public init() {}
     }

@@ -5,10 +5,13 @@ import TiersyncStore
 public struct HubRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var principal: Principal?
+    /// The peer's IP address, for limiting what arrives without a credential.
+    public let remoteAddress: String?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         principal = nil
+        remoteAddress = source.channel.remoteAddress?.ipAddress
     }
 
     /// The authenticated caller; routes behind the middleware can rely on it.

@@ -52,8 +52,11 @@ public struct HubServer: Sendable {
                                   codec: BodyCodec(limits: configuration.limits), configuration: configuration)
         let router = Router(context: HubRequestContext.self)
         router.add(middleware: ErrorBodyMiddleware())
-        router.add(middleware: AuthenticationMiddleware(directory: directory))
         let limits = configuration.limits
+        router.add(middleware: AddressRateLimitMiddleware(limiter: RequestRateLimiter(.init(
+            requestsPerSecond: limits.anonymousRequestsPerSecond, burst: limits.anonymousRequestBurst,
+            maxConcurrent: limits.maxConcurrentAnonymousRequests))))
+        router.add(middleware: AuthenticationMiddleware(directory: directory))
         router.add(middleware: RateLimitMiddleware(limiter: RequestRateLimiter(.init(
             requestsPerSecond: limits.requestsPerSecond, burst: limits.requestBurst, maxConcurrent: limits.maxConcurrentRequestsPerNode))))
         let handlers: [HubRoutes.Route: @Sendable (Request, HubRequestContext) async throws -> Response] = [

@@ -356,6 +356,16 @@ struct HostileInputTests {
             #expect(try await f.client.send("GET", "/v1/whoami", credential: f.d2).status == 200)
             #expect(try await f.client.send("GET", "/v1/whoami", credential: f.g1).status == 200)
 
+            // Without a credential, an address is limited: a flood of bad enrollment tokens
+            // is refused (each failure costs more), while the nodes behind it sync on.
+            var enrollStatuses: [Int] = []
+            for _ in 0..<30 {
+                enrollStatuses.append(try await f.client.send("POST", "/v1/enroll", json: EnrollRequest(token: "tse_guess")).status)
+            }
+            #expect(enrollStatuses.prefix(5).allSatisfy { $0 == 401 })
+            #expect(enrollStatuses.suffix(5).allSatisfy { $0 == 429 })
+            #expect(try await f.client.send("GET", "/v1/whoami", credential: f.d2).status == 200)
+
             // Requests in flight: two long-polls of g1 hold its slots; a third is refused at once.
             async let poll1 = f.client.send("GET", "/v1/pull?wait=3", credential: f.g1)
             async let poll2 = f.client.send("GET", "/v1/pull?wait=3", credential: f.g1)

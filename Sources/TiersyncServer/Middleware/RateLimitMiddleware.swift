@@ -2,29 +2,62 @@ import HTTPTypes
 import Hummingbird
 
 /// Answers 429 with `Retry-After` when an authenticated node exceeds its request rate or
-/// its requests in flight (``RequestRateLimiter``). Runs after authentication: unknown
-/// credentials never get a bucket.
+/// its requests in flight (``RequestRateLimiter``). Runs after authentication.
 struct RateLimitMiddleware: RouterMiddleware {
     typealias Context = HubRequestContext
-    let limiter: RequestRateLimiter
+    let limiter: RequestRateLimiter<NodeKey>
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let principal = context.principal else { return try await next(request, context) }
-        if let refusal = limiter.admit(principal) {
-            var error: APIError
-            let seconds: Int
-            switch refusal {
-            case .rate(let s):
-                seconds = s
-                error = APIError(.tooManyRequests, "rate_limited", "node '\(principal.node)' exceeds its request rate; retry after \(s) s")
-            case .concurrency(let s):
-                seconds = s
-                error = APIError(.tooManyRequests, "too_many_in_flight", "node '\(principal.node)' has too many requests in flight; retry after \(s) s")
-            }
-            error.headers[.retryAfter] = String(seconds)
+        let key = NodeKey(principal)
+        if let refusal = limiter.admit(key) { throw refusal.apiError(who: "node '\(principal.node)'") }
+        defer { limiter.finish(key) }
+        return try await next(request, context)
+    }
+}
+
+/// Limits what arrives without a credential, by remote address: the public routes
+/// (enrollment, health) are admitted against the address's bucket, and every failed
+/// authentication drains it further, so flooding enrollment or trying credentials slows
+/// only that address's public requests and never crowds out syncing nodes. Requests with
+/// a credential are never refused here: many agents may share one address behind a NAT,
+/// and one of them failing must not lock the others out (they are limited per node).
+struct AddressRateLimitMiddleware: RouterMiddleware {
+    typealias Context = HubRequestContext
+    let limiter: RequestRateLimiter<String>
+    /// Tokens one failed authentication costs its address.
+    static let failureCost = 4.0
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let address = context.remoteAddress ?? "unknown"
+        let isPublic = HubRoutes.isPublic(method: request.method, path: request.uri.path)
+        if isPublic, let refusal = limiter.admit(address) {
+            throw refusal.apiError(who: "address \(address)")
+        }
+        defer { if isPublic { limiter.finish(address) } }
+        do {
+            return try await next(request, context)
+        } catch let error as APIError where error.status == .unauthorized {
+            limiter.charge(address, Self.failureCost)
             throw error
         }
-        defer { limiter.finish(principal) }
-        return try await next(request, context)
+    }
+}
+
+extension RequestRateLimiter.Refusal {
+    /// The 429 answer, naming who is limited and when to come back.
+    func apiError(who: String) -> APIError {
+        var error: APIError
+        let seconds: Int
+        switch self {
+        case .rate(let s):
+            seconds = s
+            error = APIError(.tooManyRequests, "rate_limited", "\(who) exceeds its request rate; retry after \(s) s")
+        case .concurrency(let s):
+            seconds = s
+            error = APIError(.tooManyRequests, "too_many_in_flight", "\(who) has too many requests in flight; retry after \(s) s")
+        }
+        error.headers[.retryAfter] = String(seconds)
+        return error
     }
 }
