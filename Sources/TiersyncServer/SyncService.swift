@@ -56,7 +56,7 @@ struct SyncService: Sendable {
         // Scope before content: a change the pusher may not send (made outside its subtree)
         // is refused here, before the store judges, records or de-duplicates anything of it,
         // so it can neither poison the real origin's sequence nor learn whether it exists.
-        let (entitled, foreign) = Self.partitionByOrigin(body.changes, pusher: principal.node, scope: scope)
+        let (entitled, foreign) = PushScope.partitionByOrigin(body.changes, pusher: principal.node, scope: scope)
         // One reading of the clock judges the batch and is reported with it: a change
         // refused for skew is re-stamped by its origin to exactly this time.
         let now = WallClock.nowMillis()
@@ -167,39 +167,10 @@ struct SyncService: Sendable {
                                                                     store: try directory.store(for: principal.tenant)), for: request)
     }
 
-    /// Splits a push into the changes the pusher may send (made by itself or a node below
-    /// it) and refusals for the others. The refusals name only what the pusher sent.
-    static func partitionByOrigin(_ changes: [Change], pusher: NodeID, scope: Scope) -> (entitled: [Change], refused: [RejectedChange]) {
-        guard let nodes = scope.nodes else { return (changes, []) }
-        var entitled: [Change] = []
-        entitled.reserveCapacity(changes.count)
-        var refused: [RejectedChange] = []
-        for change in changes {
-            if nodes.contains(change.origin) {
-                entitled.append(change)
-            } else {
-                refused.append(RejectedChange(change: change, rejection: ChangeRejection(.forbidden,
-                    "change \(change.origin)#\(change.originSeq) claims origin '\(change.origin)', which is not node '\(pusher)' or below it: a node may push only changes made in its own subtree")))
-            }
-        }
-        return (entitled, refused)
-    }
-
-    /// The scope rule for pushes: a node may push changes made in its own subtree, to
-    /// records routed into its subtree (before the change, or after it for new records).
-    /// A refusal names nothing outside the pusher's scope: not where the record is routed,
-    /// nor whether it is routed anywhere.
+    /// The push scope rule (``PushScope``) as the store's gate.
     static func scopeGate(pusher: NodeID, scope: Scope) -> ChangeGate {
         { context in
-            let change = context.change
-            if let nodes = scope.nodes, !nodes.contains(change.origin) {
-                return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) was not made in the subtree of node '\(pusher)'")
-            }
-            let route = context.routeBefore ?? context.routeAfter
-            if !scope.contains(route: route) {
-                return ChangeRejection(.forbidden, "record \(change.table)/\(change.recordID) is outside the scope of node '\(pusher)'")
-            }
-            return nil
+            PushScope.refusal(for: context.change, pusher: pusher, scope: scope, routeBefore: context.routeBefore, routeAfter: context.routeAfter)
         }
     }
 

@@ -1,0 +1,38 @@
+/// Which pushed changes a node may send, as plain values: the hub applies it to every push
+/// (``partitionByOrigin(_:pusher:scope:)`` before anything else, ``refusal(for:pusher:scope:routeBefore:routeAfter:)``
+/// inside the applying transaction), and the fuzzer checks the store against the same rule.
+///
+/// A node may push changes made in its own subtree, to records routed into its subtree
+/// (before the change, or after it for a new record). Refusals name only what the pusher
+/// sent and its own scope: not where a record is routed, nor whether it is routed at all.
+public enum PushScope {
+    /// Splits a push into the changes the pusher may send (made by itself or a node below
+    /// it) and refusals for the others.
+    public static func partitionByOrigin(_ changes: [Change], pusher: NodeID, scope: Scope) -> (entitled: [Change], refused: [RejectedChange]) {
+        guard let nodes = scope.nodes else { return (changes, []) }
+        var entitled: [Change] = []
+        entitled.reserveCapacity(changes.count)
+        var refused: [RejectedChange] = []
+        for change in changes {
+            if nodes.contains(change.origin) {
+                entitled.append(change)
+            } else {
+                refused.append(RejectedChange(change: change, rejection: ChangeRejection(.forbidden,
+                    "change \(change.origin)#\(change.originSeq) claims origin '\(change.origin)', which is not node '\(pusher)' or below it: a node may push only changes made in its own subtree")))
+            }
+        }
+        return (entitled, refused)
+    }
+
+    /// Why `change` may not be applied for `pusher`, given the record's route before the
+    /// change (nil for a record new here) and after it; nil when it may.
+    public static func refusal(for change: Change, pusher: NodeID, scope: Scope, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>) -> ChangeRejection? {
+        if let nodes = scope.nodes, !nodes.contains(change.origin) {
+            return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) was not made in the subtree of node '\(pusher)'")
+        }
+        if !scope.contains(route: routeBefore ?? routeAfter) {
+            return ChangeRejection(.forbidden, "record \(change.table)/\(change.recordID) is outside the scope of node '\(pusher)'")
+        }
+        return nil
+    }
+}
