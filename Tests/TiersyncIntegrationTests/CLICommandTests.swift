@@ -120,10 +120,15 @@ func tiersync(_ arguments: [String], cwd: String, timeout: Double = 120) async t
                out: (try? String(contentsOfFile: outFile, encoding: .utf8)) ?? "", err: (try? String(contentsOfFile: errFile, encoding: .utf8)) ?? "")
 }
 
-/// Every file and directory under `path`, with sizes of files (what a read command must not change).
+/// Every file and directory under `path` (what a read command must not add to). Not
+/// SQLite's `-wal`/`-shm` companions of a database that is there: any process opening it
+/// (the hub itself) makes them, and one that exits without closing it leaves them.
 func listing(_ path: String) -> [String] {
     guard let walker = FileManager.default.enumerator(atPath: path) else { return [] }
-    return walker.compactMap { $0 as? String }.filter { !$0.hasSuffix("-wal") && !$0.hasSuffix("-shm") }.sorted()
+    let all = walker.compactMap { $0 as? String }
+    return all.filter { name in
+        !((name.hasSuffix("-wal") || name.hasSuffix("-shm")) && all.contains(String(name.dropLast(4))))
+    }.sorted()
 }
 
 /// The README's commands, run in order against a hub, a country and a dealer of their own.
