@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "tiersync", targets: ["tiersync"]),
         .executable(name: "tiersync-bench", targets: ["tiersync-bench"]),
+        .executable(name: "tiersync-fuzz", targets: ["tiersync-fuzz"]),
         .executable(name: "tiersync-agent", targets: ["tiersync-agent"]),
         .library(name: "TiersyncCore", targets: ["TiersyncCore"]),
     ],
@@ -109,6 +110,11 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ]),
+        // An in-process fuzzer for the wire decoders and the push handler's validation (.ci/run runs it).
+        .executableTarget(name: "tiersync-fuzz", dependencies: [
+            "TiersyncCore", "TiersyncStore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "TiersyncCoreTests", dependencies: [
             "TiersyncCore",

@@ -1,0 +1,214 @@
+import Foundation
+import TiersyncCore
+import TiersyncStore
+
+/// The push handler's judgement of a decoded batch, as the hub runs it (scope partition by
+/// origin, then `NodeStore.applyIncoming` with the scope gate, the skew check and one
+/// clock reading), on a fresh in-memory tenant store holding a few records, changes and
+/// refusals — and what it must guarantee:
+///
+/// - every change is accounted for: applied + duplicates + rejected == changes sent;
+/// - a change the pusher may not send (origin outside its subtree) is refused and leaves
+///   no trace: nothing logged or quarantined under that origin;
+/// - a refusal names no node outside the pusher's scope that the pusher did not name;
+/// - the log gains exactly the applied changes, each one of the batch, from the subtree;
+/// - delivering the batch again: every change applied, duplicate or finally refused the
+///   first time is a duplicate; re-delivery settles (a change refused for its context may
+///   pass once the batch's other changes are in, as the rules say), and once nothing more
+///   is applied the store's digest does not move.
+///
+/// The scope rule is ``PushScope``, the same code the hub's push handler runs.
+struct StoreTarget {
+    struct Totals {
+        var batches = 0, changes = 0, applied = 0, duplicates = 0, rejected = 0, redeliveries = 0, settledLate = 0
+        var codes: [String: Int] = [:]
+        var makeTime = Duration.zero
+    }
+
+    var totals = Totals()
+
+    /// The hub's gate: ``PushScope``, as `SyncService` hands it to the store.
+    static func scopeGate(pusher: NodeID, scope: Scope) -> ChangeGate {
+        { context in
+            PushScope.refusal(for: context.change, pusher: pusher, scope: scope, routeBefore: context.routeBefore, routeAfter: context.routeAfter)
+        }
+    }
+
+    /// The baseline store's file, made once; each batch is judged on a fresh copy of it
+    /// (opening a copy costs a fraction of building the store again).
+    private var template: (directory: String, bytes: Data)?
+
+    mutating func freshStore() async throws -> NodeStore {
+        if template == nil {
+            // In memory-backed storage when there is some (Linux: /dev/shm), else the temporary directory.
+            let base = FileManager.default.isWritableFile(atPath: "/dev/shm") ? "/dev/shm/" : NSTemporaryDirectory()
+            let directory = base + "tiersync-fuzz-\(ProcessInfo.processInfo.processIdentifier)"
+            try? FileManager.default.removeItem(atPath: directory)
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            let path = directory + "/template.sqlite"
+            do {
+                let store = try await Self.makeStore(path: path)
+                _ = store
+            }
+            template = (directory, try Data(contentsOf: URL(fileURLWithPath: path)))
+        }
+        let (directory, bytes) = template!
+        let path = directory + "/store.sqlite"
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        try bytes.write(to: URL(fileURLWithPath: path))
+        return try NodeStore(path: path)
+    }
+
+    func cleanUp() {
+        if let template { try? FileManager.default.removeItem(atPath: template.directory) }
+    }
+
+    /// A tenant store as the hub keeps one (identity: the tenant's root), with records of
+    /// several dealers (one routed nowhere, one deleted), three changes of dlr-alpha
+    /// applied, one refused for good and one refused for clock skew.
+    static func makeStore(path: String = ":memory:") async throws -> NodeStore {
+        let store = try NodeStore(path: path)
+        try store.setIdentity(NodeIdentity(tenant: World.tenant, node: World.root, parent: nil))
+        let before = World.nowMillis - 600_000
+        _ = try store.commit([
+            .upsert("customers", id: "base-alpha", ["last_name": "Alpha", "owning_dealer": "dlr-alpha"]),
+            .upsert("customers", id: "base-bravo", ["last_name": "Bravo", "owning_dealer": "dlr-bravo"]),
+            .upsert("customers", id: "base-fox", ["last_name": "Fox", "owning_dealer": "dlr-fox"]),
+            .upsert("customers", id: "base-none", ["last_name": "Nobody", "owning_dealer": .null]),
+            .upsert("customers", id: "base-gone", ["last_name": "Gone", "owning_dealer": "dlr-alpha"]),
+            .delete("customers", id: "base-gone"),
+        ], wallMillis: before)
+        let alpha: NodeID = "dlr-alpha"
+        func c(_ seq: Int64, _ id: String, _ fields: [String: FieldValue], wall: UInt64) -> Change {
+            Change(origin: alpha, originSeq: seq, hlc: HLCTimestamp(wallMillis: wall, counter: 0), table: "customers", recordID: id, op: .upsert, fields: fields)
+        }
+        let scope = Scope(tree: World.tree, node: alpha)
+        let seeded = [
+            c(1, "c-1", ["last_name": "One", "owning_dealer": "dlr-alpha"], wall: before + 1),
+            c(2, "c-2", ["last_name": "Two"], wall: before + 2),
+            c(3, "base-alpha", ["city": "Berlin"], wall: before + 3),
+            c(4, "bad id", ["last_name": "Final"], wall: before + 4),
+            c(5, "c-3", ["last_name": "Ahead"], wall: before + 10_000_000),
+        ]
+        _ = try await store.applyIncoming(seeded, from: alpha, source: .child, checkSkew: true,
+                                          gate: scopeGate(pusher: alpha, scope: scope), wallMillis: before + 10)
+        return store
+    }
+
+    /// Judges `push` as the hub would for `pusher` and checks the invariants.
+    mutating func run(_ push: PushRequest, pusher: NodeID) async throws {
+        // The hub answers 403 for another tenant and 413 for too many changes, before the store.
+        if let tenant = push.tenant, tenant != World.tenant { return }
+        guard push.changes.count <= 10_000 else { return }
+        let m0 = ContinuousClock.now
+        let store = try await freshStore()
+        totals.makeTime += ContinuousClock.now - m0
+        let scope = Scope(tree: World.tree, node: pusher)
+        let subtree = World.tree.subtree(of: pusher)
+        let (entitled, foreign) = PushScope.partitionByOrigin(push.changes, pusher: pusher, scope: scope)
+        let gate = Self.scopeGate(pusher: pusher, scope: scope)
+        let countsBefore = try store.counts()
+        let byOriginBefore = try store.changeCountsByOrigin()
+        let quarantineBefore = Dictionary(try store.quarantined().map { ("\($0.origin)#\($0.originSeq)", $0) }) { a, _ in a }
+        let headBefore = try store.headSeq()
+
+        let first = try await store.applyIncoming(entitled, from: pusher, source: .child, checkSkew: true, gate: gate, wallMillis: World.nowMillis)
+        totals.batches += 1
+        totals.changes += push.changes.count
+        totals.applied += first.applied
+        totals.duplicates += first.duplicates
+        totals.rejected += first.rejected.count + foreign.count
+        for r in first.rejected + foreign { totals.codes[r.code.rawValue, default: 0] += 1 }
+
+        // Every change accounted for.
+        guard first.applied + first.duplicates + first.rejected.count + foreign.count == push.changes.count else {
+            throw InvariantFailure(invariant: "every change accounted for",
+                                   detail: "\(push.changes.count) sent; applied \(first.applied) + duplicates \(first.duplicates) + rejected \(first.rejected.count) + foreign \(foreign.count)")
+        }
+        let sent = Set(entitled.map { "\($0.origin)#\($0.originSeq)" })
+        for r in first.rejected where !sent.contains("\(r.origin)#\(r.originSeq)") {
+            throw InvariantFailure(invariant: "refusals name changes that were sent", detail: "\(r.origin)#\(r.originSeq) \(r.code.rawValue)")
+        }
+        try Self.checkNoLeak(first.rejected + foreign, batch: push.changes, subtree: subtree)
+
+        // No trace of foreign origins; the log gained exactly the applied changes.
+        let byOriginAfter = try store.changeCountsByOrigin()
+        for (origin, n) in byOriginAfter where !subtree.contains(origin) && n != byOriginBefore[origin, default: 0] {
+            throw InvariantFailure(invariant: "foreign changes leave no trace", detail: "the log holds \(n) changes of \(origin), had \(byOriginBefore[origin, default: 0])")
+        }
+        for q in try store.quarantined(limit: 100_000) where !subtree.contains(q.origin) && quarantineBefore["\(q.origin)#\(q.originSeq)"] != q {
+            throw InvariantFailure(invariant: "foreign changes leave no trace", detail: "quarantined \(q.origin)#\(q.originSeq) \(q.code)")
+        }
+        // A quarantined change is kept as received, for an admin to read.
+        for q in try store.quarantined(limit: 100_000) where quarantineBefore["\(q.origin)#\(q.originSeq)"] != q {
+            let kept = try? JSONDecoder().decode(Change.self, from: Data(q.change.utf8))
+            guard let kept, kept.origin == q.origin, kept.originSeq == q.originSeq else {
+                throw InvariantFailure(invariant: "a quarantined change is kept as received",
+                                       detail: "\(q.origin)#\(q.originSeq) (\(q.code)) is kept as \(q.change.prefix(200))",
+                                       signature: hasNonFinite(entitled) ? nonFiniteSignature : nil)
+            }
+        }
+        let countsAfter = try store.counts()
+        guard countsAfter.changes - countsBefore.changes == first.applied else {
+            throw InvariantFailure(invariant: "the log gains the applied changes", detail: "log grew by \(countsAfter.changes - countsBefore.changes), applied \(first.applied)")
+        }
+        let batchStamps = Set(entitled.map { "\($0.origin)#\($0.originSeq)@\($0.hlc.rawValue)" })
+        for logged in try store.upstreamBatch(after: headBefore, limit: 100_000) {
+            let key = "\(logged.change.origin)#\(logged.change.originSeq)@\(logged.change.hlc.rawValue)"
+            guard batchStamps.contains(key), subtree.contains(logged.change.origin) else {
+                throw InvariantFailure(invariant: "the log gains the applied changes", detail: "logged \(key), which the batch did not carry from the subtree")
+            }
+        }
+
+        // Redelivery.
+        let final1 = first.rejected.filter(\.code.isFinal).count
+        var digest = try store.digest()
+        var appliedSoFar = first.applied
+        for pass in 2...(entitled.count + 2) {
+            let again = try await store.applyIncoming(entitled, from: pusher, source: .child, checkSkew: true, gate: gate, wallMillis: World.nowMillis)
+            totals.redeliveries += 1
+            guard again.applied + again.duplicates + again.rejected.count == entitled.count else {
+                throw InvariantFailure(invariant: "every change accounted for (delivery \(pass))",
+                                       detail: "\(entitled.count) sent; applied \(again.applied) + duplicates \(again.duplicates) + rejected \(again.rejected.count)")
+            }
+            if pass == 2 {
+                guard again.duplicates >= first.applied + first.duplicates + final1 else {
+                    throw InvariantFailure(invariant: "a redelivered batch is a duplicate",
+                                           detail: "first delivery applied \(first.applied), duplicates \(first.duplicates), refused for good \(final1); second: duplicates \(again.duplicates), applied \(again.applied), rejected \(again.rejected.map { "\($0.origin)#\($0.originSeq) \($0.code.rawValue)" })")
+                }
+                guard again.applied <= first.rejected.count - final1 else {
+                    throw InvariantFailure(invariant: "a redelivered batch is a duplicate",
+                                           detail: "second delivery applied \(again.applied), but only \(first.rejected.count - final1) were refused for a passing reason")
+                }
+            }
+            appliedSoFar += again.applied
+            let now = try store.digest()
+            if again.applied == 0 {
+                guard now == digest else {
+                    throw InvariantFailure(invariant: "a redelivered batch changes nothing", detail: "digest moved on delivery \(pass) although nothing was applied")
+                }
+                // Applied in any delivery, duplicate or refused for good in the first: a duplicate now.
+                guard again.duplicates >= appliedSoFar + first.duplicates + final1 else {
+                    throw InvariantFailure(invariant: "a redelivered batch is a duplicate", detail: "delivery \(pass): duplicates \(again.duplicates), applied so far \(appliedSoFar)")
+                }
+                if pass > 2 { totals.settledLate += 1 }
+                return
+            }
+            digest = now
+        }
+        throw InvariantFailure(invariant: "redelivery settles", detail: "still applying changes after \(entitled.count + 2) deliveries of \(entitled.count) changes")
+    }
+
+    /// A refusal may name what the pusher sent, never another node outside its scope.
+    static func checkNoLeak(_ rejected: [RejectedChange], batch: [Change], subtree: Set<NodeID>) throws(InvariantFailure) {
+        let outside = World.nodes.filter { !subtree.contains($0) && $0 != World.root }
+        for r in rejected {
+            guard let change = batch.first(where: { $0.origin == r.origin && $0.originSeq == r.originSeq }) else { continue }
+            let sentText = String(decoding: WireEncoding.pushRequest(PushRequest(through: 0, changes: [change])), as: UTF8.self)
+            for node in outside where r.message.contains(node.rawValue) && !sentText.contains(node.rawValue) {
+                throw InvariantFailure(invariant: "refusals reveal nothing outside the caller's scope",
+                                       detail: "\(r.code.rawValue) for \(r.origin)#\(r.originSeq) names '\(node)': \(r.message)")
+            }
+        }
+    }
+}
