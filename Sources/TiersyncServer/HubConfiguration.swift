@@ -54,6 +54,9 @@ public struct HubConfiguration: Sendable {
         /// Requests one node may have in flight at once (an agent needs three: push, pull
         /// and governance long-polls; a country node relaying its dealers needs a few more).
         public var maxConcurrentRequestsPerNode = 16
+        /// Pushes one node may have in flight: each may hold up to the body limits in
+        /// memory (an agent sends one at a time).
+        public var maxConcurrentPushesPerNode = 2
         /// Requests without a credential (enrollment, health) per remote address, per second
         /// on average, in a burst, and in flight; each failed authentication costs the
         /// address 4 requests' worth.

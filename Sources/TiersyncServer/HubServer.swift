@@ -57,8 +57,10 @@ public struct HubServer: Sendable {
             requestsPerSecond: limits.anonymousRequestsPerSecond, burst: limits.anonymousRequestBurst,
             maxConcurrent: limits.maxConcurrentAnonymousRequests))))
         router.add(middleware: AuthenticationMiddleware(directory: directory))
-        router.add(middleware: RateLimitMiddleware(limiter: RequestRateLimiter(.init(
-            requestsPerSecond: limits.requestsPerSecond, burst: limits.requestBurst, maxConcurrent: limits.maxConcurrentRequestsPerNode))))
+        router.add(middleware: RateLimitMiddleware(
+            limiter: RequestRateLimiter(.init(requestsPerSecond: limits.requestsPerSecond, burst: limits.requestBurst,
+                                              maxConcurrent: limits.maxConcurrentRequestsPerNode)),
+            bodies: RequestRateLimiter(.init(requestsPerSecond: 1e12, burst: 1e12, maxConcurrent: limits.maxConcurrentPushesPerNode))))
         let handlers: [HubRoutes.Route: @Sendable (Request, HubRequestContext) async throws -> Response] = [
             HubRoutes.health: service.health,
             HubRoutes.enroll: service.enroll,

@@ -56,6 +56,7 @@ extension HubConfiguration.Limits {
         limits.requestsPerSecond = 1e9
         limits.requestBurst = 1e9
         limits.maxConcurrentRequestsPerNode = 1 << 30
+        limits.maxConcurrentPushesPerNode = 1 << 30
         limits.anonymousRequestsPerSecond = 1e9
         limits.anonymousRequestBurst = 1e9
         limits.maxConcurrentAnonymousRequests = 1 << 30

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TiersyncCore
 import TiersyncServer
 import TiersyncTestSupport
 
@@ -63,6 +64,16 @@ func rawTLS(port: Int, caFile: String, head: String, body: String, then mode: St
     return try JSONDecoder().decode(RawTLSOutcome.self, from: data)
 }
 
+/// ``rawTLS(port:caFile:head:body:then:timeout:)`` on a thread of its own: it blocks while
+/// the child runs, which must not hold one of the few cooperative threads.
+func rawTLSInBackground(port: Int, caFile: String, head: String, body: String, then mode: String, timeout: Double = 20) async throws -> RawTLSOutcome {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread {
+            continuation.resume(with: Result { try rawTLS(port: port, caFile: caFile, head: head, body: body, then: mode, timeout: timeout) })
+        }
+    }
+}
+
 @Suite("Slow and vanishing clients", .serialized)
 struct SlowClientTests {
     func head(_ credential: String, _ extra: String) -> String {
@@ -77,12 +88,37 @@ struct SlowClientTests {
             let hub = try await running.hub(directory: dir.path, logger: logs.logger(label: "tiersync.hub"))
             let client = running.client(hub)
             let credential = try await hub.enroll(tenant: "acme", node: "d1", client: client)
-            let outcome = try rawTLS(port: hub.port, caFile: hub.caFile, head: head(credential, "Content-Length: 5000\\r\\n"),
+            let outcome = try await rawTLSInBackground(port: hub.port, caFile: hub.caFile, head: head(credential, "Content-Length: 5000\\r\\n"),
                                      body: #"{"through":1,"changes":[{"origin":"d1""#, then: "fin")
             #expect(outcome.status == nil || outcome.status == 400, "answered \(String(describing: outcome.status))")
             try await Task.sleep(for: .milliseconds(500))
             #expect(!logs.all.contains { $0.level >= .error }, "\(logs.all.filter { $0.level >= .error }.map(\.message))")
             #expect(try await client.send("GET", "/v1/health").status == 200)
+        }
+    }
+
+    @Test("a node's pushes in flight are capped (each may hold a large body): a third is 429 while two stall; its reads go on")
+    func pushesInFlight() async throws {
+        let dir = try TempDir()
+        var limits = HubConfiguration.Limits()
+        limits.maxConcurrentPushesPerNode = 2
+        limits.idleTimeoutSeconds = 3
+        limits.bodyTimeoutSeconds = 3
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path, limits: limits)
+            let client = running.client(hub)
+            let credential = try await hub.enroll(tenant: "acme", node: "d1", client: client)
+            let (port, ca, head) = (hub.port, hub.caFile, head(credential, "Content-Length: 5000\\r\\n"))
+            let stalls = (0..<2).map { _ in
+                Task { try await rawTLSInBackground(port: port, caFile: ca, head: head, body: #"{"through":1,"#, then: "stall") }
+            }
+            try await Task.sleep(for: .milliseconds(1_000))
+            let third = try await client.send("POST", "/v1/push", json: PushRequest(through: 0, changes: []), credential: credential)
+            #expect(third.status == 429)
+            #expect(third.error?.code == "too_many_in_flight")
+            #expect(try await client.send("GET", "/v1/whoami", credential: credential).status == 200)
+            for stall in stalls { _ = try await stall.value }
+            #expect(try await client.send("POST", "/v1/push", json: PushRequest(through: 0, changes: []), credential: credential).status == 200)
         }
     }
 
@@ -97,19 +133,19 @@ struct SlowClientTests {
             let client = running.client(hub)
             let credential = try await hub.enroll(tenant: "acme", node: "d1", client: client)
 
-            let short = try rawTLS(port: hub.port, caFile: hub.caFile, head: head(credential, "Content-Length: 5000\\r\\n"),
+            let short = try await rawTLSInBackground(port: hub.port, caFile: hub.caFile, head: head(credential, "Content-Length: 5000\\r\\n"),
                                    body: #"{"through":1,"#, then: "stall")
             #expect(short.closedAfter < 6, "a short body held the connection \(short.closedAfter) s")
             #expect(short.status == nil || short.status == 400 || short.status == 408)
 
-            let chunk = try rawTLS(port: hub.port, caFile: hub.caFile, head: head(credential, "Transfer-Encoding: chunked\\r\\n"),
+            let chunk = try await rawTLSInBackground(port: hub.port, caFile: hub.caFile, head: head(credential, "Transfer-Encoding: chunked\\r\\n"),
                                    body: "10000000000000000\r\n", then: "stall")
             #expect(chunk.closedAfter < 6, "a 2^64 chunk held the connection \(chunk.closedAfter) s")
             #expect(chunk.status == nil || chunk.status == 400 || chunk.status == 413)
 
             // One byte every 0.3 s never goes silent for a second, but the body's deadline ends it.
-            let trickle = try rawTLS(port: hub.port, caFile: hub.caFile, head: head(credential, "Content-Length: 100\\r\\n"),
-                                     body: String(repeating: " ", count: 100), then: "trickle", timeout: 10)
+            let trickle = try await rawTLSInBackground(port: hub.port, caFile: hub.caFile, head: head(credential, "Content-Length: 100\\r\\n"),
+                                                       body: String(repeating: " ", count: 100), then: "trickle", timeout: 10)
             #expect(trickle.status == 408, "trickled body: \(String(describing: trickle.status)) after \(trickle.closedAfter) s")
             #expect(trickle.closedAfter < 6)
             #expect(try await client.send("GET", "/v1/health").status == 200)

@@ -3,15 +3,24 @@ import Hummingbird
 
 /// Answers 429 with `Retry-After` when an authenticated node exceeds its request rate or
 /// its requests in flight (``RequestRateLimiter``). Runs after authentication.
+///
+/// Requests with a body (pushes) are also capped per node in flight by `bodies`: each may
+/// hold up to the body limits in memory while it is read and inflated, and an agent sends
+/// one push at a time.
 struct RateLimitMiddleware: RouterMiddleware {
     typealias Context = HubRequestContext
     let limiter: RequestRateLimiter<NodeKey>
+    let bodies: RequestRateLimiter<NodeKey>
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let principal = context.principal else { return try await next(request, context) }
         let key = NodeKey(principal)
-        if let refusal = limiter.admit(key) { throw refusal.apiError(who: "node '\(principal.node)'") }
+        let who = "node '\(principal.node)'"
+        if let refusal = limiter.admit(key) { throw refusal.apiError(who: who) }
         defer { limiter.finish(key) }
+        guard request.method == .post else { return try await next(request, context) }
+        if let refusal = bodies.admit(key) { throw refusal.apiError(who: who) }
+        defer { bodies.finish(key) }
         return try await next(request, context)
     }
 }
