@@ -6,12 +6,14 @@ import TiersyncGovernance
 import TiersyncStore
 
 /// A node's side of governance: long-polls its parent for the governance bundle, checks
-/// every signature against HQ's release key, keeps what passed (a country serves it on to
+/// every signature against HQ's release key (following HQ's key rotations: a new key is
+/// adopted only when announced by the key held), keeps what passed (a country serves it on to
 /// its dealers, who check it again), decides what to run and records the decision — in its
 /// own history and as its `governance_status` record, which syncs upward like any record
 /// so HQ's rollout-status table shows it.
 public final class GovernanceFollower: Sendable {
-    /// Where the node keeps HQ's release key (base64), learned at enrollment or pinned.
+    /// Where the node keeps HQ's release key in force (base64): learned at enrollment, pinned,
+    /// or adopted from a key rotation the previous key announced.
     public static let keyMeta = "governance.key"
     /// The highest rollout sequence this node has received.
     static let rolloutMeta = "governance.rollout_seq"
@@ -47,10 +49,17 @@ public final class GovernanceFollower: Sendable {
     public func receive(_ bundle: GovernanceBundle, nowMillis: UInt64 = WallClock.nowMillis()) throws -> GovernanceDecision? {
         guard let key = try releaseKey() else {
             // An empty bundle drops nothing; its token may be remembered.
-            if bundle.rollout != nil || !bundle.releases.isEmpty || !bundle.overlays.isEmpty { throw NoReleaseKey() }
+            if bundle.rollout != nil || !bundle.releases.isEmpty || !bundle.overlays.isEmpty || !bundle.keyRotations.isEmpty
+                || !bundle.overlayKeyRevocations.isEmpty { throw NoReleaseKey() }
             return nil
         }
-        let verified = VerifiedGovernance.verify(bundle, key: key, tenant: identity.tenant.rawValue)
+        // Key rotations first: a release signed by HQ's new key verifies only once the
+        // announcement (signed by the key held here) has been followed.
+        let keyring = try adoptRotations(from: key, announced: bundle.keyRotations, nowMillis: nowMillis)
+        var received = bundle
+        // Revocations are never forgotten: a relay that stops serving one cannot revive a key.
+        received.overlayKeyRevocations += try stored(.overlayKeyRevocation)
+        let verified = VerifiedGovernance.verify(received, keyring: keyring, tenant: identity.tenant.rawValue)
         // A rollout older than one already seen is a replay (a relay rolling its branch
         // back on its own): keep what is held and say so.
         let seen = try highestRollout()
@@ -129,6 +138,37 @@ public final class GovernanceFollower: Sendable {
                                          nowMillis: WallClock.nowMillis()).pendingUntilMillis
     }
 
+    /// Follows HQ's key rotations from `key` (the one held here): keeps every announcement
+    /// that passed (they are never dropped, so the keys they retired stay known for what those
+    /// signed before) and, when a rotation hands over to a new key, holds that key from now
+    /// on. An announcement not signed by the key in force is refused (and reported).
+    private func adoptRotations(from key: GovernancePublicKey, announced: [SignedDocument], nowMillis: UInt64) throws -> GovernanceKeyring {
+        let keyring = GovernanceKeyring(anchor: key, rotations: try stored(.keyRotation) + announced, tenant: identity.tenant.rawValue)
+        for (rotation, document) in keyring.accepted {
+            try store.putGovernanceDocument(StoredGovernanceDocument(kind: SignedDocument.Kind.keyRotation.rawValue, key: String(rotation.sequence),
+                                                                     seq: rotation.sequence, body: document.json), nowMillis: nowMillis)
+        }
+        if keyring.current != key {
+            try store.setMeta(Self.keyMeta, keyring.current.base64)
+            logger.notice("adopted HQ's new governance release key, announced and signed by the key held", metadata: [
+                "previous": "\(key)", "new": "\(keyring.current)", "rotation": "\(keyring.accepted.last?.rotation.sequence ?? 0)",
+            ])
+        }
+        for refusal in keyring.refusals { logger.error("governance key rotation refused", metadata: ["reason": "\(refusal)"]) }
+        return keyring
+    }
+
+    /// HQ's keys as this node holds them: the key in force and, through the key rotations
+    /// kept here, the keys it replaced (valid for what they signed before). Nil without a key.
+    public func keyring() throws -> GovernanceKeyring? {
+        guard let key = try releaseKey() else { return nil }
+        return GovernanceKeyring(anchor: key, rotations: try stored(.keyRotation), tenant: identity.tenant.rawValue)
+    }
+
+    private func stored(_ kind: SignedDocument.Kind) throws -> [SignedDocument] {
+        try store.governanceDocuments(kind: kind.rawValue).compactMap { SignedDocument(json: $0.body) }
+    }
+
     /// The documents kept here, each checked again (a stored document is only as good as
     /// its signature); a kept rollout older than one already received is set aside.
     private func verifiedStore(key: GovernancePublicKey) throws -> VerifiedGovernance {
@@ -136,8 +176,9 @@ public final class GovernanceFollower: Sendable {
         func documents(_ kind: SignedDocument.Kind) -> [SignedDocument] {
             stored.filter { $0.kind == kind.rawValue }.compactMap { SignedDocument(json: $0.body) }
         }
+        let keyring = GovernanceKeyring(anchor: key, rotations: documents(.keyRotation), tenant: identity.tenant.rawValue)
         var verified = VerifiedGovernance.verify(rollouts: documents(.rollout), releases: documents(.release), overlays: documents(.overlay),
-                                                 key: key, tenant: identity.tenant.rawValue)
+                                                 revocations: documents(.overlayKeyRevocation), keyring: keyring, tenant: identity.tenant.rawValue)
         let seen = try highestRollout()
         if let rollout = verified.rollout, rollout.sequence < seen {
             verified.refusals.append(Self.replayRefusal(rollout.sequence, seen: seen))

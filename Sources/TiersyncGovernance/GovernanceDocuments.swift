@@ -90,6 +90,56 @@ public struct OverlayCertificate: Sendable, Hashable, Codable {
     }
 }
 
+/// HQ's announcement that its release key changes from `previousKey` to `newKey` (both
+/// base64 Ed25519 public keys). Signed by the previous key (a node switches only to a key
+/// announced by the key it holds) and countersigned by the new one (so a node that learned
+/// the new key at enrollment can accept what the previous one signed before). The previous
+/// key stays valid for what it signed before the rotation, and only for that: releases up
+/// to `releasesThrough`, rollouts up to `rolloutsThrough`, overlay-key certificates and
+/// overlay-key revocations made up to `rotatedAtMillis`.
+public struct KeyRotation: Sendable, Hashable, Codable {
+    public var tenant: String
+    /// 1 for the tenant's first rotation, then 2, 3, …
+    public var sequence: Int
+    public var previousKey: String
+    public var newKey: String
+    public var rotatedAtMillis: UInt64
+    public var releasesThrough: Int
+    public var rolloutsThrough: Int
+
+    public init(tenant: String, sequence: Int, previousKey: String, newKey: String, rotatedAtMillis: UInt64,
+                releasesThrough: Int, rolloutsThrough: Int) {
+        self.tenant = tenant
+        self.sequence = sequence
+        self.previousKey = previousKey
+        self.newKey = newKey
+        self.rotatedAtMillis = rotatedAtMillis
+        self.releasesThrough = releasesThrough
+        self.rolloutsThrough = rolloutsThrough
+    }
+}
+
+/// HQ's statement that every overlay-key certificate it issued to country `node` up to
+/// `revokedAtMillis` is revoked: overlays signed with those keys are refused, and nodes
+/// apply the release alone. A key certified later (`admin overlay-key` after the
+/// revocation) is valid. The newest revocation of a country (highest `sequence`) covers
+/// every earlier one.
+public struct OverlayKeyRevocation: Sendable, Hashable, Codable {
+    public var tenant: String
+    public var node: String
+    public var sequence: Int
+    public var revokedAtMillis: UInt64
+    public var reason: String?
+
+    public init(tenant: String, node: String, sequence: Int, revokedAtMillis: UInt64, reason: String? = nil) {
+        self.tenant = tenant
+        self.node = node
+        self.sequence = sequence
+        self.revokedAtMillis = revokedAtMillis
+        self.reason = reason
+    }
+}
+
 /// The governance documents a node receives from its parent in one long-poll answer.
 /// `token` names the content: a node that states the token it holds waits for a new one.
 public struct GovernanceBundle: Sendable, Equatable, Codable {
@@ -97,12 +147,34 @@ public struct GovernanceBundle: Sendable, Equatable, Codable {
     public var rollout: SignedDocument?
     public var releases: [SignedDocument]
     public var overlays: [SignedDocument]
+    /// Every release-key rotation of the tenant, oldest first (absent from hubs that predate
+    /// rotation: read as none).
+    public var keyRotations: [SignedDocument]
+    /// The overlay-key revocations of the caller's ancestors and its own (likewise).
+    public var overlayKeyRevocations: [SignedDocument]
 
-    public init(token: String, rollout: SignedDocument?, releases: [SignedDocument], overlays: [SignedDocument]) {
+    public init(token: String, rollout: SignedDocument?, releases: [SignedDocument], overlays: [SignedDocument],
+                keyRotations: [SignedDocument] = [], overlayKeyRevocations: [SignedDocument] = []) {
         self.token = token
         self.rollout = rollout
         self.releases = releases
         self.overlays = overlays
+        self.keyRotations = keyRotations
+        self.overlayKeyRevocations = overlayKeyRevocations
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case token, rollout, releases, overlays, keyRotations, overlayKeyRevocations
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        token = try c.decode(String.self, forKey: .token)
+        rollout = try c.decodeIfPresent(SignedDocument.self, forKey: .rollout)
+        releases = try c.decode([SignedDocument].self, forKey: .releases)
+        overlays = try c.decode([SignedDocument].self, forKey: .overlays)
+        keyRotations = try c.decodeIfPresent([SignedDocument].self, forKey: .keyRotations) ?? []
+        overlayKeyRevocations = try c.decodeIfPresent([SignedDocument].self, forKey: .overlayKeyRevocations) ?? []
     }
 }
 

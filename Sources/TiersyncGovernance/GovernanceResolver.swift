@@ -9,6 +9,8 @@ public struct VerifiedGovernance: Sendable {
     public var overlays: [String: Overlay] = [:]
     /// One line per refused document ("release 4 refused: signature does not match …").
     public var refusals: [String] = []
+    /// The newest overlay-key revocation of each country, with its envelope.
+    public var revocations: [String: (revocation: OverlayKeyRevocation, document: SignedDocument)] = [:]
     /// The envelopes that passed, to keep and to serve on (a country's dealers verify
     /// them again: a relay is never trusted).
     public var accepted: [(kind: SignedDocument.Kind, key: String, seq: Int, document: SignedDocument)] = []
@@ -19,15 +21,50 @@ public struct VerifiedGovernance: Sendable {
     /// HQ's certificate of the country's key; whether they fit a release is decided later,
     /// against the release being applied.
     public static func verify(_ bundle: GovernanceBundle, key: GovernancePublicKey, tenant: String) -> VerifiedGovernance {
-        verify(rollouts: bundle.rollout.map { [$0] } ?? [], releases: bundle.releases, overlays: bundle.overlays, key: key, tenant: tenant)
+        verify(bundle, keyring: GovernanceKeyring(key: key), tenant: tenant)
+    }
+
+    /// Checks every document of `bundle` against HQ's keys (the key rotations are applied
+    /// by whoever built `keyring`).
+    public static func verify(_ bundle: GovernanceBundle, keyring: GovernanceKeyring, tenant: String) -> VerifiedGovernance {
+        verify(rollouts: bundle.rollout.map { [$0] } ?? [], releases: bundle.releases, overlays: bundle.overlays,
+               revocations: bundle.overlayKeyRevocations, keyring: keyring, tenant: tenant)
     }
 
     public static func verify(rollouts: [SignedDocument], releases: [SignedDocument], overlays: [SignedDocument],
                               key: GovernancePublicKey, tenant: String) -> VerifiedGovernance {
+        verify(rollouts: rollouts, releases: releases, overlays: overlays, revocations: [], keyring: GovernanceKeyring(key: key), tenant: tenant)
+    }
+
+    /// Checks documents against `keyring`: the key in force, or a key it replaced for what
+    /// that key signed before its rotation. Overlay-key revocations are checked first; an
+    /// overlay whose key's certificate a revocation covers is refused.
+    public static func verify(rollouts: [SignedDocument], releases: [SignedDocument], overlays: [SignedDocument],
+                              revocations: [SignedDocument], keyring: GovernanceKeyring, tenant: String) -> VerifiedGovernance {
         var v = VerifiedGovernance()
+        v.refusals = keyring.refusals
+        for (rotation, doc) in keyring.accepted {
+            v.accepted.append((.keyRotation, String(rotation.sequence), rotation.sequence, doc))
+        }
+        for doc in revocations {
+            do {
+                let revocation = try keyring.openRevocation(doc)
+                guard revocation.tenant == tenant else {
+                    throw GovernanceRefusal.wrongTenant(kind: SignedDocument.Kind.overlayKeyRevocation.rawValue, tenant: revocation.tenant)
+                }
+                if revocation.sequence > (v.revocations[revocation.node]?.revocation.sequence ?? 0) {
+                    v.revocations[revocation.node] = (revocation, doc)
+                }
+            } catch {
+                v.refusals.append("overlay-key-revocation of \(Self.claimed(doc, "node")): \(error)")
+            }
+        }
+        for (node, entry) in v.revocations.sorted(by: { $0.key < $1.key }) {
+            v.accepted.append((.overlayKeyRevocation, node, entry.revocation.sequence, entry.document))
+        }
         for doc in rollouts {
             do {
-                let rollout = try key.open(doc, as: .rollout, Rollout.self)
+                let rollout = try keyring.openRollout(doc)
                 guard rollout.tenant == tenant else { throw GovernanceRefusal.wrongTenant(kind: "rollout", tenant: rollout.tenant) }
                 if rollout.sequence > (v.rollout?.sequence ?? 0) { v.rollout = rollout }
                 v.accepted.append((.rollout, String(rollout.sequence), rollout.sequence, doc))
@@ -37,7 +74,7 @@ public struct VerifiedGovernance: Sendable {
         }
         for doc in releases {
             do {
-                let release = try key.open(doc, as: .release, Release.self)
+                let release = try keyring.openRelease(doc)
                 guard release.tenant == tenant else { throw GovernanceRefusal.wrongTenant(kind: "release", tenant: release.tenant) }
                 v.releases[release.version] = release
                 v.accepted.append((.release, String(release.version), release.version, doc))
@@ -48,7 +85,7 @@ public struct VerifiedGovernance: Sendable {
         for doc in overlays {
             let country = Self.claimed(doc, "country")
             do {
-                let overlay = try key.openOverlay(doc, tenant: tenant, expectedCountry: country)
+                let overlay = try keyring.openOverlay(doc, tenant: tenant, expectedCountry: country, revocation: v.revocations[country]?.revocation)
                 if overlay.sequence > (v.overlays[country]?.sequence ?? 0) { v.overlays[country] = overlay }
                 v.accepted.append((.overlay, country, overlay.sequence, doc))
             } catch {
@@ -106,7 +143,7 @@ public enum GovernanceResolver {
         }
         guard let release = verified.releases[version] else {
             let why = verified.refusals.first { $0.hasPrefix("release \(version):") } ?? "release \(version) was not received"
-            return GovernanceDecision(state: .refused, rollout: rollout.sequence, problems: [why])
+            return GovernanceDecision(state: .refused, rollout: rollout.sequence, problems: [why] + keyProblems(verified))
         }
         if release.effectiveFromMillis > nowMillis {
             return GovernanceDecision(state: .pending, rollout: rollout.sequence, release: release,
@@ -114,8 +151,9 @@ public enum GovernanceResolver {
                                       pendingUntilMillis: release.effectiveFromMillis)
         }
         var decision = GovernanceDecision(state: .applied, rollout: rollout.sequence, release: release, effective: release.config)
-        // A refused (e.g. replayed) rollout does not change what runs, but is reported.
-        decision.problems += verified.refusals.filter { $0.hasPrefix("rollout ") }
+        // A refused (e.g. replayed) rollout does not change what runs, but is reported; so
+        // is a refused key rotation or overlay-key revocation (a forged one, say).
+        decision.problems += verified.refusals.filter { $0.hasPrefix("rollout ") } + keyProblems(verified)
         let country = verified.overlays[node] != nil ? node : parent
         let overlayRefusal = verified.refusals.first { r in country.map { r.hasPrefix("overlay of \($0):") } ?? false }
         if let overlayRefusal { decision.problems.append(overlayRefusal) }
@@ -129,6 +167,11 @@ public enum GovernanceResolver {
             }
         }
         return decision
+    }
+
+    /// Refused key rotations and overlay-key revocations: reported whatever was decided.
+    static func keyProblems(_ verified: VerifiedGovernance) -> [String] {
+        verified.refusals.filter { $0.hasPrefix("key-rotation ") || $0.hasPrefix("overlay-key-revocation ") }
     }
 
     static func iso(_ millis: UInt64) -> String {

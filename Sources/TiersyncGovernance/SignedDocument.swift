@@ -8,6 +8,12 @@ public struct SignedDocument: Sendable, Hashable, Codable {
     public enum Kind: String, Sendable, Codable {
         case release, rollout, overlay
         case overlayKey = "overlay-key"
+        /// HQ's announcement of its next release key, signed by the key it replaces (and
+        /// countersigned by the new one): see ``KeyRotation``.
+        case keyRotation = "key-rotation"
+        /// HQ's revocation of the overlay-key certificates it issued to a country: see
+        /// ``OverlayKeyRevocation``.
+        case overlayKeyRevocation = "overlay-key-revocation"
     }
 
     public var kind: Kind
@@ -17,13 +23,19 @@ public struct SignedDocument: Sendable, Hashable, Codable {
     public var keyID: String
     /// For overlays: HQ's certificate of the country's key.
     public var certificate: SignedCertificate?
+    /// For key rotations: the new key's signature over the same payload (its own domain),
+    /// proving HQ holds it and vouching for the key it replaces, so a node that learned only
+    /// the new key still accepts what the old one signed before the rotation.
+    public var countersignature: String?
 
-    public init(kind: Kind, payload: String, signature: String, keyID: String, certificate: SignedCertificate? = nil) {
+    public init(kind: Kind, payload: String, signature: String, keyID: String, certificate: SignedCertificate? = nil,
+                countersignature: String? = nil) {
         self.kind = kind
         self.payload = payload
         self.signature = signature
         self.keyID = keyID
         self.certificate = certificate
+        self.countersignature = countersignature
     }
 
     /// The envelope as stored and sent: its JSON text.
@@ -48,6 +60,12 @@ public struct SignedDocument: Sendable, Hashable, Codable {
     /// signature made for one kind of document cannot be replayed as another.
     static func message(kind: Kind, payload: Data) -> Data {
         Data("tiersync-governance-v1\n\(kind.rawValue)\n".utf8) + payload
+    }
+
+    /// What a key rotation's countersignature covers: its own domain, so neither signature
+    /// can stand in for the other.
+    static func countersignedMessage(payload: Data) -> Data {
+        Data("tiersync-governance-v1\nkey-rotation-accepted\n".utf8) + payload
     }
 }
 
@@ -138,15 +156,26 @@ public struct GovernancePublicKey: Sendable, Hashable, Codable, CustomStringConv
     /// Verifies an overlay: HQ (`self`) certified the signing key for `expectedCountry`,
     /// that key signed the overlay, and the overlay is the country's.
     public func openOverlay(_ document: SignedDocument, tenant: String, expectedCountry: String) throws(GovernanceRefusal) -> Overlay {
-        guard let certificate = document.certificate else { throw .badCertificate("no certificate from HQ for the signing key") }
-        let certBytes: Data
-        do {
-            certBytes = try verify(payload: certificate.payload, signature: certificate.signature, keyID: certificate.keyID, kind: .overlayKey)
-        } catch {
-            throw .badCertificate("the key certificate is not signed by HQ's key \(keyID)")
+        try Self.openOverlay(document, tenant: tenant, expectedCountry: expectedCountry) { certificate throws(GovernanceRefusal) in
+            let certBytes: Data
+            do {
+                certBytes = try verify(payload: certificate.payload, signature: certificate.signature, keyID: certificate.keyID, kind: .overlayKey)
+            } catch {
+                throw .badCertificate("the key certificate is not signed by HQ's key \(keyID)")
+            }
+            guard let cert = try? JSONDecoder().decode(OverlayCertificate.self, from: certBytes) else {
+                throw .badCertificate("the key certificate is unreadable")
+            }
+            return cert
         }
-        guard let cert = try? JSONDecoder().decode(OverlayCertificate.self, from: certBytes),
-              let countryKey = GovernancePublicKey(base64: cert.publicKey) else {
+    }
+
+    /// Verifies an overlay whose certificate `certify` checked (and decoded).
+    static func openOverlay(_ document: SignedDocument, tenant: String, expectedCountry: String,
+                            certify: (SignedCertificate) throws(GovernanceRefusal) -> OverlayCertificate) throws(GovernanceRefusal) -> Overlay {
+        guard let certificate = document.certificate else { throw .badCertificate("no certificate from HQ for the signing key") }
+        let cert = try certify(certificate)
+        guard let countryKey = GovernancePublicKey(base64: cert.publicKey) else {
             throw .badCertificate("the key certificate is unreadable")
         }
         guard cert.tenant == tenant, cert.node == expectedCountry else {
@@ -200,6 +229,19 @@ public struct GovernanceSigningKey: Sendable {
     public func certify(_ certificate: OverlayCertificate) throws -> SignedCertificate {
         let doc = try sign(certificate, as: .overlayKey)
         return SignedCertificate(payload: doc.payload, signature: doc.signature, keyID: doc.keyID)
+    }
+
+    /// Announces `rotation` (whose `previousKey` must be this key): signed by this key,
+    /// countersigned by `next`, the key it hands over to.
+    public func announce(_ rotation: KeyRotation, handingOverTo next: GovernanceSigningKey) throws -> SignedDocument {
+        guard rotation.previousKey == publicKey.base64, rotation.newKey == next.publicKey.base64 else {
+            throw GovernanceRefusal.badSignature(kind: SignedDocument.Kind.keyRotation.rawValue,
+                                                 detail: "the announcement must name this key as the previous one and the next key as the new one")
+        }
+        var document = try sign(rotation, as: .keyRotation)
+        let bytes = Data(base64Encoded: document.payload)!
+        document.countersignature = try next.key.signature(for: SignedDocument.countersignedMessage(payload: bytes)).base64EncodedString()
+        return document
     }
 }
 

@@ -8,8 +8,9 @@ import TiersyncStore
 
 /// A country node's directory: its subtree and its dealers' credential digests, mirrored
 /// from HQ into the node's own catalog. Dealers authenticate against the mirror, so the
-/// country keeps serving them while HQ is unreachable (a credential revoked at HQ is then
-/// honoured until the next successful refresh); HQ stays the authority.
+/// country keeps serving them while HQ is unreachable (the mirror is a file, so it also
+/// survives a restart; a credential revoked at HQ is refused from the refresh after the
+/// revocation on, and stays refused while HQ is unreachable); HQ stays the authority.
 public final class RelayDirectory: NodeDirectory {
     let store: NodeStore
     let identity: NodeIdentity
@@ -17,6 +18,11 @@ public final class RelayDirectory: NodeDirectory {
     let parent: ParentClient
     let logger: Logger
     private let lastMissRefresh = Mutex<UInt64>(0)
+    /// When the last refresh failed to reach HQ (nil after a success): while HQ is
+    /// unreachable, an unknown credential is refused at once from the mirror instead of
+    /// waiting for HQ's connection attempts to time out (the refresh loop keeps trying).
+    private let lastFailure = Mutex<UInt64?>(nil)
+    static let unreachableMillis: UInt64 = 10_000
     /// Refreshes may overlap (the loop, an unknown credential, an enrollment): each takes
     /// a ticket before fetching, and a result older than the one applied is dropped.
     private let tickets = Mutex<(next: UInt64, applied: UInt64)>((0, 0))
@@ -41,9 +47,14 @@ public final class RelayDirectory: NodeDirectory {
         let directory: DirectoryResponse
         do {
             directory = try await parent.directory()
+            lastFailure.withLock { $0 = nil }
         } catch AgentError.http(let status, _, let message) where status == 401 || status == 403 {
             logger.critical("HQ refuses this node's credential; no longer serving dealers", metadata: ["reason": "\(message)"])
             directory = DirectoryResponse(tenant: identity.tenant, root: identity.node, nodes: [], credentials: [])
+            lastFailure.withLock { $0 = nil }
+        } catch {
+            if !(error is CancellationError) { lastFailure.withLock { $0 = WallClock.nowMillis() } }
+            throw error
         }
         try tickets.withLock { t in
             guard ticket > t.applied else { return }
@@ -62,14 +73,36 @@ public final class RelayDirectory: NodeDirectory {
         // Unknown here: maybe a dealer enrolled or moved in since the last refresh. Ask HQ,
         // at most once a second, so forged credentials cannot make us hammer it.
         let now = WallClock.nowMillis()
+        if let failed = lastFailure.withLock({ $0 }), now < failed + Self.unreachableMillis { return nil }
         let due = lastMissRefresh.withLock { last in
             guard now >= last + 1_000 else { return false }
             last = now
             return true
         }
         guard due else { return nil }
-        do { try await refresh() } catch { logger.notice("directory refresh failed", metadata: ["error": "\(error)"]) }
+        await refreshWaiting(atMost: Self.missWait)
         return try await mirror.authenticate(credential: credential)
+    }
+
+    /// How long a request with an unknown credential waits for HQ's directory: a healthy
+    /// HQ answers in milliseconds; one that just went away can take its connection timeout,
+    /// which no request should wait out.
+    static let missWait: Duration = .seconds(2)
+
+    /// Refreshes the mirror, waiting at most `limit`; a refresh still running then finishes
+    /// on its own and updates the mirror when it does.
+    private func refreshWaiting(atMost limit: Duration) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let once = ResumeOnce(continuation)
+            Task {
+                do { try await self.refresh() } catch { self.logger.notice("directory refresh failed", metadata: ["error": "\(error)"]) }
+                once.resume()
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                once.resume()
+            }
+        }
     }
 
     public func tree(of tenant: TenantID) async throws -> NodeTree {
@@ -128,5 +161,19 @@ public final class RelayDirectory: NodeDirectory {
 
     private func checkTenant(_ tenant: TenantID) throws {
         guard tenant == identity.tenant else { throw StoreError.notFound("tenant '\(tenant)' on node '\(identity.node)'") }
+    }
+}
+
+/// Resumes a continuation once, whichever caller comes first.
+private final class ResumeOnce: Sendable {
+    private let continuation: Mutex<CheckedContinuation<Void, Never>?>
+
+    init(_ continuation: CheckedContinuation<Void, Never>) { self.continuation = Mutex(continuation) }
+
+    func resume() {
+        continuation.withLock { c in
+            c?.resume()
+            c = nil
+        }
     }
 }

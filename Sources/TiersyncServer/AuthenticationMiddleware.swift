@@ -3,8 +3,11 @@ import Synchronization
 import TiersyncCore
 import TiersyncStore
 
-/// Resolves `Authorization: Bearer <credential>` to a node of a tenant. Only the routes
-/// marked public in ``HubRoutes`` are reachable without a credential.
+/// Resolves `Authorization: Bearer <credential>` to a node of a tenant, looked up on every
+/// request (nothing is cached, so a revoked credential fails at its next request), then
+/// asks the directory whether this hub serves that node (``NodeDirectory/refusal(for:)``:
+/// 403 `wrong_parent` for a dealer bypassing its country). Only the routes marked public
+/// in ``HubRoutes`` are reachable without a credential.
 struct AuthenticationMiddleware: RouterMiddleware {
     typealias Context = HubRequestContext
     let directory: any NodeDirectory
@@ -22,6 +25,10 @@ struct AuthenticationMiddleware: RouterMiddleware {
         }
         guard let principal = try await directory.authenticate(credential: String(header.dropFirst(prefix.count))) else {
             throw APIError(.unauthorized, "unauthenticated", "unknown or revoked credential")
+        }
+        // Known, but maybe not served here: a dealer syncs through its country.
+        if let refusal = try await directory.refusal(for: principal) {
+            throw APIError(.forbidden, refusal.code, refusal.message)
         }
         var context = context
         context.principal = principal

@@ -6,8 +6,9 @@ import TiersyncStore
 
 /// What a hub hands a node asking for its governance: the rollout in force, the releases
 /// it assigns anywhere in the node's subtree (so a country can serve its dealers, and a
-/// trial release never leaves its targets' branches), and the overlays of the node's
-/// ancestors (its country's) and its own.
+/// trial release never leaves its targets' branches), the overlays of the node's
+/// ancestors (its country's) and its own, every release-key rotation, and the overlay-key
+/// revocations of those countries.
 enum GovernanceBundles {
     static func bundle(for node: NodeID, tree: NodeTree, store: NodeStore) throws -> GovernanceBundle {
         let rolloutDoc = try store.latestGovernanceDocument(kind: SignedDocument.Kind.rollout.rawValue)
@@ -24,12 +25,21 @@ enum GovernanceBundles {
         }
         let releases = try store.governanceDocuments(kind: SignedDocument.Kind.release.rawValue, keys: wanted.sorted().map(String.init))
         let overlays = try store.governanceDocuments(kind: SignedDocument.Kind.overlay.rawValue, keys: ancestors.sorted() + [node.rawValue])
+        // Every key rotation (a node follows them from whichever key it holds), and the
+        // overlay-key revocations of the countries whose overlays the caller may receive.
+        let rotations = try store.governanceDocuments(kind: SignedDocument.Kind.keyRotation.rawValue)
+        let revocations = try store.governanceDocuments(kind: SignedDocument.Kind.overlayKeyRevocation.rawValue,
+                                                        keys: ancestors.sorted() + [node.rawValue])
         var hasher = SHA256()
         for d in [rolloutDoc].compactMap({ $0 }) + releases + overlays { hasher.update(data: Data(d.body.utf8)) }
+        // Hashed after the others, and only when present: bundles without them keep their token.
+        for d in rotations + revocations { hasher.update(data: Data((d.kind + "\n" + d.body).utf8)) }
         let token = hasher.finalize().prefix(12).hexString
         return GovernanceBundle(token: token, rollout: rolloutDoc.flatMap { SignedDocument(json: $0.body) },
                                 releases: releases.compactMap { SignedDocument(json: $0.body) },
-                                overlays: overlays.compactMap { SignedDocument(json: $0.body) })
+                                overlays: overlays.compactMap { SignedDocument(json: $0.body) },
+                                keyRotations: rotations.compactMap { SignedDocument(json: $0.body) },
+                                overlayKeyRevocations: revocations.compactMap { SignedDocument(json: $0.body) })
     }
 }
 

@@ -22,12 +22,14 @@ public struct GovernancePublisher: Sendable {
 
     /// Every published release, oldest first.
     public func releases() throws -> [Release] {
-        try store.governanceDocuments(kind: SignedDocument.Kind.release.rawValue).map { try open($0, as: .release, Release.self) }
+        let ring = try keyring()
+        return try store.governanceDocuments(kind: SignedDocument.Kind.release.rawValue).map { try open($0, as: .release) { try ring.openRelease($0) } }
     }
 
     /// Every rollout issued, oldest first; the last one is in force.
     public func rollouts() throws -> [Rollout] {
-        try store.governanceDocuments(kind: SignedDocument.Kind.rollout.rawValue).map { try open($0, as: .rollout, Rollout.self) }
+        let ring = try keyring()
+        return try store.governanceDocuments(kind: SignedDocument.Kind.rollout.rawValue).map { try open($0, as: .rollout) { try ring.openRollout($0) } }
     }
 
     /// Signs `compiled` as the next release and rolls it out to `targets` (nil: every node).
@@ -107,15 +109,69 @@ public struct GovernancePublisher: Sendable {
         }
     }
 
+    // MARK: Keys
+
+    /// Every key rotation announced, oldest first.
+    public func keyRotations() throws -> [KeyRotation] {
+        try keyring().accepted.map(\.rotation)
+    }
+
+    /// Hands the tenant's release key over to `next`: signs the announcement with the key in
+    /// force (countersigned by `next`) and stores it, so every node follows it at its next
+    /// governance round. What this key signed so far stays valid; from now on only `next`
+    /// signs (publish with a publisher holding it). The caller registers `next` in the catalog.
+    public func rotateKey(to next: GovernanceSigningKey, nowMillis: UInt64 = WallClock.nowMillis()) throws -> KeyRotation {
+        guard next.publicKey != key.publicKey else { throw GovernancePublishError("the new release key is the one in force") }
+        let ring = try keyring()
+        guard ring.retired[next.publicKey.keyID] == nil else {
+            throw GovernancePublishError("\(next.publicKey) was the tenant's release key before; a retired key never comes back")
+        }
+        let sequence = (ring.accepted.last?.rotation.sequence ?? 0) + 1
+        let rotation = KeyRotation(tenant: tenant.rawValue, sequence: sequence, previousKey: key.publicKey.base64, newKey: next.publicKey.base64,
+                                   rotatedAtMillis: nowMillis, releasesThrough: try releases().map(\.version).max() ?? 0,
+                                   rolloutsThrough: try rollouts().last?.sequence ?? 0)
+        try put(try key.announce(rotation, handingOverTo: next), kind: .keyRotation, seq: sequence, nowMillis: nowMillis)
+        return rotation
+    }
+
+    /// Revokes every overlay-key certificate issued to `country` so far (`admin overlay-key`):
+    /// nodes refuse overlays signed with those keys and apply the release alone. A key
+    /// certified afterwards is valid.
+    public func revokeOverlayKeys(of country: NodeID, reason: String? = nil, nowMillis: UInt64 = WallClock.nowMillis()) throws -> OverlayKeyRevocation {
+        guard let link = tree.parents[country], let parent = link, tree.isRoot(parent) else {
+            throw GovernancePublishError("'\(country)' is not a country of tenant '\(tenant)' (a node directly below its root); only countries hold overlay keys")
+        }
+        let previous = try store.governanceDocuments(kind: SignedDocument.Kind.overlayKeyRevocation.rawValue, keys: [country.rawValue]).first
+        let revocation = OverlayKeyRevocation(tenant: tenant.rawValue, node: country.rawValue, sequence: (previous?.seq ?? 0) + 1,
+                                              revokedAtMillis: nowMillis, reason: reason)
+        try store.putGovernanceDocument(StoredGovernanceDocument(kind: SignedDocument.Kind.overlayKeyRevocation.rawValue, key: country.rawValue,
+                                                                 seq: revocation.sequence, body: try key.sign(revocation, as: .overlayKeyRevocation).json),
+                                        nowMillis: nowMillis)
+        return revocation
+    }
+
+    /// The tenant's keys as HQ's own documents show them: this key and, through the rotations
+    /// stored, the keys it replaced.
+    func keyring() throws -> GovernanceKeyring {
+        let rotations = try store.governanceDocuments(kind: SignedDocument.Kind.keyRotation.rawValue).compactMap { SignedDocument(json: $0.body) }
+        let ring = GovernanceKeyring(anchor: key.publicKey, rotations: rotations, tenant: tenant.rawValue)
+        guard ring.current == key.publicKey else {
+            throw GovernancePublishError("\(key.publicKey) is no longer the release key of '\(tenant)': key-rotation \(ring.accepted.last?.rotation.sequence ?? 0) handed over to \(ring.current)")
+        }
+        return ring
+    }
+
     private func put(_ document: SignedDocument, kind: SignedDocument.Kind, seq: Int, nowMillis: UInt64) throws {
         try store.putGovernanceDocument(StoredGovernanceDocument(kind: kind.rawValue, key: String(seq), seq: seq, body: document.json), nowMillis: nowMillis)
     }
 
-    private func open<T: Decodable>(_ stored: StoredGovernanceDocument, as kind: SignedDocument.Kind, _ type: T.Type) throws -> T {
+    /// A stored document opened with `verify` (the keyring's check for its kind).
+    private func open<T>(_ stored: StoredGovernanceDocument, as kind: SignedDocument.Kind,
+                         _ verify: (SignedDocument) throws -> T) throws -> T {
         guard let document = SignedDocument(json: stored.body) else {
             throw GovernancePublishError("stored \(kind.rawValue) \(stored.key) is not a signed document; the tenant database was altered")
         }
-        do { return try key.publicKey.open(document, as: kind, T.self) } catch {
+        do { return try verify(document) } catch {
             throw GovernancePublishError("stored \(kind.rawValue) \(stored.key) fails its own signature check (\(error)); the tenant database was altered or the key is not this tenant's")
         }
     }

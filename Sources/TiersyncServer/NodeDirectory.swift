@@ -20,6 +20,24 @@ public protocol NodeDirectory: Sendable {
     func store(for tenant: TenantID) throws -> NodeStore
     func openTenants() -> [TenantID]
     func touch(_ principal: Principal) async
+    /// Whether this hub serves the authenticated `principal` itself: nil, or why not
+    /// (answered 403 before any route runs). The default serves every node it knows.
+    func refusal(for principal: Principal) async throws -> AccessRefusal?
+}
+
+/// Why a hub refuses an authenticated node (403 with this code and message).
+public struct AccessRefusal: Sendable, Equatable {
+    public var code: String
+    public var message: String
+
+    public init(code: String, message: String) {
+        self.code = code
+        self.message = message
+    }
+}
+
+extension NodeDirectory {
+    public func refusal(for principal: Principal) async throws -> AccessRefusal? { nil }
 }
 
 /// The HQ hub's directory: its catalog and one database per tenant.
@@ -50,7 +68,12 @@ public struct CatalogDirectory: NodeDirectory {
     }
 
     public func enroll(_ request: EnrollRequest) async throws -> EnrollResponse {
-        var response = try await stores.catalog.redeem(token: request.token, via: request.via)
+        var response: EnrollResponse
+        do {
+            response = try await stores.catalog.redeem(token: request.token, via: request.via)
+        } catch let error as NodeDecommissioned {
+            throw APIError(.conflict, "decommissioned", error.description)
+        }
         response.highestSeq = try await stores.store(for: response.tenant).highestSeq(of: response.node)
         return response
     }
@@ -69,5 +92,16 @@ public struct CatalogDirectory: NodeDirectory {
 
     public func touch(_ principal: Principal) async {
         await lastSeen.record(principal, in: stores.catalog)
+    }
+
+    /// HQ serves the root's children (countries of a three-level tenant, agents of a
+    /// two-level one); a node deeper down syncs through its parent unless the tenant allows
+    /// direct sync (`admin tenant-settings --allow-direct-sync true`).
+    public func refusal(for principal: Principal) async throws -> AccessRefusal? {
+        guard let parent = try await stores.catalog.requiredParent(of: principal) else { return nil }
+        return AccessRefusal(code: "wrong_parent", message: """
+            node '\(principal.node)' syncs through its parent '\(parent)', not with HQ directly: point its agent at '\(parent)'s URL \
+            (tenant '\(principal.tenant)' does not allow direct sync; `tiersync admin tenant-settings --allow-direct-sync true` would)
+            """)
     }
 }

@@ -12,6 +12,40 @@ public struct NodeRecord: Sendable, Equatable, Codable {
     public var role: String
     public var createdAtMillis: UInt64
     public var lastSeenMillis: UInt64?
+    /// When the node was decommissioned (`admin decommission`): it keeps its place in the
+    /// tree and its data, but has no credentials and can never enroll again. Its `role`
+    /// then reads "dealer (decommissioned)", so every listing shows it.
+    public var decommissionedAtMillis: UInt64? = nil
+}
+
+/// A tenant's settings in the catalog.
+public struct TenantSettings: Sendable, Equatable {
+    public var tenant: TenantID
+    public var root: NodeID
+    public var levels: Int
+    /// Whether nodes below the root's children (dealers in a three-level tenant) may sync
+    /// with HQ directly instead of through their parent.
+    public var allowDirectSync: Bool
+    public var releaseKey: String?
+}
+
+/// What `revoke` / `decommission` took away from a node.
+public struct Revocation: Sendable, Equatable {
+    public var node: NodeID
+    /// Credentials revoked (a node holds one; re-enrollment revokes the earlier ones).
+    public var credentials: Int
+    /// Unused enrollment tokens deleted.
+    public var tokens: Int
+    /// Set by `decommission`.
+    public var decommissionedAtMillis: UInt64?
+}
+
+/// Why a decommissioned node could not enroll (answered 409 `decommissioned`).
+public struct NodeDecommissioned: Error, Sendable, Equatable, CustomStringConvertible {
+    public var node: NodeID
+    public var description: String {
+        "node '\(node)' was decommissioned and cannot enroll again; give a new node a new identifier"
+    }
 }
 
 /// An authenticated caller.
@@ -47,8 +81,16 @@ public enum EnrollmentError: Error, Sendable, Equatable, CustomStringConvertible
 public final class HubCatalog: Sendable {
     public let directory: String
     let writer: DatabasePool
-    /// Trees by tenant, valid while `catalog_version` is unchanged.
-    private let trees = Mutex<[TenantID: (version: Int64, tree: NodeTree)]>([:])
+    /// Trees (and who may sync with the root directly) by tenant, valid while
+    /// `catalog_version` is unchanged. Never credentials: every request's credential is
+    /// looked up in the database, so a revocation takes effect at the next request.
+    private let trees = Mutex<[TenantID: TenantSnapshot]>([:])
+
+    struct TenantSnapshot {
+        var version: Int64
+        var tree: NodeTree
+        var allowDirectSync: Bool
+    }
 
     public init(directory: String) throws {
         self.directory = directory
@@ -109,6 +151,16 @@ public final class HubCatalog: Sendable {
                 CREATE INDEX enrollment_tokens_parent ON enrollment_tokens (tenant, parent) WHERE used_at IS NULL;
                 """)
         }
+        m.registerMigration("v6-decommissioned") { db in
+            // A decommissioned node keeps its row (its place in the tree, its data) but never
+            // enrolls again (`admin decommission`).
+            try db.execute(sql: "ALTER TABLE nodes ADD COLUMN decommissioned_at INTEGER")
+        }
+        m.registerMigration("v7-direct-sync") { db in
+            // Whether nodes below the root's children may sync with HQ directly (default: no,
+            // a dealer syncs through its country).
+            try db.execute(sql: "ALTER TABLE tenants ADD COLUMN allow_direct_sync INTEGER NOT NULL DEFAULT 0")
+        }
         try m.migrate(writer)
     }
 
@@ -122,13 +174,15 @@ public final class HubCatalog: Sendable {
     /// Creates a tenant with its root (HQ) node; returns false when it already exists.
     /// `levels` is the depth of the tenant's tree: 2 (HQ and its agents) or 3 (HQ,
     /// countries, dealers).
+    /// `allowDirectSync` lets nodes below the root's children sync with HQ directly.
     @discardableResult
-    public func createTenant(_ tenant: TenantID, root: NodeID = "hq", levels: Int = 2, nowMillis: UInt64 = WallClock.nowMillis()) throws -> Bool {
+    public func createTenant(_ tenant: TenantID, root: NodeID = "hq", levels: Int = 2, allowDirectSync: Bool = false,
+                             nowMillis: UInt64 = WallClock.nowMillis()) throws -> Bool {
         guard (2...3).contains(levels) else { throw StoreError.invalidArgument("a tenant has 2 or 3 levels, not \(levels)") }
         return try writer.write { db in
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) ?? false { return false }
-            try db.execute(sql: "INSERT INTO tenants (id, root, created_at, levels) VALUES (?, ?, ?, ?)",
-                           arguments: [tenant.rawValue, root.rawValue, Int64(nowMillis), levels])
+            try db.execute(sql: "INSERT INTO tenants (id, root, created_at, levels, allow_direct_sync) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [tenant.rawValue, root.rawValue, Int64(nowMillis), levels, allowDirectSync])
             try db.execute(sql: "INSERT INTO nodes (tenant, id, parent, role, created_at) VALUES (?, ?, NULL, 'hq', ?)",
                            arguments: [tenant.rawValue, root.rawValue, Int64(nowMillis)])
             try Self.bumpVersion(db)
@@ -142,6 +196,37 @@ public final class HubCatalog: Sendable {
                 (TenantID(stringLiteral: $0["id"]), NodeID(unchecked: $0["root"]))
             }
         }
+    }
+
+    /// The tenant's settings; nil when there is no such tenant.
+    public func settings(of tenant: TenantID) throws -> TenantSettings? {
+        try writer.read { db in
+            try Row.fetchOne(db, sql: "SELECT root, levels, allow_direct_sync, release_key FROM tenants WHERE id = ?",
+                             arguments: [tenant.rawValue]).map {
+                TenantSettings(tenant: tenant, root: NodeID(unchecked: $0["root"]), levels: $0["levels"],
+                               allowDirectSync: $0["allow_direct_sync"], releaseKey: $0["release_key"])
+            }
+        }
+    }
+
+    /// Lets nodes below the root's children (dealers of a three-level tenant) sync with HQ
+    /// directly, or not. Hub processes see the change at their next request.
+    public func setAllowDirectSync(_ allowed: Bool, for tenant: TenantID) throws {
+        try writer.write { db in
+            try db.execute(sql: "UPDATE tenants SET allow_direct_sync = ? WHERE id = ?", arguments: [allowed, tenant.rawValue])
+            guard db.changesCount == 1 else { throw StoreError.notFound("tenant '\(tenant)'") }
+            try Self.bumpVersion(db)
+        }
+    }
+
+    /// The parent `principal` must sync through, or nil when this hub (the tenant's root)
+    /// serves it directly: the root's children always, nodes deeper down only when the
+    /// tenant allows direct sync. Answered from the tree cached per catalog version.
+    public func requiredParent(of principal: Principal) async throws -> NodeID? {
+        let snapshot = try await snapshot(of: principal.tenant)
+        guard !snapshot.allowDirectSync, let link = snapshot.tree.parents[principal.node], let parent = link,
+              let grandparent = snapshot.tree.parents[parent], grandparent != nil else { return nil }
+        return parent
     }
 
     /// Registers the tenant's governance release key (base64 Ed25519 public key).
@@ -185,6 +270,9 @@ public final class HubCatalog: Sendable {
             guard tree.parents[node] != nil else { throw StoreError.notFound("node '\(node)' in tenant '\(tenant)'") }
             guard tree.parents[parent] != nil else { throw StoreError.notFound("node '\(parent)' in tenant '\(tenant)'") }
             if tree.isRoot(node) { throw StoreError.invalidArgument("'\(node)' is the root of tenant '\(tenant)' and cannot move") }
+            if try Self.isDecommissioned(db, tenant.rawValue, parent.rawValue) {
+                throw StoreError.invalidArgument("'\(parent)' was decommissioned; a node cannot move under it")
+            }
             if tree.subtree(of: node).contains(parent) {
                 throw StoreError.invalidArgument("cannot move '\(node)' under '\(parent)', which is inside its own subtree")
             }
@@ -272,14 +360,24 @@ public final class HubCatalog: Sendable {
 
     /// The tenant's tree; cached, and re-read only after a tree change (by any process).
     public func tree(of tenant: TenantID) async throws -> NodeTree {
+        try await snapshot(of: tenant).tree
+    }
+
+    /// The tenant's tree and direct-sync setting, as of the current catalog version.
+    func snapshot(of tenant: TenantID) async throws -> TenantSnapshot {
         let cached = trees.withLock { $0[tenant] }
         return try await writer.readReleasingConnection { db in
             let version = try Int64.fetchOne(db.cachedStatement(sql: "SELECT version FROM catalog_version")) ?? 0
-            if let cached, cached.version == version { return cached.tree }
-            let tree = try Self.tree(db, tenant)
-            self.trees.withLock { $0[tenant] = (version, tree) }
-            return tree
+            if let cached, cached.version == version { return cached }
+            let allow = try Bool.fetchOne(db, sql: "SELECT allow_direct_sync FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) ?? false
+            let snapshot = TenantSnapshot(version: version, tree: try Self.tree(db, tenant), allowDirectSync: allow)
+            self.trees.withLock { $0[tenant] = snapshot }
+            return snapshot
         }
+    }
+
+    static func isDecommissioned(_ db: Database, _ tenant: String, _ node: String) throws -> Bool {
+        try Bool.fetchOne(db, sql: "SELECT decommissioned_at IS NOT NULL FROM nodes WHERE tenant = ? AND id = ?", arguments: [tenant, node]) ?? false
     }
 
     static func bumpVersion(_ db: Database) throws {
@@ -331,6 +429,12 @@ public final class HubCatalog: Sendable {
             guard depth <= levels else {
                 throw StoreError.invalidArgument("tenant '\(tenant)' has \(levels) levels; '\(node)' under '\(parentID)' would be level \(depth)")
             }
+            if try Self.isDecommissioned(db, tenant.rawValue, node.rawValue) {
+                throw StoreError.invalidArgument("node '\(node)' was decommissioned and cannot enroll again; give a new node a new identifier")
+            }
+            if try Self.isDecommissioned(db, tenant.rawValue, parentID) {
+                throw StoreError.invalidArgument("parent node '\(parentID)' was decommissioned")
+            }
             if let existing = try Self.parentLink(db, tenant.rawValue, node.rawValue), existing != parentID {
                 throw StoreError.invalidArgument("node '\(node)' already exists under '\(existing ?? "-")'; move it with `tiersync admin move-node`")
             }
@@ -377,6 +481,9 @@ public final class HubCatalog: Sendable {
             let expires = UInt64(row["expires_at"] as Int64)
             if expires < nowMillis { throw EnrollmentError.expired(atMillis: expires) }
             let tenant: String = row["tenant"], node: String = row["node"], parent: String? = row["parent"]
+            // Tokens are deleted when a node is decommissioned; this holds against any left.
+            if try Self.isDecommissioned(db, tenant, node) { throw NodeDecommissioned(node: NodeID(unchecked: node)) }
+            if let parent, try Self.isDecommissioned(db, tenant, parent) { throw NodeDecommissioned(node: NodeID(unchecked: parent)) }
             if let via, parent != via.rawValue {
                 throw EnrollmentError.wrongParent(node: NodeID(unchecked: node), parent: parent.map(NodeID.init(unchecked:)), via: via)
             }
@@ -404,6 +511,63 @@ public final class HubCatalog: Sendable {
         }
     }
 
+    // MARK: Revocation
+
+    /// Revokes every credential of `node` and deletes its unused enrollment tokens, in one
+    /// transaction. HQ refuses the node at its next request; a country refuses it once its
+    /// mirror of HQ's directory is refreshed (every 2 s). The node stays in the tree, with
+    /// its data; a new enrollment token lets it enroll again.
+    public func revoke(node: NodeID, of tenant: TenantID, nowMillis: UInt64 = WallClock.nowMillis()) throws -> Revocation {
+        try writer.write { db in try Self.revoke(db, node: node, tenant: tenant, nowMillis: nowMillis) }
+    }
+
+    /// Revokes `node` (as ``revoke(node:of:nowMillis:)``) and marks it decommissioned: it can
+    /// never enroll again (tokens issued for it, or naming it as parent, are refused) and
+    /// listings show it as decommissioned. It keeps its place in the tree and its data. A
+    /// node with enrolled, not decommissioned nodes below it is refused: move them first.
+    public func decommission(node: NodeID, of tenant: TenantID, nowMillis: UInt64 = WallClock.nowMillis()) throws -> Revocation {
+        try writer.write { db in
+            guard try Self.parentLink(db, tenant.rawValue, node.rawValue) != nil else {
+                throw StoreError.notFound("node '\(node)' in tenant '\(tenant)' (a node that never enrolled has nothing to decommission; `admin revoke` deletes its tokens)")
+            }
+            let below = try String.fetchAll(db, sql: """
+                SELECT id FROM nodes WHERE tenant = ? AND parent = ? AND decommissioned_at IS NULL ORDER BY id
+                """, arguments: [tenant.rawValue, node.rawValue])
+            if !below.isEmpty {
+                throw StoreError.invalidArgument("'\(node)' still has \(below.count) node(s) below it (\(below.prefix(10).joined(separator: ", "))\(below.count > 10 ? ", …" : "")): move them with `tiersync admin move-node` or decommission them first")
+            }
+            var revocation = try Self.revoke(db, node: node, tenant: tenant, nowMillis: nowMillis)
+            // Tokens of nodes waiting to enroll under it would make them its children.
+            revocation.tokens += try Self.deleteTokens(db, sql: "DELETE FROM enrollment_tokens WHERE tenant = ? AND parent = ? AND used_at IS NULL",
+                                                       [tenant.rawValue, node.rawValue])
+            try db.execute(sql: "UPDATE nodes SET decommissioned_at = COALESCE(decommissioned_at, ?) WHERE tenant = ? AND id = ?",
+                           arguments: [Int64(nowMillis), tenant.rawValue, node.rawValue])
+            revocation.decommissionedAtMillis = try Int64.fetchOne(db, sql: "SELECT decommissioned_at FROM nodes WHERE tenant = ? AND id = ?",
+                                                                   arguments: [tenant.rawValue, node.rawValue]).map(UInt64.init)
+            try Self.bumpVersion(db)
+            return revocation
+        }
+    }
+
+    static func revoke(_ db: Database, node: NodeID, tenant: TenantID, nowMillis: UInt64) throws -> Revocation {
+        guard let root = try String.fetchOne(db, sql: "SELECT root FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) else {
+            throw StoreError.notFound("tenant '\(tenant)'")
+        }
+        if node.rawValue == root { throw StoreError.invalidArgument("'\(node)' is the root of tenant '\(tenant)'; it has no credentials to revoke") }
+        let known = try Self.parentLink(db, tenant.rawValue, node.rawValue) != nil
+        let tokens = try Self.deleteTokens(db, sql: "DELETE FROM enrollment_tokens WHERE tenant = ? AND node = ? AND used_at IS NULL",
+                                           [tenant.rawValue, node.rawValue])
+        guard known || tokens > 0 else { throw StoreError.notFound("node '\(node)' in tenant '\(tenant)'") }
+        try db.execute(sql: "UPDATE credentials SET revoked_at = ? WHERE tenant = ? AND node = ? AND revoked_at IS NULL",
+                       arguments: [Int64(nowMillis), tenant.rawValue, node.rawValue])
+        return Revocation(node: node, credentials: db.changesCount, tokens: tokens, decommissionedAtMillis: nil)
+    }
+
+    private static func deleteTokens(_ db: Database, sql: String, _ arguments: [String]) throws -> Int {
+        try db.execute(sql: sql, arguments: StatementArguments(arguments))
+        return db.changesCount
+    }
+
     /// The node a bearer credential belongs to, or nil for an unknown or revoked one.
     public func authenticate(credential: String) async throws -> Principal? {
         try await writer.readReleasingConnection { db in
@@ -417,10 +581,13 @@ public final class HubCatalog: Sendable {
     }
 
     static func nodeRecord(_ row: Row) -> NodeRecord {
-        NodeRecord(tenant: TenantID(stringLiteral: row["tenant"]), node: NodeID(unchecked: row["id"]),
-                   parent: (row["parent"] as String?).map(NodeID.init(unchecked:)), role: row["role"],
-                   createdAtMillis: UInt64(row["created_at"] as Int64),
-                   lastSeenMillis: (row["last_seen"] as Int64?).map(UInt64.init))
+        let decommissioned = (row["decommissioned_at"] as Int64?).map(UInt64.init)
+        let role: String = row["role"]
+        return NodeRecord(tenant: TenantID(stringLiteral: row["tenant"]), node: NodeID(unchecked: row["id"]),
+                          parent: (row["parent"] as String?).map(NodeID.init(unchecked:)),
+                          role: decommissioned == nil ? role : "\(role) (decommissioned)",
+                          createdAtMillis: UInt64(row["created_at"] as Int64),
+                          lastSeenMillis: (row["last_seen"] as Int64?).map(UInt64.init), decommissionedAtMillis: decommissioned)
     }
 }
 

@@ -8,7 +8,8 @@ struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Administer a hub's tenants and nodes (run on the hub machine).",
         subcommands: [CreateTenant.self, EnrollToken.self, MoveNode.self, Nodes.self, Quarantine.self, GenCerts.self,
-                      Validate.self, ReleaseKey.self, Publish.self, Rollout.self, Rollback.self, OverlayKey.self, RolloutStatus.self])
+                      Validate.self, ReleaseKey.self, Publish.self, Rollout.self, Rollback.self, OverlayKey.self, RolloutStatus.self,
+                      Revoke.self, Decommission.self, TenantSettingsCommand.self, RotateReleaseKey.self, RevokeOverlayKey.self])
 
     struct HubData: ParsableArguments {
         @Option(help: "The hub's data directory.")

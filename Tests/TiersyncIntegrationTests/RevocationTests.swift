@@ -1,0 +1,227 @@
+import Foundation
+import Testing
+import TiersyncCore
+import TiersyncServer
+import TiersyncStore
+import TiersyncTestSupport
+
+/// Runs `tiersync` to completion; returns its exit status and its output (errors included).
+private func cli(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    try Child.capture(arguments)
+}
+
+/// Issue 12, item 8: revocation and decommissioning take effect at HQ at once and at a
+/// country within seconds, also while HQ is down; a dealer syncs through its country.
+@Suite("Revocation, decommissioning and direct sync", .serialized)
+struct RevocationTests {
+    @Test("""
+    admin revoke: refused at HQ at the very next request (no credential is cached); at the country within seconds; \
+    during an HQ outage the country keeps refusing the revoked dealer and serves the others. admin decommission: \
+    no token lets the node enroll again, admin nodes lists it as decommissioned, its data stays
+    """)
+    func revokeAndDecommission() async throws {
+        let dir = try TempDir()
+        let data = dir.path + "/hub"
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path)
+            try hub.catalog.createTenant("acme", levels: 3)
+            try hub.catalog.createTenant("insura", levels: 2)
+            let atHQ = running.client(hub)
+
+            // Two-level tenant: an agent talks to HQ itself.
+            let agentCredential = try await hub.enroll(tenant: "insura", node: "ins-a", client: atHQ)
+            #expect(try await atHQ.send("GET", "/v1/whoami", credential: agentCredential).status == 200)
+            let revoked = try cli(["admin", "revoke", "--data", data, "--tenant", "insura", "--node", "ins-a"])
+            #expect(revoked.status == 0 && revoked.output.contains("revoked ins-a of insura: 1 credential(s), 0 unused enrollment token(s)"), "\(revoked)")
+            // The very next request is refused: nothing cached the credential.
+            let refused = try await atHQ.send("GET", "/v1/whoami", credential: agentCredential)
+            #expect(refused.status == 401 && refused.error?.code == "unauthenticated", "\(refused.status) \(refused.text)")
+            #expect(try await atHQ.send("GET", "/v1/pull", credential: agentCredential).status == 401)
+
+            // Three-level tenant: dealers behind de.
+            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            var credentials: [NodeID: String] = [:]
+            var dealers: [NodeID: RunningAgent] = [:]
+            for dealer in ["d1", "d2", "d3"] as [NodeID] {
+                let agent = try await running.agent(enrolling: dealer, parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+                dealers[dealer] = agent
+                credentials[dealer] = try #require(try agent.store.meta("credential"))
+            }
+            let atDE = running.client(baseURL: de.url, caFile: hub.caFile)
+            let hq = try hub.stores.store(for: "acme")
+            try dealers["d3"]!.store.commit([.upsert("customers", id: "d3-c1", ["last_name": "Kept"])])
+            try await eventually(timeout: 30, "HQ holds d3's record") { try hq.record(table: "customers", id: "d3-c1") != nil }
+            for dealer in ["d1", "d2", "d3"] as [NodeID] {
+                #expect(try await atDE.send("GET", "/v1/whoami", credential: credentials[dealer]).status == 200, "\(dealer)")
+            }
+
+            // Revoke d1 at HQ: the country refuses it within seconds.
+            let started = ContinuousClock.now
+            let revokedD1 = try cli(["admin", "revoke", "--data", data, "--tenant", "acme", "--node", "d1"])
+            #expect(revokedD1.status == 0, "\(revokedD1)")
+            var status = 0
+            while ContinuousClock.now - started < .seconds(10) {
+                status = try await atDE.send("GET", "/v1/whoami", credential: credentials["d1"]).status
+                if status == 401 { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let took = ContinuousClock.now - started
+            #expect(status == 401 && took < .seconds(5), "d1 refused at the country after \(took) (status \(status))")
+            #expect(try await atDE.send("GET", "/v1/whoami", credential: credentials["d2"]).status == 200)
+
+            // Decommission d3: its unused token goes, no new one is issued, it is refused everywhere.
+            let spare = try hub.catalog.issueEnrollmentToken(tenant: "acme", node: "d3", parent: "de")
+            let decommissioned = try cli(["admin", "decommission", "--data", data, "--tenant", "acme", "--node", "d3"])
+            #expect(decommissioned.status == 0 && decommissioned.output.contains("decommissioned d3 of acme: 1 credential(s) revoked, 1 unused enrollment token(s) deleted"),
+                    "\(decommissioned)")
+            let reEnroll = try await atDE.send("POST", "/v1/enroll", json: EnrollRequest(token: spare))
+            #expect(reEnroll.status == 401 && reEnroll.error?.code == "invalid_token", "\(reEnroll.status) \(reEnroll.text)")
+            let newToken = try cli(["admin", "enroll-token", "--data", data, "--tenant", "acme", "--node", "d3", "--parent", "de"])
+            #expect(newToken.status != 0 && newToken.output.contains("node 'd3' was decommissioned and cannot enroll again"), "\(newToken)")
+            let nodes = try cli(["admin", "nodes", "--data", data, "--tenant", "acme"])
+            let row = try #require(nodes.output.split(separator: "\n").first { $0.hasPrefix("d3 ") }, "\(nodes)")
+            #expect(row.contains("dealer (decommissioned)") && row.contains("hq/de/d3"), "\(nodes)")
+            #expect(try hq.record(table: "customers", id: "d3-c1") != nil, "its data stays")
+            try await eventuallyAsync(timeout: 10, "the country refuses d3") {
+                try await atDE.send("GET", "/v1/whoami", credential: credentials["d3"]).status == 401
+            }
+            let decommissionDE = try cli(["admin", "decommission", "--data", data, "--tenant", "acme", "--node", "de"])
+            #expect(decommissionDE.status != 0 && decommissionDE.output.contains("'de' still has 2 node(s) below it (d1, d2)"), "\(decommissionDE)")
+
+            // HQ goes down. The country keeps the last directory it received.
+            await hub.stop()
+            for _ in 0..<3 {
+                try await Task.sleep(for: .milliseconds(700))   // refreshes fail meanwhile
+                let asked = ContinuousClock.now
+                #expect(try await atDE.send("GET", "/v1/whoami", credential: credentials["d1"]).status == 401, "revoked d1 still refused")
+                // An unknown credential waits at most 2 s for HQ, then is refused from the mirror.
+                #expect(ContinuousClock.now - asked < .seconds(3))
+                #expect(try await atDE.send("GET", "/v1/whoami", credential: credentials["d3"]).status == 401, "decommissioned d3 still refused")
+                #expect(try await atDE.send("GET", "/v1/whoami", credential: credentials["d2"]).status == 200, "d2 still served")
+            }
+            // d2 keeps working through its country while HQ is down.
+            try dealers["d2"]!.store.commit([.upsert("customers", id: "d2-offline", ["last_name": "While HQ was down"])])
+            try await eventually(timeout: 30, "the country takes d2's write") { try de.store.record(table: "customers", id: "d2-offline") != nil }
+        }
+    }
+
+    @Test("a revoked country: HQ refuses it and it stops serving its dealers")
+    func revokedCountry() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path)
+            try hub.catalog.createTenant("acme", levels: 3)
+            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            let dealer = try await running.agent(enrolling: "d1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+            let atHQ = running.client(hub), atDE = running.client(baseURL: de.url, caFile: hub.caFile)
+            let countryCredential = try #require(try de.store.meta("credential"))
+            let dealerCredential = try #require(try dealer.store.meta("credential"))
+            #expect(try await atHQ.send("GET", "/v1/whoami", credential: countryCredential).status == 200)
+            #expect(try await atDE.send("GET", "/v1/whoami", credential: dealerCredential).status == 200)
+
+            let revoked = try cli(["admin", "revoke", "--data", dir.path + "/hub", "--tenant", "acme", "--node", "de"])
+            #expect(revoked.status == 0, "\(revoked)")
+            #expect(try await atHQ.send("GET", "/v1/whoami", credential: countryCredential).status == 401)
+            try await eventuallyAsync(timeout: 10, "de stops serving its dealer") {
+                try await atDE.send("GET", "/v1/whoami", credential: dealerCredential).status == 401
+            }
+            #expect(try await atDE.send("GET", "/v1/pull", credential: dealerCredential).status == 401)
+        }
+    }
+
+    @Test("""
+    a dealer cannot bypass its country: with its credential HQ answers 403 wrong_parent on every authenticated route, \
+    naming the parent; the country itself and enrollment are unaffected; admin tenant-settings --allow-direct-sync \
+    true lets it sync with HQ, false stops it again
+    """)
+    func dealerBypass() async throws {
+        let dir = try TempDir()
+        let data = dir.path + "/hub"
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path)
+            try hub.catalog.createTenant("acme", levels: 3)
+            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            let dealer = try await running.agent(enrolling: "de-1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+            let credential = try #require(try dealer.store.meta("credential"))
+            let countryCredential = try #require(try de.store.meta("credential"))
+            let atHQ = running.client(hub)
+            let routes: [(String, String, Data?)] = [
+                ("GET", "/v1/whoami", nil), ("GET", "/v1/pull", nil), ("GET", "/v1/directory", nil), ("GET", "/v1/governance", nil),
+                ("GET", "/v1/governance/status", nil), ("POST", "/v1/push", Data(#"{"through":0,"changes":[]}"#.utf8)),
+            ]
+            for (method, path, body) in routes {
+                let reply = try await atHQ.send(method, path, body: body, credential: credential)
+                #expect(reply.status == 403 && reply.error?.code == "wrong_parent", "\(method) \(path): \(reply.status) \(reply.text)")
+                #expect(reply.error?.message.contains("node 'de-1' syncs through its parent 'de'") == true, "\(reply.text)")
+                // The country's own requests are served.
+                #expect(try await atHQ.send(method, path, body: body, credential: countryCredential).status == 200, "de: \(method) \(path)")
+            }
+            // Through its country the dealer syncs as before.
+            try dealer.store.commit([.upsert("customers", id: "c-1", ["last_name": "Via de"])])
+            let hq = try hub.stores.store(for: "acme")
+            try await eventually(timeout: 30, "the dealer's write reaches HQ through de") { try hq.record(table: "customers", id: "c-1") != nil }
+            // Enrollment stays public: a token is redeemed at HQ's URL too.
+            let token = try hub.catalog.issueEnrollmentToken(tenant: "acme", node: "de-2", parent: "de")
+            let enrolled = try await atHQ.send("POST", "/v1/enroll", json: EnrollRequest(token: token))
+            #expect(enrolled.status == 201, "\(enrolled.text)")
+
+            // Settings: shown without changing anything, then direct sync allowed.
+            let shown = try cli(["admin", "tenant-settings", "--data", data, "--tenant", "acme"])
+            #expect(shown.status == 0 && shown.output.contains("not allowed (dealers sync through their country)"), "\(shown)")
+            let allowed = try cli(["admin", "tenant-settings", "--data", data, "--tenant", "acme", "--allow-direct-sync", "true"])
+            #expect(allowed.status == 0 && allowed.output.contains("direct sync with HQ below the root's children: allowed"), "\(allowed)")
+            for (method, path, body) in routes {
+                let reply = try await atHQ.send(method, path, body: body, credential: credential)
+                #expect(reply.status == 200, "allowed: \(method) \(path): \(reply.status) \(reply.text)")
+            }
+            let whoami = try await atHQ.send("GET", "/v1/whoami", credential: credential).decode(WhoAmIResponse.self)
+            #expect(whoami.node == "de-1" && whoami.parent == "de")
+            let disallowed = try cli(["admin", "tenant-settings", "--data", data, "--tenant", "acme", "--allow-direct-sync", "false"])
+            #expect(disallowed.status == 0, "\(disallowed)")
+            #expect(try await atHQ.send("GET", "/v1/pull", credential: credential).status == 403)
+
+            // A tenant created with direct sync allowed serves its dealers from the start.
+            try hub.catalog.createTenant("open", levels: 3, allowDirectSync: true)
+            let openDE = try await hub.enroll(tenant: "open", node: "de", client: atHQ)
+            #expect(try await atHQ.send("GET", "/v1/whoami", credential: openDE).status == 200)
+            let openDealer = try hub.catalog.issueEnrollmentToken(tenant: "open", node: "de-1", parent: "de")
+            let openCredential = try await atHQ.send("POST", "/v1/enroll", json: EnrollRequest(token: openDealer)).decode(EnrollResponse.self).credential
+            #expect(try await atHQ.send("GET", "/v1/pull", credential: openCredential).status == 200)
+        }
+    }
+
+    @Test("the new admin commands refuse a missing data directory and a country's --data, and create nothing")
+    func commandsCreateNothing() async throws {
+        let dir = try TempDir()
+        let missing = dir.path + "/nothing-here"
+        for arguments in [["admin", "revoke", "--data", missing, "--tenant", "acme", "--node", "d1"],
+                          ["admin", "decommission", "--data", missing, "--tenant", "acme", "--node", "d1"],
+                          ["admin", "tenant-settings", "--data", missing, "--tenant", "acme"],
+                          ["admin", "rotate-release-key", "--data", missing, "--tenant", "acme"],
+                          ["admin", "revoke-overlay-key", "--data", missing, "--tenant", "acme", "--node", "de"]] {
+            let ran = try cli(arguments)
+            #expect(ran.status != 0 && ran.output.contains("holds no hub data"), "\(arguments): \(ran)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: missing))
+        // A country's mirror is not where access is decided.
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path)
+            try hub.catalog.createTenant("acme", levels: 3)
+            _ = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            let ran = try cli(["admin", "revoke", "--data", dir.path + "/de-directory", "--tenant", "acme", "--node", "d1"])
+            #expect(ran.status != 0 && ran.output.contains("country node 'de'"), "\(ran)")
+            let unknown = try cli(["admin", "revoke", "--data", dir.path + "/hub", "--tenant", "acme", "--node", "nobody"])
+            #expect(unknown.status != 0 && unknown.output.contains("node 'nobody'"), "\(unknown)")
+        }
+    }
+}
+
+/// Polls an async `condition` until it holds or `timeout` passes.
+func eventuallyAsync(timeout: Double, _ what: String, _ condition: () async throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    throw TestFailure("timed out after \(timeout) s waiting for: \(what)")
+}
