@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+@preconcurrency import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
@@ -42,6 +42,12 @@ enum CrashCapture {
             sigemptyset(&action.sa_mask)
             sigaction(sig, &action, previous + Int(sig))
         }
+    }
+
+    /// Standard output a line at a time, also into a file or pipe (a CI log): a crash
+    /// then loses nothing printed before it.
+    static func lineBufferOutput() {
+        setvbuf(stdout, nil, _IOLBF, 0)
     }
 
     /// The input about to run (copied; no allocation when it fits the buffer).

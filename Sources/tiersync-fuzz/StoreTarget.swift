@@ -203,8 +203,10 @@ struct StoreTarget {
     static func checkNoLeak(_ rejected: [RejectedChange], batch: [Change], subtree: Set<NodeID>) throws(InvariantFailure) {
         let outside = World.nodes.filter { !subtree.contains($0) && $0 != World.root }
         for r in rejected {
-            guard let change = batch.first(where: { $0.origin == r.origin && $0.originSeq == r.originSeq }) else { continue }
-            let sentText = String(decoding: WireEncoding.pushRequest(PushRequest(through: 0, changes: [change])), as: UTF8.self)
+            // The changes it may be about (a batch can carry one identity twice).
+            let sent = batch.filter { $0.origin == r.origin && $0.originSeq == r.originSeq && $0.table == r.table && $0.recordID == r.recordID }
+            guard !sent.isEmpty else { continue }
+            let sentText = String(decoding: WireEncoding.pushRequest(PushRequest(through: 0, changes: sent)), as: UTF8.self)
             for node in outside where r.message.contains(node.rawValue) && !sentText.contains(node.rawValue) {
                 throw InvariantFailure(invariant: "refusals reveal nothing outside the caller's scope",
                                        detail: "\(r.code.rawValue) for \(r.origin)#\(r.originSeq) names '\(node)': \(r.message)")

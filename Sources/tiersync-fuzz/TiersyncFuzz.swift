@@ -52,6 +52,8 @@ struct TiersyncFuzz: AsyncParsableCommand {
     @Option(help: .hidden) var selfTestCrash: String?
 
     func run() async throws {
+        // Lines as they come, also into a CI log (a crash must not lose what was printed).
+        CrashCapture.lineBufferOutput()
         let seed = self.seed ?? UInt64.random(in: 0...UInt64.max)
         try FileManager.default.createDirectory(atPath: artifacts, withIntermediateDirectories: true)
         let crashFile = (artifacts as NSString).appendingPathComponent("crash-seed-\(seed).bin")
@@ -184,7 +186,7 @@ struct FuzzRun {
             var file: String?
             if write {
                 let path = (artifacts as NSString).appendingPathComponent("failure-seed-\(seed)-\(failures.count).bin")
-                FileManager.default.createFile(atPath: path, contents: Data(bytes))
+                _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
                 file = path
             }
             failures.append((label, "\(error)", file))
@@ -202,7 +204,7 @@ struct FuzzRun {
             example = "\(label): \(failure.description.prefix(400))"
             if write {
                 let path = (artifacts as NSString).appendingPathComponent("known-\(failure.signature ?? "")-\(knownCounts.count)-seed-\(seed).bin")
-                FileManager.default.createFile(atPath: path, contents: Data(bytes))
+                _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
                 example += " [\(path)]"
             }
         }
