@@ -154,7 +154,9 @@ public enum GovernanceResolver {
         // A refused (e.g. replayed) rollout does not change what runs, but is reported; so
         // is a refused key rotation or overlay-key revocation (a forged one, say).
         decision.problems += verified.refusals.filter { $0.hasPrefix("rollout ") } + keyProblems(verified)
-        let country = verified.overlays[node] != nil ? node : parent
+        // A country's own overlay (kept, or refused: its refusal is reported too), else its parent's.
+        let ownRefused = verified.refusals.contains { $0.hasPrefix("overlay of \(node):") }
+        let country = verified.overlays[node] != nil || ownRefused ? node : parent
         let overlayRefusal = verified.refusals.first { r in country.map { r.hasPrefix("overlay of \($0):") } ?? false }
         if let overlayRefusal { decision.problems.append(overlayRefusal) }
         if let country, let overlay = verified.overlays[country] {
