@@ -286,7 +286,8 @@ struct FlatObjectParser {
             i += 1
             switch b {
             case UInt8(ascii: "\""):
-                return String(decoding: out, as: UTF8.self)
+                // Invalid UTF-8 is refused, as JSONDecoder does, not repaired.
+                return String(validating: out, as: UTF8.self)
             case UInt8(ascii: "\\"):
                 guard i < bytes.count else { return nil }
                 let e = bytes[i]
@@ -310,6 +311,9 @@ struct FlatObjectParser {
                     out.append(contentsOf: Array(String(Character(u)).utf8))
                 default: return nil
                 }
+            case 0..<0x20:
+                // JSON allows control characters in strings only escaped (as JSONDecoder does).
+                return nil
             default:
                 out.append(b)
             }
@@ -333,7 +337,10 @@ struct FlatObjectParser {
         }
         let text = String(decoding: bytes[start..<i], as: UTF8.self)
         if !isDouble, let n = Int64(text) { return .int(n) }
-        return Double(text).map(FieldValue.double)
+        // JSON has no infinity: a number beyond Double's range (1e999) is not a number
+        // here either (it would not survive re-encoding, nor JSONEncoder in the quarantine).
+        guard let d = Double(text), d.isFinite else { return nil }
+        return .double(d)
     }
 
     private mutating func hex4() -> UInt32? {

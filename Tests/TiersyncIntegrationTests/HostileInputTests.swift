@@ -81,6 +81,10 @@ struct HostileInputTests {
             #expect(try spread.decode(PushResponse.self).applied == 1)
             // A sequence too large for Int64 is a malformed body, not a crash.
             #expect(try await f.pushRaw(body("d1", ["99999999999999999999"]), as: f.d1).status == 400)
+            // A number beyond Double's range is no number (JSON has no infinity): 400, not an
+            // infinite value stored (found by tiersync-fuzz).
+            let infinite = #"{"through":3,"changes":[{"origin":"d1","seq":3,"hlc":1,"table":"leads","id":"l-1","op":"upsert","fields":{"source_node":"d1","value":1e999}}]}"#
+            #expect(try await f.pushRaw(infinite, as: f.d1).status == 400)
 
             // Query numbers: out of range or not numbers at all.
             for query in ["cursor=-1", "limit=0", "limit=99999999999999999999", "wait=1e308", "wait=nan", "wait=-1", "cursor=9223372036854775808"] {
