@@ -208,6 +208,10 @@ struct RevocationTests {
             let hub = try await running.hub(directory: dir.path)
             try hub.catalog.createTenant("acme", levels: 3)
             _ = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            // The country's first copy of HQ's directory.
+            try await eventuallyAsync(timeout: 10, "de mirrors HQ's directory") {
+                try await HubCatalog(directory: dir.path + "/de-directory").node("de", of: "acme") != nil
+            }
             let ran = try cli(["admin", "revoke", "--data", dir.path + "/de-directory", "--tenant", "acme", "--node", "d1"])
             #expect(ran.status != 0 && ran.output.contains("country node 'de'"), "\(ran)")
             let unknown = try cli(["admin", "revoke", "--data", dir.path + "/hub", "--tenant", "acme", "--node", "nobody"])
