@@ -143,8 +143,10 @@ public final class GovernanceFollower: Sendable {
     /// signed before) and, when a rotation hands over to a new key, holds that key from now
     /// on. An announcement not signed by the key in force is refused (and reported).
     private func adoptRotations(from key: GovernancePublicKey, announced: [SignedDocument], nowMillis: UInt64) throws -> GovernanceKeyring {
-        let keyring = GovernanceKeyring(anchor: key, rotations: try stored(.keyRotation) + announced, tenant: identity.tenant.rawValue)
-        for (rotation, document) in keyring.accepted {
+        let kept = try stored(.keyRotation)
+        let keyring = GovernanceKeyring(anchor: key, rotations: kept + announced, tenant: identity.tenant.rawValue)
+        let keptBodies = Set(kept.map(\.json))
+        for (rotation, document) in keyring.accepted where !keptBodies.contains(document.json) {
             try store.putGovernanceDocument(StoredGovernanceDocument(kind: SignedDocument.Kind.keyRotation.rawValue, key: String(rotation.sequence),
                                                                      seq: rotation.sequence, body: document.json), nowMillis: nowMillis)
         }
