@@ -24,11 +24,13 @@ struct Admin: AsyncParsableCommand {
         @Option(help: "Tenant identifier.") var tenant: String
         @Option(help: "Identifier of the tenant's root (HQ) node.") var root = "hq"
         @Option(help: "Levels of the tenant's tree: 2 (HQ → agents) or 3 (HQ → countries → dealers).") var levels = 2
+        @Flag(help: "Let dealers of a three-level tenant sync with HQ directly, bypassing their country (off: HQ answers them 403 wrong_parent).")
+        var allowDirectSync = false
 
         func run() throws {
             let tenantID = try TenantID(validating: tenant)
-            let created = try hub.catalog().createTenant(tenantID, root: try NodeID(validating: root), levels: levels)
-            print(created ? "created tenant \(tenant) with \(levels) levels (root node \(root))" : "tenant \(tenant) already exists")
+            let created = try hub.catalog().createTenant(tenantID, root: try NodeID(validating: root), levels: levels, allowDirectSync: allowDirectSync)
+            print(created ? "created tenant \(tenant) with \(levels) levels (root node \(root))\(allowDirectSync ? ", direct sync allowed" : "")" : "tenant \(tenant) already exists")
         }
     }
 

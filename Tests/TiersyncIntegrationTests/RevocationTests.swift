@@ -181,7 +181,8 @@ struct RevocationTests {
             #expect(try await atHQ.send("GET", "/v1/pull", credential: credential).status == 403)
 
             // A tenant created with direct sync allowed serves its dealers from the start.
-            try hub.catalog.createTenant("open", levels: 3, allowDirectSync: true)
+            let created = try cli(["admin", "create-tenant", "--data", data, "--tenant", "open", "--levels", "3", "--allow-direct-sync"])
+            #expect(created.status == 0 && created.output.contains("direct sync allowed"), "\(created)")
             let openDE = try await hub.enroll(tenant: "open", node: "de", client: atHQ)
             #expect(try await atHQ.send("GET", "/v1/whoami", credential: openDE).status == 200)
             let openDealer = try hub.catalog.issueEnrollmentToken(tenant: "open", node: "de-1", parent: "de")

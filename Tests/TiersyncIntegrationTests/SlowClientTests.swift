@@ -102,8 +102,8 @@ struct SlowClientTests {
         let dir = try TempDir()
         var limits = HubConfiguration.Limits()
         limits.maxConcurrentPushesPerNode = 2
-        limits.idleTimeoutSeconds = 3
-        limits.bodyTimeoutSeconds = 3
+        limits.idleTimeoutSeconds = 8
+        limits.bodyTimeoutSeconds = 8
         try await withRunning { running in
             let hub = try await running.hub(directory: dir.path, limits: limits)
             let client = running.client(hub)
@@ -112,8 +112,14 @@ struct SlowClientTests {
             let stalls = (0..<2).map { _ in
                 Task { try await rawTLSInBackground(port: port, caFile: ca, head: head, body: #"{"through":1,"#, then: "stall") }
             }
-            try await Task.sleep(for: .milliseconds(1_000))
-            let third = try await client.send("POST", "/v1/push", json: PushRequest(through: 0, changes: []), credential: credential)
+            // Once both stalled pushes are in (Python takes a moment to start on a busy
+            // machine), the next push is refused.
+            var third = try await client.send("POST", "/v1/push", json: PushRequest(through: 0, changes: []), credential: credential)
+            let deadline = ContinuousClock.now + .seconds(6)
+            while third.status != 429, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+                third = try await client.send("POST", "/v1/push", json: PushRequest(through: 0, changes: []), credential: credential)
+            }
             #expect(third.status == 429)
             #expect(third.error?.code == "too_many_in_flight")
             #expect(try await client.send("GET", "/v1/whoami", credential: credential).status == 200)
