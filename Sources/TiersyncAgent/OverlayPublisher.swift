@@ -30,7 +30,10 @@ public enum OverlayPublisher {
         guard keyFile.node == identity.node.rawValue, keyFile.tenant == identity.tenant.rawValue else {
             throw Failure("the overlay key is certified for \(keyFile.tenant)/\(keyFile.node), not \(identity.tenant)/\(identity.node)")
         }
-        guard let hqKey = try store.meta(GovernanceFollower.keyMeta).flatMap(GovernancePublicKey.init(base64:)) else {
+        // HQ's keys as this node follows them (its release key and the rotations it took):
+        // the release in force may be signed by a key HQ rotated to since enrollment.
+        let follower = GovernanceFollower(store: store, identity: identity, parentNode: { identity.parent }, logger: logger)
+        guard let keyring = try follower.keyring() else {
             throw Failure("this node holds no HQ release key yet (it arrives at enrollment)")
         }
         let key = try GovernanceSigningKey(base64: keyFile.privateKey)
@@ -41,7 +44,7 @@ public enum OverlayPublisher {
               let envelope = SignedDocument(json: stored.body) else {
             throw Failure("release \(version) is in force but not stored here")
         }
-        let release = try hqKey.open(envelope, as: .release, Release.self)
+        let release = try keyring.openRelease(envelope)
         let previous = try store.governanceDocuments(kind: "overlay", keys: [identity.node.rawValue]).first?.seq ?? 0
         let draft = Overlay(tenant: identity.tenant.rawValue, country: identity.node.rawValue, sequence: previous + 1,
                             createdAtMillis: nowMillis, basedOn: version, set: source.set)
@@ -54,12 +57,12 @@ public enum OverlayPublisher {
         }
         let document = try key.sign(checked, as: .overlay, certificate: keyFile.certificate)
         // Prove now what every dealer will check: HQ certified this key for this country.
-        _ = try hqKey.openOverlay(document, tenant: identity.tenant.rawValue, expectedCountry: identity.node.rawValue)
+        _ = try keyring.openOverlay(document, tenant: identity.tenant.rawValue, expectedCountry: identity.node.rawValue)
         try store.putGovernanceDocument(StoredGovernanceDocument(kind: "overlay", key: identity.node.rawValue, seq: checked.sequence, body: document.json),
                                         nowMillis: nowMillis)
         // The country itself runs release ⊕ its overlay: decide now rather than on the
         // agent's next round, so its status is current at once.
-        try GovernanceFollower(store: store, identity: identity, parentNode: { identity.parent }, logger: logger).evaluate(nowMillis: nowMillis)
+        try follower.evaluate(nowMillis: nowMillis)
         return checked
     }
 }

@@ -76,6 +76,13 @@ struct KeyRotationTests {
             #expect(try late.store.meta(GovernanceFollower.keyMeta) == k1)
             try await eventually(timeout: 30, "de-2 applies v1") { try inForce(late.store).release == 1 }
 
+            // de publishes an overlay while v1 (signed by the old key) is in force, with an
+            // overlay key HQ certified with the new key: the country checks both through
+            // the keys it follows, and de-1 applies it.
+            _ = try ok(["admin", "overlay-key", "--data", data, "--tenant", "automaker", "--node", "de", "--out", dir.path + "/de-after-rotation.key"])
+            _ = try ok(["overlay", "publish", fixture("overlays/de.yaml"), "--store", dir.path + "/de.sqlite", "--key", dir.path + "/de-after-rotation.key"])
+            try await eventually(timeout: 30, "de-1 applies de#1 over v1") { try inForce(dealer.store).overlay == "de#1" && inForce(dealer.store).release == 1 }
+
             // The next release is signed by the new key, and applied.
             _ = try ok(["admin", "publish", try automaker(sla: "3h", in: dir.path), "--data", data])
             let v2 = try #require(try hub.stores.store(for: "automaker").governanceDocuments(kind: "release", keys: ["2"]).first.flatMap { SignedDocument(json: $0.body) })
