@@ -17,6 +17,10 @@ import TiersyncStore
 ///   pass once the batch's other changes are in, as the rules say), and once nothing more
 ///   is applied the store's digest does not move.
 ///
+/// The signature of failures where `NodeStore.highestSeq(of:)` (the enrollment answer's
+/// `highestSeq`) counts a refused, out-of-range sequence number.
+let highestSeqSignature = "highest-seq-out-of-range"
+
 /// The scope rule is ``PushScope``, the same code the hub's push handler runs.
 struct StoreTarget {
     struct Totals {
@@ -26,6 +30,8 @@ struct StoreTarget {
     }
 
     var totals = Totals()
+    /// Failures of known defects in the last run (the other checks went on).
+    var knownHits: [InvariantFailure] = []
 
     /// The hub's gate: ``PushScope``, as `SyncService` hands it to the store.
     static func scopeGate(pusher: NodeID, scope: Scope) -> ChangeGate {
@@ -96,11 +102,12 @@ struct StoreTarget {
     }
 
     /// Judges `push` as the hub would for `pusher` and checks the invariants.
-    mutating func run(_ push: PushRequest, pusher: NodeID) async throws {
+    mutating func run(_ push: PushRequest, pusher: NodeID, known: Set<String> = []) async throws {
         // The hub answers 403 for another tenant and 413 for too many changes, before the store.
         if let tenant = push.tenant, tenant != World.tenant { return }
         guard push.changes.count <= 10_000 else { return }
         let m0 = ContinuousClock.now
+        knownHits = []
         let store = try await freshStore()
         totals.makeTime += ContinuousClock.now - m0
         let scope = Scope(tree: World.tree, node: pusher)
@@ -157,6 +164,21 @@ struct StoreTarget {
             let key = "\(logged.change.origin)#\(logged.change.originSeq)@\(logged.change.hlc.rawValue)"
             guard batchStamps.contains(key), subtree.contains(logged.change.origin) else {
                 throw InvariantFailure(invariant: "the log gains the applied changes", detail: "logged \(key), which the batch did not carry from the subtree")
+            }
+        }
+
+        // What a node re-enrolling with a new store learns (EnrollResponse.highestSeq): it
+        // numbers its next change above it, so it must be a valid sequence number.
+        for origin in Set(entitled.map(\.origin)) {
+            let highest = try await store.highestSeq(of: origin)
+            if !(0...Change.sequenceRange.upperBound).contains(highest) {
+                let failure = InvariantFailure(invariant: "the highest sequence a re-enrolling node learns is a valid one",
+                                       detail: "highestSeq(of: \(origin)) = \(highest) after this batch (a node re-enrolling with it traps at its first write, NodeStore.commit's nextSeq += 1, or numbers every change out of range)",
+                                       signature: highestSeqSignature)
+                // A known defect: noted, and the remaining checks still run.
+                guard known.contains(highestSeqSignature) else { throw failure }
+                knownHits.append(failure)
+                break
             }
         }
 

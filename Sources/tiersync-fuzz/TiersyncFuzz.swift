@@ -178,7 +178,10 @@ struct FuzzRun {
                 divergences[d.kind] = ((divergences[d.kind]?.count ?? 0) + 1, example)
                 if strictDifferential { throw InvariantFailure(invariant: "decoders agree", detail: d.kind) }
             }
-            if let push = outcome.push { try await store.run(push, pusher: pusher) }
+            if let push = outcome.push {
+                defer { for failure in store.knownHits { noteKnown(failure, bytes: bytes, label: label, write: write) } }
+                try await store.run(push, pusher: pusher, known: knownSignatures)
+            }
         } catch let failure as InvariantFailure where failure.signature.map(knownSignatures.contains) == true {
             noteKnown(failure, bytes: bytes, label: label, write: write)
         } catch {
