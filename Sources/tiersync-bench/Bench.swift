@@ -9,9 +9,9 @@ import Logging
 struct TiersyncBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tiersync-bench",
-        abstract: "Measure Tiersync: ingest, fan-in, propagation, bootstrap, wire, idle.",
+        abstract: "Measure Tiersync: ingest, fan-in, propagation, bootstrap, wire, idle; hostile load.",
         discussion: "Build in release mode for figures: swift run -c release tiersync-bench <scenario>.",
-        subcommands: [Ingest.self, FanIn.self, Propagation.self, Bootstrap.self, Wire.self, Idle.self, All.self])
+        subcommands: [Ingest.self, FanIn.self, Propagation.self, Bootstrap.self, Wire.self, Idle.self, Hostile.self, All.self])
 }
 
 struct CommonOptions: ParsableArguments {
@@ -44,6 +44,7 @@ struct All: AsyncParsableCommand {
         try await Bootstrap.parse(t ? ["--records", "2000"] : []).run()
         try await Wire.parse(t ? ["--changes", "500"] : []).run()
         try await Idle.parse(t ? ["--seconds", "3"] : []).run()
+        try await Hostile.parse(t ? ["--requests", "2000"] : []).run()
         print("all scenarios ran")
     }
 }
