@@ -76,6 +76,7 @@ let package = Package(
         // A country node: a hub for its dealers and an agent towards HQ, in one process.
         .target(name: "TiersyncNode", dependencies: [
             "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncGovernance",
+            .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // What `agent run` needs from a command line, shared by `tiersync` and the lean

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Logging
 import Synchronization
 import TiersyncAgent
@@ -136,6 +137,11 @@ public final class RelayDirectory: NodeDirectory {
             response = try await parent.enroll(token: request.token, via: identity.node)
         } catch AgentError.http(let status, let code, let message) {
             throw APIError(.init(code: status), code, message)
+        } catch AgentError.throttled(let retryAfter, let message) {
+            // HQ limits enrollments from this country's address: the dealer waits as told.
+            var error = APIError(.tooManyRequests, "rate_limited", message)
+            error.headers[.retryAfter] = String(retryAfter.components.seconds)
+            throw error
         } catch {
             throw APIError(.badGateway, "parent_unreachable", "enrollment goes through HQ, which could not be reached: \(error)")
         }
