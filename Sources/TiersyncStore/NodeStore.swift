@@ -120,6 +120,11 @@ public final class NodeStore: Sendable {
     /// URL, and the highest sequence number the parent already holds from this node (a
     /// rebuilt store must not number new changes like old ones).
     public func completeEnrollment(_ identity: NodeIdentity, credential: String, parentURL: String, highestKnownSeq: Int64) throws {
+        // A floor outside the sequence range would number every later change out of range
+        // (refused for good) or overflow the next number: the parent's answer is wrong.
+        guard highestKnownSeq == 0 || Change.sequenceRange.contains(highestKnownSeq) else {
+            throw StoreError.invalidArgument("the parent reports sequence \(highestKnownSeq) as this node's highest, outside \(Change.sequenceRange)")
+        }
         try writer.write { db in
             try writeIdentity(db, identity)
             try Self.setMeta(db, "credential", credential)
@@ -128,11 +133,16 @@ public final class NodeStore: Sendable {
         }
     }
 
-    /// The highest sequence number this store holds from `node` (applied or refused).
+    /// The highest sequence number this store holds from `node` (applied or refused),
+    /// counting only numbers in ``Change/sequenceRange``: a refused absurd one (Int64.max)
+    /// must not become a re-enrolling node's floor.
     public func highestSeq(of node: NodeID) async throws -> Int64 {
         try await writer.readReleasingConnection { db in
-            let applied = try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?", arguments: [node.rawValue]) ?? 0
-            let refused = try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_quarantine WHERE origin = ?", arguments: [node.rawValue]) ?? 0
+            let arguments: StatementArguments = [node.rawValue, Change.sequenceRange.lowerBound, Change.sequenceRange.upperBound]
+            let applied = try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ? AND origin_seq BETWEEN ? AND ?",
+                                             arguments: arguments) ?? 0
+            let refused = try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_quarantine WHERE origin = ? AND origin_seq BETWEEN ? AND ?",
+                                             arguments: arguments) ?? 0
             return max(applied, refused)
         }
     }

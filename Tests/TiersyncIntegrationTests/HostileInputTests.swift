@@ -98,6 +98,23 @@ struct HostileInputTests {
         }
     }
 
+    @Test("a refused absurd sequence never becomes a re-enrolling node's floor: its next local write is numbered right after its real changes")
+    func absurdSequenceIsNoFloor() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let f = try await HostileFixture.start(running, dir: dir)
+            #expect(try await f.push([change("d1", 1, "c-1", mine)], as: f.d1).status == 200)
+            #expect(try await f.push([change("d1", Int64.max, "c-2", mine)], as: f.d1).status == 422)
+            // d1 re-enrolls with a new, empty store (found by tiersync-fuzz: the hub answered
+            // highestSeq = Int64.max and the node's first write trapped).
+            let store = try NodeStore(path: dir.path + "/d1-rebuilt.sqlite")
+            let configuration = AgentConfiguration(parentURL: f.hub.url, caFile: f.hub.caFile)
+            try await SyncAgent.enroll(store: store, configuration: configuration, token: try f.hub.catalog.issueEnrollmentToken(tenant: "acme", node: "d1"))
+            let written = try store.commit([.upsert("customers", id: "c-3", ["last_name": "After"])])
+            #expect(written.map(\.originSeq) == [2])
+        }
+    }
+
     @Test("a node's status report with a time before 1970 does not trap the rollout-status table")
     func timeBeforeEpoch() async throws {
         let dir = try TempDir()
