@@ -29,8 +29,17 @@ public struct Change: Hashable, Sendable, Codable {
     /// a JSON double) keeps every sum and difference of two sequences far from overflow.
     public static let sequenceRange: ClosedRange<Int64> = 1...(1 << 53)
 
-    /// Hops a change may carry: one per level it crossed, and a tree has few levels.
+    /// Hops a receiver keeps of a change's trail (the newest, its own last): one per level
+    /// crossed, and a tree has few levels. Longer trails are cut, never refused — the trail
+    /// is lineage, not content, and refusing at one level what the level below accepted
+    /// would make them diverge.
     public static let maxTrailHops = 16
+
+    /// The trail a receiver logs: the newest hops that fit beside its own `hop`.
+    public func trail(receivedAt hop: Hop?) -> [Hop] {
+        guard let hop else { return Array(trail.suffix(Self.maxTrailHops)) }
+        return trail.suffix(Self.maxTrailHops - 1) + [hop]
+    }
 
     public init(origin: NodeID, originSeq: Int64, hlc: HLCTimestamp, table: String, recordID: String,
                 op: Operation, fields: [String: FieldValue] = [:], prior: [String: FieldVersion] = [:], trail: [Hop] = []) {

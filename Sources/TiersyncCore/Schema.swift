@@ -170,9 +170,6 @@ public struct Schema: Sendable, Hashable {
         guard Change.sequenceRange.contains(change.originSeq) else {
             return .failure(.init(.invalidChange, "change \(change.origin)#\(change.originSeq) has a sequence number outside \(Change.sequenceRange.lowerBound)...\(Change.sequenceRange.upperBound)"))
         }
-        guard change.trail.count <= Change.maxTrailHops else {
-            return .failure(.init(.invalidChange, "change \(change.origin)#\(change.originSeq) carries \(change.trail.count) hops; at most \(Change.maxTrailHops)"))
-        }
         var normalized = change
         switch change.op {
         case .delete:

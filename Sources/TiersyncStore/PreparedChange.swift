@@ -56,8 +56,7 @@ struct PreparedChange: Sendable {
                 }
             }
             let table = schema.table(valid.table)!
-            var trail = valid.trail
-            if let hop { trail.append(hop) }
+            let trail = valid.trail(receivedAt: hop)
             let merged = NodeStore.merge(valid, into: nil, table: table)
             let refusal = gate?(GateContext(change: valid, sender: sender, routeBefore: nil, routeAfter: merged.route))
             return PreparedChange(verdict: .success(valid), table: table, log: EncodedLogEntry(valid, trail: trail),

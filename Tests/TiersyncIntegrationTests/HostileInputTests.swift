@@ -115,6 +115,22 @@ struct HostileInputTests {
         }
     }
 
+    @Test("an overlong trail is cut to its newest hops plus the receiver's, never refused (refusing at HQ what a country accepted would make them diverge)")
+    func overlongTrail() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let f = try await HostileFixture.start(running, dir: dir)
+            var c = change("d1", 1, "c-1", mine)
+            c.trail = (0..<40).map { Hop(node: NodeID(unchecked: "n\($0)"), atMillis: UInt64($0)) }
+            let reply = try await f.push([c], as: f.d1)
+            #expect(reply.status == 200)
+            let logged = try #require(try await f.acme().feed(after: 0, scope: .everything, excluding: nil, limit: 10).changes.first)
+            #expect(logged.trail.count == Change.maxTrailHops)
+            #expect(logged.trail.first?.node == "n25")
+            #expect(logged.trail.last?.node == "hq")
+        }
+    }
+
     @Test("a node's status report with a time before 1970 does not trap the rollout-status table")
     func timeBeforeEpoch() async throws {
         let dir = try TempDir()
