@@ -46,6 +46,9 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // Governance that acts: allocation of new dialogues from the release in force, as
+        // plain values (no I/O). The store's write seam runs it through TiersyncAgent.
+        .target(name: "TiersyncRules", dependencies: ["TiersyncCore", "TiersyncGovernance"]),
         // Development PKI: a local CA plus server certificates for loopback TLS.
         .target(name: "TiersyncPKI", dependencies: [
             .product(name: "X509", package: "swift-certificates"),
@@ -67,7 +70,7 @@ let package = Package(
         ]),
         // The node-side sync agent: push/pull loops over AsyncHTTPClient.
         .target(name: "TiersyncAgent", dependencies: [
-            "TiersyncCore", "TiersyncStore", "TiersyncGovernance",
+            "TiersyncCore", "TiersyncStore", "TiersyncGovernance", "TiersyncRules",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "CompressNIO", package: "compress-nio"),
@@ -99,7 +102,7 @@ let package = Package(
         ]),
         .executableTarget(name: "tiersync", dependencies: [
             "TiersyncAgentCLI",
-            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance",
+            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance", "TiersyncRules",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -130,9 +133,10 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/TiersyncTestSupport"),
         .testTarget(name: "TiersyncGovernanceTests", dependencies: ["TiersyncGovernance", "TiersyncTestSupport"]),
+        .testTarget(name: "TiersyncRulesTests", dependencies: ["TiersyncRules", "TiersyncCore", "TiersyncGovernance", "TiersyncTestSupport"]),
         .testTarget(name: "TiersyncStoreTests", dependencies: ["TiersyncCore", "TiersyncStore", "TiersyncTestSupport"]),
         .testTarget(name: "TiersyncIntegrationTests", dependencies: [
-            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance", "TiersyncTestSupport",
+            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance", "TiersyncRules", "TiersyncTestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),

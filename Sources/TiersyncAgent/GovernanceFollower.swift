@@ -174,14 +174,19 @@ public final class GovernanceFollower: Sendable {
     /// The documents kept here, each checked again (a stored document is only as good as
     /// its signature); a kept rollout older than one already received is set aside.
     private func verifiedStore(key: GovernancePublicKey) throws -> VerifiedGovernance {
-        let stored = try store.governanceDocuments()
+        Self.verify(stored: try store.governanceDocuments(), key: key, tenant: identity.tenant.rawValue, highestRollout: try highestRollout())
+    }
+
+    /// Kept documents, each checked again against `key` (and the rotations kept): what a
+    /// node may decide from. A kept rollout older than `highestRollout` is set aside as a replay.
+    /// Shared with ``AllocationPolicy``, which decides from the same documents.
+    static func verify(stored: [StoredGovernanceDocument], key: GovernancePublicKey, tenant: String, highestRollout seen: Int) -> VerifiedGovernance {
         func documents(_ kind: SignedDocument.Kind) -> [SignedDocument] {
             stored.filter { $0.kind == kind.rawValue }.compactMap { SignedDocument(json: $0.body) }
         }
-        let keyring = GovernanceKeyring(anchor: key, rotations: documents(.keyRotation), tenant: identity.tenant.rawValue)
+        let keyring = GovernanceKeyring(anchor: key, rotations: documents(.keyRotation), tenant: tenant)
         var verified = VerifiedGovernance.verify(rollouts: documents(.rollout), releases: documents(.release), overlays: documents(.overlay),
-                                                 revocations: documents(.overlayKeyRevocation), keyring: keyring, tenant: identity.tenant.rawValue)
-        let seen = try highestRollout()
+                                                 revocations: documents(.overlayKeyRevocation), keyring: keyring, tenant: tenant)
         if let rollout = verified.rollout, rollout.sequence < seen {
             verified.refusals.append(Self.replayRefusal(rollout.sequence, seen: seen))
             verified.rollout = nil

@@ -66,6 +66,10 @@ public final class SyncAgent: Sendable {
         governance = GovernanceFollower(store: store, identity: identity, parentNode: { [store] in
             (try? store.identity())?.parent ?? identity.parent
         }, logger: logger)
+        // The node's own writes follow the governance this agent keeps: a dialogue created
+        // through this store (by the application holding it, or a CLI sharing the file,
+        // which installs its own) is allocated where it is created.
+        if store.writePolicy == nil { store.writePolicy = AllocationPolicy() }
     }
 
     /// The agent's HTTP client, for node-level calls (directory, enrollment forwarding).
@@ -125,6 +129,10 @@ public final class SyncAgent: Sendable {
             try? store.setIdentity(NodeIdentity(tenant: identity.tenant, node: identity.node, parent: parent))
         }
         if let key = me?.releaseKey { learnReleaseKey(key) }
+        // Where the node stands (root first): allocation routes a dialogue to the node of its level.
+        if let path = me?.path, path.last == identity.node {
+            try? store.setMeta(AllocationPolicy.pathMeta, path.map(\.rawValue).joined(separator: "/"))
+        }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.pushLoop() }
             group.addTask { await self.pullLoop() }

@@ -57,8 +57,12 @@ public enum DomainSchema {
                         "scheme: general product questions (can be centralised); specification: a concrete car or offer"),
             FieldSchema("urgency", .oneOf(["low", "normal", "high", "critical"])),
             FieldSchema("status", .oneOf(["new", "open", "answered", "resolved", "closed"])),
-            FieldSchema("handling_level", .oneOf(["hq", "country", "dealer", "expert_pool"])),
+            // Any of the tenant's governance levels (`governance.levels`: hq, country, dealer;
+            // an insurer's agent), or expert_pool: a closed list refused the insurer's level.
+            FieldSchema("handling_level", .string(maxLength: 64),
+                        "a level of the tenant's governance (hq, country, dealer, agent, …) or expert_pool"),
             FieldSchema("queue", .string(maxLength: 100)),
+            FieldSchema("priority", .int, "1 (highest) … 5, from the allocation rule"),
             FieldSchema("owner", .string(maxLength: 200), "the person handling it"),
             FieldSchema("summary", .string(maxLength: 4000)),
             FieldSchema("created_at", .timestamp),
@@ -67,6 +71,13 @@ public enum DomainSchema {
             FieldSchema("sla_due", .timestamp),
             FieldSchema("originating_node", .node),
             FieldSchema("handling_node", .node),
+            // The allocation decision, recorded where the interaction was created and
+            // replicated like any field (docs/GOVERNANCE.md, "Allocation at the node").
+            FieldSchema("decision_rule", .string(maxLength: 64), "the allocation rule that decided; absent: no decision (no release in force, or outbound)"),
+            FieldSchema("decision_release", .int, "the release version whose rules decided"),
+            FieldSchema("decision_overlay", .string(maxLength: 100), "the country overlay applied on top (country#sequence), if any"),
+            FieldSchema("decided_by", .node, "the node that decided (where the interaction was created)"),
+            FieldSchema("decided_at", .timestamp),
         ],
         routeFields: ["originating_node", "handling_node"])
 

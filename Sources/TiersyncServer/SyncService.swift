@@ -36,9 +36,11 @@ struct SyncService: Sendable {
     func whoami(_ request: Request, _ context: HubRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
         let node = try await directory.node(principal.node, of: principal.tenant)
+        // A country's mirror holds its parent link to the root, so the path reaches the root there too.
+        let path = try await directory.tree(of: principal.tenant).path(of: principal.node).split(separator: "/").map { NodeID(unchecked: String($0)) }
         return try codec.encode(WhoAmIResponse(tenant: principal.tenant, node: principal.node,
                                                parent: node?.parent, role: node?.role ?? "dealer",
-                                               releaseKey: try await directory.releaseKey(of: principal.tenant)), for: request)
+                                               releaseKey: try await directory.releaseKey(of: principal.tenant), path: path), for: request)
     }
 
     func push(_ request: Request, _ context: HubRequestContext) async throws -> Response {

@@ -125,9 +125,11 @@ extension NodeStore {
     /// The newest decision that applied a release (what the node runs, even while a newer
     /// one is pending or was refused).
     public func appliedGovernance() throws -> GovernanceApplication? {
-        try writer.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM ts_gov_applied WHERE state = 'applied' ORDER BY id DESC LIMIT 1").map(Self.application)
-        }
+        try writer.read { db in try Self.appliedGovernance(db) }
+    }
+
+    static func appliedGovernance(_ db: Database) throws -> GovernanceApplication? {
+        try Row.fetchOne(db, sql: "SELECT * FROM ts_gov_applied WHERE state = 'applied' ORDER BY id DESC LIMIT 1").map(Self.application)
     }
 
     private static func document(_ row: Row) -> StoredGovernanceDocument {

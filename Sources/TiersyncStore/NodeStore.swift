@@ -26,6 +26,9 @@ public final class NodeStore: Sendable {
     let tableSQL: [String: TableSQL]
     /// This store's node id, once known (it never changes once set).
     private let cachedNode = Mutex<NodeID?>(nil)
+    /// What every local write passes through (``LocalWritePolicy``); installed by whoever
+    /// opens the store for a node's local writes (the agent, the CLI).
+    private let policy = Mutex<(any LocalWritePolicy)?>(nil)
 
     struct TableSQL: Sendable {
         let upsert: String
@@ -161,6 +164,13 @@ public final class NodeStore: Sendable {
 
     // MARK: Local writes
 
+    /// The rule local writes pass through before they are stamped (``LocalWritePolicy``):
+    /// nil writes them as given. Setting it affects the commits that start afterwards.
+    public var writePolicy: (any LocalWritePolicy)? {
+        get { policy.withLock { $0 } }
+        set { policy.withLock { $0 = newValue } }
+    }
+
     /// Commits local writes atomically, each with its change-log entry, and returns the
     /// changes made. Throws ``StoreError/rejected(_:)`` for a write the schema refuses;
     /// then nothing of the batch is written.
@@ -172,11 +182,20 @@ public final class NodeStore: Sendable {
             var nextSeq = max(try Self.seqFloor(db), try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?", arguments: [me.node.rawValue]) ?? 0)
             var made: [Change] = []
             var statements = LogStatements(db)
-            for write in writes {
-                guard let table = schema.table(write.table) else {
-                    throw StoreError.rejected(.init(.unknownTable, "unknown table '\(write.table)' (known: \(schema.tables.map(\.name).joined(separator: ", ")))"))
+            let policy = self.writePolicy
+            for requested in writes {
+                guard let table = schema.table(requested.table) else {
+                    throw StoreError.rejected(.init(.unknownTable, "unknown table '\(requested.table)' (known: \(schema.tables.map(\.name).joined(separator: ", ")))"))
                 }
-                let stored = try load(db, table: table, id: write.id)
+                let stored = try load(db, table: table, id: requested.id)
+                var write = requested
+                if let policy {
+                    write = try policy.amend(requested, in: LocalWriteContext(identity: me, wallMillis: wallMillis, stored: stored,
+                                                                              storePath: path, db: db, store: self))
+                    guard write.table == requested.table, write.id == requested.id, write.op == requested.op else {
+                        throw StoreError.invalidArgument("the store's write policy changed which record \(requested.table)/\(requested.id) a write is for")
+                    }
+                }
                 var fields = write.fields
                 if write.op == .upsert, stored?.state.isLive != true, let first = table.routeFields.first, fields[first] == nil {
                     // The first route field names where a record was made or who owns it
@@ -359,7 +378,7 @@ public final class NodeStore: Sendable {
         try await writer.readReleasingConnection { db in
             let page = try Self.feedPage(db, after: cursor, scope: scope, limit: limit)
             var entries: [LoggedChange] = []
-            try Self.forEachChunk(of: page.candidates, excluding: excluding) { sql, arguments in
+            try Self.forEachChunk(of: page.deliver, excluding: excluding) { sql, arguments in
                 entries += try Self.fetchLogged(db, sql: "SELECT \(Self.loggedColumns) " + sql, arguments: arguments)
             }
             return PullResponse(changes: entries.map(\.change), nextCursor: page.next, more: page.more, head: page.head)
@@ -375,7 +394,7 @@ public final class NodeStore: Sendable {
             let page = try Self.feedPage(db, after: cursor, scope: scope, limit: limit)
             var out = "{\"changes\":["
             var count = 0
-            try Self.forEachChunk(of: page.candidates, excluding: excluding) { sql, arguments in
+            try Self.forEachChunk(of: page.deliver, excluding: excluding) { sql, arguments in
                 let rows = try Row.fetchCursor(db, sql: "SELECT origin, origin_seq, hlc, tbl, record_id, op, fields, prior, trail " + sql,
                                                arguments: arguments)
                 while let row = try rows.next() {
@@ -392,9 +411,42 @@ public final class NodeStore: Sendable {
 
     /// Which log positions a feed page covers: candidates first (the scope's changes after
     /// the cursor, up to `limit`); `more` and the next cursor follow the candidates, so
-    /// leaving out the caller's own changes afterwards skips nothing.
+    /// leaving out the caller's own changes afterwards skips nothing. `deliver` adds the
+    /// snapshots the candidates owe (``routeEntrySnapshots(_:after:through:scope:)``), in log order.
     private static func feedPage(_ db: Database, after cursor: Int64, scope: Scope, limit: Int) throws
-        -> (candidates: [Int64], next: Int64, more: Bool, head: Int64) {
+        -> (deliver: [Int64], next: Int64, more: Bool, head: Int64) {
+        let page = try feedCandidates(db, after: cursor, scope: scope, limit: limit)
+        guard let last = page.deliver.last else { return page }
+        let snapshots = try routeEntrySnapshots(db, after: cursor, through: last, scope: scope)
+        guard !snapshots.isEmpty else { return page }
+        return (Array(snapshots.union(page.deliver)).sorted(), page.next, page.more, page.head)
+    }
+
+    /// The snapshot on route entry: for each change in `(cursor, through]` that routed a
+    /// record to a node of `scope` that did not have it (no node of the scope was on its
+    /// route before), the log positions of that record's earlier changes. The receiver
+    /// de-duplicates them by identity, so it ends with every field of the record, not only
+    /// those written since. One indexed query per page, then one per record entering the
+    /// scope (`ts_changes_record`); nothing per ordinary change. The root (every record)
+    /// never needs one.
+    private static func routeEntrySnapshots(_ db: Database, after cursor: Int64, through last: Int64, scope: Scope) throws -> Set<Int64> {
+        guard let nodes = scope.nodes, !nodes.isEmpty else { return [] }
+        var args: [any DatabaseValueConvertible] = nodes.map(\.rawValue)
+        args += [cursor, last]
+        let entries = try Row.fetchAll(db, sql: """
+            SELECT DISTINCT seq, tbl, record_id, route_before FROM ts_route_entries
+            WHERE node IN (\(databaseQuestionMarks(count: nodes.count))) AND seq > ? AND seq <= ?
+            """, arguments: StatementArguments(args))
+        var seqs: Set<Int64> = []
+        for entry in entries where !scope.contains(route: parseRoute(entry[3])) {
+            seqs.formUnion(try Int64.fetchAll(db.cachedStatement(sql: "SELECT seq FROM ts_changes WHERE tbl = ? AND record_id = ? AND seq < ?"),
+                                              arguments: [entry[1] as String, entry[2] as String, entry[0] as Int64]))
+        }
+        return seqs
+    }
+
+    private static func feedCandidates(_ db: Database, after cursor: Int64, scope: Scope, limit: Int) throws
+        -> (deliver: [Int64], next: Int64, more: Bool, head: Int64) {
         let head = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes") ?? 0
         let candidates: [Int64]
         switch scope.nodes {
@@ -648,6 +700,25 @@ public final class NodeStore: Sendable {
             try DirectBinding.execute(db, routeStatement) { b in
                 b.text(node.rawValue)
                 b.integer(seq)
+            }
+        }
+        // A record held here newly routed to a node: that node (and a subtree it is in
+        // that did not have the record) is owed the record's earlier changes, which its
+        // feed delivers with this one. Rare (a re-route), so the common path pays only
+        // the set difference.
+        if let stored, !route.isSubset(of: stored.route) {
+            let entry = try statements.statement("#route-entry", """
+                INSERT OR IGNORE INTO ts_route_entries (node, seq, tbl, record_id, route_before) VALUES (?, ?, ?, ?, ?)
+                """)
+            let before = stored.route.map(\.rawValue).sorted().joined(separator: ",")
+            for node in route.subtracting(stored.route) {
+                try DirectBinding.execute(db, entry) { b in
+                    b.text(node.rawValue)
+                    b.integer(seq)
+                    b.text(change.table)
+                    b.text(change.recordID)
+                    b.text(before)
+                }
             }
         }
         return outcome

@@ -144,6 +144,22 @@ enum NodeStoreMigrations {
                 ) WITHOUT ROWID;
                 """)
         }
+        m.registerMigration("v6-route-entries") { db in
+            // Where a logged change routed a record held here to a node it was not routed to
+            // before: that node's feed delivers the record's earlier changes with this one
+            // (`route_before`: the nodes it was routed to until then, to tell whether a
+            // subtree already had it). See ``NodeStore/feed(after:scope:excluding:limit:)``.
+            try db.execute(sql: """
+                CREATE TABLE ts_route_entries (
+                    node TEXT NOT NULL,
+                    seq INTEGER NOT NULL,
+                    tbl TEXT NOT NULL,
+                    record_id TEXT NOT NULL,
+                    route_before TEXT NOT NULL,
+                    PRIMARY KEY (node, seq)
+                ) WITHOUT ROWID;
+                """)
+        }
         return m
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import TiersyncCore
+import TiersyncRules
 import TiersyncStore
 
 struct NodeDatabase: ParsableArguments {
@@ -25,6 +26,8 @@ struct Contact: ParsableCommand {
         @Option(help: "Company name (for company customers).") var company: String?
         @Option(help: "Customer phone.") var phone: String?
         @Option(help: "Customer email.") var email: String?
+        @Flag(help: "The new customer is a key account (allocation rules may test it).") var keyAccount = false
+        @Option(help: "The new customer's value segment: A, B, C or D (allocation rules may test it).") var segment: String?
         @Option(help: "phone, email, web, chat, visit or fax.") var channel = "phone"
         @Option(help: "inbound or outbound.") var direction = "inbound"
         @Option(help: "What the contact is about.") var topic: String
@@ -44,6 +47,8 @@ struct Contact: ParsableCommand {
                 fields["company_name"] = company.map(FieldValue.string)
                 fields["phone"] = phone.map(FieldValue.string)
                 fields["email"] = email.map(FieldValue.string)
+                if keyAccount { fields["key_account"] = .bool(true) }
+                fields["segment_value"] = segment.map(FieldValue.string)
                 guard firstName != nil || lastName != nil || company != nil else {
                     throw CLIError("give --customer <id>, or a new customer's --first-name/--last-name or --company")
                 }
@@ -65,6 +70,7 @@ struct Contact: ParsableCommand {
                 throw CLIError(error.description)
             }
             print("recorded contact \(contactID) for customer \(customerID)")
+            try printAllocation(of: contactID, in: store)
         }
     }
 
@@ -79,13 +85,13 @@ struct Contact: ParsableCommand {
             let contacts = try store.liveRecords(table: "interactions").sorted {
                 ($0.values["created_at"]?.description ?? "") > ($1.values["created_at"]?.description ?? "")
             }.prefix(limit)
-            var rows = [["id", "created", "channel", "topic", "status", "customer", "origin"]]
+            var rows = [["id", "created", "channel", "topic", "status", "level", "queue", "prio", "sla due", "handler", "customer", "origin"]]
             for c in contacts {
                 let customer = c.values["customer_id"]?.stringValue.flatMap { customers[$0] }
-                rows.append([c.id, c.values["created_at"]?.description ?? "", c.values["channel"]?.description ?? "",
-                             c.values["topic"]?.description ?? "", c.values["status"]?.description ?? "",
-                             customer.map(displayName) ?? (c.values["customer_id"]?.description ?? ""),
-                             c.values["originating_node"]?.description ?? ""])
+                func value(_ field: InteractionField) -> String { c.values[field.rawValue]?.description ?? "" }
+                rows.append([c.id, value(.createdAt), value(.channel), value(.topic), value(.status),
+                             value(.handlingLevel), value(.queue), value(.priority), value(.slaDue), value(.handlingNode),
+                             customer.map(displayName) ?? value(.customerID), value(.originatingNode)])
             }
             printTable(rows)
             print("\(contacts.count) contact(s)")
@@ -128,8 +134,10 @@ struct RecordCommand: ParsableCommand {
         func run() throws {
             let store = try node.open()
             guard let schema = store.schema.table(table) else { throw CLIError("unknown table '\(table)'") }
+            let created = try store.record(table: table, id: id)?.state.isLive != true
             let change = try store.commit([.upsert(table, id: id, try parseAssignments(assignments, table: schema))])
             print("wrote \(table)/\(id) as change \(change[0].origin)#\(change[0].originSeq)")
+            if created, table == DomainSchema.interactions.name { try printAllocation(of: id, in: store) }
         }
     }
 
@@ -241,6 +249,23 @@ func printRecord(_ record: StoredRecord, store: NodeStore) {
     for c in conflicts {
         print("conflict on \(c.conflict.field): kept '\(c.conflict.winner)' from \(c.conflict.winnerVersion.node), lost '\(c.conflict.loser)' from \(c.conflict.loserVersion.node)")
     }
+}
+
+/// Says how a dialogue just created here was allocated, or why it was not.
+func printAllocation(of id: String, in store: NodeStore) throws {
+    let values = try store.record(table: DomainSchema.interactions.name, id: id)?.state.liveValues ?? [:]
+    func value(_ field: InteractionField) -> String? { values[field.rawValue].flatMap { $0.isNull ? nil : $0.description } }
+    guard let rule = value(.decisionRule) else {
+        if value(.direction) == InteractionDirection.outbound.rawValue {
+            print("not allocated: outbound contacts are not allocated (the rules are for inbound dialogues)")
+        } else {
+            print("not allocated: no governance release in force at this node (handling level, queue, priority and SLA as given)")
+        }
+        return
+    }
+    let release = "v" + (value(.decisionRelease) ?? "?") + (value(.decisionOverlay).map { " ⊕ \($0)" } ?? "")
+    print("allocated by rule \(rule) of release \(release): level \(value(.handlingLevel) ?? "-"), queue \(value(.queue) ?? "-"), "
+          + "priority \(value(.priority) ?? "-"), SLA due \(value(.slaDue) ?? "-"), handled at \(value(.handlingNode) ?? "-")")
 }
 
 func displayName(_ values: [String: FieldValue]) -> String {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TiersyncAgent
 import TiersyncCore
 import TiersyncStore
 
@@ -52,10 +53,15 @@ func parseValue(_ raw: String, for field: FieldSchema, table: String) throws -> 
     return checked
 }
 
+/// Opens a node's database for the CLI's reads and local writes. Local writes pass through
+/// the node's allocation (``AllocationPolicy``), as they do in the agent's process: a
+/// dialogue created with `contact add` or `record put interactions …` is allocated here.
 func openEnrolledStore(_ path: String) throws -> NodeStore {
     guard FileManager.default.fileExists(atPath: path) else {
         throw CLIError("no node database at \(path)")
     }
-    return try NodeStore(path: path)
+    let store = try NodeStore(path: path)
+    store.writePolicy = AllocationPolicy()
+    return store
 }
 

@@ -122,13 +122,18 @@ public struct WhoAmIResponse: Codable, Sendable {
     public var role: String
     /// The tenant's governance release key, for nodes enrolled before HQ created it.
     public var releaseKey: String?
+    /// The node's place in the tree, from the root down to the node (`[hq, de, dealer-042]`):
+    /// how a dealer, which talks only to its country, knows the root's id, so that it can
+    /// route a dialogue its rules allocate to HQ. Absent from hubs older than this field.
+    public var path: [NodeID]?
 
-    public init(tenant: TenantID, node: NodeID, parent: NodeID?, role: String, releaseKey: String? = nil) {
+    public init(tenant: TenantID, node: NodeID, parent: NodeID?, role: String, releaseKey: String? = nil, path: [NodeID]? = nil) {
         self.tenant = tenant
         self.node = node
         self.parent = parent
         self.role = role
         self.releaseKey = releaseKey
+        self.path = path
     }
 }
 

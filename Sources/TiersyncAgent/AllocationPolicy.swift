@@ -1,0 +1,151 @@
+import Foundation
+import Synchronization
+import TiersyncCore
+import TiersyncGovernance
+import TiersyncRules
+import TiersyncStore
+
+/// A node's allocation of new dialogues, run on every local write through the store's
+/// seam (``TiersyncStore/LocalWritePolicy``): when a write creates an interaction here, the
+/// rules of the governance in force at that moment (release ⊕ the country's overlay) decide
+/// its handling level, queue, priority, SLA due and handling node, and the decision
+/// (rule, release, overlay, node, time) is written with it, in the same change. The
+/// decision then replicates like any field; nodes receiving it never decide again.
+///
+/// The rules are ``TiersyncRules/Allocator`` (plain values); this type only reads what
+/// they need from the store: which release is in force, the customer's fields and the
+/// node's place in the tree.
+///
+/// **Which release is in force.** At a country or dealer: decided from the governance
+/// documents the node keeps, each verified against HQ's key, as its ``GovernanceFollower``
+/// decides (``GovernanceResolver``), at the write's time — so a release takes over from its
+/// effective-from on even if the follower has not switched yet — and, when that says
+/// pending or refused, the release the node last applied (what it runs). At the root (HQ's
+/// tenant store, where the releases were published): the newest rollout whose release for
+/// the root is in effect, read from HQ's own published documents. With no release in force
+/// the interaction is written as given, without decision fields.
+public final class AllocationPolicy: LocalWritePolicy {
+    /// Where a node keeps its path from the root (`hq/de/dealer-042`), as its parent's
+    /// `GET /v1/whoami` reported it when its agent last started.
+    public static let pathMeta = "tree.path"
+
+    private let cache = Mutex<Cache?>(nil)
+
+    public init() {}
+
+    public func amend(_ write: RecordWrite, in context: LocalWriteContext) throws -> RecordWrite {
+        guard write.table == DomainSchema.interactions.name, write.op == .upsert, context.createsRecord else { return write }
+        let now = context.wallMillis
+        let governance = inForce(context, at: now)
+        let customer = try write.fields[InteractionField.customerID.rawValue]?.stringValue.flatMap {
+            try context.record(table: DomainSchema.customers.name, id: $0)
+        }.flatMap { $0.state.isLive ? $0.state.liveValues : nil }
+        let path = try context.meta(Self.pathMeta).map { $0.split(separator: "/").map { NodeID(unchecked: String($0)) } }
+        let placement = NodePlacement(node: context.identity.node, parent: context.identity.parent, path: path,
+                                      levels: governance?.table.levels.count ?? 0)
+        switch Allocator.decide(interaction: write.fields, customer: customer, governance: governance, placement: placement, nowMillis: now) {
+        case .success(let decision):
+            var amended = write
+            amended.fields = decision.applied(to: write.fields)
+            return amended
+        case .failure:
+            return write
+        }
+    }
+
+    /// The governance in force at `now` for the context's store, or nil. Never throws: a
+    /// store that cannot say (unreadable documents, no key) allocates nothing rather than
+    /// refusing the write.
+    func inForce(_ context: LocalWriteContext, at now: UInt64) -> GovernanceInForce? {
+        guard let stamp = try? context.governanceStamp() else { return nil }
+        return cache.withLock { cache -> GovernanceInForce? in
+            if cache == nil || cache!.storePath != context.storePath || cache!.stamp != stamp {
+                cache = Cache(storePath: context.storePath, stamp: stamp, basis: Self.basis(context))
+            }
+            return cache!.inForce(at: now)
+        }
+    }
+
+    /// What a store's decisions are made from, read once per governance stamp.
+    static func basis(_ context: LocalWriteContext) -> Basis {
+        let identity = context.identity
+        let applied = (try? context.appliedGovernance()).flatMap { $0 }
+        let documents = (try? context.governanceDocuments()) ?? []
+        if identity.parent == nil {
+            // HQ's own published documents: written by its publisher, which signs what it stores.
+            let rollouts = documents.filter { $0.kind == SignedDocument.Kind.rollout.rawValue }
+                .compactMap { SignedDocument(json: $0.body)?.unverifiedPayload(Rollout.self) }.sorted { $0.sequence > $1.sequence }
+            var releases: [Int: Release] = [:]
+            for document in documents where document.kind == SignedDocument.Kind.release.rawValue {
+                if let release = SignedDocument(json: document.body)?.unverifiedPayload(Release.self) { releases[release.version] = release }
+            }
+            return Basis(node: identity.node.rawValue, parent: nil, verified: nil, rootHistory: (rollouts, releases), applied: applied)
+        }
+        var verified: VerifiedGovernance?
+        if let text = try? context.meta(GovernanceFollower.keyMeta), let key = GovernancePublicKey(base64: text) {
+            let seen = (try? context.meta(GovernanceFollower.rolloutMeta)).flatMap { $0 }.flatMap { Int($0) } ?? 0
+            verified = GovernanceFollower.verify(stored: documents, key: key, tenant: identity.tenant.rawValue, highestRollout: seen)
+        }
+        return Basis(node: identity.node.rawValue, parent: identity.parent?.rawValue, verified: verified, rootHistory: nil, applied: applied)
+    }
+
+    struct Basis: Sendable {
+        var node: String
+        var parent: String?
+        /// A country's or dealer's verified documents.
+        var verified: VerifiedGovernance?
+        /// The root's rollouts (newest first) and releases.
+        var rootHistory: (rollouts: [Rollout], releases: [Int: Release])?
+        /// The newest decision that applied a release (country, dealer).
+        var applied: GovernanceApplication?
+    }
+
+    struct Cache: Sendable {
+        var storePath: String
+        var stamp: String
+        var basis: Basis
+        /// Allocation tables by release and overlay: parsed once per config.
+        var tables: [String: AllocationTable?] = [:]
+        /// The last answer and until when it holds (a pending release takes over at its time).
+        var memo: (governance: GovernanceInForce?, from: UInt64, until: UInt64)?
+
+        mutating func inForce(at now: UInt64) -> GovernanceInForce? {
+            if let memo, now >= memo.from, now < memo.until { return memo.governance }
+            let (answer, until) = resolve(at: now)
+            memo = (answer, now, until)
+            return answer
+        }
+
+        private mutating func resolve(at now: UInt64) -> (GovernanceInForce?, until: UInt64) {
+            if let history = basis.rootHistory {
+                for rollout in history.rollouts {
+                    guard let version = rollout.release(for: basis.node, ancestors: []), let release = history.releases[version] else { continue }
+                    if release.effectiveFromMillis <= now {
+                        return (governance(release: version, overlay: nil, config: release.config), .max)
+                    }
+                }
+                // Nothing in effect yet; the earliest pending release may take over later.
+                let next = history.releases.values.map(\.effectiveFromMillis).filter { $0 > now }.min() ?? .max
+                return (nil, next)
+            }
+            var until = UInt64.max
+            if let verified = basis.verified {
+                let decision = GovernanceResolver.decide(node: basis.node, parent: basis.parent, verified: verified, nowMillis: now)
+                if decision.state == .applied, let release = decision.release, let effective = decision.effective {
+                    return (governance(release: release.version, overlay: decision.overlay?.label, config: effective), .max)
+                }
+                until = decision.pendingUntilMillis ?? .max
+            }
+            // Pending, refused or unverifiable: what the node last applied, which it still runs.
+            guard let applied = basis.applied, let version = applied.release, let json = applied.effective,
+                  let config = try? JSONDecoder().decode(ConfigValue.self, from: Data(json.utf8)) else { return (nil, until) }
+            return (governance(release: version, overlay: applied.overlay, config: config), until)
+        }
+
+        private mutating func governance(release: Int, overlay: String?, config: ConfigValue) -> GovernanceInForce? {
+            let key = "\(release)/\(overlay ?? "")"
+            if tables[key] == nil { tables[key] = .some(try? AllocationTable(config: config)) }
+            return tables[key]!.map { GovernanceInForce(release: release, overlay: overlay, table: $0) }
+        }
+    }
+}
