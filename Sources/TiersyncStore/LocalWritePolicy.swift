@@ -47,13 +47,14 @@ public struct LocalWriteContext {
     }
 
     /// Changes whenever the governance a decision could depend on changes: a document kept,
-    /// replaced or dropped, a decision recorded, the release key or the highest rollout seen.
+    /// replaced or dropped, a decision recorded, the release key or the highest rollout seen,
+    /// the node's parent (whose overlay it runs).
     /// A policy caches what it derived from governance under this stamp.
     public func governanceStamp() throws -> String {
         let row = try Row.fetchOne(db, sql: """
             SELECT (SELECT COUNT(*) || '/' || COALESCE(MAX(stored_at), 0) || '/' || COALESCE(SUM(seq), 0) FROM ts_gov_documents),
                    (SELECT COALESCE(MAX(id), 0) FROM ts_gov_applied),
-                   (SELECT GROUP_CONCAT(key || '=' || value, ';') FROM ts_meta WHERE key LIKE 'governance.%')
+                   (SELECT GROUP_CONCAT(key || '=' || value, ';') FROM ts_meta WHERE key LIKE 'governance.%' OR key = 'parent')
             """)
         return "\(row?[0] as String? ?? "")|\(row?[1] as Int64? ?? 0)|\(row?[2] as String? ?? "")"
     }

@@ -201,6 +201,7 @@ struct Demo: AsyncParsableCommand {
             return try JSONDecoder().decode(ConfigValue.self, from: Data(json.utf8))[path: field]?.description ?? "-"
         }
         say("effective \(field): de-munich \(try effective("de-munich")) (release ⊕ de's overlay), fr-paris \(try effective("fr-paris")) (release)")
+        try await demonstrateAllocation(stores: stores, hq: hq)
         // The nodes report what they applied as records that sync upward to HQ.
         let all = try await catalog.nodes(of: Self.tenant)
         try await wait("HQ hears from every node") {
@@ -212,6 +213,26 @@ struct Demo: AsyncParsableCommand {
         print("")
         print("Rollout status at HQ (tiersync admin rollout-status; GET /v1/governance/status):")
         printRolloutStatus(try GovernanceStatusReport.response(tenant: Self.tenant, nodes: all, store: hq))
+    }
+
+    /// A dialogue allocated where it is created: de-munich records a general question by
+    /// phone; the rules in force there (v1 ⊕ de's overlay) send it to de's dialogue centre,
+    /// which receives it, and HQ learns which rule decided.
+    private func demonstrateAllocation(stores: [NodeID: NodeStore], hq: NodeStore) async throws {
+        let id = "int-financing-question"
+        try stores["de-munich"]!.commit([.upsert("interactions", id: id, [
+            "customer_id": "cust-3", "channel": "phone", "direction": "inbound", "topic": "financing conditions",
+            "knowledge_kind": "scheme", "urgency": "normal", "status": "new", "created_at": .string(ISO8601DateFormatter().string(from: Date())),
+        ])])
+        let v = try stores["de-munich"]!.record(table: "interactions", id: id)?.state.liveValues ?? [:]
+        func show(_ field: String) -> String { v[field]?.description ?? "-" }
+        say("de-munich recorded \(id) (a scheme question by phone): allocated by rule \(show("decision_rule")) of v\(show("decision_release")) ⊕ \(show("decision_overlay")) "
+            + "→ level \(show("handling_level")), queue \(show("queue")), priority \(show("priority")), SLA due \(show("sla_due")), handled at \(show("handling_node"))")
+        try await wait("de's centre and HQ receive the allocated dialogue") {
+            try stores["de"]!.record(table: "interactions", id: id)?.state.liveValues["queue"] == v["queue"]
+                && hq.record(table: "interactions", id: id)?.state.liveValues["decision_rule"] == v["decision_rule"]
+        }
+        say("de holds it in its \(show("queue")) queue (tiersync contact list --db de.sqlite); HQ sees rule \(show("decision_rule")), release v\(show("decision_release")), decided by \(show("decided_by"))")
     }
 
     private func wait(_ what: String, _ condition: () async throws -> Bool) async throws {

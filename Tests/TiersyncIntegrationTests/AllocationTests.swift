@@ -150,6 +150,22 @@ struct AllocationTests {
                 #expect(route == Set([NodeID("de-berlin"), row.node]), "\(row.rule) is routed to its creator and its handler: \(route)")
             }
 
+            // A dialogue created at the country (its own store, as a country centre application
+            // writes it): a warranty question about a de-berlin customer's car goes to that dealer,
+            // decided by de with its own overlay; a vague one stays in de's centre.
+            try de.store.commit([.upsert("interactions", id: "int-de-1", ["customer_id": "cust-8", "topic": "warranty", "channel": "phone",
+                                                                          "knowledge_kind": "specification", "created_at": .string(createdNow().text)]),
+                                 .upsert("interactions", id: "int-de-2", ["customer_id": "cust-8", "topic": "opening hours", "channel": "phone"])])
+            let fromCountry = try #require(try values(de.store, "int-de-1"))
+            #expect(fromCountry["decision_rule"] == "warranty-specification" && fromCountry["handling_level"] == "dealer"
+                    && fromCountry["handling_node"] == "de-berlin" && fromCountry["decided_by"] == "de" && fromCountry["decision_overlay"] == "de#1",
+                    "\(fromCountry)")
+            #expect(try values(de.store, "int-de-2")?["handling_node"] == "de" && values(de.store, "int-de-2")?["queue"] == "country-dialogue-centre")
+            try await eventually(timeout: 30, "the country's dealer-level dialogue reaches de-berlin") {
+                try values(berlin.store, "int-de-1")?["queue"] == "dealer-service"
+            }
+            #expect(try values(berlin.store, "int-de-2") == nil, "de's own dialogue stays with de")
+
             // The CLI at the dealer, while its agent runs: contact add for a new key-account customer…
             let dealerDB = dir.path + "/de-berlin.sqlite"
             let added = try Child.run(["contact", "add", "--db", dealerDB, "--company", "Fleet GmbH", "--key-account", "--channel", "phone",
