@@ -72,6 +72,28 @@ struct RouteEntryTests {
         #expect(state.liveValues["city"] == "Lyon" && state.liveValues["owning_dealer"] == "de-1")
     }
 
+    /// A store written before interactions had `priority` and the decision fields opens with
+    /// them added (DomainTables.ensure widens tables), keeps its rows, and takes the new fields.
+    @Test("a store from before the decision fields opens, keeps its rows and takes the new fields")
+    func storesWidenForTheDecisionFields() throws {
+        let dir = try TempDir()
+        let added: Set<String> = ["priority", "decision_rule", "decision_release", "decision_overlay", "decided_by", "decided_at"]
+        var old = DomainSchema.interactions
+        old.fields.removeAll { added.contains($0.name) }
+        let tables = DomainSchema.schema.tables.map { $0.name == old.name ? old : $0 }
+        do {
+            let before = try NodeStore(path: dir.path + "/d1.sqlite", schema: Schema(tables: tables))
+            try before.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
+            try before.commit([.upsert("interactions", id: "i-old", ["topic": "warranty", "handling_level": "dealer"])])
+        }
+        let after = try NodeStore(path: dir.path + "/d1.sqlite")
+        #expect(try after.record(table: "interactions", id: "i-old")?.state.liveValues["topic"] == "warranty")
+        try after.commit([.upsert("interactions", id: "i-new", ["topic": "quote", "handling_level": "agent", "priority": 2,
+                                                                "decision_rule": "offer-specification", "decision_release": 3,
+                                                                "decided_by": "d1", "decided_at": "2026-11-22T10:00:00Z"])])
+        #expect(try after.record(table: "interactions", id: "i-new")?.state.liveValues["priority"] == .int(2))
+    }
+
     /// The seam every local write passes: the policy sees the record as held and earlier
     /// writes of the batch, adds fields; received changes never pass through it.
     @Test("a write policy completes local writes, sees the batch so far, and never touches received changes")
