@@ -36,13 +36,16 @@ public final class AllocationPolicy: LocalWritePolicy {
     public func amend(_ write: RecordWrite, in context: LocalWriteContext) throws -> RecordWrite {
         guard write.table == DomainSchema.interactions.name, write.op == .upsert, context.createsRecord else { return write }
         let now = context.wallMillis
-        let governance = inForce(context, at: now)
+        // Without a release in force (or for an outbound contact) nothing is decided, and
+        // nothing more is read: the write costs one small query.
+        guard write.fields[InteractionField.direction.rawValue]?.stringValue != InteractionDirection.outbound.rawValue,
+              let governance = inForce(context, at: now) else { return write }
         let customer = try write.fields[InteractionField.customerID.rawValue]?.stringValue.flatMap {
             try context.record(table: DomainSchema.customers.name, id: $0)
         }.flatMap { $0.state.isLive ? $0.state.liveValues : nil }
         let path = try context.meta(Self.pathMeta).map { $0.split(separator: "/").map { NodeID(unchecked: String($0)) } }
         let placement = NodePlacement(node: context.identity.node, parent: context.identity.parent, path: path,
-                                      levels: governance?.table.levels.count ?? 0)
+                                      levels: governance.table.levels.count)
         switch Allocator.decide(interaction: write.fields, customer: customer, governance: governance, placement: placement, nowMillis: now) {
         case .success(let decision):
             var amended = write
