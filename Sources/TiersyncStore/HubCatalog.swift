@@ -613,14 +613,18 @@ public final class TenantStores: Sendable {
     /// Who checkpoints the tenant databases: a serving hub passes ``WALCheckpointing/byOwner``
     /// and runs the checkpoints itself; a CLI command leaves them to the writer.
     public let checkpointing: WALCheckpointing
+    /// Installed on every tenant database opened here: the tenant root's own local writes
+    /// (HQ's) pass through it, as a node's do (an `AllocationPolicy`, from TiersyncAgent).
+    public let writePolicy: (any LocalWritePolicy)?
     private let open = Mutex<[TenantID: NodeStore]>([:])
 
     public init(catalog: HubCatalog, schema: Schema = DomainSchema.schema, clock: HybridLogicalClock = HybridLogicalClock(),
-                checkpointing: WALCheckpointing = .byWriter) {
+                checkpointing: WALCheckpointing = .byWriter, writePolicy: (any LocalWritePolicy)? = nil) {
         self.catalog = catalog
         self.schema = schema
         self.clock = clock
         self.checkpointing = checkpointing
+        self.writePolicy = writePolicy
     }
 
     /// The tenants whose databases are open in this process.
@@ -638,6 +642,7 @@ public final class TenantStores: Sendable {
             if try store.identity() == nil {
                 try store.setIdentity(NodeIdentity(tenant: tenant, node: root, parent: nil))
             }
+            store.writePolicy = writePolicy
             cache[tenant] = store
             return store
         }

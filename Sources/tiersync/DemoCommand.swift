@@ -41,7 +41,7 @@ struct Demo: AsyncParsableCommand {
         // HQ hub.
         let pki = try DevelopmentPKI.ensure(in: base + "/pki")
         let transport = HubConfiguration.Transport.tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey)
-        let hubStores = TenantStores(catalog: try HubCatalog(directory: base + "/hq"), checkpointing: .byOwner)
+        let hubStores = TenantStores(catalog: try HubCatalog(directory: base + "/hq"), checkpointing: .byOwner, writePolicy: AllocationPolicy())
         let hub = HubServer(configuration: HubConfiguration(port: 0, dataDirectory: base + "/hq", transport: transport),
                             directory: CatalogDirectory(stores: hubStores))
         let (hqURL, hqTask) = try await start { ready in try await hub.run(onReady: ready) }

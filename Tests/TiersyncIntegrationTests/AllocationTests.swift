@@ -254,6 +254,11 @@ struct AllocationTests {
             try await eventually(timeout: 30, "HQ's dialogue reaches the customer's agency") { try values(agency.store, "int-hq") != nil }
             let v = try #require(try values(agency.store, "int-hq"))
             #expect(v["handling_node"] == "agency-7" && v["originating_node"] == "hq" && v["decided_by"] == "hq" && v["decision_release"] == .int(1))
+            // A program serving HQ that opens the tenant databases with the policy allocates its own writes the same way.
+            let hqProgram = try TenantStores(catalog: hub.catalog, writePolicy: AllocationPolicy()).store(for: "insurer")
+            try hqProgram.commit([.upsert("interactions", id: "int-hq-2", ["urgency": "critical", "topic": "storm-damage", "channel": "phone"])])
+            let claim = try #require(try values(hqProgram, "int-hq-2"))
+            #expect(claim["queue"] == "hq-claims-line" && claim["handling_node"] == "hq" && claim["decided_by"] == "hq", "\(claim)")
         }
     }
 
