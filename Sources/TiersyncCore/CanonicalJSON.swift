@@ -218,7 +218,9 @@ struct FlatObjectParser {
     mutating func unsigned() -> UInt64? {
         skipSpace()
         let start = i
-        while i < bytes.count, bytes[i] >= UInt8(ascii: "0"), bytes[i] <= UInt8(ascii: "9") { i += 1 }
+        let count = skipDigits()
+        // No leading zeros, as in JSON.
+        guard count == 1 || (count > 1 && bytes[start] != UInt8(ascii: "0")) else { return nil }
         return UInt64(String(decoding: bytes[start..<i], as: UTF8.self))
     }
 
@@ -321,19 +323,22 @@ struct FlatObjectParser {
         return nil
     }
 
+    /// A JSON number, by JSON's grammar exactly (`-? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?`,
+    /// as JSONDecoder reads them): `+6`, `06` and `1.` are not numbers.
     private mutating func number() -> FieldValue? {
         let start = i
+        _ = take(UInt8(ascii: "-"))
+        guard i < bytes.count else { return nil }
+        if bytes[i] == UInt8(ascii: "0") { i += 1 } else if skipDigits() == 0 { return nil }
         var isDouble = false
-        while i < bytes.count {
-            let b = bytes[i]
-            if (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9")) || b == UInt8(ascii: "-") || b == UInt8(ascii: "+") {
-                i += 1
-            } else if b == UInt8(ascii: ".") || b == UInt8(ascii: "e") || b == UInt8(ascii: "E") {
-                isDouble = true
-                i += 1
-            } else {
-                break
-            }
+        if take(UInt8(ascii: ".")) {
+            isDouble = true
+            guard skipDigits() > 0 else { return nil }
+        }
+        if take(UInt8(ascii: "e")) || take(UInt8(ascii: "E")) {
+            isDouble = true
+            if !take(UInt8(ascii: "+")) { _ = take(UInt8(ascii: "-")) }
+            guard skipDigits() > 0 else { return nil }
         }
         let text = String(decoding: bytes[start..<i], as: UTF8.self)
         if !isDouble, let n = Int64(text) { return .int(n) }
@@ -341,6 +346,13 @@ struct FlatObjectParser {
         // here either (it would not survive re-encoding, nor JSONEncoder in the quarantine).
         guard let d = Double(text), d.isFinite else { return nil }
         return .double(d)
+    }
+
+    /// Skips decimal digits; returns how many.
+    private mutating func skipDigits() -> Int {
+        let start = i
+        while i < bytes.count, bytes[i] >= UInt8(ascii: "0"), bytes[i] <= UInt8(ascii: "9") { i += 1 }
+        return i - start
     }
 
     private mutating func hex4() -> UInt32? {

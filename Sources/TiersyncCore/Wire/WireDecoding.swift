@@ -1,7 +1,8 @@
 /// Fast decoding of the two high-volume wire messages. Foundation's `JSONDecoder` was a
 /// seventh of the hub's ingest time and a tenth of a bootstrap; this reads the bytes once.
 /// It accepts exactly what the `Codable` conformances accept and returns nil for anything
-/// else — callers then decode with `JSONDecoder`, whose errors name the problem.
+/// else — callers then decode with `JSONDecoder`, whose errors name the problem. A key
+/// given twice is left to `JSONDecoder` too (the two would keep different ones).
 public enum WireDecoding {
     /// What the byte-level decoder made of a body.
     public enum Outcome<Message> {
@@ -35,9 +36,11 @@ public enum WireDecoding {
                 tenant = t
                 return true
             case "through":
+                guard through == nil else { return false }
                 through = p.integer()
                 return through != nil
             case "changes":
+                guard changes == nil else { return false }
                 changes = changeList(&p)
                 return changes != nil
             default:
@@ -83,33 +86,38 @@ public enum WireDecoding {
         let ok = p.object { key, p in
             switch key {
             case "origin":
-                guard let s = p.string(), NodeID.isValid(s) else { return false }
+                guard origin == nil, let s = p.string(), NodeID.isValid(s) else { return false }
                 origin = NodeID(unchecked: s)
                 return true
             case "seq":
+                guard seq == nil else { return false }
                 seq = p.integer()
                 return seq != nil
             case "hlc":
+                guard hlc == nil else { return false }
                 hlc = p.unsigned()
                 return hlc != nil
             case "table":
+                guard table == nil else { return false }
                 table = p.string()
                 return table != nil
             case "id":
+                guard id == nil else { return false }
                 id = p.string()
                 return id != nil
             case "op":
+                guard op == nil else { return false }
                 op = p.string().flatMap(Change.Operation.init(rawValue:))
                 return op != nil
             case "fields":
                 return p.object { name, p in
-                    guard let v = p.value() else { return false }
+                    guard fields[name] == nil, let v = p.value() else { return false }
                     fields[name] = v
                     return true
                 }
             case "prior":
                 return p.object { name, p in
-                    guard let v = p.string().flatMap(FieldVersion.init(parsing:)) else { return false }
+                    guard prior[name] == nil, let v = p.string().flatMap(FieldVersion.init(parsing:)) else { return false }
                     prior[name] = v
                     return true
                 }
