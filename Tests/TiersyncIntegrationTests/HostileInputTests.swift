@@ -400,7 +400,9 @@ struct HostileInputTests {
                 enrollStatuses.append(try await f.client.send("POST", "/v1/enroll", json: EnrollRequest(token: "tse_guess")).status)
             }
             #expect(enrollStatuses.prefix(5).allSatisfy { $0 == 401 })
-            #expect(enrollStatuses.suffix(5).allSatisfy { $0 == 429 })
+            // 50 tokens, 5 per failed guess: after ten, nearly all are refused (a token that
+            // trickles back in lets one more guess through now and then).
+            #expect(enrollStatuses.filter { $0 == 429 }.count >= 12, "\(enrollStatuses)")
             #expect(try await f.client.send("GET", "/v1/whoami", credential: f.d2).status == 200)
 
             // Requests in flight: two long-polls of g1 hold its slots; a third is refused at once.
