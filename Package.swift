@@ -33,9 +33,13 @@ let package = Package(
         .target(name: "TiersyncCore"),
         // The system zlib, for reading gzip request bodies with exact limits (Debian: zlib1g-dev).
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // KPIs as plain values (no I/O): the formulas a release defines, evaluated per
+        // interaction and lead, per node and day; roll-ups; the KPI table. The store keeps
+        // its accumulators with it, in the transaction of every write, so it depends on Core only.
+        .target(name: "TiersyncKPI", dependencies: ["TiersyncCore"]),
         // SQLite storage (GRDB): node stores, hub catalog, per-tenant databases.
         .target(name: "TiersyncStore", dependencies: [
-            "TiersyncCore",
+            "TiersyncCore", "TiersyncKPI",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "GRDBSQLite", package: "GRDB.swift"),
             .product(name: "Crypto", package: "swift-crypto"),
@@ -57,7 +61,7 @@ let package = Package(
         ]),
         // The hub: Hummingbird routes over TLS, authentication, tenant/scope checks.
         .target(name: "TiersyncServer", dependencies: [
-            "TiersyncCore", "TiersyncStore", "TiersyncGovernance", "CZlib",
+            "TiersyncCore", "TiersyncKPI", "TiersyncStore", "TiersyncGovernance", "CZlib",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -102,13 +106,13 @@ let package = Package(
         ]),
         .executableTarget(name: "tiersync", dependencies: [
             "TiersyncAgentCLI",
-            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance", "TiersyncRules",
+            "TiersyncCore", "TiersyncKPI", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance", "TiersyncRules",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Benchmarks over real HTTPS and SQLite (run in release mode for figures).
         .executableTarget(name: "tiersync-bench", dependencies: [
-            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI",
+            "TiersyncCore", "TiersyncKPI", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "GRDB", package: "GRDB.swift"),
@@ -133,10 +137,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/TiersyncTestSupport"),
         .testTarget(name: "TiersyncGovernanceTests", dependencies: ["TiersyncGovernance", "TiersyncTestSupport"]),
+        .testTarget(name: "TiersyncKPITests", dependencies: ["TiersyncKPI", "TiersyncCore", "TiersyncGovernance", "TiersyncTestSupport"]),
         .testTarget(name: "TiersyncRulesTests", dependencies: ["TiersyncRules", "TiersyncCore", "TiersyncGovernance", "TiersyncTestSupport"]),
-        .testTarget(name: "TiersyncStoreTests", dependencies: ["TiersyncCore", "TiersyncStore", "TiersyncTestSupport"]),
+        .testTarget(name: "TiersyncStoreTests", dependencies: ["TiersyncCore", "TiersyncKPI", "TiersyncStore", "TiersyncTestSupport"]),
         .testTarget(name: "TiersyncIntegrationTests", dependencies: [
-            "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance", "TiersyncRules", "TiersyncTestSupport",
+            "TiersyncCore", "TiersyncKPI", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance", "TiersyncRules", "TiersyncTestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),

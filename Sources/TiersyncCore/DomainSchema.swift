@@ -68,6 +68,7 @@ public enum DomainSchema {
             FieldSchema("created_at", .timestamp),
             FieldSchema("answered_at", .timestamp),
             FieldSchema("resolved_at", .timestamp),
+            FieldSchema("abandoned_at", .timestamp, "when the customer gave up before any answer (hung up, left the chat); counts as abandoned (KPIs)"),
             FieldSchema("sla_due", .timestamp),
             FieldSchema("originating_node", .node),
             FieldSchema("handling_node", .node),
@@ -93,6 +94,7 @@ public enum DomainSchema {
             FieldSchema("currency", .string(maxLength: 3)),
             FieldSchema("status", .oneOf(["new", "contacted", "qualified", "won", "lost"])),
             FieldSchema("created_at", .timestamp),
+            FieldSchema("won_at", .timestamp, "when the lead was won (with status won); lead_conversion counts it"),
         ],
         routeFields: ["source_node", "fulfilling_node"])
 
@@ -124,5 +126,31 @@ public enum DomainSchema {
         ],
         routeFields: ["node"])
 
-    public static let schema = Schema(tables: [customers, vehicles, interactions, leads, tasks, governanceStatus])
+    /// KPI values a node computed for itself (docs/GOVERNANCE.md, "KPIs"): one record per
+    /// (KPI, node, period), written by that node from its accumulators and routed to it, so
+    /// it syncs upward and HQ and the country add them up.
+    public static let kpiSnapshots = TableSchema(
+        name: "kpi_snapshots",
+        summary: "A node's value of one KPI for one period, against its target; one record per (KPI, node, period), written by that node",
+        fields: [
+            FieldSchema("node", .node, "the node the values are of (the dialogues and leads it handles)"),
+            FieldSchema("path", .string(maxLength: 1000), "the node's path from the root (hq/de/de-berlin), for roll-ups"),
+            FieldSchema("kpi", .string(maxLength: 64)),
+            FieldSchema("name", .string(maxLength: 200)),
+            FieldSchema("unit", .oneOf(["percent", "seconds"])),
+            FieldSchema("period", .oneOf(["day", "week", "month"])),
+            FieldSchema("period_start", .date, "first day of the period (UTC; weeks start on Monday)"),
+            FieldSchema("numerator", .int, "a count, or milliseconds for a seconds KPI"),
+            FieldSchema("denominator", .int),
+            FieldSchema("value", .double, "100 × numerator / denominator (percent) or numerator / denominator / 1000 (seconds)"),
+            FieldSchema("target_kind", .oneOf(["at_least", "at_most"])),
+            FieldSchema("target", .double, "the node's target: its release's, or its country's overlay's"),
+            FieldSchema("met", .bool),
+            FieldSchema("release", .int),
+            FieldSchema("overlay", .string(maxLength: 100)),
+            FieldSchema("computed_at", .timestamp),
+        ],
+        routeFields: ["node"])
+
+    public static let schema = Schema(tables: [customers, vehicles, interactions, leads, tasks, governanceStatus, kpiSnapshots])
 }

@@ -1,0 +1,318 @@
+/// One record's part of one KPI: numerator and denominator it adds to a (KPI, node, day)
+/// accumulator. Negative in a delta (a record's old contribution taken back).
+public struct KPIContribution: Sendable, Hashable {
+    /// The KPI's position in ``KPIEvaluator/catalog``'s definitions.
+    public var kpi: Int
+    public var node: String
+    /// Days since 1970-01-01 (UTC) of the record's `created_at`.
+    public var day: Int64
+    public var numerator: Int64
+    public var denominator: Int64
+
+    public init(kpi: Int, node: String, day: Int64, numerator: Int64, denominator: Int64) {
+        self.kpi = kpi
+        self.node = node
+        self.day = day
+        self.numerator = numerator
+        self.denominator = denominator
+    }
+}
+
+/// The KPI formulas of a catalog as functions of plain values: what each dialogue and lead
+/// adds to the (KPI, node, day) accumulators, what a change of a record changes in them,
+/// and a full recount (``KPITally``). No store, no clock.
+///
+/// Per dialogue `d` of the KPI's channel (if it names one), counted for `d`'s node on
+/// `d.created_at`'s day (times in milliseconds; a `seconds` KPI's numerator is milliseconds):
+///
+/// | kind | denominator += 1 when | numerator += |
+/// |---|---|---|
+/// | `service_level` (W) | `d` inbound | 1 if `answered_at − created_at ≤ W` |
+/// | `average_speed_of_answer` | `d` inbound and answered | `answered_at − created_at` |
+/// | `abandonment_rate` | `d` inbound | 1 if closed with no `answered_at` |
+/// | `average_handle_time` | `d` answered and resolved | `resolved_at − answered_at` |
+/// | `first_contact_resolution` (W) | `d` resolved | 1 unless another dialogue of the same customer and topic was created after `d` and no later than `resolved_at + W` |
+/// | `sla_compliance` | `d` has an `sla_due` | 1 if `answered_at < sla_due` |
+/// | `lead_conversion` (W), per lead | always | 1 if won and `won_at − created_at ≤ W` |
+public struct KPIEvaluator: Sendable {
+    public let catalog: KPICatalog
+    /// Interaction KPIs a dialogue decides alone (every kind but first-contact resolution).
+    private let single: [(index: Int, formula: KPIFormula)]
+    /// First-contact resolution KPIs: a dialogue's outcome depends on the dialogues after it.
+    private let followUp: [(index: Int, formula: KPIFormula)]
+    private let lead: [(index: Int, formula: KPIFormula)]
+
+    public init(catalog: KPICatalog) {
+        self.catalog = catalog
+        let indexed = catalog.definitions.enumerated().map { (index: $0.offset, formula: $0.element.formula) }
+        single = indexed.filter { !$0.formula.kind.measuresLeads && $0.formula.kind != .firstContactResolution }
+        followUp = indexed.filter { $0.formula.kind == .firstContactResolution }
+        lead = indexed.filter { $0.formula.kind.measuresLeads }
+    }
+
+    /// True when some KPI counts interactions.
+    public var measuresDialogues: Bool { !single.isEmpty || !followUp.isEmpty }
+    /// True when some KPI counts leads.
+    public var measuresLeads: Bool { !lead.isEmpty }
+    /// True when a dialogue's contribution depends on other dialogues of its customer and topic.
+    public var needsFollowUps: Bool { !followUp.isEmpty }
+
+    // MARK: One record
+
+    /// What `d` adds to every interaction KPI but first-contact resolution.
+    public func contributions(of d: DialogueFacts, sign: Int64 = 1, into out: inout [KPIContribution]) {
+        guard let created = d.createdAt, let node = d.node else { return }
+        let day = KPIDay.of(millis: created)
+        for (index, f) in single {
+            if let channel = f.channel, d.channel != channel { continue }
+            var num: Int64 = 0
+            switch f.kind {
+            case .serviceLevel:
+                guard d.inbound else { continue }
+                if let answered = d.answeredAt, answered - created <= Int64(f.answeredWithinSeconds ?? 0) * 1000 { num = 1 }
+            case .averageSpeedOfAnswer:
+                guard d.inbound, let answered = d.answeredAt else { continue }
+                num = answered - created
+            case .abandonmentRate:
+                guard d.inbound else { continue }
+                num = d.abandoned ? 1 : 0
+            case .averageHandleTime:
+                guard let answered = d.answeredAt, let resolved = d.resolvedAt else { continue }
+                num = resolved - answered
+            case .slaCompliance:
+                guard let due = d.slaDue else { continue }
+                if let answered = d.answeredAt, answered < due { num = 1 }
+            case .firstContactResolution, .leadConversion:
+                continue
+            }
+            out.append(KPIContribution(kpi: index, node: node, day: day, numerator: sign * num, denominator: sign))
+        }
+    }
+
+    /// First-contact resolution over dialogues of one customer and topic (`group`, any
+    /// order; or a single dialogue without either): each resolved one counts, and is
+    /// resolved at first contact when the next dialogue of the group (by `created_at`, then
+    /// id) was created later than `resolved_at + W`, or there is none.
+    public func followUpContributions(of group: [DialogueFacts], sign: Int64 = 1, into out: inout [KPIContribution]) {
+        guard !followUp.isEmpty else { return }
+        let ordered = group.filter { $0.createdAt != nil }.sorted { ($0.createdAt!, $0.id) < ($1.createdAt!, $1.id) }
+        for (i, d) in ordered.enumerated() {
+            guard let resolved = d.resolvedAt, let node = d.node else { continue }
+            let next = i + 1 < ordered.count ? ordered[i + 1].createdAt : nil
+            let day = KPIDay.of(millis: d.createdAt!)
+            for (index, f) in followUp {
+                if let channel = f.channel, d.channel != channel { continue }
+                let repeated = next.map { $0 <= resolved + Int64(f.withinSeconds ?? 0) * 1000 } ?? false
+                out.append(KPIContribution(kpi: index, node: node, day: day, numerator: repeated ? 0 : sign, denominator: sign))
+            }
+        }
+    }
+
+    /// What a lead adds to the lead KPIs.
+    public func contributions(of l: LeadFacts, sign: Int64 = 1, into out: inout [KPIContribution]) {
+        guard let created = l.createdAt, let node = l.node else { return }
+        let day = KPIDay.of(millis: created)
+        for (index, f) in lead {
+            if let channel = f.channel, l.channel != channel { continue }
+            let won = l.wonAt.map { $0 - created <= Int64(f.withinSeconds ?? 0) * 1000 } ?? false
+            out.append(KPIContribution(kpi: index, node: node, day: day, numerator: won ? sign : 0, denominator: sign))
+        }
+    }
+
+    // MARK: A change
+
+    /// How the accumulators change when a dialogue goes from `before` to `after` (nil:
+    /// not held, or deleted). `others` holds every other dialogue of the customer and
+    /// topic of `before` and of `after` (needed only when ``needsFollowUps``): their
+    /// first-contact outcome may change too. Entries are combined per (KPI, node, day);
+    /// those that cancel out are left out.
+    public func delta(before: DialogueFacts?, after: DialogueFacts?, others: [DialogueFacts] = []) -> [KPIContribution] {
+        var out: [KPIContribution] = []
+        if let before { contributions(of: before, sign: -1, into: &out) }
+        if let after { contributions(of: after, sign: 1, into: &out) }
+        if needsFollowUps {
+            let me = (after ?? before)?.id
+            let keys = Set([before?.followUpKey, after?.followUpKey].compactMap { $0 })
+            for key in keys {
+                let group = others.filter { $0.id != me && $0.followUpKey == key }
+                followUpContributions(of: group + [before].compactMap { $0 }.filter { $0.followUpKey == key }, sign: -1, into: &out)
+                followUpContributions(of: group + [after].compactMap { $0 }.filter { $0.followUpKey == key }, sign: 1, into: &out)
+            }
+            if let before, before.followUpKey == nil { followUpContributions(of: [before], sign: -1, into: &out) }
+            if let after, after.followUpKey == nil { followUpContributions(of: [after], sign: 1, into: &out) }
+        }
+        return Self.combined(out)
+    }
+
+    /// How the accumulators change when a lead goes from `before` to `after`.
+    public func delta(before: LeadFacts?, after: LeadFacts?) -> [KPIContribution] {
+        var out: [KPIContribution] = []
+        if let before { contributions(of: before, sign: -1, into: &out) }
+        if let after { contributions(of: after, sign: 1, into: &out) }
+        return Self.combined(out)
+    }
+
+    /// Entries summed per (KPI, node, day), zeros dropped, in a stable order.
+    public static func combined(_ entries: [KPIContribution]) -> [KPIContribution] {
+        guard entries.count > 1 else { return entries.filter { $0.numerator != 0 || $0.denominator != 0 } }
+        var sums: [Key: (Int64, Int64)] = [:]
+        var order: [Key] = []
+        for e in entries {
+            let key = Key(kpi: e.kpi, node: e.node, day: e.day)
+            if let s = sums[key] { sums[key] = (s.0 + e.numerator, s.1 + e.denominator) } else {
+                sums[key] = (e.numerator, e.denominator)
+                order.append(key)
+            }
+        }
+        return order.compactMap { key in
+            let (n, d) = sums[key]!
+            return n == 0 && d == 0 ? nil : KPIContribution(kpi: key.kpi, node: key.node, day: key.day, numerator: n, denominator: d)
+        }
+    }
+
+    private struct Key: Hashable {
+        var kpi: Int
+        var node: String
+        var day: Int64
+    }
+}
+
+/// One accumulator: a (KPI, node, day) with the sums of its numerators and denominators.
+public struct KPITotal: Sendable, Hashable, Codable {
+    public var kpi: String
+    public var node: String
+    public var day: Int64
+    public var numerator: Int64
+    public var denominator: Int64
+
+    public init(kpi: String, node: String, day: Int64, numerator: Int64, denominator: Int64) {
+        self.kpi = kpi
+        self.node = node
+        self.day = day
+        self.numerator = numerator
+        self.denominator = denominator
+    }
+}
+
+/// A full count: every dialogue and lead added once, then ``totals()``. The recomputation
+/// a release change runs, and the check of the incremental accumulators. Nodes are
+/// numbered as they come and accumulators keyed by packed integers, so a million dialogues
+/// cost one pass plus one sort of those with a customer and topic.
+public struct KPITally: Sendable {
+    public let evaluator: KPIEvaluator
+    private var nodeIndex: [String: Int] = [:]
+    private var nodes: [String] = []
+    private var sums: [UInt64: (numerator: Int64, denominator: Int64)] = [:]
+    private var buffer: [KPIContribution] = []
+    /// Dialogues first-contact resolution has to see in order: (group, created, id, the facts it needs).
+    private var groups: [String: Int] = [:]
+    private var followUps: [FollowUpEntry] = []
+    private var lastNode: (name: String, index: Int)?
+
+    private struct FollowUpEntry {
+        var group: Int
+        var created: Int64
+        var id: String
+        var resolved: Int64?
+        var node: Int?
+        var channel: String?
+    }
+
+    public init(evaluator: KPIEvaluator) {
+        self.evaluator = evaluator
+    }
+
+    /// Counts a dialogue.
+    public mutating func add(_ d: DialogueFacts) {
+        buffer.removeAll(keepingCapacity: true)
+        evaluator.contributions(of: d, into: &buffer)
+        for c in buffer { accumulate(c) }
+        guard evaluator.needsFollowUps, let created = d.createdAt else { return }
+        if let key = d.followUpKey {
+            let group: Int
+            if let g = groups[key] { group = g } else {
+                group = groups.count
+                groups[key] = group
+            }
+            // A dialogue counting for no node still follows up the ones before it.
+            followUps.append(FollowUpEntry(group: group, created: created, id: d.id, resolved: d.resolvedAt,
+                                           node: d.node.map { index(of: $0) }, channel: d.channel))
+        } else if d.resolvedAt != nil {
+            buffer.removeAll(keepingCapacity: true)
+            evaluator.followUpContributions(of: [d], into: &buffer)
+            for c in buffer { accumulate(c) }
+        }
+    }
+
+    /// Counts a lead.
+    public mutating func add(_ l: LeadFacts) {
+        buffer.removeAll(keepingCapacity: true)
+        evaluator.contributions(of: l, into: &buffer)
+        for c in buffer { accumulate(c) }
+    }
+
+    /// Every accumulator with anything counted, ordered by KPI, node and day.
+    public mutating func totals() -> [KPITotal] {
+        finishFollowUps()
+        let ids = evaluator.catalog.definitions.map(\.id)
+        return sums.map { key, value in
+            let (kpi, node, day) = Self.unpack(key)
+            return KPITotal(kpi: ids[kpi], node: nodes[node], day: day, numerator: value.numerator, denominator: value.denominator)
+        }.sorted { ($0.kpi, $0.node, $0.day) < ($1.kpi, $1.node, $1.day) }
+    }
+
+    private mutating func finishFollowUps() {
+        guard !followUps.isEmpty else { return }
+        followUps.sort { a, b in
+            if a.group != b.group { return a.group < b.group }
+            if a.created != b.created { return a.created < b.created }
+            return a.id < b.id
+        }
+        let formulas = evaluator.catalog.definitions.enumerated().filter { $0.element.formula.kind == .firstContactResolution }
+        for (i, d) in followUps.enumerated() {
+            guard let resolved = d.resolved, let node = d.node else { continue }
+            let next: Int64? = i + 1 < followUps.count && followUps[i + 1].group == d.group ? followUps[i + 1].created : nil
+            for (index, definition) in formulas {
+                let f = definition.formula
+                if let channel = f.channel, d.channel != channel { continue }
+                let repeated = next.map { $0 <= resolved + Int64(f.withinSeconds ?? 0) * 1000 } ?? false
+                add(kpi: index, node: node, day: KPIDay.of(millis: d.created), numerator: repeated ? 0 : 1, denominator: 1)
+            }
+        }
+        followUps = []
+    }
+
+    private mutating func index(of node: String) -> Int {
+        if let last = lastNode, last.name == node { return last.index }
+        let i: Int
+        if let known = nodeIndex[node] { i = known } else {
+            i = nodes.count
+            nodes.append(node)
+            nodeIndex[node] = i
+        }
+        lastNode = (node, i)
+        return i
+    }
+
+    private mutating func accumulate(_ c: KPIContribution) {
+        add(kpi: c.kpi, node: index(of: c.node), day: c.day, numerator: c.numerator, denominator: c.denominator)
+    }
+
+    private mutating func add(kpi: Int, node: Int, day: Int64, numerator: Int64, denominator: Int64) {
+        let key = Self.pack(kpi: kpi, node: node, day: day)
+        if let s = sums[key] { sums[key] = (s.numerator + numerator, s.denominator + denominator) } else {
+            sums[key] = (numerator, denominator)
+        }
+    }
+
+    // 16 bits of KPI, 24 of node, 24 of day (offset so days before 1970 fit: ±22,000 years).
+    private static let dayOffset: Int64 = 1 << 23
+
+    private static func pack(kpi: Int, node: Int, day: Int64) -> UInt64 {
+        UInt64(kpi & 0xFFFF) << 48 | UInt64(node & 0xFF_FFFF) << 24 | UInt64((day + dayOffset) & 0xFF_FFFF)
+    }
+
+    private static func unpack(_ key: UInt64) -> (Int, Int, Int64) {
+        (Int(key >> 48), Int((key >> 24) & 0xFF_FFFF), Int64(key & 0xFF_FFFF) - dayOffset)
+    }
+}

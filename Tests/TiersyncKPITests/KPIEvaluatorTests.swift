@@ -1,0 +1,215 @@
+import Foundation
+import Testing
+import TiersyncCore
+import TiersyncGovernance
+import TiersyncKPI
+import TiersyncTestSupport
+
+/// KPIs as plain values: the automaker release's formulas over ``KPIFixture`` (values
+/// worked out by hand there), periods, roll-ups, and incremental deltas against recounts.
+@Suite("KPIs, pure")
+struct KPIEvaluatorTests {
+    static func catalog(_ fixture: String = "automaker") throws -> KPICatalog {
+        let compiled = try GovernanceCompiler.compile(directory: repositoryRoot() + "/fixtures/governance/" + fixture)
+        return try KPICatalog(effectiveConfigJSON: String(decoding: try JSONEncoder().encode(compiled.config), as: UTF8.self))
+    }
+
+    static func tally(_ catalog: KPICatalog, _ records: [KPIFixture.Record]) -> [KPITotal] {
+        var tally = KPITally(evaluator: KPIEvaluator(catalog: catalog))
+        for r in records {
+            if r.table == "interactions" { tally.add(DialogueFacts(id: r.id, fields: r.fields)) } else { tally.add(LeadFacts(id: r.id, fields: r.fields)) }
+        }
+        return tally.totals()
+    }
+
+    @Test("The automaker release's KPIs read from its compiled config: formulas, targets, units, levels, in release order")
+    func catalogFromRelease() throws {
+        let catalog = try Self.catalog()
+        #expect(catalog.levels == ["hq", "country", "dealer"])
+        #expect(catalog.definitions.map(\.id) == ["service-level-phone", "service-level-chat", "service-level-email", "average-speed-of-answer-phone",
+                                                  "abandonment-rate-phone", "average-handle-time", "first-contact-resolution", "sla-compliance",
+                                                  "lead-conversion", "lead-conversion-web"])
+        let sl = try #require(catalog.definition("service-level-phone"))
+        #expect(sl.formula == KPIFormula(kind: .serviceLevel, channel: "phone", answeredWithinSeconds: 20))
+        #expect(sl.target == KPITarget(.atLeast, 80) && sl.unit == .percent && sl.levels == ["hq", "country"])
+        #expect(sl.isMeasured(atLevel: "country") && !sl.isMeasured(atLevel: "dealer"))
+        #expect(catalog.definition("service-level-email")?.formula.answeredWithinSeconds == 8 * 3600)
+        #expect(catalog.definition("service-level-email")?.levels == nil)
+        #expect(catalog.definition("first-contact-resolution")?.formula.withinSeconds == 7 * 86_400)
+        #expect(catalog.definition("average-handle-time")?.target == KPITarget(.atMost, 600))
+        #expect(catalog.definition("average-handle-time")?.unit == .seconds)
+        #expect(catalog.definition("lead-conversion-web")?.formula == KPIFormula(kind: .leadConversion, channel: "web", withinSeconds: 60 * 86_400))
+        // The formula basis round-trips (what a store keeps and counts with).
+        let basis = try #require(KPICatalog(formulaBasis: catalog.formulaBasis))
+        #expect(basis.formulaBasis == catalog.formulaBasis)
+        // The insurer's KPIs parse too (a two-level tenant).
+        let insurer = try Self.catalog("insurer")
+        #expect(insurer.levels.count == 2 && !insurer.definitions.isEmpty)
+    }
+
+    @Test("The fixture dataset: every KPI for every node equals the value worked out by hand (KPIFixture.expectedNovember)")
+    func handComputed() throws {
+        let catalog = try Self.catalog()
+        let totals = Self.tally(catalog, KPIFixture.records)
+        let month = KPIObservation.periods(of: totals, kind: .month) { catalog.definition($0)?.target }
+        var got: [String: [String: (Int64, Int64)]] = [:]
+        for o in month {
+            #expect(o.periodStart == KPIDay.parse("2026-11-01"), "\(o.kpi) \(o.node): every record is of November 2026")
+            got[o.kpi, default: [:]][o.node] = (o.numerator, o.denominator)
+        }
+        #expect(Set(got.keys) == Set(KPIFixture.expectedNovember.keys))
+        for (kpi, nodes) in KPIFixture.expectedNovember {
+            #expect(Set(got[kpi]?.keys ?? [:].keys) == Set(nodes.keys), "\(kpi)")
+            for (node, want) in nodes {
+                let have = got[kpi]?[node]
+                #expect(have?.0 == want.0 && have?.1 == want.1, "\(kpi) at \(node): \(String(describing: have)), expected \(want)")
+            }
+        }
+        // Values: 2/4 = 50 %; 60,000 ms / 3 = 20 s; 3,500,000 ms / 5 = 700 s; 1/3 = 33.33 %.
+        #expect(KPIUnit.percent.value(numerator: 2, denominator: 4) == 50)
+        #expect(KPIUnit.seconds.value(numerator: 60_000, denominator: 3) == 20)
+        #expect(KPIUnit.seconds.value(numerator: 3_500_000, denominator: 5) == 700)
+        #expect(KPIUnit.percent.value(numerator: 0, denominator: 0) == nil)
+    }
+
+    @Test("Days, ISO weeks (Monday first) and months: e-mail service level is 1/1 on 2026-11-02 and 0/1 on 11-03, 1/2 for their week and month")
+    func periods() throws {
+        #expect(KPIDay.parse("2026-11-02") == 20759)
+        #expect(KPIDay.label(20759) == "2026-11-02")
+        #expect(KPIPeriodKind.week.start(ofDay: 20760) == 20759, "Tuesday 11-03 is in the week of Monday 11-02")
+        #expect(KPIPeriodKind.week.start(ofDay: 20759 + 6) == 20759 && KPIPeriodKind.week.start(ofDay: 20759 + 7) == 20766)
+        #expect(KPIPeriodKind.month.start(ofDay: 20760) == KPIDay.parse("2026-11-01"))
+        #expect(KPIPeriodKind.month.end(ofPeriodStartingAt: KPIDay.parse("2026-12-01")!) == KPIDay.parse("2027-01-01"))
+        #expect(KPIDay.parse("2026-02-29") == nil && KPIDay.parse("2028-02-29") != nil)
+        let nineTen: Int64 = 20759 * 86_400_000 + 9 * 3_600_000 + 10_000
+        #expect(KPITime.millis("2026-11-02T09:00:10Z") == nineTen)
+        #expect(KPITime.millis("2026-11-02T10:00:10.250+01:00") == nineTen + 250)
+        #expect(KPITime.millis("2026-11-02T09:00:10.5Z") == KPITime.millis("2026-11-02T09:00:10Z")! + 500)
+        #expect(KPITime.millis("2026-11-02") == nil)
+
+        let catalog = try Self.catalog()
+        let totals = Self.tally(catalog, KPIFixture.records).filter { $0.kpi == "service-level-email" }
+        let byDay = KPIObservation.periods(of: totals, kind: .day) { _ in nil }.map { ($0.periodStart, $0.numerator, $0.denominator) }
+        #expect(byDay.count == 2 && byDay[0] == (20759, 1, 1) && byDay[1] == (20760, 0, 1))
+        let week = KPIObservation.periods(of: totals, kind: .week) { _ in nil }
+        #expect(week.count == 1 && week[0].periodStart == 20759 && week[0].numerator == 1 && week[0].denominator == 2)
+        // l3 (2026-11-10) falls in the next week: lead conversion has two weeks, one month.
+        let leads = Self.tally(catalog, KPIFixture.records).filter { $0.kpi == "lead-conversion" }
+        #expect(KPIObservation.periods(of: leads, kind: .week) { _ in nil }.map(\.denominator) == [2, 1])
+        #expect(KPIObservation.periods(of: leads, kind: .month) { _ in nil }.map(\.denominator) == [3])
+    }
+
+    @Test("Roll-ups add numerators and denominators: de's service level is 2/5 = 40 % (not the 25 % mean of 50 % and 0 %), AHT 683.33 s; targets and levels")
+    func rollUps() throws {
+        let catalog = try Self.catalog()
+        let totals = Self.tally(catalog, KPIFixture.records)
+        // de's nodes run de's overlay (service level 85 %); fr-1 runs the release (80 %).
+        let observations = KPIObservation.periods(of: totals, kind: .month) { catalog.definition($0)?.target }.map { o -> KPIObservation in
+            var o = o
+            if o.kpi == "service-level-phone", o.node.hasPrefix("de") { o.target = KPITarget(.atLeast, 85) }
+            return o
+        }
+        let rows = KPIReport.rows(viewer: "hq", catalog: catalog, period: .month, observations: observations, paths: KPIFixture.paths, byNode: true)
+        func row(_ kpi: String, _ node: String, _ scope: KPIRow.Scope) -> KPIRow? { rows.first { $0.kpi == kpi && $0.node == node && $0.scope == scope } }
+
+        let de = try #require(row("service-level-phone", "de", .subtree))
+        // (de-1 2 + de 0) / (de-1 4 + de 1) = 2/5
+        #expect(de.numerator == 2 && de.denominator == 5 && de.value == 40 && de.nodes == 2)
+        #expect(de.target == KPITarget(.atLeast, 85) && de.met == false && de.level == "country")
+        let hq = try #require(row("service-level-phone", "hq", .subtree))
+        // (2 + 0 + fr-1 1) / (4 + 1 + 1) = 3/6; HQ's target is the release's 80 %.
+        #expect(hq.numerator == 3 && hq.denominator == 6 && hq.value == 50 && hq.level == "hq")
+        #expect(hq.target == nil || hq.target == KPITarget(.atLeast, 80) || hq.target == KPITarget(.atLeast, 85))
+        // A dealer: service-level-phone is measured at hq and country only, so no target there.
+        let de1 = try #require(row("service-level-phone", "de-1", .node))
+        #expect(de1.value == 50 && de1.target == nil && de1.met == nil && de1.level == "dealer")
+        #expect(row("service-level-phone", "de-1", .subtree) == nil, "a leaf has no subtree row")
+        // The country's own dialogues (p5) are a row of their own too.
+        #expect(row("service-level-phone", "de", .node)?.denominator == 1)
+
+        let aht = try #require(row("average-handle-time", "de", .subtree))
+        // (3,500 s + 600 s) / (5 + 1) = 683.33 s; measured at every level: ≤ 600 s missed.
+        #expect(aht.numerator == 4_100_000 && aht.denominator == 6)
+        #expect(abs(aht.value! - 683.333_333) < 0.001 && aht.target == KPITarget(.atMost, 600) && aht.met == false)
+        #expect(row("average-handle-time", "hq", .subtree)?.value == 620, "(3,500 + 600 + 240) / 7 = 620 s")
+        #expect(row("average-speed-of-answer-phone", "de", .subtree)?.value == 27.5, "(60 + 50) / (3 + 1) = 27.5 s")
+
+        // Without --by node: one row per KPI, the viewer's subtree; a country sees its own subtree only.
+        let tenant = KPIReport.rows(viewer: "hq", catalog: catalog, period: .month, observations: observations, paths: KPIFixture.paths, byNode: false)
+        #expect(tenant.count == KPIFixture.expectedNovember.count && tenant.allSatisfy { $0.node == "hq" && $0.scope == .subtree })
+        let deView = KPIReport.rows(viewer: "de", catalog: catalog, period: .month, observations: observations, paths: KPIFixture.paths, byNode: true)
+        #expect(!deView.contains { $0.node.hasPrefix("fr") || $0.node == "hq" })
+        #expect(deView.first { $0.kpi == "service-level-phone" && $0.node == "de" && $0.scope == .subtree }?.value == 40)
+        let table = KPIReport.table(rows, byNode: true)
+        #expect(table.contains("de (subtree)") && table.contains("40 %") && table.contains("≥ 85 %") && table.contains("MISSED"), "\(table)")
+    }
+
+    /// A deterministic generator (SplitMix64).
+    struct Random {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func int(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+        mutating func pick<T>(_ xs: [T]) -> T { xs[int(xs.count)] }
+    }
+
+    @Test("Incremental: 3,000 random creates, updates and deletes applied as deltas (old contribution out, new in, follow-ups of the customer and topic) equal a recount", arguments: [1, 2, 3] as [UInt64])
+    func incrementalEqualsRecount(seed: UInt64) throws {
+        let catalog = try Self.catalog()
+        let evaluator = KPIEvaluator(catalog: catalog)
+        var rng = Random(state: seed)
+        var dialogues: [String: DialogueFacts] = [:]
+        var leads: [String: LeadFacts] = [:]
+        var accumulators: [String: (Int64, Int64)] = [:]
+        func add(_ delta: [KPIContribution]) {
+            for c in delta {
+                let key = "\(catalog.definitions[c.kpi].id)|\(c.node)|\(c.day)"
+                let s = accumulators[key] ?? (0, 0)
+                accumulators[key] = (s.0 + c.numerator, s.1 + c.denominator)
+            }
+        }
+        let base: Int64 = 20759 * 86_400_000
+        func time(_ hours: Int) -> Int64 { base + Int64(hours) * 3_600_000 + Int64(rng.int(3600)) * 1000 }
+        for _ in 0..<3000 {
+            if rng.int(5) == 0 {
+                let id = "l\(rng.int(40))"
+                let before = leads[id]
+                let after: LeadFacts? = rng.int(6) == 0 ? nil : LeadFacts(
+                    id: id, node: rng.pick(["de-1", "de-2", nil]), createdAt: rng.int(10) == 0 ? nil : time(rng.int(24 * 20)),
+                    channel: rng.pick(["web", "phone", nil]), wonAt: rng.int(2) == 0 ? nil : time(24 * rng.int(120)))
+                add(evaluator.delta(before: before, after: after))
+                leads[id] = after
+                continue
+            }
+            let id = "i\(rng.int(150))"
+            let before = dialogues[id]
+            var after: DialogueFacts?
+            if rng.int(8) != 0 {
+                let created = time(rng.int(24 * 30))
+                let answered: Int64? = rng.int(3) == 0 ? nil : created + Int64(rng.int(120)) * 1000
+                after = DialogueFacts(id: id, node: rng.pick(["de-1", "de-2", "de", nil]), createdAt: rng.int(15) == 0 ? nil : created,
+                                      channel: rng.pick(["phone", "email", "chat", nil]), inbound: rng.int(4) != 0, answeredAt: answered,
+                                      resolvedAt: rng.int(2) == 0 ? nil : (answered ?? created) + Int64(rng.int(24 * 10)) * 3_600_000,
+                                      abandoned: rng.int(3) == 0, slaDue: rng.int(2) == 0 ? nil : created + 60_000,
+                                      customer: rng.pick(["a", "b", "c", "d", nil]), topic: rng.pick(["x", "y", nil]))
+            }
+            let keys = Set([before?.followUpKey, after?.followUpKey].compactMap { $0 })
+            let others = dialogues.values.filter { $0.id != id && $0.followUpKey.map(keys.contains) == true }
+            add(evaluator.delta(before: before, after: after, others: Array(others)))
+            dialogues[id] = after
+        }
+        var tally = KPITally(evaluator: evaluator)
+        for d in dialogues.values { tally.add(d) }
+        for l in leads.values { tally.add(l) }
+        let recount = Dictionary(uniqueKeysWithValues: tally.totals().map { ("\($0.kpi)|\($0.node)|\($0.day)", ($0.numerator, $0.denominator)) })
+        let incremental = accumulators.filter { $0.value != (0, 0) }
+        #expect(Set(incremental.keys) == Set(recount.keys))
+        for (key, value) in recount { #expect(incremental[key]?.0 == value.0 && incremental[key]?.1 == value.1, "\(key)") }
+        #expect(recount.count > 100, "the run exercised many accumulators (\(recount.count))")
+    }
+}
