@@ -405,11 +405,21 @@ struct HostileInputTests {
             #expect(enrollStatuses.filter { $0 == 429 }.count >= 12, "\(enrollStatuses)")
             #expect(try await f.client.send("GET", "/v1/whoami", credential: f.d2).status == 200)
 
-            // Requests in flight: two long-polls of g1 hold its slots; a third is refused at once.
-            async let poll1 = f.client.send("GET", "/v1/pull?wait=3", credential: f.g1)
-            async let poll2 = f.client.send("GET", "/v1/pull?wait=3", credential: f.g1)
-            try await Task.sleep(for: .milliseconds(500))
-            let third = try await f.client.send("GET", "/v1/whoami", credential: f.g1)
+            // Requests in flight (on a hub whose rate is no constraint): two long-polls hold
+            // g1's slots; the next request is refused at once.
+            var inFlightLimits = HubConfiguration.Limits()
+            inFlightLimits.maxConcurrentRequestsPerNode = 2
+            let inFlightDir = try TempDir()
+            let g = try await HostileFixture.start(running, dir: inFlightDir, limits: inFlightLimits)
+            async let poll1 = g.client.send("GET", "/v1/pull?wait=5", credential: g.g1)
+            async let poll2 = g.client.send("GET", "/v1/pull?wait=5", credential: g.g1)
+            // Once both long-polls are in (a moment on a busy machine), the next is refused.
+            var third = try await g.client.send("GET", "/v1/whoami", credential: g.g1)
+            let deadline = ContinuousClock.now + .seconds(4)
+            while third.status != 429, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+                third = try await g.client.send("GET", "/v1/whoami", credential: g.g1)
+            }
             #expect(third.status == 429)
             #expect(third.error?.code == "too_many_in_flight")
             #expect(try await poll1.status == 200)
