@@ -116,6 +116,7 @@ extension NodeStore {
         guard let record else { return }
         var statements = LogStatements(db)
         try save(db, &statements, table: table, id: id, row: EncodedRecord(record.state, route: record.route, table: table), replacing: stored)
+        try countKPIs(db, &statements, table: table, id: id, before: stored, after: record.state)
         try db.execute(sql: "DELETE FROM ts_conflicts WHERE tbl = ? AND record_id = ?", arguments: [name, id])
         let now = Int64(WallClock.nowMillis())
         for c in conflicts {

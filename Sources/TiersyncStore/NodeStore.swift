@@ -29,6 +29,8 @@ public final class NodeStore: Sendable {
     /// What every local write passes through (``LocalWritePolicy``); installed by whoever
     /// opens the store for a node's local writes (the agent, the CLI).
     private let policy = Mutex<(any LocalWritePolicy)?>(nil)
+    /// The KPI counting last loaded, by its basis (`NodeStore+KPI.swift`).
+    let kpiCountings = Mutex<(basis: String, counting: KPICounting)?>(nil)
 
     struct TableSQL: Sendable {
         let upsert: String
@@ -77,7 +79,10 @@ public final class NodeStore: Sendable {
             }
         }
         try NodeStoreMigrations.migrator.migrate(writer)
-        try writer.write { db in try DomainTables.ensure(schema, in: db) }
+        try writer.write { db in
+            try DomainTables.ensure(schema, in: db)
+            try KPIStorage.ensure(db)
+        }
     }
 
     /// Copies what it can of the write-ahead log into the database file, on a connection
@@ -646,6 +651,8 @@ public final class NodeStore: Sendable {
         /// By a short key: "#" and the statement's role, or a domain table's name (which
         /// never starts with "#") for its upsert.
         private var cache: [String: Statement] = [:]
+        /// The KPI counting of the transaction, once loaded (`.some(nil)`: none adopted).
+        var kpi: KPICounting??
 
         init(_ db: Database) { self.db = db }
 
@@ -666,6 +673,7 @@ public final class NodeStore: Sendable {
             // Encoded here unless prepared: a change that alters nothing writes no row.
             try save(db, &statements, table: table, id: change.recordID,
                      row: row ?? EncodedRecord(merged.state, route: route, table: table), replacing: stored)
+            try countKPIs(db, &statements, table: table, id: change.recordID, before: stored, after: merged.state)
         }
         for c in outcome.conflicts {
             try db.cachedStatement(sql: """

@@ -1,4 +1,6 @@
+import Foundation
 import TiersyncCore
+import TiersyncGovernance
 
 /// A small dataset of dialogues and leads whose KPI values under the automaker release
 /// (`fixtures/governance/automaker/kpis.yaml`) are worked out by hand below. Used by the
@@ -111,6 +113,13 @@ public enum KPIFixture {
         "lead-conversion": ["de-1": (1, 3)],
         "lead-conversion-web": ["de-1": (1, 2)],
     ]
+
+    /// The compiled config of a governance fixture (`automaker`, `insurer`) as JSON: what a
+    /// release carries and a node keeps as its effective configuration.
+    public static func effectiveConfigJSON(_ fixture: String = "automaker") throws -> String {
+        let compiled = try GovernanceCompiler.compile(directory: repositoryRoot() + "/fixtures/governance/" + fixture)
+        return String(decoding: try JSONEncoder().encode(compiled.config), as: UTF8.self)
+    }
 
     /// Each node's path from the root.
     public static let paths: [String: [String]] = [

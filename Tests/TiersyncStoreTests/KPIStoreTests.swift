@@ -1,0 +1,158 @@
+import Foundation
+import Testing
+import TiersyncCore
+import TiersyncKPI
+@testable import TiersyncStore
+import TiersyncTestSupport
+
+/// The store's KPI accumulators on real SQLite files: kept by every write in its
+/// transaction, equal to a recount after creates, updates, deletes and received changes;
+/// recounted when the formulas change; snapshots written only for what changed.
+@Suite("KPI accumulators in the store")
+struct KPIStoreTests {
+    static func adoption(overlayTarget: Double? = nil, answeredWithin: String? = nil) throws -> KPIAdoption {
+        var catalog = try KPICatalog(effectiveConfigJSON: try KPIFixture.effectiveConfigJSON())
+        if let overlayTarget, let i = catalog.definitions.firstIndex(where: { $0.id == "service-level-phone" }) {
+            catalog.definitions[i].target = KPITarget(.atLeast, overlayTarget)
+        }
+        if let answeredWithin, let i = catalog.definitions.firstIndex(where: { $0.id == "service-level-phone" }) {
+            catalog.definitions[i].formula.answeredWithinSeconds = KPIFormat.durationSeconds(answeredWithin)
+        }
+        return KPIAdoption(release: 1, overlay: overlayTarget == nil ? nil : "de#1", catalog: catalog)
+    }
+
+    /// The store's accumulators equal a recount from its records, and the recount is not empty.
+    static func expectConsistent(_ store: NodeStore, _ step: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let totals = try store.kpiTotals().filter { $0.numerator != 0 || $0.denominator != 0 }
+        let recount = try store.recountKPIs()
+        #expect(totals == recount, "\(step): accumulators differ from a recount", sourceLocation: sourceLocation)
+        #expect(!recount.isEmpty, sourceLocation: sourceLocation)
+    }
+
+    static func month(_ store: NodeStore, _ kpi: String, _ node: String) throws -> (Int64, Int64) {
+        let t = try store.kpiTotals(node: node).filter { $0.kpi == kpi }
+        return (t.map(\.numerator).reduce(0, +), t.map(\.denominator).reduce(0, +))
+    }
+
+    @Test("Every write keeps the accumulators: the fixture's hand-computed values, then updates, deletes and received changes, each equal to a recount")
+    func incrementalWrites() async throws {
+        let dir = try TempDir()
+        let store = try makeStore(dir, "de-1", parent: "de")
+        // Records written before any KPI was adopted are counted when the KPIs are adopted.
+        try store.commit([.upsert("interactions", id: "p1", KPIFixture.records[0].fields)])
+        #expect(try store.adoptKPIs(try Self.adoption()), "a first adoption recounts")
+        #expect(try Self.month(store, "service-level-phone", "de-1") == (1, 1))
+        for r in KPIFixture.records.dropFirst() { try store.commit([.upsert(r.table, id: r.id, r.fields)]) }
+        try Self.expectConsistent(store, "fixture written")
+        for (kpi, nodes) in KPIFixture.expectedNovember {
+            for (node, want) in nodes { #expect(try Self.month(store, kpi, node) == want, "\(kpi) at \(node)") }
+        }
+
+        // p4 becomes customer c2's service call: p1 is now resolved at first contact, p2 is not
+        // (p4 came 1 h 50 min after p2's resolution) — de-1's FCR stays 3/5 with other members.
+        try store.commit([.upsert("interactions", id: "p4", ["customer_id": "c2", "topic": "service"])])
+        #expect(try Self.month(store, "first-contact-resolution", "de-1") == (3, 5))
+        try Self.expectConsistent(store, "p4 moved to c2/service")
+        // p4 resolved within 20 s of its answer: handle time 20 s more, one more resolved dialogue.
+        try store.commit([.upsert("interactions", id: "p4", ["resolved_at": "2026-11-02T12:00:40Z", "status": "resolved"])])
+        #expect(try Self.month(store, "average-handle-time", "de-1") == (3_520_000, 6))
+        #expect(try Self.month(store, "first-contact-resolution", "de-1") == (4, 6))
+        try Self.expectConsistent(store, "p4 resolved")
+        // e2 deleted: e1 is resolved at first contact after all; e-mail service level 1/1.
+        try store.commit([.delete("interactions", id: "e2")])
+        #expect(try Self.month(store, "service-level-email", "de-1") == (1, 1))
+        #expect(try Self.month(store, "first-contact-resolution", "de-1") == (4, 5))
+        try Self.expectConsistent(store, "e2 deleted")
+        // p3 answered after all (no longer abandoned); a lead won late moves into the window.
+        try store.commit([.upsert("interactions", id: "p3", ["answered_at": "2026-11-02T11:00:15Z", "status": "answered"]),
+                          .upsert("leads", id: "l3", ["won_at": "2026-12-10T10:00:00Z"])])
+        #expect(try Self.month(store, "abandonment-rate-phone", "de-1") == (0, 4))
+        #expect(try Self.month(store, "service-level-phone", "de-1") == (3, 4))
+        #expect(try Self.month(store, "lead-conversion", "de-1") == (2, 3))
+        try Self.expectConsistent(store, "p3 answered, l3 won in time")
+        // An update that touches no counted field changes nothing.
+        let before = try store.kpiTotals()
+        try store.commit([.upsert("interactions", id: "p1", ["summary": "called back"])])
+        #expect(try store.kpiTotals() == before)
+
+        // Changes received from another node (its dialogues and a later edit of p2) are counted as applied.
+        let other = try makeStore(dir, "de-2", parent: "de")
+        let made = try other.commit([.upsert("interactions", id: "x1", ["channel": "phone", "direction": "inbound", "created_at": "2026-11-05T09:00:00Z",
+                                                                         "answered_at": "2026-11-05T09:00:03Z", "customer_id": "c2", "topic": "service"]),
+                                     .upsert("interactions", id: "p2", ["answered_at": "2026-11-02T10:00:05Z"])])
+        let report = try await store.applyIncoming(made, from: "de-2", source: .child, checkSkew: false)
+        #expect(report.applied == 2)
+        #expect(try Self.month(store, "service-level-phone", "de-2") == (1, 1))
+        try Self.expectConsistent(store, "received changes")
+        // A rebuild from the log (what a clock-skew re-stamp does) keeps them too.
+        try store.rebuildKPIs()
+        try Self.expectConsistent(store, "rebuilt")
+    }
+
+    @Test("A new formula recounts everything in the adopting transaction; a new target only marks the node's snapshots for rewriting")
+    func adoption() throws {
+        let dir = try TempDir()
+        let store = try makeStore(dir, "de-1", parent: "de")
+        try store.adoptKPIs(try Self.adoption())
+        for r in KPIFixture.records { try store.commit([.upsert(r.table, id: r.id, r.fields)]) }
+        #expect(try Self.month(store, "service-level-phone", "de-1") == (2, 4))
+        // 30 s instead of 20 s: p2 (30 s) now counts → 3/4.
+        #expect(try store.adoptKPIs(try Self.adoption(answeredWithin: "30s")))
+        #expect(try Self.month(store, "service-level-phone", "de-1") == (3, 4))
+        try Self.expectConsistent(store, "new formula")
+        // A stricter target (an overlay): no recount, but snapshots are rewritten with it.
+        try store.publishKPISnapshots()
+        #expect(try !store.kpiSnapshotsDue())
+        #expect(try !store.adoptKPIs(try Self.adoption(overlayTarget: 85, answeredWithin: "30s")))
+        #expect(try store.kpiSnapshotsDue())
+        #expect(try store.publishKPISnapshots() > 0)
+        let snapshot = try #require(try store.record(table: "kpi_snapshots", id: "de-1:service-level-phone:month:2026-11-01"))
+        #expect(snapshot.state.liveValues["target"] == .double(85) && snapshot.state.liveValues["overlay"] == "de#1")
+        // No KPIs at all: nothing counted.
+        try store.adoptKPIs(nil)
+        #expect(try store.kpiTotals().isEmpty)
+        try store.commit([.upsert("interactions", id: "late", ["channel": "phone", "direction": "inbound", "created_at": "2026-11-02T09:00:00Z"])])
+        #expect(try store.kpiTotals().isEmpty)
+    }
+
+    @Test("Snapshots: one record per KPI, period and the node's own values; a change rewrites only its day, week and month; the table and roll-ups")
+    func snapshots() throws {
+        let dir = try TempDir()
+        let store = try makeStore(dir, "de-1", parent: "de")
+        try store.setMeta("tree.path", "hq/de/de-1")
+        try store.adoptKPIs(try Self.adoption(overlayTarget: 85))
+        for r in KPIFixture.records { try store.commit([.upsert(r.table, id: r.id, r.fields)]) }
+        let written = try store.publishKPISnapshots(nowMillis: 1_800_000_000_000)
+        // de-1's own accumulators: its KPIs × (days + weeks + months) with values.
+        let own = try store.kpiTotals(node: "de-1")
+        var expected = 0
+        for kpi in Set(own.map(\.kpi)) {
+            let days = own.filter { $0.kpi == kpi }.map(\.day)
+            for kind in KPIPeriodKind.allCases { expected += Set(days.map { kind.start(ofDay: $0) }).count }
+        }
+        #expect(written == expected && written > 20)
+        let snapshots = try store.liveRecords(table: "kpi_snapshots")
+        #expect(snapshots.count == written && snapshots.allSatisfy { $0.values["node"] == "de-1" && $0.values["path"] == "hq/de/de-1" },
+                "a node writes only its own values (de's and de-2's dialogues it holds are theirs to report)")
+        let sl = try #require(snapshots.first { $0.id == "de-1:service-level-phone:month:2026-11-01" }?.values)
+        #expect(sl["numerator"] == .int(2) && sl["denominator"] == .int(4) && sl["value"] == .double(50))
+        #expect(sl["target_kind"] == "at_least" && sl["target"] == .double(85) && sl["met"] == .bool(false) && sl["release"] == .int(1))
+        #expect(try store.publishKPISnapshots() == 0, "nothing changed, nothing written")
+
+        // One new phone dialogue on 2026-11-03 changes 4 phone KPIs' day, week and month (… of de-1).
+        try store.commit([.upsert("interactions", id: "p9", ["channel": "phone", "direction": "inbound", "created_at": "2026-11-03T09:00:00Z",
+                                                              "answered_at": "2026-11-03T09:00:04Z", "resolved_at": "2026-11-03T09:01:04Z",
+                                                              "handling_node": "de-1", "sla_due": .null])])
+        // service level, speed of answer, abandonment (3 phone KPIs) + handle time + FCR: 5 KPIs × 3 periods.
+        #expect(try store.publishKPISnapshots() == 15)
+        #expect(try store.record(table: "kpi_snapshots", id: "de-1:service-level-phone:month:2026-11-01")?.state.liveValues["numerator"] == .int(3))
+
+        // The table at de-1: its own values only; by node, with the snapshot's target.
+        let report = try store.kpiReport(period: .month, byNode: true)
+        #expect(report.node == "de-1" && report.rows.allSatisfy { $0.node == "de-1" })
+        let row = try #require(report.rows.first { $0.kpi == "service-level-phone" })
+        #expect(row.numerator == 3 && row.denominator == 5 && row.level == "dealer" && row.target == nil,
+                "a dealer is not measured on service level (levels: hq, country)")
+        #expect(report.rows.first { $0.kpi == "average-handle-time" }?.target == KPITarget(.atMost, 600))
+    }
+}
