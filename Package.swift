@@ -50,9 +50,14 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        // Governance that acts: allocation of new dialogues from the release in force, as
-        // plain values (no I/O). The store's write seam runs it through TiersyncAgent.
-        .target(name: "TiersyncRules", dependencies: ["TiersyncCore", "TiersyncGovernance"]),
+        // Governance that acts, as plain values (no I/O): allocation of new dialogues from the
+        // release in force (the store's write seam runs it through TiersyncAgent), escalation
+        // and proactive contacts (evaluated by TiersyncAgent's RulesRunner).
+        .target(name: "TiersyncRules", dependencies: [
+            "TiersyncCore", "TiersyncGovernance",
+            // SHA-256 for the ids of escalation entries and proactive tasks.
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // Development PKI: a local CA plus server certificates for loopback TLS.
         .target(name: "TiersyncPKI", dependencies: [
             .product(name: "X509", package: "swift-certificates"),
@@ -113,6 +118,7 @@ let package = Package(
         // Benchmarks over real HTTPS and SQLite (run in release mode for figures).
         .executableTarget(name: "tiersync-bench", dependencies: [
             "TiersyncCore", "TiersyncKPI", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI",
+            "TiersyncGovernance",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "GRDB", package: "GRDB.swift"),

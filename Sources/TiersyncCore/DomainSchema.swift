@@ -79,6 +79,10 @@ public enum DomainSchema {
             FieldSchema("decision_overlay", .string(maxLength: 100), "the country overlay applied on top (country#sequence), if any"),
             FieldSchema("decided_by", .node, "the node that decided (where the interaction was created)"),
             FieldSchema("decided_at", .timestamp),
+            // Escalation (docs/GOVERNANCE.md, "Escalation at every holder"): written with each
+            // step, with the same values by whichever node escalates.
+            FieldSchema("escalation_step", .int, "how many times it escalated (absent or 0: never); the step of its newest escalations entry"),
+            FieldSchema("escalated_at", .timestamp, "when its newest escalation fell due: since then it is at its current level"),
         ],
         routeFields: ["originating_node", "handling_node"])
 
@@ -100,17 +104,55 @@ public enum DomainSchema {
 
     public static let tasks = TableSchema(
         name: "tasks",
-        summary: "A proactive contact created by a rule, only where consent allows",
+        summary: "A proactive contact created by a rule, only where consent allows; routed to the node that makes it and the vehicle's dealer",
         fields: [
             FieldSchema("customer_id", .string(maxLength: 128)),
-            FieldSchema("kind", .string(maxLength: 100)),
+            FieldSchema("kind", .string(maxLength: 100), "proactive: created by a proactive rule (docs/GOVERNANCE.md, \"Proactive contacts\")"),
             FieldSchema("rule_id", .string(maxLength: 100)),
             FieldSchema("channel", .oneOf(["phone", "email", "web", "chat", "visit", "fax"])),
             FieldSchema("due_at", .timestamp),
             FieldSchema("status", .oneOf(["open", "done", "cancelled"])),
-            FieldSchema("assigned_node", .node),
+            FieldSchema("assigned_node", .node, "the node of the rule's level that makes the contact"),
+            FieldSchema("vehicle_id", .string(maxLength: 128), "the vehicle or contract whose sale or end triggered it"),
+            FieldSchema("owning_dealer", .node, "the vehicle's dealer, which sees the task whoever makes the contact"),
+            FieldSchema("level", .string(maxLength: 64), "the rule's level"),
+            FieldSchema("queue", .string(maxLength: 100)),
+            FieldSchema("priority", .int, "1 (highest) … 5, from the rule"),
+            FieldSchema("requires_consent", .oneOf(["marketing_phone", "marketing_email", "marketing_sms", "service_phone", "service_email"]),
+                        "the customer's consent the contact needs (customers.consent_<value>)"),
+            FieldSchema("release", .int, "the release whose rule created it"),
+            FieldSchema("cancel_reason", .string(maxLength: 500)),
+            FieldSchema("cancelled_at", .timestamp, "for a withdrawn consent: when the customer withdrew it"),
         ],
-        routeFields: ["assigned_node"])
+        routeFields: ["assigned_node", "owning_dealer"])
+
+    /// One escalation step of an interaction, with an id derived from the interaction and the
+    /// step, so every node that finds the step due writes the same record
+    /// (docs/GOVERNANCE.md, "Escalation at every holder").
+    public static let escalations = TableSchema(
+        name: "escalations",
+        summary: "One escalation step of an interaction (SLA breached, or unanswered too long); one record per interaction and step",
+        fields: [
+            FieldSchema("interaction_id", .string(maxLength: 128)),
+            FieldSchema("step", .int, "1 for the first escalation of the interaction, 2 for the next, …"),
+            FieldSchema("rule", .string(maxLength: 64), "the escalation rule that fired"),
+            FieldSchema("condition", .string(maxLength: 100), "the rule's condition that was met: sla_breached_by <duration> or unanswered_for <duration>"),
+            FieldSchema("due_at", .timestamp, "when the condition was met: the time of the escalation"),
+            FieldSchema("from_level", .string(maxLength: 64)),
+            FieldSchema("from_queue", .string(maxLength: 100)),
+            FieldSchema("from_node", .node),
+            FieldSchema("from_since", .timestamp, "since when the interaction was at from_level (created, or escalated there)"),
+            FieldSchema("to_level", .string(maxLength: 64)),
+            FieldSchema("to_queue", .string(maxLength: 100)),
+            FieldSchema("to_node", .node, "the node handling it from then on"),
+            FieldSchema("notify", .string(maxLength: 1000), "the roles to notify, comma-separated"),
+            FieldSchema("release", .int, "the release whose rule fired"),
+            FieldSchema("originating_node", .node, "where the interaction was created"),
+            FieldSchema("status", .oneOf(["escalated", "withdrawn"]),
+                        "withdrawn: the interaction turned out answered or resolved before the escalation was due"),
+            FieldSchema("withdrawn_reason", .string(maxLength: 500)),
+        ],
+        routeFields: ["to_node", "from_node", "originating_node"])
 
     public static let governanceStatus = TableSchema(
         name: "governance_status",
@@ -152,5 +194,5 @@ public enum DomainSchema {
         ],
         routeFields: ["node"])
 
-    public static let schema = Schema(tables: [customers, vehicles, interactions, leads, tasks, governanceStatus, kpiSnapshots])
+    public static let schema = Schema(tables: [customers, vehicles, interactions, leads, tasks, escalations, governanceStatus, kpiSnapshots])
 }

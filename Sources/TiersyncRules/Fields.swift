@@ -26,6 +26,12 @@ public enum InteractionField: String, CaseIterable, Sendable {
     /// The node that decided: the one the interaction was created at.
     case decidedBy = "decided_by"
     case decidedAt = "decided_at"
+    /// Answered or resolved: an escalation never falls due for it (``Escalator``).
+    case answeredAt = "answered_at"
+    case resolvedAt = "resolved_at"
+    /// How many times it escalated, and when its newest escalation fell due.
+    case escalationStep = "escalation_step"
+    case escalatedAt = "escalated_at"
 
     /// What a decision sets when the writer left it out (the writer's values win).
     public static let allocated: [InteractionField] = [.handlingLevel, .queue, .priority, .slaDue, .handlingNode]
