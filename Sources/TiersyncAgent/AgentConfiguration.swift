@@ -26,6 +26,9 @@ public struct AgentConfiguration: Sendable {
     public var compressAboveBytes = 1_024
     /// Follow HQ's governance releases (long-polling the parent like pulls do).
     public var followGovernance = true
+    /// How often the node turns changed KPI accumulators into snapshot records (while it
+    /// follows governance, which says what its KPIs are).
+    public var kpiInterval: Duration = .seconds(2)
     /// This node's wall clock (ms since the epoch), compared with the parent's on every
     /// push. Tests give a clock that is off.
     public var wallClock: @Sendable () -> UInt64 = { WallClock.nowMillis() }

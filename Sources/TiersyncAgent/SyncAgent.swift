@@ -136,7 +136,10 @@ public final class SyncAgent: Sendable {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.pushLoop() }
             group.addTask { await self.pullLoop() }
-            if configuration.followGovernance { group.addTask { await self.governanceLoop() } }
+            if configuration.followGovernance {
+                group.addTask { await self.governanceLoop() }
+                group.addTask { await self.kpiLoop() }
+            }
             await group.waitForAll()
         }
         await shutdown()

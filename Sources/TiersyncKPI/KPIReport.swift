@@ -169,9 +169,11 @@ public enum KPIReport {
             let depth = path(key.node).count
             let level = catalog.level(atDepth: depth)
             let measured = definition?.isMeasured(atLevel: level) ?? true
-            // The node's own target; for a subtree without a value of the node itself, the
-            // one its nodes report (they run the same release ⊕ overlay).
-            let target = measured ? (s.targets[key.node] ?? Self.commonTarget(s.targets.values)) : nil
+            // The viewer's own target is its catalog's; another node's is the one it reported
+            // with its values, or, for a subtree without values of the node itself, the one
+            // its nodes report (they run the same release ⊕ overlay).
+            let own = key.node == viewer ? definition?.target : s.targets[key.node]
+            let target = measured ? (own ?? Self.commonTarget(s.targets.values)) : nil
             let row = KPIRow(kpi: key.kpi, name: definition?.name ?? key.kpi, unit: definition?.unit ?? .percent, period: period,
                              periodStart: KPIDay.label(key.start), node: key.node, scope: key.scope, level: level,
                              numerator: s.n, denominator: s.d, target: target, nodes: s.nodes.count)

@@ -18,8 +18,9 @@ public enum HubRoutes {
     public static let directory = Route(method: "GET", path: "/v1/directory", isPublic: false)
     public static let governance = Route(method: "GET", path: "/v1/governance", isPublic: false)
     public static let governanceStatus = Route(method: "GET", path: "/v1/governance/status", isPublic: false)
+    public static let kpis = Route(method: "GET", path: "/v1/kpis", isPublic: false)
 
-    public static let all: [Route] = [health, enroll, whoami, push, pull, directory, governance, governanceStatus]
+    public static let all: [Route] = [health, enroll, whoami, push, pull, directory, governance, governanceStatus, kpis]
 
     static func isPublic(method: HTTPRequest.Method, path: String) -> Bool {
         all.contains { $0.isPublic && $0.path == path && $0.method == method.rawValue }

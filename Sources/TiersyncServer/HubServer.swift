@@ -70,6 +70,7 @@ public struct HubServer: Sendable {
             HubRoutes.directory: service.directory,
             HubRoutes.governance: service.governance,
             HubRoutes.governanceStatus: service.governanceStatus,
+            HubRoutes.kpis: service.kpis,
         ]
         for route in HubRoutes.all {
             guard let handler = handlers[route] else { preconditionFailure("no handler for \(route.method) \(route.path)") }

@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import TiersyncCore
 import TiersyncGovernance
+import TiersyncKPI
 import TiersyncStore
 
 /// The route handlers: enrollment, push and pull, with tenant and scope checks.
@@ -167,6 +168,22 @@ struct SyncService: Sendable {
         let nodes = try await directory.nodes(of: principal.tenant).filter { subtree.contains($0.node) }
         return try codec.encode(try GovernanceStatusReport.response(tenant: principal.tenant, nodes: nodes,
                                                                     store: try directory.store(for: principal.tenant)), for: request)
+    }
+
+    /// `GET /v1/kpis?period=day|week|month&by=node`: the KPI table of the caller's subtree,
+    /// from the answering hub's store (``KPIViews``).
+    func kpis(_ request: Request, _ context: HubRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let query = request.uri.queryParameters
+        guard let period = KPIPeriodKind(rawValue: query.get("period") ?? KPIPeriodKind.month.rawValue) else {
+            throw APIError(.badRequest, "invalid_parameter", "'period' must be day, week or month")
+        }
+        let by = query.get("by")
+        guard by == nil || by == "node" else { throw APIError(.badRequest, "invalid_parameter", "'by' must be node or absent") }
+        let tree = try await directory.tree(of: principal.tenant)
+        let store = try directory.store(for: principal.tenant)
+        return try codec.encode(try KPIViews.response(store: store, viewer: principal.node, tree: tree, period: period, byNode: by == "node"),
+                                for: request)
     }
 
     /// The push scope rule (``PushScope``) as the store's gate.

@@ -277,11 +277,15 @@ extension NodeStore {
     /// decision was adopted already.
     @discardableResult
     public func adoptKPIsOfAppliedGovernance() throws -> Bool {
-        guard let applied = try appliedGovernance() else { return false }
-        let source = "applied:\(applied.release ?? 0):\(applied.overlay ?? ""):\(applied.appliedAtMillis)"
-        if try meta(KPIStorage.sourceMeta) == source { return false }
+        // The decision's id first (one indexed row, no config text): an agent asks every few seconds.
+        let latest = try writer.read { db -> (id: Int64, adopted: Bool)? in
+            guard let id = try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM ts_gov_applied WHERE state = 'applied'") else { return nil }
+            let source = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [KPIStorage.sourceMeta])
+            return (id, source == "applied:\(id)")
+        }
+        guard let latest, !latest.adopted, let applied = try appliedGovernance() else { return false }
         let catalog = try applied.effective.map { try KPICatalog(effectiveConfigJSON: $0) } ?? .empty
-        return try adoptKPIs(KPIAdoption(release: applied.release, overlay: applied.overlay, catalog: catalog), source: source)
+        return try adoptKPIs(KPIAdoption(release: applied.release, overlay: applied.overlay, catalog: catalog), source: "applied:\(latest.id)")
     }
 
     /// What the store counts now, if anything.
@@ -400,7 +404,7 @@ extension NodeStore {
             let adoption = try Self.kpiAdoption(db)
             let path = try Self.kpiPath(db, node: me).joined(separator: "/")
             let published = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [KPIStorage.publishedMeta])
-            let stamp = "\(path)|\(adoption?.release ?? 0)|\(adoption?.overlay ?? "")"
+            let stamp = try Self.kpiPublishStamp(db, node: me)
             var periods: Set<KPIStorage.PeriodRef> = []
             if published != stamp {
                 // A new path or governance: every period of the node, once.
@@ -449,9 +453,7 @@ extension NodeStore {
                 UPDATE ts_kpi_totals SET dirty = 0 WHERE kpi = ? AND node = ? AND day = ? AND numerator = ? AND denominator = ?
                 """)
             for d in plan.dirty { try clear.execute(arguments: [d.kpi, plan.me, d.day, d.numerator, d.denominator]) }
-            let adoption = try Self.kpiAdoption(db)
-            let path = try Self.kpiPath(db, node: plan.me).joined(separator: "/")
-            try Self.setMeta(db, KPIStorage.publishedMeta, "\(path)|\(adoption?.release ?? 0)|\(adoption?.overlay ?? "")")
+            try Self.setMeta(db, KPIStorage.publishedMeta, try Self.kpiPublishStamp(db, node: plan.me))
         }
         return plan.writes.count
     }
@@ -461,8 +463,18 @@ extension NodeStore {
     public func kpiSnapshotsDue() throws -> Bool {
         try writer.read { db in
             guard let me = try Self.identity(db)?.node.rawValue else { return false }
-            return try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_kpi_totals WHERE node = ? AND dirty = 1)", arguments: [me]) ?? false
+            if try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_kpi_totals WHERE node = ? AND dirty = 1)", arguments: [me]) == true { return true }
+            // Moved in the tree, or another release or overlay: every snapshot is written again.
+            let published = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [KPIStorage.publishedMeta])
+            return try published != Self.kpiPublishStamp(db, node: me)
+                && Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_kpi_totals WHERE node = ?)", arguments: [me]) == true
         }
+    }
+
+    /// What the node's snapshots carry besides values: its path, release and overlay.
+    static func kpiPublishStamp(_ db: Database, node: String) throws -> String {
+        let adoption = try kpiAdoption(db)
+        return "\(try kpiPath(db, node: node).joined(separator: "/"))|\(adoption?.release ?? 0)|\(adoption?.overlay ?? "")"
     }
 
     static func isoTime(_ millis: UInt64) -> String {

@@ -9,9 +9,9 @@ import Logging
 struct TiersyncBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tiersync-bench",
-        abstract: "Measure Tiersync: ingest, fan-in, propagation, bootstrap, wire, idle; hostile load.",
+        abstract: "Measure Tiersync: ingest, fan-in, propagation, bootstrap, wire, idle, KPIs; hostile load.",
         discussion: "Build in release mode for figures: swift run -c release tiersync-bench <scenario>.",
-        subcommands: [Ingest.self, FanIn.self, Propagation.self, Bootstrap.self, Wire.self, Idle.self, Hostile.self, All.self])
+        subcommands: [Ingest.self, FanIn.self, Propagation.self, Bootstrap.self, Wire.self, Idle.self, Hostile.self, KPIBench.self, All.self])
 }
 
 struct CommonOptions: ParsableArguments {
@@ -45,6 +45,7 @@ struct All: AsyncParsableCommand {
         try await Wire.parse(t ? ["--changes", "500"] : []).run()
         try await Idle.parse(t ? ["--seconds", "3"] : []).run()
         try await Hostile.parse(t ? ["--requests", "2000"] : []).run()
+        try await KPIBench.parse(t ? ["--writes", "500", "--interactions", "5000"] : []).run()
         print("all scenarios ran")
     }
 }

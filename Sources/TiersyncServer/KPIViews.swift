@@ -1,0 +1,45 @@
+import Foundation
+import TiersyncCore
+import TiersyncGovernance
+import TiersyncKPI
+import TiersyncStore
+
+/// Which KPIs a store counts, from the governance its node runs, and the KPI table a hub
+/// serves (`GET /v1/kpis`) and `tiersync kpi` prints.
+public enum KPIViews {
+    /// Makes `store` count the KPIs of the governance its node runs now
+    /// (``TiersyncStore/NodeStore/adoptKPIs(_:source:)``): at the root (HQ's tenant store,
+    /// which publishes and applies nothing) the release of the newest rollout that is for
+    /// the root and in effect, from HQ's own published documents; at any other node the
+    /// release ⊕ overlay it applied last. Cheap when nothing changed since the last call.
+    /// Returns true when the store recounted.
+    @discardableResult
+    public static func adopt(_ store: NodeStore, nowMillis: UInt64 = WallClock.nowMillis()) throws -> Bool {
+        guard let identity = try store.identity() else { return false }
+        guard identity.parent == nil else { return try store.adoptKPIsOfAppliedGovernance() }
+        let rollouts = try store.governanceDocuments(kind: SignedDocument.Kind.rollout.rawValue)
+            .compactMap { SignedDocument(json: $0.body)?.unverifiedPayload(Rollout.self) }.sorted { $0.sequence > $1.sequence }
+        var releases: [Int: Release] = [:]
+        for document in try store.governanceDocuments(kind: SignedDocument.Kind.release.rawValue) {
+            if let release = SignedDocument(json: document.body)?.unverifiedPayload(Release.self) { releases[release.version] = release }
+        }
+        for rollout in rollouts {
+            guard let version = rollout.release(for: identity.node.rawValue, ancestors: []), let release = releases[version],
+                  release.effectiveFromMillis <= nowMillis else { continue }
+            let source = "root:\(rollout.sequence):\(version)"
+            if try store.meta("kpi.source") == source { return false }
+            let catalog = try KPICatalog(effectiveConfigJSON: String(decoding: try JSONEncoder().encode(release.config), as: UTF8.self))
+            return try store.adoptKPIs(KPIAdoption(release: version, overlay: nil, catalog: catalog), source: source)
+        }
+        return false
+    }
+
+    /// The KPI table of `viewer`'s subtree from `store` (HQ's tenant store, or a country's),
+    /// with the nodes' paths taken from `tree`.
+    public static func response(store: NodeStore, viewer: NodeID, tree: NodeTree, period: KPIPeriodKind, byNode: Bool) throws -> KPIResponse {
+        try adopt(store)
+        var paths: [String: [String]] = [:]
+        for node in tree.parents.keys { paths[node.rawValue] = tree.path(of: node).split(separator: "/").map(String.init) }
+        return try store.kpiReport(period: period, byNode: byNode, viewer: viewer.rawValue, paths: paths)
+    }
+}
