@@ -4,6 +4,7 @@ import Logging
 import TiersyncAgent
 import TiersyncCore
 import TiersyncGovernance
+import TiersyncKPI
 import TiersyncNode
 import TiersyncPKI
 import TiersyncServer
@@ -213,6 +214,50 @@ struct Demo: AsyncParsableCommand {
         print("")
         print("Rollout status at HQ (tiersync admin rollout-status; GET /v1/governance/status):")
         printRolloutStatus(try GovernanceStatusReport.response(tenant: Self.tenant, nodes: all, store: hq))
+        try await demonstrateKPIs(stores: stores, hq: hq, tree: try await catalog.tree(of: Self.tenant))
+    }
+
+    /// KPIs: phone calls answered at the dealers; each node counts what it handles and sends
+    /// its values up; HQ adds them up by country, against each country's target (de's
+    /// overlay asks 85 % for the phone service level, the release 80 %).
+    private func demonstrateKPIs(stores: [NodeID: NodeStore], hq: NodeStore, tree: NodeTree) async throws {
+        let now = Date()
+        let answerSeconds: [(NodeID, [Double])] = [("de-berlin", [8, 15, 25, 40]), ("de-munich", [5, 12]), ("fr-paris", [10, 18, 30]), ("fr-lyon", [22, 60])]
+        let iso = ISO8601DateFormatter()
+        for (dealer, waits) in answerSeconds {
+            try stores[dealer]!.commit(waits.enumerated().map { i, wait in
+                let created = now.addingTimeInterval(-600 + Double(i) * 60)
+                return .upsert("interactions", id: "call-\(dealer)-\(i)", [
+                    "channel": "phone", "direction": "inbound", "topic": "service appointment", "knowledge_kind": "specification",
+                    "urgency": "normal", "status": "resolved", "handling_node": .string(dealer.rawValue),
+                    "created_at": .string(iso.string(from: created)), "answered_at": .string(iso.string(from: created.addingTimeInterval(wait))),
+                    "resolved_at": .string(iso.string(from: created.addingTimeInterval(wait + 240))),
+                ])
+            })
+        }
+        say("11 phone calls answered at the dealers (de-berlin in 8, 15, 25, 40 s; de-munich 5, 12 s; fr-paris 10, 18, 30 s; fr-lyon 22, 60 s)")
+        var paths: [String: [String]] = [:]
+        for node in tree.parents.keys { paths[node.rawValue] = tree.path(of: node).split(separator: "/").map(String.init) }
+        var report = KPIResponse(node: "hq", period: .month, byNode: true, rows: [])
+        try await wait("every node's KPI snapshots reach HQ") {
+            report = try KPIViews.response(store: hq, viewer: "hq", tree: tree, period: .month, byNode: true)
+            // Done when HQ's roll-ups equal a recount of the raw dialogues HQ holds.
+            guard let adoption = try hq.kpiAdoption() else { return false }
+            var tally = KPITally(evaluator: KPIEvaluator(catalog: adoption.catalog))
+            for r in try hq.liveRecords(table: "interactions") { tally.add(DialogueFacts(id: r.id, fields: r.values)) }
+            for r in try hq.liveRecords(table: "leads") { tally.add(LeadFacts(id: r.id, fields: r.values)) }
+            let recount = KPIReport.rows(viewer: "hq", catalog: adoption.catalog, period: .month,
+                                         observations: KPIObservation.periods(of: tally.totals(), kind: .month) { _ in nil }, paths: paths, byNode: true)
+            func sums(_ rows: [KPIRow]) -> Set<String> { Set(rows.map { "\($0.kpi) \($0.periodStart) \($0.node) \($0.scope) \($0.numerator)/\($0.denominator)" }) }
+            return !report.rows.isEmpty && sums(report.rows) == sums(recount)
+        }
+        let shown = ["service-level-phone", "average-speed-of-answer-phone", "average-handle-time"]
+        let rows = report.rows.filter { shown.contains($0.kpi) && ["hq", "de", "fr"].contains($0.node) && $0.scope == .subtree }
+        print("")
+        print("HQ's KPIs by country this month (tiersync kpi --db <hub>/tenants/automaker.sqlite --by node; GET /v1/kpis),")
+        print("each country's sum of its nodes' numerators and denominators, against its target:")
+        print(KPIReport.table(rows, byNode: true), terminator: "")
+        say("HQ's table equals a recount of the raw dialogues it holds; de's phone service level is judged against de's overlay (85 %), fr's against the release (80 %)")
     }
 
     /// A dialogue allocated where it is created: de-munich records a general question by
