@@ -178,8 +178,8 @@ public enum KPIReport {
                              periodStart: KPIDay.label(key.start), node: key.node, scope: key.scope, level: level,
                              numerator: s.n, denominator: s.d, target: target, nodes: s.nodes.count)
             let kpiOrder = String(format: "%06d", order[key.kpi] ?? 999_999) + key.kpi
-            // Depth-first by path; a node's subtree row before its own.
-            let nodeOrder = path(key.node).dropFirst(viewerDepth - 1).joined(separator: "/") + (key.scope == .subtree ? "/" : "/~")
+            // Depth-first by path: a node's subtree row, then its own, then the nodes below it.
+            let nodeOrder = path(key.node).dropFirst(viewerDepth - 1).joined(separator: "/") + (key.scope == .subtree ? "/" : "/!")
             rows.append(([KPIDay.label(key.start), kpiOrder, nodeOrder], row))
         }
         return rows.sorted { $0.sort.lexicographicallyPrecedes($1.sort) }.map(\.row)
