@@ -30,6 +30,8 @@ public final class AllocationPolicy: LocalWritePolicy {
     public static let pathMeta = "tree.path"
 
     private let cache = Mutex<Cache?>(nil)
+    /// The customer fields allocation reads (``TiersyncRules/Allocator``).
+    static let customerFields = [CustomerField.keyAccount, .segment, .owningDealer].map(\.rawValue)
 
     public init() {}
 
@@ -40,9 +42,10 @@ public final class AllocationPolicy: LocalWritePolicy {
         // nothing more is read: the write costs one small query.
         guard write.fields[InteractionField.direction.rawValue]?.stringValue != InteractionDirection.outbound.rawValue,
               let governance = inForce(context, at: now) else { return write }
+        // Only the customer's fields the rules read, in one small indexed read.
         let customer = try write.fields[InteractionField.customerID.rawValue]?.stringValue.flatMap {
-            try context.record(table: DomainSchema.customers.name, id: $0)
-        }.flatMap { $0.state.isLive ? $0.state.liveValues : nil }
+            try context.liveValues(table: DomainSchema.customers.name, id: $0, fields: Self.customerFields)
+        }
         let path = try context.meta(Self.pathMeta).map { $0.split(separator: "/").map { NodeID(unchecked: String($0)) } }
         let placement = NodePlacement(node: context.identity.node, parent: context.identity.parent, path: path,
                                       levels: governance.table.levels.count)

@@ -31,6 +31,8 @@ public struct LocalWriteContext {
     public let storePath: String
     let db: Database
     let store: NodeStore
+    /// What this commit read already of the store's settings and governance.
+    let reads: CommitReads
 
     /// True when the write creates the record here (never held, or deleted before).
     public var createsRecord: Bool { stored?.state.isLive != true }
@@ -41,22 +43,49 @@ public struct LocalWriteContext {
         return try store.load(db, table: t, id: id)
     }
 
-    /// A `ts_meta` setting of the store.
+    /// Some fields of another record, if the store holds it live; nil otherwise (never
+    /// held, deleted, or an unknown table). One indexed read of those columns only, through
+    /// a cached statement: what a policy testing a customer's flags on every write needs,
+    /// without decoding the record's versions as ``record(table:id:)`` does. Fields the
+    /// table lacks are left out.
+    public func liveValues(table: String, id: String, fields: [String]) throws -> [String: FieldValue]? {
+        guard let t = store.schema.table(table) else { return nil }
+        let known = fields.compactMap { name in t.field(name) }
+        let columns = known.map(\.name.quotedDatabaseIdentifier) + [DomainTables.versionsColumn]
+        let sql = "SELECT \(columns.joined(separator: ", ")) FROM \(t.name.quotedDatabaseIdentifier) WHERE id = ?"
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: sql), arguments: [id]),
+              (row[known.count] as DatabaseValue) != .null else { return nil }
+        var values: [String: FieldValue] = [:]
+        for (i, field) in known.enumerated() {
+            let value = NodeStore.fieldValue(row[i], type: field.type)
+            if !value.isNull { values[field.name] = value }
+        }
+        return values
+    }
+
+    /// A `ts_meta` setting of the store, read once per commit (a commit changes none before it ends).
     public func meta(_ key: String) throws -> String? {
-        try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [key])
+        if let known = reads.meta[key] { return known }
+        let value = try String.fetchOne(db.cachedStatement(sql: "SELECT value FROM ts_meta WHERE key = ?"), arguments: [key])
+        reads.meta[key] = .some(value)
+        return value
     }
 
     /// Changes whenever the governance a decision could depend on changes: a document kept,
     /// replaced or dropped, a decision recorded, the release key or the highest rollout seen,
     /// the node's parent (whose overlay it runs).
-    /// A policy caches what it derived from governance under this stamp.
+    /// A policy caches what it derived from governance under this stamp. Read once per
+    /// commit: a commit writes domain records and its log, none of what the stamp covers.
     public func governanceStamp() throws -> String {
-        let row = try Row.fetchOne(db, sql: """
+        if let stamp = reads.stamp { return stamp }
+        let row = try Row.fetchOne(db.cachedStatement(sql: """
             SELECT (SELECT COUNT(*) || '/' || COALESCE(MAX(stored_at), 0) || '/' || COALESCE(SUM(seq), 0) FROM ts_gov_documents),
                    (SELECT COALESCE(MAX(id), 0) FROM ts_gov_applied),
                    (SELECT GROUP_CONCAT(key || '=' || value, ';') FROM ts_meta WHERE key LIKE 'governance.%' OR key = 'parent')
-            """)
-        return "\(row?[0] as String? ?? "")|\(row?[1] as Int64? ?? 0)|\(row?[2] as String? ?? "")"
+            """))
+        let stamp = "\(row?[0] as String? ?? "")|\(row?[1] as Int64? ?? 0)|\(row?[2] as String? ?? "")"
+        reads.stamp = stamp
+        return stamp
     }
 
     /// Every governance document kept here.
@@ -70,4 +99,12 @@ public struct LocalWriteContext {
     public func appliedGovernance() throws -> GovernanceApplication? {
         try NodeStore.appliedGovernance(db)
     }
+}
+
+/// What one commit's policy calls have read of the store's settings and governance: the
+/// commit writes none of it, so each is read at most once per commit, not once per write.
+final class CommitReads {
+    var stamp: String?
+    /// By key; `.some(nil)`: read, not set.
+    var meta: [String: String?] = [:]
 }

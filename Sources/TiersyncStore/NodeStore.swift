@@ -188,6 +188,7 @@ public final class NodeStore: Sendable {
             var made: [Change] = []
             var statements = LogStatements(db)
             let policy = self.writePolicy
+            let reads = CommitReads()
             for requested in writes {
                 guard let table = schema.table(requested.table) else {
                     throw StoreError.rejected(.init(.unknownTable, "unknown table '\(requested.table)' (known: \(schema.tables.map(\.name).joined(separator: ", ")))"))
@@ -196,7 +197,7 @@ public final class NodeStore: Sendable {
                 var write = requested
                 if let policy {
                     write = try policy.amend(requested, in: LocalWriteContext(identity: me, wallMillis: wallMillis, stored: stored,
-                                                                              storePath: path, db: db, store: self))
+                                                                              storePath: path, db: db, store: self, reads: reads))
                     guard write.table == requested.table, write.id == requested.id, write.op == requested.op else {
                         throw StoreError.invalidArgument("the store's write policy changed which record \(requested.table)/\(requested.id) a write is for")
                     }
