@@ -32,6 +32,12 @@ public struct AgentConfiguration: Sendable {
     /// This node's wall clock (ms since the epoch), compared with the parent's on every
     /// push. Tests give a clock that is off.
     public var wallClock: @Sendable () -> UInt64 = { WallClock.nowMillis() }
+    /// How often the node evaluates its escalation and proactive-contact rules
+    /// (``RulesRunner``); nil: never. A country node runs them itself, with its directory.
+    public var rulesInterval: Duration? = .seconds(30)
+    /// The time those rules are evaluated at (what they write is stamped with the real
+    /// clock). Tests compress time with a clock of their own.
+    public var rulesClock: @Sendable () -> UInt64 = { WallClock.nowMillis() }
 
     public init(parentURL: String, caFile: String? = nil) {
         self.parentURL = parentURL

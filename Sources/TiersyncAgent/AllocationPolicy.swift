@@ -74,9 +74,19 @@ public final class AllocationPolicy: LocalWritePolicy {
 
     /// What a store's decisions are made from, read once per governance stamp.
     static func basis(_ context: LocalWriteContext) -> Basis {
-        let identity = context.identity
-        let applied = (try? context.appliedGovernance()).flatMap { $0 }
-        let documents = (try? context.governanceDocuments()) ?? []
+        basis(identity: context.identity, applied: (try? context.appliedGovernance()).flatMap { $0 },
+              documents: (try? context.governanceDocuments()) ?? [], meta: { try? context.meta($0) })
+    }
+
+    /// The same from a store, outside a commit (the rules runner: escalation and proactive
+    /// contacts use the governance in force exactly as allocation decides it).
+    static func basis(_ store: NodeStore, identity: NodeIdentity) -> Basis {
+        basis(identity: identity, applied: (try? store.appliedGovernance()).flatMap { $0 },
+              documents: (try? store.governanceDocuments()) ?? [], meta: { try? store.meta($0) })
+    }
+
+    private static func basis(identity: NodeIdentity, applied: GovernanceApplication?, documents: [StoredGovernanceDocument],
+                              meta: (String) -> String?) -> Basis {
         if identity.parent == nil {
             // HQ's own published documents: written by its publisher, which signs what it stores.
             let rollouts = documents.filter { $0.kind == SignedDocument.Kind.rollout.rawValue }
@@ -88,8 +98,8 @@ public final class AllocationPolicy: LocalWritePolicy {
             return Basis(node: identity.node.rawValue, parent: nil, verified: nil, rootHistory: (rollouts, releases), applied: applied)
         }
         var verified: VerifiedGovernance?
-        if let text = try? context.meta(GovernanceFollower.keyMeta), let key = GovernancePublicKey(base64: text) {
-            let seen = (try? context.meta(GovernanceFollower.rolloutMeta)).flatMap { $0 }.flatMap { Int($0) } ?? 0
+        if let text = meta(GovernanceFollower.keyMeta), let key = GovernancePublicKey(base64: text) {
+            let seen = meta(GovernanceFollower.rolloutMeta).flatMap { Int($0) } ?? 0
             verified = GovernanceFollower.verify(stored: documents, key: key, tenant: identity.tenant.rawValue, highestRollout: seen)
         }
         return Basis(node: identity.node.rawValue, parent: identity.parent?.rawValue, verified: verified, rootHistory: nil, applied: applied)
@@ -104,6 +114,32 @@ public final class AllocationPolicy: LocalWritePolicy {
         var rootHistory: (rollouts: [Rollout], releases: [Int: Release])?
         /// The newest decision that applied a release (country, dealer).
         var applied: GovernanceApplication?
+
+        /// The release (⊕ overlay) in force at `now` and its effective config, or nil; and
+        /// until when that answer holds (a pending release takes over at its time).
+        func effective(at now: UInt64) -> (inForce: (release: Int, overlay: String?, config: ConfigValue)?, until: UInt64) {
+            if let history = rootHistory {
+                for rollout in history.rollouts {
+                    guard let version = rollout.release(for: node, ancestors: []), let release = history.releases[version] else { continue }
+                    if release.effectiveFromMillis <= now { return ((version, nil, release.config), .max) }
+                }
+                // Nothing in effect yet; the earliest pending release may take over later.
+                let next = history.releases.values.map(\.effectiveFromMillis).filter { $0 > now }.min() ?? .max
+                return (nil, next)
+            }
+            var until = UInt64.max
+            if let verified {
+                let decision = GovernanceResolver.decide(node: node, parent: parent, verified: verified, nowMillis: now)
+                if decision.state == .applied, let release = decision.release, let effective = decision.effective {
+                    return ((release.version, decision.overlay?.label, effective), .max)
+                }
+                until = decision.pendingUntilMillis ?? .max
+            }
+            // Pending, refused or unverifiable: what the node last applied, which it still runs.
+            guard let applied, let version = applied.release, let json = applied.effective,
+                  let config = try? JSONDecoder().decode(ConfigValue.self, from: Data(json.utf8)) else { return (nil, until) }
+            return ((version, applied.overlay, config), until)
+        }
     }
 
     struct Cache: Sendable {
@@ -123,29 +159,8 @@ public final class AllocationPolicy: LocalWritePolicy {
         }
 
         private mutating func resolve(at now: UInt64) -> (GovernanceInForce?, until: UInt64) {
-            if let history = basis.rootHistory {
-                for rollout in history.rollouts {
-                    guard let version = rollout.release(for: basis.node, ancestors: []), let release = history.releases[version] else { continue }
-                    if release.effectiveFromMillis <= now {
-                        return (governance(release: version, overlay: nil, config: release.config), .max)
-                    }
-                }
-                // Nothing in effect yet; the earliest pending release may take over later.
-                let next = history.releases.values.map(\.effectiveFromMillis).filter { $0 > now }.min() ?? .max
-                return (nil, next)
-            }
-            var until = UInt64.max
-            if let verified = basis.verified {
-                let decision = GovernanceResolver.decide(node: basis.node, parent: basis.parent, verified: verified, nowMillis: now)
-                if decision.state == .applied, let release = decision.release, let effective = decision.effective {
-                    return (governance(release: release.version, overlay: decision.overlay?.label, config: effective), .max)
-                }
-                until = decision.pendingUntilMillis ?? .max
-            }
-            // Pending, refused or unverifiable: what the node last applied, which it still runs.
-            guard let applied = basis.applied, let version = applied.release, let json = applied.effective,
-                  let config = try? JSONDecoder().decode(ConfigValue.self, from: Data(json.utf8)) else { return (nil, until) }
-            return (governance(release: version, overlay: applied.overlay, config: config), until)
+            let (inForce, until) = basis.effective(at: now)
+            return (inForce.flatMap { governance(release: $0.release, overlay: $0.overlay, config: $0.config) }, until)
         }
 
         private mutating func governance(release: Int, overlay: String?, config: ConfigValue) -> GovernanceInForce? {

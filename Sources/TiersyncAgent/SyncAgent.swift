@@ -136,6 +136,9 @@ public final class SyncAgent: Sendable {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.pushLoop() }
             group.addTask { await self.pullLoop() }
+            if let interval = configuration.rulesInterval {
+                group.addTask { await RulesRunner(store: self.store, clock: self.configuration.rulesClock, logger: self.logger).run(every: interval) }
+            }
             if configuration.followGovernance {
                 group.addTask { await self.governanceLoop() }
                 group.addTask { await self.kpiLoop() }

@@ -27,6 +27,8 @@ public struct ParentOptions: ParsableArguments, Sendable {
     public var pullWait = 25.0
     @Option(help: "HQ's governance release key (base64, from `tiersync admin release-key`), pinned instead of trusting the one received at enrollment.")
     public var releaseKey: String?
+    @Option(help: "Seconds between evaluations of the node's escalation and proactive-contact rules (0: never).")
+    public var rulesInterval = 30.0
 
     /// Opens the store, enrolls it on its first run, adopts a changed parent URL, and
     /// returns the agent configuration. A country node, whose hub checkpoints its store,
@@ -42,6 +44,7 @@ public struct ParentOptions: ParsableArguments, Sendable {
         configuration.pushBatchSize = batchSize
         configuration.localPollInterval = .milliseconds(pollMs)
         configuration.pullWaitSeconds = pullWait
+        configuration.rulesInterval = rulesInterval > 0 ? .milliseconds(Int64(rulesInterval * 1000)) : nil
         if let ca { try store.setMeta("ca_file", ca) }
         if let releaseKey {
             guard GovernancePublicKey(base64: releaseKey) != nil else { throw CLIError("--release-key is not a base64 Ed25519 public key") }

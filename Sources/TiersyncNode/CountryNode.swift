@@ -37,7 +37,11 @@ public struct CountryNode: Sendable {
             throw AgentError.invalidConfiguration("\(hubConfiguration.dataDirectory) holds the directory of '\(root)', not of '\(identity.node)': give this node a --data directory of its own")
         }
         let hubBox = HubBox()
-        let agent = try SyncAgent(store: store, configuration: agentConfiguration, logger: logger, onPulled: {
+        // The country's rules run here rather than in its agent: they place dialogues of its
+        // dealers with the directory it mirrors.
+        var upward = agentConfiguration
+        upward.rulesInterval = nil
+        let agent = try SyncAgent(store: store, configuration: upward, logger: logger, onPulled: {
             await hubBox.hub?.notifyChanges(for: identity.tenant)
         }, onGovernance: {
             await hubBox.hub?.notifyGovernance(for: identity.tenant)
@@ -48,9 +52,16 @@ public struct CountryNode: Sendable {
         let interval = directoryRefreshInterval
         let logger = self.logger
         let store = self.store
+        let rules = agentConfiguration.rulesInterval.map { interval in
+            (interval, RulesRunner(store: store, clock: agentConfiguration.rulesClock,
+                                   tree: { try? await directory.tree(of: identity.tenant) }, logger: logger))
+        }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await hub.run(onReady: onReady) }
             group.addTask { try await agent.run() }
+            if let (every, runner) = rules {
+                group.addTask { await runner.run(every: every) { await hub.notifyChanges(for: identity.tenant) } }
+            }
             group.addTask {
                 while !Task.isCancelled {
                     do {

@@ -176,7 +176,7 @@ public enum EscalationOutcome: Sendable, Hashable {
     case escalate([Escalation])
     /// Nothing due yet; the next rule falls due then (nil: none will).
     case notDue(nextMillis: UInt64?)
-    /// Answered, resolved or closed: nothing escalates.
+    /// Answered, resolved, closed or abandoned: nothing escalates.
     case settled
     /// Not something rules escalate: outbound, never allocated, or no rule for its level.
     case notApplicable(String)
@@ -201,10 +201,11 @@ public enum Escalator {
     /// Statuses after which nothing escalates.
     public static let settledStatuses: Set<String> = ["answered", "resolved", "closed"]
 
-    /// True when the dialogue was answered, resolved or closed (as held).
+    /// True when the dialogue was answered, resolved or closed, or the customer abandoned it
+    /// before any answer (as held): nothing escalates then.
     public static func isSettled(_ fields: [String: FieldValue]) -> Bool {
         if let status = fields[.status]?.stringValue, settledStatuses.contains(status) { return true }
-        return present(fields[.answeredAt]) || present(fields[.resolvedAt])
+        return present(fields[.answeredAt]) || present(fields[.resolvedAt]) || present(fields[.abandonedAt])
     }
 
     /// The steps due at `nowMillis` for the interaction `interactionID` with `fields`.

@@ -26,9 +26,10 @@ public enum InteractionField: String, CaseIterable, Sendable {
     /// The node that decided: the one the interaction was created at.
     case decidedBy = "decided_by"
     case decidedAt = "decided_at"
-    /// Answered or resolved: an escalation never falls due for it (``Escalator``).
+    /// Answered, resolved or abandoned by the customer: an escalation never falls due for it (``Escalator``).
     case answeredAt = "answered_at"
     case resolvedAt = "resolved_at"
+    case abandonedAt = "abandoned_at"
     /// How many times it escalated, and when its newest escalation fell due.
     case escalationStep = "escalation_step"
     case escalatedAt = "escalated_at"

@@ -7,6 +7,7 @@ import TiersyncGovernance
 import TiersyncKPI
 import TiersyncNode
 import TiersyncPKI
+import TiersyncRules
 import TiersyncServer
 import TiersyncStore
 
@@ -47,6 +48,8 @@ struct Demo: AsyncParsableCommand {
                             directory: CatalogDirectory(stores: hubStores))
         let (hqURL, hqTask) = try await start { ready in try await hub.run(onReady: ready) }
         tasks.append(hqTask)
+        // HQ's rules run in the hub process (`tiersync hub serve` does the same).
+        tasks.append(Task { await HubRulesRunner(stores: hubStores).run(every: .seconds(30)) { await hub.notifyChanges(for: $0) } })
         let catalog = hubStores.catalog
         try catalog.createTenant(Self.tenant, root: "hq", levels: 3)
         let hq = try hubStores.store(for: Self.tenant)
@@ -203,6 +206,7 @@ struct Demo: AsyncParsableCommand {
         }
         say("effective \(field): de-munich \(try effective("de-munich")) (release ⊕ de's overlay), fr-paris \(try effective("fr-paris")) (release)")
         try await demonstrateAllocation(stores: stores, hq: hq)
+        try await demonstrateRules(stores: stores, hq: hq)
         // The nodes report what they applied as records that sync upward to HQ.
         let all = try await catalog.nodes(of: Self.tenant)
         try await wait("HQ hears from every node") {
@@ -278,6 +282,56 @@ struct Demo: AsyncParsableCommand {
                 && hq.record(table: "interactions", id: id)?.state.liveValues["decision_rule"] == v["decision_rule"]
         }
         say("de holds it in its \(show("queue")) queue (tiersync contact list --db de.sqlite); HQ sees rule \(show("decision_rule")), release v\(show("decision_release")), decided by \(show("decided_by"))")
+    }
+
+    /// Rules that act over time, with time compressed (`tiersync rules run --now`): a dealer's
+    /// dialogue still unanswered after its SLA escalates to the country; a car sold two days
+    /// ago gets a handover call for the customer who consents, none for the one who does not.
+    private func demonstrateRules(stores: [NodeID: NodeStore], hq: NodeStore) async throws {
+        let munich = stores["de-munich"]!, berlin = stores["de-berlin"]!
+        let id = "int-warranty-late"
+        try munich.commit([.upsert("interactions", id: id, [
+            "customer_id": "cust-3", "channel": "phone", "direction": "inbound", "topic": "warranty", "knowledge_kind": "specification",
+            "urgency": "normal", "status": "open", "created_at": .string(ISO8601DateFormatter().string(from: Date())),
+        ])])
+        let v = try munich.record(table: "interactions", id: id)?.state.liveValues ?? [:]
+        guard let due = v["sla_due"]?.stringValue.flatMap(Timestamp.parse) else {
+            say("rules part skipped: \(id) got no SLA")
+            return
+        }
+        // Nobody answers; its dealer's rules run 1 minute after the SLA (time compressed).
+        let later = due + 60_000
+        let report = try await RulesRunner(store: munich, clock: { later }).runOnce()
+        let step = report.escalated.first { $0.interactionID == id }
+        say("de-munich's \(id) (allocated to \(v["queue"]?.description ?? "-"), SLA due \(Timestamp.format(due)) under v\(report.release ?? 0) ⊕ \(report.overlay ?? "-")) "
+            + "still unanswered at \(Timestamp.format(later)) (tiersync rules run --now): "
+            + (step.map { "escalated by rule \($0.rule) to \($0.toLevel)/\($0.toQueue) at \($0.toNode), entry escalations/\($0.recordID)" } ?? "not escalated"))
+        if let step {
+            try await wait("de and HQ hold the escalation") {
+                try [stores["de"]!, hq].allSatisfy {
+                    try $0.record(table: "escalations", id: step.recordID)?.state.isLive == true
+                        && $0.record(table: "interactions", id: id)?.state.liveValues["handling_node"] == .string(step.toNode.rawValue)
+                }
+            }
+            say("de and HQ hold one escalation of \(id) (step 1), and de has it in its \(step.toQueue) queue; every node that finds it due writes that same record")
+        }
+
+        // Two cars de-berlin sold two days ago: the handover call (3 days after the sale) is due tomorrow.
+        let sold = TiersyncRules.CivilDate.format(days: TiersyncRules.CivilDate.day(ofMillis: WallClock.nowMillis()) - 2)
+        try berlin.commit([
+            .upsert("customers", id: "cust-consents", ["kind": "person", "last_name": "Weber", "consent_service_phone": true]),
+            .upsert("customers", id: "cust-declines", ["kind": "person", "last_name": "Wolf", "consent_service_phone": false]),
+            .upsert("vehicles", id: "veh-weber", ["kind": "vehicle", "customer_id": "cust-consents", "model": "ID.7", "sale_date": .string(sold)]),
+            .upsert("vehicles", id: "veh-wolf", ["kind": "vehicle", "customer_id": "cust-declines", "model": "ID.7", "sale_date": .string(sold)]),
+        ])
+        try await RulesRunner(store: berlin).runOnce()
+        let tasks = try berlin.liveRecords(table: "tasks").filter { $0.values["rule_id"] == "handover-call" }
+        for vehicle in ["veh-weber", "veh-wolf"] {
+            let task = tasks.first { $0.values["vehicle_id"] == .string(vehicle) }
+            say("car \(vehicle) sold \(sold): " + (task.map {
+                "task \($0.id) (rule handover-call, \($0.values["channel"]?.description ?? "-"), due \($0.values["due_at"]?.description ?? "-"), queue \($0.values["queue"]?.description ?? "-") at \($0.values["assigned_node"]?.description ?? "-"))"
+            } ?? "no task: its customer does not consent to service calls"))
+        }
     }
 
     private func wait(_ what: String, _ condition: () async throws -> Bool) async throws {

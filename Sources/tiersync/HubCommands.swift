@@ -1,7 +1,10 @@
 import ArgumentParser
 import Foundation
 import Logging
+import TiersyncAgent
+import TiersyncCore
 import TiersyncServer
+import TiersyncStore
 
 struct Hub: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the HQ hub.", subcommands: [Serve.self])
@@ -19,14 +22,30 @@ struct Hub: AsyncParsableCommand {
         @OptionGroup var listener: ListenerOptions
         @Option(help: "Seconds a change may be stamped ahead of the hub's clock.")
         var maxSkew: UInt64 = 60
+        @Option(help: "Seconds between evaluations of HQ's escalation and proactive-contact rules over every tenant (0: never).")
+        var rulesInterval = 30.0
         @OptionGroup var logging: LoggingOptions
 
         func run() async throws {
             try logging.bootstrap()
             var configuration = try listener.configuration(dataDirectory: data)
             configuration.maxClockSkewMillis = maxSkew * 1000
-            let hub = try HubServer(configuration: configuration)
-            try await hub.run(handleSignals: true) { port in listener.announce("hub", port: port) }
+            // The stores the hub serves, shared with HQ's rules runner (HQ has no agent: its
+            // escalation and proactive rules run in this process).
+            let stores = TenantStores(catalog: try HubCatalog(directory: configuration.dataDirectory),
+                                      clock: HybridLogicalClock(maxSkewMillis: configuration.maxClockSkewMillis), checkpointing: .byOwner)
+            let hub = HubServer(configuration: configuration, directory: CatalogDirectory(stores: stores))
+            let rules = rulesInterval > 0 ? Duration.milliseconds(Int64(rulesInterval * 1000)) : nil
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await hub.run(handleSignals: true) { port in listener.announce("hub", port: port) } }
+                if let rules {
+                    group.addTask { await HubRulesRunner(stores: stores).run(every: rules) { await hub.notifyChanges(for: $0) } }
+                }
+                // The hub ends on SIGTERM/SIGINT; the rules runner with it.
+                try await group.next()
+                group.cancelAll()
+                try await group.waitForAll()
+            }
         }
     }
 }

@@ -103,12 +103,13 @@ struct EscalationRulesTests {
                                    nowMillis: Self.t("2027-01-01T00:00:00Z")) == .notApplicable("no escalation rule for level hq"))
     }
 
-    @Test("Answered, resolved or closed: nothing escalates; outbound and unallocated dialogues are not for rules")
+    @Test("Answered, resolved, closed or abandoned: nothing escalates; outbound and unallocated dialogues are not for rules")
     func settledAndNotApplicable() throws {
         let rules = try Self.rules("automaker")
         let late = Self.t("2026-12-05T00:00:00Z")
         for change: [String: FieldValue] in [["status": "resolved"], ["status": "answered"], ["status": "closed"],
-                                             ["answered_at": "2026-12-03T11:00:00Z"], ["resolved_at": "2026-12-03T12:00:00Z"]] {
+                                             ["answered_at": "2026-12-03T11:00:00Z"], ["resolved_at": "2026-12-03T12:00:00Z"],
+                                             ["abandoned_at": "2026-12-03T10:01:00Z"]] {
             let fields = Self.dealerDialogue.merging(change) { $1 }
             #expect(Escalator.evaluate(interactionID: "i-1", fields: fields, rules: rules, locator: Self.atDealer, nowMillis: late) == .settled)
         }

@@ -36,8 +36,11 @@ public final class RunningHub: Sendable {
     public var catalog: HubCatalog { stores.catalog }
 
     /// `port` 0 picks a free port; give the old one to restart a stopped hub at its address.
+    /// `rules`: run HQ's rules (``HubRulesRunner``) as `tiersync hub serve` does, every
+    /// `interval`, at the times `clock` gives.
     public init(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init(),
-                maxClockSkewMillis: UInt64 = 60_000, logger: Logger = Logger(label: "tiersync.hub")) async throws {
+                maxClockSkewMillis: UInt64 = 60_000, rules: RulesSchedule? = nil,
+                logger: Logger = Logger(label: "tiersync.hub")) async throws {
         let pki = try DevelopmentPKI.ensure(in: directory + "/pki")
         var configuration = HubConfiguration(host: "127.0.0.1", port: port, dataDirectory: directory + "/hub",
                                              transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey))
@@ -47,7 +50,19 @@ public final class RunningHub: Sendable {
                                   clock: HybridLogicalClock(maxSkewMillis: maxClockSkewMillis), checkpointing: .byOwner)
         let server = HubServer(configuration: configuration, directory: CatalogDirectory(stores: stores), logger: logger)
         let (stream, continuation) = AsyncStream<Int>.makeStream()
-        task = Task { try await server.run { port in continuation.yield(port) } }
+        task = Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await server.run { port in continuation.yield(port) } }
+                if let rules {
+                    group.addTask {
+                        await HubRulesRunner(stores: stores, clock: rules.clock).run(every: rules.interval) { await server.notifyChanges(for: $0) }
+                    }
+                }
+                try await group.next()
+                group.cancelAll()
+                try await group.waitForAll()
+            }
+        }
         var iterator = stream.makeAsyncIterator()
         guard let port = await iterator.next() else { throw TestFailure("hub did not start") }
         self.server = server
@@ -192,11 +207,13 @@ public final class RunningCountry: Sendable {
     public let store: NodeStore
     private let task: Task<Void, any Error>
 
-    public init(hub: RunningHub, tenant: TenantID, node: NodeID, directory: String) async throws {
+    /// `rules`: when and at which times its rules run (default: as an agent's, every 30 s of the real clock).
+    public init(hub: RunningHub, tenant: TenantID, node: NodeID, directory: String, rules: RulesSchedule? = nil) async throws {
         let store = try NodeStore(path: "\(directory)/\(node).sqlite", checkpointing: .byOwner)
         var agent = AgentConfiguration(parentURL: hub.url, caFile: hub.caFile)
         agent.localPollInterval = .milliseconds(50)
         agent.pullWaitSeconds = 5
+        rules?.apply(to: &agent)
         try await SyncAgent.enroll(store: store, configuration: agent, token: try hub.catalog.issueEnrollmentToken(tenant: tenant, node: node))
         let pki = try DevelopmentPKI.ensure(in: directory + "/pki")
         var country = CountryNode(store: store, agentConfiguration: agent,
@@ -230,22 +247,23 @@ public final class RunningAgent: Sendable {
     public let store: NodeStore
     private let task: Task<Void, any Error>
 
-    public init(store: NodeStore, parentURL: String, caFile: String) throws {
+    public init(store: NodeStore, parentURL: String, caFile: String, rules: RulesSchedule? = nil) throws {
         self.store = store
         var configuration = AgentConfiguration(parentURL: parentURL, caFile: caFile)
         configuration.localPollInterval = .milliseconds(50)
         configuration.pullWaitSeconds = 5
+        rules?.apply(to: &configuration)
         let agent = try SyncAgent(store: store, configuration: configuration)
         task = Task { try await agent.run() }
     }
 
     /// Enrolls a new store at `parentURL` with a token from `hub`, then runs its agent.
     public static func enroll(_ node: NodeID, parent: NodeID?, tenant: TenantID, hub: RunningHub, parentURL: String,
-                              directory: String) async throws -> RunningAgent {
+                              directory: String, rules: RulesSchedule? = nil) async throws -> RunningAgent {
         let store = try NodeStore(path: "\(directory)/\(node).sqlite")
         try await SyncAgent.enroll(store: store, configuration: AgentConfiguration(parentURL: parentURL, caFile: hub.caFile),
                                    token: try hub.catalog.issueEnrollmentToken(tenant: tenant, node: node, parent: parent))
-        return try RunningAgent(store: store, parentURL: parentURL, caFile: hub.caFile)
+        return try RunningAgent(store: store, parentURL: parentURL, caFile: hub.caFile, rules: rules)
     }
 
     public func stop() async {
@@ -295,27 +313,31 @@ public final class Running {
     public func add(_ stop: @escaping () async -> Void) { stops.append(stop) }
 
     public func hub(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init(),
-                    maxClockSkewMillis: UInt64 = 60_000, logger: Logger = Logger(label: "tiersync.hub")) async throws -> RunningHub {
-        let hub = try await RunningHub(directory: directory, port: port, limits: limits, maxClockSkewMillis: maxClockSkewMillis, logger: logger)
+                    maxClockSkewMillis: UInt64 = 60_000, rules: RulesSchedule? = nil,
+                    logger: Logger = Logger(label: "tiersync.hub")) async throws -> RunningHub {
+        let hub = try await RunningHub(directory: directory, port: port, limits: limits, maxClockSkewMillis: maxClockSkewMillis,
+                                       rules: rules, logger: logger)
         add { await hub.stop() }
         return hub
     }
 
-    public func country(hub: RunningHub, tenant: TenantID, node: NodeID, directory: String) async throws -> RunningCountry {
-        let country = try await RunningCountry(hub: hub, tenant: tenant, node: node, directory: directory)
+    public func country(hub: RunningHub, tenant: TenantID, node: NodeID, directory: String,
+                        rules: RulesSchedule? = nil) async throws -> RunningCountry {
+        let country = try await RunningCountry(hub: hub, tenant: tenant, node: node, directory: directory, rules: rules)
         add { await country.stop() }
         return country
     }
 
-    public func agent(store: NodeStore, parentURL: String, caFile: String) throws -> RunningAgent {
-        let agent = try RunningAgent(store: store, parentURL: parentURL, caFile: caFile)
+    public func agent(store: NodeStore, parentURL: String, caFile: String, rules: RulesSchedule? = nil) throws -> RunningAgent {
+        let agent = try RunningAgent(store: store, parentURL: parentURL, caFile: caFile, rules: rules)
         add { await agent.stop() }
         return agent
     }
 
     public func agent(enrolling node: NodeID, parent: NodeID?, tenant: TenantID, hub: RunningHub, parentURL: String,
-                      directory: String) async throws -> RunningAgent {
-        let agent = try await RunningAgent.enroll(node, parent: parent, tenant: tenant, hub: hub, parentURL: parentURL, directory: directory)
+                      directory: String, rules: RulesSchedule? = nil) async throws -> RunningAgent {
+        let agent = try await RunningAgent.enroll(node, parent: parent, tenant: tenant, hub: hub, parentURL: parentURL,
+                                                  directory: directory, rules: rules)
         add { await agent.stop() }
         return agent
     }
@@ -474,4 +496,42 @@ public func expectedLeaf(_ path: String, base: ConfigValue, overlay: Overlay) ->
         if path.hasPrefix(entry + ".") { return value[path: String(path.dropFirst(entry.count + 1))] }
     }
     return base
+}
+
+/// A clock a test sets: what rules runners evaluate at (`RulesSchedule`), so hours and days
+/// pass in a moment.
+public final class ManualClock: Sendable {
+    private let millis: Mutex<UInt64>
+
+    public init(_ start: UInt64) { millis = Mutex(start) }
+
+    /// An ISO 8601 time (`2026-12-03T10:00:00Z`).
+    public convenience init(_ iso: String) {
+        self.init(UInt64(ISO8601DateFormatter().date(from: iso)!.timeIntervalSince1970 * 1000))
+    }
+
+    public var now: UInt64 { millis.withLock { $0 } }
+
+    public func set(_ value: UInt64) { millis.withLock { $0 = value } }
+
+    public func set(_ iso: String) { set(UInt64(ISO8601DateFormatter().date(from: iso)!.timeIntervalSince1970 * 1000)) }
+
+    /// The clock as the runners take it.
+    public var read: @Sendable () -> UInt64 { { [self] in now } }
+}
+
+/// How often a node's rules run (escalation, proactive contacts) and on which clock.
+public struct RulesSchedule: Sendable {
+    public var interval: Duration
+    public var clock: @Sendable () -> UInt64
+
+    public init(every interval: Duration = .milliseconds(100), clock: ManualClock) {
+        self.interval = interval
+        self.clock = clock.read
+    }
+
+    func apply(to configuration: inout AgentConfiguration) {
+        configuration.rulesInterval = interval
+        configuration.rulesClock = clock
+    }
 }

@@ -1,0 +1,328 @@
+import Foundation
+import Logging
+import Synchronization
+import TiersyncCore
+import TiersyncGovernance
+import TiersyncRules
+import TiersyncStore
+
+/// What one run of a node's rules found and wrote.
+public struct RulesRunReport: Sendable, Equatable {
+    /// The time the rules were evaluated at (the runner's clock, or `--now`).
+    public var nowMillis: UInt64
+    /// The release (and overlay) in force at that time; nil: none, nothing was evaluated.
+    public var release: Int?
+    public var overlay: String?
+    /// Escalation steps this node wrote (entries it did not hold as they are).
+    public var escalated: [Escalation] = []
+    /// Escalations this node withdrew (the dialogue was answered or resolved before they were due).
+    public var withdrawn: [EscalationWithdrawal] = []
+    /// Proactive tasks this node created.
+    public var tasksCreated: [ProactiveTask] = []
+    /// Tasks this node cancelled: id and reason.
+    public var tasksCancelled: [(id: String, reason: String)] = []
+    /// Contacts a proactive rule would have created but for the customer's consent: vehicle and rule.
+    public var withoutConsent: [(vehicle: String, rule: String)] = []
+    /// Dialogues with a step due that this node cannot place (another holder writes it).
+    public var unplaced: [String] = []
+
+    public init(nowMillis: UInt64) { self.nowMillis = nowMillis }
+
+    /// True when the run wrote anything.
+    public var wrote: Bool { !escalated.isEmpty || !withdrawn.isEmpty || !tasksCreated.isEmpty || !tasksCancelled.isEmpty }
+
+    public static func == (l: Self, r: Self) -> Bool {
+        l.nowMillis == r.nowMillis && l.release == r.release && l.overlay == r.overlay && l.escalated == r.escalated
+            && l.withdrawn == r.withdrawn && l.tasksCreated == r.tasksCreated && l.tasksCancelled.map(\.id) == r.tasksCancelled.map(\.id)
+            && l.withoutConsent.map { "\($0.vehicle)/\($0.rule)" } == r.withoutConsent.map { "\($0.vehicle)/\($0.rule)" } && l.unplaced == r.unplaced
+    }
+}
+
+/// A node's rules that act over time — SLA escalation and proactive contacts — evaluated
+/// from its own store and the governance in force there (so offline too), and written
+/// through the store's normal local write path (``NodeStore/commit(_:wallMillis:)``), from
+/// which they sync like any write.
+///
+/// Every node runs one: a dealer's and an agent's in its ``SyncAgent``, a country's in its
+/// ``TiersyncNode`` process, HQ's in the hub process (`tiersync hub serve`, ``HubRulesRunner``),
+/// and `tiersync rules run` once. The decisions are TiersyncRules' (``Escalator``,
+/// ``ProactivePlanner``), pure functions of the records as held, the rules and the time; this
+/// type only reads what they need and writes what they return.
+///
+/// **Exactly once across the tree.** Records rules write have ids derived from what makes
+/// them one (interaction + step; rule + vehicle + due date) and values derived from the
+/// records and the rules, never from the evaluating node or its clock. Nodes evaluating the
+/// same record independently — concurrently, or one offline until long after — write the
+/// same record, which the per-field merge keeps as one; the interaction's new level, queue,
+/// handling node and step are the same from every writer, so its fields converge too.
+public final class RulesRunner: Sendable {
+    public let store: NodeStore
+    let clock: @Sendable () -> UInt64
+    let tree: @Sendable () async -> NodeTree?
+    let logger: Logger
+    /// The change-log position up to which withdrawals were looked for (in this process).
+    private let withdrawalsSeen = Mutex<Int64?>(nil)
+
+    /// `clock`: the time rules are evaluated at (tests and `--now` compress time; the
+    /// commits are stamped with the real clock). `tree`: the tenant's tree where the node
+    /// holds it (HQ's catalog, a country's mirror); others know their own path.
+    public init(store: NodeStore, clock: @escaping @Sendable () -> UInt64 = { WallClock.nowMillis() },
+                tree: @escaping @Sendable () async -> NodeTree? = { nil }, logger: Logger = Logger(label: "tiersync.rules")) {
+        self.store = store
+        self.clock = clock
+        self.tree = tree
+        self.logger = logger
+    }
+
+    /// Evaluates the rules once at the runner's clock.
+    @discardableResult
+    public func runOnce() async throws -> RulesRunReport {
+        try await runOnce(nowMillis: clock())
+    }
+
+    /// Runs ``runOnce()`` every `interval` until cancelled; `onWrite` after a run that wrote
+    /// (a hub wakes its long-polls).
+    public func run(every interval: Duration, onWrite: @escaping @Sendable () async -> Void = {}) async {
+        while !Task.isCancelled {
+            do {
+                if try await runOnce().wrote { await onWrite() }
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning("rules run failed; retrying next round", metadata: ["store": "\(store.path)", "error": "\(error)"])
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    /// Evaluates escalation, withdrawals and proactive contacts at `now` and writes what
+    /// they say, each record group in a transaction of its own.
+    public func runOnce(nowMillis now: UInt64) async throws -> RulesRunReport {
+        guard let identity = try store.identity() else { throw StoreError.notEnrolled(path: store.path) }
+        var report = RulesRunReport(nowMillis: now)
+        guard let inForce = AllocationPolicy.basis(store, identity: identity).effective(at: now).inForce else { return report }
+        report.release = inForce.release
+        report.overlay = inForce.overlay
+        let rules: RulesInForce
+        do {
+            rules = try RulesInForce(release: inForce.release, overlay: inForce.overlay, config: inForce.config)
+        } catch {
+            logger.error("the release in force has no usable escalation or proactive rules", metadata: ["release": "\(inForce.release)", "error": "\(error)"])
+            return report
+        }
+        let levels = rules.escalation.levels
+        let ownPath = try Self.path(of: identity, store: store, levels: levels.count)
+        let locator = NodeLocator(path: ownPath, tree: await tree())
+        try escalate(rules, locator: locator, now: now, into: &report)
+        try withdraw(into: &report)
+        try proactive(rules, identity: identity, ownPath: ownPath, locator: locator, now: now, into: &report)
+        return report
+    }
+
+    /// The node's path from the root: as its parent's `whoami` reported it, else what its
+    /// identity implies (the root; an agent of a two-level tenant).
+    static func path(of identity: NodeIdentity, store: NodeStore, levels: Int) throws -> [NodeID]? {
+        let known = try store.meta(AllocationPolicy.pathMeta)?.split(separator: "/").map { NodeID(unchecked: String($0)) }
+        return NodePlacement(node: identity.node, parent: identity.parent, path: known, levels: levels).path
+    }
+
+    // MARK: Escalation
+
+    private static let interactions = DomainSchema.interactions.name
+    private static let escalations = DomainSchema.escalations.name
+
+    private func escalate(_ rules: RulesInForce, locator: NodeLocator, now: UInt64, into report: inout RulesRunReport) throws {
+        guard !rules.escalation.rules.isEmpty else { return }
+        // Open, allocated dialogues: the only ones a rule can escalate.
+        let open = try store.liveRecords(table: Self.interactions, where: [
+            .isNotNull(InteractionField.handlingLevel.rawValue), .isNull(InteractionField.answeredAt.rawValue),
+            .isNull(InteractionField.resolvedAt.rawValue), .isNull(InteractionField.abandonedAt.rawValue),
+            .isNullOrNotIn(InteractionField.status.rawValue, Escalator.settledStatuses.sorted().map(FieldValue.string)),
+        ])
+        for (id, fields) in open {
+            switch Escalator.evaluate(interactionID: id, fields: fields, rules: rules, locator: locator, nowMillis: now) {
+            case .escalate(let steps):
+                var writes: [RecordWrite] = []
+                for step in steps where try !holds(Self.escalations, step.recordID, step.entryFields) {
+                    writes.append(.upsert(Self.escalations, id: step.recordID, step.entryFields))
+                }
+                let final = steps.last!.interactionFields
+                if final.contains(where: { fields[$0.key] != $0.value }) { writes.append(.upsert(Self.interactions, id: id, final)) }
+                guard !writes.isEmpty else { continue }
+                try store.commit(writes)
+                report.escalated += steps
+                for step in steps {
+                    logger.info("escalated", metadata: ["interaction": "\(id)", "step": "\(step.step)", "rule": "\(step.rule)",
+                                                        "to": "\(step.toLevel)/\(step.toQueue)@\(step.toNode)", "due": "\(Timestamp.format(step.dueMillis))"])
+                }
+            case .cannotPlace:
+                report.unplaced.append(id)
+            case .notDue, .settled, .notApplicable:
+                continue
+            }
+        }
+    }
+
+    /// True when the store holds `table`/`id` live with exactly these values (a null as absent).
+    private func holds(_ table: String, _ id: String, _ fields: [String: FieldValue]) throws -> Bool {
+        guard let record = try store.record(table: table, id: id), record.state.isLive else { return false }
+        let held = record.state.liveValues
+        return fields.allSatisfy { name, value in (held[name].flatMap { $0.isNull ? nil : $0 } ?? .null) == value }
+    }
+
+    private func withdraw(into report: inout RulesRunReport) throws {
+        // Dialogues answered or resolved that escalated, changed since the last look (all of
+        // them at a process's first run): an answer given offline may have crossed an escalation.
+        let since = withdrawalsSeen.withLock { $0 }
+        var candidates: Set<String>
+        let head: Int64
+        if let since {
+            let changed = try store.recordIDs(changedIn: Self.interactions, after: since)
+            let entries = try store.recordIDs(changedIn: Self.escalations, after: since)
+            candidates = changed.ids
+            for entry in entries.ids {
+                if let id = try store.record(table: Self.escalations, id: entry)?.state.liveValues[EscalationField.interactionID.rawValue]?.stringValue {
+                    candidates.insert(id)
+                }
+            }
+            head = max(changed.head, entries.head)
+        } else {
+            head = try store.headSeq()
+            candidates = Set(try store.liveRecords(table: Self.interactions, where: [
+                .isNotNull(InteractionField.escalationStep.rawValue),
+                .anyNotNull([InteractionField.answeredAt.rawValue, InteractionField.resolvedAt.rawValue]),
+            ]).map(\.id))
+        }
+        for id in candidates.sorted() {
+            guard let record = try store.record(table: Self.interactions, id: id), record.state.isLive else { continue }
+            let fields = record.state.liveValues
+            guard fields[InteractionField.answeredAt.rawValue].map({ !$0.isNull }) == true
+                    || fields[InteractionField.resolvedAt.rawValue].map({ !$0.isNull }) == true else { continue }
+            let entries = try store.liveRecords(table: Self.escalations, where: [.equals(EscalationField.interactionID.rawValue, .string(id))])
+            guard let withdrawal = Escalator.withdrawal(interactionID: id, fields: fields, entries: entries.map { ($0.id, $0.values) }) else { continue }
+            var writes = withdrawal.entries.sorted { $0.key < $1.key }.map { RecordWrite.upsert(Self.escalations, id: $0.key, $0.value) }
+            if !withdrawal.interactionFields.isEmpty { writes.append(.upsert(Self.interactions, id: id, withdrawal.interactionFields)) }
+            try store.commit(writes)
+            report.withdrawn.append(withdrawal)
+            logger.info("escalation withdrawn", metadata: ["interaction": "\(id)", "reason": "\(withdrawal.reason)"])
+        }
+        withdrawalsSeen.withLock { $0 = max($0 ?? 0, head) }
+    }
+
+    // MARK: Proactive contacts
+
+    private static let vehicles = DomainSchema.vehicles.name
+    private static let customers = DomainSchema.customers.name
+    private static let tasks = DomainSchema.tasks.name
+
+    private func proactive(_ rules: RulesInForce, identity: NodeIdentity, ownPath: [NodeID]?, locator: NodeLocator, now: UInt64,
+                           into report: inout RulesRunReport) throws {
+        if !rules.proactive.rules.isEmpty {
+            // Vehicles whose contact for some rule may be in its window now.
+            var vehicles: [String: [String: FieldValue]] = [:]
+            for rule in rules.proactive.rules {
+                let dates = ProactivePlanner.eventDates(for: rule, nowMillis: now)
+                for (id, values) in try store.liveRecords(table: Self.vehicles, where: [
+                    .between(rule.event.dateField, .string(dates.lowerBound), .string(dates.upperBound)),
+                ]) { vehicles[id] = values }
+            }
+            for (vehicleID, vehicle) in vehicles.sorted(by: { $0.key < $1.key }) {
+                var locator = locator
+                // A vehicle is routed to its dealer only, so a node holding another dealer's
+                // vehicle is above it; just above the deepest level, it is the dealer's parent.
+                if let dealer = vehicle[TaskField.owningDealer.rawValue]?.stringValue.map(NodeID.init(unchecked:)),
+                   locator.path(of: dealer) == nil, let ownPath, ownPath.count == rules.proactive.levels.count - 1, dealer != identity.node {
+                    locator.learn(path: ownPath + [dealer])
+                }
+                let customer = try vehicle[TaskField.customerID.rawValue]?.stringValue.flatMap { try store.record(table: Self.customers, id: $0) }
+                    .map { $0.state.isLive ? $0.state.liveValues : [:] }
+                var writes: [RecordWrite] = []
+                var created: [ProactiveTask] = []
+                for outcome in ProactivePlanner.evaluate(vehicleID: vehicleID, vehicle: vehicle, customer: customer, rules: rules,
+                                                         evaluator: identity.node, locator: locator, nowMillis: now) {
+                    switch outcome {
+                    case .create(let task):
+                        // Created once: a task held in any state (done, cancelled, deleted) is never made again.
+                        guard try store.record(table: Self.tasks, id: task.recordID) == nil else { continue }
+                        writes.append(.upsert(Self.tasks, id: task.recordID, task.fields))
+                        created.append(task)
+                    case .noConsent(let rule, _):
+                        report.withoutConsent.append((vehicleID, rule))
+                    case .notDue, .notHere, .cannotPlace:
+                        continue
+                    }
+                }
+                guard !writes.isEmpty else { continue }
+                try store.commit(writes)
+                report.tasksCreated += created
+                for task in created {
+                    logger.info("proactive task created", metadata: ["task": "\(task.recordID)", "rule": "\(task.rule)", "vehicle": "\(vehicleID)",
+                                                                     "due": "\(task.dueDate)", "assigned": "\(task.assignedNode)"])
+                }
+            }
+        }
+        // Consent first: open proactive tasks whose customer no longer gives the consent.
+        for (taskID, task) in try store.liveRecords(table: Self.tasks, where: [
+            .equals(TaskField.status.rawValue, .string(TaskStatus.open.rawValue)), .equals(TaskField.kind.rawValue, .string(ProactivePlanner.kind)),
+        ]) {
+            guard let customerID = task[TaskField.customerID.rawValue]?.stringValue,
+                  let consent = task[TaskField.requiresConsent.rawValue]?.stringValue,
+                  let record = try store.record(table: Self.customers, id: customerID) else { continue }
+            let field = "consent_" + consent
+            let customer = record.state.isLive ? record.state.liveValues : [:]
+            guard let cancel = ProactivePlanner.cancellation(task: task, customer: customer,
+                                                             consentChangedAtMillis: record.state.versions[field]?.hlc.wallMillis) else { continue }
+            try store.commit([.upsert(Self.tasks, id: taskID, cancel)])
+            let reason = cancel[TaskField.cancelReason.rawValue]?.stringValue ?? ""
+            report.tasksCancelled.append((taskID, reason))
+            logger.info("proactive task cancelled", metadata: ["task": "\(taskID)", "reason": "\(reason)"])
+        }
+    }
+}
+
+/// HQ's rules runner, in the hub process (HQ runs no agent): every tenant's root store on
+/// the hub, with the catalog's tree, evaluated every `interval`.
+public final class HubRulesRunner: Sendable {
+    public let stores: TenantStores
+    let clock: @Sendable () -> UInt64
+    let logger: Logger
+    /// One runner per tenant, kept across runs (each remembers what it has looked at).
+    private let runners = Mutex<[TenantID: RulesRunner]>([:])
+
+    public init(stores: TenantStores, clock: @escaping @Sendable () -> UInt64 = { WallClock.nowMillis() },
+                logger: Logger = Logger(label: "tiersync.rules")) {
+        self.stores = stores
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// One run over every tenant: the reports by tenant.
+    @discardableResult
+    public func runOnce() async -> [TenantID: RulesRunReport] {
+        var reports: [TenantID: RulesRunReport] = [:]
+        for (tenant, _) in (try? stores.catalog.tenants()) ?? [] {
+            do {
+                reports[tenant] = try await runner(for: tenant).runOnce()
+            } catch {
+                logger.warning("HQ rules run failed", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+            }
+        }
+        return reports
+    }
+
+    private func runner(for tenant: TenantID) throws -> RulesRunner {
+        if let runner = runners.withLock({ $0[tenant] }) { return runner }
+        let catalog = stores.catalog
+        let runner = RulesRunner(store: try stores.store(for: tenant), clock: clock, tree: { try? await catalog.tree(of: tenant) }, logger: logger)
+        return runners.withLock { $0[tenant, default: runner] }
+    }
+
+    /// Runs ``runOnce()`` every `interval` until cancelled; `onWrite(tenant)` after a run that
+    /// wrote to a tenant's store (the hub wakes that tenant's long-polls).
+    public func run(every interval: Duration, onWrite: @escaping @Sendable (TenantID) async -> Void = { _ in }) async {
+        while !Task.isCancelled {
+            for (tenant, report) in await runOnce() where report.wrote { await onWrite(tenant) }
+            try? await Task.sleep(for: interval)
+        }
+    }
+}

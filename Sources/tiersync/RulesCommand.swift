@@ -1,0 +1,96 @@
+import ArgumentParser
+import Foundation
+import TiersyncAgent
+import TiersyncCore
+import TiersyncRules
+import TiersyncStore
+
+/// `tiersync rules run`: a node's escalation and proactive-contact rules, once, from its own
+/// database and the governance in force there — what its agent (or country node, or hub)
+/// does periodically, with a time of your choosing.
+struct RulesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rules",
+        abstract: "Evaluate a node's escalation and proactive-contact rules.",
+        subcommands: [Run.self])
+
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Evaluate escalation and proactive contacts once, in the node's database, and print what was written.",
+            discussion: """
+            Works offline: the rules are those of the governance in force at the node at --now, the
+            records those the node holds. What it writes (escalation entries, the escalated
+            dialogues, proactive tasks, cancellations) syncs like any local write. A running agent,
+            country node or hub does the same every 30 seconds (--rules-interval); the records'
+            ids and values are the same whichever node writes them, so nothing is written twice.
+            """)
+        @OptionGroup var node: NodeDatabase
+        @Option(help: "The time to evaluate at, ISO 8601 (e.g. 2026-12-03T10:00:00Z); default: now. Writes are stamped with the real clock.")
+        var now: String?
+        @Option(help: "A hub's or country node's --data directory: its directory places dialogues of other nodes (default: the hub's, for a tenant database under <data>/tenants).")
+        var data: String?
+
+        func run() async throws {
+            let store = try node.open()
+            let at: UInt64
+            if let now {
+                guard let parsed = Timestamp.parse(now) else { throw CLIError("--now '\(now)' is not an ISO 8601 time such as 2026-12-03T10:00:00Z") }
+                at = parsed
+            } else {
+                at = WallClock.nowMillis()
+            }
+            guard let identity = try store.identity() else { throw CLIError("\(node.db) is not enrolled yet") }
+            let tree = try await self.tree(tenant: identity.tenant)
+            let runner = RulesRunner(store: store, clock: { at }, tree: { tree })
+            let report: RulesRunReport
+            do { report = try await runner.runOnce() } catch let error as StoreError { throw CLIError(error.description) }
+            Self.print(report, node: identity.node)
+        }
+
+        /// The tenant's tree from the --data directory's catalog (or the hub's, inferred), if any.
+        private func tree(tenant: TenantID) async throws -> NodeTree? {
+            var directory = data
+            if directory == nil {
+                let parent = URL(fileURLWithPath: node.db).standardizedFileURL.deletingLastPathComponent()
+                if parent.lastPathComponent == "tenants", FileManager.default.fileExists(atPath: parent.deletingLastPathComponent().path + "/hub.sqlite") {
+                    directory = parent.deletingLastPathComponent().path
+                }
+            }
+            guard let directory else { return nil }
+            let catalog = try ExistingData(data: directory).existingCatalog()
+            return try await catalog.tree(of: tenant)
+        }
+
+        static func print(_ report: RulesRunReport, node: NodeID) {
+            let time = Timestamp.format(report.nowMillis)
+            guard let release = report.release else {
+                Swift.print("no governance release in force at \(node) at \(time): nothing evaluated")
+                return
+            }
+            Swift.print("rules of release v\(release)\(report.overlay.map { " ⊕ \($0)" } ?? "") at \(node), evaluated at \(time)")
+            for e in report.escalated {
+                Swift.print("escalated \(e.interactionID) step \(e.step) by rule \(e.rule) (\(e.condition), due \(Timestamp.format(e.dueMillis))): "
+                            + "\(e.fromLevel)/\(e.fromQueue ?? "-") at \(e.fromNode?.rawValue ?? "-") → \(e.toLevel)/\(e.toQueue) at \(e.toNode)"
+                            + (e.notify.isEmpty ? "" : ", notify \(e.notify.joined(separator: ", "))") + " [escalations/\(e.recordID)]")
+            }
+            for w in report.withdrawn {
+                Swift.print("withdrew the escalation(s) of \(w.interactionID): \(w.reason)")
+            }
+            for t in report.tasksCreated {
+                Swift.print("task \(t.recordID): rule \(t.rule) for vehicle \(t.vehicleID) (customer \(t.customerID)), \(t.channel), due \(t.dueDate), "
+                            + "queue \(t.queue) at \(t.assignedNode)")
+            }
+            for (vehicle, rule) in report.withoutConsent {
+                Swift.print("no task: rule \(rule) for vehicle \(vehicle): the customer's consent is not given")
+            }
+            for (id, reason) in report.tasksCancelled {
+                Swift.print("cancelled task \(id): \(reason)")
+            }
+            if !report.unplaced.isEmpty {
+                Swift.print("left to another node (it knows where they go): \(report.unplaced.joined(separator: ", "))")
+            }
+            Swift.print("\(report.escalated.count) escalation step(s), \(report.withdrawn.count) withdrawal(s), "
+                        + "\(report.tasksCreated.count) task(s) created, \(report.tasksCancelled.count) cancelled")
+        }
+    }
+}

@@ -1,0 +1,248 @@
+import Foundation
+import Testing
+import TiersyncAgent
+import TiersyncCore
+import TiersyncGovernance
+import TiersyncRules
+import TiersyncServer
+import TiersyncStore
+import TiersyncTestSupport
+
+private func governanceFixture(_ path: String) -> String { repositoryRoot() + "/fixtures/governance/" + path }
+
+private func values(_ store: NodeStore, _ id: String, table: String = "interactions") throws -> [String: FieldValue]? {
+    guard let record = try store.record(table: table, id: id), record.state.isLive else { return nil }
+    return record.state.liveValues.filter { !$0.value.isNull }
+}
+
+/// A table's live records by id, as a node holds them.
+private func table(_ store: NodeStore, _ name: String) throws -> [String: [String: FieldValue]] {
+    Dictionary(uniqueKeysWithValues: try store.liveRecords(table: name).map { ($0.id, $0.values) })
+}
+
+/// HQ (hub) + country de + dealer de-berlin over TLS, every node running its rules every
+/// 100 ms on `clock`; the automaker release published and applied. Returns HQ's store.
+private func automakerTree(_ running: Running, dir: TempDir, clock: ManualClock,
+                           dealers: [NodeID] = ["de-berlin"]) async throws -> (hub: RunningHub, hq: NodeStore, de: RunningCountry, dealers: [RunningAgent]) {
+    let rules = RulesSchedule(every: .milliseconds(100), clock: clock)
+    let hub = try await running.hub(directory: dir.path, rules: rules)
+    try hub.catalog.createTenant("automaker", levels: 3)
+    let hqKey = GovernanceSigningKey()
+    try hub.catalog.setReleaseKey(hqKey.publicKey.base64, for: "automaker")
+    let de = try await running.country(hub: hub, tenant: "automaker", node: "de", directory: dir.path, rules: rules)
+    var agents: [RunningAgent] = []
+    for dealer in dealers {
+        agents.append(try await running.agent(enrolling: dealer, parent: "de", tenant: "automaker", hub: hub, parentURL: de.url,
+                                              directory: dir.path, rules: rules))
+    }
+    let hq = try hub.stores.store(for: "automaker")
+    let publisher = GovernancePublisher(store: hq, tenant: "automaker", key: hqKey, tree: try await hub.catalog.tree(of: "automaker"))
+    try publisher.publish(try GovernanceCompiler.compile(directory: governanceFixture("automaker")))
+    try await eventually(timeout: 30, "de and its dealers apply v1 and know their place") {
+        try de.store.appliedGovernance()?.release == 1
+            && agents.allSatisfy { try $0.store.appliedGovernance()?.release == 1 && $0.store.meta(AllocationPolicy.pathMeta) != nil }
+    }
+    return (hub, hq, de, agents)
+}
+
+@Suite("Escalation and proactive contacts at every node", .serialized)
+struct RulesTests {
+    @Test("""
+    SLA escalation exactly once over TLS, three tiers, on a test clock: HQ's and de's runners escalate a dealer's \
+    dialogue at its SLA on their own, the dealer offline until after the due time escalates it too (`rules run --now`); \
+    one entry per step everywhere, the same values, no conflict; a dialogue resolved first never escalates; one \
+    answered offline before its due has its escalation withdrawn; the next step takes it to HQ, whole
+    """, .timeLimit(.minutes(5)))
+    func escalationExactlyOnce() async throws {
+        let dir = try TempDir()
+        let clock = ManualClock("2026-12-03T10:00:00Z")
+        try await withRunning { running in
+            let (hub, hq, de, agents) = try await automakerTree(running, dir: dir, clock: clock)
+            var berlin = agents[0]
+            // Three warranty questions at the dealer at 10:00: allocated to its service desk, due at 14:00.
+            let dialogue: [String: FieldValue] = ["customer_id": "c-1", "direction": "inbound", "channel": "phone", "topic": "warranty",
+                                                  "knowledge_kind": "specification", "urgency": "normal", "status": "open",
+                                                  "created_at": "2026-12-03T10:00:00Z"]
+            try berlin.store.commit([.upsert("customers", id: "c-1", ["last_name": "Schmidt", "segment_value": "A"])]
+                                    + ["i-late", "i-resolved", "i-crossed"].map { .upsert("interactions", id: $0, dialogue) })
+            for id in ["i-late", "i-resolved", "i-crossed"] {
+                let v = try #require(try values(berlin.store, id))
+                #expect(v["decision_rule"] == "warranty-specification" && v["handling_node"] == "de-berlin" && v["queue"] == "dealer-service"
+                        && v["sla_due"] == "2026-12-03T14:00:00Z", "\(v)")
+            }
+            // i-resolved is resolved at 11:00, before its due, and every node learns it.
+            try berlin.store.commit([.upsert("interactions", id: "i-resolved", ["status": "resolved", "answered_at": "2026-12-03T10:30:00Z",
+                                                                                 "resolved_at": "2026-12-03T11:00:00Z"])])
+            try await eventually(timeout: 30, "HQ and de hold the dialogues, i-resolved resolved") {
+                try [hq, de.store].allSatisfy { s in
+                    try values(s, "i-resolved")?["status"] == "resolved" && values(s, "i-late") != nil && values(s, "i-crossed") != nil
+                }
+            }
+
+            // de-berlin goes offline. There i-crossed is answered at 13:30, before its due; nobody else learns it yet.
+            await berlin.stop()
+            try berlin.store.commit([.upsert("interactions", id: "i-crossed", ["status": "answered", "answered_at": "2026-12-03T13:30:00Z"])])
+
+            // 14:00 passes. HQ's runner (in the hub process) and de's (in the country node), each from its own
+            // store, escalate the two dialogues they see unanswered.
+            clock.set("2026-12-03T14:00:01Z")
+            let late1 = RuleRecordID.escalation(interactionID: "i-late", step: 1)
+            let crossed1 = RuleRecordID.escalation(interactionID: "i-crossed", step: 1)
+            try await eventually(timeout: 30, "HQ and de hold step 1 of i-late and of i-crossed") {
+                try [hq, de.store].allSatisfy { s in
+                    try values(s, late1, table: "escalations") != nil && values(s, crossed1, table: "escalations") != nil
+                        && values(s, "i-late")?["handling_node"] == "de"
+                }
+            }
+            let entry = try #require(try values(hq, late1, table: "escalations"))
+            #expect(entry["interaction_id"] == "i-late" && entry["step"] == .int(1) && entry["rule"] == "dealer-sla-breach"
+                    && entry["condition"] == "sla_breached_by 0s" && entry["due_at"] == "2026-12-03T14:00:00Z"
+                    && entry["from_node"] == "de-berlin" && entry["from_queue"] == "dealer-service" && entry["to_level"] == "country"
+                    && entry["to_queue"] == "country-service" && entry["to_node"] == "de" && entry["status"] == "escalated"
+                    && entry["notify"] == "country-service-manager,dealer-general-manager" && entry["release"] == .int(1), "\(entry)")
+
+            // The dealer, still offline after the due time, evaluates its own copy: it escalates i-late too
+            // (the same record), and nothing it knows to be answered or resolved.
+            let offline = try Child.run(["rules", "run", "--db", dir.path + "/de-berlin.sqlite", "--now", "2026-12-03T14:05:00Z"])
+            #expect(offline.contains("rules of release v1 at de-berlin, evaluated at 2026-12-03T14:05:00Z")
+                    && offline.contains("escalated i-late step 1 by rule dealer-sla-breach (sla_breached_by 0s, due 2026-12-03T14:00:00Z): "
+                                        + "dealer/dealer-service at de-berlin → country/country-service at de")
+                    && offline.contains("[escalations/\(late1)]") && offline.contains("1 escalation step(s)"), "\(offline)")
+            #expect(!offline.contains("i-crossed") && !offline.contains("i-resolved"), "\(offline)")
+            #expect(try values(berlin.store, late1, table: "escalations") == entry, "the dealer wrote the same entry as HQ and de")
+
+            // Back online: everything converges, one record per step.
+            berlin = try running.agent(store: berlin.store, parentURL: de.url, caFile: hub.caFile,
+                                       rules: RulesSchedule(every: .milliseconds(100), clock: clock))
+            let nodes: [(String, NodeStore)] = [("hq", hq), ("de", de.store), ("de-berlin", berlin.store)]
+            try await eventually(timeout: 30, "every node holds the same escalations and dialogues; i-crossed's step withdrawn") {
+                let reference = try table(hq, "escalations")
+                return try nodes.allSatisfy { _, s in
+                    try table(s, "escalations") == reference && values(s, crossed1, table: "escalations")?["status"] == "withdrawn"
+                        && ["i-late", "i-crossed", "i-resolved"].allSatisfy { try values(s, $0) == values(hq, $0) }
+                        && values(s, "i-crossed")?["handling_node"] == "de-berlin"
+                }
+            }
+            for (name, s) in nodes {
+                let entries = try s.liveRecords(table: "escalations")
+                #expect(entries.filter { $0.values["interaction_id"] == "i-late" }.map(\.id) == [late1], "\(name): one step-1 entry")
+                #expect(!entries.contains { $0.values["interaction_id"] == "i-resolved" }, "\(name): resolved first, never escalated")
+                let late = try #require(try values(s, "i-late"))
+                #expect(late["handling_level"] == "country" && late["queue"] == "country-service" && late["handling_node"] == "de"
+                        && late["escalation_step"] == .int(1) && late["escalated_at"] == "2026-12-03T14:00:00Z"
+                        && late["sla_due"] == "2026-12-03T14:00:00Z", "\(name): \(late)")
+                let crossed = try #require(try values(s, "i-crossed"))
+                #expect(crossed["handling_level"] == "dealer" && crossed["queue"] == "dealer-service" && crossed["escalation_step"] == .int(0)
+                        && crossed["escalated_at"] == nil && crossed["status"] == "answered", "\(name): \(crossed)")
+                #expect(try values(s, crossed1, table: "escalations")?["withdrawn_reason"] == "answered at 2026-12-03T13:30:00Z, before this escalation was due")
+                #expect(try s.conflicts(table: "escalations").isEmpty, "\(name): writers of one step agree")
+            }
+            // Several nodes wrote step 1 of i-late independently, the offline dealer among them: one record.
+            let writers = Set(try hq.lineage(recordID: late1).map(\.change.origin))
+            #expect(writers.contains("de-berlin") && writers.count >= 2, "\(writers)")
+
+            // 18:00: i-late is still unanswered at de, 4 h past its SLA: step 2 takes it to HQ customer relations.
+            clock.set("2026-12-03T18:00:01Z")
+            let late2 = RuleRecordID.escalation(interactionID: "i-late", step: 2)
+            try await eventually(timeout: 30, "every node holds step 2 and i-late at HQ, the same everywhere") {
+                try nodes.allSatisfy { _, s in
+                    try values(s, late2, table: "escalations")?["to_node"] == "hq" && values(s, "i-late")?["handling_node"] == "hq"
+                        && values(s, "i-late") == values(berlin.store, "i-late") && table(s, "escalations") == table(hq, "escalations")
+                }
+            }
+            let atHQ = try #require(try values(hq, "i-late"))
+            #expect(atHQ["queue"] == "hq-customer-relations" && atHQ["escalation_step"] == .int(2) && atHQ["topic"] == "warranty"
+                    && atHQ["created_at"] == "2026-12-03T10:00:00Z" && atHQ["decision_rule"] == "warranty-specification",
+                    "HQ, the new holder, has the whole record: \(atHQ)")
+            #expect(try hq.record(table: "interactions", id: "i-late")?.route == ["de-berlin", "hq"])
+            // Days later nothing more escalates: HQ is the top.
+            clock.set("2026-12-10T00:00:00Z")
+            try await Task.sleep(for: .milliseconds(600))
+            for (name, s) in nodes {
+                #expect(try s.liveRecords(table: "escalations", where: [.equals("interaction_id", "i-late")]).count == 2, "\(name)")
+            }
+        }
+    }
+
+    @Test("""
+    Proactive contacts in a three-tier tree on a test clock: the dealer and de create a consenting customer's handover \
+    call, one task per rule and vehicle everywhere, none for customers without consent, none at HQ's hand or at \
+    another dealer; withdrawn consent cancels it everywhere; the country's satisfaction call goes to de and is seen at \
+    the dealer
+    """, .timeLimit(.minutes(5)))
+    func proactiveTasks() async throws {
+        let dir = try TempDir()
+        let clock = ManualClock("2026-11-01T09:00:00Z")
+        try await withRunning { running in
+            let (_, hq, de, agents) = try await automakerTree(running, dir: dir, clock: clock, dealers: ["de-berlin", "de-munich"])
+            let (berlin, munich) = (agents[0], agents[1])
+            // Three cars sold by de-berlin on 1 December; only c-yes consents to service and marketing calls.
+            try berlin.store.commit([
+                .upsert("customers", id: "c-yes", ["last_name": "Yes", "consent_service_phone": true, "consent_marketing_phone": true]),
+                .upsert("customers", id: "c-no", ["last_name": "No", "consent_service_phone": false, "consent_marketing_email": true]),
+                .upsert("customers", id: "c-none", ["last_name": "Unknown"]),
+                .upsert("vehicles", id: "v-yes", ["kind": "vehicle", "customer_id": "c-yes", "model": "ID.7", "sale_date": "2026-12-01"]),
+                .upsert("vehicles", id: "v-no", ["kind": "vehicle", "customer_id": "c-no", "model": "ID.3", "sale_date": "2026-12-01"]),
+                .upsert("vehicles", id: "v-none", ["kind": "vehicle", "customer_id": "c-none", "model": "ID.4", "sale_date": "2026-12-01"]),
+            ])
+            try await eventually(timeout: 30, "de and HQ hold the cars and customers") {
+                try [hq, de.store].allSatisfy { s in try values(s, "v-none", table: "vehicles") != nil && values(s, "c-none", table: "customers") != nil }
+            }
+            #expect(try berlin.store.liveRecords(table: "tasks").isEmpty, "a month before the due date: no task yet")
+
+            // 3 December: the handover calls (due 4 December) are in their window. The dealer's and de's
+            // runners each create what they find; HQ's does not (HQ does not run de's overlay timing).
+            clock.set("2026-12-03T10:00:00Z")
+            let handover = RuleRecordID.proactiveTask(rule: "handover-call", vehicleID: "v-yes", dueDate: "2026-12-04")
+            let nodes: [(String, NodeStore)] = [("hq", hq), ("de", de.store), ("de-berlin", berlin.store)]
+            try await eventually(timeout: 30, "every node holds the handover task") {
+                try nodes.allSatisfy { _, s in try values(s, handover, table: "tasks") != nil }
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            try await eventually(timeout: 30, "every node holds the same tasks") {
+                try nodes.allSatisfy { _, s in try table(s, "tasks") == table(hq, "tasks") }
+            }
+            for (name, s) in nodes {
+                let tasks = try table(s, "tasks")
+                #expect(Array(tasks.keys) == [handover], "\(name): exactly one task, for the consenting customer: \(tasks)")
+                let task = try #require(tasks[handover])
+                #expect(task["rule_id"] == "handover-call" && task["vehicle_id"] == "v-yes" && task["customer_id"] == "c-yes"
+                        && task["assigned_node"] == "de-berlin" && task["owning_dealer"] == "de-berlin" && task["status"] == "open"
+                        && task["due_at"] == "2026-12-04T00:00:00Z" && task["channel"] == "phone" && task["queue"] == "dealer-sales"
+                        && task["requires_consent"] == "service_phone" && task["kind"] == "proactive", "\(name): \(task)")
+            }
+            #expect(try munich.store.liveRecords(table: "tasks").isEmpty, "another dealer's customers are not de-munich's")
+            let writers = Set(try hq.lineage(recordID: handover).map(\.change.origin))
+            #expect(!writers.isEmpty && writers.isSubset(of: ["de-berlin", "de"]), "created by the dealer and/or de, never HQ: \(writers)")
+            // The CLI says why the others got none, and creates nothing twice.
+            let cli = try Child.run(["rules", "run", "--db", dir.path + "/de-berlin.sqlite", "--now", "2026-12-03T10:00:00Z"])
+            #expect(cli.contains("no task: rule handover-call for vehicle v-no: the customer's consent is not given")
+                    && cli.contains("no task: rule handover-call for vehicle v-none") && cli.contains("0 task(s) created"), "\(cli)")
+
+            // c-yes withdraws the consent before the due date: the task is cancelled everywhere, once.
+            try berlin.store.commit([.upsert("customers", id: "c-yes", ["consent_service_phone": false])])
+            try await eventually(timeout: 30, "every node holds the task cancelled") {
+                try nodes.allSatisfy { _, s in
+                    try values(s, handover, table: "tasks")?["status"] == "cancelled" && table(s, "tasks") == table(hq, "tasks")
+                }
+            }
+            let cancelled = try #require(try values(hq, handover, table: "tasks"))
+            #expect(cancelled["cancel_reason"] == "consent service_phone withdrawn" && cancelled["cancelled_at"] != nil, "\(cancelled)")
+
+            // 20 January: the satisfaction call, 60 days after the sale, is de's dialogue centre's (country level);
+            // c-yes still consents to marketing calls, c-no never did.
+            clock.set("2027-01-20T09:00:00Z")
+            let satisfaction = RuleRecordID.proactiveTask(rule: "satisfaction-call", vehicleID: "v-yes", dueDate: "2027-01-30")
+            try await eventually(timeout: 30, "de, the dealer and HQ hold the satisfaction call") {
+                try nodes.allSatisfy { _, s in try values(s, satisfaction, table: "tasks")?["assigned_node"] == "de" && table(s, "tasks") == table(hq, "tasks") }
+            }
+            for (name, s) in nodes {
+                let tasks = try s.liveRecords(table: "tasks").map(\.values)
+                let perRuleAndVehicle = Dictionary(grouping: tasks) { "\($0["rule_id"]!.description)/\($0["vehicle_id"]!.description)" }
+                #expect(perRuleAndVehicle.count == 2 && perRuleAndVehicle.values.allSatisfy { $0.count == 1 }, "\(name): \(perRuleAndVehicle.keys.sorted())")
+                #expect(!tasks.contains { $0["vehicle_id"] != "v-yes" }, "\(name): none without consent")
+            }
+            #expect(try values(berlin.store, satisfaction, table: "tasks")?["queue"] == "country-dialogue-centre", "the dealer sees its customer's call")
+        }
+    }
+}
