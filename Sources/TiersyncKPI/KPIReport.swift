@@ -121,8 +121,19 @@ public enum KPIReport {
     public static func rows(viewer: String, catalog: KPICatalog, period: KPIPeriodKind, observations: [KPIObservation],
                             paths: [String: [String]], byNode: Bool) -> [KPIRow] {
         func path(_ node: String) -> [String] {
-            if let p = paths[node], p.last == node { return p }
-            return node == viewer ? [viewer] : (paths[viewer] ?? [viewer]) + [node]
+            var p = paths[node].flatMap { $0.last == node ? $0 : nil } ?? [node]
+            // A path known only from the node's parent on (its agent never learned the whole
+            // path) is completed with the path of its first node, as far as known.
+            var steps = 0
+            while let first = p.first, let above = paths[first], above.count > 1, above.last == first, steps < 64 {
+                p = above + p.dropFirst()
+                steps += 1
+            }
+            // A path from the root that misses the viewer: a node outside its subtree.
+            if p.contains(viewer) || paths[p[0]] == [p[0]] { return p }
+            // A path not known up to the root: the node is one of the viewer's (a store holds
+            // only its subtree's values), below it.
+            return node == viewer ? [viewer] : (paths[viewer] ?? [viewer]) + p
         }
         let inView = observations.filter { path($0.node).contains(viewer) }
         let viewerDepth = path(viewer).count

@@ -140,7 +140,13 @@ struct KPIEvaluatorTests {
         let deView = KPIReport.rows(viewer: "de", catalog: catalog, period: .month, observations: observations, paths: KPIFixture.paths, byNode: true)
         #expect(!deView.contains { $0.node.hasPrefix("fr") || $0.node == "hq" })
         #expect(deView.first { $0.kpi == "service-level-phone" && $0.node == "de" && $0.scope == .subtree }?.value == 40)
-        let table = KPIReport.table(rows, byNode: true)
+        // Paths known only in part (an agent that never learned its whole path reports
+        // parent/node): completed from its parent's path; a node with none sits below the viewer.
+        let partial: [String: [String]] = ["hq": ["hq"], "de": ["hq", "de"], "de-1": ["de", "de-1"]]
+        let partialRows = KPIReport.rows(viewer: "hq", catalog: catalog, period: .month, observations: observations, paths: partial, byNode: true)
+        #expect(partialRows.first { $0.kpi == "service-level-phone" && $0.node == "de" && $0.scope == .subtree }?.denominator == 5)
+        #expect(partialRows.first { $0.kpi == "service-level-phone" && $0.node == "hq" && $0.scope == .subtree }?.denominator == 6)
+                let table = KPIReport.table(rows, byNode: true)
         #expect(table.contains("de (subtree)") && table.contains("40 %") && table.contains("≥ 85 %") && table.contains("MISSED"), "\(table)")
     }
 
