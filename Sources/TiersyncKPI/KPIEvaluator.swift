@@ -205,9 +205,15 @@ public struct KPITally: Sendable {
     private var sums: [UInt64: (numerator: Int64, denominator: Int64)] = [:]
     private var buffer: [KPIContribution] = []
     /// Dialogues first-contact resolution has to see in order: (group, created, id, the facts it needs).
-    private var groups: [String: Int] = [:]
+    private var groups: [GroupKey: Int] = [:]
     private var followUps: [FollowUpEntry] = []
     private var lastNode: (name: String, index: Int)?
+
+    /// A customer and topic, kept as two strings (short ones live inline: no allocation).
+    private struct GroupKey: Hashable {
+        var customer: String
+        var topic: String
+    }
 
     private struct FollowUpEntry {
         var group: Int
@@ -228,7 +234,8 @@ public struct KPITally: Sendable {
         evaluator.contributions(of: d, into: &buffer)
         for c in buffer { accumulate(c) }
         guard evaluator.needsFollowUps, let created = d.createdAt else { return }
-        if let key = d.followUpKey {
+        if let customer = d.customer, let topic = d.topic {
+            let key = GroupKey(customer: customer, topic: topic)
             let group: Int
             if let g = groups[key] { group = g } else {
                 group = groups.count

@@ -56,7 +56,8 @@ public struct DialogueFacts: Sendable, Hashable {
     /// resolution); nil without a customer or a topic (nothing can follow such a dialogue).
     public var followUpKey: String? {
         guard let customer, let topic else { return nil }
-        return customer + "\u{1F}" + topic
+        // Length-prefixed: no two (customer, topic) pairs share a key.
+        return "\(customer.utf8.count):" + customer + "\u{1F}" + topic
     }
 }
 
