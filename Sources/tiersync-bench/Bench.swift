@@ -9,9 +9,9 @@ import Logging
 struct TiersyncBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tiersync-bench",
-        abstract: "Measure Tiersync: ingest, fan-in, propagation, bootstrap, wire, idle, KPIs; hostile load.",
+        abstract: "Measure Tiersync: ingest, ingest with allocation rules, fan-in, propagation, bootstrap, wire, idle, KPIs; hostile load.",
         discussion: "Build in release mode for figures: swift run -c release tiersync-bench <scenario>.",
-        subcommands: [Ingest.self, FanIn.self, Propagation.self, Bootstrap.self, Wire.self, Idle.self, Hostile.self, KPIBench.self, All.self])
+        subcommands: [Ingest.self, Rules.self, FanIn.self, Propagation.self, Bootstrap.self, Wire.self, Idle.self, Hostile.self, KPIBench.self, All.self])
 }
 
 struct CommonOptions: ParsableArguments {
@@ -39,6 +39,7 @@ struct All: AsyncParsableCommand {
         quietLogs()
         let t = tiny
         try await Ingest.parse(t ? ["--changes", "2000", "--batch", "500"] : []).run()
+        try await Rules.parse(t ? ["--interactions", "1000", "--single", "100", "--rounds", "2", "--customers", "200"] : []).run()
         try await FanIn.parse(t ? ["--agents", "20", "--seconds", "2"] : []).run()
         try await Propagation.parse(t ? ["--samples", "5"] : []).run()
         try await Bootstrap.parse(t ? ["--records", "2000"] : []).run()
