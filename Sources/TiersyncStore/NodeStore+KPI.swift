@@ -39,17 +39,24 @@ enum KPIStorage {
     static let followUpIndex = "ts_kpi_interactions_followup"
 
     static func ensure(_ db: Database) throws {
+        // Keyed by node first: a node's own rows (what it publishes, what it asks is due) are
+        // one range; no second index for every counting write to maintain. The first layout
+        // (keyed by KPI, with an index of dirty rows) is derived data: dropped, and recounted
+        // at the next adoption.
+        if try db.tableExists("ts_kpi_totals"), try db.indexes(on: "ts_kpi_totals").contains(where: { $0.name == "ts_kpi_totals_dirty" }) {
+            try db.execute(sql: "DROP TABLE ts_kpi_totals")
+            try db.execute(sql: "DELETE FROM ts_meta WHERE key IN (?, ?, ?, ?)", arguments: [formulasMeta, adoptionMeta, sourceMeta, publishedMeta])
+        }
         try db.execute(sql: """
             CREATE TABLE IF NOT EXISTS ts_kpi_totals (
-                kpi TEXT NOT NULL,
                 node TEXT NOT NULL,
+                kpi TEXT NOT NULL,
                 day INTEGER NOT NULL,
                 numerator INTEGER NOT NULL,
                 denominator INTEGER NOT NULL,
                 dirty INTEGER NOT NULL DEFAULT 1,
-                PRIMARY KEY (kpi, node, day)
-            ) WITHOUT ROWID;
-            CREATE INDEX IF NOT EXISTS ts_kpi_totals_dirty ON ts_kpi_totals (node) WHERE dirty = 1;
+                PRIMARY KEY (node, kpi, day)
+            ) WITHOUT ROWID
             """)
     }
 
@@ -154,7 +161,7 @@ enum KPIStorage {
         guard !delta.isEmpty else { return }
         let upsert = try db.cachedStatement(sql: """
             INSERT INTO ts_kpi_totals (kpi, node, day, numerator, denominator, dirty) VALUES (?, ?, ?, ?, ?, 1)
-            ON CONFLICT (kpi, node, day) DO UPDATE SET numerator = numerator + excluded.numerator,
+            ON CONFLICT (node, kpi, day) DO UPDATE SET numerator = numerator + excluded.numerator,
                 denominator = denominator + excluded.denominator, dirty = 1
             """)
         for c in delta {

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 import TiersyncCore
 import TiersyncKPI
@@ -87,6 +88,35 @@ struct KPIStoreTests {
         // A rebuild from the log (what a clock-skew re-stamp does) keeps them too.
         try store.rebuildKPIs()
         try Self.expectConsistent(store, "rebuilt")
+    }
+
+    @Test("A store with the first accumulator layout opens: the derived table is dropped and recounted at the next adoption")
+    func firstLayout() throws {
+        let dir = try TempDir()
+        let path: String
+        do {
+            let store = try makeStore(dir, "de-1", parent: "de")
+            path = store.path
+            for r in KPIFixture.records { try store.commit([.upsert(r.table, id: r.id, r.fields)]) }
+            try store.adoptKPIs(try Self.adoption())
+        }
+        // Rewrite it in the first layout (keyed by KPI, an index of dirty rows), as stores of that version hold it.
+        let queue = try GRDB.DatabaseQueue(path: path)
+        try queue.write { db in
+            try db.execute(sql: """
+                DROP TABLE ts_kpi_totals;
+                CREATE TABLE ts_kpi_totals (kpi TEXT NOT NULL, node TEXT NOT NULL, day INTEGER NOT NULL, numerator INTEGER NOT NULL,
+                    denominator INTEGER NOT NULL, dirty INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (kpi, node, day)) WITHOUT ROWID;
+                CREATE INDEX ts_kpi_totals_dirty ON ts_kpi_totals (node) WHERE dirty = 1;
+                INSERT INTO ts_kpi_totals VALUES ('service-level-phone', 'de-1', 20759, 99, 99, 1);
+                """)
+        }
+        try queue.close()
+        let reopened = try NodeStore(path: path)
+        #expect(try reopened.kpiTotals().isEmpty && reopened.kpiAdoption() == nil, "dropped, and nothing counted until adopted again")
+        #expect(try reopened.adoptKPIs(try Self.adoption()))
+        try Self.expectConsistent(reopened, "recounted after the layout change")
+        #expect(try Self.month(reopened, "service-level-phone", "de-1") == (2, 4))
     }
 
     @Test("A new formula recounts everything in the adopting transaction; a new target only marks the node's snapshots for rewriting")
