@@ -300,7 +300,9 @@ public final class HubRulesRunner: Sendable {
     @discardableResult
     public func runOnce() async -> [TenantID: RulesRunReport] {
         var reports: [TenantID: RulesRunReport] = [:]
-        for (tenant, _) in (try? stores.catalog.tenants()) ?? [] {
+        // Tenants whose database exists: one that never received anything holds nothing to evaluate.
+        for (tenant, _) in (try? stores.catalog.tenants()) ?? []
+        where FileManager.default.fileExists(atPath: stores.catalog.tenantDatabasePath(tenant)) {
             do {
                 reports[tenant] = try await runner(for: tenant).runOnce()
             } catch {

@@ -299,6 +299,9 @@ struct CLICommandTests {
         #expect(status.out.contains("dealer-042 (tenant automaker, parent de)") && status.out.contains("digest:"), "\(status)")
         let conflicts = try await r.run("tiersync conflicts", cwd: cwd)
         #expect(conflicts.out.contains("0 conflict(s)"), "\(conflicts)")
+        // No release published yet: the rules have nothing to evaluate, and say so.
+        let rules = try await r.run("tiersync rules run", cwd: cwd)
+        #expect(rules.out.contains("no governance release in force at dealer-042 at 2026-12-03T14:05:00Z: nothing evaluated"), "\(rules)")
 
         // HQ's hotline writes lead-1 for the dealer on the hub's tenant database (as the README says the
         // record commands work there); trace shows where it came from.
