@@ -53,13 +53,20 @@ public struct LocalWriteContext {
         let known = fields.compactMap { name in t.field(name) }
         let columns = known.map(\.name.quotedDatabaseIdentifier) + [DomainTables.versionsColumn]
         let sql = "SELECT \(columns.joined(separator: ", ")) FROM \(t.name.quotedDatabaseIdentifier) WHERE id = ?"
-        guard let row = try Row.fetchOne(db.cachedStatement(sql: sql), arguments: [id]),
-              (row[known.count] as DatabaseValue) != .null else { return nil }
-        var values: [String: FieldValue] = [:]
-        for (i, field) in known.enumerated() {
-            let value = NodeStore.fieldValue(row[i], type: field.type)
-            if !value.isNull { values[field.name] = value }
+        // Read in place (a cursor's row is not copied), then step to the end (the id is the
+        // key: one more step that finds nothing) so the statement is done.
+        let rows = try Row.fetchCursor(db.cachedStatement(sql: sql), arguments: [id])
+        guard let row = try rows.next() else { return nil }
+        var values: [String: FieldValue]? = nil
+        if (row[known.count] as DatabaseValue) != .null {
+            var held: [String: FieldValue] = [:]
+            for (i, field) in known.enumerated() {
+                let value = NodeStore.fieldValue(row[i], type: field.type)
+                if !value.isNull { held[field.name] = value }
+            }
+            values = held
         }
+        _ = try rows.next()
         return values
     }
 
