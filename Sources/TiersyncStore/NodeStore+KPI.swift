@@ -38,24 +38,34 @@ enum KPIStorage {
     static let pathMeta = "tree.path"
     static let followUpIndex = "ts_kpi_interactions_followup"
 
+    /// The accumulators' layout; a store holding another one drops them (derived data) and
+    /// recounts at its next adoption.
+    static let layoutMeta = "kpi.layout"
+    static let layout = "node-day-kpi"
+
     static func ensure(_ db: Database) throws {
-        // Keyed by node first: a node's own rows (what it publishes, what it asks is due) are
-        // one range; no second index for every counting write to maintain. The first layout
-        // (keyed by KPI, with an index of dirty rows) is derived data: dropped, and recounted
-        // at the next adoption.
-        if try db.tableExists("ts_kpi_totals"), try db.indexes(on: "ts_kpi_totals").contains(where: { $0.name == "ts_kpi_totals_dirty" }) {
-            try db.execute(sql: "DROP TABLE ts_kpi_totals")
-            try db.execute(sql: "DELETE FROM ts_meta WHERE key IN (?, ?, ?, ?)", arguments: [formulasMeta, adoptionMeta, sourceMeta, publishedMeta])
+        // Keyed by node, then day, then KPI: the rows one dialogue changes (its node, its
+        // day, several KPIs) are neighbours, so a write dirties one page of the table, not one
+        // per KPI; a node's own rows (what it publishes, what it asks is due) are one range;
+        // no second index for every counting write to maintain.
+        let layout = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [layoutMeta])
+        if layout != Self.layout {
+            if try db.tableExists("ts_kpi_totals") {
+                try db.execute(sql: "DROP TABLE ts_kpi_totals")
+                try db.execute(sql: "DELETE FROM ts_meta WHERE key IN (?, ?, ?, ?)", arguments: [formulasMeta, adoptionMeta, sourceMeta, publishedMeta])
+            }
+            try db.execute(sql: "INSERT INTO ts_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                           arguments: [layoutMeta, Self.layout])
         }
         try db.execute(sql: """
             CREATE TABLE IF NOT EXISTS ts_kpi_totals (
                 node TEXT NOT NULL,
-                kpi TEXT NOT NULL,
                 day INTEGER NOT NULL,
+                kpi TEXT NOT NULL,
                 numerator INTEGER NOT NULL,
                 denominator INTEGER NOT NULL,
                 dirty INTEGER NOT NULL DEFAULT 1,
-                PRIMARY KEY (node, kpi, day)
+                PRIMARY KEY (node, day, kpi)
             ) WITHOUT ROWID
             """)
     }
@@ -161,7 +171,7 @@ enum KPIStorage {
         guard !delta.isEmpty else { return }
         let upsert = try db.cachedStatement(sql: """
             INSERT INTO ts_kpi_totals (kpi, node, day, numerator, denominator, dirty) VALUES (?, ?, ?, ?, ?, 1)
-            ON CONFLICT (node, kpi, day) DO UPDATE SET numerator = numerator + excluded.numerator,
+            ON CONFLICT (node, day, kpi) DO UPDATE SET numerator = numerator + excluded.numerator,
                 denominator = denominator + excluded.denominator, dirty = 1
             """)
         for c in delta {

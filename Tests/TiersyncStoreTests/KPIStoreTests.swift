@@ -90,7 +90,7 @@ struct KPIStoreTests {
         try Self.expectConsistent(store, "rebuilt")
     }
 
-    @Test("A store with the first accumulator layout opens: the derived table is dropped and recounted at the next adoption")
+    @Test("A store with an earlier accumulator layout opens: the derived table is dropped and recounted at the next adoption")
     func firstLayout() throws {
         let dir = try TempDir()
         let path: String
@@ -100,7 +100,7 @@ struct KPIStoreTests {
             for r in KPIFixture.records { try store.commit([.upsert(r.table, id: r.id, r.fields)]) }
             try store.adoptKPIs(try Self.adoption())
         }
-        // Rewrite it in the first layout (keyed by KPI, an index of dirty rows), as stores of that version hold it.
+        // Rewrite it in the first layout (keyed by KPI, an index of dirty rows, no `kpi.layout`), as stores of that version hold it.
         let queue = try GRDB.DatabaseQueue(path: path)
         try queue.write { db in
             try db.execute(sql: """
@@ -109,6 +109,7 @@ struct KPIStoreTests {
                     denominator INTEGER NOT NULL, dirty INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (kpi, node, day)) WITHOUT ROWID;
                 CREATE INDEX ts_kpi_totals_dirty ON ts_kpi_totals (node) WHERE dirty = 1;
                 INSERT INTO ts_kpi_totals VALUES ('service-level-phone', 'de-1', 20759, 99, 99, 1);
+                DELETE FROM ts_meta WHERE key = 'kpi.layout';
                 """)
         }
         try queue.close()
