@@ -312,6 +312,9 @@ struct CLICommandTests {
         let trace = try await r.run("tiersync trace", cwd: cwd)
         #expect(trace.out.contains("Changes to leads/lead-1 held at dealer-042") && trace.out.contains("hq#")
                 && trace.out.contains("arrived here from de"), "\(trace)")
+        // Months of seeded data at the dealer, through its write path (scaled down for the test).
+        let generated = try await r.run("tiersync generate", cwd: cwd) { $0 + ["--scale", "0.05"] }
+        #expect(generated.out.contains("wrote ") && generated.out.contains("interactions:"), "\(generated)")
     }
 
     /// Governance releases: HQ's key and releases, a trial, a rollout, a rollback, de's overlay.

@@ -95,7 +95,7 @@ struct RevocationTests {
                 let asked = ContinuousClock.now
                 #expect(try await atDE.send("GET", "/v1/whoami", credential: credentials["d1"]).status == 401, "revoked d1 still refused")
                 // An unknown credential waits at most 2 s for HQ, then is refused from the mirror.
-                #expect(ContinuousClock.now - asked < .seconds(3))
+                #expect(ContinuousClock.now - asked < .seconds(6), "a 2 s wait for HQ, with room for a loaded machine")
                 #expect(try await atDE.send("GET", "/v1/whoami", credential: credentials["d3"]).status == 401, "decommissioned d3 still refused")
                 #expect(try await atDE.send("GET", "/v1/whoami", credential: credentials["d2"]).status == 200, "d2 still served")
             }
