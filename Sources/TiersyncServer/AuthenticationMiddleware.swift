@@ -55,15 +55,20 @@ public final class LastSeenRecorder: Sendable {
         case schedule(afterMillis: UInt64)
     }
     private let state = Mutex(State())
+    private let now: @Sendable () -> UInt64
     static let intervalMillis: UInt64 = 10_000
     static let writeMillis: UInt64 = 1_000
 
-    public init() {}
+    /// - Parameter now: the wall clock in milliseconds; tests pass one they move by hand so
+    ///   "within the second" does not depend on how loaded the machine is.
+    public init(now: @escaping @Sendable () -> UInt64 = { WallClock.nowMillis() }) {
+        self.now = now
+    }
 
     /// Notes `principal` as seen now. Written at once when nothing was written in the last
     /// second, else by one delayed write that carries everything noted until then.
     public func record(_ principal: Principal, in catalog: HubCatalog) async {
-        let now = WallClock.nowMillis()
+        let now = self.now()
         let key = "\(principal.tenant)/\(principal.node)"
         let action: Action = state.withLock { s in
             if now >= (s.noted[key] ?? 0) + Self.intervalMillis {
@@ -85,7 +90,7 @@ public final class LastSeenRecorder: Sendable {
                 try? await Task.sleep(for: .milliseconds(Int64(delay)))
                 let sightings = state.withLock { s in
                     s.writeScheduled = false
-                    return Self.take(&s, at: WallClock.nowMillis())
+                    return Self.take(&s, at: self.now())
                 }
                 await write(sightings, to: catalog)
             }
