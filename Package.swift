@@ -27,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // Pure sync rules: clock, changes, merge, schema, wire types. No I/O.
@@ -57,6 +58,13 @@ let package = Package(
             "TiersyncCore", "TiersyncGovernance",
             // SHA-256 for the ids of escalation entries and proactive tasks.
             .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // PostgreSQL, the hub's second storage engine to come (issue 14). So far: an endpoint
+        // (a postgres:// URL → client configuration) and LISTEN/NOTIFY between processes.
+        .target(name: "TiersyncPostgres", dependencies: [
+            "TiersyncCore",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         // Development PKI: a local CA plus server certificates for loopback TLS.
         .target(name: "TiersyncPKI", dependencies: [

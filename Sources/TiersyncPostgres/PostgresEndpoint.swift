@@ -1,0 +1,186 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Where a PostgreSQL database is and how to reach it, from a URL of the form
+/// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` (`postgresql://` too; PORT defaults to
+/// 5432; USER, PASSWORD and DATABASE may be percent-encoded; an IPv6 host in brackets).
+///
+/// **TLS.** A loopback host (`localhost`, `127.x.x.x`, `::1`) is reached without TLS: the
+/// traffic never leaves the machine, and the test clusters (`ops/postgres/test-cluster.sh`)
+/// have no certificate. Any other host requires TLS, verified against the system's trust
+/// store with the host's name, and the connection fails rather than fall back to plain
+/// text. The URL takes no query parameters (`?sslmode=…` and the like are refused, not ignored).
+public struct PostgresEndpoint: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var username: String
+    public var password: String?
+    public var database: String
+
+    public init(host: String, port: Int = 5432, username: String, password: String? = nil, database: String) {
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+        self.database = database
+    }
+
+    public init(url: String) throws(PostgresEndpointError) {
+        func fail(_ reason: String) -> PostgresEndpointError { PostgresEndpointError(url: url, reason: reason) }
+        guard let schemeEnd = url.range(of: "://") else {
+            throw fail("not a URL: write postgres://USER@HOST:PORT/DATABASE")
+        }
+        let scheme = url[..<schemeEnd.lowerBound].lowercased()
+        guard scheme == "postgres" || scheme == "postgresql" else {
+            throw fail("the scheme is '\(scheme)'; a PostgreSQL URL starts with postgres:// or postgresql://")
+        }
+        let rest = url[schemeEnd.upperBound...]
+        if rest.contains("?") { throw fail("query parameters (after '?') are not supported") }
+        if rest.contains("#") { throw fail("a fragment (after '#') is not supported") }
+        guard let slash = rest.firstIndex(of: "/") else {
+            throw fail("names no database: write postgres://USER@HOST:PORT/DATABASE")
+        }
+        let authority = rest[..<slash]
+        let path = rest[rest.index(after: slash)...]
+        guard let at = authority.lastIndex(of: "@") else {
+            throw fail("names no user: write postgres://USER@HOST:PORT/DATABASE")
+        }
+        let userInfo = authority[..<at]
+        let hostPort = authority[authority.index(after: at)...]
+
+        let rawUser: Substring
+        var password: String?
+        if let colon = userInfo.firstIndex(of: ":") {
+            rawUser = userInfo[..<colon]
+            guard let decoded = String(userInfo[userInfo.index(after: colon)...]).removingPercentEncoding else {
+                throw fail("the password is not valid percent-encoding")
+            }
+            password = decoded
+        } else {
+            rawUser = userInfo
+        }
+        guard let username = String(rawUser).removingPercentEncoding else { throw fail("the user name is not valid percent-encoding") }
+        guard !username.isEmpty else { throw fail("names no user: write postgres://USER@HOST:PORT/DATABASE") }
+
+        let host: String
+        let portText: Substring?
+        if hostPort.hasPrefix("[") {
+            guard let close = hostPort.firstIndex(of: "]") else { throw fail("an IPv6 host is missing its closing ']'") }
+            host = String(hostPort[hostPort.index(after: hostPort.startIndex)..<close])
+            let after = hostPort[hostPort.index(after: close)...]
+            if after.isEmpty {
+                portText = nil
+            } else if after.hasPrefix(":") {
+                portText = after.dropFirst()
+            } else {
+                throw fail("unexpected '\(after)' after the IPv6 host")
+            }
+        } else {
+            let parts = hostPort.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count <= 2 else { throw fail("the host has several ':'; write an IPv6 host in brackets, [::1]") }
+            host = String(parts[0])
+            portText = parts.count == 2 ? parts[1] : nil
+        }
+        guard !host.isEmpty else { throw fail("names no host") }
+
+        var port = 5432
+        if let portText {
+            guard let value = Int(portText), (1...65535).contains(value), portText.allSatisfy(\.isASCII) else {
+                throw fail("the port '\(portText)' is not a number from 1 to 65535")
+            }
+            port = value
+        }
+
+        guard let database = String(path).removingPercentEncoding else { throw fail("the database name is not valid percent-encoding") }
+        guard !database.isEmpty else { throw fail("names no database: write postgres://USER@HOST:PORT/DATABASE") }
+        guard !database.contains("/") else { throw fail("the path has several segments; it names one database") }
+
+        self.init(host: host, port: port, username: username, password: password, database: database)
+    }
+
+    /// Whether the host is this machine's loopback interface, reached without TLS.
+    public var isLoopback: Bool {
+        if host == "localhost" || host == "::1" { return true }
+        let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
+    }
+
+    /// The same server and user, another database.
+    public func with(database: String) -> PostgresEndpoint {
+        var copy = self
+        copy.database = database
+        return copy
+    }
+
+    /// The endpoint as a URL (`PostgresEndpoint(url:)` reads it back), password included.
+    public var url: String { url(password: password.map(Self.encode)) }
+
+    /// The URL without its password, for messages and logs.
+    public var description: String { url(password: password == nil ? nil : "***") }
+
+    private func url(password: String?) -> String {
+        let userInfo = Self.encode(username) + (password.map { ":" + $0 } ?? "")
+        let hostPart = host.contains(":") ? "[\(host)]" : host
+        return "postgres://\(userInfo)@\(hostPart):\(port)/\(Self.encode(database))"
+    }
+
+    /// A `PostgresClient` configuration: TCP to host and port, no TLS on loopback, TLS
+    /// required and verified otherwise (see the type's documentation).
+    public func clientConfiguration() -> PostgresClient.Configuration {
+        PostgresClient.Configuration(host: host, port: port, username: username, password: password, database: database,
+                                     tls: isLoopback ? .disable : .require(.makeClientConfiguration()))
+    }
+
+    private static func encode(_ s: String) -> String {
+        s.addingPercentEncoding(withAllowedCharacters: .urlUnreservedCharacters) ?? s
+    }
+}
+
+public struct PostgresEndpointError: Error, CustomStringConvertible, Equatable {
+    /// The URL as given, with any password replaced by `***`.
+    public let url: String
+    public let reason: String
+
+    init(url: String, reason: String) {
+        self.url = PostgresEndpointError.redacted(url)
+        self.reason = reason
+    }
+
+    public var description: String { "invalid PostgreSQL URL '\(url)': \(reason)" }
+
+    /// `scheme://user:secret@host…` → `scheme://user:***@host…`: error messages end up in logs.
+    static func redacted(_ url: String) -> String {
+        guard let schemeEnd = url.range(of: "://") else { return url }
+        let rest = url[schemeEnd.upperBound...]
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
+        guard let at = rest[..<authorityEnd].lastIndex(of: "@"),
+              let colon = rest[..<at].firstIndex(of: ":") else { return url }
+        return String(url[..<rest.index(after: colon)]) + "***" + String(url[at...])
+    }
+}
+
+extension CharacterSet {
+    /// RFC 3986's unreserved characters: what a URL component may hold unescaped.
+    fileprivate static let urlUnreservedCharacters = CharacterSet(charactersIn:
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+}
+
+/// Runs `body` with a `PostgresClient` for `endpoint` whose `run()` goes on in a child task
+/// for as long as `body` runs, and ends (closing its connections) when `body` returns or throws.
+/// `backgroundLogger`: where the client's pool logs (none by default, as postgres-nio's own
+/// default; it warns when `body` leases a connection before the child task has started
+/// `run()`, which is harmless: the lease waits for it).
+public func withPostgresClient<T: Sendable>(_ endpoint: PostgresEndpoint, backgroundLogger: Logger? = nil,
+                                            _ body: (PostgresClient) async throws -> T) async throws -> T {
+    let client = if let backgroundLogger {
+        PostgresClient(configuration: endpoint.clientConfiguration(), backgroundLogger: backgroundLogger)
+    } else {
+        PostgresClient(configuration: endpoint.clientConfiguration())
+    }
+    return try await withThrowingTaskGroup(of: Void.self, returning: T.self) { group in
+        group.addTask { await client.run() }
+        defer { group.cancelAll() }
+        return try await body(client)
+    }
+}

@@ -1,0 +1,72 @@
+import Logging
+import PostgresNIO
+import TiersyncCore
+
+/// Tells every process on one PostgreSQL database that a tenant's data changed, through
+/// PostgreSQL's LISTEN/NOTIFY: the cross-process counterpart of the hub's in-process change
+/// notifier, so that a long-poll waiting on one hub process can wake for a push that landed on
+/// another (issue 14). So far only the mechanism: nothing in the hub uses it yet.
+///
+/// One channel carries all tenants; each notification's payload is a tenant id. PostgreSQL
+/// delivers a notification to the listeners of the same database only, once the sending
+/// transaction commits (at once outside a transaction), and drops it when nobody listens:
+/// a listener must still re-read what it waits for after (re)connecting.
+public struct PostgresNotifier: Sendable {
+    /// The channel tenants' changes are announced on unless another is given.
+    public static let defaultChannel = "tiersync_changes"
+
+    public let client: PostgresClient
+    public let channel: String
+    private let logger: Logger
+
+    /// `channel`: 1 to 63 bytes (PostgreSQL's identifier length), no `"` or NUL (postgres-nio
+    /// sends `LISTEN "channel"` as is).
+    public init(client: PostgresClient, channel: String = PostgresNotifier.defaultChannel,
+                logger: Logger = Logger(label: "tiersync.postgres.notifier")) throws(PostgresNotifierError) {
+        guard !channel.isEmpty, channel.utf8.count <= 63, !channel.contains("\""), !channel.contains("\0") else {
+            throw PostgresNotifierError(description: "invalid notification channel '\(channel)': 1 to 63 bytes, no '\"' or NUL")
+        }
+        self.client = client
+        self.channel = channel
+        self.logger = logger
+    }
+
+    /// Announces that `tenant` changed, to every listener on the channel in this database.
+    public func signal(_ tenant: TenantID) async throws {
+        try await client.query("SELECT pg_notify(\(channel), \(tenant.rawValue))", logger: logger)
+    }
+
+    /// The tenants announced on the channel, in order; payloads that are not tenant ids are
+    /// skipped. One iteration only (the notifications are a stream).
+    public struct Signals: AsyncSequence, Sendable {
+        let notifications: PostgresNotificationSequence
+
+        public struct AsyncIterator: AsyncIteratorProtocol {
+            var base: PostgresNotificationSequence.AsyncIterator
+
+            public mutating func next() async throws -> TenantID? {
+                while let notification = try await base.next() {
+                    if let tenant = try? TenantID(validating: notification.payload) { return tenant }
+                }
+                return nil
+            }
+        }
+
+        public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: notifications.makeAsyncIterator()) }
+    }
+
+    /// Listens on the channel, on a connection leased from the client for as long as `body`
+    /// runs; `body` reads the tenants announced. LISTEN is in force when `body` starts, so
+    /// nothing announced after that is missed; UNLISTEN follows when `body` returns or throws.
+    public func listen<T: Sendable>(_ body: (Signals) async throws -> T) async throws -> T {
+        try await client.withConnection { connection in
+            try await connection.listen(on: channel) { notifications in
+                try await body(Signals(notifications: notifications))
+            }
+        }
+    }
+}
+
+public struct PostgresNotifierError: Error, CustomStringConvertible {
+    public let description: String
+}
