@@ -142,11 +142,13 @@ let package = Package(
             "TiersyncCore",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
-        // Helpers shared by the test targets: temporary directories, a running hub, processes.
+        // Helpers shared by the test targets: temporary directories, a running hub, processes,
+        // a fresh PostgreSQL database per test (TestPostgres), HAProxy in front of hubs (TestLoadBalancer).
         .target(name: "TiersyncTestSupport", dependencies: [
             "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/TiersyncTestSupport"),

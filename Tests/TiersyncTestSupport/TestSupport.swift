@@ -191,6 +191,20 @@ public func eventually(timeout: Double, _ what: String, _ condition: () throws -
     throw TestFailure("timed out after \(timeout) s waiting for: \(what)")
 }
 
+/// Runs `operation` and returns its result, or fails once `limit` has passed (cancelling it).
+public func within<T: Sendable>(_ limit: Duration, _ what: String,
+                                _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask(operation: operation)
+        group.addTask {
+            try await Task.sleep(for: limit)
+            throw TestFailure("timed out after \(limit) waiting for: \(what)")
+        }
+        defer { group.cancelAll() }
+        return try await group.next()!
+    }
+}
+
 /// The repository's root, for files such as openapi.yaml.
 public func repositoryRoot(from file: String = #filePath) -> String {
     var url = URL(fileURLWithPath: file)
@@ -369,17 +383,22 @@ public func withRunning<T>(_ body: (Running) async throws -> T) async throws -> 
     return try await withTeardown({ await running.stopAll() }) { try await body(running) }
 }
 
-/// A `tiersync` child process with its output in a log file. Prefer `withChild` or
-/// `Running.child`, which stop it however the test ends; as a last resort it is killed when
-/// the object goes away.
+/// A `tiersync` child process (or another program's) with its output in a log file. Prefer
+/// `withChild` or `Running.child`, which stop it however the test ends; as a last resort it is
+/// killed when the object goes away.
 public final class Child {
     public let process = Process()
     public let log: String
 
-    public init(_ arguments: [String], log: String, environment: [String: String] = [:]) throws {
+    public convenience init(_ arguments: [String], log: String, environment: [String: String] = [:]) throws {
+        try self.init(executable: try Child.binary(), arguments, log: log, environment: environment)
+    }
+
+    /// Runs `executable` (a path) instead of `tiersync`.
+    public init(executable: String, _ arguments: [String], log: String, environment: [String: String] = [:]) throws {
         self.log = log
         FileManager.default.createFile(atPath: log, contents: nil)
-        process.executableURL = URL(fileURLWithPath: try Child.binary())
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         if !environment.isEmpty {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
