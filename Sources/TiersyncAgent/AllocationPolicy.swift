@@ -41,14 +41,11 @@ public final class AllocationPolicy: LocalWritePolicy {
         // Without a release in force (or for an outbound contact) nothing is decided, and
         // nothing more is read: the write costs one small query.
         guard write.fields[InteractionField.direction.rawValue]?.stringValue != InteractionDirection.outbound.rawValue,
-              let governance = inForce(context, at: now) else { return write }
+              let (governance, placement) = decisionBasis(context, at: now) else { return write }
         // Only the customer's fields the rules read, in one small indexed read.
         let customer = try write.fields[InteractionField.customerID.rawValue]?.stringValue.flatMap {
             try context.liveValues(table: DomainSchema.customers.name, id: $0, fields: Self.customerFields)
         }
-        let path = try context.meta(Self.pathMeta).map { $0.split(separator: "/").map { NodeID(unchecked: String($0)) } }
-        let placement = NodePlacement(node: context.identity.node, parent: context.identity.parent, path: path,
-                                      levels: governance.table.levels.count)
         switch Allocator.decide(interaction: write.fields, customer: customer, governance: governance, placement: placement, nowMillis: now) {
         case .success(let decision):
             var amended = write
@@ -63,12 +60,20 @@ public final class AllocationPolicy: LocalWritePolicy {
     /// store that cannot say (unreadable documents, no key) allocates nothing rather than
     /// refusing the write.
     func inForce(_ context: LocalWriteContext, at now: UInt64) -> GovernanceInForce? {
+        decisionBasis(context, at: now)?.governance
+    }
+
+    /// The governance in force and the node's placement in the tree, from the policy's cache
+    /// (one lock, no parsing, when neither the governance stamp nor the node's path moved).
+    private func decisionBasis(_ context: LocalWriteContext, at now: UInt64) -> (governance: GovernanceInForce, placement: NodePlacement)? {
         guard let stamp = try? context.governanceStamp() else { return nil }
-        return cache.withLock { cache -> GovernanceInForce? in
+        let path = try? context.meta(Self.pathMeta)
+        return cache.withLock { cache -> (GovernanceInForce, NodePlacement)? in
             if cache == nil || cache!.storePath != context.storePath || cache!.stamp != stamp {
                 cache = Cache(storePath: context.storePath, stamp: stamp, basis: Self.basis(context))
             }
-            return cache!.inForce(at: now)
+            guard let governance = cache!.inForce(at: now) else { return nil }
+            return (governance, cache!.placement(identity: context.identity, path: path, levels: governance.table.levels.count))
         }
     }
 
@@ -150,6 +155,16 @@ public final class AllocationPolicy: LocalWritePolicy {
         var tables: [String: AllocationTable?] = [:]
         /// The last answer and until when it holds (a pending release takes over at its time).
         var memo: (governance: GovernanceInForce?, from: UInt64, until: UInt64)?
+        /// The node's placement, parsed from its path once per path and tree depth.
+        var placementMemo: (path: String?, levels: Int, placement: NodePlacement)?
+
+        mutating func placement(identity: NodeIdentity, path: String?, levels: Int) -> NodePlacement {
+            if let memo = placementMemo, memo.path == path, memo.levels == levels { return memo.placement }
+            let nodes = path.map { $0.split(separator: "/").map { NodeID(unchecked: String($0)) } }
+            let placement = NodePlacement(node: identity.node, parent: identity.parent, path: nodes, levels: levels)
+            placementMemo = (path, levels, placement)
+            return placement
+        }
 
         mutating func inForce(at now: UInt64) -> GovernanceInForce? {
             if let memo, now >= memo.from, now < memo.until { return memo.governance }

@@ -128,14 +128,16 @@ public struct AllocationDecision: Sendable, Hashable {
     /// decision time when the writer gave none.
     public func applied(to fields: [String: FieldValue]) -> [String: FieldValue] {
         var out = fields
-        let allocated: [InteractionField: FieldValue] = [
-            .handlingLevel: .string(level), .queue: .string(queue), .priority: .int(Int64(priority)),
-            .slaDue: .string(Timestamp.format(slaDueMillis)),
-            .handlingNode: handlingNode.map { .string($0.rawValue) } ?? .null,
-        ]
-        for field in InteractionField.allocated where out[field.rawValue] == nil {
-            if let value = allocated[field], !value.isNull { out[field.rawValue] = value }
+        out.reserveCapacity(fields.count + InteractionField.allocated.count + InteractionField.decisionRecord.count)
+        // Each allocated field the writer left out, written straight in (no intermediate table).
+        func fill(_ field: InteractionField, _ value: @autoclosure () -> FieldValue?) {
+            if out[field.rawValue] == nil, let value = value() { out[field.rawValue] = value }
         }
+        fill(.handlingLevel, .string(level))
+        fill(.queue, .string(queue))
+        fill(.priority, .int(Int64(priority)))
+        fill(.slaDue, .string(Timestamp.format(slaDueMillis)))
+        fill(.handlingNode, handlingNode.map { .string($0.rawValue) })
         if out[InteractionField.createdAt.rawValue] == nil {
             out[InteractionField.createdAt.rawValue] = .string(Timestamp.format(decidedAtMillis))
         }

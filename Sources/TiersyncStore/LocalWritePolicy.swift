@@ -50,9 +50,17 @@ public struct LocalWriteContext {
     /// table lacks are left out.
     public func liveValues(table: String, id: String, fields: [String]) throws -> [String: FieldValue]? {
         guard let t = store.schema.table(table) else { return nil }
-        let known = fields.compactMap { name in t.field(name) }
-        let columns = known.map(\.name.quotedDatabaseIdentifier) + [DomainTables.versionsColumn]
-        let sql = "SELECT \(columns.joined(separator: ", ")) FROM \(t.name.quotedDatabaseIdentifier) WHERE id = ?"
+        // The query's text is built once per commit and field list, not once per write.
+        let key = LiveValuesKey(table: table, fields: fields)
+        let (sql, known): (String, [FieldSchema])
+        if let cached = reads.liveValues[key] {
+            (sql, known) = cached
+        } else {
+            known = fields.compactMap { name in t.field(name) }
+            let columns = known.map(\.name.quotedDatabaseIdentifier) + [DomainTables.versionsColumn]
+            sql = "SELECT \(columns.joined(separator: ", ")) FROM \(t.name.quotedDatabaseIdentifier) WHERE id = ?"
+            reads.liveValues[key] = (sql, known)
+        }
         // Read in place (a cursor's row is not copied), then step to the end (the id is the
         // key: one more step that finds nothing) so the statement is done.
         let rows = try Row.fetchCursor(db.cachedStatement(sql: sql), arguments: [id])
@@ -85,12 +93,8 @@ public struct LocalWriteContext {
     /// commit: a commit writes domain records and its log, none of what the stamp covers.
     public func governanceStamp() throws -> String {
         if let stamp = reads.stamp { return stamp }
-        let row = try Row.fetchOne(db.cachedStatement(sql: """
-            SELECT (SELECT COUNT(*) || '/' || COALESCE(MAX(stored_at), 0) || '/' || COALESCE(SUM(seq), 0) FROM ts_gov_documents),
-                   (SELECT COALESCE(MAX(id), 0) FROM ts_gov_applied),
-                   (SELECT GROUP_CONCAT(key || '=' || value, ';') FROM ts_meta WHERE key LIKE 'governance.%' OR key = 'parent')
-            """))
-        let stamp = "\(row?[0] as String? ?? "")|\(row?[1] as Int64? ?? 0)|\(row?[2] as String? ?? "")"
+        // One row, moved on by triggers (migration v7-governance-generation).
+        let stamp = "g\(try Int64.fetchOne(db.cachedStatement(sql: "SELECT n FROM ts_gov_generation WHERE id = 1")) ?? 0)"
         reads.stamp = stamp
         return stamp
     }
@@ -114,4 +118,11 @@ final class CommitReads {
     var stamp: String?
     /// By key; `.some(nil)`: read, not set.
     var meta: [String: String?] = [:]
+    /// ``LocalWriteContext/liveValues(table:id:fields:)``'s query and its fields, by field list.
+    var liveValues: [LiveValuesKey: (sql: String, known: [FieldSchema])] = [:]
+}
+
+struct LiveValuesKey: Hashable {
+    var table: String
+    var fields: [String]
 }

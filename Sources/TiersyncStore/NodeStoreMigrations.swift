@@ -160,6 +160,30 @@ enum NodeStoreMigrations {
                 ) WITHOUT ROWID;
                 """)
         }
+        m.registerMigration("v7-governance-generation") { db in
+            // A counter every change to what a write policy may derive from governance
+            // moves on (documents, decisions, the release key, the highest rollout seen, the
+            // parent), kept by triggers so no writer — this process, another, an older
+            // build — can forget it: a policy's cache checks one row per commit
+            // (``LocalWriteContext/governanceStamp()``) instead of aggregating the tables.
+            try db.execute(sql: """
+                CREATE TABLE ts_gov_generation (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
+                INSERT INTO ts_gov_generation (id, n) VALUES (1, 0);
+                CREATE TRIGGER ts_gov_documents_ins AFTER INSERT ON ts_gov_documents BEGIN UPDATE ts_gov_generation SET n = n + 1; END;
+                CREATE TRIGGER ts_gov_documents_upd AFTER UPDATE ON ts_gov_documents BEGIN UPDATE ts_gov_generation SET n = n + 1; END;
+                CREATE TRIGGER ts_gov_documents_del AFTER DELETE ON ts_gov_documents BEGIN UPDATE ts_gov_generation SET n = n + 1; END;
+                CREATE TRIGGER ts_gov_applied_ins AFTER INSERT ON ts_gov_applied BEGIN UPDATE ts_gov_generation SET n = n + 1; END;
+                CREATE TRIGGER ts_gov_applied_upd AFTER UPDATE ON ts_gov_applied BEGIN UPDATE ts_gov_generation SET n = n + 1; END;
+                CREATE TRIGGER ts_gov_applied_del AFTER DELETE ON ts_gov_applied BEGIN UPDATE ts_gov_generation SET n = n + 1; END;
+                CREATE TRIGGER ts_meta_gov_ins AFTER INSERT ON ts_meta WHEN NEW.key LIKE 'governance.%' OR NEW.key = 'parent'
+                    BEGIN UPDATE ts_gov_generation SET n = n + 1; END;
+                CREATE TRIGGER ts_meta_gov_upd AFTER UPDATE ON ts_meta
+                    WHEN NEW.key LIKE 'governance.%' OR NEW.key = 'parent' OR OLD.key LIKE 'governance.%' OR OLD.key = 'parent'
+                    BEGIN UPDATE ts_gov_generation SET n = n + 1; END;
+                CREATE TRIGGER ts_meta_gov_del AFTER DELETE ON ts_meta WHEN OLD.key LIKE 'governance.%' OR OLD.key = 'parent'
+                    BEGIN UPDATE ts_gov_generation SET n = n + 1; END;
+                """)
+        }
         return m
     }
 }

@@ -39,7 +39,7 @@ struct All: AsyncParsableCommand {
         quietLogs()
         let t = tiny
         try await Ingest.parse(t ? ["--changes", "2000", "--batch", "500"] : []).run()
-        try await Rules.parse(t ? ["--interactions", "1000", "--single", "100", "--rounds", "2", "--customers", "200"] : []).run()
+        try await Rules.parse(t ? ["--interactions", "1000", "--single", "100", "--rounds", "2", "--customers", "200", "--hub-interactions", "2000"] : []).run()
         try await FanIn.parse(t ? ["--agents", "20", "--seconds", "2"] : []).run()
         try await Propagation.parse(t ? ["--samples", "5"] : []).run()
         try await Bootstrap.parse(t ? ["--records", "2000"] : []).run()

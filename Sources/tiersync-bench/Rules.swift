@@ -1,5 +1,8 @@
 import ArgumentParser
+import AsyncHTTPClient
 import Foundation
+import NIOCore
+import NIOSSL
 import TiersyncAgent
 import TiersyncCore
 import TiersyncGovernance
@@ -21,6 +24,8 @@ struct Rules: AsyncParsableCommand {
     @Option(help: "Rounds; each writes in both modes, alternating which goes first.") var rounds = 4
     @Option(help: "Customers the interactions belong to (allocation reads each one's key-account flag and segment).") var customers = 2_000
     @Option(help: "The governance sources HQ publishes (default: the automaker fixtures of this checkout).") var governance: String?
+    @Option(help: "Interactions pushed to HQ per round and mode for the hub ingest figure (0: skip it).") var hubInteractions = 40_000
+    @Option(help: "Changes per push request for the hub ingest figure.") var hubBatch = 1_000
     @OptionGroup var common: CommonOptions
 
     func run() async throws {
@@ -107,6 +112,98 @@ struct Rules: AsyncParsableCommand {
         }
         let rules = try Set(store.liveRecords(table: "interactions").compactMap { $0.values["decision_rule"]?.stringValue })
         result("rules that decided", "\(rules.count) of the release's allocation rules")
+
+        if hubInteractions > 0 {
+            let hub = try await hubIngest(dir: dir + "/hub", sources: sources, decided: decided)
+            result("hub ingest, rules off", "\(format(hub.off)) interactions/s (no release at HQ; interactions as written without rules)")
+            result("hub ingest, rules on", "\(format(hub.on)) interactions/s (release v1 in force at HQ, KPIs counted; interactions carrying their decisions)")
+            result("ratio on ÷ off, hub ingest", "\(format(hub.on / hub.off, 3)) (\(spread(hub.ratios)))", target: "≥ 0.9", met: hub.on / hub.off >= 0.9)
+        }
+    }
+
+    /// Ingest at HQ, as the `ingest` scenario measures it (pre-encoded gzip push bodies over
+    /// HTTPS, so only the hub's work is timed), of a dealer's new interactions, in two tenants
+    /// of one hub: **off** has no release, and its dealer wrote without rules; **on** has
+    /// release v1 published and in force at HQ (so HQ's store counts the release's KPIs on
+    /// every received dialogue) and its dealer's interactions carry the decisions the rules
+    /// made (the fields of `decided`, cycled). Rounds alternate which tenant goes first.
+    private func hubIngest(dir: String, sources: String, decided: [[String: FieldValue]]) async throws -> (off: Double, on: Double, ratios: [Double]) {
+        guard !decided.isEmpty else { throw BenchError("no decided interactions to push") }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let hub = try await BenchHub.start(in: dir)
+        var credentials: [Mode: String] = [:]
+        for mode in [Mode.off, .on] {
+            let tenant: TenantID = mode == .on ? "automaker" : "plain"  // the sources name their tenant
+            _ = try hub.stores.catalog.createTenant(tenant, levels: 3, allowDirectSync: true)
+            _ = try await hub.credential(tenant: tenant, node: "de")
+            credentials[mode] = try await hub.stores.catalog.redeem(
+                token: try hub.stores.catalog.issueEnrollmentToken(tenant: tenant, node: "de-berlin", parent: "de")).credential
+            guard mode == .on else { continue }
+            let key = GovernanceSigningKey()
+            try hub.stores.catalog.setReleaseKey(key.publicKey.base64, for: tenant)
+            let store = try hub.stores.store(for: tenant)
+            let publisher = GovernancePublisher(store: store, tenant: tenant, key: key, tree: try await hub.stores.catalog.tree(of: tenant))
+            try publisher.publish(try GovernanceCompiler.compile(directory: sources))
+            try KPIViews.adopt(store)
+            guard try store.kpiAdoption() != nil else { throw BenchError("HQ adopted no KPIs from release v1") }
+        }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .file(hub.caFile)
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+        var seconds: [Mode: Double] = [.off: 0, .on: 0]
+        var ratios: [Double] = []
+        var nextSeq: [Mode: Int64] = [.off: 1, .on: 1]
+        do {
+            for round in 0..<rounds {
+                var took: [Mode: Double] = [:]
+                for mode in round % 2 == 0 ? [Mode.off, .on] : [.on, .off] {
+                    // Encoded before the clock starts: agents encode on their own machines.
+                    let plain = makeInteractions(prefix: "hub-r\(round)", count: hubInteractions)
+                    let start = WallClock.nowMillis() - 5_000
+                    let first = nextSeq[mode]!
+                    // As the dealer's store logs them: made there (`originating_node`, which the
+                    // store fills in), with or without the decision.
+                    let changes = plain.enumerated().map { i, write in
+                        Change(origin: "de-berlin", originSeq: first + Int64(i),
+                               hlc: HLCTimestamp(wallMillis: start + UInt64(i / 1_000), counter: UInt16(i % 1_000)),
+                               table: "interactions", recordID: write.id, op: .upsert,
+                               fields: mode == .on ? decided[i % decided.count] : write.fields.merging(["originating_node": "de-berlin"]) { a, _ in a })
+                    }
+                    nextSeq[mode]! += Int64(changes.count)
+                    let bodies = try stride(from: 0, to: changes.count, by: hubBatch).map { chunk in
+                        let slice = Array(changes[chunk..<min(chunk + hubBatch, changes.count)])
+                        return try ParentClient.encodeBody(PushRequest(through: slice.last!.originSeq, changes: slice), compressAboveBytes: 1_024).bytes
+                    }
+                    let clock = ContinuousClock.now
+                    for body in bodies {
+                        var request = HTTPClientRequest(url: hub.url + "/v1/push")
+                        request.method = .POST
+                        request.headers.add(name: "Authorization", value: "Bearer \(credentials[mode]!)")
+                        request.headers.add(name: "Content-Encoding", value: "gzip")
+                        request.body = .bytes(body)
+                        let response = try await http.execute(request, timeout: .seconds(120))
+                        let body = try await response.body.collect(upTo: 1 << 22)
+                        guard response.status == .ok, let reply = try? JSONDecoder().decode(PushResponse.self, from: Data(buffer: body)),
+                              reply.rejected.isEmpty, reply.applied == hubBatch || reply.applied == changes.count % hubBatch else {
+                            throw BenchError("hub answered \(response.status): \(String(buffer: body).prefix(300))")
+                        }
+                    }
+                    took[mode] = elapsedSeconds(since: clock)
+                    seconds[mode]! += took[mode]!
+                }
+                ratios.append(took[.off]! / took[.on]!)
+            }
+            let held = try hub.stores.store(for: "automaker").liveRecords(table: "interactions", limit: 1)
+            guard held.first?.values["decision_rule"] != nil else { throw BenchError("HQ holds no decided interaction") }
+        } catch {
+            try? await http.shutdown()
+            await hub.stop()
+            throw error
+        }
+        try await http.shutdown()
+        await hub.stop()
+        let total = Double(hubInteractions * rounds)
+        return (total / seconds[.off]!, total / seconds[.on]!, ratios)
     }
 
     /// off: no policy; on: the allocation policy decides; given: no policy, the writer gives
