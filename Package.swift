@@ -146,7 +146,9 @@ let package = Package(
         // a fresh PostgreSQL database per test (TestPostgres), HAProxy in front of hubs (TestLoadBalancer).
         .target(name: "TiersyncTestSupport", dependencies: [
             "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance",
+            "TiersyncPostgres",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "PostgresNIO", package: "postgres-nio"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
