@@ -134,7 +134,7 @@ public struct KPIEvaluator: Sendable {
             let me = (after ?? before)?.id
             let keys = Set([before?.followUpKey, after?.followUpKey].compactMap { $0 })
             for key in keys {
-                let group = others.filter { $0.id != me && $0.followUpKey == key }
+                let group = Self.neighbours(in: others, key: key, excluding: me, of: [before, after].compactMap { $0 })
                 followUpContributions(of: group + [before].compactMap { $0 }.filter { $0.followUpKey == key }, sign: -1, into: &out)
                 followUpContributions(of: group + [after].compactMap { $0 }.filter { $0.followUpKey == key }, sign: 1, into: &out)
             }
@@ -142,6 +142,32 @@ public struct KPIEvaluator: Sendable {
             if let after, after.followUpKey == nil { followUpContributions(of: [after], sign: 1, into: &out) }
         }
         return Self.combined(out)
+    }
+
+    /// The dialogues of `others` in group `key` (other than `excluding`) that can change the
+    /// delta when `moved` (the dialogue before and after the change) leaves or takes its place
+    /// in the group: for each, the one just before it (whose next dialogue it becomes or stops
+    /// being) and the one just after (which decides its own outcome), by `created_at`, then id.
+    /// Every other member keeps its successor within these few, so its outcome is the same in
+    /// the before- and after-sets and cancels out of the delta: a change costs a pass over
+    /// the group instead of sorting it twice (a customer with many dialogues on one topic).
+    static func neighbours(in others: [DialogueFacts], key: String, excluding me: String?,
+                           of moved: [DialogueFacts]) -> [DialogueFacts] {
+        var picked: [Int] = []
+        for m in moved where m.followUpKey == key {
+            guard let at = m.createdAt else { continue }
+            var previous: Int?, next: Int?
+            for (i, d) in others.enumerated() where d.id != me && d.followUpKey == key {
+                guard let c = d.createdAt else { continue }
+                if (c, d.id) < (at, m.id) {
+                    if previous.map({ (c, d.id) > (others[$0].createdAt!, others[$0].id) }) ?? true { previous = i }
+                } else if next.map({ (c, d.id) < (others[$0].createdAt!, others[$0].id) }) ?? true {
+                    next = i
+                }
+            }
+            for i in [previous, next].compactMap({ $0 }) where !picked.contains(i) { picked.append(i) }
+        }
+        return picked.map { others[$0] }
     }
 
     /// How the accumulators change when a lead goes from `before` to `after`.

@@ -114,6 +114,9 @@ enum KPIStorage {
         return KPITime.millis(utf8: b) ?? KPITime.millis(String(decoding: b, as: UTF8.self))
     }
 
+    /// The dialogues of one customer and topic held here (first-contact resolution's group).
+    static let followUpGroupSQL = "SELECT \(dialogueColumns.joined(separator: ", ")) FROM interactions WHERE customer_id = ? AND topic = ? AND \(DomainTables.heldByStore)"
+
     /// Runs `sql` and hands each row's raw statement to `body`.
     static func forEachRow(_ db: Database, _ sql: String, _ arguments: [String] = [], _ body: (SQLiteStatement) -> Void) throws {
         let statement = try db.cachedStatement(sql: sql)
@@ -237,7 +240,7 @@ extension NodeStore {
             var others: [DialogueFacts] = []
             if counting.evaluator.needsFollowUps {
                 for key in Set([b, a].compactMap { $0 }.compactMap { f in f.customer.flatMap { c in f.topic.map { [c, $0] } } }) {
-                    try KPIStorage.forEachRow(db, "SELECT \(KPIStorage.dialogueColumns.joined(separator: ", ")) FROM interactions WHERE customer_id = ? AND topic = ? AND \(DomainTables.heldByStore)", key) {
+                    try KPIStorage.forEachRow(db, KPIStorage.followUpGroupSQL, key) {
                         let facts = KPIStorage.dialogue($0)
                         if facts.id != id { others.append(facts) }
                     }
