@@ -36,33 +36,23 @@ public struct PostgresNotifier: Sendable {
         try await client.query("SELECT pg_notify(\(channel), \(tenant.rawValue))", logger: logger)
     }
 
-    /// The tenants announced on the channel, in order; payloads that are not tenant ids are
-    /// skipped. One iteration only (the notifications are a stream).
-    public struct Signals: AsyncSequence, Sendable {
-        let notifications: PostgresNotificationSequence
-
-        public struct AsyncIterator: AsyncIteratorProtocol {
-            var base: PostgresNotificationSequence.AsyncIterator
-
-            public mutating func next() async throws -> TenantID? {
-                while let notification = try await base.next() {
-                    if let tenant = try? TenantID(validating: notification.payload) { return tenant }
-                }
-                return nil
-            }
-        }
-
-        public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: notifications.makeAsyncIterator()) }
-    }
-
-    /// Listens on the channel, on a connection leased from the client for as long as `body`
-    /// runs; `body` reads the tenants announced. LISTEN is in force when `body` starts, so
-    /// nothing announced after that is missed; UNLISTEN follows when `body` returns or throws.
-    public func listen<T: Sendable>(_ body: (Signals) async throws -> T) async throws -> T {
+    /// Calls `onSignal` with each tenant announced on the channel for as long as `body` runs,
+    /// listening on a connection leased from the client for that time. `onSignal` runs on the
+    /// connection's event loop as each notification arrives, whatever the tasks of the process
+    /// are doing: keep it short and non-blocking (hand the tenant on). Payloads that are not
+    /// tenant ids are skipped. LISTEN is in force when `body` starts, so nothing announced
+    /// after that is missed; the listener is removed (and UNLISTEN sent) when `body` returns or throws.
+    public func listen<T: Sendable>(onSignal: @escaping @Sendable (TenantID) -> Void,
+                                    while body: () async throws -> T) async throws -> T {
         try await client.withConnection { connection in
-            try await connection.listen(on: channel) { notifications in
-                try await body(Signals(notifications: notifications))
+            let listening = connection.addListener(channel: channel) { _, notification in
+                if let tenant = try? TenantID(validating: notification.payload) { onSignal(tenant) }
             }
+            defer { listening.stop() }
+            // Adding the listener queued postgres-nio's own LISTEN on this connection; a query
+            // queued after it returns once that one is done, so LISTEN is in force.
+            try await connection.query(PostgresQuery(unsafeSQL: "LISTEN \"\(channel)\""), logger: logger)
+            return try await body()
         }
     }
 }
