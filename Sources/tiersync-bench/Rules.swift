@@ -162,12 +162,16 @@ struct Rules: AsyncParsableCommand {
                     let start = WallClock.nowMillis() - 5_000
                     let first = nextSeq[mode]!
                     // As the dealer's store logs them: made there (`originating_node`, which the
-                    // store fills in), with or without the decision.
+                    // store fills in), with or without the decision. Each customer with a few dialogues (four in a row, so different topics),
+                    // as a market's contacts spread: first-contact resolution re-judges a
+                    // customer's dialogues on a topic, and the local rounds' few thousand
+                    // customers cycled over this many would pile dozens on each.
                     let changes = plain.enumerated().map { i, write in
-                        Change(origin: "de-berlin", originSeq: first + Int64(i),
-                               hlc: HLCTimestamp(wallMillis: start + UInt64(i / 1_000), counter: UInt16(i % 1_000)),
-                               table: "interactions", recordID: write.id, op: .upsert,
-                               fields: mode == .on ? decided[i % decided.count] : write.fields.merging(["originating_node": "de-berlin"]) { a, _ in a })
+                        var fields = mode == .on ? decided[i % decided.count] : write.fields.merging(["originating_node": "de-berlin"]) { a, _ in a }
+                        fields["customer_id"] = .string("hub-r\(round)-cust-\(i / 4)")
+                        return Change(origin: "de-berlin", originSeq: first + Int64(i),
+                                      hlc: HLCTimestamp(wallMillis: start + UInt64(i / 1_000), counter: UInt16(i % 1_000)),
+                                      table: "interactions", recordID: write.id, op: .upsert, fields: fields)
                     }
                     nextSeq[mode]! += Int64(changes.count)
                     let bodies = try stride(from: 0, to: changes.count, by: hubBatch).map { chunk in
