@@ -1,0 +1,201 @@
+// Reading the change log: what goes upward to the parent (`upstreamBatch` and its
+// backlog), the feed a node with a scope pulls (`feed`, `encodedFeed`: candidates by route,
+// snapshots owed on route entry, the caller's own changes left out), counts and the head,
+// and how log entries are read back (`fetchLogged`) and their trail written (`encodeTrail`).
+
+import Foundation
+import GRDB
+import TiersyncCore
+
+extension NodeStore {
+    /// Changes to send upward: everything not received from the parent, after `seq`.
+    public func upstreamBatch(after seq: Int64, limit: Int) throws -> [LoggedChange] {
+        try writer.read { db in
+            try Self.fetchLogged(db, sql: """
+                SELECT \(Self.loggedColumns) FROM ts_changes WHERE seq > ? AND source != 'parent' ORDER BY seq LIMIT ?
+                """, arguments: [seq, limit])
+        }
+    }
+
+    /// How many changes wait to go upward after `seq`.
+    public func upstreamBacklog(after seq: Int64) throws -> Int {
+        try writer.read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_changes WHERE seq > ? AND source != 'parent'", arguments: [seq]) ?? 0
+        }
+    }
+
+    /// The newest log position of a change that goes upward (0 when none).
+    public func lastUpstreamSeq() throws -> Int64 {
+        try writer.read { db in
+            try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes WHERE source != 'parent'") ?? 0
+        }
+    }
+
+    /// One page of the change feed for a node with `scope`, after `cursor`, leaving out
+    /// changes received from `excluding` (it has them: its own, and those it relayed).
+    public func feed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) async throws -> PullResponse {
+        try await writer.readReleasingConnection { db in
+            let page = try Self.feedPage(db, after: cursor, scope: scope, limit: limit)
+            var entries: [LoggedChange] = []
+            try Self.forEachChunk(of: page.deliver, excluding: excluding) { sql, arguments in
+                entries += try Self.fetchLogged(db, sql: "SELECT \(Self.loggedColumns) " + sql, arguments: arguments)
+            }
+            return PullResponse(changes: entries.map(\.change), nextCursor: page.next, more: page.more, head: page.head)
+        }
+    }
+
+    /// The same page as ``feed(after:scope:excluding:limit:)``, already written as the
+    /// wire's JSON (``WireEncoding/pullResponse(_:)``, byte for byte): the log keeps each
+    /// change's fields, prior versions and trail as canonical JSON, which is copied into
+    /// the page instead of being parsed and written again. A hub serves pulls this way.
+    public func encodedFeed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) async throws -> EncodedPullPage {
+        try await writer.readReleasingConnection { db in
+            let page = try Self.feedPage(db, after: cursor, scope: scope, limit: limit)
+            var out = "{\"changes\":["
+            var count = 0
+            try Self.forEachChunk(of: page.deliver, excluding: excluding) { sql, arguments in
+                let rows = try Row.fetchCursor(db, sql: "SELECT origin, origin_seq, hlc, tbl, record_id, op, fields, prior, trail " + sql,
+                                               arguments: arguments)
+                while let row = try rows.next() {
+                    if count > 0 { out += "," }
+                    WireEncoding.storedChange(origin: row[0], seq: row[1], hlc: UInt64(bitPattern: row[2] as Int64), table: row[3],
+                                              id: row[4], op: row[5], fields: row[6], prior: row[7], trail: row[8], into: &out)
+                    count += 1
+                }
+            }
+            out += "],\"nextCursor\":\(page.next),\"more\":\(page.more ? "true" : "false"),\"head\":\(page.head)}"
+            return EncodedPullPage(count: count, nextCursor: page.next, more: page.more, head: page.head, json: Array(out.utf8))
+        }
+    }
+
+    /// Which log positions a feed page covers: candidates first (the scope's changes after
+    /// the cursor, up to `limit`); `more` and the next cursor follow the candidates, so
+    /// leaving out the caller's own changes afterwards skips nothing. `deliver` adds the
+    /// snapshots the candidates owe (``routeEntrySnapshots(_:after:through:scope:)``), in log order.
+    private static func feedPage(_ db: Database, after cursor: Int64, scope: Scope, limit: Int) throws
+        -> (deliver: [Int64], next: Int64, more: Bool, head: Int64) {
+        let page = try feedCandidates(db, after: cursor, scope: scope, limit: limit)
+        guard let last = page.deliver.last else { return page }
+        let snapshots = try routeEntrySnapshots(db, after: cursor, through: last, scope: scope)
+        guard !snapshots.isEmpty else { return page }
+        return (Array(snapshots.union(page.deliver)).sorted(), page.next, page.more, page.head)
+    }
+
+    /// The snapshot on route entry: for each change in `(cursor, through]` that routed a
+    /// record to a node of `scope` that did not have it (no node of the scope was on its
+    /// route before), the log positions of that record's earlier changes. The receiver
+    /// de-duplicates them by identity, so it ends with every field of the record, not only
+    /// those written since. One indexed query per page, then one per record entering the
+    /// scope (`ts_changes_record`); nothing per ordinary change. The root (every record)
+    /// never needs one.
+    private static func routeEntrySnapshots(_ db: Database, after cursor: Int64, through last: Int64, scope: Scope) throws -> Set<Int64> {
+        guard let nodes = scope.nodes, !nodes.isEmpty else { return [] }
+        var args: [any DatabaseValueConvertible] = nodes.map(\.rawValue)
+        args += [cursor, last]
+        let entries = try Row.fetchAll(db, sql: """
+            SELECT DISTINCT seq, tbl, record_id, route_before FROM ts_route_entries
+            WHERE node IN (\(databaseQuestionMarks(count: nodes.count))) AND seq > ? AND seq <= ?
+            """, arguments: StatementArguments(args))
+        var seqs: Set<Int64> = []
+        for entry in entries where !scope.contains(route: parseRoute(entry[3])) {
+            seqs.formUnion(try Int64.fetchAll(db.cachedStatement(sql: "SELECT seq FROM ts_changes WHERE tbl = ? AND record_id = ? AND seq < ?"),
+                                              arguments: [entry[1] as String, entry[2] as String, entry[0] as Int64]))
+        }
+        return seqs
+    }
+
+    private static func feedCandidates(_ db: Database, after cursor: Int64, scope: Scope, limit: Int) throws
+        -> (deliver: [Int64], next: Int64, more: Bool, head: Int64) {
+        let head = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes") ?? 0
+        let candidates: [Int64]
+        switch scope.nodes {
+        case nil:
+            candidates = try Int64.fetchAll(db, sql: "SELECT seq FROM ts_changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                                            arguments: [cursor, limit])
+        case let nodes? where nodes.count == 1:
+            // One node (a dealer): walk its route index directly.
+            candidates = try Int64.fetchAll(db, sql: "SELECT seq FROM ts_change_routes WHERE node = ? AND seq > ? ORDER BY seq LIMIT ?",
+                                            arguments: [nodes.first!.rawValue, cursor, limit])
+        case let nodes?:
+            // A subtree: walk the log in order, testing membership by index.
+            var args: [any DatabaseValueConvertible] = [cursor]
+            args += nodes.map(\.rawValue)
+            args.append(limit)
+            candidates = try Int64.fetchAll(db, sql: """
+                SELECT seq FROM ts_changes c WHERE seq > ?
+                  AND EXISTS (SELECT 1 FROM ts_change_routes r WHERE r.seq = c.seq AND r.node IN (\(databaseQuestionMarks(count: nodes.count))))
+                ORDER BY seq LIMIT ?
+                """, arguments: StatementArguments(args))
+        }
+        let more = candidates.count == limit
+        return (candidates, more ? candidates.last! : max(cursor, head), more, head)
+    }
+
+    /// The `FROM … WHERE … ORDER BY` of reading the candidate rows, in chunks of bound
+    /// parameters, without the changes received from `excluding`.
+    private static func forEachChunk(of candidates: [Int64], excluding: NodeID?,
+                                     _ body: (String, StatementArguments) throws -> Void) throws {
+        let exclusion = excluding == nil ? "" : " AND (received_from IS NULL OR received_from != ?)"
+        for start in stride(from: 0, to: candidates.count, by: 500) {
+            let chunk = candidates[start..<min(start + 500, candidates.count)]
+            var args: [any DatabaseValueConvertible] = Array(chunk)
+            if let excluding { args.append(excluding.rawValue) }
+            try body("FROM ts_changes WHERE seq IN (\(databaseQuestionMarks(count: chunk.count)))\(exclusion) ORDER BY seq",
+                     StatementArguments(args))
+        }
+    }
+
+    /// How many logged changes each origin node made (what this node holds of each).
+    public func changeCountsByOrigin() throws -> [NodeID: Int] {
+        try writer.read { db in
+            Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT origin, COUNT(*) AS n FROM ts_changes GROUP BY origin").map {
+                (NodeID(unchecked: $0["origin"]), $0["n"] as Int)
+            })
+        }
+    }
+
+    /// The highest log position (0 for an empty log).
+    public func headSeq() throws -> Int64 {
+        try writer.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes") ?? 0 }
+    }
+
+    /// The change-log columns ``fetchLogged(_:sql:arguments:)`` reads, in the order it
+    /// reads them (by position: looking a column up by name lowercases the name each time,
+    /// which was 3.5 % of a bootstrap).
+    static let loggedColumns = loggedColumns(of: nil)
+
+    static func loggedColumns(of alias: String?) -> String {
+        ["seq", "origin", "origin_seq", "hlc", "tbl", "record_id", "op", "fields", "prior", "source", "received_from", "received_at", "trail"]
+            .map { column in alias.map { "\($0).\(column)" } ?? column }.joined(separator: ", ")
+    }
+
+    /// Log entries selected as ``loggedColumns``.
+    static func fetchLogged(_ db: Database, sql: String, arguments: StatementArguments) throws -> [LoggedChange] {
+        var entries: [LoggedChange] = []
+        let rows = try Row.fetchCursor(db, sql: sql, arguments: arguments)
+        while let row = try rows.next() {
+            let seq: Int64 = row[0]
+            guard let fields = CanonicalJSON.parseFields(row[7]) else {
+                throw StoreError.invalidArgument("corrupt fields in change log entry \(seq)")
+            }
+            let prior = (row[8] as String?).flatMap(CanonicalJSON.parseVersions) ?? [:]
+            let trail = try (row[12] as String?).map { text in
+                try WireDecoding.trail(text) ?? JSONDecoder().decode([Hop].self, from: Data(text.utf8))
+            } ?? []
+            let change = Change(origin: NodeID(unchecked: row[1]), originSeq: row[2],
+                                hlc: HLCTimestamp(rawValue: UInt64(bitPattern: row[3] as Int64)),
+                                table: row[4], recordID: row[5],
+                                op: Change.Operation(rawValue: row[6]) ?? .upsert, fields: fields, prior: prior, trail: trail)
+            entries.append(LoggedChange(seq: seq, change: change, source: ChangeSource(rawValue: row[9]) ?? .local,
+                                        receivedFrom: (row[10] as String?).map(NodeID.init(unchecked:)),
+                                        receivedAtMillis: UInt64(row[11] as Int64)))
+        }
+        return entries
+    }
+
+    static func encodeTrail(_ trail: [Hop]) -> String? {
+        guard !trail.isEmpty else { return nil }
+        // The wire's form exactly (`WireEncoding`): a feed page copies it as it is.
+        return "[" + trail.map { "{\"node\":" + FieldValue.quote($0.node.rawValue) + ",\"at\":\($0.atMillis)}" }.joined(separator: ",") + "]"
+    }
+}

@@ -1,0 +1,121 @@
+// Received changes: `applyIncoming` and its two halves, `prepareIncoming` (validation,
+// encoding and the merge of records new here, outside the write transaction) and
+// `apply(_:cursor:)` (deduplication by identity, the gate, quarantine of refusals, the
+// merge into stored records and the cursor, in one transaction); what a change's identity
+// says about it here (`Known`).
+
+import GRDB
+import TiersyncCore
+
+extension NodeStore {
+    /// Applies changes received from `sender` in one transaction: each is applied once
+    /// (by origin and sequence), or quarantined with its reason; none blocks another.
+    /// `cursor`, when given, is stored in the same transaction, so a crash can never
+    /// separate "applied" from "remembered as applied".
+    public func applyIncoming(_ changes: [Change], from sender: NodeID, source: ChangeSource,
+                              checkSkew: Bool, gate: ChangeGate? = nil, cursor: (name: String, value: Int64)? = nil,
+                              wallMillis: UInt64 = WallClock.nowMillis()) async throws -> IncomingReport {
+        let batch = try await prepareIncoming(changes, from: sender, source: source, checkSkew: checkSkew, gate: gate, wallMillis: wallMillis)
+        return try await apply(batch, cursor: cursor)
+    }
+
+    /// The first half of ``applyIncoming(_:from:source:checkSkew:gate:cursor:wallMillis:)``:
+    /// validation, encoding and the merge of records new here, which need no store and run
+    /// on the caller's core, outside the (serialized) write transaction. A catch-up
+    /// prepares the next page while the current one is written.
+    public func prepareIncoming(_ changes: [Change], from sender: NodeID, source: ChangeSource,
+                                checkSkew: Bool, gate: ChangeGate? = nil,
+                                wallMillis: UInt64 = WallClock.nowMillis()) async throws -> IncomingBatchPlan {
+        let me = try await receiverNode()
+        return IncomingBatchPlan(changes: changes, sender: sender, source: source, gate: gate, wallMillis: wallMillis,
+                                 prepared: PreparedChange.prepare(changes, schema: schema, clock: clock, receiver: me, sender: sender,
+                                                                  checkSkew: checkSkew, gate: gate, wallMillis: wallMillis))
+    }
+
+    /// The second half: applies a prepared batch in one transaction, storing `cursor` with it.
+    public func apply(_ plan: IncomingBatchPlan, cursor: (name: String, value: Int64)? = nil) async throws -> IncomingReport {
+        let (changes, prepared, sender, source, gate, wallMillis) = (plan.changes, plan.prepared, plan.sender, plan.source, plan.gate, plan.wallMillis)
+        // Kept alive past the transaction so freeing it happens here, not on the writer.
+        defer { withExtendedLifetime(plan) {} }
+        return try await writer.write { db in
+            var report = IncomingReport()
+            var last = try Self.lastHLC(db)
+            var statements = LogStatements(db)
+            var batch = try IncomingBatch(db, changes: changes, schema: self.schema)
+            func refuse(_ change: Change, _ rejection: ChangeRejection) throws {
+                try self.quarantine(db, change, rejection, from: sender, nowMillis: wallMillis)
+                batch.quarantined()
+                report.rejected.append(RejectedChange(change: change, rejection: rejection))
+            }
+            for (change, ready) in zip(changes, prepared) {
+                switch try batch.known(db, change) {
+                case .new:
+                    break
+                case .skewFenced(let refusedAt):
+                    if change.hlc.wallMillis > refusedAt {
+                        try refuse(change, ChangeRejection(.clockSkew, "change \(change.origin)#\(change.originSeq) to \(change.table)/\(change.recordID) was refused for clock skew before; re-stamp it to no later than \(refusedAt) (the receiver's clock then) and send it again",
+                                                           restampAtMillis: refusedAt))
+                        continue
+                    }
+                case .duplicate:
+                    report.duplicates += 1
+                    continue
+                case .reused:
+                    try refuse(change, ChangeRejection(.identityReused, "change \(change.origin)#\(change.originSeq) reuses a sequence number of a different earlier change from that node; its database was probably restored or rebuilt: re-enroll the node"))
+                    continue
+                }
+                let valid: Change
+                switch ready.verdict {
+                case .failure(let rejection):
+                    try refuse(change, rejection)
+                    continue
+                case .success(let v): valid = v
+                }
+                let table = ready.table!
+                let stored: StoredRecord?
+                let merged: Merged
+                let row: EncodedRecord?
+                if let fresh = ready.fresh, !batch.mayExist(table: valid.table, id: valid.recordID) {
+                    // Nothing stored for the record: the prepared merge is the merge.
+                    if let refusal = fresh.refusal { try refuse(change, refusal); continue }
+                    (stored, merged, row) = (nil, fresh.merged, fresh.row)
+                } else {
+                    stored = try self.load(db, table: table, id: valid.recordID)
+                    // Merged once: the gate judges the result, and the same result is written.
+                    merged = Self.merge(valid, into: stored, table: table)
+                    if let gate, let refusal = gate(GateContext(change: valid, sender: sender, routeBefore: stored?.route, routeAfter: merged.route)) {
+                        try refuse(change, refusal)
+                        continue
+                    }
+                    row = nil
+                }
+                let outcome = try self.apply(db, &statements, valid, log: ready.log!, table: table, stored: stored, merged: merged, row: row,
+                                             source: source, from: sender, nowMillis: wallMillis)
+                batch.applied(valid)
+                // Refused earlier for its context, accepted now: no longer quarantined.
+                if !batch.quarantineEmpty {
+                    try db.cachedStatement(sql: "DELETE FROM ts_quarantine WHERE origin = ? AND origin_seq = ?")
+                        .execute(arguments: [valid.origin.rawValue, valid.originSeq])
+                }
+                report.applied += 1
+                report.conflicts += outcome.conflicts.count
+                // Never adopt a time far in the future, even from a trusted parent: the
+                // node would stamp its own writes there and have them refused.
+                if valid.hlc.wallMillis <= wallMillis + self.clock.maxSkewMillis { last = max(last, valid.hlc) }
+            }
+            try Self.setMeta(db, "hlc", String(last.rawValue))
+            if let cursor { try Self.setCursor(db, cursor.name, cursor.value) }
+            return report
+        }
+    }
+
+    /// True when this change was applied here already, or refused for a reason that lies
+    /// in the change itself (schema errors): those answers never change. A change refused
+    /// for its context (out of scope, clock skew) is judged again on every delivery, so a
+    /// later valid delivery (through a new parent, after a clock fix) is not lost.
+    ///
+    /// `skewFenced`: refused for clock skew at `refusedAtMillis` when its origin sent it.
+    /// It is new, but accepted only once re-stamped to no later than that time: with its
+    /// old stamp it would win over every write accepted since.
+    enum Known { case new, duplicate, reused, skewFenced(refusedAtMillis: UInt64) }
+}

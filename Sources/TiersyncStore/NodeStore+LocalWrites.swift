@@ -1,0 +1,67 @@
+// Local writes: the write policy every local write passes through (``LocalWritePolicy``)
+// and `commit`, which stamps each write with the hybrid clock and the node's next sequence
+// number, merges it into its record and logs it, all in one transaction.
+
+import GRDB
+import TiersyncCore
+
+extension NodeStore {
+    /// The rule local writes pass through before they are stamped (``LocalWritePolicy``):
+    /// nil writes them as given. Setting it affects the commits that start afterwards.
+    public var writePolicy: (any LocalWritePolicy)? {
+        get { policy.withLock { $0 } }
+        set { policy.withLock { $0 = newValue } }
+    }
+
+    /// Commits local writes atomically, each with its change-log entry, and returns the
+    /// changes made. Throws ``StoreError/rejected(_:)`` for a write the schema refuses;
+    /// then nothing of the batch is written.
+    @discardableResult
+    public func commit(_ writes: [RecordWrite], wallMillis: UInt64 = WallClock.nowMillis()) throws -> [Change] {
+        try writer.write { db in
+            guard let me = try Self.identity(db) else { throw StoreError.notEnrolled(path: path) }
+            var last = try Self.lastHLC(db)
+            var nextSeq = max(try Self.seqFloor(db), try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?", arguments: [me.node.rawValue]) ?? 0)
+            var made: [Change] = []
+            var statements = LogStatements(db)
+            let policy = self.writePolicy
+            let reads = CommitReads()
+            for requested in writes {
+                guard let table = schema.table(requested.table) else {
+                    throw StoreError.rejected(.init(.unknownTable, "unknown table '\(requested.table)' (known: \(schema.tables.map(\.name).joined(separator: ", ")))"))
+                }
+                let stored = try load(db, table: table, id: requested.id)
+                var write = requested
+                if let policy {
+                    write = try policy.amend(requested, in: LocalWriteContext(identity: me, wallMillis: wallMillis, stored: stored,
+                                                                              storePath: path, db: db, store: self, reads: reads))
+                    guard write.table == requested.table, write.id == requested.id, write.op == requested.op else {
+                        throw StoreError.invalidArgument("the store's write policy changed which record \(requested.table)/\(requested.id) a write is for")
+                    }
+                }
+                var fields = write.fields
+                if write.op == .upsert, stored?.state.isLive != true, let first = table.routeFields.first, fields[first] == nil {
+                    // The first route field names where a record was made or who owns it
+                    // (originating node, source node, owning dealer): by default, the writer.
+                    fields[first] = .string(me.node.rawValue)
+                }
+                last = clock.tick(last: last, wallMillis: wallMillis)
+                nextSeq += 1
+                var prior: [String: FieldVersion] = [:]
+                for name in fields.keys { prior[name] = stored?.state.versions[name] }
+                let change = Change(origin: me.node, originSeq: nextSeq, hlc: last, table: write.table, recordID: write.id,
+                                    op: write.op, fields: fields, prior: prior)
+                switch schema.validate(change) {
+                case .failure(let rejection): throw StoreError.rejected(rejection)
+                case .success(let valid):
+                    let merged = Self.merge(valid, into: stored, table: table)
+                    _ = try apply(db, &statements, valid, log: EncodedLogEntry(valid, trail: valid.trail), table: table, stored: stored,
+                                  merged: merged, source: .local, from: nil, nowMillis: wallMillis)
+                    made.append(valid)
+                }
+            }
+            try Self.setMeta(db, "hlc", String(last.rawValue))
+            return made
+        }
+    }
+}

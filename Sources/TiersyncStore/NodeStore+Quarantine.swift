@@ -1,0 +1,37 @@
+// Quarantine (`ts_quarantine`): received changes refused with their reason, listed for
+// the operator, and the write that keeps one (a clock-skew refusal keeps its first time).
+
+import Foundation
+import GRDB
+import TiersyncCore
+
+extension NodeStore {
+    public func quarantined(limit: Int = 1000) throws -> [QuarantinedChange] {
+        try writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM ts_quarantine ORDER BY id LIMIT ?", arguments: [limit]).map { row in
+                QuarantinedChange(id: row["id"], origin: NodeID(unchecked: row["origin"]), originSeq: row["origin_seq"],
+                                  receivedFrom: NodeID(unchecked: row["received_from"]),
+                                  receivedAtMillis: UInt64(row["received_at"] as Int64), code: row["code"],
+                                  reason: row["reason"], change: row["change"])
+            }
+        }
+    }
+
+    func quarantine(_ db: Database, _ change: Change, _ rejection: ChangeRejection, from sender: NodeID, nowMillis: UInt64) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json = (try? String(decoding: encoder.encode(change), as: UTF8.self)) ?? "{}"
+        // A change refused for clock skew again keeps its first refusal time: the origin
+        // re-stamps it to that time, so writes accepted since win over it.
+        try db.execute(sql: """
+            INSERT INTO ts_quarantine (origin, origin_seq, received_from, received_at, code, reason, change)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (origin, origin_seq) DO UPDATE SET received_from = excluded.received_from,
+                received_at = CASE WHEN code = '\(ChangeRejection.Code.clockSkew.rawValue)' AND excluded.code = '\(ChangeRejection.Code.clockSkew.rawValue)'
+                                   THEN MIN(received_at, excluded.received_at)
+                                   ELSE excluded.received_at END,
+                code = excluded.code, reason = excluded.reason, change = excluded.change
+            """, arguments: [change.origin.rawValue, change.originSeq, sender.rawValue, Int64(nowMillis),
+                             rejection.code.rawValue, rejection.message, json])
+    }
+}

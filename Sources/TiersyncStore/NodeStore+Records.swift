@@ -1,0 +1,214 @@
+// Applying a change to its record, shared by local writes, received changes and rebuilds:
+// the merge (`Merged`) and the record's route, the statements a transaction reuses
+// (`LogStatements`), loading a record's state from its domain row or tombstone and saving
+// it back, reading a row's values by position, and appending the change to the log with
+// its conflicts, routes and route entries.
+
+import GRDB
+import TiersyncCore
+
+extension NodeStore {
+    /// A record after a change, with what the change did and where the record is routed.
+    struct Merged: Sendable {
+        var state: RecordState
+        var outcome: ApplyOutcome
+        var route: Set<NodeID>
+    }
+
+    static func merge(_ change: Change, into stored: StoredRecord?, table: TableSchema) -> Merged {
+        var state = stored?.state ?? RecordState()
+        let outcome = state.apply(change)
+        return Merged(state: state, outcome: outcome, route: route(of: state, table: table, previous: stored?.route))
+    }
+
+    /// The statements every applied change runs, looked up once per transaction (looking
+    /// them up by SQL text hashes that text every time).
+    struct LogStatements {
+        let db: Database
+        /// By a short key: "#" and the statement's role, or a domain table's name (which
+        /// never starts with "#") for its upsert.
+        private var cache: [String: Statement] = [:]
+        /// The KPI counting of the transaction, once loaded (`.some(nil)`: none adopted).
+        var kpi: KPICounting??
+
+        init(_ db: Database) { self.db = db }
+
+        mutating func statement(_ key: String, _ sql: @autoclosure () -> String) throws -> Statement {
+            if let s = cache[key] { return s }
+            let s = try db.cachedStatement(sql: sql())
+            cache[key] = s
+            return s
+        }
+    }
+
+    /// Applies a valid change to its record and logs it. The caller runs the transaction.
+    func apply(_ db: Database, _ statements: inout LogStatements, _ change: Change, log: EncodedLogEntry,
+                       table: TableSchema, stored: StoredRecord?, merged: Merged, row: EncodedRecord? = nil,
+                       source: ChangeSource, from sender: NodeID?, nowMillis: UInt64) throws -> ApplyOutcome {
+        let (outcome, route) = (merged.outcome, merged.route)
+        if outcome.changedAnything || stored == nil {
+            // Encoded here unless prepared: a change that alters nothing writes no row.
+            try save(db, &statements, table: table, id: change.recordID,
+                     row: row ?? EncodedRecord(merged.state, route: route, table: table), replacing: stored)
+            try countKPIs(db, &statements, table: table, id: change.recordID, before: stored, after: merged.state)
+        }
+        for c in outcome.conflicts {
+            try db.cachedStatement(sql: """
+                INSERT OR IGNORE INTO ts_conflicts (tbl, record_id, field, winner_value, winner_version, loser_value, loser_version, detected_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """).execute(arguments: [table.name, change.recordID, c.field, c.winner.canonical, c.winnerVersion.description,
+                                         c.loser.canonical, c.loserVersion.description, Int64(nowMillis)])
+        }
+        try DirectBinding.execute(db, statements.statement("#log", """
+            INSERT INTO ts_changes (origin, origin_seq, hlc, tbl, record_id, op, fields, prior, source, received_from, received_at, trail)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)) { b in
+            b.text(change.origin.rawValue)
+            b.integer(change.originSeq)
+            b.integer(Int64(bitPattern: change.hlc.rawValue))
+            b.text(change.table)
+            b.text(change.recordID)
+            b.text(change.op.rawValue)
+            b.text(log.fields)
+            b.text(log.prior)
+            b.text(source.rawValue)
+            b.text(sender?.rawValue)
+            b.integer(Int64(nowMillis))
+            b.text(log.trail)
+        }
+        let seq = db.lastInsertedRowID
+        // The change reaches the nodes the record was routed to and those it is routed to
+        // now: a record moving away is seen leaving.
+        let routeStatement = try statements.statement("#route", "INSERT OR IGNORE INTO ts_change_routes (node, seq) VALUES (?, ?)")
+        let reached = stored.map { route.union($0.route) } ?? route
+        for node in reached {
+            try DirectBinding.execute(db, routeStatement) { b in
+                b.text(node.rawValue)
+                b.integer(seq)
+            }
+        }
+        // A record held here newly routed to a node: that node (and a subtree it is in
+        // that did not have the record) is owed the record's earlier changes, which its
+        // feed delivers with this one. Rare (a re-route), so the common path pays only
+        // the set difference.
+        if let stored, !route.isSubset(of: stored.route) {
+            let entry = try statements.statement("#route-entry", """
+                INSERT OR IGNORE INTO ts_route_entries (node, seq, tbl, record_id, route_before) VALUES (?, ?, ?, ?, ?)
+                """)
+            let before = stored.route.map(\.rawValue).sorted().joined(separator: ",")
+            for node in route.subtracting(stored.route) {
+                try DirectBinding.execute(db, entry) { b in
+                    b.text(node.rawValue)
+                    b.integer(seq)
+                    b.text(change.table)
+                    b.text(change.recordID)
+                    b.text(before)
+                }
+            }
+        }
+        return outcome
+    }
+
+    /// A live record is routed by its route fields; a deleted one keeps its last route, so
+    /// the delete (and anything after it) reaches the nodes that held it.
+    static func route(of state: RecordState, table: TableSchema, previous: Set<NodeID>?) -> Set<NodeID> {
+        if state.isLive {
+            let route = table.route(of: state.liveValues)
+            return route.isEmpty ? previous ?? [] : route
+        }
+        return previous ?? []
+    }
+
+    /// A record's stored state: from its domain row when live, else from its tombstone.
+    func load(_ db: Database, table: TableSchema, id: String) throws -> StoredRecord? {
+        let versionsText: String, tombstoneText: String?, routeText: String?
+        var values: [String: FieldValue] = [:]
+        let sql = tableSQL[table.name]!
+        if let row = try Row.fetchOne(db.cachedStatement(sql: sql.select), arguments: [id]) {
+            // A row without versions was written around the store (plain SQL): the engine
+            // holds no state for it, and the next change to the record replaces it.
+            guard let text: String = row[sql.versionsIndex] else { return nil }
+            values = Self.values(of: row, table: table)
+            (versionsText, tombstoneText, routeText) = (text, row[sql.tombstoneIndex], row[sql.routeIndex])
+        } else if let dead = try Row.fetchOne(db.cachedStatement(sql: "SELECT versions, tombstone, route FROM ts_tombstones WHERE tbl = ? AND id = ?"),
+                                              arguments: [table.name, id]) {
+            (versionsText, tombstoneText, routeText) = (dead[0], dead[1], dead[2])
+        } else {
+            return nil
+        }
+        guard let versions = CanonicalJSON.parseStoredVersions(versionsText) else {
+            throw StoreError.invalidArgument("corrupt field versions for \(table.name)/\(id)")
+        }
+        for field in versions.keys where values[field] == nil { values[field] = .null }
+        return StoredRecord(table: table.name, id: id,
+                            state: RecordState(values: values.filter { versions[$0.key] != nil }, versions: versions,
+                                               tombstone: tombstoneText.flatMap(FieldVersion.init(parsing:))),
+                            route: Self.parseRoute(routeText))
+    }
+
+    /// Writes a record's new state over `previous`: a live record is its domain row (with
+    /// its versions, tombstone and route in the row's `ts_` columns); a deleted one has no
+    /// domain row, only a `ts_tombstones` entry.
+    func save(_ db: Database, _ statements: inout LogStatements, table: TableSchema, id: String, row: EncodedRecord,
+                      replacing previous: StoredRecord?) throws {
+        let sql = tableSQL[table.name]!
+        let wasLive = previous?.state.isLive ?? false
+        if row.live {
+            try DirectBinding.execute(db, statements.statement(table.name, sql.upsert)) { b in
+                b.text(id)
+                for value in row.columns { b.field(value) }
+                b.text(row.versions)
+                b.text(row.tombstone)
+                b.text(row.route)
+            }
+            if previous != nil, !wasLive {
+                try db.cachedStatement(sql: "DELETE FROM ts_tombstones WHERE tbl = ? AND id = ?").execute(arguments: [table.name, id])
+            }
+        } else {
+            if wasLive { try db.cachedStatement(sql: sql.delete).execute(arguments: [id]) }
+            try db.cachedStatement(sql: """
+                INSERT OR REPLACE INTO ts_tombstones (tbl, id, versions, tombstone, route) VALUES (?, ?, ?, ?, ?)
+                """).execute(arguments: [table.name, id, row.versions, row.tombstone, row.route])
+        }
+    }
+
+    /// A domain row's field values, from a row selected as ``TableSQL/columns`` (`id`,
+    /// then the fields in schema order, then the engine columns): read by position.
+    static func values(of row: Row, table: TableSchema) -> [String: FieldValue] {
+        var values: [String: FieldValue] = [:]
+        values.reserveCapacity(table.fields.count)
+        for (i, field) in table.fields.enumerated() {
+            let stored: DatabaseValue = row[i + 1]
+            values[field.name] = fieldValue(stored, type: field.type)
+        }
+        return values
+    }
+
+    /// A column's value in its field's type. (Written as one flat switch: Swift 6.3.1's
+    /// optimizer crashed on a version built from `fromDatabaseValue` calls.)
+    static func fieldValue(_ value: DatabaseValue, type: FieldType) -> FieldValue {
+        switch value.storage {
+        case .null:
+            return .null
+        case .int64(let i):
+            switch type {
+            case .bool: return .bool(i != 0)
+            case .double: return .double(Double(i))
+            case .int: return .int(i)
+            default: return .string(String(i))
+            }
+        case .double(let d):
+            if case .int = type { return .int(Int64(d)) }
+            return .double(d)
+        case .string(let s):
+            return .string(s)
+        case .blob(let data):
+            return .string(String(decoding: data, as: UTF8.self))
+        }
+    }
+
+    static func parseRoute(_ s: String?) -> Set<NodeID> {
+        guard let s, !s.isEmpty else { return [] }
+        return Set(s.split(separator: ",").map { NodeID(unchecked: String($0)) })
+    }
+}
