@@ -38,9 +38,12 @@ let package = Package(
         // interaction and lead, per node and day; roll-ups; the KPI table. The store keeps
         // its accumulators with it, in the transaction of every write, so it depends on Core only.
         .target(name: "TiersyncKPI", dependencies: ["TiersyncCore"]),
-        // SQLite storage (GRDB): node stores, hub catalog, per-tenant databases.
+        // The storage seam (no I/O): what server, agent and country node need of a store, as
+        // protocols, and the values they exchange. Engines implement it beside it.
+        .target(name: "TiersyncStorage", dependencies: ["TiersyncCore", "TiersyncKPI"]),
+        // SQLite storage (GRDB), the embedded engine: node stores, hub catalog, per-tenant databases.
         .target(name: "TiersyncStore", dependencies: [
-            "TiersyncCore", "TiersyncKPI",
+            "TiersyncCore", "TiersyncKPI", "TiersyncStorage",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "GRDBSQLite", package: "GRDB.swift"),
             .product(name: "Crypto", package: "swift-crypto"),
@@ -74,6 +77,7 @@ let package = Package(
         ]),
         // The hub: Hummingbird routes over TLS, authentication, tenant/scope checks.
         .target(name: "TiersyncServer", dependencies: [
+            "TiersyncStorage",
             "TiersyncCore", "TiersyncKPI", "TiersyncStore", "TiersyncGovernance", "CZlib",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),

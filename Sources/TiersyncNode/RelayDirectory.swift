@@ -154,7 +154,7 @@ public final class RelayDirectory: NodeDirectory {
         try await mirror.directory(for: principal)
     }
 
-    public func store(for tenant: TenantID) throws -> NodeStore {
+    public func store(for tenant: TenantID) throws -> any HubTenantStore {
         try checkTenant(tenant)
         return store
     }

@@ -10,8 +10,8 @@ import TiersyncStore
 /// ancestors (its country's) and its own, every release-key rotation, and the overlay-key
 /// revocations of those countries.
 enum GovernanceBundles {
-    static func bundle(for node: NodeID, tree: NodeTree, store: NodeStore) throws -> GovernanceBundle {
-        let rolloutDoc = try store.latestGovernanceDocument(kind: SignedDocument.Kind.rollout.rawValue)
+    static func bundle(for node: NodeID, tree: NodeTree, store: any HubTenantStore) async throws -> GovernanceBundle {
+        let rolloutDoc = try await store.latestGovernanceDocument(ofKind: SignedDocument.Kind.rollout.rawValue)
         let subtree = Set(tree.subtree(of: node).map(\.rawValue))
         let ancestors = Set(tree.path(of: node).split(separator: "/").map(String.init)).subtracting([node.rawValue])
         var wanted: Set<Int> = []
@@ -23,12 +23,12 @@ enum GovernanceBundles {
                 if targets.contains(where: { subtree.contains($0) || ancestors.contains($0) }) { wanted.insert(stage.release) }
             }
         }
-        let releases = try store.governanceDocuments(kind: SignedDocument.Kind.release.rawValue, keys: wanted.sorted().map(String.init))
-        let overlays = try store.governanceDocuments(kind: SignedDocument.Kind.overlay.rawValue, keys: ancestors.sorted() + [node.rawValue])
+        let releases = try await store.governanceDocuments(ofKind: SignedDocument.Kind.release.rawValue, keys: wanted.sorted().map(String.init))
+        let overlays = try await store.governanceDocuments(ofKind: SignedDocument.Kind.overlay.rawValue, keys: ancestors.sorted() + [node.rawValue])
         // Every key rotation (a node follows them from whichever key it holds), and the
         // overlay-key revocations of the countries whose overlays the caller may receive.
-        let rotations = try store.governanceDocuments(kind: SignedDocument.Kind.keyRotation.rawValue)
-        let revocations = try store.governanceDocuments(kind: SignedDocument.Kind.overlayKeyRevocation.rawValue,
+        let rotations = try await store.governanceDocuments(ofKind: SignedDocument.Kind.keyRotation.rawValue, keys: nil)
+        let revocations = try await store.governanceDocuments(ofKind: SignedDocument.Kind.overlayKeyRevocation.rawValue,
                                                         keys: ancestors.sorted() + [node.rawValue])
         var hasher = SHA256()
         for d in [rolloutDoc].compactMap({ $0 }) + releases + overlays { hasher.update(data: Data(d.body.utf8)) }
@@ -46,8 +46,8 @@ enum GovernanceBundles {
 /// The rollout-status table: every node of a subtree with what it reports having applied
 /// (its `governance_status` record, synced upward like any record) and when it was last seen.
 public enum GovernanceStatusReport {
-    public static func rows(nodes: [NodeRecord], store: NodeStore) throws -> [RolloutStatusRow] {
-        let reports = Dictionary(try store.liveRecords(table: DomainSchema.governanceStatus.name).map { ($0.id, $0.values) },
+    public static func rows(nodes: [NodeRecord], store: any HubTenantStore) async throws -> [RolloutStatusRow] {
+        let reports = Dictionary(try await store.liveRecords(inTable: DomainSchema.governanceStatus.name).map { ($0.id, $0.values) },
                                  uniquingKeysWith: { a, _ in a })
         // Level by level, then by parent and node: depths computed once from the tree.
         let tree = NodeTree(parents: Dictionary(nodes.map { ($0.node, $0.parent) }, uniquingKeysWith: { a, _ in a }))
@@ -66,10 +66,10 @@ public enum GovernanceStatusReport {
             }
     }
 
-    public static func response(tenant: TenantID, nodes: [NodeRecord], store: NodeStore) throws -> RolloutStatusResponse {
-        let latest = try store.latestGovernanceDocument(kind: SignedDocument.Kind.rollout.rawValue)
+    public static func response(tenant: TenantID, nodes: [NodeRecord], store: any HubTenantStore) async throws -> RolloutStatusResponse {
+        let latest = try await store.latestGovernanceDocument(ofKind: SignedDocument.Kind.rollout.rawValue)
         let stages = latest.flatMap { SignedDocument(json: $0.body)?.unverifiedPayload(Rollout.self)?.summary }
-        return RolloutStatusResponse(tenant: tenant.rawValue, rollout: latest?.seq, stages: stages, nodes: try rows(nodes: nodes, store: store))
+        return RolloutStatusResponse(tenant: tenant.rawValue, rollout: latest?.seq, stages: stages, nodes: try await rows(nodes: nodes, store: store))
     }
 
     /// ISO 8601 times with or without fractional seconds, formatters made once per table.

@@ -14,32 +14,32 @@ public enum KPIViews {
     /// release ⊕ overlay it applied last. Cheap when nothing changed since the last call.
     /// Returns true when the store recounted.
     @discardableResult
-    public static func adopt(_ store: NodeStore, nowMillis: UInt64 = WallClock.nowMillis()) throws -> Bool {
-        guard let identity = try store.identity() else { return false }
-        guard identity.parent == nil else { return try store.adoptKPIsOfAppliedGovernance() }
-        let rollouts = try store.governanceDocuments(kind: SignedDocument.Kind.rollout.rawValue)
+    public static func adopt(_ store: any HubTenantStore, nowMillis: UInt64 = WallClock.nowMillis()) async throws -> Bool {
+        guard let identity = try await store.storeIdentity() else { return false }
+        guard identity.parent == nil else { return try await store.adoptKPIsOfAppliedGovernance() }
+        let rollouts = try await store.governanceDocuments(ofKind: SignedDocument.Kind.rollout.rawValue, keys: nil)
             .compactMap { SignedDocument(json: $0.body)?.unverifiedPayload(Rollout.self) }.sorted { $0.sequence > $1.sequence }
         var releases: [Int: Release] = [:]
-        for document in try store.governanceDocuments(kind: SignedDocument.Kind.release.rawValue) {
+        for document in try await store.governanceDocuments(ofKind: SignedDocument.Kind.release.rawValue, keys: nil) {
             if let release = SignedDocument(json: document.body)?.unverifiedPayload(Release.self) { releases[release.version] = release }
         }
         for rollout in rollouts {
             guard let version = rollout.release(for: identity.node.rawValue, ancestors: []), let release = releases[version],
                   release.effectiveFromMillis <= nowMillis else { continue }
             let source = "root:\(rollout.sequence):\(version)"
-            if try store.meta("kpi.source") == source { return false }
+            if try await store.setting("kpi.source") == source { return false }
             let catalog = try KPICatalog(effectiveConfigJSON: String(decoding: try JSONEncoder().encode(release.config), as: UTF8.self))
-            return try store.adoptKPIs(KPIAdoption(release: version, overlay: nil, catalog: catalog), source: source)
+            return try await store.adoptKPIs(KPIAdoption(release: version, overlay: nil, catalog: catalog), source: source)
         }
         return false
     }
 
     /// The KPI table of `viewer`'s subtree from `store` (HQ's tenant store, or a country's),
     /// with the nodes' paths taken from `tree`.
-    public static func response(store: NodeStore, viewer: NodeID, tree: NodeTree, period: KPIPeriodKind, byNode: Bool) throws -> KPIResponse {
-        try adopt(store)
+    public static func response(store: any HubTenantStore, viewer: NodeID, tree: NodeTree, period: KPIPeriodKind, byNode: Bool) async throws -> KPIResponse {
+        try await adopt(store)
         var paths: [String: [String]] = [:]
         for node in tree.parents.keys { paths[node.rawValue] = tree.path(of: node).split(separator: "/").map(String.init) }
-        return try store.kpiReport(period: period, byNode: byNode, viewer: viewer.rawValue, paths: paths)
+        return try await store.kpiReport(period: period, byNode: byNode, viewer: viewer.rawValue, paths: paths)
     }
 }

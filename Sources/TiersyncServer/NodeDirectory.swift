@@ -16,8 +16,8 @@ public protocol NodeDirectory: Sendable {
     func enroll(_ request: EnrollRequest) async throws -> EnrollResponse
     /// The subtree and credential digests below `principal` (HQ only).
     func directory(for principal: Principal) async throws -> DirectoryResponse
-    /// The change store holding `tenant`'s records on this hub.
-    func store(for tenant: TenantID) throws -> NodeStore
+    /// The change store holding `tenant`'s records on this hub, behind the storage seam.
+    func store(for tenant: TenantID) throws -> any HubTenantStore
     func openTenants() -> [TenantID]
     func touch(_ principal: Principal) async
     /// Whether this hub serves the authenticated `principal` itself: nil, or why not
@@ -82,7 +82,7 @@ public struct CatalogDirectory: NodeDirectory {
         try await stores.catalog.directory(for: principal)
     }
 
-    public func store(for tenant: TenantID) throws -> NodeStore {
+    public func store(for tenant: TenantID) throws -> any HubTenantStore {
         try stores.store(for: tenant)
     }
 

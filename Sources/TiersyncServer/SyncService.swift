@@ -64,7 +64,7 @@ struct SyncService: Sendable {
         // refused for skew is re-stamped by its origin to exactly this time.
         let now = WallClock.nowMillis()
         var report = try await store.applyIncoming(entitled, from: principal.node, source: .child, checkSkew: true,
-                                                   gate: Self.scopeGate(pusher: principal.node, scope: scope), wallMillis: now)
+                                                   gate: Self.scopeGate(pusher: principal.node, scope: scope), cursor: nil, wallMillis: now)
         if !foreign.isEmpty {
             // Listed in the batch's order, as the store lists its own refusals.
             let position = Dictionary(body.changes.enumerated().map { ("\($1.origin)#\($1.originSeq)", $0) }) { first, _ in first }
@@ -150,7 +150,7 @@ struct SyncService: Sendable {
         let deadline = ContinuousClock.now + .milliseconds(Int64(wait * 1000))
         while true {
             let generation = await governanceNotifier.generation(principal.tenant)
-            let bundle = try GovernanceBundles.bundle(for: principal.node, tree: try await directory.tree(of: principal.tenant), store: store)
+            let bundle = try await GovernanceBundles.bundle(for: principal.node, tree: try await directory.tree(of: principal.tenant), store: store)
             let remaining = deadline - ContinuousClock.now
             let closing = await governanceNotifier.isClosed
             if bundle.token != known || remaining <= .zero || Task.isCancelled || closing {
@@ -166,7 +166,7 @@ struct SyncService: Sendable {
         let tree = try await directory.tree(of: principal.tenant)
         let subtree = tree.subtree(of: principal.node)
         let nodes = try await directory.nodes(of: principal.tenant).filter { subtree.contains($0.node) }
-        return try codec.encode(try GovernanceStatusReport.response(tenant: principal.tenant, nodes: nodes,
+        return try codec.encode(try await GovernanceStatusReport.response(tenant: principal.tenant, nodes: nodes,
                                                                     store: try directory.store(for: principal.tenant)), for: request)
     }
 
@@ -182,7 +182,7 @@ struct SyncService: Sendable {
         guard by == nil || by == "node" else { throw APIError(.badRequest, "invalid_parameter", "'by' must be node or absent") }
         let tree = try await directory.tree(of: principal.tenant)
         let store = try directory.store(for: principal.tenant)
-        return try codec.encode(try KPIViews.response(store: store, viewer: principal.node, tree: tree, period: period, byNode: by == "node"),
+        return try codec.encode(try await KPIViews.response(store: store, viewer: principal.node, tree: tree, period: period, byNode: by == "node"),
                                 for: request)
     }
 

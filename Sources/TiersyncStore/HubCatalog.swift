@@ -4,77 +4,6 @@ import GRDB
 import Synchronization
 import TiersyncCore
 
-/// A node as the hub knows it.
-public struct NodeRecord: Sendable, Equatable, Codable {
-    public var tenant: TenantID
-    public var node: NodeID
-    public var parent: NodeID?
-    public var role: String
-    public var createdAtMillis: UInt64
-    public var lastSeenMillis: UInt64?
-    /// When the node was decommissioned (`admin decommission`): it keeps its place in the
-    /// tree and its data, but has no credentials and can never enroll again. Its `role`
-    /// then reads "dealer (decommissioned)", so every listing shows it.
-    public var decommissionedAtMillis: UInt64? = nil
-}
-
-/// A tenant's settings in the catalog.
-public struct TenantSettings: Sendable, Equatable {
-    public var tenant: TenantID
-    public var root: NodeID
-    public var levels: Int
-    /// Whether nodes below the root's children (dealers in a three-level tenant) may sync
-    /// with HQ directly instead of through their parent.
-    public var allowDirectSync: Bool
-    public var releaseKey: String?
-}
-
-/// What `revoke` / `decommission` took away from a node.
-public struct Revocation: Sendable, Equatable {
-    public var node: NodeID
-    /// Credentials revoked (a node holds one; re-enrollment revokes the earlier ones).
-    public var credentials: Int
-    /// Unused enrollment tokens deleted.
-    public var tokens: Int
-    /// Set by `decommission`.
-    public var decommissionedAtMillis: UInt64?
-}
-
-/// Why a decommissioned node could not enroll (answered 409 `decommissioned`).
-public struct NodeDecommissioned: Error, Sendable, Equatable, CustomStringConvertible {
-    public var node: NodeID
-    public var description: String {
-        "node '\(node)' was decommissioned and cannot enroll again; give a new node a new identifier"
-    }
-}
-
-/// An authenticated caller.
-public struct Principal: Sendable, Equatable {
-    public var tenant: TenantID
-    public var node: NodeID
-
-    public init(tenant: TenantID, node: NodeID) {
-        self.tenant = tenant
-        self.node = node
-    }
-}
-
-/// Why an enrollment token was not accepted.
-public enum EnrollmentError: Error, Sendable, Equatable, CustomStringConvertible {
-    case unknownToken, alreadyUsed, expired(atMillis: UInt64)
-    case wrongParent(node: NodeID, parent: NodeID?, via: NodeID)
-
-    public var description: String {
-        switch self {
-        case .wrongParent(let node, let parent, let via):
-            "this token enrolls '\(node)' under '\(parent?.rawValue ?? "the root")', not under '\(via)': enroll through that node's URL"
-        case .unknownToken: "unknown enrollment token"
-        case .alreadyUsed: "this enrollment token has already been used; ask the hub admin for a new one"
-        case .expired: "this enrollment token has expired; ask the hub admin for a new one"
-        }
-    }
-}
-
 /// The hub's catalog (`hub.sqlite`): tenants, their node trees, enrollment tokens and
 /// node credentials. Secrets are stored as SHA-256 digests only. Each tenant's records
 /// live in a database of their own (see ``TenantStores``).
@@ -183,8 +112,8 @@ public final class HubCatalog: Sendable {
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) ?? false { return false }
             try db.execute(sql: "INSERT INTO tenants (id, root, created_at, levels, allow_direct_sync) VALUES (?, ?, ?, ?, ?)",
                            arguments: [tenant.rawValue, root.rawValue, Int64(nowMillis), levels, allowDirectSync])
-            try db.execute(sql: "INSERT INTO nodes (tenant, id, parent, role, created_at) VALUES (?, ?, NULL, 'hq', ?)",
-                           arguments: [tenant.rawValue, root.rawValue, Int64(nowMillis)])
+            try db.execute(sql: "INSERT INTO nodes (tenant, id, parent, role, created_at) VALUES (?, ?, NULL, ?, ?)",
+                           arguments: [tenant.rawValue, root.rawValue, NodeRole.hq.rawValue, Int64(nowMillis)])
             try Self.bumpVersion(db)
             return true
         }
@@ -438,13 +367,13 @@ public final class HubCatalog: Sendable {
             if let existing = try Self.parentLink(db, tenant.rawValue, node.rawValue), existing != parentID {
                 throw StoreError.invalidArgument("node '\(node)' already exists under '\(existing ?? "-")'; move it with `tiersync admin move-node`")
             }
-            let role = depth == levels ? "dealer" : "country"
-            if let expectedRole, expectedRole != role {
-                throw StoreError.invalidArgument("'\(node)' at level \(depth) of a \(levels)-level tenant is a \(role), not a \(expectedRole)")
+            let role: NodeRole = depth == levels ? .dealer : .country
+            if let expectedRole, expectedRole != role.rawValue {
+                throw StoreError.invalidArgument("'\(node)' at level \(depth) of a \(levels)-level tenant is a \(role.rawValue), not a \(expectedRole)")
             }
             // Nodes already have tokens under this one, which has not enrolled: it must
             // enroll at the level they were issued for.
-            if role == "dealer", try Self.parentLink(db, tenant.rawValue, node.rawValue) == nil,
+            if role == .dealer, try Self.parentLink(db, tenant.rawValue, node.rawValue) == nil,
                let child = try String.fetchOne(db, sql: """
                    SELECT node FROM enrollment_tokens WHERE tenant = ? AND parent = ? AND used_at IS NULL AND expires_at >= ? LIMIT 1
                    """, arguments: [tenant.rawValue, node.rawValue, Int64(nowMillis)]) {
@@ -453,7 +382,7 @@ public final class HubCatalog: Sendable {
             let token = "tse_" + Secrets.random()
             try db.execute(sql: """
                 INSERT INTO enrollment_tokens (hash, tenant, node, parent, role, expires_at) VALUES (?, ?, ?, ?, ?, ?)
-                """, arguments: [Secrets.digest(token), tenant.rawValue, node.rawValue, parentID, role,
+                """, arguments: [Secrets.digest(token), tenant.rawValue, node.rawValue, parentID, role.rawValue,
                                  Int64(nowMillis + ttlSeconds * 1000)])
             return token
         }
@@ -465,7 +394,7 @@ public final class HubCatalog: Sendable {
         let roles = try String.fetchAll(db, sql: """
             SELECT role FROM enrollment_tokens WHERE tenant = ? AND node = ? AND used_at IS NULL AND expires_at >= ?
             """, arguments: [tenant, node, Int64(nowMillis)])
-        return roles.map { $0 == "dealer" ? levels : levels - 1 }.max()
+        return roles.map { $0 == NodeRole.dealer.rawValue ? levels : levels - 1 }.max()
     }
 
     /// Redeems an enrollment token: registers the node (or keeps it, if it re-enrolls),

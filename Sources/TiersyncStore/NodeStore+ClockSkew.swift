@@ -15,25 +15,19 @@ public struct ClockOffset: Sendable, Equatable {
 }
 
 extension NodeStore {
-    /// Meta keys of the clock-offset measurement.
-    enum ClockMeta {
-        static let offset = "clock_offset_ms"
-        static let measuredAt = "clock_offset_at"
-    }
-
     /// Remembers the offset between this node's clock and its parent's (shown by `status`).
     public func recordClockOffset(_ offset: ClockOffset) throws {
         try writer.write { db in
-            try Self.setMeta(db, ClockMeta.offset, String(offset.offsetMillis))
-            try Self.setMeta(db, ClockMeta.measuredAt, String(offset.measuredAtMillis))
+            try Self.setMeta(db, .clockOffset, String(offset.offsetMillis))
+            try Self.setMeta(db, .clockOffsetMeasuredAt, String(offset.measuredAtMillis))
         }
     }
 
     /// The last measured offset to the parent's clock, if any.
     public func clockOffset() throws -> ClockOffset? {
         try writer.read { db in
-            guard let offset = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [ClockMeta.offset]).flatMap({ Int64($0) }),
-                  let at = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [ClockMeta.measuredAt]).flatMap({ UInt64($0) })
+            guard let offset = try Self.meta(db, .clockOffset).flatMap({ Int64($0) }),
+                  let at = try Self.meta(db, .clockOffsetMeasuredAt).flatMap({ UInt64($0) })
             else { return nil }
             return ClockOffset(offsetMillis: offset, measuredAtMillis: at)
         }
@@ -93,7 +87,7 @@ extension NodeStore {
             // clock was fixed stamps its next write at the real time, not after the old
             // future stamps.
             let newest = try Int64.fetchOne(db, sql: "SELECT MAX(hlc) FROM ts_changes").map { HLCTimestamp(rawValue: UInt64(bitPattern: $0)) } ?? .zero
-            try Self.setMeta(db, "hlc", String(newest.rawValue))
+            try Self.setMeta(db, .hlc, String(newest.rawValue))
             return ordered.count
         }
     }

@@ -103,7 +103,7 @@ extension NodeStore {
                 // node would stamp its own writes there and have them refused.
                 if valid.hlc.wallMillis <= wallMillis + self.clock.maxSkewMillis { last = max(last, valid.hlc) }
             }
-            try Self.setMeta(db, "hlc", String(last.rawValue))
+            try Self.setMeta(db, .hlc, String(last.rawValue))
             if let cursor { try Self.setCursor(db, cursor.name, cursor.value) }
             return report
         }

@@ -5,24 +5,6 @@ import Synchronization
 import TiersyncCore
 import TiersyncKPI
 
-/// The KPIs a store counts: the catalog of the governance its node runs (release ⊕
-/// overlay), with the release and overlay it came from. Set with ``NodeStore/adoptKPIs(_:)``.
-public struct KPIAdoption: Sendable, Codable, Equatable {
-    public var release: Int?
-    public var overlay: String?
-    public var levels: [String]
-    public var definitions: [KPIDefinition]
-
-    public init(release: Int?, overlay: String?, catalog: KPICatalog) {
-        self.release = release
-        self.overlay = overlay
-        self.levels = catalog.levels
-        self.definitions = catalog.definitions
-    }
-
-    public var catalog: KPICatalog { KPICatalog(definitions: definitions, levels: levels) }
-}
-
 /// The store's KPI accumulators (`ts_kpi_totals`): one row per (KPI, node, day) with the
 /// sums of numerators and denominators of the dialogues and leads it holds, kept by every
 /// write to `interactions` and `leads` in that write's transaction — local commits, received
@@ -30,17 +12,10 @@ public struct KPIAdoption: Sendable, Codable, Equatable {
 /// those last adopted (``NodeStore/adoptKPIs(_:)``, kept as `ts_meta` `kpi.formulas`); a new
 /// basis recounts everything in the adopting transaction.
 enum KPIStorage {
-    static let formulasMeta = "kpi.formulas"
-    static let adoptionMeta = "kpi.adoption"
-    static let sourceMeta = "kpi.source"
-    static let publishedMeta = "kpi.published"
-    /// The node's path from the root, as its agent learned it (``AllocationPolicy``'s `tree.path`).
-    static let pathMeta = "tree.path"
     static let followUpIndex = "ts_kpi_interactions_followup"
 
-    /// The accumulators' layout; a store holding another one drops them (derived data) and
-    /// recounts at its next adoption.
-    static let layoutMeta = "kpi.layout"
+    /// The accumulators' layout (``MetaKey/kpiLayout``); a store holding another one drops
+    /// them (derived data) and recounts at its next adoption.
     static let layout = "node-day-kpi"
 
     static func ensure(_ db: Database) throws {
@@ -48,14 +23,14 @@ enum KPIStorage {
         // day, several KPIs) are neighbours, so a write dirties one page of the table, not one
         // per KPI; a node's own rows (what it publishes, what it asks is due) are one range;
         // no second index for every counting write to maintain.
-        let layout = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [layoutMeta])
+        let layout = try NodeStore.meta(db, .kpiLayout)
         if layout != Self.layout {
             if try db.tableExists("ts_kpi_totals") {
                 try db.execute(sql: "DROP TABLE ts_kpi_totals")
-                try db.execute(sql: "DELETE FROM ts_meta WHERE key IN (?, ?, ?, ?)", arguments: [formulasMeta, adoptionMeta, sourceMeta, publishedMeta])
+                let derived: [MetaKey] = [.kpiFormulas, .kpiAdoption, .kpiSource, .kpiPublished]
+                try db.execute(sql: "DELETE FROM ts_meta WHERE key IN (?, ?, ?, ?)", arguments: StatementArguments(derived.map(\.rawValue)))
             }
-            try db.execute(sql: "INSERT INTO ts_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                           arguments: [layoutMeta, Self.layout])
+            try NodeStore.setMeta(db, .kpiLayout, Self.layout)
         }
         try db.execute(sql: """
             CREATE TABLE IF NOT EXISTS ts_kpi_totals (
@@ -210,7 +185,7 @@ extension NodeStore {
     /// The counting in force, from `ts_meta` (`kpi.formulas`), its evaluator made once per basis.
     func kpiCounting(_ db: Database) throws -> KPICounting? {
         guard let basis = try String.fetchOne(db.cachedStatement(sql: "SELECT value FROM ts_meta WHERE key = ?"),
-                                              arguments: [KPIStorage.formulasMeta]), !basis.isEmpty else { return nil }
+                                              arguments: [MetaKey.kpiFormulas.rawValue]), !basis.isEmpty else { return nil }
         return kpiCountings.withLock { cache in
             if let cached = cache, cached.basis == basis { return cached.counting }
             guard let catalog = KPICatalog(formulaBasis: basis) else { return nil }
@@ -270,7 +245,7 @@ extension NodeStore {
     func adoptKPIs(_ db: Database, _ adoption: KPIAdoption?, source: String?) throws -> Bool {
         let catalog = adoption?.catalog ?? .empty
         let basis = catalog.formulaBasis
-        let current = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [KPIStorage.formulasMeta]) ?? ""
+        let current = try Self.meta(db, .kpiFormulas) ?? ""
         var recounted = false
         if basis != current {
             if basis.isEmpty {
@@ -278,17 +253,17 @@ extension NodeStore {
             } else {
                 try KPIStorage.rebuild(db, evaluator: KPIEvaluator(catalog: catalog))
             }
-            try Self.setMeta(db, KPIStorage.formulasMeta, basis)
+            try Self.setMeta(db, .kpiFormulas, basis)
             recounted = true
         }
         let encoded = try adoption.map { String(decoding: try Self.kpiJSON.encode($0), as: UTF8.self) } ?? ""
-        let stored = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [KPIStorage.adoptionMeta]) ?? ""
+        let stored = try Self.meta(db, .kpiAdoption) ?? ""
         if encoded != stored {
-            try Self.setMeta(db, KPIStorage.adoptionMeta, encoded)
+            try Self.setMeta(db, .kpiAdoption, encoded)
             // New targets or release: every snapshot of the node is written again.
             try db.execute(sql: "UPDATE ts_kpi_totals SET dirty = 1")
         }
-        if let source { try Self.setMeta(db, KPIStorage.sourceMeta, source) }
+        if let source { try Self.setMeta(db, .kpiSource, source) }
         return recounted
     }
 
@@ -300,7 +275,7 @@ extension NodeStore {
         // The decision's id first (one indexed row, no config text): an agent asks every few seconds.
         let latest = try writer.read { db -> (id: Int64, adopted: Bool)? in
             guard let id = try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM ts_gov_applied WHERE state = 'applied'") else { return nil }
-            let source = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [KPIStorage.sourceMeta])
+            let source = try Self.meta(db, .kpiSource)
             return (id, source == "applied:\(id)")
         }
         guard let latest, !latest.adopted, let applied = try appliedGovernance() else { return false }
@@ -314,7 +289,7 @@ extension NodeStore {
     }
 
     static func kpiAdoption(_ db: Database) throws -> KPIAdoption? {
-        guard let text = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [KPIStorage.adoptionMeta]),
+        guard let text = try Self.meta(db, .kpiAdoption),
               !text.isEmpty else { return nil }
         return try? JSONDecoder().decode(KPIAdoption.self, from: Data(text.utf8))
     }
@@ -400,11 +375,11 @@ extension NodeStore {
     }
 
     static func kpiPath(_ db: Database, node: String) throws -> [String] {
-        if let text = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [KPIStorage.pathMeta]) {
+        if let text = try Self.meta(db, .treePath) {
             let path = text.split(separator: "/").map(String.init)
             if path.last == node { return path }
         }
-        if let parent = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = 'parent'") { return [parent, node] }
+        if let parent = try Self.meta(db, .parent) { return [parent, node] }
         return [node]
     }
 
@@ -423,7 +398,7 @@ extension NodeStore {
                                          arguments: [me]).map { Dirty(kpi: $0[0], day: $0[1], numerator: $0[2], denominator: $0[3]) }
             let adoption = try Self.kpiAdoption(db)
             let path = try Self.kpiPath(db, node: me).joined(separator: "/")
-            let published = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [KPIStorage.publishedMeta])
+            let published = try Self.meta(db, .kpiPublished)
             let stamp = try Self.kpiPublishStamp(db, node: me)
             var periods: Set<KPIStorage.PeriodRef> = []
             if published != stamp {
@@ -473,7 +448,7 @@ extension NodeStore {
                 UPDATE ts_kpi_totals SET dirty = 0 WHERE kpi = ? AND node = ? AND day = ? AND numerator = ? AND denominator = ?
                 """)
             for d in plan.dirty { try clear.execute(arguments: [d.kpi, plan.me, d.day, d.numerator, d.denominator]) }
-            try Self.setMeta(db, KPIStorage.publishedMeta, try Self.kpiPublishStamp(db, node: plan.me))
+            try Self.setMeta(db, .kpiPublished, try Self.kpiPublishStamp(db, node: plan.me))
         }
         return plan.writes.count
     }
@@ -485,7 +460,7 @@ extension NodeStore {
             guard let me = try Self.identity(db)?.node.rawValue else { return false }
             if try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_kpi_totals WHERE node = ? AND dirty = 1)", arguments: [me]) == true { return true }
             // Moved in the tree, or another release or overlay: every snapshot is written again.
-            let published = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [KPIStorage.publishedMeta])
+            let published = try Self.meta(db, .kpiPublished)
             return try published != Self.kpiPublishStamp(db, node: me)
                 && Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_kpi_totals WHERE node = ?)", arguments: [me]) == true
         }

@@ -60,7 +60,7 @@ extension NodeStore {
                     made.append(valid)
                 }
             }
-            try Self.setMeta(db, "hlc", String(last.rawValue))
+            try Self.setMeta(db, .hlc, String(last.rawValue))
             return made
         }
     }

@@ -6,6 +6,37 @@
 import GRDB
 import TiersyncCore
 
+/// The `ts_meta` keys this module reads and writes. A raw value is the key as stores on
+/// disk hold it: never change one (a store written before would lose the setting).
+///
+/// Other modules keep settings of their own there through `meta(_:)` and `setMeta(_:_:)`
+/// with a `String` key they name (`ca_file`, `pull.bootstrapped`, `governance.key`, …). Migration `v7-governance-generation`'s
+/// triggers name `parent` and `governance.%` in their SQL.
+public enum MetaKey: String, Sendable, CaseIterable {
+    // Who the store belongs to (``NodeIdentity``).
+    case tenant, node, parent
+    /// The node's credential towards its parent, from enrollment.
+    case credential
+    /// The parent's URL, from enrollment (or the agent's `--parent`).
+    case parentURL = "parent_url"
+    /// Sequence numbers at or below this were used by an earlier store of this node.
+    case seqFloor = "seq_floor"
+    /// The hybrid clock's last stamp, as its raw value in decimal.
+    case hlc
+    /// The offset between this node's clock and its parent's (``ClockOffset``), and when it was measured.
+    case clockOffset = "clock_offset_ms"
+    case clockOffsetMeasuredAt = "clock_offset_at"
+    /// The KPI counting (`NodeStore+KPI.swift`): the formulas counted, the adoption they
+    /// came from, its source, what was last published and the accumulators' layout.
+    case kpiFormulas = "kpi.formulas"
+    case kpiAdoption = "kpi.adoption"
+    case kpiSource = "kpi.source"
+    case kpiPublished = "kpi.published"
+    case kpiLayout = "kpi.layout"
+    /// The node's path from the root, as its agent learned it (``AllocationPolicy``'s `tree.path`).
+    case treePath = "tree.path"
+}
+
 extension NodeStore {
     public func meta(_ key: String) throws -> String? {
         try writer.read { db in try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [key]) }
@@ -19,14 +50,26 @@ extension NodeStore {
         }
     }
 
+    public func meta(_ key: MetaKey) throws -> String? { try meta(key.rawValue) }
+
+    public func setMeta(_ key: MetaKey, _ value: String?) throws { try setMeta(key.rawValue, value) }
+
     /// Sequence numbers at or below this were used by an earlier store of this node.
     static func seqFloor(_ db: Database) throws -> Int64 {
-        Int64(try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = 'seq_floor'") ?? "0") ?? 0
+        Int64(try meta(db, .seqFloor) ?? "0") ?? 0
     }
 
     static func lastHLC(_ db: Database) throws -> HLCTimestamp {
-        let s = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = 'hlc'")
+        let s = try meta(db, .hlc)
         return HLCTimestamp(rawValue: s.flatMap { UInt64($0) } ?? 0)
+    }
+
+    static func meta(_ db: Database, _ key: MetaKey) throws -> String? {
+        try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [key.rawValue])
+    }
+
+    static func setMeta(_ db: Database, _ key: MetaKey, _ value: String) throws {
+        try setMeta(db, key.rawValue, value)
     }
 
     static func setMeta(_ db: Database, _ key: String, _ value: String) throws {

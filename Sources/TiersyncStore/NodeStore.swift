@@ -125,9 +125,9 @@ public final class NodeStore: Sendable {
         if let existing = try Self.identity(db), existing.tenant != identity.tenant || existing.node != identity.node {
             throw StoreError.invalidArgument("the store at \(path) already belongs to node '\(existing.node)' of tenant '\(existing.tenant)'")
         }
-        try Self.setMeta(db, "tenant", identity.tenant.rawValue)
-        try Self.setMeta(db, "node", identity.node.rawValue)
-        if let parent = identity.parent { try Self.setMeta(db, "parent", parent.rawValue) }
+        try Self.setMeta(db, .tenant, identity.tenant.rawValue)
+        try Self.setMeta(db, .node, identity.node.rawValue)
+        if let parent = identity.parent { try Self.setMeta(db, .parent, parent.rawValue) }
     }
 
     /// Records a completed enrollment in one transaction: identity, credential, parent
@@ -141,9 +141,9 @@ public final class NodeStore: Sendable {
         }
         try writer.write { db in
             try writeIdentity(db, identity)
-            try Self.setMeta(db, "credential", credential)
-            try Self.setMeta(db, "parent_url", parentURL)
-            try Self.setMeta(db, "seq_floor", String(max(highestKnownSeq, try Self.seqFloor(db))))
+            try Self.setMeta(db, .credential, credential)
+            try Self.setMeta(db, .parentURL, parentURL)
+            try Self.setMeta(db, .seqFloor, String(max(highestKnownSeq, try Self.seqFloor(db))))
         }
     }
 
@@ -171,10 +171,14 @@ public final class NodeStore: Sendable {
     }
 
     static func identity(_ db: Database) throws -> NodeIdentity? {
-        let rows = try Row.fetchAll(db, sql: "SELECT key, value FROM ts_meta WHERE key IN ('tenant', 'node', 'parent')")
-        let dict = Dictionary(uniqueKeysWithValues: rows.map { ($0["key"] as String, $0["value"] as String) })
-        guard let tenant = dict["tenant"], let node = dict["node"] else { return nil }
+        let keys: [MetaKey] = [.tenant, .node, .parent]
+        let rows = try Row.fetchAll(db, sql: "SELECT key, value FROM ts_meta WHERE key IN (?, ?, ?)",
+                                    arguments: StatementArguments(keys.map(\.rawValue)))
+        let dict = Dictionary(uniqueKeysWithValues: rows.compactMap { row in
+            MetaKey(rawValue: row["key"]).map { ($0, row["value"] as String) }
+        })
+        guard let tenant = dict[.tenant], let node = dict[.node] else { return nil }
         return NodeIdentity(tenant: TenantID(stringLiteral: tenant), node: NodeID(unchecked: node),
-                            parent: dict["parent"].map(NodeID.init(unchecked:)))
+                            parent: dict[.parent].map(NodeID.init(unchecked:)))
     }
 }

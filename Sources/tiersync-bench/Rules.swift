@@ -144,7 +144,7 @@ struct Rules: AsyncParsableCommand {
             let store = try hub.stores.store(for: tenant)
             let publisher = GovernancePublisher(store: store, tenant: tenant, key: key, tree: try await hub.stores.catalog.tree(of: tenant))
             try publisher.publish(try GovernanceCompiler.compile(directory: sources))
-            try KPIViews.adopt(store)
+            try await KPIViews.adopt(store)
             guard try store.kpiAdoption() != nil else { throw BenchError("HQ adopted no KPIs from release v1") }
         }
         var tls = TLSConfiguration.makeClientConfiguration()

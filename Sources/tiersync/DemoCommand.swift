@@ -210,14 +210,14 @@ struct Demo: AsyncParsableCommand {
         // The nodes report what they applied as records that sync upward to HQ.
         let all = try await catalog.nodes(of: Self.tenant)
         try await wait("HQ hears from every node") {
-            let rows = try GovernanceStatusReport.rows(nodes: all, store: hq)
+            let rows = try await GovernanceStatusReport.rows(nodes: all, store: hq)
             return rows.filter { $0.parent != nil }.allSatisfy {
                 $0.release == release.version && ($0.node.hasPrefix("de") ? $0.overlay == published.label : true)
             }
         }
         print("")
         print("Rollout status at HQ (tiersync admin rollout-status; GET /v1/governance/status):")
-        printRolloutStatus(try GovernanceStatusReport.response(tenant: Self.tenant, nodes: all, store: hq))
+        printRolloutStatus(try await GovernanceStatusReport.response(tenant: Self.tenant, nodes: all, store: hq))
         try await demonstrateKPIs(stores: stores, hq: hq, tree: try await catalog.tree(of: Self.tenant))
     }
 
@@ -244,7 +244,7 @@ struct Demo: AsyncParsableCommand {
         for node in tree.parents.keys { paths[node.rawValue] = tree.path(of: node).split(separator: "/").map(String.init) }
         var report = KPIResponse(node: "hq", period: .month, byNode: true, rows: [])
         try await wait("every node's KPI snapshots reach HQ") {
-            report = try KPIViews.response(store: hq, viewer: "hq", tree: tree, period: .month, byNode: true)
+            report = try await KPIViews.response(store: hq, viewer: "hq", tree: tree, period: .month, byNode: true)
             // Done when HQ's roll-ups equal a recount of the raw dialogues HQ holds.
             guard let adoption = try hq.kpiAdoption() else { return false }
             var tally = KPITally(evaluator: KPIEvaluator(catalog: adoption.catalog))

@@ -174,7 +174,7 @@ extension Admin {
             let nodes = try await view.catalog.nodes(of: view.tenant)
             let status: RolloutStatusResponse
             if let store = view.store {
-                status = try GovernanceStatusReport.response(tenant: view.tenant, nodes: nodes, store: store)
+                status = try await GovernanceStatusReport.response(tenant: view.tenant, nodes: nodes, store: store)
             } else {
                 // The hub has not opened the tenant's database: nothing published, nothing reported.
                 status = RolloutStatusResponse(tenant: view.tenant.rawValue, rollout: nil, stages: nil, nodes: nodes.map {

@@ -9,7 +9,7 @@ import TiersyncStore
 /// `tiersync kpi`: a node's KPI table from its database — its own values from its
 /// accumulators, every node below it from the KPI snapshots they sent up, rolled up by
 /// adding numerators and denominators, against each node's target.
-struct KPICommand: ParsableCommand {
+struct KPICommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kpi", abstract: "Print a node's KPIs per day, week or month, against targets (docs/GOVERNANCE.md, KPIs).",
         discussion: """
@@ -27,7 +27,7 @@ struct KPICommand: ParsableCommand {
     @Flag(help: "Recount every accumulator from the dialogues and leads held and compare; exit 1 when they differ.") var verify = false
     @Flag(help: "Replace the accumulators with a recount.") var recount = false
 
-    func run() throws {
+    func run() async throws {
         guard let kind = KPIPeriodKind(rawValue: period) else { throw CLIError("--period must be day, week or month, not '\(period)'") }
         guard by == nil || by == "node" else { throw CLIError("--by takes 'node'") }
         let since = try self.since.map { text -> Int64 in
@@ -35,7 +35,7 @@ struct KPICommand: ParsableCommand {
             return day
         }
         let store = try openEnrolledStore(db)
-        try KPIViews.adopt(store)
+        try await KPIViews.adopt(store)
         if recount { try store.rebuildKPIs() }
         if verify {
             let kept = try store.kpiTotals().filter { $0.numerator != 0 || $0.denominator != 0 }

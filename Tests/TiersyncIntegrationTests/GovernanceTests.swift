@@ -142,7 +142,7 @@ struct GovernanceTests {
             #expect(try inForce(stores["de-1"]!).effective?[path: "allocation.key-accounts.then.sla"] == v1.config[path: "allocation.key-accounts.then.sla"])
             // HQ sees the refusal in the rollout status (the dealer's status record synced up).
             try await eventually(timeout: 30, "HQ sees de-1's refusal") {
-                try GovernanceStatusReport.rows(nodes: nodes, store: hq).first { $0.node == "de-1" }?.state == "refused"
+                try await GovernanceStatusReport.rows(nodes: nodes, store: hq).first { $0.node == "de-1" }?.state == "refused"
             }
             try de.store.putGovernanceDocument(genuine)
             try await eventually(timeout: 30, "de-1 applies the genuine release again") { try stores["de-1"]!.currentGovernance()?.state == "applied" }
@@ -185,7 +185,7 @@ struct GovernanceTests {
 
             // 9. Rollout status: every node reports v4 to HQ; a country's API shows its subtree.
             try await eventually(timeout: 30, "HQ's rollout status shows v4 everywhere") {
-                let rows = try GovernanceStatusReport.rows(nodes: nodes, store: hq)
+                let rows = try await GovernanceStatusReport.rows(nodes: nodes, store: hq)
                 return rows.filter { $0.parent != nil }.allSatisfy { $0.release == 4 && $0.state == "applied" } && rows.count == 6
             }
             let client = running.client(hub)

@@ -191,6 +191,18 @@ public func eventually(timeout: Double, _ what: String, _ condition: () throws -
     throw TestFailure("timed out after \(timeout) s waiting for: \(what)")
 }
 
+/// Polls an async `condition` (a store read through the storage seam, say) until it holds
+/// or `timeout` passes.
+@_disfavoredOverload
+public func eventually(timeout: Double, _ what: String, _ condition: () async throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    throw TestFailure("timed out after \(timeout) s waiting for: \(what)")
+}
+
 /// Runs `operation` and returns its result, or fails once `limit` has passed (cancelling it).
 public func within<T: Sendable>(_ limit: Duration, _ what: String,
                                 _ operation: @escaping @Sendable () async throws -> T) async throws -> T {

@@ -30,6 +30,13 @@ public struct RecordWrite: Sendable, Equatable {
     public var op: Change.Operation
     public var fields: [String: FieldValue]
 
+    public init(table: String, id: String, op: Change.Operation, fields: [String: FieldValue]) {
+        self.table = table
+        self.id = id
+        self.op = op
+        self.fields = fields
+    }
+
     public static func upsert(_ table: String, id: String, _ fields: [String: FieldValue]) -> RecordWrite {
         RecordWrite(table: table, id: id, op: .upsert, fields: fields)
     }
@@ -46,6 +53,14 @@ public struct LoggedChange: Sendable, Equatable {
     public var source: ChangeSource
     public var receivedFrom: NodeID?
     public var receivedAtMillis: UInt64
+
+    public init(seq: Int64, change: Change, source: ChangeSource, receivedFrom: NodeID?, receivedAtMillis: UInt64) {
+        self.seq = seq
+        self.change = change
+        self.source = source
+        self.receivedFrom = receivedFrom
+        self.receivedAtMillis = receivedAtMillis
+    }
 }
 
 /// A record as stored: its replication state and the nodes it is routed to.
@@ -54,6 +69,13 @@ public struct StoredRecord: Sendable, Equatable {
     public var id: String
     public var state: RecordState
     public var route: Set<NodeID>
+
+    public init(table: String, id: String, state: RecordState, route: Set<NodeID>) {
+        self.table = table
+        self.id = id
+        self.state = state
+        self.route = route
+    }
 }
 
 /// A kept conflict: a concurrent edit that lost.
@@ -63,6 +85,14 @@ public struct ConflictRecord: Sendable, Equatable, Codable {
     public var recordID: String
     public var conflict: FieldConflict
     public var detectedAtMillis: UInt64
+
+    public init(id: Int64, table: String, recordID: String, conflict: FieldConflict, detectedAtMillis: UInt64) {
+        self.id = id
+        self.table = table
+        self.recordID = recordID
+        self.conflict = conflict
+        self.detectedAtMillis = detectedAtMillis
+    }
 }
 
 /// A refused change, held for an admin with its reason.
@@ -76,6 +106,17 @@ public struct QuarantinedChange: Sendable, Equatable, Codable {
     public var reason: String
     /// The change as received (JSON).
     public var change: String
+
+    public init(id: Int64, origin: NodeID, originSeq: Int64, receivedFrom: NodeID, receivedAtMillis: UInt64, code: String, reason: String, change: String) {
+        self.id = id
+        self.origin = origin
+        self.originSeq = originSeq
+        self.receivedFrom = receivedFrom
+        self.receivedAtMillis = receivedAtMillis
+        self.code = code
+        self.reason = reason
+        self.change = change
+    }
 }
 
 /// What applying a batch of received changes did.
@@ -95,6 +136,13 @@ public struct GateContext: Sendable {
     public var routeBefore: Set<NodeID>?
     /// The record's route once the change is applied.
     public var routeAfter: Set<NodeID>
+
+    public init(change: Change, sender: NodeID, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>) {
+        self.change = change
+        self.sender = sender
+        self.routeBefore = routeBefore
+        self.routeAfter = routeAfter
+    }
 }
 
 /// A check the receiver runs on each incoming change inside the applying transaction
@@ -107,6 +155,13 @@ public struct StoreCounts: Sendable, Equatable, Codable {
     public var changes: Int
     public var conflicts: Int
     public var quarantined: Int
+
+    public init(records: [String: Int], changes: Int, conflicts: Int, quarantined: Int) {
+        self.records = records
+        self.changes = changes
+        self.conflicts = conflicts
+        self.quarantined = quarantined
+    }
 }
 
 /// A feed page written as the wire's JSON (``NodeStore/encodedFeed(after:scope:excluding:limit:)``).
@@ -118,4 +173,12 @@ public struct EncodedPullPage: Sendable {
     public let head: Int64
     /// The page as ``PullResponse`` JSON.
     public let json: [UInt8]
+
+    public init(count: Int, nextCursor: Int64, more: Bool, head: Int64, json: [UInt8]) {
+        self.count = count
+        self.nextCursor = nextCursor
+        self.more = more
+        self.head = head
+        self.json = json
+    }
 }

@@ -1,0 +1,102 @@
+import TiersyncCore
+
+// What the hub's catalog holds and answers, as plain values (either engine).
+
+/// A node as the hub knows it.
+public struct NodeRecord: Sendable, Equatable, Codable {
+    public var tenant: TenantID
+    public var node: NodeID
+    public var parent: NodeID?
+    public var role: String
+    public var createdAtMillis: UInt64
+    public var lastSeenMillis: UInt64?
+    /// When the node was decommissioned (`admin decommission`): it keeps its place in the
+    /// tree and its data, but has no credentials and can never enroll again. Its `role`
+    /// then reads "dealer (decommissioned)", so every listing shows it.
+    public var decommissionedAtMillis: UInt64? = nil
+
+    public init(tenant: TenantID, node: NodeID, parent: NodeID?, role: String, createdAtMillis: UInt64,
+                lastSeenMillis: UInt64? = nil, decommissionedAtMillis: UInt64? = nil) {
+        self.tenant = tenant
+        self.node = node
+        self.parent = parent
+        self.role = role
+        self.createdAtMillis = createdAtMillis
+        self.lastSeenMillis = lastSeenMillis
+        self.decommissionedAtMillis = decommissionedAtMillis
+    }
+}
+
+/// A tenant's settings in the catalog.
+public struct TenantSettings: Sendable, Equatable {
+    public var tenant: TenantID
+    public var root: NodeID
+    public var levels: Int
+    /// Whether nodes below the root's children (dealers in a three-level tenant) may sync
+    /// with HQ directly instead of through their parent.
+    public var allowDirectSync: Bool
+    public var releaseKey: String?
+
+    public init(tenant: TenantID, root: NodeID, levels: Int, allowDirectSync: Bool, releaseKey: String?) {
+        self.tenant = tenant
+        self.root = root
+        self.levels = levels
+        self.allowDirectSync = allowDirectSync
+        self.releaseKey = releaseKey
+    }
+}
+
+/// What `revoke` / `decommission` took away from a node.
+public struct Revocation: Sendable, Equatable {
+    public var node: NodeID
+    /// Credentials revoked (a node holds one; re-enrollment revokes the earlier ones).
+    public var credentials: Int
+    /// Unused enrollment tokens deleted.
+    public var tokens: Int
+    /// Set by `decommission`.
+    public var decommissionedAtMillis: UInt64?
+
+    public init(node: NodeID, credentials: Int, tokens: Int, decommissionedAtMillis: UInt64?) {
+        self.node = node
+        self.credentials = credentials
+        self.tokens = tokens
+        self.decommissionedAtMillis = decommissionedAtMillis
+    }
+}
+
+/// Why a decommissioned node could not enroll (answered 409 `decommissioned`).
+public struct NodeDecommissioned: Error, Sendable, Equatable, CustomStringConvertible {
+    public var node: NodeID
+
+    public init(node: NodeID) { self.node = node }
+    public var description: String {
+        "node '\(node)' was decommissioned and cannot enroll again; give a new node a new identifier"
+    }
+}
+
+/// An authenticated caller.
+public struct Principal: Sendable, Equatable {
+    public var tenant: TenantID
+    public var node: NodeID
+
+    public init(tenant: TenantID, node: NodeID) {
+        self.tenant = tenant
+        self.node = node
+    }
+}
+
+/// Why an enrollment token was not accepted.
+public enum EnrollmentError: Error, Sendable, Equatable, CustomStringConvertible {
+    case unknownToken, alreadyUsed, expired(atMillis: UInt64)
+    case wrongParent(node: NodeID, parent: NodeID?, via: NodeID)
+
+    public var description: String {
+        switch self {
+        case .wrongParent(let node, let parent, let via):
+            "this token enrolls '\(node)' under '\(parent?.rawValue ?? "the root")', not under '\(via)': enroll through that node's URL"
+        case .unknownToken: "unknown enrollment token"
+        case .alreadyUsed: "this enrollment token has already been used; ask the hub admin for a new one"
+        case .expired: "this enrollment token has expired; ask the hub admin for a new one"
+        }
+    }
+}

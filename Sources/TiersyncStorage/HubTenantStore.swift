@@ -1,0 +1,59 @@
+import TiersyncCore
+import TiersyncKPI
+
+/// What a hub needs of one tenant's store to serve the sync routes: receive pushes, serve
+/// the feed, hand out governance, report rollout status and KPIs. Every requirement is
+/// async, and an engine must not block the caller's thread on I/O (the hub calls it from
+/// request handlers on the cooperative pool).
+///
+/// The SQLite engine (`NodeStore`, TiersyncStore) implements it for the embedded hub and
+/// for a country node's relay; a second engine implements the same protocol, and the
+/// server knows only this one.
+public protocol HubTenantStore: AnyObject, Sendable {
+    // MARK: Changes
+
+    /// Applies changes received from `sender` in one transaction: each once (by origin and
+    /// sequence), or quarantined with its reason; none blocks another. `gate` judges each
+    /// change against the record's route before and after it; `cursor` is stored in the
+    /// same transaction.
+    func applyIncoming(_ changes: [Change], from sender: NodeID, source: ChangeSource, checkSkew: Bool,
+                       gate: ChangeGate?, cursor: (name: String, value: Int64)?, wallMillis: UInt64) async throws -> IncomingReport
+
+    /// One page of the change feed after `cursor` for `scope`, pre-encoded as the pull
+    /// route's JSON body.
+    func encodedFeed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) async throws -> EncodedPullPage
+
+    /// The newest entry of the change log (0 when empty): a watcher notices writes made
+    /// by other processes when it moves.
+    func feedHead() async throws -> Int64
+
+    /// The highest sequence of `node`'s own changes held here (what an enrolling node resumes after).
+    func highestSeq(of node: NodeID) async throws -> Int64
+
+    // MARK: Governance
+
+    /// The document of `kind` with the highest sequence (the rollout in force).
+    func latestGovernanceDocument(ofKind kind: String) async throws -> StoredGovernanceDocument?
+
+    /// The documents of `kind`: all of them (`keys` nil), or those with these keys.
+    func governanceDocuments(ofKind kind: String, keys: [String]?) async throws -> [StoredGovernanceDocument]
+
+    /// Changes whenever a governance document is stored (long-polls wake on it).
+    func governanceDocumentsStamp() async throws -> String
+
+    /// Live records of a table, ordered by id (the `governance_status` reports).
+    func liveRecords(inTable table: String) async throws -> [(id: String, values: [String: FieldValue])]
+
+    // MARK: KPIs
+
+    /// The store's node identity, if it is enrolled or is a tenant's root.
+    func storeIdentity() async throws -> NodeIdentity?
+    /// A `ts_meta`-style setting of the store.
+    func setting(_ key: String) async throws -> String?
+    /// Makes the store count `adoption`'s KPIs (nil: none); true when it recounted.
+    func adoptKPIs(_ adoption: KPIAdoption?, source: String?) async throws -> Bool
+    /// Adopts the KPIs of the governance the node applied last; true when it recounted.
+    func adoptKPIsOfAppliedGovernance() async throws -> Bool
+    /// The KPI table of `viewer`'s subtree, with nodes' paths from the root.
+    func kpiReport(period: KPIPeriodKind, byNode: Bool, viewer: String?, paths: [String: [String]]) async throws -> KPIResponse
+}

@@ -1,0 +1,65 @@
+import Dispatch
+import TiersyncCore
+import TiersyncKPI
+
+/// The SQLite engine behind the hub's storage seam (``TiersyncStorage/HubTenantStore``).
+/// Pushes, the feed and enrollment's resume point use the store's async paths, which run
+/// on GRDB's own queues. The rest is the store's synchronous API run on a Dispatch queue
+/// (``offCooperativePool(_:)``), so a request handler never blocks a cooperative thread on
+/// SQLite.
+extension NodeStore: HubTenantStore {
+    // applyIncoming, encodedFeed and highestSeq(of:): the store's own async API.
+
+    public func feedHead() async throws -> Int64 {
+        try await offCooperativePool { try self.headSeq() }
+    }
+
+    public func latestGovernanceDocument(ofKind kind: String) async throws -> StoredGovernanceDocument? {
+        try await offCooperativePool { try self.latestGovernanceDocument(kind: kind) }
+    }
+
+    public func governanceDocuments(ofKind kind: String, keys: [String]?) async throws -> [StoredGovernanceDocument] {
+        try await offCooperativePool {
+            if let keys { try self.governanceDocuments(kind: kind, keys: keys) } else { try self.governanceDocuments(kind: kind) }
+        }
+    }
+
+    public func governanceDocumentsStamp() async throws -> String {
+        try await offCooperativePool { try self.governanceStamp() }
+    }
+
+    public func liveRecords(inTable table: String) async throws -> [(id: String, values: [String: FieldValue])] {
+        try await offCooperativePool { try self.liveRecords(table: table) }
+    }
+
+    public func storeIdentity() async throws -> NodeIdentity? {
+        try await offCooperativePool { try self.identity() }
+    }
+
+    public func setting(_ key: String) async throws -> String? {
+        try await offCooperativePool { try self.meta(key) }
+    }
+
+    public func adoptKPIs(_ adoption: KPIAdoption?, source: String?) async throws -> Bool {
+        try await offCooperativePool { try self.adoptKPIs(adoption, source: source) as Bool }
+    }
+
+    public func adoptKPIsOfAppliedGovernance() async throws -> Bool {
+        try await offCooperativePool { try self.adoptKPIsOfAppliedGovernance() as Bool }
+    }
+
+    public func kpiReport(period: KPIPeriodKind, byNode: Bool, viewer: String?, paths: [String: [String]]) async throws -> KPIResponse {
+        try await offCooperativePool { try self.kpiReport(period: period, byNode: byNode, viewer: viewer, paths: paths) as KPIResponse }
+    }
+
+    /// Runs a synchronous store call on a Dispatch worker and resumes the task with its
+    /// result: the wait for SQLite (and for a pooled connection) happens off the Swift
+    /// cooperative pool, whose few threads serve every request.
+    func offCooperativePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Self.blockingQueue.async { continuation.resume(with: Result { try body() }) }
+        }
+    }
+
+    static let blockingQueue = DispatchQueue(label: "tiersync.store.blocking", qos: .userInitiated, attributes: .concurrent)
+}
