@@ -10,8 +10,9 @@ import TiersyncCore
 /// disk hold it: never change one (a store written before would lose the setting).
 ///
 /// Other modules keep settings of their own there through `meta(_:)` and `setMeta(_:_:)`
-/// with a `String` key they name (`ca_file`, `pull.bootstrapped`, `governance.key`, …). Migration `v7-governance-generation`'s
-/// triggers name `parent` and `governance.%` in their SQL.
+/// with a `String` key they name (`ca_file`, `pull.bootstrapped`, `governance.key`, …).
+/// Migration `v7-governance-generation`'s triggers name `parent` and `governance.%` in
+/// their SQL.
 public enum MetaKey: String, Sendable, CaseIterable {
     // Who the store belongs to (``NodeIdentity``).
     case tenant, node, parent
