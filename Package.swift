@@ -78,6 +78,7 @@ let package = Package(
         // The hub: Hummingbird routes over TLS, authentication, tenant/scope checks.
         .target(name: "TiersyncServer", dependencies: [
             "TiersyncStorage",
+            .product(name: "Crypto", package: "swift-crypto"),
             "TiersyncCore", "TiersyncKPI", "TiersyncStore", "TiersyncGovernance", "CZlib",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -93,6 +94,8 @@ let package = Package(
         .target(name: "TiersyncAgent", dependencies: [
             "TiersyncCore", "TiersyncStore", "TiersyncGovernance", "TiersyncRules",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "CompressNIO", package: "compress-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -135,6 +138,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
         // An in-process fuzzer for the wire decoders and the push handler's validation (.ci/run runs it).
@@ -161,7 +165,9 @@ let package = Package(
         .testTarget(name: "TiersyncGovernanceTests", dependencies: ["TiersyncGovernance", "TiersyncTestSupport"]),
         .testTarget(name: "TiersyncKPITests", dependencies: ["TiersyncKPI", "TiersyncCore", "TiersyncGovernance", "TiersyncTestSupport"]),
         .testTarget(name: "TiersyncRulesTests", dependencies: ["TiersyncRules", "TiersyncCore", "TiersyncGovernance", "TiersyncTestSupport"]),
-        .testTarget(name: "TiersyncStoreTests", dependencies: ["TiersyncCore", "TiersyncKPI", "TiersyncStore", "TiersyncTestSupport"]),
+        .testTarget(name: "TiersyncStoreTests", dependencies: [
+            "TiersyncCore", "TiersyncKPI", "TiersyncStore", "TiersyncTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
         .testTarget(name: "TiersyncIntegrationTests", dependencies: [
             "TiersyncCore", "TiersyncKPI", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance", "TiersyncRules", "TiersyncTestSupport",
             "TiersyncPostgres",

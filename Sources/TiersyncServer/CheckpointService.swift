@@ -1,4 +1,3 @@
-import GRDB
 import Logging
 import ServiceLifecycle
 import TiersyncCore
@@ -40,7 +39,7 @@ struct CheckpointService: Service {
                     try await store.checkpoint()
                     lastCopy[tenant] = ContinuousClock.now
                     failing.remove(tenant)
-                } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY {
+                } catch where NodeStore.isCheckpointBusy(error) {
                     // Another connection is checkpointing this file (the writer at its
                     // backstop, a CLI's writer): nothing lost, try on the next pass.
                 } catch {

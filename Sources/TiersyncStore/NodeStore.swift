@@ -106,6 +106,13 @@ public final class NodeStore: Sendable {
         return (log, copied)
     }
 
+    /// Whether `error` (from ``checkpoint()``) only means another connection is checkpointing
+    /// the same file (the writer at its backstop, a CLI's writer): nothing is lost, the next
+    /// call copies what is left. Lets callers tell it apart without knowing the engine's errors.
+    public static func isCheckpointBusy(_ error: any Error) -> Bool {
+        (error as? DatabaseError)?.resultCode == .SQLITE_BUSY
+    }
+
     /// Pages this process's writer committed to the log since the last ``checkpoint()``
     /// (an atomic read, no SQLite call); `nil` for a store its writer checkpoints.
     public var uncheckpointedPages: Int? { walProgress?.pending }
