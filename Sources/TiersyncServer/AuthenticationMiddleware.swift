@@ -56,13 +56,19 @@ public final class LastSeenRecorder: Sendable {
     }
     private let state = Mutex(State())
     private let now: @Sendable () -> UInt64
+    private let sleep: @Sendable (UInt64) async -> Void
     static let intervalMillis: UInt64 = 10_000
     static let writeMillis: UInt64 = 1_000
 
-    /// - Parameter now: the wall clock in milliseconds; tests pass one they move by hand so
-    ///   "within the second" does not depend on how loaded the machine is.
-    public init(now: @escaping @Sendable () -> UInt64 = { WallClock.nowMillis() }) {
+    /// - Parameters:
+    ///   - now: the wall clock in milliseconds;
+    ///   - sleep: waits before a delayed write (milliseconds).
+    ///   Tests pass a clock they move by hand and a sleep they end themselves, so "within the
+    ///   second" does not depend on how loaded the machine is.
+    public init(now: @escaping @Sendable () -> UInt64 = { WallClock.nowMillis() },
+                sleep: @escaping @Sendable (UInt64) async -> Void = { try? await Task.sleep(for: .milliseconds(Int64($0))) }) {
         self.now = now
+        self.sleep = sleep
     }
 
     /// Notes `principal` as seen now. Written at once when nothing was written in the last
@@ -87,7 +93,7 @@ public final class LastSeenRecorder: Sendable {
             await write(sightings, to: catalog)
         case .schedule(let delay):
             Task {
-                try? await Task.sleep(for: .milliseconds(Int64(delay)))
+                await sleep(delay)
                 let sightings = state.withLock { s in
                     s.writeScheduled = false
                     return Self.take(&s, at: self.now())

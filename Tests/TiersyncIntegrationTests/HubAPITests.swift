@@ -347,14 +347,17 @@ struct LastSeenTests {
         }
         // A clock moved by hand: "within the second" must not depend on the machine's load.
         let clock = Mutex<UInt64>(1_800_000_000_000)
-        let recorder = LastSeenRecorder(now: { clock.withLock { $0 } })
+        // The delayed write waits until the test lets it go, not for a real second.
+        let (released, release) = AsyncStream<Void>.makeStream()
+        let recorder = LastSeenRecorder(now: { clock.withLock { $0 } }, sleep: { _ in for await _ in released { return } })
         let d1 = Principal(tenant: "acme", node: "d1"), d2 = Principal(tenant: "acme", node: "d2")
         await recorder.record(d1, in: catalog)
         #expect(try await seen().keys.sorted() == ["d1"], "the first sighting is written at once")
         let d2At = clock.withLock { $0 += 200; return $0 }
         await recorder.record(d2, in: catalog)
         #expect(try await seen()["d2"] == nil, "within the second: held for the delayed write")
-        clock.withLock { $0 += 300 }
+        clock.withLock { $0 += 800 }
+        release.yield()
         var written: UInt64?
         let deadline = ContinuousClock.now + .seconds(10)
         while written == nil, ContinuousClock.now < deadline {
