@@ -224,15 +224,18 @@ struct GovernanceTests {
             try de.store.replaceGovernanceDocuments(kinds: ["rollout"], keeping: nil, with: [newest])
             try await eventually(timeout: 30, "de-1 back to normal") { try stores["de-1"]!.currentGovernance()?.message == nil }
 
-            // 11. Effective-from: v5 takes effect in 3 s; nodes hold it as pending, then switch on
-            // time even when their parent is down by then.
-            try publisher.publish(try automaker(sla: "180m", in: dir, name: "v5"), effectiveFromMillis: WallClock.nowMillis() + 3_000)
+            // 11. Effective-from: v5 takes effect in 10 s; nodes hold it as pending, then switch on
+            // time even when their parent is down by then. (3 s was too short on a loaded
+            // machine: v5 reached fr-1 after its effective time, so it was never pending.)
+            let effectiveFrom = WallClock.nowMillis() + 10_000
+            try publisher.publish(try automaker(sla: "180m", in: dir, name: "v5"), effectiveFromMillis: effectiveFrom)
             // (fr's branch runs v3 since step 9's rollout.)
             try await eventually(timeout: 30, "fr-1 holds v5 as pending") {
                 try stores["fr-1"]!.currentGovernance()?.state == "pending" && inForce(stores["fr-1"]!).release == 3
             }
             #expect(try stores["fr-1"]!.currentGovernance()?.message?.contains("release 5 takes effect at") == true)
             await fr.stop()
+            #expect(WallClock.nowMillis() < effectiveFrom, "fr stopped before v5's effective time")
             try await eventually(timeout: 30, "fr-1 applies v5 at its effective time, its parent down") { try inForce(stores["fr-1"]!).release == 5 }
         }
     }
