@@ -30,7 +30,10 @@ struct ProcessSyncTests {
             for node in ["dealer-1", "dealer-2"] {
                 let token = try Child.run(["admin", "enroll-token", "--data", hubData, "--tenant", "acme", "--node", node])
                     .trimmingCharacters(in: .whitespacesAndNewlines)
-                agents[node] = try startAgent(node, token: token, batch: node == "dealer-2" ? 10 : 50)
+                // dealer-2 pushes one change per request, so its burst below takes hundreds of
+                // round trips: the kill lands mid-burst however fast the machine (with 10 per
+                // request, a quiet machine pushed all 300 before the test's kill).
+                agents[node] = try startAgent(node, token: token, batch: node == "dealer-2" ? 1 : 50)
                 _ = try await agents[node]!.waitForOutput(containing: "enrolled as node \(node)")
             }
 
