@@ -56,15 +56,10 @@ public final class AllocationPolicy: LocalWritePolicy {
         }
     }
 
-    /// The governance in force at `now` for the context's store, or nil. Never throws: a
-    /// store that cannot say (unreadable documents, no key) allocates nothing rather than
-    /// refusing the write.
-    func inForce(_ context: LocalWriteContext, at now: UInt64) -> GovernanceInForce? {
-        decisionBasis(context, at: now)?.governance
-    }
-
-    /// The governance in force and the node's placement in the tree, from the policy's cache
-    /// (one lock, no parsing, when neither the governance stamp nor the node's path moved).
+    /// The governance in force at `now` and the node's placement in the tree, from the
+    /// policy's cache (one lock, no parsing, when neither the governance stamp nor the node's
+    /// path moved); nil without one. Never throws: a store that cannot say (unreadable
+    /// documents, no key) allocates nothing rather than refusing the write.
     private func decisionBasis(_ context: LocalWriteContext, at now: UInt64) -> (governance: GovernanceInForce, placement: NodePlacement)? {
         guard let stamp = try? context.governanceStamp() else { return nil }
         let path = try? context.meta(Self.pathMeta)
