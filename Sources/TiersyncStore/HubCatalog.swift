@@ -153,9 +153,7 @@ public final class HubCatalog: Sendable {
     /// tenant allows direct sync. Answered from the tree cached per catalog version.
     public func requiredParent(of principal: Principal) async throws -> NodeID? {
         let snapshot = try await snapshot(of: principal.tenant)
-        guard !snapshot.allowDirectSync, let link = snapshot.tree.parents[principal.node], let parent = link,
-              let grandparent = snapshot.tree.parents[parent], grandparent != nil else { return nil }
-        return parent
+        return snapshot.tree.requiredParent(of: principal.node, allowDirectSync: snapshot.allowDirectSync)
     }
 
     /// Registers the tenant's governance release key (base64 Ed25519 public key).
@@ -379,7 +377,7 @@ public final class HubCatalog: Sendable {
                    """, arguments: [tenant.rawValue, node.rawValue, Int64(nowMillis)]) {
                 throw StoreError.invalidArgument("'\(node)' under '\(parentID)' would be a dealer, but '\(child)' has a pending enrollment token under it")
             }
-            let token = "tse_" + Secrets.random()
+            let token = Secrets.new(.enrollmentToken)
             try db.execute(sql: """
                 INSERT INTO enrollment_tokens (hash, tenant, node, parent, role, expires_at) VALUES (?, ?, ?, ?, ?, ?)
                 """, arguments: [Secrets.digest(token), tenant.rawValue, node.rawValue, parentID, role.rawValue,
@@ -394,7 +392,7 @@ public final class HubCatalog: Sendable {
         let roles = try String.fetchAll(db, sql: """
             SELECT role FROM enrollment_tokens WHERE tenant = ? AND node = ? AND used_at IS NULL AND expires_at >= ?
             """, arguments: [tenant, node, Int64(nowMillis)])
-        return roles.map { $0 == NodeRole.dealer.rawValue ? levels : levels - 1 }.max()
+        return roles.map { (NodeRole(rawValue: $0) ?? .country).level(inTenantOf: levels) }.max()
     }
 
     /// Redeems an enrollment token: registers the node (or keeps it, if it re-enrolls),
@@ -431,7 +429,7 @@ public final class HubCatalog: Sendable {
             try Self.bumpVersion(db)
             try db.execute(sql: "UPDATE credentials SET revoked_at = ? WHERE tenant = ? AND node = ? AND revoked_at IS NULL",
                            arguments: [Int64(nowMillis), tenant, node])
-            let credential = "tsc_" + Secrets.random()
+            let credential = Secrets.new(.credential)
             try db.execute(sql: "INSERT INTO credentials (hash, tenant, node, created_at) VALUES (?, ?, ?, ?)",
                            arguments: [Secrets.digest(credential), tenant, node, Int64(nowMillis)])
             let releaseKey = try String.fetchOne(db, sql: "SELECT release_key FROM tenants WHERE id = ?", arguments: [tenant])
@@ -514,23 +512,19 @@ public final class HubCatalog: Sendable {
         let role: String = row["role"]
         return NodeRecord(tenant: TenantID(stringLiteral: row["tenant"]), node: NodeID(unchecked: row["id"]),
                           parent: (row["parent"] as String?).map(NodeID.init(unchecked:)),
-                          role: decommissioned == nil ? role : "\(role) (decommissioned)",
+                          role: NodeRecord.listedRole(role, decommissioned: decommissioned != nil),
                           createdAtMillis: UInt64(row["created_at"] as Int64),
                           lastSeenMillis: (row["last_seen"] as Int64?).map(UInt64.init), decommissionedAtMillis: decommissioned)
     }
 }
 
-/// Random secrets and their digests.
-enum Secrets {
-    static func random(bytes: Int = 32) -> String {
-        var generator = SystemRandomNumberGenerator()
-        let raw = (0..<bytes).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
-        return Data(raw).base64EncodedString().replacingOccurrences(of: "+", with: "-")
-            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
-    }
-
+extension Secrets {
+    /// The SHA-256 of a secret as lower-case hex: what the catalog stores and compares.
+    /// PostgresCatalog digests the same way (its own swift-crypto import; TiersyncStorage,
+    /// where ``Secrets`` lives, does no crypto); CatalogEngineTests checks that a credential
+    /// enrolled on PostgreSQL authenticates against a SQLite mirror of its directory.
     static func digest(_ secret: String) -> String {
-        SHA256.hash(data: Data(secret.utf8)).hexString
+        SHA256.hash(data: Array(secret.utf8)).hexString
     }
 }
 
