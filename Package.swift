@@ -65,9 +65,10 @@ let package = Package(
         // PostgreSQL, the hub's second storage engine to come (issue 14). So far: an endpoint
         // (a postgres:// URL → client configuration) and LISTEN/NOTIFY between processes.
         .target(name: "TiersyncPostgres", dependencies: [
-            "TiersyncCore",
+            "TiersyncCore", "TiersyncStorage", "TiersyncKPI",
             .product(name: "PostgresNIO", package: "postgres-nio"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // Development PKI: a local CA plus server certificates for loopback TLS.
         .target(name: "TiersyncPKI", dependencies: [

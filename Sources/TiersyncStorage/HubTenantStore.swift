@@ -38,6 +38,9 @@ public protocol HubTenantStore: AnyObject, Sendable {
     /// The documents of `kind`: all of them (`keys` nil), or those with these keys.
     func governanceDocuments(ofKind kind: String, keys: [String]?) async throws -> [StoredGovernanceDocument]
 
+    /// Stores (or replaces) one signed document: what HQ publishes, from any hub process.
+    func storeGovernanceDocument(_ document: StoredGovernanceDocument, nowMillis: UInt64) async throws
+
     /// Changes whenever a governance document is stored (long-polls wake on it).
     func governanceDocumentsStamp() async throws -> String
 

@@ -72,7 +72,7 @@ struct IncomingBatch {
     }
 
     /// Whether `change` is new, held already (a duplicate), or reuses a held identity.
-    func known(_ db: Database, _ change: Change) throws -> NodeStore.Known {
+    func known(_ db: Database, _ change: Change) throws -> ChangeIdentityVerdict {
         let stamp: UInt64?
         if askPerChange.contains(change.origin.rawValue) {
             stamp = try Int64.fetchOne(db.cachedStatement(sql: "SELECT hlc FROM ts_changes WHERE origin = ? AND origin_seq = ?"),
@@ -80,22 +80,10 @@ struct IncomingBatch {
         } else {
             stamp = held[Identity(origin: change.origin.rawValue, seq: change.originSeq)]
         }
-        if let stamp {
-            // Same identity, same stamp: the same change again. A different stamp means
-            // the origin numbered two changes alike.
-            return stamp == change.hlc.rawValue ? .duplicate : .reused
-        }
-        guard !quarantineEmpty,
-              let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT code, received_at, received_from FROM ts_quarantine WHERE origin = ? AND origin_seq = ?"),
-                                         arguments: [change.origin.rawValue, change.originSeq])
-        else { return .new }
-        let code = ChangeRejection.Code(rawValue: row[0])
-        if code?.isFinal == true { return .duplicate }
-        // Refused for clock skew when its origin sent it: the origin must re-stamp it.
-        if code == .clockSkew, (row[2] as String) == change.origin.rawValue {
-            return .skewFenced(refusedAtMillis: UInt64(max(0, row[1] as Int64)))
-        }
-        return .new
+        guard stamp == nil, !quarantineEmpty else { return .judge(change, heldStamp: stamp, quarantined: nil) }
+        let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT code, received_at, received_from FROM ts_quarantine WHERE origin = ? AND origin_seq = ?"),
+                                   arguments: [change.origin.rawValue, change.originSeq])
+        return .judge(change, heldStamp: nil, quarantined: row.map { .init(code: $0[0], receivedAtMillis: $0[1], receivedFrom: $0[2]) })
     }
 
     /// Whether the record may already have state: false skips reading it.

@@ -193,9 +193,5 @@ extension NodeStore {
         return entries
     }
 
-    static func encodeTrail(_ trail: [Hop]) -> String? {
-        guard !trail.isEmpty else { return nil }
-        // The wire's form exactly (`WireEncoding`): a feed page copies it as it is.
-        return "[" + trail.map { "{\"node\":" + FieldValue.quote($0.node.rawValue) + ",\"at\":\($0.atMillis)}" }.joined(separator: ",") + "]"
-    }
+    static func encodeTrail(_ trail: [Hop]) -> String? { EncodedLogEntry.encodeTrail(trail) }
 }

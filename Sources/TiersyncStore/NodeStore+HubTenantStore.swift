@@ -24,6 +24,10 @@ extension NodeStore: HubTenantStore {
         }
     }
 
+    public func storeGovernanceDocument(_ document: StoredGovernanceDocument, nowMillis: UInt64) async throws {
+        try await offCooperativePool { try self.putGovernanceDocument(document, nowMillis: nowMillis) }
+    }
+
     public func governanceDocumentsStamp() async throws -> String {
         try await offCooperativePool { try self.governanceStamp() }
     }

@@ -2,7 +2,7 @@
 // encoding and the merge of records new here, outside the write transaction) and
 // `apply(_:cursor:)` (deduplication by identity, the gate, quarantine of refusals, the
 // merge into stored records and the cursor, in one transaction); what a change's identity
-// says about it here (`Known`).
+// says about it here (``ChangeIdentityVerdict``, judged in `IncomingBatch`).
 
 import GRDB
 import TiersyncCore
@@ -73,7 +73,7 @@ extension NodeStore {
                 }
                 let table = ready.table!
                 let stored: StoredRecord?
-                let merged: Merged
+                let merged: MergedRecord
                 let row: EncodedRecord?
                 if let fresh = ready.fresh, !batch.mayExist(table: valid.table, id: valid.recordID) {
                     // Nothing stored for the record: the prepared merge is the merge.
@@ -82,7 +82,7 @@ extension NodeStore {
                 } else {
                     stored = try self.load(db, table: table, id: valid.recordID)
                     // Merged once: the gate judges the result, and the same result is written.
-                    merged = Self.merge(valid, into: stored, table: table)
+                    merged = RecordMerge.merge(valid, into: stored, table: table)
                     if let gate, let refusal = gate(GateContext(change: valid, sender: sender, routeBefore: stored?.route, routeAfter: merged.route)) {
                         try refuse(change, refusal)
                         continue
@@ -108,14 +108,4 @@ extension NodeStore {
             return report
         }
     }
-
-    /// True when this change was applied here already, or refused for a reason that lies
-    /// in the change itself (schema errors): those answers never change. A change refused
-    /// for its context (out of scope, clock skew) is judged again on every delivery, so a
-    /// later valid delivery (through a new parent, after a clock fix) is not lost.
-    ///
-    /// `skewFenced`: refused for clock skew at `refusedAtMillis` when its origin sent it.
-    /// It is new, but accepted only once re-stamped to no later than that time: with its
-    /// old stamp it would win over every write accepted since.
-    enum Known { case new, duplicate, reused, skewFenced(refusedAtMillis: UInt64) }
 }

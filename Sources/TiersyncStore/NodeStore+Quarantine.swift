@@ -18,9 +18,7 @@ extension NodeStore {
     }
 
     func quarantine(_ db: Database, _ change: Change, _ rejection: ChangeRejection, from sender: NodeID, nowMillis: UInt64) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let json = (try? String(decoding: encoder.encode(change), as: UTF8.self)) ?? "{}"
+        let json = QuarantineEncoding.json(change)
         // A change refused for clock skew again keeps its first refusal time: the origin
         // re-stamps it to that time, so writes accepted since win over it.
         try db.execute(sql: """

@@ -8,17 +8,11 @@ import GRDB
 import TiersyncCore
 
 extension NodeStore {
-    /// A record after a change, with what the change did and where the record is routed.
-    struct Merged: Sendable {
-        var state: RecordState
-        var outcome: ApplyOutcome
-        var route: Set<NodeID>
-    }
+    /// A record after a change (``TiersyncStorage/MergedRecord``).
+    typealias Merged = MergedRecord
 
-    static func merge(_ change: Change, into stored: StoredRecord?, table: TableSchema) -> Merged {
-        var state = stored?.state ?? RecordState()
-        let outcome = state.apply(change)
-        return Merged(state: state, outcome: outcome, route: route(of: state, table: table, previous: stored?.route))
+    static func merge(_ change: Change, into stored: StoredRecord?, table: TableSchema) -> MergedRecord {
+        RecordMerge.merge(change, into: stored, table: table)
     }
 
     /// The statements every applied change runs, looked up once per transaction (looking
@@ -109,16 +103,6 @@ extension NodeStore {
         return outcome
     }
 
-    /// A live record is routed by its route fields; a deleted one keeps its last route, so
-    /// the delete (and anything after it) reaches the nodes that held it.
-    static func route(of state: RecordState, table: TableSchema, previous: Set<NodeID>?) -> Set<NodeID> {
-        if state.isLive {
-            let route = table.route(of: state.liveValues)
-            return route.isEmpty ? previous ?? [] : route
-        }
-        return previous ?? []
-    }
-
     /// A record's stored state: from its domain row when live, else from its tombstone.
     func load(_ db: Database, table: TableSchema, id: String) throws -> StoredRecord? {
         let versionsText: String, tombstoneText: String?, routeText: String?
@@ -207,8 +191,5 @@ extension NodeStore {
         }
     }
 
-    static func parseRoute(_ s: String?) -> Set<NodeID> {
-        guard let s, !s.isEmpty else { return [] }
-        return Set(s.split(separator: ",").map { NodeID(unchecked: String($0)) })
-    }
+    static func parseRoute(_ s: String?) -> Set<NodeID> { RecordMerge.parseRoute(s) }
 }

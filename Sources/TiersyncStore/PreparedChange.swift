@@ -32,7 +32,7 @@ struct PreparedChange: Sendable {
     let fresh: FreshRecord?
 
     struct FreshRecord: Sendable {
-        let merged: NodeStore.Merged
+        let merged: MergedRecord
         let row: EncodedRecord
         /// The gate's answer for the record as new here (route before: none).
         let refusal: ChangeRejection?
@@ -57,25 +57,12 @@ struct PreparedChange: Sendable {
             }
             let table = schema.table(valid.table)!
             let trail = valid.trail(receivedAt: hop)
-            let merged = NodeStore.merge(valid, into: nil, table: table)
+            let merged = RecordMerge.merge(valid, into: nil, table: table)
             let refusal = gate?(GateContext(change: valid, sender: sender, routeBefore: nil, routeAfter: merged.route))
             return PreparedChange(verdict: .success(valid), table: table, log: EncodedLogEntry(valid, trail: trail),
                                   fresh: FreshRecord(merged: merged, row: EncodedRecord(merged.state, route: merged.route, table: table),
                                                      refusal: refusal))
         }
-    }
-}
-
-/// The text columns of a change-log entry, encoded once.
-struct EncodedLogEntry: Sendable {
-    let fields: String
-    let prior: String?
-    let trail: String?
-
-    init(_ change: Change, trail: [Hop]) {
-        fields = CanonicalJSON.object(change.fields)
-        prior = change.prior.isEmpty ? nil : CanonicalJSON.object(change.prior)
-        self.trail = NodeStore.encodeTrail(trail)
     }
 }
 
@@ -92,7 +79,7 @@ struct EncodedRecord: Sendable {
     init(_ state: RecordState, route: Set<NodeID>, table: TableSchema) {
         versions = CanonicalJSON.groupedVersions(state.versions)
         tombstone = state.tombstone?.description
-        self.route = route.count == 1 ? route.first!.rawValue : route.map(\.rawValue).sorted().joined(separator: ",")
+        self.route = RecordMerge.encodeRoute(route)
         live = state.isLive
         if live {
             // A record sets a few of its table's fields (4 of 30 for a typical contact):

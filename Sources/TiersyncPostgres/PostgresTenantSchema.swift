@@ -1,0 +1,134 @@
+import Crypto
+import Foundation
+import Logging
+import PostgresNIO
+import TiersyncCore
+
+/// Where one tenant's data lives in PostgreSQL: a schema of its own (`t_<tenant>`).
+///
+/// **Why a schema per tenant, not a tenant column with row-level security.** Every
+/// statement a tenant store runs names its tenant's schema, fixed when the store is made
+/// for the authenticated principal's tenant; no statement of the engine names two schemas,
+/// so a request cannot reach another tenant's rows even through a bug in a `WHERE`
+/// clause, which is what RLS would otherwise have to catch on every row. It also keeps
+/// each tenant's indexes small (a large tenant does not slow a small one's lookups),
+/// lets an operator dump, restore or drop one tenant (`pg_dump -n t_acme`), and mirrors
+/// the SQLite engine's file per tenant, so `migrate-tenant` moves one unit to one unit.
+/// The cost is one set of tables per tenant, fine for the hundreds of tenants a hub serves.
+public struct PostgresTenantSchema: Sendable, Hashable {
+    public let tenant: TenantID
+    /// The schema's name: `t_` and the tenant id when that fits PostgreSQL's 63 bytes,
+    /// else `t_`, the id's first 40 bytes and a digest of the whole id.
+    public let name: String
+
+    public init(tenant: TenantID) {
+        self.tenant = tenant
+        let id = tenant.rawValue
+        if id.utf8.count <= 60 {
+            name = "t_" + id
+        } else {
+            let digest = SHA256.hash(data: Data(id.utf8)).map { String(format: "%02x", $0) }.joined()
+            name = "t_" + id.prefix(40) + "_" + digest.prefix(16)
+        }
+    }
+
+    /// `table` qualified by the schema, quoted (tenant ids may hold `-` and `.`, never `"`).
+    public func qualified(_ table: Table) -> String { "\"\(name)\".\(table.rawValue)" }
+
+    /// The engine's tables in a tenant's schema.
+    public enum Table: String, CaseIterable, Sendable {
+        case meta, head, changes, changeRoutes = "change_routes", routeEntries = "route_entries", records, conflicts, quarantine
+        case governanceDocuments = "gov_documents"
+    }
+
+    /// The schema version this code writes; a schema newer than it is refused.
+    static let version = 1
+
+    /// Creates the schema and its tables unless they exist. Several processes may start at
+    /// once: a transaction-level advisory lock on the schema's name makes one create and the
+    /// others find it done.
+    func migrate(_ client: PostgresClient, root: NodeID, logger: Logger) async throws {
+        let q = { (t: Table) in self.qualified(t) }
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(hashtext(\(name)))", logger: logger)
+            try await connection.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \"\(name)\""), logger: logger)
+            let statements = [
+                // Settings and identity, as key/value pairs (as ts_meta in SQLite).
+                "CREATE TABLE IF NOT EXISTS \(q(.meta)) (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+                // The newest log position. Every push locks this one row (FOR UPDATE) before
+                // numbering its changes, so positions are handed out and committed in order,
+                // across every hub process: a feed reader never sees position n+1 before n.
+                "CREATE TABLE IF NOT EXISTS \(q(.head)) (id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL)",
+                "INSERT INTO \(q(.head)) (id, seq) VALUES (1, 0) ON CONFLICT DO NOTHING",
+                // The change log. (origin, origin_seq) is a change's identity: the constraint,
+                // not a process's memory, makes each change apply once.
+                """
+                CREATE TABLE IF NOT EXISTS \(q(.changes)) (
+                    seq BIGINT PRIMARY KEY, origin TEXT NOT NULL, origin_seq BIGINT NOT NULL, hlc BIGINT NOT NULL,
+                    tbl TEXT NOT NULL, record_id TEXT NOT NULL, op TEXT NOT NULL, fields TEXT NOT NULL, prior TEXT,
+                    source TEXT NOT NULL, received_from TEXT, received_at BIGINT NOT NULL, trail TEXT,
+                    UNIQUE (origin, origin_seq))
+                """,
+                "CREATE INDEX IF NOT EXISTS changes_record ON \(q(.changes)) (tbl, record_id, seq)",
+                "CREATE TABLE IF NOT EXISTS \(q(.changeRoutes)) (node TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (node, seq))",
+                "CREATE INDEX IF NOT EXISTS change_routes_seq ON \(q(.changeRoutes)) (seq, node)",
+                """
+                CREATE TABLE IF NOT EXISTS \(q(.routeEntries)) (
+                    node TEXT NOT NULL, seq BIGINT NOT NULL, tbl TEXT NOT NULL, record_id TEXT NOT NULL, route_before TEXT NOT NULL,
+                    PRIMARY KEY (node, seq, tbl, record_id))
+                """,
+                // Records: every table's in one, values as canonical JSON (the hub serves the
+                // log, and reads records only to merge; nodes keep the queryable tables).
+                """
+                CREATE TABLE IF NOT EXISTS \(q(.records)) (
+                    tbl TEXT NOT NULL, id TEXT NOT NULL, fields TEXT NOT NULL, versions TEXT NOT NULL, tombstone TEXT,
+                    route TEXT NOT NULL, live BOOLEAN NOT NULL, PRIMARY KEY (tbl, id))
+                """,
+                """
+                CREATE TABLE IF NOT EXISTS \(q(.conflicts)) (
+                    id BIGSERIAL PRIMARY KEY, tbl TEXT NOT NULL, record_id TEXT NOT NULL, field TEXT NOT NULL,
+                    winner_value TEXT NOT NULL, winner_version TEXT NOT NULL, loser_value TEXT NOT NULL, loser_version TEXT NOT NULL,
+                    detected_at BIGINT NOT NULL, UNIQUE (tbl, record_id, field, loser_version))
+                """,
+                """
+                CREATE TABLE IF NOT EXISTS \(q(.quarantine)) (
+                    id BIGSERIAL PRIMARY KEY, origin TEXT NOT NULL, origin_seq BIGINT NOT NULL, received_from TEXT NOT NULL,
+                    received_at BIGINT NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL, change TEXT NOT NULL,
+                    UNIQUE (origin, origin_seq))
+                """,
+                """
+                CREATE TABLE IF NOT EXISTS \(q(.governanceDocuments)) (
+                    kind TEXT NOT NULL, key TEXT NOT NULL, seq BIGINT NOT NULL, body TEXT NOT NULL, stored_at BIGINT NOT NULL,
+                    PRIMARY KEY (kind, key))
+                """,
+            ]
+            for sql in statements { try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger) }
+            let found = try await connection.query("SELECT value FROM \(unescaped: q(.meta)) WHERE key = 'schema_version'", logger: logger)
+                .collect().first.map { try $0.decode(String.self) }
+            if let found, let v = Int(found), v > Self.version {
+                throw PostgresStoreError("tenant '\(tenant)' was written by a newer Tiersync (schema version \(v); this one knows \(Self.version))")
+            }
+            let identity: [(PostgresMetaKey, String)] = [(.schemaVersion, String(Self.version)), (.tenant, tenant.rawValue), (.node, root.rawValue)]
+            for (key, value) in identity {
+                try await connection.query("""
+                    INSERT INTO \(unescaped: q(.meta)) (key, value) VALUES (\(key.rawValue), \(value)) ON CONFLICT (key) DO NOTHING
+                    """, logger: logger)
+            }
+        }
+    }
+}
+
+/// Keys of a tenant schema's `meta` table.
+enum PostgresMetaKey: String {
+    case schemaVersion = "schema_version"
+    case tenant, node
+    /// The KPIs the store counts (``TiersyncStorage/KPIAdoption`` as JSON), and where that came from.
+    case kpiAdoption = "kpi.adoption"
+    case kpiSource = "kpi.source"
+}
+
+/// A failure of the PostgreSQL engine that is not PostgreSQL's own.
+public struct PostgresStoreError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,133 @@
+// Governance documents and KPIs of a tenant on PostgreSQL.
+
+import Foundation
+import PostgresNIO
+import TiersyncCore
+import TiersyncKPI
+import TiersyncStorage
+
+extension PostgresTenantStore {
+    // MARK: Governance documents
+
+    public func latestGovernanceDocument(ofKind kind: String) async throws -> StoredGovernanceDocument? {
+        try await prepared()
+        return try await client.query("""
+            SELECT kind, key, seq, body FROM \(unescaped: table(.governanceDocuments)) WHERE kind = \(kind) ORDER BY seq DESC LIMIT 1
+            """, logger: logger).collect().first.map(Self.document)
+    }
+
+    public func governanceDocuments(ofKind kind: String, keys: [String]?) async throws -> [StoredGovernanceDocument] {
+        try await prepared()
+        if let keys {
+            guard !keys.isEmpty else { return [] }
+            return try await client.query("""
+                SELECT kind, key, seq, body FROM \(unescaped: table(.governanceDocuments)) WHERE kind = \(kind) AND key = ANY(\(keys)::text[]) ORDER BY seq
+                """, logger: logger).collect().map(Self.document)
+        }
+        return try await client.query("""
+            SELECT kind, key, seq, body FROM \(unescaped: table(.governanceDocuments)) WHERE kind = \(kind) ORDER BY seq
+            """, logger: logger).collect().map(Self.document)
+    }
+
+    public func governanceDocumentsStamp() async throws -> String {
+        try await prepared()
+        let row = try await client.query("""
+            SELECT COUNT(*), COALESCE(MAX(stored_at), 0)::int8, COALESCE(SUM(seq), 0)::int8 FROM \(unescaped: table(.governanceDocuments))
+            """, logger: logger).collect().first
+        guard let row else { return "0/0/0" }
+        let (n, t, s) = try row.decode((Int64, Int64, Int64).self)
+        return "\(n)/\(t)/\(s)"
+    }
+
+    public func storeGovernanceDocument(_ document: StoredGovernanceDocument, nowMillis: UInt64) async throws {
+        try await prepared()
+        try await client.query("""
+            INSERT INTO \(unescaped: table(.governanceDocuments)) (kind, key, seq, body, stored_at)
+            VALUES (\(document.kind), \(document.key), \(Int64(document.seq)), \(document.body), \(Int64(nowMillis)))
+            ON CONFLICT (kind, key) DO UPDATE SET seq = excluded.seq, body = excluded.body, stored_at = excluded.stored_at
+            """, logger: logger)
+        // Long-polls for governance on every hub process wake (the watcher compares stamps).
+        try await client.query("SELECT pg_notify(\(PostgresNotifier.defaultChannel), \(tenant.rawValue))", logger: logger)
+    }
+
+    static func document(_ row: PostgresRow) throws -> StoredGovernanceDocument {
+        let (kind, key, seq, body) = try row.decode((String, String, Int64, String).self)
+        return StoredGovernanceDocument(kind: kind, key: key, seq: Int(seq), body: body)
+    }
+
+    // MARK: KPIs
+
+    /// Records which KPIs the tenant counts. This engine keeps no accumulators: a report
+    /// counts the root's dialogues and leads afresh (``kpiReport(period:byNode:viewer:paths:)``),
+    /// so adopting never recounts; it returns true when the formulas changed.
+    public func adoptKPIs(_ adoption: KPIAdoption?, source: String?) async throws -> Bool {
+        try await prepared()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let encoded = try adoption.map { String(decoding: try encoder.encode($0), as: UTF8.self) } ?? ""
+        let before = try await kpiAdoption()
+        return try await client.withConnection { connection in
+            try await self.setSetting(.kpiAdoption, encoded, on: connection)
+            if let source { try await self.setSetting(.kpiSource, source, on: connection) }
+            return (before?.catalog.formulaBasis ?? "") != (adoption?.catalog.formulaBasis ?? "")
+        }
+    }
+
+    /// The root applies no governance of its own (it publishes it): nothing to adopt.
+    public func adoptKPIsOfAppliedGovernance() async throws -> Bool { false }
+
+    func kpiAdoption() async throws -> KPIAdoption? {
+        guard let text = try await setting(PostgresMetaKey.kpiAdoption.rawValue), !text.isEmpty else { return nil }
+        return try? JSONDecoder().decode(KPIAdoption.self, from: Data(text.utf8))
+    }
+
+    public func kpiReport(period: KPIPeriodKind, byNode: Bool, viewer: String?, paths known: [String: [String]]) async throws -> KPIResponse {
+        let me = try await prepared().rawValue
+        let adoption = try await kpiAdoption()
+        var observations: [KPIObservation] = []
+        if let adoption {
+            // The root's own values: its dialogues and leads counted afresh.
+            var tally = KPITally(evaluator: KPIEvaluator(catalog: adoption.catalog))
+            if tally.evaluator.measuresDialogues {
+                for (id, values) in try await liveRecords(inTable: "interactions") { tally.add(DialogueFacts(id: id, fields: values)) }
+            }
+            if tally.evaluator.measuresLeads {
+                for (id, values) in try await liveRecords(inTable: "leads") { tally.add(LeadFacts(id: id, fields: values)) }
+            }
+            let targets = Dictionary(adoption.definitions.map { ($0.id, $0.target) }, uniquingKeysWith: { a, _ in a })
+            observations = KPIObservation.periods(of: tally.totals().filter { $0.node == me }, kind: period, target: { targets[$0] })
+        }
+        // Every other node's values: the snapshots they publish (`kpi_snapshots` records).
+        var paths: [String: [String]] = [me: [me]]
+        for (_, values) in try await liveRecords(inTable: "kpi_snapshots") where values["period"]?.stringValue == period.rawValue {
+            guard let node = values["node"]?.stringValue, node != me, let kpi = values["kpi"]?.stringValue,
+                  let start = values["period_start"]?.stringValue.flatMap(KPIDay.parse) else { continue }
+            if let path = values["path"]?.stringValue { paths[node] = path.split(separator: "/").map(String.init) }
+            let target = values["target_kind"]?.stringValue.flatMap(KPITarget.Comparison.init(rawValue:)).flatMap { c in
+                Self.number(values["target"]).map { KPITarget(c, $0) }
+            }
+            observations.append(KPIObservation(kpi: kpi, node: node, periodStart: start, numerator: Self.integer(values["numerator"]),
+                                               denominator: Self.integer(values["denominator"]), target: target))
+        }
+        let viewer = viewer ?? me
+        return KPIResponse(node: viewer, period: period, byNode: byNode,
+                           rows: KPIReport.rows(viewer: viewer, catalog: adoption?.catalog ?? .empty, period: period, observations: observations,
+                                                paths: paths.merging(known) { _, new in new }, byNode: byNode))
+    }
+
+    private static func integer(_ value: FieldValue?) -> Int64 {
+        switch value {
+        case .int(let i)?: i
+        case .double(let d)?: Int64(exactly: d.rounded()) ?? 0
+        default: 0
+        }
+    }
+
+    private static func number(_ value: FieldValue?) -> Double? {
+        switch value {
+        case .int(let i)?: Double(i)
+        case .double(let d)?: d
+        default: nil
+        }
+    }
+}

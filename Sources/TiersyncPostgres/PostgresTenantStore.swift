@@ -1,0 +1,151 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Synchronization
+import TiersyncCore
+import TiersyncKPI
+import TiersyncStorage
+
+/// One tenant's data on PostgreSQL, behind the hub's storage seam
+/// (``TiersyncStorage/HubTenantStore``): the second engine beside SQLite's `NodeStore`.
+///
+/// Stateless between calls, so any number of hub processes can serve one tenant at once:
+/// everything a request relies on is in the database. Exactly-once holds by constraint
+/// (`changes (origin, origin_seq)` is unique); a push locks the tenant's `head` row while
+/// it numbers and writes its changes, so pushes of one tenant are applied one after the
+/// other (as in SQLite, where a tenant has one writer) and other tenants are not touched.
+/// The tables are in the tenant's own schema (``PostgresTenantSchema``).
+public final class PostgresTenantStore: HubTenantStore {
+    public let tenant: TenantID
+    public let tenantSchema: PostgresTenantSchema
+    public let schema: Schema
+    public let clock: HybridLogicalClock
+    let client: PostgresClient
+    let logger: Logger
+    /// The tenant's root node (what the store's identity is), looked up when first needed.
+    private let rootOf: @Sendable (TenantID) async throws -> NodeID?
+    /// Set once the schema is known to exist: the root, for trails and identity.
+    private let ready = Mutex<NodeID?>(nil)
+
+    /// `rootOf` answers the tenant's root node from the catalog; the tenant's schema is
+    /// created on first use.
+    public init(client: PostgresClient, tenant: TenantID, schema: Schema = DomainSchema.schema,
+                clock: HybridLogicalClock = HybridLogicalClock(), logger: Logger = Logger(label: "tiersync.postgres.store"),
+                rootOf: @escaping @Sendable (TenantID) async throws -> NodeID?) {
+        self.client = client
+        self.tenant = tenant
+        self.tenantSchema = PostgresTenantSchema(tenant: tenant)
+        self.schema = schema
+        self.clock = clock
+        self.logger = logger
+        self.rootOf = rootOf
+    }
+
+    /// The tenant's root, creating the schema on first use.
+    @discardableResult
+    func prepared() async throws -> NodeID {
+        if let root = ready.withLock({ $0 }) { return root }
+        guard let root = try await rootOf(tenant) else { throw PostgresStoreError("no tenant '\(tenant)' in the catalog") }
+        try await tenantSchema.migrate(client, root: root, logger: logger)
+        ready.withLock { $0 = root }
+        return root
+    }
+
+    func table(_ t: PostgresTenantSchema.Table) -> String { tenantSchema.qualified(t) }
+
+    // MARK: Identity and settings
+
+    public func storeIdentity() async throws -> NodeIdentity? {
+        NodeIdentity(tenant: tenant, node: try await prepared(), parent: nil)
+    }
+
+    public func setting(_ key: String) async throws -> String? {
+        try await prepared()
+        return try await client.query("SELECT value FROM \(unescaped: table(.meta)) WHERE key = \(key)", logger: logger)
+            .collect().first.map { try $0.decode(String.self) }
+    }
+
+    func setSetting(_ key: PostgresMetaKey, _ value: String, on connection: PostgresConnection) async throws {
+        try await connection.query("""
+            INSERT INTO \(unescaped: table(.meta)) (key, value) VALUES (\(key.rawValue), \(value))
+            ON CONFLICT (key) DO UPDATE SET value = excluded.value
+            """, logger: logger)
+    }
+
+    // MARK: Log positions
+
+    public func feedHead() async throws -> Int64 {
+        try await prepared()
+        return try await client.query("SELECT seq FROM \(unescaped: table(.head)) WHERE id = 1", logger: logger)
+            .collect().first.map { try $0.decode(Int64.self) } ?? 0
+    }
+
+    /// The highest sequence of `node`'s changes held here, applied or quarantined (an
+    /// enrolling node resumes after both, as on SQLite).
+    public func highestSeq(of node: NodeID) async throws -> Int64 {
+        try await prepared()
+        let (lo, hi) = (Change.sequenceRange.lowerBound, Change.sequenceRange.upperBound)
+        return try await client.query("""
+            SELECT GREATEST(
+              (SELECT MAX(origin_seq) FROM \(unescaped: table(.changes)) WHERE origin = \(node.rawValue) AND origin_seq BETWEEN \(lo) AND \(hi)),
+              (SELECT MAX(origin_seq) FROM \(unescaped: table(.quarantine)) WHERE origin = \(node.rawValue) AND origin_seq BETWEEN \(lo) AND \(hi)))
+            """, logger: logger).collect().first.flatMap { try $0.decode(Int64?.self) } ?? 0
+    }
+
+    // MARK: Records
+
+    public func liveRecords(inTable name: String) async throws -> [(id: String, values: [String: FieldValue])] {
+        try await prepared()
+        var out: [(id: String, values: [String: FieldValue])] = []
+        let rows = try await client.query("SELECT id, fields FROM \(unescaped: table(.records)) WHERE tbl = \(name) AND live ORDER BY id",
+                                          logger: logger)
+        for try await (id, fields) in rows.decode((String, String).self) {
+            guard let values = CanonicalJSON.parseFields(fields) else { throw PostgresStoreError("corrupt fields for \(name)/\(id)") }
+            out.append((id, values))
+        }
+        return out
+    }
+
+    /// Every record of a table, live or deleted, with its replication state (for digests
+    /// and for moving a tenant between engines).
+    public func storedRecords(inTable name: String) async throws -> [StoredRecord] {
+        try await prepared()
+        var out: [StoredRecord] = []
+        let rows = try await client.query("""
+            SELECT id, fields, versions, tombstone, route FROM \(unescaped: table(.records)) WHERE tbl = \(name) ORDER BY id
+            """, logger: logger)
+        for try await (id, fields, versions, tombstone, route) in rows.decode((String, String, String, String?, String).self) {
+            out.append(try Self.record(table: name, id: id, fields: fields, versions: versions, tombstone: tombstone, route: route))
+        }
+        return out
+    }
+
+    static func record(table: String, id: String, fields: String, versions: String, tombstone: String?, route: String) throws -> StoredRecord {
+        guard let values = CanonicalJSON.parseFields(fields), let versions = CanonicalJSON.parseStoredVersions(versions) else {
+            throw PostgresStoreError("corrupt replication state for \(table)/\(id)")
+        }
+        var all = values
+        for field in versions.keys where all[field] == nil { all[field] = .null }
+        return StoredRecord(table: table, id: id,
+                            state: RecordState(values: all.filter { versions[$0.key] != nil }, versions: versions,
+                                               tombstone: tombstone.flatMap(FieldVersion.init(parsing:))),
+                            route: RecordMerge.parseRoute(route))
+    }
+
+    // MARK: Quarantine
+
+    /// The changes refused on arrival, oldest first.
+    public func quarantined(limit: Int = 1000) async throws -> [QuarantinedChange] {
+        try await prepared()
+        var out: [QuarantinedChange] = []
+        let rows = try await client.query("""
+            SELECT id, origin, origin_seq, received_from, received_at, code, reason, change
+            FROM \(unescaped: table(.quarantine)) ORDER BY id LIMIT \(limit)
+            """, logger: logger)
+        for try await (id, origin, seq, from, at, code, reason, change) in rows.decode((Int64, String, Int64, String, Int64, String, String, String).self) {
+            out.append(QuarantinedChange(id: id, origin: NodeID(unchecked: origin), originSeq: seq, receivedFrom: NodeID(unchecked: from),
+                                         receivedAtMillis: UInt64(max(0, at)), code: code, reason: reason, change: change))
+        }
+        return out
+    }
+}

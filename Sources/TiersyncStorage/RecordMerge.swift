@@ -1,0 +1,115 @@
+import Foundation
+import TiersyncCore
+
+/// A record after a change: its state, what the change did, and where it is routed now.
+public struct MergedRecord: Sendable {
+    public var state: RecordState
+    public var outcome: ApplyOutcome
+    public var route: Set<NodeID>
+
+    public init(state: RecordState, outcome: ApplyOutcome, route: Set<NodeID>) {
+        self.state = state
+        self.outcome = outcome
+        self.route = route
+    }
+}
+
+/// Applying a change to a record's stored state, the same for every engine: the merge rules
+/// are ``TiersyncCore/RecordState/apply(_:)``'s, and a record's route follows its route
+/// fields. Engines differ only in how they load and save the state.
+public enum RecordMerge {
+    /// `change` merged into `stored` (nothing stored: a new record).
+    public static func merge(_ change: Change, into stored: StoredRecord?, table: TableSchema) -> MergedRecord {
+        var state = stored?.state ?? RecordState()
+        let outcome = state.apply(change)
+        return MergedRecord(state: state, outcome: outcome, route: route(of: state, table: table, previous: stored?.route))
+    }
+
+    /// A live record is routed by its route fields; a deleted one keeps its last route, so
+    /// the delete (and anything after it) reaches the nodes that held it.
+    public static func route(of state: RecordState, table: TableSchema, previous: Set<NodeID>?) -> Set<NodeID> {
+        if state.isLive {
+            let route = table.route(of: state.liveValues)
+            return route.isEmpty ? previous ?? [] : route
+        }
+        return previous ?? []
+    }
+
+    /// A route as stored: node ids, sorted, comma-separated.
+    public static func encodeRoute(_ route: Set<NodeID>) -> String {
+        route.count == 1 ? route.first!.rawValue : route.map(\.rawValue).sorted().joined(separator: ",")
+    }
+
+    /// The inverse of ``encodeRoute(_:)`` (nil or empty: no route).
+    public static func parseRoute(_ s: String?) -> Set<NodeID> {
+        guard let s, !s.isEmpty else { return [] }
+        return Set(s.split(separator: ",").map { NodeID(unchecked: String($0)) })
+    }
+}
+
+/// The text columns of a change-log entry, encoded once, in the wire's form: a feed page
+/// copies them into its JSON as they are (``TiersyncCore/WireEncoding``).
+public struct EncodedLogEntry: Sendable {
+    public let fields: String
+    public let prior: String?
+    public let trail: String?
+
+    public init(_ change: Change, trail: [Hop]) {
+        fields = CanonicalJSON.object(change.fields)
+        prior = change.prior.isEmpty ? nil : CanonicalJSON.object(change.prior)
+        self.trail = Self.encodeTrail(trail)
+    }
+
+    /// A trail as the wire writes it (nil when empty).
+    public static func encodeTrail(_ trail: [Hop]) -> String? {
+        guard !trail.isEmpty else { return nil }
+        return "[" + trail.map { "{\"node\":" + FieldValue.quote($0.node.rawValue) + ",\"at\":\($0.atMillis)}" }.joined(separator: ",") + "]"
+    }
+}
+
+/// What a received change's identity (origin, sequence) says about it on a store, given
+/// what the store holds under that identity: the same judgement for every engine.
+public enum ChangeIdentityVerdict: Sendable, Equatable {
+    case new
+    /// Applied already, or refused for a reason in the change itself: answered as a duplicate.
+    case duplicate
+    /// The origin numbered two different changes alike.
+    case reused
+    /// Refused for clock skew when its origin sent it: accepted only once re-stamped to no
+    /// later than that time (with its old stamp it would win over every write since).
+    case skewFenced(refusedAtMillis: UInt64)
+
+    /// A quarantine entry held under the change's identity.
+    public struct Quarantined: Sendable {
+        public var code: String
+        public var receivedAtMillis: Int64
+        public var receivedFrom: String
+
+        public init(code: String, receivedAtMillis: Int64, receivedFrom: String) {
+            self.code = code
+            self.receivedAtMillis = receivedAtMillis
+            self.receivedFrom = receivedFrom
+        }
+    }
+
+    /// `heldStamp`: the HLC of the applied change with this identity, if any.
+    public static func judge(_ change: Change, heldStamp: UInt64?, quarantined: Quarantined?) -> ChangeIdentityVerdict {
+        if let heldStamp { return heldStamp == change.hlc.rawValue ? .duplicate : .reused }
+        guard let quarantined else { return .new }
+        let code = ChangeRejection.Code(rawValue: quarantined.code)
+        if code?.isFinal == true { return .duplicate }
+        if code == .clockSkew, quarantined.receivedFrom == change.origin.rawValue {
+            return .skewFenced(refusedAtMillis: UInt64(max(0, quarantined.receivedAtMillis)))
+        }
+        return .new
+    }
+}
+
+/// A refused change as a quarantine entry keeps it: JSON with sorted keys.
+public enum QuarantineEncoding {
+    public static func json(_ change: Change) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? String(decoding: encoder.encode(change), as: UTF8.self)) ?? "{}"
+    }
+}

@@ -1,0 +1,128 @@
+import Foundation
+import Testing
+import TiersyncCore
+import TiersyncPostgres
+import TiersyncStore
+import TiersyncTestSupport
+
+extension StorageEngine: CustomTestStringConvertible {}
+
+/// The hub's tenant store, the same tests on each engine (SQLite's `NodeStore`,
+/// PostgreSQL's `PostgresTenantStore`), and the two engines' answers compared.
+@Suite("Hub tenant store on each engine")
+struct TenantStoreEngineTests {
+    /// Pushes made by two dealers' real stores: creates, a concurrent edit of one customer
+    /// (a conflict), a delete, and a re-route (a customer moved from d1 to d2, which owes d2
+    /// the record's earlier changes), each as the batch its agent would push.
+    static func dealerPushes() throws -> [(sender: NodeID, changes: [Change])] {
+        let dir = try TempDir()
+        func dealer(_ node: NodeID) throws -> NodeStore {
+            let store = try NodeStore(path: "\(dir.path)/\(node).sqlite")
+            try store.setIdentity(NodeIdentity(tenant: "acme", node: node, parent: "hq"))
+            return store
+        }
+        let d1 = try dealer("d1"), d2 = try dealer("d2")
+        var pushes: [(NodeID, [Change])] = []
+        let base: UInt64 = 1_800_000_000_000
+        pushes.append(("d1", try d1.commit((0..<6).map { .upsert("customers", id: "c-\($0)", ["last_name": .string("N\($0)")]) }, wallMillis: base)))
+        pushes.append(("d2", try d2.commit([.upsert("customers", id: "c-shared", ["last_name": "Two", "owning_dealer": "d1"])], wallMillis: base + 10)))
+        pushes.append(("d1", try d1.commit([.upsert("customers", id: "c-shared", ["last_name": "One"]),
+                                            .upsert("customers", id: "c-1", ["first_name": "Ann"]),
+                                            .delete("customers", id: "c-2")], wallMillis: base + 20)))
+        pushes.append(("d1", try d1.commit([.upsert("customers", id: "c-3", ["owning_dealer": "d2"]),
+                                            .upsert("interactions", id: "i-1", ["customer_id": "c-3", "channel": "phone", "direction": "inbound"])],
+                                           wallMillis: base + 30)))
+        return pushes.map { (sender: $0.0, changes: $0.1) }
+    }
+
+    /// Everything observable of a store after the pushes: reports, feeds by scope and page,
+    /// head, resume points and records.
+    static func observe(_ store: any HubTenantStore, pushes: [(sender: NodeID, changes: [Change])]) async throws -> [String] {
+        var seen: [String] = []
+        let now: UInt64 = 1_800_000_000_100
+        for (i, push) in pushes.enumerated() {
+            let r = try await store.applyIncoming(push.changes, from: push.sender, source: .child, checkSkew: true, gate: nil, cursor: nil, wallMillis: now + UInt64(i))
+            seen.append("push \(i): applied \(r.applied) duplicates \(r.duplicates) conflicts \(r.conflicts) rejected \(r.rejected.map { $0.code.rawValue })")
+        }
+        // Again: every change a duplicate.
+        for push in pushes {
+            let r = try await store.applyIncoming(push.changes, from: push.sender, source: .child, checkSkew: true, gate: nil, cursor: nil, wallMillis: now + 50)
+            seen.append("again: applied \(r.applied) duplicates \(r.duplicates) rejected \(r.rejected.count)")
+        }
+        // A reused identity, a change the schema refuses (final: a duplicate when sent
+        // again), and one from too far in the future (clock skew).
+        var reused = pushes[0].changes[0]
+        reused.hlc = HLCTimestamp(wallMillis: reused.hlc.wallMillis + 1, counter: 0)
+        let unknown = Change(origin: "d1", originSeq: 900, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "shoes", recordID: "s-1",
+                             op: .upsert, fields: ["size": .int(44)], prior: [:])
+        let future = Change(origin: "d1", originSeq: 901, hlc: HLCTimestamp(wallMillis: now + 3_600_000, counter: 0), table: "customers",
+                            recordID: "c-9", op: .upsert, fields: ["last_name": "Late"], prior: [:])
+        for attempt in 0..<2 {
+            let r = try await store.applyIncoming([reused, unknown, future], from: "d1", source: .child, checkSkew: true, gate: nil, cursor: nil, wallMillis: now + 60)
+            seen.append("refused \(attempt): applied \(r.applied) duplicates \(r.duplicates) rejected \(r.rejected.map { "\($0.code.rawValue):\($0.restampAtMillis ?? 0)" })")
+        }
+        seen.append("head \(try await store.feedHead())")
+        seen.append("highest d1 \(try await store.highestSeq(of: "d1")) d2 \(try await store.highestSeq(of: "d2")) d3 \(try await store.highestSeq(of: "d3"))")
+        let scopes: [(String, Scope)] = [("all", .everything), ("d1", Scope(nodes: ["d1"])), ("d2", Scope(nodes: ["d2"])),
+                                         ("d1+d2", Scope(nodes: ["d1", "d2"])), ("d9", Scope(nodes: ["d9"]))]
+        for (name, scope) in scopes {
+            for excluding in [nil, "d1"] as [NodeID?] {
+                for limit in [1000, 3] {
+                    var cursor: Int64 = 0
+                    var pages = 0
+                    while true {
+                        let page = try await store.encodedFeed(after: cursor, scope: scope, excluding: excluding, limit: limit)
+                        seen.append("feed \(name) excluding \(excluding?.rawValue ?? "-") limit \(limit) page \(pages): \(String(decoding: page.json, as: UTF8.self))")
+                        cursor = page.nextCursor
+                        pages += 1
+                        if !page.more || pages > 20 { break }
+                    }
+                }
+            }
+        }
+        for table in ["customers", "interactions"] {
+            for record in try await store.liveRecords(inTable: table) {
+                seen.append("\(table)/\(record.id): \(CanonicalJSON.object(record.values))")
+            }
+        }
+        return seen
+    }
+
+    @Test("pushes apply once, refusals are quarantined and judged alike, and the feed serves each scope", arguments: StorageEngine.testable)
+    func pushesAndFeed(engine: StorageEngine) async throws {
+        let pushes = try Self.dealerPushes()
+        let seen = try await engine.withTenantStore { store in try await Self.observe(store, pushes: pushes) }
+        let total = pushes.map(\.changes.count).reduce(0, +)
+        func expectLine(_ line: String, _ why: Comment? = nil, sourceLocation: SourceLocation = #_sourceLocation) {
+            #expect(seen.contains(line), why ?? "", sourceLocation: sourceLocation)
+        }
+        func line(_ prefix: String) -> String { seen.first { $0.hasPrefix(prefix) } ?? "" }
+        expectLine("push 1: applied 1 duplicates 0 conflicts 0 rejected []")
+        expectLine("push 2: applied 3 duplicates 0 conflicts 1 rejected []", "d1's edit of c-shared was concurrent with d2's")
+        #expect(seen.filter { $0.hasPrefix("again:") } == pushes.map { "again: applied 0 duplicates \($0.changes.count) rejected 0" })
+        expectLine("refused 0: applied 0 duplicates 0 rejected [\"identity_reused:0\", \"unknown_table:0\", \"clock_skew:1800000000160\"]")
+        expectLine("refused 1: applied 0 duplicates 0 rejected [\"identity_reused:0\", \"unknown_table:0\", \"clock_skew:1800000000160\"]",
+                   "refusals are judged again on every delivery; a skew refusal keeps its first time")
+        expectLine("head \(total)")
+        expectLine("highest d1 901 d2 1 d3 0", "an enrolling node resumes after its quarantined changes too")
+        #expect(line("feed d2 excluding - limit 1000 page 0:").contains("\"id\":\"c-3\",\"op\":\"upsert\",\"fields\":{\"last_name\":\"N3\""),
+                "d2 is owed c-3's creation when the record is routed to it")
+        #expect(line("feed d2 excluding - limit 1000 page 0:").components(separatedBy: "\"origin\"").count == 3, "d2 gets c-3's two changes, nothing else")
+        #expect(line("feed d9 excluding - limit 1000 page 0:").hasSuffix("{\"changes\":[],\"nextCursor\":\(total),\"more\":false,\"head\":\(total)}"))
+        #expect(line("feed all excluding d1 limit 1000 page 0:").components(separatedBy: "\"origin\"").count == 2, "only d2's change, not d1's own")
+        #expect(line("customers/c-shared: ").contains("\"last_name\":\"One\""))
+        #expect(line("customers/c-2:").isEmpty, "c-2 was deleted")
+    }
+
+    @Test("PostgreSQL answers exactly as SQLite: the same reports, feed pages byte for byte, head and records",
+          .enabled(if: TestPostgres.isAvailable, Comment(rawValue: StorageEngine.postgresSkipNote)))
+    func enginesAgree() async throws {
+        let pushes = try Self.dealerPushes()
+        let sqlite = try await StorageEngine.sqlite.withTenantStore { try await Self.observe($0, pushes: pushes) }
+        let postgres = try await StorageEngine.postgres.withTenantStore { try await Self.observe($0, pushes: pushes) }
+        #expect(sqlite.count == postgres.count)
+        for (a, b) in zip(sqlite, postgres) where a != b {
+            Issue.record("SQLite: \(a)\nPostgreSQL: \(b)")
+        }
+    }
+}
