@@ -1,0 +1,108 @@
+import PostgresNIO
+
+/// The catalog's tables in PostgreSQL (schema `tiersync_catalog`) and their migrations.
+///
+/// Versioned by the row of `schema_version`: each migration runs once, in order, in the
+/// transaction that records it. Every process runs ``migrate(_:)`` as it opens the catalog;
+/// the whole of it runs under a transaction-scoped advisory lock, so of several processes
+/// starting at once on an empty database one creates the schema and the others then find it
+/// (`CREATE SCHEMA IF NOT EXISTS` alone is not enough: two of them at once can both try to
+/// create it, and one fails on the catalog's unique index). The statements are idempotent as
+/// well (`IF NOT EXISTS`). Migrations only add, so a process older than the schema keeps working.
+///
+/// Tables (times are milliseconds since the epoch, `bigint`):
+/// - `tenants`: id, root, levels (2 or 3), allow_direct_sync, release_key (base64 Ed25519), created_at.
+/// - `nodes`: (tenant, id) → parent, role (`NodeRole`), created_at, last_seen, decommissioned_at.
+/// - `enrollment_tokens`: SHA-256 hex of the token → tenant, node, parent, role, expires_at, used_at.
+/// - `credentials`: SHA-256 hex of the credential → tenant, node, created_at, revoked_at.
+/// - `catalog_version`: per tenant, bumped by every change of its tree or direct-sync setting
+///   (per tenant rather than one row, as SQLite has: enrollments of different tenants do not
+///   queue on one row lock, and one tenant's change keeps other tenants' cached trees).
+public enum PostgresCatalogSchema {
+    /// The schema version this build writes and reads.
+    public static var currentVersion: Int { migrations.count }
+
+    /// Migration n (1-based) is `migrations[n - 1]`: statements run one by one (postgres-nio's
+    /// extended protocol takes one statement per query).
+    static let migrations: [[PostgresQuery]] = [
+        [
+            """
+            CREATE TABLE IF NOT EXISTS tiersync_catalog.tenants (
+                id text PRIMARY KEY,
+                root text NOT NULL,
+                levels integer NOT NULL CHECK (levels IN (2, 3)),
+                allow_direct_sync boolean NOT NULL DEFAULT false,
+                release_key text,
+                created_at bigint NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS tiersync_catalog.nodes (
+                tenant text NOT NULL REFERENCES tiersync_catalog.tenants (id),
+                id text NOT NULL,
+                parent text,
+                role text NOT NULL,
+                created_at bigint NOT NULL,
+                last_seen bigint,
+                decommissioned_at bigint,
+                PRIMARY KEY (tenant, id)
+            )
+            """,
+            // Decommissioning looks up a node's children.
+            "CREATE INDEX IF NOT EXISTS nodes_parent ON tiersync_catalog.nodes (tenant, parent)",
+            """
+            CREATE TABLE IF NOT EXISTS tiersync_catalog.enrollment_tokens (
+                hash text PRIMARY KEY,
+                tenant text NOT NULL REFERENCES tiersync_catalog.tenants (id),
+                node text NOT NULL,
+                parent text,
+                role text NOT NULL,
+                expires_at bigint NOT NULL,
+                used_at bigint
+            )
+            """,
+            // Issuing a token looks up the unused ones by node and by parent.
+            "CREATE INDEX IF NOT EXISTS enrollment_tokens_node ON tiersync_catalog.enrollment_tokens (tenant, node) WHERE used_at IS NULL",
+            "CREATE INDEX IF NOT EXISTS enrollment_tokens_parent ON tiersync_catalog.enrollment_tokens (tenant, parent) WHERE used_at IS NULL",
+            """
+            CREATE TABLE IF NOT EXISTS tiersync_catalog.credentials (
+                hash text PRIMARY KEY,
+                tenant text NOT NULL REFERENCES tiersync_catalog.tenants (id),
+                node text NOT NULL,
+                created_at bigint NOT NULL,
+                revoked_at bigint
+            )
+            """,
+            // Enrollment and revocation revoke a node's live credentials; the directory lists a tenant's.
+            "CREATE INDEX IF NOT EXISTS credentials_node ON tiersync_catalog.credentials (tenant, node) WHERE revoked_at IS NULL",
+            """
+            CREATE TABLE IF NOT EXISTS tiersync_catalog.catalog_version (
+                tenant text PRIMARY KEY REFERENCES tiersync_catalog.tenants (id),
+                version bigint NOT NULL
+            )
+            """,
+        ],
+    ]
+
+    /// Creates the schema or brings it up to ``currentVersion``; see the type's documentation.
+    static func migrate(_ catalog: PostgresCatalog) async throws {
+        try await catalog.transaction { db in
+            try await db.execute("SELECT pg_advisory_xact_lock(\(CatalogConnection.catalogLockClass), 0)")
+            try await db.execute("CREATE SCHEMA IF NOT EXISTS tiersync_catalog")
+            try await db.execute("""
+                CREATE TABLE IF NOT EXISTS tiersync_catalog.schema_version (
+                    id integer PRIMARY KEY CHECK (id = 1),
+                    version integer NOT NULL
+                )
+                """)
+            try await db.execute("INSERT INTO tiersync_catalog.schema_version (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
+            let version = try await db.rows("SELECT version FROM tiersync_catalog.schema_version WHERE id = 1")
+                .first.map { try $0.decode(Int.self) } ?? 0
+            guard version < migrations.count else { return }
+            for statements in migrations[version...] {
+                for statement in statements { try await db.execute(statement) }
+            }
+            try await db.execute("UPDATE tiersync_catalog.schema_version SET version = \(migrations.count) WHERE id = 1")
+        }
+    }
+}
