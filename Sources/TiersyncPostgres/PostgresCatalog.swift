@@ -204,11 +204,6 @@ public final class PostgresCatalog: HubCatalogStore {
             throw error
         }
     }
-
-    /// Forgets the cached trees (tests; every call re-validates them anyway).
-    func forgetCachedTrees() {
-        snapshots.withLock { $0.removeAll() }
-    }
 }
 
 /// A connection inside one of the catalog's transactions.
