@@ -128,13 +128,16 @@ let package = Package(
         .executableTarget(name: "tiersync", dependencies: [
             "TiersyncAgentCLI",
             "TiersyncCore", "TiersyncKPI", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance", "TiersyncRules",
+            "TiersyncPostgres", "TiersyncStorage",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "PostgresNIO", package: "postgres-nio"),
         ]),
         // Benchmarks over real HTTPS and SQLite (run in release mode for figures).
         .executableTarget(name: "tiersync-bench", dependencies: [
             "TiersyncCore", "TiersyncKPI", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI",
-            "TiersyncGovernance",
+            "TiersyncGovernance", "TiersyncPostgres", "TiersyncStorage",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "GRDB", package: "GRDB.swift"),

@@ -16,6 +16,8 @@ public final class RelayDirectory: NodeDirectory {
     let store: NodeStore
     let identity: NodeIdentity
     let mirror: HubCatalog
+    /// The mirror behind the catalog seam (what the last-seen recorder writes to).
+    private var mirrorCatalog: SQLiteCatalog { SQLiteCatalog(mirror) }
     let parent: ParentClient
     let logger: Logger
     private let lastMissRefresh = Mutex<UInt64>(0)
@@ -162,7 +164,7 @@ public final class RelayDirectory: NodeDirectory {
     public func openTenants() -> [TenantID] { [identity.tenant] }
 
     public func touch(_ principal: Principal) async {
-        await lastSeen.record(principal, in: mirror)
+        await lastSeen.record(principal, in: mirrorCatalog)
     }
 
     private func checkTenant(_ tenant: TenantID) throws {

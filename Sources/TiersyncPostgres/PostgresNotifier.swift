@@ -60,3 +60,32 @@ public struct PostgresNotifier: Sendable {
 public struct PostgresNotifierError: Error, CustomStringConvertible {
     public let description: String
 }
+
+extension PostgresNotifier {
+    /// Listens on the channel until the task is cancelled, handing each announced tenant to
+    /// `onSignal`, and listens again after a lost connection (with a growing pause, at most
+    /// `maxPause`). After every (re)connection `onSignal` gets nil: what was announced while
+    /// nobody listened is lost, so the caller must look again at everything it waits for.
+    public func relay(maxPause: Duration = .seconds(5), onSignal: @escaping @Sendable (TenantID?) -> Void) async {
+        var pause = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            do {
+                try await client.withConnection { connection in
+                    // The sequence ends (or throws) when the connection is lost.
+                    try await connection.listen(on: channel) { notifications in
+                        onSignal(nil)
+                        pause = .milliseconds(100)
+                        for try await notification in notifications {
+                            if let tenant = try? TenantID(validating: notification.payload) { onSignal(tenant) }
+                        }
+                    }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("listening for other hub processes' changes failed; listening again in \(pause)", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: pause)
+            pause = min(pause * 2, maxPause)
+        }
+    }
+}

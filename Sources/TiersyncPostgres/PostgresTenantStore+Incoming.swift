@@ -98,6 +98,8 @@ extension PostgresTenantStore {
             // The batch, judged in order in memory.
             var report = IncomingReport()
             var quarantine: [Identity: QuarantineRow] = [:]
+            // Refusals in the batch's order: the order an admin lists them in (ids follow it).
+            var refusalOrder: [Identity] = []
             var unquarantine: Set<Identity> = []
             var dirty: [RecordKey] = []
             var dirtySet: Set<RecordKey> = []
@@ -112,6 +114,7 @@ extension PostgresTenantStore {
                    rejection.code == .clockSkew {
                     at = min(at, earlier.receivedAtMillis)
                 }
+                if quarantine[id] == nil { refusalOrder.append(id) }
                 quarantine[id] = QuarantineRow(entry: .init(code: rejection.code.rawValue, receivedAtMillis: at, receivedFrom: sender.rawValue),
                                                reason: rejection.message, change: QuarantineEncoding.json(change))
                 unquarantine.remove(id)
@@ -244,7 +247,7 @@ extension PostgresTenantStore {
                     """, logger: logger)
             }
             if !quarantine.isEmpty {
-                let rows = Array(quarantine)
+                let rows = refusalOrder.compactMap { id in quarantine[id].map { (key: id, value: $0) } }
                 try await connection.query("""
                     INSERT INTO \(unescaped: quarantineTable) (origin, origin_seq, received_from, received_at, code, reason, change)
                     SELECT * FROM unnest(\(rows.map(\.key.origin))::text[], \(rows.map(\.key.seq))::int8[], \(rows.map(\.value.entry.receivedFrom))::text[],

@@ -135,7 +135,7 @@ public final class PostgresTenantStore: HubTenantStore {
     // MARK: Quarantine
 
     /// The changes refused on arrival, oldest first.
-    public func quarantined(limit: Int = 1000) async throws -> [QuarantinedChange] {
+    public func quarantinedChanges(limit: Int = 1000) async throws -> [QuarantinedChange] {
         try await prepared()
         var out: [QuarantinedChange] = []
         let rows = try await client.query("""

@@ -73,7 +73,7 @@ public final class LastSeenRecorder: Sendable {
 
     /// Notes `principal` as seen now. Written at once when nothing was written in the last
     /// second, else by one delayed write that carries everything noted until then.
-    public func record(_ principal: Principal, in catalog: HubCatalog) async {
+    public func record(_ principal: Principal, in catalog: any HubCatalogStore) async {
         let now = self.now()
         let key = "\(principal.tenant)/\(principal.node)"
         let action: Action = state.withLock { s in
@@ -109,7 +109,7 @@ public final class LastSeenRecorder: Sendable {
         return s.pending
     }
 
-    private func write(_ sightings: [(principal: Principal, atMillis: UInt64)], to catalog: HubCatalog) async {
+    private func write(_ sightings: [(principal: Principal, atMillis: UInt64)], to catalog: any HubCatalogStore) async {
         guard !sightings.isEmpty else { return }
         do {
             try await catalog.touch(sightings)

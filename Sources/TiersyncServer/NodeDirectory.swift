@@ -40,65 +40,80 @@ extension NodeDirectory {
     public func refusal(for principal: Principal) async throws -> AccessRefusal? { nil }
 }
 
-/// The HQ hub's directory: its catalog and one database per tenant.
+/// The HQ hub's directory: its catalog and the tenants' stores, on either engine (SQLite:
+/// `hub.sqlite` and a database per tenant; PostgreSQL: one database for every process).
 public struct CatalogDirectory: NodeDirectory {
-    public let stores: TenantStores
+    public let catalog: any HubCatalogStore
+    private let tenantStore: @Sendable (TenantID) throws -> any HubTenantStore
+    private let open: @Sendable () -> [TenantID]
     let lastSeen = LastSeenRecorder()
 
-    public init(stores: TenantStores) { self.stores = stores }
+    /// `stores` gives the store of a tenant (opened on first use, then kept), `openTenants`
+    /// the tenants whose stores this process opened.
+    public init(catalog: any HubCatalogStore, stores: @escaping @Sendable (TenantID) throws -> any HubTenantStore,
+                openTenants: @escaping @Sendable () -> [TenantID]) {
+        self.catalog = catalog
+        self.tenantStore = stores
+        self.open = openTenants
+    }
+
+    /// The embedded hub: a SQLite catalog and a database per tenant.
+    public init(stores: TenantStores) {
+        self.init(catalog: SQLiteCatalog(stores.catalog), stores: { try stores.store(for: $0) }, openTenants: { stores.openTenants() })
+    }
 
     public func authenticate(credential: String) async throws -> Principal? {
-        try await stores.catalog.authenticate(credential: credential)
+        try await catalog.authenticate(credential: credential)
     }
 
     public func tree(of tenant: TenantID) async throws -> NodeTree {
-        try await stores.catalog.tree(of: tenant)
+        try await catalog.tree(of: tenant)
     }
 
     public func node(_ id: NodeID, of tenant: TenantID) async throws -> NodeRecord? {
-        try await stores.catalog.node(id, of: tenant)
+        try await catalog.node(id, of: tenant)
     }
 
     public func nodes(of tenant: TenantID) async throws -> [NodeRecord] {
-        try await stores.catalog.nodes(of: tenant)
+        try await catalog.nodes(of: tenant)
     }
 
     public func releaseKey(of tenant: TenantID) async throws -> String? {
-        try stores.catalog.releaseKey(of: tenant)
+        try await catalog.releaseKey(of: tenant)
     }
 
     public func enroll(_ request: EnrollRequest) async throws -> EnrollResponse {
         var response: EnrollResponse
         do {
-            response = try await stores.catalog.redeem(token: request.token, via: request.via)
+            response = try await catalog.redeem(token: request.token, via: request.via, nowMillis: WallClock.nowMillis())
         } catch let error as NodeDecommissioned {
             throw APIError(.conflict, "decommissioned", error.description)
         }
-        response.highestSeq = try await stores.store(for: response.tenant).highestSeq(of: response.node)
+        response.highestSeq = try await store(for: response.tenant).highestSeq(of: response.node)
         return response
     }
 
     public func directory(for principal: Principal) async throws -> DirectoryResponse {
-        try await stores.catalog.directory(for: principal)
+        try await catalog.directory(for: principal)
     }
 
     public func store(for tenant: TenantID) throws -> any HubTenantStore {
-        try stores.store(for: tenant)
+        try tenantStore(tenant)
     }
 
     public func openTenants() -> [TenantID] {
-        stores.openTenants()
+        open()
     }
 
     public func touch(_ principal: Principal) async {
-        await lastSeen.record(principal, in: stores.catalog)
+        await lastSeen.record(principal, in: catalog)
     }
 
     /// HQ serves the root's children (countries of a three-level tenant, agents of a
     /// two-level one); a node deeper down syncs through its parent unless the tenant allows
     /// direct sync (`admin tenant-settings --allow-direct-sync true`).
     public func refusal(for principal: Principal) async throws -> AccessRefusal? {
-        guard let parent = try await stores.catalog.requiredParent(of: principal) else { return nil }
+        guard let parent = try await catalog.requiredParent(of: principal) else { return nil }
         return AccessRefusal(code: "wrong_parent", message: """
             node '\(principal.node)' syncs through its parent '\(parent)', not with HQ directly: point its agent at '\(parent)'s URL \
             (tenant '\(principal.tenant)' does not allow direct sync; `tiersync admin tenant-settings --allow-direct-sync true` would)

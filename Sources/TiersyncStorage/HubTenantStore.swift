@@ -19,6 +19,9 @@ public protocol HubTenantStore: AnyObject, Sendable {
     func applyIncoming(_ changes: [Change], from sender: NodeID, source: ChangeSource, checkSkew: Bool,
                        gate: ChangeGate?, cursor: (name: String, value: Int64)?, wallMillis: UInt64) async throws -> IncomingReport
 
+    /// The changes refused on arrival and kept with their reasons, oldest first.
+    func quarantinedChanges(limit: Int) async throws -> [QuarantinedChange]
+
     /// One page of the change feed after `cursor` for `scope`, pre-encoded as the pull
     /// route's JSON body.
     func encodedFeed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) async throws -> EncodedPullPage

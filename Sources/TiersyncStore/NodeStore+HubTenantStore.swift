@@ -10,6 +10,10 @@ import TiersyncKPI
 extension NodeStore: HubTenantStore {
     // applyIncoming, encodedFeed and highestSeq(of:): the store's own async API.
 
+    public func quarantinedChanges(limit: Int) async throws -> [QuarantinedChange] {
+        try await offCooperativePool { try self.quarantined(limit: limit) }
+    }
+
     public func feedHead() async throws -> Int64 {
         try await offCooperativePool { try self.headSeq() }
     }

@@ -2,7 +2,9 @@ import ArgumentParser
 import Foundation
 import Logging
 import TiersyncAgent
+import PostgresNIO
 import TiersyncCore
+import TiersyncPostgres
 import TiersyncServer
 import TiersyncStore
 
@@ -15,10 +17,17 @@ struct Hub: AsyncParsableCommand {
             discussion: """
             TLS is always on: give --cert and --key, or --dev-certs DIR to create a local CA and a
             loopback certificate there (clients then trust DIR/ca.pem).
+
+            Storage: --data DIR keeps the catalog and one SQLite database per tenant in DIR (one
+            process). --postgres URL keeps everything in that PostgreSQL database instead; any
+            number of hub processes may then serve it at once behind a load balancer (see
+            docs/OPERATIONS.md, "The hub on PostgreSQL").
             """)
 
-        @Option(help: "Directory holding hub.sqlite and one database per tenant.")
-        var data: String
+        @Option(help: "Directory holding hub.sqlite and one database per tenant (the embedded engine).")
+        var data: String?
+        @Option(help: "postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE: keep the hub in PostgreSQL instead of --data.")
+        var postgres: String?
         @OptionGroup var listener: ListenerOptions
         @Option(help: "Seconds a change may be stamped ahead of the hub's clock.")
         var maxSkew: UInt64 = 60
@@ -26,9 +35,19 @@ struct Hub: AsyncParsableCommand {
         var rulesInterval = 30.0
         @OptionGroup var logging: LoggingOptions
 
+        func validate() throws {
+            guard (data == nil) != (postgres == nil) else {
+                throw ValidationError("give exactly one of --data DIR (SQLite) and --postgres URL (PostgreSQL)")
+            }
+        }
+
         func run() async throws {
             try logging.bootstrap()
-            var configuration = try listener.configuration(dataDirectory: data)
+            if let postgres {
+                try await runOnPostgres(try PostgresEndpoint(url: postgres))
+                return
+            }
+            var configuration = try listener.configuration(dataDirectory: data!)
             configuration.maxClockSkewMillis = maxSkew * 1000
             // The stores the hub serves, shared with HQ's rules runner (HQ has no agent: its
             // escalation and proactive rules run in this process).
@@ -45,6 +64,39 @@ struct Hub: AsyncParsableCommand {
                 try await group.next()
                 group.cancelAll()
                 try await group.waitForAll()
+            }
+        }
+
+        /// One hub process over PostgreSQL: stateless, so several may serve one database.
+        /// Long-polls wake for pushes that land on other processes through LISTEN/NOTIFY.
+        /// HQ's escalation and proactive rules are not run by a PostgreSQL hub yet.
+        private func runOnPostgres(_ endpoint: PostgresEndpoint) async throws {
+            var configuration = try listener.configuration(dataDirectory: "")
+            configuration.maxClockSkewMillis = maxSkew * 1000
+            try await withPostgresClient(endpoint, backgroundLogger: Logger(label: "tiersync.postgres")) { client in
+                let catalog = try await PostgresCatalog(client: client)
+                let stores = PostgresTenantStores(client: client, catalog: catalog,
+                                                  clock: HybridLogicalClock(maxSkewMillis: configuration.maxClockSkewMillis))
+                let hub = HubServer(configuration: configuration,
+                                    directory: CatalogDirectory(catalog: catalog, stores: { stores.store(for: $0) }, openTenants: { stores.openTenants() }))
+                let notifier = try PostgresNotifier(client: client)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await hub.run(handleSignals: true) { port in listener.announce("hub", port: port) } }
+                    group.addTask {
+                        await notifier.relay { tenant in
+                            Task {
+                                for tenant in tenant.map({ [$0] }) ?? stores.openTenants() {
+                                    await hub.notifyChanges(for: tenant)
+                                    await hub.notifyGovernance(for: tenant)
+                                }
+                            }
+                        }
+                    }
+                    // The hub ends on SIGTERM/SIGINT; the listener with it.
+                    try await group.next()
+                    group.cancelAll()
+                    try await group.waitForAll()
+                }
             }
         }
     }

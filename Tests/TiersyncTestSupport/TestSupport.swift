@@ -3,11 +3,13 @@ import Foundation
 import Logging
 import NIOCore
 import NIOSSL
+import PostgresNIO
 import Synchronization
 import TiersyncAgent
 import TiersyncCore
 import TiersyncNode
 import TiersyncPKI
+import TiersyncPostgres
 import TiersyncGovernance
 import TiersyncServer
 import TiersyncStore
@@ -24,38 +26,97 @@ public final class TempDir: Sendable {
     deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
-/// A hub running in this process on a loopback port it picked, over real TLS.
+/// A hub running in this process on a loopback port it picked, over real TLS, on either
+/// storage engine: SQLite files in `directory` (the default), or a PostgreSQL database.
 public final class RunningHub: Sendable {
     public let url: String
     public let caFile: String
     public let server: HubServer
-    public let stores: TenantStores
     public let port: Int
+    /// The hub's catalog, on whichever engine it runs.
+    public let catalogStore: any HubCatalogStore
+    /// `nil` on PostgreSQL.
+    private let sqliteStores: TenantStores?
     private let task: Task<Void, any Error>
+    private let postgresClient: Task<Void, Never>?
 
+    /// The SQLite engine's stores. Tests meant for both engines use ``catalogStore`` and
+    /// ``tenantStore(for:)`` instead; this one stops a test that runs on PostgreSQL.
+    public var stores: TenantStores {
+        guard let sqliteStores else { preconditionFailure("this hub runs on PostgreSQL: use catalogStore / tenantStore(for:)") }
+        return sqliteStores
+    }
+
+    /// The SQLite catalog (see ``stores``).
     public var catalog: HubCatalog { stores.catalog }
+
+    /// The store holding `tenant`'s records, on whichever engine the hub runs.
+    public func tenantStore(for tenant: TenantID) throws -> any HubTenantStore {
+        try server.directory.store(for: tenant)
+    }
 
     /// `port` 0 picks a free port; give the old one to restart a stopped hub at its address.
     /// `rules`: run HQ's rules (``HubRulesRunner``) as `tiersync hub serve` does, every
-    /// `interval`, at the times `clock` gives.
+    /// `interval`, at the times `clock` gives (SQLite only). `postgres`: keep the hub in that
+    /// database instead of files in `directory` (which then holds only the certificates).
     public init(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init(),
-                maxClockSkewMillis: UInt64 = 60_000, rules: RulesSchedule? = nil,
+                maxClockSkewMillis: UInt64 = 60_000, rules: RulesSchedule? = nil, postgres: PostgresEndpoint? = nil,
                 logger: Logger = Logger(label: "tiersync.hub")) async throws {
         let pki = try DevelopmentPKI.ensure(in: directory + "/pki")
         var configuration = HubConfiguration(host: "127.0.0.1", port: port, dataDirectory: directory + "/hub",
                                              transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey))
         configuration.limits = limits
         configuration.maxClockSkewMillis = maxClockSkewMillis
-        let stores = TenantStores(catalog: try HubCatalog(directory: configuration.dataDirectory),
-                                  clock: HybridLogicalClock(maxSkewMillis: maxClockSkewMillis), checkpointing: .byOwner)
-        let server = HubServer(configuration: configuration, directory: CatalogDirectory(stores: stores), logger: logger)
+        let clock = HybridLogicalClock(maxSkewMillis: maxClockSkewMillis)
+        let server: HubServer
+        var listener: PostgresNotifier?
+        var postgresStores: PostgresTenantStores?
+        if let postgres {
+            let client = PostgresClient(configuration: postgres.clientConfiguration(), backgroundLogger: Logger(label: "tiersync.postgres"))
+            let running = Task { await client.run() }
+            postgresClient = running
+            do {
+                let catalog = try await PostgresCatalog(client: client)
+                let stores = PostgresTenantStores(client: client, catalog: catalog, clock: clock)
+                postgresStores = stores
+                server = HubServer(configuration: configuration,
+                                   directory: CatalogDirectory(catalog: catalog, stores: { stores.store(for: $0) }, openTenants: { stores.openTenants() }),
+                                   logger: logger)
+                listener = try PostgresNotifier(client: client)
+                catalogStore = catalog
+                sqliteStores = nil
+            } catch {
+                running.cancel()
+                throw error
+            }
+        } else {
+            let stores = TenantStores(catalog: try HubCatalog(directory: configuration.dataDirectory), clock: clock, checkpointing: .byOwner)
+            server = HubServer(configuration: configuration, directory: CatalogDirectory(stores: stores), logger: logger)
+            catalogStore = SQLiteCatalog(stores.catalog)
+            sqliteStores = stores
+            postgresClient = nil
+        }
         let (stream, continuation) = AsyncStream<Int>.makeStream()
+        let (sqlite, notifier, pgStores) = (sqliteStores, listener, postgresStores)
         task = Task {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await server.run { port in continuation.yield(port) } }
-                if let rules {
+                if let rules, let sqlite {
                     group.addTask {
-                        await HubRulesRunner(stores: stores, clock: rules.clock).run(every: rules.interval) { await server.notifyChanges(for: $0) }
+                        await HubRulesRunner(stores: sqlite, clock: rules.clock).run(every: rules.interval) { await server.notifyChanges(for: $0) }
+                    }
+                }
+                if let notifier, let pgStores {
+                    // As `tiersync hub serve --postgres`: other processes' pushes wake this one's long-polls.
+                    group.addTask {
+                        await notifier.relay { tenant in
+                            Task {
+                                for tenant in tenant.map({ [$0] }) ?? pgStores.openTenants() {
+                                    await server.notifyChanges(for: tenant)
+                                    await server.notifyGovernance(for: tenant)
+                                }
+                            }
+                        }
                     }
                 }
                 try await group.next()
@@ -64,9 +125,11 @@ public final class RunningHub: Sendable {
             }
         }
         var iterator = stream.makeAsyncIterator()
-        guard let port = await iterator.next() else { throw TestFailure("hub did not start") }
+        guard let port = await iterator.next() else {
+            postgresClient?.cancel()
+            throw TestFailure("hub did not start")
+        }
         self.server = server
-        self.stores = stores
         self.port = port
         url = "https://127.0.0.1:\(port)"
         caFile = pki.caCertificate
@@ -74,8 +137,8 @@ public final class RunningHub: Sendable {
 
     /// Enrolls a node through the HTTP API and returns its credential.
     public func enroll(tenant: TenantID, node: NodeID, client: RawClient) async throws -> String {
-        _ = try catalog.createTenant(tenant)
-        let token = try catalog.issueEnrollmentToken(tenant: tenant, node: node)
+        _ = try await catalogStore.createTenant(tenant)
+        let token = try await catalogStore.issueEnrollmentToken(tenant: tenant, node: node)
         let reply = try await client.send("POST", "/v1/enroll", json: EnrollRequest(token: token))
         guard reply.status == 201 else { throw TestFailure("enroll failed: \(reply.status) \(reply.text)") }
         return try reply.decode(EnrollResponse.self).credential
@@ -84,6 +147,8 @@ public final class RunningHub: Sendable {
     public func stop() async {
         task.cancel()
         _ = await task.result
+        postgresClient?.cancel()
+        _ = await postgresClient?.value
     }
 }
 
@@ -94,6 +159,22 @@ public func withRunningHub<T>(directory: String, port: Int = 0, limits: HubConfi
                               _ body: (RunningHub) async throws -> T) async throws -> T {
     let hub = try await RunningHub(directory: directory, port: port, limits: limits, maxClockSkewMillis: maxClockSkewMillis)
     return try await withTeardown({ await hub.stop() }) { try await body(hub) }
+}
+
+/// Runs `body` with a hub on `engine` (PostgreSQL: in a fresh database, dropped afterwards),
+/// stopped when `body` returns or throws: what a test written once for both engines uses.
+public func withRunningHub<T: Sendable>(engine: StorageEngine, directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init(),
+                                        maxClockSkewMillis: UInt64 = 60_000,
+                                        _ body: (RunningHub) async throws -> T) async throws -> T {
+    switch engine {
+    case .sqlite:
+        return try await withRunningHub(directory: directory, port: port, limits: limits, maxClockSkewMillis: maxClockSkewMillis, body)
+    case .postgres:
+        return try await TestPostgres.withFreshDatabase { endpoint in
+            let hub = try await RunningHub(directory: directory, port: port, limits: limits, maxClockSkewMillis: maxClockSkewMillis, postgres: endpoint)
+            return try await withTeardown({ await hub.stop() }) { try await body(hub) }
+        }
+    }
 }
 
 /// Runs `body`, then awaits `teardown` whether `body` returned or threw (rethrowing its error).
@@ -240,7 +321,7 @@ public final class RunningCountry: Sendable {
         agent.localPollInterval = .milliseconds(50)
         agent.pullWaitSeconds = 5
         rules?.apply(to: &agent)
-        try await SyncAgent.enroll(store: store, configuration: agent, token: try hub.catalog.issueEnrollmentToken(tenant: tenant, node: node))
+        try await SyncAgent.enroll(store: store, configuration: agent, token: try await hub.catalogStore.issueEnrollmentToken(tenant: tenant, node: node))
         let pki = try DevelopmentPKI.ensure(in: directory + "/pki")
         var country = CountryNode(store: store, agentConfiguration: agent,
                                   hubConfiguration: HubConfiguration(port: 0, dataDirectory: "\(directory)/\(node)-directory",
@@ -288,7 +369,7 @@ public final class RunningAgent: Sendable {
                               directory: String, rules: RulesSchedule? = nil) async throws -> RunningAgent {
         let store = try NodeStore(path: "\(directory)/\(node).sqlite")
         try await SyncAgent.enroll(store: store, configuration: AgentConfiguration(parentURL: parentURL, caFile: hub.caFile),
-                                   token: try hub.catalog.issueEnrollmentToken(tenant: tenant, node: node, parent: parent))
+                                   token: try await hub.catalogStore.issueEnrollmentToken(tenant: tenant, node: node, parent: parent))
         return try RunningAgent(store: store, parentURL: parentURL, caFile: hub.caFile, rules: rules)
     }
 

@@ -1,0 +1,43 @@
+import Logging
+import PostgresNIO
+import Synchronization
+import TiersyncCore
+import TiersyncStorage
+
+/// The tenants' stores of a hub on PostgreSQL: one ``PostgresTenantStore`` per tenant,
+/// made on first use (no I/O: the tenant's schema is created when the store is first used)
+/// and kept. Every process of the hub makes its own; they share nothing but the database.
+public final class PostgresTenantStores: Sendable {
+    public let client: PostgresClient
+    public let catalog: PostgresCatalog
+    public let schema: Schema
+    public let clock: HybridLogicalClock
+    private let logger: Logger
+    private let open = Mutex<[TenantID: PostgresTenantStore]>([:])
+
+    public init(client: PostgresClient, catalog: PostgresCatalog, schema: Schema = DomainSchema.schema,
+                clock: HybridLogicalClock = HybridLogicalClock(), logger: Logger = Logger(label: "tiersync.postgres.store")) {
+        self.client = client
+        self.catalog = catalog
+        self.schema = schema
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// The store of `tenant`. A tenant the catalog does not know fails at first use.
+    public func store(for tenant: TenantID) -> PostgresTenantStore {
+        open.withLock { cache in
+            if let store = cache[tenant] { return store }
+            let catalog = self.catalog
+            let store = PostgresTenantStore(client: client, tenant: tenant, schema: schema, clock: clock, logger: logger,
+                                            rootOf: { try await catalog.root(of: $0) })
+            cache[tenant] = store
+            return store
+        }
+    }
+
+    /// The tenants whose stores this process made.
+    public func openTenants() -> [TenantID] {
+        open.withLock { Array($0.keys) }
+    }
+}
