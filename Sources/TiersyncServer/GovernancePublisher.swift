@@ -1,19 +1,24 @@
 import Foundation
 import TiersyncCore
 import TiersyncGovernance
-import TiersyncStore
+import TiersyncStorage
 
 /// HQ's side of governance: turns a compiled directory into a signed release, and says
 /// which nodes run which release (rollouts: staged, promoted, rolled back). Everything is
 /// written to the tenant's store, from where the hub serves it to its nodes.
+///
+/// It reads and writes documents only through the storage seam (``HubTenantStore``), so it
+/// publishes to a tenant on either engine (SQLite's `NodeStore`, PostgreSQL's tenant store),
+/// from any process: every sequence it assigns is computed from what the store holds at the
+/// call, not from state kept here.
 public struct GovernancePublisher: Sendable {
-    public let store: NodeStore
+    public let store: any HubTenantStore
     public let tenant: TenantID
     public let key: GovernanceSigningKey
     /// The tenant's tree, to check rollout targets against.
     public let tree: NodeTree
 
-    public init(store: NodeStore, tenant: TenantID, key: GovernanceSigningKey, tree: NodeTree) {
+    public init(store: any HubTenantStore, tenant: TenantID, key: GovernanceSigningKey, tree: NodeTree) {
         self.store = store
         self.tenant = tenant
         self.key = key
@@ -21,63 +26,64 @@ public struct GovernancePublisher: Sendable {
     }
 
     /// Every published release, oldest first.
-    public func releases() throws -> [Release] {
-        let ring = try keyring()
-        return try store.governanceDocuments(kind: SignedDocument.Kind.release.rawValue).map { try open($0, as: .release) { try ring.openRelease($0) } }
+    public func releases() async throws -> [Release] {
+        let ring = try await keyring()
+        return try await documents(.release).map { try open($0, as: .release) { try ring.openRelease($0) } }
     }
 
     /// Every rollout issued, oldest first; the last one is in force.
-    public func rollouts() throws -> [Rollout] {
-        let ring = try keyring()
-        return try store.governanceDocuments(kind: SignedDocument.Kind.rollout.rawValue).map { try open($0, as: .rollout) { try ring.openRollout($0) } }
+    public func rollouts() async throws -> [Rollout] {
+        let ring = try await keyring()
+        return try await documents(.rollout).map { try open($0, as: .rollout) { try ring.openRollout($0) } }
     }
 
     /// Signs `compiled` as the next release and rolls it out to `targets` (nil: every node).
     public func publish(_ compiled: CompiledGovernance, effectiveFromMillis: UInt64? = nil, notes: String? = nil,
-                        targets: [NodeID]? = nil, nowMillis: UInt64 = WallClock.nowMillis()) throws -> (Release, Rollout) {
+                        targets: [NodeID]? = nil, nowMillis: UInt64 = WallClock.nowMillis()) async throws -> (Release, Rollout) {
         guard compiled.tenant == tenant.rawValue else {
             throw GovernancePublishError("the sources are for tenant '\(compiled.tenant)' (governance.tenant), not '\(tenant)'")
         }
         try check(targets)
-        let version = (try releases().map(\.version).max() ?? 0) + 1
+        let version = (try await releases().map(\.version).max() ?? 0) + 1
         let release = Release(tenant: tenant.rawValue, version: version, publishedAtMillis: nowMillis,
                               effectiveFromMillis: effectiveFromMillis ?? nowMillis, notes: notes,
                               sourceDigest: compiled.sourceDigest, config: compiled.config, overrides: compiled.overrides)
-        try put(try key.sign(release, as: .release), kind: .release, seq: version, nowMillis: nowMillis)
-        let rollout = try roll(out: version, to: targets, reason: "publish v\(version)", nowMillis: nowMillis)
+        try await put(try key.sign(release, as: .release), kind: .release, seq: version, nowMillis: nowMillis)
+        let rollout = try await roll(out: version, to: targets, reason: "publish v\(version)", nowMillis: nowMillis)
         return (release, rollout)
     }
 
     /// Rolls release `version` out to `targets` (nil: every node), keeping the other
     /// nodes on what they had.
-    public func rollout(release version: Int, targets: [NodeID]?, nowMillis: UInt64 = WallClock.nowMillis()) throws -> Rollout {
+    public func rollout(release version: Int, targets: [NodeID]?, nowMillis: UInt64 = WallClock.nowMillis()) async throws -> Rollout {
         try check(targets)
-        guard try releases().contains(where: { $0.version == version }) else {
-            throw GovernancePublishError("no release \(version) (published: \(try releases().map { "v\($0.version)" }.joined(separator: ", ")))")
+        let published = try await releases()
+        guard published.contains(where: { $0.version == version }) else {
+            throw GovernancePublishError("no release \(version) (published: \(published.map { "v\($0.version)" }.joined(separator: ", ")))")
         }
-        return try roll(out: version, to: targets, reason: targets == nil ? "rollout v\(version) to everyone" : "rollout v\(version) to \(targets!.map(\.rawValue).joined(separator: ", "))", nowMillis: nowMillis)
+        return try await roll(out: version, to: targets, reason: targets == nil ? "rollout v\(version) to everyone" : "rollout v\(version) to \(targets!.map(\.rawValue).joined(separator: ", "))", nowMillis: nowMillis)
     }
 
     /// Puts every node back on release `version` (default: the newest release older than
     /// the newest one in force).
-    public func rollback(to version: Int? = nil, nowMillis: UInt64 = WallClock.nowMillis()) throws -> Rollout {
-        guard let current = try rollouts().last else { throw GovernancePublishError("nothing to roll back: no release was rolled out yet") }
+    public func rollback(to version: Int? = nil, nowMillis: UInt64 = WallClock.nowMillis()) async throws -> Rollout {
+        guard let current = try await rollouts().last else { throw GovernancePublishError("nothing to roll back: no release was rolled out yet") }
         let newest = current.stages.map(\.release).max() ?? 0
-        let published = try releases().map(\.version)
+        let published = try await releases().map(\.version)
         guard let target = version ?? published.filter({ $0 < newest }).max() else {
             throw GovernancePublishError("nothing to roll back to: v\(newest) is the first release")
         }
         guard published.contains(target) else {
             throw GovernancePublishError("no release \(target) (published: \(published.map { "v\($0)" }.joined(separator: ", ")))")
         }
-        return try issue(stages: [Rollout.Stage(release: target, targets: nil)], reason: "rollback to v\(target)", nowMillis: nowMillis)
+        return try await issue(stages: [Rollout.Stage(release: target, targets: nil)], reason: "rollback to v\(target)", nowMillis: nowMillis)
     }
 
-    private func roll(out version: Int, to targets: [NodeID]?, reason: String, nowMillis: UInt64) throws -> Rollout {
+    private func roll(out version: Int, to targets: [NodeID]?, reason: String, nowMillis: UInt64) async throws -> Rollout {
         guard let targets else {
-            return try issue(stages: [Rollout.Stage(release: version, targets: nil)], reason: reason, nowMillis: nowMillis)
+            return try await issue(stages: [Rollout.Stage(release: version, targets: nil)], reason: reason, nowMillis: nowMillis)
         }
-        var previous = try rollouts().last?.stages ?? []
+        var previous = try await rollouts().last?.stages ?? []
         var names = targets.map(\.rawValue)
         // Widening a trial: the nodes that already had this release keep it.
         if let i = previous.firstIndex(where: { $0.release == version && $0.targets != nil }) {
@@ -90,13 +96,13 @@ public struct GovernancePublisher: Sendable {
             let rest = t.filter { !names.contains($0) }
             return rest.isEmpty ? nil : Rollout.Stage(release: stage.release, targets: rest)
         }
-        return try issue(stages: [Rollout.Stage(release: version, targets: names)] + previous, reason: reason, nowMillis: nowMillis)
+        return try await issue(stages: [Rollout.Stage(release: version, targets: names)] + previous, reason: reason, nowMillis: nowMillis)
     }
 
-    private func issue(stages: [Rollout.Stage], reason: String, nowMillis: UInt64) throws -> Rollout {
-        let sequence = (try rollouts().last?.sequence ?? 0) + 1
+    private func issue(stages: [Rollout.Stage], reason: String, nowMillis: UInt64) async throws -> Rollout {
+        let sequence = (try await rollouts().last?.sequence ?? 0) + 1
         let rollout = Rollout(tenant: tenant.rawValue, sequence: sequence, issuedAtMillis: nowMillis, stages: stages, reason: reason)
-        try put(try key.sign(rollout, as: .rollout), kind: .rollout, seq: sequence, nowMillis: nowMillis)
+        try await put(try key.sign(rollout, as: .rollout), kind: .rollout, seq: sequence, nowMillis: nowMillis)
         return rollout
     }
 
@@ -112,48 +118,49 @@ public struct GovernancePublisher: Sendable {
     // MARK: Keys
 
     /// Every key rotation announced, oldest first.
-    public func keyRotations() throws -> [KeyRotation] {
-        try keyring().accepted.map(\.rotation)
+    public func keyRotations() async throws -> [KeyRotation] {
+        try await keyring().accepted.map(\.rotation)
     }
 
     /// Hands the tenant's release key over to `next`: signs the announcement with the key in
     /// force (countersigned by `next`) and stores it, so every node follows it at its next
     /// governance round. What this key signed so far stays valid; from now on only `next`
     /// signs (publish with a publisher holding it). The caller registers `next` in the catalog.
-    public func rotateKey(to next: GovernanceSigningKey, nowMillis: UInt64 = WallClock.nowMillis()) throws -> KeyRotation {
+    public func rotateKey(to next: GovernanceSigningKey, nowMillis: UInt64 = WallClock.nowMillis()) async throws -> KeyRotation {
         guard next.publicKey != key.publicKey else { throw GovernancePublishError("the new release key is the one in force") }
-        let ring = try keyring()
+        let ring = try await keyring()
         guard ring.retired[next.publicKey.keyID] == nil else {
             throw GovernancePublishError("\(next.publicKey) was the tenant's release key before; a retired key never comes back")
         }
         let sequence = (ring.accepted.last?.rotation.sequence ?? 0) + 1
+        let releasesThrough = try await releases().map(\.version).max() ?? 0
+        let rolloutsThrough = try await rollouts().last?.sequence ?? 0
         let rotation = KeyRotation(tenant: tenant.rawValue, sequence: sequence, previousKey: key.publicKey.base64, newKey: next.publicKey.base64,
-                                   rotatedAtMillis: nowMillis, releasesThrough: try releases().map(\.version).max() ?? 0,
-                                   rolloutsThrough: try rollouts().last?.sequence ?? 0)
-        try put(try key.announce(rotation, handingOverTo: next), kind: .keyRotation, seq: sequence, nowMillis: nowMillis)
+                                   rotatedAtMillis: nowMillis, releasesThrough: releasesThrough, rolloutsThrough: rolloutsThrough)
+        try await put(try key.announce(rotation, handingOverTo: next), kind: .keyRotation, seq: sequence, nowMillis: nowMillis)
         return rotation
     }
 
     /// Revokes every overlay-key certificate issued to `country` so far (`admin overlay-key`):
     /// nodes refuse overlays signed with those keys and apply the release alone. A key
     /// certified afterwards is valid.
-    public func revokeOverlayKeys(of country: NodeID, reason: String? = nil, nowMillis: UInt64 = WallClock.nowMillis()) throws -> OverlayKeyRevocation {
+    public func revokeOverlayKeys(of country: NodeID, reason: String? = nil, nowMillis: UInt64 = WallClock.nowMillis()) async throws -> OverlayKeyRevocation {
         guard let link = tree.parents[country], let parent = link, tree.isRoot(parent) else {
             throw GovernancePublishError("'\(country)' is not a country of tenant '\(tenant)' (a node directly below its root); only countries hold overlay keys")
         }
-        let previous = try store.governanceDocuments(kind: SignedDocument.Kind.overlayKeyRevocation.rawValue, keys: [country.rawValue]).first
+        let previous = try await store.governanceDocuments(ofKind: SignedDocument.Kind.overlayKeyRevocation.rawValue, keys: [country.rawValue]).first
         let revocation = OverlayKeyRevocation(tenant: tenant.rawValue, node: country.rawValue, sequence: (previous?.seq ?? 0) + 1,
                                               revokedAtMillis: nowMillis, reason: reason)
-        try store.putGovernanceDocument(StoredGovernanceDocument(kind: SignedDocument.Kind.overlayKeyRevocation.rawValue, key: country.rawValue,
-                                                                 seq: revocation.sequence, body: try key.sign(revocation, as: .overlayKeyRevocation).json),
-                                        nowMillis: nowMillis)
+        try await store.storeGovernanceDocument(StoredGovernanceDocument(kind: SignedDocument.Kind.overlayKeyRevocation.rawValue, key: country.rawValue,
+                                                                         seq: revocation.sequence, body: try key.sign(revocation, as: .overlayKeyRevocation).json),
+                                                nowMillis: nowMillis)
         return revocation
     }
 
     /// The tenant's keys as HQ's own documents show them: this key and, through the rotations
     /// stored, the keys it replaced.
-    func keyring() throws -> GovernanceKeyring {
-        let rotations = try store.governanceDocuments(kind: SignedDocument.Kind.keyRotation.rawValue).compactMap { SignedDocument(json: $0.body) }
+    func keyring() async throws -> GovernanceKeyring {
+        let rotations = try await documents(.keyRotation).compactMap { SignedDocument(json: $0.body) }
         let ring = GovernanceKeyring(anchor: key.publicKey, rotations: rotations, tenant: tenant.rawValue)
         guard ring.current == key.publicKey else {
             throw GovernancePublishError("\(key.publicKey) is no longer the release key of '\(tenant)': key-rotation \(ring.accepted.last?.rotation.sequence ?? 0) handed over to \(ring.current)")
@@ -161,8 +168,14 @@ public struct GovernancePublisher: Sendable {
         return ring
     }
 
-    private func put(_ document: SignedDocument, kind: SignedDocument.Kind, seq: Int, nowMillis: UInt64) throws {
-        try store.putGovernanceDocument(StoredGovernanceDocument(kind: kind.rawValue, key: String(seq), seq: seq, body: document.json), nowMillis: nowMillis)
+    /// Every stored document of `kind`, in sequence order (both engines order by `seq`).
+    private func documents(_ kind: SignedDocument.Kind) async throws -> [StoredGovernanceDocument] {
+        try await store.governanceDocuments(ofKind: kind.rawValue, keys: nil)
+    }
+
+    private func put(_ document: SignedDocument, kind: SignedDocument.Kind, seq: Int, nowMillis: UInt64) async throws {
+        try await store.storeGovernanceDocument(StoredGovernanceDocument(kind: kind.rawValue, key: String(seq), seq: seq, body: document.json),
+                                                nowMillis: nowMillis)
     }
 
     /// A stored document opened with `verify` (the keyring's check for its kind).

@@ -143,7 +143,7 @@ struct Rules: AsyncParsableCommand {
             try hub.stores.catalog.setReleaseKey(key.publicKey.base64, for: tenant)
             let store = try hub.stores.store(for: tenant)
             let publisher = GovernancePublisher(store: store, tenant: tenant, key: key, tree: try await hub.stores.catalog.tree(of: tenant))
-            try publisher.publish(try GovernanceCompiler.compile(directory: sources))
+            try await publisher.publish(try GovernanceCompiler.compile(directory: sources))
             try await KPIViews.adopt(store)
             guard try store.kpiAdoption() != nil else { throw BenchError("HQ adopted no KPIs from release v1") }
         }
@@ -258,7 +258,7 @@ struct Rules: AsyncParsableCommand {
                                    token: try hub.stores.catalog.issueEnrollmentToken(tenant: tenant, node: "de-berlin", parent: "de"))
         let publisher = GovernancePublisher(store: try hub.stores.store(for: tenant), tenant: tenant, key: key,
                                             tree: try await hub.stores.catalog.tree(of: tenant))
-        try publisher.publish(try GovernanceCompiler.compile(directory: sources))
+        try await publisher.publish(try GovernanceCompiler.compile(directory: sources))
         let agent = try SyncAgent(store: store, configuration: configuration)
         do {
             try await agent.syncGovernanceOnce()

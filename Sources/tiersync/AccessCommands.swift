@@ -20,8 +20,10 @@ extension Admin {
         @Option(help: "The node whose access ends.") var node: String
 
         func run() async throws {
-            let (catalog, tenantID) = try await Admin.hqCatalog(hub, tenant: tenant)
-            let revocation = try catalog.revoke(node: try NodeID(validating: node), of: tenantID)
+            let nodeID = try NodeID(validating: node)
+            let revocation = try await hub.withHQ(tenant: tenant) { opened, tenantID in
+                try await opened.catalog.revoke(node: nodeID, of: tenantID)
+            }
             print("revoked \(node) of \(tenant): \(revocation.credentials) credential(s), \(revocation.tokens) unused enrollment token(s)")
         }
     }
@@ -40,8 +42,10 @@ extension Admin {
         @Option(help: "The node to retire.") var node: String
 
         func run() async throws {
-            let (catalog, tenantID) = try await Admin.hqCatalog(hub, tenant: tenant)
-            let revocation = try catalog.decommission(node: try NodeID(validating: node), of: tenantID)
+            let nodeID = try NodeID(validating: node)
+            let revocation = try await hub.withHQ(tenant: tenant) { opened, tenantID in
+                try await opened.catalog.decommission(node: nodeID, of: tenantID)
+            }
             print("decommissioned \(node) of \(tenant): \(revocation.credentials) credential(s) revoked, \(revocation.tokens) unused enrollment token(s) deleted; its data stays")
         }
     }
@@ -62,31 +66,15 @@ extension Admin {
         @Option(help: "true: dealers may sync with HQ directly; false: only through their country.") var allowDirectSync: Bool?
 
         func run() async throws {
-            let (catalog, tenantID) = try await Admin.hqCatalog(hub, tenant: tenant)
-            if let allowDirectSync { try catalog.setAllowDirectSync(allowDirectSync, for: tenantID) }
-            guard let settings = try catalog.settings(of: tenantID) else { throw CLIError("no tenant '\(tenant)'") }
+            let allowDirectSync = self.allowDirectSync
+            let settings = try await hub.withHQ(tenant: tenant) { opened, tenantID in
+                if let allowDirectSync { try await opened.catalog.setAllowDirectSync(allowDirectSync, for: tenantID) }
+                return try await opened.catalog.settings(of: tenantID)
+            }
+            guard let settings else { throw CLIError("no tenant '\(tenant)'") }
             print("tenant \(tenant): \(settings.levels) levels, root \(settings.root)")
             print("  direct sync with HQ below the root's children: \(settings.allowDirectSync ? "allowed" : "not allowed (dealers sync through their country)")")
             print("  release key: \(settings.releaseKey ?? "none")")
         }
-    }
-
-    /// The catalog of HQ's `--data` directory, which must exist and hold `tenant` (nothing is
-    /// created). A country's `--data` is refused: it mirrors HQ's directory, and a change
-    /// there would be overwritten within seconds.
-    static func hqCatalog(_ hub: HubData, tenant: String) async throws -> (HubCatalog, TenantID) {
-        guard FileManager.default.fileExists(atPath: hub.data + "/hub.sqlite") else {
-            throw CLIError("\(hub.data) holds no hub data (no hub.sqlite): give the --data directory of `tiersync hub serve`")
-        }
-        let catalog = try HubCatalog(directory: hub.data)
-        let tenantID = try TenantID(validating: tenant)
-        guard let root = try catalog.root(of: tenantID) else {
-            let known = try catalog.tenants().map(\.tenant.rawValue).sorted()
-            throw CLIError("no tenant '\(tenant)' in \(hub.data) (\(known.isEmpty ? "it has no tenants" : "tenants there: " + known.joined(separator: ", ")))")
-        }
-        guard let rootNode = try await catalog.node(root, of: tenantID), rootNode.parent == nil else {
-            throw CLIError("\(hub.data) is the --data directory of country node '\(root)', a mirror of HQ's directory: run this at HQ, on the hub's --data directory")
-        }
-        return (catalog, tenantID)
     }
 }

@@ -11,14 +11,30 @@ struct Admin: AsyncParsableCommand {
                       Validate.self, ReleaseKey.self, Publish.self, Rollout.self, Rollback.self, OverlayKey.self, RolloutStatus.self,
                       Revoke.self, Decommission.self, TenantSettingsCommand.self, RotateReleaseKey.self, RevokeOverlayKey.self])
 
+    /// Where the hub keeps its data: `--data DIR` (SQLite) or `--postgres URL` (PostgreSQL),
+    /// exactly one. Commands open it with ``withHub(_:)`` and its siblings (AdminData.swift),
+    /// which give them the catalog and the tenants' stores behind the storage seam, so one
+    /// command body serves both engines.
     struct HubData: ParsableArguments {
-        @Option(help: "The hub's data directory.")
-        var data: String
+        @Option(help: "The hub's data directory (`tiersync hub serve --data`: hub.sqlite and one SQLite database per tenant).")
+        var data: String?
+        @Option(help: "postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE: the hub's PostgreSQL database (`tiersync hub serve --postgres`), instead of --data.")
+        var postgres: String?
 
-        func catalog() throws -> HubCatalog { try HubCatalog(directory: data) }
+        func validate() throws {
+            guard (data == nil) != (postgres == nil) else {
+                throw ValidationError("give exactly one of --data DIR (a hub on SQLite) and --postgres URL (a hub on PostgreSQL)")
+            }
+        }
+
+        /// The engine and place the options name (``validate()`` has checked there is one).
+        var location: HubLocation {
+            if let postgres { return .postgres(url: postgres) }
+            return .sqlite(directory: data ?? "")
+        }
     }
 
-    struct CreateTenant: ParsableCommand {
+    struct CreateTenant: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a tenant with its root (HQ) node.")
         @OptionGroup var hub: HubData
         @Option(help: "Tenant identifier.") var tenant: String
@@ -27,14 +43,18 @@ struct Admin: AsyncParsableCommand {
         @Flag(help: "Let dealers of a three-level tenant sync with HQ directly, bypassing their country (off: HQ answers them 403 wrong_parent).")
         var allowDirectSync = false
 
-        func run() throws {
+        func run() async throws {
             let tenantID = try TenantID(validating: tenant)
-            let created = try hub.catalog().createTenant(tenantID, root: try NodeID(validating: root), levels: levels, allowDirectSync: allowDirectSync)
+            let rootID = try NodeID(validating: root)
+            let (levels, allowDirectSync) = (self.levels, self.allowDirectSync)
+            let created = try await hub.withHub { catalog, _ in
+                try await catalog.createTenant(tenantID, root: rootID, levels: levels, allowDirectSync: allowDirectSync)
+            }
             print(created ? "created tenant \(tenant) with \(levels) levels (root node \(root))\(allowDirectSync ? ", direct sync allowed" : "")" : "tenant \(tenant) already exists")
         }
     }
 
-    struct EnrollToken: ParsableCommand {
+    struct EnrollToken: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Issue a one-time, expiring enrollment token for a node.",
             discussion: """
@@ -49,20 +69,23 @@ struct Admin: AsyncParsableCommand {
         @Option(help: "Expected role (dealer or country); refused when the node's level implies the other.") var role: String?
         @Option(help: "Seconds until the token expires.") var ttl: UInt64 = 86_400
 
-        func run() throws {
-            let catalog = try hub.catalog()
+        func run() async throws {
             let tenantID = try TenantID(validating: tenant)
-            if try catalog.createTenant(tenantID) {
-                FileHandle.standardError.write(Data("created tenant \(tenant) with root node 'hq'\n".utf8))
-            }
             if let role, !["dealer", "country"].contains(role) { throw CLIError("--role must be dealer or country") }
-            let token = try catalog.issueEnrollmentToken(tenant: tenantID, node: try NodeID(validating: node),
-                                                         parent: try parent.map { try NodeID(validating: $0) }, role: role, ttlSeconds: ttl)
+            let nodeID = try NodeID(validating: node)
+            let parentID = try parent.map { try NodeID(validating: $0) }
+            let (role, ttl) = (self.role, self.ttl)
+            let token = try await hub.withHub { catalog, _ in
+                if try await catalog.createTenant(tenantID) {
+                    FileHandle.standardError.write(Data("created tenant \(tenant) with root node 'hq'\n".utf8))
+                }
+                return try await catalog.issueEnrollmentToken(tenant: tenantID, node: nodeID, parent: parentID, role: role, ttlSeconds: ttl)
+            }
             print(token)
         }
     }
 
-    struct MoveNode: ParsableCommand {
+    struct MoveNode: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Move a node (with its subtree) under another parent.",
             discussion: """
@@ -75,8 +98,9 @@ struct Admin: AsyncParsableCommand {
         @Option(help: "The node to move.") var node: String
         @Option(help: "Its new parent.") var parent: String
 
-        func run() throws {
-            try hub.catalog().moveNode(try NodeID(validating: node), of: try TenantID(validating: tenant), to: try NodeID(validating: parent))
+        func run() async throws {
+            let (nodeID, tenantID, parentID) = (try NodeID(validating: node), try TenantID(validating: tenant), try NodeID(validating: parent))
+            try await hub.withHub { catalog, _ in try await catalog.moveNode(nodeID, of: tenantID, to: parentID) }
             print("moved \(node) under \(parent)")
         }
     }
@@ -87,12 +111,14 @@ struct Admin: AsyncParsableCommand {
         @Option(help: "Tenant identifier.") var tenant: String
 
         func run() async throws {
-            let view = try await hub.existing.view(of: tenant, records: false)
-            let (catalog, tenantID) = (view.catalog, view.tenant)
-            let tree = try await catalog.tree(of: tenantID)
-            var rows = [["node", "role", "path", "last seen"]]
-            for n in try await catalog.nodes(of: tenantID) {
-                rows.append([n.node.rawValue, n.role, tree.path(of: n.node), n.lastSeenMillis.map(formatMillis) ?? "never"])
+            let rows = try await hub.location.withView(of: tenant, records: false) { view in
+                let (catalog, tenantID) = (view.catalog, view.tenant)
+                let tree = try await catalog.tree(of: tenantID)
+                var rows = [["node", "role", "path", "last seen"]]
+                for n in try await catalog.nodes(of: tenantID) {
+                    rows.append([n.node.rawValue, n.role, tree.path(of: n.node), n.lastSeenMillis.map(formatMillis) ?? "never"])
+                }
+                return rows
             }
             printTable(rows)
         }
@@ -102,37 +128,47 @@ struct Admin: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Show changes a hub or country node refused for a tenant, with reasons.",
             discussion: """
-            Give the hub's --data directory, or a country node's: the country's refusals (of its
-            dealers' changes) are in its own store, which `tiersync node serve` notes in its --data
-            directory. Or give any node's store with --db. Reads only; creates nothing.
+            Give the hub's --data directory (or its --postgres database), or a country node's
+            --data: the country's refusals (of its dealers' changes) are in its own store, which
+            `tiersync node serve` notes in its --data directory. Or give any node's store with --db.
+            Reads only; creates nothing (on PostgreSQL, the hub's schemas are made if missing,
+            as `hub serve` would).
             """)
         @Option(help: "The data directory of `tiersync hub serve` or of `tiersync node serve`.") var data: String?
+        @Option(help: "postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE: the database of `tiersync hub serve --postgres` (instead of --data).")
+        var postgres: String?
         @Option(help: "A node's SQLite file (instead of --data), e.g. a country's --db.") var db: String?
-        @Option(help: "Tenant identifier (required with --data).") var tenant: String?
+        @Option(help: "Tenant identifier (required with --data and --postgres).") var tenant: String?
         @Option(help: "Most entries to show.") var limit = 100
         @Flag(help: "Also print each refused change as received.") var verbose = false
 
         func validate() throws {
-            guard (data == nil) != (db == nil) else { throw ValidationError("give either --data DIR --tenant T, or --db FILE") }
+            guard [data, postgres, db].compactMap({ $0 }).count == 1 else {
+                throw ValidationError("give exactly one of --data DIR --tenant T, --postgres URL --tenant T, or --db FILE")
+            }
             if data != nil, tenant == nil { throw ValidationError("--data needs --tenant") }
+            if postgres != nil, tenant == nil { throw ValidationError("--postgres needs --tenant") }
         }
 
         func run() async throws {
-            let store: NodeStore?
+            let entries: [QuarantinedChange]
             if let db {
                 let opened = try openEnrolledStore(db)
                 if let tenant, let identity = try opened.identity(), identity.tenant.rawValue != tenant {
                     throw CLIError("\(db) is a store of tenant '\(identity.tenant)', not '\(tenant)'")
                 }
-                store = opened
+                entries = try opened.quarantined(limit: limit)
             } else {
-                let view = try await ExistingData(data: data!).view(of: tenant!, records: true,
-                                              hint: ": run `tiersync admin quarantine --db <that file>`")
-                if case .country(let node) = view.place { print("refused by country node \(node) (its store: \(view.storePath ?? "?")):") }
-                store = view.store
+                let location: HubLocation = if let postgres { .postgres(url: postgres) } else { .sqlite(directory: data!) }
+                let limit = self.limit
+                entries = try await location.withView(of: tenant!, records: true,
+                                                      hint: ": run `tiersync admin quarantine --db <that file>`") { view in
+                    if case .country(let node) = view.place { print("refused by country node \(node) (its store: \(view.storePath ?? "?")):") }
+                    // A hub that has not opened the tenant's database yet has refused nothing.
+                    guard let store = view.store else { return [] }
+                    return try await store.quarantinedChanges(limit: limit)
+                }
             }
-            // A hub that has not opened the tenant's database yet has refused nothing.
-            let entries = try store?.quarantined(limit: limit) ?? []
             if entries.isEmpty { print("no quarantined changes"); return }
             for e in entries {
                 print("\(formatMillis(e.receivedAtMillis))  \(e.origin)#\(e.originSeq) from \(e.receivedFrom)  [\(e.code)] \(e.reason)")

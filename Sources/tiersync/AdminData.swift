@@ -1,5 +1,6 @@
 import Foundation
 import TiersyncCore
+import TiersyncPostgres
 import TiersyncStore
 
 /// Where `tiersync node serve` notes its store (`--db`) in its `--data` directory, so that
@@ -20,8 +21,10 @@ enum CountryStorePointer {
     }
 }
 
-/// A tenant as an admin command that only reads sees it in a `--data` directory: a hub's,
-/// or a country node's. Opened without creating anything.
+/// A tenant as an admin command that only reads sees it: in a hub's `--data` directory or
+/// `--postgres` database, or in a country node's `--data` directory. Opened without
+/// creating anything (on PostgreSQL the catalog's schema is made if missing, as
+/// `hub serve --postgres` would; it holds no tenant then, which is what the command reports).
 struct TenantView {
     enum Place: Equatable {
         case hub
@@ -29,23 +32,158 @@ struct TenantView {
         case country(NodeID)
     }
 
-    let catalog: HubCatalog
+    let catalog: any HubCatalogStore
     let tenant: TenantID
     let place: Place
-    /// Where the tenant's records are: the hub's tenant database, or the country's own
-    /// store. Nil when the hub has not opened the tenant's database yet (it has received
-    /// nothing), or when records were not asked for.
-    let store: NodeStore?
+    /// Where the tenant's records are: the hub's tenant store, or the country's own
+    /// store. Nil when a SQLite hub has not opened the tenant's database yet (it has
+    /// received nothing), or when records were not asked for.
+    let store: (any HubTenantStore)?
+    /// The store's file, on SQLite.
     let storePath: String?
 }
 
+/// Where a hub keeps its data, as an admin command was told: `--data DIR` (the embedded
+/// SQLite engine) or `--postgres URL`. ``Admin/HubData`` gives one; `admin quarantine`, with
+/// its own `--db`, builds one from its options.
+enum HubLocation: Sendable, CustomStringConvertible {
+    case sqlite(directory: String)
+    case postgres(url: String)
+
+    /// For messages: the directory, or the URL with its password masked.
+    var description: String {
+        switch self {
+        case .sqlite(let directory): directory
+        case .postgres(let url): (try? PostgresEndpoint(url: url))?.description ?? "the PostgreSQL database given"
+        }
+    }
+
+    /// Opens the hub and runs `body` with it; on PostgreSQL the connection pool lives exactly
+    /// as long as `body`. `existing`: the SQLite directory must already hold a hub (a read
+    /// command creates nothing); without it, the directory and its catalog are created if
+    /// missing, as `hub serve` would. On PostgreSQL the catalog's schema is created or
+    /// upgraded either way (``PostgresCatalog``), which is what `hub serve --postgres` does
+    /// at start: an admin command may run before the hub ever did.
+    func open<T: Sendable>(existing: Bool, _ body: (OpenedHub) async throws -> T) async throws -> T {
+        switch self {
+        case .sqlite(let directory):
+            let catalog = existing ? try ExistingData(data: directory).existingCatalog() : try HubCatalog(directory: directory)
+            let stores = TenantStores(catalog: catalog)
+            return try await body(OpenedHub(catalog: SQLiteCatalog(catalog), store: { try stores.store(for: $0) }, sqlite: catalog, location: self))
+        case .postgres(let url):
+            let endpoint: PostgresEndpoint
+            do { endpoint = try PostgresEndpoint(url: url) } catch { throw CLIError(error.description) }
+            return try await withPostgresClient(endpoint) { client in
+                let catalog = try await Self.reach(endpoint) { try await PostgresCatalog(client: client) }
+                let stores = PostgresTenantStores(client: client, catalog: catalog)
+                return try await body(OpenedHub(catalog: catalog, store: { stores.store(for: $0) }, sqlite: nil, location: self))
+            }
+        }
+    }
+
+    /// How long an admin command waits for PostgreSQL to answer its first query.
+    static let connectTimeout: Duration = .seconds(15)
+
+    /// `first` (the command's first query), failing with a clear error when the server does
+    /// not answer within ``connectTimeout``: postgres-nio's client retries a connection that
+    /// fails (wrong port, unknown database, refused login) for as long as a query waits, so
+    /// a command given a wrong URL would otherwise wait forever without a word.
+    private static func reach<T: Sendable>(_ endpoint: PostgresEndpoint, _ first: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await first() }
+            group.addTask {
+                try await Task.sleep(for: connectTimeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let answer = try await group.next(), let value = answer else {
+                throw CLIError("no answer from PostgreSQL at \(endpoint) within \(connectTimeout): is the server up, and are the user, password and database right?")
+            }
+            return value
+        }
+    }
+
+    /// Runs `body` with `tenant` as a read command sees it (``TenantView``), creating nothing
+    /// on SQLite. A tenant that is not there is an error naming those that are; `hint` ends
+    /// the error for a country whose store cannot be found: what to run instead.
+    func withView<T: Sendable>(of tenant: String, records: Bool, hint: String = "",
+                               _ body: (TenantView) async throws -> T) async throws -> T {
+        switch self {
+        case .sqlite(let directory):
+            return try await body(try await ExistingData(data: directory).view(of: tenant, records: records, hint: hint))
+        case .postgres:
+            return try await open(existing: true) { hub in
+                let tenantID = try await hub.hqTenant(tenant)
+                // A tenant's schema is made at its store's first use, which `hub serve` makes
+                // anyway at its first request for the tenant: there is no "not opened yet" here.
+                return try await body(TenantView(catalog: hub.catalog, tenant: tenantID, place: .hub,
+                                                 store: records ? try hub.store(tenantID) : nil, storePath: nil))
+            }
+        }
+    }
+}
+
+/// A hub as an admin command opened it, on either engine: its catalog and its tenants'
+/// stores, behind the storage seam.
+struct OpenedHub {
+    let catalog: any HubCatalogStore
+    /// The store of a tenant (on SQLite, its database is opened, and created if missing).
+    let store: (TenantID) throws -> any HubTenantStore
+    /// The SQLite catalog itself, when the hub is on SQLite: what only that engine has.
+    let sqlite: HubCatalog?
+    let location: HubLocation
+
+    /// `tenant`, which must be a tenant of this hub whose root is HQ: a country's `--data`
+    /// holds a mirror of HQ's directory, rooted at the country, where `action` would be
+    /// overwritten within seconds (or, for governance, is not the publisher's place).
+    /// An unknown tenant is an error naming those that are.
+    func hqTenant(_ tenant: String, action: String = "run this at HQ, on the hub's --data directory") async throws -> TenantID {
+        let tenantID = try TenantID(validating: tenant)
+        guard let root = try await catalog.root(of: tenantID) else {
+            let known = try await catalog.tenants().map(\.tenant.rawValue).sorted()
+            throw CLIError("no tenant '\(tenant)' in \(location) (\(known.isEmpty ? "it has no tenants" : "tenants there: " + known.joined(separator: ", ")))")
+        }
+        guard let rootNode = try await catalog.node(root, of: tenantID), rootNode.parent == nil else {
+            throw CLIError("\(location) is the --data directory of country node '\(root)', a mirror of HQ's directory: \(action)")
+        }
+        return tenantID
+    }
+}
+
 extension Admin.HubData {
-    /// The data directory as read-only commands use it.
-    var existing: ExistingData { ExistingData(data: data) }
+    /// Opens the hub (on SQLite, creating the directory and its catalog if missing, as
+    /// `hub serve` would) and runs `body` with its catalog and its tenants' stores.
+    func withHub<T: Sendable>(_ body: (any HubCatalogStore, (TenantID) throws -> any HubTenantStore) async throws -> T) async throws -> T {
+        try await location.open(existing: false) { hub in try await body(hub.catalog, hub.store) }
+    }
+
+    /// Opens an existing hub (created nothing: a SQLite `--data` must hold `hub.sqlite`) and
+    /// runs `body` with it and `tenant`, which must be one of its tenants with HQ as root
+    /// (``OpenedHub/hqTenant(_:action:)``): where access and governance are decided.
+    func withHQ<T: Sendable>(tenant: String, action: String = "run this at HQ, on the hub's --data directory",
+                             _ body: (OpenedHub, TenantID) async throws -> T) async throws -> T {
+        if case .sqlite(let directory) = location, !FileManager.default.fileExists(atPath: directory + "/hub.sqlite") {
+            throw CLIError("\(directory) holds no hub data (no hub.sqlite): give the --data directory of `tiersync hub serve`")
+        }
+        return try await location.open(existing: true) { hub in
+            try await body(hub, try await hub.hqTenant(tenant, action: action))
+        }
+    }
+
+    /// The release key's file: `given`, or `DATA/keys/TENANT.release.key` on SQLite. A hub on
+    /// PostgreSQL has no data directory to hold it (its processes never read it), so the
+    /// file must be named.
+    func releaseKeyPath(_ given: String?, tenant: TenantID, option: String = "--key") throws -> String {
+        if let given { return given }
+        guard let data else {
+            throw CLIError("with --postgres there is no data directory to keep the release key in: give \(option) FILE")
+        }
+        return Admin.defaultReleaseKeyPath(data: data, tenant: tenant)
+    }
 }
 
 /// A hub's or country node's data directory, for commands that only read: nothing is
-/// created (``Admin/HubData/catalog()`` creates the directory and its catalog).
+/// created (``HubLocation/open(existing:_:)`` without `existing` creates the directory and its catalog).
 struct ExistingData {
     let data: String
 
@@ -77,9 +215,9 @@ struct ExistingData {
         if let rootNode = try await catalog.node(root, of: tenantID), rootNode.parent == nil {
             let path = catalog.tenantDatabasePath(tenantID)
             let store = records && FileManager.default.fileExists(atPath: path) ? try NodeStore(path: path) : nil
-            return TenantView(catalog: catalog, tenant: tenantID, place: .hub, store: store, storePath: path)
+            return TenantView(catalog: SQLiteCatalog(catalog), tenant: tenantID, place: .hub, store: store, storePath: path)
         }
-        guard records else { return TenantView(catalog: catalog, tenant: tenantID, place: .country(root), store: nil, storePath: nil) }
+        guard records else { return TenantView(catalog: SQLiteCatalog(catalog), tenant: tenantID, place: .country(root), store: nil, storePath: nil) }
         guard let path = CountryStorePointer.read(data: data), FileManager.default.fileExists(atPath: path) else {
             throw CLIError("""
                 \(data) is the --data directory of country node '\(root)': it holds only the directory the country mirrors \
@@ -90,7 +228,7 @@ struct ExistingData {
         guard let identity = try store.identity(), identity.tenant == tenantID, identity.node == root else {
             throw CLIError("\(path), named in \(data)/\(CountryStorePointer.fileName), is not the store of node '\(root)' of tenant '\(tenant)'")
         }
-        return TenantView(catalog: catalog, tenant: tenantID, place: .country(root), store: store, storePath: path)
+        return TenantView(catalog: SQLiteCatalog(catalog), tenant: tenantID, place: .country(root), store: store, storePath: path)
     }
 
     private static func pointerHint(_ data: String) -> String {

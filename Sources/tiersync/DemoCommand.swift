@@ -180,7 +180,7 @@ struct Demo: AsyncParsableCommand {
         }
         let publisher = GovernancePublisher(store: hq, tenant: Self.tenant, key: key, tree: try await catalog.tree(of: Self.tenant))
         let started = Date()
-        let (release, _) = try publisher.publish(compiled, notes: "demo")
+        let (release, _) = try await publisher.publish(compiled, notes: "demo")
         say("HQ published release v\(release.version) from \(governance) (\(compiled.config[path: "allocation"]?.objectValue?.count ?? 0) allocation rules, \(compiled.overrides.count) override limits), signed \(key.publicKey)")
         let nodes = stores.keys.filter { $0 != "hq" }
         try await wait("every node applies v\(release.version)") {

@@ -6,6 +6,7 @@ import TiersyncCore
 import TiersyncGovernance
 import TiersyncServer
 import TiersyncStore
+import TiersyncStorage
 
 /// `tiersync admin validate|release-key|publish|rollout|rollback|overlay-key|rollout-status`:
 /// HQ's governance commands, run on the hub machine like the other admin commands.
@@ -32,11 +33,12 @@ extension Admin {
         }
     }
 
-    struct ReleaseKey: ParsableCommand {
+    struct ReleaseKey: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create the tenant's governance release key (Ed25519) and register its public half.",
             discussion: """
-            The private key is written to --out (default DATA/keys/TENANT.release.key, mode 0600) and
+            The private key is written to --out (default DATA/keys/TENANT.release.key with --data;
+            required with --postgres, whose hub has no data directory; mode 0600) and
             signs every release and rollout; nodes enrolled from now on receive the public key and
             verify everything against it. Keep a copy of the private key offline. Running it again
             keeps an existing key.
@@ -46,9 +48,9 @@ extension Admin {
         @Option(help: "Where to write the private key.") var out: String?
         @Flag(help: "Register this key even though the tenant has another one (every enrolled node keeps the old one and will refuse what the new one signs).") var replace = false
 
-        func run() throws {
+        func run() async throws {
             let tenantID = try TenantID(validating: tenant)
-            let path = out ?? Admin.defaultReleaseKeyPath(data: hub.data, tenant: tenantID)
+            let path = try hub.releaseKeyPath(out, tenant: tenantID, option: "--out")
             let key: GovernanceSigningKey
             if FileManager.default.fileExists(atPath: path) {
                 key = try Admin.loadSigningKey(path)
@@ -58,11 +60,13 @@ extension Admin {
                 try Admin.writeSecret(key.base64 + "\n", to: path)
                 print("wrote \(path)")
             }
-            let catalog = try hub.catalog()
-            if let registered = try catalog.releaseKey(of: tenantID), registered != key.publicKey.base64, !replace {
-                throw CLIError("tenant \(tenant) already has another release key (\(GovernancePublicKey(base64: registered).map(\.description) ?? "?")); enrolled nodes keep it and would refuse releases signed by \(key.publicKey). Use --replace only if you mean that.")
+            let replace = self.replace
+            try await hub.withHub { catalog, _ in
+                if let registered = try await catalog.releaseKey(of: tenantID), registered != key.publicKey.base64, !replace {
+                    throw CLIError("tenant \(tenantID) already has another release key (\(GovernancePublicKey(base64: registered).map(\.description) ?? "?")); enrolled nodes keep it and would refuse releases signed by \(key.publicKey). Use --replace only if you mean that.")
+                }
+                try await catalog.setReleaseKey(key.publicKey.base64, for: tenantID)
             }
-            try catalog.setReleaseKey(key.publicKey.base64, for: tenantID)
             print("release key of \(tenant): \(key.publicKey) (public: \(key.publicKey.base64))")
         }
     }
@@ -78,7 +82,7 @@ extension Admin {
         @Argument(help: "Directory of governance YAML files.") var directory: String
         @OptionGroup var hub: HubData
         @Option(help: "Tenant identifier (default: governance.tenant of the sources).") var tenant: String?
-        @Option(help: "The release key (default DATA/keys/TENANT.release.key).") var key: String?
+        @Option(help: "The release key (default with --data: DATA/keys/TENANT.release.key; required with --postgres).") var key: String?
         @Option(help: "Comma-separated trial nodes (default: every node).") var targets: String?
         @Option(help: "When nodes switch to it: an ISO 8601 time, or +DURATION like +10m (default: now).") var effectiveFrom: String?
         @Option(help: "A note kept with the release.") var notes: String?
@@ -89,11 +93,14 @@ extension Admin {
                 for issue in error.issues { print(issue) }
                 throw CLIError("\(error.issues.count) error(s) in \(directory); nothing published")
             }
-            let publisher = try await Admin.publisher(hub: hub, tenant: tenant ?? compiled.tenant, key: key)
-            let (release, rollout) = try publisher.publish(compiled, effectiveFromMillis: try effectiveFrom.map(Admin.parseTime),
-                                                           notes: notes, targets: try Admin.parseTargets(targets))
-            print("published release v\(release.version) of \(publisher.tenant), effective from \(formatMillis(release.effectiveFromMillis)), signed by \(publisher.key.publicKey)")
-            print("rollout \(rollout.sequence): \(rollout.summary)")
+            let effectiveFromMillis = try effectiveFrom.map(Admin.parseTime)
+            let targets = try Admin.parseTargets(targets)
+            try await hub.withHQ(tenant: tenant ?? compiled.tenant, action: Admin.governanceAtHQ) { opened, tenantID in
+                let publisher = try await Admin.publisher(opened, options: hub, tenant: tenantID, key: key)
+                let (release, rollout) = try await publisher.publish(compiled, effectiveFromMillis: effectiveFromMillis, notes: notes, targets: targets)
+                print("published release v\(release.version) of \(publisher.tenant), effective from \(formatMillis(release.effectiveFromMillis)), signed by \(publisher.key.publicKey)")
+                print("rollout \(rollout.sequence): \(rollout.summary)")
+            }
         }
     }
 
@@ -103,12 +110,15 @@ extension Admin {
         @Option(help: "Tenant identifier.") var tenant: String
         @Option(help: "The release version.") var release: Int
         @Option(help: "Comma-separated nodes (default: every node).") var targets: String?
-        @Option(help: "The release key (default DATA/keys/TENANT.release.key).") var key: String?
+        @Option(help: "The release key (default with --data: DATA/keys/TENANT.release.key; required with --postgres).") var key: String?
 
         func run() async throws {
-            let publisher = try await Admin.publisher(hub: hub, tenant: tenant, key: key)
-            let rollout = try publisher.rollout(release: release, targets: try Admin.parseTargets(targets))
-            print("rollout \(rollout.sequence): \(rollout.summary)")
+            let targets = try Admin.parseTargets(targets)
+            try await hub.withHQ(tenant: tenant, action: Admin.governanceAtHQ) { opened, tenantID in
+                let publisher = try await Admin.publisher(opened, options: hub, tenant: tenantID, key: key)
+                let rollout = try await publisher.rollout(release: release, targets: targets)
+                print("rollout \(rollout.sequence): \(rollout.summary)")
+            }
         }
     }
 
@@ -118,12 +128,14 @@ extension Admin {
         @OptionGroup var hub: HubData
         @Option(help: "Tenant identifier.") var tenant: String
         @Option(help: "The release to return to.") var to: Int?
-        @Option(help: "The release key (default DATA/keys/TENANT.release.key).") var key: String?
+        @Option(help: "The release key (default with --data: DATA/keys/TENANT.release.key; required with --postgres).") var key: String?
 
         func run() async throws {
-            let publisher = try await Admin.publisher(hub: hub, tenant: tenant, key: key)
-            let rollout = try publisher.rollback(to: to)
-            print("rollout \(rollout.sequence) (\(rollout.reason)): \(rollout.summary)")
+            try await hub.withHQ(tenant: tenant, action: Admin.governanceAtHQ) { opened, tenantID in
+                let publisher = try await Admin.publisher(opened, options: hub, tenant: tenantID, key: key)
+                let rollout = try await publisher.rollback(to: to)
+                print("rollout \(rollout.sequence) (\(rollout.reason)): \(rollout.summary)")
+            }
         }
     }
 
@@ -135,19 +147,20 @@ extension Admin {
         @Option(help: "Tenant identifier.") var tenant: String
         @Option(help: "The country node.") var node: String
         @Option(help: "Where to write the country's key file (mode 0600).") var out: String
-        @Option(help: "The release key (default DATA/keys/TENANT.release.key).") var key: String?
+        @Option(help: "The release key (default with --data: DATA/keys/TENANT.release.key; required with --postgres).") var key: String?
 
         func run() async throws {
-            let tenantID = try TenantID(validating: tenant)
             let nodeID = try NodeID(validating: node)
-            let catalog = try hub.catalog()
-            guard let record = try await catalog.node(nodeID, of: tenantID) else {
-                throw CLIError("no node '\(node)' in tenant '\(tenant)' (enroll it first)")
-            }
-            guard record.role == "country" else { throw CLIError("'\(node)' is a \(record.role); only countries publish overlays") }
-            let hqKey = try Admin.loadSigningKey(key ?? Admin.defaultReleaseKeyPath(data: hub.data, tenant: tenantID))
-            guard try catalog.releaseKey(of: tenantID) == hqKey.publicKey.base64 else {
-                throw CLIError("this key (\(hqKey.publicKey)) is not the release key registered for \(tenant); nodes would refuse its certificates")
+            let hqKey = try await hub.withHQ(tenant: tenant, action: "issue overlay keys at HQ, on the hub's --data directory") { opened, tenantID in
+                guard let record = try await opened.catalog.node(nodeID, of: tenantID) else {
+                    throw CLIError("no node '\(node)' in tenant '\(tenant)' (enroll it first)")
+                }
+                guard record.role == "country" else { throw CLIError("'\(node)' is a \(record.role); only countries publish overlays") }
+                let hqKey = try Admin.loadSigningKey(try hub.releaseKeyPath(key, tenant: tenantID))
+                guard try await opened.catalog.releaseKey(of: tenantID) == hqKey.publicKey.base64 else {
+                    throw CLIError("this key (\(hqKey.publicKey)) is not the release key registered for \(tenant); nodes would refuse its certificates")
+                }
+                return hqKey
             }
             let countryKey = GovernanceSigningKey()
             let certificate = try hqKey.certify(OverlayCertificate(tenant: tenant, node: node, publicKey: countryKey.publicKey.base64,
@@ -169,19 +182,18 @@ extension Admin {
 
         func run() async throws {
             // On a country's --data: its subtree, from the country's store (its dealers' reports sync up to it).
-            let view = try await hub.existing.view(of: tenant, records: true,
-                                                   hint: ": or run rollout-status at HQ, which sees every node")
-            let nodes = try await view.catalog.nodes(of: view.tenant)
-            let status: RolloutStatusResponse
-            if let store = view.store {
-                status = try await GovernanceStatusReport.response(tenant: view.tenant, nodes: nodes, store: store)
-            } else {
-                // The hub has not opened the tenant's database: nothing published, nothing reported.
-                status = RolloutStatusResponse(tenant: view.tenant.rawValue, rollout: nil, stages: nil, nodes: nodes.map {
-                    RolloutStatusRow(node: $0.node.rawValue, parent: $0.parent?.rawValue, role: $0.role, release: nil, overlay: nil,
-                                     state: $0.parent == nil ? "publisher" : "unknown", message: nil, appliedAtMillis: nil,
-                                     lastSeenMillis: $0.lastSeenMillis)
-                })
+            let status = try await hub.location.withView(of: tenant, records: true,
+                                                         hint: ": or run rollout-status at HQ, which sees every node") { view in
+                let nodes = try await view.catalog.nodes(of: view.tenant)
+                guard let store = view.store else {
+                    // The hub has not opened the tenant's database: nothing published, nothing reported.
+                    return RolloutStatusResponse(tenant: view.tenant.rawValue, rollout: nil, stages: nil, nodes: nodes.map {
+                        RolloutStatusRow(node: $0.node.rawValue, parent: $0.parent?.rawValue, role: $0.role, release: nil, overlay: nil,
+                                         state: $0.parent == nil ? "publisher" : "unknown", message: nil, appliedAtMillis: nil,
+                                         lastSeenMillis: $0.lastSeenMillis)
+                    })
+                }
+                return try await GovernanceStatusReport.response(tenant: view.tenant, nodes: nodes, store: store)
             }
             if json {
                 let encoder = JSONEncoder()
@@ -212,20 +224,18 @@ extension Admin {
         }
     }
 
-    static func publisher(hub: HubData, tenant: String, key: String?) async throws -> GovernancePublisher {
-        let tenantID = try TenantID(validating: tenant)
-        let catalog = try hub.catalog()
-        guard let root = try catalog.root(of: tenantID) else { throw CLIError("no tenant '\(tenant)' on this hub") }
-        // A hub's tenant has its root; a country's mirror is rooted at the country, below HQ.
-        guard let rootNode = try await catalog.node(root, of: tenantID), rootNode.parent == nil else {
-            throw CLIError("\(hub.data) is the --data directory of country node '\(root)', a mirror of HQ's directory: publish, roll out and roll back at HQ, on the hub's --data directory")
-        }
-        let signing = try loadSigningKey(key ?? defaultReleaseKeyPath(data: hub.data, tenant: tenantID))
-        guard try catalog.releaseKey(of: tenantID) == signing.publicKey.base64 else {
+    /// What a country's mirror answers a governance command (``HubData/withHQ(tenant:action:_:)``).
+    static let governanceAtHQ = "publish, roll out and roll back at HQ, on the hub's --data directory"
+
+    /// The publisher of HQ's `tenant` (checked by ``HubData/withHQ(tenant:action:_:)``) on
+    /// `hub`, either engine, signing with the key at `key` (default: DATA/keys/TENANT.release.key
+    /// on SQLite), which must be the release key registered for the tenant.
+    static func publisher(_ hub: OpenedHub, options: HubData, tenant: TenantID, key: String?) async throws -> GovernancePublisher {
+        let signing = try loadSigningKey(try options.releaseKeyPath(key, tenant: tenant))
+        guard try await hub.catalog.releaseKey(of: tenant) == signing.publicKey.base64 else {
             throw CLIError("this key (\(signing.publicKey)) is not the release key registered for \(tenant); nodes would refuse what it signs (register it with `admin release-key --out FILE`)")
         }
-        return GovernancePublisher(store: try TenantStores(catalog: catalog).store(for: tenantID), tenant: tenantID, key: signing,
-                                   tree: try await catalog.tree(of: tenantID))
+        return GovernancePublisher(store: try hub.store(tenant), tenant: tenant, key: signing, tree: try await hub.catalog.tree(of: tenant))
     }
 
     static func parseTargets(_ text: String?) throws -> [NodeID]? {

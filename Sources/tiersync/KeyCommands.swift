@@ -21,32 +21,33 @@ extension Admin {
             """)
         @OptionGroup var hub: HubData
         @Option(help: "Tenant identifier.") var tenant: String
-        @Option(help: "The current release key (default DATA/keys/TENANT.release.key).") var key: String?
+        @Option(help: "The current release key (default with --data: DATA/keys/TENANT.release.key; required with --postgres).") var key: String?
         @Option(help: "Where to write the new private key (default: in place of --key).") var out: String?
 
         func run() async throws {
-            let (catalog, tenantID) = try await Admin.hqCatalog(hub, tenant: tenant)
-            let current = key ?? Admin.defaultReleaseKeyPath(data: hub.data, tenant: tenantID)
-            let target = out ?? current
-            if target != current, FileManager.default.fileExists(atPath: target) {
-                throw CLIError("\(target) exists; give --out a new file (or leave it out to replace \(current))")
+            try await hub.withHQ(tenant: tenant) { opened, tenantID in
+                let current = try hub.releaseKeyPath(key, tenant: tenantID)
+                let target = out ?? current
+                if target != current, FileManager.default.fileExists(atPath: target) {
+                    throw CLIError("\(target) exists; give --out a new file (or leave it out to replace \(current))")
+                }
+                let publisher = try await Admin.publisher(opened, options: hub, tenant: tenantID, key: current)
+                let next = GovernanceSigningKey()
+                // The new key is on disk before anything announces it.
+                let staged = target + ".new"
+                try Admin.writeSecret(next.base64 + "\n", to: staged)
+                let rotation = try await publisher.rotateKey(to: next)
+                try await opened.catalog.setReleaseKey(next.publicKey.base64, for: tenantID)
+                if target == current {
+                    let retired = "\(current).\(publisher.key.publicKey.keyID).retired"
+                    try FileManager.default.moveItem(atPath: current, toPath: retired)
+                    print("kept the retired key as \(retired)")
+                }
+                try FileManager.default.moveItem(atPath: staged, toPath: target)
+                print("wrote \(target)")
+                print("key-rotation \(rotation.sequence) of \(tenant): \(publisher.key.publicKey) → \(next.publicKey) (public: \(next.publicKey.base64))")
+                print("announced to every node, signed by \(publisher.key.publicKey); releases up to v\(rotation.releasesThrough) and rollouts up to \(rotation.rolloutsThrough) stay valid under it")
             }
-            let publisher = try await Admin.publisher(hub: hub, tenant: tenant, key: current)
-            let next = GovernanceSigningKey()
-            // The new key is on disk before anything announces it.
-            let staged = target + ".new"
-            try Admin.writeSecret(next.base64 + "\n", to: staged)
-            let rotation = try publisher.rotateKey(to: next)
-            try catalog.setReleaseKey(next.publicKey.base64, for: tenantID)
-            if target == current {
-                let retired = "\(current).\(publisher.key.publicKey.keyID).retired"
-                try FileManager.default.moveItem(atPath: current, toPath: retired)
-                print("kept the retired key as \(retired)")
-            }
-            try FileManager.default.moveItem(atPath: staged, toPath: target)
-            print("wrote \(target)")
-            print("key-rotation \(rotation.sequence) of \(tenant): \(publisher.key.publicKey) → \(next.publicKey) (public: \(next.publicKey.base64))")
-            print("announced to every node, signed by \(publisher.key.publicKey); releases up to v\(rotation.releasesThrough) and rollouts up to \(rotation.rolloutsThrough) stay valid under it")
         }
     }
 
@@ -64,14 +65,18 @@ extension Admin {
         @Option(help: "Tenant identifier.") var tenant: String
         @Option(help: "The country node.") var node: String
         @Option(help: "Why (shown with every refusal).") var reason: String?
-        @Option(help: "The release key (default DATA/keys/TENANT.release.key).") var key: String?
+        @Option(help: "The release key (default with --data: DATA/keys/TENANT.release.key; required with --postgres).") var key: String?
 
         func run() async throws {
-            _ = try await Admin.hqCatalog(hub, tenant: tenant)
-            let publisher = try await Admin.publisher(hub: hub, tenant: tenant, key: key)
-            let revocation = try publisher.revokeOverlayKeys(of: try NodeID(validating: node), reason: reason)
+            let country = try NodeID(validating: node)
+            let revocation = try await hub.withHQ(tenant: tenant) { opened, tenantID in
+                let publisher = try await Admin.publisher(opened, options: hub, tenant: tenantID, key: key)
+                return try await publisher.revokeOverlayKeys(of: country, reason: reason)
+            }
             print("revoked the overlay keys of \(tenant)/\(node) certified until \(formatMillis(revocation.revokedAtMillis)) (revocation \(revocation.sequence)); nodes refuse overlays signed with them within seconds")
-            print("issue a new one with `tiersync admin overlay-key --data \(hub.data) --tenant \(tenant) --node \(node) --out FILE`")
+            // The URL is not repeated: it may hold a password.
+            let hubOption = hub.data.map { "--data \($0)" } ?? "--postgres URL"
+            print("issue a new one with `tiersync admin overlay-key \(hubOption) --tenant \(tenant) --node \(node) --out FILE`")
         }
     }
 }

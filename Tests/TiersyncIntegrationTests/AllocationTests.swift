@@ -111,7 +111,7 @@ struct AllocationTests {
                                                  directory: dir.path)
             let hq = try hub.stores.store(for: "automaker")
             let publisher = GovernancePublisher(store: hq, tenant: "automaker", key: hqKey, tree: try await hub.catalog.tree(of: "automaker"))
-            try publisher.publish(try GovernanceCompiler.compile(directory: governanceFixture("automaker")))
+            try await publisher.publish(try GovernanceCompiler.compile(directory: governanceFixture("automaker")))
             try await eventually(timeout: 30, "de applies v1") { try de.store.appliedGovernance()?.release == 1 }
             let deKey = GovernanceSigningKey()
             let keyFile = OverlayKeyFile(tenant: "automaker", node: "de", privateKey: deKey.base64,
@@ -211,7 +211,7 @@ struct AllocationTests {
             let agency = try await running.agent(enrolling: "agency-7", parent: nil, tenant: "insurer", hub: hub, parentURL: hub.url, directory: dir.path)
             let hq = try hub.stores.store(for: "insurer")
             let publisher = GovernancePublisher(store: hq, tenant: "insurer", key: hqKey, tree: try await hub.catalog.tree(of: "insurer"))
-            try publisher.publish(try GovernanceCompiler.compile(directory: governanceFixture("insurer")))
+            try await publisher.publish(try GovernanceCompiler.compile(directory: governanceFixture("insurer")))
             try await eventually(timeout: 30, "agency-7 applies v1") { try agency.store.appliedGovernance()?.release == 1 }
             let rows: [AllocationRow] = [
                 AllocationRow(interaction: ["urgency": "critical", "topic": "burglary", "channel": "phone"],
@@ -283,7 +283,7 @@ struct AllocationTests {
             #expect(try values(agency.store, "int-before")?["decision_rule"] == nil && values(agency.store, "int-before")?["queue"] == nil)
 
             let publisher = GovernancePublisher(store: hq, tenant: "insurer", key: hqKey, tree: try await hub.catalog.tree(of: "insurer"))
-            try publisher.publish(try GovernanceCompiler.compile(directory: governanceFixture("insurer")))
+            try await publisher.publish(try GovernanceCompiler.compile(directory: governanceFixture("insurer")))
             try await eventually(timeout: 30, "agency-1 applies v1") { try agency.store.appliedGovernance()?.release == 1 }
             let first = try Child.run(["contact", "add", "--db", db, "--last-name", "One", "--id", "int-v1"] + catchAll)
             #expect(first.contains("allocated by rule offer-specification of release v1"), "\(first)")
@@ -292,7 +292,7 @@ struct AllocationTests {
             let v2 = try edited("insurer", file: "rules.yaml", replacing: "      queue: agent-sales\n      priority: 3\n      sla: 1d",
                                 with: "      queue: agent-sales\n      priority: 3\n      sla: 12h", in: dir, name: "insurer-v2")
             let effective = WallClock.nowMillis() + 4_000
-            try publisher.publish(v2, effectiveFromMillis: effective)
+            try await publisher.publish(v2, effectiveFromMillis: effective)
             try await eventually(timeout: 30, "agency-1 holds v2, pending") { try agency.store.currentGovernance()?.state == "pending" }
             let pending = try Child.run(["contact", "add", "--db", db, "--last-name", "Two", "--id", "int-pending"] + catchAll)
             #expect(pending.contains("of release v1"), "before v2's effective-from, v1 decides: \(pending)")

@@ -200,7 +200,7 @@ struct GenerateCommandTests {
                                                  directory: dir.path)
             let hq = try hub.stores.store(for: "automaker")
             let publisher = GovernancePublisher(store: hq, tenant: "automaker", key: hqKey, tree: try await hub.catalog.tree(of: "automaker"))
-            try publisher.publish(try GovernanceCompiler.compile(directory: repositoryRoot() + "/fixtures/governance/automaker"))
+            try await publisher.publish(try GovernanceCompiler.compile(directory: repositoryRoot() + "/fixtures/governance/automaker"))
             try await eventually(timeout: 30, "de-berlin applies v1 and knows its path") {
                 try berlin.store.appliedGovernance()?.release == 1 && berlin.store.meta(AllocationPolicy.pathMeta) == "hq/de/de-berlin"
             }

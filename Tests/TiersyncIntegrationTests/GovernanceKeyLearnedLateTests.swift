@@ -31,7 +31,7 @@ struct GovernanceKeyLearnedLateTests {
             try hub.catalog.setReleaseKey(hqKey.publicKey.base64, for: "automaker")
             let publisher = GovernancePublisher(store: try hub.stores.store(for: "automaker"), tenant: "automaker", key: hqKey,
                                                 tree: try await hub.catalog.tree(of: "automaker"))
-            try publisher.publish(try GovernanceCompiler.compile(directory: repositoryRoot() + "/fixtures/governance/automaker"))
+            try await publisher.publish(try GovernanceCompiler.compile(directory: repositoryRoot() + "/fixtures/governance/automaker"))
 
             let agent = try SyncAgent(store: store, configuration: configuration)
             try await withSyncAgents(agent) {

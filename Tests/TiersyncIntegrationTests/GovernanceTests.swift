@@ -63,7 +63,7 @@ struct GovernanceTests {
             // 1. v1 to everyone: every node runs exactly the release.
             let v1 = try GovernanceCompiler.compile(directory: fixture("automaker"))
             let started = ContinuousClock.now
-            try publisher.publish(v1)
+            try await publisher.publish(v1)
             try await eventually(timeout: 30, "every node applies v1") { try stores.values.allSatisfy { try inForce($0).release == 1 } }
             let spread = ContinuousClock.now - started
             #expect(spread < .seconds(10), "v1 reached every node in \(spread)")
@@ -149,7 +149,7 @@ struct GovernanceTests {
 
             // 6. A trial: v2 to de only. de's branch runs v2; fr's branch runs v1 and never received v2.
             let v2 = try automaker(sla: "210m", in: dir, name: "v2")
-            try publisher.publish(v2, targets: ["de"])
+            try await publisher.publish(v2, targets: ["de"])
             try await eventually(timeout: 30, "de's branch applies v2") { try ["de", "de-1", "de-2"].allSatisfy { try inForce(stores[$0]!).release == 2 } }
             try await Task.sleep(for: .seconds(1))
             for node in ["fr", "fr-1"] as [NodeID] {
@@ -159,7 +159,7 @@ struct GovernanceTests {
             #expect(try inForce(stores["de-1"]!).effective == overlay.apply(to: v2.config), "de-1 runs v2 ⊕ de's overlay")
 
             // 7. Rollback: every node returns to v1 (de's dealers with de's overlay).
-            let rollback = try publisher.rollback()
+            let rollback = try await publisher.rollback()
             #expect(rollback.stages == [Rollout.Stage(release: 1, targets: nil)])
             try await eventually(timeout: 30, "every node back on v1") { try stores.values.allSatisfy { try inForce($0).release == 1 } }
             for (node, store) in stores {
@@ -170,10 +170,10 @@ struct GovernanceTests {
             // 8. fr-1 goes offline; v3 and v4 are published; back online it applies v4 only.
             await dealers["fr-1"]!.stop()
             let historyBefore = try stores["fr-1"]!.governanceHistory().count
-            try publisher.publish(try automaker(sla: "200m", in: dir, name: "v3"))
+            try await publisher.publish(try automaker(sla: "200m", in: dir, name: "v3"))
             try await eventually(timeout: 30, "fr applies v3") { try inForce(fr.store).release == 3 }
             let v4 = try automaker(sla: "190m", in: dir, name: "v4")
-            try publisher.publish(v4)
+            try await publisher.publish(v4)
             try await eventually(timeout: 30, "the online nodes apply v4") {
                 try ["de", "fr", "de-1", "de-2"].allSatisfy { try inForce(stores[$0]!).release == 4 }
             }
@@ -206,7 +206,7 @@ struct GovernanceTests {
             async let waiting = client.send("GET", "/v1/governance?wait=20&known=\(current.token)", credential: deCredential)
             try await Task.sleep(for: .milliseconds(300))
             let asked = ContinuousClock.now
-            try publisher.rollout(release: 3, targets: ["fr"])
+            try await publisher.rollout(release: 3, targets: ["fr"])
             let woken = try await waiting.decode(GovernanceBundle.self)
             #expect(woken.token != current.token && ContinuousClock.now - asked < .seconds(10), "the long-poll answered when the rollout changed")
             await client.shutdown()
@@ -228,7 +228,7 @@ struct GovernanceTests {
             // time even when their parent is down by then. (3 s was too short on a loaded
             // machine: v5 reached fr-1 after its effective time, so it was never pending.)
             let effectiveFrom = WallClock.nowMillis() + 10_000
-            try publisher.publish(try automaker(sla: "180m", in: dir, name: "v5"), effectiveFromMillis: effectiveFrom)
+            try await publisher.publish(try automaker(sla: "180m", in: dir, name: "v5"), effectiveFromMillis: effectiveFrom)
             // (fr's branch runs v3 since step 9's rollout.)
             try await eventually(timeout: 30, "fr-1 holds v5 as pending") {
                 try stores["fr-1"]!.currentGovernance()?.state == "pending" && inForce(stores["fr-1"]!).release == 3

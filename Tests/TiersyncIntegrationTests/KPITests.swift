@@ -49,7 +49,7 @@ struct KPITests {
 
             // The automaker release to everyone; de's overlay raises its phone service level target to 85 %.
             let publisher = GovernancePublisher(store: hq, tenant: "automaker", key: hqKey, tree: try await hub.catalog.tree(of: "automaker"))
-            try publisher.publish(try GovernanceCompiler.compile(directory: repositoryRoot() + "/fixtures/governance/automaker"))
+            try await publisher.publish(try GovernanceCompiler.compile(directory: repositoryRoot() + "/fixtures/governance/automaker"))
             try await eventually(timeout: 30, "de runs v1") { try de.store.appliedGovernance()?.release == 1 }
             let deKey = GovernanceSigningKey()
             let deKeyFile = OverlayKeyFile(tenant: "automaker", node: "de", privateKey: deKey.base64,

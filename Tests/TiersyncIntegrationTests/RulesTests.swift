@@ -37,7 +37,7 @@ private func automakerTree(_ running: Running, dir: TempDir, clock: ManualClock,
     }
     let hq = try hub.stores.store(for: "automaker")
     let publisher = GovernancePublisher(store: hq, tenant: "automaker", key: hqKey, tree: try await hub.catalog.tree(of: "automaker"))
-    try publisher.publish(try GovernanceCompiler.compile(directory: governanceFixture("automaker")))
+    try await publisher.publish(try GovernanceCompiler.compile(directory: governanceFixture("automaker")))
     try await eventually(timeout: 30, "de and its dealers apply v1 and know their place") {
         try de.store.appliedGovernance()?.release == 1
             && agents.allSatisfy { try $0.store.appliedGovernance()?.release == 1 && $0.store.meta(AllocationPolicy.pathMeta) != nil }
