@@ -29,6 +29,20 @@ struct RulesCommand: AsyncParsableCommand {
         var now: String?
         @Option(help: "A hub's or country node's --data directory: its directory places dialogues of other nodes (default: the hub's, for a tenant database under <data>/tenants).")
         var data: String?
+        @Option(help: "Refused: rules run evaluates a node's SQLite database (--db); see the error for HQ on PostgreSQL.")
+        var postgres: String?
+
+        func validate() throws {
+            // The command works on one SQLite node database; a hub on PostgreSQL keeps HQ's
+            // records in the database, where there is no file to give as --db.
+            if postgres != nil {
+                throw ValidationError("""
+                    rules run works on a node's SQLite database (--db, with --data for the directory that places other nodes): \
+                    a hub on PostgreSQL has no tenant database file to evaluate, and HQ's rules on PostgreSQL are not run by this \
+                    command (nor yet by `hub serve --postgres`); run it on the SQLite store of a country or dealer instead
+                    """)
+            }
+        }
 
         func run() async throws {
             let store = try node.open()
