@@ -40,7 +40,11 @@ let package = Package(
         .target(name: "TiersyncKPI", dependencies: ["TiersyncCore"]),
         // The storage seam (no I/O): what server, agent and country node need of a store, as
         // protocols, and the values they exchange. Engines implement it beside it.
-        .target(name: "TiersyncStorage", dependencies: ["TiersyncCore", "TiersyncKPI"]),
+        .target(name: "TiersyncStorage", dependencies: [
+            "TiersyncCore", "TiersyncKPI",
+            // SHA-256 only (a tenant's migration digest): pure computation, no I/O.
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // SQLite storage (GRDB), the embedded engine: node stores, hub catalog, per-tenant databases.
         .target(name: "TiersyncStore", dependencies: [
             "TiersyncCore", "TiersyncKPI", "TiersyncStorage",

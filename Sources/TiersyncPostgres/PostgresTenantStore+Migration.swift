@@ -1,0 +1,122 @@
+// Moving a tenant into PostgreSQL (`admin migrate-tenant`), and reading it back as the
+// engine-neutral pages the tenant digest compares (``TiersyncStorage/TenantDataExport``).
+
+import PostgresNIO
+import TiersyncCore
+import TiersyncStorage
+
+extension PostgresTenantStore: TenantDataExport {
+    private func table(of moved: MigrationTable) -> String {
+        switch moved {
+        case .changes: table(.changes)
+        case .changeRoutes: table(.changeRoutes)
+        case .routeEntries: table(.routeEntries)
+        case .conflicts: table(.conflicts)
+        case .quarantine: table(.quarantine)
+        case .governanceDocuments: table(.governanceDocuments)
+        }
+    }
+
+    public func exportRows(_ moved: MigrationTable, offset: Int, limit: Int) async throws -> [[MigrationValue]] {
+        try await prepared()
+        let columns = moved.columns
+        // Text keys in byte order (COLLATE "C"), as SQLite orders them.
+        let order = moved.orderKey.map { key in
+            columns.contains(.text(key)) ? "\(key) COLLATE \"C\"" : key
+        }.joined(separator: ", ")
+        var sql = PostgresSQL()
+        let (l, o) = (sql.bind(Int64(limit)), sql.bind(Int64(offset)))
+        sql.append("SELECT \(columns.map(\.name).joined(separator: ", ")) FROM \(table(of: moved)) ORDER BY \(order) LIMIT \(l) OFFSET \(o)")
+        return try await client.query(sql.query, logger: logger).collect().map { row in
+            let cells = Array(row)
+            return try columns.enumerated().map { i, column in
+                switch column {
+                case .int: try cells[i].decode(Int64?.self).map(MigrationValue.integer) ?? .null
+                case .text: try cells[i].decode(String?.self).map(MigrationValue.text) ?? .null
+                }
+            }
+        }
+    }
+
+    public func exportRecords(offset: Int, limit: Int) async throws -> [StoredRecord] {
+        try await prepared()
+        var out: [StoredRecord] = []
+        let rows = try await client.query("""
+            SELECT tbl, id, fields, versions, tombstone, route FROM \(unescaped: table(.records))
+            ORDER BY tbl COLLATE "C", id COLLATE "C" LIMIT \(Int64(limit)) OFFSET \(Int64(offset))
+            """, logger: logger)
+        for try await (tbl, id, fields, versions, tombstone, route) in rows.decode((String, String, String, String, String?, String).self) {
+            out.append(try Self.record(table: tbl, id: id, fields: fields, versions: versions, tombstone: tombstone, route: route))
+        }
+        return out
+    }
+
+    public func exportSettings() async throws -> [String: String] {
+        var settings: [String: String] = [:]
+        for key in MigratedSetting.allCases {
+            if let value = try await setting(key.rawValue) { settings[key.rawValue] = value }
+        }
+        return settings
+    }
+
+    /// Whether the tenant's schema holds any change, record or governance document (a
+    /// tenant is moved only into an empty one).
+    public func isEmpty() async throws -> Bool {
+        try await prepared()
+        let row = try await client.query("""
+            SELECT (SELECT COUNT(*) FROM \(unescaped: table(.changes))) + (SELECT COUNT(*) FROM \(unescaped: table(.records)))
+                 + (SELECT COUNT(*) FROM \(unescaped: table(.governanceDocuments)))
+            """, logger: logger).collect().first
+        return try (row?.decode(Int64.self) ?? 0) == 0
+    }
+
+    /// Writes moved rows of `moved` (in one statement per 1,000 rows).
+    public func importRows(_ moved: MigrationTable, _ rows: [[MigrationValue]]) async throws {
+        try await prepared()
+        let columns = moved.columns
+        for start in stride(from: 0, to: rows.count, by: 1_000) {
+            var sql = PostgresSQL("INSERT INTO \(table(of: moved)) (\(columns.map(\.name).joined(separator: ", "))) VALUES ")
+            for (r, row) in rows[start..<min(start + 1_000, rows.count)].enumerated() {
+                guard row.count == columns.count else { throw PostgresStoreError("a \(moved.rawValue) row has \(row.count) values, not \(columns.count)") }
+                let placeholders = row.map { value -> String in
+                    switch value {
+                    case .null: sql.bind(String?.none)
+                    case .integer(let i): sql.bind(i)
+                    case .text(let t): sql.bind(t)
+                    }
+                }
+                sql.append((r > 0 ? ", " : "") + "(" + placeholders.joined(separator: ", ") + ")")
+            }
+            try await client.query(sql.query, logger: logger)
+        }
+    }
+
+    /// Writes moved records as they are (state and route).
+    public func importRecords(_ records: [StoredRecord]) async throws {
+        try await prepared()
+        guard !records.isEmpty else { return }
+        let encoded = records.map(TenantDigest.encoded)
+        try await client.query("""
+            INSERT INTO \(unescaped: table(.records)) (tbl, id, fields, versions, tombstone, route, live)
+            SELECT t, i, f, v, NULLIF(d, ''), r, l
+            FROM unnest(\(encoded.map { $0[0] })::text[], \(encoded.map { $0[1] })::text[], \(encoded.map { $0[2] })::text[],
+                        \(encoded.map { $0[3] })::text[], \(encoded.map { $0[4] })::text[], \(encoded.map { $0[5] })::text[],
+                        \(records.map(\.state.isLive))::bool[]) AS u(t, i, f, v, d, r, l)
+            """, logger: logger)
+    }
+
+    /// Writes the moved settings and sets the log's head to its highest position, so new
+    /// changes continue the numbering the nodes' cursors know.
+    public func finishImport(settings: [String: String]) async throws {
+        try await prepared()
+        try await client.withConnection { connection in
+            for key in MigratedSetting.allCases {
+                guard let value = settings[key.rawValue], let meta = PostgresMetaKey(rawValue: key.rawValue) else { continue }
+                try await self.setSetting(meta, value, on: connection)
+            }
+            try await connection.query("""
+                UPDATE \(unescaped: self.table(.head)) SET seq = (SELECT COALESCE(MAX(seq), 0) FROM \(unescaped: self.table(.changes))) WHERE id = 1
+                """, logger: self.logger)
+        }
+    }
+}

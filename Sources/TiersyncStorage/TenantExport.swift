@@ -1,0 +1,191 @@
+import Crypto
+import TiersyncCore
+
+/// A tenant store's engine tables, as both engines keep them (same names, same columns):
+/// what moves when a tenant moves from one engine to the other (`admin migrate-tenant`),
+/// and what its digest covers. Records are moved apart (``TenantDataExport/exportRecords(offset:limit:)``):
+/// SQLite keeps them in domain tables, PostgreSQL in one table.
+public enum MigrationTable: String, CaseIterable, Sendable {
+    case changes, changeRoutes = "change_routes", routeEntries = "route_entries", conflicts, quarantine
+    case governanceDocuments = "gov_documents"
+
+    /// The columns moved, in this order on both engines.
+    public var columns: [MigrationColumn] {
+        switch self {
+        case .changes:
+            [.int("seq"), .text("origin"), .int("origin_seq"), .int("hlc"), .text("tbl"), .text("record_id"), .text("op"), .text("fields"),
+             .text("prior"), .text("source"), .text("received_from"), .int("received_at"), .text("trail")]
+        case .changeRoutes: [.text("node"), .int("seq")]
+        case .routeEntries: [.text("node"), .int("seq"), .text("tbl"), .text("record_id"), .text("route_before")]
+        case .conflicts:
+            [.text("tbl"), .text("record_id"), .text("field"), .text("winner_value"), .text("winner_version"), .text("loser_value"),
+             .text("loser_version"), .int("detected_at")]
+        case .quarantine: [.text("origin"), .int("origin_seq"), .text("received_from"), .int("received_at"), .text("code"), .text("reason"), .text("change")]
+        case .governanceDocuments: [.text("kind"), .text("key"), .int("seq"), .text("body"), .int("stored_at")]
+        }
+    }
+
+    /// The order rows are read in: a unique key, text compared byte by byte on both engines.
+    public var orderKey: [String] {
+        switch self {
+        case .changes: ["seq"]
+        case .changeRoutes: ["seq", "node"]
+        case .routeEntries: ["seq", "node", "tbl", "record_id"]
+        case .conflicts: ["tbl", "record_id", "field", "loser_version"]
+        case .quarantine: ["origin", "origin_seq"]
+        case .governanceDocuments: ["kind", "key"]
+        }
+    }
+}
+
+/// A column moved between engines: its name and whether it holds integers or text.
+public enum MigrationColumn: Sendable, Hashable {
+    case int(String), text(String)
+
+    public var name: String {
+        switch self { case .int(let n), .text(let n): n }
+    }
+}
+
+/// A column's value in a moved row.
+public enum MigrationValue: Sendable, Hashable {
+    case null, integer(Int64), text(String)
+}
+
+/// What a tenant store gives up when its tenant moves to another engine, and what the
+/// digest reads on either side. Read with the hub stopped (or the tenant otherwise quiet):
+/// pages are taken by offset in key order.
+public protocol TenantDataExport: Sendable {
+    /// Rows of `table` in ``MigrationTable/orderKey`` order, skipping `offset`.
+    func exportRows(_ table: MigrationTable, offset: Int, limit: Int) async throws -> [[MigrationValue]]
+    /// Records (live and deleted) with their replication state, by table then id (bytes).
+    func exportRecords(offset: Int, limit: Int) async throws -> [StoredRecord]
+    /// The settings that move with the tenant (KPI adoption), by key.
+    func exportSettings() async throws -> [String: String]
+}
+
+/// The settings keys that move with a tenant.
+public enum MigratedSetting: String, CaseIterable, Sendable {
+    case kpiAdoption = "kpi.adoption"
+    case kpiSource = "kpi.source"
+}
+
+/// A digest of everything a tenant store holds that a move must keep: every engine table
+/// row in key order, every record's state, the moved settings. Equal digests before and
+/// after `migrate-tenant` say nothing was lost, added or altered.
+public struct TenantDigest: Sendable, Equatable, CustomStringConvertible {
+    /// SHA-256, lower-case hex.
+    public let sha256: String
+    /// Rows per table (and `records`), for the report.
+    public let counts: [String: Int]
+
+    public var description: String {
+        let listed = (MigrationTable.allCases.map(\.rawValue) + ["records"]).map { "\($0) \(counts[$0] ?? 0)" }.joined(separator: ", ")
+        return "\(sha256) (\(listed))"
+    }
+
+    /// Reads everything `source` holds, `pageSize` rows at a time.
+    public static func of(_ source: any TenantDataExport, pageSize: Int = 2_000) async throws -> TenantDigest {
+        var hasher = SHA256()
+        var counts: [String: Int] = [:]
+        func feed(_ text: String) {
+            var bytes = Array(text.utf8)
+            // Length-prefixed, so no two different sequences of fields hash alike.
+            withUnsafeBytes(of: UInt64(bytes.count).littleEndian) { hasher.update(bufferPointer: $0) }
+            hasher.update(data: bytes)
+            bytes.removeAll()
+        }
+        for table in MigrationTable.allCases {
+            feed("table " + table.rawValue)
+            var offset = 0
+            while true {
+                let rows = try await source.exportRows(table, offset: offset, limit: pageSize)
+                for row in rows {
+                    for value in row {
+                        switch value {
+                        case .null: feed("n")
+                        case .integer(let i): feed("i\(i)")
+                        case .text(let t): feed("t" + t)
+                        }
+                    }
+                }
+                offset += rows.count
+                if rows.count < pageSize { break }
+            }
+            counts[table.rawValue] = offset
+        }
+        feed("records")
+        var offset = 0
+        while true {
+            let records = try await source.exportRecords(offset: offset, limit: pageSize)
+            for record in records {
+                for part in Self.encoded(record) { feed(part) }
+            }
+            offset += records.count
+            if records.count < pageSize { break }
+        }
+        counts["records"] = offset
+        feed("settings")
+        let settings = try await source.exportSettings()
+        for key in MigratedSetting.allCases.map(\.rawValue) {
+            feed(key)
+            feed(settings[key] ?? "")
+        }
+        return TenantDigest(sha256: hasher.finalize().map { byte in
+            let hex = String(byte, radix: 16)
+            return byte < 16 ? "0" + hex : hex
+        }.joined(), counts: counts)
+    }
+
+    /// A record as both engines' digests read it: table, id, live values, versions,
+    /// tombstone and route, each in its canonical text.
+    public static func encoded(_ record: StoredRecord) -> [String] {
+        [record.table, record.id, record.state.isLive ? CanonicalJSON.object(record.state.liveValues) : "{}",
+         CanonicalJSON.groupedVersions(record.state.versions), record.state.tombstone?.description ?? "",
+         RecordMerge.encodeRoute(record.route)]
+    }
+}
+
+/// One tenant's catalog entries as a catalog stores them (secrets as digests only): what
+/// moves with the tenant, so its nodes' credentials keep working on the other engine.
+public struct CatalogTenantExport: Sendable, Equatable {
+    public struct Tenant: Sendable, Equatable {
+        public var id: TenantID, root: NodeID, levels: Int, allowDirectSync: Bool, releaseKey: String?, createdAtMillis: Int64
+        public init(id: TenantID, root: NodeID, levels: Int, allowDirectSync: Bool, releaseKey: String?, createdAtMillis: Int64) {
+            (self.id, self.root, self.levels, self.allowDirectSync, self.releaseKey, self.createdAtMillis) = (id, root, levels, allowDirectSync, releaseKey, createdAtMillis)
+        }
+    }
+
+    public struct Node: Sendable, Equatable {
+        public var id: NodeID, parent: NodeID?, role: String, createdAtMillis: Int64, lastSeenMillis: Int64?, decommissionedAtMillis: Int64?
+        public init(id: NodeID, parent: NodeID?, role: String, createdAtMillis: Int64, lastSeenMillis: Int64?, decommissionedAtMillis: Int64?) {
+            (self.id, self.parent, self.role, self.createdAtMillis, self.lastSeenMillis, self.decommissionedAtMillis) = (id, parent, role, createdAtMillis, lastSeenMillis, decommissionedAtMillis)
+        }
+    }
+
+    public struct Token: Sendable, Equatable {
+        public var hash: String, node: NodeID, parent: NodeID?, role: String, expiresAtMillis: Int64, usedAtMillis: Int64?
+        public init(hash: String, node: NodeID, parent: NodeID?, role: String, expiresAtMillis: Int64, usedAtMillis: Int64?) {
+            (self.hash, self.node, self.parent, self.role, self.expiresAtMillis, self.usedAtMillis) = (hash, node, parent, role, expiresAtMillis, usedAtMillis)
+        }
+    }
+
+    public struct Credential: Sendable, Equatable {
+        public var hash: String, node: NodeID, createdAtMillis: Int64, revokedAtMillis: Int64?
+        public init(hash: String, node: NodeID, createdAtMillis: Int64, revokedAtMillis: Int64?) {
+            (self.hash, self.node, self.createdAtMillis, self.revokedAtMillis) = (hash, node, createdAtMillis, revokedAtMillis)
+        }
+    }
+
+    public var tenant: Tenant
+    /// Sorted by id (bytes).
+    public var nodes: [Node]
+    /// Sorted by hash.
+    public var tokens: [Token]
+    /// Sorted by hash.
+    public var credentials: [Credential]
+
+    public init(tenant: Tenant, nodes: [Node], tokens: [Token], credentials: [Credential]) {
+        (self.tenant, self.nodes, self.tokens, self.credentials) = (tenant, nodes, tokens, credentials)
+    }
+}

@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PostgresNIO
+import TiersyncCore
+import TiersyncPostgres
+import TiersyncStorage
+import TiersyncStore
+
+extension Admin {
+    struct MigrateTenant: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "migrate-tenant",
+            abstract: "Move a tenant from a SQLite hub (--data) into PostgreSQL (--to-postgres), with digests before and after.",
+            discussion: """
+            Stop the SQLite hub first: the tenant is read as it stands. Everything moves as it is
+            stored: the change log with its positions (so every node's cursors stay valid and its
+            agent continues without a resync), records, conflicts, quarantine, governance
+            documents, KPI settings, and the catalog entries (nodes, tokens and credential
+            digests, so every node keeps its credential). The tenant's data is written first and
+            compared by digest; only when the digests are equal is the tenant added to the
+            PostgreSQL catalog, so a hub on PostgreSQL serves it only complete. The target must
+            not hold the tenant yet. Then start the hub with --postgres and point the nodes (or
+            the load balancer) at it.
+            """)
+
+        @Option(help: "The SQLite hub's data directory.") var data: String
+        @Option(help: "The tenant to move.") var tenant: String
+        @Option(name: .customLong("to-postgres"), help: "postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE to move it to.")
+        var postgres: String
+        @Option(help: "Rows per page read and written.") var pageSize = 5_000
+
+        func validate() throws {
+            guard pageSize > 0, pageSize <= 100_000 else { throw ValidationError("--page-size must be 1…100000") }
+        }
+
+        func run() async throws {
+            let tenantID = try TenantID(validating: tenant)
+            let endpoint = try PostgresEndpoint(url: postgres)
+            let catalog = try HubCatalog(directory: data)
+            guard let entries = try catalog.exportTenant(tenantID) else { throw ValidationError("no tenant '\(tenant)' in \(data)") }
+            let path = catalog.tenantDatabasePath(tenantID)
+            guard FileManager.default.fileExists(atPath: path) else { throw ValidationError("tenant '\(tenant)' has no database at \(path)") }
+            let source = try NodeStore(path: path)
+            let before = try await TenantDigest.of(source, pageSize: pageSize)
+            print("source (SQLite \(path)): \(before)")
+
+            try await withPostgresClient(endpoint, backgroundLogger: Logger(label: "tiersync.postgres")) { client in
+                let target = try await PostgresCatalog(client: client)
+                guard try await target.root(of: tenantID) == nil else {
+                    throw ValidationError("tenant '\(tenant)' exists in \(endpoint) already; migrate-tenant moves a tenant only into a database without it")
+                }
+                let root = entries.tenant.root
+                let store = PostgresTenantStore(client: client, tenant: tenantID, rootOf: { _ in root })
+                guard try await store.isEmpty() else {
+                    throw ValidationError("schema \(store.tenantSchema.name) in \(endpoint) holds data already (a migration that stopped half-way?): drop it (DROP SCHEMA \"\(store.tenantSchema.name)\" CASCADE) and run again")
+                }
+                for table in MigrationTable.allCases {
+                    var offset = 0
+                    while true {
+                        let rows = try await source.exportRows(table, offset: offset, limit: pageSize)
+                        try await store.importRows(table, rows)
+                        offset += rows.count
+                        if rows.count < pageSize { break }
+                    }
+                    print("  \(table.rawValue): \(offset) rows")
+                }
+                var offset = 0
+                while true {
+                    let records = try await source.exportRecords(offset: offset, limit: pageSize)
+                    try await store.importRecords(records)
+                    offset += records.count
+                    if records.count < pageSize { break }
+                }
+                print("  records: \(offset)")
+                try await store.finishImport(settings: try await source.exportSettings())
+
+                let after = try await TenantDigest.of(store, pageSize: pageSize)
+                print("target (PostgreSQL \(endpoint), schema \(store.tenantSchema.name)): \(after)")
+                guard after == before else {
+                    throw ValidationError("the digests differ: the tenant was NOT added to the PostgreSQL catalog; drop schema \(store.tenantSchema.name) and report this")
+                }
+                try await target.importTenant(entries)
+                guard try await target.exportTenant(tenantID) == entries else {
+                    throw ValidationError("the catalog entries read back differ from those moved")
+                }
+                print("moved tenant \(tenant): digests equal; \(entries.nodes.count) nodes and \(entries.credentials.count) credentials in the catalog")
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import Synchronization
+import Testing
+import TiersyncCore
+import TiersyncGovernance
+import TiersyncServer
+import TiersyncStore
+import TiersyncTestSupport
+
+/// `tiersync admin migrate-tenant`: a three-tier tenant served from SQLite moves to
+/// PostgreSQL; the digests agree, and the country and its dealer carry on against the hub
+/// on PostgreSQL (same port, same credentials, same cursors) without a resync.
+@Suite("Moving a tenant from SQLite to PostgreSQL", .serialized)
+struct MigrateTenantTests {
+    @Test("migrate-tenant: digests equal before and after, credentials and cursors keep working, nothing re-sent or lost",
+          .enabled(if: TestPostgres.isAvailable, Comment(rawValue: StorageEngine.postgresSkipNote)), .timeLimit(.minutes(5)))
+    func migrateTenant() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            // Phase 1: HQ on SQLite, a country and a dealer below it, a release in force.
+            let sqliteHub = try await RunningHub(directory: dir.path)
+            let port = sqliteHub.port
+            try sqliteHub.catalog.createTenant("automaker", levels: 3)
+            let key = GovernanceSigningKey()
+            try sqliteHub.catalog.setReleaseKey(key.publicKey.base64, for: "automaker")
+            let de = try await running.country(hub: sqliteHub, tenant: "automaker", node: "de", directory: dir.path)
+            let berlin = try await running.agent(enrolling: "de-berlin", parent: "de", tenant: "automaker", hub: sqliteHub, parentURL: de.url,
+                                                 directory: dir.path)
+            let hq = try sqliteHub.stores.store(for: "automaker")
+            let publisher = GovernancePublisher(store: hq, tenant: "automaker", key: key, tree: try await sqliteHub.catalog.tree(of: "automaker"))
+            try await publisher.publish(try GovernanceCompiler.compile(directory: repositoryRoot() + "/fixtures/governance/automaker"))
+            func write(_ range: Range<Int>) throws {
+                try berlin.store.commit(range.map { .upsert("customers", id: "c-\($0)", ["last_name": .string("Customer \($0)")]) })
+            }
+            try write(0..<40)
+            try await eventually(timeout: 30, "HQ holds berlin's 40 customers") { try hq.liveRecords(table: "customers").count == 40 }
+            // HQ edits one (it flows down), and the dealer deletes another.
+            try hq.commit([.upsert("customers", id: "c-1", ["first_name": "Edited at HQ"])])
+            try berlin.store.commit([.delete("customers", id: "c-2")])
+            try await eventually(timeout: 30, "the edit reached berlin and the delete HQ") {
+                try berlin.store.record(table: "customers", id: "c-1")?.state.liveValues["first_name"] == "Edited at HQ"
+                    && hq.liveRecords(table: "customers").count == 39
+            }
+            let pulledBefore = try de.store.cursor("pull.parent")
+            #expect(pulledBefore > 0)
+            await sqliteHub.stop()
+            let headBefore = try hq.headSeq()
+
+            try await TestPostgres.withFreshDatabase { endpoint in
+                // The move, through the CLI.
+                let output = try Child.run(["admin", "migrate-tenant", "--data", dir.path + "/hub", "--tenant", "automaker",
+                                            "--to-postgres", endpoint.url, "--page-size", "7"])
+                func digest(_ prefix: String) -> String? {
+                    output.split(separator: "\n").first { $0.hasPrefix(prefix) }.flatMap { line in
+                        line.split(separator: " ").first { $0.count == 64 && $0.allSatisfy(\.isHexDigit) }.map(String.init)
+                    }
+                }
+                let (source, target) = (digest("source"), digest("target"))
+                #expect(source != nil && source == target, "digests before and after:\n\(output)")
+                #expect(output.contains("moved tenant automaker: digests equal"), "\(output)")
+                #expect(output.contains("changes: \(headBefore) rows"), "head \(headBefore):\n\(output)")
+
+                // Phase 2: HQ on PostgreSQL at the same address; the nodes keep their credentials and cursors.
+                let pgHub = try await RunningHub(directory: dir.path, port: port, postgres: endpoint)
+                let lowest = Mutex(Int64.max)
+                let watching = Task {
+                    while !Task.isCancelled {
+                        if let c = try? de.store.cursor("pull.parent") { lowest.withLock { $0 = min($0, c) } }
+                        try? await Task.sleep(for: .milliseconds(20))
+                    }
+                }
+                try write(40..<60)
+                let pg = try pgHub.tenantStore(for: "automaker")
+                try await eventually(timeout: 60, "HQ on PostgreSQL holds the 20 new customers") {
+                    try await pg.liveRecords(inTable: "customers").count == 59
+                }
+                // Every change berlin made is at HQ (once: the log's identities are unique).
+                let berlinMade = try berlin.store.changeCountsByOrigin()["de-berlin"] ?? 0
+                try await eventually(timeout: 30, "HQ holds all \(berlinMade) of berlin's changes") {
+                    try await pg.highestSeq(of: "de-berlin") == Int64(berlinMade)
+                }
+                let atHQ = try await pg.liveRecords(inTable: "customers").map { "\($0.id) \(CanonicalJSON.object($0.values))" }
+                let atBerlin = try berlin.store.liveRecords(table: "customers").map { "\($0.id) \(CanonicalJSON.object($0.values))" }
+                #expect(atHQ == atBerlin, "berlin and HQ hold the same customers")
+                #expect(try await pg.feedHead() > headBefore, "new changes continue the log's numbering")
+                watching.cancel()
+                _ = await watching.value
+                #expect(lowest.withLock { $0 } >= pulledBefore, "the country's pull cursor never went back (no resync)")
+                #expect(try await pg.latestGovernanceDocument(ofKind: "release")?.seq == 1, "the release moved with the tenant")
+                await pgHub.stop()
+            }
+        }
+    }
+}
