@@ -11,7 +11,7 @@ struct TiersyncBench: AsyncParsableCommand {
         commandName: "tiersync-bench",
         abstract: "Measure Tiersync: ingest, ingest with allocation rules, fan-in, propagation, bootstrap, wire, idle, KPIs; hostile load.",
         discussion: "Build in release mode for figures: swift run -c release tiersync-bench <scenario>.",
-        subcommands: [Ingest.self, Rules.self, FanIn.self, Propagation.self, Bootstrap.self, Wire.self, Idle.self, Hostile.self, KPIBench.self, All.self])
+        subcommands: [Ingest.self, Rules.self, FanIn.self, PostgresBench.self, Propagation.self, Bootstrap.self, Wire.self, Idle.self, Hostile.self, KPIBench.self, All.self])
 }
 
 struct CommonOptions: ParsableArguments {

@@ -25,16 +25,42 @@ struct FanIn: AsyncParsableCommand {
             let node = NodeID(unchecked: "a-\(a)")
             credentials.append((node, try await hub.credential(tenant: "acme", node: node)))
         }
+        let figures = await Self.measure(targets: credentials.map { (hub.url, $0.0, $0.1) }, caFile: hub.caFile, seconds: seconds, interval: interval)
+        await hub.stop()
+        figures.report(agents: agents, seconds: seconds, interval: interval)
+    }
+
+    /// The figures of one fan-in run.
+    struct Figures {
+        let latencies: [Double]
+        let connected: [Double]
+        let failures: [String]
+
+        func report(agents: Int, seconds: Double, interval: Double, label: String = "") {
+            let p99 = percentile(latencies, 0.99)
+            result(label + "sync requests", "\(format(Double(latencies.count) / seconds)) requests/s (\(latencies.count) in \(format(seconds, 0)) s; offered \(format(Double(agents) * 2 / interval)) /s)")
+            result(label + "latency p50", "\(format(percentile(latencies, 0.5), 1)) ms")
+            result(label + "latency p99", "\(format(p99, 1)) ms", target: "< 250 ms at 5,000 agents", met: agents >= 5_000 ? p99 < 250 : nil)
+            // Every agent connects (TLS handshake) within the first interval: a reconnect storm
+            // on top of the load. The same figures without each agent's first sync:
+            result(label + "connected: p50 / p99", "\(format(percentile(connected, 0.5), 1)) / \(format(percentile(connected, 0.99), 1)) ms (\(connected.count) requests after each agent's first sync)")
+            result(label + "errors", "\(failures.count)", target: "0", met: failures.isEmpty)
+            if let first = failures.first { print("  first error: \(first)") }
+        }
+    }
+
+    /// Runs one simulated agent per target (hub URL, node, credential) for `seconds`: every
+    /// `interval` each pushes one change and pulls its scope.
+    static func measure(targets: [(url: String, node: NodeID, credential: String)], caFile: String, seconds: Double, interval: Double) async -> Figures {
         let recorder = Recorder()
         let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
-        let interval = self.interval
-        let count = Double(credentials.count)
+        let count = Double(targets.count)
         await withTaskGroup(of: Void.self) { group in
-            for (index, (node, credential)) in credentials.enumerated() {
+            for (index, (url, node, credential)) in targets.enumerated() {
                 // Spread the agents' first syncs over one interval.
                 let offsetMillis = Int64(Double(index) / count * interval * 1000)
                 group.addTask {
-                    guard let client = try? hub.client(credential: credential) else { return }
+                    guard let client = try? ParentClient(configuration: AgentConfiguration(parentURL: url, caFile: caFile), credential: credential) else { return }
                     try? await Task.sleep(for: .milliseconds(offsetMillis))
                     var seq: Int64 = 0, cursor: Int64 = 0
                     while ContinuousClock.now < deadline {
@@ -62,19 +88,8 @@ struct FanIn: AsyncParsableCommand {
                 }
             }
         }
-        await hub.stop()
-        let sorted = recorder.latencies.withLock { $0.sorted() }
-        let connected = recorder.connected.withLock { $0.sorted() }
-        let failures = recorder.errors.withLock { $0 }
-        let p99 = percentile(sorted, 0.99)
-        result("sync requests", "\(format(Double(sorted.count) / seconds)) requests/s (\(sorted.count) in \(format(seconds, 0)) s; offered \(format(Double(agents) * 2 / interval)) /s)")
-        result("latency p50", "\(format(percentile(sorted, 0.5), 1)) ms")
-        result("latency p99", "\(format(p99, 1)) ms", target: "< 250 ms at 5,000 agents", met: agents >= 5_000 ? p99 < 250 : nil)
-        // Every agent connects (TLS handshake) within the first interval: a reconnect storm
-        // on top of the load. The same figures without each agent's first sync:
-        result("connected: p50 / p99", "\(format(percentile(connected, 0.5), 1)) / \(format(percentile(connected, 0.99), 1)) ms (\(connected.count) requests after each agent's first sync)")
-        result("errors", "\(failures.count)", target: "0", met: failures.isEmpty)
-        if let first = failures.first { print("  first error: \(first)") }
+        return Figures(latencies: recorder.latencies.withLock { $0.sorted() }, connected: recorder.connected.withLock { $0.sorted() },
+                       failures: recorder.errors.withLock { $0 })
     }
 }
 

@@ -121,43 +121,57 @@ struct Ingest: AsyncParsableCommand {
     private func hubIngest(dir: String, perDealer: Int) async throws -> Double {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let hub = try await BenchHub.start(in: dir, checkpointing: checkpointing)
-        var posts: [(String, [ByteBuffer])] = []
+        var posts: [(url: String, credential: String, bodies: [ByteBuffer])] = []
         for d in 0..<dealers {
             let node = NodeID(unchecked: "dealer-\(d)")
-            let credential = try await hub.credential(tenant: "acme", node: node)
-            let work = makeChanges(origin: node, count: perDealer, ids: { "\(node)-c\($0)" }, fields: { contactFields($0, owner: node) })
-            let bodies = try stride(from: 0, to: work.count, by: batch).map { chunk in
-                let slice = Array(work[chunk..<min(chunk + batch, work.count)])
-                return try ParentClient.encodeBody(PushRequest(through: slice.last!.originSeq, changes: slice), compressAboveBytes: 1_024).bytes
-            }
-            posts.append((credential, bodies))
+            posts.append((hub.url, try await hub.credential(tenant: "acme", node: node), try Self.pushBodies(node: node, count: perDealer, batch: batch)))
         }
+        let elapsed = try await Self.post(posts, caFile: hub.caFile)
+        await hub.stop()
+        return Double(perDealer * dealers) / elapsed
+    }
+
+    /// A dealer's `count` new contacts as the gzip push bodies its agent would send, `batch` per request.
+    static func pushBodies(node: NodeID, count: Int, batch: Int) throws -> [ByteBuffer] {
+        let work = makeChanges(origin: node, count: count, ids: { "\(node)-c\($0)" }, fields: { contactFields($0, owner: node) })
+        return try stride(from: 0, to: work.count, by: batch).map { chunk in
+            let slice = Array(work[chunk..<min(chunk + batch, work.count)])
+            return try ParentClient.encodeBody(PushRequest(through: slice.last!.originSeq, changes: slice), compressAboveBytes: 1_024).bytes
+        }
+    }
+
+    /// Posts every node's bodies in order (the nodes at once), each to its hub URL; returns
+    /// the seconds it took. Any answer but 200 fails the run.
+    static func post(_ posts: [(url: String, credential: String, bodies: [ByteBuffer])], caFile: String) async throws -> Double {
         var tls = TLSConfiguration.makeClientConfiguration()
-        tls.trustRoots = .file(hub.caFile)
+        tls.trustRoots = .file(caFile)
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
-        let url = hub.url
         let start = ContinuousClock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for (credential, bodies) in posts {
-                group.addTask {
-                    for body in bodies {
-                        var request = HTTPClientRequest(url: url + "/v1/push")
-                        request.method = .POST
-                        request.headers.add(name: "Authorization", value: "Bearer \(credential)")
-                        request.headers.add(name: "Content-Encoding", value: "gzip")
-                        request.body = .bytes(body)
-                        let response = try await http.execute(request, timeout: .seconds(120))
-                        _ = try await response.body.collect(upTo: 1 << 20)
-                        guard response.status == .ok else { throw BenchError("hub answered \(response.status)") }
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (url, credential, bodies) in posts {
+                    group.addTask {
+                        for body in bodies {
+                            var request = HTTPClientRequest(url: url + "/v1/push")
+                            request.method = .POST
+                            request.headers.add(name: "Authorization", value: "Bearer \(credential)")
+                            request.headers.add(name: "Content-Encoding", value: "gzip")
+                            request.body = .bytes(body)
+                            let response = try await http.execute(request, timeout: .seconds(120))
+                            _ = try await response.body.collect(upTo: 1 << 20)
+                            guard response.status == .ok else { throw BenchError("hub answered \(response.status)") }
+                        }
                     }
                 }
+                try await group.waitForAll()
             }
-            try await group.waitForAll()
+        } catch {
+            try? await http.shutdown()
+            throw error
         }
         let elapsed = elapsedSeconds(since: start)
         try await http.shutdown()
-        await hub.stop()
-        return Double(perDealer * dealers) / elapsed
+        return elapsed
     }
 
     /// The same rows (id and field values) inserted into a plain table in WAL mode, in

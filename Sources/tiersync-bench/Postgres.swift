@@ -1,0 +1,209 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOSSL
+import PostgresNIO
+import TiersyncAgent
+import TiersyncCore
+import TiersyncPostgres
+import TiersyncStore
+
+/// The hub on PostgreSQL beside SQLite, in one run: ingest (pre-encoded pushes) and fan-in
+/// (K agents syncing) against `tiersync hub serve` processes — SQLite, PostgreSQL with one
+/// process, PostgreSQL with two — and PostgreSQL's own ceiling (a raw multi-row insert of
+/// the same rows). Every hub is a child process (`tiersync` beside this executable), so the
+/// engines are compared alike; with two processes the nodes are split between them, as a
+/// round-robin balancer would.
+struct PostgresBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "postgres",
+                                                    abstract: "Ingest and fan-in with the hub on PostgreSQL (one and two processes) beside SQLite, and PostgreSQL's raw insert ceiling.")
+    @Option(help: "A PostgreSQL server (postgres://USER@HOST:PORT/DATABASE); each measurement uses a fresh database on it, dropped afterwards. Default: $TIERSYNC_TEST_POSTGRES_URL.")
+    var postgres: String?
+    @Option(help: "Changes pushed per ingest measurement.") var changes = 100_000
+    @Option(help: "Changes per push request.") var batch = 1_000
+    @Option(help: "Dealers pushing at once.") var dealers = 4
+    @Option(help: "Simulated agents for fan-in (0: skip fan-in).") var agents = 1_000
+    @Option(help: "Seconds of each fan-in run.") var seconds = 20.0
+    @Option(help: "Seconds between one agent's syncs.") var interval = 2.0
+    @Option(help: "The tiersync executable the hubs run (default: beside this one).") var tiersync: String?
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        quietLogs()
+        guard let url = postgres ?? ProcessInfo.processInfo.environment["TIERSYNC_TEST_POSTGRES_URL"] else {
+            throw ValidationError("give --postgres URL (or set TIERSYNC_TEST_POSTGRES_URL): ops/postgres/test-cluster.sh start DIR prints one")
+        }
+        let server = try PostgresEndpoint(url: url)
+        let binary = tiersync ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("tiersync").path
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            throw ValidationError("no tiersync executable at \(binary): build it in the same configuration (swift build -c release --product tiersync)")
+        }
+        let (dir, cleanup) = try common.workingDirectory("postgres")
+        defer { cleanup() }
+        // "×N": N hub processes.
+        header("postgres", [("changes", "\(changes)"), ("batch", "\(batch)"), ("dealers", "\(dealers)"), ("fan-in agents", "\(agents)"),
+                            ("hubs", "tiersync hub serve processes"), ("server", server.description)])
+        let perDealer = changes / dealers
+        var bodies: [[ByteBuffer]] = []
+        for d in 0..<dealers { bodies.append(try Ingest.pushBodies(node: NodeID(unchecked: "dealer-\(d)"), count: perDealer, batch: batch)) }
+        let total = Double(perDealer * dealers)
+
+        // Ingest.
+        let sqlite = try await withHubs(.sqlite, count: 1, binary: binary, server: server, dir: dir + "/ingest-sqlite") { hubs in
+            try await ingest(hubs, bodies: bodies)
+        }
+        result("ingest SQLite ×1", "\(format(total / sqlite)) changes/s")
+        let pg1 = try await withHubs(.postgres, count: 1, binary: binary, server: server, dir: dir + "/ingest-pg1") { hubs in
+            try await ingest(hubs, bodies: bodies)
+        }
+        result("ingest PostgreSQL ×1", "\(format(total / pg1)) changes/s")
+        let pg2 = try await withHubs(.postgres, count: 2, binary: binary, server: server, dir: dir + "/ingest-pg2") { hubs in
+            try await ingest(hubs, bodies: bodies)
+        }
+        result("ingest PostgreSQL ×2", "\(format(total / pg2)) changes/s (\(format(pg1 / pg2, 2))× one process)")
+        let raw = try await rawCeiling(server: server, perDealer: perDealer)
+        result("PostgreSQL raw insert", "\(format(raw)) rows/s (the same rows, \(batch) per multi-row INSERT, one transaction each)")
+        let ratio = (total / pg1) / raw
+        result("PostgreSQL ×1 ÷ raw", format(ratio, 3), target: "≥ 0.3", met: ratio >= 0.3)
+        result("PostgreSQL ×1 ÷ SQLite ×1", format((total / pg1) / (total / sqlite), 3))
+
+        // Fan-in.
+        guard agents > 0 else { return }
+        for (engine, count) in [(HubEngine.sqlite, 1), (.postgres, 1), (.postgres, 2)] {
+            let label = "\(engine == .sqlite ? "SQLite" : "PG") ×\(count) "
+            let figures = try await withHubs(engine, count: count, binary: binary, server: server, dir: dir + "/fan-in-\(engine)-\(count)") { hubs in
+                var targets: [(url: String, node: NodeID, credential: String)] = []
+                for a in 0..<agents {
+                    let node = NodeID(unchecked: "a-\(a)")
+                    targets.append((hubs.urls[a % hubs.urls.count], node, try await hubs.credential(node)))
+                }
+                return await FanIn.measure(targets: targets, caFile: hubs.caFile, seconds: seconds, interval: interval)
+            }
+            figures.report(agents: agents, seconds: seconds, interval: interval, label: label)
+        }
+    }
+
+    /// Seconds to post every dealer's bodies, dealers split over the hubs.
+    private func ingest(_ hubs: Hubs, bodies: [[ByteBuffer]]) async throws -> Double {
+        var posts: [(url: String, credential: String, bodies: [ByteBuffer])] = []
+        for (d, dealerBodies) in bodies.enumerated() {
+            posts.append((hubs.urls[d % hubs.urls.count], try await hubs.credential(NodeID(unchecked: "dealer-\(d)")), dealerBodies))
+        }
+        return try await Ingest.post(posts, caFile: hubs.caFile)
+    }
+
+    /// Rows/s of PostgreSQL alone: the same rows as the change log keeps them (identity,
+    /// stamp, record, fields as canonical JSON), `batch` per multi-row insert, each its own
+    /// transaction, into a table with the log's unique identity.
+    private func rawCeiling(server: PostgresEndpoint, perDealer: Int) async throws -> Double {
+        try await withFreshDatabase(server) { endpoint in
+            try await withPostgresClient(endpoint) { client in
+                let logger = Logger(label: "tiersync.bench")
+                try await client.query("""
+                    CREATE TABLE raw (origin TEXT NOT NULL, origin_seq BIGINT NOT NULL, hlc BIGINT NOT NULL, tbl TEXT NOT NULL,
+                                      record_id TEXT NOT NULL, fields TEXT NOT NULL, PRIMARY KEY (origin, origin_seq))
+                    """, logger: logger)
+                var rows: [Change] = []
+                for d in 0..<dealers {
+                    let node = NodeID(unchecked: "dealer-\(d)")
+                    rows += makeChanges(origin: node, count: perDealer, ids: { "\(node)-c\($0)" }, fields: { contactFields($0, owner: node) })
+                }
+                let start = ContinuousClock.now
+                for chunk in stride(from: 0, to: rows.count, by: batch) {
+                    let slice = rows[chunk..<min(chunk + batch, rows.count)]
+                    try await client.query("""
+                        INSERT INTO raw SELECT * FROM unnest(\(slice.map(\.origin.rawValue))::text[], \(slice.map(\.originSeq))::int8[],
+                          \(slice.map { Int64(bitPattern: $0.hlc.rawValue) })::int8[], \(slice.map(\.table))::text[], \(slice.map(\.recordID))::text[],
+                          \(slice.map { CanonicalJSON.object($0.fields) })::text[])
+                        """, logger: logger)
+                }
+                return Double(rows.count) / elapsedSeconds(since: start)
+            }
+        }
+    }
+}
+
+enum HubEngine: Equatable { case sqlite, postgres }
+
+/// Hub processes serving one store, with the means to register nodes in its catalog.
+struct Hubs: Sendable {
+    let urls: [String]
+    let caFile: String
+    let credential: @Sendable (NodeID) async throws -> String
+}
+
+/// Runs `body` with `count` `tiersync hub serve` processes on `engine` (PostgreSQL: a fresh
+/// database on `server`), stopped (and the database dropped) afterwards.
+func withHubs<T: Sendable>(_ engine: HubEngine, count: Int, binary: String, server: PostgresEndpoint, dir: String,
+                           _ body: (Hubs) async throws -> T) async throws -> T {
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    func serve(_ store: [String]) async throws -> T {
+        var processes: [Process] = []
+        defer {
+            for p in processes where p.isRunning { p.terminate() }
+            for p in processes { p.waitUntilExit() }
+        }
+        var urls: [String] = []
+        for i in 0..<count {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = ["hub", "serve"] + store + ["--dev-certs", dir + "/pki", "--port", "0", "--log-level", "error"]
+            let log = dir + "/hub-\(i).log"
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+            process.standardOutput = handle
+            process.standardError = handle
+            try process.run()
+            processes.append(process)
+            // One at a time: the first creates the development CA the others serve from.
+            urls.append(try await announcedURL(log: log, process: process))
+        }
+        return try await body(Hubs(urls: urls, caFile: dir + "/pki/ca.pem", credential: credentialMaker))
+    }
+    var credentialMaker: @Sendable (NodeID) async throws -> String = { _ in throw BenchError("no catalog") }
+    switch engine {
+    case .sqlite:
+        let catalog = try HubCatalog(directory: dir + "/hub")
+        _ = try catalog.createTenant("acme")
+        credentialMaker = { node in try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: node)).credential }
+        return try await serve(["--data", dir + "/hub"])
+    case .postgres:
+        return try await withFreshDatabase(server) { endpoint in
+            try await withPostgresClient(endpoint) { client in
+                let catalog = try await PostgresCatalog(client: client)
+                _ = try await catalog.createTenant("acme")
+                credentialMaker = { node in try await catalog.redeem(token: try await catalog.issueEnrollmentToken(tenant: "acme", node: node)).credential }
+                return try await serve(["--postgres", endpoint.url])
+            }
+        }
+    }
+}
+
+/// The URL a `hub serve` process announces once it listens.
+private func announcedURL(log: String, process: Process) async throws -> String {
+    let deadline = ContinuousClock.now + .seconds(60)
+    while ContinuousClock.now < deadline {
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        if let line = text.split(separator: "\n").first(where: { $0.contains("https://127.0.0.1:") }),
+           let range = line.range(of: #"https://127\.0\.0\.1:[0-9]+"#, options: .regularExpression) {
+            return String(line[range])
+        }
+        guard process.isRunning else { throw BenchError("hub exited: \(text)") }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    throw BenchError("hub did not announce its URL within 60 s (\(log))")
+}
+
+/// A fresh database on `server` for `body`, dropped afterwards.
+func withFreshDatabase<T: Sendable>(_ server: PostgresEndpoint, _ body: (PostgresEndpoint) async throws -> T) async throws -> T {
+    let name = "tiersync_bench_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
+    return try await withPostgresClient(server) { admin in
+        try await admin.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \"\(name)\""))
+        let outcome: Result<T, any Error>
+        do { outcome = .success(try await body(server.with(database: name))) } catch { outcome = .failure(error) }
+        _ = try? await admin.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \"\(name)\" WITH (FORCE)"))
+        return try outcome.get()
+    }
+}
