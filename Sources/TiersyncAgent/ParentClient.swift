@@ -51,8 +51,9 @@ public final class ParentClient: Sendable {
         try await send(.POST, "/v1/enroll", body: EnrollRequest(token: token, via: via), timeout: .seconds(30)).decode(EnrollResponse.self)
     }
 
-    public func whoami() async throws -> WhoAmIResponse {
-        try await send(.GET, "/v1/whoami", timeout: .seconds(30)).decode(WhoAmIResponse.self)
+    /// `held`: also ask what the parent holds of this node's subtree (``WhoAmIResponse/held``).
+    public func whoami(held: Bool = false) async throws -> WhoAmIResponse {
+        try await send(.GET, held ? "/v1/whoami?held=true" : "/v1/whoami", timeout: .seconds(30)).decode(WhoAmIResponse.self)
     }
 
     /// Pushes a batch. A 422 still acknowledges the batch (some changes were quarantined),

@@ -16,6 +16,23 @@ public struct AgentStatus: Sendable, Equatable {
     public var lastError: String?
     /// The parent's newest log position at the last pull.
     public var parentHead: Int64?
+    /// How many times the parent was found restored from an older backup.
+    public var parentRestores = 0
+}
+
+/// The parent's log head is below a position this node reached: it was restored.
+struct ParentRegressed: Error {
+    let head: Int64
+    let cursor: Int64
+    let seen: Int64
+}
+
+/// What a detected restore still asks of each loop.
+struct RestoreRecovery {
+    /// Resume pushing after this log position (the push loop moves its cursor back).
+    var pushFrom: Int64?
+    /// Pull again from the start (the pull loop resets its cursor).
+    var pullReset = false
 }
 
 /// A node's sync agent: pushes its log upward and pulls its scope downward, forever.
@@ -44,6 +61,12 @@ public final class SyncAgent: Sendable {
     public let governance: GovernanceFollower
     /// The token of the governance bundle last received.
     private let governanceToken = Mutex<String?>(nil)
+    /// Recovery from a parent restored from an older backup, found by one loop and carried
+    /// out by the loop owning each cursor (so a push in flight cannot overwrite a rewind).
+    private let restore = Mutex(RestoreRecovery())
+    /// The highest log head the parent reported to this process: the restored parent's
+    /// head below it is noticed even when the pull cursor is behind it.
+    private let headSeen = Mutex<Int64>(0)
 
     static let pushCursor = "push.parent"
     static let pullCursor = "pull.parent"
@@ -122,8 +145,11 @@ public final class SyncAgent: Sendable {
     /// Runs both loops until the task is cancelled, then shuts the agent down.
     public func run() async throws {
         logger.info("agent started", metadata: ["node": "\(identity.node)", "tenant": "\(identity.tenant)", "parent": "\(configuration.parentURL)"])
-        // The node may have moved: record its current parent (for lineage and status).
-        let me = try? await client.whoami()
+        // The node may have moved: record its current parent (for lineage and status). The
+        // push cursor is read before asking what the parent holds (see `verifyParent`).
+        let acknowledged = try? store.cursor(Self.pushCursor)
+        let me = try? await client.whoami(held: true)
+        if let me, let acknowledged { try? checkHeld(me, acknowledged: acknowledged, when: "at start") }
         if let me, let parent = me.parent, parent != parentNode.withLock({ $0 }) {
             parentNode.withLock { $0 = parent }
             try? store.setIdentity(NodeIdentity(tenant: identity.tenant, node: identity.node, parent: parent))
@@ -156,6 +182,7 @@ public final class SyncAgent: Sendable {
         var sent = 0
         var batchSize = configuration.pushBatchSize
         while !Task.isCancelled {
+            try applyPushRewind()
             let acked = try store.cursor(Self.pushCursor)
             let batch = try store.upstreamBatch(after: acked, limit: batchSize)
             guard let last = batch.last else { break }
@@ -180,6 +207,14 @@ public final class SyncAgent: Sendable {
             Failpoint.hit("agent.after-push-response")
             guard response.acknowledgedThrough == last.seq else {
                 throw AgentError.malformedResponse("parent acknowledged through \(response.acknowledgedThrough), expected \(last.seq)")
+            }
+            // Earlier batches the parent no longer holds: it was restored from an older
+            // backup. This batch is durable there; the next round re-sends from the gap.
+            if let held = response.held, let from = try store.pushRewind(held: held, acknowledgedThrough: acked) {
+                restoreDetected(pushFrom: from, evidence: [
+                    "check": "push", "acknowledged_through": "\(acked)", "resend_after": "\(from)",
+                    "parent_holds": "\(held.count == 1 ? "\(held.values.first ?? 0)" : "\(held.count) nodes")",
+                ])
             }
             try store.setCursor(Self.pushCursor, response.acknowledgedThrough)
             try store.scheduleRetries(response.rejected)
@@ -260,15 +295,20 @@ public final class SyncAgent: Sendable {
 
     private func pushLoop() async {
         var backoff = Backoff(initial: configuration.retryInitial, maximum: configuration.retryMax)
+        var failed = false
         while !Task.isCancelled {
             do {
+                // The parent was out of reach: it may be back restored from a backup.
+                if failed { try await verifyParent(when: "after the parent was unreachable") }
                 try await pushPending()
+                failed = false
                 backoff.reset()
                 recordSuccess()
                 try await waitForLocalWrites()
             } catch is CancellationError {
                 return
             } catch {
+                failed = true
                 let delay = AgentError.delay(after: error, backoff: backoff.next())
                 recordFailure("push", error, retryIn: delay)
                 try? await Task.sleep(for: delay)
@@ -280,6 +320,7 @@ public final class SyncAgent: Sendable {
     /// change is due for another try.
     private func waitForLocalWrites() async throws {
         while !Task.isCancelled {
+            if restore.withLock({ $0.pushFrom != nil }) { return }
             if try store.lastUpstreamSeq() > store.cursor(Self.pushCursor) { return }
             if let due = try store.nextRetryMillis(), due <= WallClock.nowMillis() { return }
             try await Task.sleep(for: configuration.localPollInterval)
@@ -293,12 +334,19 @@ public final class SyncAgent: Sendable {
     /// with the new cursor. Returns the page's change count and whether more is waiting.
     @discardableResult
     public func pullOnce(waitSeconds: Double = 0) async throws -> (changes: Int, more: Bool) {
+        try applyPullReset()
         let cursor = try store.cursor(Self.pullCursor)
         // Until the first full catch-up, ask for our own changes too: a node restored
         // from nothing gets back what it wrote before.
         let bootstrapped = try store.meta("pull.bootstrapped") == "1"
         let page = try await client.pull(cursor: cursor, limit: configuration.pullPageSize, waitSeconds: waitSeconds,
                                          excludeOwn: bootstrapped)
+        do {
+            try checkHead(page, cursor: cursor)
+        } catch let regressed as ParentRegressed {
+            try await recover(from: regressed)
+            return (0, true)
+        }
         try await apply(page, bootstrapped: bootstrapped)
         return (page.changes.count, page.more)
     }
@@ -309,6 +357,18 @@ public final class SyncAgent: Sendable {
     /// `progress` gets the running total after each page.
     @discardableResult
     public func catchUp(progress: (Int) -> Void = { _ in }) async throws -> Int {
+        do {
+            return try await catchUpOnce(progress: progress)
+        } catch let regressed as ParentRegressed {
+            // The parent's log went back (restored from a backup): start again from the
+            // position `recover` chose. It cannot go back twice without another restore.
+            try await recover(from: regressed)
+            return try await catchUpOnce(progress: progress)
+        }
+    }
+
+    private func catchUpOnce(progress: (Int) -> Void) async throws -> Int {
+        try applyPullReset()
         let bootstrapped = try store.meta("pull.bootstrapped") == "1"
         let (client, limit, store) = (self.client, configuration.pullPageSize, self.store)
         let parent = parentNode.withLock { $0 }
@@ -318,7 +378,11 @@ public final class SyncAgent: Sendable {
         var received = 0
         try await PagePipeline.run(
             from: try store.cursor(Self.pullCursor),
-            pull: { cursor in try await client.pull(cursor: cursor, limit: limit, waitSeconds: 0, excludeOwn: bootstrapped) },
+            pull: { cursor in
+                let page = try await client.pull(cursor: cursor, limit: limit, waitSeconds: 0, excludeOwn: bootstrapped)
+                try self.checkHead(page, cursor: cursor)
+                return page
+            },
             next: { page in page.more ? page.nextCursor : nil },
             prepare: { page in try await store.prepareIncoming(page.changes, from: parent, source: .parent, checkSkew: false) },
             apply: { page, plan in try await self.apply(page, plan: plan, bootstrapped: bootstrapped) },
@@ -370,9 +434,14 @@ public final class SyncAgent: Sendable {
     private func pullLoop() async {
         var backoff = Backoff(initial: configuration.retryInitial, maximum: configuration.retryMax)
         var more = true
+        var failed = false
         var lastProgress = ContinuousClock.now
         while !Task.isCancelled {
             do {
+                // The parent was out of reach: it may be back restored from a backup whose
+                // log has grown past this node's cursor again, which its head cannot show.
+                if failed { try await verifyParent(when: "after the parent was unreachable") }
+                failed = false
                 if more {
                     // Behind: page after page, the next one fetched while this one is applied.
                     try await catchUp { _ in
@@ -390,6 +459,7 @@ public final class SyncAgent: Sendable {
             } catch is CancellationError {
                 return
             } catch {
+                failed = true
                 let delay = AgentError.delay(after: error, backoff: backoff.next())
                 recordFailure("pull", error, retryIn: delay)
                 more = true
@@ -406,6 +476,107 @@ public final class SyncAgent: Sendable {
         logger.info("catching up with the parent", metadata: [
             "progress": "\(min(100, cursor * 100 / head))%", "position": "\(cursor)/\(head)", "records": "\(held)",
         ])
+    }
+
+    // MARK: A parent restored from a backup
+
+    /// Asks the parent what it holds of this node's subtree and, if it lost changes it had
+    /// acknowledged, starts the recovery (``checkHeld(_:acknowledged:when:)``). A parent
+    /// that does not answer `held` (older than the field) is not checked.
+    public func verifyParent(when: String) async throws {
+        // Read before asking: whatever was acknowledged by now is held by the parent when it
+        // answers, unless the parent lost it. (Read after, a push acknowledged in between
+        // would look lost; that would only cost a re-send.)
+        let acknowledged = try store.cursor(Self.pushCursor)
+        try checkHeld(try await client.whoami(held: true), acknowledged: acknowledged, when: when)
+    }
+
+    /// Compares what the parent says it holds with what it acknowledged through
+    /// `acknowledged`; a change acknowledged but not held means the parent was restored
+    /// from an older backup.
+    func checkHeld(_ me: WhoAmIResponse, acknowledged: Int64, when: String) throws {
+        guard let held = me.held, let from = try store.pushRewind(held: held, acknowledgedThrough: acknowledged) else { return }
+        restoreDetected(pushFrom: from, evidence: [
+            "check": "\(when)", "acknowledged_through": "\(acknowledged)", "resend_after": "\(from)",
+            "parent_holds": "\(held.count == 1 ? "\(held.values.first ?? 0)" : "\(held.count) nodes")",
+        ])
+    }
+
+    /// Throws ``ParentRegressed`` when the parent's log head is below where this node has
+    /// pulled to, or below a head it reported before: an append-only log never shrinks,
+    /// so the parent was restored from an older backup.
+    func checkHead(_ page: PullResponse, cursor: Int64) throws {
+        guard let head = page.head else { return }
+        let seen = headSeen.withLock { seen in
+            defer { seen = max(seen, head) }
+            return seen
+        }
+        if head < cursor || head < seen { throw ParentRegressed(head: head, cursor: cursor, seen: seen) }
+    }
+
+    /// Recovers from a parent whose log went back: resets the pull cursor and finds what
+    /// to re-send from what the parent holds.
+    private func recover(from regressed: ParentRegressed) async throws {
+        headSeen.withLock { $0 = regressed.head }
+        restoreDetected(pushFrom: nil, evidence: [
+            "check": "pull", "parent_head": "\(regressed.head)", "pull_cursor": "\(regressed.cursor)", "head_seen": "\(regressed.seen)",
+        ])
+        try applyPullReset()
+        // The push side: what the restored parent lost of this subtree goes again.
+        try await verifyParent(when: "after the parent's log went back")
+    }
+
+    /// Logs the restore and schedules both cursors' recovery. The pull cursor goes back to
+    /// the start, not to the restored head: changes other nodes pushed since the restore
+    /// (before this node noticed) sit at positions this node's cursor had passed, and would
+    /// be skipped. Everything re-delivered is recognised by its (origin, sequence).
+    private func restoreDetected(pushFrom: Int64?, evidence: Logger.Metadata) {
+        let first = restore.withLock { recovery in
+            defer {
+                recovery.pullReset = true
+                if let pushFrom { recovery.pushFrom = min(recovery.pushFrom ?? pushFrom, pushFrom) }
+            }
+            return !recovery.pullReset && recovery.pushFrom == nil
+        }
+        var metadata = evidence
+        metadata["node"] = "\(identity.node)"
+        metadata["parent"] = "\(configuration.parentURL)"
+        logger.log(level: first ? .warning : .notice,
+                   "the parent was restored from an older backup: it lost changes it had acknowledged or its log went back; re-sending what it lost and pulling again from the start (duplicates are recognised)",
+                   metadata: metadata)
+        state.withLock { $0.parentRestores += 1 }
+    }
+
+    /// Moves the push cursor back to what the restored parent holds (push side only).
+    /// Taken and cleared in one step, so a rewind found meanwhile is not lost; put back if
+    /// the store refuses the write.
+    private func applyPushRewind() throws {
+        guard let from = restore.withLock({ recovery in
+            defer { recovery.pushFrom = nil }
+            return recovery.pushFrom
+        }) else { return }
+        do {
+            if from < (try store.cursor(Self.pushCursor)) { try store.setCursor(Self.pushCursor, from) }
+        } catch {
+            restore.withLock { $0.pushFrom = min($0.pushFrom ?? from, from) }
+            throw error
+        }
+    }
+
+    /// Moves the pull cursor back to the start after a restore (pull side only), and forgets
+    /// the heads seen before it (they were the lost log's).
+    private func applyPullReset() throws {
+        guard restore.withLock({ recovery in
+            defer { recovery.pullReset = false }
+            return recovery.pullReset
+        }) else { return }
+        do {
+            try store.setCursor(Self.pullCursor, 0)
+            headSeen.withLock { $0 = 0 }
+        } catch {
+            restore.withLock { $0.pullReset = true }
+            throw error
+        }
     }
 
     // MARK: Governance

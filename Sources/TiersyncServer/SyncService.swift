@@ -38,10 +38,21 @@ struct SyncService: Sendable {
         let principal = try context.requirePrincipal()
         let node = try await directory.node(principal.node, of: principal.tenant)
         // A country's mirror holds its parent link to the root, so the path reaches the root there too.
-        let path = try await directory.tree(of: principal.tenant).path(of: principal.node).split(separator: "/").map { NodeID(unchecked: String($0)) }
+        let tree = try await directory.tree(of: principal.tenant)
+        let path = tree.path(of: principal.node).split(separator: "/").map { NodeID(unchecked: String($0)) }
+        // Asked for by agents at start and after losing the hub, not on every call: one
+        // indexed lookup per node of the caller's subtree.
+        var held: [String: Int64]?
+        if request.uri.queryParameters.get("held") == "true" {
+            let store = try directory.store(for: principal.tenant)
+            var seqs: [String: Int64] = [:]
+            for member in tree.subtree(of: principal.node) { seqs[member.rawValue] = try await store.highestSeq(of: member) }
+            held = seqs
+        }
         return try codec.encode(WhoAmIResponse(tenant: principal.tenant, node: principal.node,
                                                parent: node?.parent, role: node?.role ?? "dealer",
-                                               releaseKey: try await directory.releaseKey(of: principal.tenant), path: path), for: request)
+                                               releaseKey: try await directory.releaseKey(of: principal.tenant), path: path, held: held),
+                                for: request)
     }
 
     func push(_ request: Request, _ context: HubRequestContext) async throws -> Response {
@@ -63,6 +74,12 @@ struct SyncService: Sendable {
         // One reading of the clock judges the batch and is reported with it: a change
         // refused for skew is re-stamped by its origin to exactly this time.
         let now = WallClock.nowMillis()
+        // What was held of each origin before this batch: a pusher whose earlier batches
+        // are missing learns that this hub was restored from an older backup, even after
+        // newer changes of its have landed (which hide the gap from `whoami`'s maximum).
+        // One indexed lookup per origin; a dealer's batch has one.
+        var held: [String: Int64] = [:]
+        for origin in Set(entitled.map(\.origin)) { held[origin.rawValue] = try await store.highestSeq(of: origin) }
         var report = try await store.applyIncoming(entitled, from: principal.node, source: .child, checkSkew: true,
                                                    gate: Self.scopeGate(pusher: principal.node, scope: scope), cursor: nil, wallMillis: now)
         if !foreign.isEmpty {
@@ -80,7 +97,7 @@ struct SyncService: Sendable {
             ])
         }
         let response = PushResponse(acknowledgedThrough: body.through, applied: report.applied, duplicates: report.duplicates,
-                                    rejected: report.rejected, hubTimeMillis: now)
+                                    rejected: report.rejected, hubTimeMillis: now, held: held)
         // 422 tells the pusher some changes were quarantined; the batch is acknowledged
         // either way, so a bad change never blocks the ones after it.
         return try codec.encode(response, status: report.rejected.isEmpty ? .ok : .unprocessableContent, for: request)
@@ -107,7 +124,9 @@ struct SyncService: Sendable {
             let page = try await store.encodedFeed(after: cursor, scope: scope, excluding: excludeOwn ? principal.node : nil, limit: limit)
             let remaining = deadline - ContinuousClock.now
             let closing = await notifier.isClosed
-            if page.count > 0 || remaining <= .zero || Task.isCancelled || closing {
+            // A cursor past the head answers at once: the caller's cursor is from before a
+            // restore of this hub from an older backup, and it recovers on seeing the head.
+            if page.count > 0 || remaining <= .zero || Task.isCancelled || closing || page.head < cursor {
                 return try codec.encode(json: page.json, for: request)
             }
             // Nothing for the caller in this stretch of the log (out of scope, or its own):

@@ -18,3 +18,30 @@ extension NodeStore {
                        arguments: [name, value])
     }
 }
+
+extension NodeStore {
+    /// The oldest change the parent acknowledged (log position at most `acknowledgedThrough`)
+    /// that it no longer holds, by what it says it `held` of each origin (highest sequence):
+    /// a parent restored from an older backup lost what it acknowledged after the backup.
+    /// Changes waiting in the retry list are left out (the parent refused them; they are
+    /// re-sent from there), as are origins the parent did not answer for. Returns the log
+    /// position to resume pushing after (one before that change), or nil when the parent
+    /// holds everything it acknowledged.
+    public func pushRewind(held: [String: Int64], acknowledgedThrough: Int64) throws -> Int64? {
+        guard acknowledgedThrough > 0, !held.isEmpty else { return nil }
+        return try writer.read { db in
+            var first: Int64?
+            // One indexed range per origin (ts_changes_identity): a country asks for each
+            // node of its subtree, a dealer for itself.
+            for (origin, highest) in held {
+                let seq = try Int64.fetchOne(db, sql: """
+                    SELECT MIN(c.seq) FROM ts_changes c
+                    WHERE c.origin = ? AND c.origin_seq > ? AND c.seq <= ? AND c.source != ?
+                      AND NOT EXISTS (SELECT 1 FROM ts_push_retries p WHERE p.origin = c.origin AND p.origin_seq = c.origin_seq)
+                    """, arguments: [origin, highest, acknowledgedThrough, ChangeSource.parent.rawValue])
+                if let seq { first = min(first ?? seq, seq) }
+            }
+            return first.map { $0 - 1 }
+        }
+    }
+}

@@ -26,13 +26,20 @@ public struct PushResponse: Codable, Sendable {
     public var rejected: [RejectedChange]
     /// The hub's wall clock (ms since the epoch), so an agent can warn about its own skew.
     public var hubTimeMillis: UInt64
+    /// For each origin of the batch's changes, the highest sequence the receiver held of
+    /// it before applying the batch (0 when none). Below what it acknowledged earlier, the
+    /// receiver was restored from an older backup: the pusher re-sends from there.
+    /// Absent from hubs older than this field.
+    public var held: [String: Int64]?
 
-    public init(acknowledgedThrough: Int64, applied: Int, duplicates: Int, rejected: [RejectedChange], hubTimeMillis: UInt64) {
+    public init(acknowledgedThrough: Int64, applied: Int, duplicates: Int, rejected: [RejectedChange], hubTimeMillis: UInt64,
+                held: [String: Int64]? = nil) {
         self.acknowledgedThrough = acknowledgedThrough
         self.applied = applied
         self.duplicates = duplicates
         self.rejected = rejected
         self.hubTimeMillis = hubTimeMillis
+        self.held = held
     }
 }
 
@@ -126,14 +133,22 @@ public struct WhoAmIResponse: Codable, Sendable {
     /// how a dealer, which talks only to its country, knows the root's id, so that it can
     /// route a dialogue its rules allocate to HQ. Absent from hubs older than this field.
     public var path: [NodeID]?
+    /// Only when asked (`?held=true`): for the caller and every node below it, the highest
+    /// change sequence the hub holds from that node (0 when none). An agent compares it
+    /// with what the hub acknowledged to it: less means the hub was restored from an older
+    /// backup, and the agent re-sends what the hub lost. Keyed by node id (a JSON object).
+    /// Absent from hubs older than this field.
+    public var held: [String: Int64]?
 
-    public init(tenant: TenantID, node: NodeID, parent: NodeID?, role: String, releaseKey: String? = nil, path: [NodeID]? = nil) {
+    public init(tenant: TenantID, node: NodeID, parent: NodeID?, role: String, releaseKey: String? = nil, path: [NodeID]? = nil,
+                held: [String: Int64]? = nil) {
         self.tenant = tenant
         self.node = node
         self.parent = parent
         self.role = role
         self.releaseKey = releaseKey
         self.path = path
+        self.held = held
     }
 }
 

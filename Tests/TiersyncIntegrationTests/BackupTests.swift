@@ -1,0 +1,68 @@
+import Foundation
+import Synchronization
+import Testing
+import TiersyncCore
+import TiersyncStore
+import TiersyncTestSupport
+
+/// `tiersync backup`: copies taken while a hub serves and a dealer writes are whole snapshots.
+@Suite("Backup", .serialized)
+struct BackupTests {
+    @Test("tiersync backup --data while the hub serves pushes, and --db while the dealer writes: each copy opens and holds one consistent snapshot")
+    func backupWhileServing() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path)
+            _ = try hub.catalog.createTenant("acme")
+            let dealer = try await running.agent(enrolling: "d1", parent: nil, tenant: "acme", hub: hub, parentURL: hub.url, directory: dir.path)
+            let hq = try hub.stores.store(for: "acme")
+            try dealer.store.commit((0..<50).map { .upsert("customers", id: "c\($0)", ["last_name": .string("v0")]) })
+            try await eventually(timeout: 30, "HQ holds the first customers") { try hq.liveRecords(table: "customers").count == 50 }
+
+            // The dealer keeps writing (and its agent pushing) while both backups are taken.
+            let stop = Atomic(false)
+            let writer = Task {
+                var round = 1
+                while !stop.load(ordering: .relaxed) {
+                    // One transaction touching every customer: a snapshot holds all of a round or none of it.
+                    try dealer.store.commit((0..<50).map { .upsert("customers", id: "c\($0)", ["last_name": .string("v\(round)")]) })
+                    round += 1
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+                return round
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            let hubOutput = try Child.run(["backup", "--data", dir.path + "/hub", "--out", dir.path + "/backup"])
+            let nodeOutput = try Child.run(["backup", "--db", dealer.store.path, "--out", dir.path + "/d1-backup.sqlite"])
+            stop.store(true, ordering: .relaxed)
+            let rounds = try await writer.value
+            #expect(hubOutput.contains("backup complete: 2 databases"), "catalog and tenant copied:\n\(hubOutput)")
+            #expect(nodeOutput.contains("backup complete: 1 database"), "\(nodeOutput)")
+            #expect(rounds > 2, "the dealer wrote during the backups")
+
+            // Self-contained files: no write-ahead log beside them.
+            for file in ["/backup/hub.sqlite", "/backup/tenants/acme.sqlite", "/d1-backup.sqlite"] {
+                #expect(FileManager.default.fileExists(atPath: dir.path + file))
+                #expect(!FileManager.default.fileExists(atPath: dir.path + file + "-wal"), "\(file) has no -wal")
+            }
+            // The catalog copy knows the tenant and authenticates nobody new.
+            let catalog = try HubCatalog(directory: dir.path + "/backup")
+            #expect(try catalog.tenants().map(\.tenant) == ["acme"])
+            // Each copy is one commit's state: every customer at the same round, and its log
+            // has no hole (as many changes as its head).
+            for path in [dir.path + "/backup/tenants/acme.sqlite", dir.path + "/d1-backup.sqlite"] {
+                let copy = try NodeStore(path: path)
+                let customers = try copy.liveRecords(table: "customers")
+                #expect(customers.count == 50, "\(path): every customer")
+                let values = Set(customers.map { $0.values["last_name"]?.stringValue ?? "" })
+                #expect(values.count == 1, "\(path): one round, not part of one: \(values.sorted().prefix(5))")
+                let logged = try copy.changeCountsByOrigin().values.reduce(0, +)
+                #expect(Int64(logged) == (try copy.headSeq()), "\(path): the log is whole")
+                #expect(try copy.changeCountsByOrigin()["d1"] ?? 0 >= 100, "\(path): holds writes made while it was copied")
+            }
+            // A backup never overwrites one.
+            let again = try Child.capture(["backup", "--data", dir.path + "/hub", "--out", dir.path + "/backup"])
+            #expect(again.status != 0 && again.output.contains("already holds a hub backup"), "\(again.output)")
+        }
+    }
+}

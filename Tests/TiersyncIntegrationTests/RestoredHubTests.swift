@@ -1,0 +1,204 @@
+import Foundation
+import Logging
+import Testing
+import TiersyncAgent
+import TiersyncCore
+import TiersyncPostgres
+import TiersyncStore
+import TiersyncTestSupport
+
+/// A hub restored from an older backup while its agents keep going: they notice, re-send
+/// what the hub lost and pull again, so nothing is lost and nothing is held twice.
+@Suite("Restored hub", .serialized)
+struct RestoredHubTests {
+    static let dealers: [NodeID] = ["d1", "d2"]
+
+    @Test("Hub restored from a backup taken mid-way: agents re-send what it lost and pull again; every dealer equals HQ, HQ holds every change once",
+          arguments: StorageEngine.testable)
+    func restoredHub(engine: StorageEngine) async throws {
+        let dir = try TempDir()
+        switch engine {
+        case .sqlite:
+            try await scenario(dir: dir, start: { port in try await RunningHub(directory: dir.path, port: port) },
+                               backup: { try StoreBackup.backupHub(dataDirectory: dir.path + "/hub", to: dir.path + "/backup") },
+                               restore: { try Self.restoreSQLite(backup: dir.path + "/backup", data: dir.path + "/hub") })
+        case .postgres:
+            try await TestPostgres.withFreshDatabase { endpoint in
+                let dump = dir.path + "/hub.dump"
+                try await scenario(dir: dir, start: { port in try await RunningHub(directory: dir.path, port: port, postgres: endpoint) },
+                                   backup: { try await Self.postgresTool("pg_dump", ["-Fc", "-f", dump, "-d", endpoint.url]) },
+                                   restore: {
+                                       // --clean drops what the dump holds before recreating it: the
+                                       // database as of the dump, rows written since gone.
+                                       try await Self.postgresTool("pg_restore", ["--clean", "--if-exists", "--no-owner", "--single-transaction",
+                                                                                  "-d", endpoint.url, dump])
+                                   })
+            }
+        }
+    }
+
+    /// Two dealers write and sync; `backup` runs mid-way; they write and sync on; the hub is
+    /// stopped, `restore`d and started again on its port while they keep writing.
+    private func scenario(dir: TempDir, start: @escaping (Int) async throws -> RunningHub,
+                          backup: () async throws -> Void, restore: () async throws -> Void) async throws {
+        var hub = try await start(0)
+        let port = hub.port
+        var stopped = false
+        try await withTeardown({ if !stopped { await hub.stop() } }) {
+            _ = try await hub.catalogStore.createTenant("acme")
+            var stores: [NodeID: NodeStore] = [:]
+            var agents: [NodeID: SyncAgent] = [:]
+            for node in Self.dealers {
+                let store = try NodeStore(path: "\(dir.path)/\(node).sqlite")
+                var configuration = AgentConfiguration(parentURL: hub.url, caFile: hub.caFile)
+                configuration.localPollInterval = .milliseconds(50)
+                configuration.pullWaitSeconds = 2
+                configuration.retryInitial = .milliseconds(100)
+                configuration.retryMax = .milliseconds(500)
+                // Only the dealers' writes in HQ's log: no rules, governance or KPIs.
+                configuration.rulesInterval = nil
+                configuration.followGovernance = false
+                try await SyncAgent.enroll(store: store, configuration: configuration,
+                                           token: try await hub.catalogStore.issueEnrollmentToken(tenant: "acme", node: node))
+                stores[node] = store
+                agents[node] = try SyncAgent(store: store, configuration: configuration, logger: Logger(label: "tiersync.agent.\(node)"))
+            }
+            let running = agents.values.map { agent in Task { try await agent.run() } }
+            try await withTeardown({ for task in running { task.cancel(); _ = await task.result } }) {
+                let base = try await hub.tenantStore(for: "acme").feedHead()
+                // Each dealer's customers are serviced by the other: both directions of sync matter.
+                func write(_ range: Range<Int>) throws {
+                    for (i, node) in Self.dealers.enumerated() {
+                        let other = Self.dealers[(i + 1) % Self.dealers.count]
+                        for k in range {
+                            try stores[node]!.commit([.upsert("customers", id: "\(node)-c\(k % 60)",
+                                                              ["last_name": .string("\(node) \(k)"), "servicing_dealer": .string(other.rawValue)])])
+                        }
+                    }
+                }
+                func ownChanges() throws -> Int {
+                    try Self.dealers.reduce(0) { $0 + (try stores[$1]!.changeCountsByOrigin()[$1] ?? 0) }
+                }
+                /// Every dealer's changes at HQ exactly once, and every dealer holding what HQ routes to it.
+                func converged(_ what: String) async throws {
+                    let store = try hub.tenantStore(for: "acme")
+                    try await eventually(timeout: 60, "\(what): HQ holds every dealer change once") {
+                        try await store.feedHead() - base == Int64(try ownChanges())
+                    }
+                    for node in Self.dealers {
+                        let own = try stores[node]!.changeCountsByOrigin()[node] ?? 0
+                        #expect(try await store.highestSeq(of: node) >= Int64(own), "\(what): \(node)'s changes at HQ")
+                    }
+                    let held = try await store.liveRecords(inTable: "customers")
+                    for node in Self.dealers {
+                        let routed = held.filter { $0.values["owning_dealer"]?.stringValue == node.rawValue || $0.values["servicing_dealer"]?.stringValue == node.rawValue }
+                        let want = Dictionary(uniqueKeysWithValues: routed.map { ($0.id, $0.values) })
+                        #expect(want.count == 120, "\(what): HQ routes both dealers' customers to \(node)")
+                        try await eventually(timeout: 60, "\(what): \(node) holds the \(want.count) records HQ routes to it, as HQ has them") {
+                            let have = try stores[node]!.liveRecords(table: "customers")
+                            return Dictionary(uniqueKeysWithValues: have.map { ($0.id, $0.values) }) == want
+                        }
+                    }
+                }
+
+                try write(0..<60)
+                try await converged("before the backup")
+                try await backup()
+                // After the backup: what the restored hub will have lost.
+                try write(60..<120)
+                try await converged("after the backup")
+                let lost = try await hub.tenantStore(for: "acme").feedHead()
+
+                await hub.stop()
+                stopped = true
+                try write(120..<140)
+                try await restore()
+                hub = try await start(port)
+                stopped = false
+                let restoredHead = try await hub.tenantStore(for: "acme").feedHead()
+                #expect(restoredHead < lost, "the restored hub lost the changes written after the backup (head \(restoredHead), was \(lost))")
+                try write(140..<180)
+                try await converged("after the restore")
+                for (node, agent) in agents {
+                    #expect(agent.status.parentRestores >= 1, "\(node)'s agent noticed the restore")
+                }
+            }
+        }
+    }
+
+    /// Restore as documented: the hub stopped, its databases replaced by the backup's (and
+    /// the old write-ahead logs removed, which belong to the replaced files).
+    static func restoreSQLite(backup: String, data: String) throws {
+        let files = FileManager.default
+        let tenants = try files.contentsOfDirectory(atPath: data + "/tenants")
+        for file in tenants where file.contains(".sqlite") { try files.removeItem(atPath: "\(data)/tenants/\(file)") }
+        for suffix in ["", "-wal", "-shm"] where files.fileExists(atPath: data + "/hub.sqlite" + suffix) {
+            try files.removeItem(atPath: data + "/hub.sqlite" + suffix)
+        }
+        try files.copyItem(atPath: backup + "/hub.sqlite", toPath: data + "/hub.sqlite")
+        for file in try files.contentsOfDirectory(atPath: backup + "/tenants") {
+            try files.copyItem(atPath: "\(backup)/tenants/\(file)", toPath: "\(data)/tenants/\(file)")
+        }
+    }
+
+    /// Runs a PostgreSQL client program (pg_dump, pg_restore) from Debian's packages.
+    static func postgresTool(_ name: String, _ arguments: [String]) async throws {
+        let binaries = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []
+        guard let version = binaries.sorted(by: { (Int($0) ?? 0) > (Int($1) ?? 0) }).first(where: {
+            FileManager.default.isExecutableFile(atPath: "/usr/lib/postgresql/\($0)/bin/\(name)")
+        }) else { throw TestFailure("\(name) not found under /usr/lib/postgresql/*/bin") }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/lib/postgresql/\(version)/bin/\(name)")
+        process.arguments = arguments
+        let errors = Pipe()
+        process.standardError = errors
+        // Waited for through the termination handler, not by blocking a cooperative thread.
+        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
+            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
+            do { try process.run() } catch { continuation.resume(throwing: error) }
+        }
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        guard status == 0 else { throw TestFailure("\(name) failed (\(status)): \(message)") }
+    }
+}
+
+/// The wire fields a restore is noticed by, as the OpenAPI document describes them.
+@Suite("Restored hub wire")
+struct RestoredHubWireTests {
+    @Test("whoami?held=true answers what the hub holds of the caller; a push answers what it held before the batch; a cursor past the head answers at once; openapi.yaml documents them",
+          arguments: StorageEngine.testable)
+    func heldFields(engine: StorageEngine) async throws {
+        let dir = try TempDir()
+        try await withRunningHub(engine: engine, directory: dir.path) { hub in
+            try await withRawClient(hub) { client in
+                let d1 = try await hub.enroll(tenant: "acme", node: "d1", client: client)
+                let plain = try await client.send("GET", "/v1/whoami", credential: d1).decode(WhoAmIResponse.self)
+                #expect(plain.held == nil, "only when asked")
+                #expect(try await client.send("GET", "/v1/whoami?held=true", credential: d1).decode(WhoAmIResponse.self).held == ["d1": 0])
+                let store = try NodeStore(path: dir.path + "/d1.sqlite")
+                try store.completeEnrollment(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"), credential: d1, parentURL: hub.url, highestKnownSeq: 0)
+                try store.commit((0..<3).map { .upsert("customers", id: "c\($0)", ["last_name": "x"]) })
+                let batch = try store.upstreamBatch(after: 0, limit: 10)
+                let first = try await client.send("POST", "/v1/push", json: PushRequest(through: batch[1].seq, changes: batch[0...1].map(\.change)),
+                                                  credential: d1).decode(PushResponse.self)
+                #expect(first.held == ["d1": 0], "held before the batch")
+                let second = try await client.send("POST", "/v1/push", json: PushRequest(through: batch[2].seq, changes: [batch[2].change]),
+                                                   credential: d1).decode(PushResponse.self)
+                #expect(second.held == ["d1": 2])
+                #expect(try await client.send("GET", "/v1/whoami?held=true", credential: d1).decode(WhoAmIResponse.self).held == ["d1": 3])
+                // What the agent does with them: nothing lost here, so nothing to re-send…
+                #expect(try store.pushRewind(held: ["d1": 3], acknowledgedThrough: batch[2].seq) == nil)
+                // …and after a restore that kept only the first change, everything after it.
+                #expect(try store.pushRewind(held: ["d1": 1], acknowledgedThrough: batch[2].seq) == batch[0].seq)
+
+                let started = ContinuousClock.now
+                let page = try await client.send("GET", "/v1/pull?cursor=1000&wait=10", credential: d1).decode(PullResponse.self)
+                #expect(page.head.map { $0 < 1000 } == true && page.changes.isEmpty)
+                #expect(ContinuousClock.now - started < .seconds(5), "answered at once, not after the wait")
+            }
+        }
+        let text = try String(contentsOfFile: repositoryRoot() + "/openapi.yaml", encoding: .utf8)
+        #expect(text.contains("- name: held") && text.components(separatedBy: "        held:\n          type: object").count == 3,
+                "openapi.yaml documents the held parameter and both held fields")
+    }
+}
