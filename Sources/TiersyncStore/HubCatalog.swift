@@ -539,7 +539,7 @@ public final class TenantStores: Sendable {
     /// Installed on every tenant database opened here: the tenant root's own local writes
     /// (HQ's) pass through it, as a node's do (an `AllocationPolicy`, from TiersyncAgent).
     public let writePolicy: (any LocalWritePolicy)?
-    private let open = Mutex<[TenantID: NodeStore]>([:])
+    private let open = Mutex<[TenantID: TenantSlot]>([:])
 
     public init(catalog: HubCatalog, schema: Schema = DomainSchema.schema, clock: HybridLogicalClock = HybridLogicalClock(),
                 checkpointing: WALCheckpointing = .byWriter, writePolicy: (any LocalWritePolicy)? = nil) {
@@ -552,22 +552,36 @@ public final class TenantStores: Sendable {
 
     /// The tenants whose databases are open in this process.
     public func openTenants() -> [TenantID] {
-        open.withLock { Array($0.keys) }
+        let slots = open.withLock { $0 }
+        return slots.filter { $0.value.store.withLock { $0 != nil } }.map(\.key)
     }
 
-    /// The store of `tenant`, whose node identity is the tenant's root.
+    /// The store of `tenant`, whose node identity is the tenant's root, opened (and
+    /// migrated) on first use. Only that tenant's first requests wait for the opening (its
+    /// own lock; two migrations of one file at once would collide); lookups of the tenants
+    /// already open, and the opening of others, go on meanwhile.
     public func store(for tenant: TenantID) throws -> NodeStore {
-        // Opened under the lock: two first requests must not migrate one file at once.
-        try open.withLock { cache in
-            if let store = cache[tenant] { return store }
+        let slot = open.withLock { slots in
+            if let slot = slots[tenant] { return slot }
+            let slot = TenantSlot()
+            slots[tenant] = slot
+            return slot
+        }
+        return try slot.store.withLock { opened in
+            if let opened { return opened }
             guard let root = try catalog.root(of: tenant) else { throw StoreError.notFound("tenant '\(tenant)'") }
             let store = try NodeStore(path: catalog.tenantDatabasePath(tenant), schema: schema, clock: clock, checkpointing: checkpointing)
             if try store.identity() == nil {
                 try store.setIdentity(NodeIdentity(tenant: tenant, node: root, parent: nil))
             }
             store.writePolicy = writePolicy
-            cache[tenant] = store
+            opened = store
             return store
         }
+    }
+
+    /// One tenant's store, once opened.
+    private final class TenantSlot: Sendable {
+        let store = Mutex<NodeStore?>(nil)
     }
 }
