@@ -156,7 +156,7 @@ public final class RelayDirectory: NodeDirectory {
         try await mirror.directory(for: principal)
     }
 
-    public func store(for tenant: TenantID) throws -> any HubTenantStore {
+    public func store(for tenant: TenantID) async throws -> any HubTenantStore {
         try checkTenant(tenant)
         return store
     }

@@ -92,6 +92,24 @@ public final class PostgresTenantStore: HubTenantStore {
             """, logger: logger).collect().first.flatMap { try $0.decode(Int64?.self) } ?? 0
     }
 
+    /// One round trip for all of `nodes` (a country relays many dealers' changes per push).
+    public func highestSeqs(of nodes: Set<NodeID>) async throws -> [NodeID: Int64] {
+        try await prepared()
+        guard !nodes.isEmpty else { return [:] }
+        let (lo, hi) = (Change.sequenceRange.lowerBound, Change.sequenceRange.upperBound)
+        let names = nodes.map(\.rawValue)
+        var out = Dictionary(uniqueKeysWithValues: nodes.map { ($0, Int64(0)) })
+        let rows = try await client.query("""
+            SELECT origin, MAX(origin_seq) FROM (
+              SELECT origin, origin_seq FROM \(unescaped: table(.changes)) WHERE origin = ANY(\(names)::text[]) AND origin_seq BETWEEN \(lo) AND \(hi)
+              UNION ALL
+              SELECT origin, origin_seq FROM \(unescaped: table(.quarantine)) WHERE origin = ANY(\(names)::text[]) AND origin_seq BETWEEN \(lo) AND \(hi)
+            ) AS held GROUP BY origin
+            """, logger: logger)
+        for try await (origin, highest) in rows.decode((String, Int64).self) { out[NodeID(unchecked: origin)] = highest }
+        return out
+    }
+
     // MARK: Records
 
     public func liveRecords(inTable name: String) async throws -> [(id: String, values: [String: FieldValue])] {

@@ -30,7 +30,7 @@ struct CheckpointService: Service {
             try? await Task.sleep(for: interval)
             for tenant in directory.openTenants() {
                 // Write-ahead-log checkpoints are the SQLite engine's concern.
-                guard let store = (try? directory.store(for: tenant)) as? NodeStore, let pending = store.uncheckpointedPages, pending > 0 else { continue }
+                guard let store = (try? await directory.store(for: tenant)) as? NodeStore, let pending = store.uncheckpointedPages, pending > 0 else { continue }
                 // A store first seen with pages pending waits from now.
                 let last = lastCopy[tenant] ?? ContinuousClock.now
                 lastCopy[tenant] = last

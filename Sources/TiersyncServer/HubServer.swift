@@ -151,7 +151,7 @@ struct ForeignWriteWatcher: Service {
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(500))
             for tenant in directory.openTenants() {
-                guard let store = try? directory.store(for: tenant), let head = try? await store.feedHead(),
+                guard let store = try? await directory.store(for: tenant), let head = try? await store.feedHead(),
                       let stamp = try? await store.governanceDocumentsStamp() else { continue }
                 // First sight counts as a change: a write made before this tenant was first
                 // watched would otherwise never wake anyone (waking needlessly is harmless).

@@ -16,8 +16,9 @@ public protocol NodeDirectory: Sendable {
     func enroll(_ request: EnrollRequest) async throws -> EnrollResponse
     /// The subtree and credential digests below `principal` (HQ only).
     func directory(for principal: Principal) async throws -> DirectoryResponse
-    /// The change store holding `tenant`'s records on this hub, behind the storage seam.
-    func store(for tenant: TenantID) throws -> any HubTenantStore
+    /// The change store holding `tenant`'s records on this hub, behind the storage seam
+    /// (opened on first use without blocking the caller's thread).
+    func store(for tenant: TenantID) async throws -> any HubTenantStore
     func openTenants() -> [TenantID]
     func touch(_ principal: Principal) async
     /// Whether this hub serves the authenticated `principal` itself: nil, or why not
@@ -44,13 +45,13 @@ extension NodeDirectory {
 /// `hub.sqlite` and a database per tenant; PostgreSQL: one database for every process).
 public struct CatalogDirectory: NodeDirectory {
     public let catalog: any HubCatalogStore
-    private let tenantStore: @Sendable (TenantID) throws -> any HubTenantStore
+    private let tenantStore: @Sendable (TenantID) async throws -> any HubTenantStore
     private let open: @Sendable () -> [TenantID]
     let lastSeen = LastSeenRecorder()
 
     /// `stores` gives the store of a tenant (opened on first use, then kept), `openTenants`
     /// the tenants whose stores this process opened.
-    public init(catalog: any HubCatalogStore, stores: @escaping @Sendable (TenantID) throws -> any HubTenantStore,
+    public init(catalog: any HubCatalogStore, stores: @escaping @Sendable (TenantID) async throws -> any HubTenantStore,
                 openTenants: @escaping @Sendable () -> [TenantID]) {
         self.catalog = catalog
         self.tenantStore = stores
@@ -59,7 +60,7 @@ public struct CatalogDirectory: NodeDirectory {
 
     /// The embedded hub: a SQLite catalog and a database per tenant.
     public init(stores: TenantStores) {
-        self.init(catalog: SQLiteCatalog(stores.catalog), stores: { try stores.store(for: $0) }, openTenants: { stores.openTenants() })
+        self.init(catalog: SQLiteCatalog(stores.catalog), stores: { try await stores.openStore(for: $0) }, openTenants: { stores.openTenants() })
     }
 
     public func authenticate(credential: String) async throws -> Principal? {
@@ -97,8 +98,8 @@ public struct CatalogDirectory: NodeDirectory {
         try await catalog.directory(for: principal)
     }
 
-    public func store(for tenant: TenantID) throws -> any HubTenantStore {
-        try tenantStore(tenant)
+    public func store(for tenant: TenantID) async throws -> any HubTenantStore {
+        try await tenantStore(tenant)
     }
 
     public func openTenants() -> [TenantID] {

@@ -44,10 +44,8 @@ struct SyncService: Sendable {
         // indexed lookup per node of the caller's subtree.
         var held: [String: Int64]?
         if request.uri.queryParameters.get("held") == "true" {
-            let store = try directory.store(for: principal.tenant)
-            var seqs: [String: Int64] = [:]
-            for member in tree.subtree(of: principal.node) { seqs[member.rawValue] = try await store.highestSeq(of: member) }
-            held = seqs
+            let store = try await directory.store(for: principal.tenant)
+            held = Dictionary(uniqueKeysWithValues: try await store.highestSeqs(of: tree.subtree(of: principal.node)).map { ($0.key.rawValue, $0.value) })
         }
         return try codec.encode(WhoAmIResponse(tenant: principal.tenant, node: principal.node,
                                                parent: node?.parent, role: node?.role ?? "dealer",
@@ -65,7 +63,7 @@ struct SyncService: Sendable {
             throw APIError(.contentTooLarge, "too_many_changes",
                            "push carries \(body.changes.count) changes; the limit is \(configuration.limits.maxChangesPerPush) per request")
         }
-        let store = try directory.store(for: principal.tenant)
+        let store = try await directory.store(for: principal.tenant)
         let scope = Scope(tree: try await directory.tree(of: principal.tenant), node: principal.node)
         // Scope before content: a change the pusher may not send (made outside its subtree)
         // is refused here, before the store judges, records or de-duplicates anything of it,
@@ -77,9 +75,8 @@ struct SyncService: Sendable {
         // What was held of each origin before this batch: a pusher whose earlier batches
         // are missing learns that this hub was restored from an older backup, even after
         // newer changes of its have landed (which hide the gap from `whoami`'s maximum).
-        // One indexed lookup per origin; a dealer's batch has one.
-        var held: [String: Int64] = [:]
-        for origin in Set(entitled.map(\.origin)) { held[origin.rawValue] = try await store.highestSeq(of: origin) }
+        // One indexed lookup per origin (one round trip on PostgreSQL); a dealer's batch has one.
+        let held = Dictionary(uniqueKeysWithValues: try await store.highestSeqs(of: Set(entitled.map(\.origin))).map { ($0.key.rawValue, $0.value) })
         var report = try await store.applyIncoming(entitled, from: principal.node, source: .child, checkSkew: true,
                                                    gate: Self.scopeGate(pusher: principal.node, scope: scope), cursor: nil, wallMillis: now)
         if !foreign.isEmpty {
@@ -113,7 +110,7 @@ struct SyncService: Sendable {
             throw APIError(.badRequest, "invalid_parameter", "'wait' must be a number of seconds from 0 to \(limits.maxPullWaitSeconds)")
         }
         let excludeOwn = (query.get("exclude_own") ?? "true") != "false"
-        let store = try directory.store(for: principal.tenant)
+        let store = try await directory.store(for: principal.tenant)
         let only = query.get("only")
         let deadline = ContinuousClock.now + .milliseconds(Int64(wait * 1000))
         while true {
@@ -165,7 +162,7 @@ struct SyncService: Sendable {
             throw APIError(.badRequest, "invalid_parameter", "'wait' must be a number of seconds from 0 to \(limits.maxPullWaitSeconds)")
         }
         let known = query.get("known")
-        let store = try directory.store(for: principal.tenant)
+        let store = try await directory.store(for: principal.tenant)
         let deadline = ContinuousClock.now + .milliseconds(Int64(wait * 1000))
         while true {
             let generation = await governanceNotifier.generation(principal.tenant)
@@ -186,7 +183,7 @@ struct SyncService: Sendable {
         let subtree = tree.subtree(of: principal.node)
         let nodes = try await directory.nodes(of: principal.tenant).filter { subtree.contains($0.node) }
         return try codec.encode(try await GovernanceStatusReport.response(tenant: principal.tenant, nodes: nodes,
-                                                                    store: try directory.store(for: principal.tenant)), for: request)
+                                                                    store: try await directory.store(for: principal.tenant)), for: request)
     }
 
     /// `GET /v1/kpis?period=day|week|month&by=node`: the KPI table of the caller's subtree,
@@ -200,7 +197,7 @@ struct SyncService: Sendable {
         let by = query.get("by")
         guard by == nil || by == "node" else { throw APIError(.badRequest, "invalid_parameter", "'by' must be node or absent") }
         let tree = try await directory.tree(of: principal.tenant)
-        let store = try directory.store(for: principal.tenant)
+        let store = try await directory.store(for: principal.tenant)
         return try codec.encode(try await KPIViews.response(store: store, viewer: principal.node, tree: tree, period: period, byNode: by == "node"),
                                 for: request)
     }

@@ -33,6 +33,9 @@ public protocol HubTenantStore: AnyObject, Sendable {
     /// The highest sequence of `node`'s own changes held here (what an enrolling node resumes after).
     func highestSeq(of node: NodeID) async throws -> Int64
 
+    /// ``highestSeq(of:)`` of each of `nodes` (a push's origins, a subtree), at once.
+    func highestSeqs(of nodes: Set<NodeID>) async throws -> [NodeID: Int64]
+
     // MARK: Governance
 
     /// The document of `kind` with the highest sequence (the rollout in force).
@@ -62,4 +65,13 @@ public protocol HubTenantStore: AnyObject, Sendable {
     func adoptKPIsOfAppliedGovernance() async throws -> Bool
     /// The KPI table of `viewer`'s subtree, with nodes' paths from the root.
     func kpiReport(period: KPIPeriodKind, byNode: Bool, viewer: String?, paths: [String: [String]]) async throws -> KPIResponse
+}
+
+extension HubTenantStore {
+    /// One ``highestSeq(of:)`` per node: right for a store where each is a local lookup.
+    public func highestSeqs(of nodes: Set<NodeID>) async throws -> [NodeID: Int64] {
+        var out: [NodeID: Int64] = [:]
+        for node in nodes { out[node] = try await highestSeq(of: node) }
+        return out
+    }
 }

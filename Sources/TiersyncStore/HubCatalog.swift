@@ -580,6 +580,15 @@ public final class TenantStores: Sendable {
         }
     }
 
+    /// ``store(for:)`` from async code: at once when the store is open, else opened on a
+    /// Dispatch worker, so a request handler never waits for SQLite on a cooperative thread.
+    public func openStore(for tenant: TenantID) async throws -> NodeStore {
+        if let slot = open.withLock({ $0[tenant] }), let store = slot.store.withLock({ $0 }) { return store }
+        return try await withCheckedThrowingContinuation { continuation in
+            NodeStore.blockingQueue.async { continuation.resume(with: Result { try self.store(for: tenant) }) }
+        }
+    }
+
     /// One tenant's store, once opened.
     private final class TenantSlot: Sendable {
         let store = Mutex<NodeStore?>(nil)

@@ -57,7 +57,7 @@ struct GovernanceTests {
                                                    "de-2": dealers["de-2"]!.store, "fr-1": dealers["fr-1"]!.store]
                 // Every node learned HQ's key at enrollment (dealers through their country).
                 for (node, store) in stores { #expect(try store.meta(GovernanceFollower.keyMeta) == hqKey.publicKey.base64, "\(node)") }
-                let hq = try hub.tenantStore(for: "automaker")
+                let hq = try await hub.tenantStore(for: "automaker")
                 let nodes = try await hub.catalogStore.nodes(of: "automaker")
                 let publisher = GovernancePublisher(store: hq, tenant: "automaker", key: hqKey, tree: try await hub.catalogStore.tree(of: "automaker"))
 

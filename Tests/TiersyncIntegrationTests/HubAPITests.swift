@@ -46,7 +46,7 @@ struct HubFixture {
     func acme() throws -> NodeStore { try hub.stores.store(for: "acme") }
 
     /// The tenant's store on whichever engine the hub runs.
-    func acmeStore() throws -> any HubTenantStore { try hub.tenantStore(for: "acme") }
+    func acmeStore() async throws -> any HubTenantStore { try await hub.tenantStore(for: "acme") }
 
     /// Ids of acme's live records of `table`, in order.
     func liveIDs(_ table: String) async throws -> [String] { try await acmeStore().liveRecords(inTable: table).map(\.id) }

@@ -70,7 +70,7 @@ struct MigrateTenantTests {
                     }
                 }
                 try write(40..<60)
-                let pg = try pgHub.tenantStore(for: "automaker")
+                let pg = try await pgHub.tenantStore(for: "automaker")
                 try await eventually(timeout: 60, "HQ on PostgreSQL holds the 20 new customers") {
                     try await pg.liveRecords(inTable: "customers").count == 59
                 }

@@ -81,7 +81,7 @@ struct RestoredHubTests {
                 }
                 /// Every dealer's changes at HQ exactly once, and every dealer holding what HQ routes to it.
                 func converged(_ what: String) async throws {
-                    let store = try hub.tenantStore(for: "acme")
+                    let store = try await hub.tenantStore(for: "acme")
                     try await eventually(timeout: 60, "\(what): HQ holds every dealer change once") {
                         try await store.feedHead() - base == Int64(try ownChanges())
                     }

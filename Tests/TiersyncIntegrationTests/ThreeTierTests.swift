@@ -191,7 +191,7 @@ extension Running {
 
 extension RunningHub {
     /// HQ's store of `tenant`, on whichever engine the hub runs.
-    func hq(_ tenant: TenantID) throws -> HQView { HQView(try tenantStore(for: tenant)) }
+    func hq(_ tenant: TenantID) async throws -> HQView { HQView(try await tenantStore(for: tenant)) }
 }
 
 // MARK: - Three tiers
@@ -240,7 +240,7 @@ struct ThreeTierTests {
                 for agent in ["ins-a", "ins-b"] as [NodeID] {
                     agents[agent] = try await running.agent(enrolling: agent, parent: nil, tenant: "insura", hub: hub, parentURL: hub.url, directory: dir.path)
                 }
-                let hq = try hub.hq("acme"), insuraHQ = try hub.hq("insura")
+                let hq = try await hub.hq("acme"), insuraHQ = try await hub.hq("insura")
 
                 // Each dealer creates its 40 customers; HQ sees them.
                 for (_, dealers) in layout {
@@ -363,7 +363,7 @@ struct ThreeTierTests {
                 try await hub.catalogStore.createTenant("acme", levels: 3)
                 let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
                 let fr = try await running.country(hub: hub, tenant: "acme", node: "fr", directory: dir.path)
-                let hq = try hub.hq("acme")
+                let hq = try await hub.hq("acme")
                 var mover = try await running.agent(enrolling: "mover", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
                 let stay = try await running.agent(enrolling: "fr-stay", parent: "fr", tenant: "acme", hub: hub, parentURL: fr.url, directory: dir.path)
                 let store = mover.store
@@ -419,7 +419,7 @@ struct ThreeTierTests {
                 #expect(try de.store.upstreamBacklog(after: de.store.cursor("push.parent")) == 50, "held for HQ")
 
                 hub = try await running.hub(directory: dir.path, port: port, postgres: postgres)
-                let hq = try hub.hq("acme")
+                let hq = try await hub.hq("acme")
                 try await eventually(timeout: 60, "the country forwarded everything once HQ came back") {
                     try await hq.changeCountsByOrigin()["d1"] == 51
                 }

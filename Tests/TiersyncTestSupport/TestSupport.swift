@@ -51,8 +51,8 @@ public final class RunningHub: Sendable {
     public var catalog: HubCatalog { stores.catalog }
 
     /// The store holding `tenant`'s records, on whichever engine the hub runs.
-    public func tenantStore(for tenant: TenantID) throws -> any HubTenantStore {
-        try server.directory.store(for: tenant)
+    public func tenantStore(for tenant: TenantID) async throws -> any HubTenantStore {
+        try await server.directory.store(for: tenant)
     }
 
     /// `port` 0 picks a free port; give the old one to restart a stopped hub at its address.
