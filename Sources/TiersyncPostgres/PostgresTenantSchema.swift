@@ -71,7 +71,8 @@ public struct PostgresTenantSchema: Sendable, Hashable {
                 """,
                 "CREATE INDEX IF NOT EXISTS changes_record ON \(q(.changes)) (tbl, record_id, seq)",
                 "CREATE TABLE IF NOT EXISTS \(q(.changeRoutes)) (node TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (node, seq))",
-                "CREATE INDEX IF NOT EXISTS change_routes_seq ON \(q(.changeRoutes)) (seq, node)",
+                // No (seq, node) index as SQLite has: a subtree's feed tests membership with
+                // `node = ANY(…) AND seq = …`, which the primary key answers.
                 """
                 CREATE TABLE IF NOT EXISTS \(q(.routeEntries)) (
                     node TEXT NOT NULL, seq BIGINT NOT NULL, tbl TEXT NOT NULL, record_id TEXT NOT NULL, route_before TEXT NOT NULL,

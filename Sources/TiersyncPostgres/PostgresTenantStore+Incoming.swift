@@ -1,8 +1,8 @@
 // Received changes on PostgreSQL: the same judgement as the SQLite engine's `applyIncoming`
-// (identity, validation, clock skew, the gate, the merge, quarantine), run as a few set-wise
-// statements per push instead of a few per change: one read each of the identities, the
-// quarantine entries and the records the batch touches, the merge in memory, then one
-// multi-row write per table (`unnest` of arrays).
+// (identity, validation, clock skew, the gate, the merge, quarantine), run as four statements
+// per push whatever its size: the tenant's lock, one read of the identities, quarantine
+// entries and records the batch touches, the merge in memory, and one write of every table
+// (data-modifying CTEs over `unnest` of arrays), then the commit.
 
 import Logging
 import PostgresNIO
@@ -61,37 +61,34 @@ extension PostgresTenantStore {
             var head = try await connection.query("SELECT seq FROM \(unescaped: table(.head)) WHERE id = 1 FOR UPDATE", logger: logger)
                 .collect().first.map { try $0.decode(Int64.self) } ?? 0
 
-            // What the store holds of the batch's identities and records.
+            // What the store holds of the batch's identities (applied, quarantined) and
+            // records, in one statement (a fresh snapshot, taken now that the lock is held):
+            // every statement here is spent holding the tenant's lock.
             let identities = changes.filter { Change.sequenceRange.contains($0.originSeq) }
+            let keys = Array(Set(changes.map { RecordKey(table: $0.table, id: $0.recordID) }))
             var held: [Identity: UInt64] = [:]
             var storedQuarantine: [Identity: ChangeIdentityVerdict.Quarantined] = [:]
-            if !identities.isEmpty {
-                let origins = identities.map(\.origin.rawValue), seqs = identities.map(\.originSeq)
-                let rows = try await connection.query("""
-                    SELECT c.origin, c.origin_seq, c.hlc FROM \(unescaped: changesTable) c
-                    JOIN unnest(\(origins)::text[], \(seqs)::int8[]) AS u(o, s) ON c.origin = u.o AND c.origin_seq = u.s
-                    """, logger: logger)
-                for try await (origin, seq, hlc) in rows.decode((String, Int64, Int64).self) {
-                    held[Identity(origin: origin, seq: seq)] = UInt64(bitPattern: hlc)
-                }
-                let refused = try await connection.query("""
-                    SELECT q.origin, q.origin_seq, q.code, q.received_at, q.received_from FROM \(unescaped: quarantineTable) q
-                    JOIN unnest(\(origins)::text[], \(seqs)::int8[]) AS u(o, s) ON q.origin = u.o AND q.origin_seq = u.s
-                    """, logger: logger)
-                for try await (origin, seq, code, at, from) in refused.decode((String, Int64, String, Int64, String).self) {
-                    storedQuarantine[Identity(origin: origin, seq: seq)] = .init(code: code, receivedAtMillis: at, receivedFrom: from)
-                }
-            }
             var current: [RecordKey: StoredRecord] = [:]
-            let keys = Array(Set(changes.map { RecordKey(table: $0.table, id: $0.recordID) }))
-            if !keys.isEmpty {
-                let rows = try await connection.query("""
-                    SELECT r.tbl, r.id, r.fields, r.versions, r.tombstone, r.route FROM \(unescaped: recordsTable) r
-                    JOIN unnest(\(keys.map(\.table))::text[], \(keys.map(\.id))::text[]) AS u(t, i) ON r.tbl = u.t AND r.id = u.i
-                    """, logger: logger)
-                for try await (tbl, id, fields, versions, tombstone, route) in rows.decode((String, String, String, String, String?, String).self) {
-                    current[RecordKey(table: tbl, id: id)] = try Self.record(table: tbl, id: id, fields: fields, versions: versions,
-                                                                             tombstone: tombstone, route: route)
+            let (origins, seqs) = (identities.map(\.origin.rawValue), identities.map(\.originSeq))
+            let rows = try await connection.query("""
+                SELECT 0, c.origin, NULL, NULL, NULL, NULL, NULL, c.origin_seq, c.hlc FROM \(unescaped: changesTable) c
+                  JOIN unnest(\(origins)::text[], \(seqs)::int8[]) AS u(o, s) ON c.origin = u.o AND c.origin_seq = u.s
+                UNION ALL
+                SELECT 1, q.origin, q.code, q.received_from, NULL, NULL, NULL, q.origin_seq, q.received_at FROM \(unescaped: quarantineTable) q
+                  JOIN unnest(\(origins)::text[], \(seqs)::int8[]) AS u(o, s) ON q.origin = u.o AND q.origin_seq = u.s
+                UNION ALL
+                SELECT 2, r.tbl, r.id, r.fields, r.versions, r.tombstone, r.route, NULL, NULL FROM \(unescaped: recordsTable) r
+                  JOIN unnest(\(keys.map(\.table))::text[], \(keys.map(\.id))::text[]) AS u(t, i) ON r.tbl = u.t AND r.id = u.i
+                """, logger: logger)
+            for try await (kind, a, b, c, d, e, f, n1, n2) in rows.decode((Int32, String, String?, String?, String?, String?, String?, Int64?, Int64?).self) {
+                switch kind {
+                case 0:
+                    held[Identity(origin: a, seq: n1 ?? 0)] = UInt64(bitPattern: n2 ?? 0)
+                case 1:
+                    storedQuarantine[Identity(origin: a, seq: n1 ?? 0)] = .init(code: b ?? "", receivedAtMillis: n2 ?? 0, receivedFrom: c ?? "")
+                default:
+                    guard let id = b, let fields = c, let versions = d, let route = f else { throw PostgresStoreError("a record of \(a) read without its state") }
+                    current[RecordKey(table: a, id: id)] = try Self.record(table: a, id: id, fields: fields, versions: versions, tombstone: e, route: route)
                 }
             }
 
@@ -184,89 +181,59 @@ extension PostgresTenantStore {
                 report.conflicts += merged.outcome.conflicts.count
             }
 
-            // The writes: one statement per table.
-            if !dirty.isEmpty {
-                var tbls: [String] = [], ids: [String] = [], fields: [String] = [], versions: [String] = []
-                var tombstones: [String] = [], routeTexts: [String] = [], live: [Bool] = []
-                for key in dirty {
-                    let record = current[key]!
-                    tbls.append(key.table)
-                    ids.append(key.id)
-                    fields.append(record.state.isLive ? CanonicalJSON.object(record.state.liveValues) : "{}")
-                    versions.append(CanonicalJSON.groupedVersions(record.state.versions))
-                    tombstones.append(record.state.tombstone?.description ?? "")
-                    routeTexts.append(RecordMerge.encodeRoute(record.route))
-                    live.append(record.state.isLive)
-                }
-                try await connection.query("""
-                    INSERT INTO \(unescaped: recordsTable) (tbl, id, fields, versions, tombstone, route, live)
-                    SELECT t, i, f, v, NULLIF(d, ''), r, l
-                    FROM unnest(\(tbls)::text[], \(ids)::text[], \(fields)::text[], \(versions)::text[], \(tombstones)::text[], \(routeTexts)::text[], \(live)::bool[])
-                      AS u(t, i, f, v, d, r, l)
-                    ON CONFLICT (tbl, id) DO UPDATE SET fields = excluded.fields, versions = excluded.versions,
-                      tombstone = excluded.tombstone, route = excluded.route, live = excluded.live
-                    """, logger: logger)
-            }
-            if !log.seqs.isEmpty {
-                try await connection.query("""
-                    INSERT INTO \(unescaped: changesTable) (seq, origin, origin_seq, hlc, tbl, record_id, op, fields, prior, source, received_from, received_at, trail)
-                    SELECT s, o, os, h, t, i, op, f, NULLIF(p, ''), src, NULLIF(rf, ''), ra, NULLIF(tr, '')
-                    FROM unnest(\(log.seqs)::int8[], \(log.origins)::text[], \(log.originSeqs)::int8[], \(log.hlcs)::int8[], \(log.tables)::text[],
-                                \(log.ids)::text[], \(log.ops)::text[], \(log.fields)::text[], \(log.priors)::text[], \(log.sources)::text[],
-                                \(log.senders)::text[], \(log.receivedAt)::int8[], \(log.trails)::text[])
-                      AS u(s, o, os, h, t, i, op, f, p, src, rf, ra, tr)
-                    """, logger: logger)
-                try await connection.query("UPDATE \(unescaped: table(.head)) SET seq = \(head) WHERE id = 1", logger: logger)
-            }
-            if !routes.seqs.isEmpty {
-                try await connection.query("""
-                    INSERT INTO \(unescaped: table(.changeRoutes)) (node, seq) SELECT * FROM unnest(\(routes.nodes)::text[], \(routes.seqs)::int8[])
-                    ON CONFLICT DO NOTHING
-                    """, logger: logger)
-            }
-            if !entries.seqs.isEmpty {
-                try await connection.query("""
-                    INSERT INTO \(unescaped: table(.routeEntries)) (node, seq, tbl, record_id, route_before)
-                    SELECT * FROM unnest(\(entries.nodes)::text[], \(entries.seqs)::int8[], \(entries.tables)::text[], \(entries.ids)::text[], \(entries.before)::text[])
-                    ON CONFLICT DO NOTHING
-                    """, logger: logger)
-            }
-            if !conflicts.tables.isEmpty {
-                try await connection.query("""
-                    INSERT INTO \(unescaped: table(.conflicts)) (tbl, record_id, field, winner_value, winner_version, loser_value, loser_version, detected_at)
-                    SELECT * FROM unnest(\(conflicts.tables)::text[], \(conflicts.ids)::text[], \(conflicts.fields)::text[], \(conflicts.winners)::text[],
-                                         \(conflicts.winnerVersions)::text[], \(conflicts.losers)::text[], \(conflicts.loserVersions)::text[], \(conflicts.at)::int8[])
-                    ON CONFLICT DO NOTHING
-                    """, logger: logger)
-            }
-            if !unquarantine.isEmpty {
-                let gone = Array(unquarantine)
-                try await connection.query("""
-                    DELETE FROM \(unescaped: quarantineTable) q USING unnest(\(gone.map(\.origin))::text[], \(gone.map(\.seq))::int8[]) AS u(o, s)
-                    WHERE q.origin = u.o AND q.origin_seq = u.s
-                    """, logger: logger)
-            }
-            if !quarantine.isEmpty {
-                let rows = refusalOrder.compactMap { id in quarantine[id].map { (key: id, value: $0) } }
-                try await connection.query("""
-                    INSERT INTO \(unescaped: quarantineTable) (origin, origin_seq, received_from, received_at, code, reason, change)
-                    SELECT * FROM unnest(\(rows.map(\.key.origin))::text[], \(rows.map(\.key.seq))::int8[], \(rows.map(\.value.entry.receivedFrom))::text[],
-                                         \(rows.map(\.value.entry.receivedAtMillis))::int8[], \(rows.map(\.value.entry.code))::text[],
-                                         \(rows.map(\.value.reason))::text[], \(rows.map(\.value.change))::text[])
-                    ON CONFLICT (origin, origin_seq) DO UPDATE SET received_from = excluded.received_from, received_at = excluded.received_at,
-                      code = excluded.code, reason = excluded.reason, change = excluded.change
-                    """, logger: logger)
-            }
+            // The writes: one statement (data-modifying CTEs, each an insert from arrays;
+            // an empty array writes nothing), so the lock is held for two statements and the
+            // commit. The refused and the applied identities are disjoint, so deleting and
+            // inserting quarantine entries in one statement never meets one row twice.
+            var records = RecordRows()
+            for key in dirty { records.append(current[key]!) }
+            let (gone, refusedRows) = (Array(unquarantine), refusalOrder.compactMap { id in quarantine[id].map { (key: id, value: $0) } })
+            try await connection.query("""
+                WITH rec AS (
+                  INSERT INTO \(unescaped: recordsTable) (tbl, id, fields, versions, tombstone, route, live)
+                  SELECT t, i, f, v, NULLIF(d, ''), r, l
+                  FROM unnest(\(records.tables)::text[], \(records.ids)::text[], \(records.fields)::text[], \(records.versions)::text[],
+                              \(records.tombstones)::text[], \(records.routes)::text[], \(records.live)::bool[]) AS u(t, i, f, v, d, r, l)
+                  ON CONFLICT (tbl, id) DO UPDATE SET fields = excluded.fields, versions = excluded.versions,
+                    tombstone = excluded.tombstone, route = excluded.route, live = excluded.live),
+                log AS (
+                  INSERT INTO \(unescaped: changesTable) (seq, origin, origin_seq, hlc, tbl, record_id, op, fields, prior, source, received_from, received_at, trail)
+                  SELECT s, o, os, h, t, i, op, f, NULLIF(p, ''), src, NULLIF(rf, ''), ra, NULLIF(tr, '')
+                  FROM unnest(\(log.seqs)::int8[], \(log.origins)::text[], \(log.originSeqs)::int8[], \(log.hlcs)::int8[], \(log.tables)::text[],
+                              \(log.ids)::text[], \(log.ops)::text[], \(log.fields)::text[], \(log.priors)::text[], \(log.sources)::text[],
+                              \(log.senders)::text[], \(log.receivedAt)::int8[], \(log.trails)::text[])
+                    AS u(s, o, os, h, t, i, op, f, p, src, rf, ra, tr)),
+                routes AS (
+                  INSERT INTO \(unescaped: table(.changeRoutes)) (node, seq) SELECT * FROM unnest(\(routes.nodes)::text[], \(routes.seqs)::int8[])),
+                entries AS (
+                  INSERT INTO \(unescaped: table(.routeEntries)) (node, seq, tbl, record_id, route_before)
+                  SELECT * FROM unnest(\(entries.nodes)::text[], \(entries.seqs)::int8[], \(entries.tables)::text[], \(entries.ids)::text[], \(entries.before)::text[])
+                  ON CONFLICT DO NOTHING),
+                conflicts AS (
+                  INSERT INTO \(unescaped: table(.conflicts)) (tbl, record_id, field, winner_value, winner_version, loser_value, loser_version, detected_at)
+                  SELECT * FROM unnest(\(conflicts.tables)::text[], \(conflicts.ids)::text[], \(conflicts.fields)::text[], \(conflicts.winners)::text[],
+                                       \(conflicts.winnerVersions)::text[], \(conflicts.losers)::text[], \(conflicts.loserVersions)::text[], \(conflicts.at)::int8[])
+                  ON CONFLICT DO NOTHING),
+                released AS (
+                  DELETE FROM \(unescaped: quarantineTable) q USING unnest(\(gone.map(\.origin))::text[], \(gone.map(\.seq))::int8[]) AS u(o, s)
+                  WHERE q.origin = u.o AND q.origin_seq = u.s),
+                refused AS (
+                  INSERT INTO \(unescaped: quarantineTable) (origin, origin_seq, received_from, received_at, code, reason, change)
+                  SELECT * FROM unnest(\(refusedRows.map(\.key.origin))::text[], \(refusedRows.map(\.key.seq))::int8[],
+                                       \(refusedRows.map(\.value.entry.receivedFrom))::text[], \(refusedRows.map(\.value.entry.receivedAtMillis))::int8[],
+                                       \(refusedRows.map(\.value.entry.code))::text[], \(refusedRows.map(\.value.reason))::text[], \(refusedRows.map(\.value.change))::text[])
+                  ON CONFLICT (origin, origin_seq) DO UPDATE SET received_from = excluded.received_from, received_at = excluded.received_at,
+                    code = excluded.code, reason = excluded.reason, change = excluded.change),
+                numbered AS (UPDATE \(unescaped: table(.head)) SET seq = \(head) WHERE id = 1)
+                -- Every hub process listening on this database wakes its long-polls for the
+                -- tenant once the transaction commits (PostgreSQL sends it at commit).
+                SELECT pg_notify(\(channel), \(tenant.rawValue)) WHERE \(report.applied > 0)
+                """, logger: logger)
             if let cursor {
                 try await connection.query("""
                     INSERT INTO \(unescaped: table(.meta)) (key, value) VALUES (\("cursor." + cursor.name), \(String(cursor.value)))
                     ON CONFLICT (key) DO UPDATE SET value = excluded.value
                     """, logger: logger)
-            }
-            // Every hub process listening on this database wakes its long-polls for the
-            // tenant once the transaction commits (PostgreSQL sends it at commit).
-            if report.applied > 0 {
-                try await connection.query("SELECT pg_notify(\(channel), \(tenant.rawValue))", logger: logger)
             }
             return report
         }
@@ -295,6 +262,23 @@ private struct LogRows {
         senders.append(sender.rawValue)
         receivedAt.append(at)
         trails.append(log.trail ?? "")
+    }
+}
+
+/// Records' new states, column by column.
+private struct RecordRows {
+    var tables: [String] = [], ids: [String] = [], fields: [String] = [], versions: [String] = []
+    var tombstones: [String] = [], routes: [String] = [], live: [Bool] = []
+
+    mutating func append(_ record: StoredRecord) {
+        tables.append(record.table)
+        ids.append(record.id)
+        fields.append(record.state.isLive ? CanonicalJSON.object(record.state.liveValues) : "{}")
+        versions.append(CanonicalJSON.groupedVersions(record.state.versions))
+        // Empty stands for NULL, as in the log's rows.
+        tombstones.append(record.state.tombstone?.description ?? "")
+        routes.append(RecordMerge.encodeRoute(record.route))
+        live.append(record.state.isLive)
     }
 }
 
