@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import Synchronization
 import Testing
@@ -21,24 +22,39 @@ struct BackupTests {
 
             // The dealer keeps writing (and its agent pushing) while both backups are taken.
             let stop = Atomic(false)
+            let rounds = Atomic(0)
             let writer = Task {
                 var round = 1
                 while !stop.load(ordering: .relaxed) {
                     // One transaction touching every customer: a snapshot holds all of a round or none of it.
                     try dealer.store.commit((0..<50).map { .upsert("customers", id: "c\($0)", ["last_name": .string("v\(round)")]) })
+                    rounds.store(round, ordering: .relaxed)
                     round += 1
                     try await Task.sleep(for: .milliseconds(5))
                 }
-                return round
             }
-            try await Task.sleep(for: .milliseconds(300))
-            let hubOutput = try Child.run(["backup", "--data", dir.path + "/hub", "--out", dir.path + "/backup"])
-            let nodeOutput = try Child.run(["backup", "--db", dealer.store.path, "--out", dir.path + "/d1-backup.sqlite"])
+            // Under way before the copies start, however loaded the machine: two rounds
+            // written at the dealer and received at HQ.
+            try await eventually(timeout: 60, "two rounds written and at HQ") {
+                try rounds.load(ordering: .relaxed) >= 2 && (hq.changeCountsByOrigin()["d1"] ?? 0) >= 100
+            }
+            let atStart = rounds.load(ordering: .relaxed)
+            // The copies run as processes; waiting for them happens off the cooperative pool.
+            let (hubOutput, nodeOutput) = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<(String, String), any Error>) in
+                DispatchQueue.global().async {
+                    continuation.resume(with: Result {
+                        (try Child.run(["backup", "--data", dir.path + "/hub", "--out", dir.path + "/backup"]),
+                         try Child.run(["backup", "--db", dealer.store.path, "--out", dir.path + "/d1-backup.sqlite"]))
+                    })
+                }
+            }
             stop.store(true, ordering: .relaxed)
-            let rounds = try await writer.value
+            try await writer.value
             #expect(hubOutput.contains("backup complete: 2 databases"), "catalog and tenant copied:\n\(hubOutput)")
             #expect(nodeOutput.contains("backup complete: 1 database"), "\(nodeOutput)")
-            #expect(rounds > 2, "the dealer wrote during the backups")
+            // How many rounds the dealer wrote while the copies ran (none is possible on a
+            // loaded machine; the checks below hold either way).
+            print("backup test: the dealer wrote \(rounds.load(ordering: .relaxed) - atStart) rounds during the backups")
 
             // Self-contained files: no write-ahead log beside them.
             for file in ["/backup/hub.sqlite", "/backup/tenants/acme.sqlite", "/d1-backup.sqlite"] {

@@ -426,6 +426,16 @@ struct CLICommandTests {
         #expect(countryStatus.out.split(separator: "\n").contains { $0.hasPrefix("dealer-042") && $0.contains("de#1") }, "\(countryStatus)")
         #expect(listing(countryData) == before, "quarantine and rollout-status created no file in the country's --data directory")
         #expect(!FileManager.default.fileExists(atPath: countryData + "/tenants/automaker.sqlite"))
+
+        // Backup and restore: the running hub's data, and the dealer's store, copied as documented.
+        let hubCopy = r.dir + "/backup-hq", dealerCopy = r.dir + "/backup-dealer.sqlite"
+        let hubBackup = try await r.run("tiersync backup --data") { $0.map { $0 == "NEW-DIR" ? hubCopy : $0 } }
+        #expect(FileManager.default.fileExists(atPath: hubCopy + "/hub.sqlite") && FileManager.default.fileExists(atPath: hubCopy + "/tenants/automaker.sqlite"),
+                "\(hubBackup)")
+        let copiedHQ = try NodeStore(path: hubCopy + "/tenants/automaker.sqlite")
+        #expect(try copiedHQ.headSeq() > 0, "the hub's copy holds its change log")
+        _ = try await r.run("tiersync backup --db") { $0.map { $0 == "FILE" ? r.dealerDir + "/node.sqlite" : $0 == "NEW-FILE" ? dealerCopy : $0 } }
+        #expect(try NodeStore(path: dealerCopy).identity()?.node == "dealer-042", "the dealer's copy is its store")
     }
 
     /// The URL in the line `<what> listening on <url>` a hub or country node prints when it is up.
