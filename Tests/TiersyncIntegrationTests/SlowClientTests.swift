@@ -123,7 +123,17 @@ struct SlowClientTests {
             #expect(refused.count == 1, "\(outcomes)")
             #expect(refused.allSatisfy { $0.closedAfter < 4 }, "\(outcomes)")
             #expect(held.count == 2 && held.allSatisfy { $0.closedAfter > 5 }, "\(outcomes)")
-            #expect(try await client.send("POST", "/v1/push", json: PushRequest(through: 0, changes: []), credential: credential).status == 200)
+            // Once the stalled pushes are over, the node pushes again. The client sees a
+            // stalled connection closed a moment before the hub's handler gives its slot
+            // back, so a push right then may still be 429 (a fresh-clone CI run saw it): only
+            // 429, and only for that moment.
+            var statuses: [Int] = []
+            try await eventually(timeout: 5, "a push after the stalls is accepted (answers so far: \(statuses))") {
+                let status = try await client.send("POST", "/v1/push", json: PushRequest(through: 0, changes: []), credential: credential).status
+                statuses.append(status)
+                return status == 200
+            }
+            #expect(statuses.dropLast().allSatisfy { $0 == 429 }, "\(statuses)")
         }
     }
 
