@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Logging
 import PostgresNIO
 
@@ -166,21 +167,53 @@ extension CharacterSet {
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 }
 
-/// Runs `body` with a `PostgresClient` for `endpoint` whose `run()` goes on in a child task
-/// for as long as `body` runs, and ends (closing its connections) when `body` returns or throws.
-/// `backgroundLogger`: where the client's pool logs (none by default, as postgres-nio's own
-/// default; it warns when `body` leases a connection before the child task has started
-/// `run()`, which is harmless: the lease waits for it).
+/// Runs `body` with a `PostgresClient` for `endpoint` whose `run()` goes on in a task of its
+/// own for as long as `body` runs, and ends (closing its connections) when `body` returns or
+/// throws. `backgroundLogger`: where the client's pool logs (none by default, as postgres-nio's
+/// own default; it warns when `body` leases a connection before the task has started `run()`,
+/// which is harmless: the lease waits for it).
+///
+/// The end waits at most `shutdownGrace` for `run()` to return after it is cancelled: a
+/// fresh-clone CI run hung for good in that wait (every connection closed, the test
+/// database dropped, `run()` never returning), so a client that does not stop in time is
+/// left to end on its own rather than holding the caller up.
 public func withPostgresClient<T: Sendable>(_ endpoint: PostgresEndpoint, backgroundLogger: Logger? = nil,
+                                            shutdownGrace: Duration = .seconds(5),
                                             _ body: (PostgresClient) async throws -> T) async throws -> T {
     let client = if let backgroundLogger {
         PostgresClient(configuration: endpoint.clientConfiguration(), backgroundLogger: backgroundLogger)
     } else {
         PostgresClient(configuration: endpoint.clientConfiguration())
     }
-    return try await withThrowingTaskGroup(of: Void.self, returning: T.self) { group in
-        group.addTask { await client.run() }
-        defer { group.cancelAll() }
-        return try await body(client)
+    let running = Task { await client.run() }
+    let outcome: Result<T, any Error>
+    do { outcome = .success(try await body(client)) } catch { outcome = .failure(error) }
+    running.cancel()
+    await awaitEnd(of: running, within: shutdownGrace)
+    return try outcome.get()
+}
+
+/// Waits until `task` ends or `limit` passes, whichever comes first (the task is not waited
+/// for after that).
+public func awaitEnd(of task: Task<Void, Never>, within limit: Duration) async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let once = ResumeOnce(continuation)
+        Task {
+            await task.value
+            once.resume()
+        }
+        Task {
+            try? await Task.sleep(for: limit)
+            once.resume()
+        }
     }
+}
+
+/// Resumes a continuation the first time it is asked to, and ignores the rest.
+private final class ResumeOnce: Sendable {
+    private let continuation: Mutex<CheckedContinuation<Void, Never>?>
+
+    init(_ continuation: CheckedContinuation<Void, Never>) { self.continuation = Mutex(continuation) }
+
+    func resume() { continuation.withLock { $0.take() }?.resume() }
 }

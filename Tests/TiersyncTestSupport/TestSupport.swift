@@ -147,8 +147,11 @@ public final class RunningHub: Sendable {
     public func stop() async {
         task.cancel()
         _ = await task.result
-        postgresClient?.cancel()
-        _ = await postgresClient?.value
+        if let postgresClient {
+            postgresClient.cancel()
+            // At most a few seconds: see `withPostgresClient` (a client's run() once never returned).
+            await awaitEnd(of: postgresClient, within: .seconds(5))
+        }
     }
 }
 
