@@ -120,20 +120,13 @@ extension PostgresTenantStore {
             for (change, prepared) in zip(changes, ready) {
                 let id = Identity(origin: change.origin.rawValue, seq: change.originSeq)
                 let entry = unquarantine.contains(id) ? nil : quarantine[id]?.entry ?? storedQuarantine[id]
-                switch ChangeIdentityVerdict.judge(change, heldStamp: held[id], quarantined: entry) {
-                case .new:
-                    break
-                case .skewFenced(let refusedAt):
-                    if change.hlc.wallMillis > refusedAt {
-                        refuse(change, ChangeRejection(.clockSkew, "change \(change.origin)#\(change.originSeq) to \(change.table)/\(change.recordID) was refused for clock skew before; re-stamp it to no later than \(refusedAt) (the receiver's clock then) and send it again",
-                                                       restampAtMillis: refusedAt))
-                        continue
-                    }
-                case .duplicate:
+                let identity = ChangeIdentityVerdict.judge(change, heldStamp: held[id], quarantined: entry)
+                if identity == .duplicate {
                     report.duplicates += 1
                     continue
-                case .reused:
-                    refuse(change, ChangeRejection(.identityReused, "change \(change.origin)#\(change.originSeq) reuses a sequence number of a different earlier change from that node; its database was probably restored or rebuilt: re-enroll the node"))
+                }
+                if let refusal = identity.refusal(for: change) {
+                    refuse(change, refusal)
                     continue
                 }
                 let valid: Change

@@ -92,6 +92,21 @@ public enum ChangeIdentityVerdict: Sendable, Equatable {
         }
     }
 
+    /// Why `change` is refused for what its identity says (nil: it goes on to be judged,
+    /// or it is a duplicate): the same words on every engine.
+    public func refusal(for change: Change) -> ChangeRejection? {
+        switch self {
+        case .new, .duplicate:
+            return nil
+        case .skewFenced(let refusedAt):
+            guard change.hlc.wallMillis > refusedAt else { return nil }
+            return ChangeRejection(.clockSkew, "change \(change.origin)#\(change.originSeq) to \(change.table)/\(change.recordID) was refused for clock skew before; re-stamp it to no later than \(refusedAt) (the receiver's clock then) and send it again",
+                                   restampAtMillis: refusedAt)
+        case .reused:
+            return ChangeRejection(.identityReused, "change \(change.origin)#\(change.originSeq) reuses a sequence number of a different earlier change from that node; its database was probably restored or rebuilt: re-enroll the node")
+        }
+    }
+
     /// `heldStamp`: the HLC of the applied change with this identity, if any.
     public static func judge(_ change: Change, heldStamp: UInt64?, quarantined: Quarantined?) -> ChangeIdentityVerdict {
         if let heldStamp { return heldStamp == change.hlc.rawValue ? .duplicate : .reused }

@@ -48,20 +48,13 @@ extension NodeStore {
                 report.rejected.append(RejectedChange(change: change, rejection: rejection))
             }
             for (change, ready) in zip(changes, prepared) {
-                switch try batch.known(db, change) {
-                case .new:
-                    break
-                case .skewFenced(let refusedAt):
-                    if change.hlc.wallMillis > refusedAt {
-                        try refuse(change, ChangeRejection(.clockSkew, "change \(change.origin)#\(change.originSeq) to \(change.table)/\(change.recordID) was refused for clock skew before; re-stamp it to no later than \(refusedAt) (the receiver's clock then) and send it again",
-                                                           restampAtMillis: refusedAt))
-                        continue
-                    }
-                case .duplicate:
+                let identity = try batch.known(db, change)
+                if identity == .duplicate {
                     report.duplicates += 1
                     continue
-                case .reused:
-                    try refuse(change, ChangeRejection(.identityReused, "change \(change.origin)#\(change.originSeq) reuses a sequence number of a different earlier change from that node; its database was probably restored or rebuilt: re-enroll the node"))
+                }
+                if let refusal = identity.refusal(for: change) {
+                    try refuse(change, refusal)
                     continue
                 }
                 let valid: Change
