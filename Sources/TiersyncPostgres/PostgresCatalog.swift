@@ -61,6 +61,22 @@ public final class PostgresCatalog: HubCatalogStore {
         try await snapshot(of: tenant).tree
     }
 
+    public func admission(credential: String) async throws -> CatalogAdmission? {
+        // The credential and its tenant's catalog version in one statement: while the
+        // cached tree is of that version, the request costs this one round trip.
+        let rows = try await read("""
+            SELECT c.tenant, c.node, v.version FROM tiersync_catalog.credentials c
+            LEFT JOIN tiersync_catalog.catalog_version v ON v.tenant = c.tenant
+            WHERE c.hash = \(Secrets.digest(credential)) AND c.revoked_at IS NULL
+            """)
+        guard let row = rows.first else { return nil }
+        let (tenant, node, version) = try row.decode((String, String, Int64?).self)
+        let principal = Principal(tenant: TenantID(stringLiteral: tenant), node: NodeID(unchecked: node))
+        let snapshot = try await snapshot(of: principal.tenant, knownVersion: version)
+        return CatalogAdmission(principal: principal, tree: snapshot.tree,
+                                requiredParent: snapshot.tree.requiredParent(of: principal.node, allowDirectSync: snapshot.allowDirectSync))
+    }
+
     public func node(_ id: NodeID, of tenant: TenantID) async throws -> NodeRecord? {
         try await read("""
             SELECT tenant, id, parent, role, created_at, last_seen, decommissioned_at FROM tiersync_catalog.nodes
@@ -131,10 +147,17 @@ public final class PostgresCatalog: HubCatalogStore {
 
     /// The tenant's tree and direct-sync setting as of the tenant's current catalog version:
     /// one indexed read of the version per call, the tree re-read only when it moved.
-    func snapshot(of tenant: TenantID) async throws -> TenantSnapshot {
+    /// `knownVersion`: the version just read with something else (a credential), so the
+    /// cached tree is checked against it without another read.
+    func snapshot(of tenant: TenantID, knownVersion: Int64?? = nil) async throws -> TenantSnapshot {
         if let cached = snapshots.withLock({ $0[tenant] }) {
-            let version = try await read("SELECT version FROM tiersync_catalog.catalog_version WHERE tenant = \(tenant.rawValue)")
-                .first?.decode(Int64.self)
+            let version: Int64?
+            if let knownVersion {
+                version = knownVersion
+            } else {
+                version = try await read("SELECT version FROM tiersync_catalog.catalog_version WHERE tenant = \(tenant.rawValue)")
+                    .first?.decode(Int64.self)
+            }
             if version == cached.version { return cached }
         }
         // Version, setting and nodes in one statement, so one snapshot: the tree cached is

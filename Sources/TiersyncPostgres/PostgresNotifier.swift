@@ -33,7 +33,7 @@ public struct PostgresNotifier: Sendable {
 
     /// Announces that `tenant` changed, to every listener on the channel in this database.
     public func signal(_ tenant: TenantID) async throws {
-        try await client.query("SELECT pg_notify(\(channel), \(tenant.rawValue))", logger: logger)
+        _ = try await client.query("SELECT pg_notify(\(channel), \(tenant.rawValue))", logger: logger).collect()
     }
 
     /// Calls `onSignal` with each tenant announced on the channel for as long as `body` runs,
@@ -51,7 +51,7 @@ public struct PostgresNotifier: Sendable {
             defer { listening.stop() }
             // Adding the listener queued postgres-nio's own LISTEN on this connection; a query
             // queued after it returns once that one is done, so LISTEN is in force.
-            try await connection.query(PostgresQuery(unsafeSQL: "LISTEN \"\(channel)\""), logger: logger)
+            _ = try await connection.query(PostgresQuery(unsafeSQL: "LISTEN \"\(channel)\""), logger: logger).collect()
             return try await body()
         }
     }

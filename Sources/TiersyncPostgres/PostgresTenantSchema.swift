@@ -50,8 +50,8 @@ public struct PostgresTenantSchema: Sendable, Hashable {
     func migrate(_ client: PostgresClient, root: NodeID, logger: Logger) async throws {
         let q = { (t: Table) in self.qualified(t) }
         try await client.withTransaction(logger: logger) { connection in
-            try await connection.query("SELECT pg_advisory_xact_lock(hashtext(\(name)))", logger: logger)
-            try await connection.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \"\(name)\""), logger: logger)
+            _ = try await connection.query("SELECT pg_advisory_xact_lock(hashtext(\(name)))", logger: logger).collect()
+            _ = try await connection.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \"\(name)\""), logger: logger).collect()
             let statements = [
                 // Settings and identity, as key/value pairs (as ts_meta in SQLite).
                 "CREATE TABLE IF NOT EXISTS \(q(.meta)) (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -102,8 +102,11 @@ public struct PostgresTenantSchema: Sendable, Hashable {
                     kind TEXT NOT NULL, key TEXT NOT NULL, seq BIGINT NOT NULL, body TEXT NOT NULL, stored_at BIGINT NOT NULL,
                     PRIMARY KEY (kind, key))
                 """,
+                // The write half of a push (PostgresTenantSchema+PushFunction); replaced on
+                // every start, so a new release's version takes over.
+                applyPushFunction,
             ]
-            for sql in statements { try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger) }
+            for sql in statements { _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect() }
             let found = try await connection.query("SELECT value FROM \(unescaped: q(.meta)) WHERE key = 'schema_version'", logger: logger)
                 .collect().first.map { try $0.decode(String.self) }
             if let found, let v = Int(found), v > Self.version {
@@ -111,9 +114,9 @@ public struct PostgresTenantSchema: Sendable, Hashable {
             }
             let identity: [(PostgresMetaKey, String)] = [(.schemaVersion, String(Self.version)), (.tenant, tenant.rawValue), (.node, root.rawValue)]
             for (key, value) in identity {
-                try await connection.query("""
+                _ = try await connection.query("""
                     INSERT INTO \(unescaped: q(.meta)) (key, value) VALUES (\(key.rawValue), \(value)) ON CONFLICT (key) DO NOTHING
-                    """, logger: logger)
+                    """, logger: logger).collect()
             }
         }
     }

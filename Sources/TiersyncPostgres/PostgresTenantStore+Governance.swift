@@ -41,13 +41,13 @@ extension PostgresTenantStore {
 
     public func storeGovernanceDocument(_ document: StoredGovernanceDocument, nowMillis: UInt64) async throws {
         try await prepared()
-        try await client.query("""
+        _ = try await client.query("""
             INSERT INTO \(unescaped: table(.governanceDocuments)) (kind, key, seq, body, stored_at)
             VALUES (\(document.kind), \(document.key), \(Int64(document.seq)), \(document.body), \(Int64(nowMillis)))
             ON CONFLICT (kind, key) DO UPDATE SET seq = excluded.seq, body = excluded.body, stored_at = excluded.stored_at
-            """, logger: logger)
+            """, logger: logger).collect()
         // Long-polls for governance on every hub process wake (the watcher compares stamps).
-        try await client.query("SELECT pg_notify(\(PostgresNotifier.defaultChannel), \(tenant.rawValue))", logger: logger)
+        _ = try await client.query("SELECT pg_notify(\(PostgresNotifier.defaultChannel), \(tenant.rawValue))", logger: logger).collect()
     }
 
     static func document(_ row: PostgresRow) throws -> StoredGovernanceDocument {

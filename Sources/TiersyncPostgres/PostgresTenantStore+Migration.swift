@@ -87,7 +87,7 @@ extension PostgresTenantStore: TenantDataExport {
                 }
                 sql.append((r > 0 ? ", " : "") + "(" + placeholders.joined(separator: ", ") + ")")
             }
-            try await client.query(sql.query, logger: logger)
+            _ = try await client.query(sql.query, logger: logger).collect()
         }
     }
 
@@ -96,13 +96,13 @@ extension PostgresTenantStore: TenantDataExport {
         try await prepared()
         guard !records.isEmpty else { return }
         let encoded = records.map(TenantDigest.encoded)
-        try await client.query("""
+        _ = try await client.query("""
             INSERT INTO \(unescaped: table(.records)) (tbl, id, fields, versions, tombstone, route, live)
             SELECT t, i, f, v, NULLIF(d, ''), r, l
             FROM unnest(\(encoded.map { $0[0] })::text[], \(encoded.map { $0[1] })::text[], \(encoded.map { $0[2] })::text[],
                         \(encoded.map { $0[3] })::text[], \(encoded.map { $0[4] })::text[], \(encoded.map { $0[5] })::text[],
                         \(records.map(\.state.isLive))::bool[]) AS u(t, i, f, v, d, r, l)
-            """, logger: logger)
+            """, logger: logger).collect()
     }
 
     /// Writes the moved settings and sets the log's head to its highest position, so new
@@ -114,9 +114,9 @@ extension PostgresTenantStore: TenantDataExport {
                 guard let value = settings[key.rawValue], let meta = PostgresMetaKey(rawValue: key.rawValue) else { continue }
                 try await self.setSetting(meta, value, on: connection)
             }
-            try await connection.query("""
+            _ = try await connection.query("""
                 UPDATE \(unescaped: self.table(.head)) SET seq = (SELECT COALESCE(MAX(seq), 0) FROM \(unescaped: self.table(.changes))) WHERE id = 1
-                """, logger: self.logger)
+                """, logger: self.logger).collect()
         }
     }
 }

@@ -66,10 +66,10 @@ public final class PostgresTenantStore: HubTenantStore {
     }
 
     func setSetting(_ key: PostgresMetaKey, _ value: String, on connection: PostgresConnection) async throws {
-        try await connection.query("""
+        _ = try await connection.query("""
             INSERT INTO \(unescaped: table(.meta)) (key, value) VALUES (\(key.rawValue), \(value))
             ON CONFLICT (key) DO UPDATE SET value = excluded.value
-            """, logger: logger)
+            """, logger: logger).collect()
     }
 
     // MARK: Log positions
@@ -99,14 +99,15 @@ public final class PostgresTenantStore: HubTenantStore {
         let (lo, hi) = (Change.sequenceRange.lowerBound, Change.sequenceRange.upperBound)
         let names = nodes.map(\.rawValue)
         var out = Dictionary(uniqueKeysWithValues: nodes.map { ($0, Int64(0)) })
+        // A correlated max per origin: one backward step of the (origin, origin_seq) index
+        // each, where a GROUP BY over `origin = ANY(…)` reads every entry of every origin.
         let rows = try await client.query("""
-            SELECT origin, MAX(origin_seq) FROM (
-              SELECT origin, origin_seq FROM \(unescaped: table(.changes)) WHERE origin = ANY(\(names)::text[]) AND origin_seq BETWEEN \(lo) AND \(hi)
-              UNION ALL
-              SELECT origin, origin_seq FROM \(unescaped: table(.quarantine)) WHERE origin = ANY(\(names)::text[]) AND origin_seq BETWEEN \(lo) AND \(hi)
-            ) AS held GROUP BY origin
+            SELECT o, GREATEST(
+              (SELECT max(origin_seq) FROM \(unescaped: table(.changes)) WHERE origin = o AND origin_seq BETWEEN \(lo) AND \(hi)),
+              (SELECT max(origin_seq) FROM \(unescaped: table(.quarantine)) WHERE origin = o AND origin_seq BETWEEN \(lo) AND \(hi)))
+            FROM unnest(\(names)::text[]) AS o
             """, logger: logger)
-        for try await (origin, highest) in rows.decode((String, Int64).self) { out[NodeID(unchecked: origin)] = highest }
+        for try await (origin, highest) in rows.decode((String, Int64?).self) { out[NodeID(unchecked: origin)] = highest ?? 0 }
         return out
     }
 

@@ -4,8 +4,9 @@ import TiersyncCore
 import TiersyncStore
 
 /// Resolves `Authorization: Bearer <credential>` to a node of a tenant, looked up on every
-/// request (nothing is cached, so a revoked credential fails at its next request), then
-/// asks the directory whether this hub serves that node (``NodeDirectory/refusal(for:)``:
+/// request (nothing is cached, so a revoked credential fails at its next request), with its
+/// tenant's tree as of the same moment (the request's scope), and whether this hub serves
+/// that node (``NodeDirectory/refusal(for:)``:
 /// 403 `wrong_parent` for a dealer bypassing its country). Only the routes marked public
 /// in ``HubRoutes`` are reachable without a credential.
 struct AuthenticationMiddleware: RouterMiddleware {
@@ -23,16 +24,17 @@ struct AuthenticationMiddleware: RouterMiddleware {
         guard header.hasPrefix(prefix) else {
             throw APIError(.unauthorized, "unauthenticated", "the Authorization header must use the Bearer scheme")
         }
-        guard let principal = try await directory.authenticate(credential: String(header.dropFirst(prefix.count))) else {
+        guard let admission = try await directory.admit(credential: String(header.dropFirst(prefix.count))) else {
             throw APIError(.unauthorized, "unauthenticated", "unknown or revoked credential")
         }
         // Known, but maybe not served here: a dealer syncs through its country.
-        if let refusal = try await directory.refusal(for: principal) {
+        if let refusal = admission.refusal {
             throw APIError(.forbidden, refusal.code, refusal.message)
         }
         var context = context
-        context.principal = principal
-        await directory.touch(principal)
+        context.principal = admission.principal
+        context.tree = admission.tree
+        await directory.touch(admission.principal)
         return try await next(request, context)
     }
 }

@@ -1,16 +1,21 @@
 import Hummingbird
+import TiersyncCore
 import TiersyncStore
 
 /// Per-request state: who is calling, once ``AuthenticationMiddleware`` has checked.
 public struct HubRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var principal: Principal?
+    /// The caller's tenant's tree, read with its credential: every route of the request
+    /// scopes by this one reading.
+    public var tree: NodeTree?
     /// The peer's IP address, for limiting what arrives without a credential.
     public let remoteAddress: String?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         principal = nil
+        tree = nil
         remoteAddress = source.channel.remoteAddress?.ipAddress
     }
 
@@ -18,5 +23,12 @@ public struct HubRequestContext: RequestContext {
     func requirePrincipal() throws -> Principal {
         guard let principal else { throw APIError(.unauthorized, "unauthenticated", "missing credential") }
         return principal
+    }
+
+    /// The caller's tenant's tree as the credential check read it (or, on a route that ran
+    /// without the check, as `directory` holds it now).
+    func tenantTree(_ directory: any NodeDirectory) async throws -> NodeTree {
+        if let tree { return tree }
+        return try await directory.tree(of: try requirePrincipal().tenant)
     }
 }

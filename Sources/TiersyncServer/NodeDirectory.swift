@@ -6,6 +6,11 @@ import TiersyncStore
 /// from HQ, so HQ stays the one authority for the tree and for credentials.
 public protocol NodeDirectory: Sendable {
     func authenticate(credential: String) async throws -> Principal?
+    /// What an authenticated request needs, as of one moment: the credential's node, its
+    /// tenant's tree and whether this hub serves it (``refusal(for:)``); nil for an unknown
+    /// or revoked credential. The default asks ``authenticate(credential:)``,
+    /// ``refusal(for:)`` and ``tree(of:)`` in turn.
+    func admit(credential: String) async throws -> Admission?
     func tree(of tenant: TenantID) async throws -> NodeTree
     func node(_ id: NodeID, of tenant: TenantID) async throws -> NodeRecord?
     /// Every node this hub knows of `tenant` (HQ: all; a country: its subtree).
@@ -37,8 +42,32 @@ public struct AccessRefusal: Sendable, Equatable {
     }
 }
 
+/// An authenticated caller as a hub sees it (``NodeDirectory/admit(credential:)``).
+public struct Admission: Sendable {
+    public var principal: Principal
+    /// The caller's tenant's tree, read with the credential: the request's scope.
+    public var tree: NodeTree
+    /// Why this hub refuses the caller, or nil when it serves it.
+    public var refusal: AccessRefusal?
+
+    public init(principal: Principal, tree: NodeTree, refusal: AccessRefusal?) {
+        self.principal = principal
+        self.tree = tree
+        self.refusal = refusal
+    }
+}
+
 extension NodeDirectory {
     public func refusal(for principal: Principal) async throws -> AccessRefusal? { nil }
+
+    public func admit(credential: String) async throws -> Admission? {
+        guard let principal = try await authenticate(credential: credential) else { return nil }
+        if let refusal = try await refusal(for: principal) {
+            // A refused caller's request ends here: no tree needed.
+            return Admission(principal: principal, tree: NodeTree(parents: [:]), refusal: refusal)
+        }
+        return Admission(principal: principal, tree: try await tree(of: principal.tenant), refusal: nil)
+    }
 }
 
 /// The HQ hub's directory: its catalog and the tenants' stores, on either engine (SQLite:
@@ -65,6 +94,12 @@ public struct CatalogDirectory: NodeDirectory {
 
     public func authenticate(credential: String) async throws -> Principal? {
         try await catalog.authenticate(credential: credential)
+    }
+
+    public func admit(credential: String) async throws -> Admission? {
+        guard let admission = try await catalog.admission(credential: credential) else { return nil }
+        return Admission(principal: admission.principal, tree: admission.tree,
+                         refusal: admission.requiredParent.map { Self.wrongParent(admission.principal, parent: $0) })
     }
 
     public func tree(of tenant: TenantID) async throws -> NodeTree {
@@ -114,8 +149,11 @@ public struct CatalogDirectory: NodeDirectory {
     /// two-level one); a node deeper down syncs through its parent unless the tenant allows
     /// direct sync (`admin tenant-settings --allow-direct-sync true`).
     public func refusal(for principal: Principal) async throws -> AccessRefusal? {
-        guard let parent = try await catalog.requiredParent(of: principal) else { return nil }
-        return AccessRefusal(code: "wrong_parent", message: """
+        try await catalog.requiredParent(of: principal).map { Self.wrongParent(principal, parent: $0) }
+    }
+
+    private static func wrongParent(_ principal: Principal, parent: NodeID) -> AccessRefusal {
+        AccessRefusal(code: "wrong_parent", message: """
             node '\(principal.node)' syncs through its parent '\(parent)', not with HQ directly: point its agent at '\(parent)'s URL \
             (tenant '\(principal.tenant)' does not allow direct sync; `tiersync admin tenant-settings --allow-direct-sync true` would)
             """)

@@ -38,7 +38,7 @@ struct SyncService: Sendable {
         let principal = try context.requirePrincipal()
         let node = try await directory.node(principal.node, of: principal.tenant)
         // A country's mirror holds its parent link to the root, so the path reaches the root there too.
-        let tree = try await directory.tree(of: principal.tenant)
+        let tree = try await context.tenantTree(directory)
         let path = tree.path(of: principal.node).split(separator: "/").map { NodeID(unchecked: String($0)) }
         // Asked for by agents at start and after losing the hub, not on every call: one
         // indexed lookup per node of the caller's subtree.
@@ -64,7 +64,7 @@ struct SyncService: Sendable {
                            "push carries \(body.changes.count) changes; the limit is \(configuration.limits.maxChangesPerPush) per request")
         }
         let store = try await directory.store(for: principal.tenant)
-        let scope = Scope(tree: try await directory.tree(of: principal.tenant), node: principal.node)
+        let scope = Scope(tree: try await context.tenantTree(directory), node: principal.node)
         // Scope before content: a change the pusher may not send (made outside its subtree)
         // is refused here, before the store judges, records or de-duplicates anything of it,
         // so it can neither poison the real origin's sequence nor learn whether it exists.
@@ -72,11 +72,6 @@ struct SyncService: Sendable {
         // One reading of the clock judges the batch and is reported with it: a change
         // refused for skew is re-stamped by its origin to exactly this time.
         let now = WallClock.nowMillis()
-        // What was held of each origin before this batch: a pusher whose earlier batches
-        // are missing learns that this hub was restored from an older backup, even after
-        // newer changes of its have landed (which hide the gap from `whoami`'s maximum).
-        // One indexed lookup per origin (one round trip on PostgreSQL); a dealer's batch has one.
-        let held = Dictionary(uniqueKeysWithValues: try await store.highestSeqs(of: Set(entitled.map(\.origin))).map { ($0.key.rawValue, $0.value) })
         var report = try await store.applyIncoming(entitled, from: principal.node, source: .child, checkSkew: true,
                                                    gate: Self.scopeGate(pusher: principal.node, scope: scope), cursor: nil, wallMillis: now)
         if !foreign.isEmpty {
@@ -94,7 +89,12 @@ struct SyncService: Sendable {
             ])
         }
         let response = PushResponse(acknowledgedThrough: body.through, applied: report.applied, duplicates: report.duplicates,
-                                    rejected: report.rejected, hubTimeMillis: now, held: held)
+                                    rejected: report.rejected, hubTimeMillis: now,
+                                    // What was held of each origin before this batch: a pusher whose
+                                    // earlier batches are missing learns that this hub was restored from
+                                    // an older backup, even after newer changes of its have landed (which
+                                    // hide the gap from `whoami`'s maximum).
+                                    held: Dictionary(uniqueKeysWithValues: report.heldBefore.map { ($0.key.rawValue, $0.value) }))
         // 422 tells the pusher some changes were quarantined; the batch is acknowledged
         // either way, so a bad change never blocks the ones after it.
         return try codec.encode(response, status: report.rejected.isEmpty ? .ok : .unprocessableContent, for: request)
@@ -113,11 +113,16 @@ struct SyncService: Sendable {
         let store = try await directory.store(for: principal.tenant)
         let only = query.get("only")
         let deadline = ContinuousClock.now + .milliseconds(Int64(wait * 1000))
+        // The first reading is the tree read with the credential.
+        var knownTree = context.tree
         while true {
             let generation = await notifier.generation(principal.tenant)
             // The scope is read again on every wake-up: a node that joined the caller's
             // subtree during a long-poll must not have its changes skipped by the cursor.
-            let scope = try await scope(of: principal, only: only)
+            let tree: NodeTree
+            if let known = knownTree { tree = known } else { tree = try await directory.tree(of: principal.tenant) }
+            knownTree = nil
+            let scope = try scope(of: principal, in: tree, only: only)
             let page = try await store.encodedFeed(after: cursor, scope: scope, excluding: excludeOwn ? principal.node : nil, limit: limit)
             let remaining = deadline - ContinuousClock.now
             let closing = await notifier.isClosed
@@ -135,8 +140,7 @@ struct SyncService: Sendable {
     }
 
     /// The caller's scope, or for a backfill (`only`) one node of its subtree.
-    private func scope(of principal: Principal, only: String?) async throws -> Scope {
-        let tree = try await directory.tree(of: principal.tenant)
+    private func scope(of principal: Principal, in tree: NodeTree, only: String?) throws -> Scope {
         guard let only else { return Scope(tree: tree, node: principal.node) }
         guard NodeID.isValid(only) else {
             throw APIError(.badRequest, "invalid_parameter", "'only' must be a node identifier, got '\(only.prefix(80))'")

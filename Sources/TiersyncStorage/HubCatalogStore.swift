@@ -36,6 +36,13 @@ public protocol HubCatalogStore: AnyObject, Sendable {
     /// direct sync (``setAllowDirectSync(_:for:)``).
     func requiredParent(of principal: Principal) async throws -> NodeID?
 
+    /// What every authenticated request needs, as of one moment: the credential's node,
+    /// its tenant's tree and the parent it must sync through (``requiredParent(of:)``), or
+    /// nil for an unknown or revoked credential. The default asks ``authenticate(credential:)``,
+    /// ``tree(of:)`` and ``requiredParent(of:)``; PostgreSQL answers in one round trip while
+    /// the tenant's tree is cached.
+    func admission(credential: String) async throws -> CatalogAdmission?
+
     /// The subtree of `principal` with the credential digests of the nodes below it (not
     /// its own): what a country's relay mirrors to serve its dealers.
     func directory(for principal: Principal) async throws -> DirectoryResponse
@@ -109,7 +116,28 @@ public protocol HubCatalogStore: AnyObject, Sendable {
 }
 
 // The defaults HubCatalog's methods have, for callers of either engine.
+/// A credential's node with its tenant's tree as the catalog held it when the credential was
+/// checked (``HubCatalogStore/admission(credential:)``).
+public struct CatalogAdmission: Sendable {
+    public var principal: Principal
+    public var tree: NodeTree
+    /// The parent the node must sync through, or nil when the tenant's root serves it.
+    public var requiredParent: NodeID?
+
+    public init(principal: Principal, tree: NodeTree, requiredParent: NodeID?) {
+        self.principal = principal
+        self.tree = tree
+        self.requiredParent = requiredParent
+    }
+}
+
 extension HubCatalogStore {
+    public func admission(credential: String) async throws -> CatalogAdmission? {
+        guard let principal = try await authenticate(credential: credential) else { return nil }
+        return CatalogAdmission(principal: principal, tree: try await tree(of: principal.tenant),
+                                requiredParent: try await requiredParent(of: principal))
+    }
+
     /// ``redeem(token:via:nowMillis:)`` now.
     public func redeem(token: String, via: NodeID? = nil) async throws -> EnrollResponse {
         try await redeem(token: token, via: via, nowMillis: WallClock.nowMillis())

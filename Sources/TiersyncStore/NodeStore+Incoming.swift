@@ -39,6 +39,7 @@ extension NodeStore {
         defer { withExtendedLifetime(plan) {} }
         return try await writer.write { db in
             var report = IncomingReport()
+            report.heldBefore = try Self.highestSeqs(db, of: Set(changes.map(\.origin)))
             var last = try Self.lastHLC(db)
             var statements = LogStatements(db)
             var batch = try IncomingBatch(db, changes: changes, schema: self.schema)

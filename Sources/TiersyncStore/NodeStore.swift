@@ -158,14 +158,21 @@ public final class NodeStore: Sendable {
     /// counting only numbers in ``Change/sequenceRange``: a refused absurd one (Int64.max)
     /// must not become a re-enrolling node's floor.
     public func highestSeq(of node: NodeID) async throws -> Int64 {
-        try await writer.readReleasingConnection { db in
+        try await writer.readReleasingConnection { db in try Self.highestSeqs(db, of: [node])[node] ?? 0 }
+    }
+
+    /// ``highestSeq(of:)`` of each of `nodes`, in `db`'s transaction: two indexed look-ups each.
+    static func highestSeqs(_ db: Database, of nodes: Set<NodeID>) throws -> [NodeID: Int64] {
+        var out: [NodeID: Int64] = [:]
+        for node in nodes {
             let arguments: StatementArguments = [node.rawValue, Change.sequenceRange.lowerBound, Change.sequenceRange.upperBound]
-            let applied = try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ? AND origin_seq BETWEEN ? AND ?",
+            let applied = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ? AND origin_seq BETWEEN ? AND ?"),
                                              arguments: arguments) ?? 0
-            let refused = try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_quarantine WHERE origin = ? AND origin_seq BETWEEN ? AND ?",
+            let refused = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(origin_seq) FROM ts_quarantine WHERE origin = ? AND origin_seq BETWEEN ? AND ?"),
                                              arguments: arguments) ?? 0
-            return max(applied, refused)
+            out[node] = max(applied, refused)
         }
+        return out
     }
 
     /// This store's node, for the hop a received change records here. A node id never

@@ -28,6 +28,8 @@ struct PostgresBench: AsyncParsableCommand {
     @Option(help: "Seconds of each fan-in run.") var seconds = 20.0
     @Option(help: "Seconds between one agent's syncs.") var interval = 2.0
     @Option(help: "The tiersync executable the hubs run (default: beside this one).") var tiersync: String?
+    @Option(help: "Which hub set-ups fan-in measures, comma-separated, of sqlite1, pg1, pg2 (default: all three).") var setups = "sqlite1,pg1,pg2"
+    @Flag(help: "Measure fan-in only (no ingest, no raw ceiling).") var fanInOnly = false
     @OptionGroup var common: CommonOptions
 
     func run() async throws {
@@ -50,7 +52,28 @@ struct PostgresBench: AsyncParsableCommand {
         for d in 0..<dealers { bodies.append(try Ingest.pushBodies(node: NodeID(unchecked: "dealer-\(d)"), count: perDealer, batch: batch)) }
         let total = Double(perDealer * dealers)
 
-        // Ingest.
+        let chosen = Set(setups.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        guard !chosen.isEmpty, chosen.isSubset(of: ["sqlite1", "pg1", "pg2"]) else { throw ValidationError("--setups takes sqlite1, pg1 and pg2, comma-separated") }
+        if !fanInOnly { try await measureIngest(binary: binary, server: server, dir: dir, bodies: bodies, total: total, perDealer: perDealer) }
+
+        // Fan-in.
+        guard agents > 0 else { return }
+        for (engine, count) in [(HubEngine.sqlite, 1), (.postgres, 1), (.postgres, 2)] where chosen.contains((engine == .sqlite ? "sqlite" : "pg") + "\(count)") {
+            let label = "\(engine == .sqlite ? "SQLite" : "PG") ×\(count) "
+            let figures = try await withHubs(engine, count: count, binary: binary, server: server, dir: dir + "/fan-in-\(engine)-\(count)") { hubs in
+                var targets: [(url: String, node: NodeID, credential: String)] = []
+                for a in 0..<agents {
+                    let node = NodeID(unchecked: "a-\(a)")
+                    targets.append((hubs.urls[a % hubs.urls.count], node, try await hubs.credential(node)))
+                }
+                return await FanIn.measure(targets: targets, caFile: hubs.caFile, seconds: seconds, interval: interval)
+            }
+            figures.report(agents: agents, seconds: seconds, interval: interval, label: label)
+        }
+    }
+
+    /// Ingest on every set-up and the raw ceiling; the ratios printed.
+    private func measureIngest(binary: String, server: PostgresEndpoint, dir: String, bodies: [[ByteBuffer]], total: Double, perDealer: Int) async throws {
         let sqlite = try await withHubs(.sqlite, count: 1, binary: binary, server: server, dir: dir + "/ingest-sqlite") { hubs in
             try await ingest(hubs, bodies: bodies)
         }
@@ -68,21 +91,6 @@ struct PostgresBench: AsyncParsableCommand {
         let ratio = (total / pg1) / raw
         result("PostgreSQL ×1 ÷ raw", format(ratio, 3), target: "≥ 0.3", met: ratio >= 0.3)
         result("PostgreSQL ×1 ÷ SQLite ×1", format((total / pg1) / (total / sqlite), 3))
-
-        // Fan-in.
-        guard agents > 0 else { return }
-        for (engine, count) in [(HubEngine.sqlite, 1), (.postgres, 1), (.postgres, 2)] {
-            let label = "\(engine == .sqlite ? "SQLite" : "PG") ×\(count) "
-            let figures = try await withHubs(engine, count: count, binary: binary, server: server, dir: dir + "/fan-in-\(engine)-\(count)") { hubs in
-                var targets: [(url: String, node: NodeID, credential: String)] = []
-                for a in 0..<agents {
-                    let node = NodeID(unchecked: "a-\(a)")
-                    targets.append((hubs.urls[a % hubs.urls.count], node, try await hubs.credential(node)))
-                }
-                return await FanIn.measure(targets: targets, caFile: hubs.caFile, seconds: seconds, interval: interval)
-            }
-            figures.report(agents: agents, seconds: seconds, interval: interval, label: label)
-        }
     }
 
     /// Seconds to post every dealer's bodies, dealers split over the hubs.

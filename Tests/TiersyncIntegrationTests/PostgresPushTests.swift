@@ -1,0 +1,119 @@
+import Foundation
+import PostgresNIO
+import Testing
+import TiersyncCore
+import TiersyncPostgres
+import TiersyncStorage
+import TiersyncStore
+import TiersyncTestSupport
+
+/// How a push is written on PostgreSQL: read without the tenant's lock, written by
+/// `ts_apply_push` under it after checking that the reading still holds.
+@Suite("PostgreSQL push writes", .enabled(if: TestPostgres.isAvailable, Comment(rawValue: StorageEngine.postgresSkipNote)))
+struct PostgresPushTests {
+    /// Batches of real dealer stores' changes, all on the same few customers.
+    static func contendedBatches(origins: [NodeID], batches: Int, perBatch: Int, records: Int) throws -> [NodeID: [[Change]]] {
+        let dir = try TempDir()
+        var out: [NodeID: [[Change]]] = [:]
+        for (o, origin) in origins.enumerated() {
+            let store = try NodeStore(path: "\(dir.path)/\(origin).sqlite")
+            try store.setIdentity(NodeIdentity(tenant: "acme", node: origin, parent: "hq"))
+            out[origin] = try (0..<batches).map { b in
+                try store.commit((0..<perBatch).map { i in
+                    .upsert("customers", id: "c-\((b + i) % records)", ["last_name": .string("\(origin)-\(b)-\(i)"), "first_name": .string("F\(o)")])
+                }, wallMillis: 1_800_000_000_000 + UInt64(b * 10 + o))
+            }
+        }
+        return out
+    }
+
+    @Test("a write PostgreSQL fails while running it is never acknowledged: the push throws, nothing is kept, and the same push applies once the cause is gone")
+    func failedWriteIsNotAcknowledged() async throws {
+        try await TestPostgres.withFreshDatabase { endpoint in
+            try await withPostgresClient(endpoint) { client in
+                let store = PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" })
+                let batches = try Self.contendedBatches(origins: ["d1"], batches: 2, perBatch: 3, records: 10)["d1"]!
+                let first = try await store.applyIncoming(batches[0], from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil,
+                                                          wallMillis: WallClock.nowMillis())
+                #expect(first.applied == 3)
+                // Every insert into the log now fails inside PostgreSQL, after the statement began.
+                let schema = PostgresTenantSchema(tenant: "acme").name
+                _ = try await client.query(PostgresQuery(unsafeSQL: """
+                    CREATE FUNCTION "\(schema)".refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full (simulated)'; END $$;
+                    """)).collect()
+                _ = try await client.query(PostgresQuery(unsafeSQL: """
+                    CREATE TRIGGER refuse BEFORE INSERT ON "\(schema)".changes FOR EACH ROW EXECUTE FUNCTION "\(schema)".refuse()
+                    """)).collect()
+                await #expect(throws: (any Error).self, "a push whose write failed must not be reported applied") {
+                    try await store.applyIncoming(batches[1], from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil,
+                                                  wallMillis: WallClock.nowMillis())
+                }
+                #expect(try await store.highestSeq(of: "d1") == 3)
+                #expect(try await store.feedHead() == 3)
+                _ = try await client.query(PostgresQuery(unsafeSQL: "DROP TRIGGER refuse ON \"\(schema)\".changes")).collect()
+                let again = try await store.applyIncoming(batches[1], from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil,
+                                                          wallMillis: WallClock.nowMillis())
+                #expect(again.applied == 3 && again.duplicates == 0)
+                #expect(try await store.feedHead() == 6)
+            }
+        }
+    }
+
+    @Test("pushes racing on the same records from two processes' stores lose no update: each change once, positions 1…n, records as SQLite merges them one push at a time")
+    func racingPushesOnSameRecords() async throws {
+        let origins: [NodeID] = ["d1", "d2", "d3", "d4"]
+        let (batchCount, perBatch, recordCount) = (25, 4, 6)
+        let batches = try Self.contendedBatches(origins: origins, batches: batchCount, perBatch: perBatch, records: recordCount)
+        let total = origins.count * batchCount * perBatch
+        let now = WallClock.nowMillis()
+        // The reference: one push after another.
+        let expected = try await StorageEngine.sqlite.withTenantStore { store in
+            for origin in origins {
+                for batch in batches[origin]! {
+                    _ = try await store.applyIncoming(batch, from: origin, source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)
+                }
+            }
+            return try await store.liveRecords(inTable: "customers").map { "\($0.id) \(CanonicalJSON.object($0.values))" }
+        }
+        let logs = CapturedLogs()
+        try await TestPostgres.withFreshDatabase { endpoint in
+            try await withPostgresClient(endpoint) { clientA in
+                try await withPostgresClient(endpoint) { clientB in
+                    // Two clients (two processes' pools) on one tenant's schema.
+                    let a = PostgresTenantStore(client: clientA, tenant: "acme", logger: logs.logger(label: "a"), rootOf: { _ in "hq" })
+                    let b = PostgresTenantStore(client: clientB, tenant: "acme", logger: logs.logger(label: "b"), rootOf: { _ in "hq" })
+                    _ = try await a.feedHead()
+                    _ = try await b.feedHead()
+                    var applied = 0
+                    try await withThrowingTaskGroup(of: Int.self) { group in
+                        for (i, origin) in origins.enumerated() {
+                            let store = i.isMultiple(of: 2) ? a : b
+                            group.addTask {
+                                var applied = 0
+                                for batch in batches[origin]! {
+                                    let r = try await store.applyIncoming(batch, from: origin, source: .child, checkSkew: false, gate: nil,
+                                                                          cursor: nil, wallMillis: now)
+                                    #expect(r.rejected.isEmpty && r.duplicates == 0)
+                                    applied += r.applied
+                                }
+                                return applied
+                            }
+                        }
+                        for try await n in group { applied += n }
+                    }
+                    #expect(applied == total)
+                    #expect(try await a.feedHead() == Int64(total))
+                    for origin in origins { #expect(try await a.highestSeq(of: origin) == Int64(batchCount * perBatch)) }
+                    // Positions are dense: every one of 1…total holds exactly one change.
+                    let page = try await a.encodedFeed(after: 0, scope: Scope(nodes: nil), excluding: nil, limit: total + 10)
+                    #expect(page.count == total && page.nextCursor == Int64(total))
+                    let records = try await b.liveRecords(inTable: "customers").map { "\($0.id) \(CanonicalJSON.object($0.values))" }
+                    #expect(records == expected)
+                }
+            }
+        }
+        // The race happened: some pushes found their reading changed and were judged again.
+        let retried = logs.all.filter { $0.message.contains("judging it again") }.count
+        #expect(retried > 0, "no push met another's write between its read and its write; the test did not race")
+    }
+}
