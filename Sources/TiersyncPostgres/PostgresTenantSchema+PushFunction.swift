@@ -5,9 +5,10 @@
 // judges and merges the batch in the hub, then calls `ts_apply_push`, which takes the
 // tenant's `head` row lock, checks in a fresh snapshot that nothing it read has changed
 // since (else it fails with SQLSTATE 40001 and the hub judges the batch again), numbers
-// the changes after the head and writes every table. A function's statements are planned
-// once per connection, not at every push. The hub falls back to reading under the lock
-// (`verify` false) after repeated 40001s, so a hot record cannot starve a push.
+// the changes after the head and writes every table. PL/pgSQL prepares a function's
+// statements once per connection (PostgreSQL still re-plans those it judges cheaper with
+// the call's values). The hub falls back to reading under the lock (`verify` false) after
+// repeated 40001s, so a hot record cannot starve a push.
 
 extension PostgresTenantSchema {
     /// The SQLSTATE `ts_apply_push` fails with when what the push read has changed.

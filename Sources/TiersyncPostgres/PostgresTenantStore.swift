@@ -11,9 +11,11 @@ import TiersyncStorage
 ///
 /// Stateless between calls, so any number of hub processes can serve one tenant at once:
 /// everything a request relies on is in the database. Exactly-once holds by constraint
-/// (`changes (origin, origin_seq)` is unique); a push locks the tenant's `head` row while
-/// it numbers and writes its changes, so pushes of one tenant are applied one after the
-/// other (as in SQLite, where a tenant has one writer) and other tenants are not touched.
+/// (`changes (origin, origin_seq)` is unique); a push reads without a lock, then writes
+/// through `ts_apply_push`, which locks the tenant's `head` row, checks that what the push
+/// read still holds and numbers and writes its changes: pushes of one tenant commit one
+/// after the other (as in SQLite, where a tenant has one writer), with no round trip to the
+/// hub under the lock, and other tenants are not touched.
 /// The tables are in the tenant's own schema (``PostgresTenantSchema``).
 public final class PostgresTenantStore: HubTenantStore {
     public let tenant: TenantID

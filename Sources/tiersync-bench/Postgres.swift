@@ -91,6 +91,9 @@ struct PostgresBench: AsyncParsableCommand {
         let ratio = (total / pg1) / raw
         result("PostgreSQL ×1 ÷ raw", format(ratio, 3), target: "≥ 0.3", met: ratio >= 0.3)
         result("PostgreSQL ×1 ÷ SQLite ×1", format((total / pg1) / (total / sqlite), 3))
+        let rawHub = try await rawCeilingInHubTables(server: server, perDealer: perDealer)
+        result("raw insert, hub's tables", "\(format(rawHub)) changes/s (per change its log row, route row and record row, into a tenant schema's tables and indexes, \(batch) per statement)")
+        result("PostgreSQL ×1 ÷ that", format((total / pg1) / rawHub, 3))
     }
 
     /// Seconds to post every dealer's bodies, dealers split over the hubs.
@@ -126,6 +129,55 @@ struct PostgresBench: AsyncParsableCommand {
                           \(slice.map { Int64(bitPattern: $0.hlc.rawValue) })::int8[], \(slice.map(\.table))::text[], \(slice.map(\.recordID))::text[],
                           \(slice.map { CanonicalJSON.object($0.fields) })::text[])
                         """, logger: logger)
+                }
+                return Double(rows.count) / elapsedSeconds(since: start)
+            }
+        }
+    }
+}
+
+extension PostgresBench {
+    /// Changes/s of PostgreSQL alone storing what the hub stores of each change — its log
+    /// row, its route row (the owning dealer) and its record row — into a tenant schema's own
+    /// tables, with their indexes and constraints, `batch` changes per statement (three
+    /// inserts through data-modifying CTEs), each its own transaction: the cost that is
+    /// PostgreSQL's whatever the hub does.
+    private func rawCeilingInHubTables(server: PostgresEndpoint, perDealer: Int) async throws -> Double {
+        try await withFreshDatabase(server) { endpoint in
+            try await withPostgresClient(endpoint) { client in
+                let logger = Logger(label: "tiersync.bench")
+                // The tenant's schema, made as the hub makes it.
+                _ = try await PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" }).feedHead()
+                let schema = PostgresTenantSchema(tenant: "acme")
+                var rows: [Change] = []
+                for d in 0..<dealers {
+                    let node = NodeID(unchecked: "dealer-\(d)")
+                    rows += makeChanges(origin: node, count: perDealer, ids: { "\(node)-c\($0)" }, fields: { contactFields($0, owner: node) })
+                }
+                var next: Int64 = 0
+                let start = ContinuousClock.now
+                for chunk in stride(from: 0, to: rows.count, by: batch) {
+                    let slice = Array(rows[chunk..<min(chunk + batch, rows.count)])
+                    let seqs = slice.indices.map { next + Int64($0) + 1 }
+                    next += Int64(slice.count)
+                    let origins = slice.map(\.origin.rawValue)
+                    let fields = slice.map { CanonicalJSON.object($0.fields) }
+                    let versions = slice.map { c in "{\"\(c.hlc)\":[" + c.fields.keys.sorted().map { "\"\($0)\"" }.joined(separator: ",") + "]}" }
+                    let at = Int64(WallClock.nowMillis())
+                    _ = try await client.query("""
+                        WITH log AS (
+                          INSERT INTO \(unescaped: schema.qualified(.changes)) (seq, origin, origin_seq, hlc, tbl, record_id, op, fields, source, received_from, received_at)
+                          SELECT s, o, os, h, t, i, 'upsert', f, 'child', o, \(at) FROM unnest(\(seqs)::int8[], \(origins)::text[], \(slice.map(\.originSeq))::int8[],
+                            \(slice.map { Int64(bitPattern: $0.hlc.rawValue) })::int8[], \(slice.map(\.table))::text[], \(slice.map(\.recordID))::text[],
+                            \(fields)::text[]) AS u(s, o, os, h, t, i, f)),
+                        routes AS (
+                          INSERT INTO \(unescaped: schema.qualified(.changeRoutes)) (node, seq) SELECT * FROM unnest(\(origins)::text[], \(seqs)::int8[])),
+                        rec AS (
+                          INSERT INTO \(unescaped: schema.qualified(.records)) (tbl, id, fields, versions, route, live)
+                          SELECT *, true FROM unnest(\(slice.map(\.table))::text[], \(slice.map(\.recordID))::text[], \(fields)::text[],
+                            \(versions)::text[], \(origins)::text[]))
+                        SELECT 1
+                        """, logger: logger).collect()
                 }
                 return Double(rows.count) / elapsedSeconds(since: start)
             }
