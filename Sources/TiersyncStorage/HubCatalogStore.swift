@@ -115,7 +115,6 @@ public protocol HubCatalogStore: AnyObject, Sendable {
     func moveNode(_ node: NodeID, of tenant: TenantID, to parent: NodeID) async throws
 }
 
-// The defaults HubCatalog's methods have, for callers of either engine.
 /// A credential's node with its tenant's tree as the catalog held it when the credential was
 /// checked (``HubCatalogStore/admission(credential:)``).
 public struct CatalogAdmission: Sendable {
@@ -131,6 +130,7 @@ public struct CatalogAdmission: Sendable {
     }
 }
 
+// The defaults HubCatalog's methods have, for callers of either engine.
 extension HubCatalogStore {
     public func admission(credential: String) async throws -> CatalogAdmission? {
         guard let principal = try await authenticate(credential: credential) else { return nil }

@@ -125,9 +125,10 @@ public struct IncomingReport: Sendable, Equatable {
     public var duplicates = 0
     public var rejected: [RejectedChange] = []
     public var conflicts = 0
-    /// The highest sequence of each of the batch's origins the store held before it
-    /// (``HubTenantStore/highestSeqs(of:)`` read in the batch's transaction): a pusher
-    /// whose earlier batches are missing learns the hub was restored from an older backup.
+    /// For changes pushed by a child (`ChangeSource.child`): the highest sequence of each of
+    /// the batch's origins the store held before it (``HubTenantStore/highestSeqs(of:)`` read
+    /// in the batch's transaction): a pusher whose earlier batches are missing learns the hub
+    /// was restored from an older backup. Empty for other sources on SQLite.
     public var heldBefore: [NodeID: Int64] = [:]
     public init() {}
 }

@@ -39,7 +39,9 @@ extension NodeStore {
         defer { withExtendedLifetime(plan) {} }
         return try await writer.write { db in
             var report = IncomingReport()
-            report.heldBefore = try Self.highestSeqs(db, of: Set(changes.map(\.origin)))
+            // Only a push from a child is answered with what was held before it; a pulled
+            // page (often many origins) does not pay for the look-ups.
+            if source == .child { report.heldBefore = try Self.highestSeqs(db, of: Set(changes.map(\.origin))) }
             var last = try Self.lastHLC(db)
             var statements = LogStatements(db)
             var batch = try IncomingBatch(db, changes: changes, schema: self.schema)
