@@ -39,6 +39,15 @@ public struct AgentConfiguration: Sendable {
     /// clock). Tests compress time with a clock of their own.
     public var rulesClock: @Sendable () -> UInt64 = { WallClock.nowMillis() }
 
+    /// How often the node measures its lag (``LagReport``: changes waiting to go upward and
+    /// the oldest one's age); nil: it never reports. It reports when what waits changed
+    /// since its last report, and at least every ``statusHeartbeat``.
+    public var statusInterval: Duration? = .seconds(5)
+    public var statusHeartbeat: Duration = .seconds(300)
+    /// Lag reports of the nodes below, sent upward with the node's own (a country node
+    /// relays its dealers'); nil for a dealer.
+    public var relayedLag: (@Sendable () async -> [LagReport])?
+
     public init(parentURL: String, caFile: String? = nil) {
         self.parentURL = parentURL
         self.caFile = caFile

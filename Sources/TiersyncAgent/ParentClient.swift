@@ -62,6 +62,11 @@ public final class ParentClient: Sendable {
         try await send(.POST, "/v1/push", body: request, timeout: .seconds(120), accept: [200, 422]).decode(PushResponse.self)
     }
 
+    /// Reports how far behind this node (and, from a country, its dealers) is.
+    public func status(_ request: StatusRequest) async throws -> StatusResponse {
+        try await send(.POST, "/v1/status", body: request, timeout: .seconds(30)).decode(StatusResponse.self)
+    }
+
     public func directory() async throws -> DirectoryResponse {
         try await send(.GET, "/v1/directory", timeout: .seconds(30)).decode(DirectoryResponse.self)
     }

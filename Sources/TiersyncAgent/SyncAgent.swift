@@ -165,6 +165,9 @@ public final class SyncAgent: Sendable {
             if let interval = configuration.rulesInterval {
                 group.addTask { await RulesRunner(store: self.store, clock: self.configuration.rulesClock, logger: self.logger).run(every: interval) }
             }
+            if configuration.statusInterval != nil {
+                group.addTask { await self.statusLoop() }
+            }
             if configuration.followGovernance {
                 group.addTask { await self.governanceLoop() }
                 group.addTask { await self.kpiLoop() }
@@ -326,6 +329,52 @@ public final class SyncAgent: Sendable {
             try await Task.sleep(for: configuration.localPollInterval)
         }
         throw CancellationError()
+    }
+
+    // MARK: Status
+
+    /// What this node (and, from a country, its dealers) reports now: its own lag, freshly
+    /// measured, first.
+    public func lagReports() async throws -> [LagReport] {
+        let (pending, oldest) = try store.upstreamLag(after: store.cursor(Self.pushCursor))
+        let now = WallClock.nowMillis()
+        let own = LagReport(node: identity.node, pending: pending,
+                            oldestPendingMillis: oldest.map { Int64(clamping: now &- min(now, $0)) } ?? 0)
+        return [own] + (await configuration.relayedLag?() ?? [])
+    }
+
+    /// Sends ``lagReports()`` to the parent; returns how many it kept.
+    @discardableResult
+    public func reportStatus() async throws -> Int {
+        try await client.status(StatusRequest(reports: try await lagReports())).accepted
+    }
+
+    /// Measures every `statusInterval` and reports when the backlog of any node reported
+    /// changed, or a heartbeat is due. A parent without the route (an older hub: 404) is
+    /// not asked again.
+    private func statusLoop() async {
+        guard let interval = configuration.statusInterval else { return }
+        var lastSent: [NodeID: Int64]?
+        var lastSentAt = ContinuousClock.now
+        while !Task.isCancelled {
+            do {
+                let reports = try await lagReports()
+                let backlog = Dictionary(reports.map { ($0.node, $0.pending) }, uniquingKeysWith: { a, _ in a })
+                if backlog != lastSent || ContinuousClock.now - lastSentAt >= configuration.statusHeartbeat {
+                    _ = try await client.status(StatusRequest(reports: reports))
+                    lastSent = backlog
+                    lastSentAt = .now
+                }
+            } catch is CancellationError {
+                return
+            } catch AgentError.http(let status, _, _) where status == 404 {
+                logger.notice("the parent does not take lag reports (an older version); not reporting")
+                return
+            } catch {
+                logger.debug("lag report failed; next try in \(interval)", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: interval)
+        }
     }
 
     // MARK: Pull

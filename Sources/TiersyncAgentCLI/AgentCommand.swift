@@ -141,6 +141,12 @@ public func runUntilSignal(_ body: @escaping @Sendable () async throws -> Void) 
 public struct LoggingOptions: ParsableArguments, Sendable {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     public var logLevel: String = "info"
+    @Option(help: "Log lines as text (for people) or json (one object per line, with request_id on a request's lines).")
+    public var logFormat: LogFormat = .text
+
+    public enum LogFormat: String, ExpressibleByArgument, Sendable {
+        case text, json
+    }
 
     public init() {}
 
@@ -148,10 +154,19 @@ public struct LoggingOptions: ParsableArguments, Sendable {
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("unknown log level '\(logLevel)'")
         }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+        switch logFormat {
+        case .text:
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+        case .json:
+            LoggingSystem.bootstrap { label in
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
         }
     }
 }

@@ -41,12 +41,15 @@ public struct CountryNode: Sendable {
         // dealers with the directory it mirrors.
         var upward = agentConfiguration
         upward.rulesInterval = nil
+        let relay = RelayBox()
+        upward.relayedLag = { await relay.directory?.relayedLag() ?? [] }
         let agent = try SyncAgent(store: store, configuration: upward, logger: logger, onPulled: {
             await hubBox.hub?.notifyChanges(for: identity.tenant)
         }, onGovernance: {
             await hubBox.hub?.notifyGovernance(for: identity.tenant)
         })
         let directory = RelayDirectory(store: store, identity: identity, mirror: mirror, parent: agent.parent, logger: logger)
+        await relay.set(directory)
         let hub = HubServer(configuration: hubConfiguration, directory: directory, logger: logger)
         await hubBox.set(hub)
         let interval = directoryRefreshInterval
@@ -99,6 +102,12 @@ public struct CountryNode: Sendable {
             try store.setMeta("backfilled", covered.intersection(present).map(\.rawValue).sorted().joined(separator: ","))
         }
     }
+}
+
+/// Lets the agent reach the directory created after it (for its dealers' lag reports).
+private actor RelayBox {
+    var directory: RelayDirectory?
+    func set(_ directory: RelayDirectory) { self.directory = directory }
 }
 
 /// Lets the agent's callback reach the hub created after it.

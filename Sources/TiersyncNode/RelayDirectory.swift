@@ -163,8 +163,38 @@ public final class RelayDirectory: NodeDirectory {
 
     public func openTenants() -> [TenantID] { [identity.tenant] }
 
+    public func tenants() async throws -> [TenantID] { [identity.tenant] }
+
     public func touch(_ principal: Principal) async {
         await lastSeen.record(principal, in: mirrorCatalog)
+    }
+
+    /// Dealers' reports are kept in the mirror (its own table, which a refresh leaves
+    /// alone), from where the country's agent relays them to HQ (``relayedLag()``).
+    public func recordLag(_ reports: [NodeID: NodeLag], of tenant: TenantID) async throws -> Int {
+        try checkTenant(tenant)
+        return try await mirror.recordLag(reports, of: tenant)
+    }
+
+    public func lags(of tenant: TenantID) async throws -> [NodeID: NodeLag] {
+        try checkTenant(tenant)
+        return try await mirror.lags(of: tenant)
+    }
+
+    public func probeWritable() async throws {
+        try await mirror.probeWritable()
+        try await store.probeWritable()
+    }
+
+    /// What the dealers below reported, as reports to pass upward: each says how long ago
+    /// it was measured, so HQ places it in time on its own clock.
+    public func relayedLag() async -> [LagReport] {
+        guard let lags = try? await mirror.lags(of: identity.tenant) else { return [] }
+        let now = WallClock.nowMillis()
+        return lags.filter { $0.key != identity.node }.sorted { $0.key < $1.key }.map { node, lag in
+            LagReport(node: node, pending: lag.pending, oldestPendingMillis: lag.oldestPendingMillis,
+                      measuredMillisAgo: Int64(clamping: now &- min(now, lag.measuredAtMillis)))
+        }
     }
 
     private func checkTenant(_ tenant: TenantID) throws {

@@ -133,6 +133,44 @@ public final class PostgresCatalog: HubCatalogStore {
             """)
     }
 
+    public func recordLag(_ reports: [NodeID: NodeLag], of tenant: TenantID) async throws -> Int {
+        guard !reports.isEmpty else { return 0 }
+        let nodes = reports.keys.map(\.rawValue)
+        let pending = nodes.map { reports[NodeID(unchecked: $0)]!.pending }
+        let oldest = nodes.map { reports[NodeID(unchecked: $0)]!.oldestPendingMillis }
+        let measured = nodes.map { Int64(clamping: reports[NodeID(unchecked: $0)]!.measuredAtMillis) }
+        // Nodes the catalog does not know are joined away (the foreign key would fail the batch).
+        return try await read("""
+            INSERT INTO tiersync_catalog.node_lag AS l (tenant, node, pending, oldest_pending_ms, measured_at)
+            SELECT \(tenant.rawValue), u.node, u.pending, u.oldest, u.measured
+            FROM unnest(\(nodes)::text[], \(pending)::bigint[], \(oldest)::bigint[], \(measured)::bigint[]) AS u(node, pending, oldest, measured)
+            JOIN tiersync_catalog.nodes n ON n.tenant = \(tenant.rawValue) AND n.id = u.node
+            ON CONFLICT (tenant, node) DO UPDATE SET pending = excluded.pending, oldest_pending_ms = excluded.oldest_pending_ms,
+                measured_at = excluded.measured_at
+            WHERE excluded.measured_at > l.measured_at
+            RETURNING 1
+            """).count
+    }
+
+    public func lags(of tenant: TenantID) async throws -> [NodeID: NodeLag] {
+        var out: [NodeID: NodeLag] = [:]
+        for row in try await read("SELECT node, pending, oldest_pending_ms, measured_at FROM tiersync_catalog.node_lag WHERE tenant = \(tenant.rawValue)") {
+            let (node, pending, oldest, measured) = try row.decode((String, Int64, Int64, Int64).self)
+            out[NodeID(unchecked: node)] = NodeLag(pending: pending, oldestPendingMillis: oldest, measuredAtMillis: UInt64(clamping: measured))
+        }
+        return out
+    }
+
+    /// Writable: connected, not a standby in recovery, and not set read-only.
+    public func probeWritable() async throws {
+        guard let row = try await read("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')").first else {
+            throw StoreError.invalidArgument("no answer from PostgreSQL")
+        }
+        let (recovering, readOnly) = try row.decode((Bool, String).self)
+        if recovering { throw StoreError.invalidArgument("PostgreSQL is in recovery (a standby): the hub cannot write") }
+        if readOnly == "on" { throw StoreError.invalidArgument("PostgreSQL sessions are read-only: the hub cannot write") }
+    }
+
     public func releaseKey(of tenant: TenantID) async throws -> String? {
         try await read("SELECT release_key FROM tiersync_catalog.tenants WHERE id = \(tenant.rawValue)")
             .first?.decode(String?.self) ?? nil

@@ -15,6 +15,7 @@ import PostgresNIO
 /// - `nodes`: (tenant, id) → parent, role (`NodeRole`), created_at, last_seen, decommissioned_at.
 /// - `enrollment_tokens`: SHA-256 hex of the token → tenant, node, parent, role, expires_at, used_at.
 /// - `credentials`: SHA-256 hex of the credential → tenant, node, created_at, revoked_at.
+/// - `node_lag`: (tenant, node) → pending, oldest_pending_ms, measured_at: the last lag the node reported.
 /// - `catalog_version`: per tenant, bumped by every change of its tree or direct-sync setting
 ///   (per tenant rather than one row, as SQLite has: enrollments of different tenants do not
 ///   queue on one row lock, and one tenant's change keeps other tenants' cached trees).
@@ -79,6 +80,21 @@ public enum PostgresCatalogSchema {
             CREATE TABLE IF NOT EXISTS tiersync_catalog.catalog_version (
                 tenant text PRIMARY KEY REFERENCES tiersync_catalog.tenants (id),
                 version bigint NOT NULL
+            )
+            """,
+        ],
+        [
+            // The last lag each node reported (`POST /v1/status`), measured at `measured_at`
+            // (hub clock).
+            """
+            CREATE TABLE IF NOT EXISTS tiersync_catalog.node_lag (
+                tenant text NOT NULL,
+                node text NOT NULL,
+                pending bigint NOT NULL,
+                oldest_pending_ms bigint NOT NULL,
+                measured_at bigint NOT NULL,
+                PRIMARY KEY (tenant, node),
+                FOREIGN KEY (tenant, node) REFERENCES tiersync_catalog.nodes (tenant, id)
             )
             """,
         ],

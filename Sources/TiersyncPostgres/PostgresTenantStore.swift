@@ -156,6 +156,22 @@ public final class PostgresTenantStore: HubTenantStore {
     // MARK: Quarantine
 
     /// The changes refused on arrival, oldest first.
+    public func attentionCounts() async throws -> AttentionCounts {
+        try await prepared()
+        let row = try await client.query("""
+            SELECT (SELECT count(*) FROM \(unescaped: table(.quarantine))), (SELECT count(*) FROM \(unescaped: table(.conflicts)))
+            """, logger: logger).collect().first
+        guard let row else { return AttentionCounts(quarantined: 0, conflicts: 0) }
+        let (quarantined, conflicts) = try row.decode((Int64, Int64).self)
+        return AttentionCounts(quarantined: Int(quarantined), conflicts: Int(conflicts))
+    }
+
+    /// The catalog's database is this store's: the catalog's probe covers it
+    /// (``PostgresCatalog/probeWritable()``); here only that the tenant's schema is ready.
+    public func probeWritable() async throws {
+        try await prepared()
+    }
+
     public func quarantinedChanges(limit: Int = 1000) async throws -> [QuarantinedChange] {
         try await prepared()
         var out: [QuarantinedChange] = []

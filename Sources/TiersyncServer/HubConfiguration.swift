@@ -19,6 +19,9 @@ public struct HubConfiguration: Sendable {
     /// Changes stamped further ahead of the hub's clock are refused.
     public var maxClockSkewMillis: UInt64 = 60_000
     public var limits = Limits()
+    /// The bearer token Prometheus presents at `GET /metrics`; nil serves no metrics
+    /// (they name tenants and nodes, so they are never public).
+    public var metricsToken: String?
 
     public init(host: String = "127.0.0.1", port: Int = 8443, dataDirectory: String, transport: Transport) {
         self.host = host
@@ -63,6 +66,8 @@ public struct HubConfiguration: Sendable {
         public var anonymousRequestsPerSecond = 10.0
         public var anonymousRequestBurst = 50.0
         public var maxConcurrentAnonymousRequests = 8
+        /// Lag reports in one `POST /v1/status` (a country relays one per dealer).
+        public var maxLagReportsPerRequest = 20_000
 
         public init() {}
     }

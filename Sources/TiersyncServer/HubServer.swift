@@ -18,6 +18,8 @@ public struct HubServer: Sendable {
     /// Governance long-polls wait on their own notifier: a push wakes change pulls only,
     /// not every node's governance poll.
     let governanceNotifier = ChangeNotifier()
+    /// This hub's metrics (`GET /metrics`).
+    public let metrics = HubMetrics()
 
     /// The HQ hub: its catalog and tenant databases live in `configuration.dataDirectory`.
     public init(configuration: HubConfiguration, logger: Logger = Logger(label: "tiersync.hub")) throws {
@@ -48,8 +50,11 @@ public struct HubServer: Sendable {
 
     /// Builds the router from ``HubRoutes``.
     func makeRouter(notifier: ChangeNotifier) -> Router<HubRequestContext> {
+        let codec = BodyCodec(limits: configuration.limits)
         let service = SyncService(directory: directory, notifier: notifier, governanceNotifier: governanceNotifier,
-                                  codec: BodyCodec(limits: configuration.limits), configuration: configuration)
+                                  codec: codec, configuration: configuration, metrics: metrics)
+        let operations = OperationsService(directory: directory, metrics: metrics, notifiers: [notifier, governanceNotifier],
+                                           codec: codec, metricsToken: configuration.metricsToken)
         let router = Router(context: HubRequestContext.self)
         router.add(middleware: ErrorBodyMiddleware())
         let limits = configuration.limits
@@ -57,6 +62,7 @@ public struct HubServer: Sendable {
             requestsPerSecond: limits.anonymousRequestsPerSecond, burst: limits.anonymousRequestBurst,
             maxConcurrent: limits.maxConcurrentAnonymousRequests))))
         router.add(middleware: AuthenticationMiddleware(directory: directory))
+        router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: RateLimitMiddleware(
             limiter: RequestRateLimiter(.init(requestsPerSecond: limits.requestsPerSecond, burst: limits.requestBurst,
                                               maxConcurrent: limits.maxConcurrentRequestsPerNode)),
@@ -71,6 +77,10 @@ public struct HubServer: Sendable {
             HubRoutes.governance: service.governance,
             HubRoutes.governanceStatus: service.governanceStatus,
             HubRoutes.kpis: service.kpis,
+            HubRoutes.status: service.status,
+            HubRoutes.liveness: operations.liveness,
+            HubRoutes.readiness: operations.readiness,
+            HubRoutes.metrics: operations.metrics,
         ]
         for route in HubRoutes.all {
             guard let handler = handlers[route] else { preconditionFailure("no handler for \(route.method) \(route.path)") }

@@ -25,7 +25,17 @@ public protocol NodeDirectory: Sendable {
     /// (opened on first use without blocking the caller's thread).
     func store(for tenant: TenantID) async throws -> any HubTenantStore
     func openTenants() -> [TenantID]
+    /// Every tenant this hub serves (HQ: all in its catalog; a country: its own).
+    func tenants() async throws -> [TenantID]
     func touch(_ principal: Principal) async
+    /// Keeps the lag these nodes of `tenant` reported (the caller checked they are in the
+    /// reporter's subtree); a report older than the one held for its node is kept out.
+    /// Returns how many were kept.
+    func recordLag(_ reports: [NodeID: NodeLag], of tenant: TenantID) async throws -> Int
+    /// The last lag each node of `tenant` reported to this hub or through its children.
+    func lags(of tenant: TenantID) async throws -> [NodeID: NodeLag]
+    /// Throws unless this hub can write its catalog and open stores right now (`/readyz`).
+    func probeWritable() async throws
     /// Whether this hub serves the authenticated `principal` itself: nil, or why not
     /// (answered 403 before any route runs). The default serves every node it knows.
     func refusal(for principal: Principal) async throws -> AccessRefusal?
@@ -141,8 +151,25 @@ public struct CatalogDirectory: NodeDirectory {
         open()
     }
 
+    public func tenants() async throws -> [TenantID] {
+        try await catalog.tenants().map(\.tenant)
+    }
+
     public func touch(_ principal: Principal) async {
         await lastSeen.record(principal, in: catalog)
+    }
+
+    public func recordLag(_ reports: [NodeID: NodeLag], of tenant: TenantID) async throws -> Int {
+        try await catalog.recordLag(reports, of: tenant)
+    }
+
+    public func lags(of tenant: TenantID) async throws -> [NodeID: NodeLag] {
+        try await catalog.lags(of: tenant)
+    }
+
+    public func probeWritable() async throws {
+        try await catalog.probeWritable()
+        for tenant in openTenants() { try await store(for: tenant).probeWritable() }
     }
 
     /// HQ serves the root's children (countries of a three-level tenant, agents of a

@@ -13,6 +13,7 @@ struct SyncService: Sendable {
     let governanceNotifier: ChangeNotifier
     let codec: BodyCodec
     let configuration: HubConfiguration
+    let metrics: HubMetrics
 
     func health(_ request: Request, _ context: HubRequestContext) async throws -> Response {
         try codec.encode(["status": "ok"], for: request)
@@ -82,6 +83,8 @@ struct SyncService: Sendable {
             }
         }
         if report.applied > 0 { await notifier.signal(principal.tenant) }
+        metrics.recordPush(tenant: principal.tenant, applied: report.applied, duplicates: report.duplicates,
+                           refusedByCode: Dictionary(report.rejected.map { ($0.code.rawValue, 1) }, uniquingKeysWith: +))
         if !report.rejected.isEmpty {
             context.logger.warning("changes quarantined", metadata: [
                 "tenant": "\(principal.tenant)", "node": "\(principal.node)", "count": "\(report.rejected.count)",
@@ -135,7 +138,9 @@ struct SyncService: Sendable {
             // move past it and keep waiting, scanning on at once if the page was full.
             cursor = page.nextCursor
             if page.more { continue }
-            await notifier.wait(principal.tenant, after: generation, timeout: remaining)
+            await metrics.waiting(tenant: principal.tenant, feed: "changes") {
+                await notifier.wait(principal.tenant, after: generation, timeout: remaining)
+            }
         }
     }
 
@@ -176,7 +181,9 @@ struct SyncService: Sendable {
             if bundle.token != known || remaining <= .zero || Task.isCancelled || closing {
                 return try codec.encode(bundle, for: request)
             }
-            await governanceNotifier.wait(principal.tenant, after: generation, timeout: remaining)
+            await metrics.waiting(tenant: principal.tenant, feed: "governance") {
+                await governanceNotifier.wait(principal.tenant, after: generation, timeout: remaining)
+            }
         }
     }
 
@@ -204,6 +211,39 @@ struct SyncService: Sendable {
         let store = try await directory.store(for: principal.tenant)
         return try codec.encode(try await KPIViews.response(store: store, viewer: principal.node, tree: tree, period: period, byNode: by == "node"),
                                 for: request)
+    }
+
+    /// `POST /v1/status`: lag reports (``LagReport``) of the caller and nodes of its subtree.
+    /// Scope before content: one report naming a node outside the caller's subtree refuses
+    /// the request (403, the same answer whether that node exists or not) before any
+    /// number is read. Several reports of one node: the freshest counts.
+    func status(_ request: Request, _ context: HubRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let body = try await codec.decode(StatusRequest.self, from: request)
+        let limit = configuration.limits.maxLagReportsPerRequest
+        guard body.reports.count <= limit else {
+            throw APIError(.contentTooLarge, "too_many_reports", "a status request carries at most \(limit) reports, got \(body.reports.count)")
+        }
+        let subtree = try await context.tenantTree(directory).subtree(of: principal.node)
+        if let outside = body.reports.first(where: { !subtree.contains($0.node) }) {
+            throw APIError(.forbidden, "forbidden", "'\(outside.node)' is not in the subtree of '\(principal.node)': a node reports only itself and the nodes below it")
+        }
+        let range: ClosedRange<Int64> = 0...LagReport.maxValue
+        if let bad = body.reports.first(where: { !range.contains($0.pending) || !range.contains($0.oldestPendingMillis) || !range.contains($0.measuredMillisAgo) }) {
+            throw APIError(.unprocessableContent, "invalid_report",
+                           "the report of '\(bad.node)' has a number outside 0...\(LagReport.maxValue): pending, oldestPendingMillis and measuredMillisAgo count changes and milliseconds")
+        }
+        let now = WallClock.nowMillis()
+        var freshest: [NodeID: LagReport] = [:]
+        for report in body.reports where report.measuredMillisAgo < freshest[report.node]?.measuredMillisAgo ?? .max {
+            freshest[report.node] = report
+        }
+        let lags = freshest.mapValues {
+            NodeLag(pending: $0.pending, oldestPendingMillis: $0.oldestPendingMillis,
+                    measuredAtMillis: now - min(now, UInt64($0.measuredMillisAgo)))
+        }
+        let accepted = try await directory.recordLag(lags, of: principal.tenant)
+        return try codec.encode(StatusResponse(accepted: accepted), for: request)
     }
 
     /// The push scope rule (``PushScope``) as the store's gate.

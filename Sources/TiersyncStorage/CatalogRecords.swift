@@ -100,3 +100,27 @@ public enum EnrollmentError: Error, Sendable, Equatable, CustomStringConvertible
         }
     }
 }
+
+/// The last lag a node reported (``LagReport``), as the catalog keeps it.
+public struct NodeLag: Sendable, Equatable {
+    /// Changes waiting at the node to go upward.
+    public var pending: Int64
+    /// Age of the oldest of them when measured, in milliseconds.
+    public var oldestPendingMillis: Int64
+    /// When it was measured, on the receiving hub's clock (its receipt time less the
+    /// report's own `measuredMillisAgo`).
+    public var measuredAtMillis: UInt64
+
+    public init(pending: Int64, oldestPendingMillis: Int64, measuredAtMillis: UInt64) {
+        self.pending = pending
+        self.oldestPendingMillis = oldestPendingMillis
+        self.measuredAtMillis = measuredAtMillis
+    }
+
+    /// The oldest pending change's age at `nowMillis`: it has kept ageing since it was
+    /// measured, as long as anything was pending.
+    public func oldestPendingMillis(at nowMillis: UInt64) -> Int64 {
+        guard pending > 0 else { return 0 }
+        return oldestPendingMillis &+ Int64(clamping: nowMillis &- min(nowMillis, measuredAtMillis))
+    }
+}

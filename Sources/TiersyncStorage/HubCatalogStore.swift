@@ -51,6 +51,18 @@ public protocol HubCatalogStore: AnyObject, Sendable {
     /// stored changes nothing.
     func touch(_ sightings: [(principal: Principal, atMillis: UInt64)]) async throws
 
+    /// Keeps the lag these nodes of `tenant` reported, each unless the catalog holds a
+    /// newer measurement of that node; nodes the catalog does not know are left out.
+    /// Returns how many were kept.
+    func recordLag(_ reports: [NodeID: NodeLag], of tenant: TenantID) async throws -> Int
+
+    /// The last lag each node of `tenant` reported (nodes that never did are absent).
+    func lags(of tenant: TenantID) async throws -> [NodeID: NodeLag]
+
+    /// Throws unless the catalog can be written right now (readiness): the file or server
+    /// is there, takes a write lock and is not read-only. Writes nothing.
+    func probeWritable() async throws
+
     /// Redeems an enrollment token: registers the node (or keeps it, if it re-enrolls),
     /// revokes its earlier credentials and returns a new credential, all in one transaction.
     /// A token is redeemed at most once, however many processes try at once.

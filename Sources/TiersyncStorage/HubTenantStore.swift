@@ -22,6 +22,13 @@ public protocol HubTenantStore: AnyObject, Sendable {
     /// The changes refused on arrival and kept with their reasons, oldest first.
     func quarantinedChanges(limit: Int) async throws -> [QuarantinedChange]
 
+    /// How many changes sit in quarantine and how many lost edits are kept as conflicts:
+    /// what metrics and operators watch grow. Two counts, not the rows.
+    func attentionCounts() async throws -> AttentionCounts
+
+    /// Throws unless this store can be written right now (readiness). Writes nothing.
+    func probeWritable() async throws
+
     /// One page of the change feed after `cursor` for `scope`, pre-encoded as the pull
     /// route's JSON body.
     func encodedFeed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) async throws -> EncodedPullPage
@@ -73,5 +80,18 @@ extension HubTenantStore {
         var out: [NodeID: Int64] = [:]
         for node in nodes { out[node] = try await highestSeq(of: node) }
         return out
+    }
+}
+
+/// What in a tenant's store needs an operator's attention (``HubTenantStore/attentionCounts()``).
+public struct AttentionCounts: Sendable, Equatable {
+    /// Changes refused on arrival and kept with their reason.
+    public var quarantined: Int
+    /// Concurrent edits that lost, kept for review.
+    public var conflicts: Int
+
+    public init(quarantined: Int, conflicts: Int) {
+        self.quarantined = quarantined
+        self.conflicts = conflicts
     }
 }

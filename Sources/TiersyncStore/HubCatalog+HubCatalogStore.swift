@@ -53,6 +53,18 @@ public final class SQLiteCatalog: HubCatalogStore {
         try await catalog.touch(sightings)
     }
 
+    public func recordLag(_ reports: [NodeID: NodeLag], of tenant: TenantID) async throws -> Int {
+        try await catalog.recordLag(reports, of: tenant)
+    }
+
+    public func lags(of tenant: TenantID) async throws -> [NodeID: NodeLag] {
+        try await catalog.lags(of: tenant)
+    }
+
+    public func probeWritable() async throws {
+        try await catalog.probeWritable()
+    }
+
     public func redeem(token: String, via: NodeID?, nowMillis: UInt64) async throws -> EnrollResponse {
         try await catalog.redeem(token: token, via: via, nowMillis: nowMillis)
     }

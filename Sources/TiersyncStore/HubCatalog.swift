@@ -90,6 +90,20 @@ public final class HubCatalog: Sendable {
             // a dealer syncs through its country).
             try db.execute(sql: "ALTER TABLE tenants ADD COLUMN allow_direct_sync INTEGER NOT NULL DEFAULT 0")
         }
+        m.registerMigration("v8-node-lag") { db in
+            // The last lag each node reported (`POST /v1/status`): changes waiting there to go
+            // upward and the oldest one's age, measured at `measured_at` (hub clock, ms).
+            try db.execute(sql: """
+                CREATE TABLE node_lag (
+                    tenant TEXT NOT NULL,
+                    node TEXT NOT NULL,
+                    pending INTEGER NOT NULL,
+                    oldest_pending_ms INTEGER NOT NULL,
+                    measured_at INTEGER NOT NULL,
+                    PRIMARY KEY (tenant, node)
+                ) WITHOUT ROWID
+                """)
+        }
         try m.migrate(writer)
     }
 
@@ -321,6 +335,46 @@ public final class HubCatalog: Sendable {
             for (principal, at) in sightings {
                 try update.execute(arguments: [Int64(at), principal.tenant.rawValue, principal.node.rawValue, Int64(at)])
             }
+        }
+    }
+
+    /// See ``HubCatalogStore/recordLag(_:of:)``.
+    public func recordLag(_ reports: [NodeID: NodeLag], of tenant: TenantID) async throws -> Int {
+        try await writer.write { db in
+            let upsert = try db.cachedStatement(sql: """
+                INSERT INTO node_lag (tenant, node, pending, oldest_pending_ms, measured_at)
+                SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM nodes WHERE tenant = ?1 AND id = ?2)
+                ON CONFLICT (tenant, node) DO UPDATE SET pending = excluded.pending,
+                    oldest_pending_ms = excluded.oldest_pending_ms, measured_at = excluded.measured_at
+                WHERE excluded.measured_at > node_lag.measured_at
+                """)
+            var kept = 0
+            for (node, lag) in reports {
+                try upsert.execute(arguments: [tenant.rawValue, node.rawValue, lag.pending, lag.oldestPendingMillis,
+                                               Int64(clamping: lag.measuredAtMillis)])
+                kept += db.changesCount
+            }
+            return kept
+        }
+    }
+
+    /// See ``HubCatalogStore/lags(of:)``.
+    public func lags(of tenant: TenantID) async throws -> [NodeID: NodeLag] {
+        try await writer.read { db in
+            var out: [NodeID: NodeLag] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT node, pending, oldest_pending_ms, measured_at FROM node_lag WHERE tenant = ?",
+                                        arguments: [tenant.rawValue]) {
+                out[NodeID(unchecked: row[0])] = NodeLag(pending: row[1], oldestPendingMillis: row[2],
+                                                         measuredAtMillis: UInt64(max(0, row[3] as Int64)))
+            }
+            return out
+        }
+    }
+
+    /// See ``HubCatalogStore/probeWritable()``: takes the write lock and lets it go.
+    public func probeWritable() async throws {
+        try await writer.writeWithoutTransaction { db in
+            try db.inTransaction(.immediate) { .rollback }
         }
     }
 

@@ -24,6 +24,18 @@ extension NodeStore {
         }
     }
 
+    /// How many changes wait to go upward after `seq`, and when the oldest of them was
+    /// written here (ms since the epoch, this node's clock), nil when none waits.
+    public func upstreamLag(after seq: Int64) throws -> (pending: Int64, oldestReceivedMillis: UInt64?) {
+        try writer.read { db in
+            let pending = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_changes WHERE seq > ? AND source != 'parent'", arguments: [seq]) ?? 0
+            let oldest = try Int64.fetchOne(db, sql: """
+                SELECT received_at FROM ts_changes WHERE seq > ? AND source != 'parent' ORDER BY seq LIMIT 1
+                """, arguments: [seq])
+            return (pending, oldest.map { UInt64(max(0, $0)) })
+        }
+    }
+
     /// The newest log position of a change that goes upward (0 when none).
     public func lastUpstreamSeq() throws -> Int64 {
         try writer.read { db in

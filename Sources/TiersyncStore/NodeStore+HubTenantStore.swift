@@ -1,4 +1,5 @@
 import Dispatch
+import GRDB
 import TiersyncCore
 import TiersyncKPI
 
@@ -12,6 +13,20 @@ extension NodeStore: HubTenantStore {
 
     public func quarantinedChanges(limit: Int) async throws -> [QuarantinedChange] {
         try await offCooperativePool { try self.quarantined(limit: limit) }
+    }
+
+    public func attentionCounts() async throws -> AttentionCounts {
+        try await writer.readReleasingConnection { db in
+            AttentionCounts(quarantined: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_quarantine") ?? 0,
+                            conflicts: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_conflicts") ?? 0)
+        }
+    }
+
+    /// Takes the write lock and lets it go (waiting at most the store's busy timeout).
+    public func probeWritable() async throws {
+        try await offCooperativePool {
+            try self.writer.writeWithoutTransaction { db in try db.inTransaction(.immediate) { .rollback } }
+        }
     }
 
     public func feedHead() async throws -> Int64 {

@@ -18,6 +18,8 @@ struct ListenerOptions: ParsableArguments {
     var devCerts: String?
     @Flag(help: "Plain HTTP, to listen and to reach the parent. Development only; never on a network.")
     var insecureDevHttp = false
+    @Option(help: "File holding the bearer token Prometheus presents at GET /metrics (without it, /metrics is off).")
+    var metricsTokenFile: String?
 
     func validate() throws {
         let modes = [cert != nil || key != nil, devCerts != nil, insecureDevHttp].filter { $0 }.count
@@ -38,7 +40,13 @@ struct ListenerOptions: ParsableArguments {
     }
 
     func configuration(dataDirectory: String) throws -> HubConfiguration {
-        HubConfiguration(host: host, port: port, dataDirectory: dataDirectory, transport: try transport())
+        var configuration = HubConfiguration(host: host, port: port, dataDirectory: dataDirectory, transport: try transport())
+        if let metricsTokenFile {
+            let token = try String(contentsOfFile: metricsTokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard token.count >= 16 else { throw ValidationError("\(metricsTokenFile): a metrics token has at least 16 characters") }
+            configuration.metricsToken = token
+        }
+        return configuration
     }
 
     /// Prints the URL once the listener is up (a parent process may be reading it).

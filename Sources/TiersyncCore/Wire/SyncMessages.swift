@@ -205,3 +205,47 @@ public struct DirectoryResponse: Codable, Sendable, Equatable {
         self.credentials = credentials
     }
 }
+
+/// How far behind one node is, as it measured itself: what waits there to go upward.
+/// Nodes report their own with `POST /v1/status`; a country relays its dealers' reports
+/// with its own, so HQ sees the lag of every tier. Ages are durations on the measuring
+/// node's own clock, never timestamps compared across clocks.
+public struct LagReport: Codable, Sendable, Equatable {
+    public var node: NodeID
+    /// Changes waiting at the node to go to its parent.
+    public var pending: Int64
+    /// Age of the oldest of them, in milliseconds (0 when none waits).
+    public var oldestPendingMillis: Int64
+    /// How long before it was sent the node measured this, in milliseconds (0 for a fresh
+    /// measurement; a country relaying a dealer's report adds how long it held it).
+    public var measuredMillisAgo: Int64
+
+    public init(node: NodeID, pending: Int64, oldestPendingMillis: Int64, measuredMillisAgo: Int64 = 0) {
+        self.node = node
+        self.pending = pending
+        self.oldestPendingMillis = oldestPendingMillis
+        self.measuredMillisAgo = measuredMillisAgo
+    }
+
+    /// The largest value any field may carry: 2^53 (exact as a JSON number anywhere), far
+    /// beyond any real backlog or age.
+    public static let maxValue: Int64 = 1 << 53
+}
+
+/// `POST /v1/status`: lag reports for the caller and nodes of its subtree.
+public struct StatusRequest: Codable, Sendable, Equatable {
+    public var reports: [LagReport]
+
+    public init(reports: [LagReport]) {
+        self.reports = reports
+    }
+}
+
+public struct StatusResponse: Codable, Sendable, Equatable {
+    /// Reports stored (an older measurement than the one held is kept out).
+    public var accepted: Int
+
+    public init(accepted: Int) {
+        self.accepted = accepted
+    }
+}

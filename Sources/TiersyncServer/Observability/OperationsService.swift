@@ -1,0 +1,144 @@
+import Crypto
+import Foundation
+import Hummingbird
+import Logging
+import TiersyncCore
+import TiersyncStore
+
+/// The operations routes: `/healthz` (liveness), `/readyz` (readiness) and `/metrics`
+/// (Prometheus). None takes a node's credential. The probes say nothing about tenants or
+/// nodes; `/metrics` does, so it wants the hub's metrics token
+/// (``HubConfiguration/metricsToken``) as a bearer token and is off without one.
+struct OperationsService: Sendable {
+    let directory: any NodeDirectory
+    let metrics: HubMetrics
+    let notifiers: [ChangeNotifier]
+    let codec: BodyCodec
+    /// SHA-256 of the metrics token, or nil when `/metrics` is off.
+    let metricsTokenDigest: [UInt8]?
+    /// Longest a readiness probe waits for the stores.
+    static let probeTimeout: Duration = .seconds(3)
+    /// A node not seen for this long counts as silent.
+    static let silentAfterMillis: UInt64 = 15 * 60_000
+
+    init(directory: any NodeDirectory, metrics: HubMetrics, notifiers: [ChangeNotifier], codec: BodyCodec, metricsToken: String?) {
+        self.directory = directory
+        self.metrics = metrics
+        self.notifiers = notifiers
+        self.codec = codec
+        metricsTokenDigest = metricsToken.map { Array(SHA256.hash(data: Data($0.utf8))) }
+    }
+
+    /// `GET /healthz`: the process is up and answering.
+    func liveness(_ request: Request, _ context: HubRequestContext) async throws -> Response {
+        try codec.encode(["status": "ok"], for: request)
+    }
+
+    /// `GET /readyz`: the listener answers (this is it), the hub is not shutting down, and
+    /// its catalog and open stores take a write lock within ``probeTimeout``. 503 otherwise,
+    /// with which check failed (the details go to the log, not to an anonymous caller).
+    func readiness(_ request: Request, _ context: HubRequestContext) async throws -> Response {
+        for notifier in notifiers where await notifier.isClosed {
+            return try codec.encode(["status": "not_ready", "failed": "shutting_down"], status: .serviceUnavailable, for: request)
+        }
+        let directory = self.directory
+        let outcome: Result<Void, any Error> = await withTaskGroup(of: Result<Void, any Error>?.self) { group in
+            group.addTask { do { try await directory.probeWritable(); return .success(()) } catch { return .failure(error) } }
+            group.addTask {
+                try? await Task.sleep(for: Self.probeTimeout)
+                return Task.isCancelled ? nil : .failure(ProbeTimedOut())
+            }
+            defer { group.cancelAll() }
+            while let next = await group.next() {
+                if let next { return next }
+            }
+            return .failure(CancellationError())
+        }
+        if case .failure(let error) = outcome {
+            context.logger.warning("not ready: stores not writable", metadata: ["error": "\(error)"])
+            return try codec.encode(["status": "not_ready", "failed": "stores_writable"], status: .serviceUnavailable, for: request)
+        }
+        return try codec.encode(["status": "ready"], for: request)
+    }
+
+    /// `GET /metrics`: the Prometheus text format (version 0.0.4), every tenant this hub
+    /// serves. Needs `Authorization: Bearer <metrics token>`.
+    func metrics(_ request: Request, _ context: HubRequestContext) async throws -> Response {
+        guard let expected = metricsTokenDigest else {
+            throw APIError(.forbidden, "metrics_disabled", "this hub serves no metrics: start it with --metrics-token-file")
+        }
+        let prefix = "Bearer "
+        guard let header = request.headers[.authorization], header.hasPrefix(prefix),
+              Array(SHA256.hash(data: Data(header.dropFirst(prefix.count).utf8))) == expected else {
+            // Digests compared, so the comparison takes as long whatever the guess.
+            throw APIError(.unauthorized, "unauthenticated", "/metrics needs 'Authorization: Bearer <metrics token>'")
+        }
+        try await refreshScrapedGauges()
+        var headers: HTTPFields = [:]
+        headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: metrics.exposition())))
+    }
+
+    /// Reads what the stores hold now into the scrape-time gauges.
+    private func refreshScrapedGauges() async throws {
+        let now = WallClock.nowMillis()
+        var quarantined: [([(String, String)], Double)] = [], conflicts: [([(String, String)], Double)] = []
+        var nodesByState: [([(String, String)], Double)] = [], lastSeen: [([(String, String)], Double)] = []
+        var pending: [([(String, String)], Double)] = [], oldest: [([(String, String)], Double)] = []
+        var reported: [([(String, String)], Double)] = []
+        for tenant in try await directory.tenants() {
+            let t = ("tenant", tenant.rawValue)
+            let counts = try await directory.store(for: tenant).attentionCounts()
+            quarantined.append(([t], Double(counts.quarantined)))
+            conflicts.append(([t], Double(counts.conflicts)))
+            var states: [NodeState: Int] = [:]
+            for node in try await directory.nodes(of: tenant) {
+                let state = NodeState(node, now: now)
+                states[state, default: 0] += 1
+                if let seen = node.lastSeenMillis, state != .decommissioned {
+                    lastSeen.append(([t, ("node", node.node.rawValue)], Double(seen) / 1000))
+                }
+            }
+            for state in NodeState.allCases { nodesByState.append(([t, ("state", state.rawValue)], Double(states[state] ?? 0))) }
+            for (node, lag) in try await directory.lags(of: tenant) {
+                let labels = [t, ("node", node.rawValue)]
+                pending.append((labels, Double(lag.pending)))
+                oldest.append((labels, Double(lag.oldestPendingMillis(at: now)) / 1000))
+                reported.append((labels, Double(lag.measuredAtMillis) / 1000))
+            }
+        }
+        metrics.scraped.set(.quarantined, quarantined.map { ($0.0, $0.1) })
+        metrics.scraped.set(.conflicts, conflicts.map { ($0.0, $0.1) })
+        metrics.scraped.set(.nodes, nodesByState.map { ($0.0, $0.1) })
+        metrics.scraped.set(.nodeLastSeen, lastSeen.map { ($0.0, $0.1) })
+        metrics.scraped.set(.nodePending, pending.map { ($0.0, $0.1) })
+        metrics.scraped.set(.nodeOldestPending, oldest.map { ($0.0, $0.1) })
+        metrics.scraped.set(.nodeLagReported, reported.map { ($0.0, $0.1) })
+    }
+
+    struct ProbeTimedOut: Error, CustomStringConvertible {
+        var description: String { "the stores did not answer within \(OperationsService.probeTimeout)" }
+    }
+}
+
+/// A node's state as operators see it.
+public enum NodeState: String, CaseIterable, Sendable {
+    /// Made a request in the last 15 minutes.
+    case active
+    /// Seen before, but not in the last 15 minutes.
+    case silent
+    /// Enrolled or expected (a token was issued), never seen.
+    case neverSeen = "never_seen"
+    /// Retired: no credentials, never enrolls again.
+    case decommissioned
+
+    public init(_ node: NodeRecord, now: UInt64) {
+        if node.decommissionedAtMillis != nil {
+            self = .decommissioned
+        } else if let seen = node.lastSeenMillis {
+            self = now &- min(now, seen) <= OperationsService.silentAfterMillis ? .active : .silent
+        } else {
+            self = .neverSeen
+        }
+    }
+}
