@@ -228,19 +228,16 @@ struct SyncService: Sendable {
         if let outside = body.reports.first(where: { !subtree.contains($0.node) }) {
             throw APIError(.forbidden, "forbidden", "'\(outside.node)' is not in the subtree of '\(principal.node)': a node reports only itself and the nodes below it")
         }
-        let range: ClosedRange<Int64> = 0...LagReport.maxValue
-        if let bad = body.reports.first(where: { !range.contains($0.pending) || !range.contains($0.oldestPendingMillis) || !range.contains($0.measuredMillisAgo) }) {
+        let freshest: [NodeID: LagReport]
+        do throws(InvalidLagReport) {
+            freshest = try body.freshestByNode()
+        } catch {
             throw APIError(.unprocessableContent, "invalid_report",
-                           "the report of '\(bad.node)' has a number outside 0...\(LagReport.maxValue): pending, oldestPendingMillis and measuredMillisAgo count changes and milliseconds")
+                           "the report of '\(error.node)' has a number outside 0...\(LagReport.maxValue): pending, oldestPendingMillis and measuredMillisAgo count changes and milliseconds")
         }
         let now = WallClock.nowMillis()
-        var freshest: [NodeID: LagReport] = [:]
-        for report in body.reports where report.measuredMillisAgo < freshest[report.node]?.measuredMillisAgo ?? .max {
-            freshest[report.node] = report
-        }
         let lags = freshest.mapValues {
-            NodeLag(pending: $0.pending, oldestPendingMillis: $0.oldestPendingMillis,
-                    measuredAtMillis: now - min(now, UInt64($0.measuredMillisAgo)))
+            NodeLag(pending: $0.pending, oldestPendingMillis: $0.oldestPendingMillis, measuredAtMillis: $0.measuredAtMillis(receivedAtMillis: now))
         }
         let accepted = try await directory.recordLag(lags, of: principal.tenant)
         return try codec.encode(StatusResponse(accepted: accepted), for: request)

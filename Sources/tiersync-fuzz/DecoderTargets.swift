@@ -94,6 +94,22 @@ enum DecoderTargets {
         }
         _ = WireDecoding.pushRequest(bytes)
 
+        // POST /v1/status, as BodyCodec reads it (JSONDecoder), then as the handler checks it.
+        if let status = try? JSONDecoder().decode(StatusRequest.self, from: data) {
+            if let freshest = try? status.freshestByNode() {
+                for report in freshest.values {
+                    guard (0...LagReport.maxValue).contains(report.pending), (0...LagReport.maxValue).contains(report.measuredMillisAgo) else {
+                        throw InvariantFailure(invariant: "lag reports in range once checked", detail: "\(report)")
+                    }
+                    _ = report.measuredAtMillis(receivedAtMillis: 0)
+                    _ = report.measuredAtMillis(receivedAtMillis: .max)
+                }
+            }
+            guard let encoded = try? JSONEncoder().encode(status), (try? JSONDecoder().decode(StatusRequest.self, from: encoded)) == status else {
+                throw InvariantFailure(invariant: "status request round trip", detail: "\(status.reports.prefix(3))")
+            }
+        }
+
         // Pull pages, as an agent reads them.
         if let page = WireDecoding.pullResponse(bytes) { try check { () throws(InvariantFailure) in
             let again = WireDecoding.pullResponse(WireEncoding.pullResponse(page))

@@ -50,6 +50,9 @@ public final class RunningHub: Sendable {
     /// The SQLite catalog (see ``stores``).
     public var catalog: HubCatalog { stores.catalog }
 
+    /// The bearer token every test hub's `/metrics` takes.
+    public static let metricsToken = "test-metrics-token-4f1c2a9b"
+
     /// The store holding `tenant`'s records, on whichever engine the hub runs.
     public func tenantStore(for tenant: TenantID) async throws -> any HubTenantStore {
         try await server.directory.store(for: tenant)
@@ -67,6 +70,7 @@ public final class RunningHub: Sendable {
                                              transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey))
         configuration.limits = limits
         configuration.maxClockSkewMillis = maxClockSkewMillis
+        configuration.metricsToken = Self.metricsToken
         let clock = HybridLogicalClock(maxSkewMillis: maxClockSkewMillis)
         let server: HubServer
         var listener: PostgresNotifier?
@@ -323,6 +327,7 @@ public final class RunningCountry: Sendable {
         var agent = AgentConfiguration(parentURL: hub.url, caFile: hub.caFile)
         agent.localPollInterval = .milliseconds(50)
         agent.pullWaitSeconds = 5
+        agent.statusInterval = .milliseconds(200)
         rules?.apply(to: &agent)
         try await SyncAgent.enroll(store: store, configuration: agent, token: try await hub.catalogStore.issueEnrollmentToken(tenant: tenant, node: node))
         let pki = try DevelopmentPKI.ensure(in: directory + "/pki")
@@ -362,6 +367,7 @@ public final class RunningAgent: Sendable {
         var configuration = AgentConfiguration(parentURL: parentURL, caFile: caFile)
         configuration.localPollInterval = .milliseconds(50)
         configuration.pullWaitSeconds = 5
+        configuration.statusInterval = .milliseconds(200)
         rules?.apply(to: &configuration)
         let agent = try SyncAgent(store: store, configuration: configuration)
         task = Task { try await agent.run() }

@@ -232,12 +232,41 @@ public struct LagReport: Codable, Sendable, Equatable {
     public static let maxValue: Int64 = 1 << 53
 }
 
+/// A lag report with a count or age outside `0...LagReport.maxValue`.
+public struct InvalidLagReport: Error, Sendable, Equatable {
+    public var node: NodeID
+}
+
+extension LagReport {
+    /// When it was measured on the receiver's clock, the receiver having it at `receivedAtMillis`.
+    public func measuredAtMillis(receivedAtMillis now: UInt64) -> UInt64 {
+        now - min(now, UInt64(clamping: max(0, measuredMillisAgo)))
+    }
+
+    var isInRange: Bool {
+        let range: ClosedRange<Int64> = 0...Self.maxValue
+        return range.contains(pending) && range.contains(oldestPendingMillis) && range.contains(measuredMillisAgo)
+    }
+}
+
 /// `POST /v1/status`: lag reports for the caller and nodes of its subtree.
 public struct StatusRequest: Codable, Sendable, Equatable {
     public var reports: [LagReport]
 
     public init(reports: [LagReport]) {
         self.reports = reports
+    }
+
+    /// The freshest report of each node (the smallest `measuredMillisAgo`), once every
+    /// report's numbers are checked (the first out of range is thrown). Scope is the
+    /// caller's to check first.
+    public func freshestByNode() throws(InvalidLagReport) -> [NodeID: LagReport] {
+        var freshest: [NodeID: LagReport] = [:]
+        for report in reports {
+            guard report.isInRange else { throw InvalidLagReport(node: report.node) }
+            if report.measuredMillisAgo < freshest[report.node]?.measuredMillisAgo ?? .max { freshest[report.node] = report }
+        }
+        return freshest
     }
 }
 

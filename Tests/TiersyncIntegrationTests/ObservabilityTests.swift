@@ -1,0 +1,312 @@
+import Foundation
+import Logging
+import Synchronization
+import Testing
+import TiersyncAgent
+import TiersyncAgentCLI
+import TiersyncCore
+import TiersyncServer
+import TiersyncStore
+import TiersyncTestSupport
+
+/// One sample of a scrape: `name{labels} value`.
+struct MetricSample: Equatable {
+    var name: String
+    var labels: [String: String]
+    var value: Double
+}
+
+/// The samples of a Prometheus text exposition (comments skipped).
+func parseMetrics(_ text: String) -> [MetricSample] {
+    var out: [MetricSample] = []
+    for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+        guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
+        let series = line[..<space]
+        var labels: [String: String] = [:]
+        var name = String(series)
+        if let brace = series.firstIndex(of: "{") {
+            name = String(series[..<brace])
+            let inner = series[series.index(after: brace)..<series.index(before: series.endIndex)]
+            for pair in inner.split(separator: ",") {
+                let parts = pair.split(separator: "=", maxSplits: 1)
+                guard parts.count == 2 else { continue }
+                labels[String(parts[0])] = String(parts[1].dropFirst().dropLast())
+            }
+        }
+        out.append(MetricSample(name: name, labels: labels, value: value))
+    }
+    return out
+}
+
+extension Array where Element == MetricSample {
+    /// The value of the one series of `name` whose labels include `labels`; nil when none.
+    func value(_ name: String, _ labels: [String: String] = [:]) -> Double? {
+        let matching = filter { sample in sample.name == name && labels.allSatisfy { sample.labels[$0.key] == $0.value } }
+        return matching.isEmpty ? nil : matching.reduce(0) { $0 + $1.value }
+    }
+}
+
+/// `promtool` from Debian's `prometheus` package: CI installs it and sets
+/// TIERSYNC_TEST_REQUIRE_PROMTOOL=1, so there a missing one fails the test; elsewhere the
+/// check is skipped with a note.
+func promtoolCheck(_ exposition: String) throws -> String? {
+    try promtool(["check", "metrics"], input: exposition)
+}
+
+/// Runs promtool with `arguments` (and `input` on its standard input): "" when it succeeds,
+/// what it printed when it fails, nil when promtool is not installed (see ``promtoolCheck(_:)``).
+func promtool(_ arguments: [String], input exposition: String = "", in directory: String? = nil) throws -> String? {
+    let candidates = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+    guard let promtool = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+        if ProcessInfo.processInfo.environment["TIERSYNC_TEST_REQUIRE_PROMTOOL"] == "1" {
+            throw TestFailure("promtool is required (TIERSYNC_TEST_REQUIRE_PROMTOOL=1) but not installed: apt-get install prometheus")
+        }
+        print("note: promtool not installed; `promtool \(arguments.prefix(2).joined(separator: " "))` skipped")
+        return nil
+    }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: promtool)
+    process.arguments = arguments
+    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+    let input = Pipe(), output = Pipe()
+    process.standardInput = input
+    process.standardOutput = output
+    process.standardError = output
+    try process.run()
+    input.fileHandleForWriting.write(Data(exposition.utf8))
+    try input.fileHandleForWriting.close()
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return process.terminationStatus == 0 ? "" : "promtool exit \(process.terminationStatus): \(text)"
+}
+
+@Suite("Observability: metrics, probes, lag reports, JSON logs", .serialized)
+struct ObservabilityTests {
+    static let bearer = [("Authorization", "Bearer \(RunningHub.metricsToken)")]
+
+    @Test("after a known workload, /metrics counts what the hub answered: changes ingested, duplicate and refused by reason, requests by route and status, quarantine, nodes by state, reported lag; promtool accepts it",
+          arguments: StorageEngine.testable)
+    func metricsAfterWorkload(engine: StorageEngine) async throws {
+        try await withHubFixture(engine: engine) { f in
+            // Two pushes from d1: four good changes and one of an unknown table, then the
+            // same batch again (a retry), then one pull.
+            let batch = PushRequest(through: 5, changes: (1...4).map { customer("d1", Int64($0), "c\($0)", ["owning_dealer": "d1", "last_name": .string("N\($0)")]) }
+                                    + [Change(origin: "d1", originSeq: 5, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                                              table: "no_such_table", recordID: "x", op: .upsert, fields: [:])])
+            var statuses: [Int: Int] = [:]
+            var applied = 0, duplicates = 0
+            for _ in 0..<2 {
+                let reply = try await f.client.send("POST", "/v1/push", json: batch, credential: f.d1)
+                statuses[reply.status, default: 0] += 1
+                let response = try reply.decode(PushResponse.self)
+                applied += response.applied
+                duplicates += response.duplicates
+            }
+            #expect(applied == 4)
+            let pull = try await f.client.send("GET", "/v1/pull?cursor=0", credential: f.d2)
+            #expect(pull.status == 200)
+            // d2 reports a backlog of 7, the oldest waiting 5 s.
+            let report = try await f.client.send("POST", "/v1/status", json: StatusRequest(reports: [
+                LagReport(node: "d2", pending: 7, oldestPendingMillis: 5_000, measuredMillisAgo: 1_000),
+            ]), credential: f.d2)
+            #expect(report.status == 200)
+            #expect(try report.decode(StatusResponse.self).accepted == 1)
+
+            // Sightings reach the catalog in batches, at most a second late.
+            try await eventually(timeout: 10, "d1 and d2 count as active") {
+                let samples = parseMetrics(try await f.client.send("GET", "/metrics", headers: Self.bearer).text)
+                return samples.value("tiersync_nodes", ["tenant": "acme", "state": "active"]) == 2
+            }
+            let scrape = try await f.client.send("GET", "/metrics", headers: Self.bearer)
+            #expect(scrape.status == 200)
+            #expect(scrape.headers["content-type"]?.hasPrefix("text/plain; version=0.0.4") == true)
+            let samples = parseMetrics(scrape.text)
+            let acme = ["tenant": "acme"]
+            #expect(samples.value("tiersync_changes_ingested_total", acme) == Double(applied))
+            #expect(samples.value("tiersync_changes_duplicate_total", acme) == (duplicates == 0 ? nil : Double(duplicates)))
+            let quarantined = try await f.acmeStore().quarantinedChanges(limit: 100)
+            #expect(samples.value("tiersync_changes_refused_total", ["tenant": "acme", "reason": "unknown_table"]) == 2)
+            #expect(samples.value("tiersync_quarantined_changes", acme) == Double(quarantined.count))
+            for (status, count) in statuses {
+                #expect(samples.value("tiersync_requests_total", ["tenant": "acme", "route": "push", "code": String(status)]) == Double(count))
+            }
+            #expect(samples.value("tiersync_request_duration_seconds_count", ["tenant": "acme", "route": "push"]) == 2)
+            #expect(samples.value("tiersync_request_duration_seconds_count", ["tenant": "acme", "route": "pull"]) == 1)
+            #expect(samples.value("tiersync_requests_total", ["tenant": "globex"]) == nil, "globex made no request")
+            // acme: d1 and d2 active, HQ (no agent) never seen.
+            #expect(samples.value("tiersync_nodes", ["tenant": "acme", "state": "active"]) == 2)
+            #expect(samples.value("tiersync_nodes", ["tenant": "acme", "state": "never_seen"]) == 1)
+            #expect(samples.value("tiersync_node_pending_changes", ["tenant": "acme", "node": "d2"]) == 7)
+            let oldest = try #require(samples.value("tiersync_node_oldest_pending_seconds", ["tenant": "acme", "node": "d2"]))
+            #expect(oldest >= 6 && oldest < 60, "5 s when measured, 1 s before it was sent, and ageing since: \(oldest)")
+            #expect(samples.value("tiersync_node_last_seen_timestamp_seconds", ["tenant": "acme", "node": "d1"]) != nil)
+            #expect(samples.value("tiersync_long_poll_waiters", acme) ?? 0 == 0)
+            if let problems = try promtoolCheck(scrape.text) { #expect(problems == "", "\(problems)\n\(scrape.text)") }
+        }
+    }
+
+    @Test("a long-poll counts as a waiter while it waits, and no longer once answered")
+    func longPollWaiters() async throws {
+        try await withHubFixture { f in
+            let waiting = Task { try await f.client.send("GET", "/v1/pull?cursor=0&wait=20", credential: f.d2) }
+            try await eventually(timeout: 10, "the long-poll shows as a waiter") {
+                let samples = parseMetrics(try await f.client.send("GET", "/metrics", headers: Self.bearer).text)
+                return samples.value("tiersync_long_poll_waiters", ["tenant": "acme", "feed": "changes"]) == 1
+            }
+            let push = try await f.client.send("POST", "/v1/push", json: PushRequest(through: 1, changes: [customer("d1", 1, "c1", ["owning_dealer": "d1", "servicing_dealer": "d2", "last_name": .string("A")])]),
+                                               credential: f.d1)
+            #expect(push.status == 200)
+            #expect(try await waiting.value.status == 200)
+            let samples = parseMetrics(try await f.client.send("GET", "/metrics", headers: Self.bearer).text)
+            #expect(samples.value("tiersync_long_poll_waiters", ["tenant": "acme", "feed": "changes"]) == 0)
+        }
+    }
+
+    @Test("/metrics needs the metrics token: no header, a wrong token or a node's credential are 401 and reveal nothing")
+    func metricsNeedTheToken() async throws {
+        try await withHubFixture { f in
+            for headers in [[], [("Authorization", "Bearer wrong-token-123456789")], [("Authorization", "Bearer \(f.d1)")]] as [[(String, String)]] {
+                let reply = try await f.client.send("GET", "/metrics", headers: headers)
+                #expect(reply.status == 401)
+                #expect(!reply.text.contains("acme") && !reply.text.contains("tiersync_"))
+            }
+        }
+    }
+
+    @Test("lag reports: a node reports itself and its subtree only (403 alike for a sibling and a node that does not exist, before any number is read); numbers out of range are 422; deep nesting is 400")
+    func statusReportsAreScoped() async throws {
+        try await withHubFixture { f in
+            let sibling = try await f.client.send("POST", "/v1/status", json: StatusRequest(reports: [LagReport(node: "d2", pending: -1, oldestPendingMillis: 0)]), credential: f.d1)
+            let missing = try await f.client.send("POST", "/v1/status", json: StatusRequest(reports: [LagReport(node: "nobody", pending: -1, oldestPendingMillis: 0)]), credential: f.d1)
+            #expect(sibling.status == 403 && missing.status == 403)
+            #expect(sibling.error?.code == "forbidden" && missing.error?.code == "forbidden")
+            #expect(sibling.error?.message.replacingOccurrences(of: "d2", with: "X") == missing.error?.message.replacingOccurrences(of: "nobody", with: "X"))
+            let negative = try await f.client.send("POST", "/v1/status", json: StatusRequest(reports: [LagReport(node: "d1", pending: -1, oldestPendingMillis: 0)]), credential: f.d1)
+            #expect(negative.status == 422 && negative.error?.code == "invalid_report")
+            let huge = try await f.client.send("POST", "/v1/status", body: Data(#"{"reports":[{"node":"d1","pending":1e300,"oldestPendingMillis":0,"measuredMillisAgo":0}]}"#.utf8), credential: f.d1)
+            #expect(huge.status == 400)
+            let deep = String(repeating: "[", count: 100_000)
+            let nested = try await f.client.send("POST", "/v1/status", body: Data(#"{"x":\#(deep)}"#.utf8), credential: f.d1)
+            #expect(nested.status == 400)
+            let catalogLags = try await f.hub.server.directory.lags(of: "acme")
+            #expect(catalogLags.isEmpty, "nothing was stored: \(catalogLags)")
+            // An older measurement than the one held does not replace it.
+            _ = try await f.client.send("POST", "/v1/status", json: StatusRequest(reports: [LagReport(node: "d1", pending: 3, oldestPendingMillis: 10, measuredMillisAgo: 0)]), credential: f.d1)
+            let stale = try await f.client.send("POST", "/v1/status", json: StatusRequest(reports: [LagReport(node: "d1", pending: 99, oldestPendingMillis: 10, measuredMillisAgo: 60_000)]), credential: f.d1)
+            #expect(try stale.decode(StatusResponse.self).accepted == 0)
+            #expect(try await f.hub.server.directory.lags(of: "acme")["d1"]?.pending == 3)
+        }
+    }
+
+    @Test("a dealer's backlog reaches HQ through its country: the dealer reports to the country, the country relays it with its own", arguments: StorageEngine.testable)
+    func lagReachesHQThroughTheCountry(engine: StorageEngine) async throws {
+        let dir = try TempDir()
+        try await withHubDatabase(engine) { postgres in
+            try await withRunning { running in
+                let hub = try await running.hub(directory: dir.path, postgres: postgres)
+                try await hub.catalogStore.createTenant("acme", levels: 3)
+                let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+                // The dealer enrolls but its agent does not run: its writes wait, unsent.
+                let store = try NodeStore(path: "\(dir.path)/de-1.sqlite")
+                let configuration = AgentConfiguration(parentURL: de.url, caFile: hub.caFile)
+                try await SyncAgent.enroll(store: store, configuration: configuration,
+                                           token: try await hub.catalogStore.issueEnrollmentToken(tenant: "acme", node: "de-1", parent: "de"))
+                try store.commit((0..<12).map { .upsert("customers", id: "c\($0)", ["last_name": .string("N\($0)")]) })
+                let agent = try SyncAgent(store: store, configuration: configuration)
+                try await withSyncAgents(agent) {
+                    #expect(try await agent.reportStatus() == 1)
+                    try await eventually(timeout: 30, "HQ holds the dealer's backlog, relayed by its country") {
+                        try await hub.server.directory.lags(of: "acme")["de-1"]?.pending == 12
+                    }
+                    let lags = try await hub.server.directory.lags(of: "acme")
+                    #expect(lags["de"]?.pending == 0, "the country reports its own (empty) backlog too: \(lags)")
+                    #expect(try await hub.server.directory.lags(of: "acme")["de-1"]!.oldestPendingMillis(at: WallClock.nowMillis()) >= 0)
+                }
+            }
+        }
+    }
+
+    @Test("ops/prometheus: the scrape config is valid, the alert rules load, and their unit tests pass (a silent node, a lagging node, a growing quarantine, a hub down)")
+    func prometheusOpsFiles() throws {
+        let dir = repositoryRoot() + "/ops/prometheus"
+        for arguments in [["check", "config", "--syntax-only", "prometheus.yml"], ["check", "rules", "tiersync-alerts.yml"],
+                          ["test", "rules", "tiersync-alerts.test.yml"]] {
+            if let problems = try promtool(arguments, in: dir) { #expect(problems == "", "promtool \(arguments.joined(separator: " ")): \(problems)") }
+        }
+    }
+
+    @Test("/healthz answers while the process runs; /readyz is 503 while the catalog cannot be written and 200 again after")
+    func probes() async throws {
+        try await withHubFixture { f in
+            #expect(try await f.client.send("GET", "/healthz").status == 200)
+            #expect(try await f.client.send("GET", "/readyz").status == 200)
+            // Another process holds the catalog's write lock (as a stuck admin command would).
+            let blocker = try DatabaseLock(path: f.hub.catalog.directory + "/hub.sqlite")
+            let blocked = try await f.client.send("GET", "/readyz")
+            #expect(blocked.status == 503)
+            #expect(blocked.text.contains("stores_writable") && !blocked.text.contains("acme"))
+            blocker.release()
+            #expect(try await f.client.send("GET", "/readyz").status == 200)
+        }
+    }
+
+    @Test("--log-format json: one JSON object per line, and every line a request writes carries its request_id, the one answered in X-Request-Id")
+    func jsonLogsCarryTheRequestID() async throws {
+        let lines = Mutex<[String]>([])
+        let logger = Logger(label: "tiersync.hub") { label in
+            var handler = JSONLogHandler(label: label) { line in lines.withLock { $0.append(line) } }
+            handler.logLevel = .info
+            return handler
+        }
+        let dir = try TempDir()
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path, logger: logger)
+            let client = running.client(hub)
+            let d1 = try await hub.enroll(tenant: "acme", node: "d1", client: client)
+            let bad = Change(origin: "d1", originSeq: 1, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                             table: "no_such_table", recordID: "x", op: .upsert, fields: [:])
+            let reply = try await client.send("POST", "/v1/push", json: PushRequest(through: 1, changes: [bad]), credential: d1)
+            #expect(reply.status == 422)
+            let id = try #require(reply.headers["x-request-id"])
+            let logged = lines.withLock { $0 }
+            let objects = try logged.map { try #require(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: String], "not a JSON object: \($0)") }
+            #expect(logged.allSatisfy { $0.hasSuffix("}\n") && $0.filter { $0 == "\n" }.count == 1 })
+            let quarantined = try #require(objects.first { $0["message"] == "changes quarantined" })
+            #expect(quarantined["request_id"] == id)
+            #expect(quarantined["level"] == "warning" && quarantined["tenant"] == "acme")
+            #expect(quarantined["ts"]?.hasSuffix("Z") == true)
+        }
+    }
+}
+
+/// Holds SQLite's write lock on a database from another connection until released.
+final class DatabaseLock: @unchecked Sendable {
+    private let process: Process
+    private let input: Pipe
+
+    /// Runs `sqlite3` in a child process, as another program on the machine would.
+    init(path: String) throws {
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = ["-c", """
+            import sqlite3, sys
+            db = sqlite3.connect(sys.argv[1], isolation_level=None)
+            db.execute('BEGIN IMMEDIATE')
+            print('locked', flush=True)
+            sys.stdin.read()
+            db.execute('ROLLBACK')
+            """, path]
+        input = Pipe()
+        let output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        try process.run()
+        let line = output.fileHandleForReading.availableData
+        guard String(decoding: line, as: UTF8.self).contains("locked") else { throw TestFailure("could not lock \(path)") }
+    }
+
+    func release() {
+        try? input.fileHandleForWriting.close()
+        process.waitUntilExit()
+    }
+}
