@@ -16,6 +16,8 @@ import PostgresNIO
 /// - `enrollment_tokens`: SHA-256 hex of the token → tenant, node, parent, role, expires_at, used_at.
 /// - `credentials`: SHA-256 hex of the credential → tenant, node, created_at, revoked_at.
 /// - `node_lag`: (tenant, node) → pending, oldest_pending_ms, measured_at: the last lag the node reported.
+/// - `admin_users`, `admin_tokens`, `admin_audit`: administrators, their sessions and API tokens
+///   (SHA-256 digests), the audit log (migration 3).
 /// - `catalog_version`: per tenant, bumped by every change of its tree or direct-sync setting
 ///   (per tenant rather than one row, as SQLite has: enrollments of different tenants do not
 ///   queue on one row lock, and one tenant's change keeps other tenants' cached trees).
@@ -97,6 +99,52 @@ public enum PostgresCatalogSchema {
                 FOREIGN KEY (tenant, node) REFERENCES tiersync_catalog.nodes (tenant, id)
             )
             """,
+        ],
+        [
+            // Administrators, their sessions and API tokens (SHA-256 digests), the audit log.
+            """
+            CREATE TABLE IF NOT EXISTS tiersync_catalog.admin_users (
+                tenant text NOT NULL REFERENCES tiersync_catalog.tenants (id),
+                name text NOT NULL,
+                roles text NOT NULL,
+                scope text NOT NULL,
+                password_hash text NOT NULL,
+                created_at bigint NOT NULL,
+                disabled_at bigint,
+                failed_logins integer NOT NULL DEFAULT 0,
+                locked_until bigint NOT NULL DEFAULT 0,
+                PRIMARY KEY (tenant, name),
+                FOREIGN KEY (tenant, scope) REFERENCES tiersync_catalog.nodes (tenant, id)
+            )
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS tiersync_catalog.admin_tokens (
+                hash text PRIMARY KEY,
+                tenant text NOT NULL,
+                "user" text NOT NULL,
+                kind text NOT NULL,
+                name text NOT NULL,
+                created_at bigint NOT NULL,
+                expires_at bigint NOT NULL,
+                revoked_at bigint,
+                FOREIGN KEY (tenant, "user") REFERENCES tiersync_catalog.admin_users (tenant, name)
+            )
+            """,
+            "CREATE INDEX IF NOT EXISTS admin_tokens_user ON tiersync_catalog.admin_tokens (tenant, \"user\") WHERE revoked_at IS NULL",
+            """
+            CREATE TABLE IF NOT EXISTS tiersync_catalog.admin_audit (
+                id bigserial PRIMARY KEY,
+                tenant text NOT NULL,
+                actor text NOT NULL,
+                action text NOT NULL,
+                target text NOT NULL,
+                detail text NOT NULL,
+                address text NOT NULL,
+                scope text NOT NULL,
+                at bigint NOT NULL
+            )
+            """,
+            "CREATE INDEX IF NOT EXISTS admin_audit_tenant ON tiersync_catalog.admin_audit (tenant, id)",
         ],
     ]
 

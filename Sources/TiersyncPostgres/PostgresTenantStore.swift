@@ -156,6 +156,30 @@ public final class PostgresTenantStore: HubTenantStore {
     // MARK: Quarantine
 
     /// The changes refused on arrival, oldest first.
+    public func quarantinedChanges(afterID: Int64, limit: Int) async throws -> [QuarantinedChange] {
+        try await prepared()
+        let rows = try await client.query("""
+            SELECT id, origin, origin_seq, received_from, received_at, code, reason, change
+            FROM \(unescaped: table(.quarantine)) WHERE id > \(afterID) ORDER BY id LIMIT \(max(0, limit))
+            """, logger: logger).collect()
+        return try rows.map(Self.quarantinedChange)
+    }
+
+    public func discardQuarantined(id: Int64) async throws -> QuarantinedChange? {
+        try await prepared()
+        let rows = try await client.query("""
+            DELETE FROM \(unescaped: table(.quarantine)) WHERE id = \(id)
+            RETURNING id, origin, origin_seq, received_from, received_at, code, reason, change
+            """, logger: logger).collect()
+        return try rows.first.map(Self.quarantinedChange)
+    }
+
+    static func quarantinedChange(_ row: PostgresRow) throws -> QuarantinedChange {
+        let (id, origin, seq, from, at, code, reason, change) = try row.decode((Int64, String, Int64, String, Int64, String, String, String).self)
+        return QuarantinedChange(id: id, origin: NodeID(unchecked: origin), originSeq: seq, receivedFrom: NodeID(unchecked: from),
+                                 receivedAtMillis: UInt64(max(0, at)), code: code, reason: reason, change: change)
+    }
+
     public func attentionCounts() async throws -> AttentionCounts {
         try await prepared()
         let row = try await client.query("""

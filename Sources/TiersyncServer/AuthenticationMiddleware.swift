@@ -14,7 +14,8 @@ struct AuthenticationMiddleware: RouterMiddleware {
     let directory: any NodeDirectory
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if HubRoutes.isPublic(method: request.method, path: request.uri.path) {
+        // Public routes need nothing; the admin API and the console check administrators.
+        if HubRoutes.isPublic(method: request.method, path: request.uri.path) || AdminRoutes.isAdministrative(request.uri.path) {
             return try await next(request, context)
         }
         guard let header = request.headers[.authorization] else {

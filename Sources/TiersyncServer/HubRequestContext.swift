@@ -11,11 +11,14 @@ public struct HubRequestContext: RequestContext {
     public var tree: NodeTree?
     /// The peer's IP address, for limiting what arrives without a credential.
     public let remoteAddress: String?
+    /// The administrator calling an admin route, once ``AdminAuthenticator`` has checked.
+    public var admin: AdminCaller?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         principal = nil
         tree = nil
+        admin = nil
         remoteAddress = source.channel.remoteAddress?.ipAddress
     }
 

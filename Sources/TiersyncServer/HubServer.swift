@@ -86,6 +86,17 @@ public struct HubServer: Sendable {
             guard let handler = handlers[route] else { preconditionFailure("no handler for \(route.method) \(route.path)") }
             router.on(RouterPath(route.path), method: HTTPRequest.Method(route.method)!, use: handler)
         }
+        // The admin API, where this hub has administrators (HQ's catalog, either engine).
+        if let catalog = (directory as? CatalogDirectory)?.catalog, let accounts = catalog as? any AdminAccountStore {
+            let notifier = notifier
+            let admin = AdminService(accounts: accounts, catalog: catalog, directory: directory, codec: codec,
+                                     signal: { await notifier.signal($0) })
+            let adminHandlers = admin.handlers()
+            for route in AdminRoutes.all {
+                guard let handler = adminHandlers[route] else { preconditionFailure("no handler for \(route.method) \(route.path)") }
+                router.on(RouterPath(route.path), method: HTTPRequest.Method(route.method)!, use: handler)
+            }
+        }
         return router
     }
 

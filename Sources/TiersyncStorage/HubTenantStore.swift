@@ -22,6 +22,13 @@ public protocol HubTenantStore: AnyObject, Sendable {
     /// The changes refused on arrival and kept with their reasons, oldest first.
     func quarantinedChanges(limit: Int) async throws -> [QuarantinedChange]
 
+    /// Quarantined changes with ids above `afterID`, oldest first, at most `limit`: a page.
+    func quarantinedChanges(afterID: Int64, limit: Int) async throws -> [QuarantinedChange]
+
+    /// Removes one quarantined change (an operator discarded it) and returns it; nil when
+    /// there is no such id. Its origin's agent keeps retrying it until refused for good.
+    func discardQuarantined(id: Int64) async throws -> QuarantinedChange?
+
     /// How many changes sit in quarantine and how many lost edits are kept as conflicts:
     /// what metrics and operators watch grow. Two counts, not the rows.
     func attentionCounts() async throws -> AttentionCounts

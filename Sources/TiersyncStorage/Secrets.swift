@@ -13,6 +13,10 @@ public enum Secrets {
         case enrollmentToken = "tse_"
         /// A node's bearer credential, returned once by enrollment.
         case credential = "tsc_"
+        /// An administrator's console session (a cookie).
+        case adminSession = "tss_"
+        /// An administrator's API token, for scripts.
+        case adminToken = "tsa_"
     }
 
     /// A new secret of `kind`.

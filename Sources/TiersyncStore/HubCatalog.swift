@@ -104,6 +104,9 @@ public final class HubCatalog: Sendable {
                 ) WITHOUT ROWID
                 """)
         }
+        m.registerMigration("v9-admin") { db in
+            try HubCatalog.createAdminTables(db)
+        }
         try m.migrate(writer)
     }
 

@@ -15,6 +15,14 @@ extension NodeStore: HubTenantStore {
         try await offCooperativePool { try self.quarantined(limit: limit) }
     }
 
+    public func quarantinedChanges(afterID: Int64, limit: Int) async throws -> [QuarantinedChange] {
+        try await offCooperativePool { try self.quarantined(afterID: afterID, limit: limit) }
+    }
+
+    public func discardQuarantined(id: Int64) async throws -> QuarantinedChange? {
+        try await offCooperativePool { try self.discardQuarantined(id) }
+    }
+
     public func attentionCounts() async throws -> AttentionCounts {
         try await writer.readReleasingConnection { db in
             AttentionCounts(quarantined: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_quarantine") ?? 0,

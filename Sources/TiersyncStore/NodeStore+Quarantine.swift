@@ -17,6 +17,30 @@ extension NodeStore {
         }
     }
 
+    /// A page of the quarantine: ids above `afterID`, oldest first.
+    public func quarantined(afterID: Int64, limit: Int) throws -> [QuarantinedChange] {
+        try writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM ts_quarantine WHERE id > ? ORDER BY id LIMIT ?", arguments: [afterID, max(0, limit)])
+                .map(Self.quarantinedChange)
+        }
+    }
+
+    /// Removes one quarantined change and returns it.
+    public func discardQuarantined(_ id: Int64) throws -> QuarantinedChange? {
+        try writer.write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM ts_quarantine WHERE id = ?", arguments: [id]) else { return nil }
+            try db.execute(sql: "DELETE FROM ts_quarantine WHERE id = ?", arguments: [id])
+            return Self.quarantinedChange(row)
+        }
+    }
+
+    static func quarantinedChange(_ row: Row) -> QuarantinedChange {
+        QuarantinedChange(id: row["id"], origin: NodeID(unchecked: row["origin"]), originSeq: row["origin_seq"],
+                          receivedFrom: NodeID(unchecked: row["received_from"]),
+                          receivedAtMillis: UInt64(row["received_at"] as Int64), code: row["code"],
+                          reason: row["reason"], change: row["change"])
+    }
+
     func quarantine(_ db: Database, _ change: Change, _ rejection: ChangeRejection, from sender: NodeID, nowMillis: UInt64) throws {
         let json = QuarantineEncoding.json(change)
         // A change refused for clock skew again keeps its first refusal time: the origin

@@ -1,0 +1,54 @@
+import Hummingbird
+import TiersyncStorage
+
+/// The administrators' HTTP API (`/admin/v1/…`), one line per route with the role it needs.
+/// Like ``HubRoutes``, the router is built from this table and `openapi.yaml` is tested
+/// against it; the isolation tests walk it.
+public enum AdminRoutes {
+    public struct Route: Sendable, Hashable {
+        public let name: String
+        public let method: String
+        /// With `{name}` for a path parameter.
+        public let path: String
+        /// The role the caller needs; nil: no login needed (logging in).
+        public let role: AdminRole?
+        /// Only for administrators of the whole tenant (scope: its root).
+        public let tenantWide: Bool
+
+        init(_ name: String, _ method: String, _ path: String, role: AdminRole?, tenantWide: Bool = false) {
+            self.name = name
+            self.method = method
+            self.path = path
+            self.role = role
+            self.tenantWide = tenantWide
+        }
+
+        /// Changes something: needs the CSRF token when the caller authenticates with the session cookie.
+        var isStateChanging: Bool { method != "GET" }
+    }
+
+    public static let prefix = "/admin/v1"
+    public static let login = Route("admin_login", "POST", "/admin/v1/login", role: nil)
+    public static let logout = Route("admin_logout", "POST", "/admin/v1/logout", role: .viewer)
+    public static let me = Route("admin_me", "GET", "/admin/v1/me", role: .viewer)
+    public static let createToken = Route("admin_create_token", "POST", "/admin/v1/tokens", role: .viewer)
+    public static let nodes = Route("admin_nodes", "GET", "/admin/v1/nodes", role: .viewer)
+    public static let revokeNode = Route("admin_revoke_node", "POST", "/admin/v1/nodes/{node}/revoke", role: .operator)
+    public static let decommissionNode = Route("admin_decommission_node", "POST", "/admin/v1/nodes/{node}/decommission", role: .operator)
+    public static let enrollmentToken = Route("admin_enrollment_token", "POST", "/admin/v1/enrollment-tokens", role: .operator)
+    public static let quarantine = Route("admin_quarantine", "GET", "/admin/v1/quarantine", role: .viewer)
+    public static let discardQuarantined = Route("admin_discard_quarantined", "POST", "/admin/v1/quarantine/{id}/discard", role: .operator)
+    public static let replayQuarantined = Route("admin_replay_quarantined", "POST", "/admin/v1/quarantine/{id}/replay", role: .operator)
+    public static let audit = Route("admin_audit", "GET", "/admin/v1/audit", role: .viewer)
+    public static let users = Route("admin_users", "GET", "/admin/v1/users", role: .viewer, tenantWide: true)
+    public static let createUser = Route("admin_create_user", "POST", "/admin/v1/users", role: .operator, tenantWide: true)
+    public static let updateUser = Route("admin_update_user", "POST", "/admin/v1/users/{name}", role: .operator, tenantWide: true)
+
+    public static let all: [Route] = [login, logout, me, createToken, nodes, revokeNode, decommissionNode, enrollmentToken,
+                                      quarantine, discardQuarantined, replayQuarantined, audit, users, createUser, updateUser]
+
+    /// Whether `path` belongs to the admin API or the console (their own authentication).
+    static func isAdministrative(_ path: String) -> Bool {
+        path == prefix || path.hasPrefix(prefix + "/") || path == "/console" || path.hasPrefix("/console/")
+    }
+}

@@ -1,0 +1,408 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import TiersyncCore
+import TiersyncStorage
+
+/// The admin API's handlers (``AdminRoutes``). Each route runs behind ``guarded(_:_:)``:
+/// the caller authenticated (``AdminAuthenticator``), holding the route's role, and — for
+/// anything naming a node, a change or an audit entry — only ever shown or allowed what lies
+/// in their subtree. Outside it the answer is 403 `out_of_scope`, the same whether the thing
+/// exists or not. Every change is written to the audit log.
+struct AdminService: Sendable {
+    let accounts: any AdminAccountStore
+    let catalog: any HubCatalogStore
+    let directory: any NodeDirectory
+    let codec: BodyCodec
+    /// Wakes long-polls of a tenant (a replayed change was stored).
+    let signal: @Sendable (TenantID) async -> Void
+    var authenticator: AdminAuthenticator { AdminAuthenticator(accounts: accounts, catalog: catalog) }
+    static let sessionTTLMillis: UInt64 = 12 * 3_600_000
+    static let maxTokenTTLSeconds: UInt64 = 366 * 86_400
+    static let maxPage = 500
+
+    typealias Handler = @Sendable (Request, HubRequestContext) async throws -> Response
+
+    /// Authenticates the caller for `route` and checks its role, then runs `handler`.
+    func guarded(_ route: AdminRoutes.Route, _ handler: @escaping @Sendable (Request, HubRequestContext, AdminCaller) async throws -> Response) -> Handler {
+        { request, context in
+            let caller = try await authenticator.authenticate(request, stateChanging: route.isStateChanging)
+            if let role = route.role, !caller.has(role) {
+                throw APIError(.forbidden, "forbidden", "this needs the \(role.rawValue) role; '\(caller.user.name)' has \(caller.user.roles.sorted().map(\.rawValue).joined(separator: ", "))")
+            }
+            if route.tenantWide, !caller.isTenantWide {
+                throw APIError(.forbidden, "forbidden", "only administrators of the whole tenant may do this")
+            }
+            var context = context
+            context.admin = caller
+            return try await handler(request, context, caller)
+        }
+    }
+
+    func handlers() -> [AdminRoutes.Route: Handler] {
+        [
+            AdminRoutes.login: login,
+            AdminRoutes.logout: guarded(AdminRoutes.logout, logout),
+            AdminRoutes.me: guarded(AdminRoutes.me, me),
+            AdminRoutes.createToken: guarded(AdminRoutes.createToken, createToken),
+            AdminRoutes.nodes: guarded(AdminRoutes.nodes, nodes),
+            AdminRoutes.revokeNode: guarded(AdminRoutes.revokeNode) { try await revoke($0, $1, $2, decommission: false) },
+            AdminRoutes.decommissionNode: guarded(AdminRoutes.decommissionNode) { try await revoke($0, $1, $2, decommission: true) },
+            AdminRoutes.enrollmentToken: guarded(AdminRoutes.enrollmentToken, enrollmentToken),
+            AdminRoutes.quarantine: guarded(AdminRoutes.quarantine, quarantine),
+            AdminRoutes.discardQuarantined: guarded(AdminRoutes.discardQuarantined, discard),
+            AdminRoutes.replayQuarantined: guarded(AdminRoutes.replayQuarantined, replay),
+            AdminRoutes.audit: guarded(AdminRoutes.audit, audit),
+            AdminRoutes.users: guarded(AdminRoutes.users, users),
+            AdminRoutes.createUser: guarded(AdminRoutes.createUser, createUser),
+            AdminRoutes.updateUser: guarded(AdminRoutes.updateUser, updateUser),
+        ]
+    }
+
+    // MARK: Sessions and tokens
+
+    /// `POST /admin/v1/login`: a session cookie and the session's CSRF token. Unknown tenant,
+    /// unknown user and wrong password get one answer, in about the same time (the password
+    /// hash is checked against a decoy for unknown users). After 5 failures in a row the
+    /// user is locked for 1 s, doubling to 15 minutes (429 with `Retry-After`).
+    func login(_ request: Request, _ context: HubRequestContext) async throws -> Response {
+        let body = try await codec.decode(AdminMessages.LoginRequest.self, from: request)
+        let address = context.remoteAddress ?? "unknown"
+        let now = WallClock.nowMillis()
+        let invalid = APIError(.unauthorized, "invalid_login", "unknown user or wrong password")
+        guard AdminUser.isValidName(body.user), body.password.utf8.count <= PasswordHash.maximumLength,
+              let login = try await accounts.adminLogin(body.user, of: body.tenant) else {
+            _ = await PasswordHash.verifyAsync(body.password, against: PasswordHash.decoy)
+            throw invalid
+        }
+        if login.lockedUntilMillis > now {
+            var error = APIError(.tooManyRequests, "login_locked", "too many failed logins: try again later")
+            error.headers[.retryAfter] = String(max(1, (login.lockedUntilMillis - now + 999) / 1000))
+            throw error
+        }
+        guard await PasswordHash.verifyAsync(body.password, against: login.passwordHash) else {
+            let failures = try await accounts.recordLoginFailure(body.user, of: body.tenant, nowMillis: now)
+            try await accounts.appendAudit(AuditEntry(tenant: body.tenant, actor: body.user, action: "login_failed", target: "",
+                                                      detail: "failure \(failures) in a row", address: address, scope: login.user.scope, atMillis: now))
+            throw invalid
+        }
+        guard !login.user.isDisabled else { throw APIError(.forbidden, "account_disabled", "this account is disabled") }
+        try await accounts.recordLoginSuccess(body.user, of: body.tenant)
+        let secret = Secrets.new(.adminSession)
+        let expires = now + Self.sessionTTLMillis
+        try await accounts.storeAdminToken(digest: AdminAuthenticator.digest(secret),
+                                           AdminToken(tenant: body.tenant, user: body.user, kind: .session, name: "console",
+                                                      createdAtMillis: now, expiresAtMillis: expires))
+        try await accounts.appendAudit(AuditEntry(tenant: body.tenant, actor: body.user, action: "login", target: "", detail: "",
+                                                  address: address, scope: login.user.scope, atMillis: now))
+        let tree = try await catalog.tree(of: body.tenant)
+        var response = try codec.encode(AdminMessages.Me(tenant: body.tenant, user: body.user, roles: login.user.roles.sorted(),
+                                                         scope: login.user.scope, tenantWide: tree.isRoot(login.user.scope),
+                                                         csrfToken: AdminAuthenticator.csrfToken(forSession: secret), expiresAtMillis: expires),
+                                        for: request)
+        response.headers[.setCookie] = Self.sessionCookie(secret, maxAgeSeconds: Self.sessionTTLMillis / 1000)
+        return response
+    }
+
+    static func sessionCookie(_ value: String, maxAgeSeconds: UInt64) -> String {
+        "\(AdminAuthenticator.cookieName)=\(value); Path=/; Max-Age=\(maxAgeSeconds); HttpOnly; Secure; SameSite=Strict"
+    }
+
+    func logout(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        try await accounts.revokeAdminToken(digest: caller.tokenDigest)
+        try await audit(caller, context, "logout", target: "", detail: caller.kind.rawValue)
+        var response = try codec.encode(["status": "logged_out"], for: request)
+        response.headers[.setCookie] = Self.sessionCookie("", maxAgeSeconds: 0)
+        return response
+    }
+
+    func me(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        try codec.encode(AdminMessages.Me(tenant: caller.user.tenant, user: caller.user.name, roles: caller.user.roles.sorted(),
+                                          scope: caller.user.scope, tenantWide: caller.isTenantWide, csrfToken: caller.csrfToken,
+                                          expiresAtMillis: nil), for: request)
+    }
+
+    /// `POST /admin/v1/tokens`: an API token for the caller's scripts, with the caller's
+    /// roles and scope, expiring after `ttlSeconds` (at most a year).
+    func createToken(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        let body = try await codec.decode(AdminMessages.TokenRequest.self, from: request)
+        guard (60...Self.maxTokenTTLSeconds).contains(body.ttlSeconds) else {
+            throw APIError(.unprocessableContent, "invalid_ttl", "ttlSeconds must be from 60 to \(Self.maxTokenTTLSeconds)")
+        }
+        guard (1...100).contains(body.name.count) else { throw APIError(.unprocessableContent, "invalid_name", "a token's name has 1 to 100 characters") }
+        let now = WallClock.nowMillis()
+        let secret = Secrets.new(.adminToken)
+        let expires = now + body.ttlSeconds * 1000
+        try await accounts.storeAdminToken(digest: AdminAuthenticator.digest(secret),
+                                           AdminToken(tenant: caller.user.tenant, user: caller.user.name, kind: .api, name: body.name,
+                                                      createdAtMillis: now, expiresAtMillis: expires))
+        try await audit(caller, context, "token.create", target: body.name, detail: "expires \(expires)")
+        return try codec.encode(AdminMessages.TokenResponse(token: secret, expiresAtMillis: expires), status: .created, for: request)
+    }
+
+    // MARK: Nodes
+
+    /// `GET /admin/v1/nodes?state=&q=&under=&after=&limit=`: the caller's subtree in tree
+    /// order (by path), a page at a time, with each node's state, last sighting and lag.
+    func nodes(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        let query = request.uri.queryParameters
+        let limit = Int(try SyncService.integer(query, "limit", default: 100, range: 1...Int64(Self.maxPage)))
+        var state: NodeState?
+        if let raw = query.get("state") {
+            guard let parsed = NodeState(rawValue: raw) else {
+                throw APIError(.badRequest, "invalid_parameter", "'state' must be one of \(NodeState.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            state = parsed
+        }
+        var within = caller.subtree
+        if let under = query.get("under") {
+            let node = try scopedNode(under, caller)
+            within = caller.tree.subtree(of: node)
+        }
+        let needle = query.get("q").map { String($0.prefix(100)).lowercased() }
+        let after = query.get("after")
+        let now = WallClock.nowMillis()
+        let lags = try await directory.lags(of: caller.user.tenant)
+        var views: [AdminMessages.NodeView] = []
+        for record in try await directory.nodes(of: caller.user.tenant) where within.contains(record.node) {
+            let nodeState = NodeState(record, now: now)
+            if let state, nodeState != state { continue }
+            if let needle, !record.node.rawValue.lowercased().contains(needle) { continue }
+            views.append(AdminMessages.NodeView(
+                node: record.node, parent: record.parent, role: record.role, path: caller.tree.path(of: record.node),
+                depth: caller.tree.depth(of: record.node), state: nodeState.rawValue, lastSeenMillis: record.lastSeenMillis,
+                lag: lags[record.node].map { .init(pending: $0.pending, oldestPendingMillis: $0.oldestPendingMillis(at: now), measuredAtMillis: $0.measuredAtMillis) }))
+        }
+        views.sort { $0.path < $1.path }
+        let total = views.count
+        if let after { views = Array(views.drop { $0.path <= after }) }
+        let page = Array(views.prefix(limit))
+        return try codec.encode(AdminMessages.NodesResponse(nodes: page, next: views.count > limit ? page.last?.path : nil, total: total),
+                                for: request)
+    }
+
+    /// Revokes (or decommissions) a node of the caller's subtree, not their own scope node.
+    /// Effective at HQ at the node's next request; a country's mirror drops the node's
+    /// credential at its next directory refresh (every 2 s).
+    func revoke(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, decommission: Bool) async throws -> Response {
+        let node = try scopedNode(context.parameters.get("node") ?? "", caller)
+        guard node != caller.user.scope else {
+            throw APIError(.forbidden, "forbidden", "an administrator cannot revoke the node they administer from")
+        }
+        let now = WallClock.nowMillis()
+        let revocation: Revocation
+        do {
+            revocation = decommission ? try await catalog.decommission(node: node, of: caller.user.tenant, nowMillis: now)
+                                      : try await catalog.revoke(node: node, of: caller.user.tenant, nowMillis: now)
+        } catch let error as StoreError {
+            throw APIError(.conflict, "refused", error.description)
+        }
+        try await audit(caller, context, decommission ? "node.decommission" : "node.revoke", target: node.rawValue,
+                        detail: "\(revocation.credentials) credentials, \(revocation.tokens) tokens")
+        return try codec.encode(AdminMessages.RevocationResponse(node: node, credentials: revocation.credentials, tokens: revocation.tokens,
+                                                                 decommissionedAtMillis: revocation.decommissionedAtMillis), for: request)
+    }
+
+    /// `POST /admin/v1/enrollment-tokens`: a one-time token for a node under a parent in the
+    /// caller's subtree.
+    func enrollmentToken(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        let body = try await codec.decode(AdminMessages.EnrollmentTokenRequest.self, from: request)
+        let parent = try scopedNode((body.parent ?? caller.user.scope).rawValue, caller)
+        let ttl = body.ttlSeconds ?? 86_400
+        guard (60...30 * 86_400).contains(ttl) else { throw APIError(.unprocessableContent, "invalid_ttl", "ttlSeconds must be from 60 to 2592000") }
+        // A node that exists elsewhere in the tenant is not the caller's to re-issue.
+        if caller.tree.parents[body.node] != nil, !caller.subtree.contains(body.node) { throw Self.outOfScope }
+        let now = WallClock.nowMillis()
+        let token: String
+        do {
+            token = try await catalog.issueEnrollmentToken(tenant: caller.user.tenant, node: body.node,
+                                                           parent: caller.tree.isRoot(parent) ? nil : parent, role: nil,
+                                                           ttlSeconds: ttl, nowMillis: now)
+        } catch let error as StoreError {
+            throw APIError(.unprocessableContent, "refused", error.description)
+        }
+        try await audit(caller, context, "enrollment_token.issue", target: body.node.rawValue, detail: "under \(parent), valid \(ttl) s")
+        return try codec.encode(AdminMessages.EnrollmentTokenResponse(node: body.node, parent: parent, token: token, expiresAtMillis: now + ttl * 1000),
+                                status: .created, for: request)
+    }
+
+    // MARK: Quarantine
+
+    /// Whether a quarantined change concerns the caller's subtree: made there, or sent by it.
+    private func inScope(_ change: QuarantinedChange, _ caller: AdminCaller) -> Bool {
+        caller.isTenantWide || caller.subtree.contains(change.origin) || caller.subtree.contains(change.receivedFrom)
+    }
+
+    /// `GET /admin/v1/quarantine?after=&limit=`: the changes this hub refused that concern
+    /// the caller's subtree, oldest first.
+    func quarantine(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        let query = request.uri.queryParameters
+        let limit = Int(try SyncService.integer(query, "limit", default: 100, range: 1...Int64(Self.maxPage)))
+        var after = try SyncService.integer(query, "after", default: 0, range: 0...Int64.max)
+        let store = try await directory.store(for: caller.user.tenant)
+        var out: [QuarantinedChange] = []
+        var exhausted = false
+        // Pages of the whole quarantine, filtered to the caller's scope: at most 20 reads.
+        for _ in 0..<20 where out.count < limit {
+            let page = try await store.quarantinedChanges(afterID: after, limit: Self.maxPage)
+            out += page.filter { inScope($0, caller) }.prefix(limit - out.count)
+            guard let last = page.last, page.count == Self.maxPage else { exhausted = true; break }
+            after = out.count == limit ? out.last!.id : last.id
+        }
+        return try codec.encode(AdminMessages.QuarantineResponse(changes: out, next: exhausted && out.count < limit ? nil : out.last?.id ?? after),
+                                for: request)
+    }
+
+    private func quarantinedChange(_ context: HubRequestContext, _ caller: AdminCaller) async throws -> (any HubTenantStore, QuarantinedChange) {
+        guard let raw = context.parameters.get("id"), let id = Int64(raw), id > 0 else {
+            throw APIError(.badRequest, "invalid_parameter", "the quarantined change's id is a positive integer")
+        }
+        let store = try await directory.store(for: caller.user.tenant)
+        guard let change = try await store.quarantinedChanges(afterID: id - 1, limit: 1).first, change.id == id, inScope(change, caller) else {
+            throw Self.outOfScope
+        }
+        return (store, change)
+    }
+
+    /// Discards a quarantined change, with a reason (kept in the audit log).
+    func discard(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        let (store, change) = try await quarantinedChange(context, caller)
+        let body = try await codec.decode(AdminMessages.DiscardRequest.self, from: request)
+        let reason = body.reason.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard (1...500).contains(reason.count) else { throw APIError(.unprocessableContent, "reason_required", "say why (1 to 500 characters)") }
+        _ = try await store.discardQuarantined(id: change.id)
+        try await audit(caller, context, "quarantine.discard", target: "\(change.id)",
+                        detail: "\(change.origin)#\(change.originSeq) \(change.code): \(reason)")
+        return try codec.encode(["status": "discarded"], for: request)
+    }
+
+    /// Judges a quarantined change again, as if its sender had just delivered it (with the
+    /// sender's scope as the tree stands now). Stored, it leaves the quarantine.
+    func replay(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        let (store, quarantined) = try await quarantinedChange(context, caller)
+        guard let change = try? JSONDecoder().decode(Change.self, from: Data(quarantined.change.utf8)) else {
+            throw APIError(.unprocessableContent, "unreadable", "the quarantined change cannot be read back; discard it")
+        }
+        let sender = quarantined.receivedFrom
+        let scope = Scope(tree: caller.tree, node: sender)
+        let report = try await store.applyIncoming([change], from: sender, source: .child, checkSkew: true,
+                                                   gate: SyncService.scopeGate(pusher: sender, scope: scope), cursor: nil,
+                                                   wallMillis: WallClock.nowMillis())
+        let outcome: AdminMessages.ReplayResponse
+        if let refusal = report.rejected.first {
+            outcome = .init(outcome: "refused", code: refusal.code.rawValue, reason: refusal.message)
+        } else if report.applied > 0 {
+            outcome = .init(outcome: "applied")
+            _ = try await store.discardQuarantined(id: quarantined.id)
+            await signal(caller.user.tenant)
+        } else {
+            outcome = .init(outcome: "duplicate")
+            _ = try await store.discardQuarantined(id: quarantined.id)
+        }
+        try await audit(caller, context, "quarantine.replay", target: "\(quarantined.id)",
+                        detail: "\(quarantined.origin)#\(quarantined.originSeq): \(outcome.outcome)\(outcome.code.map { " \($0)" } ?? "")")
+        return try codec.encode(outcome, for: request)
+    }
+
+    // MARK: Audit
+
+    /// `GET /admin/v1/audit?before=&limit=&format=json|csv`: newest first; a country admin
+    /// sees the acts of administrators of their subtree.
+    func audit(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        let query = request.uri.queryParameters
+        let limit = Int(try SyncService.integer(query, "limit", default: 100, range: 1...5_000))
+        let before = query.get("before") == nil ? nil : try SyncService.integer(query, "before", default: 0, range: 1...Int64.max)
+        let entries = try await accounts.audit(of: caller.user.tenant, scopes: caller.isTenantWide ? nil : caller.subtree,
+                                               before: before, limit: limit)
+        let next = entries.count == limit ? entries.last?.id : nil
+        switch query.get("format") ?? "json" {
+        case "json":
+            return try codec.encode(AdminMessages.AuditResponse(entries: entries, next: next), for: request)
+        case "csv":
+            var csv = "id,at,actor,action,target,detail,address,scope\n"
+            for e in entries {
+                csv += [String(e.id), Self.iso8601(e.atMillis), e.actor, e.action, e.target, e.detail, e.address, e.scope.rawValue]
+                    .map(Self.csvField).joined(separator: ",") + "\n"
+            }
+            var headers: HTTPFields = [.contentType: "text/csv; charset=utf-8"]
+            headers[.contentDisposition] = "attachment; filename=\"tiersync-audit-\(caller.user.tenant).csv\""
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: csv)))
+        default:
+            throw APIError(.badRequest, "invalid_parameter", "'format' must be json or csv")
+        }
+    }
+
+    static func csvField(_ s: String) -> String {
+        // Quoted always; a leading =, +, - or @ is defused so a spreadsheet never runs it.
+        var value = s
+        if let first = value.first, "=+-@".contains(first) { value = "'" + value }
+        return "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+
+    static func iso8601(_ millis: UInt64) -> String {
+        Date(timeIntervalSince1970: Double(millis) / 1000).formatted(.iso8601)
+    }
+
+    // MARK: Users
+
+    func users(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        try codec.encode(AdminMessages.UsersResponse(users: try await accounts.adminUsers(of: caller.user.tenant)), for: request)
+    }
+
+    func createUser(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        let body = try await codec.decode(AdminMessages.CreateUserRequest.self, from: request)
+        guard AdminUser.isValidName(body.name) else {
+            throw APIError(.unprocessableContent, "invalid_name", "a user name has 1 to 64 letters, digits, '.', '_', '-' or '@'")
+        }
+        guard (PasswordHash.minimumLength...PasswordHash.maximumLength).contains(body.password.count) else {
+            throw APIError(.unprocessableContent, "weak_password", "a password has at least \(PasswordHash.minimumLength) characters")
+        }
+        guard !body.roles.isEmpty else { throw APIError(.unprocessableContent, "invalid_roles", "give at least one role") }
+        let scope = try scopedNode((body.scope ?? caller.user.scope).rawValue, caller)
+        let user = AdminUser(tenant: caller.user.tenant, name: body.name, roles: Set(body.roles), scope: scope, createdAtMillis: WallClock.nowMillis())
+        do {
+            try await accounts.createAdminUser(user, passwordHash: try await PasswordHash.makeAsync(body.password))
+        } catch let error as StoreError {
+            throw APIError(.conflict, "refused", error.description)
+        }
+        try await audit(caller, context, "user.add", target: body.name, detail: "roles \(body.roles.map(\.rawValue).sorted().joined(separator: ",")), scope \(scope)")
+        return try codec.encode(user, status: .created, for: request)
+    }
+
+    func updateUser(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        let name = context.parameters.get("name") ?? ""
+        let body = try await codec.decode(AdminMessages.UpdateUserRequest.self, from: request)
+        if let roles = body.roles, roles.isEmpty { throw APIError(.unprocessableContent, "invalid_roles", "give at least one role") }
+        let disabled: UInt64?? = body.disabled.map { $0 ? WallClock.nowMillis() : nil }
+        do {
+            try await accounts.updateAdminUser(name, of: caller.user.tenant, roles: body.roles.map(Set.init), disabledAtMillis: disabled, passwordHash: nil)
+        } catch StoreError.notFound {
+            // As for anything else the caller cannot reach: no hint whether it exists.
+            throw Self.outOfScope
+        }
+        try await audit(caller, context, "user.update", target: name,
+                        detail: [body.roles.map { "roles \($0.map(\.rawValue).sorted().joined(separator: ","))" },
+                                 body.disabled.map { $0 ? "disabled" : "enabled" }].compactMap { $0 }.joined(separator: ", "))
+        let updated = try await accounts.adminUsers(of: caller.user.tenant).first { $0.name == name }
+        return try codec.encode(updated, for: request)
+    }
+
+    // MARK: Helpers
+
+    static let outOfScope = APIError(.forbidden, "out_of_scope", "not in your scope")
+
+    /// A node named by the caller, which must be in their subtree (403 `out_of_scope`
+    /// otherwise, whether it exists or not).
+    func scopedNode(_ raw: String, _ caller: AdminCaller) throws -> NodeID {
+        guard NodeID.isValid(raw) else { throw APIError(.badRequest, "invalid_parameter", "not a node identifier") }
+        let node = NodeID(unchecked: raw)
+        guard caller.subtree.contains(node) else { throw Self.outOfScope }
+        return node
+    }
+
+    func audit(_ caller: AdminCaller, _ context: HubRequestContext, _ action: String, target: String, detail: String) async throws {
+        try await accounts.appendAudit(AuditEntry(tenant: caller.user.tenant, actor: caller.actor, action: action, target: target, detail: detail,
+                                                  address: context.remoteAddress ?? "unknown", scope: caller.user.scope, atMillis: WallClock.nowMillis()))
+    }
+}

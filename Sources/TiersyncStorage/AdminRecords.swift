@@ -1,0 +1,178 @@
+import Foundation
+import TiersyncCore
+
+/// What an administrator may do. Every role may read what its scope holds (`viewer` may
+/// only read); the others add acts.
+public enum AdminRole: String, Codable, CaseIterable, Sendable, Comparable {
+    /// Reads the node tree, lag, quarantine, conflicts, rollout status, KPIs, the audit log.
+    case viewer
+    /// Resolves conflicts, replays or discards quarantined changes, revokes and
+    /// decommissions nodes, issues enrollment tokens.
+    case `operator`
+    /// Validates, publishes, rolls out and rolls back governance releases.
+    case publisher
+    /// Approves or rejects releases waiting for a second pair of eyes (never one's own).
+    case reviewer
+
+    public static func < (a: AdminRole, b: AdminRole) -> Bool {
+        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    }
+
+    /// Roles from "operator,reviewer"; nil when one is unknown or none is given.
+    public static func parse(_ text: String) -> Set<AdminRole>? {
+        let parts = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let roles = parts.compactMap(AdminRole.init(rawValue:))
+        guard !roles.isEmpty, roles.count == parts.count else { return nil }
+        return Set(roles)
+    }
+}
+
+/// An administrator of one tenant. `scope` is the node whose subtree they administer: the
+/// tenant's root for an HQ admin, a country for a country admin.
+public struct AdminUser: Codable, Sendable, Equatable {
+    public var tenant: TenantID
+    public var name: String
+    public var roles: Set<AdminRole>
+    public var scope: NodeID
+    public var createdAtMillis: UInt64
+    public var disabledAtMillis: UInt64?
+
+    public init(tenant: TenantID, name: String, roles: Set<AdminRole>, scope: NodeID, createdAtMillis: UInt64, disabledAtMillis: UInt64? = nil) {
+        self.tenant = tenant
+        self.name = name
+        self.roles = roles
+        self.scope = scope
+        self.createdAtMillis = createdAtMillis
+        self.disabledAtMillis = disabledAtMillis
+    }
+
+    public var isDisabled: Bool { disabledAtMillis != nil }
+
+    /// Login names: 1–64 of letters, digits, `.`, `_`, `-`, `@`.
+    public static func isValidName(_ name: String) -> Bool {
+        (1...64).contains(name.utf8.count) && name.utf8.allSatisfy {
+            ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || [0x2E, 0x5F, 0x2D, 0x40].contains($0)
+        }
+    }
+}
+
+/// An administrator with what logging in needs.
+public struct AdminLogin: Sendable, Equatable {
+    public var user: AdminUser
+    /// The password's slow hash (`PasswordHash`'s format).
+    public var passwordHash: String
+    /// Failed logins since the last success.
+    public var failedLogins: Int
+    /// No login is tried before this time (after failures).
+    public var lockedUntilMillis: UInt64
+
+    public init(user: AdminUser, passwordHash: String, failedLogins: Int, lockedUntilMillis: UInt64) {
+        self.user = user
+        self.passwordHash = passwordHash
+        self.failedLogins = failedLogins
+        self.lockedUntilMillis = lockedUntilMillis
+    }
+
+    /// How long a user is locked after `failures` failed logins in a row: none for the
+    /// first 4, then 1 s doubling with each failure, at most 15 minutes.
+    public static func lockMillis(afterFailures failures: Int) -> UInt64 {
+        guard failures >= 5 else { return 0 }
+        return min(1_000 << UInt64(min(failures - 5, 20)), 15 * 60_000)
+    }
+}
+
+/// How an admin token was made.
+public enum AdminTokenKind: String, Codable, Sendable {
+    /// A console session (a cookie), from a login.
+    case session
+    /// A script's bearer token, with a name and an expiry.
+    case api
+}
+
+/// An admin session or API token as the catalog keeps it (by the SHA-256 of the secret).
+public struct AdminToken: Codable, Sendable, Equatable {
+    public var tenant: TenantID
+    public var user: String
+    public var kind: AdminTokenKind
+    public var name: String
+    public var createdAtMillis: UInt64
+    public var expiresAtMillis: UInt64
+
+    public init(tenant: TenantID, user: String, kind: AdminTokenKind, name: String, createdAtMillis: UInt64, expiresAtMillis: UInt64) {
+        self.tenant = tenant
+        self.user = user
+        self.kind = kind
+        self.name = name
+        self.createdAtMillis = createdAtMillis
+        self.expiresAtMillis = expiresAtMillis
+    }
+}
+
+/// One administrative act: who, what, when, from where.
+public struct AuditEntry: Codable, Sendable, Equatable {
+    /// Assigned by the catalog, increasing.
+    public var id: Int64
+    public var tenant: TenantID
+    /// The administrator (`cli:<account>` for a command on the hub machine).
+    public var actor: String
+    /// What was done (`login`, `login_failed`, `node.revoke`, `quarantine.discard`, …).
+    public var action: String
+    /// What it was done to (a node, a user, a quarantined change's id), or "".
+    public var target: String
+    /// Details: a reason, the roles set, the outcome.
+    public var detail: String
+    /// The caller's address (`cli` for the command line).
+    public var address: String
+    /// The scope node of the actor (a country admin's acts are theirs to see, and HQ's).
+    public var scope: NodeID
+    public var atMillis: UInt64
+
+    public init(id: Int64 = 0, tenant: TenantID, actor: String, action: String, target: String, detail: String,
+                address: String, scope: NodeID, atMillis: UInt64) {
+        self.id = id
+        self.tenant = tenant
+        self.actor = actor
+        self.action = action
+        self.target = target
+        self.detail = detail
+        self.address = address
+        self.scope = scope
+        self.atMillis = atMillis
+    }
+}
+
+/// What the hub keeps of its administrators: accounts, sessions and API tokens, and the
+/// audit log. Both catalogs implement it (SQLite `hub.sqlite`, PostgreSQL
+/// `tiersync_catalog`), so every hub process sees the same sessions. Secrets (tokens) are
+/// kept as SHA-256 digests, passwords as slow hashes made by the caller.
+public protocol AdminAccountStore: AnyObject, Sendable {
+    /// Adds an administrator; ``StoreError/invalidArgument(_:)`` when the name is taken in
+    /// the tenant, ``StoreError/notFound(_:)`` for an unknown tenant or scope node.
+    func createAdminUser(_ user: AdminUser, passwordHash: String) async throws
+    /// The tenant's administrators, by name.
+    func adminUsers(of tenant: TenantID) async throws -> [AdminUser]
+    /// One administrator with what logging in needs, or nil.
+    func adminLogin(_ name: String, of tenant: TenantID) async throws -> AdminLogin?
+    /// Changes an administrator's roles, disabled state or password (nil: unchanged).
+    /// Disabling revokes every session and token of theirs in the same transaction.
+    func updateAdminUser(_ name: String, of tenant: TenantID, roles: Set<AdminRole>?, disabledAtMillis: UInt64??,
+                         passwordHash: String?) async throws
+    /// Counts a failed login and locks the user for ``AdminLogin/lockMillis(afterFailures:)``;
+    /// returns the failures counted so far.
+    func recordLoginFailure(_ name: String, of tenant: TenantID, nowMillis: UInt64) async throws -> Int
+    /// Clears the failures after a successful login.
+    func recordLoginSuccess(_ name: String, of tenant: TenantID) async throws
+    /// Keeps a session or API token under the digest of its secret.
+    func storeAdminToken(digest: String, _ token: AdminToken) async throws
+    /// The token of this digest with its user, when neither expired (at `nowMillis`), was
+    /// revoked, nor belongs to a disabled user.
+    func adminToken(digest: String, nowMillis: UInt64) async throws -> (token: AdminToken, user: AdminUser)?
+    /// Revokes one token (a logout).
+    func revokeAdminToken(digest: String) async throws
+    /// Appends to the audit log; returns the entry's id.
+    @discardableResult
+    func appendAudit(_ entry: AuditEntry) async throws -> Int64
+    /// The tenant's audit entries whose actor's scope is in `scopes` (nil: all), newest
+    /// first, with ids below `before` (nil: from the newest), at most `limit`.
+    func audit(of tenant: TenantID, scopes: Set<NodeID>?, before: Int64?, limit: Int) async throws -> [AuditEntry]
+}

@@ -1,0 +1,212 @@
+import ArgumentParser
+import Foundation
+import TiersyncCore
+import TiersyncServer
+import TiersyncStore
+
+/// `tiersync admin user add|list|disable|enable|set-role|set-password|token`: the hub's
+/// administrators, on the hub machine (either engine). Every change is in the audit log, by
+/// `cli:<account>`.
+extension Admin {
+    struct User: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Manage the administrators who use the console and the admin API.",
+            discussion: """
+            An administrator belongs to a tenant and administers the subtree of one node: the
+            tenant's root (an HQ admin, the default) or a country (--scope de: a country admin,
+            who sees and acts on that country and its dealers only). Roles: viewer (reads),
+            operator (resolves, replays, revokes, issues tokens, manages users when tenant-wide),
+            publisher (governance releases), reviewer (approves others' releases).
+            """,
+            subcommands: [Add.self, List.self, Disable.self, Enable.self, SetRole.self, SetPassword.self, Token.self, Audit.self])
+
+        struct Target: ParsableArguments {
+            @OptionGroup var hub: HubData
+            @Option(help: "Tenant identifier.") var tenant: String
+        }
+
+        static func actor() -> String {
+            "cli:" + (ProcessInfo.processInfo.environment["USER"] ?? ProcessInfo.processInfo.environment["LOGNAME"] ?? "unknown")
+        }
+
+        static func accounts(_ opened: OpenedHub) throws -> any AdminAccountStore {
+            guard let accounts = opened.catalog as? any AdminAccountStore else { throw CLIError("this catalog keeps no administrators") }
+            return accounts
+        }
+
+        static func audit(_ opened: OpenedHub, _ tenant: TenantID, _ action: String, _ target: String, _ detail: String) async throws {
+            let root = try await opened.catalog.root(of: tenant) ?? "hq"
+            try await accounts(opened).appendAudit(AuditEntry(tenant: tenant, actor: actor(), action: action, target: target, detail: detail,
+                                                              address: "cli", scope: root, atMillis: WallClock.nowMillis()))
+        }
+
+        /// The password from a file (first line) or standard input (first line).
+        static func readPassword(file: String?) throws -> String {
+            let text: String
+            if let file {
+                text = try String(contentsOfFile: file, encoding: .utf8)
+            } else {
+                text = readLine(strippingNewline: true) ?? ""
+            }
+            let password = String(text.split(separator: "\n", omittingEmptySubsequences: false).first ?? "")
+            guard (PasswordHash.minimumLength...PasswordHash.maximumLength).contains(password.count) else {
+                throw CLIError("a password has at least \(PasswordHash.minimumLength) characters")
+            }
+            return password
+        }
+
+        struct Add: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Add an administrator (the password is read from --password-file or standard input).")
+            @OptionGroup var target: Target
+            @Option(help: "Login name (letters, digits, '.', '_', '-', '@').") var name: String
+            @Option(help: "Roles, comma-separated: viewer, operator, publisher, reviewer.") var role = "viewer"
+            @Option(help: "The node whose subtree they administer (default: the tenant's root, an HQ admin).") var scope: String?
+            @Option(help: "A file whose first line is the password (default: standard input).") var passwordFile: String?
+
+            func run() async throws {
+                guard AdminUser.isValidName(name) else { throw ValidationError("'\(name)' is not a valid login name") }
+                guard let roles = AdminRole.parse(role) else { throw ValidationError("unknown role in '\(role)': use viewer, operator, publisher, reviewer") }
+                let password = try User.readPassword(file: passwordFile)
+                let hash = try await PasswordHash.makeAsync(password)
+                let (name, scope) = (self.name, self.scope)
+                let user = try await target.hub.withHQ(tenant: target.tenant) { opened, tenant in
+                    let root = try await opened.catalog.root(of: tenant)!
+                    let scopeNode = try scope.map { try NodeID(validating: $0) } ?? root
+                    let user = AdminUser(tenant: tenant, name: name, roles: roles, scope: scopeNode, createdAtMillis: WallClock.nowMillis())
+                    try await User.accounts(opened).createAdminUser(user, passwordHash: hash)
+                    try await User.audit(opened, tenant, "user.add", name, "roles \(roles.sorted().map(\.rawValue).joined(separator: ",")), scope \(scopeNode)")
+                    return user
+                }
+                print("added \(user.name) to \(user.tenant): roles \(user.roles.sorted().map(\.rawValue).joined(separator: ",")), scope \(user.scope)")
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List a tenant's administrators.")
+            @OptionGroup var target: Target
+
+            func run() async throws {
+                let users = try await target.hub.withHQ(tenant: target.tenant) { opened, tenant in try await User.accounts(opened).adminUsers(of: tenant) }
+                if users.isEmpty { print("no administrators in \(target.tenant): add one with `tiersync admin user add`"); return }
+                printTable([["name", "roles", "scope", "state"]] + users.map {
+                    [$0.name, $0.roles.sorted().map(\.rawValue).joined(separator: ","), $0.scope.rawValue, $0.isDisabled ? "disabled" : "active"]
+                })
+            }
+        }
+
+        struct Disable: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Disable an administrator: every session and API token of theirs ends at once.")
+            @OptionGroup var target: Target
+            @Option(help: "Login name.") var name: String
+
+            func run() async throws {
+                let name = self.name
+                try await target.hub.withHQ(tenant: target.tenant) { opened, tenant in
+                    try await User.accounts(opened).updateAdminUser(name, of: tenant, roles: nil, disabledAtMillis: .some(WallClock.nowMillis()), passwordHash: nil)
+                    try await User.audit(opened, tenant, "user.update", name, "disabled")
+                }
+                print("disabled \(name); their sessions and tokens are revoked")
+            }
+        }
+
+        struct Enable: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Enable a disabled administrator again.")
+            @OptionGroup var target: Target
+            @Option(help: "Login name.") var name: String
+
+            func run() async throws {
+                let name = self.name
+                try await target.hub.withHQ(tenant: target.tenant) { opened, tenant in
+                    try await User.accounts(opened).updateAdminUser(name, of: tenant, roles: nil, disabledAtMillis: .some(nil), passwordHash: nil)
+                    try await User.audit(opened, tenant, "user.update", name, "enabled")
+                }
+                print("enabled \(name)")
+            }
+        }
+
+        struct SetRole: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(commandName: "set-role", abstract: "Replace an administrator's roles.")
+            @OptionGroup var target: Target
+            @Option(help: "Login name.") var name: String
+            @Option(help: "Roles, comma-separated: viewer, operator, publisher, reviewer.") var role: String
+
+            func run() async throws {
+                guard let roles = AdminRole.parse(role) else { throw ValidationError("unknown role in '\(role)': use viewer, operator, publisher, reviewer") }
+                let name = self.name
+                try await target.hub.withHQ(tenant: target.tenant) { opened, tenant in
+                    try await User.accounts(opened).updateAdminUser(name, of: tenant, roles: roles, disabledAtMillis: nil, passwordHash: nil)
+                    try await User.audit(opened, tenant, "user.update", name, "roles \(roles.sorted().map(\.rawValue).joined(separator: ","))")
+                }
+                print("\(name): roles \(roles.sorted().map(\.rawValue).joined(separator: ","))")
+            }
+        }
+
+        struct SetPassword: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(commandName: "set-password", abstract: "Set an administrator's password (from --password-file or standard input).")
+            @OptionGroup var target: Target
+            @Option(help: "Login name.") var name: String
+            @Option(help: "A file whose first line is the password (default: standard input).") var passwordFile: String?
+
+            func run() async throws {
+                let hash = try await PasswordHash.makeAsync(try User.readPassword(file: passwordFile))
+                let name = self.name
+                try await target.hub.withHQ(tenant: target.tenant) { opened, tenant in
+                    try await User.accounts(opened).updateAdminUser(name, of: tenant, roles: nil, disabledAtMillis: nil, passwordHash: hash)
+                    try await User.audit(opened, tenant, "user.update", name, "password set")
+                }
+                print("password of \(name) set")
+            }
+        }
+
+        struct Token: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Issue an API token for an administrator's scripts (printed once).")
+            @OptionGroup var target: Target
+            @Option(help: "Login name.") var name: String
+            @Option(help: "What the token is for.") var label = "script"
+            @Option(help: "Days until it expires (1 to 366).") var days = 30
+
+            func run() async throws {
+                guard (1...366).contains(days) else { throw ValidationError("--days must be from 1 to 366") }
+                let (name, label, days) = (self.name, self.label, self.days)
+                let token = try await target.hub.withHQ(tenant: target.tenant) { opened, tenant in
+                    guard let login = try await User.accounts(opened).adminLogin(name, of: tenant), !login.user.isDisabled else {
+                        throw CLIError("no active administrator '\(name)' in \(tenant)")
+                    }
+                    let secret = Secrets.new(.adminToken)
+                    let now = WallClock.nowMillis()
+                    try await User.accounts(opened).storeAdminToken(digest: AdminAuthenticator.digest(secret),
+                                                                    AdminToken(tenant: tenant, user: name, kind: .api, name: label,
+                                                                               createdAtMillis: now, expiresAtMillis: now + UInt64(days) * 86_400_000))
+                    try await User.audit(opened, tenant, "token.create", name, "\(label), \(days) days")
+                    return secret
+                }
+                print(token)
+            }
+        }
+
+        struct Audit: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Show or export the audit log (newest first).")
+            @OptionGroup var target: Target
+            @Option(help: "Entries to show.") var limit = 100
+            @Flag(help: "Write CSV instead of a table.") var csv = false
+
+            func run() async throws {
+                let limit = max(1, min(self.limit, 100_000))
+                let entries = try await target.hub.withHQ(tenant: target.tenant) { opened, tenant in
+                    try await User.accounts(opened).audit(of: tenant, scopes: nil, before: nil, limit: limit)
+                }
+                if csv {
+                    print("id,at,actor,action,target,detail,address,scope")
+                    for e in entries {
+                        print([String(e.id), formatMillis(e.atMillis), e.actor, e.action, e.target, e.detail, e.address, e.scope.rawValue]
+                            .map { "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }.joined(separator: ","))
+                    }
+                } else {
+                    printTable([["at", "actor", "action", "target", "detail", "from"]] + entries.map {
+                        [formatMillis($0.atMillis), $0.actor, $0.action, $0.target, $0.detail, $0.address]
+                    })
+                }
+            }
+        }
+    }
+}
