@@ -1,0 +1,326 @@
+import Foundation
+import Testing
+import TiersyncCore
+import TiersyncServer
+import TiersyncStore
+import TiersyncTestSupport
+
+/// A hub with two tenants and administrators of every kind, for the admin API's tests.
+///
+/// acme (3 levels): HQ `acme-hq`, countries `germany` and `france` (enrolled), each with a
+/// pending dealer token. Administrators: `hq-op` (operator, publisher, tenant-wide),
+/// `hq-viewer` (viewer, tenant-wide), `germany-op` and `france-op` (operators of their
+/// country). globex (2 levels): `gx-op` (operator, tenant-wide).
+struct AdminFixture: Sendable {
+    let hub: RunningHub
+    let client: RawClient
+    let accounts: any AdminAccountStore
+    let germany: String
+    let france: String
+    static let password = "correct horse battery staple"
+
+    static func make(hub: RunningHub, client: RawClient) async throws -> AdminFixture {
+        let catalog = hub.catalogStore
+        try await catalog.createTenant("acme", root: "acme-hq", levels: 3)
+        try await catalog.createTenant("globex", root: "gx-hq", levels: 2)
+        let germany = try await enroll(hub, client, "acme", "germany")
+        let france = try await enroll(hub, client, "acme", "france")
+        _ = try await catalog.issueEnrollmentToken(tenant: "acme", node: "germany-d1", parent: "germany")
+        _ = try await catalog.issueEnrollmentToken(tenant: "acme", node: "france-d1", parent: "france")
+        guard let accounts = catalog as? any AdminAccountStore else { throw TestFailure("the catalog keeps no administrators") }
+        let hash = try PasswordHash.make(password)
+        let now = WallClock.nowMillis()
+        for (tenant, name, roles, scope) in [("acme", "hq-op", [AdminRole.operator, .publisher], "acme-hq"), ("acme", "hq-viewer", [.viewer], "acme-hq"),
+                                             ("acme", "germany-op", [.operator], "germany"), ("acme", "france-op", [.operator], "france"),
+                                             ("globex", "gx-op", [.operator], "gx-hq")] as [(TenantID, String, [AdminRole], NodeID)] {
+            try await accounts.createAdminUser(AdminUser(tenant: tenant, name: name, roles: Set(roles), scope: scope, createdAtMillis: now),
+                                               passwordHash: hash)
+        }
+        return AdminFixture(hub: hub, client: client, accounts: accounts, germany: germany, france: france)
+    }
+
+    static func enroll(_ hub: RunningHub, _ client: RawClient, _ tenant: TenantID, _ node: NodeID) async throws -> String {
+        let token = try await hub.catalogStore.issueEnrollmentToken(tenant: tenant, node: node)
+        let reply = try await client.send("POST", "/v1/enroll", json: EnrollRequest(token: token))
+        guard reply.status == 201 else { throw TestFailure("enroll \(node): \(reply.status) \(reply.text)") }
+        return try reply.decode(EnrollResponse.self).credential
+    }
+
+    /// An API token of `user` (made in the catalog, as `admin user token` does).
+    func token(_ tenant: TenantID, _ user: String, expiresInMillis: Int64 = 3_600_000) async throws -> String {
+        let secret = Secrets.new(.adminToken)
+        let now = WallClock.nowMillis()
+        try await accounts.storeAdminToken(digest: AdminAuthenticator.digest(secret),
+                                           AdminToken(tenant: tenant, user: user, kind: .api, name: "test", createdAtMillis: now,
+                                                      expiresAtMillis: UInt64(Int64(now) + expiresInMillis)))
+        return secret
+    }
+
+    func send(_ method: String, _ path: String, json: (any Encodable)? = nil, token: String?) async throws -> RawClient.Reply {
+        try await client.send(method, path, body: try json.map { try JSONEncoder().encode($0) },
+                              headers: token.map { [("Authorization", "Bearer \($0)")] } ?? [])
+    }
+}
+
+func withAdminFixture<T: Sendable>(engine: StorageEngine = .sqlite, limits: HubConfiguration.Limits = .init(),
+                                   _ body: (AdminFixture) async throws -> T) async throws -> T {
+    let dir = try TempDir()
+    var limits = limits
+    // Dozens of admin requests from one address in a second, some refused on purpose.
+    limits.anonymousRequestBurst = 1_000
+    limits.anonymousRequestsPerSecond = 1_000
+    return try await withRunningHub(engine: engine, directory: dir.path, limits: limits) { hub in
+        try await withRawClient(hub) { client in try await body(try await AdminFixture.make(hub: hub, client: client)) }
+    }
+}
+
+@Suite("Admin API: accounts, sessions, scope, audit", .serialized)
+struct AdminAPITests {
+    @Test("login: one answer for an unknown tenant, an unknown user and a wrong password; after 5 failures the user is locked (429, Retry-After) even with the right password; the session cookie is HttpOnly, Secure, SameSite=Strict; a change without the CSRF token is refused; logout ends the session",
+          arguments: StorageEngine.testable)
+    func loginAndSession(engine: StorageEngine) async throws {
+        try await withAdminFixture(engine: engine) { f in
+            let wrong = try await f.client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "hq-op", password: "not the password"))
+            let unknownUser = try await f.client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "nobody", password: "x"))
+            let unknownTenant = try await f.client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "nope", user: "hq-op", password: "x"))
+            for reply in [wrong, unknownUser, unknownTenant] {
+                #expect(reply.status == 401)
+                #expect(reply.text == wrong.text)
+            }
+
+            // A session: cookie flags, CSRF, logout.
+            let login = try await f.client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "hq-op", password: AdminFixture.password))
+            #expect(login.status == 200)
+            let cookie = try #require(login.headers["set-cookie"])
+            for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] { #expect(cookie.contains(flag), "\(cookie)") }
+            let session = String(cookie.split(separator: ";")[0])
+            let me = try login.decode(AdminMessages.Me.self)
+            let csrf = try #require(me.csrfToken)
+            #expect(me.user == "hq-op" && me.tenantWide && me.roles == [.operator, .publisher])
+            let read = try await f.client.send("GET", "/admin/v1/me", headers: [("Cookie", session)])
+            #expect(read.status == 200)
+            let body = try JSONEncoder().encode(AdminMessages.TokenRequest(name: "ci", ttlSeconds: 600))
+            let noCSRF = try await f.client.send("POST", "/admin/v1/tokens", body: body, headers: [("Cookie", session)])
+            #expect(noCSRF.status == 403 && noCSRF.error?.code == "csrf")
+            let badCSRF = try await f.client.send("POST", "/admin/v1/tokens", body: body, headers: [("Cookie", session), ("X-CSRF-Token", csrf + "x")])
+            #expect(badCSRF.status == 403)
+            let withCSRF = try await f.client.send("POST", "/admin/v1/tokens", body: body, headers: [("Cookie", session), ("X-CSRF-Token", csrf)])
+            #expect(withCSRF.status == 201)
+            // The API token made there works as a bearer token, without CSRF.
+            let apiToken = try withCSRF.decode(AdminMessages.TokenResponse.self).token
+            #expect(try await f.send("GET", "/admin/v1/me", token: apiToken).status == 200)
+            // The session in Authorization (not a cookie) is refused: it is not an API token.
+            #expect(try await f.send("GET", "/admin/v1/me", token: String(session.dropFirst("tiersync_session=".count))).status == 401)
+            let logout = try await f.client.send("POST", "/admin/v1/logout", headers: [("Cookie", session), ("X-CSRF-Token", csrf)])
+            #expect(logout.status == 200)
+            #expect(try await f.client.send("GET", "/admin/v1/me", headers: [("Cookie", session)]).status == 401)
+
+            // Backoff: five failures in a row are plain 401s, then the user is locked.
+            for _ in 0..<5 {
+                #expect(try await f.client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "hq-op", password: "wrong")).status == 401)
+            }
+            let locked = try await f.client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "hq-op", password: AdminFixture.password))
+            #expect(locked.status == 429 && locked.error?.code == "login_locked")
+            #expect(Int(locked.headers["retry-after"] ?? "") ?? 0 >= 1)
+
+            // Every login, failure and logout is in the audit log.
+            let audit = try await f.accounts.audit(of: "acme", scopes: nil, before: nil, limit: 100)
+            #expect(audit.filter { $0.action == "login" && $0.actor == "hq-op" }.count == 1)
+            #expect(audit.filter { $0.action == "login_failed" }.count == 6)
+            #expect(audit.contains { $0.action == "logout" } && audit.contains { $0.action == "token.create" && $0.target == "ci" })
+            #expect(audit.allSatisfy { $0.address == "127.0.0.1" })
+        }
+    }
+
+    /// A request for `route` that would succeed for an HQ operator of acme, naming things
+    /// of `france` (outside germany's scope).
+    static func sample(_ route: AdminRoutes.Route, quarantineID: Int64) -> (path: String, body: (any Encodable)?) {
+        let path = route.path.replacingOccurrences(of: "{node}", with: "france").replacingOccurrences(of: "{id}", with: String(quarantineID))
+            .replacingOccurrences(of: "{name}", with: "france-op")
+        let body: (any Encodable)? = switch route {
+        case AdminRoutes.createToken: AdminMessages.TokenRequest(name: "t", ttlSeconds: 600)
+        case AdminRoutes.enrollmentToken: AdminMessages.EnrollmentTokenRequest(node: "france-d2", parent: "france")
+        case AdminRoutes.discardQuarantined: AdminMessages.DiscardRequest(reason: "test")
+        case AdminRoutes.createUser: AdminMessages.CreateUserRequest(name: "new-admin", password: "another long password", roles: [.viewer], scope: "france")
+        case AdminRoutes.updateUser: AdminMessages.UpdateUserRequest(roles: [.viewer])
+        default: route.method == "POST" ? [String: String]() : nil
+        }
+        return (path, body)
+    }
+
+    @Test("every admin route against no credential, an expired token, the wrong role, another tenant's admin and a country admin reaching outside their subtree: 401 or 403, and no foreign data in any body",
+          arguments: StorageEngine.testable)
+    func isolation(engine: StorageEngine) async throws {
+        try await withAdminFixture(engine: engine) { f in
+            // Something of france's in the quarantine and the audit log.
+            let bad = Change(origin: "france", originSeq: 1, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                             table: "no_such_table", recordID: "france-secret-record", op: .upsert, fields: [:])
+            #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 1, changes: [bad]), credential: f.france).status == 422)
+            let quarantineID = try #require(try await f.hub.tenantStore(for: "acme").quarantinedChanges(limit: 10).first?.id)
+            let franceToken = try await f.token("acme", "france-op")
+            #expect(try await f.send("POST", "/admin/v1/tokens", json: AdminMessages.TokenRequest(name: "france-secret-token", ttlSeconds: 600), token: franceToken).status == 201)
+
+            let expired = try await f.token("acme", "hq-op", expiresInMillis: -1_000)
+            let viewer = try await f.token("acme", "hq-viewer")
+            let globex = try await f.token("globex", "gx-op")
+            let germany = try await f.token("acme", "germany-op")
+            let foreignToGlobex = ["acme", "germany", "france"]
+            let foreignToGermany = ["france"]
+            for route in AdminRoutes.all where route != AdminRoutes.login && route != AdminRoutes.logout {
+                let (path, body) = Self.sample(route, quarantineID: quarantineID)
+                let what = "\(route.method) \(path)"
+                // No credential, an expired token: 401.
+                for token in [nil, expired] as [String?] {
+                    let reply = try await f.send(route.method, path, json: body, token: token)
+                    #expect(reply.status == 401, "\(what) without a valid credential: \(reply.status) \(reply.text)")
+                    #expect(!foreignToGlobex.contains { reply.text.contains($0) }, "\(what): \(reply.text)")
+                }
+                // The wrong role: a viewer on a route that needs more.
+                if route.role != .viewer {
+                    let reply = try await f.send(route.method, path, json: body, token: viewer)
+                    #expect(reply.status == 403, "\(what) as a viewer: \(reply.status) \(reply.text)")
+                }
+                // Another tenant's admin; a country admin outside their subtree.
+                for (token, foreign, who, tenantWide) in [(globex, foreignToGlobex, "globex's admin", true), (germany, foreignToGermany, "germany's admin", false)] {
+                    let reply = try await f.send(route.method, path, json: body, token: token)
+                    // Routes that name something of france's, or are for tenant-wide admins only,
+                    // are refused; the others answer with the caller's own view.
+                    let names = path.contains("france") || path.contains("/quarantine/") || (route.tenantWide && !tenantWide)
+                        || body is AdminMessages.EnrollmentTokenRequest || body is AdminMessages.CreateUserRequest
+                    if names {
+                        #expect([401, 403].contains(reply.status), "\(what) as \(who): \(reply.status) \(reply.text)")
+                    } else {
+                        #expect(reply.status < 300, "\(what) as \(who) is their own view: \(reply.status) \(reply.text)")
+                    }
+                    for marker in foreign + ["france-secret"] {
+                        #expect(!reply.text.contains(marker), "\(what) as \(who) shows '\(marker)': \(reply.text.prefix(600))")
+                    }
+                }
+            }
+            // Nothing was changed by the refused requests: france is not revoked, no user was added.
+            #expect(try await f.client.send("GET", "/v1/whoami", credential: f.france).status == 200)
+            #expect(try await f.accounts.adminUsers(of: "acme").map(\.name).sorted() == ["france-op", "germany-op", "hq-op", "hq-viewer"])
+            #expect(try await f.hub.tenantStore(for: "acme").quarantinedChanges(limit: 10).count == 1)
+        }
+    }
+
+    @Test("an HQ operator sees the tree with state and lag, revokes a node (refused at its next request), issues an enrollment token, replays a quarantined change once its cause is fixed and discards another with a reason; each act is in the audit log, exportable as CSV",
+          arguments: StorageEngine.testable)
+    func operatorActs(engine: StorageEngine) async throws {
+        try await withAdminFixture(engine: engine) { f in
+            let op = try await f.token("acme", "hq-op")
+            // germany reports a backlog.
+            #expect(try await f.client.send("POST", "/v1/status", json: StatusRequest(reports: [LagReport(node: "germany", pending: 4, oldestPendingMillis: 90_000)]),
+                                            credential: f.germany).status == 200)
+            let tree = try await f.send("GET", "/admin/v1/nodes", token: op)
+            #expect(tree.status == 200)
+            let nodes = try tree.decode(AdminMessages.NodesResponse.self)
+            #expect(nodes.nodes.map(\.path) == ["acme-hq", "acme-hq/france", "acme-hq/germany"])
+            let germany = try #require(nodes.nodes.first { $0.node == "germany" })
+            #expect(germany.lag?.pending == 4 && (germany.lag?.oldestPendingMillis ?? 0) >= 90_000)
+            #expect(nodes.nodes.first { $0.node == "acme-hq" }?.state == "never_seen")
+            // Paging and filters.
+            let page = try await f.send("GET", "/admin/v1/nodes?limit=2", token: op).decode(AdminMessages.NodesResponse.self)
+            #expect(page.nodes.count == 2 && page.total == 3 && page.next == "acme-hq/france")
+            let rest = try await f.send("GET", "/admin/v1/nodes?limit=2&after=acme-hq/france", token: op).decode(AdminMessages.NodesResponse.self)
+            #expect(rest.nodes.map(\.node) == ["germany"] && rest.next == nil)
+            #expect(try await f.send("GET", "/admin/v1/nodes?q=germ", token: op).decode(AdminMessages.NodesResponse.self).nodes.map(\.node) == ["germany"])
+            #expect(try await f.send("GET", "/admin/v1/nodes?state=bogus", token: op).status == 400)
+            // A country admin sees their own subtree only.
+            let germanyView = try await f.send("GET", "/admin/v1/nodes", token: try await f.token("acme", "germany-op")).decode(AdminMessages.NodesResponse.self)
+            #expect(germanyView.nodes.map(\.node) == ["germany"])
+
+            // Quarantine: france writes a record it does not hold (routed to germany's dealer
+            // line), refused as forbidden; HQ then routes that record to france too (the fix),
+            // and the replay stores it.
+            let owner = Change(origin: "germany", originSeq: 1, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                               table: "customers", recordID: "c-shared", op: .upsert, fields: ["owning_dealer": "germany", "last_name": "Alt"])
+            #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 1, changes: [owner]), credential: f.germany).status == 200)
+            let edit = Change(origin: "france", originSeq: 1, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis() + 1, counter: 0),
+                              table: "customers", recordID: "c-shared", op: .upsert, fields: ["last_name": "Neu"])
+            let refused = try await f.client.send("POST", "/v1/push", json: PushRequest(through: 1, changes: [edit]), credential: f.france)
+            #expect(refused.status == 422)
+            let junk = Change(origin: "france", originSeq: 2, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                              table: "no_such_table", recordID: "x", op: .upsert, fields: [:])
+            #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 2, changes: [junk]), credential: f.france).status == 422)
+            let listed = try await f.send("GET", "/admin/v1/quarantine", token: op).decode(AdminMessages.QuarantineResponse.self)
+            #expect(listed.changes.map(\.code) == ["forbidden", "unknown_table"])
+            let (forbiddenID, junkID) = (listed.changes[0].id, listed.changes[1].id)
+            let tooEarly = try await f.send("POST", "/admin/v1/quarantine/\(forbiddenID)/replay", token: op).decode(AdminMessages.ReplayResponse.self)
+            #expect(tooEarly.outcome == "refused" && tooEarly.code == "forbidden")
+            let reroute = Change(origin: "germany", originSeq: 2, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 1),
+                                 table: "customers", recordID: "c-shared", op: .upsert, fields: ["servicing_dealer": "france"])
+            #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 2, changes: [reroute]), credential: f.germany).status == 200)
+            let replayed = try await f.send("POST", "/admin/v1/quarantine/\(forbiddenID)/replay", token: op)
+            #expect(try replayed.decode(AdminMessages.ReplayResponse.self).outcome == "applied", "\(replayed.text)")
+            let record = try await f.hub.tenantStore(for: "acme").liveRecords(inTable: "customers").first { $0.id == "c-shared" }
+            #expect(record?.values["last_name"] == .string("Neu"))
+            #expect(try await f.send("POST", "/admin/v1/quarantine/\(junkID)/discard", json: AdminMessages.DiscardRequest(reason: " "), token: op).status == 422)
+            #expect(try await f.send("POST", "/admin/v1/quarantine/\(junkID)/discard", json: AdminMessages.DiscardRequest(reason: "test data from a broken build"), token: op).status == 200)
+            #expect(try await f.hub.tenantStore(for: "acme").quarantinedChanges(limit: 10).isEmpty)
+
+            // Revoke: france's next request is refused.
+            let revoked = try await f.send("POST", "/admin/v1/nodes/france/revoke", token: op)
+            #expect(revoked.status == 200)
+            #expect(try revoked.decode(AdminMessages.RevocationResponse.self).credentials == 1)
+            #expect(try await f.client.send("GET", "/v1/whoami", credential: f.france).status == 401)
+            #expect(try await f.send("POST", "/admin/v1/nodes/acme-hq/revoke", token: op).status == 403, "the root is not the admin's to revoke")
+            // An enrollment token for a dealer under germany.
+            let issued = try await f.send("POST", "/admin/v1/enrollment-tokens", json: AdminMessages.EnrollmentTokenRequest(node: "germany-d2", parent: "germany"), token: op)
+            #expect(issued.status == 201)
+            #expect(try issued.decode(AdminMessages.EnrollmentTokenResponse.self).token.hasPrefix("tse_"))
+
+            // The audit log, newest first, and as CSV.
+            let audit = try await f.send("GET", "/admin/v1/audit", token: op).decode(AdminMessages.AuditResponse.self)
+            let actions = audit.entries.map(\.action)
+            #expect(Array(actions.prefix(5)) == ["enrollment_token.issue", "node.revoke", "quarantine.discard", "quarantine.replay", "quarantine.replay"])
+            #expect(audit.entries.first { $0.action == "quarantine.discard" }?.detail.contains("test data from a broken build") == true)
+            #expect(audit.entries.allSatisfy { $0.actor == "hq-op" && $0.address == "127.0.0.1" })
+            let csv = try await f.send("GET", "/admin/v1/audit?format=csv", token: op)
+            #expect(csv.headers["content-type"]?.hasPrefix("text/csv") == true)
+            let lines = csv.text.split(separator: "\n")
+            #expect(lines.first == "id,at,actor,action,target,detail,address,scope" && lines.count == audit.entries.count + 1)
+            // A germany admin sees neither HQ's acts nor france's.
+            let germanyAudit = try await f.send("GET", "/admin/v1/audit", token: try await f.token("acme", "germany-op")).decode(AdminMessages.AuditResponse.self)
+            #expect(germanyAudit.entries.isEmpty)
+        }
+    }
+
+    @Test("tiersync admin user: add, list, set-role, token (that works against the running hub), disable (which ends the token at once), audit; bad input is refused with a clear message")
+    func userCommands() async throws {
+        let dir = try TempDir()
+        try await withRunningHub(directory: dir.path) { hub in
+            try await withRawClient(hub) { client in
+                let data = dir.path + "/hub"
+                _ = try Child.run(["admin", "create-tenant", "--data", data, "--tenant", "acme", "--root", "acme-hq"])
+                let passwordFile = dir.path + "/pw"
+                try "a long enough password\n".write(toFile: passwordFile, atomically: true, encoding: .utf8)
+                let added = try Child.run(["admin", "user", "add", "--data", data, "--tenant", "acme", "--name", "ops@acme", "--role", "viewer",
+                                           "--password-file", passwordFile])
+                #expect(added.contains("added ops@acme"))
+                try "short\n".write(toFile: passwordFile + "2", atomically: true, encoding: .utf8)
+                let weak = try Child.capture(["admin", "user", "add", "--data", data, "--tenant", "acme", "--name", "x", "--password-file", passwordFile + "2"])
+                #expect(weak.status != 0 && weak.output.contains("at least 12 characters"))
+                let badRole = try Child.capture(["admin", "user", "add", "--data", data, "--tenant", "acme", "--name", "y", "--role", "root", "--password-file", passwordFile])
+                #expect(badRole.status != 0 && badRole.output.contains("unknown role"))
+                _ = try Child.run(["admin", "user", "set-role", "--data", data, "--tenant", "acme", "--name", "ops@acme", "--role", "operator,reviewer"])
+                let list = try Child.run(["admin", "user", "list", "--data", data, "--tenant", "acme"])
+                #expect(list.contains("ops@acme") && list.contains("operator,reviewer") && list.contains("active"))
+                let token = try Child.run(["admin", "user", "token", "--data", data, "--tenant", "acme", "--name", "ops@acme", "--days", "1"])
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+                #expect(token.hasPrefix("tsa_"))
+                let me = try await client.send("GET", "/admin/v1/me", headers: [("Authorization", "Bearer \(token)")])
+                #expect(me.status == 200)
+                #expect(try me.decode(AdminMessages.Me.self).roles == [.operator, .reviewer])
+                // The console login works with the password set on the command line.
+                let login = try await client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "ops@acme", password: "a long enough password"))
+                #expect(login.status == 200)
+                _ = try Child.run(["admin", "user", "disable", "--data", data, "--tenant", "acme", "--name", "ops@acme"])
+                #expect(try await client.send("GET", "/admin/v1/me", headers: [("Authorization", "Bearer \(token)")]).status == 401)
+                let audit = try Child.run(["admin", "user", "audit", "--data", data, "--tenant", "acme", "--csv"])
+                for action in ["user.add", "user.update", "token.create", "login"] { #expect(audit.contains(action), "\(audit)") }
+                #expect(audit.contains("cli:"))
+            }
+        }
+    }
+}
