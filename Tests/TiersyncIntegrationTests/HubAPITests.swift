@@ -306,7 +306,7 @@ struct HubAPITests {
                 if ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(method) { documented.insert("\(method) \(path)") }
             }
         }
-        let served = Set(HubRoutes.all.map { "\($0.method) \($0.path)" })
+        let served = Set(HubRoutes.all.map { "\($0.method) \($0.path)" } + AdminRoutes.all.map { "\($0.method) \($0.path)" })
         #expect(documented == served)
 
         // And each documented route answers on a live hub (not 404 / 405).
@@ -314,6 +314,14 @@ struct HubAPITests {
             for route in HubRoutes.all {
                 let reply = try await f.client.send(route.method, route.path, body: route.method == "POST" ? Data("{}".utf8) : nil, credential: f.d1)
                 #expect(![404, 405].contains(reply.status), "\(route.method) \(route.path) answered \(reply.status)")
+            }
+            // The admin routes answer too; a node's credential is not an administrator's.
+            for route in AdminRoutes.all {
+                let path = route.path.replacingOccurrences(of: "{node}", with: "d1").replacingOccurrences(of: "{id}", with: "1")
+                    .replacingOccurrences(of: "{name}", with: "someone")
+                let reply = try await f.client.send(route.method, path, body: route.method == "POST" ? Data("{}".utf8) : nil, credential: f.d1)
+                #expect(![404, 405].contains(reply.status), "\(route.method) \(path) answered \(reply.status)")
+                if route.role != nil { #expect(reply.status == 401, "\(route.method) \(path) with a node's credential: \(reply.status)") }
             }
         }
     }
