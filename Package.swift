@@ -30,6 +30,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
     ],
     targets: [
         // Pure sync rules: clock, changes, merge, schema, wire types. No I/O.
@@ -100,6 +101,8 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
             // PBKDF2 for admin passwords.
             .product(name: "_CryptoExtras", package: "swift-crypto"),
+            // The console's server-rendered HTML.
+            .product(name: "Mustache", package: "swift-mustache"),
         ]),
         // The node-side sync agent: push/pull loops over AsyncHTTPClient.
         .target(name: "TiersyncAgent", dependencies: [

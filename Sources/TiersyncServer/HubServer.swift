@@ -96,6 +96,9 @@ public struct HubServer: Sendable {
                 guard let handler = adminHandlers[route] else { preconditionFailure("no handler for \(route.method) \(route.path)") }
                 router.on(RouterPath(route.path), method: HTTPRequest.Method(route.method)!, use: handler)
             }
+            for route in ConsoleService(admin: admin).routes() {
+                router.on(RouterPath(route.path), method: route.method, use: route.handler)
+            }
         }
         return router
     }

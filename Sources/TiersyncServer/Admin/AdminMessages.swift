@@ -58,6 +58,11 @@ public enum AdminMessages {
         public var state: String
         public var lastSeenMillis: UInt64?
         public var lag: NodeLagView?
+        /// The release the node reports running, its country's overlay, and the rollout
+        /// state (`applied`, `pending`, `refused`, `unknown`).
+        public var release: Int?
+        public var overlay: String?
+        public var governance: String?
     }
 
     public struct NodesResponse: Codable, Sendable {

@@ -68,12 +68,20 @@ struct AdminService: Sendable {
     /// user is locked for 1 s, doubling to 15 minutes (429 with `Retry-After`).
     func login(_ request: Request, _ context: HubRequestContext) async throws -> Response {
         let body = try await codec.decode(AdminMessages.LoginRequest.self, from: request)
-        let address = context.remoteAddress ?? "unknown"
+        let (secret, me) = try await startSession(tenant: body.tenant, user: body.user, password: body.password,
+                                                  address: context.remoteAddress ?? "unknown")
+        var response = try codec.encode(me, for: request)
+        response.headers[.setCookie] = Self.sessionCookie(secret, maxAgeSeconds: Self.sessionTTLMillis / 1000)
+        return response
+    }
+
+    /// Checks a login and opens a session: its secret (the cookie's value) and who it is for.
+    func startSession(tenant: TenantID, user name: String, password: String, address: String) async throws -> (secret: String, me: AdminMessages.Me) {
         let now = WallClock.nowMillis()
         let invalid = APIError(.unauthorized, "invalid_login", "unknown user or wrong password")
-        guard AdminUser.isValidName(body.user), body.password.utf8.count <= PasswordHash.maximumLength,
-              let login = try await accounts.adminLogin(body.user, of: body.tenant) else {
-            _ = await PasswordHash.verifyAsync(body.password, against: PasswordHash.decoy)
+        guard AdminUser.isValidName(name), password.utf8.count <= PasswordHash.maximumLength,
+              let login = try await accounts.adminLogin(name, of: tenant) else {
+            _ = await PasswordHash.verifyAsync(password, against: PasswordHash.decoy)
             throw invalid
         }
         if login.lockedUntilMillis > now {
@@ -81,28 +89,25 @@ struct AdminService: Sendable {
             error.headers[.retryAfter] = String(max(1, (login.lockedUntilMillis - now + 999) / 1000))
             throw error
         }
-        guard await PasswordHash.verifyAsync(body.password, against: login.passwordHash) else {
-            let failures = try await accounts.recordLoginFailure(body.user, of: body.tenant, nowMillis: now)
-            try await accounts.appendAudit(AuditEntry(tenant: body.tenant, actor: body.user, action: "login_failed", target: "",
+        guard await PasswordHash.verifyAsync(password, against: login.passwordHash) else {
+            let failures = try await accounts.recordLoginFailure(name, of: tenant, nowMillis: now)
+            try await accounts.appendAudit(AuditEntry(tenant: tenant, actor: name, action: "login_failed", target: "",
                                                       detail: "failure \(failures) in a row", address: address, scope: login.user.scope, atMillis: now))
             throw invalid
         }
         guard !login.user.isDisabled else { throw APIError(.forbidden, "account_disabled", "this account is disabled") }
-        try await accounts.recordLoginSuccess(body.user, of: body.tenant)
+        try await accounts.recordLoginSuccess(name, of: tenant)
         let secret = Secrets.new(.adminSession)
         let expires = now + Self.sessionTTLMillis
         try await accounts.storeAdminToken(digest: AdminAuthenticator.digest(secret),
-                                           AdminToken(tenant: body.tenant, user: body.user, kind: .session, name: "console",
+                                           AdminToken(tenant: tenant, user: name, kind: .session, name: "console",
                                                       createdAtMillis: now, expiresAtMillis: expires))
-        try await accounts.appendAudit(AuditEntry(tenant: body.tenant, actor: body.user, action: "login", target: "", detail: "",
+        try await accounts.appendAudit(AuditEntry(tenant: tenant, actor: name, action: "login", target: "", detail: "",
                                                   address: address, scope: login.user.scope, atMillis: now))
-        let tree = try await catalog.tree(of: body.tenant)
-        var response = try codec.encode(AdminMessages.Me(tenant: body.tenant, user: body.user, roles: login.user.roles.sorted(),
-                                                         scope: login.user.scope, tenantWide: tree.isRoot(login.user.scope),
-                                                         csrfToken: AdminAuthenticator.csrfToken(forSession: secret), expiresAtMillis: expires),
-                                        for: request)
-        response.headers[.setCookie] = Self.sessionCookie(secret, maxAgeSeconds: Self.sessionTTLMillis / 1000)
-        return response
+        let tree = try await catalog.tree(of: tenant)
+        return (secret, AdminMessages.Me(tenant: tenant, user: name, roles: login.user.roles.sorted(), scope: login.user.scope,
+                                         tenantWide: tree.isRoot(login.user.scope),
+                                         csrfToken: AdminAuthenticator.csrfToken(forSession: secret), expiresAtMillis: expires))
     }
 
     static func sessionCookie(_ value: String, maxAgeSeconds: UInt64) -> String {
@@ -148,38 +153,47 @@ struct AdminService: Sendable {
     func nodes(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
         let query = request.uri.queryParameters
         let limit = Int(try SyncService.integer(query, "limit", default: 100, range: 1...Int64(Self.maxPage)))
+        return try codec.encode(try await nodePage(caller, state: query.get("state"), search: query.get("q"), under: query.get("under"),
+                                                   after: query.get("after"), limit: limit), for: request)
+    }
+
+    /// One page of the caller's subtree in tree order, filtered.
+    func nodePage(_ caller: AdminCaller, state rawState: String?, search: String?, under: String?, after: String?, limit: Int) async throws -> AdminMessages.NodesResponse {
         var state: NodeState?
-        if let raw = query.get("state") {
-            guard let parsed = NodeState(rawValue: raw) else {
+        if let rawState, !rawState.isEmpty {
+            guard let parsed = NodeState(rawValue: rawState) else {
                 throw APIError(.badRequest, "invalid_parameter", "'state' must be one of \(NodeState.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             state = parsed
         }
         var within = caller.subtree
-        if let under = query.get("under") {
-            let node = try scopedNode(under, caller)
-            within = caller.tree.subtree(of: node)
-        }
-        let needle = query.get("q").map { String($0.prefix(100)).lowercased() }
-        let after = query.get("after")
+        if let under, !under.isEmpty { within = caller.tree.subtree(of: try scopedNode(under, caller)) }
+        let needle = search.flatMap { $0.isEmpty ? nil : String($0.prefix(100)).lowercased() }
         let now = WallClock.nowMillis()
-        let lags = try await directory.lags(of: caller.user.tenant)
-        var views: [AdminMessages.NodeView] = []
+        var matching: [(record: NodeRecord, state: NodeState, path: String)] = []
         for record in try await directory.nodes(of: caller.user.tenant) where within.contains(record.node) {
             let nodeState = NodeState(record, now: now)
             if let state, nodeState != state { continue }
             if let needle, !record.node.rawValue.lowercased().contains(needle) { continue }
-            views.append(AdminMessages.NodeView(
-                node: record.node, parent: record.parent, role: record.role, path: caller.tree.path(of: record.node),
-                depth: caller.tree.depth(of: record.node), state: nodeState.rawValue, lastSeenMillis: record.lastSeenMillis,
-                lag: lags[record.node].map { .init(pending: $0.pending, oldestPendingMillis: $0.oldestPendingMillis(at: now), measuredAtMillis: $0.measuredAtMillis) }))
+            matching.append((record, nodeState, caller.tree.path(of: record.node)))
         }
-        views.sort { $0.path < $1.path }
-        let total = views.count
-        if let after { views = Array(views.drop { $0.path <= after }) }
-        let page = Array(views.prefix(limit))
-        return try codec.encode(AdminMessages.NodesResponse(nodes: page, next: views.count > limit ? page.last?.path : nil, total: total),
-                                for: request)
+        matching.sort { $0.path < $1.path }
+        let total = matching.count
+        if let after, !after.isEmpty { matching = Array(matching.drop { $0.path <= after }) }
+        let page = Array(matching.prefix(limit))
+        // Lag and rollout state for this page's nodes only.
+        let lags = try await directory.lags(of: caller.user.tenant)
+        let rollout = Dictionary(try await GovernanceStatusReport.rows(nodes: page.map(\.record), store: try await directory.store(for: caller.user.tenant))
+            .map { ($0.node, $0) }, uniquingKeysWith: { a, _ in a })
+        let views = page.map { entry in
+            let governance = rollout[entry.record.node.rawValue]
+            return AdminMessages.NodeView(
+                node: entry.record.node, parent: entry.record.parent, role: entry.record.role, path: entry.path,
+                depth: caller.tree.depth(of: entry.record.node), state: entry.state.rawValue, lastSeenMillis: entry.record.lastSeenMillis,
+                lag: lags[entry.record.node].map { .init(pending: $0.pending, oldestPendingMillis: $0.oldestPendingMillis(at: now), measuredAtMillis: $0.measuredAtMillis) },
+                release: governance?.release, overlay: governance?.overlay, governance: governance?.state)
+        }
+        return AdminMessages.NodesResponse(nodes: views, next: matching.count > limit ? page.last?.path : nil, total: total)
     }
 
     /// Revokes (or decommissions) a node of the caller's subtree, not their own scope node.
@@ -239,7 +253,13 @@ struct AdminService: Sendable {
     func quarantine(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
         let query = request.uri.queryParameters
         let limit = Int(try SyncService.integer(query, "limit", default: 100, range: 1...Int64(Self.maxPage)))
-        var after = try SyncService.integer(query, "after", default: 0, range: 0...Int64.max)
+        let after = try SyncService.integer(query, "after", default: 0, range: 0...Int64.max)
+        return try codec.encode(try await quarantinePage(caller, after: after, limit: limit), for: request)
+    }
+
+    /// One page of the quarantine as the caller may see it.
+    func quarantinePage(_ caller: AdminCaller, after start: Int64, limit: Int) async throws -> AdminMessages.QuarantineResponse {
+        var after = start
         let store = try await directory.store(for: caller.user.tenant)
         var out: [QuarantinedChange] = []
         var exhausted = false
@@ -250,14 +270,17 @@ struct AdminService: Sendable {
             guard let last = page.last, page.count == Self.maxPage else { exhausted = true; break }
             after = out.count == limit ? out.last!.id : last.id
         }
-        return try codec.encode(AdminMessages.QuarantineResponse(changes: out, next: exhausted && out.count < limit ? nil : out.last?.id ?? after),
-                                for: request)
+        return AdminMessages.QuarantineResponse(changes: out, next: exhausted && out.count < limit ? nil : out.last?.id ?? after)
     }
 
-    private func quarantinedChange(_ context: HubRequestContext, _ caller: AdminCaller) async throws -> (any HubTenantStore, QuarantinedChange) {
+    static func quarantineID(_ context: HubRequestContext) throws -> Int64 {
         guard let raw = context.parameters.get("id"), let id = Int64(raw), id > 0 else {
             throw APIError(.badRequest, "invalid_parameter", "the quarantined change's id is a positive integer")
         }
+        return id
+    }
+
+    private func quarantinedChange(_ id: Int64, _ caller: AdminCaller) async throws -> (any HubTenantStore, QuarantinedChange) {
         let store = try await directory.store(for: caller.user.tenant)
         guard let change = try await store.quarantinedChanges(afterID: id - 1, limit: 1).first, change.id == id, inScope(change, caller) else {
             throw Self.outOfScope
@@ -267,20 +290,28 @@ struct AdminService: Sendable {
 
     /// Discards a quarantined change, with a reason (kept in the audit log).
     func discard(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
-        let (store, change) = try await quarantinedChange(context, caller)
+        let id = try Self.quarantineID(context)
         let body = try await codec.decode(AdminMessages.DiscardRequest.self, from: request)
-        let reason = body.reason.trimmingCharacters(in: .whitespacesAndNewlines)
+        try await discard(id, reason: body.reason, caller, address: context.remoteAddress ?? "unknown")
+        return try codec.encode(["status": "discarded"], for: request)
+    }
+
+    func discard(_ id: Int64, reason raw: String, _ caller: AdminCaller, address: String) async throws {
+        let (store, change) = try await quarantinedChange(id, caller)
+        let reason = raw.trimmingCharacters(in: .whitespacesAndNewlines)
         guard (1...500).contains(reason.count) else { throw APIError(.unprocessableContent, "reason_required", "say why (1 to 500 characters)") }
         _ = try await store.discardQuarantined(id: change.id)
-        try await audit(caller, context, "quarantine.discard", target: "\(change.id)",
-                        detail: "\(change.origin)#\(change.originSeq) \(change.code): \(reason)")
-        return try codec.encode(["status": "discarded"], for: request)
+        try await audit(caller, address, "quarantine.discard", target: "\(change.id)", detail: "\(change.origin)#\(change.originSeq) \(change.code): \(reason)")
+    }
+
+    func replay(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        try codec.encode(try await replay(try Self.quarantineID(context), caller, address: context.remoteAddress ?? "unknown"), for: request)
     }
 
     /// Judges a quarantined change again, as if its sender had just delivered it (with the
     /// sender's scope as the tree stands now). Stored, it leaves the quarantine.
-    func replay(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
-        let (store, quarantined) = try await quarantinedChange(context, caller)
+    func replay(_ id: Int64, _ caller: AdminCaller, address: String) async throws -> AdminMessages.ReplayResponse {
+        let (store, quarantined) = try await quarantinedChange(id, caller)
         guard let change = try? JSONDecoder().decode(Change.self, from: Data(quarantined.change.utf8)) else {
             throw APIError(.unprocessableContent, "unreadable", "the quarantined change cannot be read back; discard it")
         }
@@ -300,9 +331,9 @@ struct AdminService: Sendable {
             outcome = .init(outcome: "duplicate")
             _ = try await store.discardQuarantined(id: quarantined.id)
         }
-        try await audit(caller, context, "quarantine.replay", target: "\(quarantined.id)",
+        try await audit(caller, address, "quarantine.replay", target: "\(quarantined.id)",
                         detail: "\(quarantined.origin)#\(quarantined.originSeq): \(outcome.outcome)\(outcome.code.map { " \($0)" } ?? "")")
-        return try codec.encode(outcome, for: request)
+        return outcome
     }
 
     // MARK: Audit
@@ -313,8 +344,7 @@ struct AdminService: Sendable {
         let query = request.uri.queryParameters
         let limit = Int(try SyncService.integer(query, "limit", default: 100, range: 1...5_000))
         let before = query.get("before") == nil ? nil : try SyncService.integer(query, "before", default: 0, range: 1...Int64.max)
-        let entries = try await accounts.audit(of: caller.user.tenant, scopes: caller.isTenantWide ? nil : caller.subtree,
-                                               before: before, limit: limit)
+        let entries = try await auditPage(caller, before: before, limit: limit)
         let next = entries.count == limit ? entries.last?.id : nil
         switch query.get("format") ?? "json" {
         case "json":
@@ -331,6 +361,11 @@ struct AdminService: Sendable {
         default:
             throw APIError(.badRequest, "invalid_parameter", "'format' must be json or csv")
         }
+    }
+
+    /// The audit entries the caller may see, newest first.
+    func auditPage(_ caller: AdminCaller, before: Int64?, limit: Int) async throws -> [AuditEntry] {
+        try await accounts.audit(of: caller.user.tenant, scopes: caller.isTenantWide ? nil : caller.subtree, before: before, limit: limit)
     }
 
     static func csvField(_ s: String) -> String {
@@ -402,7 +437,11 @@ struct AdminService: Sendable {
     }
 
     func audit(_ caller: AdminCaller, _ context: HubRequestContext, _ action: String, target: String, detail: String) async throws {
+        try await audit(caller, context.remoteAddress ?? "unknown", action, target: target, detail: detail)
+    }
+
+    func audit(_ caller: AdminCaller, _ address: String, _ action: String, target: String, detail: String) async throws {
         try await accounts.appendAudit(AuditEntry(tenant: caller.user.tenant, actor: caller.actor, action: action, target: target, detail: detail,
-                                                  address: context.remoteAddress ?? "unknown", scope: caller.user.scope, atMillis: WallClock.nowMillis()))
+                                                  address: address, scope: caller.user.scope, atMillis: WallClock.nowMillis()))
     }
 }

@@ -1,0 +1,275 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Mustache
+import TiersyncCore
+import TiersyncStorage
+
+/// The web console at `/console`: server-rendered HTML (``ConsoleTemplates``) over the same
+/// operations as the admin API (``AdminService``), so both answer alike and audit alike.
+/// Authentication is the admin session cookie; every form that changes something carries the
+/// session's CSRF token. Pages page: none loads a whole tenant.
+struct ConsoleService: Sendable {
+    let admin: AdminService
+    static let library: MustacheLibrary = {
+        var library = MustacheLibrary()
+        for (name, text) in [("layout", ConsoleTemplates.layout), ("login", ConsoleTemplates.login), ("nodes", ConsoleTemplates.nodes),
+                             ("quarantine", ConsoleTemplates.quarantine), ("audit", ConsoleTemplates.audit), ("users", ConsoleTemplates.users),
+                             ("message", ConsoleTemplates.message)] {
+            // Constant templates: a syntax error is a programming error the console tests catch.
+            try! library.register(text, named: name)
+        }
+        return library
+    }()
+    static let pageSize = 100
+    static let maxFormBytes = 16 * 1024
+
+    typealias Handler = @Sendable (Request, HubRequestContext) async throws -> Response
+
+    func routes() -> [(method: HTTPRequest.Method, path: String, handler: Handler)] {
+        [
+            (.get, "/console", { _, _ in Self.redirect("/console/nodes") }),
+            (.get, "/console/console.css", { _, _ in Self.stylesheet() }),
+            (.get, "/console/login", loginPage),
+            (.post, "/console/login", login),
+            (.post, "/console/logout", page(stateChanging: true) { _, _, caller, _ in
+                try await admin.accounts.revokeAdminToken(digest: caller.tokenDigest)
+                try await admin.audit(caller, "console", "logout", target: "", detail: "session")
+                var response = Self.redirect("/console/login")
+                response.headers[.setCookie] = AdminService.sessionCookie("", maxAgeSeconds: 0)
+                return response
+            }),
+            (.get, "/console/nodes", page(stateChanging: false, nodes)),
+            (.post, "/console/nodes/{node}/revoke", page(stateChanging: true, revoke)),
+            (.get, "/console/quarantine", page(stateChanging: false, quarantine)),
+            (.post, "/console/quarantine/{id}/replay", page(stateChanging: true, replay)),
+            (.post, "/console/quarantine/{id}/discard", page(stateChanging: true, discard)),
+            (.get, "/console/audit", page(stateChanging: false, audit)),
+            (.get, "/console/users", page(stateChanging: false, users)),
+        ]
+    }
+
+    // MARK: Authentication
+
+    /// Runs `body` for a logged-in administrator; without a session, GETs go to the login
+    /// page. A form's fields are read (bounded) before the CSRF check, which reads one.
+    func page(stateChanging: Bool,
+              _ body: @escaping @Sendable (Request, HubRequestContext, AdminCaller, [String: String]) async throws -> Response) -> Handler {
+        { request, context in
+            var request = request
+            let form = stateChanging ? try await Self.form(&request) : [:]
+            let caller: AdminCaller
+            do {
+                caller = try await admin.authenticator.authenticate(request, stateChanging: stateChanging, formCSRF: form["csrf"])
+            } catch let error as APIError where error.status == .unauthorized {
+                return Self.redirect("/console/login")
+            } catch let error as APIError {
+                return try render("message", title: "Refused", me: nil, values: ["message": error.message, "back": "/console/nodes"],
+                                  status: error.status)
+            }
+            do {
+                return try await body(request, context, caller, form)
+            } catch let error as APIError {
+                return try render("message", title: "Refused", me: caller, values: ["message": error.message, "back": "/console/nodes"],
+                                  status: error.status)
+            }
+        }
+    }
+
+    func loginPage(_ request: Request, _ context: HubRequestContext) async throws -> Response {
+        try render("login", title: "Log in", me: nil, values: ["tenant": request.uri.queryParameters.get("tenant") ?? ""])
+    }
+
+    func login(_ request: Request, _ context: HubRequestContext) async throws -> Response {
+        var request = request
+        let form = try await Self.form(&request)
+        let (tenant, user, password) = (form["tenant"] ?? "", form["user"] ?? "", form["password"] ?? "")
+        do {
+            guard let tenantID = try? TenantID(validating: tenant) else { throw APIError(.unauthorized, "invalid_login", "unknown user or wrong password") }
+            let (secret, _) = try await admin.startSession(tenant: tenantID, user: user, password: password, address: context.remoteAddress ?? "unknown")
+            var response = Self.redirect("/console/nodes")
+            response.headers[.setCookie] = AdminService.sessionCookie(secret, maxAgeSeconds: AdminService.sessionTTLMillis / 1000)
+            return response
+        } catch let error as APIError {
+            var response = try render("login", title: "Log in", me: nil,
+                                      values: ["tenant": tenant, "user": user, "error": error.status == .tooManyRequests ? "Too many failed logins: try again later." : "Unknown user or wrong password."],
+                                      status: error.status)
+            if let retry = error.headers[.retryAfter] { response.headers[.retryAfter] = retry }
+            return response
+        }
+    }
+
+    // MARK: Pages
+
+    func nodes(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
+        let query = request.uri.queryParameters
+        let (q, state) = (query.get("q") ?? "", query.get("state") ?? "")
+        let page = try await admin.nodePage(caller, state: state, search: q, under: nil, after: query.get("after"), limit: Self.pageSize)
+        let now = WallClock.nowMillis()
+        let canAct = caller.has(.operator)
+        let rows: [[String: Any]] = page.nodes.map { node in
+            [
+                "node": node.node.rawValue, "path": node.path, "depth": min(node.depth, 3), "role": node.role, "state": node.state,
+                "lastSeen": node.lastSeenMillis.map { Self.ago(now, $0) } ?? "never",
+                "pending": node.lag.map { String($0.pending) } ?? "–",
+                "oldest": node.lag.map { $0.pending > 0 ? Self.duration($0.oldestPendingMillis) : "–" } ?? "–",
+                "release": node.release.map { "v\($0)" } ?? "–", "overlay": node.overlay ?? "–", "governance": node.governance ?? "–",
+                "canAct": canAct, "revocable": node.node != caller.user.scope && node.state != "decommissioned", "csrf": caller.csrfToken ?? "",
+            ]
+        }
+        return try render("nodes", title: "Nodes", me: caller, nav: "navNodes", values: [
+            "nodes": rows, "total": page.total, "filtered": !q.isEmpty || !state.isEmpty, "q": q, "stateFilter": state,
+            "states": NodeState.allCases.map { ["value": $0.rawValue, "selected": $0.rawValue == state] as [String: Any] },
+            "next": page.next ?? false, "canAct": canAct, "flash": Self.flash(query) ?? false,
+        ])
+    }
+
+    func revoke(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
+        guard caller.has(.operator) else { throw APIError(.forbidden, "forbidden", "this needs the operator role") }
+        let node = try admin.scopedNode(context.parameters.get("node") ?? "", caller)
+        guard node != caller.user.scope else { throw APIError(.forbidden, "forbidden", "an administrator cannot revoke the node they administer from") }
+        let revocation = try await admin.catalog.revoke(node: node, of: caller.user.tenant, nowMillis: WallClock.nowMillis())
+        try await admin.audit(caller, context, "node.revoke", target: node.rawValue, detail: "\(revocation.credentials) credentials, \(revocation.tokens) tokens")
+        return Self.redirect("/console/nodes?done=revoked")
+    }
+
+    func quarantine(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
+        let query = request.uri.queryParameters
+        let after = Int64(query.get("after") ?? "") ?? 0
+        let page = try await admin.quarantinePage(caller, after: max(0, after), limit: Self.pageSize)
+        let canAct = caller.has(.operator)
+        let rows: [[String: Any]] = page.changes.map {
+            ["id": $0.id, "origin": $0.origin.rawValue, "originSeq": $0.originSeq, "receivedFrom": $0.receivedFrom.rawValue,
+             "received": Self.timestamp($0.receivedAtMillis), "code": $0.code, "reason": $0.reason, "canAct": canAct, "csrf": caller.csrfToken ?? ""]
+        }
+        return try render("quarantine", title: "Quarantine", me: caller, nav: "navQuarantine", values: [
+            "changes": rows, "count": rows.count, "more": page.next != nil, "next": page.next.map(String.init) ?? false, "canAct": canAct,
+            "flash": Self.flash(query) ?? false,
+        ])
+    }
+
+    func replay(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
+        guard caller.has(.operator) else { throw APIError(.forbidden, "forbidden", "this needs the operator role") }
+        let outcome = try await admin.replay(try AdminService.quarantineID(context), caller, address: context.remoteAddress ?? "unknown")
+        switch outcome.outcome {
+        case "applied": return Self.redirect("/console/quarantine?done=replay_applied")
+        case "duplicate": return Self.redirect("/console/quarantine?done=replay_duplicate")
+        default: return Self.redirect("/console/quarantine?done=replay_refused&code=\(Self.codeParameter(outcome.code))")
+        }
+    }
+
+    func discard(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
+        guard caller.has(.operator) else { throw APIError(.forbidden, "forbidden", "this needs the operator role") }
+        try await admin.discard(try AdminService.quarantineID(context), reason: form["reason"] ?? "", caller, address: context.remoteAddress ?? "unknown")
+        return Self.redirect("/console/quarantine?done=discarded")
+    }
+
+    func audit(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
+        let before = request.uri.queryParameters.get("before").flatMap(Int64.init)
+        let entries = try await admin.auditPage(caller, before: before, limit: Self.pageSize)
+        let rows: [[String: Any]] = entries.map {
+            ["at": Self.timestamp($0.atMillis), "actor": $0.actor, "action": $0.action, "target": $0.target, "detail": $0.detail, "address": $0.address]
+        }
+        return try render("audit", title: "Audit log", me: caller, nav: "navAudit", values: [
+            "entries": rows, "next": (entries.count == Self.pageSize ? entries.last.map { String($0.id) as Any } : nil) ?? false,
+        ])
+    }
+
+    func users(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
+        guard caller.isTenantWide else { throw APIError(.forbidden, "forbidden", "only administrators of the whole tenant see its users") }
+        let users = try await admin.accounts.adminUsers(of: caller.user.tenant)
+        let rows: [[String: Any]] = users.map {
+            ["name": $0.name, "roles": $0.roles.sorted().map(\.rawValue).joined(separator: ", "), "scope": $0.scope.rawValue,
+             "state": $0.isDisabled ? "disabled" : "active"]
+        }
+        return try render("users", title: "Users", me: caller, nav: "navUsers", values: ["users": rows, "tenant": caller.user.tenant.rawValue])
+    }
+
+    // MARK: Rendering
+
+    func render(_ template: String, title: String, me caller: AdminCaller?, nav: String? = nil, values: [String: Any],
+                status: HTTPResponse.Status = .ok) throws -> Response {
+        let body = Self.library.render(values, withTemplate: template) ?? ""
+        var page: [String: Any] = ["title": title, "body": body]
+        if let error = values["error"] { page["error"] = error }
+        if let flash = values["flash"] { page["flash"] = flash }
+        if let caller {
+            var me: [String: Any] = ["user": caller.user.name, "tenant": caller.user.tenant.rawValue, "scope": caller.user.scope.rawValue,
+                                     "tenantWide": caller.isTenantWide, "csrf": caller.csrfToken ?? "",
+                                     "roles": caller.user.roles.sorted().map(\.rawValue).joined(separator: ", ")]
+            if let nav { me[nav] = true }
+            page["me"] = me
+        }
+        let html = Self.library.render(page, withTemplate: "layout") ?? ""
+        return Response(status: status, headers: Self.headers(contentType: "text/html; charset=utf-8"), body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    /// Every console answer: no caching, no framing, no scripts, no foreign resources.
+    static func headers(contentType: String) -> HTTPFields {
+        var headers: HTTPFields = [.contentType: contentType]
+        headers[.cacheControl] = "no-store"
+        headers[.contentSecurityPolicy] = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
+        headers[HTTPField.Name("X-Content-Type-Options")!] = "nosniff"
+        headers[HTTPField.Name("Referrer-Policy")!] = "same-origin"
+        return headers
+    }
+
+    static func redirect(_ location: String) -> Response {
+        var headers = Self.headers(contentType: "text/plain; charset=utf-8")
+        headers[.location] = location
+        return Response(status: .seeOther, headers: headers)
+    }
+
+    static func stylesheet() -> Response {
+        var headers = Self.headers(contentType: "text/css; charset=utf-8")
+        headers[.cacheControl] = "max-age=300"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: ConsoleTemplates.css)))
+    }
+
+    /// What a redirect after a change says happened (codes, never text from the query).
+    static func flash(_ query: Parameters) -> String? {
+        switch query.get("done") {
+        case "replay_applied": "Replayed: the change was stored and left the quarantine."
+        case "replay_duplicate": "Replayed: the change was already stored; it left the quarantine."
+        case "replay_refused": "Replayed, but refused again (\(codeParameter(query.get("code")))): fix the cause first."
+        case "discarded": "Discarded; the reason is in the audit log."
+        case "revoked": "Revoked: the node is refused from its next request."
+        default: nil
+        }
+    }
+
+    /// A refusal code as it may appear in a URL: letters and underscores only.
+    static func codeParameter(_ code: String?) -> String {
+        String((code ?? "unknown").prefix(40).filter { $0.isLetter || $0 == "_" })
+    }
+
+    /// A form body (`application/x-www-form-urlencoded`), at most ``maxFormBytes``.
+    static func form(_ request: inout Request) async throws -> [String: String] {
+        let buffer = try await request.collectBody(upTo: maxFormBytes)
+        var out: [String: String] = [:]
+        for pair in String(buffer: buffer).split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            func decode(_ s: Substring) -> String { String(s).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "" }
+            guard let key = parts.first else { continue }
+            out[decode(key)] = parts.count > 1 ? decode(parts[1]) : ""
+        }
+        return out
+    }
+
+    static func timestamp(_ millis: UInt64) -> String {
+        Date(timeIntervalSince1970: Double(millis) / 1000).formatted(.iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: false).timeSeparator(.colon))
+    }
+
+    static func ago(_ now: UInt64, _ then: UInt64) -> String {
+        duration(Int64(clamping: now &- min(now, then))) + " ago"
+    }
+
+    static func duration(_ millis: Int64) -> String {
+        let s = max(0, millis / 1000)
+        if s < 60 { return "\(s) s" }
+        if s < 3600 { return "\(s / 60) min" }
+        if s < 86_400 { return "\(s / 3600) h \(s % 3600 / 60) min" }
+        return "\(s / 86_400) d \(s % 86_400 / 3600) h"
+    }
+}

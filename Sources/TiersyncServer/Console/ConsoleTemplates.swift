@@ -1,0 +1,166 @@
+/// The console's templates (Mustache, rendered by swift-mustache). Each page renders its
+/// body, which the layout wraps. `{{…}}` escapes HTML; the only `{{{…}}}` is the layout's
+/// `body`, which is our own rendered template. No script anywhere: forms and links only,
+/// so the console works with the keyboard and a screen reader, and its Content Security
+/// Policy forbids scripts outright.
+enum ConsoleTemplates {
+    static let layout = """
+    <!doctype html>
+    <html lang="en">
+    <head>
+    <meta charset="utf-8">
+    <meta name="viewport" content="width=device-width, initial-scale=1">
+    <title>{{title}} · Tiersync console</title>
+    <link rel="stylesheet" href="/console/console.css">
+    </head>
+    <body>
+    <a class="skip" href="#main">Skip to content</a>
+    <header>
+    <p class="brand">Tiersync</p>
+    {{#me}}
+    <nav aria-label="Console">
+    <ul>
+    <li><a href="/console/nodes"{{#navNodes}} aria-current="page"{{/navNodes}}>Nodes</a></li>
+    <li><a href="/console/quarantine"{{#navQuarantine}} aria-current="page"{{/navQuarantine}}>Quarantine</a></li>
+    <li><a href="/console/audit"{{#navAudit}} aria-current="page"{{/navAudit}}>Audit log</a></li>
+    {{#tenantWide}}<li><a href="/console/users"{{#navUsers}} aria-current="page"{{/navUsers}}>Users</a></li>{{/tenantWide}}
+    </ul>
+    </nav>
+    <p class="who">Signed in as <strong id="who">{{user}}</strong> · tenant {{tenant}}{{^tenantWide}} · scope {{scope}}{{/tenantWide}} · {{roles}}</p>
+    <form method="post" action="/console/logout" class="inline">
+    <input type="hidden" name="csrf" value="{{csrf}}">
+    <button type="submit">Log out</button>
+    </form>
+    {{/me}}
+    </header>
+    <main id="main">
+    <h1>{{title}}</h1>
+    {{#flash}}<p role="status" class="flash" id="flash">{{flash}}</p>{{/flash}}
+    {{#error}}<p role="alert" class="error" id="error">{{error}}</p>{{/error}}
+    {{{body}}}
+    </main>
+    </body>
+    </html>
+    """
+
+    static let login = """
+    <form method="post" action="/console/login" class="login">
+    <p><label for="tenant">Tenant</label><br><input id="tenant" name="tenant" required autocomplete="organization" value="{{tenant}}"></p>
+    <p><label for="user">User</label><br><input id="user" name="user" required autocomplete="username" value="{{user}}"></p>
+    <p><label for="password">Password</label><br><input id="password" name="password" type="password" required autocomplete="current-password"></p>
+    <p><button type="submit" id="login">Log in</button></p>
+    </form>
+    """
+
+    static let nodes = """
+    <form method="get" action="/console/nodes" class="filters" role="search">
+    <label for="q">Node id contains</label> <input id="q" name="q" value="{{q}}">
+    <label for="state">State</label>
+    <select id="state" name="state">
+    <option value="">any</option>
+    {{#states}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{value}}</option>{{/states}}
+    </select>
+    <button type="submit">Filter</button>
+    </form>
+    <table id="nodes">
+    <caption>{{total}} node(s) in your scope{{#filtered}} matching the filter{{/filtered}}</caption>
+    <thead><tr>
+    <th scope="col">Node</th><th scope="col">Role</th><th scope="col">State</th><th scope="col">Last seen</th>
+    <th scope="col">Waiting to go up</th><th scope="col">Oldest waiting</th><th scope="col">Release</th><th scope="col">Overlay</th><th scope="col">Rollout</th>
+    {{#canAct}}<th scope="col">Act</th>{{/canAct}}
+    </tr></thead>
+    <tbody>
+    {{#nodes}}
+    <tr id="node-{{node}}" data-state="{{state}}">
+    <th scope="row" class="depth-{{depth}}" title="{{path}}">{{node}}</th>
+    <td>{{role}}</td><td class="state-{{state}}">{{state}}</td><td>{{lastSeen}}</td>
+    <td class="pending">{{pending}}</td><td class="oldest">{{oldest}}</td><td>{{release}}</td><td>{{overlay}}</td><td>{{governance}}</td>
+    {{#canAct}}<td>{{#revocable}}<form method="post" action="/console/nodes/{{node}}/revoke" class="inline">
+    <input type="hidden" name="csrf" value="{{csrf}}"><button type="submit" aria-label="Revoke {{node}}">Revoke</button></form>{{/revocable}}</td>{{/canAct}}
+    </tr>
+    {{/nodes}}
+    </tbody>
+    </table>
+    {{#next}}<p><a href="/console/nodes?after={{next}}&amp;q={{q}}&amp;state={{stateFilter}}" rel="next">Next page</a></p>{{/next}}
+    """
+
+    static let quarantine = """
+    <p>Changes this hub refused, with the reason. Fix the cause (a route, a node's scope), then replay; or discard with a reason.</p>
+    <table id="quarantine">
+    <caption>{{count}} quarantined change(s){{#more}}, more on the next page{{/more}}</caption>
+    <thead><tr><th scope="col">Id</th><th scope="col">Change</th><th scope="col">From</th><th scope="col">Received</th>
+    <th scope="col">Reason</th>{{#canAct}}<th scope="col">Act</th>{{/canAct}}</tr></thead>
+    <tbody>
+    {{#changes}}
+    <tr id="q-{{id}}">
+    <th scope="row">{{id}}</th><td>{{origin}} #{{originSeq}}</td><td>{{receivedFrom}}</td><td>{{received}}</td>
+    <td><code>{{code}}</code> {{reason}}</td>
+    {{#canAct}}<td>
+    <form method="post" action="/console/quarantine/{{id}}/replay" class="inline">
+    <input type="hidden" name="csrf" value="{{csrf}}"><button type="submit" id="replay-{{id}}">Replay</button></form>
+    <form method="post" action="/console/quarantine/{{id}}/discard" class="inline">
+    <input type="hidden" name="csrf" value="{{csrf}}">
+    <label for="reason-{{id}}">Reason</label> <input id="reason-{{id}}" name="reason" required maxlength="500">
+    <button type="submit" id="discard-{{id}}">Discard</button></form>
+    </td>{{/canAct}}
+    </tr>
+    {{/changes}}
+    </tbody>
+    </table>
+    {{#next}}<p><a href="/console/quarantine?after={{next}}" rel="next">Next page</a></p>{{/next}}
+    """
+
+    static let audit = """
+    <p><a href="/admin/v1/audit?format=csv&amp;limit=5000" download>Export as CSV</a></p>
+    <table id="audit">
+    <caption>Administrative acts, newest first</caption>
+    <thead><tr><th scope="col">When</th><th scope="col">Who</th><th scope="col">What</th><th scope="col">Target</th><th scope="col">Details</th><th scope="col">From</th></tr></thead>
+    <tbody>
+    {{#entries}}<tr><td>{{at}}</td><td>{{actor}}</td><td>{{action}}</td><td>{{target}}</td><td>{{detail}}</td><td>{{address}}</td></tr>{{/entries}}
+    </tbody>
+    </table>
+    {{#next}}<p><a href="/console/audit?before={{next}}" rel="next">Older entries</a></p>{{/next}}
+    """
+
+    static let users = """
+    <table id="users">
+    <caption>Administrators of {{tenant}}</caption>
+    <thead><tr><th scope="col">Name</th><th scope="col">Roles</th><th scope="col">Scope</th><th scope="col">State</th></tr></thead>
+    <tbody>
+    {{#users}}<tr><th scope="row">{{name}}</th><td>{{roles}}</td><td>{{scope}}</td><td>{{state}}</td></tr>{{/users}}
+    </tbody>
+    </table>
+    <p>Add, disable and change administrators with <code>tiersync admin user</code> on the hub, or the admin API.</p>
+    """
+
+    static let message = """
+    <p>{{message}}</p>
+    <p><a href="{{back}}">Back</a></p>
+    """
+
+    static let css = """
+    body { font: 15px/1.45 system-ui, sans-serif; margin: 0; color: #1d232b; background: #f6f7f9; }
+    header { display: flex; flex-wrap: wrap; gap: 1rem; align-items: center; padding: .6rem 1.2rem; background: #16324f; color: #fff; }
+    header a, header button { color: #fff; }
+    header nav ul { display: flex; gap: 1rem; list-style: none; margin: 0; padding: 0; }
+    header a[aria-current] { font-weight: 700; text-decoration: underline; }
+    .brand { font-weight: 700; margin: 0; }
+    .who { margin: 0 0 0 auto; }
+    header button { background: transparent; border: 1px solid #fff; border-radius: 4px; padding: .2rem .6rem; cursor: pointer; }
+    main { padding: 1rem 1.2rem; }
+    h1 { font-size: 1.4rem; margin: .2rem 0 1rem; }
+    table { border-collapse: collapse; background: #fff; width: 100%; }
+    caption { text-align: left; padding: .4rem 0; font-weight: 600; }
+    th, td { border-bottom: 1px solid #dde1e6; padding: .35rem .5rem; text-align: left; vertical-align: top; }
+    thead th { background: #eef1f4; }
+    .depth-1 { padding-left: 1.5rem; } .depth-2 { padding-left: 3rem; } .depth-3 { padding-left: 4.5rem; }
+    .state-active { color: #17692b; } .state-silent { color: #a35200; } .state-decommissioned { color: #6b7280; }
+    .inline { display: inline; }
+    .flash { background: #e7f5ea; padding: .5rem; border-left: 4px solid #17692b; }
+    .error { background: #fdecec; padding: .5rem; border-left: 4px solid #b42318; }
+    .filters { margin-bottom: .8rem; }
+    .skip { position: absolute; left: -999px; } .skip:focus { left: .5rem; top: .5rem; background: #fff; color: #000; padding: .3rem; }
+    :focus-visible { outline: 3px solid #f5a623; outline-offset: 2px; }
+    .login { max-width: 22rem; background: #fff; padding: 1rem; border: 1px solid #dde1e6; border-radius: 6px; }
+    """
+}

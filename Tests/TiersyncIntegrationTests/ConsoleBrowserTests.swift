@@ -1,0 +1,149 @@
+import Foundation
+import Testing
+import TiersyncCore
+import TiersyncServer
+import TiersyncStore
+import TiersyncTestSupport
+
+/// The console in a real browser (headless Chromium over WebDriver), against a hub on
+/// loopback TLS. Set TIERSYNC_CONSOLE_SCREENSHOTS=DIR to keep screenshots of the main pages
+/// there (`ops/console-screenshots.sh` refreshes docs/console/ that way).
+@Suite("Console in a real browser", .serialized)
+struct ConsoleBrowserTests {
+    static let screenshots = ProcessInfo.processInfo.environment["TIERSYNC_CONSOLE_SCREENSHOTS"]
+
+    func shoot(_ browser: Browser, _ name: String, scratch: TempDir) async throws {
+        let dir = Self.screenshots ?? scratch.path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try await browser.screenshot(to: "\(dir)/\(name).png")
+        #expect(FileManager.default.fileExists(atPath: "\(dir)/\(name).png"))
+    }
+
+    func logIn(_ browser: Browser, _ hub: RunningHub, tenant: String, user: String) async throws {
+        try await browser.open(hub.url + "/console")
+        #expect(try await browser.currentURL.hasSuffix("/console/login"))
+        try await browser.type("#tenant", tenant)
+        try await browser.type("#user", user)
+        try await browser.type("#password", AdminFixture.password)
+        try await browser.click("#login")
+        #expect(try await browser.currentURL.hasSuffix("/console/nodes"))
+        #expect(try await browser.text("#who") == user)
+    }
+
+    @Test("an HQ operator logs in with the keyboard, sees the tree with a dealer's lag, replays a quarantined change after its cause was fixed and discards another; a country admin sees neither the other country's nodes nor its quarantine; a wrong password is refused on the page")
+    func console() async throws {
+        try await withAdminFixture { f in
+            _ = try await withBrowser { browser in
+                let scratch = try TempDir()
+                // A dealer of germany, enrolled through its country, with 12 changes waiting.
+                let dealerToken = try await f.hub.catalogStore.issueEnrollmentToken(tenant: "acme", node: "germany-d1", parent: "germany")
+                #expect(try await f.client.send("POST", "/v1/enroll", json: EnrollRequest(token: dealerToken, via: "germany")).status == 201)
+                #expect(try await f.client.send("POST", "/v1/status", json: StatusRequest(reports: [
+                    LagReport(node: "germany", pending: 0, oldestPendingMillis: 0),
+                    LagReport(node: "germany-d1", pending: 12, oldestPendingMillis: 125_000, measuredMillisAgo: 2_000),
+                ]), credential: f.germany).status == 200)
+                // france edits a record routed to germany only: quarantined as forbidden. And a
+                // change of an unknown table.
+                let owner = Change(origin: "germany", originSeq: 1, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                                   table: "customers", recordID: "c-shared", op: .upsert, fields: ["owning_dealer": "germany", "last_name": "Alt"])
+                #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 1, changes: [owner]), credential: f.germany).status == 200)
+                let edit = Change(origin: "france", originSeq: 1, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis() + 1, counter: 0),
+                                  table: "customers", recordID: "c-shared", op: .upsert, fields: ["last_name": "Neu"])
+                let junk = Change(origin: "france", originSeq: 2, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                                  table: "no_such_table", recordID: "x", op: .upsert, fields: [:])
+                #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 2, changes: [edit, junk]), credential: f.france).status == 422)
+                let quarantined = try await f.hub.tenantStore(for: "acme").quarantinedChanges(limit: 10)
+                let (editID, junkID) = (quarantined[0].id, quarantined[1].id)
+
+                // A wrong password: the login page says so, and nothing else.
+                try await browser.open(f.hub.url + "/console/login")
+                try await browser.type("#tenant", "acme")
+                try await browser.type("#user", "hq-op")
+                try await browser.type("#password", "not the password")
+                try await browser.click("#login")
+                #expect(try await browser.text("#error") == "Unknown user or wrong password.")
+                #expect(try await browser.currentURL.hasSuffix("/console/login"))
+
+                // Labels and the keyboard: every field has a label; Tab moves from field to field.
+                let login = try await browser.source
+                for field in ["tenant", "user", "password"] { #expect(login.contains("<label for=\"\(field)\">")) }
+                try await browser.type("#tenant", "acme")
+                try await browser.keys("#tenant", "\u{E004}")
+                #expect(try await browser.focusedID() == "user")
+                try await shoot(browser, "login", scratch: scratch)
+
+                try await logIn(browser, f.hub, tenant: "acme", user: "hq-op")
+                #expect(try await browser.title == "Nodes · Tiersync console")
+                #expect(try await browser.text("#node-germany-d1 .pending") == "12")
+                #expect(try await browser.text("#node-germany-d1 .oldest").hasSuffix("min"))
+                #expect(try await browser.text("#node-france").contains("france"))
+                try await shoot(browser, "nodes", scratch: scratch)
+
+                // Quarantine: replay before the fix is refused again; after it, stored.
+                try await browser.open(f.hub.url + "/console/quarantine")
+                #expect(try await browser.text("#q-\(editID)").contains("forbidden"))
+                try await shoot(browser, "quarantine", scratch: scratch)
+                try await browser.click("#replay-\(editID)")
+                #expect(try await browser.text("#flash").contains("refused again (forbidden)"))
+                let reroute = Change(origin: "germany", originSeq: 2, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 1),
+                                     table: "customers", recordID: "c-shared", op: .upsert, fields: ["servicing_dealer": "france"])
+                #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 2, changes: [reroute]), credential: f.germany).status == 200)
+                try await browser.click("#replay-\(editID)")
+                #expect(try await browser.text("#flash").contains("stored and left the quarantine"))
+                #expect(try await browser.element("#q-\(editID)") == nil)
+                let record = try await f.hub.tenantStore(for: "acme").liveRecords(inTable: "customers").first { $0.id == "c-shared" }
+                #expect(record?.values["last_name"] == .string("Neu"))
+
+                // The audit log shows the replays.
+                try await browser.open(f.hub.url + "/console/audit")
+                #expect(try await browser.text("#audit").contains("quarantine.replay"))
+                try await shoot(browser, "audit", scratch: scratch)
+                try await browser.open(f.hub.url + "/console/users")
+                #expect(try await browser.text("#users").contains("germany-op"))
+                try await browser.click("header form button")
+                #expect(try await browser.currentURL.hasSuffix("/console/login"))
+
+                // germany's admin: their subtree only.
+                try await logIn(browser, f.hub, tenant: "acme", user: "germany-op")
+                let nodes = try await browser.text("#nodes")
+                #expect(nodes.contains("germany-d1") && !nodes.contains("france"))
+                try await browser.open(f.hub.url + "/console/quarantine")
+                #expect(try await browser.element("#q-\(junkID)") == nil)
+                #expect(!(try await browser.source).contains("france"))
+                try await browser.open(f.hub.url + "/console/users")
+                #expect(try await browser.text("#main").contains("only administrators of the whole tenant"))
+
+                // And as HQ again: discard the other with a reason.
+                try await browser.click("header form button")
+                try await logIn(browser, f.hub, tenant: "acme", user: "hq-op")
+                try await browser.open(f.hub.url + "/console/quarantine")
+                try await browser.type("#reason-\(junkID)", "a test client's stray write")
+                try await browser.click("#discard-\(junkID)")
+                #expect(try await browser.text("#flash").contains("Discarded"))
+                #expect(try await f.hub.tenantStore(for: "acme").quarantinedChanges(limit: 10).isEmpty)
+                let audit = try await f.accounts.audit(of: "acme", scopes: nil, before: nil, limit: 50)
+                #expect(audit.contains { $0.action == "quarantine.discard" && $0.detail.contains("a test client's stray write") })
+            }
+        }
+    }
+
+    @Test("console pages: without a session a page sends to the login; a form post without the CSRF token is refused; answers forbid scripts, framing and caching")
+    func consoleWithoutSession() async throws {
+        try await withAdminFixture { f in
+            // (The client follows the 303.)
+            let page = try await f.client.send("GET", "/console/nodes")
+            #expect(page.status == 200 && page.text.contains("<h1>Log in</h1>") && !page.text.contains("france"))
+            let login = try await f.client.send("GET", "/console/login")
+            #expect(login.status == 200)
+            #expect(login.headers["content-security-policy"]?.contains("default-src 'none'") == true)
+            #expect(login.headers["x-frame-options"] == "DENY" && login.headers["cache-control"] == "no-store")
+            // Logged in (cookie), but the form lacks the CSRF token.
+            let session = try await f.client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "hq-op", password: AdminFixture.password))
+            let cookie = String(try #require(session.headers["set-cookie"]).split(separator: ";")[0])
+            let forged = try await f.client.send("POST", "/console/nodes/france/revoke", body: Data("x=1".utf8),
+                                                 headers: [("Cookie", cookie), ("Content-Type", "application/x-www-form-urlencoded")])
+            #expect(forged.status == 403)
+            #expect(try await f.client.send("GET", "/v1/whoami", credential: f.france).status == 200, "france was not revoked")
+        }
+    }
+}
