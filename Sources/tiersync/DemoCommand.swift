@@ -25,6 +25,8 @@ struct Demo: AsyncParsableCommand {
     var governance = "fixtures/governance/automaker"
     @Option(help: "The country overlay de publishes on top.")
     var overlay = "fixtures/governance/overlays/de.yaml"
+    @Flag(help: "Keep HQ, the countries and the dealers running after the demo (for the console) until Ctrl-C.")
+    var keepRunning = false
     @OptionGroup var logging: LoggingOptions
 
     static let tenant: TenantID = "automaker"
@@ -57,6 +59,13 @@ struct Demo: AsyncParsableCommand {
         let releaseKey = GovernanceSigningKey()
         try catalog.setReleaseKey(releaseKey.publicKey.base64, for: Self.tenant)
         say("HQ hub on \(hqURL) (TLS, local CA \(pki.caCertificate)); tenant \(Self.tenant) has 3 levels, release key \(releaseKey.publicKey)")
+        // An HQ administrator for the console, with a password made for this run only.
+        let password = Secrets.random(bytes: 12)
+        try await SQLiteCatalog(catalog).createAdminUser(AdminUser(tenant: Self.tenant, name: "admin", roles: [.operator, .publisher, .reviewer],
+                                                                   scope: "hq", createdAtMillis: WallClock.nowMillis()),
+                                                         passwordHash: try await PasswordHash.makeAsync(password))
+        let consoleLogin = "console \(hqURL)/console — tenant \(Self.tenant), user admin, password \(password) (one-time: made for this run)"
+        say(consoleLogin)
 
         // Country nodes: each enrolls at HQ, then serves its dealers.
         var countryURLs: [NodeID: String] = [:]
@@ -160,6 +169,13 @@ struct Demo: AsyncParsableCommand {
         say("every node converged on exactly the records in its scope; the lead reached de-munich, de and HQ only")
 
         try await demonstrateGovernance(stores: stores, catalog: catalog, hq: hq, key: releaseKey)
+
+        if keepRunning {
+            say(consoleLogin + "; the browser will warn about the demo's own CA (\(pki.caCertificate)). Ctrl-C ends the demo.")
+            try? await runUntilSignal { while !Task.isCancelled { try await Task.sleep(for: .seconds(3600)) } }
+        } else {
+            say("the \(consoleLogin) lives as long as the demo: `tiersync demo --keep-running` keeps it open")
+        }
 
         for task in dealerAgents.values { task.cancel() }
         for task in dealerAgents.values { _ = await task.result }

@@ -146,4 +146,27 @@ struct ConsoleBrowserTests {
             #expect(try await f.client.send("GET", "/v1/whoami", credential: f.france).status == 200, "france was not revoked")
         }
     }
+
+    @Test("tiersync demo prints the console's URL and a one-time admin login, which logs in")
+    func demoPrintsAConsoleLogin() async throws {
+        let dir = try TempDir()
+        let root = repositoryRoot()
+        try await withRunning { running in
+            let demo = try running.child(["demo", "--dir", dir.path + "/demo", "--keep-running",
+                                          "--governance", root + "/fixtures/governance/automaker", "--overlay", root + "/fixtures/governance/overlays/de.yaml"],
+                                         log: dir.path + "/demo.log")
+            let output = try await demo.waitForOutput(containing: "Ctrl-C ends the demo", timeout: 180)
+            let line = try #require(output.split(separator: "\n").last { $0.contains("/console — tenant automaker, user admin, password ") })
+            let words = line.split(separator: " ")
+            let url = try #require(words.first { $0.hasPrefix("https://") }).replacingOccurrences(of: "/console", with: "")
+            let password = try #require(words.firstIndex(of: "password").map { String(words[$0 + 1]) })
+            let client = running.client(baseURL: url, caFile: dir.path + "/demo/pki/ca.pem")
+            let login = try await client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "automaker", user: "admin", password: password))
+            #expect(login.status == 200, "\(login.text)")
+            let cookie = String(try #require(login.headers["set-cookie"]).split(separator: ";")[0])
+            let nodes = try await client.send("GET", "/console/nodes", headers: [("Cookie", cookie)])
+            #expect(nodes.status == 200 && nodes.text.contains("de-munich"))
+            await demo.stop()
+        }
+    }
 }
