@@ -18,6 +18,7 @@ import PostgresNIO
 /// - `node_lag`: (tenant, node) → pending, oldest_pending_ms, measured_at: the last lag the node reported.
 /// - `admin_users`, `admin_tokens`, `admin_audit`: administrators, their sessions and API tokens
 ///   (SHA-256 digests), the audit log (migration 3).
+/// - `admin_settings`, `release_requests`: four-eyes releases (migration 4).
 /// - `catalog_version`: per tenant, bumped by every change of its tree or direct-sync setting
 ///   (per tenant rather than one row, as SQLite has: enrollments of different tenants do not
 ///   queue on one row lock, and one tenant's change keeps other tenants' cached trees).
@@ -145,6 +146,35 @@ public enum PostgresCatalogSchema {
             )
             """,
             "CREATE INDEX IF NOT EXISTS admin_audit_tenant ON tiersync_catalog.admin_audit (tenant, id)",
+        ],
+        [
+            // Four-eyes releases: the tenant's setting and the requests waiting for a reviewer.
+            """
+            CREATE TABLE IF NOT EXISTS tiersync_catalog.admin_settings (
+                tenant text NOT NULL REFERENCES tiersync_catalog.tenants (id),
+                key text NOT NULL,
+                value text NOT NULL,
+                PRIMARY KEY (tenant, key)
+            )
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS tiersync_catalog.release_requests (
+                id bigserial PRIMARY KEY,
+                tenant text NOT NULL REFERENCES tiersync_catalog.tenants (id),
+                author text NOT NULL,
+                requested_at bigint NOT NULL,
+                notes text NOT NULL,
+                targets text,
+                source_digest text NOT NULL,
+                sources text NOT NULL,
+                state text NOT NULL,
+                reviewer text,
+                decided_at bigint,
+                reason text,
+                version integer
+            )
+            """,
+            "CREATE INDEX IF NOT EXISTS release_requests_tenant ON tiersync_catalog.release_requests (tenant, id)",
         ],
     ]
 

@@ -22,6 +22,10 @@ public struct HubConfiguration: Sendable {
     /// The bearer token Prometheus presents at `GET /metrics`; nil serves no metrics
     /// (they name tenants and nodes, so they are never public).
     public var metricsToken: String?
+    /// A directory of `<tenant>.release.key` files (`tiersync admin release-key`): with it,
+    /// administrators publish, approve and roll out releases through the admin API and the
+    /// console; without it those answer 503 `no_release_key`.
+    public var releaseKeyDirectory: String?
 
     public init(host: String = "127.0.0.1", port: Int = 8443, dataDirectory: String, transport: Transport) {
         self.host = host

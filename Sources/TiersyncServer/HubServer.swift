@@ -89,8 +89,10 @@ public struct HubServer: Sendable {
         // The admin API, where this hub has administrators (HQ's catalog, either engine).
         if let catalog = (directory as? CatalogDirectory)?.catalog, let accounts = catalog as? any AdminAccountStore {
             let notifier = notifier
+            let governanceNotifier = governanceNotifier
             let admin = AdminService(accounts: accounts, catalog: catalog, directory: directory, codec: codec,
-                                     signal: { await notifier.signal($0) })
+                                     signal: { await notifier.signal($0) }, governanceSignal: { await governanceNotifier.signal($0) },
+                                     releaseKeyDirectory: configuration.releaseKeyDirectory)
             let adminHandlers = admin.handlers()
             for route in AdminRoutes.all {
                 guard let handler = adminHandlers[route] else { preconditionFailure("no handler for \(route.method) \(route.path)") }

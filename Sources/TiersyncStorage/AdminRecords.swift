@@ -176,3 +176,77 @@ public protocol AdminAccountStore: AnyObject, Sendable {
     /// first, with ids below `before` (nil: from the newest), at most `limit`.
     func audit(of tenant: TenantID, scopes: Set<NodeID>?, before: Int64?, limit: Int) async throws -> [AuditEntry]
 }
+
+/// A governance release asked for by one administrator, waiting for a second (four-eyes:
+/// ``AdminAccountStore/requiresReleaseApproval(of:)``). It keeps the sources as sent; the
+/// release is compiled, signed and rolled out only when a reviewer other than the author
+/// approves it.
+public struct ReleaseRequest: Codable, Sendable, Equatable {
+    public enum State: String, Codable, Sendable {
+        case pending, approved, rejected
+    }
+
+    /// One governance source file.
+    public struct Source: Codable, Sendable, Equatable {
+        public var name: String
+        public var text: String
+        public init(name: String, text: String) {
+            self.name = name
+            self.text = text
+        }
+    }
+
+    public var id: Int64
+    public var tenant: TenantID
+    public var author: String
+    public var requestedAtMillis: UInt64
+    public var notes: String
+    /// Trial nodes; nil: every node.
+    public var targets: [NodeID]?
+    public var sourceDigest: String
+    public var sources: [Source]
+    public var state: State
+    public var reviewer: String?
+    public var decidedAtMillis: UInt64?
+    /// Why it was rejected.
+    public var reason: String?
+    /// The release it became, once approved and published.
+    public var version: Int?
+
+    public init(id: Int64 = 0, tenant: TenantID, author: String, requestedAtMillis: UInt64, notes: String, targets: [NodeID]?,
+                sourceDigest: String, sources: [Source], state: State = .pending, reviewer: String? = nil, decidedAtMillis: UInt64? = nil,
+                reason: String? = nil, version: Int? = nil) {
+        self.id = id
+        self.tenant = tenant
+        self.author = author
+        self.requestedAtMillis = requestedAtMillis
+        self.notes = notes
+        self.targets = targets
+        self.sourceDigest = sourceDigest
+        self.sources = sources
+        self.state = state
+        self.reviewer = reviewer
+        self.decidedAtMillis = decidedAtMillis
+        self.reason = reason
+        self.version = version
+    }
+}
+
+/// Four-eyes releases, kept in the catalog beside the administrators (both engines).
+public protocol ReleaseApprovalStore: AnyObject, Sendable {
+    /// Whether the tenant's releases wait for a reviewer's approval.
+    func requiresReleaseApproval(of tenant: TenantID) async throws -> Bool
+    func setRequiresReleaseApproval(_ required: Bool, for tenant: TenantID) async throws
+    /// Stores a pending request; returns its id.
+    func createReleaseRequest(_ request: ReleaseRequest) async throws -> Int64
+    /// The tenant's requests, newest first.
+    func releaseRequests(of tenant: TenantID, limit: Int) async throws -> [ReleaseRequest]
+    func releaseRequest(_ id: Int64, of tenant: TenantID) async throws -> ReleaseRequest?
+    /// Decides a pending request: true for the one caller that moved it out of `pending`
+    /// (however many processes try at once), false when it was decided already.
+    func decideReleaseRequest(_ id: Int64, of tenant: TenantID, state: ReleaseRequest.State, reviewer: String,
+                              reason: String?, atMillis: UInt64) async throws -> Bool
+    /// Records the release an approved request became (or, with nil, puts a request whose
+    /// publication failed back to pending).
+    func recordReleaseVersion(_ id: Int64, of tenant: TenantID, version: Int?) async throws
+}

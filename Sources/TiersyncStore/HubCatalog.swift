@@ -107,6 +107,9 @@ public final class HubCatalog: Sendable {
         m.registerMigration("v9-admin") { db in
             try HubCatalog.createAdminTables(db)
         }
+        m.registerMigration("v10-release-requests") { db in
+            try HubCatalog.createReleaseRequestTables(db)
+        }
         try m.migrate(writer)
     }
 

@@ -64,17 +64,26 @@ extension Admin {
         @OptionGroup var hub: HubData
         @Option(help: "Tenant identifier.") var tenant: String
         @Option(help: "true: dealers may sync with HQ directly; false: only through their country.") var allowDirectSync: Bool?
+        @Option(help: "true: a release waits until a second administrator with the reviewer role approves it (four-eyes); false: published at once.")
+        var fourEyes: Bool?
 
         func run() async throws {
-            let allowDirectSync = self.allowDirectSync
-            let settings = try await hub.withHQ(tenant: tenant) { opened, tenantID in
+            let (allowDirectSync, fourEyes) = (self.allowDirectSync, self.fourEyes)
+            let (settings, approval) = try await hub.withHQ(tenant: tenant) { opened, tenantID in
                 if let allowDirectSync { try await opened.catalog.setAllowDirectSync(allowDirectSync, for: tenantID) }
-                return try await opened.catalog.settings(of: tenantID)
+                let approvals = opened.catalog as? any ReleaseApprovalStore
+                if let fourEyes {
+                    guard let approvals else { throw CLIError("this catalog keeps no release approvals") }
+                    try await approvals.setRequiresReleaseApproval(fourEyes, for: tenantID)
+                    try await Admin.User.audit(opened, tenantID, "tenant.settings", "four-eyes", fourEyes ? "on" : "off")
+                }
+                return (try await opened.catalog.settings(of: tenantID), try await approvals?.requiresReleaseApproval(of: tenantID) ?? false)
             }
             guard let settings else { throw CLIError("no tenant '\(tenant)'") }
             print("tenant \(tenant): \(settings.levels) levels, root \(settings.root)")
             print("  direct sync with HQ below the root's children: \(settings.allowDirectSync ? "allowed" : "not allowed (dealers sync through their country)")")
             print("  release key: \(settings.releaseKey ?? "none")")
+            print("  four-eyes releases: \(approval ? "on (a reviewer other than the author approves each release, in the console or the admin API)" : "off")")
         }
     }
 }

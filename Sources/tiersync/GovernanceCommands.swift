@@ -96,6 +96,9 @@ extension Admin {
             let effectiveFromMillis = try effectiveFrom.map(Admin.parseTime)
             let targets = try Admin.parseTargets(targets)
             try await hub.withHQ(tenant: tenant ?? compiled.tenant, action: Admin.governanceAtHQ) { opened, tenantID in
+                if try await (opened.catalog as? any ReleaseApprovalStore)?.requiresReleaseApproval(of: tenantID) == true {
+                    throw CLIError("\(tenantID) has four-eyes releases: request it with POST /admin/v1/releases (or the console) and have a reviewer approve it")
+                }
                 let publisher = try await Admin.publisher(opened, options: hub, tenant: tenantID, key: key)
                 let (release, rollout) = try await publisher.publish(compiled, effectiveFromMillis: effectiveFromMillis, notes: notes, targets: targets)
                 print("published release v\(release.version) of \(publisher.tenant), effective from \(formatMillis(release.effectiveFromMillis)), signed by \(publisher.key.publicKey)")

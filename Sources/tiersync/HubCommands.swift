@@ -33,6 +33,8 @@ struct Hub: AsyncParsableCommand {
         var maxSkew: UInt64 = 60
         @Option(help: "Seconds between evaluations of HQ's escalation and proactive-contact rules over every tenant (0: never).")
         var rulesInterval = 30.0
+        @Option(help: "Directory of TENANT.release.key files, so administrators can publish and approve releases in the console and the admin API (default with --data: DATA/keys).")
+        var releaseKeys: String?
         @OptionGroup var logging: LoggingOptions
 
         func validate() throws {
@@ -49,6 +51,7 @@ struct Hub: AsyncParsableCommand {
             }
             var configuration = try listener.configuration(dataDirectory: data!)
             configuration.maxClockSkewMillis = maxSkew * 1000
+            configuration.releaseKeyDirectory = releaseKeys ?? data! + "/keys"
             // The stores the hub serves, shared with HQ's rules runner (HQ has no agent: its
             // escalation and proactive rules run in this process).
             let stores = TenantStores(catalog: try HubCatalog(directory: configuration.dataDirectory),
@@ -73,6 +76,7 @@ struct Hub: AsyncParsableCommand {
         private func runOnPostgres(_ endpoint: PostgresEndpoint) async throws {
             var configuration = try listener.configuration(dataDirectory: "")
             configuration.maxClockSkewMillis = maxSkew * 1000
+            configuration.releaseKeyDirectory = releaseKeys
             try await withPostgresClient(endpoint, backgroundLogger: Logger(label: "tiersync.postgres")) { client in
                 let catalog = try await PostgresCatalog(client: client)
                 let stores = PostgresTenantStores(client: client, catalog: catalog,

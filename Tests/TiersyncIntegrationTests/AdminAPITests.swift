@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TiersyncCore
+import TiersyncGovernance
 import TiersyncServer
 import TiersyncStore
 import TiersyncTestSupport
@@ -17,9 +18,28 @@ struct AdminFixture: Sendable {
     let accounts: any AdminAccountStore
     let germany: String
     let france: String
+    /// The directory the hub was started in (`release-keys/` is where it reads release keys).
+    let directory: String
     static let password = "correct horse battery staple"
 
-    static func make(hub: RunningHub, client: RawClient) async throws -> AdminFixture {
+    /// The automaker's governance sources, as acme's.
+    static func governanceSources() throws -> [ReleaseRequest.Source] {
+        let dir = repositoryRoot() + "/fixtures/governance/automaker"
+        return try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".yaml") }.sorted().map {
+            ReleaseRequest.Source(name: $0, text: try String(contentsOfFile: "\(dir)/\($0)", encoding: .utf8)
+                .replacingOccurrences(of: "tenant: automaker", with: "tenant: acme"))
+        }
+    }
+
+    /// Gives acme a release key the hub can sign with.
+    func installReleaseKey() async throws {
+        let key = GovernanceSigningKey()
+        try FileManager.default.createDirectory(atPath: directory + "/release-keys", withIntermediateDirectories: true)
+        try key.base64.write(toFile: directory + "/release-keys/acme.release.key", atomically: true, encoding: .utf8)
+        try await hub.catalogStore.setReleaseKey(key.publicKey.base64, for: "acme")
+    }
+
+    static func make(hub: RunningHub, client: RawClient, directory: String) async throws -> AdminFixture {
         let catalog = hub.catalogStore
         try await catalog.createTenant("acme", root: "acme-hq", levels: 3)
         try await catalog.createTenant("globex", root: "gx-hq", levels: 2)
@@ -30,13 +50,14 @@ struct AdminFixture: Sendable {
         guard let accounts = catalog as? any AdminAccountStore else { throw TestFailure("the catalog keeps no administrators") }
         let hash = try PasswordHash.make(password)
         let now = WallClock.nowMillis()
-        for (tenant, name, roles, scope) in [("acme", "hq-op", [AdminRole.operator, .publisher], "acme-hq"), ("acme", "hq-viewer", [.viewer], "acme-hq"),
+        for (tenant, name, roles, scope) in [("acme", "hq-op", [AdminRole.operator, .publisher, .reviewer], "acme-hq"), ("acme", "hq-viewer", [.viewer], "acme-hq"),
+                                             ("acme", "hq-reviewer", [.reviewer], "acme-hq"),
                                              ("acme", "germany-op", [.operator], "germany"), ("acme", "france-op", [.operator], "france"),
-                                             ("globex", "gx-op", [.operator], "gx-hq")] as [(TenantID, String, [AdminRole], NodeID)] {
+                                             ("globex", "gx-op", [.operator, .publisher, .reviewer], "gx-hq")] as [(TenantID, String, [AdminRole], NodeID)] {
             try await accounts.createAdminUser(AdminUser(tenant: tenant, name: name, roles: Set(roles), scope: scope, createdAtMillis: now),
                                                passwordHash: hash)
         }
-        return AdminFixture(hub: hub, client: client, accounts: accounts, germany: germany, france: france)
+        return AdminFixture(hub: hub, client: client, accounts: accounts, germany: germany, france: france, directory: directory)
     }
 
     static func enroll(_ hub: RunningHub, _ client: RawClient, _ tenant: TenantID, _ node: NodeID) async throws -> String {
@@ -70,7 +91,7 @@ func withAdminFixture<T: Sendable>(engine: StorageEngine = .sqlite, limits: HubC
     limits.anonymousRequestBurst = 1_000
     limits.anonymousRequestsPerSecond = 1_000
     return try await withRunningHub(engine: engine, directory: dir.path, limits: limits) { hub in
-        try await withRawClient(hub) { client in try await body(try await AdminFixture.make(hub: hub, client: client)) }
+        try await withRawClient(hub) { client in try await body(try await AdminFixture.make(hub: hub, client: client, directory: dir.path)) }
     }
 }
 
@@ -96,7 +117,7 @@ struct AdminAPITests {
             let session = String(cookie.split(separator: ";")[0])
             let me = try login.decode(AdminMessages.Me.self)
             let csrf = try #require(me.csrfToken)
-            #expect(me.user == "hq-op" && me.tenantWide && me.roles == [.operator, .publisher])
+            #expect(me.user == "hq-op" && me.tenantWide && me.roles == [.operator, .publisher, .reviewer])
             let read = try await f.client.send("GET", "/admin/v1/me", headers: [("Cookie", session)])
             #expect(read.status == 200)
             let body = try JSONEncoder().encode(AdminMessages.TokenRequest(name: "ci", ttlSeconds: 600))
@@ -143,6 +164,10 @@ struct AdminAPITests {
         case AdminRoutes.discardQuarantined: AdminMessages.DiscardRequest(reason: "test")
         case AdminRoutes.createUser: AdminMessages.CreateUserRequest(name: "new-admin", password: "another long password", roles: [.viewer], scope: "france")
         case AdminRoutes.updateUser: AdminMessages.UpdateUserRequest(roles: [.viewer])
+        case AdminRoutes.validateRelease, AdminRoutes.publishRelease: AdminMessages.ReleaseSources(sources: [.init(name: "governance.yaml", text: "x")])
+        case AdminRoutes.rejectRelease: AdminMessages.DiscardRequest(reason: "test")
+        case AdminRoutes.rollout: AdminMessages.RolloutRequest(release: 1)
+        case AdminRoutes.rollback: AdminMessages.RollbackRequest(to: 1)
         default: route.method == "POST" ? [String: String]() : nil
         }
         return (path, body)
@@ -190,7 +215,8 @@ struct AdminAPITests {
                     if names {
                         #expect([401, 403].contains(reply.status), "\(what) as \(who): \(reply.status) \(reply.text)")
                     } else {
-                        #expect(reply.status < 300, "\(what) as \(who) is their own view: \(reply.status) \(reply.text)")
+                        // Their own tenant's view or act (which may fail on its own terms: no release key, bad sources).
+                        #expect(![401, 500].contains(reply.status), "\(what) as \(who) is their own view: \(reply.status) \(reply.text)")
                     }
                     for marker in foreign + ["france-secret"] {
                         #expect(!reply.text.contains(marker), "\(what) as \(who) shows '\(marker)': \(reply.text.prefix(600))")
@@ -199,7 +225,7 @@ struct AdminAPITests {
             }
             // Nothing was changed by the refused requests: france is not revoked, no user was added.
             #expect(try await f.client.send("GET", "/v1/whoami", credential: f.france).status == 200)
-            #expect(try await f.accounts.adminUsers(of: "acme").map(\.name).sorted() == ["france-op", "germany-op", "hq-op", "hq-viewer"])
+            #expect(try await f.accounts.adminUsers(of: "acme").map(\.name).sorted() == ["france-op", "germany-op", "hq-op", "hq-reviewer", "hq-viewer"])
             #expect(try await f.hub.tenantStore(for: "acme").quarantinedChanges(limit: 10).count == 1)
         }
     }
@@ -283,6 +309,62 @@ struct AdminAPITests {
             // A germany admin sees neither HQ's acts nor france's.
             let germanyAudit = try await f.send("GET", "/admin/v1/audit", token: try await f.token("acme", "germany-op")).decode(AdminMessages.AuditResponse.self)
             #expect(germanyAudit.entries.isEmpty)
+        }
+    }
+
+    @Test("four-eyes releases: with the tenant setting on, a publisher's release waits; its author cannot approve it; a reviewer's approval signs and rolls it out once; a rejection keeps its reason; the history names who asked, who decided and when",
+          arguments: StorageEngine.testable)
+    func fourEyesReleases(engine: StorageEngine) async throws {
+        try await withAdminFixture(engine: engine) { f in
+            try await f.installReleaseKey()
+            let author = try await f.token("acme", "hq-op"), reviewer = try await f.token("acme", "hq-reviewer")
+            let sources = try AdminFixture.governanceSources()
+            // Validation first: a broken file is reported with where it is.
+            var broken = sources
+            broken[0].text += "\n  nonsense: [unclosed"
+            let invalid = try await f.send("POST", "/admin/v1/releases/validate", json: AdminMessages.ReleaseSources(sources: broken), token: reviewer)
+            #expect(invalid.status == 200)
+            #expect(try invalid.decode(AdminMessages.Validation.self).valid == false)
+            #expect(try await f.send("POST", "/admin/v1/releases", json: AdminMessages.ReleaseSources(sources: broken), token: author).status == 422)
+
+            try await (f.accounts as! any ReleaseApprovalStore).setRequiresReleaseApproval(true, for: "acme")
+            let requested = try await f.send("POST", "/admin/v1/releases", json: AdminMessages.ReleaseSources(sources: sources, notes: "spring rules"), token: author)
+            #expect(requested.status == 202, "\(requested.text)")
+            let request = try #require(try requested.decode(AdminMessages.PublishResponse.self).request)
+            #expect(request.state == .pending && request.author == "hq-op")
+            // Nothing is published while it waits.
+            #expect(try await f.hub.tenantStore(for: "acme").governanceDocuments(ofKind: "release", keys: nil).isEmpty)
+            let own = try await f.send("POST", "/admin/v1/release-requests/\(request.id)/approve", token: author)
+            #expect(own.status == 403 && own.error?.code == "own_release")
+            let viewer = try await f.send("POST", "/admin/v1/release-requests/\(request.id)/approve", token: try await f.token("acme", "hq-viewer"))
+            #expect(viewer.status == 403)
+            let approved = try await f.send("POST", "/admin/v1/release-requests/\(request.id)/approve", token: reviewer)
+            #expect(approved.status == 200, "\(approved.text)")
+            #expect(try approved.decode(AdminMessages.PublishResponse.self).version == 1)
+            #expect(try await f.hub.tenantStore(for: "acme").governanceDocuments(ofKind: "release", keys: nil).count == 1)
+            let again = try await f.send("POST", "/admin/v1/release-requests/\(request.id)/approve", token: reviewer)
+            #expect(again.status == 409)
+            #expect(try await f.hub.tenantStore(for: "acme").governanceDocuments(ofKind: "release", keys: nil).count == 1, "approved once, published once")
+            // germany is served the release.
+            let bundle = try await f.client.send("GET", "/v1/governance", credential: f.germany)
+            #expect(bundle.status == 200 && bundle.text.contains("\"release\""))
+
+            // A second request, rejected with a reason.
+            let second = try #require(try await f.send("POST", "/admin/v1/releases", json: AdminMessages.ReleaseSources(sources: sources, notes: "try again"), token: author)
+                .decode(AdminMessages.PublishResponse.self).request)
+            #expect(try await f.send("POST", "/admin/v1/release-requests/\(second.id)/reject", json: AdminMessages.DiscardRequest(reason: "KPI targets too low"),
+                                     token: reviewer).status == 200)
+            let history = try await f.send("GET", "/admin/v1/releases", token: try await f.token("acme", "hq-viewer")).decode(AdminMessages.ReleasesResponse.self)
+            #expect(history.fourEyes)
+            #expect(history.releases.map(\.version) == [1])
+            #expect(history.releases[0].notes?.contains("requested by hq-op, approved by hq-reviewer") == true)
+            #expect(history.requests.map(\.state) == [.rejected, .approved])
+            #expect(history.requests[0].reviewer == "hq-reviewer" && history.requests[0].reason == "KPI targets too low" && history.requests[0].decidedAtMillis != nil)
+            #expect(history.requests[1].version == 1 && history.requests.allSatisfy { $0.sources.isEmpty })
+            // A rollback needs a release to go back to; a rollout of v1 to germany works.
+            #expect(try await f.send("POST", "/admin/v1/rollouts", json: AdminMessages.RolloutRequest(release: 1, targets: ["germany"]), token: author).status == 200)
+            let audit = try await f.accounts.audit(of: "acme", scopes: nil, before: nil, limit: 50).map(\.action)
+            for action in ["release.request", "release.approve", "release.reject", "release.rollout"] { #expect(audit.contains(action)) }
         }
     }
 

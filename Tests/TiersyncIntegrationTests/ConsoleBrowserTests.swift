@@ -94,6 +94,21 @@ struct ConsoleBrowserTests {
                 let record = try await f.hub.tenantStore(for: "acme").liveRecords(inTable: "customers").first { $0.id == "c-shared" }
                 #expect(record?.values["last_name"] == .string("Neu"))
 
+                // Four-eyes: hq-op asked for a release (through the API); in the console they
+                // cannot approve their own; hq-reviewer can.
+                try await f.installReleaseKey()
+                try await (f.accounts as! any ReleaseApprovalStore).setRequiresReleaseApproval(true, for: "acme")
+                let requested = try await f.send("POST", "/admin/v1/releases", json: AdminMessages.ReleaseSources(sources: try AdminFixture.governanceSources(), notes: "spring rules"),
+                                                 token: try await f.token("acme", "hq-op"))
+                let requestID = try #require(try requested.decode(AdminMessages.PublishResponse.self).request?.id)
+                try await browser.open(f.hub.url + "/console/releases")
+                #expect(try await browser.text("#four-eyes") == "on")
+                #expect(try await browser.text("#request-\(requestID) .state") == "pending")
+                try await browser.click("#approve-\(requestID)")
+                #expect(try await browser.text("#main").contains("cannot approve it"))
+                try await browser.open(f.hub.url + "/console/releases")
+                #expect(try await browser.text("#request-\(requestID) .state") == "pending")
+
                 // The audit log shows the replays.
                 try await browser.open(f.hub.url + "/console/audit")
                 #expect(try await browser.text("#audit").contains("quarantine.replay"))
@@ -102,6 +117,16 @@ struct ConsoleBrowserTests {
                 #expect(try await browser.text("#users").contains("germany-op"))
                 try await browser.click("header form button")
                 #expect(try await browser.currentURL.hasSuffix("/console/login"))
+
+                // The reviewer approves it.
+                try await logIn(browser, f.hub, tenant: "acme", user: "hq-reviewer")
+                try await browser.open(f.hub.url + "/console/releases")
+                try await browser.click("#approve-\(requestID)")
+                #expect(try await browser.text("#flash").contains("release v1 is signed"))
+                #expect(try await browser.text("#request-\(requestID) .state") == "approved")
+                #expect(try await browser.text("#releases").contains("approved by hq-reviewer"))
+                try await shoot(browser, "releases", scratch: scratch)
+                try await browser.click("header form button")
 
                 // germany's admin: their subtree only.
                 try await logIn(browser, f.hub, tenant: "acme", user: "germany-op")

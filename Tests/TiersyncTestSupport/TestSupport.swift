@@ -71,6 +71,7 @@ public final class RunningHub: Sendable {
         configuration.limits = limits
         configuration.maxClockSkewMillis = maxClockSkewMillis
         configuration.metricsToken = Self.metricsToken
+        configuration.releaseKeyDirectory = directory + "/release-keys"
         let clock = HybridLogicalClock(maxSkewMillis: maxClockSkewMillis)
         let server: HubServer
         var listener: PostgresNotifier?

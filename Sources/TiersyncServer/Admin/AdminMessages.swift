@@ -149,4 +149,72 @@ public enum AdminMessages {
             self.disabled = disabled
         }
     }
+
+    public struct ReleaseSources: Codable, Sendable {
+        public var sources: [ReleaseRequest.Source]
+        public var notes: String?
+        /// Trial nodes; nil: every node.
+        public var targets: [NodeID]?
+        public init(sources: [ReleaseRequest.Source], notes: String? = nil, targets: [NodeID]? = nil) {
+            self.sources = sources
+            self.notes = notes
+            self.targets = targets
+        }
+    }
+
+    public struct Validation: Codable, Sendable {
+        public var valid: Bool
+        /// `file:line field: message`, one per issue.
+        public var issues: [String]
+        public var sourceDigest: String?
+    }
+
+    public struct PublishResponse: Codable, Sendable {
+        /// The request waiting for a reviewer (four-eyes), or the one just approved.
+        public var request: ReleaseRequest?
+        /// The release published, when it was.
+        public var version: Int?
+        public var rollout: String?
+    }
+
+    public struct RolloutRequest: Codable, Sendable {
+        public var release: Int
+        public var targets: [NodeID]?
+        public init(release: Int, targets: [NodeID]? = nil) {
+            self.release = release
+            self.targets = targets
+        }
+    }
+
+    public struct RollbackRequest: Codable, Sendable {
+        /// Default: the newest release older than the newest in force.
+        public var to: Int?
+        public var reason: String?
+        public init(to: Int? = nil, reason: String? = nil) {
+            self.to = to
+            self.reason = reason
+        }
+    }
+
+    public struct ReleasesResponse: Codable, Sendable {
+        public struct ReleaseEntry: Codable, Sendable {
+            public var version: Int
+            public var publishedAtMillis: UInt64
+            public var effectiveFromMillis: UInt64
+            public var notes: String?
+            public var sourceDigest: String
+        }
+        public struct RolloutEntry: Codable, Sendable {
+            public var sequence: Int
+            public var issuedAtMillis: UInt64
+            public var summary: String
+            public var reason: String
+        }
+        /// Whether releases wait for a reviewer.
+        public var fourEyes: Bool
+        public var releases: [ReleaseEntry]
+        public var rollouts: [RolloutEntry]
+        /// Requests without their sources, newest first.
+        public var requests: [ReleaseRequest]
+    }
 }

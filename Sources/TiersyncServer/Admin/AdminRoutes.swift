@@ -44,8 +44,17 @@ public enum AdminRoutes {
     public static let createUser = Route("admin_create_user", "POST", "/admin/v1/users", role: .operator, tenantWide: true)
     public static let updateUser = Route("admin_update_user", "POST", "/admin/v1/users/{name}", role: .operator, tenantWide: true)
 
+    public static let releases = Route("admin_releases", "GET", "/admin/v1/releases", role: .viewer)
+    public static let validateRelease = Route("admin_validate_release", "POST", "/admin/v1/releases/validate", role: .viewer)
+    public static let publishRelease = Route("admin_publish_release", "POST", "/admin/v1/releases", role: .publisher, tenantWide: true)
+    public static let approveRelease = Route("admin_approve_release", "POST", "/admin/v1/release-requests/{id}/approve", role: .reviewer, tenantWide: true)
+    public static let rejectRelease = Route("admin_reject_release", "POST", "/admin/v1/release-requests/{id}/reject", role: .reviewer, tenantWide: true)
+    public static let rollout = Route("admin_rollout", "POST", "/admin/v1/rollouts", role: .publisher, tenantWide: true)
+    public static let rollback = Route("admin_rollback", "POST", "/admin/v1/rollback", role: .publisher, tenantWide: true)
+
     public static let all: [Route] = [login, logout, me, createToken, nodes, revokeNode, decommissionNode, enrollmentToken,
-                                      quarantine, discardQuarantined, replayQuarantined, audit, users, createUser, updateUser]
+                                      quarantine, discardQuarantined, replayQuarantined, audit, users, createUser, updateUser,
+                                      releases, validateRelease, publishRelease, approveRelease, rejectRelease, rollout, rollback]
 
     /// Whether `path` belongs to the admin API or the console (their own authentication).
     static func isAdministrative(_ path: String) -> Bool {

@@ -17,6 +17,10 @@ struct AdminService: Sendable {
     let codec: BodyCodec
     /// Wakes long-polls of a tenant (a replayed change was stored).
     let signal: @Sendable (TenantID) async -> Void
+    /// Wakes governance long-polls of a tenant (a release or rollout was stored).
+    let governanceSignal: @Sendable (TenantID) async -> Void
+    /// Where `<tenant>.release.key` files are, for publishing; nil: this hub cannot sign.
+    let releaseKeyDirectory: String?
     var authenticator: AdminAuthenticator { AdminAuthenticator(accounts: accounts, catalog: catalog) }
     static let sessionTTLMillis: UInt64 = 12 * 3_600_000
     static let maxTokenTTLSeconds: UInt64 = 366 * 86_400
@@ -57,6 +61,13 @@ struct AdminService: Sendable {
             AdminRoutes.users: guarded(AdminRoutes.users, users),
             AdminRoutes.createUser: guarded(AdminRoutes.createUser, createUser),
             AdminRoutes.updateUser: guarded(AdminRoutes.updateUser, updateUser),
+            AdminRoutes.releases: guarded(AdminRoutes.releases, releases),
+            AdminRoutes.validateRelease: guarded(AdminRoutes.validateRelease, validate),
+            AdminRoutes.publishRelease: guarded(AdminRoutes.publishRelease, publish),
+            AdminRoutes.approveRelease: guarded(AdminRoutes.approveRelease, approve),
+            AdminRoutes.rejectRelease: guarded(AdminRoutes.rejectRelease, reject),
+            AdminRoutes.rollout: guarded(AdminRoutes.rollout, rollout),
+            AdminRoutes.rollback: guarded(AdminRoutes.rollback, rollback),
         ]
     }
 

@@ -14,7 +14,7 @@ struct ConsoleService: Sendable {
     static let library: MustacheLibrary = {
         var library = MustacheLibrary()
         for (name, text) in [("layout", ConsoleTemplates.layout), ("login", ConsoleTemplates.login), ("nodes", ConsoleTemplates.nodes),
-                             ("quarantine", ConsoleTemplates.quarantine), ("audit", ConsoleTemplates.audit), ("users", ConsoleTemplates.users),
+                             ("quarantine", ConsoleTemplates.quarantine), ("audit", ConsoleTemplates.audit), ("users", ConsoleTemplates.users), ("releases", ConsoleTemplates.releases),
                              ("message", ConsoleTemplates.message)] {
             // Constant templates: a syntax error is a programming error the console tests catch.
             try! library.register(text, named: name)
@@ -45,6 +45,9 @@ struct ConsoleService: Sendable {
             (.post, "/console/quarantine/{id}/replay", page(stateChanging: true, replay)),
             (.post, "/console/quarantine/{id}/discard", page(stateChanging: true, discard)),
             (.get, "/console/audit", page(stateChanging: false, audit)),
+            (.get, "/console/releases", page(stateChanging: false, releases)),
+            (.post, "/console/release-requests/{id}/approve", page(stateChanging: true, approve)),
+            (.post, "/console/release-requests/{id}/reject", page(stateChanging: true, reject)),
             (.get, "/console/users", page(stateChanging: false, users)),
         ]
     }
@@ -164,6 +167,42 @@ struct ConsoleService: Sendable {
         return Self.redirect("/console/quarantine?done=discarded")
     }
 
+    func releases(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
+        let history = try await admin.releaseHistory(caller)
+        let canReview = caller.has(.reviewer) && caller.isTenantWide
+        let requests: [[String: Any]] = history.requests.map {
+            ["id": $0.id, "author": $0.author, "requested": Self.timestamp($0.requestedAtMillis), "notes": $0.notes,
+             "digest": String($0.sourceDigest.prefix(12)), "state": $0.state.rawValue, "reviewer": $0.reviewer ?? "",
+             "decided": $0.decidedAtMillis.map(Self.timestamp) ?? false, "reason": $0.reason ?? false,
+             "version": $0.version.map { "v\($0)" } ?? "", "pending": $0.state == .pending, "canReview": canReview, "csrf": caller.csrfToken ?? ""]
+        }
+        return try render("releases", title: "Releases", me: caller, nav: "navReleases", values: [
+            "fourEyes": history.fourEyes ? "on" : "off", "fourEyesOn": history.fourEyes, "canReview": canReview, "requests": requests,
+            "releases": history.releases.map { ["version": $0.version, "published": Self.timestamp($0.publishedAtMillis),
+                                               "effective": Self.timestamp($0.effectiveFromMillis), "notes": $0.notes ?? ""] as [String: Any] },
+            "rollouts": history.rollouts.map { ["sequence": $0.sequence, "issued": Self.timestamp($0.issuedAtMillis),
+                                               "summary": $0.summary, "reason": $0.reason] as [String: Any] },
+            "flash": Self.flash(request.uri.queryParameters) ?? false,
+        ])
+    }
+
+    func releaseRequest(_ context: HubRequestContext, _ caller: AdminCaller) async throws -> ReleaseRequest {
+        guard caller.has(.reviewer), caller.isTenantWide else { throw APIError(.forbidden, "forbidden", "this needs the reviewer role, tenant-wide") }
+        guard let raw = context.parameters.get("id"), let id = Int64(raw),
+              let pending = try await admin.approvals?.releaseRequest(id, of: caller.user.tenant) else { throw AdminService.outOfScope }
+        return pending
+    }
+
+    func approve(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
+        let decided = try await admin.approve(try await releaseRequest(context, caller), caller, address: context.remoteAddress ?? "unknown")
+        return Self.redirect("/console/releases?done=approved&version=\(decided.version ?? 0)")
+    }
+
+    func reject(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
+        try await admin.reject(try await releaseRequest(context, caller), reason: form["reason"] ?? "", caller, address: context.remoteAddress ?? "unknown")
+        return Self.redirect("/console/releases?done=rejected")
+    }
+
     func audit(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
         let before = request.uri.queryParameters.get("before").flatMap(Int64.init)
         let entries = try await admin.auditPage(caller, before: before, limit: Self.pageSize)
@@ -235,6 +274,8 @@ struct ConsoleService: Sendable {
         case "replay_refused": "Replayed, but refused again (\(codeParameter(query.get("code")))): fix the cause first."
         case "discarded": "Discarded; the reason is in the audit log."
         case "revoked": "Revoked: the node is refused from its next request."
+        case "approved": "Approved: release v\(Int(query.get("version") ?? "") ?? 0) is signed and rolling out."
+        case "rejected": "Rejected; the reason is in the release history."
         default: nil
         }
     }

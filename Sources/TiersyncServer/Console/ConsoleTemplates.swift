@@ -22,6 +22,7 @@ enum ConsoleTemplates {
     <ul>
     <li><a href="/console/nodes"{{#navNodes}} aria-current="page"{{/navNodes}}>Nodes</a></li>
     <li><a href="/console/quarantine"{{#navQuarantine}} aria-current="page"{{/navQuarantine}}>Quarantine</a></li>
+    <li><a href="/console/releases"{{#navReleases}} aria-current="page"{{/navReleases}}>Releases</a></li>
     <li><a href="/console/audit"{{#navAudit}} aria-current="page"{{/navAudit}}>Audit log</a></li>
     {{#tenantWide}}<li><a href="/console/users"{{#navUsers}} aria-current="page"{{/navUsers}}>Users</a></li>{{/tenantWide}}
     </ul>
@@ -131,6 +132,42 @@ enum ConsoleTemplates {
     </tbody>
     </table>
     <p>Add, disable and change administrators with <code>tiersync admin user</code> on the hub, or the admin API.</p>
+    """
+
+    static let releases = """
+    <p>Four-eyes releases are <strong id="four-eyes">{{fourEyes}}</strong>{{#fourEyesOn}}: a release is signed and rolled out only once a reviewer other than its author approves it{{/fourEyesOn}}.
+    Publish with <code>POST /admin/v1/releases</code> (or <code>tiersync admin publish</code> when four-eyes is off).</p>
+    <table id="requests">
+    <caption>Release requests</caption>
+    <thead><tr><th scope="col">Request</th><th scope="col">Asked by</th><th scope="col">When</th><th scope="col">Notes</th><th scope="col">Sources</th>
+    <th scope="col">State</th><th scope="col">Decided by</th><th scope="col">Release</th>{{#canReview}}<th scope="col">Review</th>{{/canReview}}</tr></thead>
+    <tbody>
+    {{#requests}}
+    <tr id="request-{{id}}">
+    <th scope="row">{{id}}</th><td>{{author}}</td><td>{{requested}}</td><td>{{notes}}</td><td><code>{{digest}}</code></td>
+    <td class="state">{{state}}</td><td>{{reviewer}}{{#decided}} at {{decided}}{{/decided}}{{#reason}}: {{reason}}{{/reason}}</td><td>{{version}}</td>
+    {{#canReview}}<td>{{#pending}}
+    <form method="post" action="/console/release-requests/{{id}}/approve" class="inline">
+    <input type="hidden" name="csrf" value="{{csrf}}"><button type="submit" id="approve-{{id}}">Approve</button></form>
+    <form method="post" action="/console/release-requests/{{id}}/reject" class="inline">
+    <input type="hidden" name="csrf" value="{{csrf}}">
+    <label for="reject-reason-{{id}}">Reason</label> <input id="reject-reason-{{id}}" name="reason" required maxlength="500">
+    <button type="submit" id="reject-{{id}}">Reject</button></form>
+    {{/pending}}</td>{{/canReview}}
+    </tr>
+    {{/requests}}
+    </tbody>
+    </table>
+    <table id="releases">
+    <caption>Releases</caption>
+    <thead><tr><th scope="col">Version</th><th scope="col">Published</th><th scope="col">Effective from</th><th scope="col">Notes</th></tr></thead>
+    <tbody>{{#releases}}<tr><th scope="row">v{{version}}</th><td>{{published}}</td><td>{{effective}}</td><td>{{notes}}</td></tr>{{/releases}}</tbody>
+    </table>
+    <table id="rollouts">
+    <caption>Rollouts (the newest is in force)</caption>
+    <thead><tr><th scope="col">Rollout</th><th scope="col">Issued</th><th scope="col">Who runs what</th><th scope="col">Why</th></tr></thead>
+    <tbody>{{#rollouts}}<tr><th scope="row">{{sequence}}</th><td>{{issued}}</td><td>{{summary}}</td><td>{{reason}}</td></tr>{{/rollouts}}</tbody>
+    </table>
     """
 
     static let message = """

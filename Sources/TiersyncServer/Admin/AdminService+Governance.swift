@@ -1,0 +1,195 @@
+import Foundation
+import Hummingbird
+import TiersyncCore
+import TiersyncGovernance
+import TiersyncStorage
+
+/// Governance through the admin API: validate, publish (or, with four-eyes on, request),
+/// approve or reject a request, roll out, roll back, and the history with names and times.
+/// Signing needs the tenant's release key where this hub process can read it
+/// (``HubConfiguration/releaseKeyDirectory``).
+extension AdminService {
+    static let maxSourceFiles = 64
+    static let maxSourceBytes = 2 * 1024 * 1024
+
+    /// The tenant's publisher, with its release key (checked against the one registered).
+    func publisher(_ caller: AdminCaller) async throws -> GovernancePublisher {
+        guard let keyDirectory = releaseKeyDirectory else {
+            throw APIError(.serviceUnavailable, "no_release_key", "this hub has no release keys: start it with --release-keys DIR")
+        }
+        let path = "\(keyDirectory)/\(caller.user.tenant.rawValue).release.key"
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8), let key = try? GovernanceSigningKey(base64: text) else {
+            throw APIError(.serviceUnavailable, "no_release_key", "this hub holds no release key for the tenant (\(path))")
+        }
+        guard try await catalog.releaseKey(of: caller.user.tenant) == key.publicKey.base64 else {
+            throw APIError(.serviceUnavailable, "wrong_release_key", "the release key this hub holds is not the one registered for the tenant")
+        }
+        return GovernancePublisher(store: try await directory(for: caller), tenant: caller.user.tenant, key: key, tree: caller.tree)
+    }
+
+    private func directory(for caller: AdminCaller) async throws -> any HubTenantStore {
+        try await directory.store(for: caller.user.tenant)
+    }
+
+    var approvals: (any ReleaseApprovalStore)? { accounts as? any ReleaseApprovalStore }
+
+    /// Compiles sent sources; 422 with every issue (file:line field: message) when invalid.
+    func compile(_ sources: [ReleaseRequest.Source], for tenant: TenantID) throws -> CompiledGovernance {
+        guard (1...Self.maxSourceFiles).contains(sources.count), sources.reduce(0, { $0 + $1.text.utf8.count }) <= Self.maxSourceBytes else {
+            throw APIError(.contentTooLarge, "too_large", "send 1 to \(Self.maxSourceFiles) source files, at most \(Self.maxSourceBytes) bytes in all")
+        }
+        do {
+            let compiled = try GovernanceCompiler.compile(sources: sources.map { ($0.name, $0.text) })
+            guard compiled.tenant == tenant.rawValue else {
+                throw APIError(.unprocessableContent, "wrong_tenant", "the sources are for tenant '\(compiled.tenant)' (governance.tenant), not '\(tenant)'")
+            }
+            return compiled
+        } catch let error as GovernanceIssues {
+            var refusal = APIError(.unprocessableContent, "invalid_governance", error.issues.map(\.description).joined(separator: "\n"))
+            refusal.headers[.contentType] = "application/json"
+            throw refusal
+        }
+    }
+
+    func validate(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        let body = try await codec.decode(AdminMessages.ReleaseSources.self, from: request)
+        do {
+            let compiled = try compile(body.sources, for: caller.user.tenant)
+            return try codec.encode(AdminMessages.Validation(valid: true, issues: [], sourceDigest: compiled.sourceDigest), for: request)
+        } catch let error as APIError where error.code == "invalid_governance" || error.code == "wrong_tenant" {
+            return try codec.encode(AdminMessages.Validation(valid: false, issues: error.message.split(separator: "\n").map(String.init), sourceDigest: nil),
+                                    for: request)
+        }
+    }
+
+    /// `POST /admin/v1/releases`: with four-eyes on, a pending request (202); else signed,
+    /// published and rolled out at once (201).
+    func publish(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        let body = try await codec.decode(AdminMessages.ReleaseSources.self, from: request)
+        let compiled = try compile(body.sources, for: caller.user.tenant)
+        let targets = try body.targets.map { try $0.map { try scopedNode($0.rawValue, caller) } }
+        let notes = String((body.notes ?? "").prefix(1_000))
+        if try await approvals?.requiresReleaseApproval(of: caller.user.tenant) == true, let approvals {
+            let pending = ReleaseRequest(tenant: caller.user.tenant, author: caller.user.name, requestedAtMillis: WallClock.nowMillis(), notes: notes,
+                                         targets: targets, sourceDigest: compiled.sourceDigest, sources: body.sources)
+            var stored = pending
+            stored.id = try await approvals.createReleaseRequest(pending)
+            try await audit(caller, context, "release.request", target: "request \(stored.id)", detail: "sources \(compiled.sourceDigest.prefix(12)): \(notes)")
+            stored.sources = []
+            return try codec.encode(AdminMessages.PublishResponse(request: stored, version: nil, rollout: nil), status: .accepted, for: request)
+        }
+        let (release, rollout) = try await publisher(caller).publish(compiled, notes: notes.isEmpty ? nil : notes, targets: targets)
+        await governanceSignal(caller.user.tenant)
+        try await audit(caller, context, "release.publish", target: "v\(release.version)", detail: rollout.summary)
+        return try codec.encode(AdminMessages.PublishResponse(request: nil, version: release.version, rollout: rollout.summary), status: .created, for: request)
+    }
+
+    private func pendingRequest(_ context: HubRequestContext, _ caller: AdminCaller) async throws -> ReleaseRequest {
+        guard let approvals, let raw = context.parameters.get("id"), let id = Int64(raw), id > 0,
+              let pending = try await approvals.releaseRequest(id, of: caller.user.tenant) else { throw Self.outOfScope }
+        return pending
+    }
+
+    /// Approves a pending request: never the author's own. The one approval that takes it
+    /// out of `pending` signs, publishes and rolls it out.
+    func approve(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        try codec.encode(try await approve(try await pendingRequest(context, caller), caller, address: context.remoteAddress ?? "unknown"), for: request)
+    }
+
+    func approve(_ pending: ReleaseRequest, _ caller: AdminCaller, address: String) async throws -> AdminMessages.PublishResponse {
+        guard let approvals else { throw Self.outOfScope }
+        guard pending.author != caller.user.name else {
+            throw APIError(.forbidden, "own_release", "a release needs a second pair of eyes: '\(caller.user.name)' requested it and cannot approve it")
+        }
+        guard pending.state == .pending else { throw APIError(.conflict, "decided", "request \(pending.id) was \(pending.state.rawValue) already") }
+        let compiled = try compile(pending.sources, for: caller.user.tenant)
+        let publisher = try await publisher(caller)
+        guard try await approvals.decideReleaseRequest(pending.id, of: caller.user.tenant, state: .approved, reviewer: caller.user.name,
+                                                       reason: nil, atMillis: WallClock.nowMillis()) else {
+            throw APIError(.conflict, "decided", "request \(pending.id) was decided by someone else just now")
+        }
+        do {
+            let notes = "\(pending.notes.isEmpty ? "" : pending.notes + " ")(requested by \(pending.author), approved by \(caller.user.name))"
+            let (release, rollout) = try await publisher.publish(compiled, notes: notes, targets: pending.targets)
+            try await approvals.recordReleaseVersion(pending.id, of: caller.user.tenant, version: release.version)
+            await governanceSignal(caller.user.tenant)
+            try await audit(caller, address, "release.approve", target: "request \(pending.id)", detail: "published v\(release.version), requested by \(pending.author)")
+            var decided = pending
+            (decided.state, decided.reviewer, decided.version, decided.sources) = (.approved, caller.user.name, release.version, [])
+            return AdminMessages.PublishResponse(request: decided, version: release.version, rollout: rollout.summary)
+        } catch {
+            try? await approvals.recordReleaseVersion(pending.id, of: caller.user.tenant, version: nil)
+            throw error
+        }
+    }
+
+    func reject(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        let body = try await codec.decode(AdminMessages.DiscardRequest.self, from: request)
+        try await reject(try await pendingRequest(context, caller), reason: body.reason, caller, address: context.remoteAddress ?? "unknown")
+        return try codec.encode(["status": "rejected"], for: request)
+    }
+
+    func reject(_ pending: ReleaseRequest, reason raw: String, _ caller: AdminCaller, address: String) async throws {
+        guard let approvals else { throw Self.outOfScope }
+        let reason = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard (1...500).contains(reason.count) else { throw APIError(.unprocessableContent, "reason_required", "say why (1 to 500 characters)") }
+        guard try await approvals.decideReleaseRequest(pending.id, of: caller.user.tenant, state: .rejected, reviewer: caller.user.name,
+                                                       reason: reason, atMillis: WallClock.nowMillis()) else {
+            throw APIError(.conflict, "decided", "request \(pending.id) was decided already")
+        }
+        try await audit(caller, address, "release.reject", target: "request \(pending.id)", detail: "requested by \(pending.author): \(reason)")
+    }
+
+    func rollout(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        let body = try await codec.decode(AdminMessages.RolloutRequest.self, from: request)
+        let targets = try body.targets.map { try $0.map { try scopedNode($0.rawValue, caller) } }
+        let rollout: Rollout
+        do {
+            rollout = try await publisher(caller).rollout(release: body.release, targets: targets)
+        } catch let error as GovernancePublishError {
+            throw APIError(.unprocessableContent, "refused", error.description)
+        }
+        await governanceSignal(caller.user.tenant)
+        try await audit(caller, context, "release.rollout", target: "v\(body.release)", detail: rollout.summary)
+        return try codec.encode(AdminMessages.PublishResponse(request: nil, version: body.release, rollout: rollout.summary), for: request)
+    }
+
+    func rollback(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        let body = try await codec.decode(AdminMessages.RollbackRequest.self, from: request)
+        let rollout: Rollout
+        do {
+            rollout = try await publisher(caller).rollback(to: body.to)
+        } catch let error as GovernancePublishError {
+            throw APIError(.unprocessableContent, "refused", error.description)
+        }
+        await governanceSignal(caller.user.tenant)
+        try await audit(caller, context, "release.rollback", target: body.to.map { "v\($0)" } ?? "previous", detail: "\(rollout.summary): \(body.reason ?? "")")
+        return try codec.encode(AdminMessages.PublishResponse(request: nil, version: nil, rollout: rollout.summary), for: request)
+    }
+
+    /// `GET /admin/v1/releases`: releases, rollouts (with reasons) and requests (with who
+    /// asked, who decided, when), newest first.
+    func releases(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        try codec.encode(try await releaseHistory(caller), for: request)
+    }
+
+    func releaseHistory(_ caller: AdminCaller) async throws -> AdminMessages.ReleasesResponse {
+        let store = try await directory(for: caller)
+        let releases = try await store.governanceDocuments(ofKind: SignedDocument.Kind.release.rawValue, keys: nil)
+            .compactMap { SignedDocument(json: $0.body)?.unverifiedPayload(Release.self) }
+        let rollouts = try await store.governanceDocuments(ofKind: SignedDocument.Kind.rollout.rawValue, keys: nil)
+            .compactMap { SignedDocument(json: $0.body)?.unverifiedPayload(Rollout.self) }
+        var requests = try await approvals?.releaseRequests(of: caller.user.tenant, limit: 200) ?? []
+        for i in requests.indices { requests[i].sources = [] }
+        return AdminMessages.ReleasesResponse(
+            fourEyes: try await approvals?.requiresReleaseApproval(of: caller.user.tenant) ?? false,
+            releases: releases.sorted { $0.version > $1.version }.map {
+                .init(version: $0.version, publishedAtMillis: $0.publishedAtMillis, effectiveFromMillis: $0.effectiveFromMillis,
+                      notes: $0.notes, sourceDigest: $0.sourceDigest)
+            },
+            rollouts: rollouts.sorted { $0.sequence > $1.sequence }.map {
+                .init(sequence: $0.sequence, issuedAtMillis: $0.issuedAtMillis, summary: $0.summary, reason: $0.reason)
+            },
+            requests: requests)
+    }
+}
