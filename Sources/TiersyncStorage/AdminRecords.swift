@@ -74,10 +74,10 @@ public struct AdminLogin: Sendable, Equatable {
     }
 
     /// How long a user is locked after `failures` failed logins in a row: none for the
-    /// first 4, then 1 s doubling with each failure, at most 15 minutes.
+    /// first 4, then 30 s doubling with each further failure, at most 15 minutes.
     public static func lockMillis(afterFailures failures: Int) -> UInt64 {
         guard failures >= 5 else { return 0 }
-        return min(1_000 << UInt64(min(failures - 5, 20)), 15 * 60_000)
+        return min(30_000 << UInt64(min(failures - 5, 20)), 15 * 60_000)
     }
 }
 

@@ -76,7 +76,7 @@ struct AdminService: Sendable {
     /// `POST /admin/v1/login`: a session cookie and the session's CSRF token. Unknown tenant,
     /// unknown user and wrong password get one answer, in about the same time (the password
     /// hash is checked against a decoy for unknown users). After 5 failures in a row the
-    /// user is locked for 1 s, doubling to 15 minutes (429 with `Retry-After`).
+    /// user is locked for 30 s, doubling to 15 minutes (429 with `Retry-After`).
     func login(_ request: Request, _ context: HubRequestContext) async throws -> Response {
         let body = try await codec.decode(AdminMessages.LoginRequest.self, from: request)
         let (secret, me) = try await startSession(tenant: body.tenant, user: body.user, password: body.password,
