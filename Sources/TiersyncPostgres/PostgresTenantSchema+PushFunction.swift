@@ -32,6 +32,7 @@ extension PostgresTenantSchema {
               c_t text[], c_i text[], c_f text[], c_w text[], c_wv text[], c_l text[], c_lv text[], c_at int8[],
               g_o text[], g_s int8[],
               q_o text[], q_s int8[], q_from text[], q_at int8[], q_code text[], q_reason text[], q_change text[],
+              s_t text[], s_i text[], s_f text[], s_v text[],
               notify_channel text, notify_tenant text, cursor_key text, cursor_value text)
             RETURNS int8 LANGUAGE plpgsql AS $fn$
             DECLARE
@@ -66,6 +67,15 @@ extension PostgresTenantSchema {
               INSERT INTO \(q(.changeRoutes)) (node, seq) SELECT n, base + s FROM unnest(rt_n, rt_s) AS u(n, s);
               INSERT INTO \(q(.routeEntries)) (node, seq, tbl, record_id, route_before)
                 SELECT n, base + s, t, i, b FROM unnest(e_n, e_s, e_t, e_i, e_b) AS u(n, s, t, i, b) ON CONFLICT DO NOTHING;
+              -- A kept conflict settles once a version newer than both of its values is in force
+              -- for its field (someone wrote the field after it, such as a resolution); before
+              -- this batch's own conflicts are recorded. Versions compare as (hlc, node).
+              IF EXISTS (SELECT 1 FROM \(q(.conflicts))) THEN
+                DELETE FROM \(q(.conflicts)) c USING unnest(s_t, s_i, s_f, s_v) AS u(t, i, f, v)
+                  WHERE c.tbl = u.t AND c.record_id = u.i AND c.field = u.f
+                    AND (split_part(c.winner_version, '@', 1)::numeric, split_part(c.winner_version, '@', 2) COLLATE "C")
+                      < (split_part(u.v, '@', 1)::numeric, split_part(u.v, '@', 2) COLLATE "C");
+              END IF;
               INSERT INTO \(q(.conflicts)) (tbl, record_id, field, winner_value, winner_version, loser_value, loser_version, detected_at)
                 SELECT * FROM unnest(c_t, c_i, c_f, c_w, c_wv, c_l, c_lv, c_at) ON CONFLICT DO NOTHING;
               -- The refused and the applied identities are disjoint: no row is met twice.

@@ -161,6 +161,13 @@ extension PostgresTenantStore {
                 current[key] = StoredRecord(table: valid.table, id: valid.recordID, state: merged.state, route: merged.route)
                 if dirtySet.insert(key).inserted { dirty.append(key) }
             }
+            for field in merged.outcome.changedFields {
+                guard let version = merged.state.versions[field] else { continue }
+                plan.settled.tables.append(valid.table)
+                plan.settled.ids.append(valid.recordID)
+                plan.settled.fields.append(field)
+                plan.settled.versions.append(version.description)
+            }
             for c in merged.outcome.conflicts {
                 plan.conflicts.append(table: valid.table, id: valid.recordID, c, at: Int64(wallMillis))
             }
@@ -219,6 +226,7 @@ extension PostgresTenantStore {
               \(plan.refused.map(\.key.origin))::text[], \(plan.refused.map(\.key.seq))::int8[], \(plan.refused.map(\.value.entry.receivedFrom))::text[],
               \(plan.refused.map(\.value.entry.receivedAtMillis))::int8[], \(plan.refused.map(\.value.entry.code))::text[],
               \(plan.refused.map(\.value.reason))::text[], \(plan.refused.map(\.value.change))::text[],
+              \(plan.settled.tables)::text[], \(plan.settled.ids)::text[], \(plan.settled.fields)::text[], \(plan.settled.versions)::text[],
               \(PostgresNotifier.defaultChannel), \(tenant.rawValue), \(cursor?.key)::text, \(cursor?.value)::text)
             """
     }
@@ -298,6 +306,8 @@ private struct PushPlan {
     var routes = (nodes: [String](), seqs: [Int64]())
     var entries = EntryRows()
     var conflicts = ConflictRows()
+    /// Fields written, with the version now in force: kept conflicts older than it settle.
+    var settled = (tables: [String](), ids: [String](), fields: [String](), versions: [String]())
     var records = RecordRows()
     var released: [Identity] = []
     var refused: [(key: Identity, value: QuarantineRow)] = []

@@ -180,6 +180,31 @@ public final class PostgresTenantStore: HubTenantStore {
                                  receivedAtMillis: UInt64(max(0, at)), code: code, reason: reason, change: change)
     }
 
+    public func conflicts(afterID: Int64, limit: Int) async throws -> [(conflict: ConflictRecord, route: Set<NodeID>)] {
+        try await prepared()
+        let rows = try await client.query("""
+            SELECT c.id, c.tbl, c.record_id, c.field, c.winner_value, c.winner_version, c.loser_value, c.loser_version, c.detected_at,
+                   coalesce(r.route, '')
+            FROM \(unescaped: table(.conflicts)) c LEFT JOIN \(unescaped: table(.records)) r ON r.tbl = c.tbl AND r.id = c.record_id
+            WHERE c.id > \(afterID) ORDER BY c.id LIMIT \(max(0, limit))
+            """, logger: logger).collect()
+        return try rows.compactMap { row in
+            let (id, tbl, record, field, winner, winnerVersion, loser, loserVersion, at, route) =
+                try row.decode((Int64, String, String, String, String, String, String, String, Int64, String).self)
+            guard let wv = FieldVersion(parsing: winnerVersion), let lv = FieldVersion(parsing: loserVersion) else { return nil }
+            func value(_ s: String) -> FieldValue { (try? JSONDecoder().decode(FieldValue.self, from: Data(s.utf8))) ?? .null }
+            let conflict = ConflictRecord(id: id, table: tbl, recordID: record,
+                                          conflict: FieldConflict(field: field, winner: value(winner), winnerVersion: wv, loser: value(loser), loserVersion: lv),
+                                          detectedAtMillis: UInt64(max(0, at)))
+            return (conflict, Set(route.split(separator: ",").map { NodeID(unchecked: String($0)) }))
+        }
+    }
+
+    /// The hub on PostgreSQL has no local write path yet (HQ's rules do not run there either).
+    public func writeAsHub(_ writes: [RecordWrite]) async throws -> [Change] {
+        throw StoreError.invalidArgument("a hub on PostgreSQL cannot write records itself yet: resolve conflicts on a SQLite hub, or at a node")
+    }
+
     public func attentionCounts() async throws -> AttentionCounts {
         try await prepared()
         let row = try await client.query("""

@@ -29,6 +29,15 @@ public protocol HubTenantStore: AnyObject, Sendable {
     /// there is no such id. Its origin's agent keeps retrying it until refused for good.
     func discardQuarantined(id: Int64) async throws -> QuarantinedChange?
 
+    /// Kept conflicts with ids above `afterID`, oldest first, at most `limit`, each with
+    /// the route of its record now (who holds it: what scopes the conflict).
+    func conflicts(afterID: Int64, limit: Int) async throws -> [(conflict: ConflictRecord, route: Set<NodeID>)]
+
+    /// Writes records as the hub's own node (an ordinary edit, logged and synced like any):
+    /// how an administrator's resolution of a conflict reaches every replica. Returns the
+    /// changes made. An engine without a local write path throws ``StoreError/invalidArgument(_:)``.
+    func writeAsHub(_ writes: [RecordWrite]) async throws -> [Change]
+
     /// How many changes sit in quarantine and how many lost edits are kept as conflicts:
     /// what metrics and operators watch grow. Two counts, not the rows.
     func attentionCounts() async throws -> AttentionCounts

@@ -23,6 +23,17 @@ extension NodeStore: HubTenantStore {
         try await offCooperativePool { try self.discardQuarantined(id) }
     }
 
+    public func conflicts(afterID: Int64, limit: Int) async throws -> [(conflict: ConflictRecord, route: Set<NodeID>)] {
+        try await offCooperativePool {
+            let page = try self.conflicts(afterID: afterID, limit: limit)
+            return try page.map { ($0, try self.record(table: $0.table, id: $0.recordID)?.route ?? []) }
+        }
+    }
+
+    public func writeAsHub(_ writes: [RecordWrite]) async throws -> [Change] {
+        try await offCooperativePool { try self.commit(writes) }
+    }
+
     public func attentionCounts() async throws -> AttentionCounts {
         try await writer.readReleasingConnection { db in
             AttentionCounts(quarantined: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_quarantine") ?? 0,

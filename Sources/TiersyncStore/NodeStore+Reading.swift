@@ -24,10 +24,10 @@ extension NodeStore {
     }
 
     /// Kept conflicts, oldest first; all of them, or those of one record.
-    public func conflicts(table: String? = nil, recordID: String? = nil, limit: Int = 1000) throws -> [ConflictRecord] {
+    public func conflicts(table: String? = nil, recordID: String? = nil, afterID: Int64 = 0, limit: Int = 1000) throws -> [ConflictRecord] {
         try writer.read { db in
-            let filter = table == nil ? "" : "WHERE tbl = ? AND record_id = ?"
-            let args: StatementArguments = table == nil ? [limit] : [table, recordID ?? "", limit]
+            let filter = table == nil ? "WHERE id > ?" : "WHERE id > ? AND tbl = ? AND record_id = ?"
+            let args: StatementArguments = table == nil ? [afterID, limit] : [afterID, table, recordID ?? "", limit]
             return try Row.fetchAll(db, sql: "SELECT * FROM ts_conflicts \(filter) ORDER BY id LIMIT ?", arguments: args).map { row in
                 let decoder = JSONDecoder()
                 func value(_ s: String) -> FieldValue { (try? decoder.decode(FieldValue.self, from: Data(s.utf8))) ?? .null }

@@ -24,6 +24,9 @@ extension NodeStore {
         private var cache: [String: Statement] = [:]
         /// The KPI counting of the transaction, once loaded (`.some(nil)`: none adopted).
         var kpi: KPICounting??
+        /// Whether the store kept any conflict when the transaction first asked: most never
+        /// do, and then no change pays a look-up for conflicts to settle.
+        var anyConflicts: Bool?
 
         init(_ db: Database) { self.db = db }
 
@@ -32,6 +35,25 @@ extension NodeStore {
             let s = try db.cachedStatement(sql: sql())
             cache[key] = s
             return s
+        }
+    }
+
+    /// A kept conflict is settled once a newer version than both of its values is in force
+    /// for its field: someone wrote the field after seeing the conflict (a resolution in
+    /// the console is such an edit), and every replica applying that edit drops the
+    /// conflict. Run before the change's own new conflicts are recorded.
+    func settleConflicts(_ db: Database, _ statements: inout LogStatements, table: String, id: String, fields: [String], state: RecordState) throws {
+        if statements.anyConflicts == nil {
+            statements.anyConflicts = try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_conflicts)") ?? false
+        }
+        guard statements.anyConflicts == true, !fields.isEmpty else { return }
+        let kept = try Row.fetchAll(statements.statement("#conflicts-of", "SELECT id, field, winner_version FROM ts_conflicts WHERE tbl = ? AND record_id = ?"),
+                                    arguments: [table, id])
+        for row in kept {
+            let field: String = row["field"]
+            guard fields.contains(field), let current = state.versions[field],
+                  let winner = FieldVersion(parsing: row["winner_version"]), winner < current else { continue }
+            try db.execute(sql: "DELETE FROM ts_conflicts WHERE id = ?", arguments: [row["id"] as Int64])
         }
     }
 
@@ -45,6 +67,9 @@ extension NodeStore {
             try save(db, &statements, table: table, id: change.recordID,
                      row: row ?? EncodedRecord(merged.state, route: route, table: table), replacing: stored)
             try countKPIs(db, &statements, table: table, id: change.recordID, before: stored, after: merged.state)
+        }
+        if outcome.changedAnything {
+            try settleConflicts(db, &statements, table: table.name, id: change.recordID, fields: outcome.changedFields, state: merged.state)
         }
         for c in outcome.conflicts {
             try db.cachedStatement(sql: """

@@ -166,6 +166,7 @@ struct AdminAPITests {
         case AdminRoutes.updateUser: AdminMessages.UpdateUserRequest(roles: [.viewer])
         case AdminRoutes.validateRelease, AdminRoutes.publishRelease: AdminMessages.ReleaseSources(sources: [.init(name: "governance.yaml", text: "x")])
         case AdminRoutes.rejectRelease: AdminMessages.DiscardRequest(reason: "test")
+        case AdminRoutes.resolveConflict: AdminMessages.ResolveRequest(keep: .loser)
         case AdminRoutes.rollout: AdminMessages.RolloutRequest(release: 1)
         case AdminRoutes.rollback: AdminMessages.RollbackRequest(to: 1)
         default: route.method == "POST" ? [String: String]() : nil
@@ -365,6 +366,42 @@ struct AdminAPITests {
             #expect(try await f.send("POST", "/admin/v1/rollouts", json: AdminMessages.RolloutRequest(release: 1, targets: ["germany"]), token: author).status == 200)
             let audit = try await f.accounts.audit(of: "acme", scopes: nil, before: nil, limit: 50).map(\.action)
             for action in ["release.request", "release.approve", "release.reject", "release.rollout"] { #expect(audit.contains(action)) }
+        }
+    }
+
+    @Test("the conflicts inbox: a concurrent edit that lost is listed with both values; resolving it writes the chosen value as HQ's edit, which closes the conflict at HQ and reaches the nodes holding the record (PostgreSQL hubs cannot write yet: 501)",
+          arguments: StorageEngine.testable)
+    func conflictsInbox(engine: StorageEngine) async throws {
+        try await withAdminFixture(engine: engine) { f in
+            let op = try await f.token("acme", "hq-op")
+            let now = WallClock.nowMillis()
+            let won = Change(origin: "germany", originSeq: 1, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "customers", recordID: "c-1",
+                             op: .upsert, fields: ["owning_dealer": "germany", "servicing_dealer": "france", "last_name": "Alt"])
+            #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 1, changes: [won]), credential: f.germany).status == 200)
+            let lost = Change(origin: "france", originSeq: 1, hlc: HLCTimestamp(wallMillis: now - 10_000, counter: 0), table: "customers", recordID: "c-1",
+                              op: .upsert, fields: ["last_name": "Neu"])
+            #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 1, changes: [lost]), credential: f.france).status == 200)
+            let inbox = try await f.send("GET", "/admin/v1/conflicts", token: op).decode(AdminMessages.ConflictsResponse.self)
+            let conflict = try #require(inbox.conflicts.first)
+            #expect(inbox.conflicts.count == 1 && conflict.conflict.field == "last_name")
+            #expect(conflict.conflict.winner == "Alt" && conflict.conflict.loser == "Neu" && conflict.conflict.loserVersion.node == "france")
+            #expect(try await f.send("GET", "/admin/v1/conflicts", token: try await f.token("acme", "germany-op"))
+                .decode(AdminMessages.ConflictsResponse.self).conflicts.count == 1, "the record is routed to germany too")
+            #expect(try await f.send("POST", "/admin/v1/conflicts/\(conflict.id)/resolve", json: AdminMessages.ResolveRequest(keep: .value), token: op).status == 422)
+            let resolved = try await f.send("POST", "/admin/v1/conflicts/\(conflict.id)/resolve", json: AdminMessages.ResolveRequest(keep: .loser), token: op)
+            if engine == .postgres {
+                #expect(resolved.status == 501 && resolved.error?.code == "unsupported")
+                return
+            }
+            #expect(resolved.status == 200, "\(resolved.text)")
+            #expect(try await f.send("GET", "/admin/v1/conflicts", token: op).decode(AdminMessages.ConflictsResponse.self).conflicts.isEmpty)
+            let record = try await f.hub.tenantStore(for: "acme").liveRecords(inTable: "customers").first { $0.id == "c-1" }
+            #expect(record?.values["last_name"] == "Neu")
+            // france (and germany) are sent HQ's edit.
+            let page = try await f.client.send("GET", "/v1/pull?cursor=0", credential: f.france).decode(PullResponse.self)
+            #expect(page.changes.contains { $0.origin == "acme-hq" && $0.recordID == "c-1" && $0.fields["last_name"] == "Neu" })
+            let audit = try await f.accounts.audit(of: "acme", scopes: nil, before: nil, limit: 10)
+            #expect(audit.contains { $0.action == "conflict.resolve" && $0.target == "customers/c-1.last_name" })
         }
     }
 

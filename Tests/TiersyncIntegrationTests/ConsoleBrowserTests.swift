@@ -109,6 +109,27 @@ struct ConsoleBrowserTests {
                 try await browser.open(f.hub.url + "/console/releases")
                 #expect(try await browser.text("#request-\(requestID) .state") == "pending")
 
+                // Conflicts: germany's edit won over france's older one; the operator takes
+                // france's value, which HQ writes as a new edit that reaches the dealers.
+                let now = WallClock.nowMillis()
+                let won = Change(origin: "germany", originSeq: 3, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "customers", recordID: "c-2",
+                                 op: .upsert, fields: ["owning_dealer": "germany", "servicing_dealer": "france", "phone": "0301"])
+                #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 3, changes: [won]), credential: f.germany).status == 200)
+                let lost = Change(origin: "france", originSeq: 3, hlc: HLCTimestamp(wallMillis: now - 10_000, counter: 0), table: "customers", recordID: "c-2",
+                                  op: .upsert, fields: ["phone": "0699"])
+                #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 3, changes: [lost]), credential: f.france).status == 200)
+                let conflictID = try #require(try await f.hub.tenantStore(for: "acme").conflicts(afterID: 0, limit: 10).first { $0.conflict.recordID == "c-2" }?.conflict.id)
+                try await browser.open(f.hub.url + "/console/conflicts")
+                #expect(try await browser.text("#conflict-\(conflictID) .winner").hasPrefix("0301"))
+                #expect(try await browser.text("#conflict-\(conflictID) .loser").hasPrefix("0699"))
+                try await shoot(browser, "conflicts", scratch: scratch)
+                try await browser.click("#keep-loser-\(conflictID)")
+                #expect(try await browser.text("#flash").contains("Resolved"))
+                #expect(try await browser.element("#conflict-\(conflictID)") == nil)
+                let pulled = try await f.client.send("GET", "/v1/pull?cursor=0", credential: f.germany).decode(PullResponse.self)
+                #expect(pulled.changes.last { $0.recordID == "c-2" && $0.fields["phone"] != nil }?.fields["phone"] == "0699",
+                        "germany is sent HQ's resolution")
+
                 // The audit log shows the replays.
                 try await browser.open(f.hub.url + "/console/audit")
                 #expect(try await browser.text("#audit").contains("quarantine.replay"))

@@ -157,6 +157,33 @@ struct NodeStoreTests {
         #expect(conflicts.first?.conflict.loserVersion.node == "d1")
     }
 
+    @Test("a kept conflict settles on every replica once a newer edit of its field arrives (a resolution), not for an older edit or another field's")
+    func conflictSettles() async throws {
+        let dir = try TempDir()
+        let a = try makeStore(dir, "d1"), b = try makeStore(dir, "d2"), hub = try makeStore(dir, "hq", parent: nil)
+        let fromA = try a.commit([.upsert("customers", id: "c-1", ["phone": "111", "owning_dealer": "d1", "servicing_dealer": "d2"])], wallMillis: 1_000)
+        let fromB = try b.commit([.upsert("customers", id: "c-1", ["phone": "222", "owning_dealer": "d1", "servicing_dealer": "d2"])], wallMillis: 2_000)
+        for (store, changes) in [(hub, fromA + fromB), (a, fromB), (b, fromA)] {
+            _ = try await store.applyIncoming(changes, from: "x", source: .parent, checkSkew: false)
+        }
+        #expect(try hub.conflicts().count == 1 && a.conflicts().count == 1)
+        // Another field's edit, and an edit older than the conflict's winner, settle nothing.
+        let other = try hub.commit([.upsert("customers", id: "c-1", ["last_name": "Meyer"])])
+        let stale = Change(origin: "d9", originSeq: 1, hlc: HLCTimestamp(wallMillis: 1_500, counter: 0), table: "customers", recordID: "c-1",
+                           op: .upsert, fields: ["phone": "333"])
+        _ = try await hub.applyIncoming([stale], from: "x", source: .parent, checkSkew: false)
+        #expect(try hub.conflicts().count == 2, "the stale edit lost: one more conflict, the first one kept")
+        // HQ writes the loser's value again: its edit is newer than both, so the conflicts settle
+        // at HQ, and at each replica that applies it.
+        let resolution = try hub.commit([.upsert("customers", id: "c-1", ["phone": "111"])])
+        #expect(try hub.conflicts().isEmpty)
+        for store in [a, b] {
+            _ = try await store.applyIncoming(other + resolution, from: "hq", source: .parent, checkSkew: false)
+            #expect(try store.conflicts().isEmpty)
+            #expect(try store.record(table: "customers", id: "c-1")?.state.liveValues["phone"] == "111")
+        }
+    }
+
     @Test("a store rebuilt for an enrolled node numbers its changes above what the parent holds")
     func sequenceFloor() async throws {
         let dir = try TempDir()

@@ -217,4 +217,33 @@ public enum AdminMessages {
         /// Requests without their sources, newest first.
         public var requests: [ReleaseRequest]
     }
+
+    public struct ConflictsResponse: Codable, Sendable {
+        public var conflicts: [ConflictRecord]
+        public var next: Int64?
+    }
+
+    public struct ResolveRequest: Codable, Sendable {
+        public enum Keep: String, Codable, Sendable {
+            /// The value in force (written again, so the conflict closes everywhere).
+            case winner
+            /// The value that lost.
+            case loser
+            /// `value`, a new one.
+            case value
+        }
+        public var keep: Keep
+        public var value: FieldValue?
+        public init(keep: Keep, value: FieldValue? = nil) {
+            self.keep = keep
+            self.value = value
+        }
+    }
+
+    public struct ResolveResponse: Codable, Sendable {
+        public var table: String
+        public var recordID: String
+        public var field: String
+        public var value: FieldValue
+    }
 }

@@ -52,7 +52,10 @@ public enum AdminRoutes {
     public static let rollout = Route("admin_rollout", "POST", "/admin/v1/rollouts", role: .publisher, tenantWide: true)
     public static let rollback = Route("admin_rollback", "POST", "/admin/v1/rollback", role: .publisher, tenantWide: true)
 
-    public static let all: [Route] = [login, logout, me, createToken, nodes, revokeNode, decommissionNode, enrollmentToken,
+    public static let conflicts = Route("admin_conflicts", "GET", "/admin/v1/conflicts", role: .viewer)
+    public static let resolveConflict = Route("admin_resolve_conflict", "POST", "/admin/v1/conflicts/{id}/resolve", role: .operator)
+
+    public static let all: [Route] = [conflicts, resolveConflict, login, logout, me, createToken, nodes, revokeNode, decommissionNode, enrollmentToken,
                                       quarantine, discardQuarantined, replayQuarantined, audit, users, createUser, updateUser,
                                       releases, validateRelease, publishRelease, approveRelease, rejectRelease, rollout, rollback]
 

@@ -61,6 +61,8 @@ struct AdminService: Sendable {
             AdminRoutes.users: guarded(AdminRoutes.users, users),
             AdminRoutes.createUser: guarded(AdminRoutes.createUser, createUser),
             AdminRoutes.updateUser: guarded(AdminRoutes.updateUser, updateUser),
+            AdminRoutes.conflicts: guarded(AdminRoutes.conflicts, conflicts),
+            AdminRoutes.resolveConflict: guarded(AdminRoutes.resolveConflict, resolveConflict),
             AdminRoutes.releases: guarded(AdminRoutes.releases, releases),
             AdminRoutes.validateRelease: guarded(AdminRoutes.validateRelease, validate),
             AdminRoutes.publishRelease: guarded(AdminRoutes.publishRelease, publish),

@@ -14,7 +14,7 @@ struct ConsoleService: Sendable {
     static let library: MustacheLibrary = {
         var library = MustacheLibrary()
         for (name, text) in [("layout", ConsoleTemplates.layout), ("login", ConsoleTemplates.login), ("nodes", ConsoleTemplates.nodes),
-                             ("quarantine", ConsoleTemplates.quarantine), ("audit", ConsoleTemplates.audit), ("users", ConsoleTemplates.users), ("releases", ConsoleTemplates.releases),
+                             ("quarantine", ConsoleTemplates.quarantine), ("audit", ConsoleTemplates.audit), ("users", ConsoleTemplates.users), ("releases", ConsoleTemplates.releases), ("conflicts", ConsoleTemplates.conflicts),
                              ("message", ConsoleTemplates.message)] {
             // Constant templates: a syntax error is a programming error the console tests catch.
             try! library.register(text, named: name)
@@ -46,6 +46,8 @@ struct ConsoleService: Sendable {
             (.post, "/console/quarantine/{id}/discard", page(stateChanging: true, discard)),
             (.get, "/console/audit", page(stateChanging: false, audit)),
             (.get, "/console/releases", page(stateChanging: false, releases)),
+            (.get, "/console/conflicts", page(stateChanging: false, conflicts)),
+            (.post, "/console/conflicts/{id}/resolve", page(stateChanging: true, resolve)),
             (.post, "/console/release-requests/{id}/approve", page(stateChanging: true, approve)),
             (.post, "/console/release-requests/{id}/reject", page(stateChanging: true, reject)),
             (.get, "/console/users", page(stateChanging: false, users)),
@@ -167,6 +169,38 @@ struct ConsoleService: Sendable {
         return Self.redirect("/console/quarantine?done=discarded")
     }
 
+    func conflicts(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
+        let query = request.uri.queryParameters
+        let page = try await admin.conflictPage(caller, after: max(0, Int64(query.get("after") ?? "") ?? 0), limit: Self.pageSize)
+        let canAct = caller.has(.operator)
+        let rows: [[String: Any]] = page.conflicts.map {
+            ["id": $0.id, "table": $0.table, "recordID": $0.recordID, "field": $0.conflict.field,
+             "winner": $0.conflict.winner.description, "winnerNode": $0.conflict.winnerVersion.node.rawValue,
+             "loser": $0.conflict.loser.description, "loserNode": $0.conflict.loserVersion.node.rawValue,
+             "detected": Self.timestamp($0.detectedAtMillis), "canAct": canAct, "csrf": caller.csrfToken ?? ""]
+        }
+        return try render("conflicts", title: "Conflicts", me: caller, nav: "navConflicts", values: [
+            "conflicts": rows, "count": rows.count, "more": page.next != nil, "next": page.next.map(String.init) ?? false, "canAct": canAct,
+            "flash": Self.flash(query) ?? false,
+        ])
+    }
+
+    func resolve(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
+        guard caller.has(.operator) else { throw APIError(.forbidden, "forbidden", "this needs the operator role") }
+        guard let raw = context.parameters.get("id"), let id = Int64(raw), id > 0,
+              let keep = AdminMessages.ResolveRequest.Keep(rawValue: form["keep"] ?? "") else {
+            throw APIError(.badRequest, "invalid_parameter", "choose what to keep")
+        }
+        // A typed value: a number or true/false as such, anything else as text.
+        let typed = form["value"].map { text -> FieldValue in
+            if let number = Int64(text) { return .int(number) }
+            if text == "true" || text == "false" { return .bool(text == "true") }
+            return .string(text)
+        }
+        _ = try await admin.resolve(id, .init(keep: keep, value: typed), caller, address: context.remoteAddress ?? "unknown")
+        return Self.redirect("/console/conflicts?done=resolved")
+    }
+
     func releases(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
         let history = try await admin.releaseHistory(caller)
         let canReview = caller.has(.reviewer) && caller.isTenantWide
@@ -274,6 +308,7 @@ struct ConsoleService: Sendable {
         case "replay_refused": "Replayed, but refused again (\(codeParameter(query.get("code")))): fix the cause first."
         case "discarded": "Discarded; the reason is in the audit log."
         case "revoked": "Revoked: the node is refused from its next request."
+        case "resolved": "Resolved: the value is written as a new edit; it reaches every node holding the record and closes the conflict there."
         case "approved": "Approved: release v\(Int(query.get("version") ?? "") ?? 0) is signed and rolling out."
         case "rejected": "Rejected; the reason is in the release history."
         default: nil

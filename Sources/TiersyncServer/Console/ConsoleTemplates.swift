@@ -22,6 +22,7 @@ enum ConsoleTemplates {
     <ul>
     <li><a href="/console/nodes"{{#navNodes}} aria-current="page"{{/navNodes}}>Nodes</a></li>
     <li><a href="/console/quarantine"{{#navQuarantine}} aria-current="page"{{/navQuarantine}}>Quarantine</a></li>
+    <li><a href="/console/conflicts"{{#navConflicts}} aria-current="page"{{/navConflicts}}>Conflicts</a></li>
     <li><a href="/console/releases"{{#navReleases}} aria-current="page"{{/navReleases}}>Releases</a></li>
     <li><a href="/console/audit"{{#navAudit}} aria-current="page"{{/navAudit}}>Audit log</a></li>
     {{#tenantWide}}<li><a href="/console/users"{{#navUsers}} aria-current="page"{{/navUsers}}>Users</a></li>{{/tenantWide}}
@@ -168,6 +169,37 @@ enum ConsoleTemplates {
     <thead><tr><th scope="col">Rollout</th><th scope="col">Issued</th><th scope="col">Who runs what</th><th scope="col">Why</th></tr></thead>
     <tbody>{{#rollouts}}<tr><th scope="row">{{sequence}}</th><td>{{issued}}</td><td>{{summary}}</td><td>{{reason}}</td></tr>{{/rollouts}}</tbody>
     </table>
+    """
+
+    static let conflicts = """
+    <p>Concurrent edits of one field: the newer won everywhere; the other is kept here. Resolving writes the value you choose
+    as a new edit, which reaches every node holding the record and closes the conflict there too.</p>
+    <table id="conflicts">
+    <caption>{{count}} open conflict(s){{#more}}, more on the next page{{/more}}</caption>
+    <thead><tr><th scope="col">Record</th><th scope="col">Field</th><th scope="col">In force</th><th scope="col">Lost</th><th scope="col">Seen</th>
+    {{#canAct}}<th scope="col">Resolve</th>{{/canAct}}</tr></thead>
+    <tbody>
+    {{#conflicts}}
+    <tr id="conflict-{{id}}">
+    <th scope="row">{{table}}/{{recordID}}</th><td>{{field}}</td><td class="winner">{{winner}} <small>by {{winnerNode}}</small></td>
+    <td class="loser">{{loser}} <small>by {{loserNode}}</small></td><td>{{detected}}</td>
+    {{#canAct}}<td>
+    <form method="post" action="/console/conflicts/{{id}}/resolve" class="inline">
+    <input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="keep" value="winner">
+    <button type="submit" id="keep-winner-{{id}}">Keep {{winner}}</button></form>
+    <form method="post" action="/console/conflicts/{{id}}/resolve" class="inline">
+    <input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="keep" value="loser">
+    <button type="submit" id="keep-loser-{{id}}">Take {{loser}}</button></form>
+    <form method="post" action="/console/conflicts/{{id}}/resolve" class="inline">
+    <input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="keep" value="value">
+    <label for="value-{{id}}">New value</label> <input id="value-{{id}}" name="value" required maxlength="2000">
+    <button type="submit" id="write-{{id}}">Write</button></form>
+    </td>{{/canAct}}
+    </tr>
+    {{/conflicts}}
+    </tbody>
+    </table>
+    {{#next}}<p><a href="/console/conflicts?after={{next}}" rel="next">Next page</a></p>{{/next}}
     """
 
     static let message = """
