@@ -212,6 +212,14 @@ struct ConsoleBrowserTests {
             let cookie = String(try #require(login.headers["set-cookie"]).split(separator: ";")[0])
             let nodes = try await client.send("GET", "/console/nodes", headers: [("Cookie", cookie)])
             #expect(nodes.status == 200 && nodes.text.contains("de-munich"))
+            // The demo's dialogues give HQ KPIs: drawn as SVG bars per country, with targets.
+            let kpis = try await client.send("GET", "/console/kpis", headers: [("Cookie", cookie)])
+            #expect(kpis.status == 200)
+            #expect(kpis.text.contains("data-kpi=\"service-level-phone\"") && kpis.text.contains("role=\"img\""))
+            for node in ["hq", "de", "fr"] { #expect(kpis.text.contains("class=\"bar\" data-node=\"\(node)\""), "a bar for \(node)") }
+            #expect(kpis.text.contains("class=\"target\""))
+            let api = try await client.send("GET", "/admin/v1/kpis?by=node", headers: [("Cookie", cookie)])
+            #expect(api.status == 200 && api.text.contains("service-level-phone"))
             await demo.stop()
         }
     }

@@ -55,7 +55,9 @@ public enum AdminRoutes {
     public static let conflicts = Route("admin_conflicts", "GET", "/admin/v1/conflicts", role: .viewer)
     public static let resolveConflict = Route("admin_resolve_conflict", "POST", "/admin/v1/conflicts/{id}/resolve", role: .operator)
 
-    public static let all: [Route] = [conflicts, resolveConflict, login, logout, me, createToken, nodes, revokeNode, decommissionNode, enrollmentToken,
+    public static let kpis = Route("admin_kpis", "GET", "/admin/v1/kpis", role: .viewer)
+
+    public static let all: [Route] = [kpis, conflicts, resolveConflict, login, logout, me, createToken, nodes, revokeNode, decommissionNode, enrollmentToken,
                                       quarantine, discardQuarantined, replayQuarantined, audit, users, createUser, updateUser,
                                       releases, validateRelease, publishRelease, approveRelease, rejectRelease, rollout, rollback]
 

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import TiersyncCore
+import TiersyncKPI
 import TiersyncStorage
 
 /// The admin API's handlers (``AdminRoutes``). Each route runs behind ``guarded(_:_:)``:
@@ -62,6 +63,15 @@ struct AdminService: Sendable {
             AdminRoutes.createUser: guarded(AdminRoutes.createUser, createUser),
             AdminRoutes.updateUser: guarded(AdminRoutes.updateUser, updateUser),
             AdminRoutes.conflicts: guarded(AdminRoutes.conflicts, conflicts),
+            AdminRoutes.kpis: guarded(AdminRoutes.kpis) { request, _, caller in
+                let query = request.uri.queryParameters
+                guard let period = KPIPeriodKind(rawValue: query.get("period") ?? KPIPeriodKind.month.rawValue) else {
+                    throw APIError(.badRequest, "invalid_parameter", "'period' must be day, week or month")
+                }
+                // The caller's scope node's view, as a node of it would see it at `/v1/kpis`.
+                return try codec.encode(try await KPIViews.response(store: try await directory.store(for: caller.user.tenant), viewer: caller.user.scope,
+                                                                    tree: caller.tree, period: period, byNode: query.get("by") == "node"), for: request)
+            },
             AdminRoutes.resolveConflict: guarded(AdminRoutes.resolveConflict, resolveConflict),
             AdminRoutes.releases: guarded(AdminRoutes.releases, releases),
             AdminRoutes.validateRelease: guarded(AdminRoutes.validateRelease, validate),

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Mustache
 import TiersyncCore
+import TiersyncKPI
 import TiersyncStorage
 
 /// The web console at `/console`: server-rendered HTML (``ConsoleTemplates``) over the same
@@ -14,7 +15,7 @@ struct ConsoleService: Sendable {
     static let library: MustacheLibrary = {
         var library = MustacheLibrary()
         for (name, text) in [("layout", ConsoleTemplates.layout), ("login", ConsoleTemplates.login), ("nodes", ConsoleTemplates.nodes),
-                             ("quarantine", ConsoleTemplates.quarantine), ("audit", ConsoleTemplates.audit), ("users", ConsoleTemplates.users), ("releases", ConsoleTemplates.releases), ("conflicts", ConsoleTemplates.conflicts),
+                             ("quarantine", ConsoleTemplates.quarantine), ("audit", ConsoleTemplates.audit), ("users", ConsoleTemplates.users), ("releases", ConsoleTemplates.releases), ("conflicts", ConsoleTemplates.conflicts), ("kpis", ConsoleTemplates.kpis),
                              ("message", ConsoleTemplates.message)] {
             // Constant templates: a syntax error is a programming error the console tests catch.
             try! library.register(text, named: name)
@@ -47,6 +48,7 @@ struct ConsoleService: Sendable {
             (.get, "/console/audit", page(stateChanging: false, audit)),
             (.get, "/console/releases", page(stateChanging: false, releases)),
             (.get, "/console/conflicts", page(stateChanging: false, conflicts)),
+            (.get, "/console/kpis", page(stateChanging: false, kpis)),
             (.post, "/console/conflicts/{id}/resolve", page(stateChanging: true, resolve)),
             (.post, "/console/release-requests/{id}/approve", page(stateChanging: true, approve)),
             (.post, "/console/release-requests/{id}/reject", page(stateChanging: true, reject)),
@@ -167,6 +169,27 @@ struct ConsoleService: Sendable {
         guard caller.has(.operator) else { throw APIError(.forbidden, "forbidden", "this needs the operator role") }
         try await admin.discard(try AdminService.quarantineID(context), reason: form["reason"] ?? "", caller, address: context.remoteAddress ?? "unknown")
         return Self.redirect("/console/quarantine?done=discarded")
+    }
+
+    func kpis(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
+        let period = KPIPeriodKind(rawValue: request.uri.queryParameters.get("period") ?? "") ?? .month
+        let report = try await KPIViews.response(store: try await admin.directory.store(for: caller.user.tenant), viewer: caller.user.scope,
+                                                 tree: caller.tree, period: period, byNode: true)
+        // The viewer's node and the nodes just below it, each as its subtree, in the latest period.
+        let shown = Set([caller.user.scope.rawValue] + caller.tree.parents.filter { $0.value == caller.user.scope }.map(\.key.rawValue))
+        let rows = report.rows.filter { $0.scope == .subtree && shown.contains($0.node) }
+        let latest = rows.map(\.periodStart).max() ?? ""
+        var charts: [[String: Any]] = []
+        for kpi in Array(Set(rows.map(\.kpi))).sorted() {
+            let mine = rows.filter { $0.kpi == kpi && $0.periodStart == latest }.sorted { ($0.node == caller.user.scope.rawValue ? "" : $0.node) < ($1.node == caller.user.scope.rawValue ? "" : $1.node) }
+            guard let first = mine.first else { continue }
+            let id = "kpi-\(charts.count)"
+            charts.append(["id": id, "name": first.name, "svg": KPIChart.svg(kpi: kpi, name: first.name, unit: first.unit, rows: mine, id: id)])
+        }
+        return try render("kpis", title: "KPIs", me: caller, nav: "navKPIs", values: [
+            "charts": charts, "period": period.rawValue, "periodStart": latest, "overlay": !caller.isTenantWide,
+            "periods": KPIPeriodKind.allCases.map { ["value": $0.rawValue, "selected": $0 == period] as [String: Any] },
+        ])
     }
 
     func conflicts(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {

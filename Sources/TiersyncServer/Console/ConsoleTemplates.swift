@@ -23,6 +23,7 @@ enum ConsoleTemplates {
     <li><a href="/console/nodes"{{#navNodes}} aria-current="page"{{/navNodes}}>Nodes</a></li>
     <li><a href="/console/quarantine"{{#navQuarantine}} aria-current="page"{{/navQuarantine}}>Quarantine</a></li>
     <li><a href="/console/conflicts"{{#navConflicts}} aria-current="page"{{/navConflicts}}>Conflicts</a></li>
+    <li><a href="/console/kpis"{{#navKPIs}} aria-current="page"{{/navKPIs}}>KPIs</a></li>
     <li><a href="/console/releases"{{#navReleases}} aria-current="page"{{/navReleases}}>Releases</a></li>
     <li><a href="/console/audit"{{#navAudit}} aria-current="page"{{/navAudit}}>Audit log</a></li>
     {{#tenantWide}}<li><a href="/console/users"{{#navUsers}} aria-current="page"{{/navUsers}}>Users</a></li>{{/tenantWide}}
@@ -200,6 +201,23 @@ enum ConsoleTemplates {
     </tbody>
     </table>
     {{#next}}<p><a href="/console/conflicts?after={{next}}" rel="next">Next page</a></p>{{/next}}
+    """
+
+    static let kpis = """
+    <form method="get" action="/console/kpis" class="filters">
+    <label for="period">Period</label>
+    <select id="period" name="period">{{#periods}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{value}}</option>{{/periods}}</select>
+    <button type="submit">Show</button>
+    </form>
+    <p>Each bar is a node's subtree this {{period}} (from {{periodStart}}): its numerators and denominators added, never averaged.
+    Red: the target is missed. The dashed line is the target of the release in force{{#overlay}} (or the country's overlay){{/overlay}}.</p>
+    {{#charts}}
+    <section aria-labelledby="{{id}}-heading">
+    <h2 id="{{id}}-heading">{{name}}</h2>
+    {{{svg}}}
+    </section>
+    {{/charts}}
+    {{^charts}}<p id="no-kpis">No KPI values yet for this period: they appear once a release defines KPIs and dialogues are counted.</p>{{/charts}}
     """
 
     static let message = """
