@@ -59,10 +59,15 @@ public final class RelayDirectory: NodeDirectory {
             if !(error is CancellationError) { lastFailure.withLock { $0 = WallClock.nowMillis() } }
             throw error
         }
-        try tickets.withLock { t in
-            guard ticket > t.applied else { return }
+        let current = try tickets.withLock { t -> Bool in
+            guard ticket > t.applied else { return false }
             t.applied = ticket
             try mirror.replaceDirectory(directory)
+            return true
+        }
+        // The country's administrators (an older HQ sends none: keep what is there).
+        if current, let admins = directory.admins {
+            try await mirrorCatalog.replaceMirroredAdmins(admins, of: identity.tenant)
         }
     }
 
@@ -162,6 +167,10 @@ public final class RelayDirectory: NodeDirectory {
     }
 
     public func openTenants() -> [TenantID] { [identity.tenant] }
+
+    public var administration: Administration? {
+        Administration(catalog: mirrorCatalog, accounts: mirrorCatalog, isRelay: true)
+    }
 
     public func tenants() async throws -> [TenantID] { [identity.tenant] }
 

@@ -41,6 +41,16 @@ extension PostgresCatalog: AdminAccountStore {
             .map(Self.user)
     }
 
+    public func adminLogins(of tenant: TenantID) async throws -> [AdminLogin] {
+        try await read("""
+            SELECT \(unescaped: Self.userColumns), password_hash, failed_logins, locked_until FROM tiersync_catalog.admin_users
+            WHERE tenant = \(tenant.rawValue) ORDER BY name
+            """).map { row in
+            let (_, _, _, _, _, _, hash, failures, locked) = try row.decode((String, String, String, String, Int64, Int64?, String, Int32, Int64).self)
+            return AdminLogin(user: try Self.user(row), passwordHash: hash, failedLogins: Int(failures), lockedUntilMillis: UInt64(clamping: locked))
+        }
+    }
+
     public func adminLogin(_ name: String, of tenant: TenantID) async throws -> AdminLogin? {
         guard let row = try await read("""
             SELECT \(unescaped: Self.userColumns), password_hash, failed_logins, locked_until FROM tiersync_catalog.admin_users

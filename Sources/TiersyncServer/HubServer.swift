@@ -87,12 +87,13 @@ public struct HubServer: Sendable {
             router.on(RouterPath(route.path), method: HTTPRequest.Method(route.method)!, use: handler)
         }
         // The admin API, where this hub has administrators (HQ's catalog, either engine).
-        if let catalog = (directory as? CatalogDirectory)?.catalog, let accounts = catalog as? any AdminAccountStore {
+        if let administration = directory.administration {
+            let (catalog, accounts) = (administration.catalog, administration.accounts)
             let notifier = notifier
             let governanceNotifier = governanceNotifier
             let admin = AdminService(accounts: accounts, catalog: catalog, directory: directory, codec: codec,
                                      signal: { await notifier.signal($0) }, governanceSignal: { await governanceNotifier.signal($0) },
-                                     releaseKeyDirectory: configuration.releaseKeyDirectory)
+                                     releaseKeyDirectory: configuration.releaseKeyDirectory, isRelay: administration.isRelay)
             let adminHandlers = admin.handlers()
             for route in AdminRoutes.all {
                 guard let handler = adminHandlers[route] else { preconditionFailure("no handler for \(route.method) \(route.path)") }

@@ -36,9 +36,27 @@ public protocol NodeDirectory: Sendable {
     func lags(of tenant: TenantID) async throws -> [NodeID: NodeLag]
     /// Throws unless this hub can write its catalog and open stores right now (`/readyz`).
     func probeWritable() async throws
+    /// The administrators this hub serves the admin API and the console to; nil: none.
+    var administration: Administration? { get }
     /// Whether this hub serves the authenticated `principal` itself: nil, or why not
     /// (answered 403 before any route runs). The default serves every node it knows.
     func refusal(for principal: Principal) async throws -> AccessRefusal?
+}
+
+/// Where a hub finds its administrators: HQ in its catalog; a country in its mirror of HQ's
+/// directory (the administrators of its subtree, which HQ sends with the directory).
+public struct Administration: Sendable {
+    public var catalog: any HubCatalogStore
+    public var accounts: any AdminAccountStore
+    /// A country node: what only HQ decides (nodes' access, administrators, releases) is
+    /// refused here, to be done at HQ.
+    public var isRelay: Bool
+
+    public init(catalog: any HubCatalogStore, accounts: any AdminAccountStore, isRelay: Bool) {
+        self.catalog = catalog
+        self.accounts = accounts
+        self.isRelay = isRelay
+    }
 }
 
 /// Why a hub refuses an authenticated node (403 with this code and message).
@@ -69,6 +87,7 @@ public struct Admission: Sendable {
 
 extension NodeDirectory {
     public func refusal(for principal: Principal) async throws -> AccessRefusal? { nil }
+    public var administration: Administration? { nil }
 
     public func admit(credential: String) async throws -> Admission? {
         guard let principal = try await authenticate(credential: credential) else { return nil }
@@ -139,8 +158,21 @@ public struct CatalogDirectory: NodeDirectory {
         return response
     }
 
+    public var administration: Administration? {
+        (catalog as? any AdminAccountStore).map { Administration(catalog: catalog, accounts: $0, isRelay: false) }
+    }
+
+    /// The subtree for a country's relay, with the administrators whose scope is in it.
     public func directory(for principal: Principal) async throws -> DirectoryResponse {
-        try await catalog.directory(for: principal)
+        var directory = try await catalog.directory(for: principal)
+        if let accounts = catalog as? any AdminAccountStore {
+            let subtree = Set(directory.nodes.map(\.id) + [principal.node])
+            directory.admins = try await accounts.adminLogins(of: principal.tenant).filter { subtree.contains($0.user.scope) }.map {
+                DirectoryResponse.Admin(name: $0.user.name, roles: $0.user.roles.sorted().map(\.rawValue), scope: $0.user.scope,
+                                        passwordHash: $0.passwordHash, disabled: $0.user.isDisabled)
+            }
+        }
+        return directory
     }
 
     public func store(for tenant: TenantID) async throws -> any HubTenantStore {

@@ -151,6 +151,9 @@ public protocol AdminAccountStore: AnyObject, Sendable {
     func createAdminUser(_ user: AdminUser, passwordHash: String) async throws
     /// The tenant's administrators, by name.
     func adminUsers(of tenant: TenantID) async throws -> [AdminUser]
+    /// Every administrator of the tenant with what logging in needs (a country's mirror gets
+    /// those of its subtree).
+    func adminLogins(of tenant: TenantID) async throws -> [AdminLogin]
     /// One administrator with what logging in needs, or nil.
     func adminLogin(_ name: String, of tenant: TenantID) async throws -> AdminLogin?
     /// Changes an administrator's roles, disabled state or password (nil: unchanged).

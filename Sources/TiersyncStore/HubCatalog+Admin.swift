@@ -83,6 +83,49 @@ extension SQLiteCatalog: AdminAccountStore {
         }
     }
 
+    public func adminLogins(of tenant: TenantID) async throws -> [AdminLogin] {
+        try await catalog.writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM admin_users WHERE tenant = ? ORDER BY name", arguments: [tenant.rawValue]).map {
+                AdminLogin(user: HubCatalog.adminUser($0), passwordHash: $0["password_hash"], failedLogins: $0["failed_logins"],
+                           lockedUntilMillis: UInt64(max(0, $0["locked_until"] as Int64)))
+            }
+        }
+    }
+
+    /// A country's mirror: makes its administrators those HQ sent (``DirectoryResponse/admins``).
+    /// An administrator gone, disabled or with a new password loses their sessions and tokens
+    /// here; failed-login counts of the others are kept.
+    public func replaceMirroredAdmins(_ admins: [DirectoryResponse.Admin], of tenant: TenantID, nowMillis: UInt64 = WallClock.nowMillis()) async throws {
+        try await catalog.writer.write { db in
+            let before = Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT name, password_hash, disabled_at FROM admin_users WHERE tenant = ?",
+                                                                            arguments: [tenant.rawValue]).map { ($0["name"] as String, $0) })
+            let names = Set(admins.map(\.name))
+            func revoke(_ name: String) throws {
+                try db.execute(sql: "UPDATE admin_tokens SET revoked_at = ? WHERE tenant = ? AND user = ? AND revoked_at IS NULL",
+                               arguments: [Int64(clamping: nowMillis), tenant.rawValue, name])
+            }
+            for (name, _) in before where !names.contains(name) {
+                try revoke(name)
+                try db.execute(sql: "DELETE FROM admin_users WHERE tenant = ? AND name = ?", arguments: [tenant.rawValue, name])
+            }
+            for admin in admins where AdminUser.isValidName(admin.name) {
+                let roles = HubCatalog.rolesText(Set(admin.roles.compactMap(AdminRole.init(rawValue:))))
+                let disabled: Int64? = admin.disabled ? Int64(clamping: nowMillis) : nil
+                if let old = before[admin.name] {
+                    if old["password_hash"] as String != admin.passwordHash || admin.disabled { try revoke(admin.name) }
+                    try db.execute(sql: """
+                        UPDATE admin_users SET roles = ?, scope = ?, password_hash = ?, disabled_at = CASE WHEN ? THEN coalesce(disabled_at, ?) ELSE NULL END
+                        WHERE tenant = ? AND name = ?
+                        """, arguments: [roles, admin.scope.rawValue, admin.passwordHash, admin.disabled, disabled, tenant.rawValue, admin.name])
+                } else {
+                    try db.execute(sql: """
+                        INSERT INTO admin_users (tenant, name, roles, scope, password_hash, created_at, disabled_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+                        """, arguments: [tenant.rawValue, admin.name, roles, admin.scope.rawValue, admin.passwordHash, Int64(clamping: nowMillis), disabled])
+                }
+            }
+        }
+    }
+
     public func adminLogin(_ name: String, of tenant: TenantID) async throws -> AdminLogin? {
         try await catalog.writer.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM admin_users WHERE tenant = ? AND name = ?", arguments: [tenant.rawValue, name]).map {

@@ -4,6 +4,7 @@ import TiersyncCore
 import TiersyncGovernance
 import TiersyncServer
 import TiersyncStore
+import TiersyncAgent
 import TiersyncTestSupport
 
 /// A hub with two tenants and administrators of every kind, for the admin API's tests.
@@ -402,6 +403,65 @@ struct AdminAPITests {
             #expect(page.changes.contains { $0.origin == "acme-hq" && $0.recordID == "c-1" && $0.fields["last_name"] == "Neu" })
             let audit = try await f.accounts.audit(of: "acme", scopes: nil, before: nil, limit: 10)
             #expect(audit.contains { $0.action == "conflict.resolve" && $0.target == "customers/c-1.last_name" })
+        }
+    }
+
+    @Test("a country node serves the admin API and the console to its own administrators (mirrored from HQ with its directory): its subtree with a dealer's lag, the quarantine of what the country refused, its own audit log; HQ's admins cannot log in there, and what HQ decides is refused",
+          arguments: StorageEngine.testable)
+    func countryServesItsAdmins(engine: StorageEngine) async throws {
+        let dir = try TempDir()
+        try await withHubDatabase(engine) { postgres in
+            try await withRunning { running in
+                let hub = try await running.hub(directory: dir.path, postgres: postgres)
+                try await hub.catalogStore.createTenant("acme", root: "acme-hq", levels: 3)
+                let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+                let accounts = try #require(hub.catalogStore as? any AdminAccountStore)
+                let hash = try PasswordHash.make(AdminFixture.password)
+                try await accounts.createAdminUser(AdminUser(tenant: "acme", name: "de-admin", roles: [.operator], scope: "de", createdAtMillis: WallClock.nowMillis()),
+                                                   passwordHash: hash)
+                try await accounts.createAdminUser(AdminUser(tenant: "acme", name: "hq-admin", roles: [.operator], scope: "acme-hq", createdAtMillis: WallClock.nowMillis()),
+                                                   passwordHash: hash)
+                // A dealer of de, with a backlog it reports and a change de refuses.
+                let store = try NodeStore(path: "\(dir.path)/de-1.sqlite")
+                let configuration = AgentConfiguration(parentURL: de.url, caFile: hub.caFile)
+                try await SyncAgent.enroll(store: store, configuration: configuration,
+                                           token: try await hub.catalogStore.issueEnrollmentToken(tenant: "acme", node: "de-1", parent: "de"))
+                try store.commit((0..<5).map { .upsert("customers", id: "c\($0)", ["last_name": .string("N\($0)")]) })
+                let agent = try SyncAgent(store: store, configuration: configuration)
+                let client = running.client(baseURL: de.url, caFile: hub.caFile)
+                try await withSyncAgents(agent) {
+                    #expect(try await agent.reportStatus() == 1)
+                    let bad = Change(origin: "de-1", originSeq: 100, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                                     table: "no_such_table", recordID: "x", op: .upsert, fields: [:])
+                    _ = try await agent.parent.push(PushRequest(through: 100, changes: [bad]))
+                    // The administrators reach de with its next directory refresh.
+                    var session = ""
+                    try await eventually(timeout: 20, "de-admin can log in at de") {
+                        let login = try await client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "de-admin", password: AdminFixture.password))
+                        session = login.headers["set-cookie"].map { String($0.split(separator: ";")[0]) } ?? ""
+                        return login.status == 200
+                    }
+                    let hqAtCountry = try await client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "hq-admin", password: AdminFixture.password))
+                    #expect(hqAtCountry.status == 401, "HQ's administrators are HQ's")
+                    let nodes = try await client.send("GET", "/admin/v1/nodes", headers: [("Cookie", session)]).decode(AdminMessages.NodesResponse.self)
+                    #expect(Set(nodes.nodes.map(\.node)) == ["de", "de-1"])
+                    #expect(nodes.nodes.first { $0.node == "de-1" }?.lag?.pending == 5)
+                    let quarantine = try await client.send("GET", "/admin/v1/quarantine", headers: [("Cookie", session)]).decode(AdminMessages.QuarantineResponse.self)
+                    #expect(quarantine.changes.map(\.origin) == ["de-1"] && quarantine.changes.first?.code == "unknown_table")
+                    let me = try await client.send("GET", "/admin/v1/me", headers: [("Cookie", session)]).decode(AdminMessages.Me.self)
+                    let revoke = try await client.send("POST", "/admin/v1/nodes/de-1/revoke", headers: [("Cookie", session), ("X-CSRF-Token", me.csrfToken ?? "")])
+                    #expect(revoke.status == 403 && revoke.error?.code == "at_hq")
+                    let page = try await client.send("GET", "/console/quarantine", headers: [("Cookie", session)])
+                    #expect(page.status == 200 && page.text.contains("unknown_table") && page.text.contains("de-admin"))
+                    let audit = try await client.send("GET", "/admin/v1/audit", headers: [("Cookie", session)]).decode(AdminMessages.AuditResponse.self)
+                    #expect(audit.entries.contains { $0.action == "login" && $0.actor == "de-admin" })
+                    // Disabled at HQ: the country ends the session at its next refresh.
+                    try await accounts.updateAdminUser("de-admin", of: "acme", roles: nil, disabledAtMillis: .some(WallClock.nowMillis()), passwordHash: nil)
+                    try await eventually(timeout: 20, "de ends the disabled administrator's session") {
+                        try await client.send("GET", "/admin/v1/me", headers: [("Cookie", session)]).status == 401
+                    }
+                }
+            }
         }
     }
 

@@ -192,17 +192,38 @@ public struct DirectoryResponse: Codable, Sendable, Equatable {
         }
     }
 
+    /// An administrator of the caller's subtree, so the country serves them the admin API
+    /// and the console: their password's slow hash, never the password.
+    public struct Admin: Codable, Sendable, Equatable {
+        public var name: String
+        public var roles: [String]
+        public var scope: NodeID
+        public var passwordHash: String
+        public var disabled: Bool
+
+        public init(name: String, roles: [String], scope: NodeID, passwordHash: String, disabled: Bool) {
+            self.name = name
+            self.roles = roles
+            self.scope = scope
+            self.passwordHash = passwordHash
+            self.disabled = disabled
+        }
+    }
+
     public var tenant: TenantID
     /// The caller, root of the returned subtree.
     public var root: NodeID
     public var nodes: [Node]
     public var credentials: [Credential]
+    /// Administrators whose scope is in the subtree (absent from an older hub).
+    public var admins: [Admin]?
 
-    public init(tenant: TenantID, root: NodeID, nodes: [Node], credentials: [Credential]) {
+    public init(tenant: TenantID, root: NodeID, nodes: [Node], credentials: [Credential], admins: [Admin]? = nil) {
         self.tenant = tenant
         self.root = root
         self.nodes = nodes
         self.credentials = credentials
+        self.admins = admins
     }
 }
 

@@ -22,6 +22,11 @@ struct AdminService: Sendable {
     let governanceSignal: @Sendable (TenantID) async -> Void
     /// Where `<tenant>.release.key` files are, for publishing; nil: this hub cannot sign.
     let releaseKeyDirectory: String?
+    /// A country node: HQ decides nodes' access, administrators and releases.
+    let isRelay: Bool
+    static let decidedAtHQ: Set<AdminRoutes.Route> = [AdminRoutes.revokeNode, AdminRoutes.decommissionNode, AdminRoutes.enrollmentToken,
+                                                      AdminRoutes.createUser, AdminRoutes.updateUser, AdminRoutes.publishRelease,
+                                                      AdminRoutes.approveRelease, AdminRoutes.rejectRelease, AdminRoutes.rollout, AdminRoutes.rollback]
     var authenticator: AdminAuthenticator { AdminAuthenticator(accounts: accounts, catalog: catalog) }
     static let sessionTTLMillis: UInt64 = 12 * 3_600_000
     static let maxTokenTTLSeconds: UInt64 = 366 * 86_400
@@ -36,8 +41,11 @@ struct AdminService: Sendable {
             if let role = route.role, !caller.has(role) {
                 throw APIError(.forbidden, "forbidden", "this needs the \(role.rawValue) role; '\(caller.user.name)' has \(caller.user.roles.sorted().map(\.rawValue).joined(separator: ", "))")
             }
-            if route.tenantWide, !caller.isTenantWide {
-                throw APIError(.forbidden, "forbidden", "only administrators of the whole tenant may do this")
+            if route.tenantWide, !caller.isTenantWide || isRelay {
+                throw APIError(.forbidden, "forbidden", "only administrators of the whole tenant may do this, at HQ")
+            }
+            if isRelay, Self.decidedAtHQ.contains(route) {
+                throw APIError(.forbidden, "at_hq", "HQ decides this: use HQ's console or admin API")
             }
             var context = context
             context.admin = caller

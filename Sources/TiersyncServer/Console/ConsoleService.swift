@@ -113,7 +113,7 @@ struct ConsoleService: Sendable {
         let (q, state) = (query.get("q") ?? "", query.get("state") ?? "")
         let page = try await admin.nodePage(caller, state: state, search: q, under: nil, after: query.get("after"), limit: Self.pageSize)
         let now = WallClock.nowMillis()
-        let canAct = caller.has(.operator)
+        let canAct = caller.has(.operator) && !admin.isRelay
         let rows: [[String: Any]] = page.nodes.map { node in
             [
                 "node": node.node.rawValue, "path": node.path, "depth": min(node.depth, 3), "role": node.role, "state": node.state,
@@ -133,6 +133,7 @@ struct ConsoleService: Sendable {
 
     func revoke(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
         guard caller.has(.operator) else { throw APIError(.forbidden, "forbidden", "this needs the operator role") }
+        guard !admin.isRelay else { throw APIError(.forbidden, "at_hq", "HQ decides nodes' access: revoke in HQ's console") }
         let node = try admin.scopedNode(context.parameters.get("node") ?? "", caller)
         guard node != caller.user.scope else { throw APIError(.forbidden, "forbidden", "an administrator cannot revoke the node they administer from") }
         let revocation = try await admin.catalog.revoke(node: node, of: caller.user.tenant, nowMillis: WallClock.nowMillis())
@@ -226,7 +227,7 @@ struct ConsoleService: Sendable {
 
     func releases(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
         let history = try await admin.releaseHistory(caller)
-        let canReview = caller.has(.reviewer) && caller.isTenantWide
+        let canReview = caller.has(.reviewer) && caller.isTenantWide && !admin.isRelay
         let requests: [[String: Any]] = history.requests.map {
             ["id": $0.id, "author": $0.author, "requested": Self.timestamp($0.requestedAtMillis), "notes": $0.notes,
              "digest": String($0.sourceDigest.prefix(12)), "state": $0.state.rawValue, "reviewer": $0.reviewer ?? "",
@@ -244,7 +245,7 @@ struct ConsoleService: Sendable {
     }
 
     func releaseRequest(_ context: HubRequestContext, _ caller: AdminCaller) async throws -> ReleaseRequest {
-        guard caller.has(.reviewer), caller.isTenantWide else { throw APIError(.forbidden, "forbidden", "this needs the reviewer role, tenant-wide") }
+        guard caller.has(.reviewer), caller.isTenantWide, !admin.isRelay else { throw APIError(.forbidden, "forbidden", "this needs the reviewer role, tenant-wide, at HQ") }
         guard let raw = context.parameters.get("id"), let id = Int64(raw),
               let pending = try await admin.approvals?.releaseRequest(id, of: caller.user.tenant) else { throw AdminService.outOfScope }
         return pending
