@@ -14,7 +14,7 @@ struct ReadmeAccessTests {
         let dir = try TempDir()
         let data = dir.path + "/hub"
         let lines = try Readme().commands(in: "Access and keys")
-        #expect(lines.count == 6, "\(lines)")
+        #expect(lines.count == 7, "\(lines)")
 
         // The nodes they name: acme's de and dealer-042, automaker's de with a release key.
         let catalog = try HubCatalog(directory: data)
@@ -40,9 +40,11 @@ struct ReadmeAccessTests {
         #expect(try await catalog.node("dealer-042", of: "acme")?.role == "dealer (decommissioned)")
         #expect(outputs[2].contains("not allowed (dealers sync through their country)"), "\(outputs[2])")
         #expect(try catalog.settings(of: "acme")?.allowDirectSync == true)
-        #expect(outputs[4].contains("key-rotation 1 of automaker"), "\(outputs[4])")
+        #expect(outputs[4].contains("four-eyes releases: on"), "\(outputs[4])")
+        #expect(try await SQLiteCatalog(catalog).requiresReleaseApproval(of: "acme"))
+        #expect(outputs[5].contains("key-rotation 1 of automaker"), "\(outputs[5])")
         #expect(try catalog.releaseKey(of: "automaker") != k0)
-        #expect(outputs[5].contains("revoked the overlay keys of automaker/de"), "\(outputs[5])")
+        #expect(outputs[6].contains("revoked the overlay keys of automaker/de"), "\(outputs[6])")
         let hq = try NodeStore(path: catalog.tenantDatabasePath("automaker"))
         #expect(try hq.governanceDocuments(kind: "overlay-key-revocation").map(\.key) == ["de"])
         #expect(try hq.governanceDocuments(kind: "key-rotation").map(\.key) == ["1"])
