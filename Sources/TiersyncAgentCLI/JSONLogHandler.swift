@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import TiersyncCore
 
 /// Writes each log entry as one line of JSON to standard error (`--log-format json`), for
 /// log shippers: `ts` (RFC 3339, UTC, milliseconds), `level`, `logger`, `message`, then the
@@ -58,20 +59,9 @@ public struct JSONLogHandler: LogHandler {
         write(line)
     }
 
+    /// A JSON string literal (the escaping canonical JSON uses).
     static func quoted(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
+        FieldValue.quote(s)
     }
 
     static func timestamp(_ date: Date) -> String {

@@ -196,11 +196,7 @@ extension Admin {
                     try await User.accounts(opened).audit(of: tenant, scopes: nil, before: nil, limit: limit)
                 }
                 if csv {
-                    print("id,at,actor,action,target,detail,address,scope")
-                    for e in entries {
-                        print([String(e.id), formatMillis(e.atMillis), e.actor, e.action, e.target, e.detail, e.address, e.scope.rawValue]
-                            .map { "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }.joined(separator: ","))
-                    }
+                    print(AuditEntry.csv(entries), terminator: "")
                 } else {
                     printTable([["at", "actor", "action", "target", "detail", "from"]] + entries.map {
                         [formatMillis($0.atMillis), $0.actor, $0.action, $0.target, $0.detail, $0.address]

@@ -381,11 +381,7 @@ struct AdminService: Sendable {
         case "json":
             return try codec.encode(AdminMessages.AuditResponse(entries: entries, next: next), for: request)
         case "csv":
-            var csv = "id,at,actor,action,target,detail,address,scope\n"
-            for e in entries {
-                csv += [String(e.id), Self.iso8601(e.atMillis), e.actor, e.action, e.target, e.detail, e.address, e.scope.rawValue]
-                    .map(Self.csvField).joined(separator: ",") + "\n"
-            }
+            let csv = AuditEntry.csv(entries)
             var headers: HTTPFields = [.contentType: "text/csv; charset=utf-8"]
             headers[.contentDisposition] = "attachment; filename=\"tiersync-audit-\(caller.user.tenant).csv\""
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: csv)))
@@ -397,17 +393,6 @@ struct AdminService: Sendable {
     /// The audit entries the caller may see, newest first.
     func auditPage(_ caller: AdminCaller, before: Int64?, limit: Int) async throws -> [AuditEntry] {
         try await accounts.audit(of: caller.user.tenant, scopes: caller.isTenantWide ? nil : caller.subtree, before: before, limit: limit)
-    }
-
-    static func csvField(_ s: String) -> String {
-        // Quoted always; a leading =, +, - or @ is defused so a spreadsheet never runs it.
-        var value = s
-        if let first = value.first, "=+-@".contains(first) { value = "'" + value }
-        return "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-    }
-
-    static func iso8601(_ millis: UInt64) -> String {
-        Date(timeIntervalSince1970: Double(millis) / 1000).formatted(.iso8601)
     }
 
     // MARK: Users
