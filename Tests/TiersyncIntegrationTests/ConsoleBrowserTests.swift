@@ -149,8 +149,25 @@ struct ConsoleBrowserTests {
                 try await shoot(browser, "releases", scratch: scratch)
                 try await browser.click("header form button")
 
+                // A conflict on a record only france holds: HQ's older edit lost to france's.
+                let hq = try f.hub.stores.store(for: "acme")
+                _ = try hq.commit([.upsert("customers", id: "c-france", ["owning_dealer": "france", "phone": "0100"])], wallMillis: WallClock.nowMillis() - 20_000)
+                let franceEdit = Change(origin: "france", originSeq: 4, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0), table: "customers",
+                                        recordID: "c-france", op: .upsert, fields: ["phone": "0200"])
+                #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 4, changes: [franceEdit]), credential: f.france).status == 200)
+                let franceConflict = try #require(try await f.hub.tenantStore(for: "acme").conflicts(afterID: 0, limit: 10)
+                    .first { $0.conflict.recordID == "c-france" }?.conflict.id)
+                try await logIn(browser, f.hub, tenant: "acme", user: "hq-reviewer")
+                try await browser.open(f.hub.url + "/console/conflicts")
+                #expect(try await browser.element("#conflict-\(franceConflict)") != nil, "HQ sees it")
+                try await browser.click("header form button")
+
                 // germany's admin: their subtree only.
                 try await logIn(browser, f.hub, tenant: "acme", user: "germany-op")
+                try await browser.open(f.hub.url + "/console/conflicts")
+                #expect(try await browser.element("#conflict-\(franceConflict)") == nil)
+                #expect(!(try await browser.source).contains("c-france"))
+                try await browser.open(f.hub.url + "/console/nodes")
                 let nodes = try await browser.text("#nodes")
                 #expect(nodes.contains("germany-d1") && !nodes.contains("france"))
                 try await browser.open(f.hub.url + "/console/quarantine")
