@@ -210,6 +210,27 @@ struct ConsoleBrowserTests {
         }
     }
 
+    @Test("logging in is limited per address, through the API and through the console's form alike (429 with Retry-After)")
+    func loginsAreLimitedPerAddress() async throws {
+        var limits = HubConfiguration.Limits()
+        (limits.anonymousRequestBurst, limits.anonymousRequestsPerSecond) = (3, 0.01)
+        let dir = try TempDir()
+        try await withRunningHub(directory: dir.path, limits: limits) { hub in
+            try await withRawClient(hub) { client in
+                let form = Data("tenant=acme&user=nobody&password=guess".utf8)
+                var statuses: [Int] = []
+                for _ in 0..<3 {
+                    statuses.append(try await client.send("POST", "/console/login", body: form, headers: [("Content-Type", "application/x-www-form-urlencoded")]).status)
+                }
+                #expect(statuses == [401, 401, 401])
+                let console = try await client.send("POST", "/console/login", body: form, headers: [("Content-Type", "application/x-www-form-urlencoded")])
+                #expect(console.status == 429 && console.headers["retry-after"] != nil)
+                let api = try await client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "nobody", password: "guess"))
+                #expect(api.status == 429)
+            }
+        }
+    }
+
     @Test("tiersync demo prints the console's URL and a one-time admin login, which logs in")
     func demoPrintsAConsoleLogin() async throws {
         let dir = try TempDir()

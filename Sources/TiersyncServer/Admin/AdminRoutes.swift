@@ -61,6 +61,11 @@ public enum AdminRoutes {
                                       quarantine, discardQuarantined, replayQuarantined, audit, users, createUser, updateUser,
                                       releases, validateRelease, publishRelease, approveRelease, rejectRelease, rollout, rollback]
 
+    /// The two ways to log in (the API's and the console's form): limited per address.
+    static func isLogin(_ path: String) -> Bool {
+        path == login.path || path == "/console/login"
+    }
+
     /// Whether `path` belongs to the admin API or the console (their own authentication).
     static func isAdministrative(_ path: String) -> Bool {
         path == prefix || path.hasPrefix(prefix + "/") || path == "/console" || path.hasPrefix("/console/")

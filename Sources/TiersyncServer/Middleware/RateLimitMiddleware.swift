@@ -39,9 +39,9 @@ struct AddressRateLimitMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let address = context.remoteAddress ?? "unknown"
-        // Logging in is limited like the other routes without a credential.
+        // Logging in (API or console) is limited like the other routes without a credential.
         let isPublic = HubRoutes.isPublic(method: request.method, path: request.uri.path)
-            || (request.method == .post && request.uri.path == AdminRoutes.login.path)
+            || (request.method == .post && AdminRoutes.isLogin(request.uri.path))
         if isPublic, let refusal = limiter.admit(address) {
             throw refusal.apiError(who: "address \(address)")
         }
