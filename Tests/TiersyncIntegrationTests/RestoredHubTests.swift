@@ -192,9 +192,11 @@ struct RestoredHubWireTests {
                 #expect(try store.pushRewind(held: ["d1": 1], acknowledgedThrough: batch[2].seq) == batch[0].seq)
 
                 let started = ContinuousClock.now
-                let page = try await client.send("GET", "/v1/pull?cursor=1000&wait=10", credential: d1).decode(PullResponse.self)
+                // The longest wait a node may ask for, so "at once" stays far from it even when the
+                // machine is busy with other suites (a 10 s wait and a 5 s bound were too close).
+                let page = try await client.send("GET", "/v1/pull?cursor=1000&wait=60", credential: d1).decode(PullResponse.self)
                 #expect(page.head.map { $0 < 1000 } == true && page.changes.isEmpty)
-                #expect(ContinuousClock.now - started < .seconds(5), "answered at once, not after the wait")
+                #expect(ContinuousClock.now - started < .seconds(30), "answered at once, not after the wait")
             }
         }
         let text = try String(contentsOfFile: repositoryRoot() + "/openapi.yaml", encoding: .utf8)
