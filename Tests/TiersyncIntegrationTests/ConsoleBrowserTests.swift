@@ -186,6 +186,9 @@ struct ConsoleBrowserTests {
                 #expect(try await f.hub.tenantStore(for: "acme").quarantinedChanges(limit: 10).isEmpty)
                 let audit = try await f.accounts.audit(of: "acme", scopes: nil, before: nil, limit: 50)
                 #expect(audit.contains { $0.action == "quarantine.discard" && $0.detail.contains("a test client's stray write") })
+                // Logging out from the console is audited with where it came from, like every act.
+                let logouts = audit.filter { $0.action == "logout" }
+                #expect(!logouts.isEmpty && logouts.allSatisfy { $0.address == "127.0.0.1" }, "\(logouts)")
             }
         }
     }

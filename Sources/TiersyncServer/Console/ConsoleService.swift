@@ -33,9 +33,9 @@ struct ConsoleService: Sendable {
             (.get, "/console/console.css", { _, _ in Self.stylesheet() }),
             (.get, "/console/login", loginPage),
             (.post, "/console/login", login),
-            (.post, "/console/logout", page(stateChanging: true) { _, _, caller, _ in
+            (.post, "/console/logout", page(stateChanging: true) { _, context, caller, _ in
                 try await admin.accounts.revokeAdminToken(digest: caller.tokenDigest)
-                try await admin.audit(caller, "console", "logout", target: "", detail: "session")
+                try await admin.audit(caller, context, "logout", target: "", detail: "session")
                 var response = Self.redirect("/console/login")
                 response.headers[.setCookie] = AdminService.sessionCookie("", maxAgeSeconds: 0)
                 return response
