@@ -31,6 +31,17 @@ public struct NodeTree: Sendable, Equatable {
         parents[node].map { $0 == nil } ?? false
     }
 
+    /// The nodes above `node`, its parent first, up to the root.
+    public func ancestors(of node: NodeID) -> [NodeID] {
+        var out: [NodeID] = []
+        var current = node
+        while let p = parents[current] ?? nil, out.count < 64 {
+            out.append(p)
+            current = p
+        }
+        return out
+    }
+
     /// The level of `node`: 1 for the root, 2 for its children, …
     public func depth(of node: NodeID) -> Int {
         path(of: node).split(separator: "/").count

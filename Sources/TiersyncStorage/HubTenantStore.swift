@@ -33,6 +33,11 @@ public protocol HubTenantStore: AnyObject, Sendable {
     /// the route of its record now (who holds it: what scopes the conflict).
     func conflicts(afterID: Int64, limit: Int) async throws -> [(conflict: ConflictRecord, route: Set<NodeID>)]
 
+    /// The changes held for records with `recordID` (in `table`, or in any table) after log
+    /// position `after`, oldest first, at most `limit`, with the hops each took; and the
+    /// record's route (what scopes the trace). An unknown table holds nothing.
+    func trace(recordID: String, table: String?, after: Int64, limit: Int) async throws -> RecordTrace
+
     /// Writes records as the hub's own node (an ordinary edit, logged and synced like any):
     /// how an administrator's resolution of a conflict reaches every replica. Returns the
     /// changes made. An engine without a local write path throws ``StoreError/invalidArgument(_:)``.

@@ -2,36 +2,13 @@ import Foundation
 import GRDB
 import TiersyncCore
 
-/// Where one change of a record came from, how it travelled, and where it stands here.
-public struct ChangeLineage: Sendable, Equatable {
-    /// This node's view of a change it holds.
-    public enum Upstream: Sendable, Equatable {
-        /// Came from the parent: nothing to send.
-        case fromParent
-        /// This node is its tenant's root (HQ): there is no parent.
-        case atRoot
-        /// Waiting to be sent to the parent.
-        case pending
-        /// The parent acknowledged it.
-        case acknowledged
-        /// The parent refused it; it is re-sent at `nextTryMillis`.
-        case refused(code: String, reason: String, nextTryMillis: UInt64)
-    }
-
-    public var change: Change
-    public var seq: Int64
-    public var source: ChangeSource
-    public var receivedFrom: NodeID?
-    public var receivedAtMillis: UInt64
-    public var upstream: Upstream
-}
-
 extension NodeStore {
     /// Every change this node holds for records with `id` (in `table`, or in any table),
     /// oldest first, with the hops each took and whether it has gone upward yet — the
     /// answer to "why does HQ not see this yet?". Refusals of this node are included in
     /// ``quarantined(limit:)``.
-    public func lineage(recordID id: String, table: String? = nil) throws -> [ChangeLineage] {
+    /// `after` and `limit` page through a long history (log positions, oldest first).
+    public func lineage(recordID id: String, table: String? = nil, after: Int64 = 0, limit: Int = .max) throws -> [ChangeLineage] {
         let acked = try cursor("push.parent")
         let isRoot = try identity().map { $0.parent == nil } ?? false
         return try writer.read { db in
@@ -43,8 +20,9 @@ extension NodeStore {
             // instead of a scan of the whole log.
             let tables = table.map { [$0] } ?? schema.tables.map(\.name)
             let logged = try Self.fetchLogged(db, sql: """
-                SELECT \(Self.loggedColumns) FROM ts_changes WHERE tbl IN (\(databaseQuestionMarks(count: tables.count))) AND record_id = ? ORDER BY seq
-                """, arguments: StatementArguments(tables + [id]))
+                SELECT \(Self.loggedColumns) FROM ts_changes WHERE tbl IN (\(databaseQuestionMarks(count: tables.count))) AND record_id = ?
+                AND seq > ? ORDER BY seq LIMIT ?
+                """, arguments: StatementArguments(tables + [id]) + [after, Int64(clamping: limit)])
             return logged.map { entry in
                 let upstream: ChangeLineage.Upstream
                 if isRoot {

@@ -30,6 +30,18 @@ extension NodeStore: HubTenantStore {
         }
     }
 
+    public func trace(recordID: String, table: String?, after: Int64, limit: Int) async throws -> RecordTrace {
+        try await offCooperativePool {
+            let tables = table.map { [$0] } ?? self.schema.tables.map(\.name)
+            guard tables.allSatisfy({ self.schema.table($0) != nil }) else { return RecordTrace(route: [], changes: [], next: nil) }
+            let route = try tables.reduce(into: Set<NodeID>()) { route, name in
+                route.formUnion(try self.record(table: name, id: recordID)?.route ?? [])
+            }
+            let changes = try self.lineage(recordID: recordID, table: table, after: after, limit: limit + 1)
+            return RecordTrace(route: route, changes: Array(changes.prefix(limit)), next: changes.count > limit ? changes[limit - 1].seq : nil)
+        }
+    }
+
     public func writeAsHub(_ writes: [RecordWrite]) async throws -> [Change] {
         try await offCooperativePool { try self.commit(writes) }
     }

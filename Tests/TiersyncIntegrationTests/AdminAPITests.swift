@@ -157,7 +157,8 @@ struct AdminAPITests {
     /// A request for `route` that would succeed for an HQ operator of acme, naming things
     /// of `france` (outside germany's scope).
     static func sample(_ route: AdminRoutes.Route, quarantineID: Int64) -> (path: String, body: (any Encodable)?) {
-        let path = route.path.replacingOccurrences(of: "{node}", with: "france").replacingOccurrences(of: "{id}", with: String(quarantineID))
+        let path = route == AdminRoutes.trace ? route.path + "?table=customers&id=france-secret-customer"
+            : route.path.replacingOccurrences(of: "{node}", with: "france").replacingOccurrences(of: "{id}", with: String(quarantineID))
             .replacingOccurrences(of: "{name}", with: "france-op")
         let body: (any Encodable)? = switch route {
         case AdminRoutes.createToken: AdminMessages.TokenRequest(name: "t", ttlSeconds: 600)
@@ -184,6 +185,9 @@ struct AdminAPITests {
                              table: "no_such_table", recordID: "france-secret-record", op: .upsert, fields: [:])
             #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 1, changes: [bad]), credential: f.france).status == 422)
             let quarantineID = try #require(try await f.hub.tenantStore(for: "acme").quarantinedChanges(limit: 10).first?.id)
+            let secret = Change(origin: "france", originSeq: 2, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                                table: "customers", recordID: "france-secret-customer", op: .upsert, fields: ["owning_dealer": "france", "last_name": "france-secret-name"])
+            #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 2, changes: [secret]), credential: f.france).status == 200)
             let franceToken = try await f.token("acme", "france-op")
             #expect(try await f.send("POST", "/admin/v1/tokens", json: AdminMessages.TokenRequest(name: "france-secret-token", ttlSeconds: 600), token: franceToken).status == 201)
 
@@ -406,6 +410,77 @@ struct AdminAPITests {
         }
     }
 
+    @Test("record trace: an HQ admin sees every change of a record with its origin, hops and values, paged; a country admin sees a record routed into their subtree, with another country's node and values hidden, and gets one 403 for a record outside it and for none at all; bad parameters are 400",
+          arguments: StorageEngine.testable)
+    func recordTrace(engine: StorageEngine) async throws {
+        try await withAdminFixture(engine: engine) { f in
+            let now = WallClock.nowMillis()
+            func change(_ origin: NodeID, _ seq: Int64, _ id: String, _ fields: [String: FieldValue], at offset: UInt64 = 0) -> Change {
+                Change(origin: origin, originSeq: seq, hlc: HLCTimestamp(wallMillis: now + offset, counter: 0), table: "customers", recordID: id,
+                       op: .upsert, fields: fields, trail: [Hop(node: origin, atMillis: now + offset)])
+            }
+            // g-1: germany's customer, later serviced by france too, which edits it.
+            #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 1, changes: [
+                change("germany", 1, "g-1", ["owning_dealer": "germany", "last_name": "Alt"]),
+            ]), credential: f.germany).status == 200)
+            #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 2, changes: [
+                change("germany", 2, "g-1", ["servicing_dealer": "france"], at: 1),
+            ]), credential: f.germany).status == 200)
+            #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 1, changes: [
+                change("france", 1, "g-1", ["first_name": "Paul-france-value"], at: 2),
+                change("france", 2, "f-only", ["owning_dealer": "france", "last_name": "Secret"], at: 2),
+            ]), credential: f.france).status == 200)
+
+            let hq = try await f.token("acme", "hq-viewer")
+            let full = try await f.send("GET", "/admin/v1/trace?table=customers&id=g-1", token: hq)
+            #expect(full.status == 200, "\(full.text)")
+            let trace = try full.decode(AdminMessages.TraceResponse.self)
+            #expect(trace.changes.map { "\($0.origin)#\($0.originSeq)" } == ["germany#1", "germany#2", "france#1"] && trace.next == nil)
+            let first = try #require(trace.changes.first)
+            #expect(first.fields?["last_name"] == "Alt" && first.fieldNames == ["last_name", "owning_dealer"])
+            #expect(first.source == .child && first.receivedFrom == "germany" && first.upstream == .atRoot)
+            #expect(first.hops.map(\.node) == ["germany", "acme-hq"] && first.hops[0].atMillis == now, "the trail, with HQ's own hop: \(first.hops)")
+            #expect(trace.changes.last?.fields?["first_name"] == "Paul-france-value")
+
+            // Paged: one change a page, in order.
+            let page1 = try await f.send("GET", "/admin/v1/trace?table=customers&id=g-1&limit=2", token: hq).decode(AdminMessages.TraceResponse.self)
+            let next = try #require(page1.next)
+            let page2 = try await f.send("GET", "/admin/v1/trace?table=customers&id=g-1&limit=2&after=\(next)", token: hq).decode(AdminMessages.TraceResponse.self)
+            #expect(page1.changes.count == 2 && page2.changes.map(\.origin) == ["france"] && page2.next == nil)
+
+            // germany's admin: the record is germany's; france's node and value are hidden.
+            let germany = try await f.token("acme", "germany-op")
+            let seen = try await f.send("GET", "/admin/v1/trace?table=customers&id=g-1", token: germany)
+            #expect(seen.status == 200, "\(seen.text)")
+            let theirs = try seen.decode(AdminMessages.TraceResponse.self)
+            #expect(theirs.changes.count == 3 && theirs.changes[0].fields?["last_name"] == "Alt")
+            let foreign = theirs.changes[2]
+            #expect(foreign.origin == AdminMessages.hiddenNode && foreign.fields == nil && foreign.fieldNames == ["first_name"]
+                    && foreign.receivedFrom == AdminMessages.hiddenNode && foreign.hops.map(\.node) == [AdminMessages.hiddenNode, "acme-hq"])
+            #expect(!seen.text.contains("Paul-france-value") && !theirs.changes.flatMap { [$0.origin, $0.receivedFrom ?? ""] + $0.hops.map(\.node) }.contains("france"),
+                    "france appears only as a value germany wrote: \(seen.text)")
+
+            // Outside germany's subtree, and a record that does not exist: one answer.
+            let outside = try await f.send("GET", "/admin/v1/trace?table=customers&id=f-only", token: germany)
+            let missing = try await f.send("GET", "/admin/v1/trace?table=customers&id=no-such-record", token: germany)
+            #expect(outside.status == 403 && outside.error?.code == "out_of_scope" && !outside.text.contains("Secret"))
+            #expect(missing.status == outside.status && missing.text == outside.text)
+            #expect(try await f.send("GET", "/admin/v1/trace?table=customers&id=no-such-record", token: hq).status == 403)
+            #expect(try await f.send("GET", "/admin/v1/trace?table=no_such_table&id=g-1", token: hq).status == 403)
+
+            // Bad parameters.
+            for query in ["", "?table=customers", "?id=g-1", "?table=customers&id=g-1&limit=0", "?table=customers&id=g-1&limit=100000",
+                          "?table=customers&id=g-1&after=-1", "?table=customers&id=g-1&after=99999999999999999999999"] {
+                let reply = try await f.send("GET", "/admin/v1/trace\(query)", token: hq)
+                #expect(reply.status == 400 && reply.error?.code == "invalid_parameter", "\(query): \(reply.status) \(reply.text)")
+            }
+
+            // The console's page needs its session (the client follows the redirect to the login page).
+            let consolePage = try await f.send("GET", "/console/trace?table=customers&id=g-1", token: nil)
+            #expect(consolePage.text.contains("id=\"login\"") && !consolePage.text.contains("Alt"), "the console needs its session")
+        }
+    }
+
     @Test("a country node serves the admin API and the console to its own administrators (mirrored from HQ with its directory): its subtree with a dealer's lag, the quarantine of what the country refused, its own audit log; HQ's admins cannot log in there, and what HQ decides is refused",
           arguments: StorageEngine.testable)
     func countryServesItsAdmins(engine: StorageEngine) async throws {
@@ -455,6 +530,14 @@ struct AdminAPITests {
                     #expect(page.status == 200 && page.text.contains("unknown_table") && page.text.contains("de-admin"))
                     let audit = try await client.send("GET", "/admin/v1/audit", headers: [("Cookie", session)]).decode(AdminMessages.AuditResponse.self)
                     #expect(audit.entries.contains { $0.action == "login" && $0.actor == "de-admin" })
+                    // A record's trace at the country: the dealer's change, and whether HQ has it yet.
+                    #expect(try await agent.pushPending() == 5)
+                    try await eventually(timeout: 20, "de's trace shows de-1's change acknowledged by HQ") {
+                        let reply = try await client.send("GET", "/admin/v1/trace?table=customers&id=c0", headers: [("Cookie", session)])
+                        guard reply.status == 200, let entry = try reply.decode(AdminMessages.TraceResponse.self).changes.first else { return false }
+                        #expect(entry.origin == "de-1" && entry.source == .child && entry.hops.last?.node == "de", "\(entry.hops)")
+                        return entry.upstream == .acknowledged
+                    }
                     // Disabled at HQ: the country ends the session at its next refresh.
                     try await accounts.updateAdminUser("de-admin", of: "acme", roles: nil, disabledAtMillis: .some(WallClock.nowMillis()), passwordHash: nil)
                     try await eventually(timeout: 20, "de ends the disabled administrator's session") {

@@ -223,6 +223,56 @@ public enum AdminMessages {
         public var next: Int64?
     }
 
+    /// `GET /admin/v1/records/{table}/{id}/trace`: the record's changes as this node holds
+    /// them, oldest first, each with the hops it took and where it stands upward.
+    public struct TraceResponse: Codable, Sendable {
+        public var table: String
+        public var id: String
+        public var changes: [TraceEntry]
+        /// The log position to pass as `after` for the next page; nil on the last.
+        public var next: Int64?
+    }
+
+    /// What a trace shows in place of a node outside the caller's view (their subtree and
+    /// the nodes above it): a country admin learns nothing of other countries.
+    public static let hiddenNode = "(outside your scope)"
+
+    public struct TraceEntry: Codable, Sendable, Equatable {
+        public enum Upstream: String, Codable, Sendable {
+            /// This node is the tenant's root.
+            case atRoot = "at_root"
+            case fromParent = "from_parent"
+            case pending
+            case acknowledged
+            case refused
+        }
+
+        public struct HopView: Codable, Sendable, Equatable {
+            public var node: String
+            public var atMillis: UInt64
+        }
+
+        /// The change's position in this node's log.
+        public var position: Int64
+        public var origin: String
+        public var originSeq: Int64
+        public var op: Change.Operation
+        /// The fields written, by name.
+        public var fieldNames: [String]
+        /// Their values; absent for a change written outside the caller's subtree.
+        public var fields: [String: FieldValue]?
+        /// When its writer wrote it (the writer's clock).
+        public var writtenAtMillis: UInt64
+        public var hops: [HopView]
+        public var source: ChangeSource
+        public var receivedFrom: String?
+        public var receivedAtMillis: UInt64
+        public var upstream: Upstream
+        /// Why the parent refused it (`upstream` = refused), and when it is tried again.
+        public var refusal: String?
+        public var nextTryMillis: UInt64?
+    }
+
     public struct ResolveRequest: Codable, Sendable {
         public enum Keep: String, Codable, Sendable {
             /// The value in force (written again, so the conflict closes everywhere).

@@ -56,8 +56,9 @@ public enum AdminRoutes {
     public static let resolveConflict = Route("admin_resolve_conflict", "POST", "/admin/v1/conflicts/{id}/resolve", role: .operator)
 
     public static let kpis = Route("admin_kpis", "GET", "/admin/v1/kpis", role: .viewer)
+    public static let trace = Route("admin_trace", "GET", "/admin/v1/trace", role: .viewer)
 
-    public static let all: [Route] = [kpis, conflicts, resolveConflict, login, logout, me, createToken, nodes, revokeNode, decommissionNode, enrollmentToken,
+    public static let all: [Route] = [kpis, trace, conflicts, resolveConflict, login, logout, me, createToken, nodes, revokeNode, decommissionNode, enrollmentToken,
                                       quarantine, discardQuarantined, replayQuarantined, audit, users, createUser, updateUser,
                                       releases, validateRelease, publishRelease, approveRelease, rejectRelease, rollout, rollback]
 

@@ -71,6 +71,7 @@ struct AdminService: Sendable {
             AdminRoutes.createUser: guarded(AdminRoutes.createUser, createUser),
             AdminRoutes.updateUser: guarded(AdminRoutes.updateUser, updateUser),
             AdminRoutes.conflicts: guarded(AdminRoutes.conflicts, conflicts),
+            AdminRoutes.trace: guarded(AdminRoutes.trace, trace),
             AdminRoutes.kpis: guarded(AdminRoutes.kpis) { request, _, caller in
                 let query = request.uri.queryParameters
                 guard let period = KPIPeriodKind(rawValue: query.get("period") ?? KPIPeriodKind.month.rawValue) else {

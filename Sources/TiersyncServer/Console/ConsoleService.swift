@@ -15,7 +15,7 @@ struct ConsoleService: Sendable {
     static let library: MustacheLibrary = {
         var library = MustacheLibrary()
         for (name, text) in [("layout", ConsoleTemplates.layout), ("login", ConsoleTemplates.login), ("nodes", ConsoleTemplates.nodes),
-                             ("quarantine", ConsoleTemplates.quarantine), ("audit", ConsoleTemplates.audit), ("users", ConsoleTemplates.users), ("releases", ConsoleTemplates.releases), ("conflicts", ConsoleTemplates.conflicts), ("kpis", ConsoleTemplates.kpis),
+                             ("quarantine", ConsoleTemplates.quarantine), ("audit", ConsoleTemplates.audit), ("users", ConsoleTemplates.users), ("releases", ConsoleTemplates.releases), ("conflicts", ConsoleTemplates.conflicts), ("kpis", ConsoleTemplates.kpis), ("trace", ConsoleTemplates.trace),
                              ("message", ConsoleTemplates.message)] {
             // Constant templates: a syntax error is a programming error the console tests catch.
             try! library.register(text, named: name)
@@ -49,6 +49,7 @@ struct ConsoleService: Sendable {
             (.get, "/console/releases", page(stateChanging: false, releases)),
             (.get, "/console/conflicts", page(stateChanging: false, conflicts)),
             (.get, "/console/kpis", page(stateChanging: false, kpis)),
+            (.get, "/console/trace", page(stateChanging: false, trace)),
             (.post, "/console/conflicts/{id}/resolve", page(stateChanging: true, resolve)),
             (.post, "/console/release-requests/{id}/approve", page(stateChanging: true, approve)),
             (.post, "/console/release-requests/{id}/reject", page(stateChanging: true, reject)),
@@ -199,6 +200,7 @@ struct ConsoleService: Sendable {
         let canAct = caller.has(.operator)
         let rows: [[String: Any]] = page.conflicts.map {
             ["id": $0.id, "table": $0.table, "recordID": $0.recordID, "field": $0.conflict.field,
+             "traceHref": Self.traceHref(table: $0.table, id: $0.recordID),
              "winner": $0.conflict.winner.description, "winnerNode": $0.conflict.winnerVersion.node.rawValue,
              "loser": $0.conflict.loser.description, "loserNode": $0.conflict.loserVersion.node.rawValue,
              "detected": Self.timestamp($0.detectedAtMillis), "canAct": canAct, "csrf": caller.csrfToken ?? ""]
@@ -207,6 +209,55 @@ struct ConsoleService: Sendable {
             "conflicts": rows, "count": rows.count, "more": page.next != nil, "next": page.next.map(String.init) ?? false, "canAct": canAct,
             "flash": Self.flash(query) ?? false,
         ])
+    }
+
+    func trace(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
+        let query = request.uri.queryParameters
+        let tables = DomainSchema.schema.tables.map(\.name)
+        let table = query.get("table").flatMap { tables.contains($0) ? $0 : nil } ?? tables.first ?? ""
+        let id = query.get("id") ?? ""
+        var values: [String: Any] = [
+            "tables": tables.map { ["value": $0, "selected": $0 == table] as [String: Any] }, "table": table, "id": id,
+            "searched": !id.isEmpty,
+        ]
+        if !id.isEmpty {
+            guard RecordID.isValid(id) else { throw APIError(.badRequest, "invalid_parameter", "a record id is 1–128 printable ASCII characters") }
+            let after = max(0, Int64(query.get("after") ?? "") ?? 0)
+            do {
+                let page = try await admin.tracePage(caller, table: table, id: id, after: after, limit: Self.pageSize)
+                values["found"] = true
+                values["changes"] = page.changes.map { entry -> [String: Any] in
+                    let what = entry.op == .delete ? "deleted the record"
+                        : "set " + entry.fieldNames.map { name in entry.fields?[name].map { "\(name) = \($0.description.prefix(80))" } ?? name }.joined(separator: ", ")
+                    return ["position": entry.position, "origin": entry.origin, "originSeq": entry.originSeq, "what": what,
+                            "written": Self.timestamp(entry.writtenAtMillis),
+                            "hops": entry.hops.map { ["node": $0.node, "at": Self.timestamp($0.atMillis),
+                                                      "after": String(format: "%.3f s", (Double($0.atMillis) - Double(entry.writtenAtMillis)) / 1000)] },
+                            "upstream": Self.upstreamText(entry)]
+                }
+                values["next"] = page.next.map { Self.traceHref(table: table, id: id) + "&after=\($0)" } ?? false
+            } catch let error as APIError where error.code == AdminService.traceNotFound.code {
+                values["found"] = false
+            }
+        }
+        return try render("trace", title: "Record trace", me: caller, nav: "navTrace", values: values)
+    }
+
+    static func upstreamText(_ entry: AdminMessages.TraceEntry) -> String {
+        switch entry.upstream {
+        case .atRoot: entry.source == .local ? "written here (HQ)" : "arrived here from \(entry.receivedFrom ?? "a child")"
+        case .fromParent: "arrived here from \(entry.receivedFrom ?? "the parent")"
+        case .acknowledged: "sent upward: acknowledged by the parent"
+        case .pending: "not yet sent upward: waiting in the log"
+        case .refused: "refused by the parent (\(entry.refusal ?? "")); next try \(entry.nextTryMillis.map(timestamp) ?? "soon")"
+        }
+    }
+
+    /// The console's link to a record's trace (the id percent-encoded: ids may hold `&`, `/`, `?`).
+    static func traceHref(table: String, id: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return "/console/trace?table=\(table.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")&id=\(id.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")"
     }
 
     func resolve(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {

@@ -23,6 +23,7 @@ enum ConsoleTemplates {
     <li><a href="/console/nodes"{{#navNodes}} aria-current="page"{{/navNodes}}>Nodes</a></li>
     <li><a href="/console/quarantine"{{#navQuarantine}} aria-current="page"{{/navQuarantine}}>Quarantine</a></li>
     <li><a href="/console/conflicts"{{#navConflicts}} aria-current="page"{{/navConflicts}}>Conflicts</a></li>
+    <li><a href="/console/trace"{{#navTrace}} aria-current="page"{{/navTrace}}>Record trace</a></li>
     <li><a href="/console/kpis"{{#navKPIs}} aria-current="page"{{/navKPIs}}>KPIs</a></li>
     <li><a href="/console/releases"{{#navReleases}} aria-current="page"{{/navReleases}}>Releases</a></li>
     <li><a href="/console/audit"{{#navAudit}} aria-current="page"{{/navAudit}}>Audit log</a></li>
@@ -182,7 +183,7 @@ enum ConsoleTemplates {
     <tbody>
     {{#conflicts}}
     <tr id="conflict-{{id}}">
-    <th scope="row">{{table}}/{{recordID}}</th><td>{{field}}</td><td class="winner">{{winner}} <small>by {{winnerNode}}</small></td>
+    <th scope="row"><a href="{{traceHref}}" title="Trace this record">{{table}}/{{recordID}}</a></th><td>{{field}}</td><td class="winner">{{winner}} <small>by {{winnerNode}}</small></td>
     <td class="loser">{{loser}} <small>by {{loserNode}}</small></td><td>{{detected}}</td>
     {{#canAct}}<td>
     <form method="post" action="/console/conflicts/{{id}}/resolve" class="inline">
@@ -201,6 +202,35 @@ enum ConsoleTemplates {
     </tbody>
     </table>
     {{#next}}<p><a href="/console/conflicts?after={{next}}" rel="next">Next page</a></p>{{/next}}
+    """
+
+    static let trace = """
+    <form method="get" action="/console/trace" class="filters" role="search">
+    <label for="table">Table</label>
+    <select id="table" name="table">{{#tables}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{value}}</option>{{/tables}}</select>
+    <label for="id">Record id</label> <input id="id" name="id" required maxlength="128" value="{{id}}">
+    <button type="submit" id="trace">Trace</button>
+    </form>
+    {{#searched}}
+    {{#found}}
+    <p>Every change held here for <strong>{{table}}/{{id}}</strong>, oldest first: where it was written, each hop it took,
+    and where it stands.</p>
+    <ol id="trace-changes" class="trace">
+    {{#changes}}
+    <li id="change-{{position}}">
+    <p><strong class="origin">{{origin}}#{{originSeq}}</strong> {{what}}</p>
+    <ul>
+    <li>written at {{origin}} · {{written}}</li>
+    {{#hops}}<li class="hop">→ {{node}} · {{at}} (+{{after}})</li>{{/hops}}
+    <li class="upstream">{{upstream}}</li>
+    </ul>
+    </li>
+    {{/changes}}
+    </ol>
+    {{#next}}<p><a href="{{next}}" rel="next">Later changes</a></p>{{/next}}
+    {{/found}}
+    {{^found}}<p id="trace-none">No record {{table}}/{{id}} in your scope here.</p>{{/found}}
+    {{/searched}}
     """
 
     static let kpis = """
