@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Refreshes the console's screenshots in docs/console/ (login, nodes, quarantine, audit):
+# Refreshes the console's screenshots in docs/console/ (login, nodes, quarantine, conflicts,
+# releases, record trace, audit):
 # runs the console's browser test in headless Chromium with TIERSYNC_CONSOLE_SCREENSHOTS set.
 # Needs Debian's chromium and chromium-driver.
 set -euo pipefail

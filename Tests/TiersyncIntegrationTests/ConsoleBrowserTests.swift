@@ -130,6 +130,15 @@ struct ConsoleBrowserTests {
                 #expect(pulled.changes.last { $0.recordID == "c-2" && $0.fields["phone"] != nil }?.fields["phone"] == "0699",
                         "germany is sent HQ's resolution")
 
+                // The record's trace: both edits with where they came from, and HQ's resolution.
+                try await browser.open(f.hub.url + "/console/trace")
+                try await browser.type("#id", "c-2")
+                try await browser.click("#trace")
+                let trace = try await browser.text("#trace-changes")
+                #expect(trace.contains("germany#3") && trace.contains("france#3") && trace.contains("acme-hq#") && trace.contains("phone = 0699")
+                        && trace.contains("written here (HQ)") && trace.contains("arrived here from france"), "\(trace)")
+                try await shoot(browser, "trace", scratch: scratch)
+
                 // The audit log shows the replays.
                 try await browser.open(f.hub.url + "/console/audit")
                 #expect(try await browser.text("#audit").contains("quarantine.replay"))
@@ -175,10 +184,43 @@ struct ConsoleBrowserTests {
                 #expect(!(try await browser.source).contains("france"))
                 try await browser.open(f.hub.url + "/console/users")
                 #expect(try await browser.text("#main").contains("only administrators of the whole tenant"))
+                // A record only france holds does not trace for germany's admin: as if it did not exist.
+                try await browser.open(f.hub.url + "/console/trace?table=customers&id=c-france")
+                #expect(try await browser.element("#trace-none") != nil)
+                let traceSource = try await browser.source
+                #expect(!traceSource.contains("france#"))
+                // germany's operator enrolls a dealer under germany; the token is shown once and works.
+                try await browser.open(f.hub.url + "/console/nodes")
+                try await browser.type("#enroll-node", "germany-d7")
+                try await browser.click("#enroll")
+                let enrollToken = try await browser.text("#token")
+                let enrolled = try await f.client.send("POST", "/v1/enroll", json: EnrollRequest(token: enrollToken))
+                #expect(enrolled.status == 201, "\(enrolled.text)")
+                #expect(try await f.hub.catalogStore.tree(of: "acme").parents["germany-d7"] == .some("germany"))
+                try await browser.open(f.hub.url + "/console/nodes")
+                try await browser.type("#enroll-node", "france-d9")
+                try await browser.type("#enroll-parent", "france")
+                try await browser.click("#enroll")
+                #expect(try await browser.element("#token") == nil)
+                let refusedText = try await browser.text("#main")
+                #expect(refusedText.contains("not in your scope"), "\(refusedText)")
 
                 // And as HQ again: discard the other with a reason.
                 try await browser.click("header form button")
                 try await logIn(browser, f.hub, tenant: "acme", user: "hq-op")
+                // Users: add a country viewer with the form, then disable them.
+                try await browser.open(f.hub.url + "/console/users")
+                try await browser.type("#new-name", "germany-viewer")
+                try await browser.type("#new-password", "a long enough password")
+                try await browser.type("#new-scope", "germany")
+                try await browser.check("#new-role-viewer")
+                try await browser.click("#add-user")
+                #expect(try await browser.text("#flash").contains("added"))
+                #expect(try await browser.text("#user-germany-viewer .state") == "active")
+                try await browser.click("#toggle-germany-viewer")
+                #expect(try await browser.text("#user-germany-viewer .state") == "disabled")
+                #expect(try await f.accounts.adminUsers(of: "acme").first { $0.name == "germany-viewer" }.map { $0.isDisabled && $0.scope == "germany" } == true)
+                #expect(try await browser.element("#toggle-hq-op") == nil, "no one disables themselves")
                 try await browser.open(f.hub.url + "/console/quarantine")
                 try await browser.type("#reason-\(junkID)", "a test client's stray write")
                 try await browser.click("#discard-\(junkID)")
@@ -210,6 +252,18 @@ struct ConsoleBrowserTests {
                                                  headers: [("Cookie", cookie), ("Content-Type", "application/x-www-form-urlencoded")])
             #expect(forged.status == 403)
             #expect(try await f.client.send("GET", "/v1/whoami", credential: f.france).status == 200, "france was not revoked")
+            // Every other form, with what would otherwise succeed.
+            for (path, form) in [("/console/users", "name=forged&password=a+long+enough+password&scope=acme-hq&role-operator=on"),
+                                 ("/console/users/hq-viewer", "disabled=true"), ("/console/enrollment-tokens", "node=forged-node&parent=germany"),
+                                 ("/console/conflicts/1/resolve", "keep=winner"), ("/console/quarantine/1/replay", ""),
+                                 ("/console/quarantine/1/discard", "reason=x"), ("/console/release-requests/1/approve", ""),
+                                 ("/console/release-requests/1/reject", "reason=x"), ("/console/logout", "")] {
+                let reply = try await f.client.send("POST", path, body: Data(form.utf8),
+                                                    headers: [("Cookie", cookie), ("Content-Type", "application/x-www-form-urlencoded")])
+                #expect(reply.status == 403, "\(path) without the CSRF token: \(reply.status)")
+            }
+            let users = try await f.accounts.adminUsers(of: "acme")
+            #expect(!users.contains { $0.name == "forged" } && users.first { $0.name == "hq-viewer" }?.isDisabled == false)
         }
     }
 

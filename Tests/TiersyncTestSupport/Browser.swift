@@ -163,6 +163,11 @@ public final class Browser: @unchecked Sendable {
         throw TestFailure("clicking '\(css)' loaded no new page")
     }
 
+    /// Clicks what `css` selects where no page follows (a checkbox, a radio button).
+    public func check(_ css: String) async throws {
+        try await command("POST", "/element/\(try await require(css))/click")
+    }
+
     /// Presses keys in the focused element (WebDriver key codes: "\u{E007}" is Enter, "\u{E004}" Tab).
     public func keys(_ css: String, _ keys: String) async throws {
         try await command("POST", "/element/\(try await require(css))/value", ["text": keys])

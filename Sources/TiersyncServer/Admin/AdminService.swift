@@ -254,6 +254,12 @@ struct AdminService: Sendable {
     /// caller's subtree.
     func enrollmentToken(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
         let body = try await codec.decode(AdminMessages.EnrollmentTokenRequest.self, from: request)
+        return try codec.encode(try await issueEnrollmentToken(body, caller, context), status: .created, for: request)
+    }
+
+    /// Issues the token (the API's and the console's form alike).
+    func issueEnrollmentToken(_ body: AdminMessages.EnrollmentTokenRequest, _ caller: AdminCaller,
+                              _ context: HubRequestContext) async throws -> AdminMessages.EnrollmentTokenResponse {
         let parent = try scopedNode((body.parent ?? caller.user.scope).rawValue, caller)
         let ttl = body.ttlSeconds ?? 86_400
         guard (60...30 * 86_400).contains(ttl) else { throw APIError(.unprocessableContent, "invalid_ttl", "ttlSeconds must be from 60 to 2592000") }
@@ -269,8 +275,7 @@ struct AdminService: Sendable {
             throw APIError(.unprocessableContent, "refused", error.description)
         }
         try await audit(caller, context, "enrollment_token.issue", target: body.node.rawValue, detail: "under \(parent), valid \(ttl) s")
-        return try codec.encode(AdminMessages.EnrollmentTokenResponse(node: body.node, parent: parent, token: token, expiresAtMillis: now + ttl * 1000),
-                                status: .created, for: request)
+        return AdminMessages.EnrollmentTokenResponse(node: body.node, parent: parent, token: token, expiresAtMillis: now + ttl * 1000)
     }
 
     // MARK: Quarantine
@@ -404,6 +409,11 @@ struct AdminService: Sendable {
 
     func createUser(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
         let body = try await codec.decode(AdminMessages.CreateUserRequest.self, from: request)
+        return try codec.encode(try await addUser(body, caller, context), status: .created, for: request)
+    }
+
+    /// Adds an administrator (the API's and the console's form alike).
+    func addUser(_ body: AdminMessages.CreateUserRequest, _ caller: AdminCaller, _ context: HubRequestContext) async throws -> AdminUser {
         guard AdminUser.isValidName(body.name) else {
             throw APIError(.unprocessableContent, "invalid_name", "a user name has 1 to 64 letters, digits, '.', '_', '-' or '@'")
         }
@@ -419,13 +429,20 @@ struct AdminService: Sendable {
             throw APIError(.conflict, "refused", error.description)
         }
         try await audit(caller, context, "user.add", target: body.name, detail: "roles \(body.roles.map(\.rawValue).sorted().joined(separator: ",")), scope \(scope)")
-        return try codec.encode(user, status: .created, for: request)
+        return user
     }
 
     func updateUser(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
-        let name = context.parameters.get("name") ?? ""
         let body = try await codec.decode(AdminMessages.UpdateUserRequest.self, from: request)
+        return try codec.encode(try await changeUser(context.parameters.get("name") ?? "", body, caller, context), for: request)
+    }
+
+    /// Changes an administrator's roles or disables/enables them (the API's and the console's form alike).
+    func changeUser(_ name: String, _ body: AdminMessages.UpdateUserRequest, _ caller: AdminCaller, _ context: HubRequestContext) async throws -> AdminUser? {
         if let roles = body.roles, roles.isEmpty { throw APIError(.unprocessableContent, "invalid_roles", "give at least one role") }
+        guard body.disabled != true || name != caller.user.name else {
+            throw APIError(.unprocessableContent, "refused", "an administrator cannot disable themselves")
+        }
         let disabled: UInt64?? = body.disabled.map { $0 ? WallClock.nowMillis() : nil }
         do {
             try await accounts.updateAdminUser(name, of: caller.user.tenant, roles: body.roles.map(Set.init), disabledAtMillis: disabled, passwordHash: nil)
@@ -436,8 +453,7 @@ struct AdminService: Sendable {
         try await audit(caller, context, "user.update", target: name,
                         detail: [body.roles.map { "roles \($0.map(\.rawValue).sorted().joined(separator: ","))" },
                                  body.disabled.map { $0 ? "disabled" : "enabled" }].compactMap { $0 }.joined(separator: ", "))
-        let updated = try await accounts.adminUsers(of: caller.user.tenant).first { $0.name == name }
-        return try codec.encode(updated, for: request)
+        return try await accounts.adminUsers(of: caller.user.tenant).first { $0.name == name }
     }
 
     // MARK: Helpers

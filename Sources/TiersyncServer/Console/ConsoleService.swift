@@ -15,7 +15,7 @@ struct ConsoleService: Sendable {
     static let library: MustacheLibrary = {
         var library = MustacheLibrary()
         for (name, text) in [("layout", ConsoleTemplates.layout), ("login", ConsoleTemplates.login), ("nodes", ConsoleTemplates.nodes),
-                             ("quarantine", ConsoleTemplates.quarantine), ("audit", ConsoleTemplates.audit), ("users", ConsoleTemplates.users), ("releases", ConsoleTemplates.releases), ("conflicts", ConsoleTemplates.conflicts), ("kpis", ConsoleTemplates.kpis), ("trace", ConsoleTemplates.trace),
+                             ("quarantine", ConsoleTemplates.quarantine), ("audit", ConsoleTemplates.audit), ("users", ConsoleTemplates.users), ("releases", ConsoleTemplates.releases), ("conflicts", ConsoleTemplates.conflicts), ("kpis", ConsoleTemplates.kpis), ("trace", ConsoleTemplates.trace), ("token", ConsoleTemplates.token),
                              ("message", ConsoleTemplates.message)] {
             // Constant templates: a syntax error is a programming error the console tests catch.
             try! library.register(text, named: name)
@@ -54,6 +54,9 @@ struct ConsoleService: Sendable {
             (.post, "/console/release-requests/{id}/approve", page(stateChanging: true, approve)),
             (.post, "/console/release-requests/{id}/reject", page(stateChanging: true, reject)),
             (.get, "/console/users", page(stateChanging: false, users)),
+            (.post, "/console/users", page(stateChanging: true, addUser)),
+            (.post, "/console/users/{name}", page(stateChanging: true, toggleUser)),
+            (.post, "/console/enrollment-tokens", page(stateChanging: true, enrollmentToken)),
         ]
     }
 
@@ -129,6 +132,7 @@ struct ConsoleService: Sendable {
             "nodes": rows, "total": page.total, "filtered": !q.isEmpty || !state.isEmpty, "q": q, "stateFilter": state,
             "states": NodeState.allCases.map { ["value": $0.rawValue, "selected": $0.rawValue == state] as [String: Any] },
             "next": page.next ?? false, "canAct": canAct, "flash": Self.flash(query) ?? false,
+            "canEnroll": canAct, "scope": caller.user.scope.rawValue, "csrf": caller.csrfToken ?? "",
         ])
     }
 
@@ -326,11 +330,51 @@ struct ConsoleService: Sendable {
     func users(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
         guard caller.isTenantWide else { throw APIError(.forbidden, "forbidden", "only administrators of the whole tenant see its users") }
         let users = try await admin.accounts.adminUsers(of: caller.user.tenant)
+        let canAct = caller.has(.operator) && !admin.isRelay
         let rows: [[String: Any]] = users.map {
             ["name": $0.name, "roles": $0.roles.sorted().map(\.rawValue).joined(separator: ", "), "scope": $0.scope.rawValue,
-             "state": $0.isDisabled ? "disabled" : "active"]
+             "state": $0.isDisabled ? "disabled" : "active", "canAct": canAct, "self": $0.name == caller.user.name,
+             "toggleTo": $0.isDisabled ? "false" : "true", "toggleLabel": $0.isDisabled ? "Enable" : "Disable", "csrf": caller.csrfToken ?? ""]
         }
-        return try render("users", title: "Users", me: caller, nav: "navUsers", values: ["users": rows, "tenant": caller.user.tenant.rawValue])
+        let root = caller.tree.parents.first { $0.value == nil }?.key.rawValue ?? caller.user.scope.rawValue
+        return try render("users", title: "Users", me: caller, nav: "navUsers", values: [
+            "users": rows, "tenant": caller.user.tenant.rawValue, "canAct": canAct, "csrf": caller.csrfToken ?? "", "root": root,
+            "minimumPassword": PasswordHash.minimumLength, "roles": AdminRole.allCases.map { ["value": $0.rawValue] },
+            "flash": Self.flash(request.uri.queryParameters) ?? false,
+        ])
+    }
+
+    /// Checks what the admin API's route checks (its role, tenant-wide, HQ only), for a form.
+    func authorize(_ route: AdminRoutes.Route, _ caller: AdminCaller) throws {
+        if let role = route.role, !caller.has(role) { throw APIError(.forbidden, "forbidden", "this needs the \(role.rawValue) role") }
+        if route.tenantWide, !caller.isTenantWide { throw APIError(.forbidden, "forbidden", "only administrators of the whole tenant may do this") }
+        if admin.isRelay, AdminService.decidedAtHQ.contains(route) { throw APIError(.forbidden, "at_hq", "HQ decides this: use HQ's console") }
+    }
+
+    func addUser(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
+        try authorize(AdminRoutes.createUser, caller)
+        guard let scope = try? NodeID(validating: form["scope"] ?? "") else { throw APIError(.badRequest, "invalid_parameter", "the scope is a node id") }
+        let roles = AdminRole.allCases.filter { form["role-\($0.rawValue)"] == "on" }
+        _ = try await admin.addUser(.init(name: form["name"] ?? "", password: form["password"] ?? "", roles: roles, scope: scope), caller, context)
+        return Self.redirect("/console/users?done=user_added")
+    }
+
+    func toggleUser(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
+        try authorize(AdminRoutes.updateUser, caller)
+        guard let disabled = form["disabled"].flatMap(Bool.init) else { throw APIError(.badRequest, "invalid_parameter", "disable or enable") }
+        _ = try await admin.changeUser(context.parameters.get("name") ?? "", .init(disabled: disabled), caller, context)
+        return Self.redirect("/console/users?done=\(disabled ? "user_disabled" : "user_enabled")")
+    }
+
+    func enrollmentToken(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
+        try authorize(AdminRoutes.enrollmentToken, caller)
+        guard let node = try? NodeID(validating: form["node"] ?? ""), let parent = try? NodeID(validating: form["parent"] ?? "") else {
+            throw APIError(.badRequest, "invalid_parameter", "the node and its parent are node ids")
+        }
+        let issued = try await admin.issueEnrollmentToken(.init(node: node, parent: parent), caller, context)
+        return try render("token", title: "Enrollment token", me: caller, nav: "navNodes", values: [
+            "node": issued.node.rawValue, "parent": issued.parent.rawValue, "token": issued.token, "expires": Self.timestamp(issued.expiresAtMillis),
+        ], status: .created)
     }
 
     // MARK: Rendering
@@ -386,6 +430,9 @@ struct ConsoleService: Sendable {
         case "resolved": "Resolved: the value is written as a new edit; it reaches every node holding the record and closes the conflict there."
         case "approved": "Approved: release v\(Int(query.get("version") ?? "") ?? 0) is signed and rolling out."
         case "rejected": "Rejected; the reason is in the release history."
+        case "user_added": "Administrator added."
+        case "user_disabled": "Disabled: their sessions and tokens stop working at once."
+        case "user_enabled": "Enabled."
         default: nil
         }
     }

@@ -86,6 +86,17 @@ enum ConsoleTemplates {
     </tbody>
     </table>
     {{#next}}<p><a href="/console/nodes?after={{next}}&amp;q={{q}}&amp;state={{stateFilter}}" rel="next">Next page</a></p>{{/next}}
+    {{#canEnroll}}
+    <section aria-labelledby="enroll-heading">
+    <h2 id="enroll-heading">Enroll a node</h2>
+    <form method="post" action="/console/enrollment-tokens" class="stacked">
+    <input type="hidden" name="csrf" value="{{csrf}}">
+    <p><label for="enroll-node">New node's id</label><br><input id="enroll-node" name="node" required maxlength="64" autocomplete="off"></p>
+    <p><label for="enroll-parent">Under (its parent)</label><br><input id="enroll-parent" name="parent" required maxlength="64" value="{{scope}}"></p>
+    <p><button type="submit" id="enroll">Issue a one-time token</button></p>
+    </form>
+    </section>
+    {{/canEnroll}}
     """
 
     static let quarantine = """
@@ -129,12 +140,32 @@ enum ConsoleTemplates {
     static let users = """
     <table id="users">
     <caption>Administrators of {{tenant}}</caption>
-    <thead><tr><th scope="col">Name</th><th scope="col">Roles</th><th scope="col">Scope</th><th scope="col">State</th></tr></thead>
+    <thead><tr><th scope="col">Name</th><th scope="col">Roles</th><th scope="col">Scope</th><th scope="col">State</th>{{#canAct}}<th scope="col">Act</th>{{/canAct}}</tr></thead>
     <tbody>
-    {{#users}}<tr><th scope="row">{{name}}</th><td>{{roles}}</td><td>{{scope}}</td><td>{{state}}</td></tr>{{/users}}
+    {{#users}}<tr id="user-{{name}}"><th scope="row">{{name}}</th><td class="roles">{{roles}}</td><td>{{scope}}</td><td class="state">{{state}}</td>
+    {{#canAct}}<td>{{^self}}<form method="post" action="/console/users/{{name}}" class="inline">
+    <input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="disabled" value="{{toggleTo}}">
+    <button type="submit" id="toggle-{{name}}">{{toggleLabel}}</button></form>{{/self}}</td>{{/canAct}}</tr>{{/users}}
     </tbody>
     </table>
-    <p>Add, disable and change administrators with <code>tiersync admin user</code> on the hub, or the admin API.</p>
+    {{#canAct}}
+    <section aria-labelledby="add-user-heading">
+    <h2 id="add-user-heading">Add an administrator</h2>
+    <form method="post" action="/console/users" class="stacked">
+    <input type="hidden" name="csrf" value="{{csrf}}">
+    <p><label for="new-name">Name</label><br><input id="new-name" name="name" required maxlength="64" autocomplete="off"></p>
+    <p><label for="new-password">Password (at least {{minimumPassword}} characters)</label><br>
+    <input id="new-password" name="password" type="password" required minlength="{{minimumPassword}}" autocomplete="new-password"></p>
+    <p><label for="new-scope">Scope node (the tenant's root for the whole tenant, a country for its subtree)</label><br>
+    <input id="new-scope" name="scope" required maxlength="64" value="{{root}}"></p>
+    <fieldset><legend>Roles</legend>
+    {{#roles}}<label><input type="checkbox" name="role-{{value}}" value="on" id="new-role-{{value}}"> {{value}}</label> {{/roles}}
+    </fieldset>
+    <p><button type="submit" id="add-user">Add</button></p>
+    </form>
+    </section>
+    {{/canAct}}
+    <p>The same with <code>tiersync admin user</code> on the hub, or the admin API.</p>
     """
 
     static let releases = """
@@ -250,12 +281,22 @@ enum ConsoleTemplates {
     {{^charts}}<p id="no-kpis">No KPI values yet for this period: they appear once a release defines KPIs and dialogues are counted.</p>{{/charts}}
     """
 
+    static let token = """
+    <p>A one-time enrollment token for <strong>{{node}}</strong> under {{parent}}, valid until {{expires}}. It is shown once:
+    hand it to whoever sets the node up (<code>tiersync-agent enroll --token …</code>).</p>
+    <p><output id="token">{{token}}</output></p>
+    <p><a href="/console/nodes">Back to the nodes</a></p>
+    """
+
     static let message = """
     <p>{{message}}</p>
     <p><a href="{{back}}">Back</a></p>
     """
 
     static let css = """
+    form.stacked { max-width: 30rem; background: #fff; padding: .6rem 1rem; border: 1px solid #d5dbe2; }
+    fieldset { border: 1px solid #d5dbe2; margin: .4rem 0; }
+    output#token { font-family: ui-monospace, monospace; word-break: break-all; background: #fff; padding: .3rem .5rem; border: 1px solid #d5dbe2; }
     body { font: 15px/1.45 system-ui, sans-serif; margin: 0; color: #1d232b; background: #f6f7f9; }
     header { display: flex; flex-wrap: wrap; gap: 1rem; align-items: center; padding: .6rem 1.2rem; background: #16324f; color: #fff; }
     header a, header button { color: #fff; }
