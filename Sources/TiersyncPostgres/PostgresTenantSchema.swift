@@ -39,6 +39,7 @@ public struct PostgresTenantSchema: Sendable, Hashable {
     public enum Table: String, CaseIterable, Sendable {
         case meta, head, changes, changeRoutes = "change_routes", routeEntries = "route_entries", records, conflicts, quarantine
         case governanceDocuments = "gov_documents"
+        case hubClock = "hub_clock"
     }
 
     /// The schema version this code writes; a schema newer than it is refused.
@@ -102,6 +103,9 @@ public struct PostgresTenantSchema: Sendable, Hashable {
                     kind TEXT NOT NULL, key TEXT NOT NULL, seq BIGINT NOT NULL, body TEXT NOT NULL, stored_at BIGINT NOT NULL,
                     PRIMARY KEY (kind, key))
                 """,
+                // The hub's own writes (PostgresTenantStore+HubWrites): the last sequence and
+                // HLC handed out, one row, so processes writing at once never share either.
+                "CREATE TABLE IF NOT EXISTS \(q(.hubClock)) (id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hlc BIGINT NOT NULL)",
                 // The write half of a push (PostgresTenantSchema+PushFunction); replaced on
                 // every start, so a new release's version takes over.
                 applyPushFunction,

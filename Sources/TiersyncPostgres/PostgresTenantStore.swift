@@ -200,10 +200,6 @@ public final class PostgresTenantStore: HubTenantStore {
         }
     }
 
-    /// The hub on PostgreSQL has no local write path yet (HQ's rules do not run there either).
-    public func writeAsHub(_ writes: [RecordWrite]) async throws -> [Change] {
-        throw StoreError.invalidArgument("a hub on PostgreSQL cannot write records itself yet: resolve conflicts on a SQLite hub, or at a node")
-    }
 
     public func attentionCounts() async throws -> AttentionCounts {
         try await prepared()

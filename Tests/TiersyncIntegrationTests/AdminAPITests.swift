@@ -374,7 +374,7 @@ struct AdminAPITests {
         }
     }
 
-    @Test("the conflicts inbox: a concurrent edit that lost is listed with both values; resolving it writes the chosen value as HQ's edit, which closes the conflict at HQ and reaches the nodes holding the record (PostgreSQL hubs cannot write yet: 501)",
+    @Test("the conflicts inbox: a concurrent edit that lost is listed with both values; resolving it writes the chosen value as HQ's edit, which closes the conflict at HQ and reaches the nodes holding the record, on either engine",
           arguments: StorageEngine.testable)
     func conflictsInbox(engine: StorageEngine) async throws {
         try await withAdminFixture(engine: engine) { f in
@@ -394,17 +394,31 @@ struct AdminAPITests {
                 .decode(AdminMessages.ConflictsResponse.self).conflicts.count == 1, "the record is routed to germany too")
             #expect(try await f.send("POST", "/admin/v1/conflicts/\(conflict.id)/resolve", json: AdminMessages.ResolveRequest(keep: .value), token: op).status == 422)
             let resolved = try await f.send("POST", "/admin/v1/conflicts/\(conflict.id)/resolve", json: AdminMessages.ResolveRequest(keep: .loser), token: op)
-            if engine == .postgres {
-                #expect(resolved.status == 501 && resolved.error?.code == "unsupported")
-                return
-            }
             #expect(resolved.status == 200, "\(resolved.text)")
             #expect(try await f.send("GET", "/admin/v1/conflicts", token: op).decode(AdminMessages.ConflictsResponse.self).conflicts.isEmpty)
             let record = try await f.hub.tenantStore(for: "acme").liveRecords(inTable: "customers").first { $0.id == "c-1" }
             #expect(record?.values["last_name"] == "Neu")
             // france (and germany) are sent HQ's edit.
             let page = try await f.client.send("GET", "/v1/pull?cursor=0", credential: f.france).decode(PullResponse.self)
-            #expect(page.changes.contains { $0.origin == "acme-hq" && $0.recordID == "c-1" && $0.fields["last_name"] == "Neu" })
+            let resolution = try #require(page.changes.first { $0.origin == "acme-hq" && $0.recordID == "c-1" })
+            #expect(resolution.fields == ["last_name": "Neu"] && resolution.prior["last_name"]?.node == "germany",
+                    "a causal overwrite of the value in force: \(resolution)")
+            // A second resolution is numbered after the first (the hub's own sequence) and
+            // stamped newer than a value written by a node whose clock runs 30 s ahead.
+            let again = Change(origin: "germany", originSeq: 2, hlc: HLCTimestamp(wallMillis: now + 30_000, counter: 0), table: "customers", recordID: "c-1",
+                               op: .upsert, fields: ["last_name": "Alt2"])
+            let stale = Change(origin: "france", originSeq: 2, hlc: HLCTimestamp(wallMillis: now - 5_000, counter: 0), table: "customers", recordID: "c-1",
+                               op: .upsert, fields: ["last_name": "Neu2"])
+            #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 2, changes: [again]), credential: f.germany).status == 200)
+            #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 2, changes: [stale]), credential: f.france).status == 200)
+            let second = try #require(try await f.send("GET", "/admin/v1/conflicts", token: op).decode(AdminMessages.ConflictsResponse.self).conflicts.first)
+            #expect(second.conflict.winner == "Alt2")
+            #expect(try await f.send("POST", "/admin/v1/conflicts/\(second.id)/resolve", json: AdminMessages.ResolveRequest(keep: .winner), token: op).status == 200)
+            let both = try await f.client.send("GET", "/v1/pull?cursor=0", credential: f.france).decode(PullResponse.self).changes
+                .filter { $0.origin == "acme-hq" }
+            #expect(both.map(\.originSeq) == [resolution.originSeq, resolution.originSeq + 1] && both.last?.fields["last_name"] == "Alt2")
+            #expect(both.last.map { $0.hlc > again.hlc } == true, "\(both)")
+            #expect(try await f.send("GET", "/admin/v1/conflicts", token: op).decode(AdminMessages.ConflictsResponse.self).conflicts.isEmpty)
             let audit = try await f.accounts.audit(of: "acme", scopes: nil, before: nil, limit: 10)
             #expect(audit.contains { $0.action == "conflict.resolve" && $0.target == "customers/c-1.last_name" })
         }

@@ -116,4 +116,48 @@ struct PostgresPushTests {
         let retried = logs.all.filter { $0.message.contains("judging it again") }.count
         #expect(retried > 0, "no push met another's write between its read and its write; the test did not race")
     }
+
+    @Test("the hub's own writes from two processes at once (administrators resolving conflicts): each numbered once, 1…n, none lost, each newer than the value it overwrites")
+    func racingHubWrites() async throws {
+        try await TestPostgres.withFreshDatabase { endpoint in
+            try await withPostgresClient(endpoint) { clientA in
+                try await withPostgresClient(endpoint) { clientB in
+                    let a = PostgresTenantStore(client: clientA, tenant: "acme", rootOf: { _ in "hq" })
+                    let b = PostgresTenantStore(client: clientB, tenant: "acme", rootOf: { _ in "hq" })
+                    // A dealer's value stamped 20 s ahead of the hub's clock.
+                    let ahead = HLCTimestamp(wallMillis: WallClock.nowMillis() + 20_000, counter: 3)
+                    let dealer = Change(origin: "d1", originSeq: 1, hlc: ahead, table: "customers", recordID: "shared", op: .upsert, fields: ["last_name": "Dealer"])
+                    _ = try await a.applyIncoming([dealer], from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: WallClock.nowMillis())
+                    let perStore = 15
+                    let written = try await withThrowingTaskGroup(of: [Change].self) { group in
+                        for (name, store) in [("a", a), ("b", b)] {
+                            group.addTask {
+                                var out: [Change] = []
+                                for i in 0..<perStore {
+                                    out += try await store.writeAsHub([RecordWrite(table: "customers", id: i.isMultiple(of: 3) ? "shared" : "\(name)-\(i)",
+                                                                                   op: .upsert, fields: ["last_name": .string("\(name)\(i)")])])
+                                }
+                                return out
+                            }
+                        }
+                        return try await group.reduce(into: [Change]()) { $0 += $1 }
+                    }
+                    #expect(written.count == 2 * perStore && written.allSatisfy { $0.origin == "hq" })
+                    #expect(written.map(\.originSeq).sorted() == Array(1...Int64(2 * perStore)), "\(written.map(\.originSeq).sorted())")
+                    #expect(try await a.highestSeq(of: "hq") == Int64(2 * perStore))
+                    let shared = written.filter { $0.recordID == "shared" }
+                    #expect(shared.allSatisfy { $0.hlc > ahead }, "every write of 'shared' beats the dealer's value from the future")
+                    // The record holds the newest of the hub's writes.
+                    let newest = try #require(shared.max { $0.hlc < $1.hlc })
+                    let record = try await b.liveRecords(inTable: "customers").first { $0.id == "shared" }
+                    #expect(record?.values["last_name"] == newest.fields["last_name"])
+                    // An invalid write is refused, and nothing is quarantined for it.
+                    await #expect(throws: StoreError.self) {
+                        _ = try await a.writeAsHub([RecordWrite(table: "no_such_table", id: "x", op: .upsert, fields: ["a": 1])])
+                    }
+                    #expect(try await a.quarantinedChanges(limit: 10).isEmpty)
+                }
+            }
+        }
+    }
 }
