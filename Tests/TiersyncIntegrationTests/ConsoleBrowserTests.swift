@@ -235,6 +235,45 @@ struct ConsoleBrowserTests {
         }
     }
 
+    @Test("two dealers edit one customer at once; HQ's operator resolves the conflict in the console, and the chosen value reaches both running dealers through their country, where the conflict closes too")
+    func resolutionReachesDealers() async throws {
+        guard try Browser.available() else { return }
+        let dir = try TempDir()
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path)
+            try await hub.catalogStore.createTenant("acme", root: "acme-hq", levels: 3)
+            let accounts = try #require(hub.catalogStore as? any AdminAccountStore)
+            try await accounts.createAdminUser(AdminUser(tenant: "acme", name: "hq-op", roles: [.operator], scope: "acme-hq", createdAtMillis: WallClock.nowMillis()),
+                                               passwordHash: try PasswordHash.make(AdminFixture.password))
+            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            let d1 = try await running.agent(enrolling: "de-1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+            let d2 = try await running.agent(enrolling: "de-2", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+            try d1.store.commit([.upsert("customers", id: "cust-9", ["owning_dealer": "de-1", "servicing_dealer": "de-2", "phone": "0100"])])
+            try await eventually(timeout: 30, "de-2 holds the customer") { try d2.store.record(table: "customers", id: "cust-9") != nil }
+            // Both change the phone before either sees the other's edit.
+            try d1.store.commit([.upsert("customers", id: "cust-9", ["phone": "0111"])])
+            try d2.store.commit([.upsert("customers", id: "cust-9", ["phone": "0222"])])
+            let hq = try hub.stores.store(for: "acme")
+            try await eventually(timeout: 30, "HQ keeps the edit that lost") { !(try hq.conflicts(recordID: "cust-9")).isEmpty }
+            let conflict = try #require(try hq.conflicts(recordID: "cust-9").first)
+            let chosen = conflict.conflict.loser.description
+            _ = try await withBrowser { browser in
+                try await logIn(browser, hub, tenant: "acme", user: "hq-op")
+                try await browser.open(hub.url + "/console/conflicts")
+                try await browser.click("#keep-loser-\(conflict.id)")
+                #expect(try await browser.text("#flash").contains("Resolved"))
+            }
+            for (name, dealer) in [("de-1", d1), ("de-2", d2)] {
+                try await eventually(timeout: 30, "\(name) holds the chosen value and no conflict") {
+                    try dealer.store.record(table: "customers", id: "cust-9")?.state.values["phone"]?.description == chosen
+                        && dealer.store.conflicts(recordID: "cust-9").isEmpty
+                }
+            }
+            try await eventually(timeout: 30, "the country closes it too") { try de.store.conflicts(recordID: "cust-9").isEmpty }
+            #expect(try hq.conflicts(recordID: "cust-9").isEmpty)
+        }
+    }
+
     @Test("console pages: without a session a page sends to the login; a form post without the CSRF token is refused; answers forbid scripts, framing and caching")
     func consoleWithoutSession() async throws {
         try await withAdminFixture { f in
