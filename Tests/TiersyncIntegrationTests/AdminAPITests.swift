@@ -315,6 +315,10 @@ struct AdminAPITests {
             // A germany admin sees neither HQ's acts nor france's.
             let germanyAudit = try await f.send("GET", "/admin/v1/audit", token: try await f.token("acme", "germany-op")).decode(AdminMessages.AuditResponse.self)
             #expect(germanyAudit.entries.isEmpty)
+            // No one disables themselves: the tenant keeps an administrator who can undo it.
+            let selfDisable = try await f.send("POST", "/admin/v1/users/hq-op", json: AdminMessages.UpdateUserRequest(disabled: true), token: op)
+            #expect(selfDisable.status == 422 && selfDisable.error?.code == "refused", "\(selfDisable.text)")
+            #expect(try await f.send("GET", "/admin/v1/me", token: op).status == 200)
         }
     }
 

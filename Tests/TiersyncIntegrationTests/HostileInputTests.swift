@@ -374,8 +374,12 @@ struct HostileInputTests {
     func rateLimits() async throws {
         let dir = try TempDir()
         var limits = HubConfiguration.Limits()
-        limits.requestsPerSecond = 2
+        // Refills slow enough that a loaded machine, taking a second per request, still
+        // meets the limits: a node earns a request every 2 s, an address 2 tokens a second
+        // against 5 per failed guess.
+        limits.requestsPerSecond = 0.5
         limits.requestBurst = 5
+        limits.anonymousRequestsPerSecond = 2
         limits.maxConcurrentRequestsPerNode = 2
         try await withRunning { running in
             let f = try await HostileFixture.start(running, dir: dir, limits: limits)

@@ -66,7 +66,7 @@ struct MultiProcessHubTests {
                 let woken = try await waiting
                 let latency = ContinuousClock.now - pushedAt
                 #expect(try woken.decode(PullResponse.self).changes.map(\.recordID) == ["wake-1"])
-                #expect(latency < .seconds(1), "the long-poll on A answered \(latency) after the push through B")
+                #expect(latency < .seconds(5), "the long-poll on A answered \(latency) after the push through B, not at its 20 s wait (5 s: room for a loaded machine)")
 
                 // Dealers' agents through the balancer; each writes records it owns and its
                 // neighbour services, so every change goes up and one other dealer gets it back.
