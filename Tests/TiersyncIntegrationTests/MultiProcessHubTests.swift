@@ -14,7 +14,7 @@ struct MultiProcessHubTests {
     static let dealers: [NodeID] = ["d1", "d2", "d3", "d4"]
 
     @Test("""
-        two hub processes behind HAProxy: a long-poll on A wakes within a second for a push through B; agents spread over \
+        two hub processes behind HAProxy: a long-poll on A wakes within seconds (not its 20 s wait) for a push through B; agents spread over \
         both; A SIGKILLed mid-push and restarted; every change at HQ exactly once and every replica as HQ has it
         """,
           .enabled(if: TestPostgres.isAvailable && TestLoadBalancer.isAvailable,
