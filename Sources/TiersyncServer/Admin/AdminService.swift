@@ -38,18 +38,25 @@ struct AdminService: Sendable {
     func guarded(_ route: AdminRoutes.Route, _ handler: @escaping @Sendable (Request, HubRequestContext, AdminCaller) async throws -> Response) -> Handler {
         { request, context in
             let caller = try await authenticator.authenticate(request, stateChanging: route.isStateChanging)
-            if let role = route.role, !caller.has(role) {
-                throw APIError(.forbidden, "forbidden", "this needs the \(role.rawValue) role; '\(caller.user.name)' has \(caller.user.roles.sorted().map(\.rawValue).joined(separator: ", "))")
-            }
-            if route.tenantWide, !caller.isTenantWide || isRelay {
-                throw APIError(.forbidden, "forbidden", "only administrators of the whole tenant may do this, at HQ")
-            }
-            if isRelay, Self.decidedAtHQ.contains(route) {
-                throw APIError(.forbidden, "at_hq", "HQ decides this: use HQ's console or admin API")
-            }
+            try authorize(route, caller)
             var context = context
             context.admin = caller
             return try await handler(request, context, caller)
+        }
+    }
+
+    /// What `route` asks of an authenticated caller: its role, being tenant-wide (at HQ),
+    /// and not being something HQ decides when this is a country. The console's forms check
+    /// the same through here.
+    func authorize(_ route: AdminRoutes.Route, _ caller: AdminCaller) throws {
+        if let role = route.role, !caller.has(role) {
+            throw APIError(.forbidden, "forbidden", "this needs the \(role.rawValue) role; '\(caller.user.name)' has \(caller.user.roles.sorted().map(\.rawValue).joined(separator: ", "))")
+        }
+        if route.tenantWide, !caller.isTenantWide || isRelay {
+            throw APIError(.forbidden, "forbidden", "only administrators of the whole tenant may do this, at HQ")
+        }
+        if isRelay, Self.decidedAtHQ.contains(route) {
+            throw APIError(.forbidden, "at_hq", "HQ decides this: use HQ's console or admin API")
         }
     }
 

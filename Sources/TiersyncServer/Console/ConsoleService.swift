@@ -344,15 +344,8 @@ struct ConsoleService: Sendable {
         ])
     }
 
-    /// Checks what the admin API's route checks (its role, tenant-wide, HQ only), for a form.
-    func authorize(_ route: AdminRoutes.Route, _ caller: AdminCaller) throws {
-        if let role = route.role, !caller.has(role) { throw APIError(.forbidden, "forbidden", "this needs the \(role.rawValue) role") }
-        if route.tenantWide, !caller.isTenantWide { throw APIError(.forbidden, "forbidden", "only administrators of the whole tenant may do this") }
-        if admin.isRelay, AdminService.decidedAtHQ.contains(route) { throw APIError(.forbidden, "at_hq", "HQ decides this: use HQ's console") }
-    }
-
     func addUser(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
-        try authorize(AdminRoutes.createUser, caller)
+        try admin.authorize(AdminRoutes.createUser, caller)
         guard let scope = try? NodeID(validating: form["scope"] ?? "") else { throw APIError(.badRequest, "invalid_parameter", "the scope is a node id") }
         let roles = AdminRole.allCases.filter { form["role-\($0.rawValue)"] == "on" }
         _ = try await admin.addUser(.init(name: form["name"] ?? "", password: form["password"] ?? "", roles: roles, scope: scope), caller, context)
@@ -360,14 +353,14 @@ struct ConsoleService: Sendable {
     }
 
     func toggleUser(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
-        try authorize(AdminRoutes.updateUser, caller)
+        try admin.authorize(AdminRoutes.updateUser, caller)
         guard let disabled = form["disabled"].flatMap(Bool.init) else { throw APIError(.badRequest, "invalid_parameter", "disable or enable") }
         _ = try await admin.changeUser(context.parameters.get("name") ?? "", .init(disabled: disabled), caller, context)
         return Self.redirect("/console/users?done=\(disabled ? "user_disabled" : "user_enabled")")
     }
 
     func enrollmentToken(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller, _ form: [String: String]) async throws -> Response {
-        try authorize(AdminRoutes.enrollmentToken, caller)
+        try admin.authorize(AdminRoutes.enrollmentToken, caller)
         guard let node = try? NodeID(validating: form["node"] ?? ""), let parent = try? NodeID(validating: form["parent"] ?? "") else {
             throw APIError(.badRequest, "invalid_parameter", "the node and its parent are node ids")
         }
