@@ -67,8 +67,12 @@ public final class SyncAgent: Sendable {
     /// The highest log head the parent reported to this process: the restored parent's
     /// head below it is noticed even when the pull cursor is behind it.
     private let headSeen = Mutex<Int64>(0)
+    /// Pull rounds completed (a catch-up, or one long-poll answered): the push loop waits
+    /// for one after reaching the parent again, so an erasure decided while the node was
+    /// away is applied before anything is pushed (docs/PRIVACY.md).
+    private let pullRounds = Mutex<Int>(0)
 
-    static let pushCursor = "push.parent"
+    static let pushCursor = NodeStore.parentPushCursor
     static let pullCursor = "pull.parent"
 
     /// Opens an agent for an enrolled store.
@@ -299,10 +303,17 @@ public final class SyncAgent: Sendable {
     private func pushLoop() async {
         var backoff = Backoff(initial: configuration.retryInitial, maximum: configuration.retryMax)
         var failed = false
+        // At start and after the parent was unreachable: push only once a pull has come
+        // back since (the pull rounds counted then).
+        var pullFirst: Int? = pullRounds.withLock { $0 }
         while !Task.isCancelled {
             do {
                 // The parent was out of reach: it may be back restored from a backup.
                 if failed { try await verifyParent(when: "after the parent was unreachable") }
+                if let since = pullFirst {
+                    try await waitForPull(after: since)
+                    pullFirst = nil
+                }
                 try await pushPending()
                 failed = false
                 backoff.reset()
@@ -312,12 +323,31 @@ public final class SyncAgent: Sendable {
                 return
             } catch {
                 failed = true
+                if pullFirst == nil { pullFirst = pullRounds.withLock { $0 } }
                 let delay = AgentError.delay(after: error, backoff: backoff.next())
                 recordFailure("push", error, retryIn: delay)
                 try? await Task.sleep(for: delay)
             }
         }
     }
+
+    /// Waits until a pull round completes after `rounds` (at most ``pullFirstLimit``): what
+    /// the parent decided while the node was away (an erasure above all) is applied before
+    /// the node pushes. Past the limit it pushes anyway; the parent refuses a change of
+    /// erased data itself.
+    private func waitForPull(after rounds: Int) async throws {
+        let deadline = ContinuousClock.now + Self.pullFirstLimit
+        while pullRounds.withLock({ $0 }) <= rounds {
+            guard ContinuousClock.now < deadline else {
+                logger.notice("pushing before the first pull since the parent was reached: the pull has not completed within the limit",
+                              metadata: ["limit": "\(Self.pullFirstLimit)"])
+                return
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    static let pullFirstLimit: Duration = .seconds(30)
 
     /// Returns once the log holds changes the parent has not acknowledged, or a refused
     /// change is due for another try.
@@ -503,6 +533,7 @@ public final class SyncAgent: Sendable {
                 } else {
                     more = try await pullOnce(waitSeconds: configuration.pullWaitSeconds).more
                 }
+                pullRounds.withLock { $0 += 1 }
                 backoff.reset()
                 recordSuccess()
             } catch is CancellationError {

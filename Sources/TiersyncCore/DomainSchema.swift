@@ -194,5 +194,37 @@ public enum DomainSchema {
         ],
         routeFields: ["node"])
 
-    public static let schema = Schema(tables: [customers, vehicles, interactions, leads, tasks, escalations, governanceStatus, kpiSnapshots])
+    /// An erasure request (``Erasure``): no personal data, only what is erased, who asked and
+    /// when. Routed to the node that asked; each store adds every node the subject's data was
+    /// routed to there, so the marker reaches every replica holding any of it.
+    public static let erasures = TableSchema(
+        name: "erasures",
+        summary: "A request to erase a customer and everything linked to it, on every replica (docs/PRIVACY.md)",
+        fields: [
+            FieldSchema("subject_table", .oneOf(Erasure.SubjectTable.allCases.map(\.rawValue))),
+            FieldSchema("subject_id", .string(maxLength: 128)),
+            FieldSchema("requested_by", .node, "the node where the erasure was requested"),
+            FieldSchema("requested_at", .timestamp),
+        ],
+        routeFields: ["requested_by"])
+
+    /// One replica's acknowledgement of an erasure: written by that node once the data is gone
+    /// from its files, routed to it, so it syncs upward to HQ's ledger.
+    public static let erasureAcks = TableSchema(
+        name: "erasure_acks",
+        summary: "A replica's proof that an erasure is done there; one record per (erasure, node), written by that node",
+        fields: [
+            FieldSchema("erasure_id", .string(maxLength: 128)),
+            FieldSchema("node", .node),
+            FieldSchema("acknowledged_at", .timestamp, "when the rows were gone and the write-ahead log truncated"),
+            FieldSchema("records", .int, "records erased here"),
+            FieldSchema("log_entries", .int, "change-log entries whose values were erased here"),
+            FieldSchema("unsent_dropped", .int, "changes made here and not yet sent, dropped by the erasure"),
+            FieldSchema("refused", .int, "changes of the erased records refused here since"),
+            FieldSchema("digest", .string(maxLength: 64), "SHA-256 over the erased records' ids and what remains of each (nothing)"),
+        ],
+        routeFields: ["node"])
+
+    public static let schema = Schema(tables: [customers, vehicles, interactions, leads, tasks, escalations, governanceStatus, kpiSnapshots,
+                                               erasures, erasureAcks])
 }

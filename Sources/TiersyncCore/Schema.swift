@@ -259,13 +259,17 @@ public struct ChangeRejection: Error, Sendable, Hashable, Codable, CustomStringC
         case identityReused = "identity_reused"
         /// One change too large to send (the agent sets it aside).
         case tooLarge = "too_large"
+        /// The record, or the record it links to, was erased (``Erasure``): a late change
+        /// cannot bring the data back. Never retried; counted, never kept (its values are
+        /// the data that was erased).
+        case erased = "erased"
 
         /// Reasons that lie in the change itself under any schema version: every receiver
         /// refuses it the same way, so a refusal is final. All others depend on who sent
         /// it, when, or which schema version judged it, and are judged again on redelivery.
         public static let intrinsic: [Code] = [.invalidRecordID, .invalidChange]
 
-        public var isFinal: Bool { Self.intrinsic.contains(self) }
+        public var isFinal: Bool { Self.intrinsic.contains(self) || self == .erased }
     }
 
     public var code: Code

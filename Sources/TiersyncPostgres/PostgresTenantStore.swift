@@ -127,6 +127,28 @@ public final class PostgresTenantStore: HubTenantStore {
         return out
     }
 
+    /// The erasure markers and acknowledgements held (``ErasureLedgerEntry``). A hub on
+    /// PostgreSQL keeps and serves them like any record, but does not erase its own copy
+    /// yet (docs/PRIVACY.md), so its own acknowledgement stays outstanding.
+    public func erasureLedger() async throws -> [ErasureLedgerEntry] {
+        try await prepared()
+        var markers: [(id: String, values: [String: FieldValue], route: Set<NodeID>)] = []
+        var acks: [[String: FieldValue]] = []
+        let rows = try await client.query("""
+            SELECT tbl, id, fields, route FROM \(unescaped: table(.records))
+            WHERE tbl IN (\(DomainSchema.erasures.name), \(DomainSchema.erasureAcks.name)) AND live ORDER BY tbl, id
+            """, logger: logger)
+        for try await (tbl, id, fields, route) in rows.decode((String, String, String, String).self) {
+            guard let values = CanonicalJSON.parseFields(fields) else { throw PostgresStoreError("corrupt fields for \(tbl)/\(id)") }
+            if tbl == DomainSchema.erasures.name {
+                markers.append((id, values, RecordMerge.parseRoute(route)))
+            } else {
+                acks.append(values)
+            }
+        }
+        return ErasureLedgerEntry.build(markers: markers, acknowledgements: acks)
+    }
+
     /// Every record of a table, live or deleted, with its replication state (for digests
     /// and for moving a tenant between engines).
     public func storedRecords(inTable name: String) async throws -> [StoredRecord] {

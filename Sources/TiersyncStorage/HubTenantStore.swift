@@ -81,6 +81,10 @@ public protocol HubTenantStore: AnyObject, Sendable {
     /// Live records of a table, ordered by id (the `governance_status` reports).
     func liveRecords(inTable table: String) async throws -> [(id: String, values: [String: FieldValue])]
 
+    /// The erasure requests this store holds, with the acknowledgements it received
+    /// (``ErasureLedgerEntry``): HQ's ledger.
+    func erasureLedger() async throws -> [ErasureLedgerEntry]
+
     // MARK: KPIs
 
     /// The store's node identity, if it is enrolled or is a tenant's root.

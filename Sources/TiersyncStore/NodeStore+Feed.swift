@@ -12,7 +12,7 @@ extension NodeStore {
     public func upstreamBatch(after seq: Int64, limit: Int) throws -> [LoggedChange] {
         try writer.read { db in
             try Self.fetchLogged(db, sql: """
-                SELECT \(Self.loggedColumns) FROM ts_changes WHERE seq > ? AND source != 'parent' ORDER BY seq LIMIT ?
+                SELECT \(Self.loggedColumns) FROM ts_changes WHERE seq > ? AND source != 'parent' AND op != '\(Self.erasedOp)' ORDER BY seq LIMIT ?
                 """, arguments: [seq, limit])
         }
     }
@@ -20,7 +20,7 @@ extension NodeStore {
     /// How many changes wait to go upward after `seq`.
     public func upstreamBacklog(after seq: Int64) throws -> Int {
         try writer.read { db in
-            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_changes WHERE seq > ? AND source != 'parent'", arguments: [seq]) ?? 0
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_changes WHERE seq > ? AND source != 'parent' AND op != '\(Self.erasedOp)'", arguments: [seq]) ?? 0
         }
     }
 
@@ -28,9 +28,9 @@ extension NodeStore {
     /// written here (ms since the epoch, this node's clock), nil when none waits.
     public func upstreamLag(after seq: Int64) throws -> (pending: Int64, oldestReceivedMillis: UInt64?) {
         try writer.read { db in
-            let pending = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_changes WHERE seq > ? AND source != 'parent'", arguments: [seq]) ?? 0
+            let pending = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_changes WHERE seq > ? AND source != 'parent' AND op != '\(Self.erasedOp)'", arguments: [seq]) ?? 0
             let oldest = try Int64.fetchOne(db, sql: """
-                SELECT received_at FROM ts_changes WHERE seq > ? AND source != 'parent' ORDER BY seq LIMIT 1
+                SELECT received_at FROM ts_changes WHERE seq > ? AND source != 'parent' AND op != '\(Self.erasedOp)' ORDER BY seq LIMIT 1
                 """, arguments: [seq])
             return (pending, oldest.map { UInt64(max(0, $0)) })
         }
@@ -39,7 +39,7 @@ extension NodeStore {
     /// The newest log position of a change that goes upward (0 when none).
     public func lastUpstreamSeq() throws -> Int64 {
         try writer.read { db in
-            try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes WHERE source != 'parent'") ?? 0
+            try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes WHERE source != 'parent' AND op != '\(Self.erasedOp)'") ?? 0
         }
     }
 
@@ -122,7 +122,7 @@ extension NodeStore {
         let candidates: [Int64]
         switch scope.nodes {
         case nil:
-            candidates = try Int64.fetchAll(db, sql: "SELECT seq FROM ts_changes WHERE seq > ? ORDER BY seq LIMIT ?",
+            candidates = try Int64.fetchAll(db, sql: "SELECT seq FROM ts_changes WHERE seq > ? AND op != '\(erasedOp)' ORDER BY seq LIMIT ?",
                                             arguments: [cursor, limit])
         case let nodes? where nodes.count == 1:
             // One node (a dealer): walk its route index directly.

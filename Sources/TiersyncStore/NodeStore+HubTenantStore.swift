@@ -106,6 +106,10 @@ extension NodeStore: HubTenantStore {
         try await offCooperativePool { try self.kpiReport(period: period, byNode: byNode, viewer: viewer, paths: paths) as KPIResponse }
     }
 
+    public func erasureLedger() async throws -> [ErasureLedgerEntry] {
+        try await offCooperativePool { try self.erasureLedger() as [ErasureLedgerEntry] }
+    }
+
     /// Runs a synchronous store call on a Dispatch worker and resumes the task with its
     /// result: the wait for SQLite (and for a pooled connection) happens off the Swift
     /// cooperative pool, whose few threads serve every request.

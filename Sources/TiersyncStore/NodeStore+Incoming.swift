@@ -37,7 +37,7 @@ extension NodeStore {
         let (changes, prepared, sender, source, gate, wallMillis) = (plan.changes, plan.prepared, plan.sender, plan.source, plan.gate, plan.wallMillis)
         // Kept alive past the transaction so freeing it happens here, not on the writer.
         defer { withExtendedLifetime(plan) {} }
-        return try await writer.write { db in
+        let report = try await writer.write { db in
             var report = IncomingReport()
             // Only a push from a child is answered with what was held before it; a pulled
             // page (often many origins) does not pay for the look-ups.
@@ -58,6 +58,17 @@ extension NodeStore {
                 }
                 if let refusal = identity.refusal(for: change) {
                     try refuse(change, refusal)
+                    continue
+                }
+                // Data erased here never comes back: a change of an erased record, or one
+                // linking to it, is refused (after the sender's scope) and counted, never kept.
+                if let blocked = try self.erasureBlocking(db, &statements, table: change.table, id: change.recordID, fields: change.fields) {
+                    if let gate, let refusal = gate(GateContext(change: change, sender: sender, routeBefore: blocked.route, routeAfter: blocked.route)) {
+                        try refuse(change, refusal)
+                        continue
+                    }
+                    try self.countErasedRefusal(db, change, erasureID: blocked.erasureID, nowMillis: wallMillis)
+                    report.rejected.append(RejectedChange(change: change, rejection: Self.erasedRejection(table: change.table, id: change.recordID, erasureID: blocked.erasureID)))
                     continue
                 }
                 let valid: Change
@@ -86,7 +97,10 @@ extension NodeStore {
                     row = nil
                 }
                 let outcome = try self.apply(db, &statements, valid, log: ready.log!, table: table, stored: stored, merged: merged, row: row,
-                                             source: source, from: sender, nowMillis: wallMillis)
+                                             source: source, from: sender, nowMillis: wallMillis,
+                                             erasureAllowed: gate.map { gate in { route in
+                                                 gate(GateContext(change: valid, sender: sender, routeBefore: route, routeAfter: route)) == nil
+                                             } })
                 batch.applied(valid)
                 // Refused earlier for its context, accepted now: no longer quarantined.
                 if !batch.quarantineEmpty {
@@ -103,5 +117,7 @@ extension NodeStore {
             if let cursor { try Self.setCursor(db, cursor.name, cursor.value) }
             return report
         }
+        if erasureWork.withLock({ $0 }) { try await offCooperativePool { try self.finishErasures(wallMillis: wallMillis) } }
+        return report
     }
 }

@@ -40,6 +40,9 @@ extension NodeStore {
                     }
                 }
                 var fields = write.fields
+                if let blocked = try erasureBlocking(db, &statements, table: write.table, id: write.id, fields: fields) {
+                    throw StoreError.rejected(Self.erasedRejection(table: write.table, id: write.id, erasureID: blocked.erasureID))
+                }
                 if write.op == .upsert, stored?.state.isLive != true, let first = table.routeFields.first, fields[first] == nil {
                     // The first route field names where a record was made or who owns it
                     // (originating node, source node, owning dealer): by default, the writer.

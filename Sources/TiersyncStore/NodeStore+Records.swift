@@ -27,6 +27,8 @@ extension NodeStore {
         /// Whether the store kept any conflict when the transaction first asked: most never
         /// do, and then no change pays a look-up for conflicts to settle.
         var anyConflicts: Bool?
+        /// Whether the store ever erased anything, once asked (``NodeStore/erasureBlocking(_:_:table:id:fields:)``).
+        var anyErased: Bool?
 
         init(_ db: Database) { self.db = db }
 
@@ -60,7 +62,20 @@ extension NodeStore {
     /// Applies a valid change to its record and logs it. The caller runs the transaction.
     func apply(_ db: Database, _ statements: inout LogStatements, _ change: Change, log: EncodedLogEntry,
                        table: TableSchema, stored: StoredRecord?, merged: Merged, row: EncodedRecord? = nil,
-                       source: ChangeSource, from sender: NodeID?, nowMillis: UInt64) throws -> ApplyOutcome {
+                       source: ChangeSource, from sender: NodeID?, nowMillis: UInt64,
+                       erasureAllowed: ((Set<NodeID>) -> Bool)? = nil) throws -> ApplyOutcome {
+        var merged = merged, row = row
+        // A new erasure marker erases its subject here, in this transaction, and goes on to
+        // every node the erased data was routed to here (``eraseSubject``).
+        if table.name == DomainSchema.erasures.name, stored == nil, merged.state.isLive,
+           let subject = Erasure.subject(of: merged.state.liveValues) {
+            let holders = try eraseSubject(db, erasureID: change.recordID, subject: subject, allowed: erasureAllowed, nowMillis: nowMillis)
+            statements.anyErased = nil
+            if !holders.isSubset(of: merged.route) {
+                merged.route.formUnion(holders)
+                row = nil
+            }
+        }
         let (outcome, route) = (merged.outcome, merged.route)
         if outcome.changedAnything || stored == nil {
             // Encoded here unless prepared: a change that alters nothing writes no row.

@@ -37,6 +37,10 @@ public final class NodeStore: Sendable {
     let policy = Mutex<(any LocalWritePolicy)?>(nil)
     /// The KPI counting last loaded, by its basis (`NodeStore+KPI.swift`).
     let kpiCountings = Mutex<(basis: String, counting: KPICounting)?>(nil)
+    /// Set by a transaction that erased something or refused a change of erased data: the
+    /// files are cleaned and the acknowledgement written after it commits
+    /// (``finishErasures(wallMillis:)``).
+    let erasureWork = Mutex<Bool>(false)
 
     struct TableSQL: Sendable {
         let upsert: String

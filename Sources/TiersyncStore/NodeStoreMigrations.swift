@@ -184,6 +184,46 @@ enum NodeStoreMigrations {
                     BEGIN UPDATE ts_gov_generation SET n = n + 1; END;
                 """)
         }
+        m.registerMigration("v8-erasure") { db in
+            // Erasure (docs/PRIVACY.md, `NodeStore+Erasure`): each request done here, with
+            // what it erased and whether the files are clean yet; the records it erased (ids
+            // and last route only: a later change of one is refused); the changes refused
+            // since, by identity (never their values).
+            try db.execute(sql: """
+                CREATE TABLE ts_erasures (
+                    erasure_id TEXT PRIMARY KEY NOT NULL,
+                    subject_table TEXT NOT NULL,
+                    subject_id TEXT NOT NULL,
+                    erased_at INTEGER NOT NULL,
+                    records INTEGER NOT NULL,
+                    log_entries INTEGER NOT NULL,
+                    unsent_dropped INTEGER NOT NULL,
+                    digest TEXT NOT NULL,
+                    files_clean_at INTEGER,
+                    acked_refused INTEGER NOT NULL DEFAULT -1
+                ) WITHOUT ROWID;
+                CREATE TABLE ts_erased_records (
+                    tbl TEXT NOT NULL,
+                    id TEXT NOT NULL,
+                    erasure_id TEXT NOT NULL,
+                    route TEXT NOT NULL,
+                    PRIMARY KEY (tbl, id)
+                ) WITHOUT ROWID;
+                CREATE TABLE ts_erased_refusals (
+                    origin TEXT NOT NULL,
+                    origin_seq INTEGER NOT NULL,
+                    erasure_id TEXT NOT NULL,
+                    refused_at INTEGER NOT NULL,
+                    PRIMARY KEY (origin, origin_seq)
+                ) WITHOUT ROWID;
+                """)
+            // With `secure_delete` on from a store's first write, deleted content never stays
+            // in its pages; a store that held data before this version may, and is vacuumed
+            // once at its first erasure (``NodeStore/finishErasures()``).
+            if try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_changes") == 0 {
+                try db.execute(sql: "INSERT OR REPLACE INTO ts_meta (key, value) VALUES (?, '1')", arguments: [MetaKey.scrubbed.rawValue])
+            }
+        }
         return m
     }
 }

@@ -15,6 +15,9 @@ enum StoreConfiguration {
         config.prepareDatabase { db in
             if !db.configuration.readonly {
                 try db.execute(sql: "PRAGMA synchronous = NORMAL")
+                // Deleted content is overwritten with zeros, in b-tree and freelist pages:
+                // an erased customer's values must not stay in the file (docs/PRIVACY.md).
+                try db.execute(sql: "PRAGMA secure_delete = ON")
                 if let walProgress {
                     walProgress.install(on: db)
                 }

@@ -9,7 +9,7 @@ struct Admin: AsyncParsableCommand {
         abstract: "Administer a hub's tenants and nodes (run on the hub machine).",
         subcommands: [CreateTenant.self, EnrollToken.self, MoveNode.self, Nodes.self, Quarantine.self, GenCerts.self,
                       Validate.self, ReleaseKey.self, Publish.self, Rollout.self, Rollback.self, OverlayKey.self, RolloutStatus.self,
-                      Revoke.self, Decommission.self, User.self, TenantSettingsCommand.self, RotateReleaseKey.self, RevokeOverlayKey.self, MigrateTenant.self])
+                      Revoke.self, Decommission.self, User.self, TenantSettingsCommand.self, RotateReleaseKey.self, RevokeOverlayKey.self, MigrateTenant.self, ErasuresCommand.self])
 
     /// Where the hub keeps its data: `--data DIR` (SQLite) or `--postgres URL` (PostgreSQL),
     /// exactly one. Commands open it with ``withHub(_:)`` and its siblings (AdminData.swift),

@@ -1,0 +1,348 @@
+// Erasure (docs/PRIVACY.md): applying an erasure marker erases its subject and everything
+// linked to it in the same transaction (rows, tombstones, the values in change-log entries,
+// conflicts, quarantined changes, retries, route entries), keeps only their ids and last
+// routes to refuse later changes, and routes the marker on to every node the data was
+// routed to here. After the commit, `finishErasures` truncates the write-ahead log (so
+// the bytes are gone from the files too) and writes this node's acknowledgement.
+
+import Crypto
+import Foundation
+import GRDB
+import TiersyncCore
+
+/// What one erasure did on this store.
+public struct ErasureRecord: Sendable, Equatable, Codable {
+    public var erasureID: String
+    public var subjectTable: String
+    public var subjectID: String
+    public var erasedAtMillis: UInt64
+    /// Records erased here (the subject and what links to it).
+    public var records: Int
+    /// Change-log entries whose values were erased.
+    public var logEntries: Int
+    /// Changes made here and not yet sent, dropped (they would have brought the data back).
+    public var unsentDropped: Int
+    /// Changes of the erased records refused here since.
+    public var refused: Int
+    /// SHA-256 over the erased records' ids and what remains of each (nothing).
+    public var digest: String
+    /// When the write-ahead log was truncated after it (nil: not yet).
+    public var filesCleanAtMillis: UInt64?
+}
+
+extension NodeStore {
+    /// The cursor of what the parent acknowledged (the agent's push position).
+    public static let parentPushCursor = "push.parent"
+
+    /// The op a change-log entry gets once its values are erased: kept for its identity
+    /// (so a redelivery stays a duplicate), never sent again.
+    static let erasedOp = "erased"
+
+    /// Requests the erasure of `id` of `table` and everything linked to it: writes the
+    /// marker as a local change (which erases here in its transaction and syncs like any
+    /// change), then cleans the files and writes this node's acknowledgement. Throws
+    /// ``StoreError/notFound(_:)`` when this store holds nothing of the subject.
+    @discardableResult
+    public func erase(_ table: Erasure.SubjectTable, id: String, wallMillis: UInt64 = WallClock.nowMillis()) throws -> ErasureRecord {
+        let held = try writer.read { db in try Self.holds(db, table: table.rawValue, id: id) }
+        guard held else { throw StoreError.notFound("\(table.rawValue)/\(id) is not held here") }
+        guard let me = try identity() else { throw StoreError.notEnrolled(path: path) }
+        let erasureID = "era-" + (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        let at = Date(timeIntervalSince1970: Double(wallMillis) / 1000).ISO8601Format()
+        try commit([RecordWrite(table: DomainSchema.erasures.name, id: erasureID, op: .upsert,
+                                fields: Erasure.markerFields(table: table, id: id, requestedBy: me.node, at: at))], wallMillis: wallMillis)
+        try finishErasures(wallMillis: wallMillis)
+        guard let done = try erasures().first(where: { $0.erasureID == erasureID }) else {
+            throw StoreError.invalidArgument("erasure \(erasureID) was not recorded")
+        }
+        return done
+    }
+
+    /// The erasures done on this store, oldest first.
+    public func erasures() throws -> [ErasureRecord] {
+        try writer.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT e.*, (SELECT COUNT(*) FROM ts_erased_refusals r WHERE r.erasure_id = e.erasure_id) AS refused
+                FROM ts_erasures e ORDER BY erased_at, erasure_id
+                """).map { row in
+                ErasureRecord(erasureID: row["erasure_id"], subjectTable: row["subject_table"], subjectID: row["subject_id"],
+                              erasedAtMillis: UInt64(max(0, row["erased_at"] as Int64)), records: row["records"],
+                              logEntries: row["log_entries"], unsentDropped: row["unsent_dropped"], refused: row["refused"],
+                              digest: row["digest"], filesCleanAtMillis: (row["files_clean_at"] as Int64?).map { UInt64(max(0, $0)) })
+            }
+        }
+    }
+
+    /// Recomputes an erasure's digest from what the store holds now: equal to the recorded
+    /// one while nothing of the erased records is back.
+    public func verifyErasure(_ erasureID: String) throws -> Bool {
+        try writer.read { db in
+            guard let recorded = try String.fetchOne(db, sql: "SELECT digest FROM ts_erasures WHERE erasure_id = ?", arguments: [erasureID]) else {
+                return false
+            }
+            let records = try Row.fetchAll(db, sql: "SELECT tbl, id FROM ts_erased_records WHERE erasure_id = ?", arguments: [erasureID])
+                .map { (table: $0["tbl"] as String, id: $0["id"] as String) }
+            return try Self.erasureDigest(db, erasureID: erasureID, records: records) == recorded
+        }
+    }
+
+    /// The erasure requests held here with the acknowledgements received: at HQ, the ledger.
+    public func erasureLedger() throws -> [ErasureLedgerEntry] {
+        try writer.read { db in
+            let markers = try Row.fetchAll(db, sql: "SELECT \(tableSQL[DomainSchema.erasures.name]!.columns) FROM erasures").map { row in
+                (id: row[0] as String, values: Self.values(of: row, table: DomainSchema.erasures),
+                 route: Self.parseRoute(row[tableSQL[DomainSchema.erasures.name]!.routeIndex]))
+            }
+            let acks = try Row.fetchAll(db, sql: "SELECT \(tableSQL[DomainSchema.erasureAcks.name]!.columns) FROM erasure_acks").map { row in
+                Self.values(of: row, table: DomainSchema.erasureAcks)
+            }
+            return ErasureLedgerEntry.build(markers: markers, acknowledgements: acks)
+        }
+    }
+
+    // MARK: In the applying transaction
+
+    /// Whether the store holds anything of a record: a row, a tombstone or a log entry.
+    static func holds(_ db: Database, table: String, id: String) throws -> Bool {
+        try Bool.fetchOne(db, sql: """
+            SELECT EXISTS (SELECT 1 FROM ts_changes WHERE tbl = ? AND record_id = ? AND op != '\(erasedOp)')
+                OR EXISTS (SELECT 1 FROM ts_tombstones WHERE tbl = ? AND id = ?)
+            """, arguments: [table, id, table, id]) ?? false
+    }
+
+    /// Erases the marker's subject and everything linked to it; returns the nodes the erased
+    /// data was routed to here (the marker goes on to them). `allowed` says whether the
+    /// sender may erase a record routed to the given nodes (a child's scope); a subject
+    /// outside it is left alone, answered as if not held, so nothing outside is revealed.
+    func eraseSubject(_ db: Database, erasureID: String, subject: (table: Erasure.SubjectTable, id: String),
+                      allowed: ((Set<NodeID>) -> Bool)?, nowMillis: UInt64) throws -> Set<NodeID> {
+        var records: [(table: String, id: String)] = []
+        if try Self.holds(db, table: subject.table.rawValue, id: subject.id),
+           allowed?(try route(db, table: subject.table.rawValue, id: subject.id)) ?? true {
+            records = try linkedRecords(db, subject: (subject.table.rawValue, subject.id))
+        }
+        let identity = try Self.identity(db)
+        let pushed: Int64? = identity?.parent == nil ? nil
+            : try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [Self.parentPushCursor]) ?? 0
+        var holders: Set<NodeID> = []
+        var erasedRecords = 0, logEntries = 0, unsent = 0
+        for (table, id) in records {
+            let routed = try route(db, table: table, id: id)
+            holders.formUnion(routed)
+            if let pushed {
+                unsent += try Int.fetchOne(db, sql: """
+                    SELECT COUNT(*) FROM ts_changes WHERE tbl = ? AND record_id = ? AND source != 'parent' AND op != '\(Self.erasedOp)' AND seq > ?
+                    """, arguments: [table, id, pushed]) ?? 0
+            }
+            try db.execute(sql: """
+                DELETE FROM ts_change_routes WHERE seq IN (SELECT seq FROM ts_changes WHERE tbl = ? AND record_id = ?);
+                DELETE FROM ts_push_retries WHERE EXISTS (SELECT 1 FROM ts_changes c WHERE c.tbl = ? AND c.record_id = ?
+                    AND c.origin = ts_push_retries.origin AND c.origin_seq = ts_push_retries.origin_seq);
+                DELETE FROM ts_route_entries WHERE tbl = ? AND record_id = ?;
+                DELETE FROM ts_conflicts WHERE tbl = ? AND record_id = ?;
+                DELETE FROM ts_quarantine WHERE json_extract(change, '$.table') = ? AND json_extract(change, '$.id') = ?;
+                """, arguments: [table, id, table, id, table, id, table, id, table, id])
+            try db.execute(sql: """
+                UPDATE ts_changes SET op = '\(Self.erasedOp)', fields = '{}', prior = NULL, trail = NULL
+                WHERE tbl = ? AND record_id = ? AND op != '\(Self.erasedOp)'
+                """, arguments: [table, id])
+            logEntries += db.changesCount
+            var removed = 0
+            if let sql = tableSQL[table] {
+                try db.execute(sql: sql.delete, arguments: [id])
+                removed += db.changesCount
+            }
+            try db.execute(sql: "DELETE FROM ts_tombstones WHERE tbl = ? AND id = ?", arguments: [table, id])
+            removed += db.changesCount
+            erasedRecords += removed > 0 ? 1 : 0
+            // Quarantined changes naming this record through a link (a dialogue of the
+            // customer refused earlier) hold its data too.
+            for link in Erasure.links(to: table) {
+                try db.execute(sql: "DELETE FROM ts_quarantine WHERE json_extract(change, '$.table') = ? AND json_extract(change, ?) = ?",
+                               arguments: [link.table, "$.fields.\(link.field)", id])
+            }
+            try db.execute(sql: "INSERT OR IGNORE INTO ts_erased_records (tbl, id, erasure_id, route) VALUES (?, ?, ?, ?)",
+                           arguments: [table, id, erasureID, RecordMerge.encodeRoute(routed)])
+        }
+        let digest = try Self.erasureDigest(db, erasureID: erasureID, records: records)
+        try db.execute(sql: """
+            INSERT OR IGNORE INTO ts_erasures (erasure_id, subject_table, subject_id, erased_at, records, log_entries, unsent_dropped, digest)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [erasureID, subject.table.rawValue, subject.id, Int64(nowMillis), erasedRecords, logEntries, unsent, digest])
+        erasureWork.withLock { $0 = true }
+        return holders
+    }
+
+    /// The subject and every record linking to it, transitively (a customer's dialogues, and
+    /// their escalations), found through live rows and through the log (a deleted dialogue's
+    /// entries still name its customer).
+    private func linkedRecords(_ db: Database, subject: (String, String)) throws -> [(table: String, id: String)] {
+        var found: [(table: String, id: String)] = [subject]
+        var seen: Set<String> = ["\(subject.0)\u{0}\(subject.1)"]
+        var next = 0
+        while next < found.count {
+            let (table, id) = found[next]
+            next += 1
+            for link in Erasure.links(to: table) {
+                guard let linking = schema.table(link.table), linking.field(link.field) != nil else { continue }
+                var ids = try String.fetchAll(db, sql: "SELECT id FROM \(link.table.quotedDatabaseIdentifier) WHERE \(link.field.quotedDatabaseIdentifier) = ?",
+                                              arguments: [id])
+                ids += try String.fetchAll(db, sql: """
+                    SELECT DISTINCT record_id FROM ts_changes WHERE tbl = ? AND op != '\(Self.erasedOp)' AND json_extract(fields, ?) = ?
+                    """, arguments: [link.table, "$.\(link.field)", id])
+                for linked in ids where seen.insert("\(link.table)\u{0}\(linked)").inserted {
+                    found.append((link.table, linked))
+                }
+            }
+        }
+        return found
+    }
+
+    /// Every node a record was routed to here: its route now (row or tombstone) and every node
+    /// any of its logged changes reached or entered.
+    private func route(_ db: Database, table: String, id: String) throws -> Set<NodeID> {
+        var nodes: Set<NodeID> = []
+        if let sql = tableSQL[table], let row = try Row.fetchOne(db, sql: sql.select, arguments: [id]) {
+            nodes.formUnion(Self.parseRoute(row[sql.routeIndex]))
+        }
+        nodes.formUnion(Self.parseRoute(try String.fetchOne(db, sql: "SELECT route FROM ts_tombstones WHERE tbl = ? AND id = ?", arguments: [table, id])))
+        nodes.formUnion(try String.fetchAll(db, sql: """
+            SELECT DISTINCT r.node FROM ts_change_routes r JOIN ts_changes c ON c.seq = r.seq WHERE c.tbl = ? AND c.record_id = ?
+            UNION SELECT node FROM ts_route_entries WHERE tbl = ? AND record_id = ?
+            """, arguments: [table, id, table, id]).map(NodeID.init(unchecked:)))
+        return nodes
+    }
+
+    /// SHA-256 over the erasure's id and, per erased record (sorted), what the store still
+    /// holds of it: rows, tombstones, log entries with values, conflicts, quarantined
+    /// changes, route index entries. Throws if any of it is not zero, so a digest exists
+    /// only for an erasure that is complete.
+    static func erasureDigest(_ db: Database, erasureID: String, records: [(table: String, id: String)]) throws -> String {
+        var text = "tiersync-erasure-v1\n\(erasureID)\n"
+        for (table, id) in records.sorted(by: { ($0.table, $0.id) < ($1.table, $1.id) }) {
+            let row = try Row.fetchOne(db, sql: """
+                SELECT (SELECT COUNT(*) FROM ts_tombstones WHERE tbl = ?1 AND id = ?2),
+                       (SELECT COUNT(*) FROM ts_changes WHERE tbl = ?1 AND record_id = ?2 AND (op != '\(erasedOp)' OR fields != '{}' OR prior IS NOT NULL)),
+                       (SELECT COUNT(*) FROM ts_conflicts WHERE tbl = ?1 AND record_id = ?2),
+                       (SELECT COUNT(*) FROM ts_quarantine WHERE json_extract(change, '$.table') = ?1 AND json_extract(change, '$.id') = ?2),
+                       (SELECT COUNT(*) FROM ts_change_routes r JOIN ts_changes c ON c.seq = r.seq WHERE c.tbl = ?1 AND c.record_id = ?2)
+                """, arguments: [table, id])!
+            var remaining = (0..<5).map { row[$0] as Int }
+            if try db.tableExists(table) {
+                remaining.insert(try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM \(table.quotedDatabaseIdentifier) WHERE id = ?", arguments: [id]) ?? 0, at: 0)
+            } else {
+                remaining.insert(0, at: 0)
+            }
+            guard remaining.allSatisfy({ $0 == 0 }) else {
+                throw StoreError.invalidArgument("erasure \(erasureID): \(table)/\(id) still has rows \(remaining)")
+            }
+            text += "\(table)/\(id) row=0 tombstone=0 log=0 conflicts=0 quarantine=0 routes=0\n"
+        }
+        return SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// The erasure that forbids a change of `table`/`id` with `fields` here, if any: the
+    /// record was erased, or one of its link fields names an erased record. One look at
+    /// whether anything was ever erased per transaction; nothing more on a store that never
+    /// erased.
+    func erasureBlocking(_ db: Database, _ statements: inout LogStatements, table: String, id: String,
+                         fields: [String: FieldValue]) throws -> (erasureID: String, route: Set<NodeID>)? {
+        if statements.anyErased == nil {
+            statements.anyErased = try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_erased_records)") ?? false
+        }
+        guard statements.anyErased == true else { return nil }
+        let lookup = try statements.statement("#erased", "SELECT erasure_id, route FROM ts_erased_records WHERE tbl = ? AND id = ?")
+        if let row = try Row.fetchOne(lookup, arguments: [table, id]) {
+            return (row[0], Self.parseRoute(row[1]))
+        }
+        for link in Erasure.linkFields(of: table) {
+            guard let target = fields[link.field]?.stringValue,
+                  let row = try Row.fetchOne(lookup, arguments: [link.parent, target]) else { continue }
+            return (row[0], Self.parseRoute(row[1]))
+        }
+        return nil
+    }
+
+    /// Counts a change refused because its data was erased (by identity, once).
+    func countErasedRefusal(_ db: Database, _ change: Change, erasureID: String, nowMillis: UInt64) throws {
+        try db.execute(sql: "INSERT OR IGNORE INTO ts_erased_refusals (origin, origin_seq, erasure_id, refused_at) VALUES (?, ?, ?, ?)",
+                       arguments: [change.origin.rawValue, change.originSeq, erasureID, Int64(nowMillis)])
+        erasureWork.withLock { $0 = true }
+    }
+
+    static func erasedRejection(table: String, id: String, erasureID: String) -> ChangeRejection {
+        ChangeRejection(.erased, "record \(table)/\(id) was erased (\(erasureID)): its data cannot come back")
+    }
+
+    // MARK: After the commit
+
+    /// Once an erasure committed: vacuums a store that may hold deleted content from before
+    /// `secure_delete` (once), truncates the write-ahead log so no earlier page image stays
+    /// in it, then writes this node's acknowledgement (``DomainSchema/erasureAcks``), and
+    /// rewrites it when changes were refused since. Cheap when there is nothing to do.
+    public func finishErasures(wallMillis: UInt64 = WallClock.nowMillis()) throws {
+        guard erasureWork.withLock({ work in defer { work = false }; return work }) else { return }
+        let (pending, scrubbed) = try writer.read { db in
+            (try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_erasures WHERE files_clean_at IS NULL") ?? 0,
+             try Self.meta(db, .scrubbed) != nil)
+        }
+        if pending > 0 {
+            if !scrubbed, path != ":memory:" {
+                try writer.vacuum()
+                try writer.write { db in try Self.setMeta(db, .scrubbed, "1") }
+            }
+            try truncateWriteAheadLog()
+            try writer.write { db in
+                try db.execute(sql: "UPDATE ts_erasures SET files_clean_at = ? WHERE files_clean_at IS NULL", arguments: [Int64(wallMillis)])
+            }
+        }
+        try writeAcknowledgements(wallMillis: wallMillis)
+    }
+
+    /// Copies the whole write-ahead log into the file and truncates it to nothing: page
+    /// images from before an erasure are gone from the disk. Waits (retrying) while a reader
+    /// still uses an older snapshot.
+    func truncateWriteAheadLog() throws {
+        guard path != ":memory:" else { return }
+        var attempt = 0
+        while true {
+            do {
+                try writer.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
+                return
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED {
+                attempt += 1
+                if attempt >= 100 { throw error }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        }
+    }
+
+    private func writeAcknowledgements(wallMillis: UInt64) throws {
+        guard let me = try identity() else { return }
+        let due = try writer.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT e.erasure_id, e.records, e.log_entries, e.unsent_dropped, e.digest, e.files_clean_at,
+                       (SELECT COUNT(*) FROM ts_erased_refusals r WHERE r.erasure_id = e.erasure_id) AS refused
+                FROM ts_erasures e WHERE e.files_clean_at IS NOT NULL
+                  AND e.acked_refused != (SELECT COUNT(*) FROM ts_erased_refusals r WHERE r.erasure_id = e.erasure_id)
+                """)
+        }
+        guard !due.isEmpty else { return }
+        let writes = due.map { row -> RecordWrite in
+            let clean: Int64 = row["files_clean_at"]
+            let at = Date(timeIntervalSince1970: Double(clean) / 1000).ISO8601Format()
+            return RecordWrite(table: DomainSchema.erasureAcks.name, id: Erasure.ackID(erasure: row["erasure_id"], node: me.node), op: .upsert, fields: [
+                Erasure.AckField.erasureID.rawValue: .string(row["erasure_id"]), Erasure.AckField.node.rawValue: .string(me.node.rawValue),
+                Erasure.AckField.acknowledgedAt.rawValue: .string(at), Erasure.AckField.records.rawValue: .int(row["records"]),
+                Erasure.AckField.logEntries.rawValue: .int(row["log_entries"]), Erasure.AckField.unsentDropped.rawValue: .int(row["unsent_dropped"]),
+                Erasure.AckField.refused.rawValue: .int(row["refused"]), Erasure.AckField.digest.rawValue: .string(row["digest"]),
+            ])
+        }
+        try commit(writes, wallMillis: wallMillis)
+        try writer.write { db in
+            for row in due {
+                try db.execute(sql: "UPDATE ts_erasures SET acked_refused = ? WHERE erasure_id = ?", arguments: [row["refused"] as Int, row["erasure_id"] as String])
+            }
+        }
+    }
+}
