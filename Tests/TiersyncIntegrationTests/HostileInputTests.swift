@@ -417,7 +417,10 @@ struct HostileInputTests {
             let g = try await HostileFixture.start(running, dir: inFlightDir, limits: inFlightLimits)
             async let poll1 = g.client.send("GET", "/v1/pull?wait=5", credential: g.g1)
             async let poll2 = g.client.send("GET", "/v1/pull?wait=5", credential: g.g1)
-            // Once both long-polls are in (a moment on a busy machine), the next is refused.
+            // Once both long-polls are in (a moment on a busy machine), the next is refused. The
+            // first try waits a second: sent at once, it could take a slot before the second
+            // long-poll arrives and have that refused instead (seen in a full run under load).
+            try await Task.sleep(for: .seconds(1))
             var third = try await g.client.send("GET", "/v1/whoami", credential: g.g1)
             let deadline = ContinuousClock.now + .seconds(4)
             while third.status != 429, ContinuousClock.now < deadline {
