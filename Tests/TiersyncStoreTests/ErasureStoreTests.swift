@@ -1,0 +1,94 @@
+import Foundation
+import GRDB
+import Testing
+import TiersyncCore
+import TiersyncStore
+import TiersyncTestSupport
+
+/// Erasure on one store (docs/PRIVACY.md): what is reached, what is refused afterwards, and
+/// what the digest proves.
+@Suite("Erasure in a store")
+struct ErasureStoreTests {
+    @Test("""
+    erasing a customer reaches its vehicles, dialogues (a deleted one found through the log), their escalations, conflicts \
+    and quarantined changes; later writes of it or linking to it are refused; other records stay
+    """)
+    func erasesWhatLinks() async throws {
+        let dir = try TempDir()
+        let hq = try makeStore(dir, "hq", parent: nil)
+        try hq.commit([
+            .upsert("customers", id: "c-1", ["last_name": "Meyer", "owning_dealer": "d1"]),
+            .upsert("vehicles", id: "v-1", ["customer_id": "c-1", "owning_dealer": "d1"]),
+            .upsert("interactions", id: "i-1", ["customer_id": "c-1", "summary": "Meyer called", "originating_node": "d1"]),
+            .upsert("interactions", id: "i-2", ["customer_id": "c-1", "summary": "Meyer wrote", "originating_node": "d2"]),
+            .upsert("escalations", id: "e-1", ["interaction_id": "i-1", "to_node": "de", "step": 1]),
+            .upsert("customers", id: "c-2", ["last_name": "Keeps", "owning_dealer": "d1"]),
+        ])
+        try hq.commit([.delete("interactions", id: "i-2")])
+        // A concurrent edit from d1 that loses (a kept conflict), and a change quarantined for its sender.
+        let stale = Change(origin: "d1", originSeq: 1, hlc: HLCTimestamp(wallMillis: 1_000, counter: 0), table: "customers",
+                           recordID: "c-1", op: .upsert, fields: ["last_name": "Meier"])
+        _ = try await hq.applyIncoming([stale], from: "d1", source: .child, checkSkew: false)
+        #expect(try hq.conflicts(table: "customers", recordID: "c-1").count == 1)
+        let foreign = Change(origin: "d9", originSeq: 1, hlc: HLCTimestamp(wallMillis: 2_000, counter: 0), table: "interactions",
+                             recordID: "i-9", op: .upsert, fields: ["customer_id": "c-1", "summary": "Meyer again"])
+        _ = try await hq.applyIncoming([foreign], from: "d1", source: .child, checkSkew: false,
+                                       gate: { _ in ChangeRejection(.forbidden, "test gate") })
+        #expect(try hq.quarantined(limit: 10).count == 1)
+
+        let done = try hq.erase(.customers, id: "c-1")
+        #expect(done.records == 5, "c-1, v-1, i-1, the deleted i-2 and e-1: \(done)")
+        #expect(done.logEntries == 7 && done.unsentDropped == 0 && done.filesCleanAtMillis != nil, "\(done)")
+        for (table, id) in [("customers", "c-1"), ("vehicles", "v-1"), ("interactions", "i-1"), ("interactions", "i-2"), ("escalations", "e-1")] {
+            #expect(try hq.record(table: table, id: id) == nil, "\(table)/\(id) is gone")
+        }
+        #expect(try hq.conflicts(table: "customers", recordID: "c-1").isEmpty && hq.quarantined(limit: 10).isEmpty)
+        #expect(try hq.record(table: "customers", id: "c-2") != nil)
+        #expect(try hq.verifyErasure(done.erasureID))
+        // Nothing of the erased values is left in the log the feed serves.
+        let feed = try await hq.feed(after: 0, scope: Scope(nodes: ["d1", "d2", "de"]), excluding: nil, limit: 100)
+        #expect(!feed.changes.contains { CanonicalJSON.object($0.fields).contains("Meyer") }, "\(feed.changes)")
+        #expect(feed.changes.contains { $0.table == "erasures" }, "the marker goes to the nodes that held the data")
+        #expect(try await hq.erasureLedger().first?.routedTo == ["d1", "d2", "de", "hq"], "where the data was routed, and HQ, which asked")
+
+        // Later writes cannot bring it back, locally or received; a new dialogue of the customer neither.
+        #expect(throws: StoreError.self) { try hq.commit([.upsert("customers", id: "c-1", ["last_name": "Meyer"])]) }
+        #expect(throws: StoreError.self) { try hq.commit([.upsert("interactions", id: "i-3", ["customer_id": "c-1"])]) }
+        let late = Change(origin: "d1", originSeq: 2, hlc: HLCTimestamp(wallMillis: 3_000, counter: 0), table: "interactions",
+                          recordID: "i-4", op: .upsert, fields: ["customer_id": "c-1", "summary": "Meyer, late"])
+        let report = try await hq.applyIncoming([late], from: "d1", source: .child, checkSkew: false)
+        #expect(report.applied == 0 && report.rejected.map(\.code) == [.erased])
+        #expect(try hq.erasures().first?.refused == 1 && hq.quarantined(limit: 10).isEmpty, "counted, never kept")
+
+        // A second request for the same customer is acknowledged holding nothing.
+        let again = try await hq.applyIncoming([Change(origin: "d1", originSeq: 3, hlc: HLCTimestamp(wallMillis: 4_000, counter: 0),
+                                                       table: "erasures", recordID: "era-second", op: .upsert,
+                                                       fields: Erasure.markerFields(table: .customers, id: "c-1", requestedBy: "d1", at: "2026-12-03T00:00:00Z"))],
+                                               from: "d1", source: .child, checkSkew: false)
+        #expect(again.applied == 1)
+        #expect(try hq.erasures().first { $0.erasureID == "era-second" }?.records == 0)
+
+        // Data put back around the store (plain SQL) makes the digest fail.
+        let raw = try DatabaseQueue(path: hq.path)
+        try raw.inDatabase { db in try db.execute(sql: "INSERT INTO customers (id, last_name) VALUES ('c-1', 'Meyer')") }
+        try raw.close()
+        #expect(try !hq.verifyErasure(done.erasureID))
+    }
+
+    @Test("a marker from a child for a customer outside its scope erases nothing and leaves no acknowledgement")
+    func outsideScope() async throws {
+        let dir = try TempDir()
+        let hq = try makeStore(dir, "hq", parent: nil)
+        try hq.commit([.upsert("customers", id: "c-1", ["last_name": "Meyer", "owning_dealer": "d1"])])
+        let marker = Change(origin: "d2", originSeq: 1, hlc: HLCTimestamp(wallMillis: 1_000, counter: 0), table: "erasures", recordID: "era-x",
+                            op: .upsert, fields: Erasure.markerFields(table: .customers, id: "c-1", requestedBy: "d2", at: "2026-12-03T00:00:00Z"))
+        let gate: ChangeGate = { context in
+            PushScope.refusal(for: context.change, pusher: "d2", scope: Scope(nodes: ["d2"]), routeBefore: context.routeBefore, routeAfter: context.routeAfter)
+        }
+        let report = try await hq.applyIncoming([marker], from: "d2", source: .child, checkSkew: false, gate: gate)
+        #expect(report.applied == 1, "accepted like a marker of a customer that does not exist: nothing is revealed")
+        #expect(try hq.record(table: "customers", id: "c-1") != nil && hq.erasures().isEmpty)
+        let acks = try hq.liveRecords(table: "erasure_acks", limit: 10)
+        #expect(acks.isEmpty)
+    }
+}
