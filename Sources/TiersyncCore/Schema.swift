@@ -263,6 +263,9 @@ public struct ChangeRejection: Error, Sendable, Hashable, Codable, CustomStringC
         /// cannot bring the data back. Never retried; counted, never kept (its values are
         /// the data that was erased).
         case erased = "erased"
+        /// The receiver cannot apply this kind of change yet (an erasure marker at a hub on
+        /// PostgreSQL): kept by the sender and sent again, as for a newer schema.
+        case unsupported = "unsupported"
 
         /// Reasons that lie in the change itself under any schema version: every receiver
         /// refuses it the same way, so a refusal is final. All others depend on who sent

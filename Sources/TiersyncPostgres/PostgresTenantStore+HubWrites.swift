@@ -11,6 +11,9 @@ import TiersyncStorage
 extension PostgresTenantStore {
     public func writeAsHub(_ writes: [RecordWrite]) async throws -> [Change] {
         let root = try await prepared()
+        if writes.contains(where: { $0.table == DomainSchema.erasures.name }) {
+            throw StoreError.invalidArgument("erasure is not applied by a hub on PostgreSQL yet (docs/PRIVACY.md): erase at the node holding the customer, or run the hub on SQLite")
+        }
         var written: [Change] = []
         for write in writes {
             written.append(try await writeOne(write, as: root))

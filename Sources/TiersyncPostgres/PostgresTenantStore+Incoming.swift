@@ -21,6 +21,12 @@ extension PostgresTenantStore {
             case .failure(let r): return Ready(verdict: .failure(r), table: nil, log: nil)
             case .success(let v): valid = v
             }
+            // Erasure is done by the SQLite engine only so far (docs/PRIVACY.md): a marker
+            // stored here without erasing would be acknowledged by nobody and erase nothing.
+            if valid.table == DomainSchema.erasures.name {
+                return Ready(verdict: .failure(ChangeRejection(.unsupported, "erasure requests are not applied by a hub on PostgreSQL yet: kept by the sender until they are")),
+                             table: nil, log: nil)
+            }
             if checkSkew {
                 do throws(ClockSkewError) { try clock.check(valid.hlc, wallMillis: wallMillis) } catch {
                     let r = ChangeRejection(.clockSkew, "change \(valid.origin)#\(valid.originSeq) to \(valid.table)/\(valid.recordID): \(error.description)",

@@ -43,7 +43,11 @@ extension NodeStore: HubTenantStore {
     }
 
     public func writeAsHub(_ writes: [RecordWrite]) async throws -> [Change] {
-        try await offCooperativePool { try self.commit(writes) }
+        try await offCooperativePool {
+            let made = try self.commit(writes)
+            try self.finishErasures()
+            return made
+        }
     }
 
     public func attentionCounts() async throws -> AttentionCounts {

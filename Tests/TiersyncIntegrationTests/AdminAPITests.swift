@@ -171,6 +171,7 @@ struct AdminAPITests {
         case AdminRoutes.resolveConflict: AdminMessages.ResolveRequest(keep: .loser)
         case AdminRoutes.rollout: AdminMessages.RolloutRequest(release: 1)
         case AdminRoutes.rollback: AdminMessages.RollbackRequest(to: 1)
+        case AdminRoutes.requestErasure: AdminMessages.ErasureRequest(table: "customers", id: "france-secret-customer")
         default: route.method == "POST" ? [String: String]() : nil
         }
         return (path, body)
@@ -425,6 +426,53 @@ struct AdminAPITests {
             #expect(try await f.send("GET", "/admin/v1/conflicts", token: op).decode(AdminMessages.ConflictsResponse.self).conflicts.isEmpty)
             let audit = try await f.accounts.audit(of: "acme", scopes: nil, before: nil, limit: 10)
             #expect(audit.contains { $0.action == "conflict.resolve" && $0.target == "customers/c-1.last_name" })
+        }
+    }
+
+    @Test("erasure through the admin API: an HQ operator's request erases HQ's copy at once and sends the marker to the node that held the customer; the ledger shows HQ acknowledged and that node outstanding; a country admin is refused for another country's customer alike for none at all; a viewer cannot ask; on PostgreSQL, 501",
+          arguments: StorageEngine.testable)
+    func erasureRequests(engine: StorageEngine) async throws {
+        try await withAdminFixture(engine: engine) { f in
+            let now = WallClock.nowMillis()
+            #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 2, changes: [
+                Change(origin: "germany", originSeq: 1, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "customers", recordID: "g-1",
+                       op: .upsert, fields: ["owning_dealer": "germany", "last_name": "Erasable"]),
+                Change(origin: "germany", originSeq: 2, hlc: HLCTimestamp(wallMillis: now, counter: 1), table: "interactions", recordID: "gi-1",
+                       op: .upsert, fields: ["customer_id": "g-1", "summary": "Erasable called", "originating_node": "germany"]),
+            ]), credential: f.germany).status == 200)
+            let op = try await f.token("acme", "hq-op")
+            let viewer = try await f.token("acme", "hq-viewer")
+            let germanyOp = try await f.token("acme", "germany-op")
+            let france = try await f.token("acme", "france-op")
+            #expect(try await f.send("POST", "/admin/v1/erasures", json: AdminMessages.ErasureRequest(table: "customers", id: "g-1"), token: viewer).status == 403)
+            let outside = try await f.send("POST", "/admin/v1/erasures", json: AdminMessages.ErasureRequest(table: "customers", id: "g-1"), token: france)
+            let none = try await f.send("POST", "/admin/v1/erasures", json: AdminMessages.ErasureRequest(table: "customers", id: "no-such"), token: germanyOp)
+            #expect(outside.status == 403 && none.status == 403 && outside.text == none.text, "one answer: \(outside.text) / \(none.text)")
+            #expect(try await f.send("POST", "/admin/v1/erasures", json: AdminMessages.ErasureRequest(table: "interactions", id: "gi-1"), token: op).status == 422)
+
+            let reply = try await f.send("POST", "/admin/v1/erasures", json: AdminMessages.ErasureRequest(table: "customers", id: "g-1"), token: op)
+            if engine == .postgres {
+                #expect(reply.status == 501 && reply.error?.code == "unsupported", "\(reply.text)")
+                return
+            }
+            #expect(reply.status == 201, "\(reply.text)")
+            let line = try reply.decode(AdminMessages.ErasureLine.self)
+            #expect(line.id == "g-1" && line.requestedBy == "acme-hq" && line.replicas == ["acme-hq", "germany"])
+            #expect(line.acknowledgements.map(\.node) == ["acme-hq"] && line.acknowledgements.first?.records == 2 && line.outstanding == ["germany"])
+            let store = try await f.hub.tenantStore(for: "acme")
+            let customersLeft = try await store.liveRecords(inTable: "customers")
+            let dialoguesLeft = try await store.liveRecords(inTable: "interactions")
+            #expect(customersLeft.isEmpty && dialoguesLeft.isEmpty)
+            // The ledger, in full and outstanding only; a country admin sees their own country's.
+            let ledger = try await f.send("GET", "/admin/v1/erasures?outstanding=true", token: viewer).decode(AdminMessages.ErasuresResponse.self)
+            #expect(ledger.erasures.map(\.erasureID) == [line.erasureID])
+            #expect(try await f.send("GET", "/admin/v1/erasures", token: germanyOp).decode(AdminMessages.ErasuresResponse.self).erasures.count == 1)
+            #expect(try await f.send("GET", "/admin/v1/erasures", token: france).decode(AdminMessages.ErasuresResponse.self).erasures.isEmpty)
+            // germany's feed carries the marker (no personal data), and nothing of the erased values.
+            let pull = try await f.client.send("GET", "/v1/pull?after=0", credential: f.germany)
+            #expect(pull.text.contains("\"erasures\"") && !pull.text.contains("Erasable"), "\(pull.text)")
+            let audit = try await f.send("GET", "/admin/v1/audit", token: viewer)
+            #expect(audit.text.contains("erasure.request") && !audit.text.contains("Erasable"))
         }
     }
 

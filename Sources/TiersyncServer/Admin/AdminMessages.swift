@@ -237,6 +237,31 @@ public enum AdminMessages {
     /// the nodes above it): a country admin learns nothing of other countries.
     public static let hiddenNode = "(outside your scope)"
 
+    /// `POST /admin/v1/erasures`: erase a customer and everything linked to it, everywhere.
+    public struct ErasureRequest: Codable, Sendable {
+        public var table: String
+        public var id: String
+        public init(table: String, id: String) { (self.table, self.id) = (table, id) }
+    }
+
+    /// One erasure request in the ledger, as the caller may see it.
+    public struct ErasureLine: Codable, Sendable {
+        public var erasureID: String
+        public var table: String
+        public var id: String
+        public var requestedBy: String
+        public var requestedAt: String
+        /// The replicas that held the data (in the caller's view).
+        public var replicas: [NodeID]
+        public var acknowledgements: [ErasureAcknowledgement]
+        /// The replicas that have not acknowledged yet (in the caller's view).
+        public var outstanding: [NodeID]
+    }
+
+    public struct ErasuresResponse: Codable, Sendable {
+        public var erasures: [ErasureLine]
+    }
+
     public struct TraceEntry: Codable, Sendable, Equatable {
         public enum Upstream: String, Codable, Sendable {
             /// This node is the tenant's root.

@@ -58,7 +58,10 @@ public enum AdminRoutes {
     public static let kpis = Route("admin_kpis", "GET", "/admin/v1/kpis", role: .viewer)
     public static let trace = Route("admin_trace", "GET", "/admin/v1/trace", role: .viewer)
 
-    public static let all: [Route] = [kpis, trace, conflicts, resolveConflict, login, logout, me, createToken, nodes, revokeNode, decommissionNode, enrollmentToken,
+    public static let erasures = Route("admin_erasures", "GET", "/admin/v1/erasures", role: .viewer)
+    public static let requestErasure = Route("admin_request_erasure", "POST", "/admin/v1/erasures", role: .operator)
+
+    public static let all: [Route] = [kpis, trace, erasures, requestErasure, conflicts, resolveConflict, login, logout, me, createToken, nodes, revokeNode, decommissionNode, enrollmentToken,
                                       quarantine, discardQuarantined, replayQuarantined, audit, users, createUser, updateUser,
                                       releases, validateRelease, publishRelease, approveRelease, rejectRelease, rollout, rollback]
 

@@ -65,7 +65,7 @@ extension AdminService {
         }
         await signal(caller.user.tenant)
         try await audit(caller, address, "conflict.resolve", target: "\(conflict.table)/\(conflict.recordID).\(conflict.conflict.field)",
-                        detail: "kept \(body.keep.rawValue): \(value.canonical.prefix(200))")
+                        detail: "kept \(body.keep.rawValue)")  // never the value: the audit log is not erased with a customer
         return AdminMessages.ResolveResponse(table: conflict.table, recordID: conflict.recordID, field: conflict.conflict.field, value: value)
     }
 }

@@ -79,6 +79,8 @@ struct AdminService: Sendable {
             AdminRoutes.updateUser: guarded(AdminRoutes.updateUser, updateUser),
             AdminRoutes.conflicts: guarded(AdminRoutes.conflicts, conflicts),
             AdminRoutes.trace: guarded(AdminRoutes.trace, trace),
+            AdminRoutes.erasures: guarded(AdminRoutes.erasures, erasures),
+            AdminRoutes.requestErasure: guarded(AdminRoutes.requestErasure, requestErasure),
             AdminRoutes.kpis: guarded(AdminRoutes.kpis) { request, _, caller in
                 let query = request.uri.queryParameters
                 guard let period = KPIPeriodKind(rawValue: query.get("period") ?? KPIPeriodKind.month.rawValue) else {

@@ -1,0 +1,62 @@
+import Foundation
+import Hummingbird
+import TiersyncCore
+import TiersyncStorage
+
+/// Erasure through the admin API (docs/PRIVACY.md): a request writes the erasure marker as
+/// the hub's own change (erasing the hub's copy in its transaction; the marker then reaches
+/// every replica holding any of the data), and the ledger shows each request with the
+/// replicas that held the data and which have acknowledged.
+extension AdminService {
+    func requestErasure(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        let body = try await codec.decode(AdminMessages.ErasureRequest.self, from: request)
+        guard let table = Erasure.SubjectTable(rawValue: body.table) else {
+            throw APIError(.unprocessableContent, "invalid_parameter",
+                           "erasure starts from a customer: 'table' is one of \(Erasure.SubjectTable.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard RecordID.isValid(body.id) else {
+            throw APIError(.badRequest, "invalid_parameter", "'id' is a record id: 1–128 printable ASCII characters")
+        }
+        let store = try await directory.store(for: caller.user.tenant)
+        // Held here and routed into the caller's subtree; anything else, existing or not, is one answer.
+        let held = try await store.trace(recordID: body.id, table: table.rawValue, after: 0, limit: 1)
+        guard !held.changes.isEmpty, inScope(route: held.route, caller) else { throw Self.traceNotFound }
+        let erasureID = "era-" + (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        let now = Date().ISO8601Format()
+        // Requested here: by the hub's own node (HQ, or the country serving the caller).
+        guard let here = try await store.storeIdentity()?.node else { throw APIError(.internalServerError, "internal", "the tenant's store has no node") }
+        let marker = RecordWrite(table: DomainSchema.erasures.name, id: erasureID, op: .upsert,
+                                 fields: Erasure.markerFields(table: table, id: body.id, requestedBy: here, at: now))
+        do {
+            _ = try await store.writeAsHub([marker])
+        } catch let error as StoreError {
+            if case .rejected(let rejection) = error { throw APIError(.unprocessableContent, rejection.code.rawValue, rejection.message) }
+            throw APIError(.notImplemented, "unsupported", error.description)
+        }
+        await signal(caller.user.tenant)
+        try await audit(caller, context, "erasure.request", target: "\(table.rawValue)/\(body.id)", detail: erasureID)
+        guard let entry = try await store.erasureLedger().first(where: { $0.erasureID == erasureID }) else {
+            throw APIError(.internalServerError, "internal", "the erasure \(erasureID) was written but is not in the ledger")
+        }
+        return try codec.encode(ledgerLine(entry, caller), status: .created, for: request)
+    }
+
+    func erasures(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
+        let outstandingOnly = request.uri.queryParameters.get("outstanding") == "true"
+        let ledger = try await directory.store(for: caller.user.tenant).erasureLedger()
+        let lines = ledger.filter { inScope(route: Set($0.routedTo), caller) }.map { ledgerLine($0, caller) }
+            .filter { !outstandingOnly || !$0.outstanding.isEmpty }
+        return try codec.encode(AdminMessages.ErasuresResponse(erasures: lines), for: request)
+    }
+
+    /// A ledger entry as the caller may see it: nodes outside their view are not named.
+    func ledgerLine(_ entry: ErasureLedgerEntry, _ caller: AdminCaller) -> AdminMessages.ErasureLine {
+        let visible = caller.isTenantWide ? nil : caller.subtree.union(caller.tree.ancestors(of: caller.user.scope))
+        func seen(_ nodes: [NodeID]) -> [NodeID] { visible.map { v in nodes.filter { v.contains($0) } } ?? nodes }
+        let acknowledged = entry.acknowledgements.filter { visible?.contains($0.node) ?? true }
+        return AdminMessages.ErasureLine(erasureID: entry.erasureID, table: entry.subjectTable, id: entry.subjectID,
+                                         requestedBy: visible.map { $0.contains(NodeID(unchecked: entry.requestedBy)) } ?? true ? entry.requestedBy : AdminMessages.hiddenNode,
+                                         requestedAt: entry.requestedAt, replicas: seen(entry.replicas(in: caller.tree)),
+                                         acknowledgements: acknowledged, outstanding: seen(entry.outstanding(in: caller.tree)))
+    }
+}
