@@ -25,6 +25,11 @@ public enum DomainSchema {
             FieldSchema("consent_marketing_sms", .bool),
             FieldSchema("consent_service_phone", .bool),
             FieldSchema("consent_service_email", .bool),
+            // Consent per purpose and channel (``Consent``): each field has its own version;
+            // `tiersync consent set` records the change with its history (`consent_events`).
+            FieldSchema("consent_marketing_post", .bool),
+            FieldSchema("consent_service_sms", .bool),
+            FieldSchema("consent_service_post", .bool),
             FieldSchema("owning_dealer", .node, "the selling dealer"),
             FieldSchema("servicing_dealer", .node, "the dealer servicing the customer, if another"),
         ],
@@ -50,8 +55,10 @@ public enum DomainSchema {
         summary: "A customer contact; routed to the node it came from and the node handling it",
         fields: [
             FieldSchema("customer_id", .string(maxLength: 128)),
-            FieldSchema("channel", .oneOf(["phone", "email", "web", "chat", "visit", "fax"])),
+            FieldSchema("channel", .oneOf(["phone", "email", "web", "chat", "visit", "fax", "sms", "post"])),
             FieldSchema("direction", .oneOf(["inbound", "outbound"])),
+            FieldSchema("purpose", .oneOf(Consent.Purpose.allCases.map(\.rawValue)),
+                        "for an outbound contact: marketing or service; the customer's consent for it and the channel is checked when it is written (docs/PRIVACY.md)"),
             FieldSchema("topic", .string(maxLength: 200)),
             FieldSchema("knowledge_kind", .oneOf(["scheme", "specification"]),
                         "scheme: general product questions (can be centralised); specification: a concrete car or offer"),
@@ -109,7 +116,7 @@ public enum DomainSchema {
             FieldSchema("customer_id", .string(maxLength: 128)),
             FieldSchema("kind", .string(maxLength: 100), "proactive: created by a proactive rule (docs/GOVERNANCE.md, \"Proactive contacts\")"),
             FieldSchema("rule_id", .string(maxLength: 100)),
-            FieldSchema("channel", .oneOf(["phone", "email", "web", "chat", "visit", "fax"])),
+            FieldSchema("channel", .oneOf(["phone", "email", "web", "chat", "visit", "fax", "sms", "post"])),
             FieldSchema("due_at", .timestamp),
             FieldSchema("status", .oneOf(["open", "done", "cancelled"])),
             FieldSchema("assigned_node", .node, "the node of the rule's level that makes the contact"),
@@ -118,7 +125,7 @@ public enum DomainSchema {
             FieldSchema("level", .string(maxLength: 64), "the rule's level"),
             FieldSchema("queue", .string(maxLength: 100)),
             FieldSchema("priority", .int, "1 (highest) … 5, from the rule"),
-            FieldSchema("requires_consent", .oneOf(["marketing_phone", "marketing_email", "marketing_sms", "service_phone", "service_email"]),
+            FieldSchema("requires_consent", .oneOf(Consent.fieldSuffixes),
                         "the customer's consent the contact needs (customers.consent_<value>)"),
             FieldSchema("release", .int, "the release whose rule created it"),
             FieldSchema("cancel_reason", .string(maxLength: 500)),
@@ -225,6 +232,23 @@ public enum DomainSchema {
         ],
         routeFields: ["node"])
 
+    /// One recorded consent decision of a customer (docs/PRIVACY.md): the history behind the
+    /// customer's `consent_<purpose>_<channel>` field, written with it by `tiersync consent set`.
+    public static let consentEvents = TableSchema(
+        name: "consent_events",
+        summary: "A customer's consent for one purpose and channel, given or withdrawn: who recorded it, when and from which source",
+        fields: [
+            FieldSchema("customer_id", .string(maxLength: 128)),
+            FieldSchema("purpose", .oneOf(Consent.Purpose.allCases.map(\.rawValue))),
+            FieldSchema("channel", .oneOf(Consent.Channel.allCases.map(\.rawValue))),
+            FieldSchema("granted", .bool),
+            FieldSchema("source", .oneOf(Consent.Source.allCases.map(\.rawValue)), "where the customer said so"),
+            FieldSchema("recorded_by", .node, "the node where it was recorded"),
+            FieldSchema("recorded_at", .timestamp),
+            FieldSchema("owning_dealer", .node, "the customer's dealer when it was recorded, which sees its history"),
+        ],
+        routeFields: ["recorded_by", "owning_dealer"])
+
     public static let schema = Schema(tables: [customers, vehicles, interactions, leads, tasks, escalations, governanceStatus, kpiSnapshots,
-                                               erasures, erasureAcks])
+                                               erasures, erasureAcks, consentEvents])
 }

@@ -30,6 +30,7 @@ public enum Erasure {
         Link(table: DomainSchema.interactions.name, field: "customer_id", parent: DomainSchema.customers.name),
         Link(table: DomainSchema.leads.name, field: "customer_id", parent: DomainSchema.customers.name),
         Link(table: DomainSchema.tasks.name, field: "customer_id", parent: DomainSchema.customers.name),
+        Link(table: DomainSchema.consentEvents.name, field: "customer_id", parent: DomainSchema.customers.name),
         Link(table: DomainSchema.tasks.name, field: "vehicle_id", parent: DomainSchema.vehicles.name),
         Link(table: DomainSchema.escalations.name, field: "interaction_id", parent: DomainSchema.interactions.name),
     ]

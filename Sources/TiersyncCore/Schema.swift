@@ -266,6 +266,10 @@ public struct ChangeRejection: Error, Sendable, Hashable, Codable, CustomStringC
         /// The receiver cannot apply this kind of change yet (an erasure marker at a hub on
         /// PostgreSQL): kept by the sender and sent again, as for a newer schema.
         case unsupported = "unsupported"
+        /// A local write of an outbound contact (an open task, an outbound dialogue with a
+        /// purpose) for a customer without the consent it needs (``Consent``). Local writes
+        /// only: a received change is never judged by consent (it may have been given then).
+        case noConsent = "no_consent"
 
         /// Reasons that lie in the change itself under any schema version: every receiver
         /// refuses it the same way, so a refusal is final. All others depend on who sent

@@ -43,6 +43,9 @@ extension NodeStore {
                 if let blocked = try erasureBlocking(db, &statements, table: write.table, id: write.id, fields: fields) {
                     throw StoreError.rejected(Self.erasedRejection(table: write.table, id: write.id, erasureID: blocked.erasureID))
                 }
+                if write.op == .upsert, let refusal = try consentRefusal(db, table: table, id: write.id, stored: stored, fields: fields) {
+                    throw StoreError.rejected(refusal)
+                }
                 if write.op == .upsert, stored?.state.isLive != true, let first = table.routeFields.first, fields[first] == nil {
                     // The first route field names where a record was made or who owns it
                     // (originating node, source node, owning dealer): by default, the writer.
@@ -66,5 +69,27 @@ extension NodeStore {
             try Self.setMeta(db, .hlc, String(last.rawValue))
             return made
         }
+    }
+}
+
+extension NodeStore {
+    /// The fields whose change makes a write an outbound contact to check again.
+    private static let contactFields: Set<String> = ["status", "requires_consent", "direction", "purpose", "channel", "customer_id"]
+
+    /// Why a local write of an outbound contact may not be made (``Consent``): its customer,
+    /// as held here (with the batch's earlier writes), has not given the consent it needs.
+    /// Checked when a contact is created or one of ``contactFields`` changes.
+    func consentRefusal(_ db: Database, table: TableSchema, id: String, stored: StoredRecord?, fields: [String: FieldValue]) throws -> ChangeRejection? {
+        guard table.name == DomainSchema.tasks.name || table.name == DomainSchema.interactions.name,
+              stored?.state.isLive != true || !Self.contactFields.isDisjoint(with: fields.keys) else { return nil }
+        var record = stored?.state.isLive == true ? stored!.state.liveValues : [:]
+        for (name, value) in fields { record[name] = value }
+        guard let needed = Consent.requiredField(table: table.name, record: record) else { return nil }
+        guard let customerID = record["customer_id"]?.stringValue else {
+            return ChangeRejection(.noConsent, "\(table.name)/\(id) is an outbound contact needing \(needed) but names no customer_id")
+        }
+        let customer = try schema.table(DomainSchema.customers.name).flatMap { try load(db, table: $0, id: customerID) }
+        guard !Consent.isGiven(needed, customer: customer?.state.isLive == true ? customer!.state.liveValues : nil) else { return nil }
+        return ChangeRejection(.noConsent, "customer \(customerID) has not given \(needed) (as held here): \(table.name)/\(id) is not written")
     }
 }

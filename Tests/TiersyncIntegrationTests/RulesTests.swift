@@ -219,8 +219,23 @@ struct RulesTests {
             #expect(cli.contains("no task: rule handover-call for vehicle v-no: the customer's consent is not given")
                     && cli.contains("no task: rule handover-call for vehicle v-none") && cli.contains("0 task(s) created"), "\(cli)")
 
-            // c-yes withdraws the consent before the due date: the task is cancelled everywhere, once.
-            try berlin.store.commit([.upsert("customers", id: "c-yes", ["consent_service_phone": false])])
+            // No node writes an outbound contact without consent: a task for c-no, a marketing call to c-none.
+            let berlinDB = dir.path + "/de-berlin.sqlite"
+            let refusedTask = try Child.capture(["record", "put", "--db", berlinDB, "tasks", "t-manual", "customer_id=c-no",
+                                                 "requires_consent=service_phone", "status=open", "channel=phone"])
+            #expect(refusedTask.status != 0 && refusedTask.output.contains("customer c-no has not given consent_service_phone"), "\(refusedTask.output)")
+            #expect(throws: StoreError.self) {
+                try berlin.store.commit([.upsert("interactions", id: "call-1", ["customer_id": "c-none", "direction": "outbound",
+                                                                               "purpose": "marketing", "channel": "phone"])])
+            }
+            #expect(try berlin.store.record(table: "tasks", id: "t-manual") == nil)
+
+            // c-yes withdraws the consent before the due date, on the phone to HQ's hotline: recorded at HQ with
+            // its history, the dealer's open task is cancelled everywhere, once.
+            let hqDB = dir.path + "/hub/tenants/automaker.sqlite"
+            let withdrawn = try Child.run(["consent", "set", "--db", hqDB, "--customer", "c-yes", "--purpose", "service", "--channel", "phone",
+                                           "--withdraw", "--source", "hotline"])
+            #expect(withdrawn.contains("c-yes: consent service by phone withdrawn (hotline, recorded by hq"), "\(withdrawn)")
             try await eventually(timeout: 30, "every node holds the task cancelled") {
                 try nodes.allSatisfy { _, s in
                     try values(s, handover, table: "tasks")?["status"] == "cancelled" && table(s, "tasks") == table(hq, "tasks")
@@ -228,6 +243,13 @@ struct RulesTests {
             }
             let cancelled = try #require(try values(hq, handover, table: "tasks"))
             #expect(cancelled["cancel_reason"] == "consent service_phone withdrawn" && cancelled["cancelled_at"] != nil, "\(cancelled)")
+            // The history reaches the customer's dealer: who recorded it, when, from where.
+            try await eventually(timeout: 30, "the dealer holds the consent history") { try !berlin.store.consentHistory(customer: "c-yes").isEmpty }
+            let history = try berlin.store.consentHistory(customer: "c-yes")
+            #expect(history.map { "\($0.purpose)_\($0.channel)=\($0.granted) \($0.source) by \($0.recordedBy)" } == ["service_phone=false hotline by hq"]
+                    && history[0].recordedAt.hasPrefix("20"), "\(history)")
+            let shown = try Child.run(["consent", "show", "--db", berlinDB, "--customer", "c-yes"])
+            #expect(shown.contains("withdrawn") && shown.contains("hotline") && shown.contains("hq"), "\(shown)")
 
             // 20 January: the satisfaction call, 60 days after the sale, is de's dialogue centre's (country level);
             // c-yes still consents to marketing calls, c-no never did.

@@ -1,0 +1,47 @@
+/// A customer's consent per purpose and channel, as plain values (docs/PRIVACY.md): the
+/// customer fields holding it (`consent_<purpose>_<channel>`, each with its own version, so
+/// two nodes recording different channels never conflict), the history record written with
+/// each change (``DomainSchema/consentEvents``), and the check every outbound contact a
+/// node writes passes: an open task, or an outbound dialogue with a purpose, for a channel
+/// the customer has not consented to is refused.
+public enum Consent {
+    public enum Purpose: String, Sendable, CaseIterable { case marketing, service }
+    public enum Channel: String, Sendable, CaseIterable { case phone, email, sms, post }
+    /// Where the customer gave or withdrew it.
+    public enum Source: String, Sendable, CaseIterable {
+        case dealerVisit = "dealer_visit"
+        case web, hotline, phone, email, letter, app
+        case `import`
+    }
+
+    /// Every `purpose_channel` pair, as tasks name the consent they need (`requires_consent`).
+    public static let fieldSuffixes: [String] = Purpose.allCases.flatMap { p in Channel.allCases.map { "\(p.rawValue)_\($0.rawValue)" } }
+
+    /// The customer field holding consent for `purpose` by `channel`.
+    public static func field(_ purpose: Purpose, _ channel: Channel) -> String { "consent_\(purpose.rawValue)_\(channel.rawValue)" }
+
+    /// Whether the customer's values give the consent (`true` only: absent or null is none).
+    public static func isGiven(_ field: String, customer: [String: FieldValue]?) -> Bool {
+        customer?[field] == .bool(true)
+    }
+
+    /// The consent field an outbound contact written as `record` of `table` needs, or nil when
+    /// it needs none: an open task naming the consent it requires; an outbound dialogue with a
+    /// purpose by phone, e-mail, SMS or post. (A dialogue without a purpose answers one the
+    /// customer started; visits, web and chat are the customer's own doing.)
+    public static func requiredField(table: String, record: [String: FieldValue]) -> String? {
+        switch table {
+        case DomainSchema.tasks.name:
+            guard record["status"]?.stringValue ?? "open" == "open",
+                  let needed = record["requires_consent"]?.stringValue, fieldSuffixes.contains(needed) else { return nil }
+            return "consent_" + needed
+        case DomainSchema.interactions.name:
+            guard record["direction"]?.stringValue == "outbound",
+                  let purpose = record["purpose"]?.stringValue.flatMap(Purpose.init(rawValue:)),
+                  let channel = record["channel"]?.stringValue.flatMap(Channel.init(rawValue:)) else { return nil }
+            return field(purpose, channel)
+        default:
+            return nil
+        }
+    }
+}
