@@ -223,6 +223,7 @@ struct Demo: AsyncParsableCommand {
         say("effective \(field): de-munich \(try effective("de-munich")) (release ⊕ de's overlay), fr-paris \(try effective("fr-paris")) (release)")
         try await demonstrateAllocation(stores: stores, hq: hq)
         try await demonstrateRules(stores: stores, hq: hq)
+        try await demonstratePrivacy(stores: stores, hq: hq)
         // The nodes report what they applied as records that sync upward to HQ.
         let all = try await catalog.nodes(of: Self.tenant)
         try await wait("HQ hears from every node") {
@@ -348,6 +349,38 @@ struct Demo: AsyncParsableCommand {
                 "task \($0.id) (rule handover-call, \($0.values["channel"]?.description ?? "-"), due \($0.values["due_at"]?.description ?? "-"), queue \($0.values["queue"]?.description ?? "-") at \($0.values["assigned_node"]?.description ?? "-"))"
             } ?? "no task: its customer does not consent to service calls"))
         }
+    }
+
+    /// Consent and erasure (docs/PRIVACY.md): Weber withdraws the consent to service calls on
+    /// the phone to HQ's hotline; at de-berlin the open handover task is cancelled. Wolf asks
+    /// to be erased at de-berlin; every replica erases and acknowledges in HQ's ledger.
+    private func demonstratePrivacy(stores: [NodeID: NodeStore], hq: NodeStore) async throws {
+        let berlin = stores["de-berlin"]!
+        print("")
+        guard let task = try berlin.liveRecords(table: "tasks").first(where: { $0.values["vehicle_id"] == "veh-weber" && $0.values["status"] == "open" }) else {
+            say("privacy part skipped: no open handover task for cust-consents")
+            return
+        }
+        try await wait("HQ holds the handover task") { try hq.record(table: "tasks", id: task.id) != nil }
+        let event = try hq.recordConsent(customer: "cust-consents", purpose: .service, channel: .phone, granted: false, source: .hotline)
+        say("cust-consents withdraws the consent to service calls on the phone to HQ's hotline (tiersync consent set --withdraw): recorded by \(event.recordedBy) at \(event.recordedAt)")
+        try await wait("the withdrawal reaches de-berlin") {
+            try berlin.record(table: "customers", id: "cust-consents")?.state.liveValues["consent_service_phone"] == .bool(false)
+        }
+        try await RulesRunner(store: berlin).runOnce()
+        let cancelled = try berlin.record(table: "tasks", id: task.id)?.state.liveValues ?? [:]
+        say("at de-berlin, task \(task.id) is now \(cancelled["status"]?.description ?? "-") (\(cancelled["cancel_reason"]?.description ?? "-")); "
+            + "its consent history there: " + (try berlin.consentHistory(customer: "cust-consents").map { "\($0.purpose)/\($0.channel) \($0.granted ? "given" : "withdrawn") via \($0.source) at \($0.recordedBy)" }.joined(separator: "; ")))
+
+        let erased = try berlin.erase(.customers, id: "cust-declines")
+        say("cust-declines asks de-berlin to erase them (tiersync erase): \(erased.records) record(s) and the values of \(erased.logEntries) change-log entries gone there, write-ahead log truncated")
+        try await wait("HQ's ledger shows de-berlin, de and HQ acknowledged") {
+            let acked = Set(try await hq.erasureLedger().first { $0.erasureID == erased.erasureID }?.acknowledgements.map(\.node) ?? [])
+            return acked.isSuperset(of: ["de-berlin", "de", "hq"])
+        }
+        let entry = try await hq.erasureLedger().first { $0.erasureID == erased.erasureID }
+        say("HQ's ledger (tiersync admin erasures): " + (entry?.acknowledgements.map { "\($0.node) acknowledged at \($0.acknowledgedAt)" }.joined(separator: ", ") ?? "-")
+            + "; a late change of cust-declines from any node is refused 'erased'")
     }
 
     private func wait(_ what: String, _ condition: () async throws -> Bool) async throws {
