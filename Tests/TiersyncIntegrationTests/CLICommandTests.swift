@@ -289,9 +289,25 @@ struct CLICommandTests {
         let got = try await r.run("tiersync record get", cwd: cwd)
         #expect(got.out.contains("customers/cust-1") && got.out.contains("Berlin") && got.out.contains("key_account"), "\(got)")
         try await eventually(timeout: 30, "cust-1 reaches HQ") { try hq.record(table: "customers", id: "cust-1")?.state.liveValues["city"] == .string("Berlin") }
+        // Consent, recorded with its history.
+        let withdrawn = try await r.run("tiersync consent set", cwd: cwd)
+        #expect(withdrawn.out.contains("cust-1: consent marketing by phone withdrawn (hotline, recorded by dealer-042"), "\(withdrawn)")
+        let consent = try await r.run("tiersync consent show", cwd: cwd)
+        #expect(consent.out.contains("withdrawn") && consent.out.contains("hotline"), "\(consent)")
         let deleted = try await r.run("tiersync record delete", cwd: cwd)
         #expect(deleted.out.contains("deleted customers/cust-1"), "\(deleted)")
         try await eventually(timeout: 30, "the delete reaches HQ") { try hq.record(table: "customers", id: "cust-1")?.state.isLive == false }
+        // A delete leaves the values in the change log; the erasure empties them everywhere.
+        let erased = try await r.run("tiersync erase", cwd: cwd)
+        #expect(erased.out.contains("erased customers/cust-1 as era-") && erased.out.contains("files clean: yes"), "\(erased)")
+        let verified = try await r.run("tiersync erasures", cwd: cwd)
+        #expect(verified.out.contains("1 erasure(s)") && !verified.out.contains("NO"), "\(verified)")
+        try await eventually(timeout: 30, "HQ, de and the dealer acknowledge") {
+            let ledger = try await tiersync(["admin", "erasures", "--data", r.hubData, "--tenant", "automaker"], cwd: cwd)
+            return ledger.out.contains("complete: every replica acknowledged")
+        }
+        let ledger = try await r.run("tiersync admin erasures", cwd: cwd)
+        #expect(ledger.out.contains("customers/cust-1") && ledger.out.contains("acknowledged by dealer-042"), "\(ledger)")
 
         let tables = try await r.run("tiersync record tables", cwd: cwd)
         #expect(tables.out.contains("customers:") && tables.out.contains("leads:") && tables.out.contains("routed by"), "\(tables)")
