@@ -47,6 +47,11 @@ public struct AgentConfiguration: Sendable {
     /// Lag reports of the nodes below, sent upward with the node's own (a country node
     /// relays its dealers'); nil for a dealer.
     public var relayedLag: (@Sendable () async -> [LagReport])?
+    /// The node's scope, for evicting records whose route leaves it after a pulled page
+    /// (``NodeStore/evict(outside:touchedBy:)``): nil answers "unknown, evict nothing". A
+    /// country node gives its subtree from the directory it mirrors; the default is the node
+    /// alone, right for a dealer (or an insurer's agent), which has no node below it.
+    public var scope: (@Sendable (NodeID) async -> Scope?) = { Scope(nodes: [$0]) }
 
     public init(parentURL: String, caFile: String? = nil) {
         self.parentURL = parentURL

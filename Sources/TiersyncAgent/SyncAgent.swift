@@ -480,6 +480,14 @@ public final class SyncAgent: Sendable {
         }
         let report = try await store.apply(ready, cursor: (Self.pullCursor, page.nextCursor))
         if !page.more, !bootstrapped { try store.setMeta("pull.bootstrapped", "1") }
+        // A record this page routed away from the node is evicted here (docs/PRIVACY.md).
+        if report.applied > 0, let scope = await configuration.scope(identity.node) {
+            let evicted = try store.evict(outside: scope, touchedBy: page.changes)
+            if evicted.records > 0 || evicted.keptUnsent > 0 {
+                logger.info("evicted records routed away from this node", metadata: [
+                    "records": "\(evicted.records)", "log_entries": "\(evicted.logEntries)", "kept_unsent": "\(evicted.keptUnsent)"])
+            }
+        }
         if !report.rejected.isEmpty {
             for r in report.rejected {
                 logger.error("refused a change from the parent", metadata: ["change": "\(r.origin)#\(r.originSeq)", "reason": "\(r.message)"])

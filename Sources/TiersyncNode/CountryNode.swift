@@ -43,6 +43,12 @@ public struct CountryNode: Sendable {
         upward.rulesInterval = nil
         let relay = RelayBox()
         upward.relayedLag = { await relay.directory?.relayedLag() ?? [] }
+        // The country's scope is its subtree as mirrored from HQ (unknown until it is: no eviction).
+        upward.scope = { node in
+            guard let directory = await relay.directory, let tree = try? await directory.tree(of: identity.tenant),
+                  tree.parents[node] != nil else { return nil }
+            return Scope(tree: tree, node: node)
+        }
         let agent = try SyncAgent(store: store, configuration: upward, logger: logger, onPulled: {
             await hubBox.hub?.notifyChanges(for: identity.tenant)
         }, onGovernance: {
@@ -70,6 +76,7 @@ public struct CountryNode: Sendable {
                     do {
                         try await directory.refresh()
                         try await Self.backfillNewcomers(directory: directory, agent: agent, store: store, logger: logger)
+                        try await Self.evictLeavers(directory: directory, store: store, identity: identity, logger: logger)
                     } catch is CancellationError {
                         return
                     } catch {
@@ -82,6 +89,24 @@ public struct CountryNode: Sendable {
             group.cancelAll()
             try await group.waitForAll()
         }
+    }
+
+    /// Evicts the records of nodes that left this subtree (moved to another country, or
+    /// decommissioned and gone from the directory), once its node set differs from the one
+    /// last swept, and at the first refresh (a move while the country was down). Which set was
+    /// swept is kept in the node's store, so a sweep cut short is redone.
+    static func evictLeavers(directory: RelayDirectory, store: NodeStore, identity: NodeIdentity, logger: Logger) async throws {
+        let present = try await directory.descendants()
+        let key = present.map(\.rawValue).sorted().joined(separator: ",")
+        guard try store.meta("evicted.for") != key, let tree = try? await directory.tree(of: identity.tenant),
+              tree.parents[identity.node] != nil else { return }
+        let report = try store.evict(outside: Scope(tree: tree, node: identity.node))
+        if report.records > 0 || report.keptUnsent > 0 {
+            logger.info("evicted records routed outside this subtree", metadata: [
+                "records": "\(report.records)", "log_entries": "\(report.logEntries)", "kept_unsent": "\(report.keptUnsent)"])
+        }
+        // Records still waiting to go upward are swept again at the next refresh.
+        if report.keptUnsent == 0 { try store.setMeta("evicted.for", key) }
     }
 
     /// Fetches from HQ the records routed to nodes that joined this subtree (moved in from

@@ -1,0 +1,89 @@
+// Re-scoping (docs/PRIVACY.md, "Re-scoping"): a record whose route leaves this node's scope
+// (its owner changed, a dealer moved to another country) is evicted here, with its log
+// entries, unless it is still routed into the scope for another reason or the node has not
+// yet sent its own changes of it. Should it come back, the feed's snapshot on route entry
+// delivers it whole again (the entries are gone, not merely emptied, so they are not taken
+// for duplicates).
+
+import GRDB
+import TiersyncCore
+
+/// What an eviction did.
+public struct EvictionReport: Sendable, Equatable {
+    /// Records evicted (rows or tombstones), with their log entries.
+    public var records = 0
+    public var logEntries = 0
+    /// Records outside the scope kept for now: changes of them made here (or received from a
+    /// child) are not yet acknowledged by the parent.
+    public var keptUnsent = 0
+}
+
+extension NodeStore {
+    /// Evicts records held here whose route lies outside `scope`: those touched by
+    /// `changes` in a route field (after a pulled page), or every record (`changes` nil: after
+    /// the node's own scope changed). The tenant's root keeps everything; nothing unsent is
+    /// evicted.
+    @discardableResult
+    public func evict(outside scope: Scope, touchedBy changes: [Change]? = nil) throws -> EvictionReport {
+        guard scope.nodes != nil else { return EvictionReport() }
+        var candidates: [(table: TableSchema, id: String)]? = nil
+        if let changes {
+            var seen = Set<String>()
+            candidates = changes.compactMap { change in
+                guard let table = schema.table(change.table), !Set(table.routeFields).isDisjoint(with: change.fields.keys),
+                      seen.insert(change.table + "\u{0}" + change.recordID).inserted else { return nil }
+                return (table, change.recordID)
+            }
+            if candidates!.isEmpty { return EvictionReport() }
+        }
+        return try writer.write { db in
+            guard let me = try Self.identity(db), me.parent != nil else { return EvictionReport() }
+            var report = EvictionReport()
+            var records: [(table: TableSchema, id: String, route: Set<NodeID>)] = []
+            if let candidates {
+                for (table, id) in candidates {
+                    if let stored = try load(db, table: table, id: id) { records.append((table, id, stored.route)) }
+                }
+            } else {
+                for table in schema.tables {
+                    for row in try Row.fetchAll(db, sql: "SELECT id, \(DomainTables.routeColumn) FROM \(table.name.quotedDatabaseIdentifier)") {
+                        records.append((table, row[0], Self.parseRoute(row[1])))
+                    }
+                    for row in try Row.fetchAll(db, sql: "SELECT id, route FROM ts_tombstones WHERE tbl = ?", arguments: [table.name]) {
+                        records.append((table, row[0], Self.parseRoute(row[1])))
+                    }
+                }
+            }
+            let outside = records.filter { !$0.route.isEmpty && !scope.contains(route: $0.route) }
+            guard !outside.isEmpty else { return report }
+            let pushed = try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [Self.parentPushCursor]) ?? 0
+            // Own sequence numbers never go back: the highest used so far becomes the floor
+            // before any own entry is removed.
+            let highest = try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?", arguments: [me.node.rawValue]) ?? 0
+            if highest > (try Self.seqFloor(db)) { try Self.setMeta(db, .seqFloor, String(highest)) }
+            var statements = LogStatements(db)
+            for (table, id, _) in outside {
+                let unsent = try Bool.fetchOne(db, sql: """
+                    SELECT EXISTS (SELECT 1 FROM ts_changes WHERE tbl = ? AND record_id = ? AND source != 'parent' AND seq > ?)
+                    """, arguments: [table.name, id, pushed]) ?? false
+                if unsent {
+                    report.keptUnsent += 1
+                    continue
+                }
+                let stored = try load(db, table: table, id: id)
+                try countKPIs(db, &statements, table: table, id: id, before: stored, after: RecordState())
+                try db.execute(sql: """
+                    DELETE FROM ts_change_routes WHERE seq IN (SELECT seq FROM ts_changes WHERE tbl = ? AND record_id = ?);
+                    DELETE FROM ts_route_entries WHERE tbl = ? AND record_id = ?;
+                    DELETE FROM ts_conflicts WHERE tbl = ? AND record_id = ?;
+                    """, arguments: [table.name, id, table.name, id, table.name, id])
+                try db.execute(sql: "DELETE FROM ts_changes WHERE tbl = ? AND record_id = ?", arguments: [table.name, id])
+                report.logEntries += db.changesCount
+                try db.execute(sql: tableSQL[table.name]!.delete, arguments: [id])
+                try db.execute(sql: "DELETE FROM ts_tombstones WHERE tbl = ? AND id = ?", arguments: [table.name, id])
+                report.records += 1
+            }
+            return report
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import Foundation
+import Testing
+import TiersyncAgent
+import TiersyncCore
+import TiersyncServer
+import TiersyncStore
+import TiersyncTestSupport
+
+/// Issue 16's re-scoping over TLS: a record whose owner changes arrives whole at its new
+/// dealer and country and leaves the old ones; a dealer moved to another country leaves
+/// nothing of its records at the old country; every node's scope digest equals HQ's.
+@Suite("Re-scoping", .serialized)
+struct RescopingTests {
+    @Test("""
+    an owner change delivers the whole record to the new dealer and its country and evicts it, with its log entries, \
+    from the old dealer and country (a dialogue still routed there stays); a dealer moved de → fr leaves none of its \
+    records at de; scope digests equal HQ's
+    """, .timeLimit(.minutes(5)))
+    func ownerChangeAndMove() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path)
+            try hub.catalog.createTenant("acme", levels: 3)
+            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            let fr = try await running.country(hub: hub, tenant: "acme", node: "fr", directory: dir.path)
+            let d1 = try await running.agent(enrolling: "d1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+            var d2 = try await running.agent(enrolling: "d2", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+            let f1 = try await running.agent(enrolling: "f1", parent: "fr", tenant: "acme", hub: hub, parentURL: fr.url, directory: dir.path)
+            let hq = try hub.stores.store(for: "acme")
+
+            try d1.store.commit([
+                .upsert("customers", id: "c-1", ["last_name": "Moves", "phone": "+49 30 1"]),
+                .upsert("interactions", id: "i-1", ["customer_id": "c-1", "topic": "test drive", "originating_node": "d1"]),
+            ])
+            try d2.store.commit([.upsert("customers", id: "c-2", ["last_name": "Travels"])])
+            try await eventually(timeout: 30, "HQ and de hold everything") {
+                try [hq, de.store].allSatisfy { s in
+                    try s.record(table: "customers", id: "c-1") != nil && s.record(table: "customers", id: "c-2") != nil
+                        && s.record(table: "interactions", id: "i-1") != nil
+                }
+            }
+
+            // HQ gives c-1 to f1 (in fr): the whole record arrives there; d1 and de let it go.
+            try hq.commit([.upsert("customers", id: "c-1", ["owning_dealer": "f1"])])
+            try await eventually(timeout: 30, "f1 and fr hold c-1 whole") {
+                try [f1.store, fr.store].allSatisfy { s in
+                    try s.record(table: "customers", id: "c-1")?.state.liveValues["last_name"] == "Moves"
+                        && s.record(table: "customers", id: "c-1")?.state.liveValues["phone"] == "+49 30 1"
+                }
+            }
+            try await eventually(timeout: 30, "d1 and de evict c-1") {
+                try [d1.store, de.store].allSatisfy { s in
+                    try s.record(table: "customers", id: "c-1") == nil && s.lineage(recordID: "c-1").isEmpty
+                }
+            }
+            #expect(try d1.store.record(table: "interactions", id: "i-1") != nil && de.store.record(table: "interactions", id: "i-1") != nil,
+                    "the dialogue is still routed to d1")
+
+            // d2 moves from de to fr: fr receives its records, de keeps none of them.
+            try await hub.catalogStore.moveNode("d2", of: "acme", to: "fr")
+            await d2.stop()
+            #expect(try SyncAgent.adoptParent(store: d2.store, url: fr.url))
+            d2 = try running.agent(store: d2.store, parentURL: fr.url, caFile: hub.caFile)
+            try await eventually(timeout: 30, "fr holds c-2 and de evicts it") {
+                try fr.store.record(table: "customers", id: "c-2") != nil
+                    && de.store.record(table: "customers", id: "c-2") == nil && de.store.lineage(recordID: "c-2").isEmpty
+            }
+            #expect(try d2.store.record(table: "customers", id: "c-2") != nil, "the moved dealer keeps its own records")
+
+            let tree = try await hub.catalogStore.tree(of: "acme")
+            let stores: [(NodeID, NodeStore)] = [("de", de.store), ("fr", fr.store), ("d1", d1.store), ("d2", d2.store), ("f1", f1.store)]
+            try await eventually(timeout: 30, "every node's scope digest equals HQ's") {
+                try stores.allSatisfy { node, store in
+                    let scope = Scope(tree: tree, node: node)
+                    return try store.digest(scope: scope) == hq.digest(scope: scope)
+                }
+            }
+        }
+    }
+}
