@@ -71,6 +71,8 @@ public final class SyncAgent: Sendable {
     /// for one after reaching the parent again, so an erasure decided while the node was
     /// away is applied before anything is pushed (docs/PRIVACY.md).
     private let pullRounds = Mutex<Int>(0)
+    /// Records routed away from the node but kept: changes of them were not yet acknowledged.
+    private let pendingEviction = Mutex<Set<RecordKey>>([])
 
     static let pushCursor = NodeStore.parentPushCursor
     static let pullCursor = "pull.parent"
@@ -315,6 +317,7 @@ public final class SyncAgent: Sendable {
                     pullFirst = nil
                 }
                 try await pushPending()
+                try await evictRoutedAway(touchedBy: nil)
                 failed = false
                 backoff.reset()
                 recordSuccess()
@@ -481,13 +484,7 @@ public final class SyncAgent: Sendable {
         let report = try await store.apply(ready, cursor: (Self.pullCursor, page.nextCursor))
         if !page.more, !bootstrapped { try store.setMeta("pull.bootstrapped", "1") }
         // A record this page routed away from the node is evicted here (docs/PRIVACY.md).
-        if report.applied > 0, let scope = await configuration.scope(identity.node) {
-            let evicted = try store.evict(outside: scope, touchedBy: page.changes)
-            if evicted.records > 0 || evicted.keptUnsent > 0 {
-                logger.info("evicted records routed away from this node", metadata: [
-                    "records": "\(evicted.records)", "log_entries": "\(evicted.logEntries)", "kept_unsent": "\(evicted.keptUnsent)"])
-            }
-        }
+        if report.applied > 0 { try await evictRoutedAway(touchedBy: page.changes) }
         if !report.rejected.isEmpty {
             for r in report.rejected {
                 logger.error("refused a change from the parent", metadata: ["change": "\(r.origin)#\(r.originSeq)", "reason": "\(r.message)"])
@@ -499,6 +496,27 @@ public final class SyncAgent: Sendable {
             $0.parentHead = page.head
         }
         if report.applied > 0 { await onPulled() }
+    }
+
+    /// Evicts what `changes` routed away from this node (nil: retries the records kept
+    /// earlier because changes of them were not yet acknowledged; the push loop calls it
+    /// after each acknowledgement).
+    func evictRoutedAway(touchedBy changes: [Change]?) async throws {
+        let retry = pendingEviction.withLock { $0 }
+        guard changes != nil || !retry.isEmpty, let scope = await configuration.scope(identity.node) else { return }
+        var evicted = try changes.map { try store.evict(outside: scope, touchedBy: $0) } ?? EvictionReport()
+        if !retry.isEmpty {
+            let again = try store.evict(outside: scope, records: Array(retry))
+            pendingEviction.withLock { $0.subtract(retry) }
+            evicted.records += again.records
+            evicted.logEntries += again.logEntries
+            evicted.kept += again.kept
+        }
+        pendingEviction.withLock { $0.formUnion(evicted.kept) }
+        if evicted.records > 0 || !evicted.kept.isEmpty {
+            logger.info("evicted records routed away from this node", metadata: [
+                "records": "\(evicted.records)", "log_entries": "\(evicted.logEntries)", "kept_unsent": "\(evicted.kept.count)"])
+        }
     }
 
     /// Fetches every change routed to `node` from the parent, from the beginning, without

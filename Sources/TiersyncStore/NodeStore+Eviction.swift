@@ -16,6 +16,17 @@ public struct EvictionReport: Sendable, Equatable {
     /// Records outside the scope kept for now: changes of them made here (or received from a
     /// child) are not yet acknowledged by the parent.
     public var keptUnsent = 0
+    /// Those records (table, id): to evict once their changes are acknowledged.
+    public var kept: [RecordKey] = []
+
+    public init() {}
+}
+
+/// A record's table and id.
+public struct RecordKey: Sendable, Hashable {
+    public var table: String
+    public var id: String
+    public init(table: String, id: String) { (self.table, self.id) = (table, id) }
 }
 
 extension NodeStore {
@@ -25,17 +36,21 @@ extension NodeStore {
     /// evicted.
     @discardableResult
     public func evict(outside scope: Scope, touchedBy changes: [Change]? = nil) throws -> EvictionReport {
-        guard scope.nodes != nil else { return EvictionReport() }
-        var candidates: [(table: TableSchema, id: String)]? = nil
-        if let changes {
-            var seen = Set<String>()
-            candidates = changes.compactMap { change in
-                guard let table = schema.table(change.table), !Set(table.routeFields).isDisjoint(with: change.fields.keys),
-                      seen.insert(change.table + "\u{0}" + change.recordID).inserted else { return nil }
-                return (table, change.recordID)
-            }
-            if candidates!.isEmpty { return EvictionReport() }
+        guard let changes else { return try evict(outside: scope, records: nil) }
+        var seen = Set<RecordKey>()
+        let keys = changes.compactMap { change -> RecordKey? in
+            guard let table = schema.table(change.table), !Set(table.routeFields).isDisjoint(with: change.fields.keys),
+                  seen.insert(RecordKey(table: change.table, id: change.recordID)).inserted else { return nil }
+            return RecordKey(table: change.table, id: change.recordID)
         }
+        return keys.isEmpty ? EvictionReport() : try evict(outside: scope, records: keys)
+    }
+
+    /// Evicts `records` (nil: every record held) whose route lies outside `scope`.
+    @discardableResult
+    public func evict(outside scope: Scope, records keys: [RecordKey]?) throws -> EvictionReport {
+        guard scope.nodes != nil else { return EvictionReport() }
+        let candidates: [(table: TableSchema, id: String)]? = keys?.compactMap { key in schema.table(key.table).map { ($0, key.id) } }
         return try writer.write { db in
             guard let me = try Self.identity(db), me.parent != nil else { return EvictionReport() }
             var report = EvictionReport()
@@ -68,6 +83,7 @@ extension NodeStore {
                     """, arguments: [table.name, id, pushed]) ?? false
                 if unsent {
                     report.keptUnsent += 1
+                    report.kept.append(RecordKey(table: table.name, id: id))
                     continue
                 }
                 let stored = try load(db, table: table, id: id)

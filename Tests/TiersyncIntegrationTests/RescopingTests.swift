@@ -48,10 +48,17 @@ struct RescopingTests {
                         && s.record(table: "customers", id: "c-1")?.state.liveValues["phone"] == "+49 30 1"
                 }
             }
-            try await eventually(timeout: 30, "d1 and de evict c-1") {
-                try [d1.store, de.store].allSatisfy { s in
-                    try s.record(table: "customers", id: "c-1") == nil && s.lineage(recordID: "c-1").isEmpty
+            do {
+                try await eventually(timeout: 30, "d1 and de evict c-1") {
+                    try [d1.store, de.store].allSatisfy { s in
+                        try s.record(table: "customers", id: "c-1") == nil && s.lineage(recordID: "c-1").isEmpty
+                    }
                 }
+            } catch {
+                for (name, s) in [("d1", d1.store), ("de", de.store)] {
+                    Issue.record("\(name): \(String(describing: try s.record(table: "customers", id: "c-1"))) log \(try s.lineage(recordID: "c-1").map { "\($0.seq) \($0.change.origin)#\($0.change.originSeq) \($0.source)" }) pushed \(try s.cursor("push.parent"))")
+                }
+                throw error
             }
             #expect(try d1.store.record(table: "interactions", id: "i-1") != nil && de.store.record(table: "interactions", id: "i-1") != nil,
                     "the dialogue is still routed to d1")
