@@ -88,12 +88,22 @@ extension NodeStore {
                 }
                 let stored = try load(db, table: table, id: id)
                 try countKPIs(db, &statements, table: table, id: id, before: stored, after: RecordState())
+                // A country keeps the newest entry that reached a node below it (the change that
+                // moved the record away): a dealer that has not pulled it yet learns from it to
+                // evict its own copy. Everything else of the record goes.
+                var keep: Int64 = -1
+                if let below = scope.nodes?.subtracting([me.node]), !below.isEmpty {
+                    keep = try Int64.fetchOne(db, sql: """
+                        SELECT MAX(c.seq) FROM ts_changes c JOIN ts_change_routes r ON r.seq = c.seq
+                        WHERE c.tbl = ? AND c.record_id = ? AND r.node IN (\(databaseQuestionMarks(count: below.count)))
+                        """, arguments: StatementArguments([table.name, id] + below.map(\.rawValue))) ?? -1
+                }
                 try db.execute(sql: """
-                    DELETE FROM ts_change_routes WHERE seq IN (SELECT seq FROM ts_changes WHERE tbl = ? AND record_id = ?);
+                    DELETE FROM ts_change_routes WHERE seq IN (SELECT seq FROM ts_changes WHERE tbl = ? AND record_id = ? AND seq != ?);
                     DELETE FROM ts_route_entries WHERE tbl = ? AND record_id = ?;
                     DELETE FROM ts_conflicts WHERE tbl = ? AND record_id = ?;
-                    """, arguments: [table.name, id, table.name, id, table.name, id])
-                try db.execute(sql: "DELETE FROM ts_changes WHERE tbl = ? AND record_id = ?", arguments: [table.name, id])
+                    """, arguments: [table.name, id, keep, table.name, id, table.name, id])
+                try db.execute(sql: "DELETE FROM ts_changes WHERE tbl = ? AND record_id = ? AND seq != ?", arguments: [table.name, id, keep])
                 report.logEntries += db.changesCount
                 try db.execute(sql: tableSQL[table.name]!.delete, arguments: [id])
                 try db.execute(sql: "DELETE FROM ts_tombstones WHERE tbl = ? AND id = ?", arguments: [table.name, id])
