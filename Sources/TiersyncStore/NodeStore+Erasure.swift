@@ -272,11 +272,14 @@ extension NodeStore {
         return nil
     }
 
-    /// Counts a change refused because its data was erased (by identity, once).
-    func countErasedRefusal(_ db: Database, _ change: Change, erasureID: String, nowMillis: UInt64) throws {
+    /// Counts a change refused because its data was erased (by identity, once). False when
+    /// it was refused before: like any final refusal, a redelivery is a duplicate.
+    func countErasedRefusal(_ db: Database, _ change: Change, erasureID: String, nowMillis: UInt64) throws -> Bool {
         try db.execute(sql: "INSERT OR IGNORE INTO ts_erased_refusals (origin, origin_seq, erasure_id, refused_at) VALUES (?, ?, ?, ?)",
                        arguments: [change.origin.rawValue, change.originSeq, erasureID, Int64(nowMillis)])
+        guard db.changesCount > 0 else { return false }
         erasureWork.withLock { $0 = true }
+        return true
     }
 
     static func erasedRejection(table: String, id: String, erasureID: String) -> ChangeRejection {

@@ -67,7 +67,10 @@ extension NodeStore {
                         try refuse(change, refusal)
                         continue
                     }
-                    try self.countErasedRefusal(db, change, erasureID: blocked.erasureID, nowMillis: wallMillis)
+                    guard try self.countErasedRefusal(db, change, erasureID: blocked.erasureID, nowMillis: wallMillis) else {
+                        report.duplicates += 1
+                        continue
+                    }
                     report.rejected.append(RejectedChange(change: change, rejection: Self.erasedRejection(table: change.table, id: change.recordID, erasureID: blocked.erasureID)))
                     continue
                 }

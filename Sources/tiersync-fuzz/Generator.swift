@@ -105,6 +105,13 @@ struct Generator {
         let ahead = rng.chance(0.08)
         let wall = ahead ? World.nowMillis + UInt64(rng.int(1...200_000)) : World.nowMillis - UInt64(rng.int(0...120_000))
         let hlc = HLCTimestamp(wallMillis: wall, counter: UInt16(rng.below(4)))
+        if rng.chance(0.03) {
+            // A well-formed erasure request for a customer the world may hold (in the pusher's
+            // scope or not): it erases there, and later changes of the customer are refused.
+            let fields = Erasure.markerFields(table: .customers, id: rng.pick(World.recordIDs), requestedBy: rng.pick(subtree), at: "2026-12-03T00:00:00Z")
+            return Change(origin: origin, originSeq: seq, hlc: hlc, table: DomainSchema.erasures.name, recordID: "era-\(rng.below(50))",
+                          op: .upsert, fields: fields)
+        }
         let op: Change.Operation = rng.chance(0.12) ? .delete : .upsert
         var fields: [String: FieldValue] = [:]
         var prior: [String: FieldVersion] = [:]

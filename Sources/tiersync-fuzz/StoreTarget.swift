@@ -138,9 +138,16 @@ struct StoreTarget {
         }
         try Self.checkNoLeak(first.rejected + foreign, batch: push.changes, subtree: subtree)
 
+        // An erasure the batch asked for makes the store acknowledge it: its own change to
+        // `erasure_acks`, the only change it may add of itself.
+        let me = try store.identity()?.node
+        let own = try store.upstreamBatch(after: headBefore, limit: 100_000).filter { $0.change.origin == me }
+        if let stray = own.first(where: { $0.change.table != DomainSchema.erasureAcks.name }) {
+            throw InvariantFailure(invariant: "the log gains the applied changes", detail: "the store wrote \(stray.change.table)/\(stray.change.recordID) of its own")
+        }
         // No trace of foreign origins; the log gained exactly the applied changes.
         let byOriginAfter = try store.changeCountsByOrigin()
-        for (origin, n) in byOriginAfter where !subtree.contains(origin) && n != byOriginBefore[origin, default: 0] {
+        for (origin, n) in byOriginAfter where !subtree.contains(origin) && n != byOriginBefore[origin, default: 0] + (origin == me ? own.count : 0) {
             throw InvariantFailure(invariant: "foreign changes leave no trace", detail: "the log holds \(n) changes of \(origin), had \(byOriginBefore[origin, default: 0])")
         }
         for q in try store.quarantined(limit: 100_000) where !subtree.contains(q.origin) && quarantineBefore["\(q.origin)#\(q.originSeq)"] != q {
@@ -156,11 +163,11 @@ struct StoreTarget {
             }
         }
         let countsAfter = try store.counts()
-        guard countsAfter.changes - countsBefore.changes == first.applied else {
+        guard countsAfter.changes - countsBefore.changes == first.applied + own.count else {
             throw InvariantFailure(invariant: "the log gains the applied changes", detail: "log grew by \(countsAfter.changes - countsBefore.changes), applied \(first.applied)")
         }
         let batchStamps = Set(entitled.map { "\($0.origin)#\($0.originSeq)@\($0.hlc.rawValue)" })
-        for logged in try store.upstreamBatch(after: headBefore, limit: 100_000) {
+        for logged in try store.upstreamBatch(after: headBefore, limit: 100_000) where logged.change.origin != me {
             let key = "\(logged.change.origin)#\(logged.change.originSeq)@\(logged.change.hlc.rawValue)"
             guard batchStamps.contains(key), subtree.contains(logged.change.origin) else {
                 throw InvariantFailure(invariant: "the log gains the applied changes", detail: "logged \(key), which the batch did not carry from the subtree")
