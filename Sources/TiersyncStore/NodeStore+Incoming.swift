@@ -64,7 +64,9 @@ extension NodeStore {
                 // linking to it, is refused (after the sender's scope) and counted, never kept.
                 if let blocked = try self.erasureBlocking(db, &statements, table: change.table, id: change.recordID, fields: change.fields) {
                     if let gate, let refusal = gate(GateContext(change: change, sender: sender, routeBefore: blocked.route, routeAfter: blocked.route)) {
-                        try refuse(change, refusal)
+                        // Refused for its sender's scope, and not quarantined either: its
+                        // values are those of an erased record.
+                        report.rejected.append(RejectedChange(change: change, rejection: refusal))
                         continue
                     }
                     guard try self.countErasedRefusal(db, change, erasureID: blocked.erasureID, nowMillis: wallMillis) else {
