@@ -238,6 +238,12 @@ public struct Schema: Sendable, Hashable {
 
 /// Record identifiers: 1–128 printable ASCII characters without whitespace.
 public enum RecordID {
+    /// A new id for a record a node creates on its own (an erasure request, a consent
+    /// event): `prefix`, a dash and 16 random hexadecimal digits.
+    public static func random(prefix: String) -> String {
+        prefix + "-" + (0..<8).map { _ in UInt8.random(in: .min ... .max) }.hexString
+    }
+
     public static func isValid(_ s: String) -> Bool {
         guard !s.isEmpty, s.utf8.count <= 128 else { return false }
         return s.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7f }

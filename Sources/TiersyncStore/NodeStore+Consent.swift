@@ -29,7 +29,7 @@ extension NodeStore {
             throw StoreError.notFound("customer \(customer) is not held here")
         }
         guard let me = try identity() else { throw StoreError.notEnrolled(path: path) }
-        let id = "consent-" + (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        let id = RecordID.random(prefix: "consent")
         let at = Date(timeIntervalSince1970: Double(wallMillis) / 1000).ISO8601Format()
         var event: [String: FieldValue] = [
             "customer_id": .string(customer), "purpose": .string(purpose.rawValue), "channel": .string(channel.rawValue),

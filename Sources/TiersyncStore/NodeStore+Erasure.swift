@@ -47,7 +47,7 @@ extension NodeStore {
         let held = try writer.read { db in try Self.holds(db, table: table.rawValue, id: id) }
         guard held else { throw StoreError.notFound("\(table.rawValue)/\(id) is not held here") }
         guard let me = try identity() else { throw StoreError.notEnrolled(path: path) }
-        let erasureID = "era-" + (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        let erasureID = RecordID.random(prefix: "era")
         let at = Date(timeIntervalSince1970: Double(wallMillis) / 1000).ISO8601Format()
         try commit([RecordWrite(table: DomainSchema.erasures.name, id: erasureID, op: .upsert,
                                 fields: Erasure.markerFields(table: table, id: id, requestedBy: me.node, at: at))], wallMillis: wallMillis)
@@ -247,7 +247,7 @@ extension NodeStore {
             }
             text += "\(table)/\(id) row=0 tombstone=0 log=0 conflicts=0 quarantine=0 routes=0\n"
         }
-        return SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
+        return SHA256.hash(data: Data(text.utf8)).hexString
     }
 
     /// The erasure that forbids a change of `table`/`id` with `fields` here, if any: the

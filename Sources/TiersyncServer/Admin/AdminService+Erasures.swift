@@ -21,7 +21,7 @@ extension AdminService {
         // Held here and routed into the caller's subtree; anything else, existing or not, is one answer.
         let held = try await store.trace(recordID: body.id, table: table.rawValue, after: 0, limit: 1)
         guard !held.changes.isEmpty, inScope(route: held.route, caller) else { throw Self.traceNotFound }
-        let erasureID = "era-" + (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        let erasureID = RecordID.random(prefix: "era")
         let now = Date().ISO8601Format()
         // Requested here: by the hub's own node (HQ, or the country serving the caller).
         guard let here = try await store.storeIdentity()?.node else { throw APIError(.internalServerError, "internal", "the tenant's store has no node") }
