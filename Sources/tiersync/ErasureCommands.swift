@@ -119,7 +119,7 @@ extension Admin {
     }
 }
 
-/// Pretty, sorted JSON of `value`.
+/// Pretty, sorted JSON of `value`: what every `--json` of the CLI prints.
 func jsonText<T: Encodable>(_ value: T) throws -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -169,9 +169,7 @@ extension Admin {
             let certificate = try hqKey.certify(OverlayCertificate(tenant: tenant, node: node, publicKey: countryKey.publicKey.base64,
                                                                    issuedAtMillis: WallClock.nowMillis()))
             let file = OverlayKeyFile(tenant: tenant, node: node, privateKey: countryKey.base64, certificate: certificate)
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try Admin.writeSecret(String(decoding: try encoder.encode(file), as: UTF8.self) + "\n", to: out)
+            try Admin.writeSecret(try jsonText(file) + "\n", to: out)
             print("wrote \(out): overlay key \(countryKey.publicKey) for \(tenant)/\(node), certified by \(hqKey.publicKey)")
         }
     }
@@ -199,9 +197,7 @@ extension Admin {
                 return try await GovernanceStatusReport.response(tenant: view.tenant, nodes: nodes, store: store)
             }
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                print(String(decoding: try encoder.encode(status), as: UTF8.self))
+                print(try jsonText(status))
             } else {
                 printRolloutStatus(status)
             }

@@ -55,9 +55,7 @@ struct KPICommand: AsyncParsableCommand {
             return true
         }
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            print(try jsonText(report))
             return
         }
         let adoption = try store.kpiAdoption()
