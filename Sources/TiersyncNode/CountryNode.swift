@@ -71,18 +71,34 @@ public struct CountryNode: Sendable {
             if let (every, runner) = rules {
                 group.addTask { await runner.run(every: every) { await hub.notifyChanges(for: identity.tenant) } }
             }
+            // The directory refresh runs on its own: a revocation must reach the mirror within
+            // one interval however long a backfill or an eviction sweep takes. Those follow
+            // successful refreshes, skipping any that came while they ran.
+            let (refreshed, announce) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
             group.addTask {
+                defer { announce.finish() }
                 while !Task.isCancelled {
                     do {
                         try await directory.refresh()
+                        announce.yield()
+                    } catch is CancellationError {
+                        return
+                    } catch {
+                        logger.notice("directory refresh failed; serving the last mirror", metadata: ["error": "\(error)"])
+                    }
+                    try? await Task.sleep(for: interval)
+                }
+            }
+            group.addTask {
+                for await _ in refreshed {
+                    do {
                         try await Self.backfillNewcomers(directory: directory, agent: agent, store: store, logger: logger)
                         try await Self.evictLeavers(directory: directory, store: store, identity: identity, logger: logger)
                     } catch is CancellationError {
                         return
                     } catch {
-                        logger.notice("directory refresh or backfill failed; serving the last mirror", metadata: ["error": "\(error)"])
+                        logger.notice("backfill or eviction failed; retrying after the next refresh", metadata: ["error": "\(error)"])
                     }
-                    try? await Task.sleep(for: interval)
                 }
             }
             try await group.next()
