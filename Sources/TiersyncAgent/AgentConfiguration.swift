@@ -1,5 +1,6 @@
 import Foundation
 import TiersyncCore
+import TiersyncStore
 
 /// How an agent talks to its parent. Defaults are the production defaults.
 public struct AgentConfiguration: Sendable {
@@ -52,6 +53,10 @@ public struct AgentConfiguration: Sendable {
     /// country node gives its subtree from the directory it mirrors; the default is the node
     /// alone, right for a dealer (or an insurer's agent), which has no node below it.
     public var scope: (@Sendable (NodeID) async -> Scope?) = { Scope(nodes: [$0]) }
+    /// How long the node's store keeps superseded log entries and tombstones, and how often
+    /// the agent compacts it (docs/PRIVACY.md, "Bounded storage"); nil: the agent does not
+    /// compact (a country node's hub compacts the store it shares with its agent).
+    public var retention: RetentionPolicy? = .default
 
     public init(parentURL: String, caFile: String? = nil) {
         self.parentURL = parentURL

@@ -18,6 +18,8 @@ public struct AgentStatus: Sendable, Equatable {
     public var parentHead: Int64?
     /// How many times the parent was found restored from an older backup.
     public var parentRestores = 0
+    /// How many times the parent asked this node to re-bootstrap (away past its horizon).
+    public var rebootstraps = 0
 }
 
 /// The parent's log head is below a position this node reached: it was restored.
@@ -76,6 +78,9 @@ public final class SyncAgent: Sendable {
 
     static let pushCursor = NodeStore.parentPushCursor
     static let pullCursor = "pull.parent"
+    /// Set once the node's pull has caught up from the start; until then it asks for its own
+    /// changes too.
+    static let bootstrappedMeta = "pull.bootstrapped"
 
     /// Opens an agent for an enrolled store.
     public init(store: NodeStore, configuration: AgentConfiguration, logger: Logger = Logger(label: "tiersync.agent"),
@@ -114,7 +119,7 @@ public final class SyncAgent: Sendable {
         guard let current = try store.meta("parent_url"), current != url else { return false }
         try store.setCursor(pushCursor, 0)
         try store.setCursor(pullCursor, 0)
-        try store.setMeta("pull.bootstrapped", nil)
+        try store.setMeta(Self.bootstrappedMeta, nil)
         try store.setMeta("parent_url", url)
         return true
     }
@@ -173,6 +178,9 @@ public final class SyncAgent: Sendable {
             }
             if configuration.statusInterval != nil {
                 group.addTask { await self.statusLoop() }
+            }
+            if let retention = configuration.retention {
+                group.addTask { await self.compactionLoop(retention) }
             }
             if configuration.followGovernance {
                 group.addTask { await self.governanceLoop() }
@@ -420,7 +428,7 @@ public final class SyncAgent: Sendable {
         let cursor = try store.cursor(Self.pullCursor)
         // Until the first full catch-up, ask for our own changes too: a node restored
         // from nothing gets back what it wrote before.
-        let bootstrapped = try store.meta("pull.bootstrapped") == "1"
+        let bootstrapped = try store.meta(Self.bootstrappedMeta) == "1"
         let page = try await client.pull(cursor: cursor, limit: configuration.pullPageSize, waitSeconds: waitSeconds,
                                          excludeOwn: bootstrapped)
         do {
@@ -451,7 +459,7 @@ public final class SyncAgent: Sendable {
 
     private func catchUpOnce(progress: (Int) -> Void) async throws -> Int {
         try applyPullReset()
-        let bootstrapped = try store.meta("pull.bootstrapped") == "1"
+        let bootstrapped = try store.meta(Self.bootstrappedMeta) == "1"
         let (client, limit, store) = (self.client, configuration.pullPageSize, self.store)
         let parent = parentNode.withLock { $0 }
         // The parent serves page n+2 while this node prepares (validates, encodes) page
@@ -482,7 +490,16 @@ public final class SyncAgent: Sendable {
             ready = try await store.prepareIncoming(page.changes, from: parentNode.withLock { $0 }, source: .parent, checkSkew: false)
         }
         let report = try await store.apply(ready, cursor: (Self.pullCursor, page.nextCursor))
-        if !page.more, !bootstrapped { try store.setMeta("pull.bootstrapped", "1") }
+        if !page.more, !bootstrapped {
+            // A re-bootstrap ends here: what the parent did not deliver again was deleted
+            // while this node was away (``rebootstrap()``).
+            let (dropped, kept) = try store.finishRebootstrap()
+            if dropped > 0 || kept > 0 {
+                logger.notice("re-bootstrap complete: dropped the records deleted while this node was away", metadata: [
+                    "dropped": "\(dropped)", "kept_unsent": "\(kept)"])
+            }
+            try store.setMeta(Self.bootstrappedMeta, "1")
+        }
         // A record this page routed away from the node is evicted here (docs/PRIVACY.md).
         if report.applied > 0 { try await evictRoutedAway(touchedBy: page.changes) }
         if !report.rejected.isEmpty {
@@ -564,12 +581,52 @@ public final class SyncAgent: Sendable {
                 recordSuccess()
             } catch is CancellationError {
                 return
+            } catch AgentError.http(410, RebootstrapRequired.code, let message) {
+                // The parent purged deletes this node has not seen: fetch the scope again.
+                do {
+                    try rebootstrap(because: message)
+                    more = true
+                } catch {
+                    recordFailure("pull", error, retryIn: configuration.retryInitial)
+                    try? await Task.sleep(for: configuration.retryInitial)
+                }
             } catch {
                 failed = true
                 let delay = AgentError.delay(after: error, backoff: backoff.next())
                 recordFailure("pull", error, retryIn: delay)
                 more = true
                 try? await Task.sleep(for: delay)
+            }
+        }
+    }
+
+    /// Starts a re-bootstrap (docs/PRIVACY.md, "Nodes that stay away"): the node was away
+    /// longer than its parent's retention horizon, and deletes it has not seen were purged.
+    /// It pulls its whole scope again from the start, its own changes included; records not
+    /// delivered again are dropped once the pull catches up, except those with changes
+    /// still waiting to go upward. The push side is untouched: nothing unsent is lost.
+    func rebootstrap(because message: String) throws {
+        logger.warning("the parent says this node was away longer than its retention horizon; fetching its scope again from the start (unsent changes are kept and sent)",
+                       metadata: ["parent": "\(message)"])
+        try store.beginRebootstrap(pullCursor: Self.pullCursor, bootstrappedKey: Self.bootstrappedMeta)
+        headSeen.withLock { $0 = 0 }
+        state.withLock { $0.rebootstraps += 1 }
+    }
+
+    /// Compacts the node's store every interval (``NodeStore/compact(policy:tree:nowMillis:batch:)``):
+    /// a dealer feeds no children, so superseded entries go once the parent acknowledged them.
+    private func compactionLoop(_ retention: RetentionPolicy) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: retention.interval)
+            guard !Task.isCancelled else { return }
+            do {
+                let report = try await store.compact(policy: retention, tree: nil)
+                if report.purgedEntries > 0 {
+                    logger.debug("compacted the change log", metadata: [
+                        "superseded": "\(report.supersededEntries)", "tombstones": "\(report.tombstones)"])
+                }
+            } catch {
+                logger.warning("compaction failed; retrying at the next interval", metadata: ["error": "\(error)"])
             }
         }
     }

@@ -41,6 +41,8 @@ public struct CountryNode: Sendable {
         // dealers with the directory it mirrors.
         var upward = agentConfiguration
         upward.rulesInterval = nil
+        // The country's hub compacts the store it shares with this agent, knowing its dealers' pulls.
+        upward.retention = nil
         let relay = RelayBox()
         upward.relayedLag = { await relay.directory?.relayedLag() ?? [] }
         // The country's scope is its subtree as mirrored from HQ (unknown until it is: no eviction).

@@ -1,4 +1,5 @@
 import TiersyncCore
+import TiersyncStorage
 
 /// Everything a hub needs to run. Defaults are the production defaults.
 public struct HubConfiguration: Sendable {
@@ -26,6 +27,9 @@ public struct HubConfiguration: Sendable {
     /// administrators publish, approve and roll out releases through the admin API and the
     /// console; without it those answer 503 `no_release_key`.
     public var releaseKeyDirectory: String?
+    /// How long the tenant stores keep what they could purge (superseded log entries,
+    /// tombstones), and how often they are compacted; nil never compacts.
+    public var retention: RetentionPolicy? = .default
 
     public init(host: String = "127.0.0.1", port: Int = 8443, dataDirectory: String, transport: Transport) {
         self.host = host

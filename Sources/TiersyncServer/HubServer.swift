@@ -140,6 +140,7 @@ public struct HubServer: Sendable {
         // the foreign-write watcher and the checkpoints, then the HTTP server.
         let group = ServiceGroup(configuration: .init(
             services: [app, CheckpointService(directory: directory, logger: logger),
+                       CompactionService(directory: directory, policy: configuration.retention, logger: logger),
                        ForeignWriteWatcher(directory: directory, notifier: notifier, governanceNotifier: governanceNotifier),
                        NotifierService(notifiers: [notifier, governanceNotifier])],
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],

@@ -115,6 +115,16 @@ struct SyncService: Sendable {
         let excludeOwn = (query.get("exclude_own") ?? "true") != "false"
         let store = try await directory.store(for: principal.tenant)
         let only = query.get("only")
+        if only == nil {
+            // A cursor older than a purged delete may hide records deleted since: the caller
+            // must fetch its scope again (0 is a fresh bootstrap and always served).
+            let floor = try await store.retentionFloor()
+            if cursor > 0, cursor < floor {
+                throw APIError(.gone, RebootstrapRequired.code, RebootstrapRequired(cursor: cursor, floor: floor).description)
+            }
+            // The caller holds its scope through its cursor: the acknowledgement ledger.
+            await store.notePulled(by: principal.node, through: cursor)
+        }
         let deadline = ContinuousClock.now + .milliseconds(Int64(wait * 1000))
         // The first reading is the tree read with the credential.
         var knownTree = context.tree

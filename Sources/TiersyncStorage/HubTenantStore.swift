@@ -19,6 +19,11 @@ public protocol HubTenantStore: AnyObject, Sendable {
     func applyIncoming(_ changes: [Change], from sender: NodeID, source: ChangeSource, checkSkew: Bool,
                        gate: ChangeGate?, cursor: (name: String, value: Int64)?, wallMillis: UInt64) async throws -> IncomingReport
 
+    /// See the default implementation: engines that purge their log keep this ledger.
+    func notePulled(by node: NodeID, through cursor: Int64) async
+    /// See the default implementation.
+    func retentionFloor() async throws -> Int64
+
     /// The changes refused on arrival and kept with their reasons, oldest first.
     func quarantinedChanges(limit: Int) async throws -> [QuarantinedChange]
 
@@ -100,6 +105,15 @@ public protocol HubTenantStore: AnyObject, Sendable {
 }
 
 extension HubTenantStore {
+    /// Notes that a child holds everything of its scope through `cursor` (the acknowledgement
+    /// ledger bounded storage purges by, ``RetentionPolicy``). An engine that does not purge
+    /// ignores it.
+    public func notePulled(by node: NodeID, through cursor: Int64) async {}
+
+    /// The log position a child's pull cursor must have passed to continue without
+    /// re-bootstrapping (``RebootstrapRequired``); 0 for an engine that purges nothing.
+    public func retentionFloor() async throws -> Int64 { 0 }
+
     /// One ``highestSeq(of:)`` per node: right for a store where each is a local lookup.
     public func highestSeqs(of nodes: Set<NodeID>) async throws -> [NodeID: Int64] {
         var out: [NodeID: Int64] = [:]

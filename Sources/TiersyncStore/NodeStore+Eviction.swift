@@ -74,8 +74,7 @@ extension NodeStore {
             let pushed = try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [Self.parentPushCursor]) ?? 0
             // Own sequence numbers never go back: the highest used so far becomes the floor
             // before any own entry is removed.
-            let highest = try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?", arguments: [me.node.rawValue]) ?? 0
-            if highest > (try Self.seqFloor(db)) { try Self.setMeta(db, .seqFloor, String(highest)) }
+            try Self.raiseSeqFloor(db, node: me.node)
             var statements = LogStatements(db)
             for (table, id, _) in outside {
                 let unsent = try Bool.fetchOne(db, sql: """
@@ -86,8 +85,6 @@ extension NodeStore {
                     report.kept.append(RecordKey(table: table.name, id: id))
                     continue
                 }
-                let stored = try load(db, table: table, id: id)
-                try countKPIs(db, &statements, table: table, id: id, before: stored, after: RecordState())
                 // A country keeps the newest entry that reached a node below it (the change that
                 // moved the record away): a dealer that has not pulled it yet learns from it to
                 // evict its own copy. Everything else of the record goes.
@@ -98,18 +95,37 @@ extension NodeStore {
                         WHERE c.tbl = ? AND c.record_id = ? AND r.node IN (\(databaseQuestionMarks(count: below.count)))
                         """, arguments: StatementArguments([table.name, id] + below.map(\.rawValue))) ?? -1
                 }
-                try db.execute(sql: """
-                    DELETE FROM ts_change_routes WHERE seq IN (SELECT seq FROM ts_changes WHERE tbl = ? AND record_id = ? AND seq != ?);
-                    DELETE FROM ts_route_entries WHERE tbl = ? AND record_id = ?;
-                    DELETE FROM ts_conflicts WHERE tbl = ? AND record_id = ?;
-                    """, arguments: [table.name, id, keep, table.name, id, table.name, id])
-                try db.execute(sql: "DELETE FROM ts_changes WHERE tbl = ? AND record_id = ? AND seq != ?", arguments: [table.name, id, keep])
-                report.logEntries += db.changesCount
-                try db.execute(sql: tableSQL[table.name]!.delete, arguments: [id])
-                try db.execute(sql: "DELETE FROM ts_tombstones WHERE tbl = ? AND id = ?", arguments: [table.name, id])
+                report.logEntries += try removeRecord(db, &statements, table: table, id: id, keepingEntry: keep)
                 report.records += 1
             }
             return report
         }
+    }
+
+    /// Removes a record from this store: its row or tombstone (with its KPI counts), its log
+    /// entries but `keepingEntry`, their routes, its route entries and conflicts. Returns the
+    /// log entries removed. Shared by eviction, the purge of old tombstones and the end of
+    /// a re-bootstrap. The caller raises the sequence floor first if own entries may go.
+    func removeRecord(_ db: Database, _ statements: inout LogStatements, table: TableSchema, id: String,
+                      keepingEntry keep: Int64 = -1) throws -> Int {
+        let stored = try load(db, table: table, id: id)
+        try countKPIs(db, &statements, table: table, id: id, before: stored, after: RecordState())
+        try db.execute(sql: """
+            DELETE FROM ts_change_routes WHERE seq IN (SELECT seq FROM ts_changes WHERE tbl = ? AND record_id = ? AND seq != ?);
+            DELETE FROM ts_route_entries WHERE tbl = ? AND record_id = ?;
+            DELETE FROM ts_conflicts WHERE tbl = ? AND record_id = ?;
+            """, arguments: [table.name, id, keep, table.name, id, table.name, id])
+        try db.execute(sql: "DELETE FROM ts_changes WHERE tbl = ? AND record_id = ? AND seq != ?", arguments: [table.name, id, keep])
+        let removed = db.changesCount
+        try db.execute(sql: tableSQL[table.name]!.delete, arguments: [id])
+        try db.execute(sql: "DELETE FROM ts_tombstones WHERE tbl = ? AND id = ?", arguments: [table.name, id])
+        return removed
+    }
+
+    /// Raises the sequence floor to the highest own sequence logged: own numbers never go
+    /// back, even when the entries holding the highest ones are removed.
+    static func raiseSeqFloor(_ db: Database, node: NodeID) throws {
+        let highest = try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?", arguments: [node.rawValue]) ?? 0
+        if highest > (try seqFloor(db)) { try setMeta(db, .seqFloor, String(highest)) }
     }
 }

@@ -45,6 +45,10 @@ extension NodeStore {
             var last = try Self.lastHLC(db)
             var statements = LogStatements(db)
             var batch = try IncomingBatch(db, changes: changes, schema: self.schema)
+            if source == .parent { try Self.confirmRebootstrap(db, changes) }
+            // Per origin, the highest sequence purged from the log (read once per origin).
+            let anyPurged = try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_purged)") ?? false
+            var purgedThrough: [NodeID: Int64] = [:]
             func refuse(_ change: Change, _ rejection: ChangeRejection) throws {
                 try self.quarantine(db, change, rejection, from: sender, nowMillis: wallMillis)
                 batch.quarantined()
@@ -100,6 +104,15 @@ extension NodeStore {
                         continue
                     }
                     row = nil
+                    // A redelivery of a change purged here (superseded) changes nothing: it
+                    // is a duplicate, not a new entry to log and feed again.
+                    if anyPurged, stored != nil, !merged.outcome.changedAnything {
+                        if purgedThrough[valid.origin] == nil { purgedThrough[valid.origin] = try Self.purgedThrough(db, origin: valid.origin) }
+                        if valid.originSeq <= purgedThrough[valid.origin]! {
+                            report.duplicates += 1
+                            continue
+                        }
+                    }
                 }
                 let outcome = try self.apply(db, &statements, valid, log: ready.log!, table: table, stored: stored, merged: merged, row: row,
                                              source: source, from: sender, nowMillis: wallMillis,

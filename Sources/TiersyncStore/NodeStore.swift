@@ -41,6 +41,9 @@ public final class NodeStore: Sendable {
     /// files are cleaned and the acknowledgement written after it commits
     /// (``finishErasures(wallMillis:)``).
     let erasureWork = Mutex<Bool>(false)
+    /// How far each child has pulled, noted by the feed and written at the next compaction
+    /// (`NodeStore+Retention.swift`).
+    let pendingAcks = Mutex<[NodeID: Int64]>([:])
 
     struct TableSQL: Sendable {
         let upsert: String
@@ -174,7 +177,9 @@ public final class NodeStore: Sendable {
                                              arguments: arguments) ?? 0
             let refused = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(origin_seq) FROM ts_quarantine WHERE origin = ? AND origin_seq BETWEEN ? AND ?"),
                                              arguments: arguments) ?? 0
-            out[node] = max(applied, refused)
+            // A purged entry was held too (`NodeStore+Retention`): the highest sequence never
+            // goes back, or a child would take the purge for a restore and re-send.
+            out[node] = max(applied, refused, try purgedThrough(db, origin: node))
         }
         return out
     }

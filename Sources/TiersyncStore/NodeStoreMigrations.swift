@@ -224,6 +224,29 @@ enum NodeStoreMigrations {
                 try db.execute(sql: "INSERT OR REPLACE INTO ts_meta (key, value) VALUES (?, '1')", arguments: [MetaKey.scrubbed.rawValue])
             }
         }
+        m.registerMigration("v9-retention") { db in
+            // Bounded storage (docs/PRIVACY.md, `NodeStore+Retention`): how far each child
+            // fed here has pulled (its acknowledgement, written in batches); per origin the
+            // highest sequence purged from the log (a redelivery at or below it that changes
+            // nothing is a duplicate); the records a re-bootstrapping node has not seen again
+            // yet (what is left when its pull catches up was deleted upstream).
+            try db.execute(sql: """
+                CREATE TABLE ts_acks (
+                    node TEXT PRIMARY KEY NOT NULL,
+                    pulled_through INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                CREATE TABLE ts_purged (
+                    origin TEXT PRIMARY KEY NOT NULL,
+                    through_seq INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                CREATE TABLE ts_rebootstrap (
+                    tbl TEXT NOT NULL,
+                    id TEXT NOT NULL,
+                    PRIMARY KEY (tbl, id)
+                ) WITHOUT ROWID;
+                """)
+        }
         return m
     }
 }

@@ -1,0 +1,38 @@
+import Logging
+import ServiceLifecycle
+import TiersyncCore
+import TiersyncStore
+
+/// Compacts each open tenant store every ``RetentionPolicy/interval`` (docs/PRIVACY.md,
+/// "Bounded storage"): superseded change-log entries the children fed here have pulled, and
+/// tombstones older than the horizon. The SQLite engine purges; another engine's stores are
+/// skipped. Work runs off the cooperative pool in short transactions, so pushes and pulls
+/// interleave with it.
+struct CompactionService: Service {
+    let directory: any NodeDirectory
+    let policy: RetentionPolicy?
+    let logger: Logger
+
+    func run() async throws {
+        guard let policy else { return }
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            try? await Task.sleep(for: policy.interval)
+            guard !Task.isShuttingDownGracefully, !Task.isCancelled else { return }
+            for tenant in directory.openTenants() {
+                guard let store = (try? await directory.store(for: tenant)) as? NodeStore else { continue }
+                do {
+                    let tree = try await directory.tree(of: tenant)
+                    let report = try await store.compact(policy: policy, tree: tree)
+                    if report.purgedEntries > 0 {
+                        logger.info("compacted the change log", metadata: [
+                            "tenant": "\(tenant)", "superseded": "\(report.supersededEntries)", "tombstones": "\(report.tombstones)",
+                            "tombstone_entries": "\(report.tombstoneEntries)", "held_for_children": "\(report.heldForChildren)",
+                        ])
+                    }
+                } catch {
+                    logger.warning("compaction failed; retrying at the next interval", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+}

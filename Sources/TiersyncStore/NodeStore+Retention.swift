@@ -1,0 +1,337 @@
+// Bounded storage (docs/PRIVACY.md, "Bounded storage"): the acknowledgement ledger of the
+// children fed here (`notePulled`, written in batches), the compaction that purges superseded
+// log entries and old tombstones (`compact`), the floor below which a child's cursor must
+// re-bootstrap (`retentionFloor`), and a re-bootstrap's bookkeeping on the node doing it
+// (`beginRebootstrap`, `finishRebootstrap`).
+
+import GRDB
+import TiersyncCore
+
+extension NodeStore {
+    /// The log position a child's pull cursor must have passed to continue incrementally:
+    /// the newest delete whose tombstone was purged.
+    static let purgeFloorCursor = "purge.floor"
+
+    // MARK: The acknowledgement ledger
+
+    /// Notes that `node` (a child pulling from this store) holds everything of its scope
+    /// through log position `cursor`: a pull's cursor is the position the child stored with
+    /// the previous page. Kept in memory and written at the next compaction, so a pull never
+    /// pays a write; after a crash the ledger is older, which only delays a purge.
+    public func notePulled(by node: NodeID, through cursor: Int64) async {
+        guard cursor > 0 else { return }
+        pendingAcks.withLock { $0[node] = max($0[node] ?? 0, cursor) }
+    }
+
+    /// How far each child fed here has pulled, as last written (``notePulled(by:through:)``).
+    public func acknowledgements() throws -> [NodeID: Int64] {
+        try writer.write { db in
+            try flushAcknowledgements(db, nowMillis: WallClock.nowMillis())
+            return try Self.acknowledgements(db)
+        }
+    }
+
+    static func acknowledgements(_ db: Database) throws -> [NodeID: Int64] {
+        var out: [NodeID: Int64] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT node, pulled_through FROM ts_acks") {
+            out[NodeID(unchecked: row[0])] = row[1]
+        }
+        return out
+    }
+
+    private func flushAcknowledgements(_ db: Database, nowMillis: UInt64) throws {
+        let pending = pendingAcks.withLock { acks in
+            defer { acks = [:] }
+            return acks
+        }
+        for (node, through) in pending {
+            try db.execute(sql: """
+                INSERT INTO ts_acks (node, pulled_through, updated_at) VALUES (?, ?, ?)
+                ON CONFLICT(node) DO UPDATE SET pulled_through = MAX(pulled_through, excluded.pulled_through), updated_at = excluded.updated_at
+                """, arguments: [node.rawValue, through, Int64(nowMillis)])
+        }
+    }
+
+    /// The log position a child's cursor must have reached to go on pulling incrementally
+    /// (0 while no tombstone was purged). A cursor of 0 is a fresh bootstrap and never
+    /// below it.
+    public func retentionFloor() async throws -> Int64 {
+        try await writer.readReleasingConnection { db in
+            try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [Self.purgeFloorCursor]) ?? 0
+        }
+    }
+
+    /// The highest sequence of `origin` purged from this store's log (0 when none).
+    static func purgedThrough(_ db: Database, origin: NodeID) throws -> Int64 {
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT through_seq FROM ts_purged WHERE origin = ?"), arguments: [origin.rawValue]) ?? 0
+    }
+
+    // MARK: Compaction
+
+    /// Purges what no replica needs any more, in short transactions of `batch` entries:
+    ///
+    /// - a change-log entry none of whose values is current any more (superseded by a newer
+    ///   version of every field it set, or by a delete), once the parent acknowledged it
+    ///   (if it goes upward, and it waits in no retry), and every child of this store that
+    ///   is fed it has pulled past it (``notePulled(by:through:)``) or has been away longer
+    ///   than the horizon. An entry that re-routed its record (a route entry, which owes a
+    ///   new holder a snapshot) and the newest entry (the feed's head) are kept;
+    /// - a deleted record (tombstone and every log entry of it) once its delete is older
+    ///   than the horizon and nothing of it waits to go upward. The delete's position
+    ///   becomes the floor a child's cursor must have passed (``retentionFloor()``).
+    ///
+    /// Per origin, the highest sequence purged is kept (`ts_purged`), so a redelivery of a
+    /// purged change is still a duplicate. `tree` places the children fed here (nil: none,
+    /// as at a dealer); a route node outside this store's subtree is not fed from here.
+    /// Value-less entries of erased records (`op = 'erased'`) stay: they are what makes a
+    /// late copy of erased data a duplicate.
+    public func compact(policy: RetentionPolicy, tree: NodeTree?, nowMillis: UInt64 = WallClock.nowMillis(),
+                        batch: Int = 2_000) async throws -> CompactionReport {
+        try await offCooperativePool { try self.compactNow(policy: policy, tree: tree, nowMillis: nowMillis, batch: max(1, batch)) }
+    }
+
+    private func compactNow(policy: RetentionPolicy, tree: NodeTree?, nowMillis: UInt64, batch: Int) throws -> CompactionReport {
+        let horizon = policy.horizonMillis
+        let cutoff = Int64(clamping: nowMillis > horizon ? nowMillis - horizon : 0)
+        var report = CompactionReport()
+        var after: Int64 = 0
+        var done = false
+        var first = true
+        while !done {
+            (after, done) = try writer.write { db -> (Int64, Bool) in
+                if first { try flushAcknowledgements(db, nowMillis: nowMillis) }
+                guard let me = try Self.identity(db) else { return (0, true) }
+                var context = try CompactionContext(db, me: me, tree: tree)
+                let rows = try Row.fetchAll(db, sql: """
+                    SELECT seq, origin, origin_seq, hlc, tbl, record_id, source, received_at FROM ts_changes
+                    WHERE seq > ? AND seq < ? AND op != '\(Self.erasedOp)' ORDER BY seq LIMIT ?
+                    """, arguments: [after, context.head, batch])
+                guard let last = rows.last?[0] as Int64? else { return (after, true) }
+                try Self.raiseSeqFloor(db, node: me.node)
+                var current: [RecordKey: Set<FieldVersion>?] = [:]
+                var purged: [NodeID: Int64] = [:]
+                for row in rows {
+                    let seq: Int64 = row[0], originSeq: Int64 = row[2], receivedAt: Int64 = row[7]
+                    let origin = NodeID(unchecked: row[1])
+                    let source: String = row[6]
+                    let key = RecordKey(table: row[4], id: row[5])
+                    guard try context.acknowledgedUpward(db, seq: seq, source: source, origin: origin, originSeq: originSeq) else { continue }
+                    if current[key] == nil {
+                        current[key] = try schema.table(key.table).flatMap { try load(db, table: $0, id: key.id) }.map { stored in
+                            Set(stored.state.versions.values).union(stored.state.tombstone.map { [$0] } ?? [])
+                        }
+                    }
+                    // A record this store no longer holds keeps what is left of its log.
+                    guard let versions = current[key]!, !versions.contains(FieldVersion(hlc: HLCTimestamp(rawValue: UInt64(bitPattern: row[3])), node: origin))
+                    else { continue }
+                    if try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM ts_route_entries WHERE seq = ?)"), arguments: [seq]) ?? false {
+                        continue
+                    }
+                    if receivedAt >= cutoff, try !context.pulledByEveryChild(db, seq: seq) {
+                        report.heldForChildren += 1
+                        continue
+                    }
+                    try db.cachedStatement(sql: "DELETE FROM ts_change_routes WHERE seq = ?").execute(arguments: [seq])
+                    try db.cachedStatement(sql: "DELETE FROM ts_changes WHERE seq = ?").execute(arguments: [seq])
+                    purged[origin] = max(purged[origin] ?? 0, originSeq)
+                    report.supersededEntries += 1
+                }
+                try Self.notePurged(db, purged)
+                return (last, rows.count < batch)
+            }
+            first = false
+        }
+        try purgeTombstones(cutoff: cutoff, batch: batch, into: &report)
+        report.floor = try writer.read { db in
+            try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [Self.purgeFloorCursor]) ?? 0
+        }
+        return report
+    }
+
+    /// Purges deleted records whose delete is older than `cutoff` (ms since the epoch, as
+    /// this store received it), with all their log entries, and raises the floor.
+    private func purgeTombstones(cutoff: Int64, batch: Int, into report: inout CompactionReport) throws {
+        var afterKey = RecordKey(table: "", id: "")
+        var done = false
+        while !done {
+            let pass = try writer.write { db -> (last: RecordKey?, tombstones: Int, entries: Int) in
+                guard let me = try Self.identity(db) else { return (nil, 0, 0) }
+                let context = try CompactionContext(db, me: me, tree: nil)
+                let rows = try Row.fetchAll(db, sql: """
+                    SELECT tbl, id, tombstone FROM ts_tombstones WHERE (tbl, id) > (?, ?) ORDER BY tbl, id LIMIT ?
+                    """, arguments: [afterKey.table, afterKey.id, batch])
+                guard let lastRow = rows.last else { return (nil, 0, 0) }
+                try Self.raiseSeqFloor(db, node: me.node)
+                var statements = LogStatements(db)
+                var (tombstones, entries) = (0, 0)
+                var floor: Int64 = 0
+                var purged: [NodeID: Int64] = [:]
+                for row in rows {
+                    let (tbl, id): (String, String) = (row[0], row[1])
+                    guard let table = schema.table(tbl), let version = FieldVersion(parsing: row[2]),
+                          let delete = try Row.fetchOne(db, sql: """
+                            SELECT seq, received_at FROM ts_changes WHERE tbl = ? AND record_id = ? AND op = 'delete' AND hlc = ? AND origin = ?
+                            """, arguments: [tbl, id, Int64(bitPattern: version.hlc.rawValue), version.node.rawValue]),
+                          (delete[1] as Int64) < cutoff else { continue }
+                    let log = try Row.fetchAll(db, sql: "SELECT seq, origin, origin_seq, source FROM ts_changes WHERE tbl = ? AND record_id = ?",
+                                               arguments: [tbl, id])
+                    // Everything of the record must have gone upward, and the head stays.
+                    let settled = try log.allSatisfy { entry in
+                        try (entry[0] as Int64) < context.head && context.acknowledgedUpward(
+                            db, seq: entry[0], source: entry[3], origin: NodeID(unchecked: entry[1]), originSeq: entry[2])
+                    }
+                    guard settled else { continue }
+                    for entry in log {
+                        let origin = NodeID(unchecked: entry[1])
+                        purged[origin] = max(purged[origin] ?? 0, entry[2])
+                    }
+                    entries += try removeRecord(db, &statements, table: table, id: id)
+                    tombstones += 1
+                    floor = max(floor, delete[0])
+                }
+                try Self.notePurged(db, purged)
+                if floor > 0 {
+                    try db.execute(sql: """
+                        INSERT INTO ts_cursors (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = MAX(value, excluded.value)
+                        """, arguments: [Self.purgeFloorCursor, floor])
+                }
+                return (RecordKey(table: lastRow[0], id: lastRow[1]), tombstones, entries)
+            }
+            report.tombstones += pass.tombstones
+            report.tombstoneEntries += pass.entries
+            if let last = pass.last { afterKey = last } else { done = true }
+        }
+    }
+
+    private static func notePurged(_ db: Database, _ purged: [NodeID: Int64]) throws {
+        for (origin, through) in purged {
+            try db.cachedStatement(sql: """
+                INSERT INTO ts_purged (origin, through_seq) VALUES (?, ?)
+                ON CONFLICT(origin) DO UPDATE SET through_seq = MAX(through_seq, excluded.through_seq)
+                """).execute(arguments: [origin.rawValue, through])
+        }
+    }
+
+    // MARK: Re-bootstrap
+
+    /// Starts fetching this node's scope again from the start (its parent purged deletes it
+    /// has not seen): every record held is marked unconfirmed, the pull cursor goes to 0 and
+    /// the node asks for its own changes too (`bootstrappedKey` cleared), in one
+    /// transaction. Unsent changes are untouched: they go upward as before.
+    public func beginRebootstrap(pullCursor: String, bootstrappedKey: String) throws {
+        try writer.write { db in
+            try db.execute(sql: "DELETE FROM ts_rebootstrap")
+            for table in schema.tables {
+                try db.execute(sql: """
+                    INSERT OR IGNORE INTO ts_rebootstrap (tbl, id) SELECT ?, id FROM \(table.name.quotedDatabaseIdentifier) WHERE \(DomainTables.heldByStore)
+                    """, arguments: [table.name])
+            }
+            try db.execute(sql: "INSERT OR IGNORE INTO ts_rebootstrap (tbl, id) SELECT tbl, id FROM ts_tombstones")
+            try Self.setCursor(db, pullCursor, 0)
+            try db.execute(sql: "DELETE FROM ts_meta WHERE key = ?", arguments: [bootstrappedKey])
+        }
+    }
+
+    /// Marks the records `changes` (received from the parent) name as confirmed by the
+    /// re-bootstrap under way, if any; in the caller's transaction.
+    static func confirmRebootstrap(_ db: Database, _ changes: [Change]) throws {
+        guard try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_rebootstrap)") == true else { return }
+        let statement = try db.cachedStatement(sql: "DELETE FROM ts_rebootstrap WHERE tbl = ? AND id = ?")
+        for change in changes { try statement.execute(arguments: [change.table, change.recordID]) }
+    }
+
+    /// Ends a re-bootstrap once the pull has caught up: a record the parent did not deliver
+    /// again was deleted (or left this node's scope) while the node was away, and goes,
+    /// unless changes of it made here still wait to go upward. Returns what went and what
+    /// was kept; nothing when no re-bootstrap is under way.
+    public func finishRebootstrap() throws -> (dropped: Int, keptUnsent: Int) {
+        try writer.write { db in
+            let keys = try Row.fetchAll(db, sql: "SELECT tbl, id FROM ts_rebootstrap").map { RecordKey(table: $0[0], id: $0[1]) }
+            guard !keys.isEmpty, let me = try Self.identity(db) else { return (0, 0) }
+            let pushed = try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [Self.parentPushCursor]) ?? 0
+            try Self.raiseSeqFloor(db, node: me.node)
+            var statements = LogStatements(db)
+            var (dropped, kept) = (0, 0)
+            for key in keys {
+                guard let table = schema.table(key.table) else { continue }
+                let unsent = try Bool.fetchOne(db, sql: """
+                    SELECT EXISTS (SELECT 1 FROM ts_changes WHERE tbl = ? AND record_id = ? AND source != 'parent' AND seq > ?)
+                    """, arguments: [key.table, key.id, pushed]) ?? false
+                if unsent {
+                    kept += 1
+                    continue
+                }
+                _ = try removeRecord(db, &statements, table: table, id: key.id)
+                dropped += 1
+            }
+            try db.execute(sql: "DELETE FROM ts_rebootstrap")
+            return (dropped, kept)
+        }
+    }
+
+    /// True while a re-bootstrap waits for its pull to catch up.
+    public func isRebootstrapping() throws -> Bool {
+        try writer.read { db in try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_rebootstrap)") ?? false }
+    }
+}
+
+/// What a compaction transaction reads once: the store's node, the feed's head, how far
+/// the parent acknowledged, and which child of this node each route node is fed through.
+private struct CompactionContext {
+    let me: NodeID
+    let head: Int64
+    let pushed: Int64
+    let acks: [NodeID: Int64]
+    let tree: NodeTree?
+    private var children: [NodeID: NodeID?] = [:]
+
+    init(_ db: Database, me identity: NodeIdentity, tree: NodeTree?) throws {
+        me = identity.node
+        head = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes") ?? 0
+        pushed = identity.parent == nil ? .max
+            : try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [NodeStore.parentPushCursor]) ?? 0
+        acks = try NodeStore.acknowledgements(db)
+        self.tree = tree
+    }
+
+    /// True when the entry needs nothing more upward: it came from the parent, or the parent
+    /// acknowledged it and it waits in no retry.
+    func acknowledgedUpward(_ db: Database, seq: Int64, source: String, origin: NodeID, originSeq: Int64) throws -> Bool {
+        guard source != ChangeSource.parent.rawValue else { return true }
+        guard seq <= pushed else { return false }
+        return try !(Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM ts_push_retries WHERE origin = ? AND origin_seq = ?)"),
+                                   arguments: [origin.rawValue, originSeq]) ?? false)
+    }
+
+    /// True when every child this store feeds the entry to has pulled past it.
+    mutating func pulledByEveryChild(_ db: Database, seq: Int64) throws -> Bool {
+        guard tree != nil else { return true }
+        let nodes = try String.fetchAll(db.cachedStatement(sql: "SELECT node FROM ts_change_routes WHERE seq = ?"), arguments: [seq])
+        for node in nodes {
+            guard let child = child(toward: NodeID(unchecked: node)) else { continue }
+            if (acks[child] ?? 0) < seq { return false }
+        }
+        return true
+    }
+
+    /// The child of this node whose subtree holds `node`; nil for this node itself and for
+    /// nodes outside its subtree (fed by another store, or gone from the tree).
+    private mutating func child(toward node: NodeID) -> NodeID? {
+        if let known = children[node] { return known }
+        var found: NodeID?
+        if node != me, let tree {
+            var current = node
+            var steps = 0
+            while let parent = tree.parents[current] ?? nil, steps < 64 {
+                if parent == me {
+                    found = current
+                    break
+                }
+                current = parent
+                steps += 1
+            }
+        }
+        children[node] = found
+        return found
+    }
+}

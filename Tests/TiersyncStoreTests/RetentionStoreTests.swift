@@ -1,0 +1,131 @@
+import Foundation
+import GRDB
+import Testing
+import TiersyncCore
+@testable import TiersyncStore
+import TiersyncTestSupport
+
+/// Bounded storage on one store (docs/PRIVACY.md, "Bounded storage"): what compaction
+/// purges and when, what it keeps, and a re-bootstrap's bookkeeping.
+@Suite("Retention in a store")
+struct RetentionStoreTests {
+    static let day: UInt64 = 86_400_000
+    static let tree = NodeTree(parents: ["hq": nil, "de": "hq", "d1": "de"])
+
+    func hq(_ dir: TempDir) throws -> NodeStore { try makeStore(dir, "hq", parent: nil) }
+
+    func change(_ origin: NodeID, _ seq: Int64, at millis: UInt64, _ id: String, _ fields: [String: FieldValue],
+                op: Change.Operation = .upsert) -> Change {
+        Change(origin: origin, originSeq: seq, hlc: HLCTimestamp(wallMillis: millis, counter: 0), table: "customers",
+               recordID: id, op: op, fields: fields)
+    }
+
+    @Test("""
+    a superseded entry goes once the parent acknowledged it, one holding a current value stays, the head stays; \
+    a redelivered purged change is a duplicate and the highest sequence held does not go back
+    """)
+    func supersededEntries() async throws {
+        let dir = try TempDir()
+        let d1 = try makeStore(dir, "d1")
+        try d1.commit([.upsert("customers", id: "c-1", ["last_name": "A", "first_name": "X"])])
+        try d1.commit([.upsert("customers", id: "c-1", ["last_name": "B"])])
+        try d1.commit([.upsert("customers", id: "c-1", ["last_name": "C"])])
+        try d1.commit([.upsert("customers", id: "c-2", ["last_name": "Z"])])
+        var report = try await d1.compact(policy: .default, tree: nil)
+        #expect(report.purgedEntries == 0, "nothing is acknowledged upward yet: \(report)")
+        try d1.setCursor(NodeStore.parentPushCursor, 4)
+        report = try await d1.compact(policy: .default, tree: nil)
+        #expect(try report.supersededEntries == 1 && d1.counts().changes == 3, "only 'B' is superseded: \(report)")
+        #expect(try d1.record(table: "customers", id: "c-1")?.state.liveValues == ["last_name": "C", "first_name": "X", "owning_dealer": "d1"])
+        // Own sequence numbers never go back after a purge.
+        #expect(try d1.commit([.upsert("customers", id: "c-3", ["last_name": "N"])]).first?.originSeq == 5)
+
+        let hq = try hq(dir)
+        let sent = try d1.upstreamBatch(after: 0, limit: 10).map(\.change).filter { $0.recordID == "c-1" }
+        _ = try await hq.applyIncoming(sent, from: "d1", source: .child, checkSkew: false)
+        try hq.commit([.upsert("customers", id: "c-1", ["last_name": "HQ"])])
+        try hq.commit([.upsert("customers", id: "c-9", ["last_name": "Head"])])
+        let held = try await hq.highestSeq(of: "d1")
+        report = try await hq.compact(policy: .default, tree: nil)
+        #expect(report.supersededEntries == 1, "d1's 'C' lost to HQ's edit; d1's first entry holds first_name: \(report)")
+        #expect(try await hq.highestSeq(of: "d1") == held)
+        let again = try await hq.applyIncoming(sent, from: "d1", source: .child, checkSkew: false)
+        #expect(again.applied == 0 && again.duplicates == sent.count, "\(again)")
+        #expect(try hq.counts().changes == 3, "d1's first entry and HQ's two")
+    }
+
+    @Test("a superseded entry routed to a child waits until that child pulled past it, or until it has been away longer than the horizon")
+    func childrenHoldEntries() async throws {
+        let dir = try TempDir()
+        let hq = try hq(dir)
+        try hq.commit([.upsert("customers", id: "c-1", ["last_name": "A", "owning_dealer": "d1"])])
+        try hq.commit([.upsert("customers", id: "c-1", ["last_name": "B", "owning_dealer": "d1"])])
+        try hq.commit([.upsert("customers", id: "c-2", ["last_name": "Head", "owning_dealer": "d1"])])
+        var report = try await hq.compact(policy: .default, tree: Self.tree)
+        #expect(report.supersededEntries == 0 && report.heldForChildren == 1, "de has not pulled: \(report)")
+        // d1's copy comes through de: de's pull is what counts.
+        await hq.notePulled(by: "d1", through: 3)
+        report = try await hq.compact(policy: .default, tree: Self.tree)
+        #expect(report.supersededEntries == 0, "\(report)")
+        await hq.notePulled(by: "de", through: 1)
+        report = try await hq.compact(policy: .default, tree: Self.tree)
+        #expect(try report.supersededEntries == 1 && hq.acknowledgements()["de"] == 1, "\(report)")
+
+        try hq.commit([.upsert("customers", id: "c-2", ["last_name": "Later", "owning_dealer": "d1"])])
+        try hq.commit([.upsert("customers", id: "c-3", ["last_name": "Head", "owning_dealer": "d1"])])
+        report = try await hq.compact(policy: .default, tree: Self.tree)
+        #expect(report.supersededEntries == 0, "\(report)")
+        report = try await hq.compact(policy: .default, tree: Self.tree, nowMillis: WallClock.nowMillis() + 31 * Self.day)
+        #expect(report.supersededEntries == 1, "de is away past the horizon: \(report)")
+    }
+
+    @Test("a tombstone goes with its record's log once the delete is older than the horizon, and its position becomes the floor")
+    func tombstones() async throws {
+        let dir = try TempDir()
+        let hq = try hq(dir)
+        try hq.commit([.upsert("customers", id: "c-1", ["last_name": "Gone"])])
+        let deleted = try hq.commit([.delete("customers", id: "c-1")])
+        try hq.commit([.upsert("customers", id: "c-2", ["last_name": "Head"])])
+        var report = try await hq.compact(policy: .default, tree: Self.tree)
+        #expect(try report.tombstones == 0 && hq.record(table: "customers", id: "c-1") != nil, "a fresh delete stays: \(report)")
+        report = try await hq.compact(policy: .default, tree: Self.tree, nowMillis: WallClock.nowMillis() + 31 * Self.day)
+        #expect(report.tombstones == 1 && report.tombstoneEntries >= 1, "\(report)")
+        #expect(try hq.record(table: "customers", id: "c-1") == nil)
+        #expect(try hq.counts().changes == 1)
+        let floor = try await hq.retentionFloor()
+        #expect(floor == 2 && report.floor == floor, "the delete's position (\(deleted)): \(report)")
+        // A short horizon purges at once (the tests' and the benchmark's setting).
+        try hq.commit([.upsert("customers", id: "c-3", ["last_name": "Gone too"])])
+        try hq.commit([.delete("customers", id: "c-3")])
+        try hq.commit([.upsert("customers", id: "c-4", ["last_name": "Head"])])
+        report = try await hq.compact(policy: RetentionPolicy(horizon: .zero), tree: Self.tree, nowMillis: WallClock.nowMillis() + 1)
+        let newFloor = try await hq.retentionFloor()
+        #expect(report.tombstones == 1 && newFloor == 5, "\(report)")
+    }
+
+    @Test("a re-bootstrap drops the records the parent did not deliver again and keeps those with unsent changes")
+    func rebootstrap() async throws {
+        let dir = try TempDir()
+        let d1 = try makeStore(dir, "d1")
+        let now = WallClock.nowMillis()
+        let fromHQ = [change("hq", 1, at: now, "c-1", ["last_name": "Kept"]), change("hq", 2, at: now, "c-2", ["last_name": "Deleted upstream"])]
+        _ = try await d1.applyIncoming(fromHQ, from: "hq", source: .parent, checkSkew: false)
+        let sent = try d1.commit([.upsert("customers", id: "c-4", ["last_name": "Sent, deleted upstream"])])
+        try d1.setCursor(NodeStore.parentPushCursor, try d1.headSeq())
+        try d1.commit([.upsert("customers", id: "c-3", ["last_name": "Unsent"])])
+        try d1.setCursor("pull.parent", 40)
+        try d1.setMeta("pull.bootstrapped", "1")
+
+        try d1.beginRebootstrap(pullCursor: "pull.parent", bootstrappedKey: "pull.bootstrapped")
+        #expect(try d1.cursor("pull.parent") == 0 && d1.meta("pull.bootstrapped") == nil && d1.isRebootstrapping())
+        let again = try await d1.applyIncoming([fromHQ[0]], from: "hq", source: .parent, checkSkew: false)
+        #expect(again.duplicates == 1)
+        let finished = try d1.finishRebootstrap()
+        #expect(finished.dropped == 2 && finished.keptUnsent == 1, "\(finished)")
+        #expect(try d1.record(table: "customers", id: "c-1") != nil && d1.record(table: "customers", id: "c-3") != nil)
+        #expect(try d1.record(table: "customers", id: "c-2") == nil && d1.record(table: "customers", id: "c-4") == nil)
+        #expect(try !d1.isRebootstrapping())
+        #expect(try d1.upstreamBatch(after: d1.cursor(NodeStore.parentPushCursor), limit: 10).map(\.change.recordID) == ["c-3"], "the unsent change still goes")
+        #expect(try d1.commit([.upsert("customers", id: "c-5", ["last_name": "N"])]).first!.originSeq > sent[0].originSeq + 1)
+    }
+}
