@@ -64,13 +64,14 @@ public final class RunningHub: Sendable {
     /// database instead of files in `directory` (which then holds only the certificates).
     public init(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init(),
                 maxClockSkewMillis: UInt64 = 60_000, rules: RulesSchedule? = nil, postgres: PostgresEndpoint? = nil,
-                logger: Logger = Logger(label: "tiersync.hub")) async throws {
+                retention: RetentionPolicy? = .default, logger: Logger = Logger(label: "tiersync.hub")) async throws {
         let pki = try DevelopmentPKI.ensure(in: directory + "/pki")
         var configuration = HubConfiguration(host: "127.0.0.1", port: port, dataDirectory: directory + "/hub",
                                              transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey))
         configuration.limits = limits
         configuration.maxClockSkewMillis = maxClockSkewMillis
         configuration.metricsToken = Self.metricsToken
+        configuration.retention = retention
         configuration.releaseKeyDirectory = directory + "/release-keys"
         let clock = HybridLogicalClock(maxSkewMillis: maxClockSkewMillis)
         let server: HubServer
@@ -363,9 +364,11 @@ public final class RunningAgent: Sendable {
     public let store: NodeStore
     private let task: Task<Void, any Error>
 
-    public init(store: NodeStore, parentURL: String, caFile: String, rules: RulesSchedule? = nil) throws {
+    public init(store: NodeStore, parentURL: String, caFile: String, rules: RulesSchedule? = nil,
+                retention: RetentionPolicy? = .default) throws {
         self.store = store
         var configuration = AgentConfiguration(parentURL: parentURL, caFile: caFile)
+        configuration.retention = retention
         configuration.localPollInterval = .milliseconds(50)
         configuration.pullWaitSeconds = 5
         configuration.statusInterval = .milliseconds(200)
@@ -376,11 +379,11 @@ public final class RunningAgent: Sendable {
 
     /// Enrolls a new store at `parentURL` with a token from `hub`, then runs its agent.
     public static func enroll(_ node: NodeID, parent: NodeID?, tenant: TenantID, hub: RunningHub, parentURL: String,
-                              directory: String, rules: RulesSchedule? = nil) async throws -> RunningAgent {
+                              directory: String, rules: RulesSchedule? = nil, retention: RetentionPolicy? = .default) async throws -> RunningAgent {
         let store = try NodeStore(path: "\(directory)/\(node).sqlite")
         try await SyncAgent.enroll(store: store, configuration: AgentConfiguration(parentURL: parentURL, caFile: hub.caFile),
                                    token: try await hub.catalogStore.issueEnrollmentToken(tenant: tenant, node: node, parent: parent))
-        return try RunningAgent(store: store, parentURL: parentURL, caFile: hub.caFile, rules: rules)
+        return try RunningAgent(store: store, parentURL: parentURL, caFile: hub.caFile, rules: rules, retention: retention)
     }
 
     public func stop() async {
@@ -430,10 +433,10 @@ public final class Running {
     public func add(_ stop: @escaping () async -> Void) { stops.append(stop) }
 
     public func hub(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init(),
-                    maxClockSkewMillis: UInt64 = 60_000, rules: RulesSchedule? = nil,
+                    maxClockSkewMillis: UInt64 = 60_000, rules: RulesSchedule? = nil, retention: RetentionPolicy? = .default,
                     logger: Logger = Logger(label: "tiersync.hub")) async throws -> RunningHub {
         let hub = try await RunningHub(directory: directory, port: port, limits: limits, maxClockSkewMillis: maxClockSkewMillis,
-                                       rules: rules, logger: logger)
+                                       rules: rules, retention: retention, logger: logger)
         add { await hub.stop() }
         return hub
     }
@@ -445,16 +448,17 @@ public final class Running {
         return country
     }
 
-    public func agent(store: NodeStore, parentURL: String, caFile: String, rules: RulesSchedule? = nil) throws -> RunningAgent {
-        let agent = try RunningAgent(store: store, parentURL: parentURL, caFile: caFile, rules: rules)
+    public func agent(store: NodeStore, parentURL: String, caFile: String, rules: RulesSchedule? = nil,
+                      retention: RetentionPolicy? = .default) throws -> RunningAgent {
+        let agent = try RunningAgent(store: store, parentURL: parentURL, caFile: caFile, rules: rules, retention: retention)
         add { await agent.stop() }
         return agent
     }
 
     public func agent(enrolling node: NodeID, parent: NodeID?, tenant: TenantID, hub: RunningHub, parentURL: String,
-                      directory: String, rules: RulesSchedule? = nil) async throws -> RunningAgent {
+                      directory: String, rules: RulesSchedule? = nil, retention: RetentionPolicy? = .default) async throws -> RunningAgent {
         let agent = try await RunningAgent.enroll(node, parent: parent, tenant: tenant, hub: hub, parentURL: parentURL,
-                                                  directory: directory, rules: rules)
+                                                  directory: directory, rules: rules, retention: retention)
         add { await agent.stop() }
         return agent
     }

@@ -1,0 +1,91 @@
+import Foundation
+import Testing
+import TiersyncAgent
+import TiersyncCore
+import TiersyncStore
+import TiersyncTestSupport
+
+/// Bounded storage through the running system (docs/PRIVACY.md, "Bounded storage"): the
+/// hub purges what every replica acknowledged, and a dealer away past the horizon is told
+/// to re-bootstrap and does, losing nothing it had not sent. The horizon is scaled down to
+/// seconds.
+@Suite("Retention")
+struct RetentionTests {
+    static let policy = RetentionPolicy(horizon: .seconds(2), interval: .milliseconds(300))
+
+    @Test("""
+    HQ's log keeps no superseded entry its dealers pulled; a dealer away past the horizon is answered 410 rebootstrap_required, \
+    re-bootstraps by itself, drops the record deleted meanwhile (whose tombstone HQ purged) and sends its offline edit and record
+    """)
+    func awayPastTheHorizon() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path, retention: Self.policy)
+            try hub.catalog.createTenant("acme")
+            let d1 = try await running.agent(enrolling: "d1", parent: "hq", tenant: "acme", hub: hub, parentURL: hub.url, directory: dir.path,
+                                                retention: Self.policy)
+            let d2 = try await running.agent(enrolling: "d2", parent: "hq", tenant: "acme", hub: hub, parentURL: hub.url, directory: dir.path,
+                                                retention: Self.policy)
+            let hq = try hub.stores.store(for: "acme")
+            try hq.commit([
+                .upsert("customers", id: "c-1", ["last_name": "Doomed", "owning_dealer": "d1"]),
+                .upsert("customers", id: "c-2", ["last_name": "Kept", "owning_dealer": "d1"]),
+            ])
+            try await eventually(timeout: 20, "d1 holds both") {
+                try d1.store.record(table: "customers", id: "c-1") != nil && d1.store.record(table: "customers", id: "c-2") != nil
+            }
+
+            // Churn on a record of d2's: HQ and d2 keep two entries of it, the first (which set
+            // owning_dealer, never written again) and the last.
+            for round in 1...30 {
+                try d2.store.commit([.upsert("customers", id: "c-churn", ["last_name": .string("Round \(round)"), "phone": .string("+49 \(round)")])])
+            }
+            try await eventuallyAsync(timeout: 20, "HQ compacts the churn") {
+                let entries = try await Self.entries(hq, "c-churn")
+                return try hq.record(table: "customers", id: "c-churn")?.state.liveValues["last_name"] == "Round 30" && entries == 2
+            }
+            try await eventuallyAsync(timeout: 20, "d2 compacts its own log once HQ acknowledged") {
+                try await Self.entries(d2.store, "c-churn") == 2
+            }
+
+            // d1 goes away. Offline it edits c-2 and creates c-3; meanwhile HQ deletes c-1.
+            await d1.stop()
+            let credential = try #require(try d1.store.meta("credential"))
+            try d1.store.commit([.upsert("customers", id: "c-2", ["first_name": "Offline edit"])])
+            try d1.store.commit([.upsert("customers", id: "c-3", ["last_name": "Made offline"])])
+            try hq.commit([.delete("customers", id: "c-1")])
+            try hq.commit([.upsert("customers", id: "c-head", ["last_name": "After the delete", "owning_dealer": "d2"])])
+            try await eventuallyAsync(timeout: 20, "HQ purges c-1's tombstone past the horizon") {
+                let floor = try await hq.retentionFloor()
+                return try hq.record(table: "customers", id: "c-1") == nil && floor > 0
+            }
+
+            // What d1's agent will be told.
+            let cursor = try d1.store.cursor("pull.parent")
+            let gone = try await running.client(hub).send("GET", "/v1/pull?cursor=\(cursor)", credential: credential)
+            #expect(gone.status == 410 && gone.error?.code == "rebootstrap_required", "\(gone.status) \(gone.text)")
+            #expect(gone.error?.message.contains("keeping its unsent changes") == true, "\(gone.text)")
+            let fresh = try await running.client(hub).send("GET", "/v1/pull?cursor=0", credential: credential)
+            #expect(fresh.status == 200, "a fresh bootstrap is always served")
+
+            // Back: it re-bootstraps by itself and loses nothing it had not sent.
+            let back = try running.agent(store: d1.store, parentURL: hub.url, caFile: hub.caFile, retention: Self.policy)
+            try await eventually(timeout: 30, "d1 drops c-1 and HQ gets its offline work") {
+                try back.store.record(table: "customers", id: "c-1") == nil
+                    && hq.record(table: "customers", id: "c-3")?.state.liveValues["last_name"] == "Made offline"
+                    && hq.record(table: "customers", id: "c-2")?.state.liveValues["first_name"] == "Offline edit"
+            }
+            #expect(try !back.store.isRebootstrapping())
+            #expect(try back.store.record(table: "customers", id: "c-2")?.state.liveValues["last_name"] == "Kept")
+            #expect(try back.store.record(table: "customers", id: "c-3") != nil)
+            try await eventually(timeout: 20, "d1 equals HQ in its scope") {
+                try back.store.digest(scope: Scope(nodes: ["d1"])) == hq.digest(scope: Scope(nodes: ["d1"]))
+            }
+        }
+    }
+
+    /// The log entries of customer `id` in `store`.
+    static func entries(_ store: NodeStore, _ id: String) async throws -> Int {
+        try await store.trace(recordID: id, table: "customers", after: 0, limit: 1_000).changes.count
+    }
+}
