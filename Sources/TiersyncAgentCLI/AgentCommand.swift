@@ -29,6 +29,8 @@ public struct ParentOptions: ParsableArguments, Sendable {
     public var releaseKey: String?
     @Option(help: "Seconds between evaluations of the node's escalation and proactive-contact rules (0: never).")
     public var rulesInterval = 30.0
+    @Option(help: "Days this node's store keeps superseded log entries and tombstones; a child away longer must re-bootstrap (docs/PRIVACY.md, \"Bounded storage\").")
+    public var retentionDays = 30.0
 
     /// Opens the store, enrolls it on its first run, adopts a changed parent URL, and
     /// returns the agent configuration. A country node, whose hub checkpoints its store,
@@ -45,6 +47,10 @@ public struct ParentOptions: ParsableArguments, Sendable {
         configuration.localPollInterval = .milliseconds(pollMs)
         configuration.pullWaitSeconds = pullWait
         configuration.rulesInterval = rulesInterval > 0 ? .milliseconds(Int64(rulesInterval * 1000)) : nil
+        guard let retention = RetentionPolicy(days: retentionDays) else {
+            throw CLIError("--retention-days must be a number of days above 0 and at most \(Int(RetentionPolicy.maximumDays)), got \(retentionDays)")
+        }
+        configuration.retention = retention
         if let ca { try store.setMeta("ca_file", ca) }
         if let releaseKey {
             guard GovernancePublicKey(base64: releaseKey) != nil else { throw CLIError("--release-key is not a base64 Ed25519 public key") }

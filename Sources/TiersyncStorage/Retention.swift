@@ -21,6 +21,16 @@ public struct RetentionPolicy: Sendable, Equatable {
 
     public static let `default` = RetentionPolicy()
 
+    /// The longest horizon an operator may set (100 years).
+    public static let maximumDays = 36_500.0
+
+    /// A policy with a horizon of `days` (fractions allowed, for tests and drills), or nil
+    /// when `days` is not a number in (0, ``maximumDays``].
+    public init?(days: Double, interval: Duration = .seconds(60)) {
+        guard days.isFinite, days > 0, days <= Self.maximumDays else { return nil }
+        self.init(horizon: .milliseconds(Int64(days * 86_400_000)), interval: interval)
+    }
+
     /// The horizon in milliseconds, never negative and never trapping on absurd values.
     public var horizonMillis: UInt64 {
         let (seconds, attoseconds) = horizon.components
@@ -64,4 +74,26 @@ public struct RebootstrapRequired: Error, Sendable, CustomStringConvertible {
     public var description: String {
         "this node's last pull (position \(cursor)) is older than the retention horizon: deletes it has not seen were purged (through position \(floor)); it must fetch its scope again from the start, keeping its unsent changes"
     }
+}
+
+/// A store's size on disk against the live data it holds (``RetentionPolicy``'s bound).
+public struct StorageFootprint: Sendable, Equatable {
+    /// The database file as on disk (its high-water mark: freed pages are reused, not returned).
+    public var fileBytes: Int64
+    /// The pages in use in it (the file less its free list).
+    public var usedBytes: Int64
+    /// The write-ahead log as on disk.
+    public var walBytes: Int64
+    /// A file holding only the live data: the domain tables with each record's versions and route.
+    public var liveBytes: Int64
+
+    public init(fileBytes: Int64, usedBytes: Int64, walBytes: Int64, liveBytes: Int64) {
+        self.fileBytes = fileBytes
+        self.usedBytes = usedBytes
+        self.walBytes = walBytes
+        self.liveBytes = liveBytes
+    }
+
+    /// The database file against the live data.
+    public var fileRatio: Double { liveBytes > 0 ? Double(fileBytes) / Double(liveBytes) : 0 }
 }

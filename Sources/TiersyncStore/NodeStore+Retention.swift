@@ -4,6 +4,7 @@
 // re-bootstrap (`retentionFloor`), and a re-bootstrap's bookkeeping on the node doing it
 // (`beginRebootstrap`, `finishRebootstrap`).
 
+import Foundation
 import GRDB
 import TiersyncCore
 
@@ -90,57 +91,72 @@ extension NodeStore {
         try await offCooperativePool { try self.compactNow(policy: policy, tree: tree, nowMillis: nowMillis, batch: max(1, batch)) }
     }
 
+    /// Where the next pass starts (`ts_cursors`): an entry at or below it was looked at by
+    /// an earlier pass and kept only because it was current, so it can have become
+    /// superseded only through a newer entry of its record. A pass therefore looks at the
+    /// records with an entry after it (all of their entries), not the whole log.
+    static let compactFromCursor = "compact.from"
+
     private func compactNow(policy: RetentionPolicy, tree: NodeTree?, nowMillis: UInt64, batch: Int) throws -> CompactionReport {
         let horizon = policy.horizonMillis
         let cutoff = Int64(clamping: nowMillis > horizon ? nowMillis - horizon : 0)
         var report = CompactionReport()
-        var after: Int64 = 0
-        var done = false
-        var first = true
-        while !done {
-            (after, done) = try writer.write { db -> (Int64, Bool) in
-                if first { try flushAcknowledgements(db, nowMillis: nowMillis) }
-                guard let me = try Self.identity(db) else { return (0, true) }
+        let (headAtStart, touched) = try writer.write { db -> (Int64, [RecordKey]) in
+            try flushAcknowledgements(db, nowMillis: nowMillis)
+            let from = try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [Self.compactFromCursor]) ?? 0
+            let head = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes") ?? 0
+            let keys = try Row.fetchAll(db, sql: "SELECT DISTINCT tbl, record_id FROM ts_changes WHERE seq > ?", arguments: [from])
+                .map { RecordKey(table: $0[0], id: $0[1]) }
+            return (head, keys)
+        }
+        // The lowest entry kept for a reason that passes (not yet acknowledged upward or by
+        // a child): the next pass must look at its record again.
+        var lowestHeld = Int64.max
+        for start in stride(from: 0, to: touched.count, by: max(1, batch / 4)) {
+            let chunk = touched[start..<min(start + max(1, batch / 4), touched.count)]
+            try writer.write { db in
+                guard let me = try Self.identity(db) else { return }
                 var context = try CompactionContext(db, me: me, tree: tree)
-                let rows = try Row.fetchAll(db, sql: """
-                    SELECT seq, origin, origin_seq, hlc, tbl, record_id, source, received_at FROM ts_changes
-                    WHERE seq > ? AND seq < ? AND op != '\(Self.erasedOp)' ORDER BY seq LIMIT ?
-                    """, arguments: [after, context.head, batch])
-                guard let last = rows.last?[0] as Int64? else { return (after, true) }
                 try Self.raiseSeqFloor(db, node: me.node)
-                var current: [RecordKey: Set<FieldVersion>?] = [:]
                 var purged: [NodeID: Int64] = [:]
-                for row in rows {
-                    let seq: Int64 = row[0], originSeq: Int64 = row[2], receivedAt: Int64 = row[7]
-                    let origin = NodeID(unchecked: row[1])
-                    let source: String = row[6]
-                    let key = RecordKey(table: row[4], id: row[5])
-                    guard try context.acknowledgedUpward(db, seq: seq, source: source, origin: origin, originSeq: originSeq) else { continue }
-                    if current[key] == nil {
-                        current[key] = try schema.table(key.table).flatMap { try load(db, table: $0, id: key.id) }.map { stored in
-                            Set(stored.state.versions.values).union(stored.state.tombstone.map { [$0] } ?? [])
-                        }
-                    }
+                for key in chunk {
                     // A record this store no longer holds keeps what is left of its log.
-                    guard let versions = current[key]!, !versions.contains(FieldVersion(hlc: HLCTimestamp(rawValue: UInt64(bitPattern: row[3])), node: origin))
-                    else { continue }
-                    if try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM ts_route_entries WHERE seq = ?)"), arguments: [seq]) ?? false {
-                        continue
+                    guard let table = schema.table(key.table), let stored = try load(db, table: table, id: key.id) else { continue }
+                    let current = Set(stored.state.versions.values).union(stored.state.tombstone.map { [$0] } ?? [])
+                    let rows = try Row.fetchAll(db.cachedStatement(sql: """
+                        SELECT seq, origin, origin_seq, hlc, source, received_at FROM ts_changes
+                        WHERE tbl = ? AND record_id = ? AND seq < ? AND op != '\(Self.erasedOp)'
+                        """), arguments: [key.table, key.id, context.head])
+                    for row in rows {
+                        let seq: Int64 = row[0], originSeq: Int64 = row[2], receivedAt: Int64 = row[5]
+                        let origin = NodeID(unchecked: row[1])
+                        guard !current.contains(FieldVersion(hlc: HLCTimestamp(rawValue: UInt64(bitPattern: row[3])), node: origin)) else { continue }
+                        guard try context.acknowledgedUpward(db, seq: seq, source: row[4], origin: origin, originSeq: originSeq) else {
+                            lowestHeld = min(lowestHeld, seq)
+                            continue
+                        }
+                        if try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM ts_route_entries WHERE seq = ?)"), arguments: [seq]) ?? false {
+                            continue
+                        }
+                        if receivedAt >= cutoff, try !context.pulledByEveryChild(db, seq: seq) {
+                            report.heldForChildren += 1
+                            lowestHeld = min(lowestHeld, seq)
+                            continue
+                        }
+                        try db.cachedStatement(sql: "DELETE FROM ts_change_routes WHERE seq = ?").execute(arguments: [seq])
+                        try db.cachedStatement(sql: "DELETE FROM ts_changes WHERE seq = ?").execute(arguments: [seq])
+                        purged[origin] = max(purged[origin] ?? 0, originSeq)
+                        report.supersededEntries += 1
                     }
-                    if receivedAt >= cutoff, try !context.pulledByEveryChild(db, seq: seq) {
-                        report.heldForChildren += 1
-                        continue
-                    }
-                    try db.cachedStatement(sql: "DELETE FROM ts_change_routes WHERE seq = ?").execute(arguments: [seq])
-                    try db.cachedStatement(sql: "DELETE FROM ts_changes WHERE seq = ?").execute(arguments: [seq])
-                    purged[origin] = max(purged[origin] ?? 0, originSeq)
-                    report.supersededEntries += 1
                 }
                 try Self.notePurged(db, purged)
-                return (last, rows.count < batch)
             }
-            first = false
         }
+        // The head was left alone (its record is looked at again next time), as were entries
+        // still held (an old one of a record touched since sets the next start below this
+        // one's, so it is looked at again even if its record is not touched again).
+        let next = max(0, min(headAtStart - 1, lowestHeld == .max ? .max : lowestHeld - 1))
+        try setCursor(Self.compactFromCursor, next)
         try purgeTombstones(cutoff: cutoff, batch: batch, into: &report)
         report.floor = try writer.read { db in
             try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [Self.purgeFloorCursor]) ?? 0
@@ -210,6 +226,39 @@ extension NodeStore {
                 ON CONFLICT(origin) DO UPDATE SET through_seq = MAX(through_seq, excluded.through_seq)
                 """).execute(arguments: [origin.rawValue, through])
         }
+    }
+
+    // MARK: Footprint
+
+    /// What the store's files hold (``StorageFootprint``): the database file and its
+    /// write-ahead log as they are on disk, and the size of a file holding only the live
+    /// data (the domain tables, with each record's versions and route), made by copying the
+    /// store (`VACUUM INTO` a file beside it) and dropping everything else from the copy.
+    public func footprint() throws -> StorageFootprint {
+        let copy = path + ".footprint-\(UInt64.random(in: 0...UInt64.max))"
+        defer {
+            for suffix in ["", "-wal", "-shm", "-journal"] { try? FileManager.default.removeItem(atPath: copy + suffix) }
+        }
+        let pages = try writer.read { db -> (Int64, Int64, Int64) in
+            (try Int64.fetchOne(db, sql: "PRAGMA page_count") ?? 0, try Int64.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0,
+             try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 0)
+        }
+        try writer.writeWithoutTransaction { db in try db.execute(sql: "VACUUM INTO ?", arguments: [copy]) }
+        let live = try DatabaseQueue(path: copy)
+        let domain = Set(schema.tables.map(\.name))
+        let liveBytes = try live.writeWithoutTransaction { db -> Int64 in
+            let tables = try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+            for table in tables where !domain.contains(table) {
+                try db.execute(sql: "DROP TABLE \(table.quotedDatabaseIdentifier)")
+            }
+            try db.execute(sql: "VACUUM")
+            return (try Int64.fetchOne(db, sql: "PRAGMA page_count") ?? 0) * (try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 0)
+        }
+        try live.close()
+        let size = { (file: String) -> Int64 in
+            ((try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? NSNumber)?.int64Value ?? 0
+        }
+        return StorageFootprint(fileBytes: size(path), usedBytes: (pages.0 - pages.1) * pages.2, walBytes: size(path + "-wal"), liveBytes: liveBytes)
     }
 
     // MARK: Re-bootstrap

@@ -9,9 +9,9 @@ import Logging
 struct TiersyncBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tiersync-bench",
-        abstract: "Measure Tiersync: ingest, ingest with allocation rules, fan-in, propagation, bootstrap, wire, idle, KPIs, the console at N nodes; hostile load.",
+        abstract: "Measure Tiersync: ingest, ingest with allocation rules, fan-in, propagation, bootstrap, wire, idle, KPIs, the console at N nodes, store size under churn; hostile load.",
         discussion: "Build in release mode for figures: swift run -c release tiersync-bench <scenario>.",
-        subcommands: [Ingest.self, Rules.self, FanIn.self, PostgresBench.self, Propagation.self, Bootstrap.self, Wire.self, Idle.self, Hostile.self, KPIBench.self, ConsoleBench.self, All.self])
+        subcommands: [Ingest.self, Rules.self, FanIn.self, PostgresBench.self, Propagation.self, Bootstrap.self, Wire.self, Idle.self, Hostile.self, KPIBench.self, ConsoleBench.self, RetentionBench.self, All.self])
 }
 
 struct CommonOptions: ParsableArguments {
@@ -48,6 +48,7 @@ struct All: AsyncParsableCommand {
         try await Hostile.parse(t ? ["--requests", "2000"] : []).run()
         try await KPIBench.parse(t ? ["--writes", "500", "--interactions", "5000"] : []).run()
         try await ConsoleBench.parse(t ? ["--nodes", "300", "--requests", "3"] : []).run()
+        try await RetentionBench.parse(t ? ["--updates", "20000", "--records", "400", "--rounds", "10", "--samples", "2"] : []).run()
         print("all scenarios ran")
     }
 }

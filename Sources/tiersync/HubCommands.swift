@@ -35,11 +35,16 @@ struct Hub: AsyncParsableCommand {
         var rulesInterval = 30.0
         @Option(help: "Directory of TENANT.release.key files, so administrators can publish and approve releases in the console and the admin API (default with --data: DATA/keys).")
         var releaseKeys: String?
+        @Option(help: "Days the tenant stores keep superseded log entries and tombstones; a node away longer must re-bootstrap (docs/PRIVACY.md, \"Bounded storage\"; SQLite only).")
+        var retentionDays = 30.0
         @OptionGroup var logging: LoggingOptions
 
         func validate() throws {
             guard (data == nil) != (postgres == nil) else {
                 throw ValidationError("give exactly one of --data DIR (SQLite) and --postgres URL (PostgreSQL)")
+            }
+            guard RetentionPolicy(days: retentionDays) != nil else {
+                throw ValidationError("--retention-days must be a number of days above 0 and at most \(Int(RetentionPolicy.maximumDays)), got \(retentionDays)")
             }
         }
 
@@ -52,6 +57,7 @@ struct Hub: AsyncParsableCommand {
             var configuration = try listener.configuration(dataDirectory: data!)
             configuration.maxClockSkewMillis = maxSkew * 1000
             configuration.releaseKeyDirectory = releaseKeys ?? data! + "/keys"
+            configuration.retention = RetentionPolicy(days: retentionDays)
             // The stores the hub serves, shared with HQ's rules runner (HQ has no agent: its
             // escalation and proactive rules run in this process).
             let stores = TenantStores(catalog: try HubCatalog(directory: configuration.dataDirectory),

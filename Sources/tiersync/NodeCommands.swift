@@ -37,6 +37,8 @@ struct Node: AsyncParsableCommand {
                                                                        checkpointing: .byOwner)
             var hubConfiguration = try listener.configuration(dataDirectory: data)
             hubConfiguration.maxClockSkewMillis = maxSkew * 1000
+            // The country's hub compacts the store it shares with its agent.
+            hubConfiguration.retention = agentConfiguration.retention
             let node = CountryNode(store: store, agentConfiguration: agentConfiguration, hubConfiguration: hubConfiguration)
             let listener = self.listener
             let (data, db) = (self.data, parent.db)
