@@ -15,10 +15,19 @@ struct CompactionService: Service {
 
     func run() async throws {
         guard let policy else { return }
-        while !Task.isShuttingDownGracefully, !Task.isCancelled {
-            try? await Task.sleep(for: policy.interval)
-            guard !Task.isShuttingDownGracefully, !Task.isCancelled else { return }
+        // Ends at once on graceful shutdown: the server stops only after every service has,
+        // and one still asleep kept it serving with its long-polls closed (answered at once,
+        // so every node polled in a tight loop) for up to an interval.
+        try? await cancelWhenGracefulShutdown {
+            try await compactEvery(policy)
+        }
+    }
+
+    private func compactEvery(_ policy: RetentionPolicy) async throws {
+        while !Task.isCancelled {
+            try await Task.sleep(for: policy.interval)
             for tenant in directory.openTenants() {
+                try Task.checkCancellation()
                 guard let store = (try? await directory.store(for: tenant)) as? NodeStore else { continue }
                 do {
                     let tree = try await directory.tree(of: tenant)
@@ -29,6 +38,8 @@ struct CompactionService: Service {
                             "tombstone_entries": "\(report.tombstoneEntries)", "held_for_children": "\(report.heldForChildren)",
                         ])
                     }
+                } catch is CancellationError {
+                    throw CancellationError()
                 } catch {
                     logger.warning("compaction failed; retrying at the next interval", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
                 }

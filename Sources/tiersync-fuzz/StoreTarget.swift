@@ -24,7 +24,7 @@ let highestSeqSignature = "highest-seq-out-of-range"
 /// The scope rule is ``PushScope``, the same code the hub's push handler runs.
 struct StoreTarget {
     struct Totals {
-        var batches = 0, changes = 0, applied = 0, duplicates = 0, rejected = 0, redeliveries = 0, settledLate = 0
+        var batches = 0, changes = 0, applied = 0, duplicates = 0, rejected = 0, redeliveries = 0, settledLate = 0, purged = 0
         var codes: [String: Int] = [:]
         var makeTime = Duration.zero
     }
@@ -201,6 +201,13 @@ struct StoreTarget {
                 break
             }
         }
+
+        // Compaction between deliveries, every child having pulled everything: superseded
+        // entries go, and a redelivery of a purged change must still be a duplicate.
+        for child in World.tree.parents.compactMap({ $0.value == World.root ? $0.key : nil }) {
+            await store.notePulled(by: child, through: Int64.max / 2)
+        }
+        totals.purged += try await store.compact(policy: .default, tree: World.tree, nowMillis: World.nowMillis).purgedEntries
 
         // Redelivery.
         let final1 = first.rejected.filter(\.code.isFinal).count

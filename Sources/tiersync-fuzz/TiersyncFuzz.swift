@@ -220,7 +220,7 @@ struct FuzzRun {
         print("push decoding: " + wireOutcomes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         print("time: decoders \(decodeTime), store \(storeTime) (of which fresh stores \(store.totals.makeTime))")
         let t = store.totals
-        print("store: \(t.batches) batches judged, \(t.changes) changes: applied \(t.applied), duplicates \(t.duplicates), rejected \(t.rejected); \(t.redeliveries) redeliveries (\(t.settledLate) settled after a second)")
+        print("store: \(t.batches) batches judged, \(t.changes) changes: applied \(t.applied), duplicates \(t.duplicates), rejected \(t.rejected); \(t.redeliveries) redeliveries (\(t.settledLate) settled after a second); \(t.purged) log entries purged by compaction between deliveries")
         print("refusals: " + t.codes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         if divergences.isEmpty {
             print("decoder divergences: none")

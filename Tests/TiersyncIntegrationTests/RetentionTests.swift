@@ -84,6 +84,19 @@ struct RetentionTests {
         }
     }
 
+    @Test("a hub compacting every minute stops within seconds: its compaction ends at graceful shutdown, not after its sleep")
+    func stopsPromptly() async throws {
+        let dir = try TempDir()
+        let hub = try await RunningHub(directory: dir.path, retention: RetentionPolicy(interval: .seconds(60)))
+        try hub.catalog.createTenant("acme")
+        _ = try hub.stores.store(for: "acme")
+        let started = ContinuousClock.now
+        await hub.stop()
+        let took = ContinuousClock.now - started
+        // Before the fix the server kept serving, long-polls closed, until the sleep ended.
+        #expect(took < .seconds(15), "stopped after \(took)")
+    }
+
     /// The log entries of customer `id` in `store`.
     static func entries(_ store: NodeStore, _ id: String) async throws -> Int {
         try await store.trace(recordID: id, table: "customers", after: 0, limit: 1_000).changes.count
