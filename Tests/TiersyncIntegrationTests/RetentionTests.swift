@@ -84,17 +84,19 @@ struct RetentionTests {
         }
     }
 
-    @Test("a hub compacting every minute stops within seconds: its compaction ends at graceful shutdown, not after its sleep")
+    @Test("a hub compacting every 10 minutes stops at once: its compaction ends at graceful shutdown, not after its sleep")
     func stopsPromptly() async throws {
         let dir = try TempDir()
-        let hub = try await RunningHub(directory: dir.path, retention: RetentionPolicy(interval: .seconds(60)))
+        let hub = try await RunningHub(directory: dir.path, retention: RetentionPolicy(interval: .seconds(600)))
         try hub.catalog.createTenant("acme")
         _ = try hub.stores.store(for: "acme")
         let started = ContinuousClock.now
         await hub.stop()
         let took = ContinuousClock.now - started
-        // Before the fix the server kept serving, long-polls closed, until the sleep ended.
-        #expect(took < .seconds(15), "stopped after \(took)")
+        // Before the fix the server kept serving, long-polls closed, until the 10-minute sleep
+        // ended. (Alone it stops in under a second; a loaded machine running the whole suite
+        // has taken half a minute.)
+        #expect(took < .seconds(120), "stopped after \(took)")
     }
 
     /// The log entries of customer `id` in `store`.
