@@ -60,6 +60,16 @@ extension NodeStore {
                     report.duplicates += 1
                     continue
                 }
+                // A child sends its origins' changes in order, so one at or below what was
+                // purged of its origin here, and neither logged nor quarantined, was applied
+                // before and purged (superseded): a duplicate, whatever it says now.
+                if identity == .new, source == .child, anyPurged {
+                    if purgedThrough[change.origin] == nil { purgedThrough[change.origin] = try Self.purgedThrough(db, origin: change.origin) }
+                    if change.originSeq <= purgedThrough[change.origin]! {
+                        report.duplicates += 1
+                        continue
+                    }
+                }
                 if let refusal = identity.refusal(for: change) {
                     try refuse(change, refusal)
                     continue
@@ -104,8 +114,9 @@ extension NodeStore {
                         continue
                     }
                     row = nil
-                    // A redelivery of a change purged here (superseded) changes nothing: it
-                    // is a duplicate, not a new entry to log and feed again.
+                    // From the parent, a change at or below the purged sequence may be new
+                    // here (a snapshot of a record entering this scope): a duplicate only when
+                    // it changes nothing, not a new entry to log and feed again.
                     if anyPurged, stored != nil, !merged.outcome.changedAnything {
                         if purgedThrough[valid.origin] == nil { purgedThrough[valid.origin] = try Self.purgedThrough(db, origin: valid.origin) }
                         if valid.originSeq <= purgedThrough[valid.origin]! {

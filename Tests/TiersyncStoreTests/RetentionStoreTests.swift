@@ -52,6 +52,11 @@ struct RetentionStoreTests {
         let again = try await hq.applyIncoming(sent, from: "d1", source: .child, checkSkew: false)
         #expect(again.applied == 0 && again.duplicates == sent.count, "\(again)")
         #expect(try hq.counts().changes == 3, "d1's first entry and HQ's two")
+        // Whatever the store would say of it now (here: out of scope), a redelivery from a
+        // child at or below the purged sequence is a duplicate (found by the fuzzer).
+        let gated = try await hq.applyIncoming(sent, from: "d1", source: .child, checkSkew: false,
+                                               gate: { _ in ChangeRejection(.forbidden, "test gate") })
+        #expect(gated.duplicates == sent.count && gated.rejected.isEmpty, "\(gated)")
     }
 
     @Test("a superseded entry routed to a child waits until that child pulled past it, or until it has been away longer than the horizon")
