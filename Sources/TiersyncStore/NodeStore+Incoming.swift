@@ -63,7 +63,7 @@ extension NodeStore {
                 // A child sends its origins' changes in order, so one at or below what was
                 // purged of its origin here, and neither logged nor quarantined, was applied
                 // before and purged (superseded): a duplicate, whatever it says now.
-                if identity == .new, source == .child, anyPurged {
+                if identity == .new, source == .child, anyPurged, Change.sequenceRange.contains(change.originSeq) {
                     if purgedThrough[change.origin] == nil { purgedThrough[change.origin] = try Self.purgedThrough(db, origin: change.origin) }
                     if change.originSeq <= purgedThrough[change.origin]! {
                         report.duplicates += 1

@@ -234,6 +234,7 @@ extension NodeStore {
     /// write-ahead log as they are on disk, and the size of a file holding only the live
     /// data (the domain tables, with each record's versions and route), made by copying the
     /// store (`VACUUM INTO` a file beside it) and dropping everything else from the copy.
+    /// For benchmarks and diagnostics: the copy holds the writer while it is made.
     public func footprint() throws -> StorageFootprint {
         let copy = path + ".footprint-\(UInt64.random(in: 0...UInt64.max))"
         defer {

@@ -57,6 +57,10 @@ struct RetentionStoreTests {
         let gated = try await hq.applyIncoming(sent, from: "d1", source: .child, checkSkew: false,
                                                gate: { _ in ChangeRejection(.forbidden, "test gate") })
         #expect(gated.duplicates == sent.count && gated.rejected.isEmpty, "\(gated)")
+        // A sequence outside the valid range is still refused for what it is, never a duplicate.
+        let absurd = change("d1", -1, at: WallClock.nowMillis(), "c-1", ["last_name": "Negative"])
+        let refused = try await hq.applyIncoming([absurd], from: "d1", source: .child, checkSkew: false)
+        #expect(refused.duplicates == 0 && refused.rejected.count == 1, "\(refused)")
     }
 
     @Test("a superseded entry routed to a child waits until that child pulled past it, or until it has been away longer than the horizon")
