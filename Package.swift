@@ -188,6 +188,9 @@ let package = Package(
         .testTarget(name: "TiersyncIntegrationTests", dependencies: [
             "TiersyncCore", "TiersyncKPI", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance", "TiersyncRules", "TiersyncTestSupport",
             "TiersyncPostgres", "TiersyncAgentCLI",
+            // The CLI's command tree, parsed in-process (DocumentedCommandLineTests).
+            "tiersync",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "PostgresNIO", package: "postgres-nio"),

@@ -379,8 +379,13 @@ public final class SyncAgent: Sendable {
     public func lagReports() async throws -> [LagReport] {
         let (pending, oldest) = try store.upstreamLag(after: store.cursor(Self.pushCursor))
         let now = WallClock.nowMillis()
+        // The clock offset the node measured from its parent's last `clock_skew` refusal,
+        // while recent (the parent's times, so compared with the parent's clock).
+        let offset = try store.clockOffset().flatMap { o in
+            o.measuredAtMillis &+ LagReport.clockOffsetWindowMillis >= now ? o.offsetMillis : nil
+        }
         let own = LagReport(node: identity.node, pending: pending,
-                            oldestPendingMillis: oldest.map { Int64(clamping: now &- min(now, $0)) } ?? 0)
+                            oldestPendingMillis: oldest.map { Int64(clamping: now &- min(now, $0)) } ?? 0, clockOffsetMillis: offset)
         return [own] + (await configuration.relayedLag?() ?? [])
     }
 

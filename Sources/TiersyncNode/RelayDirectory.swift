@@ -202,7 +202,7 @@ public final class RelayDirectory: NodeDirectory {
         let now = WallClock.nowMillis()
         return lags.filter { $0.key != identity.node }.sorted { $0.key < $1.key }.map { node, lag in
             LagReport(node: node, pending: lag.pending, oldestPendingMillis: lag.oldestPendingMillis,
-                      measuredMillisAgo: Int64(clamping: now &- min(now, lag.measuredAtMillis)))
+                      measuredMillisAgo: Int64(clamping: now &- min(now, lag.measuredAtMillis)), clockOffsetMillis: lag.clockOffsetMillis)
         }
     }
 

@@ -139,14 +139,19 @@ public final class PostgresCatalog: HubCatalogStore {
         let pending = nodes.map { reports[NodeID(unchecked: $0)]!.pending }
         let oldest = nodes.map { reports[NodeID(unchecked: $0)]!.oldestPendingMillis }
         let measured = nodes.map { Int64(clamping: reports[NodeID(unchecked: $0)]!.measuredAtMillis) }
+        // NULL for none: an empty array element cannot be NULL through unnest's bind, so
+        // the absent offset travels as a flag beside it.
+        let offsets = nodes.map { reports[NodeID(unchecked: $0)]!.clockOffsetMillis ?? 0 }
+        let hasOffset = nodes.map { reports[NodeID(unchecked: $0)]!.clockOffsetMillis != nil }
         // Nodes the catalog does not know are joined away (the foreign key would fail the batch).
         return try await read("""
-            INSERT INTO tiersync_catalog.node_lag AS l (tenant, node, pending, oldest_pending_ms, measured_at)
-            SELECT \(tenant.rawValue), u.node, u.pending, u.oldest, u.measured
-            FROM unnest(\(nodes)::text[], \(pending)::bigint[], \(oldest)::bigint[], \(measured)::bigint[]) AS u(node, pending, oldest, measured)
+            INSERT INTO tiersync_catalog.node_lag AS l (tenant, node, pending, oldest_pending_ms, measured_at, clock_offset_ms)
+            SELECT \(tenant.rawValue), u.node, u.pending, u.oldest, u.measured, CASE WHEN u.has_offset THEN u.offset_ms END
+            FROM unnest(\(nodes)::text[], \(pending)::bigint[], \(oldest)::bigint[], \(measured)::bigint[], \(offsets)::bigint[], \(hasOffset)::bool[])
+              AS u(node, pending, oldest, measured, offset_ms, has_offset)
             JOIN tiersync_catalog.nodes n ON n.tenant = \(tenant.rawValue) AND n.id = u.node
             ON CONFLICT (tenant, node) DO UPDATE SET pending = excluded.pending, oldest_pending_ms = excluded.oldest_pending_ms,
-                measured_at = excluded.measured_at
+                measured_at = excluded.measured_at, clock_offset_ms = excluded.clock_offset_ms
             WHERE excluded.measured_at > l.measured_at
             RETURNING 1
             """).count
@@ -154,9 +159,10 @@ public final class PostgresCatalog: HubCatalogStore {
 
     public func lags(of tenant: TenantID) async throws -> [NodeID: NodeLag] {
         var out: [NodeID: NodeLag] = [:]
-        for row in try await read("SELECT node, pending, oldest_pending_ms, measured_at FROM tiersync_catalog.node_lag WHERE tenant = \(tenant.rawValue)") {
-            let (node, pending, oldest, measured) = try row.decode((String, Int64, Int64, Int64).self)
-            out[NodeID(unchecked: node)] = NodeLag(pending: pending, oldestPendingMillis: oldest, measuredAtMillis: UInt64(clamping: measured))
+        for row in try await read("SELECT node, pending, oldest_pending_ms, measured_at, clock_offset_ms FROM tiersync_catalog.node_lag WHERE tenant = \(tenant.rawValue)") {
+            let (node, pending, oldest, measured, offset) = try row.decode((String, Int64, Int64, Int64, Int64?).self)
+            out[NodeID(unchecked: node)] = NodeLag(pending: pending, oldestPendingMillis: oldest, measuredAtMillis: UInt64(clamping: measured),
+                                                   clockOffsetMillis: offset)
         }
         return out
     }

@@ -15,7 +15,8 @@ import PostgresNIO
 /// - `nodes`: (tenant, id) → parent, role (`NodeRole`), created_at, last_seen, decommissioned_at.
 /// - `enrollment_tokens`: SHA-256 hex of the token → tenant, node, parent, role, expires_at, used_at.
 /// - `credentials`: SHA-256 hex of the credential → tenant, node, created_at, revoked_at.
-/// - `node_lag`: (tenant, node) → pending, oldest_pending_ms, measured_at: the last lag the node reported.
+/// - `node_lag`: (tenant, node) → pending, oldest_pending_ms, measured_at, clock_offset_ms (migration 5):
+///   the last lag the node reported, with its clock offset when it measured one.
 /// - `admin_users`, `admin_tokens`, `admin_audit`: administrators, their sessions and API tokens
 ///   (SHA-256 digests), the audit log (migration 3).
 /// - `admin_settings`, `release_requests`: four-eyes releases (migration 4).
@@ -175,6 +176,10 @@ public enum PostgresCatalogSchema {
             )
             """,
             "CREATE INDEX IF NOT EXISTS release_requests_tenant ON tiersync_catalog.release_requests (tenant, id)",
+        ],
+        [
+            // The clock offset a node last reported with its lag (null: none measured lately).
+            "ALTER TABLE tiersync_catalog.node_lag ADD COLUMN IF NOT EXISTS clock_offset_ms bigint",
         ],
     ]
 

@@ -243,11 +243,12 @@ struct SyncService: Sendable {
             freshest = try body.freshestByNode()
         } catch {
             throw APIError(.unprocessableContent, "invalid_report",
-                           "the report of '\(error.node)' has a number outside 0...\(LagReport.maxValue): pending, oldestPendingMillis and measuredMillisAgo count changes and milliseconds")
+                           "the report of '\(error.node)' has a number outside 0...\(LagReport.maxValue) (pending, oldestPendingMillis and measuredMillisAgo count changes and milliseconds) or a clockOffsetMillis outside ±\(LagReport.maxValue)")
         }
         let now = WallClock.nowMillis()
         let lags = freshest.mapValues {
-            NodeLag(pending: $0.pending, oldestPendingMillis: $0.oldestPendingMillis, measuredAtMillis: $0.measuredAtMillis(receivedAtMillis: now))
+            NodeLag(pending: $0.pending, oldestPendingMillis: $0.oldestPendingMillis, measuredAtMillis: $0.measuredAtMillis(receivedAtMillis: now),
+                    clockOffsetMillis: $0.clockOffsetMillis)
         }
         let accepted = try await directory.recordLag(lags, of: principal.tenant)
         return try codec.encode(StatusResponse(accepted: accepted), for: request)

@@ -110,11 +110,14 @@ public struct NodeLag: Sendable, Equatable {
     /// When it was measured, on the receiving hub's clock (its receipt time less the
     /// report's own `measuredMillisAgo`).
     public var measuredAtMillis: UInt64
+    /// The node's clock offset from its parent's, as it reported it (``LagReport/clockOffsetMillis``).
+    public var clockOffsetMillis: Int64?
 
-    public init(pending: Int64, oldestPendingMillis: Int64, measuredAtMillis: UInt64) {
+    public init(pending: Int64, oldestPendingMillis: Int64, measuredAtMillis: UInt64, clockOffsetMillis: Int64? = nil) {
         self.pending = pending
         self.oldestPendingMillis = oldestPendingMillis
         self.measuredAtMillis = measuredAtMillis
+        self.clockOffsetMillis = clockOffsetMillis
     }
 
     /// The oldest pending change's age at `nowMillis`: it has kept ageing since it was

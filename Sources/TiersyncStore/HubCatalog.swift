@@ -104,6 +104,10 @@ public final class HubCatalog: Sendable {
                 ) WITHOUT ROWID
                 """)
         }
+        m.registerMigration("v8b-node-clock") { db in
+            // The clock offset a node last reported with its lag (null: none measured lately).
+            try db.execute(sql: "ALTER TABLE node_lag ADD COLUMN clock_offset_ms INTEGER")
+        }
         m.registerMigration("v9-admin") { db in
             try HubCatalog.createAdminTables(db)
         }
@@ -348,16 +352,17 @@ public final class HubCatalog: Sendable {
     public func recordLag(_ reports: [NodeID: NodeLag], of tenant: TenantID) async throws -> Int {
         try await writer.write { db in
             let upsert = try db.cachedStatement(sql: """
-                INSERT INTO node_lag (tenant, node, pending, oldest_pending_ms, measured_at)
-                SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM nodes WHERE tenant = ?1 AND id = ?2)
+                INSERT INTO node_lag (tenant, node, pending, oldest_pending_ms, measured_at, clock_offset_ms)
+                SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM nodes WHERE tenant = ?1 AND id = ?2)
                 ON CONFLICT (tenant, node) DO UPDATE SET pending = excluded.pending,
-                    oldest_pending_ms = excluded.oldest_pending_ms, measured_at = excluded.measured_at
+                    oldest_pending_ms = excluded.oldest_pending_ms, measured_at = excluded.measured_at,
+                    clock_offset_ms = excluded.clock_offset_ms
                 WHERE excluded.measured_at > node_lag.measured_at
                 """)
             var kept = 0
             for (node, lag) in reports {
                 try upsert.execute(arguments: [tenant.rawValue, node.rawValue, lag.pending, lag.oldestPendingMillis,
-                                               Int64(clamping: lag.measuredAtMillis)])
+                                               Int64(clamping: lag.measuredAtMillis), lag.clockOffsetMillis])
                 kept += db.changesCount
             }
             return kept
@@ -368,10 +373,10 @@ public final class HubCatalog: Sendable {
     public func lags(of tenant: TenantID) async throws -> [NodeID: NodeLag] {
         try await writer.read { db in
             var out: [NodeID: NodeLag] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT node, pending, oldest_pending_ms, measured_at FROM node_lag WHERE tenant = ?",
+            for row in try Row.fetchAll(db, sql: "SELECT node, pending, oldest_pending_ms, measured_at, clock_offset_ms FROM node_lag WHERE tenant = ?",
                                         arguments: [tenant.rawValue]) {
                 out[NodeID(unchecked: row[0])] = NodeLag(pending: row[1], oldestPendingMillis: row[2],
-                                                         measuredAtMillis: UInt64(max(0, row[3] as Int64)))
+                                                         measuredAtMillis: UInt64(max(0, row[3] as Int64)), clockOffsetMillis: row[4])
             }
             return out
         }

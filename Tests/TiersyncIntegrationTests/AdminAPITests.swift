@@ -243,7 +243,7 @@ struct AdminAPITests {
         try await withAdminFixture(engine: engine) { f in
             let op = try await f.token("acme", "hq-op")
             // germany reports a backlog.
-            #expect(try await f.client.send("POST", "/v1/status", json: StatusRequest(reports: [LagReport(node: "germany", pending: 4, oldestPendingMillis: 90_000)]),
+            #expect(try await f.client.send("POST", "/v1/status", json: StatusRequest(reports: [LagReport(node: "germany", pending: 4, oldestPendingMillis: 90_000, clockOffsetMillis: -4_200)]),
                                             credential: f.germany).status == 200)
             let tree = try await f.send("GET", "/admin/v1/nodes", token: op)
             #expect(tree.status == 200)
@@ -251,6 +251,7 @@ struct AdminAPITests {
             #expect(nodes.nodes.map(\.path) == ["acme-hq", "acme-hq/france", "acme-hq/germany"])
             let germany = try #require(nodes.nodes.first { $0.node == "germany" })
             #expect(germany.lag?.pending == 4 && (germany.lag?.oldestPendingMillis ?? 0) >= 90_000)
+            #expect(germany.lag?.clockOffsetMillis == -4_200, "its clock runs 4.2 s behind, as it reported")
             #expect(nodes.nodes.first { $0.node == "acme-hq" }?.state == "never_seen")
             // Paging and filters.
             let page = try await f.send("GET", "/admin/v1/nodes?limit=2", token: op).decode(AdminMessages.NodesResponse.self)

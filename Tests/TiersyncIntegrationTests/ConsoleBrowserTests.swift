@@ -40,7 +40,7 @@ struct ConsoleBrowserTests {
                 #expect(try await f.client.send("POST", "/v1/enroll", json: EnrollRequest(token: dealerToken, via: "germany")).status == 201)
                 #expect(try await f.client.send("POST", "/v1/status", json: StatusRequest(reports: [
                     LagReport(node: "germany", pending: 0, oldestPendingMillis: 0),
-                    LagReport(node: "germany-d1", pending: 12, oldestPendingMillis: 125_000, measuredMillisAgo: 2_000),
+                    LagReport(node: "germany-d1", pending: 12, oldestPendingMillis: 125_000, measuredMillisAgo: 2_000, clockOffsetMillis: 12_345),
                 ]), credential: f.germany).status == 200)
                 // france edits a record routed to germany only: quarantined as forbidden. And a
                 // change of an unknown table.
@@ -75,6 +75,8 @@ struct ConsoleBrowserTests {
                 try await logIn(browser, f.hub, tenant: "acme", user: "hq-op")
                 #expect(try await browser.title == "Nodes · Tiersync console")
                 #expect(try await browser.text("#node-germany-d1 .pending") == "12")
+                #expect(try await browser.text("#node-germany-d1 .clock") == "12.3 s ahead")
+                #expect(try await browser.text("#node-germany .clock") == "–")
                 #expect(try await browser.text("#node-germany-d1 .oldest").hasSuffix("min"))
                 #expect(try await browser.text("#node-france").contains("france"))
                 try await shoot(browser, "nodes", scratch: scratch)

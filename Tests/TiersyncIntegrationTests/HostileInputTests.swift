@@ -323,6 +323,10 @@ struct HostileInputTests {
                 let printed = status.split(separator: "\n").first { $0.contains("clock:") && $0.contains("s ahead of the parent's") }
                     .flatMap { line in line.split(separator: " ").first { $0.hasPrefix("+") }.flatMap { Double($0.dropFirst()) } }
                 #expect(printed.map { (11.0...13.0).contains($0) } == true, "\(status)")
+                // HQ is told too: the node reports its offset with its lag, and HQ keeps it (admin API, console, metrics).
+                #expect(try await agent.reportStatus() == 1)
+                let atHQ = try await hub.server.directory.lags(of: "acme")["d1"]?.clockOffsetMillis
+                #expect(atHQ.map { (11_000...13_000).contains($0) } == true, "\(String(describing: atHQ))")
                 // HQ edits the field after; the dealer pulls it, and it wins there too.
                 try hq.commit([.upsert("customers", id: "c-1", ["city": "HQ"])])
                 try await agent.pullOnce()
@@ -450,6 +454,40 @@ struct HostileInputTests {
                 } catch let error as AgentError {
                     #expect(error.retryAfter.map { $0 >= .seconds(1) } == true, "\(error)")
                 }
+            }
+        }
+    }
+
+    @Test("a throttled agent's loops wait as long as the hub's Retry-After says, not their own short backoff")
+    func throttledAgentWaits() async throws {
+        let dir = try TempDir()
+        var limits = HubConfiguration.Limits()
+        // A node earns a request every 30 s: once its burst is spent, Retry-After is ~30 s.
+        limits.requestsPerSecond = 1.0 / 30
+        limits.requestBurst = 3
+        try await withRunning { running in
+            let f = try await HostileFixture.start(running, dir: dir, limits: limits)
+            let store = try NodeStore(path: dir.path + "/d3.sqlite")
+            let configuration = AgentConfiguration(parentURL: f.hub.url, caFile: f.hub.caFile)
+            try await SyncAgent.enroll(store: store, configuration: configuration, token: try f.hub.catalog.issueEnrollmentToken(tenant: "acme", node: "d3"))
+            let credential = try #require(try store.meta("credential"))
+            var drained = 0
+            while drained < 20, try await f.client.send("GET", "/v1/whoami", credential: credential).status != 429 { drained += 1 }
+            try store.commit([.upsert("customers", id: "c-a", ["last_name": "A"])])
+            let agent = try SyncAgent(store: store, configuration: configuration)
+            try await withSyncAgents(agent) {
+                let loops = Task { try await agent.run() }
+                defer { loops.cancel() }
+                // Eight seconds of refusals. Each of the agent's loops (pull, push, governance,
+                // status) is refused once and then waits ~30 s; with its own backoff (0.1 s
+                // doubling) each would have tried five or six times by now.
+                try await Task.sleep(for: .seconds(8))
+                let status = agent.status
+                #expect(status.consecutiveFailures >= 1, "the agent was refused: \(status)")
+                // (12 with the backoff alone, in a run with Retry-After ignored on purpose.)
+                #expect(status.consecutiveFailures <= 6, "the agent retried sooner than Retry-After: \(status)")
+                #expect(status.lastError?.contains("429") == true || status.lastError?.contains("throttled") == true || status.lastError?.contains("too many") == true,
+                        "\(String(describing: status.lastError))")
             }
         }
     }

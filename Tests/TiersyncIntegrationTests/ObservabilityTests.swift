@@ -183,6 +183,8 @@ struct ObservabilityTests {
             #expect(sibling.error?.message.replacingOccurrences(of: "d2", with: "X") == missing.error?.message.replacingOccurrences(of: "nobody", with: "X"))
             let negative = try await f.client.send("POST", "/v1/status", json: StatusRequest(reports: [LagReport(node: "d1", pending: -1, oldestPendingMillis: 0)]), credential: f.d1)
             #expect(negative.status == 422 && negative.error?.code == "invalid_report")
+            let offOffset = try await f.client.send("POST", "/v1/status", json: StatusRequest(reports: [LagReport(node: "d1", pending: 0, oldestPendingMillis: 0, clockOffsetMillis: .min)]), credential: f.d1)
+            #expect(offOffset.status == 422 && offOffset.error?.code == "invalid_report")
             let huge = try await f.client.send("POST", "/v1/status", body: Data(#"{"reports":[{"node":"d1","pending":1e300,"oldestPendingMillis":0,"measuredMillisAgo":0}]}"#.utf8), credential: f.d1)
             #expect(huge.status == 400)
             let deep = String(repeating: "[", count: 100_000)
@@ -212,14 +214,21 @@ struct ObservabilityTests {
                 try await SyncAgent.enroll(store: store, configuration: configuration,
                                            token: try await hub.catalogStore.issueEnrollmentToken(tenant: "acme", node: "de-1", parent: "de"))
                 try store.commit((0..<12).map { .upsert("customers", id: "c\($0)", ["last_name": .string("N\($0)")]) })
+                // The dealer measured its clock 12.3 s ahead of the country's (a clock_skew refusal).
+                try store.recordClockOffset(ClockOffset(offsetMillis: 12_345, measuredAtMillis: WallClock.nowMillis()))
                 let agent = try SyncAgent(store: store, configuration: configuration)
                 try await withSyncAgents(agent) {
                     #expect(try await agent.reportStatus() == 1)
-                    try await eventually(timeout: 30, "HQ holds the dealer's backlog, relayed by its country") {
-                        try await hub.server.directory.lags(of: "acme")["de-1"]?.pending == 12
+                    try await eventually(timeout: 30, "HQ holds the dealer's backlog and clock offset, relayed by its country") {
+                        let lag = try await hub.server.directory.lags(of: "acme")["de-1"]
+                        return lag?.pending == 12 && lag?.clockOffsetMillis == 12_345
                     }
                     let lags = try await hub.server.directory.lags(of: "acme")
                     #expect(lags["de"]?.pending == 0, "the country reports its own (empty) backlog too: \(lags)")
+                    #expect(lags["de"]?.clockOffsetMillis == nil, "the country measured no offset: \(lags)")
+                    // An offset measured more than an hour ago is no longer reported (the clock may have been set right since).
+                    try store.recordClockOffset(ClockOffset(offsetMillis: 12_345, measuredAtMillis: WallClock.nowMillis() - 2 * 3_600_000))
+                    #expect(try await agent.lagReports().first?.clockOffsetMillis == nil)
                     #expect(try await hub.server.directory.lags(of: "acme")["de-1"]!.oldestPendingMillis(at: WallClock.nowMillis()) >= 0)
                 }
             }

@@ -240,13 +240,23 @@ public struct LagReport: Codable, Sendable, Equatable {
     /// How long before it was sent the node measured this, in milliseconds (0 for a fresh
     /// measurement; a country relaying a dealer's report adds how long it held it).
     public var measuredMillisAgo: Int64
+    /// How far the node's clock ran ahead of its parent's (negative: behind), in
+    /// milliseconds, as the node last measured it from a `clock_skew` refusal within
+    /// ``clockOffsetWindowMillis``; absent when it measured none. HQ shows it beside the
+    /// lag, so an operator sees which node's clock is off (issue 12, item 5).
+    public var clockOffsetMillis: Int64?
 
-    public init(node: NodeID, pending: Int64, oldestPendingMillis: Int64, measuredMillisAgo: Int64 = 0) {
+    public init(node: NodeID, pending: Int64, oldestPendingMillis: Int64, measuredMillisAgo: Int64 = 0, clockOffsetMillis: Int64? = nil) {
         self.node = node
         self.pending = pending
         self.oldestPendingMillis = oldestPendingMillis
         self.measuredMillisAgo = measuredMillisAgo
+        self.clockOffsetMillis = clockOffsetMillis
     }
+
+    /// How long a measured clock offset is reported: a clock set right stops being
+    /// reported as off an hour after its last refusal.
+    public static let clockOffsetWindowMillis: UInt64 = 3_600_000
 
     /// The largest value any field may carry: 2^53 (exact as a JSON number anywhere), far
     /// beyond any real backlog or age.
@@ -267,6 +277,7 @@ extension LagReport {
     var isInRange: Bool {
         let range: ClosedRange<Int64> = 0...Self.maxValue
         return range.contains(pending) && range.contains(oldestPendingMillis) && range.contains(measuredMillisAgo)
+            && clockOffsetMillis.map { (-Self.maxValue...Self.maxValue).contains($0) } != false
     }
 }
 

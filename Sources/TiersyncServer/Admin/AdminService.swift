@@ -231,7 +231,8 @@ struct AdminService: Sendable {
             return AdminMessages.NodeView(
                 node: entry.record.node, parent: entry.record.parent, role: entry.record.role, path: entry.path,
                 depth: caller.tree.depth(of: entry.record.node), state: entry.state.rawValue, lastSeenMillis: entry.record.lastSeenMillis,
-                lag: lags[entry.record.node].map { .init(pending: $0.pending, oldestPendingMillis: $0.oldestPendingMillis(at: now), measuredAtMillis: $0.measuredAtMillis) },
+                lag: lags[entry.record.node].map { .init(pending: $0.pending, oldestPendingMillis: $0.oldestPendingMillis(at: now), measuredAtMillis: $0.measuredAtMillis,
+                                                          clockOffsetMillis: $0.clockOffsetMillis) },
                 release: governance?.release, overlay: governance?.overlay, governance: governance?.state)
         }
         return AdminMessages.NodesResponse(nodes: views, next: matching.count > limit ? page.last?.path : nil, total: total)

@@ -124,6 +124,7 @@ struct ConsoleService: Sendable {
                 "lastSeen": node.lastSeenMillis.map { Self.ago(now, $0) } ?? "never",
                 "pending": node.lag.map { String($0.pending) } ?? "–",
                 "oldest": node.lag.map { $0.pending > 0 ? Self.duration($0.oldestPendingMillis) : "–" } ?? "–",
+                "clock": node.lag?.clockOffsetMillis.map(Self.clockOffset) ?? "–",
                 "release": node.release.map { "v\($0)" } ?? "–", "overlay": node.overlay ?? "–", "governance": node.governance ?? "–",
                 "canAct": canAct, "revocable": node.node != caller.user.scope && node.state != "decommissioned", "csrf": caller.csrfToken ?? "",
             ]
@@ -454,6 +455,13 @@ struct ConsoleService: Sendable {
 
     static func ago(_ now: UInt64, _ then: UInt64) -> String {
         duration(Int64(clamping: now &- min(now, then))) + " ago"
+    }
+
+    /// A node's clock offset from its parent: "12.0 s ahead", "3 min behind".
+    static func clockOffset(_ millis: Int64) -> String {
+        let magnitude = millis == .min ? Int64.max : abs(millis)
+        let size = magnitude < 60_000 ? String(format: "%.1f s", Double(magnitude) / 1000) : duration(magnitude)
+        return size + (millis >= 0 ? " ahead" : " behind")
     }
 
     static func duration(_ millis: Int64) -> String {

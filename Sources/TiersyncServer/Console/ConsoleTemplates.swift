@@ -70,7 +70,7 @@ enum ConsoleTemplates {
     <caption>{{total}} node(s) in your scope{{#filtered}} matching the filter{{/filtered}}</caption>
     <thead><tr>
     <th scope="col">Node</th><th scope="col">Role</th><th scope="col">State</th><th scope="col">Last seen</th>
-    <th scope="col">Waiting to go up</th><th scope="col">Oldest waiting</th><th scope="col">Release</th><th scope="col">Overlay</th><th scope="col">Rollout</th>
+    <th scope="col">Waiting to go up</th><th scope="col">Oldest waiting</th><th scope="col">Clock</th><th scope="col">Release</th><th scope="col">Overlay</th><th scope="col">Rollout</th>
     {{#canAct}}<th scope="col">Act</th>{{/canAct}}
     </tr></thead>
     <tbody>
@@ -78,7 +78,7 @@ enum ConsoleTemplates {
     <tr id="node-{{node}}" data-state="{{state}}">
     <th scope="row" class="depth-{{depth}}" title="{{path}}">{{node}}</th>
     <td>{{role}}</td><td class="state-{{state}}">{{state}}</td><td>{{lastSeen}}</td>
-    <td class="pending">{{pending}}</td><td class="oldest">{{oldest}}</td><td>{{release}}</td><td>{{overlay}}</td><td>{{governance}}</td>
+    <td class="pending">{{pending}}</td><td class="oldest">{{oldest}}</td><td class="clock">{{clock}}</td><td>{{release}}</td><td>{{overlay}}</td><td>{{governance}}</td>
     {{#canAct}}<td>{{#revocable}}<form method="post" action="/console/nodes/{{node}}/revoke" class="inline">
     <input type="hidden" name="csrf" value="{{csrf}}"><button type="submit" aria-label="Revoke {{node}}">Revoke</button></form>{{/revocable}}</td>{{/canAct}}
     </tr>

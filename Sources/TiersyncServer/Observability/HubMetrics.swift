@@ -48,6 +48,7 @@ public final class HubMetrics: Sendable {
         case nodePending = "tiersync_node_pending_changes"
         case nodeOldestPending = "tiersync_node_oldest_pending_seconds"
         case nodeLagReported = "tiersync_node_lag_reported_timestamp_seconds"
+        case nodeClockOffset = "tiersync_node_clock_offset_seconds"
 
         var help: String {
             switch self {
@@ -64,6 +65,7 @@ public final class HubMetrics: Sendable {
             case .nodePending: "Changes waiting at the node to go upward, as it last reported."
             case .nodeOldestPending: "Age of the oldest change waiting at the node to go upward, as it last reported."
             case .nodeLagReported: "When the node measured the lag it last reported (Unix seconds)."
+            case .nodeClockOffset: "How far the node's clock runs ahead of its parent's (negative: behind), from a clock_skew refusal in the last hour; absent when none."
             }
         }
     }

@@ -86,6 +86,7 @@ struct OperationsService: Sendable {
         var nodesByState: [([(String, String)], Double)] = [], lastSeen: [([(String, String)], Double)] = []
         var pending: [([(String, String)], Double)] = [], oldest: [([(String, String)], Double)] = []
         var reported: [([(String, String)], Double)] = []
+        var clockOffsets: [([(String, String)], Double)] = []
         for tenant in try await directory.tenants() {
             let t = ("tenant", tenant.rawValue)
             let counts = try await directory.store(for: tenant).attentionCounts()
@@ -105,6 +106,7 @@ struct OperationsService: Sendable {
                 pending.append((labels, Double(lag.pending)))
                 oldest.append((labels, Double(lag.oldestPendingMillis(at: now)) / 1000))
                 reported.append((labels, Double(lag.measuredAtMillis) / 1000))
+                if let offset = lag.clockOffsetMillis { clockOffsets.append((labels, Double(offset) / 1000)) }
             }
         }
         metrics.scraped.set(.quarantined, quarantined.map { ($0.0, $0.1) })
@@ -114,6 +116,7 @@ struct OperationsService: Sendable {
         metrics.scraped.set(.nodePending, pending.map { ($0.0, $0.1) })
         metrics.scraped.set(.nodeOldestPending, oldest.map { ($0.0, $0.1) })
         metrics.scraped.set(.nodeLagReported, reported.map { ($0.0, $0.1) })
+        metrics.scraped.set(.nodeClockOffset, clockOffsets.map { ($0.0, $0.1) })
     }
 
     struct ProbeTimedOut: Error, CustomStringConvertible {
