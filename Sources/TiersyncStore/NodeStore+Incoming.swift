@@ -46,9 +46,8 @@ extension NodeStore {
             var statements = LogStatements(db)
             var batch = try IncomingBatch(db, changes: changes, schema: self.schema)
             if source == .parent { try Self.confirmRebootstrap(db, changes) }
-            // Per origin, the highest sequence purged from the log (read once per origin).
+            // Whether anything was ever purged here (else no change pays the range look-up).
             let anyPurged = try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_purged)") ?? false
-            var purgedThrough: [NodeID: Int64] = [:]
             func refuse(_ change: Change, _ rejection: ChangeRejection) throws {
                 try self.quarantine(db, change, rejection, from: sender, nowMillis: wallMillis)
                 batch.quarantined()
@@ -60,15 +59,15 @@ extension NodeStore {
                     report.duplicates += 1
                     continue
                 }
-                // A child sends its origins' changes in order, so one at or below what was
-                // purged of its origin here, and neither logged nor quarantined, was applied
-                // before and purged (superseded): a duplicate, whatever it says now.
-                if identity == .new, source == .child, anyPurged, Change.sequenceRange.contains(change.originSeq) {
-                    if purgedThrough[change.origin] == nil { purgedThrough[change.origin] = try Self.purgedThrough(db, origin: change.origin) }
-                    if change.originSeq <= purgedThrough[change.origin]! {
-                        report.duplicates += 1
-                        continue
-                    }
+                // A change neither logged nor quarantined whose entry was purged here (it was
+                // applied, then superseded) is a redelivery: a duplicate, whatever the store
+                // would say of it now. Only the sequences actually purged count: one below
+                // them that never arrived (held back in a country's quarantine, released
+                // later) is new.
+                if identity == .new, source == .child, anyPurged, Change.sequenceRange.contains(change.originSeq),
+                   try Self.wasPurged(db, origin: change.origin, seq: change.originSeq) {
+                    report.duplicates += 1
+                    continue
                 }
                 if let refusal = identity.refusal(for: change) {
                     try refuse(change, refusal)
@@ -114,15 +113,13 @@ extension NodeStore {
                         continue
                     }
                     row = nil
-                    // From the parent, a change at or below the purged sequence may be new
-                    // here (a snapshot of a record entering this scope): a duplicate only when
-                    // it changes nothing, not a new entry to log and feed again.
-                    if anyPurged, stored != nil, !merged.outcome.changedAnything {
-                        if purgedThrough[valid.origin] == nil { purgedThrough[valid.origin] = try Self.purgedThrough(db, origin: valid.origin) }
-                        if valid.originSeq <= purgedThrough[valid.origin]! {
-                            report.duplicates += 1
-                            continue
-                        }
+                    // From the parent, a change whose entry was purged here may come again (a
+                    // snapshot of a record entering this scope): a duplicate when it changes
+                    // nothing, not a new entry to log and feed again.
+                    if anyPurged, stored != nil, !merged.outcome.changedAnything, Change.sequenceRange.contains(valid.originSeq),
+                       try Self.wasPurged(db, origin: valid.origin, seq: valid.originSeq) {
+                        report.duplicates += 1
+                        continue
                     }
                 }
                 let outcome = try self.apply(db, &statements, valid, log: ready.log!, table: table, stored: stored, merged: merged, row: row,

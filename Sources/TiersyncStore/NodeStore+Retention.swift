@@ -67,6 +67,36 @@ extension NodeStore {
         try Int64.fetchOne(db.cachedStatement(sql: "SELECT through_seq FROM ts_purged WHERE origin = ?"), arguments: [origin.rawValue]) ?? 0
     }
 
+    /// Whether `origin`'s change `seq` was applied here and its entry purged since: a
+    /// redelivery of it is a duplicate. Exact, not a watermark: a sequence below the highest
+    /// purged that this store never applied (held back in a country's quarantine and
+    /// released later, or sent out of order) is judged as new.
+    static func wasPurged(_ db: Database, origin: NodeID, seq: Int64) throws -> Bool {
+        guard let hi = try Int64.fetchOne(db.cachedStatement(sql: """
+            SELECT hi FROM ts_purged_ranges WHERE origin = ? AND lo <= ? ORDER BY lo DESC LIMIT 1
+            """), arguments: [origin.rawValue, seq]) else { return false }
+        return seq <= hi
+    }
+
+    /// Records `seq` of `origin` as purged: a range of its own, joined with the ranges that
+    /// end just below it and start just above it. Ranges stay few as an origin's entries are
+    /// purged (a kept entry splits a range until it is purged in turn).
+    static func notePurgedSeq(_ db: Database, origin: NodeID, seq: Int64) throws {
+        let o = origin.rawValue
+        guard try !wasPurged(db, origin: origin, seq: seq) else { return }
+        let below = try Int64.fetchOne(db.cachedStatement(sql: "SELECT lo FROM ts_purged_ranges WHERE origin = ? AND hi = ?"), arguments: [o, seq &- 1])
+        let above = try Int64.fetchOne(db.cachedStatement(sql: "SELECT hi FROM ts_purged_ranges WHERE origin = ? AND lo = ?"), arguments: [o, seq &+ 1])
+        if above != nil {
+            try db.cachedStatement(sql: "DELETE FROM ts_purged_ranges WHERE origin = ? AND lo = ?").execute(arguments: [o, seq &+ 1])
+        }
+        let hi = above ?? seq
+        if let below {
+            try db.cachedStatement(sql: "UPDATE ts_purged_ranges SET hi = ? WHERE origin = ? AND lo = ?").execute(arguments: [hi, o, below])
+        } else {
+            try db.cachedStatement(sql: "INSERT INTO ts_purged_ranges (origin, lo, hi) VALUES (?, ?, ?)").execute(arguments: [o, seq, hi])
+        }
+    }
+
     // MARK: Compaction
 
     /// Purges what no replica needs any more, in short transactions of `batch` entries:
@@ -145,6 +175,7 @@ extension NodeStore {
                         }
                         try db.cachedStatement(sql: "DELETE FROM ts_change_routes WHERE seq = ?").execute(arguments: [seq])
                         try db.cachedStatement(sql: "DELETE FROM ts_changes WHERE seq = ?").execute(arguments: [seq])
+                        try Self.notePurgedSeq(db, origin: origin, seq: originSeq)
                         purged[origin] = max(purged[origin] ?? 0, originSeq)
                         report.supersededEntries += 1
                     }
@@ -200,6 +231,7 @@ extension NodeStore {
                     for entry in log {
                         let origin = NodeID(unchecked: entry[1])
                         purged[origin] = max(purged[origin] ?? 0, entry[2])
+                        try Self.notePurgedSeq(db, origin: origin, seq: entry[2])
                     }
                     entries += try removeRecord(db, &statements, table: table, id: id)
                     tombstones += 1

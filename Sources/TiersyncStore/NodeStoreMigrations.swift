@@ -227,9 +227,11 @@ enum NodeStoreMigrations {
         m.registerMigration("v9-retention") { db in
             // Bounded storage (docs/PRIVACY.md, `NodeStore+Retention`): how far each child
             // fed here has pulled (its acknowledgement, written in batches); per origin the
-            // highest sequence purged from the log (a redelivery at or below it that changes
-            // nothing is a duplicate); the records a re-bootstrapping node has not seen again
-            // yet (what is left when its pull catches up was deleted upstream).
+            // highest sequence purged from the log (what the origin resumes after), and the
+            // sequences purged, as ranges (a redelivery inside one is a duplicate; a sequence
+            // in a gap was never applied here and is judged as new); the records a
+            // re-bootstrapping node has not seen again yet (what is left when its pull
+            // catches up was deleted upstream).
             try db.execute(sql: """
                 CREATE TABLE ts_acks (
                     node TEXT PRIMARY KEY NOT NULL,
@@ -240,6 +242,13 @@ enum NodeStoreMigrations {
                     origin TEXT PRIMARY KEY NOT NULL,
                     through_seq INTEGER NOT NULL
                 ) WITHOUT ROWID;
+                CREATE TABLE ts_purged_ranges (
+                    origin TEXT NOT NULL,
+                    lo INTEGER NOT NULL,
+                    hi INTEGER NOT NULL,
+                    PRIMARY KEY (origin, lo)
+                ) WITHOUT ROWID;
+                CREATE UNIQUE INDEX ts_purged_ranges_hi ON ts_purged_ranges (origin, hi);
                 CREATE TABLE ts_rebootstrap (
                     tbl TEXT NOT NULL,
                     id TEXT NOT NULL,

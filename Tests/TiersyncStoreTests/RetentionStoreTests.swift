@@ -63,6 +63,40 @@ struct RetentionStoreTests {
         #expect(refused.duplicates == 0 && refused.rejected.count == 1, "\(refused)")
     }
 
+    @Test("""
+    only the sequences actually purged are duplicates: a child's change numbered below them that never arrived \
+    (held back in a country's quarantine and released later, or sent out of order) is applied, not dropped
+    """)
+    func gapBelowPurgedIsNew() async throws {
+        let dir = try TempDir()
+        let hq = try hq(dir)
+        let now = WallClock.nowMillis()
+        // d1's changes 1, 2, 4 and 5 arrive (3 is held back on the way); 1 and 2 set the
+        // same field of c-1, 4 and 5 the same field of c-2.
+        let first = [change("d1", 1, at: now, "c-1", ["last_name": "A"]), change("d1", 2, at: now + 1, "c-1", ["last_name": "B"]),
+                     change("d1", 4, at: now + 3, "c-2", ["last_name": "Four"]), change("d1", 5, at: now + 4, "c-2", ["last_name": "Five"])]
+        #expect(try await hq.applyIncoming(first, from: "d1", source: .child, checkSkew: false).applied == 4)
+        try hq.commit([.upsert("customers", id: "c-9", ["last_name": "Head"])])
+        let report = try await hq.compact(policy: .default, tree: nil)
+        #expect(report.supersededEntries == 2, "d1#1 and d1#4 are superseded: \(report)")
+        // Change 3 arrives now: below the highest purged sequence (4), but never applied here.
+        let late = change("d1", 3, at: now + 2, "c-3", ["last_name": "Three"])
+        let applied = try await hq.applyIncoming([late], from: "d1", source: .child, checkSkew: false)
+        #expect(applied.applied == 1 && applied.duplicates == 0, "\(applied)")
+        #expect(try hq.record(table: "customers", id: "c-3")?.state.liveValues["last_name"] == "Three")
+        // A far-out sequence purged first (a node numbering out of order) makes no lower one a duplicate.
+        let far = [change("d1", 1_000_000, at: now + 10, "c-far", ["last_name": "X"]), change("d1", 1_000_001, at: now + 11, "c-far", ["last_name": "Y"])]
+        _ = try await hq.applyIncoming(far, from: "d1", source: .child, checkSkew: false)
+        try hq.commit([.upsert("customers", id: "c-9", ["last_name": "Head again"])])
+        #expect(try await hq.compact(policy: .default, tree: nil).supersededEntries == 1)
+        let next = change("d1", 6, at: now + 12, "c-6", ["last_name": "Six"])
+        #expect(try await hq.applyIncoming([next], from: "d1", source: .child, checkSkew: false).applied == 1)
+        // The purged ones stay duplicates when redelivered, and the resume point does not go back.
+        let again = try await hq.applyIncoming([first[0], first[2], far[0]], from: "d1", source: .child, checkSkew: false)
+        #expect(again.duplicates == 3 && again.applied == 0, "\(again)")
+        #expect(try await hq.highestSeq(of: "d1") == 1_000_001)
+    }
+
     @Test("a superseded entry routed to a child waits until that child pulled past it, or until it has been away longer than the horizon")
     func childrenHoldEntries() async throws {
         let dir = try TempDir()
