@@ -15,11 +15,12 @@ struct BenchHub {
     /// `checkpointing` as a serving hub does (``WALCheckpointing/byOwner``) unless a
     /// scenario compares.
     static func start(in dir: String, limits: HubConfiguration.Limits = .unthrottled,
-                      checkpointing: WALCheckpointing = .byOwner) async throws -> BenchHub {
+                      checkpointing: WALCheckpointing = .byOwner, retention: RetentionPolicy? = .default) async throws -> BenchHub {
         let pki = try DevelopmentPKI.ensure(in: dir + "/pki")
         var configuration = HubConfiguration(port: 0, dataDirectory: dir + "/hq",
                                              transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey))
         configuration.limits = limits
+        configuration.retention = retention
         let stores = TenantStores(catalog: try HubCatalog(directory: dir + "/hq"), checkpointing: checkpointing)
         let hub = HubServer(configuration: configuration, directory: CatalogDirectory(stores: stores))
         let (stream, continuation) = AsyncStream<Int>.makeStream()

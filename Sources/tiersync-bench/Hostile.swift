@@ -40,8 +40,12 @@ struct Hostile: AsyncParsableCommand {
               + "burst \(format(limits.requestBurst)), \(limits.maxConcurrentRequestsPerNode) requests and \(limits.maxConcurrentPushesPerNode) pushes in flight per node, "
               + "anonymous \(format(limits.anonymousRequestsPerSecond))/s per address; body limits as in production: "
               + "\(limits.maxRequestBytes) bytes sent, \(limits.maxDecompressedBytes) decompressed, \(limits.maxChangesPerPush) changes per push")
+        print("compaction: every second (production: every minute)")
 
-        let hub = try await BenchHub.start(in: dir, limits: limits)
+        // Compaction every second, so even a short run purges while it pushes: a redelivery
+        // of a purged change must stay a duplicate, and nothing acknowledged may be dropped
+        // as one (a watermark did that once: 202,524 changes of a 100,000-request run).
+        let hub = try await BenchHub.start(in: dir, limits: limits, retention: RetentionPolicy(interval: .seconds(1)))
         var acme: [(node: NodeID, credential: String)] = []
         for d in 0..<dealers {
             let node = NodeID(unchecked: "d\(d)")
