@@ -33,16 +33,19 @@ extension PostgresTenantSchema {
               g_o text[], g_s int8[],
               q_o text[], q_s int8[], q_from text[], q_at int8[], q_code text[], q_reason text[], q_change text[],
               s_t text[], s_i text[], s_f text[], s_v text[],
+              erasure_gen int8, er_o text[], er_s int8[], er_e text[], er_at int8[],
               notify_channel text, notify_tenant text, cursor_key text, cursor_value text)
             RETURNS int8 LANGUAGE plpgsql AS $fn$
             DECLARE
               base int8;
+              erased int8;
             BEGIN
               -- The tenant's one lock: positions are handed out and committed in order.
-              SELECT seq INTO base FROM \(q(.head)) WHERE id = 1 FOR UPDATE;
+              SELECT seq, erasures INTO base, erased FROM \(q(.head)) WHERE id = 1 FOR UPDATE;
               -- Each statement below sees every push committed before the lock was granted.
               IF verify AND (
-                   (SELECT count(*) FROM \(q(.changes)) c JOIN unnest(ident_o, ident_s) AS u(o, s)
+                   erased <> erasure_gen
+                OR (SELECT count(*) FROM \(q(.changes)) c JOIN unnest(ident_o, ident_s) AS u(o, s)
                       ON c.origin = u.o AND c.origin_seq = u.s) <> held_count
                 OR (SELECT count(*) FROM \(q(.quarantine)) x JOIN unnest(ident_o, ident_s) AS u(o, s)
                       ON x.origin = u.o AND x.origin_seq = u.s) <> cardinality(qx_o)
@@ -84,6 +87,9 @@ extension PostgresTenantSchema {
                 SELECT * FROM unnest(q_o, q_s, q_from, q_at, q_code, q_reason, q_change)
                 ON CONFLICT (origin, origin_seq) DO UPDATE SET received_from = excluded.received_from, received_at = excluded.received_at,
                   code = excluded.code, reason = excluded.reason, change = excluded.change;
+              -- Changes refused because their data was erased, counted once by identity.
+              INSERT INTO \(q(.erasedRefusals)) (origin, origin_seq, erasure_id, refused_at)
+                SELECT * FROM unnest(er_o, er_s, er_e, er_at) ON CONFLICT DO NOTHING;
               IF numbered > 0 THEN
                 UPDATE \(q(.head)) SET seq = base + numbered WHERE id = 1;
                 -- Every hub process listening on this database wakes its long-polls for the

@@ -40,6 +40,10 @@ public struct PostgresTenantSchema: Sendable, Hashable {
         case meta, head, changes, changeRoutes = "change_routes", routeEntries = "route_entries", records, conflicts, quarantine
         case governanceDocuments = "gov_documents"
         case hubClock = "hub_clock"
+        /// Erasure (docs/PRIVACY.md; PostgresTenantStore+Erasure): what each erasure did
+        /// here, the records it erased (ids and last routes, no values: later changes of them
+        /// are refused), and the refusals counted since, by identity.
+        case erasures, erasedRecords = "erased_records", erasedRefusals = "erased_refusals"
     }
 
     /// The schema version this code writes; a schema newer than it is refused.
@@ -59,7 +63,10 @@ public struct PostgresTenantSchema: Sendable, Hashable {
                 // The newest log position. Every push locks this one row (FOR UPDATE) before
                 // numbering its changes, so positions are handed out and committed in order,
                 // across every hub process: a feed reader never sees position n+1 before n.
-                "CREATE TABLE IF NOT EXISTS \(q(.head)) (id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL)",
+                // `erasures` counts the erasures done here: a push that read before one checks
+                // under the lock that none happened since (a dialogue of a customer erased
+                // meanwhile would otherwise slip in as a new record).
+                "CREATE TABLE IF NOT EXISTS \(q(.head)) (id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, erasures BIGINT NOT NULL DEFAULT 0)",
                 "INSERT INTO \(q(.head)) (id, seq) VALUES (1, 0) ON CONFLICT DO NOTHING",
                 // The change log. (origin, origin_seq) is a change's identity: the constraint,
                 // not a process's memory, makes each change apply once.
@@ -106,6 +113,29 @@ public struct PostgresTenantSchema: Sendable, Hashable {
                 // The hub's own writes (PostgresTenantStore+HubWrites): the last sequence and
                 // HLC handed out, one row, so processes writing at once never share either.
                 "CREATE TABLE IF NOT EXISTS \(q(.hubClock)) (id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hlc BIGINT NOT NULL)",
+                // Erasures done here. `acked_refused` is the refusal count the hub's last
+                // acknowledgement carried (-1: none written yet).
+                """
+                CREATE TABLE IF NOT EXISTS \(q(.erasures)) (
+                    erasure_id TEXT PRIMARY KEY, subject_table TEXT NOT NULL, subject_id TEXT NOT NULL, erased_at BIGINT NOT NULL,
+                    records INTEGER NOT NULL, log_entries INTEGER NOT NULL, digest TEXT NOT NULL, acked_refused INTEGER NOT NULL DEFAULT -1)
+                """,
+                "CREATE TABLE IF NOT EXISTS \(q(.erasedRecords)) (tbl TEXT NOT NULL, id TEXT NOT NULL, erasure_id TEXT NOT NULL, route TEXT NOT NULL, PRIMARY KEY (tbl, id))",
+                """
+                CREATE TABLE IF NOT EXISTS \(q(.erasedRefusals)) (
+                    origin TEXT NOT NULL, origin_seq BIGINT NOT NULL, erasure_id TEXT NOT NULL, refused_at BIGINT NOT NULL, PRIMARY KEY (origin, origin_seq))
+                """,
+                // A schema made before erasure: the column added once. Checked first, since
+                // ALTER TABLE locks the table even when it changes nothing, and every process
+                // runs this at start while others push (a deadlock otherwise).
+                """
+                DO $do$ BEGIN
+                  IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                                 WHERE table_schema = '\(name)' AND table_name = 'head' AND column_name = 'erasures') THEN
+                    ALTER TABLE \(q(.head)) ADD COLUMN erasures BIGINT NOT NULL DEFAULT 0;
+                  END IF;
+                END $do$
+                """,
                 // The write half of a push (PostgresTenantSchema+PushFunction); replaced on
                 // every start, so a new release's version takes over.
                 applyPushFunction,

@@ -32,10 +32,12 @@ extension PostgresTenantStore {
                 ORDER BY c.seq LIMIT \(n)
                 """
         }
-        // The caller's own changes (and those it relayed) are left out: it has them.
-        var exclusion = ""
+        // Erased entries are kept for their identity only, never sent (their route index is
+        // gone, so only the whole tenant's walk meets them). The caller's own changes (and
+        // those it relayed) are left out: it has them.
+        var exclusion = " WHERE c.op <> \(sql.bind(PostgresTenantStore.erasedOp))"
         if let excluding {
-            exclusion = " WHERE (c.received_from IS NULL OR c.received_from <> \(sql.bind(excluding.rawValue)))"
+            exclusion += " AND (c.received_from IS NULL OR c.received_from <> \(sql.bind(excluding.rawValue)))"
         }
         // The snapshot on route entry (as the SQLite engine's): for each candidate that routed
         // a record to a node of the scope whose route before held none of the scope, every

@@ -1,4 +1,5 @@
-// The hub's own edits on PostgreSQL (an administrator's resolution of a conflict): each is a
+// The hub's own edits on PostgreSQL (an administrator's resolution of a conflict, an erasure
+// request, the hub's acknowledgement of an erasure): each is a
 // change of the tenant's root, numbered and stamped from one shared row (`hub_clock`), newer
 // than every version of the record it writes, and stored through the same path as a push,
 // so it is logged, routed and fed to every node holding the record like any other change.
@@ -11,9 +12,6 @@ import TiersyncStorage
 extension PostgresTenantStore {
     public func writeAsHub(_ writes: [RecordWrite]) async throws -> [Change] {
         let root = try await prepared()
-        if writes.contains(where: { $0.table == DomainSchema.erasures.name }) {
-            throw StoreError.invalidArgument("erasure is not applied by a hub on PostgreSQL yet (docs/PRIVACY.md): erase at the node holding the customer, or run the hub on SQLite")
-        }
         var written: [Change] = []
         for write in writes {
             written.append(try await writeOne(write, as: root))

@@ -13,6 +13,47 @@ import TiersyncStorage
 extension PostgresTenantStore {
     public func applyIncoming(_ changes: [Change], from sender: NodeID, source: ChangeSource, checkSkew: Bool,
                               gate: ChangeGate?, cursor: (name: String, value: Int64)?, wallMillis: UInt64) async throws -> IncomingReport {
+        try await prepared()
+        // An erasure marker erases in a transaction of its own (PostgresTenantStore+Erasure);
+        // the changes around it are applied before and after it, in the batch's order. What
+        // was held of the batch's origins is read once, before the first part.
+        let isMarker = { (change: Change) in change.table == DomainSchema.erasures.name }
+        guard changes.contains(where: isMarker) else {
+            let report = try await applyChanges(changes, from: sender, source: source, checkSkew: checkSkew, gate: gate, cursor: cursor, wallMillis: wallMillis)
+            // Refusals of erased data are counted in the hub's acknowledgement.
+            if report.rejected.contains(where: { $0.code == .erased }) { try await writeErasureAcknowledgements(wallMillis: wallMillis) }
+            return report
+        }
+        var parts: [ArraySlice<Change>] = []
+        var start = changes.startIndex
+        for (i, change) in changes.enumerated() where isMarker(change) {
+            if start < i { parts.append(changes[start..<i]) }
+            parts.append(changes[i...i])
+            start = i + 1
+        }
+        if start < changes.endIndex { parts.append(changes[start...]) }
+        var report = IncomingReport()
+        report.heldBefore = source == .child ? try await highestSeqs(of: Set(changes.map(\.origin))) : [:]
+        for (n, part) in parts.enumerated() {
+            let partCursor = n == parts.count - 1 ? cursor : nil
+            let done = part.count == 1 && isMarker(part.first!)
+                ? try await applyMarker(part.first!, from: sender, source: source, checkSkew: checkSkew, gate: gate, cursor: partCursor, wallMillis: wallMillis)
+                : try await applyChanges(Array(part), from: sender, source: source, checkSkew: checkSkew, gate: gate, cursor: partCursor, wallMillis: wallMillis)
+            report.applied += done.applied
+            report.duplicates += done.duplicates
+            report.conflicts += done.conflicts
+            report.rejected += done.rejected
+        }
+        // Also after a marker seen before (a retry after a failed acknowledgement).
+        try await writeErasureAcknowledgements(wallMillis: wallMillis)
+        return report
+    }
+
+    /// A batch without erasure markers (or one marker with `routeAdding`, the nodes its
+    /// erasure found holding the data), judged in memory and written by `ts_apply_push`.
+    func applyChanges(_ changes: [Change], from sender: NodeID, source: ChangeSource, checkSkew: Bool,
+                      gate: ChangeGate?, cursor: (name: String, value: Int64)?, wallMillis: UInt64,
+                      on connection: PostgresConnection? = nil, routeAdding: Set<NodeID> = []) async throws -> IncomingReport {
         let root = try await prepared()
         let hop = Hop(node: root, atMillis: wallMillis)
         let ready: [Ready] = changes.map { change in
@@ -20,12 +61,6 @@ extension PostgresTenantStore {
             switch schema.validate(change) {
             case .failure(let r): return Ready(verdict: .failure(r), table: nil, log: nil)
             case .success(let v): valid = v
-            }
-            // Erasure is done by the SQLite engine only so far (docs/PRIVACY.md): a marker
-            // stored here without erasing would be acknowledged by nobody and erase nothing.
-            if valid.table == DomainSchema.erasures.name {
-                return Ready(verdict: .failure(ChangeRejection(.unsupported, "erasure requests are not applied by a hub on PostgreSQL yet: kept by the sender until they are")),
-                             table: nil, log: nil)
             }
             if checkSkew {
                 do throws(ClockSkewError) { try clock.check(valid.hlc, wallMillis: wallMillis) } catch {
@@ -36,9 +71,16 @@ extension PostgresTenantStore {
             }
             return Ready(verdict: .success(valid), table: schema.table(valid.table), log: EncodedLogEntry(valid, trail: valid.trail(receivedAt: hop)))
         }
-        let batch = Batch(changes: changes, ready: ready, sender: sender, source: source, gate: gate, wallMillis: wallMillis)
+        let batch = Batch(changes: changes, ready: ready, sender: sender, source: source, gate: gate, wallMillis: wallMillis, routeAdding: routeAdding)
         let cursorSetting = cursor.map { (key: "cursor." + $0.name, value: String($0.value)) }
         let logger = self.logger
+        if let connection {
+            // Inside the caller's transaction, which holds the tenant's lock (an erasure).
+            let state = try await read(for: batch) { try await connection.query($0, logger: logger) }
+            let plan = judge(batch, state)
+            _ = try await connection.query(call(plan, state, verify: false, cursor: cursorSetting), logger: logger).collect()
+            return plan.report
+        }
         // Read without the tenant's lock and write through `ts_apply_push`, which checks
         // under the lock that the reading still holds; twice, then read under the lock.
         for _ in 0..<Self.optimisticAttempts {
@@ -59,6 +101,38 @@ extension PostgresTenantStore {
             _ = try await connection.query(call(plan, state, verify: false, cursor: cursorSetting), logger: logger).collect()
             return plan.report
         }
+    }
+
+    /// Whether `change` would be applied as a new record (read and judged as
+    /// ``applyChanges`` would, writing nothing): how an erasure marker is told to erase.
+    func wouldCreate(_ change: Change, from sender: NodeID, source: ChangeSource, checkSkew: Bool, gate: ChangeGate?,
+                     wallMillis: UInt64, on connection: PostgresConnection) async throws -> Bool {
+        let root = try await prepared()
+        let valid: Change
+        switch schema.validate(change) {
+        case .failure: return false
+        case .success(let v): valid = v
+        }
+        if checkSkew {
+            do throws(ClockSkewError) { try clock.check(valid.hlc, wallMillis: wallMillis) } catch { return false }
+        }
+        let ready = [Ready(verdict: .success(valid), table: schema.table(valid.table),
+                           log: EncodedLogEntry(valid, trail: valid.trail(receivedAt: Hop(node: root, atMillis: wallMillis))))]
+        let batch = Batch(changes: [change], ready: ready, sender: sender, source: source, gate: gate, wallMillis: wallMillis, routeAdding: [])
+        let logger = self.logger
+        let state = try await read(for: batch) { try await connection.query($0, logger: logger) }
+        return judge(batch, state).report.applied == 1 && state.records.isEmpty
+    }
+
+    /// The erasure forbidding `change` here, if any: its record was erased, or one of its
+    /// link fields names an erased record.
+    private static func erasureBlocking(_ change: Change, _ erased: [RecordKey: (erasureID: String, route: Set<NodeID>)]) -> (erasureID: String, route: Set<NodeID>)? {
+        guard !erased.isEmpty else { return nil }
+        if let hit = erased[RecordKey(table: change.table, id: change.recordID)] { return hit }
+        for link in Erasure.linkFields(of: change.table) {
+            if let target = change.fields[link.field]?.stringValue, let hit = erased[RecordKey(table: link.parent, id: target)] { return hit }
+        }
+        return nil
     }
 
     /// Optimistic tries of a push before it reads under the tenant's lock.
@@ -84,6 +158,14 @@ extension PostgresTenantStore {
               (SELECT max(origin_seq) FROM \(unescaped: changesTable) WHERE origin = o AND origin_seq BETWEEN \(lo) AND \(hi)),
               (SELECT max(origin_seq) FROM \(unescaped: quarantineTable) WHERE origin = o AND origin_seq BETWEEN \(lo) AND \(hi))
             FROM unnest(\(batch.origins)::text[]) AS o
+            UNION ALL
+            SELECT 4, e.tbl, e.id, e.erasure_id, e.route, NULL, NULL, NULL, NULL FROM \(unescaped: table(.erasedRecords)) e
+              JOIN unnest(\(batch.erasureKeys.map(\.table))::text[], \(batch.erasureKeys.map(\.id))::text[]) AS u(t, i) ON e.tbl = u.t AND e.id = u.i
+            UNION ALL
+            SELECT 5, f.origin, NULL, NULL, NULL, NULL, NULL, f.origin_seq, NULL FROM \(unescaped: table(.erasedRefusals)) f
+              JOIN unnest(\(origins)::text[], \(seqs)::int8[]) AS u(o, s) ON f.origin = u.o AND f.origin_seq = u.s
+            UNION ALL
+            SELECT 6, '', NULL, NULL, NULL, NULL, NULL, erasures, NULL FROM \(unescaped: table(.head)) WHERE id = 1
             """)
         var state = StoreState(identities: batch.identities, keysAsked: batch.keys)
         for try await (kind, a, b, c, d, e, f, n1, n2) in rows.decode((Int32, String, String?, String?, String?, String?, String?, Int64?, Int64?).self) {
@@ -95,6 +177,12 @@ extension PostgresTenantStore {
             case 3:
                 // What the store held of the origin before this batch (as highestSeqs).
                 state.heldBefore[NodeID(unchecked: a)] = max(n1 ?? 0, n2 ?? 0)
+            case 4:
+                state.erased[RecordKey(table: a, id: b ?? "")] = (erasureID: c ?? "", route: RecordMerge.parseRoute(d ?? ""))
+            case 5:
+                state.erasedRefusals.insert(Identity(origin: a, seq: n1 ?? 0))
+            case 6:
+                state.erasureGeneration = n1 ?? 0
             default:
                 guard let id = b, let fields = c, let versions = d, let route = f else { throw PostgresStoreError("a record of \(a) read without its state") }
                 let key = RecordKey(table: a, id: id)
@@ -118,6 +206,7 @@ extension PostgresTenantStore {
         var unquarantine: Set<Identity> = []
         var dirty: [RecordKey] = []
         var dirtySet: Set<RecordKey> = []
+        var erasedRefused: Set<Identity> = []
         func refuse(_ change: Change, _ rejection: ChangeRejection) {
             let id = Identity(origin: change.origin.rawValue, seq: change.originSeq)
             var at = Int64(wallMillis)
@@ -147,6 +236,23 @@ extension PostgresTenantStore {
                 refuse(change, refusal)
                 continue
             }
+            // Data erased here never comes back: a change of an erased record, or one linking
+            // to it, is refused (after the sender's scope) and counted, never kept.
+            if let blocked = Self.erasureBlocking(change, state.erased) {
+                if let gate = batch.gate, let refusal = gate(GateContext(change: change, sender: sender, routeBefore: blocked.route, routeAfter: blocked.route)) {
+                    // Refused for its sender's scope, and not quarantined: its values are those of an erased record.
+                    plan.report.rejected.append(RejectedChange(change: change, rejection: refusal))
+                    continue
+                }
+                guard !state.erasedRefusals.contains(id), erasedRefused.insert(id).inserted else {
+                    plan.report.duplicates += 1
+                    continue
+                }
+                plan.erasedRefusals.append((id, blocked.erasureID, Int64(wallMillis)))
+                plan.report.rejected.append(RejectedChange(change: change, rejection: ChangeRejection(
+                    .erased, "record \(change.table)/\(change.recordID) was erased (\(blocked.erasureID)): its data cannot come back")))
+                continue
+            }
             let valid: Change
             switch prepared.verdict {
             case .failure(let rejection):
@@ -157,11 +263,13 @@ extension PostgresTenantStore {
             let table = prepared.table!
             let key = RecordKey(table: valid.table, id: valid.recordID)
             let stored = current[key]
-            let merged = RecordMerge.merge(valid, into: stored, table: table)
+            var merged = RecordMerge.merge(valid, into: stored, table: table)
             if let gate = batch.gate, let refusal = gate(GateContext(change: valid, sender: sender, routeBefore: stored?.route, routeAfter: merged.route)) {
                 refuse(change, refusal)
                 continue
             }
+            // An erasure marker goes on to every node the erased data was routed to here.
+            merged.route.formUnion(batch.routeAdding)
             position += 1
             if merged.outcome.changedAnything || stored == nil {
                 current[key] = StoredRecord(table: valid.table, id: valid.recordID, state: merged.state, route: merged.route)
@@ -233,6 +341,8 @@ extension PostgresTenantStore {
               \(plan.refused.map(\.value.entry.receivedAtMillis))::int8[], \(plan.refused.map(\.value.entry.code))::text[],
               \(plan.refused.map(\.value.reason))::text[], \(plan.refused.map(\.value.change))::text[],
               \(plan.settled.tables)::text[], \(plan.settled.ids)::text[], \(plan.settled.fields)::text[], \(plan.settled.versions)::text[],
+              \(state.erasureGeneration), \(plan.erasedRefusals.map(\.0.origin))::text[], \(plan.erasedRefusals.map(\.0.seq))::int8[],
+              \(plan.erasedRefusals.map(\.1))::text[], \(plan.erasedRefusals.map(\.2))::int8[],
               \(PostgresNotifier.defaultChannel), \(tenant.rawValue), \(cursor?.key)::text, \(cursor?.value)::text)
             """
     }
@@ -252,12 +362,25 @@ private struct Batch {
     let keys: [RecordKey]
     /// The batch's origins, each once.
     let origins: [String]
+    /// The records an erasure may forbid the batch to touch: those it writes and those its
+    /// link fields name (``Erasure/linkFields(of:)``).
+    let erasureKeys: [RecordKey]
+    /// Nodes an erasure marker's route gains (the holders of the data it erased).
+    let routeAdding: Set<NodeID>
 
-    init(changes: [Change], ready: [Ready], sender: NodeID, source: ChangeSource, gate: ChangeGate?, wallMillis: UInt64) {
+    init(changes: [Change], ready: [Ready], sender: NodeID, source: ChangeSource, gate: ChangeGate?, wallMillis: UInt64, routeAdding: Set<NodeID>) {
         (self.changes, self.ready, self.sender, self.source, self.gate, self.wallMillis) = (changes, ready, sender, source, gate, wallMillis)
+        self.routeAdding = routeAdding
         identities = Array(Set(changes.filter { Change.sequenceRange.contains($0.originSeq) }.map { Identity(origin: $0.origin.rawValue, seq: $0.originSeq) }))
         keys = Array(Set(changes.map { RecordKey(table: $0.table, id: $0.recordID) }))
         origins = Array(Set(changes.map(\.origin.rawValue)))
+        var erasureKeys = Set(keys)
+        for change in changes {
+            for link in Erasure.linkFields(of: change.table) {
+                if let target = change.fields[link.field]?.stringValue { erasureKeys.insert(RecordKey(table: link.parent, id: target)) }
+            }
+        }
+        self.erasureKeys = Array(erasureKeys)
     }
 }
 
@@ -301,6 +424,12 @@ private struct StoreState {
     var records: [RecordKey: StoredRecord] = [:]
     var recordsAsRead: [RecordKey: RecordAsRead] = [:]
     var heldBefore: [NodeID: Int64] = [:]
+    /// Erased records among the batch's erasure keys, with the erasure and their last route.
+    var erased: [RecordKey: (erasureID: String, route: Set<NodeID>)] = [:]
+    /// Identities of the batch refused earlier as erased (a redelivery is a duplicate).
+    var erasedRefusals: Set<Identity> = []
+    /// Erasures done so far (`head.erasures`), which `ts_apply_push` checks under the lock.
+    var erasureGeneration: Int64 = 0
 }
 
 /// What a judged push writes, and what it reports.
@@ -317,6 +446,8 @@ private struct PushPlan {
     var records = RecordRows()
     var released: [Identity] = []
     var refused: [(key: Identity, value: QuarantineRow)] = []
+    /// Changes refused as erased: identity, erasure, when.
+    var erasedRefusals: [(Identity, String, Int64)] = []
 }
 
 /// Change-log rows of one push, column by column (what `unnest` takes).

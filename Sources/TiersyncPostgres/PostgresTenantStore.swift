@@ -127,9 +127,8 @@ public final class PostgresTenantStore: HubTenantStore {
         return out
     }
 
-    /// The erasure markers and acknowledgements held (``ErasureLedgerEntry``). A hub on
-    /// PostgreSQL keeps and serves them like any record, but does not erase its own copy
-    /// yet (docs/PRIVACY.md), so its own acknowledgement stays outstanding.
+    /// The erasure markers and acknowledgements held (``ErasureLedgerEntry``), the hub's
+    /// own among them (PostgresTenantStore+Erasure).
     public func erasureLedger() async throws -> [ErasureLedgerEntry] {
         try await prepared()
         var markers: [(id: String, values: [String: FieldValue], route: Set<NodeID>)] = []

@@ -5,10 +5,10 @@
 // routed to here. After the commit, `finishErasures` truncates the write-ahead log (so
 // the bytes are gone from the files too) and writes this node's acknowledgement.
 
-import Crypto
 import Foundation
 import GRDB
 import TiersyncCore
+import TiersyncStorage
 
 /// What one erasure did on this store.
 public struct ErasureRecord: Sendable, Equatable, Codable {
@@ -227,8 +227,7 @@ extension NodeStore {
     /// changes, route index entries. Throws if any of it is not zero, so a digest exists
     /// only for an erasure that is complete.
     static func erasureDigest(_ db: Database, erasureID: String, records: [(table: String, id: String)]) throws -> String {
-        var text = "tiersync-erasure-v1\n\(erasureID)\n"
-        for (table, id) in records.sorted(by: { ($0.table, $0.id) < ($1.table, $1.id) }) {
+        for (table, id) in records {
             let row = try Row.fetchOne(db, sql: """
                 SELECT (SELECT COUNT(*) FROM ts_tombstones WHERE tbl = ?1 AND id = ?2),
                        (SELECT COUNT(*) FROM ts_changes WHERE tbl = ?1 AND record_id = ?2 AND (op != '\(erasedOp)' OR fields != '{}' OR prior IS NOT NULL)),
@@ -245,9 +244,8 @@ extension NodeStore {
             guard remaining.allSatisfy({ $0 == 0 }) else {
                 throw StoreError.invalidArgument("erasure \(erasureID): \(table)/\(id) still has rows \(remaining)")
             }
-            text += "\(table)/\(id) row=0 tombstone=0 log=0 conflicts=0 quarantine=0 routes=0\n"
         }
-        return SHA256.hash(data: Data(text.utf8)).hexString
+        return ErasureDigest.digest(erasureID: erasureID, records: records)
     }
 
     /// The erasure that forbids a change of `table`/`id` with `fields` here, if any: the

@@ -1,7 +1,9 @@
 import Foundation
+import PostgresNIO
 import Testing
 import TiersyncAgent
 import TiersyncCore
+import TiersyncPostgres
 import TiersyncServer
 import TiersyncStore
 import TiersyncTestSupport
@@ -32,17 +34,22 @@ struct ErasureTests {
     Erasure requested at a dealer reaches HQ, the country and the other dealer; each acknowledges in HQ's ledger; \
     the dealer that was offline erases on reconnect before pushing its stale edit, which is dropped and counted; a late \
     change pushed afterwards is refused `erased` and counted; no byte of the customer's name or phone is left in any \
-    SQLite file or write-ahead log
-    """, .timeLimit(.minutes(5)))
-    func erasureEverywhere() async throws {
+    SQLite file or write-ahead log (and, with the hub on PostgreSQL, in no row of the tenant's schema)
+    """, .timeLimit(.minutes(5)), arguments: StorageEngine.testable)
+    func erasureEverywhere(engine: StorageEngine) async throws {
         let dir = try TempDir()
+        try await withHubDatabase(engine) { postgres in
         try await withRunning { running in
-            let hub = try await running.hub(directory: dir.path)
-            try hub.catalog.createTenant("acme", levels: 3)
+            let hub = try await running.hub(directory: dir.path, postgres: postgres)
+            try await hub.catalogStore.createTenant("acme", levels: 3)
             let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
             let d1 = try await running.agent(enrolling: "de-d1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
             let d2 = try await running.agent(enrolling: "de-d2", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
-            let hq = try hub.stores.store(for: "acme")
+            let hq = try await hub.tenantStore(for: "acme")
+            /// Whether HQ holds a live record, on either engine.
+            func atHQ(_ table: String, _ id: String) async throws -> Bool {
+                try await hq.liveRecords(inTable: table).contains { $0.id == id }
+            }
 
             // The customer, sold by d1 and serviced by d2, with a vehicle and a dialogue.
             try d1.store.commit([
@@ -53,8 +60,9 @@ struct ErasureTests {
                 .upsert("customers", id: "cust-2", ["last_name": "Keeps"]),
             ])
             try await eventually(timeout: 30, "cust-1 reaches HQ and d2") {
-                try hq.record(table: "customers", id: "cust-1") != nil && d2.store.record(table: "customers", id: "cust-1") != nil
-                    && hq.record(table: "interactions", id: "int-1") != nil && hq.record(table: "customers", id: "cust-2") != nil
+                let atD2 = try d2.store.record(table: "customers", id: "cust-1") != nil
+                let c1 = try await atHQ("customers", "cust-1"), i1 = try await atHQ("interactions", "int-1"), c2 = try await atHQ("customers", "cust-2")
+                return atD2 && c1 && i1 && c2
             }
             #expect(try Self.leaks(under: dir.path).count >= 8, "the byte search finds the customer before the erasure")
             // d2 goes offline and edits the customer there.
@@ -74,13 +82,14 @@ struct ErasureTests {
                 let acked = Set(try await ledger()?.acknowledgements.map(\.node) ?? [])
                 return acked.isSuperset(of: ["hq", "de", "de-d1"])
             }
-            let tree = try await hub.catalog.tree(of: "acme")
+            let tree = try await hub.catalogStore.tree(of: "acme")
             let entry = try #require(try await ledger())
             #expect(entry.replicas(in: tree) == ["de", "de-d1", "de-d2", "hq"])
             #expect(entry.outstanding(in: tree) == ["de-d2"])
             #expect(entry.subjectTable == "customers" && entry.subjectID == "cust-1" && entry.requestedBy == "de-d1")
-            #expect(try hq.record(table: "customers", id: "cust-1") == nil && hq.record(table: "interactions", id: "int-1") == nil
-                    && hq.record(table: "vehicles", id: "veh-1") == nil)
+            let erasedAtHQ = try await (atHQ("customers", "cust-1"), atHQ("interactions", "int-1"), atHQ("vehicles", "veh-1"))
+            #expect(erasedAtHQ == (false, false, false))
+            #expect(try await atHQ("customers", "cust-2"), "other customers stay at HQ")
             #expect(try de.store.record(table: "customers", id: "cust-1") == nil)
             #expect(entry.acknowledgements.allSatisfy { $0.records == 3 && $0.digest.count == 64 }, "\(entry.acknowledgements)")
 
@@ -111,14 +120,51 @@ struct ErasureTests {
                 try await ledger()?.acknowledgements.first { $0.node == "de" }?.refused == 2
             }
             #expect(try de.store.record(table: "interactions", id: "int-late") == nil)
+            // At HQ too: the country's own late change of the customer is refused there and counted in HQ's acknowledgement.
+            let deCredential = try #require(try de.store.meta(MetaKey.credential.rawValue))
+            let fromCountry = Change(origin: "de", originSeq: 9_000, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                                     table: "customers", recordID: "cust-1", op: .upsert, fields: ["last_name": .string(Self.secrets[1])])
+            let atHub = try await running.client(hub).send("POST", "/v1/push", json: PushRequest(through: 9_000, changes: [fromCountry]), credential: deCredential)
+            #expect(try atHub.decode(PushResponse.self).rejected.map(\.code) == [.erased], "\(atHub.text)")
+            try await eventually(timeout: 10, "HQ's acknowledgement counts the refusal") {
+                try await ledger()?.acknowledgements.first { $0.node == "hq" }?.refused == 1
+            }
+            let again = try await running.client(hub).send("POST", "/v1/push", json: PushRequest(through: 9_000, changes: [fromCountry]), credential: deCredential)
+            #expect(try again.decode(PushResponse.self).duplicates == 1, "a refusal for erased data is final: \(again.text)")
 
             // Every store still verifies; no byte of the customer is left, with everything running and once stopped.
-            for store in [hq, de.store, d1.store, d2Back.store] {
+            var stores = [de.store, d1.store, d2Back.store]
+            if let sqliteHQ = hq as? NodeStore { stores.append(sqliteHQ) }
+            for store in stores {
                 let done = try #require(try store.erasures().first)
                 #expect(try store.verifyErasure(done.erasureID))
             }
             #expect(try Self.leaks(under: dir.path) == [])
+            if let postgres { #expect(try await Self.rowsHolding(Self.secrets, tenant: "acme", in: postgres) == []) }
+        }
         }
         #expect(try Self.leaks(under: dir.path) == [])
+    }
+
+    /// The rows of a tenant's PostgreSQL schema whose text holds any of `secrets` (every
+    /// column of every table, as PostgreSQL renders the row): what a byte search of the
+    /// SQLite files is for the hub on PostgreSQL, at the level of rows.
+    static func rowsHolding(_ secrets: [String], tenant: TenantID, in endpoint: PostgresEndpoint) async throws -> [String] {
+        let schema = PostgresTenantSchema(tenant: tenant).name
+        return try await withPostgresClient(endpoint) { client in
+            var found: [String] = []
+            let tables = try await client.query("SELECT table_name FROM information_schema.tables WHERE table_schema = \(schema) ORDER BY 1").collect()
+                .map { try $0.decode(String.self) }
+            #expect(tables.count >= 10, "the tenant's tables are found: \(tables)")
+            for table in tables {
+                for secret in secrets {
+                    let rows = try await client.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \"\(schema)\".\"\(table)\" t WHERE t::text LIKE $1",
+                                                                    binds: { var b = PostgresBindings(); b.append("%\(secret)%"); return b }()))
+                        .collect().first.map { try $0.decode(Int64.self) } ?? 0
+                    if rows > 0 { found.append("\(table): \(secret) (\(rows) rows)") }
+                }
+            }
+            return found
+        }
     }
 }
