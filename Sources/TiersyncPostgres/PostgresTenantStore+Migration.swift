@@ -14,6 +14,9 @@ extension PostgresTenantStore: TenantDataExport {
         case .conflicts: table(.conflicts)
         case .quarantine: table(.quarantine)
         case .governanceDocuments: table(.governanceDocuments)
+        case .erasures: table(.erasures)
+        case .erasedRecords: table(.erasedRecords)
+        case .erasedRefusals: table(.erasedRefusals)
         }
     }
 

@@ -8,6 +8,9 @@ import TiersyncCore
 public enum MigrationTable: String, CaseIterable, Sendable {
     case changes, changeRoutes = "change_routes", routeEntries = "route_entries", conflicts, quarantine
     case governanceDocuments = "gov_documents"
+    /// Erasures done at the hub, the records they erased (so later changes stay refused) and
+    /// the refusals counted since (docs/PRIVACY.md).
+    case erasures, erasedRecords = "erased_records", erasedRefusals = "erased_refusals"
 
     /// The columns moved, in this order on both engines.
     public var columns: [MigrationColumn] {
@@ -22,6 +25,11 @@ public enum MigrationTable: String, CaseIterable, Sendable {
              .text("loser_version"), .int("detected_at")]
         case .quarantine: [.text("origin"), .int("origin_seq"), .text("received_from"), .int("received_at"), .text("code"), .text("reason"), .text("change")]
         case .governanceDocuments: [.text("kind"), .text("key"), .int("seq"), .text("body"), .int("stored_at")]
+        case .erasures:
+            [.text("erasure_id"), .text("subject_table"), .text("subject_id"), .int("erased_at"), .int("records"), .int("log_entries"),
+             .text("digest"), .int("acked_refused")]
+        case .erasedRecords: [.text("tbl"), .text("id"), .text("erasure_id"), .text("route")]
+        case .erasedRefusals: [.text("origin"), .int("origin_seq"), .text("erasure_id"), .int("refused_at")]
         }
     }
 
@@ -34,6 +42,9 @@ public enum MigrationTable: String, CaseIterable, Sendable {
         case .conflicts: ["tbl", "record_id", "field", "loser_version"]
         case .quarantine: ["origin", "origin_seq"]
         case .governanceDocuments: ["kind", "key"]
+        case .erasures: ["erasure_id"]
+        case .erasedRecords: ["tbl", "id"]
+        case .erasedRefusals: ["origin", "origin_seq"]
         }
     }
 }

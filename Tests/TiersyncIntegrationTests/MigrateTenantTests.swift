@@ -41,6 +41,11 @@ struct MigrateTenantTests {
                 try berlin.store.record(table: "customers", id: "c-1")?.state.liveValues["first_name"] == "Edited at HQ"
                     && hq.liveRecords(table: "customers").count == 39
             }
+            // HQ erases a customer: what it erased must stay refused after the move.
+            try hq.erase(.customers, id: "c-3")
+            try await eventually(timeout: 30, "the erasure reached berlin") {
+                try berlin.store.record(table: "customers", id: "c-3") == nil && hq.liveRecords(table: "customers").count == 38
+            }
             let pulledBefore = try de.store.cursor("pull.parent")
             #expect(pulledBefore > 0)
             await sqliteHub.stop()
@@ -72,7 +77,7 @@ struct MigrateTenantTests {
                 try write(40..<60)
                 let pg = try await pgHub.tenantStore(for: "automaker")
                 try await eventually(timeout: 60, "HQ on PostgreSQL holds the 20 new customers") {
-                    try await pg.liveRecords(inTable: "customers").count == 59
+                    try await pg.liveRecords(inTable: "customers").count == 58
                 }
                 // Every change berlin made is at HQ (once: the log's identities are unique).
                 let berlinMade = try berlin.store.changeCountsByOrigin()["de-berlin"] ?? 0
@@ -87,6 +92,13 @@ struct MigrateTenantTests {
                 _ = await watching.value
                 #expect(lowest.withLock { $0 } >= pulledBefore, "the country's pull cursor never went back (no resync)")
                 #expect(try await pg.latestGovernanceDocument(ofKind: "release")?.seq == 1, "the release moved with the tenant")
+                // The erasure moved too: a late change of the erased customer is refused at the new hub.
+                let deCredential = try #require(try de.store.meta(MetaKey.credential.rawValue))
+                let late = Change(origin: "de", originSeq: 9_000, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                                  table: "customers", recordID: "c-3", op: .upsert, fields: ["last_name": "Back again"])
+                let refused = try await running.client(pgHub).send("POST", "/v1/push", json: PushRequest(through: 9_000, changes: [late]), credential: deCredential)
+                #expect(try refused.decode(PushResponse.self).rejected.map(\.code) == [.erased], "\(refused.text)")
+                #expect(try await pg.erasureLedger().first?.acknowledgements.contains { $0.node == "hq" } == true)
                 await pgHub.stop()
             }
         }
