@@ -379,10 +379,11 @@ public final class SyncAgent: Sendable {
     public func lagReports() async throws -> [LagReport] {
         let (pending, oldest) = try store.upstreamLag(after: store.cursor(Self.pushCursor))
         let now = WallClock.nowMillis()
-        // The clock offset the node measured from its parent's last `clock_skew` refusal,
-        // while recent (the parent's times, so compared with the parent's clock).
+        // The clock offset the node measured at its last push (the parent's time in the
+        // answer against its own clock), while recent.
+        let clockNow = configuration.wallClock()
         let offset = try store.clockOffset().flatMap { o in
-            o.measuredAtMillis &+ LagReport.clockOffsetWindowMillis >= now ? o.offsetMillis : nil
+            o.measuredAtMillis &+ LagReport.clockOffsetWindowMillis >= clockNow ? o.offsetMillis : nil
         }
         let own = LagReport(node: identity.node, pending: pending,
                             oldestPendingMillis: oldest.map { Int64(clamping: now &- min(now, $0)) } ?? 0, clockOffsetMillis: offset)

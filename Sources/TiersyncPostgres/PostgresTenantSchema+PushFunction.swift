@@ -14,6 +14,13 @@ extension PostgresTenantSchema {
     /// The SQLSTATE `ts_apply_push` fails with when what the push read has changed.
     static let staleReadState = "40001"
 
+    /// How many parameters ``applyPushFunction`` declares (its other versions are dropped).
+    var applyPushParameterCount: Int {
+        let text = applyPushFunction
+        guard let open = text.range(of: "ts_apply_push("), let close = text.range(of: ")\n", range: open.upperBound..<text.endIndex) else { return 0 }
+        return text[open.upperBound..<close.lowerBound].split(separator: ",").count
+    }
+
     /// `CREATE OR REPLACE FUNCTION` of `ts_apply_push` for this schema (parameters in the
     /// order ``PushWrite`` binds them).
     var applyPushFunction: String {

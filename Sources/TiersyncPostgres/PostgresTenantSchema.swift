@@ -46,8 +46,12 @@ public struct PostgresTenantSchema: Sendable, Hashable {
         case erasures, erasedRecords = "erased_records", erasedRefusals = "erased_refusals"
     }
 
-    /// The schema version this code writes; a schema newer than it is refused.
-    static let version = 1
+    /// The schema version this code writes; a schema newer than it is refused. 2: erasure
+    /// (its tables, `head.erasures`, and a `ts_apply_push` that checks them): a process of
+    /// version 1 would write around an erasure, so it is refused at start, and the old
+    /// function is dropped, so one still running fails its pushes instead (its agents retry
+    /// on the other processes). Upgrade every process of a hub together.
+    static let version = 2
 
     /// Creates the schema and its tables unless they exist. Several processes may start at
     /// once: a transaction-level advisory lock on the schema's name makes one create and the
@@ -141,6 +145,16 @@ public struct PostgresTenantSchema: Sendable, Hashable {
                 applyPushFunction,
             ]
             for sql in statements { _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect() }
+            // `CREATE OR REPLACE` of a new parameter list adds a function beside the old one:
+            // drop every other `ts_apply_push`, so no process can write through an older one.
+            _ = try await connection.query(PostgresQuery(unsafeSQL: """
+                DO $do$ DECLARE f regprocedure; BEGIN
+                  FOR f IN SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                           WHERE n.nspname = '\(name)' AND p.proname = 'ts_apply_push' AND p.pronargs <> \(applyPushParameterCount) LOOP
+                    EXECUTE 'DROP FUNCTION ' || f;
+                  END LOOP;
+                END $do$
+                """), logger: logger).collect()
             let found = try await connection.query("SELECT value FROM \(unescaped: q(.meta)) WHERE key = 'schema_version'", logger: logger)
                 .collect().first.map { try $0.decode(String.self) }
             if let found, let v = Int(found), v > Self.version {
@@ -152,6 +166,11 @@ public struct PostgresTenantSchema: Sendable, Hashable {
                     INSERT INTO \(unescaped: q(.meta)) (key, value) VALUES (\(key.rawValue), \(value)) ON CONFLICT (key) DO NOTHING
                     """, logger: logger).collect()
             }
+            // A schema written by an older version is this version's now.
+            _ = try await connection.query("""
+                UPDATE \(unescaped: q(.meta)) SET value = \(String(Self.version)) WHERE key = \(PostgresMetaKey.schemaVersion.rawValue)
+                  AND value::int < \(Self.version)
+                """, logger: logger).collect()
         }
     }
 }

@@ -71,19 +71,21 @@ extension PostgresTenantStore {
             let routed = try await route(connection, table: tbl, id: id)
             holders.formUnion(routed)
             let (changes, quarantine) = (table(.changes), table(.quarantine))
+            let (ofTable, ofID) = (Self.quarantinedKey("table", tbl), Self.quarantinedKey("id", id))
             for statement: PostgresQuery in [
                 "DELETE FROM \(unescaped: table(.changeRoutes)) r USING \(unescaped: changes) c WHERE c.tbl = \(tbl) AND c.record_id = \(id) AND r.seq = c.seq",
                 "DELETE FROM \(unescaped: table(.routeEntries)) WHERE tbl = \(tbl) AND record_id = \(id)",
                 "DELETE FROM \(unescaped: table(.conflicts)) WHERE tbl = \(tbl) AND record_id = \(id)",
-                "DELETE FROM \(unescaped: quarantine) WHERE change::jsonb ->> 'table' = \(tbl) AND change::jsonb ->> 'id' = \(id)",
+                "DELETE FROM \(unescaped: quarantine) WHERE strpos(change, \(ofTable)) > 0 AND strpos(change, \(ofID)) > 0",
             ] {
                 _ = try await connection.query(statement, logger: logger).collect()
             }
             // Quarantined changes naming this record through a link (a dialogue of the
             // customer refused earlier) hold its data too.
             for link in Erasure.links(to: tbl) {
+                let (linking, naming) = (Self.quarantinedKey("table", link.table), Self.quarantinedKey(link.field, id))
                 _ = try await connection.query("""
-                    DELETE FROM \(unescaped: quarantine) WHERE change::jsonb ->> 'table' = \(link.table) AND change::jsonb -> 'fields' ->> \(link.field) = \(id)
+                    DELETE FROM \(unescaped: quarantine) WHERE strpos(change, \(linking)) > 0 AND strpos(change, \(naming)) > 0
                     """, logger: logger).collect()
             }
             logEntries += try await connection.query("""
@@ -107,6 +109,20 @@ extension PostgresTenantStore {
         // Pushes that read before this erasure fail their check under the lock and are judged again.
         _ = try await connection.query("UPDATE \(unescaped: table(.head)) SET erasures = erasures + 1 WHERE id = 1", logger: logger).collect()
         return holders
+    }
+
+    /// `"key":"value"` as canonical JSON writes it (records' and log entries' `fields`): a
+    /// match is that key at the top level with that value, since quotes inside a JSON string
+    /// are escaped. Text is matched, not parsed: a value PostgreSQL's JSON types refuse (a
+    /// string holding U+0000) must not stop an erasure.
+    static func canonicalKey(_ key: String, _ value: String) -> String {
+        FieldValue.string(key).canonical + ":" + FieldValue.string(value).canonical
+    }
+
+    /// The same for a quarantined change (kept as `JSONEncoder` writes it, which escapes `/`).
+    static func quarantinedKey(_ key: String, _ value: String) -> String {
+        let encode = { (s: String) in (try? JSONEncoder().encode(s)).map { String(decoding: $0, as: UTF8.self) } ?? FieldValue.string(s).canonical }
+        return encode(key) + ":" + encode(value)
     }
 
     /// Whether anything of a record is held: a row (live or a tombstone) or a log entry with values.
@@ -145,11 +161,12 @@ extension PostgresTenantStore {
             next += 1
             for link in Erasure.links(to: tbl) {
                 guard let linking = schema.table(link.table), linking.field(link.field) != nil else { continue }
+                let naming = Self.canonicalKey(link.field, id)
                 let rows = try await connection.query("""
-                    SELECT id FROM \(unescaped: table(.records)) WHERE tbl = \(link.table) AND live AND fields::jsonb ->> \(link.field) = \(id)
+                    SELECT id FROM \(unescaped: table(.records)) WHERE tbl = \(link.table) AND live AND strpos(fields, \(naming)) > 0
                     UNION
                     SELECT record_id FROM \(unescaped: table(.changes))
-                      WHERE tbl = \(link.table) AND op <> \(Self.erasedOp) AND fields::jsonb ->> \(link.field) = \(id)
+                      WHERE tbl = \(link.table) AND op <> \(Self.erasedOp) AND strpos(fields, \(naming)) > 0
                     """, logger: logger)
                 for try await linked in rows.decode(String.self) where seen.insert("\(link.table)\u{0}\(linked)").inserted {
                     found.append((link.table, linked))
@@ -168,7 +185,8 @@ extension PostgresTenantStore {
                        (SELECT count(*) FROM \(unescaped: table(.changes)) WHERE tbl = \(tbl) AND record_id = \(id)
                           AND (op <> \(Self.erasedOp) OR fields <> '{}' OR prior IS NOT NULL OR trail IS NOT NULL)),
                        (SELECT count(*) FROM \(unescaped: table(.conflicts)) WHERE tbl = \(tbl) AND record_id = \(id)),
-                       (SELECT count(*) FROM \(unescaped: table(.quarantine)) WHERE change::jsonb ->> 'table' = \(tbl) AND change::jsonb ->> 'id' = \(id)),
+                       (SELECT count(*) FROM \(unescaped: table(.quarantine))
+                          WHERE strpos(change, \(Self.quarantinedKey("table", tbl))) > 0 AND strpos(change, \(Self.quarantinedKey("id", id))) > 0),
                        (SELECT count(*) FROM \(unescaped: table(.changeRoutes)) r JOIN \(unescaped: table(.changes)) c ON c.seq = r.seq
                           WHERE c.tbl = \(tbl) AND c.record_id = \(id))
                 """, logger: logger).collect().first

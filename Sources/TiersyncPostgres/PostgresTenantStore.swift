@@ -50,6 +50,13 @@ public final class PostgresTenantStore: HubTenantStore {
         guard let root = try await rootOf(tenant) else { throw PostgresStoreError("no tenant '\(tenant)' in the catalog") }
         try await tenantSchema.migrate(client, root: root, logger: logger)
         ready.withLock { $0 = root }
+        // An erasure whose acknowledgement a process did not get to write (it stopped after
+        // the erasure committed) is acknowledged now.
+        do {
+            try await writeErasureAcknowledgements(wallMillis: WallClock.nowMillis())
+        } catch {
+            logger.warning("erasure acknowledgements not written; retried at the next erasure or start", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+        }
         return root
     }
 

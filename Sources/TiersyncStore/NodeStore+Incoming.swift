@@ -113,11 +113,12 @@ extension NodeStore {
                         continue
                     }
                     row = nil
-                    // From the parent, a change whose entry was purged here may come again (a
+                    // From the parent, a change at or below the purged sequence may come again (a
                     // snapshot of a record entering this scope): a duplicate when it changes
-                    // nothing, not a new entry to log and feed again.
-                    if anyPurged, stored != nil, !merged.outcome.changedAnything, Change.sequenceRange.contains(valid.originSeq),
-                       try Self.wasPurged(db, origin: valid.origin, seq: valid.originSeq) {
+                    // nothing, not a new entry to log and feed again (changing nothing here, it
+                    // changes nothing below either).
+                    if anyPurged, source == .parent, stored != nil, !merged.outcome.changedAnything,
+                       valid.originSeq <= (try Self.purgedThrough(db, origin: valid.origin)) {
                         report.duplicates += 1
                         continue
                     }

@@ -80,7 +80,10 @@ extension NodeStore {
 
     /// Records `seq` of `origin` as purged: a range of its own, joined with the ranges that
     /// end just below it and start just above it. Ranges stay few as an origin's entries are
-    /// purged (a kept entry splits a range until it is purged in turn).
+    /// purged (a kept entry splits a range until it is purged in turn). Only for changes
+    /// received from a child, which sends each of its origins' changes (dense sequences);
+    /// from the parent a store receives only what is routed to it (sparse, so ranges would
+    /// never join), and judges those against the highest purged sequence instead.
     static func notePurgedSeq(_ db: Database, origin: NodeID, seq: Int64) throws {
         let o = origin.rawValue
         guard try !wasPurged(db, origin: origin, seq: seq) else { return }
@@ -175,7 +178,7 @@ extension NodeStore {
                         }
                         try db.cachedStatement(sql: "DELETE FROM ts_change_routes WHERE seq = ?").execute(arguments: [seq])
                         try db.cachedStatement(sql: "DELETE FROM ts_changes WHERE seq = ?").execute(arguments: [seq])
-                        try Self.notePurgedSeq(db, origin: origin, seq: originSeq)
+                        if (row[4] as String) == ChangeSource.child.rawValue { try Self.notePurgedSeq(db, origin: origin, seq: originSeq) }
                         purged[origin] = max(purged[origin] ?? 0, originSeq)
                         report.supersededEntries += 1
                     }
@@ -231,7 +234,7 @@ extension NodeStore {
                     for entry in log {
                         let origin = NodeID(unchecked: entry[1])
                         purged[origin] = max(purged[origin] ?? 0, entry[2])
-                        try Self.notePurgedSeq(db, origin: origin, seq: entry[2])
+                        if (entry[3] as String) == ChangeSource.child.rawValue { try Self.notePurgedSeq(db, origin: origin, seq: entry[2]) }
                     }
                     entries += try removeRecord(db, &statements, table: table, id: id)
                     tombstones += 1

@@ -227,11 +227,9 @@ enum NodeStoreMigrations {
         m.registerMigration("v9-retention") { db in
             // Bounded storage (docs/PRIVACY.md, `NodeStore+Retention`): how far each child
             // fed here has pulled (its acknowledgement, written in batches); per origin the
-            // highest sequence purged from the log (what the origin resumes after), and the
-            // sequences purged, as ranges (a redelivery inside one is a duplicate; a sequence
-            // in a gap was never applied here and is judged as new); the records a
-            // re-bootstrapping node has not seen again yet (what is left when its pull
-            // catches up was deleted upstream).
+            // highest sequence purged from the log (what the origin resumes after); the
+            // records a re-bootstrapping node has not seen again yet (what is left when its
+            // pull catches up was deleted upstream).
             try db.execute(sql: """
                 CREATE TABLE ts_acks (
                     node TEXT PRIMARY KEY NOT NULL,
@@ -242,6 +240,20 @@ enum NodeStoreMigrations {
                     origin TEXT PRIMARY KEY NOT NULL,
                     through_seq INTEGER NOT NULL
                 ) WITHOUT ROWID;
+
+                CREATE TABLE ts_rebootstrap (
+                    tbl TEXT NOT NULL,
+                    id TEXT NOT NULL,
+                    PRIMARY KEY (tbl, id)
+                ) WITHOUT ROWID;
+                """)
+        }
+        m.registerMigration("v10-purged-ranges") { db in
+            // The sequences of each child origin purged from the log, as ranges: a redelivery
+            // inside one is a duplicate; a sequence in a gap never arrived and is judged as new.
+            // A store that purged before this knew only the highest sequence: that history is
+            // taken as one range (as it was judged then).
+            try db.execute(sql: """
                 CREATE TABLE ts_purged_ranges (
                     origin TEXT NOT NULL,
                     lo INTEGER NOT NULL,
@@ -249,11 +261,7 @@ enum NodeStoreMigrations {
                     PRIMARY KEY (origin, lo)
                 ) WITHOUT ROWID;
                 CREATE UNIQUE INDEX ts_purged_ranges_hi ON ts_purged_ranges (origin, hi);
-                CREATE TABLE ts_rebootstrap (
-                    tbl TEXT NOT NULL,
-                    id TEXT NOT NULL,
-                    PRIMARY KEY (tbl, id)
-                ) WITHOUT ROWID;
+                INSERT INTO ts_purged_ranges (origin, lo, hi) SELECT origin, 1, through_seq FROM ts_purged WHERE through_seq >= 1;
                 """)
         }
         return m

@@ -441,6 +441,13 @@ struct AdminAPITests {
                 Change(origin: "germany", originSeq: 2, hlc: HLCTimestamp(wallMillis: now, counter: 1), table: "interactions", recordID: "gi-1",
                        op: .upsert, fields: ["customer_id": "g-1", "summary": "Erasable called", "originating_node": "germany"]),
             ]), credential: f.germany).status == 200)
+            // A refused dialogue of the customer, kept in quarantine with a string PostgreSQL's
+            // JSON types refuse (U+0000): the erasure must find and remove it all the same.
+            let refused = try await f.client.send("POST", "/v1/push", json: PushRequest(through: 3, changes: [
+                Change(origin: "germany", originSeq: 3, hlc: HLCTimestamp(wallMillis: now, counter: 2), table: "interactions", recordID: "gi-2",
+                       op: .upsert, fields: ["customer_id": "g-1", "summary": .string("Erasable \u{0} called")]),
+            ]), credential: f.germany)
+            #expect(try refused.decode(PushResponse.self).rejected.map(\.code) == [.wrongType], "\(refused.text)")
             let op = try await f.token("acme", "hq-op")
             let viewer = try await f.token("acme", "hq-viewer")
             let germanyOp = try await f.token("acme", "germany-op")
@@ -460,6 +467,8 @@ struct AdminAPITests {
             let customersLeft = try await store.liveRecords(inTable: "customers")
             let dialoguesLeft = try await store.liveRecords(inTable: "interactions")
             #expect(customersLeft.isEmpty && dialoguesLeft.isEmpty)
+            let quarantined = try await store.quarantinedChanges(afterID: 0, limit: 100)
+            #expect(quarantined.isEmpty, "the refused dialogue of the erased customer is gone: \(quarantined.map(\.change))")
             // The ledger, in full and outstanding only; a country admin sees their own country's.
             let ledger = try await f.send("GET", "/admin/v1/erasures?outstanding=true", token: viewer).decode(AdminMessages.ErasuresResponse.self)
             #expect(ledger.erasures.map(\.erasureID) == [line.erasureID])

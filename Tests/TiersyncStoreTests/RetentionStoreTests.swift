@@ -97,6 +97,32 @@ struct RetentionStoreTests {
         #expect(try await hq.highestSeq(of: "d1") == 1_000_001)
     }
 
+    @Test("purged sequences are kept as ranges for children's origins only: a node's parent sends it sparse sequences, whose purge leaves no rows; a redelivery of one that changes nothing is still a duplicate")
+    func parentPurgesLeaveNoRanges() async throws {
+        let dir = try TempDir()
+        let d1 = try makeStore(dir, "d1")
+        let now = WallClock.nowMillis()
+        // HQ's changes routed to d1 (the ones between went to other dealers).
+        let fromParent = [change("hq", 10, at: now, "c-1", ["last_name": "A", "owning_dealer": "d1"]),
+                          change("hq", 20, at: now + 1, "c-1", ["last_name": "B", "owning_dealer": "d1"]),
+                          change("hq", 30, at: now + 2, "c-2", ["last_name": "Z", "owning_dealer": "d1"])]
+        #expect(try await d1.applyIncoming(fromParent, from: "hq", source: .parent, checkSkew: false).applied == 3)
+        let report = try await d1.compact(policy: .default, tree: nil)
+        #expect(report.supersededEntries == 1, "\(report)")
+        let rows = try await d1.writer.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM ts_purged_ranges") }
+        #expect(rows == 0)
+        let again = try await d1.applyIncoming([fromParent[0]], from: "hq", source: .parent, checkSkew: false)
+        #expect(again.duplicates == 1 && again.applied == 0, "\(again)")
+        // From a child, the ranges join as the origin's entries go: one row for a run of purges.
+        let hq = try hq(dir)
+        let run = (1...6).map { change("d1", Int64($0), at: now + UInt64($0), "c-run", ["last_name": .string("V\($0)")]) }
+        _ = try await hq.applyIncoming(run, from: "d1", source: .child, checkSkew: false)
+        try hq.commit([.upsert("customers", id: "c-9", ["last_name": "Head"])])
+        #expect(try await hq.compact(policy: .default, tree: nil).supersededEntries == 5)
+        let ranges = try await hq.writer.read { try Row.fetchAll($0, sql: "SELECT origin, lo, hi FROM ts_purged_ranges").map { "\($0[0] as String) \($0[1] as Int64)-\($0[2] as Int64)" } }
+        #expect(ranges == ["d1 1-5"])
+    }
+
     @Test("a superseded entry routed to a child waits until that child pulled past it, or until it has been away longer than the horizon")
     func childrenHoldEntries() async throws {
         let dir = try TempDir()

@@ -241,9 +241,10 @@ public struct LagReport: Codable, Sendable, Equatable {
     /// measurement; a country relaying a dealer's report adds how long it held it).
     public var measuredMillisAgo: Int64
     /// How far the node's clock ran ahead of its parent's (negative: behind), in
-    /// milliseconds, as the node last measured it from a `clock_skew` refusal within
-    /// ``clockOffsetWindowMillis``; absent when it measured none. HQ shows it beside the
-    /// lag, so an operator sees which node's clock is off (issue 12, item 5).
+    /// milliseconds, as the node last measured it: at its last push, its own clock against
+    /// the parent's time in the answer (the answer's transit included, so a few ms ahead is
+    /// in step), within ``clockOffsetWindowMillis``; absent when it measured none. HQ shows
+    /// it beside the lag, so an operator sees which node's clock is off (issue 12, item 5).
     public var clockOffsetMillis: Int64?
 
     public init(node: NodeID, pending: Int64, oldestPendingMillis: Int64, measuredMillisAgo: Int64 = 0, clockOffsetMillis: Int64? = nil) {
@@ -254,8 +255,8 @@ public struct LagReport: Codable, Sendable, Equatable {
         self.clockOffsetMillis = clockOffsetMillis
     }
 
-    /// How long a measured clock offset is reported: a clock set right stops being
-    /// reported as off an hour after its last refusal.
+    /// How long a measured clock offset is reported: a node that stopped pushing stops
+    /// reporting one an hour after its last push.
     public static let clockOffsetWindowMillis: UInt64 = 3_600_000
 
     /// The largest value any field may carry: 2^53 (exact as a JSON number anywhere), far

@@ -46,8 +46,8 @@ public enum AdminMessages {
         /// The oldest waiting change's age now (it kept ageing since it was measured).
         public var oldestPendingMillis: Int64
         public var measuredAtMillis: UInt64
-        /// How far the node's clock runs ahead of its parent's (negative: behind), from its
-        /// last `clock_skew` refusal within the hour; absent when none.
+        /// How far the node's clock runs ahead of its parent's (negative: behind), as it
+        /// measured at its last push within the hour; absent when none.
         public var clockOffsetMillis: Int64?
     }
 

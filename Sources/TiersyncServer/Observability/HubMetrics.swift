@@ -65,7 +65,7 @@ public final class HubMetrics: Sendable {
             case .nodePending: "Changes waiting at the node to go upward, as it last reported."
             case .nodeOldestPending: "Age of the oldest change waiting at the node to go upward, as it last reported."
             case .nodeLagReported: "When the node measured the lag it last reported (Unix seconds)."
-            case .nodeClockOffset: "How far the node's clock runs ahead of its parent's (negative: behind), from a clock_skew refusal in the last hour; absent when none."
+            case .nodeClockOffset: "How far the node's clock runs ahead of its parent's (negative: behind), measured at its last push in the last hour; absent when none."
             }
         }
     }
