@@ -108,8 +108,11 @@ public final class NodeStore: Sendable {
     @discardableResult
     public func checkpoint() async throws -> (logPages: Int, copiedPages: Int)? {
         guard let checkpointer, let walProgress else { return nil }
+        let seen = walProgress.commits.load(ordering: .relaxed)
         let (log, copied) = try await checkpointer.writeWithoutTransaction { db in try db.checkpoint(.passive) }
         walProgress.copiedFrames.store(copied, ordering: .relaxed)
+        // Commits made while it ran stay counted (their frames may not have been copied).
+        if copied >= log { walProgress.commits.subtract(seen, ordering: .relaxed) }
         return (log, copied)
     }
 

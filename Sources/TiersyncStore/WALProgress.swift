@@ -13,17 +13,24 @@ final class WALProgress: Sendable {
     let logFrames = Atomic<Int>(0)
     /// Frames of the log in the database file after the owner's last checkpoint.
     let copiedFrames = Atomic<Int>(0)
+    /// Commits since the owner's last checkpoint began (the owner takes away those it saw).
+    let commits = Atomic<Int>(0)
     /// The log's length at which the writer checkpoints by itself.
     let backstopFrames: Int32
 
     init(backstopFrames: Int) { self.backstopFrames = Int32(backstopFrames) }
 
     /// Frames committed since the owner's last checkpoint. The hook forgets what was copied
-    /// when the log starts over; should a checkpoint's report land just after that, a log
-    /// shorter than it counts whole.
+    /// when the log starts over shorter than it was; should a checkpoint's report land just
+    /// after that, a log shorter than it counts whole. A log that starts over and reaches at
+    /// least the length copied before cannot be told from one that did not grow, so any
+    /// commit since the last checkpoint counts at least one frame: the owner copies it
+    /// within its delay instead of never (a tenant's 300-change push of exactly as many
+    /// frames as its creation stayed in the log until the next write).
     var pending: Int {
         let log = logFrames.load(ordering: .relaxed), copied = copiedFrames.load(ordering: .relaxed)
-        return log >= copied ? log - copied : log
+        let frames = log >= copied ? log - copied : log
+        return frames > 0 ? frames : (commits.load(ordering: .relaxed) > 0 && log > 0 ? 1 : 0)
     }
 
     /// Installs the hook on the writer's connection. It replaces SQLite's automatic
@@ -35,6 +42,7 @@ final class WALProgress: Sendable {
         // for as long as the pool and its connections exist.
         sqlite3_wal_hook(db.sqliteConnection, { context, connection, name, frames in
             let progress = Unmanaged<WALProgress>.fromOpaque(context!).takeUnretainedValue()
+            progress.commits.add(1, ordering: .relaxed)
             // A log only grows until it starts over from its beginning: then what was copied
             // belongs to the previous round.
             if Int(frames) < progress.logFrames.exchange(Int(frames), ordering: .relaxed) {

@@ -347,6 +347,23 @@ struct NodeStoreTests {
         #expect(all.changes.contains { !$0.prior.isEmpty } && all.changes.allSatisfy { $0.origin != "d1" || !$0.trail.isEmpty })
     }
 
+    @Test("a log that starts over and grows back to the length last copied still has pages to copy (read as none, a push stayed in the log until the next write)")
+    func restartedLogIsPending() {
+        let progress = WALProgress(backstopFrames: 1_000)
+        // The owner copied a log of 113 frames; nothing committed since.
+        progress.logFrames.store(113, ordering: .relaxed)
+        progress.copiedFrames.store(113, ordering: .relaxed)
+        #expect(progress.pending == 0)
+        // The log starts over and a commit writes 113 frames again: the hook sees the same length.
+        progress.commits.add(1, ordering: .relaxed)
+        #expect(progress.pending == 1)
+        // Growing past it, or starting over shorter, counts as before.
+        progress.logFrames.store(150, ordering: .relaxed)
+        #expect(progress.pending == 37)
+        progress.logFrames.store(40, ordering: .relaxed)
+        #expect(progress.pending == 40)
+    }
+
     @Test("a store checkpointed by its owner keeps its commits out of the database file until checkpoint() copies them; one checkpointed by its writer copies them itself")
     func ownerCheckpoints() async throws {
         let dir = try TempDir()
