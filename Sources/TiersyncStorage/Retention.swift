@@ -50,6 +50,9 @@ public struct CompactionReport: Sendable, Equatable {
     public var tombstoneEntries = 0
     /// Superseded entries kept because a child fed here has not pulled them yet.
     public var heldForChildren = 0
+    /// Records the pass looked at: those written since the last pass and those with
+    /// entries held back then (not the whole log).
+    public var examinedRecords = 0
     /// The log position a child must have pulled past to go on without re-bootstrapping.
     public var floor: Int64 = 0
 

@@ -125,9 +125,12 @@ extension NodeStore {
     }
 
     /// Where the next pass starts (`ts_cursors`): an entry at or below it was looked at by
-    /// an earlier pass and kept only because it was current, so it can have become
-    /// superseded only through a newer entry of its record. A pass therefore looks at the
-    /// records with an entry after it (all of their entries), not the whole log.
+    /// an earlier pass and kept because it was current, so it can have become superseded
+    /// only through a newer entry of its record, or because a reason that passes held it
+    /// (not yet acknowledged upward, not yet pulled by a child), in which case its record is
+    /// in `ts_compact_pending`. A pass therefore looks at the records with an entry after
+    /// it and the pending ones (all of their entries), not the whole log: a child away for
+    /// weeks costs a pass the records it holds back, not every record written since.
     static let compactFromCursor = "compact.from"
 
     private func compactNow(policy: RetentionPolicy, tree: NodeTree?, nowMillis: UInt64, batch: Int) throws -> CompactionReport {
@@ -138,13 +141,12 @@ extension NodeStore {
             try flushAcknowledgements(db, nowMillis: nowMillis)
             let from = try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [Self.compactFromCursor]) ?? 0
             let head = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes") ?? 0
-            let keys = try Row.fetchAll(db, sql: "SELECT DISTINCT tbl, record_id FROM ts_changes WHERE seq > ?", arguments: [from])
-                .map { RecordKey(table: $0[0], id: $0[1]) }
+            let keys = try Row.fetchAll(db, sql: """
+                SELECT tbl, record_id FROM ts_changes WHERE seq > ? UNION SELECT tbl, id FROM ts_compact_pending
+                """, arguments: [from]).map { RecordKey(table: $0[0], id: $0[1]) }
             return (head, keys)
         }
-        // The lowest entry kept for a reason that passes (not yet acknowledged upward or by
-        // a child): the next pass must look at its record again.
-        var lowestHeld = Int64.max
+        report.examinedRecords = touched.count
         for start in stride(from: 0, to: touched.count, by: max(1, batch / 4)) {
             let chunk = touched[start..<min(start + max(1, batch / 4), touched.count)]
             try writer.write { db in
@@ -153,8 +155,11 @@ extension NodeStore {
                 try Self.raiseSeqFloor(db, node: me.node)
                 var purged: [NodeID: Int64] = [:]
                 for key in chunk {
+                    // Looked at now; back in the pending set below if an entry is held again.
+                    try db.cachedStatement(sql: "DELETE FROM ts_compact_pending WHERE tbl = ? AND id = ?").execute(arguments: [key.table, key.id])
                     // A record this store no longer holds keeps what is left of its log.
                     guard let table = schema.table(key.table), let stored = try load(db, table: table, id: key.id) else { continue }
+                    var held = false
                     let current = Set(stored.state.versions.values).union(stored.state.tombstone.map { [$0] } ?? [])
                     let rows = try Row.fetchAll(db.cachedStatement(sql: """
                         SELECT seq, origin, origin_seq, hlc, source, received_at FROM ts_changes
@@ -165,7 +170,7 @@ extension NodeStore {
                         let origin = NodeID(unchecked: row[1])
                         guard !current.contains(FieldVersion(hlc: HLCTimestamp(rawValue: UInt64(bitPattern: row[3])), node: origin)) else { continue }
                         guard try context.acknowledgedUpward(db, seq: seq, source: row[4], origin: origin, originSeq: originSeq) else {
-                            lowestHeld = min(lowestHeld, seq)
+                            held = true
                             continue
                         }
                         if try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM ts_route_entries WHERE seq = ?)"), arguments: [seq]) ?? false {
@@ -173,7 +178,7 @@ extension NodeStore {
                         }
                         if receivedAt >= cutoff, try !context.pulledByEveryChild(db, seq: seq) {
                             report.heldForChildren += 1
-                            lowestHeld = min(lowestHeld, seq)
+                            held = true
                             continue
                         }
                         try db.cachedStatement(sql: "DELETE FROM ts_change_routes WHERE seq = ?").execute(arguments: [seq])
@@ -182,15 +187,16 @@ extension NodeStore {
                         purged[origin] = max(purged[origin] ?? 0, originSeq)
                         report.supersededEntries += 1
                     }
+                    if held {
+                        try db.cachedStatement(sql: "INSERT OR IGNORE INTO ts_compact_pending (tbl, id) VALUES (?, ?)").execute(arguments: [key.table, key.id])
+                    }
                 }
                 try Self.notePurged(db, purged)
             }
         }
-        // The head was left alone (its record is looked at again next time), as were entries
-        // still held (an old one of a record touched since sets the next start below this
-        // one's, so it is looked at again even if its record is not touched again).
-        let next = max(0, min(headAtStart - 1, lowestHeld == .max ? .max : lowestHeld - 1))
-        try setCursor(Self.compactFromCursor, next)
+        // The head was left alone: its record is looked at again next time. Records with
+        // entries still held are in the pending set.
+        try setCursor(Self.compactFromCursor, max(0, headAtStart - 1))
         try purgeTombstones(cutoff: cutoff, batch: batch, into: &report)
         report.floor = try writer.read { db in
             try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [Self.purgeFloorCursor]) ?? 0

@@ -264,6 +264,20 @@ enum NodeStoreMigrations {
                 INSERT INTO ts_purged_ranges (origin, lo, hi) SELECT origin, 1, through_seq FROM ts_purged WHERE through_seq >= 1;
                 """)
         }
+        m.registerMigration("v11-compact-pending") { db in
+            // Records with a log entry compaction kept for a reason that passes (not yet
+            // acknowledged upward, not yet pulled by a child): the next pass looks at them
+            // again, without rewinding to the oldest such entry (NodeStore+Retention).
+            try db.execute(sql: """
+                CREATE TABLE ts_compact_pending (
+                    tbl TEXT NOT NULL,
+                    id TEXT NOT NULL,
+                    PRIMARY KEY (tbl, id)
+                ) WITHOUT ROWID;
+                INSERT INTO ts_cursors (name, value) VALUES ('compact.from', 0)
+                  ON CONFLICT(name) DO UPDATE SET value = 0;
+                """)
+        }
         return m
     }
 }

@@ -148,6 +148,29 @@ struct RetentionStoreTests {
         #expect(report.supersededEntries == 1, "de is away past the horizon: \(report)")
     }
 
+    @Test("a child away costs a pass only the records it holds back: later passes look at those and at what was written since, not at every record written after the held entry")
+    func awayChildCostsLittle() async throws {
+        let dir = try TempDir()
+        let hq = try hq(dir)
+        // c-held is routed to d1 (fed through de), which does not pull.
+        try hq.commit([.upsert("customers", id: "c-held", ["last_name": "A", "owning_dealer": "d1"])])
+        try hq.commit([.upsert("customers", id: "c-held", ["last_name": "B", "owning_dealer": "d1"])])
+        // 200 records routed to no child, written after it.
+        // (One commit: 200 synchronous ones would hold a thread of the shared pool for seconds.)
+        try hq.commit((0..<200).map { .upsert("customers", id: "c-\($0)", ["last_name": "N"]) })
+        var report = try await hq.compact(policy: .default, tree: Self.tree)
+        #expect(report.heldForChildren == 1 && report.examinedRecords == 201, "\(report)")
+        // Nothing written since: the held record and the head's, not the 200.
+        report = try await hq.compact(policy: .default, tree: Self.tree)
+        #expect(report.examinedRecords <= 2 && report.heldForChildren == 1, "\(report)")
+        // de pulls past it: the held entry goes at the next pass.
+        await hq.notePulled(by: "de", through: 2)
+        report = try await hq.compact(policy: .default, tree: Self.tree)
+        #expect(report.supersededEntries == 1 && report.heldForChildren == 0, "\(report)")
+        report = try await hq.compact(policy: .default, tree: Self.tree)
+        #expect(report.examinedRecords <= 1, "nothing is pending any more: \(report)")
+    }
+
     @Test("a tombstone goes with its record's log once the delete is older than the horizon, and its position becomes the floor")
     func tombstones() async throws {
         let dir = try TempDir()
