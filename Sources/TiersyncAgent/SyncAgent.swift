@@ -629,7 +629,7 @@ public final class SyncAgent: Sendable {
                 let report = try await store.compact(policy: retention, tree: nil)
                 if report.purgedEntries > 0 {
                     logger.debug("compacted the change log", metadata: [
-                        "superseded": "\(report.supersededEntries)", "tombstones": "\(report.tombstones)"])
+                        "superseded": "\(report.supersededEntries)", "folded": "\(report.foldedEntries)", "tombstones": "\(report.tombstones)"])
                 }
             } catch {
                 logger.warning("compaction failed; retrying at the next interval", metadata: ["error": "\(error)"])

@@ -34,7 +34,7 @@ struct CompactionService: Service {
                     let report = try await store.compact(policy: policy, tree: tree)
                     if report.purgedEntries > 0 {
                         logger.info("compacted the change log", metadata: [
-                            "tenant": "\(tenant)", "superseded": "\(report.supersededEntries)", "tombstones": "\(report.tombstones)",
+                            "tenant": "\(tenant)", "superseded": "\(report.supersededEntries)", "folded": "\(report.foldedEntries)", "tombstones": "\(report.tombstones)",
                             "tombstone_entries": "\(report.tombstoneEntries)", "held_for_children": "\(report.heldForChildren)",
                         ])
                     }

@@ -44,6 +44,9 @@ public struct RetentionPolicy: Sendable, Equatable {
 public struct CompactionReport: Sendable, Equatable {
     /// Superseded change-log entries purged.
     public var supersededEntries = 0
+    /// Current change-log entries folded into their records (every replica that needs them
+    /// has them; the feed serves them from the record's state).
+    public var foldedEntries = 0
     /// Deleted records whose tombstone (and log entries) were purged.
     public var tombstones = 0
     /// Log entries purged with those tombstones.
@@ -58,7 +61,7 @@ public struct CompactionReport: Sendable, Equatable {
 
     public init() {}
 
-    public var purgedEntries: Int { supersededEntries + tombstoneEntries }
+    public var purgedEntries: Int { supersededEntries + foldedEntries + tombstoneEntries }
 }
 
 /// The answer to a pull whose cursor is older than a purged delete: the caller may hold

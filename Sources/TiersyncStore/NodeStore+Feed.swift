@@ -47,12 +47,17 @@ extension NodeStore {
     /// changes received from `excluding` (it has them: its own, and those it relayed).
     public func feed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) async throws -> PullResponse {
         try await writer.readReleasingConnection { db in
-            let page = try Self.feedPage(db, after: cursor, scope: scope, limit: limit)
-            var entries: [LoggedChange] = []
-            try Self.forEachChunk(of: page.deliver, excluding: excluding) { sql, arguments in
-                entries += try Self.fetchLogged(db, sql: "SELECT \(Self.loggedColumns) " + sql, arguments: arguments)
+            let page = try self.feedPage(db, after: cursor, scope: scope, limit: limit)
+            var entries: [(Int64, [Change])] = []
+            try Self.forEachChunk(of: page.logged, excluding: excluding) { sql, arguments in
+                entries += try Self.fetchLogged(db, sql: "SELECT \(Self.loggedColumns) " + sql, arguments: arguments).map { ($0.seq, [$0.change]) }
             }
-            return PullResponse(changes: entries.map(\.change), nextCursor: page.next, more: page.more, head: page.head)
+            for seq in page.folded {
+                guard let record = try Self.foldedRecord(db, at: seq) else { continue }
+                entries.append((seq, try self.foldedChanges(db, table: record.table, id: record.id, scope: scope)))
+            }
+            let changes = entries.sorted { $0.0 < $1.0 }.flatMap(\.1)
+            return PullResponse(changes: changes, nextCursor: page.next, more: page.more, head: page.head)
         }
     }
 
@@ -62,58 +67,106 @@ extension NodeStore {
     /// the page instead of being parsed and written again. A hub serves pulls this way.
     public func encodedFeed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) async throws -> EncodedPullPage {
         try await writer.readReleasingConnection { db in
-            let page = try Self.feedPage(db, after: cursor, scope: scope, limit: limit)
-            var out = "{\"changes\":["
-            var count = 0
-            try Self.forEachChunk(of: page.deliver, excluding: excluding) { sql, arguments in
-                let rows = try Row.fetchCursor(db, sql: "SELECT origin, origin_seq, hlc, tbl, record_id, op, fields, prior, trail " + sql,
+            let page = try self.feedPage(db, after: cursor, scope: scope, limit: limit)
+            var pieces: [(seq: Int64, json: String, count: Int)] = []
+            try Self.forEachChunk(of: page.logged, excluding: excluding) { sql, arguments in
+                let rows = try Row.fetchCursor(db, sql: "SELECT seq, origin, origin_seq, hlc, tbl, record_id, op, fields, prior, trail " + sql,
                                                arguments: arguments)
                 while let row = try rows.next() {
-                    if count > 0 { out += "," }
-                    WireEncoding.storedChange(origin: row[0], seq: row[1], hlc: UInt64(bitPattern: row[2] as Int64), table: row[3],
-                                              id: row[4], op: row[5], fields: row[6], prior: row[7], trail: row[8], into: &out)
-                    count += 1
+                    var json = ""
+                    WireEncoding.storedChange(origin: row[1], seq: row[2], hlc: UInt64(bitPattern: row[3] as Int64), table: row[4],
+                                              id: row[5], op: row[6], fields: row[7], prior: row[8], trail: row[9], into: &json)
+                    pieces.append((row[0], json, 1))
                 }
+            }
+            for seq in page.folded {
+                guard let record = try Self.foldedRecord(db, at: seq) else { continue }
+                let changes = try self.foldedChanges(db, table: record.table, id: record.id, scope: scope)
+                guard !changes.isEmpty else { continue }
+                var json = ""
+                for (i, change) in changes.enumerated() {
+                    if i > 0 { json += "," }
+                    WireEncoding.storedChange(origin: change.origin.rawValue, seq: change.originSeq, hlc: change.hlc.rawValue, table: change.table,
+                                              id: change.recordID, op: change.op.rawValue, fields: CanonicalJSON.object(change.fields),
+                                              prior: nil, trail: nil, into: &json)
+                }
+                pieces.append((seq, json, changes.count))
+            }
+            if !page.folded.isEmpty { pieces.sort { $0.seq < $1.seq } }
+            var out = "{\"changes\":["
+            var count = 0
+            for piece in pieces {
+                if count > 0 { out += "," }
+                out += piece.json
+                count += piece.count
             }
             out += "],\"nextCursor\":\(page.next),\"more\":\(page.more ? "true" : "false"),\"head\":\(page.head)}"
             return EncodedPullPage(count: count, nextCursor: page.next, more: page.more, head: page.head, json: Array(out.utf8))
         }
     }
 
-    /// Which log positions a feed page covers: candidates first (the scope's changes after
-    /// the cursor, up to `limit`); `more` and the next cursor follow the candidates, so
-    /// leaving out the caller's own changes afterwards skips nothing. `deliver` adds the
-    /// snapshots the candidates owe (``routeEntrySnapshots(_:after:through:scope:)``), in log order.
-    private static func feedPage(_ db: Database, after cursor: Int64, scope: Scope, limit: Int) throws
-        -> (deliver: [Int64], next: Int64, more: Bool, head: Int64) {
-        let page = try feedCandidates(db, after: cursor, scope: scope, limit: limit)
-        guard let last = page.deliver.last else { return page }
+    /// Which positions a feed page covers: candidates first (the scope's log entries and
+    /// folded records after the cursor, up to `limit`); `more` and the next cursor follow
+    /// the candidates, so leaving out the caller's own changes afterwards skips nothing.
+    /// `logged` adds the snapshots the candidates owe (``routeEntrySnapshots(_:after:through:scope:)``);
+    /// `folded` are the positions of folded records (NodeStore+FoldedState), served from
+    /// their state. A cursor past every folded position (any node that was fed before they
+    /// were folded) costs one look-up more than the log alone.
+    private func feedPage(_ db: Database, after cursor: Int64, scope: Scope, limit: Int) throws
+        -> (logged: [Int64], folded: [Int64], next: Int64, more: Bool, head: Int64) {
+        let log = try Self.feedCandidates(db, after: cursor, scope: scope, limit: limit)
+        var logged = log.deliver
+        var folded: [Int64] = []
+        var (next, more) = (log.next, log.more)
+        if try cursor < Self.highestFolded(db) {
+            // Folded records between the cursor and the end of the log's candidates, merged
+            // with them in position order and cut at `limit`.
+            let scan = try Self.foldedCandidates(db, schema: schema, after: cursor, scope: scope, scan: max(limit, 1) * 4)
+            var bound = log.more ? log.next : Int64.max
+            if let through = scan.scannedThrough { bound = min(bound, through) }
+            var merged = (logged.map { ($0, false) } + scan.positions.map { ($0, true) }).filter { $0.0 <= bound }.sorted { $0.0 < $1.0 }
+            if merged.count > limit {
+                merged = Array(merged.prefix(limit))
+                bound = merged.last!.0
+            }
+            logged = merged.filter { !$0.1 }.map(\.0)
+            folded = merged.filter(\.1).map(\.0)
+            more = bound != .max
+            next = more ? bound : max(cursor, log.head)
+        }
+        guard let last = (logged + folded).max() else { return (logged, folded, next, more, log.head) }
         let snapshots = try routeEntrySnapshots(db, after: cursor, through: last, scope: scope)
-        guard !snapshots.isEmpty else { return page }
-        return (Array(snapshots.union(page.deliver)).sorted(), page.next, page.more, page.head)
+        if !snapshots.logged.isEmpty { logged = Array(snapshots.logged.union(logged)).sorted() }
+        if !snapshots.folded.isEmpty { folded = Array(snapshots.folded.union(folded)).sorted() }
+        return (logged, folded, next, more, log.head)
     }
 
     /// The snapshot on route entry: for each change in `(cursor, through]` that routed a
     /// record to a node of `scope` that did not have it (no node of the scope was on its
-    /// route before), the log positions of that record's earlier changes. The receiver
-    /// de-duplicates them by identity, so it ends with every field of the record, not only
-    /// those written since. One indexed query per page, then one per record entering the
-    /// scope (`ts_changes_record`); nothing per ordinary change. The root (every record)
-    /// never needs one.
-    private static func routeEntrySnapshots(_ db: Database, after cursor: Int64, through last: Int64, scope: Scope) throws -> Set<Int64> {
-        guard let nodes = scope.nodes, !nodes.isEmpty else { return [] }
+    /// route before), the log positions of that record's earlier changes, and its folded
+    /// position if entries of it were folded. The receiver de-duplicates them by identity,
+    /// so it ends with every field of the record, not only those written since. One
+    /// indexed query per page, then one per record entering the scope
+    /// (`ts_changes_record`); nothing per ordinary change. The root (every record) never
+    /// needs one.
+    private func routeEntrySnapshots(_ db: Database, after cursor: Int64, through last: Int64, scope: Scope) throws
+        -> (logged: Set<Int64>, folded: Set<Int64>) {
+        guard let nodes = scope.nodes, !nodes.isEmpty else { return ([], []) }
         var args: [any DatabaseValueConvertible] = nodes.map(\.rawValue)
         args += [cursor, last]
         let entries = try Row.fetchAll(db, sql: """
             SELECT DISTINCT seq, tbl, record_id, route_before FROM ts_route_entries
             WHERE node IN (\(databaseQuestionMarks(count: nodes.count))) AND seq > ? AND seq <= ?
             """, arguments: StatementArguments(args))
-        var seqs: Set<Int64> = []
-        for entry in entries where !scope.contains(route: parseRoute(entry[3])) {
-            seqs.formUnion(try Int64.fetchAll(db.cachedStatement(sql: "SELECT seq FROM ts_changes WHERE tbl = ? AND record_id = ? AND seq < ?"),
-                                              arguments: [entry[1] as String, entry[2] as String, entry[0] as Int64]))
+        var logged: Set<Int64> = []
+        var folded: Set<Int64> = []
+        for entry in entries where !scope.contains(route: Self.parseRoute(entry[3])) {
+            let (tbl, id): (String, String) = (entry[1], entry[2])
+            logged.formUnion(try Int64.fetchAll(db.cachedStatement(sql: "SELECT seq FROM ts_changes WHERE tbl = ? AND record_id = ? AND seq < ?"),
+                                                arguments: [tbl, id, entry[0] as Int64]))
+            if let state = try Self.folded(db, table: tbl, id: id) { folded.insert(state.seq) }
         }
-        return seqs
+        return (logged, folded)
     }
 
     private static func feedCandidates(_ db: Database, after cursor: Int64, scope: Scope, limit: Int) throws

@@ -154,6 +154,7 @@ extension NodeStore {
                 var context = try CompactionContext(db, me: me, tree: tree)
                 try Self.raiseSeqFloor(db, node: me.node)
                 var purged: [NodeID: Int64] = [:]
+                var floor: Int64 = 0
                 for key in chunk {
                     // Looked at now; back in the pending set below if an entry is held again.
                     try db.cachedStatement(sql: "DELETE FROM ts_compact_pending WHERE tbl = ? AND id = ?").execute(arguments: [key.table, key.id])
@@ -161,6 +162,13 @@ extension NodeStore {
                     guard let table = schema.table(key.table), let stored = try load(db, table: table, id: key.id) else { continue }
                     var held = false
                     let current = Set(stored.state.versions.values).union(stored.state.tombstone.map { [$0] } ?? [])
+                    // A live record's current entries fold into it (the feed serves them from
+                    // its state); a deleted record's stay until its tombstone goes.
+                    let foldable = stored.state.tombstone == nil
+                    let previouslyFolded = try Self.folded(db, table: key.table, id: key.id)
+                    var folded = previouslyFolded?.identities ?? FoldedIdentities()
+                    folded.keepCurrent(stored.state)
+                    var foldedThrough: Int64 = 0
                     let rows = try Row.fetchAll(db.cachedStatement(sql: """
                         SELECT seq, origin, origin_seq, hlc, source, received_at FROM ts_changes
                         WHERE tbl = ? AND record_id = ? AND seq < ? AND op != '\(Self.erasedOp)'
@@ -168,7 +176,9 @@ extension NodeStore {
                     for row in rows {
                         let seq: Int64 = row[0], originSeq: Int64 = row[2], receivedAt: Int64 = row[5]
                         let origin = NodeID(unchecked: row[1])
-                        guard !current.contains(FieldVersion(hlc: HLCTimestamp(rawValue: UInt64(bitPattern: row[3])), node: origin)) else { continue }
+                        let version = FieldVersion(hlc: HLCTimestamp(rawValue: UInt64(bitPattern: row[3])), node: origin)
+                        let isCurrent = current.contains(version)
+                        if isCurrent, !foldable { continue }
                         guard try context.acknowledgedUpward(db, seq: seq, source: row[4], origin: origin, originSeq: originSeq) else {
                             held = true
                             continue
@@ -176,22 +186,37 @@ extension NodeStore {
                         if try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM ts_route_entries WHERE seq = ?)"), arguments: [seq]) ?? false {
                             continue
                         }
-                        if receivedAt >= cutoff, try !context.pulledByEveryChild(db, seq: seq) {
-                            report.heldForChildren += 1
-                            held = true
-                            continue
+                        if try !context.pulledByEveryChild(db, seq: seq) {
+                            guard receivedAt < cutoff else {
+                                report.heldForChildren += 1
+                                held = true
+                                continue
+                            }
+                            // A child away past the horizon never pulled this current value:
+                            // its cursor is now below the floor, and it re-bootstraps.
+                            if isCurrent { floor = max(floor, seq) }
                         }
                         try db.cachedStatement(sql: "DELETE FROM ts_change_routes WHERE seq = ?").execute(arguments: [seq])
                         try db.cachedStatement(sql: "DELETE FROM ts_changes WHERE seq = ?").execute(arguments: [seq])
                         if (row[4] as String) == ChangeSource.child.rawValue { try Self.notePurgedSeq(db, origin: origin, seq: originSeq) }
                         purged[origin] = max(purged[origin] ?? 0, originSeq)
-                        report.supersededEntries += 1
+                        if isCurrent {
+                            folded.entries[version] = FoldedIdentities.Entry(originSeq: originSeq, logSeq: seq)
+                            foldedThrough = max(foldedThrough, seq)
+                            report.foldedEntries += 1
+                        } else {
+                            report.supersededEntries += 1
+                        }
+                    }
+                    if previouslyFolded != nil || foldedThrough > 0 {
+                        try Self.storeFolded(db, table: key.table, id: key.id, seq: foldedThrough, folded)
                     }
                     if held {
                         try db.cachedStatement(sql: "INSERT OR IGNORE INTO ts_compact_pending (tbl, id) VALUES (?, ?)").execute(arguments: [key.table, key.id])
                     }
                 }
                 try Self.notePurged(db, purged)
+                if floor > 0 { try Self.raisePurgeFloor(db, to: floor) }
             }
         }
         // The head was left alone: its record is looked at again next time. Records with
@@ -247,17 +272,20 @@ extension NodeStore {
                     floor = max(floor, delete[0])
                 }
                 try Self.notePurged(db, purged)
-                if floor > 0 {
-                    try db.execute(sql: """
-                        INSERT INTO ts_cursors (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = MAX(value, excluded.value)
-                        """, arguments: [Self.purgeFloorCursor, floor])
-                }
+                if floor > 0 { try Self.raisePurgeFloor(db, to: floor) }
                 return (RecordKey(table: lastRow[0], id: lastRow[1]), tombstones, entries)
             }
             report.tombstones += pass.tombstones
             report.tombstoneEntries += pass.entries
             if let last = pass.last { afterKey = last } else { done = true }
         }
+    }
+
+    /// Raises the position a child's cursor must have passed (``retentionFloor()``).
+    private static func raisePurgeFloor(_ db: Database, to floor: Int64) throws {
+        try db.execute(sql: """
+            INSERT INTO ts_cursors (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = MAX(value, excluded.value)
+            """, arguments: [purgeFloorCursor, floor])
     }
 
     private static func notePurged(_ db: Database, _ purged: [NodeID: Int64]) throws {

@@ -278,6 +278,21 @@ enum NodeStoreMigrations {
                   ON CONFLICT(name) DO UPDATE SET value = 0;
                 """)
         }
+        m.registerMigration("v12-folded-state") { db in
+            // Log entries folded into their records (NodeStore+FoldedState): per record the
+            // identities of its current versions whose entries went, at the record's feed
+            // position. The next pass looks at every record once, to fold what it can.
+            try db.execute(sql: """
+                CREATE TABLE ts_state (
+                    seq INTEGER PRIMARY KEY,
+                    tbl TEXT NOT NULL,
+                    id TEXT NOT NULL,
+                    ids TEXT NOT NULL
+                );
+                CREATE UNIQUE INDEX ts_state_record ON ts_state(tbl, id);
+                UPDATE ts_cursors SET value = 0 WHERE name = 'compact.from';
+                """)
+        }
         return m
     }
 }

@@ -42,6 +42,10 @@ extension Admin {
             let path = catalog.tenantDatabasePath(tenantID)
             guard FileManager.default.fileExists(atPath: path) else { throw ValidationError("tenant '\(tenant)' has no database at \(path)") }
             let source = try NodeStore(path: path)
+            // A hub on PostgreSQL serves its feed from the log alone: entries compaction
+            // folded into their records go back into the log first.
+            let unfolded = try source.unfoldState()
+            if unfolded > 0 { print("source: \(unfolded) folded log entries written back into the log") }
             let before = try await TenantDigest.of(source, pageSize: pageSize)
             print("source (SQLite \(path)): \(before)")
 

@@ -21,8 +21,8 @@ struct RetentionStoreTests {
     }
 
     @Test("""
-    a superseded entry goes once the parent acknowledged it, one holding a current value stays, the head stays; \
-    a redelivered purged change is a duplicate and the highest sequence held does not go back
+    a superseded entry goes once the parent acknowledged it, one holding a current value is folded into its record, \
+    the head stays; a redelivered purged change is a duplicate and the highest sequence held does not go back
     """)
     func supersededEntries() async throws {
         let dir = try TempDir()
@@ -31,27 +31,29 @@ struct RetentionStoreTests {
         try d1.commit([.upsert("customers", id: "c-1", ["last_name": "B"])])
         try d1.commit([.upsert("customers", id: "c-1", ["last_name": "C"])])
         try d1.commit([.upsert("customers", id: "c-2", ["last_name": "Z"])])
+        // What HQ receives of c-1 (d1's second change is lost on the way).
+        let sent = try d1.upstreamBatch(after: 0, limit: 10).map(\.change).filter { $0.recordID == "c-1" && $0.originSeq != 2 }
         var report = try await d1.compact(policy: .default, tree: nil)
         #expect(report.purgedEntries == 0, "nothing is acknowledged upward yet: \(report)")
         try d1.setCursor(NodeStore.parentPushCursor, 4)
         report = try await d1.compact(policy: .default, tree: nil)
-        #expect(try report.supersededEntries == 1 && d1.counts().changes == 3, "only 'B' is superseded: \(report)")
+        #expect(try report.supersededEntries == 1 && report.foldedEntries == 2 && d1.counts().changes == 1,
+                "'B' is superseded, the two entries holding c-1's values are folded, the head stays: \(report)")
         #expect(try d1.record(table: "customers", id: "c-1")?.state.liveValues == ["last_name": "C", "first_name": "X", "owning_dealer": "d1"])
         // Own sequence numbers never go back after a purge.
         #expect(try d1.commit([.upsert("customers", id: "c-3", ["last_name": "N"])]).first?.originSeq == 5)
 
         let hq = try hq(dir)
-        let sent = try d1.upstreamBatch(after: 0, limit: 10).map(\.change).filter { $0.recordID == "c-1" }
         _ = try await hq.applyIncoming(sent, from: "d1", source: .child, checkSkew: false)
         try hq.commit([.upsert("customers", id: "c-1", ["last_name": "HQ"])])
         try hq.commit([.upsert("customers", id: "c-9", ["last_name": "Head"])])
         let held = try await hq.highestSeq(of: "d1")
         report = try await hq.compact(policy: .default, tree: nil)
-        #expect(report.supersededEntries == 1, "d1's 'C' lost to HQ's edit; d1's first entry holds first_name: \(report)")
+        #expect(report.supersededEntries == 1 && report.foldedEntries == 2, "d1's 'C' lost to HQ's edit; d1's first entry holds first_name: \(report)")
         #expect(try await hq.highestSeq(of: "d1") == held)
         let again = try await hq.applyIncoming(sent, from: "d1", source: .child, checkSkew: false)
         #expect(again.applied == 0 && again.duplicates == sent.count, "\(again)")
-        #expect(try hq.counts().changes == 3, "d1's first entry and HQ's two")
+        #expect(try hq.counts().changes == 1 && hq.foldedCounts() == (1, 2), "the head; d1's first entry and HQ's edit are folded into c-1")
         // Whatever the store would say of it now (here: out of scope), a redelivery from a
         // child at or below the purged sequence is a duplicate (found by the fuzzer).
         let gated = try await hq.applyIncoming(sent, from: "d1", source: .child, checkSkew: false,
@@ -118,12 +120,16 @@ struct RetentionStoreTests {
         let run = (1...6).map { change("d1", Int64($0), at: now + UInt64($0), "c-run", ["last_name": .string("V\($0)")]) }
         _ = try await hq.applyIncoming(run, from: "d1", source: .child, checkSkew: false)
         try hq.commit([.upsert("customers", id: "c-9", ["last_name": "Head"])])
-        #expect(try await hq.compact(policy: .default, tree: nil).supersededEntries == 5)
+        let runReport = try await hq.compact(policy: .default, tree: nil)
+        #expect(runReport.supersededEntries == 5 && runReport.foldedEntries == 1, "\(runReport)")
         let ranges = try await hq.writer.read { try Row.fetchAll($0, sql: "SELECT origin, lo, hi FROM ts_purged_ranges").map { "\($0[0] as String) \($0[1] as Int64)-\($0[2] as Int64)" } }
-        #expect(ranges == ["d1 1-5"])
+        #expect(ranges == ["d1 1-6"])
     }
 
-    @Test("a superseded entry routed to a child waits until that child pulled past it, or until it has been away longer than the horizon")
+    @Test("""
+    an entry routed to a child waits until that child pulled past it, or until it has been away longer than the horizon; \
+    a current value it never pulled then raises the floor, so it re-bootstraps
+    """)
     func childrenHoldEntries() async throws {
         let dir = try TempDir()
         let hq = try hq(dir)
@@ -131,7 +137,7 @@ struct RetentionStoreTests {
         try hq.commit([.upsert("customers", id: "c-1", ["last_name": "B", "owning_dealer": "d1"])])
         try hq.commit([.upsert("customers", id: "c-2", ["last_name": "Head", "owning_dealer": "d1"])])
         var report = try await hq.compact(policy: .default, tree: Self.tree)
-        #expect(report.supersededEntries == 0 && report.heldForChildren == 1, "de has not pulled: \(report)")
+        #expect(report.purgedEntries == 0 && report.heldForChildren == 2, "de has not pulled: \(report)")
         // d1's copy comes through de: de's pull is what counts.
         await hq.notePulled(by: "d1", through: 3)
         report = try await hq.compact(policy: .default, tree: Self.tree)
@@ -145,7 +151,8 @@ struct RetentionStoreTests {
         report = try await hq.compact(policy: .default, tree: Self.tree)
         #expect(report.supersededEntries == 0, "\(report)")
         report = try await hq.compact(policy: .default, tree: Self.tree, nowMillis: WallClock.nowMillis() + 31 * Self.day)
-        #expect(report.supersededEntries == 1, "de is away past the horizon: \(report)")
+        #expect(report.supersededEntries == 1 && report.foldedEntries == 2, "de is away past the horizon: \(report)")
+        #expect(report.floor == 4, "de never pulled c-1's 'B' (2) nor c-2's 'Later' (4): a cursor below 4 must re-bootstrap")
     }
 
     @Test("a child away costs a pass only the records it holds back: later passes look at those and at what was written since, not at every record written after the held entry")
@@ -159,16 +166,91 @@ struct RetentionStoreTests {
         // (One commit: 200 synchronous ones would hold a thread of the shared pool for seconds.)
         try hq.commit((0..<200).map { .upsert("customers", id: "c-\($0)", ["last_name": "N"]) })
         var report = try await hq.compact(policy: .default, tree: Self.tree)
-        #expect(report.heldForChildren == 1 && report.examinedRecords == 201, "\(report)")
+        #expect(report.heldForChildren == 2 && report.examinedRecords == 201 && report.foldedEntries == 199, "\(report)")
         // Nothing written since: the held record and the head's, not the 200.
         report = try await hq.compact(policy: .default, tree: Self.tree)
-        #expect(report.examinedRecords <= 2 && report.heldForChildren == 1, "\(report)")
+        #expect(report.examinedRecords <= 2 && report.heldForChildren == 2, "\(report)")
         // de pulls past it: the held entry goes at the next pass.
         await hq.notePulled(by: "de", through: 2)
         report = try await hq.compact(policy: .default, tree: Self.tree)
-        #expect(report.supersededEntries == 1 && report.heldForChildren == 0, "\(report)")
+        #expect(report.supersededEntries == 1 && report.foldedEntries == 1 && report.heldForChildren == 0, "\(report)")
         report = try await hq.compact(policy: .default, tree: Self.tree)
         #expect(report.examinedRecords <= 1, "nothing is pending any more: \(report)")
+    }
+
+    /// Pulls `scope` from `parent` into `child` from its cursor until caught up, as an agent
+    /// does, through the page the hub serves (the wire's JSON) or the decoded one.
+    func pull(_ child: NodeStore, node: NodeID, from parent: NodeStore, scope: Scope, encoded: Bool, limit: Int = 3) async throws -> Int {
+        var pages = 0
+        while true {
+            let cursor = try child.cursor("pull.parent")
+            await parent.notePulled(by: node, through: cursor)
+            let page: PullResponse
+            if encoded {
+                let bytes = try await parent.encodedFeed(after: cursor, scope: scope, excluding: node, limit: limit).json
+                page = try #require(WireDecoding.pullResponse(bytes))
+            } else {
+                page = try await parent.feed(after: cursor, scope: scope, excluding: node, limit: limit)
+            }
+            let report = try await child.applyIncoming(page.changes, from: "hq", source: .parent, checkSkew: false, cursor: ("pull.parent", page.nextCursor))
+            #expect(report.rejected.isEmpty, "\(report.rejected)")
+            pages += 1
+            if !page.more { return pages }
+        }
+    }
+
+    @Test("""
+    folded entries reach every node that needs them: a country and a dealer bootstrapping after the fold receive \
+    every field of their scope with the identity and version that wrote it, in pages interleaving folded records with \
+    the log; a record entering a dealer's scope arrives whole; unfolding writes the entries back and changes no feed
+    """)
+    func foldedRecordsAreServed() async throws {
+        let dir = try TempDir()
+        let hq = try hq(dir)
+        let tree = NodeTree(parents: ["hq": nil, "de": "hq", "d1": "de", "d2": "de"])
+        try hq.commit([.upsert("customers", id: "c-1", ["last_name": "One", "first_name": "A", "owning_dealer": "d1"])])
+        try hq.commit([.upsert("customers", id: "c-2", ["last_name": "Two", "owning_dealer": "d1"])])
+        try hq.commit([.upsert("customers", id: "c-1", ["phone": "+49 1"])])
+        try hq.commit([.upsert("customers", id: "c-3", ["last_name": "Three", "email": "t@example.com", "owning_dealer": "d2"])])
+        try hq.commit((4..<12).map { .upsert("customers", id: "c-\($0)", ["last_name": .string("N\($0)"), "owning_dealer": .string($0 % 2 == 0 ? "d1" : "d2")]) })
+        try hq.commit([.upsert("customers", id: "c-2", ["first_name": "B"])])
+        try hq.commit([.upsert("customers", id: "c-head", ["last_name": "Head"])])
+        // The country has pulled everything: every entry but the head can go.
+        await hq.notePulled(by: "de", through: try hq.headSeq())
+        let report = try await hq.compact(policy: .default, tree: tree)
+        #expect(report.foldedEntries == 13 && report.supersededEntries == 0, "\(report)")
+        #expect(try hq.counts().changes == 1 && hq.foldedCounts() == (11, 13))
+
+        // A new country and a new dealer bootstrap from HQ: pages of 3 interleave folded
+        // records (at their positions) with the log's head.
+        let de = try makeStore(dir, "de")
+        let deScope = Scope(tree: tree, node: "de")
+        let pages = try await pull(de, node: "de", from: hq, scope: deScope, encoded: true)
+        #expect(pages == 4, "12 positions (11 folded records and the head) in pages of 3: \(pages)")
+        #expect(try de.digest(scope: deScope) == hq.digest(scope: deScope))
+        #expect(try de.record(table: "customers", id: "c-1")?.state.liveValues == ["last_name": "One", "first_name": "A", "phone": "+49 1", "owning_dealer": "d1"])
+        #expect(try de.record(table: "customers", id: "c-1")?.state.versions == hq.record(table: "customers", id: "c-1")?.state.versions)
+        // Each change keeps its identity: HQ's own changes 1 and 3 wrote c-1.
+        let origins = try await de.writer.read { try Int64.fetchAll($0, sql: "SELECT origin_seq FROM ts_changes WHERE record_id = 'c-1' ORDER BY origin_seq") }
+        #expect(origins == [1, 3])
+        let d1 = try makeStore(dir, "d1", parent: "de")
+        _ = try await pull(d1, node: "d1", from: hq, scope: Scope(nodes: ["d1"]), encoded: false)
+        #expect(try d1.digest(scope: Scope(nodes: ["d1"])) == hq.digest(scope: Scope(nodes: ["d1"])))
+        #expect(try d1.record(table: "customers", id: "c-3") == nil, "d2's customer is not in d1's scope")
+
+        // c-3 (folded, d2's) moves to d1: d1 receives all of it, not only the owner.
+        try hq.commit([.upsert("customers", id: "c-3", ["owning_dealer": "d1"])])
+        _ = try await pull(d1, node: "d1", from: hq, scope: Scope(nodes: ["d1"]), encoded: true)
+        #expect(try d1.record(table: "customers", id: "c-3")?.state.liveValues == ["last_name": "Three", "email": "t@example.com", "owning_dealer": "d1"])
+        #expect(try d1.digest(scope: Scope(nodes: ["d1"])) == hq.digest(scope: Scope(nodes: ["d1"])))
+
+        // Unfolded, the log again holds the entries, and a bootstrap ends the same.
+        let before = try hq.digest()
+        #expect(try hq.unfoldState() == 13)
+        #expect(try hq.counts().changes == 15 && hq.foldedCounts() == (0, 0) && hq.digest() == before)
+        let fresh = try makeStore(dir, "de-again")
+        _ = try await pull(fresh, node: "de", from: hq, scope: deScope, encoded: true, limit: 100)
+        #expect(try fresh.digest(scope: deScope) == hq.digest(scope: deScope))
     }
 
     @Test("a tombstone goes with its record's log once the delete is older than the horizon, and its position becomes the floor")
