@@ -56,6 +56,9 @@ public struct CompactionReport: Sendable, Equatable {
     /// Records the pass looked at: those written since the last pass and those with
     /// entries held back then (not the whole log).
     public var examinedRecords = 0
+    /// Free pages given back to the file system after the purge (stores created with
+    /// incremental auto-vacuum).
+    public var releasedPages = 0
     /// The log position a child must have pulled past to go on without re-bootstrapping.
     public var floor: Int64 = 0
 
@@ -90,14 +93,19 @@ public struct StorageFootprint: Sendable, Equatable {
     public var usedBytes: Int64
     /// The write-ahead log as on disk.
     public var walBytes: Int64
-    /// A file holding only the live data: the domain tables with each record's versions and route.
+    /// A file holding only the live data: the domain tables with each record's values,
+    /// versions and route (not the identities of its folded log entries, which count
+    /// against the store like the log they replace).
     public var liveBytes: Int64
+    /// The same file with the folded identities (and their index) kept.
+    public var liveWithFoldedBytes: Int64
 
-    public init(fileBytes: Int64, usedBytes: Int64, walBytes: Int64, liveBytes: Int64) {
+    public init(fileBytes: Int64, usedBytes: Int64, walBytes: Int64, liveBytes: Int64, liveWithFoldedBytes: Int64? = nil) {
         self.fileBytes = fileBytes
         self.usedBytes = usedBytes
         self.walBytes = walBytes
         self.liveBytes = liveBytes
+        self.liveWithFoldedBytes = liveWithFoldedBytes ?? liveBytes
     }
 
     /// The database file against the live data.

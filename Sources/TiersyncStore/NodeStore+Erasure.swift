@@ -163,7 +163,6 @@ extension NodeStore {
             }
             try db.execute(sql: "DELETE FROM ts_tombstones WHERE tbl = ? AND id = ?", arguments: [table, id])
             removed += db.changesCount
-            try Self.dropFolded(db, table: table, id: id)
             erasedRecords += removed > 0 ? 1 : 0
             // Quarantined changes naming this record through a link (a dialogue of the
             // customer refused earlier) hold its data too.

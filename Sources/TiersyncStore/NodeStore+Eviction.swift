@@ -119,7 +119,6 @@ extension NodeStore {
         let removed = db.changesCount
         try db.execute(sql: tableSQL[table.name]!.delete, arguments: [id])
         try db.execute(sql: "DELETE FROM ts_tombstones WHERE tbl = ? AND id = ?", arguments: [table.name, id])
-        try Self.dropFolded(db, table: table.name, id: id)
         return removed
     }
 

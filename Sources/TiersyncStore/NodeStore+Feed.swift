@@ -52,9 +52,8 @@ extension NodeStore {
             try Self.forEachChunk(of: page.logged, excluding: excluding) { sql, arguments in
                 entries += try Self.fetchLogged(db, sql: "SELECT \(Self.loggedColumns) " + sql, arguments: arguments).map { ($0.seq, [$0.change]) }
             }
-            for seq in page.folded {
-                guard let record = try Self.foldedRecord(db, at: seq) else { continue }
-                entries.append((seq, try self.foldedChanges(db, table: record.table, id: record.id, scope: scope)))
+            for (seq, key) in page.folded {
+                entries.append((seq, try self.foldedChanges(db, key, scope: scope)))
             }
             let changes = entries.sorted { $0.0 < $1.0 }.flatMap(\.1)
             return PullResponse(changes: changes, nextCursor: page.next, more: page.more, head: page.head)
@@ -79,9 +78,8 @@ extension NodeStore {
                     pieces.append((row[0], json, 1))
                 }
             }
-            for seq in page.folded {
-                guard let record = try Self.foldedRecord(db, at: seq) else { continue }
-                let changes = try self.foldedChanges(db, table: record.table, id: record.id, scope: scope)
+            for (seq, key) in page.folded {
+                let changes = try self.foldedChanges(db, key, scope: scope)
                 guard !changes.isEmpty else { continue }
                 var json = ""
                 for (i, change) in changes.enumerated() {
@@ -113,32 +111,33 @@ extension NodeStore {
     /// their state. A cursor past every folded position (any node that was fed before they
     /// were folded) costs one look-up more than the log alone.
     private func feedPage(_ db: Database, after cursor: Int64, scope: Scope, limit: Int) throws
-        -> (logged: [Int64], folded: [Int64], next: Int64, more: Bool, head: Int64) {
+        -> (logged: [Int64], folded: [(Int64, RecordKey)], next: Int64, more: Bool, head: Int64) {
         let log = try Self.feedCandidates(db, after: cursor, scope: scope, limit: limit)
         var logged = log.deliver
-        var folded: [Int64] = []
+        var folded: [Int64: RecordKey] = [:]
         var (next, more) = (log.next, log.more)
-        if try cursor < Self.highestFolded(db) {
+        if try cursor < highestFolded(db) {
             // Folded records between the cursor and the end of the log's candidates, merged
             // with them in position order and cut at `limit`.
-            let scan = try Self.foldedCandidates(db, schema: schema, after: cursor, scope: scope, scan: max(limit, 1) * 4)
+            let scan = try foldedCandidates(db, after: cursor, scope: scope, scan: max(limit, 1) * 4)
             var bound = log.more ? log.next : Int64.max
             if let through = scan.scannedThrough { bound = min(bound, through) }
-            var merged = (logged.map { ($0, false) } + scan.positions.map { ($0, true) }).filter { $0.0 <= bound }.sorted { $0.0 < $1.0 }
+            var merged = (logged.map { ($0, false) } + scan.records.keys.map { ($0, true) }).filter { $0.0 <= bound }.sorted { $0.0 < $1.0 }
             if merged.count > limit {
                 merged = Array(merged.prefix(limit))
                 bound = merged.last!.0
             }
             logged = merged.filter { !$0.1 }.map(\.0)
-            folded = merged.filter(\.1).map(\.0)
+            for (seq, isFolded) in merged where isFolded { folded[seq] = scan.records[seq] }
             more = bound != .max
             next = more ? bound : max(cursor, log.head)
         }
-        guard let last = (logged + folded).max() else { return (logged, folded, next, more, log.head) }
-        let snapshots = try routeEntrySnapshots(db, after: cursor, through: last, scope: scope)
-        if !snapshots.logged.isEmpty { logged = Array(snapshots.logged.union(logged)).sorted() }
-        if !snapshots.folded.isEmpty { folded = Array(snapshots.folded.union(folded)).sorted() }
-        return (logged, folded, next, more, log.head)
+        if let last = (logged + folded.keys).max() {
+            let snapshots = try routeEntrySnapshots(db, after: cursor, through: last, scope: scope)
+            if !snapshots.logged.isEmpty { logged = Array(snapshots.logged.union(logged)).sorted() }
+            folded.merge(snapshots.folded) { a, _ in a }
+        }
+        return (logged, folded.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, next, more, log.head)
     }
 
     /// The snapshot on route entry: for each change in `(cursor, through]` that routed a
@@ -150,8 +149,8 @@ extension NodeStore {
     /// (`ts_changes_record`); nothing per ordinary change. The root (every record) never
     /// needs one.
     private func routeEntrySnapshots(_ db: Database, after cursor: Int64, through last: Int64, scope: Scope) throws
-        -> (logged: Set<Int64>, folded: Set<Int64>) {
-        guard let nodes = scope.nodes, !nodes.isEmpty else { return ([], []) }
+        -> (logged: Set<Int64>, folded: [Int64: RecordKey]) {
+        guard let nodes = scope.nodes, !nodes.isEmpty else { return ([], [:]) }
         var args: [any DatabaseValueConvertible] = nodes.map(\.rawValue)
         args += [cursor, last]
         let entries = try Row.fetchAll(db, sql: """
@@ -159,12 +158,12 @@ extension NodeStore {
             WHERE node IN (\(databaseQuestionMarks(count: nodes.count))) AND seq > ? AND seq <= ?
             """, arguments: StatementArguments(args))
         var logged: Set<Int64> = []
-        var folded: Set<Int64> = []
+        var folded: [Int64: RecordKey] = [:]
         for entry in entries where !scope.contains(route: Self.parseRoute(entry[3])) {
             let (tbl, id): (String, String) = (entry[1], entry[2])
             logged.formUnion(try Int64.fetchAll(db.cachedStatement(sql: "SELECT seq FROM ts_changes WHERE tbl = ? AND record_id = ? AND seq < ?"),
                                                 arguments: [tbl, id, entry[0] as Int64]))
-            if let state = try Self.folded(db, table: tbl, id: id) { folded.insert(state.seq) }
+            if let state = try self.folded(db, table: tbl, id: id) { folded[state.seq] = RecordKey(table: tbl, id: id) }
         }
         return (logged, folded)
     }

@@ -1,8 +1,8 @@
 // Folded log entries (docs/PRIVACY.md, "Bounded storage"): a change-log entry whose values
 // are still current, once every replica that needs it has it, is folded into its record —
-// its row goes, and the record keeps only the identities of the versions folded
-// (`ts_state`). The feed serves a folded record from its state at the record's position in
-// the log, so a node that bootstraps, or a record entering a scope, still receives every
+// its row goes, and the record's domain row keeps only the identities of the versions
+// folded (`ts_folded`) and its position in the feed (`ts_folded_at`, indexed). The feed
+// serves a folded record from its state at the record's position in the log, so a node that bootstraps, or a record entering a scope, still receives every
 // field with the change identity and version that wrote it. `unfoldState` writes folded
 // entries back into the log (for `admin migrate-tenant`).
 
@@ -11,152 +11,167 @@ import GRDB
 import TiersyncCore
 
 /// The identities of a record's folded versions: for each version still current whose log
-/// entry was folded, the change's sequence at its origin and the entry's log position.
-/// Stored as `<hlc>@<node>:<originSeq>:<logSeq>` items joined by `;` (node ids hold
-/// neither character).
+/// entry was folded, the change's sequence at its origin. Stored compactly, as
+/// `<hlc>@<node>:<originSeq>` items (numbers in base 36) joined by `;` (node ids hold
+/// neither character): it is part of the record's live data, beside its versions.
 struct FoldedIdentities: Equatable {
-    struct Entry: Equatable {
-        var originSeq: Int64
-        var logSeq: Int64
-    }
-
-    var entries: [FieldVersion: Entry] = [:]
+    var originSeqs: [FieldVersion: Int64] = [:]
 
     init() {}
 
     init?(parsing text: String) {
         for item in text.split(separator: ";") {
-            let parts = item.split(separator: ":")
-            guard parts.count == 3, let version = FieldVersion(parsing: String(parts[0])),
-                  let originSeq = Int64(parts[1]), let logSeq = Int64(parts[2]) else { return nil }
-            entries[version] = Entry(originSeq: originSeq, logSeq: logSeq)
+            guard let at = item.firstIndex(of: "@"), let colon = item.lastIndex(of: ":"), at < colon,
+                  let hlc = UInt64(item[..<at], radix: 36), let seq = Int64(item[item.index(after: colon)...], radix: 36) else { return nil }
+            let node = String(item[item.index(after: at)..<colon])
+            guard NodeID.isValid(node) else { return nil }
+            originSeqs[FieldVersion(hlc: HLCTimestamp(rawValue: hlc), node: NodeID(unchecked: node))] = seq
         }
     }
 
     var text: String {
-        entries.sorted { $0.value.logSeq < $1.value.logSeq }
-            .map { "\($0.key.description):\($0.value.originSeq):\($0.value.logSeq)" }.joined(separator: ";")
+        originSeqs.sorted { $0.key < $1.key }
+            .map { "\(String($0.key.hlc.rawValue, radix: 36))@\($0.key.node.rawValue):\(String($0.value, radix: 36))" }.joined(separator: ";")
     }
+
+    var isEmpty: Bool { originSeqs.isEmpty }
 
     /// Only the versions `state` still holds for some field.
     mutating func keepCurrent(_ state: RecordState) {
         let current = Set(state.versions.values)
-        entries = entries.filter { current.contains($0.key) }
+        originSeqs = originSeqs.filter { current.contains($0.key) }
     }
 }
 
 extension NodeStore {
     /// The record's folded identities and its position in the feed, if any were folded.
-    static func folded(_ db: Database, table: String, id: String) throws -> (seq: Int64, identities: FoldedIdentities)? {
-        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT seq, ids FROM ts_state WHERE tbl = ? AND id = ?"),
-                                         arguments: [table, id]) else { return nil }
-        guard let identities = FoldedIdentities(parsing: row[1]) else {
+    func folded(_ db: Database, table: String, id: String) throws -> (seq: Int64, identities: FoldedIdentities)? {
+        guard schema.table(table) != nil else { return nil }
+        let name = table.quotedDatabaseIdentifier
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: """
+            SELECT \(DomainTables.foldedAtColumn), \(DomainTables.foldedColumn) FROM \(name) WHERE id = ? AND \(DomainTables.foldedAtColumn) IS NOT NULL
+            """), arguments: [id]) else { return nil }
+        guard let identities = FoldedIdentities(parsing: row[1] ?? "") else {
             throw StoreError.invalidArgument("corrupt folded identities for \(table)/\(id)")
         }
         return (row[0], identities)
     }
 
-    /// Stores a record's folded identities at feed position `seq` (never lower than the
-    /// position it had: a node bootstrapping may have walked up to it but not past it),
-    /// or removes the row when none is left.
-    static func storeFolded(_ db: Database, table: String, id: String, seq: Int64, _ identities: FoldedIdentities) throws {
-        let previous = try Int64.fetchOne(db.cachedStatement(sql: "SELECT seq FROM ts_state WHERE tbl = ? AND id = ?"), arguments: [table, id])
-        guard !identities.entries.isEmpty else {
-            if previous != nil { try db.cachedStatement(sql: "DELETE FROM ts_state WHERE tbl = ? AND id = ?").execute(arguments: [table, id]) }
-            return
+    /// Stores a live record's folded identities at feed position `seq` (never lower than
+    /// the position it had: a node bootstrapping may have walked up to it but not past it),
+    /// or clears them when none is left.
+    func storeFolded(_ db: Database, table: String, id: String, seq: Int64, previous: Int64?, _ identities: FoldedIdentities) throws {
+        let name = table.quotedDatabaseIdentifier
+        let update = try db.cachedStatement(sql: """
+            UPDATE \(name) SET \(DomainTables.foldedColumn) = ?, \(DomainTables.foldedAtColumn) = ? WHERE id = ?
+            """)
+        if identities.isEmpty {
+            if previous != nil { try update.execute(arguments: [nil as String?, nil as Int64?, id]) }
+        } else {
+            try update.execute(arguments: [identities.text, max(seq, previous ?? 0), id])
         }
-        let position = max(seq, previous ?? 0)
-        if let previous, previous != position {
-            try db.cachedStatement(sql: "DELETE FROM ts_state WHERE tbl = ? AND id = ?").execute(arguments: [table, id])
-        }
-        try db.cachedStatement(sql: "INSERT OR REPLACE INTO ts_state (seq, tbl, id, ids) VALUES (?, ?, ?, ?)")
-            .execute(arguments: [position, table, id, identities.text])
-    }
-
-    /// Forgets a record's folded identities (the record is removed or erased).
-    static func dropFolded(_ db: Database, table: String, id: String) throws {
-        try db.cachedStatement(sql: "DELETE FROM ts_state WHERE tbl = ? AND id = ?").execute(arguments: [table, id])
     }
 
     /// The changes a folded record stands for in a feed to `scope`: one per folded version
     /// that some field still holds, with that version's identity and the fields it holds,
     /// read from the record as it is now. None when the record is gone, deleted, or no
     /// longer routed to `scope` (it left it; the log says so).
-    func foldedChanges(_ db: Database, table tableName: String, id: String, scope: Scope) throws -> [Change] {
-        guard let table = schema.table(tableName), let (_, identities) = try Self.folded(db, table: tableName, id: id),
-              let stored = try load(db, table: table, id: id), stored.state.tombstone == nil, scope.contains(route: stored.route) else { return [] }
+    func foldedChanges(_ db: Database, _ key: RecordKey, scope: Scope) throws -> [Change] {
+        guard let table = schema.table(key.table), let (_, identities) = try folded(db, table: key.table, id: key.id),
+              let stored = try load(db, table: table, id: key.id), stored.state.tombstone == nil, scope.contains(route: stored.route) else { return [] }
         var fields: [FieldVersion: [String: FieldValue]] = [:]
-        for (field, version) in stored.state.versions where identities.entries[version] != nil {
+        for (field, version) in stored.state.versions where identities.originSeqs[version] != nil {
             fields[version, default: [:]][field] = stored.state.values[field] ?? .null
         }
-        return fields.sorted { identities.entries[$0.key]!.logSeq < identities.entries[$1.key]!.logSeq }.map { version, values in
-            Change(origin: version.node, originSeq: identities.entries[version]!.originSeq, hlc: version.hlc,
-                   table: tableName, recordID: id, op: .upsert, fields: values)
+        return fields.sorted { $0.key < $1.key }.map { version, values in
+            Change(origin: version.node, originSeq: identities.originSeqs[version]!, hlc: version.hlc,
+                   table: key.table, recordID: key.id, op: .upsert, fields: values)
         }
     }
 
     /// Folded records at feed positions after `cursor` routed to `scope`, in position order,
-    /// looking at no more than `scan` rows: the positions found, and the last position
-    /// looked at when the scan stopped short (nil when it reached the end).
-    static func foldedCandidates(_ db: Database, schema: Schema, after cursor: Int64, scope: Scope, scan: Int) throws
-        -> (positions: [Int64], scannedThrough: Int64?) {
-        let rows = try Row.fetchAll(db.cachedStatement(sql: "SELECT seq, tbl, id FROM ts_state WHERE seq > ? ORDER BY seq LIMIT ?"),
-                                    arguments: [cursor, scan])
-        var positions: [Int64] = []
-        for row in rows {
-            let (seq, tbl, id): (Int64, String, String) = (row[0], row[1], row[2])
-            guard scope.nodes != nil else { positions.append(seq); continue }
-            guard schema.table(tbl) != nil else { continue }
-            let route = try String.fetchOne(db.cachedStatement(sql: """
-                SELECT \(DomainTables.routeColumn) FROM \(tbl.quotedDatabaseIdentifier) WHERE id = ?
-                """), arguments: [id])
-            if scope.contains(route: parseRoute(route)) { positions.append(seq) }
+    /// looking at no more than `scan` rows: the records found by position, and the last
+    /// position looked at when the scan stopped short (nil when it reached the end).
+    func foldedCandidates(_ db: Database, after cursor: Int64, scope: Scope, scan: Int) throws
+        -> (records: [Int64: RecordKey], scannedThrough: Int64?) {
+        // Per table, in position order through the partial index; merged, the positions up
+        // to the lowest last one of a table that filled its scan are complete.
+        var rows: [(seq: Int64, key: RecordKey, route: String?)] = []
+        var bound = Int64.max
+        for table in schema.tables {
+            let name = table.name.quotedDatabaseIdentifier
+            let found = try Row.fetchAll(db.cachedStatement(sql: """
+                SELECT \(DomainTables.foldedAtColumn), id, \(DomainTables.routeColumn) FROM \(name)
+                WHERE \(DomainTables.foldedAtColumn) > ? ORDER BY \(DomainTables.foldedAtColumn) LIMIT ?
+                """), arguments: [cursor, scan])
+            rows += found.map { ($0[0], RecordKey(table: table.name, id: $0[1]), $0[2]) }
+            if found.count == scan, let last = found.last { bound = min(bound, last[0] as Int64) }
         }
-        return (positions, rows.count == scan ? rows.last.map { $0[0] as Int64 } : nil)
+        rows = rows.filter { $0.seq <= bound }.sorted { $0.seq < $1.seq }
+        if rows.count > scan {
+            rows = Array(rows.prefix(scan))
+            bound = rows.last!.seq
+        }
+        var records: [Int64: RecordKey] = [:]
+        for row in rows where scope.contains(route: Self.parseRoute(row.route)) { records[row.seq] = row.key }
+        return (records, bound == .max ? nil : bound)
     }
 
     /// The highest feed position of a folded record (0 when none): a cursor at or past it
     /// needs no look at folded records.
-    static func highestFolded(_ db: Database) throws -> Int64 {
-        try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM ts_state")) ?? 0
+    func highestFolded(_ db: Database) throws -> Int64 {
+        try schema.tables.map { table in
+            try Int64.fetchOne(db.cachedStatement(sql: """
+                SELECT MAX(\(DomainTables.foldedAtColumn)) FROM \(table.name.quotedDatabaseIdentifier)
+                """)) ?? 0
+        }.max() ?? 0
     }
 
-    /// The record a folded position belongs to.
-    static func foldedRecord(_ db: Database, at seq: Int64) throws -> (table: String, id: String)? {
-        try Row.fetchOne(db.cachedStatement(sql: "SELECT tbl, id FROM ts_state WHERE seq = ?"), arguments: [seq]).map { ($0[0], $0[1]) }
-    }
-
-    /// Writes every folded entry back into the log at its old position, with the fields
-    /// its version still holds and the record's route, and forgets the folding. The log
-    /// then reads as if nothing had been folded (prior versions and trails were not kept).
-    /// `admin migrate-tenant` does this before moving a tenant, since a hub on PostgreSQL
-    /// serves its feed from the log alone. Returns the entries written back.
+    /// Writes every folded entry back into the log, with the fields its version still
+    /// holds and the record's route, and forgets the folding: the log then reads as if
+    /// nothing had been folded (prior versions and trails were not kept). Each goes to a
+    /// free position at or below its record's: every node fed before has pulled past it, so
+    /// none receives it again. (Records are taken in position order, each taking the
+    /// highest free positions below its own: the entries folded at or below a position
+    /// freed at least as many.) `admin migrate-tenant` does this before moving a tenant,
+    /// since a hub on PostgreSQL serves its feed from the log alone. Returns the entries
+    /// written back.
     @discardableResult
     public func unfoldState() throws -> Int {
         try writer.write { db in
             guard let me = try Self.identity(db) else { return 0 }
+            var records: [(seq: Int64, key: RecordKey)] = []
+            for table in schema.tables {
+                records += try Row.fetchAll(db, sql: """
+                    SELECT \(DomainTables.foldedAtColumn), id FROM \(table.name.quotedDatabaseIdentifier) WHERE \(DomainTables.foldedAtColumn) IS NOT NULL
+                    """).map { ($0[0], RecordKey(table: table.name, id: $0[1])) }
+            }
+            let taken = try db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM ts_changes WHERE seq = ?)")
             var written = 0
-            let rows = try Row.fetchAll(db, sql: "SELECT tbl, id FROM ts_state ORDER BY seq")
-            for row in rows {
-                let (tbl, id): (String, String) = (row[0], row[1])
-                guard let (_, identities) = try Self.folded(db, table: tbl, id: id), let table = schema.table(tbl),
-                      let stored = try load(db, table: table, id: id) else { continue }
-                let changes = try foldedChanges(db, table: tbl, id: id, scope: .everything)
-                for change in changes {
-                    guard let entry = identities.entries[change.version] else { continue }
+            for (position, key) in records.sorted(by: { $0.seq < $1.seq }) {
+                guard let table = schema.table(key.table), let stored = try load(db, table: table, id: key.id) else { continue }
+                var free = position
+                for change in try foldedChanges(db, key, scope: .everything) {
+                    while free > 0, try Bool.fetchOne(taken, arguments: [free]) == true { free -= 1 }
+                    guard free > 0 else { throw StoreError.invalidArgument("no free log position for \(key.table)/\(key.id)") }
                     let source: ChangeSource = change.origin == me.node ? .local : (me.parent == nil ? .child : .parent)
                     try db.execute(sql: """
                         INSERT INTO ts_changes (seq, origin, origin_seq, hlc, tbl, record_id, op, fields, prior, source, received_from, received_at, trail)
                         VALUES (?, ?, ?, ?, ?, ?, 'upsert', ?, NULL, ?, NULL, ?, NULL)
-                        """, arguments: [entry.logSeq, change.origin.rawValue, change.originSeq, Int64(bitPattern: change.hlc.rawValue), tbl, id,
+                        """, arguments: [free, change.origin.rawValue, change.originSeq, Int64(bitPattern: change.hlc.rawValue), key.table, key.id,
                                          CanonicalJSON.object(change.fields), source.rawValue, Int64(clamping: change.hlc.wallMillis)])
                     for node in stored.route {
-                        try db.execute(sql: "INSERT OR IGNORE INTO ts_change_routes (node, seq) VALUES (?, ?)", arguments: [node.rawValue, entry.logSeq])
+                        try db.execute(sql: "INSERT OR IGNORE INTO ts_change_routes (node, seq) VALUES (?, ?)", arguments: [node.rawValue, free])
                     }
                     written += 1
                 }
             }
-            try db.execute(sql: "DELETE FROM ts_state")
+            for table in schema.tables {
+                try db.execute(sql: """
+                    UPDATE \(table.name.quotedDatabaseIdentifier) SET \(DomainTables.foldedColumn) = NULL, \(DomainTables.foldedAtColumn) = NULL
+                    WHERE \(DomainTables.foldedAtColumn) IS NOT NULL
+                    """)
+            }
             return written
         }
     }
@@ -164,8 +179,13 @@ extension NodeStore {
     /// How many records have folded entries, and how many entries they stand for.
     public func foldedCounts() throws -> (records: Int, entries: Int) {
         try writer.read { db in
-            let texts = try String.fetchAll(db, sql: "SELECT ids FROM ts_state")
-            return (texts.count, texts.reduce(0) { $0 + (FoldedIdentities(parsing: $1)?.entries.count ?? 0) })
+            var texts: [String] = []
+            for table in schema.tables {
+                texts += try String.fetchAll(db, sql: """
+                    SELECT \(DomainTables.foldedColumn) FROM \(table.name.quotedDatabaseIdentifier) WHERE \(DomainTables.foldedAtColumn) IS NOT NULL
+                    """)
+            }
+            return (texts.count, texts.reduce(0) { $0 + (FoldedIdentities(parsing: $1)?.originSeqs.count ?? 0) })
         }
     }
 }

@@ -165,7 +165,7 @@ extension NodeStore {
                     // A live record's current entries fold into it (the feed serves them from
                     // its state); a deleted record's stay until its tombstone goes.
                     let foldable = stored.state.tombstone == nil
-                    let previouslyFolded = try Self.folded(db, table: key.table, id: key.id)
+                    let previouslyFolded = try self.folded(db, table: key.table, id: key.id)
                     var folded = previouslyFolded?.identities ?? FoldedIdentities()
                     folded.keepCurrent(stored.state)
                     var foldedThrough: Int64 = 0
@@ -201,7 +201,7 @@ extension NodeStore {
                         if (row[4] as String) == ChangeSource.child.rawValue { try Self.notePurgedSeq(db, origin: origin, seq: originSeq) }
                         purged[origin] = max(purged[origin] ?? 0, originSeq)
                         if isCurrent {
-                            folded.entries[version] = FoldedIdentities.Entry(originSeq: originSeq, logSeq: seq)
+                            folded.originSeqs[version] = originSeq
                             foldedThrough = max(foldedThrough, seq)
                             report.foldedEntries += 1
                         } else {
@@ -209,7 +209,7 @@ extension NodeStore {
                         }
                     }
                     if previouslyFolded != nil || foldedThrough > 0 {
-                        try Self.storeFolded(db, table: key.table, id: key.id, seq: foldedThrough, folded)
+                        try self.storeFolded(db, table: key.table, id: key.id, seq: foldedThrough, previous: previouslyFolded?.seq, folded)
                     }
                     if held {
                         try db.cachedStatement(sql: "INSERT OR IGNORE INTO ts_compact_pending (tbl, id) VALUES (?, ?)").execute(arguments: [key.table, key.id])
@@ -223,6 +223,7 @@ extension NodeStore {
         // entries still held are in the pending set.
         try setCursor(Self.compactFromCursor, max(0, headAtStart - 1))
         try purgeTombstones(cutoff: cutoff, batch: batch, into: &report)
+        report.releasedPages = try releaseFreePages()
         report.floor = try writer.read { db in
             try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [Self.purgeFloorCursor]) ?? 0
         }
@@ -299,6 +300,25 @@ extension NodeStore {
 
     // MARK: Footprint
 
+    /// Gives free pages back to the file system once they are more than an eighth of the
+    /// file, down to a sixteenth (a store created with incremental auto-vacuum; others keep
+    /// them for later writes): what compaction purged leaves the file, not only the tables.
+    /// The file shrinks at the next checkpoint. Returns the pages released.
+    func releaseFreePages() throws -> Int {
+        try writer.writeWithoutTransaction { db in
+            guard try Int.fetchOne(db, sql: "PRAGMA auto_vacuum") == 2 else { return 0 }
+            let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
+            let free = try Int.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
+            guard free > pages / 8, free > 16 else { return 0 }
+            let release = free - pages / 16
+            try db.execute(sql: "PRAGMA incremental_vacuum(\(release))")
+            // Copied into the file now, the file shrinks now (a hub's checkpoints would do
+            // it within seconds; an agent's writer only after 1,000 pages of log).
+            _ = try? db.checkpoint(.passive)
+            return release
+        }
+    }
+
     /// What the store's files hold (``StorageFootprint``): the database file and its
     /// write-ahead log as they are on disk, and the size of a file holding only the live
     /// data (the domain tables, with each record's versions and route), made by copying the
@@ -316,19 +336,30 @@ extension NodeStore {
         try writer.writeWithoutTransaction { db in try db.execute(sql: "VACUUM INTO ?", arguments: [copy]) }
         let live = try DatabaseQueue(path: copy)
         let domain = Set(schema.tables.map(\.name))
-        let liveBytes = try live.writeWithoutTransaction { db -> Int64 in
+        let (liveWithFolded, liveBytes) = try live.writeWithoutTransaction { db -> (Int64, Int64) in
+            func size() throws -> Int64 {
+                try db.execute(sql: "VACUUM")
+                return (try Int64.fetchOne(db, sql: "PRAGMA page_count") ?? 0) * (try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 0)
+            }
             let tables = try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
             for table in tables where !domain.contains(table) {
                 try db.execute(sql: "DROP TABLE \(table.quotedDatabaseIdentifier)")
             }
-            try db.execute(sql: "VACUUM")
-            return (try Int64.fetchOne(db, sql: "PRAGMA page_count") ?? 0) * (try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 0)
+            let withFolded = try size()
+            for table in schema.tables {
+                let name = table.name.quotedDatabaseIdentifier
+                try db.execute(sql: "DROP INDEX IF EXISTS \("\(table.name)_ts_folded_at".quotedDatabaseIdentifier)")
+                try db.execute(sql: "ALTER TABLE \(name) DROP COLUMN \(DomainTables.foldedColumn)")
+                try db.execute(sql: "ALTER TABLE \(name) DROP COLUMN \(DomainTables.foldedAtColumn)")
+            }
+            return (withFolded, try size())
         }
         try live.close()
         let size = { (file: String) -> Int64 in
             ((try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? NSNumber)?.int64Value ?? 0
         }
-        return StorageFootprint(fileBytes: size(path), usedBytes: (pages.0 - pages.1) * pages.2, walBytes: size(path + "-wal"), liveBytes: liveBytes)
+        return StorageFootprint(fileBytes: size(path), usedBytes: (pages.0 - pages.1) * pages.2, walBytes: size(path + "-wal"), liveBytes: liveBytes,
+                                liveWithFoldedBytes: liveWithFolded)
     }
 
     // MARK: Re-bootstrap

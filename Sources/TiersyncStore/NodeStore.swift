@@ -59,7 +59,10 @@ public final class NodeStore: Sendable {
             let name = table.name.quotedDatabaseIdentifier
             let columns = table.fields.map(\.name.quotedDatabaseIdentifier)
                 + [DomainTables.versionsColumn, DomainTables.tombstoneColumn, DomainTables.routeColumn]
-            upsert = "INSERT OR REPLACE INTO \(name) (id, \(columns.joined(separator: ", "))) VALUES (?\(String(repeating: ", ?", count: columns.count)))"
+            // An upsert, not `INSERT OR REPLACE`: the row's folded identities (written by
+            // compaction, NodeStore+FoldedState) stay when the record is written.
+            upsert = "INSERT INTO \(name) (id, \(columns.joined(separator: ", "))) VALUES (?\(String(repeating: ", ?", count: columns.count)))"
+                + " ON CONFLICT(id) DO UPDATE SET " + columns.map { "\($0) = excluded.\($0)" }.joined(separator: ", ")
             delete = "DELETE FROM \(name) WHERE id = ?"
             self.columns = (["id"] + columns).joined(separator: ", ")
             select = "SELECT \(self.columns) FROM \(name) WHERE id = ?"
@@ -89,6 +92,18 @@ public final class NodeStore: Sendable {
                 writer = try StoreConfiguration.openPool(path: path, walProgress: progress)
                 checkpointer = try DatabaseQueue(path: path, configuration: StoreConfiguration.make())
                 walProgress = progress
+            }
+        }
+        if path != ":memory:" {
+            // A new file gives the pages compaction frees back to the file system
+            // (``releaseFreePages()``); SQLite allows the mode to be chosen only before the
+            // first table, or by rewriting the file. An older store keeps its free pages for
+            // later writes.
+            try writer.writeWithoutTransaction { db in
+                if try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sqlite_master") == 0, try Int.fetchOne(db, sql: "PRAGMA auto_vacuum") == 0 {
+                    try db.execute(sql: "PRAGMA auto_vacuum = INCREMENTAL")
+                    try db.execute(sql: "VACUUM")
+                }
             }
         }
         try NodeStoreMigrations.migrator.migrate(writer)

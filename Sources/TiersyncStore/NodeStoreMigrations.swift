@@ -279,19 +279,10 @@ enum NodeStoreMigrations {
                 """)
         }
         m.registerMigration("v12-folded-state") { db in
-            // Log entries folded into their records (NodeStore+FoldedState): per record the
-            // identities of its current versions whose entries went, at the record's feed
-            // position. The next pass looks at every record once, to fold what it can.
-            try db.execute(sql: """
-                CREATE TABLE ts_state (
-                    seq INTEGER PRIMARY KEY,
-                    tbl TEXT NOT NULL,
-                    id TEXT NOT NULL,
-                    ids TEXT NOT NULL
-                );
-                CREATE UNIQUE INDEX ts_state_record ON ts_state(tbl, id);
-                UPDATE ts_cursors SET value = 0 WHERE name = 'compact.from';
-                """)
+            // Log entries folded into their records (NodeStore+FoldedState; the domain
+            // tables' `ts_folded` columns, added by `DomainTables.ensure`): the next pass
+            // looks at every record once, to fold what it can.
+            try db.execute(sql: "UPDATE ts_cursors SET value = 0 WHERE name = 'compact.from'")
         }
         return m
     }
@@ -311,6 +302,10 @@ enum DomainTables {
     static let versionsColumn = "ts_versions"
     static let tombstoneColumn = "ts_tombstone"
     static let routeColumn = "ts_route"
+    /// The identities of the record's folded log entries (NodeStore+FoldedState), and its
+    /// position in the feed (indexed where set).
+    static let foldedColumn = "ts_folded"
+    static let foldedAtColumn = "ts_folded_at"
     static let reservedPrefix = "ts_"
     /// True of a domain row the store wrote: a row written around it (plain SQL) has no
     /// versions, and the engine treats its record as not held.
@@ -327,15 +322,21 @@ enum DomainTables {
                 for field in table.fields where !existing.contains(field.name) {
                     try db.execute(sql: "ALTER TABLE \(name) ADD COLUMN \(field.name.quotedDatabaseIdentifier) \(field.type.sqlType)")
                 }
-                for column in [versionsColumn, tombstoneColumn, routeColumn] where !existing.contains(column) {
+                for column in [versionsColumn, tombstoneColumn, routeColumn, foldedColumn] where !existing.contains(column) {
                     try db.execute(sql: "ALTER TABLE \(name) ADD COLUMN \(column) TEXT")
+                }
+                if !existing.contains(foldedAtColumn) {
+                    try db.execute(sql: "ALTER TABLE \(name) ADD COLUMN \(foldedAtColumn) INTEGER")
                 }
             } else {
                 let columns = table.fields.map { "\($0.name.quotedDatabaseIdentifier) \($0.type.sqlType)" }
                 try db.execute(sql: """
-                    CREATE TABLE \(name) (id TEXT PRIMARY KEY NOT NULL, \(columns.joined(separator: ", ")), \(versionsColumn) TEXT, \(tombstoneColumn) TEXT, \(routeColumn) TEXT)
+                    CREATE TABLE \(name) (id TEXT PRIMARY KEY NOT NULL, \(columns.joined(separator: ", ")), \(versionsColumn) TEXT, \(tombstoneColumn) TEXT, \(routeColumn) TEXT, \(foldedColumn) TEXT, \(foldedAtColumn) INTEGER)
                     """)
             }
+            try db.execute(sql: """
+                CREATE INDEX IF NOT EXISTS \("\(table.name)_ts_folded_at".quotedDatabaseIdentifier) ON \(name)(\(foldedAtColumn)) WHERE \(foldedAtColumn) IS NOT NULL
+                """)
         }
         try foldReplicationRows(schema, in: db)
     }

@@ -63,6 +63,10 @@ struct RetentionBench: AsyncParsableCommand {
         try await net.sync()
         try await net.compact()
         guard try net.converged() else { throw BenchError("the dealers' stores differ from HQ's in their scopes") }
+        // Most of what the stores hold now is folded into records: a node joining after the
+        // run must still receive its whole scope.
+        let joined = try await net.bootstrapFresh(in: dir)
+        result("fresh bootstrap after the run", "a new country: \(joined.countryRecords) records; a new dealer: \(joined.dealerRecords) records; digests equal HQ's")
         var after: [ChurnNetwork.Tier: (ratio: Double, footprint: StorageFootprint)] = [:]
         for (tier, footprint) in try net.footprints() { after[tier] = Self.worse(after[tier], footprint) }
         result("updates", "\(made) in \(format(elapsed, 1)) s (\(format(Double(made) / elapsed)) updates/s, each applied at its dealer, country and HQ)")
@@ -82,7 +86,8 @@ struct RetentionBench: AsyncParsableCommand {
 
     static func report(_ name: String, _ worst: (ratio: Double, footprint: StorageFootprint)) {
         let f = worst.footprint
-        result(name, "file \(format(Double(f.fileBytes) / 1_048_576, 2)) MiB ÷ live \(format(Double(f.liveBytes) / 1_048_576, 2)) MiB = \(format(worst.ratio, 2))× (in use \(format(Double(f.usedBytes) / 1_048_576, 2)) MiB, WAL \(format(Double(f.walBytes) / 1_048_576, 2)) MiB)")
+        let mib = { (bytes: Int64) in format(Double(bytes) / 1_048_576, 2) }
+        result(name, "file \(mib(f.fileBytes)) MiB ÷ live \(mib(f.liveBytes)) MiB = \(format(worst.ratio, 2))× (in use \(mib(f.usedBytes)) MiB, WAL \(mib(f.walBytes)) MiB; folded identities \(mib(f.liveWithFoldedBytes - f.liveBytes)) MiB of the file)")
     }
 }
 
@@ -193,6 +198,22 @@ struct ChurnNetwork {
         out += try countries.values.map { (.country, try $0.footprint()) }
         out += try dealers.values.map { (.dealer, try $0.store.footprint()) }
         return out
+    }
+
+    /// A new country (`de`'s scope) and a new dealer (the first dealer's scope) fetch their
+    /// scopes from HQ from cursor 0; throws unless each ends with HQ's digest of its scope.
+    func bootstrapFresh(in dir: String) async throws -> (countryRecords: Int, dealerRecords: Int) {
+        var counts: [Int] = []
+        for (node, scope) in [("de", Scope(tree: tree, node: "de")), (sortedDealers[0].rawValue, Scope(nodes: [sortedDealers[0]]))] {
+            let store = try NodeStore(path: "\(dir)/fresh-\(node).sqlite")
+            try store.setIdentity(NodeIdentity(tenant: "acme", node: NodeID(unchecked: "fresh-\(node)"), parent: "hq"))
+            try await Self.pull(into: store, node: NodeID(unchecked: "fresh-\(node)"), from: hq, parent: "hq", scope: scope)
+            guard try store.digest(scope: scope) == hq.digest(scope: scope) else {
+                throw BenchError("a fresh node with \(node)'s scope does not hold what HQ holds of it")
+            }
+            counts.append(try store.counts().records.values.reduce(0, +))
+        }
+        return (counts[0], counts[1])
     }
 
     func converged() throws -> Bool {
