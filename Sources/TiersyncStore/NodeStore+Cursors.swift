@@ -41,6 +41,8 @@ extension NodeStore {
                     """, arguments: [origin, highest, acknowledgedThrough, ChangeSource.parent.rawValue])
                 if let seq { first = min(first ?? seq, seq) }
             }
+            // Entries folded into their records once acknowledged (NodeStore+FoldedState).
+            if let folded = try lowestFoldedUnheld(db, held: held), folded <= acknowledgedThrough { first = min(first ?? folded, folded) }
             return first.map { $0 - 1 }
         }
     }

@@ -9,11 +9,26 @@ import TiersyncCore
 
 extension NodeStore {
     /// Changes to send upward: everything not received from the parent, after `seq`.
+    /// Folded changes (NodeStore+FoldedState) come too when `seq` is below their positions:
+    /// only after a parent restored from an older backup moved the push cursor back, since
+    /// an entry is folded only once the parent acknowledged it.
     public func upstreamBatch(after seq: Int64, limit: Int) throws -> [LoggedChange] {
         try writer.read { db in
-            try Self.fetchLogged(db, sql: """
+            var logged = try Self.fetchLogged(db, sql: """
                 SELECT \(Self.loggedColumns) FROM ts_changes WHERE seq > ? AND source != 'parent' AND op != '\(Self.erasedOp)' ORDER BY seq LIMIT ?
                 """, arguments: [seq, limit])
+            guard try seq < highestFolded(db) else { return logged }
+            let folded = try foldedUpward(db, after: seq, limit: limit)
+            // Both in position order up to where each is complete, then cut at `limit`
+            // positions (a folded record's changes share its position: kept together).
+            var bound = logged.count == limit ? logged.last!.seq : Int64.max
+            if let through = folded.scannedThrough { bound = min(bound, through) }
+            logged = (logged + folded.entries).filter { $0.seq <= bound }.sorted { $0.seq < $1.seq }
+            var positions = 0, previous: Int64?
+            return Array(logged.prefix { entry in
+                if entry.seq != previous { positions += 1; previous = entry.seq }
+                return positions <= limit
+            })
         }
     }
 

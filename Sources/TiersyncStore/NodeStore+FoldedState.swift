@@ -11,35 +11,47 @@ import GRDB
 import TiersyncCore
 
 /// The identities of a record's folded versions: for each version still current whose log
-/// entry was folded, the change's sequence at its origin. Stored compactly, as
-/// `<hlc>@<node>:<originSeq>` items (numbers in base 36) joined by `;` (node ids hold
-/// neither character): it is part of the record's live data, beside its versions.
+/// entry was folded, the change's sequence at its origin, and whether the change came from
+/// this node's parent (it never goes back upward). Stored compactly, as
+/// `<hlc>@<node>:<originSeq>` items (`=` instead of `:` for a change from the parent;
+/// numbers in base 36) joined by `;` (node ids hold none of these characters): it is part
+/// of the record's data, beside its versions.
 struct FoldedIdentities: Equatable {
     var originSeqs: [FieldVersion: Int64] = [:]
+    var fromParent: Set<FieldVersion> = []
 
     init() {}
 
     init?(parsing text: String) {
         for item in text.split(separator: ";") {
-            guard let at = item.firstIndex(of: "@"), let colon = item.lastIndex(of: ":"), at < colon,
-                  let hlc = UInt64(item[..<at], radix: 36), let seq = Int64(item[item.index(after: colon)...], radix: 36) else { return nil }
-            let node = String(item[item.index(after: at)..<colon])
+            guard let at = item.firstIndex(of: "@"), let mark = item.lastIndex(where: { $0 == ":" || $0 == "=" }), at < mark,
+                  let hlc = UInt64(item[..<at], radix: 36), let seq = Int64(item[item.index(after: mark)...], radix: 36) else { return nil }
+            let node = String(item[item.index(after: at)..<mark])
             guard NodeID.isValid(node) else { return nil }
-            originSeqs[FieldVersion(hlc: HLCTimestamp(rawValue: hlc), node: NodeID(unchecked: node))] = seq
+            let version = FieldVersion(hlc: HLCTimestamp(rawValue: hlc), node: NodeID(unchecked: node))
+            originSeqs[version] = seq
+            if item[mark] == "=" { fromParent.insert(version) }
         }
     }
 
     var text: String {
-        originSeqs.sorted { $0.key < $1.key }
-            .map { "\(String($0.key.hlc.rawValue, radix: 36))@\($0.key.node.rawValue):\(String($0.value, radix: 36))" }.joined(separator: ";")
+        originSeqs.sorted { $0.key < $1.key }.map { version, seq in
+            "\(String(version.hlc.rawValue, radix: 36))@\(version.node.rawValue)\(fromParent.contains(version) ? "=" : ":")\(String(seq, radix: 36))"
+        }.joined(separator: ";")
     }
 
     var isEmpty: Bool { originSeqs.isEmpty }
+
+    mutating func add(_ version: FieldVersion, originSeq: Int64, fromParent parent: Bool) {
+        originSeqs[version] = originSeq
+        if parent { fromParent.insert(version) } else { fromParent.remove(version) }
+    }
 
     /// Only the versions `state` still holds for some field.
     mutating func keepCurrent(_ state: RecordState) {
         let current = Set(state.versions.values)
         originSeqs = originSeqs.filter { current.contains($0.key) }
+        fromParent = fromParent.filter { current.contains($0) }
     }
 }
 
@@ -125,6 +137,46 @@ extension NodeStore {
                 SELECT MAX(\(DomainTables.foldedAtColumn)) FROM \(table.name.quotedDatabaseIdentifier)
                 """)) ?? 0
         }.max() ?? 0
+    }
+
+    /// Folded changes that go upward (made here or received from a child), at feed positions
+    /// after `seq`, in position order, looking at no more than `limit` records: what a push
+    /// resumed below the folded positions sends again (a parent restored from an older
+    /// backup, ``pushRewind(held:acknowledgedThrough:)``). The last position looked at when
+    /// the scan stopped short, nil when it reached the end.
+    func foldedUpward(_ db: Database, after seq: Int64, limit: Int) throws -> (entries: [LoggedChange], scannedThrough: Int64?) {
+        let scan = try foldedCandidates(db, after: seq, scope: .everything, scan: max(1, limit))
+        var entries: [LoggedChange] = []
+        for (position, key) in scan.records.sorted(by: { $0.key < $1.key }) {
+            guard let (_, identities) = try folded(db, table: key.table, id: key.id) else { continue }
+            let me = try Self.identity(db)?.node
+            for change in try foldedChanges(db, key, scope: .everything) where !identities.fromParent.contains(change.version) {
+                entries.append(LoggedChange(seq: position, change: change, source: change.origin == me ? .local : .child,
+                                            receivedFrom: nil, receivedAtMillis: change.hlc.wallMillis))
+            }
+        }
+        return (entries, scan.scannedThrough)
+    }
+
+    /// The lowest feed position of a folded record holding a change of one of `held`'s
+    /// origins numbered above what the parent holds of it, and that goes upward; nil when
+    /// none. Reads every folded record: only for a restored parent.
+    func lowestFoldedUnheld(_ db: Database, held: [String: Int64]) throws -> Int64? {
+        var lowest: Int64?
+        for table in schema.tables {
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT \(DomainTables.foldedAtColumn), \(DomainTables.foldedColumn) FROM \(table.name.quotedDatabaseIdentifier)
+                WHERE \(DomainTables.foldedAtColumn) IS NOT NULL
+                """)
+            for row in rows {
+                guard let identities = FoldedIdentities(parsing: row[1] ?? "") else { continue }
+                let unheld = identities.originSeqs.contains { version, seq in
+                    !identities.fromParent.contains(version) && held[version.node.rawValue].map { seq > $0 } == true
+                }
+                if unheld { lowest = min(lowest ?? .max, row[0] as Int64) }
+            }
+        }
+        return lowest
     }
 
     /// Writes every folded entry back into the log, with the fields its version still

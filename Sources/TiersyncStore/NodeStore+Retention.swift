@@ -201,7 +201,7 @@ extension NodeStore {
                         if (row[4] as String) == ChangeSource.child.rawValue { try Self.notePurgedSeq(db, origin: origin, seq: originSeq) }
                         purged[origin] = max(purged[origin] ?? 0, originSeq)
                         if isCurrent {
-                            folded.originSeqs[version] = originSeq
+                            folded.add(version, originSeq: originSeq, fromParent: (row[4] as String) == ChangeSource.parent.rawValue)
                             foldedThrough = max(foldedThrough, seq)
                             report.foldedEntries += 1
                         } else {
