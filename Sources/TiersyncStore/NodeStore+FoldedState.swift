@@ -69,11 +69,26 @@ extension NodeStore {
         return (row[0], identities)
     }
 
+    /// The tables with a record folded at some time (those with the partial index).
+    func foldedTables(_ db: Database) throws -> [TableSchema] {
+        let indexes = Set(try String.fetchAll(db.cachedStatement(sql: "SELECT name FROM sqlite_master WHERE type = 'index'")))
+        return schema.tables.filter { indexes.contains(DomainTables.foldedIndex($0.name)) }
+    }
+
     /// Stores a live record's folded identities at feed position `seq` (never lower than
     /// the position it had: a node bootstrapping may have walked up to it but not past it),
-    /// or clears them when none is left.
-    func storeFolded(_ db: Database, table: String, id: String, seq: Int64, previous: Int64?, _ identities: FoldedIdentities) throws {
+    /// or clears them when none is left. `indexed` holds the tables known to have the
+    /// feed's index; the first fold of another table creates it.
+    func storeFolded(_ db: Database, table: String, id: String, seq: Int64, previous: Int64?, _ identities: FoldedIdentities,
+                     indexed: inout Set<String>) throws {
         let name = table.quotedDatabaseIdentifier
+        if !identities.isEmpty, !indexed.contains(table) {
+            try db.execute(sql: """
+                CREATE INDEX IF NOT EXISTS \(DomainTables.foldedIndex(table).quotedDatabaseIdentifier) ON \(name)(\(DomainTables.foldedAtColumn))
+                WHERE \(DomainTables.foldedAtColumn) IS NOT NULL
+                """)
+            indexed.insert(table)
+        }
         let update = try db.cachedStatement(sql: """
             UPDATE \(name) SET \(DomainTables.foldedColumn) = ?, \(DomainTables.foldedAtColumn) = ? WHERE id = ?
             """)
@@ -110,7 +125,7 @@ extension NodeStore {
         // to the lowest last one of a table that filled its scan are complete.
         var rows: [(seq: Int64, key: RecordKey, route: String?)] = []
         var bound = Int64.max
-        for table in schema.tables {
+        for table in try foldedTables(db) {
             let name = table.name.quotedDatabaseIdentifier
             let found = try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT \(DomainTables.foldedAtColumn), id, \(DomainTables.routeColumn) FROM \(name)
@@ -132,7 +147,7 @@ extension NodeStore {
     /// The highest feed position of a folded record (0 when none): a cursor at or past it
     /// needs no look at folded records.
     func highestFolded(_ db: Database) throws -> Int64 {
-        try schema.tables.map { table in
+        try foldedTables(db).map { table in
             try Int64.fetchOne(db.cachedStatement(sql: """
                 SELECT MAX(\(DomainTables.foldedAtColumn)) FROM \(table.name.quotedDatabaseIdentifier)
                 """)) ?? 0
@@ -163,7 +178,7 @@ extension NodeStore {
     /// none. Reads every folded record: only for a restored parent.
     func lowestFoldedUnheld(_ db: Database, held: [String: Int64]) throws -> Int64? {
         var lowest: Int64?
-        for table in schema.tables {
+        for table in try foldedTables(db) {
             let rows = try Row.fetchAll(db, sql: """
                 SELECT \(DomainTables.foldedAtColumn), \(DomainTables.foldedColumn) FROM \(table.name.quotedDatabaseIdentifier)
                 WHERE \(DomainTables.foldedAtColumn) IS NOT NULL
@@ -193,7 +208,7 @@ extension NodeStore {
         try writer.write { db in
             guard let me = try Self.identity(db) else { return 0 }
             var records: [(seq: Int64, key: RecordKey)] = []
-            for table in schema.tables {
+            for table in try foldedTables(db) {
                 records += try Row.fetchAll(db, sql: """
                     SELECT \(DomainTables.foldedAtColumn), id FROM \(table.name.quotedDatabaseIdentifier) WHERE \(DomainTables.foldedAtColumn) IS NOT NULL
                     """).map { ($0[0], RecordKey(table: table.name, id: $0[1])) }
@@ -218,7 +233,7 @@ extension NodeStore {
                     written += 1
                 }
             }
-            for table in schema.tables {
+            for table in try foldedTables(db) {
                 try db.execute(sql: """
                     UPDATE \(table.name.quotedDatabaseIdentifier) SET \(DomainTables.foldedColumn) = NULL, \(DomainTables.foldedAtColumn) = NULL
                     WHERE \(DomainTables.foldedAtColumn) IS NOT NULL
@@ -232,7 +247,7 @@ extension NodeStore {
     public func foldedCounts() throws -> (records: Int, entries: Int) {
         try writer.read { db in
             var texts: [String] = []
-            for table in schema.tables {
+            for table in try foldedTables(db) {
                 texts += try String.fetchAll(db, sql: """
                     SELECT \(DomainTables.foldedColumn) FROM \(table.name.quotedDatabaseIdentifier) WHERE \(DomainTables.foldedAtColumn) IS NOT NULL
                     """)

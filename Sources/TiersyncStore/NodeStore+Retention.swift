@@ -155,6 +155,7 @@ extension NodeStore {
                 try Self.raiseSeqFloor(db, node: me.node)
                 var purged: [NodeID: Int64] = [:]
                 var floor: Int64 = 0
+                var indexed = Set(try self.foldedTables(db).map(\.name))
                 for key in chunk {
                     // Looked at now; back in the pending set below if an entry is held again.
                     try db.cachedStatement(sql: "DELETE FROM ts_compact_pending WHERE tbl = ? AND id = ?").execute(arguments: [key.table, key.id])
@@ -209,7 +210,7 @@ extension NodeStore {
                         }
                     }
                     if previouslyFolded != nil || foldedThrough > 0 {
-                        try self.storeFolded(db, table: key.table, id: key.id, seq: foldedThrough, previous: previouslyFolded?.seq, folded)
+                        try self.storeFolded(db, table: key.table, id: key.id, seq: foldedThrough, previous: previouslyFolded?.seq, folded, indexed: &indexed)
                     }
                     if held {
                         try db.cachedStatement(sql: "INSERT OR IGNORE INTO ts_compact_pending (tbl, id) VALUES (?, ?)").execute(arguments: [key.table, key.id])
@@ -300,17 +301,16 @@ extension NodeStore {
 
     // MARK: Footprint
 
-    /// Gives free pages back to the file system once they are more than an eighth of the
-    /// file, down to a sixteenth (a store created with incremental auto-vacuum; others keep
-    /// them for later writes): what compaction purged leaves the file, not only the tables.
+    /// Gives free pages back to the file system once they are a sixteenth of the file (a
+    /// store created with incremental auto-vacuum; others keep them for later writes): what compaction purged leaves the file, not only the tables.
     /// The file shrinks at the next checkpoint. Returns the pages released.
     func releaseFreePages() throws -> Int {
         try writer.writeWithoutTransaction { db in
             guard try Int.fetchOne(db, sql: "PRAGMA auto_vacuum") == 2 else { return 0 }
             let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
             let free = try Int.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
-            guard free > pages / 8, free > 16 else { return 0 }
-            let release = free - pages / 16
+            guard free >= max(4, pages / 16) else { return 0 }
+            let release = free
             try db.execute(sql: "PRAGMA incremental_vacuum(\(release))")
             // Copied into the file now, the file shrinks now (a hub's checkpoints would do
             // it within seconds; an agent's writer only after 1,000 pages of log).

@@ -306,6 +306,10 @@ enum DomainTables {
     /// position in the feed (indexed where set).
     static let foldedColumn = "ts_folded"
     static let foldedAtColumn = "ts_folded_at"
+    /// The partial index on `ts_folded_at` the feed walks, created when compaction first
+    /// folds a record of the table (a table never folded costs a store no page for it).
+    static func foldedIndex(_ table: String) -> String { "\(table)\(foldedIndexSuffix)" }
+    static let foldedIndexSuffix = "_ts_folded_at"
     static let reservedPrefix = "ts_"
     /// True of a domain row the store wrote: a row written around it (plain SQL) has no
     /// versions, and the engine treats its record as not held.
@@ -334,9 +338,7 @@ enum DomainTables {
                     CREATE TABLE \(name) (id TEXT PRIMARY KEY NOT NULL, \(columns.joined(separator: ", ")), \(versionsColumn) TEXT, \(tombstoneColumn) TEXT, \(routeColumn) TEXT, \(foldedColumn) TEXT, \(foldedAtColumn) INTEGER)
                     """)
             }
-            try db.execute(sql: """
-                CREATE INDEX IF NOT EXISTS \("\(table.name)_ts_folded_at".quotedDatabaseIdentifier) ON \(name)(\(foldedAtColumn)) WHERE \(foldedAtColumn) IS NOT NULL
-                """)
+
         }
         try foldReplicationRows(schema, in: db)
     }

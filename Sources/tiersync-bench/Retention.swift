@@ -182,7 +182,12 @@ struct ChurnNetwork {
             let page = try await parent.feed(after: cursor, scope: scope, excluding: node, limit: 2_000)
             _ = try await child.applyIncoming(page.changes, from: parentNode, source: .parent, checkSkew: false,
                                               cursor: ("pull.parent", page.nextCursor))
-            if !page.more { return }
+            if !page.more {
+                // An agent's next request, a long-poll, leaves at once with this cursor: the
+                // parent's ledger has it before the next compaction.
+                await parent.notePulled(by: node, through: page.nextCursor)
+                return
+            }
         }
     }
 

@@ -207,7 +207,13 @@ struct StoreTarget {
         for child in World.tree.parents.compactMap({ $0.value == World.root ? $0.key : nil }) {
             await store.notePulled(by: child, through: Int64.max / 2)
         }
+        let bootstrapBefore = try await Self.bootstrap(from: store)
         totals.purged += try await store.compact(policy: .default, tree: World.tree, nowMillis: World.nowMillis).purgedEntries
+        let bootstrapAfter = try await Self.bootstrap(from: store)
+        guard bootstrapAfter == bootstrapBefore else {
+            throw InvariantFailure(invariant: "compaction changes nothing a bootstrap receives",
+                                   detail: "a fresh store fed from 0 held, before compaction:\n\(bootstrapBefore)\nafter (\(try store.foldedCounts().entries) entries folded):\n\(bootstrapAfter)")
+        }
 
         // Redelivery.
         let final1 = first.rejected.filter(\.code.isFinal).count
@@ -246,6 +252,33 @@ struct StoreTarget {
             digest = now
         }
         throw InvariantFailure(invariant: "redelivery settles", detail: "still applying changes after \(entitled.count + 2) deliveries of \(entitled.count) changes")
+    }
+
+    /// What a fresh store fed `store`'s whole feed from 0 holds: what a node starting from
+    /// nothing receives. Compaction (superseded entries purged, current ones folded into
+    /// their records) must not change it.
+    static func bootstrap(from store: NodeStore) async throws -> String {
+        let fresh = try NodeStore(path: ":memory:")
+        try fresh.setIdentity(NodeIdentity(tenant: "fuzz", node: "fresh-node", parent: World.root))
+        var cursor: Int64 = 0
+        for _ in 0..<10_000 {
+            let page = try await store.encodedFeed(after: cursor, scope: .everything, excluding: nil, limit: 97)
+            guard let decoded = WireDecoding.pullResponse(page.json) else {
+                throw InvariantFailure(invariant: "compaction changes nothing a bootstrap receives", detail: "a feed page does not decode")
+            }
+            _ = try await fresh.applyIncoming(decoded.changes, from: World.root, source: .parent, checkSkew: false)
+            cursor = decoded.nextCursor
+            if !decoded.more { break }
+        }
+        // What the fresh node holds, less what it wrote itself (acknowledging the erasures it
+        // applied: stamped with its own clock).
+        var content: [String] = []
+        for table in DomainSchema.schema.tables.map(\.name) {
+            for record in try fresh.liveRecords(table: table) where !(table == "erasure_acks" && record.values["node"] == .string("fresh-node")) {
+                content.append("\(table)\t\(record.id)\t\(CanonicalJSON.object(record.values))")
+            }
+        }
+        return content.sorted().joined(separator: "\n")
     }
 
     /// A refusal may name what the pusher sent, never another node outside its scope.
