@@ -45,7 +45,7 @@ extension Admin {
             // A hub on PostgreSQL serves its feed from the log alone: entries compaction
             // folded into their records go back into the log first.
             let unfolded = try source.unfoldState()
-            if unfolded > 0 { print("source: \(unfolded) folded log entries written back into the log") }
+            if unfolded > 0 { print("\(unfolded) folded log entries written back into the log of \(path)") }
             let before = try await TenantDigest.of(source, pageSize: pageSize)
             print("source (SQLite \(path)): \(before)")
 
