@@ -147,8 +147,11 @@ extension NodeStore {
             return (head, keys)
         }
         report.examinedRecords = touched.count
-        for start in stride(from: 0, to: touched.count, by: max(1, batch / 4)) {
-            let chunk = touched[start..<min(start + max(1, batch / 4), touched.count)]
+        // Short transactions (a record folded is a row deleted and one updated, each with
+        // their index entries): a hub's pushes wait for the writer between them.
+        let perTransaction = max(1, batch / 16)
+        for start in stride(from: 0, to: touched.count, by: perTransaction) {
+            let chunk = touched[start..<min(start + perTransaction, touched.count)]
             try writer.write { db in
                 guard let me = try Self.identity(db) else { return }
                 var context = try CompactionContext(db, me: me, tree: tree)
@@ -305,18 +308,21 @@ extension NodeStore {
     /// store created with incremental auto-vacuum; others keep them for later writes): what compaction purged leaves the file, not only the tables.
     /// The file shrinks at the next checkpoint. Returns the pages released.
     func releaseFreePages() throws -> Int {
-        try writer.writeWithoutTransaction { db in
+        let free = try writer.read { db -> Int in
             guard try Int.fetchOne(db, sql: "PRAGMA auto_vacuum") == 2 else { return 0 }
             let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
             let free = try Int.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
-            guard free >= max(4, pages / 16) else { return 0 }
-            let release = free
-            try db.execute(sql: "PRAGMA incremental_vacuum(\(release))")
-            // Copied into the file now, the file shrinks now (a hub's checkpoints would do
-            // it within seconds; an agent's writer only after 1,000 pages of log).
-            _ = try? db.checkpoint(.passive)
-            return release
+            return free >= max(4, pages / 16) ? free : 0
         }
+        guard free > 0 else { return 0 }
+        // In steps of 256 pages (1 MiB), each its own write: moving pages holds the writer.
+        for start in stride(from: 0, to: free, by: 256) {
+            try writer.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA incremental_vacuum(\(min(256, free - start)))") }
+        }
+        // Copied into the file now, the file shrinks now (a hub's checkpoints would do it
+        // within seconds; an agent's writer only after 1,000 pages of log).
+        try writer.writeWithoutTransaction { db in _ = try? db.checkpoint(.passive) }
+        return free
     }
 
     /// What the store's files hold (``StorageFootprint``): the database file and its
