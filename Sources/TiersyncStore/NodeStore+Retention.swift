@@ -305,8 +305,9 @@ extension NodeStore {
     // MARK: Footprint
 
     /// Gives free pages back to the file system once they are a sixteenth of the file (a
-    /// store created with incremental auto-vacuum; others keep them for later writes): what compaction purged leaves the file, not only the tables.
-    /// The file shrinks at the next checkpoint. Returns the pages released.
+    /// store created with incremental auto-vacuum; others keep them for later writes): what
+    /// compaction purged leaves the file, not only the tables. A passive checkpoint after it
+    /// shrinks the file at once. Returns the pages released.
     func releaseFreePages() throws -> Int {
         let free = try writer.read { db -> Int in
             guard try Int.fetchOne(db, sql: "PRAGMA auto_vacuum") == 2 else { return 0 }
