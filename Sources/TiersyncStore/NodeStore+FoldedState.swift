@@ -2,8 +2,9 @@
 // are still current, once every replica that needs it has it, is folded into its record —
 // its row goes, and the record's domain row keeps only the identities of the versions
 // folded (`ts_folded`) and its position in the feed (`ts_folded_at`, indexed). The feed
-// serves a folded record from its state at the record's position in the log, so a node that bootstraps, or a record entering a scope, still receives every
-// field with the change identity and version that wrote it. `unfoldState` writes folded
+// serves a folded record from its state at the record's position in the log, so a node
+// that bootstraps, or a record entering a scope, still receives every field with the
+// change identity and version that wrote it. `unfoldState` writes folded
 // entries back into the log (for `admin migrate-tenant`).
 
 import Foundation
@@ -162,9 +163,9 @@ extension NodeStore {
     func foldedUpward(_ db: Database, after seq: Int64, limit: Int) throws -> (entries: [LoggedChange], scannedThrough: Int64?) {
         let scan = try foldedCandidates(db, after: seq, scope: .everything, scan: max(1, limit))
         var entries: [LoggedChange] = []
+        let me = try Self.identity(db)?.node
         for (position, key) in scan.records.sorted(by: { $0.key < $1.key }) {
             guard let (_, identities) = try folded(db, table: key.table, id: key.id) else { continue }
-            let me = try Self.identity(db)?.node
             for change in try foldedChanges(db, key, scope: .everything) where !identities.fromParent.contains(change.version) {
                 entries.append(LoggedChange(seq: position, change: change, source: change.origin == me ? .local : .child,
                                             receivedFrom: nil, receivedAtMillis: change.hlc.wallMillis))
