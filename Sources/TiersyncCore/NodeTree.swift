@@ -42,6 +42,20 @@ public struct NodeTree: Sendable, Equatable {
         return out
     }
 
+    /// The child of `ancestor` whose subtree holds `node`: whom `ancestor` feeds `node`'s
+    /// records through. Nil for `ancestor` itself and for nodes outside its subtree.
+    public func child(of ancestor: NodeID, toward node: NodeID) -> NodeID? {
+        guard node != ancestor else { return nil }
+        var current = node
+        var steps = 0
+        while let parent = parents[current] ?? nil, steps < 64 {
+            if parent == ancestor { return current }
+            current = parent
+            steps += 1
+        }
+        return nil
+    }
+
     /// The level of `node`: 1 for the root, 2 for its children, …
     public func depth(of node: NodeID) -> Int {
         path(of: node).split(separator: "/").count

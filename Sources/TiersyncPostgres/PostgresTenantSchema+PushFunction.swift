@@ -33,7 +33,7 @@ extension PostgresTenantSchema {
               numbered int8,
               r_t text[], r_i text[], r_f text[], r_v text[], r_d text[], r_r text[], r_l bool[],
               l_s int8[], l_o text[], l_os int8[], l_h int8[], l_t text[], l_i text[], l_op text[], l_f text[], l_p text[],
-              l_src text[], l_rf text[], l_ra int8[], l_tr text[],
+              l_src text[], l_rf text[], l_ra int8[], l_tr text[], l_rt text[],
               rt_n text[], rt_s int8[],
               e_n text[], e_s int8[], e_t text[], e_i text[], e_b text[],
               c_t text[], c_i text[], c_f text[], c_w text[], c_wv text[], c_l text[], c_lv text[], c_at int8[],
@@ -52,8 +52,12 @@ extension PostgresTenantSchema {
               -- Each statement below sees every push committed before the lock was granted.
               IF verify AND (
                    erased <> erasure_gen
-                OR (SELECT count(*) FROM \(q(.changes)) c JOIN unnest(ident_o, ident_s) AS u(o, s)
-                      ON c.origin = u.o AND c.origin_seq = u.s) <> held_count
+                -- Held: logged, or logged and purged since (compaction moves an identity from
+                -- the log to the purged ranges in one transaction: never in both or neither).
+                OR (SELECT count(*) FROM unnest(ident_o, ident_s) AS u(o, s)
+                    WHERE EXISTS (SELECT 1 FROM \(q(.changes)) c WHERE c.origin = u.o AND c.origin_seq = u.s)
+                       OR (SELECT p.hi FROM \(q(.purgedRanges)) p WHERE p.origin = u.o AND p.lo <= u.s ORDER BY p.lo DESC LIMIT 1) >= u.s)
+                   <> held_count
                 OR (SELECT count(*) FROM \(q(.quarantine)) x JOIN unnest(ident_o, ident_s) AS u(o, s)
                       ON x.origin = u.o AND x.origin_seq = u.s) <> cardinality(qx_o)
                 OR (SELECT count(*) FROM \(q(.quarantine)) x JOIN unnest(qx_o, qx_s, qx_code, qx_at, qx_from) AS u(o, s, c, a, f)
@@ -70,10 +74,10 @@ extension PostgresTenantSchema {
                 SELECT t, i, f, v, NULLIF(d, ''), r, l FROM unnest(r_t, r_i, r_f, r_v, r_d, r_r, r_l) AS u(t, i, f, v, d, r, l)
                 ON CONFLICT (tbl, id) DO UPDATE SET fields = excluded.fields, versions = excluded.versions,
                   tombstone = excluded.tombstone, route = excluded.route, live = excluded.live;
-              INSERT INTO \(q(.changes)) (seq, origin, origin_seq, hlc, tbl, record_id, op, fields, prior, source, received_from, received_at, trail)
-                SELECT base + s, o, os, h, t, i, op, f, NULLIF(p, ''), src, NULLIF(rf, ''), ra, NULLIF(tr, '')
-                FROM unnest(l_s, l_o, l_os, l_h, l_t, l_i, l_op, l_f, l_p, l_src, l_rf, l_ra, l_tr)
-                  AS u(s, o, os, h, t, i, op, f, p, src, rf, ra, tr);
+              INSERT INTO \(q(.changes)) (seq, origin, origin_seq, hlc, tbl, record_id, op, fields, prior, source, received_from, received_at, trail, routed)
+                SELECT base + s, o, os, h, t, i, op, f, NULLIF(p, ''), src, NULLIF(rf, ''), ra, NULLIF(tr, ''), rt
+                FROM unnest(l_s, l_o, l_os, l_h, l_t, l_i, l_op, l_f, l_p, l_src, l_rf, l_ra, l_tr, l_rt)
+                  AS u(s, o, os, h, t, i, op, f, p, src, rf, ra, tr, rt);
               INSERT INTO \(q(.changeRoutes)) (node, seq) SELECT n, base + s FROM unnest(rt_n, rt_s) AS u(n, s);
               INSERT INTO \(q(.routeEntries)) (node, seq, tbl, record_id, route_before)
                 SELECT n, base + s, t, i, b FROM unnest(e_n, e_s, e_t, e_i, e_b) AS u(n, s, t, i, b) ON CONFLICT DO NOTHING;

@@ -44,14 +44,22 @@ public struct PostgresTenantSchema: Sendable, Hashable {
         /// here, the records it erased (ids and last routes, no values: later changes of them
         /// are refused), and the refusals counted since, by identity.
         case erasures, erasedRecords = "erased_records", erasedRefusals = "erased_refusals"
+        /// Bounded storage (docs/PRIVACY.md; PostgresTenantStore+Retention): how far each
+        /// child has pulled, the highest purged sequence per origin and the exact purged
+        /// sequences as ranges (a redelivery of a purged change is a duplicate), and the
+        /// records a compaction pass held entries of.
+        case acks, purged, purgedRanges = "purged_ranges", compactPending = "compact_pending"
     }
 
     /// The schema version this code writes; a schema newer than it is refused. 2: erasure
     /// (its tables, `head.erasures`, and a `ts_apply_push` that checks them): a process of
     /// version 1 would write around an erasure, so it is refused at start, and the old
     /// function is dropped, so one still running fails its pushes instead (its agents retry
-    /// on the other processes). Upgrade every process of a hub together.
-    static let version = 2
+    /// on the other processes). 3: bounded storage (the acknowledgement ledger, purged
+    /// identities, `changes.routed`, and a `ts_apply_push` that counts purged identities as
+    /// held): a process of version 2 would apply a redelivery of a purged change again.
+    /// Upgrade every process of a hub together.
+    static let version = 3
 
     /// Creates the schema and its tables unless they exist. Several processes may start at
     /// once: a transaction-level advisory lock on the schema's name makes one create and the
@@ -81,7 +89,14 @@ public struct PostgresTenantSchema: Sendable, Hashable {
                     source TEXT NOT NULL, received_from TEXT, received_at BIGINT NOT NULL, trail TEXT,
                     UNIQUE (origin, origin_seq))
                 """,
-                "CREATE INDEX IF NOT EXISTS changes_record ON \(q(.changes)) (tbl, record_id, seq)",
+                // Checked first, as `records_tombstones` below: CREATE INDEX locks the table.
+                """
+                DO $do$ BEGIN
+                  IF to_regclass('"\(name)".changes_record') IS NULL THEN
+                    CREATE INDEX changes_record ON \(q(.changes)) (tbl, record_id, seq);
+                  END IF;
+                END $do$
+                """,
                 "CREATE TABLE IF NOT EXISTS \(q(.changeRoutes)) (node TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (node, seq))",
                 // No (seq, node) index as SQLite has: a subtree's feed tests membership with
                 // `node = ANY(…) AND seq = …`, which the primary key answers.
@@ -140,6 +155,34 @@ public struct PostgresTenantSchema: Sendable, Hashable {
                   END IF;
                 END $do$
                 """,
+                // Bounded storage (PostgresTenantStore+Retention).
+                "CREATE TABLE IF NOT EXISTS \(q(.acks)) (node TEXT PRIMARY KEY, pulled_through BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+                "CREATE TABLE IF NOT EXISTS \(q(.purged)) (origin TEXT PRIMARY KEY, through_seq BIGINT NOT NULL)",
+                "CREATE TABLE IF NOT EXISTS \(q(.purgedRanges)) (origin TEXT NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL, PRIMARY KEY (origin, lo))",
+                "CREATE TABLE IF NOT EXISTS \(q(.compactPending)) (tbl TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (tbl, id))",
+                // Deleted records, which a compaction pass walks for tombstones past the horizon.
+                // Checked first: CREATE INDEX locks the table even when the index exists, and
+                // every process runs this at start while others push (a deadlock otherwise).
+                """
+                DO $do$ BEGIN
+                  IF to_regclass('"\(name)".records_tombstones') IS NULL THEN
+                    CREATE INDEX records_tombstones ON \(q(.records)) (tbl, id) WHERE tombstone IS NOT NULL;
+                  END IF;
+                END $do$
+                """,
+                // The nodes each entry was routed to (comma-separated): which children must
+                // have pulled it before it may go, without an index on `change_routes (seq)`.
+                // A schema made before it: the column added once, and filled from the routes.
+                """
+                DO $do$ BEGIN
+                  IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                                 WHERE table_schema = '\(name)' AND table_name = 'changes' AND column_name = 'routed') THEN
+                    ALTER TABLE \(q(.changes)) ADD COLUMN routed TEXT;
+                    \(backfillRouted)
+                  END IF;
+                END $do$
+                """,
+                notePurgedFunction,
                 // The write half of a push (PostgresTenantSchema+PushFunction); replaced on
                 // every start, so a new release's version takes over.
                 applyPushFunction,
@@ -175,6 +218,56 @@ public struct PostgresTenantSchema: Sendable, Hashable {
     }
 }
 
+extension PostgresTenantSchema {
+    /// Fills `changes.routed` where it is unknown (entries written before the column, or
+    /// moved in by `migrate-tenant`) from `change_routes`; an entry routed nowhere gets ''.
+    var backfillRouted: String {
+        let q = { (t: Table) in self.qualified(t) }
+        return """
+            UPDATE \(q(.changes)) c SET routed = r.nodes
+              FROM (SELECT seq, string_agg(node, ',') AS nodes FROM \(q(.changeRoutes)) GROUP BY seq) r
+              WHERE c.seq = r.seq AND c.routed IS NULL;
+            UPDATE \(q(.changes)) SET routed = '' WHERE routed IS NULL;
+            """
+    }
+
+    /// `ts_note_purged(origins, seqs)`: records purged identities, each as a range of its
+    /// own joined with the ranges just below and above it (as the SQLite engine's
+    /// `notePurgedSeq`), and raises each origin's highest purged sequence. One round trip
+    /// for a compaction transaction's entries.
+    var notePurgedFunction: String {
+        let q = { (t: Table) in self.qualified(t) }
+        return """
+            CREATE OR REPLACE FUNCTION "\(name)".ts_note_purged(po text[], ps int8[]) RETURNS void LANGUAGE plpgsql AS $fn$
+            DECLARE
+              o text; s int8; blo int8; bhi int8; ahi int8; h int8;
+            BEGIN
+              FOR o, s IN SELECT u.o, u.s FROM unnest(po, ps) AS u(o, s) ORDER BY 1, 2 LOOP
+                blo := NULL; bhi := NULL; ahi := NULL;
+                SELECT r.lo, r.hi INTO blo, bhi FROM \(q(.purgedRanges)) r WHERE r.origin = o AND r.lo <= s ORDER BY r.lo DESC LIMIT 1;
+                CONTINUE WHEN bhi IS NOT NULL AND bhi >= s;
+                SELECT r.hi INTO ahi FROM \(q(.purgedRanges)) r WHERE r.origin = o AND r.lo = s + 1;
+                IF ahi IS NOT NULL THEN
+                  DELETE FROM \(q(.purgedRanges)) WHERE origin = o AND lo = s + 1;
+                  h := ahi;
+                ELSE
+                  h := s;
+                END IF;
+                IF bhi IS NOT NULL AND bhi = s - 1 THEN
+                  UPDATE \(q(.purgedRanges)) SET hi = h WHERE origin = o AND lo = blo;
+                ELSE
+                  INSERT INTO \(q(.purgedRanges)) (origin, lo, hi) VALUES (o, s, h);
+                END IF;
+              END LOOP;
+              INSERT INTO \(q(.purged)) (origin, through_seq)
+                SELECT u.o, max(u.s) FROM unnest(po, ps) AS u(o, s) GROUP BY u.o
+                ON CONFLICT (origin) DO UPDATE SET through_seq = GREATEST(\(q(.purged)).through_seq, excluded.through_seq);
+            END
+            $fn$
+            """
+    }
+}
+
 /// Keys of a tenant schema's `meta` table.
 enum PostgresMetaKey: String {
     case schemaVersion = "schema_version"
@@ -182,6 +275,11 @@ enum PostgresMetaKey: String {
     /// The KPIs the store counts (``TiersyncStorage/KPIAdoption`` as JSON), and where that came from.
     case kpiAdoption = "kpi.adoption"
     case kpiSource = "kpi.source"
+    /// The log position a child's pull cursor must have passed (the newest purged delete).
+    case purgeFloor = "purge.floor"
+    /// Where the next compaction pass starts, and when a process last took a pass.
+    case compactFrom = "compact.from"
+    case compactTakenAt = "compact.taken_at"
 }
 
 /// A failure of the PostgreSQL engine that is not PostgreSQL's own.

@@ -1,7 +1,8 @@
 // The change feed on PostgreSQL: the SQLite engine's `encodedFeed` (candidates by route,
 // snapshots owed on route entry, the caller's own changes left out), read in one statement,
 // so one snapshot: the page, its snapshots and its head agree without a transaction, in one
-// round trip (it was six: a REPEATABLE READ transaction of four reads).
+// round trip (it was six: a REPEATABLE READ transaction of four reads). The same statement
+// reads the purge floor: a cursor below it is refused (``RebootstrapRequired``).
 
 import PostgresNIO
 import TiersyncCore
@@ -55,13 +56,13 @@ extension PostgresTenantStore {
               UNION
               SELECT c.seq FROM \(changes) c JOIN entered e ON c.tbl = e.tbl AND c.record_id = e.record_id AND c.seq < e.seq)
             SELECT 0 AS kind, COALESCE((SELECT seq FROM \(table(.head)) WHERE id = 1), 0) AS seq, last.n, last.m,
-                   NULL::text, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text FROM last
+                   (SELECT value FROM \(table(.meta)) WHERE key = \(sql.bind(PostgresMetaKey.purgeFloor.rawValue))), NULL::text, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text FROM last
             UNION ALL
             SELECT 1, c.seq, c.origin_seq, c.hlc, c.origin, c.tbl, c.record_id, c.op, c.fields, c.prior, c.trail
             FROM \(changes) c JOIN deliver d ON c.seq = d.seq\(exclusion)
             ORDER BY kind, seq
             """)
-        var head: Int64 = 0, candidateCount = 0, lastCandidate: Int64?
+        var head: Int64 = 0, candidateCount = 0, lastCandidate: Int64?, floor: Int64 = 0
         var out = "{\"changes\":["
         var count = 0
         let rows = try await client.query(sql.query, logger: logger)
@@ -69,6 +70,7 @@ extension PostgresTenantStore {
             in rows.decode((Int32, Int64, Int64?, Int64?, String?, String?, String?, String?, String?, String?, String?).self) {
             guard kind == 1 else {
                 (head, candidateCount, lastCandidate) = (seq, Int(a ?? 0), b)
+                floor = origin.flatMap { Int64($0) } ?? 0
                 continue
             }
             guard let originSeq = a, let hlc = b, let origin, let tbl, let id, let op, let fields else {
@@ -79,6 +81,10 @@ extension PostgresTenantStore {
                                       fields: fields, prior: prior, trail: trail, into: &out)
             count += 1
         }
+        // Read with the page, so a floor another process raised is never missed (the pull
+        // route's early check uses the floor this process last saw).
+        noteFloor(floor)
+        if cursor > 0, cursor < floor { throw RebootstrapRequired(cursor: cursor, floor: floor) }
         let more = candidateCount == limit
         let next = more ? lastCandidate ?? cursor : max(cursor, head)
         out += "],\"nextCursor\":\(next),\"more\":\(more ? "true" : "false"),\"head\":\(head)}"

@@ -166,8 +166,16 @@ extension PostgresTenantStore {
               JOIN unnest(\(origins)::text[], \(seqs)::int8[]) AS u(o, s) ON f.origin = u.o AND f.origin_seq = u.s
             UNION ALL
             SELECT 6, '', NULL, NULL, NULL, NULL, NULL, erasures, NULL FROM \(unescaped: table(.head)) WHERE id = 1
+            UNION ALL
+            SELECT 7, u.o, NULL, NULL, NULL, NULL, NULL, u.s, NULL FROM unnest(\(origins)::text[], \(seqs)::int8[]) AS u(o, s)
+              WHERE (SELECT p.hi FROM \(unescaped: table(.purgedRanges)) p WHERE p.origin = u.o AND p.lo <= u.s ORDER BY p.lo DESC LIMIT 1) >= u.s
+                AND NOT EXISTS (SELECT 1 FROM \(unescaped: changesTable) c WHERE c.origin = u.o AND c.origin_seq = u.s)
+            UNION ALL
+            SELECT 8, p.origin, NULL, NULL, NULL, NULL, NULL, p.through_seq, NULL FROM \(unescaped: table(.purged)) p
+              JOIN unnest(\(batch.origins)::text[]) AS o ON p.origin = o
             """)
         var state = StoreState(identities: batch.identities, keysAsked: batch.keys)
+        var purgedThrough: [NodeID: Int64] = [:]
         for try await (kind, a, b, c, d, e, f, n1, n2) in rows.decode((Int32, String, String?, String?, String?, String?, String?, Int64?, Int64?).self) {
             switch kind {
             case 0:
@@ -183,6 +191,11 @@ extension PostgresTenantStore {
                 state.erasedRefusals.insert(Identity(origin: a, seq: n1 ?? 0))
             case 6:
                 state.erasureGeneration = n1 ?? 0
+            case 7:
+                state.purged.insert(Identity(origin: a, seq: n1 ?? 0))
+            case 8:
+                // A purged entry was held too: the highest sequence never goes back.
+                purgedThrough[NodeID(unchecked: a)] = n1 ?? 0
             default:
                 guard let id = b, let fields = c, let versions = d, let route = f else { throw PostgresStoreError("a record of \(a) read without its state") }
                 let key = RecordKey(table: a, id: id)
@@ -190,6 +203,7 @@ extension PostgresTenantStore {
                 state.recordsAsRead[key] = RecordAsRead(versions: versions, tombstone: e ?? "", route: route)
             }
         }
+        for (origin, through) in purgedThrough { state.heldBefore[origin] = max(state.heldBefore[origin] ?? 0, through) }
         return state
     }
 
@@ -228,7 +242,9 @@ extension PostgresTenantStore {
             let id = Identity(origin: change.origin.rawValue, seq: change.originSeq)
             let entry = unquarantine.contains(id) ? nil : quarantine[id]?.entry ?? state.quarantined[id]
             let identity = ChangeIdentityVerdict.judge(change, heldStamp: held[id], quarantined: entry)
-            if identity == .duplicate {
+            // Applied here and purged since (superseded, or its record's tombstone purged):
+            // a redelivery, whatever the store would say of it now.
+            if identity == .duplicate || (identity == .new && state.purged.contains(id)) {
                 plan.report.duplicates += 1
                 continue
             }
@@ -285,8 +301,8 @@ extension PostgresTenantStore {
             for c in merged.outcome.conflicts {
                 plan.conflicts.append(table: valid.table, id: valid.recordID, c, at: Int64(wallMillis))
             }
-            plan.log.append(seq: position, valid, prepared.log!, source: batch.source, sender: sender, at: Int64(wallMillis))
             let reached = stored.map { merged.route.union($0.route) } ?? merged.route
+            plan.log.append(seq: position, valid, prepared.log!, source: batch.source, sender: sender, at: Int64(wallMillis), routed: reached)
             for node in reached {
                 plan.routes.nodes.append(node.rawValue)
                 plan.routes.seqs.append(position)
@@ -321,7 +337,7 @@ extension PostgresTenantStore {
         let (records, log, conflicts, entries) = (plan.records, plan.log, plan.conflicts, plan.entries)
         return """
             SELECT \(unescaped: "\"\(tenantSchema.name)\".ts_apply_push")(\(verify), \(state.identities.map(\.origin))::text[], \(state.identities.map(\.seq))::int8[],
-              \(Int64(state.held.count)),
+              \(Int64(state.held.count + state.purged.count)),
               \(expectedQuarantine.map(\.key.origin))::text[], \(expectedQuarantine.map(\.key.seq))::int8[], \(expectedQuarantine.map(\.value.code))::text[],
               \(expectedQuarantine.map(\.value.receivedAtMillis))::int8[], \(expectedQuarantine.map(\.value.receivedFrom))::text[],
               \(read.map(\.key.table))::text[], \(read.map(\.key.id))::text[], \(read.map(\.value.versions))::text[], \(read.map(\.value.tombstone))::text[],
@@ -331,7 +347,7 @@ extension PostgresTenantStore {
               \(records.routes)::text[], \(records.live)::bool[],
               \(log.seqs)::int8[], \(log.origins)::text[], \(log.originSeqs)::int8[], \(log.hlcs)::int8[], \(log.tables)::text[], \(log.ids)::text[],
               \(log.ops)::text[], \(log.fields)::text[], \(log.priors)::text[], \(log.sources)::text[], \(log.senders)::text[], \(log.receivedAt)::int8[],
-              \(log.trails)::text[],
+              \(log.trails)::text[], \(log.routed)::text[],
               \(plan.routes.nodes)::text[], \(plan.routes.seqs)::int8[],
               \(entries.nodes)::text[], \(entries.seqs)::int8[], \(entries.tables)::text[], \(entries.ids)::text[], \(entries.before)::text[],
               \(conflicts.tables)::text[], \(conflicts.ids)::text[], \(conflicts.fields)::text[], \(conflicts.winners)::text[],
@@ -430,6 +446,8 @@ private struct StoreState {
     var erasedRefusals: Set<Identity> = []
     /// Erasures done so far (`head.erasures`), which `ts_apply_push` checks under the lock.
     var erasureGeneration: Int64 = 0
+    /// Identities of the batch applied here and purged since (PostgresTenantStore+Retention).
+    var purged: Set<Identity> = []
 }
 
 /// What a judged push writes, and what it reports.
@@ -455,9 +473,12 @@ private struct LogRows {
     var seqs: [Int64] = [], origins: [String] = [], originSeqs: [Int64] = [], hlcs: [Int64] = []
     var tables: [String] = [], ids: [String] = [], ops: [String] = [], fields: [String] = [], priors: [String] = []
     var sources: [String] = [], senders: [String] = [], receivedAt: [Int64] = [], trails: [String] = []
+    /// The nodes each entry is routed to, comma-separated (what compaction waits for).
+    var routed: [String] = []
 
-    mutating func append(seq: Int64, _ change: Change, _ log: EncodedLogEntry, source: ChangeSource, sender: NodeID, at: Int64) {
+    mutating func append(seq: Int64, _ change: Change, _ log: EncodedLogEntry, source: ChangeSource, sender: NodeID, at: Int64, routed: Set<NodeID>) {
         seqs.append(seq)
+        self.routed.append(routed.map(\.rawValue).sorted().joined(separator: ","))
         origins.append(change.origin.rawValue)
         originSeqs.append(change.originSeq)
         hlcs.append(Int64(bitPattern: change.hlc.rawValue))

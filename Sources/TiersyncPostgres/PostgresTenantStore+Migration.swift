@@ -17,6 +17,8 @@ extension PostgresTenantStore: TenantDataExport {
         case .erasures: table(.erasures)
         case .erasedRecords: table(.erasedRecords)
         case .erasedRefusals: table(.erasedRefusals)
+        case .purged: table(.purged)
+        case .purgedRanges: table(.purgedRanges)
         }
     }
 
@@ -120,6 +122,8 @@ extension PostgresTenantStore: TenantDataExport {
             _ = try await connection.query("""
                 UPDATE \(unescaped: self.table(.head)) SET seq = (SELECT COALESCE(MAX(seq), 0) FROM \(unescaped: self.table(.changes))) WHERE id = 1
                 """, logger: self.logger).collect()
+            // The moved entries' routes, which compaction reads per entry.
+            _ = try await connection.query(PostgresQuery(unsafeSQL: "DO $do$ BEGIN \(self.tenantSchema.backfillRouted) END $do$"), logger: self.logger).collect()
         }
     }
 }

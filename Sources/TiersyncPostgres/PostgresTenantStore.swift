@@ -28,6 +28,9 @@ public final class PostgresTenantStore: HubTenantStore {
     private let rootOf: @Sendable (TenantID) async throws -> NodeID?
     /// Set once the schema is known to exist: the root, for trails and identity.
     private let ready = Mutex<NodeID?>(nil)
+    /// The pulls noted since the last compaction, and the purge floor last read
+    /// (PostgresTenantStore+Retention).
+    let retention = Mutex(PostgresRetentionState())
 
     /// `rootOf` answers the tenant's root node from the catalog; the tenant's schema is
     /// created on first use.
@@ -89,15 +92,17 @@ public final class PostgresTenantStore: HubTenantStore {
             .collect().first.map { try $0.decode(Int64.self) } ?? 0
     }
 
-    /// The highest sequence of `node`'s changes held here, applied or quarantined (an
-    /// enrolling node resumes after both, as on SQLite).
+    /// The highest sequence of `node`'s changes held here, applied (and perhaps purged since)
+    /// or quarantined (an enrolling node resumes after them, as on SQLite; a child never takes
+    /// a purge for a restore from an older backup).
     public func highestSeq(of node: NodeID) async throws -> Int64 {
         try await prepared()
         let (lo, hi) = (Change.sequenceRange.lowerBound, Change.sequenceRange.upperBound)
         return try await client.query("""
             SELECT GREATEST(
               (SELECT MAX(origin_seq) FROM \(unescaped: table(.changes)) WHERE origin = \(node.rawValue) AND origin_seq BETWEEN \(lo) AND \(hi)),
-              (SELECT MAX(origin_seq) FROM \(unescaped: table(.quarantine)) WHERE origin = \(node.rawValue) AND origin_seq BETWEEN \(lo) AND \(hi)))
+              (SELECT MAX(origin_seq) FROM \(unescaped: table(.quarantine)) WHERE origin = \(node.rawValue) AND origin_seq BETWEEN \(lo) AND \(hi)),
+              (SELECT through_seq FROM \(unescaped: table(.purged)) WHERE origin = \(node.rawValue)))
             """, logger: logger).collect().first.flatMap { try $0.decode(Int64?.self) } ?? 0
     }
 
@@ -113,7 +118,8 @@ public final class PostgresTenantStore: HubTenantStore {
         let rows = try await client.query("""
             SELECT o, GREATEST(
               (SELECT max(origin_seq) FROM \(unescaped: table(.changes)) WHERE origin = o AND origin_seq BETWEEN \(lo) AND \(hi)),
-              (SELECT max(origin_seq) FROM \(unescaped: table(.quarantine)) WHERE origin = o AND origin_seq BETWEEN \(lo) AND \(hi)))
+              (SELECT max(origin_seq) FROM \(unescaped: table(.quarantine)) WHERE origin = o AND origin_seq BETWEEN \(lo) AND \(hi)),
+              (SELECT through_seq FROM \(unescaped: table(.purged)) WHERE origin = o))
             FROM unnest(\(names)::text[]) AS o
             """, logger: logger)
         for try await (origin, highest) in rows.decode((String, Int64?).self) { out[NodeID(unchecked: origin)] = highest ?? 0 }

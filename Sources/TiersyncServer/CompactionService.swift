@@ -1,13 +1,13 @@
 import Logging
 import ServiceLifecycle
 import TiersyncCore
-import TiersyncStore
+import TiersyncStorage
 
 /// Compacts each open tenant store every ``RetentionPolicy/interval`` (docs/PRIVACY.md,
 /// "Bounded storage"): superseded change-log entries the children fed here have pulled, and
-/// tombstones older than the horizon. The SQLite engine purges; another engine's stores are
-/// skipped. Work runs off the cooperative pool in short transactions, so pushes and pulls
-/// interleave with it.
+/// tombstones older than the horizon, on either engine (on PostgreSQL one process of the hub
+/// compacts a tenant at a time; every process writes the pulls it noted). Work runs in
+/// short transactions, so pushes and pulls interleave with it.
 struct CompactionService: Service {
     let directory: any NodeDirectory
     let policy: RetentionPolicy?
@@ -28,10 +28,10 @@ struct CompactionService: Service {
             try await Task.sleep(for: policy.interval)
             for tenant in directory.openTenants() {
                 try Task.checkCancellation()
-                guard let store = (try? await directory.store(for: tenant)) as? NodeStore else { continue }
+                guard let store = try? await directory.store(for: tenant) else { continue }
                 do {
                     let tree = try await directory.tree(of: tenant)
-                    let report = try await store.compact(policy: policy, tree: tree)
+                    let report = try await store.compact(policy: policy, tree: tree, nowMillis: WallClock.nowMillis(), batch: 2_000)
                     if report.purgedEntries > 0 {
                         logger.info("compacted the change log", metadata: [
                             "tenant": "\(tenant)", "superseded": "\(report.supersededEntries)", "folded": "\(report.foldedEntries)", "tombstones": "\(report.tombstones)",

@@ -136,7 +136,13 @@ struct SyncService: Sendable {
             if let known = knownTree { tree = known } else { tree = try await directory.tree(of: principal.tenant) }
             knownTree = nil
             let scope = try scope(of: principal, in: tree, only: only)
-            let page = try await store.encodedFeed(after: cursor, scope: scope, excluding: excludeOwn ? principal.node : nil, limit: limit)
+            let page: EncodedPullPage
+            do {
+                page = try await store.encodedFeed(after: cursor, scope: scope, excluding: excludeOwn ? principal.node : nil, limit: limit)
+            } catch let gone as RebootstrapRequired {
+                // An engine that reads the floor with the page (another process purged).
+                throw APIError(.gone, RebootstrapRequired.code, gone.description)
+            }
             let remaining = deadline - ContinuousClock.now
             let closing = await notifier.isClosed
             // A cursor past the head answers at once: the caller's cursor is from before a

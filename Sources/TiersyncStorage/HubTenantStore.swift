@@ -23,6 +23,10 @@ public protocol HubTenantStore: AnyObject, Sendable {
     func notePulled(by node: NodeID, through cursor: Int64) async
     /// See the default implementation.
     func retentionFloor() async throws -> Int64
+    /// Purges what no replica needs any more (``RetentionPolicy``; docs/PRIVACY.md,
+    /// "Bounded storage"): superseded log entries every child fed here has pulled, and
+    /// tombstones older than the horizon. `tree` places the children (nil: none).
+    func compact(policy: RetentionPolicy, tree: NodeTree?, nowMillis: UInt64, batch: Int) async throws -> CompactionReport
 
     /// The changes refused on arrival and kept with their reasons, oldest first.
     func quarantinedChanges(limit: Int) async throws -> [QuarantinedChange]

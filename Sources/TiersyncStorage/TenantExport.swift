@@ -11,6 +11,9 @@ public enum MigrationTable: String, CaseIterable, Sendable {
     /// Erasures done at the hub, the records they erased (so later changes stay refused) and
     /// the refusals counted since (docs/PRIVACY.md).
     case erasures, erasedRecords = "erased_records", erasedRefusals = "erased_refusals"
+    /// The identities of purged log entries (docs/PRIVACY.md, "Bounded storage"): the highest
+    /// per origin, and the exact sequences as ranges, so a redelivery stays a duplicate.
+    case purged, purgedRanges = "purged_ranges"
 
     /// The columns moved, in this order on both engines.
     public var columns: [MigrationColumn] {
@@ -30,6 +33,8 @@ public enum MigrationTable: String, CaseIterable, Sendable {
              .text("digest"), .int("acked_refused")]
         case .erasedRecords: [.text("tbl"), .text("id"), .text("erasure_id"), .text("route")]
         case .erasedRefusals: [.text("origin"), .int("origin_seq"), .text("erasure_id"), .int("refused_at")]
+        case .purged: [.text("origin"), .int("through_seq")]
+        case .purgedRanges: [.text("origin"), .int("lo"), .int("hi")]
         }
     }
 
@@ -45,6 +50,8 @@ public enum MigrationTable: String, CaseIterable, Sendable {
         case .erasures: ["erasure_id"]
         case .erasedRecords: ["tbl", "id"]
         case .erasedRefusals: ["origin", "origin_seq"]
+        case .purged: ["origin"]
+        case .purgedRanges: ["origin", "lo"]
         }
     }
 }
@@ -79,6 +86,8 @@ public protocol TenantDataExport: Sendable {
 public enum MigratedSetting: String, CaseIterable, Sendable {
     case kpiAdoption = "kpi.adoption"
     case kpiSource = "kpi.source"
+    /// The log position a child's cursor must have passed (the newest purged delete).
+    case purgeFloor = "purge.floor"
 }
 
 /// A digest of everything a tenant store holds that a move must keep: every engine table

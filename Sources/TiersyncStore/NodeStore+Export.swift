@@ -54,7 +54,9 @@ extension NodeStore: TenantDataExport {
             try self.writer.read { db in
                 var settings: [String: String] = [:]
                 for key in MigratedSetting.allCases {
-                    if let value = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [key.rawValue]) {
+                    // The purge floor is a cursor here, a setting on PostgreSQL.
+                    let sql = key == .purgeFloor ? "SELECT CAST(value AS TEXT) FROM ts_cursors WHERE name = ?" : "SELECT value FROM ts_meta WHERE key = ?"
+                    if let value = try String.fetchOne(db, sql: sql, arguments: [key.rawValue]) {
                         settings[key.rawValue] = value
                     }
                 }

@@ -475,19 +475,7 @@ private struct CompactionContext {
     /// nodes outside its subtree (fed by another store, or gone from the tree).
     private mutating func child(toward node: NodeID) -> NodeID? {
         if let known = children[node] { return known }
-        var found: NodeID?
-        if node != me, let tree {
-            var current = node
-            var steps = 0
-            while let parent = tree.parents[current] ?? nil, steps < 64 {
-                if parent == me {
-                    found = current
-                    break
-                }
-                current = parent
-                steps += 1
-            }
-        }
+        let found = tree?.child(of: me, toward: node)
         children[node] = found
         return found
     }

@@ -86,6 +86,86 @@ struct RetentionTests {
         }
     }
 
+    @Test("""
+    The hub purges on either engine: superseded entries its dealer pulled go (a redelivery of one is still a duplicate), \
+    a tombstone past the horizon goes with its log and raises the floor, a dealer away past it is answered 410 and re-bootstraps, \
+    and nothing of its offline work is lost
+    """, arguments: StorageEngine.testable)
+    func purgesOnEitherEngine(engine: StorageEngine) async throws {
+        let dir = try TempDir()
+        try await engine.withDatabase { postgres in
+            try await withRunning { running in
+                let hub = try await running.hub(directory: dir.path, postgres: postgres, retention: Self.policy)
+                _ = try await hub.catalogStore.createTenant("acme")
+                let d1 = try await running.agent(enrolling: "d1", parent: "hq", tenant: "acme", hub: hub, parentURL: hub.url, directory: dir.path,
+                                                    retention: Self.policy)
+                // d2 keeps its own log whole: the test re-sends one of its changes by hand.
+                let d2 = try await running.agent(enrolling: "d2", parent: "hq", tenant: "acme", hub: hub, parentURL: hub.url, directory: dir.path,
+                                                    retention: nil)
+                let hq = try await hub.tenantStore(for: "acme")
+                func entries(_ id: String) async throws -> Int {
+                    try await hq.trace(recordID: id, table: "customers", after: 0, limit: 1_000).changes.count
+                }
+                _ = try await hq.writeAsHub([.upsert("customers", id: "c-1", ["last_name": "Doomed", "owning_dealer": "d1"]),
+                                             .upsert("customers", id: "c-2", ["last_name": "Kept", "owning_dealer": "d1"])])
+                // Churn: 30 changes of one record of d2's, numbered 1…30 at d2.
+                try d2.store.commit([.upsert("customers", id: "c-churn", ["last_name": "Round 1", "phone": "+49 1", "owning_dealer": "d2"])])
+                for round in 2...30 {
+                    try d2.store.commit([.upsert("customers", id: "c-churn", ["last_name": .string("Round \(round)"), "phone": .string("+49 \(round)")])])
+                }
+                // Once d2 pulled past them, the 28 superseded entries go; the first (which set
+                // owning_dealer) and the last hold current values and stay in the log (SQLite
+                // folds the first into the record).
+                try await eventuallyAsync(timeout: 30, "the hub purges the superseded churn") {
+                    let live = try await hq.liveRecords(inTable: "customers").first { $0.id == "c-churn" }?.values["last_name"]
+                    let kept = try await entries("c-churn")
+                    return live == "Round 30" && kept <= 2
+                }
+                #expect(try await hq.highestSeq(of: "d2") == 30, "a purged sequence still counts as held")
+                // d2's change 2, re-sent as a restored or confused agent would: a duplicate,
+                // not a new write (without the purged identities it would be applied again).
+                let credential2 = try #require(try d2.store.meta("credential"))
+                let resent = Change(origin: "d2", originSeq: 2, hlc: HLCTimestamp(wallMillis: 1_000, counter: 0), table: "customers",
+                                    recordID: "c-churn", op: .upsert, fields: ["last_name": "Stale"], prior: [:])
+                let reply = try await running.client(hub).send("POST", "/v1/push", json: PushRequest(through: 30, changes: [resent]), credential: credential2)
+                #expect(reply.status == 200, "\(reply.text)")
+                let pushed = try reply.decode(PushResponse.self)
+                #expect(pushed.duplicates == 1 && pushed.applied == 0, "\(reply.text)")
+                #expect(try await entries("c-churn") <= 2)
+
+                // d1 goes away; offline it edits c-2 and creates c-3; meanwhile the hub deletes c-1.
+                try await eventually(timeout: 20, "d1 holds its records") {
+                    try d1.store.record(table: "customers", id: "c-2") != nil && d1.store.cursor("pull.parent") > 0
+                }
+                await d1.stop()
+                let credential1 = try #require(try d1.store.meta("credential"))
+                try d1.store.commit([.upsert("customers", id: "c-2", ["first_name": "Offline edit"])])
+                try d1.store.commit([.upsert("customers", id: "c-3", ["last_name": "Made offline"])])
+                _ = try await hq.writeAsHub([.delete("customers", id: "c-1")])
+                _ = try await hq.writeAsHub([.upsert("customers", id: "c-head", ["last_name": "After the delete", "owning_dealer": "d2"])])
+                try await eventuallyAsync(timeout: 30, "the hub purges c-1's tombstone past the horizon") {
+                    let floor = try await hq.retentionFloor()
+                    let left = try await entries("c-1")
+                    return floor > 0 && left == 0
+                }
+                let cursor = try d1.store.cursor("pull.parent")
+                let gone = try await running.client(hub).send("GET", "/v1/pull?cursor=\(cursor)", credential: credential1)
+                #expect(gone.status == 410 && gone.error?.code == "rebootstrap_required", "\(gone.status) \(gone.text)")
+                #expect(try await running.client(hub).send("GET", "/v1/pull?cursor=0", credential: credential1).status == 200)
+
+                // Back: it re-bootstraps by itself and loses nothing it had not sent.
+                let back = try running.agent(store: d1.store, parentURL: hub.url, caFile: hub.caFile, retention: Self.policy)
+                try await eventuallyAsync(timeout: 30, "d1 drops c-1 and the hub gets its offline work") {
+                    let records = try await hq.liveRecords(inTable: "customers")
+                    let dropped = try back.store.record(table: "customers", id: "c-1") == nil
+                    return dropped && records.first { $0.id == "c-3" }?.values["last_name"] == "Made offline"
+                        && records.first { $0.id == "c-2" }?.values["first_name"] == "Offline edit"
+                }
+                #expect(try back.store.record(table: "customers", id: "c-2")?.state.liveValues["last_name"] == "Kept")
+            }
+        }
+    }
+
     @Test("a hub compacting every 10 minutes stops at once: its compaction ends at graceful shutdown, not after its sleep")
     func stopsPromptly() async throws {
         let dir = try TempDir()

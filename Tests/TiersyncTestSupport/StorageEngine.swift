@@ -20,6 +20,15 @@ public enum StorageEngine: String, Sendable, CaseIterable {
     /// How a test's arguments name it (`CustomTestStringConvertible`, in the test targets).
     public var testDescription: String { rawValue }
 
+    /// Runs `body` with the PostgreSQL database a hub of this engine keeps its data in (a
+    /// fresh one, dropped afterwards), or nil for SQLite (files in the hub's directory).
+    public func withDatabase<T: Sendable>(_ body: (PostgresEndpoint?) async throws -> T) async throws -> T {
+        switch self {
+        case .sqlite: try await body(nil)
+        case .postgres: try await TestPostgres.withFreshDatabase { try await body($0) }
+        }
+    }
+
     /// Runs `body` with a fresh, empty hub tenant store of this engine for `tenant`, whose
     /// root is `root`, and removes it afterwards.
     public func withTenantStore<T: Sendable>(tenant: TenantID = "acme", root: NodeID = "hq", clock: HybridLogicalClock = HybridLogicalClock(),

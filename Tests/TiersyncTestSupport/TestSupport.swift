@@ -433,10 +433,10 @@ public final class Running {
     public func add(_ stop: @escaping () async -> Void) { stops.append(stop) }
 
     public func hub(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init(),
-                    maxClockSkewMillis: UInt64 = 60_000, rules: RulesSchedule? = nil, retention: RetentionPolicy? = .default,
-                    logger: Logger = Logger(label: "tiersync.hub")) async throws -> RunningHub {
+                    maxClockSkewMillis: UInt64 = 60_000, rules: RulesSchedule? = nil, postgres: PostgresEndpoint? = nil,
+                    retention: RetentionPolicy? = .default, logger: Logger = Logger(label: "tiersync.hub")) async throws -> RunningHub {
         let hub = try await RunningHub(directory: directory, port: port, limits: limits, maxClockSkewMillis: maxClockSkewMillis,
-                                       rules: rules, retention: retention, logger: logger)
+                                       rules: rules, postgres: postgres, retention: retention, logger: logger)
         add { await hub.stop() }
         return hub
     }

@@ -1,0 +1,356 @@
+// Bounded storage on PostgreSQL (docs/PRIVACY.md, "Bounded storage"): the acknowledgement
+// ledger of the children fed here (`notePulled`, kept in each process's memory and written
+// at its next compaction), the compaction that purges superseded log entries and old
+// tombstones (`compact`), and the floor below which a child's cursor must re-bootstrap.
+//
+// The rules are the SQLite engine's (NodeStore+Retention), for a hub (no parent, so nothing
+// waits to go upward). What differs:
+// - nothing is folded: an entry holding a current value stays in the log, which is all a
+//   feed on PostgreSQL reads;
+// - which children an entry waits for comes from `changes.routed`, written with the entry;
+// - several hub processes share a tenant: one pass runs at a time (a lease row in `meta`),
+//   every process writes the pulls it noted, and a purged identity moves from the log to
+//   `purged_ranges` in one transaction, which `ts_apply_push` counts as held.
+
+import Logging
+import PostgresNIO
+import TiersyncCore
+import TiersyncStorage
+
+/// What one process keeps in memory for bounded storage.
+struct PostgresRetentionState: Sendable {
+    /// Pulls noted since the acknowledgements were last written.
+    var pendingAcks: [NodeID: Int64] = [:]
+    /// The highest purge floor this process has read (the floor only rises).
+    var floor: Int64 = 0
+}
+
+extension PostgresTenantStore {
+    /// How long a pass's lease holds if its process dies mid-pass.
+    static let compactionLeaseMillis: UInt64 = 600_000
+
+    // MARK: The acknowledgement ledger
+
+    /// Notes that `node` holds everything of its scope through `cursor`. Kept in memory and
+    /// written at this process's next compaction, so a pull never pays a write; a process
+    /// that stops loses what it noted, which only delays a purge.
+    public func notePulled(by node: NodeID, through cursor: Int64) async {
+        guard cursor > 0 else { return }
+        retention.withLock { $0.pendingAcks[node] = max($0.pendingAcks[node] ?? 0, cursor) }
+    }
+
+    /// How far each child has pulled, as written by every process of the hub.
+    public func acknowledgements() async throws -> [NodeID: Int64] {
+        try await prepared()
+        try await flushAcknowledgements(nowMillis: WallClock.nowMillis())
+        var out: [NodeID: Int64] = [:]
+        let rows = try await client.query("SELECT node, pulled_through FROM \(unescaped: table(.acks))", logger: logger)
+        for try await (node, through) in rows.decode((String, Int64).self) { out[NodeID(unchecked: node)] = through }
+        return out
+    }
+
+    private func flushAcknowledgements(nowMillis: UInt64) async throws {
+        let pending = retention.withLock { state in
+            defer { state.pendingAcks = [:] }
+            return state.pendingAcks
+        }
+        guard !pending.isEmpty else { return }
+        let acks = table(.acks)
+        do {
+            _ = try await client.query("""
+                INSERT INTO \(unescaped: acks) (node, pulled_through, updated_at)
+                SELECT n, t, \(Int64(clamping: nowMillis)) FROM unnest(\(pending.keys.map(\.rawValue))::text[], \(Array(pending.values))::int8[]) AS u(n, t)
+                ON CONFLICT (node) DO UPDATE SET pulled_through = GREATEST(\(unescaped: acks).pulled_through, excluded.pulled_through),
+                  updated_at = excluded.updated_at
+                """, logger: logger).collect()
+        } catch {
+            // Kept for the next try.
+            retention.withLock { state in state.pendingAcks.merge(pending, uniquingKeysWith: max) }
+            throw error
+        }
+    }
+
+    // MARK: The floor
+
+    /// The log position a child's cursor must have reached to go on pulling incrementally,
+    /// as this process last read it: an early answer for the pull route. The feed reads the
+    /// floor in its own statement and refuses a cursor below it (``encodedFeed``), so a
+    /// floor raised by another process is never missed.
+    public func retentionFloor() async throws -> Int64 {
+        retention.withLock { $0.floor }
+    }
+
+    /// The floor as stored (every process's purges).
+    public func storedRetentionFloor() async throws -> Int64 {
+        try await prepared()
+        let floor = try await client.query("""
+            SELECT value FROM \(unescaped: table(.meta)) WHERE key = \(PostgresMetaKey.purgeFloor.rawValue)
+            """, logger: logger).collect().first.flatMap { Int64(try $0.decode(String.self)) } ?? 0
+        noteFloor(floor)
+        return floor
+    }
+
+    func noteFloor(_ floor: Int64) {
+        retention.withLock { $0.floor = max($0.floor, floor) }
+    }
+
+    // MARK: Compaction
+
+    /// Purges what no replica needs any more, in short transactions (the rules of the
+    /// SQLite engine's `compact`, for a hub):
+    ///
+    /// - a change-log entry none of whose values is current any more, once every child this
+    ///   hub feeds it to (by `changes.routed`) has pulled past it, or it is older than the
+    ///   horizon; an entry that re-routed its record and the newest entry are kept;
+    /// - a deleted record (tombstone and every log entry of it) once its delete is older
+    ///   than the horizon. The delete's position becomes the floor.
+    ///
+    /// A purged change's identity is kept as a range per origin (`purged_ranges`), so a
+    /// redelivery is still a duplicate. One pass runs at a time across the hub's processes;
+    /// a call while another process's pass runs writes this process's acknowledgements and
+    /// returns an empty report.
+    public func compact(policy: RetentionPolicy, tree: NodeTree?, nowMillis: UInt64 = WallClock.nowMillis(),
+                        batch: Int = 2_000) async throws -> CompactionReport {
+        let root = try await prepared()
+        try await flushAcknowledgements(nowMillis: nowMillis)
+        var report = CompactionReport()
+        let lease = String(nowMillis)
+        guard try await takeCompactionLease(lease, nowMillis: nowMillis) else {
+            report.floor = try await storedRetentionFloor()
+            return report
+        }
+        do {
+            let horizon = policy.horizonMillis
+            let cutoff = Int64(clamping: nowMillis > horizon ? nowMillis - horizon : 0)
+            try await purgeSuperseded(root: root, tree: tree, cutoff: cutoff, perTransaction: max(1, batch / 16), into: &report)
+            try await purgeTombstones(cutoff: cutoff, perTransaction: max(1, batch / 16), into: &report)
+            _ = try await client.query("""
+                UPDATE \(unescaped: table(.meta)) SET value = '0' WHERE key = \(PostgresMetaKey.compactTakenAt.rawValue) AND value = \(lease)
+                """, logger: logger).collect()
+        } catch {
+            _ = try? await client.query("""
+                UPDATE \(unescaped: table(.meta)) SET value = '0' WHERE key = \(PostgresMetaKey.compactTakenAt.rawValue) AND value = \(lease)
+                """, logger: logger).collect()
+            throw error
+        }
+        report.floor = try await storedRetentionFloor()
+        return report
+    }
+
+    /// Takes the pass's lease unless another process holds one younger than
+    /// ``compactionLeaseMillis``.
+    private func takeCompactionLease(_ lease: String, nowMillis: UInt64) async throws -> Bool {
+        let stale = String(Int64(clamping: nowMillis) - Int64(Self.compactionLeaseMillis))
+        let meta = table(.meta)
+        return try await !client.query("""
+            INSERT INTO \(unescaped: meta) (key, value) VALUES (\(PostgresMetaKey.compactTakenAt.rawValue), \(lease))
+            ON CONFLICT (key) DO UPDATE SET value = excluded.value
+              WHERE \(unescaped: meta).value = '0' OR \(unescaped: meta).value::int8 < \(stale)::int8
+            RETURNING 1
+            """, logger: logger).collect().isEmpty
+    }
+
+    /// The superseded entries of the records written since the last pass and of those with
+    /// entries held back then (`compact_pending`).
+    private func purgeSuperseded(root: NodeID, tree: NodeTree?, cutoff: Int64, perTransaction: Int, into report: inout CompactionReport) async throws {
+        let (changes, meta) = (table(.changes), table(.meta))
+        let fromKey = PostgresMetaKey.compactFrom.rawValue
+        var head: Int64 = 0
+        var keys: [(table: String, id: String)] = []
+        let rows = try await client.query("""
+            SELECT 0, '', '', (SELECT seq FROM \(unescaped: table(.head)) WHERE id = 1)
+            UNION ALL
+            (SELECT 1, tbl, record_id, 0 FROM \(unescaped: changes)
+               WHERE seq > COALESCE((SELECT value::int8 FROM \(unescaped: meta) WHERE key = \(fromKey)), 0)
+             UNION SELECT 1, tbl, id, 0 FROM \(unescaped: table(.compactPending)))
+            """, logger: logger)
+        for try await (kind, tbl, id, seq) in rows.decode((Int32, String, String, Int64).self) {
+            // Row 0 carries the head; the others are the records to look at.
+            if kind == 0 { head = seq } else { keys.append((tbl, id)) }
+        }
+        report.examinedRecords += keys.count
+        let acks = try await acknowledgements()
+        var children: [NodeID: NodeID?] = [:]
+        func child(toward node: NodeID) -> NodeID? {
+            if let known = children[node] { return known }
+            let found = tree?.child(of: root, toward: node)
+            children[node] = found
+            return found
+        }
+        for start in stride(from: 0, to: keys.count, by: perTransaction) {
+            let chunk = keys[start..<min(start + perTransaction, keys.count)]
+            let (tables, ids) = (chunk.map(\.table), chunk.map(\.id))
+            let logger = self.logger
+            let chunkReport = try await client.withTransaction(logger: logger) { connection -> CompactionReport in
+                var report = CompactionReport()
+                _ = try await connection.query("SELECT pg_advisory_xact_lock(hashtext(\(self.tenantSchema.name + "/compact")))", logger: logger).collect()
+                _ = try await connection.query("""
+                    DELETE FROM \(unescaped: self.table(.compactPending)) p USING unnest(\(tables)::text[], \(ids)::text[]) AS u(t, i)
+                    WHERE p.tbl = u.t AND p.id = u.i
+                    """, logger: logger).collect()
+                let rows = try await connection.query("""
+                    SELECT c.tbl, c.record_id, c.seq, c.origin, c.origin_seq, c.hlc, c.received_at, c.routed, r.versions, r.tombstone,
+                           EXISTS (SELECT 1 FROM \(unescaped: self.table(.routeEntries)) e
+                                   WHERE e.node = ANY(string_to_array(c.routed, ',')) AND e.seq = c.seq)
+                    FROM \(unescaped: changes) c
+                      JOIN unnest(\(tables)::text[], \(ids)::text[]) AS u(t, i) ON c.tbl = u.t AND c.record_id = u.i
+                      JOIN \(unescaped: self.table(.records)) r ON r.tbl = c.tbl AND r.id = c.record_id
+                    WHERE c.seq < \(head) AND c.op <> \(Self.erasedOp)
+                    """, logger: logger)
+                var current: [String: Set<FieldVersion>] = [:]
+                var purge = PurgedEntries()
+                var held: [(String, String)] = []
+                for try await (tbl, id, seq, origin, originSeq, hlc, receivedAt, routed, versions, tombstone, reroutes)
+                    in rows.decode((String, String, Int64, String, Int64, Int64, Int64, String?, String, String?, Bool).self) {
+                    let recordKey = tbl + "\u{0}" + id
+                    if current[recordKey] == nil {
+                        var set = Set((CanonicalJSON.parseStoredVersions(versions) ?? [:]).values)
+                        if let tombstone, let version = FieldVersion(parsing: tombstone) { set.insert(version) }
+                        current[recordKey] = set
+                    }
+                    let version = FieldVersion(hlc: HLCTimestamp(rawValue: UInt64(bitPattern: hlc)), node: NodeID(unchecked: origin))
+                    // Current values stay (the feed serves records from the log), and so
+                    // does an entry that re-routed its record (a new holder's snapshot).
+                    guard current[recordKey]?.contains(version) == false, !reroutes else { continue }
+                    guard let routed else {
+                        // Routed before the column was filled: kept, to be safe.
+                        held.append((tbl, id))
+                        continue
+                    }
+                    let nodes = routed.split(separator: ",").map { NodeID(unchecked: String($0)) }
+                    let pulled = nodes.allSatisfy { node in child(toward: node).map { (acks[$0] ?? 0) >= seq } ?? true }
+                    if !pulled, receivedAt >= cutoff {
+                        report.heldForChildren += 1
+                        held.append((tbl, id))
+                        continue
+                    }
+                    purge.add(seq: seq, origin: origin, originSeq: originSeq, routed: nodes)
+                    report.supersededEntries += 1
+                }
+                try await self.delete(purge, on: connection)
+                if !held.isEmpty {
+                    _ = try await connection.query("""
+                        INSERT INTO \(unescaped: self.table(.compactPending)) (tbl, id)
+                        SELECT * FROM unnest(\(held.map(\.0))::text[], \(held.map(\.1))::text[]) ON CONFLICT DO NOTHING
+                        """, logger: logger).collect()
+                }
+                return report
+            }
+            report.supersededEntries += chunkReport.supersededEntries
+            report.heldForChildren += chunkReport.heldForChildren
+        }
+        // The head was left alone: its record is looked at again next time.
+        _ = try await client.query("""
+            INSERT INTO \(unescaped: meta) (key, value) VALUES (\(fromKey), \(String(max(0, head - 1))))
+            ON CONFLICT (key) DO UPDATE SET value = GREATEST(\(unescaped: meta).value::int8, excluded.value::int8)::text
+            """, logger: logger).collect()
+    }
+
+    /// Deleted records whose delete is older than `cutoff`, with every log entry of them,
+    /// under the tenant's lock (a push touching such a record waits, then finds it gone).
+    private func purgeTombstones(cutoff: Int64, perTransaction: Int, into report: inout CompactionReport) async throws {
+        var after = (table: "", id: "")
+        while true {
+            let logger = self.logger
+            let pass = try await client.withTransaction(logger: logger) { connection -> (last: (table: String, id: String)?, tombstones: Int, entries: Int) in
+                let head = try await connection.query("SELECT seq FROM \(unescaped: self.table(.head)) WHERE id = 1 FOR UPDATE", logger: logger)
+                    .collect().first.map { try $0.decode(Int64.self) } ?? 0
+                var deleted: [(table: String, id: String, tombstone: FieldVersion?)] = []
+                let records = try await connection.query("""
+                    SELECT tbl, id, tombstone FROM \(unescaped: self.table(.records))
+                    WHERE tombstone IS NOT NULL AND (tbl, id) > (\(after.table), \(after.id)) ORDER BY tbl, id LIMIT \(Int64(perTransaction))
+                    """, logger: logger)
+                for try await (tbl, id, tombstone) in records.decode((String, String, String).self) {
+                    deleted.append((tbl, id, FieldVersion(parsing: tombstone)))
+                }
+                guard let last = deleted.last else { return (nil, 0, 0) }
+                var entries: [String: [(seq: Int64, origin: String, originSeq: Int64, hlc: Int64, op: String, receivedAt: Int64, routed: String?)]] = [:]
+                let log = try await connection.query("""
+                    SELECT c.tbl, c.record_id, c.seq, c.origin, c.origin_seq, c.hlc, c.op, c.received_at, c.routed
+                    FROM \(unescaped: self.table(.changes)) c
+                      JOIN unnest(\(deleted.map(\.table))::text[], \(deleted.map(\.id))::text[]) AS u(t, i) ON c.tbl = u.t AND c.record_id = u.i
+                    """, logger: logger)
+                for try await (tbl, id, seq, origin, originSeq, hlc, op, receivedAt, routed)
+                    in log.decode((String, String, Int64, String, Int64, Int64, String, Int64, String?).self) {
+                    entries[tbl + "\u{0}" + id, default: []].append((seq, origin, originSeq, hlc, op, receivedAt, routed))
+                }
+                var purge = PurgedEntries()
+                var gone: [(table: String, id: String)] = []
+                var floor: Int64 = 0
+                for record in deleted {
+                    let log = entries[record.table + "\u{0}" + record.id] ?? []
+                    guard let tombstone = record.tombstone,
+                          let delete = log.first(where: {
+                              $0.op == Change.Operation.delete.rawValue && $0.origin == tombstone.node.rawValue && UInt64(bitPattern: $0.hlc) == tombstone.hlc.rawValue
+                          }),
+                          delete.receivedAt < cutoff,
+                          // The head stays; an erased record's value-less entries stay (they
+                          // refuse late copies); an entry of unknown routes stays.
+                          log.allSatisfy({ $0.seq < head && $0.op != Self.erasedOp && $0.routed != nil }) else { continue }
+                    for entry in log {
+                        purge.add(seq: entry.seq, origin: entry.origin, originSeq: entry.originSeq,
+                                  routed: (entry.routed ?? "").split(separator: ",").map { NodeID(unchecked: String($0)) })
+                    }
+                    gone.append((record.table, record.id))
+                    floor = max(floor, delete.seq)
+                }
+                try await self.delete(purge, on: connection)
+                if !gone.isEmpty {
+                    let (t, i) = (gone.map(\.table), gone.map(\.id))
+                    for sql: PostgresQuery in [
+                        "DELETE FROM \(unescaped: self.table(.records)) r USING unnest(\(t)::text[], \(i)::text[]) AS u(t, i) WHERE r.tbl = u.t AND r.id = u.i",
+                        "DELETE FROM \(unescaped: self.table(.conflicts)) c USING unnest(\(t)::text[], \(i)::text[]) AS u(t, i) WHERE c.tbl = u.t AND c.record_id = u.i",
+                        "DELETE FROM \(unescaped: self.table(.compactPending)) p USING unnest(\(t)::text[], \(i)::text[]) AS u(t, i) WHERE p.tbl = u.t AND p.id = u.i",
+                        """
+                        INSERT INTO \(unescaped: self.table(.meta)) (key, value) VALUES (\(PostgresMetaKey.purgeFloor.rawValue), \(String(floor)))
+                        ON CONFLICT (key) DO UPDATE SET value = GREATEST(\(unescaped: self.table(.meta)).value::int8, excluded.value::int8)::text
+                        """,
+                    ] {
+                        _ = try await connection.query(sql, logger: logger).collect()
+                    }
+                }
+                return ((last.table, last.id), gone.count, purge.seqs.count)
+            }
+            report.tombstones += pass.tombstones
+            report.tombstoneEntries += pass.entries
+            guard let last = pass.last else { return }
+            after = last
+        }
+    }
+
+    /// Deletes `purge`'s entries with their route rows (and route entries) and records their
+    /// identities as purged, in the caller's transaction.
+    private func delete(_ purge: PurgedEntries, on connection: PostgresConnection) async throws {
+        guard !purge.seqs.isEmpty else { return }
+        for sql: PostgresQuery in [
+            """
+            DELETE FROM \(unescaped: table(.changeRoutes)) r USING unnest(\(purge.routeNodes)::text[], \(purge.routeSeqs)::int8[]) AS u(n, s)
+            WHERE r.node = u.n AND r.seq = u.s
+            """,
+            """
+            DELETE FROM \(unescaped: table(.routeEntries)) e USING unnest(\(purge.routeNodes)::text[], \(purge.routeSeqs)::int8[]) AS u(n, s)
+            WHERE e.node = u.n AND e.seq = u.s
+            """,
+            "DELETE FROM \(unescaped: table(.changes)) WHERE seq = ANY(\(purge.seqs)::int8[])",
+            "SELECT \(unescaped: "\"\(tenantSchema.name)\".ts_note_purged")(\(purge.origins)::text[], \(purge.originSeqs)::int8[])",
+        ] {
+            _ = try await connection.query(sql, logger: logger).collect()
+        }
+    }
+}
+
+/// Log entries one compaction transaction purges, column by column.
+private struct PurgedEntries {
+    var seqs: [Int64] = [], origins: [String] = [], originSeqs: [Int64] = []
+    var routeNodes: [String] = [], routeSeqs: [Int64] = []
+
+    mutating func add(seq: Int64, origin: String, originSeq: Int64, routed: [NodeID]) {
+        seqs.append(seq)
+        origins.append(origin)
+        originSeqs.append(originSeq)
+        for node in routed {
+            routeNodes.append(node.rawValue)
+            routeSeqs.append(seq)
+        }
+    }
+}

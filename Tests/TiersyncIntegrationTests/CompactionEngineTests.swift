@@ -1,0 +1,133 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Testing
+import TiersyncCore
+import TiersyncPostgres
+import TiersyncStorage
+import TiersyncStore
+import TiersyncTestSupport
+
+/// Bounded storage at the hub's tenant store, the same tests on each engine
+/// (docs/PRIVACY.md, "Bounded storage"): what compaction purges and when, and that a purged
+/// change stays a duplicate.
+@Suite("Compaction on each engine")
+struct CompactionEngineTests {
+    static let tree = NodeTree(parents: ["hq": nil, "d1": "hq", "d2": "hq"])
+
+    /// `d1`'s changes as its agent would push them: a customer written five times (the first
+    /// sets its owner, the others only its name), then another customer (the log's head).
+    static func churn(at base: UInt64) throws -> [Change] {
+        let dir = try TempDir()
+        let d1 = try NodeStore(path: "\(dir.path)/d1.sqlite")
+        try d1.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
+        var changes = try d1.commit([.upsert("customers", id: "c-1", ["last_name": "V1", "owning_dealer": "d1"])], wallMillis: base)
+        for n in 2...5 {
+            changes += try d1.commit([.upsert("customers", id: "c-1", ["last_name": .string("V\(n)")])], wallMillis: base + UInt64(n))
+        }
+        changes += try d1.commit([.upsert("customers", id: "c-head", ["last_name": "Head", "owning_dealer": "d1"])], wallMillis: base + 10)
+        return changes
+    }
+
+    @Test("""
+    superseded entries wait until the child they are routed to has pulled past them, then go; a redelivery of a purged change is a \
+    duplicate and the origin's highest sequence stays; a bootstrap still gets the record as it is
+    """, arguments: StorageEngine.testable)
+    func supersededWaitForTheChild(engine: StorageEngine) async throws {
+        let now: UInt64 = 1_800_000_000_000
+        let changes = try Self.churn(at: now - 1_000)
+        try await engine.withTenantStore { store in
+            let first = try await store.applyIncoming(changes, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)
+            #expect(first.applied == 6)
+            let policy = RetentionPolicy()
+
+            // d1 has pulled nothing yet: its entries wait (and a child it is not routed to
+            // pulling everything changes nothing).
+            await store.notePulled(by: "d2", through: 1_000)
+            let early = try await store.compact(policy: policy, tree: Self.tree, nowMillis: now, batch: 2_000)
+            #expect(early.supersededEntries == 0 && early.heldForChildren >= 3, "\(early)")
+            #expect(try await store.trace(recordID: "c-1", table: "customers", after: 0, limit: 100).changes.count == 5)
+
+            // Once d1 has pulled past them, V2…V4 go; V1 (the owner) and V5 hold current values.
+            await store.notePulled(by: "d1", through: 6)
+            let later = try await store.compact(policy: policy, tree: Self.tree, nowMillis: now, batch: 2_000)
+            #expect(later.supersededEntries == 3, "\(later)")
+            let left = try await store.trace(recordID: "c-1", table: "customers", after: 0, limit: 100).changes.map(\.change.originSeq)
+            #expect(left.allSatisfy { [1, 5].contains($0) }, "\(left)")
+
+            let again = try await store.applyIncoming(changes, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now + 1)
+            #expect(again.applied == 0 && again.duplicates == 6, "\(again)")
+            #expect(try await store.highestSeq(of: "d1") == 6)
+
+            // A bootstrap of the whole tenant gets c-1 as it is: owner and last name.
+            let page = try await store.encodedFeed(after: 0, scope: .everything, excluding: nil, limit: 100)
+            let pulled = try JSONDecoder().decode(PullResponse.self, from: Data(page.json))
+            var state: [String: FieldValue] = [:]
+            for change in pulled.changes where change.recordID == "c-1" { state.merge(change.fields) { _, new in new } }
+            #expect(state["last_name"] == "V5" && state["owning_dealer"] == "d1", "\(state)")
+            #expect(!pulled.changes.contains { $0.fields["last_name"] == "V3" })
+        }
+    }
+
+    @Test("""
+    a tombstone past the horizon goes with its log and raises the floor; on PostgreSQL another hub process, which has not seen the \
+    floor, refuses a cursor below it in the feed itself
+    """, arguments: StorageEngine.testable)
+    func tombstonesRaiseTheFloor(engine: StorageEngine) async throws {
+        let now: UInt64 = 1_800_000_000_000
+        let churned = try Self.churn(at: now - 1_000).dropLast()
+        let delete = Change(origin: "d1", originSeq: 6, hlc: HLCTimestamp(wallMillis: now - 500, counter: 0), table: "customers", recordID: "c-1",
+                            op: .delete, fields: [:], prior: [:])
+        let head = Change(origin: "d1", originSeq: 7, hlc: HLCTimestamp(wallMillis: now - 400, counter: 0), table: "customers", recordID: "c-head",
+                          op: .upsert, fields: ["last_name": "Head", "owning_dealer": "d1"], prior: [:])
+        let policy = RetentionPolicy(horizon: .seconds(60))
+        let changes = Array(churned) + [delete, head]
+        let check = { (store: any HubTenantStore) async throws in
+            _ = try await store.applyIncoming(changes, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)
+            await store.notePulled(by: "d1", through: 7)
+            // Inside the horizon: the tombstone stays.
+            let inside = try await store.compact(policy: policy, tree: Self.tree, nowMillis: now + 1_000, batch: 2_000)
+            #expect(inside.tombstones == 0 && inside.floor == 0, "\(inside)")
+            let past = try await store.compact(policy: policy, tree: Self.tree, nowMillis: now + 120_000, batch: 2_000)
+            #expect(past.tombstones == 1 && past.floor == 6, "\(past)")
+            #expect(try await store.trace(recordID: "c-1", table: "customers", after: 0, limit: 100).changes.isEmpty)
+            #expect(try await store.retentionFloor() == 6)
+            let again = try await store.applyIncoming([delete], from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now + 120_001)
+            #expect(again.applied == 0 && again.duplicates == 1, "\(again)")
+        }
+        switch engine {
+        case .sqlite:
+            try await engine.withTenantStore { try await check($0) }
+        case .postgres:
+            try await TestPostgres.withFreshDatabase { endpoint in
+                try await withPostgresClient(endpoint) { a in
+                    try await withPostgresClient(endpoint) { b in
+                        let first = PostgresTenantStore(client: a, tenant: "acme", rootOf: { _ in "hq" })
+                        let second = PostgresTenantStore(client: b, tenant: "acme", rootOf: { _ in "hq" })
+                        try await check(first)
+                        // The second process never compacted or read the floor.
+                        #expect(try await second.retentionFloor() == 0)
+                        await #expect(throws: RebootstrapRequired.self) {
+                            _ = try await second.encodedFeed(after: 3, scope: Scope(nodes: ["d1"]), excluding: nil, limit: 10)
+                        }
+                        #expect(try await second.retentionFloor() == 6)
+                        let fresh = try await second.encodedFeed(after: 0, scope: Scope(nodes: ["d1"]), excluding: nil, limit: 10)
+                        #expect(fresh.count == 1, "only c-head is left")
+                        // One pass at a time: a pass while another process holds the lease
+                        // does nothing.
+                        func setLease(_ value: UInt64) async throws {
+                            _ = try await a.query(PostgresQuery(unsafeSQL: "UPDATE \"t_acme\".meta SET value = '\(value)' WHERE key = 'compact.taken_at'"),
+                                                  logger: Logger(label: "test")).collect()
+                        }
+                        try await setLease(now + 200_000)
+                        let skipped = try await second.compact(policy: policy, tree: Self.tree, nowMillis: now + 200_001, batch: 2_000)
+                        #expect(skipped.examinedRecords == 0 && skipped.floor == 6, "\(skipped)")
+                        try await setLease(0)
+                        let taken = try await second.compact(policy: policy, tree: Self.tree, nowMillis: now + 200_002, batch: 2_000)
+                        #expect(taken.examinedRecords == 1, "the head's record, looked at again: \(taken)")
+                    }
+                }
+            }
+        }
+    }
+}
