@@ -14,7 +14,12 @@ struct CompactionService: Service {
     let logger: Logger
 
     func run() async throws {
-        guard let policy else { return }
+        guard let policy else {
+            // Nothing to compact, but a service that returns ends its group: the hub stopped
+            // at once when configured without retention. Wait for the shutdown instead.
+            try? await gracefulShutdown()
+            return
+        }
         // Ends at once on graceful shutdown: the server stops only after every service has,
         // and one still asleep kept it serving with its long-polls closed (answered at once,
         // so every node polled in a tight loop) for up to an interval.
