@@ -154,7 +154,7 @@ extension PostgresTenantStore {
             SELECT 2, r.tbl, r.id, r.fields, r.versions, r.tombstone, r.route, NULL, NULL FROM \(unescaped: recordsTable) r
               JOIN unnest(\(batch.keys.map(\.table))::text[], \(batch.keys.map(\.id))::text[]) AS u(t, i) ON r.tbl = u.t AND r.id = u.i
             UNION ALL
-            SELECT 3, o, NULL, NULL, NULL, NULL, NULL,
+            SELECT 3, o, (SELECT through_seq::text FROM \(unescaped: table(.purged)) WHERE origin = o), NULL, NULL, NULL, NULL,
               (SELECT max(origin_seq) FROM \(unescaped: changesTable) WHERE origin = o AND origin_seq BETWEEN \(lo) AND \(hi)),
               (SELECT max(origin_seq) FROM \(unescaped: quarantineTable) WHERE origin = o AND origin_seq BETWEEN \(lo) AND \(hi))
             FROM unnest(\(batch.origins)::text[]) AS o
@@ -166,16 +166,9 @@ extension PostgresTenantStore {
               JOIN unnest(\(origins)::text[], \(seqs)::int8[]) AS u(o, s) ON f.origin = u.o AND f.origin_seq = u.s
             UNION ALL
             SELECT 6, '', NULL, NULL, NULL, NULL, NULL, erasures, NULL FROM \(unescaped: table(.head)) WHERE id = 1
-            UNION ALL
-            SELECT 7, u.o, NULL, NULL, NULL, NULL, NULL, u.s, NULL FROM unnest(\(origins)::text[], \(seqs)::int8[]) AS u(o, s)
-              WHERE (SELECT p.hi FROM \(unescaped: table(.purgedRanges)) p WHERE p.origin = u.o AND p.lo <= u.s ORDER BY p.lo DESC LIMIT 1) >= u.s
-                AND NOT EXISTS (SELECT 1 FROM \(unescaped: changesTable) c WHERE c.origin = u.o AND c.origin_seq = u.s)
-            UNION ALL
-            SELECT 8, p.origin, NULL, NULL, NULL, NULL, NULL, p.through_seq, NULL FROM \(unescaped: table(.purged)) p
-              JOIN unnest(\(batch.origins)::text[]) AS o ON p.origin = o
             """)
         var state = StoreState(identities: batch.identities, keysAsked: batch.keys)
-        var purgedThrough: [NodeID: Int64] = [:]
+        var purgedThrough: [String: Int64] = [:]
         for try await (kind, a, b, c, d, e, f, n1, n2) in rows.decode((Int32, String, String?, String?, String?, String?, String?, Int64?, Int64?).self) {
             switch kind {
             case 0:
@@ -183,19 +176,17 @@ extension PostgresTenantStore {
             case 1:
                 state.quarantined[Identity(origin: a, seq: n1 ?? 0)] = .init(code: b ?? "", receivedAtMillis: n2 ?? 0, receivedFrom: c ?? "")
             case 3:
-                // What the store held of the origin before this batch (as highestSeqs).
-                state.heldBefore[NodeID(unchecked: a)] = max(n1 ?? 0, n2 ?? 0)
+                // What the store held of the origin before this batch (as highestSeqs), a
+                // purged entry included.
+                let purged = b.flatMap { Int64($0) } ?? 0
+                state.heldBefore[NodeID(unchecked: a)] = max(n1 ?? 0, n2 ?? 0, purged)
+                if purged > 0 { purgedThrough[a] = purged }
             case 4:
                 state.erased[RecordKey(table: a, id: b ?? "")] = (erasureID: c ?? "", route: RecordMerge.parseRoute(d ?? ""))
             case 5:
                 state.erasedRefusals.insert(Identity(origin: a, seq: n1 ?? 0))
             case 6:
                 state.erasureGeneration = n1 ?? 0
-            case 7:
-                state.purged.insert(Identity(origin: a, seq: n1 ?? 0))
-            case 8:
-                // A purged entry was held too: the highest sequence never goes back.
-                purgedThrough[NodeID(unchecked: a)] = n1 ?? 0
             default:
                 guard let id = b, let fields = c, let versions = d, let route = f else { throw PostgresStoreError("a record of \(a) read without its state") }
                 let key = RecordKey(table: a, id: id)
@@ -203,7 +194,21 @@ extension PostgresTenantStore {
                 state.recordsAsRead[key] = RecordAsRead(versions: versions, tombstone: e ?? "", route: route)
             }
         }
-        for (origin, through) in purgedThrough { state.heldBefore[origin] = max(state.heldBefore[origin] ?? 0, through) }
+        // Identities neither logged nor quarantined, at or below their origin's highest
+        // purged sequence, may have been applied and purged: asked in a second statement,
+        // which a push of new changes (above it) never needs. Purged identities stay purged,
+        // and `ts_apply_push` counts them as held, so reading them apart is safe.
+        let maybePurged = batch.identities.filter { id in
+            state.held[id] == nil && state.quarantined[id] == nil && id.seq <= (purgedThrough[id.origin] ?? 0)
+        }
+        if !maybePurged.isEmpty {
+            let rows = try await run("""
+                SELECT u.o, u.s FROM unnest(\(maybePurged.map(\.origin))::text[], \(maybePurged.map(\.seq))::int8[]) AS u(o, s)
+                WHERE (SELECT p.hi FROM \(unescaped: table(.purgedRanges)) p WHERE p.origin = u.o AND p.lo <= u.s ORDER BY p.lo DESC LIMIT 1) >= u.s
+                  AND NOT EXISTS (SELECT 1 FROM \(unescaped: changesTable) c WHERE c.origin = u.o AND c.origin_seq = u.s)
+                """)
+            for try await (origin, seq) in rows.decode((String, Int64).self) { state.purged.insert(Identity(origin: origin, seq: seq)) }
+        }
         return state
     }
 
