@@ -183,6 +183,8 @@ extension PostgresTenantStore {
             let logger = self.logger
             let chunkReport = try await client.withTransaction(logger: logger) { connection -> CompactionReport in
                 var report = CompactionReport()
+                // One compaction transaction at a time per tenant, should a pass outlive its
+                // lease and meet another's.
                 _ = try await connection.query("SELECT pg_advisory_xact_lock(hashtext(\(self.tenantSchema.name + "/compact")))", logger: logger).collect()
                 _ = try await connection.query("""
                     DELETE FROM \(unescaped: self.table(.compactPending)) p USING unnest(\(tables)::text[], \(ids)::text[]) AS u(t, i)
@@ -253,6 +255,9 @@ extension PostgresTenantStore {
         while true {
             let logger = self.logger
             let pass = try await client.withTransaction(logger: logger) { connection -> (last: (table: String, id: String)?, tombstones: Int, entries: Int) in
+                // As the superseded pass's transactions: two passes never note purged
+                // identities at once (a lease outlived by a slow pass).
+                _ = try await connection.query("SELECT pg_advisory_xact_lock(hashtext(\(self.tenantSchema.name + "/compact")))", logger: logger).collect()
                 let head = try await connection.query("SELECT seq FROM \(unescaped: self.table(.head)) WHERE id = 1 FOR UPDATE", logger: logger)
                     .collect().first.map { try $0.decode(Int64.self) } ?? 0
                 var deleted: [(table: String, id: String, tombstone: FieldVersion?)] = []
