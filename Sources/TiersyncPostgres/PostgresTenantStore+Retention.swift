@@ -359,3 +359,30 @@ private struct PurgedEntries {
         }
     }
 }
+
+extension PostgresTenantStore {
+    /// What the tenant's schema holds on disk (``StorageFootprint``), for benchmarks and
+    /// diagnostics: every table of the schema with its indexes and TOAST (`fileBytes`; the
+    /// space of deleted rows is reused after vacuum, not given back), against a copy of
+    /// `records` with its primary key (`liveBytes`: every record's values, versions and
+    /// route), made in a transaction and dropped with it.
+    public func footprint() async throws -> StorageFootprint {
+        try await prepared()
+        let name = tenantSchema.name
+        let logger = self.logger
+        return try await client.withTransaction(logger: logger) { connection in
+            let total = try await connection.query("""
+                SELECT COALESCE(sum(pg_total_relation_size(c.oid)), 0)::int8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = \(name) AND c.relkind = 'r'
+                """, logger: logger).collect().first.map { try $0.decode(Int64.self) } ?? 0
+            let copy = "\"\(name)\".footprint_live"
+            for sql in ["CREATE TABLE \(copy) AS SELECT * FROM \(self.table(.records))", "ALTER TABLE \(copy) ADD PRIMARY KEY (tbl, id)"] {
+                _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
+            }
+            let live = try await connection.query(PostgresQuery(unsafeSQL: "SELECT pg_total_relation_size('\(copy)')::int8"), logger: logger)
+                .collect().first.map { try $0.decode(Int64.self) } ?? 0
+            _ = try await connection.query(PostgresQuery(unsafeSQL: "DROP TABLE \(copy)"), logger: logger).collect()
+            return StorageFootprint(fileBytes: total, usedBytes: total, walBytes: 0, liveBytes: live)
+        }
+    }
+}

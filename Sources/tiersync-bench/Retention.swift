@@ -1,6 +1,10 @@
 import ArgumentParser
 import Foundation
+import Logging
+import PostgresNIO
 import TiersyncCore
+import TiersyncPostgres
+import TiersyncStorage
 import TiersyncStore
 
 /// Bounded storage under churn (docs/PRIVACY.md, "Bounded storage"): N updates over R
@@ -22,6 +26,8 @@ struct RetentionBench: AsyncParsableCommand {
     @Option(help: "Rounds between compactions.") var compactEvery = 5
     @Option(help: "Footprint samples during the run.") var samples = 8
     @Option(help: "Percent of the updates made at HQ (they flow down to the dealers).") var hqPercent = 5
+    @Option(help: "HQ on PostgreSQL (postgres://USER@HOST:PORT/DATABASE; a fresh database on it, dropped afterwards): the hub's store is measured there. HQ then makes no updates of its own, and no fresh node bootstraps after the run.")
+    var postgres: String?
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
@@ -34,9 +40,19 @@ struct RetentionBench: AsyncParsableCommand {
         quietLogs()
         let (dir, cleanup) = try common.workingDirectory("retention")
         defer { cleanup() }
+        guard let postgres else { return try await measure(dir: dir, postgresHQ: nil) }
+        try await withFreshDatabase(try PostgresEndpoint(url: postgres)) { endpoint in
+            try await withPostgresClient(endpoint) { client in
+                try await measure(dir: dir, postgresHQ: PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" }))
+            }
+        }
+    }
+
+    private func measure(dir: String, postgresHQ: PostgresTenantStore?) async throws {
+        let hqPercent = postgresHQ == nil ? self.hqPercent : 0
         header("retention", [("updates", "\(updates)"), ("records", "\(records)"), ("dealers", "\(dealers)"), ("rounds", "\(rounds)"),
-                             ("compact-every", "\(compactEvery) rounds"), ("hq", "\(hqPercent)%")])
-        var net = try ChurnNetwork(dir: dir, dealers: dealers)
+                             ("compact-every", "\(compactEvery) rounds"), ("hq", "\(hqPercent)%"), ("hq store", postgresHQ == nil ? "SQLite" : "PostgreSQL")])
+        var net = try ChurnNetwork(dir: dir, dealers: dealers, postgresHQ: postgresHQ)
         try await net.seed(records: records)
         let perRound = max(1, updates / rounds)
         let sampleRounds = samples == 0 ? Set<Int>() : Set((1...samples).map { $0 * rounds / (samples + 1) })
@@ -51,7 +67,7 @@ struct RetentionBench: AsyncParsableCommand {
             try await net.sync()
             if round % compactEvery == 0 { try await net.compact() }
             if sampleRounds.contains(round) {
-                for (tier, footprint) in try net.footprints() { worst[tier] = Self.worse(worst[tier], footprint) }
+                for (tier, footprint) in try await net.footprints() { worst[tier] = Self.worse(worst[tier], footprint) }
             }
             if ContinuousClock.now - lastReport > .seconds(2) {
                 lastReport = ContinuousClock.now
@@ -63,12 +79,14 @@ struct RetentionBench: AsyncParsableCommand {
         try await net.sync()
         try await net.compact()
         guard try net.converged() else { throw BenchError("the dealers' stores differ from HQ's in their scopes") }
-        // Most of what the stores hold now is folded into records: a node joining after the
-        // run must still receive its whole scope.
-        let joined = try await net.bootstrapFresh(in: dir)
-        result("fresh bootstrap after the run", "a new country: \(joined.countryRecords) records; a new dealer: \(joined.dealerRecords) records; digests equal HQ's")
+        if postgresHQ == nil {
+            // Most of what the stores hold now is folded into records: a node joining after
+            // the run must still receive its whole scope.
+            let joined = try await net.bootstrapFresh(in: dir)
+            result("fresh bootstrap after the run", "a new country: \(joined.countryRecords) records; a new dealer: \(joined.dealerRecords) records; digests equal HQ's")
+        }
         var after: [ChurnNetwork.Tier: (ratio: Double, footprint: StorageFootprint)] = [:]
-        for (tier, footprint) in try net.footprints() { after[tier] = Self.worse(after[tier], footprint) }
+        for (tier, footprint) in try await net.footprints() { after[tier] = Self.worse(after[tier], footprint) }
         result("updates", "\(made) in \(format(elapsed, 1)) s (\(format(Double(made) / elapsed)) updates/s, each applied at its dealer, country and HQ)")
         for tier in ChurnNetwork.Tier.allCases {
             if let during = worst[tier] { Self.report("\(tier.rawValue), during", during) }
@@ -96,13 +114,17 @@ struct ChurnNetwork {
     enum Tier: String, CaseIterable { case hq = "HQ", country = "country (largest)", dealer = "dealer (largest)" }
 
     let hq: NodeStore
+    /// HQ on PostgreSQL instead (`hq` is then unused): the countries push to it and pull from
+    /// it through the hub's store interface.
+    let postgresHQ: PostgresTenantStore?
     let countries: [NodeID: NodeStore]
     let dealers: [NodeID: (store: NodeStore, country: NodeID)]
     let tree: NodeTree
     let policy = RetentionPolicy(horizon: .seconds(30 * 86_400), interval: .seconds(60))
     var rng = SystemRandomNumberGenerator()
 
-    init(dir: String, dealers count: Int) throws {
+    init(dir: String, dealers count: Int, postgresHQ: PostgresTenantStore? = nil) throws {
+        self.postgresHQ = postgresHQ
         func store(_ node: NodeID, parent: NodeID?) throws -> NodeStore {
             let store = try NodeStore(path: "\(dir)/\(node).sqlite")
             try store.setIdentity(NodeIdentity(tenant: "acme", node: node, parent: parent))
@@ -158,18 +180,25 @@ struct ChurnNetwork {
     /// countries their dealers, each pull noted in the parent's acknowledgement ledger.
     func sync() async throws {
         for (node, dealer) in dealers { try await Self.push(from: dealer.store, node: node, to: countries[dealer.country]!) }
-        for (node, country) in countries { try await Self.push(from: country, node: node, to: hq) }
-        for (node, country) in countries { try await Self.pull(into: country, node: node, from: hq, parent: "hq", scope: Scope(tree: tree, node: node)) }
+        for (node, country) in countries { try await Self.push(from: country, node: node, to: postgresHQ ?? hq) }
+        for (node, country) in countries {
+            if let postgresHQ {
+                try await Self.pull(into: country, node: node, from: postgresHQ, scope: Scope(tree: tree, node: node))
+            } else {
+                try await Self.pull(into: country, node: node, from: hq, parent: "hq", scope: Scope(tree: tree, node: node))
+            }
+        }
         for (node, dealer) in dealers {
             try await Self.pull(into: dealer.store, node: node, from: countries[dealer.country]!, parent: dealer.country, scope: Scope(nodes: [node]))
         }
     }
 
-    static func push(from child: NodeStore, node: NodeID, to parent: NodeStore) async throws {
+    static func push(from child: NodeStore, node: NodeID, to parent: any HubTenantStore) async throws {
         while true {
             let batch = try child.upstreamBatch(after: child.cursor(NodeStore.parentPushCursor), limit: 2_000)
             guard let last = batch.last else { return }
-            let report = try await parent.applyIncoming(batch.map(\.change), from: node, source: .child, checkSkew: false)
+            let report = try await parent.applyIncoming(batch.map(\.change), from: node, source: .child, checkSkew: false, gate: nil, cursor: nil,
+                                                        wallMillis: WallClock.nowMillis())
             guard report.rejected.isEmpty else { throw BenchError("\(node)'s push was refused: \(report.rejected[0].message)") }
             try child.setCursor(NodeStore.parentPushCursor, last.seq)
         }
@@ -191,15 +220,34 @@ struct ChurnNetwork {
         }
     }
 
+    /// A country's pull from HQ on PostgreSQL: the feed as the pull route serves it.
+    static func pull(into child: NodeStore, node: NodeID, from parent: PostgresTenantStore, scope: Scope) async throws {
+        while true {
+            let cursor = try child.cursor("pull.parent")
+            await parent.notePulled(by: node, through: cursor)
+            let encoded = try await parent.encodedFeed(after: cursor, scope: scope, excluding: node, limit: 2_000)
+            let page = try JSONDecoder().decode(PullResponse.self, from: Data(encoded.json))
+            _ = try await child.applyIncoming(page.changes, from: "hq", source: .parent, checkSkew: false, cursor: ("pull.parent", page.nextCursor))
+            if !page.more {
+                await parent.notePulled(by: node, through: page.nextCursor)
+                return
+            }
+        }
+    }
+
     func compact() async throws {
-        _ = try await hq.compact(policy: policy, tree: tree)
+        if let postgresHQ {
+            _ = try await postgresHQ.compact(policy: policy, tree: tree, nowMillis: WallClock.nowMillis(), batch: 2_000)
+        } else {
+            _ = try await hq.compact(policy: policy, tree: tree)
+        }
         for country in countries.values { _ = try await country.compact(policy: policy, tree: tree) }
         for dealer in dealers.values { _ = try await dealer.store.compact(policy: policy, tree: nil) }
     }
 
     /// The largest ratio per tier.
-    func footprints() throws -> [(Tier, StorageFootprint)] {
-        var out: [(Tier, StorageFootprint)] = [(.hq, try hq.footprint())]
+    func footprints() async throws -> [(Tier, StorageFootprint)] {
+        var out: [(Tier, StorageFootprint)] = [(.hq, try await postgresHQ?.footprint() ?? hq.footprint())]
         out += try countries.values.map { (.country, try $0.footprint()) }
         out += try dealers.values.map { (.dealer, try $0.store.footprint()) }
         return out
@@ -221,9 +269,12 @@ struct ChurnNetwork {
         return (counts[0], counts[1])
     }
 
+    /// Every dealer holds what HQ holds of its scope (HQ on PostgreSQL: what its country,
+    /// fed by HQ, holds of it).
     func converged() throws -> Bool {
-        for (node, dealer) in dealers where try dealer.store.digest(scope: Scope(nodes: [node])) != hq.digest(scope: Scope(nodes: [node])) {
-            return false
+        for (node, dealer) in dealers {
+            let reference = postgresHQ == nil ? hq : countries[dealer.country]!
+            if try dealer.store.digest(scope: Scope(nodes: [node])) != reference.digest(scope: Scope(nodes: [node])) { return false }
         }
         return true
     }
