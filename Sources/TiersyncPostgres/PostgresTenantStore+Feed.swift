@@ -2,7 +2,7 @@
 // snapshots owed on route entry, the caller's own changes left out), read in one statement,
 // so one snapshot: the page, its snapshots and its head agree without a transaction, in one
 // round trip (it was six: a REPEATABLE READ transaction of four reads). The same statement
-// reads the purge floor: a cursor below it is refused (``RebootstrapRequired``).
+// reads the purge floor, which the pull route holds the caller's cursor against.
 
 import PostgresNIO
 import TiersyncCore
@@ -81,13 +81,13 @@ extension PostgresTenantStore {
                                       fields: fields, prior: prior, trail: trail, into: &out)
             count += 1
         }
-        // Read with the page, so a floor another process raised is never missed (the pull
-        // route's early check uses the floor this process last saw).
+        // Read with the page, so a floor another process raised is never missed: the pull
+        // route checks the caller's cursor against it (its early check uses the floor this
+        // process last saw).
         noteFloor(floor)
-        if cursor > 0, cursor < floor { throw RebootstrapRequired(cursor: cursor, floor: floor) }
         let more = candidateCount == limit
         let next = more ? lastCandidate ?? cursor : max(cursor, head)
         out += "],\"nextCursor\":\(next),\"more\":\(more ? "true" : "false"),\"head\":\(head)}"
-        return EncodedPullPage(count: count, nextCursor: next, more: more, head: head, json: Array(out.utf8))
+        return EncodedPullPage(count: count, nextCursor: next, more: more, head: head, json: Array(out.utf8), floor: floor)
     }
 }

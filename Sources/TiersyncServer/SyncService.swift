@@ -113,6 +113,7 @@ struct SyncService: Sendable {
             throw APIError(.badRequest, "invalid_parameter", "'wait' must be a number of seconds from 0 to \(limits.maxPullWaitSeconds)")
         }
         let excludeOwn = (query.get("exclude_own") ?? "true") != "false"
+        let requested = cursor
         let store = try await directory.store(for: principal.tenant)
         let only = query.get("only")
         if only == nil {
@@ -136,12 +137,12 @@ struct SyncService: Sendable {
             if let known = knownTree { tree = known } else { tree = try await directory.tree(of: principal.tenant) }
             knownTree = nil
             let scope = try scope(of: principal, in: tree, only: only)
-            let page: EncodedPullPage
-            do {
-                page = try await store.encodedFeed(after: cursor, scope: scope, excluding: excludeOwn ? principal.node : nil, limit: limit)
-            } catch let gone as RebootstrapRequired {
-                // An engine that reads the floor with the page (another process purged).
-                throw APIError(.gone, RebootstrapRequired.code, gone.description)
+            let page = try await store.encodedFeed(after: cursor, scope: scope, excluding: excludeOwn ? principal.node : nil, limit: limit)
+            // An engine that reads the floor with the page (PostgreSQL: another hub process
+            // may have purged since the check above). The caller's own cursor is judged, not
+            // the one this long-poll moved on: a bootstrap from 0 stays a bootstrap.
+            if only == nil, requested > 0, requested < page.floor {
+                throw APIError(.gone, RebootstrapRequired.code, RebootstrapRequired(cursor: requested, floor: page.floor).description)
             }
             let remaining = deadline - ContinuousClock.now
             let closing = await notifier.isClosed

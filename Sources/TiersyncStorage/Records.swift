@@ -178,12 +178,16 @@ public struct EncodedPullPage: Sendable {
     public let head: Int64
     /// The page as ``PullResponse`` JSON.
     public let json: [UInt8]
+    /// The purge floor read with the page (``RebootstrapRequired``), by an engine that reads
+    /// it there (PostgreSQL, where another hub process may have raised it); 0 otherwise.
+    public let floor: Int64
 
-    public init(count: Int, nextCursor: Int64, more: Bool, head: Int64, json: [UInt8]) {
+    public init(count: Int, nextCursor: Int64, more: Bool, head: Int64, json: [UInt8], floor: Int64 = 0) {
         self.count = count
         self.nextCursor = nextCursor
         self.more = more
         self.head = head
         self.json = json
+        self.floor = floor
     }
 }

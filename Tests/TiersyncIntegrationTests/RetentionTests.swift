@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TiersyncAgent
 import TiersyncCore
+import TiersyncPostgres
 import TiersyncStore
 import TiersyncTestSupport
 
@@ -166,6 +167,45 @@ struct RetentionTests {
                         && records.first { $0.id == "c-2" }?.values["first_name"] == "Offline edit"
                 }
                 #expect(try back.store.record(table: "customers", id: "c-2")?.state.liveValues["last_name"] == "Kept")
+            }
+        }
+    }
+
+    @Test("""
+    hub processes on one PostgreSQL: after another process purged a delete, this one (which has not seen the floor) answers a dealer's \
+    stale cursor 410 rebootstrap_required, read with the feed page; a pull from 0 is still served
+    """, .enabled(if: TestPostgres.isAvailable, "needs TIERSYNC_TEST_POSTGRES_URL (ops/postgres/test-cluster.sh)"))
+    func floorRaisedByAnotherProcess() async throws {
+        let dir = try TempDir()
+        try await TestPostgres.withFreshDatabase { endpoint in
+            try await withRunning { running in
+                // This process does not compact: the other one below does.
+                let hub = try await running.hub(directory: dir.path, postgres: endpoint, retention: nil)
+                _ = try await hub.catalogStore.createTenant("acme")
+                let d1 = try await running.agent(enrolling: "d1", parent: "hq", tenant: "acme", hub: hub, parentURL: hub.url, directory: dir.path,
+                                                    retention: nil)
+                let hq = try await hub.tenantStore(for: "acme")
+                _ = try await hq.writeAsHub([.upsert("customers", id: "c-1", ["last_name": "Doomed", "owning_dealer": "d1"]),
+                                             .upsert("customers", id: "c-2", ["last_name": "Kept", "owning_dealer": "d1"])])
+                try await eventually(timeout: 20, "d1 holds both") {
+                    try d1.store.record(table: "customers", id: "c-2") != nil && d1.store.cursor("pull.parent") > 0
+                }
+                await d1.stop()
+                let credential = try #require(try d1.store.meta("credential"))
+                let cursor = try d1.store.cursor("pull.parent")
+                _ = try await hq.writeAsHub([.delete("customers", id: "c-1")])
+                _ = try await hq.writeAsHub([.upsert("customers", id: "c-head", ["last_name": "After the delete", "owning_dealer": "d1"])])
+                // Another hub process compacts, a minute later than the delete's horizon.
+                try await withPostgresClient(endpoint) { client in
+                    let other = PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" })
+                    let report = try await other.compact(policy: RetentionPolicy(horizon: .seconds(1)), tree: nil,
+                                                         nowMillis: WallClock.nowMillis() + 60_000, batch: 2_000)
+                    #expect(report.tombstones == 1 && report.floor > cursor, "\(report)")
+                }
+                #expect(try await hq.retentionFloor() == 0, "this process has not seen the floor")
+                let gone = try await running.client(hub).send("GET", "/v1/pull?cursor=\(cursor)", credential: credential)
+                #expect(gone.status == 410 && gone.error?.code == "rebootstrap_required", "\(gone.status) \(gone.text)")
+                #expect(try await running.client(hub).send("GET", "/v1/pull?cursor=0", credential: credential).status == 200)
             }
         }
     }
