@@ -43,6 +43,11 @@ extension PostgresTenantStore {
     public func acknowledgements() async throws -> [NodeID: Int64] {
         try await prepared()
         try await flushAcknowledgements(nowMillis: WallClock.nowMillis())
+        return try await writtenAcknowledgements()
+    }
+
+    /// The ledger as written, without this process's pending pulls.
+    private func writtenAcknowledgements() async throws -> [NodeID: Int64] {
         var out: [NodeID: Int64] = [:]
         let rows = try await client.query("SELECT node, pulled_through FROM \(unescaped: table(.acks))", logger: logger)
         for try await (node, through) in rows.decode((String, Int64).self) { out[NodeID(unchecked: node)] = through }
@@ -124,15 +129,11 @@ extension PostgresTenantStore {
             let cutoff = Int64(clamping: nowMillis > horizon ? nowMillis - horizon : 0)
             try await purgeSuperseded(root: root, tree: tree, cutoff: cutoff, perTransaction: max(1, batch / 16), into: &report)
             try await purgeTombstones(cutoff: cutoff, perTransaction: max(1, batch / 16), into: &report)
-            _ = try await client.query("""
-                UPDATE \(unescaped: table(.meta)) SET value = '0' WHERE key = \(PostgresMetaKey.compactTakenAt.rawValue) AND value = \(lease)
-                """, logger: logger).collect()
         } catch {
-            _ = try? await client.query("""
-                UPDATE \(unescaped: table(.meta)) SET value = '0' WHERE key = \(PostgresMetaKey.compactTakenAt.rawValue) AND value = \(lease)
-                """, logger: logger).collect()
+            try? await releaseCompactionLease(lease)
             throw error
         }
+        try await releaseCompactionLease(lease)
         report.floor = try await storedRetentionFloor()
         return report
     }
@@ -148,6 +149,13 @@ extension PostgresTenantStore {
               WHERE \(unescaped: meta).value = '0' OR \(unescaped: meta).value::int8 < \(stale)::int8
             RETURNING 1
             """, logger: logger).collect().isEmpty
+    }
+
+    /// Gives the pass's lease back (unless another process took it over meanwhile).
+    private func releaseCompactionLease(_ lease: String) async throws {
+        _ = try await client.query("""
+            UPDATE \(unescaped: table(.meta)) SET value = '0' WHERE key = \(PostgresMetaKey.compactTakenAt.rawValue) AND value = \(lease)
+            """, logger: logger).collect()
     }
 
     /// The superseded entries of the records written since the last pass and of those with
@@ -169,7 +177,8 @@ extension PostgresTenantStore {
             if kind == 0 { head = seq } else { keys.append((tbl, id)) }
         }
         report.examinedRecords += keys.count
-        let acks = try await acknowledgements()
+        // Written by every process (this one's at the start of the pass).
+        let acks = try await writtenAcknowledgements()
         var children: [NodeID: NodeID?] = [:]
         func child(toward node: NodeID) -> NodeID? {
             if let known = children[node] { return known }
