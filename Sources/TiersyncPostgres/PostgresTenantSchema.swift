@@ -277,8 +277,9 @@ enum PostgresMetaKey: String {
     case kpiSource = "kpi.source"
     /// The log position a child's pull cursor must have passed (the newest purged delete).
     case purgeFloor = "purge.floor"
-    /// Where the next compaction pass starts, and when a process last took a pass.
+    /// Where the next compaction pass starts (the head it last saw, less one).
     case compactFrom = "compact.from"
+    /// The running pass's lease: when a process took it, or '0' when none runs.
     case compactTakenAt = "compact.taken_at"
 }
 
