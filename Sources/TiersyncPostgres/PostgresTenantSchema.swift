@@ -57,9 +57,11 @@ public struct PostgresTenantSchema: Sendable, Hashable {
     /// function is dropped, so one still running fails its pushes instead (its agents retry
     /// on the other processes). 3: bounded storage (the acknowledgement ledger, purged
     /// identities, `changes.routed`, and a `ts_apply_push` that counts purged identities as
-    /// held): a process of version 2 would apply a redelivery of a purged change again.
+    /// held): a process of version 2 would apply a redelivery of a purged change again. 4:
+    /// folded entries (`records.folded`, `folded_at`): a process of version 3 would serve a
+    /// feed from the log alone, without the entries folded into their records.
     /// Upgrade every process of a hub together.
-    static let version = 3
+    static let version = 4
 
     /// Creates the schema and its tables unless they exist. Several processes may start at
     /// once: a transaction-level advisory lock on the schema's name makes one create and the
@@ -179,6 +181,22 @@ public struct PostgresTenantSchema: Sendable, Hashable {
                                  WHERE table_schema = '\(name)' AND table_name = 'changes' AND column_name = 'routed') THEN
                     ALTER TABLE \(q(.changes)) ADD COLUMN routed TEXT;
                     \(backfillRouted)
+                  END IF;
+                END $do$
+                """,
+                // Folded entries (PostgresTenantStore+Retention): a record's log entries whose
+                // values are still current, once every child fed them pulled them, leave the log;
+                // the record keeps their identities (`folded`, as the SQLite engine writes them)
+                // and its position in the feed (`folded_at`, indexed for the feed's walk).
+                // Checked first, as above: ALTER TABLE and CREATE INDEX lock the table.
+                """
+                DO $do$ BEGIN
+                  IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                                 WHERE table_schema = '\(name)' AND table_name = 'records' AND column_name = 'folded_at') THEN
+                    ALTER TABLE \(q(.records)) ADD COLUMN folded TEXT, ADD COLUMN folded_at BIGINT;
+                  END IF;
+                  IF to_regclass('"\(name)".records_folded_at') IS NULL THEN
+                    CREATE INDEX records_folded_at ON \(q(.records)) (folded_at) WHERE folded_at IS NOT NULL;
                   END IF;
                 END $do$
                 """,

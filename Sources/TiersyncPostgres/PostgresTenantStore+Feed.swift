@@ -2,7 +2,8 @@
 // snapshots owed on route entry, the caller's own changes left out), read in one statement,
 // so one snapshot: the page, its snapshots and its head agree without a transaction, in one
 // round trip (it was six: a REPEATABLE READ transaction of four reads). The same statement
-// reads the purge floor, which the pull route holds the caller's cursor against.
+// reads the purge floor, which the pull route holds the caller's cursor against, and serves
+// folded records (their entries' identities kept in `records`) at their positions.
 
 import PostgresNIO
 import TiersyncCore
@@ -11,7 +12,7 @@ import TiersyncStorage
 extension PostgresTenantStore {
     public func encodedFeed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) async throws -> EncodedPullPage {
         try await prepared()
-        let (changes, routes, entries) = (table(.changes), table(.changeRoutes), table(.routeEntries))
+        let (changes, routes, entries, records) = (table(.changes), table(.changeRoutes), table(.routeEntries), table(.records))
         var sql = PostgresSQL()
         let after = sql.bind(cursor), n = sql.bind(Int64(limit))
         // The nodes whose route entries owe snapshots: none for the whole tenant (HQ's
@@ -40,27 +41,45 @@ extension PostgresTenantStore {
         if let excluding {
             exclusion += " AND (c.received_from IS NULL OR c.received_from <> \(sql.bind(excluding.rawValue)))"
         }
+        // Folded records (PostgresTenantStore+Retention) at positions after the cursor, in the
+        // scope: candidates beside the log's, merged in position order and cut at `limit`
+        // (the first `limit` of each side hold the first `limit` of both).
+        let inScope = scope.nodes == nil ? "" : " AND string_to_array(r.route, ',') && \(entryNodes)::text[]"
         // The snapshot on route entry (as the SQLite engine's): for each candidate that routed
         // a record to a node of the scope whose route before held none of the scope, every
-        // earlier change of that record. Row 0 carries the head, the candidates' count and
-        // the last candidate; the changes follow in log order.
+        // earlier change of that record, and the record's folded entries. Row 0 carries the
+        // head, the candidates' count and the last candidate; the changes (kind 1) and folded
+        // records (kind 2: identities, fields and versions, built into changes here) follow
+        // in position order (row 0 first, at position -1; the head in its `tbl` column).
         sql.append("""
-            WITH cand AS (\(candidates)),
+            WITH lc AS (\(candidates)),
+            fc AS (SELECT r.folded_at AS seq FROM \(records) r WHERE r.folded_at > \(after) AND r.tombstone IS NULL\(inScope)
+                   ORDER BY r.folded_at LIMIT \(n)),
+            cand AS (SELECT seq, false AS folded FROM lc UNION ALL SELECT seq, true FROM fc ORDER BY seq LIMIT \(n)),
             last AS (SELECT count(*) AS n, max(seq) AS m FROM cand),
             entered AS (
               SELECT DISTINCT e.seq, e.tbl, e.record_id FROM \(entries) e, last
               WHERE e.node = ANY(\(entryNodes)::text[]) AND e.seq > \(after) AND e.seq <= last.m
                 AND NOT (string_to_array(e.route_before, ',') && \(entryNodes)::text[])),
             deliver AS (
-              SELECT seq FROM cand
+              SELECT seq FROM cand WHERE NOT folded
               UNION
-              SELECT c.seq FROM \(changes) c JOIN entered e ON c.tbl = e.tbl AND c.record_id = e.record_id AND c.seq < e.seq)
-            SELECT 0 AS kind, COALESCE((SELECT seq FROM \(table(.head)) WHERE id = 1), 0) AS seq, last.n, last.m,
-                   (SELECT value FROM \(table(.meta)) WHERE key = \(sql.bind(PostgresMetaKey.purgeFloor.rawValue))), NULL::text, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text FROM last
+              SELECT c.seq FROM \(changes) c JOIN entered e ON c.tbl = e.tbl AND c.record_id = e.record_id AND c.seq < e.seq),
+            folds AS (
+              SELECT r.tbl, r.id FROM \(records) r JOIN cand ON cand.folded AND r.folded_at = cand.seq WHERE r.tombstone IS NULL
+              UNION
+              SELECT r.tbl, r.id FROM \(records) r JOIN entered e ON r.tbl = e.tbl AND r.id = e.record_id
+              WHERE r.folded_at IS NOT NULL AND r.tombstone IS NULL\(inScope))
+            SELECT 0 AS kind, -1::int8 AS seq, last.n, last.m,
+                   (SELECT value FROM \(table(.meta)) WHERE key = \(sql.bind(PostgresMetaKey.purgeFloor.rawValue))),
+                   COALESCE((SELECT seq FROM \(table(.head)) WHERE id = 1), 0)::text, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text FROM last
             UNION ALL
             SELECT 1, c.seq, c.origin_seq, c.hlc, c.origin, c.tbl, c.record_id, c.op, c.fields, c.prior, c.trail
             FROM \(changes) c JOIN deliver d ON c.seq = d.seq\(exclusion)
-            ORDER BY kind, seq
+            UNION ALL
+            SELECT 2, r.folded_at, NULL, NULL, r.folded, r.tbl, r.id, NULL, r.fields, r.versions, NULL
+            FROM \(records) r JOIN folds f ON r.tbl = f.tbl AND r.id = f.id
+            ORDER BY seq, kind
             """)
         var head: Int64 = 0, candidateCount = 0, lastCandidate: Int64?, floor: Int64 = 0
         var out = "{\"changes\":["
@@ -68,9 +87,23 @@ extension PostgresTenantStore {
         let rows = try await client.query(sql.query, logger: logger)
         for try await (kind, seq, a, b, origin, tbl, id, op, fields, prior, trail)
             in rows.decode((Int32, Int64, Int64?, Int64?, String?, String?, String?, String?, String?, String?, String?).self) {
-            guard kind == 1 else {
-                (head, candidateCount, lastCandidate) = (seq, Int(a ?? 0), b)
+            if kind == 0 {
+                (head, candidateCount, lastCandidate) = (tbl.flatMap { Int64($0) } ?? 0, Int(a ?? 0), b)
                 floor = origin.flatMap { Int64($0) } ?? 0
+                continue
+            }
+            if kind == 2 {
+                // A folded record: a change per folded version some field still holds.
+                guard let tbl, let id, let fields, let versions = prior, let identities = FoldedIdentities(parsing: origin ?? "") else {
+                    throw PostgresStoreError("folded record at \(seq) read without its state")
+                }
+                let record = try Self.record(table: tbl, id: id, fields: fields, versions: versions, tombstone: nil, route: "")
+                for change in identities.changes(table: tbl, id: id, state: record.state) {
+                    if count > 0 { out += "," }
+                    WireEncoding.storedChange(origin: change.origin.rawValue, seq: change.originSeq, hlc: change.hlc.rawValue, table: tbl, id: id,
+                                              op: change.op.rawValue, fields: CanonicalJSON.object(change.fields), prior: nil, trail: nil, into: &out)
+                    count += 1
+                }
                 continue
             }
             guard let originSeq = a, let hlc = b, let origin, let tbl, let id, let op, let fields else {

@@ -5,8 +5,8 @@
 //
 // The rules are the SQLite engine's (NodeStore+Retention), for a hub (no parent, so nothing
 // waits to go upward). What differs:
-// - nothing is folded: an entry holding a current value stays in the log, which is all a
-//   feed on PostgreSQL reads;
+// - a folded entry's identity is kept in its record's row (`records.folded`, `folded_at`),
+//   which the feed serves at that position (PostgresTenantStore+Feed);
 // - which children an entry waits for comes from `changes.routed`, written with the entry;
 // - several hub processes share a tenant: one pass runs at a time (a lease row in `meta`),
 //   every process writes the pulls it noted, and a purged identity moves from the log to
@@ -134,8 +134,26 @@ extension PostgresTenantStore {
             throw error
         }
         try await releaseCompactionLease(lease)
+        if report.supersededEntries + report.foldedEntries + report.tombstoneEntries >= Self.vacuumAfterPurging {
+            await vacuumLog()
+        }
         report.floor = try await storedRetentionFloor()
         return report
+    }
+
+    /// Purged log entries after which a pass vacuums the tables it purged from: their space
+    /// is then reused by the next pushes at once, rather than when autovacuum comes by
+    /// (meanwhile the files grow). Plain `VACUUM` blocks no push.
+    static var vacuumAfterPurging: Int { 1_000 }
+
+    private func vacuumLog() async {
+        let tables = [PostgresTenantSchema.Table.changes, .changeRoutes, .routeEntries, .records].map { table($0) }.joined(separator: ", ")
+        do {
+            _ = try await client.query(PostgresQuery(unsafeSQL: "VACUUM \(tables)"), logger: logger).collect()
+        } catch {
+            // Autovacuum does it later: a failed vacuum loses nothing.
+            logger.warning("vacuum after compaction failed", metadata: ["tenant": "\(tenant)", "error": "\(String(reflecting: error))"])
+        }
     }
 
     /// Takes the pass's lease unless another process holds one younger than
@@ -202,27 +220,38 @@ extension PostgresTenantStore {
                 let rows = try await connection.query("""
                     SELECT c.tbl, c.record_id, c.seq, c.origin, c.origin_seq, c.hlc, c.received_at, c.routed, r.versions, r.tombstone,
                            EXISTS (SELECT 1 FROM \(unescaped: self.table(.routeEntries)) e
-                                   WHERE e.node = ANY(string_to_array(c.routed, ',')) AND e.seq = c.seq)
+                                   WHERE e.node = ANY(string_to_array(c.routed, ',')) AND e.seq = c.seq),
+                           r.folded, r.folded_at
                     FROM \(unescaped: changes) c
                       JOIN unnest(\(tables)::text[], \(ids)::text[]) AS u(t, i) ON c.tbl = u.t AND c.record_id = u.i
                       JOIN \(unescaped: self.table(.records)) r ON r.tbl = c.tbl AND r.id = c.record_id
                     WHERE c.seq < \(head) AND c.op <> \(Self.erasedOp)
                     """, logger: logger)
                 var current: [String: Set<FieldVersion>] = [:]
+                var folds: [String: FoldedRecord] = [:]
                 var purge = PurgedEntries()
                 var held: [(String, String)] = []
-                for try await (tbl, id, seq, origin, originSeq, hlc, receivedAt, routed, versions, tombstone, reroutes)
-                    in rows.decode((String, String, Int64, String, Int64, Int64, Int64, String?, String, String?, Bool).self) {
+                var floor: Int64 = 0
+                for try await (tbl, id, seq, origin, originSeq, hlc, receivedAt, routed, versions, tombstone, reroutes, folded, foldedAt)
+                    in rows.decode((String, String, Int64, String, Int64, Int64, Int64, String?, String, String?, Bool, String?, Int64?).self) {
                     let recordKey = tbl + "\u{0}" + id
                     if current[recordKey] == nil {
                         var set = Set((CanonicalJSON.parseStoredVersions(versions) ?? [:]).values)
                         if let tombstone, let version = FieldVersion(parsing: tombstone) { set.insert(version) }
                         current[recordKey] = set
+                        // What was folded before, less what no field holds any more (and all of
+                        // it for a deleted record, whose current entries stay in the log).
+                        var identities = folded.flatMap(FoldedIdentities.init(parsing:)) ?? FoldedIdentities()
+                        identities.keep(only: tombstone == nil ? set : [])
+                        folds[recordKey] = FoldedRecord(table: tbl, id: id, identities: identities, position: foldedAt ?? 0,
+                                                        wasFolded: foldedAt != nil, live: tombstone == nil)
                     }
                     let version = FieldVersion(hlc: HLCTimestamp(rawValue: UInt64(bitPattern: hlc)), node: NodeID(unchecked: origin))
-                    // Current values stay (the feed serves records from the log), and so
-                    // does an entry that re-routed its record (a new holder's snapshot).
-                    guard current[recordKey]?.contains(version) == false, !reroutes else { continue }
+                    let isCurrent = current[recordKey]?.contains(version) == true
+                    // A deleted record's current entries stay until its tombstone goes, and an
+                    // entry that re-routed its record stays (a new holder's snapshot).
+                    if isCurrent, folds[recordKey]?.live != true { continue }
+                    if reroutes { continue }
                     guard let routed else {
                         // Routed before the column was filled: kept, to be safe.
                         held.append((tbl, id))
@@ -230,15 +259,38 @@ extension PostgresTenantStore {
                     }
                     let nodes = routed.split(separator: ",").map { NodeID(unchecked: String($0)) }
                     let pulled = nodes.allSatisfy { node in child(toward: node).map { (acks[$0] ?? 0) >= seq } ?? true }
-                    if !pulled, receivedAt >= cutoff {
-                        report.heldForChildren += 1
-                        held.append((tbl, id))
-                        continue
+                    if !pulled {
+                        guard receivedAt < cutoff else {
+                            report.heldForChildren += 1
+                            held.append((tbl, id))
+                            continue
+                        }
+                        // A child away past the horizon never pulled this current value: its
+                        // cursor is now below the floor, and it re-bootstraps.
+                        if isCurrent { floor = max(floor, seq) }
                     }
                     purge.add(seq: seq, origin: origin, originSeq: originSeq, routed: nodes)
-                    report.supersededEntries += 1
+                    if isCurrent {
+                        // Folded: the record stands for it in the feed, at its position or later.
+                        if var record = folds[recordKey] {
+                            record.identities.add(version, originSeq: originSeq, fromParent: false)
+                            record.position = max(record.position, seq)
+                            record.changed = true
+                            folds[recordKey] = record
+                        }
+                        report.foldedEntries += 1
+                    } else {
+                        report.supersededEntries += 1
+                    }
                 }
                 try await self.delete(purge, on: connection)
+                try await self.storeFolded(folds.values.filter { $0.changed || ($0.wasFolded && $0.identities.isEmpty) }, on: connection)
+                if floor > 0 {
+                    _ = try await connection.query("""
+                        INSERT INTO \(unescaped: self.table(.meta)) (key, value) VALUES (\(PostgresMetaKey.purgeFloor.rawValue), \(String(floor)))
+                        ON CONFLICT (key) DO UPDATE SET value = GREATEST(\(unescaped: self.table(.meta)).value::int8, excluded.value::int8)::text
+                        """, logger: logger).collect()
+                }
                 if !held.isEmpty {
                     _ = try await connection.query("""
                         INSERT INTO \(unescaped: self.table(.compactPending)) (tbl, id)
@@ -248,6 +300,7 @@ extension PostgresTenantStore {
                 return report
             }
             report.supersededEntries += chunkReport.supersededEntries
+            report.foldedEntries += chunkReport.foldedEntries
             report.heldForChildren += chunkReport.heldForChildren
         }
         // The head was left alone: its record is looked at again next time.
@@ -332,6 +385,21 @@ extension PostgresTenantStore {
         }
     }
 
+    /// Writes records' folded identities and feed positions (a position never goes down: a
+    /// node bootstrapping may have walked up to it but not past it), or clears them where
+    /// none is left, in the caller's transaction.
+    private func storeFolded(_ records: [FoldedRecord], on connection: PostgresConnection) async throws {
+        guard !records.isEmpty else { return }
+        // An empty text clears (an array of optionals does not encode).
+        let texts = records.map { $0.identities.isEmpty ? "" : $0.identities.text }
+        _ = try await connection.query("""
+            UPDATE \(unescaped: table(.records)) r SET folded = NULLIF(u.f, ''),
+              folded_at = CASE WHEN u.f = '' THEN NULL ELSE GREATEST(COALESCE(r.folded_at, 0), u.p) END
+            FROM unnest(\(records.map(\.table))::text[], \(records.map(\.id))::text[], \(texts)::text[], \(records.map(\.position))::int8[]) AS u(t, i, f, p)
+            WHERE r.tbl = u.t AND r.id = u.i
+            """, logger: logger).collect()
+    }
+
     /// Deletes `purge`'s entries with their route rows (and route entries) and records their
     /// identities as purged, in the caller's transaction.
     private func delete(_ purge: PurgedEntries, on connection: PostgresConnection) async throws {
@@ -351,6 +419,18 @@ extension PostgresTenantStore {
             _ = try await connection.query(sql, logger: logger).collect()
         }
     }
+}
+
+/// A record's folded entries as a compaction transaction finds and changes them.
+private struct FoldedRecord {
+    var table: String
+    var id: String
+    var identities: FoldedIdentities
+    /// Its feed position: the highest position of an entry folded into it.
+    var position: Int64
+    var wasFolded: Bool
+    var live: Bool
+    var changed = false
 }
 
 /// Log entries one compaction transaction purges, column by column.
@@ -385,7 +465,10 @@ extension PostgresTenantStore {
                 WHERE n.nspname = \(name) AND c.relkind = 'r'
                 """, logger: logger).collect().first.map { try $0.decode(Int64.self) } ?? 0
             let copy = "\"\(name)\".footprint_live"
-            for sql in ["CREATE TABLE \(copy) AS SELECT * FROM \(self.table(.records))", "ALTER TABLE \(copy) ADD PRIMARY KEY (tbl, id)"] {
+            // Without the folded identities, which count against the store (as the log
+            // entries they stand for did), as the SQLite engine's figure.
+            for sql in ["CREATE TABLE \(copy) AS SELECT tbl, id, fields, versions, tombstone, route, live FROM \(self.table(.records))",
+                        "ALTER TABLE \(copy) ADD PRIMARY KEY (tbl, id)"] {
                 _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
             }
             let live = try await connection.query(PostgresQuery(unsafeSQL: "SELECT pg_total_relation_size('\(copy)')::int8"), logger: logger)

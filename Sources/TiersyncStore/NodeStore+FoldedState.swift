@@ -11,51 +11,6 @@ import Foundation
 import GRDB
 import TiersyncCore
 
-/// The identities of a record's folded versions: for each version still current whose log
-/// entry was folded, the change's sequence at its origin, and whether the change came from
-/// this node's parent (it never goes back upward). Stored compactly, as
-/// `<hlc>@<node>:<originSeq>` items (`=` instead of `:` for a change from the parent;
-/// numbers in base 36) joined by `;` (node ids hold none of these characters): it is part
-/// of the record's data, beside its versions.
-struct FoldedIdentities: Equatable {
-    var originSeqs: [FieldVersion: Int64] = [:]
-    var fromParent: Set<FieldVersion> = []
-
-    init() {}
-
-    init?(parsing text: String) {
-        for item in text.split(separator: ";") {
-            guard let at = item.firstIndex(of: "@"), let mark = item.lastIndex(where: { $0 == ":" || $0 == "=" }), at < mark,
-                  let hlc = UInt64(item[..<at], radix: 36), let seq = Int64(item[item.index(after: mark)...], radix: 36) else { return nil }
-            let node = String(item[item.index(after: at)..<mark])
-            guard NodeID.isValid(node) else { return nil }
-            let version = FieldVersion(hlc: HLCTimestamp(rawValue: hlc), node: NodeID(unchecked: node))
-            originSeqs[version] = seq
-            if item[mark] == "=" { fromParent.insert(version) }
-        }
-    }
-
-    var text: String {
-        originSeqs.sorted { $0.key < $1.key }.map { version, seq in
-            "\(String(version.hlc.rawValue, radix: 36))@\(version.node.rawValue)\(fromParent.contains(version) ? "=" : ":")\(String(seq, radix: 36))"
-        }.joined(separator: ";")
-    }
-
-    var isEmpty: Bool { originSeqs.isEmpty }
-
-    mutating func add(_ version: FieldVersion, originSeq: Int64, fromParent parent: Bool) {
-        originSeqs[version] = originSeq
-        if parent { fromParent.insert(version) } else { fromParent.remove(version) }
-    }
-
-    /// Only the versions `state` still holds for some field.
-    mutating func keepCurrent(_ state: RecordState) {
-        let current = Set(state.versions.values)
-        originSeqs = originSeqs.filter { current.contains($0.key) }
-        fromParent = fromParent.filter { current.contains($0) }
-    }
-}
-
 extension NodeStore {
     /// The record's folded identities and its position in the feed, if any were folded.
     func folded(_ db: Database, table: String, id: String) throws -> (seq: Int64, identities: FoldedIdentities)? {
@@ -107,14 +62,7 @@ extension NodeStore {
     func foldedChanges(_ db: Database, _ key: RecordKey, scope: Scope) throws -> [Change] {
         guard let table = schema.table(key.table), let (_, identities) = try folded(db, table: key.table, id: key.id),
               let stored = try load(db, table: table, id: key.id), stored.state.tombstone == nil, scope.contains(route: stored.route) else { return [] }
-        var fields: [FieldVersion: [String: FieldValue]] = [:]
-        for (field, version) in stored.state.versions where identities.originSeqs[version] != nil {
-            fields[version, default: [:]][field] = stored.state.values[field] ?? .null
-        }
-        return fields.sorted { $0.key < $1.key }.map { version, values in
-            Change(origin: version.node, originSeq: identities.originSeqs[version]!, hlc: version.hlc,
-                   table: key.table, recordID: key.id, op: .upsert, fields: values)
-        }
+        return identities.changes(table: key.table, id: key.id, state: stored.state)
     }
 
     /// Folded records at feed positions after `cursor` routed to `scope`, in position order,

@@ -131,4 +131,93 @@ struct CompactionEngineTests {
             }
         }
     }
+
+    @Test("""
+    entries holding current values fold into their records once every child fed them has pulled them, and the log keeps its \
+    head; a country and a dealer bootstrapping afterwards receive every field of their scope with the identity that wrote it, \
+    in pages interleaving folded records with the log; a folded record entering a dealer's scope arrives whole; a redelivery \
+    of a folded change is still a duplicate
+    """, arguments: StorageEngine.testable)
+    func currentEntriesFold(engine: StorageEngine) async throws {
+        let tree = NodeTree(parents: ["hq": nil, "de": "hq", "d1": "de", "d2": "de"])
+        let dir = try TempDir()
+        try await engine.withTenantStore { store in
+            _ = try await store.writeAsHub([.upsert("customers", id: "c-1", ["last_name": "One", "first_name": "A", "owning_dealer": "d1"])])
+            _ = try await store.writeAsHub([.upsert("customers", id: "c-2", ["last_name": "Two", "owning_dealer": "d1"])])
+            _ = try await store.writeAsHub([.upsert("customers", id: "c-1", ["phone": "+49 1"])])
+            _ = try await store.writeAsHub([.upsert("customers", id: "c-3", ["last_name": "Three", "email": "t@example.com", "owning_dealer": "d2"])])
+            _ = try await store.writeAsHub((4..<12).map { .upsert("customers", id: "c-\($0)", ["last_name": .string("N\($0)"), "owning_dealer": .string($0 % 2 == 0 ? "d1" : "d2")]) })
+            _ = try await store.writeAsHub([.upsert("customers", id: "c-2", ["first_name": "B"])])
+            // d1's own customer, pushed through de.
+            let pushed = Change(origin: "d1", originSeq: 1, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis() - 1_000, counter: 0), table: "customers",
+                                recordID: "c-d1", op: .upsert, fields: ["last_name": "Pushed", "owning_dealer": "d1"], prior: [:])
+            let first = try await store.applyIncoming([pushed], from: "de", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: WallClock.nowMillis())
+            #expect(first.applied == 1)
+            _ = try await store.writeAsHub([.upsert("customers", id: "c-head", ["last_name": "Head"])])
+            let head = try await store.feedHead()
+
+            // Nothing folds before the country has pulled; then every entry but the head does.
+            let early = try await store.compact(policy: RetentionPolicy(), tree: tree, nowMillis: WallClock.nowMillis(), batch: 2_000)
+            #expect(early.foldedEntries == 0 && early.heldForChildren > 0, "\(early)")
+            await store.notePulled(by: "de", through: head)
+            let report = try await store.compact(policy: RetentionPolicy(), tree: tree, nowMillis: WallClock.nowMillis(), batch: 2_000)
+            #expect(report.foldedEntries == 14 && report.supersededEntries == 0, "\(report)")
+            #expect(try await store.trace(recordID: "c-1", table: "customers", after: 0, limit: 100).changes.isEmpty, "c-1's entries left the log")
+            #expect(try await store.trace(recordID: "c-head", table: "customers", after: 0, limit: 100).changes.count == 1, "the head stays")
+
+            // A redelivery of the folded push is a duplicate, and d1's highest sequence stays.
+            let again = try await store.applyIncoming([pushed], from: "de", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: WallClock.nowMillis())
+            #expect(again.applied == 0 && again.duplicates == 1, "\(again)")
+            #expect(try await store.highestSeq(of: "d1") == 1)
+
+            let held = Dictionary(uniqueKeysWithValues: try await store.liveRecords(inTable: "customers").map { ($0.id, $0.values) })
+            func bootstrap(_ node: NodeID, parent: NodeID, scope: Scope, limit: Int = 3) async throws -> (NodeStore, pages: Int) {
+                let child = try NodeStore(path: "\(dir.path)/\(node)-\(UUID().uuidString).sqlite")
+                try child.setIdentity(NodeIdentity(tenant: "acme", node: node, parent: parent))
+                var pages = 0
+                while true {
+                    let cursor = try child.cursor("pull.parent")
+                    let bytes = try await store.encodedFeed(after: cursor, scope: scope, excluding: node, limit: limit).json
+                    let page = try #require(WireDecoding.pullResponse(bytes))
+                    let applied = try await child.applyIncoming(page.changes, from: parent, source: .parent, checkSkew: false, cursor: ("pull.parent", page.nextCursor))
+                    #expect(applied.rejected.isEmpty, "\(applied.rejected)")
+                    pages += 1
+                    if !page.more { return (child, pages) }
+                }
+            }
+            func scopeValues(_ owners: Set<String>) -> [String: [String: FieldValue]] {
+                held.filter { owners.contains($0.value["owning_dealer"]?.stringValue ?? "") }
+            }
+            func values(_ child: NodeStore) throws -> [String: [String: FieldValue]] {
+                Dictionary(uniqueKeysWithValues: try child.liveRecords(table: "customers").map { ($0.id, $0.values) })
+            }
+
+            // The country: 12 records, from folded state, in pages of 3.
+            let (de, dePages) = try await bootstrap("de", parent: "hq", scope: Scope(tree: tree, node: "de"))
+            #expect(dePages >= 4, "\(dePages)")
+            #expect(try values(de) == scopeValues(["d1", "d2"]))
+            #expect(try de.record(table: "customers", id: "c-1")?.state.liveValues == ["last_name": "One", "first_name": "A", "phone": "+49 1", "owning_dealer": "d1"])
+            // Each folded change keeps its identity: the hub's own changes 1 and 3 wrote c-1.
+            let origins = try await de.trace(recordID: "c-1", table: "customers", after: 0, limit: 100).changes.map(\.change.originSeq)
+            #expect(origins.sorted() == [1, 3], "\(origins)")
+
+            // A dealer: only its own records.
+            let (d1, _) = try await bootstrap("d1", parent: "de", scope: Scope(nodes: ["d1"]))
+            // (Its own c-d1 comes back too, folded: a folded entry no longer says who sent it,
+            // and a node holding it takes it as a duplicate.)
+            #expect(try values(d1) == scopeValues(["d1"]))
+            #expect(try d1.record(table: "customers", id: "c-3") == nil, "d2's customer is not in d1's scope")
+
+            // c-3, folded and d2's, moves to d1: d1 receives all of it, not only the new owner.
+            _ = try await store.writeAsHub([.upsert("customers", id: "c-3", ["owning_dealer": "d1"])])
+            var cursor = try d1.cursor("pull.parent")
+            while true {
+                let page = try #require(WireDecoding.pullResponse(try await store.encodedFeed(after: cursor, scope: Scope(nodes: ["d1"]), excluding: "d1", limit: 3).json))
+                _ = try await d1.applyIncoming(page.changes, from: "de", source: .parent, checkSkew: false, cursor: ("pull.parent", page.nextCursor))
+                cursor = page.nextCursor
+                if !page.more { break }
+            }
+            #expect(try d1.record(table: "customers", id: "c-3")?.state.liveValues == ["last_name": "Three", "email": "t@example.com", "owning_dealer": "d1"])
+        }
+    }
 }
