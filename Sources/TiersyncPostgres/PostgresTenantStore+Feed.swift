@@ -27,10 +27,15 @@ extension PostgresTenantStore {
             let node = sql.bind(nodes.first!.rawValue)
             candidates = "SELECT seq FROM \(routes) WHERE node = \(node) AND seq > \(after) ORDER BY seq LIMIT \(n)"
         case .some:
-            // A subtree: walk the log in order, testing membership by index.
+            // A subtree: walk the log in order, testing membership by the nodes each entry was
+            // routed to (`routed`, written with it; the route index for an entry from before
+            // that column). Not a join to the route index: compaction empties the log and
+            // vacuum then leaves PostgreSQL's row estimates near zero while pushes refill it,
+            // and with such estimates the join was planned as a scan of the index per entry.
             candidates = """
                 SELECT c.seq FROM \(changes) c WHERE c.seq > \(after)
-                  AND EXISTS (SELECT 1 FROM \(routes) r WHERE r.seq = c.seq AND r.node = ANY(\(entryNodes)::text[]))
+                  AND (string_to_array(c.routed, ',') && \(entryNodes)::text[]
+                       OR c.routed IS NULL AND EXISTS (SELECT 1 FROM \(routes) r WHERE r.node = ANY(\(entryNodes)::text[]) AND r.seq = c.seq))
                 ORDER BY c.seq LIMIT \(n)
                 """
         }
@@ -64,18 +69,20 @@ extension PostgresTenantStore {
             deliver AS (
               SELECT seq FROM cand WHERE NOT folded
               UNION
-              SELECT c.seq FROM \(changes) c JOIN entered e ON c.tbl = e.tbl AND c.record_id = e.record_id AND c.seq < e.seq),
+              SELECT c.seq FROM entered e, LATERAL (SELECT c.seq FROM \(changes) c
+                WHERE c.tbl = e.tbl AND c.record_id = e.record_id AND c.seq < e.seq) c),
             folds AS (
-              SELECT r.tbl, r.id FROM \(records) r JOIN cand ON cand.folded AND r.folded_at = cand.seq WHERE r.tombstone IS NULL
+              SELECT r.tbl, r.id FROM cand, LATERAL (SELECT r.tbl, r.id FROM \(records) r
+                WHERE r.folded_at = cand.seq AND r.tombstone IS NULL) r WHERE cand.folded
               UNION
-              SELECT r.tbl, r.id FROM \(records) r JOIN entered e ON r.tbl = e.tbl AND r.id = e.record_id
-              WHERE r.folded_at IS NOT NULL AND r.tombstone IS NULL\(inScope))
+              SELECT r.tbl, r.id FROM entered e, LATERAL (SELECT r.tbl, r.id FROM \(records) r WHERE r.tbl = e.tbl AND r.id = e.record_id
+                AND r.folded_at IS NOT NULL AND r.tombstone IS NULL\(inScope)) r)
             SELECT 0 AS kind, -1::int8 AS seq, last.n, last.m,
                    (SELECT value FROM \(table(.meta)) WHERE key = \(sql.bind(PostgresMetaKey.purgeFloor.rawValue))),
                    COALESCE((SELECT seq FROM \(table(.head)) WHERE id = 1), 0)::text, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text FROM last
             UNION ALL
             SELECT 1, c.seq, c.origin_seq, c.hlc, c.origin, c.tbl, c.record_id, c.op, c.fields, c.prior, c.trail
-            FROM \(changes) c JOIN deliver d ON c.seq = d.seq\(exclusion)
+            FROM deliver d, LATERAL (SELECT * FROM \(changes) c WHERE c.seq = d.seq) c\(exclusion)
             UNION ALL
             SELECT 2, r.folded_at, NULL, NULL, r.folded, r.tbl, r.id, NULL, r.fields, r.versions, NULL
             FROM \(records) r JOIN folds f ON r.tbl = f.tbl AND r.id = f.id

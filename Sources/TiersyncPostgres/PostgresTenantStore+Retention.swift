@@ -217,15 +217,18 @@ extension PostgresTenantStore {
                     DELETE FROM \(unescaped: self.table(.compactPending)) p USING unnest(\(tables)::text[], \(ids)::text[]) AS u(t, i)
                     WHERE p.tbl = u.t AND p.id = u.i
                     """, logger: logger).collect()
+                // Probes by record (LATERAL), whatever the row estimates: right after a pass
+                // and its vacuum they are near zero while pushes refill the log, and a join
+                // was then planned as the whole log against each record asked.
                 let rows = try await connection.query("""
                     SELECT c.tbl, c.record_id, c.seq, c.origin, c.origin_seq, c.hlc, c.received_at, c.routed, r.versions, r.tombstone,
                            EXISTS (SELECT 1 FROM \(unescaped: self.table(.routeEntries)) e
                                    WHERE e.node = ANY(string_to_array(c.routed, ',')) AND e.seq = c.seq),
                            r.folded, r.folded_at
-                    FROM \(unescaped: changes) c
-                      JOIN unnest(\(tables)::text[], \(ids)::text[]) AS u(t, i) ON c.tbl = u.t AND c.record_id = u.i
-                      JOIN \(unescaped: self.table(.records)) r ON r.tbl = c.tbl AND r.id = c.record_id
-                    WHERE c.seq < \(head) AND c.op <> \(Self.erasedOp)
+                    FROM unnest(\(tables)::text[], \(ids)::text[]) AS u(t, i),
+                      LATERAL (SELECT * FROM \(unescaped: changes) c
+                               WHERE c.tbl = u.t AND c.record_id = u.i AND c.seq < \(head) AND c.op <> \(Self.erasedOp)) c,
+                      LATERAL (SELECT * FROM \(unescaped: self.table(.records)) r WHERE r.tbl = u.t AND r.id = u.i) r
                     """, logger: logger)
                 var current: [String: Set<FieldVersion>] = [:]
                 var folds: [String: FoldedRecord] = [:]
@@ -334,8 +337,8 @@ extension PostgresTenantStore {
                 var entries: [String: [(seq: Int64, origin: String, originSeq: Int64, hlc: Int64, op: String, receivedAt: Int64, routed: String?)]] = [:]
                 let log = try await connection.query("""
                     SELECT c.tbl, c.record_id, c.seq, c.origin, c.origin_seq, c.hlc, c.op, c.received_at, c.routed
-                    FROM \(unescaped: self.table(.changes)) c
-                      JOIN unnest(\(deleted.map(\.table))::text[], \(deleted.map(\.id))::text[]) AS u(t, i) ON c.tbl = u.t AND c.record_id = u.i
+                    FROM unnest(\(deleted.map(\.table))::text[], \(deleted.map(\.id))::text[]) AS u(t, i),
+                      LATERAL (SELECT * FROM \(unescaped: self.table(.changes)) c WHERE c.tbl = u.t AND c.record_id = u.i) c
                     """, logger: logger)
                 for try await (tbl, id, seq, origin, originSeq, hlc, op, receivedAt, routed)
                     in log.decode((String, String, Int64, String, Int64, Int64, String, Int64, String?).self) {
@@ -454,7 +457,8 @@ extension PostgresTenantStore {
     /// diagnostics: every table of the schema with its indexes and TOAST (`fileBytes`; the
     /// space of deleted rows is reused after vacuum, not given back), against a copy of
     /// `records` with its primary key (`liveBytes`: every record's values, versions and
-    /// route), made in a transaction and dropped with it.
+    /// route; `liveWithFoldedBytes`: with the folded identities and their index), made in a
+    /// transaction and dropped with it.
     public func footprint() async throws -> StorageFootprint {
         try await prepared()
         let name = tenantSchema.name
@@ -464,17 +468,21 @@ extension PostgresTenantStore {
                 SELECT COALESCE(sum(pg_total_relation_size(c.oid)), 0)::int8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                 WHERE n.nspname = \(name) AND c.relkind = 'r'
                 """, logger: logger).collect().first.map { try $0.decode(Int64.self) } ?? 0
-            let copy = "\"\(name)\".footprint_live"
             // Without the folded identities, which count against the store (as the log
-            // entries they stand for did), as the SQLite engine's figure.
-            for sql in ["CREATE TABLE \(copy) AS SELECT tbl, id, fields, versions, tombstone, route, live FROM \(self.table(.records))",
-                        "ALTER TABLE \(copy) ADD PRIMARY KEY (tbl, id)"] {
-                _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
+            // entries they stand for did), as the SQLite engine's figure; and with them.
+            func copySize(_ columns: String, index: Bool) async throws -> Int64 {
+                let copy = "\"\(name)\".footprint_live"
+                var statements = ["CREATE TABLE \(copy) AS SELECT \(columns) FROM \(self.table(.records))", "ALTER TABLE \(copy) ADD PRIMARY KEY (tbl, id)"]
+                if index { statements.append("CREATE INDEX ON \(copy) (folded_at) WHERE folded_at IS NOT NULL") }
+                for sql in statements { _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect() }
+                let size = try await connection.query(PostgresQuery(unsafeSQL: "SELECT pg_total_relation_size('\(copy)')::int8"), logger: logger)
+                    .collect().first.map { try $0.decode(Int64.self) } ?? 0
+                _ = try await connection.query(PostgresQuery(unsafeSQL: "DROP TABLE \(copy)"), logger: logger).collect()
+                return size
             }
-            let live = try await connection.query(PostgresQuery(unsafeSQL: "SELECT pg_total_relation_size('\(copy)')::int8"), logger: logger)
-                .collect().first.map { try $0.decode(Int64.self) } ?? 0
-            _ = try await connection.query(PostgresQuery(unsafeSQL: "DROP TABLE \(copy)"), logger: logger).collect()
-            return StorageFootprint(fileBytes: total, usedBytes: total, walBytes: 0, liveBytes: live)
+            let live = try await copySize("tbl, id, fields, versions, tombstone, route, live", index: false)
+            let withFolded = try await copySize("*", index: true)
+            return StorageFootprint(fileBytes: total, usedBytes: total, walBytes: 0, liveBytes: live, liveWithFoldedBytes: withFolded)
         }
     }
 }

@@ -26,7 +26,7 @@ struct RetentionBench: AsyncParsableCommand {
     @Option(help: "Rounds between compactions.") var compactEvery = 5
     @Option(help: "Footprint samples during the run.") var samples = 8
     @Option(help: "Percent of the updates made at HQ (they flow down to the dealers).") var hqPercent = 5
-    @Option(help: "HQ on PostgreSQL (postgres://USER@HOST:PORT/DATABASE; a fresh database on it, dropped afterwards): the hub's store is measured there. HQ then makes no updates of its own, and no fresh node bootstraps after the run.")
+    @Option(help: "HQ on PostgreSQL (postgres://USER@HOST:PORT/DATABASE; a fresh database on it, dropped afterwards): the hub's store is measured there. HQ then makes no updates of its own, and the fresh nodes bootstrapping after the run are compared with the country HQ fed.")
     var postgres: String?
     @OptionGroup var common: CommonOptions
 
@@ -79,12 +79,11 @@ struct RetentionBench: AsyncParsableCommand {
         try await net.sync()
         try await net.compact()
         guard try net.converged() else { throw BenchError("the dealers' stores differ from HQ's in their scopes") }
-        if postgresHQ == nil {
-            // Most of what the stores hold now is folded into records: a node joining after
-            // the run must still receive its whole scope.
-            let joined = try await net.bootstrapFresh(in: dir)
-            result("fresh bootstrap after the run", "a new country: \(joined.countryRecords) records; a new dealer: \(joined.dealerRecords) records; digests equal HQ's")
-        }
+        // Most of what the stores hold now is folded into records: a node joining after the
+        // run must still receive its whole scope.
+        let joined = try await net.bootstrapFresh(in: dir)
+        result("fresh bootstrap after the run", "a new country: \(joined.countryRecords) records; a new dealer: \(joined.dealerRecords) records; "
+               + (postgresHQ == nil ? "digests equal HQ's" : "digests equal those of the country HQ fed"))
         var after: [ChurnNetwork.Tier: (ratio: Double, footprint: StorageFootprint)] = [:]
         for (tier, footprint) in try await net.footprints() { after[tier] = Self.worse(after[tier], footprint) }
         result("updates", "\(made) in \(format(elapsed, 1)) s (\(format(Double(made) / elapsed)) updates/s, each applied at its dealer, country and HQ)")
@@ -254,14 +253,23 @@ struct ChurnNetwork {
     }
 
     /// A new country (`de`'s scope) and a new dealer (the first dealer's scope) fetch their
-    /// scopes from HQ from cursor 0; throws unless each ends with HQ's digest of its scope.
+    /// scopes from HQ from cursor 0; throws unless each ends with HQ's digest of its scope
+    /// (HQ on PostgreSQL: the digest of the country HQ fed, which holds both scopes).
     func bootstrapFresh(in dir: String) async throws -> (countryRecords: Int, dealerRecords: Int) {
         var counts: [Int] = []
-        for (node, scope) in [("de", Scope(tree: tree, node: "de")), (sortedDealers[0].rawValue, Scope(nodes: [sortedDealers[0]]))] {
+        let firstDealer = sortedDealers[0]
+        for (node, scope) in [("de", Scope(tree: tree, node: "de")), (firstDealer.rawValue, Scope(nodes: [firstDealer]))] {
             let store = try NodeStore(path: "\(dir)/fresh-\(node).sqlite")
             try store.setIdentity(NodeIdentity(tenant: "acme", node: NodeID(unchecked: "fresh-\(node)"), parent: "hq"))
-            try await Self.pull(into: store, node: NodeID(unchecked: "fresh-\(node)"), from: hq, parent: "hq", scope: scope)
-            guard try store.digest(scope: scope) == hq.digest(scope: scope) else {
+            let reference: NodeStore
+            if let postgresHQ {
+                try await Self.pull(into: store, node: NodeID(unchecked: "fresh-\(node)"), from: postgresHQ, scope: scope)
+                reference = countries[node == "de" ? "de" : dealers[firstDealer]!.country]!
+            } else {
+                try await Self.pull(into: store, node: NodeID(unchecked: "fresh-\(node)"), from: hq, parent: "hq", scope: scope)
+                reference = hq
+            }
+            guard try store.digest(scope: scope) == reference.digest(scope: scope) else {
                 throw BenchError("a fresh node with \(node)'s scope does not hold what HQ holds of it")
             }
             counts.append(try store.counts().records.values.reduce(0, +))
