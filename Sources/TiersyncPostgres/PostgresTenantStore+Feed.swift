@@ -12,6 +12,19 @@ import TiersyncStorage
 extension PostgresTenantStore {
     public func encodedFeed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) async throws -> EncodedPullPage {
         try await prepared()
+        // Most pulls (a node caught up, every fold behind its cursor) need no folded record:
+        // a leaner statement, which PostgreSQL plans faster, says whether one could be due
+        // (a record folded after the cursor, or a record entering the scope while any is
+        // folded), and only then is the page read again with them.
+        if let page = try await feedPage(after: cursor, scope: scope, excluding: excluding, limit: limit, folded: false) {
+            return page
+        }
+        return try await feedPage(after: cursor, scope: scope, excluding: excluding, limit: limit, folded: true)!
+    }
+
+    /// A feed page, with folded records (`folded`), or without them: then nil when one
+    /// could be due.
+    private func feedPage(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int, folded withFolded: Bool) async throws -> EncodedPullPage? {
         let (changes, routes, entries, records) = (table(.changes), table(.changeRoutes), table(.routeEntries), table(.records))
         var sql = PostgresSQL()
         let after = sql.bind(cursor), n = sql.bind(Int64(limit))
@@ -56,11 +69,32 @@ extension PostgresTenantStore {
         // head, the candidates' count and the last candidate; the changes (kind 1) and folded
         // records (kind 2: identities, fields and versions, built into changes here) follow
         // in position order (row 0 first, at position -1; the head in its `tbl` column).
-        sql.append("""
-            WITH lc AS (\(candidates)),
+        let foldedCandidates = withFolded ? """
             fc AS (SELECT r.folded_at AS seq FROM \(records) r WHERE r.folded_at > \(after) AND r.tombstone IS NULL\(inScope)
                    ORDER BY r.folded_at LIMIT \(n)),
             cand AS (SELECT seq, false AS folded FROM lc UNION ALL SELECT seq, true FROM fc ORDER BY seq LIMIT \(n)),
+            """ : "cand AS (SELECT seq, false AS folded FROM lc),"
+        let folds = withFolded ? """
+            ,
+            folds AS (
+              SELECT r.tbl, r.id FROM cand, LATERAL (SELECT r.tbl, r.id FROM \(records) r
+                WHERE r.folded_at = cand.seq AND r.tombstone IS NULL) r WHERE cand.folded
+              UNION
+              SELECT r.tbl, r.id FROM entered e, LATERAL (SELECT r.tbl, r.id FROM \(records) r WHERE r.tbl = e.tbl AND r.id = e.record_id
+                AND r.folded_at IS NOT NULL AND r.tombstone IS NULL\(inScope)) r)
+            """ : ""
+        let foldedRows = withFolded ? """
+            UNION ALL
+            SELECT 2, r.folded_at, NULL, NULL, r.folded, r.tbl, r.id, NULL, r.fields, r.versions, NULL
+            FROM \(records) r JOIN folds f ON r.tbl = f.tbl AND r.id = f.id
+            """ : ""
+        // Without folded records, row 0 also says whether one could be due: the highest
+        // folded position (the partial index's last entry) and whether a record enters the
+        // scope on this page.
+        let check = withFolded ? "NULL::text, NULL::text" : "(SELECT max(folded_at) FROM \(records))::text, (SELECT count(*) FROM entered)::text"
+        sql.append("""
+            WITH lc AS (\(candidates)),
+            \(foldedCandidates)
             last AS (SELECT count(*) AS n, max(seq) AS m FROM cand),
             entered AS (
               SELECT DISTINCT e.seq, e.tbl, e.record_id FROM \(entries) e, last
@@ -70,25 +104,17 @@ extension PostgresTenantStore {
               SELECT seq FROM cand WHERE NOT folded
               UNION
               SELECT c.seq FROM entered e, LATERAL (SELECT c.seq FROM \(changes) c
-                WHERE c.tbl = e.tbl AND c.record_id = e.record_id AND c.seq < e.seq) c),
-            folds AS (
-              SELECT r.tbl, r.id FROM cand, LATERAL (SELECT r.tbl, r.id FROM \(records) r
-                WHERE r.folded_at = cand.seq AND r.tombstone IS NULL) r WHERE cand.folded
-              UNION
-              SELECT r.tbl, r.id FROM entered e, LATERAL (SELECT r.tbl, r.id FROM \(records) r WHERE r.tbl = e.tbl AND r.id = e.record_id
-                AND r.folded_at IS NOT NULL AND r.tombstone IS NULL\(inScope)) r)
+                WHERE c.tbl = e.tbl AND c.record_id = e.record_id AND c.seq < e.seq) c)\(folds)
             SELECT 0 AS kind, -1::int8 AS seq, last.n, last.m,
                    (SELECT value FROM \(table(.meta)) WHERE key = \(sql.bind(PostgresMetaKey.purgeFloor.rawValue))),
-                   COALESCE((SELECT seq FROM \(table(.head)) WHERE id = 1), 0)::text, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text FROM last
+                   COALESCE((SELECT seq FROM \(table(.head)) WHERE id = 1), 0)::text, \(check), NULL::text, NULL::text, NULL::text FROM last
             UNION ALL
             SELECT 1, c.seq, c.origin_seq, c.hlc, c.origin, c.tbl, c.record_id, c.op, c.fields, c.prior, c.trail
             FROM deliver d, LATERAL (SELECT * FROM \(changes) c WHERE c.seq = d.seq) c\(exclusion)
-            UNION ALL
-            SELECT 2, r.folded_at, NULL, NULL, r.folded, r.tbl, r.id, NULL, r.fields, r.versions, NULL
-            FROM \(records) r JOIN folds f ON r.tbl = f.tbl AND r.id = f.id
+            \(foldedRows)
             ORDER BY seq, kind
             """)
-        var head: Int64 = 0, candidateCount = 0, lastCandidate: Int64?, floor: Int64 = 0
+        var head: Int64 = 0, candidateCount = 0, lastCandidate: Int64?, floor: Int64 = 0, foldedDue = false
         var out = "{\"changes\":["
         var count = 0
         let rows = try await client.query(sql.query, logger: logger)
@@ -97,8 +123,15 @@ extension PostgresTenantStore {
             if kind == 0 {
                 (head, candidateCount, lastCandidate) = (tbl.flatMap { Int64($0) } ?? 0, Int(a ?? 0), b)
                 floor = origin.flatMap { Int64($0) } ?? 0
+                if !withFolded {
+                    let highestFolded = id.flatMap { Int64($0) } ?? 0, entering = op.flatMap { Int($0) } ?? 0
+                    // The rest is read to the end all the same (a statement's rows are always
+                    // consumed), and thrown away.
+                    foldedDue = highestFolded > cursor || (entering > 0 && highestFolded > 0)
+                }
                 continue
             }
+            if foldedDue { continue }
             if kind == 2 {
                 // A folded record: a change per folded version some field still holds.
                 guard let tbl, let id, let fields, let versions = prior, let identities = FoldedIdentities(parsing: origin ?? "") else {
@@ -125,6 +158,7 @@ extension PostgresTenantStore {
         // route checks the caller's cursor against it (its early check uses the floor this
         // process last saw).
         noteFloor(floor)
+        if foldedDue { return nil }
         let more = candidateCount == limit
         let next = more ? lastCandidate ?? cursor : max(cursor, head)
         out += "],\"nextCursor\":\(next),\"more\":\(more ? "true" : "false"),\"head\":\(head)}"
