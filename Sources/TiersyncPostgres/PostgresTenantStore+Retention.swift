@@ -141,13 +141,15 @@ extension PostgresTenantStore {
         return report
     }
 
-    /// Purged log entries after which a pass vacuums the tables it purged from: their space
+    /// Purged log entries after which a pass vacuums the tables it purged from (and the
+    /// records it folded into, and the purged ranges it rewrote): their space
     /// is then reused by the next pushes at once, rather than when autovacuum comes by
     /// (meanwhile the files grow). Plain `VACUUM` blocks no push.
     static var vacuumAfterPurging: Int { 1_000 }
 
     private func vacuumLog() async {
-        let tables = [PostgresTenantSchema.Table.changes, .changeRoutes, .routeEntries, .records].map { table($0) }.joined(separator: ", ")
+        // `purged_ranges` too: noting purged identities rewrites its rows.
+        let tables = [PostgresTenantSchema.Table.changes, .changeRoutes, .routeEntries, .records, .purgedRanges].map { table($0) }.joined(separator: ", ")
         do {
             _ = try await client.query(PostgresQuery(unsafeSQL: "VACUUM \(tables)"), logger: logger).collect()
         } catch {

@@ -220,4 +220,33 @@ struct CompactionEngineTests {
             #expect(try d1.record(table: "customers", id: "c-3")?.state.liveValues == ["last_name": "Three", "email": "t@example.com", "owning_dealer": "d1"])
         }
     }
+
+    @Test("on PostgreSQL, a pass that purged 1,000 entries or more vacuums the log's tables, so pushes reuse their space at once",
+          .enabled(if: TestPostgres.isAvailable, "needs PostgreSQL (TIERSYNC_TEST_POSTGRES_URL)"))
+    func largePassVacuums() async throws {
+        let base = WallClock.nowMillis() - 10_000
+        let changes = (1...1_101).map { n in
+            Change(origin: "d1", originSeq: Int64(n), hlc: HLCTimestamp(wallMillis: base + UInt64(n), counter: 0), table: "customers",
+                   recordID: n == 1_101 ? "c-head" : "c-1", op: .upsert, fields: ["last_name": .string("V\(n)"), "owning_dealer": "d1"], prior: [:])
+        }
+        try await TestPostgres.withFreshDatabase { endpoint in
+            try await withPostgresClient(endpoint) { client in
+                let store = PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" })
+                func lastVacuum() async throws -> Bool {
+                    try await client.query("SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables WHERE schemaname = 't_acme' AND relname = 'changes'",
+                                           logger: Logger(label: "test")).collect().first.map { try $0.decode(Bool.self) } ?? false
+                }
+                _ = try await store.applyIncoming(Array(changes[..<100]), from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: base + 5_000)
+                await store.notePulled(by: "d1", through: 1_000_000)
+                let small = try await store.compact(policy: RetentionPolicy(), tree: Self.tree, nowMillis: WallClock.nowMillis(), batch: 2_000)
+                #expect(small.supersededEntries + small.foldedEntries < 1_000, "\(small)")
+                #expect(try await lastVacuum() == false, "a small pass leaves vacuuming to autovacuum")
+                _ = try await store.applyIncoming(Array(changes[100...]), from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: base + 5_000)
+                await store.notePulled(by: "d1", through: 1_000_000)
+                let large = try await store.compact(policy: RetentionPolicy(), tree: Self.tree, nowMillis: WallClock.nowMillis(), batch: 2_000)
+                #expect(large.supersededEntries + large.foldedEntries >= 1_000, "\(large)")
+                #expect(try await lastVacuum(), "the pass vacuumed the log")
+            }
+        }
+    }
 }
