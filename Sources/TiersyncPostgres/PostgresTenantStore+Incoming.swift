@@ -295,6 +295,10 @@ extension PostgresTenantStore {
                 refuse(change, refusal)
                 continue
             }
+            if let refusal = RecordMerge.refusal(of: valid, merged: merged, over: stored) {
+                refuse(change, refusal)
+                continue
+            }
             // An erasure marker goes on to every node the erased data was routed to here.
             merged.route.formUnion(batch.routeAdding)
             position += 1

@@ -19,6 +19,19 @@ public struct MergedRecord: Sendable {
 /// fields. Engines differ only in how they load and save the state.
 public enum RecordMerge {
     /// `change` merged into `stored` (nothing stored: a new record).
+    /// Why `merged` may not be written over `stored`, if it may not: an erasure request
+    /// (an `erasures` record) erases its subject when it first arrives, and its subject never
+    /// changes afterwards. A later change naming another subject would leave every replica
+    /// that received both holding the first subject erased and the second not, while a node
+    /// bootstrapping after compaction folded the two (it receives only the record as it is)
+    /// would erase the second.
+    public static func refusal(of change: Change, merged: MergedRecord, over stored: StoredRecord?) -> ChangeRejection? {
+        guard change.table == DomainSchema.erasures.name, let stored, stored.state.isLive else { return nil }
+        let before = Erasure.subject(of: stored.state.liveValues), after = merged.state.isLive ? Erasure.subject(of: merged.state.liveValues) : nil
+        guard before?.table != after?.table || before?.id != after?.id else { return nil }
+        return ChangeRejection(.invalidChange, "erasure request \(change.recordID) names its subject once: a change of it is refused")
+    }
+
     public static func merge(_ change: Change, into stored: StoredRecord?, table: TableSchema) -> MergedRecord {
         var state = stored?.state ?? RecordState()
         let outcome = state.apply(change)

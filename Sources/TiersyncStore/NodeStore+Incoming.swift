@@ -112,6 +112,10 @@ extension NodeStore {
                         try refuse(change, refusal)
                         continue
                     }
+                    if let refusal = RecordMerge.refusal(of: valid, merged: merged, over: stored) {
+                        try refuse(change, refusal)
+                        continue
+                    }
                     row = nil
                     // From the parent, a change at or below the purged sequence may come again (a
                     // snapshot of a record entering this scope): a duplicate when it changes

@@ -221,6 +221,51 @@ struct CompactionEngineTests {
         }
     }
 
+    @Test("""
+    a current value that a child away past the horizon never pulled is folded all the same, and the floor rises to its position, \
+    so that child re-bootstraps; inside the horizon it waits
+    """, arguments: StorageEngine.testable)
+    func foldingPastTheHorizonRaisesTheFloor(engine: StorageEngine) async throws {
+        let now: UInt64 = 1_800_000_000_000
+        let changes = try Self.churn(at: now - 1_000)
+        let policy = RetentionPolicy(horizon: .seconds(60))
+        try await engine.withTenantStore { store in
+            _ = try await store.applyIncoming(changes, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)
+            // d1, which every entry is routed to, never pulls.
+            let inside = try await store.compact(policy: policy, tree: Self.tree, nowMillis: now + 1_000, batch: 2_000)
+            #expect(inside.foldedEntries == 0 && inside.supersededEntries == 0 && inside.floor == 0, "\(inside)")
+            let past = try await store.compact(policy: policy, tree: Self.tree, nowMillis: now + 120_000, batch: 2_000)
+            // V2…V4 superseded; V1 (the owner) and V5 (the name) folded; V5's position, 5, is the floor.
+            #expect(past.supersededEntries == 3 && past.foldedEntries == 2 && past.floor == 5, "\(past)")
+            #expect(try await store.retentionFloor() == 5)
+        }
+    }
+
+    @Test("""
+    an erasure request names its subject once: a later change naming another subject is refused, so a node bootstrapping after \
+    compaction (which folds the request's entries into one record) erases what every other replica erased, and nothing more
+    """, arguments: StorageEngine.testable)
+    func erasureSubjectNeverChanges(engine: StorageEngine) async throws {
+        let now = WallClock.nowMillis()
+        func marker(_ seq: Int64, subject: String) -> Change {
+            Change(origin: "d1", originSeq: seq, hlc: HLCTimestamp(wallMillis: now - 1_000 + UInt64(seq), counter: 0), table: "erasures", recordID: "era-1",
+                   op: .upsert, fields: ["requested_at": "2026-12-03T00:00:00Z", "requested_by": "d1", "subject_table": "customers", "subject_id": .string(subject)],
+                   prior: [:])
+        }
+        try await engine.withTenantStore { store in
+            _ = try await store.writeAsHub([.upsert("customers", id: "c-1", ["last_name": "Erased", "owning_dealer": "d1"]),
+                                            .upsert("customers", id: "c-2", ["last_name": "Kept", "owning_dealer": "d1"])])
+            let first = try await store.applyIncoming([marker(1, subject: "c-1")], from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)
+            #expect(first.applied == 1, "\(first)")
+            let second = try await store.applyIncoming([marker(2, subject: "c-2")], from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)
+            #expect(second.applied == 0 && second.rejected.first?.code == .invalidChange, "\(second)")
+            let kept = try await store.liveRecords(inTable: "customers").map(\.id)
+            #expect(kept == ["c-2"], "c-1 erased, c-2 kept: \(kept)")
+            let requests = try await store.liveRecords(inTable: "erasures")
+            #expect(requests.first?.values["subject_id"] == "c-1", "\(requests)")
+        }
+    }
+
     @Test("on PostgreSQL, a pass that purged 1,000 entries or more vacuums the log's tables, so pushes reuse their space at once",
           .enabled(if: TestPostgres.isAvailable, "needs PostgreSQL (TIERSYNC_TEST_POSTGRES_URL)"))
     func largePassVacuums() async throws {
