@@ -290,12 +290,7 @@ extension PostgresTenantStore {
                 }
                 try await self.delete(purge, on: connection)
                 try await self.storeFolded(folds.values.filter { $0.changed || ($0.wasFolded && $0.identities.isEmpty) }, on: connection)
-                if floor > 0 {
-                    _ = try await connection.query("""
-                        INSERT INTO \(unescaped: self.table(.meta)) (key, value) VALUES (\(PostgresMetaKey.purgeFloor.rawValue), \(String(floor)))
-                        ON CONFLICT (key) DO UPDATE SET value = GREATEST(\(unescaped: self.table(.meta)).value::int8, excluded.value::int8)::text
-                        """, logger: logger).collect()
-                }
+                if floor > 0 { try await self.raiseFloor(to: floor, on: connection) }
                 if !held.isEmpty {
                     _ = try await connection.query("""
                         INSERT INTO \(unescaped: self.table(.compactPending)) (tbl, id)
@@ -373,13 +368,10 @@ extension PostgresTenantStore {
                         "DELETE FROM \(unescaped: self.table(.records)) r USING unnest(\(t)::text[], \(i)::text[]) AS u(t, i) WHERE r.tbl = u.t AND r.id = u.i",
                         "DELETE FROM \(unescaped: self.table(.conflicts)) c USING unnest(\(t)::text[], \(i)::text[]) AS u(t, i) WHERE c.tbl = u.t AND c.record_id = u.i",
                         "DELETE FROM \(unescaped: self.table(.compactPending)) p USING unnest(\(t)::text[], \(i)::text[]) AS u(t, i) WHERE p.tbl = u.t AND p.id = u.i",
-                        """
-                        INSERT INTO \(unescaped: self.table(.meta)) (key, value) VALUES (\(PostgresMetaKey.purgeFloor.rawValue), \(String(floor)))
-                        ON CONFLICT (key) DO UPDATE SET value = GREATEST(\(unescaped: self.table(.meta)).value::int8, excluded.value::int8)::text
-                        """,
                     ] {
                         _ = try await connection.query(sql, logger: logger).collect()
                     }
+                    try await self.raiseFloor(to: floor, on: connection)
                 }
                 return ((last.table, last.id), gone.count, purge.seqs.count)
             }
@@ -388,6 +380,14 @@ extension PostgresTenantStore {
             guard let last = pass.last else { return }
             after = last
         }
+    }
+
+    /// Raises the purge floor to `floor` (it never goes down), in the caller's transaction.
+    private func raiseFloor(to floor: Int64, on connection: PostgresConnection) async throws {
+        _ = try await connection.query("""
+            INSERT INTO \(unescaped: table(.meta)) (key, value) VALUES (\(PostgresMetaKey.purgeFloor.rawValue), \(String(floor)))
+            ON CONFLICT (key) DO UPDATE SET value = GREATEST(\(unescaped: table(.meta)).value::int8, excluded.value::int8)::text
+            """, logger: logger).collect()
     }
 
     /// Writes records' folded identities and feed positions (a position never goes down: a
