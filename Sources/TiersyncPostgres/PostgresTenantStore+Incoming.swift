@@ -295,7 +295,7 @@ extension PostgresTenantStore {
                 refuse(change, refusal)
                 continue
             }
-            if let refusal = RecordMerge.refusal(of: valid, merged: merged, over: stored) {
+            if let refusal = RecordMerge.erasureSubjectRefusal(of: valid, merged: merged, over: stored) {
                 refuse(change, refusal)
                 continue
             }

@@ -25,7 +25,7 @@ public enum RecordMerge {
     /// that received both holding the first subject erased and the second not, while a node
     /// bootstrapping after compaction folded the two (it receives only the record as it is)
     /// would erase the second.
-    public static func refusal(of change: Change, merged: MergedRecord, over stored: StoredRecord?) -> ChangeRejection? {
+    public static func erasureSubjectRefusal(of change: Change, merged: MergedRecord, over stored: StoredRecord?) -> ChangeRejection? {
         guard change.table == DomainSchema.erasures.name, let stored, stored.state.isLive else { return nil }
         let before = Erasure.subject(of: stored.state.liveValues), after = merged.state.isLive ? Erasure.subject(of: merged.state.liveValues) : nil
         guard before?.table != after?.table || before?.id != after?.id else { return nil }

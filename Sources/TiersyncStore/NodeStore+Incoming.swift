@@ -112,7 +112,7 @@ extension NodeStore {
                         try refuse(change, refusal)
                         continue
                     }
-                    if let refusal = RecordMerge.refusal(of: valid, merged: merged, over: stored) {
+                    if let refusal = RecordMerge.erasureSubjectRefusal(of: valid, merged: merged, over: stored) {
                         try refuse(change, refusal)
                         continue
                     }

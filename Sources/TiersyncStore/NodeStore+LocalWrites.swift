@@ -61,7 +61,7 @@ extension NodeStore {
                 case .failure(let rejection): throw StoreError.rejected(rejection)
                 case .success(let valid):
                     let merged = Self.merge(valid, into: stored, table: table)
-                    if let refusal = RecordMerge.refusal(of: valid, merged: merged, over: stored) { throw StoreError.rejected(refusal) }
+                    if let refusal = RecordMerge.erasureSubjectRefusal(of: valid, merged: merged, over: stored) { throw StoreError.rejected(refusal) }
                     _ = try apply(db, &statements, valid, log: EncodedLogEntry(valid, trail: valid.trail), table: table, stored: stored,
                                   merged: merged, source: .local, from: nil, nowMillis: wallMillis)
                     made.append(valid)
