@@ -13,6 +13,8 @@
 extension PostgresTenantSchema {
     /// The SQLSTATE `ts_apply_push` fails with when what the push read has changed.
     static let staleReadState = "40001"
+    /// The SQLSTATE of a lock not obtained within `lock_timeout` (compaction's rewrites).
+    static let lockNotAvailableState = "55P03"
 
     /// How many parameters ``applyPushFunction`` declares (its other versions are dropped).
     var applyPushParameterCount: Int {

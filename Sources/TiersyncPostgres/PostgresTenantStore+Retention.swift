@@ -136,6 +136,7 @@ extension PostgresTenantStore {
         try await releaseCompactionLease(lease)
         if report.supersededEntries + report.foldedEntries + report.tombstoneEntries >= Self.vacuumAfterPurging {
             await vacuumLog()
+            report.releasedPages = await rewriteBloatedTables()
         }
         report.floor = try await storedRetentionFloor()
         return report
@@ -156,6 +157,73 @@ extension PostgresTenantStore {
             // Autovacuum does it later: a failed vacuum loses nothing.
             logger.warning("vacuum after compaction failed", metadata: ["tenant": "\(tenant)", "error": "\(String(reflecting: error))"])
         }
+    }
+
+    /// The most row bytes a pass copies to rewrite one table (``rewriteBloatedTables()``):
+    /// a rewrite locks the tenant's table for as long as the copy takes (about 10 ms per MiB
+    /// on a 2-core test machine), so larger tables are left to plain `VACUUM`, whose freed
+    /// space the next writes reuse.
+    static var rewriteLimitBytes: Int64 { 16 << 20 }
+    /// How long a rewrite waits for its table's lock before leaving it to the next pass: a
+    /// waiting `VACUUM FULL` queues every later request of the tenant behind it.
+    static var rewriteLockTimeout: String { "50ms" }
+    /// A table is rewritten when it takes, with its indexes, more than this many times the
+    /// bytes its rows need (each row with its header, as `pg_column_size` counts it). Packed,
+    /// the tenant's tables take 1.1–1.4 times that.
+    static var rewriteAboveRatio: Double { 1.5 }
+    /// Smaller tables are never rewritten: a few pages of slack are not worth a lock.
+    static var rewriteAboveBytes: Int64 { 512 << 10 }
+
+    /// PostgreSQL gives a table's space back to the file system only by rewriting it: plain
+    /// `VACUUM` makes dead rows' space reusable, but the heap and its indexes keep their
+    /// high-water mark. After a pass that purged much, the log's tables hold a round's worth
+    /// of pages for a few live rows, and `records` under churn holds a dead version of
+    /// every row updated since the last vacuum (a fold rewrites the row too) and index pages
+    /// that stay split (each fold moves a record in the `folded_at` index). So each of
+    /// those tables that takes more than ``rewriteAboveRatio`` times its rows' bytes, and
+    /// whose rows are under ``rewriteLimitBytes``, is rewritten with `VACUUM FULL` (heap and
+    /// indexes rebuilt packed) if its lock comes within ``rewriteLockTimeout``; otherwise
+    /// the next pass tries again. Only this tenant's schema is locked, never another
+    /// tenant's. Returns the pages given back (8 KiB each).
+    func rewriteBloatedTables() async -> Int {
+        let tables: [PostgresTenantSchema.Table] = [.changes, .changeRoutes, .routeEntries, .purgedRanges, .records]
+        let logger = self.logger
+        var released: Int64 = 0
+        for table in tables {
+            let name = self.table(table)
+            do {
+                released += try await client.withConnection { connection in
+                    let sizes = try await connection.query(PostgresQuery(unsafeSQL: """
+                        SELECT pg_total_relation_size('\(name)')::int8,
+                               COALESCE((SELECT sum(pg_column_size(t.*)) FROM \(name) t), 0)::int8
+                        """), logger: logger).collect().first.map { try $0.decode((Int64, Int64).self) }
+                    guard let (total, needed) = sizes, total > Self.rewriteAboveBytes, needed <= Self.rewriteLimitBytes,
+                          Double(total) > Self.rewriteAboveRatio * Double(needed) else { return 0 }
+                    // `VACUUM FULL` runs outside any transaction, so the timeout is the session's:
+                    // reset before the connection goes back to the pool, whatever the rewrite did.
+                    _ = try await connection.query(PostgresQuery(unsafeSQL: "SET lock_timeout = '\(Self.rewriteLockTimeout)'"), logger: logger).collect()
+                    let rewrite: Result<Void, any Error>
+                    do {
+                        _ = try await connection.query(PostgresQuery(unsafeSQL: "VACUUM FULL \(name)"), logger: logger).collect()
+                        rewrite = .success(())
+                    } catch {
+                        rewrite = .failure(error)
+                    }
+                    _ = try await connection.query("RESET lock_timeout", logger: logger).collect()
+                    try rewrite.get()
+                    let after = try await connection.query(PostgresQuery(unsafeSQL: "SELECT pg_total_relation_size('\(name)')::int8"), logger: logger)
+                        .collect().first.map { try $0.decode(Int64.self) } ?? total
+                    return max(0, total - after) / 8_192
+                }
+            } catch let error as PSQLError where error.serverInfo?[.sqlState] == PostgresTenantSchema.lockNotAvailableState {
+                logger.debug("rewrite after compaction skipped: the table was busy", metadata: ["tenant": "\(tenant)", "table": "\(table.rawValue)"])
+            } catch {
+                // Plain vacuum already made the space reusable: a failed rewrite loses nothing.
+                logger.warning("rewrite after compaction failed", metadata: ["tenant": "\(tenant)", "table": "\(table.rawValue)",
+                                                                            "error": "\(String(reflecting: error))"])
+            }
+        }
+        return Int(released)
     }
 
     /// Takes the pass's lease unless another process holds one younger than
