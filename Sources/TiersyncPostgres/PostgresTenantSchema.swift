@@ -252,11 +252,16 @@ extension PostgresTenantSchema {
     /// `ts_note_purged(origins, seqs)`: records purged identities, each as a range of its
     /// own joined with the ranges just below and above it (as the SQLite engine's
     /// `notePurgedSeq`), and raises each origin's highest purged sequence. One round trip
-    /// for a compaction transaction's entries.
+    /// for a compaction transaction's entries. Its look-ups are by key, and its plans are
+    /// cached for the session: planned while the table was a page (after a rewrite, or
+    /// vacuum's truncation), they scanned it whole for every identity once a pass had
+    /// split it into thousands of ranges (60 ms a call against 2), so sequential scans are
+    /// off inside it.
     var notePurgedFunction: String {
         let q = { (t: Table) in self.qualified(t) }
         return """
-            CREATE OR REPLACE FUNCTION "\(name)".ts_note_purged(po text[], ps int8[]) RETURNS void LANGUAGE plpgsql AS $fn$
+            CREATE OR REPLACE FUNCTION "\(name)".ts_note_purged(po text[], ps int8[]) RETURNS void LANGUAGE plpgsql
+              SET enable_seqscan = off AS $fn$
             DECLARE
               o text; s int8; blo int8; bhi int8; ahi int8; h int8;
             BEGIN

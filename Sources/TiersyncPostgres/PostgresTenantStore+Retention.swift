@@ -193,11 +193,15 @@ extension PostgresTenantStore {
             let name = self.table(table)
             do {
                 released += try await client.withConnection { connection in
+                    // Counting the rows' bytes reads the table: only where a rewrite could follow
+                    // (a table over 8 times the limit has rows over it, or is bloated past what
+                    // one pass should copy).
                     let sizes = try await connection.query(PostgresQuery(unsafeSQL: """
-                        SELECT pg_total_relation_size('\(name)')::int8,
-                               COALESCE((SELECT sum(pg_column_size(t.*)) FROM \(name) t), 0)::int8
-                        """), logger: logger).collect().first.map { try $0.decode((Int64, Int64).self) }
-                    guard let (total, needed) = sizes, total > Self.rewriteAboveBytes, needed <= Self.rewriteLimitBytes,
+                        SELECT total, CASE WHEN total > \(Self.rewriteAboveBytes) AND total <= \(Self.rewriteLimitBytes * 8)
+                                           THEN COALESCE((SELECT sum(pg_column_size(t.*)) FROM \(name) t), 0)::int8 END
+                        FROM (SELECT pg_total_relation_size('\(name)')::int8 AS total) s
+                        """), logger: logger).collect().first.map { try $0.decode((Int64, Int64?).self) }
+                    guard let (total, counted) = sizes, let needed = counted, needed <= Self.rewriteLimitBytes,
                           Double(total) > Self.rewriteAboveRatio * Double(needed) else { return 0 }
                     // `VACUUM FULL` runs outside any transaction, so the timeout is the session's:
                     // reset before the connection goes back to the pool, whatever the rewrite did.

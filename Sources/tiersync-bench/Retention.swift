@@ -58,6 +58,7 @@ struct RetentionBench: AsyncParsableCommand {
         let sampleRounds = samples == 0 ? Set<Int>() : Set((1...samples).map { $0 * rounds / (samples + 1) })
         var worst: [ChurnNetwork.Tier: (ratio: Double, footprint: StorageFootprint)] = [:]
         var made = 0
+        var hqCompaction = Duration.zero, passes = 0
         let start = ContinuousClock.now
         var lastReport = ContinuousClock.now
         for round in 1...rounds {
@@ -65,7 +66,10 @@ struct RetentionBench: AsyncParsableCommand {
             try await net.churn(updates: count, hqShare: Double(hqPercent) / 100, records: records, round: round)
             made += count
             try await net.sync()
-            if round % compactEvery == 0 { try await net.compact() }
+            if round % compactEvery == 0 {
+                hqCompaction += try await net.compact()
+                passes += 1
+            }
             if sampleRounds.contains(round) {
                 for (tier, footprint) in try await net.footprints() { worst[tier] = Self.worse(worst[tier], footprint) }
             }
@@ -87,6 +91,8 @@ struct RetentionBench: AsyncParsableCommand {
         var after: [ChurnNetwork.Tier: (ratio: Double, footprint: StorageFootprint)] = [:]
         for (tier, footprint) in try await net.footprints() { after[tier] = Self.worse(after[tier], footprint) }
         result("updates", "\(made) in \(format(elapsed, 1)) s (\(format(Double(made) / elapsed)) updates/s, each applied at its dealer, country and HQ)")
+        let compactSeconds = Double(hqCompaction.components.seconds) + Double(hqCompaction.components.attoseconds) / 1e18
+        result("HQ's compaction", "\(format(compactSeconds, 1)) s of the run in \(passes) passes (\(format(compactSeconds * 1_000 / Double(max(passes, 1)), 1)) ms each)")
         for tier in ChurnNetwork.Tier.allCases {
             if let during = worst[tier] { Self.report("\(tier.rawValue), during", during) }
             if let final = after[tier] { Self.report("\(tier.rawValue), after", final) }
@@ -234,14 +240,19 @@ struct ChurnNetwork {
         }
     }
 
-    func compact() async throws {
+    /// Compacts every store; returns how long HQ's pass took.
+    @discardableResult
+    func compact() async throws -> Duration {
+        let started = ContinuousClock.now
         if let postgresHQ {
             _ = try await postgresHQ.compact(policy: policy, tree: tree, nowMillis: WallClock.nowMillis(), batch: 2_000)
         } else {
             _ = try await hq.compact(policy: policy, tree: tree)
         }
+        let hqTook = ContinuousClock.now - started
         for country in countries.values { _ = try await country.compact(policy: policy, tree: tree) }
         for dealer in dealers.values { _ = try await dealer.store.compact(policy: policy, tree: nil) }
+        return hqTook
     }
 
     /// The largest ratio per tier.
