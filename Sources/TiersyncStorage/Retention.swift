@@ -56,8 +56,9 @@ public struct CompactionReport: Sendable, Equatable {
     /// Records the pass looked at: those written since the last pass and those with
     /// entries held back then (not the whole log).
     public var examinedRecords = 0
-    /// Free pages given back to the file system after the purge (stores created with
-    /// incremental auto-vacuum).
+    /// Free pages given back to the file system after the purge: SQLite stores created with
+    /// incremental auto-vacuum release theirs; a hub on PostgreSQL counts the 8 KiB pages its
+    /// rewrites of bloated tables gave back.
     public var releasedPages = 0
     /// The log position a child must have pulled past to go on without re-bootstrapping.
     public var floor: Int64 = 0
