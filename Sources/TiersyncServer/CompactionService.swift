@@ -41,6 +41,7 @@ struct CompactionService: Service {
                         logger.info("compacted the change log", metadata: [
                             "tenant": "\(tenant)", "superseded": "\(report.supersededEntries)", "folded": "\(report.foldedEntries)", "tombstones": "\(report.tombstones)",
                             "tombstone_entries": "\(report.tombstoneEntries)", "held_for_children": "\(report.heldForChildren)",
+                            "released_pages": "\(report.releasedPages)",
                         ])
                     }
                 } catch is CancellationError {
