@@ -30,15 +30,22 @@ public enum Consent {
     /// purpose by phone, e-mail, SMS or post. (A dialogue without a purpose answers one the
     /// customer started; visits, web and chat are the customer's own doing.)
     public static func requiredField(table: String, record: [String: FieldValue]) -> String? {
+        requiredField(table: table) { record[$0] }
+    }
+
+    /// ``requiredField(table:record:)`` reading the record's fields through `value`, so a
+    /// write can be judged against its stored record and its own fields without merging them
+    /// into one dictionary first (which cost every inbound dialogue about 8 % of its commit).
+    public static func requiredField(table: String, value: (String) -> FieldValue?) -> String? {
         switch table {
         case DomainSchema.tasks.name:
-            guard record["status"]?.stringValue ?? "open" == "open",
-                  let needed = record["requires_consent"]?.stringValue, fieldSuffixes.contains(needed) else { return nil }
+            guard value("status")?.stringValue ?? "open" == "open",
+                  let needed = value("requires_consent")?.stringValue, fieldSuffixes.contains(needed) else { return nil }
             return "consent_" + needed
         case DomainSchema.interactions.name:
-            guard record["direction"]?.stringValue == "outbound",
-                  let purpose = record["purpose"]?.stringValue.flatMap(Purpose.init(rawValue:)),
-                  let channel = record["channel"]?.stringValue.flatMap(Channel.init(rawValue:)) else { return nil }
+            guard value("direction")?.stringValue == "outbound",
+                  let purpose = value("purpose")?.stringValue.flatMap(Purpose.init(rawValue:)),
+                  let channel = value("channel")?.stringValue.flatMap(Channel.init(rawValue:)) else { return nil }
             return field(purpose, channel)
         default:
             return nil

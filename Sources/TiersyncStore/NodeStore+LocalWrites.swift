@@ -83,10 +83,11 @@ extension NodeStore {
     func consentRefusal(_ db: Database, table: TableSchema, id: String, stored: StoredRecord?, fields: [String: FieldValue]) throws -> ChangeRejection? {
         guard table.name == DomainSchema.tasks.name || table.name == DomainSchema.interactions.name,
               stored?.state.isLive != true || !Self.contactFields.isDisjoint(with: fields.keys) else { return nil }
-        var record = stored?.state.isLive == true ? stored!.state.liveValues : [:]
-        for (name, value) in fields { record[name] = value }
-        guard let needed = Consent.requiredField(table: table.name, record: record) else { return nil }
-        guard let customerID = record["customer_id"]?.stringValue else {
+        // The write's fields over the record as held.
+        let held = stored?.state.isLive == true ? stored!.state.liveValues : [:]
+        let value = { (name: String) in fields[name] ?? held[name] }
+        guard let needed = Consent.requiredField(table: table.name, value: value) else { return nil }
+        guard let customerID = value("customer_id")?.stringValue else {
             return ChangeRejection(.noConsent, "\(table.name)/\(id) is an outbound contact needing \(needed) but names no customer_id")
         }
         let customer = try schema.table(DomainSchema.customers.name).flatMap { try load(db, table: $0, id: customerID) }
