@@ -148,9 +148,13 @@ extension PostgresTenantStore {
     /// (meanwhile the files grow). Plain `VACUUM` blocks no push.
     static var vacuumAfterPurging: Int { 1_000 }
 
+    /// The tables a pass purges from or rewrites rows of: the log's, `records` (folds) and
+    /// `purged_ranges` (noting purged identities rewrites its rows). Vacuumed after a large
+    /// pass, and rewritten when left bloated.
+    static var tablesAPassChurns: [PostgresTenantSchema.Table] { [.changes, .changeRoutes, .routeEntries, .purgedRanges, .records] }
+
     private func vacuumLog() async {
-        // `purged_ranges` too: noting purged identities rewrites its rows.
-        let tables = [PostgresTenantSchema.Table.changes, .changeRoutes, .routeEntries, .records, .purgedRanges].map { table($0) }.joined(separator: ", ")
+        let tables = Self.tablesAPassChurns.map { table($0) }.joined(separator: ", ")
         do {
             _ = try await client.query(PostgresQuery(unsafeSQL: "VACUUM \(tables)"), logger: logger).collect()
         } catch {
@@ -186,10 +190,9 @@ extension PostgresTenantStore {
     /// the next pass tries again. Only this tenant's schema is locked, never another
     /// tenant's. Returns the pages given back (8 KiB each).
     func rewriteBloatedTables() async -> Int {
-        let tables: [PostgresTenantSchema.Table] = [.changes, .changeRoutes, .routeEntries, .purgedRanges, .records]
         let logger = self.logger
         var released: Int64 = 0
-        for table in tables {
+        for table in Self.tablesAPassChurns {
             let name = self.table(table)
             do {
                 released += try await client.withConnection { connection in
