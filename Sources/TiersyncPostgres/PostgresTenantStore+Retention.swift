@@ -164,7 +164,7 @@ extension PostgresTenantStore {
     }
 
     /// The most row bytes a pass copies to rewrite one table (``rewriteBloatedTables()``):
-    /// a rewrite locks the tenant's table for as long as the copy takes (about 10 ms per MiB
+    /// a rewrite locks the tenant's table for as long as the copy takes (5–10 ms per MiB
     /// on a 2-core test machine), so larger tables are left to plain `VACUUM`, whose freed
     /// space the next writes reuse.
     static var rewriteLimitBytes: Int64 { 16 << 20 }
