@@ -44,7 +44,8 @@ extension PostgresTenantSchema {
               s_t text[], s_i text[], s_f text[], s_v text[],
               erasure_gen int8, er_o text[], er_s int8[], er_e text[], er_at int8[],
               notify_channel text, notify_tenant text, cursor_key text, cursor_value text)
-            RETURNS int8 LANGUAGE plpgsql AS $fn$
+            RETURNS int8 LANGUAGE plpgsql
+              \(Self.keyedPlanSettings) AS $fn$
             DECLARE
               base int8;
               erased int8;
@@ -54,21 +55,25 @@ extension PostgresTenantSchema {
               -- Each statement below sees every push committed before the lock was granted.
               IF verify AND (
                    erased <> erasure_gen
+                -- Each probe is an outer join from the push's identities, so every plan is a
+                -- nested loop of look-ups by key (see the function's settings above).
                 -- Held: logged, or logged and purged since (compaction moves an identity from
                 -- the log to the purged ranges in one transaction: never in both or neither).
-                OR (SELECT count(*) FROM unnest(ident_o, ident_s) AS u(o, s)
-                    WHERE EXISTS (SELECT 1 FROM \(q(.changes)) c WHERE c.origin = u.o AND c.origin_seq = u.s)
-                       OR (SELECT p.hi FROM \(q(.purgedRanges)) p WHERE p.origin = u.o AND p.lo <= u.s ORDER BY p.lo DESC LIMIT 1) >= u.s)
+                OR (SELECT count(*) FILTER (WHERE c.origin IS NOT NULL
+                      OR (SELECT p.hi FROM \(q(.purgedRanges)) p WHERE p.origin = u.o AND p.lo <= u.s ORDER BY p.lo DESC LIMIT 1) >= u.s)
+                    FROM unnest(ident_o, ident_s) AS u(o, s)
+                    LEFT JOIN \(q(.changes)) c ON c.origin = u.o AND c.origin_seq = u.s)
                    <> held_count
-                OR (SELECT count(*) FROM \(q(.quarantine)) x JOIN unnest(ident_o, ident_s) AS u(o, s)
-                      ON x.origin = u.o AND x.origin_seq = u.s) <> cardinality(qx_o)
-                OR (SELECT count(*) FROM \(q(.quarantine)) x JOIN unnest(qx_o, qx_s, qx_code, qx_at, qx_from) AS u(o, s, c, a, f)
-                      ON x.origin = u.o AND x.origin_seq = u.s AND x.code = u.c AND x.received_at = u.a
+                OR (SELECT count(x.origin) FROM unnest(ident_o, ident_s) AS u(o, s)
+                    LEFT JOIN \(q(.quarantine)) x ON x.origin = u.o AND x.origin_seq = u.s) <> cardinality(qx_o)
+                OR (SELECT count(x.origin) FROM unnest(qx_o, qx_s, qx_code, qx_at, qx_from) AS u(o, s, c, a, f)
+                    LEFT JOIN \(q(.quarantine)) x ON x.origin = u.o AND x.origin_seq = u.s AND x.code = u.c AND x.received_at = u.a
                      AND x.received_from = u.f) <> cardinality(qx_o)
-                OR (SELECT count(*) FROM \(q(.records)) r JOIN unnest(rx_t, rx_i, rx_v, rx_d, rx_r) AS u(t, i, v, d, rt)
-                      ON r.tbl = u.t AND r.id = u.i AND r.versions = u.v AND r.route = u.rt
+                OR (SELECT count(r.tbl) FROM unnest(rx_t, rx_i, rx_v, rx_d, rx_r) AS u(t, i, v, d, rt)
+                    LEFT JOIN \(q(.records)) r ON r.tbl = u.t AND r.id = u.i AND r.versions = u.v AND r.route = u.rt
                      AND r.tombstone IS NOT DISTINCT FROM NULLIF(u.d, '')) <> cardinality(rx_t)
-                OR EXISTS (SELECT 1 FROM \(q(.records)) r JOIN unnest(ax_t, ax_i) AS u(t, i) ON r.tbl = u.t AND r.id = u.i))
+                OR (SELECT count(r.tbl) FROM unnest(ax_t, ax_i) AS u(t, i)
+                    LEFT JOIN \(q(.records)) r ON r.tbl = u.t AND r.id = u.i) > 0)
               THEN
                 RAISE EXCEPTION 'tiersync: what this push read changed before it was written' USING ERRCODE = '\(Self.staleReadState)';
               END IF;
@@ -117,4 +122,63 @@ extension PostgresTenantSchema {
             $fn$
             """
     }
+
+    /// `CREATE OR REPLACE FUNCTION` of `ts_read_push`: the read half of a push, what the
+    /// store holds of the batch's identities (applied, quarantined, refused as erased), of
+    /// the records it touches, of its origins' sequences and the erasure generation, in one
+    /// statement (so one snapshot). Rows: kind and up to eight columns, as
+    /// `PostgresTenantStore.read(for:_:)` decodes them. A function, so its plan is made once
+    /// per connection rather than at every push (it cost more than running it); each table
+    /// is probed per key (LATERAL), whatever the row estimates.
+    var readPushFunction: String {
+        let q = { (t: Table) in self.qualified(t) }
+        return """
+            CREATE OR REPLACE FUNCTION "\(name)".ts_read_push(
+              p_origins text[], p_seqs int8[], p_tables text[], p_ids text[], p_batch_origins text[],
+              p_erased_tables text[], p_erased_ids text[], p_lo int8, p_hi int8)
+            RETURNS TABLE (r_kind int4, r_a text, r_b text, r_c text, r_d text, r_e text, r_f text, r_n1 int8, r_n2 int8)
+            LANGUAGE plpgsql STABLE
+              \(Self.keyedPlanSettings) AS $fn$
+            BEGIN
+              RETURN QUERY
+              SELECT 0, c.origin, NULL, NULL, NULL, NULL, NULL, c.origin_seq, c.hlc FROM unnest(p_origins, p_seqs) AS u(o, s),
+                LATERAL (SELECT origin, origin_seq, hlc FROM \(q(.changes)) c WHERE c.origin = u.o AND c.origin_seq = u.s) c
+              UNION ALL
+              SELECT 1, x.origin, x.code, x.received_from, NULL, NULL, NULL, x.origin_seq, x.received_at FROM unnest(p_origins, p_seqs) AS u(o, s),
+                LATERAL (SELECT origin, code, received_from, origin_seq, received_at FROM \(q(.quarantine)) x
+                         WHERE x.origin = u.o AND x.origin_seq = u.s) x
+              UNION ALL
+              SELECT 2, r.tbl, r.id, r.fields, r.versions, r.tombstone, r.route, NULL, NULL
+                FROM unnest(p_tables, p_ids) AS u(t, i),
+                LATERAL (SELECT tbl, id, fields, versions, tombstone, route FROM \(q(.records)) r WHERE r.tbl = u.t AND r.id = u.i) r
+              UNION ALL
+              SELECT 3, o.o, (SELECT through_seq::text FROM \(q(.purged)) p WHERE p.origin = o.o), NULL, NULL, NULL, NULL,
+                (SELECT max(c.origin_seq) FROM \(q(.changes)) c WHERE c.origin = o.o AND c.origin_seq BETWEEN p_lo AND p_hi),
+                (SELECT max(x.origin_seq) FROM \(q(.quarantine)) x WHERE x.origin = o.o AND x.origin_seq BETWEEN p_lo AND p_hi)
+              FROM unnest(p_batch_origins) AS o(o)
+              UNION ALL
+              SELECT 4, e.tbl, e.id, e.erasure_id, e.route, NULL, NULL, NULL, NULL
+                FROM unnest(p_erased_tables, p_erased_ids) AS u(t, i),
+                LATERAL (SELECT tbl, id, erasure_id, route FROM \(q(.erasedRecords)) e WHERE e.tbl = u.t AND e.id = u.i) e
+              UNION ALL
+              SELECT 5, f.origin, NULL, NULL, NULL, NULL, NULL, f.origin_seq, NULL FROM unnest(p_origins, p_seqs) AS u(o, s),
+                LATERAL (SELECT origin, origin_seq FROM \(q(.erasedRefusals)) f WHERE f.origin = u.o AND f.origin_seq = u.s) f
+              UNION ALL
+              SELECT 6, '', NULL, NULL, NULL, NULL, NULL, h.erasures, NULL FROM \(q(.head)) h WHERE h.id = 1;
+            END
+            $fn$
+            """
+    }
+
+    /// The settings of the functions on a push's path. Their statements are planned once
+    /// per connection (a generic plan: planning them at every call cost more than running
+    /// them, and the push's check was planned under the tenant's lock), so the plan must
+    /// not depend on row estimates: every look-up is by key, through an index, in a nested
+    /// loop from the push's own values. With a hash join or a scan of the table, a plan
+    /// made while a table was small (after compaction, or in a new tenant) would read it
+    /// whole at every push once it had grown.
+    static let keyedPlanSettings = """
+        SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off
+          SET enable_hashjoin = off SET enable_mergejoin = off
+        """
 }

@@ -204,7 +204,8 @@ public struct PostgresTenantSchema: Sendable, Hashable {
                 // The write half of a push (PostgresTenantSchema+PushFunction); replaced on
                 // every start, so a new release's version takes over.
                 applyPushFunction,
-            ]
+                readPushFunction,
+            ] + feedFunctions
             for sql in statements { _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect() }
             // `CREATE OR REPLACE` of a new parameter list adds a function beside the old one:
             // drop every other `ts_apply_push`, so no process can write through an older one.

@@ -139,39 +139,19 @@ extension PostgresTenantStore {
     static var optimisticAttempts: Int { 2 }
 
     /// What the store holds of the batch's identities (applied, quarantined), of the records
-    /// it touches and of its origins' sequences, in one statement (so one snapshot). Each
-    /// table is probed per key (LATERAL), whatever the row estimates: compaction empties the
-    /// log and vacuum leaves the estimates near zero while pushes refill it, and a join was
-    /// then planned as the whole table against each key.
+    /// it touches and of its origins' sequences, in one statement (so one snapshot): a call
+    /// of `ts_read_push` (PostgresTenantSchema+PushFunction), planned once per connection.
+    /// Each table is probed per key (LATERAL), whatever the row estimates: compaction empties
+    /// the log and vacuum leaves the estimates near zero while pushes refill it, and a join
+    /// was then planned as the whole table against each key.
     private func read(for batch: Batch, _ run: (PostgresQuery) async throws -> PostgresRowSequence) async throws -> StoreState {
-        let (changesTable, recordsTable, quarantineTable) = (table(.changes), table(.records), table(.quarantine))
+        let changesTable = table(.changes)
         let (origins, seqs) = (batch.identities.map(\.origin), batch.identities.map(\.seq))
         let (lo, hi) = (Change.sequenceRange.lowerBound, Change.sequenceRange.upperBound)
         let rows = try await run("""
-            SELECT 0, c.origin, NULL, NULL, NULL, NULL, NULL, c.origin_seq, c.hlc FROM unnest(\(origins)::text[], \(seqs)::int8[]) AS u(o, s),
-              LATERAL (SELECT origin, origin_seq, hlc FROM \(unescaped: changesTable) c WHERE c.origin = u.o AND c.origin_seq = u.s) c
-            UNION ALL
-            SELECT 1, q.origin, q.code, q.received_from, NULL, NULL, NULL, q.origin_seq, q.received_at FROM unnest(\(origins)::text[], \(seqs)::int8[]) AS u(o, s),
-              LATERAL (SELECT origin, code, received_from, origin_seq, received_at FROM \(unescaped: quarantineTable) q
-                       WHERE q.origin = u.o AND q.origin_seq = u.s) q
-            UNION ALL
-            SELECT 2, r.tbl, r.id, r.fields, r.versions, r.tombstone, r.route, NULL, NULL
-              FROM unnest(\(batch.keys.map(\.table))::text[], \(batch.keys.map(\.id))::text[]) AS u(t, i),
-              LATERAL (SELECT tbl, id, fields, versions, tombstone, route FROM \(unescaped: recordsTable) r WHERE r.tbl = u.t AND r.id = u.i) r
-            UNION ALL
-            SELECT 3, o, (SELECT through_seq::text FROM \(unescaped: table(.purged)) WHERE origin = o), NULL, NULL, NULL, NULL,
-              (SELECT max(origin_seq) FROM \(unescaped: changesTable) WHERE origin = o AND origin_seq BETWEEN \(lo) AND \(hi)),
-              (SELECT max(origin_seq) FROM \(unescaped: quarantineTable) WHERE origin = o AND origin_seq BETWEEN \(lo) AND \(hi))
-            FROM unnest(\(batch.origins)::text[]) AS o
-            UNION ALL
-            SELECT 4, e.tbl, e.id, e.erasure_id, e.route, NULL, NULL, NULL, NULL
-              FROM unnest(\(batch.erasureKeys.map(\.table))::text[], \(batch.erasureKeys.map(\.id))::text[]) AS u(t, i),
-              LATERAL (SELECT tbl, id, erasure_id, route FROM \(unescaped: table(.erasedRecords)) e WHERE e.tbl = u.t AND e.id = u.i) e
-            UNION ALL
-            SELECT 5, f.origin, NULL, NULL, NULL, NULL, NULL, f.origin_seq, NULL FROM unnest(\(origins)::text[], \(seqs)::int8[]) AS u(o, s),
-              LATERAL (SELECT origin, origin_seq FROM \(unescaped: table(.erasedRefusals)) f WHERE f.origin = u.o AND f.origin_seq = u.s) f
-            UNION ALL
-            SELECT 6, '', NULL, NULL, NULL, NULL, NULL, erasures, NULL FROM \(unescaped: table(.head)) WHERE id = 1
+            SELECT * FROM \(unescaped: "\"\(tenantSchema.name)\".ts_read_push")(\(origins)::text[], \(seqs)::int8[],
+              \(batch.keys.map(\.table))::text[], \(batch.keys.map(\.id))::text[], \(batch.origins)::text[],
+              \(batch.erasureKeys.map(\.table))::text[], \(batch.erasureKeys.map(\.id))::text[], \(lo)::int8, \(hi)::int8)
             """)
         var state = StoreState(identities: batch.identities, keysAsked: batch.keys)
         var purgedThrough: [String: Int64] = [:]
