@@ -64,13 +64,12 @@ public final class PostgresCatalog: HubCatalogStore {
     public func admission(credential: String) async throws -> CatalogAdmission? {
         // The credential and its tenant's catalog version in one statement: while the
         // cached tree is of that version, the request costs this one round trip.
-        let rows = try await read("""
-            SELECT c.tenant, c.node, v.version FROM tiersync_catalog.credentials c
-            LEFT JOIN tiersync_catalog.catalog_version v ON v.tenant = c.tenant
-            WHERE c.hash = \(Secrets.digest(credential)) AND c.revoked_at IS NULL
-            """)
-        guard let row = rows.first else { return nil }
-        let (tenant, node, version) = try row.decode((String, String, Int64?).self)
+        // Prepared once per connection: every request asks it, and planning it cost more than running it.
+        var found: AdmissionStatement.Row?
+        for try await row in try await client.execute(AdmissionStatement(hash: Secrets.digest(credential)), logger: logger) {
+            found = row
+        }
+        guard let (tenant, node, version) = found else { return nil }
         let principal = Principal(tenant: TenantID(stringLiteral: tenant), node: NodeID(unchecked: node))
         let snapshot = try await snapshot(of: principal.tenant, knownVersion: version)
         return CatalogAdmission(principal: principal, tree: snapshot.tree,
@@ -338,5 +337,30 @@ extension Secrets {
     /// directory authenticates the same credentials; CatalogEngineTests checks it).
     static func digest(_ secret: String) -> String {
         SHA256.hash(data: Array(secret.utf8)).hexString
+    }
+}
+
+/// A credential and its tenant's catalog version: the statement every request runs
+/// first (``PostgresCatalog/admission(credential:)``), prepared once per connection.
+struct AdmissionStatement: PostgresPreparedStatement {
+    static let sql = """
+        SELECT c.tenant, c.node, v.version FROM tiersync_catalog.credentials c
+        LEFT JOIN tiersync_catalog.catalog_version v ON v.tenant = c.tenant
+        WHERE c.hash = $1 AND c.revoked_at IS NULL
+        """
+    static let bindingDataTypes: [PostgresDataType] = [.text]
+    typealias Row = (String, String, Int64?)
+
+    /// The credential's digest (``Secrets/digest(_:)``).
+    var hash: String
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 1)
+        bindings.append(hash)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row {
+        try row.decode(Row.self)
     }
 }
