@@ -5,10 +5,11 @@
 // judges and merges the batch in the hub, then calls `ts_apply_push`, which takes the
 // tenant's `head` row lock, checks in a fresh snapshot that nothing it read has changed
 // since (else it fails with SQLSTATE 40001 and the hub judges the batch again), numbers
-// the changes after the head and writes every table. PL/pgSQL prepares a function's
-// statements once per connection (PostgreSQL still re-plans those it judges cheaper with
-// the call's values). The hub falls back to reading under the lock (`verify` false) after
-// repeated 40001s, so a hot record cannot starve a push.
+// the changes after the head and writes every table. The hub falls back to reading under
+// the lock (`verify` false) after repeated 40001s, so a hot record cannot starve a push.
+// The read is a function too (`ts_read_push`). PL/pgSQL prepares a function's statements
+// once per connection, and ``keyedPlanSettings`` makes it keep one plan of look-ups by key
+// for them instead of planning each call (which, for the check, happened under the lock).
 
 extension PostgresTenantSchema {
     /// The SQLSTATE `ts_apply_push` fails with when what the push read has changed.
@@ -86,28 +87,40 @@ extension PostgresTenantSchema {
                 FROM unnest(l_s, l_o, l_os, l_h, l_t, l_i, l_op, l_f, l_p, l_src, l_rf, l_ra, l_tr, l_rt)
                   AS u(s, o, os, h, t, i, op, f, p, src, rf, ra, tr, rt);
               INSERT INTO \(q(.changeRoutes)) (node, seq) SELECT n, base + s FROM unnest(rt_n, rt_s) AS u(n, s);
-              INSERT INTO \(q(.routeEntries)) (node, seq, tbl, record_id, route_before)
-                SELECT n, base + s, t, i, b FROM unnest(e_n, e_s, e_t, e_i, e_b) AS u(n, s, t, i, b) ON CONFLICT DO NOTHING;
+              -- The rarer writes only when there is something to write: a statement run on
+              -- empty arrays still costs its executor's start, under the lock.
+              IF cardinality(e_n) > 0 THEN
+                INSERT INTO \(q(.routeEntries)) (node, seq, tbl, record_id, route_before)
+                  SELECT n, base + s, t, i, b FROM unnest(e_n, e_s, e_t, e_i, e_b) AS u(n, s, t, i, b) ON CONFLICT DO NOTHING;
+              END IF;
               -- A kept conflict settles once a version newer than both of its values is in force
               -- for its field (someone wrote the field after it, such as a resolution); before
               -- this batch's own conflicts are recorded. Versions compare as (hlc, node).
-              IF EXISTS (SELECT 1 FROM \(q(.conflicts))) THEN
+              IF cardinality(s_t) > 0 AND EXISTS (SELECT 1 FROM \(q(.conflicts))) THEN
                 DELETE FROM \(q(.conflicts)) c USING unnest(s_t, s_i, s_f, s_v) AS u(t, i, f, v)
                   WHERE c.tbl = u.t AND c.record_id = u.i AND c.field = u.f
                     AND (split_part(c.winner_version, '@', 1)::numeric, split_part(c.winner_version, '@', 2) COLLATE "C")
                       < (split_part(u.v, '@', 1)::numeric, split_part(u.v, '@', 2) COLLATE "C");
               END IF;
-              INSERT INTO \(q(.conflicts)) (tbl, record_id, field, winner_value, winner_version, loser_value, loser_version, detected_at)
-                SELECT * FROM unnest(c_t, c_i, c_f, c_w, c_wv, c_l, c_lv, c_at) ON CONFLICT DO NOTHING;
+              IF cardinality(c_t) > 0 THEN
+                INSERT INTO \(q(.conflicts)) (tbl, record_id, field, winner_value, winner_version, loser_value, loser_version, detected_at)
+                  SELECT * FROM unnest(c_t, c_i, c_f, c_w, c_wv, c_l, c_lv, c_at) ON CONFLICT DO NOTHING;
+              END IF;
               -- The refused and the applied identities are disjoint: no row is met twice.
-              DELETE FROM \(q(.quarantine)) x USING unnest(g_o, g_s) AS u(o, s) WHERE x.origin = u.o AND x.origin_seq = u.s;
-              INSERT INTO \(q(.quarantine)) (origin, origin_seq, received_from, received_at, code, reason, change)
-                SELECT * FROM unnest(q_o, q_s, q_from, q_at, q_code, q_reason, q_change)
-                ON CONFLICT (origin, origin_seq) DO UPDATE SET received_from = excluded.received_from, received_at = excluded.received_at,
-                  code = excluded.code, reason = excluded.reason, change = excluded.change;
+              IF cardinality(g_o) > 0 THEN
+                DELETE FROM \(q(.quarantine)) x USING unnest(g_o, g_s) AS u(o, s) WHERE x.origin = u.o AND x.origin_seq = u.s;
+              END IF;
+              IF cardinality(q_o) > 0 THEN
+                INSERT INTO \(q(.quarantine)) (origin, origin_seq, received_from, received_at, code, reason, change)
+                  SELECT * FROM unnest(q_o, q_s, q_from, q_at, q_code, q_reason, q_change)
+                  ON CONFLICT (origin, origin_seq) DO UPDATE SET received_from = excluded.received_from, received_at = excluded.received_at,
+                    code = excluded.code, reason = excluded.reason, change = excluded.change;
+              END IF;
               -- Changes refused because their data was erased, counted once by identity.
-              INSERT INTO \(q(.erasedRefusals)) (origin, origin_seq, erasure_id, refused_at)
-                SELECT * FROM unnest(er_o, er_s, er_e, er_at) ON CONFLICT DO NOTHING;
+              IF cardinality(er_o) > 0 THEN
+                INSERT INTO \(q(.erasedRefusals)) (origin, origin_seq, erasure_id, refused_at)
+                  SELECT * FROM unnest(er_o, er_s, er_e, er_at) ON CONFLICT DO NOTHING;
+              END IF;
               IF numbered > 0 THEN
                 UPDATE \(q(.head)) SET seq = base + numbered WHERE id = 1;
                 -- Every hub process listening on this database wakes its long-polls for the
