@@ -137,6 +137,8 @@ extension PostgresTenantSchema {
             // that column). Not a join to the route index: compaction empties the log and
             // vacuum then leaves PostgreSQL's row estimates near zero while pushes refill it,
             // and with such estimates the join was planned as a scan of the index per entry.
+            // The route index is asked by a count, not `EXISTS`: an `EXISTS` beside `OR` may
+            // be planned as a hashed subplan, which reads the whole index.
             candidates = """
                 SELECT c.seq FROM \(changes) c WHERE c.seq > p_after
                   AND (string_to_array(c.routed, ',') && p_nodes
