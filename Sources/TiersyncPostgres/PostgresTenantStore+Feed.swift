@@ -121,7 +121,7 @@ extension PostgresTenantSchema {
     /// count and the last candidate; the changes (kind 1) and folded records (kind 2)
     /// follow in position order. A PL/pgSQL function, so its plan is made once per
     /// connection (planning the statement cost a pull more than running it), under
-    /// ``keyedPlanSettings``.
+    /// ``keyedPlanSettings``, with each look-up a fenced `LATERAL` subquery.
     func feedFunction(_ shape: FeedShape, folded withFolded: Bool) -> String {
         let (changes, routes, entries, records) = (qualified(.changes), qualified(.changeRoutes), qualified(.routeEntries), qualified(.records))
         let candidates: String
@@ -166,15 +166,15 @@ extension PostgresTenantSchema {
             ,
             folds AS (
               SELECT r.tbl, r.id FROM cand, LATERAL (SELECT r.tbl, r.id FROM \(records) r
-                WHERE r.folded_at = cand.seq AND r.tombstone IS NULL) r WHERE cand.folded
+                WHERE r.folded_at = cand.seq AND r.tombstone IS NULL OFFSET 0) r WHERE cand.folded
               UNION
               SELECT r.tbl, r.id FROM entered e, LATERAL (SELECT r.tbl, r.id FROM \(records) r WHERE r.tbl = e.tbl AND r.id = e.record_id
-                AND r.folded_at IS NOT NULL AND r.tombstone IS NULL\(inScope)) r)
+                AND r.folded_at IS NOT NULL AND r.tombstone IS NULL\(inScope) OFFSET 0) r)
             """ : ""
         let foldedRows = withFolded ? """
             UNION ALL
             SELECT 2, r.folded_at, NULL, NULL, r.folded, r.tbl, r.id, NULL, r.fields, r.versions, NULL
-            FROM \(records) r JOIN folds f ON r.tbl = f.tbl AND r.id = f.id
+            FROM folds f, LATERAL (SELECT * FROM \(records) r WHERE r.tbl = f.tbl AND r.id = f.id OFFSET 0) r
             """ : ""
         // Without folded records, row 0 also says whether one could be due: the highest
         // folded position (the partial index's last entry) and whether a record enters the
@@ -200,13 +200,13 @@ extension PostgresTenantSchema {
                 SELECT cand.seq FROM cand WHERE NOT cand.folded
                 UNION
                 SELECT c.seq FROM entered e, LATERAL (SELECT c.seq FROM \(changes) c
-                  WHERE c.tbl = e.tbl AND c.record_id = e.record_id AND c.seq < e.seq) c)\(folds)
+                  WHERE c.tbl = e.tbl AND c.record_id = e.record_id AND c.seq < e.seq OFFSET 0) c)\(folds)
               SELECT 0 AS kind, -1::int8 AS seq, last.n, last.m,
                      (SELECT m.value FROM \(qualified(.meta)) m WHERE m.key = p_floor_key),
                      COALESCE((SELECT h.seq FROM \(qualified(.head)) h WHERE h.id = 1), 0)::text, \(check), NULL::text, NULL::text, NULL::text FROM last
               UNION ALL
               SELECT 1, c.seq, c.origin_seq, c.hlc, c.origin, c.tbl, c.record_id, c.op, c.fields, c.prior, c.trail
-              FROM deliver d, LATERAL (SELECT * FROM \(changes) c WHERE c.seq = d.seq) c\(exclusion)
+              FROM deliver d, LATERAL (SELECT * FROM \(changes) c WHERE c.seq = d.seq OFFSET 0) c\(exclusion)
               \(foldedRows)
               ORDER BY 2, 1;
             END
