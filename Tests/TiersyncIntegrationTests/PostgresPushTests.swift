@@ -161,3 +161,72 @@ struct PostgresPushTests {
         }
     }
 }
+
+extension PostgresPushTests {
+    /// Index entries a statement read in this connection's open transaction, per index.
+    private static func indexReads(_ connection: PostgresConnection, schema: String) async throws -> [String: Int64] {
+        var out: [String: Int64] = [:]
+        let rows = try await connection.query(PostgresQuery(unsafeSQL: """
+            SELECT c.relname::text, pg_stat_get_xact_tuples_returned(c.oid) FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '\(schema)' AND c.relkind = 'i'
+            """), logger: .init(label: "test")).collect()
+        for row in rows {
+            let (name, read) = try row.decode((String, Int64).self)
+            out[name] = read
+        }
+        return out
+    }
+
+    @Test("a push's read and its check under the lock keep looking up by key after the tables grow from the one row their plans were made with (as after compaction): no plan reads a whole index")
+    func pushPlansStayKeyedAsTablesGrow() async throws {
+        try await TestPostgres.withFreshDatabase { endpoint in
+            try await withPostgresClient(endpoint) { client in
+                let store = PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" })
+                let dir = try TempDir()
+                let dealer = try NodeStore(path: "\(dir.path)/d1.sqlite")
+                try dealer.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
+                let first = try dealer.commit([.upsert("customers", id: "c-0", ["last_name": .string("First")])])
+                _ = try await store.applyIncoming(first, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: WallClock.nowMillis())
+                let schema = PostgresTenantSchema(tenant: "acme").name
+                // Statistics as a compaction pass leaves them (one row), kept so: no autovacuum
+                // refreshes them (which would make PostgreSQL plan the functions again).
+                for table in ["changes", "records", "quarantine"] {
+                    _ = try await client.query(PostgresQuery(unsafeSQL: "ALTER TABLE \"\(schema)\".\(table) SET (autovacuum_enabled = false)")).collect()
+                    _ = try await client.query(PostgresQuery(unsafeSQL: "VACUUM ANALYZE \"\(schema)\".\(table)")).collect()
+                }
+                let maxSeq = Change.sequenceRange.upperBound
+                let read = "SELECT count(*) FROM \"\(schema)\".ts_read_push('{d1}', '{1}', '{customers}', '{c-0}', '{d1}', '{}', '{}', 1, \(maxSeq))"
+                // The check alone: the identity held, nothing else read, nothing written.
+                let empty = Array(repeating: "'{}'", count: 12), emptyWrites = Array(repeating: "'{}'", count: 49)
+                let arguments = ["true", "'{d1}'", "'{1}'", "1"] + empty + ["0"] + emptyWrites + ["0"] + Array(repeating: "'{}'", count: 4) + ["'unused'", "'unused'", "NULL", "NULL"]
+                let check = "SELECT \"\(schema)\".ts_apply_push(\(arguments.joined(separator: ", ")))"
+                try await client.withConnection { probe in
+                    let logger = Logger(label: "test")
+                    // Planned now, on this connection, with tables of one row.
+                    for sql in [read, check] { _ = try await probe.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect() }
+                    // The tables grow, through the store's other connections.
+                    for chunk in 0..<4 {
+                        let writes = try dealer.commit((1...500).map { i in
+                            .upsert("customers", id: "c-\(chunk * 500 + i)", ["last_name": .string("Grown \(i)")])
+                        })
+                        let report = try await store.applyIncoming(writes, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil,
+                                                                   wallMillis: WallClock.nowMillis())
+                        #expect(report.applied == 500)
+                    }
+                    for (name, sql) in [("read", read), ("check", check)] {
+                        _ = try await probe.query("BEGIN", logger: logger).collect()
+                        _ = try await probe.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
+                        let reads = try await Self.indexReads(probe, schema: schema)
+                        _ = try await probe.query("ROLLBACK", logger: logger).collect()
+                        // The counters count: the held identity was found through the log's index.
+                        #expect((reads["changes_origin_origin_seq_key"] ?? 0) >= 1, "the \(name) found its identity through no index")
+                        // One identity and one record asked: a few index entries, not the 2,001 held.
+                        for index in ["changes_origin_origin_seq_key", "records_pkey"] {
+                            #expect((reads[index] ?? 0) <= 20, "the \(name) read \(reads[index] ?? 0) entries of \(index)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
