@@ -26,8 +26,9 @@ public final class PostgresTenantStore: HubTenantStore {
     let logger: Logger
     /// The tenant's root node (what the store's identity is), looked up when first needed.
     private let rootOf: @Sendable (TenantID) async throws -> NodeID?
-    /// Set once the schema is known to exist: the root, for trails and identity.
-    private let ready = Mutex<NodeID?>(nil)
+    /// Whether the schema is known to exist (then the root, for trails and identity), or
+    /// being made ready by the one task every concurrent first use waits for.
+    private let preparation = Mutex(Preparation.idle)
     /// The pulls noted since the last compaction, and the purge floor last read
     /// (PostgresTenantStore+Retention).
     let retention = Mutex(PostgresRetentionState())
@@ -47,20 +48,77 @@ public final class PostgresTenantStore: HubTenantStore {
     }
 
     /// The tenant's root, creating the schema on first use.
+    ///
+    /// Single-flight: the requests that arrive together at a process that has not used the
+    /// tenant yet (agents reconnecting after a restart) all wait for one preparation. Each
+    /// running its own would queue them on the schema's advisory lock, one migration after
+    /// another, and each migration replaces the tenant's functions, which makes every
+    /// connection plan them again (a fan-in of 5,000 agents ran 103 of them in its first seconds).
     @discardableResult
     func prepared() async throws -> NodeID {
-        if let root = ready.withLock({ $0 }) { return root }
-        guard let root = try await rootOf(tenant) else { throw PostgresStoreError("no tenant '\(tenant)' in the catalog") }
-        try await tenantSchema.migrate(client, root: root, logger: logger)
-        ready.withLock { $0 = root }
-        // An erasure whose acknowledgement a process did not get to write (it stopped after
-        // the erasure committed) is acknowledged now.
+        let step: PreparationStep = preparation.withLock { state in
+            switch state {
+            case .ready(let root):
+                return .ready(root)
+            case .running(let task):
+                return .wait(task)
+            case .idle:
+                let task = Task { try await self.prepareSchema() }
+                state = .running(task)
+                return .wait(task)
+            }
+        }
+        let task: Task<NodeID, any Error>
+        switch step {
+        case .ready(let root): return root
+        case .wait(let running): task = running
+        }
+        let root: NodeID
         do {
-            try await writeErasureAcknowledgements(wallMillis: WallClock.nowMillis())
+            root = try await task.value
         } catch {
-            logger.warning("erasure acknowledgements not written; retried at the next erasure or start", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+            // The next use tries again (the catalog or PostgreSQL may be back by then).
+            preparation.withLock { state in
+                if case .running(let running) = state, running == task { state = .idle }
+            }
+            throw error
+        }
+        let first = preparation.withLock { state in
+            guard case .running(let running) = state, running == task else { return false }
+            state = .ready(root)
+            return true
+        }
+        if first {
+            // An erasure whose acknowledgement a process did not get to write (it stopped
+            // after the erasure committed) is acknowledged now (which uses the store: so
+            // after it is marked ready).
+            do {
+                try await writeErasureAcknowledgements(wallMillis: WallClock.nowMillis())
+            } catch {
+                logger.warning("erasure acknowledgements not written; retried at the next erasure or start", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+            }
         }
         return root
+    }
+
+    /// Creates or upgrades the schema: run once per process (``prepared()``).
+    private func prepareSchema() async throws -> NodeID {
+        guard let root = try await rootOf(tenant) else { throw PostgresStoreError("no tenant '\(tenant)' in the catalog") }
+        try await tenantSchema.migrate(client, root: root, logger: logger)
+        return root
+    }
+
+    /// What a use of the store does first: go on, or wait for the preparation.
+    private enum PreparationStep {
+        case ready(NodeID)
+        case wait(Task<NodeID, any Error>)
+    }
+
+    /// Where a store stands in making its schema ready (``prepared()``).
+    private enum Preparation {
+        case idle
+        case running(Task<NodeID, any Error>)
+        case ready(NodeID)
     }
 
     func table(_ t: PostgresTenantSchema.Table) -> String { tenantSchema.qualified(t) }

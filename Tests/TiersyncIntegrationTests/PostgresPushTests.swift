@@ -177,6 +177,49 @@ extension PostgresPushTests {
         return out
     }
 
+    @Test("requests arriving together at a process that has not used the tenant yet wait for one schema preparation: the burst replaces the tenant's functions as often as one request does")
+    func concurrentFirstUsesPrepareOnce() async throws {
+        try await TestPostgres.withFreshDatabase { endpoint in
+            try await withPostgresClient(endpoint) { client in
+                // Every function (re)created in this database, as PostgreSQL reports it
+                // (an event trigger: the migration's DDL as run, whichever connection ran it).
+                for sql in [
+                    "CREATE TABLE public.functions_made (name TEXT NOT NULL)",
+                    """
+                    CREATE FUNCTION public.note_functions() RETURNS event_trigger LANGUAGE plpgsql AS $$
+                    DECLARE r record;
+                    BEGIN
+                      FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE FUNCTION' LOOP
+                        INSERT INTO public.functions_made VALUES (r.object_identity);
+                      END LOOP;
+                    END $$
+                    """,
+                    "CREATE EVENT TRIGGER note_functions ON ddl_command_end EXECUTE FUNCTION public.note_functions()",
+                ] { _ = try await client.query(PostgresQuery(unsafeSQL: sql)).collect() }
+                func made() async throws -> Int {
+                    try await client.query("SELECT count(*)::int8 FROM public.functions_made").collect().first.map { Int(try $0.decode(Int64.self)) } ?? -1
+                }
+                // One process's first use by 40 requests at once.
+                let store = PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" })
+                let heads = try await withThrowingTaskGroup(of: Int64.self) { group in
+                    for _ in 0..<40 { group.addTask { try await store.feedHead() } }
+                    return try await group.reduce(into: [Int64]()) { $0.append($1) }
+                }
+                #expect(heads == Array(repeating: 0, count: 40))
+                let burst = try await made()
+                // Another process's first use, by one request: one migration's worth.
+                let other = PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" })
+                _ = try await other.feedHead()
+                let one = try await made() - burst
+                #expect(one > 0, "a migration creates the tenant's functions")
+                #expect(burst == one, "40 concurrent first uses (re)created \(burst) functions, one use \(one)")
+                // Still ready: later uses migrate no more.
+                _ = try await store.feedHead()
+                #expect(try await made() == burst + one)
+            }
+        }
+    }
+
     @Test("a push's read and its check under the lock keep looking up by key after the tables grow from the one row their plans were made with (as after compaction): no plan reads a whole index")
     func pushPlansStayKeyedAsTablesGrow() async throws {
         try await TestPostgres.withFreshDatabase { endpoint in
