@@ -35,6 +35,9 @@ struct FanIn: AsyncParsableCommand {
         let latencies: [Double]
         let connected: [Double]
         let failures: [String]
+        /// Per interval of the run (each agent syncs once in each): the p99 of the requests
+        /// that started in it, so a queue built at the start and its draining show.
+        let timeline: [(count: Int, p99: Double)]
 
         func report(agents: Int, seconds: Double, interval: Double, label: String = "") {
             let p99 = percentile(latencies, 0.99)
@@ -44,6 +47,7 @@ struct FanIn: AsyncParsableCommand {
             // Every agent connects (TLS handshake) within the first interval: a reconnect storm
             // on top of the load. The same figures without each agent's first sync:
             result(label + "connected: p50 / p99", "\(format(percentile(connected, 0.5), 1)) / \(format(percentile(connected, 0.99), 1)) ms (\(connected.count) requests after each agent's first sync)")
+            result(label + "p99 per interval", timeline.map { "\(format($0.p99, 0))" }.joined(separator: " / ") + " ms (the requests started in each \(format(interval, 0)) s)")
             result(label + "errors", "\(failures.count)", target: "0", met: failures.isEmpty)
             if let first = failures.first { print("  first error: \(first)") }
         }
@@ -53,7 +57,8 @@ struct FanIn: AsyncParsableCommand {
     /// `interval` each pushes one change and pulls its scope.
     static func measure(targets: [(url: String, node: NodeID, credential: String)], caFile: String, seconds: Double, interval: Double) async -> Figures {
         let recorder = Recorder()
-        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        let started = ContinuousClock.now
+        let deadline = started + .milliseconds(Int64(seconds * 1000))
         let count = Double(targets.count)
         await withTaskGroup(of: Void.self) { group in
             for (index, (url, node, credential)) in targets.enumerated() {
@@ -75,7 +80,9 @@ struct FanIn: AsyncParsableCommand {
                             cursor = try await client.pull(cursor: cursor, limit: 1_000, waitSeconds: 0, excludeOwn: true).nextCursor
                             let t2 = ContinuousClock.now
                             let pushMillis = millis(t1 - t0), pullMillis = millis(t2 - t1)
+                            let window = Int(millis(t0 - started) / (interval * 1000))
                             recorder.latencies.withLock { $0 += [pushMillis, pullMillis] }
+                            recorder.windows.withLock { $0[window, default: []] += [pushMillis, pullMillis] }
                             // An agent's first sync also opens its TLS connection.
                             if seq > 1 { recorder.connected.withLock { $0 += [pushMillis, pullMillis] } }
                         } catch {
@@ -88,8 +95,13 @@ struct FanIn: AsyncParsableCommand {
                 }
             }
         }
+        let windows = recorder.windows.withLock { $0 }
+        let timeline = (windows.keys.max().map { Array(0...$0) } ?? []).map { w in
+            let sorted = (windows[w] ?? []).sorted()
+            return (count: sorted.count, p99: percentile(sorted, 0.99))
+        }
         return Figures(latencies: recorder.latencies.withLock { $0.sorted() }, connected: recorder.connected.withLock { $0.sorted() },
-                       failures: recorder.errors.withLock { $0 })
+                       failures: recorder.errors.withLock { $0 }, timeline: timeline)
     }
 }
 
@@ -104,4 +116,6 @@ final class Recorder: Sendable {
     /// Latencies of syncs after an agent's first (its connection open).
     let connected = Mutex<[Double]>([])
     let errors = Mutex<[String]>([])
+    /// Latencies by the interval their sync started in.
+    let windows = Mutex<[Int: [Double]]>([:])
 }
