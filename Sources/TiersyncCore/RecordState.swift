@@ -54,7 +54,9 @@ public struct RecordState: Hashable, Sendable, Codable {
                 normalize()
             }
         case .upsert:
-            for (field, value) in change.fields.sorted(by: { $0.key < $1.key }) {
+            // In the fields' own order (sorting them cost a tenth of applying a change);
+            // conflicts are put in field order below, which is all that order was for.
+            for (field, value) in change.fields {
                 let current = versions[field]
                 if let t = tombstone, v < t, t.node != v.node, !value.isNull, current.map({ v > $0 }) ?? true {
                     // An edit older than a concurrent delete: the delete wins; the edit is kept.
@@ -88,6 +90,7 @@ public struct RecordState: Hashable, Sendable, Codable {
                 }
             }
             normalize()
+            if outcome.conflicts.count > 1 { outcome.conflicts.sort { $0.field < $1.field } }
         }
         return outcome
     }

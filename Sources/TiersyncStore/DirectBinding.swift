@@ -29,6 +29,24 @@ struct DirectBinding {
         }
     }
 
+    /// The first row `statement`, a query, returns for the values `bind` adds, as `read`
+    /// makes it of the row's columns; nil when there is none. A point lookup without GRDB's
+    /// row: building one makes a dictionary of the statement's column names, which for a
+    /// domain table's ~35 columns cost more than SQLite's lookup itself.
+    static func row<T>(_ db: Database, _ statement: Statement, _ bind: (inout DirectBinding) -> Void,
+                       _ read: (DirectRow) throws -> T) throws -> T? {
+        var binding = DirectBinding(handle: statement.sqliteStatement)
+        sqlite3_reset(binding.handle)
+        sqlite3_clear_bindings(binding.handle)
+        bind(&binding)
+        defer { sqlite3_reset(binding.handle) }
+        switch sqlite3_step(binding.handle) {
+        case SQLITE_ROW: return try read(DirectRow(handle: binding.handle))
+        case SQLITE_DONE: return nil
+        case let code: throw error(code, statement)
+        }
+    }
+
     /// Binds afresh, steps once and resets: the statement is ready for the next use
     /// whatever the outcome.
     private static func step(_ statement: Statement, _ bind: (inout DirectBinding) -> Void) -> Int32 {
@@ -80,6 +98,47 @@ struct DirectBinding {
             index += 1
             sqlite3_bind_double(handle, index, d)
         case .string(let s): text(s)
+        }
+    }
+}
+
+/// The row a statement stands on (``DirectBinding/row(_:_:_:_:)``), read by column position
+/// (0 is the first); valid only inside the read.
+struct DirectRow {
+    fileprivate let handle: SQLiteStatement
+
+    /// A column's text; nil for NULL.
+    func text(_ column: Int) -> String? {
+        let index = Int32(column)
+        guard sqlite3_column_type(handle, index) != SQLITE_NULL, let bytes = sqlite3_column_text(handle, index) else { return nil }
+        return String(decoding: UnsafeBufferPointer(start: bytes, count: Int(sqlite3_column_bytes(handle, index))), as: UTF8.self)
+    }
+
+    /// A column's value in its field's type, as `NodeStore.fieldValue(_:type:)` reads a
+    /// GRDB `DatabaseValue`.
+    func field(_ column: Int, type: FieldType) -> FieldValue {
+        let index = Int32(column)
+        switch sqlite3_column_type(handle, index) {
+        case SQLITE_NULL:
+            return .null
+        case SQLITE_INTEGER:
+            let i = sqlite3_column_int64(handle, index)
+            switch type {
+            case .bool: return .bool(i != 0)
+            case .double: return .double(Double(i))
+            case .int: return .int(i)
+            default: return .string(String(i))
+            }
+        case SQLITE_FLOAT:
+            let d = sqlite3_column_double(handle, index)
+            if case .int = type, let i = Int64(exactly: d.rounded(.towardZero)) { return .int(i) }
+            return .double(d)
+        case SQLITE_TEXT:
+            return .string(text(column) ?? "")
+        default:
+            let count = Int(sqlite3_column_bytes(handle, index))
+            guard count > 0, let blob = sqlite3_column_blob(handle, index) else { return .string("") }
+            return .string(String(decoding: UnsafeRawBufferPointer(start: blob, count: count), as: UTF8.self))
         }
     }
 }

@@ -53,8 +53,11 @@ extension NodeStore {
                 }
                 last = clock.tick(last: last, wallMillis: wallMillis)
                 nextSeq += 1
+                // The versions the writer saw of the fields it writes (none for a new record).
                 var prior: [String: FieldVersion] = [:]
-                for name in fields.keys { prior[name] = stored?.state.versions[name] }
+                if let versions = stored?.state.versions, !versions.isEmpty {
+                    for name in fields.keys { prior[name] = versions[name] }
+                }
                 let change = Change(origin: me.node, originSeq: nextSeq, hlc: last, table: write.table, recordID: write.id,
                                     op: write.op, fields: fields, prior: prior)
                 switch schema.validate(change) {

@@ -144,30 +144,47 @@ extension NodeStore {
     }
 
     /// A record's stored state: from its domain row when live, else from its tombstone.
+    /// Read straight from SQLite's row (``DirectBinding/row(_:_:_:_:)``), and only the
+    /// columns of the fields the record has versions for: every write of a record loads it.
     func load(_ db: Database, table: TableSchema, id: String) throws -> StoredRecord? {
-        let versionsText: String, tombstoneText: String?, routeText: String?
-        var values: [String: FieldValue] = [:]
         let sql = tableSQL[table.name]!
-        if let row = try Row.fetchOne(db.cachedStatement(sql: sql.select), arguments: [id]) {
+        typealias Loaded = (versions: [String: FieldVersion]?, values: [String: FieldValue], tombstone: String?, route: String?)
+        func versions(_ text: String) throws -> [String: FieldVersion] {
+            guard let versions = CanonicalJSON.parseStoredVersions(text) else {
+                throw StoreError.invalidArgument("corrupt field versions for \(table.name)/\(id)")
+            }
+            return versions
+        }
+        let live = try DirectBinding.row(db, db.cachedStatement(sql: sql.select), { $0.text(id) }) { row -> Loaded in
             // A row without versions was written around the store (plain SQL): the engine
             // holds no state for it, and the next change to the record replaces it.
-            guard let text: String = row[sql.versionsIndex] else { return nil }
-            values = Self.values(of: row, table: table)
-            (versionsText, tombstoneText, routeText) = (text, row[sql.tombstoneIndex], row[sql.routeIndex])
-        } else if let dead = try Row.fetchOne(db.cachedStatement(sql: "SELECT versions, tombstone, route FROM ts_tombstones WHERE tbl = ? AND id = ?"),
-                                              arguments: [table.name, id]) {
-            (versionsText, tombstoneText, routeText) = (dead[0], dead[1], dead[2])
+            guard let text = row.text(sql.versionsIndex) else { return (nil, [:], nil, nil) }
+            let versions = try versions(text)
+            var values: [String: FieldValue] = [:]
+            values.reserveCapacity(versions.count)
+            for field in versions.keys {
+                // Columns: the id, then the table's fields in order (``TableSQL``).
+                values[field] = table.position(of: field).map { row.field($0 + 1, type: table.fields[$0].type) } ?? .null
+            }
+            return (versions, values, row.text(sql.tombstoneIndex), row.text(sql.routeIndex))
+        }
+        let loaded: Loaded
+        if let live {
+            guard live.versions != nil else { return nil }
+            loaded = live
+        } else if let dead = try DirectBinding.row(db, db.cachedStatement(sql: "SELECT versions, tombstone, route FROM ts_tombstones WHERE tbl = ? AND id = ?"),
+                                                   { $0.text(table.name); $0.text(id) }, { row -> Loaded in
+            let versions = try versions(row.text(0) ?? "")
+            return (versions, versions.mapValues { _ in FieldValue.null }, row.text(1), row.text(2))
+        }) {
+            loaded = dead
         } else {
             return nil
         }
-        guard let versions = CanonicalJSON.parseStoredVersions(versionsText) else {
-            throw StoreError.invalidArgument("corrupt field versions for \(table.name)/\(id)")
-        }
-        for field in versions.keys where values[field] == nil { values[field] = .null }
         return StoredRecord(table: table.name, id: id,
-                            state: RecordState(values: values.filter { versions[$0.key] != nil }, versions: versions,
-                                               tombstone: tombstoneText.flatMap(FieldVersion.init(parsing:))),
-                            route: Self.parseRoute(routeText))
+                            state: RecordState(values: loaded.values, versions: loaded.versions!,
+                                               tombstone: loaded.tombstone.flatMap(FieldVersion.init(parsing:))),
+                            route: Self.parseRoute(loaded.route))
     }
 
     /// Writes a record's new state over `previous`: a live record is its domain row (with
@@ -222,7 +239,9 @@ extension NodeStore {
             default: return .string(String(i))
             }
         case .double(let d):
-            if case .int = type { return .int(Int64(d)) }
+            // A float in an integer field's column (written around the store): its whole
+            // part when it has one in range, else the float as it is (never a trap).
+            if case .int = type, let i = Int64(exactly: d.rounded(.towardZero)) { return .int(i) }
             return .double(d)
         case .string(let s):
             return .string(s)

@@ -307,6 +307,22 @@ struct NodeStoreTests {
         #expect(try store.liveRecords(table: "customers").map(\.values) == [["city": "Kiel"]], "the change replaced the foreign row")
     }
 
+    @Test("a float out of range in an integer field's column (written around the store) is read as a float, by the next write and by reads, without a trap")
+    func outOfRangeFloatInIntegerColumn() async throws {
+        let dir = try TempDir()
+        let store = try makeStore(dir, "d1")
+        try store.commit([.upsert("interactions", id: "i-1", ["channel": "phone", "priority": 3])])
+        try await store.writer.write { db in
+            try db.execute(sql: "UPDATE interactions SET priority = 1e300 WHERE id = 'i-1'")
+        }
+        // The write loads the record first (its merge), then reads show the stored value.
+        try store.commit([.upsert("interactions", id: "i-1", ["summary": "Called back"])])
+        let held = try #require(try store.record(table: "interactions", id: "i-1"))
+        #expect(held.state.liveValues["priority"] == .double(1e300))
+        #expect(held.state.liveValues["summary"] == "Called back")
+        #expect(try store.liveRecords(table: "interactions").first?.values["priority"] == .double(1e300))
+    }
+
     @Test("a schema field may not take an engine column's name")
     func reservedColumns() throws {
         let schema = Schema(tables: [TableSchema(name: "things", fields: [FieldSchema("ts_route", .node)], routeFields: ["ts_route"])])
