@@ -61,21 +61,18 @@ public struct LocalWriteContext {
             sql = "SELECT \(columns.joined(separator: ", ")) FROM \(t.name.quotedDatabaseIdentifier) WHERE id = ?"
             reads.liveValues[key] = (sql, known)
         }
-        // Read in place (a cursor's row is not copied), then step to the end (the id is the
-        // key: one more step that finds nothing) so the statement is done.
-        let rows = try Row.fetchCursor(db.cachedStatement(sql: sql), arguments: [id])
-        guard let row = try rows.next() else { return nil }
-        var values: [String: FieldValue]? = nil
-        if (row[known.count] as DatabaseValue) != .null {
+        // Read straight from SQLite's row (no GRDB row, whose column-name dictionary is
+        // built per read).
+        let found = try DirectBinding.row(db, db.cachedStatement(sql: sql), { $0.text(id) }) { row -> [String: FieldValue]? in
+            guard row.text(known.count) != nil else { return nil }
             var held: [String: FieldValue] = [:]
             for (i, field) in known.enumerated() {
-                let value = NodeStore.fieldValue(row[i], type: field.type)
+                let value = row.field(i, type: field.type)
                 if !value.isNull { held[field.name] = value }
             }
-            values = held
+            return held
         }
-        _ = try rows.next()
-        return values
+        return found ?? nil
     }
 
     /// A `ts_meta` setting of the store, read once per commit (a commit changes none before it ends).
