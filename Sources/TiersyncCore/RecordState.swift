@@ -54,6 +54,11 @@ public struct RecordState: Hashable, Sendable, Codable {
                 normalize()
             }
         case .upsert:
+            // Room for every field at once: grown one insert at a time, a new record's
+            // tables were rehashed several times over.
+            versions.reserveCapacity(versions.count + change.fields.count)
+            values.reserveCapacity(values.count + change.fields.count)
+            outcome.changedFields.reserveCapacity(change.fields.count)
             // In the fields' own order (sorting them cost a tenth of applying a change);
             // conflicts are put in field order below, which is all that order was for.
             for (field, value) in change.fields {

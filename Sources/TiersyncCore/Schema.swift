@@ -41,7 +41,9 @@ public enum FieldType: Sendable, Hashable, Codable {
     public func coerce(_ value: FieldValue) -> FieldValue? {
         switch (self, value) {
         case (_, .null): return .null
-        case (.string(let max), .string(let s)): return s.count <= max && !s.utf8.contains(0) ? value : nil
+        case (.string(let max), .string(let s)):
+            // Characters ≤ UTF-8 bytes: counting characters (grapheme breaking) only when the bytes exceed the limit.
+            return (s.utf8.count <= max || s.count <= max) && !s.utf8.contains(0) ? value : nil
         case (.int, .int): return value
         case (.double, .double): return value.isFiniteNumber ? value : nil
         case (.double, .int(let i)): return .double(Double(i))
@@ -226,7 +228,9 @@ public struct Schema: Sendable, Hashable {
                 guard let canonical = field.type.coerce(value) else {
                     return .failure(.init(.wrongType, "field '\(change.table).\(name)' of record '\(change.recordID)' must be \(field.type.displayName), got \(value.typeName) \(value.canonical.prefix(60))"))
                 }
-                normalized.fields[name] = canonical
+                // Stored only when coercing changed it (an int for a double field): writing
+                // every field back copied the change's fields and hashed each name again.
+                if canonical != value { normalized.fields[name] = canonical }
             }
             for name in change.prior.keys where change.fields[name] == nil {
                 return .failure(.init(.invalidChange, "prior version given for field '\(name)' that the change does not write"))
