@@ -54,6 +54,15 @@ public struct RecordState: Hashable, Sendable, Codable {
                 normalize()
             }
         case .upsert:
+            if versions.isEmpty, tombstone == nil {
+                // A record's first change (most of what a node writes and receives): every
+                // field is new, nothing can conflict. Taken over whole, the change's own
+                // table reused, instead of hashing each field three times.
+                values = change.fields
+                versions = change.fields.mapValues { _ in v }
+                outcome.changedFields = Array(change.fields.keys)
+                return outcome
+            }
             // Room for every field at once: grown one insert at a time, a new record's
             // tables were rehashed several times over.
             versions.reserveCapacity(versions.count + change.fields.count)
