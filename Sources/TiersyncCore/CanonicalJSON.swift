@@ -282,6 +282,21 @@ struct FlatObjectParser {
 
     mutating func string() -> String? {
         guard take(UInt8(ascii: "\"")) else { return nil }
+        // Most strings (every key, most values) are plain ASCII without escapes: made from
+        // the bytes in place, in one copy. ASCII is valid UTF-8, so nothing is repaired.
+        // Anything else (an escape, a control character, a byte of a multi-byte character)
+        // is read by the general path below, from the same start.
+        var end = i
+        while end < bytes.count {
+            let b = bytes[end]
+            if b == UInt8(ascii: "\"") {
+                let text = bytes.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[i..<end]), as: UTF8.self) }
+                i = end + 1
+                return text
+            }
+            if b == UInt8(ascii: "\\") || b < 0x20 || b >= 0x80 { break }
+            end += 1
+        }
         var out: [UInt8] = []
         while i < bytes.count {
             let b = bytes[i]

@@ -293,6 +293,15 @@ struct WireDecodingTests {
         #expect(WireDecoding.pushRequest(Array(#"{"through": 1, "changes": [{"origin": "d1", "seq": 2}]}"#.utf8)) == nil)
         #expect(WireDecoding.pushRequest(Array(#"{"through": 1, "changes": [], }"#.utf8)) == nil)
         #expect(WireDecoding.pushRequest(Array("{not json".utf8)) == nil)
+        // Strings: plain ASCII is read in place; a raw control character or invalid UTF-8
+        // is declined wherever it stands, and a multi-byte character read whole.
+        // (In an ignored key's value: only the parser judges it.)
+        let body = { (text: [UInt8]) in Array(#"{"through": 1, "changes": [], "extra": ""#.utf8) + text + Array(#""}"#.utf8) }
+        #expect(WireDecoding.pushRequest(body(Array("plain".utf8)))?.through == 1)
+        #expect(WireDecoding.pushRequest(body(Array("Müller 🚗".utf8)))?.through == 1)
+        #expect(WireDecoding.pushRequest(body(Array("ac".utf8) + [0x01] + Array("me".utf8))) == nil)
+        #expect(WireDecoding.pushRequest(body(Array("ac".utf8) + [0xFF] + Array("me".utf8))) == nil)
+        #expect(WireDecoding.pushRequest(body([0xF0, 0x90, 0x80] + Array("A".utf8))) == nil, "a truncated 4-byte sequence is refused, not repaired")
     }
 
     @Test("the direct encoder writes what JSONDecoder and the fast decoder both read back exactly, escapes, control characters and all")
