@@ -104,7 +104,11 @@ public struct RecordState: Hashable, Sendable, Codable {
                 }
             }
             normalize()
-            if outcome.conflicts.count > 1 { outcome.conflicts.sort { $0.field < $1.field } }
+            if outcome.conflicts.count > 1 {
+                // By field, and within a field in the order found (stably: `sort` does not promise it).
+                outcome.conflicts = outcome.conflicts.enumerated()
+                    .sorted { ($0.element.field, $0.offset) < ($1.element.field, $1.offset) }.map(\.element)
+            }
         }
         return outcome
     }
