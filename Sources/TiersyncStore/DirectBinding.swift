@@ -122,17 +122,9 @@ struct DirectRow {
         case SQLITE_NULL:
             return .null
         case SQLITE_INTEGER:
-            let i = sqlite3_column_int64(handle, index)
-            switch type {
-            case .bool: return .bool(i != 0)
-            case .double: return .double(Double(i))
-            case .int: return .int(i)
-            default: return .string(String(i))
-            }
+            return NodeStore.fieldValue(integer: sqlite3_column_int64(handle, index), type: type)
         case SQLITE_FLOAT:
-            let d = sqlite3_column_double(handle, index)
-            if case .int = type, let i = Int64(exactly: d.rounded(.towardZero)) { return .int(i) }
-            return .double(d)
+            return NodeStore.fieldValue(real: sqlite3_column_double(handle, index), type: type)
         case SQLITE_TEXT:
             return .string(text(column) ?? "")
         default:

@@ -232,22 +232,33 @@ extension NodeStore {
         case .null:
             return .null
         case .int64(let i):
-            switch type {
-            case .bool: return .bool(i != 0)
-            case .double: return .double(Double(i))
-            case .int: return .int(i)
-            default: return .string(String(i))
-            }
+            return fieldValue(integer: i, type: type)
         case .double(let d):
-            // A float in an integer field's column (written around the store): its whole
-            // part when it has one in range, else the float as it is (never a trap).
-            if case .int = type, let i = Int64(exactly: d.rounded(.towardZero)) { return .int(i) }
-            return .double(d)
+            return fieldValue(real: d, type: type)
         case .string(let s):
             return .string(s)
         case .blob(let data):
             return .string(String(decoding: data, as: UTF8.self))
         }
+    }
+
+    /// An INTEGER column's value in its field's type (booleans and whole doubles are
+    /// stored as integers). Shared by GRDB's reads and ``DirectRow``.
+    static func fieldValue(integer i: Int64, type: FieldType) -> FieldValue {
+        switch type {
+        case .bool: return .bool(i != 0)
+        case .double: return .double(Double(i))
+        case .int: return .int(i)
+        default: return .string(String(i))
+        }
+    }
+
+    /// A REAL column's value in its field's type. A float in an integer field's column
+    /// (written around the store): its whole part when it has one in range, else the float
+    /// as it is (never a trap).
+    static func fieldValue(real d: Double, type: FieldType) -> FieldValue {
+        if case .int = type, let i = Int64(exactly: d.rounded(.towardZero)) { return .int(i) }
+        return .double(d)
     }
 
     static func parseRoute(_ s: String?) -> Set<NodeID> { RecordMerge.parseRoute(s) }
