@@ -103,12 +103,18 @@ struct MultiProcessHubTests {
                 }
                 try write(0..<100)
                 try await Task.sleep(for: .milliseconds(300))
-                // A is killed while the agents are pushing, and comes back on its port.
-                try write(100..<200)
+                // A is killed while the agents are pushing, and comes back on its port. Killed
+                // as soon as the writes are made, and HQ's count read right after, through a
+                // store opened beforehand: what HQ holds then is at least what it held at the
+                // kill. (Opening a client between the writes and the kill gave the agents time
+                // to finish once pushes got faster.)
                 let atKill = try await withPostgresClient(endpoint) { client in
-                    try await PostgresTenantStores(client: client, catalog: try await PostgresCatalog(client: client)).store(for: "acme").feedHead()
+                    let probe = PostgresTenantStores(client: client, catalog: try await PostgresCatalog(client: client)).store(for: "acme")
+                    _ = try await probe.feedHead()
+                    try write(100..<200)
+                    hubA.kill(SIGKILL)
+                    return try await probe.feedHead()
                 }
-                hubA.kill(SIGKILL)
                 #expect(hubA.process.terminationReason == .uncaughtSignal)
                 try await Task.sleep(for: .seconds(1))
                 try write(200..<perDealer)
