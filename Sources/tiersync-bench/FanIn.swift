@@ -37,7 +37,7 @@ struct FanIn: AsyncParsableCommand {
         let failures: [String]
         /// Per interval of the run (each agent syncs once in each): the p99 of the requests
         /// that started in it, so a queue built at the start and its draining show.
-        let timeline: [(count: Int, p99: Double)]
+        let timeline: [Double]
 
         func report(agents: Int, seconds: Double, interval: Double, label: String = "") {
             let p99 = percentile(latencies, 0.99)
@@ -47,7 +47,7 @@ struct FanIn: AsyncParsableCommand {
             // Every agent connects (TLS handshake) within the first interval: a reconnect storm
             // on top of the load. The same figures without each agent's first sync:
             result(label + "connected: p50 / p99", "\(format(percentile(connected, 0.5), 1)) / \(format(percentile(connected, 0.99), 1)) ms (\(connected.count) requests after each agent's first sync)")
-            result(label + "p99 per interval", timeline.map { "\(format($0.p99, 0))" }.joined(separator: " / ") + " ms (the requests started in each \(format(interval, 0)) s)")
+            result(label + "p99 per interval", timeline.map { "\(format($0, 0))" }.joined(separator: " / ") + " ms (the requests started in each \(format(interval, 0)) s)")
             result(label + "errors", "\(failures.count)", target: "0", met: failures.isEmpty)
             if let first = failures.first { print("  first error: \(first)") }
         }
@@ -81,7 +81,6 @@ struct FanIn: AsyncParsableCommand {
                             let t2 = ContinuousClock.now
                             let pushMillis = millis(t1 - t0), pullMillis = millis(t2 - t1)
                             let window = Int(millis(t0 - started) / (interval * 1000))
-                            recorder.latencies.withLock { $0 += [pushMillis, pullMillis] }
                             recorder.windows.withLock { $0[window, default: []] += [pushMillis, pullMillis] }
                             // An agent's first sync also opens its TLS connection.
                             if seq > 1 { recorder.connected.withLock { $0 += [pushMillis, pullMillis] } }
@@ -96,11 +95,9 @@ struct FanIn: AsyncParsableCommand {
             }
         }
         let windows = recorder.windows.withLock { $0 }
-        let timeline = (windows.keys.max().map { Array(0...$0) } ?? []).map { w in
-            let sorted = (windows[w] ?? []).sorted()
-            return (count: sorted.count, p99: percentile(sorted, 0.99))
-        }
-        return Figures(latencies: recorder.latencies.withLock { $0.sorted() }, connected: recorder.connected.withLock { $0.sorted() },
+        let timeline = (windows.keys.max().map { Array(0...$0) } ?? []).map { percentile((windows[$0] ?? []).sorted(), 0.99) }
+        // Every latency is in the window its sync started in.
+        return Figures(latencies: windows.values.flatMap { $0 }.sorted(), connected: recorder.connected.withLock { $0.sorted() },
                        failures: recorder.errors.withLock { $0 }, timeline: timeline)
     }
 }
@@ -112,7 +109,6 @@ func millis(_ d: Duration) -> Double {
 
 /// What the simulated agents measured, shared between their tasks.
 final class Recorder: Sendable {
-    let latencies = Mutex<[Double]>([])
     /// Latencies of syncs after an agent's first (its connection open).
     let connected = Mutex<[Double]>([])
     let errors = Mutex<[String]>([])
