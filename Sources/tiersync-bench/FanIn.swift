@@ -38,6 +38,9 @@ struct FanIn: AsyncParsableCommand {
         /// Per interval of the run (each agent syncs once in each): the p99 of the requests
         /// that started in it, so a queue built at the start and its draining show.
         let timeline: [Double]
+        /// The same for pushes and for pulls alone: which of the two waits.
+        let pushTimeline: [Double]
+        let pullTimeline: [Double]
 
         func report(agents: Int, seconds: Double, interval: Double, label: String = "") {
             let p99 = percentile(latencies, 0.99)
@@ -48,6 +51,8 @@ struct FanIn: AsyncParsableCommand {
             // on top of the load. The same figures without each agent's first sync:
             result(label + "connected: p50 / p99", "\(format(percentile(connected, 0.5), 1)) / \(format(percentile(connected, 0.99), 1)) ms (\(connected.count) requests after each agent's first sync)")
             result(label + "p99 per interval", timeline.map { "\(format($0, 0))" }.joined(separator: " / ") + " ms (the requests started in each \(format(interval, 0)) s)")
+            result(label + "… pushes / pulls", pushTimeline.map { "\(format($0, 0))" }.joined(separator: " / ") + " ms; "
+                   + pullTimeline.map { "\(format($0, 0))" }.joined(separator: " / ") + " ms")
             result(label + "errors", "\(failures.count)", target: "0", met: failures.isEmpty)
             if let first = failures.first { print("  first error: \(first)") }
         }
@@ -82,6 +87,8 @@ struct FanIn: AsyncParsableCommand {
                             let pushMillis = millis(t1 - t0), pullMillis = millis(t2 - t1)
                             let window = Int(millis(t0 - started) / (interval * 1000))
                             recorder.windows.withLock { $0[window, default: []] += [pushMillis, pullMillis] }
+                            recorder.pushes.withLock { $0[window, default: []].append(pushMillis) }
+                            recorder.pulls.withLock { $0[window, default: []].append(pullMillis) }
                             // An agent's first sync also opens its TLS connection.
                             if seq > 1 { recorder.connected.withLock { $0 += [pushMillis, pullMillis] } }
                         } catch {
@@ -94,11 +101,14 @@ struct FanIn: AsyncParsableCommand {
                 }
             }
         }
-        let windows = recorder.windows.withLock { $0 }
-        let timeline = (windows.keys.max().map { Array(0...$0) } ?? []).map { percentile((windows[$0] ?? []).sorted(), 0.99) }
+        let windows = recorder.windows.withLock { $0 }, pushes = recorder.pushes.withLock { $0 }, pulls = recorder.pulls.withLock { $0 }
+        let indices = windows.keys.max().map { Array(0...$0) } ?? []
+        let timeline = indices.map { percentile((windows[$0] ?? []).sorted(), 0.99) }
+        let pushTimeline = indices.map { percentile((pushes[$0] ?? []).sorted(), 0.99) }
+        let pullTimeline = indices.map { percentile((pulls[$0] ?? []).sorted(), 0.99) }
         // Every latency is in the window its sync started in.
         return Figures(latencies: windows.values.flatMap { $0 }.sorted(), connected: recorder.connected.withLock { $0.sorted() },
-                       failures: recorder.errors.withLock { $0 }, timeline: timeline)
+                       failures: recorder.errors.withLock { $0 }, timeline: timeline, pushTimeline: pushTimeline, pullTimeline: pullTimeline)
     }
 }
 
@@ -114,4 +124,7 @@ final class Recorder: Sendable {
     let errors = Mutex<[String]>([])
     /// Latencies by the interval their sync started in.
     let windows = Mutex<[Int: [Double]]>([:])
+    /// The pushes' and the pulls' latencies alone, by interval.
+    let pushes = Mutex<[Int: [Double]]>([:])
+    let pulls = Mutex<[Int: [Double]]>([:])
 }
