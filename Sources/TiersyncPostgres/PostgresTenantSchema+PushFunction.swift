@@ -17,13 +17,6 @@ extension PostgresTenantSchema {
     /// The SQLSTATE of a lock not obtained within `lock_timeout` (compaction's rewrites).
     static let lockNotAvailableState = "55P03"
 
-    /// How many parameters ``applyPushFunction`` declares (its other versions are dropped).
-    var applyPushParameterCount: Int {
-        let text = applyPushFunction
-        guard let open = text.range(of: "ts_apply_push("), let close = text.range(of: ")\n", range: open.upperBound..<text.endIndex) else { return 0 }
-        return text[open.upperBound..<close.lowerBound].split(separator: ",").count
-    }
-
     /// `CREATE OR REPLACE FUNCTION` of `ts_apply_push` for this schema (parameters in the
     /// order ``PushWrite`` binds them).
     var applyPushFunction: String {

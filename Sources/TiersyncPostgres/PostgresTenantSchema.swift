@@ -200,23 +200,9 @@ public struct PostgresTenantSchema: Sendable, Hashable {
                   END IF;
                 END $do$
                 """,
-                notePurgedFunction,
-                // The write half of a push (PostgresTenantSchema+PushFunction); replaced on
-                // every start, so a new release's version takes over.
-                applyPushFunction,
-                readPushFunction,
-            ] + feedFunctions
+            ]
             for sql in statements { _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect() }
-            // `CREATE OR REPLACE` of a new parameter list adds a function beside the old one:
-            // drop every other `ts_apply_push`, so no process can write through an older one.
-            _ = try await connection.query(PostgresQuery(unsafeSQL: """
-                DO $do$ DECLARE f regprocedure; BEGIN
-                  FOR f IN SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                           WHERE n.nspname = '\(name)' AND p.proname = 'ts_apply_push' AND p.pronargs <> \(applyPushParameterCount) LOOP
-                    EXECUTE 'DROP FUNCTION ' || f;
-                  END LOOP;
-                END $do$
-                """), logger: logger).collect()
+            try await installFunctions(on: connection, logger: logger)
             let found = try await connection.query("SELECT value FROM \(unescaped: q(.meta)) WHERE key = 'schema_version'", logger: logger)
                 .collect().first.map { try $0.decode(String.self) }
             if let found, let v = Int(found), v > Self.version {
@@ -234,6 +220,51 @@ public struct PostgresTenantSchema: Sendable, Hashable {
                   AND value::int < \(Self.version)
                 """, logger: logger).collect()
         }
+    }
+}
+
+extension PostgresTenantSchema {
+    /// Every function of the tenant's schema, as the `CREATE OR REPLACE FUNCTION` statements
+    /// this version installs: the read and write halves of a push
+    /// (`PostgresTenantSchema+PushFunction`), the feed's (`+FeedFunctions`) and compaction's.
+    var functions: [String] {
+        [notePurgedFunction, applyPushFunction, readPushFunction] + feedFunctions
+    }
+
+    /// Which version of ``functions`` a schema holds: their text's SHA-256, kept in its meta.
+    var functionsDigest: String {
+        SHA256.hash(data: Data(functions.joined(separator: "\n;\n").utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Installs this version's ``functions`` unless the schema holds them already (by
+    /// ``functionsDigest``), inside the migration's transaction (under its lock).
+    ///
+    /// Not on every start: replacing a function makes every connection of every other hub
+    /// process plan it again, so a restarted process would slow the others' pushes. When they
+    /// differ, every `ts_` function of the schema is dropped first: `CREATE OR REPLACE` can
+    /// change neither a function's result columns nor its parameters (a new parameter list
+    /// adds a second function beside the old one, through which an older process could
+    /// still write).
+    func installFunctions(on connection: PostgresConnection, logger: Logger) async throws {
+        let digest = functionsDigest
+        let installed = try await connection.query(
+            "SELECT value FROM \(unescaped: qualified(.meta)) WHERE key = \(PostgresMetaKey.functionsDigest.rawValue)", logger: logger)
+            .collect().first.map { try $0.decode(String.self) }
+        guard installed != digest else { return }
+        _ = try await connection.query(PostgresQuery(unsafeSQL: """
+            DO $do$ DECLARE f regprocedure; BEGIN
+              FOR f IN SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                       WHERE n.nspname = '\(name)' AND p.proname LIKE 'ts\\_%' LOOP
+                EXECUTE 'DROP FUNCTION ' || f;
+              END LOOP;
+            END $do$
+            """), logger: logger).collect()
+        for sql in functions { _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect() }
+        _ = try await connection.query("""
+            INSERT INTO \(unescaped: qualified(.meta)) (key, value) VALUES (\(PostgresMetaKey.functionsDigest.rawValue), \(digest))
+            ON CONFLICT (key) DO UPDATE SET value = excluded.value
+            """, logger: logger).collect()
+        logger.info("tenant functions installed", metadata: ["schema": "\(name)", "digest": "\(digest.prefix(12))"])
     }
 }
 
@@ -295,6 +326,8 @@ extension PostgresTenantSchema {
 /// Keys of a tenant schema's `meta` table.
 enum PostgresMetaKey: String {
     case schemaVersion = "schema_version"
+    /// Which version of the schema's functions is installed (``PostgresTenantSchema/functionsDigest``).
+    case functionsDigest = "functions.digest"
     case tenant, node
     /// The KPIs the store counts (``TiersyncStorage/KPIAdoption`` as JSON), and where that came from.
     case kpiAdoption = "kpi.adoption"

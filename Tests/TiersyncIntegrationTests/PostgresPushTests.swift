@@ -177,28 +177,11 @@ extension PostgresPushTests {
         return out
     }
 
-    @Test("requests arriving together at a process that has not used the tenant yet wait for one schema preparation: the burst replaces the tenant's functions as often as one request does")
+    @Test("requests arriving together at a process that has not used the tenant yet wait for one schema preparation: the burst creates each of the tenant's functions once")
     func concurrentFirstUsesPrepareOnce() async throws {
         try await TestPostgres.withFreshDatabase { endpoint in
             try await withPostgresClient(endpoint) { client in
-                // Every function (re)created in this database, as PostgreSQL reports it
-                // (an event trigger: the migration's DDL as run, whichever connection ran it).
-                for sql in [
-                    "CREATE TABLE public.functions_made (name TEXT NOT NULL)",
-                    """
-                    CREATE FUNCTION public.note_functions() RETURNS event_trigger LANGUAGE plpgsql AS $$
-                    DECLARE r record;
-                    BEGIN
-                      FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE FUNCTION' LOOP
-                        INSERT INTO public.functions_made VALUES (r.object_identity);
-                      END LOOP;
-                    END $$
-                    """,
-                    "CREATE EVENT TRIGGER note_functions ON ddl_command_end EXECUTE FUNCTION public.note_functions()",
-                ] { _ = try await client.query(PostgresQuery(unsafeSQL: sql)).collect() }
-                func made() async throws -> Int {
-                    try await client.query("SELECT count(*)::int8 FROM public.functions_made").collect().first.map { Int(try $0.decode(Int64.self)) } ?? -1
-                }
+                let made = try await Self.countingFunctionsMade(client)
                 // One process's first use by 40 requests at once.
                 let store = PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" })
                 let heads = try await withThrowingTaskGroup(of: Int64.self) { group in
@@ -207,17 +190,90 @@ extension PostgresPushTests {
                 }
                 #expect(heads == Array(repeating: 0, count: 40))
                 let burst = try await made()
-                // Another process's first use, by one request: one migration's worth.
-                let other = PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" })
-                _ = try await other.feedHead()
-                let one = try await made() - burst
-                #expect(one > 0, "a migration creates the tenant's functions")
-                #expect(burst == one, "40 concurrent first uses (re)created \(burst) functions, one use \(one)")
+                let functions = try await Self.tenantFunctions(client, tenant: "acme").count
+                #expect(functions > 0)
+                #expect(burst == functions, "40 concurrent first uses created \(burst) functions; the schema has \(functions)")
                 // Still ready: later uses migrate no more.
                 _ = try await store.feedHead()
-                #expect(try await made() == burst + one)
+                #expect(try await made() == burst)
             }
         }
+    }
+
+    @Test("a hub process starting on a tenant whose functions are this version's replaces none, so the other processes' connections keep their plans; another version's functions are replaced whole, even where their result columns or parameters differ")
+    func functionsReplacedOnlyWhenTheyDiffer() async throws {
+        try await TestPostgres.withFreshDatabase { endpoint in
+            try await withPostgresClient(endpoint) { client in
+                let made = try await Self.countingFunctionsMade(client)
+                _ = try await PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" }).feedHead()
+                let installed = try await Self.tenantFunctions(client, tenant: "acme")
+                #expect(try await made() == installed.count)
+                // Another process starts (or this one restarts): nothing replaced.
+                _ = try await PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" }).feedHead()
+                #expect(try await made() == installed.count)
+
+                // What an older version would have left: `ts_read_push` with other result
+                // columns (which `CREATE OR REPLACE` cannot change) and a second
+                // `ts_apply_push` with another parameter list.
+                let schema = PostgresTenantSchema(tenant: "acme").name
+                for sql in [
+                    """
+                    DO $do$ DECLARE f regprocedure; BEGIN
+                      FOR f IN SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                               WHERE n.nspname = '\(schema)' AND p.proname = 'ts_read_push' LOOP
+                        EXECUTE 'DROP FUNCTION ' || f;
+                      END LOOP;
+                    END $do$
+                    """,
+                    """
+                    CREATE FUNCTION "\(schema)".ts_read_push(p_origins text[], p_seqs int8[], p_tables text[], p_ids text[], p_batch_origins text[],
+                      p_erased_tables text[], p_erased_ids text[], p_lo int8, p_hi int8) RETURNS TABLE (old_kind int4) LANGUAGE sql AS 'SELECT 1'
+                    """,
+                    "CREATE FUNCTION \"\(schema)\".ts_apply_push(verify boolean) RETURNS int8 LANGUAGE sql AS 'SELECT 0::int8'",
+                    "UPDATE \"\(schema)\".meta SET value = 'an older version' WHERE key = 'functions.digest'",
+                ] { _ = try await client.query(PostgresQuery(unsafeSQL: sql)).collect() }
+                let before = try await made()
+                let store = PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" })
+                _ = try await store.feedHead()
+                #expect(try await made() - before == installed.count)
+                #expect(try await Self.tenantFunctions(client, tenant: "acme") == installed, "exactly this version's functions, no leftover overload")
+                // And a push goes through them.
+                let batch = try Self.contendedBatches(origins: ["d1"], batches: 1, perBatch: 2, records: 5)["d1"]![0]
+                let report = try await store.applyIncoming(batch, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: WallClock.nowMillis())
+                #expect(report.applied == 2)
+                #expect(try await store.feedHead() == 2)
+            }
+        }
+    }
+
+    /// Counts every function created in the database from now on, as PostgreSQL reports it
+    /// (an event trigger: the migration's DDL as run, whichever connection ran it).
+    static func countingFunctionsMade(_ client: PostgresClient) async throws -> @Sendable () async throws -> Int {
+        for sql in [
+            "CREATE TABLE public.functions_made (name TEXT NOT NULL)",
+            """
+            CREATE FUNCTION public.note_functions() RETURNS event_trigger LANGUAGE plpgsql AS $$
+            DECLARE r record;
+            BEGIN
+              FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE FUNCTION' LOOP
+                INSERT INTO public.functions_made VALUES (r.object_identity);
+              END LOOP;
+            END $$
+            """,
+            "CREATE EVENT TRIGGER note_functions ON ddl_command_end EXECUTE FUNCTION public.note_functions()",
+        ] { _ = try await client.query(PostgresQuery(unsafeSQL: sql)).collect() }
+        return {
+            try await client.query("SELECT count(*)::int8 FROM public.functions_made").collect().first.map { Int(try $0.decode(Int64.self)) } ?? -1
+        }
+    }
+
+    /// The functions of a tenant's schema, with their parameter types, sorted.
+    static func tenantFunctions(_ client: PostgresClient, tenant: TenantID) async throws -> [String] {
+        let schema = PostgresTenantSchema(tenant: tenant).name
+        return try await client.query("""
+            SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ') -> ' || pg_get_function_result(p.oid)
+            FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = \(schema) ORDER BY 1
+            """).collect().map { try $0.decode(String.self) }
     }
 
     @Test("a push's read and its check under the lock keep looking up by key after the tables grow from the one row their plans were made with (as after compaction): no plan reads a whole index")
