@@ -80,9 +80,13 @@ public final class AllocationPolicy: LocalWritePolicy {
 
     /// The same from a store, outside a commit (the rules runner: escalation and proactive
     /// contacts use the governance in force exactly as allocation decides it).
-    static func basis(_ store: NodeStore, identity: NodeIdentity) -> Basis {
-        basis(identity: identity, applied: (try? store.appliedGovernance()).flatMap { $0 },
-              documents: (try? store.governanceDocuments()) ?? [], meta: { try? store.meta($0) })
+    static func basis(_ store: any RulesStore, identity: NodeIdentity) async throws -> Basis {
+        let (documents, applied) = try await store.rulesGovernance()
+        var settings: [String: String] = [:]
+        if identity.parent != nil {
+            for key in [GovernanceFollower.keyMeta, GovernanceFollower.rolloutMeta] { settings[key] = try await store.rulesSetting(key) }
+        }
+        return basis(identity: identity, applied: applied, documents: documents, meta: { settings[$0] })
     }
 
     private static func basis(identity: NodeIdentity, applied: GovernanceApplication?, documents: [StoredGovernanceDocument],

@@ -56,7 +56,8 @@ public struct RulesRunReport: Sendable, Equatable {
 /// same record, which the per-field merge keeps as one; the interaction's new level, queue,
 /// handling node and step are the same from every writer, so its fields converge too.
 public final class RulesRunner: Sendable {
-    public let store: NodeStore
+    /// The node's store: its SQLite file, or HQ's tenant store on either engine.
+    public let store: any RulesStore
     let clock: @Sendable () -> UInt64
     let tree: @Sendable () async -> NodeTree?
     let logger: Logger
@@ -66,7 +67,7 @@ public final class RulesRunner: Sendable {
     /// `clock`: the time rules are evaluated at (tests and `--now` compress time; the
     /// commits are stamped with the real clock). `tree`: the tenant's tree where the node
     /// holds it (HQ's catalog, a country's mirror); others know their own path.
-    public init(store: NodeStore, clock: @escaping @Sendable () -> UInt64 = { WallClock.nowMillis() },
+    public init(store: any RulesStore, clock: @escaping @Sendable () -> UInt64 = { WallClock.nowMillis() },
                 tree: @escaping @Sendable () async -> NodeTree? = { nil }, logger: Logger = Logger(label: "tiersync.rules")) {
         self.store = store
         self.clock = clock
@@ -89,7 +90,7 @@ public final class RulesRunner: Sendable {
             } catch is CancellationError {
                 return
             } catch {
-                logger.warning("rules run failed; retrying next round", metadata: ["store": "\(store.path)", "error": "\(error)"])
+                logger.warning("rules run failed; retrying next round", metadata: ["store": "\(store.rulesStoreName)", "error": "\(error)"])
             }
             try? await Task.sleep(for: interval)
         }
@@ -98,9 +99,9 @@ public final class RulesRunner: Sendable {
     /// Evaluates escalation, withdrawals and proactive contacts at `now` and writes what
     /// they say, each record group in a transaction of its own.
     public func runOnce(nowMillis now: UInt64) async throws -> RulesRunReport {
-        guard let identity = try store.identity() else { throw StoreError.notEnrolled(path: store.path) }
+        guard let identity = try await store.rulesIdentity() else { throw StoreError.notEnrolled(path: store.rulesStoreName) }
         var report = RulesRunReport(nowMillis: now)
-        guard let inForce = AllocationPolicy.basis(store, identity: identity).effective(at: now).inForce else { return report }
+        guard let inForce = try await AllocationPolicy.basis(store, identity: identity).effective(at: now).inForce else { return report }
         report.release = inForce.release
         report.overlay = inForce.overlay
         let rules: RulesInForce
@@ -111,18 +112,18 @@ public final class RulesRunner: Sendable {
             return report
         }
         let levels = rules.escalation.levels
-        let ownPath = try Self.path(of: identity, store: store, levels: levels.count)
+        let ownPath = try await Self.path(of: identity, store: store, levels: levels.count)
         let locator = NodeLocator(path: ownPath, tree: await tree())
-        try escalate(rules, locator: locator, now: now, into: &report)
-        try withdraw(into: &report)
-        try proactive(rules, identity: identity, ownPath: ownPath, locator: locator, now: now, into: &report)
+        try await escalate(rules, locator: locator, now: now, into: &report)
+        try await withdraw(into: &report)
+        try await proactive(rules, identity: identity, ownPath: ownPath, locator: locator, now: now, into: &report)
         return report
     }
 
     /// The node's path from the root: as its parent's `whoami` reported it, else what its
     /// identity implies (the root; an agent of a two-level tenant).
-    static func path(of identity: NodeIdentity, store: NodeStore, levels: Int) throws -> [NodeID]? {
-        let known = try store.meta(AllocationPolicy.pathMeta)?.split(separator: "/").map { NodeID(unchecked: String($0)) }
+    static func path(of identity: NodeIdentity, store: any RulesStore, levels: Int) async throws -> [NodeID]? {
+        let known = try await store.rulesSetting(AllocationPolicy.pathMeta)?.split(separator: "/").map { NodeID(unchecked: String($0)) }
         return NodePlacement(node: identity.node, parent: identity.parent, path: known, levels: levels).path
     }
 
@@ -131,10 +132,10 @@ public final class RulesRunner: Sendable {
     private static let interactions = DomainSchema.interactions.name
     private static let escalations = DomainSchema.escalations.name
 
-    private func escalate(_ rules: RulesInForce, locator: NodeLocator, now: UInt64, into report: inout RulesRunReport) throws {
+    private func escalate(_ rules: RulesInForce, locator: NodeLocator, now: UInt64, into report: inout RulesRunReport) async throws {
         guard !rules.escalation.rules.isEmpty else { return }
         // Open, allocated dialogues: the only ones a rule can escalate.
-        let open = try store.liveRecords(table: Self.interactions, where: [
+        let open = try await store.rulesLiveRecords(table: Self.interactions, where: [
             .isNotNull(InteractionField.handlingLevel.rawValue), .isNull(InteractionField.answeredAt.rawValue),
             .isNull(InteractionField.resolvedAt.rawValue), .isNull(InteractionField.abandonedAt.rawValue),
             .isNullOrNotIn(InteractionField.status.rawValue, Escalator.settledStatuses.sorted().map(FieldValue.string)),
@@ -143,13 +144,13 @@ public final class RulesRunner: Sendable {
             switch Escalator.evaluate(interactionID: id, fields: fields, rules: rules, locator: locator, nowMillis: now) {
             case .escalate(let steps):
                 var writes: [RecordWrite] = []
-                for step in steps where try !holds(Self.escalations, step.recordID, step.entryFields) {
+                for step in steps where try await !holds(Self.escalations, step.recordID, step.entryFields) {
                     writes.append(.upsert(Self.escalations, id: step.recordID, step.entryFields))
                 }
                 let final = steps.last!.interactionFields
                 if final.contains(where: { fields[$0.key] != $0.value }) { writes.append(.upsert(Self.interactions, id: id, final)) }
                 guard !writes.isEmpty else { continue }
-                try store.commit(writes)
+                try await store.commitRuleWrites(writes)
                 report.escalated += steps
                 for step in steps {
                     logger.info("escalated", metadata: ["interaction": "\(id)", "step": "\(step.step)", "rule": "\(step.rule)",
@@ -164,45 +165,45 @@ public final class RulesRunner: Sendable {
     }
 
     /// True when the store holds `table`/`id` live with exactly these values (a null as absent).
-    private func holds(_ table: String, _ id: String, _ fields: [String: FieldValue]) throws -> Bool {
-        guard let record = try store.record(table: table, id: id), record.state.isLive else { return false }
+    private func holds(_ table: String, _ id: String, _ fields: [String: FieldValue]) async throws -> Bool {
+        guard let record = try await store.rulesRecord(table: table, id: id), record.state.isLive else { return false }
         let held = record.state.liveValues
         return fields.allSatisfy { name, value in (held[name].flatMap { $0.isNull ? nil : $0 } ?? .null) == value }
     }
 
-    private func withdraw(into report: inout RulesRunReport) throws {
+    private func withdraw(into report: inout RulesRunReport) async throws {
         // Dialogues answered or resolved that escalated, changed since the last look (all of
         // them at a process's first run): an answer given offline may have crossed an escalation.
         let since = withdrawalsSeen.withLock { $0 }
         var candidates: Set<String>
         let head: Int64
         if let since {
-            let changed = try store.recordIDs(changedIn: Self.interactions, after: since)
-            let entries = try store.recordIDs(changedIn: Self.escalations, after: since)
+            let changed = try await store.rulesRecordIDs(changedIn: Self.interactions, after: since)
+            let entries = try await store.rulesRecordIDs(changedIn: Self.escalations, after: since)
             candidates = changed.ids
             for entry in entries.ids {
-                if let id = try store.record(table: Self.escalations, id: entry)?.state.liveValues[EscalationField.interactionID.rawValue]?.stringValue {
+                if let id = try await store.rulesRecord(table: Self.escalations, id: entry)?.state.liveValues[EscalationField.interactionID.rawValue]?.stringValue {
                     candidates.insert(id)
                 }
             }
             head = max(changed.head, entries.head)
         } else {
-            head = try store.headSeq()
-            candidates = Set(try store.liveRecords(table: Self.interactions, where: [
+            head = try await store.rulesHead()
+            candidates = Set(try await store.rulesLiveRecords(table: Self.interactions, where: [
                 .isNotNull(InteractionField.escalationStep.rawValue),
                 .anyNotNull([InteractionField.answeredAt.rawValue, InteractionField.resolvedAt.rawValue]),
             ]).map(\.id))
         }
         for id in candidates.sorted() {
-            guard let record = try store.record(table: Self.interactions, id: id), record.state.isLive else { continue }
+            guard let record = try await store.rulesRecord(table: Self.interactions, id: id), record.state.isLive else { continue }
             let fields = record.state.liveValues
             guard fields[InteractionField.answeredAt.rawValue].map({ !$0.isNull }) == true
                     || fields[InteractionField.resolvedAt.rawValue].map({ !$0.isNull }) == true else { continue }
-            let entries = try store.liveRecords(table: Self.escalations, where: [.equals(EscalationField.interactionID.rawValue, .string(id))])
+            let entries = try await store.rulesLiveRecords(table: Self.escalations, where: [.equals(EscalationField.interactionID.rawValue, .string(id))])
             guard let withdrawal = Escalator.withdrawal(interactionID: id, fields: fields, entries: entries.map { ($0.id, $0.values) }) else { continue }
             var writes = withdrawal.entries.sorted { $0.key < $1.key }.map { RecordWrite.upsert(Self.escalations, id: $0.key, $0.value) }
             if !withdrawal.interactionFields.isEmpty { writes.append(.upsert(Self.interactions, id: id, withdrawal.interactionFields)) }
-            try store.commit(writes)
+            try await store.commitRuleWrites(writes)
             report.withdrawn.append(withdrawal)
             logger.info("escalation withdrawn", metadata: ["interaction": "\(id)", "reason": "\(withdrawal.reason)"])
         }
@@ -216,13 +217,13 @@ public final class RulesRunner: Sendable {
     private static let tasks = DomainSchema.tasks.name
 
     private func proactive(_ rules: RulesInForce, identity: NodeIdentity, ownPath: [NodeID]?, locator: NodeLocator, now: UInt64,
-                           into report: inout RulesRunReport) throws {
+                           into report: inout RulesRunReport) async throws {
         if !rules.proactive.rules.isEmpty {
             // Vehicles whose contact for some rule may be in its window now.
             var vehicles: [String: [String: FieldValue]] = [:]
             for rule in rules.proactive.rules {
                 let dates = ProactivePlanner.eventDates(for: rule, nowMillis: now)
-                for (id, values) in try store.liveRecords(table: Self.vehicles, where: [
+                for (id, values) in try await store.rulesLiveRecords(table: Self.vehicles, where: [
                     .between(rule.event.dateField, .string(dates.lowerBound), .string(dates.upperBound)),
                 ]) { vehicles[id] = values }
             }
@@ -234,8 +235,11 @@ public final class RulesRunner: Sendable {
                    locator.path(of: dealer) == nil, let ownPath, ownPath.count == rules.proactive.levels.count - 1, dealer != identity.node {
                     locator.learn(path: ownPath + [dealer])
                 }
-                let customer = try vehicle[TaskField.customerID.rawValue]?.stringValue.flatMap { try store.record(table: Self.customers, id: $0) }
-                    .map { $0.state.isLive ? $0.state.liveValues : [:] }
+                var customer: [String: FieldValue]?
+                if let customerID = vehicle[TaskField.customerID.rawValue]?.stringValue,
+                   let record = try await store.rulesRecord(table: Self.customers, id: customerID) {
+                    customer = record.state.isLive ? record.state.liveValues : [:]
+                }
                 var writes: [RecordWrite] = []
                 var created: [ProactiveTask] = []
                 for outcome in ProactivePlanner.evaluate(vehicleID: vehicleID, vehicle: vehicle, customer: customer, rules: rules,
@@ -243,7 +247,7 @@ public final class RulesRunner: Sendable {
                     switch outcome {
                     case .create(let task):
                         // Created once: a task held in any state (done, cancelled, deleted) is never made again.
-                        guard try store.record(table: Self.tasks, id: task.recordID) == nil else { continue }
+                        guard try await store.rulesRecord(table: Self.tasks, id: task.recordID) == nil else { continue }
                         writes.append(.upsert(Self.tasks, id: task.recordID, task.fields))
                         created.append(task)
                     case .noConsent(let rule, _):
@@ -253,7 +257,7 @@ public final class RulesRunner: Sendable {
                     }
                 }
                 guard !writes.isEmpty else { continue }
-                try store.commit(writes)
+                try await store.commitRuleWrites(writes)
                 report.tasksCreated += created
                 for task in created {
                     logger.info("proactive task created", metadata: ["task": "\(task.recordID)", "rule": "\(task.rule)", "vehicle": "\(vehicleID)",
@@ -262,17 +266,17 @@ public final class RulesRunner: Sendable {
             }
         }
         // Consent first: open proactive tasks whose customer no longer gives the consent.
-        for (taskID, task) in try store.liveRecords(table: Self.tasks, where: [
+        for (taskID, task) in try await store.rulesLiveRecords(table: Self.tasks, where: [
             .equals(TaskField.status.rawValue, .string(TaskStatus.open.rawValue)), .equals(TaskField.kind.rawValue, .string(ProactivePlanner.kind)),
         ]) {
             guard let customerID = task[TaskField.customerID.rawValue]?.stringValue,
                   let consent = task[TaskField.requiresConsent.rawValue]?.stringValue,
-                  let record = try store.record(table: Self.customers, id: customerID) else { continue }
+                  let record = try await store.rulesRecord(table: Self.customers, id: customerID) else { continue }
             let field = "consent_" + consent
             let customer = record.state.isLive ? record.state.liveValues : [:]
             guard let cancel = ProactivePlanner.cancellation(task: task, customer: customer,
                                                              consentChangedAtMillis: record.state.versions[field]?.hlc.wallMillis) else { continue }
-            try store.commit([.upsert(Self.tasks, id: taskID, cancel)])
+            try await store.commitRuleWrites([.upsert(Self.tasks, id: taskID, cancel)])
             let reason = cancel[TaskField.cancelReason.rawValue]?.stringValue ?? ""
             report.tasksCancelled.append((taskID, reason))
             logger.info("proactive task cancelled", metadata: ["task": "\(taskID)", "reason": "\(reason)"])
@@ -281,30 +285,60 @@ public final class RulesRunner: Sendable {
 }
 
 /// HQ's rules runner, in the hub process (HQ runs no agent): every tenant's root store on
-/// the hub, with the catalog's tree, evaluated every `interval`.
+/// the hub, on either engine, with the catalog's tree, evaluated every `interval`. A store
+/// several processes serve (``TiersyncStorage/RulesLeasing``: PostgreSQL) is evaluated by one
+/// of them at a time.
 public final class HubRulesRunner: Sendable {
-    public let stores: TenantStores
+    /// The tenants with data to evaluate.
+    private let tenants: @Sendable () async throws -> [TenantID]
+    private let store: @Sendable (TenantID) async throws -> any RulesStore
+    private let tree: @Sendable (TenantID) async -> NodeTree?
     let clock: @Sendable () -> UInt64
     let logger: Logger
     /// One runner per tenant, kept across runs (each remembers what it has looked at).
     private let runners = Mutex<[TenantID: RulesRunner]>([:])
 
-    public init(stores: TenantStores, clock: @escaping @Sendable () -> UInt64 = { WallClock.nowMillis() },
+    public init(tenants: @escaping @Sendable () async throws -> [TenantID], store: @escaping @Sendable (TenantID) async throws -> any RulesStore,
+                tree: @escaping @Sendable (TenantID) async -> NodeTree?, clock: @escaping @Sendable () -> UInt64 = { WallClock.nowMillis() },
                 logger: Logger = Logger(label: "tiersync.rules")) {
-        self.stores = stores
+        self.tenants = tenants
+        self.store = store
+        self.tree = tree
         self.clock = clock
         self.logger = logger
     }
 
-    /// One run over every tenant: the reports by tenant.
+    /// The SQLite hub: the tenants whose database exists (one that never received anything
+    /// holds nothing to evaluate).
+    public convenience init(stores: TenantStores, clock: @escaping @Sendable () -> UInt64 = { WallClock.nowMillis() },
+                            logger: Logger = Logger(label: "tiersync.rules")) {
+        let catalog = stores.catalog
+        self.init(tenants: {
+                      try catalog.tenants().map(\.0).filter { FileManager.default.fileExists(atPath: catalog.tenantDatabasePath($0)) }
+                  },
+                  store: { try stores.store(for: $0) }, tree: { try? await catalog.tree(of: $0) }, clock: clock, logger: logger)
+    }
+
+    /// One run over every tenant: the reports by tenant (a tenant another process was
+    /// evaluating is left out).
     @discardableResult
     public func runOnce() async -> [TenantID: RulesRunReport] {
         var reports: [TenantID: RulesRunReport] = [:]
-        // Tenants whose database exists: one that never received anything holds nothing to evaluate.
-        for (tenant, _) in (try? stores.catalog.tenants()) ?? []
-        where FileManager.default.fileExists(atPath: stores.catalog.tenantDatabasePath(tenant)) {
+        let tenants: [TenantID]
+        do {
+            tenants = try await self.tenants()
+        } catch {
+            logger.warning("HQ rules run: the tenants could not be listed", metadata: ["error": "\(error)"])
+            return reports
+        }
+        for tenant in tenants {
             do {
-                reports[tenant] = try await runner(for: tenant).runOnce()
+                let runner = try await runner(for: tenant)
+                if let leasing = runner.store as? any RulesLeasing {
+                    reports[tenant] = try await leasing.withRulesLease { try await runner.runOnce() }
+                } else {
+                    reports[tenant] = try await runner.runOnce()
+                }
             } catch {
                 logger.warning("HQ rules run failed", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
             }
@@ -312,10 +346,10 @@ public final class HubRulesRunner: Sendable {
         return reports
     }
 
-    private func runner(for tenant: TenantID) throws -> RulesRunner {
+    private func runner(for tenant: TenantID) async throws -> RulesRunner {
         if let runner = runners.withLock({ $0[tenant] }) { return runner }
-        let catalog = stores.catalog
-        let runner = RulesRunner(store: try stores.store(for: tenant), clock: clock, tree: { try? await catalog.tree(of: tenant) }, logger: logger)
+        let tree = self.tree
+        let runner = RulesRunner(store: try await store(tenant), clock: clock, tree: { await tree(tenant) }, logger: logger)
         return runners.withLock { $0[tenant, default: runner] }
     }
 

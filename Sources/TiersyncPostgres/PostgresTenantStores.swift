@@ -40,4 +40,16 @@ public final class PostgresTenantStores: Sendable {
     public func openTenants() -> [TenantID] {
         open.withLock { Array($0.keys) }
     }
+
+    /// The catalog's tenants whose schema exists (a tenant that never received anything
+    /// holds nothing to evaluate: HQ's rules runner skips it rather than create its schema).
+    public func tenantsWithData() async throws -> [TenantID] {
+        var out: [TenantID] = []
+        for (tenant, _) in try await catalog.tenants() {
+            let name = PostgresTenantSchema(tenant: tenant).name
+            let rows = try await client.query("SELECT to_regnamespace(\(name)) IS NOT NULL", logger: logger).collect()
+            if try rows.first?.decode(Bool.self) == true { out.append(tenant) }
+        }
+        return out
+    }
 }

@@ -78,7 +78,8 @@ struct Hub: AsyncParsableCommand {
 
         /// One hub process over PostgreSQL: stateless, so several may serve one database.
         /// Long-polls wake for pushes that land on other processes through LISTEN/NOTIFY.
-        /// HQ's escalation and proactive rules are not run by a PostgreSQL hub yet.
+        /// HQ's escalation and proactive rules run in every process, each tenant's in one
+        /// process at a time (an advisory lock).
         private func runOnPostgres(_ endpoint: PostgresEndpoint) async throws {
             var configuration = try listener.configuration(dataDirectory: "")
             configuration.maxClockSkewMillis = maxSkew * 1000
@@ -92,6 +93,13 @@ struct Hub: AsyncParsableCommand {
                 let notifier = try PostgresNotifier(client: client)
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await hub.run(handleSignals: true) { port in listener.announce("hub", port: port) } }
+                    if rulesInterval > 0 {
+                        let rules = HubRulesRunner(tenants: { try await stores.tenantsWithData() }, store: { stores.store(for: $0) },
+                                                   tree: { try? await catalog.tree(of: $0) })
+                        group.addTask {
+                            await rules.run(every: .milliseconds(Int64(rulesInterval * 1000))) { await hub.notifyChanges(for: $0) }
+                        }
+                    }
                     group.addTask {
                         await notifier.relay { tenant in
                             Task {

@@ -60,7 +60,7 @@ public final class RunningHub: Sendable {
 
     /// `port` 0 picks a free port; give the old one to restart a stopped hub at its address.
     /// `rules`: run HQ's rules (``HubRulesRunner``) as `tiersync hub serve` does, every
-    /// `interval`, at the times `clock` gives (SQLite only). `postgres`: keep the hub in that
+    /// `interval`, at the times `clock` gives. `postgres`: keep the hub in that
     /// database instead of files in `directory` (which then holds only the certificates).
     public init(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init(),
                 maxClockSkewMillis: UInt64 = 60_000, rules: RulesSchedule? = nil, postgres: PostgresEndpoint? = nil,
@@ -111,6 +111,12 @@ public final class RunningHub: Sendable {
                     group.addTask {
                         await HubRulesRunner(stores: sqlite, clock: rules.clock).run(every: rules.interval) { await server.notifyChanges(for: $0) }
                     }
+                }
+                if let rules, let pgStores {
+                    let catalog = pgStores.catalog
+                    let runner = HubRulesRunner(tenants: { try await pgStores.tenantsWithData() }, store: { pgStores.store(for: $0) },
+                                                tree: { try? await catalog.tree(of: $0) }, clock: rules.clock)
+                    group.addTask { await runner.run(every: rules.interval) { await server.notifyChanges(for: $0) } }
                 }
                 if let notifier, let pgStores {
                     // As `tiersync hub serve --postgres`: other processes' pushes wake this one's long-polls.
