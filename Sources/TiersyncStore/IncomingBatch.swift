@@ -29,7 +29,7 @@ struct IncomingBatch {
     private(set) var quarantineEmpty: Bool
 
     init(_ db: Database, changes: [Change], schema: Schema) throws {
-        quarantineEmpty = !(try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_quarantine)") ?? false)
+        quarantineEmpty = !(try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM ts_quarantine)")) ?? false)
         var byOrigin: [String: [Int64]] = [:]
         var byTable: [String: Set<String>] = [:]
         for c in changes {
@@ -50,7 +50,7 @@ struct IncomingBatch {
                 held[Identity(origin: origin, seq: row[0])] = UInt64(bitPattern: row[1] as Int64)
             }
         }
-        let anyTombstone = try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_tombstones)") ?? false
+        let anyTombstone = try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM ts_tombstones)")) ?? false
         for (table, ids) in byTable {
             // A table the schema does not know has no records (its changes are refused).
             guard schema.table(table) != nil else { existing[table] = []; continue }

@@ -6,7 +6,7 @@ import TiersyncCore
 
 extension NodeStore {
     public func cursor(_ name: String) throws -> Int64 {
-        try writer.read { db in try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [name]) ?? 0 }
+        try writer.read { db in try Int64.fetchOne(db.cachedStatement(sql: "SELECT value FROM ts_cursors WHERE name = ?"), arguments: [name]) ?? 0 }
     }
 
     public func setCursor(_ name: String, _ value: Int64) throws {
@@ -14,8 +14,8 @@ extension NodeStore {
     }
 
     static func setCursor(_ db: Database, _ name: String, _ value: Int64) throws {
-        try db.execute(sql: "INSERT INTO ts_cursors (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                       arguments: [name, value])
+        try db.cachedStatement(sql: "INSERT INTO ts_cursors (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value")
+            .execute(arguments: [name, value])
     }
 }
 

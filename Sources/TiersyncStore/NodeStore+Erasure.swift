@@ -255,7 +255,7 @@ extension NodeStore {
     func erasureBlocking(_ db: Database, _ statements: inout LogStatements, table: String, id: String,
                          fields: [String: FieldValue]) throws -> (erasureID: String, route: Set<NodeID>)? {
         if statements.anyErased == nil {
-            statements.anyErased = try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_erased_records)") ?? false
+            statements.anyErased = try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM ts_erased_records)")) ?? false
         }
         guard statements.anyErased == true else { return nil }
         let lookup = try statements.statement("#erased", "SELECT erasure_id, route FROM ts_erased_records WHERE tbl = ? AND id = ?")

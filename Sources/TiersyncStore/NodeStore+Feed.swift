@@ -185,15 +185,15 @@ extension NodeStore {
 
     private static func feedCandidates(_ db: Database, after cursor: Int64, scope: Scope, limit: Int) throws
         -> (deliver: [Int64], next: Int64, more: Bool, head: Int64) {
-        let head = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes") ?? 0
+        let head = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM ts_changes")) ?? 0
         let candidates: [Int64]
         switch scope.nodes {
         case nil:
-            candidates = try Int64.fetchAll(db, sql: "SELECT seq FROM ts_changes WHERE seq > ? AND op != '\(erasedOp)' ORDER BY seq LIMIT ?",
+            candidates = try Int64.fetchAll(db.cachedStatement(sql: "SELECT seq FROM ts_changes WHERE seq > ? AND op != '\(erasedOp)' ORDER BY seq LIMIT ?"),
                                             arguments: [cursor, limit])
         case let nodes? where nodes.count == 1:
             // One node (a dealer): walk its route index directly.
-            candidates = try Int64.fetchAll(db, sql: "SELECT seq FROM ts_change_routes WHERE node = ? AND seq > ? ORDER BY seq LIMIT ?",
+            candidates = try Int64.fetchAll(db.cachedStatement(sql: "SELECT seq FROM ts_change_routes WHERE node = ? AND seq > ? ORDER BY seq LIMIT ?"),
                                             arguments: [nodes.first!.rawValue, cursor, limit])
         case let nodes?:
             // A subtree: walk the log in order, testing membership by index.
@@ -235,7 +235,7 @@ extension NodeStore {
 
     /// The highest log position (0 for an empty log).
     public func headSeq() throws -> Int64 {
-        try writer.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM ts_changes") ?? 0 }
+        try writer.read { db in try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM ts_changes")) ?? 0 }
     }
 
     /// The change-log columns ``fetchLogged(_:sql:arguments:)`` reads, in the order it

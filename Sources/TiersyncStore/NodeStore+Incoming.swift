@@ -47,7 +47,7 @@ extension NodeStore {
             var batch = try IncomingBatch(db, changes: changes, schema: self.schema)
             if source == .parent { try Self.confirmRebootstrap(db, changes) }
             // Whether anything was ever purged here (else no change pays the range look-up).
-            let anyPurged = try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_purged)") ?? false
+            let anyPurged = try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM ts_purged)")) ?? false
             func refuse(_ change: Change, _ rejection: ChangeRejection) throws {
                 try self.quarantine(db, change, rejection, from: sender, nowMillis: wallMillis)
                 batch.quarantined()

@@ -21,7 +21,7 @@ extension NodeStore {
         try writer.write { db in
             guard let me = try Self.identity(db) else { throw StoreError.notEnrolled(path: path) }
             var last = try Self.lastHLC(db)
-            var nextSeq = max(try Self.seqFloor(db), try Int64.fetchOne(db, sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?", arguments: [me.node.rawValue]) ?? 0)
+            var nextSeq = max(try Self.seqFloor(db), try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?"), arguments: [me.node.rawValue]) ?? 0)
             var made: [Change] = []
             var statements = LogStatements(db)
             let policy = self.writePolicy

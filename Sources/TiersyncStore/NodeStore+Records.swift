@@ -46,7 +46,7 @@ extension NodeStore {
     /// conflict. Run before the change's own new conflicts are recorded.
     func settleConflicts(_ db: Database, _ statements: inout LogStatements, table: String, id: String, fields: [String], state: RecordState) throws {
         if statements.anyConflicts == nil {
-            statements.anyConflicts = try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_conflicts)") ?? false
+            statements.anyConflicts = try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM ts_conflicts)")) ?? false
         }
         guard statements.anyConflicts == true, !fields.isEmpty else { return }
         let kept = try Row.fetchAll(statements.statement("#conflicts-of", "SELECT id, field, winner_version FROM ts_conflicts WHERE tbl = ? AND record_id = ?"),

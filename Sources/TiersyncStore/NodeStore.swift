@@ -213,7 +213,7 @@ public final class NodeStore: Sendable {
 
     static func identity(_ db: Database) throws -> NodeIdentity? {
         let keys: [MetaKey] = [.tenant, .node, .parent]
-        let rows = try Row.fetchAll(db, sql: "SELECT key, value FROM ts_meta WHERE key IN (?, ?, ?)",
+        let rows = try Row.fetchAll(db.cachedStatement(sql: "SELECT key, value FROM ts_meta WHERE key IN (?, ?, ?)"),
                                     arguments: StatementArguments(keys.map(\.rawValue)))
         let dict = Dictionary(uniqueKeysWithValues: rows.compactMap { row in
             MetaKey(rawValue: row["key"]).map { ($0, row["value"] as String) }
