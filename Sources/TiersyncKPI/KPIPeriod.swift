@@ -68,6 +68,21 @@ public enum KPIDay {
         return era * 146_097 + doe - 719_468
     }
 
+    /// Whether `year-month-day` is a calendar date (proleptic Gregorian): what converting it
+    /// to a day number and back would tell, without the round trip.
+    public static func isDate(year: Int64, month: Int64, day: Int64) -> Bool {
+        guard (1...12).contains(month), day >= 1 else { return false }
+        switch month {
+        case 2:
+            let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+            return day <= (leap ? 29 : 28)
+        case 4, 6, 9, 11:
+            return day <= 30
+        default:
+            return day <= 31
+        }
+    }
+
     /// `YYYY-MM-DD`.
     public static func label(_ days: Int64) -> String {
         let (y, m, d) = civil(days)
@@ -147,8 +162,10 @@ public enum KPITime {
         default:
             return nil
         }
+        // Every timestamp of a recount passes here: the date is checked directly, not by a
+        // round trip through day numbers.
+        guard KPIDay.isDate(year: year, month: month, day: day) else { return nil }
         let days = KPIDay.days(year: year, month: month, day: day)
-        guard KPIDay.civil(days) == (year, month, day) else { return nil }
         let seconds = days * 86_400 + hour * 3600 + minute * 60 + min(second, 59) - offset
         return seconds * 1000 + fraction
     }
