@@ -171,6 +171,9 @@ public final class RulesRunner: Sendable {
         return fields.allSatisfy { name, value in (held[name].flatMap { $0.isNull ? nil : $0 } ?? .null) == value }
     }
 
+    /// Dialogues whose escalation entries one read looks up.
+    static let entriesChunk = 500
+
     private func withdraw(into report: inout RulesRunReport) async throws {
         // Dialogues answered or resolved that escalated, changed since the last look (all of
         // them at a process's first run): an answer given offline may have crossed an escalation.
@@ -194,13 +197,26 @@ public final class RulesRunner: Sendable {
                 .anyNotNull([InteractionField.answeredAt.rawValue, InteractionField.resolvedAt.rawValue]),
             ]).map(\.id))
         }
+        // The answered or resolved among them, with their escalation entries read for many
+        // dialogues at once: the entries are found by a scan (no engine indexes the field),
+        // once per chunk rather than once per dialogue.
+        var settled: [(id: String, fields: [String: FieldValue])] = []
         for id in candidates.sorted() {
             guard let record = try await store.rulesRecord(table: Self.interactions, id: id), record.state.isLive else { continue }
             let fields = record.state.liveValues
             guard fields[InteractionField.answeredAt.rawValue].map({ !$0.isNull }) == true
                     || fields[InteractionField.resolvedAt.rawValue].map({ !$0.isNull }) == true else { continue }
-            let entries = try await store.rulesLiveRecords(table: Self.escalations, where: [.equals(EscalationField.interactionID.rawValue, .string(id))])
-            guard let withdrawal = Escalator.withdrawal(interactionID: id, fields: fields, entries: entries.map { ($0.id, $0.values) }) else { continue }
+            settled.append((id, fields))
+        }
+        var entriesOf: [String: [(String, [String: FieldValue])]] = [:]
+        for start in stride(from: 0, to: settled.count, by: Self.entriesChunk) {
+            let ids = settled[start..<min(start + Self.entriesChunk, settled.count)].map { FieldValue.string($0.id) }
+            for (entryID, values) in try await store.rulesLiveRecords(table: Self.escalations, where: [.isIn(EscalationField.interactionID.rawValue, ids)]) {
+                if let id = values[EscalationField.interactionID.rawValue]?.stringValue { entriesOf[id, default: []].append((entryID, values)) }
+            }
+        }
+        for (id, fields) in settled {
+            guard let withdrawal = Escalator.withdrawal(interactionID: id, fields: fields, entries: entriesOf[id] ?? []) else { continue }
             var writes = withdrawal.entries.sorted { $0.key < $1.key }.map { RecordWrite.upsert(Self.escalations, id: $0.key, $0.value) }
             if !withdrawal.interactionFields.isEmpty { writes.append(.upsert(Self.interactions, id: id, withdrawal.interactionFields)) }
             try await store.commitRuleWrites(writes)

@@ -69,6 +69,11 @@ extension PostgresTenantStore: RulesStore, RulesLeasing {
         case .equals(let f, let v):
             guard !v.isNull else { return isNull(f) }
             return "(x.j -> \(sql.bind(f))) = \(json(v))"
+        case .isIn(let f, let vs):
+            let values = vs.filter { !$0.isNull }
+            guard !values.isEmpty else { return "false" }
+            let field = sql.bind(f)
+            return "(x.j -> \(field)) IN (" + values.map(json).joined(separator: ", ") + ")"
         case .isNullOrNotIn(let f, let vs):
             let values = vs.filter { !$0.isNull }
             guard !values.isEmpty else { return "true" }

@@ -7,6 +7,8 @@ public enum FieldCondition: Sendable, Hashable {
     case isNull(String)
     case isNotNull(String)
     case equals(String, FieldValue)
+    /// The field is one of the values (none: no record).
+    case isIn(String, [FieldValue])
     /// The field is null or none of the values.
     case isNullOrNotIn(String, [FieldValue])
     /// Inclusive, as SQLite compares (dates `YYYY-MM-DD` compare as text in calendar order).
@@ -17,7 +19,7 @@ public enum FieldCondition: Sendable, Hashable {
     /// The fields the condition reads.
     public var fields: [String] {
         switch self {
-        case .isNull(let f), .isNotNull(let f), .equals(let f, _), .isNullOrNotIn(let f, _), .between(let f, _, _): [f]
+        case .isNull(let f), .isNotNull(let f), .equals(let f, _), .isIn(let f, _), .isNullOrNotIn(let f, _), .between(let f, _, _): [f]
         case .anyNotNull(let fs): fs
         }
     }

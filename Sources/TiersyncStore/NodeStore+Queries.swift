@@ -10,6 +10,10 @@ extension FieldCondition {
         case .equals(let f, let v):
             arguments += [Self.databaseValue(v)]
             return "\(q(f)) = ?"
+        case .isIn(let f, let vs):
+            guard !vs.isEmpty else { return "0" }
+            arguments += StatementArguments(vs.map(Self.databaseValue))
+            return "\(q(f)) IN (\(Array(repeating: "?", count: vs.count).joined(separator: ", ")))"
         case .isNullOrNotIn(let f, let vs):
             guard !vs.isEmpty else { return "1" }
             arguments += StatementArguments(vs.map(Self.databaseValue))

@@ -116,7 +116,7 @@ struct HQRulesEngineTests {
 
     @Test("""
     HQ's rules read only the records meeting their conditions, and PostgreSQL's engine answers the same conditions \
-    with the same records as SQLite's: null and absent alike, values in and not in a list, dates between bounds \
+    with the same records as SQLite's: null and absent alike, values in and not in a list (none: nothing), dates between bounds \
     compared bytewise, numbers as numbers, any of several fields set
     """, arguments: StorageEngine.testable)
     func conditionsMeanTheSameOnEitherEngine(engine: StorageEngine) async throws {
@@ -144,6 +144,9 @@ struct HQRulesEngineTests {
             [.anyNotNull(["customer_id", "contract_end_date"])],
             [.equals("model", "A"), .isNull("sale_date")],
             [.isNullOrNotIn("model", [])],
+            [.isIn("model", ["A", "Ä"])],
+            [.isIn("customer_id", ["c-2", "c-9"]), .isNotNull("sale_date")],
+            [.isIn("model", [])],
         ]
         try await engine.withTenantStore(root: "hq") { hq in
             _ = try await hq.applyIncoming(changes, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: WallClock.nowMillis())
