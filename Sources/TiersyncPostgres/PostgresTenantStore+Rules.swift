@@ -67,7 +67,8 @@ extension PostgresTenantStore: RulesStore, RulesLeasing {
         case .isNotNull(let f):
             return "NOT " + isNull(f)
         case .equals(let f, let v):
-            guard !v.isNull else { return isNull(f) }
+            // As in SQL (and SQLite's engine): nothing equals null.
+            guard !v.isNull else { return "false" }
             return "(x.j -> \(sql.bind(f))) = \(json(v))"
         case .isIn(let f, let vs):
             let values = vs.filter { !$0.isNull }

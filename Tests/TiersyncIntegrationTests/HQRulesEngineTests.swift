@@ -147,6 +147,7 @@ struct HQRulesEngineTests {
             [.isIn("model", ["A", "Ä"])],
             [.isIn("customer_id", ["c-2", "c-9"]), .isNotNull("sale_date")],
             [.isIn("model", [])],
+            [.equals("customer_id", .null)],
         ]
         try await engine.withTenantStore(root: "hq") { hq in
             _ = try await hq.applyIncoming(changes, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: WallClock.nowMillis())
