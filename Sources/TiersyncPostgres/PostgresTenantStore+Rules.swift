@@ -73,13 +73,10 @@ extension PostgresTenantStore: RulesStore, RulesLeasing {
         case .isIn(let f, let vs):
             let values = vs.filter { !$0.isNull }
             guard !values.isEmpty else { return "false" }
-            let field = sql.bind(f)
-            return "(x.j -> \(field)) IN (" + values.map(json).joined(separator: ", ") + ")"
+            return "(x.j -> \(sql.bind(f))) IN (" + values.map(json).joined(separator: ", ") + ")"
         case .isNullOrNotIn(let f, let vs):
-            let values = vs.filter { !$0.isNull }
-            guard !values.isEmpty else { return "true" }
-            let inList = values.map { "(x.j -> \(sql.bind(f))) = \(json($0))" }.joined(separator: " OR ")
-            return "(\(isNull(f)) OR NOT (\(inList)))"
+            guard vs.contains(where: { !$0.isNull }) else { return "true" }
+            return "(\(isNull(f)) OR NOT \(predicate(.isIn(f, vs), &sql)))"
         case .between(let f, let lo, let hi):
             switch (lo, hi) {
             case (.string(let a), .string(let b)):

@@ -44,12 +44,13 @@ public final class PostgresTenantStores: Sendable {
     /// The catalog's tenants whose schema exists (a tenant that never received anything
     /// holds nothing to evaluate: HQ's rules runner skips it rather than create its schema).
     public func tenantsWithData() async throws -> [TenantID] {
-        var out: [TenantID] = []
-        for (tenant, _) in try await catalog.tenants() {
-            let name = PostgresTenantSchema(tenant: tenant).name
-            let rows = try await client.query("SELECT to_regnamespace(\(name)) IS NOT NULL", logger: logger).collect()
-            if try rows.first?.decode(Bool.self) == true { out.append(tenant) }
+        let tenants = try await catalog.tenants().map(\.tenant)
+        let names = tenants.map { PostgresTenantSchema(tenant: $0).name }
+        var existing: Set<String> = []
+        for try await name in try await client.query("SELECT nspname::text FROM pg_namespace WHERE nspname = ANY(\(names)::text[])",
+                                                     logger: logger).decode(String.self) {
+            existing.insert(name)
         }
-        return out
+        return tenants.filter { existing.contains(PostgresTenantSchema(tenant: $0).name) }
     }
 }
