@@ -247,10 +247,15 @@ extension PostgresTenantSchema {
     /// still write).
     func installFunctions(on connection: PostgresConnection, logger: Logger) async throws {
         let digest = functionsDigest
-        let installed = try await connection.query(
-            "SELECT value FROM \(unescaped: qualified(.meta)) WHERE key = \(PostgresMetaKey.functionsDigest.rawValue)", logger: logger)
-            .collect().first.map { try $0.decode(String.self) }
-        guard installed != digest else { return }
+        // The digest recorded, and how many `ts_` functions the schema holds: a schema restored
+        // or edited without some of them is installed again, whatever its digest says.
+        let row = try await connection.query("""
+            SELECT (SELECT value FROM \(unescaped: qualified(.meta)) WHERE key = \(PostgresMetaKey.functionsDigest.rawValue)),
+                   (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                    WHERE n.nspname = \(name) AND p.proname LIKE 'ts\\_%')
+            """, logger: logger).collect().first
+        let (installed, present): (String?, Int64) = try row?.decode((String?, Int64).self) ?? (nil, 0)
+        guard installed != digest || present != Int64(functions.count) else { return }
         _ = try await connection.query(PostgresQuery(unsafeSQL: """
             DO $do$ DECLARE f regprocedure; BEGIN
               FOR f IN SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace

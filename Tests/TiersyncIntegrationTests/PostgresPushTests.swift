@@ -200,7 +200,7 @@ extension PostgresPushTests {
         }
     }
 
-    @Test("a hub process starting on a tenant whose functions are this version's replaces none, so the other processes' connections keep their plans; another version's functions are replaced whole, even where their result columns or parameters differ")
+    @Test("a hub process starting on a tenant whose functions are this version's replaces none, so the other processes' connections keep their plans; another version's functions are replaced whole, even where their result columns or parameters differ, and a missing one is installed again")
     func functionsReplacedOnlyWhenTheyDiffer() async throws {
         try await TestPostgres.withFreshDatabase { endpoint in
             try await withPostgresClient(endpoint) { client in
@@ -242,6 +242,14 @@ extension PostgresPushTests {
                 let report = try await store.applyIncoming(batch, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: WallClock.nowMillis())
                 #expect(report.applied == 2)
                 #expect(try await store.feedHead() == 2)
+
+                // A function missing under a current digest (a schema restored or edited without
+                // it): the next process installs them again.
+                _ = try await client.query(PostgresQuery(unsafeSQL: "DROP FUNCTION \"\(schema)\".ts_note_purged(text[], int8[])")).collect()
+                let beforeRestart = try await made()
+                _ = try await PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" }).feedHead()
+                #expect(try await made() - beforeRestart == installed.count)
+                #expect(try await Self.tenantFunctions(client, tenant: "acme") == installed)
             }
         }
     }
