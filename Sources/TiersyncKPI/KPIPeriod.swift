@@ -94,9 +94,8 @@ public enum KPIDay {
     public static func parse(_ text: String) -> Int64? {
         let parts = text.split(separator: "-")
         guard text.utf8.count == 10, parts.count == 3, let y = Int64(parts[0]), let m = Int64(parts[1]), let d = Int64(parts[2]),
-              (1...12).contains(m), (1...31).contains(d) else { return nil }
-        let days = days(year: y, month: m, day: d)
-        return civil(days) == (y, m, d) ? days : nil
+              isDate(year: y, month: m, day: d) else { return nil }
+        return days(year: y, month: m, day: d)
     }
 }
 

@@ -232,12 +232,12 @@ extension PostgresTenantSchema {
     }
 
     /// Which version of ``functions`` a schema holds: their text's SHA-256, kept in its meta.
-    var functionsDigest: String {
+    private static func digest(of functions: [String]) -> String {
         SHA256.hash(data: Data(functions.joined(separator: "\n;\n").utf8)).map { String(format: "%02x", $0) }.joined()
     }
 
     /// Installs this version's ``functions`` unless the schema holds them already (by
-    /// ``functionsDigest``), inside the migration's transaction (under its lock).
+    /// ``digest(of:)``), inside the migration's transaction (under its lock).
     ///
     /// Not on every start: replacing a function makes every connection of every other hub
     /// process plan it again, so a restarted process would slow the others' pushes. When they
@@ -246,7 +246,9 @@ extension PostgresTenantSchema {
     /// adds a second function beside the old one, through which an older process could
     /// still write).
     func installFunctions(on connection: PostgresConnection, logger: Logger) async throws {
-        let digest = functionsDigest
+        // The statements' text is built once here (each function's is long).
+        let functions = self.functions
+        let digest = Self.digest(of: functions)
         // The digest recorded, and how many `ts_` functions the schema holds: a schema restored
         // or edited without some of them is installed again, whatever its digest says.
         let row = try await connection.query("""
@@ -331,7 +333,7 @@ extension PostgresTenantSchema {
 /// Keys of a tenant schema's `meta` table.
 enum PostgresMetaKey: String {
     case schemaVersion = "schema_version"
-    /// Which version of the schema's functions is installed (``PostgresTenantSchema/functionsDigest``).
+    /// Which version of the schema's functions is installed (``PostgresTenantSchema/installFunctions(on:logger:)``).
     case functionsDigest = "functions.digest"
     case tenant, node
     /// The KPIs the store counts (``TiersyncStorage/KPIAdoption`` as JSON), and where that came from.
