@@ -63,6 +63,17 @@ public struct KPIEvaluator: Sendable {
     public func contributions(of d: DialogueFacts, sign: Int64 = 1, into out: inout [KPIContribution]) {
         guard let created = d.createdAt, let node = d.node else { return }
         let day = KPIDay.of(millis: created)
+        forEachSingle(of: d, created: created) { index, num in
+            out.append(KPIContribution(kpi: index, node: node, day: day, numerator: sign * num, denominator: sign))
+        }
+    }
+
+    /// Calls `body` with the KPI's index and the numerator `d` adds to it (its denominator
+    /// adds 1), for every interaction KPI but first-contact resolution that counts `d`.
+    /// The one place the table above is written as code; a recount calls it directly, so a
+    /// dialogue costs no intermediate contributions.
+    @inline(__always)
+    func forEachSingle(of d: DialogueFacts, created: Int64, _ body: (Int, Int64) -> Void) {
         for (index, f) in single {
             if let channel = f.channel, d.channel != channel { continue }
             var num: Int64 = 0
@@ -85,8 +96,13 @@ public struct KPIEvaluator: Sendable {
             case .firstContactResolution, .leadConversion:
                 continue
             }
-            out.append(KPIContribution(kpi: index, node: node, day: day, numerator: sign * num, denominator: sign))
+            body(index, num)
         }
+    }
+
+    /// The first-contact resolution KPIs: their indexes, channels and windows (ms).
+    var followUpFormulas: [(index: Int, channel: String?, withinMillis: Int64)] {
+        followUp.map { ($0.index, $0.formula.channel, Int64($0.formula.withinSeconds ?? 0) * 1000) }
     }
 
     /// First-contact resolution over dialogues of one customer and topic (`group`, any
@@ -217,139 +233,5 @@ public struct KPITotal: Sendable, Hashable, Codable {
         self.day = day
         self.numerator = numerator
         self.denominator = denominator
-    }
-}
-
-/// A full count: every dialogue and lead added once, then ``totals()``. The recomputation
-/// a release change runs, and the check of the incremental accumulators. Nodes are
-/// numbered as they come and accumulators keyed by packed integers, so a million dialogues
-/// cost one pass plus one sort of those with a customer and topic.
-public struct KPITally: Sendable {
-    public let evaluator: KPIEvaluator
-    private var nodeIndex: [String: Int] = [:]
-    private var nodes: [String] = []
-    private var sums: [UInt64: (numerator: Int64, denominator: Int64)] = [:]
-    private var buffer: [KPIContribution] = []
-    /// Dialogues first-contact resolution has to see in order: (group, created, id, the facts it needs).
-    private var groups: [GroupKey: Int] = [:]
-    private var followUps: [FollowUpEntry] = []
-    private var lastNode: (name: String, index: Int)?
-
-    /// A customer and topic, kept as two strings (short ones live inline: no allocation).
-    private struct GroupKey: Hashable {
-        var customer: String
-        var topic: String
-    }
-
-    private struct FollowUpEntry {
-        var group: Int
-        var created: Int64
-        var id: String
-        var resolved: Int64?
-        var node: Int?
-        var channel: String?
-    }
-
-    public init(evaluator: KPIEvaluator) {
-        self.evaluator = evaluator
-    }
-
-    /// Counts a dialogue.
-    public mutating func add(_ d: DialogueFacts) {
-        buffer.removeAll(keepingCapacity: true)
-        evaluator.contributions(of: d, into: &buffer)
-        for c in buffer { accumulate(c) }
-        guard evaluator.needsFollowUps, let created = d.createdAt else { return }
-        if let customer = d.customer, let topic = d.topic {
-            let key = GroupKey(customer: customer, topic: topic)
-            let group: Int
-            if let g = groups[key] { group = g } else {
-                group = groups.count
-                groups[key] = group
-            }
-            // A dialogue counting for no node still follows up the ones before it.
-            followUps.append(FollowUpEntry(group: group, created: created, id: d.id, resolved: d.resolvedAt,
-                                           node: d.node.map { index(of: $0) }, channel: d.channel))
-        } else if d.resolvedAt != nil {
-            buffer.removeAll(keepingCapacity: true)
-            evaluator.followUpContributions(of: [d], into: &buffer)
-            for c in buffer { accumulate(c) }
-        }
-    }
-
-    /// Counts a lead.
-    public mutating func add(_ l: LeadFacts) {
-        buffer.removeAll(keepingCapacity: true)
-        evaluator.contributions(of: l, into: &buffer)
-        for c in buffer { accumulate(c) }
-    }
-
-    /// Every accumulator with anything counted, ordered by KPI, node and day.
-    public mutating func totals() -> [KPITotal] {
-        finishFollowUps()
-        let ids = evaluator.catalog.definitions.map(\.id)
-        return sums.map { key, value in
-            let (kpi, node, day) = Self.unpack(key)
-            return KPITotal(kpi: ids[kpi], node: nodes[node], day: day, numerator: value.numerator, denominator: value.denominator)
-        }.sorted { ($0.kpi, $0.node, $0.day) < ($1.kpi, $1.node, $1.day) }
-    }
-
-    private mutating func finishFollowUps() {
-        guard !followUps.isEmpty else { return }
-        followUps.sort { a, b in
-            if a.group != b.group { return a.group < b.group }
-            if a.created != b.created { return a.created < b.created }
-            return a.id < b.id
-        }
-        let formulas = evaluator.catalog.definitions.enumerated().filter { $0.element.formula.kind == .firstContactResolution }
-        for (i, d) in followUps.enumerated() {
-            guard let resolved = d.resolved, let node = d.node else { continue }
-            let next: Int64? = i + 1 < followUps.count && followUps[i + 1].group == d.group ? followUps[i + 1].created : nil
-            for (index, definition) in formulas {
-                let f = definition.formula
-                if let channel = f.channel, d.channel != channel { continue }
-                let repeated = next.map { $0 <= resolved + Int64(f.withinSeconds ?? 0) * 1000 } ?? false
-                add(kpi: index, node: node, day: KPIDay.of(millis: d.created), numerator: repeated ? 0 : 1, denominator: 1)
-            }
-        }
-        followUps = []
-    }
-
-    private mutating func index(of node: String) -> Int {
-        if let last = lastNode, last.name == node { return last.index }
-        let i: Int
-        if let known = nodeIndex[node] { i = known } else {
-            i = nodes.count
-            nodes.append(node)
-            nodeIndex[node] = i
-        }
-        lastNode = (node, i)
-        return i
-    }
-
-    private mutating func accumulate(_ c: KPIContribution) {
-        add(kpi: c.kpi, node: index(of: c.node), day: c.day, numerator: c.numerator, denominator: c.denominator)
-    }
-
-    private mutating func add(kpi: Int, node: Int, day: Int64, numerator: Int64, denominator: Int64) {
-        let key = Self.pack(kpi: kpi, node: node, day: day)
-        // One look-up for a known key (nearly all of a recount's millions): updated in place.
-        if let i = sums.index(forKey: key) {
-            sums.values[i].numerator += numerator
-            sums.values[i].denominator += denominator
-        } else {
-            sums[key] = (numerator, denominator)
-        }
-    }
-
-    // 16 bits of KPI, 24 of node, 24 of day (offset so days before 1970 fit: ±22,000 years).
-    private static let dayOffset: Int64 = 1 << 23
-
-    private static func pack(kpi: Int, node: Int, day: Int64) -> UInt64 {
-        UInt64(kpi & 0xFFFF) << 48 | UInt64(node & 0xFF_FFFF) << 24 | UInt64((day + dayOffset) & 0xFF_FFFF)
-    }
-
-    private static func unpack(_ key: UInt64) -> (Int, Int, Int64) {
-        (Int(key >> 48), Int((key >> 24) & 0xFF_FFFF), Int64(key & 0xFF_FFFF) - dayOffset)
     }
 }

@@ -112,10 +112,12 @@ enum KPIStorage {
 
     /// Every counted dialogue and lead, counted afresh.
     static func recount(_ db: Database, evaluator: KPIEvaluator) throws -> [KPITotal] {
-        var tally = KPITally(evaluator: evaluator)
-        if evaluator.measuresDialogues, try db.tableExists("interactions") {
+        // Read here, on the connection's thread; counted here and on a second thread.
+        let readsDialogues = try evaluator.measuresDialogues && db.tableExists("interactions")
+        var tally = try KPITally.counted(evaluator: evaluator) { add in
+            guard readsDialogues else { return }
             try forEachRow(db, "SELECT \(dialogueColumns.joined(separator: ", ")) FROM interactions WHERE \(DomainTables.heldByStore)") {
-                tally.add(dialogue($0))
+                add(dialogue($0))
             }
         }
         if evaluator.measuresLeads, try db.tableExists("leads") {

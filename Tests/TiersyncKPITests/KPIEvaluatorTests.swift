@@ -175,6 +175,81 @@ struct KPIEvaluatorTests {
         mutating func pick<T>(_ xs: [T]) -> T { xs[int(xs.count)] }
     }
 
+    @Test("First-contact resolution in a recount orders each group by created_at, then id: small groups, a group of 60 with ties, added in reverse; equal to the group's own evaluation")
+    func followUpOrderInRecount() throws {
+        let evaluator = KPIEvaluator(catalog: try Self.catalog())
+        let hour: Int64 = 3_600_000, base: Int64 = 1_790_000_000_000
+        var dialogues: [DialogueFacts] = []
+        // One customer and topic with 60 dialogues: created every 2 days, pairs sharing a
+        // created_at (decided by id), resolved after 1 h or after 8 days (a follow-up 2 days
+        // later falls within the 7 days or not, per order).
+        for i in 0..<60 {
+            dialogues.append(DialogueFacts(id: String(format: "big-%02d", i), node: "de-1", createdAt: base + Int64(i / 2) * 48 * hour,
+                                           channel: "phone", inbound: true, answeredAt: base + Int64(i / 2) * 48 * hour,
+                                           resolvedAt: base + Int64(i / 2) * 48 * hour + (i % 3 == 0 ? 8 * 24 : 1) * hour,
+                                           customer: "c-big", topic: "t"))
+        }
+        // Three small groups of 2–4, one dialogue unresolved.
+        for (g, size) in [2, 3, 4].enumerated() {
+            for i in 0..<size {
+                dialogues.append(DialogueFacts(id: "s\(g)-\(i)", node: "de-2", createdAt: base + Int64(i) * 24 * hour, channel: "phone",
+                                               inbound: true, answeredAt: base + Int64(i) * 24 * hour,
+                                               resolvedAt: i == 1 ? nil : base + Int64(i) * 24 * hour + hour, customer: "c\(g)", topic: "t"))
+            }
+        }
+        var tally = KPITally(evaluator: evaluator)
+        for d in dialogues.reversed() { tally.add(d) }
+        let counted = tally.totals().filter { $0.kpi == "first-contact-resolution" }
+
+        var expected: [KPIContribution] = []
+        for group in Dictionary(grouping: dialogues, by: { $0.customer! }).values {
+            evaluator.followUpContributions(of: group, into: &expected)
+        }
+        let byKey = KPIEvaluator.combined(expected).filter { $0.kpi == 6 }
+        #expect(counted.count == byKey.count && counted.count > 1)
+        for total in counted {
+            let e = byKey.first { $0.node == total.node && $0.day == total.day }
+            #expect(e?.numerator == total.numerator && e?.denominator == total.denominator, "\(total)")
+        }
+        // The big group by hand: 60 resolved; one of each pair shares the next's created_at
+        // (followed up at once), the pair's second is followed 48 h later: within 7 days
+        // unless the last; so only the very last dialogue (big-59) counts as first contact.
+        let big = counted.filter { $0.node == "de-1" }
+        #expect(big.map(\.denominator).reduce(0, +) == 60)
+        #expect(big.map(\.numerator).reduce(0, +) == 1)
+    }
+
+    @Test("A recount on two threads equals one tally: 40,000 random dialogues in batches of 64 (handed over or counted by the reader); a reader's error stops the second thread and is rethrown")
+    func twoThreadRecount() throws {
+        let evaluator = KPIEvaluator(catalog: try Self.catalog())
+        var rng = Random(state: 7)
+        let base: Int64 = 20759 * 86_400_000
+        let dialogues = (0..<40_000).map { i -> DialogueFacts in
+            let created = base + Int64(rng.int(24 * 60)) * 3_600_000
+            let answered: Int64? = rng.int(4) == 0 ? nil : created + Int64(rng.int(90)) * 1000
+            return DialogueFacts(id: "d\(i)", node: rng.pick(["de-1", "de-2", "fr-1", nil]), createdAt: rng.int(50) == 0 ? nil : created,
+                                 channel: rng.pick(["phone", "email", "chat"]), inbound: rng.int(5) != 0, answeredAt: answered,
+                                 resolvedAt: rng.int(3) == 0 ? nil : (answered ?? created) + Int64(rng.int(24 * 9)) * 3_600_000,
+                                 abandoned: rng.int(3) == 0, slaDue: created + 3_600_000,
+                                 customer: rng.int(20) == 0 ? nil : "c\(rng.int(3_000))", topic: rng.pick(["x", "y", "z"]))
+        }
+        var one = KPITally(evaluator: evaluator)
+        for d in dialogues { one.add(d) }
+        let expected = one.totals()
+        var two = try KPITally.counted(evaluator: evaluator, batchSize: 64) { add in dialogues.forEach(add) }
+        let counted = two.totals()
+        #expect(counted == expected)
+        #expect(expected.count > 500 && expected.contains { $0.kpi == "first-contact-resolution" })
+
+        struct ReadFailed: Error {}
+        #expect(throws: ReadFailed.self) {
+            _ = try KPITally.counted(evaluator: evaluator, batchSize: 64) { add in
+                dialogues.prefix(1_000).forEach(add)
+                throw ReadFailed()
+            }
+        }
+    }
+
     @Test("Incremental: 3,000 random creates, updates and deletes applied as deltas (old contribution out, new in, follow-ups of the customer and topic) equal a recount", arguments: [1, 2, 3] as [UInt64])
     func incrementalEqualsRecount(seed: UInt64) throws {
         let catalog = try Self.catalog()
