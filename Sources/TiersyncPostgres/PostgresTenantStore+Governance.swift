@@ -58,7 +58,7 @@ extension PostgresTenantStore {
     // MARK: KPIs
 
     /// Records which KPIs the tenant counts. This engine keeps no accumulators: a report
-    /// counts the root's dialogues and leads afresh (``kpiReport(period:byNode:viewer:paths:)``),
+    /// counts the root's own dialogues and leads afresh (``kpiReport(period:byNode:viewer:paths:)``),
     /// so adopting never recounts; it returns true when the formulas changed.
     public func adoptKPIs(_ adoption: KPIAdoption?, source: String?) async throws -> Bool {
         try await prepared()
@@ -86,22 +86,23 @@ extension PostgresTenantStore {
         let adoption = try await kpiAdoption()
         var observations: [KPIObservation] = []
         if let adoption {
-            // The root's own values: its dialogues and leads counted afresh.
+            // The root's own values: the dialogues and leads counted for it, counted afresh.
             var tally = KPITally(evaluator: KPIEvaluator(catalog: adoption.catalog))
             if tally.evaluator.measuresDialogues {
-                for (id, values) in try await liveRecords(inTable: "interactions") { tally.add(DialogueFacts(id: id, fields: values)) }
+                try await forEachRootRecord(.dialogues(followUps: tally.evaluator.needsFollowUps), me: me) { tally.add(DialogueFacts(id: $0, fields: $1)) }
             }
             if tally.evaluator.measuresLeads {
-                for (id, values) in try await liveRecords(inTable: "leads") { tally.add(LeadFacts(id: id, fields: values)) }
+                try await forEachRootRecord(.leads, me: me) { tally.add(LeadFacts(id: $0, fields: $1)) }
             }
             let targets = Dictionary(adoption.definitions.map { ($0.id, $0.target) }, uniquingKeysWith: { a, _ in a })
             observations = KPIObservation.periods(of: tally.totals().filter { $0.node == me }, kind: period, target: { targets[$0] })
         }
-        // Every other node's values: the snapshots they publish (`kpi_snapshots` records).
+        // Every other node's values: the snapshots they publish (`kpi_snapshots` records) for this period.
         var paths: [String: [String]] = [me: [me]]
-        for (_, values) in try await liveRecords(inTable: "kpi_snapshots") where values["period"]?.stringValue == period.rawValue {
+        try await forEachRootRecord(.snapshots(period: period), me: me) { _, values in
             guard let node = values["node"]?.stringValue, node != me, let kpi = values["kpi"]?.stringValue,
-                  let start = values["period_start"]?.stringValue.flatMap(KPIDay.parse) else { continue }
+                  values["period"]?.stringValue == period.rawValue,
+                  let start = values["period_start"]?.stringValue.flatMap(KPIDay.parse) else { return }
             if let path = values["path"]?.stringValue { paths[node] = path.split(separator: "/").map(String.init) }
             let target = values["target_kind"]?.stringValue.flatMap(KPITarget.Comparison.init(rawValue:)).flatMap { c in
                 Self.number(values["target"]).map { KPITarget(c, $0) }
@@ -113,6 +114,66 @@ extension PostgresTenantStore {
         return KPIResponse(node: viewer, period: period, byNode: byNode,
                            rows: KPIReport.rows(viewer: viewer, catalog: adoption?.catalog ?? .empty, period: period, observations: observations,
                                                 paths: paths.merging(known) { _, new in new }, byNode: byNode))
+    }
+
+    /// What a KPI report reads (``forEachRootRecord(_:me:_:)``).
+    enum KPIReportRead {
+        /// The dialogues counted for the root, and with `followUps` every other dialogue of
+        /// their customers and topics (first-contact resolution looks at the next one, which
+        /// another node may handle).
+        case dialogues(followUps: Bool)
+        /// The leads counted for the root.
+        case leads
+        /// Every KPI snapshot of the period.
+        case snapshots(period: KPIPeriodKind)
+    }
+
+    /// Streams the live records a KPI report needs, selected by PostgreSQL, so a report
+    /// reads what the root handles and the period's snapshots, not every dialogue of the
+    /// tenant into the hub's memory (HQ holds them all). Records are selected by the text of
+    /// a value in their canonical JSON (`"handling_node":"hq"`, as erasure finds links): no
+    /// JSON is parsed but for the follow-ups' customer and topic. The selection is a superset
+    /// of what counts (a dialogue counts for the node in `handling_node`, else in
+    /// `originating_node`; a lead `fulfilling_node`, else `source_node`): the tally decides.
+    func forEachRootRecord(_ read: KPIReportRead, me: String, _ body: (String, [String: FieldValue]) throws -> Void) async throws {
+        var sql = PostgresSQL()
+        let records = table(.records)
+        func naming(_ fields: [String]) -> String {
+            "(" + fields.map { "strpos(r.fields, \(sql.bind(Self.canonicalKey($0, me)))) > 0" }.joined(separator: " OR ") + ")"
+        }
+        switch read {
+        case .dialogues(let followUps):
+            let tbl = sql.bind(DomainSchema.interactions.name)
+            let mine = naming([DialogueField.handlingNode, DialogueField.originatingNode])
+            guard followUps else {
+                sql.append("SELECT r.id, r.fields FROM \(records) r WHERE r.tbl = \(tbl) AND r.live AND \(mine)")
+                break
+            }
+            let (customer, topic) = (sql.bind(DialogueField.customerID), sql.bind(DialogueField.topic))
+            // The others of the same customer and topic: each row's JSON parsed once (the
+            // fenced subquery), and only rows not selected as the root's.
+            sql.append("""
+                WITH mine AS MATERIALIZED (SELECT r.id, r.fields FROM \(records) r WHERE r.tbl = \(tbl) AND r.live AND \(mine)),
+                groups AS MATERIALIZED (SELECT DISTINCT j ->> \(customer) AS customer, j ->> \(topic) AS topic
+                                        FROM (SELECT fields::jsonb AS j FROM mine) m)
+                SELECT id, fields FROM mine
+                UNION ALL
+                SELECT r.id, r.fields FROM \(records) r, LATERAL (SELECT r.fields::jsonb AS j OFFSET 0) x
+                WHERE r.tbl = \(tbl) AND r.live AND NOT \(mine)
+                  AND (x.j ->> \(customer), x.j ->> \(topic)) IN (SELECT customer, topic FROM groups)
+                """)
+        case .leads:
+            let tbl = sql.bind(DomainSchema.leads.name)
+            sql.append("SELECT r.id, r.fields FROM \(records) r WHERE r.tbl = \(tbl) AND r.live AND \(naming([LeadField.fulfillingNode, LeadField.sourceNode]))")
+        case .snapshots(let period):
+            let tbl = sql.bind(DomainSchema.kpiSnapshots.name)
+            let inPeriod = sql.bind(Self.canonicalKey("period", period.rawValue))
+            sql.append("SELECT r.id, r.fields FROM \(records) r WHERE r.tbl = \(tbl) AND r.live AND strpos(r.fields, \(inPeriod)) > 0")
+        }
+        for try await (id, fields) in try await client.query(sql.query, logger: logger).decode((String, String).self) {
+            guard let values = CanonicalJSON.parseFields(fields) else { throw PostgresStoreError("corrupt fields of a KPI report's record \(id)") }
+            try body(id, values)
+        }
     }
 
     private static func integer(_ value: FieldValue?) -> Int64 {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TiersyncPostgres
 import TiersyncCore
 import TiersyncKPI
 import TiersyncStore
@@ -12,6 +13,9 @@ struct KPIBench: AsyncParsableCommand {
                                                     abstract: "KPI cost per written interaction; a recount of 1,000,000 interactions.")
     @Option(help: "Interactions written one per commit, with KPIs and without, for the per-interaction cost.") var writes = 20_000
     @Option(help: "Interactions in the store that is recounted.") var interactions = 1_000_000
+    @Option(help: "Also HQ's KPI table on a PostgreSQL hub (postgres://USER@HOST:PORT/DATABASE; a fresh database on it, dropped afterwards): that engine keeps no accumulators and counts HQ's own dialogues per report.")
+    var postgres: String?
+    @Option(help: "Interactions HQ holds on PostgreSQL, 1 % handled at HQ.") var postgresInteractions = 200_000
     @OptionGroup var common: CommonOptions
 
     /// The automaker release's KPIs (fixtures/governance/automaker/kpis.yaml), formulas and targets.
@@ -115,5 +119,38 @@ struct KPIBench: AsyncParsableCommand {
                target: interactions >= 1_000_000 ? "< 2 s" : nil, met: interactions >= 1_000_000 ? scan < 2 : nil)
         result("rebuild (recount + write)", "\(format(rebuild, 2)) s (\(recount.count) day totals); on adoption \(format(adopt, 2)) s")
         result("service level, phone", "\(format(100 * Double(n) / Double(max(d, 1)), 1)) % of \(d) (a check on the data)")
+
+        if let postgres { try await measurePostgresReport(postgres, dir: dir, adoption: adoption) }
+    }
+
+    /// HQ's KPI table (`GET /v1/kpis`, the console's KPI page) from a PostgreSQL tenant
+    /// holding `postgresInteractions` dialogues of 40 dealers, 1 % of them handled at HQ.
+    private func measurePostgresReport(_ url: String, dir: String, adoption: KPIAdoption) async throws {
+        let dealer = try NodeStore(path: dir + "/pg-dealer.sqlite")
+        try dealer.setIdentity(NodeIdentity(tenant: "acme", node: "dealer-0", parent: "hq"))
+        let nodes = ["hq"] + (1..<100).map { "dealer-\($0 % 40)" }
+        try await withFreshDatabase(try PostgresEndpoint(url: url)) { endpoint in
+            try await withPostgresClient(endpoint) { client in
+                let hq = PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" })
+                _ = try await hq.adoptKPIs(adoption, source: "bench")
+                var written = 0
+                while written < postgresInteractions {
+                    let n = min(2_000, postgresInteractions - written)
+                    let changes = try dealer.commit((written..<(written + n)).map { .upsert("interactions", id: "i-\($0)", Self.interaction($0, nodes: nodes)) })
+                    _ = try await hq.applyIncoming(changes, from: "dealer-0", source: .child, checkSkew: false, gate: nil, cursor: nil,
+                                                   wallMillis: WallClock.nowMillis())
+                    written += n
+                }
+                var best = Double.infinity
+                var rows = 0
+                for _ in 0..<3 {
+                    let started = ContinuousClock.now
+                    let report = try await hq.kpiReport(period: .month, byNode: true, viewer: "hq", paths: [:])
+                    best = min(best, elapsedSeconds(since: started))
+                    rows = report.rows.count
+                }
+                result("PostgreSQL: HQ's KPI table", "\(format(best * 1000, 1)) ms, best of 3 (\(format(Double(postgresInteractions))) dialogues held, 1 % handled at HQ; \(rows) rows)")
+            }
+        }
     }
 }

@@ -1,0 +1,95 @@
+import Foundation
+import Testing
+import TiersyncCore
+import TiersyncGovernance
+import TiersyncKPI
+import TiersyncStorage
+import TiersyncStore
+import TiersyncTestSupport
+
+/// HQ's KPI table from its tenant store on either engine: SQLite keeps accumulators,
+/// PostgreSQL counts the root's own dialogues afresh per report (selecting them, and their
+/// customers' and topics' other dialogues, in the database). Both must give the same table.
+@Suite("HQ's KPI table on either engine")
+struct HQKPIEngineTests {
+    static func dialogue(handledBy node: String, customer: String, topic: String, created: String, answeredAfter seconds: Int? = nil,
+                         resolved: String? = nil) -> [String: FieldValue] {
+        var f: [String: FieldValue] = ["customer_id": .string(customer), "topic": .string(topic), "channel": "phone", "direction": "inbound",
+                                       "created_at": .string(created), "handling_node": .string(node), "originating_node": "d1",
+                                       "status": resolved == nil ? (seconds == nil ? "closed" : "answered") : "resolved"]
+        if let seconds, let at = KPITime.millis(created) {
+            f["answered_at"] = .string(KPIDay.label(KPIDay.of(millis: at)) + "T" + Self.clock(at + Int64(seconds) * 1000) + "Z")
+        }
+        if let resolved { f["resolved_at"] = .string(resolved) }
+        return f
+    }
+
+    static func clock(_ millis: Int64) -> String {
+        let s = (millis / 1000) % 86_400
+        return String(format: "%02d:%02d:%02d", s / 3600, s / 60 % 60, s % 60)
+    }
+
+    @Test("""
+    HQ's own KPIs count only the dialogues HQ handles, with first-contact resolution judged against the next dialogue \
+    of the customer and topic wherever it is handled; other nodes' values come from their snapshots of the period asked; \
+    the same table on SQLite (accumulators) and PostgreSQL (counted per report)
+    """, arguments: StorageEngine.testable)
+    func hqTableOnEitherEngine(engine: StorageEngine) async throws {
+        let dir = try TempDir()
+        let compiled = try GovernanceCompiler.compile(directory: repositoryRoot() + "/fixtures/governance/automaker")
+        let catalog = try KPICatalog(effectiveConfigJSON: String(decoding: try JSONEncoder().encode(compiled.config), as: UTF8.self))
+        let dealer = try NodeStore(path: dir.path + "/d1.sqlite")
+        try dealer.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
+        var writes: [RecordWrite] = [
+            // Handled at HQ: h1 followed up at the dealer 3 days later (within 7 days of its
+            // resolution: not resolved at first contact); h2 followed up after 14 days; h3 never
+            // (its customer's other dialogue is on another topic); h4 abandoned.
+            .upsert("interactions", id: "h1", Self.dialogue(handledBy: "hq", customer: "c1", topic: "recall", created: "2027-01-05T10:00:00Z",
+                                                          answeredAfter: 10, resolved: "2027-01-05T11:00:00Z")),
+            .upsert("interactions", id: "h2", Self.dialogue(handledBy: "hq", customer: "c2", topic: "recall", created: "2027-01-06T10:00:00Z",
+                                                          answeredAfter: 30, resolved: "2027-01-06T12:00:00Z")),
+            .upsert("interactions", id: "h3", Self.dialogue(handledBy: "hq", customer: "c3", topic: "recall", created: "2027-01-07T10:00:00Z",
+                                                          answeredAfter: 5, resolved: "2027-01-07T10:30:00Z")),
+            .upsert("interactions", id: "h4", Self.dialogue(handledBy: "hq", customer: "c4", topic: "recall", created: "2027-01-07T11:00:00Z")),
+            .upsert("interactions", id: "x1", Self.dialogue(handledBy: "d1", customer: "c1", topic: "recall", created: "2027-01-08T09:00:00Z",
+                                                          answeredAfter: 3, resolved: "2027-01-08T09:10:00Z")),
+            .upsert("interactions", id: "x2", Self.dialogue(handledBy: "d1", customer: "c2", topic: "recall", created: "2027-01-20T09:00:00Z",
+                                                          answeredAfter: 3)),
+            .upsert("interactions", id: "x3", Self.dialogue(handledBy: "d1", customer: "c3", topic: "brochure", created: "2027-01-08T09:00:00Z",
+                                                          answeredAfter: 3)),
+        ]
+        // The dealer's own many dialogues, none of HQ's.
+        for i in 0..<40 {
+            writes.append(.upsert("interactions", id: "d1-\(i)", Self.dialogue(handledBy: "d1", customer: "c\(10 + i % 7)", topic: "service",
+                                                                              created: "2027-01-\(10 + i % 9)T08:00:00Z", answeredAfter: i % 40,
+                                                                              resolved: i % 2 == 0 ? "2027-01-\(10 + i % 9)T09:00:00Z" : nil)))
+        }
+        // The dealer's snapshots: its month and one of its weeks.
+        for (period, start, n, d) in [("month", "2027-01-01", 3, 4), ("week", "2027-01-04", 1, 1)] {
+            writes.append(.upsert("kpi_snapshots", id: "d1:service-level-phone:\(period):\(start)", [
+                "node": "d1", "path": "hq/d1", "kpi": "service-level-phone", "period": .string(period), "period_start": .string(start),
+                "numerator": .int(Int64(n)), "denominator": .int(Int64(d)), "target_kind": "at_least", "target": .int(80)]))
+        }
+        let changes = try dealer.commit(writes)
+
+        let report = try await engine.withTenantStore(root: "hq") { hq in
+            _ = try await hq.adoptKPIs(KPIAdoption(release: 1, overlay: nil, catalog: catalog), source: "test")
+            _ = try await hq.applyIncoming(changes, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: WallClock.nowMillis())
+            return try await hq.kpiReport(period: .month, byNode: true, viewer: "hq", paths: ["hq": ["hq"], "d1": ["hq", "d1"]])
+        }
+        func row(_ kpi: String, _ node: String, _ scope: KPIRow.Scope) -> String? {
+            report.rows.first { $0.kpi == kpi && $0.node == node && $0.scope == scope && $0.periodStart == "2027-01-01" }
+                .map { "\($0.numerator)/\($0.denominator)" }
+        }
+        // HQ's own: service level 2/4 (h1 10 s and h3 5 s within 20 s; h2 30 s; h4 never answered);
+        // first-contact resolution 2/3 (h1 followed up by x1 on the 8th, before 5 Jan 11:00 + 7 days;
+        // h2's next on the 20th is after 6 Jan 12:00 + 7 days; h3 has none); abandonment 1/4 (h4).
+        #expect(row("service-level-phone", "hq", .node) == "2/4", "\(report.rows.filter { $0.node == "hq" })")
+        #expect(row("first-contact-resolution", "hq", .node) == "2/3")
+        #expect(row("abandonment-rate-phone", "hq", .node) == "1/4")
+        // The dealer's, from its month snapshot (not its week's): 3/4; the subtree adds them: 5/8.
+        #expect(row("service-level-phone", "d1", .node) == "3/4")
+        #expect(row("service-level-phone", "hq", .subtree) == "5/8")
+        #expect(!report.rows.contains { $0.periodStart == "2027-01-04" })
+    }
+}
