@@ -132,14 +132,16 @@ public final class RulesRunner: Sendable {
     private static let interactions = DomainSchema.interactions.name
     private static let escalations = DomainSchema.escalations.name
 
+    /// Open, allocated dialogues: the only ones a rule can escalate (what every run reads).
+    public static let openDialogues: [FieldCondition] = [
+        .isNotNull(InteractionField.handlingLevel.rawValue), .isNull(InteractionField.answeredAt.rawValue),
+        .isNull(InteractionField.resolvedAt.rawValue), .isNull(InteractionField.abandonedAt.rawValue),
+        .isNullOrNotIn(InteractionField.status.rawValue, Escalator.settledStatuses.sorted().map(FieldValue.string)),
+    ]
+
     private func escalate(_ rules: RulesInForce, locator: NodeLocator, now: UInt64, into report: inout RulesRunReport) async throws {
         guard !rules.escalation.rules.isEmpty else { return }
-        // Open, allocated dialogues: the only ones a rule can escalate.
-        let open = try await store.rulesLiveRecords(table: Self.interactions, where: [
-            .isNotNull(InteractionField.handlingLevel.rawValue), .isNull(InteractionField.answeredAt.rawValue),
-            .isNull(InteractionField.resolvedAt.rawValue), .isNull(InteractionField.abandonedAt.rawValue),
-            .isNullOrNotIn(InteractionField.status.rawValue, Escalator.settledStatuses.sorted().map(FieldValue.string)),
-        ])
+        let open = try await store.rulesLiveRecords(table: Self.interactions, where: Self.openDialogues)
         for (id, fields) in open {
             switch Escalator.evaluate(interactionID: id, fields: fields, rules: rules, locator: locator, nowMillis: now) {
             case .escalate(let steps):

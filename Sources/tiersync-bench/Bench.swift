@@ -11,7 +11,7 @@ struct TiersyncBench: AsyncParsableCommand {
         commandName: "tiersync-bench",
         abstract: "Measure Tiersync: ingest, ingest with allocation rules, fan-in, propagation, bootstrap, wire, idle, KPIs, the console at N nodes, store size under churn; hostile load.",
         discussion: "Build in release mode for figures: swift run -c release tiersync-bench <scenario>.",
-        subcommands: [Ingest.self, Rules.self, FanIn.self, PostgresBench.self, Propagation.self, Bootstrap.self, Wire.self, Idle.self, Hostile.self, KPIBench.self, ConsoleBench.self, RetentionBench.self, All.self])
+        subcommands: [Ingest.self, Rules.self, FanIn.self, PostgresBench.self, Propagation.self, Bootstrap.self, Wire.self, Idle.self, Hostile.self, KPIBench.self, RulesReads.self, ConsoleBench.self, RetentionBench.self, All.self])
 }
 
 struct CommonOptions: ParsableArguments {

@@ -130,6 +130,10 @@ struct HQRulesEngineTests {
             ("v-3", ["sale_date": "2026-02-01", "model": "B"]),
             ("v-4", ["model": "A", "contract_end_date": "2026-03-01"]),
             ("v-5", ["sale_date": "2025-12-31", "model": "Ä"]),
+            // Quotes, a backslash and a control character in values: PostgreSQL's engine first
+            // tests their JSON text (escaped), which must still find them, and must not find
+            // `"model":"A"` inside another field's value.
+            ("v-6", ["model": "Q\"\\x\u{1}", "customer_id": "c\",\"model\":\"A"]),
         ]
         let changes = try reference.commit(vehicles.map { .upsert("vehicles", id: $0.0, $0.1) }
                                            + [.upsert("vehicles", id: "v-gone", ["model": "A"]), .delete("vehicles", id: "v-gone")]
@@ -148,6 +152,10 @@ struct HQRulesEngineTests {
             [.isIn("customer_id", ["c-2", "c-9"]), .isNotNull("sale_date")],
             [.isIn("model", [])],
             [.equals("customer_id", .null)],
+            [.equals("model", "Q\"\\x\u{1}")],
+            [.isIn("model", ["Q\"\\x\u{1}", "Ä"])],
+            // Bounds sharing a first byte, not a first character (Ä is C3 84, Å C3 85).
+            [.between("model", "Ä", "Å")],
         ]
         try await engine.withTenantStore(root: "hq") { hq in
             _ = try await hq.applyIncoming(changes, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: WallClock.nowMillis())
