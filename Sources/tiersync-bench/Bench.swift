@@ -47,6 +47,7 @@ struct All: AsyncParsableCommand {
         try await Idle.parse(t ? ["--seconds", "3"] : []).run()
         try await Hostile.parse(t ? ["--requests", "2000"] : []).run()
         try await KPIBench.parse(t ? ["--writes", "500", "--interactions", "5000"] : []).run()
+        try await RulesReads.parse(t ? ["--interactions", "2000", "--vehicles", "500"] : []).run()
         try await ConsoleBench.parse(t ? ["--nodes", "300", "--requests", "3"] : []).run()
         try await RetentionBench.parse(t ? ["--updates", "20000", "--records", "400", "--rounds", "10", "--samples", "2"] : []).run()
         print("all scenarios ran")
