@@ -327,14 +327,12 @@ public final class HubRulesRunner: Sendable {
     }
 
     /// The SQLite hub: the tenants whose database exists (one that never received anything
-    /// holds nothing to evaluate).
+    /// holds nothing to evaluate), listed and opened off the cooperative pool.
     public convenience init(stores: TenantStores, clock: @escaping @Sendable () -> UInt64 = { WallClock.nowMillis() },
                             logger: Logger = Logger(label: "tiersync.rules")) {
         let catalog = stores.catalog
-        self.init(tenants: {
-                      try catalog.tenants().map(\.0).filter { FileManager.default.fileExists(atPath: catalog.tenantDatabasePath($0)) }
-                  },
-                  store: { try stores.store(for: $0) }, tree: { try? await catalog.tree(of: $0) }, clock: clock, logger: logger)
+        self.init(tenants: { try await stores.tenantsWithData() }, store: { try await stores.openStore(for: $0) },
+                  tree: { try? await catalog.tree(of: $0) }, clock: clock, logger: logger)
     }
 
     /// One run over every tenant: the reports by tenant (a tenant another process was

@@ -654,6 +654,18 @@ public final class TenantStores: Sendable {
         }
     }
 
+    /// The tenants whose database exists (one that never received anything holds nothing
+    /// to evaluate or count), listed on a Dispatch worker: the catalog is a SQLite file.
+    public func tenantsWithData() async throws -> [TenantID] {
+        try await withCheckedThrowingContinuation { continuation in
+            NodeStore.blockingQueue.async { [catalog] in
+                continuation.resume(with: Result {
+                    try catalog.tenants().map(\.tenant).filter { FileManager.default.fileExists(atPath: catalog.tenantDatabasePath($0)) }
+                })
+            }
+        }
+    }
+
     /// One tenant's store, once opened.
     private final class TenantSlot: Sendable {
         let store = Mutex<NodeStore?>(nil)
