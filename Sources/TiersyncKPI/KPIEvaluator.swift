@@ -28,9 +28,9 @@ public struct KPIContribution: Sendable, Hashable {
 /// | kind | denominator += 1 when | numerator += |
 /// |---|---|---|
 /// | `service_level` (W) | `d` inbound | 1 if `answered_at − created_at ≤ W` |
-/// | `average_speed_of_answer` | `d` inbound and answered | `answered_at − created_at` |
+/// | `average_speed_of_answer` | `d` inbound and answered | `answered_at − created_at` (at most a year either way) |
 /// | `abandonment_rate` | `d` inbound | 1 if closed with no `answered_at` |
-/// | `average_handle_time` | `d` answered and resolved | `resolved_at − answered_at` |
+/// | `average_handle_time` | `d` answered and resolved | `resolved_at − answered_at` (at most a year either way) |
 /// | `first_contact_resolution` (W) | `d` resolved | 1 unless another dialogue of the same customer and topic was created after `d` and no later than `resolved_at + W` |
 /// | `sla_compliance` | `d` has an `sla_due` | 1 if `answered_at < sla_due` |
 /// | `lead_conversion` (W), per lead | always | 1 if won and `won_at − created_at ≤ W` |
@@ -83,13 +83,13 @@ public struct KPIEvaluator: Sendable {
                 if let answered = d.answeredAt, answered - created <= Int64(f.answeredWithinSeconds ?? 0) * 1000 { num = 1 }
             case .averageSpeedOfAnswer:
                 guard d.inbound, let answered = d.answeredAt else { continue }
-                num = answered - created
+                num = Self.duration(answered - created)
             case .abandonmentRate:
                 guard d.inbound else { continue }
                 num = d.abandoned ? 1 : 0
             case .averageHandleTime:
                 guard let answered = d.answeredAt, let resolved = d.resolvedAt else { continue }
-                num = resolved - answered
+                num = Self.duration(resolved - answered)
             case .slaCompliance:
                 guard let due = d.slaDue else { continue }
                 if let answered = d.answeredAt, answered < due { num = 1 }
@@ -98,6 +98,15 @@ public struct KPIEvaluator: Sendable {
             }
             body(index, num)
         }
+    }
+
+    /// The longest duration one dialogue adds to a `seconds` KPI: a year. Timestamps are the
+    /// writers' (any date of years 0–9999); held to this, the ~290 million dialogues it would
+    /// take to overflow one node's day of a store's accumulators cannot be written.
+    public static let maxDurationMillis: Int64 = 366 * 86_400_000
+
+    static func duration(_ millis: Int64) -> Int64 {
+        Swift.min(Swift.max(millis, -maxDurationMillis), maxDurationMillis)
     }
 
     /// The first-contact resolution KPIs: their indexes, channels and windows (ms).

@@ -27,7 +27,7 @@ public struct KPIObservation: Sendable, Hashable {
         for t in totals {
             let key = PeriodKey(kpi: t.kpi, node: t.node, start: kind.start(ofDay: t.day))
             let s = sums[key] ?? (0, 0)
-            sums[key] = (s.0 + t.numerator, s.1 + t.denominator)
+            sums[key] = (s.0.addingSaturated(t.numerator), s.1.addingSaturated(t.denominator))
         }
         return sums.map { key, s in
             KPIObservation(kpi: key.kpi, node: key.node, periodStart: key.start, numerator: s.0, denominator: s.1, target: target(key.kpi))
@@ -154,8 +154,8 @@ public enum KPIReport {
             }
             for (owner, scope) in owners {
                 var s = sums[Key(kpi: o.kpi, start: o.periodStart, node: owner, scope: scope)] ?? Sum()
-                s.n += o.numerator
-                s.d += o.denominator
+                s.n = s.n.addingSaturated(o.numerator)
+                s.d = s.d.addingSaturated(o.denominator)
                 s.nodes.insert(o.node)
                 if let t = o.target { s.targets[o.node] = t }
                 sums[Key(kpi: o.kpi, start: o.periodStart, node: owner, scope: scope)] = s

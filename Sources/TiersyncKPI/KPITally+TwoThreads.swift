@@ -11,11 +11,16 @@ extension KPITally {
     /// every dialogue (sums add in any order; first-contact resolution orders each group
     /// when ``totals()`` runs).
     ///
-    /// If `produce` throws, the second thread is stopped before the error is rethrown.
+    /// The calling thread never depends on the second one making progress it has not begun:
+    /// at the end it takes back the batches still waiting and counts them itself, and if the
+    /// second thread never started (one could not be made), counts everything itself. If
+    /// `produce` throws, the error is rethrown once the second thread has finished the batch
+    /// it holds; the batches not taken are dropped.
     public static func counted(evaluator: KPIEvaluator, batchSize: Int = 2_048,
                                _ produce: (_ add: (DialogueFacts) -> Void) throws -> Void) throws -> KPITally {
         let handoff = BatchHandoff()
         let worker = Thread {
+            guard handoff.begin() else { return }
             var tally = KPITally(evaluator: evaluator)
             while let batch = handoff.next() {
                 for d in batch { tally.add(d) }
@@ -27,22 +32,23 @@ extension KPITally {
         var tally = KPITally(evaluator: evaluator)
         var batch: [DialogueFacts] = []
         batch.reserveCapacity(batchSize)
-        func flush() {
-            if !handoff.offer(batch) {
-                for d in batch { tally.add(d) }
-            }
-            batch.removeAll(keepingCapacity: true)
-        }
         let outcome = Result {
             try produce { d in
                 batch.append(d)
-                if batch.count >= batchSize { flush() }
+                guard batch.count >= batchSize else { return }
+                if !handoff.offer(batch) {
+                    for d in batch { tally.add(d) }
+                }
+                batch.removeAll(keepingCapacity: true)
             }
         }
-        for d in batch { tally.add(d) }
-        let other = handoff.close()
+        let (left, other) = handoff.close()
         try outcome.get()
-        tally.merge(other)
+        for d in batch { tally.add(d) }
+        for b in left {
+            for d in b { tally.add(d) }
+        }
+        if let other { tally.merge(other) }
         return tally
     }
 }
@@ -52,7 +58,9 @@ extension KPITally {
 private final class BatchHandoff: Sendable {
     private struct State {
         var waiting: [[DialogueFacts]] = []
-        var closed = false
+        var started = false
+        /// The reader finished before the counting thread began: it must count nothing.
+        var abandoned = false
         var result: KPITally?
     }
 
@@ -60,6 +68,15 @@ private final class BatchHandoff: Sendable {
     /// One signal per batch offered, and one when closed.
     private let available = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
+
+    /// The counting thread's first call: false when the reader has already finished without it.
+    func begin() -> Bool {
+        state.withLock { s in
+            guard !s.abandoned else { return false }
+            s.started = true
+            return true
+        }
+    }
 
     /// Queues `batch` for the counting thread unless two are already waiting.
     func offer(_ batch: [DialogueFacts]) -> Bool {
@@ -72,7 +89,7 @@ private final class BatchHandoff: Sendable {
         return taken
     }
 
-    /// The counting thread's next batch; nil once closed and drained.
+    /// The counting thread's next batch; nil once the reader has closed and none waits.
     func next() -> [DialogueFacts]? {
         available.wait()
         return state.withLock { s in s.waiting.isEmpty ? nil : s.waiting.removeFirst() }
@@ -83,11 +100,18 @@ private final class BatchHandoff: Sendable {
         finished.signal()
     }
 
-    /// No more batches: waits for the counting thread to count those queued and returns its tally.
-    func close() -> KPITally {
-        state.withLock { $0.closed = true }
+    /// No more batches: returns those the counting thread has not taken (for the reader to
+    /// count) and its tally, once it has counted what it took; no tally if it never started.
+    func close() -> (left: [[DialogueFacts]], tally: KPITally?) {
+        let (left, started) = state.withLock { s in
+            let left = s.waiting
+            s.waiting = []
+            if !s.started { s.abandoned = true }
+            return (left, s.started)
+        }
+        guard started else { return (left, nil) }
         available.signal()
         finished.wait()
-        return state.withLock { $0.result! }
+        return (left, state.withLock { $0.result })
     }
 }

@@ -50,8 +50,8 @@ public struct KPITally: Sendable {
             let base = row(node: index(of: node), day: KPIDay.of(millis: created))
             sums.withUnsafeMutableBufferPointer { sums in
                 evaluator.forEachSingle(of: d, created: created) { kpi, numerator in
-                    sums[base + 2 * kpi] += numerator
-                    sums[base + 2 * kpi + 1] += 1
+                    sums[base + 2 * kpi] = sums[base + 2 * kpi].addingSaturated(numerator)
+                    sums[base + 2 * kpi + 1] = sums[base + 2 * kpi + 1].addingSaturated(1)
                 }
             }
         }
@@ -78,8 +78,8 @@ public struct KPITally: Sendable {
         evaluator.contributions(of: l, into: &leadBuffer)
         for c in leadBuffer {
             let base = row(node: index(of: c.node), day: c.day)
-            sums[base + 2 * c.kpi] += c.numerator
-            sums[base + 2 * c.kpi + 1] += c.denominator
+            sums[base + 2 * c.kpi] = sums[base + 2 * c.kpi].addingSaturated(c.numerator)
+            sums[base + 2 * c.kpi + 1] = sums[base + 2 * c.kpi + 1].addingSaturated(c.denominator)
         }
     }
 
@@ -109,7 +109,7 @@ public struct KPITally: Sendable {
         for (r, key) in other.rowKeys.enumerated() {
             let (node, day) = Self.unpack(key)
             let base = row(node: nodeMap[node], day: day)
-            for j in 0..<width { sums[base + j] += other.sums[r * width + j] }
+            for j in 0..<width { sums[base + j] = sums[base + j].addingSaturated(other.sums[r * width + j]) }
         }
         var groupMap = [Int](repeating: 0, count: other.groups.count)
         for (key, g) in other.groups {
@@ -182,8 +182,8 @@ public struct KPITally: Sendable {
         for f in followUpFormulas {
             if let wanted = f.channel, channel != wanted { continue }
             let repeated = next.map { $0 <= resolved + f.withinMillis } ?? false
-            sums[base + 2 * f.index] += repeated ? 0 : 1
-            sums[base + 2 * f.index + 1] += 1
+            sums[base + 2 * f.index] = sums[base + 2 * f.index].addingSaturated(repeated ? 0 : 1)
+            sums[base + 2 * f.index + 1] = sums[base + 2 * f.index + 1].addingSaturated(1)
         }
     }
 

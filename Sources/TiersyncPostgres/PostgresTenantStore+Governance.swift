@@ -85,7 +85,8 @@ extension PostgresTenantStore {
         let me = try await prepared().rawValue
         let adoption = try await kpiAdoption()
         var observations: [KPIObservation] = []
-        if let adoption {
+        // The root's own values are in no other node's subtree: counted only for its own view.
+        if let adoption, (viewer ?? me) == me {
             // The root's own values: the dialogues and leads counted for it, counted afresh.
             var tally = KPITally(evaluator: KPIEvaluator(catalog: adoption.catalog))
             if tally.evaluator.measuresDialogues {
@@ -151,7 +152,8 @@ extension PostgresTenantStore {
             }
             let (customer, topic) = (sql.bind(DialogueField.customerID), sql.bind(DialogueField.topic))
             // The others of the same customer and topic: each row's JSON parsed once (the
-            // fenced subquery), and only rows not selected as the root's.
+            // fenced subquery), and only rows not selected as the root's that hold both as
+            // strings (a group is of two strings).
             sql.append("""
                 WITH mine AS MATERIALIZED (SELECT r.id, r.fields FROM \(records) r WHERE r.tbl = \(tbl) AND r.live AND \(mine)),
                 groups AS MATERIALIZED (SELECT DISTINCT j ->> \(customer) AS customer, j ->> \(topic) AS topic
@@ -160,6 +162,8 @@ extension PostgresTenantStore {
                 UNION ALL
                 SELECT r.id, r.fields FROM \(records) r, LATERAL (SELECT r.fields::jsonb AS j OFFSET 0) x
                 WHERE r.tbl = \(tbl) AND r.live AND NOT \(mine)
+                  AND strpos(r.fields, \(sql.bind(FieldValue.string(DialogueField.customerID).canonical + ":\""))) > 0
+                  AND strpos(r.fields, \(sql.bind(FieldValue.string(DialogueField.topic).canonical + ":\""))) > 0
                   AND (x.j ->> \(customer), x.j ->> \(topic)) IN (SELECT customer, topic FROM groups)
                 """)
         case .leads:
@@ -168,7 +172,8 @@ extension PostgresTenantStore {
         case .snapshots(let period):
             let tbl = sql.bind(DomainSchema.kpiSnapshots.name)
             let inPeriod = sql.bind(Self.canonicalKey("period", period.rawValue))
-            sql.append("SELECT r.id, r.fields FROM \(records) r WHERE r.tbl = \(tbl) AND r.live AND strpos(r.fields, \(inPeriod)) > 0")
+            // In id order: a node's path is taken from its snapshots, the same one every time.
+            sql.append("SELECT r.id, r.fields FROM \(records) r WHERE r.tbl = \(tbl) AND r.live AND strpos(r.fields, \(inPeriod)) > 0 ORDER BY r.id COLLATE \"C\"")
         }
         for try await (id, fields) in try await client.query(sql.query, logger: logger).decode((String, String).self) {
             guard let values = CanonicalJSON.parseFields(fields) else { throw PostgresStoreError("corrupt fields of a KPI report's record \(id)") }

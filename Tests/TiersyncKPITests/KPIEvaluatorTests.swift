@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import TiersyncCore
 import TiersyncGovernance
-import TiersyncKPI
+@testable import TiersyncKPI
 import TiersyncTestSupport
 
 /// KPIs as plain values: the automaker release's formulas over ``KPIFixture`` (values
@@ -184,7 +184,9 @@ struct KPIEvaluatorTests {
         // created_at (decided by id), resolved after 1 h or after 8 days (a follow-up 2 days
         // later falls within the 7 days or not, per order).
         for i in 0..<60 {
-            dialogues.append(DialogueFacts(id: String(format: "big-%02d", i), node: "de-1", createdAt: base + Int64(i / 2) * 48 * hour,
+            // The last pair's second (by id) is handled elsewhere: which of the pair is last
+            // in the group, so resolved at first contact, shows by node.
+            dialogues.append(DialogueFacts(id: String(format: "big-%02d", i), node: i == 59 ? "de-9" : "de-1", createdAt: base + Int64(i / 2) * 48 * hour,
                                            channel: "phone", inbound: true, answeredAt: base + Int64(i / 2) * 48 * hour,
                                            resolvedAt: base + Int64(i / 2) * 48 * hour + (i % 3 == 0 ? 8 * 24 : 1) * hour,
                                            customer: "c-big", topic: "t"))
@@ -213,10 +215,56 @@ struct KPIEvaluatorTests {
         }
         // The big group by hand: 60 resolved; one of each pair shares the next's created_at
         // (followed up at once), the pair's second is followed 48 h later: within 7 days
-        // unless the last; so only the very last dialogue (big-59) counts as first contact.
-        let big = counted.filter { $0.node == "de-1" }
+        // unless the last; so only the very last dialogue (big-59, at de-9; by id after
+        // big-58, created at the same time and added after it) counts as first contact.
+        let big = counted.filter { $0.node == "de-1" || $0.node == "de-9" }
         #expect(big.map(\.denominator).reduce(0, +) == 60)
-        #expect(big.map(\.numerator).reduce(0, +) == 1)
+        #expect(big.filter { $0.node == "de-9" }.map(\.numerator) == [1])
+        #expect(big.filter { $0.node == "de-1" }.map(\.numerator).reduce(0, +) == 0)
+    }
+
+    @Test("Sums never trap: a node's snapshot claiming Int64.max beside another's is held at the maximum in the roll-up; a dialogue answered millennia after it was created adds at most a year to the speed of answer")
+    func sumsSaturate() throws {
+        let catalog = try Self.catalog()
+        let start = KPIDay.parse("2026-11-01")!
+        let observations = [
+            KPIObservation(kpi: "average-speed-of-answer-phone", node: "de-1", periodStart: start, numerator: .max, denominator: 1, target: nil),
+            KPIObservation(kpi: "average-speed-of-answer-phone", node: "de-2", periodStart: start, numerator: 5_000, denominator: 1, target: nil),
+        ]
+        let rows = KPIReport.rows(viewer: "hq", catalog: catalog, period: .month, observations: observations, paths: KPIFixture.paths, byNode: true)
+        let de = try #require(rows.first { $0.kpi == "average-speed-of-answer-phone" && $0.node == "de" && $0.scope == .subtree })
+        #expect(de.numerator == .max && de.denominator == 2)
+
+        let created = KPITime.millis("0001-01-01T00:00:00Z")!, answered = KPITime.millis("9999-12-31T00:00:00Z")!
+        var tally = KPITally(evaluator: KPIEvaluator(catalog: catalog))
+        for i in 0..<3 {
+            tally.add(DialogueFacts(id: "d\(i)", node: "de-1", createdAt: created, channel: "phone", inbound: true, answeredAt: answered))
+        }
+        let asa = try #require(tally.totals().first { $0.kpi == "average-speed-of-answer-phone" })
+        #expect(asa.numerator == 3 * KPIEvaluator.maxDurationMillis && asa.denominator == 3)
+    }
+
+    @Test("Two tallies merged equal one: a group split between them with tied created_at, nodes numbered differently in each, leads and dialogues")
+    func mergedTallies() throws {
+        let evaluator = KPIEvaluator(catalog: try Self.catalog())
+        let base: Int64 = 1_790_000_000_000, hour: Int64 = 3_600_000
+        var all: [DialogueFacts] = []
+        for i in 0..<30 {
+            all.append(DialogueFacts(id: "g-\(i)", node: ["de-1", "de-2", "fr-1"][i % 3], createdAt: base + Int64(i / 3) * 30 * hour,
+                                     channel: "phone", inbound: true, answeredAt: base + Int64(i / 3) * 30 * hour + 9_000,
+                                     resolvedAt: base + Int64(i / 3) * 30 * hour + hour, customer: "c\(i % 2)", topic: "t"))
+        }
+        var one = KPITally(evaluator: evaluator)
+        for d in all { one.add(d) }
+        one.add(LeadFacts(id: "l1", node: "de-1", createdAt: base, channel: "web", wonAt: base + hour))
+        var a = KPITally(evaluator: evaluator), b = KPITally(evaluator: evaluator)
+        // b sees fr-1 first, a de-1: their node and group numbers differ.
+        for d in all.reversed() where d.id.hasSuffix("1") || d.id.hasSuffix("4") || d.id.hasSuffix("8") { b.add(d) }
+        for d in all where !(d.id.hasSuffix("1") || d.id.hasSuffix("4") || d.id.hasSuffix("8")) { a.add(d) }
+        b.add(LeadFacts(id: "l1", node: "de-1", createdAt: base, channel: "web", wonAt: base + hour))
+        a.merge(b)
+        #expect(a.totals() == one.totals())
+        #expect(one.totals().contains { $0.kpi == "first-contact-resolution" && $0.numerator > 0 })
     }
 
     @Test("A recount on two threads equals one tally: 40,000 random dialogues in batches of 64 (handed over or counted by the reader); a reader's error stops the second thread and is rethrown")
