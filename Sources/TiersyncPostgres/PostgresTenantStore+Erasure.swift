@@ -116,7 +116,13 @@ extension PostgresTenantStore {
     /// are escaped. Text is matched, not parsed: a value PostgreSQL's JSON types refuse (a
     /// string holding U+0000) must not stop an erasure.
     static func canonicalKey(_ key: String, _ value: String) -> String {
-        FieldValue.string(key).canonical + ":" + FieldValue.string(value).canonical
+        canonicalName(key) + FieldValue.string(value).canonical
+    }
+
+    /// How a field's name, with the colon, begins its entry in canonical JSON (`"model":`):
+    /// followed by `"` exactly when the field holds a string.
+    static func canonicalName(_ key: String) -> String {
+        FieldValue.string(key).canonical + ":"
     }
 
     /// The same for a quarantined change (kept as `JSONEncoder` writes it, which escapes `/`).

@@ -162,8 +162,8 @@ extension PostgresTenantStore {
                 UNION ALL
                 SELECT r.id, r.fields FROM \(records) r, LATERAL (SELECT r.fields::jsonb AS j OFFSET 0) x
                 WHERE r.tbl = \(tbl) AND r.live AND NOT \(mine)
-                  AND strpos(r.fields, \(sql.bind(FieldValue.string(DialogueField.customerID).canonical + ":\""))) > 0
-                  AND strpos(r.fields, \(sql.bind(FieldValue.string(DialogueField.topic).canonical + ":\""))) > 0
+                  AND strpos(r.fields, \(sql.bind(Self.canonicalName(DialogueField.customerID) + "\""))) > 0
+                  AND strpos(r.fields, \(sql.bind(Self.canonicalName(DialogueField.topic) + "\""))) > 0
                   AND (x.j ->> \(customer), x.j ->> \(topic)) IN (SELECT customer, topic FROM groups)
                 """)
         case .leads:

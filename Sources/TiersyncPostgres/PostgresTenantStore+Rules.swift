@@ -53,7 +53,7 @@ extension PostgresTenantStore: RulesStore, RulesLeasing {
     /// string and `"f":` when `f` is present. Most records of a large table fail one (a
     /// dialogue long answered has `"answered_at":"`), and are never parsed.
     static func prefilter(_ condition: FieldCondition, _ sql: inout PostgresSQL) -> String? {
-        func key(_ field: String) -> String { FieldValue.string(field).canonical + ":" }
+        func key(_ field: String) -> String { canonicalName(field) }
         func contains(_ text: String) -> String { "strpos(r.fields, \(sql.bind(text))) > 0" }
         switch condition {
         case .isNull(let f):
