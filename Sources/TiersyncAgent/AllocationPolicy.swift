@@ -27,7 +27,7 @@ import TiersyncStore
 public final class AllocationPolicy: LocalWritePolicy {
     /// Where a node keeps its path from the root (`hq/de/dealer-042`), as its parent's
     /// `GET /v1/whoami` reported it when its agent last started.
-    public static let pathMeta = "tree.path"
+    public static let pathMeta = MetaKey.treePath.rawValue
 
     private let cache = Mutex<Cache?>(nil)
     /// The customer fields allocation reads (``TiersyncRules/Allocator``).

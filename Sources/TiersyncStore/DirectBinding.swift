@@ -114,6 +114,12 @@ struct DirectRow {
         return String(decoding: UnsafeBufferPointer(start: bytes, count: Int(sqlite3_column_bytes(handle, index))), as: UTF8.self)
     }
 
+    /// A column's integer; nil for NULL.
+    func int64(_ column: Int) -> Int64? {
+        let index = Int32(column)
+        return sqlite3_column_type(handle, index) == SQLITE_NULL ? nil : sqlite3_column_int64(handle, index)
+    }
+
     /// A column's value in its field's type, as `NodeStore.fieldValue(_:type:)` reads a
     /// GRDB `DatabaseValue`.
     func field(_ column: Int, type: FieldType) -> FieldValue {

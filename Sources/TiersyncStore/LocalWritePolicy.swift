@@ -50,16 +50,22 @@ public struct LocalWriteContext {
     /// table lacks are left out.
     public func liveValues(table: String, id: String, fields: [String]) throws -> [String: FieldValue]? {
         guard let t = store.schema.table(table) else { return nil }
-        // The query's text is built once per commit and field list, not once per write.
+        // The query's text is built once per store and field list, not once per commit: a
+        // one-write commit paid for building it (and for a lock-free lookup of it per commit).
         let key = LiveValuesKey(table: table, fields: fields)
         let (sql, known): (String, [FieldSchema])
-        if let cached = reads.liveValues[key] {
-            (sql, known) = cached
+        if let cached = reads.liveValues, cached.key == key {
+            (sql, known) = (cached.sql, cached.known)
         } else {
-            known = fields.compactMap { name in t.field(name) }
-            let columns = known.map(\.name.quotedDatabaseIdentifier) + [DomainTables.versionsColumn]
-            sql = "SELECT \(columns.joined(separator: ", ")) FROM \(t.name.quotedDatabaseIdentifier) WHERE id = ?"
-            reads.liveValues[key] = (sql, known)
+            (sql, known) = store.liveValuesQueries.withLock { queries in
+                if let cached = queries[key] { return cached }
+                let known = fields.compactMap { name in t.field(name) }
+                let columns = known.map(\.name.quotedDatabaseIdentifier) + [DomainTables.versionsColumn]
+                let built = (sql: "SELECT \(columns.joined(separator: ", ")) FROM \(t.name.quotedDatabaseIdentifier) WHERE id = ?", known: known)
+                queries[key] = built
+                return built
+            }
+            reads.liveValues = (key, sql, known)
         }
         // Read straight from SQLite's row (no GRDB row, whose column-name dictionary is
         // built per read).
@@ -88,11 +94,20 @@ public struct LocalWriteContext {
     /// the node's parent (whose overlay it runs).
     /// A policy caches what it derived from governance under this stamp. Read once per
     /// commit: a commit writes domain records and its log, none of what the stamp covers.
+    ///
+    /// The same read also fetches the node's path from the root (``MetaKey/treePath``),
+    /// which every decision asks for next: ``meta(_:)`` then answers it without a statement
+    /// of its own (a one-write commit's every statement counts).
     public func governanceStamp() throws -> String {
         if let stamp = reads.stamp { return stamp }
         // One row, moved on by triggers (migration v7-governance-generation).
-        let stamp = "g\(try Int64.fetchOne(db.cachedStatement(sql: "SELECT n FROM ts_gov_generation WHERE id = 1")) ?? 0)"
+        let statement = try db.cachedStatement(sql: "SELECT (SELECT n FROM ts_gov_generation WHERE id = 1), (SELECT value FROM ts_meta WHERE key = ?)")
+        let (n, path) = try DirectBinding.row(db, statement, { $0.text(MetaKey.treePath.rawValue) }) { row in
+            (row.int64(0), row.text(1))
+        } ?? (nil, nil)
+        let stamp = "g\(n ?? 0)"
         reads.stamp = stamp
+        if reads.meta[MetaKey.treePath.rawValue] == nil { reads.meta[MetaKey.treePath.rawValue] = .some(path) }
         return stamp
     }
 
@@ -115,11 +130,12 @@ final class CommitReads {
     var stamp: String?
     /// By key; `.some(nil)`: read, not set.
     var meta: [String: String?] = [:]
-    /// ``LocalWriteContext/liveValues(table:id:fields:)``'s query and its fields, by field list.
-    var liveValues: [LiveValuesKey: (sql: String, known: [FieldSchema])] = [:]
+    /// The last query of ``LocalWriteContext/liveValues(table:id:fields:)`` (the store keeps
+    /// them all), so a batch's writes do not take the store's lock for it each time.
+    var liveValues: (key: LiveValuesKey, sql: String, known: [FieldSchema])?
 }
 
-struct LiveValuesKey: Hashable {
+struct LiveValuesKey: Hashable, Sendable {
     var table: String
     var fields: [String]
 }

@@ -44,6 +44,9 @@ public final class NodeStore: Sendable {
     /// How far each child has pulled, noted by the feed and written at the next compaction
     /// (`NodeStore+Retention.swift`).
     let pendingAcks = Mutex<[NodeID: Int64]>([:])
+    /// The queries of ``LocalWriteContext/liveValues(table:id:fields:)``, by table and field
+    /// list, built once per store.
+    let liveValuesQueries = Mutex<[LiveValuesKey: (sql: String, known: [FieldSchema])]>([:])
 
     struct TableSQL: Sendable {
         let upsert: String
