@@ -41,6 +41,8 @@ struct FanIn: AsyncParsableCommand {
         /// The same for pushes and for pulls alone: which of the two waits.
         let pushTimeline: [Double]
         let pullTimeline: [Double]
+        /// Where the CPU went after the first interval (``CPUAccount``); nil without `/proc`.
+        var cpu: String?
 
         func report(agents: Int, seconds: Double, interval: Double, label: String = "") {
             let p99 = percentile(latencies, 0.99)
@@ -53,6 +55,7 @@ struct FanIn: AsyncParsableCommand {
             result(label + "p99 per interval", timeline.map { "\(format($0, 0))" }.joined(separator: " / ") + " ms (the requests started in each \(format(interval, 0)) s)")
             result(label + "… pushes / pulls", pushTimeline.map { "\(format($0, 0))" }.joined(separator: " / ") + " ms; "
                    + pullTimeline.map { "\(format($0, 0))" }.joined(separator: " / ") + " ms")
+            if let cpu { result(label + "CPU, storm over", cpu) }
             result(label + "errors", "\(failures.count)", target: "0", met: failures.isEmpty)
             if let first = failures.first { print("  first error: \(first)") }
         }
@@ -60,9 +63,18 @@ struct FanIn: AsyncParsableCommand {
 
     /// Runs one simulated agent per target (hub URL, node, credential) for `seconds`: every
     /// `interval` each pushes one change and pulls its scope.
-    static func measure(targets: [(url: String, node: NodeID, credential: String)], caFile: String, seconds: Double, interval: Double) async -> Figures {
+    /// `hubPIDs`: the hub processes, for the CPU account (empty for a hub in this process).
+    static func measure(targets: [(url: String, node: NodeID, credential: String)], caFile: String, seconds: Double, interval: Double,
+                        hubPIDs: [Int32] = []) async -> Figures {
         let recorder = Recorder()
         let started = ContinuousClock.now
+        // Where the CPU went once every agent has made its first sync (the connect storm of
+        // the first interval is over), to the end of the run.
+        let account = CPUAccount(hubPIDs: hubPIDs)
+        let afterStorm = Task { () -> CPUAccount.Reading? in
+            try? await Task.sleep(until: started + .milliseconds(Int64(interval * 1000)))
+            return account.read()
+        }
         let deadline = started + .milliseconds(Int64(seconds * 1000))
         let count = Double(targets.count)
         await withTaskGroup(of: Void.self) { group in
@@ -101,6 +113,8 @@ struct FanIn: AsyncParsableCommand {
                 }
             }
         }
+        let end = account.read()
+        let cpu = await afterStorm.value.flatMap { from in end.map { CPUAccount.summary(from: from, to: $0) } }
         let windows = recorder.windows.withLock { $0 }, pushes = recorder.pushes.withLock { $0 }, pulls = recorder.pulls.withLock { $0 }
         let indices = windows.keys.max().map { Array(0...$0) } ?? []
         let timeline = indices.map { percentile((windows[$0] ?? []).sorted(), 0.99) }
@@ -108,7 +122,8 @@ struct FanIn: AsyncParsableCommand {
         let pullTimeline = indices.map { percentile((pulls[$0] ?? []).sorted(), 0.99) }
         // Every latency is in the window its sync started in.
         return Figures(latencies: windows.values.flatMap { $0 }.sorted(), connected: recorder.connected.withLock { $0.sorted() },
-                       failures: recorder.errors.withLock { $0 }, timeline: timeline, pushTimeline: pushTimeline, pullTimeline: pullTimeline)
+                       failures: recorder.errors.withLock { $0 }, timeline: timeline, pushTimeline: pushTimeline, pullTimeline: pullTimeline,
+                       cpu: cpu)
     }
 }
 

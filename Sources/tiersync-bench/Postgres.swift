@@ -66,7 +66,7 @@ struct PostgresBench: AsyncParsableCommand {
                     let node = NodeID(unchecked: "a-\(a)")
                     targets.append((hubs.urls[a % hubs.urls.count], node, try await hubs.credential(node)))
                 }
-                return await FanIn.measure(targets: targets, caFile: hubs.caFile, seconds: seconds, interval: interval)
+                return await FanIn.measure(targets: targets, caFile: hubs.caFile, seconds: seconds, interval: interval, hubPIDs: hubs.pids)
             }
             figures.report(agents: agents, seconds: seconds, interval: interval, label: label)
         }
@@ -196,6 +196,8 @@ struct Hubs: Sendable {
     let urls: [String]
     let caFile: String
     let credential: @Sendable (NodeID) async throws -> String
+    /// The `tiersync hub serve` processes' ids (for the CPU account).
+    var pids: [Int32] = []
 }
 
 /// Runs `body` with `count` `tiersync hub serve` processes on `engine` (PostgreSQL: a fresh
@@ -224,7 +226,7 @@ func withHubs<T: Sendable>(_ engine: HubEngine, count: Int, binary: String, serv
             // One at a time: the first creates the development CA the others serve from.
             urls.append(try await announcedURL(log: log, process: process))
         }
-        return try await body(Hubs(urls: urls, caFile: dir + "/pki/ca.pem", credential: credentialMaker))
+        return try await body(Hubs(urls: urls, caFile: dir + "/pki/ca.pem", credential: credentialMaker, pids: processes.map(\.processIdentifier)))
     }
     var credentialMaker: @Sendable (NodeID) async throws -> String = { _ in throw BenchError("no catalog") }
     switch engine {
