@@ -27,14 +27,16 @@ struct CPUAccount: Sendable {
         return Reading(loadGenerator: me, hubs: hubs, postgres: Self.postgresTicks(), idle: machine.idle, total: machine.total)
     }
 
-    /// Between two readings, as cores used by each (of `cores` in all) and the idle share.
-    static func summary(from a: Reading, to b: Reading) -> String {
+    /// Between two readings, as cores used by each (of `cores` in all) and the idle share;
+    /// nil when `b` is not later than `a` (a run that ended before its first interval did).
+    /// A process that ended between the readings is not counted (its ticks left with it), so
+    /// a sum that fell counts as none rather than wrapping around.
+    static func summary(from a: Reading, to b: Reading) -> String? {
         let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
-        let total = Double(b.total &- a.total)
-        guard total > 0 else { return "no time elapsed" }
+        guard b.total > a.total, cores > 0 else { return nil }
         // /proc/stat's total counts every core's ticks: ticks per core-second = total / cores / seconds.
-        let perCore = total / cores
-        func c(_ x: UInt64, _ y: UInt64) -> String { format(Double(y &- x) / perCore, 2) }
+        let perCore = Double(b.total - a.total) / cores
+        func c(_ x: UInt64, _ y: UInt64) -> String { format(Double(y > x ? y - x : 0) / perCore, 2) }
         var parts = ["this process (load generator\(b.hubs == 0 ? " and hub" : "")) \(c(a.loadGenerator, b.loadGenerator))"]
         if b.hubs > 0 { parts.append("hub processes \(c(a.hubs, b.hubs))") }
         if b.postgres > a.postgres { parts.append("PostgreSQL \(c(a.postgres, b.postgres))") }

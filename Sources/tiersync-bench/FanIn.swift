@@ -114,7 +114,7 @@ struct FanIn: AsyncParsableCommand {
             }
         }
         let end = account.read()
-        let cpu = await afterStorm.value.flatMap { from in end.map { CPUAccount.summary(from: from, to: $0) } }
+        let cpu = await afterStorm.value.flatMap { from in end.flatMap { CPUAccount.summary(from: from, to: $0) } }
         let windows = recorder.windows.withLock { $0 }, pushes = recorder.pushes.withLock { $0 }, pulls = recorder.pulls.withLock { $0 }
         let indices = windows.keys.max().map { Array(0...$0) } ?? []
         let timeline = indices.map { percentile((windows[$0] ?? []).sorted(), 0.99) }
