@@ -57,10 +57,13 @@ extension NodeStore {
     /// (0 while no tombstone was purged). A cursor of 0 is a fresh bootstrap and never
     /// below it.
     public func retentionFloor() async throws -> Int64 {
-        try await writer.readReleasingConnection { db in
-            // Cached: every pull asks, and preparing the statement cost more than running it.
-            try Int64.fetchOne(db.cachedStatement(sql: "SELECT value FROM ts_cursors WHERE name = ?"), arguments: [Self.purgeFloorCursor]) ?? 0
-        }
+        try await writer.readReleasingConnection { db in try Self.purgeFloor(db) }
+    }
+
+    /// The purge floor as stored (0 when none): a cached statement, as every pull asks and
+    /// preparing it cost more than running it.
+    static func purgeFloor(_ db: Database) throws -> Int64 {
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT value FROM ts_cursors WHERE name = ?"), arguments: [purgeFloorCursor]) ?? 0
     }
 
     /// The highest sequence of `origin` purged from this store's log (0 when none).
@@ -229,10 +232,7 @@ extension NodeStore {
         try setCursor(Self.compactFromCursor, max(0, headAtStart - 1))
         try purgeTombstones(cutoff: cutoff, batch: batch, into: &report)
         report.releasedPages = try releaseFreePages()
-        report.floor = try writer.read { db in
-            // Cached: every pull asks, and preparing the statement cost more than running it.
-            try Int64.fetchOne(db.cachedStatement(sql: "SELECT value FROM ts_cursors WHERE name = ?"), arguments: [Self.purgeFloorCursor]) ?? 0
-        }
+        report.floor = try writer.read { db in try Self.purgeFloor(db) }
         return report
     }
 
