@@ -176,7 +176,7 @@ public struct KPIEvaluator: Sendable {
     /// Every other member keeps its successor within these few, so its outcome is the same in
     /// the before- and after-sets and cancels out of the delta: a change costs a pass over
     /// the group instead of sorting it twice (a customer with many dialogues on one topic).
-    static func neighbours(in others: [DialogueFacts], key: String, excluding me: String?,
+    static func neighbours(in others: [DialogueFacts], key: FollowUpGroup, excluding me: String?,
                            of moved: [DialogueFacts]) -> [DialogueFacts] {
         var picked: [Int] = []
         for m in moved where m.followUpKey == key {

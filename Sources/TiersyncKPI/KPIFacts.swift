@@ -52,12 +52,68 @@ public struct DialogueFacts: Sendable, Hashable {
                   slaDue: time(DialogueField.slaDue), customer: text(DialogueField.customerID), topic: text(DialogueField.topic))
     }
 
+    /// Equal when every fact is; the customer and topic as bytes (``FollowUpGroup``): a
+    /// customer id rewritten from "é" to "e" + U+0301 moves the dialogue to another group.
+    public static func == (a: DialogueFacts, b: DialogueFacts) -> Bool {
+        func sameBytes(_ x: String?, _ y: String?) -> Bool {
+            switch (x, y) {
+            case (nil, nil): true
+            case let (x?, y?): x.utf8.elementsEqual(y.utf8)
+            default: false
+            }
+        }
+        return a.id == b.id && a.node == b.node && a.createdAt == b.createdAt && a.channel == b.channel && a.inbound == b.inbound
+            && a.answeredAt == b.answeredAt && a.resolvedAt == b.resolvedAt && a.abandoned == b.abandoned && a.slaDue == b.slaDue
+            && sameBytes(a.customer, b.customer) && sameBytes(a.topic, b.topic)
+    }
+
+    /// Consistent with `==`: facts with byte-equal strings are canonically equal too.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(id)
+        hasher.combine(createdAt)
+        hasher.combine(customer)
+        hasher.combine(topic)
+    }
+
     /// Dialogues with the same key are "of the same customer and topic" (first-contact
     /// resolution); nil without a customer or a topic (nothing can follow such a dialogue).
-    public var followUpKey: String? {
+    public var followUpKey: FollowUpGroup? {
         guard let customer, let topic else { return nil }
-        // Length-prefixed: no two (customer, topic) pairs share a key.
-        return "\(customer.utf8.count):" + customer + "\u{1F}" + topic
+        return FollowUpGroup(customer: customer, topic: topic)
+    }
+}
+
+/// A customer and topic: the group first-contact resolution looks within. Two dialogues
+/// are of one group when their customer ids and topics are the same **bytes**, as SQL
+/// compares them (a store selects a group with `customer_id = ? AND topic = ?`, HQ's
+/// PostgreSQL report by `->>` text equality), not when Swift's `String ==` finds them
+/// canonically equivalent: "José" with a precomposed "é" and with "e" + U+0301 are two
+/// customers everywhere, so a node's incremental counts, its recount and HQ's report agree.
+public struct FollowUpGroup: Hashable, Sendable {
+    public let customer: String
+    public let topic: String
+
+    public init(customer: String, topic: String) {
+        self.customer = customer
+        self.topic = topic
+    }
+
+    public static func == (a: FollowUpGroup, b: FollowUpGroup) -> Bool {
+        a.customer.utf8.elementsEqual(b.customer.utf8) && a.topic.utf8.elementsEqual(b.topic.utf8)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        Self.hashBytes(customer, into: &hasher)
+        Self.hashBytes(topic, into: &hasher)
+    }
+
+    /// The string's UTF-8 bytes and their count (so ("ab", "c") and ("a", "bc") differ).
+    private static func hashBytes(_ s: String, into hasher: inout Hasher) {
+        var s = s
+        s.withUTF8 { bytes in
+            hasher.combine(bytes.count)
+            hasher.combine(bytes: UnsafeRawBufferPointer(bytes))
+        }
     }
 }
 

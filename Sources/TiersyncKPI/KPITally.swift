@@ -18,16 +18,10 @@ public struct KPITally: Sendable {
     private var rowKeys: [UInt64] = []
     /// Per row, per KPI: the numerator's sum, then the denominator's.
     private var sums: [Int64] = []
-    private var groups: [GroupKey: Int] = [:]
+    private var groups: [FollowUpGroup: Int] = [:]
     /// Dialogues first-contact resolution has to see in order within their group.
     private var followUps: [FollowUpEntry] = []
     private var leadBuffer: [KPIContribution] = []
-
-    /// A customer and topic, kept as two strings (short ones live inline: no allocation).
-    private struct GroupKey: Hashable {
-        var customer: String
-        var topic: String
-    }
 
     private struct FollowUpEntry {
         var group: Int
@@ -57,7 +51,7 @@ public struct KPITally: Sendable {
         }
         guard !followUpFormulas.isEmpty, let created = d.createdAt else { return }
         if let customer = d.customer, let topic = d.topic {
-            let key = GroupKey(customer: customer, topic: topic)
+            let key = FollowUpGroup(customer: customer, topic: topic)
             let group: Int
             if let g = groups[key] { group = g } else {
                 group = groups.count

@@ -216,8 +216,11 @@ extension NodeStore {
             guard b != a else { return }
             var others: [DialogueFacts] = []
             if counting.evaluator.needsFollowUps {
-                for key in Set([b, a].compactMap { $0 }.compactMap { f in f.customer.flatMap { c in f.topic.map { [c, $0] } } }) {
-                    try KPIStorage.forEachRow(db, KPIStorage.followUpGroupSQL, key) {
+                // Byte-exact groups (`FollowUpGroup`), as the statement selects them: a
+                // customer id rewritten to a canonically equivalent one leaves one group
+                // for another, and both are read.
+                for key in Set([b, a].compactMap { $0?.followUpKey }) {
+                    try KPIStorage.forEachRow(db, KPIStorage.followUpGroupSQL, [key.customer, key.topic]) {
                         let facts = KPIStorage.dialogue($0)
                         if facts.id != id { others.append(facts) }
                     }

@@ -51,6 +51,12 @@ struct HQKPIEngineTests {
             .upsert("interactions", id: "h3", Self.dialogue(handledBy: "hq", customer: "c3", topic: "recall", created: "2027-01-07T10:00:00Z",
                                                           answeredAfter: 5, resolved: "2027-01-07T10:30:00Z")),
             .upsert("interactions", id: "h4", Self.dialogue(handledBy: "hq", customer: "c4", topic: "recall", created: "2027-01-07T11:00:00Z")),
+            // h5 and h6: customers "José" precomposed and decomposed, two customers as SQL
+            // compares them (h6 an hour after h5's resolution would otherwise make h5 a repeat).
+            .upsert("interactions", id: "h5", Self.dialogue(handledBy: "hq", customer: "Jos\u{E9}", topic: "recall", created: "2027-01-09T10:00:00Z",
+                                                          answeredAfter: 10, resolved: "2027-01-09T10:20:00Z")),
+            .upsert("interactions", id: "h6", Self.dialogue(handledBy: "hq", customer: "Jose\u{301}", topic: "recall", created: "2027-01-09T11:20:00Z",
+                                                          answeredAfter: 15, resolved: "2027-01-09T11:30:00Z")),
             .upsert("interactions", id: "x1", Self.dialogue(handledBy: "d1", customer: "c1", topic: "recall", created: "2027-01-08T09:00:00Z",
                                                           answeredAfter: 3, resolved: "2027-01-08T09:10:00Z")),
             .upsert("interactions", id: "x2", Self.dialogue(handledBy: "d1", customer: "c2", topic: "recall", created: "2027-01-20T09:00:00Z",
@@ -81,15 +87,16 @@ struct HQKPIEngineTests {
             report.rows.first { $0.kpi == kpi && $0.node == node && $0.scope == scope && $0.periodStart == "2027-01-01" }
                 .map { "\($0.numerator)/\($0.denominator)" }
         }
-        // HQ's own: service level 2/4 (h1 10 s and h3 5 s within 20 s; h2 30 s; h4 never answered);
-        // first-contact resolution 2/3 (h1 followed up by x1 on the 8th, before 5 Jan 11:00 + 7 days;
-        // h2's next on the 20th is after 6 Jan 12:00 + 7 days; h3 has none); abandonment 1/4 (h4).
-        #expect(row("service-level-phone", "hq", .node) == "2/4", "\(report.rows.filter { $0.node == "hq" })")
-        #expect(row("first-contact-resolution", "hq", .node) == "2/3")
-        #expect(row("abandonment-rate-phone", "hq", .node) == "1/4")
-        // The dealer's, from its month snapshot (not its week's): 3/4; the subtree adds them: 5/8.
+        // HQ's own: service level 4/6 (h1 10 s, h3 5 s, h5 10 s and h6 15 s within 20 s; h2 30 s;
+        // h4 never answered); first-contact resolution 4/5 (h1 followed up by x1 on the 8th, before
+        // 5 Jan 11:00 + 7 days; h2's next on the 20th is after 6 Jan 12:00 + 7 days; h3 has none;
+        // h5 and h6 are of two customers, so neither has a next); abandonment 1/6 (h4).
+        #expect(row("service-level-phone", "hq", .node) == "4/6", "\(report.rows.filter { $0.node == "hq" })")
+        #expect(row("first-contact-resolution", "hq", .node) == "4/5")
+        #expect(row("abandonment-rate-phone", "hq", .node) == "1/6")
+        // The dealer's, from its month snapshot (not its week's): 3/4; the subtree adds them: 7/10.
         #expect(row("service-level-phone", "d1", .node) == "3/4")
-        #expect(row("service-level-phone", "hq", .subtree) == "5/8")
+        #expect(row("service-level-phone", "hq", .subtree) == "7/10")
         #expect(!report.rows.contains { $0.periodStart == "2027-01-04" })
     }
 }

@@ -90,6 +90,35 @@ struct KPIStoreTests {
         try Self.expectConsistent(store, "rebuilt")
     }
 
+    @Test("First-contact resolution groups customers by their bytes, as SQL selects a group: \"José\" precomposed and decomposed are two customers in the accumulators and in a recount, and rewriting one form to the other moves the dialogue")
+    func followUpGroupsAreByteExact() throws {
+        let dir = try TempDir()
+        let store = try makeStore(dir, "de-1", parent: "de")
+        #expect(try store.adoptKPIs(try Self.adoption()))
+        let composed = "Jos\u{E9}", decomposed = "Jose\u{301}"
+        // The trap: Swift's `String ==` finds the two canonically equivalent, SQLite's `=` does not.
+        #expect(composed == decomposed && !composed.utf8.elementsEqual(decomposed.utf8))
+        func dialogue(created: String, resolved: String, customer: String) -> [String: FieldValue] {
+            ["channel": "phone", "direction": "inbound", "created_at": .string(created), "answered_at": .string(created),
+             "resolved_at": .string(resolved), "status": "resolved", "handling_node": "de-1",
+             "customer_id": .string(customer), "topic": "warranty"]
+        }
+        // u2 comes an hour after u1 was resolved: within the 7 days that make u1 a repeat
+        // contact, if (and only if) both are of one customer.
+        try store.commit([.upsert("interactions", id: "u1", dialogue(created: "2026-11-02T09:00:00Z", resolved: "2026-11-02T09:05:00Z", customer: composed))])
+        try store.commit([.upsert("interactions", id: "u2", dialogue(created: "2026-11-02T10:05:00Z", resolved: "2026-11-02T10:10:00Z", customer: decomposed))])
+        #expect(try Self.month(store, "first-contact-resolution", "de-1") == (2, 2), "two customers: both resolved at first contact")
+        try Self.expectConsistent(store, "two byte-different customers")
+        // u2 rewritten to the precomposed form: one customer now, u1 was followed up.
+        try store.commit([.upsert("interactions", id: "u2", ["customer_id": .string(composed)])])
+        #expect(try Self.month(store, "first-contact-resolution", "de-1") == (1, 2), "one customer: u1 was not resolved at first contact")
+        try Self.expectConsistent(store, "u2 rewritten to the precomposed form")
+        // And back: two customers again.
+        try store.commit([.upsert("interactions", id: "u2", ["customer_id": .string(decomposed)])])
+        #expect(try Self.month(store, "first-contact-resolution", "de-1") == (2, 2), "two customers again")
+        try Self.expectConsistent(store, "u2 rewritten to the decomposed form")
+    }
+
     @Test("A store with an earlier accumulator layout opens: the derived table is dropped and recounted at the next adoption")
     func firstLayout() throws {
         let dir = try TempDir()
