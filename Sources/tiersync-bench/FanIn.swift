@@ -1,6 +1,7 @@
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
+import NIOSSL
 import Synchronization
 import TiersyncAgent
 import TiersyncCore
@@ -12,20 +13,23 @@ struct FanIn: AsyncParsableCommand {
     @Option(help: "Simulated agents.") var agents = 500
     @Option(help: "Seconds to run.") var seconds = 20.0
     @Option(help: "Seconds between one agent's syncs (push + pull).") var interval = 2.0
+    @Option(help: "The simulated agents' HTTP side: lean (one TLS connection each on NIO, one TLS context for all) or agent (each its own ParentClient, as tiersync-agent).")
+    var client: FanInClient = .lean
     @OptionGroup var common: CommonOptions
 
     func run() async throws {
         quietLogs()
         let (dir, cleanup) = try common.workingDirectory("fan-in")
         defer { cleanup() }
-        header("fan-in", [("agents", "\(agents)"), ("seconds", "\(seconds)"), ("sync interval", "\(interval) s"), ("per sync", "push 1 change + pull")])
+        header("fan-in", [("agents", "\(agents)"), ("seconds", "\(seconds)"), ("sync interval", "\(interval) s"), ("per sync", "push 1 change + pull"), ("agents' client", client.rawValue)])
         let hub = try await BenchHub.start(in: dir)
         var credentials: [(NodeID, String)] = []
         for a in 0..<agents {
             let node = NodeID(unchecked: "a-\(a)")
             credentials.append((node, try await hub.credential(tenant: "acme", node: node)))
         }
-        let figures = await Self.measure(targets: credentials.map { (hub.url, $0.0, $0.1) }, caFile: hub.caFile, seconds: seconds, interval: interval)
+        let figures = await Self.measure(targets: credentials.map { (hub.url, $0.0, $0.1) }, caFile: hub.caFile, seconds: seconds, interval: interval,
+                                         client: client)
         await hub.stop()
         figures.report(agents: agents, seconds: seconds, interval: interval)
     }
@@ -43,6 +47,8 @@ struct FanIn: AsyncParsableCommand {
         let pullTimeline: [Double]
         /// Where the CPU went after the first interval (``CPUAccount``); nil without `/proc`.
         var cpu: String?
+        /// The same in the first interval: every agent's first sync, TLS handshake included.
+        var stormCPU: String?
 
         func report(agents: Int, seconds: Double, interval: Double, label: String = "") {
             let p99 = percentile(latencies, 0.99)
@@ -55,6 +61,7 @@ struct FanIn: AsyncParsableCommand {
             result(label + "p99 per interval", timeline.map { "\(format($0, 0))" }.joined(separator: " / ") + " ms (the requests started in each \(format(interval, 0)) s)")
             result(label + "… pushes / pulls", pushTimeline.map { "\(format($0, 0))" }.joined(separator: " / ") + " ms; "
                    + pullTimeline.map { "\(format($0, 0))" }.joined(separator: " / ") + " ms")
+            if let stormCPU { result(label + "CPU, connect storm", stormCPU) }
             if let cpu { result(label + "CPU, storm over", cpu) }
             result(label + "errors", "\(failures.count)", target: "0", met: failures.isEmpty)
             if let first = failures.first { print("  first error: \(first)") }
@@ -65,12 +72,18 @@ struct FanIn: AsyncParsableCommand {
     /// `interval` each pushes one change and pulls its scope.
     /// `hubPIDs`: the hub processes, for the CPU account (empty for a hub in this process).
     static func measure(targets: [(url: String, node: NodeID, credential: String)], caFile: String, seconds: Double, interval: Double,
-                        hubPIDs: [Int32] = []) async -> Figures {
+                        hubPIDs: [Int32] = [], client: FanInClient = .lean) async -> Figures {
         let recorder = Recorder()
+        // Made before the clock starts, once for every agent (``FanInClient/lean``).
+        var leanContext: NIOSSLContext?
+        if client == .lean {
+            do { leanContext = try LeanAgent.tlsContext(caFile: caFile) } catch { recorder.errors.withLock { $0.append("TLS context: \(error)") } }
+        }
         let started = ContinuousClock.now
         // Where the CPU went once every agent has made its first sync (the connect storm of
         // the first interval is over), to the end of the run.
         let account = CPUAccount(hubPIDs: hubPIDs)
+        let atStart = account.read()
         let afterStorm = Task { () -> CPUAccount.Reading? in
             try? await Task.sleep(until: started + .milliseconds(Int64(interval * 1000)))
             return account.read()
@@ -81,6 +94,14 @@ struct FanIn: AsyncParsableCommand {
             for (index, (url, node, credential)) in targets.enumerated() {
                 // Spread the agents' first syncs over one interval.
                 let offsetMillis = Int64(Double(index) / count * interval * 1000)
+                if client == .lean {
+                    guard let context = leanContext else { continue }
+                    group.addTask {
+                        await LeanAgent.run(url: url, node: node, credential: credential, context: context, offset: .milliseconds(offsetMillis),
+                                            started: started, deadline: deadline, interval: interval, recorder: recorder)
+                    }
+                    continue
+                }
                 group.addTask {
                     guard let client = try? ParentClient(configuration: AgentConfiguration(parentURL: url, caFile: caFile), credential: credential) else { return }
                     try? await Task.sleep(for: .milliseconds(offsetMillis))
@@ -96,13 +117,8 @@ struct FanIn: AsyncParsableCommand {
                             let t1 = ContinuousClock.now
                             cursor = try await client.pull(cursor: cursor, limit: 1_000, waitSeconds: 0, excludeOwn: true).nextCursor
                             let t2 = ContinuousClock.now
-                            let pushMillis = millis(t1 - t0), pullMillis = millis(t2 - t1)
-                            let window = Int(millis(t0 - started) / (interval * 1000))
-                            recorder.windows.withLock { $0[window, default: []] += [pushMillis, pullMillis] }
-                            recorder.pushes.withLock { $0[window, default: []].append(pushMillis) }
-                            recorder.pulls.withLock { $0[window, default: []].append(pullMillis) }
                             // An agent's first sync also opens its TLS connection.
-                            if seq > 1 { recorder.connected.withLock { $0 += [pushMillis, pullMillis] } }
+                            recorder.record(started: started, t0: t0, push: t1 - t0, pull: t2 - t1, interval: interval, connected: seq > 1)
                         } catch {
                             recorder.errors.withLock { $0.append("\(error)") }
                         }
@@ -114,7 +130,9 @@ struct FanIn: AsyncParsableCommand {
             }
         }
         let end = account.read()
-        let cpu = await afterStorm.value.flatMap { from in end.flatMap { CPUAccount.summary(from: from, to: $0) } }
+        let stormOver = await afterStorm.value
+        let cpu = stormOver.flatMap { from in end.flatMap { CPUAccount.summary(from: from, to: $0) } }
+        let stormCPU = atStart.flatMap { from in stormOver.flatMap { CPUAccount.summary(from: from, to: $0) } }
         let windows = recorder.windows.withLock { $0 }, pushes = recorder.pushes.withLock { $0 }, pulls = recorder.pulls.withLock { $0 }
         let indices = windows.keys.max().map { Array(0...$0) } ?? []
         let timeline = indices.map { percentile((windows[$0] ?? []).sorted(), 0.99) }
@@ -123,7 +141,7 @@ struct FanIn: AsyncParsableCommand {
         // Every latency is in the window its sync started in.
         return Figures(latencies: windows.values.flatMap { $0 }.sorted(), connected: recorder.connected.withLock { $0.sorted() },
                        failures: recorder.errors.withLock { $0 }, timeline: timeline, pushTimeline: pushTimeline, pullTimeline: pullTimeline,
-                       cpu: cpu)
+                       cpu: cpu, stormCPU: stormCPU)
     }
 }
 
@@ -142,4 +160,14 @@ final class Recorder: Sendable {
     /// The pushes' and the pulls' latencies alone, by interval.
     let pushes = Mutex<[Int: [Double]]>([:])
     let pulls = Mutex<[Int: [Double]]>([:])
+
+    /// One sync that started at `t0`; `connected`: on a connection opened before it.
+    func record(started: ContinuousClock.Instant, t0: ContinuousClock.Instant, push: Duration, pull: Duration, interval: Double, connected: Bool) {
+        let pushMillis = millis(push), pullMillis = millis(pull)
+        let window = Int(millis(t0 - started) / (interval * 1000))
+        windows.withLock { $0[window, default: []] += [pushMillis, pullMillis] }
+        pushes.withLock { $0[window, default: []].append(pushMillis) }
+        pulls.withLock { $0[window, default: []].append(pullMillis) }
+        if connected { self.connected.withLock { $0 += [pushMillis, pullMillis] } }
+    }
 }

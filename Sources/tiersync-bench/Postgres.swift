@@ -30,6 +30,7 @@ struct PostgresBench: AsyncParsableCommand {
     @Option(help: "The tiersync executable the hubs run (default: beside this one).") var tiersync: String?
     @Option(help: "Which hub set-ups fan-in measures, comma-separated, of sqlite1, pg1, pg2 (default: all three).") var setups = "sqlite1,pg1,pg2"
     @Flag(help: "Measure fan-in only (no ingest, no raw ceiling).") var fanInOnly = false
+    @Option(help: "The simulated agents' HTTP side in fan-in: lean or agent (see `fan-in --help`).") var client: FanInClient = .lean
     @OptionGroup var common: CommonOptions
 
     func run() async throws {
@@ -45,7 +46,7 @@ struct PostgresBench: AsyncParsableCommand {
         let (dir, cleanup) = try common.workingDirectory("postgres")
         defer { cleanup() }
         // "×N": N hub processes.
-        header("postgres", [("changes", "\(changes)"), ("batch", "\(batch)"), ("dealers", "\(dealers)"), ("fan-in agents", "\(agents)"),
+        header("postgres", [("changes", "\(changes)"), ("batch", "\(batch)"), ("dealers", "\(dealers)"), ("fan-in agents", "\(agents)"), ("agents' client", client.rawValue),
                             ("hubs", "tiersync hub serve processes"), ("server", server.description)])
         let perDealer = changes / dealers
         var bodies: [[ByteBuffer]] = []
@@ -66,7 +67,8 @@ struct PostgresBench: AsyncParsableCommand {
                     let node = NodeID(unchecked: "a-\(a)")
                     targets.append((hubs.urls[a % hubs.urls.count], node, try await hubs.credential(node)))
                 }
-                return await FanIn.measure(targets: targets, caFile: hubs.caFile, seconds: seconds, interval: interval, hubPIDs: hubs.pids)
+                return await FanIn.measure(targets: targets, caFile: hubs.caFile, seconds: seconds, interval: interval, hubPIDs: hubs.pids,
+                                           client: client)
             }
             figures.report(agents: agents, seconds: seconds, interval: interval, label: label)
         }
