@@ -107,6 +107,9 @@ enum LeanAgent {
                     var responses = inbound.makeAsyncIterator()
                     var opened = false
                     while begin < deadline {
+                        // Closed while idle (the hub's idle timeout): opened again, as
+                        // AsyncHTTPClient does, not counted as an error.
+                        guard connection.channel.isActive else { return }
                         seq += 1
                         let change = makeChanges(origin: node, count: 1, firstSeq: seq, ids: { _ in "\(node)-c\(seq % 20)" },
                                                  fields: { _ in contactFields(Int(seq), owner: node) })
