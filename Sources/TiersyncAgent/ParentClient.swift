@@ -59,7 +59,18 @@ public final class ParentClient: Sendable {
     /// Pushes a batch. A 422 still acknowledges the batch (some changes were quarantined),
     /// so it returns normally; other errors throw.
     public func push(_ request: PushRequest) async throws -> PushResponse {
-        try await send(.POST, "/v1/push", body: request, timeout: .seconds(120), accept: [200, 422]).decode(PushResponse.self)
+        try await send(.POST, Self.pushPath, body: request, timeout: .seconds(120), accept: [200, 422]).decode(PushResponse.self)
+    }
+
+    /// The path a push is posted to. Public, as ``pullPath(cursor:limit:waitSeconds:excludeOwn:only:)``,
+    /// so the fan-in benchmark's simulated agents send exactly what agents send.
+    public static let pushPath = "/v1/push"
+
+    /// The path and query of a pull.
+    public static func pullPath(cursor: Int64, limit: Int, waitSeconds: Double, excludeOwn: Bool, only: NodeID? = nil) -> String {
+        var path = "/v1/pull?cursor=\(cursor)&limit=\(limit)&wait=\(waitSeconds)&exclude_own=\(excludeOwn)"
+        if let only { path += "&only=\(only.rawValue)" }
+        return path
     }
 
     /// Reports how far behind this node (and, from a country, its dealers) is.
@@ -72,9 +83,8 @@ public final class ParentClient: Sendable {
     }
 
     public func pull(cursor: Int64, limit: Int, waitSeconds: Double, excludeOwn: Bool, only: NodeID? = nil) async throws -> PullResponse {
-        var path = "/v1/pull?cursor=\(cursor)&limit=\(limit)&wait=\(waitSeconds)&exclude_own=\(excludeOwn)"
-        if let only { path += "&only=\(only.rawValue)" }
-        return try await send(.GET, path, timeout: .seconds(Int64(waitSeconds) + 60)).decode(PullResponse.self)
+        try await send(.GET, Self.pullPath(cursor: cursor, limit: limit, waitSeconds: waitSeconds, excludeOwn: excludeOwn, only: only),
+                       timeout: .seconds(Int64(waitSeconds) + 60)).decode(PullResponse.self)
     }
 
     /// The node's governance bundle; with `known`, waits up to `waitSeconds` for a different one.

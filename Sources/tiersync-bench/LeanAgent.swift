@@ -116,14 +116,14 @@ enum LeanAgent {
                         let body = try ParentClient.encodeBody(PushRequest(through: seq, changes: change), compressAboveBytes: compressAbove)
                         // The first sync on a connection is timed from before its opening.
                         let t0 = opened ? ContinuousClock.now : begin
-                        let push = try await exchange(connection.channel, outbound, &responses, method: .POST, path: "/v1/push",
+                        let push = try await exchange(connection.channel, outbound, &responses, method: .POST, path: ParentClient.pushPath,
                                                       host: authority, credential: credential, body: body.bytes, gzipped: body.gzipped)
                         guard push.status == 200 || push.status == 422 else {
                             throw Failure(description: "push: HTTP \(push.status): \(String(buffer: push.body).prefix(200))")
                         }
                         let t1 = ContinuousClock.now
                         let pull = try await exchange(connection.channel, outbound, &responses, method: .GET,
-                                                      path: "/v1/pull?cursor=\(cursor)&limit=1000&wait=0.0&exclude_own=true",
+                                                      path: ParentClient.pullPath(cursor: cursor, limit: 1_000, waitSeconds: 0, excludeOwn: true),
                                                       host: authority, credential: credential, body: nil)
                         guard pull.status == 200 else {
                             throw Failure(description: "pull: HTTP \(pull.status): \(String(buffer: pull.body).prefix(200))")
