@@ -21,6 +21,14 @@ import TiersyncStore
 /// `highestSeq`) counts a refused, out-of-range sequence number.
 let highestSeqSignature = "highest-seq-out-of-range"
 
+/// The signature of failures where a bootstrap after compaction differs from one before it
+/// only in `erasures` records: an erasure request that gained its subject after it was
+/// created (allowed while the record was not live) loses the subject on a fresh node when
+/// compaction folds one of its entries and keeps the other, so the fresh node receives the
+/// subject-less state first and then refuses the subject (`RecordMerge.erasureSubjectRefusal`).
+/// Found by seed 3996875369012884428 on 2026-12-05; corpus: finding-erasure-request-fold-order.json.
+let erasureFoldOrderSignature = "erasure-request-fold-order"
+
 /// The scope rule is ``PushScope``, the same code the hub's push handler runs.
 struct StoreTarget {
     struct Totals {
@@ -210,9 +218,16 @@ struct StoreTarget {
         let bootstrapBefore = try await Self.bootstrap(from: store)
         totals.purged += try await store.compact(policy: .default, tree: World.tree, nowMillis: World.nowMillis).purgedEntries
         let bootstrapAfter = try await Self.bootstrap(from: store)
-        guard bootstrapAfter == bootstrapBefore else {
-            throw InvariantFailure(invariant: "compaction changes nothing a bootstrap receives",
-                                   detail: "a fresh store fed from 0 held, before compaction:\n\(bootstrapBefore)\nafter (\(try store.foldedCounts().entries) entries folded):\n\(bootstrapAfter)")
+        if bootstrapAfter != bootstrapBefore {
+            // Only erasure requests differ: the known defect (`erasureFoldOrderSignature`).
+            let differing = Set(bootstrapBefore.split(separator: "\n")).symmetricDifference(bootstrapAfter.split(separator: "\n"))
+            let onlyErasures = differing.allSatisfy { $0.hasPrefix(DomainSchema.erasures.name + "\t") }
+            let failure = InvariantFailure(invariant: "compaction changes nothing a bootstrap receives",
+                                           detail: "a fresh store fed from 0 held, before compaction:\n\(bootstrapBefore)\nafter (\(try store.foldedCounts().entries) entries folded):\n\(bootstrapAfter)",
+                                           signature: onlyErasures ? erasureFoldOrderSignature : nil)
+            // A known defect: noted, and the remaining checks still run.
+            guard onlyErasures, known.contains(erasureFoldOrderSignature) else { throw failure }
+            knownHits.append(failure)
         }
 
         // Redelivery.
