@@ -22,11 +22,14 @@ import TiersyncStore
 let highestSeqSignature = "highest-seq-out-of-range"
 
 /// The signature of failures where a bootstrap after compaction differs from one before it
-/// only in `erasures` records: an erasure request that gained its subject after it was
-/// created (allowed while the record was not live) loses the subject on a fresh node when
-/// compaction folds one of its entries and keeps the other, so the fresh node receives the
-/// subject-less state first and then refuses the subject (`RecordMerge.erasureSubjectRefusal`).
-/// Found by seed 3996875369012884428 on 2026-12-05; corpus: finding-erasure-request-fold-order.json.
+/// only in `erasures` records. Cause, as traced on the finding: the hub received an erasure
+/// request's change naming its subject (#55) and then an older-stamped change of the same
+/// request (#80, its `requested_at` still current); both fold into the record, and the
+/// feed serves a folded record's changes in version order (`FoldedIdentities.changes`), so
+/// a fresh node first creates the request without a subject from #80 and then refuses #55
+/// (`RecordMerge.erasureSubjectRefusal`: the subject is named once). The rule judges arrival
+/// order, which folding does not keep. Found by seed 3996875369012884428 on 2026-12-05;
+/// corpus: finding-erasure-request-fold-order.json.
 let erasureFoldOrderSignature = "erasure-request-fold-order"
 
 /// The scope rule is ``PushScope``, the same code the hub's push handler runs.
