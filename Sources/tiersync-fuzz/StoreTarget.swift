@@ -29,7 +29,8 @@ let highestSeqSignature = "highest-seq-out-of-range"
 /// a fresh node first creates the request without a subject from #80 and then refuses #55
 /// (`RecordMerge.erasureSubjectRefusal`: the subject is named once). The rule judges arrival
 /// order, which folding does not keep. Found by seed 3996875369012884428 on 2026-12-05;
-/// corpus: finding-erasure-request-fold-order.json.
+/// corpus: finding-erasure-request-fold-order.json. That case is fixed (the change naming
+/// the subject is served first); a request whose subject fields carry two versions is not.
 let erasureFoldOrderSignature = "erasure-request-fold-order"
 
 /// The scope rule is ``PushScope``, the same code the hub's push handler runs.

@@ -126,6 +126,48 @@ struct RetentionStoreTests {
         #expect(ranges == ["d1 1-6"])
     }
 
+    /// What a fresh node fed `store`'s whole feed from 0 ends with, as sorted lines.
+    func bootstrapped(from store: NodeStore, _ dir: TempDir, _ name: String) async throws -> [String] {
+        let fresh = try makeStore(dir, NodeID(unchecked: name), parent: "hq")
+        var cursor: Int64 = 0
+        while true {
+            let page = try await store.feed(after: cursor, scope: .everything, excluding: nil, limit: 100)
+            _ = try await fresh.applyIncoming(page.changes, from: "hq", source: .parent, checkSkew: false)
+            cursor = page.nextCursor
+            if !page.more { break }
+        }
+        return try ["customers", "erasures"].flatMap { table in
+            try fresh.liveRecords(table: table, where: []).map { "\(table)/\($0.id) \(CanonicalJSON.object($0.values))" }
+        }.sorted()
+    }
+
+    @Test("""
+    an erasure request folded by compaction keeps its subject on a node that bootstraps afterwards: the change naming \
+    the subject is served first, though a change of the request stamped earlier arrived after it (found by tiersync-fuzz)
+    """)
+    func foldedErasureRequestKeepsItsSubject() async throws {
+        let dir = try TempDir()
+        let hq = try hq(dir)
+        let now = WallClock.nowMillis()
+        // d1 names the subject (stamped later), then sends a change of the same request
+        // stamped earlier, which arrives second and only adds `requested_at`.
+        let naming = Change(origin: "d1", originSeq: 1, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "erasures", recordID: "era-1",
+                            op: .upsert, fields: ["subject_table": "customers", "subject_id": "c-7"])
+        let earlier = Change(origin: "d1", originSeq: 2, hlc: HLCTimestamp(wallMillis: now - 60_000, counter: 0), table: "erasures",
+                             recordID: "era-1", op: .upsert, fields: ["requested_at": "2026-12-05T10:00:00Z"])
+        // And a change of another record: the log's head stays, so it must not be the request's.
+        let head = change("d1", 3, at: now, "c-9", ["last_name": "Head", "owning_dealer": "d1"])
+        let report = try await hq.applyIncoming([naming, earlier, head], from: "d1", source: .child, checkSkew: false)
+        #expect(report.applied == 3, "\(report)")
+        let before = try await bootstrapped(from: hq, dir, "fresh-1")
+        #expect(before.contains { $0.hasPrefix("erasures/era-1 ") && $0.contains("\"subject_id\":\"c-7\"") }, "\(before)")
+        for child: NodeID in ["de", "d1"] { await hq.notePulled(by: child, through: Int64.max / 2) }
+        let compacted = try await hq.compact(policy: .default, tree: Self.tree)
+        #expect(compacted.foldedEntries == 2, "both entries hold current values: \(compacted)")
+        let after = try await bootstrapped(from: hq, dir, "fresh-2")
+        #expect(after == before, "a node bootstrapping after compaction holds what one before it held")
+    }
+
     @Test("""
     an entry routed to a child waits until that child pulled past it, or until it has been away longer than the horizon; \
     a current value it never pulled then raises the floor, so it re-bootstraps
