@@ -36,9 +36,9 @@ extension PostgresTenantStore {
         var head: Int64 = 0, candidateCount = 0, lastCandidate: Int64?, floor: Int64 = 0, foldedDue = false
         var out = "{\"changes\":["
         var count = 0
-        let rows = try await client.query(query, logger: logger)
-        for try await (kind, seq, a, b, origin, tbl, id, op, fields, prior, trail)
-            in rows.decode((Int32, Int64, Int64?, Int64?, String?, String?, String?, String?, String?, String?, String?).self) {
+        for try await row in try await client.preparedRows(query, logger: logger) {
+            let (kind, seq, a, b, origin, tbl, id, op, fields, prior, trail)
+                = try row.decode((Int32, Int64, Int64?, Int64?, String?, String?, String?, String?, String?, String?, String?).self)
             if kind == 0 {
                 (head, candidateCount, lastCandidate) = (tbl.flatMap { Int64($0) } ?? 0, Int(a ?? 0), b)
                 floor = origin.flatMap { Int64($0) } ?? 0

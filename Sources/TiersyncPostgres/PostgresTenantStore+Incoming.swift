@@ -85,9 +85,9 @@ extension PostgresTenantStore {
         // under the lock that the reading still holds; twice, then read under the lock.
         for _ in 0..<Self.optimisticAttempts {
             do {
-                let state = try await read(for: batch) { try await self.client.query($0, logger: logger) }
+                let state = try await read(for: batch) { try await self.client.preparedRows($0, logger: logger) }
                 let plan = judge(batch, state)
-                _ = try await client.query(call(plan, state, verify: true, cursor: cursorSetting), logger: logger).collect()
+                for try await _ in try await client.preparedRows(call(plan, state, verify: true, cursor: cursorSetting), logger: logger) {}
                 return plan.report
             } catch let error as PSQLError where error.serverInfo?[.sqlState] == PostgresTenantSchema.staleReadState {
                 logger.debug("push read changed before its write; judging it again", metadata: ["tenant": "\(tenant)"])
@@ -144,7 +144,8 @@ extension PostgresTenantStore {
     /// Each table is probed per key (LATERAL), whatever the row estimates: compaction empties
     /// the log and vacuum leaves the estimates near zero while pushes refill it, and a join
     /// was then planned as the whole table against each key.
-    private func read(for batch: Batch, _ run: (PostgresQuery) async throws -> PostgresRowSequence) async throws -> StoreState {
+    private func read<Rows: AsyncSequence>(for batch: Batch, _ run: (PostgresQuery) async throws -> Rows) async throws -> StoreState
+    where Rows.Element == PostgresRow {
         let changesTable = table(.changes)
         let (origins, seqs) = (batch.identities.map(\.origin), batch.identities.map(\.seq))
         let (lo, hi) = (Change.sequenceRange.lowerBound, Change.sequenceRange.upperBound)
@@ -155,7 +156,8 @@ extension PostgresTenantStore {
             """)
         var state = StoreState(identities: batch.identities, keysAsked: batch.keys)
         var purgedThrough: [String: Int64] = [:]
-        for try await (kind, a, b, c, d, e, f, n1, n2) in rows.decode((Int32, String, String?, String?, String?, String?, String?, Int64?, Int64?).self) {
+        for try await row in rows {
+            let (kind, a, b, c, d, e, f, n1, n2) = try row.decode((Int32, String, String?, String?, String?, String?, String?, Int64?, Int64?).self)
             switch kind {
             case 0:
                 state.held[Identity(origin: a, seq: n1 ?? 0)] = UInt64(bitPattern: n2 ?? 0)
