@@ -27,7 +27,7 @@ extension PostgresTenantSchema {
               qx_o text[], qx_s int8[], qx_code text[], qx_at int8[], qx_from text[],
               rx_t text[], rx_i text[], rx_v text[], rx_d text[], rx_r text[], ax_t text[], ax_i text[],
               numbered int8,
-              r_t text[], r_i text[], r_f text[], r_v text[], r_d text[], r_r text[], r_l bool[],
+              r_t text[], r_i text[], r_f text[], r_v text[], r_d text[], r_r text[], r_l bool[], r_n bool[],
               l_s int8[], l_o text[], l_os int8[], l_h int8[], l_t text[], l_i text[], l_op text[], l_f text[], l_p text[],
               l_src text[], l_rf text[], l_ra int8[], l_tr text[], l_rt text[],
               rt_n text[], rt_s int8[],
@@ -73,10 +73,19 @@ extension PostgresTenantSchema {
               THEN
                 RAISE EXCEPTION 'tiersync: what this push read changed before it was written' USING ERRCODE = '\(Self.staleReadState)';
               END IF;
-              INSERT INTO \(q(.records)) (tbl, id, fields, versions, tombstone, route, live)
-                SELECT t, i, f, v, NULLIF(d, ''), r, l FROM unnest(r_t, r_i, r_f, r_v, r_d, r_r, r_l) AS u(t, i, f, v, d, r, l)
-                ON CONFLICT (tbl, id) DO UPDATE SET fields = excluded.fields, versions = excluded.versions,
-                  tombstone = excluded.tombstone, route = excluded.route, live = excluded.live;
+              -- Records read as absent (`r_n`; the check above, or the lock held since the
+              -- read, guarantees they still are) by a plain insert, which costs about half
+              -- of the upsert's speculative insertion; the others by the upsert.
+              IF true = ANY(r_n) THEN
+                INSERT INTO \(q(.records)) (tbl, id, fields, versions, tombstone, route, live)
+                  SELECT t, i, f, v, NULLIF(d, ''), r, l FROM unnest(r_t, r_i, r_f, r_v, r_d, r_r, r_l, r_n) AS u(t, i, f, v, d, r, l, n) WHERE n;
+              END IF;
+              IF false = ANY(r_n) THEN
+                INSERT INTO \(q(.records)) (tbl, id, fields, versions, tombstone, route, live)
+                  SELECT t, i, f, v, NULLIF(d, ''), r, l FROM unnest(r_t, r_i, r_f, r_v, r_d, r_r, r_l, r_n) AS u(t, i, f, v, d, r, l, n) WHERE NOT n
+                  ON CONFLICT (tbl, id) DO UPDATE SET fields = excluded.fields, versions = excluded.versions,
+                    tombstone = excluded.tombstone, route = excluded.route, live = excluded.live;
+              END IF;
               INSERT INTO \(q(.changes)) (seq, origin, origin_seq, hlc, tbl, record_id, op, fields, prior, source, received_from, received_at, trail, routed)
                 SELECT base + s, o, os, h, t, i, op, f, NULLIF(p, ''), src, NULLIF(rf, ''), ra, NULLIF(tr, ''), rt
                 FROM unnest(l_s, l_o, l_os, l_h, l_t, l_i, l_op, l_f, l_p, l_src, l_rf, l_ra, l_tr, l_rt)

@@ -319,7 +319,10 @@ extension PostgresTenantStore {
             plan.report.conflicts += merged.outcome.conflicts.count
         }
         plan.numbered = position
-        for key in dirty { plan.records.append(current[key]!) }
+        // A record is written as new only where the push asked for it and found none: what
+        // `ts_apply_push` checks is still absent (anything else takes the upsert).
+        let asked = Set(state.keysAsked)
+        for key in dirty { plan.records.append(current[key]!, new: state.records[key] == nil && asked.contains(key)) }
         plan.released = Array(unquarantine)
         plan.refused = refusalOrder.compactMap { id in quarantine[id].map { (key: id, value: $0) } }
         return plan
@@ -341,7 +344,7 @@ extension PostgresTenantStore {
               \(read.map(\.value.route))::text[], \(absent.map(\.table))::text[], \(absent.map(\.id))::text[],
               \(plan.numbered),
               \(records.tables)::text[], \(records.ids)::text[], \(records.fields)::text[], \(records.versions)::text[], \(records.tombstones)::text[],
-              \(records.routes)::text[], \(records.live)::bool[],
+              \(records.routes)::text[], \(records.live)::bool[], \(records.new)::bool[],
               \(log.seqs)::int8[], \(log.origins)::text[], \(log.originSeqs)::int8[], \(log.hlcs)::int8[], \(log.tables)::text[], \(log.ids)::text[],
               \(log.ops)::text[], \(log.fields)::text[], \(log.priors)::text[], \(log.sources)::text[], \(log.senders)::text[], \(log.receivedAt)::int8[],
               \(log.trails)::text[], \(log.routed)::text[],
@@ -497,8 +500,11 @@ private struct LogRows {
 private struct RecordRows {
     var tables: [String] = [], ids: [String] = [], fields: [String] = [], versions: [String] = []
     var tombstones: [String] = [], routes: [String] = [], live: [Bool] = []
+    /// Whether the record was absent when the push read the store: written by a plain insert.
+    var new: [Bool] = []
 
-    mutating func append(_ record: StoredRecord) {
+    mutating func append(_ record: StoredRecord, new isNew: Bool) {
+        new.append(isNew)
         tables.append(record.table)
         ids.append(record.id)
         fields.append(record.state.isLive ? CanonicalJSON.object(record.state.liveValues) : "{}")

@@ -304,7 +304,7 @@ extension PostgresPushTests {
                 let maxSeq = Change.sequenceRange.upperBound
                 let read = "SELECT count(*) FROM \"\(schema)\".ts_read_push('{d1}', '{1}', '{customers}', '{c-0}', '{d1}', '{}', '{}', 1, \(maxSeq))"
                 // The check alone: the identity held, nothing else read, nothing written.
-                let empty = Array(repeating: "'{}'", count: 12), emptyWrites = Array(repeating: "'{}'", count: 49)
+                let empty = Array(repeating: "'{}'", count: 12), emptyWrites = Array(repeating: "'{}'", count: 50)
                 let arguments = ["true", "'{d1}'", "'{1}'", "1"] + empty + ["0"] + emptyWrites + ["0"] + Array(repeating: "'{}'", count: 4) + ["'unused'", "'unused'", "NULL", "NULL"]
                 let check = "SELECT \"\(schema)\".ts_apply_push(\(arguments.joined(separator: ", ")))"
                 try await client.withConnection { probe in
