@@ -149,18 +149,25 @@ extension PostgresTenantStore {
         let changesTable = table(.changes)
         let (origins, seqs) = (batch.identities.map(\.origin), batch.identities.map(\.seq))
         let (lo, hi) = (Change.sequenceRange.lowerBound, Change.sequenceRange.upperBound)
+        let lookups = IdentityLookups(batch.identities)
         let rows = try await run("""
-            SELECT * FROM \(unescaped: "\"\(tenantSchema.name)\".ts_read_push")(\(origins)::text[], \(seqs)::int8[],
+            SELECT * FROM \(unescaped: "\"\(tenantSchema.name)\".ts_read_push")(\(lookups.single.map(\.origin))::text[], \(lookups.single.map(\.seq))::int8[],
               \(batch.keys.map(\.table))::text[], \(batch.keys.map(\.id))::text[], \(batch.origins)::text[],
-              \(batch.erasureKeys.map(\.table))::text[], \(batch.erasureKeys.map(\.id))::text[], \(lo)::int8, \(hi)::int8)
+              \(batch.erasureKeys.map(\.table))::text[], \(batch.erasureKeys.map(\.id))::text[], \(lo)::int8, \(hi)::int8,
+              \(lookups.ranges.map(\.origin))::text[], \(lookups.ranges.map(\.lo))::int8[], \(lookups.ranges.map(\.hi))::int8[],
+              \(origins)::text[], \(seqs)::int8[])
             """)
+        // A range read of the log returns the origin's other entries in it too: kept only
+        // for the batch's own identities.
+        let asked = lookups.ranges.isEmpty ? [] : Set(batch.identities)
         var state = StoreState(identities: batch.identities, keysAsked: batch.keys)
         var purgedThrough: [String: Int64] = [:]
         for try await row in rows {
             let (kind, a, b, c, d, e, f, n1, n2) = try row.decode((Int32, String, String?, String?, String?, String?, String?, Int64?, Int64?).self)
             switch kind {
             case 0:
-                state.held[Identity(origin: a, seq: n1 ?? 0)] = UInt64(bitPattern: n2 ?? 0)
+                let id = Identity(origin: a, seq: n1 ?? 0)
+                if lookups.ranges.isEmpty || asked.contains(id) { state.held[id] = UInt64(bitPattern: n2 ?? 0) }
             case 1:
                 state.quarantined[Identity(origin: a, seq: n1 ?? 0)] = .init(code: b ?? "", receivedAtMillis: n2 ?? 0, receivedFrom: c ?? "")
             case 3:
@@ -403,6 +410,31 @@ private struct Batch {
 private struct Identity: Hashable {
     let origin: String
     let seq: Int64
+}
+
+/// How a push's read finds its identities in the log: an origin's identities lying close
+/// together (the span of their sequences at most twice their count, as when a node pushes
+/// its log in order) as one range of the log's index; the others one by one. The span bound
+/// keeps what a range reads within twice what the batch holds, whatever the sequences a
+/// node sends.
+private struct IdentityLookups {
+    var single: [Identity] = []
+    var ranges: [(origin: String, lo: Int64, hi: Int64)] = []
+
+    init(_ identities: [Identity]) {
+        var byOrigin: [String: [Int64]] = [:]
+        for id in identities { byOrigin[id.origin, default: []].append(id.seq) }
+        for (origin, seqs) in byOrigin {
+            // Sequences are within `Change.sequenceRange` (non-negative), so the span cannot
+            // overflow.
+            let (lo, hi) = (seqs.min()!, seqs.max()!)
+            if seqs.count > 1, hi - lo < 2 * Int64(seqs.count) {
+                ranges.append((origin, lo, hi))
+            } else {
+                single += seqs.map { Identity(origin: origin, seq: $0) }
+            }
+        }
+    }
 }
 
 private struct RecordKey: Hashable {

@@ -302,7 +302,9 @@ extension PostgresPushTests {
                     _ = try await client.query(PostgresQuery(unsafeSQL: "VACUUM ANALYZE \"\(schema)\".\(table)")).collect()
                 }
                 let maxSeq = Change.sequenceRange.upperBound
-                let read = "SELECT count(*) FROM \"\(schema)\".ts_read_push('{d1}', '{1}', '{customers}', '{c-0}', '{d1}', '{}', '{}', 1, \(maxSeq))"
+                // One identity on its own, two more as a range of the log (as a push of several does).
+                let read = "SELECT count(*) FROM \"\(schema)\".ts_read_push('{d1}', '{1}', '{customers}', '{c-0}', '{d1}', '{}', '{}', 1, \(maxSeq), "
+                    + "'{d1}', '{2}', '{3}', '{d1,d1,d1}', '{1,2,3}')"
                 // The check alone: the identity held, nothing else read, nothing written.
                 let empty = Array(repeating: "'{}'", count: 12), emptyWrites = Array(repeating: "'{}'", count: 50)
                 let arguments = ["true", "'{d1}'", "'{1}'", "1"] + empty + ["0"] + emptyWrites + ["0"] + Array(repeating: "'{}'", count: 4) + ["'unused'", "'unused'", "NULL", "NULL"]
