@@ -37,7 +37,8 @@ extension PostgresTenantSchema {
               q_o text[], q_s int8[], q_from text[], q_at int8[], q_code text[], q_reason text[], q_change text[],
               s_t text[], s_i text[], s_f text[], s_v text[],
               erasure_gen int8, er_o text[], er_s int8[], er_e text[], er_at int8[],
-              notify_channel text, notify_tenant text, cursor_key text, cursor_value text)
+              notify_channel text, notify_tenant text, cursor_key text, cursor_value text,
+              rg_o text[], rg_lo int8[], rg_hi int8[], rg_n int8[], ident_all_o text[], ident_all_s int8[])
             RETURNS int8 LANGUAGE plpgsql
               \(Self.keyedPlanSettings) AS $fn$
             DECLARE
@@ -59,9 +60,16 @@ extension PostgresTenantSchema {
                     FROM unnest(ident_o, ident_s) AS u(o, s)
                     LEFT JOIN LATERAL (SELECT c.origin FROM \(q(.changes)) c WHERE c.origin = u.o AND c.origin_seq = u.s OFFSET 0) c ON true)
                    <> held_count
-                OR (SELECT count(x.origin) FROM unnest(ident_o, ident_s) AS u(o, s)
-                    LEFT JOIN LATERAL (SELECT x.origin FROM \(q(.quarantine)) x WHERE x.origin = u.o AND x.origin_seq = u.s OFFSET 0) x ON true)
-                   <> cardinality(qx_o)
+                -- Identities read as a range of the log (`ts_read_push`): the range holds as
+                -- many entries as it did then, so none of them was logged or purged since.
+                OR EXISTS (SELECT 1 FROM unnest(rg_o, rg_lo, rg_hi, rg_n) AS u(o, lo, hi, n)
+                    WHERE (SELECT count(*) FROM \(q(.changes)) c WHERE c.origin = u.o AND c.origin_seq BETWEEN u.lo AND u.hi) <> u.n)
+                -- Quarantine holds no row of the batch it did not hold when read; an empty
+                -- quarantine (the usual case) is not probed.
+                OR (CASE WHEN EXISTS (SELECT 1 FROM \(q(.quarantine))) THEN
+                      (SELECT count(x.origin) FROM unnest(ident_all_o, ident_all_s) AS u(o, s)
+                       LEFT JOIN LATERAL (SELECT x.origin FROM \(q(.quarantine)) x WHERE x.origin = u.o AND x.origin_seq = u.s OFFSET 0) x ON true)
+                    ELSE 0 END) <> cardinality(qx_o)
                 OR (SELECT count(x.origin) FROM unnest(qx_o, qx_s, qx_code, qx_at, qx_from) AS u(o, s, c, a, f)
                     LEFT JOIN LATERAL (SELECT x.origin FROM \(q(.quarantine)) x WHERE x.origin = u.o AND x.origin_seq = u.s
                       AND x.code = u.c AND x.received_at = u.a AND x.received_from = u.f OFFSET 0) x ON true) <> cardinality(qx_o)

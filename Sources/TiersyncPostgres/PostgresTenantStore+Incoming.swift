@@ -161,12 +161,15 @@ extension PostgresTenantStore {
         // for the batch's own identities.
         let asked = lookups.ranges.isEmpty ? [] : Set(batch.identities)
         var state = StoreState(identities: batch.identities, keysAsked: batch.keys)
+        state.lookups = lookups
+        let rangeOrigins = Set(lookups.ranges.map(\.origin))
         var purgedThrough: [String: Int64] = [:]
         for try await row in rows {
             let (kind, a, b, c, d, e, f, n1, n2) = try row.decode((Int32, String, String?, String?, String?, String?, String?, Int64?, Int64?).self)
             switch kind {
             case 0:
                 let id = Identity(origin: a, seq: n1 ?? 0)
+                if rangeOrigins.contains(a) { state.rangeEntries[a, default: 0] += 1 }
                 if lookups.ranges.isEmpty || asked.contains(id) { state.held[id] = UInt64(bitPattern: n2 ?? 0) }
             case 1:
                 state.quarantined[Identity(origin: a, seq: n1 ?? 0)] = .init(code: b ?? "", receivedAtMillis: n2 ?? 0, receivedFrom: c ?? "")
@@ -342,9 +345,10 @@ extension PostgresTenantStore {
         let read = Array(state.recordsAsRead)
         let absent = Array(Set(state.keysAsked).subtracting(state.records.keys))
         let (records, log, conflicts, entries) = (plan.records, plan.log, plan.conflicts, plan.entries)
+        let (singles, ranges) = (state.lookups.single, state.lookups.ranges)
         return """
-            SELECT \(unescaped: "\"\(tenantSchema.name)\".ts_apply_push")(\(verify), \(state.identities.map(\.origin))::text[], \(state.identities.map(\.seq))::int8[],
-              \(Int64(state.held.count + state.purged.count)),
+            SELECT \(unescaped: "\"\(tenantSchema.name)\".ts_apply_push")(\(verify), \(singles.map(\.origin))::text[], \(singles.map(\.seq))::int8[],
+              \(Int64(singles.count { state.held[$0] != nil || state.purged.contains($0) })),
               \(expectedQuarantine.map(\.key.origin))::text[], \(expectedQuarantine.map(\.key.seq))::int8[], \(expectedQuarantine.map(\.value.code))::text[],
               \(expectedQuarantine.map(\.value.receivedAtMillis))::int8[], \(expectedQuarantine.map(\.value.receivedFrom))::text[],
               \(read.map(\.key.table))::text[], \(read.map(\.key.id))::text[], \(read.map(\.value.versions))::text[], \(read.map(\.value.tombstone))::text[],
@@ -366,7 +370,10 @@ extension PostgresTenantStore {
               \(plan.settled.tables)::text[], \(plan.settled.ids)::text[], \(plan.settled.fields)::text[], \(plan.settled.versions)::text[],
               \(state.erasureGeneration), \(plan.erasedRefusals.map(\.0.origin))::text[], \(plan.erasedRefusals.map(\.0.seq))::int8[],
               \(plan.erasedRefusals.map(\.1))::text[], \(plan.erasedRefusals.map(\.2))::int8[],
-              \(PostgresNotifier.defaultChannel), \(tenant.rawValue), \(cursor?.key)::text, \(cursor?.value)::text)
+              \(PostgresNotifier.defaultChannel), \(tenant.rawValue), \(cursor?.key)::text, \(cursor?.value)::text,
+              \(ranges.map(\.origin))::text[], \(ranges.map(\.lo))::int8[], \(ranges.map(\.hi))::int8[],
+              \(ranges.map { state.rangeEntries[$0.origin] ?? 0 })::int8[],
+              \(state.identities.map(\.origin))::text[], \(state.identities.map(\.seq))::int8[])
             """
     }
 }
@@ -480,6 +487,10 @@ private struct StoreState {
     var erasureGeneration: Int64 = 0
     /// Identities of the batch applied here and purged since (PostgresTenantStore+Retention).
     var purged: Set<Identity> = []
+    /// How the read looked the identities up (``IdentityLookups``).
+    var lookups = IdentityLookups([])
+    /// Per origin read as a range: the log entries the range held, the batch's or not.
+    var rangeEntries: [String: Int64] = [:]
 }
 
 /// What a judged push writes, and what it reports.

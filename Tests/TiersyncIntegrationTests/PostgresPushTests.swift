@@ -117,6 +117,68 @@ struct PostgresPushTests {
         #expect(retried > 0, "no push met another's write between its read and its write; the test did not race")
     }
 
+    @Test("the same push arriving at two processes at once (a retry landing elsewhere) is applied once, even where it changes no record: its identities, read as one range of the log, are found logged by the other under the lock and counted as duplicates")
+    func samePushOnTwoProcesses() async throws {
+        let rounds = 12, perBatch = 40, recordCount = 5
+        let batches = try Self.contendedBatches(origins: ["d1"], batches: rounds, perBatch: perBatch, records: recordCount)["d1"]!
+        // Every record written first with a later stamp, so d1's changes lose every field and
+        // change no record: only the log's identities tell the two pushes apart.
+        let dir = try TempDir()
+        let newer = try NodeStore(path: "\(dir.path)/d2.sqlite")
+        try newer.setIdentity(NodeIdentity(tenant: "acme", node: "d2", parent: "hq"))
+        let later = try newer.commit((0..<recordCount).map { .upsert("customers", id: "c-\($0)", ["last_name": .string("Later"), "first_name": .string("L")]) },
+                                     wallMillis: 1_900_000_000_000)
+        let logs = CapturedLogs()
+        try await TestPostgres.withFreshDatabase { endpoint in
+            try await withPostgresClient(endpoint) { clientA in
+                try await withPostgresClient(endpoint) { clientB in
+                    let a = PostgresTenantStore(client: clientA, tenant: "acme", logger: logs.logger(label: "a"), rootOf: { _ in "hq" })
+                    let b = PostgresTenantStore(client: clientB, tenant: "acme", logger: logs.logger(label: "b"), rootOf: { _ in "hq" })
+                    _ = try await a.feedHead()
+                    _ = try await b.feedHead()
+                    let now = WallClock.nowMillis()
+                    _ = try await a.applyIncoming(later, from: "d2", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)
+                    let recordsBefore = try await a.liveRecords(inTable: "customers").map { "\($0.id) \(CanonicalJSON.object($0.values))" }
+                    for batch in batches {
+                        async let first = a.applyIncoming(batch, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)
+                        async let second = b.applyIncoming(batch, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)
+                        let (x, y) = try await (first, second)
+                        #expect(x.applied + y.applied == perBatch && x.duplicates + y.duplicates == perBatch)
+                        #expect(x.rejected.isEmpty && y.rejected.isEmpty)
+                    }
+                    #expect(try await a.feedHead() == Int64(recordCount + rounds * perBatch))
+                    #expect(try await b.highestSeq(of: "d1") == Int64(rounds * perBatch))
+                    #expect(try await b.liveRecords(inTable: "customers").map { "\($0.id) \(CanonicalJSON.object($0.values))" } == recordsBefore)
+                }
+            }
+        }
+        let retried = logs.all.filter { $0.message.contains("judging it again") }.count
+        #expect(retried > 0, "no push met the other's write between its read and its write; the test did not race")
+    }
+
+    @Test("a retry mixing logged and new changes of one origin, with gaps (read as one range of the log, which also holds changes it does not carry): the logged ones are duplicates, the new ones applied, nothing else counted")
+    func retryWithGapsReadAsRange() async throws {
+        try await TestPostgres.withFreshDatabase { endpoint in
+            try await withPostgresClient(endpoint) { client in
+                let store = PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" })
+                let dir = try TempDir()
+                let dealer = try NodeStore(path: "\(dir.path)/d1.sqlite")
+                try dealer.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
+                let all = try dealer.commit((1...8).map { .upsert("customers", id: "c-\($0)", ["last_name": .string("N\($0)")]) })
+                #expect(all.map(\.originSeq) == Array(1...8))
+                let now = WallClock.nowMillis()
+                let first = try await store.applyIncoming(Array(all[0..<6]), from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)
+                #expect(first.applied == 6)
+                // Sequences 2, 4, 7, 8: one range 2…8, which holds 3, 5 and 6 too.
+                let retry = try await store.applyIncoming([all[1], all[3], all[6], all[7]], from: "d1", source: .child, checkSkew: false, gate: nil,
+                                                          cursor: nil, wallMillis: now)
+                #expect(retry.duplicates == 2 && retry.applied == 2 && retry.rejected.isEmpty)
+                #expect(try await store.feedHead() == 8)
+                #expect(try await store.liveRecords(inTable: "customers").count == 8)
+            }
+        }
+    }
+
     @Test("the hub's own writes from two processes at once (administrators resolving conflicts): each numbered once, 1…n, none lost, each newer than the value it overwrites")
     func racingHubWrites() async throws {
         try await TestPostgres.withFreshDatabase { endpoint in
@@ -308,6 +370,7 @@ extension PostgresPushTests {
                 // The check alone: the identity held, nothing else read, nothing written.
                 let empty = Array(repeating: "'{}'", count: 12), emptyWrites = Array(repeating: "'{}'", count: 50)
                 let arguments = ["true", "'{d1}'", "'{1}'", "1"] + empty + ["0"] + emptyWrites + ["0"] + Array(repeating: "'{}'", count: 4) + ["'unused'", "'unused'", "NULL", "NULL"]
+                    + Array(repeating: "'{}'", count: 4) + ["'{d1}'", "'{1}'"]
                 let check = "SELECT \"\(schema)\".ts_apply_push(\(arguments.joined(separator: ", ")))"
                 try await client.withConnection { probe in
                     let logger = Logger(label: "test")
