@@ -58,7 +58,7 @@ public struct DialogueFacts: Sendable, Hashable {
         func sameBytes(_ x: String?, _ y: String?) -> Bool {
             switch (x, y) {
             case (nil, nil): true
-            case let (x?, y?): x.utf8.elementsEqual(y.utf8)
+            case let (x?, y?): FollowUpGroup.sameUTF8(x, y)
             default: false
             }
         }
@@ -99,7 +99,16 @@ public struct FollowUpGroup: Hashable, Sendable {
     }
 
     public static func == (a: FollowUpGroup, b: FollowUpGroup) -> Bool {
-        a.customer.utf8.elementsEqual(b.customer.utf8) && a.topic.utf8.elementsEqual(b.topic.utf8)
+        sameUTF8(a.customer, b.customer) && sameUTF8(a.topic, b.topic)
+    }
+
+    /// Whether two strings hold the same UTF-8 bytes, compared as two buffers (a recount
+    /// compares a million groups: `utf8.elementsEqual` walked them a byte at a time through
+    /// the generic iterator, 6 % of the recount).
+    static func sameUTF8(_ a: String, _ b: String) -> Bool {
+        guard a.utf8.count == b.utf8.count else { return false }
+        var (a, b) = (a, b)
+        return a.withUTF8 { x in b.withUTF8 { y in x.elementsEqual(y) } }
     }
 
     public func hash(into hasher: inout Hasher) {
