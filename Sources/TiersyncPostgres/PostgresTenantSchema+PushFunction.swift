@@ -60,10 +60,11 @@ extension PostgresTenantSchema {
                     FROM unnest(ident_o, ident_s) AS u(o, s)
                     LEFT JOIN LATERAL (SELECT c.origin FROM \(q(.changes)) c WHERE c.origin = u.o AND c.origin_seq = u.s OFFSET 0) c ON true)
                    <> held_count
-                -- Identities read as a range of the log (`ts_read_push`): the range holds as
-                -- many entries as it did then, so none of them was logged or purged since.
+                -- Identities read as a range (`ts_read_push`): the range holds as many
+                -- identities, logged or purged, as it did then, so none of them was applied
+                -- since (compaction moving one from the log to the purged ranges keeps the sum).
                 OR EXISTS (SELECT 1 FROM unnest(rg_o, rg_lo, rg_hi, rg_n) AS u(o, lo, hi, n)
-                    WHERE (SELECT count(*) FROM \(q(.changes)) c WHERE c.origin = u.o AND c.origin_seq BETWEEN u.lo AND u.hi) <> u.n)
+                    WHERE \(rangeHeldCount) <> u.n)
                 -- Quarantine holds no row of the batch it did not hold when read; an empty
                 -- quarantine (the usual case) is not probed.
                 OR (CASE WHEN EXISTS (SELECT 1 FROM \(q(.quarantine))) THEN
@@ -194,6 +195,8 @@ extension PostgresTenantSchema {
                 (SELECT max(x.origin_seq) FROM \(q(.quarantine)) x WHERE x.origin = o.o AND x.origin_seq BETWEEN p_lo AND p_hi)
               FROM unnest(p_batch_origins) AS o(o)
               UNION ALL
+              SELECT 7, u.o, NULL, NULL, NULL, NULL, NULL, \(rangePurgedCount), NULL FROM unnest(p_range_o, p_range_lo, p_range_hi) AS u(o, lo, hi)
+              UNION ALL
               SELECT 6, '', NULL, NULL, NULL, NULL, NULL, h.erasures, NULL FROM \(q(.head)) h WHERE h.id = 1;
               IF EXISTS (SELECT 1 FROM \(q(.quarantine))) THEN
                 RETURN QUERY
@@ -215,6 +218,22 @@ extension PostgresTenantSchema {
             END
             $fn$
             """
+    }
+
+    /// The identities of origin `u.o` from `u.lo` to `u.hi` held here: logged, or logged and
+    /// purged since. The check computes it whole, the read in two parts (its log rows and
+    /// ``rangePurgedCount``).
+    private var rangeHeldCount: String {
+        "((SELECT count(*) FROM \(qualified(.changes)) c WHERE c.origin = u.o AND c.origin_seq BETWEEN u.lo AND u.hi) + \(rangePurgedCount))"
+    }
+
+    /// The sequences of origin `u.o` from `u.lo` to `u.hi` within its purged ranges (disjoint,
+    /// `ts_note_purged`): the range holding `u.lo`, if any, and those starting after it, at
+    /// most as many as the sequences asked: two look-ups by key.
+    private var rangePurgedCount: String {
+        let p = qualified(.purgedRanges)
+        return "(COALESCE((SELECT GREATEST(LEAST(p.hi, u.hi) - u.lo + 1, 0) FROM \(p) p WHERE p.origin = u.o AND p.lo <= u.lo ORDER BY p.lo DESC LIMIT 1), 0)"
+            + " + COALESCE((SELECT sum(LEAST(p.hi, u.hi) - p.lo + 1) FROM \(p) p WHERE p.origin = u.o AND p.lo > u.lo AND p.lo <= u.hi), 0))::int8"
     }
 
     /// The settings of the functions on a push's path. Their statements are planned once

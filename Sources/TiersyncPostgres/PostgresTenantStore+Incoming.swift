@@ -185,6 +185,9 @@ extension PostgresTenantStore {
                 state.erasedRefusals.insert(Identity(origin: a, seq: n1 ?? 0))
             case 6:
                 state.erasureGeneration = n1 ?? 0
+            case 7:
+                // A range's identities purged here (`ts_apply_push` checks logged + purged).
+                state.rangeEntries[a, default: 0] += n1 ?? 0
             default:
                 guard let id = b, let fields = c, let versions = d, let route = f else { throw PostgresStoreError("a record of \(a) read without its state") }
                 let key = RecordKey(table: a, id: id)
@@ -489,7 +492,8 @@ private struct StoreState {
     var purged: Set<Identity> = []
     /// How the read looked the identities up (``IdentityLookups``).
     var lookups = IdentityLookups([])
-    /// Per origin read as a range: the log entries the range held, the batch's or not.
+    /// Per origin read as a range: the identities the range held (logged, or purged since
+    /// they were), the batch's or not.
     var rangeEntries: [String: Int64] = [:]
 }
 

@@ -179,6 +179,52 @@ struct PostgresPushTests {
         }
     }
 
+    @Test("the check under the lock counts a range's identities logged or purged: compaction moving one from the log to the purged ranges passes it, an identity applied and purged since the read fails it")
+    func rangeCheckCountsPurgedIdentities() async throws {
+        let logs = CapturedLogs()
+        try await TestPostgres.withFreshDatabase { endpoint in
+            try await withPostgresClient(endpoint) { client in
+                let store = PostgresTenantStore(client: client, tenant: "acme", logger: logs.logger(label: "a"), rootOf: { _ in "hq" })
+                let dir = try TempDir()
+                let dealer = try NodeStore(path: "\(dir.path)/d1.sqlite")
+                try dealer.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
+                let all = try dealer.commit((1...4).map { .upsert("customers", id: "c-\($0)", ["last_name": .string("N\($0)")]) })
+                _ = try await store.applyIncoming(all, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: WallClock.nowMillis())
+                let schema = PostgresTenantSchema(tenant: "acme").name
+                // The check alone, as a push of d1's sequences 1…6 that read `held` of them held
+                // (logged or purged): no identity on its own, one range, nothing written.
+                func holds(readHeld held: Int) async throws -> Bool {
+                    let empty = Array(repeating: "'{}'", count: 12), emptyWrites = Array(repeating: "'{}'", count: 50)
+                    let arguments = ["true", "'{}'", "'{}'", "0"] + empty + ["0"] + emptyWrites + ["0"] + Array(repeating: "'{}'", count: 4)
+                        + ["'unused'", "'unused'", "NULL", "NULL", "'{d1}'", "'{1}'", "'{6}'", "'{\(held)}'", "'{d1,d1,d1,d1,d1,d1}'", "'{1,2,3,4,5,6}'"]
+                    do {
+                        _ = try await client.query(PostgresQuery(unsafeSQL: "SELECT \"\(schema)\".ts_apply_push(\(arguments.joined(separator: ", ")))")).collect()
+                        return true
+                    } catch let error as PSQLError where error.serverInfo?[.sqlState] == "40001" {
+                        return false
+                    }
+                }
+                #expect(try await holds(readHeld: 4))
+                // Sequence 5 applied by another push and purged since: the log holds as many
+                // of the range as the read saw, but 5 was not held then.
+                _ = try await client.query(PostgresQuery(unsafeSQL: "SELECT \"\(schema)\".ts_note_purged('{d1}', '{5}')")).collect()
+                #expect(try await holds(readHeld: 4) == false, "an identity applied since the read went unnoticed: it would be applied twice")
+                // Compaction purges sequence 2 after a read that saw 1…5 held: the log holds 3
+                // of them, the purged ranges 2, and the reading still holds.
+                _ = try await client.query(PostgresQuery(unsafeSQL: "DELETE FROM \"\(schema)\".changes WHERE origin = 'd1' AND origin_seq = 2")).collect()
+                _ = try await client.query(PostgresQuery(unsafeSQL: "SELECT \"\(schema)\".ts_note_purged('{d1}', '{2}')")).collect()
+                #expect(try await holds(readHeld: 5), "compaction made a push judge again what it read right")
+                // A push of 1…6 reads the same: 1…5 held (3 logged, 2 purged), 6 new, and its
+                // check agrees with its read the first time.
+                let more = try dealer.commit((5...6).map { .upsert("customers", id: "c-\($0)", ["last_name": .string("N\($0)")]) })
+                let report = try await store.applyIncoming(all + more, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil,
+                                                           wallMillis: WallClock.nowMillis())
+                #expect(report.duplicates == 5 && report.applied == 1 && report.rejected.isEmpty)
+                #expect(logs.all.filter { $0.message.contains("judging it again") }.isEmpty, "the read and the check counted the range differently")
+            }
+        }
+    }
+
     @Test("the hub's own writes from two processes at once (administrators resolving conflicts): each numbered once, 1…n, none lost, each newer than the value it overwrites")
     func racingHubWrites() async throws {
         try await TestPostgres.withFreshDatabase { endpoint in
