@@ -12,18 +12,18 @@
 // keeps it by name, but takes the name and text from the type (`static`), while ours carry
 // the tenant's schema. So one type, ``RuntimePreparedStatement``, reads its name and text
 // from a task-local value bound around the call (postgres-nio reads both in the calling task,
-// before and after leasing the connection). The name is a digest of the text, so a text
+// when the call is made). The name is a digest of the text, so a text
 // always has the same name and two texts never share one.
 //
 // A name postgres-nio failed to prepare stays failed on that connection, and a statement
-// prepared before its tenant's functions were replaced with another result type fails at
-// every call; on either error the names change (``PreparedNames/generation``) and the
-// statements are prepared again under new ones.
+// prepared before its tenant's functions were replaced by ones of another shape fails at
+// every call; on either error the connection is closed (its prepared statements go with it,
+// on both sides) and the call runs once more on another. Closing rather than renaming keeps
+// what a connection prepares bounded by the statements it serves, whatever the errors.
 
 import Crypto
 import Logging
 import PostgresNIO
-import Synchronization
 
 /// A statement whose text is known only at run time, prepared by postgres-nio under a name
 /// derived from its text. Used only through ``PostgresClient/preparedRows(_:logger:)``.
@@ -42,27 +42,24 @@ struct RuntimePreparedStatement: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> PostgresRow { row }
 }
 
-/// How prepared statements are named.
+/// How prepared statements are named, and when one can no longer serve.
 enum PreparedNames {
-    /// Bumped when a prepared statement could no longer be used on some connection: every
-    /// name changes, so each connection prepares its statements again.
-    static let generation = Atomic<Int>(0)
-
-    /// `ts` with the first 12 bytes of the text's SHA-256 and the generation: under
-    /// PostgreSQL's 63 bytes for a statement's name, whatever the tenant's id.
+    /// `ts` and the first 12 bytes of the text's SHA-256 as hex: under PostgreSQL's 63 bytes
+    /// for a statement's name, whatever the tenant's id.
     static func name(for sql: String) -> String {
-        let digest = SHA256.hash(data: Array(sql.utf8))
-        var name = "ts"
-        for byte in digest.prefix(12) {
-            name += String(byte, radix: 16).count == 1 ? "0" + String(byte, radix: 16) : String(byte, radix: 16)
+        let hex = Array("0123456789abcdef".utf8)
+        var name = Array("ts".utf8)
+        for byte in SHA256.hash(data: Array(sql.utf8)).prefix(12) {
+            name.append(hex[Int(byte >> 4)])
+            name.append(hex[Int(byte & 0x0f)])
         }
-        return name + "_\(generation.load(ordering: .relaxed))"
+        return String(decoding: name, as: UTF8.self)
     }
 
-    /// Whether `error` means the statement as prepared cannot serve again: not prepared
-    /// (undefined object, syntax), or its cached plan now invalid for good (a function or
-    /// table replaced by one of another shape: SQLSTATE 0A000, "cached plan must not change
-    /// result type"; 26000, no such prepared statement).
+    /// Whether `error` means the statement as prepared on that connection cannot serve again:
+    /// not prepared (undefined object, syntax: postgres-nio keeps the failure), or its cached
+    /// plan invalid for good (a function or table replaced by one of another shape: SQLSTATE
+    /// 0A000, "cached plan must not change result type"; 26000, no such prepared statement).
     static func invalidates(_ error: PSQLError) -> Bool {
         guard let state = error.serverInfo?[.sqlState] else { return false }
         return state == "0A000" || state == "26000" || state.hasPrefix("42") || state.hasPrefix("3F")
@@ -71,22 +68,31 @@ enum PreparedNames {
 
 extension PostgresClient {
     /// Runs `query` as a prepared statement named by its text (see the file's comment), on a
-    /// pooled connection, and returns its rows as they stream. Only for a statement run on its
-    /// own (autocommit): one that fails as prepared is run once more under a new name, which
+    /// pooled connection, and returns its rows. Only for a statement run on its own
+    /// (autocommit): one that fails as prepared runs once more on another connection, which
     /// is safe because a failed statement has changed nothing.
-    func preparedRows(_ query: PostgresQuery, logger: Logger) async throws -> AsyncThrowingMapSequence<PostgresRowSequence, PostgresRow> {
-        let sql = query.sql
-        func run() async throws -> AsyncThrowingMapSequence<PostgresRowSequence, PostgresRow> {
-            try await RuntimePreparedStatement.$current.withValue((name: PreparedNames.name(for: sql), sql: sql)) {
-                try await execute(RuntimePreparedStatement(bindings: query.binds), logger: logger)
+    func preparedRows(_ query: PostgresQuery, logger: Logger) async throws -> [PostgresRow] {
+        let statement = (name: PreparedNames.name(for: query.sql), sql: query.sql)
+        for attempt in 1...2 {
+            do {
+                return try await withConnection { connection in
+                    do {
+                        var rows: [PostgresRow] = []
+                        let stream = try await RuntimePreparedStatement.$current.withValue(statement) {
+                            try await connection.execute(RuntimePreparedStatement(bindings: query.binds), logger: logger)
+                        }
+                        for try await row in stream { rows.append(row) }
+                        return rows
+                    } catch let error as PSQLError where PreparedNames.invalidates(error) {
+                        logger.debug("prepared statement unusable; closing its connection", metadata: ["sqlstate": "\(error.serverInfo?[.sqlState] ?? "")"])
+                        try? await connection.close()
+                        throw error
+                    }
+                }
+            } catch let error as PSQLError where PreparedNames.invalidates(error) && attempt == 1 {
+                continue
             }
         }
-        do {
-            return try await run()
-        } catch let error as PSQLError where PreparedNames.invalidates(error) {
-            PreparedNames.generation.add(1, ordering: .relaxed)
-            logger.debug("prepared statement unusable; preparing it again", metadata: ["sqlstate": "\(error.serverInfo?[.sqlState] ?? "")"])
-            return try await run()
-        }
+        preconditionFailure("unreachable: the second attempt returns or throws")
     }
 }

@@ -36,7 +36,7 @@ extension PostgresTenantStore {
         var head: Int64 = 0, candidateCount = 0, lastCandidate: Int64?, floor: Int64 = 0, foldedDue = false
         var out = "{\"changes\":["
         var count = 0
-        for try await row in try await client.preparedRows(query, logger: logger) {
+        for row in try await client.preparedRows(query, logger: logger) {
             let (kind, seq, a, b, origin, tbl, id, op, fields, prior, trail)
                 = try row.decode((Int32, Int64, Int64?, Int64?, String?, String?, String?, String?, String?, String?, String?).self)
             if kind == 0 {

@@ -76,7 +76,7 @@ extension PostgresTenantStore {
         let logger = self.logger
         if let connection {
             // Inside the caller's transaction, which holds the tenant's lock (an erasure).
-            let state = try await read(for: batch) { try await connection.query($0, logger: logger) }
+            let state = try await read(for: batch) { try await connection.query($0, logger: logger).collect() }
             let plan = judge(batch, state)
             _ = try await connection.query(call(plan, state, verify: false, cursor: cursorSetting), logger: logger).collect()
             return plan.report
@@ -87,7 +87,7 @@ extension PostgresTenantStore {
             do {
                 let state = try await read(for: batch) { try await self.client.preparedRows($0, logger: logger) }
                 let plan = judge(batch, state)
-                for try await _ in try await client.preparedRows(call(plan, state, verify: true, cursor: cursorSetting), logger: logger) {}
+                _ = try await client.preparedRows(call(plan, state, verify: true, cursor: cursorSetting), logger: logger)
                 return plan.report
             } catch let error as PSQLError where error.serverInfo?[.sqlState] == PostgresTenantSchema.staleReadState {
                 logger.debug("push read changed before its write; judging it again", metadata: ["tenant": "\(tenant)"])
@@ -96,7 +96,7 @@ extension PostgresTenantStore {
         return try await client.withTransaction(logger: logger) { connection in
             _ = try await connection.query("SELECT seq FROM \(unescaped: table(.head)) WHERE id = 1 FOR UPDATE", logger: logger).collect()
             // A fresh snapshot, taken now that the lock is held: nothing can change it.
-            let state = try await read(for: batch) { try await connection.query($0, logger: logger) }
+            let state = try await read(for: batch) { try await connection.query($0, logger: logger).collect() }
             let plan = judge(batch, state)
             _ = try await connection.query(call(plan, state, verify: false, cursor: cursorSetting), logger: logger).collect()
             return plan.report
@@ -120,7 +120,7 @@ extension PostgresTenantStore {
                            log: EncodedLogEntry(valid, trail: valid.trail(receivedAt: Hop(node: root, atMillis: wallMillis))))]
         let batch = Batch(changes: [change], ready: ready, sender: sender, source: source, gate: gate, wallMillis: wallMillis, routeAdding: [])
         let logger = self.logger
-        let state = try await read(for: batch) { try await connection.query($0, logger: logger) }
+        let state = try await read(for: batch) { try await connection.query($0, logger: logger).collect() }
         return judge(batch, state).report.applied == 1 && state.records.isEmpty
     }
 
@@ -144,8 +144,7 @@ extension PostgresTenantStore {
     /// Each table is probed per key (LATERAL), whatever the row estimates: compaction empties
     /// the log and vacuum leaves the estimates near zero while pushes refill it, and a join
     /// was then planned as the whole table against each key.
-    private func read<Rows: AsyncSequence>(for batch: Batch, _ run: (PostgresQuery) async throws -> Rows) async throws -> StoreState
-    where Rows.Element == PostgresRow {
+    private func read(for batch: Batch, _ run: (PostgresQuery) async throws -> [PostgresRow]) async throws -> StoreState {
         let changesTable = table(.changes)
         let (origins, seqs) = (batch.identities.map(\.origin), batch.identities.map(\.seq))
         let (lo, hi) = (Change.sequenceRange.lowerBound, Change.sequenceRange.upperBound)
@@ -164,7 +163,7 @@ extension PostgresTenantStore {
         state.lookups = lookups
         let rangeOrigins = Set(lookups.ranges.map(\.origin))
         var purgedThrough: [String: Int64] = [:]
-        for try await row in rows {
+        for row in rows {
             let (kind, a, b, c, d, e, f, n1, n2) = try row.decode((Int32, String, String?, String?, String?, String?, String?, Int64?, Int64?).self)
             switch kind {
             case 0:
@@ -208,7 +207,10 @@ extension PostgresTenantStore {
                 WHERE (SELECT p.hi FROM \(unescaped: table(.purgedRanges)) p WHERE p.origin = u.o AND p.lo <= u.s ORDER BY p.lo DESC LIMIT 1) >= u.s
                   AND NOT EXISTS (SELECT 1 FROM \(unescaped: changesTable) c WHERE c.origin = u.o AND c.origin_seq = u.s)
                 """)
-            for try await (origin, seq) in rows.decode((String, Int64).self) { state.purged.insert(Identity(origin: origin, seq: seq)) }
+            for row in rows {
+                let (origin, seq) = try row.decode((String, Int64).self)
+                state.purged.insert(Identity(origin: origin, seq: seq))
+            }
         }
         return state
     }
