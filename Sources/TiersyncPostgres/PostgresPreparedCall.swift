@@ -73,26 +73,28 @@ extension PostgresClient {
     /// is safe because a failed statement has changed nothing.
     func preparedRows(_ query: PostgresQuery, logger: Logger) async throws -> [PostgresRow] {
         let statement = (name: PreparedNames.name(for: query.sql), sql: query.sql)
-        for attempt in 1...2 {
-            do {
-                return try await withConnection { connection in
-                    do {
-                        var rows: [PostgresRow] = []
-                        let stream = try await RuntimePreparedStatement.$current.withValue(statement) {
-                            try await connection.execute(RuntimePreparedStatement(bindings: query.binds), logger: logger)
-                        }
-                        for try await row in stream { rows.append(row) }
-                        return rows
-                    } catch let error as PSQLError where PreparedNames.invalidates(error) {
-                        logger.debug("prepared statement unusable; closing its connection", metadata: ["sqlstate": "\(error.serverInfo?[.sqlState] ?? "")"])
-                        try? await connection.close()
-                        throw error
+        func run() async throws -> [PostgresRow] {
+            try await withConnection { connection in
+                do {
+                    var rows: [PostgresRow] = []
+                    let stream = try await RuntimePreparedStatement.$current.withValue(statement) {
+                        try await connection.execute(RuntimePreparedStatement(bindings: query.binds), logger: logger)
                     }
+                    for try await row in stream { rows.append(row) }
+                    return rows
+                } catch let error as PSQLError where PreparedNames.invalidates(error) {
+                    // A persistent error of this kind (a tenant's schema dropped under a running
+                    // hub) closes a connection per call: churn, never growth.
+                    logger.debug("prepared statement unusable; closing its connection", metadata: ["sqlstate": "\(error.serverInfo?[.sqlState] ?? "")"])
+                    try? await connection.close()
+                    throw error
                 }
-            } catch let error as PSQLError where PreparedNames.invalidates(error) && attempt == 1 {
-                continue
             }
         }
-        preconditionFailure("unreachable: the second attempt returns or throws")
+        do {
+            return try await run()
+        } catch let error as PSQLError where PreparedNames.invalidates(error) {
+            return try await run()
+        }
     }
 }

@@ -18,8 +18,11 @@ struct PreparedStatementTests {
         configuration.options.maximumConnections = 1
         let client = PostgresClient(configuration: configuration)
         let running = Task { await client.run() }
-        defer { running.cancel() }
-        return try await body(client)
+        let outcome: Result<T, any Error>
+        do { outcome = .success(try await body(client)) } catch { outcome = .failure(error) }
+        running.cancel()
+        await awaitEnd(of: running, within: .seconds(5))
+        return try outcome.get()
     }
 
     private let logger = Logger(label: "tiersync.test")
