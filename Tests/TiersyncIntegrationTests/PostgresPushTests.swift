@@ -27,6 +27,32 @@ struct PostgresPushTests {
         return out
     }
 
+    /// Two stores on one tenant's schema, each through a client of its own (two processes'
+    /// pools), both prepared.
+    static func withTwoProcessStores(logs: CapturedLogs, _ body: (PostgresTenantStore, PostgresTenantStore) async throws -> Void) async throws {
+        try await TestPostgres.withFreshDatabase { endpoint in
+            try await withPostgresClient(endpoint) { clientA in
+                try await withPostgresClient(endpoint) { clientB in
+                    let a = PostgresTenantStore(client: clientA, tenant: "acme", logger: logs.logger(label: "a"), rootOf: { _ in "hq" })
+                    let b = PostgresTenantStore(client: clientB, tenant: "acme", logger: logs.logger(label: "b"), rootOf: { _ in "hq" })
+                    _ = try await a.feedHead()
+                    _ = try await b.feedHead()
+                    try await body(a, b)
+                }
+            }
+        }
+    }
+
+    /// A call of `ts_apply_push` that only checks a reading (`verify`, nothing to write), in
+    /// the function's parameter order: `singles` its identities probed one by one and how
+    /// many were held, `ranges` its ranges with what each held, `all` every identity.
+    static func checkOnly(schema: String, singles: String = "'{}', '{}', 0", ranges: String = "'{}', '{}', '{}', '{}'", all: String) -> String {
+        let expectedReads = Array(repeating: "'{}'", count: 12), writes = Array(repeating: "'{}'", count: 50)
+        let arguments = ["true", singles] + expectedReads + ["0"] + writes + ["0"] + Array(repeating: "'{}'", count: 4)
+            + ["'unused'", "'unused'", "NULL", "NULL", ranges, all]
+        return "SELECT \"\(schema)\".ts_apply_push(\(arguments.joined(separator: ", ")))"
+    }
+
     @Test("a write PostgreSQL fails while running it is never acknowledged: the push throws, nothing is kept, and the same push applies once the cause is gone")
     func failedWriteIsNotAcknowledged() async throws {
         try await TestPostgres.withFreshDatabase { endpoint in
@@ -76,41 +102,32 @@ struct PostgresPushTests {
             return try await store.liveRecords(inTable: "customers").map { "\($0.id) \(CanonicalJSON.object($0.values))" }
         }
         let logs = CapturedLogs()
-        try await TestPostgres.withFreshDatabase { endpoint in
-            try await withPostgresClient(endpoint) { clientA in
-                try await withPostgresClient(endpoint) { clientB in
-                    // Two clients (two processes' pools) on one tenant's schema.
-                    let a = PostgresTenantStore(client: clientA, tenant: "acme", logger: logs.logger(label: "a"), rootOf: { _ in "hq" })
-                    let b = PostgresTenantStore(client: clientB, tenant: "acme", logger: logs.logger(label: "b"), rootOf: { _ in "hq" })
-                    _ = try await a.feedHead()
-                    _ = try await b.feedHead()
-                    var applied = 0
-                    try await withThrowingTaskGroup(of: Int.self) { group in
-                        for (i, origin) in origins.enumerated() {
-                            let store = i.isMultiple(of: 2) ? a : b
-                            group.addTask {
-                                var applied = 0
-                                for batch in batches[origin]! {
-                                    let r = try await store.applyIncoming(batch, from: origin, source: .child, checkSkew: false, gate: nil,
-                                                                          cursor: nil, wallMillis: now)
-                                    #expect(r.rejected.isEmpty && r.duplicates == 0)
-                                    applied += r.applied
-                                }
-                                return applied
-                            }
+        try await Self.withTwoProcessStores(logs: logs) { a, b in
+            var applied = 0
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for (i, origin) in origins.enumerated() {
+                    let store = i.isMultiple(of: 2) ? a : b
+                    group.addTask {
+                        var applied = 0
+                        for batch in batches[origin]! {
+                            let r = try await store.applyIncoming(batch, from: origin, source: .child, checkSkew: false, gate: nil,
+                                                                  cursor: nil, wallMillis: now)
+                            #expect(r.rejected.isEmpty && r.duplicates == 0)
+                            applied += r.applied
                         }
-                        for try await n in group { applied += n }
+                        return applied
                     }
-                    #expect(applied == total)
-                    #expect(try await a.feedHead() == Int64(total))
-                    for origin in origins { #expect(try await a.highestSeq(of: origin) == Int64(batchCount * perBatch)) }
-                    // Positions are dense: every one of 1…total holds exactly one change.
-                    let page = try await a.encodedFeed(after: 0, scope: Scope(nodes: nil), excluding: nil, limit: total + 10)
-                    #expect(page.count == total && page.nextCursor == Int64(total))
-                    let records = try await b.liveRecords(inTable: "customers").map { "\($0.id) \(CanonicalJSON.object($0.values))" }
-                    #expect(records == expected)
                 }
+                for try await n in group { applied += n }
             }
+            #expect(applied == total)
+            #expect(try await a.feedHead() == Int64(total))
+            for origin in origins { #expect(try await a.highestSeq(of: origin) == Int64(batchCount * perBatch)) }
+            // Positions are dense: every one of 1…total holds exactly one change.
+            let page = try await a.encodedFeed(after: 0, scope: Scope(nodes: nil), excluding: nil, limit: total + 10)
+            #expect(page.count == total && page.nextCursor == Int64(total))
+            let records = try await b.liveRecords(inTable: "customers").map { "\($0.id) \(CanonicalJSON.object($0.values))" }
+            #expect(records == expected)
         }
         // The race happened: some pushes found their reading changed and were judged again.
         let retried = logs.all.filter { $0.message.contains("judging it again") }.count
@@ -129,28 +146,20 @@ struct PostgresPushTests {
         let later = try newer.commit((0..<recordCount).map { .upsert("customers", id: "c-\($0)", ["last_name": .string("Later"), "first_name": .string("L")]) },
                                      wallMillis: 1_900_000_000_000)
         let logs = CapturedLogs()
-        try await TestPostgres.withFreshDatabase { endpoint in
-            try await withPostgresClient(endpoint) { clientA in
-                try await withPostgresClient(endpoint) { clientB in
-                    let a = PostgresTenantStore(client: clientA, tenant: "acme", logger: logs.logger(label: "a"), rootOf: { _ in "hq" })
-                    let b = PostgresTenantStore(client: clientB, tenant: "acme", logger: logs.logger(label: "b"), rootOf: { _ in "hq" })
-                    _ = try await a.feedHead()
-                    _ = try await b.feedHead()
-                    let now = WallClock.nowMillis()
-                    _ = try await a.applyIncoming(later, from: "d2", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)
-                    let recordsBefore = try await a.liveRecords(inTable: "customers").map { "\($0.id) \(CanonicalJSON.object($0.values))" }
-                    for batch in batches {
-                        async let first = a.applyIncoming(batch, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)
-                        async let second = b.applyIncoming(batch, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)
-                        let (x, y) = try await (first, second)
-                        #expect(x.applied + y.applied == perBatch && x.duplicates + y.duplicates == perBatch)
-                        #expect(x.rejected.isEmpty && y.rejected.isEmpty)
-                    }
-                    #expect(try await a.feedHead() == Int64(recordCount + rounds * perBatch))
-                    #expect(try await b.highestSeq(of: "d1") == Int64(rounds * perBatch))
-                    #expect(try await b.liveRecords(inTable: "customers").map { "\($0.id) \(CanonicalJSON.object($0.values))" } == recordsBefore)
-                }
+        try await Self.withTwoProcessStores(logs: logs) { a, b in
+            let now = WallClock.nowMillis()
+            _ = try await a.applyIncoming(later, from: "d2", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)
+            let recordsBefore = try await a.liveRecords(inTable: "customers").map { "\($0.id) \(CanonicalJSON.object($0.values))" }
+            for batch in batches {
+                async let first = a.applyIncoming(batch, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)
+                async let second = b.applyIncoming(batch, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)
+                let (x, y) = try await (first, second)
+                #expect(x.applied + y.applied == perBatch && x.duplicates + y.duplicates == perBatch)
+                #expect(x.rejected.isEmpty && y.rejected.isEmpty)
             }
+            #expect(try await a.feedHead() == Int64(recordCount + rounds * perBatch))
+            #expect(try await b.highestSeq(of: "d1") == Int64(rounds * perBatch))
+            #expect(try await b.liveRecords(inTable: "customers").map { "\($0.id) \(CanonicalJSON.object($0.values))" } == recordsBefore)
         }
         let retried = logs.all.filter { $0.message.contains("judging it again") }.count
         #expect(retried > 0, "no push met the other's write between its read and its write; the test did not race")
@@ -194,11 +203,9 @@ struct PostgresPushTests {
                 // The check alone, as a push of d1's sequences 1…6 that read `held` of them held
                 // (logged or purged): no identity on its own, one range, nothing written.
                 func holds(readHeld held: Int) async throws -> Bool {
-                    let empty = Array(repeating: "'{}'", count: 12), emptyWrites = Array(repeating: "'{}'", count: 50)
-                    let arguments = ["true", "'{}'", "'{}'", "0"] + empty + ["0"] + emptyWrites + ["0"] + Array(repeating: "'{}'", count: 4)
-                        + ["'unused'", "'unused'", "NULL", "NULL", "'{d1}'", "'{1}'", "'{6}'", "'{\(held)}'", "'{d1,d1,d1,d1,d1,d1}'", "'{1,2,3,4,5,6}'"]
+                    let check = Self.checkOnly(schema: schema, ranges: "'{d1}', '{1}', '{6}', '{\(held)}'", all: "'{d1,d1,d1,d1,d1,d1}', '{1,2,3,4,5,6}'")
                     do {
-                        _ = try await client.query(PostgresQuery(unsafeSQL: "SELECT \"\(schema)\".ts_apply_push(\(arguments.joined(separator: ", ")))")).collect()
+                        _ = try await client.query(PostgresQuery(unsafeSQL: check)).collect()
                         return true
                     } catch let error as PSQLError where error.serverInfo?[.sqlState] == "40001" {
                         return false
@@ -414,10 +421,7 @@ extension PostgresPushTests {
                 let read = "SELECT count(*) FROM \"\(schema)\".ts_read_push('{d1}', '{1}', '{customers}', '{c-0}', '{d1}', '{}', '{}', 1, \(maxSeq), "
                     + "'{d1}', '{2}', '{3}', '{d1,d1,d1}', '{1,2,3}')"
                 // The check alone: the identity held, nothing else read, nothing written.
-                let empty = Array(repeating: "'{}'", count: 12), emptyWrites = Array(repeating: "'{}'", count: 50)
-                let arguments = ["true", "'{d1}'", "'{1}'", "1"] + empty + ["0"] + emptyWrites + ["0"] + Array(repeating: "'{}'", count: 4) + ["'unused'", "'unused'", "NULL", "NULL"]
-                    + Array(repeating: "'{}'", count: 4) + ["'{d1}'", "'{1}'"]
-                let check = "SELECT \"\(schema)\".ts_apply_push(\(arguments.joined(separator: ", ")))"
+                let check = Self.checkOnly(schema: schema, singles: "'{d1}', '{1}', 1", all: "'{d1}', '{1}'")
                 try await client.withConnection { probe in
                     let logger = Logger(label: "test")
                     // Planned now, on this connection, with tables of one row.
