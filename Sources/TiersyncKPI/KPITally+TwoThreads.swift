@@ -6,9 +6,9 @@ extension KPITally {
     /// its connection's thread) and hands every dialogue it reads to the closure it is given.
     /// Dialogues are gathered in batches; a full batch goes to a second thread when that
     /// thread has at most one batch waiting, and is counted on the calling thread otherwise,
-    /// so both threads stay busy whatever reading and counting cost each. The second
-    /// thread's tally is merged at the end: the totals equal those of one tally that added
-    /// every dialogue (sums add in any order; first-contact resolution orders each group
+    /// so both threads stay busy whatever reading and counting cost each. The two tallies
+    /// are merged at the end, the smaller into the larger: the totals equal those of one
+    /// tally that added every dialogue (sums add in any order; first-contact resolution orders each group
     /// when ``totals()`` runs).
     ///
     /// The calling thread never depends on the second one making progress it has not begun:
@@ -48,8 +48,13 @@ extension KPITally {
         for b in left {
             for d in b { tally.add(d) }
         }
-        if let other { tally.merge(other) }
-        return tally
+        guard var other else { return tally }
+        // Merging re-keys the merged tally's groups and nodes into the other's: the cost
+        // follows the smaller one, which is usually the reader's (it counts only the batches
+        // the second thread had no room for).
+        if other.followUpCount < tally.followUpCount { swap(&tally, &other) }
+        other.merge(tally)
+        return other
     }
 }
 

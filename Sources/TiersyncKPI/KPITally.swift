@@ -94,6 +94,9 @@ public struct KPITally: Sendable {
         return out.sorted { ($0.kpi, $0.node, $0.day) < ($1.kpi, $1.node, $1.day) }
     }
 
+    /// Dialogues waiting to be ordered for first-contact resolution.
+    var followUpCount: Int { followUps.count }
+
     /// Adds what `other` counted: its accumulators, and its dialogues still to be ordered
     /// for first-contact resolution (their groups and nodes renumbered as this tally's).
     mutating func merge(_ other: KPITally) {

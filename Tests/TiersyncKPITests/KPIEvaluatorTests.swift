@@ -244,7 +244,7 @@ struct KPIEvaluatorTests {
         #expect(asa.numerator == 3 * KPIEvaluator.maxDurationMillis && asa.denominator == 3)
     }
 
-    @Test("Two tallies merged equal one: a group split between them with tied created_at, nodes numbered differently in each, leads and dialogues")
+    @Test("Two tallies merged, either into the other, equal one: a group split between them with tied created_at, nodes numbered differently in each, leads and dialogues")
     func mergedTallies() throws {
         let evaluator = KPIEvaluator(catalog: try Self.catalog())
         let base: Int64 = 1_790_000_000_000, hour: Int64 = 3_600_000
@@ -262,8 +262,12 @@ struct KPIEvaluatorTests {
         for d in all.reversed() where d.id.hasSuffix("1") || d.id.hasSuffix("4") || d.id.hasSuffix("8") { b.add(d) }
         for d in all where !(d.id.hasSuffix("1") || d.id.hasSuffix("4") || d.id.hasSuffix("8")) { a.add(d) }
         b.add(LeadFacts(id: "l1", node: "de-1", createdAt: base, channel: "web", wonAt: base + hour))
+        // Either way round: a two-thread recount merges the smaller tally into the larger.
+        var b2 = b
+        b2.merge(a)
         a.merge(b)
         #expect(a.totals() == one.totals())
+        #expect(b2.totals() == one.totals())
         #expect(one.totals().contains { $0.kpi == "first-contact-resolution" && $0.numerator > 0 })
     }
 
