@@ -71,6 +71,9 @@ public enum Erasure {
          MarkerField.requestedBy.rawValue: .string(node.rawValue), MarkerField.requestedAt.rawValue: .string(timestamp)]
     }
 
+    /// The fields naming a marker's subject.
+    public static let subjectFields = [MarkerField.subjectTable.rawValue, MarkerField.subjectID.rawValue]
+
     /// A marker's subject, from its values (nil for a value no marker holds).
     public static func subject(of values: [String: FieldValue]) -> (table: SubjectTable, id: String)? {
         guard let t = values[MarkerField.subjectTable.rawValue]?.stringValue, let table = SubjectTable(rawValue: t),

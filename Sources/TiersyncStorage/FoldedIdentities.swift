@@ -61,8 +61,9 @@ public struct FoldedIdentities: Equatable, Sendable {
     /// erased: `RecordMerge.erasureSubjectRefusal`), and an older-stamped change of the same
     /// request may have arrived after it. In version order a node fed the folded record
     /// created the request without its subject and then refused the subject (found by
-    /// tiersync-fuzz). A request whose subject fields carry two versions (the same subject
-    /// sent again later) is not covered: known defect `erasure-request-fold-order`.
+    /// tiersync-fuzz). Both subject fields are in that change: a change restamping them is
+    /// refused (`RecordMerge.erasureSubjectRefusal`). A request stored before that rule with
+    /// its subject restamped still folds into two changes.
     public func changes(table: String, id: String, state: RecordState) -> [Change] {
         guard state.tombstone == nil else { return [] }
         var fields: [FieldVersion: [String: FieldValue]] = [:]

@@ -25,10 +25,20 @@ public enum RecordMerge {
     /// that received both holding the first subject erased and the second not, while a node
     /// bootstrapping after compaction folded the two (it receives only the record as it is)
     /// would erase the second.
+    ///
+    /// Naming the same subject again with a newer stamp is refused too: the subject's fields
+    /// then keep the version of the change that created the request, so a folded request
+    /// (compaction) still has one change naming its whole subject, served first
+    /// (``FoldedIdentities/changes(table:id:state:)``). Were `subject_id` restamped alone, no
+    /// folded change would name both fields, and a node bootstrapping from the folded record
+    /// would create the request without a subject and then refuse it (found by
+    /// tiersync-fuzz). An older-stamped change naming the subject changes no version and is
+    /// judged on its other fields.
     public static func erasureSubjectRefusal(of change: Change, merged: MergedRecord, over stored: StoredRecord?) -> ChangeRejection? {
         guard change.table == DomainSchema.erasures.name, let stored, stored.state.isLive else { return nil }
         let before = Erasure.subject(of: stored.state.liveValues), after = merged.state.isLive ? Erasure.subject(of: merged.state.liveValues) : nil
-        guard before?.table != after?.table || before?.id != after?.id else { return nil }
+        let restamped = Erasure.subjectFields.contains { merged.state.versions[$0] != stored.state.versions[$0] }
+        guard before?.table != after?.table || before?.id != after?.id || restamped else { return nil }
         return ChangeRejection(.invalidChange, "erasure request \(change.recordID) names its subject once: a change of it is refused")
     }
 

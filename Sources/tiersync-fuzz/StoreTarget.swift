@@ -30,7 +30,9 @@ let highestSeqSignature = "highest-seq-out-of-range"
 /// (`RecordMerge.erasureSubjectRefusal`: the subject is named once). The rule judges arrival
 /// order, which folding does not keep. Found by seed 3996875369012884428 on 2026-12-05;
 /// corpus: finding-erasure-request-fold-order.json. That case is fixed (the change naming
-/// the subject is served first); a request whose subject fields carry two versions is not.
+/// the subject is served first), and so is a request whose subject fields would carry two
+/// versions (a newer change naming the subject again is refused,
+/// `RecordMerge.erasureSubjectRefusal`). The signature stays, to name a recurrence.
 let erasureFoldOrderSignature = "erasure-request-fold-order"
 
 /// The scope rule is ``PushScope``, the same code the hub's push handler runs.
@@ -223,7 +225,7 @@ struct StoreTarget {
         totals.purged += try await store.compact(policy: .default, tree: World.tree, nowMillis: World.nowMillis).purgedEntries
         let bootstrapAfter = try await Self.bootstrap(from: store)
         if bootstrapAfter != bootstrapBefore {
-            // Only erasure requests differ: the known defect (`erasureFoldOrderSignature`).
+            // Only erasure requests differ: the fold-order defect again (`erasureFoldOrderSignature`).
             let differing = Set(bootstrapBefore.split(separator: "\n")).symmetricDifference(bootstrapAfter.split(separator: "\n"))
             let onlyErasures = differing.allSatisfy { $0.hasPrefix(DomainSchema.erasures.name + "\t") }
             let failure = InvariantFailure(invariant: "compaction changes nothing a bootstrap receives",

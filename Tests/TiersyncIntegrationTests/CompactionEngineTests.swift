@@ -70,6 +70,42 @@ struct CompactionEngineTests {
     }
 
     @Test("""
+    an erasure request naming its subject again with a newer stamp is refused; folded, the request still reaches a node \
+    bootstrapping afterwards with its whole subject (the fuzzer's erasure-request-fold-order)
+    """, arguments: StorageEngine.testable)
+    func erasureSubjectFoldsWhole(engine: StorageEngine) async throws {
+        let now: UInt64 = 1_800_000_000_000
+        let naming = Change(origin: "d1", originSeq: 1, hlc: HLCTimestamp(wallMillis: now - 60_000, counter: 0), table: "erasures",
+                            recordID: "era-1", op: .upsert, fields: ["subject_table": "customers", "subject_id": "c-7", "requested_by": "d1"])
+        let again = Change(origin: "d1", originSeq: 2, hlc: HLCTimestamp(wallMillis: now - 50_000, counter: 0), table: "erasures",
+                           recordID: "era-1", op: .upsert, fields: ["subject_id": "c-7", "requested_at": "2026-12-05T10:00:00Z"])
+        let later = Change(origin: "d1", originSeq: 3, hlc: HLCTimestamp(wallMillis: now - 40_000, counter: 0), table: "erasures",
+                           recordID: "era-1", op: .upsert, fields: ["requested_at": "2026-12-05T11:00:00Z"])
+        let head = Change(origin: "d1", originSeq: 4, hlc: HLCTimestamp(wallMillis: now - 30_000, counter: 0), table: "customers",
+                          recordID: "c-head", op: .upsert, fields: ["last_name": "Head", "owning_dealer": "d1"])
+        try await engine.withTenantStore { store in
+            let report = try await store.applyIncoming([naming, again, later, head], from: "d1", source: .child, checkSkew: false, gate: nil,
+                                                       cursor: nil, wallMillis: now)
+            #expect(report.applied == 3 && report.rejected.map(\.originSeq) == [2] && report.rejected.first?.code == .invalidChange, "\(report)")
+            await store.notePulled(by: "d1", through: 100)
+            await store.notePulled(by: "d2", through: 100)
+            let pass = try await store.compact(policy: RetentionPolicy(), tree: Self.tree, nowMillis: now, batch: 2_000)
+            #expect(pass.foldedEntries >= 2, "\(pass)")
+
+            let dir = try TempDir()
+            let fresh = try NodeStore(path: "\(dir.path)/fresh.sqlite")
+            try fresh.setIdentity(NodeIdentity(tenant: "acme", node: "d2", parent: "hq"))
+            let page = try await store.encodedFeed(after: 0, scope: .everything, excluding: nil, limit: 100)
+            let pulled = try JSONDecoder().decode(PullResponse.self, from: Data(page.json))
+            let applied = try await fresh.applyIncoming(pulled.changes, from: "hq", source: .parent, checkSkew: false)
+            #expect(applied.rejected.isEmpty, "\(applied)")
+            let request = try fresh.liveRecords(table: "erasures", where: []).first { $0.id == "era-1" }
+            #expect(request?.values["subject_table"] == "customers" && request?.values["subject_id"] == "c-7"
+                    && request?.values["requested_at"] == "2026-12-05T11:00:00Z", "\(String(describing: request))")
+        }
+    }
+
+    @Test("""
     a tombstone past the horizon goes with its log and raises the floor; on PostgreSQL another hub process, which has not seen the \
     floor, reads it with its next feed page; one pass at a time across processes
     """, arguments: StorageEngine.testable)

@@ -169,6 +169,42 @@ struct RetentionStoreTests {
     }
 
     @Test("""
+    an erasure request naming its subject again with a newer stamp is refused, at the hub and at the node writing it: \
+    restamped, the subject's two fields would fold into different changes and a node bootstrapping after compaction \
+    would refuse the subject (the fuzzer's erasure-request-fold-order); an older-stamped one still applies its other fields
+    """)
+    func erasureSubjectNotRestamped() async throws {
+        let dir = try TempDir()
+        let hq = try hq(dir)
+        let now = WallClock.nowMillis()
+        let naming = Change(origin: "d1", originSeq: 1, hlc: HLCTimestamp(wallMillis: now - 60_000, counter: 0), table: "erasures",
+                            recordID: "era-2", op: .upsert, fields: ["subject_table": "customers", "subject_id": "c-7", "requested_by": "d1"])
+        // The same subject again, stamped later: before the fix it applied, restamping `subject_id` alone.
+        let again = Change(origin: "d1", originSeq: 2, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "erasures",
+                           recordID: "era-2", op: .upsert, fields: ["subject_id": "c-7", "requested_at": "2026-12-05T10:00:00Z"])
+        // Stamped earlier than the request: its subject field loses to the stored one, its other field applies.
+        let older = Change(origin: "d1", originSeq: 3, hlc: HLCTimestamp(wallMillis: now - 120_000, counter: 0), table: "erasures",
+                           recordID: "era-2", op: .upsert, fields: ["subject_table": "customers", "requested_at": "2026-12-05T09:00:00Z"])
+        let head = change("d1", 4, at: now, "c-9", ["last_name": "Head", "owning_dealer": "d1"])
+        let report = try await hq.applyIncoming([naming, again, older, head], from: "d1", source: .child, checkSkew: false)
+        #expect(report.applied == 3 && report.rejected.map(\.originSeq) == [2], "\(report)")
+        #expect(report.rejected.first?.code == .invalidChange)
+
+        // At the node writing it: the local write is refused the same way.
+        let d1 = try makeStore(dir, "d1", parent: "de")
+        try d1.commit([.upsert("erasures", id: "era-3", ["subject_table": "customers", "subject_id": "c-8", "requested_by": "d1"])])
+        #expect(throws: StoreError.self) { try d1.commit([.upsert("erasures", id: "era-3", ["subject_id": "c-8"])]) }
+
+        let before = try await bootstrapped(from: hq, dir, "fresh-1")
+        #expect(before.contains { $0.hasPrefix("erasures/era-2 ") && $0.contains("\"subject_id\":\"c-7\"") }, "\(before)")
+        for child: NodeID in ["de", "d1"] { await hq.notePulled(by: child, through: Int64.max / 2) }
+        let compacted = try await hq.compact(policy: .default, tree: Self.tree)
+        #expect(compacted.foldedEntries >= 1, "\(compacted)")
+        let after = try await bootstrapped(from: hq, dir, "fresh-2")
+        #expect(after == before, "a node bootstrapping after compaction holds what one before it held")
+    }
+
+    @Test("""
     an entry routed to a child waits until that child pulled past it, or until it has been away longer than the horizon; \
     a current value it never pulled then raises the floor, so it re-bootstraps
     """)
