@@ -58,7 +58,8 @@ extension PostgresTenantStore {
     // MARK: KPIs
 
     /// Records which KPIs the tenant counts. This engine keeps no accumulators: a report
-    /// counts the root's own dialogues and leads afresh (``kpiReport(period:byNode:viewer:paths:)``),
+    /// counts the root's own dialogues and leads afresh, at most once per interval
+    /// (``kpiReport(period:byNode:viewer:paths:)``, ``RootKPICounts``),
     /// so adopting never recounts; it returns true when the formulas changed.
     public func adoptKPIs(_ adoption: KPIAdoption?, source: String?) async throws -> Bool {
         try await prepared()
@@ -87,16 +88,11 @@ extension PostgresTenantStore {
         var observations: [KPIObservation] = []
         // The root's own values are in no other node's subtree: counted only for its own view.
         if let adoption, (viewer ?? me) == me {
-            // The root's own values: the dialogues and leads counted for it, counted afresh.
-            var tally = KPITally(evaluator: KPIEvaluator(catalog: adoption.catalog))
-            if tally.evaluator.measuresDialogues {
-                try await forEachRootRecord(.dialogues(followUps: tally.evaluator.needsFollowUps), me: me) { tally.add(DialogueFacts(id: $0, fields: $1)) }
-            }
-            if tally.evaluator.measuresLeads {
-                try await forEachRootRecord(.leads, me: me) { tally.add(LeadFacts(id: $0, fields: $1)) }
-            }
+            // The root's own values: the dialogues and leads counted for it, counted afresh
+            // at most once per interval (``RootKPICounts``).
+            let totals = try await rootKPITotals(catalog: adoption.catalog, me: me)
             let targets = Dictionary(adoption.definitions.map { ($0.id, $0.target) }, uniquingKeysWith: { a, _ in a })
-            observations = KPIObservation.periods(of: tally.totals().filter { $0.node == me }, kind: period, target: { targets[$0] })
+            observations = KPIObservation.periods(of: totals.filter { $0.node == me }, kind: period, target: { targets[$0] })
         }
         // Every other node's values: the snapshots they publish (`kpi_snapshots` records) for this period.
         var paths: [String: [String]] = [me: [me]]

@@ -32,6 +32,8 @@ public final class PostgresTenantStore: HubTenantStore {
     /// The pulls noted since the last compaction, and the purge floor last read
     /// (PostgresTenantStore+Retention).
     let retention = Mutex(PostgresRetentionState())
+    /// The root's own KPI totals as last counted, and the count running (``RootKPICounts``).
+    let rootKPIs = Mutex(RootKPICounts())
 
     /// `rootOf` answers the tenant's root node from the catalog; the tenant's schema is
     /// created on first use.

@@ -3,6 +3,7 @@ import Testing
 import TiersyncCore
 import TiersyncGovernance
 import TiersyncKPI
+import TiersyncPostgres
 import TiersyncStorage
 import TiersyncStore
 import TiersyncTestSupport
@@ -98,5 +99,61 @@ struct HQKPIEngineTests {
         #expect(row("service-level-phone", "d1", .node) == "3/4")
         #expect(row("service-level-phone", "hq", .subtree) == "7/10")
         #expect(!report.rows.contains { $0.periodStart == "2027-01-04" })
+    }
+
+    @Test("""
+    on PostgreSQL, HQ's own values are counted once while the log has not moved, once per interval after it moved (a report \
+    in between is the last count's), and once for reports asking together
+    """, .enabled(if: TestPostgres.isAvailable, Comment(rawValue: StorageEngine.postgresSkipNote)))
+    func rootCountsBounded() async throws {
+        let compiled = try GovernanceCompiler.compile(directory: repositoryRoot() + "/fixtures/governance/automaker")
+        let catalog = try KPICatalog(effectiveConfigJSON: String(decoding: try JSONEncoder().encode(compiled.config), as: UTF8.self))
+        let dir = try TempDir()
+        let dealer = try NodeStore(path: dir.path + "/d1.sqlite")
+        try dealer.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
+        // Abandoned dialogues handled at HQ, one more per push.
+        var n = 0
+        func abandoned() throws -> [Change] {
+            n += 1
+            return try dealer.commit([.upsert("interactions", id: "h\(n)", Self.dialogue(handledBy: "hq", customer: "c\(n)", topic: "recall",
+                                                                                      created: "2027-01-05T10:00:00Z"))])
+        }
+        try await StorageEngine.postgres.withTenantStore(root: "hq") { store in
+            let hq = try #require(store as? PostgresTenantStore)
+            _ = try await hq.adoptKPIs(KPIAdoption(release: 1, overlay: nil, catalog: catalog), source: "test")
+            func push() async throws {
+                _ = try await hq.applyIncoming(try abandoned(), from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil,
+                                               wallMillis: WallClock.nowMillis())
+            }
+            func abandonment() async throws -> String? {
+                try await hq.kpiReport(period: .month, byNode: true, viewer: "hq", paths: ["hq": ["hq"], "d1": ["hq", "d1"]]).rows
+                    .first { $0.kpi == "abandonment-rate-phone" && $0.node == "hq" && $0.scope == .node }.map { "\($0.numerator)/\($0.denominator)" }
+            }
+            hq.rootKPIRecountInterval = .zero
+            try await push()
+            #expect(try await abandonment() == "1/1")
+            #expect(try await abandonment() == "1/1")
+            #expect(hq.rootKPICountsMade == 1, "the log did not move: the count serves")
+
+            // The log moved: counted again (the interval is zero).
+            try await push()
+            #expect(try await abandonment() == "2/2")
+            #expect(hq.rootKPICountsMade == 2)
+
+            // Within the interval, a report is the last count's, though the log moved.
+            hq.rootKPIRecountInterval = .seconds(3_600)
+            try await push()
+            #expect(try await abandonment() == "2/2")
+            #expect(hq.rootKPICountsMade == 2)
+
+            // Past it, twelve reports asking together share one count.
+            hq.rootKPIRecountInterval = .zero
+            let reports = try await withThrowingTaskGroup(of: String?.self) { group in
+                for _ in 0..<12 { group.addTask { try await abandonment() } }
+                return try await group.reduce(into: [String?]()) { $0.append($1) }
+            }
+            #expect(reports == Array(repeating: "3/3", count: 12))
+            #expect(hq.rootKPICountsMade == 3, "one count for twelve reports")
+        }
     }
 }
