@@ -141,15 +141,31 @@ struct KPIBench: AsyncParsableCommand {
                                                    wallMillis: WallClock.nowMillis())
                     written += n
                 }
+                // Counted each time: one more dialogue moves the log before each report, and
+                // the store counts again whenever it moved (interval zero).
+                hq.rootKPIRecountInterval = .zero
                 var best = Double.infinity
                 var rows = 0
-                for _ in 0..<3 {
+                for i in 0..<3 {
+                    let more = try dealer.commit([.upsert("interactions", id: "i-more-\(i)", Self.interaction(i, nodes: nodes))])
+                    _ = try await hq.applyIncoming(more, from: "dealer-0", source: .child, checkSkew: false, gate: nil, cursor: nil,
+                                                   wallMillis: WallClock.nowMillis())
                     let started = ContinuousClock.now
                     let report = try await hq.kpiReport(period: .month, byNode: true, viewer: "hq", paths: [:])
                     best = min(best, elapsedSeconds(since: started))
                     rows = report.rows.count
                 }
-                result("PostgreSQL: HQ's KPI table", "\(format(best * 1000, 1)) ms, best of 3 (\(format(Double(postgresInteractions))) dialogues held, 1 % handled at HQ; \(rows) rows)")
+                result("PostgreSQL: HQ's KPI table", "\(format(best * 1000, 1)) ms, best of 3 counts (\(format(Double(postgresInteractions))) dialogues held, 1 % handled at HQ; \(rows) rows)")
+                // Nothing written since: the last count serves.
+                var cached = Double.infinity
+                for _ in 0..<3 {
+                    let started = ContinuousClock.now
+                    _ = try await hq.kpiReport(period: .month, byNode: true, viewer: "hq", paths: [:])
+                    cached = min(cached, elapsedSeconds(since: started))
+                }
+                let counts = hq.rootKPICountsMade
+                guard counts == 3 else { throw ValidationError("HQ's own values were counted \(counts) times for 3 counts and 3 reports from the last one") }
+                result("PostgreSQL: same, log unmoved", "\(format(cached * 1000, 1)) ms, best of 3 (the last count serves; the period's snapshots still read)")
             }
         }
     }
