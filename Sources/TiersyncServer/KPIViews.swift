@@ -19,12 +19,19 @@ public enum KPIViews {
         guard identity.parent == nil else { return try await store.adoptKPIsOfAppliedGovernance() }
         let rollouts = try await store.governanceDocuments(ofKind: SignedDocument.Kind.rollout.rawValue, keys: nil)
             .compactMap { SignedDocument(json: $0.body)?.unverifiedPayload(Rollout.self) }.sorted { $0.sequence > $1.sequence }
-        var releases: [Int: Release] = [:]
-        for document in try await store.governanceDocuments(ofKind: SignedDocument.Kind.release.rawValue, keys: nil) {
-            if let release = SignedDocument(json: document.body)?.unverifiedPayload(Release.self) { releases[release.version] = release }
+        // Only the releases the rollouts name for the root are read and parsed, one at a time
+        // from the newest rollout (every report adopts first: a tenant's many past releases,
+        // each a whole configuration, must not be parsed at each).
+        var releases: [Int: Release?] = [:]
+        func release(_ version: Int) async throws -> Release? {
+            if let known = releases[version] { return known }
+            let found = try await store.governanceDocuments(ofKind: SignedDocument.Kind.release.rawValue, keys: [String(version)])
+                .lazy.compactMap { SignedDocument(json: $0.body)?.unverifiedPayload(Release.self) }.first { $0.version == version }
+            releases[version] = .some(found)
+            return found
         }
         for rollout in rollouts {
-            guard let version = rollout.release(for: identity.node.rawValue, ancestors: []), let release = releases[version],
+            guard let version = rollout.release(for: identity.node.rawValue, ancestors: []), let release = try await release(version),
                   release.effectiveFromMillis <= nowMillis else { continue }
             let source = "root:\(rollout.sequence):\(version)"
             if try await store.setting("kpi.source") == source { return false }

@@ -4,6 +4,7 @@ import TiersyncCore
 import TiersyncGovernance
 import TiersyncKPI
 import TiersyncPostgres
+import TiersyncServer
 import TiersyncStorage
 import TiersyncStore
 import TiersyncTestSupport
@@ -154,6 +155,28 @@ struct HQKPIEngineTests {
             }
             #expect(reports == Array(repeating: "3/3", count: 12))
             #expect(hq.rootKPICountsMade == 3, "one count for twelve reports")
+        }
+    }
+
+    @Test("""
+    the root counts the KPIs of the newest rollout's release in effect: v1 while v2 is not yet in effect, v2 from its \
+    effective-from on, nothing again while the same release governs
+    """, arguments: StorageEngine.testable)
+    func rootAdoptsReleaseInEffect(engine: StorageEngine) async throws {
+        let compiled = try GovernanceCompiler.compile(directory: repositoryRoot() + "/fixtures/governance/automaker")
+        let now = WallClock.nowMillis(), day: UInt64 = 86_400_000
+        try await engine.withTenantStore(tenant: "automaker", root: "hq") { hq in
+            let publisher = GovernancePublisher(store: hq, tenant: "automaker", key: GovernanceSigningKey(), tree: NodeTree(parents: ["hq": nil]))
+            _ = try await publisher.publish(compiled, nowMillis: now)
+            #expect(try await KPIViews.adopt(hq, nowMillis: now))
+            #expect(try await hq.setting("kpi.source") == "root:1:1")
+            #expect(try await !KPIViews.adopt(hq, nowMillis: now), "the same release: nothing to adopt")
+
+            _ = try await publisher.publish(compiled, effectiveFromMillis: now + day, nowMillis: now)
+            #expect(try await !KPIViews.adopt(hq, nowMillis: now + 1))
+            #expect(try await hq.setting("kpi.source") == "root:1:1", "v2 is not in effect yet")
+            _ = try await KPIViews.adopt(hq, nowMillis: now + day)
+            #expect(try await hq.setting("kpi.source") == "root:2:2")
         }
     }
 }
