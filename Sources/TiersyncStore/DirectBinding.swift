@@ -7,8 +7,10 @@ private let transient = unsafeBitCast(OpaquePointer(bitPattern: -1), to: sqlite3
 /// Binds values straight into a prepared statement and steps it, for the few writes every
 /// received change makes (log entry, routes, record metadata, domain row). GRDB's
 /// `StatementArguments` box each value in an existential first; on the ingest path that
-/// boxing, not SQLite, was the cost. Only for statements that return no rows (`execute`)
-/// or whose rows are only counted as present (`exists`), inside a transaction GRDB opened.
+/// boxing (and the key path GRDB maps the values through, made anew at each call), not
+/// SQLite, was the cost. For statements that return no rows (`execute`), whose rows are only
+/// counted as present (`exists`) or read by position (`row`, `forEachRow`), on GRDB's
+/// connection (inside its transaction or read).
 struct DirectBinding {
     private let handle: SQLiteStatement
     private var index: Int32 = 0
@@ -44,6 +46,24 @@ struct DirectBinding {
         case SQLITE_ROW: return try read(DirectRow(handle: binding.handle))
         case SQLITE_DONE: return nil
         case let code: throw error(code, statement)
+        }
+    }
+
+    /// Every row `statement`, a query, returns for the values `bind` adds, each handed to
+    /// `body` (valid only inside it).
+    static func forEachRow(_ db: Database, _ statement: Statement, _ bind: (inout DirectBinding) -> Void,
+                           _ body: (DirectRow) throws -> Void) throws {
+        var binding = DirectBinding(handle: statement.sqliteStatement)
+        sqlite3_reset(binding.handle)
+        sqlite3_clear_bindings(binding.handle)
+        bind(&binding)
+        defer { sqlite3_reset(binding.handle) }
+        while true {
+            switch sqlite3_step(binding.handle) {
+            case SQLITE_ROW: try body(DirectRow(handle: binding.handle))
+            case SQLITE_DONE: return
+            case let code: throw error(code, statement)
+            }
         }
     }
 

@@ -254,18 +254,22 @@ extension NodeStore {
     /// erased.
     func erasureBlocking(_ db: Database, _ statements: inout LogStatements, table: String, id: String,
                          fields: [String: FieldValue]) throws -> (erasureID: String, route: Set<NodeID>)? {
+        // Bound and read directly (``DirectBinding``): these run at every local commit.
         if statements.anyErased == nil {
-            statements.anyErased = try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM ts_erased_records)")) ?? false
+            statements.anyErased = try DirectBinding.exists(db, db.cachedStatement(sql: "SELECT 1 FROM ts_erased_records LIMIT 1")) { _ in }
         }
         guard statements.anyErased == true else { return nil }
         let lookup = try statements.statement("#erased", "SELECT erasure_id, route FROM ts_erased_records WHERE tbl = ? AND id = ?")
-        if let row = try Row.fetchOne(lookup, arguments: [table, id]) {
-            return (row[0], Self.parseRoute(row[1]))
+        func erased(_ table: String, _ id: String) throws -> (erasureID: String, route: Set<NodeID>)? {
+            try DirectBinding.row(db, lookup, { b in
+                b.text(table)
+                b.text(id)
+            }) { row in (row.text(0) ?? "", Self.parseRoute(row.text(1))) }
         }
+        if let hit = try erased(table, id) { return hit }
         for link in Erasure.linkFields(of: table) {
-            guard let target = fields[link.field]?.stringValue,
-                  let row = try Row.fetchOne(lookup, arguments: [link.parent, target]) else { continue }
-            return (row[0], Self.parseRoute(row[1]))
+            guard let target = fields[link.field]?.stringValue, let hit = try erased(link.parent, target) else { continue }
+            return hit
         }
         return nil
     }

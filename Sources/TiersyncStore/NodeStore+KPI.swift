@@ -186,8 +186,7 @@ extension NodeStore {
 
     /// The counting in force, from `ts_meta` (`kpi.formulas`), its evaluator made once per basis.
     func kpiCounting(_ db: Database) throws -> KPICounting? {
-        guard let basis = try String.fetchOne(db.cachedStatement(sql: "SELECT value FROM ts_meta WHERE key = ?"),
-                                              arguments: [MetaKey.kpiFormulas.rawValue]), !basis.isEmpty else { return nil }
+        guard let basis = try Self.meta(db, .kpiFormulas), !basis.isEmpty else { return nil }
         return kpiCountings.withLock { cache in
             if let cached = cache, cached.basis == basis { return cached.counting }
             guard let catalog = KPICatalog(formulaBasis: basis) else { return nil }

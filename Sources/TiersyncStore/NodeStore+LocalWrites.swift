@@ -21,7 +21,9 @@ extension NodeStore {
         try writer.write { db in
             guard let me = try Self.identity(db) else { throw StoreError.notEnrolled(path: path) }
             var last = try Self.lastHLC(db)
-            var nextSeq = max(try Self.seqFloor(db), try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?"), arguments: [me.node.rawValue]) ?? 0)
+            let highest = try DirectBinding.row(db, db.cachedStatement(sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?"),
+                                                { $0.text(me.node.rawValue) }) { $0.int64(0) } ?? nil
+            var nextSeq = max(try Self.seqFloor(db), highest ?? 0)
             var made: [Change] = []
             var statements = LogStatements(db)
             let policy = self.writePolicy

@@ -71,8 +71,9 @@ extension NodeStore {
     // The settings' statements are cached per connection: every commit and push reads and
     // writes a few settings, and preparing a statement (with GRDB's authorizer) cost more than
     // running it (a tenth of a one-write commit).
+    // Bound and read directly (``DirectBinding``): GRDB's arguments cost more than the look-up.
     static func meta(_ db: Database, _ key: MetaKey) throws -> String? {
-        try String.fetchOne(db.cachedStatement(sql: "SELECT value FROM ts_meta WHERE key = ?"), arguments: [key.rawValue])
+        try DirectBinding.row(db, db.cachedStatement(sql: "SELECT value FROM ts_meta WHERE key = ?"), { $0.text(key.rawValue) }) { $0.text(0) } ?? nil
     }
 
     static func setMeta(_ db: Database, _ key: MetaKey, _ value: String) throws {
@@ -80,7 +81,9 @@ extension NodeStore {
     }
 
     static func setMeta(_ db: Database, _ key: String, _ value: String) throws {
-        try db.cachedStatement(sql: "INSERT INTO ts_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-            .execute(arguments: [key, value])
+        try DirectBinding.execute(db, db.cachedStatement(sql: "INSERT INTO ts_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")) { b in
+            b.text(key)
+            b.text(value)
+        }
     }
 }

@@ -45,17 +45,22 @@ extension NodeStore {
     /// the console is such an edit), and every replica applying that edit drops the
     /// conflict. Run before the change's own new conflicts are recorded.
     func settleConflicts(_ db: Database, _ statements: inout LogStatements, table: String, id: String, fields: [String], state: RecordState) throws {
+        // Bound and read directly (``DirectBinding``): the first look runs at every commit.
         if statements.anyConflicts == nil {
-            statements.anyConflicts = try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM ts_conflicts)")) ?? false
+            statements.anyConflicts = try DirectBinding.exists(db, db.cachedStatement(sql: "SELECT 1 FROM ts_conflicts LIMIT 1")) { _ in }
         }
         guard statements.anyConflicts == true, !fields.isEmpty else { return }
-        let kept = try Row.fetchAll(statements.statement("#conflicts-of", "SELECT id, field, winner_version FROM ts_conflicts WHERE tbl = ? AND record_id = ?"),
-                                    arguments: [table, id])
-        for row in kept {
-            let field: String = row["field"]
-            guard fields.contains(field), let current = state.versions[field],
-                  let winner = FieldVersion(parsing: row["winner_version"]), winner < current else { continue }
-            try db.execute(sql: "DELETE FROM ts_conflicts WHERE id = ?", arguments: [row["id"] as Int64])
+        var settled: [Int64] = []
+        try DirectBinding.forEachRow(db, statements.statement("#conflicts-of", "SELECT id, field, winner_version FROM ts_conflicts WHERE tbl = ? AND record_id = ?"), { b in
+            b.text(table)
+            b.text(id)
+        }) { row in
+            guard let conflict = row.int64(0), let field = row.text(1), fields.contains(field), let current = state.versions[field],
+                  let winner = row.text(2).flatMap(FieldVersion.init(parsing:)), winner < current else { return }
+            settled.append(conflict)
+        }
+        for conflict in settled {
+            try DirectBinding.execute(db, db.cachedStatement(sql: "DELETE FROM ts_conflicts WHERE id = ?")) { $0.integer(conflict) }
         }
     }
 
