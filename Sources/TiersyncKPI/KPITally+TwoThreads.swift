@@ -8,8 +8,8 @@ extension KPITally {
     /// thread has at most one batch waiting, and is counted on the calling thread otherwise,
     /// so both threads stay busy whatever reading and counting cost each. The two tallies
     /// are merged at the end, the smaller into the larger: the totals equal those of one
-    /// tally that added every dialogue (sums add in any order; first-contact resolution orders each group
-    /// when ``totals()`` runs).
+    /// tally that added every dialogue (sums add in any order; first-contact resolution
+    /// orders each group when ``totals()`` runs).
     ///
     /// The calling thread never depends on the second one making progress it has not begun:
     /// at the end it takes back the batches still waiting and counts them itself, and if the

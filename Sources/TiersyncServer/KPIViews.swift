@@ -23,7 +23,7 @@ public enum KPIViews {
         // from the newest rollout (every report adopts first: a tenant's many past releases,
         // each a whole configuration, must not be parsed at each).
         var releases: [Int: Release?] = [:]
-        func release(_ version: Int) async throws -> Release? {
+        func releaseNamed(_ version: Int) async throws -> Release? {
             if let known = releases[version] { return known }
             let found = try await store.governanceDocuments(ofKind: SignedDocument.Kind.release.rawValue, keys: [String(version)])
                 .lazy.compactMap { SignedDocument(json: $0.body)?.unverifiedPayload(Release.self) }.first { $0.version == version }
@@ -31,7 +31,7 @@ public enum KPIViews {
             return found
         }
         for rollout in rollouts {
-            guard let version = rollout.release(for: identity.node.rawValue, ancestors: []), let release = try await release(version),
+            guard let version = rollout.release(for: identity.node.rawValue, ancestors: []), let release = try await releaseNamed(version),
                   release.effectiveFromMillis <= nowMillis else { continue }
             let source = "root:\(rollout.sequence):\(version)"
             if try await store.setting("kpi.source") == source { return false }
