@@ -43,6 +43,22 @@ struct PostgresPushTests {
         }
     }
 
+    /// A tenant store on a fresh database, with its client, and dealer `d1`'s own store
+    /// (enrolled under `hq`), whose commits make the changes a test pushes.
+    static func withStoreAndDealer(logs: CapturedLogs? = nil,
+                                   _ body: (PostgresTenantStore, NodeStore, PostgresClient) async throws -> Void) async throws {
+        try await TestPostgres.withFreshDatabase { endpoint in
+            try await withPostgresClient(endpoint) { client in
+                let store = logs.map { PostgresTenantStore(client: client, tenant: "acme", logger: $0.logger(label: "a"), rootOf: { _ in "hq" }) }
+                    ?? PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" })
+                let dir = try TempDir()
+                let dealer = try NodeStore(path: "\(dir.path)/d1.sqlite")
+                try dealer.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
+                try await body(store, dealer, client)
+            }
+        }
+    }
+
     /// A call of `ts_apply_push` that only checks a reading (`verify`, nothing to write), in
     /// the function's parameter order: `singles` its identities probed one by one and how
     /// many were held, `ranges` its ranges with what each held, `all` every identity.
@@ -167,68 +183,56 @@ struct PostgresPushTests {
 
     @Test("a retry mixing logged and new changes of one origin, with gaps (read as one range of the log, which also holds changes it does not carry): the logged ones are duplicates, the new ones applied, nothing else counted")
     func retryWithGapsReadAsRange() async throws {
-        try await TestPostgres.withFreshDatabase { endpoint in
-            try await withPostgresClient(endpoint) { client in
-                let store = PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" })
-                let dir = try TempDir()
-                let dealer = try NodeStore(path: "\(dir.path)/d1.sqlite")
-                try dealer.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
-                let all = try dealer.commit((1...8).map { .upsert("customers", id: "c-\($0)", ["last_name": .string("N\($0)")]) })
-                #expect(all.map(\.originSeq) == Array(1...8))
-                let now = WallClock.nowMillis()
-                let first = try await store.applyIncoming(Array(all[0..<6]), from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)
-                #expect(first.applied == 6)
-                // Sequences 2, 4, 7, 8: one range 2…8, which holds 3, 5 and 6 too.
-                let retry = try await store.applyIncoming([all[1], all[3], all[6], all[7]], from: "d1", source: .child, checkSkew: false, gate: nil,
-                                                          cursor: nil, wallMillis: now)
-                #expect(retry.duplicates == 2 && retry.applied == 2 && retry.rejected.isEmpty)
-                #expect(try await store.feedHead() == 8)
-                #expect(try await store.liveRecords(inTable: "customers").count == 8)
-            }
+        try await Self.withStoreAndDealer { store, dealer, _ in
+            let all = try dealer.commit((1...8).map { .upsert("customers", id: "c-\($0)", ["last_name": .string("N\($0)")]) })
+            #expect(all.map(\.originSeq) == Array(1...8))
+            let now = WallClock.nowMillis()
+            let first = try await store.applyIncoming(Array(all[0..<6]), from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)
+            #expect(first.applied == 6)
+            // Sequences 2, 4, 7, 8: one range 2…8, which holds 3, 5 and 6 too.
+            let retry = try await store.applyIncoming([all[1], all[3], all[6], all[7]], from: "d1", source: .child, checkSkew: false, gate: nil,
+                                                      cursor: nil, wallMillis: now)
+            #expect(retry.duplicates == 2 && retry.applied == 2 && retry.rejected.isEmpty)
+            #expect(try await store.feedHead() == 8)
+            #expect(try await store.liveRecords(inTable: "customers").count == 8)
         }
     }
 
     @Test("the check under the lock counts a range's identities logged or purged: compaction moving one from the log to the purged ranges passes it, an identity applied and purged since the read fails it")
     func rangeCheckCountsPurgedIdentities() async throws {
         let logs = CapturedLogs()
-        try await TestPostgres.withFreshDatabase { endpoint in
-            try await withPostgresClient(endpoint) { client in
-                let store = PostgresTenantStore(client: client, tenant: "acme", logger: logs.logger(label: "a"), rootOf: { _ in "hq" })
-                let dir = try TempDir()
-                let dealer = try NodeStore(path: "\(dir.path)/d1.sqlite")
-                try dealer.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
-                let all = try dealer.commit((1...4).map { .upsert("customers", id: "c-\($0)", ["last_name": .string("N\($0)")]) })
-                _ = try await store.applyIncoming(all, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: WallClock.nowMillis())
-                let schema = PostgresTenantSchema(tenant: "acme").name
-                // The check alone, as a push of d1's sequences 1…6 that read `held` of them held
-                // (logged or purged): no identity on its own, one range, nothing written.
-                func holds(readHeld held: Int) async throws -> Bool {
-                    let check = Self.checkOnly(schema: schema, ranges: "'{d1}', '{1}', '{6}', '{\(held)}'", all: "'{d1,d1,d1,d1,d1,d1}', '{1,2,3,4,5,6}'")
-                    do {
-                        _ = try await client.query(PostgresQuery(unsafeSQL: check)).collect()
-                        return true
-                    } catch let error as PSQLError where error.serverInfo?[.sqlState] == "40001" {
-                        return false
-                    }
+        try await Self.withStoreAndDealer(logs: logs) { store, dealer, client in
+            let all = try dealer.commit((1...4).map { .upsert("customers", id: "c-\($0)", ["last_name": .string("N\($0)")]) })
+            _ = try await store.applyIncoming(all, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: WallClock.nowMillis())
+            let schema = PostgresTenantSchema(tenant: "acme").name
+            // The check alone, as a push of d1's sequences 1…6 that read `held` of them held
+            // (logged or purged): no identity on its own, one range, nothing written.
+            func holds(readHeld held: Int) async throws -> Bool {
+                let check = Self.checkOnly(schema: schema, ranges: "'{d1}', '{1}', '{6}', '{\(held)}'", all: "'{d1,d1,d1,d1,d1,d1}', '{1,2,3,4,5,6}'")
+                do {
+                    _ = try await client.query(PostgresQuery(unsafeSQL: check)).collect()
+                    return true
+                } catch let error as PSQLError where error.serverInfo?[.sqlState] == "40001" {
+                    return false
                 }
-                #expect(try await holds(readHeld: 4))
-                // Sequence 5 applied by another push and purged since: the log holds as many
-                // of the range as the read saw, but 5 was not held then.
-                _ = try await client.query(PostgresQuery(unsafeSQL: "SELECT \"\(schema)\".ts_note_purged('{d1}', '{5}')")).collect()
-                #expect(try await holds(readHeld: 4) == false, "an identity applied since the read went unnoticed: it would be applied twice")
-                // Compaction purges sequence 2 after a read that saw 1…5 held: the log holds 3
-                // of them, the purged ranges 2, and the reading still holds.
-                _ = try await client.query(PostgresQuery(unsafeSQL: "DELETE FROM \"\(schema)\".changes WHERE origin = 'd1' AND origin_seq = 2")).collect()
-                _ = try await client.query(PostgresQuery(unsafeSQL: "SELECT \"\(schema)\".ts_note_purged('{d1}', '{2}')")).collect()
-                #expect(try await holds(readHeld: 5), "compaction made a push judge again what it read right")
-                // A push of 1…6 reads the same: 1…5 held (3 logged, 2 purged), 6 new, and its
-                // check agrees with its read the first time.
-                let more = try dealer.commit((5...6).map { .upsert("customers", id: "c-\($0)", ["last_name": .string("N\($0)")]) })
-                let report = try await store.applyIncoming(all + more, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil,
-                                                           wallMillis: WallClock.nowMillis())
-                #expect(report.duplicates == 5 && report.applied == 1 && report.rejected.isEmpty)
-                #expect(logs.all.filter { $0.message.contains("judging it again") }.isEmpty, "the read and the check counted the range differently")
             }
+            #expect(try await holds(readHeld: 4))
+            // Sequence 5 applied by another push and purged since: the log holds as many
+            // of the range as the read saw, but 5 was not held then.
+            _ = try await client.query(PostgresQuery(unsafeSQL: "SELECT \"\(schema)\".ts_note_purged('{d1}', '{5}')")).collect()
+            #expect(try await holds(readHeld: 4) == false, "an identity applied since the read went unnoticed: it would be applied twice")
+            // Compaction purges sequence 2 after a read that saw 1…5 held: the log holds 3
+            // of them, the purged ranges 2, and the reading still holds.
+            _ = try await client.query(PostgresQuery(unsafeSQL: "DELETE FROM \"\(schema)\".changes WHERE origin = 'd1' AND origin_seq = 2")).collect()
+            _ = try await client.query(PostgresQuery(unsafeSQL: "SELECT \"\(schema)\".ts_note_purged('{d1}', '{2}')")).collect()
+            #expect(try await holds(readHeld: 5), "compaction made a push judge again what it read right")
+            // A push of 1…6 reads the same: 1…5 held (3 logged, 2 purged), 6 new, and its
+            // check agrees with its read the first time.
+            let more = try dealer.commit((5...6).map { .upsert("customers", id: "c-\($0)", ["last_name": .string("N\($0)")]) })
+            let report = try await store.applyIncoming(all + more, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil,
+                                                       wallMillis: WallClock.nowMillis())
+            #expect(report.duplicates == 5 && report.applied == 1 && report.rejected.isEmpty)
+            #expect(logs.all.filter { $0.message.contains("judging it again") }.isEmpty, "the read and the check counted the range differently")
         }
     }
 
@@ -401,51 +405,45 @@ extension PostgresPushTests {
 
     @Test("a push's read and its check under the lock keep looking up by key after the tables grow from the one row their plans were made with (as after compaction): no plan reads a whole index")
     func pushPlansStayKeyedAsTablesGrow() async throws {
-        try await TestPostgres.withFreshDatabase { endpoint in
-            try await withPostgresClient(endpoint) { client in
-                let store = PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" })
-                let dir = try TempDir()
-                let dealer = try NodeStore(path: "\(dir.path)/d1.sqlite")
-                try dealer.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
-                let first = try dealer.commit([.upsert("customers", id: "c-0", ["last_name": .string("First")])])
-                _ = try await store.applyIncoming(first, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: WallClock.nowMillis())
-                let schema = PostgresTenantSchema(tenant: "acme").name
-                // Statistics as a compaction pass leaves them (one row), kept so: no autovacuum
-                // refreshes them (which would make PostgreSQL plan the functions again).
-                for table in ["changes", "records", "quarantine"] {
-                    _ = try await client.query(PostgresQuery(unsafeSQL: "ALTER TABLE \"\(schema)\".\(table) SET (autovacuum_enabled = false)")).collect()
-                    _ = try await client.query(PostgresQuery(unsafeSQL: "VACUUM ANALYZE \"\(schema)\".\(table)")).collect()
+        try await Self.withStoreAndDealer { store, dealer, client in
+            let first = try dealer.commit([.upsert("customers", id: "c-0", ["last_name": .string("First")])])
+            _ = try await store.applyIncoming(first, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: WallClock.nowMillis())
+            let schema = PostgresTenantSchema(tenant: "acme").name
+            // Statistics as a compaction pass leaves them (one row), kept so: no autovacuum
+            // refreshes them (which would make PostgreSQL plan the functions again).
+            for table in ["changes", "records", "quarantine"] {
+                _ = try await client.query(PostgresQuery(unsafeSQL: "ALTER TABLE \"\(schema)\".\(table) SET (autovacuum_enabled = false)")).collect()
+                _ = try await client.query(PostgresQuery(unsafeSQL: "VACUUM ANALYZE \"\(schema)\".\(table)")).collect()
+            }
+            let maxSeq = Change.sequenceRange.upperBound
+            // One identity on its own, two more as a range of the log (as a push of several does).
+            let read = "SELECT count(*) FROM \"\(schema)\".ts_read_push('{d1}', '{1}', '{customers}', '{c-0}', '{d1}', '{}', '{}', 1, \(maxSeq), "
+                + "'{d1}', '{2}', '{3}', '{d1,d1,d1}', '{1,2,3}')"
+            // The check alone: the identity held, nothing else read, nothing written.
+            let check = Self.checkOnly(schema: schema, singles: "'{d1}', '{1}', 1", all: "'{d1}', '{1}'")
+            try await client.withConnection { probe in
+                let logger = Logger(label: "test")
+                // Planned now, on this connection, with tables of one row.
+                for sql in [read, check] { _ = try await probe.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect() }
+                // The tables grow, through the store's other connections.
+                for chunk in 0..<4 {
+                    let writes = try dealer.commit((1...500).map { i in
+                        .upsert("customers", id: "c-\(chunk * 500 + i)", ["last_name": .string("Grown \(i)")])
+                    })
+                    let report = try await store.applyIncoming(writes, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil,
+                                                               wallMillis: WallClock.nowMillis())
+                    #expect(report.applied == 500)
                 }
-                let maxSeq = Change.sequenceRange.upperBound
-                // One identity on its own, two more as a range of the log (as a push of several does).
-                let read = "SELECT count(*) FROM \"\(schema)\".ts_read_push('{d1}', '{1}', '{customers}', '{c-0}', '{d1}', '{}', '{}', 1, \(maxSeq), "
-                    + "'{d1}', '{2}', '{3}', '{d1,d1,d1}', '{1,2,3}')"
-                // The check alone: the identity held, nothing else read, nothing written.
-                let check = Self.checkOnly(schema: schema, singles: "'{d1}', '{1}', 1", all: "'{d1}', '{1}'")
-                try await client.withConnection { probe in
-                    let logger = Logger(label: "test")
-                    // Planned now, on this connection, with tables of one row.
-                    for sql in [read, check] { _ = try await probe.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect() }
-                    // The tables grow, through the store's other connections.
-                    for chunk in 0..<4 {
-                        let writes = try dealer.commit((1...500).map { i in
-                            .upsert("customers", id: "c-\(chunk * 500 + i)", ["last_name": .string("Grown \(i)")])
-                        })
-                        let report = try await store.applyIncoming(writes, from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil,
-                                                                   wallMillis: WallClock.nowMillis())
-                        #expect(report.applied == 500)
-                    }
-                    for (name, sql) in [("read", read), ("check", check)] {
-                        _ = try await probe.query("BEGIN", logger: logger).collect()
-                        _ = try await probe.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
-                        let reads = try await Self.indexReads(probe, schema: schema)
-                        _ = try await probe.query("ROLLBACK", logger: logger).collect()
-                        // The counters count: the held identity was found through the log's index.
-                        #expect((reads["changes_origin_origin_seq_key"] ?? 0) >= 1, "the \(name) found its identity through no index")
-                        // One identity and one record asked: a few index entries, not the 2,001 held.
-                        for index in ["changes_origin_origin_seq_key", "records_pkey"] {
-                            #expect((reads[index] ?? 0) <= 20, "the \(name) read \(reads[index] ?? 0) entries of \(index)")
-                        }
+                for (name, sql) in [("read", read), ("check", check)] {
+                    _ = try await probe.query("BEGIN", logger: logger).collect()
+                    _ = try await probe.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
+                    let reads = try await Self.indexReads(probe, schema: schema)
+                    _ = try await probe.query("ROLLBACK", logger: logger).collect()
+                    // The counters count: the held identity was found through the log's index.
+                    #expect((reads["changes_origin_origin_seq_key"] ?? 0) >= 1, "the \(name) found its identity through no index")
+                    // One identity and one record asked: a few index entries, not the 2,001 held.
+                    for index in ["changes_origin_origin_seq_key", "records_pkey"] {
+                        #expect((reads[index] ?? 0) <= 20, "the \(name) read \(reads[index] ?? 0) entries of \(index)")
                     }
                 }
             }
