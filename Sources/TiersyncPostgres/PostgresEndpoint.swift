@@ -127,10 +127,13 @@ public struct PostgresEndpoint: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// A `PostgresClient` configuration: TCP to host and port, no TLS on loopback, TLS
-    /// required and verified otherwise (see the type's documentation).
-    public func clientConfiguration() -> PostgresClient.Configuration {
-        PostgresClient.Configuration(host: host, port: port, username: username, password: password, database: database,
-                                     tls: isLoopback ? .disable : .require(.makeClientConfiguration()))
+    /// required and verified otherwise (see the type's documentation). `connections`: the
+    /// most connections its pool opens (postgres-nio's default, 20, when nil).
+    public func clientConfiguration(connections: Int? = nil) -> PostgresClient.Configuration {
+        var configuration = PostgresClient.Configuration(host: host, port: port, username: username, password: password, database: database,
+                                                         tls: isLoopback ? .disable : .require(.makeClientConfiguration()))
+        if let connections { configuration.options.maximumConnections = connections }
+        return configuration
     }
 
     private static func encode(_ s: String) -> String {
@@ -171,19 +174,21 @@ extension CharacterSet {
 /// own for as long as `body` runs, and ends (closing its connections) when `body` returns or
 /// throws. `backgroundLogger`: where the client's pool logs (none by default, as postgres-nio's
 /// own default; it warns when `body` leases a connection before the task has started `run()`,
-/// which is harmless: the lease waits for it).
+/// which is harmless: the lease waits for it). `connections`: the pool's most connections
+/// (``clientConfiguration(connections:)``).
 ///
 /// The end waits at most `shutdownGrace` for `run()` to return after it is cancelled: a
 /// fresh-clone CI run hung for good in that wait (every connection closed, the test
 /// database dropped, `run()` never returning), so a client that does not stop in time is
 /// left to end on its own rather than holding the caller up.
-public func withPostgresClient<T: Sendable>(_ endpoint: PostgresEndpoint, backgroundLogger: Logger? = nil,
+public func withPostgresClient<T: Sendable>(_ endpoint: PostgresEndpoint, connections: Int? = nil, backgroundLogger: Logger? = nil,
                                             shutdownGrace: Duration = .seconds(5),
                                             _ body: (PostgresClient) async throws -> T) async throws -> T {
+    let configuration = endpoint.clientConfiguration(connections: connections)
     let client = if let backgroundLogger {
-        PostgresClient(configuration: endpoint.clientConfiguration(), backgroundLogger: backgroundLogger)
+        PostgresClient(configuration: configuration, backgroundLogger: backgroundLogger)
     } else {
-        PostgresClient(configuration: endpoint.clientConfiguration())
+        PostgresClient(configuration: configuration)
     }
     let running = Task { await client.run() }
     let outcome: Result<T, any Error>

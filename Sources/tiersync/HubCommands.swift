@@ -37,11 +37,23 @@ struct Hub: AsyncParsableCommand {
         var releaseKeys: String?
         @Option(help: "Days the tenant stores keep superseded log entries and tombstones; a node away longer must re-bootstrap (docs/PRIVACY.md, \"Bounded storage\"; SQLite only).")
         var retentionDays = 30.0
+        @Option(help: ArgumentHelp("PostgreSQL connections this process opens at most (default: two per core of this machine plus two, \(HubConnectionPool.defaultConnections()) here; at least \(HubConnectionPool.minimum)).",
+                                   valueName: "n"))
+        var postgresConnections: Int?
         @OptionGroup var logging: LoggingOptions
 
         func validate() throws {
             guard (data == nil) != (postgres == nil) else {
                 throw ValidationError("give exactly one of --data DIR (SQLite) and --postgres URL (PostgreSQL)")
+            }
+            if let postgresConnections {
+                guard postgres != nil else { throw ValidationError("--postgres-connections applies to a hub on PostgreSQL (--postgres URL)") }
+                guard (HubConnectionPool.minimum...HubConnectionPool.maximum).contains(postgresConnections) else {
+                    throw ValidationError("""
+                        --postgres-connections must be from \(HubConnectionPool.minimum) to \(HubConnectionPool.maximum), got \(postgresConnections) \
+                        (one connection listens for other processes' pushes and one holds the rules run's lease, so fewer could stall the rules run)
+                        """)
+                }
             }
             guard RetentionPolicy(days: retentionDays) != nil else {
                 throw ValidationError("--retention-days must be a number of days above 0 and at most \(Int(RetentionPolicy.maximumDays)), got \(retentionDays)")
@@ -84,7 +96,8 @@ struct Hub: AsyncParsableCommand {
             var configuration = try listener.configuration(dataDirectory: "")
             configuration.maxClockSkewMillis = maxSkew * 1000
             configuration.releaseKeyDirectory = releaseKeys
-            try await withPostgresClient(endpoint, backgroundLogger: Logger(label: "tiersync.postgres")) { client in
+            try await withPostgresClient(endpoint, connections: postgresConnections ?? HubConnectionPool.defaultConnections(),
+                                         backgroundLogger: Logger(label: "tiersync.postgres")) { client in
                 let catalog = try await PostgresCatalog(client: client)
                 let stores = PostgresTenantStores(client: client, catalog: catalog,
                                                   clock: HybridLogicalClock(maxSkewMillis: configuration.maxClockSkewMillis))

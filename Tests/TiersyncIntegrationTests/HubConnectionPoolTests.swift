@@ -1,0 +1,129 @@
+import Foundation
+import PostgresNIO
+import Synchronization
+import Testing
+import TiersyncCore
+import TiersyncPostgres
+import TiersyncTestSupport
+
+/// `tiersync hub serve --postgres-connections`: how many PostgreSQL connections one hub
+/// process opens (``HubConnectionPool``).
+@Suite("A hub process's PostgreSQL connections")
+struct HubConnectionPoolTests {
+    static let dealers: [NodeID] = (1...16).map { NodeID(unchecked: "d\($0)") }
+
+    @Test("""
+        --postgres-connections 3 (the least): 16 dealers pushing at once, each with a long-poll open, with HQ's rules runner on a 0.2 s interval: \
+        every push applied, every long-poll woken with its neighbour's record, and never more than 3 backends on the database
+        """,
+          .enabled(if: TestPostgres.isAvailable, "needs TIERSYNC_TEST_POSTGRES_URL (ops/postgres/test-cluster.sh)"))
+    func leastPoolServesConcurrentSyncs() async throws {
+        try await TestPostgres.withFreshDatabase { endpoint in
+            let dir = try TempDir()
+            let tokens = try await withPostgresClient(endpoint) { client in
+                let catalog = try await PostgresCatalog(client: client)
+                try await catalog.createTenant("acme")
+                var tokens: [NodeID: String] = [:]
+                for node in Self.dealers { tokens[node] = try await catalog.issueEnrollmentToken(tenant: "acme", node: node) }
+                return tokens
+            }
+            try await withRunning { running in
+                let pki = dir.path + "/pki", ca = pki + "/ca.pem"
+                let port = try await freeLoopbackPort()
+                _ = try running.child(["hub", "serve", "--postgres", endpoint.url, "--postgres-connections", "3", "--rules-interval", "0.2",
+                                       "--dev-certs", pki, "--port", String(port), "--log-level", "warning"], log: dir.path + "/hub.log")
+                try await eventually(timeout: 30, "the hub answers on \(port)") {
+                    (try? await httpsGet(port: port, caFile: ca, path: "/v1/health", timeout: .seconds(2)))?.status == 200
+                }
+                // A client each, so the hub has as many requests in flight as dealers.
+                let clients = Dictionary(uniqueKeysWithValues: Self.dealers.map { ($0, running.client(baseURL: "https://127.0.0.1:\(port)", caFile: ca)) })
+                var enrolled: [NodeID: String] = [:]
+                for node in Self.dealers {
+                    let reply = try await clients[node]!.send("POST", "/v1/enroll", json: EnrollRequest(token: tokens[node]!))
+                    guard reply.status == 201 else { throw TestFailure("enroll \(node): \(reply.status) \(reply.text)") }
+                    enrolled[node] = try reply.decode(EnrollResponse.self).credential
+                }
+                let credentials = enrolled
+                let database = endpoint.database
+                let server = try TestPostgres.endpoint()
+                // The hub's backends on its database, sampled while the load runs.
+                let peak = Peak()
+                try await withPostgresClient(server) { observer in
+                    let sampler = Task {
+                        while peak.sampling.withLock({ $0 }) {
+                            let rows = try await observer.query("SELECT count(*)::int8 FROM pg_stat_activity WHERE datname = \(database) AND backend_type = 'client backend'").collect()
+                            let count = Int(try rows.first?.decode(Int64.self) ?? 0)
+                            peak.most.withLock { $0 = max($0, count) }
+                            try await Task.sleep(for: .milliseconds(5))
+                        }
+                    }
+                    defer { peak.sampling.withLock { $0 = false } }
+                    // Every dealer long-polls, then pushes ten records its neighbour services
+                    // (one per request), all at once: each long-poll wakes for the first of them.
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        for (i, node) in Self.dealers.enumerated() {
+                            let previous = Self.dealers[(i + Self.dealers.count - 1) % Self.dealers.count]
+                            let next = Self.dealers[(i + 1) % Self.dealers.count]
+                            let poller = running.client(baseURL: "https://127.0.0.1:\(port)", caFile: ca)
+                            group.addTask {
+                                let reply = try await poller.send("GET", "/v1/pull?cursor=0&wait=20", credential: credentials[node]!)
+                                #expect(reply.status == 200, "\(node)'s long-poll: \(reply.status) \(reply.text)")
+                                let records = try reply.decode(PullResponse.self).changes.map(\.recordID)
+                                #expect(!records.isEmpty && records.allSatisfy { $0.hasPrefix("\(previous)-") },
+                                        "\(node)'s long-poll woke with its neighbour \(previous)'s records, got \(records)")
+                            }
+                            group.addTask {
+                                try await Task.sleep(for: .milliseconds(300))
+                                for k in 1...10 {
+                                    let change = Change(origin: node, originSeq: Int64(k), hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                                                        table: "customers", recordID: "\(node)-c\(k)", op: .upsert,
+                                                        fields: ["last_name": .string("\(node) \(k)"), "owning_dealer": .string(node.rawValue),
+                                                                 "servicing_dealer": .string(next.rawValue)])
+                                    let reply = try await clients[node]!.send("POST", "/v1/push", json: PushRequest(through: Int64(k), changes: [change]),
+                                                                               credential: credentials[node]!)
+                                    #expect(reply.status == 200, "\(node)'s push \(k): \(reply.status) \(reply.text)")
+                                    #expect(try reply.decode(PushResponse.self).applied == 1, "\(node)'s push \(k) applied")
+                                }
+                            }
+                        }
+                        try await group.waitForAll()
+                    }
+                    peak.sampling.withLock { $0 = false }
+                    try await sampler.value
+                }
+                let observed = peak.most.withLock { $0 }
+                #expect(observed >= 1 && observed <= 3, "backends of the hub on its database at most: \(observed) (--postgres-connections 3)")
+                // Every push reached HQ once.
+                try await withPostgresClient(endpoint) { client in
+                    let hq = PostgresTenantStores(client: client, catalog: try await PostgresCatalog(client: client)).store(for: "acme")
+                    #expect(try await hq.feedHead() == Int64(Self.dealers.count * 10))
+                }
+            }
+        }
+    }
+
+    @Test("--postgres-connections is refused below 3, above 1,000, and without --postgres, before anything starts")
+    func optionValidated() async throws {
+        let dir = try TempDir()
+        let cases: [([String], String)] = [
+            (["--postgres", "postgres://nobody@127.0.0.1:1/none", "--postgres-connections", "2"],
+             "--postgres-connections must be from 3 to 1000, got 2"),
+            (["--postgres", "postgres://nobody@127.0.0.1:1/none", "--postgres-connections", "1001"],
+             "--postgres-connections must be from 3 to 1000, got 1001"),
+            (["--data", dir.path + "/hub", "--postgres-connections", "8"],
+             "--postgres-connections applies to a hub on PostgreSQL (--postgres URL)"),
+        ]
+        for (arguments, message) in cases {
+            let ran = try await tiersync(["hub", "serve"] + arguments + ["--dev-certs", dir.path + "/pki", "--port", "0"], cwd: dir.path, timeout: 30)
+            #expect(ran.status != 0 && ran.err.contains(message), "\(ran)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/hub"), "nothing created")
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/pki"), "no certificates made")
+    }
+}
+
+/// The most backends seen, and whether to go on looking.
+private final class Peak: Sendable {
+    let most = Mutex(0)
+    let sampling = Mutex(true)
+}
