@@ -13,6 +13,8 @@ import Foundation
 /// 5,000 agents on two processes (2 cores) a pool of 20 per process (postgres-nio's default)
 /// gave p99 446–503 ms, a pool of 6 113–216 ms (BENCHMARKS.md, 2026-12-05, afternoon).
 /// Requests beyond the pool wait in the process for a connection instead, which costs nothing.
+/// The pool is fixed: its connections open when the process starts and stay open, so no
+/// backend starts (and plans its functions) in the middle of a storm.
 public enum HubConnectionPool {
     /// The fewest a process can run with: the relay's, the rules lease's, and one for the
     /// statements of requests and of the rules run. Fewer would leave a rules run, holding

@@ -127,12 +127,16 @@ public struct PostgresEndpoint: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// A `PostgresClient` configuration: TCP to host and port, no TLS on loopback, TLS
-    /// required and verified otherwise (see the type's documentation). `connections`: the
-    /// most connections its pool opens (postgres-nio's default, 20, when nil).
+    /// required and verified otherwise (see the type's documentation). `connections`: a pool
+    /// of that many connections, opened when the client starts and kept open (a fixed pool:
+    /// no backend starts under load); nil: postgres-nio's default, up to 20 opened on demand.
     public func clientConfiguration(connections: Int? = nil) -> PostgresClient.Configuration {
         var configuration = PostgresClient.Configuration(host: host, port: port, username: username, password: password, database: database,
                                                          tls: isLoopback ? .disable : .require(.makeClientConfiguration()))
-        if let connections { configuration.options.maximumConnections = connections }
+        if let connections {
+            configuration.options.maximumConnections = connections
+            configuration.options.minimumConnections = connections
+        }
         return configuration
     }
 
@@ -174,7 +178,7 @@ extension CharacterSet {
 /// own for as long as `body` runs, and ends (closing its connections) when `body` returns or
 /// throws. `backgroundLogger`: where the client's pool logs (none by default, as postgres-nio's
 /// own default; it warns when `body` leases a connection before the task has started `run()`,
-/// which is harmless: the lease waits for it). `connections`: the pool's most connections
+/// which is harmless: the lease waits for it). `connections`: a fixed pool of that many
 /// (``clientConfiguration(connections:)``).
 ///
 /// The end waits at most `shutdownGrace` for `run()` to return after it is cancelled: a

@@ -37,7 +37,7 @@ struct Hub: AsyncParsableCommand {
         var releaseKeys: String?
         @Option(help: "Days the tenant stores keep superseded log entries and tombstones; a node away longer must re-bootstrap (docs/PRIVACY.md, \"Bounded storage\"; SQLite only).")
         var retentionDays = 30.0
-        @Option(help: ArgumentHelp("PostgreSQL connections this process opens at most (default: two per core of this machine plus two, \(HubConnectionPool.defaultConnections()) here; at least \(HubConnectionPool.minimum)).",
+        @Option(help: ArgumentHelp("PostgreSQL connections this process keeps open (default: two per core of this machine plus two, \(HubConnectionPool.defaultConnections()) here; at least \(HubConnectionPool.minimum)).",
                                    valueName: "n"))
         var postgresConnections: Int?
         @OptionGroup var logging: LoggingOptions
