@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import PostgresNIO
 
 /// How many PostgreSQL connections one hub process opens (`tiersync hub serve
 /// --postgres-connections`).
@@ -30,5 +32,66 @@ public enum HubConnectionPool {
     /// keeping the sum over every hub process under its `max_connections`.
     public static func defaultConnections(cores: Int = ProcessInfo.processInfo.activeProcessorCount) -> Int {
         max(minimum, 2 * max(1, cores) + 2)
+    }
+
+    /// What the server lets this user open at all: `max_connections`, less the slots kept
+    /// for superusers (and, from PostgreSQL 16, `reserved_connections`) unless the user is
+    /// one, capped by the role's and the database's own connection limits.
+    public struct ServerLimit: Sendable, Equatable {
+        public var maxConnections: Int
+        public var reservedForSuperusers: Int
+        public var reserved: Int
+        public var isSuperuser: Bool
+        /// -1: none (as PostgreSQL writes it).
+        public var roleLimit: Int
+        public var databaseLimit: Int
+        /// Connections open on the server now, every user's.
+        public var inUse: Int
+
+        public init(maxConnections: Int, reservedForSuperusers: Int, reserved: Int, isSuperuser: Bool, roleLimit: Int, databaseLimit: Int, inUse: Int) {
+            self.maxConnections = maxConnections
+            self.reservedForSuperusers = reservedForSuperusers
+            self.reserved = reserved
+            self.isSuperuser = isSuperuser
+            self.roleLimit = roleLimit
+            self.databaseLimit = databaseLimit
+            self.inUse = inUse
+        }
+
+        public var allowed: Int {
+            var allowed = isSuperuser ? maxConnections : maxConnections - reservedForSuperusers - reserved
+            if roleLimit >= 0 { allowed = min(allowed, roleLimit) }
+            if databaseLimit >= 0 { allowed = min(allowed, databaseLimit) }
+            return max(0, allowed)
+        }
+
+        /// Why `connections` cannot be had from this server, if they cannot.
+        public func refusal(connections: Int) -> String? {
+            guard connections > allowed else { return nil }
+            var terms = ["max_connections \(maxConnections)"]
+            if !isSuperuser, reservedForSuperusers > 0 { terms.append("less superuser_reserved_connections \(reservedForSuperusers)") }
+            if !isSuperuser, reserved > 0 { terms.append("less reserved_connections \(reserved)") }
+            if roleLimit >= 0 { terms.append("the role's CONNECTION LIMIT \(roleLimit)") }
+            if databaseLimit >= 0 { terms.append("the database's CONNECTION LIMIT \(databaseLimit)") }
+            return "--postgres-connections \(connections) is more than PostgreSQL lets this user open at all (\(allowed): "
+                + terms.joined(separator: ", ") + "); lower it, or raise the server's limit"
+        }
+    }
+
+    /// Reads the server's limits on one connection of its own (opened and closed here), so a
+    /// pool that can never be filled is refused before it opens anything.
+    public static func serverLimit(of endpoint: PostgresEndpoint, logger: Logger) async throws -> ServerLimit {
+        try await withPostgresClient(endpoint, connections: 1) { client in
+            let rows = try await client.query("""
+                SELECT current_setting('max_connections')::int8, current_setting('superuser_reserved_connections')::int8,
+                  COALESCE(current_setting('reserved_connections', true), '0')::int8,
+                  r.rolsuper, r.rolconnlimit::int8, d.datconnlimit::int8, (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')
+                FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = current_database()
+                """, logger: logger).collect()
+            guard let row = rows.first else { throw PostgresStoreError("PostgreSQL did not say what connections it allows") }
+            let (max, superuserSlots, reserved, superuser, role, database, inUse) = try row.decode((Int64, Int64, Int64, Bool, Int64, Int64, Int64).self)
+            return ServerLimit(maxConnections: Int(max), reservedForSuperusers: Int(superuserSlots), reserved: Int(reserved), isSuperuser: superuser,
+                               roleLimit: Int(role), databaseLimit: Int(database), inUse: Int(inUse))
+        }
     }
 }

@@ -96,8 +96,17 @@ struct Hub: AsyncParsableCommand {
             var configuration = try listener.configuration(dataDirectory: "")
             configuration.maxClockSkewMillis = maxSkew * 1000
             configuration.releaseKeyDirectory = releaseKeys
-            try await withPostgresClient(endpoint, connections: postgresConnections ?? HubConnectionPool.defaultConnections(),
-                                         backgroundLogger: Logger(label: "tiersync.postgres")) { client in
+            // A fixed pool the server can never fill would retry for good; refused before it opens.
+            let connections = postgresConnections ?? HubConnectionPool.defaultConnections()
+            let logger = Logger(label: "tiersync.postgres")
+            let limit = try await HubConnectionPool.serverLimit(of: endpoint, logger: logger)
+            if let refusal = limit.refusal(connections: connections) { throw CLIError(refusal) }
+            if connections > limit.allowed - limit.inUse {
+                logger.warning("PostgreSQL has fewer free connections than this process keeps open: it waits for the rest", metadata: [
+                    "connections": "\(connections)", "allowed": "\(limit.allowed)", "in_use": "\(limit.inUse)",
+                ])
+            }
+            try await withPostgresClient(endpoint, connections: connections, backgroundLogger: logger) { client in
                 let catalog = try await PostgresCatalog(client: client)
                 let stores = PostgresTenantStores(client: client, catalog: catalog,
                                                   clock: HybridLogicalClock(maxSkewMillis: configuration.maxClockSkewMillis))

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import PostgresNIO
 import Synchronization
 import Testing
@@ -119,6 +120,40 @@ struct HubConnectionPoolTests {
         }
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/hub"), "nothing created")
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/pki"), "no certificates made")
+    }
+
+    @Test("""
+        a pool PostgreSQL can never fill is refused at start with the server's limit, and nothing is left open; a \
+        non-superuser's limit leaves out the reserved slots and takes the role's and the database's own limits
+        """)
+    func poolBeyondTheServer() async throws {
+        var limit = HubConnectionPool.ServerLimit(maxConnections: 100, reservedForSuperusers: 3, reserved: 0, isSuperuser: false,
+                                                  roleLimit: -1, databaseLimit: -1, inUse: 10)
+        #expect(limit.allowed == 97)
+        #expect(limit.refusal(connections: 97) == nil)
+        #expect(limit.refusal(connections: 98)
+                == "--postgres-connections 98 is more than PostgreSQL lets this user open at all (97: max_connections 100, less superuser_reserved_connections 3); lower it, or raise the server's limit")
+        limit.roleLimit = 20
+        limit.databaseLimit = 30
+        #expect(limit.allowed == 20)
+        limit.isSuperuser = true
+        limit.roleLimit = -1
+        #expect(limit.allowed == 30, "a superuser may use the reserved slots, not more than the database allows")
+
+        guard TestPostgres.isAvailable else { return }
+        try await TestPostgres.withFreshDatabase { endpoint in
+            let dir = try TempDir()
+            let allowed = try await HubConnectionPool.serverLimit(of: endpoint, logger: Logger(label: "test")).allowed
+            let wanted = allowed + 1
+            let ran = try await tiersync(["hub", "serve", "--postgres", endpoint.url, "--postgres-connections", String(wanted),
+                                          "--dev-certs", dir.path + "/pki", "--port", "0"], cwd: dir.path, timeout: 60)
+            #expect(ran.status != 0 && ran.err.contains("--postgres-connections \(wanted) is more than PostgreSQL lets this user open at all (\(allowed): "),
+                    "\(ran)")
+            let left = try await withPostgresClient(try TestPostgres.endpoint()) { client in
+                try await client.query("SELECT count(*)::int8 FROM pg_stat_activity WHERE datname = \(endpoint.database)").collect().first?.decode(Int64.self)
+            }
+            #expect(left == 0, "no connection of the refused hub left on its database")
+        }
     }
 }
 
