@@ -21,13 +21,7 @@ struct HubConnectionPoolTests {
     func leastPoolServesConcurrentSyncs() async throws {
         try await TestPostgres.withFreshDatabase { endpoint in
             let dir = try TempDir()
-            let tokens = try await withPostgresClient(endpoint) { client in
-                let catalog = try await PostgresCatalog(client: client)
-                try await catalog.createTenant("acme")
-                var tokens: [NodeID: String] = [:]
-                for node in Self.dealers { tokens[node] = try await catalog.issueEnrollmentToken(tenant: "acme", node: node) }
-                return tokens
-            }
+            let tokens = try await TestPostgres.createTenant("acme", enrolling: Self.dealers, in: endpoint)
             try await withRunning { running in
                 let pki = dir.path + "/pki", ca = pki + "/ca.pem"
                 let port = try await freeLoopbackPort()

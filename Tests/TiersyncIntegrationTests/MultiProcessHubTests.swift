@@ -23,13 +23,7 @@ struct MultiProcessHubTests {
         try await TestPostgres.withFreshDatabase { endpoint in
             let dir = try TempDir()
             // The tenant and its nodes' tokens, straight into the catalog.
-            let tokens = try await withPostgresClient(endpoint) { client in
-                let catalog = try await PostgresCatalog(client: client)
-                try await catalog.createTenant("acme")
-                var tokens: [NodeID: String] = [:]
-                for node in Self.dealers + ["w1", "w2"] { tokens[node] = try await catalog.issueEnrollmentToken(tenant: "acme", node: node) }
-                return tokens
-            }
+            let tokens = try await TestPostgres.createTenant("acme", enrolling: Self.dealers + ["w1", "w2"], in: endpoint)
             try await withRunning { running in
                 let pki = dir.path + "/pki", ca = dir.path + "/pki/ca.pem"
                 let ports = [try await freeLoopbackPort(), try await freeLoopbackPort()]

@@ -1,5 +1,6 @@
 import Foundation
 import PostgresNIO
+import TiersyncCore
 import TiersyncPostgres
 
 /// The PostgreSQL server tests run against: the cluster named by `TIERSYNC_TEST_POSTGRES_URL`
@@ -53,6 +54,19 @@ public enum TestPostgres {
                 if case .success = outcome { throw TestFailure("could not drop test database \(name): \(String(reflecting: error))") }
             }
             return try outcome.get()
+        }
+    }
+
+    /// Creates `tenant` straight in `endpoint`'s catalog and issues a one-time enrollment
+    /// token for each of `nodes` (each under the tenant's root): what a test's hub processes
+    /// then serve.
+    public static func createTenant(_ tenant: TenantID, enrolling nodes: [NodeID], in endpoint: PostgresEndpoint) async throws -> [NodeID: String] {
+        try await withPostgresClient(endpoint) { client in
+            let catalog = try await PostgresCatalog(client: client)
+            try await catalog.createTenant(tenant)
+            var tokens: [NodeID: String] = [:]
+            for node in nodes { tokens[node] = try await catalog.issueEnrollmentToken(tenant: tenant, node: node) }
+            return tokens
         }
     }
 }
