@@ -116,11 +116,8 @@ struct HubConnectionPoolTests {
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/pki"), "no certificates made")
     }
 
-    @Test("""
-        a pool PostgreSQL can never fill is refused at start with the server's limit, and nothing is left open; a \
-        non-superuser's limit leaves out the reserved slots and takes the role's and the database's own limits
-        """)
-    func poolBeyondTheServer() async throws {
+    @Test("what PostgreSQL lets a user open: a non-superuser's limit leaves out the reserved slots; the role's and the database's own limits cap it")
+    func serverLimit() {
         var limit = HubConnectionPool.ServerLimit(maxConnections: 100, reservedForSuperusers: 3, reserved: 0, isSuperuser: false,
                                                   roleLimit: -1, databaseLimit: -1, inUse: 10)
         #expect(limit.allowed == 97)
@@ -133,8 +130,11 @@ struct HubConnectionPoolTests {
         limit.isSuperuser = true
         limit.roleLimit = -1
         #expect(limit.allowed == 30, "a superuser may use the reserved slots, not more than the database allows")
+    }
 
-        guard TestPostgres.isAvailable else { return }
+    @Test("a pool PostgreSQL can never fill is refused at start with the server's limit, and nothing is left open",
+          .enabled(if: TestPostgres.isAvailable, "needs TIERSYNC_TEST_POSTGRES_URL (ops/postgres/test-cluster.sh)"))
+    func poolBeyondTheServer() async throws {
         try await TestPostgres.withFreshDatabase { endpoint in
             let dir = try TempDir()
             let allowed = try await HubConnectionPool.serverLimit(of: endpoint, logger: Logger(label: "test")).allowed
