@@ -13,7 +13,7 @@ import PostgresNIO
 /// inside PostgreSQL, where they contend for the tenant's head lock, and every new one
 /// starts a backend that plans the tenant's functions again: under a connect storm of
 /// 5,000 agents on two processes (2 cores) a pool of 20 per process (postgres-nio's default)
-/// gave p99 446–503 ms, a pool of 6 113–216 ms (BENCHMARKS.md, 2026-12-05, afternoon).
+/// gave p99 446–509 ms, pools of 4–8 113–391 ms (BENCHMARKS.md, 2026-12-05, afternoon).
 /// Requests beyond the pool wait in the process for a connection instead, which costs nothing.
 /// The pool is fixed: its connections open when the process starts and stay open, so no
 /// backend starts (and plans its functions) in the middle of a storm.
@@ -45,7 +45,7 @@ public enum HubConnectionPool {
         /// -1: none (as PostgreSQL writes it).
         public var roleLimit: Int
         public var databaseLimit: Int
-        /// Connections open on the server now, every user's.
+        /// Connections open on the server now, every user's (the one reading this left out).
         public var inUse: Int
 
         public init(maxConnections: Int, reservedForSuperusers: Int, reserved: Int, isSuperuser: Bool, roleLimit: Int, databaseLimit: Int, inUse: Int) {
@@ -85,7 +85,7 @@ public enum HubConnectionPool {
             let rows = try await client.query("""
                 SELECT current_setting('max_connections')::int8, current_setting('superuser_reserved_connections')::int8,
                   COALESCE(current_setting('reserved_connections', true), '0')::int8,
-                  r.rolsuper, r.rolconnlimit::int8, d.datconnlimit::int8, (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')
+                  r.rolsuper, r.rolconnlimit::int8, d.datconnlimit::int8, (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid())
                 FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = current_database()
                 """, logger: logger).collect()
             guard let row = rows.first else { throw PostgresStoreError("PostgreSQL did not say what connections it allows") }
