@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Logging
+import NIOSSL
 import PostgresNIO
 
 /// Where a PostgreSQL database is and how to reach it, from a URL of the form
@@ -138,6 +139,14 @@ public struct PostgresEndpoint: Sendable, Hashable, CustomStringConvertible {
             configuration.options.minimumConnections = connections
         }
         return configuration
+    }
+
+    /// The same as ``clientConfiguration(connections:)`` for one connection of its own
+    /// (`PostgresConnection.connect`), which reports why it cannot connect at once instead of
+    /// a pool's retrying.
+    public func connectionConfiguration() throws -> PostgresConnection.Configuration {
+        PostgresConnection.Configuration(host: host, port: port, username: username, password: password, database: database,
+                                         tls: isLoopback ? .disable : .require(try NIOSSLContext(configuration: .makeClientConfiguration())))
     }
 
     private static func encode(_ s: String) -> String {

@@ -40,6 +40,9 @@ struct Hub: AsyncParsableCommand {
         @Option(help: ArgumentHelp("PostgreSQL connections this process keeps open (default: two per core of this machine plus two, \(HubConnectionPool.defaultConnections()) here; at least \(HubConnectionPool.minimum)).",
                                    valueName: "n"))
         var postgresConnections: Int?
+        @Option(help: ArgumentHelp("Seconds to wait at start for PostgreSQL to answer (asking every second, each failure logged) before giving up.",
+                                   valueName: "seconds"))
+        var postgresWait = 60.0
         @OptionGroup var logging: LoggingOptions
 
         func validate() throws {
@@ -54,6 +57,9 @@ struct Hub: AsyncParsableCommand {
                         (one connection listens for other processes' pushes and one holds the rules run's lease, so fewer could stall the rules run)
                         """)
                 }
+            }
+            guard (0...3_600).contains(postgresWait) else {
+                throw ValidationError("--postgres-wait must be a number of seconds from 0 to 3600, got \(postgresWait)")
             }
             guard RetentionPolicy(days: retentionDays) != nil else {
                 throw ValidationError("--retention-days must be a number of days above 0 and at most \(Int(RetentionPolicy.maximumDays)), got \(retentionDays)")
@@ -99,7 +105,12 @@ struct Hub: AsyncParsableCommand {
             // A fixed pool the server can never fill would retry for good; refused before it opens.
             let connections = postgresConnections ?? HubConnectionPool.defaultConnections()
             let logger = Logger(label: "tiersync.postgres")
-            let limit = try await HubConnectionPool.serverLimit(of: endpoint, logger: logger)
+            let limit: HubConnectionPool.ServerLimit
+            do {
+                limit = try await HubConnectionPool.serverLimit(of: endpoint, waiting: .milliseconds(Int64(postgresWait * 1000)), logger: logger)
+            } catch let error as HubConnectionPool.Unreachable {
+                throw CLIError(error.description)
+            }
             if let refusal = limit.refusal(connections: connections) { throw CLIError(refusal) }
             if connections > limit.allowed - limit.inUse {
                 logger.warning("PostgreSQL has fewer free connections than this process keeps open: it waits for the rest", metadata: [

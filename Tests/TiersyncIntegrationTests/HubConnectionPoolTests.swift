@@ -97,6 +97,39 @@ struct HubConnectionPoolTests {
         }
     }
 
+    @Test("""
+        a PostgreSQL that does not answer: hub serve tries again every second, logging why, and gives up after \
+        --postgres-wait with the network's reason, the password left out
+        """)
+    func unreachableServer() async throws {
+        let dir = try TempDir()
+        // Nothing listens on port 1 of the loopback interface: refused at once, every time.
+        let started = ContinuousClock.now
+        let ran = try await tiersync(["hub", "serve", "--postgres", "postgres://nobody:secret@127.0.0.1:1/none", "--postgres-wait", "2",
+                                      "--dev-certs", dir.path + "/pki", "--port", "0"], cwd: dir.path, timeout: 60)
+        let took = ContinuousClock.now - started
+        #expect(ran.status != 0, "\(ran)")
+        #expect(ran.err.contains("no connection to PostgreSQL at postgres://nobody:***@127.0.0.1:1/none within 2 s (--postgres-wait): ")
+                && ran.err.contains("Connection refused"), "\(ran)")
+        #expect((ran.out + ran.err).contains("no connection to PostgreSQL yet; trying again in 1 s"),
+                "each failed attempt is logged: \(ran)")
+        #expect(!ran.out.contains("secret") && !ran.err.contains("secret"), "the password is never printed")
+        #expect(took < .seconds(30), "gave up after about 2 s, took \(took)")
+        #expect(try await tiersync(["hub", "serve", "--postgres", "postgres://nobody@127.0.0.1:1/none", "--postgres-wait", "4000",
+                                    "--dev-certs", dir.path + "/pki", "--port", "0"], cwd: dir.path, timeout: 30)
+                    .err.contains("--postgres-wait must be a number of seconds from 0 to 3600, got 4000.0"))
+    }
+
+    @Test("a database that does not exist: hub serve gives up after --postgres-wait with PostgreSQL's own message",
+          .enabled(if: TestPostgres.isAvailable, "needs TIERSYNC_TEST_POSTGRES_URL (ops/postgres/test-cluster.sh)"))
+    func missingDatabase() async throws {
+        let dir = try TempDir()
+        let missing = try TestPostgres.endpoint().with(database: "tiersync_missing_" + UUID().uuidString.prefix(8).lowercased())
+        let ran = try await tiersync(["hub", "serve", "--postgres", missing.url, "--postgres-wait", "0",
+                                      "--dev-certs", dir.path + "/pki", "--port", "0"], cwd: dir.path, timeout: 60)
+        #expect(ran.status != 0 && ran.err.contains("within 0 s (--postgres-wait): database \"\(missing.database)\" does not exist"), "\(ran)")
+    }
+
     @Test("--postgres-connections is refused below 3, above 1,000, and without --postgres, before anything starts")
     func optionValidated() async throws {
         let dir = try TempDir()
@@ -137,7 +170,7 @@ struct HubConnectionPoolTests {
     func poolBeyondTheServer() async throws {
         try await TestPostgres.withFreshDatabase { endpoint in
             let dir = try TempDir()
-            let allowed = try await HubConnectionPool.serverLimit(of: endpoint, logger: Logger(label: "test")).allowed
+            let allowed = try await HubConnectionPool.serverLimit(of: endpoint, waiting: .seconds(10), logger: Logger(label: "test")).allowed
             let wanted = allowed + 1
             let ran = try await tiersync(["hub", "serve", "--postgres", endpoint.url, "--postgres-connections", String(wanted),
                                           "--dev-certs", dir.path + "/pki", "--port", "0"], cwd: dir.path, timeout: 60)
