@@ -78,45 +78,11 @@ public enum HubConnectionPool {
         }
     }
 
-    /// Reads the server's limits on one connection of its own (opened and closed here), so a
-    /// pool that can never be filled is refused before it opens anything. A server that does
-    /// not answer is asked again every second until `waiting` has passed (it may be starting
-    /// with the hub), each failure logged as a warning; then ``Unreachable`` says why.
+    /// Reads the server's limits on one connection of its own (``PostgresEndpoint/firstContact(waiting:logger:_:)``:
+    /// tried every second for up to `waiting`, each failure logged), so a pool that can never
+    /// be filled is refused before it opens anything.
     public static func serverLimit(of endpoint: PostgresEndpoint, waiting: Duration, logger: Logger) async throws -> ServerLimit {
-        let deadline = ContinuousClock.now + waiting
-        var attempt = 0
-        while true {
-            attempt += 1
-            do {
-                return try await readLimit(of: endpoint, logger: logger)
-            } catch {
-                let reason = Self.reason(error)
-                guard ContinuousClock.now + .seconds(1) < deadline, !Task.isCancelled else {
-                    throw Unreachable(endpoint: endpoint.description, waited: waiting, reason: reason)
-                }
-                logger.warning("no connection to PostgreSQL yet; trying again in 1 s", metadata: [
-                    "server": "\(endpoint.description)", "attempt": "\(attempt)", "error": "\(reason)",
-                ])
-                try await Task.sleep(for: .seconds(1))
-            }
-        }
-    }
-
-    /// No connection to PostgreSQL at start within the time given: it did not answer, or
-    /// refused the hub (`reason` says which).
-    public struct Unreachable: Error, CustomStringConvertible {
-        public let endpoint: String
-        public let waited: Duration
-        public let reason: String
-        public var description: String {
-            let seconds = Double(waited.components.seconds) + Double(waited.components.attoseconds) / 1e18
-            return "no connection to PostgreSQL at \(endpoint) within \(seconds == seconds.rounded() ? "\(Int(seconds))" : "\(seconds)") s (--postgres-wait): \(reason)"
-        }
-    }
-
-    private static func readLimit(of endpoint: PostgresEndpoint, logger: Logger) async throws -> ServerLimit {
-        let connection = try await PostgresConnection.connect(configuration: try endpoint.connectionConfiguration(), id: 0, logger: logger)
-        do {
+        try await endpoint.firstContact(waiting: waiting, logger: logger) { connection in
             let rows = try await connection.query("""
                 SELECT current_setting('max_connections')::int8, current_setting('superuser_reserved_connections')::int8,
                   COALESCE(current_setting('reserved_connections', true), '0')::int8,
@@ -124,24 +90,10 @@ public enum HubConnectionPool {
                   (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid())
                 FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = current_database()
                 """, logger: logger).collect()
-            try? await connection.close()
             guard let row = rows.first else { throw PostgresStoreError("PostgreSQL did not say what connections it allows") }
             let (max, superuserSlots, reserved, superuser, role, database, inUse) = try row.decode((Int64, Int64, Int64, Bool, Int64, Int64, Int64).self)
             return ServerLimit(maxConnections: Int(max), reservedForSuperusers: Int(superuserSlots), reserved: Int(reserved), isSuperuser: superuser,
                                roleLimit: Int(role), databaseLimit: Int(database), inUse: Int(inUse))
-        } catch {
-            try? await connection.close()
-            throw error
         }
-    }
-
-    /// Why a connection failed, in words an operator can act on: PostgreSQL's own message
-    /// (a wrong password, a missing database), else the network's (refused, unreachable).
-    /// postgres-nio's own description of its errors hides both.
-    static func reason(_ error: any Error) -> String {
-        guard let error = error as? PSQLError else { return "\(error)" }
-        if let message = error.serverInfo?[.message] { return message }
-        if let underlying = error.underlying { return "\(underlying)" }
-        return "\(error.code)"
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import TiersyncCore
 import TiersyncPostgres
 import TiersyncStore
@@ -73,35 +74,23 @@ enum HubLocation: Sendable, CustomStringConvertible {
         case .postgres(let url):
             let endpoint: PostgresEndpoint
             do { endpoint = try PostgresEndpoint(url: url) } catch { throw CLIError(error.description) }
+            // The first contact on a connection of its own, which says why it fails at once,
+            // rather than the pool's, which retries for as long as a query waits.
+            do {
+                try await endpoint.firstContact(waiting: Self.connectTimeout, logger: Logger(label: "tiersync.postgres")) { _ in }
+            } catch let error as PostgresUnreachable {
+                throw CLIError(error.message())
+            }
             return try await withPostgresClient(endpoint) { client in
-                let catalog = try await Self.reach(endpoint) { try await PostgresCatalog(client: client) }
+                let catalog = try await PostgresCatalog(client: client)
                 let stores = PostgresTenantStores(client: client, catalog: catalog)
                 return try await body(OpenedHub(catalog: catalog, store: { stores.store(for: $0) }, sqlite: nil, location: self))
             }
         }
     }
 
-    /// How long an admin command waits for PostgreSQL to answer its first query.
+    /// How long an admin command waits for a first connection to PostgreSQL.
     static let connectTimeout: Duration = .seconds(15)
-
-    /// `first` (the command's first query), failing with a clear error when the server does
-    /// not answer within ``connectTimeout``: postgres-nio's client retries a connection that
-    /// fails (wrong port, unknown database, refused login) for as long as a query waits, so
-    /// a command given a wrong URL would otherwise wait forever without a word.
-    private static func reach<T: Sendable>(_ endpoint: PostgresEndpoint, _ first: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await first() }
-            group.addTask {
-                try await Task.sleep(for: connectTimeout)
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let answer = try await group.next(), let value = answer else {
-                throw CLIError("no answer from PostgreSQL at \(endpoint) within \(connectTimeout): is the server up, and are the user, password and database right?")
-            }
-            return value
-        }
-    }
 
     /// Runs `body` with `tenant` as a read command sees it (``TenantView``), creating nothing
     /// on SQLite. A tenant that is not there is an error naming those that are; `hint` ends

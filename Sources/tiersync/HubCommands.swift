@@ -108,8 +108,8 @@ struct Hub: AsyncParsableCommand {
             let limit: HubConnectionPool.ServerLimit
             do {
                 limit = try await HubConnectionPool.serverLimit(of: endpoint, waiting: .milliseconds(Int64(postgresWait * 1000)), logger: logger)
-            } catch let error as HubConnectionPool.Unreachable {
-                throw CLIError(error.description)
+            } catch let error as PostgresUnreachable {
+                throw CLIError(error.message(option: "--postgres-wait"))
             }
             if let refusal = limit.refusal(connections: connections) { throw CLIError(refusal) }
             if connections > limit.allowed - limit.inUse {

@@ -120,7 +120,7 @@ struct HubConnectionPoolTests {
                     .err.contains("--postgres-wait must be a number of seconds from 0 to 3600, got 4000.0"))
     }
 
-    @Test("a database that does not exist: hub serve gives up after --postgres-wait with PostgreSQL's own message",
+    @Test("a database that does not exist: hub serve gives up after --postgres-wait, an admin command after 15 s, each with PostgreSQL's own message",
           .enabled(if: TestPostgres.isAvailable, "needs TIERSYNC_TEST_POSTGRES_URL (ops/postgres/test-cluster.sh)"))
     func missingDatabase() async throws {
         let dir = try TempDir()
@@ -128,6 +128,8 @@ struct HubConnectionPoolTests {
         let ran = try await tiersync(["hub", "serve", "--postgres", missing.url, "--postgres-wait", "0",
                                       "--dev-certs", dir.path + "/pki", "--port", "0"], cwd: dir.path, timeout: 60)
         #expect(ran.status != 0 && ran.err.contains("within 0 s (--postgres-wait): database \"\(missing.database)\" does not exist"), "\(ran)")
+        let admin = try await tiersync(["admin", "nodes", "--postgres", missing.url, "--tenant", "acme"], cwd: dir.path, timeout: 60)
+        #expect(admin.status != 0 && admin.err.contains("within 15 s: database \"\(missing.database)\" does not exist"), "\(admin)")
     }
 
     @Test("--postgres-connections is refused below 3, above 1,000, and without --postgres, before anything starts")
