@@ -182,8 +182,8 @@ func withHubDatabase<T: Sendable>(_ engine: StorageEngine, _ body: (PostgresEndp
 
 extension Running {
     /// A hub keeping its data in `postgres` (nil: SQLite files in `directory`), stopped with the scope.
-    func hub(directory: String, port: Int = 0, postgres: PostgresEndpoint?, retention: RetentionPolicy? = .default) async throws -> RunningHub {
-        let hub = try await RunningHub(directory: directory, port: port, postgres: postgres, retention: retention)
+    func hub(directory: String, port: Int = 0, postgres: PostgresEndpoint?) async throws -> RunningHub {
+        let hub = try await RunningHub(directory: directory, port: port, postgres: postgres)
         add { await hub.stop() }
         return hub
     }
@@ -223,12 +223,10 @@ struct ThreeTierTests {
         let dir = try TempDir()
         try await withHubDatabase(engine) { postgres in
             try await withRunning { running in
-                // No compaction at the hub: the lineage checks at the end read HQ's log entries,
-                // which compaction folds into their records once every replica holds them. On a
-                // loaded CI machine this test outlasted the default 60 s interval and HQ's entry
-                // for de-esc-1 was gone. Compaction has suites of its own (RetentionTests,
-                // CompactionEngineTests).
-                let hub = try await running.hub(directory: dir.path, postgres: postgres, retention: nil)
+                // No compaction (the test library's default): the lineage checks at the end read
+                // HQ's log entries, which compaction folds into their records once every replica
+                // holds them. A loaded CI run outlasted a 60 s interval and found none for de-esc-1.
+                let hub = try await running.hub(directory: dir.path, postgres: postgres)
                 try await hub.catalogStore.createTenant("acme", levels: 3)
                 try await hub.catalogStore.createTenant("insura", levels: 2)
                 var countries: [NodeID: RunningCountry] = [:]

@@ -62,9 +62,14 @@ public final class RunningHub: Sendable {
     /// `rules`: run HQ's rules (``HubRulesRunner``) as `tiersync hub serve` does, every
     /// `interval`, at the times `clock` gives. `postgres`: keep the hub in that
     /// database instead of files in `directory` (which then holds only the certificates).
+    /// `retention`: compact as `hub serve` does with that policy. None by default, here and
+    /// for every node this library starts: compaction folds log entries into their records
+    /// at an interval of the real clock, so a test reading a log (lineage, trails, counts)
+    /// would pass or fail by how long a loaded machine took to reach its checks. Tests of
+    /// compaction ask for it.
     public init(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init(),
                 maxClockSkewMillis: UInt64 = 60_000, rules: RulesSchedule? = nil, postgres: PostgresEndpoint? = nil,
-                retention: RetentionPolicy? = .default, logger: Logger = Logger(label: "tiersync.hub")) async throws {
+                retention: RetentionPolicy? = nil, logger: Logger = Logger(label: "tiersync.hub")) async throws {
         let pki = try DevelopmentPKI.ensure(in: directory + "/pki")
         var configuration = HubConfiguration(host: "127.0.0.1", port: port, dataDirectory: directory + "/hub",
                                              transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey))
@@ -330,18 +335,23 @@ public final class RunningCountry: Sendable {
     private let task: Task<Void, any Error>
 
     /// `rules`: when and at which times its rules run (default: as an agent's, every 30 s of the real clock).
-    public init(hub: RunningHub, tenant: TenantID, node: NodeID, directory: String, rules: RulesSchedule? = nil) async throws {
+    /// `retention`: compact its store (as an agent and as its children's hub); none by
+    /// default, as ``RunningHub/init(directory:port:limits:maxClockSkewMillis:rules:postgres:retention:logger:)`` explains.
+    public init(hub: RunningHub, tenant: TenantID, node: NodeID, directory: String, rules: RulesSchedule? = nil,
+                retention: RetentionPolicy? = nil) async throws {
         let store = try NodeStore(path: "\(directory)/\(node).sqlite", checkpointing: .byOwner)
         var agent = AgentConfiguration(parentURL: hub.url, caFile: hub.caFile)
         agent.localPollInterval = .milliseconds(50)
         agent.pullWaitSeconds = 5
         agent.statusInterval = .milliseconds(200)
+        agent.retention = retention
         rules?.apply(to: &agent)
         try await SyncAgent.enroll(store: store, configuration: agent, token: try await hub.catalogStore.issueEnrollmentToken(tenant: tenant, node: node))
         let pki = try DevelopmentPKI.ensure(in: directory + "/pki")
-        var country = CountryNode(store: store, agentConfiguration: agent,
-                                  hubConfiguration: HubConfiguration(port: 0, dataDirectory: "\(directory)/\(node)-directory",
-                                                                     transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey)))
+        var hubConfiguration = HubConfiguration(port: 0, dataDirectory: "\(directory)/\(node)-directory",
+                                                transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey))
+        hubConfiguration.retention = retention
+        var country = CountryNode(store: store, agentConfiguration: agent, hubConfiguration: hubConfiguration)
         country.directoryRefreshInterval = .milliseconds(500)
         let (stream, continuation) = AsyncStream<Int>.makeStream()
         let node = country
@@ -371,7 +381,7 @@ public final class RunningAgent: Sendable {
     private let task: Task<Void, any Error>
 
     public init(store: NodeStore, parentURL: String, caFile: String, rules: RulesSchedule? = nil,
-                retention: RetentionPolicy? = .default) throws {
+                retention: RetentionPolicy? = nil) throws {
         self.store = store
         var configuration = AgentConfiguration(parentURL: parentURL, caFile: caFile)
         configuration.retention = retention
@@ -385,7 +395,7 @@ public final class RunningAgent: Sendable {
 
     /// Enrolls a new store at `parentURL` with a token from `hub`, then runs its agent.
     public static func enroll(_ node: NodeID, parent: NodeID?, tenant: TenantID, hub: RunningHub, parentURL: String,
-                              directory: String, rules: RulesSchedule? = nil, retention: RetentionPolicy? = .default) async throws -> RunningAgent {
+                              directory: String, rules: RulesSchedule? = nil, retention: RetentionPolicy? = nil) async throws -> RunningAgent {
         let store = try NodeStore(path: "\(directory)/\(node).sqlite")
         try await SyncAgent.enroll(store: store, configuration: AgentConfiguration(parentURL: parentURL, caFile: hub.caFile),
                                    token: try await hub.catalogStore.issueEnrollmentToken(tenant: tenant, node: node, parent: parent))
@@ -440,7 +450,7 @@ public final class Running {
 
     public func hub(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init(),
                     maxClockSkewMillis: UInt64 = 60_000, rules: RulesSchedule? = nil, postgres: PostgresEndpoint? = nil,
-                    retention: RetentionPolicy? = .default, logger: Logger = Logger(label: "tiersync.hub")) async throws -> RunningHub {
+                    retention: RetentionPolicy? = nil, logger: Logger = Logger(label: "tiersync.hub")) async throws -> RunningHub {
         let hub = try await RunningHub(directory: directory, port: port, limits: limits, maxClockSkewMillis: maxClockSkewMillis,
                                        rules: rules, postgres: postgres, retention: retention, logger: logger)
         add { await hub.stop() }
@@ -448,21 +458,21 @@ public final class Running {
     }
 
     public func country(hub: RunningHub, tenant: TenantID, node: NodeID, directory: String,
-                        rules: RulesSchedule? = nil) async throws -> RunningCountry {
-        let country = try await RunningCountry(hub: hub, tenant: tenant, node: node, directory: directory, rules: rules)
+                        rules: RulesSchedule? = nil, retention: RetentionPolicy? = nil) async throws -> RunningCountry {
+        let country = try await RunningCountry(hub: hub, tenant: tenant, node: node, directory: directory, rules: rules, retention: retention)
         add { await country.stop() }
         return country
     }
 
     public func agent(store: NodeStore, parentURL: String, caFile: String, rules: RulesSchedule? = nil,
-                      retention: RetentionPolicy? = .default) throws -> RunningAgent {
+                      retention: RetentionPolicy? = nil) throws -> RunningAgent {
         let agent = try RunningAgent(store: store, parentURL: parentURL, caFile: caFile, rules: rules, retention: retention)
         add { await agent.stop() }
         return agent
     }
 
     public func agent(enrolling node: NodeID, parent: NodeID?, tenant: TenantID, hub: RunningHub, parentURL: String,
-                      directory: String, rules: RulesSchedule? = nil, retention: RetentionPolicy? = .default) async throws -> RunningAgent {
+                      directory: String, rules: RulesSchedule? = nil, retention: RetentionPolicy? = nil) async throws -> RunningAgent {
         let agent = try await RunningAgent.enroll(node, parent: parent, tenant: tenant, hub: hub, parentURL: parentURL,
                                                   directory: directory, rules: rules, retention: retention)
         add { await agent.stop() }
