@@ -83,13 +83,19 @@ public enum HubConnectionPool {
     /// be filled is refused before it opens anything.
     public static func serverLimit(of endpoint: PostgresEndpoint, waiting: Duration, logger: Logger) async throws -> ServerLimit {
         try await endpoint.firstContact(waiting: waiting, logger: logger) { connection in
-            let rows = try await connection.query("""
+            let rows: [PostgresRow]
+            do {
+                rows = try await connection.query("""
                 SELECT current_setting('max_connections')::int8, current_setting('superuser_reserved_connections')::int8,
                   COALESCE(current_setting('reserved_connections', true), '0')::int8,
                   r.rolsuper, r.rolconnlimit::int8, d.datconnlimit::int8,
                   (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid())
                 FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = current_database()
                 """, logger: logger).collect()
+            } catch {
+                // postgres-nio's description of the error hides PostgreSQL's message.
+                throw PostgresStoreError("PostgreSQL refused to say what connections it allows: \(PostgresUnreachable.reason(error))")
+            }
             guard let row = rows.first else { throw PostgresStoreError("PostgreSQL did not say what connections it allows") }
             let (max, superuserSlots, reserved, superuser, role, database, inUse) = try row.decode((Int64, Int64, Int64, Bool, Int64, Int64, Int64).self)
             return ServerLimit(maxConnections: Int(max), reservedForSuperusers: Int(superuserSlots), reserved: Int(reserved), isSuperuser: superuser,

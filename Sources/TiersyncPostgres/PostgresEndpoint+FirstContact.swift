@@ -8,19 +8,26 @@ extension PostgresEndpoint {
     /// (wrong port, unknown database, refused login) for as long as a query waits, without
     /// saying why; a connection of its own fails at once with the reason. A failure is tried
     /// again every second until `waiting` has passed (the server may be starting beside the
-    /// caller), each logged as a warning; then ``PostgresUnreachable`` says why.
+    /// caller), each logged as a warning; then ``PostgresUnreachable`` says why. Only the
+    /// connection is tried again: an error of `body` is rethrown as it is, since a statement
+    /// the server refused (a missing privilege, say) is not cured by waiting, and is not a
+    /// failure to connect.
     public func firstContact<T: Sendable>(waiting: Duration, logger: Logger,
                                           _ body: (PostgresConnection) async throws -> T) async throws -> T {
+        let connection = try await firstConnection(waiting: waiting, logger: logger)
+        let outcome: Result<T, any Error>
+        do { outcome = .success(try await body(connection)) } catch { outcome = .failure(error) }
+        try? await connection.close()
+        return try outcome.get()
+    }
+
+    private func firstConnection(waiting: Duration, logger: Logger) async throws -> PostgresConnection {
         let deadline = ContinuousClock.now + waiting
         var attempt = 0
         while true {
             attempt += 1
             do {
-                let connection = try await PostgresConnection.connect(configuration: try connectionConfiguration(), id: attempt, logger: logger)
-                let outcome: Result<T, any Error>
-                do { outcome = .success(try await body(connection)) } catch { outcome = .failure(error) }
-                try? await connection.close()
-                return try outcome.get()
+                return try await PostgresConnection.connect(configuration: try connectionConfiguration(), id: attempt, logger: logger)
             } catch {
                 let reason = PostgresUnreachable.reason(error)
                 guard ContinuousClock.now + .seconds(1) < deadline, !Task.isCancelled else {

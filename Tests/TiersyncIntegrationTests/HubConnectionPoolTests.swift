@@ -132,6 +132,28 @@ struct HubConnectionPoolTests {
         #expect(admin.status != 0 && admin.err.contains("within 15 s: database \"\(missing.database)\" does not exist"), "\(admin)")
     }
 
+    @Test("""
+        first contact tries only the connection again: a statement the server refuses is rethrown at once, with \
+        PostgreSQL's error, on the one attempt
+        """, .enabled(if: TestPostgres.isAvailable, "needs TIERSYNC_TEST_POSTGRES_URL (ops/postgres/test-cluster.sh)"))
+    func firstContactRethrowsTheBodysError() async throws {
+        let endpoint = try TestPostgres.endpoint()
+        let attempts = Atomic(0)
+        let started = ContinuousClock.now
+        await #expect {
+            _ = try await endpoint.firstContact(waiting: .seconds(20), logger: Logger(label: "test")) { connection in
+                attempts.add(1, ordering: .relaxed)
+                return try await connection.query("SELECT * FROM tiersync_no_such_table", logger: Logger(label: "test")).collect()
+            }
+        } throws: { error in
+            (error as? PSQLError)?.serverInfo?[.message] == "relation \"tiersync_no_such_table\" does not exist"
+        }
+        #expect(attempts.load(ordering: .relaxed) == 1)
+        // Before, the refusal counted as "no connection yet": tried every second for the
+        // whole 20 s, then reported as an unreachable server.
+        #expect(ContinuousClock.now - started < .seconds(10))
+    }
+
     @Test("--postgres-connections is refused below 3, above 1,000, and without --postgres, before anything starts")
     func optionValidated() async throws {
         let dir = try TempDir()
