@@ -139,7 +139,6 @@ struct HubConnectionPoolTests {
     func firstContactRethrowsTheBodysError() async throws {
         let endpoint = try TestPostgres.endpoint()
         let attempts = Atomic(0)
-        let started = ContinuousClock.now
         await #expect {
             _ = try await endpoint.firstContact(waiting: .seconds(20), logger: Logger(label: "test")) { connection in
                 attempts.add(1, ordering: .relaxed)
@@ -148,10 +147,10 @@ struct HubConnectionPoolTests {
         } throws: { error in
             (error as? PSQLError)?.serverInfo?[.message] == "relation \"tiersync_no_such_table\" does not exist"
         }
+        // Before, the refusal counted as "no connection yet": the body ran every second for
+        // the whole wait, then the refusal was reported as an unreachable server. (No bound on
+        // the time: on a loaded machine the connection itself may take some tries.)
         #expect(attempts.load(ordering: .relaxed) == 1)
-        // Before, the refusal counted as "no connection yet": tried every second for the
-        // whole 20 s, then reported as an unreachable server.
-        #expect(ContinuousClock.now - started < .seconds(10))
     }
 
     @Test("--postgres-connections is refused below 3, above 1,000, and without --postgres, before anything starts")
