@@ -67,38 +67,13 @@ public enum FieldType: Sendable, Hashable, Codable {
         return f.date(from: s) != nil
     }
 
-    /// True for `YYYY-MM-DDTHH:MM:SS[.mmm](Z|±HH:MM)` on a real calendar day of the years
-    /// 1000–9999, hours 00–23, minutes and seconds 00–59, offsets up to ±14:59: a part of what
+    /// True for ``CommonTimestamp``'s form in the years 1000–9999: a part of what
     /// `ISO8601DateFormatter` accepts (`SchemaTimestampTests` holds the two side by side).
     /// False says nothing: the formatter decides.
     static func isCommonTimestamp(_ s: String) -> Bool {
-        s.utf8.withContiguousStorageIfAvailable { p -> Bool in
-            let n = p.count
-            guard n == 20 || n == 24 || n == 25 || n == 29 else { return false }
-            func number(_ from: Int, _ count: Int) -> Int? {
-                var v = 0
-                for i in from..<(from + count) {
-                    let c = p[i]
-                    guard c >= 0x30, c <= 0x39 else { return nil }
-                    v = v * 10 + Int(c - 0x30)
-                }
-                return v
-            }
-            guard p[4] == 0x2d, p[7] == 0x2d, p[10] == 0x54, p[13] == 0x3a, p[16] == 0x3a,
-                  let year = number(0, 4), let month = number(5, 2), let day = number(8, 2),
-                  let hour = number(11, 2), let minute = number(14, 2), let second = number(17, 2),
-                  year >= 1000, (1...12).contains(month), day >= 1, hour < 24, minute < 60, second < 60 else { return false }
-            let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
-            guard day <= [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1] else { return false }
-            var i = 19
-            if n == 24 || n == 29 {
-                guard p[i] == 0x2e, number(i + 1, 3) != nil else { return false }
-                i += 4
-            }
-            if p[i] == 0x5a { return i + 1 == n }
-            guard p[i] == 0x2b || p[i] == 0x2d, i + 6 == n, p[i + 3] == 0x3a,
-                  let offsetHours = number(i + 1, 2), let offsetMinutes = number(i + 4, 2) else { return false }
-            return offsetHours <= 14 && offsetMinutes < 60
+        s.utf8.withContiguousStorageIfAvailable { p in
+            // A first digit 0 is a year below 1000, which the formatter refuses.
+            CommonTimestamp.millis(utf8: p) != nil && p[0] != 0x30
         } ?? false
     }
 

@@ -206,7 +206,7 @@ public enum Timestamp {
     public static func format(_ millis: UInt64) -> String {
         if millis < maxCommonMillis {
             let days = Int(millis / 86_400_000), inDay = Int(millis % 86_400_000)
-            let (y, m, d) = civil(days)
+            let (y, m, d) = CivilCalendar.date(days: Int64(days)) as (Int64, Int64, Int64)
             var bytes: [UInt8] = []
             bytes.reserveCapacity(24)
             func put(_ value: Int, _ width: Int) {
@@ -219,7 +219,7 @@ public enum Timestamp {
                     divisor /= 10
                 }
             }
-            put(y, 4); bytes.append(0x2d); put(m, 2); bytes.append(0x2d); put(d, 2); bytes.append(0x54)
+            put(Int(y), 4); bytes.append(0x2d); put(Int(m), 2); bytes.append(0x2d); put(Int(d), 2); bytes.append(0x54)
             put(inDay / 3_600_000, 2); bytes.append(0x3a); put(inDay / 60_000 % 60, 2); bytes.append(0x3a); put(inDay / 1000 % 60, 2)
             if millis % 1000 != 0 { bytes.append(0x2e); put(inDay % 1000, 3) }
             bytes.append(0x5a)
@@ -233,63 +233,9 @@ public enum Timestamp {
     /// 10000-01-01T00:00:00Z: below it, ``format(_:)`` writes the digits itself.
     static let maxCommonMillis: UInt64 = 253_402_300_800_000
 
-    /// `YYYY-MM-DDTHH:MM:SS[.mmm](Z|±HH:MM)` on a real calendar day from 1970 on, hours
-    /// 00–23, minutes and seconds 00–59; nil for anything else (Foundation decides).
+    /// ``CommonTimestamp``'s form from 1970 on; nil for anything else (Foundation decides).
     static func commonMillis(_ p: UnsafeBufferPointer<UInt8>) -> UInt64? {
-        let n = p.count
-        guard n == 20 || n == 24 || n == 25 || n == 29 else { return nil }
-        func number(_ from: Int, _ count: Int) -> Int? {
-            var v = 0
-            for i in from..<(from + count) {
-                let c = p[i]
-                guard c >= 0x30, c <= 0x39 else { return nil }
-                v = v * 10 + Int(c - 0x30)
-            }
-            return v
-        }
-        guard p[4] == 0x2d, p[7] == 0x2d, p[10] == 0x54, p[13] == 0x3a, p[16] == 0x3a,
-              let year = number(0, 4), let month = number(5, 2), let day = number(8, 2),
-              let hour = number(11, 2), let minute = number(14, 2), let second = number(17, 2),
-              year >= 1970, (1...12).contains(month), day >= 1, hour < 24, minute < 60, second < 60 else { return nil }
-        let days = daysFromCivil(year, month, day)
-        guard civil(days) == (year, month, day) else { return nil }
-        var i = 19, fraction = 0
-        if n == 24 || n == 29 {
-            guard p[i] == 0x2e, let f = number(i + 1, 3) else { return nil }
-            fraction = f
-            i += 4
-        }
-        var offset = 0
-        if p[i] == 0x5a {
-            guard i + 1 == n else { return nil }
-        } else {
-            guard p[i] == 0x2b || p[i] == 0x2d, i + 6 == n, p[i + 3] == 0x3a,
-                  let oh = number(i + 1, 2), let om = number(i + 4, 2), oh <= 14, om < 60 else { return nil }
-            offset = (p[i] == 0x2d ? -1 : 1) * (oh * 3_600 + om * 60)
-        }
-        let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset
-        guard seconds >= 0 else { return nil }
-        return UInt64(seconds) * 1000 + UInt64(fraction)
-    }
-
-    /// Days since 1970-01-01 of a proleptic Gregorian date, and back (Howard Hinnant's algorithms).
-    static func daysFromCivil(_ year: Int, _ month: Int, _ day: Int) -> Int {
-        let y = month <= 2 ? year - 1 : year
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yoe = y - era * 400
-        let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1
-        return era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
-    }
-
-    static func civil(_ days: Int) -> (Int, Int, Int) {
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let day = doy - (153 * mp + 2) / 5 + 1
-        let month = mp < 10 ? mp + 3 : mp - 9
-        return (yoe + era * 400 + (month <= 2 ? 1 : 0), month, day)
+        guard let millis = CommonTimestamp.millis(utf8: p), millis >= 0 else { return nil }
+        return UInt64(millis)
     }
 }

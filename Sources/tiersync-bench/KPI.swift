@@ -56,7 +56,7 @@ struct KPIBench: AsyncParsableCommand {
     }
 
     static func iso(_ millis: Int64) -> String {
-        let (y, m, d) = KPIDay.civil(KPIDay.of(millis: millis))
+        let (y, m, d) = CivilCalendar.date(days: KPIDay.of(millis: millis))
         let s = (millis / 1000) % 86_400
         func two(_ n: Int64) -> String { n < 10 ? "0\(n)" : "\(n)" }
         return "\(y)-\(two(m))-\(two(d))T\(two(s / 3600)):\(two(s / 60 % 60)):\(two(s % 60))Z"

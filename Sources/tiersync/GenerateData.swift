@@ -65,8 +65,8 @@ struct SeededRandom {
     }
 }
 
-/// Days since 1970-01-01 (UTC) and back, without Foundation's calendars (Howard Hinnant's
-/// civil-date algorithms): deterministic and quick.
+/// Days since 1970-01-01 (UTC) and back, without Foundation's calendars (``CivilCalendar``):
+/// deterministic and quick.
 enum CivilDate {
     static let dayMillis: UInt64 = 86_400_000
 
@@ -74,25 +74,12 @@ enum CivilDate {
     static func millis(ofDay day: Int) -> UInt64 { UInt64(max(0, day)) * dayMillis }
 
     static func days(year: Int, month: Int, day: Int) -> Int {
-        let y = month <= 2 ? year - 1 : year
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yoe = y - era * 400
-        let mp = (month + 9) % 12
-        let doy = (153 * mp + 2) / 5 + day - 1
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-        return era * 146_097 + doe - 719_468
+        Int(CivilCalendar.days(year: Int64(year), month: Int64(month), day: Int64(day)))
     }
 
     static func ymd(_ days: Int) -> (year: Int, month: Int, day: Int) {
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let day = doy - (153 * mp + 2) / 5 + 1
-        let month = mp < 10 ? mp + 3 : mp - 9
-        return (yoe + era * 400 + (month <= 2 ? 1 : 0), month, day)
+        let (y, m, d) = CivilCalendar.date(days: Int64(days))
+        return (Int(y), Int(m), Int(d))
     }
 
     /// `YYYY-MM-DD`, what `date` fields hold.

@@ -87,8 +87,8 @@ struct KPIEvaluatorTests {
         #expect(KPITime.millis("2026-11-02T09:00:10.5Z") == KPITime.millis("2026-11-02T09:00:10Z")! + 500)
         #expect(KPITime.millis("2026-11-02") == nil)
         // Timestamps' dates are checked without a round trip through day numbers, with the same answers.
-        let calendar = KPIDay.days(year: 1899, month: 1, day: 1)...KPIDay.days(year: 2101, month: 12, day: 31)
-        #expect(calendar.filter { let (y, m, d) = KPIDay.civil($0); return !KPIDay.isDate(year: y, month: m, day: d) }.isEmpty)
+        let calendar = CivilCalendar.days(year: 1899, month: 1, day: 1)...CivilCalendar.days(year: 2101, month: 12, day: 31)
+        #expect(calendar.filter { let (y, m, d) = CivilCalendar.date(days: $0); return !CivilCalendar.isDate(year: y, month: m, day: d) }.isEmpty)
         // The fast path declines what is not a calendar date (the schema's formatter decides those).
         func fast(_ text: String) -> Int64? { var t = text; return t.withUTF8 { KPITime.millis(utf8: $0) } }
         for notADate in ["2026-02-29", "2100-02-29", "2026-04-31", "2026-13-01", "2026-00-10", "2026-01-00", "2026-01-32"] {
