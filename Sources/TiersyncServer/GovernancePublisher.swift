@@ -38,6 +38,7 @@ public struct GovernancePublisher: Sendable {
     }
 
     /// Signs `compiled` as the next release and rolls it out to `targets` (nil: every node).
+    @discardableResult
     public func publish(_ compiled: CompiledGovernance, effectiveFromMillis: UInt64? = nil, notes: String? = nil,
                         targets: [NodeID]? = nil, nowMillis: UInt64 = WallClock.nowMillis()) async throws -> (Release, Rollout) {
         guard compiled.tenant == tenant.rawValue else {
@@ -55,6 +56,7 @@ public struct GovernancePublisher: Sendable {
 
     /// Rolls release `version` out to `targets` (nil: every node), keeping the other
     /// nodes on what they had.
+    @discardableResult
     public func rollout(release version: Int, targets: [NodeID]?, nowMillis: UInt64 = WallClock.nowMillis()) async throws -> Rollout {
         try check(targets)
         let published = try await releases()

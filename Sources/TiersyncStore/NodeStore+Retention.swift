@@ -324,7 +324,7 @@ extension NodeStore {
         }
         // Copied into the file now, the file shrinks now (a hub's checkpoints would do it
         // within seconds; an agent's writer only after 1,000 pages of log).
-        try writer.writeWithoutTransaction { db in _ = try? db.checkpoint(.passive) }
+        writer.writeWithoutTransaction { db in _ = try? db.checkpoint(.passive) }
         return free
     }
 

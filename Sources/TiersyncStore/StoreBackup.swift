@@ -69,6 +69,7 @@ public enum StoreBackup {
     /// tenant may have received pushes after the catalog was copied). That is the case a
     /// restore has to handle anyway: agents re-send what the restored hub lacks and pull
     /// again (docs/OPERATIONS.md, "Backup and restore").
+    @discardableResult
     public static func backupHub(dataDirectory: String, to output: String) throws -> [Copy] {
         let catalog = dataDirectory + "/hub.sqlite"
         guard FileManager.default.fileExists(atPath: catalog) else {

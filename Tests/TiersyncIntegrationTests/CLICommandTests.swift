@@ -93,8 +93,8 @@ struct Ran: CustomStringConvertible {
 func tiersync(_ arguments: [String], cwd: String, timeout: Double = 120) async throws -> Ran {
     let id = UUID().uuidString
     let outFile = NSTemporaryDirectory() + "tiersync-cli-\(id).out", errFile = NSTemporaryDirectory() + "tiersync-cli-\(id).err"
-    FileManager.default.createFile(atPath: outFile, contents: nil)
-    FileManager.default.createFile(atPath: errFile, contents: nil)
+    _ = FileManager.default.createFile(atPath: outFile, contents: nil)
+    _ = FileManager.default.createFile(atPath: errFile, contents: nil)
     defer {
         try? FileManager.default.removeItem(atPath: outFile)
         try? FileManager.default.removeItem(atPath: errFile)

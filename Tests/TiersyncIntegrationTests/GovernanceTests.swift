@@ -178,7 +178,7 @@ struct GovernanceTests {
                 try await eventually(timeout: 30, "the online nodes apply v4") {
                     try ["de", "fr", "de-1", "de-2"].allSatisfy { try inForce(stores[$0]!).release == 4 }
                 }
-                let back = try running.agent(store: stores["fr-1"]!, parentURL: fr.url, caFile: hub.caFile)
+                _ = try running.agent(store: stores["fr-1"]!, parentURL: fr.url, caFile: hub.caFile)
                 try await eventually(timeout: 30, "fr-1 catches up") { try inForce(stores["fr-1"]!).release == 4 }
                 let caughtUp = try stores["fr-1"]!.governanceHistory().dropFirst(historyBefore).map(\.release)
                 #expect(caughtUp == [4], "fr-1 applied only the newest release on reconnect, got \(caughtUp)")

@@ -134,10 +134,11 @@ struct KPITests {
             #expect(try deOwn.node == "de" && sums(deOwn.rows) == sums(recomputed(de.store, viewer: "de", paths: paths)))
             #expect(row(deOwn.rows, "service-level-phone", "de", .subtree)?.target == KPITarget(.atLeast, 85))
             let deClient = running.client(baseURL: de.url, caFile: hub.caFile)
-            let de1 = try await deClient.send("GET", "/v1/kpis?period=week", credential: try #require(try stores["de-1"]!.meta("credential")))
+            let de1Credential: String = try #require(try stores["de-1"]!.meta("credential"))
+            let de1 = try await deClient.send("GET", "/v1/kpis?period=week", credential: de1Credential)
             let de1View = try de1.decode(KPIResponse.self)
             #expect(de1View.node == "de-1" && !de1View.rows.isEmpty && de1View.rows.allSatisfy { $0.node == "de-1" && $0.scope == .subtree })
-            #expect(try await deClient.send("GET", "/v1/kpis?period=year", credential: try #require(try stores["de-1"]!.meta("credential"))).status == 400)
+            #expect(try await deClient.send("GET", "/v1/kpis?period=year", credential: de1Credential).status == 400)
 
             // An update at a dealer: p2 answered in 15 s instead of 30 s. de's service level
             // becomes 3/5 = 60 % at HQ within seconds, still equal to a recount.

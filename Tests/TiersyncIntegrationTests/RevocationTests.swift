@@ -45,7 +45,8 @@ struct RevocationTests {
             for dealer in ["d1", "d2", "d3"] as [NodeID] {
                 let agent = try await running.agent(enrolling: dealer, parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
                 dealers[dealer] = agent
-                credentials[dealer] = try #require(try agent.store.meta("credential"))
+                let credential: String = try #require(try agent.store.meta("credential"))
+                credentials[dealer] = credential
             }
             let atDE = running.client(baseURL: de.url, caFile: hub.caFile)
             let hq = try hub.stores.store(for: "acme")

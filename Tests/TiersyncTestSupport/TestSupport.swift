@@ -520,7 +520,7 @@ public final class Child {
     /// Runs `executable` (a path) instead of `tiersync`.
     public init(executable: String, _ arguments: [String], log: String, environment: [String: String] = [:]) throws {
         self.log = log
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         if !environment.isEmpty {
