@@ -206,7 +206,7 @@ public enum Timestamp {
     public static func format(_ millis: UInt64) -> String {
         if millis < maxCommonMillis {
             let days = Int(millis / 86_400_000), inDay = Int(millis % 86_400_000)
-            let (y, m, d) = CivilCalendar.date(days: Int64(days)) as (Int64, Int64, Int64)
+            let (y, m, d) = CivilCalendar.date(days: Int64(days))
             var bytes: [UInt8] = []
             bytes.reserveCapacity(24)
             func put(_ value: Int, _ width: Int) {
