@@ -8,10 +8,12 @@ into one of these layouts, in a schema `x` it drops first:
   log+record     the change log (seq key, UNIQUE (origin, origin_seq)) and the record row
   +record-index  … plus the log's (tbl, record_id, seq) index (whole-record delivery, erasure)
   +routes        … plus one change_routes row per change (subtree feeds): what the hub writes
+  log-only       +routes without the record row: the floor of a design that kept no
+                 record rows (the merged state in the log), with its rows as narrow as today's
 
 Columns as the tenant schema's (PostgresTenantSchema). Time it with psql, e.g.
 
-  for layout in raw log+record +record-index +routes; do
+  for layout in raw log+record +record-index +routes log-only; do
     ops/postgres/hub-table-cost.py $layout --rows 200000 > /tmp/$layout.sql
     /usr/bin/time -f "$layout %e s" psql -q -X "$URL" -f /tmp/$layout.sql > /dev/null
   done
@@ -22,10 +24,11 @@ under the hub's ingest on PostgreSQL, whatever the hub does.
 import argparse
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("layout", choices=["raw", "log+record", "+record-index", "+routes"])
+parser.add_argument("layout", choices=["raw", "log+record", "+record-index", "+routes", "log-only"])
 parser.add_argument("--rows", type=int, default=200_000)
 args = parser.parse_args()
-layers = ["raw", "log+record", "+record-index", "+routes"].index(args.layout)
+log_only = args.layout == "log-only"
+layers = 3 if log_only else ["raw", "log+record", "+record-index", "+routes"].index(args.layout)
 
 print("\\set ON_ERROR_STOP on")
 print("SET client_min_messages = warning;")
@@ -58,6 +61,8 @@ for lo in range(1, args.rows + 1, 1000):
     parts = [f"log AS (INSERT INTO x.changes (seq, origin, origin_seq, hlc, tbl, record_id, op, fields, source, received_from, received_at) "
              f"SELECT g, {origin}, g, 1700000000000+g, 'customers', {record}, 'upsert', {fields}, 'child', {origin}, 1700000000000 {rows})",
              f"rec AS (INSERT INTO x.records SELECT 'customers', {record}, {fields}, {versions}, NULL, {origin}, true {rows})"]
+    if log_only:
+        parts.pop()
     if layers >= 3:
         parts.append(f"r AS (INSERT INTO x.change_routes SELECT {origin}, g {rows})")
     print("WITH " + ", ".join(parts) + " SELECT 1;")
