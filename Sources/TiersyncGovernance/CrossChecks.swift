@@ -99,6 +99,14 @@ enum CrossChecks {
             default: break
             }
             checkQueue("proactive.\(id).queue", rule["queue"]?.stringValue, level: rule["level"]?.stringValue)
+            // Consent is per purpose and channel: a contact by e-mail needs consent by e-mail.
+            if let channel = rule["channel"]?.stringValue, let consent = rule["requires_consent"]?.stringValue,
+               let consentChannel = consent.split(separator: "_").last.map(String.init), consentChannel != channel {
+                let fitting = Vocabulary.consents.filter { $0.hasSuffix("_" + channel) }
+                report("proactive.\(id).requires_consent", fitting.isEmpty
+                       ? "a customer gives no consent for contacts by \(channel): a proactive contact's channel must be one with consent (\(Vocabulary.consentChannels.joined(separator: ", ")))"
+                       : "\(consent) is consent to contacts by \(consentChannel), this contact is by \(channel) (use \(fitting.joined(separator: " or ")))")
+            }
         }
     }
 }

@@ -185,6 +185,13 @@ struct GovernanceReader {
                     issue(item, label + ".bound", "\(match): \(problem)")
                 }
             }
+            // A country could otherwise set a value the release itself may not hold
+            // (priority 0, a sale contact 5 days before the sale).
+            if case .range(let lo, let hi) = bound,
+               let own = matches.lazy.compactMap({ if case .integer(let r)? = Sections.shape(at: $0) { r } else { nil } }).first,
+               lo < Double(own.lowerBound) || hi > Double(own.upperBound) {
+                issue(item, label + ".bound", "\(path): \(bound) reaches outside the field's own \(own.lowerBound)…\(own.upperBound)")
+            }
             rules.append(rule)
         }
         return rules

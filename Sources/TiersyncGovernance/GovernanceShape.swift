@@ -37,6 +37,8 @@ enum Vocabulary {
     static let urgency = ["low", "normal", "high", "critical"]
     static let segments = ["A", "B", "C", "D"]
     static let consents = ["marketing_phone", "marketing_email", "marketing_sms", "service_phone", "service_email"]
+    /// The channels of ``channels`` a customer can consent to (proactive contacts use only these).
+    static let consentChannels = channels.filter { c in consents.contains { $0.hasSuffix("_" + c) } }
     static let kpiKinds = ["service_level", "average_speed_of_answer", "abandonment_rate", "average_handle_time",
                            "first_contact_resolution", "sla_compliance", "lead_conversion"]
     static let events = ["sale", "contract_end"]
@@ -111,4 +113,19 @@ enum Sections {
         ],
         "overrides": [.required("path", .text(maxLength: 300)), .required("bound", .bound)],
     ]
+
+    /// The shape of the field at a concrete path of the compiled config
+    /// (`proactive.handover-call.trigger.days_after`), nil when the path names no field of
+    /// a list section's item. An override's range must stay inside it.
+    static func shape(at path: String) -> Shape? {
+        let parts = path.split(separator: ".").map(String.init)
+        guard parts.count >= 3, var rules = items[parts[0]] else { return nil }
+        var shape: Shape?
+        for name in parts.dropFirst(2) {
+            guard let rule = rules.first(where: { $0.name == name }) else { return nil }
+            shape = rule.shape
+            if case .record(let inner) = rule.shape { rules = inner } else { rules = [] }
+        }
+        return shape
+    }
 }

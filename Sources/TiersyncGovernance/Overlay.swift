@@ -41,7 +41,16 @@ public struct Overlay: Sendable, Hashable, Codable {
                 continue
             }
             switch rule.bound.admit(proposed, base: base) {
-            case .success(let value): normalised.set[path] = value
+            case .success(let value):
+                // Within the field's own range too, whatever range a release signed before
+                // the compiler checked bounds against it allows.
+                if case .integer(let own)? = Sections.shape(at: path), let number = value.numberValue,
+                   !(Double(own.lowerBound)...Double(own.upperBound)).contains(number) {
+                    refusals.append(OverlayRefusal(path: path, reason: .outOfBounds("\(value) is outside the field's own \(own.lowerBound)…\(own.upperBound)"),
+                                                   limit: rule.bound))
+                    continue
+                }
+                normalised.set[path] = value
             case .failure(let reason): refusals.append(OverlayRefusal(path: path, reason: reason, limit: rule.bound))
             }
         }

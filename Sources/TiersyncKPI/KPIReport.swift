@@ -135,7 +135,13 @@ public enum KPIReport {
             // only its subtree's values), below it.
             return node == viewer ? [viewer] : (paths[viewer] ?? [viewer]) + p
         }
-        let inView = observations.filter { path($0.node).contains(viewer) }
+        // Other nodes' values are their writes (KPI snapshots): a pair no count can give —
+        // a negative count, or more of a percentage's events than it counted — is left out
+        // rather than shown as 1.8e20 % or summed into a subtree.
+        let inView = observations.filter { o in
+            guard o.denominator >= 0, path(o.node).contains(viewer) else { return false }
+            return catalog.definition(o.kpi)?.unit == .seconds || (0...o.denominator).contains(o.numerator)
+        }
         let viewerDepth = path(viewer).count
         // Rows are keyed by (KPI, period, node, scope).
         struct Key: Hashable { var kpi: String; var start: Int64; var node: String; var scope: KPIRow.Scope }
@@ -166,8 +172,8 @@ public enum KPIReport {
             for (key, own) in sums where key.scope == .node {
                 let subtree = Key(kpi: key.kpi, start: key.start, node: key.node, scope: .subtree)
                 guard var s = sums[subtree] else { continue }
-                s.n += own.n
-                s.d += own.d
+                s.n = s.n.addingSaturated(own.n)
+                s.d = s.d.addingSaturated(own.d)
                 s.nodes.formUnion(own.nodes)
                 s.targets.merge(own.targets) { a, _ in a }
                 sums[subtree] = s

@@ -198,6 +198,10 @@ public struct EscalationWithdrawal: Sendable, Hashable {
 /// Escalation as a function of plain values: the interaction as held, the rules in force,
 /// where nodes are, and the time. No store, no clock, no I/O.
 public enum Escalator {
+    /// The highest escalation step rules write or read: far above any tree's depth (each
+    /// step moves a dialogue up a level), low enough that counting on from it cannot overflow.
+    public static let maxStep = 1_000
+
     /// Statuses after which nothing escalates.
     public static let settledStatuses: Set<String> = ["answered", "resolved", "closed"]
 
@@ -226,7 +230,14 @@ public enum Escalator {
         let origin = node(fields[.originatingNode])
         var queue = fields[.queue]?.stringValue
         var holder = node(fields[.handlingNode]) ?? origin
-        var step = Int(fields[.escalationStep].flatMap { if case .int(let n) = $0 { n } else { nil } } ?? Int64(0))
+        // The step is any node's write: one outside 0…maxStep is not a state rules made,
+        // and counting on from it would overflow (`step + 1` at Int64.max trapped every
+        // holder's runner on every run).
+        let heldStep: Int64 = fields[.escalationStep].flatMap { if case .int(let n) = $0 { n } else { nil } } ?? 0
+        guard (0...Int64(maxStep)).contains(heldStep) else {
+            return .notApplicable("escalation_step \(heldStep) is outside 0…\(maxStep)")
+        }
+        var step = Int(heldStep)
         var since = step > 0 ? time(fields[.escalatedAt]) : time(fields[.createdAt])
         let slaDue = time(fields[.slaDue])
         var steps: [Escalation] = []
@@ -278,7 +289,7 @@ public enum Escalator {
         func field(_ e: [String: FieldValue], _ f: EscalationField) -> FieldValue? { e[f.rawValue].flatMap { $0.isNull ? nil : $0 } }
         let late = entries.compactMap { entry -> (id: String, step: Int, fields: [String: FieldValue])? in
             guard field(entry.fields, .interactionID)?.stringValue == interactionID,
-                  case .int(let step)? = field(entry.fields, .step),
+                  case .int(let step)? = field(entry.fields, .step), (1...Int64(maxStep)).contains(step),
                   let due = time(field(entry.fields, .dueAt)), due > settledAt else { return nil }
             return (entry.id, Int(step), entry.fields)
         }.sorted { ($0.step, $0.id) < ($1.step, $1.id) }

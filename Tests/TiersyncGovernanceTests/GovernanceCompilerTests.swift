@@ -104,6 +104,45 @@ struct GovernanceCompilerTests {
         #expect(GovernanceDuration("2 h") == nil && GovernanceDuration("h") == nil && GovernanceDuration("-1h") == nil)
     }
 
+    @Test("a proactive contact needs consent for its own channel, and an override's range stays inside the field's own range")
+    func consentChannelAndOverrideRanges() throws {
+        // The automaker's hand-over call by e-mail, still asking for phone consent.
+        var proactive = ""
+        var issues = try #require(throws: GovernanceIssues.self) {
+            try GovernanceCompiler.compile(sources: sources("automaker", editing: "proactive.yaml") { text in
+                proactive = text.replacingOccurrences(of: "    channel: phone\n    requires_consent: service_phone",
+                                                      with: "    channel: email\n    requires_consent: service_phone")
+                return proactive
+            })
+        }.issues
+        #expect(proactive.contains("channel: email\n    requires_consent: service_phone"), "the edit applied")
+        #expect(issues.count == 1 && issues.first?.field == "proactive.handover-call.requires_consent"
+                && issues.first?.message.contains("service_phone is consent to contacts by phone, this contact is by email (use marketing_email or service_email)") == true,
+                "\(issues)")
+        // A channel no consent exists for.
+        issues = try #require(throws: GovernanceIssues.self) {
+            try GovernanceCompiler.compile(sources: sources("automaker", editing: "proactive.yaml") {
+                $0.replacingOccurrences(of: "    channel: phone\n    requires_consent: service_phone", with: "    channel: visit\n    requires_consent: service_phone")
+            })
+        }.issues
+        #expect(issues.first?.message.contains("no consent for contacts by visit") == true && issues.first?.message.contains("(phone, email)") == true, "\(issues)")
+
+        // Ranges reaching outside the field's own: days_after 0…365, priority 1…5.
+        var overrides = ""
+        issues = try #require(throws: GovernanceIssues.self) {
+            try GovernanceCompiler.compile(sources: sources("automaker", editing: "overrides.yaml") { text in
+                overrides = text.replacingOccurrences(of: "bound: {min: 1, max: 14}", with: "bound: {min: -10, max: 400}")
+                    .replacingOccurrences(of: "bound: {min: 1, max: 5}", with: "bound: {min: 0, max: 99}")
+                return overrides
+            })
+        }.issues
+        #expect(issues.map(\.field).sorted() == ["overrides[10].bound", "overrides[1].bound"] && issues.allSatisfy { $0.file == "overrides.yaml" }, "\(issues)")
+        #expect(issues.contains { $0.line == line(of: "path: proactive.handover-call.trigger.days_after", in: overrides)
+                && $0.message.contains("proactive.handover-call.trigger.days_after: between -10 and 400 reaches outside the field's own 0…365") }, "\(issues)")
+        #expect(issues.contains { $0.line == line(of: "path: allocation.*.then.priority", in: overrides)
+                && $0.message.contains("allocation.*.then.priority: between 0 and 99 reaches outside the field's own 1…5") }, "\(issues)")
+    }
+
     @Test("YAML syntax errors are located too")
     func syntaxError() throws {
         let issues = try #require(throws: GovernanceIssues.self) {

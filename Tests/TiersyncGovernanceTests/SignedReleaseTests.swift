@@ -62,6 +62,21 @@ struct SignedReleaseTests {
             try OverlaySource.parse(yaml: "overlay:\n  country: de\n  remove: [allocation.key-accounts]\n", file: "rm.yaml")
         }
         #expect(removal.issues.map(\.description).contains("rm.yaml:3: overlay.remove: overlays may only change fields HQ allows (limit: nothing may be added or removed)"), "\(removal)")
+
+        // A release whose range reaches outside the field's own (signed before the compiler
+        // checked it): the overlay still cannot leave the field's range.
+        var wide = r
+        wide.overrides = [OverrideRule(path: "proactive.handover-call.trigger.days_after", bound: .range(min: -10, max: 400)),
+                          OverrideRule(path: "allocation.*.then.priority", bound: .range(min: 0, max: 99))]
+        func wideRefusal(_ set: [String: ConfigValue]) -> String {
+            var o = overlay
+            o.set = set
+            if case .failure(let f) = o.checked(against: wide) { return f.description }
+            return "accepted"
+        }
+        #expect(wideRefusal(["proactive.handover-call.trigger.days_after": .number(-5)]).contains("-5 is outside the field's own 0…365"))
+        #expect(wideRefusal(["allocation.key-accounts.then.priority": .number(0)]).contains("0 is outside the field's own 1…5"))
+        #expect(wideRefusal(["proactive.handover-call.trigger.days_after": .number(30), "allocation.key-accounts.then.priority": .number(5)]) == "accepted")
     }
 
     @Test("overlay certificates: only a key HQ certified for that country may sign its overlay")

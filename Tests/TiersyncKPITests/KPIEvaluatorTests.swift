@@ -234,6 +234,12 @@ struct KPIEvaluatorTests {
         let rows = KPIReport.rows(viewer: "hq", catalog: catalog, period: .month, observations: observations, paths: KPIFixture.paths, byNode: true)
         let de = try #require(rows.first { $0.kpi == "average-speed-of-answer-phone" && $0.node == "de" && $0.scope == .subtree })
         #expect(de.numerator == .max && de.denominator == 2)
+        // The country's own values claiming Int64.max too: its subtree row adds them to its
+        // dealers' (by node), held at the maximum as well.
+        let own = KPIObservation(kpi: "average-speed-of-answer-phone", node: "de", periodStart: start, numerator: .max, denominator: .max, target: nil)
+        let byNode = KPIReport.rows(viewer: "hq", catalog: catalog, period: .month, observations: observations + [own], paths: KPIFixture.paths, byNode: true)
+        let deSubtree = try #require(byNode.first { $0.kpi == "average-speed-of-answer-phone" && $0.node == "de" && $0.scope == .subtree })
+        #expect(deSubtree.numerator == .max && deSubtree.denominator == .max && deSubtree.nodes == 3)
 
         let created = KPITime.millis("0001-01-01T00:00:00Z")!, answered = KPITime.millis("9999-12-31T00:00:00Z")!
         var tally = KPITally(evaluator: KPIEvaluator(catalog: catalog))
@@ -242,6 +248,28 @@ struct KPIEvaluatorTests {
         }
         let asa = try #require(tally.totals().first { $0.kpi == "average-speed-of-answer-phone" })
         #expect(asa.numerator == 3 * KPIEvaluator.maxDurationMillis && asa.denominator == 3)
+    }
+
+    @Test("Snapshots no count can give are left out of the table: a percentage counting more events than dialogues, negative counts; seconds may be negative")
+    func impossibleSnapshotsLeftOut() throws {
+        let catalog = try Self.catalog()
+        let start = KPIDay.parse("2026-11-01")!
+        func o(_ kpi: String, _ node: String, _ n: Int64, _ d: Int64) -> KPIObservation {
+            KPIObservation(kpi: kpi, node: node, periodStart: start, numerator: n, denominator: d, target: nil)
+        }
+        let observations = [
+            o("service-level-phone", "de-1", 3, 4),
+            o("service-level-phone", "de-2", .max, 1),   // 1.8e20 % before
+            o("service-level-phone", "fr-1", -5, 10),
+            o("service-level-phone", "fr", 1, -1),
+            o("average-speed-of-answer-phone", "de-1", -2_000, 1),   // answered before created: as written
+            o("average-speed-of-answer-phone", "de-2", 4_000, -1),
+        ]
+        let rows = KPIReport.rows(viewer: "hq", catalog: catalog, period: .month, observations: observations, paths: KPIFixture.paths, byNode: false)
+        let sl = try #require(rows.first { $0.kpi == "service-level-phone" })
+        #expect(sl.numerator == 3 && sl.denominator == 4 && sl.nodes == 1 && sl.value == 75)
+        let asa = try #require(rows.first { $0.kpi == "average-speed-of-answer-phone" })
+        #expect(asa.numerator == -2_000 && asa.denominator == 1 && asa.nodes == 1)
     }
 
     @Test("Two tallies merged, either into the other, equal one: a group split between them with tied created_at, nodes numbered differently in each, leads and dialogues")

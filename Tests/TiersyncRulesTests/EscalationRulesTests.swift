@@ -213,6 +213,36 @@ struct EscalationRulesTests {
         #expect(Escalator.withdrawal(interactionID: "i-1", fields: escalated, entries: entries) == nil, "not answered: nothing to withdraw")
     }
 
+    @Test("Steps any node wrote out of range (Int64.max, negative, Int64.min) are not counted on from: no trap, nothing escalated or withdrawn")
+    func stepsOutOfRange() throws {
+        let rules = try Self.rules("automaker")
+        let due = Self.t("2026-12-04T00:00:00Z")
+        for held in [Int64.max, Int64(Escalator.maxStep) + 1, -1, Int64.min] {
+            var fields = Self.dealerDialogue
+            fields["escalation_step"] = .int(held)
+            fields["escalated_at"] = "2026-12-03T12:00:00Z"
+            #expect(Escalator.evaluate(interactionID: "i-1", fields: fields, rules: rules, locator: Self.atHQ, nowMillis: due)
+                    == .notApplicable("escalation_step \(held) is outside 0…\(Escalator.maxStep)"))
+        }
+        // The highest step rules write is still counted on from.
+        var top = Self.dealerDialogue
+        top["escalation_step"] = .int(Int64(Escalator.maxStep) - 1)
+        top["escalated_at"] = "2026-12-03T12:00:00Z"
+        guard case .escalate(let steps) = Escalator.evaluate(interactionID: "i-1", fields: top, rules: rules, locator: Self.atHQ, nowMillis: due) else {
+            Issue.record("expected an escalation from the last step in range"); return
+        }
+        #expect(steps.first?.step == Escalator.maxStep)
+        // An entry claiming step Int64.min (or 0, or beyond the range), due after the answer:
+        // not withdrawn, and the dialogue not moved back to step Int64.min − 1.
+        var answered = Self.dealerDialogue
+        answered["answered_at"] = "2026-12-03T13:30:00Z"
+        for bogus in [Int64.min, 0, Int64(Escalator.maxStep) + 1, Int64.max] {
+            let entry: [String: FieldValue] = ["interaction_id": "i-1", "step": .int(bogus), "due_at": "2026-12-03T14:00:00Z", "status": "escalated",
+                                               "from_level": "dealer", "from_node": "de-berlin"]
+            #expect(Escalator.withdrawal(interactionID: "i-1", fields: answered, entries: [(id: "e-1", fields: entry)]) == nil)
+        }
+    }
+
     @Test("Calendar days: round trips, leap years, invalid dates")
     func civilDates() {
         for text in ["1970-01-01", "2024-02-29", "2026-12-31", "2027-03-01", "2100-02-28"] {
