@@ -44,7 +44,7 @@ extension NodeStore {
     /// ``StoreError/notFound(_:)`` when this store holds nothing of the subject.
     @discardableResult
     public func erase(_ table: Erasure.SubjectTable, id: String, wallMillis: UInt64 = WallClock.nowMillis()) throws -> ErasureRecord {
-        let held = try writer.read { db in try Self.holds(db, table: table.rawValue, id: id) }
+        let held = try writer.read { db in try Self.holds(db, table: table, id: id) }
         guard held else { throw StoreError.notFound("\(table.rawValue)/\(id) is not held here") }
         guard let me = try identity() else { throw StoreError.notEnrolled(path: path) }
         let erasureID = RecordID.random(prefix: "era")
@@ -103,12 +103,14 @@ extension NodeStore {
 
     // MARK: In the applying transaction
 
-    /// Whether the store holds anything of a record: a row, a tombstone or a log entry.
-    static func holds(_ db: Database, table: String, id: String) throws -> Bool {
+    /// Whether the store holds anything of a record: a row, a tombstone or a log entry. The
+    /// row alone is what a record compaction folded (its log entries gone) leaves.
+    static func holds(_ db: Database, table: Erasure.SubjectTable, id: String) throws -> Bool {
         try Bool.fetchOne(db, sql: """
-            SELECT EXISTS (SELECT 1 FROM ts_changes WHERE tbl = ? AND record_id = ? AND op != '\(erasedOp)')
+            SELECT EXISTS (SELECT 1 FROM \(table.rawValue.quotedDatabaseIdentifier) WHERE id = ?)
+                OR EXISTS (SELECT 1 FROM ts_changes WHERE tbl = ? AND record_id = ? AND op != '\(erasedOp)')
                 OR EXISTS (SELECT 1 FROM ts_tombstones WHERE tbl = ? AND id = ?)
-            """, arguments: [table, id, table, id]) ?? false
+            """, arguments: [id, table.rawValue, id, table.rawValue, id]) ?? false
     }
 
     /// Erases the marker's subject and everything linked to it; returns the nodes the erased
@@ -119,7 +121,7 @@ extension NodeStore {
                       allowed: ((Set<NodeID>) -> Bool)?, nowMillis: UInt64) throws -> Set<NodeID> {
         var records: [(table: String, id: String)] = []
         var holders: Set<NodeID> = []
-        if try Self.holds(db, table: subject.table.rawValue, id: subject.id),
+        if try Self.holds(db, table: subject.table, id: subject.id),
            allowed?(try route(db, table: subject.table.rawValue, id: subject.id)) ?? true {
             records = try linkedRecords(db, subject: (subject.table.rawValue, subject.id))
         } else {

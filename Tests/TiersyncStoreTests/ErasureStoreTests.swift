@@ -75,6 +75,32 @@ struct ErasureStoreTests {
         #expect(try !hq.verifyErasure(done.erasureID))
     }
 
+    @Test("a customer whose log entries compaction folded into its record (only the row left) is still erased, with its folded dialogue")
+    func erasesFoldedRecords() async throws {
+        let dir = try TempDir()
+        let hq = try makeStore(dir, "hq", parent: nil)
+        try hq.commit([
+            .upsert("customers", id: "c-1", ["last_name": "Meyer", "owning_dealer": "d1"]),
+            .upsert("interactions", id: "i-1", ["customer_id": "c-1", "summary": "Meyer called", "originating_node": "d1"]),
+        ])
+        try hq.commit([.upsert("customers", id: "c-9", ["last_name": "Head", "owning_dealer": "d1"])])
+        let report = try await hq.compact(policy: .default, tree: nil)
+        #expect(report.foldedEntries >= 2, "c-1's and i-1's entries are folded into their rows: \(report)")
+        let raw = try DatabaseQueue(path: hq.path)
+        let logged = try await raw.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_changes WHERE record_id IN ('c-1', 'i-1')") }
+        try raw.close()
+        #expect(logged == 0, "nothing of c-1 left in the log: only its row holds it")
+        #expect(try hq.record(table: "customers", id: "c-1")?.state.liveValues["last_name"] == "Meyer")
+
+        let done = try hq.erase(.customers, id: "c-1")
+        #expect(done.records == 2, "c-1 and its dialogue i-1: \(done)")
+        #expect(try hq.record(table: "customers", id: "c-1") == nil && hq.record(table: "interactions", id: "i-1") == nil)
+        #expect(try hq.record(table: "customers", id: "c-9") != nil)
+        #expect(try hq.verifyErasure(done.erasureID))
+        // Something never held is still refused, naming it.
+        #expect(throws: StoreError.self) { try hq.erase(.customers, id: "c-nobody") }
+    }
+
     @Test("a marker from a child for a customer outside its scope erases nothing and leaves no acknowledgement")
     func outsideScope() async throws {
         let dir = try TempDir()
