@@ -10,12 +10,14 @@ public enum AgentError: Error, Sendable, CustomStringConvertible {
     case notEnrolled(String)
     case invalidConfiguration(String)
     case malformedResponse(String)
+    /// The parent could not be reached or spoken to (connection, TLS), named with the cause.
+    case unreachable(String)
 
     public var description: String {
         switch self {
         case .http(let status, let code, let message): "HTTP \(status) \(code): \(message)"
         case .throttled(let after, let message): "HTTP 429 (retry after \(after)): \(message)"
-        case .notEnrolled(let m), .invalidConfiguration(let m), .malformedResponse(let m): m
+        case .notEnrolled(let m), .invalidConfiguration(let m), .malformedResponse(let m), .unreachable(let m): m
         }
     }
 

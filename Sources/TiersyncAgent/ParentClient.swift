@@ -26,6 +26,11 @@ public final class ParentClient: Sendable {
         guard scheme == "https" || scheme == "http" else {
             throw AgentError.invalidConfiguration("unsupported URL scheme '\(scheme)' in \(configuration.parentURL)")
         }
+        // Foundation parses any number as a port; AsyncHTTPClient traps on one above 65535
+        // (and wraps it when the host is a name): refused here, named.
+        if let port = url.port, !(1...65535).contains(port) {
+            throw AgentError.invalidConfiguration("invalid port \(port) in parent URL \(configuration.parentURL): expected 1…65535")
+        }
         var tls = TLSConfiguration.makeClientConfiguration()
         // Don't hold a cancelled request for NIOSSL's default 5 s waiting on close_notify.
         tls.shutdownTimeout = .seconds(1)
@@ -120,6 +125,43 @@ public final class ParentClient: Sendable {
         }
     }
 
+    /// What failed on the way to the parent, in words that name the parent and the cause:
+    /// NIOSSL's own descriptions carry BoringSSL's error stack with the build's source
+    /// paths, and NIO's a bare errno without the address. Cancellation and the client's own
+    /// errors (deadlines) stay as they are.
+    static func transportError(_ error: any Error, url: String, caFile: String?) -> any Error {
+        if error is CancellationError || error is HTTPClientError || error is AgentError { return error }
+        let reasons = Self.opensslReasons(String(describing: error))
+        let detail = reasons.isEmpty ? "" : " (\(reasons.joined(separator: ", ")))"
+        // Loading the CA file (at the first connection) fails with BoringSSL's own error.
+        if error is BoringSSLError {
+            guard let caFile else { return AgentError.unreachable("TLS with \(url) failed\(detail)") }
+            return AgentError.invalidConfiguration("cannot use the CA file \(caFile)\(detail): expected a PEM certificate")
+        }
+        if let ssl = error as? NIOSSLError {
+            if case .handshakeFailed = ssl {
+                let trusted = caFile.map { "the CA in \($0)" } ?? "the system's CAs"
+                return AgentError.unreachable("TLS handshake with \(url) failed\(detail): its certificate is not signed by \(trusted), is not for that host name, or it does not speak TLS")
+            }
+            if let caFile {
+                return AgentError.invalidConfiguration("cannot use the CA file \(caFile)\(detail): expected a PEM certificate")
+            }
+            return AgentError.unreachable("TLS with \(url) failed\(detail)")
+        }
+        return AgentError.unreachable("cannot reach the parent at \(url): \(error)")
+    }
+
+    /// BoringSSL's reason codes in an error's description (`CERTIFICATE_VERIFY_FAILED`).
+    static func opensslReasons(_ text: String) -> [String] {
+        var reasons: [String] = []
+        for part in text.components(separatedBy: "OPENSSL_internal:").dropFirst() {
+            let reason = String(part.prefix { $0.isLetter || $0.isNumber || $0 == "_" })
+            // Reason codes are upper case; the rest of the stack is prose and paths.
+            if !reason.isEmpty, !reason.contains(where: \.isLowercase), !reasons.contains(reason) { reasons.append(reason) }
+        }
+        return reasons
+    }
+
     private func send(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = nil as String?, timeout: TimeAmount,
                       accept: Set<Int> = [200, 201]) async throws -> Reply {
         var request = HTTPClientRequest(url: baseURL + path)
@@ -133,7 +175,12 @@ public final class ParentClient: Sendable {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(encoded.bytes)
         }
-        let response = try await http.execute(request, timeout: timeout)
+        let response: HTTPClientResponse
+        do {
+            response = try await http.execute(request, timeout: timeout)
+        } catch {
+            throw Self.transportError(error, url: baseURL, caFile: configuration.caFile)
+        }
         let bytes = try await response.body.collect(upTo: Self.maxResponseBytes)
         let status = Int(response.status.code)
         guard accept.contains(status) else {

@@ -41,6 +41,13 @@ public struct ParentOptions: ParsableArguments, Sendable {
         guard let url = try parentURL ?? store.meta("parent_url") else {
             throw CLIError("--parent is required until the node has enrolled")
         }
+        // Kept absolute (the next run may start in another directory, as a service does),
+        // and only a file that exists (a mistyped one must not stick for later runs).
+        let ca = try self.ca.map { given in
+            let absolute = URL(fileURLWithPath: given).standardizedFileURL.path
+            guard FileManager.default.fileExists(atPath: absolute) else { throw CLIError("--ca \(given) does not exist") }
+            return absolute
+        }
         var configuration = AgentConfiguration(parentURL: url, caFile: try ca ?? store.meta("ca_file"))
         configuration.allowInsecureHTTP = allowInsecureHTTP
         configuration.pushBatchSize = batchSize

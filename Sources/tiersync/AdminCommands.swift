@@ -47,10 +47,20 @@ struct Admin: AsyncParsableCommand {
             let tenantID = try TenantID(validating: tenant)
             let rootID = try NodeID(validating: root)
             let (levels, allowDirectSync) = (self.levels, self.allowDirectSync)
-            let created = try await hub.withHub { catalog, _ in
-                try await catalog.createTenant(tenantID, root: rootID, levels: levels, allowDirectSync: allowDirectSync)
+            let (created, held) = try await hub.withHub { catalog, _ in
+                let created = try await catalog.createTenant(tenantID, root: rootID, levels: levels, allowDirectSync: allowDirectSync)
+                return (created, try await catalog.settings(of: tenantID))
             }
-            print(created ? "created tenant \(tenant) with \(levels) levels (root node \(root))\(allowDirectSync ? ", direct sync allowed" : "")" : "tenant \(tenant) already exists")
+            if created {
+                print("created tenant \(tenant) with \(levels) levels (root node \(root))\(allowDirectSync ? ", direct sync allowed" : "")")
+                return
+            }
+            // Run again as asked: nothing to do. Asked for another shape: say so, and change nothing.
+            guard let held, held.root != rootID || held.levels != levels || held.allowDirectSync != allowDirectSync else {
+                print("tenant \(tenant) already exists")
+                return
+            }
+            throw CLIError("tenant \(tenant) already exists with \(held.levels) levels, root node \(held.root)\(held.allowDirectSync ? ", direct sync allowed" : ""): nothing changed (`tiersync admin tenant-settings` changes what can change)")
         }
     }
 

@@ -32,6 +32,14 @@ struct Demo: AsyncParsableCommand {
     static let tenant: TenantID = "automaker"
     static let layout: [(country: NodeID, dealers: [NodeID])] = [("de", ["de-berlin", "de-munich"]), ("fr", ["fr-paris", "fr-lyon"])]
 
+    func validate() throws {
+        // Found before anything starts, not after HQ published (a --governance given from
+        // outside the repository leaves the default overlay's relative path behind).
+        if FileManager.default.fileExists(atPath: governance), !FileManager.default.fileExists(atPath: overlay) {
+            throw ValidationError("--overlay \(overlay) does not exist: pass --overlay FILE with --governance, or run the demo from the repository root")
+        }
+    }
+
     func run() async throws {
         var logging = logging
         if logging.logLevel == "info" { logging.logLevel = "warning" }
@@ -209,7 +217,7 @@ struct Demo: AsyncParsableCommand {
         let keyFile = OverlayKeyFile(tenant: Self.tenant.rawValue, node: "de", privateKey: deKey.base64,
                                      certificate: try key.certify(OverlayCertificate(tenant: Self.tenant.rawValue, node: "de",
                                                                                      publicKey: deKey.publicKey.base64, issuedAtMillis: WallClock.nowMillis())))
-        let source = try OverlaySource.parse(yaml: try String(contentsOfFile: overlay, encoding: .utf8), file: overlay)
+        let source = try OverlaySource.parse(yaml: try readOptionFile(overlay, what: "overlay file (--overlay)"), file: overlay)
         let published = try OverlayPublisher.publish(source, keyFile: keyFile, store: stores["de"]!)
         say("de published overlay \(published.label): " + published.set.keys.sorted().map { "\($0) = \(published.set[$0]!)" }.joined(separator: ", "))
         try await wait("de's dealers apply the overlay") {

@@ -51,6 +51,10 @@ extension Admin {
         func run() async throws {
             let tenantID = try TenantID(validating: tenant)
             let path = try hub.releaseKeyPath(out, tenant: tenantID, option: "--out")
+            // Checked before a key file is written for a tenant that is not there (a typo).
+            guard try await hub.withHub({ catalog, _ in try await catalog.root(of: tenantID) != nil }) else {
+                throw CLIError("tenant '\(tenant)' not found: create it first (`tiersync admin create-tenant`); no key written")
+            }
             let key: GovernanceSigningKey
             if FileManager.default.fileExists(atPath: path) {
                 key = try Admin.loadSigningKey(path)

@@ -48,6 +48,9 @@ struct KPICommand: AsyncParsableCommand {
             }
             print("accumulators equal a recount: \(fresh.count) (KPI, node, day) totals")
         }
+        if let only, let adoption = try store.kpiAdoption(), !adoption.definitions.contains(where: { $0.id == only }) {
+            throw CLIError("--only \(only): no such KPI in the release in force (\(adoption.definitions.map(\.id).joined(separator: ", ")))")
+        }
         var report = try store.kpiReport(period: kind, byNode: by == "node")
         report.rows = report.rows.filter { row in
             if let since, let start = KPIDay.parse(row.periodStart), start < since { return false }

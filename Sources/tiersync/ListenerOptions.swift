@@ -25,6 +25,11 @@ struct ListenerOptions: ParsableArguments {
         let modes = [cert != nil || key != nil, devCerts != nil, insecureDevHttp].filter { $0 }.count
         if modes != 1 { throw ValidationError("choose exactly one of --cert/--key, --dev-certs DIR or --insecure-dev-http") }
         if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
+        // 0 picks a free port; anything above 65535 was taken modulo 65536 (99999 listened on 34463).
+        guard (0...65535).contains(port) else { throw ValidationError("--port \(port) is not a port: expected 0…65535 (0 picks a free one)") }
+        for (option, path) in [("--cert", cert), ("--key", key)] {
+            if let path, !FileManager.default.fileExists(atPath: path) { throw ValidationError("\(option) \(path) does not exist") }
+        }
     }
 
     var scheme: String { insecureDevHttp ? "http" : "https" }
@@ -42,7 +47,7 @@ struct ListenerOptions: ParsableArguments {
     func configuration(dataDirectory: String) throws -> HubConfiguration {
         var configuration = HubConfiguration(host: host, port: port, dataDirectory: dataDirectory, transport: try transport())
         if let metricsTokenFile {
-            let token = try String(contentsOfFile: metricsTokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            let token = try readOptionFile(metricsTokenFile, what: "metrics token file").trimmingCharacters(in: .whitespacesAndNewlines)
             guard token.count >= 16 else { throw ValidationError("\(metricsTokenFile): a metrics token has at least 16 characters") }
             configuration.metricsToken = token
         }

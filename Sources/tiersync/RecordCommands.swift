@@ -162,6 +162,10 @@ struct RecordCommand: ParsableCommand {
 
         func run() throws {
             let store = try node.open()
+            // A delete of something never held would go up as a change outside the node's
+            // scope (no route), refused by its parent and quarantined there.
+            guard let record = try store.record(table: table, id: id) else { throw CLIError("no record \(table)/\(id): nothing to delete") }
+            guard record.state.isLive else { throw CLIError("\(table)/\(id) is already deleted") }
             try store.commit([.delete(table, id: id)])
             print("deleted \(table)/\(id)")
         }

@@ -53,6 +53,18 @@ func parseValue(_ raw: String, for field: FieldSchema, table: String) throws -> 
     return checked
 }
 
+/// The text of a file an option names, or an error naming the option's file and why it
+/// cannot be read (Foundation's own says "NSCocoaErrorDomain Code=260" without the path).
+func readOptionFile(_ path: String, what: String) throws -> String {
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw CLIError("\(what) \(path) does not exist") }
+    guard !isDirectory.boolValue else { throw CLIError("\(what) \(path) is a directory, not a file") }
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+        throw CLIError("cannot read \(what) \(path): \(FileManager.default.isReadableFile(atPath: path) ? "not UTF-8 text" : "permission denied")")
+    }
+    return text
+}
+
 /// Opens a node's database for the CLI's reads and local writes. Local writes pass through
 /// the node's allocation (``AllocationPolicy``), as they do in the agent's process: a
 /// dialogue created with `contact add` or `record put interactions …` is allocated here.

@@ -44,7 +44,7 @@ extension Admin {
         static func readPassword(file: String?) throws -> String {
             let text: String
             if let file {
-                text = try String(contentsOfFile: file, encoding: .utf8)
+                text = try readOptionFile(file, what: "password file")
             } else {
                 text = readLine(strippingNewline: true) ?? ""
             }
@@ -72,6 +72,13 @@ extension Admin {
                 let user = try await target.hub.withHQ(tenant: target.tenant) { opened, tenant in
                     let root = try await opened.catalog.root(of: tenant)!
                     let scopeNode = try scope.map { try NodeID(validating: $0) } ?? root
+                    // HQ's administrators or a country's: a dealer's subtree is itself, and a
+                    // node not in the tree would scope the account to nothing.
+                    if scopeNode != root, try await opened.catalog.node(scopeNode, of: tenant)?.parent != root {
+                        let countries = try await opened.catalog.nodes(of: tenant).filter { $0.parent == root }.map(\.node.rawValue)
+                        throw CLIError("--scope \(scopeNode): an administrator's scope is the tenant's root (\(root)) or a node directly below it"
+                                       + (countries.isEmpty ? " (none enrolled yet)" : " (\(countries.joined(separator: ", ")))"))
+                    }
                     let user = AdminUser(tenant: tenant, name: name, roles: roles, scope: scopeNode, createdAtMillis: WallClock.nowMillis())
                     try await User.accounts(opened).createAdminUser(user, passwordHash: hash)
                     try await User.audit(opened, tenant, "user.add", name, "roles \(roles.sorted().map(\.rawValue).joined(separator: ",")), scope \(scopeNode)")

@@ -59,6 +59,11 @@ struct AdminCommandEngineTests {
             let created = try await ok("create-tenant", ["--tenant", "automaker", "--levels", "3"])
             #expect(created.contains("created tenant automaker with 3 levels (root node hq)"), "\(created)")
             #expect(try await ok("create-tenant", ["--tenant", "automaker", "--levels", "3"]).contains("tenant automaker already exists"))
+            // Asked again for another shape: refused, naming what the tenant has; nothing changed.
+            let reshaped = try await tiersync(["admin", "create-tenant"] + hub.arguments + ["--tenant", "automaker", "--levels", "2", "--root", "central"], cwd: dir.path)
+            #expect(reshaped.status != 0 && reshaped.err.contains("tenant automaker already exists with 3 levels, root node hq: nothing changed"), "\(reshaped)")
+            let held = try await hub.catalog.settings(of: "automaker")
+            #expect(held?.levels == 3 && held?.root == "hq")
 
             // Tokens from the command, redeemed as the hub would (de first: it is de-1's parent).
             let deToken = try await ok("enroll-token", ["--tenant", "automaker", "--node", "de"])

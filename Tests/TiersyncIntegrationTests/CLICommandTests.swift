@@ -296,6 +296,13 @@ struct CLICommandTests {
         #expect(consent.out.contains("withdrawn") && consent.out.contains("hotline"), "\(consent)")
         let deleted = try await r.run("tiersync record delete", cwd: cwd)
         #expect(deleted.out.contains("deleted customers/cust-1"), "\(deleted)")
+        // A delete of what the node never held (it went up unroutable and was quarantined) or
+        // already deleted is refused, with nothing written.
+        for (id, message) in [("never-held", "no record customers/never-held: nothing to delete"), ("cust-1", "customers/cust-1 is already deleted")] {
+            let refused = try await tiersync(["record", "delete", "--db", "node.sqlite", "customers", id], cwd: cwd)
+            #expect(refused.status != 0 && refused.err.contains(message), "\(refused)")
+        }
+        #expect(try dealer.record(table: "customers", id: "never-held") == nil)
         try await eventually(timeout: 30, "the delete reaches HQ") { try hq.record(table: "customers", id: "cust-1")?.state.isLive == false }
         // A delete leaves the values in the change log; the erasure empties them everywhere.
         let erased = try await r.run("tiersync erase", cwd: cwd)
@@ -478,6 +485,37 @@ struct CLICommandTests {
         let key = try JSONDecoder().decode(OverlayKeyFile.self, from: file)
         #expect(key.tenant == "automaker" && key.node == "de")
         #expect(try FileManager.default.attributesOfItem(atPath: dir.path + "/de-overlay.key")[.posixPermissions] as? Int == 0o600)
+    }
+
+    @Test("options naming an impossible port or a missing or unusable file are refused at once, naming the option and the file; none traps")
+    func badOptionsNamed() async throws {
+        let dir = try TempDir()
+        let notPEM = dir.path + "/notes.txt"
+        try "not a certificate\n".write(toFile: notPEM, atomically: true, encoding: .utf8)
+        let cases: [([String], String)] = [
+            (["hub", "serve", "--data", "hq", "--port", "99999", "--insecure-dev-http"], "--port 99999 is not a port: expected 0…65535"),
+            (["hub", "serve", "--data", "hq", "--cert", "nofile.pem", "--key", "nokey.pem"], "--cert nofile.pem does not exist"),
+            (["hub", "serve", "--data", "hq", "--insecure-dev-http", "--metrics-token-file", "nosuch"], "metrics token file nosuch does not exist"),
+            // Foundation takes 99999 as a port; AsyncHTTPClient trapped on it (exit 132).
+            (["agent", "run", "--db", "a.sqlite", "--parent", "https://127.0.0.1:99999", "--enroll-token", "tse_x"],
+             "invalid port 99999 in parent URL https://127.0.0.1:99999: expected 1…65535"),
+            (["node", "serve", "--db", "de.sqlite", "--data", "de", "--port", "0", "--insecure-dev-http", "--parent", "http://127.0.0.1:70000", "--enroll-token", "tse_x"],
+             "invalid port 70000"),
+            (["agent", "run", "--db", "b.sqlite", "--parent", "https://127.0.0.1:1", "--ca", "nosuch.pem", "--enroll-token", "tse_x"],
+             "--ca nosuch.pem does not exist"),
+            (["agent", "run", "--db", "c.sqlite", "--parent", "https://127.0.0.1:1", "--ca", notPEM, "--enroll-token", "tse_x"],
+             "cannot use the CA file \(notPEM) (NO_CERTIFICATE_OR_CRL_FOUND): expected a PEM certificate"),
+            (["agent", "run", "--db", "d.sqlite", "--parent", "https://127.0.0.1:1", "--enroll-token", "tse_x"],
+             "cannot reach the parent at https://127.0.0.1:1"),
+        ]
+        for (arguments, message) in cases {
+            let ran = try await tiersync(arguments, cwd: dir.path, timeout: 60)
+            #expect(ran.status == 1 || ran.status == 64, "\(ran)")
+            #expect(ran.err.contains(message) && !ran.err.contains(".build/checkouts"), "\(ran)")
+        }
+        // A --ca that did not exist was not kept for later runs.
+        let later = try await tiersync(["agent", "run", "--db", "b.sqlite", "--parent", "https://127.0.0.1:1", "--enroll-token", "tse_x"], cwd: dir.path, timeout: 60)
+        #expect(!later.err.contains("nosuch.pem"), "\(later)")
     }
 
     @Test("read commands (quarantine, nodes, rollout-status) create nothing, and say what to pass when the data is not there")
