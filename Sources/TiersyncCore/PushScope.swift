@@ -33,6 +33,30 @@ public enum PushScope {
         if !scope.contains(route: routeBefore ?? routeAfter) {
             return ChangeRejection(.forbidden, "record \(change.table)/\(change.recordID) is outside the scope of node '\(pusher)'")
         }
+        // A node's report on itself (governance status, KPI values, erasure proof) is
+        // written by that node only, under the id naming it, about it. Routed by its `node`
+        // field, which the writer sets, such a record passed the route check above when a
+        // dealer wrote another dealer's id about itself: it took the id over, and the other
+        // node's own reports were refused from then on.
+        if let owner = SelfReport.owner(table: change.table, recordID: change.recordID),
+           owner != change.origin.rawValue[...] || routeAfter != [change.origin] || (routeBefore.map { $0 != [change.origin] } ?? false) {
+            return ChangeRejection(.forbidden, "record \(change.table)/\(change.recordID) is a node's report on itself: change \(change.origin)#\(change.originSeq) may write only node '\(change.origin)''s own, about it")
+        }
         return nil
+    }
+}
+
+/// Records a node writes about itself, one per subject, with an id that names the node:
+/// `governance_status` (the node), `kpi_snapshots` (`node:kpi:period:start`) and
+/// `erasure_acks` (`erasure@node`). Node ids hold neither `:` nor `@`.
+public enum SelfReport {
+    /// The node `recordID` names, for a table of self reports; nil for other tables.
+    public static func owner(table: String, recordID: String) -> Substring? {
+        switch table {
+        case DomainSchema.governanceStatus.name: return recordID[...]
+        case DomainSchema.kpiSnapshots.name: return recordID.firstIndex(of: ":").map { recordID[..<$0] } ?? ""
+        case DomainSchema.erasureAcks.name: return recordID.lastIndex(of: "@").map { recordID[recordID.index(after: $0)...] } ?? ""
+        default: return nil
+        }
     }
 }

@@ -229,6 +229,46 @@ struct HubAPITests {
         }
     }
 
+    @Test("""
+        a node's reports on itself (governance status, KPI values, erasure proof) are written only by that node, under \
+        the id naming it: another dealer taking the id over about itself, or writing about the node, is refused
+        """, arguments: StorageEngine.testable)
+    func selfReportsBelongToTheirNode(engine: StorageEngine) async throws {
+        try await withHubFixture(engine: engine) { f in
+            func change(_ origin: NodeID, _ seq: Int64, _ table: String, _ id: String, _ fields: [String: FieldValue]) -> Change {
+                Change(origin: origin, originSeq: seq, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: UInt16(seq)),
+                       table: table, recordID: id, op: .upsert, fields: fields)
+            }
+            let forged: [(table: String, id: String, fields: [String: FieldValue])] = [
+                // d2's id, about d1 (its own route): the takeover the review found.
+                ("governance_status", "d2", ["node": "d1", "release": 999, "state": "refused", "message": "forged by d1"]),
+                ("kpi_snapshots", "d2:service-level-phone:month:2026-12-01", ["node": "d1", "kpi": "service-level-phone", "numerator": 1, "denominator": 1]),
+                ("erasure_acks", "era-1@d2", ["node": "d1", "erasure_id": "era-1", "records": 0]),
+            ]
+            for (seq, forgery) in forged.enumerated() {
+                let reply = try await f.push([change("d1", Int64(seq + 1), forgery.table, forgery.id, forgery.fields)], as: f.d1)
+                #expect(reply.status == 422, "\(forgery.table)/\(forgery.id)")
+                let message = try reply.decode(PushResponse.self).rejected.first?.message ?? ""
+                #expect(message.contains("is a node's report on itself") && message.contains("node 'd1''s own"), "\(message)")
+                #expect(try await f.value(forgery.table, forgery.id, "node") == nil, "nothing stored")
+            }
+            // Its own id, but about d2 (routed to d2: outside d1's scope).
+            let about = try await f.push([change("d1", 4, "governance_status", "d1", ["node": "d2", "release": 999, "state": "refused"])], as: f.d1)
+            let aboutStored = try await f.value("governance_status", "d1", "node")
+            #expect(about.status == 422 && aboutStored == nil)
+            // Each writes its own, about itself: stored.
+            for (node, credential) in [(NodeID("d1"), f.d1), (NodeID("d2"), f.d2)] {
+                let own = try await f.push([change(node, 10, "governance_status", node.rawValue, ["node": .string(node.rawValue), "release": 1, "state": "applied"]),
+                                            change(node, 11, "kpi_snapshots", "\(node):service-level-phone:month:2026-12-01",
+                                                   ["node": .string(node.rawValue), "kpi": "service-level-phone", "numerator": 1, "denominator": 2]),
+                                            change(node, 12, "erasure_acks", "era-1@\(node)", ["node": .string(node.rawValue), "erasure_id": "era-1", "records": 0])],
+                                           as: credential)
+                #expect(own.status == 200, "\(node): \(own)")
+                #expect(try await f.value("governance_status", node.rawValue, "state") == "applied")
+            }
+        }
+    }
+
     @Test("the README's example batch (fixtures/) stores the good change and names the bad one", arguments: StorageEngine.testable)
     func fixtureBatch(engine: StorageEngine) async throws {
         try await withHubFixture(engine: engine) { f in
