@@ -40,6 +40,14 @@ extension PostgresCatalog {
             if let existing = existingLink, existing != parentID {
                 throw StoreError.invalidArgument("node '\(node)' already exists under '\(existing ?? "-")'; move it with `tiersync admin move-node`")
             }
+            // A name promised under another parent is not free: redeeming both would move
+            // the node, with what the first holder wrote under its name, to the other parent.
+            if let promised = try await db.rows("""
+                SELECT parent FROM tiersync_catalog.enrollment_tokens
+                WHERE tenant = \(t) AND node = \(node.rawValue) AND parent <> \(parentID) AND used_at IS NULL AND expires_at >= \(now) LIMIT 1
+                """).first.map({ try $0.decode(String.self) }) {
+                throw EnrollmentClaimConflict("node '\(node)' has a pending enrollment token under '\(promised)'; revoke it or let it expire first")
+            }
             let role: NodeRole = depth == levels ? .dealer : .country
             if let expectedRole, expectedRole != role.rawValue {
                 throw StoreError.invalidArgument("'\(node)' at level \(depth) of a \(levels)-level tenant is a \(role.rawValue), not a \(expectedRole)")
@@ -51,7 +59,7 @@ extension PostgresCatalog {
                    SELECT node FROM tiersync_catalog.enrollment_tokens
                    WHERE tenant = \(t) AND parent = \(node.rawValue) AND used_at IS NULL AND expires_at >= \(now) LIMIT 1
                    """).first.map({ try $0.decode(String.self) }) {
-                throw StoreError.invalidArgument("'\(node)' under '\(parentID)' would be a dealer, but '\(child)' has a pending enrollment token under it")
+                throw EnrollmentClaimConflict("'\(node)' under '\(parentID)' would be a dealer, but '\(child)' has a pending enrollment token under it")
             }
             let token = Secrets.new(.enrollmentToken)
             let expires = Int64(clamping: nowMillis.addingReportingOverflow(ttlSeconds.multipliedReportingOverflow(by: 1000).partialValue).partialValue)
@@ -100,6 +108,11 @@ extension PostgresCatalog {
                     .first.map { try $0.decode(String.self) } ?? "hq"
                 throw EnrollmentError.wrongParent(node: NodeID(unchecked: node), parent: NodeID(unchecked: parent),
                                                   via: via ?? NodeID(unchecked: root))
+            }
+            // Enrolled elsewhere since the token was issued (a move deletes the node's tokens;
+            // this holds against any left): the token does not move it.
+            if let existing = try await db.parentLink(tenant, node), existing != parent {
+                throw EnrollmentError.enrolledElsewhere(node: NodeID(unchecked: node))
             }
             try await db.execute("""
                 INSERT INTO tiersync_catalog.nodes (tenant, id, parent, role, created_at) VALUES (\(tenant), \(node), \(parent), \(role), \(now))

@@ -31,6 +31,7 @@ struct SyncService: Sendable {
             case .alreadyUsed: throw APIError(.conflict, "token_used", error.description)
             case .expired: throw APIError(.gone, "token_expired", error.description)
             case .wrongParent: throw APIError(.conflict, "wrong_parent", error.description)
+            case .enrolledElsewhere: throw APIError(.conflict, "enrolled_elsewhere", error.description)
             }
         }
     }

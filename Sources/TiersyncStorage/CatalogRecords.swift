@@ -89,9 +89,14 @@ public struct Principal: Sendable, Equatable {
 public enum EnrollmentError: Error, Sendable, Equatable, CustomStringConvertible {
     case unknownToken, alreadyUsed, expired(atMillis: UInt64)
     case wrongParent(node: NodeID, parent: NodeID?, via: NodeID)
+    /// The node enrolled under another parent since the token was issued: the token does
+    /// not move it (`admin move-node` does).
+    case enrolledElsewhere(node: NodeID)
 
     public var description: String {
         switch self {
+        case .enrolledElsewhere(let node):
+            "'\(node)' is enrolled under another parent than this token names; ask the hub admin for a new token"
         case .wrongParent(let node, let parent, let via):
             "this token enrolls '\(node)' under '\(parent?.rawValue ?? "the root")', not under '\(via)': enroll through that node's URL"
         case .unknownToken: "unknown enrollment token"
@@ -125,5 +130,18 @@ public struct NodeLag: Sendable, Equatable {
     public func oldestPendingMillis(at nowMillis: UInt64) -> Int64 {
         guard pending > 0 else { return 0 }
         return oldestPendingMillis &+ Int64(clamping: nowMillis &- min(nowMillis, measuredAtMillis))
+    }
+}
+
+/// Why a node name cannot get an enrollment token under the parent asked for: it is
+/// promised elsewhere in the tenant (a pending token under another parent), or nodes
+/// already hold pending tokens under it at another level. The catalog says which; an
+/// administrator scoped to a subtree is told only that the name is not theirs to issue
+/// (it names what lies outside their subtree).
+public struct EnrollmentClaimConflict: Error, Sendable, CustomStringConvertible {
+    public var description: String
+
+    public init(_ description: String) {
+        self.description = description
     }
 }

@@ -430,6 +430,13 @@ public final class HubCatalog: Sendable {
             if let existing = try Self.parentLink(db, tenant.rawValue, node.rawValue), existing != parentID {
                 throw StoreError.invalidArgument("node '\(node)' already exists under '\(existing ?? "-")'; move it with `tiersync admin move-node`")
             }
+            // A name promised under another parent is not free: redeeming both would move
+            // the node, with what the first holder wrote under its name, to the other parent.
+            if let promised = try String.fetchOne(db, sql: """
+                SELECT parent FROM enrollment_tokens WHERE tenant = ? AND node = ? AND parent != ? AND used_at IS NULL AND expires_at >= ? LIMIT 1
+                """, arguments: [tenant.rawValue, node.rawValue, parentID, Int64(nowMillis)]) {
+                throw EnrollmentClaimConflict("node '\(node)' has a pending enrollment token under '\(promised)'; revoke it or let it expire first")
+            }
             let role: NodeRole = depth == levels ? .dealer : .country
             if let expectedRole, expectedRole != role.rawValue {
                 throw StoreError.invalidArgument("'\(node)' at level \(depth) of a \(levels)-level tenant is a \(role.rawValue), not a \(expectedRole)")
@@ -440,7 +447,7 @@ public final class HubCatalog: Sendable {
                let child = try String.fetchOne(db, sql: """
                    SELECT node FROM enrollment_tokens WHERE tenant = ? AND parent = ? AND used_at IS NULL AND expires_at >= ? LIMIT 1
                    """, arguments: [tenant.rawValue, node.rawValue, Int64(nowMillis)]) {
-                throw StoreError.invalidArgument("'\(node)' under '\(parentID)' would be a dealer, but '\(child)' has a pending enrollment token under it")
+                throw EnrollmentClaimConflict("'\(node)' under '\(parentID)' would be a dealer, but '\(child)' has a pending enrollment token under it")
             }
             let token = Secrets.new(.enrollmentToken)
             try db.execute(sql: """
@@ -485,6 +492,11 @@ public final class HubCatalog: Sendable {
                 let root = try String.fetchOne(db, sql: "SELECT root FROM tenants WHERE id = ?", arguments: [tenant]) ?? "hq"
                 throw EnrollmentError.wrongParent(node: NodeID(unchecked: node), parent: NodeID(unchecked: parent),
                                                   via: via ?? NodeID(unchecked: root))
+            }
+            // Enrolled elsewhere since the token was issued (a move deletes the node's tokens;
+            // this holds against any left): the token does not move it.
+            if let existing = try Self.parentLink(db, tenant, node), existing != parent {
+                throw EnrollmentError.enrolledElsewhere(node: NodeID(unchecked: node))
             }
             try db.execute(sql: "UPDATE enrollment_tokens SET used_at = ? WHERE hash = ?", arguments: [Int64(nowMillis), row["hash"] as String])
             try db.execute(sql: """

@@ -237,6 +237,31 @@ struct AdminAPITests {
         }
     }
 
+    @Test("""
+        a node name promised under one country (a pending token) cannot be claimed under another: a country admin \
+        gets the 403 an existing node's name gets, naming nothing; HQ's operator is told why; the name stays the first country's
+        """, arguments: StorageEngine.testable)
+    func promisedNames(engine: StorageEngine) async throws {
+        try await withAdminFixture(engine: engine) { f in
+            let promised = try await f.hub.catalogStore.issueEnrollmentToken(tenant: "acme", node: "france-c", parent: "france")
+            let germany = try await f.token("acme", "germany-op")
+            func claim(_ node: NodeID, as token: String) async throws -> (status: Int, text: String) {
+                let reply = try await f.send("POST", "/admin/v1/enrollment-tokens",
+                                             json: AdminMessages.EnrollmentTokenRequest(node: node, parent: "germany"), token: token)
+                return (reply.status, reply.text)
+            }
+            let pending = try await claim("france-c", as: germany)
+            let existing = try await claim("france", as: germany)
+            #expect(pending.status == 403 && pending.status == existing.status && pending.text == existing.text, "\(pending) \(existing)")
+            #expect(!pending.text.contains("france"), "\(pending.text)")
+            let hq = try await claim("france-c", as: try await f.token("acme", "hq-op"))
+            #expect(hq.status == 422 && hq.text.contains("node 'france-c' has a pending enrollment token under 'france'"), "\(hq)")
+            // The first country's token still enrolls it there.
+            let enrolled = try await f.hub.catalogStore.redeem(token: promised, via: "france", nowMillis: WallClock.nowMillis())
+            #expect(enrolled.parent == "france")
+        }
+    }
+
     @Test("an HQ operator sees the tree with state and lag, revokes a node (refused at its next request), issues an enrollment token, replays a quarantined change once its cause is fixed and discards another with a reason; each act is in the audit log, exportable as CSV",
           arguments: StorageEngine.testable)
     func operatorActs(engine: StorageEngine) async throws {

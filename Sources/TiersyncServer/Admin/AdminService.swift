@@ -283,6 +283,11 @@ struct AdminService: Sendable {
                                                            ttlSeconds: ttl, nowMillis: now)
         } catch let error as StoreError {
             throw APIError(.unprocessableContent, "refused", error.description)
+        } catch let error as EnrollmentClaimConflict {
+            // The conflicting token may lie outside a scoped caller's subtree: such a caller
+            // hears what a name existing elsewhere gets, and nothing of where.
+            guard caller.isTenantWide else { throw Self.outOfScope }
+            throw APIError(.unprocessableContent, "refused", error.description)
         }
         try await audit(caller, context, "enrollment_token.issue", target: body.node.rawValue, detail: "under \(parent), valid \(ttl) s")
         return AdminMessages.EnrollmentTokenResponse(node: body.node, parent: parent, token: token, expiresAtMillis: now + ttl * 1000)
