@@ -174,14 +174,22 @@ public struct Schema: Sendable, Hashable {
 
     public func table(_ name: String) -> TableSchema? { index[name] }
 
+    /// The longest table or field name any schema version may use (identifiers are 64 bytes).
+    public static let maxTableNameBytes = 64
+
     /// Checks a change against the schema and returns it with values in canonical types,
     /// or the reason it cannot be accepted (naming the table, record and field).
     public func validate(_ change: Change) -> Result<Change, ChangeRejection> {
         guard let table = index[change.table] else {
+            // Longer than any identifier: no schema version will know it, so the refusal is
+            // final, and only its start is repeated.
+            guard change.table.utf8.count <= Self.maxTableNameBytes else {
+                return .failure(.init(.invalidChange, "table name '\(change.table.clipped(toUTF8: Self.maxTableNameBytes))' is longer than any table's (at most \(Self.maxTableNameBytes) bytes)"))
+            }
             return .failure(.init(.unknownTable, "unknown table '\(change.table)' (known: \(tables.map(\.name).joined(separator: ", ")))"))
         }
         guard RecordID.isValid(change.recordID) else {
-            return .failure(.init(.invalidRecordID, "invalid record id '\(change.recordID.prefix(80))' in table '\(change.table)': use 1-128 printable characters without spaces"))
+            return .failure(.init(.invalidRecordID, "invalid record id '\(change.recordID.clipped(toUTF8: 80))' in table '\(change.table)': use 1-128 printable characters without spaces"))
         }
         guard Change.sequenceRange.contains(change.originSeq) else {
             return .failure(.init(.invalidChange, "change \(change.origin)#\(change.originSeq) has a sequence number outside \(Change.sequenceRange.lowerBound)...\(Change.sequenceRange.upperBound)"))
@@ -198,7 +206,7 @@ public struct Schema: Sendable, Hashable {
             }
             for (name, value) in change.fields {
                 guard let field = table.field(name) else {
-                    return .failure(.init(.unknownField, "unknown field '\(name)' in table '\(change.table)'"))
+                    return .failure(.init(.unknownField, "unknown field '\(name.clipped(toUTF8: Self.maxTableNameBytes))' in table '\(change.table)'"))
                 }
                 guard let canonical = field.type.coerce(value) else {
                     return .failure(.init(.wrongType, "field '\(change.table).\(name)' of record '\(change.recordID)' must be \(field.type.displayName), got \(value.typeName) \(value.canonical.prefix(60))"))
@@ -208,7 +216,7 @@ public struct Schema: Sendable, Hashable {
                 if canonical != value { normalized.fields[name] = canonical }
             }
             for name in change.prior.keys where change.fields[name] == nil {
-                return .failure(.init(.invalidChange, "prior version given for field '\(name)' that the change does not write"))
+                return .failure(.init(.invalidChange, "prior version given for field '\(name.clipped(toUTF8: Self.maxTableNameBytes))' that the change does not write"))
             }
         }
         return .success(normalized)

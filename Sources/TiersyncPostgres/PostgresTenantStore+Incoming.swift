@@ -240,7 +240,7 @@ extension PostgresTenantStore {
             }
             if quarantine[id] == nil { refusalOrder.append(id) }
             quarantine[id] = QuarantineRow(entry: .init(code: rejection.code.rawValue, receivedAtMillis: at, receivedFrom: sender.rawValue),
-                                           reason: rejection.message, change: QuarantineEncoding.json(change))
+                                           reason: rejection.message.clipped(toUTF8: 1_000), change: QuarantineEncoding.json(change))
             unquarantine.remove(id)
             plan.report.rejected.append(RejectedChange(change: change, rejection: rejection))
         }

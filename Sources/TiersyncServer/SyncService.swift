@@ -89,7 +89,7 @@ struct SyncService: Sendable {
         if !report.rejected.isEmpty {
             context.logger.warning("changes quarantined", metadata: [
                 "tenant": "\(principal.tenant)", "node": "\(principal.node)", "count": "\(report.rejected.count)",
-                "first": "\(report.rejected[0].message)",
+                "first": "\(report.rejected[0].message.clipped(toUTF8: 300))",
             ])
         }
         let response = PushResponse(acknowledgedThrough: body.through, applied: report.applied, duplicates: report.duplicates,

@@ -145,9 +145,34 @@ public enum ChangeIdentityVerdict: Sendable, Equatable {
 
 /// A refused change as a quarantine entry keeps it: JSON with sorted keys.
 public enum QuarantineEncoding {
+    /// The most a quarantined change keeps: far above any change the schema accepts (its
+    /// longest strings are 4,000 characters), far below what a hostile push can carry.
+    public static let maxChangeBytes = 256 * 1024
+
+    /// The change as the quarantine keeps it, for the operator to read and replay. One that
+    /// no schema version could accept for its size (a table name or record id longer than
+    /// any, or more than ``maxChangeBytes``) keeps its identity and clipped names, not its
+    /// fields: a push of such changes otherwise stored what it carried, 64 MB a request.
     public static func json(_ change: Change) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        return (try? String(decoding: encoder.encode(change), as: UTF8.self)) ?? "{}"
+        var kept = change
+        if change.table.utf8.count > Schema.maxTableNameBytes || change.recordID.utf8.count > 128 {
+            kept = stub(change)
+        }
+        guard let json = try? encoder.encode(kept) else { return "{}" }
+        if json.count > maxChangeBytes, let clipped = try? encoder.encode(stub(change)) {
+            return String(decoding: clipped, as: UTF8.self)
+        }
+        return String(decoding: json, as: UTF8.self)
+    }
+
+    private static func stub(_ change: Change) -> Change {
+        var stub = change
+        stub.table = change.table.clipped(toUTF8: Schema.maxTableNameBytes)
+        stub.recordID = change.recordID.clipped(toUTF8: 128)
+        stub.fields = [:]
+        stub.prior = [:]
+        return stub
     }
 }

@@ -54,6 +54,6 @@ extension NodeStore {
                                    ELSE excluded.received_at END,
                 code = excluded.code, reason = excluded.reason, change = excluded.change
             """, arguments: [change.origin.rawValue, change.originSeq, sender.rawValue, Int64(nowMillis),
-                             rejection.code.rawValue, rejection.message, json])
+                             rejection.code.rawValue, rejection.message.clipped(toUTF8: 1_000), json])
     }
 }

@@ -269,6 +269,44 @@ struct HubAPITests {
         }
     }
 
+    @Test("""
+        a push whose changes name tables, records and fields longer than any, or carry more than a change can, is refused \
+        with an answer, quarantine rows and log lines no larger than a valid change's: nothing it sent is repeated whole
+        """, arguments: StorageEngine.testable)
+    func hostileStringsNotAmplified(engine: StorageEngine) async throws {
+        try await withHubFixture(engine: engine) { f in
+            let long = String(repeating: "t", count: 6_300)
+            var changes: [Change] = []
+            for seq in 1...200 {
+                changes.append(Change(origin: "d1", originSeq: Int64(seq), hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: UInt16(seq)),
+                                      table: long, recordID: "r-\(seq)", op: .upsert, fields: ["x": .string(long)]))
+            }
+            let bigValue = String(repeating: "v", count: 300_000)
+            changes.append(Change(origin: "d1", originSeq: 201, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                                  table: "no_such_table", recordID: "big", op: .upsert, fields: ["x": .string(bigValue)]))
+            changes.append(Change(origin: "d1", originSeq: 202, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 1),
+                                  table: "customers", recordID: "c-1", op: .upsert, fields: [.init(long): "x", "owning_dealer": "d1"]))
+            let sent = try JSONEncoder().encode(PushRequest(through: 202, changes: changes)).count
+            let reply = try await f.push(changes, as: f.d1)
+            #expect(reply.status == 422)
+            // Before: each refusal repeated the table name twice (~2.5 MB for these 200).
+            #expect(reply.body.count < 200 * 600 + 10_000, "\(reply.body.count) bytes answered for \(sent) sent")
+            let rejected = try reply.decode(PushResponse.self).rejected
+            #expect(rejected.count == 202)
+            let first = try #require(rejected.first)
+            #expect(first.code == .invalidChange && first.message.contains("is longer than any table's (at most 64 bytes)")
+                    && first.table.hasSuffix("…(6300 bytes)") && first.table.utf8.count < 100, "\(first)")
+            #expect(rejected.last?.code == .unknownField && rejected.last!.message.contains("…(6300 bytes)"), "\(String(describing: rejected.last))")
+            let kept = try await f.acmeStore().quarantinedChanges(limit: 1_000)
+            #expect(kept.count == 202)
+            // Kept as identities with clipped names, not what they carried: 64 MB a request before.
+            let stored = kept.reduce(0) { $0 + $1.change.utf8.count + $1.reason.utf8.count }
+            #expect(stored < 202 * 1_500 + 300_000, "\(stored) bytes kept")
+            let big = try #require(kept.first { $0.originSeq == 201 })
+            #expect(big.change.utf8.count < 1_000 && big.change.contains("no_such_table"), "\(big.change.prefix(300))")
+        }
+    }
+
     @Test("the README's example batch (fixtures/) stores the good change and names the bad one", arguments: StorageEngine.testable)
     func fixtureBatch(engine: StorageEngine) async throws {
         try await withHubFixture(engine: engine) { f in

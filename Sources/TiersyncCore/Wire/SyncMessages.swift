@@ -58,10 +58,12 @@ public struct RejectedChange: Codable, Sendable, Hashable {
     public init(change: Change, rejection: ChangeRejection) {
         origin = change.origin
         originSeq = change.originSeq
-        table = change.table
-        recordID = change.recordID
+        // The sender's own strings, repeated to it: clipped (a valid table name and record
+        // id are far shorter), so a refusal is never much larger than what it refuses.
+        table = change.table.clipped(toUTF8: Schema.maxTableNameBytes)
+        recordID = change.recordID.clipped(toUTF8: 128)
         code = rejection.code
-        message = rejection.message
+        message = rejection.message.clipped(toUTF8: 1_000)
         restampAtMillis = rejection.restampAtMillis
     }
 }
