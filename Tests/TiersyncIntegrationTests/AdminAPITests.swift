@@ -262,6 +262,36 @@ struct AdminAPITests {
         }
     }
 
+    @Test("""
+        an administrator grants only roles they hold (viewer aside) and never changes their own: an operator cannot make \
+        themselves, another or a new user publisher or reviewer; one who holds those roles can
+        """, arguments: StorageEngine.testable)
+    func rolesGrantedOnlyByHolders(engine: StorageEngine) async throws {
+        try await withAdminFixture(engine: engine) { f in
+            try await f.accounts.createAdminUser(AdminUser(tenant: "acme", name: "hq-ops-only", roles: [.operator], scope: "acme-hq",
+                                                           createdAtMillis: WallClock.nowMillis()), passwordHash: try PasswordHash.make(AdminFixture.password))
+            let op = try await f.token("acme", "hq-ops-only")
+            let selfGrant = try await f.send("POST", "/admin/v1/users/hq-ops-only", json: AdminMessages.UpdateUserRequest(roles: [.operator, .publisher, .reviewer]), token: op)
+            #expect(selfGrant.status == 403 && selfGrant.text.contains("cannot change their own roles"), "\(selfGrant.text)")
+            let accomplice = try await f.send("POST", "/admin/v1/users", json: AdminMessages.CreateUserRequest(name: "accomplice", password: "another long password",
+                                                                                                                roles: [.publisher, .reviewer]), token: op)
+            #expect(accomplice.status == 403 && accomplice.error?.code == "role_not_held" && accomplice.text.contains("not publisher, reviewer"), "\(accomplice.text)")
+            let raise = try await f.send("POST", "/admin/v1/users/hq-viewer", json: AdminMessages.UpdateUserRequest(roles: [.viewer, .reviewer]), token: op)
+            #expect(raise.status == 403 && raise.error?.code == "role_not_held", "\(raise.text)")
+            // Viewer and what the caller holds: granted.
+            let peer = try await f.send("POST", "/admin/v1/users", json: AdminMessages.CreateUserRequest(name: "peer", password: "another long password",
+                                                                                                          roles: [.viewer, .operator]), token: op)
+            #expect(peer.status == 201, "\(peer.text)")
+            // An administrator holding reviewer may grant it.
+            let granted = try await f.send("POST", "/admin/v1/users/hq-viewer", json: AdminMessages.UpdateUserRequest(roles: [.viewer, .reviewer]),
+                                           token: try await f.token("acme", "hq-op"))
+            #expect(granted.status == 200, "\(granted.text)")
+            let users = Dictionary(uniqueKeysWithValues: try await f.accounts.adminUsers(of: "acme").map { ($0.name, $0.roles) })
+            #expect(users["accomplice"] == nil && users["hq-ops-only"] == [.operator] && users["peer"] == [.viewer, .operator]
+                    && users["hq-viewer"] == [.viewer, .reviewer], "\(users)")
+        }
+    }
+
     @Test("an HQ operator sees the tree with state and lag, revokes a node (refused at its next request), issues an enrollment token, replays a quarantined change once its cause is fixed and discards another with a reason; each act is in the audit log, exportable as CSV",
           arguments: StorageEngine.testable)
     func operatorActs(engine: StorageEngine) async throws {

@@ -437,6 +437,7 @@ struct AdminService: Sendable {
         }
         guard !body.roles.isEmpty else { throw APIError(.unprocessableContent, "invalid_roles", "give at least one role") }
         let scope = try scopedNode((body.scope ?? caller.user.scope).rawValue, caller)
+        try Self.checkGrant(Set(body.roles), over: [], by: caller)
         let user = AdminUser(tenant: caller.user.tenant, name: body.name, roles: Set(body.roles), scope: scope, createdAtMillis: WallClock.nowMillis())
         do {
             try await accounts.createAdminUser(user, passwordHash: try await PasswordHash.makeAsync(body.password))
@@ -458,6 +459,14 @@ struct AdminService: Sendable {
         guard body.disabled != true || name != caller.user.name else {
             throw APIError(.unprocessableContent, "refused", "an administrator cannot disable themselves")
         }
+        if let roles = body.roles {
+            guard name != caller.user.name else {
+                throw APIError(.forbidden, "refused", "an administrator cannot change their own roles; another administrator holding them can")
+            }
+            // As for anything else the caller cannot reach: no hint whether it exists.
+            guard let held = try await accounts.adminUsers(of: caller.user.tenant).first(where: { $0.name == name }) else { throw Self.outOfScope }
+            try Self.checkGrant(Set(roles), over: held.roles, by: caller)
+        }
         let disabled: UInt64?? = body.disabled.map { $0 ? WallClock.nowMillis() : nil }
         do {
             try await accounts.updateAdminUser(name, of: caller.user.tenant, roles: body.roles.map(Set.init), disabledAtMillis: disabled, passwordHash: nil)
@@ -472,6 +481,16 @@ struct AdminService: Sendable {
     }
 
     // MARK: Helpers
+
+    /// Refuses `roles` given to someone who holds `current` unless the caller holds every
+    /// role added (viewer excepted): otherwise an operator made themselves, or an accomplice,
+    /// publisher and reviewer, and four eyes were two.
+    static func checkGrant(_ roles: Set<AdminRole>, over current: Set<AdminRole>, by caller: AdminCaller) throws {
+        let missing = roles.subtracting(current).subtracting([.viewer]).subtracting(caller.user.roles)
+        guard missing.isEmpty else {
+            throw APIError(.forbidden, "role_not_held", "you can grant only roles you hold yourself (not \(missing.sorted().map(\.rawValue).joined(separator: ", ")))")
+        }
+    }
 
     static let outOfScope = APIError(.forbidden, "out_of_scope", "not in your scope")
 
