@@ -405,17 +405,33 @@ extension NodeStore {
             let published = try Self.meta(db, .kpiPublished)
             let stamp = try Self.kpiPublishStamp(db, node: me)
             var periods: Set<KPIStorage.PeriodRef> = []
+            var writes: [RecordWrite] = []
+            let definitions = Dictionary((adoption?.definitions ?? []).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
             if published != stamp {
                 // A new path or governance: every period of the node, once.
                 for row in try Row.fetchAll(db, sql: "SELECT DISTINCT kpi, day FROM ts_kpi_totals WHERE node = ?", arguments: [me]) {
                     for kind in KPIPeriodKind.allCases { periods.insert(.init(kpi: row[0], kind: kind, start: kind.start(ofDay: row[1]))) }
                 }
+                // And every period it published before: one that counts nothing under the new
+                // formulas (a KPI moved to another channel) is written again as 0/0, and one
+                // of a KPI the release no longer defines is deleted. Kept, they showed the old
+                // release's values at HQ for good.
+                if try db.tableExists(DomainSchema.kpiSnapshots.name) {
+                    for row in try Row.fetchAll(db, sql: "SELECT id, kpi, period, period_start FROM kpi_snapshots WHERE node = ?", arguments: [me]) {
+                        guard let id: String = row[0], let kpi: String = row[1] else { continue }
+                        guard definitions[kpi] != nil else {
+                            writes.append(.delete(DomainSchema.kpiSnapshots.name, id: id))
+                            continue
+                        }
+                        guard let kind = (row[2] as String?).flatMap(KPIPeriodKind.init(rawValue:)),
+                              let start = (row[3] as String?).flatMap(KPIDay.parse) else { continue }
+                        periods.insert(.init(kpi: kpi, kind: kind, start: start))
+                    }
+                }
             }
             for d in dirty {
                 for kind in KPIPeriodKind.allCases { periods.insert(.init(kpi: d.kpi, kind: kind, start: kind.start(ofDay: d.day))) }
             }
-            var writes: [RecordWrite] = []
-            let definitions = Dictionary((adoption?.definitions ?? []).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
             let sum = try db.cachedStatement(sql: """
                 SELECT COALESCE(SUM(numerator), 0), COALESCE(SUM(denominator), 0) FROM ts_kpi_totals WHERE kpi = ? AND node = ? AND day >= ? AND day < ?
                 """)

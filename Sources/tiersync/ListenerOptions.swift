@@ -27,9 +27,6 @@ struct ListenerOptions: ParsableArguments {
         if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
         // 0 picks a free port; anything above 65535 was taken modulo 65536 (99999 listened on 34463).
         guard (0...65535).contains(port) else { throw ValidationError("--port \(port) is not a port: expected 0…65535 (0 picks a free one)") }
-        for (option, path) in [("--cert", cert), ("--key", key)] {
-            if let path, !FileManager.default.fileExists(atPath: path) { throw ValidationError("\(option) \(path) does not exist") }
-        }
     }
 
     var scheme: String { insecureDevHttp ? "http" : "https" }
@@ -40,6 +37,11 @@ struct ListenerOptions: ParsableArguments {
             let files = try DevelopmentPKI.ensure(in: devCerts)
             print("development CA: \(files.caCertificate) (clients: --ca \(files.caCertificate))")
             return .tls(certificatePath: files.serverCertificate, privateKeyPath: files.serverKey)
+        }
+        // Checked here, when the listener is made, not in validate(): documented command
+        // lines are parsed without the files they name.
+        for (option, path) in [("--cert", cert!), ("--key", key!)] where !FileManager.default.fileExists(atPath: path) {
+            throw ValidationError("\(option) \(path) does not exist")
         }
         return .tls(certificatePath: cert!, privateKeyPath: key!)
     }

@@ -53,8 +53,13 @@ struct EnrollmentOrderTests {
 
         // A country with dealers' tokens under it cannot be re-issued as a dealer.
         _ = try catalog.issueEnrollmentToken(tenant: "acme", node: "fr", nowMillis: 1_000)
-        let demoted = #expect(throws: StoreError.self) { try catalog.issueEnrollmentToken(tenant: "acme", node: "de", parent: "fr", nowMillis: 1_000) }
-        #expect(demoted.map { "\($0)" } == "'de' under 'fr' would be a dealer, but 'd1' has a pending enrollment token under it")
+        // (de's own pending token under the root is found first: the name is promised there.)
+        let promised = #expect(throws: EnrollmentClaimConflict.self) { try catalog.issueEnrollmentToken(tenant: "acme", node: "de", parent: "fr", nowMillis: 1_000) }
+        #expect(promised.map { "\($0)" } == "node 'de' has a pending enrollment token under 'hq'; revoke it or let it expire first")
+        _ = try catalog.issueEnrollmentToken(tenant: "acme", node: "es", ttlSeconds: 5, nowMillis: 1_000)
+        _ = try catalog.issueEnrollmentToken(tenant: "acme", node: "es-1", parent: "es", nowMillis: 1_000)
+        let demoted = #expect(throws: EnrollmentClaimConflict.self) { try catalog.issueEnrollmentToken(tenant: "acme", node: "es", parent: "fr", nowMillis: 10_000) }
+        #expect(demoted.map { "\($0)" } == "'es' under 'fr' would be a dealer, but 'es-1' has a pending enrollment token under it")
 
         // An expired or used token does not make a parent: the message is the one for an unknown parent.
         _ = try catalog.issueEnrollmentToken(tenant: "acme", node: "it", ttlSeconds: 1, nowMillis: 1_000)

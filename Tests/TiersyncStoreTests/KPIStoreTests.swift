@@ -175,6 +175,31 @@ struct KPIStoreTests {
         #expect(try store.kpiTotals().isEmpty)
     }
 
+    @Test("A new release whose formulas count nothing in a period the node published rewrites that snapshot as 0/0; one that drops a KPI deletes its snapshots")
+    func staleSnapshotsRewritten() throws {
+        let dir = try TempDir()
+        let store = try makeStore(dir, "de-1", parent: "de")
+        try store.adoptKPIs(try Self.adoption())
+        for r in KPIFixture.records { try store.commit([.upsert(r.table, id: r.id, r.fields)]) }
+        try store.publishKPISnapshots()
+        let id = "de-1:service-level-phone:month:2026-11-01"
+        #expect(try store.record(table: "kpi_snapshots", id: id)?.state.liveValues["numerator"] == .int(2))
+        // v2: the service level counts chat (the fixture has none), abandonment is dropped.
+        var catalog = try KPICatalog(effectiveConfigJSON: try KPIFixture.effectiveConfigJSON())
+        let i = try #require(catalog.definitions.firstIndex { $0.id == "service-level-phone" })
+        catalog.definitions[i].formula.channel = "chat"
+        catalog.definitions.removeAll { $0.id == "abandonment-rate-phone" }
+        #expect(try store.record(table: "kpi_snapshots", id: "de-1:abandonment-rate-phone:month:2026-11-01") != nil)
+        #expect(try store.adoptKPIs(KPIAdoption(release: 2, overlay: nil, catalog: catalog)))
+        try store.publishKPISnapshots()
+        // Before: no accumulator counted the month any more, so v1's 2/4 stayed at HQ for good.
+        let rewritten = try #require(try store.record(table: "kpi_snapshots", id: id)?.state.liveValues)
+        #expect(rewritten["numerator"] == .int(0) && rewritten["denominator"] == .int(0) && rewritten["value"] == .null
+                && rewritten["release"] == .int(2), "\(rewritten)")
+        #expect(try store.liveRecords(table: "kpi_snapshots").allSatisfy { $0.values["kpi"] != "abandonment-rate-phone" })
+        #expect(try store.publishKPISnapshots() == 0, "written once")
+    }
+
     @Test("Snapshots: one record per KPI, period and the node's own values; a change rewrites only its day, week and month; the table and roll-ups")
     func snapshots() throws {
         let dir = try TempDir()
