@@ -123,12 +123,15 @@ public final class AllocationPolicy: LocalWritePolicy {
         /// until when that answer holds (a pending release takes over at its time).
         func effective(at now: UInt64) -> (inForce: (release: Int, overlay: String?, config: ConfigValue)?, until: UInt64) {
             if let history = rootHistory {
+                // Until the earliest release not yet in effect: a newer rollout's release
+                // takes over at its time (held "for ever", a long-lived process allocated
+                // under the old release until some governance document changed).
+                let next = history.releases.values.map(\.effectiveFromMillis).filter { $0 > now }.min() ?? .max
                 for rollout in history.rollouts {
                     guard let version = rollout.release(for: node, ancestors: []), let release = history.releases[version] else { continue }
-                    if release.effectiveFromMillis <= now { return ((version, nil, release.config), .max) }
+                    if release.effectiveFromMillis <= now { return ((version, nil, release.config), next) }
                 }
                 // Nothing in effect yet; the earliest pending release may take over later.
-                let next = history.releases.values.map(\.effectiveFromMillis).filter { $0 > now }.min() ?? .max
                 return (nil, next)
             }
             var until = UInt64.max

@@ -296,7 +296,16 @@ struct AllocationTests {
             try await eventually(timeout: 30, "agency-1 holds v2, pending") { try agency.store.currentGovernance()?.state == "pending" }
             let pending = try Child.run(["contact", "add", "--db", db, "--last-name", "Two", "--id", "int-pending"] + catchAll)
             #expect(pending.contains("of release v1"), "before v2's effective-from, v1 decides: \(pending)")
+            // A long-lived program at HQ (the policy caches its answer) decides under v1 now…
+            let hqProgram = try TenantStores(catalog: hub.catalog, writePolicy: AllocationPolicy()).store(for: "insurer")
+            let claim: [String: FieldValue] = ["urgency": "critical", "topic": "storm-damage", "channel": "phone"]
+            try hqProgram.commit([.upsert("interactions", id: "int-hq-pending", claim)])
+            #expect(try values(hqProgram, "int-hq-pending")?["decision_release"] == .int(1))
             while WallClock.nowMillis() < effective + 50 { try await Task.sleep(for: .milliseconds(100)) }
+            // …and under v2 from its effective-from on, with no governance written since (it
+            // held v1's answer for ever before).
+            try hqProgram.commit([.upsert("interactions", id: "int-hq-v2", claim)])
+            #expect(try values(hqProgram, "int-hq-v2")?["decision_release"] == .int(2))
             // From its effective-from on, v2 decides — whether or not the agent has switched yet.
             try agency.store.commit([.upsert("interactions", id: "int-v2", ["topic": "quote", "knowledge_kind": "specification", "channel": "email"])])
             let v = try #require(try values(agency.store, "int-v2"))
