@@ -39,5 +39,14 @@ struct Backup: ParsableCommand {
             print("\(copy.source) -> \(copy.destination) (\(copy.bytes) bytes)")
         }
         print("backup complete: \(copies.count) database\(copies.count == 1 ? "" : "s") in \(out)")
+        // A country's --data holds only the directory it mirrors from HQ: its records are in
+        // its own store, which this copy does not include.
+        if let data, let store = CountryStorePointer.read(data: data) {
+            FileHandle.standardError.write(Data("""
+                note: \(data) is a country node's --data directory: its records are in its store \(store), not copied here; \
+                back it up too: tiersync backup --db \(store) --out FILE
+
+                """.utf8))
+        }
     }
 }

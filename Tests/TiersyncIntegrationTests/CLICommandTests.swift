@@ -518,6 +518,26 @@ struct CLICommandTests {
         #expect(!later.err.contains("nosuch.pem"), "\(later)")
     }
 
+    @Test("backup of a country node's --data directory says the country's records are in its store, and how to copy that too")
+    func countryBackupNamesTheStore() async throws {
+        let dir = try TempDir()
+        let countryData = dir.path + "/de-data", store = dir.path + "/de.sqlite"
+        do {
+            let mirror = try HubCatalog(directory: countryData)
+            try mirror.replaceDirectory(DirectoryResponse(tenant: "acme", root: "de", nodes: [.init(id: "de", parent: "hq", role: "country")], credentials: []))
+        }
+        try (store + "\n").write(toFile: countryData + "/country-store.path", atomically: true, encoding: .utf8)
+        let ran = try await tiersync(["backup", "--data", countryData, "--out", dir.path + "/copy"], cwd: dir.path)
+        #expect(ran.status == 0 && ran.out.contains("backup complete: 1 database"), "\(ran)")
+        #expect(ran.err.contains("is a country node's --data directory: its records are in its store \(store), not copied here")
+                && ran.err.contains("tiersync backup --db \(store) --out FILE"), "\(ran)")
+        // A hub's directory: no such note.
+        let hub = dir.path + "/hub"
+        #expect(try await tiersync(["admin", "create-tenant", "--data", hub, "--tenant", "acme"], cwd: dir.path).status == 0)
+        let hubCopy = try await tiersync(["backup", "--data", hub, "--out", dir.path + "/hub-copy"], cwd: dir.path)
+        #expect(hubCopy.status == 0 && !hubCopy.err.contains("note:"), "\(hubCopy)")
+    }
+
     @Test("read commands (quarantine, nodes, rollout-status) create nothing, and say what to pass when the data is not there")
     func readCommandsCreateNothing() async throws {
         let dir = try TempDir()
