@@ -87,7 +87,12 @@ struct Admin: AsyncParsableCommand {
             let (role, ttl) = (self.role, self.ttl)
             let token = try await hub.withHub { catalog, _ in
                 if try await catalog.createTenant(tenantID) {
-                    FileHandle.standardError.write(Data("created tenant \(tenant) with root node 'hq'\n".utf8))
+                    // Said plainly: a mistyped --tenant otherwise makes a stray tenant unnoticed.
+                    FileHandle.standardError.write(Data("""
+                        note: there was no tenant '\(tenant)': created it with 2 levels and root node 'hq' \
+                        (for countries and dealers, create it first with `tiersync admin create-tenant --levels 3`)
+
+                        """.utf8))
                 }
                 return try await catalog.issueEnrollmentToken(tenant: tenantID, node: nodeID, parent: parentID, role: role, ttlSeconds: ttl)
             }
