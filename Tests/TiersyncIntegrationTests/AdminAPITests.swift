@@ -177,6 +177,38 @@ struct AdminAPITests {
         return (path, body)
     }
 
+    @Test("""
+        answers are kept by no cache and read as what they say (no-store, nosniff), CSV too; a CSV cell starting with a \
+        tab or carriage return before a formula is neutralised like one starting with =; a login from another site's page \
+        (Origin, Sec-Fetch-Site) is refused, one from the console's own origin or a script is not
+        """)
+    func headersCSVAndLoginOrigin() async throws {
+        try await withAdminFixture { f in
+            let op = try await f.token("acme", "hq-op")
+            let created = try await f.send("POST", "/admin/v1/tokens", json: AdminMessages.TokenRequest(name: "\t=HYPERLINK(\"https://evil.example/\",\"open\")", ttlSeconds: 600), token: op)
+            #expect(created.status == 201 && created.headers["cache-control"] == "no-store" && created.headers["x-content-type-options"] == "nosniff",
+                    "an answer holding a new API token: \(created.headers)")
+            _ = try await f.send("POST", "/admin/v1/tokens", json: AdminMessages.TokenRequest(name: "\r=1+1", ttlSeconds: 600), token: op)
+            let csv = try await f.send("GET", "/admin/v1/audit?format=csv", token: op)
+            #expect(csv.headers["cache-control"] == "no-store" && csv.headers["x-content-type-options"] == "nosniff", "\(csv.headers)")
+            #expect(csv.text.contains("\"'\t=HYPERLINK(\"\"https://evil.example/\"\",\"\"open\"\")\"") && csv.text.contains("\"'\r=1+1\""), "\(csv.text)")
+            #expect(!csv.text.contains("\"\t=") && !csv.text.contains("\"\r="))
+
+            let login = try JSONEncoder().encode(AdminMessages.LoginRequest(tenant: "acme", user: "hq-viewer", password: AdminFixture.password))
+            for headers in [[("Origin", "https://evil.example")], [("Sec-Fetch-Site", "cross-site")], [("Origin", "null")]] {
+                let refused = try await f.client.send("POST", "/admin/v1/login", body: login, headers: headers)
+                #expect(refused.status == 403 && refused.error?.code == "cross_site" && refused.headers["set-cookie"] == nil, "\(headers): \(refused.text)")
+                let form = Data("tenant=acme&user=hq-viewer&password=\(AdminFixture.password.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)".utf8)
+                let console = try await f.client.send("POST", "/console/login", body: form, headers: headers + [("Content-Type", "application/x-www-form-urlencoded")])
+                #expect(console.status == 403 && console.headers["set-cookie"] == nil && console.text.contains("Log in from this console"), "\(headers): \(console.status)")
+            }
+            for headers in [[("Origin", f.client.baseURL), ("Sec-Fetch-Site", "same-origin")], []] {
+                let allowed = try await f.client.send("POST", "/admin/v1/login", body: login, headers: headers)
+                #expect(allowed.status == 200 && allowed.headers["set-cookie"] != nil, "\(headers): \(allowed.text)")
+            }
+        }
+    }
+
     @Test("every admin route against no credential, an expired token, the wrong role, another tenant's admin and a country admin reaching outside their subtree: 401 or 403, and no foreign data in any body",
           arguments: StorageEngine.testable)
     func isolation(engine: StorageEngine) async throws {

@@ -214,7 +214,7 @@ public func withTeardown<T>(_ teardown: () async -> Void, _ body: () async throw
 /// A plain HTTPS client for poking the API with exact bytes, trusting only the test CA.
 public final class RawClient: Sendable {
     let http: HTTPClient
-    let baseURL: String
+    public let baseURL: String
 
     public struct Reply: Sendable {
         public let status: Int

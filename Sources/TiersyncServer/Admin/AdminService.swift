@@ -108,6 +108,7 @@ struct AdminService: Sendable {
     /// hash is checked against a decoy for unknown users). After 5 failures in a row the
     /// user is locked for 30 s, doubling to 15 minutes (429 with `Retry-After`).
     func login(_ request: Request, _ context: HubRequestContext) async throws -> Response {
+        if let refusal = Self.crossSiteRefusal(request) { throw refusal }
         let body = try await codec.decode(AdminMessages.LoginRequest.self, from: request)
         let (secret, me) = try await startSession(tenant: body.tenant, user: body.user, password: body.password,
                                                   address: context.remoteAddress ?? "unknown")
@@ -115,6 +116,23 @@ struct AdminService: Sendable {
         response.headers[.setCookie] = Self.sessionCookie(secret, maxAgeSeconds: Self.sessionTTLMillis / 1000)
         return response
     }
+
+    /// Why a login is refused as coming from another site, if it is: a login has no CSRF
+    /// token yet (there is no session), so a page elsewhere could otherwise log the
+    /// administrator's browser into an account of the attacker's (login CSRF). Browsers say
+    /// where a request comes from (`Sec-Fetch-Site`, `Origin`); scripts send neither.
+    static func crossSiteRefusal(_ request: Request) -> APIError? {
+        let refusal = APIError(.forbidden, "cross_site", "a login from another site's page is refused")
+        if let site = request.headers[secFetchSite], site != "same-origin", site != "none" { return refusal }
+        if let origin = request.headers[originHeader], let authority = request.head.authority,
+           origin != "https://" + authority, origin != "http://" + authority {
+            return refusal
+        }
+        return nil
+    }
+
+    static let secFetchSite = HTTPField.Name("Sec-Fetch-Site")!
+    static let originHeader = HTTPField.Name("Origin")!
 
     /// Checks a login and opens a session: its secret (the cookie's value) and who it is for.
     func startSession(tenant: TenantID, user name: String, password: String, address: String) async throws -> (secret: String, me: AdminMessages.Me) {
@@ -404,6 +422,8 @@ struct AdminService: Sendable {
         case "csv":
             let csv = AuditEntry.csv(entries)
             var headers: HTTPFields = [.contentType: "text/csv; charset=utf-8"]
+            headers[.cacheControl] = "no-store"
+            headers[BodyCodec.noSniff] = "nosniff"
             headers[.contentDisposition] = "attachment; filename=\"tiersync-audit-\(caller.user.tenant).csv\""
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: csv)))
         default:

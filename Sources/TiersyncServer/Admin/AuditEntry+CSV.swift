@@ -17,7 +17,9 @@ extension AuditEntry {
 
     static func csvField(_ s: String) -> String {
         var value = s
-        if let first = value.first, "=+-@".contains(first) { value = "'" + value }
+        // OWASP's list: a spreadsheet reads a leading tab or carriage return as nothing and
+        // runs the formula after it, so those are neutralised too.
+        if let first = value.first, "=+-@\t\r".contains(first) { value = "'" + value }
         return "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 }

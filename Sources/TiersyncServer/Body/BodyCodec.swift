@@ -1,5 +1,6 @@
 import CompressNIO
 import Foundation
+import HTTPTypes
 import Hummingbird
 import NIOCore
 import TiersyncCore
@@ -80,13 +81,17 @@ struct BodyCodec: Sendable {
     /// A JSON body written already (a feed page from ``NodeStore/encodedFeed(after:scope:excluding:limit:)``).
     func encode(json: [UInt8], status: HTTPResponse.Status = .ok, for request: Request) throws -> Response {
         var buffer = ByteBuffer(bytes: json)
-        var headers: HTTPFields = [.contentType: "application/json"]
+        // Every answer is a caller's own data (records, a new API token, a CSRF token): kept
+        // by no cache, and read by browsers as JSON only.
+        var headers: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store", Self.noSniff: "nosniff"]
         if buffer.readableBytes > 512, request.headers[.acceptEncoding]?.lowercased().contains("gzip") == true {
             buffer = try buffer.compress(with: .gzip)
             headers[.contentEncoding] = "gzip"
         }
         return Response(status: status, headers: headers, body: .init(byteBuffer: buffer))
     }
+
+    static let noSniff = HTTPField.Name("X-Content-Type-Options")!
 
     /// A decoding error as a sentence naming where in the body it happened.
     static func describe(_ error: DecodingError) -> String {

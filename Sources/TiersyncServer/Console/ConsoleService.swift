@@ -96,6 +96,7 @@ struct ConsoleService: Sendable {
         let form = try await Self.form(&request)
         let (tenant, user, password) = (form["tenant"] ?? "", form["user"] ?? "", form["password"] ?? "")
         do {
+            if let refusal = AdminService.crossSiteRefusal(request) { throw refusal }
             guard let tenantID = try? TenantID(validating: tenant) else { throw APIError(.unauthorized, "invalid_login", "unknown user or wrong password") }
             let (secret, _) = try await admin.startSession(tenant: tenantID, user: user, password: password, address: context.remoteAddress ?? "unknown")
             var response = Self.redirect("/console/nodes")
@@ -103,7 +104,8 @@ struct ConsoleService: Sendable {
             return response
         } catch let error as APIError {
             var response = try render("login", title: "Log in", me: nil,
-                                      values: ["tenant": tenant, "user": user, "error": error.status == .tooManyRequests ? "Too many failed logins: try again later." : "Unknown user or wrong password."],
+                                      values: ["tenant": tenant, "user": user, "error": error.status == .tooManyRequests ? "Too many failed logins: try again later."
+                                                : error.code == "cross_site" ? "Log in from this console's own page." : "Unknown user or wrong password."],
                                       status: error.status)
             if let retry = error.headers[.retryAfter] { response.headers[.retryAfter] = retry }
             return response
