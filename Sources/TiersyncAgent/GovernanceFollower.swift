@@ -77,7 +77,7 @@ public final class GovernanceFollower: Sendable {
             StoredGovernanceDocument(kind: a.kind.rawValue, key: a.key, seq: a.seq, body: a.document.json)
         }
         // Own overlay (a country's) is authored here, never received: keep it.
-        try store.replaceGovernanceDocuments(kinds: ["release", "rollout", "overlay"], keeping: identity.node.rawValue, with: documents,
+        try store.replaceGovernanceDocuments(kinds: ["release", "rollout", "overlay"], keeping: (kind: "overlay", key: identity.node.rawValue), with: documents,
                                              nowMillis: nowMillis)
         lastRefusals.withLock { $0 = verified.refusals }
         return try evaluate(nowMillis: nowMillis)

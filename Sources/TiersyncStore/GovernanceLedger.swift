@@ -41,15 +41,24 @@ extension NodeStore {
         try writer.write { db in try Self.put(db, document, nowMillis: nowMillis) }
     }
 
-    /// Replaces every stored document of `kinds` (except those keyed `keep`) with
-    /// `documents`, in one transaction: what a node mirrors from its parent.
-    public func replaceGovernanceDocuments(kinds: [String], keeping keep: String?, with documents: [StoredGovernanceDocument],
+    /// Replaces every stored document of `kinds` (except the one `keep` names: a kind and
+    /// key) with `documents`, in one transaction: what a node mirrors from its parent.
+    ///
+    /// Only that one kind's key is kept. Kept for every kind, a node whose id is a number
+    /// ("2") never stored release 2 or rollout 2 (their keys are their numbers).
+    public func replaceGovernanceDocuments(kinds: [String], keeping keep: (kind: String, key: String)?, with documents: [StoredGovernanceDocument],
                                            nowMillis: UInt64 = WallClock.nowMillis()) throws {
         try writer.write { db in
             for kind in kinds {
-                try db.execute(sql: "DELETE FROM ts_gov_documents WHERE kind = ? AND key IS NOT ?", arguments: [kind, keep])
+                if let keep, keep.kind == kind {
+                    try db.execute(sql: "DELETE FROM ts_gov_documents WHERE kind = ? AND key != ?", arguments: [kind, keep.key])
+                } else {
+                    try db.execute(sql: "DELETE FROM ts_gov_documents WHERE kind = ?", arguments: [kind])
+                }
             }
-            for d in documents where d.key != keep || !kinds.contains(d.kind) { try Self.put(db, d, nowMillis: nowMillis) }
+            for d in documents where !(d.kind == keep?.kind && d.key == keep?.key && kinds.contains(d.kind)) {
+                try Self.put(db, d, nowMillis: nowMillis)
+            }
         }
     }
 

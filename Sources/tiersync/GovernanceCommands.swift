@@ -252,7 +252,11 @@ extension Admin {
         if text.hasPrefix("+"), let d = GovernanceDuration(String(text.dropFirst())) {
             return WallClock.nowMillis() + UInt64(d.seconds) * 1000
         }
-        if let date = ISO8601DateFormatter().date(from: text) { return UInt64(date.timeIntervalSince1970 * 1000) }
+        if let date = ISO8601DateFormatter().date(from: text) {
+            // Before 1970 trapped the conversion (exit 132); anything in the past means now.
+            guard date.timeIntervalSince1970 >= 0 else { throw CLIError("'\(text)' is before 1970: give now, +DURATION or a time after 1970") }
+            return UInt64(date.timeIntervalSince1970 * 1000)
+        }
         throw CLIError("'\(text)' is not a time: use now, +DURATION (e.g. +10m) or ISO 8601 (2026-12-01T06:00:00Z)")
     }
 }

@@ -262,6 +262,30 @@ struct AllocationTests {
         }
     }
 
+    @Test("an agent whose node id is a number (\"2\") stores and applies release 2 and rollout 2 like any other: only its own overlay's key is kept from its parent's bundle", .timeLimit(.minutes(5)))
+    func numericNodeID() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path)
+            try hub.catalog.createTenant("insurer", levels: 2)
+            let hqKey = GovernanceSigningKey()
+            try hub.catalog.setReleaseKey(hqKey.publicKey.base64, for: "insurer")
+            let two = try await running.agent(enrolling: "2", parent: nil, tenant: "insurer", hub: hub, parentURL: hub.url, directory: dir.path)
+            let named = try await running.agent(enrolling: "a1", parent: nil, tenant: "insurer", hub: hub, parentURL: hub.url, directory: dir.path)
+            let publisher = GovernancePublisher(store: try hub.stores.store(for: "insurer"), tenant: "insurer", key: hqKey,
+                                                tree: try await hub.catalog.tree(of: "insurer"))
+            try await publisher.publish(try GovernanceCompiler.compile(directory: governanceFixture("insurer")))
+            try await eventually(timeout: 30, "both apply v1") { try [two, named].allSatisfy { try $0.store.appliedGovernance()?.release == 1 } }
+            let v2 = try edited("insurer", file: "rules.yaml", replacing: "      queue: agent-sales\n      priority: 3\n      sla: 1d",
+                                with: "      queue: agent-sales\n      priority: 3\n      sla: 12h", in: dir, name: "insurer-v2")
+            try await publisher.publish(v2)
+            // Before: node "2" deleted release 1 and rollout 1 and never stored release 2 or rollout 2, staying on v1.
+            try await eventually(timeout: 30, "both apply v2") { try [two, named].allSatisfy { try $0.store.appliedGovernance()?.release == 2 } }
+            #expect(try two.store.governanceDocuments(kind: "release").map(\.key).contains("2"))
+            #expect(try two.store.governanceDocuments(kind: "rollout").map(\.key).contains("2"))
+        }
+    }
+
     @Test("""
     Release changes: without a release nothing is decided (and the CLI says so); a release governs dialogues created \
     from its effective-from on, a pending one does not yet, and earlier decisions keep the version that made them

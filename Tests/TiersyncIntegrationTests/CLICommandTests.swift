@@ -507,6 +507,9 @@ struct CLICommandTests {
              "cannot use the CA file \(notPEM) (NO_CERTIFICATE_OR_CRL_FOUND): expected a PEM certificate"),
             (["agent", "run", "--db", "d.sqlite", "--parent", "https://127.0.0.1:1", "--enroll-token", "tse_x"],
              "cannot reach the parent at https://127.0.0.1:1"),
+            // A time before 1970 trapped its conversion (exit 132).
+            (["admin", "publish", "--data", "hq", "--effective-from", "1960-01-01T00:00:00Z", repositoryRoot() + "/fixtures/governance/automaker"],
+             "'1960-01-01T00:00:00Z' is before 1970"),
         ]
         for (arguments, message) in cases {
             let ran = try await tiersync(arguments, cwd: dir.path, timeout: 60)
