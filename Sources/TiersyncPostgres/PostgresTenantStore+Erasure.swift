@@ -55,9 +55,24 @@ extension PostgresTenantStore {
         var records: [(table: String, id: String)] = []
         var holders: Set<NodeID> = []
         let (subjectTable, subjectID) = (subject.table.rawValue, subject.id)
-        if try await holds(connection, table: subjectTable, id: subjectID), allowed(try await route(connection, table: subjectTable, id: subjectID)) {
-            records = try await linkedRecords(connection, subject: (subjectTable, subjectID))
+        // A child may erase what is routed into its scope now: a customer that once was
+        // (its old routes are in the log) and moved to another country is not its to erase.
+        if try await holds(connection, table: subjectTable, id: subjectID) {
+            if allowed(try await currentRoute(connection, table: subjectTable, id: subjectID)) {
+                records = try await linkedRecords(connection, subject: (subjectTable, subjectID))
+            }
         } else {
+            // The customer is not held here, but records naming it may be (a dialogue or a
+            // lead routed here of a customer routed elsewhere): they are erased, and the
+            // customer is noted as erased so nothing naming it comes back.
+            var linked: [(table: String, id: String)] = []
+            for record in try await linkedRecords(connection, subject: (subjectTable, subjectID)).dropFirst()
+            where allowed(try await currentRoute(connection, table: record.table, id: record.id)) {
+                linked.append(record)
+            }
+            if !linked.isEmpty { records = [(subjectTable, subjectID)] + linked }
+        }
+        if records.isEmpty {
             // Not held here (or outside the sender's scope, answered alike): nothing to erase,
             // unless an earlier request erased it, which this hub then acknowledges too.
             let before = try await connection.query("""
@@ -137,6 +152,12 @@ extension PostgresTenantStore {
             SELECT EXISTS (SELECT 1 FROM \(unescaped: table(.changes)) WHERE tbl = \(tbl) AND record_id = \(id) AND op <> \(Self.erasedOp))
                 OR EXISTS (SELECT 1 FROM \(unescaped: table(.records)) WHERE tbl = \(tbl) AND id = \(id))
             """, logger: logger).collect().first.map { try $0.decode(Bool.self) } ?? false
+    }
+
+    /// The nodes a record is routed to now (its row's route, live or a tombstone).
+    private func currentRoute(_ connection: PostgresConnection, table tbl: String, id: String) async throws -> Set<NodeID> {
+        try await connection.query("SELECT route FROM \(unescaped: table(.records)) WHERE tbl = \(tbl) AND id = \(id)", logger: logger)
+            .collect().first.map { RecordMerge.parseRoute(try $0.decode(String.self)) } ?? []
     }
 
     /// Every node a record was routed to here: its route now and every node any of its

@@ -121,10 +121,23 @@ extension NodeStore {
                       allowed: ((Set<NodeID>) -> Bool)?, nowMillis: UInt64) throws -> Set<NodeID> {
         var records: [(table: String, id: String)] = []
         var holders: Set<NodeID> = []
-        if try Self.holds(db, table: subject.table, id: subject.id),
-           allowed?(try route(db, table: subject.table.rawValue, id: subject.id)) ?? true {
-            records = try linkedRecords(db, subject: (subject.table.rawValue, subject.id))
+        // A child may erase what is routed into its scope now: a customer that once was
+        // (its old routes are in the log) and moved to another country is not its to erase.
+        let mayErase = { (table: String, id: String) throws -> Bool in
+            try allowed?(self.currentRoute(db, table: table, id: id)) ?? true
+        }
+        if try Self.holds(db, table: subject.table, id: subject.id) {
+            if try mayErase(subject.table.rawValue, subject.id) {
+                records = try linkedRecords(db, subject: (subject.table.rawValue, subject.id))
+            }
         } else {
+            // The customer is not held here, but records naming it may be (a dialogue or a
+            // lead routed here of a customer routed elsewhere): they are erased, and the
+            // customer is noted as erased so nothing naming it comes back.
+            let linked = try linkedRecords(db, subject: (subject.table.rawValue, subject.id)).dropFirst().filter { try mayErase($0.table, $0.id) }
+            if !linked.isEmpty { records = [(subject.table.rawValue, subject.id)] + linked }
+        }
+        if records.isEmpty {
             // Not held here (or outside the sender's scope, which is answered alike): nothing
             // to erase or acknowledge, unless an earlier request erased it here, in which case
             // this replica acknowledges this request too (holding none of it).
@@ -207,6 +220,16 @@ extension NodeStore {
             }
         }
         return found
+    }
+
+    /// The nodes a record is routed to now (its row's or its tombstone's route).
+    private func currentRoute(_ db: Database, table: String, id: String) throws -> Set<NodeID> {
+        var nodes: Set<NodeID> = []
+        if let sql = tableSQL[table], let row = try Row.fetchOne(db, sql: sql.select, arguments: [id]) {
+            nodes.formUnion(Self.parseRoute(row[sql.routeIndex]))
+        }
+        nodes.formUnion(Self.parseRoute(try String.fetchOne(db, sql: "SELECT route FROM ts_tombstones WHERE tbl = ? AND id = ?", arguments: [table, id])))
+        return nodes
     }
 
     /// Every node a record was routed to here: its route now (row or tombstone) and every node

@@ -566,6 +566,21 @@ struct AdminAPITests {
             #expect(pull.text.contains("\"erasures\"") && !pull.text.contains("Erasable"), "\(pull.text)")
             let audit = try await f.send("GET", "/admin/v1/audit", token: viewer)
             #expect(audit.text.contains("erasure.request") && !audit.text.contains("Erasable"))
+
+            // A customer whose entries compaction folded into its record (only the row left):
+            // asked for by its log entries alone, it was answered as not held (403).
+            #expect(try await f.client.send("POST", "/v1/push", json: PushRequest(through: 5, changes: [
+                Change(origin: "germany", originSeq: 4, hlc: HLCTimestamp(wallMillis: now + 10, counter: 0), table: "customers", recordID: "g-folded",
+                       op: .upsert, fields: ["owning_dealer": "germany", "last_name": "Folded"]),
+                Change(origin: "germany", originSeq: 5, hlc: HLCTimestamp(wallMillis: now + 11, counter: 0), table: "customers", recordID: "g-head",
+                       op: .upsert, fields: ["owning_dealer": "germany", "last_name": "Head"]),
+            ]), credential: f.germany).status == 200)
+            _ = try await store.compact(policy: RetentionPolicy(), tree: nil, nowMillis: WallClock.nowMillis(), batch: 1_000)
+            let folded = try await store.trace(recordID: "g-folded", table: "customers", after: 0, limit: 10)
+            #expect(folded.changes.isEmpty && !folded.route.isEmpty, "folded: a row, no entries")
+            let foldedErasure = try await f.send("POST", "/admin/v1/erasures", json: AdminMessages.ErasureRequest(table: "customers", id: "g-folded"), token: op)
+            #expect(foldedErasure.status == 201, "\(foldedErasure.text)")
+            #expect(try await store.liveRecords(inTable: "customers").map(\.id) == ["g-head"])
         }
     }
 

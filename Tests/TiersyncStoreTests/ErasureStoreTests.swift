@@ -101,6 +101,47 @@ struct ErasureStoreTests {
         #expect(throws: StoreError.self) { try hq.erase(.customers, id: "c-nobody") }
     }
 
+    @Test("a replica holding records that name the customer but not the customer itself erases them, acknowledges, and refuses the customer's data afterwards")
+    func erasesLinkedRecordsWithoutTheCustomer() async throws {
+        let dir = try TempDir()
+        let munich = try makeStore(dir, "de-munich", parent: "de")
+        // A lead fulfilled here and a dialogue handled here, of a customer routed to another dealer.
+        let held = [
+            Change(origin: "de-berlin", originSeq: 1, hlc: HLCTimestamp(wallMillis: 1_000, counter: 0), table: "leads", recordID: "lead-zz",
+                   op: .upsert, fields: ["customer_id": "cust-1", "source_node": "de-berlin", "fulfilling_node": "de-munich"]),
+            Change(origin: "de-berlin", originSeq: 2, hlc: HLCTimestamp(wallMillis: 1_001, counter: 0), table: "interactions", recordID: "int-zz",
+                   op: .upsert, fields: ["customer_id": "cust-1", "summary": "zzsecretsummary", "handling_node": "de-munich", "originating_node": "de-berlin"]),
+        ]
+        #expect(try await munich.applyIncoming(held, from: "de", source: .parent, checkSkew: false).applied == 2)
+        #expect(try munich.record(table: "customers", id: "cust-1") == nil)
+        let marker = Change(origin: "de-berlin", originSeq: 3, hlc: HLCTimestamp(wallMillis: 2_000, counter: 0), table: "erasures", recordID: "era-1",
+                            op: .upsert, fields: Erasure.markerFields(table: .customers, id: "cust-1", requestedBy: "de-berlin", at: "2026-12-03T00:00:00Z"))
+        #expect(try await munich.applyIncoming([marker], from: "de", source: .parent, checkSkew: false).applied == 1)
+        // Before: nothing erased (the customer was not held), no acknowledgement, the summary kept.
+        #expect(try munich.record(table: "leads", id: "lead-zz") == nil && munich.record(table: "interactions", id: "int-zz") == nil)
+        let done = try #require(try munich.erasures().first, "an erasure recorded here")
+        #expect(done.records == 2 && done.filesCleanAtMillis != nil, "\(done)")
+        #expect(try munich.verifyErasure(done.erasureID))
+        #expect(try munich.liveRecords(table: "erasure_acks", limit: 10).count == 1, "acknowledged, for HQ's ledger")
+        #expect(throws: StoreError.self) { try munich.commit([.upsert("interactions", id: "int-late", ["customer_id": "cust-1", "summary": "late"])]) }
+    }
+
+    @Test("a child that once held a customer (its old routes are in the log) cannot erase it once it is routed to another country")
+    func formerHolderCannotErase() async throws {
+        let dir = try TempDir()
+        let hq = try makeStore(dir, "hq", parent: nil)
+        try hq.commit([.upsert("customers", id: "c-2", ["last_name": "Moved", "owning_dealer": "d1"])])
+        try hq.commit([.upsert("customers", id: "c-2", ["owning_dealer": "fr-1"])])
+        let marker = Change(origin: "d1", originSeq: 1, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0), table: "erasures", recordID: "era-scope",
+                            op: .upsert, fields: Erasure.markerFields(table: .customers, id: "c-2", requestedBy: "d1", at: "2026-12-03T00:00:00Z"))
+        let gate: ChangeGate = { context in
+            PushScope.refusal(for: context.change, pusher: "d1", scope: Scope(nodes: ["d1"]), routeBefore: context.routeBefore, routeAfter: context.routeAfter)
+        }
+        _ = try await hq.applyIncoming([marker], from: "d1", source: .child, checkSkew: false, gate: gate)
+        #expect(try hq.record(table: "customers", id: "c-2")?.state.liveValues["last_name"] == "Moved", "fr-1's customer stays")
+        #expect(try hq.erasures().isEmpty)
+    }
+
     @Test("a marker from a child for a customer outside its scope erases nothing and leaves no acknowledgement")
     func outsideScope() async throws {
         let dir = try TempDir()

@@ -19,8 +19,10 @@ extension AdminService {
         }
         let store = try await directory.store(for: caller.user.tenant)
         // Held here and routed into the caller's subtree; anything else, existing or not, is one answer.
+        // Held: a row (its route) or log entries. A record compaction folded has a row and no
+        // entries; asking for entries alone answered it as not held.
         let held = try await store.trace(recordID: body.id, table: table.rawValue, after: 0, limit: 1)
-        guard !held.changes.isEmpty, inScope(route: held.route, caller) else { throw Self.traceNotFound }
+        guard !held.changes.isEmpty || !held.route.isEmpty, inScope(route: held.route, caller) else { throw Self.traceNotFound }
         let erasureID = RecordID.random(prefix: "era")
         let now = Date().ISO8601Format()
         // Requested here: by the hub's own node (HQ, or the country serving the caller).
