@@ -52,9 +52,15 @@ public struct VerifiedGovernance: Sendable {
                 guard revocation.tenant == tenant else {
                     throw GovernanceRefusal.wrongTenant(kind: SignedDocument.Kind.overlayKeyRevocation.rawValue, tenant: revocation.tenant)
                 }
-                if revocation.sequence > (v.revocations[revocation.node]?.revocation.sequence ?? 0) {
-                    v.revocations[revocation.node] = (revocation, doc)
+                // Revocations add up: the one covering the most (the latest revoked-at) stands,
+                // whatever its sequence. Taken by sequence, a retired key's holder (the reason
+                // keys are rotated) signed a revocation numbered Int.max revoking before 1970,
+                // and every revoked certificate was valid again, for good.
+                if let held = v.revocations[revocation.node]?.revocation,
+                   (revocation.revokedAtMillis, revocation.sequence) <= (held.revokedAtMillis, held.sequence) {
+                    continue
                 }
+                v.revocations[revocation.node] = (revocation, doc)
             } catch {
                 v.refusals.append("overlay-key-revocation of \(Self.claimed(doc, "node")): \(error)")
             }

@@ -117,6 +117,29 @@ struct KeyringTests {
         #expect(throws: GovernanceRefusal.self) { try ring.openRevocation(forged) }
     }
 
+    @Test("revocations add up: a retired key's revocation numbered Int.max that revokes almost nothing does not undo the one in force")
+    func revocationsAddUp() throws {
+        let r1 = try rotation(1, from: k0, to: k1, at: 5_000)
+        let ring = GovernanceKeyring(anchor: k0.publicKey, rotations: [r1], tenant: "automaker")
+        let real = try k1.sign(OverlayKeyRevocation(tenant: "automaker", node: "de", sequence: 1, revokedAtMillis: 6_000, reason: "lost"), as: .overlayKeyRevocation)
+        // Signed by the retired k0 (its revoked-at is before the rotation, so it verifies).
+        let undo = try k0.sign(OverlayKeyRevocation(tenant: "automaker", node: "de", sequence: Int.max, revokedAtMillis: 1), as: .overlayKeyRevocation)
+        #expect(try ring.openRevocation(undo).sequence == Int.max, "a document the retired key may still sign")
+        let revokedKey = GovernanceSigningKey()
+        let overlay = Overlay(tenant: "automaker", country: "de", sequence: 1, createdAtMillis: 0, basedOn: nil, set: [:])
+        let old = try revokedKey.sign(overlay, as: .overlay, certificate: try k1.certify(OverlayCertificate(
+            tenant: "automaker", node: "de", publicKey: revokedKey.publicKey.base64, issuedAtMillis: 5_500)))
+        for order in [[real, undo], [undo, real]] {
+            let v = VerifiedGovernance.verify(rollouts: [try k1.sign(Rollout(tenant: "automaker", sequence: 1, issuedAtMillis: 0,
+                                                                             stages: [.init(release: 1, targets: nil)], reason: ""), as: .rollout)],
+                                              releases: [try k1.sign(try release(1), as: .release)], overlays: [old],
+                                              revocations: order, keyring: ring, tenant: "automaker")
+            #expect(v.revocations["de"]?.revocation.revokedAtMillis == 6_000)
+            let decision = GovernanceResolver.decide(node: "de-1", parent: "de", verified: v, nowMillis: 10_000)
+            #expect(decision.overlay == nil && decision.problems.contains { $0.contains("HQ revoked") }, "\(decision.problems)")
+        }
+    }
+
     @Test("bundles from hubs without rotations decode; the new fields round-trip")
     func bundleCompatibility() throws {
         let old = #"{"token":"t","releases":[],"overlays":[]}"#
