@@ -50,6 +50,18 @@ extension PostgresTenantStore {
         _ = try await client.query("SELECT pg_notify(\(PostgresNotifier.defaultChannel), \(tenant.rawValue))", logger: logger).collect()
     }
 
+    public func storeNewGovernanceDocument(_ document: StoredGovernanceDocument, nowMillis: UInt64) async throws -> Bool {
+        try await prepared()
+        let inserted = try await client.query("""
+            INSERT INTO \(unescaped: table(.governanceDocuments)) (kind, key, seq, body, stored_at)
+            VALUES (\(document.kind), \(document.key), \(Int64(document.seq)), \(document.body), \(Int64(nowMillis)))
+            ON CONFLICT (kind, key) DO NOTHING RETURNING 1
+            """, logger: logger).collect().count == 1
+        // Long-polls for governance on every hub process wake (the watcher compares stamps).
+        if inserted { _ = try await client.query("SELECT pg_notify(\(PostgresNotifier.defaultChannel), \(tenant.rawValue))", logger: logger).collect() }
+        return inserted
+    }
+
     static func document(_ row: PostgresRow) throws -> StoredGovernanceDocument {
         let (kind, key, seq, body) = try row.decode((String, String, Int64, String).self)
         return StoredGovernanceDocument(kind: kind, key: key, seq: Int(seq), body: body)

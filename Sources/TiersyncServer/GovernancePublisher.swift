@@ -45,13 +45,19 @@ public struct GovernancePublisher: Sendable {
             throw GovernancePublishError("the sources are for tenant '\(compiled.tenant)' (governance.tenant), not '\(tenant)'")
         }
         try check(targets)
-        let version = (try await releases().map(\.version).max() ?? 0) + 1
-        let release = Release(tenant: tenant.rawValue, version: version, publishedAtMillis: nowMillis,
-                              effectiveFromMillis: effectiveFromMillis ?? nowMillis, notes: notes,
-                              sourceDigest: compiled.sourceDigest, config: compiled.config, overrides: compiled.overrides)
-        try await put(try key.sign(release, as: .release), kind: .release, seq: version, nowMillis: nowMillis)
-        let rollout = try await roll(out: version, to: targets, reason: "publish v\(version)", nowMillis: nowMillis)
-        return (release, rollout)
+        // The next number, taken only if no other publisher took it meanwhile (two
+        // administrators publishing at once, from one process or two): a published release
+        // is never replaced.
+        for _ in 0..<Self.attempts {
+            let version = (try await releases().map(\.version).max() ?? 0) + 1
+            let release = Release(tenant: tenant.rawValue, version: version, publishedAtMillis: nowMillis,
+                                  effectiveFromMillis: effectiveFromMillis ?? nowMillis, notes: notes,
+                                  sourceDigest: compiled.sourceDigest, config: compiled.config, overrides: compiled.overrides)
+            guard try await putNew(try key.sign(release, as: .release), kind: .release, seq: version, nowMillis: nowMillis) else { continue }
+            let rollout = try await roll(out: version, to: targets, reason: "publish v\(version)", nowMillis: nowMillis)
+            return (release, rollout)
+        }
+        throw Self.contended("release")
     }
 
     /// Rolls release `version` out to `targets` (nil: every node), keeping the other
@@ -78,14 +84,19 @@ public struct GovernancePublisher: Sendable {
         guard published.contains(target) else {
             throw GovernancePublishError("no release \(target) (published: \(published.map { "v\($0)" }.joined(separator: ", ")))")
         }
-        return try await issue(stages: [Rollout.Stage(release: target, targets: nil)], reason: "rollback to v\(target)", nowMillis: nowMillis)
+        return try await issue(reason: "rollback to v\(target)", nowMillis: nowMillis) { _ in [Rollout.Stage(release: target, targets: nil)] }
     }
 
     private func roll(out version: Int, to targets: [NodeID]?, reason: String, nowMillis: UInt64) async throws -> Rollout {
         guard let targets else {
-            return try await issue(stages: [Rollout.Stage(release: version, targets: nil)], reason: reason, nowMillis: nowMillis)
+            return try await issue(reason: reason, nowMillis: nowMillis) { _ in [Rollout.Stage(release: version, targets: nil)] }
         }
-        var previous = try await rollouts().last?.stages ?? []
+        return try await issue(reason: reason, nowMillis: nowMillis) { last in Self.stages(rolling: version, to: targets, over: last?.stages ?? []) }
+    }
+
+    /// The stages of a rollout of `version` to `targets` over the rollout in force's.
+    private static func stages(rolling version: Int, to targets: [NodeID], over previous: [Rollout.Stage]) -> [Rollout.Stage] {
+        var previous = previous
         var names = targets.map(\.rawValue)
         // Widening a trial: the nodes that already had this release keep it.
         if let i = previous.firstIndex(where: { $0.release == version && $0.targets != nil }) {
@@ -98,14 +109,26 @@ public struct GovernancePublisher: Sendable {
             let rest = t.filter { !names.contains($0) }
             return rest.isEmpty ? nil : Rollout.Stage(release: stage.release, targets: rest)
         }
-        return try await issue(stages: [Rollout.Stage(release: version, targets: names)] + previous, reason: reason, nowMillis: nowMillis)
+        return [Rollout.Stage(release: version, targets: names)] + previous
     }
 
-    private func issue(stages: [Rollout.Stage], reason: String, nowMillis: UInt64) async throws -> Rollout {
-        let sequence = (try await rollouts().last?.sequence ?? 0) + 1
-        let rollout = Rollout(tenant: tenant.rawValue, sequence: sequence, issuedAtMillis: nowMillis, stages: stages, reason: reason)
-        try await put(try key.sign(rollout, as: .rollout), kind: .rollout, seq: sequence, nowMillis: nowMillis)
-        return rollout
+    /// Issues the next rollout, its stages computed from the rollout in force; computed
+    /// again over the newer one if another publisher issued a rollout meanwhile.
+    private func issue(reason: String, nowMillis: UInt64, stages: (Rollout?) -> [Rollout.Stage]) async throws -> Rollout {
+        for _ in 0..<Self.attempts {
+            let last = try await rollouts().last
+            let sequence = (last?.sequence ?? 0) + 1
+            let rollout = Rollout(tenant: tenant.rawValue, sequence: sequence, issuedAtMillis: nowMillis, stages: stages(last), reason: reason)
+            if try await putNew(try key.sign(rollout, as: .rollout), kind: .rollout, seq: sequence, nowMillis: nowMillis) { return rollout }
+        }
+        throw Self.contended("rollout")
+    }
+
+    /// Tries to take a number this many times before giving up (each try rereads).
+    static let attempts = 5
+
+    static func contended(_ kind: String) -> GovernancePublishError {
+        GovernancePublishError("another publisher took each next \(kind) number \(attempts) times in a row; nothing of this one was published: try again")
     }
 
     private func check(_ targets: [NodeID]?) throws {
@@ -139,7 +162,9 @@ public struct GovernancePublisher: Sendable {
         let rolloutsThrough = try await rollouts().last?.sequence ?? 0
         let rotation = KeyRotation(tenant: tenant.rawValue, sequence: sequence, previousKey: key.publicKey.base64, newKey: next.publicKey.base64,
                                    rotatedAtMillis: nowMillis, releasesThrough: releasesThrough, rolloutsThrough: rolloutsThrough)
-        try await put(try key.announce(rotation, handingOverTo: next), kind: .keyRotation, seq: sequence, nowMillis: nowMillis)
+        guard try await putNew(try key.announce(rotation, handingOverTo: next), kind: .keyRotation, seq: sequence, nowMillis: nowMillis) else {
+            throw GovernancePublishError("key rotation \(sequence) was stored meanwhile by another process; nothing was changed: try again")
+        }
         return rotation
     }
 
@@ -175,9 +200,10 @@ public struct GovernancePublisher: Sendable {
         try await store.governanceDocuments(ofKind: kind.rawValue, keys: nil)
     }
 
-    private func put(_ document: SignedDocument, kind: SignedDocument.Kind, seq: Int, nowMillis: UInt64) async throws {
-        try await store.storeGovernanceDocument(StoredGovernanceDocument(kind: kind.rawValue, key: String(seq), seq: seq, body: document.json),
-                                                nowMillis: nowMillis)
+    /// Stores a newly signed document under its number, unless that number is taken.
+    private func putNew(_ document: SignedDocument, kind: SignedDocument.Kind, seq: Int, nowMillis: UInt64) async throws -> Bool {
+        try await store.storeNewGovernanceDocument(StoredGovernanceDocument(kind: kind.rawValue, key: String(seq), seq: seq, body: document.json),
+                                                   nowMillis: nowMillis)
     }
 
     /// A stored document opened with `verify` (the keyring's check for its kind).

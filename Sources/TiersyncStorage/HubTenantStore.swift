@@ -84,6 +84,11 @@ public protocol HubTenantStore: AnyObject, Sendable {
     /// Stores (or replaces) one signed document: what HQ publishes, from any hub process.
     func storeGovernanceDocument(_ document: StoredGovernanceDocument, nowMillis: UInt64) async throws
 
+    /// Stores a document only if none of its kind and key is stored: false when one is (a
+    /// release or rollout number another publisher took meanwhile). Published documents
+    /// are never replaced.
+    func storeNewGovernanceDocument(_ document: StoredGovernanceDocument, nowMillis: UInt64) async throws -> Bool
+
     /// Changes whenever a governance document is stored (long-polls wake on it).
     func governanceDocumentsStamp() async throws -> String
 

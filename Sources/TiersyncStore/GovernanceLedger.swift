@@ -41,6 +41,16 @@ extension NodeStore {
         try writer.write { db in try Self.put(db, document, nowMillis: nowMillis) }
     }
 
+    /// Stores one document unless one of its kind and key is stored; false when one is.
+    public func insertGovernanceDocument(_ d: StoredGovernanceDocument, nowMillis: UInt64 = WallClock.nowMillis()) throws -> Bool {
+        try writer.write { db in
+            try db.execute(sql: """
+                INSERT INTO ts_gov_documents (kind, key, seq, body, stored_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, key) DO NOTHING
+                """, arguments: [d.kind, d.key, d.seq, d.body, Int64(nowMillis)])
+            return db.changesCount == 1
+        }
+    }
+
     /// Replaces every stored document of `kinds` (except the one `keep` names: a kind and
     /// key) with `documents`, in one transaction: what a node mirrors from its parent.
     ///

@@ -82,6 +82,10 @@ extension NodeStore: HubTenantStore {
         try await offCooperativePool { try self.putGovernanceDocument(document, nowMillis: nowMillis) }
     }
 
+    public func storeNewGovernanceDocument(_ document: StoredGovernanceDocument, nowMillis: UInt64) async throws -> Bool {
+        try await offCooperativePool { try self.insertGovernanceDocument(document, nowMillis: nowMillis) }
+    }
+
     public func governanceDocumentsStamp() async throws -> String {
         try await offCooperativePool { try self.governanceStamp() }
     }

@@ -262,6 +262,35 @@ struct AllocationTests {
         }
     }
 
+    @Test("two publishers at once (two administrators, two processes) each get their own release and rollout number: neither signed document replaces the other", arguments: StorageEngine.testable)
+    func concurrentPublishers(engine: StorageEngine) async throws {
+        let dir = try TempDir()
+        try await withHubDatabase(engine) { postgres in
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path, postgres: postgres)
+            try await hub.catalogStore.createTenant("insurer", levels: 2)
+            let hqKey = GovernanceSigningKey()
+            try await hub.catalogStore.setReleaseKey(hqKey.publicKey.base64, for: "insurer")
+            let store = try await hub.tenantStore(for: "insurer")
+            let tree = try await hub.catalogStore.tree(of: "insurer")
+            let compiled = try GovernanceCompiler.compile(directory: governanceFixture("insurer"))
+            let notes = (0..<6).map { "publisher \($0)" }
+            let published = try await withThrowingTaskGroup(of: (Release, Rollout).self) { group in
+                for note in notes {
+                    group.addTask {
+                        try await GovernancePublisher(store: store, tenant: "insurer", key: hqKey, tree: tree).publish(compiled, notes: note)
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            // Before: two of them could both take v(n+1) and the second's document replaced the first's.
+            #expect(Set(published.map(\.0.version)) == Set(1...6) && Set(published.map(\.1.sequence)) == Set(1...6), "\(published.map { ($0.0.version, $0.1.sequence) })")
+            let stored = try await GovernancePublisher(store: store, tenant: "insurer", key: hqKey, tree: tree).releases()
+            #expect(Set(stored.compactMap(\.notes)) == Set(notes), "every publisher's release is kept as signed")
+        }
+        }
+    }
+
     @Test("an agent whose node id is a number (\"2\") stores and applies release 2 and rollout 2 like any other: only its own overlay's key is kept from its parent's bundle", .timeLimit(.minutes(5)))
     func numericNodeID() async throws {
         let dir = try TempDir()
