@@ -60,8 +60,11 @@ public enum OverrideBound: Sendable, Hashable, Codable, CustomStringConvertible 
             guard p.seconds > 0 || b.seconds == 0 else { return .failure(.outOfBounds("a duration of 0 removes the deadline")) }
             return p <= b ? .success(.string(p.description)) : .failure(.outOfBounds("\(p) is longer than HQ's \(b)"))
         case .rename:
-            guard case .string(let s) = proposed, !s.trimmingCharacters(in: .whitespaces).isEmpty, s.count <= 100 else {
-                return .failure(.wrongType("text of 1 to 100 characters"))
+            // Counted in bytes too: 100 "characters" of combining marks can be megabytes, and
+            // a name of blanks or line breaks names nothing.
+            guard case .string(let s) = proposed, !s.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, s.count <= 100, s.utf8.count <= 400,
+                  !s.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+                return .failure(.wrongType("text of 1 to 100 characters, without line breaks or control characters"))
             }
             return .success(proposed)
         case .stricter:

@@ -77,6 +77,13 @@ struct SignedReleaseTests {
         #expect(wideRefusal(["proactive.handover-call.trigger.days_after": .number(-5)]).contains("-5 is outside the field's own 0…365"))
         #expect(wideRefusal(["allocation.key-accounts.then.priority": .number(0)]).contains("0 is outside the field's own 1…5"))
         #expect(wideRefusal(["proactive.handover-call.trigger.days_after": .number(30), "allocation.key-accounts.then.priority": .number(5)]) == "accepted")
+        // A "stricter" percentage beyond 100; a rename of megabytes of combining marks, or of line breaks.
+        #expect(refusal(["kpis.service-level-phone.target": .object(["at_least": .number(150)])]).contains("a percentage target must be between 0 and 100, got 150"))
+        #expect(refusal(["kpis.service-level-phone.target": .object(["at_least": .number(95)])]) == "accepted")
+        #expect(refusal(["queues.dealer-sales.name": .string("a" + String(repeating: "\u{301}", count: 10_000))]).contains("text of 1 to 100 characters"))
+        #expect(refusal(["queues.dealer-sales.name": "\n"]).contains("text of 1 to 100 characters"))
+        #expect(refusal(["queues.dealer-sales.name": "Verkauf\nzwei"]).contains("without line breaks"))
+        #expect(refusal(["queues.dealer-sales.name": "Verkauf Händler"]) == "accepted")
     }
 
     @Test("overlay certificates: only a key HQ certified for that country may sign its overlay")
