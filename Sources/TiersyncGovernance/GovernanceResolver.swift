@@ -106,7 +106,9 @@ public struct VerifiedGovernance: Sendable {
     static func claimed(_ doc: SignedDocument, _ field: String) -> String {
         guard let data = Data(base64Encoded: doc.payload),
               let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let value = object[field] else { return "?" }
-        return "\(value)"
+        // Unverified: whatever the sender wrote, so only its start goes into logs and decisions.
+        let text = "\(value)"
+        return text.utf8.count <= 100 ? text : String(decoding: Array(text.utf8.prefix(100)), as: UTF8.self) + "…"
     }
 }
 
