@@ -69,8 +69,8 @@ let package = Package(
             // SHA-256 for the ids of escalation entries and proactive tasks.
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        // PostgreSQL, the hub's second storage engine to come (issue 14). So far: an endpoint
-        // (a postgres:// URL → client configuration) and LISTEN/NOTIFY between processes.
+        // PostgreSQL, the hub's second storage engine (issue 14): catalog, tenant stores,
+        // compaction, rules and KPI reads, migration, LISTEN/NOTIFY between hub processes.
         .target(name: "TiersyncPostgres", dependencies: [
             "TiersyncCore", "TiersyncStorage", "TiersyncKPI",
             .product(name: "PostgresNIO", package: "postgres-nio"),

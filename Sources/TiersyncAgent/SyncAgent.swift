@@ -643,8 +643,15 @@ public final class SyncAgent: Sendable {
         guard let cursor = try? store.cursor(Self.pullCursor), let head = state.withLock({ $0.parentHead }), head > 0 else { return }
         let held = (try? store.counts().records.values.reduce(0, +)) ?? 0
         logger.info("catching up with the parent", metadata: [
-            "progress": "\(min(100, cursor * 100 / head))%", "position": "\(cursor)/\(head)", "records": "\(held)",
+            "progress": "\(Self.catchUpPercent(cursor: cursor, head: head))%", "position": "\(cursor)/\(head)", "records": "\(held)",
         ])
+    }
+
+    /// How far a catch-up has come, 0…100. Both numbers are the parent's: in 128 bits
+    /// (a cursor of Int64.max trapped `cursor * 100`, every time the agent started).
+    public static func catchUpPercent(cursor: Int64, head: Int64) -> Int64 {
+        guard head > 0 else { return 0 }
+        return Int64(min(100, max(0, Int128(cursor) * 100 / Int128(head))))
     }
 
     // MARK: A parent restored from a backup

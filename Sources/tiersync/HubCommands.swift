@@ -64,6 +64,10 @@ struct Hub: AsyncParsableCommand {
             guard RetentionPolicy(days: retentionDays) != nil else {
                 throw ValidationError("--retention-days must be a number of days above 0 and at most \(Int(RetentionPolicy.maximumDays)), got \(retentionDays)")
             }
+            // Said, not silently ignored: a hub on PostgreSQL keeps the default horizon for now.
+            if postgres != nil, retentionDays != 30 {
+                throw ValidationError("--retention-days applies to a hub on SQLite (--data); a hub on PostgreSQL keeps 30 days for now")
+            }
         }
 
         func run() async throws {

@@ -38,8 +38,8 @@ struct RulesCommand: AsyncParsableCommand {
             if postgres != nil {
                 throw ValidationError("""
                     rules run works on a node's SQLite database (--db, with --data for the directory that places other nodes): \
-                    a hub on PostgreSQL has no tenant database file to evaluate, and HQ's rules on PostgreSQL are not run by this \
-                    command (nor yet by `hub serve --postgres`); run it on the SQLite store of a country or dealer instead
+                    a hub on PostgreSQL has no tenant database file to evaluate; `hub serve --postgres` runs HQ's rules itself \
+                    (--rules-interval). Run this on the SQLite store of a country or dealer instead
                     """)
             }
         }

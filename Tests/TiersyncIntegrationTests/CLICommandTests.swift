@@ -507,6 +507,9 @@ struct CLICommandTests {
              "cannot use the CA file \(notPEM) (NO_CERTIFICATE_OR_CRL_FOUND): expected a PEM certificate"),
             (["agent", "run", "--db", "d.sqlite", "--parent", "https://127.0.0.1:1", "--enroll-token", "tse_x"],
              "cannot reach the parent at https://127.0.0.1:1"),
+            // Ignored before, silently.
+            (["hub", "serve", "--postgres", "postgres://nobody@127.0.0.1:1/none", "--insecure-dev-http", "--retention-days", "5"],
+             "--retention-days applies to a hub on SQLite (--data); a hub on PostgreSQL keeps 30 days for now"),
             // A time before 1970 trapped its conversion (exit 132).
             (["admin", "publish", "--data", "hq", "--effective-from", "1960-01-01T00:00:00Z", repositoryRoot() + "/fixtures/governance/automaker"],
              "'1960-01-01T00:00:00Z' is before 1970"),
