@@ -235,11 +235,7 @@ extension NodeStore {
     /// Every node a record was routed to here: its route now (row or tombstone) and every node
     /// any of its logged changes reached or entered.
     private func route(_ db: Database, table: String, id: String) throws -> Set<NodeID> {
-        var nodes: Set<NodeID> = []
-        if let sql = tableSQL[table], let row = try Row.fetchOne(db, sql: sql.select, arguments: [id]) {
-            nodes.formUnion(Self.parseRoute(row[sql.routeIndex]))
-        }
-        nodes.formUnion(Self.parseRoute(try String.fetchOne(db, sql: "SELECT route FROM ts_tombstones WHERE tbl = ? AND id = ?", arguments: [table, id])))
+        var nodes = try currentRoute(db, table: table, id: id)
         nodes.formUnion(try String.fetchAll(db, sql: """
             SELECT DISTINCT r.node FROM ts_change_routes r JOIN ts_changes c ON c.seq = r.seq WHERE c.tbl = ? AND c.record_id = ?
             UNION SELECT node FROM ts_route_entries WHERE tbl = ? AND record_id = ?

@@ -3,6 +3,7 @@ import Testing
 import TiersyncAgent
 import TiersyncCore
 import TiersyncGovernance
+import TiersyncPostgres
 import TiersyncRules
 import TiersyncServer
 import TiersyncStore
@@ -11,6 +12,15 @@ import TiersyncTestSupport
 private func governanceFixture(_ path: String) -> String { repositoryRoot() + "/fixtures/governance/" + path }
 
 /// A fixture directory copied with one text replaced in one file: a distinguishable release.
+/// A hub serving the two-level insurer tenant, with a release key registered for it.
+private func insurerHub(_ running: Running, directory: String, postgres: PostgresEndpoint? = nil) async throws -> (hub: RunningHub, key: GovernanceSigningKey) {
+    let hub = try await running.hub(directory: directory, postgres: postgres)
+    try await hub.catalogStore.createTenant("insurer", levels: 2)
+    let key = GovernanceSigningKey()
+    try await hub.catalogStore.setReleaseKey(key.publicKey.base64, for: "insurer")
+    return (hub, key)
+}
+
 private func edited(_ fixture: String, file: String, replacing old: String, with new: String, in dir: TempDir, name: String) throws -> CompiledGovernance {
     let copy = dir.path + "/" + name
     try FileManager.default.copyItem(atPath: governanceFixture(fixture), toPath: copy)
@@ -204,10 +214,7 @@ struct AllocationTests {
     func insurerTwoLevels() async throws {
         let dir = try TempDir()
         try await withRunning { running in
-            let hub = try await running.hub(directory: dir.path)
-            try hub.catalog.createTenant("insurer", levels: 2)
-            let hqKey = GovernanceSigningKey()
-            try hub.catalog.setReleaseKey(hqKey.publicKey.base64, for: "insurer")
+            let (hub, hqKey) = try await insurerHub(running, directory: dir.path)
             let agency = try await running.agent(enrolling: "agency-7", parent: nil, tenant: "insurer", hub: hub, parentURL: hub.url, directory: dir.path)
             let hq = try hub.stores.store(for: "insurer")
             let publisher = GovernancePublisher(store: hq, tenant: "insurer", key: hqKey, tree: try await hub.catalog.tree(of: "insurer"))
@@ -267,10 +274,7 @@ struct AllocationTests {
         let dir = try TempDir()
         try await withHubDatabase(engine) { postgres in
         try await withRunning { running in
-            let hub = try await running.hub(directory: dir.path, postgres: postgres)
-            try await hub.catalogStore.createTenant("insurer", levels: 2)
-            let hqKey = GovernanceSigningKey()
-            try await hub.catalogStore.setReleaseKey(hqKey.publicKey.base64, for: "insurer")
+            let (hub, hqKey) = try await insurerHub(running, directory: dir.path, postgres: postgres)
             let store = try await hub.tenantStore(for: "insurer")
             let tree = try await hub.catalogStore.tree(of: "insurer")
             let compiled = try GovernanceCompiler.compile(directory: governanceFixture("insurer"))
@@ -295,10 +299,7 @@ struct AllocationTests {
     func numericNodeID() async throws {
         let dir = try TempDir()
         try await withRunning { running in
-            let hub = try await running.hub(directory: dir.path)
-            try hub.catalog.createTenant("insurer", levels: 2)
-            let hqKey = GovernanceSigningKey()
-            try hub.catalog.setReleaseKey(hqKey.publicKey.base64, for: "insurer")
+            let (hub, hqKey) = try await insurerHub(running, directory: dir.path)
             let two = try await running.agent(enrolling: "2", parent: nil, tenant: "insurer", hub: hub, parentURL: hub.url, directory: dir.path)
             let named = try await running.agent(enrolling: "a1", parent: nil, tenant: "insurer", hub: hub, parentURL: hub.url, directory: dir.path)
             let publisher = GovernancePublisher(store: try hub.stores.store(for: "insurer"), tenant: "insurer", key: hqKey,
@@ -322,10 +323,7 @@ struct AllocationTests {
     func releaseChanges() async throws {
         let dir = try TempDir()
         try await withRunning { running in
-            let hub = try await running.hub(directory: dir.path)
-            try hub.catalog.createTenant("insurer", levels: 2)
-            let hqKey = GovernanceSigningKey()
-            try hub.catalog.setReleaseKey(hqKey.publicKey.base64, for: "insurer")
+            let (hub, hqKey) = try await insurerHub(running, directory: dir.path)
             let agency = try await running.agent(enrolling: "agency-1", parent: nil, tenant: "insurer", hub: hub, parentURL: hub.url, directory: dir.path)
             let hq = try hub.stores.store(for: "insurer")
             let db = dir.path + "/agency-1.sqlite"
