@@ -53,7 +53,10 @@ public struct GovernancePublisher: Sendable {
             let release = Release(tenant: tenant.rawValue, version: version, publishedAtMillis: nowMillis,
                                   effectiveFromMillis: effectiveFromMillis ?? nowMillis, notes: notes,
                                   sourceDigest: compiled.sourceDigest, config: compiled.config, overrides: compiled.overrides)
-            guard try await putNew(try key.sign(release, as: .release), kind: .release, seq: version, nowMillis: nowMillis) else { continue }
+            guard try await putNew(try key.sign(release, as: .release), kind: .release, seq: version, nowMillis: nowMillis) else {
+                try await Self.pause()
+                continue
+            }
             let rollout = try await roll(out: version, to: targets, reason: "publish v\(version)", nowMillis: nowMillis)
             return (release, rollout)
         }
@@ -120,12 +123,18 @@ public struct GovernancePublisher: Sendable {
             let sequence = (last?.sequence ?? 0) + 1
             let rollout = Rollout(tenant: tenant.rawValue, sequence: sequence, issuedAtMillis: nowMillis, stages: stages(last), reason: reason)
             if try await putNew(try key.sign(rollout, as: .rollout), kind: .rollout, seq: sequence, nowMillis: nowMillis) { return rollout }
+            try await Self.pause()
         }
         throw Self.contended("rollout")
     }
 
-    /// Tries to take a number this many times before giving up (each try rereads).
-    static let attempts = 5
+    /// Tries to take a number this many times before giving up (each try rereads, after a
+    /// short random pause, so publishers racing do not keep colliding in step).
+    static let attempts = 20
+
+    private static func pause() async throws {
+        try await Task.sleep(for: .milliseconds(Int.random(in: 5...60)))
+    }
 
     static func contended(_ kind: String) -> GovernancePublishError {
         GovernancePublishError("another publisher took each next \(kind) number \(attempts) times in a row; nothing of this one was published: try again")
