@@ -519,9 +519,22 @@ struct CLICommandTests {
             #expect(ran.status == 1 || ran.status == 64, "\(ran)")
             #expect(ran.err.contains(message) && !ran.err.contains(".build/checkouts"), "\(ran)")
         }
-        // A --ca that did not exist was not kept for later runs.
+        // A --ca that did not exist was not kept for later runs; one that does is kept absolute.
         let later = try await tiersync(["agent", "run", "--db", "b.sqlite", "--parent", "https://127.0.0.1:1", "--enroll-token", "tse_x"], cwd: dir.path, timeout: 60)
         #expect(!later.err.contains("nosuch.pem"), "\(later)")
+        #expect(try NodeStore(path: dir.path + "/c.sqlite").meta("ca_file") == URL(fileURLWithPath: notPEM).standardizedFileURL.path)
+
+        // Admin commands that wrote or accepted what they should refuse.
+        let hub = dir.path + "/hub"
+        #expect(try await tiersync(["admin", "create-tenant", "--data", hub, "--tenant", "acme", "--levels", "3"], cwd: dir.path).status == 0)
+        let ghost = try await tiersync(["admin", "release-key", "--data", hub, "--tenant", "ghost"], cwd: dir.path)
+        #expect(ghost.status != 0 && ghost.err.contains("tenant 'ghost' not found") && !FileManager.default.fileExists(atPath: hub + "/keys/ghost.release.key"), "\(ghost)")
+        try "a long enough password\n".write(toFile: dir.path + "/pw", atomically: true, encoding: .utf8)
+        let dealerScope = try await tiersync(["admin", "user", "add", "--data", hub, "--tenant", "acme", "--name", "bob", "--role", "viewer",
+                                              "--scope", "dealer-043", "--password-file", dir.path + "/pw"], cwd: dir.path)
+        #expect(dealerScope.status != 0 && dealerScope.err.contains("an administrator's scope is the tenant's root (hq) or a node directly below it"), "\(dealerScope)")
+        let typo = try await tiersync(["admin", "enroll-token", "--data", hub, "--tenant", "acmee", "--node", "d1"], cwd: dir.path)
+        #expect(typo.status == 0 && typo.err.contains("note: there was no tenant 'acmee': created it with 2 levels"), "\(typo)")
     }
 
     @Test("backup of a country node's --data directory says the country's records are in its store, and how to copy that too")
