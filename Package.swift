@@ -171,7 +171,7 @@ let package = Package(
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
         // Helpers shared by the test targets: temporary directories, a running hub, processes,
-        // a fresh PostgreSQL database per test (TestPostgres), HAProxy in front of hubs (TestLoadBalancer).
+        // a fresh PostgreSQL database per test (TestPostgres), HAProxy in front of hubs (TestLoadBalancer), a scripted hostile parent (FakeParent).
         .target(name: "TiersyncTestSupport", dependencies: [
             "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance",
             "TiersyncPostgres",
@@ -179,6 +179,7 @@ let package = Package(
             .product(name: "PostgresNIO", package: "postgres-nio"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/TiersyncTestSupport"),

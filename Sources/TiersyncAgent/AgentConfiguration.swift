@@ -19,6 +19,11 @@ public struct AgentConfiguration: Sendable {
     public var localPollInterval: Duration = .milliseconds(200)
     /// Seconds a pull may wait at the hub for new changes (long-poll).
     public var pullWaitSeconds = 25.0
+    /// The longest one exchange with the parent may take, from sending the request to the
+    /// last byte of the answer, on top of a long-poll's wait; a push gets four times it.
+    /// A parent that sends its answer's head and then nothing (or trickles it) cannot hold
+    /// a loop for longer.
+    public var requestTimeout: Duration = .seconds(30)
     /// Retry delays while the parent is unreachable: exponential from `retryInitial` up to
     /// `retryMax`, with jitter.
     public var retryInitial: Duration = .milliseconds(250)

@@ -48,23 +48,37 @@ public final class ParentClient: Sendable {
         self.credential = credential
     }
 
+    /// ``AgentConfiguration/requestTimeout``.
+    var requestTimeout: Duration { configuration.requestTimeout }
+
+    /// A long-poll's wait as a duration (a negative or absurd one counts as none, or a day).
+    static func longPoll(_ seconds: Double) -> Duration {
+        seconds.isFinite ? .milliseconds(Int64(min(max(seconds, 0), 86_400) * 1_000)) : .zero
+    }
+
+    static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds.multipliedReportingOverflow(by: 1_000_000_000).overflow ? .max
+            : (seconds * 1_000_000_000).addingReportingOverflow(attoseconds / 1_000_000_000).partialValue
+    }
+
     public func shutdown() async throws {
         try await http.shutdown()
     }
 
     public func enroll(token: String, via: NodeID? = nil) async throws -> EnrollResponse {
-        try await send(.POST, "/v1/enroll", body: EnrollRequest(token: token, via: via), timeout: .seconds(30)).decode(EnrollResponse.self)
+        try await send(.POST, "/v1/enroll", body: EnrollRequest(token: token, via: via), timeout: requestTimeout).decode(EnrollResponse.self)
     }
 
     /// `held`: also ask what the parent holds of this node's subtree (``WhoAmIResponse/held``).
     public func whoami(held: Bool = false) async throws -> WhoAmIResponse {
-        try await send(.GET, held ? "/v1/whoami?held=true" : "/v1/whoami", timeout: .seconds(30)).decode(WhoAmIResponse.self)
+        try await send(.GET, held ? "/v1/whoami?held=true" : "/v1/whoami", timeout: requestTimeout).decode(WhoAmIResponse.self)
     }
 
     /// Pushes a batch. A 422 still acknowledges the batch (some changes were quarantined),
     /// so it returns normally; other errors throw.
     public func push(_ request: PushRequest) async throws -> PushResponse {
-        try await send(.POST, Self.pushPath, body: request, timeout: .seconds(120), accept: [200, 422]).decode(PushResponse.self)
+        try await send(.POST, Self.pushPath, body: request, timeout: requestTimeout * 4, accept: [200, 422]).decode(PushResponse.self)
     }
 
     /// The path a push is posted to. Public, as ``pullPath(cursor:limit:waitSeconds:excludeOwn:only:)``,
@@ -80,23 +94,23 @@ public final class ParentClient: Sendable {
 
     /// Reports how far behind this node (and, from a country, its dealers) is.
     public func status(_ request: StatusRequest) async throws -> StatusResponse {
-        try await send(.POST, "/v1/status", body: request, timeout: .seconds(30)).decode(StatusResponse.self)
+        try await send(.POST, "/v1/status", body: request, timeout: requestTimeout).decode(StatusResponse.self)
     }
 
     public func directory() async throws -> DirectoryResponse {
-        try await send(.GET, "/v1/directory", timeout: .seconds(30)).decode(DirectoryResponse.self)
+        try await send(.GET, "/v1/directory", timeout: requestTimeout).decode(DirectoryResponse.self)
     }
 
     public func pull(cursor: Int64, limit: Int, waitSeconds: Double, excludeOwn: Bool, only: NodeID? = nil) async throws -> PullResponse {
         try await send(.GET, Self.pullPath(cursor: cursor, limit: limit, waitSeconds: waitSeconds, excludeOwn: excludeOwn, only: only),
-                       timeout: .seconds(Int64(waitSeconds) + 60)).decode(PullResponse.self)
+                       timeout: Self.longPoll(waitSeconds) + requestTimeout * 2).decode(PullResponse.self)
     }
 
     /// The node's governance bundle; with `known`, waits up to `waitSeconds` for a different one.
     public func governance(known: String?, waitSeconds: Double) async throws -> GovernanceBundle {
         var path = "/v1/governance?wait=\(waitSeconds)"
         if let known { path += "&known=\(known)" }
-        return try await send(.GET, path, timeout: .seconds(Int64(waitSeconds) + 60)).decode(GovernanceBundle.self)
+        return try await send(.GET, path, timeout: Self.longPoll(waitSeconds) + requestTimeout * 2).decode(GovernanceBundle.self)
     }
 
     /// A request body as it goes on the wire: JSON, gzipped above the threshold. Public so
@@ -162,7 +176,25 @@ public final class ParentClient: Sendable {
         return reasons
     }
 
-    private func send(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = nil as String?, timeout: TimeAmount,
+    /// The answer's body, or an error once `deadline` passes first (the read is cancelled,
+    /// which closes the connection).
+    static func collect(_ body: HTTPClientResponse.Body, before deadline: ContinuousClock.Instant, from url: String,
+                        timeout: Duration) async throws -> ByteBuffer {
+        try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask { try await body.collect(upTo: Self.maxResponseBytes) }
+            group.addTask {
+                try? await Task.sleep(until: deadline)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let bytes = first else {
+                throw AgentError.unreachable("the parent at \(url) did not finish its answer within \(timeout)")
+            }
+            return bytes
+        }
+    }
+
+    private func send(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = nil as String?, timeout: Duration,
                       accept: Set<Int> = [200, 201]) async throws -> Reply {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
@@ -175,13 +207,15 @@ public final class ParentClient: Sendable {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(encoded.bytes)
         }
+        // One deadline for the whole exchange: AsyncHTTPClient's ends with the answer's head.
+        let deadline = ContinuousClock.now + timeout
         let response: HTTPClientResponse
         do {
-            response = try await http.execute(request, timeout: timeout)
+            response = try await http.execute(request, deadline: .now() + .nanoseconds(Self.nanoseconds(timeout)))
         } catch {
             throw Self.transportError(error, url: baseURL, caFile: configuration.caFile)
         }
-        let bytes = try await response.body.collect(upTo: Self.maxResponseBytes)
+        let bytes = try await Self.collect(response.body, before: deadline, from: baseURL, timeout: timeout)
         let status = Int(response.status.code)
         guard accept.contains(status) else {
             let error = try? JSONDecoder().decode(ErrorResponse.self, from: Data(bytes.readableBytesView))

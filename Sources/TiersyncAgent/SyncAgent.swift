@@ -234,12 +234,13 @@ public final class SyncAgent: Sendable {
                 ])
             }
             try store.setCursor(Self.pushCursor, response.acknowledgedThrough)
-            try store.scheduleRetries(response.rejected)
-            try handleClockSkew(response)
+            let rejected = refusals(in: response, of: batch.map(\.change))
+            try store.scheduleRetries(rejected)
+            try handleClockSkew(response, refused: rejected)
             sent += batch.count
             // Own changes refused for clock skew are re-stamped and sent again at once
             // (handleClockSkew, which warns about the clock itself).
-            for rejected in response.rejected where !(rejected.code == .clockSkew && rejected.origin == identity.node) {
+            for rejected in rejected where !(rejected.code == .clockSkew && rejected.origin == identity.node) {
                 logger.error("parent quarantined a change", metadata: [
                     "change": "\(rejected.origin)#\(rejected.originSeq)", "record": "\(rejected.table)/\(rejected.recordID)",
                     "code": "\(rejected.code.rawValue)", "reason": "\(rejected.message)",
@@ -247,7 +248,7 @@ public final class SyncAgent: Sendable {
             }
             state.withLock {
                 $0.pushedChanges += batch.count
-                $0.rejectedChanges += response.rejected.count
+                $0.rejectedChanges += rejected.count
                 $0.lastPushMillis = WallClock.nowMillis()
             }
         }
@@ -277,26 +278,40 @@ public final class SyncAgent: Sendable {
             }
             return accepted
         }
-        let stillRefused = Set(response.rejected.map { "\($0.origin)#\($0.originSeq)" })
+        let rejected = refusals(in: response, of: due)
+        let stillRefused = Set(rejected.map { "\($0.origin)#\($0.originSeq)" })
         let accepted = due.filter { !stillRefused.contains("\($0.origin)#\($0.originSeq)") }
         try store.clearRetries(accepted)
-        try store.scheduleRetries(response.rejected)
-        try handleClockSkew(response)
+        try store.scheduleRetries(rejected)
+        try handleClockSkew(response, refused: rejected)
         if !accepted.isEmpty {
             logger.notice("parent accepted changes it had refused before", metadata: ["count": "\(accepted.count)"])
         }
         return accepted.count
     }
 
+    /// The refusals in `response` of changes the push sent. A parent naming others (an
+    /// own change acknowledged long ago, say) is not believed: it would have this node
+    /// re-stamp, and so rewrite, data the tree already holds, or re-send it for ever.
+    private func refusals(in response: PushResponse, of sent: [Change]) -> [RejectedChange] {
+        let identities = Set(sent.map { "\($0.origin)#\($0.originSeq)" })
+        let answered = response.rejected.filter { identities.contains("\($0.origin)#\($0.originSeq)") }
+        if answered.count < response.rejected.count {
+            logger.warning("the parent refused changes this push did not send; ignored", metadata: [
+                "named": "\(response.rejected.count - answered.count)"])
+        }
+        return answered
+    }
+
     /// Measures this node's clock against the parent's (kept for `status`), and re-stamps
     /// own changes the parent refused as stamped too far ahead to the parent's time, so
     /// they go through at once and never win over writes the parent accepted since
     /// (``NodeStore/restampAheadOfParent(refused:parentTimeMillis:acknowledgedThrough:)``).
-    private func handleClockSkew(_ response: PushResponse) throws {
+    private func handleClockSkew(_ response: PushResponse, refused rejected: [RejectedChange]) throws {
         let now = configuration.wallClock()
         let offset = Int64(clamping: Int128(now) - Int128(response.hubTimeMillis))
         try store.recordClockOffset(ClockOffset(offsetMillis: offset, measuredAtMillis: now))
-        let refusals = response.rejected.filter { $0.code == .clockSkew && $0.origin == identity.node }
+        let refusals = rejected.filter { $0.code == .clockSkew && $0.origin == identity.node }
         let skewed = refusals.map(\.originSeq)
         if abs(offset) > 30_000 || !skewed.isEmpty {
             logger.warning("this node's clock differs from the parent's; fix it (changes refused for it are re-stamped to the parent's time)",
@@ -563,6 +578,10 @@ public final class SyncAgent: Sendable {
         var backoff = Backoff(initial: configuration.retryInitial, maximum: configuration.retryMax)
         var more = true
         var failed = false
+        // Sent away (410) again before a pull round completed: a parent cannot have purged
+        // past a scope it has just begun to serve again (a pull from 0 is always served),
+        // so it is broken or hostile, and the node waits before starting over.
+        var goneAgain = false
         var lastProgress = ContinuousClock.now
         while !Task.isCancelled {
             do {
@@ -583,6 +602,7 @@ public final class SyncAgent: Sendable {
                     more = try await pullOnce(waitSeconds: configuration.pullWaitSeconds).more
                 }
                 pullRounds.withLock { $0 += 1 }
+                goneAgain = false
                 backoff.reset()
                 recordSuccess()
             } catch is CancellationError {
@@ -590,6 +610,12 @@ public final class SyncAgent: Sendable {
             } catch AgentError.http(410, RebootstrapRequired.code, let message) {
                 // The parent purged deletes this node has not seen: fetch the scope again.
                 do {
+                    if goneAgain {
+                        let delay = backoff.next()
+                        recordFailure("pull", AgentError.http(status: 410, code: RebootstrapRequired.code, message: message), retryIn: delay)
+                        try? await Task.sleep(for: delay)
+                    }
+                    goneAgain = true
                     try rebootstrap(because: message)
                     more = true
                 } catch {

@@ -1,10 +1,15 @@
 import Foundation
+import Synchronization
 import Testing
 import TiersyncAgent
+import TiersyncCore
+import TiersyncStorage
+import TiersyncStore
 import TiersyncTestSupport
 
 /// What a parent answers is as untrusted as what a node pushes: a dealer's parent is a
-/// country node, itself only an enrolled node.
+/// country node, itself only an enrolled node. These tests put an agent in front of a
+/// parent that answers what the test scripts (``FakeParent``, real TLS on loopback).
 @Suite("A hostile parent")
 struct HostileParentTests {
     @Test("catch-up progress from any cursor and head a parent sends: 0…100, no trap (a cursor of Int64.max trapped `* 100`)")
@@ -14,5 +19,119 @@ struct HostileParentTests {
         #expect(SyncAgent.catchUpPercent(cursor: -5, head: 10) == 0)
         #expect(SyncAgent.catchUpPercent(cursor: .max, head: .max) == 100)
         #expect(SyncAgent.catchUpPercent(cursor: 5, head: 0) == 0)
+    }
+
+    /// An agent's configuration for `parent`, with the loops the test does not watch off.
+    static func configuration(_ parent: FakeParent) -> AgentConfiguration {
+        var configuration = AgentConfiguration(parentURL: parent.url, caFile: parent.caFile)
+        configuration.requestTimeout = .seconds(1)
+        configuration.compressAboveBytes = .max
+        configuration.retryInitial = .milliseconds(100)
+        configuration.retryMax = .seconds(1)
+        configuration.followGovernance = false
+        configuration.rulesInterval = nil
+        configuration.statusInterval = nil
+        configuration.retention = nil
+        return configuration
+    }
+
+    /// A dealer's store enrolled under `parent` (no enrollment exchange: the fake parent
+    /// answers only what each test scripts).
+    static func enrolledStore(_ dir: TempDir, parent: FakeParent) throws -> NodeStore {
+        let store = try NodeStore(path: dir.path + "/d1.sqlite")
+        try store.completeEnrollment(NodeIdentity(tenant: "acme", node: "d1", parent: "de"), credential: "tsc_fake",
+                                     parentURL: parent.url, highestKnownSeq: 0)
+        return store
+    }
+
+    @Test("an answer whose head comes and whose body never does ends at the request's timeout (AsyncHTTPClient's deadline ended with the head: the agent waited for ever)")
+    func bodyNeverComes() async throws {
+        let dir = try TempDir()
+        let parent = try await FakeParent(directory: dir.path) { _ in .headThenSilence(status: 200, contentLength: 4_096) }
+        let client = try ParentClient(configuration: Self.configuration(parent), credential: "tsc_fake")
+        try await withTeardown({ try? await client.shutdown(); await parent.stop() }) {
+            // whoami: the timeout (1 s); a pull without waiting: twice it.
+            for call in ["whoami", "pull"] {
+                // Without a deadline on the body it never ends; under a loaded test run, a
+                // second or two past the timeout.
+                let error = try await within(.seconds(60), "the \(call) to end") { () -> String? in
+                    do {
+                        if call == "whoami" { _ = try await client.whoami() }
+                        else { _ = try await client.pull(cursor: 0, limit: 10, waitSeconds: 0, excludeOwn: true) }
+                        return nil
+                    } catch {
+                        return "\(error)"
+                    }
+                }
+                #expect(error?.contains("did not finish its answer") == true, "\(call): \(error ?? "no error")")
+            }
+            #expect(parent.requests.map(\.path) == ["/v1/whoami", "/v1/pull"])
+        }
+    }
+
+    @Test("a refusal for clock skew naming an own change acknowledged earlier is ignored: that change is not re-stamped (it was rewritten)")
+    func clockSkewRefusalOfAcknowledgedChange() async throws {
+        let dir = try TempDir()
+        let pushes = Mutex(0)
+        let hubTime = WallClock.nowMillis() - 600_000
+        let parent = try await FakeParent(directory: dir.path) { request in
+            guard request.path == "/v1/push", let push = try? JSONDecoder().decode(PushRequest.self, from: request.body),
+                  let sent = push.changes.first else {
+                return .encoding(ErrorResponse(code: "not_found", message: "no such route"), status: 404)
+            }
+            let n = pushes.withLock { $0 += 1; return $0 }
+            var rejected: [RejectedChange] = []
+            if n == 2 {
+                // The second push sends seq 2: refused for clock skew, as a hub would, and
+                // seq 1, acknowledged by the first push, named with it.
+                var acknowledged = sent
+                acknowledged.originSeq = 1
+                rejected = [sent, acknowledged].map { RejectedChange(change: $0, rejection: ChangeRejection(.clockSkew, "stamped ahead")) }
+            }
+            return .encoding(PushResponse(acknowledgedThrough: push.through, applied: push.changes.count - rejected.count, duplicates: 0,
+                                          rejected: rejected, hubTimeMillis: hubTime))
+        }
+        let store = try Self.enrolledStore(dir, parent: parent)
+        let agent = try SyncAgent(store: store, configuration: Self.configuration(parent))
+        try await withTeardown({ await agent.shutdown(); await parent.stop() }) {
+            try store.commit([.upsert("customers", id: "c-1", ["last_name": "First"])])
+            try await agent.pushPending()
+            try store.commit([.upsert("customers", id: "c-2", ["last_name": "Second"])])
+            let before = try store.upstreamBatch(after: 0, limit: 10).map(\.change)
+            try await agent.pushPending()
+            let after = try store.upstreamBatch(after: 0, limit: 10).map(\.change)
+            #expect(before.map(\.originSeq) == [1, 2])
+            #expect(after.map(\.originSeq) == [1, 2])
+            // Seq 1 keeps its stamp; seq 2, refused as sent, is re-stamped to the parent's time.
+            #expect(after[0].hlc == before[0].hlc)
+            #expect(after[1].hlc != before[1].hlc)
+            #expect(after[1].hlc.wallMillis <= hubTime)
+            // Seq 2 went again, re-stamped, and was taken.
+            #expect(pushes.withLock { $0 } == 3)
+        }
+    }
+
+    @Test("a parent answering every pull 'go away, fetch your scope again' (410) is not asked again in a tight loop")
+    func rebootstrapLoop() async throws {
+        let dir = try TempDir()
+        let parent = try await FakeParent(directory: dir.path) { request in
+            if request.path == "/v1/pull" {
+                return .encoding(ErrorResponse(code: RebootstrapRequired.code, message: "purged"), status: 410)
+            }
+            return .encoding(ErrorResponse(code: "not_found", message: "no such route"), status: 404)
+        }
+        let store = try Self.enrolledStore(dir, parent: parent)
+        let agent = try SyncAgent(store: store, configuration: Self.configuration(parent))
+        let running = Task { try await agent.run() }
+        try await withTeardown({ running.cancel(); _ = await running.result; await parent.stop() }) {
+            let pulls = { parent.requests.filter { $0.path == "/v1/pull" }.count }
+            try await eventually(timeout: 60, "the agent's second pull") { pulls() >= 2 }
+            let before = pulls()
+            try await Task.sleep(for: .seconds(3))
+            // Backoff from 0.1 s up to 1 s: under ten in 3 s; the loop made over a thousand.
+            #expect(pulls() - before <= 30, "pulls in 3 s: \(pulls() - before)")
+            #expect(agent.status.consecutiveFailures > 0)
+            #expect(agent.status.rebootstraps >= 1)
+        }
     }
 }
