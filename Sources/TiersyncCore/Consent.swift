@@ -17,6 +17,12 @@ public enum Consent {
     /// Every `purpose_channel` pair, as tasks name the consent they need (`requires_consent`).
     public static let fieldSuffixes: [String] = Purpose.allCases.flatMap { p in Channel.allCases.map { "\(p.rawValue)_\($0.rawValue)" } }
 
+    /// Whether a customer can hold `field` (`consent_<purpose>_<channel>` for one of
+    /// ``Channel``'s channels).
+    public static func isGivable(_ field: String) -> Bool {
+        field.hasPrefix("consent_") && fieldSuffixes.contains(String(field.dropFirst("consent_".count)))
+    }
+
     /// The customer field holding consent for `purpose` by `channel`.
     public static func field(_ purpose: Purpose, _ channel: Channel) -> String { "consent_\(purpose.rawValue)_\(channel.rawValue)" }
 
@@ -29,8 +35,10 @@ public enum Consent {
     /// (a write's fields over its record as held, without merging them into a dictionary
     /// first: that cost every inbound dialogue about 8 % of its commit), or nil when
     /// it needs none: an open task naming the consent it requires; an outbound dialogue with a
-    /// purpose by phone, e-mail, SMS or post. (A dialogue without a purpose answers one the
-    /// customer started; visits, web and chat are the customer's own doing.)
+    /// purpose. (A dialogue without a purpose answers one the customer started.) By phone,
+    /// e-mail, SMS or post that is the customer's field for it; by any other channel (fax,
+    /// chat, web, visit) a field no customer holds (``isGivable(_:)``): consent to be
+    /// contacted there cannot be recorded, so such a contact is never made.
     public static func requiredField(table: String, value: (String) -> FieldValue?) -> String? {
         switch table {
         case DomainSchema.tasks.name:
@@ -40,8 +48,8 @@ public enum Consent {
         case DomainSchema.interactions.name:
             guard value("direction")?.stringValue == "outbound",
                   let purpose = value("purpose")?.stringValue.flatMap(Purpose.init(rawValue:)),
-                  let channel = value("channel")?.stringValue.flatMap(Channel.init(rawValue:)) else { return nil }
-            return field(purpose, channel)
+                  let channel = value("channel")?.stringValue else { return nil }
+            return "consent_\(purpose.rawValue)_\(channel)"
         default:
             return nil
         }

@@ -92,6 +92,10 @@ extension NodeStore {
         let held = stored?.state.isLive == true ? stored!.state.liveValues : [:]
         let value = { (name: String) in fields[name] ?? held[name] }
         guard let needed = Consent.requiredField(table: table.name, value: value) else { return nil }
+        guard Consent.isGivable(needed) else {
+            let channel = value("channel")?.stringValue ?? "?"
+            return ChangeRejection(.noConsent, "\(table.name)/\(id) is an outbound contact by \(channel), a channel no customer can consent to be contacted by (\(Consent.Channel.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
         guard let customerID = value("customer_id")?.stringValue else {
             return ChangeRejection(.noConsent, "\(table.name)/\(id) is an outbound contact needing \(needed) but names no customer_id")
         }

@@ -57,6 +57,33 @@ struct NodeStoreTests {
         #expect(pages == 200 * 50)
     }
 
+    @Test("an outbound contact with a purpose by a channel no customer can consent to (fax, chat, web, visit) is refused; by phone it needs the customer's consent (fax marketing went through)")
+    func outboundByUnconsentableChannel() throws {
+        let dir = try TempDir()
+        let store = try makeStore(dir, "d1")
+        var consents: [String: FieldValue] = ["last_name": "Meyer"]
+        for field in Consent.fieldSuffixes { consents["consent_" + field] = .bool(true) }
+        try store.commit([.upsert("customers", id: "c-1", consents)])
+        for channel in ["fax", "chat", "web", "visit"] {
+            let write = RecordWrite.upsert("interactions", id: "out-\(channel)", ["customer_id": "c-1", "direction": "outbound",
+                                                                               "purpose": "marketing", "channel": .string(channel)])
+            #expect(throws: StoreError.self, "\(channel)") { try store.commit([write]) }
+            #expect(try store.record(table: "interactions", id: "out-\(channel)") == nil)
+        }
+        // The same customer, consenting to everything that can be consented to: a call goes out;
+        // a fax it sent in is answered (no purpose: the customer's own dialogue).
+        try store.commit([.upsert("interactions", id: "out-phone", ["customer_id": "c-1", "direction": "outbound", "purpose": "marketing", "channel": "phone"]),
+                          .upsert("interactions", id: "in-fax", ["customer_id": "c-1", "direction": "outbound", "channel": "fax"])])
+        #expect(try store.record(table: "interactions", id: "out-phone") != nil && store.record(table: "interactions", id: "in-fax") != nil)
+        // The refusal names the channel.
+        do {
+            try store.commit([.upsert("interactions", id: "out-fax", ["customer_id": "c-1", "direction": "outbound", "purpose": "service", "channel": "fax"])])
+            Issue.record("an outbound service fax was written")
+        } catch {
+            #expect("\(error)".contains("outbound contact by fax, a channel no customer can consent to"), "\(error)")
+        }
+    }
+
     @Test("two handles on one file (an agent and a CLI) never stamp alike")
     func sharedFileClock() async throws {
         let dir = try TempDir()
