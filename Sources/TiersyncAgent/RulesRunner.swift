@@ -258,7 +258,6 @@ public final class RulesRunner: Sendable {
                    let record = try await store.rulesRecord(table: Self.customers, id: customerID) {
                     customer = record.state.isLive ? record.state.liveValues : [:]
                 }
-                var writes: [RecordWrite] = []
                 var created: [ProactiveTask] = []
                 for outcome in ProactivePlanner.evaluate(vehicleID: vehicleID, vehicle: vehicle, customer: customer, rules: rules,
                                                          evaluator: identity.node, locator: locator, nowMillis: now) {
@@ -266,7 +265,9 @@ public final class RulesRunner: Sendable {
                     case .create(let task):
                         // Created once: a task held in any state (done, cancelled, deleted) is never made again.
                         guard try await store.rulesRecord(table: Self.tasks, id: task.recordID) == nil else { continue }
-                        writes.append(.upsert(Self.tasks, id: task.recordID, task.fields))
+                        // Stamped when its window opened, as every node creating it stamps it:
+                        // an edit of the task made anywhere since wins over any creation.
+                        try await store.createRuleRecord(.upsert(Self.tasks, id: task.recordID, task.fields), stampedAtMillis: task.createdFromMillis)
                         created.append(task)
                     case .noConsent(let rule, _):
                         report.withoutConsent.append((vehicleID, rule))
@@ -274,8 +275,6 @@ public final class RulesRunner: Sendable {
                         continue
                     }
                 }
-                guard !writes.isEmpty else { continue }
-                try await store.commitRuleWrites(writes)
                 report.tasksCreated += created
                 for task in created {
                     logger.info("proactive task created", metadata: ["task": "\(task.recordID)", "rule": "\(task.rule)", "vehicle": "\(vehicleID)",

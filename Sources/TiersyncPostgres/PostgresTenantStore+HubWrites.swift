@@ -19,7 +19,9 @@ extension PostgresTenantStore {
         return written
     }
 
-    private func writeOne(_ write: RecordWrite, as root: NodeID) async throws -> Change {
+    /// `stampedAt`: stamped so, not newer than the record's versions
+    /// (``RulesStore/createRuleRecord(_:stampedAtMillis:)``); the shared clock goes on past it.
+    func writeOne(_ write: RecordWrite, as root: NodeID, stampedAt fixed: HLCTimestamp? = nil) async throws -> Change {
         var read = PostgresSQL()
         let (tbl, id, origin) = (read.bind(write.table), read.bind(write.id), read.bind(root.rawValue))
         read.append("""
@@ -42,6 +44,7 @@ extension PostgresTenantStore {
         for version in (current?.state.versions.values.map { $0 } ?? []) + [current?.state.tombstone].compactMap({ $0 }) where version.hlc >= floor {
             floor = HLCTimestamp(rawValue: version.hlc.rawValue + 1)
         }
+        if let fixed { floor = fixed }
         var prior: [String: FieldVersion] = [:]
         for name in write.fields.keys { prior[name] = current?.state.versions[name] }
         // Checked first: a hub write that fails validation is refused, never quarantined.
@@ -59,7 +62,8 @@ extension PostgresTenantStore {
         guard let allocated = try await client.query(allocate.query, logger: logger).collect().first else {
             throw PostgresStoreError("no sequence allocated for the hub's write")
         }
-        let (seq, hlc) = try allocated.decode((Int64, Int64).self)
+        let (seq, allocatedHLC) = try allocated.decode((Int64, Int64).self)
+        let hlc = fixed.map { Int64(bitPattern: $0.rawValue) } ?? allocatedHLC
         let change = Change(origin: root, originSeq: seq, hlc: HLCTimestamp(rawValue: UInt64(bitPattern: hlc)), table: write.table,
                             recordID: write.id, op: write.op, fields: write.fields, prior: prior)
         let report = try await applyIncoming([change], from: root, source: .local, checkSkew: false, gate: nil, cursor: nil, wallMillis: now)

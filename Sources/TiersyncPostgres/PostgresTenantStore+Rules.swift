@@ -147,6 +147,10 @@ extension PostgresTenantStore: RulesStore, RulesLeasing {
         _ = try await writeAsHub(writes)
     }
 
+    public func createRuleRecord(_ write: RecordWrite, stampedAtMillis: UInt64) async throws {
+        _ = try await writeOne(write, as: try await prepared(), stampedAt: HLCTimestamp(wallMillis: stampedAtMillis, counter: 0))
+    }
+
     public func rulesRecordIDs(changedIn name: String, after seq: Int64) async throws -> (ids: Set<String>, head: Int64) {
         let head = try await feedHead()
         var ids: Set<String> = []

@@ -114,6 +114,12 @@ public struct ProactiveTask: Sendable, Hashable {
 
     public var recordID: String { RuleRecordID.proactiveTask(rule: rule, vehicleID: vehicleID, dueDate: dueDate) }
 
+    /// When the task's creation window opens (``ProactivePlanner/leadDays`` before the due
+    /// day): every node creating it stamps its creation so, whenever it runs.
+    public var createdFromMillis: UInt64 {
+        dueMillis - min(dueMillis, UInt64(ProactivePlanner.leadDays) * CivilDate.dayMillis)
+    }
+
     /// The new task, status open.
     public var fields: [String: FieldValue] {
         [

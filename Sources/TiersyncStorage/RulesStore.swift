@@ -25,6 +25,12 @@ public protocol RulesStore: Sendable {
     func rulesRecord(table: String, id: String) async throws -> StoredRecord?
     /// Writes as the store's own node, logged and routed like any of its writes.
     func commitRuleWrites(_ writes: [RecordWrite]) async throws
+    /// Creates a record that every node evaluating a rule creates alike (a proactive task),
+    /// stamped not now but at `stampedAtMillis`, a time every node computes the same: each
+    /// node's creation is then one and the same write, and any edit made since wins over
+    /// it — a task closed at its dealer while its country, not knowing, created it again
+    /// stays closed (with a stamp of now, the later creation reopened it).
+    func createRuleRecord(_ write: RecordWrite, stampedAtMillis: UInt64) async throws
     /// The ids of `table`'s records that changes after log position `seq` touched, and the
     /// newest position: what is looked at again instead of every record.
     func rulesRecordIDs(changedIn table: String, after seq: Int64) async throws -> (ids: Set<String>, head: Int64)

@@ -18,6 +18,13 @@ extension NodeStore {
     /// then nothing of the batch is written.
     @discardableResult
     public func commit(_ writes: [RecordWrite], wallMillis: UInt64 = WallClock.nowMillis()) throws -> [Change] {
+        try commit(writes, wallMillis: wallMillis, stampedAt: nil)
+    }
+
+    /// `stampedAt`: the writes are stamped from it (each the successor of the one before)
+    /// instead of the clock's now; the clock still goes on past it
+    /// (``RulesStore/createRuleRecord(_:stampedAtMillis:)``).
+    func commit(_ writes: [RecordWrite], wallMillis: UInt64 = WallClock.nowMillis(), stampedAt fixed: HLCTimestamp?) throws -> [Change] {
         try writer.write { db in
             guard let me = try Self.identity(db) else { throw StoreError.notEnrolled(path: path) }
             var last = try Self.lastHLC(db)
@@ -26,6 +33,7 @@ extension NodeStore {
             var nextSeq = max(try Self.seqFloor(db), highest ?? 0)
             var made: [Change] = []
             var statements = LogStatements(db)
+            var nextFixed = fixed
             let policy = self.writePolicy
             let reads = CommitReads()
             for requested in writes {
@@ -53,14 +61,22 @@ extension NodeStore {
                     // (originating node, source node, owning dealer): by default, the writer.
                     fields[first] = .string(me.node.rawValue)
                 }
-                last = clock.tick(last: last, wallMillis: wallMillis)
+                let stamp: HLCTimestamp
+                if let given = nextFixed {
+                    stamp = given
+                    nextFixed = HybridLogicalClock.successor(of: given)
+                    last = max(last, given)
+                } else {
+                    last = clock.tick(last: last, wallMillis: wallMillis)
+                    stamp = last
+                }
                 nextSeq += 1
                 // The versions the writer saw of the fields it writes (none for a new record).
                 var prior: [String: FieldVersion] = [:]
                 if let versions = stored?.state.versions, !versions.isEmpty {
                     for name in fields.keys { prior[name] = versions[name] }
                 }
-                let change = Change(origin: me.node, originSeq: nextSeq, hlc: last, table: write.table, recordID: write.id,
+                let change = Change(origin: me.node, originSeq: nextSeq, hlc: stamp, table: write.table, recordID: write.id,
                                     op: write.op, fields: fields, prior: prior)
                 switch schema.validate(change) {
                 case .failure(let rejection): throw StoreError.rejected(rejection)

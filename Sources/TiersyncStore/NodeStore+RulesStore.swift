@@ -31,6 +31,10 @@ extension NodeStore: RulesStore {
         _ = try await offCooperativePool { try self.commit(writes) }
     }
 
+    public func createRuleRecord(_ write: RecordWrite, stampedAtMillis: UInt64) async throws {
+        _ = try await offCooperativePool { try self.commit([write], stampedAt: HLCTimestamp(wallMillis: stampedAtMillis, counter: 0)) }
+    }
+
     public func rulesRecordIDs(changedIn table: String, after seq: Int64) async throws -> (ids: Set<String>, head: Int64) {
         try await offCooperativePool { try self.recordIDs(changedIn: table, after: seq) }
     }

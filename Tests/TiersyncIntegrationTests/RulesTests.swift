@@ -270,4 +270,51 @@ struct RulesTests {
             #expect(try values(berlin.store, satisfaction, table: "tasks")?["queue"] == "country-dialogue-centre", "the dealer sees its customer's call")
         }
     }
+
+    @Test("""
+    A proactive task the dealer created and closed while offline stays closed when its country, not knowing, \
+    creates it later: every creation is stamped when the task's window opened (the country's, stamped now, \
+    reopened it everywhere)
+    """, .timeLimit(.minutes(5)))
+    func proactiveTaskClosedOffline() async throws {
+        let dir = try TempDir()
+        let clock = ManualClock("2026-11-01T09:00:00Z")
+        try await withRunning { running in
+            let (hub, hq, de, agents) = try await automakerTree(running, dir: dir, clock: clock)
+            var berlin = agents[0]
+            try berlin.store.commit([
+                .upsert("customers", id: "c-yes", ["last_name": "Yes", "consent_service_phone": true]),
+                .upsert("vehicles", id: "v-yes", ["kind": "vehicle", "customer_id": "c-yes", "model": "ID.7", "sale_date": "2026-12-01"]),
+            ])
+            try await eventually(timeout: 30, "de holds the car") { try values(de.store, "v-yes", table: "vehicles") != nil }
+            // The dealer goes offline; on 20 November (the handover call, due 4 December, is in its window)
+            // its own rules create the task, and its staff make the call and close it.
+            await berlin.stop()
+            let berlinDB = dir.path + "/de-berlin.sqlite"
+            let handover = RuleRecordID.proactiveTask(rule: "handover-call", vehicleID: "v-yes", dueDate: "2026-12-04")
+            let offline = try Child.run(["rules", "run", "--db", berlinDB, "--now", "2026-11-20T10:00:00Z"])
+            #expect(offline.contains("1 task(s) created"), "\(offline)")
+            _ = try Child.run(["record", "put", "--db", berlinDB, "tasks", handover, "status=done"])
+            #expect(try values(berlin.store, handover, table: "tasks")?["status"] == "done")
+            // de's rules, a day later, do not know: they create the task (open) themselves.
+            clock.set("2026-11-21T10:00:00Z")
+            try await eventually(timeout: 30, "de creates the task") { try values(de.store, handover, table: "tasks")?["status"] == "open" }
+            // Back online: the call made stays made, at every node.
+            berlin = try running.agent(store: berlin.store, parentURL: de.url, caFile: hub.caFile,
+                                       rules: RulesSchedule(every: .milliseconds(100), clock: clock))
+            let nodes: [(String, NodeStore)] = [("hq", hq), ("de", de.store), ("de-berlin", berlin.store)]
+            try await eventually(timeout: 30, "every node holds the task") {
+                try nodes.allSatisfy { _, s in try values(s, handover, table: "tasks") != nil && table(s, "tasks") == table(hq, "tasks") }
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            try await eventually(timeout: 30, "every node holds the same task") {
+                try nodes.allSatisfy { _, s in try table(s, "tasks") == table(hq, "tasks") }
+            }
+            for (name, s) in nodes {
+                let task = try values(s, handover, table: "tasks")
+                #expect(task?["status"] == "done", "\(name): \(String(describing: task))")
+                #expect(try s.liveRecords(table: "tasks").count == 1, "\(name)")
+            }
+        }
+    }
 }
