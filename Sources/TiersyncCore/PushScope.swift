@@ -26,6 +26,19 @@ public enum PushScope {
 
     /// Why `change` may not be applied for `pusher`, given the record's route before the
     /// change (nil for a record new here) and after it; nil when it may.
+    /// `erasingIn`: the question is whether `change`, an erasure request, may erase a record
+    /// routed `routeAfter` in the tenant's `tree`. That is judged by the scope of the node
+    /// that asked, its origin: a country relays its dealers' requests, and judged by the
+    /// country's wider scope, a dealer's request for a sibling's customer (kept, erasing
+    /// nothing, at the country) erased it at HQ.
+    public static func refusal(for change: Change, pusher: NodeID, scope: Scope, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>,
+                               erasingIn tree: NodeTree?) -> ChangeRejection? {
+        guard let tree, change.origin != pusher else {
+            return refusal(for: change, pusher: pusher, scope: scope, routeBefore: routeBefore, routeAfter: routeAfter)
+        }
+        return refusal(for: change, pusher: change.origin, scope: Scope(tree: tree, node: change.origin), routeBefore: routeBefore, routeAfter: routeAfter)
+    }
+
     public static func refusal(for change: Change, pusher: NodeID, scope: Scope, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>) -> ChangeRejection? {
         if let nodes = scope.nodes, !nodes.contains(change.origin) {
             return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) was not made in the subtree of node '\(pusher)'")

@@ -38,7 +38,7 @@ extension PostgresTenantStore {
             // A child may erase only what is routed into its scope; anything else is left
             // alone and answered as for a record that does not exist.
             let allowed = { (route: Set<NodeID>) in
-                gate.map { $0(GateContext(change: change, sender: sender, routeBefore: route, routeAfter: route)) == nil } ?? true
+                gate.map { $0(GateContext(change: change, sender: sender, routeBefore: route, routeAfter: route, erasing: true)) == nil } ?? true
             }
             let holders = try await eraseSubject(connection, erasureID: change.recordID, subject: subject, allowed: allowed, nowMillis: wallMillis)
             return try await applyChanges([change], from: sender, source: source, checkSkew: checkSkew, gate: gate, cursor: cursor,

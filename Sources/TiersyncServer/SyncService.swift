@@ -66,7 +66,8 @@ struct SyncService: Sendable {
                            "push carries \(body.changes.count) changes; the limit is \(configuration.limits.maxChangesPerPush) per request")
         }
         let store = try await directory.store(for: principal.tenant)
-        let scope = Scope(tree: try await context.tenantTree(directory), node: principal.node)
+        let tree = try await context.tenantTree(directory)
+        let scope = Scope(tree: tree, node: principal.node)
         // Scope before content: a change the pusher may not send (made outside its subtree)
         // is refused here, before the store judges, records or de-duplicates anything of it,
         // so it can neither poison the real origin's sequence nor learn whether it exists.
@@ -75,7 +76,7 @@ struct SyncService: Sendable {
         // refused for skew is re-stamped by its origin to exactly this time.
         let now = WallClock.nowMillis()
         var report = try await store.applyIncoming(entitled, from: principal.node, source: .child, checkSkew: true,
-                                                   gate: Self.scopeGate(pusher: principal.node, scope: scope), cursor: nil, wallMillis: now)
+                                                   gate: Self.scopeGate(pusher: principal.node, scope: scope, tree: tree), cursor: nil, wallMillis: now)
         if !foreign.isEmpty {
             // Listed in the batch's order, as the store lists its own refusals.
             let position = Dictionary(body.changes.enumerated().map { ("\($1.origin)#\($1.originSeq)", $0) }) { first, _ in first }
@@ -262,10 +263,12 @@ struct SyncService: Sendable {
         return try codec.encode(StatusResponse(accepted: accepted), for: request)
     }
 
-    /// The push scope rule (``PushScope``) as the store's gate.
-    static func scopeGate(pusher: NodeID, scope: Scope) -> ChangeGate {
+    /// The push scope rule (``PushScope``) as the store's gate. What an erasure request may
+    /// erase is judged by the scope of the node that asked (``PushScope/refusal(for:pusher:scope:routeBefore:routeAfter:erasingIn:)``).
+    static func scopeGate(pusher: NodeID, scope: Scope, tree: NodeTree) -> ChangeGate {
         { context in
-            PushScope.refusal(for: context.change, pusher: pusher, scope: scope, routeBefore: context.routeBefore, routeAfter: context.routeAfter)
+            PushScope.refusal(for: context.change, pusher: pusher, scope: scope, routeBefore: context.routeBefore,
+                              routeAfter: context.routeAfter, erasingIn: context.erasing ? tree : nil)
         }
     }
 

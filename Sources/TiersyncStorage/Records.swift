@@ -141,12 +141,17 @@ public struct GateContext: Sendable {
     public var routeBefore: Set<NodeID>?
     /// The record's route once the change is applied.
     public var routeAfter: Set<NodeID>
+    /// True when the question is whether `change`, an erasure request, may erase a record
+    /// routed `routeAfter` (judged by the scope of the node that asked for it, not of the
+    /// node relaying it).
+    public var erasing: Bool
 
-    public init(change: Change, sender: NodeID, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>) {
+    public init(change: Change, sender: NodeID, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>, erasing: Bool = false) {
         self.change = change
         self.sender = sender
         self.routeBefore = routeBefore
         self.routeAfter = routeAfter
+        self.erasing = erasing
     }
 }
 

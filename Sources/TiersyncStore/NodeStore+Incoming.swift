@@ -130,7 +130,7 @@ extension NodeStore {
                 let outcome = try self.apply(db, &statements, valid, log: ready.log!, table: table, stored: stored, merged: merged, row: row,
                                              source: source, from: sender, nowMillis: wallMillis,
                                              erasureAllowed: gate.map { gate in { route in
-                                                 gate(GateContext(change: valid, sender: sender, routeBefore: route, routeAfter: route)) == nil
+                                                 gate(GateContext(change: valid, sender: sender, routeBefore: route, routeAfter: route, erasing: true)) == nil
                                              } })
                 batch.applied(valid)
                 // Refused earlier for its context, accepted now: no longer quarantined.

@@ -50,7 +50,8 @@ struct StoreTarget {
     /// The hub's gate: ``PushScope``, as `SyncService` hands it to the store.
     static func scopeGate(pusher: NodeID, scope: Scope) -> ChangeGate {
         { context in
-            PushScope.refusal(for: context.change, pusher: pusher, scope: scope, routeBefore: context.routeBefore, routeAfter: context.routeAfter)
+            PushScope.refusal(for: context.change, pusher: pusher, scope: scope, routeBefore: context.routeBefore,
+                              routeAfter: context.routeAfter, erasingIn: context.erasing ? World.tree : nil)
         }
     }
 

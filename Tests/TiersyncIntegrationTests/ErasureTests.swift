@@ -146,6 +146,55 @@ struct ErasureTests {
         #expect(try Self.leaks(under: dir.path) == [])
     }
 
+    @Test("""
+    A dealer's erasure request for a sibling's customer, relayed by its country, erases nothing anywhere: HQ judges \
+    what it may erase by the dealer's scope, not the country's (it erased the customer at HQ and everything linked)
+    """, .timeLimit(.minutes(5)), arguments: StorageEngine.testable)
+    func relayedErasureOfSiblingsCustomer(engine: StorageEngine) async throws {
+        let dir = try TempDir()
+        try await withHubDatabase(engine) { postgres in
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path, postgres: postgres)
+            try await hub.catalogStore.createTenant("acme", levels: 3)
+            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            let d1 = try await running.agent(enrolling: "de-d1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+            let d2 = try await running.agent(enrolling: "de-d2", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+            let hq = try await hub.tenantStore(for: "acme")
+            func atHQ(_ table: String, _ id: String) async throws -> Bool {
+                try await hq.liveRecords(inTable: table).contains { $0.id == id }
+            }
+            try d2.store.commit([
+                .upsert("customers", id: "cust-d2", ["last_name": "Schulz"]),
+                .upsert("interactions", id: "int-d2", ["customer_id": "cust-d2", "topic": "brakes", "channel": "phone", "urgency": "normal"]),
+            ])
+            try await eventually(timeout: 30, "d2's customer reaches HQ") {
+                let (customer, dialogue) = try await (atHQ("customers", "cust-d2"), atHQ("interactions", "int-d2"))
+                return customer && dialogue
+            }
+            // d1 asks for it to be erased (its CLI refuses a customer it does not hold: sent raw).
+            let credential = try #require(try d1.store.meta(MetaKey.credential.rawValue))
+            let request = Change(origin: "de-d1", originSeq: 9_000, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                                 table: "erasures", recordID: "era-sibling", op: .upsert,
+                                 fields: ["subject_table": "customers", "subject_id": "cust-d2", "requested_by": "de-d1",
+                                          "requested_at": "2026-12-05T20:00:00Z"])
+            let reply = try await running.client(baseURL: de.url, caFile: hub.caFile)
+                .send("POST", "/v1/push", json: PushRequest(through: 9_000, changes: [request]), credential: credential)
+            #expect(reply.status == 200, "\(reply.text)")
+            // The request travels up like any record of d1's; what it names stays everywhere.
+            try await eventually(timeout: 30, "the request reaches HQ") { try await atHQ("erasures", "era-sibling") }
+            try await Task.sleep(for: .milliseconds(500))
+            let heldAtHQ = try await (atHQ("customers", "cust-d2"), atHQ("interactions", "int-d2"))
+            #expect(heldAtHQ == (true, true), "HQ erased a customer of d2's on d1's word")
+            #expect(try de.store.record(table: "customers", id: "cust-d2") != nil && d2.store.record(table: "customers", id: "cust-d2") != nil)
+            // d2 goes on editing its customer: accepted at HQ, not refused as erased.
+            try d2.store.commit([.upsert("customers", id: "cust-d2", ["phone": "+49 30 1"])])
+            try await eventually(timeout: 30, "d2's edit reaches HQ") {
+                try await hq.liveRecords(inTable: "customers").first { $0.id == "cust-d2" }?.values["phone"] == "+49 30 1"
+            }
+        }
+        }
+    }
+
     /// The rows of a tenant's PostgreSQL schema whose text holds any of `secrets` (every
     /// column of every table, as PostgreSQL renders the row): what a byte search of the
     /// SQLite files is for the hub on PostgreSQL, at the level of rows.
