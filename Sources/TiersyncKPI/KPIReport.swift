@@ -11,14 +11,19 @@ public struct KPIObservation: Sendable, Hashable {
     public var numerator: Int64
     public var denominator: Int64
     public var target: KPITarget?
+    /// The unit the node reported (its snapshot's): what a KPI the viewer's release does
+    /// not define (a trial release's, below) is read in.
+    public var unit: KPIUnit?
 
-    public init(kpi: String, node: String, periodStart: Int64, numerator: Int64, denominator: Int64, target: KPITarget?) {
+    public init(kpi: String, node: String, periodStart: Int64, numerator: Int64, denominator: Int64, target: KPITarget?,
+                unit: KPIUnit? = nil) {
         self.kpi = kpi
         self.node = node
         self.periodStart = periodStart
         self.numerator = numerator
         self.denominator = denominator
         self.target = target
+        self.unit = unit
     }
 
     /// Daily accumulators summed into periods of `kind`, per (KPI, node, period).
@@ -114,12 +119,15 @@ public struct KPIResponse: Sendable, Hashable, Codable {
 public enum KPIReport {
     /// - Parameters:
     ///   - viewer: the node whose subtree is shown.
-    ///   - catalog: the viewer's KPIs (names, units, levels; its own targets are in its observations).
+    ///   - catalog: the store's KPIs (names, units, levels).
+    ///   - catalogIsViewers: the catalog is the viewer's own effective config, so its targets
+    ///     are the viewer's. False where a hub answers a country: the country's own target
+    ///     (its overlay's) is the one it reported with its values.
     ///   - observations: per (KPI, node, period); only nodes of the viewer's subtree are shown.
     ///   - paths: each node's path from the root (`["hq", "de", "de-1"]`); a node missing
     ///     here is taken to sit directly below the viewer.
-    public static func rows(viewer: String, catalog: KPICatalog, period: KPIPeriodKind, observations: [KPIObservation],
-                            paths: [String: [String]], byNode: Bool) -> [KPIRow] {
+    public static func rows(viewer: String, catalog: KPICatalog, catalogIsViewers: Bool = true, period: KPIPeriodKind,
+                            observations: [KPIObservation], paths: [String: [String]], byNode: Bool) -> [KPIRow] {
         func path(_ node: String) -> [String] {
             var p = paths[node].flatMap { $0.last == node ? $0 : nil } ?? [node]
             // A path known only from the node's parent on (its agent never learned the whole
@@ -138,9 +146,14 @@ public enum KPIReport {
         // Other nodes' values are their writes (KPI snapshots): a pair no count can give —
         // a negative count, or more of a percentage's events than it counted — is left out
         // rather than shown as 1.8e20 % or summed into a subtree.
+        // A KPI the catalog does not define (a node on a trial release) is read in the unit
+        // its nodes reported.
+        var reportedUnits: [String: KPIUnit] = [:]
+        for o in observations where catalog.definition(o.kpi) == nil { if let unit = o.unit { reportedUnits[o.kpi] = unit } }
+        func unit(_ kpi: String) -> KPIUnit { catalog.definition(kpi)?.unit ?? reportedUnits[kpi] ?? .percent }
         let inView = observations.filter { o in
             guard o.denominator >= 0, path(o.node).contains(viewer) else { return false }
-            return catalog.definition(o.kpi)?.unit == .seconds || (0...o.denominator).contains(o.numerator)
+            return unit(o.kpi) == .seconds || (0...o.denominator).contains(o.numerator)
         }
         let viewerDepth = path(viewer).count
         // Rows are keyed by (KPI, period, node, scope).
@@ -189,9 +202,9 @@ public enum KPIReport {
             // The viewer's own target is its catalog's; another node's is the one it reported
             // with its values, or, for a subtree without values of the node itself, the one
             // its nodes report (they run the same release ⊕ overlay).
-            let own = key.node == viewer ? definition?.target : s.targets[key.node]
+            let own = key.node == viewer && catalogIsViewers ? definition?.target : s.targets[key.node]
             let target = measured ? (own ?? Self.commonTarget(s.targets.values)) : nil
-            let row = KPIRow(kpi: key.kpi, name: definition?.name ?? key.kpi, unit: definition?.unit ?? .percent, period: period,
+            let row = KPIRow(kpi: key.kpi, name: definition?.name ?? key.kpi, unit: unit(key.kpi), period: period,
                              periodStart: KPIDay.label(key.start), node: key.node, scope: key.scope, level: level,
                              numerator: s.n, denominator: s.d, target: target, nodes: s.nodes.count)
             let kpiOrder = String(format: "%06d", order[key.kpi] ?? 999_999) + key.kpi
@@ -218,7 +231,7 @@ public enum KPIReport {
         var lines: [[String]] = [["period", "kpi", "node", "level", "value", "target", "", "numerator/denominator"]]
         for r in rows {
             let node = byNode ? r.node + (r.scope == .subtree ? " (subtree)" : "") : r.node
-            let value = r.value.map { format($0, r.unit) } ?? "-"
+            let value = r.value.map { format($0, r.unit, against: r.target) } ?? "-"
             let target = r.target.map { ($0.comparison == .atLeast ? "≥ " : "≤ ") + format($0.value, r.unit) } ?? "-"
             let met = r.met.map { $0 ? "met" : "MISSED" } ?? ""
             let numerator = r.unit == .seconds ? KPIFormat.number(Double(r.numerator) / 1000) + " s" : String(r.numerator)
@@ -235,9 +248,22 @@ public enum KPIReport {
         return out
     }
 
-    /// `83.33 %`, `24.5 s`.
-    public static func format(_ value: Double, _ unit: KPIUnit) -> String {
-        let rounded = (value * 100).rounded() / 100
-        return KPIFormat.number(rounded) + (unit == .percent ? " %" : " s")
+    /// `83.33 %`, `24.5 s`. With `target`, as many more decimals (up to six) as it takes
+    /// for the shown value to stand on the same side of the target as the value itself:
+    /// 79.9975 % against "≥ 80 %" reads 79.998 %, not 80 % beside MISSED.
+    public static func format(_ value: Double, _ unit: KPIUnit, against target: KPITarget? = nil) -> String {
+        let suffix = unit == .percent ? " %" : " s"
+        let shown = (value * 100).rounded() / 100
+        guard let target, target.isMet(by: shown) != target.isMet(by: value) else { return KPIFormat.number(shown) + suffix }
+        var text = String(format: "%.6f", value)
+        for decimals in 3...6 {
+            let candidate = String(format: "%.\(decimals)f", value)
+            if let read = Double(candidate), target.isMet(by: read) == target.isMet(by: value) {
+                text = candidate
+                break
+            }
+        }
+        while text.hasSuffix("0") { text.removeLast() }
+        return text + suffix
     }
 }

@@ -117,11 +117,13 @@ extension PostgresTenantStore {
                 Self.number(values["target"]).map { KPITarget(c, $0) }
             }
             observations.append(KPIObservation(kpi: kpi, node: node, periodStart: start, numerator: Self.integer(values["numerator"]),
-                                               denominator: Self.integer(values["denominator"]), target: target))
+                                               denominator: Self.integer(values["denominator"]), target: target,
+                                               unit: values["unit"]?.stringValue.flatMap(KPIUnit.init(rawValue:))))
         }
         let viewer = viewer ?? me
         return KPIResponse(node: viewer, period: period, byNode: byNode,
-                           rows: KPIReport.rows(viewer: viewer, catalog: adoption?.catalog ?? .empty, period: period, observations: observations,
+                           rows: KPIReport.rows(viewer: viewer, catalog: adoption?.catalog ?? .empty, catalogIsViewers: viewer == me, period: period,
+                                                observations: observations,
                                                 paths: paths.merging(known) { _, new in new }, byNode: byNode))
     }
 

@@ -353,7 +353,7 @@ extension NodeStore {
                 observations = KPIObservation.periods(of: totals, kind: period, target: { targets[$0] })
             }
             let rows = try Row.fetchAll(db, sql: """
-                SELECT node, path, kpi, period_start, numerator, denominator, target_kind, target FROM kpi_snapshots
+                SELECT node, path, kpi, period_start, numerator, denominator, target_kind, target, unit FROM kpi_snapshots
                 WHERE period = ? AND \(DomainTables.heldByStore)
                 """, arguments: [period.rawValue])
             for row in rows {
@@ -361,7 +361,8 @@ extension NodeStore {
                       let start = (row[3] as String?).flatMap(KPIDay.parse) else { continue }
                 if let path: String = row[1] { paths[node] = path.split(separator: "/").map(String.init) }
                 let target = (row[6] as String?).flatMap(KPITarget.Comparison.init(rawValue:)).flatMap { c in (row[7] as Double?).map { KPITarget(c, $0) } }
-                observations.append(KPIObservation(kpi: kpi, node: node, periodStart: start, numerator: row[4] ?? 0, denominator: row[5] ?? 0, target: target))
+                observations.append(KPIObservation(kpi: kpi, node: node, periodStart: start, numerator: row[4] ?? 0, denominator: row[5] ?? 0,
+                                                   target: target, unit: (row[8] as String?).flatMap(KPIUnit.init(rawValue:))))
             }
             return (me, adoption, observations, paths)
         }
@@ -374,7 +375,7 @@ extension NodeStore {
         let viewer = viewer ?? view.node ?? ""
         let paths = view.paths.merging(known) { _, new in new }
         return KPIResponse(node: viewer, period: period, byNode: byNode,
-                           rows: KPIReport.rows(viewer: viewer, catalog: view.adoption?.catalog ?? .empty, period: period,
+                           rows: KPIReport.rows(viewer: viewer, catalog: view.adoption?.catalog ?? .empty, catalogIsViewers: viewer == view.node, period: period,
                                                 observations: view.observations, paths: paths, byNode: byNode))
     }
 
