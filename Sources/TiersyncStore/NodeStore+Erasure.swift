@@ -150,8 +150,15 @@ extension NodeStore {
         let pushed: Int64? = identity?.parent == nil ? nil
             : try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [Self.parentPushCursor]) ?? 0
         var erasedRecords = 0, logEntries = 0, unsent = 0
+        var statements = LogStatements(db)
         for (table, id) in records {
             let routed = try route(db, table: table, id: id)
+            // Uncounted from the KPIs as a delete would be: counted on, they were values no
+            // recount could give again (`kpi --verify` failed for good, and the next
+            // formula change rewrote the node's history silently).
+            if let schemaTable = schema.table(table) {
+                try countKPIs(db, &statements, table: schemaTable, id: id, before: try load(db, table: schemaTable, id: id), after: RecordState())
+            }
             holders.formUnion(routed)
             if let pushed {
                 unsent += try Int.fetchOne(db, sql: """

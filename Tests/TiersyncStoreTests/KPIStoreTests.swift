@@ -35,6 +35,21 @@ struct KPIStoreTests {
         return (t.map(\.numerator).reduce(0, +), t.map(\.denominator).reduce(0, +))
     }
 
+    @Test("An erased customer's dialogues are uncounted as deleted ones are: the accumulators still equal a recount (kept counted, `kpi --verify` failed for good)")
+    func erasureUncounts() throws {
+        let dir = try TempDir()
+        let store = try makeStore(dir, "de-1", parent: "de")
+        #expect(try store.adoptKPIs(try Self.adoption()))
+        try store.commit([.upsert("customers", id: "c1", ["last_name": "One"])])
+        for r in KPIFixture.records { try store.commit([.upsert(r.table, id: r.id, r.fields)]) }
+        try Self.expectConsistent(store, "fixture written")
+        let before = try store.kpiTotals()
+        let erasure = try store.erase(.customers, id: "c1")
+        #expect(erasure.records > 0)
+        try Self.expectConsistent(store, "c1 erased")
+        #expect(try store.kpiTotals() != before, "c1's dialogues counted before")
+    }
+
     @Test("Every write keeps the accumulators: the fixture's hand-computed values, then updates, deletes and received changes, each equal to a recount")
     func incrementalWrites() async throws {
         let dir = try TempDir()
