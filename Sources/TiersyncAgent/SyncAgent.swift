@@ -160,6 +160,7 @@ public final class SyncAgent: Sendable {
         // push cursor is read before asking what the parent holds (see `verifyParent`).
         let acknowledged = try? store.cursor(Self.pushCursor)
         let me = try? await client.whoami(held: true)
+        if let held = me?.held?[identity.node.rawValue] { adoptOwnSequence(heldByParent: held) }
         if let me, let acknowledged { try? checkHeld(me, acknowledged: acknowledged, when: "at start") }
         if let me, let parent = me.parent, parent != parentNode.withLock({ $0 }) {
             parentNode.withLock { $0 = parent }
@@ -696,6 +697,22 @@ public final class SyncAgent: Sendable {
     /// Compares what the parent says it holds with what it acknowledged through
     /// `acknowledged`; a change acknowledged but not held means the parent was restored
     /// from an older backup.
+    /// The parent holds more of this node's own changes than its store has numbered: the
+    /// store was restored from an older backup. New changes are numbered after the
+    /// parent's, and the pull starts again from the beginning with the node's own changes,
+    /// so what it wrote after the backup comes back.
+    func adoptOwnSequence(heldByParent held: Int64) {
+        do {
+            guard let before = try store.adoptOwnSequenceHeldByParent(held) else { return }
+            try store.setCursor(Self.pullCursor, 0)
+            try store.setMeta(Self.bootstrappedMeta, nil)
+            logger.warning("this store holds fewer of its own changes than its parent (restored from an older backup?): new changes are numbered after the parent's, and the missing ones are pulled back",
+                           metadata: ["store_highest": "\(before)", "parent_holds": "\(held)"])
+        } catch {
+            logger.error("could not compare this store's own changes with its parent's", metadata: ["error": "\(error)"])
+        }
+    }
+
     func checkHeld(_ me: WhoAmIResponse, acknowledged: Int64, when: String) throws {
         guard let held = me.held, let from = try store.pushRewind(held: held, acknowledgedThrough: acknowledged) else { return }
         restoreDetected(pushFrom: from, evidence: [

@@ -182,6 +182,23 @@ public final class NodeStore: Sendable {
         }
     }
 
+    /// Adopts `held`, the highest of this node's own sequence numbers its parent holds, when
+    /// it is above every number this store has used: the store is older than what it sent
+    /// (restored from a backup), and numbering its next change like one the parent holds
+    /// would have it refused (`identity_reused`), or taken for a duplicate and dropped.
+    /// Returns the store's highest before, nil when nothing changed. (A store whose
+    /// acknowledgement was lost holds what it sent, so it is never taken for restored.)
+    public func adoptOwnSequenceHeldByParent(_ held: Int64) throws -> Int64? {
+        guard Change.sequenceRange.contains(held) else { return nil }
+        return try writer.write { db in
+            guard let me = try Self.identity(db)?.node else { return nil }
+            let highest = max(try Self.highestSeqs(db, of: [me])[me] ?? 0, try Self.seqFloor(db))
+            guard held > highest else { return nil }
+            try Self.setMeta(db, .seqFloor, String(held))
+            return highest
+        }
+    }
+
     /// The highest sequence number this store holds from `node` (applied or refused),
     /// counting only numbers in ``Change/sequenceRange``: a refused absurd one (Int64.max)
     /// must not become a re-enrolling node's floor.

@@ -81,4 +81,40 @@ struct BackupTests {
             #expect(again.status != 0 && again.output.contains("already holds a hub backup"), "\(again.output)")
         }
     }
+
+    @Test("""
+    A dealer's store restored from its backup: the agent sees its parent holds more of its own changes, numbers \
+    new ones after them and pulls the lost ones back (new writes reused the parent's numbers and were refused \
+    identity_reused, and the lost ones never came back)
+    """, .timeLimit(.minutes(5)))
+    func restoredNodeStore() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path)
+            _ = try hub.catalog.createTenant("acme")
+            let dealer = try await running.agent(enrolling: "d1", parent: nil, tenant: "acme", hub: hub, parentURL: hub.url, directory: dir.path)
+            let hq = try hub.stores.store(for: "acme")
+            try dealer.store.commit((1...3).map { .upsert("customers", id: "c\($0)", ["last_name": "before backup"]) })
+            try await eventually(timeout: 30, "HQ holds c1…c3") { try hq.liveRecords(table: "customers").count == 3 }
+            let backup = dir.path + "/d1-backup.sqlite"
+            _ = try Child.run(["backup", "--db", dealer.store.path, "--out", backup])
+            try dealer.store.commit((4...6).map { .upsert("customers", id: "c\($0)", ["last_name": "after backup"]) })
+            try await eventually(timeout: 30, "HQ holds c4…c6") { try hq.liveRecords(table: "customers").count == 6 }
+            await dealer.stop()
+
+            // The dealer's disk is lost; its backup is put in place and its agent started.
+            let restored = try NodeStore(path: backup)
+            #expect(try restored.record(table: "customers", id: "c4") == nil)
+            let back = try running.agent(store: restored, parentURL: hub.url, caFile: hub.caFile)
+            try await eventually(timeout: 30, "the changes made after the backup come back to the dealer") {
+                try (4...6).allSatisfy { try back.store.record(table: "customers", id: "c\($0)") != nil }
+            }
+            // Its next change is numbered after what HQ holds of it, and taken.
+            let made = try back.store.commit([.upsert("customers", id: "c7", ["last_name": "after restore"])])
+            #expect(made.first.map(\.originSeq) ?? 0 > 6, "\(made)")
+            try await eventually(timeout: 30, "HQ holds c7") { try hq.record(table: "customers", id: "c7") != nil }
+            let quarantined = try hq.quarantined()
+            #expect(quarantined.isEmpty, "\(quarantined)")
+        }
+    }
 }
