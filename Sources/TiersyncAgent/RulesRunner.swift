@@ -230,6 +230,16 @@ public final class RulesRunner: Sendable {
 
     // MARK: Proactive contacts
 
+    /// Whether `customer` is routed to `dealer`: a node above several dealers holds their
+    /// customers side by side, and a vehicle (or task) any dealer writes may name any
+    /// customer id. Combined with a sibling's customer, the rules would plan a contact with
+    /// another dealer's customer and tell the writer, by the task they create or not,
+    /// whether that customer exists and consents.
+    static func isRouted(_ customer: StoredRecord, to dealer: FieldValue?) -> Bool {
+        guard let dealer = dealer?.stringValue else { return false }
+        return customer.route.contains { $0.rawValue == dealer }
+    }
+
     private static let vehicles = DomainSchema.vehicles.name
     private static let customers = DomainSchema.customers.name
     private static let tasks = DomainSchema.tasks.name
@@ -255,7 +265,8 @@ public final class RulesRunner: Sendable {
                 }
                 var customer: [String: FieldValue]?
                 if let customerID = vehicle[TaskField.customerID.rawValue]?.stringValue,
-                   let record = try await store.rulesRecord(table: Self.customers, id: customerID) {
+                   let record = try await store.rulesRecord(table: Self.customers, id: customerID),
+                   Self.isRouted(record, to: vehicle[TaskField.owningDealer.rawValue]) {
                     customer = record.state.isLive ? record.state.liveValues : [:]
                 }
                 var created: [ProactiveTask] = []
@@ -288,7 +299,8 @@ public final class RulesRunner: Sendable {
         ]) {
             guard let customerID = task[TaskField.customerID.rawValue]?.stringValue,
                   let consent = task[TaskField.requiresConsent.rawValue]?.stringValue,
-                  let record = try await store.rulesRecord(table: Self.customers, id: customerID) else { continue }
+                  let record = try await store.rulesRecord(table: Self.customers, id: customerID),
+                  Self.isRouted(record, to: task[TaskField.owningDealer.rawValue]) else { continue }
             let field = "consent_" + consent
             let customer = record.state.isLive ? record.state.liveValues : [:]
             guard let cancel = ProactivePlanner.cancellation(task: task, customer: customer,

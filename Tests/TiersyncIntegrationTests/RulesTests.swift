@@ -317,4 +317,36 @@ struct RulesTests {
             }
         }
     }
+
+    @Test("""
+    A vehicle a dealer writes naming a sibling dealer's customer gets no task: the country's rules combine a vehicle \
+    only with a customer routed to its dealer (they planned a call to the sibling's customer and told the writer it \
+    consents)
+    """, .timeLimit(.minutes(5)))
+    func vehicleNamingSiblingsCustomer() async throws {
+        let dir = try TempDir()
+        let clock = ManualClock("2026-12-03T10:00:00Z")
+        try await withRunning { running in
+            let (_, hq, de, agents) = try await automakerTree(running, dir: dir, clock: clock, dealers: ["de-berlin", "de-munich"])
+            let (berlin, munich) = (agents[0], agents[1])
+            try berlin.store.commit([
+                .upsert("customers", id: "c-yes", ["last_name": "Yes", "consent_service_phone": true]),
+                .upsert("vehicles", id: "v-yes", ["kind": "vehicle", "customer_id": "c-yes", "model": "ID.7", "sale_date": "2026-12-01"]),
+            ])
+            // de-munich writes a car of its own naming de-berlin's customer.
+            try munich.store.commit([.upsert("vehicles", id: "v-probe", ["kind": "vehicle", "customer_id": "c-yes", "model": "ID.3",
+                                                                          "sale_date": "2026-12-01"])])
+            let real = RuleRecordID.proactiveTask(rule: "handover-call", vehicleID: "v-yes", dueDate: "2026-12-04")
+            let probe = RuleRecordID.proactiveTask(rule: "handover-call", vehicleID: "v-probe", dueDate: "2026-12-04")
+            try await eventually(timeout: 30, "de holds both cars and the real task") {
+                try values(de.store, "v-probe", table: "vehicles") != nil && values(de.store, real, table: "tasks") != nil
+            }
+            // Rule runs at de (every 100 ms) have seen the probe: still no task for it, anywhere.
+            try await Task.sleep(for: .seconds(2))
+            for (name, s) in [("hq", hq), ("de", de.store), ("de-munich", munich.store), ("de-berlin", berlin.store)] {
+                #expect(try values(s, probe, table: "tasks") == nil, "\(name)")
+            }
+            #expect(try munich.store.record(table: "customers", id: "c-yes") == nil)
+        }
+    }
 }
