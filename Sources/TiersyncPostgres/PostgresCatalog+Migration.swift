@@ -35,7 +35,81 @@ extension PostgresCatalog {
                     VALUES (\(c.hash), \(t.id.rawValue), \(c.node.rawValue), \(c.createdAtMillis), \(c.revokedAtMillis))
                     """)
             }
+            // Its administration: without it the tenant's administrators could not log in,
+            // their API tokens were refused, and four-eyes releases were off.
+            let admin = moved.administration
+            for u in admin.users {
+                try await db.execute("""
+                    INSERT INTO tiersync_catalog.admin_users (tenant, name, roles, scope, password_hash, created_at, disabled_at, failed_logins, locked_until)
+                    VALUES (\(t.id.rawValue), \(u.name), \(u.roles), \(u.scope), \(u.passwordHash), \(u.createdAtMillis), \(u.disabledAtMillis),
+                            \(Int(u.failedLogins)), \(u.lockedUntilMillis))
+                    """)
+            }
+            for k in admin.tokens {
+                try await db.execute("""
+                    INSERT INTO tiersync_catalog.admin_tokens (hash, tenant, "user", kind, name, created_at, expires_at, revoked_at)
+                    VALUES (\(k.hash), \(t.id.rawValue), \(k.user), \(k.kind), \(k.name), \(k.createdAtMillis), \(k.expiresAtMillis), \(k.revokedAtMillis))
+                    """)
+            }
+            for a in admin.audit {
+                try await db.execute("""
+                    INSERT INTO tiersync_catalog.admin_audit (tenant, actor, action, target, detail, address, scope, at)
+                    VALUES (\(t.id.rawValue), \(a.actor), \(a.action), \(a.target), \(a.detail), \(a.address), \(a.scope), \(a.atMillis))
+                    """)
+            }
+            for (key, value) in admin.settings.sorted(by: { $0.key < $1.key }) {
+                try await db.execute("INSERT INTO tiersync_catalog.admin_settings (tenant, key, value) VALUES (\(t.id.rawValue), \(key), \(value))")
+            }
+            for r in admin.releaseRequests {
+                try await db.execute("""
+                    INSERT INTO tiersync_catalog.release_requests
+                        (tenant, author, requested_at, notes, targets, source_digest, sources, state, reviewer, decided_at, reason, version)
+                    VALUES (\(t.id.rawValue), \(r.author), \(r.requestedAtMillis), \(r.notes), \(r.targets), \(r.sourceDigest), \(r.sources),
+                            \(r.state), \(r.reviewer), \(r.decidedAtMillis), \(r.reason), \(r.version))
+                    """)
+            }
         }
+    }
+
+    func exportAdministration(_ db: CatalogConnection, _ tenant: TenantID) async throws -> CatalogTenantExport.Administration {
+        let users = try await db.rows("""
+            SELECT name, roles, scope, password_hash, created_at, disabled_at, failed_logins, locked_until FROM tiersync_catalog.admin_users
+            WHERE tenant = \(tenant.rawValue) ORDER BY name COLLATE "C"
+            """).map { row in
+            let (name, roles, scope, hash, created, disabled, failed, locked) = try row.decode((String, String, String, String, Int64, Int64?, Int, Int64).self)
+            return CatalogTenantExport.AdminUser(name: name, roles: roles, scope: scope, passwordHash: hash, createdAtMillis: created,
+                                                 disabledAtMillis: disabled, failedLogins: Int64(failed), lockedUntilMillis: locked)
+        }
+        let tokens = try await db.rows("""
+            SELECT hash, "user", kind, name, created_at, expires_at, revoked_at FROM tiersync_catalog.admin_tokens
+            WHERE tenant = \(tenant.rawValue) ORDER BY hash COLLATE "C"
+            """).map { row in
+            let (hash, user, kind, name, created, expires, revoked) = try row.decode((String, String, String, String, Int64, Int64, Int64?).self)
+            return CatalogTenantExport.AdminToken(hash: hash, user: user, kind: kind, name: name, createdAtMillis: created, expiresAtMillis: expires,
+                                                  revokedAtMillis: revoked)
+        }
+        let audit = try await db.rows("""
+            SELECT actor, action, target, detail, address, scope, at FROM tiersync_catalog.admin_audit WHERE tenant = \(tenant.rawValue) ORDER BY id
+            """).map { row in
+            let (actor, action, target, detail, address, scope, at) = try row.decode((String, String, String, String, String, String, Int64).self)
+            return CatalogTenantExport.AuditEntry(actor: actor, action: action, target: target, detail: detail, address: address, scope: scope, atMillis: at)
+        }
+        var settings: [String: String] = [:]
+        for row in try await db.rows("SELECT key, value FROM tiersync_catalog.admin_settings WHERE tenant = \(tenant.rawValue)") {
+            let (key, value) = try row.decode((String, String).self)
+            settings[key] = value
+        }
+        let requests = try await db.rows("""
+            SELECT author, requested_at, notes, targets, source_digest, sources, state, reviewer, decided_at, reason, version
+            FROM tiersync_catalog.release_requests WHERE tenant = \(tenant.rawValue) ORDER BY id
+            """).map { row in
+            let (author, at, notes, targets, digest, sources, state, reviewer, decided, reason, version) =
+                try row.decode((String, Int64, String, String?, String, String, String, String?, Int64?, String?, Int64?).self)
+            return CatalogTenantExport.ReleaseRequest(author: author, requestedAtMillis: at, notes: notes, targets: targets, sourceDigest: digest,
+                                                      sources: sources, state: state, reviewer: reviewer, decidedAtMillis: decided, reason: reason,
+                                                      version: version)
+        }
+        return .init(users: users, tokens: tokens, audit: audit, settings: settings, releaseRequests: requests)
     }
 
     /// `tenant`'s entries as stored here (nil: none), to compare with what was moved.
@@ -69,7 +143,8 @@ extension PostgresCatalog {
             }
             return CatalogTenantExport(tenant: .init(id: tenant, root: NodeID(unchecked: root), levels: levels, allowDirectSync: direct,
                                                      releaseKey: key, createdAtMillis: created),
-                                       nodes: nodes, tokens: tokens, credentials: credentials)
+                                       nodes: nodes, tokens: tokens, credentials: credentials,
+                                       administration: try await exportAdministration(db, tenant))
         }
     }
 }

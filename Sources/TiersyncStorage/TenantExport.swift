@@ -197,6 +197,64 @@ public struct CatalogTenantExport: Sendable, Equatable {
         }
     }
 
+    /// An administrator as stored (the password as its PBKDF2 digest).
+    public struct AdminUser: Sendable, Equatable {
+        public var name: String, roles: String, scope: String, passwordHash: String, createdAtMillis: Int64
+        public var disabledAtMillis: Int64?, failedLogins: Int64, lockedUntilMillis: Int64
+        public init(name: String, roles: String, scope: String, passwordHash: String, createdAtMillis: Int64, disabledAtMillis: Int64?,
+                    failedLogins: Int64, lockedUntilMillis: Int64) {
+            (self.name, self.roles, self.scope, self.passwordHash, self.createdAtMillis) = (name, roles, scope, passwordHash, createdAtMillis)
+            (self.disabledAtMillis, self.failedLogins, self.lockedUntilMillis) = (disabledAtMillis, failedLogins, lockedUntilMillis)
+        }
+    }
+
+    /// A session or API token of an administrator (its SHA-256 digest).
+    public struct AdminToken: Sendable, Equatable {
+        public var hash: String, user: String, kind: String, name: String, createdAtMillis: Int64, expiresAtMillis: Int64, revokedAtMillis: Int64?
+        public init(hash: String, user: String, kind: String, name: String, createdAtMillis: Int64, expiresAtMillis: Int64, revokedAtMillis: Int64?) {
+            (self.hash, self.user, self.kind, self.name) = (hash, user, kind, name)
+            (self.createdAtMillis, self.expiresAtMillis, self.revokedAtMillis) = (createdAtMillis, expiresAtMillis, revokedAtMillis)
+        }
+    }
+
+    /// One line of the audit log (numbered anew where it lands, in the same order).
+    public struct AuditEntry: Sendable, Equatable {
+        public var actor: String, action: String, target: String, detail: String, address: String, scope: String, atMillis: Int64
+        public init(actor: String, action: String, target: String, detail: String, address: String, scope: String, atMillis: Int64) {
+            (self.actor, self.action, self.target, self.detail, self.address, self.scope, self.atMillis) = (actor, action, target, detail, address, scope, atMillis)
+        }
+    }
+
+    /// A four-eyes release request (numbered anew where it lands, in the same order).
+    public struct ReleaseRequest: Sendable, Equatable {
+        public var author: String, requestedAtMillis: Int64, notes: String, targets: String?, sourceDigest: String, sources: String
+        public var state: String, reviewer: String?, decidedAtMillis: Int64?, reason: String?, version: Int64?
+        public init(author: String, requestedAtMillis: Int64, notes: String, targets: String?, sourceDigest: String, sources: String,
+                    state: String, reviewer: String?, decidedAtMillis: Int64?, reason: String?, version: Int64?) {
+            (self.author, self.requestedAtMillis, self.notes, self.targets, self.sourceDigest, self.sources) = (author, requestedAtMillis, notes, targets, sourceDigest, sources)
+            (self.state, self.reviewer, self.decidedAtMillis, self.reason, self.version) = (state, reviewer, decidedAtMillis, reason, version)
+        }
+    }
+
+    /// The tenant's administration: who may administer it and how, and what they did.
+    public struct Administration: Sendable, Equatable {
+        /// Sorted by name (bytes).
+        public var users: [AdminUser]
+        /// Sorted by hash.
+        public var tokens: [AdminToken]
+        /// In the order written.
+        public var audit: [AuditEntry]
+        /// The tenant's settings (four-eyes releases), by key.
+        public var settings: [String: String]
+        /// In the order made.
+        public var releaseRequests: [ReleaseRequest]
+
+        public init(users: [AdminUser] = [], tokens: [AdminToken] = [], audit: [AuditEntry] = [], settings: [String: String] = [:],
+                    releaseRequests: [ReleaseRequest] = []) {
+            (self.users, self.tokens, self.audit, self.settings, self.releaseRequests) = (users, tokens, audit, settings, releaseRequests)
+        }
+    }
+
     public var tenant: Tenant
     /// Sorted by id (bytes).
     public var nodes: [Node]
@@ -204,8 +262,9 @@ public struct CatalogTenantExport: Sendable, Equatable {
     public var tokens: [Token]
     /// Sorted by hash.
     public var credentials: [Credential]
+    public var administration: Administration
 
-    public init(tenant: Tenant, nodes: [Node], tokens: [Token], credentials: [Credential]) {
-        (self.tenant, self.nodes, self.tokens, self.credentials) = (tenant, nodes, tokens, credentials)
+    public init(tenant: Tenant, nodes: [Node], tokens: [Token], credentials: [Credential], administration: Administration = .init()) {
+        (self.tenant, self.nodes, self.tokens, self.credentials, self.administration) = (tenant, nodes, tokens, credentials, administration)
     }
 }

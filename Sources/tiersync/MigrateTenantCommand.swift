@@ -17,7 +17,9 @@ extension Admin {
             stored: the change log with its positions (so every node's cursors stay valid and its
             agent continues without a resync), records, conflicts, quarantine, governance
             documents, KPI settings, and the catalog entries (nodes, tokens and credential
-            digests, so every node keeps its credential). The tenant's data is written first and
+            digests, so every node keeps its credential), and the tenant's administration
+            (administrators, their tokens, the audit log, four-eyes and its release requests).
+            The nodes' last lag reports do not move: they report again within minutes. The tenant's data is written first and
             compared by digest; only when the digests are equal is the tenant added to the
             PostgreSQL catalog, so a hub on PostgreSQL serves it only complete. The target must
             not hold the tenant yet. Then start the hub with --postgres and point the nodes (or
@@ -37,7 +39,14 @@ extension Admin {
         func run() async throws {
             let tenantID = try TenantID(validating: tenant)
             let endpoint = try PostgresEndpoint(url: postgres)
-            let catalog = try HubCatalog(directory: data)
+            // Both ends checked before the source is read (its digest takes a while): a hub
+            // directory that is there, a PostgreSQL that answers (its first contact says why not).
+            let catalog = try ExistingData(data: data).existingCatalog()
+            do {
+                try await endpoint.firstContact(waiting: HubLocation.connectTimeout, logger: Logger(label: "tiersync.postgres")) { _ in }
+            } catch let error as PostgresUnreachable {
+                throw CLIError(error.message())
+            }
             guard let entries = try catalog.exportTenant(tenantID) else { throw ValidationError("no tenant '\(tenant)' in \(data)") }
             let path = catalog.tenantDatabasePath(tenantID)
             guard FileManager.default.fileExists(atPath: path) else { throw ValidationError("tenant '\(tenant)' has no database at \(path)") }
@@ -88,7 +97,10 @@ extension Admin {
                 guard try await target.exportTenant(tenantID) == entries else {
                     throw ValidationError("the catalog entries read back differ from those moved")
                 }
-                print("moved tenant \(tenant): digests equal; \(entries.nodes.count) nodes and \(entries.credentials.count) credentials in the catalog")
+                let admin = entries.administration
+                print("moved tenant \(tenant): digests equal; \(entries.nodes.count) nodes and \(entries.credentials.count) credentials in the catalog; "
+                      + "\(admin.users.count) administrators, \(admin.tokens.count) of their tokens, \(admin.audit.count) audit entries, "
+                      + "\(admin.releaseRequests.count) release requests (numbered anew), settings: \(admin.settings.isEmpty ? "none" : admin.settings.keys.sorted().joined(separator: ", "))")
             }
         }
     }

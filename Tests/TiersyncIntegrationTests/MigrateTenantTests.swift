@@ -56,6 +56,15 @@ struct MigrateTenantTests {
             let compaction = try await hq.compact(policy: .default, tree: try await sqliteHub.catalog.tree(of: "automaker"))
             #expect(compaction.foldedEntries > 30, "\(compaction)")
             let logRows = try hq.counts().changes + hq.foldedCounts().entries
+            // The tenant's administration: an administrator with an API token, four-eyes releases.
+            let data = dir.path + "/hub"
+            let passwordFile = dir.path + "/pw"
+            try "a long enough password\n".write(toFile: passwordFile, atomically: true, encoding: .utf8)
+            _ = try Child.run(["admin", "user", "add", "--data", data, "--tenant", "automaker", "--name", "ops@automaker", "--role", "viewer",
+                               "--password-file", passwordFile])
+            let apiToken = try Child.run(["admin", "user", "token", "--data", data, "--tenant", "automaker", "--name", "ops@automaker", "--days", "1"])
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            _ = try Child.run(["admin", "tenant-settings", "--data", data, "--tenant", "automaker", "--four-eyes", "true"])
 
             try await TestPostgres.withFreshDatabase { endpoint in
                 // The move, through the CLI.
@@ -71,6 +80,7 @@ struct MigrateTenantTests {
                 #expect(output.contains("moved tenant automaker: digests equal"), "\(output)")
                 #expect(output.contains("changes: \(logRows) rows"), "\(logRows) log entries, folded ones written back:\n\(output)")
                 #expect(output.contains("folded log entries written back"), "\(output)")
+                #expect(output.contains("1 administrators, 1 of their tokens"), "\(output)")
 
                 // Phase 2: HQ on PostgreSQL at the same address; the nodes keep their credentials and cursors.
                 let pgHub = try await RunningHub(directory: dir.path, port: port, postgres: endpoint)
@@ -117,6 +127,14 @@ struct MigrateTenantTests {
                 let refused = try await running.client(pgHub).send("POST", "/v1/push", json: PushRequest(through: 9_000, changes: [late]), credential: deCredential)
                 #expect(try refused.decode(PushResponse.self).rejected.map(\.code) == [.erased], "\(refused.text)")
                 #expect(try await pg.erasureLedger().first?.acknowledgements.contains { $0.node == "hq" } == true)
+                // The administration moved: the API token works at the new hub, four-eyes is still on,
+                // and the audit log kept what was done (it was left behind: four-eyes silently off).
+                let me = try await running.client(pgHub).send("GET", "/admin/v1/me", headers: [("Authorization", "Bearer \(apiToken)")])
+                #expect(me.status == 200, "\(me.text)")
+                let settings = try Child.run(["admin", "tenant-settings", "--postgres", endpoint.url, "--tenant", "automaker"])
+                #expect(settings.contains("four-eyes releases: on"), "\(settings)")
+                let audit = try Child.run(["admin", "user", "audit", "--postgres", endpoint.url, "--tenant", "automaker", "--csv"])
+                #expect(audit.contains("user.add") && audit.contains("token.create"), "\(audit)")
                 await pgHub.stop()
             }
         }
