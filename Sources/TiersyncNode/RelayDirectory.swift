@@ -146,11 +146,16 @@ public final class RelayDirectory: NodeDirectory {
             throw APIError(.init(code: status), code, message)
         } catch AgentError.throttled(let retryAfter, let message) {
             // HQ limits enrollments from this country's address: the dealer waits as told.
-            var error = APIError(.tooManyRequests, "rate_limited", message)
+            // HQ's words name this country's own address, which the caller need not learn.
+            logger.notice("HQ throttles enrollments relayed from this country", metadata: ["hq": "\(message)"])
+            var error = APIError(.tooManyRequests, "rate_limited", "enrollment goes through HQ, which asks to wait; retry after \(retryAfter.components.seconds) s")
             error.headers[.retryAfter] = String(retryAfter.components.seconds)
             throw error
         } catch {
-            throw APIError(.badGateway, "parent_unreachable", "enrollment goes through HQ, which could not be reached: \(error)")
+            // Logged here with the cause; the caller (anyone, before enrolling) is not told
+            // HQ's address or the connection's details.
+            logger.error("enrollment could not be relayed to HQ", metadata: ["error": "\(error)"])
+            throw APIError(.badGateway, "parent_unreachable", "enrollment goes through HQ, which could not be reached; try again later")
         }
         response.highestSeq = max(response.highestSeq ?? 0, try await store.highestSeq(of: response.node))
         try? await refresh()

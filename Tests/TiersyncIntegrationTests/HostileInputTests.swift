@@ -491,4 +491,18 @@ struct HostileInputTests {
             }
         }
     }
+
+    @Test("an enrollment a country cannot relay because HQ is down is answered without HQ's address or the connection's details (they were repeated to anyone)")
+    func relayedEnrollmentKeepsHQsAddress() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path)
+            try await hub.catalogStore.createTenant("acme", levels: 3)
+            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            await hub.stop()
+            let reply = try await running.client(baseURL: de.url, caFile: hub.caFile).send("POST", "/v1/enroll", json: EnrollRequest(token: "tse_bogus"))
+            #expect(reply.status == 502, "\(reply.status) \(reply.text)")
+            #expect(reply.text.contains("parent_unreachable") && !reply.text.contains(String(hub.port)) && !reply.text.contains("errno"), "\(reply.text)")
+        }
+    }
 }
