@@ -26,11 +26,19 @@ public enum StoreBackup {
     /// Copies the database at `source` to `destination`, which must not exist yet.
     @discardableResult
     public static func backupDatabase(at source: String, to destination: String) throws -> Copy {
-        guard FileManager.default.fileExists(atPath: source) else {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory) else {
             throw StoreError.invalidArgument("no database at \(source)")
+        }
+        guard !isDirectory.boolValue else {
+            throw StoreError.invalidArgument("\(source) is a directory, not a store: give a node's store file (a hub's directory is backed up with --data)")
         }
         guard !FileManager.default.fileExists(atPath: destination) else {
             throw StoreError.invalidArgument("\(destination) already exists: a backup never overwrites one")
+        }
+        let folder = (destination as NSString).deletingLastPathComponent
+        guard FileManager.default.fileExists(atPath: folder.isEmpty ? "." : folder, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw StoreError.invalidArgument("no directory \(folder) to write the backup \(destination) in")
         }
         let partial = destination + ".partial"
         try? FileManager.default.removeItem(atPath: partial)
@@ -75,16 +83,29 @@ public enum StoreBackup {
         guard FileManager.default.fileExists(atPath: catalog) else {
             throw StoreError.invalidArgument("\(dataDirectory) holds no hub (no hub.sqlite): pass the directory given to `tiersync hub serve --data`")
         }
-        guard !FileManager.default.fileExists(atPath: output + "/hub.sqlite") else {
+        let files = FileManager.default
+        guard !files.fileExists(atPath: output + "/hub.sqlite") else {
             throw StoreError.invalidArgument("\(output) already holds a hub backup: choose a new directory")
         }
-        try FileManager.default.createDirectory(atPath: output + "/tenants", withIntermediateDirectories: true)
-        // The catalog first: every tenant it names already has its database, which is copied after.
-        var copies = [try backupDatabase(at: catalog, to: output + "/hub.sqlite")]
-        let tenants = (try? FileManager.default.contentsOfDirectory(atPath: dataDirectory + "/tenants")) ?? []
-        for file in tenants.filter({ $0.hasSuffix(".sqlite") }).sorted() {
-            copies.append(try backupDatabase(at: "\(dataDirectory)/tenants/\(file)", to: "\(output)/tenants/\(file)"))
+        guard !files.fileExists(atPath: output) else {
+            throw StoreError.invalidArgument("\(output) exists: a hub backup goes into a new directory")
         }
-        return copies
+        // Written beside the destination and renamed into place once complete: a backup cut
+        // short (Ctrl-C, a full disk) leaves no directory that looks like a whole one.
+        let partial = output + ".partial"
+        if files.fileExists(atPath: partial) { try files.removeItem(atPath: partial) }
+        do {
+            try files.createDirectory(atPath: partial + "/tenants", withIntermediateDirectories: true)
+        } catch {
+            throw StoreError.invalidArgument("cannot create the backup directory \(output): \((error as NSError).localizedDescription)")
+        }
+        // The catalog first: every tenant it names already has its database, which is copied after.
+        var copies = [try backupDatabase(at: catalog, to: partial + "/hub.sqlite")]
+        let tenants = (try? files.contentsOfDirectory(atPath: dataDirectory + "/tenants")) ?? []
+        for file in tenants.filter({ $0.hasSuffix(".sqlite") }).sorted() {
+            copies.append(try backupDatabase(at: "\(dataDirectory)/tenants/\(file)", to: "\(partial)/tenants/\(file)"))
+        }
+        try files.moveItem(atPath: partial, toPath: output)
+        return copies.map { Copy(source: $0.source, destination: output + $0.destination.dropFirst(partial.count), bytes: $0.bytes) }
     }
 }

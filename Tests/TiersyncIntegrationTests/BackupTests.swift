@@ -117,4 +117,28 @@ struct BackupTests {
             #expect(quarantined.isEmpty, "\(quarantined)")
         }
     }
+
+    @Test("tiersync backup names what is wrong with its paths, and a hub backup is renamed into place only when complete (an interrupted one looked whole)")
+    func backupPaths() throws {
+        let dir = try TempDir()
+        let data = dir.path + "/hub"
+        _ = try Child.run(["admin", "create-tenant", "--data", data, "--tenant", "acme"])
+        let store = dir.path + "/d1.sqlite"
+        let node = try NodeStore(path: store)
+        try node.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
+        try node.commit([.upsert("customers", id: "c1", ["last_name": "One"])])
+        let directory = try Child.capture(["backup", "--db", data, "--out", dir.path + "/x.sqlite"])
+        #expect(directory.status != 0 && directory.output.contains("is a directory, not a store"), "\(directory.output)")
+        let nowhere = try Child.capture(["backup", "--db", store, "--out", dir.path + "/missing/x.sqlite"])
+        #expect(nowhere.status != 0 && nowhere.output.contains("no directory \(dir.path)/missing"), "\(nowhere.output)")
+        let onFile = try Child.capture(["backup", "--data", data, "--out", store])
+        #expect(onFile.status != 0 && onFile.output.contains("exists: a hub backup goes into a new directory"), "\(onFile.output)")
+        // What an interrupted backup left beside the destination does not stop the next one, which replaces it.
+        try FileManager.default.createDirectory(atPath: dir.path + "/bk.partial/tenants", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: dir.path + "/bk.partial/hub.sqlite", contents: Data("torn".utf8))
+        let done = try Child.run(["backup", "--data", data, "--out", dir.path + "/bk"])
+        #expect(done.contains("backup complete"), "\(done)")
+        #expect(FileManager.default.fileExists(atPath: dir.path + "/bk/hub.sqlite") && !FileManager.default.fileExists(atPath: dir.path + "/bk.partial"))
+        #expect(try HubCatalog(directory: dir.path + "/bk").tenants().map(\.tenant.rawValue) == ["acme"])
+    }
 }
