@@ -70,9 +70,13 @@ public final class ParentClient: Sendable {
         try await send(.POST, "/v1/enroll", body: EnrollRequest(token: token, via: via), timeout: requestTimeout).decode(EnrollResponse.self)
     }
 
-    /// `held`: also ask what the parent holds of this node's subtree (``WhoAmIResponse/held``).
-    public func whoami(held: Bool = false) async throws -> WhoAmIResponse {
-        try await send(.GET, held ? "/v1/whoami?held=true" : "/v1/whoami", timeout: requestTimeout).decode(WhoAmIResponse.self)
+    /// `held`: also ask what the parent holds of this node's subtree (``WhoAmIResponse/held``),
+    /// and tell it `parentHeld`, the highest of the parent's own changes this node holds (a
+    /// parent restored from an older backup numbers its next changes after it).
+    public func whoami(held: Bool = false, parentHeld: Int64? = nil) async throws -> WhoAmIResponse {
+        var path = held ? "/v1/whoami?held=true" : "/v1/whoami"
+        if held, let parentHeld, parentHeld > 0 { path += "&parent_held=\(parentHeld)" }
+        return try await send(.GET, path, timeout: requestTimeout).decode(WhoAmIResponse.self)
     }
 
     /// Pushes a batch. A 422 still acknowledges the batch (some changes were quarantined),

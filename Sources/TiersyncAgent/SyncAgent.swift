@@ -159,7 +159,7 @@ public final class SyncAgent: Sendable {
         // The node may have moved: record its current parent (for lineage and status). The
         // push cursor is read before asking what the parent holds (see `verifyParent`).
         let acknowledged = try? store.cursor(Self.pushCursor)
-        let me = try? await client.whoami(held: true)
+        let me = try? await client.whoami(held: true, parentHeld: await parentChangesHeld())
         if let held = me?.held?[identity.node.rawValue] { adoptOwnSequence(heldByParent: held) }
         if let me, let acknowledged { try? checkHeld(me, acknowledged: acknowledged, when: "at start") }
         if let me, let parent = me.parent, parent != parentNode.withLock({ $0 }) {
@@ -691,12 +691,14 @@ public final class SyncAgent: Sendable {
         // answers, unless the parent lost it. (Read after, a push acknowledged in between
         // would look lost; that would only cost a re-send.)
         let acknowledged = try store.cursor(Self.pushCursor)
-        try checkHeld(try await client.whoami(held: true), acknowledged: acknowledged, when: when)
+        try checkHeld(try await client.whoami(held: true, parentHeld: await parentChangesHeld()), acknowledged: acknowledged, when: when)
     }
 
-    /// Compares what the parent says it holds with what it acknowledged through
-    /// `acknowledged`; a change acknowledged but not held means the parent was restored
-    /// from an older backup.
+    /// The highest sequence of the parent's own changes this store holds (nil if unknown).
+    func parentChangesHeld() async -> Int64? {
+        try? await store.highestSeq(of: parentNode.withLock { $0 })
+    }
+
     /// The parent holds more of this node's own changes than its store has numbered: the
     /// store was restored from an older backup. New changes are numbered after the
     /// parent's, and the pull starts again from the beginning with the node's own changes,
@@ -713,6 +715,9 @@ public final class SyncAgent: Sendable {
         }
     }
 
+    /// Compares what the parent says it holds with what it acknowledged through
+    /// `acknowledged`; a change acknowledged but not held means the parent was restored
+    /// from an older backup.
     func checkHeld(_ me: WhoAmIResponse, acknowledged: Int64, when: String) throws {
         guard let held = me.held, let from = try store.pushRewind(held: held, acknowledgedThrough: acknowledged) else { return }
         restoreDetected(pushFrom: from, evidence: [

@@ -10,6 +10,24 @@ import TiersyncCore
 import TiersyncStorage
 
 extension PostgresTenantStore {
+    /// The hub's own numbering (`hub_clock.seq`, shared by every hub process) goes on after
+    /// `held` when a child holds more of the root's changes than this database (restored
+    /// from an older backup), by at most ``HubSequence/maximumAdoptedJump`` above it.
+    public func adoptOwnSequence(_ held: Int64, of node: NodeID) async throws {
+        guard Change.sequenceRange.contains(held) else { return }
+        let root = try await prepared()
+        guard node == root else { return }
+        var sql = PostgresSQL()
+        let (origin, reported, jump) = (sql.bind(root.rawValue), sql.bind(held), sql.bind(HubSequence.maximumAdoptedJump))
+        sql.append("""
+            WITH own AS (SELECT COALESCE(max(origin_seq), 0) AS highest FROM \(table(.changes)) WHERE origin = \(origin))
+            INSERT INTO \(table(.hubClock)) AS c (id, seq, hlc)
+            SELECT 1, LEAST(\(reported), own.highest + \(jump)), 0 FROM own WHERE \(reported) > own.highest
+            ON CONFLICT (id) DO UPDATE SET seq = GREATEST(c.seq, excluded.seq)
+            """)
+        _ = try await client.query(sql.query, logger: logger).collect()
+    }
+
     public func writeAsHub(_ writes: [RecordWrite]) async throws -> [Change] {
         let root = try await prepared()
         var written: [Change] = []

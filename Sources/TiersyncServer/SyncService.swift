@@ -48,6 +48,12 @@ struct SyncService: Sendable {
         if request.uri.queryParameters.get("held") == "true" {
             let store = try await directory.store(for: principal.tenant)
             held = Dictionary(uniqueKeysWithValues: try await store.highestSeqs(of: tree.subtree(of: principal.node)).map { ($0.key.rawValue, $0.value) })
+            // What the caller holds of this node's own changes: above what this store holds,
+            // it was restored from an older backup, and its next own change must not take a
+            // number the caller holds (it would be refused there as a reused identity).
+            if let reported = request.uri.queryParameters.get("parent_held").flatMap({ Int64($0) }), let parent = node?.parent {
+                try await store.adoptOwnSequence(reported, of: parent)
+            }
         }
         return try codec.encode(WhoAmIResponse(tenant: principal.tenant, node: principal.node,
                                                parent: node?.parent, role: node?.role ?? "dealer",

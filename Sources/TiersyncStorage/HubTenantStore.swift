@@ -73,6 +73,13 @@ public protocol HubTenantStore: AnyObject, Sendable {
     /// ``highestSeq(of:)`` of each of `nodes` (a push's origins, a subtree), at once.
     func highestSeqs(of nodes: Set<NodeID>) async throws -> [NodeID: Int64]
 
+    /// A child holds `node`'s changes up to `held`. When `node` is this store's own node and
+    /// that is above every number the store has used (it was restored from an older
+    /// backup), its next own change is numbered after it, not like one the child holds and
+    /// would refuse. Raised by at most ``HubSequence/maximumAdoptedJump`` above what the
+    /// store holds, so a child cannot use up the store's numbers. Other nodes: ignored.
+    func adoptOwnSequence(_ held: Int64, of node: NodeID) async throws
+
     // MARK: Governance
 
     /// The document of `kind` with the highest sequence (the rollout in force).
@@ -142,4 +149,12 @@ public struct AttentionCounts: Sendable, Equatable {
         self.quarantined = quarantined
         self.conflicts = conflicts
     }
+}
+
+/// Bounds on the numbers a store adopts from what other nodes report of its own changes.
+public enum HubSequence {
+    /// The most a report may raise a store's own numbering above what it holds: more than a
+    /// restore loses in practice, and a node reporting a made-up number cannot use up the
+    /// 2^53 a store may number.
+    public static let maximumAdoptedJump: Int64 = 1_000_000
 }

@@ -9,6 +9,11 @@ import TiersyncKPI
 /// (``offCooperativePool(_:)``), so a request handler never blocks a cooperative thread on
 /// SQLite.
 extension NodeStore: HubTenantStore {
+    public func adoptOwnSequence(_ held: Int64, of node: NodeID) async throws {
+        guard try await receiverNode() == node else { return }
+        _ = try await offCooperativePool { try self.adoptOwnSequence(heldElsewhere: held) }
+    }
+
     // applyIncoming, encodedFeed and highestSeq(of:): the store's own async API.
 
     public func quarantinedChanges(limit: Int) async throws -> [QuarantinedChange] {

@@ -32,6 +32,9 @@ public final class NodeStore: Sendable {
     let tableSQL: [String: TableSQL]
     /// This store's node id, once known (it never changes once set).
     private let cachedNode = Mutex<NodeID?>(nil)
+    /// The highest own sequence number last seen in ``adoptOwnSequence(heldElsewhere:)``:
+    /// a report at or below it needs no write transaction.
+    private let ownSequenceSeen = Mutex<Int64?>(nil)
     /// What every local write passes through (``LocalWritePolicy``); installed by whoever
     /// opens the store for a node's local writes (the agent, the CLI).
     let policy = Mutex<(any LocalWritePolicy)?>(nil)
@@ -189,12 +192,21 @@ public final class NodeStore: Sendable {
     /// Returns the store's highest before, nil when nothing changed. (A store whose
     /// acknowledgement was lost holds what it sent, so it is never taken for restored.)
     public func adoptOwnSequenceHeldByParent(_ held: Int64) throws -> Int64? {
+        try adoptOwnSequence(heldElsewhere: held)
+    }
+
+    /// ``adoptOwnSequenceHeldByParent(_:)``, for `held` reported by any node (a child of a
+    /// hub restored from a backup): raised by at most ``HubSequence/maximumAdoptedJump``.
+    func adoptOwnSequence(heldElsewhere held: Int64) throws -> Int64? {
         guard Change.sequenceRange.contains(held) else { return nil }
+        if let known = ownSequenceSeen.withLock({ $0 }), held <= known { return nil }
         return try writer.write { db in
             guard let me = try Self.identity(db)?.node else { return nil }
             let highest = max(try Self.highestSeqs(db, of: [me])[me] ?? 0, try Self.seqFloor(db))
+            ownSequenceSeen.withLock { $0 = max($0 ?? 0, highest) }
             guard held > highest else { return nil }
-            try Self.setMeta(db, .seqFloor, String(held))
+            let adopted = min(held, highest + HubSequence.maximumAdoptedJump)
+            try Self.setMeta(db, .seqFloor, String(adopted))
             return highest
         }
     }

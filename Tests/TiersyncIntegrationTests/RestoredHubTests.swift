@@ -129,6 +129,19 @@ struct RestoredHubTests {
                     try stores[node]!.commit((0..<10).map { .upsert("customers", id: "\(node)-late\($0)", ["last_name": .string("Late \($0)")]) })
                 }
                 try await converged("after the backup", everyChange: true, routedCount: 130)
+                // HQ writes too after the backup (a car for each dealer): the restored hub loses
+                // these, which the dealers hold, numbered as HQ's changes.
+                @discardableResult
+                func hqWrites(_ name: String) async throws -> [Int64] {
+                    let made = try await hub.tenantStore(for: "acme").writeAsHub(Self.dealers.map {
+                        .upsert("vehicles", id: "\(name)-\($0)", ["kind": "vehicle", "model": .string(name), "owning_dealer": .string($0.rawValue)])
+                    })
+                    try await eventually(timeout: 60, "every dealer holds HQ's \(name) car") {
+                        try Self.dealers.allSatisfy { try stores[$0]!.record(table: "vehicles", id: "\(name)-\($0)") != nil }
+                    }
+                    return made.map(\.originSeq)
+                }
+                let lostHQWrites = try await hqWrites("hq-lost")
                 let lost = try await hub.tenantStore(for: "acme").feedHead()
                 try await eventually(timeout: 20, "the dealers fold what HQ acknowledged") {
                     try Self.dealers.allSatisfy { try stores[$0]!.foldedCounts().entries >= 30 }
@@ -147,6 +160,11 @@ struct RestoredHubTests {
                 for (node, agent) in agents {
                     #expect(agent.status.parentRestores >= 1, "\(node)'s agent noticed the restore")
                 }
+                // HQ's next writes are numbered after those the dealers hold (their agents told it
+                // when they reached it again), not like them: a dealer holding hq#1 refuses
+                // another hq#1 as a reused identity (here compaction had folded it away).
+                let newHQWrites = try await hqWrites("hq-new")
+                #expect(newHQWrites.min() ?? 0 > lostHQWrites.max() ?? 0, "HQ numbered \(newHQWrites) after losing \(lostHQWrites)")
             }
         }
     }
