@@ -73,9 +73,10 @@ public final class ParentClient: Sendable {
     /// `held`: also ask what the parent holds of this node's subtree (``WhoAmIResponse/held``),
     /// and tell it `parentHeld`, the highest of the parent's own changes this node holds (a
     /// parent restored from an older backup numbers its next changes after it).
-    public func whoami(held: Bool = false, parentHeld: Int64? = nil) async throws -> WhoAmIResponse {
+    public func whoami(held: Bool = false, parentHeld: (node: NodeID, seq: Int64)? = nil) async throws -> WhoAmIResponse {
         var path = held ? "/v1/whoami?held=true" : "/v1/whoami"
-        if held, let parentHeld, parentHeld > 0 { path += "&parent_held=\(parentHeld)" }
+        // Named with the node it is of: a node moved to another parent reports its old one's.
+        if held, let parentHeld, parentHeld.seq > 0 { path += "&parent_held=\(parentHeld.seq)&parent_node=\(parentHeld.node.rawValue)" }
         return try await send(.GET, path, timeout: requestTimeout).decode(WhoAmIResponse.self)
     }
 
@@ -187,11 +188,15 @@ public final class ParentClient: Sendable {
         try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
             group.addTask { try await body.collect(upTo: Self.maxResponseBytes) }
             group.addTask {
-                try? await Task.sleep(until: deadline)
+                // Cancelled (the agent stopping), this throws: a stop is not a timeout.
+                try await Task.sleep(until: deadline)
                 return nil
             }
             defer { group.cancelAll() }
-            guard let first = try await group.next(), let bytes = first else {
+            let first = try await group.next()
+            // A body cut short by cancellation may come back as if complete.
+            try Task.checkCancellation()
+            guard let first, let bytes = first else {
                 throw AgentError.unreachable("the parent at \(url) did not finish its answer within \(timeout)")
             }
             return bytes

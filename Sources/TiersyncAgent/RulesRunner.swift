@@ -299,8 +299,10 @@ public final class RulesRunner: Sendable {
         ]) {
             guard let customerID = task[TaskField.customerID.rawValue]?.stringValue,
                   let consent = task[TaskField.requiresConsent.rawValue]?.stringValue,
-                  let record = try await store.rulesRecord(table: Self.customers, id: customerID),
-                  Self.isRouted(record, to: task[TaskField.owningDealer.rawValue]) else { continue }
+                  let record = try await store.rulesRecord(table: Self.customers, id: customerID) else { continue }
+            // Not limited to customers routed to the task's dealer, unlike creation: consent
+            // first, a withdrawal cancels every open task for the customer (its dealer may
+            // have changed since the task was made).
             let field = "consent_" + consent
             let customer = record.state.isLive ? record.state.liveValues : [:]
             guard let cancel = ProactivePlanner.cancellation(task: task, customer: customer,

@@ -160,7 +160,6 @@ public final class SyncAgent: Sendable {
         // push cursor is read before asking what the parent holds (see `verifyParent`).
         let acknowledged = try? store.cursor(Self.pushCursor)
         let me = try? await client.whoami(held: true, parentHeld: await parentChangesHeld())
-        if let held = me?.held?[identity.node.rawValue] { adoptOwnSequence(heldByParent: held) }
         if let me, let acknowledged { try? checkHeld(me, acknowledged: acknowledged, when: "at start") }
         if let me, let parent = me.parent, parent != parentNode.withLock({ $0 }) {
             parentNode.withLock { $0 = parent }
@@ -694,9 +693,11 @@ public final class SyncAgent: Sendable {
         try checkHeld(try await client.whoami(held: true, parentHeld: await parentChangesHeld()), acknowledged: acknowledged, when: when)
     }
 
-    /// The highest sequence of the parent's own changes this store holds (nil if unknown).
-    func parentChangesHeld() async -> Int64? {
-        try? await store.highestSeq(of: parentNode.withLock { $0 })
+    /// The parent as last learned and the highest sequence of its own changes this store
+    /// holds (nil if unknown).
+    func parentChangesHeld() async -> (node: NodeID, seq: Int64)? {
+        let parent = parentNode.withLock { $0 }
+        return (try? await store.highestSeq(of: parent)).map { (parent, $0) }
     }
 
     /// The parent holds more of this node's own changes than its store has numbered: the
@@ -705,9 +706,8 @@ public final class SyncAgent: Sendable {
     /// so what it wrote after the backup comes back.
     func adoptOwnSequence(heldByParent held: Int64) {
         do {
-            guard let before = try store.adoptOwnSequenceHeldByParent(held) else { return }
-            try store.setCursor(Self.pullCursor, 0)
-            try store.setMeta(Self.bootstrappedMeta, nil)
+            guard let before = try store.adoptOwnSequenceHeldByParent(held, resettingPull: Self.pullCursor, bootstrappedKey: Self.bootstrappedMeta)
+            else { return }
             logger.warning("this store holds fewer of its own changes than its parent (restored from an older backup?): new changes are numbered after the parent's, and the missing ones are pulled back",
                            metadata: ["store_highest": "\(before)", "parent_holds": "\(held)"])
         } catch {
@@ -719,6 +719,9 @@ public final class SyncAgent: Sendable {
     /// `acknowledged`; a change acknowledged but not held means the parent was restored
     /// from an older backup.
     func checkHeld(_ me: WhoAmIResponse, acknowledged: Int64, when: String) throws {
+        // At start and whenever the parent is reached again: the first answer may come only
+        // after the parent was unreachable.
+        if let held = me.held?[identity.node.rawValue] { adoptOwnSequence(heldByParent: held) }
         guard let held = me.held, let from = try store.pushRewind(held: held, acknowledgedThrough: acknowledged) else { return }
         restoreDetected(pushFrom: from, evidence: [
             "check": "\(when)", "acknowledged_through": "\(acknowledged)", "resend_after": "\(from)",

@@ -47,9 +47,9 @@ public enum Consent {
             return "consent_" + needed
         case DomainSchema.interactions.name:
             guard value("direction")?.stringValue == "outbound",
-                  let purpose = value("purpose")?.stringValue.flatMap(Purpose.init(rawValue:)),
-                  let channel = value("channel")?.stringValue else { return nil }
-            return "consent_\(purpose.rawValue)_\(channel)"
+                  let purpose = value("purpose")?.stringValue.flatMap(Purpose.init(rawValue:)) else { return nil }
+            // No channel named: none the customer could have consented to.
+            return "consent_\(purpose.rawValue)_\(value("channel")?.stringValue ?? "unnamed")"
         default:
             return nil
         }

@@ -149,7 +149,10 @@ public enum KPIReport {
         // A KPI the catalog does not define (a node on a trial release) is read in the unit
         // its nodes reported.
         var reportedUnits: [String: KPIUnit] = [:]
-        for o in observations where catalog.definition(o.kpi) == nil { if let unit = o.unit { reportedUnits[o.kpi] = unit } }
+        // (The first node in id order that reported one, whatever order the store read them in.)
+        for o in observations.sorted(by: { $0.node < $1.node }) where catalog.definition(o.kpi) == nil && reportedUnits[o.kpi] == nil {
+            if let unit = o.unit { reportedUnits[o.kpi] = unit }
+        }
         func unit(_ kpi: String) -> KPIUnit { catalog.definition(kpi)?.unit ?? reportedUnits[kpi] ?? .percent }
         let inView = observations.filter { o in
             guard o.denominator >= 0, path(o.node).contains(viewer) else { return false }
@@ -255,7 +258,8 @@ public enum KPIReport {
         let suffix = unit == .percent ? " %" : " s"
         let shown = (value * 100).rounded() / 100
         guard let target, target.isMet(by: shown) != target.isMet(by: value) else { return KPIFormat.number(shown) + suffix }
-        var text = String(format: "%.6f", value)
+        // Past six decimals, every digit the value has.
+        var text = String(value)
         for decimals in 3...6 {
             let candidate = String(format: "%.\(decimals)f", value)
             if let read = Double(candidate), target.isMet(by: read) == target.isMet(by: value) {
@@ -264,6 +268,7 @@ public enum KPIReport {
             }
         }
         while text.hasSuffix("0") { text.removeLast() }
+        if text.hasSuffix(".") { text.removeLast() }
         return text + suffix
     }
 }

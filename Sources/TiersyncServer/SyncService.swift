@@ -51,7 +51,8 @@ struct SyncService: Sendable {
             // What the caller holds of this node's own changes: above what this store holds,
             // it was restored from an older backup, and its next own change must not take a
             // number the caller holds (it would be refused there as a reused identity).
-            if let reported = request.uri.queryParameters.get("parent_held").flatMap({ Int64($0) }), let parent = node?.parent {
+            if let reported = request.uri.queryParameters.get("parent_held").flatMap({ Int64($0) }), let parent = node?.parent,
+               request.uri.queryParameters.get("parent_node") == parent.rawValue {
                 try await store.adoptOwnSequence(reported, of: parent)
             }
         }

@@ -109,7 +109,7 @@ extension NodeStore {
         let value = { (name: String) in fields[name] ?? held[name] }
         guard let needed = Consent.requiredField(table: table.name, value: value) else { return nil }
         guard Consent.isGivable(needed) else {
-            let channel = value("channel")?.stringValue ?? "?"
+            let channel = value("channel")?.stringValue ?? "no named channel"
             return ChangeRejection(.noConsent, "\(table.name)/\(id) is an outbound contact by \(channel), a channel no customer can consent to be contacted by (\(Consent.Channel.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         guard let customerID = value("customer_id")?.stringValue else {

@@ -191,23 +191,34 @@ public final class NodeStore: Sendable {
     /// would have it refused (`identity_reused`), or taken for a duplicate and dropped.
     /// Returns the store's highest before, nil when nothing changed. (A store whose
     /// acknowledgement was lost holds what it sent, so it is never taken for restored.)
-    public func adoptOwnSequenceHeldByParent(_ held: Int64) throws -> Int64? {
-        try adoptOwnSequence(heldElsewhere: held)
+    /// In the same transaction, the pull cursor `resettingPull` goes back to 0 and the meta
+    /// `bootstrappedKey` is cleared, so the node pulls its own changes back: a crash between
+    /// them would leave the floor raised and the lost changes never fetched.
+    public func adoptOwnSequenceHeldByParent(_ held: Int64, resettingPull cursor: String, bootstrappedKey: String) throws -> Int64? {
+        try adoptOwnSequence(heldElsewhere: held) { db in
+            try Self.setCursor(db, cursor, 0)
+            try db.execute(sql: "DELETE FROM ts_meta WHERE key = ?", arguments: [bootstrappedKey])
+        }
     }
 
-    /// ``adoptOwnSequenceHeldByParent(_:)``, for `held` reported by any node (a child of a
-    /// hub restored from a backup): raised by at most ``HubSequence/maximumAdoptedJump``.
-    func adoptOwnSequence(heldElsewhere held: Int64) throws -> Int64? {
+    /// ``adoptOwnSequenceHeldByParent(_:resettingPull:bootstrappedKey:)``'s floor, for `held`
+    /// reported by any node (a child of a hub restored from a backup), with `also` in the
+    /// same transaction. Raised by at most ``HubSequence/maximumAdoptedJump`` above the
+    /// highest number the store has used — not above an earlier adoption, so reports
+    /// repeated cannot ratchet it up.
+    func adoptOwnSequence(heldElsewhere held: Int64, also: (Database) throws -> Void = { _ in }) throws -> Int64? {
         guard Change.sequenceRange.contains(held) else { return nil }
         if let known = ownSequenceSeen.withLock({ $0 }), held <= known { return nil }
         return try writer.write { db in
             guard let me = try Self.identity(db)?.node else { return nil }
-            let highest = max(try Self.highestSeqs(db, of: [me])[me] ?? 0, try Self.seqFloor(db))
-            ownSequenceSeen.withLock { $0 = max($0 ?? 0, highest) }
-            guard held > highest else { return nil }
-            let adopted = min(held, highest + HubSequence.maximumAdoptedJump)
+            let used = try Self.highestSeqs(db, of: [me])[me] ?? 0
+            let floor = try Self.seqFloor(db)
+            let adopted = min(held, used + HubSequence.maximumAdoptedJump)
+            ownSequenceSeen.withLock { $0 = max($0 ?? 0, max(used, floor, adopted)) }
+            guard adopted > max(used, floor) else { return nil }
             try Self.setMeta(db, .seqFloor, String(adopted))
-            return highest
+            try also(db)
+            return max(used, floor)
         }
     }
 

@@ -78,7 +78,10 @@ public enum StoreBackup {
     /// restore has to handle anyway: agents re-send what the restored hub lacks and pull
     /// again (docs/OPERATIONS.md, "Backup and restore").
     @discardableResult
-    public static func backupHub(dataDirectory: String, to output: String) throws -> [Copy] {
+    public static func backupHub(dataDirectory: String, to given: String) throws -> [Copy] {
+        // `DIR/` names DIR: its `.partial` sibling is `DIR.partial`, not `DIR/.partial`.
+        var output = given
+        while output.count > 1, output.hasSuffix("/") { output.removeLast() }
         let catalog = dataDirectory + "/hub.sqlite"
         guard FileManager.default.fileExists(atPath: catalog) else {
             throw StoreError.invalidArgument("\(dataDirectory) holds no hub (no hub.sqlite): pass the directory given to `tiersync hub serve --data`")

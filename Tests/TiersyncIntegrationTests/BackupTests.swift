@@ -140,5 +140,8 @@ struct BackupTests {
         #expect(done.contains("backup complete"), "\(done)")
         #expect(FileManager.default.fileExists(atPath: dir.path + "/bk/hub.sqlite") && !FileManager.default.fileExists(atPath: dir.path + "/bk.partial"))
         #expect(try HubCatalog(directory: dir.path + "/bk").tenants().map(\.tenant.rawValue) == ["acme"])
+        // `DIR/` is DIR (it failed after copying everything, leaving DIR/.partial).
+        let slash = try Child.run(["backup", "--data", data, "--out", dir.path + "/bk2/"])
+        #expect(slash.contains("backup complete") && FileManager.default.fileExists(atPath: dir.path + "/bk2/hub.sqlite"), "\(slash)")
     }
 }

@@ -75,6 +75,10 @@ struct NodeStoreTests {
         try store.commit([.upsert("interactions", id: "out-phone", ["customer_id": "c-1", "direction": "outbound", "purpose": "marketing", "channel": "phone"]),
                           .upsert("interactions", id: "in-fax", ["customer_id": "c-1", "direction": "outbound", "channel": "fax"])])
         #expect(try store.record(table: "interactions", id: "out-phone") != nil && store.record(table: "interactions", id: "in-fax") != nil)
+        // With a purpose but no channel named, none the customer consented to either.
+        #expect(throws: StoreError.self) {
+            try store.commit([.upsert("interactions", id: "out-none", ["customer_id": "c-1", "direction": "outbound", "purpose": "marketing"])])
+        }
         // The refusal names the channel.
         do {
             try store.commit([.upsert("interactions", id: "out-fax", ["customer_id": "c-1", "direction": "outbound", "purpose": "service", "channel": "fax"])])
@@ -82,6 +86,24 @@ struct NodeStoreTests {
         } catch {
             #expect("\(error)".contains("outbound contact by fax, a channel no customer can consent to"), "\(error)")
         }
+    }
+
+    @Test("a store adopts what others hold of its own changes as its numbering floor, at most 1,000,000 above the numbers it used, and repeated reports cannot ratchet it up")
+    func adoptedSequenceIsBounded() throws {
+        let dir = try TempDir()
+        let store = try makeStore(dir, "d1")
+        try store.commit((1...3).map { .upsert("customers", id: "c-\($0)", ["last_name": "N"]) })
+        #expect(try store.adoptOwnSequenceHeldByParent(2, resettingPull: "pull.parent", bootstrappedKey: "pull.bootstrapped") == nil, "below what it used")
+        try store.setCursor("pull.parent", 40)
+        try store.setMeta("pull.bootstrapped", "1")
+        #expect(try store.adoptOwnSequenceHeldByParent(9, resettingPull: "pull.parent", bootstrappedKey: "pull.bootstrapped") == 3)
+        #expect(try store.commit([.upsert("customers", id: "c-4", ["last_name": "N"])]).first?.originSeq == 10)
+        #expect(try store.cursor("pull.parent") == 0 && store.meta("pull.bootstrapped") == nil, "the pull starts again, in the same transaction")
+        for _ in 0..<3 {
+            _ = try store.adoptOwnSequenceHeldByParent(Change.sequenceRange.upperBound, resettingPull: "pull.parent", bootstrappedKey: "pull.bootstrapped")
+        }
+        #expect(try store.commit([.upsert("customers", id: "c-5", ["last_name": "N"])]).first?.originSeq == 10 + 1_000_000 + 1,
+                "bounded by the numbers used (10), not by the floor an earlier report set")
     }
 
     @Test("two handles on one file (an agent and a CLI) never stamp alike")
