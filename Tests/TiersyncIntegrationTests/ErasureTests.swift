@@ -30,6 +30,17 @@ struct ErasureTests {
         return found
     }
 
+    /// HQ (on `postgres`, or SQLite files in `dir`), country `de` and its dealers `de-d1`, `de-d2`.
+    static func tree(_ running: Running, dir: TempDir, postgres: PostgresEndpoint?) async throws
+        -> (hub: RunningHub, de: RunningCountry, d1: RunningAgent, d2: RunningAgent, hq: any HubTenantStore) {
+        let hub = try await running.hub(directory: dir.path, postgres: postgres)
+        try await hub.catalogStore.createTenant("acme", levels: 3)
+        let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+        let d1 = try await running.agent(enrolling: "de-d1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+        let d2 = try await running.agent(enrolling: "de-d2", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+        return (hub, de, d1, d2, try await hub.tenantStore(for: "acme"))
+    }
+
     @Test("""
     Erasure requested at a dealer reaches HQ, the country and the other dealer; each acknowledges in HQ's ledger; \
     the dealer that was offline erases on reconnect before pushing its stale edit, which is dropped and counted; a late \
@@ -40,12 +51,7 @@ struct ErasureTests {
         let dir = try TempDir()
         try await withHubDatabase(engine) { postgres in
         try await withRunning { running in
-            let hub = try await running.hub(directory: dir.path, postgres: postgres)
-            try await hub.catalogStore.createTenant("acme", levels: 3)
-            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
-            let d1 = try await running.agent(enrolling: "de-d1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
-            let d2 = try await running.agent(enrolling: "de-d2", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
-            let hq = try await hub.tenantStore(for: "acme")
+            let (hub, de, d1, d2, hq) = try await Self.tree(running, dir: dir, postgres: postgres)
             /// Whether HQ holds a live record, on either engine.
             func atHQ(_ table: String, _ id: String) async throws -> Bool {
                 try await hq.liveRecords(inTable: table).contains { $0.id == id }
@@ -154,12 +160,8 @@ struct ErasureTests {
         let dir = try TempDir()
         try await withHubDatabase(engine) { postgres in
         try await withRunning { running in
-            let hub = try await running.hub(directory: dir.path, postgres: postgres)
-            try await hub.catalogStore.createTenant("acme", levels: 3)
-            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
-            let d1 = try await running.agent(enrolling: "de-d1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
-            let d2 = try await running.agent(enrolling: "de-d2", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
-            let hq = try await hub.tenantStore(for: "acme")
+            let (hub, de, d1, d2, hq) = try await Self.tree(running, dir: dir, postgres: postgres)
+            /// Whether HQ holds a live record, on either engine.
             func atHQ(_ table: String, _ id: String) async throws -> Bool {
                 try await hq.liveRecords(inTable: table).contains { $0.id == id }
             }
