@@ -152,6 +152,9 @@ struct FlatObjectParser {
     /// Set when input nested deeper than ``maxDepth``: the caller must refuse it, not try
     /// another (recursive) decoder on it.
     private(set) var tooDeep = false
+    /// Set by a reader that met more members than any message it reads has (a change's
+    /// fields): the caller refuses the input rather than decode it another, slower way.
+    var tooWide = false
 
     init(_ text: String) { bytes = Array(text.utf8) }
     init(bytes: [UInt8]) { self.bytes = bytes }

@@ -28,6 +28,9 @@ public struct Change: Hashable, Sendable, Codable {
     /// The sequence numbers a node may give its changes. The upper bound (2^53, exact in
     /// a JSON double) keeps every sum and difference of two sequences far from overflow.
     public static let sequenceRange: ClosedRange<Int64> = 1...(1 << 53)
+    /// The most fields (and prior versions) one change may name on the wire: several times
+    /// the widest table's (customers: 25).
+    public static let maxFields = 128
 
     /// Hops a receiver keeps of a change's trail (the newest, its own last): one per level
     /// crossed, and a tree has few levels. Longer trails are cut, never refused — the trail

@@ -83,6 +83,12 @@ enum DecoderTargets {
             guard openers > WireDecoding.nestingLimit else {
                 throw InvariantFailure(invariant: "tooDeep only for deep bodies", detail: "\(openers) brackets in all, limit \(WireDecoding.nestingLimit)")
             }
+        case .tooManyFields:
+            outcome.wire = "tooManyFields"
+            // Refused before any other decoder sees it: some change must really name that many.
+            if let codable, !codable.changes.contains(where: { $0.fields.count > Change.maxFields || $0.prior.count > Change.maxFields }) {
+                throw InvariantFailure(invariant: "tooManyFields only for wide changes", detail: "JSONDecoder reads no change with more than \(Change.maxFields) fields")
+            }
         case .unrecognised:
             // The hub falls back to JSONDecoder, whose result it then uses.
             if let codable {

@@ -176,6 +176,27 @@ struct HostileInputTests {
         }
     }
 
+    @Test("a change naming more fields (or prior versions) than any table has is refused 413 as the body is read, before anything else decodes it; 128 still reach the schema's own refusal")
+    func tooManyFields() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let f = try await HostileFixture.start(running, dir: dir)
+            func body(fields: Int, prior: Int = 0) -> String {
+                let named = (0..<fields).map { #""f\#($0)":1"# }.joined(separator: ",")
+                let versions = (0..<prior).map { #""f\#($0)":"1@d1""# }.joined(separator: ",")
+                return #"{"through":1,"changes":[{"origin":"d1","seq":1,"hlc":1,"table":"customers","id":"c-1","op":"upsert","fields":{\#(named)},"prior":{\#(versions)}}]}"#
+            }
+            for (what, text) in [("129 fields", body(fields: 129)), ("129 prior versions", body(fields: 1, prior: 129)), ("300 fields", body(fields: 300))] {
+                let reply = try await f.pushRaw(text, as: f.d1, gzip: true)
+                #expect(reply.status == 413 && reply.error?.code == "too_many_fields", "\(what): \(reply.status) \(reply.text.prefix(300))")
+            }
+            // At the bound the body is read; the schema refuses its unknown fields, change by change.
+            let atBound = try await f.pushRaw(body(fields: 128), as: f.d1, gzip: true)
+            #expect(atBound.status == 422 && atBound.text.contains("unknown_field"), "\(atBound.status) \(atBound.text.prefix(200))")
+            #expect(try await f.push([change("d1", 2, "c-2", mine)], as: f.d1).status == 200)
+        }
+    }
+
     @Test("a node cannot poison another node's sequence at HQ: a change it may not send is refused first and leaves no trace")
     func sequencePoisoningAtHQ() async throws {
         let dir = try TempDir()

@@ -10,6 +10,11 @@ public enum WireDecoding {
         /// Objects or arrays nested deeper than any wire message does (``nestingLimit``):
         /// refuse the body; handing it to a recursive decoder could exhaust the stack.
         case tooDeep
+        /// A change naming more fields (or prior versions) than ``Change/maxFields``: refuse
+        /// the body before anything else reads it. Every field would be refused anyway
+        /// (no table has that many), and reading them cost a country seconds of its two
+        /// threads per push, which its other dealers waited for.
+        case tooManyFields
         /// Not a message this decoder reads (a type mismatch, a missing field, invalid
         /// JSON): `JSONDecoder` will name the problem.
         case unrecognised
@@ -47,7 +52,7 @@ public enum WireDecoding {
                 return p.skipValue()
             }
         }
-        guard ok, p.atEnd, let through, let changes else { return p.tooDeep ? .tooDeep : .unrecognised }
+        guard ok, p.atEnd, let through, let changes else { return p.tooDeep ? .tooDeep : p.tooWide ? .tooManyFields : .unrecognised }
         return .decoded(PushRequest(tenant: tenant, through: through, changes: changes))
     }
 
@@ -111,13 +116,24 @@ public enum WireDecoding {
                 return op != nil
             case "fields":
                 return p.object { name, p in
-                    guard fields[name] == nil, let v = p.value() else { return false }
+                    // A key given twice first: that is JSONDecoder's to judge (it keeps one).
+                    guard fields[name] == nil else { return false }
+                    guard fields.count < Change.maxFields else {
+                        p.tooWide = true
+                        return false
+                    }
+                    guard let v = p.value() else { return false }
                     fields[name] = v
                     return true
                 }
             case "prior":
                 return p.object { name, p in
-                    guard prior[name] == nil, let v = p.string().flatMap(FieldVersion.init(parsing:)) else { return false }
+                    guard prior[name] == nil else { return false }
+                    guard prior.count < Change.maxFields else {
+                        p.tooWide = true
+                        return false
+                    }
+                    guard let v = p.string().flatMap(FieldVersion.init(parsing:)) else { return false }
                     prior[name] = v
                     return true
                 }

@@ -29,6 +29,8 @@ struct BodyCodec: Sendable {
             switch WireDecoding.decodePushRequest(Array(body.readableBytesView)) {
             case .decoded(let push): return push as! T
             case .tooDeep: throw Self.tooDeep
+            case .tooManyFields:
+                throw APIError(.contentTooLarge, "too_many_fields", "a change names more than \(Change.maxFields) fields; no table has that many")
             case .unrecognised: break
             }
         }
