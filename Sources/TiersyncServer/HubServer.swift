@@ -58,9 +58,12 @@ public struct HubServer: Sendable {
         let router = Router(context: HubRequestContext.self)
         router.add(middleware: ErrorBodyMiddleware())
         let limits = configuration.limits
-        router.add(middleware: AddressRateLimitMiddleware(limiter: RequestRateLimiter(.init(
-            requestsPerSecond: limits.anonymousRequestsPerSecond, burst: limits.anonymousRequestBurst,
-            maxConcurrent: limits.maxConcurrentAnonymousRequests))))
+        router.add(middleware: AddressRateLimitMiddleware(
+            limiter: RequestRateLimiter(.init(requestsPerSecond: limits.anonymousRequestsPerSecond, burst: limits.anonymousRequestBurst,
+                                              maxConcurrent: limits.maxConcurrentAnonymousRequests)),
+            relays: RequestRateLimiter(.init(requestsPerSecond: limits.requestsPerSecond, burst: limits.requestBurst,
+                                             maxConcurrent: limits.maxConcurrentAnonymousRequests)),
+            directory: directory))
         router.add(middleware: AuthenticationMiddleware(directory: directory))
         router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: RateLimitMiddleware(

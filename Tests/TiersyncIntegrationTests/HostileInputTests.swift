@@ -513,6 +513,28 @@ struct HostileInputTests {
         }
     }
 
+    @Test("a dealer's enrollment relayed by its country goes through when anyone has spent the country's address's bucket at HQ with tokens that fail (it was refused 429 with it)")
+    func relayedEnrollmentPastSpentAddress() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path)
+            try await hub.catalogStore.createTenant("acme", levels: 3)
+            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            // Enrollments that fail, straight at HQ from the address the country relays from, until HQ refuses it.
+            let atHQ = running.client(hub)
+            var spent = false
+            for _ in 0..<300 where !spent {
+                spent = try await atHQ.send("POST", "/v1/enroll", json: EnrollRequest(token: "tse_bogus")).status == 429
+            }
+            #expect(spent, "HQ limits the address")
+            let token = try await hub.catalogStore.issueEnrollmentToken(tenant: "acme", node: "de-1", parent: "de")
+            let reply = try await running.client(baseURL: de.url, caFile: hub.caFile).send("POST", "/v1/enroll", json: EnrollRequest(token: token))
+            #expect(reply.status == 201, "\(reply.status) \(reply.text)")
+            // Without a credential, the address is still refused.
+            #expect(try await atHQ.send("POST", "/v1/enroll", json: EnrollRequest(token: "tse_bogus")).status == 429)
+        }
+    }
+
     @Test("an enrollment a country cannot relay because HQ is down is answered without HQ's address or the connection's details (they were repeated to anyone)")
     func relayedEnrollmentKeepsHQsAddress() async throws {
         let dir = try TempDir()

@@ -34,6 +34,10 @@ struct RateLimitMiddleware: RouterMiddleware {
 struct AddressRateLimitMiddleware: RouterMiddleware {
     typealias Context = HubRequestContext
     let limiter: RequestRateLimiter<String>
+    /// Enrollments a country relays for its dealers, per relaying node, once its address's
+    /// bucket is spent (``relayingNode(_:)``).
+    let relays: RequestRateLimiter<NodeKey>
+    let directory: any NodeDirectory
     /// Tokens one failed authentication costs its address.
     static let failureCost = 4.0
 
@@ -42,16 +46,37 @@ struct AddressRateLimitMiddleware: RouterMiddleware {
         // Logging in (API or console) is limited like the other routes without a credential.
         let isPublic = HubRoutes.isPublic(method: request.method, path: request.uri.path)
             || (request.method == .post && AdminRoutes.isLogin(request.uri.path))
+        var relay: NodeKey?
         if isPublic, let refusal = limiter.admit(address) {
-            throw refusal.apiError(who: "address \(address)")
+            // A country relays its dealers' enrollments from its own address. Anyone can
+            // send it tokens that fail, and each failure drains that address here: its
+            // dealers' enrollments then went with it. Past the address's bucket, an
+            // enrollment bearing the credential of a node this hub serves counts against
+            // that node instead (the country limits its own callers by their addresses).
+            // Looked up only then: a flood without one costs no more than it did.
+            guard let node = try await relayingNode(request) else { throw refusal.apiError(who: "address \(address)") }
+            if let refused = relays.admit(node) { throw refused.apiError(who: "node '\(node.node)' relaying enrollments") }
+            relay = node
         }
-        defer { if isPublic { limiter.finish(address) } }
+        defer {
+            if let relay { relays.finish(relay) } else if isPublic { limiter.finish(address) }
+        }
         do {
             return try await next(request, context)
         } catch let error as APIError where error.status == .unauthorized {
-            limiter.charge(address, Self.failureCost)
+            if relay == nil { limiter.charge(address, Self.failureCost) }
             throw error
         }
+    }
+
+    /// The node relaying `request`, an enrollment bearing the credential of a node this hub
+    /// serves (a country), or nil.
+    func relayingNode(_ request: Request) async throws -> NodeKey? {
+        guard request.method == .post, request.uri.path == HubRoutes.enroll.path,
+              let header = request.headers[.authorization], header.hasPrefix("Bearer "),
+              let admission = try await directory.admit(credential: String(header.dropFirst("Bearer ".count))),
+              admission.refusal == nil else { return nil }
+        return NodeKey(admission.principal)
     }
 }
 
