@@ -30,6 +30,11 @@ struct ErasureTests {
         return found
     }
 
+    /// Whether `store` holds a live record, on either engine.
+    static func holds(_ store: any HubTenantStore, _ table: String, _ id: String) async throws -> Bool {
+        try await store.liveRecords(inTable: table).contains { $0.id == id }
+    }
+
     /// HQ (on `postgres`, or SQLite files in `dir`), country `de` and its dealers `de-d1`, `de-d2`.
     static func tree(_ running: Running, dir: TempDir, postgres: PostgresEndpoint?) async throws
         -> (hub: RunningHub, de: RunningCountry, d1: RunningAgent, d2: RunningAgent, hq: any HubTenantStore) {
@@ -52,10 +57,7 @@ struct ErasureTests {
         try await withHubDatabase(engine) { postgres in
         try await withRunning { running in
             let (hub, de, d1, d2, hq) = try await Self.tree(running, dir: dir, postgres: postgres)
-            /// Whether HQ holds a live record, on either engine.
-            func atHQ(_ table: String, _ id: String) async throws -> Bool {
-                try await hq.liveRecords(inTable: table).contains { $0.id == id }
-            }
+            func atHQ(_ table: String, _ id: String) async throws -> Bool { try await Self.holds(hq, table, id) }
 
             // The customer, sold by d1 and serviced by d2, with a vehicle and a dialogue.
             try d1.store.commit([
@@ -161,10 +163,7 @@ struct ErasureTests {
         try await withHubDatabase(engine) { postgres in
         try await withRunning { running in
             let (hub, de, d1, d2, hq) = try await Self.tree(running, dir: dir, postgres: postgres)
-            /// Whether HQ holds a live record, on either engine.
-            func atHQ(_ table: String, _ id: String) async throws -> Bool {
-                try await hq.liveRecords(inTable: table).contains { $0.id == id }
-            }
+            func atHQ(_ table: String, _ id: String) async throws -> Bool { try await Self.holds(hq, table, id) }
             try d2.store.commit([
                 .upsert("customers", id: "cust-d2", ["last_name": "Schulz"]),
                 .upsert("interactions", id: "int-d2", ["customer_id": "cust-d2", "topic": "brakes", "channel": "phone", "urgency": "normal"]),

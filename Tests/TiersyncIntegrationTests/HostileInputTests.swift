@@ -513,13 +513,18 @@ struct HostileInputTests {
         }
     }
 
+    /// HQ with a three-level tenant `acme` and its country `de`, over TLS.
+    static func countryUnderHQ(_ running: Running, dir: TempDir) async throws -> (hub: RunningHub, de: RunningCountry) {
+        let hub = try await running.hub(directory: dir.path)
+        try await hub.catalogStore.createTenant("acme", levels: 3)
+        return (hub, try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path))
+    }
+
     @Test("a dealer's enrollment relayed by its country goes through when anyone has spent the country's address's bucket at HQ with tokens that fail (it was refused 429 with it)")
     func relayedEnrollmentPastSpentAddress() async throws {
         let dir = try TempDir()
         try await withRunning { running in
-            let hub = try await running.hub(directory: dir.path)
-            try await hub.catalogStore.createTenant("acme", levels: 3)
-            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            let (hub, de) = try await Self.countryUnderHQ(running, dir: dir)
             // Enrollments that fail, straight at HQ from the address the country relays from, until HQ refuses it.
             let atHQ = running.client(hub)
             var spent = false
@@ -539,9 +544,7 @@ struct HostileInputTests {
     func relayedEnrollmentKeepsHQsAddress() async throws {
         let dir = try TempDir()
         try await withRunning { running in
-            let hub = try await running.hub(directory: dir.path)
-            try await hub.catalogStore.createTenant("acme", levels: 3)
-            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            let (hub, de) = try await Self.countryUnderHQ(running, dir: dir)
             await hub.stop()
             let reply = try await running.client(baseURL: de.url, caFile: hub.caFile).send("POST", "/v1/enroll", json: EnrollRequest(token: "tse_bogus"))
             #expect(reply.status == 502, "\(reply.status) \(reply.text)")
