@@ -148,11 +148,15 @@ public enum KPIReport {
         // rather than shown as 1.8e20 % or summed into a subtree.
         // A KPI the catalog does not define (a node on a trial release) is read in the unit
         // its nodes reported.
-        var reportedUnits: [String: KPIUnit] = [:]
-        // (The first node in id order that reported one, whatever order the store read them in.)
-        for o in observations.sorted(by: { $0.node < $1.node }) where catalog.definition(o.kpi) == nil && reportedUnits[o.kpi] == nil {
-            if let unit = o.unit { reportedUnits[o.kpi] = unit }
+        // (The first node in id order that reported one, whatever order the store read them
+        // in: one pass, no sort of every observation.)
+        var reported: [String: (node: String, unit: KPIUnit)] = [:]
+        for o in observations where catalog.definition(o.kpi) == nil {
+            guard let unit = o.unit else { continue }
+            if let first = reported[o.kpi], first.node <= o.node { continue }
+            reported[o.kpi] = (o.node, unit)
         }
+        let reportedUnits = reported.mapValues(\.unit)
         func unit(_ kpi: String) -> KPIUnit { catalog.definition(kpi)?.unit ?? reportedUnits[kpi] ?? .percent }
         let inView = observations.filter { o in
             guard o.denominator >= 0, path(o.node).contains(viewer) else { return false }
