@@ -34,6 +34,11 @@ let highestSeqSignature = "highest-seq-out-of-range"
 /// versions (a newer change naming the subject again is refused,
 /// `RecordMerge.erasureSubjectRefusal`). The signature stays, to name a recurrence.
 let erasureFoldOrderSignature = "erasure-request-fold-order"
+/// A known defect: an erasure request the hub kept without acting on it (its subject outside
+/// the scope of the node that asked, judged by origin since 3f9d7a0) is applied by a store
+/// bootstrapping from the hub, whenever the feed brings it after the subject (before
+/// compaction) and not after it (once folded). The subject's records differ.
+let declinedErasureSignature = "declined-erasure-applied-by-bootstrap"
 
 /// The scope rule is ``PushScope``, the same code the hub's push handler runs.
 struct StoreTarget {
@@ -229,11 +234,21 @@ struct StoreTarget {
             // Only erasure requests differ: the fold-order defect again (`erasureFoldOrderSignature`).
             let differing = Set(bootstrapBefore.split(separator: "\n")).symmetricDifference(bootstrapAfter.split(separator: "\n"))
             let onlyErasures = differing.allSatisfy { $0.hasPrefix(DomainSchema.erasures.name + "\t") }
+            // Subjects of the erasure requests held: records of them (or naming them) that differ.
+            let subjects = Set((bootstrapBefore + "\n" + bootstrapAfter).split(separator: "\n")
+                .filter { $0.hasPrefix(DomainSchema.erasures.name + "\t") }
+                .compactMap { line in line.split(separator: "\t").last.flatMap { CanonicalJSON.parseFields(String($0)) }?["subject_id"]?.stringValue })
+            let onlySubjects = !onlyErasures && differing.allSatisfy { line in
+                line.hasPrefix(DomainSchema.erasures.name + "\t") || subjects.contains { subject in
+                    line.split(separator: "\t").dropFirst().first.map(String.init) == subject || line.contains("\"customer_id\":\"\(subject)\"")
+                }
+            }
+            let signature = onlyErasures ? erasureFoldOrderSignature : onlySubjects ? declinedErasureSignature : nil
             let failure = InvariantFailure(invariant: "compaction changes nothing a bootstrap receives",
                                            detail: "a fresh store fed from 0 held, before compaction:\n\(bootstrapBefore)\nafter (\(try store.foldedCounts().entries) entries folded):\n\(bootstrapAfter)",
-                                           signature: onlyErasures ? erasureFoldOrderSignature : nil)
+                                           signature: signature)
             // A known defect: noted, and the remaining checks still run.
-            guard onlyErasures, known.contains(erasureFoldOrderSignature) else { throw failure }
+            guard let signature, known.contains(signature) else { throw failure }
             knownHits.append(failure)
         }
 
