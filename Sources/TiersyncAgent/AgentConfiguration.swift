@@ -58,6 +58,13 @@ public struct AgentConfiguration: Sendable {
     /// country node gives its subtree from the directory it mirrors; the default is the node
     /// alone, right for a dealer (or an insurer's agent), which has no node below it.
     public var scope: (@Sendable (NodeID) async -> Scope?) = { Scope(nodes: [$0]) }
+    /// The scope of a node below this one, by which an erasure request it made is judged
+    /// when the request comes from the parent (``ParentGate``: a request erases only what is
+    /// routed into the scope of the node that asked); nil from it: not known here, the
+    /// parent's judgement stands. This node's own requests are judged by ``scope``. A dealer
+    /// has no node below it (the default); a country node gives its subtree's from the
+    /// directory it mirrors.
+    public var scopeBelow: (@Sendable (NodeID) async -> Scope?) = { _ in nil }
     /// How long the node's store keeps superseded log entries and tombstones, and how often
     /// the agent compacts it (docs/PRIVACY.md, "Bounded storage"); nil: the agent does not
     /// compact (a country node's hub compacts the store it shares with its agent).

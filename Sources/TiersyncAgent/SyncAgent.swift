@@ -495,7 +495,10 @@ public final class SyncAgent: Sendable {
                 return page
             },
             next: { page in page.more ? page.nextCursor : nil },
-            prepare: { page in try await store.prepareIncoming(page.changes, from: parent, source: .parent, checkSkew: false) },
+            prepare: { page in
+                try await store.prepareIncoming(page.changes, from: parent, source: .parent, checkSkew: false,
+                                                gate: await self.parentGate(for: page.changes))
+            },
             apply: { page, plan in try await self.apply(page, plan: plan, bootstrapped: bootstrapped) },
             applied: { page in
                 received += page.changes.count
@@ -508,7 +511,8 @@ public final class SyncAgent: Sendable {
     private func apply(_ page: PullResponse, plan: IncomingBatchPlan? = nil, bootstrapped: Bool) async throws {
         let ready: IncomingBatchPlan
         if let plan { ready = plan } else {
-            ready = try await store.prepareIncoming(page.changes, from: parentNode.withLock { $0 }, source: .parent, checkSkew: false)
+            ready = try await store.prepareIncoming(page.changes, from: parentNode.withLock { $0 }, source: .parent, checkSkew: false,
+                                                    gate: await parentGate(for: page.changes))
         }
         let report = try await store.apply(ready, cursor: (Self.pullCursor, page.nextCursor))
         if !page.more, !bootstrapped {
@@ -534,6 +538,18 @@ public final class SyncAgent: Sendable {
             $0.parentHead = page.head
         }
         if report.applied > 0 { await onPulled() }
+    }
+
+    /// The gate for a page from the parent (``ParentGate``): erasure requests made by this
+    /// node or a node below it are judged by the scope of the node that asked, as the parent
+    /// judged them; nil when the page holds none this node can judge.
+    func parentGate(for changes: [Change]) async -> ChangeGate? {
+        var scopes: [NodeID: Scope] = [:]
+        for requester in ParentGate.requesters(in: changes) {
+            let scope = requester == identity.node ? await configuration.scope(requester) : await configuration.scopeBelow(requester)
+            if let scope { scopes[requester] = scope }
+        }
+        return ParentGate.erasures(judgedBy: scopes)
     }
 
     /// Evicts what `changes` routed away from this node (nil: retries the records kept
@@ -566,7 +582,8 @@ public final class SyncAgent: Sendable {
         var applied = 0
         while true {
             let page = try await client.pull(cursor: cursor, limit: configuration.pullPageSize, waitSeconds: 0, excludeOwn: false, only: node)
-            applied += try await store.applyIncoming(page.changes, from: parentNode.withLock { $0 }, source: .parent, checkSkew: false).applied
+            applied += try await store.applyIncoming(page.changes, from: parentNode.withLock { $0 }, source: .parent, checkSkew: false,
+                                                     gate: await parentGate(for: page.changes)).applied
             cursor = page.nextCursor
             if !page.more { break }
         }

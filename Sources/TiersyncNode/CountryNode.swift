@@ -51,6 +51,8 @@ public struct CountryNode: Sendable {
                   tree.parents[node] != nil else { return nil }
             return Scope(tree: tree, node: node)
         }
+        // Its dealers' erasure requests, fetched again from HQ, are judged by their scopes.
+        upward.scopeBelow = upward.scope
         let agent = try SyncAgent(store: store, configuration: upward, logger: logger, onPulled: {
             await hubBox.hub?.notifyChanges(for: identity.tenant)
         }, onGovernance: {

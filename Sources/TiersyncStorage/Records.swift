@@ -159,6 +159,34 @@ public struct GateContext: Sendable {
 /// (the hub uses it for scope authorization). Returning a rejection quarantines the change.
 public typealias ChangeGate = @Sendable (GateContext) -> ChangeRejection?
 
+/// The gate a node runs on changes from its parent: it trusts the parent's judgement of
+/// every change but one kind. What an erasure request erases is judged by the scope of the
+/// node that asked (``PushScope``), at every tier: a parent keeps a request it did not act on
+/// (its subject outside the asker's scope, answered as for a subject it does not hold), and a
+/// node fetching its scope again from that parent (a re-bootstrap, a restored store) would
+/// otherwise erase what the parent kept.
+public enum ParentGate {
+    /// Judges erasure requests by `scopes`, the scopes of the nodes that asked, where this node
+    /// knows them (its own, and a country's those of its subtree); for a node not in
+    /// `scopes` the parent's judgement stands. nil when there is nothing to judge.
+    public static func erasures(judgedBy scopes: [NodeID: Scope]) -> ChangeGate? {
+        guard !scopes.isEmpty else { return nil }
+        return { context in
+            guard context.erasing, let scope = scopes[context.change.origin] else { return nil }
+            return PushScope.refusal(for: context.change, pusher: context.change.origin, scope: scope,
+                                     routeBefore: context.routeBefore, routeAfter: context.routeAfter)
+        }
+    }
+
+    /// The nodes that asked for the erasures among `changes`, whose scopes
+    /// ``erasures(judgedBy:)`` needs.
+    public static func requesters(in changes: [Change]) -> Set<NodeID> {
+        var found: Set<NodeID> = []
+        for change in changes where change.table == DomainSchema.erasures.name { found.insert(change.origin) }
+        return found
+    }
+}
+
 /// Row counts for status displays.
 public struct StoreCounts: Sendable, Equatable, Codable {
     public var records: [String: Int]

@@ -34,10 +34,12 @@ let highestSeqSignature = "highest-seq-out-of-range"
 /// versions (a newer change naming the subject again is refused,
 /// `RecordMerge.erasureSubjectRefusal`). The signature stays, to name a recurrence.
 let erasureFoldOrderSignature = "erasure-request-fold-order"
-/// A known defect: an erasure request the hub kept without acting on it (its subject outside
-/// the scope of the node that asked, judged by origin since 3f9d7a0) is applied by a store
-/// bootstrapping from the hub, whenever the feed brings it after the subject (before
-/// compaction) and not after it (once folded). The subject's records differ.
+/// The signature of failures where an erasure request the hub kept without acting on it (its
+/// subject outside the scope of the node that asked, judged by origin since 3f9d7a0) is
+/// applied by a store bootstrapping from the hub, whenever the feed brings it after the
+/// subject (before compaction) and not after it (once folded): the subject's records differ.
+/// Found by a random run on 2026-12-05; fixed since: a node judges a request from its parent
+/// by the asker's scope too (``ParentGate``). The signature stays, to name a recurrence.
 let declinedErasureSignature = "declined-erasure-applied-by-bootstrap"
 
 /// The scope rule is ``PushScope``, the same code the hub's push handler runs.
@@ -228,21 +230,26 @@ struct StoreTarget {
             await store.notePulled(by: child, through: Int64.max / 2)
         }
         let bootstrapBefore = try await Self.bootstrap(from: store)
+        // A node starting from nothing holds what the hub holds (its erasure acknowledgements
+        // aside: each node writes its own).
+        let held = try Self.lines(of: store).filter { !$0.hasPrefix(DomainSchema.erasureAcks.name + "\t") }
+        let received = bootstrapBefore.split(separator: "\n").map(String.init).filter { !$0.hasPrefix(DomainSchema.erasureAcks.name + "\t") }
+        if held != received {
+            let differing = Set(held).symmetricDifference(received)
+            let failure = InvariantFailure(invariant: "a bootstrap holds what the hub holds",
+                                           detail: "differing:\n\(differing.sorted().joined(separator: "\n"))",
+                                           signature: Self.onlySubjectsOfErasures(differing, among: held + received) ? declinedErasureSignature : nil)
+            guard let signature = failure.signature, known.contains(signature) else { throw failure }
+            knownHits.append(failure)
+        }
         totals.purged += try await store.compact(policy: .default, tree: World.tree, nowMillis: World.nowMillis).purgedEntries
         let bootstrapAfter = try await Self.bootstrap(from: store)
         if bootstrapAfter != bootstrapBefore {
             // Only erasure requests differ: the fold-order defect again (`erasureFoldOrderSignature`).
             let differing = Set(bootstrapBefore.split(separator: "\n")).symmetricDifference(bootstrapAfter.split(separator: "\n"))
             let onlyErasures = differing.allSatisfy { $0.hasPrefix(DomainSchema.erasures.name + "\t") }
-            // Subjects of the erasure requests held: records of them (or naming them) that differ.
-            let subjects = Set((bootstrapBefore + "\n" + bootstrapAfter).split(separator: "\n")
-                .filter { $0.hasPrefix(DomainSchema.erasures.name + "\t") }
-                .compactMap { line in line.split(separator: "\t").last.flatMap { CanonicalJSON.parseFields(String($0)) }?["subject_id"]?.stringValue })
-            let onlySubjects = !onlyErasures && differing.allSatisfy { line in
-                line.hasPrefix(DomainSchema.erasures.name + "\t") || subjects.contains { subject in
-                    line.split(separator: "\t").dropFirst().first.map(String.init) == subject || line.contains("\"customer_id\":\"\(subject)\"")
-                }
-            }
+            let onlySubjects = !onlyErasures && Self.onlySubjectsOfErasures(differing.map(String.init),
+                                                                             among: (bootstrapBefore + "\n" + bootstrapAfter).split(separator: "\n").map(String.init))
             let signature = onlyErasures ? erasureFoldOrderSignature : onlySubjects ? declinedErasureSignature : nil
             let failure = InvariantFailure(invariant: "compaction changes nothing a bootstrap receives",
                                            detail: "a fresh store fed from 0 held, before compaction:\n\(bootstrapBefore)\nafter (\(try store.foldedCounts().entries) entries folded):\n\(bootstrapAfter)",
@@ -303,7 +310,11 @@ struct StoreTarget {
             guard let decoded = WireDecoding.pullResponse(page.json) else {
                 throw InvariantFailure(invariant: "compaction changes nothing a bootstrap receives", detail: "a feed page does not decode")
             }
-            _ = try await fresh.applyIncoming(decoded.changes, from: World.root, source: .parent, checkSkew: false)
+            // The node knows the tree (as a country knows its subtree): erasure requests are
+            // judged by the scope of the node that asked, as the hub judged them.
+            let scopes = Dictionary(uniqueKeysWithValues: ParentGate.requesters(in: decoded.changes).map { ($0, Scope(tree: World.tree, node: $0)) })
+            _ = try await fresh.applyIncoming(decoded.changes, from: World.root, source: .parent, checkSkew: false,
+                                              gate: ParentGate.erasures(judgedBy: scopes))
             cursor = decoded.nextCursor
             if !decoded.more { break }
         }
@@ -316,6 +327,29 @@ struct StoreTarget {
             }
         }
         return content.sorted().joined(separator: "\n")
+    }
+
+    /// Whether every one of `differing` is an erasure request or a record of (or naming) the
+    /// subject of an erasure request among `lines`.
+    static func onlySubjectsOfErasures(_ differing: some Collection<String>, among lines: [String]) -> Bool {
+        let subjects = Set(lines.filter { $0.hasPrefix(DomainSchema.erasures.name + "\t") }
+            .compactMap { line in line.split(separator: "\t").last.flatMap { CanonicalJSON.parseFields(String($0)) }?["subject_id"]?.stringValue })
+        return differing.allSatisfy { line in
+            line.hasPrefix(DomainSchema.erasures.name + "\t") || subjects.contains { subject in
+                line.split(separator: "\t").dropFirst().first.map(String.init) == subject || line.contains("\"customer_id\":\"\(subject)\"")
+            }
+        }
+    }
+
+    /// The live records of `store`, one line each as ``bootstrap(from:)`` writes them, sorted.
+    static func lines(of store: NodeStore) throws -> [String] {
+        var content: [String] = []
+        for table in DomainSchema.schema.tables.map(\.name) {
+            for record in try store.liveRecords(table: table) {
+                content.append("\(table)\t\(record.id)\t\(CanonicalJSON.object(record.values))")
+            }
+        }
+        return content.sorted()
     }
 
     /// A refusal may name what the pusher sent, never another node outside its scope.

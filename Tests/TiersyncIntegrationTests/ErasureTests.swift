@@ -156,7 +156,9 @@ struct ErasureTests {
 
     @Test("""
     A dealer's erasure request for a sibling's customer, relayed by its country, erases nothing anywhere: HQ judges \
-    what it may erase by the dealer's scope, not the country's (it erased the customer at HQ and everything linked)
+    what it may erase by the dealer's scope, not the country's (it erased the customer at HQ and everything linked); \
+    the country restored from a backup, fetching it all again from HQ, judges the request alike (it erased the \
+    customer HQ kept)
     """, .timeLimit(.minutes(5)), arguments: StorageEngine.testable)
     func relayedErasureOfSiblingsCustomer(engine: StorageEngine) async throws {
         let dir = try TempDir()
@@ -164,6 +166,10 @@ struct ErasureTests {
         try await withRunning { running in
             let (hub, de, d1, d2, hq) = try await Self.tree(running, dir: dir, postgres: postgres)
             func atHQ(_ table: String, _ id: String) async throws -> Bool { try await Self.holds(hq, table, id) }
+            // The country's backup, from before anything below happened.
+            let backup = dir.path + "/de-backup.sqlite"
+            _ = try Child.run(["backup", "--db", de.store.path, "--out", backup])
+            try de.store.commit([.upsert("customers", id: "cust-de", ["last_name": "Landes"])])
             try d2.store.commit([
                 .upsert("customers", id: "cust-d2", ["last_name": "Schulz"]),
                 .upsert("interactions", id: "int-d2", ["customer_id": "cust-d2", "topic": "brakes", "channel": "phone", "urgency": "normal"]),
@@ -192,6 +198,20 @@ struct ErasureTests {
             try await eventually(timeout: 30, "d2's edit reaches HQ") {
                 try await hq.liveRecords(inTable: "customers").first { $0.id == "cust-d2" }?.values["phone"] == "+49 30 1"
             }
+
+            // The country's disk is lost and its backup put in place: HQ holds more of its own
+            // changes (cust-de), so it fetches its scope again from the start, d1's request after
+            // d2's customer. It judges the request by d1's scope, as HQ did.
+            try await eventually(timeout: 30, "HQ holds the country's own customer") { try await atHQ("customers", "cust-de") }
+            await de.stop()
+            let restored = try await running.country(hub: hub, store: try NodeStore(path: backup, checkpointing: .byOwner), node: "de",
+                                                     directory: dir.path)
+            try await eventually(timeout: 30, "the restored country fetches the request and its own customer again") {
+                try restored.store.record(table: "erasures", id: "era-sibling") != nil && restored.store.record(table: "customers", id: "cust-de") != nil
+            }
+            #expect(try restored.store.liveRecords(table: "customers").first { $0.id == "cust-d2" }?.values["phone"] == "+49 30 1",
+                    "the restored country erased what HQ kept, on d1's word")
+            #expect(try restored.store.liveRecords(table: "interactions").contains { $0.id == "int-d2" })
         }
         }
     }

@@ -337,16 +337,19 @@ public final class RunningCountry: Sendable {
     /// `rules`: when and at which times its rules run (default: as an agent's, every 30 s of the real clock).
     /// `retention`: compact its store (as an agent and as its children's hub); none by
     /// default, as ``RunningHub/init(directory:port:limits:maxClockSkewMillis:rules:postgres:retention:logger:)`` explains.
-    public init(hub: RunningHub, tenant: TenantID, node: NodeID, directory: String, rules: RulesSchedule? = nil,
-                retention: RetentionPolicy? = nil) async throws {
+    public convenience init(hub: RunningHub, tenant: TenantID, node: NodeID, directory: String, rules: RulesSchedule? = nil,
+                            retention: RetentionPolicy? = nil) async throws {
         let store = try NodeStore(path: "\(directory)/\(node).sqlite", checkpointing: .byOwner)
-        var agent = AgentConfiguration(parentURL: hub.url, caFile: hub.caFile)
-        agent.localPollInterval = .milliseconds(50)
-        agent.pullWaitSeconds = 5
-        agent.statusInterval = .milliseconds(200)
-        agent.retention = retention
-        rules?.apply(to: &agent)
+        let agent = Self.agentConfiguration(hub: hub, rules: rules, retention: retention)
         try await SyncAgent.enroll(store: store, configuration: agent, token: try await hub.catalogStore.issueEnrollmentToken(tenant: tenant, node: node))
+        try await self.init(hub: hub, store: store, node: node, directory: directory, rules: rules, retention: retention)
+    }
+
+    /// A country node on a store enrolled before (a restored backup, say), with the directory
+    /// it mirrored in `directory` when it ran there.
+    public init(hub: RunningHub, store: NodeStore, node: NodeID, directory: String, rules: RulesSchedule? = nil,
+                retention: RetentionPolicy? = nil) async throws {
+        let agent = Self.agentConfiguration(hub: hub, rules: rules, retention: retention)
         let pki = try DevelopmentPKI.ensure(in: directory + "/pki")
         var hubConfiguration = HubConfiguration(port: 0, dataDirectory: "\(directory)/\(node)-directory",
                                                 transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey))
@@ -365,6 +368,16 @@ public final class RunningCountry: Sendable {
     public func stop() async {
         task.cancel()
         _ = await task.result
+    }
+
+    private static func agentConfiguration(hub: RunningHub, rules: RulesSchedule?, retention: RetentionPolicy?) -> AgentConfiguration {
+        var agent = AgentConfiguration(parentURL: hub.url, caFile: hub.caFile)
+        agent.localPollInterval = .milliseconds(50)
+        agent.pullWaitSeconds = 5
+        agent.statusInterval = .milliseconds(200)
+        agent.retention = retention
+        rules?.apply(to: &agent)
+        return agent
     }
 }
 
@@ -460,6 +473,13 @@ public final class Running {
     public func country(hub: RunningHub, tenant: TenantID, node: NodeID, directory: String,
                         rules: RulesSchedule? = nil, retention: RetentionPolicy? = nil) async throws -> RunningCountry {
         let country = try await RunningCountry(hub: hub, tenant: tenant, node: node, directory: directory, rules: rules, retention: retention)
+        add { await country.stop() }
+        return country
+    }
+
+    /// A country node on a store enrolled before (``RunningCountry/init(hub:store:node:directory:rules:retention:)``).
+    public func country(hub: RunningHub, store: NodeStore, node: NodeID, directory: String) async throws -> RunningCountry {
+        let country = try await RunningCountry(hub: hub, store: store, node: node, directory: directory)
         add { await country.stop() }
         return country
     }
