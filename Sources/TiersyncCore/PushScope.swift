@@ -24,6 +24,36 @@ public enum PushScope {
         return (entitled, refused)
     }
 
+    /// Drops the hops of each change's trail that name a node the change cannot have
+    /// crossed on its way to `pusher`: only its origin and the nodes above it, up to the
+    /// pusher, receive it before the pusher sends it. A node's trail is lineage shown to
+    /// operators (`tiersync trace`, the admin API); a dealer naming HQ or another country in
+    /// it forged a path its change never took. Changes with honest trails are not copied.
+    public static func dropForeignHops(_ changes: inout [Change], pusher: NodeID, tree: NodeTree) {
+        var crossable: [NodeID: Set<NodeID>] = [:]
+        for index in changes.indices where !changes[index].trail.isEmpty {
+            let origin = changes[index].origin
+            let allowed: Set<NodeID>
+            if let known = crossable[origin] {
+                allowed = known
+            } else {
+                // The origin and its ancestors up to the pusher (the pusher included).
+                var path: Set<NodeID> = [origin]
+                if origin != pusher {
+                    for ancestor in tree.ancestors(of: origin) {
+                        path.insert(ancestor)
+                        if ancestor == pusher { break }
+                    }
+                }
+                crossable[origin] = path
+                allowed = path
+            }
+            if !changes[index].trail.allSatisfy({ allowed.contains($0.node) }) {
+                changes[index].trail.removeAll { !allowed.contains($0.node) }
+            }
+        }
+    }
+
     /// Why `change` may not be applied for `pusher`, given the record's route before the
     /// change (nil for a record new here) and after it; nil when it may.
     /// `erasingIn`: the question is whether `change`, an erasure request, may erase a record

@@ -78,7 +78,9 @@ struct SyncService: Sendable {
         // Scope before content: a change the pusher may not send (made outside its subtree)
         // is refused here, before the store judges, records or de-duplicates anything of it,
         // so it can neither poison the real origin's sequence nor learn whether it exists.
-        let (entitled, foreign) = PushScope.partitionByOrigin(body.changes, pusher: principal.node, scope: scope)
+        let (entitledAsSent, foreign) = PushScope.partitionByOrigin(body.changes, pusher: principal.node, scope: scope)
+        var entitled = entitledAsSent
+        PushScope.dropForeignHops(&entitled, pusher: principal.node, tree: tree)
         // One reading of the clock judges the batch and is reported with it: a change
         // refused for skew is re-stamped by its origin to exactly this time.
         let now = WallClock.nowMillis()

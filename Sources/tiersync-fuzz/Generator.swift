@@ -144,7 +144,10 @@ struct Generator {
         }
         var trail: [Hop] = []
         if rng.chance(0.2) {
-            for _ in 0..<rng.int(1...3) { trail.append(Hop(node: rng.pick(subtree), atMillis: wall + UInt64(rng.below(1_000)))) }
+            // Mostly nodes of the pusher's subtree, sometimes any (a forged path through HQ).
+            for _ in 0..<rng.int(1...3) {
+                trail.append(Hop(node: rng.chance(0.2) ? rng.pick(World.nodes) : rng.pick(subtree), atMillis: wall + UInt64(rng.below(1_000))))
+            }
         }
         return Change(origin: origin, originSeq: seq, hlc: hlc, table: table.name, recordID: id, op: op, fields: fields, prior: prior, trail: trail)
     }

@@ -147,7 +147,9 @@ struct StoreTarget {
         totals.makeTime += ContinuousClock.now - m0
         let scope = Scope(tree: World.tree, node: pusher)
         let subtree = World.tree.subtree(of: pusher)
-        let (entitled, foreign) = PushScope.partitionByOrigin(push.changes, pusher: pusher, scope: scope)
+        let (entitledAsSent, foreign) = PushScope.partitionByOrigin(push.changes, pusher: pusher, scope: scope)
+        var entitled = entitledAsSent
+        PushScope.dropForeignHops(&entitled, pusher: pusher, tree: World.tree)
         let gate = Self.scopeGate(pusher: pusher, scope: scope)
         let countsBefore = try store.counts()
         let byOriginBefore = try store.changeCountsByOrigin()
@@ -206,6 +208,12 @@ struct StoreTarget {
             let key = "\(logged.change.origin)#\(logged.change.originSeq)@\(logged.change.hlc.rawValue)"
             guard batchStamps.contains(key), subtree.contains(logged.change.origin) else {
                 throw InvariantFailure(invariant: "the log gains the applied changes", detail: "logged \(key), which the batch did not carry from the subtree")
+            }
+            // Its trail names only nodes it crossed: its origin, the nodes above it up to the
+            // pusher, and the receiver.
+            let crossed = Set([logged.change.origin] + World.tree.ancestors(of: logged.change.origin)).intersection(subtree).union(me.map { [$0] } ?? [])
+            if let forged = logged.change.trail.first(where: { !crossed.contains($0.node) }) {
+                throw InvariantFailure(invariant: "a trail names only nodes the change crossed", detail: "logged \(key) with a hop at '\(forged.node)'")
             }
         }
 

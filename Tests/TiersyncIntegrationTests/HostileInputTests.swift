@@ -115,19 +115,25 @@ struct HostileInputTests {
         }
     }
 
-    @Test("an overlong trail is cut to its newest hops plus the receiver's, never refused (refusing at HQ what a country accepted would make them diverge)")
-    func overlongTrail() async throws {
+    @Test("""
+    a trail's hops naming nodes the change cannot have crossed (HQ, a sibling, nodes of no tree) are dropped: a \
+    dealer forged the path HQ's operators trace; an overlong trail is cut to its newest hops plus the receiver's, never \
+    refused (refusing at HQ what a country accepted would make them diverge)
+    """)
+    func forgedAndOverlongTrail() async throws {
         let dir = try TempDir()
         try await withRunning { running in
             let f = try await HostileFixture.start(running, dir: dir)
             var c = change("d1", 1, "c-1", mine)
-            c.trail = (0..<40).map { Hop(node: NodeID(unchecked: "n\($0)"), atMillis: UInt64($0)) }
+            let forged: [NodeID] = ["hq", "d2", "nowhere"]
+            c.trail = (0..<40).map { Hop(node: $0 % 2 == 0 ? "d1" : forged[$0 / 2 % 3], atMillis: UInt64($0)) }
             let reply = try await f.push([c], as: f.d1)
             #expect(reply.status == 200)
             let logged = try #require(try await f.acme().feed(after: 0, scope: .everything, excluding: nil, limit: 10).changes.first)
             #expect(logged.trail.count == Change.maxTrailHops)
-            #expect(logged.trail.first?.node == "n25")
-            #expect(logged.trail.last?.node == "hq")
+            #expect(logged.trail.dropLast().allSatisfy { $0.node == "d1" }, "\(logged.trail)")
+            #expect(logged.trail.first?.atMillis == 10, "the newest of d1's own hops (0, 2, …, 38) are kept")
+            #expect(logged.trail.last?.node == "hq" && logged.trail.last?.atMillis ?? 0 > 1_000_000, "HQ's own hop, at its clock")
         }
     }
 
