@@ -46,6 +46,9 @@ extension NodeStore {
             var statements = LogStatements(db)
             var batch = try IncomingBatch(db, changes: changes, schema: self.schema)
             if source == .parent { try Self.confirmRebootstrap(db, changes) }
+            // This node, and the highest of its own numbers a parent may give back (read once, when one comes).
+            let receiver = source == .parent ? try Self.identity(db)?.node : nil
+            var ownCeiling: Int64?
             // Whether anything was ever purged here (else no change pays the range look-up).
             let anyPurged = try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM ts_purged)")) ?? false
             func refuse(_ change: Change, _ rejection: ChangeRejection) throws {
@@ -72,6 +75,23 @@ extension NodeStore {
                 if let refusal = identity.refusal(for: change) {
                     try refuse(change, refusal)
                     continue
+                }
+                // A parent gives a node its own changes back (its store restored from a
+                // backup), it never makes them: one numbered further past what this node
+                // numbered than a restore can explain would become the base of its next
+                // numbers (past the sequence range: every later write refused upward).
+                if source == .parent, let me = receiver, change.origin == me {
+                    if ownCeiling == nil {
+                        // What it logged, as its next local write counts (not what it refused).
+                        let logged = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(origin_seq) FROM ts_changes WHERE origin = ?"),
+                                                        arguments: [me.rawValue]) ?? 0
+                        ownCeiling = max(logged, try Self.seqFloor(db)) + HubSequence.maximumAdoptedJump
+                    }
+                    if let ceiling = ownCeiling, change.originSeq > ceiling {
+                        try refuse(change, ChangeRejection(.invalidChange,
+                            "change \(change.origin)#\(change.originSeq) is this node's own by its origin, numbered past anything it made by more than \(HubSequence.maximumAdoptedJump): a parent returns a node's changes, it does not make them"))
+                        continue
+                    }
                 }
                 // Data erased here never comes back: a change of an erased record, or one
                 // linking to it, is refused (after the sender's scope) and counted, never kept.

@@ -111,6 +111,40 @@ struct HostileParentTests {
         }
     }
 
+    @Test("""
+    a change the parent sends as this node's own, numbered past anything it numbered by more than a restore can \
+    explain (2^53), is refused: it became the base of the node's next numbers, past the sequence range, and every \
+    later write of the node was refused upward for good
+    """)
+    func ownChangeNumberedFarAhead() async throws {
+        let dir = try TempDir()
+        let now = WallClock.nowMillis()
+        let parent = try await FakeParent(directory: dir.path) { request in
+            guard request.path == "/v1/pull" else {
+                return .encoding(ErrorResponse(code: "not_found", message: "no such route"), status: 404)
+            }
+            let own = { (seq: Int64, id: String) in
+                Change(origin: "d1", originSeq: seq, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "customers", recordID: id,
+                       op: .upsert, fields: ["last_name": "From the parent"])
+            }
+            // One a restored store may have lost (seq 5), one no restore explains.
+            return .encoding(PullResponse(changes: [own(5, "c-lost"), own(Change.sequenceRange.upperBound, "c-forged")], nextCursor: 2, more: false, head: 2))
+        }
+        let store = try Self.enrolledStore(dir, parent: parent)
+        let agent = try SyncAgent(store: store, configuration: Self.configuration(parent))
+        try await withTeardown({ await agent.shutdown(); await parent.stop() }) {
+            try store.commit([.upsert("customers", id: "c-1", ["last_name": "Mine"])])
+            // Twice: the second time the refused change is known here, and still refused.
+            _ = try await agent.catchUp()
+            try store.setCursor("pull.parent", 0)
+            _ = try await agent.catchUp()
+            #expect(try store.record(table: "customers", id: "c-lost") != nil, "an own change a restore may have lost is taken back")
+            #expect(try store.record(table: "customers", id: "c-forged") == nil)
+            let made = try store.commit([.upsert("customers", id: "c-2", ["last_name": "Next"])])
+            #expect(made.map(\.originSeq) == [6], "numbered after the changes it made or took back")
+        }
+    }
+
     @Test("a parent answering every pull 'go away, fetch your scope again' (410) is not asked again in a tight loop")
     func rebootstrapLoop() async throws {
         let dir = try TempDir()
