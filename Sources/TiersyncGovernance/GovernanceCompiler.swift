@@ -297,7 +297,9 @@ struct GovernanceReader {
             guard case .string(let s) = value, let d = GovernanceDuration(s) else { return fail("'\(raw.prefix(40))'") }
             return .string(d.description)
         case .integer(let range):
-            guard case .number(let d) = value, d == d.rounded(), range.contains(Int(d)) else { return fail("'\(raw.prefix(40))'") }
+            // Compared as a double first: converting 1e19 (or inf, nan) to Int traps.
+            guard case .number(let d) = value, d == d.rounded(), d >= Double(range.lowerBound), d <= Double(range.upperBound),
+                  range.contains(Int(d)) else { return fail("'\(raw.prefix(40))'") }
             return value
         case .number:
             guard case .number = value else { return fail("'\(raw.prefix(40))'") }

@@ -35,23 +35,43 @@ public struct SourceNode: Sendable {
         } catch {
             throw GovernanceIssue(file: file, line: 1, field: "", message: "not valid YAML: \(error)")
         }
-        return node.map { convert($0, file: file, inheritedLine: 1) }
+        guard let node else { return nil }
+        var budget = maxNodes
+        guard let converted = convert(node, file: file, inheritedLine: 1, budget: &budget) else {
+            throw GovernanceIssue(file: file, line: 1, field: "",
+                                  message: "more than \(maxNodes) values in one file (an alias repeated inside aliases expands without end): not read")
+        }
+        return converted
     }
 
-    private static func convert(_ node: Node, file: String, inheritedLine: Int) -> SourceNode {
+    /// The most values one file may hold once its aliases are expanded. Governance files
+    /// hold a few thousand; a kilobyte of aliases nested nine deep expands to a billion,
+    /// which the walk below would materialize.
+    public static let maxNodes = 100_000
+
+    /// nil once more than `budget` nodes were visited.
+    private static func convert(_ node: Node, file: String, inheritedLine: Int, budget: inout Int) -> SourceNode? {
+        budget -= 1
+        guard budget >= 0 else { return nil }
         let line = node.mark?.line ?? inheritedLine
         switch node {
         case .scalar(let s):
             let quoted = s.style == .singleQuoted || s.style == .doubleQuoted || s.style == .literal || s.style == .folded
             return SourceNode(content: .scalar(s.string, quoted: quoted), file: file, line: line)
         case .mapping(let m):
-            let pairs = m.map { pair in
-                (key: pair.key.scalar?.string ?? "\(pair.key)", keyLine: pair.key.mark?.line ?? line,
-                 value: convert(pair.value, file: file, inheritedLine: pair.key.mark?.line ?? line))
+            var pairs: [(key: String, keyLine: Int, value: SourceNode)] = []
+            for pair in m {
+                guard let value = convert(pair.value, file: file, inheritedLine: pair.key.mark?.line ?? line, budget: &budget) else { return nil }
+                pairs.append((key: pair.key.scalar?.string ?? "(a key that is not a plain value)", keyLine: pair.key.mark?.line ?? line, value: value))
             }
             return SourceNode(content: .mapping(pairs), file: file, line: line)
         case .sequence(let items):
-            return SourceNode(content: .sequence(items.map { convert($0, file: file, inheritedLine: line) }), file: file, line: line)
+            var converted: [SourceNode] = []
+            for item in items {
+                guard let value = convert(item, file: file, inheritedLine: line, budget: &budget) else { return nil }
+                converted.append(value)
+            }
+            return SourceNode(content: .sequence(converted), file: file, line: line)
         case .alias(let a):
             return SourceNode(content: .scalar("*\(a.anchor)", quoted: true), file: file, line: line)
         }

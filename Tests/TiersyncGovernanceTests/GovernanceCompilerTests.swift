@@ -143,6 +143,35 @@ struct GovernanceCompilerTests {
                 && $0.message.contains("allocation.*.then.priority: between 0 and 99 reaches outside the field's own 1…5") }, "\(issues)")
     }
 
+    @Test("an integer field given a number no Int holds (1e19, .inf, -1e300) is an issue naming the field, not a trap: validate, publish and a viewer's POST /admin/v1/releases/validate crashed the hub")
+    func integerOutOfEveryRange() throws {
+        for number in ["1e19", ".inf", "-1e300", "9.3e18"] {
+            let issues = try #require(throws: GovernanceIssues.self) {
+                try GovernanceCompiler.compile(sources: sources("automaker", editing: "allocation.yaml") { text in
+                    text.replacingOccurrences(of: "priority: 1", with: "priority: \(number)")
+                })
+            }.issues
+            #expect(issues.contains { $0.field.hasSuffix("priority") && $0.message.contains("an integer from 1 to 5") }, "\(number): \(issues)")
+        }
+        let overlay = try #require(throws: GovernanceIssues.self) {
+            try OverlaySource.parse(yaml: "overlay:\n  country: de\n  based_on: 1e19\n  set: {kpis.x.target: 1}\n", file: "de.yaml")
+        }.issues
+        #expect(overlay.contains { $0.field == "overlay.based_on" }, "\(overlay)")
+    }
+
+    @Test("aliases nested inside aliases (a kilobyte that expands to a billion values) are refused at once: a viewer's validate request grew the hub by gigabytes until it was killed",
+          .timeLimit(.minutes(1)))
+    func aliasBomb() throws {
+        var yaml = "governance:\n  tenant: t\n  title: bomb\na: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        let names = ["b", "c", "d", "e", "f", "g", "h", "i", "j"]
+        for (index, name) in names.enumerated() {
+            let previous = index == 0 ? "a" : names[index - 1]
+            yaml += "\(name): &\(name) [" + Array(repeating: "*\(previous)", count: 10).joined(separator: ", ") + "]\n"
+        }
+        let issues = try #require(throws: GovernanceIssues.self) { try GovernanceCompiler.compile(sources: [("bomb.yaml", yaml)]) }.issues
+        #expect(issues.contains { $0.message.contains("more than \(SourceNode.maxNodes) values") }, "\(issues)")
+    }
+
     @Test("YAML syntax errors are located too")
     func syntaxError() throws {
         let issues = try #require(throws: GovernanceIssues.self) {
