@@ -74,6 +74,11 @@ extension PostgresCatalog: AdminAccountStore {
                     UPDATE tiersync_catalog.admin_users SET password_hash = \(passwordHash), failed_logins = 0, locked_until = 0
                     WHERE tenant = \(tenant.rawValue) AND name = \(name)
                     """)
+                // A new password ends every session and API token of the old one.
+                try await db.execute("""
+                    UPDATE tiersync_catalog.admin_tokens SET revoked_at = \(Int64(clamping: WallClock.nowMillis()))
+                    WHERE tenant = \(tenant.rawValue) AND "user" = \(name) AND revoked_at IS NULL
+                    """)
             }
             if let disabled = disabledAtMillis {
                 let at = disabled.map { Int64(clamping: $0) }

@@ -148,6 +148,10 @@ extension SQLiteCatalog: AdminAccountStore {
             if let passwordHash {
                 try db.execute(sql: "UPDATE admin_users SET password_hash = ?, failed_logins = 0, locked_until = 0 WHERE tenant = ? AND name = ?",
                                arguments: [passwordHash, tenant.rawValue, name])
+                // A new password (the step after a compromise) ends every session and API
+                // token of the old one, as a country's mirror does.
+                try db.execute(sql: "UPDATE admin_tokens SET revoked_at = ? WHERE tenant = ? AND user = ? AND revoked_at IS NULL",
+                               arguments: [Int64(clamping: WallClock.nowMillis()), tenant.rawValue, name])
             }
             if let disabled = disabledAtMillis {
                 try db.execute(sql: "UPDATE admin_users SET disabled_at = ? WHERE tenant = ? AND name = ?",

@@ -49,9 +49,7 @@ extension Admin {
                 text = readLine(strippingNewline: true) ?? ""
             }
             let password = String(text.split(separator: "\n", omittingEmptySubsequences: false).first ?? "")
-            guard (PasswordHash.minimumLength...PasswordHash.maximumLength).contains(password.count) else {
-                throw CLIError("a password has at least \(PasswordHash.minimumLength) characters")
-            }
+            guard PasswordHash.isAcceptable(password) else { throw CLIError(PasswordHash.rule) }
             return password
         }
 

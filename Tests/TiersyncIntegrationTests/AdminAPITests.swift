@@ -98,6 +98,57 @@ func withAdminFixture<T: Sendable>(engine: StorageEngine = .sqlite, limits: HubC
 
 @Suite("Admin API: accounts, sessions, scope, audit", .serialized)
 struct AdminAPITests {
+    @Test("a new password (`admin user set-password`, the step after a compromise) ends the administrator's sessions and API tokens; they went on working",
+          arguments: StorageEngine.testable)
+    func newPasswordEndsSessions(engine: StorageEngine) async throws {
+        try await withAdminFixture(engine: engine) { f in
+            let login = try await f.client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "hq-viewer", password: AdminFixture.password))
+            let session = String(try #require(login.headers["set-cookie"]).split(separator: ";")[0])
+            let apiToken = try await f.token("acme", "hq-viewer")
+            let other = try await f.token("acme", "hq-op")
+            #expect(try await f.client.send("GET", "/admin/v1/me", headers: [("Cookie", session)]).status == 200)
+            #expect(try await f.send("GET", "/admin/v1/me", token: apiToken).status == 200)
+            try await f.accounts.updateAdminUser("hq-viewer", of: "acme", roles: nil, disabledAtMillis: nil,
+                                                 passwordHash: try PasswordHash.make("a new and long passphrase"))
+            #expect(try await f.client.send("GET", "/admin/v1/me", headers: [("Cookie", session)]).status == 401)
+            #expect(try await f.send("GET", "/admin/v1/me", token: apiToken).status == 401)
+            #expect(try await f.send("GET", "/admin/v1/me", token: other).status == 200, "another administrator's token stays")
+            let again = try await f.client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "hq-viewer", password: "a new and long passphrase"))
+            #expect(again.status == 200)
+        }
+    }
+
+    @Test("""
+    a name no account has is locked after five failed logins like an account (the sixth answer told which \
+    administrators exist); an administrator's scope given through the API is the root or a country, as the CLI \
+    allows (a dealer's was taken); a password is measured in bytes as a login measures it (600 × "é" could be set \
+    and never used)
+    """)
+    func loginsAndAccountsAlike() async throws {
+        try await withAdminFixture { f in
+            for user in ["hq-viewer", "nobody"] {
+                for _ in 0..<5 {
+                    let failed = try await f.client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: user, password: "wrong"))
+                    #expect(failed.status == 401)
+                }
+                let sixth = try await f.client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: user, password: "wrong"))
+                #expect(sixth.status == 429 && sixth.error?.code == "login_locked", "\(user): \(sixth.status) \(sixth.text)")
+            }
+            let token = try await f.hub.catalogStore.issueEnrollmentToken(tenant: "acme", node: "germany-d9", parent: "germany")
+            #expect(try await f.client.send("POST", "/v1/enroll", json: EnrollRequest(token: token)).status == 201)
+            let op = try await f.token("acme", "hq-op")
+            let dealerScope = try await f.send("POST", "/admin/v1/users", json: AdminMessages.CreateUserRequest(
+                name: "dealer-admin", password: "another long password", roles: [.viewer], scope: "germany-d9"), token: op)
+            #expect(dealerScope.status == 422 && dealerScope.error?.code == "invalid_scope", "\(dealerScope.text)")
+            let countryScope = try await f.send("POST", "/admin/v1/users", json: AdminMessages.CreateUserRequest(
+                name: "country-admin", password: "another long password", roles: [.viewer], scope: "germany"), token: op)
+            #expect(countryScope.status == 201, "\(countryScope.text)")
+            let long = try await f.send("POST", "/admin/v1/users", json: AdminMessages.CreateUserRequest(
+                name: "long-password", password: String(repeating: "é", count: 600), roles: [.viewer]), token: op)
+            #expect(long.status == 422 && long.error?.code == "weak_password" && long.text.contains("1024 bytes"), "\(long.text)")
+        }
+    }
+
     @Test("login: one answer for an unknown tenant, an unknown user and a wrong password; after 5 failures the user is locked (429, Retry-After) even with the right password; the session cookie is HttpOnly, Secure, SameSite=Strict; a change without the CSRF token is refused; logout ends the session",
           arguments: StorageEngine.testable)
     func loginAndSession(engine: StorageEngine) async throws {

@@ -308,19 +308,20 @@ struct ConsoleBrowserTests {
         }
     }
 
-    @Test("logging in is limited per address, through the API and through the console's form alike (429 with Retry-After)")
+    @Test("logging in is limited per address, through the API and through the console's form alike (429 with Retry-After); a failed login costs its address more than a request there too (the console's 401 page was not charged: a way around the throttle)")
     func loginsAreLimitedPerAddress() async throws {
         var limits = HubConfiguration.Limits()
-        (limits.anonymousRequestBurst, limits.anonymousRequestsPerSecond) = (3, 0.01)
+        // Ten requests, or two failed logins (each costs one, and four more once it failed).
+        (limits.anonymousRequestBurst, limits.anonymousRequestsPerSecond) = (10, 0.01)
         let dir = try TempDir()
         try await withRunningHub(directory: dir.path, limits: limits) { hub in
             try await withRawClient(hub) { client in
                 let form = Data("tenant=acme&user=nobody&password=guess".utf8)
                 var statuses: [Int] = []
-                for _ in 0..<3 {
+                for _ in 0..<2 {
                     statuses.append(try await client.send("POST", "/console/login", body: form, headers: [("Content-Type", "application/x-www-form-urlencoded")]).status)
                 }
-                #expect(statuses == [401, 401, 401])
+                #expect(statuses == [401, 401])
                 let console = try await client.send("POST", "/console/login", body: form, headers: [("Content-Type", "application/x-www-form-urlencoded")])
                 #expect(console.status == 429 && console.headers["retry-after"] != nil)
                 let api = try await client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "nobody", password: "guess"))

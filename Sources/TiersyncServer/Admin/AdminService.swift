@@ -24,6 +24,8 @@ struct AdminService: Sendable {
     let releaseKeyDirectory: String?
     /// A country node: HQ decides nodes' access, administrators and releases.
     let isRelay: Bool
+    /// Failed logins of names no account has, locked as an account's are.
+    let unknownLogins = UnknownLoginLedger()
     static let decidedAtHQ: Set<AdminRoutes.Route> = [AdminRoutes.revokeNode, AdminRoutes.decommissionNode, AdminRoutes.enrollmentToken,
                                                       AdminRoutes.createUser, AdminRoutes.updateUser, AdminRoutes.publishRelease,
                                                       AdminRoutes.approveRelease, AdminRoutes.rejectRelease, AdminRoutes.rollout, AdminRoutes.rollback]
@@ -138,16 +140,20 @@ struct AdminService: Sendable {
     func startSession(tenant: TenantID, user name: String, password: String, address: String) async throws -> (secret: String, me: AdminMessages.Me) {
         let now = WallClock.nowMillis()
         let invalid = APIError(.unauthorized, "invalid_login", "unknown user or wrong password")
+        func locked(until: UInt64) -> APIError {
+            var error = APIError(.tooManyRequests, "login_locked", "too many failed logins: try again later")
+            error.headers[.retryAfter] = String(max(1, (until - now + 999) / 1000))
+            return error
+        }
+        // A name no account has is answered as an account would be, lock included.
         guard AdminUser.isValidName(name), password.utf8.count <= PasswordHash.maximumLength,
               let login = try await accounts.adminLogin(name, of: tenant) else {
+            if let until = unknownLogins.lockedUntil(name, of: tenant, nowMillis: now) { throw locked(until: until) }
             _ = await PasswordHash.verifyAsync(password, against: PasswordHash.decoy)
+            unknownLogins.recordFailure(name, of: tenant, nowMillis: now)
             throw invalid
         }
-        if login.lockedUntilMillis > now {
-            var error = APIError(.tooManyRequests, "login_locked", "too many failed logins: try again later")
-            error.headers[.retryAfter] = String(max(1, (login.lockedUntilMillis - now + 999) / 1000))
-            throw error
-        }
+        if login.lockedUntilMillis > now { throw locked(until: login.lockedUntilMillis) }
         guard await PasswordHash.verifyAsync(password, against: login.passwordHash) else {
             let failures = try await accounts.recordLoginFailure(name, of: tenant, nowMillis: now)
             try await accounts.appendAudit(AuditEntry(tenant: tenant, actor: name, action: "login_failed", target: "",
@@ -452,11 +458,16 @@ struct AdminService: Sendable {
         guard AdminUser.isValidName(body.name) else {
             throw APIError(.unprocessableContent, "invalid_name", "a user name has 1 to 64 letters, digits, '.', '_', '-' or '@'")
         }
-        guard (PasswordHash.minimumLength...PasswordHash.maximumLength).contains(body.password.count) else {
-            throw APIError(.unprocessableContent, "weak_password", "a password has at least \(PasswordHash.minimumLength) characters")
+        guard PasswordHash.isAcceptable(body.password) else {
+            throw APIError(.unprocessableContent, "weak_password", PasswordHash.rule)
         }
         guard !body.roles.isEmpty else { throw APIError(.unprocessableContent, "invalid_roles", "give at least one role") }
         let scope = try scopedNode((body.scope ?? caller.user.scope).rawValue, caller)
+        // HQ's administrators or a country's, as the CLI allows: a dealer's subtree is itself.
+        let tree = caller.tree
+        guard tree.isRoot(scope) || tree.parents[scope].flatMap({ $0 }).map(tree.isRoot) == true else {
+            throw APIError(.unprocessableContent, "invalid_scope", "an administrator's scope is the tenant's root or a node directly below it (a country), got '\(scope)'")
+        }
         try Self.checkGrant(Set(body.roles), over: [], by: caller)
         let user = AdminUser(tenant: caller.user.tenant, name: body.name, roles: Set(body.roles), scope: scope, createdAtMillis: WallClock.nowMillis())
         do {

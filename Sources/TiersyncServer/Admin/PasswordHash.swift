@@ -17,6 +17,16 @@ public enum PasswordHash {
     /// At most this many bytes of a password are read (a multi-megabyte password would
     /// otherwise be a way to burn the hub's CPU).
     public static let maximumLength = 1_024
+
+    /// Whether `password` may be set: at least ``minimumLength`` characters, at most
+    /// ``maximumLength`` bytes (a login refuses longer ones: 600 × "é" could be set and never
+    /// used).
+    public static func isAcceptable(_ password: String) -> Bool {
+        password.count >= minimumLength && password.utf8.count <= maximumLength
+    }
+
+    /// What ``isAcceptable(_:)`` asks, for messages.
+    public static let rule = "a password has at least \(minimumLength) characters and at most \(maximumLength) bytes"
     private static let queue = DispatchQueue(label: "tiersync.password-hash", attributes: .concurrent)
 
     /// A new hash of `password` with a fresh salt.

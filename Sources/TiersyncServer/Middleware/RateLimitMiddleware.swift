@@ -62,7 +62,11 @@ struct AddressRateLimitMiddleware: RouterMiddleware {
             if let relay { relays.finish(relay) } else if isPublic { limiter.finish(address) }
         }
         do {
-            return try await next(request, context)
+            let response = try await next(request, context)
+            // The console answers a failed login with its page (401), not an error: charged
+            // alike (it was not, and the console was a way around the throttle).
+            if response.status == .unauthorized, relay == nil { limiter.charge(address, Self.failureCost) }
+            return response
         } catch let error as APIError where error.status == .unauthorized {
             if relay == nil { limiter.charge(address, Self.failureCost) }
             throw error
