@@ -73,13 +73,29 @@ public final class GovernanceFollower: Sendable {
         for refusal in verified.refusals {
             logger.error("governance document refused", metadata: ["reason": "\(refusal)"])
         }
-        let documents = verified.accepted.map { a in
-            StoredGovernanceDocument(kind: a.kind.rawValue, key: a.key, seq: a.seq, body: a.document.json)
+        // What a key retired since signed cannot change: a release or rollout signed by such a
+        // key, received under a version held here with other content, is refused and the one
+        // held stays. Whoever kept the retired key re-signed v1 with their own content, and it
+        // replaced the release a node ran, which still reported v1 applied. (The current key
+        // may sign a version again: HQ restored from a backup publishes it anew.)
+        let held = Dictionary(try store.governanceDocuments().map { ("\($0.kind)|\($0.key)|\($0.seq)", $0) }) { first, _ in first }
+        let currentKey = keyring.keys.first?.keyID
+        var refusals = verified.refusals
+        let documents = verified.accepted.map { a -> StoredGovernanceDocument in
+            let received = StoredGovernanceDocument(kind: a.kind.rawValue, key: a.key, seq: a.seq, body: a.document.json)
+            guard a.kind == .release || a.kind == .rollout, a.document.keyID != currentKey,
+                  let kept = held["\(received.kind)|\(received.key)|\(received.seq)"], let keptDocument = SignedDocument(json: kept.body),
+                  keptDocument.payload != a.document.payload else { return received }
+            refusals.append("\(a.kind.rawValue) \(a.seq): signed by retired key \(a.document.keyID) with content other than the one held here: refused, the one held is kept")
+            return kept
+        }
+        for refusal in refusals.dropFirst(verified.refusals.count) {
+            logger.error("governance document refused", metadata: ["reason": "\(refusal)"])
         }
         // Own overlay (a country's) is authored here, never received: keep it.
         try store.replaceGovernanceDocuments(kinds: ["release", "rollout", "overlay"], keeping: (kind: "overlay", key: identity.node.rawValue), with: documents,
                                              nowMillis: nowMillis)
-        lastRefusals.withLock { $0 = verified.refusals }
+        lastRefusals.withLock { $0 = refusals }
         return try evaluate(nowMillis: nowMillis)
     }
 

@@ -162,6 +162,8 @@ public enum GovernanceResolver {
         // A refused (e.g. replayed) rollout does not change what runs, but is reported; so
         // is a refused key rotation or overlay-key revocation (a forged one, say).
         decision.problems += verified.refusals.filter { $0.hasPrefix("rollout ") } + keyProblems(verified)
+        // So is another copy of the release in force that was refused (re-signed with other content).
+        decision.problems += verified.refusals.filter { $0.hasPrefix("release \(version):") }
         // A country's own overlay (kept, or refused: its refusal is reported too), else its parent's.
         let ownRefused = verified.refusals.contains { $0.hasPrefix("overlay of \(node):") }
         let country = verified.overlays[node] != nil || ownRefused ? node : parent

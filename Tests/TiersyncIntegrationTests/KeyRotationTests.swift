@@ -83,6 +83,20 @@ struct KeyRotationTests {
             _ = try ok(["overlay", "publish", fixture("overlays/de.yaml"), "--store", dir.path + "/de.sqlite", "--key", dir.path + "/de-after-rotation.key"])
             try await eventually(timeout: 30, "de-1 applies de#1 over v1") { try inForce(dealer.store).overlay == "de#1" && inForce(dealer.store).release == 1 }
 
+            // Whoever kept the retired key re-signs v1 with notes of their own, served by the
+            // country: de-1 holds v1 and keeps it (it took the forgery, still reporting v1).
+            let thief = try GovernanceSigningKey(base64: String(contentsOfFile: "\(data)/keys/automaker.release.key.\(old.keyID).retired", encoding: .utf8))
+            let heldV1 = try #require(try dealer.store.governanceDocuments(kind: "release").first)
+            var release = try old.open(try #require(SignedDocument(json: heldV1.body)), as: .release, Release.self)
+            release.notes = "forged with the retired key"
+            let forgedV1 = try thief.sign(release, as: .release)
+            try de.store.putGovernanceDocument(StoredGovernanceDocument(kind: "release", key: heldV1.key, seq: heldV1.seq, body: forgedV1.json))
+            try await eventually(timeout: 30, "de-1 refuses the re-signed v1") {
+                try (dealer.store.currentGovernance()?.message ?? "").contains("signed by retired key \(old.keyID) with content other than the one held here")
+            }
+            #expect(try dealer.store.governanceDocuments(kind: "release").first?.body == heldV1.body, "v1 as HQ signed it stays")
+            #expect(try inForce(dealer.store).release == 1 && dealer.store.currentGovernance()?.state == "applied")
+
             // The next release is signed by the new key, and applied.
             _ = try ok(["admin", "publish", try automaker(sla: "3h", in: dir.path), "--data", data])
             let v2 = try #require(try hub.stores.store(for: "automaker").governanceDocuments(kind: "release", keys: ["2"]).first.flatMap { SignedDocument(json: $0.body) })
