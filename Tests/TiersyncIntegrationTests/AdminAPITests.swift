@@ -518,7 +518,7 @@ struct AdminAPITests {
         }
     }
 
-    @Test("the conflicts inbox: a concurrent edit that lost is listed with both values; resolving it writes the chosen value as HQ's edit, which closes the conflict at HQ and reaches the nodes holding the record, on either engine",
+    @Test("the conflicts inbox: a concurrent edit that lost is listed with both values (a country's administrator sees neither value nor node written outside their subtree); resolving it writes the chosen value as HQ's edit, which closes the conflict at HQ and reaches the nodes holding the record, on either engine",
           arguments: StorageEngine.testable)
     func conflictsInbox(engine: StorageEngine) async throws {
         try await withAdminFixture(engine: engine) { f in
@@ -533,9 +533,16 @@ struct AdminAPITests {
             let inbox = try await f.send("GET", "/admin/v1/conflicts", token: op).decode(AdminMessages.ConflictsResponse.self)
             let conflict = try #require(inbox.conflicts.first)
             #expect(inbox.conflicts.count == 1 && conflict.conflict.field == "last_name")
-            #expect(conflict.conflict.winner == "Alt" && conflict.conflict.loser == "Neu" && conflict.conflict.loserVersion.node == "france")
-            #expect(try await f.send("GET", "/admin/v1/conflicts", token: try await f.token("acme", "germany-op"))
-                .decode(AdminMessages.ConflictsResponse.self).conflicts.count == 1, "the record is routed to germany too")
+            #expect(conflict.conflict.winner == "Alt" && conflict.conflict.loser == "Neu" && conflict.conflict.loserNode == "france")
+            // germany's administrator: the record is routed to germany too; france's losing
+            // value and node are hidden from them (the trace hides them), and not theirs to keep.
+            let germanyOp = try await f.token("acme", "germany-op")
+            let seen = try await f.send("GET", "/admin/v1/conflicts", token: germanyOp).decode(AdminMessages.ConflictsResponse.self).conflicts
+            #expect(seen.count == 1 && seen.first?.conflict.winner == "Alt" && seen.first?.conflict.winnerNode == "germany")
+            #expect(seen.first?.conflict.loser == .string(AdminMessages.hiddenValue) && seen.first?.conflict.loserNode == AdminMessages.hiddenNode,
+                    "\(seen)")
+            let hidden = try await f.send("POST", "/admin/v1/conflicts/\(conflict.id)/resolve", json: AdminMessages.ResolveRequest(keep: .loser), token: germanyOp)
+            #expect(hidden.status == 403 && hidden.error?.code == "hidden_value", "\(hidden.text)")
             #expect(try await f.send("POST", "/admin/v1/conflicts/\(conflict.id)/resolve", json: AdminMessages.ResolveRequest(keep: .value), token: op).status == 422)
             let resolved = try await f.send("POST", "/admin/v1/conflicts/\(conflict.id)/resolve", json: AdminMessages.ResolveRequest(keep: .loser), token: op)
             #expect(resolved.status == 200, "\(resolved.text)")

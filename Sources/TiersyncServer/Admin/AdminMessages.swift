@@ -222,8 +222,33 @@ public enum AdminMessages {
     }
 
     public struct ConflictsResponse: Codable, Sendable {
-        public var conflicts: [ConflictRecord]
+        public var conflicts: [Conflict]
         public var next: Int64?
+    }
+
+    /// One conflict as the caller may see it (``ConflictRecord``'s shape, the versions as
+    /// `<hlc>@<node>` text): for a country's administrator a value written outside their
+    /// subtree is ``hiddenValue``, and its node, unless above them, ``hiddenNode``.
+    public struct Conflict: Codable, Sendable {
+        public var id: Int64
+        public var table: String
+        public var recordID: String
+        public var conflict: Sides
+        public var detectedAtMillis: UInt64
+
+        public struct Sides: Codable, Sendable {
+            public var field: String
+            public var winner: FieldValue
+            public var winnerVersion: String
+            public var loser: FieldValue
+            public var loserVersion: String
+
+            /// The node that wrote the winning value (or ``hiddenNode``).
+            public var winnerNode: String { Self.node(of: winnerVersion) }
+            /// The node that wrote the losing value (or ``hiddenNode``).
+            public var loserNode: String { Self.node(of: loserVersion) }
+            static func node(of version: String) -> String { version.firstIndex(of: "@").map { String(version[version.index(after: $0)...]) } ?? version }
+        }
     }
 
     /// `GET /admin/v1/records/{table}/{id}/trace`: the record's changes as this node holds
@@ -239,6 +264,8 @@ public enum AdminMessages {
     /// What a trace shows in place of a node outside the caller's view (their subtree and
     /// the nodes above it): a country admin learns nothing of other countries.
     public static let hiddenNode = "(outside your scope)"
+    /// In place of a value written outside the caller's subtree (the conflicts inbox).
+    public static let hiddenValue = "(written outside your scope)"
 
     /// `POST /admin/v1/erasures`: erase a customer and everything linked to it, everywhere.
     public struct ErasureRequest: Codable, Sendable {

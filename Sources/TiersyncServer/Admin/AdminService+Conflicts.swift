@@ -24,15 +24,40 @@ extension AdminService {
     func conflictPage(_ caller: AdminCaller, after start: Int64, limit: Int) async throws -> AdminMessages.ConflictsResponse {
         let store = try await directory.store(for: caller.user.tenant)
         var after = start
-        var out: [ConflictRecord] = []
+        var out: [AdminMessages.Conflict] = []
         var exhausted = false
         for _ in 0..<20 where out.count < limit {
             let page = try await store.conflicts(afterID: after, limit: Self.maxPage)
-            out += page.filter { inScope(route: $0.route, caller) }.map(\.conflict).prefix(limit - out.count)
+            out += page.filter { inScope(route: $0.route, caller) }.map { Self.shown($0.conflict, to: caller) }.prefix(limit - out.count)
             guard let last = page.last, page.count == Self.maxPage else { exhausted = true; break }
             after = out.count == limit ? out.last!.id : last.conflict.id
         }
         return AdminMessages.ConflictsResponse(conflicts: out, next: exhausted && out.count < limit ? nil : out.last?.id ?? after)
+    }
+
+    /// `conflict` as `caller` may see it, as a record's trace shows its changes: a value
+    /// written outside their subtree is hidden, and so is the node that wrote it unless it is
+    /// one of theirs or above them. A country's administrator read, in the inbox, the losing
+    /// value another country's dealer had written (which the trace hid).
+    static func shown(_ record: ConflictRecord, to caller: AdminCaller) -> AdminMessages.Conflict {
+        let visible = caller.isTenantWide ? nil : caller.subtree.union(caller.tree.ancestors(of: caller.user.scope))
+        func side(_ value: FieldValue, _ version: FieldVersion) -> (FieldValue, String) {
+            guard let visible else { return (value, version.description) }
+            let node = visible.contains(version.node) ? version.node.rawValue : AdminMessages.hiddenNode
+            return (caller.subtree.contains(version.node) ? value : .string(AdminMessages.hiddenValue), "\(version.hlc.rawValue)@\(node)")
+        }
+        let conflict = record.conflict
+        let (winner, winnerVersion) = side(conflict.winner, conflict.winnerVersion)
+        let (loser, loserVersion) = side(conflict.loser, conflict.loserVersion)
+        return AdminMessages.Conflict(id: record.id, table: record.table, recordID: record.recordID,
+                                      conflict: .init(field: conflict.field, winner: winner, winnerVersion: winnerVersion,
+                                                      loser: loser, loserVersion: loserVersion),
+                                      detectedAtMillis: record.detectedAtMillis)
+    }
+
+    /// Whether `caller` may keep `side` of `conflict`: a value hidden from them is not theirs to choose.
+    static func mayKeep(_ side: FieldVersion, _ caller: AdminCaller) -> Bool {
+        caller.isTenantWide || caller.subtree.contains(side.node)
     }
 
     func resolveConflict(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
@@ -50,8 +75,13 @@ extension AdminService {
               inScope(route: route, caller) else { throw Self.outOfScope }
         let value: FieldValue
         switch body.keep {
-        case .winner: value = conflict.conflict.winner
-        case .loser: value = conflict.conflict.loser
+        case .winner, .loser:
+            let (kept, version) = body.keep == .winner ? (conflict.conflict.winner, conflict.conflict.winnerVersion)
+                                                       : (conflict.conflict.loser, conflict.conflict.loserVersion)
+            guard Self.mayKeep(version, caller) else {
+                throw APIError(.forbidden, "hidden_value", "that value was written outside your scope: keep the other, or give a value (keep=value)")
+            }
+            value = kept
         case .value:
             guard let given = body.value else { throw APIError(.unprocessableContent, "value_required", "keep=value needs a value") }
             value = given

@@ -208,8 +208,8 @@ struct ConsoleService: Sendable {
         let rows: [[String: Any]] = page.conflicts.map {
             ["id": $0.id, "table": $0.table, "recordID": $0.recordID, "field": $0.conflict.field,
              "traceHref": Self.traceHref(table: $0.table, id: $0.recordID),
-             "winner": $0.conflict.winner.description, "winnerNode": $0.conflict.winnerVersion.node.rawValue,
-             "loser": $0.conflict.loser.description, "loserNode": $0.conflict.loserVersion.node.rawValue,
+             "winner": $0.conflict.winner.description, "winnerNode": $0.conflict.winnerNode,
+             "loser": $0.conflict.loser.description, "loserNode": $0.conflict.loserNode,
              "detected": Self.timestamp($0.detectedAtMillis), "canAct": canAct, "csrf": caller.csrfToken ?? ""]
         }
         return try render("conflicts", title: "Conflicts", me: caller, nav: "navConflicts", values: [
