@@ -518,6 +518,25 @@ struct AdminAPITests {
         }
     }
 
+    @Test("release history: a country's administrator sees what reaches their country, not another country's trial (its notes and whom it targets), which that country is never sent")
+    func releaseHistoryScope() async throws {
+        try await withAdminFixture { f in
+            try await f.installReleaseKey()
+            let op = try await f.token("acme", "hq-op")
+            let sources = try AdminFixture.governanceSources()
+            #expect(try await f.send("POST", "/admin/v1/releases", json: AdminMessages.ReleaseSources(sources: sources, notes: "for everyone"), token: op).status == 201)
+            let trial = try await f.send("POST", "/admin/v1/releases", json: AdminMessages.ReleaseSources(sources: sources, notes: "germany-only price trial", targets: ["germany"]), token: op)
+            #expect(trial.status == 201, "\(trial.text)")
+            let france = try await f.send("GET", "/admin/v1/releases", token: try await f.token("acme", "france-op")).decode(AdminMessages.ReleasesResponse.self)
+            #expect(france.releases.map(\.version) == [1] && !france.releases.contains { $0.notes?.contains("germany") == true }, "\(france.releases)")
+            #expect(!france.rollouts.contains { $0.summary.contains("germany") || $0.summary.contains("v2") }, "\(france.rollouts.map(\.summary))")
+            let germany = try await f.send("GET", "/admin/v1/releases", token: try await f.token("acme", "germany-op")).decode(AdminMessages.ReleasesResponse.self)
+            #expect(germany.releases.map(\.version) == [2, 1] && germany.rollouts.first?.summary.contains("v2 → germany") == true, "\(germany.rollouts.map(\.summary))")
+            let hq = try await f.send("GET", "/admin/v1/releases", token: op).decode(AdminMessages.ReleasesResponse.self)
+            #expect(hq.releases.map(\.version) == [2, 1])
+        }
+    }
+
     @Test("the conflicts inbox: a concurrent edit that lost is listed with both values (a country's administrator sees neither value nor node written outside their subtree); resolving it writes the chosen value as HQ's edit, which closes the conflict at HQ and reaches the nodes holding the record, on either engine",
           arguments: StorageEngine.testable)
     func conflictsInbox(engine: StorageEngine) async throws {

@@ -175,19 +175,36 @@ extension AdminService {
 
     func releaseHistory(_ caller: AdminCaller) async throws -> AdminMessages.ReleasesResponse {
         let store = try await directory(for: caller)
-        let releases = try await store.governanceDocuments(ofKind: SignedDocument.Kind.release.rawValue, keys: nil)
+        var releases = try await store.governanceDocuments(ofKind: SignedDocument.Kind.release.rawValue, keys: nil)
             .compactMap { SignedDocument(json: $0.body)?.unverifiedPayload(Release.self) }
         let rollouts = try await store.governanceDocuments(ofKind: SignedDocument.Kind.rollout.rawValue, keys: nil)
             .compactMap { SignedDocument(json: $0.body)?.unverifiedPayload(Rollout.self) }
         var requests = try await approvals?.releaseRequests(of: caller.user.tenant, limit: 200) ?? []
         for i in requests.indices { requests[i].sources = [] }
+        // A country's administrator sees what reaches their country: stages for every node
+        // or naming a node of their subtree or above it, the releases those stages carry,
+        // and requests for such targets. They read another country's trial (its notes and
+        // who it targets) here, which the country itself is never sent.
+        var shownRollouts = rollouts
+        if !caller.isTenantWide {
+            let concerned = caller.subtree.union(caller.tree.ancestors(of: caller.user.scope)).map(\.rawValue)
+            let reaches = { (targets: [String]?) in targets.map { !Set($0).isDisjoint(with: concerned) } ?? true }
+            for i in shownRollouts.indices {
+                let all = shownRollouts[i].stages
+                shownRollouts[i].stages = all.filter { reaches($0.targets) }
+                if shownRollouts[i].stages.count < all.count { shownRollouts[i].reason += " (stages outside your scope not shown)" }
+            }
+            let carried = Set(shownRollouts.flatMap { $0.stages.map(\.release) })
+            releases = releases.filter { carried.contains($0.version) }
+            requests = requests.filter { reaches($0.targets?.map(\.rawValue)) }
+        }
         return AdminMessages.ReleasesResponse(
             fourEyes: try await approvals?.requiresReleaseApproval(of: caller.user.tenant) ?? false,
             releases: releases.sorted { $0.version > $1.version }.map {
                 .init(version: $0.version, publishedAtMillis: $0.publishedAtMillis, effectiveFromMillis: $0.effectiveFromMillis,
                       notes: $0.notes, sourceDigest: $0.sourceDigest)
             },
-            rollouts: rollouts.sorted { $0.sequence > $1.sequence }.map {
+            rollouts: shownRollouts.sorted { $0.sequence > $1.sequence }.map {
                 .init(sequence: $0.sequence, issuedAtMillis: $0.issuedAtMillis, summary: $0.summary, reason: $0.reason)
             },
             requests: requests)
