@@ -61,6 +61,7 @@ public enum FieldType: Sendable, Hashable, Codable {
         // formatter below costs more than the rest of a change's validation. Anything else
         // goes to the formatter, as always.
         if isCommonTimestamp(s) { return true }
+        guard CommonTimestamp.fieldsInRange(s) else { return false }
         let f = ISO8601DateFormatter()
         if f.date(from: s) != nil { return true }
         f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]

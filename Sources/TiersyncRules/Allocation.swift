@@ -193,6 +193,7 @@ public enum Timestamp {
     /// Milliseconds since the epoch of an ISO 8601 date-time, with or without fractional seconds.
     public static func parse(_ text: String) -> UInt64? {
         if let millis = text.utf8.withContiguousStorageIfAvailable(commonMillis) ?? nil { return millis }
+        guard CommonTimestamp.fieldsInRange(text) else { return nil }
         let date = (try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
             ?? (try? Date(text, strategy: Date.ISO8601FormatStyle()))
         guard let date, date.timeIntervalSince1970 >= 0 else { return nil }

@@ -228,7 +228,9 @@ public enum ProactivePlanner {
         let today = CivilDate.day(ofMillis: nowMillis)
         let (firstDue, lastDue) = (today - graceDays, today + leadDays)
         let (a, b) = rule.event == .sale ? (firstDue - rule.days, lastDue - rule.days) : (firstDue + rule.days, lastDue + rule.days)
-        return CivilDate.format(days: max(a, 0))...CivilDate.format(days: max(b, 0))
+        // As text, a year past 9999 sorts before 9999: the range would be reversed (a trap).
+        let (first, last) = (CivilDate.format(days: max(a, 0)), CivilDate.format(days: max(b, 0)))
+        return first <= last ? first...last : first...first
     }
 
     /// The fields that cancel an open proactive task whose customer no longer gives the

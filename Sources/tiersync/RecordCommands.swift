@@ -57,6 +57,11 @@ struct Contact: ParsableCommand {
                 throw CLIError("no customer '\(customerID)' in \(node.db)")
             }
             let contactID = id ?? "int-" + shortID()
+            // A contact is new: an existing one's id would rewrite it (its customer, status and
+            // creation time) while the allocation printed was the old one's.
+            if let id, try store.record(table: "interactions", id: id) != nil {
+                throw CLIError("a contact '\(id)' exists in \(node.db): `contact add` records a new one (change an existing one with `record put`)")
+            }
             var fields: [String: FieldValue] = [
                 "customer_id": .string(customerID), "channel": .string(channel), "direction": .string(direction),
                 "topic": .string(topic), "knowledge_kind": .string(knowledgeKind), "urgency": .string(urgency),
@@ -78,6 +83,10 @@ struct Contact: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List customer contacts, newest first.")
         @OptionGroup var node: NodeDatabase
         @Option(help: "Most contacts to show.") var limit = 50
+
+        func validate() throws {
+            guard limit >= 1 else { throw ValidationError("--limit must be at least 1, got \(limit)") }
+        }
 
         func run() throws {
             let store = try node.open()
@@ -177,6 +186,10 @@ struct RecordCommand: ParsableCommand {
         @Argument(help: "Table.") var table: String
         @Option(help: "Most records to show.") var limit = 100
 
+        func validate() throws {
+            guard limit >= 1 else { throw ValidationError("--limit must be at least 1, got \(limit)") }
+        }
+
         func run() throws {
             let store = try node.open()
             let records = try store.liveRecords(table: table, limit: limit)
@@ -228,6 +241,10 @@ struct Conflicts: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List concurrent edits that lost, with both values and origins.")
     @OptionGroup var node: NodeDatabase
     @Option(help: "Most conflicts to show.") var limit = 100
+
+    func validate() throws {
+        guard limit >= 1 else { throw ValidationError("--limit must be at least 1, got \(limit)") }
+    }
 
     func run() throws {
         let conflicts = try node.open().conflicts(limit: limit)

@@ -193,6 +193,10 @@ extension Admin {
             static let configuration = CommandConfiguration(abstract: "Show or export the audit log (newest first).")
             @OptionGroup var target: Target
             @Option(help: "Entries to show.") var limit = 100
+
+            func validate() throws {
+                guard limit >= 1 else { throw ValidationError("--limit must be at least 1, got \(limit)") }
+            }
             @Flag(help: "Write CSV instead of a table.") var csv = false
 
             func run() async throws {

@@ -50,8 +50,22 @@ struct SchemaTimestampTests {
                 common += 1
                 #expect(reference, "the byte check accepted \(text), which the formatter refuses")
             }
-            #expect((FieldType.timestamp.coerce(.string(text)) != nil) == reference, "\(text)")
+            // The formatter's answer, less what it rolls over into another time.
+            #expect((FieldType.timestamp.coerce(.string(text)) != nil) == (reference && CommonTimestamp.fieldsInRange(text)), "\(text)")
         }
         #expect(common > 1_000, "the byte check took \(common) of the strings")
+    }
+
+    @Test("times the formatter rolls over into another (November 31, hour 24, offset +25:00) are refused: a dialogue of November 31 was counted in December's KPIs, one at +25:00 in none")
+    func rolledOverTimes() {
+        for s in ["2026-11-31T10:00:00Z", "2026-11-20T10:00:00+25:00", "2026-02-30T00:00:00Z", "2026-11-20T24:00:00Z", "2026-11-20T10:00:00.5+15:00",
+                  "2026-11-20T10:00:00+0160"] {
+            #expect(!CommonTimestamp.fieldsInRange(s), "\(s)")
+            #expect(FieldType.timestamp.coerce(.string(s)) == nil, "\(s)")
+        }
+        for s in ["2026-11-20T10:00:00+14:00", "2026-11-20T10:00:00.123456Z", "2026-11-20T10:00:00+0200", "not a time"] {
+            #expect(CommonTimestamp.fieldsInRange(s), "\(s)")
+        }
+        #expect(FieldType.timestamp.coerce(.string("2026-11-20T10:00:00.123456Z")) != nil)
     }
 }

@@ -537,6 +537,28 @@ struct CLICommandTests {
         #expect(typo.status == 0 && typo.err.contains("note: there was no tenant 'acmee': created it with 2 levels"), "\(typo)")
     }
 
+    @Test("node commands refuse what trapped or silently rewrote: a negative --limit (a trap), `contact add --id` of an existing contact (rewrote it), a timestamp the formatter rolled over (November 31 counted in December)")
+    func nodeCommandsRefuse() async throws {
+        let dir = try TempDir()
+        let db = dir.path + "/n.sqlite"
+        let store = try NodeStore(path: db)
+        try store.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
+        try store.commit([.upsert("customers", id: "c-1", ["last_name": "One"])])
+        for command in [["contact", "list"], ["record", "list", "customers"], ["conflicts"]] {
+            let negative = try await tiersync(command + ["--db", db, "--limit=-1"], cwd: dir.path)
+            #expect(negative.status == 64 && negative.err.contains("--limit must be at least 1, got -1"), "\(negative)")
+        }
+        let add = ["contact", "add", "--db", db, "--customer", "c-1", "--topic", "brakes", "--id", "int-1"]
+        #expect(try await tiersync(add, cwd: dir.path).status == 0)
+        let again = try await tiersync(add + ["--summary", "another"], cwd: dir.path)
+        #expect(again.status != 0 && again.err.contains("a contact 'int-1' exists"), "\(again)")
+        #expect(try store.record(table: "interactions", id: "int-1")?.state.values["summary"] == nil)
+        for time in ["2026-11-31T10:00:00Z", "2026-11-20T10:00:00+25:00"] {
+            let put = try await tiersync(["record", "put", "--db", db, "interactions", "int-2", "customer_id=c-1", "created_at=\(time)"], cwd: dir.path)
+            #expect(put.status != 0 && put.err.contains("created_at"), "\(put)")
+        }
+    }
+
     @Test("backup of a country node's --data directory says the country's records are in its store, and how to copy that too")
     func countryBackupNamesTheStore() async throws {
         let dir = try TempDir()

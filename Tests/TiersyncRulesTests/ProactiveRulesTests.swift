@@ -127,6 +127,17 @@ struct ProactiveRulesTests {
         }
     }
 
+    @Test("The event dates of a time near year 9999 (tiersync rules run --now 9999-12-31T00:00:00Z) are a range, not a trap: past 9999 the year sorted before 9999 as text")
+    func eventDatesNearYear9999() throws {
+        let rules = try Self.rules("automaker")
+        for time in ["9999-10-01T00:00:00Z", "9999-12-31T00:00:00Z"] {
+            for rule in rules.proactive.rules {
+                let range = ProactivePlanner.eventDates(for: rule, nowMillis: Self.t(time))
+                #expect(range.lowerBound <= range.upperBound)
+            }
+        }
+    }
+
     @Test("Cancellation: an open task whose customer withdrew the consent, with the time of the withdrawal; nothing otherwise")
     func cancellation() throws {
         let rules = try Self.rules("automaker")

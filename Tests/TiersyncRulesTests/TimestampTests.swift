@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TiersyncCore
 @testable import TiersyncRules
 
 /// `Timestamp` writes and reads the common forms byte by byte; Foundation's ISO 8601 format
@@ -57,7 +58,8 @@ struct TimestampTests {
             let text = "\(year)-\(two(1 + numbers.next(12)))-\(two(1 + numbers.next(31)))T\(two(numbers.next(25))):\(two(numbers.next(61))):"
                 + two(numbers.next(61)) + fractions[Int(numbers.next(UInt64(fractions.count)))] + zones[Int(numbers.next(UInt64(zones.count)))]
             if text.utf8.withContiguousStorageIfAvailable(Timestamp.commonMillis) ?? nil != nil { common += 1 }
-            #expect(Timestamp.parse(text) == Self.foundationParse(text), "\(text)")
+            // Foundation's reading, less the times it rolls over into another (November 31).
+            #expect(Timestamp.parse(text) == (CommonTimestamp.fieldsInRange(text) ? Self.foundationParse(text) : nil), "\(text)")
         }
         #expect(common > 5_000, "the byte path read \(common)")
         for millis: UInt64 in [0, 1_764_000_000_250, 1_764_000_000_000] { #expect(Timestamp.parse(Timestamp.format(millis)) == millis) }

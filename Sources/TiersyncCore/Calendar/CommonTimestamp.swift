@@ -42,4 +42,37 @@ public enum CommonTimestamp {
         let seconds = CivilCalendar.days(year: year, month: month, day: day) * 86_400 + hour * 3_600 + minute * 60 + second - offset
         return seconds * 1_000 + fraction
     }
+
+    /// False when `s` is laid out as ISO 8601's extended date-time (`YYYY-MM-DDTHH:MM:SS`,
+    /// then a fraction and an offset) with a field out of range — 2026-11-31, hour 24, an
+    /// offset of +25:00 — which Foundation's parsers take and roll over into another time (a
+    /// dialogue of "November 31" counted in December's KPIs); true otherwise (other layouts
+    /// are left to those parsers).
+    public static func fieldsInRange(_ s: String) -> Bool {
+        let b = Array(s.utf8)
+        let n = b.count
+        guard n >= 19, b[4] == 0x2d, b[7] == 0x2d, b[10] == 0x54 || b[10] == 0x74, b[13] == 0x3a, b[16] == 0x3a else { return true }
+        func number(_ from: Int, _ count: Int) -> Int64? {
+            guard from + count <= n else { return nil }
+            var v: Int64 = 0
+            for i in from..<(from + count) {
+                guard b[i] >= 0x30, b[i] <= 0x39 else { return nil }
+                v = v * 10 + Int64(b[i] - 0x30)
+            }
+            return v
+        }
+        guard let year = number(0, 4), let month = number(5, 2), let day = number(8, 2),
+              let hour = number(11, 2), let minute = number(14, 2), let second = number(17, 2) else { return true }
+        guard hour < 24, minute < 60, second < 60, CivilCalendar.isDate(year: year, month: month, day: day) else { return false }
+        var i = 19
+        if i < n, b[i] == 0x2e {
+            i += 1
+            while i < n, b[i] >= 0x30, b[i] <= 0x39 { i += 1 }
+        }
+        if i < n, b[i] == 0x2b || b[i] == 0x2d {
+            let colon = i + 3 < n && b[i + 3] == 0x3a
+            if let oh = number(i + 1, 2), let om = number(colon ? i + 4 : i + 3, 2), oh > 14 || om > 59 { return false }
+        }
+        return true
+    }
 }
