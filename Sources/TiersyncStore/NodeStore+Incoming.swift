@@ -80,6 +80,15 @@ extension NodeStore {
                 // backup), it never makes them: one numbered further past what this node
                 // numbered than a restore can explain would become the base of its next
                 // numbers (past the sequence range: every later write refused upward).
+                // This node's report on itself comes from this node only, whoever relays it:
+                // a country's forged one was refused at HQ and still delivered down, and the
+                // dealer's own report said what the country wrote.
+                if source == .parent, let me = receiver, change.origin != me,
+                   SelfReport.owner(table: change.table, recordID: change.recordID) == me.rawValue[...] {
+                    try refuse(change, ChangeRejection(.forbidden,
+                        "change \(change.origin)#\(change.originSeq) writes \(change.table)/\(change.recordID), this node's report on itself, which only it writes"))
+                    continue
+                }
                 if source == .parent, let me = receiver, change.origin == me {
                     if ownCeiling == nil {
                         // What it logged, as its next local write counts (not what it refused).

@@ -50,6 +50,13 @@ extension NodeStore {
                     }
                 }
                 var fields = write.fields
+                // Another node's report on itself (governance status, KPI values, erasure
+                // proof) is that node's to write: the parent refuses it for good, and the
+                // writer retried it for ever while `status` showed nothing waiting.
+                if let owner = SelfReport.owner(table: write.table, recordID: write.id), owner != me.node.rawValue[...] {
+                    throw StoreError.rejected(ChangeRejection(.forbidden,
+                        "\(write.table)/\(write.id) is node '\(owner)''s report on itself: only that node writes it, and '\(me.node)' is not it"))
+                }
                 if let blocked = try erasureBlocking(db, &statements, table: write.table, id: write.id, fields: fields) {
                     throw StoreError.rejected(Self.erasedRejection(table: write.table, id: write.id, erasureID: blocked.erasureID))
                 }

@@ -47,6 +47,13 @@ extension NodeStore {
         try writer.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_push_retries") ?? 0 }
     }
 
+    /// The refused changes waiting for another try, counted by refusal code (most first).
+    public func retriesByCode() throws -> [(code: String, count: Int)] {
+        try writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT code, COUNT(*) FROM ts_push_retries GROUP BY code ORDER BY 2 DESC, 1").map { (code: $0[0], count: $0[1]) }
+        }
+    }
+
     /// When the next retry is due (ms since the epoch), if any.
     public func nextRetryMillis() throws -> UInt64? {
         try writer.read { db in try Int64.fetchOne(db, sql: "SELECT MIN(next_at) FROM ts_push_retries").map(UInt64.init) }

@@ -222,6 +222,12 @@ struct Status: AsyncParsableCommand {
         let acked = try store.cursor("push.parent")
         print("log head:    \(try store.headSeq())")
         print("push:        acknowledged through \(acked); \(try store.upstreamBacklog(after: acked)) change(s) waiting")
+        // Refused by the parent for a reason that may pass, and retried: not "waiting" above.
+        let refused = try store.retriesByCode()
+        if !refused.isEmpty {
+            print("refused:     " + refused.map { "\($0.count) \($0.code)" }.joined(separator: ", ")
+                  + " change(s) refused by the parent, retried (why: tiersync trace --db … TABLE ID)")
+        }
         print("pull cursor: \(try store.cursor("pull.parent"))")
         if let offset = try store.clockOffset() {
             let seconds = Double(offset.offsetMillis) / 1000

@@ -557,6 +557,14 @@ struct CLICommandTests {
             let put = try await tiersync(["record", "put", "--db", db, "interactions", "int-2", "customer_id=c-1", "created_at=\(time)"], cwd: dir.path)
             #expect(put.status != 0 && put.err.contains("created_at"), "\(put)")
         }
+        // Another node's report on itself: refused here (the parent refused it for good, retried for ever).
+        let forged = try await tiersync(["record", "put", "--db", db, "governance_status", "d2", "state=refused", "message=tampered"], cwd: dir.path)
+        #expect(forged.status != 0 && forged.err.contains("is node 'd2''s report on itself"), "\(forged)")
+        // What the parent refused and the agent retries is shown, not "0 waiting" alone.
+        let written = try store.commit([.upsert("customers", id: "c-2", ["last_name": "Two"])])
+        try store.scheduleRetries(written.map { RejectedChange(change: $0, rejection: ChangeRejection(.forbidden, "outside the scope")) })
+        let status = try await tiersync(["status", "--db", db], cwd: dir.path)
+        #expect(status.out.contains("refused:     1 forbidden change(s) refused by the parent, retried"), "\(status)")
     }
 
     @Test("backup of a country node's --data directory says the country's records are in its store, and how to copy that too")

@@ -145,6 +145,29 @@ struct HostileParentTests {
         }
     }
 
+    @Test("this node's report on itself (its governance status) written by another node and sent by the parent is refused: a country's forged report, refused at HQ, was delivered down and the dealer's own status said what the country wrote")
+    func ownReportWrittenByAnother() async throws {
+        let dir = try TempDir()
+        let now = WallClock.nowMillis()
+        let parent = try await FakeParent(directory: dir.path) { request in
+            guard request.path == "/v1/pull" else {
+                return .encoding(ErrorResponse(code: "not_found", message: "no such route"), status: 404)
+            }
+            let forged = Change(origin: "de", originSeq: 7, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "governance_status", recordID: "d1",
+                                op: .upsert, fields: ["node": "d1", "state": "refused", "message": "tampered"])
+            let other = Change(origin: "de", originSeq: 8, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "customers", recordID: "c-9",
+                               op: .upsert, fields: ["owning_dealer": "d1", "last_name": "From the country"])
+            return .encoding(PullResponse(changes: [forged, other], nextCursor: 2, more: false, head: 2))
+        }
+        let store = try Self.enrolledStore(dir, parent: parent)
+        let agent = try SyncAgent(store: store, configuration: Self.configuration(parent))
+        try await withTeardown({ await agent.shutdown(); await parent.stop() }) {
+            _ = try await agent.catchUp()
+            #expect(try store.record(table: "governance_status", id: "d1") == nil)
+            #expect(try store.record(table: "customers", id: "c-9") != nil, "the page's other change is applied")
+        }
+    }
+
     @Test("a parent answering every pull 'go away, fetch your scope again' (410) is not asked again in a tight loop")
     func rebootstrapLoop() async throws {
         let dir = try TempDir()
