@@ -76,13 +76,18 @@ public struct GovernancePublisher: Sendable {
     }
 
     /// Puts every node back on release `version` (default: the newest release older than
-    /// the newest one in force).
+    /// the newest one in force that a rollout once gave every node — never a trial's
+    /// release, which the nodes outside the trial never ran).
     public func rollback(to version: Int? = nil, nowMillis: UInt64 = WallClock.nowMillis()) async throws -> Rollout {
-        guard let current = try await rollouts().last else { throw GovernancePublishError("nothing to roll back: no release was rolled out yet") }
+        let history = try await rollouts()
+        guard let current = history.last else { throw GovernancePublishError("nothing to roll back: no release was rolled out yet") }
         let newest = current.stages.map(\.release).max() ?? 0
         let published = try await releases().map(\.version)
-        guard let target = version ?? published.filter({ $0 < newest }).max() else {
-            throw GovernancePublishError("nothing to roll back to: v\(newest) is the first release")
+        let general = Set(history.flatMap { $0.stages.filter { $0.targets == nil }.map(\.release) })
+        guard let target = version ?? published.filter({ $0 < newest && general.contains($0) }).max() else {
+            throw GovernancePublishError(published.contains { $0 < newest }
+                ? "nothing to roll back to: no release older than v\(newest) was ever rolled out to every node (the older ones were trials); name one with --to"
+                : "nothing to roll back to: v\(newest) is the first release")
         }
         guard published.contains(target) else {
             throw GovernancePublishError("no release \(target) (published: \(published.map { "v\($0)" }.joined(separator: ", ")))")
@@ -94,11 +99,12 @@ public struct GovernancePublisher: Sendable {
         guard let targets else {
             return try await issue(reason: reason, nowMillis: nowMillis) { _ in [Rollout.Stage(release: version, targets: nil)] }
         }
-        return try await issue(reason: reason, nowMillis: nowMillis) { last in Self.stages(rolling: version, to: targets, over: last?.stages ?? []) }
+        let tree = self.tree
+        return try await issue(reason: reason, nowMillis: nowMillis) { last in Self.stages(rolling: version, to: targets, over: last?.stages ?? [], tree: tree) }
     }
 
     /// The stages of a rollout of `version` to `targets` over the rollout in force's.
-    private static func stages(rolling version: Int, to targets: [NodeID], over previous: [Rollout.Stage]) -> [Rollout.Stage] {
+    static func stages(rolling version: Int, to targets: [NodeID], over previous: [Rollout.Stage], tree: NodeTree) -> [Rollout.Stage] {
         var previous = previous
         var names = targets.map(\.rawValue)
         // Widening a trial: the nodes that already had this release keep it.
@@ -106,10 +112,13 @@ public struct GovernancePublisher: Sendable {
             names = Array(Set(names + previous[i].targets!)).sorted()
             previous.remove(at: i)
         }
-        // A node named now leaves any narrower stage it was in.
+        // A node named now leaves any narrower stage it was in, and so does every node below
+        // it: the new stage comes first and covers them through their parent. Kept, a
+        // dealer's own stage was shown ("v3 → de-1") but never applied.
+        let named = Set(names)
         previous = previous.compactMap { stage in
             guard let t = stage.targets else { return stage }
-            let rest = t.filter { !names.contains($0) }
+            let rest = t.filter { !named.contains($0) && named.isDisjoint(with: tree.ancestors(of: NodeID(unchecked: $0)).map(\.rawValue)) }
             return rest.isEmpty ? nil : Rollout.Stage(release: stage.release, targets: rest)
         }
         return [Rollout.Stage(release: version, targets: names)] + previous

@@ -258,6 +258,37 @@ private func tiersync(_ arguments: [String]) throws -> (status: Int32, output: S
 
 @Suite("Governance command line")
 struct GovernanceCLITests {
+    @Test("""
+    trials and rollback from the command line: a rollout to a country takes its dealers off their own narrower \
+    stage (shown as kept, it never applied); a rollback without --to goes back to a release every node once ran, \
+    never to a trial's (it put the nodes outside the trial on a release they never ran)
+    """)
+    func trialsAndRollback() async throws {
+        let dir = try TempDir()
+        let data = dir.path + "/hub"
+        #expect(try tiersync(["admin", "create-tenant", "--data", data, "--tenant", "automaker", "--levels", "3"]).status == 0)
+        #expect(try tiersync(["admin", "release-key", "--data", data, "--tenant", "automaker"]).status == 0)
+        let catalog = try HubCatalog(directory: data)
+        for (node, parent) in [("de", nil), ("fr", nil), ("de-1", "de")] as [(NodeID, NodeID?)] {
+            let token = try catalog.issueEnrollmentToken(tenant: "automaker", node: node, parent: parent)
+            _ = try await catalog.redeem(token: token)
+        }
+        func run(_ arguments: [String]) throws -> String {
+            let ran = try tiersync(arguments + ["--data", data])
+            #expect(ran.status == 0, "\(ran.output)")
+            return ran.output
+        }
+        _ = try run(["admin", "publish", fixture("automaker")])
+        _ = try run(["admin", "publish", fixture("automaker"), "--targets", "de"])
+        _ = try run(["admin", "publish", fixture("automaker"), "--targets", "de-1"])
+        let country = try run(["admin", "rollout", "--tenant", "automaker", "--release", "1", "--targets", "de"])
+        #expect(country.contains("v1 → de;") && !country.contains("de-1"), "de-1 follows de now: \(country)")
+        _ = try run(["admin", "rollout", "--tenant", "automaker", "--release", "3", "--targets", "de-1"])
+        // v3 and v2 were trials; v1 went to everyone.
+        let rollback = try run(["admin", "rollback", "--tenant", "automaker"])
+        #expect(rollback.contains("(rollback to v1): v1 → everyone"), "\(rollback)")
+    }
+
     @Test("admin validate on a broken copy of a fixture prints file:line: field for each error and exits 1; publish, rollback and rollout-status work on a hub's data")
     func commandLine() async throws {
         let dir = try TempDir()
