@@ -67,6 +67,19 @@ public struct Rollout: Sendable, Hashable, Codable {
         stages.first { $0.includes(node: node, ancestors: ancestors) }?.release
     }
 
+    /// This rollout as shown to someone concerned with `concerned` (a country's subtree and
+    /// the nodes above it): the stages for everyone or naming one of them, each naming only
+    /// those; and whether any stage was left out. Another country's trial is not theirs to read.
+    public func shown(to concerned: Set<String>) -> (rollout: Rollout, omitted: Bool) {
+        var shown = self
+        shown.stages = stages.compactMap { stage in
+            guard let targets = stage.targets else { return stage }
+            let mine = targets.filter(concerned.contains)
+            return mine.isEmpty ? nil : Stage(release: stage.release, targets: mine)
+        }
+        return (shown, shown.stages != stages)
+    }
+
     /// "v3 → de, fr; v2 → everyone else".
     public var summary: String {
         stages.enumerated().map { i, s in

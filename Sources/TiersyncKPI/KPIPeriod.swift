@@ -77,6 +77,9 @@ public enum KPITime {
     }
 
     private static func slow(_ text: String) -> Int64? {
+        // What Foundation rolls over into another time (November 31) counts nowhere, as the
+        // schema now refuses it (rows stored before were counted in the next month).
+        guard CommonTimestamp.fieldsInRange(text) else { return nil }
         let date = (try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
             ?? (try? Date(text, strategy: Date.ISO8601FormatStyle()))
         return date.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }

@@ -51,8 +51,17 @@ public struct CountryNode: Sendable {
                   tree.parents[node] != nil else { return nil }
             return Scope(tree: tree, node: node)
         }
-        // Its dealers' erasure requests, fetched again from HQ, are judged by their scopes.
-        upward.scopeBelow = upward.scope
+        // Its dealers' erasure requests, fetched again from HQ, are judged by their scopes. A
+        // requester the mirror does not know yet (a country restored onto an empty --data,
+        // whose first pages come before the first refresh) is looked up at HQ first: judged
+        // by the parent alone, a dealer's request for a sibling's customer erased it here.
+        upward.scopeBelow = { node in
+            guard let directory = await relay.directory else { return nil }
+            if let tree = try? await directory.tree(of: identity.tenant), tree.parents[node] != nil { return Scope(tree: tree, node: node) }
+            try? await directory.refresh()
+            guard let tree = try? await directory.tree(of: identity.tenant), tree.parents[node] != nil else { return nil }
+            return Scope(tree: tree, node: node)
+        }
         let agent = try SyncAgent(store: store, configuration: upward, logger: logger, onPulled: {
             await hubBox.hub?.notifyChanges(for: identity.tenant)
         }, onGovernance: {

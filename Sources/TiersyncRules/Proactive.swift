@@ -229,8 +229,10 @@ public enum ProactivePlanner {
         let (firstDue, lastDue) = (today - graceDays, today + leadDays)
         let (a, b) = rule.event == .sale ? (firstDue - rule.days, lastDue - rule.days) : (firstDue + rule.days, lastDue + rule.days)
         // As text, a year past 9999 sorts before 9999: the range would be reversed (a trap).
+        // The last date a four-digit year holds ends it.
         let (first, last) = (CivilDate.format(days: max(a, 0)), CivilDate.format(days: max(b, 0)))
-        return first <= last ? first...last : first...first
+        let end = last.count == first.count ? last : "9999-12-31"
+        return first <= end ? first...end : end...end
     }
 
     /// The fields that cancel an open proactive task whose customer no longer gives the

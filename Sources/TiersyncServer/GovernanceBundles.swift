@@ -66,9 +66,13 @@ public enum GovernanceStatusReport {
             }
     }
 
-    public static func response(tenant: TenantID, nodes: [NodeRecord], store: any HubTenantStore) async throws -> RolloutStatusResponse {
+    /// `concerned`: for a node below the root, its subtree and the nodes above it: the stages
+    /// shown are those that reach it (``Rollout/shown(to:)``); nil: every stage.
+    public static func response(tenant: TenantID, nodes: [NodeRecord], store: any HubTenantStore,
+                                concerned: Set<String>? = nil) async throws -> RolloutStatusResponse {
         let latest = try await store.latestGovernanceDocument(ofKind: SignedDocument.Kind.rollout.rawValue)
-        let stages = latest.flatMap { SignedDocument(json: $0.body)?.unverifiedPayload(Rollout.self)?.summary }
+        let rollout = latest.flatMap { SignedDocument(json: $0.body)?.unverifiedPayload(Rollout.self) }
+        let stages = rollout.map { rollout in concerned.map { rollout.shown(to: $0).rollout.summary } ?? rollout.summary }
         return RolloutStatusResponse(tenant: tenant.rawValue, rollout: latest?.seq, stages: stages, nodes: try await rows(nodes: nodes, store: store))
     }
 

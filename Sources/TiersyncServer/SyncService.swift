@@ -221,8 +221,11 @@ struct SyncService: Sendable {
         let tree = try await directory.tree(of: principal.tenant)
         let subtree = tree.subtree(of: principal.node)
         let nodes = try await directory.nodes(of: principal.tenant).filter { subtree.contains($0.node) }
+        // Another branch's trial is not the caller's to read.
+        let concerned = tree.isRoot(principal.node) ? nil : Set(subtree.union(tree.ancestors(of: principal.node)).map(\.rawValue))
         return try codec.encode(try await GovernanceStatusReport.response(tenant: principal.tenant, nodes: nodes,
-                                                                    store: try await directory.store(for: principal.tenant)), for: request)
+                                                                    store: try await directory.store(for: principal.tenant),
+                                                                    concerned: concerned), for: request)
     }
 
     /// `GET /v1/kpis?period=day|week|month&by=node`: the KPI table of the caller's subtree,

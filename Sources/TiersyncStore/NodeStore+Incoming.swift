@@ -96,9 +96,11 @@ extension NodeStore {
                                                         arguments: [me.rawValue]) ?? 0
                         ownCeiling = max(logged, try Self.seqFloor(db)) + HubSequence.maximumAdoptedJump
                     }
-                    if let ceiling = ownCeiling, change.originSeq > ceiling {
+                    // Only far up the range: a restored store may get back more than a million of
+                    // its changes (pulled back, or adopted at whoami), and refusing those lost them.
+                    if let ceiling = ownCeiling, change.originSeq > ceiling, change.originSeq > Change.sequenceRange.upperBound / 2 {
                         try refuse(change, ChangeRejection(.invalidChange,
-                            "change \(change.origin)#\(change.originSeq) is this node's own by its origin, numbered past anything it made by more than \(HubSequence.maximumAdoptedJump): a parent returns a node's changes, it does not make them"))
+                            "change \(change.origin)#\(change.originSeq) is this node's own by its origin, numbered far past anything it made (more than \(HubSequence.maximumAdoptedJump) above, in the upper half of the sequence range): a parent returns a node's changes, it does not make them"))
                         continue
                     }
                 }

@@ -534,6 +534,13 @@ struct AdminAPITests {
             #expect(germany.releases.map(\.version) == [2, 1] && germany.rollouts.first?.summary.contains("v2 → germany") == true, "\(germany.rollouts.map(\.summary))")
             let hq = try await f.send("GET", "/admin/v1/releases", token: op).decode(AdminMessages.ReleasesResponse.self)
             #expect(hq.releases.map(\.version) == [2, 1])
+            // A trial of both countries: each reads only its own name in it, here and in the
+            // rollout status a node reads.
+            #expect(try await f.send("POST", "/admin/v1/releases", json: AdminMessages.ReleaseSources(sources: sources, notes: "both", targets: ["germany", "france"]), token: op).status == 201)
+            let both = try await f.send("GET", "/admin/v1/releases", token: try await f.token("acme", "france-op")).decode(AdminMessages.ReleasesResponse.self)
+            #expect(both.rollouts.first?.summary.hasPrefix("v3 → france;") == true && !both.rollouts.contains { $0.summary.contains("germany") }, "\(both.rollouts.map(\.summary))")
+            let status = try await f.client.send("GET", "/v1/governance/status", credential: f.france).decode(RolloutStatusResponse.self)
+            #expect(status.stages?.contains("germany") == false && status.stages?.contains("v3 → france") == true, "\(status.stages ?? "-")")
         }
     }
 

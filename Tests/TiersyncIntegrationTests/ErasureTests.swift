@@ -204,8 +204,11 @@ struct ErasureTests {
             // d2's customer. It judges the request by d1's scope, as HQ did.
             try await eventually(timeout: 30, "HQ holds the country's own customer") { try await atHQ("customers", "cust-de") }
             await de.stop()
+            // Its --data directory (the directory it mirrored from HQ) went with the disk.
+            let fresh = dir.path + "/restored"
+            try FileManager.default.createDirectory(atPath: fresh, withIntermediateDirectories: true)
             let restored = try await running.country(hub: hub, store: try NodeStore(path: backup, checkpointing: .byOwner), node: "de",
-                                                     directory: dir.path)
+                                                     directory: fresh)
             try await eventually(timeout: 30, "the restored country fetches the request and its own customer again") {
                 try restored.store.record(table: "erasures", id: "era-sibling") != nil && restored.store.record(table: "customers", id: "cust-de") != nil
             }

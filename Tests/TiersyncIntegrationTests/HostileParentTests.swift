@@ -157,13 +157,20 @@ struct HostileParentTests {
                                 op: .upsert, fields: ["node": "d1", "state": "refused", "message": "tampered"])
             let other = Change(origin: "de", originSeq: 8, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "customers", recordID: "c-9",
                                op: .upsert, fields: ["owning_dealer": "d1", "last_name": "From the country"])
-            return .encoding(PullResponse(changes: [forged, other], nextCursor: 2, more: false, head: 2))
+            let kpi = Change(origin: "de", originSeq: 9, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "kpi_snapshots", recordID: "d1:sla:month:2026-12-01",
+                             op: .upsert, fields: ["node": "d1", "kpi": "sla"])
+            let ack = Change(origin: "de", originSeq: 10, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "erasure_acks", recordID: "era-1@d1",
+                             op: .upsert, fields: ["node": "d1", "erasure_id": "era-1"])
+            return .encoding(PullResponse(changes: [forged, kpi, ack, other], nextCursor: 4, more: false, head: 4))
         }
         let store = try Self.enrolledStore(dir, parent: parent)
         let agent = try SyncAgent(store: store, configuration: Self.configuration(parent))
         try await withTeardown({ await agent.shutdown(); await parent.stop() }) {
             _ = try await agent.catchUp()
             #expect(try store.record(table: "governance_status", id: "d1") == nil)
+            #expect(try store.record(table: "kpi_snapshots", id: "d1:sla:month:2026-12-01") == nil)
+            #expect(try store.record(table: "erasure_acks", id: "era-1@d1") == nil)
+            #expect(try store.quarantined().filter { $0.code == "forbidden" }.count == 3)
             #expect(try store.record(table: "customers", id: "c-9") != nil, "the page's other change is applied")
         }
     }

@@ -132,8 +132,15 @@ struct ProactiveRulesTests {
         let rules = try Self.rules("automaker")
         for time in ["9999-10-01T00:00:00Z", "9999-12-31T00:00:00Z"] {
             for rule in rules.proactive.rules {
-                let range = ProactivePlanner.eventDates(for: rule, nowMillis: Self.t(time))
-                #expect(range.lowerBound <= range.upperBound)
+                let now = Self.t(time)
+                let range = ProactivePlanner.eventDates(for: rule, nowMillis: now)
+                // Every event date of a four-digit year whose task is in the window is in it.
+                for offset in -400...400 {
+                    let eventDay = CivilDate.day(ofMillis: now) + offset
+                    let date = CivilDate.format(days: eventDay)
+                    guard date.count == 10, ProactivePlanner.isInWindow(dueDay: rule.dueDay(eventDay: eventDay), nowMillis: now) else { continue }
+                    #expect(range.contains(date), "\(rule.id) \(time) \(date)")
+                }
             }
         }
     }

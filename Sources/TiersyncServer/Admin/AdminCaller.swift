@@ -17,6 +17,9 @@ public struct AdminCaller: Sendable {
     /// An administrator of the whole tenant (scope: its root).
     public var isTenantWide: Bool { tree.isRoot(user.scope) }
 
+    /// The nodes whose names they may read: their subtree and the nodes above it.
+    public var visibleNodes: Set<NodeID> { subtree.union(tree.ancestors(of: user.scope)) }
+
     /// Every role reads; the others are granted.
     public func has(_ role: AdminRole) -> Bool {
         role == .viewer || user.roles.contains(role)

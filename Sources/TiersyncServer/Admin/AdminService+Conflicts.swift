@@ -25,26 +25,25 @@ extension AdminService {
         let store = try await directory.store(for: caller.user.tenant)
         var after = start
         var out: [AdminMessages.Conflict] = []
+        let visible = caller.isTenantWide ? nil : caller.visibleNodes
         var exhausted = false
         for _ in 0..<20 where out.count < limit {
             let page = try await store.conflicts(afterID: after, limit: Self.maxPage)
-            out += page.filter { inScope(route: $0.route, caller) }.map { Self.shown($0.conflict, to: caller) }.prefix(limit - out.count)
+            out += page.filter { inScope(route: $0.route, caller) }.map { Self.shown($0.conflict, visible: visible) }.prefix(limit - out.count)
             guard let last = page.last, page.count == Self.maxPage else { exhausted = true; break }
             after = out.count == limit ? out.last!.id : last.conflict.id
         }
         return AdminMessages.ConflictsResponse(conflicts: out, next: exhausted && out.count < limit ? nil : out.last?.id ?? after)
     }
 
-    /// `conflict` as `caller` may see it, as a record's trace shows its changes: a value
-    /// written outside their subtree is hidden, and so is the node that wrote it unless it is
-    /// one of theirs or above them. A country's administrator read, in the inbox, the losing
-    /// value another country's dealer had written (which the trace hid).
-    static func shown(_ record: ConflictRecord, to caller: AdminCaller) -> AdminMessages.Conflict {
-        let visible = caller.isTenantWide ? nil : caller.subtree.union(caller.tree.ancestors(of: caller.user.scope))
+    /// `record` as a caller who may read `visible` (nil: everything) sees it: a value
+    /// written by a node outside their subtree and not above it is hidden, with its node.
+    /// A country's administrator read, in the inbox, the losing value another country's
+    /// dealer had written (which the trace hid).
+    static func shown(_ record: ConflictRecord, visible: Set<NodeID>?) -> AdminMessages.Conflict {
         func side(_ value: FieldValue, _ version: FieldVersion) -> (FieldValue, String) {
-            guard let visible else { return (value, version.description) }
-            let node = visible.contains(version.node) ? version.node.rawValue : AdminMessages.hiddenNode
-            return (caller.subtree.contains(version.node) ? value : .string(AdminMessages.hiddenValue), "\(version.hlc.rawValue)@\(node)")
+            guard let visible, !visible.contains(version.node) else { return (value, version.description) }
+            return (.string(AdminMessages.hiddenValue), "\(version.hlc.rawValue)@\(AdminMessages.hiddenNode)")
         }
         let conflict = record.conflict
         let (winner, winnerVersion) = side(conflict.winner, conflict.winnerVersion)
@@ -55,9 +54,9 @@ extension AdminService {
                                       detectedAtMillis: record.detectedAtMillis)
     }
 
-    /// Whether `caller` may keep `side` of `conflict`: a value hidden from them is not theirs to choose.
+    /// Whether `caller` may keep `side` of a conflict: a value hidden from them is not theirs to choose.
     static func mayKeep(_ side: FieldVersion, _ caller: AdminCaller) -> Bool {
-        caller.isTenantWide || caller.subtree.contains(side.node)
+        caller.isTenantWide || caller.visibleNodes.contains(side.node)
     }
 
     func resolveConflict(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {

@@ -53,7 +53,7 @@ extension AdminService {
 
     /// A ledger entry as the caller may see it: nodes outside their view are not named.
     func ledgerLine(_ entry: ErasureLedgerEntry, _ caller: AdminCaller) -> AdminMessages.ErasureLine {
-        let visible = caller.isTenantWide ? nil : caller.subtree.union(caller.tree.ancestors(of: caller.user.scope))
+        let visible = caller.isTenantWide ? nil : caller.visibleNodes
         func seen(_ nodes: [NodeID]) -> [NodeID] { visible.map { v in nodes.filter { v.contains($0) } } ?? nodes }
         let acknowledged = entry.acknowledgements.filter { visible?.contains($0.node) ?? true }
         return AdminMessages.ErasureLine(erasureID: entry.erasureID, table: entry.subjectTable, id: entry.subjectID,

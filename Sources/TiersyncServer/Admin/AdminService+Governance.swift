@@ -187,12 +187,12 @@ extension AdminService {
         // who it targets) here, which the country itself is never sent.
         var shownRollouts = rollouts
         if !caller.isTenantWide {
-            let concerned = caller.subtree.union(caller.tree.ancestors(of: caller.user.scope)).map(\.rawValue)
-            let reaches = { (targets: [String]?) in targets.map { !Set($0).isDisjoint(with: concerned) } ?? true }
-            for i in shownRollouts.indices {
-                let all = shownRollouts[i].stages
-                shownRollouts[i].stages = all.filter { reaches($0.targets) }
-                if shownRollouts[i].stages.count < all.count { shownRollouts[i].reason += " (stages outside your scope not shown)" }
+            let concerned = Set(caller.visibleNodes.map(\.rawValue))
+            let reaches = { (targets: [String]?) in targets.map { !concerned.isDisjoint(with: $0) } ?? true }
+            shownRollouts = rollouts.map { rollout in
+                var (shown, omitted) = rollout.shown(to: concerned)
+                if omitted { shown.reason += " (stages outside your scope not shown)" }
+                return shown
             }
             let carried = Set(shownRollouts.flatMap { $0.stages.map(\.release) })
             releases = releases.filter { carried.contains($0.version) }

@@ -30,7 +30,7 @@ extension AdminService {
         let trace = try await store.trace(recordID: id, table: table, after: after, limit: limit)
         // Nothing held, or held but routed outside the caller's subtree: one answer.
         guard !trace.changes.isEmpty || after > 0, inScope(route: trace.route, caller) else { throw Self.traceNotFound }
-        let visible = caller.isTenantWide ? nil : caller.subtree.union(caller.tree.ancestors(of: caller.user.scope))
+        let visible = caller.isTenantWide ? nil : caller.visibleNodes
         func shown(_ node: NodeID) -> String {
             visible.map { $0.contains(node) ? node.rawValue : AdminMessages.hiddenNode } ?? node.rawValue
         }

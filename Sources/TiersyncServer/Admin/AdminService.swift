@@ -148,9 +148,12 @@ struct AdminService: Sendable {
         // A name no account has is answered as an account would be, lock included.
         guard AdminUser.isValidName(name), password.utf8.count <= PasswordHash.maximumLength,
               let login = try await accounts.adminLogin(name, of: tenant) else {
-            if let until = unknownLogins.lockedUntil(name, of: tenant, nowMillis: now) { throw locked(until: until) }
+            // Only names an account could have are counted (at most 64 characters): one
+            // that cannot be an account tells nothing by a plain 401, and the ledger stays small.
+            let countable = AdminUser.isValidName(name)
+            if countable, let until = unknownLogins.lockedUntil(name, of: tenant, nowMillis: now) { throw locked(until: until) }
             _ = await PasswordHash.verifyAsync(password, against: PasswordHash.decoy)
-            unknownLogins.recordFailure(name, of: tenant, nowMillis: now)
+            if countable { unknownLogins.recordFailure(name, of: tenant, nowMillis: now) }
             throw invalid
         }
         if login.lockedUntilMillis > now { throw locked(until: login.lockedUntilMillis) }
