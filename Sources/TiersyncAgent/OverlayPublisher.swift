@@ -56,8 +56,14 @@ public enum OverlayPublisher {
             throw Failure("overlay refused against release \(version):\n\(located)", issues: located)
         }
         let document = try key.sign(checked, as: .overlay, certificate: keyFile.certificate)
-        // Prove now what every dealer will check: HQ certified this key for this country.
-        _ = try keyring.openOverlay(document, tenant: identity.tenant.rawValue, expectedCountry: identity.node.rawValue)
+        // Prove now what every dealer will check: HQ certified this key for this country, and
+        // has not revoked it since (an overlay signed with a revoked key was reported
+        // published, and every node refused it).
+        let revocation = try store.governanceDocuments(kind: SignedDocument.Kind.overlayKeyRevocation.rawValue)
+            .compactMap { SignedDocument(json: $0.body).flatMap { try? keyring.openRevocation($0) } }
+            .filter { $0.node == identity.node.rawValue && $0.tenant == identity.tenant.rawValue }
+            .max { $0.revokedAtMillis < $1.revokedAtMillis }
+        _ = try keyring.openOverlay(document, tenant: identity.tenant.rawValue, expectedCountry: identity.node.rawValue, revocation: revocation)
         try store.putGovernanceDocument(StoredGovernanceDocument(kind: "overlay", key: identity.node.rawValue, seq: checked.sequence, body: document.json),
                                         nowMillis: nowMillis)
         // The country itself runs release ⊕ its overlay: decide now rather than on the

@@ -52,6 +52,9 @@ enum CrossChecks {
             if expectedUnit == "percent", let value = target.values.first?.numberValue, !(0...100).contains(value) {
                 report(field + ".target", "a percentage must be between 0 and 100, got \(ConfigValue.number(value))")
             }
+            if expectedUnit == "seconds", let value = target.values.first?.numberValue, value < 0 {
+                report(field + ".target", "a time in seconds is never below 0, got \(ConfigValue.number(value))")
+            }
         }
         for (id, role) in items("roles") {
             for (i, q) in (role["queues"]?.listValue ?? []).enumerated() {

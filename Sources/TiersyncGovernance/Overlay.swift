@@ -50,14 +50,17 @@ public struct Overlay: Sendable, Hashable, Codable {
                                                    limit: rule.bound))
                     continue
                 }
-                // A percentage target stays a percentage (`at_least: 150` is "stricter" and unreachable).
+                // A percentage target stays a percentage (`at_least: 150` is "stricter" and
+                // unreachable); a target in seconds or a count is never below 0 (`at_most: -5`).
                 let parts = path.split(separator: ".")
                 if parts.count == 3, parts[0] == "kpis", parts[2] == "target",
-                   release.config[path: "kpis.\(parts[1]).unit"]?.stringValue == "percent",
-                   let number = value.objectValue?.values.first?.numberValue, !(0...100).contains(number) {
-                    refusals.append(OverlayRefusal(path: path, reason: .outOfBounds("a percentage target must be between 0 and 100, got \(ConfigValue.number(number))"),
-                                                   limit: rule.bound))
-                    continue
+                   let number = value.objectValue?.values.first?.numberValue {
+                    let percent = release.config[path: "kpis.\(parts[1]).unit"]?.stringValue == "percent"
+                    if percent ? !(0...100).contains(number) : number < 0 {
+                        let rule_ = percent ? "a percentage target must be between 0 and 100" : "a target is never below 0"
+                        refusals.append(OverlayRefusal(path: path, reason: .outOfBounds("\(rule_), got \(ConfigValue.number(number))"), limit: rule.bound))
+                        continue
+                    }
                 }
                 normalised.set[path] = value
             case .failure(let reason): refusals.append(OverlayRefusal(path: path, reason: reason, limit: rule.bound))

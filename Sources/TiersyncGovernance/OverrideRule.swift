@@ -63,7 +63,11 @@ public enum OverrideBound: Sendable, Hashable, Codable, CustomStringConvertible 
             // Counted in bytes too: 100 "characters" of combining marks can be megabytes, and
             // a name of blanks or line breaks names nothing.
             guard case .string(let s) = proposed, !s.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, s.count <= 100, s.utf8.count <= 400,
-                  !s.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+                  // Line and paragraph separators break a line too; bidirectional controls
+                  // (U+202E) make a queue's name read backwards on every dealer's screen.
+                  !s.unicodeScalars.contains(where: {
+                      [.control, .lineSeparator, .paragraphSeparator].contains($0.properties.generalCategory) || $0.properties.isBidiControl
+                  }) else {
                 return .failure(.wrongType("text of 1 to 100 characters, without line breaks or control characters"))
             }
             return .success(proposed)

@@ -153,6 +153,10 @@ struct GovernanceCompilerTests {
             }.issues
             #expect(issues.contains { $0.field.hasSuffix("priority") && $0.message.contains("an integer from 1 to 5") }, "\(number): \(issues)")
         }
+        let negative = try #require(throws: GovernanceIssues.self) {
+            try GovernanceCompiler.compile(sources: sources("automaker", editing: "kpis.yaml") { $0.replacingOccurrences(of: "at_most: 30", with: "at_most: -5") })
+        }.issues
+        #expect(negative.contains { $0.message.contains("a time in seconds is never below 0, got -5") }, "\(negative)")
         let overlay = try #require(throws: GovernanceIssues.self) {
             try OverlaySource.parse(yaml: "overlay:\n  country: de\n  based_on: 1e19\n  set: {kpis.x.target: 1}\n", file: "de.yaml")
         }.issues

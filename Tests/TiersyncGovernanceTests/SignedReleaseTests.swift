@@ -84,6 +84,11 @@ struct SignedReleaseTests {
         #expect(refusal(["queues.dealer-sales.name": "\n"]).contains("text of 1 to 100 characters"))
         #expect(refusal(["queues.dealer-sales.name": "Verkauf\nzwei"]).contains("without line breaks"))
         #expect(refusal(["queues.dealer-sales.name": "Verkauf Händler"]) == "accepted")
+        // A line separator, a right-to-left override; a seconds target below 0 ("stricter", meaningless).
+        #expect(refusal(["queues.dealer-sales.name": "Line1\u{2028}Line2"]).contains("without line breaks"))
+        #expect(refusal(["queues.dealer-sales.name": "Verkauf\u{202E}evil"]).contains("without line breaks"))
+        #expect(refusal(["kpis.average-speed-of-answer-phone.target": .object(["at_most": .number(-5)])]).contains("a target is never below 0, got -5"))
+        #expect(refusal(["kpis.average-speed-of-answer-phone.target": .object(["at_most": .number(10)])]) == "accepted")
     }
 
     @Test("overlay certificates: only a key HQ certified for that country may sign its overlay")

@@ -168,6 +168,12 @@ struct KeyRotationTests {
             let notCountry = try Child.capture(["admin", "revoke-overlay-key", "--data", data, "--tenant", "automaker", "--node", "de-1"])
             #expect(notCountry.status != 0 && notCountry.output.contains("not a country"), "\(notCountry)")
 
+            // Publishing with the revoked key is refused at the country, naming why (it was
+            // reported published, and every node refused it).
+            let withRevoked = try Child.capture(["overlay", "publish", fixture("overlays/de.yaml"), "--store", dir.path + "/de.sqlite", "--key", dir.path + "/de-first.key"])
+            #expect(withRevoked.status != 0 && withRevoked.output.contains("HQ revoked de's overlay key"), "\(withRevoked)")
+            #expect(try de.store.governanceDocuments(kind: "overlay").map(\.seq) == [1], "nothing new is kept")
+
             // A new key, certified after the revocation: its overlay is applied again.
             _ = try ok(["admin", "overlay-key", "--data", data, "--tenant", "automaker", "--node", "de", "--out", dir.path + "/de-second.key"])
             _ = try ok(["overlay", "publish", fixture("overlays/de.yaml"), "--store", dir.path + "/de.sqlite", "--key", dir.path + "/de-second.key"])
