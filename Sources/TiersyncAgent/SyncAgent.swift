@@ -333,17 +333,24 @@ public final class SyncAgent: Sendable {
         var pullFirst: Int? = pullRounds.withLock { $0 }
         while !Task.isCancelled {
             do {
+                // Success is recorded only for an exchange with the parent: a round with nothing
+                // to push, after the wait for a pull ran out, reset the failures of a pull loop
+                // the parent was answering 410 (status showed no failure).
+                var exchanged = false
                 // The parent was out of reach: it may be back restored from a backup.
-                if failed { try await verifyParent(when: "after the parent was unreachable") }
+                if failed {
+                    try await verifyParent(when: "after the parent was unreachable")
+                    exchanged = true
+                }
                 if let since = pullFirst {
                     try await waitForPull(after: since)
                     pullFirst = nil
                 }
-                try await pushPending()
+                if try await pushPending() > 0 { exchanged = true }
                 try await evictRoutedAway(touchedBy: nil)
                 failed = false
                 backoff.reset()
-                recordSuccess()
+                if exchanged { recordSuccess() }
                 try await waitForLocalWrites()
             } catch is CancellationError {
                 return

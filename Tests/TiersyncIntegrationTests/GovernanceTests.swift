@@ -67,7 +67,8 @@ struct GovernanceTests {
                 try await publisher.publish(v1)
                 try await eventually(timeout: 30, "every node applies v1") { try stores.values.allSatisfy { try inForce($0).release == 1 } }
                 let spread = ContinuousClock.now - started
-                #expect(spread < .seconds(10), "v1 reached every node in \(spread)")
+                // Seconds, not the long-poll's wait: a bound for a loaded run, not a measure.
+                #expect(spread < .seconds(25), "v1 reached every node in \(spread)")
                 for (node, store) in stores { #expect(try inForce(store).effective == v1.config, "\(node) runs v1 as published") }
 
                 // 2. de publishes its overlay within bounds: de's dealers run v1 ⊕ overlay, field by field; fr's do not.

@@ -44,6 +44,23 @@ struct HostileParentTests {
         return store
     }
 
+    /// A parent answering every pull with one page holding `changes` (its whole feed), and
+    /// anything else 404.
+    static func serving(_ changes: [Change], in dir: TempDir) async throws -> FakeParent {
+        try await FakeParent(directory: dir.path) { request in
+            guard request.path == "/v1/pull" else {
+                return .encoding(ErrorResponse(code: "not_found", message: "no such route"), status: 404)
+            }
+            return .encoding(PullResponse(changes: changes, nextCursor: Int64(changes.count), more: false, head: Int64(changes.count)))
+        }
+    }
+
+    /// An upsert made at `origin` now.
+    static func change(_ origin: NodeID, _ seq: Int64, _ table: String, _ id: String, _ fields: [String: FieldValue]) -> Change {
+        Change(origin: origin, originSeq: seq, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0), table: table, recordID: id,
+               op: .upsert, fields: fields)
+    }
+
     @Test("an answer whose head comes and whose body never does ends at the request's timeout (AsyncHTTPClient's deadline ended with the head: the agent waited for ever)")
     func bodyNeverComes() async throws {
         let dir = try TempDir()
@@ -118,18 +135,9 @@ struct HostileParentTests {
     """)
     func ownChangeNumberedFarAhead() async throws {
         let dir = try TempDir()
-        let now = WallClock.nowMillis()
-        let parent = try await FakeParent(directory: dir.path) { request in
-            guard request.path == "/v1/pull" else {
-                return .encoding(ErrorResponse(code: "not_found", message: "no such route"), status: 404)
-            }
-            let own = { (seq: Int64, id: String) in
-                Change(origin: "d1", originSeq: seq, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "customers", recordID: id,
-                       op: .upsert, fields: ["last_name": "From the parent"])
-            }
-            // One a restored store may have lost (seq 5), one no restore explains.
-            return .encoding(PullResponse(changes: [own(5, "c-lost"), own(Change.sequenceRange.upperBound, "c-forged")], nextCursor: 2, more: false, head: 2))
-        }
+        // One a restored store may have lost (seq 5), one no restore explains.
+        let parent = try await Self.serving([Self.change("d1", 5, "customers", "c-lost", ["last_name": "From the parent"]),
+                                             Self.change("d1", Change.sequenceRange.upperBound, "customers", "c-forged", ["last_name": "From the parent"])], in: dir)
         let store = try Self.enrolledStore(dir, parent: parent)
         let agent = try SyncAgent(store: store, configuration: Self.configuration(parent))
         try await withTeardown({ await agent.shutdown(); await parent.stop() }) {
@@ -148,21 +156,12 @@ struct HostileParentTests {
     @Test("this node's report on itself (its governance status) written by another node and sent by the parent is refused: a country's forged report, refused at HQ, was delivered down and the dealer's own status said what the country wrote")
     func ownReportWrittenByAnother() async throws {
         let dir = try TempDir()
-        let now = WallClock.nowMillis()
-        let parent = try await FakeParent(directory: dir.path) { request in
-            guard request.path == "/v1/pull" else {
-                return .encoding(ErrorResponse(code: "not_found", message: "no such route"), status: 404)
-            }
-            let forged = Change(origin: "de", originSeq: 7, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "governance_status", recordID: "d1",
-                                op: .upsert, fields: ["node": "d1", "state": "refused", "message": "tampered"])
-            let other = Change(origin: "de", originSeq: 8, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "customers", recordID: "c-9",
-                               op: .upsert, fields: ["owning_dealer": "d1", "last_name": "From the country"])
-            let kpi = Change(origin: "de", originSeq: 9, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "kpi_snapshots", recordID: "d1:sla:month:2026-12-01",
-                             op: .upsert, fields: ["node": "d1", "kpi": "sla"])
-            let ack = Change(origin: "de", originSeq: 10, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "erasure_acks", recordID: "era-1@d1",
-                             op: .upsert, fields: ["node": "d1", "erasure_id": "era-1"])
-            return .encoding(PullResponse(changes: [forged, kpi, ack, other], nextCursor: 4, more: false, head: 4))
-        }
+        let parent = try await Self.serving([
+            Self.change("de", 7, "governance_status", "d1", ["node": "d1", "state": "refused", "message": "tampered"]),
+            Self.change("de", 8, "kpi_snapshots", "d1:sla:month:2026-12-01", ["node": "d1", "kpi": "sla"]),
+            Self.change("de", 9, "erasure_acks", "era-1@d1", ["node": "d1", "erasure_id": "era-1"]),
+            Self.change("de", 10, "customers", "c-9", ["owning_dealer": "d1", "last_name": "From the country"]),
+        ], in: dir)
         let store = try Self.enrolledStore(dir, parent: parent)
         let agent = try SyncAgent(store: store, configuration: Self.configuration(parent))
         try await withTeardown({ await agent.shutdown(); await parent.stop() }) {

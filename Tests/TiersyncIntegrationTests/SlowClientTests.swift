@@ -121,7 +121,9 @@ struct SlowClientTests {
             let refused = outcomes.filter { $0.status == 429 }
             let held = outcomes.filter { $0.status != 429 }
             #expect(refused.count == 1, "\(outcomes)")
-            #expect(refused.allSatisfy { $0.closedAfter < 4 }, "\(outcomes)")
+            // At once: before either held push is let go (a fixed 4 s was missed once under a
+            // loaded fresh-clone CI run, the refusal itself on time).
+            #expect(refused.allSatisfy { r in held.allSatisfy { r.closedAfter < $0.closedAfter } }, "\(outcomes)")
             #expect(held.count == 2 && held.allSatisfy { $0.closedAfter > 5 }, "\(outcomes)")
             // Once the stalled pushes are over, the node pushes again. The client sees a
             // stalled connection closed a moment before the hub's handler gives its slot
