@@ -44,6 +44,13 @@ public enum Consent {
         case DomainSchema.tasks.name:
             guard value("status")?.stringValue ?? "open" == "open",
                   let needed = value("requires_consent")?.stringValue, fieldSuffixes.contains(needed) else { return nil }
+            // The contact is made by the task's channel: a task naming another channel than
+            // its consent's needs the purpose's consent by that channel (by fax or chat, one
+            // no customer can give).
+            if let channel = value("channel")?.stringValue, !needed.hasSuffix("_" + channel),
+               let purpose = needed.split(separator: "_").first {
+                return "consent_\(purpose)_\(channel)"
+            }
             return "consent_" + needed
         case DomainSchema.interactions.name:
             guard value("direction")?.stringValue == "outbound",

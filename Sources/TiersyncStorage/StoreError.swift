@@ -6,6 +6,8 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
     case rejected(ChangeRejection)
     case notFound(String)
     case invalidArgument(String)
+    /// The file given as a node's database cannot be one: not SQLite, a directory, unreadable.
+    case unusable(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -14,6 +16,7 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
         case .rejected(let r): r.message
         case .notFound(let what): "\(what) not found"
         case .invalidArgument(let m): m
+        case .unusable(let path, let reason): "\(path) cannot be used as a node's database: \(reason)"
         }
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 import GRDB
 import TiersyncCore
@@ -91,15 +92,20 @@ public final class NodeStore: Sendable {
         } else {
             switch checkpointing {
             case .byWriter:
-                writer = try StoreConfiguration.openPool(path: path)
+                writer = try Self.opening(path) { try StoreConfiguration.openPool(path: path) }
                 (checkpointer, walProgress) = (nil, nil)
             case .byOwner:
                 let progress = WALProgress(backstopFrames: WALCheckpointing.writerBackstopPages)
-                writer = try StoreConfiguration.openPool(path: path, walProgress: progress)
-                checkpointer = try DatabaseQueue(path: path, configuration: StoreConfiguration.make())
+                writer = try Self.opening(path) { try StoreConfiguration.openPool(path: path, walProgress: progress) }
+                checkpointer = try Self.opening(path) { try DatabaseQueue(path: path, configuration: StoreConfiguration.make()) }
                 walProgress = progress
             }
         }
+        try Self.opening(path) { try prepareFile() }
+    }
+
+    /// Prepares the file's schema: free pages given back on a new file, migrations, tables.
+    private func prepareFile() throws {
         if path != ":memory:" {
             // A new file gives the pages compaction frees back to the file system
             // (``releaseFreePages()``); SQLite allows the mode to be chosen only before the
@@ -116,6 +122,31 @@ public final class NodeStore: Sendable {
         try writer.write { db in
             try DomainTables.ensure(schema, in: db)
             try KPIStorage.ensure(db)
+        }
+    }
+
+    /// Runs `body`, which opens or prepares the file at `path`, turning SQLite's answer for a
+    /// file that is no database, or cannot be opened, into ``StoreError/unusable(path:reason:)``
+    /// (its code alone, "SQLite error 26", told an operator nothing about the path they gave).
+    private static func opening<T>(_ path: String, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as DatabaseError {
+            switch error.resultCode {
+            case .SQLITE_NOTADB:
+                throw StoreError.unusable(path: path, reason: "the file is not an SQLite database")
+            case .SQLITE_CANTOPEN:
+                var isDirectory: ObjCBool = false
+                let reason = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+                    ? "it is a directory" : "SQLite cannot open it (its directory missing, or no permission)"
+                throw StoreError.unusable(path: path, reason: reason)
+            case .SQLITE_READONLY, .SQLITE_PERM, .SQLITE_AUTH:
+                throw StoreError.unusable(path: path, reason: "it is read-only to this user")
+            case .SQLITE_CORRUPT:
+                throw StoreError.unusable(path: path, reason: "SQLite reports it corrupt (restore it from a backup: docs/OPERATIONS.md)")
+            default:
+                throw error
+            }
         }
     }
 

@@ -49,7 +49,7 @@ struct Generate: AsyncParsableCommand {
 
     func run() async throws {
         let store = try openEnrolledStore(db)
-        guard let identity = try store.identity() else { throw CLIError("\(db) is not enrolled: enroll the node first (tiersync agent run --token …)") }
+        guard let identity = try store.identity() else { throw CLIError("\(db) is not enrolled: enroll the node first (tiersync agent run --enroll-token …)") }
         let nowMillis = (try now.map(Admin.parseTime) ?? WallClock.nowMillis()) / 1000 * 1000
         let kind = try tenantKind ?? Self.inferredKind(store, identity: identity)
         let path = try store.meta(AllocationPolicy.pathMeta)?.split(separator: "/").map(String.init)

@@ -28,13 +28,25 @@ struct Contact: ParsableCommand {
         @Option(help: "Customer email.") var email: String?
         @Flag(help: "The new customer is a key account (allocation rules may test it).") var keyAccount = false
         @Option(help: "The new customer's value segment: A, B, C or D (allocation rules may test it).") var segment: String?
-        @Option(help: "phone, email, web, chat, visit or fax.") var channel = "phone"
+        @Option(help: "phone, email, web, chat, visit, fax, sms or post.") var channel = "phone"
         @Option(help: "inbound or outbound.") var direction = "inbound"
+        @Option(help: ArgumentHelp("An outbound contact's purpose: marketing or service.",
+                                   discussion: "Such a contact is recorded only if the customer consents to that purpose by its channel (docs/PRIVACY.md); an outbound contact without a purpose answers one the customer started."))
+        var purpose: String?
         @Option(help: "What the contact is about.") var topic: String
         @Option(help: "scheme (general questions) or specification (a concrete car or offer).") var knowledgeKind = "specification"
         @Option(help: "low, normal, high or critical.") var urgency = "normal"
         @Option(help: "Free-text summary.") var summary: String?
         @Option(help: "Contact id (default: generated).") var id: String?
+
+        func validate() throws {
+            if let purpose {
+                guard Consent.Purpose(rawValue: purpose) != nil else {
+                    throw ValidationError("--purpose is \(Consent.Purpose.allCases.map(\.rawValue).joined(separator: " or ")), got '\(purpose)'")
+                }
+                guard direction == "outbound" else { throw ValidationError("--purpose is for an outbound contact (--direction outbound)") }
+            }
+        }
 
         func run() throws {
             let store = try node.open()
@@ -68,6 +80,7 @@ struct Contact: ParsableCommand {
                 "status": .string("new"), "created_at": .string(ISO8601DateFormatter().string(from: Date())),
             ]
             fields["summary"] = summary.map(FieldValue.string)
+            fields["purpose"] = purpose.map(FieldValue.string)
             writes.append(.upsert("interactions", id: contactID, fields))
             do {
                 try store.commit(writes)
@@ -143,8 +156,15 @@ struct RecordCommand: ParsableCommand {
         func run() throws {
             let store = try node.open()
             guard let schema = store.schema.table(table) else { throw CLIError("unknown table '\(table)'") }
+            let fields = try parseAssignments(assignments, table: schema)
+            // Consent is recorded with its history (who, when, from which source): a bare field
+            // written here would change it with none, and a bare event would tell of a change
+            // that never happened.
+            if table == DomainSchema.consentEvents.name || (table == DomainSchema.customers.name && fields.keys.contains(where: { $0.hasPrefix("consent_") })) {
+                throw CLIError("consent is recorded with its history: use `tiersync consent set --db … --customer ID --purpose P --channel C --grant|--withdraw --source S`")
+            }
             let created = try store.record(table: table, id: id)?.state.isLive != true
-            let change = try store.commit([.upsert(table, id: id, try parseAssignments(assignments, table: schema))])
+            let change = try store.commit([.upsert(table, id: id, fields)])
             print("wrote \(table)/\(id) as change \(change[0].origin)#\(change[0].originSeq)")
             if created, table == DomainSchema.interactions.name { try printAllocation(of: id, in: store) }
         }
@@ -221,7 +241,12 @@ struct Status: AsyncParsableCommand {
         print("parent URL:  \(try store.meta("parent_url") ?? "-")")
         let acked = try store.cursor("push.parent")
         print("log head:    \(try store.headSeq())")
-        print("push:        acknowledged through \(acked); \(try store.upstreamBacklog(after: acked)) change(s) waiting")
+        if let identity, identity.parent == nil {
+            // HQ's store (a hub's tenant database): nothing is pushed anywhere, so nothing waits.
+            print("push:        none (no parent: changes here are the tenant's own log)")
+        } else {
+            print("push:        acknowledged through \(acked); \(try store.upstreamBacklog(after: acked)) change(s) waiting")
+        }
         // Refused by the parent for a reason that may pass, and retried: not "waiting" above.
         let refused = try store.retriesByCode()
         if !refused.isEmpty {

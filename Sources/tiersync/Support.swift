@@ -72,6 +72,11 @@ func openEnrolledStore(_ path: String) throws -> NodeStore {
     guard FileManager.default.fileExists(atPath: path) else {
         throw CLIError("no node database at \(path)")
     }
+    // An empty file would become a new, unenrolled store: most likely a wrong path, and
+    // then the commands below would report an empty node instead of the mistake.
+    if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int, size == 0 {
+        throw CLIError("\(path) is an empty file, not a node database (a node's database is made by `tiersync agent run --enroll-token …`)")
+    }
     let store = try NodeStore(path: path)
     store.writePolicy = AllocationPolicy()
     return store

@@ -565,6 +565,62 @@ struct CLICommandTests {
         try store.scheduleRetries(written.map { RejectedChange(change: $0, rejection: ChangeRejection(.forbidden, "outside the scope")) })
         let status = try await tiersync(["status", "--db", db], cwd: dir.path)
         #expect(status.out.contains("refused:     1 forbidden change(s) refused by the parent, retried"), "\(status)")
+        // HQ's store pushes nowhere: nothing "waits" there.
+        let hq = try NodeStore(path: dir.path + "/hq.sqlite")
+        try hq.setIdentity(NodeIdentity(tenant: "acme", node: "hq", parent: nil))
+        try hq.commit([.upsert("customers", id: "c-9", ["last_name": "Nine"])])
+        let hqStatus = try await tiersync(["status", "--db", dir.path + "/hq.sqlite"], cwd: dir.path)
+        #expect(hqStatus.out.contains("push:        none (no parent") && !hqStatus.out.contains("waiting"), "\(hqStatus)")
+    }
+
+    @Test("a file that cannot be a node's database is named as such, not as \"SQLite error 26\"; an empty one is not made a store")
+    func unusableDatabaseFiles() async throws {
+        let dir = try TempDir()
+        try "notes, not a database\n".write(toFile: dir.path + "/notes.txt", atomically: true, encoding: .utf8)
+        #expect(FileManager.default.createFile(atPath: dir.path + "/empty.sqlite", contents: nil))
+        try FileManager.default.createDirectory(atPath: dir.path + "/folder.sqlite", withIntermediateDirectories: false)
+        let cases = [("notes.txt", "notes.txt cannot be used as a node's database: the file is not an SQLite database"),
+                     ("empty.sqlite", "empty.sqlite is an empty file, not a node database"),
+                     ("folder.sqlite", "folder.sqlite cannot be used as a node's database: it is a directory")]
+        for (file, message) in cases {
+            for command in [["status"], ["contact", "list"]] {
+                let ran = try await tiersync(command + ["--db", dir.path + "/" + file], cwd: dir.path)
+                #expect(ran.status == 1 && ran.err.contains(message) && !ran.err.contains("SQLite error"), "\(ran)")
+            }
+        }
+        #expect((try FileManager.default.attributesOfItem(atPath: dir.path + "/empty.sqlite")[.size] as? Int) == 0)
+        // The agent, which makes a new store, names the file too.
+        let agent = try await tiersync(["agent", "run", "--db", dir.path + "/notes.txt", "--parent", "https://127.0.0.1:1", "--enroll-token", "tse_x"], cwd: dir.path)
+        #expect(agent.status != 0 && agent.err.contains("notes.txt cannot be used as a node's database"), "\(agent)")
+    }
+
+    @Test("consent from the CLI: an outbound contact with a purpose needs the customer's consent by its channel; a bare consent field or event is refused (no history)")
+    func outboundContactNeedsConsent() async throws {
+        let dir = try TempDir()
+        let db = dir.path + "/n.sqlite"
+        let store = try NodeStore(path: db)
+        try store.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
+        try store.commit([.upsert("customers", id: "c-1", ["last_name": "One"])])
+        let call = ["contact", "add", "--db", db, "--customer", "c-1", "--topic", "new model", "--direction", "outbound", "--purpose", "marketing"]
+        let refused = try await tiersync(call, cwd: dir.path)
+        #expect(refused.status != 0 && refused.err.contains("customer c-1 has not given consent_marketing_phone"), "\(refused)")
+        #expect(try store.liveRecords(table: "interactions").isEmpty)
+        for put in [["customers", "c-1", "consent_marketing_phone=true"], ["consent_events", "e-1", "customer_id=c-1", "granted=true"]] {
+            let bare = try await tiersync(["record", "put", "--db", db] + put, cwd: dir.path)
+            #expect(bare.status != 0 && bare.err.contains("consent is recorded with its history: use `tiersync consent set"), "\(bare)")
+        }
+        #expect(try store.record(table: "customers", id: "c-1")?.state.liveValues["consent_marketing_phone"] == nil)
+        let given = try await tiersync(["consent", "set", "--db", db, "--customer", "c-1", "--purpose", "marketing", "--channel", "phone",
+                                        "--grant", "--source", "dealer_visit"], cwd: dir.path)
+        #expect(given.status == 0, "\(given)")
+        let made = try await tiersync(call, cwd: dir.path)
+        #expect(made.status == 0, "\(made)")
+        #expect(try store.liveRecords(table: "interactions").first?.values["purpose"] == "marketing")
+        // By e-mail the customer gave nothing.
+        let byMail = try await tiersync(call + ["--channel", "email"], cwd: dir.path)
+        #expect(byMail.status != 0 && byMail.err.contains("has not given consent_marketing_email"), "\(byMail)")
+        let inbound = try await tiersync(["contact", "add", "--db", db, "--customer", "c-1", "--topic", "x", "--purpose", "service"], cwd: dir.path)
+        #expect(inbound.status == 64 && inbound.err.contains("--purpose is for an outbound contact"), "\(inbound)")
     }
 
     @Test("backup of a country node's --data directory says the country's records are in its store, and how to copy that too")

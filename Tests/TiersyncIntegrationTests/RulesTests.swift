@@ -227,6 +227,10 @@ struct RulesTests {
             let refusedTask = try Child.capture(["record", "put", "--db", berlinDB, "tasks", "t-manual", "customer_id=c-no",
                                                  "requires_consent=service_phone", "status=open", "channel=phone"])
             #expect(refusedTask.status != 0 && refusedTask.output.contains("customer c-no has not given consent_service_phone"), "\(refusedTask.output)")
+            // The consent is the one of the channel the task is made by: c-no's e-mail consent is no call's.
+            let otherChannel = try Child.capture(["record", "put", "--db", berlinDB, "tasks", "t-manual", "customer_id=c-no",
+                                                  "requires_consent=marketing_email", "status=open", "channel=phone"])
+            #expect(otherChannel.status != 0 && otherChannel.output.contains("customer c-no has not given consent_marketing_phone"), "\(otherChannel.output)")
             #expect(throws: StoreError.self) {
                 try berlin.store.commit([.upsert("interactions", id: "call-1", ["customer_id": "c-none", "direction": "outbound",
                                                                                "purpose": "marketing", "channel": "phone"])])
