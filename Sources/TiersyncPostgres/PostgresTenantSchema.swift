@@ -18,7 +18,10 @@ import TiersyncCore
 public struct PostgresTenantSchema: Sendable, Hashable {
     public let tenant: TenantID
     /// The schema's name: `t_` and the tenant id when that fits PostgreSQL's 63 bytes,
-    /// else `t_`, the id's first 40 bytes and a digest of the whole id.
+    /// else `t_`, the id's first 40 bytes, `#` and a digest of the whole id. No tenant id
+    /// holds `#`, so no short id's name is a long id's: joined with `_`, a 57-byte id spelled
+    /// as a longer one's shortened name shared its schema, and each tenant read the other's
+    /// records.
     public let name: String
 
     public init(tenant: TenantID) {
@@ -28,7 +31,7 @@ public struct PostgresTenantSchema: Sendable, Hashable {
             name = "t_" + id
         } else {
             let digest = SHA256.hash(data: Data(id.utf8)).map { String(format: "%02x", $0) }.joined()
-            name = "t_" + id.prefix(40) + "_" + digest.prefix(16)
+            name = "t_" + id.prefix(40) + "#" + digest.prefix(16)
         }
     }
 

@@ -240,7 +240,8 @@ extension PostgresTenantStore {
             }
             if quarantine[id] == nil { refusalOrder.append(id) }
             quarantine[id] = QuarantineRow(entry: .init(code: rejection.code.rawValue, receivedAtMillis: at, receivedFrom: sender.rawValue),
-                                           reason: rejection.message.clipped(toUTF8: 1_000), change: QuarantineEncoding.json(change))
+                                           reason: rejection.message.clipped(toUTF8: 1_000).replacingOccurrences(of: "\0", with: "\u{FFFD}"),
+                                           change: QuarantineEncoding.json(change))
             unquarantine.remove(id)
             plan.report.rejected.append(RejectedChange(change: change, rejection: rejection))
         }
@@ -407,10 +408,16 @@ private struct Batch {
         (self.changes, self.ready, self.sender, self.source, self.gate, self.wallMillis) = (changes, ready, sender, source, gate, wallMillis)
         self.routeAdding = routeAdding
         identities = Array(Set(changes.filter { Change.sequenceRange.contains($0.originSeq) }.map { Identity(origin: $0.origin.rawValue, seq: $0.originSeq) }))
-        keys = Array(Set(changes.map { RecordKey(table: $0.table, id: $0.recordID) }))
+        // Only valid changes touch records: an invalid one's table or id may be text PostgreSQL
+        // cannot even take as a parameter (a NUL failed the whole push, 500, for ever).
+        let valid = zip(changes, ready).compactMap { change, prepared -> Change? in
+            if case .success = prepared.verdict { return change }
+            return nil
+        }
+        keys = Array(Set(valid.map { RecordKey(table: $0.table, id: $0.recordID) }))
         origins = Array(Set(changes.map(\.origin.rawValue)))
         var erasureKeys = Set(keys)
-        for change in changes {
+        for change in valid {
             for link in Erasure.linkFields(of: change.table) {
                 if let target = change.fields[link.field]?.stringValue { erasureKeys.insert(RecordKey(table: link.parent, id: target)) }
             }

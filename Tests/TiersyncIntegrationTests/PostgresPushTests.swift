@@ -69,6 +69,29 @@ struct PostgresPushTests {
         return "SELECT \"\(schema)\".ts_apply_push(\(arguments.joined(separator: ", ")))"
     }
 
+    @Test("two tenants never share a schema: a long tenant id's shortened schema name is no shorter id's (a 57-byte id spelled as a 61-byte id's shortened name shared its schema, and each tenant read the other's records)")
+    func longTenantIDsKeepTheirOwnSchema() async throws {
+        let long = try TenantID(validating: "big-" + String(repeating: "x", count: 57))
+        // What the old naming shortened `long` to (its first 40 bytes, `_`, 16 hex digits of
+        // its SHA-256), itself a valid tenant id.
+        let lookalike = try TenantID(validating: "big-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx_c77eb6fcc6c2c9af")
+        #expect(PostgresTenantSchema(tenant: long).name != PostgresTenantSchema(tenant: lookalike).name)
+        #expect(PostgresTenantSchema(tenant: long).name.utf8.count <= 63)
+        try await TestPostgres.withFreshDatabase { endpoint in
+            try await withPostgresClient(endpoint) { client in
+                let x = PostgresTenantStore(client: client, tenant: long, rootOf: { _ in "hq" })
+                let y = PostgresTenantStore(client: client, tenant: lookalike, rootOf: { _ in "hq" })
+                let batch = try Self.contendedBatches(origins: ["d1"], batches: 1, perBatch: 2, records: 2)["d1"]!
+                let applied = try await x.applyIncoming(batch[0], from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil,
+                                                        wallMillis: WallClock.nowMillis())
+                #expect(applied.applied == 2)
+                #expect(try await x.feedHead() == 2)
+                #expect(try await y.feedHead() == 0, "the other tenant's log is not this one's")
+                #expect(try await y.liveRecords(inTable: "customers").isEmpty)
+            }
+        }
+    }
+
     @Test("a write PostgreSQL fails while running it is never acknowledged: the push throws, nothing is kept, and the same push applies once the cause is gone")
     func failedWriteIsNotAcknowledged() async throws {
         try await TestPostgres.withFreshDatabase { endpoint in

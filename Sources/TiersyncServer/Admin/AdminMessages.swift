@@ -259,6 +259,9 @@ public enum AdminMessages {
         public var changes: [TraceEntry]
         /// The log position to pass as `after` for the next page; nil on the last.
         public var next: Int64?
+        /// True when the record is held but compaction folded its history (docs/OPERATIONS.md,
+        /// retention): it has no changes left to show here; nil otherwise.
+        public var compacted: Bool?
     }
 
     /// What a trace shows in place of a node outside the caller's view (their subtree and

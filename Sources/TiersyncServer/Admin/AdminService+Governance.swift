@@ -69,6 +69,9 @@ extension AdminService {
         let compiled = try compile(body.sources, for: caller.user.tenant)
         let targets = try body.targets.map { try $0.map { try scopedNode($0.rawValue, caller) } }
         let notes = String((body.notes ?? "").prefix(1_000))
+        guard !DisplayText.hasUnsafeCharacters(notes, allowingLineBreaks: true) else {
+            throw APIError(.unprocessableContent, "invalid_notes", "release notes are text without control characters (line breaks and tabs allowed)")
+        }
         if try await approvals?.requiresReleaseApproval(of: caller.user.tenant) == true, let approvals {
             let pending = ReleaseRequest(tenant: caller.user.tenant, author: caller.user.name, requestedAtMillis: WallClock.nowMillis(), notes: notes,
                                          targets: targets, sourceDigest: compiled.sourceDigest, sources: body.sources)
@@ -131,8 +134,7 @@ extension AdminService {
 
     func reject(_ pending: ReleaseRequest, reason raw: String, _ caller: AdminCaller, address: String) async throws {
         guard let approvals else { throw Self.outOfScope }
-        let reason = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard (1...500).contains(reason.count) else { throw APIError(.unprocessableContent, "reason_required", "say why (1 to 500 characters)") }
+        let reason = try Self.reason(raw)
         guard try await approvals.decideReleaseRequest(pending.id, of: caller.user.tenant, state: .rejected, reviewer: caller.user.name,
                                                        reason: reason, atMillis: WallClock.nowMillis()) else {
             throw APIError(.conflict, "decided", "request \(pending.id) was decided already")
@@ -156,6 +158,7 @@ extension AdminService {
 
     func rollback(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
         let body = try await codec.decode(AdminMessages.RollbackRequest.self, from: request)
+        let reason = try body.reason.flatMap { $0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? nil : try Self.reason($0) }
         let rollout: Rollout
         do {
             rollout = try await publisher(caller).rollback(to: body.to)
@@ -163,7 +166,7 @@ extension AdminService {
             throw APIError(.unprocessableContent, "refused", error.description)
         }
         await governanceSignal(caller.user.tenant)
-        try await audit(caller, context, "release.rollback", target: body.to.map { "v\($0)" } ?? "previous", detail: "\(rollout.summary): \(body.reason ?? "")")
+        try await audit(caller, context, "release.rollback", target: body.to.map { "v\($0)" } ?? "previous", detail: "\(rollout.summary): \(reason ?? "")")
         return try codec.encode(AdminMessages.PublishResponse(request: nil, version: nil, rollout: rollout.summary), for: request)
     }
 

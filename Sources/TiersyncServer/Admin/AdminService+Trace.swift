@@ -13,8 +13,8 @@ extension AdminService {
 
     func trace(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
         let query = request.uri.queryParameters
-        guard let table = query.get("table"), !table.isEmpty, table.utf8.count <= 64 else {
-            throw APIError(.badRequest, "invalid_parameter", "'table' names the record's table")
+        guard let table = query.get("table"), DomainSchema.schema.table(table) != nil else {
+            throw APIError(.badRequest, "invalid_parameter", "'table' names one of the replicated tables (\(DomainSchema.schema.tables.map(\.name).joined(separator: ", ")))")
         }
         guard let id = query.get("id"), RecordID.isValid(id) else {
             throw APIError(.badRequest, "invalid_parameter", "'id' is a record id: 1–128 printable ASCII characters")
@@ -28,8 +28,10 @@ extension AdminService {
     func tracePage(_ caller: AdminCaller, table: String, id: String, after: Int64, limit: Int) async throws -> AdminMessages.TraceResponse {
         let store = try await directory.store(for: caller.user.tenant)
         let trace = try await store.trace(recordID: id, table: table, after: after, limit: limit)
-        // Nothing held, or held but routed outside the caller's subtree: one answer.
-        guard !trace.changes.isEmpty || after > 0, inScope(route: trace.route, caller) else { throw Self.traceNotFound }
+        // Nothing held, or held but routed outside the caller's subtree: one answer. Held is
+        // a row (its route) or log entries: a record compaction folded has a row and no
+        // entries, and asking for entries alone answered it as not held.
+        guard !trace.changes.isEmpty || !trace.route.isEmpty || after > 0, inScope(route: trace.route, caller) else { throw Self.traceNotFound }
         let visible = caller.isTenantWide ? nil : caller.visibleNodes
         func shown(_ node: NodeID) -> String {
             visible.map { $0.contains(node) ? node.rawValue : AdminMessages.hiddenNode } ?? node.rawValue
@@ -58,6 +60,7 @@ extension AdminService {
                 source: entry.source, receivedFrom: entry.receivedFrom.map(shown), receivedAtMillis: entry.receivedAtMillis,
                 upstream: upstream, refusal: refusal, nextTryMillis: nextTry)
         }
-        return AdminMessages.TraceResponse(table: table, id: id, changes: entries, next: trace.next)
+        return AdminMessages.TraceResponse(table: table, id: id, changes: entries, next: trace.next,
+                                           compacted: after == 0 && entries.isEmpty ? true : nil)
     }
 }

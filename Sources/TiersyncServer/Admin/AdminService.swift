@@ -203,7 +203,9 @@ struct AdminService: Sendable {
         guard (60...Self.maxTokenTTLSeconds).contains(body.ttlSeconds) else {
             throw APIError(.unprocessableContent, "invalid_ttl", "ttlSeconds must be from 60 to \(Self.maxTokenTTLSeconds)")
         }
-        guard (1...100).contains(body.name.count) else { throw APIError(.unprocessableContent, "invalid_name", "a token's name has 1 to 100 characters") }
+        guard (1...100).contains(body.name.count), body.name.utf8.count <= 400, !DisplayText.hasUnsafeCharacters(body.name, allowingLineBreaks: false) else {
+            throw APIError(.unprocessableContent, "invalid_name", "a token's name has 1 to 100 characters, without line breaks or control characters")
+        }
         let now = WallClock.nowMillis()
         let secret = Secrets.new(.adminToken)
         let expires = now + body.ttlSeconds * 1000
@@ -377,8 +379,7 @@ struct AdminService: Sendable {
 
     func discard(_ id: Int64, reason raw: String, _ caller: AdminCaller, address: String) async throws {
         let (store, change) = try await quarantinedChange(id, caller)
-        let reason = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard (1...500).contains(reason.count) else { throw APIError(.unprocessableContent, "reason_required", "say why (1 to 500 characters)") }
+        let reason = try Self.reason(raw)
         _ = try await store.discardQuarantined(id: change.id)
         try await audit(caller, address, "quarantine.discard", target: "\(change.id)", detail: "\(change.origin)#\(change.originSeq) \(change.code): \(reason)")
     }
@@ -527,6 +528,18 @@ struct AdminService: Sendable {
     }
 
     static let outOfScope = APIError(.forbidden, "out_of_scope", "not in your scope")
+
+    /// The reason an administrator gives for a decision (a rejection, a discard, a rollback),
+    /// trimmed: 1 to 500 characters, without control characters other than line breaks and
+    /// tabs (a NUL failed the write on PostgreSQL, 500, and cut the text on SQLite).
+    static func reason(_ raw: String) throws -> String {
+        let reason = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard (1...500).contains(reason.count) else { throw APIError(.unprocessableContent, "reason_required", "say why (1 to 500 characters)") }
+        guard reason.utf8.count <= 2_000, !DisplayText.hasUnsafeCharacters(reason, allowingLineBreaks: true) else {
+            throw APIError(.unprocessableContent, "invalid_reason", "a reason is text without control characters (line breaks and tabs allowed)")
+        }
+        return reason
+    }
 
     /// A node named by the caller, which must be in their subtree (403 `out_of_scope`
     /// otherwise, whether it exists or not).

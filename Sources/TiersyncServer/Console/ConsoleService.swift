@@ -243,6 +243,7 @@ struct ConsoleService: Sendable {
                             "upstream": Self.upstreamText(entry)]
                 }
                 values["next"] = page.next.map { Self.traceHref(table: table, id: id) + "&after=\($0)" } ?? false
+                values["compacted"] = page.compacted == true
             } catch let error as APIError where error.code == AdminService.traceNotFound.code {
                 values["found"] = false
             }

@@ -258,6 +258,7 @@ enum ConsoleTemplates {
     </li>
     {{/changes}}
     </ol>
+    {{#compacted}}<p id="trace-compacted">The record is held here, but compaction has folded its history: no change of it is left to show.</p>{{/compacted}}
     {{#next}}<p><a href="{{next}}" rel="next">Later changes</a></p>{{/next}}
     {{/found}}
     {{^found}}<p id="trace-none">No record {{table}}/{{id}} in your scope here.</p>{{/found}}
