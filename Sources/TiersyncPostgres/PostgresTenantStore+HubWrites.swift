@@ -20,12 +20,25 @@ extension PostgresTenantStore {
         var sql = PostgresSQL()
         let (origin, reported, jump) = (sql.bind(root.rawValue), sql.bind(held), sql.bind(HubSequence.maximumAdoptedJump))
         sql.append("""
-            WITH own AS (SELECT COALESCE(max(origin_seq), 0) AS highest FROM \(table(.changes)) WHERE origin = \(origin))
+            WITH own AS (SELECT \(ownHighest(origin)) AS highest)
             INSERT INTO \(table(.hubClock)) AS c (id, seq, hlc)
             SELECT 1, LEAST(\(reported), own.highest + \(jump)), 0 FROM own WHERE \(reported) > own.highest
             ON CONFLICT (id) DO UPDATE SET seq = GREATEST(c.seq, excluded.seq)
             """)
         _ = try await client.query(sql.query, logger: logger).collect()
+    }
+
+    /// SQL for the highest sequence of the root's own changes this database has seen, `origin`
+    /// its bound parameter: logged, or purged by compaction (a superseded entry leaves the log
+    /// but keeps its number). From the log alone, a tenant moved from SQLite (whose purged
+    /// entries do not move) numbered HQ's next write as one it had already made, and every
+    /// node refused it as a reused identity: an erasure requested there reached no one.
+    private func ownHighest(_ origin: String) -> String {
+        """
+        COALESCE(GREATEST((SELECT max(origin_seq) FROM \(table(.changes)) WHERE origin = \(origin)),
+                          (SELECT max(through_seq) FROM \(table(.purged)) WHERE origin = \(origin)),
+                          (SELECT max(hi) FROM \(table(.purgedRanges)) WHERE origin = \(origin))), 0)
+        """
     }
 
     public func writeAsHub(_ writes: [RecordWrite]) async throws -> [Change] {
@@ -44,7 +57,7 @@ extension PostgresTenantStore {
         let (tbl, id, origin) = (read.bind(write.table), read.bind(write.id), read.bind(root.rawValue))
         read.append("""
             SELECT r.versions, r.tombstone, r.fields, r.route,
-                   COALESCE((SELECT max(origin_seq) FROM \(table(.changes)) WHERE origin = \(origin)), 0)
+                   \(ownHighest(origin))
             FROM (SELECT 1) AS one LEFT JOIN \(table(.records)) r ON r.tbl = \(tbl) AND r.id = \(id)
             """)
         guard let row = try await client.query(read.query, logger: logger).collect().first else {

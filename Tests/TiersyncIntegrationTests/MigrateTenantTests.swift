@@ -3,6 +3,7 @@ import Synchronization
 import Testing
 import TiersyncCore
 import TiersyncGovernance
+import TiersyncPostgres
 import TiersyncServer
 import TiersyncStore
 import TiersyncTestSupport
@@ -46,6 +47,17 @@ struct MigrateTenantTests {
             try await eventually(timeout: 30, "the erasure reached berlin") {
                 try berlin.store.record(table: "customers", id: "c-3") == nil && hq.liveRecords(table: "customers").count == 38
             }
+            // HQ's last own write, superseded by berlin's edit: compaction purges it, so HQ's
+            // highest number is in no log entry that moves.
+            try hq.commit([.upsert("customers", id: "c-5", ["first_name": "HQ's draft"])])
+            try await eventually(timeout: 30, "HQ's draft reached berlin") {
+                try berlin.store.record(table: "customers", id: "c-5")?.state.liveValues["first_name"] == "HQ's draft"
+            }
+            try berlin.store.commit([.upsert("customers", id: "c-5", ["first_name": "Berlin's"])])
+            try await eventually(timeout: 30, "berlin's edit reached HQ and de") {
+                try hq.record(table: "customers", id: "c-5")?.state.liveValues["first_name"] == "Berlin's"
+                    && de.store.record(table: "customers", id: "c-5")?.state.liveValues["first_name"] == "Berlin's"
+            }
             let pulledBefore = try de.store.cursor("pull.parent")
             #expect(pulledBefore > 0)
             await sqliteHub.stop()
@@ -81,6 +93,18 @@ struct MigrateTenantTests {
                 #expect(output.contains("changes: \(logRows) rows"), "\(logRows) log entries, folded ones written back:\n\(output)")
                 #expect(output.contains("folded log entries written back"), "\(output)")
                 #expect(output.contains("1 administrators, 1 of their tokens"), "\(output)")
+
+                // HQ's first own write on PostgreSQL, before any node tells the hub what it holds,
+                // is numbered after every one it made on SQLite, purged ones included: numbered
+                // from the log alone, it reused an identity and every node refused it (an
+                // erasure requested there reached no one).
+                let hqNode = try #require(try hq.identity()?.node)
+                let hqMadeOnSQLite = try await hq.highestSeq(of: hqNode)
+                let written = try await withPostgresClient(endpoint) { client in
+                    try await PostgresTenantStore(client: client, tenant: "automaker", rootOf: { _ in hqNode })
+                        .writeAsHub([.upsert("customers", id: "c-4", ["first_name": "Written on PostgreSQL"])])
+                }
+                #expect((written.first?.originSeq ?? 0) > hqMadeOnSQLite, "HQ made \(hqMadeOnSQLite) on SQLite; wrote \(written.map(\.originSeq))")
 
                 // Phase 2: HQ on PostgreSQL at the same address; the nodes keep their credentials and cursors.
                 let pgHub = try await RunningHub(directory: dir.path, port: port, postgres: endpoint)
@@ -127,6 +151,10 @@ struct MigrateTenantTests {
                 let refused = try await running.client(pgHub).send("POST", "/v1/push", json: PushRequest(through: 9_000, changes: [late]), credential: deCredential)
                 #expect(try refused.decode(PushResponse.self).rejected.map(\.code) == [.erased], "\(refused.text)")
                 #expect(try await pg.erasureLedger().first?.acknowledgements.contains { $0.node == "hq" } == true)
+                // HQ's first own write on PostgreSQL reached berlin.
+                try await eventually(timeout: 30, "HQ's write on PostgreSQL reached berlin") {
+                    try berlin.store.record(table: "customers", id: "c-4")?.state.liveValues["first_name"] == "Written on PostgreSQL"
+                }
                 // The administration moved: the API token works at the new hub, four-eyes is still on,
                 // and the audit log kept what was done (it was left behind: four-eyes silently off).
                 let me = try await running.client(pgHub).send("GET", "/admin/v1/me", headers: [("Authorization", "Bearer \(apiToken)")])
