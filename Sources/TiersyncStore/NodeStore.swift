@@ -125,6 +125,19 @@ public final class NodeStore: Sendable {
         }
     }
 
+    /// Whether the SQLite file at `path` holds a node's store (its `ts_meta` table), read
+    /// without changing it: opening a ``NodeStore`` on another SQLite file (a hub's catalog, a
+    /// backup of one) would add a node store's tables to it.
+    public static func holdsNodeStore(at path: String) throws -> Bool {
+        try opening(path) {
+            var configuration = Configuration()
+            configuration.readonly = true
+            return try DatabaseQueue(path: path, configuration: configuration).read { db in
+                try db.tableExists("ts_meta")
+            }
+        }
+    }
+
     /// Runs `body`, which opens or prepares the file at `path`, turning SQLite's answer for a
     /// file that is no database, or cannot be opened, into ``StoreError/unusable(path:reason:)``
     /// (its code alone, "SQLite error 26", told an operator nothing about the path they gave).
@@ -132,14 +145,16 @@ public final class NodeStore: Sendable {
         do {
             return try body()
         } catch let error as DatabaseError {
+            // SQLite answers a directory as "cannot open" or, read-only, as an I/O error.
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+                throw StoreError.unusable(path: path, reason: "it is a directory")
+            }
             switch error.resultCode {
             case .SQLITE_NOTADB:
                 throw StoreError.unusable(path: path, reason: "the file is not an SQLite database")
             case .SQLITE_CANTOPEN:
-                var isDirectory: ObjCBool = false
-                let reason = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
-                    ? "it is a directory" : "SQLite cannot open it (its directory missing, or no permission)"
-                throw StoreError.unusable(path: path, reason: reason)
+                throw StoreError.unusable(path: path, reason: "SQLite cannot open it (its directory missing, or no permission)")
             case .SQLITE_READONLY, .SQLITE_PERM, .SQLITE_AUTH:
                 throw StoreError.unusable(path: path, reason: "it is read-only to this user")
             case .SQLITE_CORRUPT:

@@ -77,6 +77,10 @@ func openEnrolledStore(_ path: String) throws -> NodeStore {
     if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int, size == 0 {
         throw CLIError("\(path) is an empty file, not a node database (a node's database is made by `tiersync agent run --enroll-token …`)")
     }
+    // Another SQLite file (a hub's catalog, a backup of one) would gain a node store's tables.
+    guard try NodeStore.holdsNodeStore(at: path) else {
+        throw CLIError("\(path) is an SQLite database but not a node's (a hub's catalog? A tenant's data at HQ is DATA/tenants/TENANT.sqlite); nothing was changed")
+    }
     let store = try NodeStore(path: path)
     store.writePolicy = AllocationPolicy()
     return store

@@ -589,6 +589,16 @@ struct CLICommandTests {
             }
         }
         #expect((try FileManager.default.attributesOfItem(atPath: dir.path + "/empty.sqlite")[.size] as? Int) == 0)
+        // Another SQLite file (a hub's catalog) is named as such and left as it was: read
+        // commands added a node store's tables to it.
+        let hub = dir.path + "/hub"
+        #expect(try await tiersync(["admin", "create-tenant", "--data", hub, "--tenant", "acme", "--levels", "3"], cwd: dir.path).status == 0)
+        let catalog = try Data(contentsOf: URL(fileURLWithPath: hub + "/hub.sqlite"))
+        for command in [["status"], ["conflicts"], ["record", "put", "customers", "c-1", "last_name=X"]] {
+            let ran = try await tiersync(command + ["--db", hub + "/hub.sqlite"], cwd: dir.path)
+            #expect(ran.status == 1 && ran.err.contains("is an SQLite database but not a node's"), "\(ran)")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: hub + "/hub.sqlite")) == catalog, "the catalog is unchanged")
         // The agent, which makes a new store, names the file too.
         let agent = try await tiersync(["agent", "run", "--db", dir.path + "/notes.txt", "--parent", "https://127.0.0.1:1", "--enroll-token", "tse_x"], cwd: dir.path)
         #expect(agent.status != 0 && agent.err.contains("notes.txt cannot be used as a node's database"), "\(agent)")
