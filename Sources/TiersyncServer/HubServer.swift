@@ -119,11 +119,28 @@ public struct HubServer: Sendable {
         let http1 = HTTPServerBuilder.http1(configuration: .init(idleTimeout: .seconds(Int64(configuration.limits.idleTimeoutSeconds))))
         switch configuration.transport {
         case .tls(let certificatePath, let keyPath):
-            let chain = try NIOSSLCertificate.fromPEMFile(certificatePath).map { NIOSSLCertificateSource.certificate($0) }
-            let key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
+            let chain: [NIOSSLCertificateSource]
+            do {
+                chain = try NIOSSLCertificate.fromPEMFile(certificatePath).map { NIOSSLCertificateSource.certificate($0) }
+            } catch {
+                throw HubStartError("cannot use the certificate \(certificatePath): expected a PEM certificate chain, the server's certificate first")
+            }
+            guard !chain.isEmpty else { throw HubStartError("the certificate file \(certificatePath) holds no PEM certificate") }
+            let key: NIOSSLPrivateKey
+            do {
+                key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
+            } catch {
+                throw HubStartError("cannot use the private key \(keyPath): expected an unencrypted PEM private key")
+            }
             var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
             tls.shutdownTimeout = .seconds(1)
-            server = try .tls(http1, tlsConfiguration: tls)
+            do {
+                // Building the context checks that the key is the certificate's.
+                _ = try NIOSSLContext(configuration: tls)
+                server = try .tls(http1, tlsConfiguration: tls)
+            } catch {
+                throw HubStartError("the private key \(keyPath) does not belong to the certificate \(certificatePath)")
+            }
         case .insecureDevelopmentHTTP:
             logger.warning("serving plain HTTP: development only")
             server = http1
@@ -150,7 +167,16 @@ public struct HubServer: Sendable {
             logger: logger))
         // Cancelling the caller means "shut down gracefully": the group runs in its own
         // task so cancellation reaches it only as a graceful-shutdown trigger.
-        let running = Task { try await group.run() }
+        let (host, port) = (configuration.host, configuration.port)
+        let running = Task {
+            do {
+                try await group.run()
+            } catch let error as IOError where error.errnoCode == EADDRINUSE {
+                throw HubStartError("port \(port) on \(host) is in use: another process listens there (another hub or node?); choose another --port")
+            } catch let error as IOError where error.errnoCode == EADDRNOTAVAIL {
+                throw HubStartError("cannot listen on \(host): no network interface of this machine has that address")
+            }
+        }
         try await withTaskCancellationHandler {
             try await running.value
         } onCancel: {

@@ -573,6 +573,27 @@ struct CLICommandTests {
         #expect(hqStatus.out.contains("push:        none (no parent") && !hqStatus.out.contains("waiting"), "\(hqStatus)")
     }
 
+    @Test("hub serve names the file or port it cannot use: a certificate that is none, a key that is not the certificate's, a port another process listens on (NIO's answers named neither)")
+    func hubServeNamesWhatFails() async throws {
+        let dir = try TempDir()
+        #expect(try await tiersync(["admin", "gen-certs", "--out", "certs"], cwd: dir.path).status == 0)
+        let cases: [([String], String)] = [
+            (["--cert", "certs/server-key.pem", "--key", "certs/server-key.pem"], "cannot use the certificate certs/server-key.pem"),
+            (["--cert", "certs/server.pem", "--key", "certs/server.pem"], "cannot use the private key certs/server.pem"),
+            (["--cert", "certs/server.pem", "--key", "certs/ca-key.pem"], "the private key certs/ca-key.pem does not belong to the certificate certs/server.pem"),
+        ]
+        for (options, message) in cases {
+            let ran = try await tiersync(["hub", "serve", "--data", "hq", "--port", "0"] + options, cwd: dir.path, timeout: 60)
+            #expect(ran.status == 1 && ran.err.contains(message) && !ran.err.contains("failedToLoad"), "\(ran)")
+        }
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path + "/running")
+            let taken = try await tiersync(["hub", "serve", "--data", "hq", "--port", "\(hub.port)", "--cert", "certs/server.pem", "--key", "certs/server-key.pem"],
+                                           cwd: dir.path, timeout: 60)
+            #expect(taken.status == 1 && taken.err.contains("port \(hub.port) on 127.0.0.1 is in use") && !taken.err.contains("errno"), "\(taken)")
+        }
+    }
+
     @Test("a file that cannot be a node's database is named as such, not as \"SQLite error 26\"; an empty one is not made a store")
     func unusableDatabaseFiles() async throws {
         let dir = try TempDir()
