@@ -80,9 +80,15 @@ struct Hub: AsyncParsableCommand {
             configuration.maxClockSkewMillis = maxSkew * 1000
             configuration.releaseKeyDirectory = releaseKeys ?? data! + "/keys"
             configuration.retention = RetentionPolicy(days: retentionDays)
+            let catalog = try HubCatalog(directory: configuration.dataDirectory)
+            // Held while this process serves the directory (the kernel lets go when it ends).
+            guard let lock = try HubDirectoryLock.acquire(directory: configuration.dataDirectory) else {
+                throw CLIError("another hub serves \(configuration.dataDirectory) already (it holds \(configuration.dataDirectory)/hub.lock): one process serves a SQLite hub's data; several hub processes need PostgreSQL (--postgres)")
+            }
+            defer { withExtendedLifetime(lock) {} }
             // The stores the hub serves, shared with HQ's rules runner (HQ has no agent: its
             // escalation and proactive rules run in this process).
-            let stores = TenantStores(catalog: try HubCatalog(directory: configuration.dataDirectory),
+            let stores = TenantStores(catalog: catalog,
                                       clock: HybridLogicalClock(maxSkewMillis: configuration.maxClockSkewMillis), checkpointing: .byOwner)
             let hub = HubServer(configuration: configuration, directory: CatalogDirectory(stores: stores))
             let rules = rulesInterval > 0 ? Duration.milliseconds(Int64(rulesInterval * 1000)) : nil

@@ -42,15 +42,22 @@ extension Admin {
             // Both ends checked before the source is read (its digest takes a while): a hub
             // directory that is there, a PostgreSQL that answers (its first contact says why not).
             let catalog = try ExistingData(data: data).existingCatalog()
+            // Nothing may change the tenant while it is read: a hub serving the directory
+            // would go on accepting pushes the move leaves behind.
+            guard let lock = try HubDirectoryLock.acquire(directory: data) else {
+                throw CLIError("a hub is serving \(data) (it holds \(data)/hub.lock): stop it first; migrate-tenant moves the tenant as it stands")
+            }
+            defer { withExtendedLifetime(lock) {} }
             do {
                 try await endpoint.firstContact(waiting: HubLocation.connectTimeout, logger: Logger(label: "tiersync.postgres")) { _ in }
             } catch let error as PostgresUnreachable {
                 throw CLIError(error.message())
             }
-            guard let entries = try catalog.exportTenant(tenantID) else { throw ValidationError("no tenant '\(tenant)' in \(data)") }
+            guard let entries = try catalog.exportTenant(tenantID) else { throw CLIError("no tenant '\(tenant)' in \(data)") }
             let path = catalog.tenantDatabasePath(tenantID)
-            guard FileManager.default.fileExists(atPath: path) else { throw ValidationError("tenant '\(tenant)' has no database at \(path)") }
-            let source = try NodeStore(path: path)
+            // A tenant no node has reached yet has no database: made here as the hub makes it
+            // at its first request (empty, the root's identity), so its administration moves.
+            let source = try TenantStores(catalog: catalog).store(for: tenantID)
             // A hub on PostgreSQL serves its feed from the log alone: entries compaction
             // folded into their records go back into the log first.
             let unfolded = try source.unfoldState()
@@ -58,15 +65,17 @@ extension Admin {
             let before = try await TenantDigest.of(source, pageSize: pageSize)
             print("source (SQLite \(path)): \(before)")
 
-            try await withPostgresClient(endpoint, backgroundLogger: Logger(label: "tiersync.postgres")) { client in
+            // No background logger: the pool's warning that a lease came before its run()
+            // started (harmless, the lease waits) was printed by every migration.
+            try await withPostgresClient(endpoint) { client in
                 let target = try await PostgresCatalog(client: client)
                 guard try await target.root(of: tenantID) == nil else {
-                    throw ValidationError("tenant '\(tenant)' exists in \(endpoint) already; migrate-tenant moves a tenant only into a database without it")
+                    throw CLIError("tenant '\(tenant)' exists in \(endpoint) already; migrate-tenant moves a tenant only into a database without it")
                 }
                 let root = entries.tenant.root
                 let store = PostgresTenantStore(client: client, tenant: tenantID, rootOf: { _ in root })
                 guard try await store.isEmpty() else {
-                    throw ValidationError("schema \(store.tenantSchema.name) in \(endpoint) holds data already (a migration that stopped half-way?): drop it (DROP SCHEMA \"\(store.tenantSchema.name)\" CASCADE) and run again")
+                    throw CLIError("schema \(store.tenantSchema.name) in \(endpoint) holds data already (a migration that stopped half-way?): drop it (DROP SCHEMA \"\(store.tenantSchema.name)\" CASCADE) and run again")
                 }
                 for table in MigrationTable.allCases {
                     var offset = 0
@@ -91,11 +100,11 @@ extension Admin {
                 let after = try await TenantDigest.of(store, pageSize: pageSize)
                 print("target (PostgreSQL \(endpoint), schema \(store.tenantSchema.name)): \(after)")
                 guard after == before else {
-                    throw ValidationError("the digests differ: the tenant was NOT added to the PostgreSQL catalog; drop schema \(store.tenantSchema.name) and report this")
+                    throw CLIError("the digests differ: the tenant was NOT added to the PostgreSQL catalog; drop schema \(store.tenantSchema.name) and report this")
                 }
                 try await target.importTenant(entries)
                 guard try await target.exportTenant(tenantID) == entries else {
-                    throw ValidationError("the catalog entries read back differ from those moved")
+                    throw CLIError("the catalog entries read back differ from those moved")
                 }
                 let admin = entries.administration
                 print("moved tenant \(tenant): digests equal; \(entries.nodes.count) nodes and \(entries.credentials.count) credentials in the catalog; "

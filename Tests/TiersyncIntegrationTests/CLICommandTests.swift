@@ -594,6 +594,20 @@ struct CLICommandTests {
         }
     }
 
+    @Test("one process serves a SQLite hub's directory: while it runs, a second hub serve and migrate-tenant are refused (the move left the pushes the hub accepted meanwhile behind)")
+    func servingHubHoldsItsDirectory() async throws {
+        let dir = try TempDir()
+        #expect(try await tiersync(["admin", "create-tenant", "--data", "hub", "--tenant", "acme", "--levels", "3"], cwd: dir.path).status == 0)
+        try await withChild(["hub", "serve", "--data", dir.path + "/hub", "--insecure-dev-http", "--port", "0"], log: dir.path + "/hub.log") { hub in
+            _ = try await hub.waitForOutput(containing: "hub listening on")
+            let second = try await tiersync(["hub", "serve", "--data", "hub", "--insecure-dev-http", "--port", "0"], cwd: dir.path, timeout: 60)
+            #expect(second.status == 1 && second.err.contains("another hub serves hub already"), "\(second)")
+            let move = try await tiersync(["admin", "migrate-tenant", "--data", "hub", "--tenant", "acme", "--to-postgres", "postgres://nobody@127.0.0.1:1/none"],
+                                          cwd: dir.path, timeout: 60)
+            #expect(move.status == 1 && move.err.contains("a hub is serving hub") && !move.err.contains("Usage:"), "\(move)")
+        }
+    }
+
     @Test("a file that cannot be a node's database is named as such, not as \"SQLite error 26\"; an empty one is not made a store")
     func unusableDatabaseFiles() async throws {
         let dir = try TempDir()

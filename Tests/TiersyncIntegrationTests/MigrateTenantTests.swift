@@ -13,6 +13,25 @@ import TiersyncTestSupport
 /// on PostgreSQL (same port, same credentials, same cursors) without a resync.
 @Suite("Moving a tenant from SQLite to PostgreSQL", .serialized)
 struct MigrateTenantTests {
+    @Test("migrate-tenant moves a tenant no node has reached yet (no database: it was refused, its administration left behind); a tenant already there is refused without a usage text",
+          .enabled(if: TestPostgres.isAvailable, Comment(rawValue: StorageEngine.postgresSkipNote)), .timeLimit(.minutes(3)))
+    func migrateUntouchedTenant() async throws {
+        let dir = try TempDir()
+        let data = dir.path + "/hub"
+        _ = try Child.run(["admin", "create-tenant", "--data", data, "--tenant", "gamma", "--levels", "3"])
+        let passwordFile = dir.path + "/pw"
+        try "a long enough password\n".write(toFile: passwordFile, atomically: true, encoding: .utf8)
+        _ = try Child.run(["admin", "user", "add", "--data", data, "--tenant", "gamma", "--name", "ops@gamma", "--role", "viewer", "--password-file", passwordFile])
+        try await TestPostgres.withFreshDatabase { endpoint in
+            let moved = try Child.capture(["admin", "migrate-tenant", "--data", data, "--tenant", "gamma", "--to-postgres", endpoint.url])
+            #expect(moved.status == 0 && moved.output.contains("moved tenant gamma: digests equal") && moved.output.contains("1 administrators"),
+                    "\(moved.output)")
+            #expect(!moved.output.contains("hasn't been called yet"), "the pool's start-up warning: \(moved.output)")
+            let again = try Child.capture(["admin", "migrate-tenant", "--data", data, "--tenant", "gamma", "--to-postgres", endpoint.url])
+            #expect(again.status == 1 && again.output.contains("tenant 'gamma' exists in") && !again.output.contains("Usage:"), "\(again.output)")
+        }
+    }
+
     @Test("migrate-tenant: digests equal before and after, credentials and cursors keep working, nothing re-sent or lost",
           .enabled(if: TestPostgres.isAvailable, Comment(rawValue: StorageEngine.postgresSkipNote)), .timeLimit(.minutes(5)))
     func migrateTenant() async throws {

@@ -1,0 +1,42 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+
+/// The advisory lock (`flock`) on `DATA/hub.lock` that the process serving a SQLite hub's data
+/// directory holds while it runs. The kernel releases it when the process ends, however it
+/// ends (a SIGKILL included), so a lock found held means a hub is running. Commands that must
+/// not run beside a serving hub (`admin migrate-tenant`, which reads the tenant as it stands)
+/// take it too; a second `hub serve` on the same directory is refused.
+public final class HubDirectoryLock: Sendable {
+    private let descriptor: Int32
+    /// The lock file's path.
+    public let path: String
+
+    private init(descriptor: Int32, path: String) {
+        self.descriptor = descriptor
+        self.path = path
+    }
+
+    /// Takes the lock of `directory` (created if missing) without waiting; nil when another
+    /// process holds it.
+    public static func acquire(directory: String) throws -> HubDirectoryLock? {
+        let path = directory + "/hub.lock"
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else {
+            throw StoreError.invalidArgument("cannot open \(path): \(String(cString: strerror(errno)))")
+        }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            let busy = errno == EWOULDBLOCK
+            let reason = String(cString: strerror(errno))
+            close(descriptor)
+            if busy { return nil }
+            throw StoreError.invalidArgument("cannot lock \(path): \(reason)")
+        }
+        return HubDirectoryLock(descriptor: descriptor, path: path)
+    }
+
+    deinit { close(descriptor) }
+}
