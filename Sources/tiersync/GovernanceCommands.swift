@@ -55,11 +55,17 @@ extension Admin {
             guard try await hub.withHub({ catalog, _ in try await catalog.root(of: tenantID) != nil }) else {
                 throw CLIError("tenant '\(tenant)' not found: create it first (`tiersync admin create-tenant`); no key written")
             }
+            let registered = try await hub.withHub { catalog, _ in try await catalog.releaseKey(of: tenantID) }
             let key: GovernanceSigningKey
             if FileManager.default.fileExists(atPath: path) {
                 key = try Admin.loadSigningKey(path)
                 print("keeping the existing key \(path)")
             } else {
+                // Refused before the file is written: a new key the tenant cannot register was
+                // left behind as a private key file that signs nothing any node accepts.
+                if let registered, !replace {
+                    throw CLIError("tenant \(tenantID) already has a release key (\(GovernancePublicKey(base64: registered).map(\.description) ?? "?")); no key written. Publish with its file (--key FILE), or change keys with `tiersync admin rotate-release-key` (nodes switch over with no gap; docs/GOVERNANCE.md)")
+                }
                 key = GovernanceSigningKey()
                 try Admin.writeSecret(key.base64 + "\n", to: path)
                 print("wrote \(path)")
@@ -236,7 +242,7 @@ extension Admin {
     static func publisher(_ hub: OpenedHub, options: HubData, tenant: TenantID, key: String?) async throws -> GovernancePublisher {
         let signing = try loadSigningKey(try options.releaseKeyPath(key, tenant: tenant))
         guard try await hub.catalog.releaseKey(of: tenant) == signing.publicKey.base64 else {
-            throw CLIError("this key (\(signing.publicKey)) is not the release key registered for \(tenant); nodes would refuse what it signs (register it with `admin release-key --out FILE`)")
+            throw CLIError("this key (\(signing.publicKey)) is not the release key registered for \(tenant); nodes would refuse what it signs. Publish with the registered key's file (--key FILE), or change keys with `tiersync admin rotate-release-key` (docs/GOVERNANCE.md)")
         }
         return GovernancePublisher(store: try hub.store(tenant), tenant: tenant, key: signing, tree: try await hub.catalog.tree(of: tenant))
     }

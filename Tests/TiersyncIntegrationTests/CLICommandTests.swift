@@ -529,6 +529,12 @@ struct CLICommandTests {
         #expect(try await tiersync(["admin", "create-tenant", "--data", hub, "--tenant", "acme", "--levels", "3"], cwd: dir.path).status == 0)
         let ghost = try await tiersync(["admin", "release-key", "--data", hub, "--tenant", "ghost"], cwd: dir.path)
         #expect(ghost.status != 0 && ghost.err.contains("tenant 'ghost' not found") && !FileManager.default.fileExists(atPath: hub + "/keys/ghost.release.key"), "\(ghost)")
+        // A second key for a tenant that has one is refused before its file is written (it was
+        // written, then refused: a private key no node accepts), pointing at rotation.
+        #expect(try await tiersync(["admin", "release-key", "--data", hub, "--tenant", "acme"], cwd: dir.path).status == 0)
+        let second = try await tiersync(["admin", "release-key", "--data", hub, "--tenant", "acme", "--out", dir.path + "/another.key"], cwd: dir.path)
+        #expect(second.status == 1 && second.err.contains("already has a release key") && second.err.contains("rotate-release-key")
+                && !FileManager.default.fileExists(atPath: dir.path + "/another.key"), "\(second)")
         try "a long enough password\n".write(toFile: dir.path + "/pw", atomically: true, encoding: .utf8)
         let dealerScope = try await tiersync(["admin", "user", "add", "--data", hub, "--tenant", "acme", "--name", "bob", "--role", "viewer",
                                               "--scope", "dealer-043", "--password-file", dir.path + "/pw"], cwd: dir.path)
