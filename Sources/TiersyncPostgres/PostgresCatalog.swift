@@ -142,6 +142,15 @@ public final class PostgresCatalog: HubCatalogStore {
         // the absent offset travels as a flag beside it.
         let offsets = nodes.map { reports[NodeID(unchecked: $0)]!.clockOffsetMillis ?? 0 }
         let hasOffset = nodes.map { reports[NodeID(unchecked: $0)]!.clockOffsetMillis != nil }
+        // A report measured by the node itself (relayed by its parent for a node behind it) is
+        // a sighting too: HQ never sees a country's dealers, which its console and metrics
+        // counted as never seen while they synced.
+        _ = try await read("""
+            UPDATE tiersync_catalog.nodes n SET last_seen = u.measured
+            FROM unnest(\(nodes)::text[], \(measured)::bigint[]) AS u(node, measured)
+            WHERE n.tenant = \(tenant.rawValue) AND n.id = u.node AND (n.last_seen IS NULL OR n.last_seen < u.measured)
+            RETURNING 1
+            """)
         // Nodes the catalog does not know are joined away (the foreign key would fail the batch).
         return try await read("""
             INSERT INTO tiersync_catalog.node_lag AS l (tenant, node, pending, oldest_pending_ms, measured_at, clock_offset_ms)

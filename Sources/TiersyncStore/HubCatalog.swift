@@ -359,11 +359,16 @@ public final class HubCatalog: Sendable {
                     clock_offset_ms = excluded.clock_offset_ms
                 WHERE excluded.measured_at > node_lag.measured_at
                 """)
+            // A report measured by the node itself (relayed by its parent for a node behind
+            // it) is a sighting too: HQ never sees a country's dealers, which its console and
+            // metrics counted as never seen while they synced.
+            let seen = try db.cachedStatement(sql: "UPDATE nodes SET last_seen = ?1 WHERE tenant = ?2 AND id = ?3 AND (last_seen IS NULL OR last_seen < ?1)")
             var kept = 0
             for (node, lag) in reports {
                 try upsert.execute(arguments: [tenant.rawValue, node.rawValue, lag.pending, lag.oldestPendingMillis,
                                                Int64(clamping: lag.measuredAtMillis), lag.clockOffsetMillis])
                 kept += db.changesCount
+                try seen.execute(arguments: [Int64(clamping: lag.measuredAtMillis), tenant.rawValue, node.rawValue])
             }
             return kept
         }

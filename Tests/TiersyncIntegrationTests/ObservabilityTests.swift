@@ -225,6 +225,9 @@ struct ObservabilityTests {
                     }
                     let lags = try await hub.server.directory.lags(of: "acme")
                     #expect(lags["de"]?.pending == 0, "the country reports its own (empty) backlog too: \(lags)")
+                    // HQ never sees the dealer; its report, relayed, is a sighting (it was counted never seen).
+                    let dealer = try #require(try await hub.catalogStore.node("de-1", of: "acme"))
+                    #expect(NodeState(dealer, now: WallClock.nowMillis()) == .active, "\(dealer)")
                     #expect(lags["de"]?.clockOffsetMillis == nil, "the country measured no offset: \(lags)")
                     // An offset measured more than an hour ago is no longer reported (the clock may have been set right since).
                     try store.recordClockOffset(ClockOffset(offsetMillis: 12_345, measuredAtMillis: WallClock.nowMillis() - 2 * 3_600_000))
