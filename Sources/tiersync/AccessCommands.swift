@@ -22,7 +22,10 @@ extension Admin {
         func run() async throws {
             let nodeID = try NodeID(validating: node)
             let revocation = try await hub.withHQ(tenant: tenant) { opened, tenantID in
-                try await opened.catalog.revoke(node: nodeID, of: tenantID)
+                let revocation = try await opened.catalog.revoke(node: nodeID, of: tenantID)
+                try await Admin.User.audit(opened, tenantID, "node.revoke", nodeID.rawValue,
+                                           "\(revocation.credentials) credential(s), \(revocation.tokens) enrollment token(s)")
+                return revocation
             }
             print("revoked \(node) of \(tenant): \(revocation.credentials) credential(s), \(revocation.tokens) unused enrollment token(s)")
         }
@@ -44,7 +47,10 @@ extension Admin {
         func run() async throws {
             let nodeID = try NodeID(validating: node)
             let revocation = try await hub.withHQ(tenant: tenant) { opened, tenantID in
-                try await opened.catalog.decommission(node: nodeID, of: tenantID)
+                let revocation = try await opened.catalog.decommission(node: nodeID, of: tenantID)
+                try await Admin.User.audit(opened, tenantID, "node.decommission", nodeID.rawValue,
+                                           "\(revocation.credentials) credential(s), \(revocation.tokens) enrollment token(s)")
+                return revocation
             }
             print("decommissioned \(node) of \(tenant): \(revocation.credentials) credential(s) revoked, \(revocation.tokens) unused enrollment token(s) deleted; its data stays")
         }

@@ -94,7 +94,10 @@ struct Admin: AsyncParsableCommand {
 
                         """.utf8))
                 }
-                return try await catalog.issueEnrollmentToken(tenant: tenantID, node: nodeID, parent: parentID, role: role, ttlSeconds: ttl)
+                let token = try await catalog.issueEnrollmentToken(tenant: tenantID, node: nodeID, parent: parentID, role: role, ttlSeconds: ttl)
+                try await Admin.User.audit(catalog, tenantID, "enrollment_token.issue", nodeID.rawValue,
+                                           "parent \(parentID?.rawValue ?? "the root"), expires in \(ttl) s")
+                return token
             }
             print(token)
         }
@@ -115,7 +118,10 @@ struct Admin: AsyncParsableCommand {
 
         func run() async throws {
             let (nodeID, tenantID, parentID) = (try NodeID(validating: node), try TenantID(validating: tenant), try NodeID(validating: parent))
-            try await hub.withHub { catalog, _ in try await catalog.moveNode(nodeID, of: tenantID, to: parentID) }
+            try await hub.withHub { catalog, _ in
+                try await catalog.moveNode(nodeID, of: tenantID, to: parentID)
+                try await Admin.User.audit(catalog, tenantID, "node.move", nodeID.rawValue, "under \(parentID)")
+            }
             print("moved \(node) under \(parent)")
         }
     }

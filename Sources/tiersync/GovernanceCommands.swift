@@ -76,6 +76,7 @@ extension Admin {
                     throw CLIError("tenant \(tenantID) already has another release key (\(GovernancePublicKey(base64: registered).map(\.description) ?? "?")); enrolled nodes keep it and would refuse releases signed by \(key.publicKey). Use --replace only if you mean that.")
                 }
                 try await catalog.setReleaseKey(key.publicKey.base64, for: tenantID)
+                try await Admin.User.audit(catalog, tenantID, "release_key.register", tenantID.rawValue, "\(key.publicKey)")
             }
             print("release key of \(tenant): \(key.publicKey) (public: \(key.publicKey.base64))")
         }
@@ -111,6 +112,7 @@ extension Admin {
                 }
                 let publisher = try await Admin.publisher(opened, options: hub, tenant: tenantID, key: key)
                 let (release, rollout) = try await publisher.publish(compiled, effectiveFromMillis: effectiveFromMillis, notes: notes, targets: targets)
+                try await Admin.User.audit(opened, tenantID, "release.publish", "v\(release.version)", rollout.summary)
                 print("published release v\(release.version) of \(publisher.tenant), effective from \(formatMillis(release.effectiveFromMillis)), signed by \(publisher.key.publicKey)")
                 print("rollout \(rollout.sequence): \(rollout.summary)")
             }
@@ -130,6 +132,7 @@ extension Admin {
             try await hub.withHQ(tenant: tenant, action: Admin.governanceAtHQ) { opened, tenantID in
                 let publisher = try await Admin.publisher(opened, options: hub, tenant: tenantID, key: key)
                 let rollout = try await publisher.rollout(release: release, targets: targets)
+                try await Admin.User.audit(opened, tenantID, "release.rollout", "v\(release)", rollout.summary)
                 print("rollout \(rollout.sequence): \(rollout.summary)")
             }
         }
@@ -147,6 +150,7 @@ extension Admin {
             try await hub.withHQ(tenant: tenant, action: Admin.governanceAtHQ) { opened, tenantID in
                 let publisher = try await Admin.publisher(opened, options: hub, tenant: tenantID, key: key)
                 let rollout = try await publisher.rollback(to: to)
+                try await Admin.User.audit(opened, tenantID, "release.rollback", to.map { "v\($0)" } ?? "previous", rollout.summary)
                 print("rollout \(rollout.sequence) (\(rollout.reason)): \(rollout.summary)")
             }
         }
@@ -173,6 +177,7 @@ extension Admin {
                 guard try await opened.catalog.releaseKey(of: tenantID) == hqKey.publicKey.base64 else {
                     throw CLIError("this key (\(hqKey.publicKey)) is not the release key registered for \(tenant); nodes would refuse its certificates")
                 }
+                try await Admin.User.audit(opened, tenantID, "overlay_key.issue", nodeID.rawValue, "certified by \(hqKey.publicKey)")
                 return hqKey
             }
             let countryKey = GovernanceSigningKey()

@@ -38,6 +38,7 @@ extension Admin {
                 try Admin.writeSecret(next.base64 + "\n", to: staged)
                 let rotation = try await publisher.rotateKey(to: next)
                 try await opened.catalog.setReleaseKey(next.publicKey.base64, for: tenantID)
+                try await Admin.User.audit(opened, tenantID, "release_key.rotate", tenantID.rawValue, "\(publisher.key.publicKey) → \(next.publicKey)")
                 if target == current {
                     let retired = "\(current).\(publisher.key.publicKey.keyID).retired"
                     try FileManager.default.moveItem(atPath: current, toPath: retired)
@@ -71,7 +72,9 @@ extension Admin {
             let country = try NodeID(validating: node)
             let revocation = try await hub.withHQ(tenant: tenant) { opened, tenantID in
                 let publisher = try await Admin.publisher(opened, options: hub, tenant: tenantID, key: key)
-                return try await publisher.revokeOverlayKeys(of: country, reason: reason)
+                let revocation = try await publisher.revokeOverlayKeys(of: country, reason: reason)
+                try await Admin.User.audit(opened, tenantID, "overlay_key.revoke", country.rawValue, reason ?? "")
+                return revocation
             }
             print("revoked the overlay keys of \(tenant)/\(node) certified until \(formatMillis(revocation.revokedAtMillis)) (revocation \(revocation.sequence)); nodes refuse overlays signed with them within seconds")
             // The URL is not repeated: it may hold a password.
