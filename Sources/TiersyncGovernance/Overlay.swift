@@ -57,8 +57,8 @@ public struct Overlay: Sendable, Hashable, Codable {
                    let number = value.objectValue?.values.first?.numberValue {
                     let percent = release.config[path: "kpis.\(parts[1]).unit"]?.stringValue == "percent"
                     if percent ? !(0...100).contains(number) : number < 0 {
-                        let rule_ = percent ? "a percentage target must be between 0 and 100" : "a target is never below 0"
-                        refusals.append(OverlayRefusal(path: path, reason: .outOfBounds("\(rule_), got \(ConfigValue.number(number))"), limit: rule.bound))
+                        let requirement = percent ? "a percentage target must be between 0 and 100" : "a target is never below 0"
+                        refusals.append(OverlayRefusal(path: path, reason: .outOfBounds("\(requirement), got \(ConfigValue.number(number))"), limit: rule.bound))
                         continue
                     }
                 }

@@ -23,15 +23,25 @@ public struct PostgresTenantSchema: Sendable, Hashable {
     /// as a longer one's shortened name shared its schema, and each tenant read the other's
     /// records.
     public let name: String
+    /// For an id longer than 60 bytes, the name its schema had before `#` (joined with `_`),
+    /// and the shorter tenant id that name also belonged to: ``migrate(_:root:logger:)``
+    /// renames such a schema unless that other tenant exists.
+    let legacy: (name: String, lookalike: String)?
+
+    public static func == (l: PostgresTenantSchema, r: PostgresTenantSchema) -> Bool { l.tenant == r.tenant }
+    public func hash(into hasher: inout Hasher) { hasher.combine(tenant) }
 
     public init(tenant: TenantID) {
         self.tenant = tenant
         let id = tenant.rawValue
         if id.utf8.count <= 60 {
             name = "t_" + id
+            legacy = nil
         } else {
             let digest = SHA256.hash(data: Data(id.utf8)).map { String(format: "%02x", $0) }.joined()
             name = "t_" + id.prefix(40) + "#" + digest.prefix(16)
+            let lookalike = id.prefix(40) + "_" + digest.prefix(16)
+            legacy = (name: "t_" + lookalike, lookalike: String(lookalike))
         }
     }
 
@@ -66,6 +76,28 @@ public struct PostgresTenantSchema: Sendable, Hashable {
     /// Upgrade every process of a hub together.
     static let version = 4
 
+    /// A long tenant id's schema made under its old name (``legacy``) takes the new one, so its
+    /// data is found again. Refused when the shorter tenant that old name also named exists:
+    /// both tenants then wrote into that one schema, which only an operator can separate.
+    private func adoptLegacySchema(_ connection: PostgresConnection, logger: Logger) async throws {
+        guard let legacy else { return }
+        let found = try await connection.query("""
+            SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = \(legacy.name)), EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = \(name)),
+                   to_regclass('tiersync_catalog.tenants') IS NOT NULL
+            """, logger: logger).collect()
+        guard let row = found.first else { return }
+        let (legacyExists, currentExists, hasCatalog) = try row.decode((Bool, Bool, Bool).self)
+        guard legacyExists, !currentExists else { return }
+        if hasCatalog {
+            let shared = try await connection.query("SELECT EXISTS (SELECT 1 FROM tiersync_catalog.tenants WHERE id = \(legacy.lookalike))", logger: logger).collect()
+            if try shared.first?.decode(Bool.self) == true {
+                throw PostgresStoreError("tenant '\(tenant)' and tenant '\(legacy.lookalike)' both used schema \(legacy.name) (a naming fault fixed on 2026-12-06): separate their rows by hand before serving either")
+            }
+        }
+        logger.notice("renaming a long tenant id's schema to its new name", metadata: ["from": "\(legacy.name)", "to": "\(name)"])
+        _ = try await connection.query(PostgresQuery(unsafeSQL: "ALTER SCHEMA \"\(legacy.name)\" RENAME TO \"\(name)\""), logger: logger).collect()
+    }
+
     /// Creates the schema and its tables unless they exist. Several processes may start at
     /// once: a transaction-level advisory lock on the schema's name makes one create and the
     /// others find it done.
@@ -73,6 +105,7 @@ public struct PostgresTenantSchema: Sendable, Hashable {
         let q = { (t: Table) in self.qualified(t) }
         try await client.withTransaction(logger: logger) { connection in
             _ = try await connection.query("SELECT pg_advisory_xact_lock(hashtext(\(name)))", logger: logger).collect()
+            try await adoptLegacySchema(connection, logger: logger)
             _ = try await connection.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \"\(name)\""), logger: logger).collect()
             let statements = [
                 // Settings and identity, as key/value pairs (as ts_meta in SQLite).

@@ -20,11 +20,14 @@ public final class HubDirectoryLock: Sendable {
         self.path = path
     }
 
-    /// Takes the lock of `directory` (created if missing) without waiting; nil when another
-    /// process holds it.
+    /// Takes the lock of `directory` (created if missing, with the lock file) without waiting;
+    /// nil when another process holds it. The file is opened read-only (flock needs no more):
+    /// one left by an administrator's command run as root does not stop the service's own
+    /// user from taking it.
     public static func acquire(directory: String) throws -> HubDirectoryLock? {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let path = directory + "/hub.lock"
-        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        let descriptor = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else {
             throw StoreError.invalidArgument("cannot open \(path): \(String(cString: strerror(errno)))")
         }

@@ -164,7 +164,7 @@ struct Admin: AsyncParsableCommand {
         @Flag(help: "Also print each refused change as received.") var verbose = false
 
         func validate() throws {
-            guard limit >= 1 else { throw ValidationError("--limit must be at least 1, got \(limit)") }
+            try validateLimit(limit)
             guard [data, postgres, db].compactMap({ $0 }).count == 1 else {
                 throw ValidationError("give exactly one of --data DIR --tenant T, --postgres URL --tenant T, or --db FILE")
             }

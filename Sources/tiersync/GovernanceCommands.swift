@@ -64,7 +64,7 @@ extension Admin {
                 // Refused before the file is written: a new key the tenant cannot register was
                 // left behind as a private key file that signs nothing any node accepts.
                 if let registered, !replace {
-                    throw CLIError("tenant \(tenantID) already has a release key (\(GovernancePublicKey(base64: registered).map(\.description) ?? "?")); no key written. Publish with its file (--key FILE), or change keys with `tiersync admin rotate-release-key` (nodes switch over with no gap; docs/GOVERNANCE.md)")
+                    throw CLIError("tenant \(tenantID) already has a release key (\(GovernancePublicKey(base64: registered).map(\.description) ?? "?")); no key written. Publish with its file (--key FILE), or change keys with `tiersync admin rotate-release-key` (nodes switch over with no gap; docs/GOVERNANCE.md). Only if that key's file is lost: --replace registers a new one, and every enrolled node then refuses what it signs until it is enrolled again")
                 }
                 key = GovernanceSigningKey()
                 try Admin.writeSecret(key.base64 + "\n", to: path)
@@ -75,8 +75,10 @@ extension Admin {
                 if let registered = try await catalog.releaseKey(of: tenantID), registered != key.publicKey.base64, !replace {
                     throw CLIError("tenant \(tenantID) already has another release key (\(GovernancePublicKey(base64: registered).map(\.description) ?? "?")); enrolled nodes keep it and would refuse releases signed by \(key.publicKey). Use --replace only if you mean that.")
                 }
-                try await catalog.setReleaseKey(key.publicKey.base64, for: tenantID)
-                try await Admin.User.audit(catalog, tenantID, "release_key.register", tenantID.rawValue, "\(key.publicKey)")
+                if registered != key.publicKey.base64 {
+                    try await catalog.setReleaseKey(key.publicKey.base64, for: tenantID)
+                    try await Admin.User.audit(catalog, tenantID, "release_key.register", tenantID.rawValue, "\(key.publicKey)")
+                }
             }
             print("release key of \(tenant): \(key.publicKey) (public: \(key.publicKey.base64))")
         }
@@ -97,6 +99,10 @@ extension Admin {
         @Option(help: "Comma-separated trial nodes (default: every node).") var targets: String?
         @Option(help: "When nodes switch to it: an ISO 8601 time, or +DURATION like +10m (default: now).") var effectiveFrom: String?
         @Option(help: "A note kept with the release.") var notes: String?
+
+        func validate() throws {
+            if let notes { try validateText(notes, option: "--notes", most: 1_000, lineBreaks: true) }
+        }
 
         func run() async throws {
             let compiled: CompiledGovernance

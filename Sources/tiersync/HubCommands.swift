@@ -80,12 +80,13 @@ struct Hub: AsyncParsableCommand {
             configuration.maxClockSkewMillis = maxSkew * 1000
             configuration.releaseKeyDirectory = releaseKeys ?? data! + "/keys"
             configuration.retention = RetentionPolicy(days: retentionDays)
-            let catalog = try HubCatalog(directory: configuration.dataDirectory)
-            // Held while this process serves the directory (the kernel lets go when it ends).
+            // Held while this process serves the directory (the kernel lets go when it ends);
+            // taken before the catalog is opened, which may migrate it.
             guard let lock = try HubDirectoryLock.acquire(directory: configuration.dataDirectory) else {
                 throw CLIError("another hub serves \(configuration.dataDirectory) already (it holds \(configuration.dataDirectory)/hub.lock): one process serves a SQLite hub's data; several hub processes need PostgreSQL (--postgres)")
             }
             defer { withExtendedLifetime(lock) {} }
+            let catalog = try HubCatalog(directory: configuration.dataDirectory)
             // The stores the hub serves, shared with HQ's rules runner (HQ has no agent: its
             // escalation and proactive rules run in this process).
             let stores = TenantStores(catalog: catalog,

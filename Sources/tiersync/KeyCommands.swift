@@ -68,6 +68,10 @@ extension Admin {
         @Option(help: "Why (shown with every refusal).") var reason: String?
         @Option(help: "The release key (default with --data: DATA/keys/TENANT.release.key; required with --postgres).") var key: String?
 
+        func validate() throws {
+            if let reason { try validateText(reason, option: "--reason", most: 500, lineBreaks: true) }
+        }
+
         func run() async throws {
             let country = try NodeID(validating: node)
             let revocation = try await hub.withHQ(tenant: tenant) { opened, tenantID in

@@ -41,13 +41,14 @@ extension Admin {
             let endpoint = try PostgresEndpoint(url: postgres)
             // Both ends checked before the source is read (its digest takes a while): a hub
             // directory that is there, a PostgreSQL that answers (its first contact says why not).
-            let catalog = try ExistingData(data: data).existingCatalog()
             // Nothing may change the tenant while it is read: a hub serving the directory
             // would go on accepting pushes the move leaves behind.
+            guard FileManager.default.fileExists(atPath: data + "/hub.sqlite") else { throw CLIError("\(data) holds no hub data (no hub.sqlite)") }
             guard let lock = try HubDirectoryLock.acquire(directory: data) else {
                 throw CLIError("a hub is serving \(data) (it holds \(data)/hub.lock): stop it first; migrate-tenant moves the tenant as it stands")
             }
             defer { withExtendedLifetime(lock) {} }
+            let catalog = try ExistingData(data: data).existingCatalog()
             do {
                 try await endpoint.firstContact(waiting: HubLocation.connectTimeout, logger: Logger(label: "tiersync.postgres")) { _ in }
             } catch let error as PostgresUnreachable {

@@ -98,7 +98,7 @@ struct Contact: ParsableCommand {
         @Option(help: "Most contacts to show.") var limit = 50
 
         func validate() throws {
-            guard limit >= 1 else { throw ValidationError("--limit must be at least 1, got \(limit)") }
+            try validateLimit(limit)
         }
 
         func run() throws {
@@ -207,7 +207,7 @@ struct RecordCommand: ParsableCommand {
         @Option(help: "Most records to show.") var limit = 100
 
         func validate() throws {
-            guard limit >= 1 else { throw ValidationError("--limit must be at least 1, got \(limit)") }
+            try validateLimit(limit)
         }
 
         func run() throws {
@@ -274,7 +274,7 @@ struct Conflicts: ParsableCommand {
     @Option(help: "Most conflicts to show.") var limit = 100
 
     func validate() throws {
-        guard limit >= 1 else { throw ValidationError("--limit must be at least 1, got \(limit)") }
+        try validateLimit(limit)
     }
 
     func run() throws {

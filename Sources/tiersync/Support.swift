@@ -86,3 +86,18 @@ func openEnrolledStore(_ path: String) throws -> NodeStore {
     return store
 }
 
+
+/// A listing's `--limit`: at least 1 (a negative one trapped taking a prefix).
+func validateLimit(_ limit: Int) throws {
+    guard limit >= 1 else { throw ValidationError("--limit must be at least 1, got \(limit)") }
+}
+
+/// Text an administrator gives that others read (a token's label, release notes, a reason):
+/// at most `most` characters, without control characters (``DisplayText``), as the admin API
+/// refuses them; a NUL failed the write on PostgreSQL.
+func validateText(_ text: String, option: String, most: Int, lineBreaks: Bool) throws {
+    guard text.count <= most, text.utf8.count <= most * 4 else { throw ValidationError("\(option) has at most \(most) characters") }
+    guard !DisplayText.hasUnsafeCharacters(text, allowingLineBreaks: lineBreaks) else {
+        throw ValidationError("\(option) may not hold control characters\(lineBreaks ? " (line breaks and tabs are allowed)" : " or line breaks")")
+    }
+}

@@ -49,9 +49,14 @@ extension Admin {
         static func audit(_ catalog: any HubCatalogStore, _ tenant: TenantID, _ action: String, _ target: String, _ detail: String) async throws {
             // A catalog without administrators (a country's mirror) keeps no audit log either.
             guard let accounts = catalog as? any AdminAccountStore else { return }
-            let root = try await catalog.root(of: tenant) ?? "hq"
-            try await accounts.appendAudit(AuditEntry(tenant: tenant, actor: actor(), action: action, target: target, detail: detail,
-                                                      address: "cli", scope: root, atMillis: WallClock.nowMillis()))
+            // Recorded after the act: a failure here must not report the act as failed.
+            do {
+                let root = try await catalog.root(of: tenant) ?? "hq"
+                try await accounts.appendAudit(AuditEntry(tenant: tenant, actor: actor(), action: action, target: target, detail: detail,
+                                                          address: "cli", scope: root, atMillis: WallClock.nowMillis()))
+            } catch {
+                FileHandle.standardError.write(Data("warning: \(action) \(target) was done, but not recorded in the audit log: \(error)\n".utf8))
+            }
         }
 
         /// The password from a file (first line) or standard input (first line).
@@ -184,6 +189,10 @@ extension Admin {
             @Option(help: "What the token is for.") var label = "script"
             @Option(help: "Days until it expires (1 to 366).") var days = 30
 
+            func validate() throws {
+                try validateText(label, option: "--label", most: 100, lineBreaks: false)
+            }
+
             func run() async throws {
                 guard (1...366).contains(days) else { throw ValidationError("--days must be from 1 to 366") }
                 let (name, label, days) = (self.name, self.label, self.days)
@@ -209,7 +218,7 @@ extension Admin {
             @Option(help: "Entries to show.") var limit = 100
 
             func validate() throws {
-                guard limit >= 1 else { throw ValidationError("--limit must be at least 1, got \(limit)") }
+                try validateLimit(limit)
             }
             @Flag(help: "Write CSV instead of a table.") var csv = false
 

@@ -438,6 +438,8 @@ struct AdminAPITests {
             // A NUL failed the write on PostgreSQL (500) and cut the reason short on SQLite.
             let nulReason = try await f.send("POST", "/admin/v1/quarantine/\(junkID)/discard", json: AdminMessages.DiscardRequest(reason: "no\u{0}pe"), token: op)
             #expect(nulReason.status == 422 && nulReason.error?.code == "invalid_reason", "\(nulReason.status) \(nulReason.text)")
+            let longReason = try await f.send("POST", "/admin/v1/quarantine/\(junkID)/discard", json: AdminMessages.DiscardRequest(reason: String(repeating: "x", count: 501)), token: op)
+            #expect(longReason.status == 422 && longReason.error?.code == "invalid_reason", "\(longReason.status) \(longReason.text)")
             let nulToken = try await f.send("POST", "/admin/v1/tokens", json: AdminMessages.TokenRequest(name: "ci\u{0}bot", ttlSeconds: 3_600), token: op)
             #expect(nulToken.status == 422 && nulToken.error?.code == "invalid_name", "\(nulToken.status) \(nulToken.text)")
             #expect(try await f.send("POST", "/admin/v1/quarantine/\(junkID)/discard", json: AdminMessages.DiscardRequest(reason: "test data from a broken build"), token: op).status == 200)

@@ -613,6 +613,9 @@ struct CLICommandTests {
             let ran = try await tiersync(command, cwd: dir.path)
             #expect(ran.status == 0, "\(ran)")
         }
+        // Text others read is refused with what the API refuses (a bidirectional override here).
+        let notes = try await tiersync(["admin", "publish", "--data", "hub", "--notes", "safe\u{202E}txt.exe", fixtures], cwd: dir.path)
+        #expect(notes.status == 64 && notes.err.contains("--notes may not hold control characters"), "\(notes)")
         let audit = try await tiersync(["admin", "user", "audit", "--data", "hub", "--tenant", "automaker", "--csv"], cwd: dir.path)
         for action in ["enrollment_token.issue", "release_key.register", "release.publish", "release.rollout", "node.revoke"] {
             #expect(audit.out.contains(action), "\(action) missing from:\n\(audit.out)")

@@ -145,6 +145,10 @@ struct MigrateTenantTests {
                 try await eventually(timeout: 30, "HQ holds all \(berlinMade) of berlin's changes") {
                     try await pg.highestSeq(of: "de-berlin") == berlinMade
                 }
+                // HQ's first own write on PostgreSQL reached berlin.
+                try await eventually(timeout: 30, "HQ's write on PostgreSQL reached berlin") {
+                    try berlin.store.record(table: "customers", id: "c-4")?.state.liveValues["first_name"] == "Written on PostgreSQL"
+                }
                 let atHQ = try await pg.liveRecords(inTable: "customers").map { "\($0.id) \(CanonicalJSON.object($0.values))" }
                 let atBerlin = try berlin.store.liveRecords(table: "customers").map { "\($0.id) \(CanonicalJSON.object($0.values))" }
                 #expect(atHQ == atBerlin, "berlin and HQ hold the same customers")
@@ -170,10 +174,6 @@ struct MigrateTenantTests {
                 let refused = try await running.client(pgHub).send("POST", "/v1/push", json: PushRequest(through: 9_000, changes: [late]), credential: deCredential)
                 #expect(try refused.decode(PushResponse.self).rejected.map(\.code) == [.erased], "\(refused.text)")
                 #expect(try await pg.erasureLedger().first?.acknowledgements.contains { $0.node == "hq" } == true)
-                // HQ's first own write on PostgreSQL reached berlin.
-                try await eventually(timeout: 30, "HQ's write on PostgreSQL reached berlin") {
-                    try berlin.store.record(table: "customers", id: "c-4")?.state.liveValues["first_name"] == "Written on PostgreSQL"
-                }
                 // The administration moved: the API token works at the new hub, four-eyes is still on,
                 // and the audit log kept what was done (it was left behind: four-eyes silently off).
                 let me = try await running.client(pgHub).send("GET", "/admin/v1/me", headers: [("Authorization", "Bearer \(apiToken)")])

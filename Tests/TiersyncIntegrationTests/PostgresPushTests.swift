@@ -90,6 +90,22 @@ struct PostgresPushTests {
                 #expect(try await y.liveRecords(inTable: "customers").isEmpty)
             }
         }
+        // A long id's schema made under the old name takes the new one at its store's first
+        // use: its data is found again, not left in a schema nothing reads.
+        try await TestPostgres.withFreshDatabase { endpoint in
+            let batch = try Self.contendedBatches(origins: ["d1"], batches: 1, perBatch: 2, records: 2)["d1"]!
+            try await withPostgresClient(endpoint) { client in
+                let x = PostgresTenantStore(client: client, tenant: long, rootOf: { _ in "hq" })
+                _ = try await x.applyIncoming(batch[0], from: "d1", source: .child, checkSkew: false, gate: nil, cursor: nil, wallMillis: WallClock.nowMillis())
+                let current = PostgresTenantSchema(tenant: long).name
+                _ = try await client.query(PostgresQuery(unsafeSQL: "ALTER SCHEMA \"\(current)\" RENAME TO \"t_\(lookalike)\"")).collect()
+            }
+            let (head, customers) = try await withPostgresClient(endpoint) { client in
+                let upgraded = PostgresTenantStore(client: client, tenant: long, rootOf: { _ in "hq" })
+                return (try await upgraded.feedHead(), try await upgraded.liveRecords(inTable: "customers").count)
+            }
+            #expect(head == 2 && customers == 2, "the old schema's log and records are read: head \(head), \(customers) customers")
+        }
     }
 
     @Test("a write PostgreSQL fails while running it is never acknowledged: the push throws, nothing is kept, and the same push applies once the cause is gone")

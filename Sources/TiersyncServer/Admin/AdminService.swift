@@ -534,9 +534,9 @@ struct AdminService: Sendable {
     /// tabs (a NUL failed the write on PostgreSQL, 500, and cut the text on SQLite).
     static func reason(_ raw: String) throws -> String {
         let reason = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard (1...500).contains(reason.count) else { throw APIError(.unprocessableContent, "reason_required", "say why (1 to 500 characters)") }
-        guard reason.utf8.count <= 2_000, !DisplayText.hasUnsafeCharacters(reason, allowingLineBreaks: true) else {
-            throw APIError(.unprocessableContent, "invalid_reason", "a reason is text without control characters (line breaks and tabs allowed)")
+        guard !reason.isEmpty else { throw APIError(.unprocessableContent, "reason_required", "say why (1 to 500 characters)") }
+        guard reason.count <= 500, reason.utf8.count <= 2_000, !DisplayText.hasUnsafeCharacters(reason, allowingLineBreaks: true) else {
+            throw APIError(.unprocessableContent, "invalid_reason", "a reason is 1 to 500 characters, without control characters (line breaks and tabs allowed)")
         }
         return reason
     }
