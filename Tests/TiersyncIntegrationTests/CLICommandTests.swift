@@ -543,13 +543,19 @@ struct CLICommandTests {
         #expect(typo.status == 0 && typo.err.contains("note: there was no tenant 'acmee': created it with 2 levels"), "\(typo)")
     }
 
+    /// Dealer d1's store (under hq, tenant acme) in `dir`, holding customer c-1.
+    static func dealerStore(in dir: TempDir) throws -> (path: String, store: NodeStore) {
+        let path = dir.path + "/n.sqlite"
+        let store = try NodeStore(path: path)
+        try store.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
+        try store.commit([.upsert("customers", id: "c-1", ["last_name": "One"])])
+        return (path, store)
+    }
+
     @Test("node commands refuse what trapped or silently rewrote: a negative --limit (a trap), `contact add --id` of an existing contact (rewrote it), a timestamp the formatter rolled over (November 31 counted in December)")
     func nodeCommandsRefuse() async throws {
         let dir = try TempDir()
-        let db = dir.path + "/n.sqlite"
-        let store = try NodeStore(path: db)
-        try store.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
-        try store.commit([.upsert("customers", id: "c-1", ["last_name": "One"])])
+        let (db, store) = try Self.dealerStore(in: dir)
         for command in [["contact", "list"], ["record", "list", "customers"], ["conflicts"]] {
             let negative = try await tiersync(command + ["--db", db, "--limit=-1"], cwd: dir.path)
             #expect(negative.status == 64 && negative.err.contains("--limit must be at least 1, got -1"), "\(negative)")
@@ -671,10 +677,7 @@ struct CLICommandTests {
     @Test("consent from the CLI: an outbound contact with a purpose needs the customer's consent by its channel; a bare consent field or event is refused (no history)")
     func outboundContactNeedsConsent() async throws {
         let dir = try TempDir()
-        let db = dir.path + "/n.sqlite"
-        let store = try NodeStore(path: db)
-        try store.setIdentity(NodeIdentity(tenant: "acme", node: "d1", parent: "hq"))
-        try store.commit([.upsert("customers", id: "c-1", ["last_name": "One"])])
+        let (db, store) = try Self.dealerStore(in: dir)
         let call = ["contact", "add", "--db", db, "--customer", "c-1", "--topic", "new model", "--direction", "outbound", "--purpose", "marketing"]
         let refused = try await tiersync(call, cwd: dir.path)
         #expect(refused.status != 0 && refused.err.contains("customer c-1 has not given consent_marketing_phone"), "\(refused)")
