@@ -58,6 +58,10 @@ public struct CountryNode: Sendable {
         upward.scopeBelow = { node in
             guard let directory = await relay.directory else { return nil }
             if let tree = try? await directory.tree(of: identity.tenant), tree.parents[node] != nil { return Scope(tree: tree, node: node) }
+            // At most once a second, and never for HQ's own requests (the parent is in no
+            // mirror): every page of an erasure-heavy catch-up fetched the directory again,
+            // each waiting for HQ.
+            guard node != identity.parent, await relay.lookupDue() else { return nil }
             try? await directory.refresh()
             guard let tree = try? await directory.tree(of: identity.tenant), tree.parents[node] != nil else { return nil }
             return Scope(tree: tree, node: node)
@@ -149,6 +153,14 @@ public struct CountryNode: Sendable {
             return
         }
         var covered = Set(saved.split(separator: ",").map { NodeID(unchecked: String($0)) })
+        // A node that left is covered no more: its records were evicted here and this node's
+        // pull went on past what HQ wrote for it meanwhile, so if it comes back they must be
+        // fetched again (kept as covered, it was never backfilled, and its records stayed
+        // missing here).
+        if !covered.isSubset(of: present) {
+            covered.formIntersection(present)
+            try store.setMeta("backfilled", covered.map(\.rawValue).sorted().joined(separator: ","))
+        }
         for node in present.subtracting(covered).sorted() {
             let applied = try await agent.backfill(node)
             logger.info("backfilled a node that joined this subtree", metadata: ["node": "\(node)", "changes": "\(applied)"])
@@ -161,7 +173,16 @@ public struct CountryNode: Sendable {
 /// Lets the agent reach the directory created after it (for its dealers' lag reports).
 private actor RelayBox {
     var directory: RelayDirectory?
+    private var lastLookup: ContinuousClock.Instant?
     func set(_ directory: RelayDirectory) { self.directory = directory }
+
+    /// Whether a directory fetch for an unknown requester may run now (one a second).
+    func lookupDue() -> Bool {
+        let now = ContinuousClock.now
+        if let lastLookup, now - lastLookup < .seconds(1) { return false }
+        lastLookup = now
+        return true
+    }
 }
 
 /// Lets the agent's callback reach the hub created after it.

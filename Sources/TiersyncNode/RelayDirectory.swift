@@ -53,7 +53,9 @@ public final class RelayDirectory: NodeDirectory {
             lastFailure.withLock { $0 = nil }
         } catch AgentError.http(let status, _, let message) where status == 401 || status == 403 {
             logger.critical("HQ refuses this node's credential; no longer serving dealers", metadata: ["reason": "\(message)"])
-            directory = DirectoryResponse(tenant: identity.tenant, root: identity.node, nodes: [], credentials: [])
+            // No administrators either: kept, their accounts went on logging in to this
+            // country's admin API and console, frozen as they were.
+            directory = DirectoryResponse(tenant: identity.tenant, root: identity.node, nodes: [], credentials: [], admins: [])
             lastFailure.withLock { $0 = nil }
         } catch {
             if !(error is CancellationError) { lastFailure.withLock { $0 = WallClock.nowMillis() } }
@@ -203,9 +205,12 @@ public final class RelayDirectory: NodeDirectory {
     /// What the dealers below reported, as reports to pass upward: each says how long ago
     /// it was measured, so HQ places it in time on its own clock.
     public func relayedLag() async -> [LagReport] {
-        guard let lags = try? await mirror.lags(of: identity.tenant) else { return [] }
+        guard let lags = try? await mirror.lags(of: identity.tenant), let present = try? await descendants() else { return [] }
         let now = WallClock.nowMillis()
-        return lags.filter { $0.key != identity.node }.sorted { $0.key < $1.key }.map { node, lag in
+        // Only the nodes below this one now: the last report of a dealer that moved to another
+        // country stays in the mirror, and HQ refuses a status request naming a node outside
+        // the sender's subtree whole, so this country's reports, and its dealers', stopped.
+        return lags.filter { present.contains($0.key) }.sorted { $0.key < $1.key }.map { node, lag in
             LagReport(node: node, pending: lag.pending, oldestPendingMillis: lag.oldestPendingMillis,
                       measuredMillisAgo: Int64(clamping: now &- min(now, lag.measuredAtMillis)), clockOffsetMillis: lag.clockOffsetMillis)
         }

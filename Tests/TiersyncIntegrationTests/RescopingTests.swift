@@ -75,6 +75,33 @@ struct RescopingTests {
             }
             #expect(try d2.store.record(table: "customers", id: "c-2") != nil, "the moved dealer keeps its own records")
 
+            // de's status reports still reach HQ: d2's last report, kept in de's mirror, was relayed
+            // on, and HQ refused every later report of de whole (403: a node outside its subtree).
+            let moved = WallClock.nowMillis()
+            try de.store.commit([.upsert("customers", id: "c-de", ["last_name": "Country's own"])])
+            try await eventually(timeout: 30, "HQ takes de's status after d2 left it") {
+                (try await hub.catalogStore.lags(of: "acme")["de"]?.measuredAtMillis ?? 0) > moved
+            }
+
+            // While d2 is in fr, HQ gives it a customer: de's pull goes past it (not de's then).
+            try hq.commit([.upsert("customers", id: "c-9", ["last_name": "Given at HQ", "owning_dealer": "d2"])])
+            try await eventually(timeout: 30, "d2 holds c-9 through fr") { try d2.store.record(table: "customers", id: "c-9") != nil }
+            try de.store.commit([.upsert("customers", id: "c-de2", ["last_name": "Moves de's cursor on"])])
+            try await eventually(timeout: 30, "de's write is at HQ") { try hq.record(table: "customers", id: "c-de2") != nil }
+
+            // d2 moves back to de: de fetches its records again. It had evicted them, and its pull
+            // from HQ is past them; still counted as backfilled, d2 was never fetched again (its
+            // own changes it sends again, HQ's c-9 it does not).
+            try await hub.catalogStore.moveNode("d2", of: "acme", to: "de")
+            await d2.stop()
+            #expect(try SyncAgent.adoptParent(store: d2.store, url: de.url))
+            d2 = try running.agent(store: d2.store, parentURL: de.url, caFile: hub.caFile)
+            try await eventually(timeout: 30, "de holds c-2 and HQ's c-9 again, and fr lets them go") {
+                try de.store.record(table: "customers", id: "c-2")?.state.liveValues["last_name"] == "Travels"
+                    && de.store.record(table: "customers", id: "c-9")?.state.liveValues["last_name"] == "Given at HQ"
+                    && fr.store.record(table: "customers", id: "c-2") == nil && fr.store.record(table: "customers", id: "c-9") == nil
+            }
+
             let tree = try await hub.catalogStore.tree(of: "acme")
             let stores: [(NodeID, NodeStore)] = [("de", de.store), ("fr", fr.store), ("d1", d1.store), ("d2", d2.store), ("f1", f1.store)]
             try await eventually(timeout: 30, "every node's scope digest equals HQ's") {

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TiersyncCore
 import TiersyncServer
+import TiersyncStorage
 import TiersyncStore
 import TiersyncTestSupport
 
@@ -110,19 +111,26 @@ struct RevocationTests {
         }
     }
 
-    @Test("a revoked country: HQ refuses it and it stops serving its dealers")
+    @Test("a revoked country: HQ refuses it and it stops serving its dealers and its administrators (their mirrored accounts went on logging in)")
     func revokedCountry() async throws {
         let dir = try TempDir()
         try await withRunning { running in
             let hub = try await running.hub(directory: dir.path)
             try hub.catalog.createTenant("acme", levels: 3)
             let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            let accounts = try #require(hub.catalogStore as? any AdminAccountStore)
+            try await accounts.createAdminUser(AdminUser(tenant: "acme", name: "de-admin", roles: [.operator], scope: "de", createdAtMillis: WallClock.nowMillis()),
+                                               passwordHash: try PasswordHash.make("correct horse battery staple"))
+            let login = AdminMessages.LoginRequest(tenant: "acme", user: "de-admin", password: "correct horse battery staple")
             let dealer = try await running.agent(enrolling: "d1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
             let atHQ = running.client(hub), atDE = running.client(baseURL: de.url, caFile: hub.caFile)
             let countryCredential = try #require(try de.store.meta("credential"))
             let dealerCredential = try #require(try dealer.store.meta("credential"))
             #expect(try await atHQ.send("GET", "/v1/whoami", credential: countryCredential).status == 200)
             #expect(try await atDE.send("GET", "/v1/whoami", credential: dealerCredential).status == 200)
+            try await eventuallyAsync(timeout: 20, "de-admin can log in at de") {
+                try await atDE.send("POST", "/admin/v1/login", json: login).status == 200
+            }
 
             let revoked = try cli(["admin", "revoke", "--data", dir.path + "/hub", "--tenant", "acme", "--node", "de"])
             #expect(revoked.status == 0, "\(revoked)")
@@ -131,6 +139,7 @@ struct RevocationTests {
                 try await atDE.send("GET", "/v1/whoami", credential: dealerCredential).status == 401
             }
             #expect(try await atDE.send("GET", "/v1/pull", credential: dealerCredential).status == 401)
+            #expect(try await atDE.send("POST", "/admin/v1/login", json: login).status == 401, "a revoked country serves no administrator")
         }
     }
 
