@@ -147,7 +147,11 @@ public struct CountryNode: Sendable {
     /// cut short by a crash or a failure is redone on the next round. On the first round
     /// every node present counts as covered: the node's own pull from the start covers them.
     static func backfillNewcomers(directory: RelayDirectory, agent: SyncAgent, store: NodeStore, logger: Logger) async throws {
-        let present = try await directory.descendants()
+        // A mirror without this node (HQ revoked it) says nothing about who left: taken as
+        // such, every dealer would count as gone and, once the country is enrolled again,
+        // all their records would be fetched again. Eviction skips it the same way.
+        guard let tree = try? await directory.tree(of: directory.identity.tenant), tree.parents[directory.identity.node] != nil else { return }
+        let present = tree.subtree(of: directory.identity.node).subtracting([directory.identity.node])
         guard let saved = try store.meta("backfilled") else {
             try store.setMeta("backfilled", present.map(\.rawValue).sorted().joined(separator: ","))
             return

@@ -61,15 +61,12 @@ public final class RelayDirectory: NodeDirectory {
             if !(error is CancellationError) { lastFailure.withLock { $0 = WallClock.nowMillis() } }
             throw error
         }
-        let current = try tickets.withLock { t -> Bool in
-            guard ticket > t.applied else { return false }
+        // Nodes, credentials and administrators in one transaction, in ticket order: an older
+        // result applied after a newer one would bring back what HQ had changed since.
+        try tickets.withLock { t in
+            guard ticket > t.applied else { return }
             t.applied = ticket
             try mirror.replaceDirectory(directory)
-            return true
-        }
-        // The country's administrators (an older HQ sends none: keep what is there).
-        if current, let admins = directory.admins {
-            try await mirrorCatalog.replaceMirroredAdmins(admins, of: identity.tenant)
         }
     }
 
@@ -144,7 +141,10 @@ public final class RelayDirectory: NodeDirectory {
         var response: EnrollResponse
         do {
             response = try await parent.enroll(token: request.token, via: identity.node)
-        } catch AgentError.http(let status, let code, let message) {
+        } catch AgentError.http(let status, let code, let message) where (400..<500).contains(status) && code != "http_\(status)" {
+            // HQ's own refusal (a bad or used token, a node already enrolled): the dealer
+            // needs its words. Anything else (HQ failing, a proxy's page in front of it) is
+            // the country's problem, handled below.
             throw APIError(.init(code: status), code, message)
         } catch AgentError.throttled(let retryAfter, let message) {
             // HQ limits enrollments from this country's address: the dealer waits as told.
@@ -157,7 +157,7 @@ public final class RelayDirectory: NodeDirectory {
             // Logged here with the cause; the caller (anyone, before enrolling) is not told
             // HQ's address or the connection's details.
             logger.error("enrollment could not be relayed to HQ", metadata: ["error": "\(error)"])
-            throw APIError(.badGateway, "parent_unreachable", "enrollment goes through HQ, which could not be reached; try again later")
+            throw APIError(.badGateway, "parent_unreachable", "enrollment goes through HQ, which could not be reached or failed; try again later")
         }
         response.highestSeq = max(response.highestSeq ?? 0, try await store.highestSeq(of: response.node))
         try? await refresh()

@@ -97,32 +97,7 @@ extension SQLiteCatalog: AdminAccountStore {
     /// here; failed-login counts of the others are kept.
     public func replaceMirroredAdmins(_ admins: [DirectoryResponse.Admin], of tenant: TenantID, nowMillis: UInt64 = WallClock.nowMillis()) async throws {
         try await catalog.writer.write { db in
-            let before = Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT name, password_hash, disabled_at FROM admin_users WHERE tenant = ?",
-                                                                            arguments: [tenant.rawValue]).map { ($0["name"] as String, $0) })
-            let names = Set(admins.map(\.name))
-            func revoke(_ name: String) throws {
-                try db.execute(sql: "UPDATE admin_tokens SET revoked_at = ? WHERE tenant = ? AND user = ? AND revoked_at IS NULL",
-                               arguments: [Int64(clamping: nowMillis), tenant.rawValue, name])
-            }
-            for (name, _) in before where !names.contains(name) {
-                try revoke(name)
-                try db.execute(sql: "DELETE FROM admin_users WHERE tenant = ? AND name = ?", arguments: [tenant.rawValue, name])
-            }
-            for admin in admins where AdminUser.isValidName(admin.name) {
-                let roles = HubCatalog.rolesText(Set(admin.roles.compactMap(AdminRole.init(rawValue:))))
-                let disabled: Int64? = admin.disabled ? Int64(clamping: nowMillis) : nil
-                if let old = before[admin.name] {
-                    if old["password_hash"] as String != admin.passwordHash || admin.disabled { try revoke(admin.name) }
-                    try db.execute(sql: """
-                        UPDATE admin_users SET roles = ?, scope = ?, password_hash = ?, disabled_at = CASE WHEN ? THEN coalesce(disabled_at, ?) ELSE NULL END
-                        WHERE tenant = ? AND name = ?
-                        """, arguments: [roles, admin.scope.rawValue, admin.passwordHash, admin.disabled, disabled, tenant.rawValue, admin.name])
-                } else {
-                    try db.execute(sql: """
-                        INSERT INTO admin_users (tenant, name, roles, scope, password_hash, created_at, disabled_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-                        """, arguments: [tenant.rawValue, admin.name, roles, admin.scope.rawValue, admin.passwordHash, Int64(clamping: nowMillis), disabled])
-                }
-            }
+            try HubCatalog.replaceMirroredAdmins(db, admins, of: tenant, nowMillis: nowMillis)
         }
     }
 
@@ -239,6 +214,40 @@ extension SQLiteCatalog: AdminAccountStore {
                 AuditEntry(id: $0["id"], tenant: TenantID(stringLiteral: $0["tenant"]), actor: $0["actor"], action: $0["action"],
                            target: $0["target"], detail: $0["detail"], address: $0["address"], scope: NodeID(unchecked: $0["scope"]),
                            atMillis: UInt64(max(0, $0["at"] as Int64)))
+            }
+        }
+    }
+}
+
+extension HubCatalog {
+    /// ``SQLiteCatalog/replaceMirroredAdmins(_:of:nowMillis:)`` inside a transaction already
+    /// open: ``replaceDirectory(_:nowMillis:)`` replaces the nodes and the administrators at
+    /// once, so an older refresh cannot leave its administrators over a newer one's.
+    static func replaceMirroredAdmins(_ db: Database, _ admins: [DirectoryResponse.Admin], of tenant: TenantID, nowMillis: UInt64) throws {
+        let before = Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT name, password_hash, disabled_at FROM admin_users WHERE tenant = ?",
+                                                                        arguments: [tenant.rawValue]).map { ($0["name"] as String, $0) })
+        let names = Set(admins.map(\.name))
+        func revoke(_ name: String) throws {
+            try db.execute(sql: "UPDATE admin_tokens SET revoked_at = ? WHERE tenant = ? AND user = ? AND revoked_at IS NULL",
+                           arguments: [Int64(clamping: nowMillis), tenant.rawValue, name])
+        }
+        for (name, _) in before where !names.contains(name) {
+            try revoke(name)
+            try db.execute(sql: "DELETE FROM admin_users WHERE tenant = ? AND name = ?", arguments: [tenant.rawValue, name])
+        }
+        for admin in admins where AdminUser.isValidName(admin.name) {
+            let roles = HubCatalog.rolesText(Set(admin.roles.compactMap(AdminRole.init(rawValue:))))
+            let disabled: Int64? = admin.disabled ? Int64(clamping: nowMillis) : nil
+            if let old = before[admin.name] {
+                if old["password_hash"] as String != admin.passwordHash || admin.disabled { try revoke(admin.name) }
+                try db.execute(sql: """
+                    UPDATE admin_users SET roles = ?, scope = ?, password_hash = ?, disabled_at = CASE WHEN ? THEN coalesce(disabled_at, ?) ELSE NULL END
+                    WHERE tenant = ? AND name = ?
+                    """, arguments: [roles, admin.scope.rawValue, admin.passwordHash, admin.disabled, disabled, tenant.rawValue, admin.name])
+            } else {
+                try db.execute(sql: """
+                    INSERT INTO admin_users (tenant, name, roles, scope, password_hash, created_at, disabled_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [tenant.rawValue, admin.name, roles, admin.scope.rawValue, admin.passwordHash, Int64(clamping: nowMillis), disabled])
             }
         }
     }

@@ -257,8 +257,8 @@ public final class HubCatalog: Sendable {
     }
 
     /// Replaces what this catalog knows of `directory.tenant` by a directory mirrored from
-    /// the parent (a country node's view of its subtree). Returns the nodes that were not
-    /// in the previous mirror.
+    /// the parent (a country node's view of its subtree), its administrators included when
+    /// the directory carries them. Returns the nodes that were not in the previous mirror.
     @discardableResult
     public func replaceDirectory(_ directory: DirectoryResponse, nowMillis: UInt64 = WallClock.nowMillis()) throws -> Set<NodeID> {
         try writer.write { db in
@@ -280,6 +280,8 @@ public final class HubCatalog: Sendable {
                 try db.execute(sql: "INSERT OR IGNORE INTO credentials (hash, tenant, node, created_at) VALUES (?, ?, ?, ?)",
                                arguments: [c.sha256, tenant, c.node.rawValue, Int64(nowMillis)])
             }
+            // The country's administrators (an older HQ sends none: keep what is there).
+            if let admins = directory.admins { try Self.replaceMirroredAdmins(db, admins, of: directory.tenant, nowMillis: nowMillis) }
             try Self.bumpVersion(db)
             return Set(directory.nodes.map(\.id)).subtracting(before)
         }

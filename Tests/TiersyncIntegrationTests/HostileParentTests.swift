@@ -1,8 +1,11 @@
 import Foundation
+import Logging
 import Synchronization
 import Testing
 import TiersyncAgent
 import TiersyncCore
+import TiersyncNode
+import TiersyncServer
 import TiersyncStorage
 import TiersyncStore
 import TiersyncTestSupport
@@ -196,5 +199,41 @@ struct HostileParentTests {
             #expect(agent.status.consecutiveFailures > 0)
             #expect(agent.status.rebootstraps >= 1)
         }
+    }
+
+    @Test("a dealer's enrollment through a country whose HQ fails: HQ's own refusal reaches the dealer, a proxy's page in front of HQ does not (it was passed on verbatim)")
+    func relayedEnrollmentErrors() async throws {
+        let dir = try TempDir()
+        let parent = try await FakeParent(directory: dir.path) { request in
+            let token = String(decoding: request.body, as: UTF8.self)
+            if token.contains("tst_used") {
+                return .encoding(ErrorResponse(code: "token_used", message: "this enrollment token was used already"), status: 409)
+            }
+            let status = token.contains("tst_proxy4") ? 403 : 502
+            return .json(status: status, Data("<html><body>Bad Gateway: upstream 10.20.30.40:8443 (hq-internal.example) refused</body></html>".utf8))
+        }
+        let store = try NodeStore(path: dir.path + "/de.sqlite")
+        let identity = NodeIdentity(tenant: "acme", node: "de", parent: "hq")
+        try store.completeEnrollment(identity, credential: "tsc_fake", parentURL: parent.url, highestKnownSeq: 0)
+        let client = try ParentClient(configuration: Self.configuration(parent), credential: "tsc_fake")
+        let relay = RelayDirectory(store: store, identity: identity, mirror: try HubCatalog(directory: dir.path + "/mirror"),
+                                   parent: client, logger: Logger(label: "test"))
+        for token in ["tst_proxy5", "tst_proxy4"] {
+            do {
+                _ = try await relay.enroll(EnrollRequest(token: token))
+                Issue.record("enrollment through a failing HQ succeeded")
+            } catch let error as APIError {
+                #expect(error.status.code == 502 && error.code == "parent_unreachable", "\(error)")
+                #expect(!error.message.contains("10.20.30.40") && !error.message.contains("html"), "\(error)")
+            }
+        }
+        do {
+            _ = try await relay.enroll(EnrollRequest(token: "tst_used"))
+            Issue.record("a used token was accepted")
+        } catch let error as APIError {
+            #expect(error.status.code == 409 && error.code == "token_used" && error.message == "this enrollment token was used already", "\(error)")
+        }
+        try await client.shutdown()
+        await parent.stop()
     }
 }

@@ -111,7 +111,7 @@ struct RevocationTests {
         }
     }
 
-    @Test("a revoked country: HQ refuses it and it stops serving its dealers and its administrators (their mirrored accounts went on logging in)")
+    @Test("a revoked country: HQ refuses it and it stops serving its dealers and its administrators (their mirrored accounts went on logging in); it keeps what it fetched")
     func revokedCountry() async throws {
         let dir = try TempDir()
         try await withRunning { running in
@@ -131,6 +131,7 @@ struct RevocationTests {
             try await eventuallyAsync(timeout: 20, "de-admin can log in at de") {
                 try await atDE.send("POST", "/admin/v1/login", json: login).status == 200
             }
+            try await eventually(timeout: 20, "de counts d1 as fetched") { try de.store.meta("backfilled") == "d1" }
 
             let revoked = try cli(["admin", "revoke", "--data", dir.path + "/hub", "--tenant", "acme", "--node", "de"])
             #expect(revoked.status == 0, "\(revoked)")
@@ -140,6 +141,10 @@ struct RevocationTests {
             }
             #expect(try await atDE.send("GET", "/v1/pull", credential: dealerCredential).status == 401)
             #expect(try await atDE.send("POST", "/admin/v1/login", json: login).status == 401, "a revoked country serves no administrator")
+            // Its empty mirror does not make it forget what it fetched: enrolled again, it
+            // would fetch every dealer's records again.
+            try await Task.sleep(for: .seconds(2))
+            #expect(try de.store.meta("backfilled") == "d1", "the revoked country still counts d1 as fetched")
         }
     }
 
