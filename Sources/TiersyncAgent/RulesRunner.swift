@@ -293,10 +293,20 @@ public final class RulesRunner: Sendable {
                 }
             }
         }
-        // Consent first: open proactive tasks whose customer no longer gives the consent.
-        for (taskID, task) in try await store.rulesLiveRecords(table: Self.tasks, where: [
+        let open = try await store.rulesLiveRecords(table: Self.tasks, where: [
             .equals(TaskField.status.rawValue, .string(TaskStatus.open.rawValue)), .equals(TaskField.kind.rawValue, .string(ProactivePlanner.kind)),
-        ]) {
+        ])
+        // One open task per rule and vehicle: a governance that moved a rule's timing planned
+        // the contact for another day, and the task of the older one is cancelled.
+        let superseded = ProactivePlanner.superseded(open.map { ($0.id, $0.values) })
+        for (taskID, cancel) in superseded.sorted(by: { $0.key < $1.key }) {
+            try await store.commitRuleWrites([.upsert(Self.tasks, id: taskID, cancel)])
+            let reason = cancel[TaskField.cancelReason.rawValue]?.stringValue ?? ""
+            report.tasksCancelled.append((taskID, reason))
+            logger.info("proactive task cancelled", metadata: ["task": "\(taskID)", "reason": "\(reason)"])
+        }
+        // Consent first: open proactive tasks whose customer no longer gives the consent.
+        for (taskID, task) in open where superseded[taskID] == nil {
             guard let customerID = task[TaskField.customerID.rawValue]?.stringValue,
                   let consent = task[TaskField.requiresConsent.rawValue]?.stringValue,
                   let record = try await store.rulesRecord(table: Self.customers, id: customerID) else { continue }

@@ -52,7 +52,7 @@ public enum DomainSchema {
 
     public static let interactions = TableSchema(
         name: "interactions",
-        summary: "A customer contact; routed to the node it came from and the node handling it",
+        summary: "A customer contact; routed to the node it came from, the node handling it and, once escalated, the node it was allocated to",
         fields: [
             FieldSchema("customer_id", .string(maxLength: 128)),
             FieldSchema("channel", .oneOf(["phone", "email", "web", "chat", "visit", "fax", "sms", "post"])),
@@ -90,8 +90,10 @@ public enum DomainSchema {
             // step, with the same values by whichever node escalates.
             FieldSchema("escalation_step", .int, "how many times it escalated (absent or 0: never); the step of its newest escalations entry"),
             FieldSchema("escalated_at", .timestamp, "when its newest escalation fell due: since then it is at its current level"),
+            FieldSchema("allocated_node", .node,
+                        "the node that handled it before its first escalation, written by that escalation; its KPIs count the dialogue, and it keeps receiving it"),
         ],
-        routeFields: ["originating_node", "handling_node"])
+        routeFields: ["originating_node", "handling_node", "allocated_node"])
 
     public static let leads = TableSchema(
         name: "leads",
@@ -128,6 +130,7 @@ public enum DomainSchema {
             FieldSchema("requires_consent", .oneOf(Consent.fieldSuffixes),
                         "the customer's consent the contact needs (customers.consent_<value>)"),
             FieldSchema("release", .int, "the release whose rule created it"),
+            FieldSchema("overlay", .string(maxLength: 100), "the country overlay applied on top of that release (country#sequence), if any"),
             FieldSchema("cancel_reason", .string(maxLength: 500)),
             FieldSchema("cancelled_at", .timestamp, "for a withdrawn consent: when the customer withdrew it"),
         ],

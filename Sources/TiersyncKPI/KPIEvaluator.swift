@@ -78,21 +78,30 @@ public struct KPIEvaluator: Sendable {
             if let channel = f.channel, d.channel != channel { continue }
             var num: Int64 = 0
             switch f.kind {
+            // A dialogue answered before it was created, or resolved before it was answered,
+            // counts nowhere its times are subtracted: such times are not the dialogue's, and
+            // counted they made negative averages that met any `at_most` target.
             case .serviceLevel:
                 guard d.inbound else { continue }
-                if let answered = d.answeredAt, answered - created <= Int64(f.answeredWithinSeconds ?? 0) * 1000 { num = 1 }
+                if let answered = d.answeredAt {
+                    guard answered >= created else { continue }
+                    if answered - created <= Int64(f.answeredWithinSeconds ?? 0) * 1000 { num = 1 }
+                }
             case .averageSpeedOfAnswer:
-                guard d.inbound, let answered = d.answeredAt else { continue }
+                guard d.inbound, let answered = d.answeredAt, answered >= created else { continue }
                 num = Self.duration(answered - created)
             case .abandonmentRate:
                 guard d.inbound else { continue }
                 num = d.abandoned ? 1 : 0
             case .averageHandleTime:
-                guard let answered = d.answeredAt, let resolved = d.resolvedAt else { continue }
+                guard let answered = d.answeredAt, let resolved = d.resolvedAt, resolved >= answered else { continue }
                 num = Self.duration(resolved - answered)
             case .slaCompliance:
+                // The first response: the answer, or a resolution without one (a web form
+                // settled by mail), whichever came first — what stops escalation too.
                 guard let due = d.slaDue else { continue }
-                if let answered = d.answeredAt, answered < due { num = 1 }
+                let first = [d.answeredAt, d.resolvedAt].compactMap { $0 }.min()
+                if let first, first < due { num = 1 }
             case .firstContactResolution, .leadConversion:
                 continue
             }

@@ -2,9 +2,10 @@ import TiersyncCore
 
 /// What the KPI formulas read of an `interactions` record (a dialogue), parsed once.
 ///
-/// A dialogue counts for the node **handling** it (`handling_node`, else the node it came
-/// from, `originating_node`) in the period of its `created_at`; without `created_at` (or
-/// either node) it counts nowhere.
+/// A dialogue counts for the node it was **allocated** to: `allocated_node` once it
+/// escalated (the node that missed the deadline), else the node handling it
+/// (`handling_node`), else the node it came from (`originating_node`); in the period of its
+/// `created_at`. Without `created_at` (or any of those nodes) it counts nowhere.
 public struct DialogueFacts: Sendable, Hashable {
     public var id: String
     /// The node the dialogue counts for.
@@ -44,7 +45,7 @@ public struct DialogueFacts: Sendable, Hashable {
         }
         func time(_ name: String) -> Int64? { text(name).flatMap(KPITime.millis) }
         let answered = time(DialogueField.answeredAt)
-        self.init(id: id, node: text(DialogueField.handlingNode) ?? text(DialogueField.originatingNode),
+        self.init(id: id, node: text(DialogueField.allocatedNode) ?? text(DialogueField.handlingNode) ?? text(DialogueField.originatingNode),
                   createdAt: time(DialogueField.createdAt), channel: text(DialogueField.channel),
                   inbound: text(DialogueField.direction) == "inbound", answeredAt: answered,
                   resolvedAt: time(DialogueField.resolvedAt),
@@ -171,9 +172,10 @@ public enum DialogueField {
     public static let slaDue = "sla_due"
     public static let originatingNode = "originating_node"
     public static let handlingNode = "handling_node"
+    public static let allocatedNode = "allocated_node"
 
     public static let all = [customerID, channel, direction, topic, status, createdAt, answeredAt, resolvedAt, abandonedAt,
-                             slaDue, originatingNode, handlingNode]
+                             slaDue, originatingNode, handlingNode, allocatedNode]
 }
 
 /// The `leads` fields `lead_conversion` reads.

@@ -160,7 +160,8 @@ public enum KPIReport {
         func unit(_ kpi: String) -> KPIUnit { catalog.definition(kpi)?.unit ?? reportedUnits[kpi] ?? .percent }
         let inView = observations.filter { o in
             guard o.denominator >= 0, path(o.node).contains(viewer) else { return false }
-            return unit(o.kpi) == .seconds || (0...o.denominator).contains(o.numerator)
+            // A node's negative total of seconds is no measurement (its writer's, not ours).
+            return unit(o.kpi) == .seconds ? o.numerator >= 0 : (0...o.denominator).contains(o.numerator)
         }
         let viewerDepth = path(viewer).count
         // Rows are keyed by (KPI, period, node, scope).

@@ -144,7 +144,7 @@ extension PostgresTenantStore {
     /// tenant into the hub's memory (HQ holds them all). Records are selected by the text of
     /// a value in their canonical JSON (`"handling_node":"hq"`, as erasure finds links): no
     /// JSON is parsed but for the follow-ups' customer and topic. The selection is a superset
-    /// of what counts (a dialogue counts for the node in `handling_node`, else in
+    /// of what counts (a dialogue counts for the node in `allocated_node`, else `handling_node`, else in
     /// `originating_node`; a lead `fulfilling_node`, else `source_node`): the tally decides.
     func forEachRootRecord(_ read: KPIReportRead, me: String, _ body: (String, [String: FieldValue]) throws -> Void) async throws {
         var sql = PostgresSQL()
@@ -155,7 +155,7 @@ extension PostgresTenantStore {
         switch read {
         case .dialogues(let followUps):
             let tbl = sql.bind(DomainSchema.interactions.name)
-            let mine = naming([DialogueField.handlingNode, DialogueField.originatingNode])
+            let mine = naming([DialogueField.allocatedNode, DialogueField.handlingNode, DialogueField.originatingNode])
             guard followUps else {
                 sql.append("SELECT r.id, r.fields FROM \(records) r WHERE r.tbl = \(tbl) AND r.live AND \(mine)")
                 break

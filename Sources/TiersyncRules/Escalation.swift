@@ -106,6 +106,9 @@ public struct Escalation: Sendable, Hashable {
     /// The release whose rule fired.
     public var release: Int
     public var originatingNode: NodeID?
+    /// The node that handled the interaction before its first escalation (nil when not
+    /// known: a step counted on from one written before this field existed).
+    public var allocatedNode: NodeID? = nil
 
     /// The entry's id in `escalations`: the same for this interaction and step everywhere.
     public var recordID: String { RuleRecordID.escalation(interactionID: interactionID, step: step) }
@@ -135,16 +138,19 @@ public struct Escalation: Sendable, Hashable {
     }
 
     /// What the step changes in the interaction: its level, queue and handling node (which
-    /// re-routes it), its step count and since when it is at its new level. `sla_due` stays:
-    /// it is the first-response promise made when the dialogue was created.
+    /// re-routes it), its step count and since when it is at its new level, and which node
+    /// it was allocated to (which keeps it routed there, and its KPIs). `sla_due` stays: it
+    /// is the first-response promise made when the dialogue was created.
     public var interactionFields: [String: FieldValue] {
-        [
+        var fields: [String: FieldValue] = [
             InteractionField.handlingLevel.rawValue: .string(toLevel),
             InteractionField.queue.rawValue: .string(toQueue),
             InteractionField.handlingNode.rawValue: .string(toNode.rawValue),
             InteractionField.escalationStep.rawValue: .int(Int64(step)),
             InteractionField.escalatedAt.rawValue: .string(Timestamp.format(dueMillis)),
         ]
+        if let allocatedNode { fields[InteractionField.allocatedNode.rawValue] = .string(allocatedNode.rawValue) }
+        return fields
     }
 }
 
@@ -239,6 +245,8 @@ public enum Escalator {
         }
         var step = Int(heldStep)
         var since = step > 0 ? time(fields[.escalatedAt]) : time(fields[.createdAt])
+        // Every holder derives the same: the holder before step 1, as held or as step 1 wrote it.
+        let allocated = step == 0 ? holder : node(fields[.allocatedNode])
         let slaDue = time(fields[.slaDue])
         var steps: [Escalation] = []
         func outcome(_ otherwise: EscalationOutcome) -> EscalationOutcome { steps.isEmpty ? otherwise : .escalate(steps) }
@@ -255,14 +263,15 @@ public enum Escalator {
             guard let (rule, at) = due else { return outcome(.notApplicable("no escalation rule for level \(level)")) }
             guard at <= nowMillis else { return outcome(.notDue(nextMillis: at)) }
             guard let from = holder,
-                  let target = locator.node(at: rule.toLevel, queue: table.queues[rule.toQueue], levels: table.levels, for: from) else {
+                  let target = locator.node(at: rule.toLevel, queue: table.queues[rule.toQueue], levels: table.levels, for: from)
+                    ?? locator.standIn(for: from, at: rule.toLevel, levels: table.levels) else {
                 return outcome(.cannotPlace(level: rule.toLevel, from: holder))
             }
             let escalation = Escalation(
                 interactionID: interactionID, step: step + 1, rule: rule.id, condition: rule.condition, dueMillis: at,
                 fromLevel: level, fromQueue: queue, fromNode: holder, fromSinceMillis: since,
                 toLevel: rule.toLevel, toQueue: rule.toQueue, toNode: target, notify: rule.notify,
-                release: rules.release, originatingNode: origin)
+                release: rules.release, originatingNode: origin, allocatedNode: allocated)
             steps.append(escalation)
             (level, queue, holder, step, since) = (rule.toLevel, rule.toQueue, target, step + 1, at)
         }
@@ -308,7 +317,7 @@ public enum Escalator {
             InteractionField.handlingNode.rawValue: field(first.fields, .fromNode) ?? .null,
             InteractionField.escalationStep.rawValue: .int(Int64(back)),
             InteractionField.escalatedAt.rawValue: back > 0 ? field(first.fields, .fromSince) ?? .null : .null,
-        ]
+        ].merging(back == 0 ? [InteractionField.allocatedNode.rawValue: .null] : [:]) { a, _ in a }
         // Already back (by this node or another): nothing to write to the interaction.
         let restored = restore.allSatisfy { name, value in
             let held = fields[name].flatMap { $0.isNull ? nil : $0 }

@@ -33,6 +33,9 @@ public enum InteractionField: String, CaseIterable, Sendable {
     /// How many times it escalated, and when its newest escalation fell due.
     case escalationStep = "escalation_step"
     case escalatedAt = "escalated_at"
+    /// The node that handled it before its first escalation (written by that escalation):
+    /// the KPIs count the dialogue for it, so a missed SLA stays with the node that missed it.
+    case allocatedNode = "allocated_node"
 
     /// What a decision sets when the writer left it out (the writer's values win).
     public static let allocated: [InteractionField] = [.handlingLevel, .queue, .priority, .slaDue, .handlingNode]

@@ -111,6 +111,9 @@ public struct ProactiveTask: Sendable, Hashable {
     public var assignedNode: NodeID
     public var owningDealer: NodeID
     public var release: Int
+    /// The country overlay applied on top of the release (`de#2`), if any: its timing may
+    /// differ from HQ's.
+    public var overlay: String? = nil
 
     public var recordID: String { RuleRecordID.proactiveTask(rule: rule, vehicleID: vehicleID, dueDate: dueDate) }
 
@@ -130,6 +133,7 @@ public struct ProactiveTask: Sendable, Hashable {
             TaskField.requiresConsent.rawValue: .string(consent), TaskField.dueAt.rawValue: .string(Timestamp.format(dueMillis)),
             TaskField.status.rawValue: .string(TaskStatus.open.rawValue), TaskField.assignedNode.rawValue: .string(assignedNode.rawValue),
             TaskField.owningDealer.rawValue: .string(owningDealer.rawValue), TaskField.release.rawValue: .int(Int64(release)),
+            TaskField.overlay.rawValue: overlay.map(FieldValue.string) ?? .null,
         ]
     }
 }
@@ -146,7 +150,7 @@ public enum TaskField: String, CaseIterable, Sendable {
     case status
     case assignedNode = "assigned_node"
     case owningDealer = "owning_dealer"
-    case release
+    case release, overlay
     case cancelReason = "cancel_reason"
     case cancelledAt = "cancelled_at"
 }
@@ -210,7 +214,8 @@ public enum ProactivePlanner {
             return .create(ProactiveTask(
                 rule: rule.id, vehicleID: vehicleID, customerID: customerID, dueDate: CivilDate.format(days: dueDay),
                 dueMillis: UInt64(dueDay) * CivilDate.dayMillis, channel: rule.channel, queue: rule.queue, level: rule.level,
-                priority: rule.priority, consent: rule.consent, assignedNode: assigned, owningDealer: dealer, release: rules.release))
+                priority: rule.priority, consent: rule.consent, assignedNode: assigned, owningDealer: dealer, release: rules.release,
+                overlay: rules.overlay))
         }
     }
 
@@ -233,6 +238,43 @@ public enum ProactivePlanner {
         let (first, last) = (CivilDate.format(days: max(a, 0)), CivilDate.format(days: max(b, 0)))
         let end = last.count == first.count ? last : "9999-12-31"
         return first <= end ? first...end : end...end
+    }
+
+    /// The open proactive tasks to cancel because a newer governance planned the same contact
+    /// for another day: one rule and vehicle has one task per due date, so a release or
+    /// overlay that moved the rule's timing made a second open task, and the customer was
+    /// contacted twice. Of the open tasks of one rule and vehicle, the one of the newest
+    /// governance stays — highest release, then overlay sequence (`de#3` over `de#2`, any
+    /// over none), then the later due date, then id — and the others are cancelled. The
+    /// choice reads only the tasks, so every node holding them cancels the same ones,
+    /// whichever rules it runs. `tasks`: open or not, as held; task id → the fields to write.
+    public static func superseded(_ tasks: [(id: String, fields: [String: FieldValue])]) -> [String: [String: FieldValue]] {
+        struct Candidate { var id: String; var release: Int64; var overlay: Int64; var due: String }
+        var groups: [String: [Candidate]] = [:]
+        for (id, task) in tasks {
+            guard task[TaskField.status.rawValue]?.stringValue == TaskStatus.open.rawValue,
+                  task[TaskField.kind.rawValue]?.stringValue == kind,
+                  let rule = task[TaskField.ruleID.rawValue]?.stringValue,
+                  let vehicle = task[TaskField.vehicleID.rawValue]?.stringValue else { continue }
+            let release: Int64 = if case .int(let r)? = task[TaskField.release.rawValue] { r } else { 0 }
+            let overlay = task[TaskField.overlay.rawValue]?.stringValue
+                .flatMap { $0.split(separator: "#").last.flatMap { Int64($0) } } ?? 0
+            // A key no rule id or vehicle id can forge into another's: lengths first.
+            groups["\(rule.utf8.count):\(rule)\(vehicle)", default: []].append(
+                Candidate(id: id, release: release, overlay: overlay, due: task[TaskField.dueAt.rawValue]?.stringValue ?? ""))
+        }
+        var cancel: [String: [String: FieldValue]] = [:]
+        for group in groups.values where group.count > 1 {
+            let keep = group.max { ($0.release, $0.overlay, $0.due, $0.id) < ($1.release, $1.overlay, $1.due, $1.id) }!
+            for task in group where task.id != keep.id {
+                cancel[task.id] = [
+                    TaskField.status.rawValue: .string(TaskStatus.cancelled.rawValue),
+                    TaskField.cancelReason.rawValue: .string("superseded by task \(keep.id): the rule's timing changed (release \(keep.release))"),
+                    TaskField.cancelledAt.rawValue: .null,
+                ]
+            }
+        }
+        return cancel
     }
 
     /// The fields that cancel an open proactive task whose customer no longer gives the

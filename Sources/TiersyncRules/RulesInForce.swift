@@ -101,6 +101,15 @@ public struct NodeLocator: Sendable {
         guard let path = path(of: node), index < path.count else { return nil }
         return path[index]
     }
+
+    /// `node` itself when `level` is its own or one below it: a dialogue HQ allocated to a
+    /// dealer level without a dealer to give it to stays at HQ, and when it escalates to the
+    /// country level there is no country above it to take it; it moves to the new level
+    /// and queue where it is. Nil when `node`'s place is not known here.
+    public func standIn(for node: NodeID, at level: String, levels: [String]) -> NodeID? {
+        guard let index = levels.firstIndex(of: level), let path = path(of: node), index >= path.count - 1 else { return nil }
+        return node
+    }
 }
 
 /// Ids of the records rules create, derived from what makes them one: the same inputs give

@@ -16,7 +16,9 @@ enum KPIStorage {
 
     /// The accumulators' layout (``MetaKey/kpiLayout``); a store holding another one drops
     /// them (derived data) and recounts at its next adoption.
-    static let layout = "node-day-kpi"
+    /// (`-2`: a dialogue counts for its `allocated_node` once escalated, first response is
+    /// the earlier of answer and resolution, impossible durations count nowhere.)
+    static let layout = "node-day-kpi-2"
 
     static func ensure(_ db: Database) throws {
         // Keyed by node, then day, then KPI: the rows one dialogue changes (its node, its
@@ -47,14 +49,14 @@ enum KPIStorage {
 
     /// The `interactions` columns the formulas read, in ``dialogue(_:)``'s order.
     static let dialogueColumns = ["id", "channel", "direction", "created_at", "answered_at", "resolved_at", "status", "abandoned_at",
-                                  "sla_due", "customer_id", "topic", "handling_node", "originating_node"]
+                                  "sla_due", "customer_id", "topic", "handling_node", "originating_node", "allocated_node"]
     static let leadColumns = ["id", "source_channel", "status", "created_at", "won_at", "fulfilling_node", "source_node"]
 
     /// The facts of the row a raw statement stands on (columns as ``dialogueColumns``): read
     /// from SQLite's buffers, timestamps parsed without making strings of them.
     static func dialogue(_ h: SQLiteStatement) -> DialogueFacts {
         let answered = time(h, 4)
-        return DialogueFacts(id: text(h, 0) ?? "", node: text(h, 11) ?? text(h, 12), createdAt: time(h, 3), channel: text(h, 1),
+        return DialogueFacts(id: text(h, 0) ?? "", node: text(h, 13) ?? text(h, 11) ?? text(h, 12), createdAt: time(h, 3), channel: text(h, 1),
                              inbound: equals(h, 2, "inbound"), answeredAt: answered, resolvedAt: time(h, 5),
                              abandoned: equals(h, 6, "closed") || length(h, 7) > 0, slaDue: time(h, 8),
                              customer: text(h, 9), topic: text(h, 10))

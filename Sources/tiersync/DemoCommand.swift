@@ -257,7 +257,7 @@ struct Demo: AsyncParsableCommand {
             try stores[dealer]!.commit(waits.enumerated().map { i, wait in
                 let created = now.addingTimeInterval(-600 + Double(i) * 60)
                 return .upsert("interactions", id: "call-\(dealer)-\(i)", [
-                    "channel": "phone", "direction": "inbound", "topic": "service appointment", "knowledge_kind": "specification",
+                    "channel": "phone", "direction": "inbound", "topic": "service-appointment", "knowledge_kind": "specification",
                     "urgency": "normal", "status": "resolved", "handling_node": .string(dealer.rawValue),
                     "created_at": .string(iso.string(from: created)), "answered_at": .string(iso.string(from: created.addingTimeInterval(wait))),
                     "resolved_at": .string(iso.string(from: created.addingTimeInterval(wait + 240))),

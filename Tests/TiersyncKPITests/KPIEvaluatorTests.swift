@@ -250,7 +250,7 @@ struct KPIEvaluatorTests {
         #expect(asa.numerator == 3 * KPIEvaluator.maxDurationMillis && asa.denominator == 3)
     }
 
-    @Test("Snapshots no count can give are left out of the table: a percentage counting more events than dialogues, negative counts; seconds may be negative")
+    @Test("Snapshots no count can give are left out of the table: a percentage counting more events than dialogues, negative counts, negative seconds (they were kept, and met any at_most target)")
     func impossibleSnapshotsLeftOut() throws {
         let catalog = try Self.catalog()
         let start = KPIDay.parse("2026-11-01")!
@@ -262,14 +262,49 @@ struct KPIEvaluatorTests {
             o("service-level-phone", "de-2", .max, 1),   // 1.8e20 % before
             o("service-level-phone", "fr-1", -5, 10),
             o("service-level-phone", "fr", 1, -1),
-            o("average-speed-of-answer-phone", "de-1", -2_000, 1),   // answered before created: as written
+            o("average-speed-of-answer-phone", "de-1", -2_000, 1),   // a node's negative total: no measurement (it met any at_most target)
             o("average-speed-of-answer-phone", "de-2", 4_000, -1),
+            o("average-speed-of-answer-phone", "fr-1", 6_000, 2),
         ]
         let rows = KPIReport.rows(viewer: "hq", catalog: catalog, period: .month, observations: observations, paths: KPIFixture.paths, byNode: false)
         let sl = try #require(rows.first { $0.kpi == "service-level-phone" })
         #expect(sl.numerator == 3 && sl.denominator == 4 && sl.nodes == 1 && sl.value == 75)
         let asa = try #require(rows.first { $0.kpi == "average-speed-of-answer-phone" })
-        #expect(asa.numerator == -2_000 && asa.denominator == 1 && asa.nodes == 1)
+        #expect(asa.numerator == 6_000 && asa.denominator == 2 && asa.nodes == 1)
+    }
+
+    @Test("""
+    Whose dialogue, and which times count: an escalated dialogue stays the dealer's that missed its SLA (allocated_node; it moved to \
+    the country's figures, which made every dealer's SLA compliance 100 %); a resolution without an answer before sla_due meets the SLA \
+    (it was a miss); an answer before the dialogue was created or a resolution before the answer counts in no duration (they gave \
+    negative averages that met any target)
+    """)
+    func whoseDialogueAndWhichTimes() throws {
+        let catalog = try Self.catalog()
+        func dialogue(_ id: String, _ fields: [String: FieldValue]) -> DialogueFacts {
+            DialogueFacts(id: id, fields: fields.merging(["channel": "phone", "direction": "inbound", "created_at": "2026-11-10T10:00:00Z"]) { a, _ in a })
+        }
+        var tally = KPITally(evaluator: KPIEvaluator(catalog: catalog))
+        // Escalated from de-1 to de at its SLA due, then answered by de: a miss of de-1's.
+        tally.add(dialogue("late", ["handling_node": "de", "allocated_node": "de-1", "originating_node": "de-1", "escalation_step": .int(1),
+                                    "sla_due": "2026-11-10T11:00:00Z", "answered_at": "2026-11-10T12:00:00Z"]))
+        // Resolved (a web form settled by mail) before its due, never "answered".
+        tally.add(dialogue("settled", ["handling_node": "de-1", "sla_due": "2026-11-10T11:00:00Z", "resolved_at": "2026-11-10T10:30:00Z"]))
+        // Answered an hour before it was created, resolved an hour before that.
+        tally.add(dialogue("impossible", ["handling_node": "de-1", "answered_at": "2026-11-10T09:00:00Z", "resolved_at": "2026-11-10T08:00:00Z"]))
+        let rows = tally.totals()
+        func total(_ kpi: String, _ node: String) -> (Int64, Int64)? {
+            rows.first { $0.kpi == kpi && $0.node == node }.map { ($0.numerator, $0.denominator) }
+        }
+        // sla-compliance at de-1: "late" missed (0), "settled" met (1): 1 / 2. Nothing at de.
+        #expect(total("sla-compliance", "de-1").map { $0 == (1, 2) } == true, "\(rows)")
+        #expect(total("sla-compliance", "de") == nil && !rows.contains { $0.node == "de" }, "\(rows)")
+        // Speed of answer: only "late" (answered 2 h after creation) = 7,200,000 ms / 1.
+        #expect(total("average-speed-of-answer-phone", "de-1").map { $0 == (7_200_000, 1) } == true, "\(rows)")
+        // Service level (20 s): "late" and "settled" are inbound calls not answered within; "impossible" counts nowhere: 0 / 2.
+        #expect(total("service-level-phone", "de-1").map { $0 == (0, 2) } == true, "\(rows)")
+        // Handle time: no dialogue has both times in order.
+        #expect(total("average-handle-time", "de-1").map { $0.1 == 0 } ?? true, "\(rows)")
     }
 
     @Test("Two tallies merged, either into the other, equal one: a group split between them with tied created_at, nodes numbered differently in each, leads and dialogues")

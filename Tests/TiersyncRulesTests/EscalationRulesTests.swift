@@ -58,8 +58,9 @@ struct EscalationRulesTests {
         #expect(step.toLevel == "country" && step.toQueue == "country-service" && step.toNode == "de" && step.originatingNode == "de-berlin")
         #expect(step.recordID == RuleRecordID.escalation(interactionID: "i-1", step: 1) && step.recordID.hasPrefix("esc-")
                 && step.recordID != RuleRecordID.escalation(interactionID: "i-1", step: 2))
+        // allocated_node: the dealer that missed its SLA keeps it (routed, and in its KPIs).
         #expect(step.interactionFields == ["handling_level": "country", "queue": "country-service", "handling_node": "de",
-                                           "escalation_step": .int(1), "escalated_at": "2026-12-03T14:00:00Z"])
+                                           "escalation_step": .int(1), "escalated_at": "2026-12-03T14:00:00Z", "allocated_node": "de-berlin"])
         let entry = step.entryFields
         #expect(entry["condition"] == "sla_breached_by 0s" && entry["status"] == "escalated" && entry["release"] == .int(1)
                 && entry["notify"] == "country-service-manager,dealer-general-manager" && entry["withdrawn_reason"] == .null)
@@ -177,6 +178,21 @@ struct EscalationRulesTests {
         }
     }
 
+    @Test("A dialogue HQ allocated to the dealer level without a dealer to give it to (no owning dealer) escalates where it is: to the country level and queue at HQ (no node took it, and it never escalated)")
+    func escalatesInPlaceAtHQ() throws {
+        let rules = try Self.rules("automaker")
+        var atHQ = Self.dealerDialogue
+        atHQ["handling_node"] = "hq"
+        atHQ["originating_node"] = "hq"
+        guard case .escalate(let steps) = Escalator.evaluate(interactionID: "i-hq", fields: atHQ, rules: rules, locator: Self.atHQ,
+                                                             nowMillis: Self.t("2026-12-03T14:00:00Z")) else {
+            Issue.record("expected an escalation"); return
+        }
+        let step = try #require(steps.first)
+        #expect(step.step == 1 && step.fromNode == "hq" && step.toLevel == "country" && step.toNode == "hq" && step.allocatedNode == "hq")
+        #expect(step.interactionFields["handling_level"] == "country" && step.interactionFields["handling_node"] == "hq")
+    }
+
     @Test("Withdrawal: an escalation due after the dialogue was answered is withdrawn and the dialogue goes back; due before, it stands")
     func withdrawal() throws {
         let rules = try Self.rules("automaker")
@@ -194,7 +210,7 @@ struct EscalationRulesTests {
         #expect(w.reason == "answered at 2026-12-03T13:30:00Z, before this escalation was due")
         #expect(Set(w.entries.keys) == Set(steps.map(\.recordID)) && w.entries.values.allSatisfy { $0["status"] == "withdrawn" })
         #expect(w.interactionFields == ["handling_level": "dealer", "queue": "dealer-service", "handling_node": "de-berlin",
-                                        "escalation_step": .int(0), "escalated_at": .null])
+                                        "escalation_step": .int(0), "escalated_at": .null, "allocated_node": .null])
         // Once written (by any node), nothing more to do.
         var done = answered
         for (k, v) in w.interactionFields { done[k] = v }

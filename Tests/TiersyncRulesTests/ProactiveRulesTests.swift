@@ -161,6 +161,51 @@ struct ProactiveRulesTests {
         #expect(ProactivePlanner.cancellation(task: ["status": "open", "kind": "callback"], customer: [:], consentChangedAtMillis: nil) == nil)
     }
 
+    @Test("""
+    One open task per rule and vehicle: a release or overlay that moves the rule's timing plans the contact for another day, and the \
+    older governance's task is cancelled (both stayed open: the customer was called twice), the same at every node whatever rules it runs
+    """)
+    func supersededTasks() throws {
+        let rules = try Self.rules("automaker")
+        let first = try #require(Self.created(ProactivePlanner.evaluate(vehicleID: "v-1", vehicle: Self.car, customer: Self.consenting, rules: rules,
+                                                                         evaluator: "de-berlin", locator: Self.dealerPath,
+                                                                         nowMillis: Self.t("2026-12-03T10:00:00Z"))).first)
+        #expect(ProactivePlanner.superseded([(first.recordID, first.fields)]).isEmpty)
+        // Release 2 calls a day earlier: a second task, id of its own due date.
+        var moved = first
+        moved.dueDate = "2026-12-03"
+        moved.release = 2
+        var movedFields = moved.fields
+        movedFields["due_at"] = "2026-12-03T00:00:00Z"
+        #expect(moved.recordID != first.recordID)
+        let cancel = ProactivePlanner.superseded([(first.recordID, first.fields), (moved.recordID, movedFields)])
+        #expect(Set(cancel.keys) == [first.recordID], "the older release's task goes, whichever day it is due")
+        #expect(cancel[first.recordID]?["status"] == "cancelled"
+                && cancel[first.recordID]?["cancel_reason"] == .string("superseded by task \(moved.recordID): the rule's timing changed (release 2)"))
+        // Held in the other order by another node: the same.
+        #expect(ProactivePlanner.superseded([(moved.recordID, movedFields), (first.recordID, first.fields)]) == cancel)
+        // Same release, a newer overlay of the country (de#3 over de#2), and an overlay over none.
+        var overlaid = first, newer = moved
+        overlaid.overlay = "de#2"
+        newer.release = 1
+        newer.overlay = "de#3"
+        var newerFields = newer.fields
+        newerFields["due_at"] = "2026-12-03T00:00:00Z"
+        #expect(Set(ProactivePlanner.superseded([(overlaid.recordID, overlaid.fields), (newer.recordID, newerFields)]).keys) == [overlaid.recordID])
+        #expect(Set(ProactivePlanner.superseded([(first.recordID, first.fields), (newer.recordID, newerFields)]).keys) == [first.recordID])
+        // Done or cancelled tasks, other vehicles, other rules and other kinds are left alone.
+        var done = first.fields
+        done["status"] = "done"
+        var otherVehicle = movedFields
+        otherVehicle["vehicle_id"] = "v-2"
+        var otherRule = movedFields
+        otherRule["rule_id"] = "satisfaction-call"
+        var callback = movedFields
+        callback["kind"] = "callback"
+        #expect(ProactivePlanner.superseded([(first.recordID, done), (moved.recordID, movedFields)]).isEmpty)
+        #expect(ProactivePlanner.superseded([(first.recordID, first.fields), ("b", otherVehicle), ("c", otherRule), ("d", callback)]).isEmpty)
+    }
+
     @Test("Insurer (two levels): the agency and HQ (its parent) create the welcome call; the renewal e-mail is HQ's")
     func insurer() throws {
         let rules = try Self.rules("insurer")
