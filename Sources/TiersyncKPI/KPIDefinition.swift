@@ -221,7 +221,8 @@ public enum KPIFormat {
     public static func durationSeconds(_ text: String) -> Int? {
         let units: [Character: Int] = ["s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800]
         guard let unit = text.last, let factor = units[unit], let n = Int(text.dropLast()), n >= 0 else { return nil }
-        return n * factor
+        let (seconds, overflow) = n.multipliedReportingOverflow(by: factor)
+        return overflow ? nil : seconds
     }
 
     /// A number as a table shows it: whole numbers without decimals, others with one or two.

@@ -137,7 +137,7 @@ public final class RelayDirectory: NodeDirectory {
     /// Dealers enroll through their country: the token is HQ's, so it is redeemed there,
     /// naming this node as the parent it must have. The sequence floor covers what this
     /// node holds from the dealer but has not forwarded yet.
-    public func enroll(_ request: EnrollRequest) async throws -> EnrollResponse {
+    public func enroll(_ request: EnrollRequest, relayer: Principal?) async throws -> EnrollResponse {
         var response: EnrollResponse
         do {
             response = try await parent.enroll(token: request.token, via: identity.node)

@@ -71,12 +71,15 @@ extension PostgresCatalog {
         }
     }
 
-    public func redeem(token: String, via: NodeID?, nowMillis: UInt64) async throws -> EnrollResponse {
+    public func redeem(token: String, via relayer: Principal?, nowMillis: UInt64) async throws -> EnrollResponse {
         let hash = Secrets.digest(token), now = Int64(clamping: nowMillis)
         // The token's tenant first, without a lock (it never changes), to take the tenant's
         // lock before anything else: enrolling checks and changes the tree.
         guard let tenant = try await read("SELECT tenant FROM tiersync_catalog.enrollment_tokens WHERE hash = \(hash)")
             .first.map({ try $0.decode(String.self) }) else { throw EnrollmentError.unknownToken }
+        // Another tenant's token, relayed by a country: unknown to it, and kept.
+        if let relayer, relayer.tenant.rawValue != tenant { throw EnrollmentError.unknownToken }
+        let via = relayer?.node
         return try await transaction(lockingTenant: tenant) { db in
             // The single use: only an unused, unexpired token is claimed, whatever other
             // processes do at the same time (a second claim waits for the first to commit,

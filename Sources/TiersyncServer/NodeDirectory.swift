@@ -17,8 +17,9 @@ public protocol NodeDirectory: Sendable {
     func nodes(of tenant: TenantID) async throws -> [NodeRecord]
     /// The tenant's governance release key (base64), as HQ registered it.
     func releaseKey(of tenant: TenantID) async throws -> String?
-    /// Redeems an enrollment token (a country forwards it to HQ).
-    func enroll(_ request: EnrollRequest) async throws -> EnrollResponse
+    /// Redeems an enrollment token (a country forwards it to HQ). `relayer`: the node that
+    /// forwarded it, authenticated by its credential (the request's `via` names it).
+    func enroll(_ request: EnrollRequest, relayer: Principal?) async throws -> EnrollResponse
     /// The subtree and credential digests below `principal` (HQ only).
     func directory(for principal: Principal) async throws -> DirectoryResponse
     /// The change store holding `tenant`'s records on this hub, behind the storage seam
@@ -147,10 +148,10 @@ public struct CatalogDirectory: NodeDirectory {
         try await catalog.releaseKey(of: tenant)
     }
 
-    public func enroll(_ request: EnrollRequest) async throws -> EnrollResponse {
+    public func enroll(_ request: EnrollRequest, relayer: Principal?) async throws -> EnrollResponse {
         var response: EnrollResponse
         do {
-            response = try await catalog.redeem(token: request.token, via: request.via, nowMillis: WallClock.nowMillis())
+            response = try await catalog.redeem(token: request.token, via: relayer, nowMillis: WallClock.nowMillis())
         } catch let error as NodeDecommissioned {
             throw APIError(.conflict, "decommissioned", error.description)
         }

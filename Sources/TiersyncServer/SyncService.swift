@@ -21,8 +21,22 @@ struct SyncService: Sendable {
 
     func enroll(_ request: Request, _ context: HubRequestContext) async throws -> Response {
         let body = try await codec.decode(EnrollRequest.self, from: request)
+        // `via` says a country relays the enrollment: only that country, with its credential,
+        // may say so. Taken from the body alone, anyone could claim any parent, and a country
+        // could redeem (and see the credential of) another tenant's token.
+        var relayer: Principal?
+        if let via = body.via {
+            let prefix = "Bearer "
+            guard let header = request.headers[.authorization], header.hasPrefix(prefix),
+                  let admission = try await directory.admit(credential: String(header.dropFirst(prefix.count))),
+                  admission.refusal == nil, admission.principal.node == via else {
+                throw APIError(.forbidden, "relay_unauthenticated",
+                               "an enrollment naming 'via' is relayed by that node and carries its credential; a node enrolling directly names none")
+            }
+            relayer = admission.principal
+        }
         do {
-            let response = try await directory.enroll(body)
+            let response = try await directory.enroll(body, relayer: relayer)
             context.logger.info("node enrolled", metadata: ["tenant": "\(response.tenant)", "node": "\(response.node)"])
             return try codec.encode(response, status: .created, for: request)
         } catch let error as EnrollmentError {

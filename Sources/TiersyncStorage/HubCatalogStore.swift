@@ -67,11 +67,14 @@ public protocol HubCatalogStore: AnyObject, Sendable {
     /// revokes its earlier credentials and returns a new credential, all in one transaction.
     /// A token is redeemed at most once, however many processes try at once.
     ///
-    /// `via`: the node that forwarded the request (a country), or nil when the node came to
-    /// the root directly; a token naming another parent is refused (``EnrollmentError/wrongParent(node:parent:via:)``)
-    /// and kept, as is a token whose parent has not enrolled yet. Unknown, used and expired
+    /// `via`: the node that forwarded the request (a country, authenticated by its
+    /// credential), or nil when the node came to the root directly; a token naming another
+    /// parent is refused (``EnrollmentError/wrongParent(node:parent:via:)``) and kept, as is
+    /// a token whose parent has not enrolled yet. A token of another tenant than `via`'s is
+    /// unknown to it (``EnrollmentError/unknownToken``), and kept: a country relays no other
+    /// tenant's enrollment and learns nothing of its tokens. Unknown, used and expired
     /// tokens throw ``EnrollmentError``; a decommissioned node or parent ``NodeDecommissioned``.
-    func redeem(token: String, via: NodeID?, nowMillis: UInt64) async throws -> EnrollResponse
+    func redeem(token: String, via: Principal?, nowMillis: UInt64) async throws -> EnrollResponse
 
     /// The tenant's governance release key (base64 Ed25519 public key), if one was registered.
     func releaseKey(of tenant: TenantID) async throws -> String?
@@ -151,7 +154,7 @@ extension HubCatalogStore {
     }
 
     /// ``redeem(token:via:nowMillis:)`` now.
-    public func redeem(token: String, via: NodeID? = nil) async throws -> EnrollResponse {
+    public func redeem(token: String, via: Principal? = nil) async throws -> EnrollResponse {
         try await redeem(token: token, via: via, nowMillis: WallClock.nowMillis())
     }
 

@@ -65,7 +65,7 @@ public final class SQLiteCatalog: HubCatalogStore {
         try await catalog.probeWritable()
     }
 
-    public func redeem(token: String, via: NodeID?, nowMillis: UInt64) async throws -> EnrollResponse {
+    public func redeem(token: String, via: Principal?, nowMillis: UInt64) async throws -> EnrollResponse {
         try await catalog.redeem(token: token, via: via, nowMillis: nowMillis)
     }
 

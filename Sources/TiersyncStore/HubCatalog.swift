@@ -478,7 +478,7 @@ public final class HubCatalog: Sendable {
     /// revokes its earlier credentials and returns a new one. All in one transaction. A
     /// token naming a parent that has not enrolled yet is refused (and kept): the node
     /// enrolls through its parent, once that runs.
-    public func redeem(token: String, via: NodeID? = nil, nowMillis: UInt64 = WallClock.nowMillis()) async throws -> EnrollResponse {
+    public func redeem(token: String, via relayer: Principal? = nil, nowMillis: UInt64 = WallClock.nowMillis()) async throws -> EnrollResponse {
         try await writer.write { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM enrollment_tokens WHERE hash = ?", arguments: [Secrets.digest(token)]) else {
                 throw EnrollmentError.unknownToken
@@ -487,6 +487,9 @@ public final class HubCatalog: Sendable {
             let expires = UInt64(row["expires_at"] as Int64)
             if expires < nowMillis { throw EnrollmentError.expired(atMillis: expires) }
             let tenant: String = row["tenant"], node: String = row["node"], parent: String? = row["parent"]
+            // Another tenant's token, relayed by a country: unknown to it, and kept.
+            if let relayer, relayer.tenant.rawValue != tenant { throw EnrollmentError.unknownToken }
+            let via = relayer?.node
             // Tokens are deleted when a node is decommissioned; this holds against any left.
             if try Self.isDecommissioned(db, tenant, node) { throw NodeDecommissioned(node: NodeID(unchecked: node)) }
             if let parent, try Self.isDecommissioned(db, tenant, parent) { throw NodeDecommissioned(node: NodeID(unchecked: parent)) }

@@ -328,6 +328,26 @@ struct AdminAPITests {
     }
 
     @Test("""
+        a node's KPI snapshot with a target or value no chart can draw (-1e300, 1e300) is drawn at the chart's edge: converting it \
+        to a pixel trapped and the hub died for every tenant at each view of the console's KPI page
+        """, arguments: StorageEngine.testable)
+    func kpiChartOfWildSnapshot(engine: StorageEngine) async throws {
+        try await withAdminFixture(engine: engine) { f in
+            let snapshot = Change(origin: "france", originSeq: 1, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                                  table: "kpi_snapshots", recordID: "france:kpix:month:2026-12-01", op: .upsert, fields: [
+                                    "node": "france", "path": "acme-hq/france", "kpi": "kpix", "name": "X", "unit": "seconds", "period": "month",
+                                    "period_start": "2026-12-01", "numerator": .int(1_000), "denominator": .int(1), "value": .double(1e300),
+                                    "target_kind": "at_most", "target": .double(-1e300)])
+            let pushed = try await f.client.send("POST", "/v1/push", json: PushRequest(through: 1, changes: [snapshot]), credential: f.france)
+            #expect(pushed.status == 200, "\(pushed.text)")
+            let hq = try await f.token("acme", "hq-op")
+            let page = try await f.send("GET", "/console/kpis?period=month", token: hq)
+            #expect(page.status == 200 && page.text.contains("data-kpi=\"kpix\""), "\(page.status) \(page.text.prefix(300))")
+            #expect(try await f.client.send("GET", "/v1/whoami", credential: f.germany).status == 200, "the hub still serves")
+        }
+    }
+
+    @Test("""
         a node name promised under one country (a pending token) cannot be claimed under another: a country admin \
         gets the 403 an existing node's name gets, naming nothing; HQ's operator is told why; the name stays the first country's
         """, arguments: StorageEngine.testable)
@@ -347,7 +367,7 @@ struct AdminAPITests {
             let hq = try await claim("france-c", as: try await f.token("acme", "hq-op"))
             #expect(hq.status == 422 && hq.text.contains("node 'france-c' has a pending enrollment token under 'france'"), "\(hq)")
             // The first country's token still enrolls it there.
-            let enrolled = try await f.hub.catalogStore.redeem(token: promised, via: "france", nowMillis: WallClock.nowMillis())
+            let enrolled = try await f.hub.catalogStore.redeem(token: promised, via: Principal(tenant: "acme", node: "france"), nowMillis: WallClock.nowMillis())
             #expect(enrolled.parent == "france")
         }
     }

@@ -69,7 +69,7 @@ struct AdminCommandEngineTests {
             let deToken = try await ok("enroll-token", ["--tenant", "automaker", "--node", "de"])
             _ = try await hub.catalog.redeem(token: deToken.trimmingCharacters(in: .whitespacesAndNewlines))
             let dealerToken = try await ok("enroll-token", ["--tenant", "automaker", "--node", "de-1", "--parent", "de"])
-            _ = try await hub.catalog.redeem(token: dealerToken.trimmingCharacters(in: .whitespacesAndNewlines), via: "de")
+            _ = try await hub.catalog.redeem(token: dealerToken.trimmingCharacters(in: .whitespacesAndNewlines), via: Principal(tenant: "automaker", node: "de"))
             let nodes = try await ok("nodes", ["--tenant", "automaker"])
             #expect(nodes.contains("hq/de/de-1") && nodes.split(separator: "\n").contains { $0.hasPrefix("de ") && $0.contains("country") }, "\(nodes)")
 

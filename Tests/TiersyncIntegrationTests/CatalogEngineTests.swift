@@ -61,7 +61,7 @@ struct CatalogEngineTests {
         var credentials: [NodeID: String] = [:]
         for (node, parent) in [("de", nil), ("fr", nil), ("dealer-1", "de")] as [(NodeID, NodeID?)] {
             let token = try await catalog.issueEnrollmentToken(tenant: "acme", node: node, parent: parent)
-            credentials[node] = try await catalog.redeem(token: token, via: parent).credential
+            credentials[node] = try await catalog.redeem(token: token, via: parent.map { Principal(tenant: "acme", node: $0) }).credential
         }
         return credentials
     }
@@ -163,13 +163,13 @@ struct CatalogEngineTests {
         }
     }
 
-    @Test("a token redeemed through the wrong parent is refused and kept; through its parent it enrolls", arguments: Engine.available)
+    @Test("a token redeemed through the wrong parent, or through another tenant's country of its parent's name, is refused and kept; through its parent it enrolls", arguments: Engine.available)
     func wrongParent(engine: Engine) async throws {
         try await withCatalog(engine) { catalog in
             _ = try await enrollAcme(catalog)
             let token = try await catalog.issueEnrollmentToken(tenant: "acme", node: "dealer-2", parent: "de")
             await #expect(throws: EnrollmentError.wrongParent(node: "dealer-2", parent: "de", via: "fr")) {
-                try await catalog.redeem(token: token, via: "fr")
+                try await catalog.redeem(token: token, via: Principal(tenant: "acme", node: "fr"))
             }
             // A token whose parent has not enrolled yet is refused until it has.
             let pendingCountry = try await catalog.issueEnrollmentToken(tenant: "acme", node: "it")
@@ -177,9 +177,15 @@ struct CatalogEngineTests {
             await #expect(throws: EnrollmentError.wrongParent(node: "dealer-it", parent: "it", via: "hq")) {
                 try await catalog.redeem(token: underPending, via: nil)
             }
-            #expect(try await catalog.redeem(token: token, via: "de").parent == "de")
+            // A country of another tenant with the same name: the token is unknown to it, and kept
+            // (it was redeemed, and its credential passed through the other tenant's country).
+            #expect(try await catalog.createTenant("beta", root: "beta-hq", levels: 3, allowDirectSync: false))
+            await #expect(throws: EnrollmentError.unknownToken) {
+                try await catalog.redeem(token: token, via: Principal(tenant: "beta", node: "de"))
+            }
+            #expect(try await catalog.redeem(token: token, via: Principal(tenant: "acme", node: "de")).parent == "de")
             _ = try await catalog.redeem(token: pendingCountry, via: nil)
-            #expect(try await catalog.redeem(token: underPending, via: "it").parent == "it")
+            #expect(try await catalog.redeem(token: underPending, via: Principal(tenant: "acme", node: "it")).parent == "it")
             #expect(try await catalog.tree(of: "acme").depth(of: "dealer-it") == 3)
         }
     }
@@ -203,7 +209,7 @@ struct CatalogEngineTests {
             #expect(try await catalog.authenticate(credential: dealer) == nil)
             // It keeps its place in the tree, and may enroll again with a new token.
             #expect(try await other.tree(of: "acme").parents["dealer-1"] == .some("de"))
-            let again = try await other.redeem(token: try await other.issueEnrollmentToken(tenant: "acme", node: "dealer-1", parent: "de"), via: "de")
+            let again = try await other.redeem(token: try await other.issueEnrollmentToken(tenant: "acme", node: "dealer-1", parent: "de"), via: Principal(tenant: "acme", node: "de"))
             #expect(try await catalog.authenticate(credential: again.credential) == Principal(tenant: "acme", node: "dealer-1"))
             #expect(try await catalog.authenticate(credential: dealer) == nil)
 
@@ -244,7 +250,7 @@ struct CatalogEngineTests {
             let waiting = try await catalog.issueEnrollmentToken(tenant: "acme", node: "dealer-2", parent: "de")
             let country = try await catalog.decommission(node: "de", of: "acme", nowMillis: 2_000)
             #expect(country == Revocation(node: "de", credentials: 1, tokens: 1, decommissionedAtMillis: 2_000))
-            await #expect(throws: EnrollmentError.unknownToken) { try await catalog.redeem(token: waiting, via: "de") }
+            await #expect(throws: EnrollmentError.unknownToken) { try await catalog.redeem(token: waiting, via: Principal(tenant: "acme", node: "de")) }
             await #expect(throws: StoreError.invalidArgument("parent node 'de' was decommissioned")) {
                 try await catalog.issueEnrollmentToken(tenant: "acme", node: "dealer-3", parent: "de")
             }
@@ -283,7 +289,7 @@ struct CatalogEngineTests {
             #expect(try await other.requiredParent(of: Principal(tenant: "acme", node: "dealer-1")) == "fr")
             #expect(try await other.node("dealer-1", of: "acme")?.parent == "fr")
             await #expect(throws: EnrollmentError.unknownToken, "a token issued before the move is gone") {
-                try await catalog.redeem(token: stale, via: "de")
+                try await catalog.redeem(token: stale, via: Principal(tenant: "acme", node: "de"))
             }
 
             await #expect(throws: StoreError.invalidArgument("moving 'dealer-1' under 'hq' would change its level from 3 to 2; a node moves only to a parent on the level above it")) {
@@ -304,8 +310,8 @@ struct CatalogEngineTests {
     func directory(engine: Engine) async throws {
         try await withCatalog(engine) { catalog in
             _ = try await enrollAcme(catalog)
-            _ = try await catalog.redeem(token: try await catalog.issueEnrollmentToken(tenant: "acme", node: "dealer-2", parent: "de"), via: "de")
-            _ = try await catalog.redeem(token: try await catalog.issueEnrollmentToken(tenant: "acme", node: "dealer-fr", parent: "fr"), via: "fr")
+            _ = try await catalog.redeem(token: try await catalog.issueEnrollmentToken(tenant: "acme", node: "dealer-2", parent: "de"), via: Principal(tenant: "acme", node: "de"))
+            _ = try await catalog.redeem(token: try await catalog.issueEnrollmentToken(tenant: "acme", node: "dealer-fr", parent: "fr"), via: Principal(tenant: "acme", node: "fr"))
             let directory = try await catalog.directory(for: Principal(tenant: "acme", node: "de"))
             #expect(directory.tenant == "acme" && directory.root == "de")
             #expect(directory.nodes == [.init(id: "de", parent: "hq", role: "country"), .init(id: "dealer-1", parent: "de", role: "dealer"),

@@ -37,7 +37,7 @@ struct ConsoleBrowserTests {
                 let scratch = try TempDir()
                 // A dealer of germany, enrolled through its country, with 12 changes waiting.
                 let dealerToken = try await f.hub.catalogStore.issueEnrollmentToken(tenant: "acme", node: "germany-d1", parent: "germany")
-                #expect(try await f.client.send("POST", "/v1/enroll", json: EnrollRequest(token: dealerToken, via: "germany")).status == 201)
+                #expect(try await f.client.send("POST", "/v1/enroll", json: EnrollRequest(token: dealerToken, via: "germany"), credential: f.germany).status == 201)
                 #expect(try await f.client.send("POST", "/v1/status", json: StatusRequest(reports: [
                     LagReport(node: "germany", pending: 0, oldestPendingMillis: 0),
                     LagReport(node: "germany-d1", pending: 12, oldestPendingMillis: 125_000, measuredMillisAgo: 2_000, clockOffsetMillis: 12_345),

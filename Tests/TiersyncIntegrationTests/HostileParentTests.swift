@@ -220,7 +220,7 @@ struct HostileParentTests {
                                    parent: client, logger: Logger(label: "test"))
         for token in ["tst_proxy5", "tst_proxy4"] {
             do {
-                _ = try await relay.enroll(EnrollRequest(token: token))
+                _ = try await relay.enroll(EnrollRequest(token: token), relayer: nil)
                 Issue.record("enrollment through a failing HQ succeeded")
             } catch let error as APIError {
                 #expect(error.status.code == 502 && error.code == "parent_unreachable", "\(error)")
@@ -228,7 +228,7 @@ struct HostileParentTests {
             }
         }
         do {
-            _ = try await relay.enroll(EnrollRequest(token: "tst_used"))
+            _ = try await relay.enroll(EnrollRequest(token: "tst_used"), relayer: nil)
             Issue.record("a used token was accepted")
         } catch let error as APIError {
             #expect(error.status.code == 409 && error.code == "token_used" && error.message == "this enrollment token was used already", "\(error)")

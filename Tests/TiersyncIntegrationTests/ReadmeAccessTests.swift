@@ -21,7 +21,7 @@ struct ReadmeAccessTests {
         try catalog.createTenant("acme", levels: 3)
         try catalog.createTenant("automaker", levels: 3)
         _ = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "de"))
-        let dealer = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "dealer-042", parent: "de"), via: "de")
+        let dealer = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "dealer-042", parent: "de"), via: Principal(tenant: "acme", node: "de"))
         _ = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "automaker", node: "de"))
         let releaseKey = try await tiersync(["admin", "release-key", "--data", data, "--tenant", "automaker"], cwd: dir.path)
         #expect(releaseKey.status == 0, "\(releaseKey)")

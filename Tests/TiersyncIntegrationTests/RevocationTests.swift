@@ -181,6 +181,13 @@ struct RevocationTests {
             try await eventually(timeout: 30, "the dealer's write reaches HQ through de") { try hq.record(table: "customers", id: "c-1") != nil }
             // Enrollment stays public: a token is redeemed at HQ's URL too.
             let token = try hub.catalog.issueEnrollmentToken(tenant: "acme", node: "de-2", parent: "de")
+            // Claiming to be relayed by de takes de's credential (the body's word was taken:
+            // anyone passed the parent check, a country redeemed other tenants' tokens).
+            let dealerCredential = try #require(try dealer.store.meta("credential"))
+            for credential in [nil, dealerCredential] {
+                let claimed = try await atHQ.send("POST", "/v1/enroll", json: EnrollRequest(token: token, via: "de"), credential: credential)
+                #expect(claimed.status == 403 && claimed.error?.code == "relay_unauthenticated", "\(claimed.status) \(claimed.text)")
+            }
             let enrolled = try await atHQ.send("POST", "/v1/enroll", json: EnrollRequest(token: token))
             #expect(enrolled.status == 201, "\(enrolled.text)")
 

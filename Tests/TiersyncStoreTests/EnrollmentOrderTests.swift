@@ -27,7 +27,7 @@ struct EnrollmentOrderTests {
 
         // The country enrolls; then the dealer, through it, with the same token.
         _ = try await catalog.redeem(token: deToken, nowMillis: 4_000)
-        let dealer = try await catalog.redeem(token: dealerToken, via: "de", nowMillis: 5_000)
+        let dealer = try await catalog.redeem(token: dealerToken, via: Principal(tenant: "acme", node: "de"), nowMillis: 5_000)
         #expect(dealer.node == "dealer-042" && dealer.parent == "de")
         #expect(try await catalog.node("dealer-042", of: "acme")?.role == "dealer")
         #expect(try await catalog.tree(of: "acme").path(of: "dealer-042") == "hq/de/dealer-042")

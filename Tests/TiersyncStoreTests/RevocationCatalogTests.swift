@@ -13,7 +13,7 @@ struct RevocationCatalogTests {
         let catalog = try HubCatalog(directory: dir.path)
         try catalog.createTenant("acme", levels: 3)
         _ = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "de"))
-        let d1 = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "d1", parent: "de"), via: "de")
+        let d1 = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "d1", parent: "de"), via: Principal(tenant: "acme", node: "de"))
         _ = try catalog.issueEnrollmentToken(tenant: "acme", node: "d1", parent: "de")
         #expect(try await catalog.authenticate(credential: d1.credential) == Principal(tenant: "acme", node: "d1"))
 
@@ -22,7 +22,7 @@ struct RevocationCatalogTests {
         #expect(try await catalog.authenticate(credential: d1.credential) == nil)
         #expect(try await catalog.node("d1", of: "acme")?.role == "dealer", "a revoked node keeps its place")
         // Revoked, not retired: a new token enrolls it again.
-        let again = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "d1", parent: "de"), via: "de")
+        let again = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "d1", parent: "de"), via: Principal(tenant: "acme", node: "de"))
         #expect(try await catalog.authenticate(credential: again.credential) != nil)
 
         // Only tokens: revoke deletes them; nothing at all is an error, as is the root.
@@ -49,9 +49,9 @@ struct RevocationCatalogTests {
             try db.execute(sql: "INSERT INTO enrollment_tokens (hash, tenant, node, parent, role, expires_at) VALUES (?, 'acme', 'd1', 'de', 'dealer', ?)",
                            arguments: [Secrets.digest(leftover), Int64(WallClock.nowMillis() + 60_000)])
         }
-        await #expect(throws: NodeDecommissioned.self) { try await catalog.redeem(token: leftover, via: "de") }
+        await #expect(throws: NodeDecommissioned.self) { try await catalog.redeem(token: leftover, via: Principal(tenant: "acme", node: "de")) }
         // Its parent cannot be decommissioned while another node is enrolled below it…
-        _ = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "d2", parent: "de"), via: "de")
+        _ = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "d2", parent: "de"), via: Principal(tenant: "acme", node: "de"))
         let busy = #expect(throws: StoreError.self) { try catalog.decommission(node: "de", of: "acme") }
         #expect("\(busy.map { "\($0)" } ?? "")".contains("still has 1 node(s) below it (d2)"))
         // …but once they are retired too it can, and nothing enrolls under it any more.
@@ -68,7 +68,7 @@ struct RevocationCatalogTests {
         try catalog.createTenant("acme", levels: 3)
         try catalog.createTenant("insura", levels: 2)
         _ = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "de"))
-        _ = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "d1", parent: "de"), via: "de")
+        _ = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: "d1", parent: "de"), via: Principal(tenant: "acme", node: "de"))
         _ = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "insura", node: "a1"))
         #expect(try await catalog.requiredParent(of: Principal(tenant: "acme", node: "de")) == nil)
         #expect(try await catalog.requiredParent(of: Principal(tenant: "acme", node: "d1")) == "de")

@@ -16,6 +16,10 @@ enum KPIChart {
         let plot = width - labelWidth - 70
         let height = Double(rows.count) * (barHeight + gap) + gap + 18
         func x(_ v: Double) -> Double { labelWidth + plot * v / top }
+        // A coordinate as a whole pixel. Values and targets come from nodes' KPI snapshots
+        // (any double a node wrote, -1e300 included): `Int(_:)` of one outside Int's range
+        // trapped, and the hub died for every tenant at each view of the page.
+        func px(_ v: Double) -> Int { v.isFinite ? Int(min(max(v, -1e6), 1e6)) : 0 }
         func format(_ v: Double?) -> String {
             guard let v else { return "no data" }
             return unit == .percent ? String(format: "%.1f %%", v) : String(format: "%.0f s", v)
@@ -35,13 +39,13 @@ enum KPIChart {
             let colour = row.met == false ? "#b42318" : "#2f6fad"
             out += """
             <text x="\(Int(labelWidth - 8))" y="\(Int(y + barHeight * 0.7))" text-anchor="end" font-size="13" fill="#1d232b">\(escape(row.node))</text>
-            <rect class="bar" data-node="\(escape(row.node))" x="\(Int(labelWidth))" y="\(Int(y))" width="\(Int(max(0, x(value) - labelWidth)))" height="\(Int(barHeight))" fill="\(colour)"/>
-            <text x="\(Int(x(value) + 6))" y="\(Int(y + barHeight * 0.7))" font-size="12" fill="#1d232b">\(escape(format(row.value)))</text>
+            <rect class="bar" data-node="\(escape(row.node))" x="\(Int(labelWidth))" y="\(Int(y))" width="\(max(0, px(x(value) - labelWidth)))" height="\(Int(barHeight))" fill="\(colour)"/>
+            <text x="\(px(x(value) + 6))" y="\(Int(y + barHeight * 0.7))" font-size="12" fill="#1d232b">\(escape(format(row.value)))</text>
 
             """
         }
         if let target {
-            let tx = Int(x(target.value))
+            let tx = px(x(target.value))
             out += """
             <line class="target" x1="\(tx)" y1="0" x2="\(tx)" y2="\(Int(height - 16))" stroke="#1d232b" stroke-dasharray="4 3"/>
             <text x="\(tx)" y="\(Int(height - 3))" text-anchor="middle" font-size="11" fill="#1d232b">target \(escape(format(target.value)))</text>
