@@ -119,6 +119,38 @@ struct AdminAPITests {
     }
 
     @Test("""
+    a flood of logins is checked a few at a time: past the line (32 waiting) the rest are answered 429 logins_busy at once, \
+    with Retry-After (each ran 210,000 rounds of PBKDF2 at once, from any number of addresses, and every tenant's sync waited)
+    """)
+    func loginFlood() async throws {
+        var limits = HubConfiguration.Limits()
+        limits.maxConcurrentAnonymousRequests = 200
+        try await withAdminFixture(limits: limits) { f in
+            // Ten clients of eight connections each: 80 logins at once.
+            let clients = (0..<10).map { _ in RawClient(baseURL: f.hub.url, caFile: f.hub.caFile) }
+            let replies = try await withTeardown({ for client in clients { await client.shutdown() } }) {
+                try await withThrowingTaskGroup(of: RawClient.Reply.self) { group in
+                    for i in 0..<80 {
+                        group.addTask {
+                            try await clients[i % clients.count].send("POST", "/admin/v1/login",
+                                                                      json: AdminMessages.LoginRequest(tenant: "acme", user: "flood-\(i)", password: "wrong"))
+                        }
+                    }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+            }
+            let busy = replies.filter { $0.status == 429 && $0.error?.code == "logins_busy" }
+            let checked = replies.filter { $0.status == 401 && $0.error?.code == "invalid_login" }
+            #expect(busy.count + checked.count == 80, "\(replies.map { "\($0.status) \($0.error?.code ?? "")" })")
+            #expect(!busy.isEmpty && busy.allSatisfy { $0.headers["retry-after"] == "1" }, "busy: \(busy.count)")
+            #expect(checked.count >= 33, "at least the running and the 32 waiting were checked: \(checked.count)")
+            // The line drains: a login with the right password goes through afterwards.
+            let login = try await f.client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "hq-op", password: AdminFixture.password))
+            #expect(login.status == 200, "\(login.text)")
+        }
+    }
+
+    @Test("""
     a name no account has is locked after five failed logins like an account (the sixth answer told which \
     administrators exist); an administrator's scope given through the API is the root or a country, as the CLI \
     allows (a dealer's was taken); a password is measured in bytes as a login measures it (600 × "é" could be set \

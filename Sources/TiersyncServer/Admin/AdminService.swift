@@ -26,6 +26,14 @@ struct AdminService: Sendable {
     let isRelay: Bool
     /// Failed logins of names no account has, locked as an account's are.
     let unknownLogins = UnknownLoginLedger()
+    /// Passwords checked at once: half the cores (at least one), at most 32 more waiting
+    /// (a few seconds at ~0.1 s each). Logins are anonymous: unbounded, a flood of them from
+    /// a few addresses (each under its own rate limit) put every core into hashing, and
+    /// every tenant's sync waited seconds behind it. Past the line: 429 at once.
+    let loginChecks = AdmissionGate(running: ProcessInfo.processInfo.activeProcessorCount / 2, waiting: 32)
+    /// Governance sources compiled at once (validate, publish): one, and four waiting. A
+    /// request's sources cost seconds of CPU at their limits.
+    let compilations = AdmissionGate(running: 1, waiting: 4)
     static let decidedAtHQ: Set<AdminRoutes.Route> = [AdminRoutes.revokeNode, AdminRoutes.decommissionNode, AdminRoutes.enrollmentToken,
                                                       AdminRoutes.createUser, AdminRoutes.updateUser, AdminRoutes.publishRelease,
                                                       AdminRoutes.approveRelease, AdminRoutes.rejectRelease, AdminRoutes.rollout, AdminRoutes.rollback]
@@ -145,6 +153,17 @@ struct AdminService: Sendable {
             error.headers[.retryAfter] = String(max(1, (until - now + 999) / 1000))
             return error
         }
+        // Checked one password at a time or so: past the line, every login (known name or
+        // not, the same) is told to come back.
+        func verify(_ stored: String) async throws -> Bool {
+            guard await loginChecks.enter() else {
+                var busy = APIError(.tooManyRequests, "logins_busy", "too many logins are being checked at once; try again in a second")
+                busy.headers[.retryAfter] = "1"
+                throw busy
+            }
+            defer { loginChecks.leave() }
+            return await PasswordHash.verifyAsync(password, against: stored)
+        }
         // A name no account has is answered as an account would be, lock included.
         guard AdminUser.isValidName(name), password.utf8.count <= PasswordHash.maximumLength,
               let login = try await accounts.adminLogin(name, of: tenant) else {
@@ -152,12 +171,12 @@ struct AdminService: Sendable {
             // that cannot be an account tells nothing by a plain 401, and the ledger stays small.
             let countable = AdminUser.isValidName(name)
             if countable, let until = unknownLogins.lockedUntil(name, of: tenant, nowMillis: now) { throw locked(until: until) }
-            _ = await PasswordHash.verifyAsync(password, against: PasswordHash.decoy)
+            _ = try await verify(PasswordHash.decoy)
             if countable { unknownLogins.recordFailure(name, of: tenant, nowMillis: now) }
             throw invalid
         }
         if login.lockedUntilMillis > now { throw locked(until: login.lockedUntilMillis) }
-        guard await PasswordHash.verifyAsync(password, against: login.passwordHash) else {
+        guard try await verify(login.passwordHash) else {
             let failures = try await accounts.recordLoginFailure(name, of: tenant, nowMillis: now)
             try await accounts.appendAudit(AuditEntry(tenant: tenant, actor: name, action: "login_failed", target: "",
                                                       detail: "failure \(failures) in a row", address: address, scope: login.user.scope, atMillis: now))
