@@ -74,6 +74,8 @@ let package = Package(
         .target(name: "TiersyncPostgres", dependencies: [
             "TiersyncCore", "TiersyncStorage", "TiersyncKPI",
             .product(name: "PostgresNIO", package: "postgres-nio"),
+            // Its pool's errors (ConnectionPoolError: PostgreSQL cannot be reached).
+            .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),

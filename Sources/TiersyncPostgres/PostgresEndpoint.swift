@@ -129,14 +129,20 @@ public struct PostgresEndpoint: Sendable, Hashable, CustomStringConvertible {
 
     /// A `PostgresClient` configuration: TCP to host and port, no TLS on loopback, TLS
     /// required and verified otherwise (see the type's documentation). `connections`: a pool
-    /// of that many connections, opened when the client starts and kept open (a fixed pool:
-    /// no backend starts under load); nil: postgres-nio's default, up to 20 opened on demand.
+    /// of at most that many connections, opened on demand and kept for 10 minutes idle (no
+    /// backend starts under steady load); nil: postgres-nio's default, up to 20.
+    ///
+    /// No minimum: with one (the pool was fixed, minimum = maximum), postgres-nio 1.33's pool
+    /// trapped (`precondition(minimumConcurrentConnections <= stats.active)` in
+    /// `createNewDemandConnectionIfPossible`) when a request came while PostgreSQL was
+    /// unreachable and its connections were gone, and the hub died instead of waiting for it.
     public func clientConfiguration(connections: Int? = nil) -> PostgresClient.Configuration {
         var configuration = PostgresClient.Configuration(host: host, port: port, username: username, password: password, database: database,
                                                          tls: isLoopback ? .disable : .require(.makeClientConfiguration()))
         if let connections {
             configuration.options.maximumConnections = connections
-            configuration.options.minimumConnections = connections
+            configuration.options.minimumConnections = 0
+            configuration.options.connectionIdleTimeout = .seconds(600)
         }
         return configuration
     }
@@ -187,7 +193,7 @@ extension CharacterSet {
 /// own for as long as `body` runs, and ends (closing its connections) when `body` returns or
 /// throws. `backgroundLogger`: where the client's pool logs (none by default, as postgres-nio's
 /// own default; it warns when `body` leases a connection before the task has started `run()`,
-/// which is harmless: the lease waits for it). `connections`: a fixed pool of that many
+/// which is harmless: the lease waits for it). `connections`: a pool of at most that many
 /// (``clientConfiguration(connections:)``).
 ///
 /// The end waits at most `shutdownGrace` for `run()` to return after it is cancelled: a

@@ -34,6 +34,7 @@ public struct APIError: HTTPResponseError, CustomStringConvertible {
 /// never has to parse two error formats.
 struct ErrorBodyMiddleware: RouterMiddleware {
     typealias Context = HubRequestContext
+    let directory: any NodeDirectory
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
@@ -46,6 +47,14 @@ struct ErrorBodyMiddleware: RouterMiddleware {
         } catch let error as HTTPError {
             throw APIError(error.status, error.status == .notFound ? "not_found" : "http_error",
                            error.body ?? "\(request.method) \(request.uri.path): \(error.status.reasonPhrase)")
+        } catch where directory.isStorageUnavailable(error) {
+            // PostgreSQL down or restarting: the caller retries, as told, rather than reading
+            // "could not complete" of a request that never reached the database.
+            context.logger.warning("storage unreachable", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            var unavailable = APIError(.serviceUnavailable, "storage_unavailable",
+                                       "the hub's database cannot be reached right now; nothing was applied. Retry later")
+            unavailable.headers[.retryAfter] = "5"
+            throw unavailable
         } catch {
             context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             throw APIError(.internalServerError, "internal", "the hub could not complete the request; it was not applied. Retry later")

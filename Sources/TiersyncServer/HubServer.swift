@@ -56,7 +56,7 @@ public struct HubServer: Sendable {
         let operations = OperationsService(directory: directory, metrics: metrics, notifiers: [notifier, governanceNotifier],
                                            codec: codec, metricsToken: configuration.metricsToken)
         let router = Router(context: HubRequestContext.self)
-        router.add(middleware: ErrorBodyMiddleware())
+        router.add(middleware: ErrorBodyMiddleware(directory: directory))
         let limits = configuration.limits
         router.add(middleware: AddressRateLimitMiddleware(
             limiter: RequestRateLimiter(.init(requestsPerSecond: limits.anonymousRequestsPerSecond, burst: limits.anonymousRequestBurst,

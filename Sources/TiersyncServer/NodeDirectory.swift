@@ -17,6 +17,8 @@ public protocol NodeDirectory: Sendable {
     func nodes(of tenant: TenantID) async throws -> [NodeRecord]
     /// The tenant's governance release key (base64), as HQ registered it.
     func releaseKey(of tenant: TenantID) async throws -> String?
+    /// Whether `error` means this hub's storage cannot be reached right now (503, not 500).
+    func isStorageUnavailable(_ error: any Error) -> Bool
     /// Redeems an enrollment token (a country forwards it to HQ). `relayer`: the node that
     /// forwarded it, authenticated by its credential (the request's `via` names it).
     func enroll(_ request: EnrollRequest, relayer: Principal?) async throws -> EnrollResponse
@@ -87,6 +89,8 @@ public struct Admission: Sendable {
 }
 
 extension NodeDirectory {
+    /// Whether `error` means this hub's storage cannot be reached right now (503, not 500).
+    public func isStorageUnavailable(_ error: any Error) -> Bool { false }
     public func refusal(for principal: Principal) async throws -> AccessRefusal? { nil }
     public var administration: Administration? { nil }
 
@@ -125,6 +129,8 @@ public struct CatalogDirectory: NodeDirectory {
     public func authenticate(credential: String) async throws -> Principal? {
         try await catalog.authenticate(credential: credential)
     }
+
+    public func isStorageUnavailable(_ error: any Error) -> Bool { catalog.isUnavailable(error) }
 
     public func admit(credential: String) async throws -> Admission? {
         guard let admission = try await catalog.admission(credential: credential) else { return nil }

@@ -75,6 +75,8 @@ public protocol HubCatalogStore: AnyObject, Sendable {
     /// tenant's enrollment and learns nothing of its tokens. Unknown, used and expired
     /// tokens throw ``EnrollmentError``; a decommissioned node or parent ``NodeDecommissioned``.
     func redeem(token: String, via: Principal?, nowMillis: UInt64) async throws -> EnrollResponse
+    /// Whether `error` means the engine cannot be reached right now (the default: never).
+    func isUnavailable(_ error: any Error) -> Bool
 
     /// The tenant's governance release key (base64 Ed25519 public key), if one was registered.
     func releaseKey(of tenant: TenantID) async throws -> String?
@@ -146,6 +148,13 @@ public struct CatalogAdmission: Sendable {
 }
 
 // The defaults HubCatalog's methods have, for callers of either engine.
+extension HubCatalogStore {
+    /// Whether `error` means the engine cannot be reached right now (a database server down
+    /// or restarting), not that the request was wrong: the hub answers 503 with Retry-After,
+    /// not 500. An embedded engine is never unreachable.
+    public func isUnavailable(_ error: any Error) -> Bool { false }
+}
+
 extension HubCatalogStore {
     public func admission(credential: String) async throws -> CatalogAdmission? {
         guard let principal = try await authenticate(credential: credential) else { return nil }
