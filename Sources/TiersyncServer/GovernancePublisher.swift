@@ -57,7 +57,7 @@ public struct GovernancePublisher: Sendable {
                 try await Self.pause()
                 continue
             }
-            let rollout = try await roll(out: version, to: targets, reason: "publish v\(version)", nowMillis: nowMillis)
+            let rollout = try await roll(out: version, to: targets, reason: "publish v\(version)", nowMillis: nowMillis, publishing: true)
             return (release, rollout)
         }
         throw Self.contended("release")
@@ -95,12 +95,23 @@ public struct GovernancePublisher: Sendable {
         return try await issue(reason: "rollback to v\(target)", nowMillis: nowMillis) { _ in [Rollout.Stage(release: target, targets: nil)] }
     }
 
-    private func roll(out version: Int, to targets: [NodeID]?, reason: String, nowMillis: UInt64) async throws -> Rollout {
+    /// `publishing`: the rollout of a release just published, which must not put it in force
+    /// over a newer release another publisher rolled out meanwhile (two administrators
+    /// publishing at once, on two processes: v5's rollout came first, v4's second, and v4
+    /// was in force).
+    private func roll(out version: Int, to targets: [NodeID]?, reason: String, nowMillis: UInt64, publishing: Bool = false) async throws -> Rollout {
+        let refuse: (Rollout?) -> GovernancePublishError? = { last in
+            guard publishing, let newer = last?.stages.map(\.release).filter({ $0 > version }).max() else { return nil }
+            return GovernancePublishError("v\(newer) was published and rolled out while v\(version) was being published: v\(version) is published "
+                                          + "but not rolled out (roll it out by name if it should be in force)")
+        }
         guard let targets else {
-            return try await issue(reason: reason, nowMillis: nowMillis) { _ in [Rollout.Stage(release: version, targets: nil)] }
+            return try await issue(reason: reason, nowMillis: nowMillis, refuse: refuse) { _ in [Rollout.Stage(release: version, targets: nil)] }
         }
         let tree = self.tree
-        return try await issue(reason: reason, nowMillis: nowMillis) { last in Self.stages(rolling: version, to: targets, over: last?.stages ?? [], tree: tree) }
+        return try await issue(reason: reason, nowMillis: nowMillis, refuse: refuse) { last in
+            Self.stages(rolling: version, to: targets, over: last?.stages ?? [], tree: tree)
+        }
     }
 
     /// The stages of a rollout of `version` to `targets` over the rollout in force's.
@@ -126,9 +137,12 @@ public struct GovernancePublisher: Sendable {
 
     /// Issues the next rollout, its stages computed from the rollout in force; computed
     /// again over the newer one if another publisher issued a rollout meanwhile.
-    private func issue(reason: String, nowMillis: UInt64, stages: (Rollout?) -> [Rollout.Stage]) async throws -> Rollout {
+    private func issue(reason: String, nowMillis: UInt64, refuse: (Rollout?) -> GovernancePublishError? = { _ in nil },
+                       stages: (Rollout?) -> [Rollout.Stage]) async throws -> Rollout {
         for _ in 0..<Self.attempts {
             let last = try await rollouts().last
+            // Judged on the newest rollout each attempt: one taken meanwhile is seen here.
+            if let refusal = refuse(last) { throw refusal }
             let sequence = (last?.sequence ?? 0) + 1
             let rollout = Rollout(tenant: tenant.rawValue, sequence: sequence, issuedAtMillis: nowMillis, stages: stages(last), reason: reason)
             if try await putNew(try key.sign(rollout, as: .rollout), kind: .rollout, seq: sequence, nowMillis: nowMillis) { return rollout }

@@ -202,10 +202,17 @@ struct ForeignWriteWatcher: Service {
     let notifier: ChangeNotifier
     let governanceNotifier: ChangeNotifier
 
+    /// Cancelled at the graceful shutdown, not only checked between rounds: a round's reads
+    /// wait as long as the database does, and with PostgreSQL out of reach a SIGTERM left
+    /// the process serving (and running HQ's rules) until the database came back.
     func run() async throws {
+        try? await cancelWhenGracefulShutdown { await watch() }
+    }
+
+    private func watch() async {
         var heads: [TenantID: Int64] = [:]
         var governance: [TenantID: String] = [:]
-        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+        while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(500))
             for tenant in directory.openTenants() {
                 guard let store = try? await directory.store(for: tenant), let head = try? await store.feedHead(),
