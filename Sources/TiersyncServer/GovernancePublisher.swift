@@ -139,11 +139,17 @@ public struct GovernancePublisher: Sendable {
     /// again over the newer one if another publisher issued a rollout meanwhile.
     private func issue(reason: String, nowMillis: UInt64, refuse: (Rollout?) -> GovernancePublishError? = { _ in nil },
                        stages: (Rollout?) -> [Rollout.Stage]) async throws -> Rollout {
+        let reported = try await highestReportedRollout()
         for _ in 0..<Self.attempts {
             let last = try await rollouts().last
             // Judged on the newest rollout each attempt: one taken meanwhile is seen here.
             if let refusal = refuse(last) { throw refusal }
-            let sequence = (last?.sequence ?? 0) + 1
+            let held = last?.sequence ?? 0
+            // After the nodes' reports too: a hub restored from a backup holds fewer rollouts
+            // than its nodes saw, and numbered from what it holds, its next one was refused by
+            // every node as older than one they had. A report far above what the hub holds is
+            // no restore's (a node's forgery): not followed.
+            let sequence = (reported > held && reported - held <= Self.maxRolloutsLost ? reported : held) + 1
             let rollout = Rollout(tenant: tenant.rawValue, sequence: sequence, issuedAtMillis: nowMillis, stages: stages(last), reason: reason)
             if try await putNew(try key.sign(rollout, as: .rollout), kind: .rollout, seq: sequence, nowMillis: nowMillis) { return rollout }
             try await Self.pause()
@@ -154,6 +160,19 @@ public struct GovernancePublisher: Sendable {
     /// Tries to take a number this many times before giving up (each try rereads, after a
     /// short random pause, so publishers racing do not keep colliding in step).
     static let attempts = 20
+
+    /// The most rollouts a restore is taken to have lost: a node's report of a rollout
+    /// further ahead than this is not followed.
+    static let maxRolloutsLost = 10_000
+
+    /// The highest rollout sequence a node reported following (its `governance_status`
+    /// record), or 0.
+    private func highestReportedRollout() async throws -> Int {
+        try await store.liveRecords(inTable: DomainSchema.governanceStatus.name).reduce(0) { highest, record in
+            guard case .int(let rollout)? = record.values["rollout"], rollout > 0, rollout <= Int64(Int32.max) else { return highest }
+            return max(highest, Int(rollout))
+        }
+    }
 
     private static func pause() async throws {
         try await Task.sleep(for: .milliseconds(Int.random(in: 5...60)))

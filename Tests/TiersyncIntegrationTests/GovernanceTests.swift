@@ -260,6 +260,39 @@ private func tiersync(_ arguments: [String]) throws -> (status: Int32, output: S
 @Suite("Governance command line")
 struct GovernanceCLITests {
     @Test("""
+    a restored hub numbers its next rollout after the highest one its nodes report following (numbered from what it held, \
+    "publish it again" was refused by every node as older than a rollout they had); a report far ahead is not followed
+    """, arguments: StorageEngine.testable)
+    func rolloutNumberedAfterReports(engine: StorageEngine) async throws {
+        let dir = try TempDir()
+        try await withRunningHub(engine: engine, directory: dir.path) { hub in
+            try await withRawClient(hub) { client in
+                try await hub.catalogStore.createTenant("automaker", root: "hq", levels: 3, allowDirectSync: false)
+                let de = try await hub.enroll(tenant: "automaker", node: "de", client: client)
+                let publisher = GovernancePublisher(store: try await hub.tenantStore(for: "automaker"), tenant: "automaker",
+                                                    key: GovernanceSigningKey(), tree: try await hub.catalogStore.tree(of: "automaker"))
+                let compiled = try GovernanceCompiler.compile(directory: fixture("automaker"))
+                #expect(try await publisher.publish(compiled).1.sequence == 1)
+                func report(_ seq: Int64, rollout: Int64) async throws {
+                    let status = Change(origin: "de", originSeq: seq, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
+                                        table: "governance_status", recordID: "de", op: .upsert,
+                                        fields: ["node": "de", "release": .int(2), "rollout": .int(rollout), "state": "applied"])
+                    let reply = try await client.send("POST", "/v1/push", json: PushRequest(through: seq, changes: [status]), credential: de)
+                    let applied = try reply.decode(PushResponse.self).applied
+                    #expect(reply.status == 200 && applied == 1, "\(reply.text)")
+                }
+                // de followed rollout 5, which this hub (restored) does not hold.
+                try await report(1, rollout: 5)
+                #expect(try await publisher.publish(compiled).1.sequence == 6)
+                #expect(try await publisher.rollback(to: 1).sequence == 7)
+                // A report no restore explains (a forgery) is not followed.
+                try await report(2, rollout: 5_000_000)
+                #expect(try await publisher.rollback(to: 2).sequence == 8)
+            }
+        }
+    }
+
+    @Test("""
     trials and rollback from the command line: a rollout to a country takes its dealers off their own narrower \
     stage (shown as kept, it never applied); a rollback without --to goes back to a release every node once ran, \
     never to a trial's (it put the nodes outside the trial on a release they never ran)
