@@ -100,7 +100,8 @@ public struct KPIEvaluator: Sendable {
                 // The first response: the answer, or a resolution without one (a web form
                 // settled by mail), whichever came first — what stops escalation too.
                 guard let due = d.slaDue else { continue }
-                let first = [d.answeredAt, d.resolvedAt].compactMap { $0 }.min()
+                // A first response before the dialogue was created is no response of its own.
+                let first = [d.answeredAt, d.resolvedAt].compactMap { $0 }.filter { $0 >= created }.min()
                 if let first, first < due { num = 1 }
             case .firstContactResolution, .leadConversion:
                 continue

@@ -133,8 +133,7 @@ public struct ProactiveTask: Sendable, Hashable {
             TaskField.requiresConsent.rawValue: .string(consent), TaskField.dueAt.rawValue: .string(Timestamp.format(dueMillis)),
             TaskField.status.rawValue: .string(TaskStatus.open.rawValue), TaskField.assignedNode.rawValue: .string(assignedNode.rawValue),
             TaskField.owningDealer.rawValue: .string(owningDealer.rawValue), TaskField.release.rawValue: .int(Int64(release)),
-            TaskField.overlay.rawValue: overlay.map(FieldValue.string) ?? .null,
-        ]
+        ].merging(overlay.map { [TaskField.overlay.rawValue: FieldValue.string($0)] } ?? [:]) { a, _ in a }
     }
 }
 

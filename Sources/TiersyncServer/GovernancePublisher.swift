@@ -103,7 +103,7 @@ public struct GovernancePublisher: Sendable {
         let refuse: (Rollout?) -> GovernancePublishError? = { last in
             guard publishing, let newer = last?.stages.map(\.release).filter({ $0 > version }).max() else { return nil }
             return GovernancePublishError("v\(newer) was published and rolled out while v\(version) was being published: v\(version) is published "
-                                          + "but not rolled out (roll it out by name if it should be in force)")
+                                          + "but not rolled out (roll it out by name if it should be in force)", publishedVersion: version)
         }
         guard let targets else {
             return try await issue(reason: reason, nowMillis: nowMillis, refuse: refuse) { _ in [Rollout.Stage(release: version, targets: nil)] }
@@ -271,5 +271,11 @@ public struct GovernancePublisher: Sendable {
 
 public struct GovernancePublishError: Error, CustomStringConvertible {
     public let description: String
-    public init(_ description: String) { self.description = description }
+    /// Set when the release was published but not rolled out (a newer one was rolled out
+    /// while it was being published): its version, which callers record and report.
+    public var publishedVersion: Int?
+    public init(_ description: String, publishedVersion: Int? = nil) {
+        self.description = description
+        self.publishedVersion = publishedVersion
+    }
 }

@@ -74,6 +74,11 @@ public struct HubConfiguration: Sendable {
         public var anonymousRequestsPerSecond = 10.0
         public var anonymousRequestBurst = 50.0
         public var maxConcurrentAnonymousRequests = 8
+        /// Administrators' passwords checked at once (PBKDF2, ~0.1 s of a core each), and
+        /// logins waiting their turn; past that a login is answered 429 `logins_busy` at once.
+        /// Nil: half the machine's cores, at least one.
+        public var loginChecksAtOnce: Int? = nil
+        public var loginChecksWaiting = 32
         /// Lag reports in one `POST /v1/status` (a country relays one per dealer).
         public var maxLagReportsPerRequest = 20_000
 

@@ -96,7 +96,9 @@ public struct HubServer: Sendable {
             let governanceNotifier = governanceNotifier
             let admin = AdminService(accounts: accounts, catalog: catalog, directory: directory, codec: codec,
                                      signal: { await notifier.signal($0) }, governanceSignal: { await governanceNotifier.signal($0) },
-                                     releaseKeyDirectory: configuration.releaseKeyDirectory, isRelay: administration.isRelay)
+                                     releaseKeyDirectory: configuration.releaseKeyDirectory, isRelay: administration.isRelay,
+                                     loginChecks: AdmissionGate(running: limits.loginChecksAtOnce ?? ProcessInfo.processInfo.activeProcessorCount / 2,
+                                                                waiting: limits.loginChecksWaiting))
             let adminHandlers = admin.handlers()
             for route in AdminRoutes.all {
                 guard let handler = adminHandlers[route] else { preconditionFailure("no handler for \(route.method) \(route.path)") }

@@ -483,12 +483,12 @@ public final class HubCatalog: Sendable {
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM enrollment_tokens WHERE hash = ?", arguments: [Secrets.digest(token)]) else {
                 throw EnrollmentError.unknownToken
             }
+            let tenant: String = row["tenant"], node: String = row["node"], parent: String? = row["parent"]
+            // Another tenant's token, relayed by a country: unknown to it (used or not), and kept.
+            if let relayer, relayer.tenant.rawValue != tenant { throw EnrollmentError.unknownToken }
             if (row["used_at"] as Int64?) != nil { throw EnrollmentError.alreadyUsed }
             let expires = UInt64(row["expires_at"] as Int64)
             if expires < nowMillis { throw EnrollmentError.expired(atMillis: expires) }
-            let tenant: String = row["tenant"], node: String = row["node"], parent: String? = row["parent"]
-            // Another tenant's token, relayed by a country: unknown to it, and kept.
-            if let relayer, relayer.tenant.rawValue != tenant { throw EnrollmentError.unknownToken }
             let via = relayer?.node
             // Tokens are deleted when a node is decommissioned; this holds against any left.
             if try Self.isDecommissioned(db, tenant, node) { throw NodeDecommissioned(node: NodeID(unchecked: node)) }

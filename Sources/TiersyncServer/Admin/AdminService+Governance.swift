@@ -98,7 +98,16 @@ extension AdminService {
             stored.sources = []
             return try codec.encode(AdminMessages.PublishResponse(request: stored, version: nil, rollout: nil), status: .accepted, for: request)
         }
-        let (release, rollout) = try await publisher(caller).publish(compiled, notes: notes.isEmpty ? nil : notes, targets: targets)
+        let release: Release, rollout: Rollout
+        do {
+            (release, rollout) = try await publisher(caller).publish(compiled, notes: notes.isEmpty ? nil : notes, targets: targets)
+        } catch let error as GovernancePublishError {
+            // Published, not rolled out (overtaken by another publisher): said so, and audited.
+            if let version = error.publishedVersion {
+                try await audit(caller, context, "release.publish", target: "v\(version)", detail: "not rolled out: \(error.description)")
+            }
+            throw APIError(.conflict, error.publishedVersion == nil ? "publish_refused" : "overtaken", error.description)
+        }
         await governanceSignal(caller.user.tenant)
         try await audit(caller, context, "release.publish", target: "v\(release.version)", detail: rollout.summary)
         return try codec.encode(AdminMessages.PublishResponse(request: nil, version: release.version, rollout: rollout.summary), status: .created, for: request)
@@ -137,6 +146,12 @@ extension AdminService {
             var decided = pending
             (decided.state, decided.reviewer, decided.version, decided.sources) = (.approved, caller.user.name, release.version, [])
             return AdminMessages.PublishResponse(request: decided, version: release.version, rollout: rollout.summary)
+        } catch let error as GovernancePublishError where error.publishedVersion != nil {
+            // Published, not rolled out: the request names its release (put back to pending,
+            // a second approval published it again).
+            try? await approvals.recordReleaseVersion(pending.id, of: caller.user.tenant, version: error.publishedVersion)
+            try? await audit(caller, address, "release.approve", target: "request \(pending.id)", detail: "published, not rolled out: \(error.description)")
+            throw APIError(.conflict, "overtaken", error.description)
         } catch {
             try? await approvals.recordReleaseVersion(pending.id, of: caller.user.tenant, version: nil)
             throw error

@@ -30,7 +30,7 @@ struct AdminService: Sendable {
     /// (a few seconds at ~0.1 s each). Logins are anonymous: unbounded, a flood of them from
     /// a few addresses (each under its own rate limit) put every core into hashing, and
     /// every tenant's sync waited seconds behind it. Past the line: 429 at once.
-    let loginChecks = AdmissionGate(running: ProcessInfo.processInfo.activeProcessorCount / 2, waiting: 32)
+    var loginChecks = AdmissionGate(running: ProcessInfo.processInfo.activeProcessorCount / 2, waiting: 32)
     /// Governance sources compiled at once (validate, publish): one, and four waiting. A
     /// request's sources cost seconds of CPU at their limits.
     let compilations = AdmissionGate(running: 1, waiting: 4)

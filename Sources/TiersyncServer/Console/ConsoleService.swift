@@ -104,7 +104,8 @@ struct ConsoleService: Sendable {
             return response
         } catch let error as APIError {
             var response = try render("login", title: "Log in", me: nil,
-                                      values: ["tenant": tenant, "user": user, "error": error.status == .tooManyRequests ? "Too many failed logins: try again later."
+                                      values: ["tenant": tenant, "user": user, "error": error.code == "logins_busy" ? "Too many logins at once: try again in a second."
+                                                : error.status == .tooManyRequests ? "Too many failed logins: try again later."
                                                 : error.code == "cross_site" ? "Log in from this console's own page." : "Unknown user or wrong password."],
                                       status: error.status)
             if let retry = error.headers[.retryAfter] { response.headers[.retryAfter] = retry }
