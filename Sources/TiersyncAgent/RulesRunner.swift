@@ -25,16 +25,20 @@ public struct RulesRunReport: Sendable, Equatable {
     public var withoutConsent: [(vehicle: String, rule: String)] = []
     /// Dialogues with a step due that this node cannot place (another holder writes it).
     public var unplaced: [String] = []
+    /// Dialogues the root allocated to a level below it and handed to their node now
+    /// (interaction id → node): the root's allocation knows no tree.
+    public var placed: [(id: String, node: NodeID)] = []
 
     public init(nowMillis: UInt64) { self.nowMillis = nowMillis }
 
     /// True when the run wrote anything.
-    public var wrote: Bool { !escalated.isEmpty || !withdrawn.isEmpty || !tasksCreated.isEmpty || !tasksCancelled.isEmpty }
+    public var wrote: Bool { !escalated.isEmpty || !withdrawn.isEmpty || !tasksCreated.isEmpty || !tasksCancelled.isEmpty || !placed.isEmpty }
 
     public static func == (l: Self, r: Self) -> Bool {
         l.nowMillis == r.nowMillis && l.release == r.release && l.overlay == r.overlay && l.escalated == r.escalated
             && l.withdrawn == r.withdrawn && l.tasksCreated == r.tasksCreated && l.tasksCancelled.map(\.id) == r.tasksCancelled.map(\.id)
             && l.withoutConsent.map { "\($0.vehicle)/\($0.rule)" } == r.withoutConsent.map { "\($0.vehicle)/\($0.rule)" } && l.unplaced == r.unplaced
+            && l.placed.map { "\($0.id)@\($0.node)" } == r.placed.map { "\($0.id)@\($0.node)" }
     }
 }
 
@@ -114,6 +118,7 @@ public final class RulesRunner: Sendable {
         let levels = rules.escalation.levels
         let ownPath = try await Self.path(of: identity, store: store, levels: levels.count)
         let locator = NodeLocator(path: ownPath, tree: await tree())
+        if identity.parent == nil { try await place(rules, root: identity.node, locator: locator, into: &report) }
         try await escalate(rules, locator: locator, now: now, into: &report)
         try await withdraw(into: &report)
         try await proactive(rules, identity: identity, ownPath: ownPath, locator: locator, now: now, into: &report)
@@ -138,6 +143,32 @@ public final class RulesRunner: Sendable {
         .isNull(InteractionField.resolvedAt.rawValue), .isNull(InteractionField.abandonedAt.rawValue),
         .isNullOrNotIn(InteractionField.status.rawValue, Escalator.settledStatuses.sorted().map(FieldValue.string)),
     ]
+
+    /// At the root: open dialogues allocated to a level below the root that the root still
+    /// handles. A write at HQ (`contact add` on the hub's tenant file, the console) is
+    /// allocated without the tree, so a dialogue of a dealer's customer for the country's
+    /// dialogue centre stayed at HQ and never reached the country. With the tree, it goes to
+    /// the node of its level above the customer's owning dealer. Only the root holds such
+    /// dialogues, so only it writes this.
+    private func place(_ rules: RulesInForce, root: NodeID, locator: NodeLocator, into report: inout RulesRunReport) async throws {
+        let levels = rules.escalation.levels
+        guard levels.count > 1 else { return }
+        let held = try await store.rulesLiveRecords(table: Self.interactions, where: Self.openDialogues + [
+            .equals(InteractionField.handlingNode.rawValue, .string(root.rawValue)),
+        ])
+        for (id, fields) in held {
+            guard let level = fields[InteractionField.handlingLevel.rawValue]?.stringValue, let index = levels.firstIndex(of: level), index > 0,
+                  let queue = fields[InteractionField.queue.rawValue]?.stringValue, rules.escalation.queues[queue]?.expertPool != true,
+                  let customerID = fields[InteractionField.customerID.rawValue]?.stringValue,
+                  let customer = try await store.rulesRecord(table: Self.customers, id: customerID), customer.state.isLive,
+                  let owner = customer.state.liveValues[CustomerField.owningDealer.rawValue]?.stringValue.flatMap({ NodeID.isValid($0) ? NodeID(unchecked: $0) : nil }),
+                  let target = locator.node(at: level, queue: rules.escalation.queues[queue], levels: levels, for: owner),
+                  target != root else { continue }
+            try await store.commitRuleWrites([.upsert(Self.interactions, id: id, [InteractionField.handlingNode.rawValue: .string(target.rawValue)])])
+            report.placed.append((id, target))
+            logger.info("dialogue handed to its level's node", metadata: ["interaction": "\(id)", "level": "\(level)", "node": "\(target)"])
+        }
+    }
 
     private func escalate(_ rules: RulesInForce, locator: NodeLocator, now: UInt64, into report: inout RulesRunReport) async throws {
         guard !rules.escalation.rules.isEmpty else { return }

@@ -82,6 +82,9 @@ struct RulesCommand: AsyncParsableCommand {
                 return
             }
             Swift.print("rules of release v\(release)\(report.overlay.map { " ⊕ \($0)" } ?? "") at \(node), evaluated at \(time)")
+            for (id, target) in report.placed {
+                Swift.print("handed \(id) to \(target), the node of its level for the customer's dealer")
+            }
             for e in report.escalated {
                 Swift.print("escalated \(e.interactionID) step \(e.step) by rule \(e.rule) (\(e.condition), due \(Timestamp.format(e.dueMillis))): "
                             + "\(e.fromLevel)/\(e.fromQueue ?? "-") at \(e.fromNode?.rawValue ?? "-") → \(e.toLevel)/\(e.toQueue) at \(e.toNode)"

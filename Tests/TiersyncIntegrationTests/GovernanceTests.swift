@@ -293,6 +293,42 @@ struct GovernanceCLITests {
     }
 
     @Test("""
+    a dialogue HQ allocates to the country level for a dealer's customer is handed to that dealer's country by HQ's rules run \
+    (HQ allocates without the tree: it stayed at HQ, never in the country's queue); one of a customer without a dealer stays
+    """)
+    func hqHandsDialoguesToTheirLevel() async throws {
+        let dir = try TempDir()
+        let data = dir.path + "/hub", db = data + "/tenants/automaker.sqlite"
+        #expect(try tiersync(["admin", "create-tenant", "--data", data, "--tenant", "automaker", "--levels", "3"]).status == 0)
+        #expect(try tiersync(["admin", "release-key", "--data", data, "--tenant", "automaker"]).status == 0)
+        let catalog = try HubCatalog(directory: data)
+        for (node, parent) in [("de", nil), ("de-berlin", "de")] as [(NodeID, NodeID?)] {
+            _ = try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "automaker", node: node, parent: parent),
+                                         via: parent.map { Principal(tenant: "automaker", node: $0) })
+        }
+        func run(_ arguments: [String]) throws -> String {
+            let ran = try tiersync(arguments)
+            #expect(ran.status == 0, "\(arguments): \(ran.output)")
+            return ran.output
+        }
+        _ = try run(["admin", "publish", fixture("automaker"), "--data", data])
+        _ = try run(["record", "put", "--db", db, "customers", "c-berlin", "last_name=Schmidt", "owning_dealer=de-berlin"])
+        _ = try run(["record", "put", "--db", db, "customers", "c-none", "last_name=Nobody"])
+        for (id, customer) in [("hq-1", "c-berlin"), ("hq-2", "c-none")] {
+            let added = try run(["contact", "add", "--db", db, "--id", id, "--customer", customer, "--knowledge-kind", "scheme",
+                                 "--channel", "phone", "--topic", "prices"])
+            #expect(added.contains("level country") && added.contains("handled at hq"), "\(added)")
+        }
+        let ran = try run(["rules", "run", "--db", db, "--data", data])
+        #expect(ran.contains("handed hq-1 to de") && !ran.contains("hq-2"), "\(ran)")
+        let store = try NodeStore(path: db)
+        #expect(try store.record(table: "interactions", id: "hq-1")?.state.liveValues["handling_node"] == "de")
+        #expect(try store.record(table: "interactions", id: "hq-2")?.state.liveValues["handling_node"] == "hq")
+        // Done once: the next run hands nothing.
+        #expect(!(try run(["rules", "run", "--db", db, "--data", data])).contains("handed"))
+    }
+
+    @Test("""
     trials and rollback from the command line: a rollout to a country takes its dealers off their own narrower \
     stage (shown as kept, it never applied); a rollback without --to goes back to a release every node once ran, \
     never to a trial's (it put the nodes outside the trial on a release they never ran)
