@@ -26,11 +26,11 @@ struct AdminService: Sendable {
     let isRelay: Bool
     /// Failed logins of names no account has, locked as an account's are.
     let unknownLogins = UnknownLoginLedger()
-    /// Passwords checked at once: half the cores (at least one), at most 32 more waiting
-    /// (a few seconds at ~0.1 s each). Logins are anonymous: unbounded, a flood of them from
-    /// a few addresses (each under its own rate limit) put every core into hashing, and
-    /// every tenant's sync waited seconds behind it. Past the line: 429 at once.
-    var loginChecks = AdmissionGate(running: ProcessInfo.processInfo.activeProcessorCount / 2, waiting: 32)
+    /// Passwords checked at once and waiting their turn (``HubConfiguration/Limits/loginChecksAtOnce``).
+    /// Logins are anonymous: unbounded, a flood of them from a few addresses (each under its
+    /// own rate limit) put every core into hashing, and every tenant's sync waited seconds
+    /// behind it. Past the line: 429 at once.
+    let loginChecks: AdmissionGate
     /// Governance sources compiled at once (validate, publish): one, and four waiting. A
     /// request's sources cost seconds of CPU at their limits.
     let compilations = AdmissionGate(running: 1, waiting: 4)
