@@ -91,9 +91,12 @@ public final class ParentClient: Sendable {
     public static let pushPath = "/v1/push"
 
     /// The path and query of a pull.
-    public static func pullPath(cursor: Int64, limit: Int, waitSeconds: Double, excludeOwn: Bool, only: NodeID? = nil) -> String {
+    /// `history` is the log history the cursor was handed out under (``PullResponse/history``).
+    public static func pullPath(cursor: Int64, limit: Int, waitSeconds: Double, excludeOwn: Bool, only: NodeID? = nil,
+                                history: String? = nil) -> String {
         var path = "/v1/pull?cursor=\(cursor)&limit=\(limit)&wait=\(waitSeconds)&exclude_own=\(excludeOwn)"
         if let only { path += "&only=\(only.rawValue)" }
+        if let history, PullResponse.isValidHistory(history) { path += "&history=\(history)" }
         return path
     }
 
@@ -106,8 +109,10 @@ public final class ParentClient: Sendable {
         try await send(.GET, "/v1/directory", timeout: requestTimeout).decode(DirectoryResponse.self)
     }
 
-    public func pull(cursor: Int64, limit: Int, waitSeconds: Double, excludeOwn: Bool, only: NodeID? = nil) async throws -> PullResponse {
-        try await send(.GET, Self.pullPath(cursor: cursor, limit: limit, waitSeconds: waitSeconds, excludeOwn: excludeOwn, only: only),
+    public func pull(cursor: Int64, limit: Int, waitSeconds: Double, excludeOwn: Bool, only: NodeID? = nil,
+                     history: String? = nil) async throws -> PullResponse {
+        try await send(.GET, Self.pullPath(cursor: cursor, limit: limit, waitSeconds: waitSeconds, excludeOwn: excludeOwn, only: only,
+                                           history: history),
                        timeout: Self.longPoll(waitSeconds) + requestTimeout * 2).decode(PullResponse.self)
     }
 

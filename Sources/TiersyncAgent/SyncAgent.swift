@@ -27,6 +27,9 @@ struct ParentRegressed: Error {
     let head: Int64
     let cursor: Int64
     let seen: Int64
+    /// Set when the parent refused the cursor as counting positions of this log history,
+    /// which it lost (409 `log_history_lost`); the head figures are then unknown (0).
+    var lostHistory: String? = nil
 }
 
 /// What a detected restore still asks of each loop.
@@ -81,6 +84,8 @@ public final class SyncAgent: Sendable {
     /// Set once the node's pull has caught up from the start; until then it asks for its own
     /// changes too.
     static let bootstrappedMeta = "pull.bootstrapped"
+    /// The parent's log history the pull cursor was handed out under (``PullResponse/history``).
+    static let parentHistoryMeta = "pull.history"
 
     /// Opens an agent for an enrolled store.
     public init(store: NodeStore, configuration: AgentConfiguration, logger: Logger = Logger(label: "tiersync.agent"),
@@ -457,16 +462,27 @@ public final class SyncAgent: Sendable {
         // Until the first full catch-up, ask for our own changes too: a node restored
         // from nothing gets back what it wrote before.
         let bootstrapped = try store.meta(Self.bootstrappedMeta) == "1"
-        let page = try await client.pull(cursor: cursor, limit: configuration.pullPageSize, waitSeconds: waitSeconds,
-                                         excludeOwn: bootstrapped)
         do {
+            let page = try await pull(cursor: cursor, excludeOwn: bootstrapped, waitSeconds: waitSeconds,
+                                      history: try store.meta(Self.parentHistoryMeta))
             try checkHead(page, cursor: cursor)
+            try await apply(page, bootstrapped: bootstrapped)
+            return (page.changes.count, page.more)
         } catch let regressed as ParentRegressed {
             try await recover(from: regressed)
             return (0, true)
         }
-        try await apply(page, bootstrapped: bootstrapped)
-        return (page.changes.count, page.more)
+    }
+
+    /// One pull, `history` sent with the cursor; a parent's refusal of the cursor as counting
+    /// positions of a log history it lost is thrown as ``ParentRegressed``.
+    private func pull(cursor: Int64, excludeOwn: Bool, waitSeconds: Double, history: String?) async throws -> PullResponse {
+        do {
+            return try await client.pull(cursor: cursor, limit: configuration.pullPageSize, waitSeconds: waitSeconds, excludeOwn: excludeOwn,
+                                         history: history)
+        } catch AgentError.http(409, LogHistoryLost.code, _) {
+            throw ParentRegressed(head: 0, cursor: cursor, seen: headSeen.withLock { $0 }, lostHistory: history)
+        }
     }
 
     /// Pulls until the parent has nothing more, fetching the next page while the current
@@ -494,11 +510,15 @@ public final class SyncAgent: Sendable {
         // n+1 and its store writes page n. Positions only move forward through `apply`,
         // which stores each page's `nextCursor` with it: the next page starts exactly there.
         var received = 0
+        // Each cursor goes with the history of the page that handed it out (pages are pulled
+        // one after another: the next cursor comes from the latest page).
+        let history = Mutex<String?>(try store.meta(Self.parentHistoryMeta))
         try await PagePipeline.run(
             from: try store.cursor(Self.pullCursor),
             pull: { cursor in
-                let page = try await client.pull(cursor: cursor, limit: limit, waitSeconds: 0, excludeOwn: bootstrapped)
+                let page = try await self.pull(cursor: cursor, excludeOwn: bootstrapped, waitSeconds: 0, history: history.withLock { $0 })
                 try self.checkHead(page, cursor: cursor)
+                if let handed = page.history, PullResponse.isValidHistory(handed) { history.withLock { $0 = handed } }
                 return page
             },
             next: { page in page.more ? page.nextCursor : nil },
@@ -520,6 +540,11 @@ public final class SyncAgent: Sendable {
         if let plan { ready = plan } else {
             ready = try await store.prepareIncoming(page.changes, from: parentNode.withLock { $0 }, source: .parent, checkSkew: false,
                                                     gate: await parentGate(for: page.changes))
+        }
+        // The history first: stored with the older cursor, it still holds that cursor's
+        // positions (a newer history's floor is at least every cursor handed out before it).
+        if let history = page.history, PullResponse.isValidHistory(history), try store.meta(Self.parentHistoryMeta) != history {
+            try store.setMeta(Self.parentHistoryMeta, history)
         }
         let report = try await store.apply(ready, cursor: (Self.pullCursor, page.nextCursor))
         if !page.more, !bootstrapped {
@@ -769,9 +794,13 @@ public final class SyncAgent: Sendable {
     /// to re-send from what the parent holds.
     private func recover(from regressed: ParentRegressed) async throws {
         headSeen.withLock { $0 = regressed.head }
-        restoreDetected(pushFrom: nil, evidence: [
-            "check": "pull", "parent_head": "\(regressed.head)", "pull_cursor": "\(regressed.cursor)", "head_seen": "\(regressed.seen)",
-        ])
+        if let lost = regressed.lostHistory {
+            restoreDetected(pushFrom: nil, evidence: ["check": "pull", "pull_cursor": "\(regressed.cursor)", "lost_log_history": "\(lost)"])
+        } else {
+            restoreDetected(pushFrom: nil, evidence: [
+                "check": "pull", "parent_head": "\(regressed.head)", "pull_cursor": "\(regressed.cursor)", "head_seen": "\(regressed.seen)",
+            ])
+        }
         try applyPullReset()
         // The push side: what the restored parent lost of this subtree goes again.
         try await verifyParent(when: "after the parent's log went back")

@@ -37,7 +37,7 @@ extension PostgresTenantSchema {
     /// (`p_n`), the scope's nodes (`p_nodes`; `p_node` its one node), the erased entries'
     /// op, the caller to leave out (`p_excluding`, null for none) and the purge floor's
     /// meta key. Rows as `feedPage` decodes them: row 0 carries the head, the candidates'
-    /// count and the last candidate; the changes (kind 1) and folded records (kind 2)
+    /// count and the last candidate (and the newest log history, in the same snapshot); the changes (kind 1) and folded records (kind 2)
     /// follow in position order. A PL/pgSQL function, so its plan is made once per
     /// connection (planning the statement cost a pull more than running it), under
     /// ``keyedPlanSettings``, with each look-up a fenced `LATERAL` subquery.
@@ -122,7 +122,8 @@ extension PostgresTenantSchema {
                   WHERE c.tbl = e.tbl AND c.record_id = e.record_id AND c.seq < e.seq OFFSET 0) c)\(folds)
               SELECT 0 AS kind, -1::int8 AS seq, last.n, last.m,
                      (SELECT m.value FROM \(qualified(.meta)) m WHERE m.key = p_floor_key),
-                     COALESCE((SELECT h.seq FROM \(qualified(.head)) h WHERE h.id = 1), 0)::text, \(check), NULL::text, NULL::text, NULL::text FROM last
+                     COALESCE((SELECT h.seq FROM \(qualified(.head)) h WHERE h.id = 1), 0)::text, \(check),
+                     (SELECT lh.id FROM \(qualified(.logHistories)) lh ORDER BY lh.n DESC LIMIT 1), NULL::text, NULL::text FROM last
               UNION ALL
               SELECT 1, c.seq, c.origin_seq, c.hlc, c.origin, c.tbl, c.record_id, c.op, c.fields, c.prior, c.trail
               FROM deliver d, LATERAL (SELECT * FROM \(changes) c WHERE c.seq = d.seq OFFSET 0) c\(exclusion)

@@ -62,6 +62,8 @@ public struct PostgresTenantSchema: Sendable, Hashable {
         /// sequences as ranges (a redelivery of a purged change is a duplicate), and the
         /// records a compaction pass held entries of.
         case acks, purged, purgedRanges = "purged_ranges", compactPending = "compact_pending"
+        /// The log's histories, oldest first (PostgresTenantStore+LogHistory).
+        case logHistories = "log_histories"
     }
 
     /// The schema version this code writes; a schema newer than it is refused. 2: erasure
@@ -198,6 +200,8 @@ public struct PostgresTenantSchema: Sendable, Hashable {
                 "CREATE TABLE IF NOT EXISTS \(q(.purged)) (origin TEXT PRIMARY KEY, through_seq BIGINT NOT NULL)",
                 "CREATE TABLE IF NOT EXISTS \(q(.purgedRanges)) (origin TEXT NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL, PRIMARY KEY (origin, lo))",
                 "CREATE TABLE IF NOT EXISTS \(q(.compactPending)) (tbl TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (tbl, id))",
+                // Log histories: each hub process begins one before its first push of the tenant.
+                "CREATE TABLE IF NOT EXISTS \(q(.logHistories)) (n BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE, floor BIGINT NOT NULL, begun_at BIGINT NOT NULL)",
                 // Deleted records, which a compaction pass walks for tombstones past the horizon.
                 // Checked first: CREATE INDEX locks the table even when the index exists, and
                 // every process runs this at start while others push (a deadlock otherwise).

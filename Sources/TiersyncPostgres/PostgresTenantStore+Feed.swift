@@ -33,7 +33,7 @@ extension PostgresTenantStore {
             SELECT * FROM \(unescaped: function)(\(cursor)::int8, \(Int64(limit))::int8, \(nodes)::text[], \(nodes.first)::text,
               \(PostgresTenantStore.erasedOp)::text, \(excluding?.rawValue)::text, \(PostgresMetaKey.purgeFloor.rawValue)::text)
             """
-        var head: Int64 = 0, candidateCount = 0, lastCandidate: Int64?, floor: Int64 = 0, foldedDue = false
+        var head: Int64 = 0, candidateCount = 0, lastCandidate: Int64?, floor: Int64 = 0, foldedDue = false, history: String?
         var out = "{\"changes\":["
         var count = 0
         for row in try await client.preparedRows(query, logger: logger) {
@@ -42,6 +42,7 @@ extension PostgresTenantStore {
             if kind == 0 {
                 (head, candidateCount, lastCandidate) = (tbl.flatMap { Int64($0) } ?? 0, Int(a ?? 0), b)
                 floor = origin.flatMap { Int64($0) } ?? 0
+                history = fields.flatMap { PullResponse.isValidHistory($0) ? $0 : nil }
                 if !withFolded {
                     let highestFolded = id.flatMap { Int64($0) } ?? 0, entering = op.flatMap { Int($0) } ?? 0
                     // The rest is read to the end all the same (a statement's rows are always
@@ -80,7 +81,9 @@ extension PostgresTenantStore {
         if foldedDue { return nil }
         let more = candidateCount == limit
         let next = more ? lastCandidate ?? cursor : max(cursor, head)
-        out += "],\"nextCursor\":\(next),\"more\":\(more ? "true" : "false"),\"head\":\(head)}"
+        out += "],\"nextCursor\":\(next),\"more\":\(more ? "true" : "false"),\"head\":\(head)"
+        if let history { out += ",\"history\":\"\(history)\"" }
+        out += "}"
         return EncodedPullPage(count: count, nextCursor: next, more: more, head: head, json: Array(out.utf8), floor: floor)
     }
 }

@@ -14,6 +14,7 @@ extension PostgresTenantStore {
     public func applyIncoming(_ changes: [Change], from sender: NodeID, source: ChangeSource, checkSkew: Bool,
                               gate: ChangeGate?, cursor: (name: String, value: Int64)?, wallMillis: UInt64) async throws -> IncomingReport {
         try await prepared()
+        try await beginLogHistoryBeforeWriting()
         // An erasure marker erases in a transaction of its own (PostgresTenantStore+Erasure);
         // the changes around it are applied before and after it, in the batch's order. What
         // was held of the batch's origins is read once, before the first part.

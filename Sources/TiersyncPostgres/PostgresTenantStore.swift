@@ -34,6 +34,9 @@ public final class PostgresTenantStore: HubTenantStore {
     let retention = Mutex(PostgresRetentionState())
     /// The root's own KPI totals as last counted, and the count running (``RootKPICounts``).
     let rootKPIs = Mutex(RootKPICounts())
+    /// Whether this process has begun a log history of the tenant (PostgresTenantStore+LogHistory).
+    let logHistoryBegun = Mutex(false)
+    let logHistoryStandings = LogHistoryStandings()
 
     /// `rootOf` answers the tenant's root node from the catalog; the tenant's schema is
     /// created on first use.

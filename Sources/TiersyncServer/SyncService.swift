@@ -138,10 +138,21 @@ struct SyncService: Sendable {
             throw APIError(.badRequest, "invalid_parameter", "'wait' must be a number of seconds from 0 to \(limits.maxPullWaitSeconds)")
         }
         let excludeOwn = (query.get("exclude_own") ?? "true") != "false"
+        // The log history the cursor was handed out under (`PullResponse.history`).
+        let history = query.get("history")
+        if let history, !PullResponse.isValidHistory(history) {
+            throw APIError(.badRequest, "invalid_parameter", "'history' must be 1 to 32 lowercase hexadecimal digits, as a pull answered it")
+        }
         let requested = cursor
         let store = try await directory.store(for: principal.tenant)
         let only = query.get("only")
         if only == nil {
+            // A cursor counting positions of a log this hub lost (restored from an older
+            // backup, then numbering new changes at those positions): the caller pulls again
+            // from the start; served from here, it would skip what took those positions.
+            if let history, try await store.logHistoryStanding(history).loses(cursor: cursor) {
+                throw APIError(.conflict, LogHistoryLost.code, LogHistoryLost(cursor: cursor, history: history).description)
+            }
             // A cursor older than a purged delete may hide records deleted since: the caller
             // must fetch its scope again (0 is a fresh bootstrap and always served).
             let floor = try await store.retentionFloor()

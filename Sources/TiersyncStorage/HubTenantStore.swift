@@ -60,8 +60,15 @@ public protocol HubTenantStore: AnyObject, Sendable {
     func probeWritable() async throws
 
     /// One page of the change feed after `cursor` for `scope`, pre-encoded as the pull
-    /// route's JSON body.
+    /// route's JSON body, with the log's newest history (`history`, ``LogHistoryStanding``)
+    /// read in the same snapshot as the page or after it: a history begun later has a floor
+    /// of at least the page's head.
     func encodedFeed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) async throws -> EncodedPullPage
+
+    /// Where the log history a node names with its cursor stands in this store: the pull
+    /// route refuses a cursor counting positions of a history the store lost
+    /// (``LogHistoryLost``).
+    func logHistoryStanding(_ history: String) async throws -> LogHistoryStanding
 
     /// The newest entry of the change log (0 when empty): a watcher notices writes made
     /// by other processes when it moves.

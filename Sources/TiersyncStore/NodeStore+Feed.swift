@@ -80,7 +80,9 @@ extension NodeStore {
     /// change's fields, prior versions and trail as canonical JSON, which is copied into
     /// the page instead of being parsed and written again. A hub serves pulls this way.
     public func encodedFeed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) async throws -> EncodedPullPage {
-        try await writer.readReleasingConnection { db in
+        // A log served to children records its histories from now on (NodeStore+LogHistory).
+        try await beginServingLogHistory()
+        return try await writer.readReleasingConnection { db in
             let page = try self.feedPage(db, after: cursor, scope: scope, limit: limit)
             var pieces: [(seq: Int64, json: String, count: Int)] = []
             try Self.forEachChunk(of: page.logged, excluding: excluding) { sql, placeholders, arguments in
@@ -113,7 +115,10 @@ extension NodeStore {
                 out += piece.json
                 count += piece.count
             }
-            out += "],\"nextCursor\":\(page.next),\"more\":\(page.more ? "true" : "false"),\"head\":\(page.head)}"
+            out += "],\"nextCursor\":\(page.next),\"more\":\(page.more ? "true" : "false"),\"head\":\(page.head)"
+            // In the page's snapshot: a history begun later has a floor of at least its head.
+            if let history = try Self.newestLogHistory(db) { out += ",\"history\":\"\(history)\"" }
+            out += "}"
             return EncodedPullPage(count: count, nextCursor: page.next, more: page.more, head: page.head, json: Array(out.utf8))
         }
     }

@@ -39,6 +39,9 @@ public enum MetaKey: String, Sendable, CaseIterable {
     /// Set when the file holds no deleted content from before `secure_delete` was on (a store
     /// created by this version, or one vacuumed once at its first erasure).
     case scrubbed = "erasure.scrubbed"
+    /// Set once the store has served its log to a child: from then on every process that
+    /// writes the log begins a log history first (NodeStore+LogHistory).
+    case logHistories = "log.histories"
 }
 
 extension NodeStore {

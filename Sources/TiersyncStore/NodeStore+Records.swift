@@ -98,6 +98,9 @@ extension NodeStore {
                 """).execute(arguments: [table.name, change.recordID, c.field, c.winner.canonical, c.winnerVersion.description,
                                          c.loser.canonical, c.loserVersion.description, Int64(nowMillis)])
         }
+        // A log served to children begins a history in each process before its first new
+        // position (NodeStore+LogHistory).
+        if logHistory.withLock({ $0 == .unchecked }) { try beginLogHistoryBeforeWriting(db) }
         try DirectBinding.execute(db, statements.statement("#log", """
             INSERT INTO ts_changes (origin, origin_seq, hlc, tbl, record_id, op, fields, prior, source, received_from, received_at, trail)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)

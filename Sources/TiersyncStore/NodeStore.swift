@@ -45,6 +45,9 @@ public final class NodeStore: Sendable {
     /// files are cleaned and the acknowledgement written after it commits
     /// (``finishErasures(wallMillis:)``).
     let erasureWork = Mutex<Bool>(false)
+    /// Whether this process has begun a log history of this store (NodeStore+LogHistory).
+    let logHistory = Mutex<LogHistoryProgress>(.unchecked)
+    let logHistoryStandings = LogHistoryStandings()
     /// How far each child has pulled, noted by the feed and written at the next compaction
     /// (`NodeStore+Retention.swift`).
     let pendingAcks = Mutex<[NodeID: Int64]>([:])

@@ -284,6 +284,19 @@ enum NodeStoreMigrations {
             // looks at every record once, to fold what it can.
             try db.execute(sql: "UPDATE ts_cursors SET value = 0 WHERE name = 'compact.from'")
         }
+        m.registerMigration("v13-log-histories") { db in
+            // The histories of the change log this store serves to its children, oldest
+            // first (NodeStore+LogHistory): `floor` is the log's highest position when the
+            // history began.
+            try db.execute(sql: """
+                CREATE TABLE ts_log_histories (
+                    n INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL UNIQUE,
+                    floor INTEGER NOT NULL,
+                    begun_at INTEGER NOT NULL
+                )
+                """)
+        }
         return m
     }
 }

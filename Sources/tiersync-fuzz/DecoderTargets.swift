@@ -119,7 +119,8 @@ enum DecoderTargets {
         // Pull pages, as an agent reads them.
         if let page = WireDecoding.pullResponse(bytes) { try check { () throws(InvariantFailure) in
             let again = WireDecoding.pullResponse(WireEncoding.pullResponse(page))
-            guard let again, again.changes == page.changes, again.nextCursor == page.nextCursor, again.more == page.more, again.head == page.head else {
+            guard let again, again.changes == page.changes, again.nextCursor == page.nextCursor, again.more == page.more, again.head == page.head,
+                  again.history == page.history, page.history.map(PullResponse.isValidHistory) ?? true else {
                 throw InvariantFailure(invariant: "pull page round trip", detail: "decoded \(describe(page.changes)), re-encoded and decoded: \(again.map { describe($0.changes) } ?? "nil")",
                                        signature: hasNonFinite(page.changes) ? nonFiniteSignature : nil)
             }

@@ -189,6 +189,11 @@ struct Generator {
             (Array("more".utf8), .bool(rng.chance(0.5))),
         ]
         if rng.chance(0.7) { members.append((Array("head".utf8), rng.chance(0.1) ? .null : .number(String(rng.int(0...100_000))))) }
+        if rng.chance(0.5) {
+            // A parent's history, or something else in its place (read as none).
+            let history = rng.chance(0.7) ? String(UInt64(rng.int(0...Int.max)), radix: 16) : rng.pick(["", "ABC", "zz", "0x1f", String(repeating: "a", count: 33)])
+            members.append((Array("history".utf8), rng.chance(0.1) ? .null : .string(Array(history.utf8))))
+        }
         if rng.chance(0.3) { members.shuffle(using: &rng) }
         return .object(members)
     }
@@ -273,7 +278,7 @@ struct Generator {
     mutating func mutateObject(_ members: [(key: [UInt8], value: JSONTree)]) -> JSONTree {
         var members = members
         let knownKeys = ["tenant", "through", "changes", "origin", "seq", "hlc", "table", "id", "op", "fields", "prior", "trail",
-                         "node", "at", "nextCursor", "more", "head", "last_name", "owning_dealer", "token", "via"]
+                         "node", "at", "nextCursor", "more", "head", "history", "last_name", "owning_dealer", "token", "via"]
         switch rng.below(7) {
         case 0:  // an unknown (or misplaced known) key, anywhere
             let key = rng.chance(0.5) ? rng.pick(knownKeys) : rng.pick(["x", "", "__proto__", "Seq", "se\u{0}q", "ünknown", String(repeating: "k", count: 300)])

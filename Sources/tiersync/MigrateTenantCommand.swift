@@ -97,6 +97,11 @@ extension Admin {
                 }
                 print("  records: \(offset)")
                 try await store.finishImport(settings: try await source.exportSettings())
+                // The log's histories: the agents' cursors name one, and one PostgreSQL did not
+                // know would send every agent back to the start of the log.
+                let histories = try source.logHistories()
+                try await store.importLogHistories(histories)
+                print("  log histories: \(histories.count)")
 
                 let after = try await TenantDigest.of(store, pageSize: pageSize)
                 print("target (PostgreSQL \(endpoint), schema \(store.tenantSchema.name)): \(after)")

@@ -169,6 +169,123 @@ struct RestoredHubTests {
         }
     }
 
+    @Test("""
+    A dealer away across a restore, whose pull cursor the restored hub's log grew past again, has that cursor refused \
+    (its log history was lost) and pulls again: it gets every record numbered at positions it had passed; a plain \
+    restart of the hub refuses no one's cursor
+    """,
+          arguments: StorageEngine.testable)
+    func awayAcrossRestore(engine: StorageEngine) async throws {
+        let dir = try TempDir()
+        switch engine {
+        case .sqlite:
+            try await awayScenario(dir: dir, start: { port in try await RunningHub(directory: dir.path, port: port) },
+                                   backup: { try StoreBackup.backupHub(dataDirectory: dir.path + "/hub", to: dir.path + "/backup") },
+                                   restore: { try Self.restoreSQLite(backup: dir.path + "/backup", data: dir.path + "/hub") })
+        case .postgres:
+            try await TestPostgres.withFreshDatabase { endpoint in
+                let dump = dir.path + "/hub.dump"
+                try await awayScenario(dir: dir, start: { port in try await RunningHub(directory: dir.path, port: port, postgres: endpoint) },
+                                       backup: { try await Self.postgresTool("pg_dump", ["-Fc", "-f", dump, "-d", endpoint.url]) },
+                                       restore: {
+                                           try await Self.postgresTool("pg_restore", ["--clean", "--if-exists", "--no-owner", "--single-transaction",
+                                                                                      "-d", endpoint.url, dump])
+                                       })
+            }
+        }
+    }
+
+    /// d1 writes customers serviced by d2; the hub restarts once (nothing lost); a backup is
+    /// taken; d1 writes on and d2 pulls it all; both go away; the hub is restored, HQ writes
+    /// cars for d2 (which take the positions d2 had pulled through) and d1 re-sends what
+    /// the hub lost, so the log's head passes d2's cursor again before d2 comes back.
+    private func awayScenario(dir: TempDir, start: @escaping (Int) async throws -> RunningHub,
+                              backup: () async throws -> Void, restore: () async throws -> Void) async throws {
+        var hub = try await start(0)
+        let port = hub.port
+        var stopped = false
+        try await withTeardown({ if !stopped { await hub.stop() } }) {
+            _ = try await hub.catalogStore.createTenant("acme")
+            var stores: [NodeID: NodeStore] = [:]
+            var configurations: [NodeID: AgentConfiguration] = [:]
+            for node in Self.dealers {
+                let store = try NodeStore(path: "\(dir.path)/\(node).sqlite")
+                var configuration = AgentConfiguration(parentURL: hub.url, caFile: hub.caFile)
+                configuration.localPollInterval = .milliseconds(50)
+                configuration.pullWaitSeconds = 1
+                configuration.retryInitial = .milliseconds(100)
+                configuration.retryMax = .milliseconds(500)
+                configuration.rulesInterval = nil
+                configuration.followGovernance = false
+                try await SyncAgent.enroll(store: store, configuration: configuration,
+                                           token: try await hub.catalogStore.issueEnrollmentToken(tenant: "acme", node: node))
+                stores[node] = store
+                configurations[node] = configuration
+            }
+            var running: [NodeID: (agent: SyncAgent, task: Task<Void, any Error>)] = [:]
+            func run(_ node: NodeID) throws {
+                let agent = try SyncAgent(store: stores[node]!, configuration: configurations[node]!, logger: Logger(label: "tiersync.agent.\(node)"))
+                running[node] = (agent, Task { try await agent.run() })
+            }
+            func halt(_ node: NodeID) async {
+                guard let (_, task) = running.removeValue(forKey: node) else { return }
+                task.cancel()
+                _ = await task.result
+            }
+            try await withTeardown({ for node in Self.dealers { await halt(node) } }) {
+                func write(_ range: Range<Int>) throws {
+                    for k in range {
+                        try stores["d1"]!.commit([.upsert("customers", id: "c\(k)", ["last_name": .string("Customer \(k)"), "servicing_dealer": "d2"])])
+                    }
+                }
+                func d2Holds(customers: Int, cars: Int = 0, _ what: String) async throws {
+                    try await eventually(timeout: 60, "\(what): d2 holds \(customers) customers and \(cars) cars") {
+                        try stores["d2"]!.liveRecords(table: "customers").count == customers && stores["d2"]!.liveRecords(table: "vehicles").count == cars
+                    }
+                }
+                for node in Self.dealers { try run(node) }
+                try write(0..<20)
+                try await d2Holds(customers: 20, "first sync")
+
+                // A restart begins a new log history; every cursor handed out before stays good.
+                await hub.stop()
+                hub = try await start(port)
+                try write(20..<30)
+                try await d2Holds(customers: 30, "after a plain restart")
+                for (node, (agent, _)) in running {
+                    #expect(agent.status.parentRestores == 0, "\(node)'s agent took a plain restart for a restore")
+                }
+
+                try await backup()
+                try write(30..<50)
+                try await d2Holds(customers: 50, "after the backup")
+                let cursor = try stores["d2"]!.cursor("pull.parent")
+                for node in Self.dealers { await halt(node) }
+
+                await hub.stop()
+                stopped = true
+                try await restore()
+                hub = try await start(port)
+                stopped = false
+                let restoredHead = try await hub.tenantStore(for: "acme").feedHead()
+                #expect(restoredHead < cursor, "the restored hub's log is behind d2's cursor (head \(restoredHead), cursor \(cursor))")
+                // HQ's cars for d2 take the positions after the backup's head, which d2 had pulled through.
+                _ = try await hub.tenantStore(for: "acme").writeAsHub((0..<40).map {
+                    .upsert("vehicles", id: "car\($0)", ["kind": "vehicle", "model": .string("Car \($0)"), "owning_dealer": "d2"])
+                })
+                try run("d1")
+                try await eventually(timeout: 60, "d1 re-sends what the restored hub lost") {
+                    try await hub.tenantStore(for: "acme").highestSeq(of: "d1") >= stores["d1"]!.highestSeq(of: "d1")
+                }
+                let head = try await hub.tenantStore(for: "acme").feedHead()
+                #expect(head > cursor, "the log grew past d2's cursor again (head \(head), cursor \(cursor)): the head cannot show the restore")
+                try run("d2")
+                try await d2Holds(customers: 50, cars: 40, "d2 back")
+                #expect(running["d2"]!.agent.status.parentRestores >= 1, "d2's agent noticed the restore")
+            }
+        }
+    }
+
     /// Restore as documented: the hub stopped, its databases replaced by the backup's (and
     /// the old write-ahead logs removed, which belong to the replaced files).
     static func restoreSQLite(backup: String, data: String) throws {
@@ -208,7 +325,7 @@ struct RestoredHubTests {
 /// The wire fields a restore is noticed by, as the OpenAPI document describes them.
 @Suite("Restored hub wire")
 struct RestoredHubWireTests {
-    @Test("whoami?held=true answers what the hub holds of the caller; a push answers what it held before the batch; a cursor past the head answers at once; openapi.yaml documents them",
+    @Test("whoami?held=true answers what the hub holds of the caller; a push answers what it held before the batch; a cursor past the head answers at once; a cursor of a log history the hub lost is refused; openapi.yaml documents them",
           arguments: StorageEngine.testable)
     func heldFields(engine: StorageEngine) async throws {
         let dir = try TempDir()
@@ -240,10 +357,29 @@ struct RestoredHubWireTests {
                 let page = try await client.send("GET", "/v1/pull?cursor=1000&wait=60", credential: d1).decode(PullResponse.self)
                 #expect(page.head.map { $0 < 1000 } == true && page.changes.isEmpty)
                 #expect(ContinuousClock.now - started < .seconds(30), "answered at once, not after the wait")
+
+                // The log's history: named by every page once the hub serves its log, sent back
+                // with the cursor; one this hub never had loses every position but 0.
+                let served = try await client.send("GET", "/v1/pull?cursor=0", credential: d1).decode(PullResponse.self)
+                let history = try #require(served.history, "a page names the log's history")
+                #expect(PullResponse.isValidHistory(history))
+                let again = try await client.send("GET", "/v1/pull?cursor=\(served.nextCursor)&history=\(history)", credential: d1)
+                #expect(again.status == 200)
+                #expect(try again.decode(PullResponse.self).history == history, "its own history: served")
+                let other = history == "abc" ? "abd" : "abc"
+                let lost = try await client.send("GET", "/v1/pull?cursor=\(served.nextCursor)&history=\(other)", credential: d1)
+                #expect(lost.status == 409 && lost.error?.code == LogHistoryLost.code, "a history this hub never had: \(lost.status) \(lost.text)")
+                #expect(try await client.send("GET", "/v1/pull?cursor=0&history=\(other)", credential: d1).status == 200, "from 0 nothing is lost")
+                for bad in ["ABC", "x1", String(repeating: "a", count: 33), "%00"] {
+                    let refused = try await client.send("GET", "/v1/pull?cursor=1&history=\(bad)", credential: d1)
+                    #expect(refused.status == 400 && refused.error?.code == "invalid_parameter", "history=\(bad): \(refused.status)")
+                }
             }
         }
         let text = try String(contentsOfFile: repositoryRoot() + "/openapi.yaml", encoding: .utf8)
         #expect(text.contains("- name: held") && text.components(separatedBy: "        held:\n          type: object").count == 3,
                 "openapi.yaml documents the held parameter and both held fields")
+        #expect(text.contains("- name: history") && text.contains(LogHistoryLost.code) && text.contains("        history:\n          type: string"),
+                "openapi.yaml documents the history parameter, the page's history and the 409")
     }
 }

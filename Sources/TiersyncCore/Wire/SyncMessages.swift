@@ -78,12 +78,26 @@ public struct PullResponse: Codable, Sendable {
     public var more: Bool
     /// The parent's newest log position: with `nextCursor`, how far a catch-up has come.
     public var head: Int64?
+    /// The parent's log history `nextCursor` belongs to (``isValidHistory(_:)``): the node
+    /// sends it back with the cursor (`history=`), and a parent restored from an older
+    /// backup knows by it that the cursor counts positions of a log it lost, even once its
+    /// head has grown past the cursor again (docs/OPERATIONS.md). Absent from parents older
+    /// than this field, and before the parent's log has one.
+    public var history: String?
 
-    public init(changes: [Change], nextCursor: Int64, more: Bool, head: Int64? = nil) {
+    public init(changes: [Change], nextCursor: Int64, more: Bool, head: Int64? = nil, history: String? = nil) {
         self.changes = changes
         self.nextCursor = nextCursor
         self.more = more
         self.head = head
+        self.history = history
+    }
+
+    /// A log history's identity as parents write it: 1 to 32 lowercase hexadecimal
+    /// digits. Anything else is not one (a node ignores it; a parent refuses it), so it
+    /// goes into a query string and a store as it is.
+    public static func isValidHistory(_ text: some StringProtocol) -> Bool {
+        (1...32).contains(text.utf8.count) && text.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
     }
 }
 

@@ -58,7 +58,7 @@ public enum WireDecoding {
 
     public static func pullResponse(_ bytes: [UInt8]) -> PullResponse? {
         var p = FlatObjectParser(bytes: bytes)
-        var changes: [Change]?, next: Int64?, more: Bool?, head: Int64?
+        var changes: [Change]?, next: Int64?, more: Bool?, head: Int64?, history: String?
         let ok = p.object { key, p in
             switch key {
             case "changes": changes = changeList(&p); return changes != nil
@@ -68,11 +68,17 @@ public enum WireDecoding {
                 if p.null() { return true }
                 head = p.integer()
                 return head != nil
+            case "history":
+                if p.null() { return true }
+                // Not one a parent writes: read as none, never sent back.
+                guard let s = p.string() else { return false }
+                history = PullResponse.isValidHistory(s) ? s : nil
+                return true
             default: return p.skipValue()
             }
         }
         guard ok, p.atEnd, let changes, let next, let more else { return nil }
-        return PullResponse(changes: changes, nextCursor: next, more: more, head: head)
+        return PullResponse(changes: changes, nextCursor: next, more: more, head: head, history: history)
     }
 
     static func changeList(_ p: inout FlatObjectParser) -> [Change]? {

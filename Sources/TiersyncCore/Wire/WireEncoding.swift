@@ -18,6 +18,7 @@ public enum WireEncoding {
         changes(page.changes, into: &out)
         out += ",\"nextCursor\":\(page.nextCursor),\"more\":\(page.more ? "true" : "false")"
         if let head = page.head { out += ",\"head\":\(head)" }
+        if let history = page.history { out += ",\"history\":" + FieldValue.quote(history) }
         out += "}"
         return Array(out.utf8)
     }
