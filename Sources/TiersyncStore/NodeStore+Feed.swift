@@ -61,7 +61,8 @@ extension NodeStore {
     /// One page of the change feed for a node with `scope`, after `cursor`, leaving out
     /// changes received from `excluding` (it has them: its own, and those it relayed).
     public func feed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) async throws -> PullResponse {
-        try await writer.readReleasingConnection { db in
+        try await beginServingLogHistory()
+        return try await writer.readReleasingConnection { db in
             let page = try self.feedPage(db, after: cursor, scope: scope, limit: limit)
             var entries: [(Int64, [Change])] = []
             try Self.forEachChunk(of: page.logged, excluding: excluding) { sql, _, arguments in
@@ -71,7 +72,7 @@ extension NodeStore {
                 entries.append((seq, try self.foldedChanges(db, key, scope: scope)))
             }
             let changes = entries.sorted { $0.0 < $1.0 }.flatMap(\.1)
-            return PullResponse(changes: changes, nextCursor: page.next, more: page.more, head: page.head)
+            return PullResponse(changes: changes, nextCursor: page.next, more: page.more, head: page.head, history: try Self.newestLogHistory(db))
         }
     }
 

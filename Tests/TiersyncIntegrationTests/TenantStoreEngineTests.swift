@@ -72,7 +72,9 @@ struct TenantStoreEngineTests {
                     var pages = 0
                     while true {
                         let page = try await store.encodedFeed(after: cursor, scope: scope, excluding: excluding, limit: limit)
-                        seen.append("feed \(name) excluding \(excluding?.rawValue ?? "-") limit \(limit) page \(pages): \(String(decoding: page.json, as: UTF8.self))")
+                        // The log's history is random: present, and the same on every page.
+                        let json = String(decoding: page.json, as: UTF8.self).replacing(/,"history":"[0-9a-f]{16}"}$/, with: ",\"history\":\"H\"}")
+                        seen.append("feed \(name) excluding \(excluding?.rawValue ?? "-") limit \(limit) page \(pages): \(json)")
                         cursor = page.nextCursor
                         pages += 1
                         if !page.more || pages > 20 { break }
@@ -108,7 +110,7 @@ struct TenantStoreEngineTests {
         #expect(line("feed d2 excluding - limit 1000 page 0:").contains("\"id\":\"c-3\",\"op\":\"upsert\",\"fields\":{\"last_name\":\"N3\""),
                 "d2 is owed c-3's creation when the record is routed to it")
         #expect(line("feed d2 excluding - limit 1000 page 0:").components(separatedBy: "\"origin\"").count == 3, "d2 gets c-3's two changes, nothing else")
-        #expect(line("feed d9 excluding - limit 1000 page 0:").hasSuffix("{\"changes\":[],\"nextCursor\":\(total),\"more\":false,\"head\":\(total)}"))
+        #expect(line("feed d9 excluding - limit 1000 page 0:").hasSuffix("{\"changes\":[],\"nextCursor\":\(total),\"more\":false,\"head\":\(total),\"history\":\"H\"}"))
         #expect(line("feed all excluding d1 limit 1000 page 0:").components(separatedBy: "\"origin\"").count == 2, "only d2's change, not d1's own")
         #expect(line("customers/c-shared: ").contains("\"last_name\":\"One\""))
         #expect(line("customers/c-2:").isEmpty, "c-2 was deleted")
