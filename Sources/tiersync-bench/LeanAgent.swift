@@ -98,7 +98,7 @@ enum LeanAgent {
         let authority = "\(host):\(port)"
         let compressAbove = AgentConfiguration(parentURL: url).compressAboveBytes
         try? await Task.sleep(for: offset)
-        var seq: Int64 = 0, cursor: Int64 = 0
+        var seq: Int64 = 0, cursor: Int64 = 0, history: String?
         var begin = ContinuousClock.now
         while begin < deadline {
             do {
@@ -123,7 +123,8 @@ enum LeanAgent {
                         }
                         let t1 = ContinuousClock.now
                         let pull = try await exchange(connection.channel, outbound, &responses, method: .GET,
-                                                      path: ParentClient.pullPath(cursor: cursor, limit: 1_000, waitSeconds: 0, excludeOwn: true),
+                                                      path: ParentClient.pullPath(cursor: cursor, limit: 1_000, waitSeconds: 0, excludeOwn: true,
+                                                                                  history: history),
                                                       host: authority, credential: credential, body: nil)
                         guard pull.status == 200 else {
                             throw Failure(description: "pull: HTTP \(pull.status): \(String(buffer: pull.body).prefix(200))")
@@ -133,6 +134,8 @@ enum LeanAgent {
                             throw Failure(description: "pull: an unreadable page")
                         }
                         cursor = page.nextCursor
+                        // Sent back with the cursor, as an agent does (the hub judges it).
+                        history = page.history ?? history
                         let t2 = ContinuousClock.now
                         recorder.record(started: started, t0: t0, push: t1 - t0, pull: t2 - t1, interval: interval, connected: opened)
                         opened = true
