@@ -124,6 +124,7 @@ public final class SyncAgent: Sendable {
         guard let current = try store.meta("parent_url"), current != url else { return false }
         try store.setCursor(pushCursor, 0)
         try store.setCursor(pullCursor, 0)
+        try store.setMeta(Self.parentHistoryMeta, nil)
         try store.setMeta(Self.bootstrappedMeta, nil)
         try store.setMeta("parent_url", url)
         return true
@@ -518,7 +519,7 @@ public final class SyncAgent: Sendable {
             pull: { cursor in
                 let page = try await self.pull(cursor: cursor, excludeOwn: bootstrapped, waitSeconds: 0, history: history.withLock { $0 })
                 try self.checkHead(page, cursor: cursor)
-                if let handed = page.history, PullResponse.isValidHistory(handed) { history.withLock { $0 = handed } }
+                history.withLock { $0 = page.history.flatMap { PullResponse.isValidHistory($0) ? $0 : nil } }
                 return page
             },
             next: { page in page.more ? page.nextCursor : nil },
@@ -543,9 +544,9 @@ public final class SyncAgent: Sendable {
         }
         // The history first: stored with the older cursor, it still holds that cursor's
         // positions (a newer history's floor is at least every cursor handed out before it).
-        if let history = page.history, PullResponse.isValidHistory(history), try store.meta(Self.parentHistoryMeta) != history {
-            try store.setMeta(Self.parentHistoryMeta, history)
-        }
+        // A page naming none (a parent older than the field) leaves none to send.
+        let history = page.history.flatMap { PullResponse.isValidHistory($0) ? $0 : nil }
+        if try store.meta(Self.parentHistoryMeta) != history { try store.setMeta(Self.parentHistoryMeta, history) }
         let report = try await store.apply(ready, cursor: (Self.pullCursor, page.nextCursor))
         if !page.more, !bootstrapped {
             // A re-bootstrap ends here: what the parent did not deliver again was deleted
@@ -690,6 +691,7 @@ public final class SyncAgent: Sendable {
         logger.warning("the parent says this node was away longer than its retention horizon; fetching its scope again from the start (unsent changes are kept and sent)",
                        metadata: ["parent": "\(message)"])
         try store.beginRebootstrap(pullCursor: Self.pullCursor, bootstrappedKey: Self.bootstrappedMeta)
+        try store.setMeta(Self.parentHistoryMeta, nil)
         headSeen.withLock { $0 = 0 }
         state.withLock { $0.rebootstraps += 1 }
     }
@@ -757,6 +759,7 @@ public final class SyncAgent: Sendable {
         do {
             guard let before = try store.adoptOwnSequenceHeldByParent(held, resettingPull: Self.pullCursor, bootstrappedKey: Self.bootstrappedMeta)
             else { return }
+            try store.setMeta(Self.parentHistoryMeta, nil)
             logger.warning("this store holds fewer of its own changes than its parent (restored from an older backup?): new changes are numbered after the parent's, and the missing ones are pulled back",
                            metadata: ["store_highest": "\(before)", "parent_holds": "\(held)"])
         } catch {
@@ -852,6 +855,8 @@ public final class SyncAgent: Sendable {
         }) else { return }
         do {
             try store.setCursor(Self.pullCursor, 0)
+            // A cursor of 0 loses nothing; the lost history is not sent again.
+            try store.setMeta(Self.parentHistoryMeta, nil)
             headSeen.withLock { $0 = 0 }
         } catch {
             restore.withLock { $0.pullReset = true }

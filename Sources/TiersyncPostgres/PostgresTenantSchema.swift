@@ -74,9 +74,12 @@ public struct PostgresTenantSchema: Sendable, Hashable {
     /// identities, `changes.routed`, and a `ts_apply_push` that counts purged identities as
     /// held): a process of version 2 would apply a redelivery of a purged change again. 4:
     /// folded entries (`records.folded`, `folded_at`): a process of version 3 would serve a
-    /// feed from the log alone, without the entries folded into their records.
+    /// feed from the log alone, without the entries folded into their records. 5: log
+    /// histories (`log_histories`, and feed functions naming the newest): a process of
+    /// version 4 would number changes without beginning a history and reinstall feed
+    /// functions naming none, so agents could no longer tell a restored log.
     /// Upgrade every process of a hub together.
-    static let version = 4
+    static let version = 5
 
     /// A long tenant id's schema made under its old name (``legacy``) takes the new one, so its
     /// data is found again. Refused when the shorter tenant that old name also named exists:

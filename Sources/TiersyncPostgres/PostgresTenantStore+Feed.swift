@@ -12,6 +12,8 @@ import TiersyncStorage
 extension PostgresTenantStore {
     public func encodedFeed(after cursor: Int64, scope: Scope, excluding: NodeID?, limit: Int) async throws -> EncodedPullPage {
         try await prepared()
+        // Pages name a history from the first, pushed to or not (PostgresTenantStore+LogHistory).
+        try await beginLogHistoryBeforeWriting()
         // Most pulls (a node caught up, every fold behind its cursor) need no folded record:
         // a leaner statement, which PostgreSQL plans faster, says whether one could be due
         // (a record folded after the cursor, or a record entering the scope while any is

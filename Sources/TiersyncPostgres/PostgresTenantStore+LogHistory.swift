@@ -1,5 +1,5 @@
 // The tenant's log histories on PostgreSQL (TiersyncStorage's LogHistory.swift says why).
-// Every hub process begins one before its first push of the tenant, in a statement of its
+// Every hub process begins one before its first push or pull of the tenant, in a statement of its
 // own, holding the head's row lock as a push does: its floor is the head as committed then,
 // and no push commits a position above it before the history is committed, so a page read
 // meanwhile (naming the history before) hands out no cursor above the floor. Processes restarted after a `pg_restore` begin new ones
@@ -23,8 +23,13 @@ extension PostgresTenantStore {
         logHistoryBegun.withLock { $0 = true }
     }
 
+    /// Begins this process's history first (as before a push): until then the newest
+    /// history may be the backup's, found current, and a standing found so would be kept
+    /// for a history that this process's own history supersedes.
     public func logHistoryStanding(_ history: String) async throws -> LogHistoryStanding {
-        try await logHistoryStandings.standing(of: history) { try await findLogHistoryStanding(history) }
+        try await prepared()
+        try await beginLogHistoryBeforeWriting()
+        return try await logHistoryStandings.standing(of: history) { try await findLogHistoryStanding(history) }
     }
 
     private func findLogHistoryStanding(_ history: String) async throws -> LogHistoryStanding {

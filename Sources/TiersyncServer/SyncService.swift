@@ -150,7 +150,7 @@ struct SyncService: Sendable {
             // A cursor counting positions of a log this hub lost (restored from an older
             // backup, then numbering new changes at those positions): the caller pulls again
             // from the start; served from here, it would skip what took those positions.
-            if let history, try await store.logHistoryStanding(history).loses(cursor: cursor) {
+            if let history, cursor > 0, try await store.logHistoryStanding(history).loses(cursor: cursor) {
                 throw APIError(.conflict, LogHistoryLost.code, LogHistoryLost(cursor: cursor, history: history).description)
             }
             // A cursor older than a purged delete may hide records deleted since: the caller

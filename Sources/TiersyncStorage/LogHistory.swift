@@ -64,7 +64,9 @@ public struct LogHistoryLost: Error, Sendable, CustomStringConvertible {
 
 /// The standings a process has found, by history: a pull names the same few histories
 /// over and over, and a standing found once holds for the process's lifetime (a restore
-/// stops every process of a store first). `.current` may since have been superseded, but
+/// stops every process of a store first), provided it was found after the process began
+/// its own history (the engines' `logHistoryStanding` begins it first): before, the
+/// backup's newest history would be found current. `.current` may since have been superseded, but
 /// only at a floor at least as high as every cursor handed out under it before, so it
 /// judges those cursors alike. Unknown histories are not kept (a node may name any), and
 /// at most `capacity` are.

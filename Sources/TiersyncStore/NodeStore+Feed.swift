@@ -118,7 +118,7 @@ extension NodeStore {
             }
             out += "],\"nextCursor\":\(page.next),\"more\":\(page.more ? "true" : "false"),\"head\":\(page.head)"
             // In the page's snapshot: a history begun later has a floor of at least its head.
-            if let history = try Self.newestLogHistory(db) { out += ",\"history\":\"\(history)\"" }
+            if let history = try Self.newestLogHistory(db), PullResponse.isValidHistory(history) { out += ",\"history\":\"\(history)\"" }
             out += "}"
             return EncodedPullPage(count: count, nextCursor: page.next, more: page.more, head: page.head, json: Array(out.utf8))
         }

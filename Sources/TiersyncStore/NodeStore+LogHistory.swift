@@ -73,8 +73,12 @@ extension NodeStore {
     }
 
     /// Where `history` stands in this store's log (``LogHistoryStanding``).
+    /// Begins this process's history first: until then the newest history may be the
+    /// backup's, found current, and a standing found so would be kept for a history that
+    /// this process's own history supersedes.
     public func logHistoryStanding(_ history: String) async throws -> LogHistoryStanding {
-        try await logHistoryStandings.standing(of: history) {
+        try await beginServingLogHistory()
+        return try await logHistoryStandings.standing(of: history) {
             try await self.findLogHistoryStanding(history)
         }
     }

@@ -21,22 +21,32 @@ struct RestoredHubTests {
           arguments: StorageEngine.testable)
     func restoredHub(engine: StorageEngine) async throws {
         let dir = try TempDir()
+        try await Self.withRestorableHub(engine, dir: dir) { start, backup, restore in
+            try await scenario(dir: dir, start: start, backup: backup, restore: restore)
+        }
+    }
+
+    /// Runs `body` with how a hub of `engine` in `dir` is started on a port (0: any), backed
+    /// up and restored, each as docs/OPERATIONS.md says.
+    static func withRestorableHub(_ engine: StorageEngine, dir: TempDir,
+                                  _ body: (_ start: @escaping (Int) async throws -> RunningHub, _ backup: () async throws -> Void,
+                                           _ restore: () async throws -> Void) async throws -> Void) async throws {
         switch engine {
         case .sqlite:
-            try await scenario(dir: dir, start: { port in try await RunningHub(directory: dir.path, port: port) },
-                               backup: { try StoreBackup.backupHub(dataDirectory: dir.path + "/hub", to: dir.path + "/backup") },
-                               restore: { try Self.restoreSQLite(backup: dir.path + "/backup", data: dir.path + "/hub") })
+            try await body({ port in try await RunningHub(directory: dir.path, port: port) },
+                           { try StoreBackup.backupHub(dataDirectory: dir.path + "/hub", to: dir.path + "/backup") },
+                           { try Self.restoreSQLite(backup: dir.path + "/backup", data: dir.path + "/hub") })
         case .postgres:
             try await TestPostgres.withFreshDatabase { endpoint in
                 let dump = dir.path + "/hub.dump"
-                try await scenario(dir: dir, start: { port in try await RunningHub(directory: dir.path, port: port, postgres: endpoint) },
-                                   backup: { try await Self.postgresTool("pg_dump", ["-Fc", "-f", dump, "-d", endpoint.url]) },
-                                   restore: {
-                                       // --clean drops what the dump holds before recreating it: the
-                                       // database as of the dump, rows written since gone.
-                                       try await Self.postgresTool("pg_restore", ["--clean", "--if-exists", "--no-owner", "--single-transaction",
-                                                                                  "-d", endpoint.url, dump])
-                                   })
+                try await body({ port in try await RunningHub(directory: dir.path, port: port, postgres: endpoint) },
+                               { try await Self.postgresTool("pg_dump", ["-Fc", "-f", dump, "-d", endpoint.url]) },
+                               {
+                                   // --clean drops what the dump holds before recreating it: the
+                                   // database as of the dump, rows written since gone.
+                                   try await Self.postgresTool("pg_restore", ["--clean", "--if-exists", "--no-owner", "--single-transaction",
+                                                                              "-d", endpoint.url, dump])
+                               })
             }
         }
     }
@@ -177,28 +187,16 @@ struct RestoredHubTests {
           arguments: StorageEngine.testable)
     func awayAcrossRestore(engine: StorageEngine) async throws {
         let dir = try TempDir()
-        switch engine {
-        case .sqlite:
-            try await awayScenario(dir: dir, start: { port in try await RunningHub(directory: dir.path, port: port) },
-                                   backup: { try StoreBackup.backupHub(dataDirectory: dir.path + "/hub", to: dir.path + "/backup") },
-                                   restore: { try Self.restoreSQLite(backup: dir.path + "/backup", data: dir.path + "/hub") })
-        case .postgres:
-            try await TestPostgres.withFreshDatabase { endpoint in
-                let dump = dir.path + "/hub.dump"
-                try await awayScenario(dir: dir, start: { port in try await RunningHub(directory: dir.path, port: port, postgres: endpoint) },
-                                       backup: { try await Self.postgresTool("pg_dump", ["-Fc", "-f", dump, "-d", endpoint.url]) },
-                                       restore: {
-                                           try await Self.postgresTool("pg_restore", ["--clean", "--if-exists", "--no-owner", "--single-transaction",
-                                                                                      "-d", endpoint.url, dump])
-                                       })
-            }
+        try await Self.withRestorableHub(engine, dir: dir) { start, backup, restore in
+            try await awayScenario(dir: dir, start: start, backup: backup, restore: restore)
         }
     }
 
     /// d1 writes customers serviced by d2; the hub restarts once (nothing lost); a backup is
-    /// taken; d1 writes on and d2 pulls it all; both go away; the hub is restored, HQ writes
-    /// cars for d2 (which take the positions d2 had pulled through) and d1 re-sends what
-    /// the hub lost, so the log's head passes d2's cursor again before d2 comes back.
+    /// taken; d1 writes on and d2 pulls it all; both go away; the hub is restored, answers a
+    /// pull naming the backup's newest history first, HQ writes cars for d2 (which take the
+    /// positions d2 had pulled through) and d1 re-sends what the hub lost, so the log's head
+    /// passes d2's cursor again before d2 comes back.
     private func awayScenario(dir: TempDir, start: @escaping (Int) async throws -> RunningHub,
                               backup: () async throws -> Void, restore: () async throws -> Void) async throws {
         var hub = try await start(0)
@@ -269,7 +267,18 @@ struct RestoredHubTests {
                 stopped = false
                 let restoredHead = try await hub.tenantStore(for: "acme").feedHead()
                 #expect(restoredHead < cursor, "the restored hub's log is behind d2's cursor (head \(restoredHead), cursor \(cursor))")
-                // HQ's cars for d2 take the positions after the backup's head, which d2 had pulled through.
+                // Before anything is numbered again, a pull with d2's cursor and history (as a node
+                // still online would send first): the restored hub must not take the backup's
+                // newest history for its own, then or later.
+                let credential = try #require(try stores["d2"]!.meta(.credential))
+                let history = try #require(try stores["d2"]!.meta("pull.history"))
+                try await withRawClient(hub) { client in
+                    let early = try await client.send("GET", "/v1/pull?cursor=\(cursor)&history=\(history)", credential: credential)
+                    #expect(early.status == 409 && early.error?.code == LogHistoryLost.code,
+                            "the first pull after the restore, with the backup's newest history: \(early.status) \(early.text.prefix(200))")
+                }
+                // HQ's cars for d2 take the positions after the backup's head, which d2 had pulled
+                // through; d1 comes back and re-sends what the hub lost.
                 _ = try await hub.tenantStore(for: "acme").writeAsHub((0..<40).map {
                     .upsert("vehicles", id: "car\($0)", ["kind": "vehicle", "model": .string("Car \($0)"), "owning_dealer": "d2"])
                 })
