@@ -60,25 +60,13 @@ struct RestoredHubTests {
         var stopped = false
         try await withTeardown({ if !stopped { await hub.stop() } }) {
             _ = try await hub.catalogStore.createTenant("acme")
-            var stores: [NodeID: NodeStore] = [:]
+            // Each compacts its store often: what HQ acknowledged is folded into the records
+            // (gone from the log) by the time of the restore, and must be re-sent from there.
+            let (stores, configurations) = try await Self.enrollDealers(at: hub, dir: dir,
+                                                                        retention: RetentionPolicy(horizon: .seconds(30 * 86_400), interval: .milliseconds(200)))
             var agents: [NodeID: SyncAgent] = [:]
             for node in Self.dealers {
-                let store = try NodeStore(path: "\(dir.path)/\(node).sqlite")
-                var configuration = AgentConfiguration(parentURL: hub.url, caFile: hub.caFile)
-                configuration.localPollInterval = .milliseconds(50)
-                configuration.pullWaitSeconds = 2
-                configuration.retryInitial = .milliseconds(100)
-                configuration.retryMax = .milliseconds(500)
-                // Only the dealers' writes in HQ's log: no rules, governance or KPIs.
-                configuration.rulesInterval = nil
-                configuration.followGovernance = false
-                // Each compacts its store often: what HQ acknowledged is folded into the records
-                // (gone from the log) by the time of the restore, and must be re-sent from there.
-                configuration.retention = RetentionPolicy(horizon: .seconds(30 * 86_400), interval: .milliseconds(200))
-                try await SyncAgent.enroll(store: store, configuration: configuration,
-                                           token: try await hub.catalogStore.issueEnrollmentToken(tenant: "acme", node: node))
-                stores[node] = store
-                agents[node] = try SyncAgent(store: store, configuration: configuration, logger: Logger(label: "tiersync.agent.\(node)"))
+                agents[node] = try SyncAgent(store: stores[node]!, configuration: configurations[node]!, logger: Logger(label: "tiersync.agent.\(node)"))
             }
             let running = agents.values.map { agent in Task { try await agent.run() } }
             try await withTeardown({ for task in running { task.cancel(); _ = await task.result } }) {
@@ -204,22 +192,7 @@ struct RestoredHubTests {
         var stopped = false
         try await withTeardown({ if !stopped { await hub.stop() } }) {
             _ = try await hub.catalogStore.createTenant("acme")
-            var stores: [NodeID: NodeStore] = [:]
-            var configurations: [NodeID: AgentConfiguration] = [:]
-            for node in Self.dealers {
-                let store = try NodeStore(path: "\(dir.path)/\(node).sqlite")
-                var configuration = AgentConfiguration(parentURL: hub.url, caFile: hub.caFile)
-                configuration.localPollInterval = .milliseconds(50)
-                configuration.pullWaitSeconds = 1
-                configuration.retryInitial = .milliseconds(100)
-                configuration.retryMax = .milliseconds(500)
-                configuration.rulesInterval = nil
-                configuration.followGovernance = false
-                try await SyncAgent.enroll(store: store, configuration: configuration,
-                                           token: try await hub.catalogStore.issueEnrollmentToken(tenant: "acme", node: node))
-                stores[node] = store
-                configurations[node] = configuration
-            }
+            let (stores, configurations) = try await Self.enrollDealers(at: hub, dir: dir, retention: nil)
             var running: [NodeID: (agent: SyncAgent, task: Task<Void, any Error>)] = [:]
             func run(_ node: NodeID) throws {
                 let agent = try SyncAgent(store: stores[node]!, configuration: configurations[node]!, logger: Logger(label: "tiersync.agent.\(node)"))
@@ -293,6 +266,31 @@ struct RestoredHubTests {
                 #expect(running["d2"]!.agent.status.parentRestores >= 1, "d2's agent noticed the restore")
             }
         }
+    }
+
+    /// Enrolls `dealers` at `hub` (tenant acme), each with its store in `dir` and an agent
+    /// configuration that retries fast and writes only the dealers' changes into HQ's log (no
+    /// rules, governance or KPIs).
+    static func enrollDealers(at hub: RunningHub, dir: TempDir, retention: RetentionPolicy?) async throws
+        -> (stores: [NodeID: NodeStore], configurations: [NodeID: AgentConfiguration]) {
+        var stores: [NodeID: NodeStore] = [:]
+        var configurations: [NodeID: AgentConfiguration] = [:]
+        for node in dealers {
+            let store = try NodeStore(path: "\(dir.path)/\(node).sqlite")
+            var configuration = AgentConfiguration(parentURL: hub.url, caFile: hub.caFile)
+            configuration.localPollInterval = .milliseconds(50)
+            configuration.pullWaitSeconds = 2
+            configuration.retryInitial = .milliseconds(100)
+            configuration.retryMax = .milliseconds(500)
+            configuration.rulesInterval = nil
+            configuration.followGovernance = false
+            configuration.retention = retention
+            try await SyncAgent.enroll(store: store, configuration: configuration,
+                                       token: try await hub.catalogStore.issueEnrollmentToken(tenant: "acme", node: node))
+            stores[node] = store
+            configurations[node] = configuration
+        }
+        return (stores, configurations)
     }
 
     /// Restore as documented: the hub stopped, its databases replaced by the backup's (and
