@@ -191,7 +191,7 @@ struct Generator {
         if rng.chance(0.7) { members.append((Array("head".utf8), rng.chance(0.1) ? .null : .number(String(rng.int(0...100_000))))) }
         if rng.chance(0.5) {
             // A parent's history, or something else in its place (read as none).
-            let history = rng.chance(0.7) ? String(UInt64(rng.int(0...Int.max)), radix: 16) : rng.pick(["", "ABC", "zz", "0x1f", String(repeating: "a", count: 33)])
+            let history = rng.chance(0.7) ? String(rng.int(0...Int(UInt32.max)), radix: 16) : rng.pick(["", "ABC", "zz", "0x1f", String(repeating: "a", count: 33)])
             members.append((Array("history".utf8), rng.chance(0.1) ? .null : .string(Array(history.utf8))))
         }
         if rng.chance(0.3) { members.shuffle(using: &rng) }
