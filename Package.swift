@@ -176,7 +176,7 @@ let package = Package(
         // a fresh PostgreSQL database per test (TestPostgres), HAProxy in front of hubs (TestLoadBalancer), a scripted hostile parent (FakeParent).
         .target(name: "TiersyncTestSupport", dependencies: [
             "TiersyncCore", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance",
-            "TiersyncPostgres",
+            "TiersyncPostgres", "TiersyncStorage",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "PostgresNIO", package: "postgres-nio"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -193,7 +193,7 @@ let package = Package(
         ]),
         .testTarget(name: "TiersyncIntegrationTests", dependencies: [
             "TiersyncCore", "TiersyncKPI", "TiersyncStore", "TiersyncServer", "TiersyncAgent", "TiersyncNode", "TiersyncPKI", "TiersyncGovernance", "TiersyncRules", "TiersyncTestSupport",
-            "TiersyncPostgres", "TiersyncAgentCLI",
+            "TiersyncPostgres", "TiersyncStorage", "TiersyncAgentCLI",
             // The CLI's command tree, parsed in-process (DocumentedCommandLineTests).
             "tiersync",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

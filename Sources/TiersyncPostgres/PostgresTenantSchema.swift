@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import PostgresNIO
 import TiersyncCore
+import TiersyncStorage
 
 /// Where one tenant's data lives in PostgreSQL: a schema of its own (`t_<tenant>`).
 ///
@@ -64,6 +65,8 @@ public struct PostgresTenantSchema: Sendable, Hashable {
         case acks, purged, purgedRanges = "purged_ranges", compactPending = "compact_pending"
         /// The log's histories, oldest first (PostgresTenantStore+LogHistory).
         case logHistories = "log_histories"
+        /// Bytes of refused changes kept per sender, kept by triggers (``QuarantineQuota``).
+        case quarantineUsage = "quarantine_usage"
     }
 
     /// The schema version this code writes; a schema newer than it is refused. 2: erasure
@@ -243,6 +246,7 @@ public struct PostgresTenantSchema: Sendable, Hashable {
                   END IF;
                 END $do$
                 """,
+                quarantineQuota,
             ]
             for sql in statements { _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect() }
             try await installFunctions(on: connection, logger: logger)
@@ -263,6 +267,80 @@ public struct PostgresTenantSchema: Sendable, Hashable {
                   AND value::int < \(Self.version)
                 """, logger: logger).collect()
         }
+    }
+}
+
+extension PostgresTenantSchema {
+    /// The quarantine's bounds (``QuarantineQuota``), enforced by the database as SQLite's
+    /// migration v14 does: a table of bytes kept per sender, and a trigger before each row
+    /// written that skips (returns NULL) and counts a new entry, or a kept one growing, past
+    /// either bound, and counts the row it admits. Made once, with the table (CREATE TRIGGER locks the table, and every process
+    /// runs this at start while others push). Not `ts_` functions: those are dropped and
+    /// installed again when their text changes, and triggers depend on these.
+    var quarantineQuota: String {
+        let q = { (t: Table) in self.qualified(t) }
+        let size: (String) -> String = { row in "(octet_length(\(row).change) + octet_length(\(row).reason))" }
+        let setting: (QuarantineQuota.SettingKey, Int64) -> String = { key, fallback in
+            "COALESCE((SELECT value::bigint FROM \(q(.meta)) WHERE key = '\(key.rawValue)'), \(fallback))"
+        }
+        let perSender = setting(.maxBytesPerSender, QuarantineQuota.default.maxBytesPerSender)
+        let total = setting(.maxBytes, QuarantineQuota.default.maxBytes)
+        let senderBytes = "COALESCE((SELECT bytes FROM \(q(.quarantineUsage)) WHERE received_from = NEW.received_from), 0)"
+        let allBytes = "COALESCE((SELECT sum(bytes) FROM \(q(.quarantineUsage))), 0)"
+        let countUnkept = """
+            INSERT INTO \(q(.meta)) (key, value) VALUES ('\(QuarantineQuota.SettingKey.unkept.rawValue)', '1')
+                  ON CONFLICT (key) DO UPDATE SET value = (\(q(.meta)).value::bigint + 1)::text;
+            """
+        return """
+            DO $do$ BEGIN
+              IF to_regclass('"\(name)".\(Table.quarantineUsage.rawValue)') IS NULL THEN
+                CREATE TABLE \(q(.quarantineUsage)) (received_from TEXT PRIMARY KEY, entries BIGINT NOT NULL, bytes BIGINT NOT NULL);
+                INSERT INTO \(q(.quarantineUsage)) (received_from, entries, bytes)
+                  SELECT received_from, count(*), sum\(size("x")) FROM \(q(.quarantine)) x GROUP BY received_from;
+                -- Kept as each row is written, in the trigger that admits it: an AFTER row
+                -- trigger runs at the end of its statement, so a push's many refusals (one
+                -- INSERT) would each have been judged against the usage before any of them.
+                CREATE FUNCTION "\(name)".quarantine_quota() RETURNS trigger LANGUAGE plpgsql AS $fn$
+                DECLARE
+                  kept_before BIGINT := 0;
+                  same_sender BOOLEAN := false;
+                BEGIN
+                  IF TG_OP = 'INSERT' THEN
+                    -- An upsert of a kept identity goes on to its update, judged there.
+                    IF EXISTS (SELECT 1 FROM \(q(.quarantine)) WHERE origin = NEW.origin AND origin_seq = NEW.origin_seq) THEN
+                      RETURN NEW;
+                    END IF;
+                  ELSE
+                    kept_before := \(size("OLD"));
+                    same_sender := OLD.received_from = NEW.received_from;
+                  END IF;
+                  IF (\(size("NEW")) > CASE WHEN same_sender THEN kept_before ELSE 0 END
+                      AND \(senderBytes) + \(size("NEW")) - CASE WHEN same_sender THEN kept_before ELSE 0 END > \(perSender))
+                     OR (\(size("NEW")) > kept_before AND \(allBytes) + \(size("NEW")) - kept_before > \(total)) THEN
+                    \(countUnkept)
+                    RETURN NULL;
+                  END IF;
+                  IF TG_OP = 'UPDATE' THEN
+                    UPDATE \(q(.quarantineUsage)) SET entries = entries - 1, bytes = bytes - kept_before WHERE received_from = OLD.received_from;
+                  END IF;
+                  INSERT INTO \(q(.quarantineUsage)) AS u (received_from, entries, bytes) VALUES (NEW.received_from, 1, \(size("NEW")))
+                    ON CONFLICT (received_from) DO UPDATE SET entries = u.entries + 1, bytes = u.bytes + excluded.bytes;
+                  DELETE FROM \(q(.quarantineUsage)) WHERE entries <= 0;
+                  RETURN NEW;
+                END $fn$;
+                CREATE FUNCTION "\(name)".quarantine_released() RETURNS trigger LANGUAGE plpgsql AS $fn$
+                BEGIN
+                  UPDATE \(q(.quarantineUsage)) SET entries = entries - 1, bytes = bytes - \(size("OLD")) WHERE received_from = OLD.received_from;
+                  DELETE FROM \(q(.quarantineUsage)) WHERE received_from = OLD.received_from AND entries <= 0;
+                  RETURN NULL;
+                END $fn$;
+                CREATE TRIGGER quarantine_quota BEFORE INSERT OR UPDATE ON \(q(.quarantine))
+                  FOR EACH ROW EXECUTE FUNCTION "\(name)".quarantine_quota();
+                CREATE TRIGGER quarantine_released AFTER DELETE ON \(q(.quarantine))
+                  FOR EACH ROW EXECUTE FUNCTION "\(name)".quarantine_released();
+              END IF;
+            END $do$
+            """
     }
 }
 

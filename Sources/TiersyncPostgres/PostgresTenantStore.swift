@@ -26,6 +26,9 @@ public final class PostgresTenantStore: HubTenantStore {
     let logger: Logger
     /// The tenant's root node (what the store's identity is), looked up when first needed.
     private let rootOf: @Sendable (TenantID) async throws -> NodeID?
+    /// The quarantine's bounds this process writes into the schema when it prepares it (a
+    /// serving hub's configuration); nil leaves what the schema holds.
+    private let quarantineQuota: QuarantineQuota?
     /// Whether the schema is known to exist (then the root, for trails and identity), or
     /// being made ready by the one task every concurrent first use waits for.
     private let preparation = Mutex(Preparation.idle)
@@ -42,8 +45,9 @@ public final class PostgresTenantStore: HubTenantStore {
     /// created on first use.
     public init(client: PostgresClient, tenant: TenantID, schema: Schema = DomainSchema.schema,
                 clock: HybridLogicalClock = HybridLogicalClock(), logger: Logger = Logger(label: "tiersync.postgres.store"),
-                rootOf: @escaping @Sendable (TenantID) async throws -> NodeID?) {
+                quarantineQuota: QuarantineQuota? = nil, rootOf: @escaping @Sendable (TenantID) async throws -> NodeID?) {
         self.client = client
+        self.quarantineQuota = quarantineQuota
         self.tenant = tenant
         self.tenantSchema = PostgresTenantSchema(tenant: tenant)
         self.schema = schema
@@ -110,6 +114,15 @@ public final class PostgresTenantStore: HubTenantStore {
     private func prepareSchema() async throws -> NodeID {
         guard let root = try await rootOf(tenant) else { throw PostgresStoreError("no tenant '\(tenant)' in the catalog") }
         try await tenantSchema.migrate(client, root: root, logger: logger)
+        if let quarantineQuota {
+            let meta = table(.meta)
+            for (key, value) in [(QuarantineQuota.SettingKey.maxBytesPerSender, quarantineQuota.maxBytesPerSender), (.maxBytes, quarantineQuota.maxBytes)] {
+                _ = try await client.query("""
+                    INSERT INTO \(unescaped: meta) (key, value) VALUES (\(key.rawValue), \(String(value)))
+                    ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE \(unescaped: meta).value <> excluded.value
+                    """, logger: logger).collect()
+            }
+        }
         return root
     }
 
@@ -301,11 +314,13 @@ public final class PostgresTenantStore: HubTenantStore {
     public func attentionCounts() async throws -> AttentionCounts {
         try await prepared()
         let row = try await client.query("""
-            SELECT (SELECT count(*) FROM \(unescaped: table(.quarantine))), (SELECT count(*) FROM \(unescaped: table(.conflicts)))
+            SELECT (SELECT count(*) FROM \(unescaped: table(.quarantine))), (SELECT count(*) FROM \(unescaped: table(.conflicts))),
+                   (SELECT COALESCE(sum(bytes), 0)::int8 FROM \(unescaped: table(.quarantineUsage))),
+                   (SELECT COALESCE(max(value::int8), 0) FROM \(unescaped: table(.meta)) WHERE key = \(QuarantineQuota.SettingKey.unkept.rawValue))
             """, logger: logger).collect().first
         guard let row else { return AttentionCounts(quarantined: 0, conflicts: 0) }
-        let (quarantined, conflicts) = try row.decode((Int64, Int64).self)
-        return AttentionCounts(quarantined: Int(quarantined), conflicts: Int(conflicts))
+        let (quarantined, conflicts, bytes, unkept) = try row.decode((Int64, Int64, Int64, Int64).self)
+        return AttentionCounts(quarantined: Int(quarantined), conflicts: Int(conflicts), quarantineBytes: bytes, quarantineUnkept: unkept)
     }
 
     /// The catalog's database is this store's: the catalog's probe covers it

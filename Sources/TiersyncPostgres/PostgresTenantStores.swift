@@ -13,11 +13,15 @@ public final class PostgresTenantStores: Sendable {
     public let schema: Schema
     public let clock: HybridLogicalClock
     private let logger: Logger
+    /// The quarantine's bounds each store writes into its schema (``PostgresTenantStore``).
+    private let quarantineQuota: QuarantineQuota?
     private let open = Mutex<[TenantID: PostgresTenantStore]>([:])
 
     public init(client: PostgresClient, catalog: PostgresCatalog, schema: Schema = DomainSchema.schema,
-                clock: HybridLogicalClock = HybridLogicalClock(), logger: Logger = Logger(label: "tiersync.postgres.store")) {
+                clock: HybridLogicalClock = HybridLogicalClock(), logger: Logger = Logger(label: "tiersync.postgres.store"),
+                quarantineQuota: QuarantineQuota? = nil) {
         self.client = client
+        self.quarantineQuota = quarantineQuota
         self.catalog = catalog
         self.schema = schema
         self.clock = clock
@@ -30,7 +34,7 @@ public final class PostgresTenantStores: Sendable {
             if let store = cache[tenant] { return store }
             let catalog = self.catalog
             let store = PostgresTenantStore(client: client, tenant: tenant, schema: schema, clock: clock, logger: logger,
-                                            rootOf: { try await catalog.root(of: $0) })
+                                            quarantineQuota: quarantineQuota, rootOf: { try await catalog.root(of: $0) })
             cache[tenant] = store
             return store
         }

@@ -81,6 +81,9 @@ public struct HubConfiguration: Sendable {
         public var loginChecksWaiting = 32
         /// Lag reports in one `POST /v1/status` (a country relays one per dealer).
         public var maxLagReportsPerRequest = 20_000
+        /// How much of its refused changes each tenant keeps, per sending node and in all;
+        /// past it a refusal is answered but not kept (``QuarantineQuota``).
+        public var quarantine = QuarantineQuota.default
 
         public init() {}
     }

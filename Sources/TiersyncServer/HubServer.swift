@@ -26,7 +26,7 @@ public struct HubServer: Sendable {
         let catalog = try HubCatalog(directory: configuration.dataDirectory)
         self.init(configuration: configuration,
                   directory: CatalogDirectory(stores: TenantStores(catalog: catalog, clock: HybridLogicalClock(maxSkewMillis: configuration.maxClockSkewMillis),
-                                                               checkpointing: .byOwner)),
+                                                               checkpointing: .byOwner, quarantineQuota: configuration.limits.quarantine)),
                   logger: logger)
     }
 

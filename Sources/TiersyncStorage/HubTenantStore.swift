@@ -151,10 +151,16 @@ public struct AttentionCounts: Sendable, Equatable {
     public var quarantined: Int
     /// Concurrent edits that lost, kept for review.
     public var conflicts: Int
+    /// Bytes the quarantine keeps (``QuarantineQuota``'s measure).
+    public var quarantineBytes: Int64
+    /// Refusals answered but not kept, the quarantine's quota being full, since the store began.
+    public var quarantineUnkept: Int64
 
-    public init(quarantined: Int, conflicts: Int) {
+    public init(quarantined: Int, conflicts: Int, quarantineBytes: Int64 = 0, quarantineUnkept: Int64 = 0) {
         self.quarantined = quarantined
         self.conflicts = conflicts
+        self.quarantineBytes = quarantineBytes
+        self.quarantineUnkept = quarantineUnkept
     }
 }
 

@@ -3,6 +3,7 @@ import Foundation
 import GRDB
 import Synchronization
 import TiersyncCore
+import TiersyncStorage
 
 /// The hub's catalog (`hub.sqlite`): tenants, their node trees, enrollment tokens and
 /// node credentials. Secrets are stored as SHA-256 digests only. Each tenant's records
@@ -626,11 +627,16 @@ public final class TenantStores: Sendable {
     /// Installed on every tenant database opened here: the tenant root's own local writes
     /// (HQ's) pass through it, as a node's do (an `AllocationPolicy`, from TiersyncAgent).
     public let writePolicy: (any LocalWritePolicy)?
+    /// The quarantine's bounds each tenant store is given when opened here (a serving hub's
+    /// configuration); nil leaves what the store holds (a CLI command).
+    public let quarantineQuota: QuarantineQuota?
     private let open = Mutex<[TenantID: TenantSlot]>([:])
 
     public init(catalog: HubCatalog, schema: Schema = DomainSchema.schema, clock: HybridLogicalClock = HybridLogicalClock(),
-                checkpointing: WALCheckpointing = .byWriter, writePolicy: (any LocalWritePolicy)? = nil) {
+                checkpointing: WALCheckpointing = .byWriter, writePolicy: (any LocalWritePolicy)? = nil,
+                quarantineQuota: QuarantineQuota? = nil) {
         self.catalog = catalog
+        self.quarantineQuota = quarantineQuota
         self.schema = schema
         self.clock = clock
         self.checkpointing = checkpointing
@@ -662,6 +668,7 @@ public final class TenantStores: Sendable {
                 try store.setIdentity(NodeIdentity(tenant: tenant, node: root, parent: nil))
             }
             store.writePolicy = writePolicy
+            if let quarantineQuota { try store.setQuarantineQuota(quarantineQuota) }
             opened = store
             return store
         }

@@ -57,8 +57,10 @@ extension NodeStore: HubTenantStore {
 
     public func attentionCounts() async throws -> AttentionCounts {
         try await writer.readReleasingConnection { db in
-            AttentionCounts(quarantined: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_quarantine") ?? 0,
-                            conflicts: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_conflicts") ?? 0)
+            let usage = try Self.quarantineUsage(db)
+            return AttentionCounts(quarantined: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_quarantine") ?? 0,
+                                   conflicts: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_conflicts") ?? 0,
+                                   quarantineBytes: usage.bytes, quarantineUnkept: usage.unkept)
         }
     }
 

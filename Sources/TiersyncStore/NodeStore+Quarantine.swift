@@ -4,6 +4,7 @@
 import Foundation
 import GRDB
 import TiersyncCore
+import TiersyncStorage
 
 extension NodeStore {
     public func quarantined(limit: Int = 1000) throws -> [QuarantinedChange] {
@@ -32,6 +33,26 @@ extension NodeStore {
             try db.execute(sql: "DELETE FROM ts_quarantine WHERE id = ?", arguments: [id])
             return Self.quarantinedChange(row)
         }
+    }
+
+    /// Sets the quarantine's bounds this store enforces (``QuarantineQuota``; its triggers
+    /// read them), writing only what differs.
+    public func setQuarantineQuota(_ quota: QuarantineQuota) throws {
+        let wanted: [(QuarantineQuota.SettingKey, Int64)] = [(.maxBytesPerSender, quota.maxBytesPerSender), (.maxBytes, quota.maxBytes)]
+        let stored = try writer.read { db in
+            try wanted.map { key, _ in try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [key.rawValue]) }
+        }
+        guard zip(wanted, stored).contains(where: { String($0.0.1) != $0.1 }) else { return }
+        try writer.write { db in
+            for (key, value) in wanted { try Self.setMeta(db, key.rawValue, String(value)) }
+        }
+    }
+
+    /// Bytes the quarantine keeps, and refusals not kept since the store began (``QuarantineQuota``).
+    static func quarantineUsage(_ db: Database) throws -> (bytes: Int64, unkept: Int64) {
+        let bytes = try Int64.fetchOne(db, sql: "SELECT COALESCE(SUM(bytes), 0) FROM ts_quarantine_usage") ?? 0
+        let unkept = try String.fetchOne(db, sql: "SELECT value FROM ts_meta WHERE key = ?", arguments: [QuarantineQuota.SettingKey.unkept.rawValue])
+        return (bytes, unkept.flatMap { Int64($0) } ?? 0)
     }
 
     static func quarantinedChange(_ row: Row) -> QuarantinedChange {

@@ -1,4 +1,5 @@
 import GRDB
+import TiersyncStorage
 import TiersyncCore
 
 /// The engine's own tables. Domain tables are derived from the ``Schema`` (see
@@ -295,6 +296,65 @@ enum NodeStoreMigrations {
                     floor INTEGER NOT NULL,
                     begun_at INTEGER NOT NULL
                 )
+                """)
+        }
+        m.registerMigration("v14-quarantine-quota") { db in
+            // The quarantine's bounds (``QuarantineQuota``), enforced by the database on every
+            // path that quarantines: bytes kept per sender, kept by triggers, and a trigger
+            // that skips (RAISE(IGNORE)) and counts a new entry past either bound.
+            let size: (String) -> String = { row in "length(CAST(\(row).change AS BLOB)) + length(CAST(\(row).reason AS BLOB))" }
+            let setting: (QuarantineQuota.SettingKey, Int64) -> String = { key, fallback in
+                "COALESCE((SELECT CAST(value AS INTEGER) FROM ts_meta WHERE key = '\(key.rawValue)'), \(fallback))"
+            }
+            try db.execute(sql: """
+                CREATE TABLE ts_quarantine_usage (
+                    received_from TEXT PRIMARY KEY NOT NULL,
+                    entries INTEGER NOT NULL,
+                    bytes INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                INSERT INTO ts_quarantine_usage (received_from, entries, bytes)
+                  SELECT received_from, COUNT(*), SUM(\(size("ts_quarantine"))) FROM ts_quarantine GROUP BY received_from;
+                CREATE TRIGGER ts_quarantine_quota BEFORE INSERT ON ts_quarantine
+                WHEN NOT EXISTS (SELECT 1 FROM ts_quarantine WHERE origin = NEW.origin AND origin_seq = NEW.origin_seq)
+                  AND (COALESCE((SELECT bytes FROM ts_quarantine_usage WHERE received_from = NEW.received_from), 0) + \(size("NEW"))
+                         > \(setting(.maxBytesPerSender, QuarantineQuota.default.maxBytesPerSender))
+                       OR COALESCE((SELECT SUM(bytes) FROM ts_quarantine_usage), 0) + \(size("NEW"))
+                         > \(setting(.maxBytes, QuarantineQuota.default.maxBytes)))
+                BEGIN
+                  INSERT INTO ts_meta (key, value) VALUES ('\(QuarantineQuota.SettingKey.unkept.rawValue)', '1')
+                    ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1;
+                  SELECT RAISE(IGNORE);
+                END;
+                -- A kept change replaced (a retried refusal, or one refused again for another
+                -- reason) may not grow past the bounds either: else entries kept small could be
+                -- replaced by large ones. Past them, the entry kept stays as it was.
+                CREATE TRIGGER ts_quarantine_quota_update BEFORE UPDATE ON ts_quarantine
+                WHEN (\(size("NEW")) > CASE WHEN OLD.received_from = NEW.received_from THEN \(size("OLD")) ELSE 0 END
+                      AND COALESCE((SELECT bytes FROM ts_quarantine_usage WHERE received_from = NEW.received_from), 0) + \(size("NEW"))
+                          - CASE WHEN OLD.received_from = NEW.received_from THEN \(size("OLD")) ELSE 0 END
+                        > \(setting(.maxBytesPerSender, QuarantineQuota.default.maxBytesPerSender)))
+                  OR (\(size("NEW")) > \(size("OLD"))
+                      AND COALESCE((SELECT SUM(bytes) FROM ts_quarantine_usage), 0) + \(size("NEW")) - (\(size("OLD")))
+                        > \(setting(.maxBytes, QuarantineQuota.default.maxBytes)))
+                BEGIN
+                  INSERT INTO ts_meta (key, value) VALUES ('\(QuarantineQuota.SettingKey.unkept.rawValue)', '1')
+                    ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1;
+                  SELECT RAISE(IGNORE);
+                END;
+                CREATE TRIGGER ts_quarantine_usage_insert AFTER INSERT ON ts_quarantine BEGIN
+                  INSERT INTO ts_quarantine_usage (received_from, entries, bytes) VALUES (NEW.received_from, 1, \(size("NEW")))
+                    ON CONFLICT (received_from) DO UPDATE SET entries = entries + 1, bytes = bytes + excluded.bytes;
+                END;
+                CREATE TRIGGER ts_quarantine_usage_delete AFTER DELETE ON ts_quarantine BEGIN
+                  UPDATE ts_quarantine_usage SET entries = entries - 1, bytes = bytes - (\(size("OLD"))) WHERE received_from = OLD.received_from;
+                  DELETE FROM ts_quarantine_usage WHERE received_from = OLD.received_from AND entries <= 0;
+                END;
+                CREATE TRIGGER ts_quarantine_usage_update AFTER UPDATE ON ts_quarantine BEGIN
+                  UPDATE ts_quarantine_usage SET entries = entries - 1, bytes = bytes - (\(size("OLD"))) WHERE received_from = OLD.received_from;
+                  INSERT INTO ts_quarantine_usage (received_from, entries, bytes) VALUES (NEW.received_from, 1, \(size("NEW")))
+                    ON CONFLICT (received_from) DO UPDATE SET entries = entries + 1, bytes = bytes + excluded.bytes;
+                  DELETE FROM ts_quarantine_usage WHERE received_from = OLD.received_from AND entries <= 0;
+                END;
                 """)
         }
         return m

@@ -7,6 +7,7 @@ import TiersyncCore
 import TiersyncPostgres
 import TiersyncServer
 import TiersyncStore
+import TiersyncStorage
 
 struct Hub: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the HQ hub.", subcommands: [Serve.self])
@@ -43,7 +44,17 @@ struct Hub: AsyncParsableCommand {
         @Option(help: ArgumentHelp("Seconds to wait at start for PostgreSQL to answer (asking every second, each failure logged) before giving up.",
                                    valueName: "seconds"))
         var postgresWait = 60.0
+        @Option(help: ArgumentHelp("MiB of refused changes each tenant keeps per sending node (past it a refusal is answered, not kept; docs/OPERATIONS.md, \"Quarantine\").",
+                                   valueName: "MiB"))
+        var quarantineMibPerNode = Double(QuarantineQuota.default.maxBytesPerSender >> 20)
+        @Option(help: ArgumentHelp("MiB of refused changes each tenant keeps in all.", valueName: "MiB"))
+        var quarantineMib = Double(QuarantineQuota.default.maxBytes >> 20)
         @OptionGroup var logging: LoggingOptions
+
+        /// The quarantine's bounds the options give.
+        var quarantineQuota: QuarantineQuota {
+            QuarantineQuota(maxBytesPerSender: Int64(quarantineMibPerNode * 1_048_576), maxBytes: Int64(quarantineMib * 1_048_576))
+        }
 
         func validate() throws {
             guard (data == nil) != (postgres == nil) else {
@@ -60,6 +71,11 @@ struct Hub: AsyncParsableCommand {
             }
             guard (0...3_600).contains(postgresWait) else {
                 throw ValidationError("--postgres-wait must be a number of seconds from 0 to 3600, got \(postgresWait)")
+            }
+            for (name, value) in [("--quarantine-mib-per-node", quarantineMibPerNode), ("--quarantine-mib", quarantineMib)] {
+                guard value.isFinite, (0...1_048_576).contains(value) else {
+                    throw ValidationError("\(name) must be a number of MiB from 0 to 1048576, got \(value)")
+                }
             }
             guard RetentionPolicy(days: retentionDays) != nil else {
                 throw ValidationError("--retention-days must be a number of days above 0 and at most \(Int(RetentionPolicy.maximumDays)), got \(retentionDays)")
@@ -80,6 +96,7 @@ struct Hub: AsyncParsableCommand {
             configuration.maxClockSkewMillis = maxSkew * 1000
             configuration.releaseKeyDirectory = releaseKeys ?? data! + "/keys"
             configuration.retention = RetentionPolicy(days: retentionDays)
+            configuration.limits.quarantine = quarantineQuota
             // Held while this process serves the directory (the kernel lets go when it ends);
             // taken before the catalog is opened, which may migrate it.
             guard let lock = try HubDirectoryLock.acquire(directory: configuration.dataDirectory) else {
@@ -90,7 +107,8 @@ struct Hub: AsyncParsableCommand {
             // The stores the hub serves, shared with HQ's rules runner (HQ has no agent: its
             // escalation and proactive rules run in this process).
             let stores = TenantStores(catalog: catalog,
-                                      clock: HybridLogicalClock(maxSkewMillis: configuration.maxClockSkewMillis), checkpointing: .byOwner)
+                                      clock: HybridLogicalClock(maxSkewMillis: configuration.maxClockSkewMillis), checkpointing: .byOwner,
+                                      quarantineQuota: configuration.limits.quarantine)
             let hub = HubServer(configuration: configuration, directory: CatalogDirectory(stores: stores))
             let rules = rulesInterval > 0 ? Duration.milliseconds(Int64(rulesInterval * 1000)) : nil
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -113,6 +131,7 @@ struct Hub: AsyncParsableCommand {
             var configuration = try listener.configuration(dataDirectory: "")
             configuration.maxClockSkewMillis = maxSkew * 1000
             configuration.releaseKeyDirectory = releaseKeys
+            configuration.limits.quarantine = quarantineQuota
             // A fixed pool the server can never fill would retry for good; refused before it opens.
             let connections = postgresConnections ?? HubConnectionPool.defaultConnections()
             let logger = Logger(label: "tiersync.postgres")
@@ -131,7 +150,8 @@ struct Hub: AsyncParsableCommand {
             try await withPostgresClient(endpoint, connections: connections, backgroundLogger: logger) { client in
                 let catalog = try await PostgresCatalog(client: client)
                 let stores = PostgresTenantStores(client: client, catalog: catalog,
-                                                  clock: HybridLogicalClock(maxSkewMillis: configuration.maxClockSkewMillis))
+                                                  clock: HybridLogicalClock(maxSkewMillis: configuration.maxClockSkewMillis),
+                                                  quarantineQuota: configuration.limits.quarantine)
                 let hub = HubServer(configuration: configuration,
                                     directory: CatalogDirectory(catalog: catalog, stores: { stores.store(for: $0) }, openTenants: { stores.openTenants() }))
                 let notifier = try PostgresNotifier(client: client)

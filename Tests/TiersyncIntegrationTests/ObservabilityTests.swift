@@ -7,6 +7,7 @@ import TiersyncAgentCLI
 import TiersyncCore
 import TiersyncServer
 import TiersyncStore
+import TiersyncStorage
 import TiersyncTestSupport
 
 /// One sample of a scrape: `name{labels} value`.
@@ -84,6 +85,41 @@ func promtool(_ arguments: [String], input exposition: String = "", in directory
 struct ObservabilityTests {
     static let bearer = [("Authorization", "Bearer \(RunningHub.metricsToken)")]
 
+    @Test("""
+        a node flooding refusals fills only its own share of its tenant's quarantine (the hub's configured quota): every refusal \
+        is answered, the rest are counted as not kept, and another tenant's refusals are kept as before
+        """, arguments: StorageEngine.testable)
+    func quarantineQuota(engine: StorageEngine) async throws {
+        var limits = HubConfiguration.Limits()
+        limits.quarantine = QuarantineQuota(maxBytesPerSender: 5_000, maxBytes: 1 << 20)
+        try await withHubFixture(engine: engine, limits: limits) { f in
+            func shoes(_ origin: NodeID, _ seqs: ClosedRange<Int64>) -> [Change] {
+                seqs.map { seq in
+                    var change = customer(origin, seq, "s-\(seq)", ["note": .string(String(repeating: "x", count: 1_000))])
+                    change.table = "shoes"
+                    return change
+                }
+            }
+            let flood = try await f.push(shoes("d1", 1...20), as: f.d1)
+            #expect(flood.status == 422, "nothing in it could apply")
+            #expect(try flood.decode(PushResponse.self).rejected.count == 20, "every refusal is answered with its reason")
+            let other = try await f.push(shoes("g1", 1...1), as: f.other)
+            #expect(try other.decode(PushResponse.self).rejected.count == 1)
+
+            let acme = try await f.acmeStore().attentionCounts()
+            #expect(acme.quarantined >= 3 && acme.quarantined <= 4, "about 1,100 bytes each, 5,000 for d1")
+            #expect(acme.quarantineBytes <= 5_000)
+            #expect(acme.quarantineUnkept == Int64(20 - acme.quarantined))
+            let globex = try await f.hub.tenantStore(for: "globex").attentionCounts()
+            #expect(globex.quarantined == 1 && globex.quarantineUnkept == 0, "another tenant's quarantine is its own")
+
+            let samples = parseMetrics(try await f.client.send("GET", "/metrics", headers: Self.bearer).text)
+            #expect(samples.value("tiersync_quarantine_unkept_changes", ["tenant": "acme"]) == Double(acme.quarantineUnkept))
+            #expect(samples.value("tiersync_quarantine_bytes", ["tenant": "acme"]) == Double(acme.quarantineBytes))
+            #expect(samples.value("tiersync_quarantine_unkept_changes", ["tenant": "globex"]) == 0)
+        }
+    }
+
     @Test("after a known workload, /metrics counts what the hub answered: changes ingested, duplicate and refused by reason, requests by route and status, quarantine, nodes by state, reported lag; promtool accepts it",
           arguments: StorageEngine.testable)
     func metricsAfterWorkload(engine: StorageEngine) async throws {
@@ -127,6 +163,8 @@ struct ObservabilityTests {
             let quarantined = try await f.acmeStore().quarantinedChanges(limit: 100)
             #expect(samples.value("tiersync_changes_refused_total", ["tenant": "acme", "reason": "unknown_table"]) == 2)
             #expect(samples.value("tiersync_quarantined_changes", acme) == Double(quarantined.count))
+            #expect(samples.value("tiersync_quarantine_bytes", acme) == Double(quarantined.map { $0.change.utf8.count + $0.reason.utf8.count }.reduce(0, +)))
+            #expect(samples.value("tiersync_quarantine_unkept_changes", acme) == 0)
             for (status, count) in statuses {
                 #expect(samples.value("tiersync_requests_total", ["tenant": "acme", "route": "push", "code": String(status)]) == Double(count))
             }

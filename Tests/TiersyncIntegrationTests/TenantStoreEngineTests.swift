@@ -3,6 +3,7 @@ import Testing
 import TiersyncCore
 import TiersyncPostgres
 import TiersyncStore
+import TiersyncStorage
 import TiersyncTestSupport
 
 extension StorageEngine: CustomTestStringConvertible {}
@@ -114,6 +115,77 @@ struct TenantStoreEngineTests {
         #expect(line("feed all excluding d1 limit 1000 page 0:").components(separatedBy: "\"origin\"").count == 2, "only d2's change, not d1's own")
         #expect(line("customers/c-shared: ").contains("\"last_name\":\"One\""))
         #expect(line("customers/c-2:").isEmpty, "c-2 was deleted")
+    }
+
+    @Test("""
+        the quarantine keeps at most its quota per sender and in all: past it a refusal is answered but not kept, and counted; \
+        a kept entry replaced may not grow past it; discarding frees room; the bytes counted are the entries' own
+        """, arguments: StorageEngine.testable)
+    func quarantineQuota(engine: StorageEngine) async throws {
+        let quota = QuarantineQuota(maxBytesPerSender: 40_000, maxBytes: 60_000)
+        try await engine.withTenantStore(quarantineQuota: quota) { store in
+            let now: UInt64 = 1_800_000_000_000
+            // A change the schema refuses (a table it does not know), about 9 KB kept.
+            func unknown(_ origin: NodeID, _ seq: Int64) -> Change {
+                Change(origin: origin, originSeq: seq, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "shoes", recordID: "s-\(seq)",
+                       op: .upsert, fields: ["note": .string(String(repeating: "x", count: 9_000))], prior: [:])
+            }
+            // One stamped an hour ahead: refused for clock skew, and replaced when it comes again.
+            func future(_ note: String) -> Change {
+                Change(origin: "d1", originSeq: 100, hlc: HLCTimestamp(wallMillis: now + 3_600_000, counter: 0), table: "customers",
+                       recordID: "c-9", op: .upsert, fields: ["last_name": .string(note)], prior: [:])
+            }
+            func push(_ changes: [Change], from sender: NodeID) async throws -> IncomingReport {
+                try await store.applyIncoming(changes, from: sender, source: .child, checkSkew: true, gate: nil, cursor: nil, wallMillis: now)
+            }
+            func kept() async throws -> [QuarantinedChange] { try await store.quarantinedChanges(afterID: 0, limit: 1_000) }
+            // What the store counts must be what it keeps: each entry's JSON and reason, in UTF-8 bytes.
+            func expectCountedAsKept(sourceLocation: SourceLocation = #_sourceLocation) async throws {
+                let entries = try await kept()
+                let counts = try await store.attentionCounts()
+                #expect(counts.quarantined == entries.count, sourceLocation: sourceLocation)
+                #expect(counts.quarantineBytes == Int64(entries.map { $0.change.utf8.count + $0.reason.utf8.count }.reduce(0, +)), sourceLocation: sourceLocation)
+                #expect(counts.quarantineBytes <= quota.maxBytes, sourceLocation: sourceLocation)
+                for sender in Set(entries.map(\.receivedFrom)) {
+                    let bytes = entries.filter { $0.receivedFrom == sender }.map { $0.change.utf8.count + $0.reason.utf8.count }.reduce(0, +)
+                    #expect(bytes <= quota.maxBytesPerSender, "\(sender) keeps \(bytes) bytes", sourceLocation: sourceLocation)
+                }
+            }
+
+            let skewed = try await push([future("Small")], from: "d1")
+            #expect(skewed.rejected.map(\.code) == [.clockSkew])
+            // d1 floods: every refusal is answered, four of ten fit its 40,000 bytes.
+            let flood = try await push((1...10).map { unknown("d1", $0) }, from: "d1")
+            #expect(flood.applied == 0 && flood.rejected.count == 10 && flood.rejected.allSatisfy { $0.code == .unknownTable })
+            var counts = try await store.attentionCounts()
+            #expect(counts.quarantined == 5, "the skew refusal and four of d1's ten")
+            #expect(counts.quarantineUnkept == 6)
+            try await expectCountedAsKept()
+
+            // The kept skew refusal comes again, now carrying 9 KB: answered, still fenced, and the entry stays as it was.
+            let grown = try await push([future(String(repeating: "y", count: 9_000))], from: "d1")
+            #expect(grown.rejected.map(\.code) == [.clockSkew])
+            let skewEntry = try await kept().first { $0.origin == "d1" && $0.originSeq == 100 }
+            #expect(skewEntry?.change.contains("Small") == true, "a kept entry may not grow past the sender's quota")
+            counts = try await store.attentionCounts()
+            #expect(counts.quarantineUnkept == 7)
+            try await expectCountedAsKept()
+
+            // d2 has its own 40,000 bytes, but the store has 60,000 in all: two fit.
+            let second = try await push((1...10).map { unknown("d2", $0) }, from: "d2")
+            #expect(second.rejected.count == 10)
+            #expect(try await kept().filter { $0.receivedFrom == "d2" }.count == 2)
+            try await expectCountedAsKept()
+
+            // The operator discards d1's entries: its refusals are kept again.
+            for entry in try await kept() where entry.receivedFrom == "d1" { _ = try await store.discardQuarantined(id: entry.id) }
+            try await expectCountedAsKept()
+            let after = try await push((11...12).map { unknown("d1", $0) }, from: "d1")
+            #expect(after.rejected.count == 2)
+            #expect(try await kept().filter { $0.receivedFrom == "d1" }.map(\.originSeq) == [11, 12])
+            try await expectCountedAsKept()
+            #expect(try await store.attentionCounts().quarantineUnkept == 15, "d2's eight; nothing more once room was made")
+        }
     }
 
     @Test("PostgreSQL answers exactly as SQLite: the same reports, feed pages byte for byte, head and records",

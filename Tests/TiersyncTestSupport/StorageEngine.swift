@@ -4,6 +4,7 @@ import PostgresNIO
 import TiersyncCore
 import TiersyncPostgres
 import TiersyncStore
+import TiersyncStorage
 
 /// The hub's storage engines, for tests written once and run on each (`@Test(arguments:
 /// StorageEngine.testable)`). PostgreSQL is testable when `TIERSYNC_TEST_POSTGRES_URL` is
@@ -32,17 +33,18 @@ public enum StorageEngine: String, Sendable, CaseIterable {
     /// Runs `body` with a fresh, empty hub tenant store of this engine for `tenant`, whose
     /// root is `root`, and removes it afterwards.
     public func withTenantStore<T: Sendable>(tenant: TenantID = "acme", root: NodeID = "hq", clock: HybridLogicalClock = HybridLogicalClock(),
+                                             quarantineQuota: QuarantineQuota? = nil,
                                              _ body: (any HubTenantStore) async throws -> T) async throws -> T {
         switch self {
         case .sqlite:
             let dir = try TempDir()
             let catalog = try HubCatalog(directory: dir.path + "/hub")
             _ = try catalog.createTenant(tenant, root: root)
-            return try await body(try TenantStores(catalog: catalog, clock: clock).store(for: tenant))
+            return try await body(try TenantStores(catalog: catalog, clock: clock, quarantineQuota: quarantineQuota).store(for: tenant))
         case .postgres:
             return try await TestPostgres.withFreshDatabase { endpoint in
                 try await withPostgresClient(endpoint) { client in
-                    try await body(PostgresTenantStore(client: client, tenant: tenant, clock: clock, rootOf: { _ in root }))
+                    try await body(PostgresTenantStore(client: client, tenant: tenant, clock: clock, quarantineQuota: quarantineQuota, rootOf: { _ in root }))
                 }
             }
         }

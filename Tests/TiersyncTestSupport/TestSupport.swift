@@ -88,7 +88,7 @@ public final class RunningHub: Sendable {
             postgresClient = running
             do {
                 let catalog = try await PostgresCatalog(client: client)
-                let stores = PostgresTenantStores(client: client, catalog: catalog, clock: clock)
+                let stores = PostgresTenantStores(client: client, catalog: catalog, clock: clock, quarantineQuota: configuration.limits.quarantine)
                 postgresStores = stores
                 server = HubServer(configuration: configuration,
                                    directory: CatalogDirectory(catalog: catalog, stores: { stores.store(for: $0) }, openTenants: { stores.openTenants() }),
@@ -101,7 +101,8 @@ public final class RunningHub: Sendable {
                 throw error
             }
         } else {
-            let stores = TenantStores(catalog: try HubCatalog(directory: configuration.dataDirectory), clock: clock, checkpointing: .byOwner)
+            let stores = TenantStores(catalog: try HubCatalog(directory: configuration.dataDirectory), clock: clock, checkpointing: .byOwner,
+                                      quarantineQuota: configuration.limits.quarantine)
             server = HubServer(configuration: configuration, directory: CatalogDirectory(stores: stores), logger: logger)
             catalogStore = SQLiteCatalog(stores.catalog)
             sqliteStores = stores

@@ -83,6 +83,7 @@ struct OperationsService: Sendable {
     private func refreshScrapedGauges() async throws {
         let now = WallClock.nowMillis()
         var quarantined: [([(String, String)], Double)] = [], conflicts: [([(String, String)], Double)] = []
+        var quarantineBytes: [([(String, String)], Double)] = [], quarantineUnkept: [([(String, String)], Double)] = []
         var nodesByState: [([(String, String)], Double)] = [], lastSeen: [([(String, String)], Double)] = []
         var pending: [([(String, String)], Double)] = [], oldest: [([(String, String)], Double)] = []
         var reported: [([(String, String)], Double)] = []
@@ -92,6 +93,8 @@ struct OperationsService: Sendable {
             let counts = try await directory.store(for: tenant).attentionCounts()
             quarantined.append(([t], Double(counts.quarantined)))
             conflicts.append(([t], Double(counts.conflicts)))
+            quarantineBytes.append(([t], Double(counts.quarantineBytes)))
+            quarantineUnkept.append(([t], Double(counts.quarantineUnkept)))
             var states: [NodeState: Int] = [:]
             for node in try await directory.nodes(of: tenant) {
                 let state = NodeState(node, now: now)
@@ -111,6 +114,8 @@ struct OperationsService: Sendable {
         }
         metrics.scraped.set(.quarantined, quarantined.map { ($0.0, $0.1) })
         metrics.scraped.set(.conflicts, conflicts.map { ($0.0, $0.1) })
+        metrics.scraped.set(.quarantineBytes, quarantineBytes.map { ($0.0, $0.1) })
+        metrics.scraped.set(.quarantineUnkept, quarantineUnkept.map { ($0.0, $0.1) })
         metrics.scraped.set(.nodes, nodesByState.map { ($0.0, $0.1) })
         metrics.scraped.set(.nodeLastSeen, lastSeen.map { ($0.0, $0.1) })
         metrics.scraped.set(.nodePending, pending.map { ($0.0, $0.1) })
