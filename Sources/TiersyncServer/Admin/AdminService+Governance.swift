@@ -41,8 +41,8 @@ extension AdminService {
         guard (1...Self.maxSourceFiles).contains(sources.count), sources.reduce(0, { $0 + $1.text.utf8.count }) <= Self.maxSourceBytes else {
             throw APIError(.contentTooLarge, "too_large", "send 1 to \(Self.maxSourceFiles) source files, at most \(Self.maxSourceBytes) bytes in all")
         }
-        guard await compilations.enter() else {
-            var busy = APIError(.tooManyRequests, "compilations_busy", "this hub is compiling other governance sources; try again in a few seconds")
+        guard await compilations.enter(for: tenant.rawValue) else {
+            var busy = APIError(.tooManyRequests, "compilations_busy", "this hub is compiling other governance sources (or this tenant's share of them is taken); try again in a few seconds")
             busy.headers[.retryAfter] = "5"
             throw busy
         }

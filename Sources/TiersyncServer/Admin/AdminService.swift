@@ -29,10 +29,11 @@ struct AdminService: Sendable {
     /// Passwords checked at once and waiting their turn (``HubConfiguration/Limits/loginChecksAtOnce``).
     /// Logins are anonymous: unbounded, a flood of them from a few addresses (each under its
     /// own rate limit) put every core into hashing, and every tenant's sync waited seconds
-    /// behind it. Past the line: 429 at once.
+    /// behind it. Past the line: 429 at once. Fair between tenants: a tenant the catalog
+    /// knows has its own share of the line; logins naming tenants it does not know share one.
     let loginChecks: AdmissionGate
-    /// Governance sources compiled at once (validate, publish): one, and four waiting. A
-    /// request's sources cost seconds of CPU at their limits.
+    /// Governance sources compiled at once (validate, publish): one, and four waiting, at
+    /// most two of them one tenant's. A request's sources cost seconds of CPU at their limits.
     let compilations = AdmissionGate(running: 1, waiting: 4)
     static let decidedAtHQ: Set<AdminRoutes.Route> = [AdminRoutes.revokeNode, AdminRoutes.decommissionNode, AdminRoutes.enrollmentToken,
                                                       AdminRoutes.createUser, AdminRoutes.updateUser, AdminRoutes.publishRelease,
@@ -153,10 +154,14 @@ struct AdminService: Sendable {
             error.headers[.retryAfter] = String(max(1, (until - now + 999) / 1000))
             return error
         }
-        // Checked one password at a time or so: past the line, every login (known name or
-        // not, the same) is told to come back.
+        // Checked one password at a time or so: past the line, or the tenant's share of it,
+        // every login (known name or not, the same) is told to come back. In line by tenant,
+        // the same for a known name or not (a name's existence shows in no answer); tenants the
+        // catalog does not know share one place in the turns, so names made up by the
+        // thousand cannot crowd out a real tenant.
+        let lineKey = try await catalog.root(of: tenant) == nil ? "" : "tenant:" + tenant.rawValue
         func verify(_ stored: String) async throws -> Bool {
-            guard await loginChecks.enter() else {
+            guard await loginChecks.enter(for: lineKey) else {
                 var busy = APIError(.tooManyRequests, "logins_busy", "too many logins are being checked at once; try again in a second")
                 busy.headers[.retryAfter] = "1"
                 throw busy

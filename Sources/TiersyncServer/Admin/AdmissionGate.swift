@@ -1,34 +1,51 @@
 import Synchronization
 
-/// At most `running` holders at a time and `waiting` more in line, first come first
-/// served; past that, ``enter()`` says no at once (the caller refuses the work rather than
-/// queueing it without bound).
+/// At most `running` holders at a time and `waiting` more in line; past that, ``enter(for:)``
+/// says no at once (the caller refuses the work rather than queueing it without bound).
+///
+/// Fair between keys (tenants): one key may hold at most `waitingPerKey` places in line, and
+/// a freed place goes to the keys in turn, each key's own callers first come first served.
+/// A flood of one tenant's logins or compilations therefore fills its own share of the line,
+/// not the line: another tenant's caller still gets a place, and waits at most one holder per
+/// key ahead of it (the gate was shared, and one tenant's flood answered every other
+/// tenant's logins 429).
 final class AdmissionGate: Sendable {
     private struct State {
         var running = 0
-        var waiting: [CheckedContinuation<Bool, Never>] = []
+        /// Each key's callers in line, oldest first.
+        var waiting: [String: [CheckedContinuation<Bool, Never>]] = [:]
+        /// The keys with callers in line, in the order they get the next free place.
+        var turns: [String] = []
+        var waitingCount = 0
     }
 
     private let state = Mutex(State())
     let maxRunning: Int
     let maxWaiting: Int
+    let maxWaitingPerKey: Int
 
-    init(running: Int, waiting: Int) {
+    /// `waitingPerKey` defaults to half the line (at least one).
+    init(running: Int, waiting: Int, waitingPerKey: Int? = nil) {
         maxRunning = max(1, running)
         maxWaiting = max(0, waiting)
+        maxWaitingPerKey = min(maxWaiting, max(1, waitingPerKey ?? waiting / 2))
     }
 
-    /// True once admitted (then ``leave()`` exactly once); false when the line is full.
-    func enter() async -> Bool {
+    /// True once admitted (then ``leave()`` exactly once); false when the line, or the
+    /// key's share of it, is full.
+    func enter(for key: String) async -> Bool {
         await withCheckedContinuation { continuation in
             enum Decision { case now, wait, full }
             let decision = state.withLock { s -> Decision in
-                if s.running < maxRunning {
+                if s.running < maxRunning, s.waitingCount == 0 {
                     s.running += 1
                     return .now
                 }
-                guard s.waiting.count < maxWaiting else { return .full }
-                s.waiting.append(continuation)
+                let queued = s.waiting[key]?.count ?? 0
+                guard s.waitingCount < maxWaiting, queued < maxWaitingPerKey else { return .full }
+                if queued == 0 { s.turns.append(key) }
+                s.waiting[key, default: []].append(continuation)
+                s.waitingCount += 1
                 return .wait
             }
             switch decision {
@@ -39,14 +56,25 @@ final class AdmissionGate: Sendable {
         }
     }
 
-    /// Hands the place to the first in line, or frees it.
+    /// Hands the place to the next key in turn (which goes to the back of the turns if more
+    /// of its callers wait), or frees it.
     func leave() {
         let next = state.withLock { s -> CheckedContinuation<Bool, Never>? in
-            guard !s.waiting.isEmpty else {
+            guard !s.turns.isEmpty else {
                 s.running -= 1
                 return nil
             }
-            return s.waiting.removeFirst()
+            let key = s.turns.removeFirst()
+            var line = s.waiting[key] ?? []
+            let first = line.removeFirst()
+            if line.isEmpty {
+                s.waiting[key] = nil
+            } else {
+                s.waiting[key] = line
+                s.turns.append(key)
+            }
+            s.waitingCount -= 1
+            return first
         }
         next?.resume(returning: true)
     }
