@@ -153,6 +153,12 @@ public final class RelayDirectory: NodeDirectory {
             var error = APIError(.tooManyRequests, "rate_limited", "enrollment goes through HQ, which asks to wait; retry after \(retryAfter.components.seconds) s")
             error.headers[.retryAfter] = String(retryAfter.components.seconds)
             throw error
+        } catch AgentError.http(503, "storage_unavailable", _) {
+            // HQ is up but its database is not (PostgreSQL restarting): a passing state the
+            // dealer waits out as HQ's own callers do, not a gateway failing (502).
+            var error = APIError(.serviceUnavailable, "parent_unavailable", "enrollment goes through HQ, which cannot store it right now; nothing was done. Retry later")
+            error.headers[.retryAfter] = "5"
+            throw error
         } catch {
             // Logged here with the cause; the caller (anyone, before enrolling) is not told
             // HQ's address or the connection's details.

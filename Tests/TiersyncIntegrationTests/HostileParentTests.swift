@@ -201,13 +201,16 @@ struct HostileParentTests {
         }
     }
 
-    @Test("a dealer's enrollment through a country whose HQ fails: HQ's own refusal reaches the dealer, a proxy's page in front of HQ does not (it was passed on verbatim)")
+    @Test("a dealer's enrollment through a country whose HQ fails: HQ's own refusal reaches the dealer, a proxy's page in front of HQ does not (it was passed on verbatim), HQ's database being unavailable is a 503 with Retry-After (it was a 502)")
     func relayedEnrollmentErrors() async throws {
         let dir = try TempDir()
         let parent = try await FakeParent(directory: dir.path) { request in
             let token = String(decoding: request.body, as: UTF8.self)
             if token.contains("tst_used") {
                 return .encoding(ErrorResponse(code: "token_used", message: "this enrollment token was used already"), status: 409)
+            }
+            if token.contains("tst_down") {
+                return .encoding(ErrorResponse(code: "storage_unavailable", message: "the hub's database cannot be reached right now; nothing was applied. Retry later"), status: 503)
             }
             let status = token.contains("tst_proxy4") ? 403 : 502
             return .json(status: status, Data("<html><body>Bad Gateway: upstream 10.20.30.40:8443 (hq-internal.example) refused</body></html>".utf8))
@@ -226,6 +229,13 @@ struct HostileParentTests {
                 #expect(error.status.code == 502 && error.code == "parent_unreachable", "\(error)")
                 #expect(!error.message.contains("10.20.30.40") && !error.message.contains("html"), "\(error)")
             }
+        }
+        // HQ up, its database not: the dealer hears 503 and when to come back (it heard 502, as for a broken gateway).
+        do {
+            _ = try await relay.enroll(EnrollRequest(token: "tst_down"), relayer: nil)
+            Issue.record("enrollment through HQ without its database succeeded")
+        } catch let error as APIError {
+            #expect(error.status.code == 503 && error.code == "parent_unavailable" && error.headers[.retryAfter] == "5", "\(error)")
         }
         do {
             _ = try await relay.enroll(EnrollRequest(token: "tst_used"), relayer: nil)
