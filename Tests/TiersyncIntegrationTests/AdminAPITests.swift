@@ -146,7 +146,7 @@ struct AdminAPITests {
             let checked = replies.filter { $0.status == 401 && $0.error?.code == "invalid_login" }
             #expect(busy.count + checked.count == 80, "\(replies.map { "\($0.status) \($0.error?.code ?? "")" })")
             #expect(!busy.isEmpty && busy.allSatisfy { $0.headers["retry-after"] == "1" }, "busy: \(busy.count)")
-            #expect(checked.count >= 3, "at least the running one and the 2 waiting (acme's half of the line) were checked: \(checked.count)")
+            #expect(checked.count >= 2, "at least the running one and the one waiting (acme's quarter of the line) were checked: \(checked.count)")
             // The line drains: a login with the right password goes through afterwards.
             let login = try await f.client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "hq-op", password: AdminFixture.password))
             #expect(login.status == 200, "\(login.text)")
@@ -154,8 +154,8 @@ struct AdminAPITests {
     }
 
     @Test("""
-    one tenant's flood of logins takes only its share of the line: another tenant's administrator logs in meanwhile \
-    (the line was shared, and the flood answered every tenant's logins 429 logins_busy)
+    a flood of logins naming two tenants (one that exists, one that does not) takes only their shares of the line: another \
+    tenant's administrator logs in meanwhile (the line was shared, and the flood answered every tenant's logins 429 logins_busy)
     """)
     func loginFloodLeavesOtherTenants() async throws {
         var limits = HubConfiguration.Limits()
@@ -171,13 +171,14 @@ struct AdminAPITests {
             let floodEnds = ContinuousClock.now + .seconds(3)
             let (floodReplies, globex) = try await withTeardown({ for client in clients { await client.shutdown() } }) {
                 try await withThrowingTaskGroup(of: [Int].self) { group in
-                    // 32 callers sending acme logins back to back.
+                    // 32 callers sending acme's and a made-up tenant's logins back to back.
                     for i in 0..<32 {
                         group.addTask {
                             var statuses: [Int] = []
                             while ContinuousClock.now < floodEnds {
                                 statuses.append(try await clients[i % clients.count].send("POST", "/admin/v1/login",
-                                    json: AdminMessages.LoginRequest(tenant: "acme", user: "flood-\(i)", password: "wrong")).status)
+                                    json: AdminMessages.LoginRequest(tenant: i % 2 == 0 ? "acme" : "no-such-tenant", user: "flood-\(i)",
+                                                                     password: "wrong")).status)
                             }
                             return statuses
                         }

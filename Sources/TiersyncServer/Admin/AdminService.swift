@@ -29,12 +29,12 @@ struct AdminService: Sendable {
     /// Passwords checked at once and waiting their turn (``HubConfiguration/Limits/loginChecksAtOnce``).
     /// Logins are anonymous: unbounded, a flood of them from a few addresses (each under its
     /// own rate limit) put every core into hashing, and every tenant's sync waited seconds
-    /// behind it. Past the line: 429 at once. Fair between tenants: a tenant the catalog
-    /// knows has its own share of the line; logins naming tenants it does not know share one.
+    /// behind it. Past the line: 429 at once. Fair between tenants (``AdmissionGate``): each
+    /// tenant named has its own share of the line.
     let loginChecks: AdmissionGate
     /// Governance sources compiled at once (validate, publish): one, and four waiting, at
     /// most two of them one tenant's. A request's sources cost seconds of CPU at their limits.
-    let compilations = AdmissionGate(running: 1, waiting: 4)
+    let compilations = AdmissionGate(running: 1, waiting: 4, waitingPerKey: 2)
     static let decidedAtHQ: Set<AdminRoutes.Route> = [AdminRoutes.revokeNode, AdminRoutes.decommissionNode, AdminRoutes.enrollmentToken,
                                                       AdminRoutes.createUser, AdminRoutes.updateUser, AdminRoutes.publishRelease,
                                                       AdminRoutes.approveRelease, AdminRoutes.rejectRelease, AdminRoutes.rollout, AdminRoutes.rollback]
@@ -155,13 +155,12 @@ struct AdminService: Sendable {
             return error
         }
         // Checked one password at a time or so: past the line, or the tenant's share of it,
-        // every login (known name or not, the same) is told to come back. In line by tenant,
-        // the same for a known name or not (a name's existence shows in no answer); tenants the
-        // catalog does not know share one place in the turns, so names made up by the
-        // thousand cannot crowd out a real tenant.
-        let lineKey = try await catalog.root(of: tenant) == nil ? "" : "tenant:" + tenant.rawValue
+        // every login (known name or not, the same) is told to come back. In line by the
+        // tenant as named, whether it exists or not: a line keyed by what the catalog holds
+        // answered an unknown tenant 429 where a real one got 401 (a tenant's existence would
+        // show). So a flood naming many tenants still fills the line.
         func verify(_ stored: String) async throws -> Bool {
-            guard await loginChecks.enter(for: lineKey) else {
+            guard await loginChecks.enter(for: tenant.rawValue) else {
                 var busy = APIError(.tooManyRequests, "logins_busy", "too many logins are being checked at once; try again in a second")
                 busy.headers[.retryAfter] = "1"
                 throw busy

@@ -3,12 +3,13 @@ import Synchronization
 /// At most `running` holders at a time and `waiting` more in line; past that, ``enter(for:)``
 /// says no at once (the caller refuses the work rather than queueing it without bound).
 ///
-/// Fair between keys (tenants): one key may hold at most `waitingPerKey` places in line, and
-/// a freed place goes to the keys in turn, each key's own callers first come first served.
-/// A flood of one tenant's logins or compilations therefore fills its own share of the line,
-/// not the line: another tenant's caller still gets a place, and waits at most one holder per
-/// key ahead of it (the gate was shared, and one tenant's flood answered every other
-/// tenant's logins 429).
+/// Fair between keys (tenants): one key may hold at most `waitingPerKey` places in line; the
+/// last `waitingPerKey` places are kept for keys with nobody in line; and a freed place goes
+/// to the keys in turn, each key's own callers first come first served. A flood of one or a
+/// few tenants' logins or compilations therefore fills their shares of the line, not the
+/// line: another tenant's caller still gets a place, and waits at most one holder per key
+/// ahead of it (the gate was shared, and one tenant's flood answered every other tenant's
+/// logins 429). A flood naming many keys still fills it.
 final class AdmissionGate: Sendable {
     private struct State {
         var running = 0
@@ -24,11 +25,11 @@ final class AdmissionGate: Sendable {
     let maxWaiting: Int
     let maxWaitingPerKey: Int
 
-    /// `waitingPerKey` defaults to half the line (at least one).
+    /// `waitingPerKey` defaults to a quarter of the line (at least one).
     init(running: Int, waiting: Int, waitingPerKey: Int? = nil) {
         maxRunning = max(1, running)
         maxWaiting = max(0, waiting)
-        maxWaitingPerKey = min(maxWaiting, max(1, waitingPerKey ?? waiting / 2))
+        maxWaitingPerKey = min(maxWaiting, max(1, waitingPerKey ?? waiting / 4))
     }
 
     /// True once admitted (then ``leave()`` exactly once); false when the line, or the
@@ -42,7 +43,9 @@ final class AdmissionGate: Sendable {
                     return .now
                 }
                 let queued = s.waiting[key]?.count ?? 0
-                guard s.waitingCount < maxWaiting, queued < maxWaitingPerKey else { return .full }
+                // Keys already in line leave the last places to keys that are not.
+                let room = queued == 0 ? maxWaiting : maxWaiting - maxWaitingPerKey
+                guard s.waitingCount < room, queued < maxWaitingPerKey else { return .full }
                 if queued == 0 { s.turns.append(key) }
                 s.waiting[key, default: []].append(continuation)
                 s.waitingCount += 1
