@@ -246,10 +246,11 @@ public struct PostgresTenantSchema: Sendable, Hashable {
                   END IF;
                 END $do$
                 """,
-                quarantineQuota,
             ]
             for sql in statements { _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect() }
             try await installFunctions(on: connection, logger: logger)
+            // After the functions: its triggers call two of them.
+            _ = try await connection.query(PostgresQuery(unsafeSQL: quarantineQuotaTriggers), logger: logger).collect()
             let found = try await connection.query("SELECT value FROM \(unescaped: q(.meta)) WHERE key = 'schema_version'", logger: logger)
                 .collect().first.map { try $0.decode(String.self) }
             if let found, let v = Int(found), v > Self.version {
@@ -273,11 +274,11 @@ public struct PostgresTenantSchema: Sendable, Hashable {
 extension PostgresTenantSchema {
     /// The quarantine's bounds (``QuarantineQuota``), enforced by the database as SQLite's
     /// migration v14 does: a table of bytes kept per sender, and a trigger before each row
-    /// written that skips (returns NULL) and counts a new entry, or a kept one growing, past
-    /// either bound, and counts the row it admits. Made once, with the table (CREATE TRIGGER locks the table, and every process
-    /// runs this at start while others push). Not `ts_` functions: those are dropped and
-    /// installed again when their text changes, and triggers depend on these.
-    var quarantineQuota: String {
+    /// written (`ts_quarantine_quota`) that skips (returns NULL) and counts a new entry, or a
+    /// kept one growing, past either bound, and counts the row it admits; one after each
+    /// delete (`ts_quarantine_released`). The functions are among ``functions`` (installed
+    /// with the others when they change, replaced in place: the triggers depend on them).
+    var quarantineQuotaFunctions: [String] {
         let q = { (t: Table) in self.qualified(t) }
         let size: (String) -> String = { row in "(octet_length(\(row).change) + octet_length(\(row).reason))" }
         let setting: (QuarantineQuota.SettingKey, Int64) -> String = { key, fallback in
@@ -287,63 +288,86 @@ extension PostgresTenantSchema {
         let total = setting(.maxBytes, QuarantineQuota.default.maxBytes)
         let senderBytes = "COALESCE((SELECT bytes FROM \(q(.quarantineUsage)) WHERE received_from = NEW.received_from), 0)"
         let allBytes = "COALESCE((SELECT sum(bytes) FROM \(q(.quarantineUsage))), 0)"
-        let countUnkept = """
-            INSERT INTO \(q(.meta)) (key, value) VALUES ('\(QuarantineQuota.SettingKey.unkept.rawValue)', '1')
-                  ON CONFLICT (key) DO UPDATE SET value = (\(q(.meta)).value::bigint + 1)::text;
+        return [
+            // Counted as each row is written, in the trigger that admits it: an AFTER row
+            // trigger runs at the end of its statement, so a push's many refusals (one INSERT)
+            // would each have been judged against the usage before any of them. Without JIT:
+            // a push runs with enable_seqscan off, which prices the sum over the (small) usage
+            // table past jit_above_cost, and each refused row then paid ~0.25 s of compiling
+            // while its tenant's pushes waited.
             """
+            CREATE OR REPLACE FUNCTION "\(name)".ts_quarantine_quota() RETURNS trigger LANGUAGE plpgsql SET jit = off AS $fn$
+            DECLARE
+              kept_before BIGINT := 0;
+              same_sender BOOLEAN := false;
+            BEGIN
+              IF TG_OP = 'INSERT' THEN
+                -- An upsert of a kept identity goes on to its update, judged there.
+                IF EXISTS (SELECT 1 FROM \(q(.quarantine)) WHERE origin = NEW.origin AND origin_seq = NEW.origin_seq) THEN
+                  RETURN NEW;
+                END IF;
+              ELSE
+                kept_before := \(size("OLD"));
+                same_sender := OLD.received_from = NEW.received_from;
+              END IF;
+              IF (\(size("NEW")) > CASE WHEN same_sender THEN kept_before ELSE 0 END
+                  AND \(senderBytes) + \(size("NEW")) - CASE WHEN same_sender THEN kept_before ELSE 0 END > \(perSender))
+                 OR (\(size("NEW")) > kept_before AND \(allBytes) + \(size("NEW")) - kept_before > \(total)) THEN
+                INSERT INTO \(q(.meta)) (key, value) VALUES ('\(QuarantineQuota.SettingKey.unkept.rawValue)', '1')
+                  ON CONFLICT (key) DO UPDATE SET value = (\(q(.meta)).value::bigint + 1)::text;
+                RETURN NULL;
+              END IF;
+              IF TG_OP = 'UPDATE' THEN
+                UPDATE \(q(.quarantineUsage)) SET entries = entries - 1, bytes = bytes - kept_before WHERE received_from = OLD.received_from;
+              END IF;
+              INSERT INTO \(q(.quarantineUsage)) AS u (received_from, entries, bytes) VALUES (NEW.received_from, 1, \(size("NEW")))
+                ON CONFLICT (received_from) DO UPDATE SET entries = u.entries + 1, bytes = u.bytes + excluded.bytes;
+              DELETE FROM \(q(.quarantineUsage)) WHERE entries <= 0;
+              RETURN NEW;
+            END $fn$
+            """,
+            """
+            CREATE OR REPLACE FUNCTION "\(name)".ts_quarantine_released() RETURNS trigger LANGUAGE plpgsql SET jit = off AS $fn$
+            BEGIN
+              UPDATE \(q(.quarantineUsage)) SET entries = entries - 1, bytes = bytes - \(size("OLD")) WHERE received_from = OLD.received_from;
+              DELETE FROM \(q(.quarantineUsage)) WHERE received_from = OLD.received_from AND entries <= 0;
+              RETURN NULL;
+            END $fn$
+            """,
+        ]
+    }
+
+    /// The usage table and the triggers, made once. The triggers first, then the table filled
+    /// from what the quarantine holds, in the migration's transaction: CREATE TRIGGER holds a
+    /// lock on the quarantine until it commits, so no row written meanwhile (by a process of
+    /// an older version) goes uncounted. Checked first, as the others: CREATE TRIGGER locks
+    /// the table, and every process runs this at start while others push.
+    var quarantineQuotaTriggers: String {
+        let q = { (t: Table) in self.qualified(t) }
         return """
             DO $do$ BEGIN
               IF to_regclass('"\(name)".\(Table.quarantineUsage.rawValue)') IS NULL THEN
                 CREATE TABLE \(q(.quarantineUsage)) (received_from TEXT PRIMARY KEY, entries BIGINT NOT NULL, bytes BIGINT NOT NULL);
-                INSERT INTO \(q(.quarantineUsage)) (received_from, entries, bytes)
-                  SELECT received_from, count(*), sum\(size("x")) FROM \(q(.quarantine)) x GROUP BY received_from;
-                -- Kept as each row is written, in the trigger that admits it: an AFTER row
-                -- trigger runs at the end of its statement, so a push's many refusals (one
-                -- INSERT) would each have been judged against the usage before any of them.
-                -- Without JIT: a push runs with enable_seqscan off, which prices the sum over
-                -- the (small) usage table past jit_above_cost, and each refused row then paid
-                -- ~0.25 s of compiling while its tenant's pushes waited.
-                CREATE FUNCTION "\(name)".quarantine_quota() RETURNS trigger LANGUAGE plpgsql SET jit = off AS $fn$
-                DECLARE
-                  kept_before BIGINT := 0;
-                  same_sender BOOLEAN := false;
-                BEGIN
-                  IF TG_OP = 'INSERT' THEN
-                    -- An upsert of a kept identity goes on to its update, judged there.
-                    IF EXISTS (SELECT 1 FROM \(q(.quarantine)) WHERE origin = NEW.origin AND origin_seq = NEW.origin_seq) THEN
-                      RETURN NEW;
-                    END IF;
-                  ELSE
-                    kept_before := \(size("OLD"));
-                    same_sender := OLD.received_from = NEW.received_from;
-                  END IF;
-                  IF (\(size("NEW")) > CASE WHEN same_sender THEN kept_before ELSE 0 END
-                      AND \(senderBytes) + \(size("NEW")) - CASE WHEN same_sender THEN kept_before ELSE 0 END > \(perSender))
-                     OR (\(size("NEW")) > kept_before AND \(allBytes) + \(size("NEW")) - kept_before > \(total)) THEN
-                    \(countUnkept)
-                    RETURN NULL;
-                  END IF;
-                  IF TG_OP = 'UPDATE' THEN
-                    UPDATE \(q(.quarantineUsage)) SET entries = entries - 1, bytes = bytes - kept_before WHERE received_from = OLD.received_from;
-                  END IF;
-                  INSERT INTO \(q(.quarantineUsage)) AS u (received_from, entries, bytes) VALUES (NEW.received_from, 1, \(size("NEW")))
-                    ON CONFLICT (received_from) DO UPDATE SET entries = u.entries + 1, bytes = u.bytes + excluded.bytes;
-                  DELETE FROM \(q(.quarantineUsage)) WHERE entries <= 0;
-                  RETURN NEW;
-                END $fn$;
-                CREATE FUNCTION "\(name)".quarantine_released() RETURNS trigger LANGUAGE plpgsql SET jit = off AS $fn$
-                BEGIN
-                  UPDATE \(q(.quarantineUsage)) SET entries = entries - 1, bytes = bytes - \(size("OLD")) WHERE received_from = OLD.received_from;
-                  DELETE FROM \(q(.quarantineUsage)) WHERE received_from = OLD.received_from AND entries <= 0;
-                  RETURN NULL;
-                END $fn$;
                 CREATE TRIGGER quarantine_quota BEFORE INSERT OR UPDATE ON \(q(.quarantine))
-                  FOR EACH ROW EXECUTE FUNCTION "\(name)".quarantine_quota();
+                  FOR EACH ROW EXECUTE FUNCTION "\(name)".ts_quarantine_quota();
                 CREATE TRIGGER quarantine_released AFTER DELETE ON \(q(.quarantine))
-                  FOR EACH ROW EXECUTE FUNCTION "\(name)".quarantine_released();
+                  FOR EACH ROW EXECUTE FUNCTION "\(name)".ts_quarantine_released();
+                \(recountQuarantineUsage.joined(separator: ";\n"));
               END IF;
             END $do$
             """
+    }
+
+    /// Counts the usage table again from what the quarantine holds: two statements.
+    var recountQuarantineUsage: [String] {
+        let q = { (t: Table) in self.qualified(t) }
+        return [
+            "DELETE FROM \(q(.quarantineUsage))",
+            """
+            INSERT INTO \(q(.quarantineUsage)) (received_from, entries, bytes)
+              SELECT received_from, count(*), sum(octet_length(change) + octet_length(reason)) FROM \(q(.quarantine)) GROUP BY received_from
+            """,
+        ]
     }
 }
 
@@ -352,7 +376,7 @@ extension PostgresTenantSchema {
     /// this version installs: the read and write halves of a push
     /// (`PostgresTenantSchema+PushFunction`), the feed's (`+FeedFunctions`) and compaction's.
     var functions: [String] {
-        [notePurgedFunction, applyPushFunction, readPushFunction] + feedFunctions
+        [notePurgedFunction, applyPushFunction, readPushFunction] + feedFunctions + quarantineQuotaFunctions
     }
 
     /// Which version of ``functions`` a schema holds: their text's SHA-256, kept in its meta.
@@ -368,7 +392,8 @@ extension PostgresTenantSchema {
     /// differ, every `ts_` function of the schema is dropped first: `CREATE OR REPLACE` can
     /// change neither a function's result columns nor its parameters (a new parameter list
     /// adds a second function beside the old one, through which an older process could
-    /// still write).
+    /// still write). Except the quarantine's trigger functions (`ts_quarantine_…`, always
+    /// `() RETURNS trigger`), which triggers depend on: replaced in place.
     func installFunctions(on connection: PostgresConnection, logger: Logger) async throws {
         // The statements' text is built once here (each function's is long).
         let functions = self.functions
@@ -385,7 +410,7 @@ extension PostgresTenantSchema {
         _ = try await connection.query(PostgresQuery(unsafeSQL: """
             DO $do$ DECLARE f regprocedure; BEGIN
               FOR f IN SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                       WHERE n.nspname = '\(name)' AND p.proname LIKE 'ts\\_%' LOOP
+                       WHERE n.nspname = '\(name)' AND p.proname LIKE 'ts\\_%' AND p.proname NOT LIKE 'ts\\_quarantine\\_%' LOOP
                 EXECUTE 'DROP FUNCTION ' || f;
               END LOOP;
             END $do$

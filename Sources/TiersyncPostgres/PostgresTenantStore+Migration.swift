@@ -78,6 +78,26 @@ extension PostgresTenantStore: TenantDataExport {
     /// Writes moved rows of `moved` (in one statement per 1,000 rows).
     public func importRows(_ moved: MigrationTable, _ rows: [[MigrationValue]]) async throws {
         try await prepared()
+        if moved == .quarantine {
+            // Moved whole, whatever this schema's bounds (the source may have kept more, with
+            // larger bounds or from before them): without the quota's trigger, in one
+            // transaction, and the usage counted again from what arrived.
+            try await client.withTransaction(logger: logger) { connection in
+                let quarantine = table(.quarantine)
+                _ = try await connection.query(PostgresQuery(unsafeSQL: "ALTER TABLE \(quarantine) DISABLE TRIGGER quarantine_quota"), logger: logger).collect()
+                try await insertRows(moved, rows) { _ = try await connection.query($0, logger: logger).collect() }
+                _ = try await connection.query(PostgresQuery(unsafeSQL: "ALTER TABLE \(quarantine) ENABLE TRIGGER quarantine_quota"), logger: logger).collect()
+                for sql in tenantSchema.recountQuarantineUsage {
+                    _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
+                }
+            }
+            return
+        }
+        try await insertRows(moved, rows) { _ = try await client.query($0, logger: logger).collect() }
+    }
+
+    /// The rows as multi-row INSERTs of 1,000, each run by `run`.
+    private func insertRows(_ moved: MigrationTable, _ rows: [[MigrationValue]], _ run: (PostgresQuery) async throws -> Void) async throws {
         let columns = moved.columns
         for start in stride(from: 0, to: rows.count, by: 1_000) {
             var sql = PostgresSQL("INSERT INTO \(table(of: moved)) (\(columns.map(\.name).joined(separator: ", "))) VALUES ")
@@ -92,7 +112,7 @@ extension PostgresTenantStore: TenantDataExport {
                 }
                 sql.append((r > 0 ? ", " : "") + "(" + placeholders.joined(separator: ", ") + ")")
             }
-            _ = try await client.query(sql.query, logger: logger).collect()
+            try await run(sql.query)
         }
     }
 

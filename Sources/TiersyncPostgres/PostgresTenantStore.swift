@@ -275,13 +275,19 @@ public final class PostgresTenantStore: HubTenantStore {
         return try rows.map(Self.quarantinedChange)
     }
 
+    /// Under the tenant's lock (the `head` row), as a push writes the quarantine: a discard
+    /// between a push's look at a kept entry and its write could leave the entry's bytes
+    /// counted wrong, or deadlock with the push on the usage row.
     public func discardQuarantined(id: Int64) async throws -> QuarantinedChange? {
         try await prepared()
-        let rows = try await client.query("""
-            DELETE FROM \(unescaped: table(.quarantine)) WHERE id = \(id)
-            RETURNING id, origin, origin_seq, received_from, received_at, code, reason, change
-            """, logger: logger).collect()
-        return try rows.first.map(Self.quarantinedChange)
+        return try await client.withTransaction(logger: logger) { connection in
+            _ = try await connection.query("SELECT seq FROM \(unescaped: table(.head)) WHERE id = 1 FOR UPDATE", logger: logger).collect()
+            let rows = try await connection.query("""
+                DELETE FROM \(unescaped: table(.quarantine)) WHERE id = \(id)
+                RETURNING id, origin, origin_seq, received_from, received_at, code, reason, change
+                """, logger: logger).collect()
+            return try rows.first.map(Self.quarantinedChange)
+        }
     }
 
     static func quarantinedChange(_ row: PostgresRow) throws -> QuarantinedChange {

@@ -188,6 +188,31 @@ struct TenantStoreEngineTests {
         }
     }
 
+    @Test("""
+        a tenant moved to PostgreSQL keeps its whole quarantine, past the bounds the schema enforces (a source kept more, with larger \
+        bounds or from before them: migrate-tenant's digests differed), and counts it, so the next refusal is not kept
+        """, .enabled(if: TestPostgres.isAvailable, Comment(rawValue: StorageEngine.postgresSkipNote)))
+    func migratedQuarantinePastTheBounds() async throws {
+        try await StorageEngine.postgres.withTenantStore(quarantineQuota: QuarantineQuota(maxBytesPerSender: 1_000, maxBytes: 2_000)) { store in
+            let pg = try #require(store as? PostgresTenantStore)
+            let rows: [[MigrationValue]] = (1...5).map { seq in
+                [.text("d1"), .integer(seq), .text("d1"), .integer(1_800_000_000_000), .text("unknown_table"), .text("unknown table"),
+                 .text(String(repeating: "x", count: 500))]
+            }
+            try await pg.importRows(.quarantine, rows)
+            let counts = try await store.attentionCounts()
+            #expect(counts.quarantined == 5)
+            #expect(counts.quarantineBytes == 5 * (500 + "unknown table".utf8.count))
+            #expect(counts.quarantineUnkept == 0)
+            let later = Change(origin: "d1", originSeq: 6, hlc: HLCTimestamp(wallMillis: 1_800_000_000_000, counter: 0), table: "shoes",
+                               recordID: "s-6", op: .upsert, fields: ["size": .int(44)], prior: [:])
+            let report = try await store.applyIncoming([later], from: "d1", source: .child, checkSkew: true, gate: nil, cursor: nil,
+                                                       wallMillis: 1_800_000_000_000)
+            #expect(report.rejected.count == 1)
+            #expect(try await store.attentionCounts().quarantineUnkept == 1, "the quota holds again after the import")
+        }
+    }
+
     @Test("PostgreSQL answers exactly as SQLite: the same reports, feed pages byte for byte, head and records",
           .enabled(if: TestPostgres.isAvailable, Comment(rawValue: StorageEngine.postgresSkipNote)))
     func enginesAgree() async throws {
