@@ -192,7 +192,8 @@ extension PostgresTenantSchema {
               UNION ALL
               SELECT 3, o.o, (SELECT through_seq::text FROM \(q(.purged)) p WHERE p.origin = o.o), NULL, NULL, NULL, NULL,
                 (SELECT max(c.origin_seq) FROM \(q(.changes)) c WHERE c.origin = o.o AND c.origin_seq BETWEEN p_lo AND p_hi),
-                (SELECT max(x.origin_seq) FROM \(q(.quarantine)) x WHERE x.origin = o.o AND x.origin_seq BETWEEN p_lo AND p_hi)
+                GREATEST((SELECT max(x.origin_seq) FROM \(q(.quarantine)) x WHERE x.origin = o.o AND x.origin_seq BETWEEN p_lo AND p_hi),
+                         (SELECT k.max_seq FROM \(q(.quarantineUnkept)) k WHERE k.origin = o.o))
               FROM unnest(p_batch_origins) AS o(o)
               UNION ALL
               SELECT 7, u.o, NULL, NULL, NULL, NULL, NULL, \(rangePurgedCount), NULL FROM unnest(p_range_o, p_range_lo, p_range_hi) AS u(o, lo, hi)

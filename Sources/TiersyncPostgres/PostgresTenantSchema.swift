@@ -65,8 +65,9 @@ public struct PostgresTenantSchema: Sendable, Hashable {
         case acks, purged, purgedRanges = "purged_ranges", compactPending = "compact_pending"
         /// The log's histories, oldest first (PostgresTenantStore+LogHistory).
         case logHistories = "log_histories"
-        /// Bytes of refused changes kept per sender, kept by triggers (``QuarantineQuota``).
-        case quarantineUsage = "quarantine_usage"
+        /// Bytes of refused changes kept per sender, kept by triggers (``QuarantineQuota``),
+        /// and per origin the highest sequence refused and not kept (it counts as held).
+        case quarantineUsage = "quarantine_usage", quarantineUnkept = "quarantine_unkept"
     }
 
     /// The schema version this code writes; a schema newer than it is refused. 2: erasure
@@ -315,6 +316,12 @@ extension PostgresTenantSchema {
                  OR (\(size("NEW")) > kept_before AND \(allBytes) + \(size("NEW")) - kept_before > \(total)) THEN
                 INSERT INTO \(q(.meta)) (key, value) VALUES ('\(QuarantineQuota.SettingKey.unkept.rawValue)', '1')
                   ON CONFLICT (key) DO UPDATE SET value = (\(q(.meta)).value::bigint + 1)::text;
+                -- Still held (highestSeq counts it), as a kept refusal is: else a node whose newest
+                -- change this was would be told its parent lost it, and send it at every push.
+                IF NEW.origin_seq BETWEEN \(Change.sequenceRange.lowerBound) AND \(Change.sequenceRange.upperBound) THEN
+                  INSERT INTO \(q(.quarantineUnkept)) AS k (origin, max_seq) VALUES (NEW.origin, NEW.origin_seq)
+                    ON CONFLICT (origin) DO UPDATE SET max_seq = GREATEST(k.max_seq, excluded.max_seq);
+                END IF;
                 RETURN NULL;
               END IF;
               IF TG_OP = 'UPDATE' THEN
@@ -348,6 +355,7 @@ extension PostgresTenantSchema {
             DO $do$ BEGIN
               IF to_regclass('"\(name)".\(Table.quarantineUsage.rawValue)') IS NULL THEN
                 CREATE TABLE \(q(.quarantineUsage)) (received_from TEXT PRIMARY KEY, entries BIGINT NOT NULL, bytes BIGINT NOT NULL);
+                CREATE TABLE \(q(.quarantineUnkept)) (origin TEXT PRIMARY KEY, max_seq BIGINT NOT NULL);
                 CREATE TRIGGER quarantine_quota BEFORE INSERT OR UPDATE ON \(q(.quarantine))
                   FOR EACH ROW EXECUTE FUNCTION "\(name)".ts_quarantine_quota();
                 CREATE TRIGGER quarantine_released AFTER DELETE ON \(q(.quarantine))

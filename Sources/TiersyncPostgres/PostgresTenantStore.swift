@@ -178,6 +178,7 @@ public final class PostgresTenantStore: HubTenantStore {
             SELECT GREATEST(
               (SELECT MAX(origin_seq) FROM \(unescaped: table(.changes)) WHERE origin = \(node.rawValue) AND origin_seq BETWEEN \(lo) AND \(hi)),
               (SELECT MAX(origin_seq) FROM \(unescaped: table(.quarantine)) WHERE origin = \(node.rawValue) AND origin_seq BETWEEN \(lo) AND \(hi)),
+              (SELECT max_seq FROM \(unescaped: table(.quarantineUnkept)) WHERE origin = \(node.rawValue)),
               (SELECT through_seq FROM \(unescaped: table(.purged)) WHERE origin = \(node.rawValue)))
             """, logger: logger).collect().first.flatMap { try $0.decode(Int64?.self) } ?? 0
     }
@@ -195,6 +196,7 @@ public final class PostgresTenantStore: HubTenantStore {
             SELECT o, GREATEST(
               (SELECT max(origin_seq) FROM \(unescaped: table(.changes)) WHERE origin = o AND origin_seq BETWEEN \(lo) AND \(hi)),
               (SELECT max(origin_seq) FROM \(unescaped: table(.quarantine)) WHERE origin = o AND origin_seq BETWEEN \(lo) AND \(hi)),
+              (SELECT max_seq FROM \(unescaped: table(.quarantineUnkept)) WHERE origin = o),
               (SELECT through_seq FROM \(unescaped: table(.purged)) WHERE origin = o))
             FROM unnest(\(names)::text[]) AS o
             """, logger: logger)

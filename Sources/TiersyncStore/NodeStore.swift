@@ -287,9 +287,12 @@ public final class NodeStore: Sendable {
                                              arguments: arguments) ?? 0
             let refused = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(origin_seq) FROM ts_quarantine WHERE origin = ? AND origin_seq BETWEEN ? AND ?"),
                                              arguments: arguments) ?? 0
+            // Refused past the quarantine's quota, and not kept (NodeStoreMigrations v14).
+            let unkept = try Int64.fetchOne(db.cachedStatement(sql: "SELECT max_seq FROM ts_quarantine_unkept WHERE origin = ?"),
+                                            arguments: [node.rawValue]) ?? 0
             // A purged entry was held too (`NodeStore+Retention`): the highest sequence never
             // goes back, or a child would take the purge for a restore and re-send.
-            out[node] = max(applied, refused, try purgedThrough(db, origin: node))
+            out[node] = max(applied, refused, unkept, try purgedThrough(db, origin: node))
         }
         return out
     }

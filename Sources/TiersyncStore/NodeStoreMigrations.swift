@@ -306,7 +306,16 @@ enum NodeStoreMigrations {
             let setting: (QuarantineQuota.SettingKey, Int64) -> String = { key, fallback in
                 "COALESCE((SELECT CAST(value AS INTEGER) FROM ts_meta WHERE key = '\(key.rawValue)'), \(fallback))"
             }
+            // An unkept refusal still counts as held (`highestSeqs`), as a kept one does: a
+            // node whose newest change was refused and not kept would otherwise be told its
+            // parent lost it, and send it again at every push. One row per origin.
+            let (lo, hi) = (Change.sequenceRange.lowerBound, Change.sequenceRange.upperBound)
+            let noteUnkept = """
+                INSERT INTO ts_quarantine_unkept (origin, max_seq) SELECT NEW.origin, NEW.origin_seq WHERE NEW.origin_seq BETWEEN \(lo) AND \(hi)
+                    ON CONFLICT (origin) DO UPDATE SET max_seq = MAX(max_seq, excluded.max_seq);
+                """
             try db.execute(sql: """
+                CREATE TABLE ts_quarantine_unkept (origin TEXT PRIMARY KEY NOT NULL, max_seq INTEGER NOT NULL) WITHOUT ROWID;
                 CREATE TABLE ts_quarantine_usage (
                     received_from TEXT PRIMARY KEY NOT NULL,
                     entries INTEGER NOT NULL,
@@ -323,6 +332,7 @@ enum NodeStoreMigrations {
                 BEGIN
                   INSERT INTO ts_meta (key, value) VALUES ('\(QuarantineQuota.SettingKey.unkept.rawValue)', '1')
                     ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1;
+                  \(noteUnkept)
                   SELECT RAISE(IGNORE);
                 END;
                 -- A kept change replaced (a retried refusal, or one refused again for another
@@ -339,6 +349,7 @@ enum NodeStoreMigrations {
                 BEGIN
                   INSERT INTO ts_meta (key, value) VALUES ('\(QuarantineQuota.SettingKey.unkept.rawValue)', '1')
                     ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1;
+                  \(noteUnkept)
                   SELECT RAISE(IGNORE);
                 END;
                 CREATE TRIGGER ts_quarantine_usage_insert AFTER INSERT ON ts_quarantine BEGIN

@@ -176,6 +176,11 @@ struct TenantStoreEngineTests {
             #expect(second.rejected.count == 10)
             #expect(try await kept().filter { $0.receivedFrom == "d2" }.count == 2)
             try await expectCountedAsKept()
+            // Refused and not kept still counts as held: d2 is not told its parent lost #10 (it
+            // would send it again at every push).
+            #expect(try await store.highestSeq(of: "d2") == 10)
+            let again = try await push([unknown("d2", 10)], from: "d2")
+            #expect(again.heldBefore["d2"] == 10)
 
             // The operator discards d1's entries: its refusals are kept again.
             for entry in try await kept() where entry.receivedFrom == "d1" { _ = try await store.discardQuarantined(id: entry.id) }
@@ -184,7 +189,7 @@ struct TenantStoreEngineTests {
             #expect(after.rejected.count == 2)
             #expect(try await kept().filter { $0.receivedFrom == "d1" }.map(\.originSeq) == [11, 12])
             try await expectCountedAsKept()
-            #expect(try await store.attentionCounts().quarantineUnkept == 15, "d2's eight; nothing more once room was made")
+            #expect(try await store.attentionCounts().quarantineUnkept == 16, "d2's eight and #10 again; nothing more once room was made")
         }
     }
 
