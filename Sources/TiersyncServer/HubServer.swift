@@ -7,12 +7,16 @@ import ServiceLifecycle
 import NIOCore
 import NIOSSL
 import TiersyncCore
+import TiersyncStorage
 import TiersyncStore
 
 /// The HQ hub: serves every tenant's nodes over HTTPS from one process.
 public struct HubServer: Sendable {
     public let configuration: HubConfiguration
     public let directory: any NodeDirectory
+    /// Whether the storage can be reached, where a process watches it (a hub on PostgreSQL):
+    /// requests do not wait for storage known gone (``StorageLivenessMiddleware``).
+    public let storageLiveness: (any StorageLiveness)?
     let logger: Logger
     let notifier = ChangeNotifier()
     /// Governance long-polls wait on their own notifier: a push wakes change pulls only,
@@ -31,9 +35,11 @@ public struct HubServer: Sendable {
     }
 
     /// A hub over any directory (a country node passes the one it mirrors from HQ).
-    public init(configuration: HubConfiguration, directory: any NodeDirectory, logger: Logger = Logger(label: "tiersync.hub")) {
+    public init(configuration: HubConfiguration, directory: any NodeDirectory, storageLiveness: (any StorageLiveness)? = nil,
+                logger: Logger = Logger(label: "tiersync.hub")) {
         self.configuration = configuration
         self.directory = directory
+        self.storageLiveness = storageLiveness
         self.logger = logger
     }
 
@@ -57,6 +63,7 @@ public struct HubServer: Sendable {
                                            codec: codec, metricsToken: configuration.metricsToken)
         let router = Router(context: HubRequestContext.self)
         router.add(middleware: ErrorBodyMiddleware(directory: directory))
+        if let storageLiveness { router.add(middleware: StorageLivenessMiddleware(liveness: storageLiveness)) }
         let limits = configuration.limits
         router.add(middleware: AddressRateLimitMiddleware(
             limiter: RequestRateLimiter(.init(requestsPerSecond: limits.anonymousRequestsPerSecond, burst: limits.anonymousRequestBurst,

@@ -152,8 +152,10 @@ struct Hub: AsyncParsableCommand {
                 let stores = PostgresTenantStores(client: client, catalog: catalog,
                                                   clock: HybridLogicalClock(maxSkewMillis: configuration.maxClockSkewMillis),
                                                   quarantineQuota: configuration.limits.quarantine)
+                let liveness = PostgresLiveness(endpoint: endpoint)
                 let hub = HubServer(configuration: configuration,
-                                    directory: CatalogDirectory(catalog: catalog, stores: { stores.store(for: $0) }, openTenants: { stores.openTenants() }))
+                                    directory: CatalogDirectory(catalog: catalog, stores: { stores.store(for: $0) }, openTenants: { stores.openTenants() }),
+                                    storageLiveness: liveness)
                 let notifier = try PostgresNotifier(client: client)
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await hub.run(handleSignals: true) { port in listener.announce("hub", port: port) } }
@@ -164,6 +166,7 @@ struct Hub: AsyncParsableCommand {
                             await rules.run(every: .milliseconds(Int64(rulesInterval * 1000))) { await hub.notifyChanges(for: $0) }
                         }
                     }
+                    group.addTask { await liveness.run() }
                     group.addTask {
                         await notifier.relay { tenant in
                             Task {

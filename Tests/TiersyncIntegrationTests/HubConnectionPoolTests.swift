@@ -98,6 +98,58 @@ struct HubConnectionPoolTests {
     }
 
     @Test("""
+        once the hub's watch finds PostgreSQL unreachable, requests are answered 503 storage_unavailable with Retry-After at \
+        once, a long-poll's included (with PostgreSQL gone, the first requests waited over a minute in the pool); /healthz still answers
+        """, .enabled(if: TestPostgres.isAvailable, "needs TIERSYNC_TEST_POSTGRES_URL (ops/postgres/test-cluster.sh)"))
+    func requestsStopWaitingForADatabaseGone() async throws {
+        try await TestPostgres.withFreshDatabase { endpoint in
+            let dir = try TempDir()
+            // The stores use the database; the watch looks at an address where nothing listens
+            // (port 1 of the loopback: refused at once), as it would find a stopped server.
+            let gone = try PostgresEndpoint(url: "postgres://nobody@127.0.0.1:1/none")
+            let hub = try await RunningHub(directory: dir.path, postgres: endpoint, watchingPostgresAt: gone)
+            let client = RawClient(baseURL: hub.url, caFile: hub.caFile)
+            try await withTeardown({ await client.shutdown(); await hub.stop() }) {
+                // Enrolled in the database directly: every request is refused once the watch has looked.
+                _ = try await hub.catalogStore.createTenant("acme")
+                let token = try await hub.catalogStore.issueEnrollmentToken(tenant: "acme", node: "d1")
+                try await eventuallyAsync(timeout: 20, "requests are answered 503 once the watch finds the database gone") {
+                    try await client.send("POST", "/v1/enroll", json: EnrollRequest(token: token)).status == 503
+                }
+                let started = ContinuousClock.now
+                let reply = try await client.send("GET", "/v1/pull?cursor=0&wait=30", credential: "tsc_any")
+                #expect(reply.status == 503 && reply.error?.code == "storage_unavailable" && reply.headers["retry-after"] == "5", "\(reply.status) \(reply.text)")
+                #expect(ContinuousClock.now - started < .seconds(5), "a long-poll is not kept waiting")
+                #expect(try await client.send("POST", "/v1/enroll", json: EnrollRequest(token: token)).status == 503, "nothing reached the database")
+                #expect(try await client.send("GET", "/healthz").status == 200)
+            }
+        }
+    }
+
+    @Test("""
+        the watch of PostgreSQL: an address that refuses counts as down within seconds, and whoever waits for that is told; \
+        a reachable database counts as up and keeps nobody waiting
+        """, .enabled(if: TestPostgres.isAvailable, "needs TIERSYNC_TEST_POSTGRES_URL (ops/postgres/test-cluster.sh)"))
+    func livenessWatch() async throws {
+        let gone = PostgresLiveness(endpoint: try PostgresEndpoint(url: "postgres://nobody@127.0.0.1:1/none"))
+        let up = PostgresLiveness(endpoint: try TestPostgres.endpoint())
+        let watching = Task { await withTaskGroup(of: Void.self) { group in
+            group.addTask { await gone.run() }
+            group.addTask { await up.run() }
+        } }
+        defer { watching.cancel() }
+        let told = Task { try await gone.untilDown() }
+        try await eventually(timeout: 15, "the refusing address counts as down") { gone.isDown }
+        try await told.value
+        try await Task.sleep(for: .seconds(2))
+        #expect(!up.isDown)
+        let waiting = Task { try await up.untilDown() }
+        try await Task.sleep(for: .milliseconds(300))
+        waiting.cancel()
+        await #expect(throws: CancellationError.self) { try await waiting.value }
+    }
+
+    @Test("""
         a PostgreSQL that does not answer: hub serve tries again every second, logging why, and gives up after \
         --postgres-wait with the network's reason, the password left out
         """)

@@ -69,7 +69,8 @@ public final class RunningHub: Sendable {
     /// compaction ask for it.
     public init(directory: String, port: Int = 0, limits: HubConfiguration.Limits = .init(),
                 maxClockSkewMillis: UInt64 = 60_000, rules: RulesSchedule? = nil, postgres: PostgresEndpoint? = nil,
-                retention: RetentionPolicy? = nil, logger: Logger = Logger(label: "tiersync.hub")) async throws {
+                retention: RetentionPolicy? = nil, watchingPostgresAt watched: PostgresEndpoint? = nil,
+                logger: Logger = Logger(label: "tiersync.hub")) async throws {
         let pki = try DevelopmentPKI.ensure(in: directory + "/pki")
         var configuration = HubConfiguration(host: "127.0.0.1", port: port, dataDirectory: directory + "/hub",
                                              transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey))
@@ -82,6 +83,7 @@ public final class RunningHub: Sendable {
         let server: HubServer
         var listener: PostgresNotifier?
         var postgresStores: PostgresTenantStores?
+        var liveness: PostgresLiveness?
         if let postgres {
             let client = PostgresClient(configuration: postgres.clientConfiguration(), backgroundLogger: Logger(label: "tiersync.postgres"))
             let running = Task { await client.run() }
@@ -90,9 +92,13 @@ public final class RunningHub: Sendable {
                 let catalog = try await PostgresCatalog(client: client)
                 let stores = PostgresTenantStores(client: client, catalog: catalog, clock: clock, quarantineQuota: configuration.limits.quarantine)
                 postgresStores = stores
+                // As `tiersync hub serve --postgres`: requests do not wait for a database known gone.
+                // `watched`: another address to watch (a test's unreachable one), else the database's.
+                let watching = PostgresLiveness(endpoint: watched ?? postgres)
+                liveness = watching
                 server = HubServer(configuration: configuration,
                                    directory: CatalogDirectory(catalog: catalog, stores: { stores.store(for: $0) }, openTenants: { stores.openTenants() }),
-                                   logger: logger)
+                                   storageLiveness: watching, logger: logger)
                 listener = try PostgresNotifier(client: client)
                 catalogStore = catalog
                 sqliteStores = nil
@@ -109,7 +115,7 @@ public final class RunningHub: Sendable {
             postgresClient = nil
         }
         let (stream, continuation) = AsyncStream<Int>.makeStream()
-        let (sqlite, notifier, pgStores) = (sqliteStores, listener, postgresStores)
+        let (sqlite, notifier, pgStores, watching) = (sqliteStores, listener, postgresStores, liveness)
         task = Task {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await server.run { port in continuation.yield(port) } }
@@ -124,6 +130,7 @@ public final class RunningHub: Sendable {
                                                 tree: { try? await catalog.tree(of: $0) }, clock: rules.clock)
                     group.addTask { await runner.run(every: rules.interval) { await server.notifyChanges(for: $0) } }
                 }
+                if let watching { group.addTask { await watching.run() } }
                 if let notifier, let pgStores {
                     // As `tiersync hub serve --postgres`: other processes' pushes wake this one's long-polls.
                     group.addTask {
