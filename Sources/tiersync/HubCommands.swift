@@ -38,7 +38,7 @@ struct Hub: AsyncParsableCommand {
         var releaseKeys: String?
         @Option(help: "Days the tenant stores keep superseded log entries and tombstones; a node away longer must re-bootstrap (docs/PRIVACY.md, \"Bounded storage\"; SQLite only).")
         var retentionDays = 30.0
-        @Option(help: ArgumentHelp("PostgreSQL connections this process keeps open (default: two per core of this machine plus two, \(HubConnectionPool.defaultConnections()) here; at least \(HubConnectionPool.minimum)).",
+        @Option(help: ArgumentHelp("PostgreSQL connections this process keeps open (default: two per core of this machine plus two, \(HubConnectionPool.defaultConnections()) here; at least \(HubConnectionPool.minimum)), and one more that watches whether the database can be reached.",
                                    valueName: "n"))
         var postgresConnections: Int?
         @Option(help: ArgumentHelp("Seconds to wait at start for PostgreSQL to answer (asking every second, each failure logged) before giving up.",
