@@ -76,8 +76,10 @@ let package = Package(
             .product(name: "PostgresNIO", package: "postgres-nio"),
             // Its pool's errors (ConnectionPoolError: PostgreSQL cannot be reached).
             .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
-            // TimeAmount (a connection's connect timeout).
+            // TimeAmount (a connection's connect timeout), and the errors of a connection
+            // that could not be opened (PostgresLiveness).
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOPosix
 import PostgresNIO
 import Synchronization
 import TiersyncStorage
@@ -94,11 +95,28 @@ public final class PostgresLiveness: StorageLiveness {
         }
     }
 
-    /// A connection that could not be opened because nothing answered as PostgreSQL: not a
-    /// refusal the server itself sent.
+    /// A connection that could not be opened because nothing answered at the address: refused,
+    /// reset or timed out. Not a refusal the server itself sent, nor a failure of this side
+    /// (TLS, out of file descriptors): the pool's open connections may still serve, and the
+    /// whole hub answering 503 for it would be worse than the waits this bounds.
     static func isUnreachable(_ error: any Error) -> Bool {
-        if let error = error as? PSQLError { return error.serverInfo == nil }
-        return true
+        if let psql = error as? PSQLError {
+            guard psql.serverInfo == nil, let underlying = psql.underlying else { return false }
+            return isNetworkFailure(underlying)
+        }
+        return isNetworkFailure(error)
+    }
+
+    private static func isNetworkFailure(_ error: any Error) -> Bool {
+        if error is NIOConnectionError { return true }
+        if let error = error as? ChannelError {
+            switch error {
+            case .connectTimeout, .ioOnClosedChannel, .eof, .alreadyClosed: return true
+            default: return false
+            }
+        }
+        if let error = error as? IOError { return [ECONNREFUSED, ECONNRESET, EHOSTUNREACH, ENETUNREACH, ETIMEDOUT].contains(error.errnoCode) }
+        return false
     }
 
     private func mark(down: Bool, _ error: (any Error)?) {

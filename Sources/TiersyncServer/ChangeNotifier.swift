@@ -18,7 +18,8 @@ actor ChangeNotifier {
         }
     }
 
-    /// Returns when `tenant`'s generation moves past `seen`, or after `timeout`.
+    /// Returns when `tenant`'s generation moves past `seen`, after `timeout`, or when the
+    /// calling task is cancelled (a request stopped because its storage went away).
     func wait(_ tenant: TenantID, after seen: UInt64, timeout: Duration) async {
         if generation(tenant) != seen || closed { return }
         let id = UUID()
@@ -28,8 +29,13 @@ actor ChangeNotifier {
             try? await Task.sleep(for: timeout)
             self.expire(id, tenant)
         }
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            waiters[tenant, default: [:]][id] = c
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                // Cancelled before it waited: the handler below found nothing to end.
+                if Task.isCancelled { c.resume() } else { waiters[tenant, default: [:]][id] = c }
+            }
+        } onCancel: {
+            Task { await self.expire(id, tenant) }
         }
         timer.cancel()
     }

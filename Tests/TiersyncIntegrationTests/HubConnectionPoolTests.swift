@@ -133,9 +133,12 @@ struct HubConnectionPoolTests {
     func livenessWatch() async throws {
         let gone = PostgresLiveness(endpoint: try PostgresEndpoint(url: "postgres://nobody@127.0.0.1:1/none"))
         let up = PostgresLiveness(endpoint: try TestPostgres.endpoint())
+        // The server is there and refuses this login itself: not down (the pool's connections may serve).
+        let refusedLogin = PostgresLiveness(endpoint: try TestPostgres.endpoint().with(database: "tiersync_no_such_database"))
         let watching = Task { await withTaskGroup(of: Void.self) { group in
             group.addTask { await gone.run() }
             group.addTask { await up.run() }
+            group.addTask { await refusedLogin.run() }
         } }
         defer { watching.cancel() }
         let told = Task { try await gone.untilDown() }
@@ -143,6 +146,7 @@ struct HubConnectionPoolTests {
         try await told.value
         try await Task.sleep(for: .seconds(2))
         #expect(!up.isDown)
+        #expect(!refusedLogin.isDown, "a refusal the server sends is not the database gone")
         let waiting = Task { try await up.untilDown() }
         try await Task.sleep(for: .milliseconds(300))
         waiting.cancel()

@@ -17,6 +17,15 @@ struct StorageLivenessMiddleware: RouterMiddleware {
         return error
     }
 
+    /// The answer to a request being served when the storage went: whatever it wrote may
+    /// have committed just before (a push sent again is applied once).
+    static var wentAway: APIError {
+        var error = APIError(.serviceUnavailable, "storage_unavailable",
+                             "the hub's database went away while this request was served; it may or may not have been applied. Retry later")
+        error.headers[.retryAfter] = "5"
+        return error
+    }
+
     private enum Outcome: Sendable {
         case answered(Response)
         case storageDown
@@ -43,7 +52,7 @@ struct StorageLivenessMiddleware: RouterMiddleware {
                 defer { group.cancelAll() }
                 switch try await group.next()! {
                 case .answered(let response): return response
-                case .storageDown: throw Self.unavailable
+                case .storageDown: throw Self.wentAway
                 }
             }
         }
