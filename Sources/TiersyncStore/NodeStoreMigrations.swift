@@ -314,6 +314,15 @@ enum NodeStoreMigrations {
                 INSERT INTO ts_quarantine_unkept (origin, max_seq) SELECT NEW.origin, NEW.origin_seq WHERE NEW.origin_seq BETWEEN \(lo) AND \(hi)
                     ON CONFLICT (origin) DO UPDATE SET max_seq = MAX(max_seq, excluded.max_seq);
                 """
+            // What either quota trigger does past a bound: count it, note it as held, skip the row.
+            let skipAndCount = """
+                BEGIN
+                  INSERT INTO ts_meta (key, value) VALUES ('\(QuarantineQuota.SettingKey.unkept.rawValue)', '1')
+                    ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1;
+                  \(noteUnkept)
+                  SELECT RAISE(IGNORE);
+                END;
+                """
             try db.execute(sql: """
                 CREATE TABLE ts_quarantine_unkept (origin TEXT PRIMARY KEY NOT NULL, max_seq INTEGER NOT NULL) WITHOUT ROWID;
                 CREATE TABLE ts_quarantine_usage (
@@ -329,12 +338,7 @@ enum NodeStoreMigrations {
                          > \(setting(.maxBytesPerSender, QuarantineQuota.default.maxBytesPerSender))
                        OR COALESCE((SELECT SUM(bytes) FROM ts_quarantine_usage), 0) + \(size("NEW"))
                          > \(setting(.maxBytes, QuarantineQuota.default.maxBytes)))
-                BEGIN
-                  INSERT INTO ts_meta (key, value) VALUES ('\(QuarantineQuota.SettingKey.unkept.rawValue)', '1')
-                    ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1;
-                  \(noteUnkept)
-                  SELECT RAISE(IGNORE);
-                END;
+                \(skipAndCount)
                 -- A kept change replaced (a retried refusal, or one refused again for another
                 -- reason) may not grow past the bounds either: else entries kept small could be
                 -- replaced by large ones. Past them, the entry kept stays as it was.
@@ -346,12 +350,7 @@ enum NodeStoreMigrations {
                   OR (\(size("NEW")) > \(size("OLD"))
                       AND COALESCE((SELECT SUM(bytes) FROM ts_quarantine_usage), 0) + \(size("NEW")) - (\(size("OLD")))
                         > \(setting(.maxBytes, QuarantineQuota.default.maxBytes)))
-                BEGIN
-                  INSERT INTO ts_meta (key, value) VALUES ('\(QuarantineQuota.SettingKey.unkept.rawValue)', '1')
-                    ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1;
-                  \(noteUnkept)
-                  SELECT RAISE(IGNORE);
-                END;
+                \(skipAndCount)
                 CREATE TRIGGER ts_quarantine_usage_insert AFTER INSERT ON ts_quarantine BEGIN
                   INSERT INTO ts_quarantine_usage (received_from, entries, bytes) VALUES (NEW.received_from, 1, \(size("NEW")))
                     ON CONFLICT (received_from) DO UPDATE SET entries = entries + 1, bytes = bytes + excluded.bytes;
