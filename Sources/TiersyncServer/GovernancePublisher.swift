@@ -48,8 +48,13 @@ public struct GovernancePublisher: Sendable {
         // The next number, taken only if no other publisher took it meanwhile (two
         // administrators publishing at once, from one process or two): a published release
         // is never replaced.
+        let reported = try await highestReported().release
         for _ in 0..<Self.attempts {
-            let version = (try await releases().map(\.version).max() ?? 0) + 1
+            // After the nodes' reports too, as rollouts are (``issue(reason:nowMillis:refuse:stages:)``):
+            // a hub restored from a backup holds fewer releases than its nodes applied, and
+            // numbered from what it holds, it signed a second, different "v5" for nodes
+            // that had the first.
+            let version = Self.next(after: try await releases().map(\.version).max() ?? 0, reported: reported)
             let release = Release(tenant: tenant.rawValue, version: version, publishedAtMillis: nowMillis,
                                   effectiveFromMillis: effectiveFromMillis ?? nowMillis, notes: notes,
                                   sourceDigest: compiled.sourceDigest, config: compiled.config, overrides: compiled.overrides)
@@ -139,7 +144,7 @@ public struct GovernancePublisher: Sendable {
     /// again over the newer one if another publisher issued a rollout meanwhile.
     private func issue(reason: String, nowMillis: UInt64, refuse: (Rollout?) -> GovernancePublishError? = { _ in nil },
                        stages: (Rollout?) -> [Rollout.Stage]) async throws -> Rollout {
-        let reported = try await highestReportedRollout()
+        let reported = try await highestReported().rollout
         for _ in 0..<Self.attempts {
             let last = try await rollouts().last
             // Judged on the newest rollout each attempt: one taken meanwhile is seen here.
@@ -149,7 +154,7 @@ public struct GovernancePublisher: Sendable {
             // than its nodes saw, and numbered from what it holds, its next one was refused by
             // every node as older than one they had. A report far above what the hub holds is
             // no restore's (a node's forgery): not followed.
-            let sequence = (reported > held && reported - held <= Self.maxRolloutsLost ? reported : held) + 1
+            let sequence = Self.next(after: held, reported: reported)
             let rollout = Rollout(tenant: tenant.rawValue, sequence: sequence, issuedAtMillis: nowMillis, stages: stages(last), reason: reason)
             if try await putNew(try key.sign(rollout, as: .rollout), kind: .rollout, seq: sequence, nowMillis: nowMillis) { return rollout }
             try await Self.pause()
@@ -161,16 +166,25 @@ public struct GovernancePublisher: Sendable {
     /// short random pause, so publishers racing do not keep colliding in step).
     static let attempts = 20
 
-    /// The most rollouts a restore is taken to have lost: a node's report of a rollout
-    /// further ahead than this is not followed.
-    static let maxRolloutsLost = 10_000
+    /// The most releases or rollouts a restore is taken to have lost: a node's report of
+    /// one further ahead than this is not followed.
+    static let maxNumbersLost = 10_000
 
-    /// The highest rollout sequence a node reported following (its `governance_status`
-    /// record), or 0.
-    private func highestReportedRollout() async throws -> Int {
-        try await store.liveRecords(inTable: DomainSchema.governanceStatus.name).reduce(0) { highest, record in
-            guard case .int(let rollout)? = record.values["rollout"], rollout > 0, rollout <= Int64(Int32.max) else { return highest }
-            return max(highest, Int(rollout))
+    /// The number after `held` (the highest the hub holds), or after `reported` (the
+    /// highest its nodes report) when that is ahead by no more than ``maxNumbersLost``.
+    static func next(after held: Int, reported: Int) -> Int {
+        (reported > held && reported - held <= maxNumbersLost ? reported : held) + 1
+    }
+
+    /// The highest release version and rollout sequence the nodes report following (their
+    /// `governance_status` records), 0 where none does.
+    private func highestReported() async throws -> (release: Int, rollout: Int) {
+        try await store.liveRecords(inTable: DomainSchema.governanceStatus.name).reduce(into: (release: 0, rollout: 0)) { highest, record in
+            func number(_ field: String) -> Int {
+                guard case .int(let n)? = record.values[field], n > 0, n <= Int64(Int32.max) else { return 0 }
+                return Int(n)
+            }
+            highest = (max(highest.release, number("release")), max(highest.rollout, number("rollout")))
         }
     }
 

@@ -260,8 +260,9 @@ private func tiersync(_ arguments: [String]) throws -> (status: Int32, output: S
 @Suite("Governance command line")
 struct GovernanceCLITests {
     @Test("""
-    a restored hub numbers its next rollout after the highest one its nodes report following (numbered from what it held, \
-    "publish it again" was refused by every node as older than a rollout they had); a report far ahead is not followed
+    a restored hub numbers its next release and rollout after the highest ones its nodes report following (numbered from \
+    what it held, "publish it again" was refused by every node as older than a rollout they had, and signed a second, \
+    different release under a version they had applied); a report far ahead is not followed
     """, arguments: StorageEngine.testable)
     func rolloutNumberedAfterReports(engine: StorageEngine) async throws {
         let dir = try TempDir()
@@ -273,21 +274,24 @@ struct GovernanceCLITests {
                                                     key: GovernanceSigningKey(), tree: try await hub.catalogStore.tree(of: "automaker"))
                 let compiled = try GovernanceCompiler.compile(directory: fixture("automaker"))
                 #expect(try await publisher.publish(compiled).1.sequence == 1)
-                func report(_ seq: Int64, rollout: Int64) async throws {
+                func report(_ seq: Int64, release: Int64, rollout: Int64) async throws {
                     let status = Change(origin: "de", originSeq: seq, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0),
                                         table: "governance_status", recordID: "de", op: .upsert,
-                                        fields: ["node": "de", "release": .int(2), "rollout": .int(rollout), "state": "applied"])
+                                        fields: ["node": "de", "release": .int(release), "rollout": .int(rollout), "state": "applied"])
                     let reply = try await client.send("POST", "/v1/push", json: PushRequest(through: seq, changes: [status]), credential: de)
                     let applied = try reply.decode(PushResponse.self).applied
                     #expect(reply.status == 200 && applied == 1, "\(reply.text)")
                 }
-                // de followed rollout 5, which this hub (restored) does not hold.
-                try await report(1, rollout: 5)
-                #expect(try await publisher.publish(compiled).1.sequence == 6)
+                // de applied release 2 by rollout 5, which this hub (restored) does not hold.
+                try await report(1, release: 2, rollout: 5)
+                let (release, rollout) = try await publisher.publish(compiled)
+                #expect(release.version == 3 && rollout.sequence == 6 && rollout.stages.map(\.release) == [3])
                 #expect(try await publisher.rollback(to: 1).sequence == 7)
                 // A report no restore explains (a forgery) is not followed.
-                try await report(2, rollout: 5_000_000)
-                #expect(try await publisher.rollback(to: 2).sequence == 8)
+                try await report(2, release: 9_000_000, rollout: 5_000_000)
+                let (next, nextRollout) = try await publisher.publish(compiled)
+                #expect(next.version == 4 && nextRollout.sequence == 8)
+                #expect(try await publisher.releases().map(\.version) == [1, 3, 4])
             }
         }
     }
