@@ -60,10 +60,10 @@ public struct HubServer: Sendable {
         let service = SyncService(directory: directory, notifier: notifier, governanceNotifier: governanceNotifier,
                                   codec: codec, configuration: configuration, metrics: metrics)
         let operations = OperationsService(directory: directory, metrics: metrics, notifiers: [notifier, governanceNotifier],
-                                           codec: codec, metricsToken: configuration.metricsToken)
+                                           codec: codec, metricsToken: configuration.metricsToken, storageLiveness: storageLiveness)
         let router = Router(context: HubRequestContext.self)
         router.add(middleware: ErrorBodyMiddleware(directory: directory))
-        if let storageLiveness { router.add(middleware: StorageLivenessMiddleware(liveness: storageLiveness)) }
+        if let storageLiveness { router.add(middleware: StorageLivenessMiddleware(liveness: storageLiveness, metrics: metrics)) }
         let limits = configuration.limits
         router.add(middleware: AddressRateLimitMiddleware(
             limiter: RequestRateLimiter(.init(requestsPerSecond: limits.anonymousRequestsPerSecond, burst: limits.anonymousRequestBurst,

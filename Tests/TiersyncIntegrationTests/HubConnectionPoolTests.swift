@@ -122,6 +122,15 @@ struct HubConnectionPoolTests {
                 #expect(ContinuousClock.now - started < .seconds(5), "a long-poll is not kept waiting")
                 #expect(try await client.send("POST", "/v1/enroll", json: EnrollRequest(token: token)).status == 503, "nothing reached the database")
                 #expect(try await client.send("GET", "/healthz").status == 200)
+                // The hub's metrics are still served, and say what is wrong: the 503s above are
+                // counted (they never reached authentication, so no tenant's request counter has them).
+                let scrape = try await client.send("GET", "/metrics", headers: ObservabilityTests.bearer)
+                #expect(scrape.status == 200, "\(scrape.status) \(scrape.text)")
+                #expect(scrape.text.contains("\ntiersync_storage_reachable 0"), "\(scrape.text)")
+                let answered = scrape.text.split(separator: "\n").first { $0.hasPrefix("tiersync_storage_unavailable_responses_total ") }
+                    .flatMap { Double($0.split(separator: " ").last!) } ?? 0
+                #expect(answered >= 3, "\(scrape.text)")
+                if let problems = try promtoolCheck(scrape.text) { #expect(problems == "", "\(problems)\n\(scrape.text)") }
             }
         }
     }

@@ -2,12 +2,16 @@ import Hummingbird
 import TiersyncStorage
 
 /// Bounds how long a request waits for storage that went away (``StorageLiveness``): while
-/// it is known down, every request but `/healthz` is answered 503 `storage_unavailable` at
-/// once; a request being served when it goes is stopped (its task cancelled: a write not
-/// committed is not applied, and the caller retries) and answered the same.
+/// it is known down, every request but `/healthz` and `/metrics` is answered 503
+/// `storage_unavailable` at once; a request being served when it goes is stopped (its task
+/// cancelled: a write not committed is not applied, and the caller retries) and answered the
+/// same. Each such answer is counted (``HubMetrics/recordStorageUnavailable()``). `/metrics`
+/// stays served while the storage is gone (it reads no store then): an outage of the
+/// database is not an outage of the hub's metrics.
 struct StorageLivenessMiddleware: RouterMiddleware {
     typealias Context = HubRequestContext
     let liveness: any StorageLiveness
+    let metrics: HubMetrics
 
     /// The answer while storage cannot be reached (ErrorBodyMiddleware's for a pool's failure).
     static var unavailable: APIError {
@@ -39,7 +43,11 @@ struct StorageLivenessMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard request.uri.path != HubRoutes.liveness.path else { return try await next(request, context) }
-        if liveness.isDown { throw Self.unavailable }
+        if liveness.isDown {
+            if request.uri.path == HubRoutes.metrics.path { return try await next(request, context) }
+            metrics.recordStorageUnavailable()
+            throw Self.unavailable
+        }
         let liveness = self.liveness
         return try await withoutActuallyEscaping(next) { next in
             let rest = Next(call: next)
@@ -52,7 +60,9 @@ struct StorageLivenessMiddleware: RouterMiddleware {
                 defer { group.cancelAll() }
                 switch try await group.next()! {
                 case .answered(let response): return response
-                case .storageDown: throw Self.wentAway
+                case .storageDown:
+                    metrics.recordStorageUnavailable()
+                    throw Self.wentAway
                 }
             }
         }

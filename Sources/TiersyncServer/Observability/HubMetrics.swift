@@ -51,6 +51,8 @@ public final class HubMetrics: Sendable {
         case nodeOldestPending = "tiersync_node_oldest_pending_seconds"
         case nodeLagReported = "tiersync_node_lag_reported_timestamp_seconds"
         case nodeClockOffset = "tiersync_node_clock_offset_seconds"
+        case storageReachable = "tiersync_storage_reachable"
+        case storageUnavailable = "tiersync_storage_unavailable_responses_total"
 
         var help: String {
             switch self {
@@ -70,6 +72,8 @@ public final class HubMetrics: Sendable {
             case .nodeOldestPending: "Age of the oldest change waiting at the node to go upward, as it last reported."
             case .nodeLagReported: "When the node measured the lag it last reported (Unix seconds)."
             case .nodeClockOffset: "How far the node's clock runs ahead of its parent's (negative: behind), measured at its last push in the last hour; absent when none."
+            case .storageReachable: "1 while the hub's storage answers, 0 while its PostgreSQL watch finds the database gone (the store-read gauges then keep their last values)."
+            case .storageUnavailable: "Requests answered 503 storage_unavailable because the hub's PostgreSQL was gone (before authentication: not counted by tenant)."
             }
         }
     }
@@ -96,6 +100,13 @@ public final class HubMetrics: Sendable {
         for (code, count) in refusedByCode {
             CoreMetrics.Counter(label: Name.changesRefused.rawValue, dimensions: dimensions + [("reason", code)], factory: factory).increment(by: count)
         }
+    }
+
+    /// Counts a request answered 503 because the storage was gone (``StorageLivenessMiddleware``):
+    /// it never reached authentication, so ``recordRequest(tenant:route:status:nanoseconds:)``
+    /// could not count it.
+    func recordStorageUnavailable() {
+        CoreMetrics.Counter(label: Name.storageUnavailable.rawValue, dimensions: [], factory: factory).increment()
     }
 
     /// Counts a long-poll as waiting while `body` runs.

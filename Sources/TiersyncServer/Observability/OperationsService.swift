@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import Logging
 import TiersyncCore
+import TiersyncStorage
 import TiersyncStore
 
 /// The operations routes: `/healthz` (liveness), `/readyz` (readiness) and `/metrics`
@@ -16,13 +17,18 @@ struct OperationsService: Sendable {
     let codec: BodyCodec
     /// SHA-256 of the metrics token, or nil when `/metrics` is off.
     let metricsTokenDigest: [UInt8]?
+    /// The watch of the hub's database (PostgreSQL), if any: while it finds the database
+    /// gone, `/metrics` reads no store.
+    let storageLiveness: (any StorageLiveness)?
     /// Longest a readiness probe waits for the stores.
     static let probeTimeout: Duration = .seconds(3)
     /// A node not seen for this long counts as silent.
     static let silentAfterMillis: UInt64 = 15 * 60_000
 
-    init(directory: any NodeDirectory, metrics: HubMetrics, notifiers: [ChangeNotifier], codec: BodyCodec, metricsToken: String?) {
+    init(directory: any NodeDirectory, metrics: HubMetrics, notifiers: [ChangeNotifier], codec: BodyCodec, metricsToken: String?,
+         storageLiveness: (any StorageLiveness)? = nil) {
         self.directory = directory
+        self.storageLiveness = storageLiveness
         self.metrics = metrics
         self.notifiers = notifiers
         self.codec = codec
@@ -73,7 +79,12 @@ struct OperationsService: Sendable {
             // Digests compared, so the comparison takes as long whatever the guess.
             throw APIError(.unauthorized, "unauthenticated", "/metrics needs 'Authorization: Bearer <metrics token>'")
         }
-        try await refreshScrapedGauges()
+        // With the database gone the stores cannot be read: the gauges read from them keep the
+        // last scrape's values (alerts on them neither fire nor resolve on the outage), and
+        // the outage itself is what this scrape reports.
+        let reachable = storageLiveness?.isDown != true
+        if reachable { try await refreshScrapedGauges() }
+        metrics.scraped.set(.storageReachable, [([], reachable ? 1 : 0)])
         var headers: HTTPFields = [:]
         headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: metrics.exposition())))
