@@ -6,11 +6,18 @@ import Synchronization
 import TiersyncStorage
 
 /// Watches whether PostgreSQL can be reached, on one connection of its own (outside the
-/// pool, whose waits are what it bounds), held open and opened again at once when lost. Only a connection that cannot be opened (refused, reset, timed out) makes the
-/// database count as down; a lost connection alone does not (a backend terminated by an
-/// administrator, a proxy's idle limit), nor does a refusal PostgreSQL itself answers (too
-/// many clients, a failed login: the server is there, and the pool may still hold
-/// connections). It counts as up again once a connection opens and answers.
+/// pool, whose waits are what it bounds), held open and opened again at once when lost.
+/// Only a connection that cannot be opened (refused, reset, timed out, or nothing answered
+/// within the connect timeout) makes the database count as down; a lost connection alone
+/// does not (a backend terminated by an administrator, a proxy's idle limit), nor does a
+/// refusal PostgreSQL itself answers (too many clients, a failed login: the server is there,
+/// and the pool may still hold connections). It counts as up again once a connection opens
+/// and answers.
+///
+/// The connection held is pinged (`SELECT 1`) every ``pingInterval``: a network that went
+/// silent (packets dropped, a peer or a proxy frozen) closes nothing, and only a question
+/// left unanswered tells it. An unanswered ping drops the connection, and opening another
+/// then decides: a silent network does not answer that either.
 public final class PostgresLiveness: StorageLiveness {
     private struct State {
         var down = false
@@ -21,13 +28,17 @@ public final class PostgresLiveness: StorageLiveness {
     private let state = Mutex(State())
     private let endpoint: PostgresEndpoint
     private let logger: Logger
-    /// How long opening the watching connection may take before the database counts as down.
-    private let connectTimeout: TimeAmount
+    /// How long opening the watching connection (TCP, TLS, startup and login) may take
+    /// before the database counts as down; and how long a ping may go unanswered.
+    private let connectTimeout: Duration
+    /// How often the connection held is asked whether it still answers.
+    public let pingInterval: Duration
 
-    public init(endpoint: PostgresEndpoint, connectTimeout: TimeAmount = .seconds(5),
+    public init(endpoint: PostgresEndpoint, connectTimeout: Duration = .seconds(5), pingInterval: Duration = .seconds(5),
                 logger: Logger = Logger(label: "tiersync.postgres.liveness")) {
         self.endpoint = endpoint
         self.connectTimeout = connectTimeout
+        self.pingInterval = pingInterval
         self.logger = logger
     }
 
@@ -69,13 +80,14 @@ public final class PostgresLiveness: StorageLiveness {
             while !Task.isCancelled { try? await Task.sleep(for: .seconds(3_600)) }
             return
         }
-        configuration.options.connectTimeout = connectTimeout
+        let timeout = connectTimeout.components
+        configuration.options.connectTimeout = .nanoseconds(timeout.seconds * 1_000_000_000 + timeout.attoseconds / 1_000_000_000)
         var connectionID = 0
         while !Task.isCancelled {
             connectionID += 1
             let connection: PostgresConnection
             do {
-                connection = try await PostgresConnection.connect(configuration: configuration, id: connectionID, logger: logger)
+                connection = try await connect(configuration, id: connectionID)
             } catch {
                 if Task.isCancelled { return }
                 if Self.isUnreachable(error) { mark(down: true, error) }
@@ -83,16 +95,75 @@ public final class PostgresLiveness: StorageLiveness {
                 continue
             }
             mark(down: false, nil)
-            // Held open, idle, until the server ends it (stopped, restarting, crashed, the
-            // backend terminated) or this task is cancelled; then opened again at once, and
-            // only that failing counts. Not pinged: a query sent on a connection the server
-            // has just closed can go unanswered for good.
+            // Held open until the server ends it (stopped, restarting, crashed, the backend
+            // terminated), a ping goes unanswered, or this task is cancelled; then opened again
+            // at once, and only that failing counts.
             await withTaskCancellationHandler {
-                try? await connection.closeFuture.get()
+                await hold(connection)
             } onCancel: {
                 connection.close().whenComplete { _ in }
             }
         }
+    }
+
+    /// Opens the watching connection, giving up after ``connectTimeout`` however far it got:
+    /// postgres-nio's own timeout covers the TCP connect, and a peer that accepts and then
+    /// says nothing (a frozen proxy) held the watch for good. A connection opened too late
+    /// is closed.
+    private func connect(_ configuration: PostgresConnection.Configuration, id: Int) async throws -> PostgresConnection {
+        let logger = self.logger
+        let opening = Task { try await PostgresConnection.connect(configuration: configuration, id: id, logger: logger) }
+        guard let outcome = await Self.first(within: connectTimeout, { await opening.result }) else {
+            Task { try? await opening.value.close() }
+            throw ChannelError.connectTimeout(.seconds(Int64(connectTimeout.components.seconds)))
+        }
+        return try outcome.get()
+    }
+
+    /// Waits until `connection` closes, pinging it every ``pingInterval``; closes it when a
+    /// ping fails or goes unanswered for ``connectTimeout``.
+    private func hold(_ connection: PostgresConnection) async {
+        let (logger, interval, timeout) = (self.logger, pingInterval, connectTimeout)
+        await withTaskGroup(of: Void.self) { group in
+            // Ends the moment the server closes the connection (stopped, restarting).
+            group.addTask { try? await connection.closeFuture.get() }
+            group.addTask {
+                while !Task.isCancelled {
+                    do { try await Task.sleep(for: interval) } catch { return }
+                    let ping = Task { try await connection.query("SELECT 1", logger: logger).collect() }
+                    if case .success? = await Self.first(within: timeout, { await ping.result }) { continue }
+                    if !Task.isCancelled && !connection.isClosed {
+                        logger.info("the watching connection to PostgreSQL did not answer a ping: opening another")
+                    }
+                    return
+                }
+            }
+            await group.next()
+            // Closing ends the other child: the close future completes, and an unanswered
+            // ping fails; the ping loop's sleep ends by cancellation.
+            group.cancelAll()
+            try? await connection.close().get()
+        }
+    }
+
+    /// `body`'s result, or nil if it takes longer than `limit` (then left to finish on its own:
+    /// what it awaits must end by other means, which every caller here arranges).
+    private static func first<T: Sendable>(within limit: Duration, _ body: @escaping @Sendable () async -> T) async -> T? {
+        await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
+            let once = ResumeOnce(continuation)
+            Task { once.resume(returning: await body()) }
+            Task {
+                try? await Task.sleep(for: limit)
+                once.resume(returning: nil)
+            }
+        }
+    }
+
+    /// A continuation resumed by whichever comes first.
+    private final class ResumeOnce<T: Sendable>: Sendable {
+        private let continuation: Mutex<CheckedContinuation<T?, Never>?>
+        init(_ continuation: CheckedContinuation<T?, Never>) { self.continuation = Mutex(continuation) }
+        func resume(returning value: T?) { continuation.withLock { $0.take() }?.resume(returning: value) }
     }
 
     /// A connection that could not be opened because nothing answered at the address: refused,

@@ -163,6 +163,30 @@ struct HubConnectionPoolTests {
     }
 
     @Test("""
+        the watch of PostgreSQL notices a network gone silent (the way to the database frozen: nothing closed, nothing \
+        answered) by its pings, and counts the database up again once it answers
+        """, .enabled(if: TestPostgres.isAvailable && TestLoadBalancer.isAvailable, "needs TIERSYNC_TEST_POSTGRES_URL and haproxy"))
+    func livenessWatchSilentNetwork() async throws {
+        var endpoint = try TestPostgres.endpoint()
+        let proxy = try await TestLoadBalancer.start(backends: [endpoint.port])
+        endpoint.port = proxy.port
+        let watch = PostgresLiveness(endpoint: endpoint, connectTimeout: .seconds(2), pingInterval: .milliseconds(500))
+        let watching = Task { await watch.run() }
+        try await withTeardown({ watching.cancel(); proxy.thaw(); await proxy.stop() }) {
+            // The watch's connection opened and answered pings through the proxy.
+            try await Task.sleep(for: .seconds(3))
+            #expect(!watch.isDown)
+            proxy.freeze()
+            let frozen = ContinuousClock.now
+            // Before the pings, the connection held stayed open and the watch never noticed.
+            try await eventually(timeout: 20, "the watch finds the silent database gone") { watch.isDown }
+            #expect(ContinuousClock.now - frozen < .seconds(10))
+            proxy.thaw()
+            try await eventually(timeout: 20, "the database counts as up once it answers again") { !watch.isDown }
+        }
+    }
+
+    @Test("""
         a PostgreSQL that does not answer: hub serve tries again every second, logging why, and gives up after \
         --postgres-wait with the network's reason, the password left out
         """)

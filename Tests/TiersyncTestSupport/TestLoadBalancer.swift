@@ -71,6 +71,13 @@ public final class TestLoadBalancer {
     /// Stops HAProxy (SIGTERM: open connections are cut) and waits for it to exit.
     public func stop() async { await child.stop(grace: 5) }
 
+    /// Freezes HAProxy (SIGSTOP): a network gone silent. Its connections stay open and carry
+    /// nothing; new ones are still accepted by the kernel and then hear nothing.
+    public func freeze() { child.send(signal: SIGSTOP) }
+
+    /// Thaws a frozen HAProxy (SIGCONT).
+    public func thaw() { child.send(signal: SIGCONT) }
+
     static func configurationText(port: Int, backends: [Int]) -> String {
         """
         # Written by TestLoadBalancer (Tests/TiersyncTestSupport) for one test.

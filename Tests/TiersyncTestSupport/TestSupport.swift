@@ -585,6 +585,12 @@ public final class Child {
         return output
     }
 
+    /// Sends `signal` and returns at once (SIGSTOP freezes the process, SIGCONT thaws it).
+    public func send(signal: Int32) {
+        guard process.isRunning else { return }
+        Foundation.kill(process.processIdentifier, signal)
+    }
+
     /// Sends `signal` and waits for the process to exit.
     public func kill(_ signal: Int32 = SIGKILL) {
         guard process.isRunning else { return }
