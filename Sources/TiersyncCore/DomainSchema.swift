@@ -158,11 +158,13 @@ public enum DomainSchema {
             FieldSchema("notify", .string(maxLength: 1000), "the roles to notify, comma-separated"),
             FieldSchema("release", .int, "the release whose rule fired"),
             FieldSchema("originating_node", .node, "where the interaction was created"),
+            FieldSchema("allocated_node", .node,
+                        "the node that handled the interaction before its first escalation: routes every step there, as the interaction stays routed there"),
             FieldSchema("status", .oneOf(["escalated", "withdrawn"]),
                         "withdrawn: the interaction turned out answered or resolved before the escalation was due"),
             FieldSchema("withdrawn_reason", .string(maxLength: 500)),
         ],
-        routeFields: ["to_node", "from_node", "originating_node"])
+        routeFields: ["to_node", "from_node", "originating_node", "allocated_node"])
 
     public static let governanceStatus = TableSchema(
         name: "governance_status",

@@ -132,6 +132,9 @@ public struct Escalation: Sendable, Hashable {
             EscalationField.notify.rawValue: notify.isEmpty ? .null : .string(notify.joined(separator: ",")),
             EscalationField.release.rawValue: .int(Int64(release)),
             EscalationField.originatingNode.rawValue: originatingNode.map { .string($0.rawValue) } ?? .null,
+            // Routes the entry where its interaction stays routed: the node allocated it may
+            // write every step (an offline dealer evaluating late), and may send it upward.
+            EscalationField.allocatedNode.rawValue: allocatedNode.map { .string($0.rawValue) } ?? .null,
             EscalationField.status.rawValue: .string(EscalationStatus.escalated.rawValue),
             EscalationField.withdrawnReason.rawValue: .null,
         ]
@@ -168,6 +171,7 @@ public enum EscalationField: String, CaseIterable, Sendable {
     case toNode = "to_node"
     case notify, release
     case originatingNode = "originating_node"
+    case allocatedNode = "allocated_node"
     case status
     case withdrawnReason = "withdrawn_reason"
 }

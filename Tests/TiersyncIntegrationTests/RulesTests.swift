@@ -51,6 +51,48 @@ private func automakerTree(_ running: Running, dir: TempDir, clock: ManualClock,
 @Suite("Escalation and proactive contacts at every node", .serialized)
 struct RulesTests {
     @Test("""
+    a dialogue the country takes for a dealer's customer is handled at the dealer; the dealer, offline past two SLA steps, \
+    writes both (dealer → country → HQ) and sends them: its country accepts the step-2 entry (it is routed to the dealer \
+    the dialogue was allocated to), and every node holds both entries
+    """, .timeLimit(.minutes(5)))
+    func lateDealerWritesEveryStepOfATakenDialogue() async throws {
+        let dir = try TempDir()
+        let clock = ManualClock("2026-12-03T10:00:00Z")
+        try await withRunning { running in
+            let (hub, hq, de, agents) = try await automakerTree(running, dir: dir, clock: clock)
+            var berlin = agents[0]
+            try berlin.store.commit([.upsert("customers", id: "c-7", ["last_name": "Weber", "segment_value": "A"])])
+            try await eventually(timeout: 30, "de holds de-berlin's customer") { try values(de.store, "c-7", table: "customers") != nil }
+            // The country's hotline takes a warranty question for the dealer's customer: the dealer's service desk handles it.
+            try de.store.commit([.upsert("interactions", id: "i-taken", [
+                "customer_id": "c-7", "direction": "inbound", "channel": "phone", "topic": "warranty", "knowledge_kind": "specification",
+                "urgency": "normal", "status": "open", "created_at": "2026-12-03T10:00:00Z"])])
+            let taken = try #require(try values(de.store, "i-taken"))
+            #expect(taken["handling_node"] == "de-berlin" && taken["originating_node"] == "de" && taken["sla_due"] == "2026-12-03T14:00:00Z", "\(taken)")
+            try await eventually(timeout: 30, "de-berlin holds the dialogue") { try values(berlin.store, "i-taken") != nil }
+
+            // Offline until both steps are due (14:00 to de, 18:00 to HQ); nobody else evaluates meanwhile (the clock stays at 10:00).
+            await berlin.stop()
+            let offline = try Child.run(["rules", "run", "--db", dir.path + "/de-berlin.sqlite", "--now", "2026-12-03T18:05:00Z"])
+            #expect(offline.contains("2 escalation step(s)"), "\(offline)")
+            let (step1, step2) = (RuleRecordID.escalation(interactionID: "i-taken", step: 1), RuleRecordID.escalation(interactionID: "i-taken", step: 2))
+            let second = try #require(try values(berlin.store, step2, table: "escalations"))
+            #expect(second["from_node"] == "de" && second["to_node"] == "hq" && second["originating_node"] == "de"
+                    && second["allocated_node"] == "de-berlin", "\(second)")
+
+            berlin = try running.agent(store: berlin.store, parentURL: de.url, caFile: hub.caFile)
+            // Before: de refused step 2 as outside de-berlin's scope, and de-berlin retried it for ever.
+            try await eventually(timeout: 30, "HQ and de hold both steps as de-berlin wrote them") {
+                try [hq, de.store].allSatisfy { s in
+                    try values(s, step1, table: "escalations") == values(berlin.store, step1, table: "escalations")
+                        && values(s, step2, table: "escalations") == second && values(s, "i-taken")?["handling_node"] == "hq"
+                }
+            }
+            #expect(try de.store.quarantined().isEmpty && hq.quarantined().isEmpty)
+        }
+    }
+
+    @Test("""
     SLA escalation exactly once over TLS, three tiers, on a test clock: HQ's and de's runners escalate a dealer's \
     dialogue at its SLA on their own, the dealer offline until after the due time escalates it too (`rules run --now`); \
     one entry per step everywhere, the same values, no conflict; a dialogue resolved first never escalates; one \
