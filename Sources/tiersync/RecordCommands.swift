@@ -163,6 +163,7 @@ struct RecordCommand: ParsableCommand {
             if table == DomainSchema.consentEvents.name || (table == DomainSchema.customers.name && fields.keys.contains(where: { $0.hasPrefix("consent_") })) {
                 throw CLIError("consent is recorded with its history: use `tiersync consent set --db … --customer ID --purpose P --channel C --grant|--withdraw --source S`")
             }
+            try RecordCommand.refuseErasureRecords(table)
             let created = try store.record(table: table, id: id)?.state.isLive != true
             let change = try store.commit([.upsert(table, id: id, fields)])
             print("wrote \(table)/\(id) as change \(change[0].origin)#\(change[0].originSeq)")
@@ -183,6 +184,19 @@ struct RecordCommand: ParsableCommand {
         }
     }
 
+    /// An erasure's marker and its acknowledgements are the store's own writes: a marker
+    /// written here erased the rows but neither scrubbed the file nor acknowledged, and an
+    /// acknowledgement written here told HQ's ledger "erased, digest …" of data still on
+    /// disk (a forged proof). `tiersync erase` writes the marker; the store acknowledges.
+    static func refuseErasureRecords(_ table: String) throws {
+        if table == DomainSchema.erasures.name {
+            throw CLIError("an erasure is requested with `tiersync erase --db … TABLE ID` (it erases, scrubs the file and acknowledges), not written as a record")
+        }
+        if table == DomainSchema.erasureAcks.name {
+            throw CLIError("an erasure's acknowledgement is the store's own proof, written when it has erased and scrubbed: it is never written by hand")
+        }
+    }
+
     struct Delete: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Delete a record (a tombstone that replicates).")
         @OptionGroup var node: NodeDatabase
@@ -190,6 +204,7 @@ struct RecordCommand: ParsableCommand {
         @Argument(help: "Record id.") var id: String
 
         func run() throws {
+            try RecordCommand.refuseErasureRecords(table)
             let store = try node.open()
             // A delete of something never held would go up as a change outside the node's
             // scope (no route), refused by its parent and quarantined there.

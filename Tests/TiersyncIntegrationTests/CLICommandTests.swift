@@ -674,6 +674,24 @@ struct CLICommandTests {
         #expect(agent.status != 0 && agent.err.contains("notes.txt cannot be used as a node's database"), "\(agent)")
     }
 
+    @Test("""
+    an erasure's marker and acknowledgement are not written by hand: `record put` and `record delete` refuse them, pointing to \
+    `tiersync erase` (a hand-written acknowledgement was a forged proof: HQ's ledger said "erased" of data still on disk)
+    """)
+    func erasureRecordsAreNotWrittenByHand() async throws {
+        let dir = try TempDir()
+        let (db, store) = try Self.dealerStore(in: dir)
+        let forged = try await tiersync(["record", "put", "--db", db, "erasure_acks", "era-x@d1", "erasure_id=era-x", "node=d1", "records=5",
+                                         "log_entries=5", "digest=" + String(repeating: "0", count: 64), "acknowledged_at=2026-12-06T14:09:00Z"], cwd: dir.path)
+        #expect(forged.status != 0 && forged.err.contains("the store's own proof"), "\(forged)")
+        let marker = try await tiersync(["record", "put", "--db", db, "erasures", "era-x", "subject_table=customers", "subject_id=c-1"], cwd: dir.path)
+        #expect(marker.status != 0 && marker.err.contains("tiersync erase --db"), "\(marker)")
+        let delete = try await tiersync(["record", "delete", "--db", db, "erasures", "era-x"], cwd: dir.path)
+        #expect(delete.status != 0 && delete.err.contains("tiersync erase --db"), "\(delete)")
+        #expect(try store.liveRecords(table: "erasure_acks").isEmpty && store.liveRecords(table: "erasures").isEmpty)
+        #expect(try store.record(table: "customers", id: "c-1")?.state.isLive == true, "nothing was erased")
+    }
+
     @Test("consent from the CLI: an outbound contact with a purpose needs the customer's consent by its channel; a bare consent field or event is refused (no history)")
     func outboundContactNeedsConsent() async throws {
         let dir = try TempDir()
