@@ -60,6 +60,14 @@ extension Admin {
         }
 
         /// The password from a file (first line) or standard input (first line).
+        /// Every role of `--role` given once or more, each comma-separated (a repeated
+        /// option kept only its last value, silently).
+        static func roles(_ options: [String]) throws -> Set<AdminRole> {
+            let joined = options.joined(separator: ",")
+            guard let roles = AdminRole.parse(joined) else { throw ValidationError("unknown role in '\(joined)': use viewer, operator, publisher, reviewer") }
+            return roles
+        }
+
         static func readPassword(file: String?) throws -> String {
             let text: String
             if let file {
@@ -76,13 +84,13 @@ extension Admin {
             static let configuration = CommandConfiguration(abstract: "Add an administrator (the password is read from --password-file or standard input).")
             @OptionGroup var target: Target
             @Option(help: "Login name (letters, digits, '.', '_', '-', '@').") var name: String
-            @Option(help: "Roles, comma-separated: viewer, operator, publisher, reviewer.") var role = "viewer"
+            @Option(help: "Roles, comma-separated or the option repeated: viewer, operator, publisher, reviewer (default: viewer).") var role: [String] = []
             @Option(help: "The node whose subtree they administer (default: the tenant's root, an HQ admin).") var scope: String?
             @Option(help: "A file whose first line is the password (default: standard input).") var passwordFile: String?
 
             func run() async throws {
                 guard AdminUser.isValidName(name) else { throw ValidationError("'\(name)' is not a valid login name") }
-                guard let roles = AdminRole.parse(role) else { throw ValidationError("unknown role in '\(role)': use viewer, operator, publisher, reviewer") }
+                let roles = try User.roles(role.isEmpty ? ["viewer"] : role)
                 let password = try User.readPassword(file: passwordFile)
                 let hash = try await PasswordHash.makeAsync(password)
                 let (name, scope) = (self.name, self.scope)
@@ -152,10 +160,11 @@ extension Admin {
             static let configuration = CommandConfiguration(commandName: "set-role", abstract: "Replace an administrator's roles.")
             @OptionGroup var target: Target
             @Option(help: "Login name.") var name: String
-            @Option(help: "Roles, comma-separated: viewer, operator, publisher, reviewer.") var role: String
+            @Option(help: "Roles, comma-separated or the option repeated: viewer, operator, publisher, reviewer.") var role: [String] = []
 
             func run() async throws {
-                guard let roles = AdminRole.parse(role) else { throw ValidationError("unknown role in '\(role)': use viewer, operator, publisher, reviewer") }
+                guard !role.isEmpty else { throw ValidationError("Missing expected argument '--role <role>'") }
+                let roles = try User.roles(role)
                 let name = self.name
                 try await target.hub.withHQ(tenant: target.tenant) { opened, tenant in
                     try await User.accounts(opened).updateAdminUser(name, of: tenant, roles: roles, disabledAtMillis: nil, passwordHash: nil)

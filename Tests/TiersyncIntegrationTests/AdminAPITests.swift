@@ -985,7 +985,13 @@ struct AdminAPITests {
                 #expect(weak.status != 0 && weak.output.contains("at least 12 characters"))
                 let badRole = try Child.capture(["admin", "user", "add", "--data", data, "--tenant", "acme", "--name", "y", "--role", "root", "--password-file", passwordFile])
                 #expect(badRole.status != 0 && badRole.output.contains("unknown role"))
-                _ = try Child.run(["admin", "user", "set-role", "--data", data, "--tenant", "acme", "--name", "ops@acme", "--role", "operator,reviewer"])
+                // Repeated, every --role counts (it kept only the last one, silently).
+                let repeated = try Child.run(["admin", "user", "add", "--data", data, "--tenant", "acme", "--name", "pub@acme", "--role", "viewer",
+                                              "--role", "publisher,operator", "--password-file", passwordFile])
+                #expect(repeated.contains("roles viewer,operator,publisher"), "\(repeated)")
+                let noRole = try Child.capture(["admin", "user", "set-role", "--data", data, "--tenant", "acme", "--name", "ops@acme"])
+                #expect(noRole.status != 0 && noRole.output.contains("--role"), "\(noRole)")
+                _ = try Child.run(["admin", "user", "set-role", "--data", data, "--tenant", "acme", "--name", "ops@acme", "--role", "operator", "--role", "reviewer"])
                 let list = try Child.run(["admin", "user", "list", "--data", data, "--tenant", "acme"])
                 #expect(list.contains("ops@acme") && list.contains("operator,reviewer") && list.contains("active"))
                 let token = try Child.run(["admin", "user", "token", "--data", data, "--tenant", "acme", "--name", "ops@acme", "--days", "1"])
