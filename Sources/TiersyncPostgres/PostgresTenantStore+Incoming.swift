@@ -127,11 +127,11 @@ extension PostgresTenantStore {
 
     /// The erasure forbidding `change` here, if any: its record was erased, or one of its
     /// link fields names an erased record.
-    private static func erasureBlocking(_ change: Change, _ erased: [RecordKey: (erasureID: String, route: Set<NodeID>)]) -> (erasureID: String, route: Set<NodeID>)? {
+    private static func erasureBlocking(_ change: Change, _ erased: [RecordKey: (erasureID: String, route: Set<NodeID>)]) -> (erasureID: String, route: Set<NodeID>, viaLink: Bool)? {
         guard !erased.isEmpty else { return nil }
-        if let hit = erased[RecordKey(table: change.table, id: change.recordID)] { return hit }
+        if let hit = erased[RecordKey(table: change.table, id: change.recordID)] { return (hit.erasureID, hit.route, false) }
         for link in Erasure.linkFields(of: change.table) {
-            if let target = change.fields[link.field]?.stringValue, let hit = erased[RecordKey(table: link.parent, id: target)] { return hit }
+            if let target = change.fields[link.field]?.stringValue, let hit = erased[RecordKey(table: link.parent, id: target)] { return (hit.erasureID, hit.route, true) }
         }
         return nil
     }
@@ -265,7 +265,16 @@ extension PostgresTenantStore {
             // Data erased here never comes back: a change of an erased record, or one linking
             // to it, is refused (after the sender's scope) and counted, never kept.
             if let blocked = Self.erasureBlocking(change, state.erased) {
-                if let gate = batch.gate, let refusal = gate(GateContext(change: change, sender: sender, routeBefore: blocked.route, routeAfter: blocked.route)) {
+                // The sender's scope is judged on the record it writes: the erased record's
+                // route when that is the record, its own when it only links to one (judged on
+                // the linked record's route, a dealer's new dialogue naming an erased
+                // customer of its sibling was refused as outside its scope, retried for ever).
+                var (before, after) = (Optional(blocked.route), blocked.route)
+                if blocked.viaLink, let table = prepared.table {
+                    let stored = current[RecordKey(table: change.table, id: change.recordID)]
+                    (before, after) = (stored?.route, RecordMerge.merge(change, into: stored, table: table).route)
+                }
+                if let gate = batch.gate, let refusal = gate(GateContext(change: change, sender: sender, routeBefore: before, routeAfter: after)) {
                     // Refused for its sender's scope, and not quarantined: its values are those of an erased record.
                     plan.report.rejected.append(RejectedChange(change: change, rejection: refusal))
                     continue

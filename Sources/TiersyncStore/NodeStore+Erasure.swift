@@ -281,7 +281,7 @@ extension NodeStore {
     /// whether anything was ever erased per transaction; nothing more on a store that never
     /// erased.
     func erasureBlocking(_ db: Database, _ statements: inout LogStatements, table: String, id: String,
-                         fields: [String: FieldValue]) throws -> (erasureID: String, route: Set<NodeID>)? {
+                         fields: [String: FieldValue]) throws -> (erasureID: String, route: Set<NodeID>, viaLink: Bool)? {
         // Bound and read directly (``DirectBinding``): these run at every local commit.
         if statements.anyErased == nil {
             statements.anyErased = try DirectBinding.exists(db, db.cachedStatement(sql: "SELECT 1 FROM ts_erased_records LIMIT 1")) { _ in }
@@ -294,10 +294,10 @@ extension NodeStore {
                 b.text(id)
             }) { row in (row.text(0) ?? "", Self.parseRoute(row.text(1))) }
         }
-        if let hit = try erased(table, id) { return hit }
+        if let hit = try erased(table, id) { return (hit.erasureID, hit.route, false) }
         for link in Erasure.linkFields(of: table) {
             guard let target = fields[link.field]?.stringValue, let hit = try erased(link.parent, target) else { continue }
-            return hit
+            return (hit.erasureID, hit.route, true)
         }
         return nil
     }

@@ -107,7 +107,16 @@ extension NodeStore {
                 // Data erased here never comes back: a change of an erased record, or one
                 // linking to it, is refused (after the sender's scope) and counted, never kept.
                 if let blocked = try self.erasureBlocking(db, &statements, table: change.table, id: change.recordID, fields: change.fields) {
-                    if let gate, let refusal = gate(GateContext(change: change, sender: sender, routeBefore: blocked.route, routeAfter: blocked.route)) {
+                    // The sender's scope is judged on the record it writes: the erased record's
+                    // route when that is the record, its own when it only links to one (judged
+                    // on the linked record's route, a dealer's new dialogue naming an erased
+                    // customer of its sibling was refused as outside its scope, retried for ever).
+                    var (before, after) = (Optional(blocked.route), blocked.route)
+                    if blocked.viaLink, let table = ready.table {
+                        let stored = try self.load(db, table: table, id: change.recordID)
+                        (before, after) = (stored?.route, RecordMerge.merge(change, into: stored, table: table).route)
+                    }
+                    if let gate, let refusal = gate(GateContext(change: change, sender: sender, routeBefore: before, routeAfter: after)) {
                         // Refused for its sender's scope, and not quarantined either: its
                         // values are those of an erased record.
                         report.rejected.append(RejectedChange(change: change, rejection: refusal))

@@ -81,6 +81,38 @@ func customer(_ origin: NodeID, _ seq: Int64, _ id: String, _ fields: [String: F
 
 @Suite("Hub API over TLS", .serialized)
 struct HubAPITests {
+    @Test("""
+        a dealer's new dialogue naming a customer erased at the hub, whom it never held (its sibling's), is refused `erased`, \
+        final and counted: its scope is judged on the dialogue it writes, not on the erased customer (refused `forbidden`, \
+        it was retried for ever and its personal data kept)
+        """, arguments: StorageEngine.testable)
+    func linkToErasedRecordJudgedOnItsOwnRecord(engine: StorageEngine) async throws {
+        try await withHubFixture(engine: engine) { f in
+            let now = WallClock.nowMillis()
+            #expect(try await f.push([customer("d1", 1, "c-9", ["owning_dealer": "d1", "last_name": "Gone"])], as: f.d1).status == 200)
+            let marker = Change(origin: "d1", originSeq: 2, hlc: HLCTimestamp(wallMillis: now, counter: 5), table: "erasures", recordID: "era-c9",
+                                op: .upsert, fields: ["subject_table": "customers", "subject_id": "c-9", "requested_by": "d1",
+                                                      "requested_at": .string(ISO8601DateFormatter().string(from: Date()))])
+            let erased = try await f.push([marker], as: f.d1)
+            #expect(try erased.decode(PushResponse.self).applied == 1, "\(erased.text)")
+            #expect(try await f.liveIDs("customers").contains("c-9") == false)
+
+            let dialogue = Change(origin: "d2", originSeq: 1, hlc: HLCTimestamp(wallMillis: now, counter: 9), table: "interactions", recordID: "int-d2",
+                                  op: .upsert, fields: ["customer_id": "c-9", "summary": "about the erased customer", "originating_node": "d2"])
+            let reply = try await f.push([dialogue], as: f.d2)
+            let answer = try reply.decode(PushResponse.self)
+            #expect(answer.applied == 0 && answer.rejected.map(\.code) == [.erased], "\(reply.text)")
+            let again = try await f.push([dialogue], as: f.d2)
+            #expect(try again.decode(PushResponse.self).duplicates == 1, "final: \(again.text)")
+            #expect(try await f.liveIDs("interactions").isEmpty)
+            // A dialogue of another node's record linking to it is still judged by that record's scope.
+            let foreign = Change(origin: "d2", originSeq: 2, hlc: HLCTimestamp(wallMillis: now, counter: 10), table: "interactions", recordID: "int-d1",
+                                 op: .upsert, fields: ["customer_id": "c-9", "originating_node": "d1"])
+            let refused = try await f.push([foreign], as: f.d2)
+            #expect(try refused.decode(PushResponse.self).rejected.map(\.code) == [.forbidden], "\(refused.text)")
+        }
+    }
+
     @Test("push, then pull at the other dealer; bad input in a batch is quarantined and blocks nothing", arguments: StorageEngine.testable)
     func pushPullAndPartialBatch(engine: StorageEngine) async throws {
         try await withHubFixture(engine: engine) { f in
