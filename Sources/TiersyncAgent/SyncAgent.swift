@@ -242,6 +242,7 @@ public final class SyncAgent: Sendable {
             try store.setCursor(Self.pushCursor, response.acknowledgedThrough)
             let rejected = refusals(in: response, of: batch.map(\.change))
             try store.scheduleRetries(rejected)
+            noteRoutedAway(batch.map(\.change), refused: rejected)
             try handleClockSkew(response, refused: rejected)
             sent += batch.count
             // Own changes refused for clock skew are re-stamped and sent again at once
@@ -583,6 +584,24 @@ public final class SyncAgent: Sendable {
             if let scope { scopes[requester] = scope }
         }
         return ParentGate.erasures(judgedBy: scopes)
+    }
+
+    /// Records that changes this node sent, and its parent took, may have routed away from
+    /// it (a dealer giving its customer to a sibling): evicted by the push loop's next
+    /// ``evictRoutedAway(touchedBy:)``, now that they are acknowledged. Its own changes never
+    /// come back down, so the pull's eviction never saw them, and the record stayed here for
+    /// good. Only changes setting a route field to another node are looked at (a dealer's new
+    /// customer names the dealer itself).
+    private func noteRoutedAway(_ sent: [Change], refused: [RejectedChange]) {
+        let refusedIDs = Set(refused.map { "\($0.origin)#\($0.originSeq)" })
+        let me = identity.node.rawValue
+        let keys = sent.compactMap { change -> RecordKey? in
+            guard let table = store.schema.table(change.table),
+                  table.routeFields.contains(where: { field in change.fields[field].map { $0.stringValue != me } ?? false }),
+                  !refusedIDs.contains("\(change.origin)#\(change.originSeq)") else { return nil }
+            return RecordKey(table: change.table, id: change.recordID)
+        }
+        if !keys.isEmpty { pendingEviction.withLock { $0.formUnion(keys) } }
     }
 
     /// Evicts what `changes` routed away from this node (nil: retries the records kept

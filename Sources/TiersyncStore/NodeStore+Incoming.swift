@@ -32,6 +32,32 @@ extension NodeStore {
                                                                   checkSkew: checkSkew, gate: gate, wallMillis: wallMillis))
     }
 
+    /// Merges a change the log already holds into its record again, when that changes it: a
+    /// record evicted here keeps the log entries still routed to a child (a dealer learns
+    /// from them that it left), and when the record comes back (a backfill after its dealer
+    /// moved away and back, a re-route) those entries arrive as duplicates while the earlier
+    /// ones arrive anew: the record came back without them, stale (a customer handed from d1
+    /// to d2 was owned by d1 again at the country, and sent back to d1). The merge is
+    /// idempotent, so a record that holds the change is left as it is; a record not held
+    /// here is not made from a duplicate, nor one erased. When it does change the record, the
+    /// entry is logged again at the head with the record's route now (and removed where it
+    /// was): children that took the earlier entries anew get this one after them.
+    func remerge(_ db: Database, _ statements: inout LogStatements, _ change: Change, _ ready: PreparedChange,
+                 from sender: NodeID, nowMillis: UInt64) throws {
+        guard case .success(let valid) = ready.verdict, let table = ready.table,
+              let stored = try load(db, table: table, id: valid.recordID),
+              try erasureBlocking(db, &statements, table: valid.table, id: valid.recordID, fields: valid.fields) == nil else { return }
+        let merged = RecordMerge.merge(valid, into: stored, table: table)
+        guard merged.outcome.changedAnything,
+              let held = try Int64.fetchOne(db.cachedStatement(sql: "SELECT seq FROM ts_changes WHERE origin = ? AND origin_seq = ?"),
+                                            arguments: [valid.origin.rawValue, valid.originSeq]) else { return }
+        try db.execute(sql: "DELETE FROM ts_change_routes WHERE seq = ?", arguments: [held])
+        try db.execute(sql: "DELETE FROM ts_route_entries WHERE seq = ?", arguments: [held])
+        try db.execute(sql: "DELETE FROM ts_changes WHERE seq = ?", arguments: [held])
+        _ = try apply(db, &statements, valid, log: EncodedLogEntry(valid, trail: valid.trail), table: table, stored: stored,
+                      merged: merged, source: .parent, from: sender, nowMillis: nowMillis)
+    }
+
     /// The second half: applies a prepared batch in one transaction, storing `cursor` with it.
     public func apply(_ plan: IncomingBatchPlan, cursor: (name: String, value: Int64)? = nil) async throws -> IncomingReport {
         let (changes, prepared, sender, source, gate, wallMillis) = (plan.changes, plan.prepared, plan.sender, plan.source, plan.gate, plan.wallMillis)
@@ -60,6 +86,7 @@ extension NodeStore {
                 let identity = try batch.known(db, change)
                 if identity == .duplicate {
                     report.duplicates += 1
+                    if source == .parent { try self.remerge(db, &statements, change, ready, from: sender, nowMillis: wallMillis) }
                     continue
                 }
                 // A change neither logged nor quarantined whose entry was purged here (it was

@@ -64,6 +64,17 @@ struct RescopingTests {
             #expect(try d1.store.record(table: "interactions", id: "i-1") != nil && de.store.record(table: "interactions", id: "i-1") != nil,
                     "the dialogue is still routed to d1")
 
+            // d1 itself gives its customer c-3 to its sibling d2: once the parent took the change, d1 lets it go
+            // (its own change never came back down, and the record stayed at d1 for good).
+            try d1.store.commit([.upsert("customers", id: "c-3", ["last_name": "Handed over", "phone": "+49 30 3"])])
+            try await eventually(timeout: 30, "de holds c-3") { try de.store.record(table: "customers", id: "c-3") != nil }
+            try d1.store.commit([.upsert("customers", id: "c-3", ["owning_dealer": "d2"])])
+            try await eventually(timeout: 30, "d2 holds c-3 whole and d1 evicts it with its log entries") {
+                try d2.store.record(table: "customers", id: "c-3")?.state.liveValues["phone"] == "+49 30 3"
+                    && d1.store.record(table: "customers", id: "c-3") == nil && d1.store.lineage(recordID: "c-3").isEmpty
+            }
+            #expect(try de.store.record(table: "customers", id: "c-3")?.state.liveValues["owning_dealer"] == "d2", "de, above both, keeps it")
+
             // d2 moves from de to fr: fr receives its records, de keeps none of them.
             try await hub.catalogStore.moveNode("d2", of: "acme", to: "fr")
             await d2.stop()
@@ -79,10 +90,16 @@ struct RescopingTests {
             // on, and HQ refused every later report of de whole (403: a node outside its subtree).
             let moved = WallClock.nowMillis()
             try de.store.commit([.upsert("customers", id: "c-de", ["last_name": "Country's own"])])
+            // A report of d1 to de changes what de relays, so de reports after the move whatever the
+            // timing (its own backlog of c-de may come and go between two of its measurements).
+            let d1Credential = try #require(try d1.store.meta(MetaKey.credential.rawValue))
+            let relayed = try await running.client(baseURL: de.url, caFile: hub.caFile).send(
+                "POST", "/v1/status", json: StatusRequest(reports: [LagReport(node: "d1", pending: 7, oldestPendingMillis: 1_000)]), credential: d1Credential)
+            #expect(relayed.status == 200, "\(relayed.text)")
             try await eventually(timeout: 30, "HQ takes de's status after d2 left it") {
-                (try await hub.catalogStore.lags(of: "acme")["de"]?.measuredAtMillis ?? 0) > moved
+                let lags = try await hub.catalogStore.lags(of: "acme")
+                return (lags["de"]?.measuredAtMillis ?? 0) > moved && lags["d1"]?.pending == 7
             }
-
             // While d2 is in fr, HQ gives it a customer: de's pull goes past it (not de's then).
             try hq.commit([.upsert("customers", id: "c-9", ["last_name": "Given at HQ", "owning_dealer": "d2"])])
             try await eventually(timeout: 30, "d2 holds c-9 through fr") { try d2.store.record(table: "customers", id: "c-9") != nil }
@@ -110,6 +127,10 @@ struct RescopingTests {
                     return try store.digest(scope: scope) == hq.digest(scope: scope)
                 }
             }
+            // c-3, handed from d1 to d2 before d2 left and came back: de fetched it again with d1's later change
+            // kept in its log (a duplicate); it was owned by d1 again at de and sent back to d1.
+            #expect(try de.store.record(table: "customers", id: "c-3")?.state.liveValues["owning_dealer"] == "d2")
+            #expect(try d1.store.record(table: "customers", id: "c-3") == nil)
         }
     }
 }
