@@ -151,6 +151,15 @@ extension PostgresCatalog: AdminAccountStore {
         return try row?.decode(Int64.self) ?? 0
     }
 
+    public func passwordChooser(of user: String, in tenant: TenantID) async throws -> String? {
+        try await read("""
+            SELECT actor FROM tiersync_catalog.admin_audit
+            WHERE tenant = \(tenant.rawValue) AND target = \(user)
+              AND (action = \(PasswordSetting.addAction) OR (action = \(PasswordSetting.updateAction) AND detail = \(PasswordSetting.setDetail)))
+            ORDER BY id DESC LIMIT 1
+            """).first.map { try $0.decode(String.self) }
+    }
+
     public func audit(of tenant: TenantID, scopes: Set<NodeID>?, before: Int64?, limit: Int) async throws -> [AuditEntry] {
         let all = scopes == nil
         let list = scopes.map { $0.map(\.rawValue) } ?? []

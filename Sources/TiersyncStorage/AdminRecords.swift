@@ -178,6 +178,17 @@ public protocol AdminAccountStore: AnyObject, Sendable {
     /// The tenant's audit entries whose actor's scope is in `scopes` (nil: all), newest
     /// first, with ids below `before` (nil: from the newest), at most `limit`.
     func audit(of tenant: TenantID, scopes: Set<NodeID>?, before: Int64?, limit: Int) async throws -> [AuditEntry]
+    /// Who last chose the password of administrator `user`, as the audit log tells: the
+    /// actor of its newest `user.add` or `user.update` "password set" entry (nil: none kept).
+    /// Whoever added an account through the API chose its password, and knows it.
+    func passwordChooser(of user: String, in tenant: TenantID) async throws -> String?
+}
+
+/// The audit actions and details that set an administrator's password.
+public enum PasswordSetting {
+    public static let addAction = "user.add"
+    public static let updateAction = "user.update"
+    public static let setDetail = "password set"
 }
 
 /// A governance release asked for by one administrator, waiting for a second (four-eyes:

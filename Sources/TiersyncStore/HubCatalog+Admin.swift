@@ -200,6 +200,15 @@ extension SQLiteCatalog: AdminAccountStore {
         }
     }
 
+    public func passwordChooser(of user: String, in tenant: TenantID) async throws -> String? {
+        try await catalog.writer.read { db in
+            try String.fetchOne(db, sql: """
+                SELECT actor FROM admin_audit WHERE tenant = ? AND target = ? AND (action = ? OR (action = ? AND detail = ?))
+                ORDER BY id DESC LIMIT 1
+                """, arguments: [tenant.rawValue, user, PasswordSetting.addAction, PasswordSetting.updateAction, PasswordSetting.setDetail])
+        }
+    }
+
     public func audit(of tenant: TenantID, scopes: Set<NodeID>?, before: Int64?, limit: Int) async throws -> [AuditEntry] {
         try await catalog.writer.read { db in
             var sql = "SELECT * FROM admin_audit WHERE tenant = ? AND id < ?"

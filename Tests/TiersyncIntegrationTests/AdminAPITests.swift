@@ -628,6 +628,14 @@ struct AdminAPITests {
             #expect(own.status == 403 && own.error?.code == "own_release")
             let viewer = try await f.send("POST", "/admin/v1/release-requests/\(request.id)/approve", token: try await f.token("acme", "hq-viewer"))
             #expect(viewer.status == 403)
+            // Nor with a reviewer account the author adds, choosing its password: one person's release (it was signed and rolled out).
+            let sock = try await f.send("POST", "/admin/v1/users", json: AdminMessages.CreateUserRequest(name: "sock", password: "a long enough password", roles: [.reviewer]),
+                                        token: author)
+            #expect(sock.status == 201, "\(sock.text)")
+            let bySock = try await f.send("POST", "/admin/v1/release-requests/\(request.id)/approve", token: try await f.token("acme", "sock"))
+            #expect(bySock.status == 403 && bySock.error?.code == "own_release" && bySock.text.contains("added 'sock'"), "\(bySock.text)")
+            #expect(try await f.hub.tenantStore(for: "acme").governanceDocuments(ofKind: "release", keys: nil).isEmpty)
+            #expect(try await f.accounts.passwordChooser(of: "sock", in: "acme") == "hq-op")
             let approved = try await f.send("POST", "/admin/v1/release-requests/\(request.id)/approve", token: reviewer)
             #expect(approved.status == 200, "\(approved.text)")
             #expect(try approved.decode(AdminMessages.PublishResponse.self).version == 1)

@@ -130,6 +130,14 @@ extension AdminService {
         guard pending.author != caller.user.name else {
             throw APIError(.forbidden, "own_release", "a release needs a second pair of eyes: '\(caller.user.name)' requested it and cannot approve it")
         }
+        // An account the author added chose no password of its own: the author knows it, and
+        // approving with it was one person's release (a publisher adding a reviewer "sock"
+        // and approving their own request). Its password set on the hub machine since frees it.
+        if try await accounts.passwordChooser(of: caller.user.name, in: caller.user.tenant) == pending.author {
+            throw APIError(.forbidden, "own_release", "a release needs a second pair of eyes: '\(pending.author)' requested it and added "
+                           + "'\(caller.user.name)', choosing its password; another reviewer approves it (or set this account's password "
+                           + "on the hub machine: tiersync admin user set-password)")
+        }
         guard pending.state == .pending else { throw APIError(.conflict, "decided", "request \(pending.id) was \(pending.state.rawValue) already") }
         let compiled = try await compile(pending.sources, for: caller.user.tenant)
         let publisher = try await publisher(caller)
