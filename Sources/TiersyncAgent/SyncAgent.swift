@@ -280,6 +280,7 @@ public final class SyncAgent: Sendable {
                     guard let r = try? await client.push(PushRequest(tenant: identity.tenant, through: try store.cursor(Self.pushCursor), changes: [change])),
                           r.rejected.isEmpty else { continue }
                     try store.clearRetries([change])
+                    noteRoutedAway([change], refused: [])
                     accepted += 1
                 }
             }
@@ -290,6 +291,7 @@ public final class SyncAgent: Sendable {
         let accepted = due.filter { !stillRefused.contains("\($0.origin)#\($0.originSeq)") }
         try store.clearRetries(accepted)
         try store.scheduleRetries(rejected)
+        noteRoutedAway(accepted, refused: [])
         try handleClockSkew(response, refused: rejected)
         if !accepted.isEmpty {
             logger.notice("parent accepted changes it had refused before", metadata: ["count": "\(accepted.count)"])

@@ -106,14 +106,15 @@ public final class PostgresLiveness: StorageLiveness {
         }
     }
 
-    /// Opens the watching connection, giving up after ``connectTimeout`` however far it got:
-    /// postgres-nio's own timeout covers the TCP connect, and a peer that accepts and then
-    /// says nothing (a frozen proxy) held the watch for good. A connection opened too late
-    /// is closed.
+    /// Opens the watching connection, giving up after ``connectTimeout`` however far it got
+    /// (TCP, TLS, startup, login). postgres-nio 1.33 bounds the same with the option set
+    /// above; this bound holds whatever the library's version does, since the watch is what
+    /// bounds every other wait. A connection opened too late is closed.
     private func connect(_ configuration: PostgresConnection.Configuration, id: Int) async throws -> PostgresConnection {
         let logger = self.logger
         let opening = Task { try await PostgresConnection.connect(configuration: configuration, id: id, logger: logger) }
         guard let outcome = await Self.first(within: connectTimeout, { await opening.result }) else {
+            opening.cancel()
             Task { try? await opening.value.close() }
             throw ChannelError.connectTimeout(.seconds(Int64(connectTimeout.components.seconds)))
         }

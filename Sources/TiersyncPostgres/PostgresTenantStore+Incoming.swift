@@ -127,11 +127,13 @@ extension PostgresTenantStore {
 
     /// The erasure forbidding `change` here, if any: its record was erased, or one of its
     /// link fields names an erased record.
-    private static func erasureBlocking(_ change: Change, _ erased: [RecordKey: (erasureID: String, route: Set<NodeID>)]) -> (erasureID: String, route: Set<NodeID>, viaLink: Bool)? {
+    private static func erasureBlocking(_ change: Change, _ erased: [RecordKey: (erasureID: String, route: Set<NodeID>)]) -> (erasureID: String, route: Set<NodeID>, linked: RecordKey?)? {
         guard !erased.isEmpty else { return nil }
-        if let hit = erased[RecordKey(table: change.table, id: change.recordID)] { return (hit.erasureID, hit.route, false) }
+        if let hit = erased[RecordKey(table: change.table, id: change.recordID)] { return (hit.erasureID, hit.route, nil) }
         for link in Erasure.linkFields(of: change.table) {
-            if let target = change.fields[link.field]?.stringValue, let hit = erased[RecordKey(table: link.parent, id: target)] { return (hit.erasureID, hit.route, true) }
+            if let target = change.fields[link.field]?.stringValue, let hit = erased[RecordKey(table: link.parent, id: target)] {
+                return (hit.erasureID, hit.route, RecordKey(table: link.parent, id: target))
+            }
         }
         return nil
     }
@@ -270,7 +272,7 @@ extension PostgresTenantStore {
                 // the linked record's route, a dealer's new dialogue naming an erased
                 // customer of its sibling was refused as outside its scope, retried for ever).
                 var (before, after) = (Optional(blocked.route), blocked.route)
-                if blocked.viaLink, let table = prepared.table {
+                if blocked.linked != nil, let table = schema.table(change.table) {
                     let stored = current[RecordKey(table: change.table, id: change.recordID)]
                     (before, after) = (stored?.route, RecordMerge.merge(change, into: stored, table: table).route)
                 }
@@ -284,8 +286,8 @@ extension PostgresTenantStore {
                     continue
                 }
                 plan.erasedRefusals.append((id, blocked.erasureID, Int64(wallMillis)))
-                plan.report.rejected.append(RejectedChange(change: change, rejection: ChangeRejection(
-                    .erased, "record \(change.table)/\(change.recordID) was erased (\(blocked.erasureID)): its data cannot come back")))
+                plan.report.rejected.append(RejectedChange(change: change, rejection: ErasureRefusal.rejection(
+                    table: change.table, id: change.recordID, erasureID: blocked.erasureID, linked: blocked.linked.map { ($0.table, $0.id) })))
                 continue
             }
             let valid: Change

@@ -281,7 +281,7 @@ extension NodeStore {
     /// whether anything was ever erased per transaction; nothing more on a store that never
     /// erased.
     func erasureBlocking(_ db: Database, _ statements: inout LogStatements, table: String, id: String,
-                         fields: [String: FieldValue]) throws -> (erasureID: String, route: Set<NodeID>, viaLink: Bool)? {
+                         fields: [String: FieldValue]) throws -> (erasureID: String, route: Set<NodeID>, linked: RecordKey?)? {
         // Bound and read directly (``DirectBinding``): these run at every local commit.
         if statements.anyErased == nil {
             statements.anyErased = try DirectBinding.exists(db, db.cachedStatement(sql: "SELECT 1 FROM ts_erased_records LIMIT 1")) { _ in }
@@ -294,10 +294,10 @@ extension NodeStore {
                 b.text(id)
             }) { row in (row.text(0) ?? "", Self.parseRoute(row.text(1))) }
         }
-        if let hit = try erased(table, id) { return (hit.erasureID, hit.route, false) }
+        if let hit = try erased(table, id) { return (hit.erasureID, hit.route, nil) }
         for link in Erasure.linkFields(of: table) {
             guard let target = fields[link.field]?.stringValue, let hit = try erased(link.parent, target) else { continue }
-            return (hit.erasureID, hit.route, true)
+            return (hit.erasureID, hit.route, RecordKey(table: link.parent, id: target))
         }
         return nil
     }
@@ -312,8 +312,9 @@ extension NodeStore {
         return true
     }
 
-    static func erasedRejection(table: String, id: String, erasureID: String) -> ChangeRejection {
-        ChangeRejection(.erased, "record \(table)/\(id) was erased (\(erasureID)): its data cannot come back")
+    /// `linked`: the erased record the change names, when it is not the change's own.
+    static func erasedRejection(table: String, id: String, erasureID: String, linked: RecordKey? = nil) -> ChangeRejection {
+        ErasureRefusal.rejection(table: table, id: id, erasureID: erasureID, linked: linked.map { ($0.table, $0.id) })
     }
 
     // MARK: After the commit

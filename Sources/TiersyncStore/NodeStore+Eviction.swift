@@ -77,9 +77,13 @@ extension NodeStore {
             try Self.raiseSeqFloor(db, node: me.node)
             var statements = LogStatements(db)
             for (table, id, _) in outside {
+                // Unsent: not pushed yet, or refused and waiting to be sent again (its retry
+                // would find its log entry gone).
                 let unsent = try Bool.fetchOne(db, sql: """
                     SELECT EXISTS (SELECT 1 FROM ts_changes WHERE tbl = ? AND record_id = ? AND source != 'parent' AND seq > ?)
-                    """, arguments: [table.name, id, pushed]) ?? false
+                        OR EXISTS (SELECT 1 FROM ts_changes c JOIN ts_push_retries r ON r.origin = c.origin AND r.origin_seq = c.origin_seq
+                                   WHERE c.tbl = ? AND c.record_id = ?)
+                    """, arguments: [table.name, id, pushed, table.name, id]) ?? false
                 if unsent {
                     report.keptUnsent += 1
                     report.kept.append(RecordKey(table: table.name, id: id))

@@ -42,20 +42,21 @@ extension NodeStore {
     /// here is not made from a duplicate, nor one erased. When it does change the record, the
     /// entry is logged again at the head with the record's route now (and removed where it
     /// was): children that took the earlier entries anew get this one after them.
+    /// Returns whether it did.
     func remerge(_ db: Database, _ statements: inout LogStatements, _ change: Change, _ ready: PreparedChange,
-                 from sender: NodeID, nowMillis: UInt64) throws {
-        guard case .success(let valid) = ready.verdict, let table = ready.table,
+                 from sender: NodeID, nowMillis: UInt64) throws -> Bool {
+        guard case .success(let valid) = ready.verdict, let table = ready.table, let log = ready.log,
               let stored = try load(db, table: table, id: valid.recordID),
-              try erasureBlocking(db, &statements, table: valid.table, id: valid.recordID, fields: valid.fields) == nil else { return }
+              try erasureBlocking(db, &statements, table: valid.table, id: valid.recordID, fields: valid.fields) == nil else { return false }
         let merged = RecordMerge.merge(valid, into: stored, table: table)
         guard merged.outcome.changedAnything,
               let held = try Int64.fetchOne(db.cachedStatement(sql: "SELECT seq FROM ts_changes WHERE origin = ? AND origin_seq = ?"),
-                                            arguments: [valid.origin.rawValue, valid.originSeq]) else { return }
+                                            arguments: [valid.origin.rawValue, valid.originSeq]) else { return false }
         try db.execute(sql: "DELETE FROM ts_change_routes WHERE seq = ?", arguments: [held])
         try db.execute(sql: "DELETE FROM ts_route_entries WHERE seq = ?", arguments: [held])
         try db.execute(sql: "DELETE FROM ts_changes WHERE seq = ?", arguments: [held])
-        _ = try apply(db, &statements, valid, log: EncodedLogEntry(valid, trail: valid.trail), table: table, stored: stored,
-                      merged: merged, source: .parent, from: sender, nowMillis: nowMillis)
+        _ = try apply(db, &statements, valid, log: log, table: table, stored: stored, merged: merged, source: .parent, from: sender, nowMillis: nowMillis)
+        return true
     }
 
     /// The second half: applies a prepared batch in one transaction, storing `cursor` with it.
@@ -85,8 +86,13 @@ extension NodeStore {
             for (change, ready) in zip(changes, prepared) {
                 let identity = try batch.known(db, change)
                 if identity == .duplicate {
-                    report.duplicates += 1
-                    if source == .parent { try self.remerge(db, &statements, change, ready, from: sender, nowMillis: wallMillis) }
+                    // Counted as applied when merged again: it is logged anew, which the node's
+                    // children are woken for and its eviction looks at.
+                    if source == .parent, try self.remerge(db, &statements, change, ready, from: sender, nowMillis: wallMillis) {
+                        report.applied += 1
+                    } else {
+                        report.duplicates += 1
+                    }
                     continue
                 }
                 // A change neither logged nor quarantined whose entry was purged here (it was
@@ -139,7 +145,7 @@ extension NodeStore {
                     // on the linked record's route, a dealer's new dialogue naming an erased
                     // customer of its sibling was refused as outside its scope, retried for ever).
                     var (before, after) = (Optional(blocked.route), blocked.route)
-                    if blocked.viaLink, let table = ready.table {
+                    if blocked.linked != nil, let table = self.schema.table(change.table) {
                         let stored = try self.load(db, table: table, id: change.recordID)
                         (before, after) = (stored?.route, RecordMerge.merge(change, into: stored, table: table).route)
                     }
@@ -153,7 +159,8 @@ extension NodeStore {
                         report.duplicates += 1
                         continue
                     }
-                    report.rejected.append(RejectedChange(change: change, rejection: Self.erasedRejection(table: change.table, id: change.recordID, erasureID: blocked.erasureID)))
+                    report.rejected.append(RejectedChange(change: change, rejection: Self.erasedRejection(table: change.table, id: change.recordID, erasureID: blocked.erasureID,
+                                                                                                     linked: blocked.linked)))
                     continue
                 }
                 let valid: Change

@@ -59,7 +59,6 @@ extension Admin {
             }
         }
 
-        /// The password from a file (first line) or standard input (first line).
         /// Every role of `--role` given once or more, each comma-separated (a repeated
         /// option kept only its last value, silently).
         static func roles(_ options: [String]) throws -> Set<AdminRole> {
@@ -68,6 +67,7 @@ extension Admin {
             return roles
         }
 
+        /// The password from a file (first line) or standard input (first line).
         static func readPassword(file: String?) throws -> String {
             let text: String
             if let file {

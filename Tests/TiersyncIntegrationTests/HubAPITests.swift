@@ -102,6 +102,7 @@ struct HubAPITests {
             let reply = try await f.push([dialogue], as: f.d2)
             let answer = try reply.decode(PushResponse.self)
             #expect(answer.applied == 0 && answer.rejected.map(\.code) == [.erased], "\(reply.text)")
+            #expect(answer.rejected.first?.message.contains("interactions/int-d2 names customers/c-9, which was erased") == true, "\(reply.text)")
             let again = try await f.push([dialogue], as: f.d2)
             #expect(try again.decode(PushResponse.self).duplicates == 1, "final: \(again.text)")
             #expect(try await f.liveIDs("interactions").isEmpty)

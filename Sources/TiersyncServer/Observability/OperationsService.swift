@@ -80,8 +80,8 @@ struct OperationsService: Sendable {
             throw APIError(.unauthorized, "unauthenticated", "/metrics needs 'Authorization: Bearer <metrics token>'")
         }
         // With the database gone the stores cannot be read: the gauges read from them keep the
-        // last scrape's values (alerts on them neither fire nor resolve on the outage), and
-        // the outage itself is what this scrape reports.
+        // last scrape's values, and the outage itself is what this scrape reports (the alert
+        // on nodes' last-seen times, frozen meanwhile, holds off while it lasts).
         let reachable = storageLiveness?.isDown != true
         if reachable { try await refreshScrapedGauges() }
         metrics.scraped.set(.storageReachable, [([], reachable ? 1 : 0)])
