@@ -63,17 +63,26 @@ public struct IdentifierError: Error, Sendable, CustomStringConvertible {
     public let kind: String
     public let value: String
     public var description: String {
-        "invalid \(kind) identifier '\(value)': use 1-64 characters of a-z, 0-9, '-', '_' or '.', not starting with '.'"
+        "invalid \(kind) identifier '\(value)': use 1-64 characters of a-z, 0-9, '-', '_' or '.'"
     }
 }
 
-/// Not starting with '.': "." and ".." are path segments (a node ".." made the console's
-/// `/console/nodes/../revoke`, which a browser reads as `/console/revoke`), and a tenant
-/// ".x" a hidden file the backup's `tenants/*.sqlite` missed.
 func isIdentifier(_ s: String) -> Bool {
-    guard !s.isEmpty, s.utf8.count <= 64, s.utf8.first != UInt8(ascii: ".") else { return false }
+    guard !s.isEmpty, s.utf8.count <= 64 else { return false }
     return s.utf8.allSatisfy { b in
         (b >= UInt8(ascii: "a") && b <= UInt8(ascii: "z")) || (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9"))
             || b == UInt8(ascii: "-") || b == UInt8(ascii: "_") || b == UInt8(ascii: ".")
+    }
+}
+
+/// Names given from now on (a tenant created, a node's enrollment token issued) may not
+/// start with '.': "." and ".." are path segments (a node ".." made the console's
+/// `/console/nodes/../revoke`, which a browser reads as `/console/revoke`), and a tenant ".x"
+/// was a hidden file the backup's `tenants/*.sqlite` missed. Names already given are still
+/// read everywhere (refused on the wire, such a node's changes would stop every pull naming it).
+public enum NewName {
+    /// Why `value` may not be given as a new `kind` name, or nil.
+    public static func refusal(_ kind: String, _ value: String) -> String? {
+        value.hasPrefix(".") ? "invalid \(kind) identifier '\(value)': a new name may not start with '.'" : nil
     }
 }

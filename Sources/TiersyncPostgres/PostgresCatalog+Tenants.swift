@@ -7,6 +7,7 @@ extension PostgresCatalog {
     @discardableResult
     public func createTenant(_ tenant: TenantID, root: NodeID, levels: Int, allowDirectSync: Bool, nowMillis: UInt64) async throws -> Bool {
         guard (2...3).contains(levels) else { throw StoreError.invalidArgument("a tenant has 2 or 3 levels, not \(levels)") }
+        if let refusal = NewName.refusal("tenant", tenant.rawValue) ?? NewName.refusal("node", root.rawValue) { throw StoreError.invalidArgument(refusal) }
         let now = Int64(clamping: nowMillis)
         return try await transaction(lockingTenant: tenant.rawValue) { db in
             let inserted = try await db.rows("""

@@ -6,6 +6,7 @@ import TiersyncStorage
 extension PostgresCatalog {
     public func issueEnrollmentToken(tenant: TenantID, node: NodeID, parent: NodeID?, role expectedRole: String?,
                                      ttlSeconds: UInt64, nowMillis: UInt64) async throws -> String {
+        if let refusal = NewName.refusal("node", node.rawValue) { throw StoreError.invalidArgument(refusal) }
         let now = Int64(clamping: nowMillis)
         let t = tenant.rawValue
         return try await transaction(lockingTenant: t) { db in

@@ -133,6 +133,7 @@ public final class HubCatalog: Sendable {
     public func createTenant(_ tenant: TenantID, root: NodeID = "hq", levels: Int = 2, allowDirectSync: Bool = false,
                              nowMillis: UInt64 = WallClock.nowMillis()) throws -> Bool {
         guard (2...3).contains(levels) else { throw StoreError.invalidArgument("a tenant has 2 or 3 levels, not \(levels)") }
+        if let refusal = NewName.refusal("tenant", tenant.rawValue) ?? NewName.refusal("node", root.rawValue) { throw StoreError.invalidArgument(refusal) }
         return try writer.write { db in
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) ?? false { return false }
             try db.execute(sql: "INSERT INTO tenants (id, root, created_at, levels, allow_direct_sync) VALUES (?, ?, ?, ?, ?)",
@@ -405,7 +406,8 @@ public final class HubCatalog: Sendable {
     /// the one between holds countries. `role`, when given, must agree.
     public func issueEnrollmentToken(tenant: TenantID, node: NodeID, parent: NodeID? = nil, role expectedRole: String? = nil,
                                      ttlSeconds: UInt64 = 86_400, nowMillis: UInt64 = WallClock.nowMillis()) throws -> String {
-        try writer.write { db in
+        if let refusal = NewName.refusal("node", node.rawValue) { throw StoreError.invalidArgument(refusal) }
+        return try writer.write { db in
             guard let tenantRow = try Row.fetchOne(db, sql: "SELECT root, levels FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) else {
                 throw StoreError.notFound("tenant '\(tenant)'")
             }
