@@ -7,9 +7,13 @@ extension PostgresCatalog {
     @discardableResult
     public func createTenant(_ tenant: TenantID, root: NodeID, levels: Int, allowDirectSync: Bool, nowMillis: UInt64) async throws -> Bool {
         guard (2...3).contains(levels) else { throw StoreError.invalidArgument("a tenant has 2 or 3 levels, not \(levels)") }
-        if let refusal = NewName.refusal("tenant", tenant.rawValue) ?? NewName.refusal("node", root.rawValue) { throw StoreError.invalidArgument(refusal) }
         let now = Int64(clamping: nowMillis)
         return try await transaction(lockingTenant: tenant.rawValue) { db in
+            // Refused for a new tenant only: an existing one is answered as before (not created again).
+            if let refusal = NewName.refusal("tenant", tenant.rawValue) ?? NewName.refusal("node", root.rawValue),
+               try await db.rows("SELECT 1 FROM tiersync_catalog.tenants WHERE id = \(tenant.rawValue)").isEmpty {
+                throw StoreError.invalidArgument(refusal)
+            }
             let inserted = try await db.rows("""
                 INSERT INTO tiersync_catalog.tenants (id, root, levels, allow_direct_sync, created_at)
                 VALUES (\(tenant.rawValue), \(root.rawValue), \(levels), \(allowDirectSync), \(now))

@@ -6,12 +6,16 @@ import TiersyncStorage
 extension PostgresCatalog {
     public func issueEnrollmentToken(tenant: TenantID, node: NodeID, parent: NodeID?, role expectedRole: String?,
                                      ttlSeconds: UInt64, nowMillis: UInt64) async throws -> String {
-        if let refusal = NewName.refusal("node", node.rawValue) { throw StoreError.invalidArgument(refusal) }
         let now = Int64(clamping: nowMillis)
         let t = tenant.rawValue
         return try await transaction(lockingTenant: t) { db in
             guard let tenantRow = try await db.rows("SELECT root, levels FROM tiersync_catalog.tenants WHERE id = \(t)").first else {
                 throw StoreError.notFound("tenant '\(tenant)'")
+            }
+            // A node already given its name (a dealer re-enrolling after its disk died) keeps it.
+            if let refusal = NewName.refusal("node", node.rawValue), try await db.parentLink(t, node.rawValue) == nil,
+               try await db.pendingLevel(t, node.rawValue, levels: 3, now: now) == nil {
+                throw StoreError.invalidArgument(refusal)
             }
             let (root, levels) = try tenantRow.decode((String, Int).self)
             if node.rawValue == root { throw StoreError.invalidArgument("'\(node)' is the root of tenant '\(tenant)'; it runs on the hub and does not enroll") }

@@ -133,9 +133,9 @@ public final class HubCatalog: Sendable {
     public func createTenant(_ tenant: TenantID, root: NodeID = "hq", levels: Int = 2, allowDirectSync: Bool = false,
                              nowMillis: UInt64 = WallClock.nowMillis()) throws -> Bool {
         guard (2...3).contains(levels) else { throw StoreError.invalidArgument("a tenant has 2 or 3 levels, not \(levels)") }
-        if let refusal = NewName.refusal("tenant", tenant.rawValue) ?? NewName.refusal("node", root.rawValue) { throw StoreError.invalidArgument(refusal) }
         return try writer.write { db in
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) ?? false { return false }
+            if let refusal = NewName.refusal("tenant", tenant.rawValue) ?? NewName.refusal("node", root.rawValue) { throw StoreError.invalidArgument(refusal) }
             try db.execute(sql: "INSERT INTO tenants (id, root, created_at, levels, allow_direct_sync) VALUES (?, ?, ?, ?, ?)",
                            arguments: [tenant.rawValue, root.rawValue, Int64(nowMillis), levels, allowDirectSync])
             try db.execute(sql: "INSERT INTO nodes (tenant, id, parent, role, created_at) VALUES (?, ?, NULL, ?, ?)",
@@ -406,10 +406,14 @@ public final class HubCatalog: Sendable {
     /// the one between holds countries. `role`, when given, must agree.
     public func issueEnrollmentToken(tenant: TenantID, node: NodeID, parent: NodeID? = nil, role expectedRole: String? = nil,
                                      ttlSeconds: UInt64 = 86_400, nowMillis: UInt64 = WallClock.nowMillis()) throws -> String {
-        if let refusal = NewName.refusal("node", node.rawValue) { throw StoreError.invalidArgument(refusal) }
-        return try writer.write { db in
+        try writer.write { db in
             guard let tenantRow = try Row.fetchOne(db, sql: "SELECT root, levels FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) else {
                 throw StoreError.notFound("tenant '\(tenant)'")
+            }
+            // A node already given its name (a dealer re-enrolling after its disk died) keeps it.
+            if let refusal = NewName.refusal("node", node.rawValue), try Self.parentLink(db, tenant.rawValue, node.rawValue) == nil,
+               try Self.pendingLevel(db, tenant.rawValue, node.rawValue, levels: 3, nowMillis: nowMillis) == nil {
+                throw StoreError.invalidArgument(refusal)
             }
             let root: String = tenantRow["root"], levels: Int = tenantRow["levels"]
             if node.rawValue == root { throw StoreError.invalidArgument("'\(node)' is the root of tenant '\(tenant)'; it runs on the hub and does not enroll") }

@@ -77,8 +77,14 @@ extension NodeStore {
             try Self.raiseSeqFloor(db, node: me.node)
             var statements = LogStatements(db)
             for (table, id, _) in outside {
-                // Unsent: not pushed yet, or refused and waiting to be sent again (its retry
-                // would find its log entry gone).
+                // Unsent: not pushed yet, or refused for a reason that may pass and waiting to be
+                // sent again (its retry would find its log entry gone). A change refused as
+                // outside this node's scope never passes now that the record left it: its retry
+                // goes with the record (kept for it, the record stayed here for good).
+                try db.execute(sql: """
+                    DELETE FROM ts_push_retries WHERE code = ? AND (origin, origin_seq) IN
+                        (SELECT origin, origin_seq FROM ts_changes WHERE tbl = ? AND record_id = ?)
+                    """, arguments: [ChangeRejection.Code.forbidden.rawValue, table.name, id])
                 let unsent = try Bool.fetchOne(db, sql: """
                     SELECT EXISTS (SELECT 1 FROM ts_changes WHERE tbl = ? AND record_id = ? AND source != 'parent' AND seq > ?)
                         OR EXISTS (SELECT 1 FROM ts_changes c JOIN ts_push_retries r ON r.origin = c.origin AND r.origin_seq = c.origin_seq

@@ -547,16 +547,21 @@ struct HostileInputTests {
                 spent = try await atHQ.send("POST", "/v1/enroll", json: EnrollRequest(token: "tse_bogus")).status == 429
             }
             #expect(spent, "HQ limits the address")
+            let spentAt = ContinuousClock.now
             let token = try await hub.catalogStore.issueEnrollmentToken(tenant: "acme", node: "de-1", parent: "de")
             let reply = try await running.client(baseURL: de.url, caFile: hub.caFile).send("POST", "/v1/enroll", json: EnrollRequest(token: token))
             #expect(reply.status == 201, "\(reply.status) \(reply.text)")
-            // Without a credential, the address is still limited: refused again within a few tries (the bucket
-            // refills while the relayed enrollment runs, so the very next one may pass on a slow machine).
-            var refusedAgain = false
-            for _ in 0..<50 where !refusedAgain {
+            // Without a credential, the address is still limited: refused again as soon as what its bucket
+            // regained meanwhile (10 a second) is spent. A bucket the relayed enrollment had refilled (50)
+            // would take many more tries.
+            let elapsed = ContinuousClock.now - spentAt
+            let regained = Int((Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18) * 10) + 2
+            var tries = 0, refusedAgain = false
+            while !refusedAgain && tries < 2 * regained + 5 {
+                tries += 1
                 refusedAgain = try await atHQ.send("POST", "/v1/enroll", json: EnrollRequest(token: "tse_bogus")).status == 429
             }
-            #expect(refusedAgain)
+            #expect(refusedAgain, "refused again within \(2 * regained + 5) tries")
         }
     }
 

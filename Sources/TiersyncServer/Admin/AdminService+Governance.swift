@@ -125,6 +125,10 @@ extension AdminService {
         try codec.encode(try await approve(try await pendingRequest(context, caller), caller, address: context.remoteAddress ?? "unknown"), for: request)
     }
 
+    /// How far back the chain of who chose an approver's password is followed (accounts
+    /// adding accounts; a longer chain than this is refused as if it reached the author).
+    static let maxPasswordChain = 32
+
     func approve(_ pending: ReleaseRequest, _ caller: AdminCaller, address: String) async throws -> AdminMessages.PublishResponse {
         guard let approvals else { throw Self.outOfScope }
         guard pending.author != caller.user.name else {
@@ -132,11 +136,26 @@ extension AdminService {
         }
         // An account the author added chose no password of its own: the author knows it, and
         // approving with it was one person's release (a publisher adding a reviewer "sock"
-        // and approving their own request). Its password set on the hub machine since frees it.
-        if try await accounts.passwordChooser(of: caller.user.name, in: caller.user.tenant) == pending.author {
-            throw APIError(.forbidden, "own_release", "a release needs a second pair of eyes: '\(pending.author)' requested it and added "
-                           + "'\(caller.user.name)', choosing its password; another reviewer approves it (or set this account's password "
-                           + "on the hub machine: tiersync admin user set-password)")
+        // and approving their own request). So is one added by such an account, and so on:
+        // the chain of who chose each password is followed back to the hub machine (`cli:`).
+        // A password set on the hub machine since frees the account.
+        var account = caller.user.name
+        var traced = false
+        for _ in 0..<Self.maxPasswordChain {
+            guard let chooser = try await accounts.passwordChooser(of: account, in: caller.user.tenant), !chooser.hasPrefix("cli:") else {
+                traced = true
+                break
+            }
+            if chooser == pending.author {
+                throw APIError(.forbidden, "own_release", "a release needs a second pair of eyes: '\(pending.author)' requested it and chose "
+                               + "the password of '\(account)'\(account == caller.user.name ? "" : ", which added '\(caller.user.name)'"); another "
+                               + "reviewer approves it (or set this account's password on the hub machine: tiersync admin user set-password)")
+            }
+            account = chooser
+        }
+        guard traced else {
+            throw APIError(.forbidden, "own_release", "the accounts that chose '\(caller.user.name)''s password go back more than "
+                           + "\(Self.maxPasswordChain) deep: set its password on the hub machine (tiersync admin user set-password) to approve")
         }
         guard pending.state == .pending else { throw APIError(.conflict, "decided", "request \(pending.id) was \(pending.state.rawValue) already") }
         let compiled = try await compile(pending.sources, for: caller.user.tenant)
