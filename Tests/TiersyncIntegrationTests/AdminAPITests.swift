@@ -802,6 +802,11 @@ struct AdminAPITests {
             // The ledger, in full and outstanding only; a country admin sees their own country's.
             let ledger = try await f.send("GET", "/admin/v1/erasures?outstanding=true", token: viewer).decode(AdminMessages.ErasuresResponse.self)
             #expect(ledger.erasures.map(\.erasureID) == [line.erasureID])
+            // A parameter the API does not know is refused, not read as "no" (both answered 200 before).
+            let maybe = try await f.send("GET", "/admin/v1/erasures?outstanding=maybe", token: viewer)
+            #expect(maybe.status == 400 && maybe.error?.code == "invalid_parameter", "\(maybe.text)")
+            let byFoo = try await f.send("GET", "/admin/v1/kpis?by=foo", token: viewer)
+            #expect(byFoo.status == 400 && byFoo.error?.code == "invalid_parameter", "\(byFoo.text)")
             #expect(try await f.send("GET", "/admin/v1/erasures", token: germanyOp).decode(AdminMessages.ErasuresResponse.self).erasures.count == 1)
             #expect(try await f.send("GET", "/admin/v1/erasures", token: france).decode(AdminMessages.ErasuresResponse.self).erasures.isEmpty)
             // germany's feed carries the marker (no personal data), and nothing of the erased values.

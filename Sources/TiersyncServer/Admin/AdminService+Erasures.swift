@@ -44,7 +44,11 @@ extension AdminService {
     }
 
     func erasures(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
-        let outstandingOnly = request.uri.queryParameters.get("outstanding") == "true"
+        let outstanding = request.uri.queryParameters.get("outstanding")
+        guard outstanding == nil || outstanding == "true" || outstanding == "false" else {
+            throw APIError(.badRequest, "invalid_parameter", "'outstanding' must be true or false")
+        }
+        let outstandingOnly = outstanding == "true"
         let ledger = try await directory.store(for: caller.user.tenant).erasureLedger()
         let lines = ledger.filter { inScope(route: Set($0.routedTo), caller) }.map { ledgerLine($0, caller) }
             .filter { !outstandingOnly || !$0.outstanding.isEmpty }

@@ -97,9 +97,11 @@ struct AdminService: Sendable {
                 guard let period = KPIPeriodKind(rawValue: query.get("period") ?? KPIPeriodKind.month.rawValue) else {
                     throw APIError(.badRequest, "invalid_parameter", "'period' must be day, week or month")
                 }
+                let by = query.get("by")
+                guard by == nil || by == "node" else { throw APIError(.badRequest, "invalid_parameter", "'by' must be node or absent") }
                 // The caller's scope node's view, as a node of it would see it at `/v1/kpis`.
                 return try codec.encode(try await KPIViews.response(store: try await directory.store(for: caller.user.tenant), viewer: caller.user.scope,
-                                                                    tree: caller.tree, period: period, byNode: query.get("by") == "node"), for: request)
+                                                                    tree: caller.tree, period: period, byNode: by == "node"), for: request)
             },
             AdminRoutes.resolveConflict: guarded(AdminRoutes.resolveConflict, resolveConflict),
             AdminRoutes.releases: guarded(AdminRoutes.releases, releases),
