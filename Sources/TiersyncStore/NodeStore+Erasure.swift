@@ -117,8 +117,14 @@ extension NodeStore {
     /// data was routed to here (the marker goes on to them). `allowed` says whether the
     /// sender may erase a record routed to the given nodes (a child's scope); a subject
     /// outside it is left alone, answered as if not held, so nothing outside is revealed.
+    ///
+    /// `fromParent`: the marker came down from this node's parent, so this node is one of the
+    /// replicas HQ's ledger waits for (the data was routed into its scope there). Holding
+    /// nothing of it (a country whose dealer moved in after the erasure, a store fetched
+    /// again), it still acknowledges, with nothing erased; otherwise the ledger waited for it
+    /// for good.
     func eraseSubject(_ db: Database, erasureID: String, subject: (table: Erasure.SubjectTable, id: String),
-                      allowed: ((Set<NodeID>) -> Bool)?, nowMillis: UInt64) throws -> Set<NodeID> {
+                      allowed: ((Set<NodeID>) -> Bool)?, fromParent: Bool = false, nowMillis: UInt64) throws -> Set<NodeID> {
         var records: [(table: String, id: String)] = []
         var holders: Set<NodeID> = []
         // A child may erase what is routed into its scope now: a customer that once was
@@ -143,8 +149,18 @@ extension NodeStore {
             // this replica acknowledges this request too (holding none of it).
             let erasedBefore = try Row.fetchOne(db, sql: "SELECT erasure_id, route FROM ts_erased_records WHERE tbl = ? AND id = ?",
                                                 arguments: [subject.table.rawValue, subject.id])
-            guard let erasedBefore, allowed?(Self.parseRoute(erasedBefore[1])) ?? true else { return [] }
-            holders = Self.parseRoute(erasedBefore[1])
+            if let erasedBefore {
+                guard allowed?(Self.parseRoute(erasedBefore[1])) ?? true else { return [] }
+                holders = Self.parseRoute(erasedBefore[1])
+            } else if fromParent, try !Self.holds(db, table: subject.table, id: subject.id),
+                      try linkedRecords(db, subject: (subject.table.rawValue, subject.id)).count == 1 {
+                // Nothing of it here at all (what is held but judged outside the asker's scope
+                // is never acknowledged as erased): noted as erased, so nothing naming it is
+                // taken from below, and acknowledged with nothing erased.
+                records = [(subject.table.rawValue, subject.id)]
+            } else {
+                return []
+            }
         }
         let identity = try Self.identity(db)
         let pushed: Int64? = identity?.parent == nil ? nil
@@ -374,12 +390,21 @@ extension NodeStore {
         let writes = due.map { row -> RecordWrite in
             let clean: Int64 = row["files_clean_at"]
             let at = Date(timeIntervalSince1970: Double(clean) / 1000).ISO8601Format()
-            return RecordWrite(table: DomainSchema.erasureAcks.name, id: Erasure.ackID(erasure: row["erasure_id"], node: me.node), op: .upsert, fields: [
+            var fields: [String: FieldValue] = [
                 Erasure.AckField.erasureID.rawValue: .string(row["erasure_id"]), Erasure.AckField.node.rawValue: .string(me.node.rawValue),
-                Erasure.AckField.acknowledgedAt.rawValue: .string(at), Erasure.AckField.records.rawValue: .int(row["records"]),
-                Erasure.AckField.logEntries.rawValue: .int(row["log_entries"]), Erasure.AckField.unsentDropped.rawValue: .int(row["unsent_dropped"]),
-                Erasure.AckField.refused.rawValue: .int(row["refused"]), Erasure.AckField.digest.rawValue: .string(row["digest"]),
-            ])
+                Erasure.AckField.acknowledgedAt.rawValue: .string(at), Erasure.AckField.refused.rawValue: .int(row["refused"]),
+                Erasure.AckField.digest.rawValue: .string(row["digest"]),
+            ]
+            // Nothing erased here (held none of it): the counts are left out, so a store fetched
+            // again, acknowledging once more, keeps the figures its first acknowledgement gave
+            // (absent, they read as 0).
+            let erased: (Int64, Int64, Int64) = (row["records"], row["log_entries"], row["unsent_dropped"])
+            if erased != (0, 0, 0) {
+                fields[Erasure.AckField.records.rawValue] = .int(erased.0)
+                fields[Erasure.AckField.logEntries.rawValue] = .int(erased.1)
+                fields[Erasure.AckField.unsentDropped.rawValue] = .int(erased.2)
+            }
+            return RecordWrite(table: DomainSchema.erasureAcks.name, id: Erasure.ackID(erasure: row["erasure_id"], node: me.node), op: .upsert, fields: fields)
         }
         try commit(writes, wallMillis: wallMillis)
         try writer.write { db in

@@ -74,7 +74,8 @@ extension NodeStore {
         // every node the erased data was routed to here (``eraseSubject``).
         if table.name == DomainSchema.erasures.name, stored == nil, merged.state.isLive,
            let subject = Erasure.subject(of: merged.state.liveValues) {
-            let holders = try eraseSubject(db, erasureID: change.recordID, subject: subject, allowed: erasureAllowed, nowMillis: nowMillis)
+            let holders = try eraseSubject(db, erasureID: change.recordID, subject: subject, allowed: erasureAllowed,
+                                           fromParent: source == .parent, nowMillis: nowMillis)
             statements.anyErased = nil
             if !holders.isSubset(of: merged.route) {
                 merged.route.formUnion(holders)

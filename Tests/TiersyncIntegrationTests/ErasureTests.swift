@@ -219,6 +219,59 @@ struct ErasureTests {
         }
     }
 
+    @Test("""
+    An erasure HQ's ledger shows complete stays complete when a replica's dealer moves to another country: the new \
+    country, which never held the data, receives the request with the dealer's records and acknowledges it holding \
+    none (it stayed outstanding for good); the old country's acknowledgement is kept
+    """, .timeLimit(.minutes(5)), arguments: StorageEngine.testable)
+    func completedErasureSurvivesAMove(engine: StorageEngine) async throws {
+        let dir = try TempDir()
+        try await withHubDatabase(engine) { postgres in
+        try await withRunning { running in
+            let (hub, de, d1, d2, hq) = try await Self.tree(running, dir: dir, postgres: postgres)
+            let fr = try await running.country(hub: hub, tenant: "acme", node: "fr", directory: dir.path)
+            try d1.store.commit([
+                .upsert("customers", id: "cust-1", ["last_name": .string(Self.secrets[1]), "phone": .string(Self.secrets[2])]),
+                .upsert("customers", id: "cust-2", ["last_name": "Keeps"]),
+            ])
+            try await eventually(timeout: 30, "d1's customers reach HQ") {
+                let c1 = try await Self.holds(hq, "customers", "cust-1"), c2 = try await Self.holds(hq, "customers", "cust-2")
+                return c1 && c2
+            }
+            _ = try d1.store.erase(.customers, id: "cust-1")
+            func ledger() async throws -> ErasureLedgerEntry? { try await hub.tenantStore(for: "acme").erasureLedger().first }
+            let before = try await hub.catalogStore.tree(of: "acme")
+            try await eventually(timeout: 30, "the erasure is complete") { try await ledger()?.outstanding(in: before) == [] }
+            #expect(try await ledger()?.replicas(in: before) == ["de", "de-d1", "hq"])
+
+            // d1 moves to fr: fr fetches d1's records (the request among them) from HQ.
+            try await hub.catalogStore.moveNode("de-d1", of: "acme", to: "fr")
+            await d1.stop()
+            #expect(try SyncAgent.adoptParent(store: d1.store, url: fr.url))
+            let moved = try running.agent(store: d1.store, parentURL: fr.url, caFile: hub.caFile)
+            let after = try await hub.catalogStore.tree(of: "acme")
+            try await eventually(timeout: 30, "fr holds d1's other customer") { try fr.store.record(table: "customers", id: "cust-2") != nil }
+            do {
+                try await eventually(timeout: 30, "fr acknowledges the erasure, holding none of it") {
+                    try await ledger()?.outstanding(in: after) == []
+                }
+            } catch {
+                let entry = try await ledger()
+                Issue.record("ledger \(String(describing: entry)); fr holds the request: \(try fr.store.record(table: "erasures", id: entry?.erasureID ?? "") != nil)")
+                throw error
+            }
+            let entry = try #require(try await ledger())
+            #expect(entry.replicas(in: after) == ["de-d1", "fr", "hq"])
+            #expect(entry.acknowledgements.first { $0.node == "fr" }?.records == 0, "\(entry.acknowledgements)")
+            #expect(entry.acknowledgements.map(\.node) == ["de", "de-d1", "fr", "hq"], "de's acknowledgement is kept")
+            #expect(try fr.store.erasures().map(\.records) == [0])
+            #expect(try fr.store.verifyErasure(entry.erasureID))
+            #expect(try moved.store.erasures().count == 1, "d1 did not erase again")
+            _ = d2
+        }
+        }
+    }
+
     /// The rows of a tenant's PostgreSQL schema whose text holds any of `secrets` (every
     /// column of every table, as PostgreSQL renders the row): what a byte search of the
     /// SQLite files is for the hub on PostgreSQL, at the level of rows.
