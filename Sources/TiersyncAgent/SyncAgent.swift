@@ -242,6 +242,7 @@ public final class SyncAgent: Sendable {
             try store.setCursor(Self.pushCursor, response.acknowledgedThrough)
             let rejected = refusals(in: response, of: batch.map(\.change))
             try store.scheduleRetries(rejected)
+            try eraseRefused(rejected)
             noteRoutedAway(batch.map(\.change), refused: rejected)
             try handleClockSkew(response, refused: rejected)
             sent += batch.count
@@ -260,6 +261,18 @@ public final class SyncAgent: Sendable {
             }
         }
         return sent + (try await retryRefused())
+    }
+
+    /// Erases here the records of changes the parent refused as erased (data of a customer
+    /// erased while this node held none of it: the erasure never came here), then cleans the
+    /// files (``NodeStore/eraseRefused(_:nowMillis:)``).
+    private func eraseRefused(_ rejected: [RejectedChange]) throws {
+        guard rejected.contains(where: { $0.code == .erased }) else { return }
+        let erased = try store.eraseRefused(rejected)
+        try store.finishErasures()
+        if erased > 0 {
+            logger.notice("erased records whose changes the parent refused as erased", metadata: ["records": "\(erased)"])
+        }
     }
 
     /// Re-sends changes the parent refused for a reason that may have passed (clock skew
@@ -291,6 +304,7 @@ public final class SyncAgent: Sendable {
         let accepted = due.filter { !stillRefused.contains("\($0.origin)#\($0.originSeq)") }
         try store.clearRetries(accepted)
         try store.scheduleRetries(rejected)
+        try eraseRefused(rejected)
         noteRoutedAway(accepted, refused: [])
         try handleClockSkew(response, refused: rejected)
         if !accepted.isEmpty {

@@ -280,12 +280,37 @@ public struct ChangeRejection: Error, Sendable, Hashable, Codable, CustomStringC
     /// refuses it with a later stamp, so a change refused for skew never wins over writes
     /// the receiver accepted since.
     public var restampAtMillis: UInt64?
+    /// For `erased`: the erasure and the erased record (the change's own, or the one it
+    /// names). The sender, which never received that erasure (it held none of the data
+    /// then), erases the refused record with what links to it, and notes the erased one.
+    public var erased: ErasedReference?
 
-    public init(_ code: Code, _ message: String, restampAtMillis: UInt64? = nil) {
+    public init(_ code: Code, _ message: String, restampAtMillis: UInt64? = nil, erased: ErasedReference? = nil) {
         self.code = code
         self.message = message
         self.restampAtMillis = restampAtMillis
+        self.erased = erased
     }
 
     public var description: String { "\(code.rawValue): \(message)" }
+}
+
+/// An erased record as a refusal names it (``ChangeRejection/erased``).
+public struct ErasedReference: Sendable, Hashable, Codable {
+    /// The erasure request's id (an `erasures` record).
+    public var erasure: String
+    public var table: String
+    public var id: String
+
+    public init(erasure: String, table: String, id: String) {
+        self.erasure = erasure
+        self.table = table
+        self.id = id
+    }
+
+    /// Whether a parent's reference is one this node can act on: a known table and ids a
+    /// store accepts (a parent's answer is bounded like any input).
+    public func isValid(in schema: Schema) -> Bool {
+        schema.table(table) != nil && RecordID.isValid(id) && RecordID.isValid(erasure)
+    }
 }

@@ -106,11 +106,16 @@ extension NodeStore {
     /// Whether the store holds anything of a record: a row, a tombstone or a log entry. The
     /// row alone is what a record compaction folded (its log entries gone) leaves.
     static func holds(_ db: Database, table: Erasure.SubjectTable, id: String) throws -> Bool {
+        try holds(db, table: table.rawValue, id: id)
+    }
+
+    /// ``holds(_:table:id:)`` for any table of the schema (the caller checked it is one).
+    static func holds(_ db: Database, table: String, id: String) throws -> Bool {
         try Bool.fetchOne(db, sql: """
-            SELECT EXISTS (SELECT 1 FROM \(table.rawValue.quotedDatabaseIdentifier) WHERE id = ?)
+            SELECT EXISTS (SELECT 1 FROM \(table.quotedDatabaseIdentifier) WHERE id = ?)
                 OR EXISTS (SELECT 1 FROM ts_changes WHERE tbl = ? AND record_id = ? AND op != '\(erasedOp)')
                 OR EXISTS (SELECT 1 FROM ts_tombstones WHERE tbl = ? AND id = ?)
-            """, arguments: [id, table.rawValue, id, table.rawValue, id]) ?? false
+            """, arguments: [id, table, id, table, id]) ?? false
     }
 
     /// Erases the marker's subject and everything linked to it; returns the nodes the erased
@@ -155,13 +160,28 @@ extension NodeStore {
             } else if fromParent, try !Self.holds(db, table: subject.table, id: subject.id),
                       try linkedRecords(db, subject: (subject.table.rawValue, subject.id)).count == 1 {
                 // Nothing of it here at all (what is held but judged outside the asker's scope
-                // is never acknowledged as erased): noted as erased, so nothing naming it is
-                // taken from below, and acknowledged with nothing erased.
-                records = [(subject.table.rawValue, subject.id)]
+                // is never acknowledged as erased): acknowledged with nothing erased. The
+                // subject is not noted as erased: a request the parent did not act on (outside
+                // the asker's scope) may come before the subject itself in a fetch from the
+                // start, and noted, the subject would be refused when it came.
+                records = []
             } else {
                 return []
             }
         }
+        holders.formUnion(try eraseRecords(db, records, erasureID: erasureID, subject: (subject.table.rawValue, subject.id),
+                                           requested: true, nowMillis: nowMillis))
+        return holders
+    }
+
+    /// Erases `records` here (rows, tombstones, the values of their log entries, routes,
+    /// conflicts, quarantined changes, retries), notes them as erased by `erasureID`, and
+    /// records what it did; returns the nodes they were routed to here. `requested`: an
+    /// erasure request this node acknowledges (false: the records of changes the parent
+    /// refused as erased, erased by this node alone).
+    private func eraseRecords(_ db: Database, _ records: [(table: String, id: String)], erasureID: String,
+                              subject: (table: String, id: String), requested: Bool, nowMillis: UInt64) throws -> Set<NodeID> {
+        var holders: Set<NodeID> = []
         let identity = try Self.identity(db)
         let pushed: Int64? = identity?.parent == nil ? nil
             : try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [Self.parentPushCursor]) ?? 0
@@ -213,11 +233,45 @@ extension NodeStore {
         }
         let digest = try Self.erasureDigest(db, erasureID: erasureID, records: records)
         try db.execute(sql: """
-            INSERT OR IGNORE INTO ts_erasures (erasure_id, subject_table, subject_id, erased_at, records, log_entries, unsent_dropped, digest)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [erasureID, subject.table.rawValue, subject.id, Int64(nowMillis), erasedRecords, logEntries, unsent, digest])
+            INSERT OR IGNORE INTO ts_erasures (erasure_id, subject_table, subject_id, erased_at, records, log_entries, unsent_dropped, digest, requested)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [erasureID, subject.table, subject.id, Int64(nowMillis), erasedRecords, logEntries, unsent, digest, requested])
         erasureWork.withLock { $0 = true }
         return holders
+    }
+
+    /// Erases here the records of changes the parent refused as erased (`erased`, naming the
+    /// erasure): a change of a record erased elsewhere, or naming one (a dialogue of a
+    /// sibling's erased customer). This node held none of the erased data, so the erasure
+    /// never reached it; the refused record and what links to it are its data all the same.
+    /// Each is erased with what links to it and noted, as is the erased record it names, so
+    /// a local write naming either is refused here. Returns how many records were erased;
+    /// ``finishErasures(wallMillis:)`` then cleans the files (no acknowledgement: this node
+    /// is not a replica of the request).
+    @discardableResult
+    public func eraseRefused(_ rejected: [RejectedChange], nowMillis: UInt64 = WallClock.nowMillis()) throws -> Int {
+        let refusals = rejected.compactMap { r -> (record: (table: String, id: String), erased: ErasedReference)? in
+            guard r.code == .erased, let erased = r.erased, erased.isValid(in: schema), schema.table(r.table) != nil, RecordID.isValid(r.recordID) else { return nil }
+            return ((r.table, r.recordID), erased)
+        }
+        guard !refusals.isEmpty else { return 0 }
+        return try writer.write { db in
+            var erased = 0
+            func isNoted(_ table: String, _ id: String) throws -> Bool {
+                try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_erased_records WHERE tbl = ? AND id = ?)", arguments: [table, id]) ?? false
+            }
+            for (record, reference) in refusals where try !isNoted(record.table, record.id) {
+                let records = try linkedRecords(db, subject: record).filter { try !isNoted($0.table, $0.id) }
+                let localID = "\(reference.erasure)/\(record.table)/\(record.id)"
+                _ = try eraseRecords(db, records, erasureID: localID, subject: record, requested: false, nowMillis: nowMillis)
+                erased += try Int.fetchOne(db, sql: "SELECT records FROM ts_erasures WHERE erasure_id = ?", arguments: [localID]) ?? 0
+                if try !isNoted(reference.table, reference.id), try !Self.holds(db, table: reference.table, id: reference.id) {
+                    try db.execute(sql: "INSERT INTO ts_erased_records (tbl, id, erasure_id, route) VALUES (?, ?, ?, ?)",
+                                   arguments: [reference.table, reference.id, reference.erasure, RecordMerge.encodeRoute([])])
+                }
+            }
+            return erased
+        }
     }
 
     /// The subject and every record linking to it, transitively (a customer's dialogues, and
@@ -382,7 +436,7 @@ extension NodeStore {
             try Row.fetchAll(db, sql: """
                 SELECT e.erasure_id, e.records, e.log_entries, e.unsent_dropped, e.digest, e.files_clean_at,
                        (SELECT COUNT(*) FROM ts_erased_refusals r WHERE r.erasure_id = e.erasure_id) AS refused
-                FROM ts_erasures e WHERE e.files_clean_at IS NOT NULL
+                FROM ts_erasures e WHERE e.files_clean_at IS NOT NULL AND e.requested
                   AND e.acked_refused != (SELECT COUNT(*) FROM ts_erased_refusals r WHERE r.erasure_id = e.erasure_id)
                 """)
         }

@@ -367,6 +367,11 @@ enum NodeStoreMigrations {
                 END;
                 """)
         }
+        m.registerMigration("v15-erasure-requested") { db in
+            // 0: the records of changes the parent refused as erased, erased by this node
+            // alone (``NodeStore/eraseRefused(_:nowMillis:)``): not acknowledged to HQ.
+            try db.execute(sql: "ALTER TABLE ts_erasures ADD COLUMN requested INTEGER NOT NULL DEFAULT 1")
+        }
         return m
     }
 }

@@ -272,6 +272,47 @@ struct ErasureTests {
         }
     }
 
+    @Test("""
+    A dealer that never held an erased customer writes a dialogue naming it: its country refuses the change as erased, \
+    and the dealer erases the dialogue with its log entries and notes the customer, so no byte of it stays in the \
+    dealer's files and a later local write naming the customer is refused there; HQ's ledger gets no acknowledgement \
+    from it (it is not a replica of the request)
+    """, .timeLimit(.minutes(5)))
+    func refusedAsErasedIsErasedAtTheWriter() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let (hub, de, d1, d2, _) = try await Self.tree(running, dir: dir, postgres: nil)
+            try d1.store.commit([.upsert("customers", id: "cust-1", ["last_name": "Erased", "phone": "+49 30 1"])])
+            try await eventually(timeout: 30, "de holds d1's customer") { try de.store.record(table: "customers", id: "cust-1") != nil }
+            _ = try d1.store.erase(.customers, id: "cust-1")
+            func ledger() async throws -> ErasureLedgerEntry? { try await hub.tenantStore(for: "acme").erasureLedger().first }
+            try await eventually(timeout: 30, "de erased it") { try await ledger()?.acknowledgements.map(\.node) == ["de", "de-d1", "hq"] }
+
+            // d2 never held cust-1: it writes a dialogue about it, with a secret in it.
+            try d2.store.commit([.upsert("interactions", id: "int-9", ["customer_id": "cust-1", "topic": .string(Self.secrets[0]),
+                                                                       "channel": "phone", "urgency": "normal"])])
+            try await eventually(timeout: 30, "d2 erases its refused dialogue") {
+                try d2.store.record(table: "interactions", id: "int-9") == nil && d2.store.lineage(recordID: "int-9").allSatisfy { $0.change.fields.isEmpty }
+            }
+            let done = try #require(try d2.store.erasures().first)
+            #expect(done.records == 1 && done.subjectID == "int-9", "\(done)")
+            #expect(try d2.store.verifyErasure(done.erasureID))
+            try await eventually(timeout: 30, "no byte of the dialogue is left in d2's files") {
+                try Self.leaks(under: dir.path).isEmpty
+            }
+            #expect(try de.store.record(table: "interactions", id: "int-9") == nil)
+            // A later local write naming the customer is refused at d2 itself, as erased.
+            #expect {
+                try d2.store.commit([.upsert("interactions", id: "int-10", ["customer_id": "cust-1", "topic": "again", "channel": "phone"])])
+            } throws: { error in
+                guard case StoreError.rejected(let rejection) = error else { return false }
+                return rejection.code == .erased
+            }
+            try await Task.sleep(for: .seconds(1))
+            #expect(try await ledger()?.acknowledgements.map(\.node) == ["de", "de-d1", "hq"], "d2 acknowledged a request it is no replica of")
+        }
+    }
+
     /// The rows of a tenant's PostgreSQL schema whose text holds any of `secrets` (every
     /// column of every table, as PostgreSQL renders the row): what a byte search of the
     /// SQLite files is for the hub on PostgreSQL, at the level of rows.

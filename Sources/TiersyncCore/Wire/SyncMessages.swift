@@ -54,6 +54,8 @@ public struct RejectedChange: Codable, Sendable, Hashable {
     /// For `clock_skew`: re-stamp the change to no later than this (the receiver's clock,
     /// ms since the epoch) before sending it again (``ChangeRejection/restampAtMillis``).
     public var restampAtMillis: UInt64?
+    /// For `erased`: the erasure and the erased record (``ChangeRejection/erased``).
+    public var erased: ErasedReference?
 
     public init(change: Change, rejection: ChangeRejection) {
         origin = change.origin
@@ -65,6 +67,7 @@ public struct RejectedChange: Codable, Sendable, Hashable {
         code = rejection.code
         message = rejection.message.clipped(toUTF8: 1_000)
         restampAtMillis = rejection.restampAtMillis
+        erased = rejection.erased
     }
 }
 
