@@ -42,8 +42,15 @@ public struct HubConfiguration: Sendable {
     public struct Limits: Sendable {
         /// Bytes of request body as sent (compressed or not).
         public var maxRequestBytes = 8 * 1024 * 1024
-        /// Bytes of request body after decompression.
+        /// Bytes of a push's body after decompression.
         public var maxDecompressedBytes = 64 * 1024 * 1024
+        /// Bytes of any other body (enrollment, login, admin requests), as sent and once
+        /// decompressed: anyone may send an enrollment or a login.
+        public var maxSmallBodyBytes = 256 * 1024
+        /// Bytes of a body carrying governance sources (a release, a validation: their own
+        /// limit, JSON-escaped) or lag reports (``maxLagReportsPerRequest`` of them), as sent
+        /// and once decompressed.
+        public var maxBulkBodyBytes = 8 * 1024 * 1024
         /// Changes in one push.
         public var maxChangesPerPush = 10_000
         /// Changes in one pull page.

@@ -275,7 +275,7 @@ struct SyncService: Sendable {
     /// number is read. Several reports of one node: the freshest counts.
     func status(_ request: Request, _ context: HubRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
-        let body = try await codec.decode(StatusRequest.self, from: request)
+        let body = try await codec.decode(StatusRequest.self, from: request, kind: .bulk)
         let limit = configuration.limits.maxLagReportsPerRequest
         guard body.reports.count <= limit else {
             throw APIError(.contentTooLarge, "too_many_reports", "a status request carries at most \(limit) reports, got \(body.reports.count)")

@@ -413,6 +413,36 @@ struct HostileInputTests {
         }
     }
 
+    @Test("""
+    an enrollment, a login or an admin request is read up to 256 KiB, compressed or not (anyone may send an \
+    enrollment or a login, and each was read up to the push's 64 MiB: a few stalled every tenant for seconds); \
+    a push is still read up to its own limit, and a status request with the most reports a country may relay fits
+    """)
+    func smallBodiesOutsidePushes() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let f = try await HostileFixture.start(running, dir: dir)
+            let keys = String(repeating: #""a":1,"#, count: 50_000)   // ~300 KB
+            for path in ["/v1/enroll", "/admin/v1/login"] {
+                var body = ByteBuffer(string: "{" + keys + #""token":"tse_x","tenant":"acme","user":"x","password":"y"}"#)
+                let plain = try await f.client.send("POST", path, body: Data(body.readableBytesView))
+                #expect(plain.status == 413 && plain.error?.code == "too_large", "\(path): \(plain.status) \(plain.text.prefix(200))")
+                body = try body.compress(with: .gzip)
+                #expect(body.readableBytes < 64 * 1024, "the compressed body is small")
+                let compressed = try await f.client.send("POST", path, body: Data(body.readableBytesView), headers: [("Content-Encoding", "gzip")])
+                #expect(compressed.status == 413 && compressed.error?.message.contains("decompressed") == true,
+                        "\(path): \(compressed.status) \(compressed.text.prefix(200))")
+            }
+            // Node credentials' bulk requests keep their room.
+            let reports = (0..<20_000).map { _ in LagReport(node: "d1", pending: 1, oldestPendingMillis: 0) }
+            let status = try await f.client.send("POST", "/v1/status", json: StatusRequest(reports: reports), credential: f.d1)
+            #expect(status.status == 200, "\(status.text.prefix(200))")
+            let padding = String(repeating: " ", count: 1024 * 1024)
+            #expect(try await f.pushRaw(#"{"through":0,"changes":[]\#(padding)}"#, as: f.d1, gzip: true).status == 200)
+            try await f.stillServing(holding: [])
+        }
+    }
+
     @Test("one node's requests are limited (429 with Retry-After) without slowing another node or tenant; an agent waits as told")
     func rateLimits() async throws {
         let dir = try TempDir()

@@ -34,7 +34,7 @@ extension AdminService {
     var approvals: (any ReleaseApprovalStore)? { accounts as? any ReleaseApprovalStore }
 
     /// Compiles sent sources; 422 with every issue (file:line field: message) when invalid.
-    /// One request's sources at a time on this hub (``compilations``), on a Dispatch queue:
+    /// One request's sources at a time on this hub (``compilations``), on the hub's own threads (``CPUWork/admin``):
     /// sources at their limits take seconds of CPU, which on the cooperative pool every
     /// tenant's requests waited behind. Past the line: 429 at once.
     func compile(_ sources: [ReleaseRequest.Source], for tenant: TenantID) async throws -> CompiledGovernance {
@@ -47,11 +47,7 @@ extension AdminService {
             throw busy
         }
         defer { compilations.leave() }
-        return try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global(qos: .utility).async {
-                continuation.resume(with: Result { try Self.compileNow(sources, for: tenant) })
-            }
-        }
+        return try await CPUWork.admin.run { try Self.compileNow(sources, for: tenant) }
     }
 
     private static func compileNow(_ sources: [ReleaseRequest.Source], for tenant: TenantID) throws -> CompiledGovernance {
@@ -69,7 +65,7 @@ extension AdminService {
     }
 
     func validate(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
-        let body = try await codec.decode(AdminMessages.ReleaseSources.self, from: request)
+        let body = try await codec.decode(AdminMessages.ReleaseSources.self, from: request, kind: .bulk)
         do {
             let compiled = try await compile(body.sources, for: caller.user.tenant)
             return try codec.encode(AdminMessages.Validation(valid: true, issues: [], sourceDigest: compiled.sourceDigest), for: request)
@@ -82,7 +78,7 @@ extension AdminService {
     /// `POST /admin/v1/releases`: with four-eyes on, a pending request (202); else signed,
     /// published and rolled out at once (201).
     func publish(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
-        let body = try await codec.decode(AdminMessages.ReleaseSources.self, from: request)
+        let body = try await codec.decode(AdminMessages.ReleaseSources.self, from: request, kind: .bulk)
         let compiled = try await compile(body.sources, for: caller.user.tenant)
         let targets = try body.targets.map { try $0.map { try scopedNode($0.rawValue, caller) } }
         let notes = String((body.notes ?? "").prefix(1_000))

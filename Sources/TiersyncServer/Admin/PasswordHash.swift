@@ -27,7 +27,6 @@ public enum PasswordHash {
 
     /// What ``isAcceptable(_:)`` asks, for messages.
     public static let rule = "a password has at least \(minimumLength) characters and at most \(maximumLength) bytes"
-    private static let queue = DispatchQueue(label: "tiersync.password-hash", attributes: .concurrent)
 
     /// A new hash of `password` with a fresh salt.
     public static func make(_ password: String, rounds: Int = defaultRounds) throws -> String {
@@ -47,18 +46,15 @@ public enum PasswordHash {
         return zip(key, expected).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
     }
 
-    /// ``make(_:rounds:)`` off the cooperative pool.
+    /// ``make(_:rounds:)`` on the hub's own threads (``CPUWork/admin``).
     public static func makeAsync(_ password: String, rounds: Int = defaultRounds) async throws -> String {
-        try await withCheckedThrowingContinuation { continuation in
-            queue.async { continuation.resume(with: Result { try make(password, rounds: rounds) }) }
-        }
+        try await CPUWork.admin.run { try make(password, rounds: rounds) }
     }
 
-    /// ``verify(_:against:)`` off the cooperative pool.
+    /// ``verify(_:against:)`` on the hub's own threads (``CPUWork/admin``); false when they
+    /// cannot run it.
     public static func verifyAsync(_ password: String, against stored: String) async -> Bool {
-        await withCheckedContinuation { continuation in
-            queue.async { continuation.resume(returning: verify(password, against: stored)) }
-        }
+        (try? await CPUWork.admin.run { verify(password, against: stored) }) ?? false
     }
 
     /// A hash no password matches, verified against for unknown users so that a login for

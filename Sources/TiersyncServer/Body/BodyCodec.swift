@@ -10,17 +10,55 @@ import TiersyncCore
 struct BodyCodec: Sendable {
     let limits: HubConfiguration.Limits
 
-    func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws -> T {
-        let raw = try await collect(request)
+    /// What a request body may hold, by what it carries.
+    enum BodyKind: Sendable {
+        /// A push: change batches, up to ``HubConfiguration/Limits/maxDecompressedBytes``.
+        case push
+        /// Governance sources (YAML files) for a release or its validation, or a status
+        /// request (a country relays up to 20,000 lag reports): from authenticated callers.
+        case bulk
+        /// Everything else (enrollment, login, admin requests): small.
+        case small
+    }
+
+    /// The largest body, once decompressed, of a request of `kind`.
+    func maxBytes(_ kind: BodyKind) -> Int {
+        switch kind {
+        case .push: limits.maxDecompressedBytes
+        case .bulk: limits.maxBulkBodyBytes
+        case .small: limits.maxSmallBodyBytes
+        }
+    }
+
+    /// Bodies larger than this are inflated and decoded on threads of their own
+    /// (``CPUWork/bodies``), so a few large ones (a bulk push, or a client sending the
+    /// largest body it may) never hold the threads every other request needs.
+    static let offPoolBytes = 256 * 1024
+
+    /// Decodes a JSON body (gzip or plain) of `type`, within the limits of its kind: a push
+    /// may be large, anything else is small (an enrollment or login, which anyone may send,
+    /// was read up to the push's 64 MiB, which stalled every tenant for seconds).
+    func decode<T: Decodable & Sendable>(_ type: T.Type, from request: Request, kind: BodyKind? = nil) async throws -> T {
+        let kind = kind ?? (T.self == PushRequest.self ? .push : .small)
+        let maxBytes = maxBytes(kind)
+        let raw = try await collect(request, upTo: min(limits.maxRequestBytes, maxBytes))
+        let encoding = request.headers[.contentEncoding]?.lowercased()
+        let parse: @Sendable () throws -> T = { try Self.parse(type, raw: raw, encoding: encoding, maxBytes: maxBytes) }
+        // A compressed body may grow up to the limit: off the pool too, unless it is small.
+        guard raw.readableBytes > Self.offPoolBytes || (encoding == "gzip" && maxBytes > Self.offPoolBytes) else { return try parse() }
+        return try await CPUWork.bodies.run(parse)
+    }
+
+    private static func parse<T: Decodable>(_ type: T.Type, raw: ByteBuffer, encoding: String?, maxBytes: Int) throws -> T {
         var body = raw
-        if let encoding = request.headers[.contentEncoding]?.lowercased(), encoding != "identity" {
+        if let encoding, encoding != "identity" {
             guard encoding == "gzip" else {
                 throw APIError(.unsupportedMediaType, "unsupported_encoding", "Content-Encoding '\(encoding.prefix(40))' is not supported; use gzip or none")
             }
             do throws(GzipInflater.Failure) {
-                body = try GzipInflater.inflate(raw, maxSize: limits.maxDecompressedBytes)
+                body = try GzipInflater.inflate(raw, maxSize: maxBytes)
             } catch .tooLarge {
-                throw APIError(.contentTooLarge, "too_large", "request body exceeds \(limits.maxDecompressedBytes) bytes once decompressed; send smaller batches")
+                throw APIError(.contentTooLarge, "too_large", "request body exceeds \(maxBytes) bytes once decompressed\(T.self == PushRequest.self ? "; send smaller batches" : "")")
             } catch .malformed(let reason) {
                 throw APIError(.badRequest, "malformed_body", "request body is not valid gzip: \(reason)")
             }
@@ -58,8 +96,8 @@ struct BodyCodec: Sendable {
     /// sending (a shorter body than its Content-Length, a connection closed mid-body
     /// without TLS close_notify) is the client's failure: a 400 (or a 408 for a stall),
     /// never a 500, and not logged as an error.
-    func collect(_ request: Request) async throws -> ByteBuffer {
-        let (body, limit, seconds) = (request.body, limits.maxRequestBytes, limits.bodyTimeoutSeconds)
+    func collect(_ request: Request, upTo limit: Int) async throws -> ByteBuffer {
+        let (body, seconds) = (request.body, limits.bodyTimeoutSeconds)
         do {
             return try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
                 group.addTask { try await body.collect(upTo: limit) }
@@ -74,7 +112,7 @@ struct BodyCodec: Sendable {
                 return buffer
             }
         } catch is NIOTooManyBytesError {
-            throw APIError(.contentTooLarge, "too_large", "request body exceeds \(limit) bytes; send smaller batches")
+            throw APIError(.contentTooLarge, "too_large", "request body exceeds \(limit) bytes")
         } catch let error as APIError {
             throw error
         } catch is CancellationError {
