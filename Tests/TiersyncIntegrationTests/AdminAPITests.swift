@@ -674,6 +674,22 @@ struct AdminAPITests {
             #expect(try await f.send("POST", "/admin/v1/rollouts", json: AdminMessages.RolloutRequest(release: 1, targets: ["germany"]), token: author).status == 200)
             let audit = try await f.accounts.audit(of: "acme", scopes: nil, before: nil, limit: 50).map(\.action)
             for action in ["release.request", "release.approve", "release.reject", "release.rollout"] { #expect(audit.contains(action)) }
+
+            // Nor the other way round: a reviewer approving a request of a publisher it added (it knows the author's
+            // password; the release was signed and rolled out), nor one of two accounts the same operator added.
+            #expect(try await f.send("POST", "/admin/v1/users", json: AdminMessages.CreateUserRequest(name: "erin", password: "a long enough password",
+                                                                                                      roles: [.publisher]), token: author).status == 201)
+            let byErin = try #require(try await f.send("POST", "/admin/v1/releases", json: AdminMessages.ReleaseSources(sources: sources, notes: "erin's"),
+                                                       token: try await f.token("acme", "erin")).decode(AdminMessages.PublishResponse.self).request)
+            let byErinsMaker = try await f.send("POST", "/admin/v1/release-requests/\(byErin.id)/approve", token: author)
+            #expect(byErinsMaker.status == 403 && byErinsMaker.error?.code == "own_release"
+                    && byErinsMaker.text.contains("'hq-op' chose the password of 'erin', who requested it"), "\(byErinsMaker.text)")
+            let bySibling = try await f.send("POST", "/admin/v1/release-requests/\(byErin.id)/approve", token: try await f.token("acme", "sock"))
+            #expect(bySibling.status == 403 && bySibling.error?.code == "own_release"
+                    && bySibling.text.contains("'hq-op' chose the passwords of both 'erin', who requested it, and 'sock'"), "\(bySibling.text)")
+            #expect(try await f.hub.tenantStore(for: "acme").governanceDocuments(ofKind: "release", keys: nil).count == 1, "nothing more was published")
+            let byOther = try await f.send("POST", "/admin/v1/release-requests/\(byErin.id)/approve", token: reviewer)
+            #expect(byOther.status == 200, "\(byOther.text)")
         }
     }
 

@@ -125,33 +125,50 @@ extension AdminService {
     /// adding accounts; a longer chain than this is refused as if it reached the author).
     static let maxPasswordChain = 32
 
+    /// `account` and who chose its password, who chose that one's, and so on back to the
+    /// hub machine (not included). Longer than ``maxPasswordChain``: refused.
+    func passwordChain(of account: String, in tenant: TenantID) async throws -> [String] {
+        var chain = [account]
+        while let chooser = try await accounts.passwordChooser(of: chain[chain.count - 1], in: tenant), !chooser.hasPrefix("cli:") {
+            guard chain.count <= Self.maxPasswordChain else {
+                throw APIError(.forbidden, "own_release", "the accounts that chose '\(account)''s password go back more than "
+                               + "\(Self.maxPasswordChain) deep: set its password on the hub machine (tiersync admin user set-password) to approve")
+            }
+            // A loop (an account whose chooser's password it chose later) ends the chain.
+            guard !chain.contains(chooser) else { break }
+            chain.append(chooser)
+        }
+        return chain
+    }
+
     func approve(_ pending: ReleaseRequest, _ caller: AdminCaller, address: String) async throws -> AdminMessages.PublishResponse {
         guard let approvals else { throw Self.outOfScope }
         guard pending.author != caller.user.name else {
             throw APIError(.forbidden, "own_release", "a release needs a second pair of eyes: '\(caller.user.name)' requested it and cannot approve it")
         }
-        // An account the author added chose no password of its own: the author knows it, and
-        // approving with it was one person's release (a publisher adding a reviewer "sock"
-        // and approving their own request). So is one added by such an account, and so on:
-        // the chain of who chose each password is followed back to the hub machine (`cli:`).
-        // A password set on the hub machine since frees the account.
-        var account = caller.user.name
-        var traced = false
-        for _ in 0..<Self.maxPasswordChain {
-            guard let chooser = try await accounts.passwordChooser(of: account, in: caller.user.tenant), !chooser.hasPrefix("cli:") else {
-                traced = true
-                break
-            }
-            if chooser == pending.author {
-                throw APIError(.forbidden, "own_release", "a release needs a second pair of eyes: '\(pending.author)' requested it and chose "
-                               + "the password of '\(account)'\(account == caller.user.name ? "" : ", which added '\(caller.user.name)'"); another "
-                               + "reviewer approves it (or set this account's password on the hub machine: tiersync admin user set-password)")
-            }
-            account = chooser
+        // An account another added chose no password of its own: whoever added it knows it.
+        // So the author's account and the approver's must not lead back to one person: the
+        // chain of who chose each password, followed back to the hub machine (`cli:`), of
+        // each. A publisher adding a reviewer "sock" and approving their own request, a
+        // reviewer adding a publisher and approving its requests, an operator adding both:
+        // each was one person's release. A password set on the hub machine since frees the
+        // account.
+        let approverChain = try await passwordChain(of: caller.user.name, in: caller.user.tenant)
+        let authorChain = try await passwordChain(of: pending.author, in: caller.user.tenant)
+        if let index = approverChain.firstIndex(of: pending.author) {
+            throw APIError(.forbidden, "own_release", "a release needs a second pair of eyes: '\(pending.author)' requested it and chose "
+                           + "the password of '\(approverChain[index - 1])'\(index == 1 ? "" : ", which added '\(caller.user.name)'"); another "
+                           + "reviewer approves it (or set this account's password on the hub machine: tiersync admin user set-password)")
         }
-        guard traced else {
-            throw APIError(.forbidden, "own_release", "the accounts that chose '\(caller.user.name)''s password go back more than "
-                           + "\(Self.maxPasswordChain) deep: set its password on the hub machine (tiersync admin user set-password) to approve")
+        if let index = authorChain.firstIndex(of: caller.user.name) {
+            throw APIError(.forbidden, "own_release", "a release needs a second pair of eyes: '\(caller.user.name)' chose the password of "
+                           + "'\(authorChain[index - 1])'\(index == 1 ? "" : ", which added '\(pending.author)'"), who requested it; another "
+                           + "reviewer approves it (or set the author's password on the hub machine: tiersync admin user set-password)")
+        }
+        if let common = approverChain.first(where: { authorChain.contains($0) }) {
+            throw APIError(.forbidden, "own_release", "a release needs a second pair of eyes: '\(common)' chose the passwords of both "
+                           + "'\(pending.author)', who requested it, and '\(caller.user.name)' (or added the accounts that did); another "
+                           + "reviewer approves it (or set these accounts' passwords on the hub machine: tiersync admin user set-password)")
         }
         guard pending.state == .pending else { throw APIError(.conflict, "decided", "request \(pending.id) was \(pending.state.rawValue) already") }
         let compiled = try await compile(pending.sources, for: caller.user.tenant)
