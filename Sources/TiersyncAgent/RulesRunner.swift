@@ -21,6 +21,9 @@ public struct RulesRunReport: Sendable, Equatable {
     public var tasksCreated: [ProactiveTask] = []
     /// Tasks this node cancelled: id and reason.
     public var tasksCancelled: [(id: String, reason: String)] = []
+    /// Open tasks this node handed to the node their level is at now (their dealer moved):
+    /// id and that node.
+    public var tasksReassigned: [(id: String, node: NodeID)] = []
     /// Contacts a proactive rule would have created but for the customer's consent: vehicle and rule.
     public var withoutConsent: [(vehicle: String, rule: String)] = []
     /// Dialogues with a step due that this node cannot place (another holder writes it).
@@ -32,13 +35,16 @@ public struct RulesRunReport: Sendable, Equatable {
     public init(nowMillis: UInt64) { self.nowMillis = nowMillis }
 
     /// True when the run wrote anything.
-    public var wrote: Bool { !escalated.isEmpty || !withdrawn.isEmpty || !tasksCreated.isEmpty || !tasksCancelled.isEmpty || !placed.isEmpty }
+    public var wrote: Bool {
+        !escalated.isEmpty || !withdrawn.isEmpty || !tasksCreated.isEmpty || !tasksCancelled.isEmpty || !tasksReassigned.isEmpty || !placed.isEmpty
+    }
 
     public static func == (l: Self, r: Self) -> Bool {
         l.nowMillis == r.nowMillis && l.release == r.release && l.overlay == r.overlay && l.escalated == r.escalated
             && l.withdrawn == r.withdrawn && l.tasksCreated == r.tasksCreated && l.tasksCancelled.map(\.id) == r.tasksCancelled.map(\.id)
             && l.withoutConsent.map { "\($0.vehicle)/\($0.rule)" } == r.withoutConsent.map { "\($0.vehicle)/\($0.rule)" } && l.unplaced == r.unplaced
             && l.placed.map { "\($0.id)@\($0.node)" } == r.placed.map { "\($0.id)@\($0.node)" }
+            && l.tasksReassigned.map { "\($0.id)@\($0.node)" } == r.tasksReassigned.map { "\($0.id)@\($0.node)" }
     }
 }
 
@@ -277,7 +283,16 @@ public final class RulesRunner: Sendable {
 
     private func proactive(_ rules: RulesInForce, identity: NodeIdentity, ownPath: [NodeID]?, locator: NodeLocator, now: UInt64,
                            into report: inout RulesRunReport) async throws {
-        if !rules.proactive.rules.isEmpty {
+        // A node that moved (a dealer to another country) learns its new place and its new
+        // country's governance at different times. Until it knows both it plans and
+        // supersedes nothing: not knowing its place (its path is forgotten when it adopts a
+        // new parent), or with an overlay of a country not on its path. Either way it
+        // planned the old country's timing or assignment for the new one, and cancelled the
+        // new country's task for it, for good.
+        let overlayCountry = rules.overlay?.split(separator: "#").first.map { NodeID(unchecked: String($0)) }
+        let inTransition = (identity.parent != nil && ownPath == nil)
+            || overlayCountry.map { country in ownPath.map { !$0.contains(country) } ?? true } ?? false
+        if !rules.proactive.rules.isEmpty, !inTransition {
             // Vehicles whose contact for some rule may be in its window now.
             var vehicles: [String: [String: FieldValue]] = [:]
             for rule in rules.proactive.rules {
@@ -327,9 +342,43 @@ public final class RulesRunner: Sendable {
         let open = try await store.rulesLiveRecords(table: Self.tasks, where: [
             .equals(TaskField.status.rawValue, .string(TaskStatus.open.rawValue)), .equals(TaskField.kind.rawValue, .string(ProactivePlanner.kind)),
         ])
+        try await settle(open, rules: rules, identity: identity, locator: locator, superseding: !inTransition, now: now, into: &report)
+    }
+
+    /// Cancels the open proactive tasks superseded by another (unless `superseding` is off)
+    /// or whose customer no longer consents.
+    private func settle(_ open: [(id: String, values: [String: FieldValue])], rules: RulesInForce, identity: NodeIdentity, locator: NodeLocator,
+                        superseding: Bool, now: UInt64, into report: inout RulesRunReport) async throws {
         // One open task per rule and vehicle: a governance that moved a rule's timing planned
         // the contact for another day, and the task of the older one is cancelled.
-        let superseded = ProactivePlanner.superseded(open.map { ($0.id, $0.values) })
+        // A task whose level is at another node now (its dealer moved) gives way to one
+        // that is where its level is.
+        let (levels, queues) = (rules.proactive.levels, rules.proactive.queues)
+        let assignment = { (level: String, queue: String, dealer: NodeID) -> NodeID? in
+            level == levels.last ? dealer : locator.node(at: level, queue: queues[queue], levels: levels, for: dealer)
+        }
+        let superseded = !superseding ? [:] : ProactivePlanner.superseded(open.map { ($0.id, $0.values) }, assignment: assignment)
+        // An open task left assigned where its level no longer is for its dealer (the dealer
+        // moved, and no task of its new country's timing superseded it) goes to the node of
+        // its level now. Written by the nodes that know the dealer's place for certain: the
+        // dealer itself (its parent told it) and the root (the catalog); a country still
+        // mirroring a dealer that left it would hand it back until its directory caught up.
+        if superseding, identity.parent == nil || open.contains(where: { $0.values[TaskField.owningDealer.rawValue]?.stringValue == identity.node.rawValue }) {
+            for (taskID, task) in open where superseded[taskID] == nil {
+                guard let level = task[TaskField.level.rawValue]?.stringValue, let queue = task[TaskField.queue.rawValue]?.stringValue,
+                      let dealer = task[TaskField.owningDealer.rawValue]?.stringValue, identity.parent == nil || dealer == identity.node.rawValue,
+                      let target = assignment(level, queue, NodeID(unchecked: dealer)),
+                      task[TaskField.assignedNode.rawValue]?.stringValue != target.rawValue,
+                      let held = try await store.rulesRecord(table: Self.tasks, id: taskID) else { continue }
+                // After the assignment held, so it wins wherever it arrives (a dealer that
+                // handed it back for a moment is overruled by its next run).
+                let heldStamp = held.state.versions[TaskField.assignedNode.rawValue]?.hlc.wallMillis ?? 0
+                try await store.createRuleRecord(.upsert(Self.tasks, id: taskID, [TaskField.assignedNode.rawValue: .string(target.rawValue)]),
+                                                 stampedAtMillis: max(now, heldStamp + 1))
+                report.tasksReassigned.append((taskID, target))
+                logger.info("proactive task reassigned", metadata: ["task": "\(taskID)", "assigned": "\(target)"])
+            }
+        }
         for (taskID, cancel) in superseded.sorted(by: { $0.key < $1.key }) {
             try await store.commitRuleWrites([.upsert(Self.tasks, id: taskID, cancel)])
             let reason = cancel[TaskField.cancelReason.rawValue]?.stringValue ?? ""

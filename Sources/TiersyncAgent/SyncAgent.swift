@@ -126,6 +126,9 @@ public final class SyncAgent: Sendable {
         try store.setCursor(pullCursor, 0)
         try store.setMeta(Self.parentHistoryMeta, nil)
         try store.setMeta(Self.bootstrappedMeta, nil)
+        // Its place in the tree is its new parent's to say (whoami at start): the old one
+        // would have its rules plan its old country's contacts.
+        try store.setMeta(AllocationPolicy.pathMeta, nil)
         try store.setMeta("parent_url", url)
         return true
     }

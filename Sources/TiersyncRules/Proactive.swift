@@ -239,16 +239,25 @@ public enum ProactivePlanner {
         return first <= end ? first...end : end...end
     }
 
-    /// The open proactive tasks to cancel because a newer governance planned the same contact
-    /// for another day: one rule and vehicle has one task per due date, so a release or
-    /// overlay that moved the rule's timing made a second open task, and the customer was
-    /// contacted twice. Of the open tasks of one rule and vehicle, the one of the newest
-    /// governance stays — highest release, then overlay sequence (`de#3` over `de#2`, any
-    /// over none), then the later due date, then id — and the others are cancelled. The
-    /// choice reads only the tasks, so every node holding them cancels the same ones,
-    /// whichever rules it runs. `tasks`: open or not, as held; task id → the fields to write.
-    public static func superseded(_ tasks: [(id: String, fields: [String: FieldValue])]) -> [String: [String: FieldValue]] {
-        struct Candidate { var id: String; var release: Int64; var overlay: Int64; var due: String }
+    /// The open proactive tasks to cancel because another was planned for the same contact:
+    /// one rule and vehicle has one task per due date, so a release or overlay that moved
+    /// the rule's timing, or a dealer moved to another country (whose overlay times it
+    /// otherwise), made a second open task, and the customer was contacted twice. Of the
+    /// open tasks of one rule and vehicle, one stays:
+    /// - first, one assigned where its level is for its dealer now (`assignment`: the node
+    ///   of a level and queue for a dealer, nil where not known here): a moved dealer's
+    ///   contacts go to its new country, not the one it left;
+    /// - then the newest governance: highest release, then overlay sequence (`de#3` over
+    ///   `de#2`, any over none), then the later due date, then id.
+    ///
+    /// The others are cancelled. Without `assignment` the choice reads only the tasks, so
+    /// every node holding them cancels the same ones, whichever rules it runs; with it, the
+    /// nodes that know the dealer's place agree (a node that does not know it treats every
+    /// task as placed right). `tasks`: open or not, as held; task id → the fields to write.
+    public static func superseded(_ tasks: [(id: String, fields: [String: FieldValue])],
+                                  assignment: ((_ level: String, _ queue: String, _ dealer: NodeID) -> NodeID?)? = nil)
+        -> [String: [String: FieldValue]] {
+        struct Candidate { var id: String; var placed: Bool; var release: Int64; var overlay: Int64; var due: String; var assigned: String }
         var groups: [String: [Candidate]] = [:]
         for (id, task) in tasks {
             guard task[TaskField.status.rawValue]?.stringValue == TaskStatus.open.rawValue,
@@ -258,17 +267,26 @@ public enum ProactivePlanner {
             let release: Int64 = if case .int(let r)? = task[TaskField.release.rawValue] { r } else { 0 }
             let overlay = task[TaskField.overlay.rawValue]?.stringValue
                 .flatMap { $0.split(separator: "#").last.flatMap { Int64($0) } } ?? 0
+            let assigned = task[TaskField.assignedNode.rawValue]?.stringValue ?? ""
+            var placed = true
+            if let assignment, let level = task[TaskField.level.rawValue]?.stringValue, let queue = task[TaskField.queue.rawValue]?.stringValue,
+               let dealer = task[TaskField.owningDealer.rawValue]?.stringValue, let now = assignment(level, queue, NodeID(unchecked: dealer)) {
+                placed = now.rawValue == assigned
+            }
             // A key no rule id or vehicle id can forge into another's: lengths first.
             groups["\(rule.utf8.count):\(rule)\(vehicle)", default: []].append(
-                Candidate(id: id, release: release, overlay: overlay, due: task[TaskField.dueAt.rawValue]?.stringValue ?? ""))
+                Candidate(id: id, placed: placed, release: release, overlay: overlay, due: task[TaskField.dueAt.rawValue]?.stringValue ?? "",
+                          assigned: assigned))
         }
         var cancel: [String: [String: FieldValue]] = [:]
         for group in groups.values where group.count > 1 {
-            let keep = group.max { ($0.release, $0.overlay, $0.due, $0.id) < ($1.release, $1.overlay, $1.due, $1.id) }!
+            let keep = group.max { (Int($0.placed ? 1 : 0), $0.release, $0.overlay, $0.due, $0.id) < (Int($1.placed ? 1 : 0), $1.release, $1.overlay, $1.due, $1.id) }!
             for task in group where task.id != keep.id {
+                let why = !task.placed && keep.placed ? "its dealer is now under \(keep.assigned), not \(task.assigned)"
+                    : "the rule's timing changed (release \(keep.release))"
                 cancel[task.id] = [
                     TaskField.status.rawValue: .string(TaskStatus.cancelled.rawValue),
-                    TaskField.cancelReason.rawValue: .string("superseded by task \(keep.id): the rule's timing changed (release \(keep.release))"),
+                    TaskField.cancelReason.rawValue: .string("superseded by task \(keep.id): \(why)"),
                     TaskField.cancelledAt.rawValue: .null,
                 ]
             }

@@ -103,6 +103,9 @@ struct RulesCommand: AsyncParsableCommand {
             for (id, reason) in report.tasksCancelled {
                 Swift.print("cancelled task \(id): \(reason)")
             }
+            for (id, node) in report.tasksReassigned {
+                Swift.print("reassigned task \(id) to \(node): its dealer moved")
+            }
             if !report.unplaced.isEmpty {
                 Swift.print("left to another node (it knows where they go): \(report.unplaced.joined(separator: ", "))")
             }

@@ -22,15 +22,15 @@ private func table(_ store: NodeStore, _ name: String) throws -> [String: [Strin
 
 /// HQ (hub) + country de + dealer de-berlin over TLS, every node running its rules every
 /// 100 ms on `clock`; the automaker release published and applied. Returns HQ's store.
-private func automakerTree(_ running: Running, dir: TempDir, clock: ManualClock,
-                           dealers: [NodeID] = ["de-berlin"]) async throws -> (hub: RunningHub, hq: NodeStore, de: RunningCountry, dealers: [RunningAgent]) {
+private func automakerTree(_ running: Running, dir: TempDir, clock: ManualClock, dealers: [NodeID] = ["de-berlin"],
+                           hqKey: GovernanceSigningKey = GovernanceSigningKey()) async throws
+    -> (hub: RunningHub, hq: NodeStore, de: RunningCountry, dealers: [RunningAgent]) {
     let rules = RulesSchedule(every: .milliseconds(100), clock: clock)
     // Compaction off at HQ: the tests read who wrote a record from HQ's log (several nodes
     // writing one escalation step), which compaction rightly prunes once every node has it;
     // a loaded machine reaches the first pass, a minute in, before those reads.
     let hub = try await running.hub(directory: dir.path, rules: rules, retention: nil)
     try hub.catalog.createTenant("automaker", levels: 3)
-    let hqKey = GovernanceSigningKey()
     try hub.catalog.setReleaseKey(hqKey.publicKey.base64, for: "automaker")
     let de = try await running.country(hub: hub, tenant: "automaker", node: "de", directory: dir.path, rules: rules)
     var agents: [RunningAgent] = []
@@ -50,6 +50,98 @@ private func automakerTree(_ running: Running, dir: TempDir, clock: ManualClock,
 
 @Suite("Escalation and proactive contacts at every node", .serialized)
 struct RulesTests {
+    @Test("""
+    A dealer moved from de (whose overlay makes the satisfaction call 45 days after a sale) to fr: its customer's \
+    open call goes to fr. Without an fr overlay fr's own call (60 days) stays and de's is cancelled as superseded \
+    (fr's was cancelled, as de#1 outranked no overlay, and de kept the calls of a dealer it no longer has), or de's is \
+    handed to fr when the dealer knew its place before fr's governance reached it; with an fr overlay timing it \
+    alike, the one task is handed to fr
+    """, .timeLimit(.minutes(5)), arguments: [false, true])
+    func movedDealersTasksFollowIt(frOverlay: Bool) async throws {
+        let dir = try TempDir()
+        // The rules run at the real time (stamps stay within every node's clock-skew bound), on a
+        // car sold 47 days ago: de's call (45 days) and fr's (60 days) are both in their windows.
+        let clock = ManualClock("2026-11-01T09:00:00Z")
+        clock.set(WallClock.nowMillis())
+        let today = CivilDate.day(ofMillis: WallClock.nowMillis())
+        let (sold, deDue, frDue) = (CivilDate.format(days: today - 47), CivilDate.format(days: today - 2), CivilDate.format(days: today + 13))
+        try await withRunning { running in
+            let hqKey = GovernanceSigningKey()
+            let (hub, hq, de, agents) = try await automakerTree(running, dir: dir, clock: clock, hqKey: hqKey)
+            let rules = RulesSchedule(every: .milliseconds(100), clock: clock)
+            let fr = try await running.country(hub: hub, tenant: "automaker", node: "fr", directory: dir.path, rules: rules)
+            func overlay(_ country: String, days: Int, on store: NodeStore) throws {
+                let key = GovernanceSigningKey()
+                let keyFile = OverlayKeyFile(tenant: "automaker", node: country, privateKey: key.base64,
+                                             certificate: try hqKey.certify(OverlayCertificate(tenant: "automaker", node: country,
+                                                                                               publicKey: key.publicKey.base64, issuedAtMillis: 0)))
+                let yaml = "overlay:\n  country: \(country)\n  based_on: 1\n  set:\n    proactive.satisfaction-call.trigger.days_after: \(days)\n"
+                try OverlayPublisher.publish(try OverlaySource.parse(yaml: yaml, file: "\(country).yaml"), keyFile: keyFile, store: store)
+            }
+            try overlay("de", days: 45, on: de.store)
+            if frOverlay {
+                try await eventually(timeout: 30, "fr applies v1") { try fr.store.appliedGovernance()?.release == 1 }
+                try overlay("fr", days: 45, on: fr.store)
+            }
+            var berlin = agents[0]
+            try await eventually(timeout: 30, "de-berlin applies v1 ⊕ de#1") { try berlin.store.appliedGovernance()?.overlay == "de#1" }
+            try berlin.store.commit([
+                .upsert("customers", id: "c-1", ["last_name": "Moves", "consent_marketing_phone": true]),
+                .upsert("vehicles", id: "v-1", ["kind": "vehicle", "customer_id": "c-1", "model": "ID.7", "sale_date": .string(sold)]),
+            ])
+            let deCall = RuleRecordID.proactiveTask(rule: "satisfaction-call", vehicleID: "v-1", dueDate: deDue)
+            try await eventually(timeout: 30, "HQ holds de's call") { try values(hq, deCall, table: "tasks")?["assigned_node"] == "de" }
+
+            try await hub.catalogStore.moveNode("de-berlin", of: "automaker", to: "fr")
+            await berlin.stop()
+            #expect(try SyncAgent.adoptParent(store: berlin.store, url: fr.url))
+            berlin = try running.agent(store: berlin.store, parentURL: fr.url, caFile: hub.caFile, rules: rules)
+            try await eventually(timeout: 30, "de-berlin applies fr's governance") {
+                try berlin.store.appliedGovernance()?.overlay == (frOverlay ? "fr#1" : nil) && berlin.store.meta(AllocationPolicy.pathMeta) == "hq/fr/de-berlin"
+            }
+            let nodes: [(String, NodeStore)] = [("hq", hq), ("fr", fr.store), ("de-berlin", berlin.store)]
+            if frOverlay {
+                do {
+                    try await eventually(timeout: 30, "the one call is fr's everywhere") {
+                        try nodes.allSatisfy { _, s in
+                            let task = try values(s, deCall, table: "tasks")
+                            return task?["assigned_node"] == "fr" && task?["status"] == "open"
+                        }
+                    }
+                } catch {
+                    for (name, s) in nodes + [("de", de.store)] { Issue.record("\(name): \(try table(s, "tasks"))") }
+                    Issue.record("berlin lineage: \(try berlin.store.lineage(recordID: deCall).map { "\($0.change.origin) \($0.change.hlc.wallMillis) \($0.change.fields)" })")
+                    Issue.record("fr lineage: \(try fr.store.lineage(recordID: deCall).map { "\($0.change.origin) \($0.change.hlc.wallMillis) \($0.change.fields)" })")
+                    throw error
+                }
+            } else {
+                let frCall = RuleRecordID.proactiveTask(rule: "satisfaction-call", vehicleID: "v-1", dueDate: frDue)
+                do {
+                    try await eventually(timeout: 30, "one call is open, fr's, everywhere; de's is cancelled or handed to fr") {
+                        try nodes.allSatisfy { _, s in
+                            let (fr, de) = (try values(s, frCall, table: "tasks"), try values(s, deCall, table: "tasks"))
+                            return (fr?["status"] == "open" && fr?["assigned_node"] == "fr" && de?["status"] == "cancelled")
+                                || (de?["status"] == "open" && de?["assigned_node"] == "fr" && fr?["status"] != "open")
+                        }
+                    }
+                } catch {
+                    for (name, s) in nodes { Issue.record("\(name): \(try table(s, "tasks"))") }
+                    throw error
+                }
+                if try values(hq, deCall, table: "tasks")?["status"] == "cancelled" {
+                    let reason = try values(hq, deCall, table: "tasks")?["cancel_reason"]?.stringValue ?? ""
+                    #expect(reason.contains("superseded by task \(frCall): its dealer is now under fr, not de"), "\(reason)")
+                }
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            for (name, s) in nodes {
+                let open = try s.liveRecords(table: "tasks").filter { $0.values["status"] == "open" }
+                let log = try s.lineage(recordID: open.first?.id ?? "").suffix(4).map { "\($0.change.origin) \($0.change.hlc) \($0.change.fields)" }
+                #expect(open.count == 1 && open[0].values["assigned_node"] == "fr", "\(name): one open call, fr's: \(open.map(\.values)); \(log)")
+            }
+        }
+    }
+
     @Test("""
     a dialogue the country takes for a dealer's customer is handled at the dealer; the dealer, offline past two SLA steps, \
     writes both (dealer → country → HQ) and sends them: its country accepts the step-2 entry (it is routed to the dealer \
