@@ -357,21 +357,28 @@ public final class RulesRunner: Sendable {
         let assignment = { (level: String, queue: String, dealer: NodeID) -> NodeID? in
             level == levels.last ? dealer : locator.node(at: level, queue: queues[queue], levels: levels, for: dealer)
         }
-        let superseded = !superseding ? [:] : ProactivePlanner.superseded(open.map { ($0.id, $0.values) }, assignment: assignment)
-        // An open task left assigned where its level no longer is for its dealer (the dealer
-        // moved, and no task of its new country's timing superseded it) goes to the node of
-        // its level now. Written by the nodes that know the dealer's place for certain: the
-        // dealer itself (its parent told it) and the root (the catalog); a country still
-        // mirroring a dealer that left it would hand it back until its directory caught up.
-        if superseding, identity.parent == nil || open.contains(where: { $0.values[TaskField.owningDealer.rawValue]?.stringValue == identity.node.rawValue }) {
-            for (taskID, task) in open where superseded[taskID] == nil {
+        // Which task stays, and where a task goes, is decided by the nodes that know the
+        // dealer's place for certain: the dealer itself (its parent told it) and the root (the
+        // catalog). A country may still mirror a dealer that left it, or not yet one that came
+        // (it cancelled the new country's task while HQ cancelled the old one: both, for good).
+        // Their cancellations and reassignments reach it like any change.
+        let certain = { (dealer: String) -> Bool in
+            identity.parent == nil ? locator.knowsTree : dealer == identity.node.rawValue
+        }
+        let decided = open.filter { certain($0.values[TaskField.owningDealer.rawValue]?.stringValue ?? "") }
+        let superseded = !superseding ? [:] : ProactivePlanner.superseded(decided.map { ($0.id, $0.values) }, pathOf: { locator.path(of: $0) })
+        // An open task assigned off its dealer's path (the dealer moved, and no task of its new
+        // country's timing superseded it) goes to the node of its level now. A task anywhere
+        // on the path stays where it is (a node on another release may name another node of
+        // the path for it; an operator may have handed it up).
+        if superseding {
+            for (taskID, task) in decided where superseded[taskID] == nil {
                 guard let level = task[TaskField.level.rawValue]?.stringValue, let queue = task[TaskField.queue.rawValue]?.stringValue,
-                      let dealer = task[TaskField.owningDealer.rawValue]?.stringValue, identity.parent == nil || dealer == identity.node.rawValue,
+                      let dealer = task[TaskField.owningDealer.rawValue]?.stringValue, let assigned = task[TaskField.assignedNode.rawValue]?.stringValue,
+                      let path = locator.path(of: NodeID(unchecked: dealer)), !path.contains(NodeID(unchecked: assigned)),
                       let target = assignment(level, queue, NodeID(unchecked: dealer)),
-                      task[TaskField.assignedNode.rawValue]?.stringValue != target.rawValue,
                       let held = try await store.rulesRecord(table: Self.tasks, id: taskID) else { continue }
-                // After the assignment held, so it wins wherever it arrives (a dealer that
-                // handed it back for a moment is overruled by its next run).
+                // After the assignment held, so it wins wherever it arrives.
                 let heldStamp = held.state.versions[TaskField.assignedNode.rawValue]?.hlc.wallMillis ?? 0
                 try await store.createRuleRecord(.upsert(Self.tasks, id: taskID, [TaskField.assignedNode.rawValue: .string(target.rawValue)]),
                                                  stampedAtMillis: max(now, heldStamp + 1))

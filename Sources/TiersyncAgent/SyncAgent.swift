@@ -245,7 +245,7 @@ public final class SyncAgent: Sendable {
             try store.setCursor(Self.pushCursor, response.acknowledgedThrough)
             let rejected = refusals(in: response, of: batch.map(\.change))
             try store.scheduleRetries(rejected)
-            try eraseRefused(rejected)
+            await eraseRefused(rejected, of: batch.map(\.change))
             noteRoutedAway(batch.map(\.change), refused: rejected)
             try handleClockSkew(response, refused: rejected)
             sent += batch.count
@@ -269,12 +269,29 @@ public final class SyncAgent: Sendable {
     /// Erases here the records of changes the parent refused as erased (data of a customer
     /// erased while this node held none of it: the erasure never came here), then cleans the
     /// files (``NodeStore/eraseRefused(_:nowMillis:)``).
-    private func eraseRefused(_ rejected: [RejectedChange]) throws {
-        guard rejected.contains(where: { $0.code == .erased }) else { return }
-        let erased = try store.eraseRefused(rejected)
-        try store.finishErasures()
-        if erased > 0 {
-            logger.notice("erased records whose changes the parent refused as erased", metadata: ["records": "\(erased)"])
+    /// Off the cooperative pool (a first erasure vacuums the store; the log's truncation
+    /// waits for readers), and never failing the push round: the cursor has moved already,
+    /// and a failure here is logged, not retried.
+    private func eraseRefused(_ rejected: [RejectedChange], of sent: [Change]) async {
+        let bySeq = Dictionary(sent.map { ("\($0.origin)#\($0.originSeq)", $0) }, uniquingKeysWith: { first, _ in first })
+        let refused = rejected.compactMap { r in r.code == .erased ? bySeq["\(r.origin)#\(r.originSeq)"].map { (refusal: r, change: $0) } : nil }
+        guard !refused.isEmpty else { return }
+        let store = store
+        do {
+            let erased = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int, any Error>) in
+                DispatchQueue.global(qos: .utility).async {
+                    continuation.resume(with: Result {
+                        let erased = try store.eraseRefused(refused)
+                        try store.finishErasures()
+                        return erased
+                    })
+                }
+            }
+            if erased > 0 {
+                logger.notice("erased records whose changes the parent refused as erased", metadata: ["records": "\(erased)"])
+            }
+        } catch {
+            logger.error("could not erase records whose changes the parent refused as erased", metadata: ["error": "\(error)"])
         }
     }
 
@@ -307,7 +324,7 @@ public final class SyncAgent: Sendable {
         let accepted = due.filter { !stillRefused.contains("\($0.origin)#\($0.originSeq)") }
         try store.clearRetries(accepted)
         try store.scheduleRetries(rejected)
-        try eraseRefused(rejected)
+        await eraseRefused(rejected, of: due)
         noteRoutedAway(accepted, refused: [])
         try handleClockSkew(response, refused: rejected)
         if !accepted.isEmpty {

@@ -244,19 +244,20 @@ public enum ProactivePlanner {
     /// the rule's timing, or a dealer moved to another country (whose overlay times it
     /// otherwise), made a second open task, and the customer was contacted twice. Of the
     /// open tasks of one rule and vehicle, one stays:
-    /// - first, one assigned where its level is for its dealer now (`assignment`: the node
-    ///   of a level and queue for a dealer, nil where not known here): a moved dealer's
-    ///   contacts go to its new country, not the one it left;
+    /// - first, one assigned on its dealer's path now (`pathOf`: root first, down to the
+    ///   dealer; nil where not known here): a moved dealer's contacts go to its new country,
+    ///   not the one it left;
     /// - then the newest governance: highest release, then overlay sequence (`de#3` over
     ///   `de#2`, any over none), then the later due date, then id.
     ///
-    /// The others are cancelled. Without `assignment` the choice reads only the tasks, so
-    /// every node holding them cancels the same ones, whichever rules it runs; with it, the
-    /// nodes that know the dealer's place agree (a node that does not know it treats every
-    /// task as placed right). `tasks`: open or not, as held; task id → the fields to write.
+    /// The others are cancelled. Without `pathOf` the choice reads only the tasks, so every
+    /// node holding them cancels the same ones, whichever rules it runs; with it, the nodes
+    /// that know the dealer's place for certain agree (a node that does not know it treats
+    /// every task as placed right). Whether a task is placed does not depend on the rules a
+    /// node runs (a node on another release may name another node of the path for it).
+    /// `tasks`: open or not, as held; task id → the fields to write.
     public static func superseded(_ tasks: [(id: String, fields: [String: FieldValue])],
-                                  assignment: ((_ level: String, _ queue: String, _ dealer: NodeID) -> NodeID?)? = nil)
-        -> [String: [String: FieldValue]] {
+                                  pathOf: ((_ dealer: NodeID) -> [NodeID]?)? = nil) -> [String: [String: FieldValue]] {
         struct Candidate { var id: String; var placed: Bool; var release: Int64; var overlay: Int64; var due: String; var assigned: String }
         var groups: [String: [Candidate]] = [:]
         for (id, task) in tasks {
@@ -269,9 +270,8 @@ public enum ProactivePlanner {
                 .flatMap { $0.split(separator: "#").last.flatMap { Int64($0) } } ?? 0
             let assigned = task[TaskField.assignedNode.rawValue]?.stringValue ?? ""
             var placed = true
-            if let assignment, let level = task[TaskField.level.rawValue]?.stringValue, let queue = task[TaskField.queue.rawValue]?.stringValue,
-               let dealer = task[TaskField.owningDealer.rawValue]?.stringValue, let now = assignment(level, queue, NodeID(unchecked: dealer)) {
-                placed = now.rawValue == assigned
+            if let pathOf, let dealer = task[TaskField.owningDealer.rawValue]?.stringValue, let path = pathOf(NodeID(unchecked: dealer)) {
+                placed = path.contains(NodeID(unchecked: assigned))
             }
             // A key no rule id or vehicle id can forge into another's: lengths first.
             groups["\(rule.utf8.count):\(rule)\(vehicle)", default: []].append(

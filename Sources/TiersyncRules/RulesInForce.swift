@@ -85,6 +85,10 @@ public struct NodeLocator: Sendable {
         return fromTree
     }
 
+    /// Whether the whole tree (or a country's mirrored subtree) is known here, not only
+    /// paths learned one by one.
+    public var knowsTree: Bool { tree != nil }
+
     /// The tenant's root, when known.
     public var root: NodeID? {
         if let any = known.values.first { return any.first }

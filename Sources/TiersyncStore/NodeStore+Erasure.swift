@@ -244,31 +244,59 @@ extension NodeStore {
     /// erasure): a change of a record erased elsewhere, or naming one (a dialogue of a
     /// sibling's erased customer). This node held none of the erased data, so the erasure
     /// never reached it; the refused record and what links to it are its data all the same.
-    /// Each is erased with what links to it and noted, as is the erased record it names, so
-    /// a local write naming either is refused here. Returns how many records were erased;
-    /// ``finishErasures(wallMillis:)`` then cleans the files (no acknowledgement: this node
-    /// is not a replica of the request).
+    ///
+    /// `refused`: each refusal with the change it refuses, as this node sent it. The parent's
+    /// word is checked against that change, not taken as it stands: the erased record it
+    /// names must be the change's own record, or one a link field of the change names (else
+    /// any answer could have this node wipe any record it holds). A record of the change's
+    /// own that this node has from anywhere but the refused changes (its parent sent it, or
+    /// took earlier changes of it) is left alone when only its link names the erased one:
+    /// its parent keeps it, and erased here it would be refused whenever it came again.
+    ///
+    /// What is erased is noted under a local id (`<erasure>/<table>/<id>`), so a local
+    /// write naming it, or the erased record, is refused here. Returns how many records were
+    /// erased; ``finishErasures(wallMillis:)`` then cleans the files (no acknowledgement:
+    /// this node is not a replica of the request).
     @discardableResult
-    public func eraseRefused(_ rejected: [RejectedChange], nowMillis: UInt64 = WallClock.nowMillis()) throws -> Int {
-        let refusals = rejected.compactMap { r -> (record: (table: String, id: String), erased: ErasedReference)? in
-            guard r.code == .erased, let erased = r.erased, erased.isValid(in: schema), schema.table(r.table) != nil, RecordID.isValid(r.recordID) else { return nil }
-            return ((r.table, r.recordID), erased)
+    public func eraseRefused(_ refused: [(refusal: RejectedChange, change: Change)], nowMillis: UInt64 = WallClock.nowMillis()) throws -> Int {
+        let judged = refused.compactMap { pair -> (change: Change, erased: ErasedReference, own: Bool)? in
+            let (r, change) = pair
+            guard r.code == .erased, let erased = r.erased, erased.isValid(in: schema), r.origin == change.origin, r.originSeq == change.originSeq,
+                  schema.table(change.table) != nil else { return nil }
+            if erased.table == change.table, erased.id == change.recordID { return (change, erased, true) }
+            let named = Erasure.links(to: erased.table).contains { link in
+                link.table == change.table && change.fields[link.field]?.stringValue == erased.id
+            }
+            return named ? (change, erased, false) : nil
         }
-        guard !refusals.isEmpty else { return 0 }
+        guard !judged.isEmpty else { return 0 }
+        let refusedIdentities = Set(judged.map { "\($0.change.origin)#\($0.change.originSeq)" })
         return try writer.write { db in
             var erased = 0
             func isNoted(_ table: String, _ id: String) throws -> Bool {
                 try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_erased_records WHERE tbl = ? AND id = ?)", arguments: [table, id]) ?? false
             }
-            for (record, reference) in refusals where try !isNoted(record.table, record.id) {
-                let records = try linkedRecords(db, subject: record).filter { try !isNoted($0.table, $0.id) }
-                let localID = "\(reference.erasure)/\(record.table)/\(record.id)"
+            for (change, reference, own) in judged where try !isNoted(change.table, change.recordID) {
+                let record = (table: change.table, id: change.recordID)
+                if !own {
+                    // Only a record this node made with the refused changes alone.
+                    let entries = try Row.fetchAll(db, sql: "SELECT origin, origin_seq, source FROM ts_changes WHERE tbl = ? AND record_id = ?",
+                                                   arguments: [record.table, record.id])
+                    guard entries.allSatisfy({ refusedIdentities.contains("\($0["origin"] as String)#\($0["origin_seq"] as Int64)") }) else { continue }
+                }
+                // One local id per refused record, from the request's own id (a parent's
+                // refusal may name a local id of its own: never nested further).
+                let base = reference.erasure.split(separator: "/").first.map(String.init) ?? reference.erasure
+                let localID = "\(base)/\(record.table)/\(record.id)"
+                var records = try linkedRecords(db, subject: record).filter { try !isNoted($0.table, $0.id) }
+                // The erased record it names is noted with them (held here it is not: it would
+                // have been erased here), under the local id too: the request's own id is the
+                // digest's of a replica that later receives the request.
+                if !own, try !isNoted(reference.table, reference.id), try !Self.holds(db, table: reference.table, id: reference.id) {
+                    records.append((reference.table, reference.id))
+                }
                 _ = try eraseRecords(db, records, erasureID: localID, subject: record, requested: false, nowMillis: nowMillis)
                 erased += try Int.fetchOne(db, sql: "SELECT records FROM ts_erasures WHERE erasure_id = ?", arguments: [localID]) ?? 0
-                if try !isNoted(reference.table, reference.id), try !Self.holds(db, table: reference.table, id: reference.id) {
-                    try db.execute(sql: "INSERT INTO ts_erased_records (tbl, id, erasure_id, route) VALUES (?, ?, ?, ?)",
-                                   arguments: [reference.table, reference.id, reference.erasure, RecordMerge.encodeRoute([])])
-                }
             }
             return erased
         }

@@ -162,6 +162,36 @@ struct ProactiveRulesTests {
     }
 
     @Test("""
+    a moved dealer's task: of one rule and vehicle's open tasks, one assigned on the dealer's path now stays, whatever governance \
+    made the other (de#1 outranked no overlay); a node that does not know the dealer's place orders by governance alone
+    """)
+    func supersededAfterAMove() throws {
+        let rules = try Self.rules("automaker")
+        let deTask = try #require(Self.created(ProactivePlanner.evaluate(vehicleID: "v-1", vehicle: Self.car, customer: Self.consenting, rules: rules,
+                                                                          evaluator: "de-berlin", locator: Self.dealerPath,
+                                                                          nowMillis: Self.t("2026-12-03T10:00:00Z"))).first)
+        var de = deTask.fields, fr = deTask.fields
+        de["assigned_node"] = "de"
+        de["overlay"] = "de#1"
+        fr["assigned_node"] = "fr"
+        fr["due_at"] = "2026-12-20T00:00:00Z"
+        fr["overlay"] = .null
+        let tasks: [(id: String, fields: [String: FieldValue])] = [("task-de", de), ("task-fr", fr)]
+        let moved = ProactivePlanner.superseded(tasks, pathOf: { $0 == "de-berlin" ? ["hq", "fr", "de-berlin"] : nil })
+        #expect(Set(moved.keys) == ["task-de"])
+        #expect(moved["task-de"]?["cancel_reason"] == "superseded by task task-fr: its dealer is now under fr, not de")
+        // The same held in the other order; a task assigned anywhere on the path counts as placed (HQ for an expert pool).
+        #expect(ProactivePlanner.superseded(Array(tasks.reversed()), pathOf: { _ in ["hq", "fr", "de-berlin"] }) == moved)
+        var atHQ = de
+        atHQ["assigned_node"] = "hq"
+        #expect(Set(ProactivePlanner.superseded([("task-hq", atHQ), ("task-fr", fr)], pathOf: { _ in ["hq", "fr", "de-berlin"] }).keys) == ["task-fr"],
+                "both placed: the newest governance (an overlay over none)")
+        // Not knowing the place: governance alone, as before.
+        #expect(Set(ProactivePlanner.superseded(tasks, pathOf: { _ in nil }).keys) == ["task-fr"])
+        #expect(Set(ProactivePlanner.superseded(tasks).keys) == ["task-fr"])
+    }
+
+    @Test("""
     One open task per rule and vehicle: a release or overlay that moves the rule's timing plans the contact for another day, and the \
     older governance's task is cancelled (both stayed open: the customer was called twice), the same at every node whatever rules it runs
     """)

@@ -158,4 +158,39 @@ struct ErasureStoreTests {
         let acks = try hq.liveRecords(table: "erasure_acks", limit: 10)
         #expect(acks.isEmpty)
     }
+
+    @Test("""
+    a refusal as erased is checked against the change it refuses before anything is erased: a reference that is neither the \
+    change's record nor one its link names erases nothing; a dialogue the parent took before is kept when a later change \
+    naming an erased customer is refused; a dialogue made by the refused change alone is erased, with the customer noted
+    """)
+    func erasesRefusedOnlyAsTheyWereSent() throws {
+        let dir = try TempDir()
+        let d1 = try makeStore(dir, "d1", parent: "de")
+        let made = try d1.commit([
+            .upsert("customers", id: "c-mine", ["last_name": "Mine"]),
+            .upsert("interactions", id: "i-old", ["customer_id": "c-mine", "summary": "accepted upstream"]),
+        ])
+        try d1.setCursor(NodeStore.parentPushCursor, made.last!.originSeq)
+        let late = try d1.commit([.upsert("interactions", id: "i-old", ["customer_id": "c-gone"])])[0]
+        let fresh = try d1.commit([.upsert("interactions", id: "i-new", ["customer_id": "c-gone", "summary": "about the erased one"])])[0]
+        func refusal(_ change: Change, _ erased: ErasedReference) -> (refusal: RejectedChange, change: Change) {
+            var r = RejectedChange(change: change, rejection: ChangeRejection(.erased, "erased", erased: erased))
+            r.erased = erased
+            return (r, change)
+        }
+        // A hostile or broken answer naming a record the change does not name: nothing happens.
+        #expect(try d1.eraseRefused([refusal(fresh, ErasedReference(erasure: "era-x", table: "customers", id: "c-mine"))]) == 0)
+        #expect(try d1.record(table: "customers", id: "c-mine") != nil && d1.erasures().isEmpty)
+        // i-old was taken by the parent before: its link to c-gone is refused, the dialogue stays.
+        #expect(try d1.eraseRefused([refusal(late, ErasedReference(erasure: "era-1", table: "customers", id: "c-gone"))]) == 0)
+        #expect(try d1.record(table: "interactions", id: "i-old") != nil)
+        // i-new exists only through the refused change: erased, and c-gone noted.
+        #expect(try d1.eraseRefused([refusal(fresh, ErasedReference(erasure: "era-1", table: "customers", id: "c-gone"))]) == 1)
+        #expect(try d1.record(table: "interactions", id: "i-new") == nil)
+        let done = try #require(try d1.erasures().first)
+        #expect(done.erasureID == "era-1/interactions/i-new")
+        #expect(try d1.verifyErasure(done.erasureID))
+        #expect(throws: StoreError.self) { try d1.commit([.upsert("interactions", id: "i-3", ["customer_id": "c-gone"])]) }
+    }
 }

@@ -30,9 +30,10 @@ struct BodyCodec: Sendable {
         }
     }
 
-    /// Bodies larger than this are inflated and decoded on threads of their own
-    /// (``CPUWork/bodies``), so a few large ones (a bulk push, or a client sending the
-    /// largest body it may) never hold the threads every other request needs.
+    /// Bodies larger than this, as sent or once inflated, are inflated and decoded on
+    /// threads of their own (``CPUWork/bodies``), so a few large ones (a bulk push, or a
+    /// client sending the largest body it may) never hold the threads every other request
+    /// needs; smaller ones (nearly every push) are read where they arrive, as before.
     static let offPoolBytes = 256 * 1024
 
     /// Decodes a JSON body (gzip or plain) of `type`, within the limits of its kind: a push
@@ -43,10 +44,23 @@ struct BodyCodec: Sendable {
         let maxBytes = maxBytes(kind)
         let raw = try await collect(request, upTo: min(limits.maxRequestBytes, maxBytes))
         let encoding = request.headers[.contentEncoding]?.lowercased()
-        let parse: @Sendable () throws -> T = { try Self.parse(type, raw: raw, encoding: encoding, maxBytes: maxBytes) }
-        // A compressed body may grow up to the limit: off the pool too, unless it is small.
-        guard raw.readableBytes > Self.offPoolBytes || (encoding == "gzip" && maxBytes > Self.offPoolBytes) else { return try parse() }
-        return try await CPUWork.bodies.run(parse)
+        guard raw.readableBytes <= Self.offPoolBytes else {
+            return try await CPUWork.bodies.run { try Self.parse(type, raw: raw, encoding: encoding, maxBytes: maxBytes) }
+        }
+        // A small compressed body is inflated here up to the same bound (an agent's pushes,
+        // nearly all); one that grows past it is inflated and read on the hub's threads.
+        if encoding == "gzip", maxBytes > Self.offPoolBytes {
+            let inflated: ByteBuffer
+            do throws(GzipInflater.Failure) {
+                inflated = try GzipInflater.inflate(raw, maxSize: Self.offPoolBytes)
+            } catch .tooLarge {
+                return try await CPUWork.bodies.run { try Self.parse(type, raw: raw, encoding: encoding, maxBytes: maxBytes) }
+            } catch .malformed(let reason) {
+                throw APIError(.badRequest, "malformed_body", "request body is not valid gzip: \(reason)")
+            }
+            return try Self.parse(type, raw: inflated, encoding: nil, maxBytes: maxBytes)
+        }
+        return try Self.parse(type, raw: raw, encoding: encoding, maxBytes: maxBytes)
     }
 
     private static func parse<T: Decodable>(_ type: T.Type, raw: ByteBuffer, encoding: String?, maxBytes: Int) throws -> T {

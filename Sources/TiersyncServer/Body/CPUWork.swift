@@ -1,3 +1,4 @@
+import NIOCore
 import NIOPosix
 
 /// Threads of the hub's own for CPU-bound work a request brings: inflating and decoding a
@@ -14,8 +15,10 @@ public enum CPUWork: Sendable {
     /// Password hashes and governance compilations (admission-gated where they are called).
     case admin
 
-    private static let bodyThreads = started(NIOThreadPool(numberOfThreads: 2))
-    private static let adminThreads = started(NIOThreadPool(numberOfThreads: 2))
+    /// As many threads as cores (at least two), as the cooperative pool has.
+    private static let threads = max(2, System.coreCount)
+    private static let bodyThreads = started(NIOThreadPool(numberOfThreads: threads))
+    private static let adminThreads = started(NIOThreadPool(numberOfThreads: threads))
 
     private static func started(_ pool: NIOThreadPool) -> NIOThreadPool {
         pool.start()
