@@ -282,7 +282,7 @@ public enum ProactivePlanner {
         for group in groups.values where group.count > 1 {
             let keep = group.max { (Int($0.placed ? 1 : 0), $0.release, $0.overlay, $0.due, $0.id) < (Int($1.placed ? 1 : 0), $1.release, $1.overlay, $1.due, $1.id) }!
             for task in group where task.id != keep.id {
-                let why = !task.placed && keep.placed ? "its dealer is now under \(keep.assigned), not \(task.assigned)"
+                let why = !task.placed && keep.placed ? "its dealer moved (\(task.assigned) is off its path; that task is at \(keep.assigned))"
                     : "the rule's timing changed (release \(keep.release))"
                 cancel[task.id] = [
                     TaskField.status.rawValue: .string(TaskStatus.cancelled.rawValue),

@@ -271,6 +271,7 @@ extension NodeStore {
         }
         guard !judged.isEmpty else { return 0 }
         let refusedIdentities = Set(judged.map { "\($0.change.origin)#\($0.change.originSeq)" })
+        let refusedVersions = Set(judged.map { FieldVersion(hlc: $0.change.hlc, node: $0.change.origin) })
         return try writer.write { db in
             var erased = 0
             func isNoted(_ table: String, _ id: String) throws -> Bool {
@@ -279,15 +280,22 @@ extension NodeStore {
             for (change, reference, own) in judged where try !isNoted(change.table, change.recordID) {
                 let record = (table: change.table, id: change.recordID)
                 if !own {
-                    // Only a record this node made with the refused changes alone.
-                    let entries = try Row.fetchAll(db, sql: "SELECT origin, origin_seq, source FROM ts_changes WHERE tbl = ? AND record_id = ?",
+                    // Only a record this node made with the refused changes alone: every log
+                    // entry of it, and every field version it holds (compaction deletes the
+                    // entries of what the parent took, the versions stay), is theirs.
+                    let entries = try Row.fetchAll(db, sql: "SELECT origin, origin_seq FROM ts_changes WHERE tbl = ? AND record_id = ?",
                                                    arguments: [record.table, record.id])
                     guard entries.allSatisfy({ refusedIdentities.contains("\($0["origin"] as String)#\($0["origin_seq"] as Int64)") }) else { continue }
+                    if let table = schema.table(record.table), let stored = try load(db, table: table, id: record.id) {
+                        guard stored.state.versions.values.allSatisfy({ refusedVersions.contains($0) }) else { continue }
+                    }
                 }
                 // One local id per refused record, from the request's own id (a parent's
                 // refusal may name a local id of its own: never nested further).
                 let base = reference.erasure.split(separator: "/").first.map(String.init) ?? reference.erasure
-                let localID = "\(base)/\(record.table)/\(record.id)"
+                var localID = "\(base)/\(record.table)/\(record.id)"
+                // Named in this node's own refusals to its children: a valid id, at most 128 bytes.
+                if !RecordID.isValid(localID) { localID = RecordID.random(prefix: "era") }
                 var records = try linkedRecords(db, subject: record).filter { try !isNoted($0.table, $0.id) }
                 // The erased record it names is noted with them (held here it is not: it would
                 // have been erased here), under the local id too: the request's own id is the

@@ -130,7 +130,7 @@ struct RulesTests {
                 }
                 if try values(hq, deCall, table: "tasks")?["status"] == "cancelled" {
                     let reason = try values(hq, deCall, table: "tasks")?["cancel_reason"]?.stringValue ?? ""
-                    #expect(reason.contains("superseded by task \(frCall): its dealer is now under fr, not de"), "\(reason)")
+                    #expect(reason.contains("superseded by task \(frCall): its dealer moved (de is off its path; that task is at fr)"), "\(reason)")
                 }
             }
             try await Task.sleep(for: .milliseconds(500))

@@ -179,7 +179,7 @@ struct ProactiveRulesTests {
         let tasks: [(id: String, fields: [String: FieldValue])] = [("task-de", de), ("task-fr", fr)]
         let moved = ProactivePlanner.superseded(tasks, pathOf: { $0 == "de-berlin" ? ["hq", "fr", "de-berlin"] : nil })
         #expect(Set(moved.keys) == ["task-de"])
-        #expect(moved["task-de"]?["cancel_reason"] == "superseded by task task-fr: its dealer is now under fr, not de")
+        #expect(moved["task-de"]?["cancel_reason"] == "superseded by task task-fr: its dealer moved (de is off its path; that task is at fr)")
         // The same held in the other order; a task assigned anywhere on the path counts as placed (HQ for an expert pool).
         #expect(ProactivePlanner.superseded(Array(tasks.reversed()), pathOf: { _ in ["hq", "fr", "de-berlin"] }) == moved)
         var atHQ = de

@@ -172,6 +172,8 @@ struct ErasureStoreTests {
             .upsert("interactions", id: "i-old", ["customer_id": "c-mine", "summary": "accepted upstream"]),
         ])
         try d1.setCursor(NodeStore.parentPushCursor, made.last!.originSeq)
+        // Compaction folds what the parent took: its log entries go, the record's versions stay.
+        try DatabaseQueue(path: d1.path).write { db in try db.execute(sql: "DELETE FROM ts_changes WHERE record_id = 'i-old'") }
         let late = try d1.commit([.upsert("interactions", id: "i-old", ["customer_id": "c-gone"])])[0]
         let fresh = try d1.commit([.upsert("interactions", id: "i-new", ["customer_id": "c-gone", "summary": "about the erased one"])])[0]
         func refusal(_ change: Change, _ erased: ErasedReference) -> (refusal: RejectedChange, change: Change) {
