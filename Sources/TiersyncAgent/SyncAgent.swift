@@ -276,17 +276,8 @@ public final class SyncAgent: Sendable {
         let bySeq = Dictionary(sent.map { ("\($0.origin)#\($0.originSeq)", $0) }, uniquingKeysWith: { first, _ in first })
         let refused = rejected.compactMap { r in r.code == .erased ? bySeq["\(r.origin)#\(r.originSeq)"].map { (refusal: r, change: $0) } : nil }
         guard !refused.isEmpty else { return }
-        let store = store
         do {
-            let erased = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int, any Error>) in
-                DispatchQueue.global(qos: .utility).async {
-                    continuation.resume(with: Result {
-                        let erased = try store.eraseRefused(refused)
-                        try store.finishErasures()
-                        return erased
-                    })
-                }
-            }
+            let erased = try await store.eraseRefusedOffPool(refused)
             if erased > 0 {
                 logger.notice("erased records whose changes the parent refused as erased", metadata: ["records": "\(erased)"])
             }

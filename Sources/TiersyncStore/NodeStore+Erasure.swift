@@ -310,6 +310,17 @@ extension NodeStore {
         }
     }
 
+    /// ``eraseRefused(_:nowMillis:)``, then ``finishErasures(wallMillis:)``, off the
+    /// cooperative pool as the store's other async calls (a first erasure vacuums the store,
+    /// and the log's truncation waits for readers).
+    public func eraseRefusedOffPool(_ refused: [(refusal: RejectedChange, change: Change)]) async throws -> Int {
+        try await offCooperativePool {
+            let erased = try self.eraseRefused(refused)
+            try self.finishErasures()
+            return erased
+        }
+    }
+
     /// The subject and every record linking to it, transitively (a customer's dialogues, and
     /// their escalations), found through live rows and through the log (a deleted dialogue's
     /// entries still name its customer).
