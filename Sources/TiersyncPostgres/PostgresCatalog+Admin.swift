@@ -113,12 +113,59 @@ extension PostgresCatalog: AdminAccountStore {
             """)
     }
 
-    public func storeAdminToken(digest: String, _ token: AdminToken) async throws {
-        try await execute("""
-            INSERT INTO tiersync_catalog.admin_tokens (hash, tenant, "user", kind, name, created_at, expires_at)
-            VALUES (\(digest), \(token.tenant.rawValue), \(token.user), \(token.kind.rawValue), \(token.name),
-                    \(Int64(clamping: token.createdAtMillis)), \(Int64(clamping: token.expiresAtMillis)))
-            """)
+    public func storeAdminToken(digest: String, _ token: AdminToken, limit: AdminTokenLimit, nowMillis: UInt64) async throws {
+        let (tenant, user, now) = (token.tenant.rawValue, token.user, Int64(clamping: nowMillis))
+        try await transaction { db in
+            // One user's tokens are stored one at a time, in any process: the count below
+            // holds until this transaction ends.
+            _ = try await db.rows("SELECT 1 FROM tiersync_catalog.admin_users WHERE tenant = \(tenant) AND name = \(user) FOR UPDATE")
+            try await db.execute("""
+                DELETE FROM tiersync_catalog.admin_tokens WHERE tenant = \(tenant) AND "user" = \(user) AND (revoked_at IS NOT NULL OR expires_at <= \(now))
+                """)
+            let live = try await db.rows("""
+                SELECT hash FROM tiersync_catalog.admin_tokens WHERE tenant = \(tenant) AND "user" = \(user) AND kind = \(token.kind.rawValue)
+                ORDER BY created_at, hash
+                """).map { try $0.decode(String.self) }
+            if live.count >= limit.most {
+                switch limit.whenFull {
+                case .refuse:
+                    throw StoreError.limitReached(AdminTokenLimit.refusal(token, most: limit.most))
+                case .revokeOldest:
+                    let oldest = Array(live.prefix(live.count - limit.most + 1))
+                    try await db.execute("UPDATE tiersync_catalog.admin_tokens SET revoked_at = \(now) WHERE hash = ANY(\(oldest)::text[])")
+                }
+            }
+            try await db.execute("""
+                INSERT INTO tiersync_catalog.admin_tokens (hash, tenant, "user", kind, name, created_at, expires_at)
+                VALUES (\(digest), \(tenant), \(user), \(token.kind.rawValue), \(token.name),
+                        \(Int64(clamping: token.createdAtMillis)), \(Int64(clamping: token.expiresAtMillis)))
+                """)
+        }
+    }
+
+    private static func tokenEntry(_ row: PostgresRow, tenant: TenantID, user: String) throws -> AdminTokenEntry {
+        let (hash, kind, name, created, expires) = try row.decode((String, String, String, Int64, Int64).self)
+        return AdminTokenEntry(id: AdminTokenEntry.id(ofDigest: hash),
+                               token: AdminToken(tenant: tenant, user: user, kind: AdminTokenKind(rawValue: kind) ?? .api, name: name,
+                                                 createdAtMillis: UInt64(clamping: created), expiresAtMillis: UInt64(clamping: expires)))
+    }
+
+    public func adminTokens(of user: String, in tenant: TenantID, nowMillis: UInt64) async throws -> [AdminTokenEntry] {
+        try await read("""
+            SELECT hash, kind, name, created_at, expires_at FROM tiersync_catalog.admin_tokens
+            WHERE tenant = \(tenant.rawValue) AND "user" = \(user) AND revoked_at IS NULL AND expires_at > \(Int64(clamping: nowMillis))
+            ORDER BY created_at, hash
+            """).map { try Self.tokenEntry($0, tenant: tenant, user: user) }
+    }
+
+    public func revokeAdminToken(id: String, of user: String, in tenant: TenantID, nowMillis: UInt64) async throws -> AdminTokenEntry? {
+        guard AdminTokenEntry.isValidID(id) else { return nil }
+        return try await read("""
+            UPDATE tiersync_catalog.admin_tokens SET revoked_at = \(Int64(clamping: nowMillis))
+            WHERE tenant = \(tenant.rawValue) AND "user" = \(user) AND revoked_at IS NULL AND expires_at > \(Int64(clamping: nowMillis))
+              AND left(hash, \(Int32(AdminTokenEntry.idLength))::int4) = \(id)
+            RETURNING hash, kind, name, created_at, expires_at
+            """).first.map { try Self.tokenEntry($0, tenant: tenant, user: user) }
     }
 
     public func adminToken(digest: String, nowMillis: UInt64) async throws -> (token: AdminToken, user: AdminUser)? {

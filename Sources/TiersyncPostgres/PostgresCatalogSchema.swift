@@ -19,7 +19,8 @@ import PostgresNIO
 ///   the last lag the node reported, with its clock offset when it measured one.
 /// - `admin_users`, `admin_tokens`, `admin_audit`: administrators, their sessions and API tokens
 ///   (SHA-256 digests), the audit log (migration 3).
-/// - `admin_settings`, `release_requests`: four-eyes releases (migration 4).
+/// - `admin_settings`, `release_requests`: four-eyes releases (migration 4); the index of each
+///   administrator's tokens by owner and kind (migration 6).
 /// - `catalog_version`: per tenant, bumped by every change of its tree or direct-sync setting
 ///   (per tenant rather than one row, as SQLite has: enrollments of different tenants do not
 ///   queue on one row lock, and one tenant's change keeps other tenants' cached trees).
@@ -180,6 +181,12 @@ public enum PostgresCatalogSchema {
         [
             // The clock offset a node last reported with its lag (null: none measured lately).
             "ALTER TABLE tiersync_catalog.node_lag ADD COLUMN IF NOT EXISTS clock_offset_ms bigint",
+        ],
+        [
+            // Storing an administrator's token deletes their revoked and expired rows and
+            // counts the live ones by key, revoked rows included (the partial index leaves
+            // them out).
+            "CREATE INDEX IF NOT EXISTS admin_tokens_owner ON tiersync_catalog.admin_tokens (tenant, \"user\", kind)",
         ],
     ]
 

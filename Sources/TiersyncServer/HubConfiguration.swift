@@ -86,6 +86,10 @@ public struct HubConfiguration: Sendable {
         /// Nil: half the machine's cores, at least one.
         public var loginChecksAtOnce: Int? = nil
         public var loginChecksWaiting = 32
+        /// Live API tokens one administrator may hold; the next is refused (409 `too_many_tokens`).
+        public var adminTokens = AdminTokenLimit.apiTokens
+        /// Live console sessions one administrator may hold; a login past it ends the oldest.
+        public var adminSessions = AdminTokenLimit.sessions
         /// Lag reports in one `POST /v1/status` (a country relays one per dealer).
         public var maxLagReportsPerRequest = 20_000
         /// How much of its refused changes each tenant keeps, per sending node and in all;

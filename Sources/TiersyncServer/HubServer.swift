@@ -101,11 +101,13 @@ public struct HubServer: Sendable {
             let (catalog, accounts) = (administration.catalog, administration.accounts)
             let notifier = notifier
             let governanceNotifier = governanceNotifier
-            let admin = AdminService(accounts: accounts, catalog: catalog, directory: directory, codec: codec,
+            var admin = AdminService(accounts: accounts, catalog: catalog, directory: directory, codec: codec,
                                      signal: { await notifier.signal($0) }, governanceSignal: { await governanceNotifier.signal($0) },
                                      releaseKeyDirectory: configuration.releaseKeyDirectory, isRelay: administration.isRelay,
                                      loginChecks: AdmissionGate(running: limits.loginChecksAtOnce ?? ProcessInfo.processInfo.activeProcessorCount / 2,
                                                                 waiting: limits.loginChecksWaiting))
+            admin.tokenLimit = limits.adminTokens
+            admin.sessionLimit = limits.adminSessions
             let adminHandlers = admin.handlers()
             for route in AdminRoutes.all {
                 guard let handler = adminHandlers[route] else { preconditionFailure("no handler for \(route.method) \(route.path)") }

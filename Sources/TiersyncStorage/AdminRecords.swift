@@ -141,6 +141,71 @@ public struct AuditEntry: Codable, Sendable, Equatable {
     }
 }
 
+/// A live session or API token as listed to its administrator (or a tenant-wide operator):
+/// never its secret nor its digest, only an ``id`` to revoke it by.
+public struct AdminTokenEntry: Codable, Sendable, Equatable {
+    /// The first ``idLength`` hex digits of the secret's SHA-256 digest. They name the token
+    /// among its user's and tell nothing of the secret.
+    public var id: String
+    public var token: AdminToken
+
+    public init(id: String, token: AdminToken) {
+        self.id = id
+        self.token = token
+    }
+
+    public static let idLength = 16
+
+    /// The id of the token kept under `digest`.
+    public static func id(ofDigest digest: String) -> String { String(digest.prefix(idLength)) }
+
+    /// Whether `id` could name a token: ``idLength`` lowercase hex digits.
+    public static func isValidID(_ id: String) -> Bool {
+        id.utf8.count == idLength && id.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
+    }
+}
+
+/// How many live tokens of each kind one administrator may hold, and what storing one more does.
+public struct AdminTokenLimit: Sendable, Equatable {
+    /// What happens to a token stored when its user already holds ``most`` live ones of its kind.
+    public enum WhenFull: Sendable, Equatable {
+        /// Refused with ``StoreError/limitReached(_:)``: API tokens, which a script holds for
+        /// months; the administrator lists and revokes one first.
+        case refuse
+        /// The oldest are revoked to make room: sessions. A login must work, and the browser
+        /// holding the oldest session was most likely closed long ago.
+        case revokeOldest
+    }
+
+    public var most: Int
+    public var whenFull: WhenFull
+
+    public init(most: Int, whenFull: WhenFull) {
+        self.most = most
+        self.whenFull = whenFull
+    }
+
+    /// API tokens: 50 live per administrator, the 51st refused.
+    public static let apiTokens = AdminTokenLimit(most: 50, whenFull: .refuse)
+    /// Sessions: 20 live per administrator, the oldest ended by the 21st login.
+    public static let sessions = AdminTokenLimit(most: 20, whenFull: .revokeOldest)
+    /// No limit: tests and tools that set tokens up directly.
+    public static let none = AdminTokenLimit(most: .max, whenFull: .refuse)
+
+    /// Why `token` is refused when its user holds `most` live tokens of its kind.
+    public static func refusal(_ token: AdminToken, most: Int) -> String {
+        "administrator '\(token.user)' already holds \(most) live \(token.kind == .api ? "API tokens" : "sessions"), the most allowed: revoke one first (GET /admin/v1/tokens lists them)"
+    }
+
+    /// The default limit of `kind`.
+    public static func `default`(for kind: AdminTokenKind) -> AdminTokenLimit {
+        switch kind {
+        case .api: apiTokens
+        case .session: sessions
+        }
+    }
+}
+
 /// What the hub keeps of its administrators: accounts, sessions and API tokens, and the
 /// audit log. Both catalogs implement it (SQLite `hub.sqlite`, PostgreSQL
 /// `tiersync_catalog`), so every hub process sees the same sessions. Secrets (tokens) are
@@ -165,8 +230,19 @@ public protocol AdminAccountStore: AnyObject, Sendable {
     func recordLoginFailure(_ name: String, of tenant: TenantID, nowMillis: UInt64) async throws -> Int
     /// Clears the failures after a successful login.
     func recordLoginSuccess(_ name: String, of tenant: TenantID) async throws
-    /// Keeps a session or API token under the digest of its secret.
-    func storeAdminToken(digest: String, _ token: AdminToken) async throws
+    /// Keeps a session or API token under the digest of its secret, within `limit`: when
+    /// its user already holds `limit.most` live tokens of its kind, it is refused
+    /// (``StoreError/limitReached(_:)``) or the oldest are revoked, as `limit` says. In the
+    /// same transaction the user's revoked and expired token rows are deleted (a lookup of
+    /// their digests fails as it did), so the rows a user has stay bounded. Tokens of one
+    /// user are stored one at a time, across hub processes.
+    func storeAdminToken(digest: String, _ token: AdminToken, limit: AdminTokenLimit, nowMillis: UInt64) async throws
+    /// The live (neither revoked nor expired at `nowMillis`) sessions and API tokens of
+    /// administrator `user`, oldest first.
+    func adminTokens(of user: String, in tenant: TenantID, nowMillis: UInt64) async throws -> [AdminTokenEntry]
+    /// Revokes the live token of administrator `user` whose id is `id`; returns it, or nil
+    /// when `user` has no live token of that id.
+    func revokeAdminToken(id: String, of user: String, in tenant: TenantID, nowMillis: UInt64) async throws -> AdminTokenEntry?
     /// The token of this digest with its user, when neither expired (at `nowMillis`), was
     /// revoked, nor belongs to a disabled user.
     func adminToken(digest: String, nowMillis: UInt64) async throws -> (token: AdminToken, user: AdminUser)?
@@ -182,6 +258,13 @@ public protocol AdminAccountStore: AnyObject, Sendable {
     /// actor of its newest `user.add` or `user.update` "password set" entry (nil: none kept).
     /// Whoever added an account through the API chose its password, and knows it.
     func passwordChooser(of user: String, in tenant: TenantID) async throws -> String?
+}
+
+extension AdminAccountStore {
+    /// Keeps a token without a limit: for tests and tools that set tokens up directly.
+    public func storeAdminToken(digest: String, _ token: AdminToken) async throws {
+        try await storeAdminToken(digest: digest, token, limit: .none, nowMillis: token.createdAtMillis)
+    }
 }
 
 /// The audit actions and details that set an administrator's password.

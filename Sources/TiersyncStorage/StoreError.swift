@@ -8,6 +8,8 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
     case invalidArgument(String)
     /// The file given as a node's database cannot be one: not SQLite, a directory, unreadable.
     case unusable(path: String, reason: String)
+    /// Something holds as many of a kind as it may (an administrator's live API tokens).
+    case limitReached(String)
 
     public var description: String {
         switch self {
@@ -17,6 +19,7 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
         case .notFound(let what): "\(what) not found"
         case .invalidArgument(let m): m
         case .unusable(let path, let reason): "\(path) cannot be used as a node's database: \(reason)"
+        case .limitReached(let m): m
         }
     }
 }

@@ -158,12 +158,59 @@ extension SQLiteCatalog: AdminAccountStore {
         }
     }
 
-    public func storeAdminToken(digest: String, _ token: AdminToken) async throws {
+    public func storeAdminToken(digest: String, _ token: AdminToken, limit: AdminTokenLimit, nowMillis: UInt64) async throws {
         try await catalog.writer.write { db in
+            let owner: [any DatabaseValueConvertible] = [token.tenant.rawValue, token.user]
+            try db.execute(sql: "DELETE FROM admin_tokens WHERE tenant = ? AND user = ? AND (revoked_at IS NOT NULL OR expires_at <= ?)",
+                           arguments: StatementArguments(owner + [Int64(clamping: nowMillis)]))
+            let live = try String.fetchAll(db, sql: """
+                SELECT hash FROM admin_tokens WHERE tenant = ? AND user = ? AND kind = ? ORDER BY created_at, hash
+                """, arguments: StatementArguments(owner + [token.kind.rawValue]))
+            if live.count >= limit.most {
+                switch limit.whenFull {
+                case .refuse:
+                    throw StoreError.limitReached(AdminTokenLimit.refusal(token, most: limit.most))
+                case .revokeOldest:
+                    for hash in live.prefix(live.count - limit.most + 1) {
+                        try db.execute(sql: "UPDATE admin_tokens SET revoked_at = ? WHERE hash = ?", arguments: [Int64(clamping: nowMillis), hash])
+                    }
+                }
+            }
             try db.execute(sql: """
                 INSERT INTO admin_tokens (hash, tenant, user, kind, name, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)
                 """, arguments: [digest, token.tenant.rawValue, token.user, token.kind.rawValue, token.name,
                                  Int64(clamping: token.createdAtMillis), Int64(clamping: token.expiresAtMillis)])
+        }
+    }
+
+    public func adminTokens(of user: String, in tenant: TenantID, nowMillis: UInt64) async throws -> [AdminTokenEntry] {
+        try await catalog.writer.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT hash, kind, name, created_at, expires_at FROM admin_tokens
+                WHERE tenant = ? AND user = ? AND revoked_at IS NULL AND expires_at > ? ORDER BY created_at, hash
+                """, arguments: [tenant.rawValue, user, Int64(clamping: nowMillis)]).map { row in
+                AdminTokenEntry(id: AdminTokenEntry.id(ofDigest: row["hash"]),
+                                token: AdminToken(tenant: tenant, user: user, kind: AdminTokenKind(rawValue: row["kind"]) ?? .api, name: row["name"],
+                                                  createdAtMillis: UInt64(max(0, row["created_at"] as Int64)),
+                                                  expiresAtMillis: UInt64(max(0, row["expires_at"] as Int64))))
+            }
+        }
+    }
+
+    public func revokeAdminToken(id: String, of user: String, in tenant: TenantID, nowMillis: UInt64) async throws -> AdminTokenEntry? {
+        guard AdminTokenEntry.isValidID(id) else { return nil }
+        return try await catalog.writer.write { db in
+            // The id is a prefix of the digest: the user's live tokens are few (bounded), so
+            // they are read and matched here rather than by a LIKE on the key.
+            guard let row = try Row.fetchAll(db, sql: """
+                SELECT hash, kind, name, created_at, expires_at FROM admin_tokens
+                WHERE tenant = ? AND user = ? AND revoked_at IS NULL AND expires_at > ?
+                """, arguments: [tenant.rawValue, user, Int64(clamping: nowMillis)]).first(where: { AdminTokenEntry.id(ofDigest: $0["hash"]) == id })
+            else { return nil }
+            try db.execute(sql: "UPDATE admin_tokens SET revoked_at = ? WHERE hash = ?", arguments: [Int64(clamping: nowMillis), row["hash"] as String])
+            return AdminTokenEntry(id: id, token: AdminToken(tenant: tenant, user: user, kind: AdminTokenKind(rawValue: row["kind"]) ?? .api, name: row["name"],
+                                                             createdAtMillis: UInt64(max(0, row["created_at"] as Int64)),
+                                                             expiresAtMillis: UInt64(max(0, row["expires_at"] as Int64))))
         }
     }
 

@@ -115,6 +115,12 @@ public final class HubCatalog: Sendable {
         m.registerMigration("v10-release-requests") { db in
             try HubCatalog.createReleaseRequestTables(db)
         }
+        m.registerMigration("v11-admin-token-owner") { db in
+            // Storing a token deletes its user's revoked and expired rows and counts the live
+            // ones (``AdminAccountStore/storeAdminToken(digest:_:limit:nowMillis:)``): by key,
+            // revoked rows included, which the partial index leaves out.
+            try db.execute(sql: "CREATE INDEX admin_tokens_owner ON admin_tokens (tenant, user, kind)")
+        }
         try m.migrate(writer)
     }
 

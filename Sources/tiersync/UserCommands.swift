@@ -4,7 +4,7 @@ import TiersyncCore
 import TiersyncServer
 import TiersyncStore
 
-/// `tiersync admin user add|list|disable|enable|set-role|set-password|token`: the hub's
+/// `tiersync admin user add|list|disable|enable|set-role|set-password|token|tokens|revoke-token`: the hub's
 /// administrators, on the hub machine (either engine). Every change is in the audit log, by
 /// `cli:<account>`.
 extension Admin {
@@ -18,7 +18,7 @@ extension Admin {
             operator (resolves, replays, revokes, issues tokens, manages users when tenant-wide),
             publisher (governance releases), reviewer (approves others' releases).
             """,
-            subcommands: [Add.self, List.self, Disable.self, Enable.self, SetRole.self, SetPassword.self, Token.self, Audit.self])
+            subcommands: [Add.self, List.self, Disable.self, Enable.self, SetRole.self, SetPassword.self, Token.self, Tokens.self, RevokeToken.self, Audit.self])
 
         struct Target: ParsableArguments {
             @OptionGroup var hub: HubData
@@ -211,13 +211,60 @@ extension Admin {
                     }
                     let secret = Secrets.new(.adminToken)
                     let now = WallClock.nowMillis()
-                    try await User.accounts(opened).storeAdminToken(digest: AdminAuthenticator.digest(secret),
-                                                                    AdminToken(tenant: tenant, user: name, kind: .api, name: label,
-                                                                               createdAtMillis: now, expiresAtMillis: now + UInt64(days) * 86_400_000))
+                    do {
+                        try await User.accounts(opened).storeAdminToken(digest: AdminAuthenticator.digest(secret),
+                                                                        AdminToken(tenant: tenant, user: name, kind: .api, name: label,
+                                                                                   createdAtMillis: now, expiresAtMillis: now + UInt64(days) * 86_400_000),
+                                                                        limit: .apiTokens, nowMillis: now)
+                    } catch StoreError.limitReached(let message) {
+                        throw CLIError(message.replacingOccurrences(of: "GET /admin/v1/tokens lists them", with: "`tiersync admin user tokens` lists them"))
+                    }
                     try await User.audit(opened, tenant, "token.create", name, "\(label), \(days) days")
                     return secret
                 }
                 print(token)
+            }
+        }
+
+        struct Tokens: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List an administrator's live sessions and API tokens (never their secrets), oldest first.")
+            @OptionGroup var target: Target
+            @Option(help: "Login name.") var name: String
+
+            func run() async throws {
+                let name = self.name
+                let entries = try await target.hub.withHQ(tenant: target.tenant) { opened, tenant in
+                    guard try await User.accounts(opened).adminLogin(name, of: tenant) != nil else { throw CLIError("no administrator '\(name)' in \(tenant)") }
+                    return try await User.accounts(opened).adminTokens(of: name, in: tenant, nowMillis: WallClock.nowMillis())
+                }
+                if entries.isEmpty { print("\(name) holds no live session or API token"); return }
+                printTable([["id", "kind", "name", "created", "expires"]] + entries.map {
+                    [$0.id, $0.token.kind.rawValue, $0.token.name, formatMillis($0.token.createdAtMillis), formatMillis($0.token.expiresAtMillis)]
+                })
+            }
+        }
+
+        struct RevokeToken: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(commandName: "revoke-token",
+                                                            abstract: "End one session or API token of an administrator at once (its id from `admin user tokens`).")
+            @OptionGroup var target: Target
+            @Option(help: "Login name.") var name: String
+            @Option(help: "The token's id (16 hex digits).") var id: String
+
+            func validate() throws {
+                guard AdminTokenEntry.isValidID(id) else { throw ValidationError("--id is the 16 hex digits `tiersync admin user tokens` shows") }
+            }
+
+            func run() async throws {
+                let (name, id) = (self.name, self.id)
+                let revoked = try await target.hub.withHQ(tenant: target.tenant) { opened, tenant in
+                    guard let revoked = try await User.accounts(opened).revokeAdminToken(id: id, of: name, in: tenant, nowMillis: WallClock.nowMillis()) else {
+                        throw CLIError("\(name) holds no live session or API token with id \(id) (`tiersync admin user tokens --name \(name)` lists them)")
+                    }
+                    try await User.audit(opened, tenant, "token.revoke", name, "\(revoked.token.kind.rawValue) '\(revoked.token.name)' \(revoked.id)")
+                    return revoked
+                }
+                print("revoked \(revoked.token.kind.rawValue) '\(revoked.token.name)' (\(revoked.id)) of \(name)")
             }
         }
 

@@ -236,6 +236,91 @@ struct AdminAPITests {
         }
     }
 
+    @Test("""
+        sessions and API tokens: an administrator lists their own (ids, names, kinds, never a secret) and revokes one, which \
+        ends it at once; a tenant-wide operator lists and revokes another administrator's, a viewer, a country operator and \
+        another tenant's admin cannot; API tokens past the limit are refused (409), a login past the session limit ends the \
+        oldest session; every revocation is in the audit log. Before, a leaked token could not be ended alone, and tokens \
+        and sessions were minted without bound
+        """, arguments: StorageEngine.testable)
+    func tokensListedAndRevoked(engine: StorageEngine) async throws {
+        var limits = HubConfiguration.Limits()
+        limits.adminTokens = AdminTokenLimit(most: 3, whenFull: .refuse)
+        limits.adminSessions = AdminTokenLimit(most: 2, whenFull: .revokeOldest)
+        try await withAdminFixture(engine: engine, limits: limits) { f in
+            let base = try await f.token("acme", "hq-viewer")
+            func create(_ name: String, with token: String) async throws -> RawClient.Reply {
+                try await f.send("POST", "/admin/v1/tokens", json: AdminMessages.TokenRequest(name: name, ttlSeconds: 600), token: token)
+            }
+            let a = try await create("a", with: base).decode(AdminMessages.TokenResponse.self).token
+            let b = try await create("b", with: base).decode(AdminMessages.TokenResponse.self).token
+            let refused = try await create("c", with: base)
+            #expect(refused.status == 409 && refused.error?.code == "too_many_tokens", "\(refused.status) \(refused.text)")
+
+            let listed = try await f.send("GET", "/admin/v1/tokens", token: base)
+            #expect(listed.status == 200)
+            let list = try listed.decode(AdminMessages.TokensResponse.self)
+            #expect(list.user == "hq-viewer" && list.tokens.map(\.name) == ["test", "a", "b"] && list.tokens.allSatisfy { $0.kind == .api })
+            #expect(list.tokens.map(\.current) == [true, false, false])
+            #expect(Set(list.tokens.map(\.id)).count == 3 && list.tokens.allSatisfy { AdminTokenEntry.isValidID($0.id) })
+            for secret in [base, a, b] {
+                #expect(!listed.text.contains(secret) && !listed.text.contains(AdminAuthenticator.digest(secret)), "a listing shows a secret or its digest")
+            }
+
+            // Revoking one ends it at once and frees its place.
+            let idA = try #require(list.tokens.first { $0.name == "a" }?.id)
+            #expect(try await f.send("GET", "/admin/v1/me", token: a).status == 200)
+            let revoked = try await f.send("POST", "/admin/v1/tokens/\(idA)/revoke", token: base)
+            #expect(revoked.status == 200 && (try? revoked.decode(AdminMessages.TokenView.self).name) == "a", "\(revoked.text)")
+            #expect(try await f.send("GET", "/admin/v1/me", token: a).status == 401)
+            #expect(try await f.send("GET", "/admin/v1/me", token: b).status == 200, "only the one revoked ends")
+            #expect(try await f.send("POST", "/admin/v1/tokens/\(idA)/revoke", token: base).error?.code == "unknown_token", "revoked twice")
+            for id in ["0123456789abcdef", "xyz", String(repeating: "a", count: 5_000)] {
+                #expect(try await f.send("POST", "/admin/v1/tokens/\(id)/revoke", token: base).status == 404)
+            }
+            let c = try await create("c", with: base)
+            #expect(c.status == 201)
+
+            // Another administrator's tokens: a tenant-wide operator only.
+            let op = try await f.token("acme", "hq-op")
+            let germany = try await f.token("acme", "germany-op")
+            let globex = try await f.token("globex", "gx-op")
+            for (token, who) in [(base, "a viewer"), (germany, "a country operator"), (globex, "another tenant's admin")] {
+                let reply = try await f.send("GET", "/admin/v1/users/hq-viewer/tokens", token: token)
+                #expect(reply.status == 403 && !reply.text.contains("\"test\""), "\(who): \(reply.status) \(reply.text)")
+            }
+            #expect(try await f.send("GET", "/admin/v1/users/nobody/tokens", token: op).error?.code == "out_of_scope")
+            let theirs = try await f.send("GET", "/admin/v1/users/hq-viewer/tokens", token: op).decode(AdminMessages.TokensResponse.self)
+            #expect(theirs.tokens.map(\.name) == ["test", "b", "c"] && theirs.tokens.allSatisfy { !$0.current })
+            let idB = try #require(theirs.tokens.first { $0.name == "b" }?.id)
+            #expect(try await f.send("POST", "/admin/v1/users/hq-viewer/tokens/\(idB)/revoke", token: germany).status == 403)
+            #expect(try await f.send("GET", "/admin/v1/me", token: b).status == 200)
+            #expect(try await f.send("POST", "/admin/v1/users/hq-viewer/tokens/\(idB)/revoke", token: op).status == 200)
+            #expect(try await f.send("GET", "/admin/v1/me", token: b).status == 401)
+
+            // Sessions: a third login ends the oldest of two.
+            var sessions: [String] = []
+            for _ in 0..<3 {
+                let login = try await f.client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "hq-viewer", password: AdminFixture.password))
+                #expect(login.status == 200)
+                sessions.append(String(try #require(login.headers["set-cookie"]).split(separator: ";")[0]))
+            }
+            var alive: [Int] = []
+            for session in sessions { alive.append(try await f.client.send("GET", "/admin/v1/me", headers: [("Cookie", session)]).status) }
+            #expect(alive == [401, 200, 200], "\(alive)")
+            let kinds = try await f.send("GET", "/admin/v1/tokens", token: base).decode(AdminMessages.TokensResponse.self).tokens
+            #expect(kinds.filter { $0.kind == .session }.count == 2 && kinds.filter { $0.kind == .api }.count == 2)
+
+            // Revoking the token in hand ends it, as a logout does.
+            let own = try #require(kinds.first { $0.current }?.id)
+            #expect(try await f.send("POST", "/admin/v1/tokens/\(own)/revoke", token: base).status == 200)
+            #expect(try await f.send("GET", "/admin/v1/me", token: base).status == 401)
+
+            let audit = try await f.accounts.audit(of: "acme", scopes: nil, before: nil, limit: 100).filter { $0.action == "token.revoke" }
+            #expect(audit.map(\.actor).sorted() == ["hq-op", "hq-viewer", "hq-viewer"] && audit.allSatisfy { $0.target == "hq-viewer" }, "\(audit)")
+        }
+    }
+
     @Test("login: one answer for an unknown tenant, an unknown user and a wrong password; after 5 failures the user is locked (429, Retry-After) even with the right password; the session cookie is HttpOnly, Secure, SameSite=Strict; a change without the CSRF token is refused; logout ends the session",
           arguments: StorageEngine.testable)
     func loginAndSession(engine: StorageEngine) async throws {
@@ -1008,7 +1093,7 @@ struct AdminAPITests {
         }
     }
 
-    @Test("tiersync admin user: add, list, set-role, token (that works against the running hub), disable (which ends the token at once), audit; bad input is refused with a clear message")
+    @Test("tiersync admin user: add, list, set-role, token (that works against the running hub), tokens and revoke-token (which ends it at once), disable (which ends every token at once), audit; bad input is refused with a clear message")
     func userCommands() async throws {
         let dir = try TempDir()
         try await withRunningHub(directory: dir.path) { hub in
@@ -1043,10 +1128,27 @@ struct AdminAPITests {
                 // The console login works with the password set on the command line.
                 let login = try await client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "ops@acme", password: "a long enough password"))
                 #expect(login.status == 200)
-                _ = try Child.run(["admin", "user", "disable", "--data", data, "--tenant", "acme", "--name", "ops@acme"])
+                // tokens lists the API token and the session; revoke-token ends the one named.
+                let tokens = try Child.run(["admin", "user", "tokens", "--data", data, "--tenant", "acme", "--name", "ops@acme"])
+                let apiLine = try #require(tokens.split(separator: "\n").first { $0.contains(" api ") }, "\(tokens)")
+                #expect(tokens.contains(" session ") && tokens.contains("console") && !tokens.contains(token), "\(tokens)")
+                let id = String(apiLine.split(separator: " ")[0])
+                let revoked = try Child.run(["admin", "user", "revoke-token", "--data", data, "--tenant", "acme", "--name", "ops@acme", "--id", id])
+                #expect(revoked.contains("revoked api 'script' (\(id)) of ops@acme"), "\(revoked)")
                 #expect(try await client.send("GET", "/admin/v1/me", headers: [("Authorization", "Bearer \(token)")]).status == 401)
+                let again = try Child.capture(["admin", "user", "revoke-token", "--data", data, "--tenant", "acme", "--name", "ops@acme", "--id", id])
+                #expect(again.status != 0 && again.output.contains("holds no live session or API token"), "\(again)")
+                let badID = try Child.capture(["admin", "user", "revoke-token", "--data", data, "--tenant", "acme", "--name", "ops@acme", "--id", "nope"])
+                #expect(badID.status != 0 && badID.output.contains("16 hex digits"), "\(badID)")
+                let second = try Child.run(["admin", "user", "token", "--data", data, "--tenant", "acme", "--name", "ops@acme", "--days", "1"])
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+                #expect(try await client.send("GET", "/admin/v1/me", headers: [("Authorization", "Bearer \(second)")]).status == 200)
+                _ = try Child.run(["admin", "user", "disable", "--data", data, "--tenant", "acme", "--name", "ops@acme"])
+                #expect(try await client.send("GET", "/admin/v1/me", headers: [("Authorization", "Bearer \(second)")]).status == 401)
+                let none = try Child.run(["admin", "user", "tokens", "--data", data, "--tenant", "acme", "--name", "ops@acme"])
+                #expect(none.contains("holds no live session or API token"), "disabling ended both: \(none)")
                 let audit = try Child.run(["admin", "user", "audit", "--data", data, "--tenant", "acme", "--csv"])
-                for action in ["user.add", "user.update", "token.create", "login"] { #expect(audit.contains(action), "\(audit)") }
+                for action in ["user.add", "user.update", "token.create", "token.revoke", "login"] { #expect(audit.contains(action), "\(audit)") }
                 #expect(audit.contains("cli:"))
             }
         }

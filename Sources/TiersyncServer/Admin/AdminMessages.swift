@@ -41,6 +41,25 @@ public enum AdminMessages {
         public var expiresAtMillis: UInt64
     }
 
+    /// A live session or API token, as listed (never its secret).
+    public struct TokenView: Codable, Sendable, Equatable {
+        /// Names the token to revoke it (`POST …/tokens/{id}/revoke`).
+        public var id: String
+        public var kind: AdminTokenKind
+        /// The API token's name (`console` for a session).
+        public var name: String
+        public var createdAtMillis: UInt64
+        public var expiresAtMillis: UInt64
+        /// The token this request came with.
+        public var current: Bool
+    }
+
+    public struct TokensResponse: Codable, Sendable {
+        public var user: String
+        /// Oldest first.
+        public var tokens: [TokenView]
+    }
+
     public struct NodeLagView: Codable, Sendable, Equatable {
         public var pending: Int64
         /// The oldest waiting change's age now (it kept ageing since it was measured).

@@ -32,6 +32,8 @@ public enum AdminRoutes {
     public static let logout = Route("admin_logout", "POST", "/admin/v1/logout", role: .viewer)
     public static let me = Route("admin_me", "GET", "/admin/v1/me", role: .viewer)
     public static let createToken = Route("admin_create_token", "POST", "/admin/v1/tokens", role: .viewer)
+    public static let tokens = Route("admin_tokens", "GET", "/admin/v1/tokens", role: .viewer)
+    public static let revokeToken = Route("admin_revoke_token", "POST", "/admin/v1/tokens/{id}/revoke", role: .viewer)
     public static let nodes = Route("admin_nodes", "GET", "/admin/v1/nodes", role: .viewer)
     public static let revokeNode = Route("admin_revoke_node", "POST", "/admin/v1/nodes/{node}/revoke", role: .operator)
     public static let decommissionNode = Route("admin_decommission_node", "POST", "/admin/v1/nodes/{node}/decommission", role: .operator)
@@ -43,6 +45,8 @@ public enum AdminRoutes {
     public static let users = Route("admin_users", "GET", "/admin/v1/users", role: .viewer, tenantWide: true)
     public static let createUser = Route("admin_create_user", "POST", "/admin/v1/users", role: .operator, tenantWide: true)
     public static let updateUser = Route("admin_update_user", "POST", "/admin/v1/users/{name}", role: .operator, tenantWide: true)
+    public static let userTokens = Route("admin_user_tokens", "GET", "/admin/v1/users/{name}/tokens", role: .operator, tenantWide: true)
+    public static let revokeUserToken = Route("admin_revoke_user_token", "POST", "/admin/v1/users/{name}/tokens/{id}/revoke", role: .operator, tenantWide: true)
 
     public static let releases = Route("admin_releases", "GET", "/admin/v1/releases", role: .viewer)
     public static let validateRelease = Route("admin_validate_release", "POST", "/admin/v1/releases/validate", role: .viewer)
@@ -61,8 +65,8 @@ public enum AdminRoutes {
     public static let erasures = Route("admin_erasures", "GET", "/admin/v1/erasures", role: .viewer)
     public static let requestErasure = Route("admin_request_erasure", "POST", "/admin/v1/erasures", role: .operator)
 
-    public static let all: [Route] = [kpis, trace, erasures, requestErasure, conflicts, resolveConflict, login, logout, me, createToken, nodes, revokeNode, decommissionNode, enrollmentToken,
-                                      quarantine, discardQuarantined, replayQuarantined, audit, users, createUser, updateUser,
+    public static let all: [Route] = [kpis, trace, erasures, requestErasure, conflicts, resolveConflict, login, logout, me, createToken, tokens, revokeToken, nodes, revokeNode, decommissionNode, enrollmentToken,
+                                      quarantine, discardQuarantined, replayQuarantined, audit, users, createUser, updateUser, userTokens, revokeUserToken,
                                       releases, validateRelease, publishRelease, approveRelease, rejectRelease, rollout, rollback]
 
     /// The two ways to log in (the API's and the console's form): limited per address.

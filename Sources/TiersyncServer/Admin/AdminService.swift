@@ -35,8 +35,12 @@ struct AdminService: Sendable {
     /// Governance sources compiled at once (validate, publish): one, and four waiting, at
     /// most two of them one tenant's. A request's sources cost seconds of CPU at their limits.
     let compilations = AdmissionGate(running: 1, waiting: 4, waitingPerKey: 2)
+    /// How many live API tokens and sessions one administrator may hold (``HubConfiguration/Limits``).
+    var tokenLimit = AdminTokenLimit.apiTokens
+    var sessionLimit = AdminTokenLimit.sessions
     static let decidedAtHQ: Set<AdminRoutes.Route> = [AdminRoutes.revokeNode, AdminRoutes.decommissionNode, AdminRoutes.enrollmentToken,
-                                                      AdminRoutes.createUser, AdminRoutes.updateUser, AdminRoutes.publishRelease,
+                                                      AdminRoutes.createUser, AdminRoutes.updateUser, AdminRoutes.userTokens, AdminRoutes.revokeUserToken,
+                                                      AdminRoutes.publishRelease,
                                                       AdminRoutes.approveRelease, AdminRoutes.rejectRelease, AdminRoutes.rollout, AdminRoutes.rollback]
     var authenticator: AdminAuthenticator { AdminAuthenticator(accounts: accounts, catalog: catalog) }
     static let sessionTTLMillis: UInt64 = 12 * 3_600_000
@@ -77,6 +81,19 @@ struct AdminService: Sendable {
             AdminRoutes.logout: guarded(AdminRoutes.logout, logout),
             AdminRoutes.me: guarded(AdminRoutes.me, me),
             AdminRoutes.createToken: guarded(AdminRoutes.createToken, createToken),
+            AdminRoutes.tokens: guarded(AdminRoutes.tokens) { request, _, caller in
+                try codec.encode(try await tokens(of: caller.user.name, caller), for: request)
+            },
+            AdminRoutes.revokeToken: guarded(AdminRoutes.revokeToken) { request, context, caller in
+                try codec.encode(try await revokeToken(context.parameters.get("id") ?? "", of: caller.user.name, caller, context), for: request)
+            },
+            AdminRoutes.userTokens: guarded(AdminRoutes.userTokens) { request, context, caller in
+                try codec.encode(try await tokens(of: try await knownUser(context.parameters.get("name") ?? "", caller), caller), for: request)
+            },
+            AdminRoutes.revokeUserToken: guarded(AdminRoutes.revokeUserToken) { request, context, caller in
+                let user = try await knownUser(context.parameters.get("name") ?? "", caller)
+                return try codec.encode(try await revokeToken(context.parameters.get("id") ?? "", of: user, caller, context), for: request)
+            },
             AdminRoutes.nodes: guarded(AdminRoutes.nodes, nodes),
             AdminRoutes.revokeNode: guarded(AdminRoutes.revokeNode) { try await revoke($0, $1, $2, decommission: false) },
             AdminRoutes.decommissionNode: guarded(AdminRoutes.decommissionNode) { try await revoke($0, $1, $2, decommission: true) },
@@ -192,9 +209,12 @@ struct AdminService: Sendable {
         try await accounts.recordLoginSuccess(name, of: tenant)
         let secret = Secrets.new(.adminSession)
         let expires = now + Self.sessionTTLMillis
+        // At most `sessionLimit` live sessions: the oldest end, so a login always works and
+        // logins without logouts (a script logging in each run) leave no growing pile.
         try await accounts.storeAdminToken(digest: AdminAuthenticator.digest(secret),
                                            AdminToken(tenant: tenant, user: name, kind: .session, name: "console",
-                                                      createdAtMillis: now, expiresAtMillis: expires))
+                                                      createdAtMillis: now, expiresAtMillis: expires),
+                                           limit: sessionLimit, nowMillis: now)
         try await accounts.appendAudit(AuditEntry(tenant: tenant, actor: name, action: "login", target: "", detail: "",
                                                   address: address, scope: login.user.scope, atMillis: now))
         let tree = try await catalog.tree(of: tenant)
@@ -234,11 +254,46 @@ struct AdminService: Sendable {
         let now = WallClock.nowMillis()
         let secret = Secrets.new(.adminToken)
         let expires = now + body.ttlSeconds * 1000
-        try await accounts.storeAdminToken(digest: AdminAuthenticator.digest(secret),
-                                           AdminToken(tenant: caller.user.tenant, user: caller.user.name, kind: .api, name: body.name,
-                                                      createdAtMillis: now, expiresAtMillis: expires))
+        do {
+            try await accounts.storeAdminToken(digest: AdminAuthenticator.digest(secret),
+                                               AdminToken(tenant: caller.user.tenant, user: caller.user.name, kind: .api, name: body.name,
+                                                          createdAtMillis: now, expiresAtMillis: expires),
+                                               limit: tokenLimit, nowMillis: now)
+        } catch StoreError.limitReached(let message) {
+            throw APIError(.conflict, "too_many_tokens", message)
+        }
         try await audit(caller, context, "token.create", target: body.name, detail: "expires \(expires)")
         return try codec.encode(AdminMessages.TokenResponse(token: secret, expiresAtMillis: expires), status: .created, for: request)
+    }
+
+    /// The live sessions and API tokens of administrator `user` (the caller's own, or, for
+    /// a tenant-wide operator, anyone's of the tenant), oldest first.
+    func tokens(of user: String, _ caller: AdminCaller) async throws -> AdminMessages.TokensResponse {
+        let callerID = AdminTokenEntry.id(ofDigest: caller.tokenDigest)
+        let entries = try await accounts.adminTokens(of: user, in: caller.user.tenant, nowMillis: WallClock.nowMillis())
+        return AdminMessages.TokensResponse(user: user, tokens: entries.map {
+            AdminMessages.TokenView(id: $0.id, kind: $0.token.kind, name: $0.token.name, createdAtMillis: $0.token.createdAtMillis,
+                                    expiresAtMillis: $0.token.expiresAtMillis, current: user == caller.user.name && $0.id == callerID)
+        })
+    }
+
+    /// Revokes administrator `user`'s live token `id` at once (every hub process asks the
+    /// catalog at each request); 404 `unknown_token` when they hold no live token of that id.
+    func revokeToken(_ id: String, of user: String, _ caller: AdminCaller, _ context: HubRequestContext) async throws -> AdminMessages.TokenView {
+        guard let revoked = try await accounts.revokeAdminToken(id: id, of: user, in: caller.user.tenant, nowMillis: WallClock.nowMillis()) else {
+            throw APIError(.notFound, "unknown_token", "'\(user)' holds no live session or API token with that id (GET the token list for the ids)")
+        }
+        try await audit(caller, context, "token.revoke", target: user, detail: "\(revoked.token.kind.rawValue) '\(revoked.token.name)' \(revoked.id)")
+        return AdminMessages.TokenView(id: revoked.id, kind: revoked.token.kind, name: revoked.token.name, createdAtMillis: revoked.token.createdAtMillis,
+                                       expiresAtMillis: revoked.token.expiresAtMillis,
+                                       current: user == caller.user.name && revoked.id == AdminTokenEntry.id(ofDigest: caller.tokenDigest))
+    }
+
+    /// `name` when the caller's tenant has such an administrator; otherwise 403
+    /// `out_of_scope`, as for anything else the caller cannot reach (no hint whether it exists).
+    func knownUser(_ name: String, _ caller: AdminCaller) async throws -> String {
+        guard AdminUser.isValidName(name), try await accounts.adminLogin(name, of: caller.user.tenant) != nil else { throw Self.outOfScope }
+        return name
     }
 
     // MARK: Nodes
