@@ -134,7 +134,7 @@ extension PostgresTenantStore {
             throw error
         }
         try await releaseCompactionLease(lease)
-        if report.supersededEntries + report.foldedEntries + report.tombstoneEntries >= Self.vacuumAfterPurging {
+        if report.supersededEntries + report.foldedEntries + report.tombstoneEntries >= Self.vacuumAfterPurging, !Task.isCancelled {
             await vacuumLog()
             report.releasedPages = await rewriteBloatedTables()
         }
@@ -282,6 +282,9 @@ extension PostgresTenantStore {
             return found
         }
         for start in stride(from: 0, to: keys.count, by: perTransaction) {
+            // Each transaction stands on its own: a pass cancelled (the hub shutting down)
+            // ends between them and leaves the rest to the next.
+            try Task.checkCancellation()
             let chunk = keys[start..<min(start + perTransaction, keys.count)]
             let (tables, ids) = (chunk.map(\.table), chunk.map(\.id))
             let logger = self.logger
@@ -390,6 +393,7 @@ extension PostgresTenantStore {
     private func purgeTombstones(cutoff: Int64, perTransaction: Int, into report: inout CompactionReport) async throws {
         var after = (table: "", id: "")
         while true {
+            try Task.checkCancellation()
             let logger = self.logger
             let pass = try await client.withTransaction(logger: logger) { connection -> (last: (table: String, id: String)?, tombstones: Int, entries: Int) in
                 // As the superseded pass's transactions: two passes never note purged

@@ -167,15 +167,21 @@ public struct HubServer: Sendable {
                 await onReady(port)
             },
             logger: logger)
-        // Services shut down in reverse order: first the notifier (ending long-polls), then
-        // the foreign-write watcher and the checkpoints, then the HTTP server.
-        let group = ServiceGroup(configuration: .init(
-            services: [app, CheckpointService(directory: directory, logger: logger),
-                       CompactionService(directory: directory, policy: configuration.retention, logger: logger),
+        // Services shut down in reverse order, each after the one before has ended: first the
+        // notifier (ending long-polls), then the foreign-write watcher, then the HTTP server
+        // (no new connection; open ones end after their request), then the checkpoints (the
+        // last writes copied) and compaction. The server once came after compaction, and a
+        // hub told to stop went on serving and taking writes until a long pass ended.
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [CompactionService(directory: directory, policy: configuration.retention, logger: logger),
+                       CheckpointService(directory: directory, logger: logger), app,
                        ForeignWriteWatcher(directory: directory, notifier: notifier, governanceNotifier: governanceNotifier),
                        NotifierService(notifiers: [notifier, governanceNotifier])],
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
-            logger: logger))
+            logger: logger)
+        // Past this, whatever still runs is cancelled: a stop always ends.
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(configuration.limits.shutdownGraceSeconds)
+        let group = ServiceGroup(configuration: groupConfiguration)
         // Cancelling the caller means "shut down gracefully": the group runs in its own
         // task so cancellation reaches it only as a graceful-shutdown trigger.
         let (host, port) = (configuration.host, configuration.port)

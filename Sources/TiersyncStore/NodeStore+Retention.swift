@@ -6,6 +6,7 @@
 
 import Foundation
 import GRDB
+import Synchronization
 import TiersyncCore
 
 extension NodeStore {
@@ -125,7 +126,17 @@ extension NodeStore {
     /// late copy of erased data a duplicate.
     public func compact(policy: RetentionPolicy, tree: NodeTree?, nowMillis: UInt64 = WallClock.nowMillis(),
                         batch: Int = 2_000) async throws -> CompactionReport {
-        try await offCooperativePool { try self.compactNow(policy: policy, tree: tree, nowMillis: nowMillis, batch: max(1, batch)) }
+        // The pass runs on a thread of its own, where the task's cancellation cannot reach:
+        // a flag it checks between transactions ends it there (a hub shutting down waited
+        // for the whole pass, serving meanwhile).
+        let cancelled = Atomic<Bool>(false)
+        return try await withTaskCancellationHandler {
+            try await offCooperativePool {
+                try self.compactNow(policy: policy, tree: tree, nowMillis: nowMillis, batch: max(1, batch), cancelled: { cancelled.load(ordering: .relaxed) })
+            }
+        } onCancel: {
+            cancelled.store(true, ordering: .relaxed)
+        }
     }
 
     /// Where the next pass starts (`ts_cursors`): an entry at or below it was looked at by
@@ -137,7 +148,8 @@ extension NodeStore {
     /// weeks costs a pass the records it holds back, not every record written since.
     static let compactFromCursor = "compact.from"
 
-    private func compactNow(policy: RetentionPolicy, tree: NodeTree?, nowMillis: UInt64, batch: Int) throws -> CompactionReport {
+    private func compactNow(policy: RetentionPolicy, tree: NodeTree?, nowMillis: UInt64, batch: Int,
+                            cancelled: () -> Bool = { false }) throws -> CompactionReport {
         let horizon = policy.horizonMillis
         let cutoff = Int64(clamping: nowMillis > horizon ? nowMillis - horizon : 0)
         var report = CompactionReport()
@@ -155,6 +167,8 @@ extension NodeStore {
         // their index entries): a hub's pushes wait for the writer between them.
         let perTransaction = max(1, batch / 16)
         for start in stride(from: 0, to: touched.count, by: perTransaction) {
+            // Each transaction stands on its own: a pass ended here leaves the rest to the next.
+            if cancelled() { throw CancellationError() }
             let chunk = touched[start..<min(start + perTransaction, touched.count)]
             try writer.write { db in
                 guard let me = try Self.identity(db) else { return }
