@@ -646,6 +646,8 @@ public final class SyncAgent: Sendable {
             evicted.kept += again.kept
         }
         pendingEviction.withLock { $0.formUnion(evicted.kept) }
+        // What left this node's scope leaves its files too (the log's page images).
+        if evicted.records > 0 { try await store.truncateWriteAheadLogOffPool() }
         if evicted.records > 0 || !evicted.kept.isEmpty {
             logger.info("evicted records routed away from this node", metadata: [
                 "records": "\(evicted.records)", "log_entries": "\(evicted.logEntries)", "kept_unsent": "\(evicted.kept.count)"])

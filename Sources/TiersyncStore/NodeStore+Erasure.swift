@@ -128,8 +128,13 @@ extension NodeStore {
     /// nothing of it (a country whose dealer moved in after the erasure, a store fetched
     /// again), it still acknowledges, with nothing erased; otherwise the ledger waited for it
     /// for good.
+    ///
+    /// `requestedBy`: the node that asked (the marker's `requested_by`). Asked by an ancestor
+    /// of this node, a request from the parent means the subject is gone across that
+    /// ancestor's scope, so holding nothing this node still notes it as erased (see below).
     func eraseSubject(_ db: Database, erasureID: String, subject: (table: Erasure.SubjectTable, id: String),
-                      allowed: ((Set<NodeID>) -> Bool)?, fromParent: Bool = false, nowMillis: UInt64) throws -> Set<NodeID> {
+                      allowed: ((Set<NodeID>) -> Bool)?, fromParent: Bool = false, requestedBy: String? = nil,
+                      nowMillis: UInt64) throws -> Set<NodeID> {
         var records: [(table: String, id: String)] = []
         var holders: Set<NodeID> = []
         // A child may erase what is routed into its scope now: a customer that once was
@@ -161,10 +166,14 @@ extension NodeStore {
                       try linkedRecords(db, subject: (subject.table.rawValue, subject.id)).count == 1 {
                 // Nothing of it here at all (what is held but judged outside the asker's scope
                 // is never acknowledged as erased): acknowledged with nothing erased. The
-                // subject is not noted as erased: a request the parent did not act on (outside
-                // the asker's scope) may come before the subject itself in a fetch from the
-                // start, and noted, the subject would be refused when it came.
-                records = []
+                // subject is noted as erased only when an ancestor asked: the parent then
+                // erased it across that ancestor's scope, and a copy a child sends later (a
+                // dealer that moved here, re-sending its history) must be refused as erased,
+                // not kept (kept, it went up as a duplicate and no one erased it here). A
+                // request from elsewhere is one the parent may not have acted on (a sibling
+                // dealer's, outside its scope); it may come before the subject itself in a
+                // fetch from the start, and noted, the subject would be refused when it came.
+                records = try requestedBy.map { try Self.isAncestor(db, $0) } == true ? [(subject.table.rawValue, subject.id)] : []
             } else {
                 return []
             }
@@ -172,6 +181,16 @@ extension NodeStore {
         holders.formUnion(try eraseRecords(db, records, erasureID: erasureID, subject: (subject.table.rawValue, subject.id),
                                            requested: true, nowMillis: nowMillis))
         return holders
+    }
+
+    /// Whether `node` is above this node in the tree: its parent, or on the path from the
+    /// root it last learned.
+    static func isAncestor(_ db: Database, _ node: String) throws -> Bool {
+        guard let me = try identity(db) else { return false }
+        if me.parent?.rawValue == node { return true }
+        let path = try meta(db, .treePath)?.split(separator: "/").map(String.init) ?? []
+        guard let mine = path.lastIndex(of: me.node.rawValue) else { return false }
+        return path[..<mine].contains(node)
     }
 
     /// Erases `records` here (rows, tombstones, the values of their log entries, routes,
@@ -290,10 +309,18 @@ extension NodeStore {
                         guard stored.state.versions.values.allSatisfy({ refusedVersions.contains($0) }) else { continue }
                     }
                 }
-                // One local id per refused record, from the request's own id (a parent's
-                // refusal may name a local id of its own: never nested further).
+                // A refusal of the change's own record naming a request (not a local id) makes
+                // this node one of that request's replicas: the record is its data, erased
+                // across the tree (a dealer that moved under a country which had acknowledged
+                // the request holding none of it, and refused the history the dealer re-sent).
+                // It is erased under the request's id and acknowledged, so HQ's ledger does
+                // not wait for it for good.
+                let isRequest = own && !reference.erasure.contains("/") && RecordID.isValid(reference.erasure)
+                    && Erasure.SubjectTable(rawValue: reference.table) != nil
+                // Otherwise one local id per refused record, from the request's own id (a
+                // parent's refusal may name a local id of its own: never nested further).
                 let base = reference.erasure.split(separator: "/").first.map(String.init) ?? reference.erasure
-                var localID = "\(base)/\(record.table)/\(record.id)"
+                var localID = isRequest ? reference.erasure : "\(base)/\(record.table)/\(record.id)"
                 // Named in this node's own refusals to its children: a valid id, at most 128 bytes.
                 if !RecordID.isValid(localID) { localID = RecordID.random(prefix: "era") }
                 var records = try linkedRecords(db, subject: record).filter { try !isNoted($0.table, $0.id) }
@@ -303,7 +330,7 @@ extension NodeStore {
                 if !own, try !isNoted(reference.table, reference.id), try !Self.holds(db, table: reference.table, id: reference.id) {
                     records.append((reference.table, reference.id))
                 }
-                _ = try eraseRecords(db, records, erasureID: localID, subject: record, requested: false, nowMillis: nowMillis)
+                _ = try eraseRecords(db, records, erasureID: localID, subject: record, requested: isRequest, nowMillis: nowMillis)
                 erased += try Int.fetchOne(db, sql: "SELECT records FROM ts_erasures WHERE erasure_id = ?", arguments: [localID]) ?? 0
             }
             return erased
@@ -457,6 +484,14 @@ extension NodeStore {
             }
         }
         try writeAcknowledgements(wallMillis: wallMillis)
+    }
+
+    /// ``truncateWriteAheadLog()`` off the cooperative pool (it waits for readers): after an
+    /// eviction, so the page images of records that left this node's scope leave its files
+    /// too, rather than staying in the log until it is overwritten (an evicted customer HQ
+    /// erased after its dealer moved stayed in the old country's log).
+    public func truncateWriteAheadLogOffPool() async throws {
+        try await offCooperativePool { try self.truncateWriteAheadLog() }
     }
 
     /// Copies the whole write-ahead log into the file and truncates it to nothing: page

@@ -144,8 +144,12 @@ extension NodeStore {
                     // route when that is the record, its own when it only links to one (judged
                     // on the linked record's route, a dealer's new dialogue naming an erased
                     // customer of its sibling was refused as outside its scope, retried for ever).
+                    // An erased record noted with no route (a request from an ancestor that
+                    // reached here holding none of it) is judged as the change makes it, as a
+                    // new record: on the empty route every sender was outside, and a dealer
+                    // re-sending it was refused as forbidden, for ever, instead of erased.
                     var (before, after) = (Optional(blocked.route), blocked.route)
-                    if blocked.linked != nil, let table = self.schema.table(change.table) {
+                    if blocked.linked != nil || blocked.route.isEmpty, let table = self.schema.table(change.table) {
                         let stored = try self.load(db, table: table, id: change.recordID)
                         (before, after) = (stored?.route, RecordMerge.merge(change, into: stored, table: table).route)
                     }

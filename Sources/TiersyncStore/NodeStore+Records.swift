@@ -75,7 +75,9 @@ extension NodeStore {
         if table.name == DomainSchema.erasures.name, stored == nil, merged.state.isLive,
            let subject = Erasure.subject(of: merged.state.liveValues) {
             let holders = try eraseSubject(db, erasureID: change.recordID, subject: subject, allowed: erasureAllowed,
-                                           fromParent: source == .parent, nowMillis: nowMillis)
+                                           fromParent: source == .parent,
+                                           requestedBy: merged.state.liveValues[Erasure.MarkerField.requestedBy.rawValue]?.stringValue,
+                                           nowMillis: nowMillis)
             statements.anyErased = nil
             if !holders.isSubset(of: merged.route) {
                 merged.route.formUnion(holders)

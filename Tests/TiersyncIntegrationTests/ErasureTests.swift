@@ -273,6 +273,63 @@ struct ErasureTests {
     }
 
     @Test("""
+    HQ erases a customer right after its dealer moved to another country, before the dealer reconnects: the new \
+    country, holding none of it, acknowledges the request and notes the customer as erased, so the history the dealer \
+    re-sends there is refused as erased rather than kept; the dealer erases its copy on that refusal and acknowledges \
+    the request. Before, the new country stored the customer and its dialogue, HQ took them as duplicates, the data \
+    stayed at the country and the dealer, and HQ's ledger waited for the dealer for good
+    """, .timeLimit(.minutes(5)), arguments: StorageEngine.testable)
+    func erasureJustAfterAMove(engine: StorageEngine) async throws {
+        let dir = try TempDir()
+        try await withHubDatabase(engine) { postgres in
+        try await withRunning { running in
+            let (hub, de, d1, d2, hq) = try await Self.tree(running, dir: dir, postgres: postgres)
+            let fr = try await running.country(hub: hub, tenant: "acme", node: "fr", directory: dir.path)
+            try d1.store.commit([
+                .upsert("customers", id: "cust-1", ["last_name": .string(Self.secrets[1]), "phone": .string(Self.secrets[2])]),
+                .upsert("interactions", id: "int-1", ["customer_id": "cust-1", "topic": .string(Self.secrets[0]), "channel": "phone", "urgency": "normal"]),
+            ])
+            try await eventually(timeout: 30, "d1's customer and dialogue reach HQ") {
+                let customer = try await Self.holds(hq, "customers", "cust-1"), dialogue = try await Self.holds(hq, "interactions", "int-1")
+                return customer && dialogue
+            }
+            // d1 is moved to fr while it is away; HQ erases the customer at once.
+            await d1.stop()
+            try await hub.catalogStore.moveNode("de-d1", of: "acme", to: "fr")
+            let erasureID = RecordID.random(prefix: "era")
+            _ = try await hq.writeAsHub([RecordWrite(table: DomainSchema.erasures.name, id: erasureID, op: .upsert,
+                                                     fields: Erasure.markerFields(table: .customers, id: "cust-1", requestedBy: "hq", at: Date().ISO8601Format()))])
+            try await eventually(timeout: 30, "fr acknowledges the request, holding none of it") {
+                try fr.store.erasures().contains { $0.erasureID == erasureID }
+            }
+            // d1 comes back under fr, re-sending its history there.
+            #expect(try SyncAgent.adoptParent(store: d1.store, url: fr.url))
+            let moved = try running.agent(store: d1.store, parentURL: fr.url, caFile: hub.caFile)
+            func ledger() async throws -> ErasureLedgerEntry? { try await hub.tenantStore(for: "acme").erasureLedger().first { $0.erasureID == erasureID } }
+            let after = try await hub.catalogStore.tree(of: "acme")
+            do {
+                try await eventually(timeout: 60, "every replica acknowledges, d1 among them") { try await ledger()?.outstanding(in: after) == [] }
+            } catch {
+                Issue.record("ledger \(String(describing: try await ledger())); d1's erasures \(try moved.store.erasures())")
+                throw error
+            }
+            #expect(try moved.store.record(table: "customers", id: "cust-1") == nil && moved.store.record(table: "interactions", id: "int-1") == nil)
+            #expect(try fr.store.record(table: "customers", id: "cust-1") == nil && fr.store.record(table: "interactions", id: "int-1") == nil)
+            #expect(try fr.store.verifyErasure(erasureID))
+            let mine = try #require(try moved.store.erasures().first { $0.erasureID == erasureID }, "d1 erased under the request's id")
+            #expect(mine.records == 2, "\(mine)")
+            do {
+                try await eventually(timeout: 30, "no byte of the customer or the dialogue is left in any file") { try Self.leaks(under: dir.path).isEmpty }
+            } catch {
+                Issue.record("left: \(try Self.leaks(under: dir.path)); de holds \(try de.store.record(table: "customers", id: "cust-1") != nil) \(try de.store.lineage(recordID: "cust-1").count); ledger \(String(describing: try await ledger()))")
+                throw error
+            }
+            _ = d2
+        }
+        }
+    }
+
+    @Test("""
     A dealer that never held an erased customer writes a dialogue naming it: its country refuses the change as erased, \
     and the dealer erases the dialogue with its log entries and notes the customer, so no byte of it stays in the \
     dealer's files and a later local write naming the customer is refused there; HQ's ledger gets no acknowledgement \
