@@ -130,16 +130,24 @@ extension PostgresTenantStore {
             try await purgeSuperseded(root: root, tree: tree, cutoff: cutoff, perTransaction: max(1, batch / 16), into: &report)
             try await purgeTombstones(cutoff: cutoff, perTransaction: max(1, batch / 16), into: &report)
         } catch {
-            try? await releaseCompactionLease(lease)
+            await releaseOutsideCancellation(lease)
             throw error
         }
-        try await releaseCompactionLease(lease)
+        await releaseOutsideCancellation(lease)
         if report.supersededEntries + report.foldedEntries + report.tombstoneEntries >= Self.vacuumAfterPurging, !Task.isCancelled {
             await vacuumLog()
             report.releasedPages = await rewriteBloatedTables()
         }
         report.floor = try await storedRetentionFloor()
         return report
+    }
+
+    /// Releases the pass's lease even when the pass was cancelled (the hub stopping): a
+    /// cancelled task leases no connection, and the lease was then kept until it expired
+    /// (10 minutes without compaction for the tenant on every process). An unstructured
+    /// task does not inherit the cancellation.
+    private func releaseOutsideCancellation(_ lease: String) async {
+        await Task { try? await self.releaseCompactionLease(lease) }.value
     }
 
     /// Purged log entries after which a pass vacuums the tables it purged from (and the

@@ -168,9 +168,9 @@ public final class PostgresTenantStore: HubTenantStore {
             .collect().first.map { try $0.decode(Int64.self) } ?? 0
     }
 
-    /// The highest sequence of `node`'s changes held here, applied (and perhaps purged since)
-    /// or quarantined (an enrolling node resumes after them, as on SQLite; a child never takes
-    /// a purge for a restore from an older backup).
+    /// The highest sequence of `node`'s changes held here, applied (and perhaps purged since),
+    /// quarantined or refused as erased (an enrolling node resumes after them, as on SQLite;
+    /// a child never takes a purge or an erased refusal for a restore from an older backup).
     public func highestSeq(of node: NodeID) async throws -> Int64 {
         try await prepared()
         let (lo, hi) = (Change.sequenceRange.lowerBound, Change.sequenceRange.upperBound)
@@ -179,6 +179,7 @@ public final class PostgresTenantStore: HubTenantStore {
               (SELECT MAX(origin_seq) FROM \(unescaped: table(.changes)) WHERE origin = \(node.rawValue) AND origin_seq BETWEEN \(lo) AND \(hi)),
               (SELECT MAX(origin_seq) FROM \(unescaped: table(.quarantine)) WHERE origin = \(node.rawValue) AND origin_seq BETWEEN \(lo) AND \(hi)),
               (SELECT max_seq FROM \(unescaped: table(.quarantineUnkept)) WHERE origin = \(node.rawValue)),
+              (SELECT MAX(origin_seq) FROM \(unescaped: table(.erasedRefusals)) WHERE origin = \(node.rawValue) AND origin_seq BETWEEN \(lo) AND \(hi)),
               (SELECT through_seq FROM \(unescaped: table(.purged)) WHERE origin = \(node.rawValue)))
             """, logger: logger).collect().first.flatMap { try $0.decode(Int64?.self) } ?? 0
     }
@@ -197,6 +198,7 @@ public final class PostgresTenantStore: HubTenantStore {
               (SELECT max(origin_seq) FROM \(unescaped: table(.changes)) WHERE origin = o AND origin_seq BETWEEN \(lo) AND \(hi)),
               (SELECT max(origin_seq) FROM \(unescaped: table(.quarantine)) WHERE origin = o AND origin_seq BETWEEN \(lo) AND \(hi)),
               (SELECT max_seq FROM \(unescaped: table(.quarantineUnkept)) WHERE origin = o),
+              (SELECT max(origin_seq) FROM \(unescaped: table(.erasedRefusals)) WHERE origin = o AND origin_seq BETWEEN \(lo) AND \(hi)),
               (SELECT through_seq FROM \(unescaped: table(.purged)) WHERE origin = o))
             FROM unnest(\(names)::text[]) AS o
             """, logger: logger)

@@ -50,13 +50,13 @@ struct ErrorBodyMiddleware: RouterMiddleware {
         } catch where directory.isStorageUnavailable(error) {
             // PostgreSQL down or restarting: the caller retries, as told, rather than reading
             // "could not complete" of a request that never reached the database.
-            context.logger.warning("storage unreachable", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            context.logger.warning("storage unreachable", metadata: ["path": "\(request.uri.path)", "error": "\(directory.storageFailureDetail(error) ?? "\(error)")"])
             var unavailable = APIError(.serviceUnavailable, "storage_unavailable",
                                        "the hub's database cannot be reached right now; nothing was applied. Retry later")
             unavailable.headers[.retryAfter] = "5"
             throw unavailable
         } catch {
-            context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(directory.storageFailureDetail(error) ?? "\(error)")"])
             throw APIError(.internalServerError, "internal", "the hub could not complete the request; it was not applied. Retry later")
         }
     }

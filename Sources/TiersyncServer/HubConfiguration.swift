@@ -88,7 +88,7 @@ public struct HubConfiguration: Sendable {
         public var loginChecksWaiting = 32
         /// Seconds a graceful stop (SIGTERM) may take: open long-polls end at once, requests
         /// in flight finish; past this, what still runs is cancelled.
-        public var shutdownGraceSeconds = 30
+        public var shutdownGraceSeconds = 20
         /// Live API tokens one administrator may hold; the next is refused (409 `too_many_tokens`).
         public var adminTokens = AdminTokenLimit.apiTokens
         /// Live console sessions one administrator may hold; a login past it ends the oldest.

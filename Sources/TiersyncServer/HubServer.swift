@@ -169,8 +169,8 @@ public struct HubServer: Sendable {
             logger: logger)
         // Services shut down in reverse order, each after the one before has ended: first the
         // notifier (ending long-polls), then the foreign-write watcher, then the HTTP server
-        // (no new connection; open ones end after their request), then the checkpoints (the
-        // last writes copied) and compaction. The server once came after compaction, and a
+        // (no new connection; open ones end after their request), then the checkpoints and
+        // compaction. The server once came after compaction, and a
         // hub told to stop went on serving and taking writes until a long pass ended.
         var groupConfiguration = ServiceGroupConfiguration(
             services: [CompactionService(directory: directory, policy: configuration.retention, logger: logger),

@@ -19,6 +19,8 @@ public protocol NodeDirectory: Sendable {
     func releaseKey(of tenant: TenantID) async throws -> String?
     /// Whether `error` means this hub's storage cannot be reached right now (503, not 500).
     func isStorageUnavailable(_ error: any Error) -> Bool
+    /// What the storage engine said of a failure, for the log (nil: the error says it).
+    func storageFailureDetail(_ error: any Error) -> String?
     /// Redeems an enrollment token (a country forwards it to HQ). `relayer`: the node that
     /// forwarded it, authenticated by its credential (the request's `via` names it).
     func enroll(_ request: EnrollRequest, relayer: Principal?) async throws -> EnrollResponse
@@ -91,6 +93,7 @@ public struct Admission: Sendable {
 extension NodeDirectory {
     /// Whether `error` means this hub's storage cannot be reached right now (503, not 500).
     public func isStorageUnavailable(_ error: any Error) -> Bool { false }
+    public func storageFailureDetail(_ error: any Error) -> String? { nil }
     public func refusal(for principal: Principal) async throws -> AccessRefusal? { nil }
     public var administration: Administration? { nil }
 
@@ -131,6 +134,7 @@ public struct CatalogDirectory: NodeDirectory {
     }
 
     public func isStorageUnavailable(_ error: any Error) -> Bool { catalog.isUnavailable(error) }
+    public func storageFailureDetail(_ error: any Error) -> String? { catalog.failureDetail(error) }
 
     public func admit(credential: String) async throws -> Admission? {
         guard let admission = try await catalog.admission(credential: credential) else { return nil }

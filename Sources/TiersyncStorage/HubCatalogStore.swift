@@ -77,6 +77,9 @@ public protocol HubCatalogStore: AnyObject, Sendable {
     func redeem(token: String, via: Principal?, nowMillis: UInt64) async throws -> EnrollResponse
     /// Whether `error` means the engine cannot be reached right now (the default: never).
     func isUnavailable(_ error: any Error) -> Bool
+    /// What the engine said of a failure, for the log, when its error's own description
+    /// hides it (the default: nil).
+    func failureDetail(_ error: any Error) -> String?
 
     /// The tenant's governance release key (base64 Ed25519 public key), if one was registered.
     func releaseKey(of tenant: TenantID) async throws -> String?
@@ -153,6 +156,7 @@ extension HubCatalogStore {
     /// or restarting), not that the request was wrong: the hub answers 503 with Retry-After,
     /// not 500. An embedded engine is never unreachable.
     public func isUnavailable(_ error: any Error) -> Bool { false }
+    public func failureDetail(_ error: any Error) -> String? { nil }
 }
 
 extension HubCatalogStore {

@@ -321,8 +321,10 @@ extension NodeStore {
                 // parent's refusal may name a local id of its own: never nested further).
                 let base = reference.erasure.split(separator: "/").first.map(String.init) ?? reference.erasure
                 var localID = isRequest ? reference.erasure : "\(base)/\(record.table)/\(record.id)"
-                // Named in this node's own refusals to its children: a valid id, at most 128 bytes.
-                if !RecordID.isValid(localID) { localID = RecordID.random(prefix: "era") }
+                // Named in this node's own refusals to its children: a valid id, at most 128
+                // bytes, and with a '/', as every local id has (without, a child refused on it
+                // took it for a request, and acknowledged it).
+                if !RecordID.isValid(localID) { localID = RecordID.random(prefix: "era") + "/local" }
                 var records = try linkedRecords(db, subject: record).filter { try !isNoted($0.table, $0.id) }
                 // The erased record it names is noted with them (held here it is not: it would
                 // have been erased here), under the local id too: the request's own id is the
@@ -489,7 +491,8 @@ extension NodeStore {
     /// ``truncateWriteAheadLog()`` off the cooperative pool (it waits for readers): after an
     /// eviction, so the page images of records that left this node's scope leave its files
     /// too, rather than staying in the log until it is overwritten (an evicted customer HQ
-    /// erased after its dealer moved stayed in the old country's log).
+    /// erased after its dealer moved stayed in the old country's log). Callers treat a
+    /// failure as a warning: the eviction is done, and the next one truncates again.
     public func truncateWriteAheadLogOffPool() async throws {
         try await offCooperativePool { try self.truncateWriteAheadLog() }
     }

@@ -244,7 +244,8 @@ extension NodeStore {
         // The head was left alone: its record is looked at again next time. Records with
         // entries still held are in the pending set.
         try setCursor(Self.compactFromCursor, max(0, headAtStart - 1))
-        try purgeTombstones(cutoff: cutoff, batch: batch, into: &report)
+        try purgeTombstones(cutoff: cutoff, batch: batch, into: &report, cancelled: cancelled)
+        if cancelled() { throw CancellationError() }
         report.releasedPages = try releaseFreePages()
         report.floor = try writer.read { db in try Self.purgeFloor(db) }
         return report
@@ -252,10 +253,11 @@ extension NodeStore {
 
     /// Purges deleted records whose delete is older than `cutoff` (ms since the epoch, as
     /// this store received it), with all their log entries, and raises the floor.
-    private func purgeTombstones(cutoff: Int64, batch: Int, into report: inout CompactionReport) throws {
+    private func purgeTombstones(cutoff: Int64, batch: Int, into report: inout CompactionReport, cancelled: () -> Bool) throws {
         var afterKey = RecordKey(table: "", id: "")
         var done = false
         while !done {
+            if cancelled() { throw CancellationError() }
             let pass = try writer.write { db -> (last: RecordKey?, tombstones: Int, entries: Int) in
                 guard let me = try Self.identity(db) else { return (nil, 0, 0) }
                 let context = try CompactionContext(db, me: me, tree: nil)

@@ -290,9 +290,14 @@ public final class NodeStore: Sendable {
             // Refused past the quarantine's quota, and not kept (NodeStoreMigrations v14).
             let unkept = try Int64.fetchOne(db.cachedStatement(sql: "SELECT max_seq FROM ts_quarantine_unkept WHERE origin = ?"),
                                             arguments: [node.rawValue]) ?? 0
+            // Refused as erased (final, never logged): held as a quarantined change is. Left
+            // out, a dealer whose re-sent history its new country refused as erased took the
+            // country for one restored from an older backup at its next start, and re-sent.
+            let erased = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(origin_seq) FROM ts_erased_refusals WHERE origin = ? AND origin_seq BETWEEN ? AND ?"),
+                                            arguments: arguments) ?? 0
             // A purged entry was held too (`NodeStore+Retention`): the highest sequence never
             // goes back, or a child would take the purge for a restore and re-send.
-            out[node] = max(applied, refused, unkept, try purgedThrough(db, origin: node))
+            out[node] = max(applied, refused, unkept, erased, try purgedThrough(db, origin: node))
         }
         return out
     }

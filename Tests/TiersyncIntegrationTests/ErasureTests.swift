@@ -318,6 +318,12 @@ struct ErasureTests {
             #expect(try fr.store.verifyErasure(erasureID))
             let mine = try #require(try moved.store.erasures().first { $0.erasureID == erasureID }, "d1 erased under the request's id")
             #expect(mine.records == 2, "\(mine)")
+            // Started again, d1 asks fr what it holds of its changes: the two refused as erased
+            // count as held (they were not, and d1 took fr for restored from an older backup).
+            await moved.stop()
+            let again = try running.agent(store: d1.store, parentURL: fr.url, caFile: hub.caFile)
+            try await eventually(timeout: 30, "d1 syncs with fr again") { again.agent.status.lastPullMillis != nil }
+            #expect(again.agent.status.parentRestores == 0, "\(again.agent.status)")
             do {
                 try await eventually(timeout: 30, "no byte of the customer or the dialogue is left in any file") { try Self.leaks(under: dir.path).isEmpty }
             } catch {
@@ -333,7 +339,8 @@ struct ErasureTests {
     A dealer that never held an erased customer writes a dialogue naming it: its country refuses the change as erased, \
     and the dealer erases the dialogue with its log entries and notes the customer, so no byte of it stays in the \
     dealer's files and a later local write naming the customer is refused there; HQ's ledger gets no acknowledgement \
-    from it (it is not a replica of the request)
+    from it (it is not a replica of the request); started again, the dealer does not take its country for one restored \
+    from an older backup (the refused change counts as held there)
     """, .timeLimit(.minutes(5)))
     func refusedAsErasedIsErasedAtTheWriter() async throws {
         let dir = try TempDir()
@@ -367,6 +374,13 @@ struct ErasureTests {
             }
             try await Task.sleep(for: .seconds(1))
             #expect(try await ledger()?.acknowledgements.map(\.node) == ["de", "de-d1", "hq"], "d2 acknowledged a request it is no replica of")
+            // Started again, d2 asks de what it holds of its changes: the one refused as erased
+            // counts as held (it did not, and d2 took de for restored from an older backup and
+            // re-sent).
+            await d2.stop()
+            let again = try running.agent(store: d2.store, parentURL: de.url, caFile: hub.caFile)
+            try await eventually(timeout: 30, "d2 syncs with de again") { again.agent.status.lastPullMillis != nil }
+            #expect(again.agent.status.parentRestores == 0, "\(again.agent.status)")
         }
     }
 

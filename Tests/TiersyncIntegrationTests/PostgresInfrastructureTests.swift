@@ -84,6 +84,40 @@ struct PostgresInfrastructureTests {
     }
 
     // Skipped, with this reason in the output, when TIERSYNC_TEST_POSTGRES_URL is unset.
+    @Test("""
+        a connection PostgreSQL ends itself (57P01, as a stop ends every backend) counts as the database out of reach \
+        (503 storage_unavailable with Retry-After, not a 500), and its log line names the SQLSTATE and PostgreSQL's \
+        message, which postgres-nio's own description hides; a plain SQL error stays a failure of the request
+        """, .enabled(if: TestPostgres.isAvailable, "TIERSYNC_TEST_POSTGRES_URL is not set (ops/postgres/test-cluster.sh; README)"))
+    func serverEndedConnection() async throws {
+        try await TestPostgres.withFreshDatabase { endpoint in
+            try await withPostgresClient(endpoint) { client in
+                let catalog = try await PostgresCatalog(client: client)
+                // A plain SQL error first (the connection ended below is not used again).
+                var failed: (any Error)?
+                do {
+                    for try await _ in try await client.query("SELECT 1 / 0") {}
+                } catch {
+                    failed = error
+                }
+                let plain = try #require(failed)
+                #expect(!catalog.isUnavailable(plain))
+                #expect(catalog.failureDetail(plain)?.contains("22012") == true, "\(String(describing: catalog.failureDetail(plain)))")
+                var ended: (any Error)?
+                do {
+                    for try await _ in try await client.query("SELECT pg_terminate_backend(pg_backend_pid())") {}
+                } catch {
+                    ended = error
+                }
+                let error = try #require(ended, "the server ended the query's connection")
+                #expect(catalog.isUnavailable(error), "\(String(reflecting: error))")
+                let detail = try #require(catalog.failureDetail(error))
+                #expect(detail.contains("57P01") && detail.contains("terminating connection"), "\(detail)")
+            }
+        }
+    }
+
+    // Skipped, with this reason in the output, when TIERSYNC_TEST_POSTGRES_URL is unset.
     @Test("a LISTEN on one connection is woken by a NOTIFY from another client within 1 s",
           .enabled(if: TestPostgres.isAvailable, "TIERSYNC_TEST_POSTGRES_URL is not set (ops/postgres/test-cluster.sh; README)"))
     func listenNotify() async throws {

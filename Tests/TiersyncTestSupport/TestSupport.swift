@@ -399,6 +399,8 @@ public func withCountryNode<T>(hub: RunningHub, tenant: TenantID, node: NodeID, 
 /// A dealer's agent running in this process until stopped.
 public final class RunningAgent: Sendable {
     public let store: NodeStore
+    /// The agent itself (its ``SyncAgent/status``).
+    public let agent: SyncAgent
     private let task: Task<Void, any Error>
 
     public init(store: NodeStore, parentURL: String, caFile: String, rules: RulesSchedule? = nil,
@@ -411,6 +413,7 @@ public final class RunningAgent: Sendable {
         configuration.statusInterval = .milliseconds(200)
         rules?.apply(to: &configuration)
         let agent = try SyncAgent(store: store, configuration: configuration)
+        self.agent = agent
         task = Task { try await agent.run() }
     }
 
