@@ -213,6 +213,7 @@ public final class SyncAgent: Sendable {
             let batch = try store.upstreamBatch(after: acked, limit: batchSize)
             guard let last = batch.last else { break }
             let response: PushResponse
+            let sentAt = configuration.wallClock()
             do {
                 response = try await client.push(PushRequest(tenant: identity.tenant, through: last.seq, changes: batch.map(\.change)))
             } catch AgentError.http(413, _, let message) {
@@ -247,7 +248,7 @@ public final class SyncAgent: Sendable {
             try store.scheduleRetries(rejected)
             await eraseRefused(rejected, of: batch.map(\.change))
             noteRoutedAway(batch.map(\.change), refused: rejected)
-            try handleClockSkew(response, refused: rejected)
+            try handleClockSkew(response, refused: rejected, sentAt: sentAt)
             sent += batch.count
             // Own changes refused for clock skew are re-stamped and sent again at once
             // (handleClockSkew, which warns about the clock itself).
@@ -293,6 +294,7 @@ public final class SyncAgent: Sendable {
         let due = try store.dueRetries(limit: configuration.pushBatchSize)
         guard !due.isEmpty else { return 0 }
         let response: PushResponse
+        let sentAt = configuration.wallClock()
         do {
             response = try await client.push(PushRequest(tenant: identity.tenant, through: try store.cursor(Self.pushCursor), changes: due))
         } catch AgentError.http(413, _, let message) {
@@ -317,7 +319,7 @@ public final class SyncAgent: Sendable {
         try store.scheduleRetries(rejected)
         await eraseRefused(rejected, of: due)
         noteRoutedAway(accepted, refused: [])
-        try handleClockSkew(response, refused: rejected)
+        try handleClockSkew(response, refused: rejected, sentAt: sentAt)
         if !accepted.isEmpty {
             logger.notice("parent accepted changes it had refused before", metadata: ["count": "\(accepted.count)"])
         }
@@ -341,9 +343,9 @@ public final class SyncAgent: Sendable {
     /// own changes the parent refused as stamped too far ahead to the parent's time, so
     /// they go through at once and never win over writes the parent accepted since
     /// (``NodeStore/restampAheadOfParent(refused:parentTimeMillis:acknowledgedThrough:)``).
-    private func handleClockSkew(_ response: PushResponse, refused rejected: [RejectedChange]) throws {
+    private func handleClockSkew(_ response: PushResponse, refused rejected: [RejectedChange], sentAt: UInt64) throws {
         let now = configuration.wallClock()
-        let offset = Int64(clamping: Int128(now) - Int128(response.hubTimeMillis))
+        let offset = Self.clockOffset(sentAt: sentAt, receivedAt: now, parentTime: response.hubTimeMillis)
         try store.recordClockOffset(ClockOffset(offsetMillis: offset, measuredAtMillis: now))
         let refusals = rejected.filter { $0.code == .clockSkew && $0.origin == identity.node }
         let skewed = refusals.map(\.originSeq)
@@ -357,6 +359,20 @@ public final class SyncAgent: Sendable {
         let restamped = try store.restampAheadOfParent(refused: skewed, parentTimeMillis: restampAt,
                                                        acknowledgedThrough: try store.cursor(Self.pushCursor))
         logger.notice("re-stamped changes to the parent's clock", metadata: ["count": "\(restamped)"])
+    }
+
+    /// How far this node's clock is at least from the parent's (positive: ahead), from one
+    /// push: the parent read its clock somewhere between `sentAt` and `receivedAt` (after
+    /// reading the body, before applying it), so the offset lies between the two
+    /// differences, and the one nearer zero is what is known. Taken from the answer's arrival
+    /// alone, a push that waited seconds at a busy parent read as this clock running seconds
+    /// ahead, and `status` told the operator to fix a clock that was right.
+    static func clockOffset(sentAt: UInt64, receivedAt: UInt64, parentTime: UInt64) -> Int64 {
+        let early = Int64(clamping: Int128(sentAt) - Int128(parentTime))
+        let late = Int64(clamping: Int128(receivedAt) - Int128(parentTime))
+        if early > 0 { return min(early, late) }
+        if late < 0 { return max(early, late) }
+        return 0
     }
 
     private func pushLoop() async {
