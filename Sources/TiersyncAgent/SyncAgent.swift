@@ -663,18 +663,22 @@ public final class SyncAgent: Sendable {
         }
         pendingEviction.withLock { $0.formUnion(evicted.kept) }
         // What left this node's scope leaves its files too (the log's page images).
-        if evicted.records > 0 {
-            // Best effort: the eviction is done; a failure here must not fail the pull or the sweep.
-            do {
-                try await store.truncateWriteAheadLogOffPool()
-            } catch {
-                logger.warning("could not truncate the write-ahead log after an eviction: the evicted records' pages stay in it until it is overwritten",
-                               metadata: ["error": "\(error)"])
-            }
-        }
+        if evicted.records > 0 { await Self.truncateLogAfterEviction(store, logger: logger) }
         if evicted.records > 0 || !evicted.kept.isEmpty {
             logger.info("evicted records routed away from this node", metadata: [
                 "records": "\(evicted.records)", "log_entries": "\(evicted.logEntries)", "kept_unsent": "\(evicted.kept.count)"])
+        }
+    }
+
+    /// Truncates `store`'s write-ahead log after an eviction, so the evicted records' page
+    /// images leave its files too. Best effort: the eviction is done, and a failure here must
+    /// not fail the pull or the sweep; the next eviction or erasure truncates again.
+    public static func truncateLogAfterEviction(_ store: NodeStore, logger: Logger) async {
+        do {
+            try await store.truncateWriteAheadLogOffPool()
+        } catch {
+            logger.warning("could not truncate the write-ahead log after an eviction: the evicted records' pages stay in it until it is overwritten",
+                           metadata: ["error": "\(error)"])
         }
     }
 

@@ -134,15 +134,7 @@ public struct CountryNode: Sendable {
         guard try store.meta("evicted.for") != key, let tree = try? await directory.tree(of: identity.tenant),
               tree.parents[identity.node] != nil else { return }
         let report = try store.evict(outside: Scope(tree: tree, node: identity.node))
-        if report.records > 0 {
-            // Best effort: the eviction is done; a failure here must not fail the pull or the sweep.
-            do {
-                try await store.truncateWriteAheadLogOffPool()
-            } catch {
-                logger.warning("could not truncate the write-ahead log after an eviction: the evicted records' pages stay in it until it is overwritten",
-                               metadata: ["error": "\(error)"])
-            }
-        }
+        if report.records > 0 { await SyncAgent.truncateLogAfterEviction(store, logger: logger) }
         if report.records > 0 || report.keptUnsent > 0 {
             logger.info("evicted records routed outside this subtree", metadata: [
                 "records": "\(report.records)", "log_entries": "\(report.logEntries)", "kept_unsent": "\(report.keptUnsent)"])

@@ -258,6 +258,7 @@ extension Admin {
             func run() async throws {
                 let (name, id) = (self.name, self.id)
                 let revoked = try await target.hub.withHQ(tenant: target.tenant) { opened, tenant in
+                    guard try await User.accounts(opened).adminLogin(name, of: tenant) != nil else { throw CLIError("no administrator '\(name)' in \(tenant)") }
                     guard let revoked = try await User.accounts(opened).revokeAdminToken(id: id, of: name, in: tenant, nowMillis: WallClock.nowMillis()) else {
                         throw CLIError("\(name) holds no live session or API token with id \(id) (`tiersync admin user tokens --name \(name)` lists them)")
                     }

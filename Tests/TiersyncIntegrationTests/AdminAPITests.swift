@@ -1138,6 +1138,8 @@ struct AdminAPITests {
                 #expect(try await client.send("GET", "/admin/v1/me", headers: [("Authorization", "Bearer \(token)")]).status == 401)
                 let again = try Child.capture(["admin", "user", "revoke-token", "--data", data, "--tenant", "acme", "--name", "ops@acme", "--id", id])
                 #expect(again.status != 0 && again.output.contains("holds no live session or API token"), "\(again)")
+                let nobody = try Child.capture(["admin", "user", "revoke-token", "--data", data, "--tenant", "acme", "--name", "nobody", "--id", id])
+                #expect(nobody.status != 0 && nobody.output.contains("no administrator 'nobody'"), "\(nobody)")
                 let badID = try Child.capture(["admin", "user", "revoke-token", "--data", data, "--tenant", "acme", "--name", "ops@acme", "--id", "nope"])
                 #expect(badID.status != 0 && badID.output.contains("16 hex digits"), "\(badID)")
                 let second = try Child.run(["admin", "user", "token", "--data", data, "--tenant", "acme", "--name", "ops@acme", "--days", "1"])
