@@ -194,7 +194,7 @@ public struct AdminTokenLimit: Sendable, Equatable {
 
     /// Why `token` is refused when its user holds `most` live tokens of its kind.
     public static func refusal(_ token: AdminToken, most: Int) -> String {
-        "administrator '\(token.user)' already holds \(most) live \(token.kind == .api ? "API tokens" : "sessions"), the most allowed: revoke one first (GET /admin/v1/tokens lists them)"
+        "administrator '\(token.user)' already holds \(most) live \(token.kind == .api ? "API tokens" : "sessions"), the most allowed: revoke one first"
     }
 
     /// The default limit of `kind`.

@@ -188,13 +188,16 @@ extension SQLiteCatalog: AdminAccountStore {
             try Row.fetchAll(db, sql: """
                 SELECT hash, kind, name, created_at, expires_at FROM admin_tokens
                 WHERE tenant = ? AND user = ? AND revoked_at IS NULL AND expires_at > ? ORDER BY created_at, hash
-                """, arguments: [tenant.rawValue, user, Int64(clamping: nowMillis)]).map { row in
-                AdminTokenEntry(id: AdminTokenEntry.id(ofDigest: row["hash"]),
-                                token: AdminToken(tenant: tenant, user: user, kind: AdminTokenKind(rawValue: row["kind"]) ?? .api, name: row["name"],
-                                                  createdAtMillis: UInt64(max(0, row["created_at"] as Int64)),
-                                                  expiresAtMillis: UInt64(max(0, row["expires_at"] as Int64))))
-            }
+                """, arguments: [tenant.rawValue, user, Int64(clamping: nowMillis)]).map { Self.tokenEntry($0, tenant: tenant, user: user) }
         }
+    }
+
+    /// A token row (hash, kind, name, created_at, expires_at) as listed.
+    private static func tokenEntry(_ row: Row, tenant: TenantID, user: String) -> AdminTokenEntry {
+        AdminTokenEntry(id: AdminTokenEntry.id(ofDigest: row["hash"]),
+                        token: AdminToken(tenant: tenant, user: user, kind: AdminTokenKind(rawValue: row["kind"]) ?? .api, name: row["name"],
+                                          createdAtMillis: UInt64(max(0, row["created_at"] as Int64)),
+                                          expiresAtMillis: UInt64(max(0, row["expires_at"] as Int64))))
     }
 
     public func revokeAdminToken(id: String, of user: String, in tenant: TenantID, nowMillis: UInt64) async throws -> AdminTokenEntry? {
@@ -208,9 +211,7 @@ extension SQLiteCatalog: AdminAccountStore {
                 """, arguments: [tenant.rawValue, user, Int64(clamping: nowMillis)]).first(where: { AdminTokenEntry.id(ofDigest: $0["hash"]) == id })
             else { return nil }
             try db.execute(sql: "UPDATE admin_tokens SET revoked_at = ? WHERE hash = ?", arguments: [Int64(clamping: nowMillis), row["hash"] as String])
-            return AdminTokenEntry(id: id, token: AdminToken(tenant: tenant, user: user, kind: AdminTokenKind(rawValue: row["kind"]) ?? .api, name: row["name"],
-                                                             createdAtMillis: UInt64(max(0, row["created_at"] as Int64)),
-                                                             expiresAtMillis: UInt64(max(0, row["expires_at"] as Int64))))
+            return Self.tokenEntry(row, tenant: tenant, user: user)
         }
     }
 

@@ -217,7 +217,7 @@ extension Admin {
                                                                                    createdAtMillis: now, expiresAtMillis: now + UInt64(days) * 86_400_000),
                                                                         limit: .apiTokens, nowMillis: now)
                     } catch StoreError.limitReached(let message) {
-                        throw CLIError(message.replacingOccurrences(of: "GET /admin/v1/tokens lists them", with: "`tiersync admin user tokens` lists them"))
+                        throw CLIError(message + " (`tiersync admin user tokens` lists them)")
                     }
                     try await User.audit(opened, tenant, "token.create", name, "\(label), \(days) days")
                     return secret

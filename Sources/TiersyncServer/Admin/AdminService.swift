@@ -260,7 +260,7 @@ struct AdminService: Sendable {
                                                           createdAtMillis: now, expiresAtMillis: expires),
                                                limit: tokenLimit, nowMillis: now)
         } catch StoreError.limitReached(let message) {
-            throw APIError(.conflict, "too_many_tokens", message)
+            throw APIError(.conflict, "too_many_tokens", message + " (GET /admin/v1/tokens lists them)")
         }
         try await audit(caller, context, "token.create", target: body.name, detail: "expires \(expires)")
         return try codec.encode(AdminMessages.TokenResponse(token: secret, expiresAtMillis: expires), status: .created, for: request)
@@ -269,12 +269,15 @@ struct AdminService: Sendable {
     /// The live sessions and API tokens of administrator `user` (the caller's own, or, for
     /// a tenant-wide operator, anyone's of the tenant), oldest first.
     func tokens(of user: String, _ caller: AdminCaller) async throws -> AdminMessages.TokensResponse {
-        let callerID = AdminTokenEntry.id(ofDigest: caller.tokenDigest)
         let entries = try await accounts.adminTokens(of: user, in: caller.user.tenant, nowMillis: WallClock.nowMillis())
-        return AdminMessages.TokensResponse(user: user, tokens: entries.map {
-            AdminMessages.TokenView(id: $0.id, kind: $0.token.kind, name: $0.token.name, createdAtMillis: $0.token.createdAtMillis,
-                                    expiresAtMillis: $0.token.expiresAtMillis, current: user == caller.user.name && $0.id == callerID)
-        })
+        return AdminMessages.TokensResponse(user: user, tokens: entries.map { Self.view($0, caller) })
+    }
+
+    /// `entry` as listed to `caller`, marked current when it is the token of their request.
+    static func view(_ entry: AdminTokenEntry, _ caller: AdminCaller) -> AdminMessages.TokenView {
+        AdminMessages.TokenView(id: entry.id, kind: entry.token.kind, name: entry.token.name, createdAtMillis: entry.token.createdAtMillis,
+                                expiresAtMillis: entry.token.expiresAtMillis,
+                                current: entry.token.user == caller.user.name && entry.id == AdminTokenEntry.id(ofDigest: caller.tokenDigest))
     }
 
     /// Revokes administrator `user`'s live token `id` at once (every hub process asks the
@@ -284,9 +287,7 @@ struct AdminService: Sendable {
             throw APIError(.notFound, "unknown_token", "'\(user)' holds no live session or API token with that id (GET the token list for the ids)")
         }
         try await audit(caller, context, "token.revoke", target: user, detail: "\(revoked.token.kind.rawValue) '\(revoked.token.name)' \(revoked.id)")
-        return AdminMessages.TokenView(id: revoked.id, kind: revoked.token.kind, name: revoked.token.name, createdAtMillis: revoked.token.createdAtMillis,
-                                       expiresAtMillis: revoked.token.expiresAtMillis,
-                                       current: user == caller.user.name && revoked.id == AdminTokenEntry.id(ofDigest: caller.tokenDigest))
+        return Self.view(revoked, caller)
     }
 
     /// `name` when the caller's tenant has such an administrator; otherwise 403
