@@ -246,6 +246,7 @@ public final class SyncAgent: Sendable {
             try store.setCursor(Self.pushCursor, response.acknowledgedThrough)
             let rejected = refusals(in: response, of: batch.map(\.change))
             try store.scheduleRetries(rejected)
+            dropRefusedRelays(rejected, of: batch.map(\.change))
             await eraseRefused(rejected, of: batch.map(\.change))
             noteRoutedAway(batch.map(\.change), refused: rejected)
             try handleClockSkew(response, refused: rejected, sentAt: sentAt)
@@ -287,6 +288,25 @@ public final class SyncAgent: Sendable {
         }
     }
 
+    /// Drops here changes this node relayed from its children that the parent refused as
+    /// outside the scope of the node that made them (``NodeStore/dropRefusedRelays(_:)``);
+    /// its own changes are never dropped. Never failing the push round: the cursor has
+    /// moved already, and what follows in the round must still run.
+    private func dropRefusedRelays(_ rejected: [RejectedChange], of sent: [Change]) {
+        let outside = Set(rejected.lazy.filter { $0.code == .forbidden && $0.outsideScopeOf == $0.origin && $0.origin != self.identity.node }
+            .map { "\($0.origin)#\($0.originSeq)" })
+        guard !outside.isEmpty else { return }
+        do {
+            let dropped = try store.dropRefusedRelays(sent.filter { outside.contains("\($0.origin)#\($0.originSeq)") })
+            if dropped > 0 {
+                logger.notice("dropped changes of children the parent refused as outside their scope; their records hold what is left",
+                              metadata: ["changes": "\(dropped)"])
+            }
+        } catch {
+            logger.error("could not drop changes of children the parent refused as outside their scope", metadata: ["error": "\(error)"])
+        }
+    }
+
     /// Re-sends changes the parent refused for a reason that may have passed (clock skew
     /// fixed, scope granted, schema upgraded). They leave the list once accepted.
     @discardableResult
@@ -317,6 +337,7 @@ public final class SyncAgent: Sendable {
         let accepted = due.filter { !stillRefused.contains("\($0.origin)#\($0.originSeq)") }
         try store.clearRetries(accepted)
         try store.scheduleRetries(rejected)
+        dropRefusedRelays(rejected, of: due)
         await eraseRefused(rejected, of: due)
         noteRoutedAway(accepted, refused: [])
         try handleClockSkew(response, refused: rejected, sentAt: sentAt)

@@ -1,9 +1,9 @@
 /// Which pushed changes a node may send, as plain values: the hub applies it to every push
-/// (``partitionByOrigin(_:pusher:scope:)`` before anything else, ``refusal(for:pusher:scope:routeBefore:routeAfter:)``
+/// (``partitionByOrigin(_:pusher:scope:)`` before anything else, ``relayedRefusal(for:origins:pusher:scope:routeBefore:routeAfter:)``
 /// inside the applying transaction), and the fuzzer checks the store against the same rule.
 ///
-/// A node may push changes made in its own subtree, to records routed into its subtree
-/// (before the change, or after it for a new record). Refusals name only what the pusher
+/// A node may push changes made in its own subtree, to records routed into the subtree of
+/// the node that made each change (before the change, or after it for a new record). Refusals name only what the pusher
 /// sent and its own scope: not where a record is routed, nor whether it is routed at all.
 public enum PushScope {
     /// Splits a push into the changes the pusher may send (made by itself or a node below
@@ -54,27 +54,51 @@ public enum PushScope {
         }
     }
 
-    /// Why `change` may not be applied for `pusher`, given the record's route before the
-    /// change (nil for a record new here) and after it; nil when it may.
-    /// `erasingIn`: the question is whether `change`, an erasure request, may erase a record
-    /// routed `routeAfter` in the tenant's `tree`. That is judged by the scope of the node
-    /// that asked, its origin: a country relays its dealers' requests, and judged by the
-    /// country's wider scope, a dealer's request for a sibling's customer (kept, erasing
-    /// nothing, at the country) erased it at HQ.
-    public static func refusal(for change: Change, pusher: NodeID, scope: Scope, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>,
-                               erasingIn tree: NodeTree?) -> ChangeRejection? {
-        guard let tree, change.origin != pusher else {
-            return refusal(for: change, pusher: pusher, scope: scope, routeBefore: routeBefore, routeAfter: routeAfter)
+    /// The scopes of the nodes below `pusher` that made `changes` (the changes it relays),
+    /// for ``relayedRefusal(for:origins:pusher:scope:routeBefore:routeAfter:)``: one per origin.
+    public static func originScopes(of changes: [Change], pusher: NodeID, tree: NodeTree) -> [NodeID: Scope] {
+        var scopes: [NodeID: Scope] = [:]
+        for change in changes where change.origin != pusher && scopes[change.origin] == nil {
+            scopes[change.origin] = Scope(tree: tree, node: change.origin)
         }
-        return refusal(for: change, pusher: change.origin, scope: Scope(tree: tree, node: change.origin), routeBefore: routeBefore, routeAfter: routeAfter)
+        return scopes
     }
 
+    /// Why `change`, pushed by `pusher`, may not be applied: a change `pusher` made is judged
+    /// by its scope; one it relays from a node below it by the scope of that node, its origin
+    /// (`origins`, from ``originScopes(of:pusher:tree:)``), which is narrower. The node in
+    /// between judged the change so when it took it, with what it knew: a country holds only
+    /// its own subtree's records, so a dealer's write under an id already used in another
+    /// country was new there and kept. Judged by the country's wider scope here, that write
+    /// went through as soon as the record entered the country's scope (its owner's dealer moved
+    /// in), and took over another dealer's customer. An erasure request is judged so too: a
+    /// country relays its dealers' requests, and judged by the country's scope, a dealer's
+    /// request for a sibling's customer erased it.
+    public static func relayedRefusal(for change: Change, origins: [NodeID: Scope], pusher: NodeID, scope: Scope,
+                                      routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>) -> ChangeRejection? {
+        guard change.origin != pusher else {
+            return refusal(for: change, pusher: pusher, scope: scope, routeBefore: routeBefore, routeAfter: routeAfter)
+        }
+        if let nodes = scope.nodes, !nodes.contains(change.origin) {
+            return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) was not made in the subtree of node '\(pusher)'")
+        }
+        // An origin missing from `origins` (a caller that did not list the push's origins)
+        // is judged by nothing wider than the pusher's scope: never let through.
+        guard let originScope = origins[change.origin] else {
+            return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) is relayed by node '\(pusher)' and its origin's scope is not known here")
+        }
+        return refusal(for: change, pusher: change.origin, scope: originScope, routeBefore: routeBefore, routeAfter: routeAfter)
+    }
+
+    /// Why `change` may not be applied for `pusher`, given the record's route before the
+    /// change (nil for a record new here) and after it; nil when it may.
     public static func refusal(for change: Change, pusher: NodeID, scope: Scope, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>) -> ChangeRejection? {
         if let nodes = scope.nodes, !nodes.contains(change.origin) {
             return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) was not made in the subtree of node '\(pusher)'")
         }
         if !scope.contains(route: routeBefore ?? routeAfter) {
-            return ChangeRejection(.forbidden, "record \(change.table)/\(change.recordID) is outside the scope of node '\(pusher)'")
+            return ChangeRejection(.forbidden, "record \(change.table)/\(change.recordID) is outside the scope of node '\(pusher)'",
+                                   outsideScopeOf: pusher)
         }
         // A node's report on itself (governance status, KPI values, erasure proof) is
         // written by that node only, under the id naming it, about it. Routed by its `node`

@@ -113,6 +113,27 @@ public struct RecordState: Hashable, Sendable, Codable {
         return outcome
     }
 
+    /// This state without what the change stamped `version` wrote (the fields it still wins
+    /// and its tombstone), or nil when that change holds nothing here. Not a merge: merges
+    /// only add. It is for a country whose parent refused a change the country took from a
+    /// child (``NodeStore/dropRefusedRelays(_:)``), which then merges its other logged
+    /// changes of the record again: a field the change won goes without the value it
+    /// overwrote, which the state no longer knows; a delete's tombstone goes with every
+    /// field it hid (their values were dropped), so those come back only from the changes
+    /// that wrote them.
+    public func withdrawing(_ version: FieldVersion) -> RecordState? {
+        let deletes = tombstone == version
+        let fields = versions.compactMap { $0.value == version || (deletes && $0.value < version) ? $0.key : nil }
+        guard !fields.isEmpty || deletes else { return nil }
+        var result = self
+        for field in fields {
+            result.versions[field] = nil
+            result.values[field] = nil
+        }
+        if deletes { result.tombstone = nil }
+        return result
+    }
+
     /// The least upper bound of two states: per field the newer version, the newer tombstone.
     public func merged(with other: RecordState) -> RecordState {
         var result = self

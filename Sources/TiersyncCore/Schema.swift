@@ -284,12 +284,19 @@ public struct ChangeRejection: Error, Sendable, Hashable, Codable, CustomStringC
     /// names). The sender, which never received that erasure (it held none of the data
     /// then), erases the refused record with what links to it, and notes the erased one.
     public var erased: ErasedReference?
+    /// For `forbidden`: the node whose scope the record lies outside, when that is why (not
+    /// when the change's origin is outside the pusher's subtree). For a change the pusher
+    /// relays, its origin (``PushScope/relayedRefusal(for:origins:pusher:scope:routeBefore:routeAfter:)``):
+    /// the relaying node then drops the change it took (``RejectedChange/outsideScopeOf``).
+    public var outsideScopeOf: NodeID?
 
-    public init(_ code: Code, _ message: String, restampAtMillis: UInt64? = nil, erased: ErasedReference? = nil) {
+    public init(_ code: Code, _ message: String, restampAtMillis: UInt64? = nil, erased: ErasedReference? = nil,
+                outsideScopeOf: NodeID? = nil) {
         self.code = code
         self.message = message
         self.restampAtMillis = restampAtMillis
         self.erased = erased
+        self.outsideScopeOf = outsideScopeOf
     }
 
     public var description: String { "\(code.rawValue): \(message)" }

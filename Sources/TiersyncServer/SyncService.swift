@@ -99,7 +99,7 @@ struct SyncService: Sendable {
         // refused for skew is re-stamped by its origin to exactly this time.
         let now = WallClock.nowMillis()
         var report = try await store.applyIncoming(entitled, from: principal.node, source: .child, checkSkew: true,
-                                                   gate: Self.scopeGate(pusher: principal.node, scope: scope, tree: tree), cursor: nil, wallMillis: now)
+                                                   gate: Self.scopeGate(pusher: principal.node, scope: scope, tree: tree, changes: entitled), cursor: nil, wallMillis: now)
         if !foreign.isEmpty {
             // Listed in the batch's order, as the store lists its own refusals.
             let position = Dictionary(body.changes.enumerated().map { ("\($1.origin)#\($1.originSeq)", $0) }) { first, _ in first }
@@ -300,12 +300,14 @@ struct SyncService: Sendable {
         return try codec.encode(StatusResponse(accepted: accepted), for: request)
     }
 
-    /// The push scope rule (``PushScope``) as the store's gate. What an erasure request may
-    /// erase is judged by the scope of the node that asked (``PushScope/refusal(for:pusher:scope:routeBefore:routeAfter:erasingIn:)``).
-    static func scopeGate(pusher: NodeID, scope: Scope, tree: NodeTree) -> ChangeGate {
-        { context in
-            PushScope.refusal(for: context.change, pusher: pusher, scope: scope, routeBefore: context.routeBefore,
-                              routeAfter: context.routeAfter, erasingIn: context.erasing ? tree : nil)
+    /// The push scope rule (``PushScope``) as the store's gate, for a push of `changes`.
+    /// A change the pusher relays from a node below it is judged by the scope of that node,
+    /// its origin (``PushScope/relayedRefusal(for:origins:pusher:scope:routeBefore:routeAfter:)``).
+    static func scopeGate(pusher: NodeID, scope: Scope, tree: NodeTree, changes: [Change]) -> ChangeGate {
+        let origins = PushScope.originScopes(of: changes, pusher: pusher, tree: tree)
+        return { context in
+            PushScope.relayedRefusal(for: context.change, origins: origins, pusher: pusher, scope: scope,
+                                     routeBefore: context.routeBefore, routeAfter: context.routeAfter)
         }
     }
 

@@ -113,7 +113,7 @@ extension NodeStore {
     }
 
     /// Removes a record from this store: its row or tombstone (with its KPI counts), its log
-    /// entries but `keepingEntry`, their routes, its route entries and conflicts. Returns the
+    /// entries but `keepingEntry`, their routes and retries, its route entries and conflicts. Returns the
     /// log entries removed. Shared by eviction, the purge of old tombstones and the end of
     /// a re-bootstrap. The caller raises the sequence floor first if own entries may go.
     func removeRecord(_ db: Database, _ statements: inout LogStatements, table: TableSchema, id: String,
@@ -121,10 +121,12 @@ extension NodeStore {
         let stored = try load(db, table: table, id: id)
         try countKPIs(db, &statements, table: table, id: id, before: stored, after: RecordState())
         try db.execute(sql: """
+            DELETE FROM ts_push_retries WHERE (origin, origin_seq) IN
+                (SELECT origin, origin_seq FROM ts_changes WHERE tbl = ? AND record_id = ? AND seq != ?);
             DELETE FROM ts_change_routes WHERE seq IN (SELECT seq FROM ts_changes WHERE tbl = ? AND record_id = ? AND seq != ?);
             DELETE FROM ts_route_entries WHERE tbl = ? AND record_id = ?;
             DELETE FROM ts_conflicts WHERE tbl = ? AND record_id = ?;
-            """, arguments: [table.name, id, keep, table.name, id, table.name, id])
+            """, arguments: [table.name, id, keep, table.name, id, keep, table.name, id, table.name, id])
         try db.execute(sql: "DELETE FROM ts_changes WHERE tbl = ? AND record_id = ? AND seq != ?", arguments: [table.name, id, keep])
         let removed = db.changesCount
         try db.execute(sql: tableSQL[table.name]!.delete, arguments: [id])

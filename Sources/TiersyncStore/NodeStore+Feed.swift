@@ -191,7 +191,11 @@ extension NodeStore {
 
     private static func feedCandidates(_ db: Database, after cursor: Int64, scope: Scope, limit: Int) throws
         -> (deliver: [Int64], next: Int64, more: Bool, head: Int64) {
-        let head = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM ts_changes")) ?? 0
+        // The highest position ever numbered, not the newest entry's: entries leave the log
+        // (an eviction when a dealer moves away, a child's change its parent refused), and a
+        // head gone back below a child's cursor read there as a parent restored from an older
+        // backup (the child pulled everything again).
+        let head = try Self.highestLogPosition(db)
         let candidates: [Int64]
         switch scope.nodes {
         case nil:
@@ -254,9 +258,11 @@ extension NodeStore {
         }
     }
 
-    /// The highest log position (0 for an empty log).
+    /// The highest log position ever numbered (0 for a new log), what a pull reports as the
+    /// head: it never goes back while entries leave the log, only with a store restored
+    /// from a backup.
     public func headSeq() throws -> Int64 {
-        try writer.read { db in try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM ts_changes")) ?? 0 }
+        try writer.read { db in try Self.highestLogPosition(db) }
     }
 
     /// The change-log columns ``fetchLogged(_:sql:arguments:)`` reads, in the order it

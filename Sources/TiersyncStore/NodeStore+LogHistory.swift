@@ -49,7 +49,7 @@ extension NodeStore {
     /// The highest position the log ever numbered (SQLite's `AUTOINCREMENT` counter: an
     /// entry deleted since still counts), at least the newest entry's.
     static func highestLogPosition(_ db: Database) throws -> Int64 {
-        let counter = try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'ts_changes'") ?? 0
+        let counter = try Int64.fetchOne(db.cachedStatement(sql: "SELECT seq FROM sqlite_sequence WHERE name = 'ts_changes'")) ?? 0
         let newest = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM ts_changes")) ?? 0
         return max(counter, newest)
     }

@@ -311,7 +311,7 @@ extension NodeStore {
             """, arguments: [purgeFloorCursor, floor])
     }
 
-    private static func notePurged(_ db: Database, _ purged: [NodeID: Int64]) throws {
+    static func notePurged(_ db: Database, _ purged: [NodeID: Int64]) throws {
         for (origin, through) in purged {
             try db.cachedStatement(sql: """
                 INSERT INTO ts_purged (origin, through_seq) VALUES (?, ?)

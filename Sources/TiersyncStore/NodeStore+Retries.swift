@@ -23,11 +23,79 @@ extension NodeStore {
         }
     }
 
+    /// Drops changes this node took from its children and relayed, which its parent refused
+    /// as outside the scope of the node that made them (``RejectedChange/outsideScopeOf``),
+    /// and rebuilds their records without them. The child could not know (a record id
+    /// already used in another country, a record HQ had just given to another dealer); the
+    /// parent, which holds more of the tenant's records, does. Kept merged here, the refused
+    /// write went on deciding the record's fields and route at this node: when the record
+    /// entered this node's scope later (its owner's dealer moved in), the parent's copy merged
+    /// with it and went, whole, to the child that wrote under the same id.
+    ///
+    /// Each change's log entry, routes and retry go, and its sequence is noted as purged, so
+    /// it still counts as held (the child does not take this node for one restored from a
+    /// backup) and the child's copy of it is a duplicate. Its record keeps what the other
+    /// entries still logged here wrote: the fields the change won go, and each gets back the
+    /// newest value another logged entry gives it (one purged by compaction is not known any
+    /// more); a record left with nothing is removed. The child keeps its own write; a node
+    /// below that already pulled the change keeps it too. This node's own changes are never
+    /// dropped. Returns the changes dropped.
+    @discardableResult
+    public func dropRefusedRelays(_ refused: [Change]) throws -> Int {
+        guard !refused.isEmpty else { return 0 }
+        return try writer.write { db in
+            guard let me = try Self.identity(db)?.node else { return 0 }
+            var statements = LogStatements(db)
+            var dropped = 0
+            for change in refused where change.origin != me {
+                guard let seq = try Int64.fetchOne(db, sql: "SELECT seq FROM ts_changes WHERE origin = ? AND origin_seq = ? AND source = ?",
+                                                   arguments: [change.origin.rawValue, change.originSeq, ChangeSource.child.rawValue]) else { continue }
+                try db.execute(sql: """
+                    DELETE FROM ts_change_routes WHERE seq = ?;
+                    DELETE FROM ts_route_entries WHERE seq = ?;
+                    DELETE FROM ts_changes WHERE seq = ?;
+                    DELETE FROM ts_push_retries WHERE origin = ? AND origin_seq = ?;
+                    """, arguments: [seq, seq, seq, change.origin.rawValue, change.originSeq])
+                try Self.notePurgedSeq(db, origin: change.origin, seq: change.originSeq)
+                try Self.notePurged(db, [change.origin: change.originSeq])
+                dropped += 1
+                guard let table = schema.table(change.table), let stored = try load(db, table: table, id: change.recordID),
+                      var state = stored.state.withdrawing(change.version) else { continue }
+                let version = change.version.description
+                try db.execute(sql: "DELETE FROM ts_conflicts WHERE tbl = ? AND record_id = ? AND (winner_version = ? OR loser_version = ?)",
+                               arguments: [table.name, change.recordID, version, version])
+                // The other entries still logged, in log order: merged again, they give back
+                // what the change overwrote, and replayed alone, the route they made.
+                var replayed = RecordState(), replayedRoute: Set<NodeID>?
+                for entry in try Self.fetchLogged(db, sql: """
+                    SELECT \(Self.loggedColumns(of: nil)) FROM ts_changes WHERE tbl = ? AND record_id = ? ORDER BY seq
+                    """, arguments: [table.name, change.recordID]) {
+                    state.apply(entry.change)
+                    replayed.apply(entry.change)
+                    replayedRoute = RecordMerge.route(of: replayed, table: table, previous: replayedRoute)
+                }
+                if state.isEmpty {
+                    try removeRecord(db, &statements, table: table, id: change.recordID)
+                    continue
+                }
+                let route = RecordMerge.route(of: state, table: table, previous: replayedRoute ?? [])
+                try save(db, &statements, table: table, id: change.recordID, row: EncodedRecord(state, route: route, table: table), replacing: stored)
+                try countKPIs(db, &statements, table: table, id: change.recordID, before: stored, after: state)
+            }
+            return dropped
+        }
+    }
+
+    /// Only retries whose change is still logged count: one whose entry left the log (its
+    /// record evicted or erased) can never be sent, and an agent woken for it when it fell
+    /// due found nothing to send and woke again at once, for ever.
+    static let retryEntryJoin = "JOIN ts_changes c ON c.origin = p.origin AND c.origin_seq = p.origin_seq"
+
     /// Refused changes due for another try, oldest first.
     public func dueRetries(nowMillis: UInt64 = WallClock.nowMillis(), limit: Int) throws -> [Change] {
         try writer.read { db in
             try Self.fetchLogged(db, sql: """
-                SELECT \(Self.loggedColumns(of: "c")) FROM ts_push_retries p JOIN ts_changes c ON c.origin = p.origin AND c.origin_seq = p.origin_seq
+                SELECT \(Self.loggedColumns(of: "c")) FROM ts_push_retries p \(Self.retryEntryJoin)
                 WHERE p.next_at <= ? ORDER BY c.seq LIMIT ?
                 """, arguments: [Int64(nowMillis), limit]).map(\.change)
         }
@@ -44,18 +112,19 @@ extension NodeStore {
 
     /// How many refused changes wait for another try.
     public func pendingRetries() throws -> Int {
-        try writer.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_push_retries") ?? 0 }
+        try writer.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_push_retries p \(Self.retryEntryJoin)") ?? 0 }
     }
 
     /// The refused changes waiting for another try, counted by refusal code (most first).
     public func retriesByCode() throws -> [(code: String, count: Int)] {
         try writer.read { db in
-            try Row.fetchAll(db, sql: "SELECT code, COUNT(*) FROM ts_push_retries GROUP BY code ORDER BY 2 DESC, 1").map { (code: $0[0], count: $0[1]) }
+            try Row.fetchAll(db, sql: "SELECT p.code, COUNT(*) FROM ts_push_retries p \(Self.retryEntryJoin) GROUP BY p.code ORDER BY 2 DESC, 1")
+                .map { (code: $0[0], count: $0[1]) }
         }
     }
 
     /// When the next retry is due (ms since the epoch), if any.
     public func nextRetryMillis() throws -> UInt64? {
-        try writer.read { db in try Int64.fetchOne(db, sql: "SELECT MIN(next_at) FROM ts_push_retries").map(UInt64.init) }
+        try writer.read { db in try Int64.fetchOne(db, sql: "SELECT MIN(p.next_at) FROM ts_push_retries p \(Self.retryEntryJoin)").map(UInt64.init) }
     }
 }

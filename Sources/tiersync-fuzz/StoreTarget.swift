@@ -55,10 +55,11 @@ struct StoreTarget {
     var knownHits: [InvariantFailure] = []
 
     /// The hub's gate: ``PushScope``, as `SyncService` hands it to the store.
-    static func scopeGate(pusher: NodeID, scope: Scope) -> ChangeGate {
-        { context in
-            PushScope.refusal(for: context.change, pusher: pusher, scope: scope, routeBefore: context.routeBefore,
-                              routeAfter: context.routeAfter, erasingIn: context.erasing ? World.tree : nil)
+    static func scopeGate(pusher: NodeID, scope: Scope, changes: [Change]) -> ChangeGate {
+        let origins = PushScope.originScopes(of: changes, pusher: pusher, tree: World.tree)
+        return { context in
+            PushScope.relayedRefusal(for: context.change, origins: origins, pusher: pusher, scope: scope,
+                                     routeBefore: context.routeBefore, routeAfter: context.routeAfter)
         }
     }
 
@@ -119,7 +120,7 @@ struct StoreTarget {
             c(5, "c-3", ["last_name": "Ahead"], wall: before + 10_000_000),
         ]
         _ = try await store.applyIncoming(seeded, from: alpha, source: .child, checkSkew: true,
-                                          gate: scopeGate(pusher: alpha, scope: scope), wallMillis: before + 10)
+                                          gate: scopeGate(pusher: alpha, scope: scope, changes: seeded), wallMillis: before + 10)
         return store
     }
 
@@ -150,7 +151,7 @@ struct StoreTarget {
         let (entitledAsSent, foreign) = PushScope.partitionByOrigin(push.changes, pusher: pusher, scope: scope)
         var entitled = entitledAsSent
         PushScope.dropForeignHops(&entitled, pusher: pusher, tree: World.tree)
-        let gate = Self.scopeGate(pusher: pusher, scope: scope)
+        let gate = Self.scopeGate(pusher: pusher, scope: scope, changes: entitled)
         let countsBefore = try store.counts()
         let byOriginBefore = try store.changeCountsByOrigin()
         let quarantineBefore = Dictionary(try store.quarantined().map { ("\($0.origin)#\($0.originSeq)", $0) }) { a, _ in a }

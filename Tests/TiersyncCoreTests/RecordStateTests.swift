@@ -58,6 +58,33 @@ struct RecordStateTests {
         #expect(s.apply(upsert("b", 20, ["phone": "111"])).conflicts.isEmpty)
     }
 
+    @Test("withdrawing a change takes out the fields it still wins, and its tombstone with the fields it hid; nil when it holds nothing")
+    func withdrawing() throws {
+        var s = RecordState()
+        let first = upsert("a", 10, ["phone": "1", "city": "Berlin"])
+        let refused = upsert("d", 20, ["phone": "2", "note": "refused"])
+        s.apply(first)
+        s.apply(refused)
+        let without = try #require(s.withdrawing(refused.version))
+        #expect(without.liveValues == ["city": "Berlin"], "the phone it overwrote is not known any more: it goes too")
+        #expect(without.versions.values.allSatisfy { $0 == first.version })
+        #expect(s.withdrawing(upsert("x", 5, [:]).version) == nil, "a change holding nothing here")
+        s.apply(upsert("b", 30, ["phone": "3"], seq: 2))
+        #expect(try #require(s.withdrawing(refused.version)).liveValues == ["city": "Berlin", "phone": "3"], "a field it lost since stays")
+        var alone = RecordState()
+        alone.apply(refused)
+        #expect(try #require(alone.withdrawing(refused.version)).isEmpty)
+        let later = upsert("b", 30, ["phone": "3"], seq: 2)
+        let delete = Change(origin: "d", originSeq: 2, hlc: HLCTimestamp(wallMillis: 40, counter: 0), table: "customers", recordID: "c-1", op: .delete)
+        s.apply(delete)
+        #expect(!s.isLive)
+        var undeleted = try #require(s.withdrawing(delete.version))
+        #expect(undeleted.isEmpty, "a refused delete goes with the fields it hid (their values are gone): \(undeleted)")
+        undeleted.apply(first)
+        undeleted.apply(later)
+        #expect(undeleted.liveValues == ["city": "Berlin", "phone": "3"], "the changes that wrote them give them back")
+    }
+
     @Test("a delete beats older edits, even ones arriving after it; a newer edit revives")
     func tombstones() {
         var s = RecordState()

@@ -133,4 +133,75 @@ struct RescopingTests {
             #expect(try d1.store.record(table: "customers", id: "c-3") == nil)
         }
     }
+
+    @Test("""
+    a dealer writing the id of a customer held in another country: HQ refuses it by the dealer's scope, not the \
+    country's, and the country drops the write (the dealer keeps it); once the other country's dealer moves in, the \
+    country holds the customer as HQ does and sends none of it to the writer, nor sends the write again
+    """, .timeLimit(.minutes(5)))
+    func collidingIDAcrossCountries() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path)
+            try hub.catalog.createTenant("acme", levels: 3)
+            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            let fr = try await running.country(hub: hub, tenant: "acme", node: "fr", directory: dir.path)
+            let d1 = try await running.agent(enrolling: "d1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+            var f1 = try await running.agent(enrolling: "f1", parent: "fr", tenant: "acme", hub: hub, parentURL: fr.url, directory: dir.path)
+            let hq = try hub.stores.store(for: "acme")
+            let secret = "Secret-of-f1-\(UUID().uuidString)"
+
+            try f1.store.commit([.upsert("customers", id: "c-x", ["last_name": .string(secret), "phone": "+33 1 99", "owning_dealer": "f1"])])
+            try await eventually(timeout: 30, "HQ holds f1's customer") { try hq.record(table: "customers", id: "c-x") != nil }
+            // d1, which cannot know of it, writes a customer under the same id.
+            try d1.store.commit([.upsert("customers", id: "c-x", ["last_name": "Written at d1", "owning_dealer": "d1"])])
+            try await eventually(timeout: 30, "HQ refuses d1's write, and de drops it") {
+                try hq.quarantined().contains { $0.origin == "d1" && $0.code == ChangeRejection.Code.forbidden.rawValue }
+                    && de.store.record(table: "customers", id: "c-x") == nil && de.store.lineage(recordID: "c-x").isEmpty
+            }
+            #expect(try de.store.pendingRetries() == 0, "de does not send it again")
+            #expect(try d1.store.record(table: "customers", id: "c-x")?.state.liveValues["last_name"] == "Written at d1", "d1 keeps its write")
+
+            // f1 moves to de: de fetches its records from HQ, c-x among them.
+            try await hub.catalogStore.moveNode("f1", of: "acme", to: "de")
+            await f1.stop()
+            #expect(try SyncAgent.adoptParent(store: f1.store, url: de.url))
+            f1 = try running.agent(store: f1.store, parentURL: de.url, caFile: hub.caFile)
+            try await eventually(timeout: 30, "de holds c-x as HQ does") {
+                try de.store.record(table: "customers", id: "c-x")?.state.liveValues["phone"] == "+33 1 99"
+            }
+            // A marker HQ gives d1 after everything above: once d1 holds it, it has pulled past c-x.
+            try hq.commit([.upsert("customers", id: "c-mark", ["last_name": "Marker", "owning_dealer": "d1"])])
+            try await eventually(timeout: 30, "d1 pulls the marker") { try d1.store.record(table: "customers", id: "c-mark") != nil }
+
+            let atHQ = try #require(try hq.record(table: "customers", id: "c-x")).state.liveValues
+            #expect(atHQ["last_name"] == .string(secret) && atHQ["owning_dealer"] == "f1", "\(atHQ)")
+            let atDe = try #require(try de.store.record(table: "customers", id: "c-x")).state.liveValues
+            #expect(atDe["last_name"] == .string(secret) && atDe["owning_dealer"] == "f1", "de holds c-x as HQ does: \(atDe)")
+            let atD1 = try #require(try d1.store.record(table: "customers", id: "c-x")).state.liveValues
+            #expect(atD1["last_name"] == "Written at d1" && atD1["phone"] == nil, "d1 got f1's customer: \(atD1)")
+            #expect(try f1.store.record(table: "customers", id: "c-x")?.state.liveValues["last_name"] == .string(secret))
+            #expect(try Self.filesHolding(secret, under: dir.path).allSatisfy { !$0.hasPrefix("d1") }, "a file of d1 holds f1's customer")
+            #expect(try hq.quarantined().filter { $0.origin == "d1" }.count == 1, "de sent d1's write once")
+            // de's newest entry went when it dropped d1's write: its log's head never goes back
+            // below where d1 pulled to (d1 took de for one restored from an older backup).
+            #expect(d1.agent.status.parentRestores == 0, "\(d1.agent.status)")
+            // Started again, d1 asks de what it holds of its changes: the dropped one counts as
+            // held (else d1 took de for one restored from an older backup and sent it again).
+            await d1.stop()
+            let again = try running.agent(store: d1.store, parentURL: de.url, caFile: hub.caFile)
+            try await eventually(timeout: 30, "d1 syncs with de again") { again.agent.status.lastPullMillis != nil }
+            #expect(again.agent.status.parentRestores == 0, "\(again.agent.status)")
+        }
+    }
+
+    /// The names of the files under `directory` whose bytes hold `text`.
+    static func filesHolding(_ text: String, under directory: String) throws -> [String] {
+        let needle = Data(text.utf8)
+        let names = try FileManager.default.subpathsOfDirectory(atPath: directory)
+        return names.filter { name in
+            guard let data = FileManager.default.contents(atPath: "\(directory)/\(name)") else { return false }
+            return data.range(of: needle) != nil
+        }
+    }
 }

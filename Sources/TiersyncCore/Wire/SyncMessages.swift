@@ -56,6 +56,10 @@ public struct RejectedChange: Codable, Sendable, Hashable {
     public var restampAtMillis: UInt64?
     /// For `erased`: the erasure and the erased record (``ChangeRejection/erased``).
     public var erased: ErasedReference?
+    /// For `forbidden`: the node whose scope the record lies outside
+    /// (``ChangeRejection/outsideScopeOf``); absent when the change's origin is outside the
+    /// pusher's subtree, and from hubs before it was added.
+    public var outsideScopeOf: NodeID?
 
     public init(change: Change, rejection: ChangeRejection) {
         origin = change.origin
@@ -68,6 +72,7 @@ public struct RejectedChange: Codable, Sendable, Hashable {
         message = rejection.message.clipped(toUTF8: 1_000)
         restampAtMillis = rejection.restampAtMillis
         erased = rejection.erased
+        outsideScopeOf = rejection.outsideScopeOf
     }
 }
 

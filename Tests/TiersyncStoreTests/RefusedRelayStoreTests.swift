@@ -1,0 +1,77 @@
+import Foundation
+import GRDB
+import Testing
+import TiersyncCore
+@testable import TiersyncStore
+import TiersyncTestSupport
+
+/// A country's changes of its children that its parent refused as outside the scope of
+/// the node that made them (`NodeStore.dropRefusedRelays`; docs/PRIVACY.md, "Re-scoping").
+@Suite("Refused relays in a store")
+struct RefusedRelayStoreTests {
+    @Test("""
+    a relayed change the parent refused as outside its maker's scope is dropped: its record gets back what the other \
+    logged changes wrote (a refused delete undone), a record left with nothing goes with its log entries, the change \
+    still counts as held and the child's copy of it is a duplicate; the node's own changes are never dropped
+    """)
+    func dropped() async throws {
+        let dir = try TempDir()
+        let de = try makeStore(dir, "de")
+        let now = WallClock.nowMillis()
+        func change(_ seq: Int64, _ id: String, _ fields: [String: FieldValue], op: Change.Operation = .upsert) -> Change {
+            Change(origin: "d1", originSeq: seq, hlc: HLCTimestamp(wallMillis: now + UInt64(seq), counter: 0), table: "customers",
+                   recordID: id, op: op, fields: fields)
+        }
+        let first = change(1, "c-1", ["last_name": "Mine", "phone": "1", "owning_dealer": "d1"])
+        let edit = change(2, "c-1", ["phone": "2", "owning_dealer": "d2"])
+        let collision = change(3, "c-x", ["last_name": "Collides", "owning_dealer": "d1"])
+        let delete = change(4, "c-1", [:], op: .delete)
+        #expect(try await de.applyIncoming([first, edit, collision], from: "d1", source: .child, checkSkew: false).applied == 3)
+        try await de.writer.write { db in
+            try db.execute(sql: "INSERT INTO ts_push_retries (origin, origin_seq, code, reason, attempts, next_at) VALUES ('d1', 3, 'forbidden', 'x', 1, 0)")
+        }
+
+        #expect(try de.dropRefusedRelays([edit, collision]) == 2)
+        let record = try #require(try de.record(table: "customers", id: "c-1"))
+        #expect(record.state.liveValues == ["last_name": "Mine", "phone": "1", "owning_dealer": "d1"], "the edit's fields come back from the first change")
+        #expect(record.route == ["d1"], "routed as the first change made it")
+        #expect(try de.record(table: "customers", id: "c-x") == nil, "a record left with nothing goes")
+        #expect(try de.lineage(recordID: "c-x").isEmpty && de.lineage(recordID: "c-1").map(\.change.originSeq) == [1])
+        #expect(try de.pendingRetries() == 0, "its retry goes with it")
+
+        _ = try await de.applyIncoming([delete], from: "d1", source: .child, checkSkew: false)
+        #expect(try de.record(table: "customers", id: "c-1")?.state.isLive == false)
+        #expect(try de.dropRefusedRelays([delete]) == 1)
+        #expect(try de.record(table: "customers", id: "c-1")?.state.liveValues == ["last_name": "Mine", "phone": "1", "owning_dealer": "d1"],
+                "a refused delete undone: the fields it hid come back from the changes that wrote them")
+
+        // Dropped, the changes still count as held (d1 would take de for one restored from
+        // a backup), and d1's copy of one is a duplicate.
+        #expect(try await de.writer.read { try NodeStore.highestSeqs($0, of: ["d1"]) } == ["d1": 4])
+        let again = try await de.applyIncoming([edit], from: "d1", source: .child, checkSkew: false)
+        #expect(again.duplicates == 1 && again.applied == 0, "\(again)")
+        #expect(try de.record(table: "customers", id: "c-1")?.state.liveValues["phone"] == "1")
+
+        try de.commit([.upsert("customers", id: "c-own", ["last_name": "Country's"])])
+        let own = try #require(try de.lineage(recordID: "c-own").first).change
+        #expect(try de.dropRefusedRelays([own]) == 0)
+        #expect(try de.record(table: "customers", id: "c-own") != nil, "its own change is never dropped")
+    }
+
+    @Test("a retry whose change left the log is neither due nor counted (an agent woken for it found nothing to send, and woke again at once)")
+    func retryWithoutItsEntry() async throws {
+        let dir = try TempDir()
+        let d1 = try makeStore(dir, "d1")
+        try d1.commit([.upsert("customers", id: "c-1", ["last_name": "Kept"])])
+        let logged = try #require(try d1.lineage(recordID: "c-1").first).change
+        try d1.scheduleRetries([RejectedChange(change: logged, rejection: ChangeRejection(.forbidden, "outside"))], nowMillis: 0)
+        #expect(try d1.pendingRetries() == 1 && d1.nextRetryMillis() != nil)
+        try await d1.writer.write { db in
+            try db.execute(sql: "INSERT INTO ts_push_retries (origin, origin_seq, code, reason, attempts, next_at) VALUES ('d9', 7, 'forbidden', 'x', 1, 0)")
+            try db.execute(sql: "DELETE FROM ts_changes")
+        }
+        #expect(try d1.pendingRetries() == 0 && d1.retriesByCode().isEmpty)
+        #expect(try d1.nextRetryMillis() == nil)
+        #expect(try d1.dueRetries(limit: 10).isEmpty)
+    }
+}
