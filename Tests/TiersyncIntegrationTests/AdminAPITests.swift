@@ -414,6 +414,15 @@ struct AdminAPITests {
             // A token's name holds no control character any more; other text in the log may
             // start with a tab or a carriage return (written here as the library would).
             #expect(try await f.send("POST", "/admin/v1/tokens", json: AdminMessages.TokenRequest(name: "\r=1+1", ttlSeconds: 600), token: op).status == 422)
+            // A lifetime out of range, negative included, is answered as such (a negative one
+            // was JSON that could not be read, 400 malformed_json).
+            for ttl: Int64 in [-600, 0, 59, 367 * 86_400] {
+                let refused = try await f.send("POST", "/admin/v1/tokens", json: AdminMessages.TokenRequest(name: "ci", ttlSeconds: ttl), token: op)
+                #expect(refused.status == 422 && refused.error?.code == "invalid_ttl", "\(ttl): \(refused.status) \(refused.text)")
+            }
+            let negativeEnrollment = try await f.send("POST", "/admin/v1/enrollment-tokens",
+                                                      json: AdminMessages.EnrollmentTokenRequest(node: "germany-d9", parent: "germany", ttlSeconds: -1), token: op)
+            #expect(negativeEnrollment.status == 422 && negativeEnrollment.error?.code == "invalid_ttl", "\(negativeEnrollment.text)")
             for target in ["\t=HYPERLINK(\"https://evil.example/\",\"open\")", "\r=1+1"] {
                 try await f.accounts.appendAudit(AuditEntry(tenant: "acme", actor: "hq-op", action: "token.create", target: target, detail: "",
                                                             address: "127.0.0.1", scope: "acme-hq", atMillis: WallClock.nowMillis()))

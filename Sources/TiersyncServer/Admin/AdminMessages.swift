@@ -28,8 +28,10 @@ public enum AdminMessages {
 
     public struct TokenRequest: Codable, Sendable {
         public var name: String
-        public var ttlSeconds: UInt64
-        public init(name: String, ttlSeconds: UInt64) {
+        /// Signed, so a negative lifetime is answered as out of range (422), not as JSON
+        /// that cannot be read (400).
+        public var ttlSeconds: Int64
+        public init(name: String, ttlSeconds: Int64) {
             self.name = name
             self.ttlSeconds = ttlSeconds
         }
@@ -106,8 +108,9 @@ public enum AdminMessages {
         public var node: NodeID
         /// Default: the caller's scope node.
         public var parent: NodeID?
-        public var ttlSeconds: UInt64?
-        public init(node: NodeID, parent: NodeID? = nil, ttlSeconds: UInt64? = nil) {
+        /// Signed, as ``TokenRequest/ttlSeconds``.
+        public var ttlSeconds: Int64?
+        public init(node: NodeID, parent: NodeID? = nil, ttlSeconds: Int64? = nil) {
             self.node = node
             self.parent = parent
             self.ttlSeconds = ttlSeconds

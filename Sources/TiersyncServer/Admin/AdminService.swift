@@ -44,7 +44,7 @@ struct AdminService: Sendable {
                                                       AdminRoutes.approveRelease, AdminRoutes.rejectRelease, AdminRoutes.rollout, AdminRoutes.rollback]
     var authenticator: AdminAuthenticator { AdminAuthenticator(accounts: accounts, catalog: catalog) }
     static let sessionTTLMillis: UInt64 = 12 * 3_600_000
-    static let maxTokenTTLSeconds: UInt64 = 366 * 86_400
+    static let maxTokenTTLSeconds: Int64 = 366 * 86_400
     static let maxPage = 500
 
     typealias Handler = @Sendable (Request, HubRequestContext) async throws -> Response
@@ -253,7 +253,7 @@ struct AdminService: Sendable {
         }
         let now = WallClock.nowMillis()
         let secret = Secrets.new(.adminToken)
-        let expires = now + body.ttlSeconds * 1000
+        let expires = now + UInt64(body.ttlSeconds) * 1000
         do {
             try await accounts.storeAdminToken(digest: AdminAuthenticator.digest(secret),
                                                AdminToken(tenant: caller.user.tenant, user: caller.user.name, kind: .api, name: body.name,
@@ -390,7 +390,7 @@ struct AdminService: Sendable {
         do {
             token = try await catalog.issueEnrollmentToken(tenant: caller.user.tenant, node: body.node,
                                                            parent: caller.tree.isRoot(parent) ? nil : parent, role: nil,
-                                                           ttlSeconds: ttl, nowMillis: now)
+                                                           ttlSeconds: UInt64(ttl), nowMillis: now)
         } catch let error as StoreError {
             throw APIError(.unprocessableContent, "refused", error.description)
         } catch let error as EnrollmentClaimConflict {
@@ -400,7 +400,7 @@ struct AdminService: Sendable {
             throw APIError(.unprocessableContent, "refused", error.description)
         }
         try await audit(caller, context, "enrollment_token.issue", target: body.node.rawValue, detail: "under \(parent), valid \(ttl) s")
-        return AdminMessages.EnrollmentTokenResponse(node: body.node, parent: parent, token: token, expiresAtMillis: now + ttl * 1000)
+        return AdminMessages.EnrollmentTokenResponse(node: body.node, parent: parent, token: token, expiresAtMillis: now + UInt64(ttl) * 1000)
     }
 
     // MARK: Quarantine
