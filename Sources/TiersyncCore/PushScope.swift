@@ -97,8 +97,11 @@ public enum PushScope {
             return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) was not made in the subtree of node '\(pusher)'")
         }
         if !scope.contains(route: routeBefore ?? routeAfter) {
+            // Named only for a record held here, routed elsewhere: that lasts. A record new
+            // here is judged by the change's own fields, and an earlier change creating it
+            // may still be on its way (refused for a reason that passes, and retried).
             return ChangeRejection(.forbidden, "record \(change.table)/\(change.recordID) is outside the scope of node '\(pusher)'",
-                                   outsideScopeOf: pusher)
+                                   outsideScopeOf: routeBefore == nil ? nil : pusher)
         }
         // A node's report on itself (governance status, KPI values, erasure proof) is
         // written by that node only, under the id naming it, about it. Routed by its `node`

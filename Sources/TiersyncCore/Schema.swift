@@ -284,8 +284,9 @@ public struct ChangeRejection: Error, Sendable, Hashable, Codable, CustomStringC
     /// names). The sender, which never received that erasure (it held none of the data
     /// then), erases the refused record with what links to it, and notes the erased one.
     public var erased: ErasedReference?
-    /// For `forbidden`: the node whose scope the record lies outside, when that is why (not
-    /// when the change's origin is outside the pusher's subtree). For a change the pusher
+    /// For `forbidden`: the node whose scope the record lies outside, when that is why and
+    /// the receiver holds the record (not for a record new there, judged by the change's own
+    /// fields, nor when the change's origin is outside the pusher's subtree). For a change the pusher
     /// relays, its origin (``PushScope/relayedRefusal(for:origins:pusher:scope:routeBefore:routeAfter:)``):
     /// the relaying node then drops the change it took (``RejectedChange/outsideScopeOf``).
     public var outsideScopeOf: NodeID?

@@ -130,9 +130,12 @@ extension PostgresTenantStore: TenantDataExport {
             """, logger: logger).collect()
     }
 
-    /// Writes the moved settings and sets the log's head to its highest position, so new
-    /// changes continue the numbering the nodes' cursors know.
-    public func finishImport(settings: [String: String]) async throws {
+    /// Writes the moved settings and sets the log's head to `head`, the highest position the
+    /// source ever numbered (at least the highest moved), so new changes continue the
+    /// numbering the nodes' cursors know: a source whose newest entries left its log (a
+    /// tombstone purged) has a head above its newest entry, and a head set lower read, at
+    /// every child past it, as a hub restored from an older backup.
+    public func finishImport(settings: [String: String], head: Int64) async throws {
         try await prepared()
         try await client.withConnection { connection in
             for key in MigratedSetting.allCases {
@@ -140,7 +143,7 @@ extension PostgresTenantStore: TenantDataExport {
                 try await self.setSetting(meta, value, on: connection)
             }
             _ = try await connection.query("""
-                UPDATE \(unescaped: self.table(.head)) SET seq = (SELECT COALESCE(MAX(seq), 0) FROM \(unescaped: self.table(.changes))) WHERE id = 1
+                UPDATE \(unescaped: self.table(.head)) SET seq = GREATEST(\(head), (SELECT COALESCE(MAX(seq), 0) FROM \(unescaped: self.table(.changes)))) WHERE id = 1
                 """, logger: self.logger).collect()
             // The moved entries' routes, which compaction reads per entry.
             _ = try await connection.query(PostgresQuery(unsafeSQL: "DO $do$ BEGIN \(self.tenantSchema.backfillRouted) END $do$"), logger: self.logger).collect()

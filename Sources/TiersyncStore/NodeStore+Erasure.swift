@@ -41,9 +41,14 @@ extension NodeStore {
     /// Requests the erasure of `id` of `table` and everything linked to it: writes the
     /// marker as a local change (which erases here in its transaction and syncs like any
     /// change), then cleans the files and writes this node's acknowledgement. Throws
-    /// ``StoreError/notFound(_:)`` when this store holds nothing of the subject.
+    /// ``StoreError/notFound(_:)`` when this store holds nothing of the subject; returns the
+    /// earlier erasure when the subject was erased here before.
     @discardableResult
     public func erase(_ table: Erasure.SubjectTable, id: String, wallMillis: UInt64 = WallClock.nowMillis()) throws -> ErasureRecord {
+        // Erased here before (asked here or elsewhere): that erasure is the answer. Erased data
+        // never comes back, so a second request erased nothing, and made a ledger entry whose
+        // replicas all had to acknowledge again.
+        if let done = try erasures().first(where: { $0.subjectTable == table.rawValue && $0.subjectID == id }) { return done }
         let held = try writer.read { db in try Self.holds(db, table: table, id: id) }
         guard held else { throw StoreError.notFound("\(table.rawValue)/\(id) is not held here") }
         guard let me = try identity() else { throw StoreError.notEnrolled(path: path) }

@@ -36,10 +36,13 @@ extension NodeStore {
     /// it still counts as held (the child does not take this node for one restored from a
     /// backup) and the child's copy of it is a duplicate. Its record keeps what the other
     /// entries still logged here wrote: the fields the change won go, and each gets back the
-    /// newest value another logged entry gives it (one purged by compaction is not known any
-    /// more); a record left with nothing is removed. The child keeps its own write; a node
-    /// below that already pulled the change keeps it too. This node's own changes are never
-    /// dropped. Returns the changes dropped.
+    /// value of highest version another logged entry gives it (one compaction folded or
+    /// purged is not known any more); a record left with nothing is removed. The new route is
+    /// not logged: a node it newly names gets the record with the record's next change. The
+    /// child keeps its own write; a node below that already pulled the change keeps it too.
+    /// This node's own changes are never dropped, nor a change with an earlier one of its
+    /// record waiting to be sent again (the parent judged it without that one). Changes are
+    /// taken in `refused`'s order, the log's. Returns the changes dropped.
     @discardableResult
     public func dropRefusedRelays(_ refused: [Change]) throws -> Int {
         guard !refused.isEmpty else { return 0 }
@@ -50,6 +53,14 @@ extension NodeStore {
             for change in refused where change.origin != me {
                 guard let seq = try Int64.fetchOne(db, sql: "SELECT seq FROM ts_changes WHERE origin = ? AND origin_seq = ? AND source = ?",
                                                    arguments: [change.origin.rawValue, change.originSeq, ChangeSource.child.rawValue]) else { continue }
+                // An earlier change of the record still waits to be sent again (refused for a
+                // reason that passes): the parent judged this one without it. Kept, and tried
+                // again after it.
+                let earlierWaits = try Bool.fetchOne(db, sql: """
+                    SELECT EXISTS (SELECT 1 FROM ts_changes c JOIN ts_push_retries p ON p.origin = c.origin AND p.origin_seq = c.origin_seq
+                                   WHERE c.tbl = ? AND c.record_id = ? AND c.seq < ?)
+                    """, arguments: [change.table, change.recordID, seq]) ?? false
+                if earlierWaits { continue }
                 try db.execute(sql: """
                     DELETE FROM ts_change_routes WHERE seq = ?;
                     DELETE FROM ts_route_entries WHERE seq = ?;
@@ -59,11 +70,11 @@ extension NodeStore {
                 try Self.notePurgedSeq(db, origin: change.origin, seq: change.originSeq)
                 try Self.notePurged(db, [change.origin: change.originSeq])
                 dropped += 1
-                guard let table = schema.table(change.table), let stored = try load(db, table: table, id: change.recordID),
-                      var state = stored.state.withdrawing(change.version) else { continue }
                 let version = change.version.description
                 try db.execute(sql: "DELETE FROM ts_conflicts WHERE tbl = ? AND record_id = ? AND (winner_version = ? OR loser_version = ?)",
-                               arguments: [table.name, change.recordID, version, version])
+                               arguments: [change.table, change.recordID, version, version])
+                guard let table = schema.table(change.table), let stored = try load(db, table: table, id: change.recordID),
+                      var state = stored.state.withdrawing(change.version) else { continue }
                 // The other entries still logged, in log order: merged again, they give back
                 // what the change overwrote, and replayed alone, the route they made.
                 var replayed = RecordState(), replayedRoute: Set<NodeID>?

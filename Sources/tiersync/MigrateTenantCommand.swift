@@ -96,7 +96,7 @@ extension Admin {
                     if records.count < pageSize { break }
                 }
                 print("  records: \(offset)")
-                try await store.finishImport(settings: try await source.exportSettings())
+                try await store.finishImport(settings: try await source.exportSettings(), head: try await source.feedHead())
                 // The log's histories: the agents' cursors name one, and one PostgreSQL did not
                 // know would send every agent back to the start of the log.
                 let histories = try source.logHistories()

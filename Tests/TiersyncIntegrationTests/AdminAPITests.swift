@@ -903,6 +903,13 @@ struct AdminAPITests {
             let line = try reply.decode(AdminMessages.ErasureLine.self)
             #expect(line.id == "g-1" && line.requestedBy == "acme-hq" && line.replicas == ["acme-hq", "germany"])
             #expect(line.acknowledgements.map(\.node) == ["acme-hq"] && line.acknowledgements.first?.records == 2 && line.outstanding == ["germany"])
+            // Asked again, by the same admin or germany's: the first request is the answer, no second one.
+            for token in [op, germanyOp] {
+                let again = try await f.send("POST", "/admin/v1/erasures", json: AdminMessages.ErasureRequest(table: "customers", id: "g-1"), token: token)
+                #expect(again.status == 200 && (try? again.decode(AdminMessages.ErasureLine.self).erasureID) == line.erasureID, "\(again.status) \(again.text)")
+            }
+            #expect(try await f.send("POST", "/admin/v1/erasures", json: AdminMessages.ErasureRequest(table: "customers", id: "g-1"), token: france).status == 403,
+                    "outside france's view, the request is not shown")
             let store = try await f.hub.tenantStore(for: "acme")
             let customersLeft = try await store.liveRecords(inTable: "customers")
             let dialoguesLeft = try await store.liveRecords(inTable: "interactions")

@@ -99,6 +99,10 @@ struct ErasureStoreTests {
         #expect(try hq.verifyErasure(done.erasureID))
         // Something never held is still refused, naming it.
         #expect(throws: StoreError.self) { try hq.erase(.customers, id: "c-nobody") }
+        // Asked again: the first erasure is the answer, no second request is made.
+        #expect(try hq.erase(.customers, id: "c-1").erasureID == done.erasureID)
+        let ledger = try await hq.erasureLedger()
+        #expect(try hq.erasures().count == 1 && ledger.count == 1)
     }
 
     @Test("a replica holding records that name the customer but not the customer itself erases them, acknowledges, and refuses the customer's data afterwards")

@@ -74,4 +74,47 @@ struct RefusedRelayStoreTests {
         #expect(try d1.nextRetryMillis() == nil)
         #expect(try d1.dueRetries(limit: 10).isEmpty)
     }
+
+    @Test("""
+    a change is kept, not dropped, while an earlier change of its record waits to be sent again (the parent judged \
+    it without that one)
+    """)
+    func keptBehindAnEarlierRetry() async throws {
+        let dir = try TempDir()
+        let de = try makeStore(dir, "de")
+        let now = WallClock.nowMillis()
+        let create = Change(origin: "d1", originSeq: 1, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "customers", recordID: "c-1",
+                            op: .upsert, fields: ["last_name": "New", "owning_dealer": "d1"])
+        let edit = Change(origin: "d1", originSeq: 2, hlc: HLCTimestamp(wallMillis: now + 1, counter: 0), table: "customers", recordID: "c-1",
+                          op: .upsert, fields: ["phone": "1"])
+        _ = try await de.applyIncoming([create, edit], from: "d1", source: .child, checkSkew: false)
+        try de.scheduleRetries([RejectedChange(change: create, rejection: ChangeRejection(.unknownField, "the parent's schema is older")),
+                                RejectedChange(change: edit, rejection: ChangeRejection(.forbidden, "outside", outsideScopeOf: "d1"))])
+        #expect(try de.dropRefusedRelays([edit]) == 0)
+        #expect(try de.record(table: "customers", id: "c-1")?.state.liveValues["phone"] == "1")
+        #expect(try de.pendingRetries() == 2, "both are sent again")
+    }
+
+    @Test("""
+    the scope rule names the node a record lies outside only for a record the receiver holds: one new there is judged \
+    by the change's own fields, and an earlier change creating it may be on its way
+    """)
+    func outsideScopeNamedForHeldRecords() {
+        let tree = NodeTree(parents: ["hq": nil, "de": "hq", "fr": "hq", "d1": "de", "f1": "fr"])
+        let change = Change(origin: "d1", originSeq: 1, hlc: HLCTimestamp(wallMillis: 1_000, counter: 0), table: "customers", recordID: "c-x",
+                            op: .upsert, fields: ["phone": "1"])
+        let origins = PushScope.originScopes(of: [change], pusher: "de", tree: tree)
+        let scope = Scope(tree: tree, node: "de")
+        let held = PushScope.relayedRefusal(for: change, origins: origins, pusher: "de", scope: scope, routeBefore: ["f1"], routeAfter: ["f1"])
+        #expect(held?.code == .forbidden && held?.outsideScopeOf == "d1", "\(String(describing: held))")
+        let new = PushScope.relayedRefusal(for: change, origins: origins, pusher: "de", scope: scope, routeBefore: nil, routeAfter: [])
+        #expect(new?.code == .forbidden && new?.outsideScopeOf == nil, "\(String(describing: new))")
+        // Judged by the country's scope, a record of its other dealer would pass; by d1's it does not.
+        let sibling = PushScope.relayedRefusal(for: change, origins: ["d1": Scope(tree: NodeTree(parents: ["hq": nil, "de": "hq", "d1": "de", "d2": "de"]), node: "d1")],
+                                               pusher: "de", scope: Scope(nodes: ["de", "d1", "d2"]), routeBefore: ["d2"], routeAfter: ["d2"])
+        #expect(sibling?.outsideScopeOf == "d1")
+        #expect(PushScope.relayedRefusal(for: change, origins: origins, pusher: "de", scope: scope, routeBefore: ["d1"], routeAfter: ["d1"]) == nil)
+        #expect(PushScope.relayedRefusal(for: change, origins: [:], pusher: "de", scope: scope, routeBefore: ["d1"], routeAfter: ["d1"])?.code == .forbidden,
+                "an origin whose scope was not given is never judged by the wider one")
+    }
 }

@@ -18,6 +18,14 @@ extension AdminService {
             throw APIError(.badRequest, "invalid_parameter", "'id' is a record id: 1–128 printable ASCII characters")
         }
         let store = try await directory.store(for: caller.user.tenant)
+        // Asked before, in the caller's view: that request, not another (erased data never
+        // comes back, so a second marker erases nothing; each made a ledger entry whose
+        // replicas all had to acknowledge again). Answered 200, the first 201.
+        if let asked = try await store.erasureLedger().first(where: {
+            $0.subjectTable == table.rawValue && $0.subjectID == body.id && inScope(route: Set($0.routedTo), caller)
+        }) {
+            return try codec.encode(ledgerLine(asked, caller), status: .ok, for: request)
+        }
         // Held here and routed into the caller's subtree; anything else, existing or not, is one answer.
         // Held: a row (its route) or log entries. A record compaction folded has a row and no
         // entries; asking for entries alone answered it as not held.
