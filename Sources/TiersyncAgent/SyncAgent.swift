@@ -925,6 +925,11 @@ public final class SyncAgent: Sendable {
                    "the parent was restored from an older backup: it lost changes it had acknowledged or its log went back; re-sending what it lost and pulling again from the start (duplicates are recognised)",
                    metadata: metadata)
         state.withLock { $0.parentRestores += 1 }
+        do {
+            try store.recordParentRestore(atMillis: WallClock.nowMillis())
+        } catch {
+            logger.error("could not record the parent's restore for status", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Moves the push cursor back to what the restored parent holds (push side only).

@@ -14,7 +14,34 @@ public struct ClockOffset: Sendable, Equatable {
     }
 }
 
+/// How often this node's agent found its parent restored from an older backup (its log gone
+/// back, or changes it had acknowledged no longer held), and when last: the agent logs each
+/// time, and `status` shows it after the process that logged it has gone.
+public struct ParentRestores: Sendable, Equatable {
+    public var count: Int
+    /// Local wall clock, ms since the epoch.
+    public var lastAtMillis: UInt64
+}
+
 extension NodeStore {
+    /// Counts one restore of the parent found by the agent, at `atMillis`.
+    public func recordParentRestore(atMillis: UInt64) throws {
+        try writer.write { db in
+            let count = try Self.meta(db, .parentRestores).flatMap { Int($0) } ?? 0
+            try Self.setMeta(db, .parentRestores, String(count + 1))
+            try Self.setMeta(db, .parentRestoredAt, String(atMillis))
+        }
+    }
+
+    /// The restores of the parent the agent found, if any.
+    public func parentRestores() throws -> ParentRestores? {
+        try writer.read { db in
+            guard let count = try Self.meta(db, .parentRestores).flatMap({ Int($0) }),
+                  let at = try Self.meta(db, .parentRestoredAt).flatMap({ UInt64($0) }) else { return nil }
+            return ParentRestores(count: count, lastAtMillis: at)
+        }
+    }
+
     /// Remembers the offset between this node's clock and its parent's (shown by `status`).
     public func recordClockOffset(_ offset: ClockOffset) throws {
         try writer.write { db in

@@ -27,6 +27,10 @@ public enum MetaKey: String, Sendable, CaseIterable {
     /// The offset between this node's clock and its parent's (``ClockOffset``), and when it was measured.
     case clockOffset = "clock_offset_ms"
     case clockOffsetMeasuredAt = "clock_offset_at"
+    /// How many times the agent found its parent restored from an older backup, and when
+    /// last (``ParentRestores``, shown by `status`).
+    case parentRestores = "parent.restores"
+    case parentRestoredAt = "parent.restored_at"
     /// The KPI counting (`NodeStore+KPI.swift`): the formulas counted, the adoption they
     /// came from, its source, what was last published and the accumulators' layout.
     case kpiFormulas = "kpi.formulas"

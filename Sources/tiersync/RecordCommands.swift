@@ -269,6 +269,11 @@ struct Status: AsyncParsableCommand {
                   + " change(s) refused by the parent, retried (why: tiersync trace --db … TABLE ID)")
         }
         print("pull cursor: \(try store.cursor("pull.parent"))")
+        if let restores = try store.parentRestores() {
+            let last = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(restores.lastAtMillis) / 1000))
+            print("restores:    the parent was found restored from an older backup \(restores.count) time(s), last at \(last);"
+                  + " what it lost was sent again (the agent's log says what it found)")
+        }
         if let offset = try store.clockOffset() {
             let seconds = Double(offset.offsetMillis) / 1000
             let verdict = abs(offset.offsetMillis) > 1_000

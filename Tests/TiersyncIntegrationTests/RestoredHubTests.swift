@@ -157,7 +157,10 @@ struct RestoredHubTests {
                 try await converged("after the restore", everyChange: false, routedCount: 130)
                 for (node, agent) in agents {
                     #expect(agent.status.parentRestores >= 1, "\(node)'s agent noticed the restore")
+                    #expect(try stores[node]!.parentRestores()?.count ?? 0 >= 1, "\(node)'s store keeps it for status")
                 }
+                let shown = try await tiersync(["status", "--db", stores[Self.dealers[0]]!.path], cwd: dir.path)
+                #expect(shown.status == 0 && shown.out.contains("restores:    the parent was found restored from an older backup"), "\(shown)")
                 // HQ's next writes are numbered after those the dealers hold (their agents told it
                 // when they reached it again), not like them: a dealer holding hq#1 refuses
                 // another hq#1 as a reused identity (here compaction had folded it away).
@@ -225,6 +228,7 @@ struct RestoredHubTests {
                 try await d2Holds(customers: 30, "after a plain restart")
                 for (node, (agent, _)) in running {
                     #expect(agent.status.parentRestores == 0, "\(node)'s agent took a plain restart for a restore")
+                    #expect(try agent.store.parentRestores() == nil)
                 }
 
                 try await backup()
