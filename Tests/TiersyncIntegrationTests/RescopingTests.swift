@@ -19,14 +19,10 @@ struct RescopingTests {
     func ownerChangeAndMove() async throws {
         let dir = try TempDir()
         try await withRunning { running in
-            let hub = try await running.hub(directory: dir.path)
-            try hub.catalog.createTenant("acme", levels: 3)
-            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
-            let fr = try await running.country(hub: hub, tenant: "acme", node: "fr", directory: dir.path)
+            let (hub, de, fr, hq) = try await Self.countries(running, dir: dir)
             let d1 = try await running.agent(enrolling: "d1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
             var d2 = try await running.agent(enrolling: "d2", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
             let f1 = try await running.agent(enrolling: "f1", parent: "fr", tenant: "acme", hub: hub, parentURL: fr.url, directory: dir.path)
-            let hq = try hub.stores.store(for: "acme")
 
             try d1.store.commit([
                 .upsert("customers", id: "c-1", ["last_name": "Moves", "phone": "+49 30 1"]),
@@ -142,13 +138,9 @@ struct RescopingTests {
     func collidingIDAcrossCountries() async throws {
         let dir = try TempDir()
         try await withRunning { running in
-            let hub = try await running.hub(directory: dir.path)
-            try hub.catalog.createTenant("acme", levels: 3)
-            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
-            let fr = try await running.country(hub: hub, tenant: "acme", node: "fr", directory: dir.path)
+            let (hub, de, fr, hq) = try await Self.countries(running, dir: dir)
             let d1 = try await running.agent(enrolling: "d1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
             var f1 = try await running.agent(enrolling: "f1", parent: "fr", tenant: "acme", hub: hub, parentURL: fr.url, directory: dir.path)
-            let hq = try hub.stores.store(for: "acme")
             let secret = "Secret-of-f1-\(UUID().uuidString)"
 
             try f1.store.commit([.upsert("customers", id: "c-x", ["last_name": .string(secret), "phone": "+33 1 99", "owning_dealer": "f1"])])
@@ -193,6 +185,15 @@ struct RescopingTests {
             try await eventually(timeout: 30, "d1 syncs with de again") { again.agent.status.lastPullMillis != nil }
             #expect(again.agent.status.parentRestores == 0, "\(again.agent.status)")
         }
+    }
+
+    /// A hub (SQLite) with tenant acme in three levels, and its countries de and fr running.
+    static func countries(_ running: Running, dir: TempDir) async throws -> (hub: RunningHub, de: RunningCountry, fr: RunningCountry, hq: NodeStore) {
+        let hub = try await running.hub(directory: dir.path)
+        try hub.catalog.createTenant("acme", levels: 3)
+        let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+        let fr = try await running.country(hub: hub, tenant: "acme", node: "fr", directory: dir.path)
+        return (hub, de, fr, try hub.stores.store(for: "acme"))
     }
 
     /// The names of the files under `directory` whose bytes hold `text`.
