@@ -188,6 +188,21 @@ extension NodeStore {
         return holders
     }
 
+    /// Judges again, as coming from the parent, an erasure request this node holds but has
+    /// not acted on: one it first took from a child. A dealer that moved here re-sends its
+    /// history, its own request among it, before this node has fetched the dealer's records
+    /// from the parent; taken from the child while holding none of its subject, the request
+    /// was not acknowledged (a child's request is acknowledged only where something was
+    /// erased), and the parent's copy, arriving next, was a duplicate: the ledger waited for
+    /// this node for good. From the parent, holding none of it, the node acknowledges it.
+    func judgeRequestFromParent(_ db: Database, erasureID: String, nowMillis: UInt64, allowed: ((Set<NodeID>) -> Bool)?) throws {
+        guard try !(Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_erasures WHERE erasure_id = ?)", arguments: [erasureID]) ?? false),
+              let table = schema.table(DomainSchema.erasures.name), let marker = try load(db, table: table, id: erasureID),
+              marker.state.isLive, let subject = Erasure.subject(of: marker.state.liveValues) else { return }
+        _ = try eraseSubject(db, erasureID: erasureID, subject: subject, allowed: allowed, fromParent: true,
+                             requestedBy: marker.state.liveValues[Erasure.MarkerField.requestedBy.rawValue]?.stringValue, nowMillis: nowMillis)
+    }
+
     /// Whether `node` is above this node in the tree: its parent, or on the path from the
     /// root it last learned.
     static func isAncestor(_ db: Database, _ node: String) throws -> Bool {

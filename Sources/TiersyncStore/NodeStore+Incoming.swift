@@ -93,6 +93,11 @@ extension NodeStore {
                     } else {
                         report.duplicates += 1
                     }
+                    if source == .parent, change.table == DomainSchema.erasures.name {
+                        try self.judgeRequestFromParent(db, erasureID: change.recordID, nowMillis: wallMillis, allowed: gate.map { gate in { route in
+                            gate(GateContext(change: change, sender: sender, routeBefore: route, routeAfter: route, erasing: true)) == nil
+                        } })
+                    }
                     continue
                 }
                 // A change neither logged nor quarantined whose entry was purged here (it was

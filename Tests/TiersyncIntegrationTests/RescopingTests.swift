@@ -72,10 +72,7 @@ struct RescopingTests {
             #expect(try de.store.record(table: "customers", id: "c-3")?.state.liveValues["owning_dealer"] == "d2", "de, above both, keeps it")
 
             // d2 moves from de to fr: fr receives its records, de keeps none of them.
-            try await hub.catalogStore.moveNode("d2", of: "acme", to: "fr")
-            await d2.stop()
-            #expect(try SyncAgent.adoptParent(store: d2.store, url: fr.url))
-            d2 = try running.agent(store: d2.store, parentURL: fr.url, caFile: hub.caFile)
+            d2 = try await Self.move(d2, "d2", to: fr, "fr", hub: hub, running)
             try await eventually(timeout: 30, "fr holds c-2 and de evicts it") {
                 try fr.store.record(table: "customers", id: "c-2") != nil
                     && de.store.record(table: "customers", id: "c-2") == nil && de.store.lineage(recordID: "c-2").isEmpty
@@ -105,10 +102,7 @@ struct RescopingTests {
             // d2 moves back to de: de fetches its records again. It had evicted them, and its pull
             // from HQ is past them; still counted as backfilled, d2 was never fetched again (its
             // own changes it sends again, HQ's c-9 it does not).
-            try await hub.catalogStore.moveNode("d2", of: "acme", to: "de")
-            await d2.stop()
-            #expect(try SyncAgent.adoptParent(store: d2.store, url: de.url))
-            d2 = try running.agent(store: d2.store, parentURL: de.url, caFile: hub.caFile)
+            d2 = try await Self.move(d2, "d2", to: de, "de", hub: hub, running)
             try await eventually(timeout: 30, "de holds c-2 and HQ's c-9 again, and fr lets them go") {
                 try de.store.record(table: "customers", id: "c-2")?.state.liveValues["last_name"] == "Travels"
                     && de.store.record(table: "customers", id: "c-9")?.state.liveValues["last_name"] == "Given at HQ"
@@ -155,10 +149,7 @@ struct RescopingTests {
             #expect(try d1.store.record(table: "customers", id: "c-x")?.state.liveValues["last_name"] == "Written at d1", "d1 keeps its write")
 
             // f1 moves to de: de fetches its records from HQ, c-x among them.
-            try await hub.catalogStore.moveNode("f1", of: "acme", to: "de")
-            await f1.stop()
-            #expect(try SyncAgent.adoptParent(store: f1.store, url: de.url))
-            f1 = try running.agent(store: f1.store, parentURL: de.url, caFile: hub.caFile)
+            f1 = try await Self.move(f1, "f1", to: de, "de", hub: hub, running)
             try await eventually(timeout: 30, "de holds c-x as HQ does") {
                 try de.store.record(table: "customers", id: "c-x")?.state.liveValues["phone"] == "+33 1 99"
             }
@@ -194,6 +185,16 @@ struct RescopingTests {
         let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
         let fr = try await running.country(hub: hub, tenant: "acme", node: "fr", directory: dir.path)
         return (hub, de, fr, try hub.stores.store(for: "acme"))
+    }
+
+    /// Moves dealer `node` under `country` at HQ, and starts its agent again towards it (as an
+    /// operator does: stop, adopt the new parent, start).
+    static func move(_ agent: RunningAgent, _ node: NodeID, to country: RunningCountry, _ countryNode: NodeID,
+                     hub: RunningHub, _ running: Running) async throws -> RunningAgent {
+        try await hub.catalogStore.moveNode(node, of: "acme", to: countryNode)
+        await agent.stop()
+        #expect(try SyncAgent.adoptParent(store: agent.store, url: country.url))
+        return try running.agent(store: agent.store, parentURL: country.url, caFile: hub.caFile)
     }
 
     /// The names of the files under `directory` whose bytes hold `text`.

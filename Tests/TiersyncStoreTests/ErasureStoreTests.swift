@@ -105,6 +105,28 @@ struct ErasureStoreTests {
         #expect(try hq.erasures().count == 1 && ledger.count == 1)
     }
 
+    @Test("""
+    a request first taken from a child, holding none of its subject, is acknowledged when the parent's copy comes (a \
+    dealer that moved here re-sent its own request before this node fetched it from the parent: the ledger waited)
+    """)
+    func requestFromChildThenParent() async throws {
+        let dir = try TempDir()
+        let fr = try makeStore(dir, "fr")
+        let marker = Change(origin: "d1", originSeq: 5, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: 0), table: "erasures",
+                            recordID: "era-moved", op: .upsert,
+                            fields: Erasure.markerFields(table: .customers, id: "cust-1", requestedBy: "d1", at: "2026-12-07T00:00:00Z"))
+        #expect(try await fr.applyIncoming([marker], from: "d1", source: .child, checkSkew: false).applied == 1)
+        #expect(try fr.erasures().isEmpty, "from the child, holding none of it: not acknowledged")
+        let again = try await fr.applyIncoming([marker], from: "hq", source: .parent, checkSkew: false)
+        #expect(again.duplicates == 1)
+        let done = try fr.erasures()
+        #expect(done.map(\.erasureID) == ["era-moved"] && done.first?.records == 0, "\(done)")
+        #expect(try fr.record(table: "erasure_acks", id: "era-moved@fr") != nil, "its acknowledgement is written, to go up")
+        // A third copy changes nothing.
+        _ = try await fr.applyIncoming([marker], from: "hq", source: .parent, checkSkew: false)
+        #expect(try fr.erasures().count == 1)
+    }
+
     @Test("a replica holding records that name the customer but not the customer itself erases them, acknowledges, and refuses the customer's data afterwards")
     func erasesLinkedRecordsWithoutTheCustomer() async throws {
         let dir = try TempDir()
