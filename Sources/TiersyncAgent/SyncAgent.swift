@@ -925,8 +925,10 @@ public final class SyncAgent: Sendable {
                    "the parent was restored from an older backup: it lost changes it had acknowledged or its log went back; re-sending what it lost and pulling again from the start (duplicates are recognised)",
                    metadata: metadata)
         state.withLock { $0.parentRestores += 1 }
+        // Once per recovery (the pull side and the push side each find the same restore).
+        guard first else { return }
         do {
-            try store.recordParentRestore(atMillis: WallClock.nowMillis())
+            try store.recordParentRestore(atMillis: configuration.wallClock())
         } catch {
             logger.error("could not record the parent's restore for status", metadata: ["error": "\(error)"])
         }

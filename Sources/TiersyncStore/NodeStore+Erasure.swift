@@ -195,10 +195,16 @@ extension NodeStore {
     /// was not acknowledged (a child's request is acknowledged only where something was
     /// erased), and the parent's copy, arriving next, was a duplicate: the ledger waited for
     /// this node for good. From the parent, holding none of it, the node acknowledges it.
+    /// Acknowledging only: a request whose subject, or anything naming it, is held here was
+    /// judged when it came (erased, or found outside the asker's scope) and is not judged
+    /// again against today's routes (helper 65: a request refused as outside a dealer's scope
+    /// erased the customer once it was handed to that dealer and the parent's copy came again).
     func judgeRequestFromParent(_ db: Database, erasureID: String, nowMillis: UInt64, allowed: ((Set<NodeID>) -> Bool)?) throws {
         guard try !(Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_erasures WHERE erasure_id = ?)", arguments: [erasureID]) ?? false),
               let table = schema.table(DomainSchema.erasures.name), let marker = try load(db, table: table, id: erasureID),
-              marker.state.isLive, let subject = Erasure.subject(of: marker.state.liveValues) else { return }
+              marker.state.isLive, let subject = Erasure.subject(of: marker.state.liveValues),
+              try !Self.holds(db, table: subject.table, id: subject.id),
+              try linkedRecords(db, subject: (subject.table.rawValue, subject.id)).count == 1 else { return }
         _ = try eraseSubject(db, erasureID: erasureID, subject: subject, allowed: allowed, fromParent: true,
                              requestedBy: marker.state.liveValues[Erasure.MarkerField.requestedBy.rawValue]?.stringValue, nowMillis: nowMillis)
     }

@@ -272,7 +272,7 @@ struct Status: AsyncParsableCommand {
         if let restores = try store.parentRestores() {
             let last = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(restores.lastAtMillis) / 1000))
             print("restores:    the parent was found restored from an older backup \(restores.count) time(s), last at \(last);"
-                  + " what it lost was sent again (the agent's log says what it found)")
+                  + " the agent sends again what it lost and pulls again (its log says what it found)")
         }
         if let offset = try store.clockOffset() {
             let seconds = Double(offset.offsetMillis) / 1000

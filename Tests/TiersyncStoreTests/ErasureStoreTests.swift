@@ -107,7 +107,8 @@ struct ErasureStoreTests {
 
     @Test("""
     a request first taken from a child, holding none of its subject, is acknowledged when the parent's copy comes (a \
-    dealer that moved here re-sent its own request before this node fetched it from the parent: the ledger waited)
+    dealer that moved here re-sent its own request before this node fetched it from the parent: the ledger waited); \
+    one whose subject is held here is not judged again
     """)
     func requestFromChildThenParent() async throws {
         let dir = try TempDir()
@@ -125,6 +126,27 @@ struct ErasureStoreTests {
         // A third copy changes nothing.
         _ = try await fr.applyIncoming([marker], from: "hq", source: .parent, checkSkew: false)
         #expect(try fr.erasures().count == 1)
+
+        // Only acknowledged: a child's request for a customer held here outside its scope (d3's)
+        // is not judged again when the parent's copy comes after the customer was handed to it.
+        let now = WallClock.nowMillis()
+        let held = Change(origin: "hq", originSeq: 1, hlc: HLCTimestamp(wallMillis: now, counter: 0), table: "customers", recordID: "c-7",
+                          op: .upsert, fields: ["last_name": "Kept", "owning_dealer": "d3"])
+        _ = try await fr.applyIncoming([held], from: "hq", source: .parent, checkSkew: false)
+        let outside = Change(origin: "d1", originSeq: 6, hlc: HLCTimestamp(wallMillis: now + 1, counter: 0), table: "erasures",
+                             recordID: "era-outside", op: .upsert,
+                             fields: Erasure.markerFields(table: .customers, id: "c-7", requestedBy: "d1", at: "2026-12-07T00:00:01Z"))
+        let d1Scope: ChangeGate = { context in
+            PushScope.refusal(for: context.change, pusher: "d1", scope: Scope(nodes: ["d1"]), routeBefore: context.routeBefore, routeAfter: context.routeAfter)
+        }
+        _ = try await fr.applyIncoming([outside], from: "d1", source: .child, checkSkew: false, gate: d1Scope)
+        #expect(try fr.record(table: "customers", id: "c-7") != nil, "outside d1's scope: not erased")
+        let handed = Change(origin: "hq", originSeq: 2, hlc: HLCTimestamp(wallMillis: now + 2, counter: 0), table: "customers", recordID: "c-7",
+                            op: .upsert, fields: ["owning_dealer": "d1"])
+        _ = try await fr.applyIncoming([handed, outside], from: "hq", source: .parent, checkSkew: false)
+        #expect(try fr.record(table: "customers", id: "c-7")?.state.liveValues["last_name"] == "Kept",
+                "the request was judged when it came; the parent's copy does not erase the customer handed to d1 since")
+        #expect(try fr.erasures().map(\.erasureID) == ["era-moved"])
     }
 
     @Test("a replica holding records that name the customer but not the customer itself erases them, acknowledges, and refuses the customer's data afterwards")
