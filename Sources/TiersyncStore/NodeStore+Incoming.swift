@@ -59,6 +59,14 @@ extension NodeStore {
         return true
     }
 
+    /// What erasure request `change` may erase, as `gate` judges it: a record whose route it
+    /// lets through (nil: no gate, everything).
+    static func erasureJudge(_ gate: ChangeGate?, _ change: Change, sender: NodeID) -> ((Set<NodeID>) -> Bool)? {
+        gate.map { gate in { route in
+            gate(GateContext(change: change, sender: sender, routeBefore: route, routeAfter: route, erasing: true)) == nil
+        } }
+    }
+
     /// The second half: applies a prepared batch in one transaction, storing `cursor` with it.
     public func apply(_ plan: IncomingBatchPlan, cursor: (name: String, value: Int64)? = nil) async throws -> IncomingReport {
         let (changes, prepared, sender, source, gate, wallMillis) = (plan.changes, plan.prepared, plan.sender, plan.source, plan.gate, plan.wallMillis)
@@ -94,9 +102,8 @@ extension NodeStore {
                         report.duplicates += 1
                     }
                     if source == .parent, change.table == DomainSchema.erasures.name {
-                        try self.judgeRequestFromParent(db, erasureID: change.recordID, nowMillis: wallMillis, allowed: gate.map { gate in { route in
-                            gate(GateContext(change: change, sender: sender, routeBefore: route, routeAfter: route, erasing: true)) == nil
-                        } })
+                        try self.judgeRequestFromParent(db, erasureID: change.recordID, nowMillis: wallMillis,
+                                                        allowed: Self.erasureJudge(gate, change, sender: sender))
                     }
                     continue
                 }
@@ -212,9 +219,7 @@ extension NodeStore {
                 }
                 let outcome = try self.apply(db, &statements, valid, log: ready.log!, table: table, stored: stored, merged: merged, row: row,
                                              source: source, from: sender, nowMillis: wallMillis,
-                                             erasureAllowed: gate.map { gate in { route in
-                                                 gate(GateContext(change: valid, sender: sender, routeBefore: route, routeAfter: route, erasing: true)) == nil
-                                             } })
+                                             erasureAllowed: Self.erasureJudge(gate, valid, sender: sender))
                 batch.applied(valid)
                 // Refused earlier for its context, accepted now: no longer quarantined.
                 if !batch.quarantineEmpty {
