@@ -111,9 +111,23 @@ public final class ParentClient: Sendable {
 
     public func pull(cursor: Int64, limit: Int, waitSeconds: Double, excludeOwn: Bool, only: NodeID? = nil,
                      history: String? = nil) async throws -> PullResponse {
-        try await send(.GET, Self.pullPath(cursor: cursor, limit: limit, waitSeconds: waitSeconds, excludeOwn: excludeOwn, only: only,
-                                           history: history),
-                       timeout: Self.longPoll(waitSeconds) + requestTimeout * 2).decode(PullResponse.self)
+        try await pullPage(cursor: cursor, limit: limit, waitSeconds: waitSeconds, excludeOwn: excludeOwn, only: only, history: history).page
+    }
+
+    /// A pull, with the newest notice the parent holds of this node's changes refused above
+    /// it (``UpstreamRefusal/pullHeader``; nil when it names none).
+    public func pullPage(cursor: Int64, limit: Int, waitSeconds: Double, excludeOwn: Bool, only: NodeID? = nil,
+                         history: String? = nil) async throws -> (page: PullResponse, newestRefusal: Int64?) {
+        let reply = try await send(.GET, Self.pullPath(cursor: cursor, limit: limit, waitSeconds: waitSeconds, excludeOwn: excludeOwn, only: only,
+                                                       history: history),
+                                   timeout: Self.longPoll(waitSeconds) + requestTimeout * 2)
+        let newest = reply.headers.first(name: UpstreamRefusal.pullHeader).flatMap { Int64($0) }.flatMap { $0 > 0 ? $0 : nil }
+        return (try reply.decode(PullResponse.self), newest)
+    }
+
+    /// The parent's notices of this node's changes refused above it, numbered after `after`.
+    public func refusals(after: Int64, limit: Int = 100) async throws -> UpstreamRefusalsResponse {
+        try await send(.GET, "/v1/refusals?after=\(after)&limit=\(limit)", timeout: requestTimeout).decode(UpstreamRefusalsResponse.self)
     }
 
     /// The node's governance bundle; with `known`, waits up to `waitSeconds` for a different one.
@@ -136,6 +150,7 @@ public final class ParentClient: Sendable {
     struct Reply {
         let status: Int
         let body: ByteBuffer
+        var headers: HTTPHeaders = [:]
 
         func decode<T: Decodable>(_ type: T.Type) throws -> T {
             if T.self == PullResponse.self, let page = WireDecoding.pullResponse(Array(body.readableBytesView)) {
@@ -241,6 +256,6 @@ public final class ParentClient: Sendable {
             throw AgentError.http(status: status, code: error?.error.code ?? "http_\(status)",
                                   message: error?.error.message ?? String(buffer: bytes).prefix(300).description)
         }
-        return Reply(status: status, body: bytes)
+        return Reply(status: status, body: bytes, headers: response.headers)
     }
 }

@@ -10,6 +10,9 @@ public struct AgentStatus: Sendable, Equatable {
     public var pushedChanges = 0
     public var pulledChanges = 0
     public var rejectedChanges = 0
+    /// Changes this node sent up that were refused above its parent for good and dropped
+    /// here after the parent said so (``UpstreamRefusal``).
+    public var refusedAbove = 0
     public var lastPushMillis: UInt64?
     public var lastPullMillis: UInt64?
     public var consecutiveFailures = 0
@@ -72,6 +75,9 @@ public final class SyncAgent: Sendable {
     /// The highest log head the parent reported to this process: the restored parent's
     /// head below it is noticed even when the pull cursor is behind it.
     private let headSeen = Mutex<Int64>(0)
+    /// The newest notice of a change refused above the parent that a pull named and this
+    /// node has not taken yet (``takeUpstreamRefusals()``).
+    private let refusalsOffered = Mutex<Int64?>(nil)
     /// Pull rounds completed (a catch-up, or one long-poll answered): the push loop waits
     /// for one after reaching the parent again, so an erasure decided while the node was
     /// away is applied before anything is pushed (docs/PRIVACY.md).
@@ -289,15 +295,17 @@ public final class SyncAgent: Sendable {
     }
 
     /// Drops here changes this node relayed from its children that the parent refused as
-    /// outside the scope of the node that made them (``NodeStore/dropRefusedRelays(_:)``);
+    /// outside the scope of the node that made them (``NodeStore/dropRefusedRelays(_:nowMillis:)``), and tells the children they came from;
     /// its own changes are never dropped. Never failing the push round: the cursor has
     /// moved already, and what follows in the round must still run.
     private func dropRefusedRelays(_ rejected: [RejectedChange], of sent: [Change]) {
-        let outside = Set(rejected.lazy.filter { $0.code == .forbidden && $0.outsideScopeOf == $0.origin && $0.origin != self.identity.node }
-            .map { "\($0.origin)#\($0.originSeq)" })
+        let outside = Dictionary(rejected.lazy.filter { $0.code == .forbidden && $0.outsideScopeOf == $0.origin && $0.origin != self.identity.node }
+            .map { ("\($0.origin)#\($0.originSeq)", $0) }, uniquingKeysWith: { first, _ in first })
         guard !outside.isEmpty else { return }
         do {
-            let dropped = try store.dropRefusedRelays(sent.filter { outside.contains("\($0.origin)#\($0.originSeq)") })
+            let dropped = try store.dropRefusedRelays(sent.compactMap { change in
+                outside["\(change.origin)#\(change.originSeq)"].map { (change, $0) }
+            })
             if dropped > 0 {
                 logger.notice("dropped changes of children the parent refused as outside their scope; their records hold what is left",
                               metadata: ["changes": "\(dropped)"])
@@ -533,6 +541,7 @@ public final class SyncAgent: Sendable {
                                       history: try store.meta(Self.parentHistoryMeta))
             try checkHead(page, cursor: cursor)
             try await apply(page, bootstrapped: bootstrapped)
+            await takeUpstreamRefusals()
             return (page.changes.count, page.more)
         } catch let regressed as ParentRegressed {
             try await recover(from: regressed)
@@ -544,8 +553,10 @@ public final class SyncAgent: Sendable {
     /// positions of a log history it lost is thrown as ``ParentRegressed``.
     private func pull(cursor: Int64, excludeOwn: Bool, waitSeconds: Double, history: String?) async throws -> PullResponse {
         do {
-            return try await client.pull(cursor: cursor, limit: configuration.pullPageSize, waitSeconds: waitSeconds, excludeOwn: excludeOwn,
-                                         history: history)
+            let (page, newestRefusal) = try await client.pullPage(cursor: cursor, limit: configuration.pullPageSize, waitSeconds: waitSeconds,
+                                                                  excludeOwn: excludeOwn, history: history)
+            if let newestRefusal { refusalsOffered.withLock { $0 = max($0 ?? 0, newestRefusal) } }
+            return page
         } catch AgentError.http(409, LogHistoryLost.code, _) {
             throw ParentRegressed(head: 0, cursor: cursor, seen: headSeen.withLock { $0 }, lostHistory: history)
         }
@@ -597,7 +608,44 @@ public final class SyncAgent: Sendable {
                 received += page.changes.count
                 progress(received)
             })
+        await takeUpstreamRefusals()
         return received
+    }
+
+    /// Takes the notices the parent offered with a pull (``UpstreamRefusal``): changes this
+    /// node sent up, refused above the parent for good, which the parent dropped. This node
+    /// drops them too (``NodeStore/takeUpstreamRefusals(_:from:nowMillis:)``): its own are
+    /// set aside in its quarantine, a child's are passed on to that child. Never failing the
+    /// pull round: the notices are asked for again after the next pull.
+    private func takeUpstreamRefusals() async {
+        guard let offered = refusalsOffered.withLock({ $0 }) else { return }
+        let parent = parentNode.withLock { $0 }
+        do {
+            var taken = try store.upstreamRefusalsTaken(from: parent)
+            var pages = 0
+            // Bounded per round: a parent cannot keep the node here.
+            while taken < offered, pages < 20 {
+                pages += 1
+                let page = try await client.refusals(after: taken)
+                let fresh = page.refusals.filter { $0.id > taken }
+                guard !fresh.isEmpty else { break }
+                let done = try store.takeUpstreamRefusals(fresh, from: parent)
+                for (refusal, own) in done.setAside.map({ ($0, true) }) + done.passedOn.map({ ($0, false) }) {
+                    logger.warning(own ? "a change this node made was refused above its parent for good; withdrawn and set aside in the quarantine (tiersync admin quarantine)"
+                                       : "a change this node relayed was refused above its parent for good; dropped and passed on to the child it came from",
+                                   metadata: ["change": "\(refusal.origin)#\(refusal.originSeq)", "record": "\(refusal.table)/\(refusal.recordID)",
+                                              "code": "\(refusal.code.rawValue)", "reason": "\(refusal.message)"])
+                }
+                state.withLock { $0.refusedAbove += done.setAside.count + done.passedOn.count }
+                taken = fresh.map(\.id).max() ?? taken
+                if !page.more { break }
+            }
+            refusalsOffered.withLock { if ($0 ?? 0) <= taken { $0 = nil } }
+        } catch is CancellationError {
+        } catch {
+            logger.error("could not take the parent's notices of changes refused above it; asked again after the next pull",
+                         metadata: ["error": "\(error)"])
+        }
     }
 
     /// Applies a pulled page together with its cursor.
@@ -961,6 +1009,8 @@ public final class SyncAgent: Sendable {
             try store.setCursor(Self.pullCursor, 0)
             // A cursor of 0 loses nothing; the lost history is not sent again.
             try store.setMeta(Self.parentHistoryMeta, nil)
+            // A restored parent may number new notices anew; taken twice, one changes nothing.
+            try store.resetUpstreamRefusalsTaken()
             headSeen.withLock { $0 = 0 }
         } catch {
             restore.withLock { $0.pullReset = true }

@@ -17,6 +17,7 @@ public enum HubRoutes {
     public static let whoami = Route(name: "whoami", method: "GET", path: "/v1/whoami", isPublic: false)
     public static let push = Route(name: "push", method: "POST", path: "/v1/push", isPublic: false)
     public static let pull = Route(name: "pull", method: "GET", path: "/v1/pull", isPublic: false)
+    public static let refusals = Route(name: "refusals", method: "GET", path: "/v1/refusals", isPublic: false)
     public static let directory = Route(name: "directory", method: "GET", path: "/v1/directory", isPublic: false)
     public static let governance = Route(name: "governance", method: "GET", path: "/v1/governance", isPublic: false)
     public static let governanceStatus = Route(name: "governance_status", method: "GET", path: "/v1/governance/status", isPublic: false)
@@ -27,7 +28,7 @@ public enum HubRoutes {
     public static let readiness = Route(name: "readyz", method: "GET", path: "/readyz", isPublic: true)
     public static let metrics = Route(name: "metrics", method: "GET", path: "/metrics", isPublic: true)
 
-    public static let all: [Route] = [health, enroll, whoami, push, pull, directory, governance, governanceStatus, kpis, status,
+    public static let all: [Route] = [health, enroll, whoami, push, pull, refusals, directory, governance, governanceStatus, kpis, status,
                                       liveness, readiness, metrics]
 
     static func isPublic(method: HTTPRequest.Method, path: String) -> Bool {

@@ -83,6 +83,7 @@ public struct HubServer: Sendable {
             HubRoutes.whoami: service.whoami,
             HubRoutes.push: service.push,
             HubRoutes.pull: service.pull,
+            HubRoutes.refusals: service.refusals,
             HubRoutes.directory: service.directory,
             HubRoutes.governance: service.governance,
             HubRoutes.governanceStatus: service.governanceStatus,

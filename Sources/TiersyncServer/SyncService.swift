@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import TiersyncCore
@@ -185,7 +186,14 @@ struct SyncService: Sendable {
             // A cursor past the head answers at once: the caller's cursor is from before a
             // restore of this hub from an older backup, and it recovers on seeing the head.
             if page.count > 0 || remaining <= .zero || Task.isCancelled || closing || page.head < cursor {
-                return try codec.encode(json: page.json, for: request)
+                var response = try codec.encode(json: page.json, for: request)
+                // Changes the caller sent that a node above this one refused, and this one
+                // dropped: the caller asks for them (`GET /v1/refusals`) when this is newer
+                // than the last it took.
+                if let newest = try await store.newestUpstreamRefusal(via: principal.node) {
+                    response.headers[Self.refusalsHeader] = String(newest)
+                }
+                return response
             }
             // Nothing for the caller in this stretch of the log (out of scope, or its own):
             // move past it and keep waiting, scanning on at once if the page was full.
@@ -195,6 +203,20 @@ struct SyncService: Sendable {
                 await notifier.wait(principal.tenant, after: generation, timeout: remaining)
             }
         }
+    }
+
+    static let refusalsHeader = HTTPField.Name(UpstreamRefusal.pullHeader)!
+
+    /// `GET /v1/refusals?after=<n>&limit=<m>`: changes the caller sent that a node above
+    /// this one refused for good and this one dropped (``UpstreamRefusal``), numbered after
+    /// `after`, oldest first. Each names a change the caller itself sent, and nothing else.
+    func refusals(_ request: Request, _ context: HubRequestContext) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        let query = request.uri.queryParameters
+        let after = try Self.integer(query, "after", default: 0, range: 0...Int64.max)
+        let limit = try Self.integer(query, "limit", default: 100, range: 1...Int64(UpstreamRefusalsResponse.maxPage))
+        let store = try await directory.store(for: principal.tenant)
+        return try codec.encode(try await store.upstreamRefusals(via: principal.node, after: after, limit: Int(limit)), for: request)
     }
 
     /// The caller's scope, or for a backfill (`only`) one node of its subtree.

@@ -87,6 +87,13 @@ public protocol HubTenantStore: AnyObject, Sendable {
     /// store holds, so a child cannot use up the store's numbers. Other nodes: ignored.
     func adoptOwnSequence(_ held: Int64, of node: NodeID) async throws
 
+    /// The newest notice kept for `child` of a change it sent that a node above this one
+    /// refused for good (``UpstreamRefusal``); nil without one. Read on every pull.
+    func newestUpstreamRefusal(via child: NodeID) async throws -> Int64?
+
+    /// The notices kept for `child` numbered after `after`, oldest first, at most `limit`.
+    func upstreamRefusals(via child: NodeID, after: Int64, limit: Int) async throws -> UpstreamRefusalsResponse
+
     // MARK: Governance
 
     /// The document of `kind` with the highest sequence (the rollout in force).
@@ -136,6 +143,14 @@ extension HubTenantStore {
     /// The log position a child's pull cursor must have passed to continue without
     /// re-bootstrapping (``RebootstrapRequired``); 0 for an engine that purges nothing.
     public func retentionFloor() async throws -> Int64 { 0 }
+
+    /// None: a store that never relays its children's changes to a parent (a hub at the root).
+    public func newestUpstreamRefusal(via child: NodeID) async throws -> Int64? { nil }
+
+    /// None, as ``newestUpstreamRefusal(via:)``.
+    public func upstreamRefusals(via child: NodeID, after: Int64, limit: Int) async throws -> UpstreamRefusalsResponse {
+        UpstreamRefusalsResponse(refusals: [], more: false)
+    }
 
     /// One ``highestSeq(of:)`` per node: right for a store where each is a local lookup.
     public func highestSeqs(of nodes: Set<NodeID>) async throws -> [NodeID: Int64] {

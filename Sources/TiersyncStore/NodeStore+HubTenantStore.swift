@@ -16,6 +16,16 @@ extension NodeStore: HubTenantStore {
 
     // applyIncoming, encodedFeed and highestSeq(of:): the store's own async API.
 
+    public func newestUpstreamRefusal(via child: NodeID) async throws -> Int64? {
+        // Answered without a read (or a thread hop) at a store that never kept a notice.
+        guard hasUpstreamRefusals.load(ordering: .relaxed) else { return nil }
+        return try await offCooperativePool { try self.newestRefusalKept(for: child) }
+    }
+
+    public func upstreamRefusals(via child: NodeID, after: Int64, limit: Int) async throws -> UpstreamRefusalsResponse {
+        try await offCooperativePool { try self.refusalsKept(for: child, after: after, limit: limit) }
+    }
+
     public func quarantinedChanges(limit: Int) async throws -> [QuarantinedChange] {
         try await offCooperativePool { try self.quarantined(limit: limit) }
     }

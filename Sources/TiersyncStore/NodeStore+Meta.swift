@@ -40,6 +40,9 @@ public enum MetaKey: String, Sendable, CaseIterable {
     case kpiLayout = "kpi.layout"
     /// The node's path from the root, as its agent learned it (``AllocationPolicy``'s `tree.path`).
     case treePath = "tree.path"
+    /// The parent and the highest notice number taken from it (``NodeStore/takeUpstreamRefusals(_:from:nowMillis:)``),
+    /// as `<parent> <number>`.
+    case upstreamRefusalsTaken = "refusals.taken"
     /// Set when the file holds no deleted content from before `secure_delete` was on (a store
     /// created by this version, or one vacuumed once at its first erasure).
     case scrubbed = "erasure.scrubbed"

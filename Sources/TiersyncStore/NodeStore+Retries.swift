@@ -35,66 +35,86 @@ extension NodeStore {
     /// Each change's log entry, routes and retry go, and its sequence is noted as purged, so
     /// it still counts as held (the child does not take this node for one restored from a
     /// backup) and the child's copy of it is a duplicate. Its record keeps what the other
-    /// entries still logged here wrote: the fields the change won go, and each gets back the
-    /// value of highest version another logged entry gives it (one compaction folded or
-    /// purged is not known any more); a record left with nothing is removed. The new route is
-    /// not logged: a node it newly names gets the record with the record's next change. The
-    /// child keeps its own write; a node below that already pulled the change keeps it too.
-    /// This node's own changes are never dropped, nor a change with an earlier one of its
-    /// record waiting to be sent again (the parent judged it without that one). Changes are
-    /// taken in `refused`'s order, the log's. Returns the changes dropped.
-    @discardableResult
-    public func dropRefusedRelays(_ refused: [Change]) throws -> Int {
+    /// entries still logged here wrote (``withdrawLogged(_:_:_:seq:)``). The child it came
+    /// from is told (``UpstreamRefusal``, `GET /v1/refusals`) and drops its copy in turn
+    /// (``takeUpstreamRefusals(_:from:nowMillis:)``). This node's own changes are never
+    /// dropped, nor a change with an earlier one of its record waiting to be sent again (the
+    /// parent judged it without that one). Changes are taken in `refused`'s order, the
+    /// log's. Returns the changes dropped.
+    public func dropRefusedRelays(_ refused: [(change: Change, refusal: RejectedChange)], nowMillis: UInt64 = WallClock.nowMillis()) throws -> Int {
         guard !refused.isEmpty else { return 0 }
         return try writer.write { db in
             guard let me = try Self.identity(db)?.node else { return 0 }
             var statements = LogStatements(db)
             var dropped = 0
-            for change in refused where change.origin != me {
-                guard let seq = try Int64.fetchOne(db, sql: "SELECT seq FROM ts_changes WHERE origin = ? AND origin_seq = ? AND source = ?",
-                                                   arguments: [change.origin.rawValue, change.originSeq, ChangeSource.child.rawValue]) else { continue }
-                // An earlier change of the record still waits to be sent again (refused for a
-                // reason that passes): the parent judged this one without it. Kept, and tried
-                // again after it.
-                let earlierWaits = try Bool.fetchOne(db, sql: """
-                    SELECT EXISTS (SELECT 1 FROM ts_changes c JOIN ts_push_retries p ON p.origin = c.origin AND p.origin_seq = c.origin_seq
-                                   WHERE c.tbl = ? AND c.record_id = ? AND c.seq < ?)
-                    """, arguments: [change.table, change.recordID, seq]) ?? false
-                if earlierWaits { continue }
-                try db.execute(sql: """
-                    DELETE FROM ts_change_routes WHERE seq = ?;
-                    DELETE FROM ts_route_entries WHERE seq = ?;
-                    DELETE FROM ts_changes WHERE seq = ?;
-                    DELETE FROM ts_push_retries WHERE origin = ? AND origin_seq = ?;
-                    """, arguments: [seq, seq, seq, change.origin.rawValue, change.originSeq])
-                try Self.notePurgedSeq(db, origin: change.origin, seq: change.originSeq)
-                try Self.notePurged(db, [change.origin: change.originSeq])
-                dropped += 1
-                let version = change.version.description
-                try db.execute(sql: "DELETE FROM ts_conflicts WHERE tbl = ? AND record_id = ? AND (winner_version = ? OR loser_version = ?)",
-                               arguments: [change.table, change.recordID, version, version])
-                guard let table = schema.table(change.table), let stored = try load(db, table: table, id: change.recordID),
-                      var state = stored.state.withdrawing(change.version) else { continue }
-                // The other entries still logged, in log order: merged again, they give back
-                // what the change overwrote, and replayed alone, the route they made.
-                var replayed = RecordState(), replayedRoute: Set<NodeID>?
-                for entry in try Self.fetchLogged(db, sql: """
-                    SELECT \(Self.loggedColumns(of: nil)) FROM ts_changes WHERE tbl = ? AND record_id = ? ORDER BY seq
-                    """, arguments: [table.name, change.recordID]) {
-                    state.apply(entry.change)
-                    replayed.apply(entry.change)
-                    replayedRoute = RecordMerge.route(of: replayed, table: table, previous: replayedRoute)
-                }
-                if state.isEmpty {
-                    try removeRecord(db, &statements, table: table, id: change.recordID)
-                    continue
-                }
-                let route = RecordMerge.route(of: state, table: table, previous: replayedRoute ?? [])
-                try save(db, &statements, table: table, id: change.recordID, row: EncodedRecord(state, route: route, table: table), replacing: stored)
-                try countKPIs(db, &statements, table: table, id: change.recordID, before: stored, after: state)
+            for (change, refusal) in refused where change.origin != me {
+                if try dropRelayed(db, &statements, change, refusal: refusal, nowMillis: nowMillis) { dropped += 1 }
             }
+            if dropped > 0 { hasUpstreamRefusals.store(true, ordering: .relaxed) }
             return dropped
         }
+    }
+
+    /// Drops one relayed change of a child (``dropRefusedRelays(_:nowMillis:)``) and keeps
+    /// the notice for the child it came from; false when it is not logged here as taken from
+    /// a child, or an earlier change of its record still waits to be sent again.
+    func dropRelayed(_ db: Database, _ statements: inout LogStatements, _ change: Change, refusal: RejectedChange, nowMillis: UInt64) throws -> Bool {
+        guard let row = try Row.fetchOne(db, sql: "SELECT seq, received_from FROM ts_changes WHERE origin = ? AND origin_seq = ? AND source = ?",
+                                         arguments: [change.origin.rawValue, change.originSeq, ChangeSource.child.rawValue]) else { return false }
+        let seq: Int64 = row["seq"]
+        // An earlier change of the record still waits to be sent again (refused for a
+        // reason that passes): the parent judged this one without it. Kept, and tried
+        // again after it.
+        let earlierWaits = try Bool.fetchOne(db, sql: """
+            SELECT EXISTS (SELECT 1 FROM ts_changes c JOIN ts_push_retries p ON p.origin = c.origin AND p.origin_seq = c.origin_seq
+                           WHERE c.tbl = ? AND c.record_id = ? AND c.seq < ?)
+            """, arguments: [change.table, change.recordID, seq]) ?? false
+        if earlierWaits { return false }
+        try withdrawLogged(db, &statements, change, seq: seq)
+        try Self.notePurgedSeq(db, origin: change.origin, seq: change.originSeq)
+        try Self.notePurged(db, [change.origin: change.originSeq])
+        if let via = row["received_from"] as String? {
+            try Self.keepUpstreamRefusal(db, via: via, refusal: refusal, nowMillis: nowMillis)
+        }
+        return true
+    }
+
+    /// Takes one logged change out of this store: its log entry, routes, route entries,
+    /// retry and the conflicts naming its version go, and its record is rebuilt from the
+    /// other entries still logged here: the fields the change won go, and each gets back the
+    /// value of highest version another logged entry gives it (one compaction folded or
+    /// purged is not known any more); a refused delete goes with the fields it hid; a record
+    /// left with nothing is removed. The new route is not logged: a node it newly names gets
+    /// the record with the record's next change. `seq` is the change's log position here.
+    func withdrawLogged(_ db: Database, _ statements: inout LogStatements, _ change: Change, seq: Int64) throws {
+        try db.execute(sql: """
+            DELETE FROM ts_change_routes WHERE seq = ?;
+            DELETE FROM ts_route_entries WHERE seq = ?;
+            DELETE FROM ts_changes WHERE seq = ?;
+            DELETE FROM ts_push_retries WHERE origin = ? AND origin_seq = ?;
+            """, arguments: [seq, seq, seq, change.origin.rawValue, change.originSeq])
+        let version = change.version.description
+        try db.execute(sql: "DELETE FROM ts_conflicts WHERE tbl = ? AND record_id = ? AND (winner_version = ? OR loser_version = ?)",
+                       arguments: [change.table, change.recordID, version, version])
+        guard let table = schema.table(change.table), let stored = try load(db, table: table, id: change.recordID),
+              var state = stored.state.withdrawing(change.version) else { return }
+        // The other entries still logged, in log order: merged again, they give back
+        // what the change overwrote, and replayed alone, the route they made.
+        var replayed = RecordState(), replayedRoute: Set<NodeID>?
+        for entry in try Self.fetchLogged(db, sql: """
+            SELECT \(Self.loggedColumns(of: nil)) FROM ts_changes WHERE tbl = ? AND record_id = ? ORDER BY seq
+            """, arguments: [table.name, change.recordID]) {
+            state.apply(entry.change)
+            replayed.apply(entry.change)
+            replayedRoute = RecordMerge.route(of: replayed, table: table, previous: replayedRoute)
+        }
+        if state.isEmpty {
+            try removeRecord(db, &statements, table: table, id: change.recordID)
+            return
+        }
+        let route = RecordMerge.route(of: state, table: table, previous: replayedRoute ?? [])
+        try save(db, &statements, table: table, id: change.recordID, row: EncodedRecord(state, route: route, table: table), replacing: stored)
+        try countKPIs(db, &statements, table: table, id: change.recordID, before: stored, after: state)
     }
 
     /// Only retries whose change is still logged count: one whose entry left the log (its

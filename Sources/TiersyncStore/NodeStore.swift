@@ -54,6 +54,9 @@ public final class NodeStore: Sendable {
     /// The queries of ``LocalWriteContext/liveValues(table:id:fields:)``, by table and field
     /// list, built once per store.
     let liveValuesQueries = Mutex<[LiveValuesKey: (sql: String, known: [FieldSchema])]>([:])
+    /// Whether `ts_upstream_refusals` may hold a notice (NodeStore+UpstreamRefusals): false,
+    /// as at every hub and most nodes, a pull answers without reading it.
+    let hasUpstreamRefusals = Atomic<Bool>(false)
 
     struct TableSQL: Sendable {
         let upsert: String
@@ -125,6 +128,9 @@ public final class NodeStore: Sendable {
         try writer.write { db in
             try DomainTables.ensure(schema, in: db)
             try KPIStorage.ensure(db)
+            if try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_upstream_refusals)") == true {
+                hasUpstreamRefusals.store(true, ordering: .relaxed)
+            }
         }
     }
 

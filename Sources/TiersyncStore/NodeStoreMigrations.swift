@@ -372,6 +372,24 @@ enum NodeStoreMigrations {
             // alone (``NodeStore/eraseRefused(_:nowMillis:)``): not acknowledged to HQ.
             try db.execute(sql: "ALTER TABLE ts_erasures ADD COLUMN requested INTEGER NOT NULL DEFAULT 1")
         }
+        m.registerMigration("v16-upstream-refusals") { db in
+            // Changes of children this node relayed and dropped when its parent refused them
+            // as outside their maker's scope: each passed down to the child it came from
+            // (`via`) when it asks (`GET /v1/refusals`, NodeStore+UpstreamRefusals). At the
+            // maker, the notices it took are set aside in its quarantine instead.
+            try db.execute(sql: """
+                CREATE TABLE ts_upstream_refusals (
+                  id INTEGER PRIMARY KEY AUTOINCREMENT,
+                  via TEXT NOT NULL,
+                  origin TEXT NOT NULL,
+                  origin_seq INTEGER NOT NULL,
+                  refusal TEXT NOT NULL,
+                  refused_at INTEGER NOT NULL,
+                  UNIQUE (origin, origin_seq)
+                );
+                CREATE INDEX ts_upstream_refusals_via ON ts_upstream_refusals(via, id);
+                """)
+        }
         return m
     }
 }

@@ -371,6 +371,45 @@ struct HubAPITests {
         }
     }
 
+    @Test("""
+    changes a node sent that were refused above this hub and dropped here are offered to that node alone: named by its \
+    pulls' Tiersync-Refusals header and listed by GET /v1/refusals after the number it took; bad numbers get 400
+    """)
+    func refusalsPassedDownToTheirSenderOnly() async throws {
+        try await withHubFixture { f in
+            let refused = customer("d1", 1, "c-x", ["last_name": "Collides", "owning_dealer": "d1"])
+            #expect(try await f.push([refused, customer("d1", 2, "c-1", ["last_name": "Fine", "owning_dealer": "d1"])], as: f.d1).status == 200)
+            let before = try await f.client.send("GET", "/v1/pull", credential: f.d1)
+            #expect(before.status == 200 && before.headers["tiersync-refusals"] == nil, "\(before.headers)")
+            // As a country's store does when its parent refuses a change it relayed (a hub at
+            // the root has no parent: its store is driven by hand here).
+            #expect(try f.acme().dropRefusedRelays([(refused, RejectedChange(change: refused, rejection: ChangeRejection(
+                .forbidden, "record customers/c-x is outside the scope of node 'd1'", outsideScopeOf: "d1")))]) == 1)
+
+            let pull = try await f.client.send("GET", "/v1/pull", credential: f.d1)
+            let newest = try #require(pull.headers["tiersync-refusals"].flatMap { Int64($0) }, "\(pull.headers)")
+            let listed = try await f.client.send("GET", "/v1/refusals", credential: f.d1)
+            #expect(listed.status == 200, "\(listed.text)")
+            let notices = try listed.decode(UpstreamRefusalsResponse.self)
+            #expect(notices.refusals.map(\.id) == [newest] && !notices.more)
+            #expect(notices.refusals.first?.refusal.origin == "d1" && notices.refusals.first?.refusal.originSeq == 1
+                    && notices.refusals.first?.refusal.recordID == "c-x" && notices.refusals.first?.refusal.code == .forbidden)
+            #expect(try await f.client.send("GET", "/v1/refusals?after=\(newest)", credential: f.d1).decode(UpstreamRefusalsResponse.self).refusals.isEmpty)
+
+            // Another node, of this tenant or another, is offered nothing.
+            let sibling = try await f.client.send("GET", "/v1/pull", credential: f.d2)
+            #expect(sibling.headers["tiersync-refusals"] == nil)
+            #expect(try await f.client.send("GET", "/v1/refusals", credential: f.d2).decode(UpstreamRefusalsResponse.self).refusals.isEmpty)
+            #expect(try await f.client.send("GET", "/v1/refusals", credential: f.other).decode(UpstreamRefusalsResponse.self).refusals.isEmpty)
+
+            for query in ["after=-1", "after=x", "limit=0", "limit=501", "after=99999999999999999999"] {
+                let bad = try await f.client.send("GET", "/v1/refusals?\(query)", credential: f.d1)
+                #expect(bad.status == 400 && bad.error?.code == "invalid_parameter", "\(query): \(bad.status) \(bad.text)")
+            }
+            #expect(try await f.client.send("GET", "/v1/refusals").status == 401)
+        }
+    }
+
     @Test("a long-polling pull wakes as soon as a change for it arrives", arguments: StorageEngine.testable)
     func longPoll(engine: StorageEngine) async throws {
         try await withHubFixture(engine: engine) { f in

@@ -126,8 +126,9 @@ struct RescopingTests {
 
     @Test("""
     a dealer writing the id of a customer held in another country: HQ refuses it by the dealer's scope, not the \
-    country's, and the country drops the write (the dealer keeps it); once the other country's dealer moves in, the \
-    country holds the customer as HQ does and sends none of it to the writer, nor sends the write again
+    country's, and the country drops the write and tells the dealer, which withdraws it and sets it aside with the \
+    reason; once the other country's dealer moves in, the country holds the customer as HQ does and sends none of it \
+    to the writer, nor sends the write again
     """, .timeLimit(.minutes(5)))
     func collidingIDAcrossCountries() async throws {
         let dir = try TempDir()
@@ -146,7 +147,14 @@ struct RescopingTests {
                     && de.store.record(table: "customers", id: "c-x") == nil && de.store.lineage(recordID: "c-x").isEmpty
             }
             #expect(try de.store.pendingRetries() == 0, "de does not send it again")
-            #expect(try d1.store.record(table: "customers", id: "c-x")?.state.liveValues["last_name"] == "Written at d1", "d1 keeps its write")
+            // de tells d1, which withdraws its write and sets it aside, with the reason.
+            try await eventually(timeout: 30, "d1 learns its write was refused above de") {
+                try d1.store.record(table: "customers", id: "c-x") == nil && !d1.store.quarantined().isEmpty
+            }
+            let aside = try d1.store.quarantined()
+            #expect(aside.count == 1 && aside.first?.origin == "d1" && aside.first?.code == ChangeRejection.Code.forbidden.rawValue
+                    && aside.first?.reason.contains("refused above 'de'") == true && aside.first?.change.contains("Written at d1") == true, "\(aside)")
+            #expect(d1.agent.status.refusedAbove == 1, "\(d1.agent.status)")
 
             // f1 moves to de: de fetches its records from HQ, c-x among them.
             f1 = try await Self.move(f1, "f1", to: de, "de", hub: hub, running)
@@ -161,8 +169,7 @@ struct RescopingTests {
             #expect(atHQ["last_name"] == .string(secret) && atHQ["owning_dealer"] == "f1", "\(atHQ)")
             let atDe = try #require(try de.store.record(table: "customers", id: "c-x")).state.liveValues
             #expect(atDe["last_name"] == .string(secret) && atDe["owning_dealer"] == "f1", "de holds c-x as HQ does: \(atDe)")
-            let atD1 = try #require(try d1.store.record(table: "customers", id: "c-x")).state.liveValues
-            #expect(atD1["last_name"] == "Written at d1" && atD1["phone"] == nil, "d1 got f1's customer: \(atD1)")
+            #expect(try d1.store.record(table: "customers", id: "c-x") == nil, "d1 holds a copy of c-x that is not f1's customer")
             #expect(try f1.store.record(table: "customers", id: "c-x")?.state.liveValues["last_name"] == .string(secret))
             #expect(try Self.filesHolding(secret, under: dir.path).allSatisfy { !$0.hasPrefix("d1") }, "a file of d1 holds f1's customer")
             #expect(try hq.quarantined().filter { $0.origin == "d1" }.count == 1, "de sent d1's write once")

@@ -9,6 +9,71 @@ import TiersyncTestSupport
 /// the node that made them (`NodeStore.dropRefusedRelays`; docs/PRIVACY.md, "Re-scoping").
 @Suite("Refused relays in a store")
 struct RefusedRelayStoreTests {
+    /// `changes` as the parent refuses them: each record outside the scope of the node that made the change.
+    func refusedOutside(_ changes: Change...) -> [(change: Change, refusal: RejectedChange)] {
+        changes.map { change in
+            (change, RejectedChange(change: change, rejection: ChangeRejection(
+                .forbidden, "record \(change.table)/\(change.recordID) is outside the scope of node '\(change.origin)'", outsideScopeOf: change.origin)))
+        }
+    }
+
+    @Test("""
+    a dropped relay is passed down to the child it came from, and to no other: the maker withdraws its write, sets it \
+    aside in its quarantine and never numbers a change with its sequence again; a node that only relayed it drops it \
+    and passes it on; taking a notice twice changes nothing
+    """)
+    func passedDown() async throws {
+        let dir = try TempDir()
+        let de = try makeStore(dir, "de")
+        let mid = try makeStore(dir, "mid", parent: "de")
+        let d1 = try makeStore(dir, "d1", parent: "mid")
+        try d1.commit([.upsert("customers", id: "c-1", ["last_name": "Mine"])])
+        try d1.commit([.upsert("customers", id: "c-x", ["last_name": "Collides", "phone": "+49 1"])])
+        let made = try d1.lineage(recordID: "c-1").map(\.change) + d1.lineage(recordID: "c-x").map(\.change)
+        let collision = try #require(made.last)
+        #expect(collision.originSeq == 2)
+        // d1 → mid → de, each a relay; de's parent refuses the collision.
+        #expect(try await mid.applyIncoming(made, from: "d1", source: .child, checkSkew: false).applied == 2)
+        #expect(try await de.applyIncoming(made, from: "mid", source: .child, checkSkew: false).applied == 2)
+        #expect(try de.newestRefusalKept(for: "mid") == nil)
+        #expect(try de.dropRefusedRelays(refusedOutside(collision)) == 1)
+
+        // de keeps the notice for mid, the child it came from, and for no one else.
+        let newest = try #require(try de.newestRefusalKept(for: "mid"))
+        #expect(try de.newestRefusalKept(for: "d1") == nil && de.refusalsKept(for: "d1", after: 0, limit: 10).refusals.isEmpty)
+        let atDE = try de.refusalsKept(for: "mid", after: 0, limit: 10)
+        #expect(atDE.refusals.map(\.id) == [newest] && !atDE.more)
+        #expect(atDE.refusals.first?.refusal.origin == "d1" && atDE.refusals.first?.refusal.originSeq == 2
+                && atDE.refusals.first?.refusal.recordID == "c-x" && atDE.refusals.first?.refusal.code == .forbidden)
+        #expect(try de.refusalsKept(for: "mid", after: newest, limit: 10).refusals.isEmpty)
+
+        // mid only relayed it: dropped there, and passed on to d1.
+        let atMid = try mid.takeUpstreamRefusals(atDE.refusals, from: "de")
+        #expect(atMid.passedOn.map(\.originSeq) == [2] && atMid.setAside.isEmpty)
+        #expect(try mid.record(table: "customers", id: "c-x") == nil && mid.record(table: "customers", id: "c-1") != nil)
+        #expect(try mid.upstreamRefusalsTaken(from: "de") == newest && mid.upstreamRefusalsTaken(from: "fr") == 0)
+        let toD1 = try mid.refusalsKept(for: "d1", after: 0, limit: 10).refusals
+        #expect(toD1.map(\.refusal.originSeq) == [2])
+
+        // d1 made it: withdrawn, set aside with the reason, its number never given again.
+        let atD1 = try d1.takeUpstreamRefusals(toD1, from: "mid")
+        #expect(atD1.setAside.map(\.originSeq) == [2] && atD1.passedOn.isEmpty)
+        #expect(try d1.record(table: "customers", id: "c-x") == nil, "the write that can never land is not d1's copy of the record any more")
+        #expect(try d1.record(table: "customers", id: "c-1")?.state.liveValues["last_name"] == "Mine")
+        let aside = try d1.quarantined()
+        #expect(aside.count == 1 && aside.first?.code == "forbidden" && aside.first?.receivedFrom == "mid", "\(aside)")
+        #expect(aside.first?.reason.contains("refused above 'mid'") == true && aside.first?.change.contains("+49 1") == true)
+        let next = try d1.commit([.upsert("customers", id: "c-2", ["last_name": "After"])])
+        #expect(next.first?.originSeq == 3, "a number the parent holds as dropped is never given to a new change")
+
+        #expect(try d1.takeUpstreamRefusals(toD1, from: "mid") == UpstreamRefusalsTaken(), "taken twice, a notice changes nothing")
+        #expect(try d1.quarantined().count == 1)
+        // A notice naming a change d1 never made changes nothing either.
+        var stranger = toD1[0]
+        stranger.refusal.originSeq = 99
+        #expect(try d1.takeUpstreamRefusals([stranger], from: "mid") == UpstreamRefusalsTaken())
+    }
+
     @Test("""
     a relayed change the parent refused as outside its maker's scope is dropped: its record gets back what the other \
     logged changes wrote (a refused delete undone), a record left with nothing goes with its log entries, the change \
@@ -31,7 +96,7 @@ struct RefusedRelayStoreTests {
             try db.execute(sql: "INSERT INTO ts_push_retries (origin, origin_seq, code, reason, attempts, next_at) VALUES ('d1', 3, 'forbidden', 'x', 1, 0)")
         }
 
-        #expect(try de.dropRefusedRelays([edit, collision]) == 2)
+        #expect(try de.dropRefusedRelays(refusedOutside(edit, collision)) == 2)
         let record = try #require(try de.record(table: "customers", id: "c-1"))
         #expect(record.state.liveValues == ["last_name": "Mine", "phone": "1", "owning_dealer": "d1"], "the edit's fields come back from the first change")
         #expect(record.route == ["d1"], "routed as the first change made it")
@@ -41,7 +106,7 @@ struct RefusedRelayStoreTests {
 
         _ = try await de.applyIncoming([delete], from: "d1", source: .child, checkSkew: false)
         #expect(try de.record(table: "customers", id: "c-1")?.state.isLive == false)
-        #expect(try de.dropRefusedRelays([delete]) == 1)
+        #expect(try de.dropRefusedRelays(refusedOutside(delete)) == 1)
         #expect(try de.record(table: "customers", id: "c-1")?.state.liveValues == ["last_name": "Mine", "phone": "1", "owning_dealer": "d1"],
                 "a refused delete undone: the fields it hid come back from the changes that wrote them")
 
@@ -54,7 +119,7 @@ struct RefusedRelayStoreTests {
 
         try de.commit([.upsert("customers", id: "c-own", ["last_name": "Country's"])])
         let own = try #require(try de.lineage(recordID: "c-own").first).change
-        #expect(try de.dropRefusedRelays([own]) == 0)
+        #expect(try de.dropRefusedRelays(refusedOutside(own)) == 0)
         #expect(try de.record(table: "customers", id: "c-own") != nil, "its own change is never dropped")
     }
 
@@ -90,7 +155,7 @@ struct RefusedRelayStoreTests {
         _ = try await de.applyIncoming([create, edit], from: "d1", source: .child, checkSkew: false)
         try de.scheduleRetries([RejectedChange(change: create, rejection: ChangeRejection(.unknownField, "the parent's schema is older")),
                                 RejectedChange(change: edit, rejection: ChangeRejection(.forbidden, "outside", outsideScopeOf: "d1"))])
-        #expect(try de.dropRefusedRelays([edit]) == 0)
+        #expect(try de.dropRefusedRelays(refusedOutside(edit)) == 0)
         #expect(try de.record(table: "customers", id: "c-1")?.state.liveValues["phone"] == "1")
         #expect(try de.pendingRetries() == 2, "both are sent again")
     }

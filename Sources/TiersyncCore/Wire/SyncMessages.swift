@@ -76,6 +76,44 @@ public struct RejectedChange: Codable, Sendable, Hashable {
     }
 }
 
+/// A change the caller sent up that a node above its parent refused for good, as the parent
+/// passes it down (`GET /v1/refusals`). The parent relayed the change, then dropped it when
+/// its own parent refused it as outside the scope of the node that made it
+/// (``RejectedChange/outsideScopeOf``): the maker's copy of the write can never land, and a
+/// relaying node's copy can never be passed on. The caller drops it in turn (its maker sets
+/// it aside in its quarantine), so no copy of it goes on deciding the record anywhere.
+public struct UpstreamRefusal: Codable, Sendable, Hashable {
+    /// The parent's number for the notice, rising: the caller asks for those after the
+    /// highest it has handled (`after=`).
+    public var id: Int64
+    /// The change (by origin and sequence) and the refusal, as the node above gave it.
+    public var refusal: RejectedChange
+
+    public init(id: Int64, refusal: RejectedChange) {
+        self.id = id
+        self.refusal = refusal
+    }
+
+    /// The response header of a pull naming the newest notice for the caller, when the
+    /// parent holds any: the caller asks for them when it is newer than the last it handled.
+    public static let pullHeader = "Tiersync-Refusals"
+}
+
+/// `GET /v1/refusals?after=N&limit=M`: the notices for the caller after `after`, oldest first.
+public struct UpstreamRefusalsResponse: Codable, Sendable {
+    public var refusals: [UpstreamRefusal]
+    /// True when more notices wait beyond this page.
+    public var more: Bool
+
+    /// The most notices one answer holds (`limit=`; 100 by default).
+    public static let maxPage = 500
+
+    public init(refusals: [UpstreamRefusal], more: Bool) {
+        self.refusals = refusals
+        self.more = more
+    }
+}
+
 /// `GET /v1/pull?cursor=N&limit=M&wait=S`: changes in the caller's scope after `cursor`.
 public struct PullResponse: Codable, Sendable {
     public var changes: [Change]

@@ -1,0 +1,124 @@
+// Refusals passed down (`ts_upstream_refusals`). A country relays its dealers' changes; when
+// HQ refuses one as outside the scope of the dealer that made it, the country drops it
+// (NodeStore+Retries) and keeps a notice for the child it came from. The child asks for its
+// notices (`GET /v1/refusals`, when a pull's `Tiersync-Refusals` header names a newer one)
+// and drops its copy in turn: the maker sets its write aside in its quarantine, with the
+// reason, and a node that only relayed it passes the notice on to its own child. Without
+// this the maker kept a write that could never land: its copy of the record differed from
+// every other copy for good, and `status` called the change acknowledged.
+
+import Foundation
+import GRDB
+import TiersyncCore
+
+extension NodeStore {
+    /// Keeps the notice of a dropped change for `via`, the child it came from (once per change).
+    static func keepUpstreamRefusal(_ db: Database, via: String, refusal: RejectedChange, nowMillis: UInt64) throws {
+        let json = String(decoding: try JSONEncoder().encode(refusal), as: UTF8.self)
+        try db.execute(sql: """
+            INSERT INTO ts_upstream_refusals (via, origin, origin_seq, refusal, refused_at) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (origin, origin_seq) DO NOTHING
+            """, arguments: [via, refusal.origin.rawValue, refusal.originSeq, json, Int64(clamping: nowMillis)])
+    }
+
+    /// The notices kept for `child` numbered after `after`, oldest first, at most `limit`
+    /// (1 … ``maxUpstreamRefusalsPage``).
+    public func refusalsKept(for child: NodeID, after: Int64, limit: Int) throws -> UpstreamRefusalsResponse {
+        guard hasUpstreamRefusals.load(ordering: .relaxed) else { return UpstreamRefusalsResponse(refusals: [], more: false) }
+        let limit = min(max(1, limit), UpstreamRefusalsResponse.maxPage)
+        return try writer.read { db in
+            let rows = try Row.fetchAll(db, sql: "SELECT id, refusal FROM ts_upstream_refusals WHERE via = ? AND id > ? ORDER BY id LIMIT ?",
+                                        arguments: [child.rawValue, after, limit + 1])
+            let refusals = rows.prefix(limit).compactMap { row -> UpstreamRefusal? in
+                guard let refusal = try? JSONDecoder().decode(RejectedChange.self, from: Data((row["refusal"] as String).utf8)) else { return nil }
+                return UpstreamRefusal(id: row["id"], refusal: refusal)
+            }
+            return UpstreamRefusalsResponse(refusals: refusals, more: rows.count > limit)
+        }
+    }
+
+    /// The newest notice's number kept for `child`; nil without one (read only once this
+    /// store has kept a notice for anyone).
+    public func newestRefusalKept(for child: NodeID) throws -> Int64? {
+        guard hasUpstreamRefusals.load(ordering: .relaxed) else { return nil }
+        return try writer.read { db in
+            try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(id) FROM ts_upstream_refusals WHERE via = ?"), arguments: [child.rawValue])
+        }
+    }
+
+    /// The highest notice number taken from `parent`: 0 before the first, and for a parent
+    /// other than the one they were taken from (a node moved to another country; numbers
+    /// are each parent's own).
+    public func upstreamRefusalsTaken(from parent: NodeID) throws -> Int64 {
+        try writer.read { db in try Self.upstreamRefusalsTaken(db, from: parent) }
+    }
+
+    static func upstreamRefusalsTaken(_ db: Database, from parent: NodeID) throws -> Int64 {
+        guard let text = try meta(db, .upstreamRefusalsTaken) else { return 0 }
+        let parts = text.split(separator: " ")
+        guard parts.count == 2, parts[0] == parent.rawValue[...], let taken = Int64(parts[1]) else { return 0 }
+        return taken
+    }
+
+    /// Forgets how far the notices of `parent` were taken: they are asked for again from the
+    /// first (a parent restored from an older backup may number new notices anew). Taking a
+    /// notice twice changes nothing.
+    public func resetUpstreamRefusalsTaken() throws {
+        try writer.write { db in try db.execute(sql: "DELETE FROM ts_meta WHERE key = ?", arguments: [MetaKey.upstreamRefusalsTaken.rawValue]) }
+    }
+
+    /// Takes notices `parent` passed down, in one transaction: each names a change this node
+    /// sent up that a node above the parent refused for good, and the parent dropped. This
+    /// node's own change is withdrawn from its record (``withdrawLogged(_:_:_:seq:)``) and set
+    /// aside in its quarantine with the reason, so an operator sees it (`tiersync admin
+    /// quarantine`) and can write it again under another id; its sequence number is not
+    /// given out again. A change this node relayed from a child is dropped as the parent
+    /// dropped it, and the notice kept for that child. A notice for a change no longer
+    /// logged here (taken before, evicted, erased) changes nothing. Notices must come from
+    /// this node's parent, oldest first; the highest number is remembered for it.
+    public func takeUpstreamRefusals(_ notices: [UpstreamRefusal], from parent: NodeID,
+                                     nowMillis: UInt64 = WallClock.nowMillis()) throws -> UpstreamRefusalsTaken {
+        guard let highest = notices.map(\.id).max() else { return UpstreamRefusalsTaken() }
+        return try writer.write { db in
+            guard let me = try Self.identity(db)?.node else { return UpstreamRefusalsTaken() }
+            var statements = LogStatements(db)
+            var taken = UpstreamRefusalsTaken()
+            for notice in notices {
+                let refusal = notice.refusal
+                guard let entry = try Self.fetchLogged(db, sql: """
+                    SELECT \(Self.loggedColumns(of: nil)) FROM ts_changes WHERE origin = ? AND origin_seq = ?
+                    """, arguments: [refusal.origin.rawValue, refusal.originSeq]).first else { continue }
+                let change = entry.change
+                if change.origin == me {
+                    guard entry.source == .local else { continue }
+                    // Its number stays used: given out again, the parent would take the new
+                    // change for a duplicate of the one it dropped.
+                    try Self.raiseSeqFloor(db, node: me)
+                    try withdrawLogged(db, &statements, change, seq: entry.seq)
+                    try quarantine(db, change, ChangeRejection(refusal.code, "refused above '\(parent)': \(refusal.message)"),
+                                   from: parent, nowMillis: nowMillis)
+                    taken.setAside.append(refusal)
+                } else if try dropRelayed(db, &statements, change, refusal: refusal, nowMillis: nowMillis) {
+                    taken.passedOn.append(refusal)
+                }
+            }
+            if !taken.passedOn.isEmpty { hasUpstreamRefusals.store(true, ordering: .relaxed) }
+            let before = try Self.upstreamRefusalsTaken(db, from: parent)
+            try Self.setMeta(db, .upstreamRefusalsTaken, "\(parent.rawValue) \(max(before, highest))")
+            return taken
+        }
+    }
+}
+
+/// What ``NodeStore/takeUpstreamRefusals(_:from:nowMillis:)`` did.
+public struct UpstreamRefusalsTaken: Sendable, Equatable {
+    /// This node's own changes withdrawn and set aside in its quarantine.
+    public var setAside: [RejectedChange] = []
+    /// Changes relayed from children, dropped and passed on to them.
+    public var passedOn: [RejectedChange] = []
+
+    public init(setAside: [RejectedChange] = [], passedOn: [RejectedChange] = []) {
+        self.setAside = setAside
+        self.passedOn = passedOn
+    }
+}
