@@ -77,7 +77,9 @@ public final class SyncAgent: Sendable {
     private let headSeen = Mutex<Int64>(0)
     /// The newest notice of a change refused above the parent that a pull named and this
     /// node has not taken yet (``takeUpstreamRefusals()``).
-    private let refusalsOffered = Mutex<Int64?>(nil)
+    /// `fruitless`: a newest notice whose fetch brought nothing new (an unreadable notice at
+    /// the parent): not asked for again until a pull names another.
+    private let refusalsOffered = Mutex<(newest: Int64?, fruitless: Int64?)>((nil, nil))
     /// Pull rounds completed (a catch-up, or one long-poll answered): the push loop waits
     /// for one after reaching the parent again, so an erasure decided while the node was
     /// away is applied before anything is pushed (docs/PRIVACY.md).
@@ -555,7 +557,7 @@ public final class SyncAgent: Sendable {
         do {
             let (page, newestRefusal) = try await client.pullPage(cursor: cursor, limit: configuration.pullPageSize, waitSeconds: waitSeconds,
                                                                   excludeOwn: excludeOwn, history: history)
-            if let newestRefusal { refusalsOffered.withLock { $0 = max($0 ?? 0, newestRefusal) } }
+            refusalsOffered.withLock { $0.newest = newestRefusal }
             return page
         } catch AgentError.http(409, LogHistoryLost.code, _) {
             throw ParentRegressed(head: 0, cursor: cursor, seen: headSeen.withLock { $0 }, lostHistory: history)
@@ -618,7 +620,7 @@ public final class SyncAgent: Sendable {
     /// set aside in its quarantine, a child's are passed on to that child. Never failing the
     /// pull round: the notices are asked for again after the next pull.
     private func takeUpstreamRefusals() async {
-        guard let offered = refusalsOffered.withLock({ $0 }) else { return }
+        guard let offered = refusalsOffered.withLock({ $0.newest != $0.fruitless ? $0.newest : nil }) else { return }
         let parent = parentNode.withLock { $0 }
         do {
             var taken = try store.upstreamRefusalsTaken(from: parent)
@@ -628,24 +630,41 @@ public final class SyncAgent: Sendable {
                 pages += 1
                 let page = try await client.refusals(after: taken)
                 let fresh = page.refusals.filter { $0.id > taken }
-                guard !fresh.isEmpty else { break }
-                let done = try store.takeUpstreamRefusals(fresh, from: parent)
-                for (refusal, own) in done.setAside.map({ ($0, true) }) + done.passedOn.map({ ($0, false) }) {
-                    logger.warning(own ? "a change this node made was refused above its parent for good; withdrawn and set aside in the quarantine (tiersync admin quarantine)"
-                                       : "a change this node relayed was refused above its parent for good; dropped and passed on to the child it came from",
-                                   metadata: ["change": "\(refusal.origin)#\(refusal.originSeq)", "record": "\(refusal.table)/\(refusal.recordID)",
-                                              "code": "\(refusal.code.rawValue)", "reason": "\(refusal.message)"])
+                guard !fresh.isEmpty else {
+                    refusalsOffered.withLock { $0.fruitless = offered }
+                    break
                 }
-                state.withLock { $0.refusedAbove += done.setAside.count + done.passedOn.count }
+                let done = try store.takeUpstreamRefusals(fresh, from: parent)
+                for refusal in done.setAside {
+                    logger.warning("a change this node made was refused above its parent for good; withdrawn and set aside in the quarantine (tiersync admin quarantine)",
+                                   metadata: Self.metadata(refusal))
+                }
+                for refusal in done.notKept {
+                    logger.error("a change this node made was refused above its parent for good and withdrawn; the quarantine's quota is full, so it was not kept",
+                                 metadata: Self.metadata(refusal))
+                }
+                for refusal in done.passedOn {
+                    logger.warning("a change this node relayed was refused above its parent for good; dropped and passed on to the child it came from",
+                                   metadata: Self.metadata(refusal))
+                }
+                for refusal in done.ignored {
+                    logger.error("the parent passed down a notice that is not a refusal of a change logged here as outside its maker's scope; ignored",
+                                 metadata: Self.metadata(refusal))
+                }
+                state.withLock { $0.refusedAbove += done.setAside.count + done.notKept.count + done.passedOn.count }
                 taken = fresh.map(\.id).max() ?? taken
                 if !page.more { break }
             }
-            refusalsOffered.withLock { if ($0 ?? 0) <= taken { $0 = nil } }
         } catch is CancellationError {
         } catch {
             logger.error("could not take the parent's notices of changes refused above it; asked again after the next pull",
                          metadata: ["error": "\(error)"])
         }
+    }
+
+    private static func metadata(_ refusal: RejectedChange) -> Logger.Metadata {
+        ["change": "\(refusal.origin)#\(refusal.originSeq)", "record": "\(refusal.table)/\(refusal.recordID)",
+         "code": "\(refusal.code.rawValue)", "reason": "\(refusal.message)"]
     }
 
     /// Applies a pulled page together with its cursor.
@@ -1011,6 +1030,7 @@ public final class SyncAgent: Sendable {
             try store.setMeta(Self.parentHistoryMeta, nil)
             // A restored parent may number new notices anew; taken twice, one changes nothing.
             try store.resetUpstreamRefusalsTaken()
+            refusalsOffered.withLock { $0 = (nil, nil) }
             headSeen.withLock { $0 = 0 }
         } catch {
             restore.withLock { $0.pullReset = true }

@@ -57,19 +57,23 @@ extension NodeStore {
 
     /// Drops one relayed change of a child (``dropRefusedRelays(_:nowMillis:)``) and keeps
     /// the notice for the child it came from; false when it is not logged here as taken from
-    /// a child, or an earlier change of its record still waits to be sent again.
-    func dropRelayed(_ db: Database, _ statements: inout LogStatements, _ change: Change, refusal: RejectedChange, nowMillis: UInt64) throws -> Bool {
-        guard let row = try Row.fetchOne(db, sql: "SELECT seq, received_from FROM ts_changes WHERE origin = ? AND origin_seq = ? AND source = ?",
-                                         arguments: [change.origin.rawValue, change.originSeq, ChangeSource.child.rawValue]) else { return false }
+    /// a child (or its entry is an erased one's, which stays), or, unless `evenBehindRetries`
+    /// (the parent dropped it already: a notice), an earlier change of its record still
+    /// waits to be sent again.
+    func dropRelayed(_ db: Database, _ statements: inout LogStatements, _ change: Change, refusal: RejectedChange, nowMillis: UInt64,
+                     evenBehindRetries: Bool = false) throws -> Bool {
+        // An erased record's entries stay (emptied): they make a late copy a duplicate.
+        guard let row = try Row.fetchOne(db, sql: """
+            SELECT seq, received_from FROM ts_changes WHERE origin = ? AND origin_seq = ? AND source = ? AND op != '\(Self.erasedOp)'
+            """, arguments: [change.origin.rawValue, change.originSeq, ChangeSource.child.rawValue]) else { return false }
         let seq: Int64 = row["seq"]
         // An earlier change of the record still waits to be sent again (refused for a
         // reason that passes): the parent judged this one without it. Kept, and tried
         // again after it.
-        let earlierWaits = try Bool.fetchOne(db, sql: """
+        if !evenBehindRetries, try Bool.fetchOne(db, sql: """
             SELECT EXISTS (SELECT 1 FROM ts_changes c JOIN ts_push_retries p ON p.origin = c.origin AND p.origin_seq = c.origin_seq
                            WHERE c.tbl = ? AND c.record_id = ? AND c.seq < ?)
-            """, arguments: [change.table, change.recordID, seq]) ?? false
-        if earlierWaits { return false }
+            """, arguments: [change.table, change.recordID, seq]) ?? false { return false }
         try withdrawLogged(db, &statements, change, seq: seq)
         try Self.notePurgedSeq(db, origin: change.origin, seq: change.originSeq)
         try Self.notePurged(db, [change.origin: change.originSeq])

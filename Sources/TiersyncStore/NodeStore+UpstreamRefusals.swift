@@ -12,17 +12,26 @@ import GRDB
 import TiersyncCore
 
 extension NodeStore {
-    /// Keeps the notice of a dropped change for `via`, the child it came from (once per change).
+    /// The notices kept per child: the newest. A child that writes under many ids its
+    /// country cannot judge (each one HQ refuses) would otherwise grow the country's file
+    /// without bound; past the bound the oldest go, and their changes stay at the child.
+    public static let maxUpstreamRefusalsPerChild = 1_000
+
+    /// Keeps the notice of a dropped change for `via`, the child it came from (once per
+    /// change; the newest ``maxUpstreamRefusalsPerChild`` per child).
     static func keepUpstreamRefusal(_ db: Database, via: String, refusal: RejectedChange, nowMillis: UInt64) throws {
         let json = String(decoding: try JSONEncoder().encode(refusal), as: UTF8.self)
         try db.execute(sql: """
             INSERT INTO ts_upstream_refusals (via, origin, origin_seq, refusal, refused_at) VALUES (?, ?, ?, ?, ?)
             ON CONFLICT (origin, origin_seq) DO NOTHING
             """, arguments: [via, refusal.origin.rawValue, refusal.originSeq, json, Int64(clamping: nowMillis)])
+        try db.execute(sql: """
+            DELETE FROM ts_upstream_refusals WHERE via = ?1 AND id <= (SELECT id FROM ts_upstream_refusals WHERE via = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)
+            """, arguments: [via, maxUpstreamRefusalsPerChild])
     }
 
     /// The notices kept for `child` numbered after `after`, oldest first, at most `limit`
-    /// (1 … ``maxUpstreamRefusalsPage``).
+    /// (1 … ``UpstreamRefusalsResponse/maxPage``).
     public func refusalsKept(for child: NodeID, after: Int64, limit: Int) throws -> UpstreamRefusalsResponse {
         guard hasUpstreamRefusals.load(ordering: .relaxed) else { return UpstreamRefusalsResponse(refusals: [], more: false) }
         let limit = min(max(1, limit), UpstreamRefusalsResponse.maxPage)
@@ -60,6 +69,16 @@ extension NodeStore {
         return taken
     }
 
+    /// How many of this node's own changes sit in its quarantine: set aside when refused
+    /// above its parent (``takeUpstreamRefusals(_:from:nowMillis:)``), until an operator
+    /// discards them.
+    public func ownChangesSetAside() throws -> Int {
+        try writer.read { db in
+            guard let me = try Self.identity(db)?.node else { return 0 }
+            return try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_quarantine WHERE origin = ?", arguments: [me.rawValue]) ?? 0
+        }
+    }
+
     /// Forgets how far the notices of `parent` were taken: they are asked for again from the
     /// first (a parent restored from an older backup may number new notices anew). Taking a
     /// notice twice changes nothing.
@@ -85,10 +104,23 @@ extension NodeStore {
             var taken = UpstreamRefusalsTaken()
             for notice in notices {
                 let refusal = notice.refusal
+                // Only what a parent passes down: a change refused as outside the scope of the
+                // node that made it, naming the record its logged entry here is for. Anything
+                // else (a faulty parent) withdraws nothing.
+                guard refusal.code == .forbidden, refusal.outsideScopeOf == refusal.origin else {
+                    taken.ignored.append(refusal)
+                    continue
+                }
+                // An erased record's entries stay (emptied): they make a late copy a duplicate,
+                // and the erasure's proof counts what is left of it here.
                 guard let entry = try Self.fetchLogged(db, sql: """
-                    SELECT \(Self.loggedColumns(of: nil)) FROM ts_changes WHERE origin = ? AND origin_seq = ?
+                    SELECT \(Self.loggedColumns(of: nil)) FROM ts_changes WHERE origin = ? AND origin_seq = ? AND op != '\(Self.erasedOp)'
                     """, arguments: [refusal.origin.rawValue, refusal.originSeq]).first else { continue }
                 let change = entry.change
+                guard change.table == refusal.table, change.recordID == refusal.recordID else {
+                    taken.ignored.append(refusal)
+                    continue
+                }
                 if change.origin == me {
                     guard entry.source == .local else { continue }
                     // Its number stays used: given out again, the parent would take the new
@@ -97,8 +129,9 @@ extension NodeStore {
                     try withdrawLogged(db, &statements, change, seq: entry.seq)
                     try quarantine(db, change, ChangeRejection(refusal.code, "refused above '\(parent)': \(refusal.message)"),
                                    from: parent, nowMillis: nowMillis)
-                    taken.setAside.append(refusal)
-                } else if try dropRelayed(db, &statements, change, refusal: refusal, nowMillis: nowMillis) {
+                    // The quarantine's quota may skip it (full for this sender): withdrawn all the same.
+                    if db.changesCount > 0 { taken.setAside.append(refusal) } else { taken.notKept.append(refusal) }
+                } else if try dropRelayed(db, &statements, change, refusal: refusal, nowMillis: nowMillis, evenBehindRetries: true) {
                     taken.passedOn.append(refusal)
                 }
             }
@@ -114,11 +147,13 @@ extension NodeStore {
 public struct UpstreamRefusalsTaken: Sendable, Equatable {
     /// This node's own changes withdrawn and set aside in its quarantine.
     public var setAside: [RejectedChange] = []
+    /// This node's own changes withdrawn but not kept: its quarantine's quota was full.
+    public var notKept: [RejectedChange] = []
     /// Changes relayed from children, dropped and passed on to them.
     public var passedOn: [RejectedChange] = []
+    /// Notices that were not what a parent passes down (another refusal, or naming another
+    /// record than the change logged here): nothing done.
+    public var ignored: [RejectedChange] = []
 
-    public init(setAside: [RejectedChange] = [], passedOn: [RejectedChange] = []) {
-        self.setAside = setAside
-        self.passedOn = passedOn
-    }
+    public init() {}
 }

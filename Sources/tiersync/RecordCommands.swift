@@ -268,6 +268,11 @@ struct Status: AsyncParsableCommand {
             print("refused:     " + refused.map { "\($0.count) \($0.code)" }.joined(separator: ", ")
                   + " change(s) refused by the parent, retried (why: tiersync trace --db … TABLE ID)")
         }
+        let setAside = try store.ownChangesSetAside()
+        if setAside > 0 {
+            print("refused:     \(setAside) change(s) made here were refused above the parent for good, withdrawn and set aside"
+                  + " (tiersync admin quarantine --db …)")
+        }
         print("pull cursor: \(try store.cursor("pull.parent"))")
         if let restores = try store.parentRestores() {
             let last = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(restores.lastAtMillis) / 1000))

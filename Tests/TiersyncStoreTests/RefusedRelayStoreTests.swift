@@ -60,6 +60,7 @@ struct RefusedRelayStoreTests {
         #expect(atD1.setAside.map(\.originSeq) == [2] && atD1.passedOn.isEmpty)
         #expect(try d1.record(table: "customers", id: "c-x") == nil, "the write that can never land is not d1's copy of the record any more")
         #expect(try d1.record(table: "customers", id: "c-1")?.state.liveValues["last_name"] == "Mine")
+        #expect(try d1.ownChangesSetAside() == 1 && mid.ownChangesSetAside() == 0)
         let aside = try d1.quarantined()
         #expect(aside.count == 1 && aside.first?.code == "forbidden" && aside.first?.receivedFrom == "mid", "\(aside)")
         #expect(aside.first?.reason.contains("refused above 'mid'") == true && aside.first?.change.contains("+49 1") == true)
@@ -72,6 +73,68 @@ struct RefusedRelayStoreTests {
         var stranger = toD1[0]
         stranger.refusal.originSeq = 99
         #expect(try d1.takeUpstreamRefusals([stranger], from: "mid") == UpstreamRefusalsTaken())
+    }
+
+    @Test("""
+    a notice withdraws nothing that is not what a parent passes down (another refusal, another record), nor an \
+    erased record's entry (the erasure's proof stays whole); a relaying node drops the change even behind a retry of \
+    its record (the parent dropped it already); a country keeps the newest notices per child only
+    """)
+    func noticesJudged() async throws {
+        let dir = try TempDir()
+        let mid = try makeStore(dir, "mid", parent: "de")
+        let d1 = try makeStore(dir, "d1", parent: "mid")
+        try d1.commit([.upsert("customers", id: "c-1", ["last_name": "One"])])
+        try d1.commit([.upsert("customers", id: "c-2", ["last_name": "Two"])])
+        let one = try #require(try d1.lineage(recordID: "c-1").first).change
+        let two = try #require(try d1.lineage(recordID: "c-2").first).change
+        func notice(_ id: Int64, _ change: Change, code: ChangeRejection.Code = .forbidden, recordID: String? = nil) -> UpstreamRefusal {
+            var refusal = RejectedChange(change: change, rejection: ChangeRejection(code, "outside", outsideScopeOf: code == .forbidden ? change.origin : nil))
+            if let recordID { refusal.recordID = recordID }
+            return UpstreamRefusal(id: id, refusal: refusal)
+        }
+        let judged = try d1.takeUpstreamRefusals([notice(1, one, code: .tooLarge), notice(2, one, recordID: "c-2")], from: "mid")
+        #expect(judged.ignored.count == 2 && judged.setAside.isEmpty, "\(judged)")
+        #expect(try d1.record(table: "customers", id: "c-1") != nil)
+
+        let erasure = try d1.erase(.customers, id: "c-2")
+        #expect(try d1.verifyErasure(erasure.erasureID))
+        let afterErasure = try d1.takeUpstreamRefusals([notice(3, two)], from: "mid")
+        #expect(afterErasure == UpstreamRefusalsTaken(), "\(afterErasure)")
+        #expect(try d1.verifyErasure(erasure.erasureID), "an erased record's entry stays, and nothing of it enters the quarantine")
+        #expect(try d1.quarantined().isEmpty)
+
+        // mid relayed two changes of c-r and retries the first: the notice drops the second all the same.
+        func relayed(_ seq: Int64, _ fields: [String: FieldValue]) -> Change {
+            Change(origin: "d1", originSeq: seq, hlc: HLCTimestamp(wallMillis: one.hlc.wallMillis + UInt64(seq), counter: 0), table: "customers",
+                   recordID: "c-r", op: .upsert, fields: fields)
+        }
+        let (first, second) = (relayed(10, ["last_name": "First", "owning_dealer": "d1"]), relayed(11, ["phone": "2"]))
+        #expect(try await mid.applyIncoming([first, second], from: "d1", source: .child, checkSkew: false).applied == 2)
+        try mid.scheduleRetries([RejectedChange(change: first, rejection: ChangeRejection(.unknownField, "older schema"))])
+        #expect(try mid.dropRefusedRelays(refusedOutside(second)) == 0, "refused in a push, it waits behind the retry")
+        let passed = try mid.takeUpstreamRefusals([notice(4, second)], from: "de")
+        #expect(passed.passedOn.map(\.originSeq) == [11], "\(passed)")
+        #expect(try mid.record(table: "customers", id: "c-r")?.state.liveValues["phone"] == nil)
+        let earlier = first
+
+        // The newest notices per child only.
+        let cap = NodeStore.maxUpstreamRefusalsPerChild
+        try await mid.writer.write { db in
+            for seq in 1...Int64(cap + 5) {
+                let change = Change(origin: "d1", originSeq: 100 + seq, hlc: HLCTimestamp(wallMillis: 1_000, counter: 0), table: "customers",
+                                    recordID: "c-\(seq)", op: .upsert, fields: [:])
+                try NodeStore.keepUpstreamRefusal(db, via: "d1", refusal: RejectedChange(change: change, rejection: ChangeRejection(.forbidden, "x")), nowMillis: 0)
+            }
+            try NodeStore.keepUpstreamRefusal(db, via: "d2", refusal: RejectedChange(change: earlier, rejection: ChangeRejection(.forbidden, "x")), nowMillis: 0)
+        }
+        let kept = try await mid.writer.read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_upstream_refusals WHERE via = 'd1'") ?? 0
+        }
+        #expect(kept == cap)
+        let oldest = try mid.refusalsKept(for: "d1", after: 0, limit: 1).refusals.first?.refusal.originSeq
+        #expect(oldest == 106, "the oldest notices went: \(String(describing: oldest))")
+        #expect(try mid.refusalsKept(for: "d2", after: 0, limit: 10).refusals.count == 1, "another child's notices stay")
     }
 
     @Test("""
