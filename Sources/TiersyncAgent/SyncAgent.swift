@@ -254,7 +254,7 @@ public final class SyncAgent: Sendable {
             try store.setCursor(Self.pushCursor, response.acknowledgedThrough)
             let rejected = refusals(in: response, of: batch.map(\.change))
             try store.scheduleRetries(rejected)
-            dropRefusedRelays(rejected, of: batch.map(\.change))
+            await dropRefusedRelays(rejected, of: batch.map(\.change))
             await eraseRefused(rejected, of: batch.map(\.change))
             noteRoutedAway(batch.map(\.change), refused: rejected)
             try handleClockSkew(response, refused: rejected, sentAt: sentAt)
@@ -300,7 +300,7 @@ public final class SyncAgent: Sendable {
     /// outside the scope of the node that made them (``NodeStore/dropRefusedRelays(_:nowMillis:)``), and tells the children they came from;
     /// its own changes are never dropped. Never failing the push round: the cursor has
     /// moved already, and what follows in the round must still run.
-    private func dropRefusedRelays(_ rejected: [RejectedChange], of sent: [Change]) {
+    private func dropRefusedRelays(_ rejected: [RejectedChange], of sent: [Change]) async {
         let outside = Dictionary(rejected.lazy.filter { $0.code == .forbidden && $0.outsideScopeOf == $0.origin && $0.origin != self.identity.node }
             .map { ("\($0.origin)#\($0.originSeq)", $0) }, uniquingKeysWith: { first, _ in first })
         guard !outside.isEmpty else { return }
@@ -311,6 +311,8 @@ public final class SyncAgent: Sendable {
             if dropped > 0 {
                 logger.notice("dropped changes of children the parent refused as outside their scope; their records hold what is left",
                               metadata: ["changes": "\(dropped)"])
+                // The children's waiting pulls answer at once with the notice (a country's hub).
+                await onPulled()
             }
         } catch {
             logger.error("could not drop changes of children the parent refused as outside their scope", metadata: ["error": "\(error)"])
@@ -347,7 +349,7 @@ public final class SyncAgent: Sendable {
         let accepted = due.filter { !stillRefused.contains("\($0.origin)#\($0.originSeq)") }
         try store.clearRetries(accepted)
         try store.scheduleRetries(rejected)
-        dropRefusedRelays(rejected, of: due)
+        await dropRefusedRelays(rejected, of: due)
         await eraseRefused(rejected, of: due)
         noteRoutedAway(accepted, refused: [])
         try handleClockSkew(response, refused: rejected, sentAt: sentAt)
@@ -652,6 +654,7 @@ public final class SyncAgent: Sendable {
                                  metadata: Self.metadata(refusal))
                 }
                 state.withLock { $0.refusedAbove += done.setAside.count + done.notKept.count + done.passedOn.count }
+                if !done.passedOn.isEmpty { await onPulled() }
                 taken = fresh.map(\.id).max() ?? taken
                 if !page.more { break }
             }

@@ -164,6 +164,9 @@ struct SyncService: Sendable {
             await store.notePulled(by: principal.node, through: cursor)
         }
         let deadline = ContinuousClock.now + .milliseconds(Int64(wait * 1000))
+        // A notice kept for the caller while it waits answers the pull at once (read only at
+        // a store that ever kept one: a country that dropped a relayed change).
+        let noticeAtStart = try await store.newestUpstreamRefusal(via: principal.node)
         // The first reading is the tree read with the credential.
         var knownTree = context.tree
         while true {
@@ -185,14 +188,13 @@ struct SyncService: Sendable {
             let closing = await notifier.isClosed
             // A cursor past the head answers at once: the caller's cursor is from before a
             // restore of this hub from an older backup, and it recovers on seeing the head.
-            if page.count > 0 || remaining <= .zero || Task.isCancelled || closing || page.head < cursor {
+            let notice = try await store.newestUpstreamRefusal(via: principal.node)
+            if page.count > 0 || remaining <= .zero || Task.isCancelled || closing || page.head < cursor || notice != noticeAtStart {
                 var response = try codec.encode(json: page.json, for: request)
                 // Changes the caller sent that a node above this one refused, and this one
                 // dropped: the caller asks for them (`GET /v1/refusals`) when this is newer
                 // than the last it took.
-                if let newest = try await store.newestUpstreamRefusal(via: principal.node) {
-                    response.headers[Self.refusalsHeader] = String(newest)
-                }
+                if let notice { response.headers[Self.refusalsHeader] = String(notice) }
                 return response
             }
             // Nothing for the caller in this stretch of the log (out of scope, or its own):

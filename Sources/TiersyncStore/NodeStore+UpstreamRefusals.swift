@@ -22,11 +22,13 @@ extension NodeStore {
     static func keepUpstreamRefusal(_ db: Database, via: String, refusal: RejectedChange, nowMillis: UInt64) throws {
         let json = String(decoding: try JSONEncoder().encode(refusal), as: UTF8.self)
         try db.execute(sql: """
-            INSERT INTO ts_upstream_refusals (via, origin, origin_seq, refusal, refused_at) VALUES (?, ?, ?, ?, ?)
+            INSERT INTO ts_upstream_refusals (via, number, origin, origin_seq, refusal, refused_at)
+            VALUES (?1, (SELECT COALESCE(MAX(number), 0) + 1 FROM ts_upstream_refusals WHERE via = ?1), ?2, ?3, ?4, ?5)
             ON CONFLICT (origin, origin_seq) DO NOTHING
             """, arguments: [via, refusal.origin.rawValue, refusal.originSeq, json, Int64(clamping: nowMillis)])
         try db.execute(sql: """
-            DELETE FROM ts_upstream_refusals WHERE via = ?1 AND id <= (SELECT id FROM ts_upstream_refusals WHERE via = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)
+            DELETE FROM ts_upstream_refusals
+            WHERE via = ?1 AND number <= (SELECT number FROM ts_upstream_refusals WHERE via = ?1 ORDER BY number DESC LIMIT 1 OFFSET ?2)
             """, arguments: [via, maxUpstreamRefusalsPerChild])
     }
 
@@ -36,11 +38,11 @@ extension NodeStore {
         guard hasUpstreamRefusals.load(ordering: .relaxed) else { return UpstreamRefusalsResponse(refusals: [], more: false) }
         let limit = min(max(1, limit), UpstreamRefusalsResponse.maxPage)
         return try writer.read { db in
-            let rows = try Row.fetchAll(db, sql: "SELECT id, refusal FROM ts_upstream_refusals WHERE via = ? AND id > ? ORDER BY id LIMIT ?",
+            let rows = try Row.fetchAll(db, sql: "SELECT number, refusal FROM ts_upstream_refusals WHERE via = ? AND number > ? ORDER BY number LIMIT ?",
                                         arguments: [child.rawValue, after, limit + 1])
             let refusals = rows.prefix(limit).compactMap { row -> UpstreamRefusal? in
                 guard let refusal = try? JSONDecoder().decode(RejectedChange.self, from: Data((row["refusal"] as String).utf8)) else { return nil }
-                return UpstreamRefusal(id: row["id"], refusal: refusal)
+                return UpstreamRefusal(id: row["number"], refusal: refusal)
             }
             return UpstreamRefusalsResponse(refusals: refusals, more: rows.count > limit)
         }
@@ -51,7 +53,7 @@ extension NodeStore {
     public func newestRefusalKept(for child: NodeID) throws -> Int64? {
         guard hasUpstreamRefusals.load(ordering: .relaxed) else { return nil }
         return try writer.read { db in
-            try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(id) FROM ts_upstream_refusals WHERE via = ?"), arguments: [child.rawValue])
+            try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(number) FROM ts_upstream_refusals WHERE via = ?"), arguments: [child.rawValue])
         }
     }
 
@@ -123,14 +125,30 @@ extension NodeStore {
                 }
                 if change.origin == me {
                     guard entry.source == .local else { continue }
-                    // Its number stays used: given out again, the parent would take the new
-                    // change for a duplicate of the one it dropped.
+                    var withdrawn = [(entry: entry, named: refusal, reason: "refused above '\(parent)': \(refusal.message)")]
+                    // A record this node alone made: its later changes were made on top of a
+                    // write that can never land, and the parent, which dropped the record,
+                    // refuses each itself, for good (no route change ever reaches this node for
+                    // a record it never had from above): kept, they made a copy no one else
+                    // holds, and were sent again for ever. They go with it.
+                    if try Self.madeHereAlone(db, table: change.table, id: change.recordID, by: me, store: self) {
+                        for later in try Self.fetchLogged(db, sql: """
+                            SELECT \(Self.loggedColumns(of: nil)) FROM ts_changes
+                            WHERE tbl = ? AND record_id = ? AND origin = ? AND origin_seq > ? AND source = ? AND op != '\(Self.erasedOp)' ORDER BY seq
+                            """, arguments: [change.table, change.recordID, me.rawValue, change.originSeq, ChangeSource.local.rawValue]) {
+                            let reason = "made after \(me)#\(change.originSeq) of the same record, refused above '\(parent)': \(refusal.message)"
+                            withdrawn.append((later, RejectedChange(change: later.change, rejection: ChangeRejection(refusal.code, reason, outsideScopeOf: me)), reason))
+                        }
+                    }
+                    // Their numbers stay used: given out again, the parent would take a new
+                    // change for a duplicate of one it dropped.
                     try Self.raiseSeqFloor(db, node: me)
-                    try withdrawLogged(db, &statements, change, seq: entry.seq)
-                    try quarantine(db, change, ChangeRejection(refusal.code, "refused above '\(parent)': \(refusal.message)"),
-                                   from: parent, nowMillis: nowMillis)
-                    // The quarantine's quota may skip it (full for this sender): withdrawn all the same.
-                    if db.changesCount > 0 { taken.setAside.append(refusal) } else { taken.notKept.append(refusal) }
+                    for (logged, named, reason) in withdrawn {
+                        try withdrawLogged(db, &statements, logged.change, seq: logged.seq)
+                        try quarantine(db, logged.change, ChangeRejection(refusal.code, reason), from: parent, nowMillis: nowMillis)
+                        // The quarantine's quota may skip it (full for this sender): withdrawn all the same.
+                        if db.changesCount > 0 { taken.setAside.append(named) } else { taken.notKept.append(named) }
+                    }
                 } else if try dropRelayed(db, &statements, change, refusal: refusal, nowMillis: nowMillis, evenBehindRetries: true) {
                     taken.passedOn.append(refusal)
                 }
@@ -140,6 +158,16 @@ extension NodeStore {
             try Self.setMeta(db, .upstreamRefusalsTaken, "\(parent.rawValue) \(max(before, highest))")
             return taken
         }
+    }
+}
+
+extension NodeStore {
+    /// Whether every logged entry of the record and every version it holds here is `node`'s.
+    static func madeHereAlone(_ db: Database, table: String, id: String, by node: NodeID, store: NodeStore) throws -> Bool {
+        if try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_changes WHERE tbl = ? AND record_id = ? AND origin != ?)",
+                             arguments: [table, id, node.rawValue]) == true { return false }
+        guard let schema = store.schema.table(table), let stored = try store.load(db, table: schema, id: id) else { return true }
+        return stored.state.versions.values.allSatisfy { $0.node == node } && (stored.state.tombstone.map { $0.node == node } ?? true)
     }
 }
 

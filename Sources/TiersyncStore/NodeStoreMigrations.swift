@@ -376,18 +376,20 @@ enum NodeStoreMigrations {
             // Changes of children this node relayed and dropped when its parent refused them
             // as outside their maker's scope: each passed down to the child it came from
             // (`via`) when it asks (`GET /v1/refusals`, NodeStore+UpstreamRefusals). At the
-            // maker, the notices it took are set aside in its quarantine instead.
+            // maker, the notices it took are set aside in its quarantine instead. Numbered
+            // per child (`number`): one numbering for all would tell a child how many its
+            // siblings got.
             try db.execute(sql: """
                 CREATE TABLE ts_upstream_refusals (
-                  id INTEGER PRIMARY KEY AUTOINCREMENT,
                   via TEXT NOT NULL,
+                  number INTEGER NOT NULL,
                   origin TEXT NOT NULL,
                   origin_seq INTEGER NOT NULL,
                   refusal TEXT NOT NULL,
                   refused_at INTEGER NOT NULL,
+                  PRIMARY KEY (via, number),
                   UNIQUE (origin, origin_seq)
                 );
-                CREATE INDEX ts_upstream_refusals_via ON ts_upstream_refusals(via, id);
                 """)
         }
         return m

@@ -381,10 +381,20 @@ struct HubAPITests {
             #expect(try await f.push([refused, customer("d1", 2, "c-1", ["last_name": "Fine", "owning_dealer": "d1"])], as: f.d1).status == 200)
             let before = try await f.client.send("GET", "/v1/pull", credential: f.d1)
             #expect(before.status == 200 && before.headers["tiersync-refusals"] == nil, "\(before.headers)")
+            let head = try before.decode(PullResponse.self).nextCursor
+            // d1 waits for news; the notice kept meanwhile answers it at once.
+            let started = ContinuousClock.now
+            async let waiting = f.client.send("GET", "/v1/pull?cursor=\(head)&wait=20", credential: f.d1)
+            try await Task.sleep(for: .milliseconds(300))
             // As a country's store does when its parent refuses a change it relayed (a hub at
-            // the root has no parent: its store is driven by hand here).
+            // the root has no parent: its store is driven by hand here), then wakes its pulls.
             #expect(try f.acme().dropRefusedRelays([(refused, RejectedChange(change: refused, rejection: ChangeRejection(
                 .forbidden, "record customers/c-x is outside the scope of node 'd1'", outsideScopeOf: "d1")))]) == 1)
+            await f.hub.server.notifyChanges(for: "acme")
+            let woken = try await waiting
+            #expect(ContinuousClock.now - started < .seconds(10), "the pull answered for the notice, not at its 20 s timeout")
+            #expect(woken.headers["tiersync-refusals"] == "1", "\(woken.headers)")
+            #expect(try woken.decode(PullResponse.self).changes.isEmpty)
 
             let pull = try await f.client.send("GET", "/v1/pull", credential: f.d1)
             let newest = try #require(pull.headers["tiersync-refusals"].flatMap { Int64($0) }, "\(pull.headers)")
