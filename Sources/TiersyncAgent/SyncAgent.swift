@@ -262,7 +262,10 @@ public final class SyncAgent: Sendable {
             // Own changes refused for clock skew are re-stamped and sent again at once
             // (handleClockSkew, which warns about the clock itself).
             for rejected in rejected where !(rejected.code == .clockSkew && rejected.origin == identity.node) {
-                logger.error("parent quarantined a change", metadata: [
+                // A child's change refused as outside its maker's scope is dropped here and
+                // passed down (dropRefusedRelays): handled, not an error of this node.
+                let handled = rejected.code == .forbidden && rejected.outsideScopeOf == rejected.origin && rejected.origin != identity.node
+                logger.log(level: handled ? .notice : .error, "parent quarantined a change", metadata: [
                     "change": "\(rejected.origin)#\(rejected.originSeq)", "record": "\(rejected.table)/\(rejected.recordID)",
                     "code": "\(rejected.code.rawValue)", "reason": "\(rejected.message)",
                 ])

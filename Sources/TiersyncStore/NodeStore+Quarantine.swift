@@ -19,6 +19,17 @@ extension NodeStore {
     }
 
     /// A page of the quarantine: ids above `afterID`, oldest first.
+    /// The quarantined changes of one record (of `table`, or of any table), oldest first, at
+    /// most `limit`: what `tiersync trace` shows beside the record's logged changes.
+    public func quarantined(recordID: String, table: String?, limit: Int = 100) throws -> [QuarantinedChange] {
+        try writer.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM ts_quarantine WHERE json_extract(change, '$.id') = ? AND (? IS NULL OR json_extract(change, '$.table') = ?)
+                ORDER BY id LIMIT ?
+                """, arguments: [recordID, table, table, max(0, limit)]).map { Self.quarantinedChange($0) }
+        }
+    }
+
     public func quarantined(afterID: Int64, limit: Int) throws -> [QuarantinedChange] {
         try writer.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM ts_quarantine WHERE id > ? ORDER BY id LIMIT ?", arguments: [afterID, max(0, limit)])

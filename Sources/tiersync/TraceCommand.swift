@@ -20,7 +20,13 @@ struct Trace: ParsableCommand {
         let store = try node.open()
         let me = try store.identity()?.node.rawValue ?? "this node"
         let lineage = try store.lineage(recordID: recordID, table: table)
-        guard !lineage.isEmpty else { throw CLIError("no changes for record '\(recordID)' at \(me)") }
+        let refused = try store.quarantined(recordID: recordID, table: table)
+        guard !lineage.isEmpty || !refused.isEmpty else { throw CLIError("no changes for record '\(recordID)' at \(me)") }
+        if !lineage.isEmpty { printLineage(lineage, at: me) }
+        printQuarantined(refused, at: me)
+    }
+
+    private func printLineage(_ lineage: [ChangeLineage], at me: String) {
         print("Changes to \(lineage[0].change.table)/\(recordID) held at \(me), oldest first:")
         for entry in lineage {
             let c = entry.change
@@ -40,6 +46,19 @@ struct Trace: ParsableCommand {
             case .refused(let code, let reason, let next):
                 print("    refused by the parent [\(code)]: \(reason); next try \(clock(next))")
             }
+        }
+    }
+
+    /// The record's changes this node refused, or set aside when a node above refused them
+    /// (its own, withdrawn: docs/PRIVACY.md, "Re-scoping"), kept in its quarantine.
+    private func printQuarantined(_ refused: [QuarantinedChange], at me: String) {
+        guard !refused.isEmpty else { return }
+        print("")
+        print("Refused and kept in the quarantine at \(me) (tiersync admin quarantine --db …):")
+        for entry in refused {
+            print("")
+            print("  \(entry.origin)#\(entry.originSeq)  [\(entry.code)] \(entry.reason)")
+            print("    from \(entry.receivedFrom)  \(clock(entry.receivedAtMillis))")
         }
     }
 

@@ -159,6 +159,8 @@ struct RescopingTests {
                     && aside.last?.change.contains("+49 30 1") == true, "\(aside)")
             #expect(d1.agent.status.refusedAbove == 2, "\(d1.agent.status)")
             #expect(try d1.store.pendingRetries() == 0, "nothing of c-x is sent again")
+            let trace = try Child.run(["trace", "--db", d1.store.path, "c-x"])
+            #expect(trace.contains("Refused and kept in the quarantine at d1") && trace.contains("[forbidden] refused above 'de'"), "\(trace)")
 
             // f1 moves to de: de fetches its records from HQ, c-x among them.
             f1 = try await Self.move(f1, "f1", to: de, "de", hub: hub, running)
