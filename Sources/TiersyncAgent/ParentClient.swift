@@ -92,11 +92,14 @@ public final class ParentClient: Sendable {
 
     /// The path and query of a pull.
     /// `history` is the log history the cursor was handed out under (``PullResponse/history``).
+    /// `refusalsAfter`: the newest notice of a change refused above the parent the node took
+    /// (``UpstreamRefusal``); a newer one answers the pull at once.
     public static func pullPath(cursor: Int64, limit: Int, waitSeconds: Double, excludeOwn: Bool, only: NodeID? = nil,
-                                history: String? = nil) -> String {
+                                history: String? = nil, refusalsAfter: Int64? = nil) -> String {
         var path = "/v1/pull?cursor=\(cursor)&limit=\(limit)&wait=\(waitSeconds)&exclude_own=\(excludeOwn)"
         if let only { path += "&only=\(only.rawValue)" }
         if let history, PullResponse.isValidHistory(history) { path += "&history=\(history)" }
+        if let refusalsAfter { path += "&refusals_after=\(max(0, refusalsAfter))" }
         return path
     }
 
@@ -117,9 +120,9 @@ public final class ParentClient: Sendable {
     /// A pull, with the newest notice the parent holds of this node's changes refused above
     /// it (``UpstreamRefusal/pullHeader``; nil when it names none).
     public func pullPage(cursor: Int64, limit: Int, waitSeconds: Double, excludeOwn: Bool, only: NodeID? = nil,
-                         history: String? = nil) async throws -> (page: PullResponse, newestRefusal: Int64?) {
+                         history: String? = nil, refusalsAfter: Int64? = nil) async throws -> (page: PullResponse, newestRefusal: Int64?) {
         let reply = try await send(.GET, Self.pullPath(cursor: cursor, limit: limit, waitSeconds: waitSeconds, excludeOwn: excludeOwn, only: only,
-                                                       history: history),
+                                                       history: history, refusalsAfter: refusalsAfter),
                                    timeout: Self.longPoll(waitSeconds) + requestTimeout * 2)
         let newest = reply.headers.first(name: UpstreamRefusal.pullHeader).flatMap { Int64($0) }.flatMap { $0 > 0 ? $0 : nil }
         return (try reply.decode(PullResponse.self), newest)

@@ -79,7 +79,10 @@ public final class SyncAgent: Sendable {
     /// node has not taken yet (``takeUpstreamRefusals()``).
     /// `fruitless`: a newest notice whose fetch brought nothing new (an unreadable notice at
     /// the parent): not asked for again until a pull names another.
-    private let refusalsOffered = Mutex<(newest: Int64?, fruitless: Int64?)>((nil, nil))
+    /// Failed to take (the parent's answer unusable, or unreachable): asked again a minute
+    /// later at the earliest, and meanwhile not named as newer to the parent's pulls (else
+    /// each pull answered at once, for ever).
+    private let refusalsOffered = Mutex<(newest: Int64?, fruitless: Int64?, fruitlessAt: ContinuousClock.Instant?)>((nil, nil, nil))
     /// Pull rounds completed (a catch-up, or one long-poll answered): the push loop waits
     /// for one after reaching the parent again, so an erasure decided while the node was
     /// away is applied before anything is pushed (docs/PRIVACY.md).
@@ -560,8 +563,11 @@ public final class SyncAgent: Sendable {
     /// positions of a log history it lost is thrown as ``ParentRegressed``.
     private func pull(cursor: Int64, excludeOwn: Bool, waitSeconds: Double, history: String?) async throws -> PullResponse {
         do {
+            // What it took (or found nothing new behind): a newer notice answers the pull at once.
+            let taken = try store.upstreamRefusalsTaken(from: parentNode.withLock { $0 })
+            let refusalsAfter = max(taken, refusalsOffered.withLock { Self.recentlyFruitless($0) } ?? 0)
             let (page, newestRefusal) = try await client.pullPage(cursor: cursor, limit: configuration.pullPageSize, waitSeconds: waitSeconds,
-                                                                  excludeOwn: excludeOwn, history: history)
+                                                                  excludeOwn: excludeOwn, history: history, refusalsAfter: refusalsAfter)
             refusalsOffered.withLock { $0.newest = newestRefusal }
             return page
         } catch AgentError.http(409, LogHistoryLost.code, _) {
@@ -625,7 +631,7 @@ public final class SyncAgent: Sendable {
     /// set aside in its quarantine, a child's are passed on to that child. Never failing the
     /// pull round: the notices are asked for again after the next pull.
     private func takeUpstreamRefusals() async {
-        guard let offered = refusalsOffered.withLock({ $0.newest != $0.fruitless ? $0.newest : nil }) else { return }
+        guard let offered = refusalsOffered.withLock({ $0.newest != Self.recentlyFruitless($0) ? $0.newest : nil }) else { return }
         let parent = parentNode.withLock { $0 }
         do {
             var taken = try store.upstreamRefusalsTaken(from: parent)
@@ -636,7 +642,7 @@ public final class SyncAgent: Sendable {
                 let page = try await client.refusals(after: taken)
                 let fresh = page.refusals.filter { $0.id > taken }
                 guard !fresh.isEmpty else {
-                    refusalsOffered.withLock { $0.fruitless = offered }
+                    refusalsOffered.withLock { ($0.fruitless, $0.fruitlessAt) = (offered, .now) }
                     break
                 }
                 let done = try store.takeUpstreamRefusals(fresh, from: parent)
@@ -663,9 +669,16 @@ public final class SyncAgent: Sendable {
             }
         } catch is CancellationError {
         } catch {
-            logger.error("could not take the parent's notices of changes refused above it; asked again after the next pull",
+            refusalsOffered.withLock { ($0.fruitless, $0.fruitlessAt) = (offered, .now) }
+            logger.error("could not take the parent's notices of changes refused above it; asked again in a minute",
                          metadata: ["error": "\(error)"])
         }
+    }
+
+    /// The newest notice a take found nothing new behind, or failed for, within the last minute.
+    private static func recentlyFruitless(_ offer: (newest: Int64?, fruitless: Int64?, fruitlessAt: ContinuousClock.Instant?)) -> Int64? {
+        guard let at = offer.fruitlessAt, ContinuousClock.now - at < .seconds(60) else { return nil }
+        return offer.fruitless
     }
 
     private static func metadata(_ refusal: RejectedChange) -> Logger.Metadata {
@@ -1036,7 +1049,7 @@ public final class SyncAgent: Sendable {
             try store.setMeta(Self.parentHistoryMeta, nil)
             // A restored parent may number new notices anew; taken twice, one changes nothing.
             try store.resetUpstreamRefusalsTaken()
-            refusalsOffered.withLock { $0 = (nil, nil) }
+            refusalsOffered.withLock { $0 = (nil, nil, nil) }
             headSeen.withLock { $0 = 0 }
         } catch {
             restore.withLock { $0.pullReset = true }

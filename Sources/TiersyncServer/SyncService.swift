@@ -145,6 +145,9 @@ struct SyncService: Sendable {
             throw APIError(.badRequest, "invalid_parameter", "'history' must be 1 to 32 lowercase hexadecimal digits, as a pull answered it")
         }
         let requested = cursor
+        // The newest notice the caller took (`GET /v1/refusals`): a newer one answers at once.
+        let refusalsTaken: Int64? = query.get("refusals_after") == nil ? nil
+            : try Self.integer(query, "refusals_after", default: 0, range: 0...Int64.max)
         let store = try await directory.store(for: principal.tenant)
         let only = query.get("only")
         if only == nil {
@@ -164,9 +167,10 @@ struct SyncService: Sendable {
             await store.notePulled(by: principal.node, through: cursor)
         }
         let deadline = ContinuousClock.now + .milliseconds(Int64(wait * 1000))
-        // A notice kept for the caller while it waits answers the pull at once (read only at
-        // a store that ever kept one: a country that dropped a relayed change).
-        let noticeAtStart = try await store.newestUpstreamRefusal(via: principal.node)
+        // A notice newer than the caller took (or, from a caller that does not say, one kept
+        // while it waits) answers the pull at once. Read only at a store that ever kept one: a
+        // country that dropped a relayed change.
+        let noticeAtStart = refusalsTaken == nil ? try await store.newestUpstreamRefusal(via: principal.node) : nil
         // The first reading is the tree read with the credential.
         var knownTree = context.tree
         while true {
@@ -189,7 +193,8 @@ struct SyncService: Sendable {
             // A cursor past the head answers at once: the caller's cursor is from before a
             // restore of this hub from an older backup, and it recovers on seeing the head.
             let notice = try await store.newestUpstreamRefusal(via: principal.node)
-            if page.count > 0 || remaining <= .zero || Task.isCancelled || closing || page.head < cursor || notice != noticeAtStart {
+            let newNotice = refusalsTaken.map { (notice ?? 0) > $0 } ?? (notice != noticeAtStart)
+            if page.count > 0 || remaining <= .zero || Task.isCancelled || closing || page.head < cursor || newNotice {
                 var response = try codec.encode(json: page.json, for: request)
                 // Changes the caller sent that a node above this one refused, and this one
                 // dropped: the caller asks for them (`GET /v1/refusals`) when this is newer

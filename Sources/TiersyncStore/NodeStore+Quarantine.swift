@@ -18,7 +18,6 @@ extension NodeStore {
         }
     }
 
-    /// A page of the quarantine: ids above `afterID`, oldest first.
     /// The quarantined changes of one record (of `table`, or of any table), oldest first, at
     /// most `limit`: what `tiersync trace` shows beside the record's logged changes.
     public func quarantined(recordID: String, table: String?, limit: Int = 100) throws -> [QuarantinedChange] {
@@ -30,6 +29,7 @@ extension NodeStore {
         }
     }
 
+    /// A page of the quarantine: ids above `afterID`, oldest first.
     public func quarantined(afterID: Int64, limit: Int) throws -> [QuarantinedChange] {
         try writer.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM ts_quarantine WHERE id > ? ORDER BY id LIMIT ?", arguments: [afterID, max(0, limit)])

@@ -131,11 +131,17 @@ extension NodeStore {
                     // refuses each itself, for good (no route change ever reaches this node for
                     // a record it never had from above): kept, they made a copy no one else
                     // holds, and were sent again for ever. They go with it.
+                    // Only those the parent has not taken (not sent yet, or refused and waiting to
+                    // be sent again): one it took was judged on its own, and brings its own notice
+                    // if refused above.
                     if try Self.madeHereAlone(db, table: change.table, id: change.recordID, by: me, store: self) {
+                        let acknowledged = try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [Self.parentPushCursor]) ?? 0
                         for later in try Self.fetchLogged(db, sql: """
-                            SELECT \(Self.loggedColumns(of: nil)) FROM ts_changes
-                            WHERE tbl = ? AND record_id = ? AND origin = ? AND origin_seq > ? AND source = ? AND op != '\(Self.erasedOp)' ORDER BY seq
-                            """, arguments: [change.table, change.recordID, me.rawValue, change.originSeq, ChangeSource.local.rawValue]) {
+                            SELECT \(Self.loggedColumns(of: nil)) FROM ts_changes c
+                            WHERE tbl = ? AND record_id = ? AND origin = ? AND origin_seq > ? AND source = ? AND op != '\(Self.erasedOp)'
+                              AND (seq > ? OR EXISTS (SELECT 1 FROM ts_push_retries p WHERE p.origin = c.origin AND p.origin_seq = c.origin_seq))
+                            ORDER BY seq
+                            """, arguments: [change.table, change.recordID, me.rawValue, change.originSeq, ChangeSource.local.rawValue, acknowledged]) {
                             let reason = "made after \(me)#\(change.originSeq) of the same record, refused above '\(parent)': \(refusal.message)"
                             withdrawn.append((later, RejectedChange(change: later.change, rejection: ChangeRejection(refusal.code, reason, outsideScopeOf: me)), reason))
                         }

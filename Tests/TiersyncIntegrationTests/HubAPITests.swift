@@ -412,6 +412,14 @@ struct HubAPITests {
             #expect(try await f.client.send("GET", "/v1/refusals", credential: f.d2).decode(UpstreamRefusalsResponse.self).refusals.isEmpty)
             #expect(try await f.client.send("GET", "/v1/refusals", credential: f.other).decode(UpstreamRefusalsResponse.self).refusals.isEmpty)
 
+            // A caller that says what it took is answered at once only for a newer notice.
+            let newer = try await f.client.send("GET", "/v1/pull?cursor=\(head)&wait=20&refusals_after=0", credential: f.d1)
+            #expect(newer.status == 200 && newer.headers["tiersync-refusals"] == "\(newest)")
+            let waited = ContinuousClock.now
+            let none = try await f.client.send("GET", "/v1/pull?cursor=\(head)&wait=1&refusals_after=\(newest)", credential: f.d1)
+            #expect(none.status == 200 && ContinuousClock.now - waited >= .milliseconds(900), "nothing newer: it waits")
+            #expect(try await f.client.send("GET", "/v1/pull?refusals_after=-1", credential: f.d1).error?.code == "invalid_parameter")
+
             for query in ["after=-1", "after=x", "limit=0", "limit=501", "after=99999999999999999999"] {
                 let bad = try await f.client.send("GET", "/v1/refusals?\(query)", credential: f.d1)
                 #expect(bad.status == 400 && bad.error?.code == "invalid_parameter", "\(query): \(bad.status) \(bad.text)")

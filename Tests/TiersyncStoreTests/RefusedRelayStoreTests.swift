@@ -114,6 +114,19 @@ struct RefusedRelayStoreTests {
         #expect(try d1.record(table: "customers", id: "c-p")?.state.liveValues == ["last_name": "From HQ", "owning_dealer": "d1", "first_name": "Later"])
         try await d1.writer.write { db in try db.execute(sql: "DELETE FROM ts_quarantine") }
 
+        // A record d1 alone made: a later change the parent took (acknowledged) stays, one not
+        // sent yet goes with the refused one.
+        try d1.commit([.upsert("customers", id: "c-a", ["last_name": "Alone"])])
+        try d1.commit([.upsert("customers", id: "c-a", ["phone": "taken"])])
+        let alone = try d1.lineage(recordID: "c-a")
+        try d1.setCursor(NodeStore.parentPushCursor, try #require(alone.last).seq)
+        try d1.commit([.upsert("customers", id: "c-a", ["first_name": "Unsent"])])
+        let created = try #require(alone.first).change
+        let withLater = try d1.takeUpstreamRefusals([notice(6, created)], from: "mid")
+        #expect(withLater.setAside.map(\.originSeq) == [created.originSeq, created.originSeq + 2], "\(withLater)")
+        #expect(try d1.record(table: "customers", id: "c-a")?.state.liveValues == ["phone": "taken"])
+        try await d1.writer.write { db in try db.execute(sql: "DELETE FROM ts_quarantine") }
+
         let erasure = try d1.erase(.customers, id: "c-2")
         #expect(try d1.verifyErasure(erasure.erasureID))
         let afterErasure = try d1.takeUpstreamRefusals([notice(3, two)], from: "mid")
