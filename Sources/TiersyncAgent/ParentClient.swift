@@ -86,7 +86,7 @@ public final class ParentClient: Sendable {
         try await send(.POST, Self.pushPath, body: request, timeout: requestTimeout * 4, accept: [200, 422]).decode(PushResponse.self)
     }
 
-    /// The path a push is posted to. Public, as ``pullPath(cursor:limit:waitSeconds:excludeOwn:only:)``,
+    /// The path a push is posted to. Public, as ``pullPath(cursor:limit:waitSeconds:excludeOwn:only:history:refusalsAfter:)``,
     /// so the fan-in benchmark's simulated agents send exactly what agents send.
     public static let pushPath = "/v1/push"
 

@@ -82,6 +82,9 @@ public final class SyncAgent: Sendable {
     /// Failed to take (the parent's answer unusable, or unreachable): asked again a minute
     /// later at the earliest, and meanwhile not named as newer to the parent's pulls (else
     /// each pull answered at once, for ever).
+    /// Pushes (or retries) on their way: a notice is taken once they are answered
+    /// (``takeUpstreamRefusals()``).
+    private let pushesInFlight = Mutex(0)
     private let refusalsOffered = Mutex<(newest: Int64?, fruitless: Int64?, fruitlessAt: ContinuousClock.Instant?)>((nil, nil, nil))
     /// Pull rounds completed (a catch-up, or one long-poll answered): the push loop waits
     /// for one after reaching the parent again, so an erasure decided while the node was
@@ -216,6 +219,8 @@ public final class SyncAgent: Sendable {
     /// Sends everything not yet acknowledged; returns the number of changes sent.
     @discardableResult
     public func pushPending() async throws -> Int {
+        pushesInFlight.withLock { $0 += 1 }
+        defer { pushesInFlight.withLock { $0 -= 1 } }
         var sent = 0
         var batchSize = configuration.pushBatchSize
         while !Task.isCancelled {
@@ -329,6 +334,8 @@ public final class SyncAgent: Sendable {
     /// fixed, scope granted, schema upgraded). They leave the list once accepted.
     @discardableResult
     public func retryRefused() async throws -> Int {
+        pushesInFlight.withLock { $0 += 1 }
+        defer { pushesInFlight.withLock { $0 -= 1 } }
         let due = try store.dueRetries(limit: configuration.pushBatchSize)
         guard !due.isEmpty else { return 0 }
         let response: PushResponse
@@ -634,6 +641,11 @@ public final class SyncAgent: Sendable {
         guard let offered = refusalsOffered.withLock({ $0.newest != Self.recentlyFruitless($0) ? $0.newest : nil }) else { return }
         let parent = parentNode.withLock { $0 }
         do {
+            // A push on its way: its answer first, so the push cursor and the retries say which
+            // of this node's changes the parent took (a later change of a refused record goes
+            // with it only if the parent did not). At most 30 s; else taken after a later pull.
+            for _ in 0..<1_500 where pushesInFlight.withLock({ $0 }) > 0 { try await Task.sleep(for: .milliseconds(20)) }
+            guard pushesInFlight.withLock({ $0 }) == 0 else { return }
             var taken = try store.upstreamRefusalsTaken(from: parent)
             var pages = 0
             // Bounded per round: a parent cannot keep the node here.
@@ -667,6 +679,8 @@ public final class SyncAgent: Sendable {
                 taken = fresh.map(\.id).max() ?? taken
                 if !page.more { break }
             }
+            // Short of what the pull named, and nothing more to fetch: not asked again at once.
+            if taken < offered { refusalsOffered.withLock { ($0.fruitless, $0.fruitlessAt) = (offered, .now) } }
         } catch is CancellationError {
         } catch {
             refusalsOffered.withLock { ($0.fruitless, $0.fruitlessAt) = (offered, .now) }

@@ -101,10 +101,11 @@ extension NodeStore {
                                      nowMillis: UInt64 = WallClock.nowMillis()) throws -> UpstreamRefusalsTaken {
         guard let highest = notices.map(\.id).max() else { return UpstreamRefusalsTaken() }
         return try writer.write { db in
-            guard let me = try Self.identity(db)?.node else { return UpstreamRefusalsTaken() }
+            let me = try Self.identity(db)?.node
             var statements = LogStatements(db)
             var taken = UpstreamRefusalsTaken()
-            for notice in notices {
+            // A store without a node logs no changes of its own to withdraw.
+            for notice in notices where me != nil {
                 let refusal = notice.refusal
                 // Only what a parent passes down: a change refused as outside the scope of the
                 // node that made it, naming the record its logged entry here is for. Anything
@@ -123,7 +124,7 @@ extension NodeStore {
                     taken.ignored.append(refusal)
                     continue
                 }
-                if change.origin == me {
+                if let me, change.origin == me {
                     guard entry.source == .local else { continue }
                     var withdrawn = [(entry: entry, named: refusal, reason: "refused above '\(parent)': \(refusal.message)")]
                     // A record this node alone made: its later changes were made on top of a

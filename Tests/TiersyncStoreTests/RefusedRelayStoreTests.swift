@@ -120,10 +120,15 @@ struct RefusedRelayStoreTests {
         try d1.commit([.upsert("customers", id: "c-a", ["phone": "taken"])])
         let alone = try d1.lineage(recordID: "c-a")
         try d1.setCursor(NodeStore.parentPushCursor, try #require(alone.last).seq)
+        try d1.commit([.upsert("customers", id: "c-a", ["email": "refused@example.com"])])
+        let retried = try #require(try d1.lineage(recordID: "c-a").last)
+        try d1.setCursor(NodeStore.parentPushCursor, retried.seq)
+        try d1.scheduleRetries([RejectedChange(change: retried.change, rejection: ChangeRejection(.forbidden, "outside"))])
         try d1.commit([.upsert("customers", id: "c-a", ["first_name": "Unsent"])])
         let created = try #require(alone.first).change
         let withLater = try d1.takeUpstreamRefusals([notice(6, created)], from: "mid")
-        #expect(withLater.setAside.map(\.originSeq) == [created.originSeq, created.originSeq + 2], "\(withLater)")
+        #expect(withLater.setAside.map(\.originSeq) == [created.originSeq, created.originSeq + 2, created.originSeq + 3],
+                "the one waiting for a retry and the unsent one go; the one the parent took stays: \(withLater)")
         #expect(try d1.record(table: "customers", id: "c-a")?.state.liveValues == ["phone": "taken"])
         try await d1.writer.write { db in try db.execute(sql: "DELETE FROM ts_quarantine") }
 
