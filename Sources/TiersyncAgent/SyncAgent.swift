@@ -653,33 +653,27 @@ public final class SyncAgent: Sendable {
                 pages += 1
                 let page = try await client.refusals(after: taken)
                 let fresh = page.refusals.filter { $0.id > taken }
-                guard !fresh.isEmpty else {
-                    refusalsOffered.withLock { ($0.fruitless, $0.fruitlessAt) = (offered, .now) }
-                    break
-                }
+                guard !fresh.isEmpty else { break }
                 let done = try store.takeUpstreamRefusals(fresh, from: parent)
-                for refusal in done.setAside {
-                    logger.warning("a change this node made was refused above its parent for good; withdrawn and set aside in the quarantine (tiersync admin quarantine)",
-                                   metadata: Self.metadata(refusal))
-                }
-                for refusal in done.notKept {
-                    logger.error("a change this node made was refused above its parent for good and withdrawn; the quarantine's quota is full, so it was not kept",
-                                 metadata: Self.metadata(refusal))
-                }
-                for refusal in done.passedOn {
-                    logger.warning("a change this node relayed was refused above its parent for good; dropped and passed on to the child it came from",
-                                   metadata: Self.metadata(refusal))
-                }
-                for refusal in done.ignored {
-                    logger.error("the parent passed down a notice that is not a refusal of a change logged here as outside its maker's scope; ignored",
-                                 metadata: Self.metadata(refusal))
+                let outcomes: [(refusals: [RejectedChange], level: Logger.Level, message: Logger.Message)] = [
+                    (done.setAside, .warning, "a change this node made was refused above its parent for good; withdrawn and set aside in the quarantine (tiersync admin quarantine)"),
+                    (done.notKept, .error, "a change this node made was refused above its parent for good and withdrawn; the quarantine's quota is full, so it was not kept"),
+                    (done.passedOn, .warning, "a change this node relayed was refused above its parent for good; dropped and passed on to the child it came from"),
+                    (done.ignored, .error, "the parent passed down a notice that is not a refusal of a change logged here as outside its maker's scope; ignored"),
+                ]
+                for (refusals, level, message) in outcomes {
+                    for refusal in refusals {
+                        logger.log(level: level, message, metadata: ["change": "\(refusal.origin)#\(refusal.originSeq)",
+                            "record": "\(refusal.table)/\(refusal.recordID)", "code": "\(refusal.code.rawValue)", "reason": "\(refusal.message)"])
+                    }
                 }
                 state.withLock { $0.refusedAbove += done.setAside.count + done.notKept.count + done.passedOn.count }
                 if !done.passedOn.isEmpty { await onPulled() }
                 taken = fresh.map(\.id).max() ?? taken
                 if !page.more { break }
             }
-            // Short of what the pull named, and nothing more to fetch: not asked again at once.
+            // Short of what the pull named (nothing new behind it, or nothing more to fetch):
+            // not asked again at once.
             if taken < offered { refusalsOffered.withLock { ($0.fruitless, $0.fruitlessAt) = (offered, .now) } }
         } catch is CancellationError {
         } catch {
@@ -693,11 +687,6 @@ public final class SyncAgent: Sendable {
     private static func recentlyFruitless(_ offer: (newest: Int64?, fruitless: Int64?, fruitlessAt: ContinuousClock.Instant?)) -> Int64? {
         guard let at = offer.fruitlessAt, ContinuousClock.now - at < .seconds(60) else { return nil }
         return offer.fruitless
-    }
-
-    private static func metadata(_ refusal: RejectedChange) -> Logger.Metadata {
-        ["change": "\(refusal.origin)#\(refusal.originSeq)", "record": "\(refusal.table)/\(refusal.recordID)",
-         "code": "\(refusal.code.rawValue)", "reason": "\(refusal.message)"]
     }
 
     /// Applies a pulled page together with its cursor.

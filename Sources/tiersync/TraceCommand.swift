@@ -57,10 +57,14 @@ struct Trace: ParsableCommand {
         print("Refused and kept in the quarantine at \(me) (tiersync admin quarantine --db …):")
         for entry in refused {
             print("")
-            print("  \(entry.origin)#\(entry.originSeq)  [\(entry.code)] \(entry.reason)")
+            let table = (try? JSONDecoder().decode(QuarantinedName.self, from: Data(entry.change.utf8)))?.table ?? "?"
+            print("  \(entry.origin)#\(entry.originSeq)  \(table)  [\(entry.code)] \(entry.reason)")
             print("    from \(entry.receivedFrom)  \(clock(entry.receivedAtMillis))")
         }
     }
+
+    /// The table a quarantined change is for (its JSON names it).
+    private struct QuarantinedName: Decodable { var table: String }
 
     private func clock(_ millis: UInt64) -> String {
         let f = DateFormatter()
