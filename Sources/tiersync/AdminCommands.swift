@@ -153,7 +153,9 @@ struct Admin: AsyncParsableCommand {
             --data: the country's refusals (of its dealers' changes) are in its own store, which
             `tiersync node serve` notes in its --data directory. Or give any node's store with --db.
             Reads only; creates nothing (on PostgreSQL, the hub's schemas are made if missing,
-            as `hub serve` would).
+            as `hub serve` would). With --db, --discard ID removes one entry (a dealer's own
+            write set aside when HQ refused it, once dealt with); at a hub, discard in the
+            console or with POST /admin/v1/quarantine/{id}/discard, which the audit log records.
             """)
         @Option(help: "The data directory of `tiersync hub serve` or of `tiersync node serve`.") var data: String?
         @Option(help: "postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE: the database of `tiersync hub serve --postgres` (instead of --data).")
@@ -162,6 +164,7 @@ struct Admin: AsyncParsableCommand {
         @Option(help: "Tenant identifier (required with --data and --postgres).") var tenant: String?
         @Option(help: "Most entries to show.") var limit = 100
         @Flag(help: "Also print each refused change as received.") var verbose = false
+        @Option(help: "With --db: remove the entry with this id (as listed) from that store's quarantine.") var discard: Int64?
 
         func validate() throws {
             try validateLimit(limit)
@@ -170,6 +173,9 @@ struct Admin: AsyncParsableCommand {
             }
             if data != nil, tenant == nil { throw ValidationError("--data needs --tenant") }
             if postgres != nil, tenant == nil { throw ValidationError("--postgres needs --tenant") }
+            if discard != nil, db == nil {
+                throw ValidationError("--discard needs --db; at a hub, discard in the console or with POST /admin/v1/quarantine/{id}/discard (audited)")
+            }
         }
 
         func run() async throws {
@@ -178,6 +184,11 @@ struct Admin: AsyncParsableCommand {
                 let opened = try openEnrolledStore(db)
                 if let tenant, let identity = try opened.identity(), identity.tenant.rawValue != tenant {
                     throw CLIError("\(db) is a store of tenant '\(identity.tenant)', not '\(tenant)'")
+                }
+                if let discard {
+                    guard let gone = try opened.discardQuarantined(discard) else { throw CLIError("\(db) holds no quarantined change with id \(discard)") }
+                    print("discarded id \(gone.id): \(gone.origin)#\(gone.originSeq) from \(gone.receivedFrom)  [\(gone.code)] \(gone.reason)")
+                    return
                 }
                 entries = try opened.quarantined(limit: limit)
             } else {
@@ -193,7 +204,7 @@ struct Admin: AsyncParsableCommand {
             }
             if entries.isEmpty { print("no quarantined changes"); return }
             for e in entries {
-                print("\(formatMillis(e.receivedAtMillis))  \(e.origin)#\(e.originSeq) from \(e.receivedFrom)  [\(e.code)] \(e.reason)")
+                print("\(formatMillis(e.receivedAtMillis))  id \(e.id)  \(e.origin)#\(e.originSeq) from \(e.receivedFrom)  [\(e.code)] \(e.reason)")
                 if verbose { print("    \(e.change)") }
             }
         }

@@ -164,6 +164,15 @@ struct RescopingTests {
             #expect(try d1.store.pendingRetries() == 0, "nothing of c-x is sent again")
             let trace = try Child.run(["trace", "--db", d1.store.path, "c-x"])
             #expect(trace.contains("Refused and kept in the quarantine at d1") && trace.contains("[forbidden] refused above 'de'"), "\(trace)")
+            // Dealt with, the dealer's operator discards one; the listing shows the ids.
+            let listed = try Child.run(["admin", "quarantine", "--db", d1.store.path])
+            let first = try #require(aside.first)
+            #expect(listed.contains("id \(first.id)  d1#\(first.originSeq) from de"), "\(listed)")
+            let discarded = try Child.run(["admin", "quarantine", "--db", d1.store.path, "--discard", "\(first.id)"])
+            #expect(discarded.hasPrefix("discarded id \(first.id): d1#\(first.originSeq)"), "\(discarded)")
+            #expect(try d1.store.quarantined().map(\.id) == aside.dropFirst().map(\.id))
+            let unknown = try Child.capture(["admin", "quarantine", "--db", d1.store.path, "--discard", "\(first.id)"])
+            #expect(unknown.status != 0 && unknown.output.contains("holds no quarantined change with id \(first.id)"), "\(unknown)")
 
             // f1 moves to de: de fetches its records from HQ, c-x among them.
             f1 = try await Self.move(f1, "f1", to: de, "de", hub: hub, running)
