@@ -75,16 +75,14 @@ public final class SyncAgent: Sendable {
     /// The highest log head the parent reported to this process: the restored parent's
     /// head below it is noticed even when the pull cursor is behind it.
     private let headSeen = Mutex<Int64>(0)
-    /// The newest notice of a change refused above the parent that a pull named and this
-    /// node has not taken yet (``takeUpstreamRefusals()``).
-    /// `fruitless`: a newest notice whose fetch brought nothing new (an unreadable notice at
-    /// the parent): not asked for again until a pull names another.
-    /// Failed to take (the parent's answer unusable, or unreachable): asked again a minute
-    /// later at the earliest, and meanwhile not named as newer to the parent's pulls (else
-    /// each pull answered at once, for ever).
     /// Pushes (or retries) on their way: a notice is taken once they are answered
     /// (``takeUpstreamRefusals()``).
     private let pushesInFlight = Mutex(0)
+    /// The newest notice of a change refused above the parent that the last pull named
+    /// (``takeUpstreamRefusals()``). `fruitless`: a newest notice whose take failed or fell
+    /// short of it (an unreadable notice at the parent, the parent out of reach), at
+    /// `fruitlessAt`: asked for again a minute later at the earliest, and meanwhile not named
+    /// as newer to the parent's pulls (else each pull answered at once, for ever).
     private let refusalsOffered = Mutex<(newest: Int64?, fruitless: Int64?, fruitlessAt: ContinuousClock.Instant?)>((nil, nil, nil))
     /// Pull rounds completed (a catch-up, or one long-poll answered): the push loop waits
     /// for one after reaching the parent again, so an erasure decided while the node was
@@ -644,8 +642,12 @@ public final class SyncAgent: Sendable {
             // A push on its way: its answer first, so the push cursor and the retries say which
             // of this node's changes the parent took (a later change of a refused record goes
             // with it only if the parent did not). At most 30 s; else taken after a later pull.
-            for _ in 0..<1_500 where pushesInFlight.withLock({ $0 }) > 0 { try await Task.sleep(for: .milliseconds(20)) }
-            guard pushesInFlight.withLock({ $0 }) == 0 else { return }
+            var waits = 0
+            while pushesInFlight.withLock({ $0 }) > 0 {
+                guard waits < 1_500 else { return }
+                waits += 1
+                try await Task.sleep(for: .milliseconds(20))
+            }
             var taken = try store.upstreamRefusalsTaken(from: parent)
             var pages = 0
             // Bounded per round: a parent cannot keep the node here.

@@ -81,7 +81,7 @@ extension NodeStore {
         }
     }
 
-    /// Forgets how far the notices of `parent` were taken: they are asked for again from the
+    /// Forgets how far the parent's notices were taken: they are asked for again from the
     /// first (a parent restored from an older backup may number new notices anew). Taking a
     /// notice twice changes nothing.
     public func resetUpstreamRefusalsTaken() throws {
@@ -101,11 +101,13 @@ extension NodeStore {
                                      nowMillis: UInt64 = WallClock.nowMillis()) throws -> UpstreamRefusalsTaken {
         guard let highest = notices.map(\.id).max() else { return UpstreamRefusalsTaken() }
         return try writer.write { db in
-            let me = try Self.identity(db)?.node
             var statements = LogStatements(db)
             var taken = UpstreamRefusalsTaken()
-            // A store without a node logs no changes of its own to withdraw.
-            for notice in notices where me != nil {
+            // A store without a node has nothing of its own to withdraw; the numbers are still
+            // remembered as taken (else every pull named them as newer).
+            let me = try Self.identity(db)?.node
+            for notice in notices {
+                guard let me else { break }
                 let refusal = notice.refusal
                 // Only what a parent passes down: a change refused as outside the scope of the
                 // node that made it, naming the record its logged entry here is for. Anything
@@ -124,18 +126,17 @@ extension NodeStore {
                     taken.ignored.append(refusal)
                     continue
                 }
-                if let me, change.origin == me {
+                if change.origin == me {
                     guard entry.source == .local else { continue }
                     var withdrawn = [(entry: entry, named: refusal, reason: "refused above '\(parent)': \(refusal.message)")]
                     // A record this node alone made: its later changes were made on top of a
                     // write that can never land, and the parent, which dropped the record,
                     // refuses each itself, for good (no route change ever reaches this node for
                     // a record it never had from above): kept, they made a copy no one else
-                    // holds, and were sent again for ever. They go with it.
-                    // Only those the parent has not taken (not sent yet, or refused and waiting to
-                    // be sent again): one it took was judged on its own, and brings its own notice
-                    // if refused above.
-                    if try Self.madeHereAlone(db, table: change.table, id: change.recordID, by: me, store: self) {
+                    // holds, and were sent again for ever. They go with it, those the parent
+                    // has not taken (not sent yet, or refused and waiting to be sent again):
+                    // one it took was judged on its own, and brings its own notice if refused.
+                    if try madeHereAlone(db, table: change.table, id: change.recordID, by: me) {
                         let acknowledged = try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [Self.parentPushCursor]) ?? 0
                         for later in try Self.fetchLogged(db, sql: """
                             SELECT \(Self.loggedColumns(of: nil)) FROM ts_changes c
@@ -170,10 +171,10 @@ extension NodeStore {
 
 extension NodeStore {
     /// Whether every logged entry of the record and every version it holds here is `node`'s.
-    static func madeHereAlone(_ db: Database, table: String, id: String, by node: NodeID, store: NodeStore) throws -> Bool {
+    func madeHereAlone(_ db: Database, table: String, id: String, by node: NodeID) throws -> Bool {
         if try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_changes WHERE tbl = ? AND record_id = ? AND origin != ?)",
                              arguments: [table, id, node.rawValue]) == true { return false }
-        guard let schema = store.schema.table(table), let stored = try store.load(db, table: schema, id: id) else { return true }
+        guard let tableSchema = schema.table(table), let stored = try load(db, table: tableSchema, id: id) else { return true }
         return stored.state.versions.values.allSatisfy { $0.node == node } && (stored.state.tombstone.map { $0.node == node } ?? true)
     }
 }
