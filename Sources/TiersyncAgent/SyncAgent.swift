@@ -639,15 +639,6 @@ public final class SyncAgent: Sendable {
         guard let offered = refusalsOffered.withLock({ $0.newest != Self.recentlyFruitless($0) ? $0.newest : nil }) else { return }
         let parent = parentNode.withLock { $0 }
         do {
-            // A push on its way: its answer first, so the push cursor and the retries say which
-            // of this node's changes the parent took (a later change of a refused record goes
-            // with it only if the parent did not). At most 30 s; else taken after a later pull.
-            var waits = 0
-            while pushesInFlight.withLock({ $0 }) > 0 {
-                guard waits < 1_500 else { return }
-                waits += 1
-                try await Task.sleep(for: .milliseconds(20))
-            }
             var taken = try store.upstreamRefusalsTaken(from: parent)
             var pages = 0
             // Bounded per round: a parent cannot keep the node here.
@@ -656,6 +647,17 @@ public final class SyncAgent: Sendable {
                 let page = try await client.refusals(after: taken)
                 let fresh = page.refusals.filter { $0.id > taken }
                 guard !fresh.isEmpty else { break }
+                // A push on its way: its answer first, so the push cursor and the retries say
+                // which of this node's changes the parent took (a later change of a refused
+                // record goes with it only if the parent did not). At most 30 s; else taken
+                // after a later pull. (A push starting meanwhile may still send a change the
+                // take withdraws: its refusal then finds no entry to retry.)
+                var waits = 0
+                while pushesInFlight.withLock({ $0 }) > 0 {
+                    guard waits < 1_500 else { return }
+                    waits += 1
+                    try await Task.sleep(for: .milliseconds(20))
+                }
                 let done = try store.takeUpstreamRefusals(fresh, from: parent)
                 let outcomes: [(refusals: [RejectedChange], level: Logger.Level, message: Logger.Message)] = [
                     (done.setAside, .warning, "a change this node made was refused above its parent for good; withdrawn and set aside in the quarantine (tiersync admin quarantine)"),

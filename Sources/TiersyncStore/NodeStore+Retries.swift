@@ -14,8 +14,11 @@ extension NodeStore {
                 let attempts = (try Int.fetchOne(db, sql: "SELECT attempts FROM ts_push_retries WHERE origin = ? AND origin_seq = ?",
                                                  arguments: [r.origin.rawValue, r.originSeq]) ?? 0) + 1
                 let delay = min(UInt64(1_000) << UInt64(min(attempts - 1, 12)), 3_600_000)
+                // Only for a change still logged: one withdrawn while its push was on the wire
+                // (its record's refusal passed down meanwhile) could never be sent again.
                 try db.execute(sql: """
-                    INSERT INTO ts_push_retries (origin, origin_seq, code, reason, attempts, next_at) VALUES (?, ?, ?, ?, ?, ?)
+                    INSERT INTO ts_push_retries (origin, origin_seq, code, reason, attempts, next_at)
+                    SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM ts_changes WHERE origin = ?1 AND origin_seq = ?2)
                     ON CONFLICT (origin, origin_seq) DO UPDATE SET code = excluded.code, reason = excluded.reason,
                         attempts = excluded.attempts, next_at = excluded.next_at
                     """, arguments: [r.origin.rawValue, r.originSeq, r.code.rawValue, r.message, attempts, Int64(nowMillis + delay)])

@@ -270,8 +270,8 @@ struct Status: AsyncParsableCommand {
         }
         let setAside = try store.ownChangesSetAside()
         if setAside > 0 {
-            print("refused:     \(setAside) change(s) made here were refused above the parent for good, withdrawn and set aside"
-                  + " (tiersync admin quarantine --db …)")
+            print("refused:     \(setAside) change(s) made here, refused above the parent for good, withdrawn and set aside"
+                  + " in the quarantine (tiersync admin quarantine --db …)")
         }
         print("pull cursor: \(try store.cursor("pull.parent"))")
         if let restores = try store.parentRestores() {

@@ -23,7 +23,7 @@ struct Trace: ParsableCommand {
         let refused = try store.quarantined(recordID: recordID, table: table)
         guard !lineage.isEmpty || !refused.isEmpty else { throw CLIError("no changes for record '\(recordID)' at \(me)") }
         if !lineage.isEmpty { printLineage(lineage, at: me) }
-        printQuarantined(refused, at: me)
+        printQuarantined(refused, at: me, afterLineage: !lineage.isEmpty)
     }
 
     private func printLineage(_ lineage: [ChangeLineage], at me: String) {
@@ -51,9 +51,9 @@ struct Trace: ParsableCommand {
 
     /// The record's changes this node refused, or set aside when a node above refused them
     /// (its own, withdrawn: docs/PRIVACY.md, "Re-scoping"), kept in its quarantine.
-    private func printQuarantined(_ refused: [QuarantinedChange], at me: String) {
+    private func printQuarantined(_ refused: [QuarantinedChange], at me: String, afterLineage: Bool) {
         guard !refused.isEmpty else { return }
-        print("")
+        if afterLineage { print("") }
         print("Refused and kept in the quarantine at \(me) (tiersync admin quarantine --db …):")
         for entry in refused {
             print("")

@@ -237,6 +237,16 @@ struct RefusedRelayStoreTests {
         #expect(try d1.pendingRetries() == 0 && d1.retriesByCode().isEmpty)
         #expect(try d1.nextRetryMillis() == nil)
         #expect(try d1.dueRetries(limit: 10).isEmpty)
+        // Refused again once its entry left (withdrawn while its push was on the wire): no retry is kept for it.
+        try d1.scheduleRetries([RejectedChange(change: logged, rejection: ChangeRejection(.forbidden, "outside"))], nowMillis: 0)
+        let attempts = try await d1.writer.read { db in
+            try Int.fetchOne(db, sql: "SELECT attempts FROM ts_push_retries WHERE origin = 'd1'")
+        }
+        #expect(attempts == 1, "the row is not scheduled again")
+        let fresh = Change(origin: "d1", originSeq: 50, hlc: HLCTimestamp(wallMillis: 1_000, counter: 0), table: "customers", recordID: "c-9",
+                           op: .upsert, fields: ["last_name": "Never logged"])
+        try d1.scheduleRetries([RejectedChange(change: fresh, rejection: ChangeRejection(.forbidden, "outside"))], nowMillis: 0)
+        #expect(try await d1.writer.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ts_push_retries WHERE origin_seq = 50") } == 0)
     }
 
     @Test("""
