@@ -6,7 +6,8 @@ public enum FieldType: Sendable, Hashable, Codable {
     case int
     case double
     case bool
-    /// An ISO 8601 date-time string, e.g. `2026-11-22T10:15:00Z`.
+    /// An ISO 8601 date-time string, e.g. `2026-11-22T10:15:00Z`, from 1970-01-01T00:00:00Z
+    /// up to the end of year 9999 (``CommonTimestamp/validMillis``).
     case timestamp
     /// An ISO 8601 calendar date, e.g. `2026-11-22`.
     case date
@@ -29,7 +30,7 @@ public enum FieldType: Sendable, Hashable, Codable {
         case .int: "integer"
         case .double: "number"
         case .bool: "boolean"
-        case .timestamp: "ISO 8601 timestamp"
+        case .timestamp: "ISO 8601 timestamp (1970–9999)"
         case .date: "ISO 8601 date (YYYY-MM-DD)"
         case .oneOf(let options): "one of \(options.joined(separator: ", "))"
         case .node: "node identifier"
@@ -59,13 +60,21 @@ public enum FieldType: Sendable, Hashable, Codable {
     static func isTimestamp(_ s: String) -> Bool {
         // The form every writer of ours produces is checked byte by byte: building the
         // formatter below costs more than the rest of a change's validation. Anything else
-        // goes to the formatter, as always.
-        if isCommonTimestamp(s) { return true }
+        // goes to the formatter, as always. Either way only a time of
+        // ``CommonTimestamp/validMillis`` is one: the formatter also reads year 1 and year
+        // 10000, and a dialogue dated year 1 made every KPI snapshot of its node unwritable.
+        if let millis = s.utf8.withContiguousStorageIfAvailable(CommonTimestamp.millis(utf8:)) ?? nil {
+            return CommonTimestamp.validMillis.contains(millis)
+        }
         guard CommonTimestamp.fieldsInRange(s) else { return false }
         let f = ISO8601DateFormatter()
-        if f.date(from: s) != nil { return true }
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.date(from: s) != nil
+        var date = f.date(from: s)
+        if date == nil {
+            f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            date = f.date(from: s)
+        }
+        guard let seconds = date?.timeIntervalSince1970 else { return false }
+        return seconds >= 0 && seconds * 1_000 < Double(CommonTimestamp.validMillis.upperBound)
     }
 
     /// True for ``CommonTimestamp``'s form in the years 1000–9999: a part of what
@@ -99,11 +108,28 @@ public struct FieldSchema: Sendable, Hashable, Codable {
     public var name: String
     public var type: FieldType
     public var summary: String
+    /// For an ``FieldType/int`` field: the values it may hold (`priority` 1…5), nil for any.
+    public var range: ClosedRange<Int64>?
 
-    public init(_ name: String, _ type: FieldType, _ summary: String = "") {
+    public init(_ name: String, _ type: FieldType, _ summary: String = "", range: ClosedRange<Int64>? = nil) {
         self.name = name
         self.type = type
         self.summary = summary
+        self.range = range
+    }
+
+    /// The value in the field's canonical type, or nil when it does not fit the type or the
+    /// range (``FieldType/coerce(_:)``, then ``range``).
+    public func coerce(_ value: FieldValue) -> FieldValue? {
+        guard let canonical = type.coerce(value) else { return nil }
+        if let range, case .int(let n) = canonical, !range.contains(n) { return nil }
+        return canonical
+    }
+
+    /// What the field holds, for errors: its type, and its range if it has one.
+    public var expectation: String {
+        guard let range else { return type.displayName }
+        return "\(type.displayName) from \(range.lowerBound) to \(range.upperBound)"
     }
 }
 
@@ -209,8 +235,8 @@ public struct Schema: Sendable, Hashable {
                 guard let field = table.field(name) else {
                     return .failure(.init(.unknownField, "unknown field '\(name.clipped(toUTF8: Self.maxTableNameBytes))' in table '\(change.table)'"))
                 }
-                guard let canonical = field.type.coerce(value) else {
-                    return .failure(.init(.wrongType, "field '\(change.table).\(name)' of record '\(change.recordID)' must be \(field.type.displayName), got \(value.typeName) \(value.canonical.prefix(60))"))
+                guard let canonical = field.coerce(value) else {
+                    return .failure(.init(.wrongType, "field '\(change.table).\(name)' of record '\(change.recordID)' must be \(field.expectation), got \(value.typeName) \(value.canonical.prefix(60))"))
                 }
                 // Stored only when coercing changed it (an int for a double field): writing
                 // every field back copied the change's fields and hashed each name again.

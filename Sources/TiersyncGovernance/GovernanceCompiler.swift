@@ -323,7 +323,7 @@ struct GovernanceReader {
         case .text(let max): "text of 1 to \(max) characters"
         case .identifier: "an identifier (lowercase letters, digits, '-')"
         case .level: levels.isEmpty ? "a level name" : "a level: one of \(levels.joined(separator: ", "))"
-        case .duration: "a duration like 20s, 15m, 4h, 2d or 1w"
+        case .duration: "a duration like 20s, 15m, 4h, 2d or 1w, at most \(GovernanceDuration(seconds: GovernanceDuration.maxSeconds))"
         case .integer(let r): "an integer from \(r.lowerBound) to \(r.upperBound)"
         case .number: "a number"
         case .boolean: "true or false"

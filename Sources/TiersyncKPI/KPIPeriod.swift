@@ -44,11 +44,13 @@ public enum KPIDay {
         millis >= 0 ? millis / millisPerDay : -((-millis + millisPerDay - 1) / millisPerDay)
     }
 
-    /// `YYYY-MM-DD`.
+    /// `YYYY-MM-DD`, the year padded to four digits as a `date` field holds it (year 1 was
+    /// `1-01-01`, which no snapshot's `period_start` can hold).
     public static func label(_ days: Int64) -> String {
         let (y, m, d) = CivilCalendar.date(days: days)
         func two(_ n: Int64) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        return "\(y)-\(two(m))-\(two(d))"
+        let year = y >= 0 && y < 1000 ? String(repeating: "0", count: 4 - "\(y)".count) + "\(y)" : "\(y)"
+        return "\(year)-\(two(m))-\(two(d))"
     }
 
     /// The day number of a `YYYY-MM-DD` date, nil for anything else.
@@ -71,9 +73,12 @@ public enum KPITime {
     }
 
     /// The fast path over UTF-8 bytes; nil when the text is not in the common form.
+    /// Only times a `timestamp` field may hold (``CommonTimestamp/validMillis``) count: a row
+    /// stored before the schema refused year 1 counts in no period.
     @inlinable
     public static func millis(utf8 p: UnsafeBufferPointer<UInt8>) -> Int64? {
-        CommonTimestamp.millis(utf8: p)
+        guard let millis = CommonTimestamp.millis(utf8: p), CommonTimestamp.validMillis.contains(millis) else { return nil }
+        return millis
     }
 
     private static func slow(_ text: String) -> Int64? {
@@ -82,6 +87,8 @@ public enum KPITime {
         guard CommonTimestamp.fieldsInRange(text) else { return nil }
         let date = (try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
             ?? (try? Date(text, strategy: Date.ISO8601FormatStyle()))
-        return date.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
+        guard let millis = date.map({ ($0.timeIntervalSince1970 * 1000).rounded() }),
+              millis >= 0, millis < Double(CommonTimestamp.validMillis.upperBound) else { return nil }
+        return Int64(millis)
     }
 }

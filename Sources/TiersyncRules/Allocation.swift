@@ -178,7 +178,8 @@ public enum Allocator {
         let owner = customer?[.owningDealer]?.stringValue.flatMap { NodeID.isValid($0) ? NodeID(unchecked: $0) : nil }
         return .success(AllocationDecision(
             rule: rule.id, level: rule.level, queue: rule.queue, priority: rule.priority, slaSeconds: rule.slaSeconds,
-            slaDueMillis: created + UInt64(rule.slaSeconds) * 1_000,
+            // At most the last time a `timestamp` field holds (a dialogue of 9999-12-31).
+            slaDueMillis: min(created + UInt64(rule.slaSeconds) * 1_000, UInt64(CommonTimestamp.validMillis.upperBound - 1)),
             handlingNode: placement.handlingNode(level: rule.level, queue: governance.table.queues[rule.queue],
                                                  levels: governance.table.levels, customerOwner: owner),
             release: governance.release, overlay: governance.overlay, decidedBy: placement.node, decidedAtMillis: nowMillis))
@@ -191,13 +192,16 @@ public enum Allocator {
 /// other form goes to Foundation.
 public enum Timestamp {
     /// Milliseconds since the epoch of an ISO 8601 date-time, with or without fractional seconds.
+    /// Nil outside the times a `timestamp` field may hold (``CommonTimestamp/validMillis``):
+    /// `rules run --now 99999-…` evaluated at year 99999 and wrote real escalations.
     public static func parse(_ text: String) -> UInt64? {
         if let millis = text.utf8.withContiguousStorageIfAvailable(commonMillis) ?? nil { return millis }
         guard CommonTimestamp.fieldsInRange(text) else { return nil }
         let date = (try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
             ?? (try? Date(text, strategy: Date.ISO8601FormatStyle()))
-        guard let date, date.timeIntervalSince1970 >= 0 else { return nil }
-        return UInt64((date.timeIntervalSince1970 * 1000).rounded())
+        guard let millis = date.map({ ($0.timeIntervalSince1970 * 1000).rounded() }),
+              millis >= 0, millis < Double(CommonTimestamp.validMillis.upperBound) else { return nil }
+        return UInt64(millis)
     }
 
     /// UTC, whole seconds when the time has no milliseconds (`2026-11-22T10:15:00Z`), else
@@ -236,7 +240,7 @@ public enum Timestamp {
 
     /// ``CommonTimestamp``'s form from 1970 on; nil for anything else (Foundation decides).
     static func commonMillis(_ p: UnsafeBufferPointer<UInt8>) -> UInt64? {
-        guard let millis = CommonTimestamp.millis(utf8: p), millis >= 0 else { return nil }
+        guard let millis = CommonTimestamp.millis(utf8: p), CommonTimestamp.validMillis.contains(millis) else { return nil }
         return UInt64(millis)
     }
 }

@@ -118,7 +118,12 @@ struct Generator {
         if op == .upsert {
             for _ in 0..<rng.int(1...4) {
                 let field = rng.pick(table.fields)
-                fields[field.name] = value(of: field.type, routeTo: subtree)
+                var generated = value(of: field.type, routeTo: subtree)
+                // Mostly within a field's range (priority 1…5), sometimes outside it.
+                if let range = field.range, case .int = generated, rng.chance(0.9) {
+                    generated = .int(range.lowerBound + Int64(rng.below(Int(range.upperBound - range.lowerBound) + 1)))
+                }
+                fields[field.name] = generated
             }
             if rng.chance(0.12) {
                 // A value the schema refuses: an unknown field, the wrong type, too long, a

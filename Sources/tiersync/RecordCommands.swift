@@ -239,7 +239,7 @@ struct RecordCommand: ParsableCommand {
         func run() {
             for t in DomainSchema.schema.tables {
                 print("\(t.name): \(t.summary) (routed by \(t.routeFields.joined(separator: ", ")))")
-                for f in t.fields { print("  \(f.name): \(f.type.displayName)\(f.summary.isEmpty ? "" : " - \(f.summary)")") }
+                for f in t.fields { print("  \(f.name): \(f.expectation)\(f.summary.isEmpty ? "" : " - \(f.summary)")") }
             }
         }
     }

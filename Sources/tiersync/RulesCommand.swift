@@ -25,7 +25,7 @@ struct RulesCommand: AsyncParsableCommand {
             ids and values are the same whichever node writes them, so nothing is written twice.
             """)
         @OptionGroup var node: NodeDatabase
-        @Option(help: "The time to evaluate at, ISO 8601 (e.g. 2026-12-03T10:00:00Z); default: now. Writes are stamped with the real clock.")
+        @Option(help: "The time to evaluate at, ISO 8601 (e.g. 2026-12-03T10:00:00Z), 1970–9999; default: now. What falls due by then is written for real (and syncs); writes are stamped with the real clock.")
         var now: String?
         @Option(help: "A hub's or country node's --data directory: its directory places dialogues of other nodes (default: the hub's, for a tenant database under <data>/tenants).")
         var data: String?
@@ -59,6 +59,11 @@ struct RulesCommand: AsyncParsableCommand {
             let report: RulesRunReport
             do { report = try await runner.runOnce() } catch let error as StoreError { throw CLIError(error.description) }
             Self.print(report, node: identity.node)
+            if tree == nil, !report.unplaced.isEmpty {
+                // A country's database alone does not say where its dealers are: its node's
+                // --data holds the directory it mirrors from HQ (GOVERNANCE.md, "Running the rules").
+                Swift.print("(at a country node, give its --data directory with --data: its directory places its dealers' dialogues)")
+            }
         }
 
         /// The tenant's tree from the --data directory's catalog (or the hub's, inferred), if any.

@@ -47,8 +47,8 @@ func parseValue(_ raw: String, for field: FieldSchema, table: String) throws -> 
     case .bool: value = ["true": true, "yes": true, "1": true, "false": false, "no": false, "0": false][raw.lowercased()].map(FieldValue.bool)
     default: value = .string(raw)
     }
-    guard let value, let checked = field.type.coerce(value) else {
-        throw CLIError("field '\(table).\(field.name)' must be \(field.type.displayName), got '\(raw)'")
+    guard let value, let checked = field.coerce(value) else {
+        throw CLIError("field '\(table).\(field.name)' must be \(field.expectation), got '\(raw)'")
     }
     return checked
 }

@@ -9,11 +9,19 @@ import Testing
 @Suite("Timestamp validation")
 struct SchemaTimestampTests {
     /// What the schema accepted before the byte check: the formatter, without and with fractional seconds.
-    static func formatterAccepts(_ s: String) -> Bool {
+    static func formatterAccepts(_ s: String) -> Bool { formatterDate(s) != nil }
+
+    static func formatterDate(_ s: String) -> Date? {
         let f = ISO8601DateFormatter()
-        if f.date(from: s) != nil { return true }
+        if let date = f.date(from: s) { return date }
         f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.date(from: s) != nil
+        return f.date(from: s)
+    }
+
+    /// The formatter's time lies in the years 1970–9999 (UTC).
+    static func inSchemaRange(_ s: String) -> Bool {
+        guard let seconds = formatterDate(s)?.timeIntervalSince1970 else { return false }
+        return seconds >= 0 && seconds < 253_402_300_800
     }
 
     @Test("what writers produce takes the byte check: UTC, milliseconds, offsets")
@@ -50,8 +58,10 @@ struct SchemaTimestampTests {
                 common += 1
                 #expect(reference, "the byte check accepted \(text), which the formatter refuses")
             }
-            // The formatter's answer, less what it rolls over into another time.
-            #expect((FieldType.timestamp.coerce(.string(text)) != nil) == (reference && CommonTimestamp.fieldsInRange(text)), "\(text)")
+            // The formatter's answer, less what it rolls over into another time and times
+            // outside 1970–9999.
+            #expect((FieldType.timestamp.coerce(.string(text)) != nil) == (reference && CommonTimestamp.fieldsInRange(text) && Self.inSchemaRange(text)),
+                    "\(text)")
         }
         #expect(common > 1_000, "the byte check took \(common) of the strings")
     }
@@ -67,5 +77,49 @@ struct SchemaTimestampTests {
             #expect(CommonTimestamp.fieldsInRange(s), "\(s)")
         }
         #expect(FieldType.timestamp.coerce(.string("2026-11-20T10:00:00.123456Z")) != nil)
+    }
+
+    @Test("""
+        a timestamp field holds times from 1970 to the end of 9999 only: a dialogue dated year 1 (which the formatter reads) \
+        made every KPI snapshot of its node unwritable, and one before 1970 got an SLA due counted from now
+        """)
+    func yearsOutsideTheRange() {
+        for s in ["0001-01-01T00:00:00Z", "1969-12-31T23:59:59Z", "1000-01-01T00:00:00Z", "10000-01-01T00:00:00Z", "99999-12-07T09:00:00Z",
+                  "9999-12-31T23:00:00-02:00", "1970-01-01T00:30:00+01:00", "0500-06-01T00:00:00.250Z"] {
+            #expect(FieldType.timestamp.coerce(.string(s)) == nil, "\(s)")
+        }
+        for s in ["1970-01-01T00:00:00Z", "9999-12-31T23:59:59.999Z", "9999-12-31T23:59:59+01:00", "1970-01-01T01:00:00+01:00"] {
+            #expect(FieldType.timestamp.coerce(.string(s)) != nil, "\(s)")
+        }
+        let change = Change(origin: "d1", originSeq: 1, hlc: HLCTimestamp(wallMillis: 1_000, counter: 0), table: "interactions", recordID: "x6",
+                            op: .upsert, fields: ["created_at": "0001-01-01T00:00:00Z"])
+        guard case .failure(let refusal) = DomainSchema.schema.validate(change) else {
+            Issue.record("a dialogue of year 1 was accepted")
+            return
+        }
+        #expect(refusal.code == .wrongType && refusal.message.contains("interactions.created_at") && refusal.message.contains("1970–9999"), "\(refusal)")
+    }
+
+    @Test("priority holds 1…5 (the rules' range): 0 and 9 are refused, naming the range")
+    func priorityRange() {
+        func change(_ table: String, _ value: FieldValue) -> Change {
+            Change(origin: "d1", originSeq: 1, hlc: HLCTimestamp(wallMillis: 1_000, counter: 0), table: table, recordID: "r-1", op: .upsert,
+                   fields: ["priority": value])
+        }
+        for table in ["interactions", "tasks"] {
+            for bad: FieldValue in [.int(0), .int(9), .int(-1), .int(.max)] {
+                guard case .failure(let refusal) = DomainSchema.schema.validate(change(table, bad)) else {
+                    Issue.record("\(table).priority \(bad) was accepted")
+                    continue
+                }
+                #expect(refusal.code == .wrongType && refusal.message.contains("integer from 1 to 5"), "\(refusal)")
+            }
+            for good: FieldValue in [.int(1), .int(5), .null] {
+                guard case .success = DomainSchema.schema.validate(change(table, good)) else {
+                    Issue.record("\(table).priority \(good) was refused")
+                    continue
+                }
+            }
+        }
     }
 }

@@ -102,6 +102,9 @@ struct GovernanceCompilerTests {
         #expect(twice)
         #expect(GovernanceDuration("90m")?.description == "90m" && GovernanceDuration("120m")?.description == "2h")
         #expect(GovernanceDuration("2 h") == nil && GovernanceDuration("h") == nil && GovernanceDuration("-1h") == nil)
+        // At most 3660 days: an SLA of 9999999w put sla_due in year 193680.
+        #expect(GovernanceDuration("3660d")?.seconds == 3_660 * 86_400 && GovernanceDuration("3661d") == nil
+                && GovernanceDuration("9999999w") == nil && GovernanceDuration("522w") != nil && GovernanceDuration("523w") == nil)
     }
 
     @Test("a proactive contact needs consent for its own channel, and an override's range stays inside the field's own range")

@@ -76,6 +76,10 @@ struct KPIEvaluatorTests {
     func periods() throws {
         #expect(KPIDay.parse("2026-11-02") == 20759)
         #expect(KPIDay.label(20759) == "2026-11-02")
+        // Four digits, as a `date` field holds them (year 1 was "1-01-01", refused as a snapshot's period_start).
+        #expect(KPIDay.label(CivilCalendar.days(year: 1, month: 1, day: 1)) == "0001-01-01" && KPIDay.label(CivilCalendar.days(year: 999, month: 12, day: 31)) == "0999-12-31")
+        // Times no timestamp field holds count in no period.
+        #expect(KPITime.millis("0001-01-01T00:00:00Z") == nil && KPITime.millis("1969-12-31T23:59:59Z") == nil && KPITime.millis("1970-01-01T00:00:00Z") == 0)
         #expect(KPIPeriodKind.week.start(ofDay: 20760) == 20759, "Tuesday 11-03 is in the week of Monday 11-02")
         #expect(KPIPeriodKind.week.start(ofDay: 20759 + 6) == 20759 && KPIPeriodKind.week.start(ofDay: 20759 + 7) == 20766)
         #expect(KPIPeriodKind.month.start(ofDay: 20760) == KPIDay.parse("2026-11-01"))
@@ -241,7 +245,8 @@ struct KPIEvaluatorTests {
         let deSubtree = try #require(byNode.first { $0.kpi == "average-speed-of-answer-phone" && $0.node == "de" && $0.scope == .subtree })
         #expect(deSubtree.numerator == .max && deSubtree.denominator == .max && deSubtree.nodes == 3)
 
-        let created = KPITime.millis("0001-01-01T00:00:00Z")!, answered = KPITime.millis("9999-12-31T00:00:00Z")!
+        // The widest span a timestamp field holds (1970–9999).
+        let created = KPITime.millis("1970-01-01T00:00:00Z")!, answered = KPITime.millis("9999-12-31T00:00:00Z")!
         var tally = KPITally(evaluator: KPIEvaluator(catalog: catalog))
         for i in 0..<3 {
             tally.add(DialogueFacts(id: "d\(i)", node: "de-1", createdAt: created, channel: "phone", inbound: true, answeredAt: answered))

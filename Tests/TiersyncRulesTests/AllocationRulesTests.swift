@@ -216,6 +216,9 @@ struct AllocationRulesTests {
         #expect(Timestamp.parse("2026-11-22T10:00:00Z") == Self.createdMillis)
         #expect(Timestamp.parse("2026-11-22T10:00:00.250Z") == Self.createdMillis + 250)
         #expect(Timestamp.parse("2026-11-22T11:00:00+01:00") == Self.createdMillis)
+        // Only the times a timestamp field holds: `rules run --now 99999-…` evaluated at year 99999.
+        #expect(Timestamp.parse("99999-12-07T09:00:00Z") == nil && Timestamp.parse("10000-01-01T00:00:00Z") == nil
+                && Timestamp.parse("9999-12-31T23:00:00-02:00") == nil && Timestamp.parse("1969-12-31T23:59:59Z") == nil)
         #expect(Timestamp.parse("yesterday") == nil)
         #expect(Timestamp.format(Self.createdMillis) == "2026-11-22T10:00:00Z")
         #expect(Timestamp.format(Self.createdMillis + 250) == "2026-11-22T10:00:00.250Z")

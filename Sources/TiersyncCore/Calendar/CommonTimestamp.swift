@@ -4,6 +4,14 @@
 /// Foundation's parsers, and each leaves any other form to Foundation. One reader, so the
 /// three cannot come to disagree about which times are common or what they mean.
 public enum CommonTimestamp {
+    /// The times a `timestamp` field may hold, in milliseconds since the epoch: from
+    /// 1970-01-01T00:00:00Z up to, not including, 10000-01-01T00:00:00Z. Every event the
+    /// schema times (a dialogue, a lead, a task, a consent, a KPI's computation) lies there;
+    /// before, Foundation's parser let year 1 and year 10000 in, and the rules and KPIs, which
+    /// read times as milliseconds since the epoch, placed them nowhere or in a year their
+    /// own records could not name.
+    public static let validMillis: Range<Int64> = 0..<253_402_300_800_000
+
     /// Milliseconds since 1970-01-01T00:00:00Z (negative before it) of `p` in the common
     /// form, on a calendar day of a four-digit year, hours 00–23, minutes and seconds 00–59,
     /// offsets up to ±14:59; nil for anything else (nil says nothing about other forms).
