@@ -66,8 +66,10 @@ public final class ParentClient: Sendable {
         try await http.shutdown()
     }
 
-    public func enroll(token: String, via: NodeID? = nil) async throws -> EnrollResponse {
-        try await send(.POST, "/v1/enroll", body: EnrollRequest(token: token, via: via), timeout: requestTimeout).decode(EnrollResponse.self)
+    /// `expecting`: the node a store enrolling again belongs to (``EnrollRequest/expected``).
+    public func enroll(token: String, via: NodeID? = nil, expecting: EnrollmentSubject? = nil) async throws -> EnrollResponse {
+        let request = EnrollRequest(token: token, via: via, tenant: expecting?.tenant, node: expecting?.node)
+        return try await send(.POST, "/v1/enroll", body: request, timeout: requestTimeout).decode(EnrollResponse.self)
     }
 
     /// `held`: also ask what the parent holds of this node's subtree (``WhoAmIResponse/held``),

@@ -146,12 +146,17 @@ public final class SyncAgent: Sendable {
     }
 
     /// Exchanges an enrollment token for a credential and stores both identity and
-    /// credential in the node's database. Idempotent for an already enrolled store.
+    /// credential in the node's database.
+    ///
+    /// A store that is enrolled already (its credential revoked or lost) enrolls again as the
+    /// node it belongs to, keeping everything it holds: the hub refuses a token for another
+    /// node without using it up.
     @discardableResult
     public static func enroll(store: NodeStore, configuration: AgentConfiguration, token: String) async throws -> NodeIdentity {
         let client = try ParentClient(configuration: configuration, credential: nil)
         do {
-            let response = try await client.enroll(token: token)
+            let expecting = try store.identity().map { EnrollmentSubject(tenant: $0.tenant, node: $0.node) }
+            let response = try await client.enroll(token: token, expecting: expecting)
             let identity = NodeIdentity(tenant: response.tenant, node: response.node, parent: response.parent)
             try store.completeEnrollment(identity, credential: response.credential, parentURL: configuration.parentURL,
                                          highestKnownSeq: response.highestSeq ?? 0)

@@ -66,12 +66,17 @@ public struct ParentOptions: ParsableArguments, Sendable {
             }
             try store.setMeta(GovernanceFollower.keyMeta, releaseKey)
         }
-        if try store.identity() == nil || store.meta("credential") == nil {
+        let held = try store.meta("credential") == nil ? nil : store.identity()
+        if held == nil || enrollToken != nil {
             guard let enrollToken else {
                 throw CLIError("\(db) is not enrolled yet: pass --enroll-token (from `tiersync admin enroll-token`)")
             }
+            // An enrolled store given a token enrolls again as the node it is (after a revoke,
+            // or a lost credential), keeping its data and its place in the log.
+            _ = try SyncAgent.adoptParent(store: store, url: url)
             let identity = try await SyncAgent.enroll(store: store, configuration: configuration, token: enrollToken)
-            print("enrolled as node \(identity.node) of tenant \(identity.tenant)")
+            print(held == nil ? "enrolled as node \(identity.node) of tenant \(identity.tenant)"
+                  : "enrolled again as node \(identity.node) of tenant \(identity.tenant), with a new credential; the store keeps what it holds")
             flushOutput()
         } else if try SyncAgent.adoptParent(store: store, url: url) {
             print("parent changed to \(url): re-syncing with it from the start (nothing is applied twice)")

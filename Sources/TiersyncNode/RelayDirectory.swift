@@ -140,7 +140,7 @@ public final class RelayDirectory: NodeDirectory {
     public func enroll(_ request: EnrollRequest, relayer: Principal?) async throws -> EnrollResponse {
         var response: EnrollResponse
         do {
-            response = try await parent.enroll(token: request.token, via: identity.node)
+            response = try await parent.enroll(token: request.token, via: identity.node, expecting: request.expected)
         } catch AgentError.http(let status, let code, let message) where (400..<500).contains(status) && code != "http_\(status)" {
             // HQ's own refusal (a bad or used token, a node already enrolled): the dealer
             // needs its words. Anything else (HQ failing, a proxy's page in front of it) is

@@ -76,7 +76,7 @@ extension PostgresCatalog {
         }
     }
 
-    public func redeem(token: String, via relayer: Principal?, nowMillis: UInt64) async throws -> EnrollResponse {
+    public func redeem(token: String, via relayer: Principal?, expecting: EnrollmentSubject?, nowMillis: UInt64) async throws -> EnrollResponse {
         let hash = Secrets.digest(token), now = Int64(clamping: nowMillis)
         // The token's tenant first, without a lock (it never changes), to take the tenant's
         // lock before anything else: enrolling checks and changes the tree.
@@ -84,6 +84,7 @@ extension PostgresCatalog {
             .first.map({ try $0.decode(String.self) }) else { throw EnrollmentError.unknownToken }
         // Another tenant's token, relayed by a country: unknown to it, and kept.
         if let relayer, relayer.tenant.rawValue != tenant { throw EnrollmentError.unknownToken }
+        if let expecting, expecting.tenant.rawValue != tenant { throw EnrollmentError.unknownToken }
         let via = relayer?.node
         return try await transaction(lockingTenant: tenant) { db in
             // The single use: only an unused, unexpired token is claimed, whatever other
@@ -103,6 +104,8 @@ extension PostgresCatalog {
                 throw EnrollmentError.expired(atMillis: UInt64(clamping: expiresAt))
             }
             let (node, parent, role) = try claimed.decode((String, String?, String).self)
+            // Refused here, the claim rolls back: the token stays for the node it is for.
+            try EnrollmentError.check(expecting, tenant: tenant, node: node)
             // Tokens are deleted when a node is decommissioned; this holds against any left.
             if try await db.isDecommissioned(tenant, node) { throw NodeDecommissioned(node: NodeID(unchecked: node)) }
             if let parent, try await db.isDecommissioned(tenant, parent) { throw NodeDecommissioned(node: NodeID(unchecked: parent)) }

@@ -161,7 +161,7 @@ public struct CatalogDirectory: NodeDirectory {
     public func enroll(_ request: EnrollRequest, relayer: Principal?) async throws -> EnrollResponse {
         var response: EnrollResponse
         do {
-            response = try await catalog.redeem(token: request.token, via: relayer, nowMillis: WallClock.nowMillis())
+            response = try await catalog.redeem(token: request.token, via: relayer, expecting: request.expected, nowMillis: WallClock.nowMillis())
         } catch let error as NodeDecommissioned {
             throw APIError(.conflict, "decommissioned", error.description)
         }

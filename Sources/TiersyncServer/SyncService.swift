@@ -47,6 +47,7 @@ struct SyncService: Sendable {
             case .expired: throw APIError(.gone, "token_expired", error.description)
             case .wrongParent: throw APIError(.conflict, "wrong_parent", error.description)
             case .enrolledElsewhere: throw APIError(.conflict, "enrolled_elsewhere", error.description)
+            case .otherNode: throw APIError(.conflict, "token_for_other_node", error.description)
             }
         }
     }

@@ -92,9 +92,22 @@ public enum EnrollmentError: Error, Sendable, Equatable, CustomStringConvertible
     /// The node enrolled under another parent since the token was issued: the token does
     /// not move it (`admin move-node` does).
     case enrolledElsewhere(node: NodeID)
+    /// A store enrolling again (``EnrollRequest/expected``) brought a token for another node
+    /// of its tenant: refused, and the token kept for the node it is for.
+    case otherNode(token: NodeID, store: NodeID)
+
+    /// Refuses a token that is not for `expecting`, a store enrolling again: another
+    /// tenant's is unknown to it (as to a relaying country), another node's is named.
+    public static func check(_ expecting: EnrollmentSubject?, tenant: String, node: String) throws {
+        guard let expecting else { return }
+        if expecting.tenant.rawValue != tenant { throw EnrollmentError.unknownToken }
+        if expecting.node.rawValue != node { throw EnrollmentError.otherNode(token: NodeID(unchecked: node), store: expecting.node) }
+    }
 
     public var description: String {
         switch self {
+        case .otherNode(let token, let store):
+            "this token enrolls '\(token)', but this store belongs to '\(store)': use a token issued for '\(store)' (`tiersync admin enroll-token --node \(store)`)"
         case .enrolledElsewhere(let node):
             "'\(node)' is enrolled under another parent than this token names; ask the hub admin for a new token"
         case .wrongParent(let node, let parent, let via):

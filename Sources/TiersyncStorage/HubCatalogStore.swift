@@ -74,7 +74,11 @@ public protocol HubCatalogStore: AnyObject, Sendable {
     /// unknown to it (``EnrollmentError/unknownToken``), and kept: a country relays no other
     /// tenant's enrollment and learns nothing of its tokens. Unknown, used and expired
     /// tokens throw ``EnrollmentError``; a decommissioned node or parent ``NodeDecommissioned``.
-    func redeem(token: String, via: Principal?, nowMillis: UInt64) async throws -> EnrollResponse
+    ///
+    /// `expecting`: the node a store enrolling again belongs to; a token of another tenant is
+    /// unknown to it and one for another node refused (``EnrollmentError/otherNode(token:store:)``),
+    /// both kept.
+    func redeem(token: String, via: Principal?, expecting: EnrollmentSubject?, nowMillis: UInt64) async throws -> EnrollResponse
     /// Whether `error` means the engine cannot be reached right now (the default: never).
     func isUnavailable(_ error: any Error) -> Bool
     /// What the engine said of a failure, for the log, when its error's own description
@@ -166,9 +170,14 @@ extension HubCatalogStore {
                                 requiredParent: try await requiredParent(of: principal))
     }
 
-    /// ``redeem(token:via:nowMillis:)`` now.
-    public func redeem(token: String, via: Principal? = nil) async throws -> EnrollResponse {
-        try await redeem(token: token, via: via, nowMillis: WallClock.nowMillis())
+    /// ``redeem(token:via:expecting:nowMillis:)`` for a node enrolling for the first time.
+    public func redeem(token: String, via: Principal?, nowMillis: UInt64) async throws -> EnrollResponse {
+        try await redeem(token: token, via: via, expecting: nil, nowMillis: nowMillis)
+    }
+
+    /// ``redeem(token:via:expecting:nowMillis:)`` now.
+    public func redeem(token: String, via: Principal? = nil, expecting: EnrollmentSubject? = nil) async throws -> EnrollResponse {
+        try await redeem(token: token, via: via, expecting: expecting, nowMillis: WallClock.nowMillis())
     }
 
     /// ``createTenant(_:root:levels:allowDirectSync:nowMillis:)`` now, with HQ's usual root `hq`.

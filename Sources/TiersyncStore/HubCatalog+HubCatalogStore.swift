@@ -65,8 +65,8 @@ public final class SQLiteCatalog: HubCatalogStore {
         try await catalog.probeWritable()
     }
 
-    public func redeem(token: String, via: Principal?, nowMillis: UInt64) async throws -> EnrollResponse {
-        try await catalog.redeem(token: token, via: via, nowMillis: nowMillis)
+    public func redeem(token: String, via: Principal?, expecting: EnrollmentSubject?, nowMillis: UInt64) async throws -> EnrollResponse {
+        try await catalog.redeem(token: token, via: via, expecting: expecting, nowMillis: nowMillis)
     }
 
     // MARK: The synchronous API, off the cooperative pool.

@@ -491,7 +491,8 @@ public final class HubCatalog: Sendable {
     /// revokes its earlier credentials and returns a new one. All in one transaction. A
     /// token naming a parent that has not enrolled yet is refused (and kept): the node
     /// enrolls through its parent, once that runs.
-    public func redeem(token: String, via relayer: Principal? = nil, nowMillis: UInt64 = WallClock.nowMillis()) async throws -> EnrollResponse {
+    public func redeem(token: String, via relayer: Principal? = nil, expecting: EnrollmentSubject? = nil,
+                       nowMillis: UInt64 = WallClock.nowMillis()) async throws -> EnrollResponse {
         try await writer.write { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM enrollment_tokens WHERE hash = ?", arguments: [Secrets.digest(token)]) else {
                 throw EnrollmentError.unknownToken
@@ -499,6 +500,7 @@ public final class HubCatalog: Sendable {
             let tenant: String = row["tenant"], node: String = row["node"], parent: String? = row["parent"]
             // Another tenant's token, relayed by a country: unknown to it (used or not), and kept.
             if let relayer, relayer.tenant.rawValue != tenant { throw EnrollmentError.unknownToken }
+            try EnrollmentError.check(expecting, tenant: tenant, node: node)
             if (row["used_at"] as Int64?) != nil { throw EnrollmentError.alreadyUsed }
             let expires = UInt64(row["expires_at"] as Int64)
             if expires < nowMillis { throw EnrollmentError.expired(atMillis: expires) }

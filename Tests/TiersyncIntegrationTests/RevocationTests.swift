@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TiersyncAgent
 import TiersyncCore
 import TiersyncServer
 import TiersyncStorage
@@ -214,6 +215,56 @@ struct RevocationTests {
             let openDealer = try hub.catalog.issueEnrollmentToken(tenant: "open", node: "de-1", parent: "de")
             let openCredential = try await atHQ.send("POST", "/v1/enroll", json: EnrollRequest(token: openDealer)).decode(EnrollResponse.self).credential
             #expect(try await atHQ.send("GET", "/v1/pull", credential: openCredential).status == 200)
+        }
+    }
+
+    @Test("""
+        a revoked dealer enrolls again with the store it has (agent run --enroll-token on an enrolled store): its data and \
+        its offline write stay and reach HQ; a token for another node is refused through the country and kept for that node \
+        (the token was ignored and the store refused for good; redeemed, another node's token would have revoked that node)
+        """)
+    func revokedDealerEnrollsAgainWithItsStore() async throws {
+        let dir = try TempDir()
+        let data = dir.path + "/hub"
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path)
+            try hub.catalog.createTenant("acme", levels: 3)
+            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            let d1 = try await running.agent(enrolling: "d1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+            let hq = try hub.stores.store(for: "acme")
+            try d1.store.commit([.upsert("customers", id: "d1-before", ["last_name": "Before"])])
+            try await eventually(timeout: 30, "HQ holds d1's first customer") { try hq.record(table: "customers", id: "d1-before") != nil }
+            await d1.stop()
+            let revoked = try cli(["admin", "revoke", "--data", data, "--tenant", "acme", "--node", "d1"])
+            #expect(revoked.status == 0, "\(revoked)")
+            // Written while revoked: it must not be lost by enrolling again.
+            try d1.store.commit([.upsert("customers", id: "d1-offline", ["last_name": "Offline"])])
+            let credentialBefore = try d1.store.meta("credential")
+
+            func agentRun(_ token: String, log: String) throws -> Child {
+                try running.child(["agent", "run", "--db", dir.path + "/d1.sqlite", "--parent", de.url, "--ca", hub.caFile, "--enroll-token", token,
+                                   "--poll-ms", "50", "--pull-wait", "2"], log: dir.path + "/" + log)
+            }
+            // A token for d2 given to d1's store: refused, and still d2's.
+            let d2Token = try hub.catalog.issueEnrollmentToken(tenant: "acme", node: "d2", parent: "de")
+            let wrong = try agentRun(d2Token, log: "wrong.log")
+            let said = try await wrong.waitForOutput(containing: "belongs to 'd1'", timeout: 60)
+            #expect(said.contains("this token enrolls 'd2'"), "\(said)")
+            await wrong.stop()
+            #expect(try d1.store.identity()?.node == "d1" && d1.store.meta("credential") == credentialBefore)
+            let d2 = try NodeStore(path: dir.path + "/d2.sqlite")
+            try await SyncAgent.enroll(store: d2, configuration: AgentConfiguration(parentURL: de.url, caFile: hub.caFile), token: d2Token)
+            #expect(try d2.identity()?.node == "d2", "the refused token still enrolled d2")
+
+            // A new token for d1: the same store enrolls again and syncs what it wrote while revoked.
+            let token = try hub.catalog.issueEnrollmentToken(tenant: "acme", node: "d1", parent: "de")
+            let again = try agentRun(token, log: "again.log")
+            let out = try await again.waitForOutput(containing: "enrolled again as node d1", timeout: 60)
+            #expect(out.contains("the store keeps what it holds"), "\(out)")
+            try await eventually(timeout: 30, "the offline write reached HQ") { try hq.record(table: "customers", id: "d1-offline") != nil }
+            #expect(try d1.store.meta("credential") != credentialBefore)
+            #expect(try d1.store.record(table: "customers", id: "d1-before") != nil && hq.liveRecords(table: "customers").count == 2)
+            await again.stop()
         }
     }
 

@@ -153,10 +153,35 @@ public struct EnrollRequest: Codable, Sendable {
     /// Set by a country node forwarding a dealer's enrollment: the token must name it as
     /// the parent, or it is refused without being used up.
     public var via: NodeID?
+    /// Set by a node enrolling again with the store it has (its credential revoked or lost):
+    /// the node and tenant that store belongs to. A token for another node is refused
+    /// without being used up (``EnrollmentError/otherNode(token:store:)``): redeemed, it
+    /// would have revoked that node's credential and handed its identity to this store.
+    public var tenant: TenantID?
+    public var node: NodeID?
 
-    public init(token: String, via: NodeID? = nil) {
+    public init(token: String, via: NodeID? = nil, tenant: TenantID? = nil, node: NodeID? = nil) {
         self.token = token
         self.via = via
+        self.tenant = tenant
+        self.node = node
+    }
+
+    /// Whom the token must enroll, when the request says (both fields given).
+    public var expected: EnrollmentSubject? {
+        guard let tenant, let node else { return nil }
+        return EnrollmentSubject(tenant: tenant, node: node)
+    }
+}
+
+/// The node an enrollment must be for: a store enrolling again keeps its identity.
+public struct EnrollmentSubject: Sendable, Hashable {
+    public var tenant: TenantID
+    public var node: NodeID
+
+    public init(tenant: TenantID, node: NodeID) {
+        self.tenant = tenant
+        self.node = node
     }
 }
 
