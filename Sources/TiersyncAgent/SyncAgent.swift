@@ -17,6 +17,10 @@ public struct AgentStatus: Sendable, Equatable {
     public var lastPullMillis: UInt64?
     public var consecutiveFailures = 0
     public var lastError: String?
+    /// Since when exchanges fail (nil while they work), and when the store was last told
+    /// (``SyncAgent/contactNoteInterval``).
+    public var failingSinceMillis: UInt64?
+    var contactNotedAtMillis: UInt64 = 0
     /// The parent's newest log position at the last pull.
     public var parentHead: Int64?
     /// How many times the parent was found restored from an older backup.
@@ -1131,19 +1135,38 @@ public final class SyncAgent: Sendable {
 
     // MARK: Status
 
+    /// How often the agent notes in the store that its exchanges work, or keep failing
+    /// (``TiersyncStore/ParentContact``): at every change between the two, and at most this
+    /// often while either lasts (one small write, not one per request).
+    static let contactNoteInterval: UInt64 = 30_000
+
     private func recordSuccess() {
-        state.withLock {
-            $0.consecutiveFailures = 0
-            $0.lastError = nil
+        let now = WallClock.nowMillis()
+        let note = state.withLock { s -> Bool in
+            let wasFailing = s.consecutiveFailures > 0 || s.failingSinceMillis != nil
+            s.consecutiveFailures = 0
+            s.lastError = nil
+            s.failingSinceMillis = nil
+            guard wasFailing || now >= s.contactNotedAtMillis &+ Self.contactNoteInterval else { return false }
+            s.contactNotedAtMillis = now
+            return true
         }
+        if note { try? store.noteParentContact(atMillis: now) }
     }
 
     private func recordFailure(_ what: String, _ error: any Error, retryIn delay: Duration) {
-        let failures = state.withLock {
-            $0.consecutiveFailures += 1
-            $0.lastError = "\(what): \(error)"
-            return $0.consecutiveFailures
+        let now = WallClock.nowMillis()
+        let (failures, note) = state.withLock { s -> (Int, ParentContact.Failure?) in
+            s.consecutiveFailures += 1
+            s.lastError = "\(what): \(error)"
+            let first = s.failingSinceMillis == nil
+            if first { s.failingSinceMillis = now }
+            guard first || now >= s.contactNotedAtMillis &+ Self.contactNoteInterval else { return (s.consecutiveFailures, nil) }
+            s.contactNotedAtMillis = now
+            return (s.consecutiveFailures, ParentContact.Failure(sinceMillis: s.failingSinceMillis!, lastAtMillis: now,
+                                                                  count: s.consecutiveFailures, error: s.lastError!))
         }
+        if let note { try? store.noteParentFailure(note) }
         let level: Logger.Level = failures == 1 || failures % 10 == 0 ? .warning : .debug
         logger.log(level: level, "\(what) failed; retrying", metadata: [
             "error": "\(error)", "retry_in": "\(delay)", "failures": "\(failures)",

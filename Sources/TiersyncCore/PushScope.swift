@@ -75,9 +75,9 @@ public enum PushScope {
     /// country relays its dealers' requests, and judged by the country's scope, a dealer's
     /// request for a sibling's customer erased it.
     public static func relayedRefusal(for change: Change, origins: [NodeID: Scope], pusher: NodeID, scope: Scope,
-                                      routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>) -> ChangeRejection? {
+                                      routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>, reach: RouteReach? = nil) -> ChangeRejection? {
         guard change.origin != pusher else {
-            return refusal(for: change, pusher: pusher, scope: scope, routeBefore: routeBefore, routeAfter: routeAfter)
+            return refusal(for: change, pusher: pusher, scope: scope, routeBefore: routeBefore, routeAfter: routeAfter, reach: reach)
         }
         if let nodes = scope.nodes, !nodes.contains(change.origin) {
             return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) was not made in the subtree of node '\(pusher)'")
@@ -87,12 +87,15 @@ public enum PushScope {
         guard let originScope = origins[change.origin] else {
             return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) is relayed by node '\(pusher)' and its origin's scope is not known here")
         }
-        return refusal(for: change, pusher: change.origin, scope: originScope, routeBefore: routeBefore, routeAfter: routeAfter)
+        return refusal(for: change, pusher: change.origin, scope: originScope, routeBefore: routeBefore, routeAfter: routeAfter, reach: reach)
     }
 
     /// Why `change` may not be applied for `pusher`, given the record's route before the
-    /// change (nil for a record new here) and after it; nil when it may.
-    public static func refusal(for change: Change, pusher: NodeID, scope: Scope, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>) -> ChangeRejection? {
+    /// change (nil for a record new here) and after it; nil when it may. With `reach` (the
+    /// tenant's tree, where the judging hub knows it), the route the change makes is judged
+    /// too (``RouteReach``).
+    public static func refusal(for change: Change, pusher: NodeID, scope: Scope, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>,
+                               reach: RouteReach? = nil) -> ChangeRejection? {
         if let nodes = scope.nodes, !nodes.contains(change.origin) {
             return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) was not made in the subtree of node '\(pusher)'")
         }
@@ -111,6 +114,88 @@ public enum PushScope {
         if let owner = SelfReport.owner(table: change.table, recordID: change.recordID),
            owner != change.origin.rawValue[...] || routeAfter != [change.origin] || (routeBefore.map { $0 != [change.origin] } ?? false) {
             return ChangeRejection(.forbidden, "record \(change.table)/\(change.recordID) is a node's report on itself: change \(change.origin)#\(change.originSeq) may write only node '\(change.origin)''s own, about it")
+        }
+        if let reach, let refusal = reach.refusal(for: change, by: pusher, scope: scope, routeBefore: routeBefore, routeAfter: routeAfter) {
+            return refusal
+        }
+        return nil
+    }
+}
+
+/// Which nodes a change may route a record to, and take it away from, judged by the node
+/// that made it. The route checks above ask only that the record is routed into the maker's
+/// subtree (before the change, or after it for a new record); what else the change names
+/// was not judged. A dealer could then
+/// - route a record it shares to any node of the tenant, taking it from the node it shares
+///   it with: `owning_dealer` and `servicing_dealer` of a customer it services set to a
+///   dealer of another country delivered the owner's customer, personal data and all, to
+///   that country, and locked its owner out;
+/// - create records routed to any node (a dialogue "handled" by another country's dealer,
+///   a lead it "fulfils", a consent withdrawal in its customer's history), filling their
+///   queues and their KPIs.
+///
+/// So a change made by a node below a country may newly name only nodes of its country's
+/// subtree (its siblings: a customer serviced by another dealer of the country) and the
+/// nodes above it (escalation, a country's or HQ's dialogue centre); and of the nodes it
+/// reaches, it may take the record away only from those of its own subtree, or from one
+/// still holding it through a node the record stays routed to (a country an escalation
+/// passes on to HQ keeps the dialogue through its dealer). A node out of its reach may be
+/// left out (a dealer that moved hands its open task from its old country to its new one):
+/// a dealer servicing a customer of another country can therefore still take it from that
+/// country's dealer, without sending it anywhere new. Only changes writing a route field
+/// are judged so. The tenant's root, and the nodes directly below it
+/// (countries; the agents of a two-level tenant), route anywhere: they hand dialogues and
+/// leads between countries. A record of another country linked to one a dealer holds (an
+/// escalation entry of a dialogue HQ handed across countries) is written by its country or HQ.
+public struct RouteReach: Sendable {
+    public let tree: NodeTree
+    /// The nodes above the tree's root, parent first, when the tree is a country's mirror of
+    /// its own subtree (the country's ancestors, from its path); empty at HQ.
+    public let above: [NodeID]
+
+    public init(tree: NodeTree, above: [NodeID] = []) {
+        self.tree = tree
+        self.above = above
+    }
+
+    /// Whether a change made by `origin` may name `target` in a record's route.
+    public func allows(_ target: NodeID, from origin: NodeID) -> Bool {
+        if target == origin { return true }
+        guard let entry = tree.parents[origin] else { return false }
+        // The root of the tenant, or of a country's mirror (the country's own changes are
+        // never judged by its own hub).
+        guard let parent = entry else { return true }
+        // Directly below the tenant's root: a country, or an agent of a two-level tenant.
+        if above.isEmpty, tree.isRoot(parent) { return true }
+        if above.contains(target) { return true }
+        // Its parent and everything below the parent (the node itself, its siblings and
+        // their subtrees), and the parent's ancestors.
+        return target == parent || tree.ancestors(of: target).contains(parent) || tree.ancestors(of: parent).contains(target)
+    }
+
+    /// Why the route a change by `origin` makes may not be: a node it newly names out of its
+    /// reach, or a node it takes the record from out of its scope; nil when it may.
+    ///
+    /// Only a change writing a route field is judged: a record's stored route can hold
+    /// nodes its fields no longer name (one written without route fields is routed to its
+    /// maker), which any later change's route leaves out. A dealer's edit of a phone number
+    /// is not what took the record from them.
+    func refusal(for change: Change, by origin: NodeID, scope: Scope, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>) -> ChangeRejection? {
+        guard let table = DomainSchema.schema.table(change.table), change.fields.keys.contains(where: table.routeFields.contains) else { return nil }
+        let before = routeBefore ?? []
+        for target in routeAfter.subtracting(before).sorted(by: { $0.rawValue < $1.rawValue }) where !allows(target, from: origin) {
+            return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) routes record \(change.table)/\(change.recordID) to node '\(target.rawValue.clipped(toUTF8: 64))', which node '\(origin)' cannot route to: a node routes records within its country's subtree and to the nodes above it",
+                                   outsideScopeOf: origin)
+        }
+        guard let nodes = scope.nodes else { return nil }
+        for removed in before.subtracting(routeAfter).sorted(by: { $0.rawValue < $1.rawValue }) where !nodes.contains(removed) {
+            // Still holding it through a node the record stays routed to: nothing is taken.
+            if routeAfter.contains(where: { tree.ancestors(of: $0).contains(removed) }) { continue }
+            // A node out of reach is no longer on the path of the record's dealer (its country,
+            // named before the dealer moved away): the dealer hands its task on to its new country.
+            if !allows(removed, from: origin) { continue }
+            return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) takes record \(change.table)/\(change.recordID) away from node '\(removed)', which is outside the scope of node '\(origin)'",
+                                   outsideScopeOf: origin)
         }
         return nil
     }

@@ -112,6 +112,15 @@ public final class RelayDirectory: NodeDirectory {
         }
     }
 
+    /// This country's ancestors (its path from the root, as its parent's `whoami` gave it),
+    /// nearest first; empty until the agent has learned the path.
+    public func ancestorsAboveTree(of tenant: TenantID) async -> [NodeID] {
+        guard (try? checkTenant(tenant)) != nil, let path = try? store.meta(MetaKey.treePath.rawValue) else { return [] }
+        let nodes = path.split(separator: "/").map { NodeID(unchecked: String($0)) }
+        guard nodes.last == identity.node else { return [] }
+        return nodes.dropLast().reversed()
+    }
+
     public func tree(of tenant: TenantID) async throws -> NodeTree {
         try checkTenant(tenant)
         return try await mirror.tree(of: tenant)

@@ -46,6 +46,10 @@ public protocol NodeDirectory: Sendable {
     /// Whether this hub serves the authenticated `principal` itself: nil, or why not
     /// (answered 403 before any route runs). The default serves every node it knows.
     func refusal(for principal: Principal) async throws -> AccessRefusal?
+    /// The nodes above the root of ``tree(of:)``, parent first: empty at HQ, whose tree is
+    /// the tenant's; a country's ancestors at a country node, whose tree is its mirrored
+    /// subtree (``TiersyncCore/RouteReach`` lets its dealers route to them).
+    func ancestorsAboveTree(of tenant: TenantID) async -> [NodeID]
 }
 
 /// Where a hub finds its administrators: HQ in its catalog; a country in its mirror of HQ's
@@ -95,6 +99,7 @@ extension NodeDirectory {
     public func isStorageUnavailable(_ error: any Error) -> Bool { false }
     public func storageFailureDetail(_ error: any Error) -> String? { nil }
     public func refusal(for principal: Principal) async throws -> AccessRefusal? { nil }
+    public func ancestorsAboveTree(of tenant: TenantID) async -> [NodeID] { [] }
     public var administration: Administration? { nil }
 
     public func admit(credential: String) async throws -> Admission? {

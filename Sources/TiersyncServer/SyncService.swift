@@ -101,7 +101,9 @@ struct SyncService: Sendable {
         // refused for skew is re-stamped by its origin to exactly this time.
         let now = WallClock.nowMillis()
         var report = try await store.applyIncoming(entitled, from: principal.node, source: .child, checkSkew: true,
-                                                   gate: Self.scopeGate(pusher: principal.node, scope: scope, tree: tree, changes: entitled), cursor: nil, wallMillis: now)
+                                                   gate: Self.scopeGate(pusher: principal.node, scope: scope, tree: tree,
+                                                                        above: await directory.ancestorsAboveTree(of: principal.tenant), changes: entitled),
+                                                   cursor: nil, wallMillis: now)
         if !foreign.isEmpty {
             // Listed in the batch's order, as the store lists its own refusals.
             let position = Dictionary(body.changes.enumerated().map { ("\($1.origin)#\($1.originSeq)", $0) }) { first, _ in first }
@@ -332,12 +334,15 @@ struct SyncService: Sendable {
 
     /// The push scope rule (``PushScope``) as the store's gate, for a push of `changes`.
     /// A change the pusher relays from a node below it is judged by the scope of that node,
-    /// its origin (``PushScope/relayedRefusal(for:origins:pusher:scope:routeBefore:routeAfter:)``).
-    static func scopeGate(pusher: NodeID, scope: Scope, tree: NodeTree, changes: [Change]) -> ChangeGate {
+    /// its origin (``PushScope/relayedRefusal(for:origins:pusher:scope:routeBefore:routeAfter:reach:)``),
+    /// and so is the route each change makes (``RouteReach``; `above`: the nodes above the
+    /// tree's root, at a country node).
+    static func scopeGate(pusher: NodeID, scope: Scope, tree: NodeTree, above: [NodeID], changes: [Change]) -> ChangeGate {
         let origins = PushScope.originScopes(of: changes, pusher: pusher, tree: tree)
+        let reach = RouteReach(tree: tree, above: above)
         return { context in
             PushScope.relayedRefusal(for: context.change, origins: origins, pusher: pusher, scope: scope,
-                                     routeBefore: context.routeBefore, routeAfter: context.routeAfter)
+                                     routeBefore: context.routeBefore, routeAfter: context.routeAfter, reach: reach)
         }
     }
 

@@ -23,6 +23,30 @@ public struct ParentRestores: Sendable, Equatable {
     public var lastAtMillis: UInt64
 }
 
+/// The agent's exchanges with its parent as it last noted them, so `status` can tell a node
+/// syncing from one whose parent refuses it (a revoked credential, a wrong parent) or cannot
+/// be reached: the agent retries those for ever, and its log is the only other place that says.
+public struct ParentContact: Sendable, Equatable {
+    /// The last exchange that worked (a push or pull answered), local wall clock.
+    public var lastOKMillis: UInt64?
+    /// Set while exchanges fail: since when, when last, how many times, the newest error.
+    public var failure: Failure?
+
+    public struct Failure: Sendable, Equatable {
+        public var sinceMillis: UInt64
+        public var lastAtMillis: UInt64
+        public var count: Int
+        public var error: String
+
+        public init(sinceMillis: UInt64, lastAtMillis: UInt64, count: Int, error: String) {
+            self.sinceMillis = sinceMillis
+            self.lastAtMillis = lastAtMillis
+            self.count = count
+            self.error = error
+        }
+    }
+}
+
 extension NodeStore {
     /// Counts one restore of the parent found by the agent, at `atMillis`.
     public func recordParentRestore(atMillis: UInt64) throws {
@@ -39,6 +63,39 @@ extension NodeStore {
             guard let count = try Self.meta(db, .parentRestores).flatMap({ Int($0) }),
                   let at = try Self.meta(db, .parentRestoredAt).flatMap({ UInt64($0) }) else { return nil }
             return ParentRestores(count: count, lastAtMillis: at)
+        }
+    }
+
+    /// Notes an exchange with the parent that worked, at `atMillis`: the failures before it
+    /// are over.
+    public func noteParentContact(atMillis: UInt64) throws {
+        try writer.write { db in
+            try Self.setMeta(db, .parentContactOK, String(atMillis))
+            try db.execute(sql: "DELETE FROM ts_meta WHERE key = ?", arguments: [MetaKey.parentContactFailure.rawValue])
+        }
+    }
+
+    /// Notes that the agent's exchanges with its parent fail: since when, how many times,
+    /// and the newest error (clipped).
+    public func noteParentFailure(_ failure: ParentContact.Failure) throws {
+        try writer.write { db in
+            let text = "\(failure.sinceMillis) \(failure.lastAtMillis) \(failure.count) " + failure.error.clipped(toUTF8: 500)
+            try Self.setMeta(db, .parentContactFailure, text)
+        }
+    }
+
+    /// What the agent last noted of its exchanges with the parent.
+    public func parentContact() throws -> ParentContact {
+        try writer.read { db in
+            let ok = try Self.meta(db, .parentContactOK).flatMap { UInt64($0) }
+            var failure: ParentContact.Failure?
+            if let text = try Self.meta(db, .parentContactFailure) {
+                let parts = text.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: false)
+                if parts.count == 4, let since = UInt64(parts[0]), let last = UInt64(parts[1]), let count = Int(parts[2]) {
+                    failure = .init(sinceMillis: since, lastAtMillis: last, count: count, error: String(parts[3]))
+                }
+            }
+            return ParentContact(lastOKMillis: ok, failure: failure)
         }
     }
 

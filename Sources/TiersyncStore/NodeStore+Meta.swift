@@ -31,6 +31,10 @@ public enum MetaKey: String, Sendable, CaseIterable {
     /// last (``ParentRestores``, shown by `status`).
     case parentRestores = "parent.restores"
     case parentRestoredAt = "parent.restored_at"
+    /// The agent's last exchange with its parent that worked, and its failures since
+    /// (``ParentContact``, shown by `status`).
+    case parentContactOK = "parent.contact_ok"
+    case parentContactFailure = "parent.contact_failure"
     /// The KPI counting (`NodeStore+KPI.swift`): the formulas counted, the adoption they
     /// came from, its source, what was last published and the accumulators' layout.
     case kpiFormulas = "kpi.formulas"

@@ -57,9 +57,10 @@ struct StoreTarget {
     /// The hub's gate: ``PushScope``, as `SyncService` hands it to the store.
     static func scopeGate(pusher: NodeID, scope: Scope, changes: [Change]) -> ChangeGate {
         let origins = PushScope.originScopes(of: changes, pusher: pusher, tree: World.tree)
+        let reach = RouteReach(tree: World.tree)
         return { context in
             PushScope.relayedRefusal(for: context.change, origins: origins, pusher: pusher, scope: scope,
-                                     routeBefore: context.routeBefore, routeAfter: context.routeAfter)
+                                     routeBefore: context.routeBefore, routeAfter: context.routeAfter, reach: reach)
         }
     }
 

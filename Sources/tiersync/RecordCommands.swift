@@ -274,6 +274,15 @@ struct Status: AsyncParsableCommand {
                   + " in the quarantine (tiersync admin quarantine --db …)")
         }
         print("pull cursor: \(try store.cursor("pull.parent"))")
+        if let identity, identity.parent != nil {
+            let contact = try store.parentContact()
+            func time(_ millis: UInt64) -> String { ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(millis) / 1000)) }
+            // Noted by the agent at most every 30 s: "last worked" is that fresh.
+            print("parent:      " + (contact.lastOKMillis.map { "last exchange that worked: \(time($0))" } ?? "no exchange that worked noted yet"))
+            if let failure = contact.failure {
+                print("             FAILING since \(time(failure.sinceMillis)), \(failure.count) time(s), last at \(time(failure.lastAtMillis)): \(failure.error)")
+            }
+        }
         if let restores = try store.parentRestores() {
             let last = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(restores.lastAtMillis) / 1000))
             print("restores:    the parent was found restored from an older backup \(restores.count) time(s), last at \(last);"

@@ -37,7 +37,9 @@ struct AgentTests {
                     try d2.store.commit([.upsert("customers", id: "c-x", ["last_name": "Owned by d2"])])
                     try await d2.pushPending()
                     // d1 writes the same customer without being routed to it: refused, set aside.
-                    try d1.store.commit([.upsert("customers", id: "c-x", ["phone": "+49 1"])])
+                    // (It names d2 as the owner: written without one, the customer would be
+                    // d1's, and taking it from d2 is refused for good, RouteReachTests.)
+                    try d1.store.commit([.upsert("customers", id: "c-x", ["phone": "+49 1", "owning_dealer": "d2"])])
                     try await d1.pushPending()
                     #expect(try d1.store.pendingRetries() == 1)
                     #expect(d1.status.rejectedChanges == 1)

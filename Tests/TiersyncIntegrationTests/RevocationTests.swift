@@ -241,10 +241,16 @@ struct RevocationTests {
             try d1.store.commit([.upsert("customers", id: "d1-offline", ["last_name": "Offline"])])
             let credentialBefore = try d1.store.meta("credential")
 
-            func agentRun(_ token: String, log: String) throws -> Child {
-                try running.child(["agent", "run", "--db", dir.path + "/d1.sqlite", "--parent", de.url, "--ca", hub.caFile, "--enroll-token", token,
-                                   "--poll-ms", "50", "--pull-wait", "2"], log: dir.path + "/" + log)
+            func agentRun(_ token: String?, log: String) throws -> Child {
+                try running.child(["agent", "run", "--db", dir.path + "/d1.sqlite", "--parent", de.url, "--ca", hub.caFile,
+                                   "--poll-ms", "50", "--pull-wait", "2"] + (token.map { ["--enroll-token", $0] } ?? []), log: dir.path + "/" + log)
             }
+            // Run as it was, the agent is refused for ever: `status` says so (it showed nothing).
+            let refusedRun = try agentRun(nil, log: "refused.log")
+            try await eventually(timeout: 30, "the agent notes that its parent refuses it") { try d1.store.parentContact().failure != nil }
+            await refusedRun.stop()
+            let failing = try cli(["status", "--db", dir.path + "/d1.sqlite"])
+            #expect(failing.output.contains("FAILING since") && failing.output.contains("401") && failing.output.contains("last exchange that worked"), "\(failing.output)")
             // A token for d2 given to d1's store: refused, and still d2's.
             let d2Token = try hub.catalog.issueEnrollmentToken(tenant: "acme", node: "d2", parent: "de")
             let wrong = try agentRun(d2Token, log: "wrong.log")
@@ -264,7 +270,10 @@ struct RevocationTests {
             try await eventually(timeout: 30, "the offline write reached HQ") { try hq.record(table: "customers", id: "d1-offline") != nil }
             #expect(try d1.store.meta("credential") != credentialBefore)
             #expect(try d1.store.record(table: "customers", id: "d1-before") != nil && hq.liveRecords(table: "customers").count == 2)
+            try await eventually(timeout: 30, "the agent notes that its exchanges work again") { try d1.store.parentContact().failure == nil }
             await again.stop()
+            let working = try cli(["status", "--db", dir.path + "/d1.sqlite"])
+            #expect(working.output.contains("last exchange that worked") && !working.output.contains("FAILING"), "\(working.output)")
         }
     }
 

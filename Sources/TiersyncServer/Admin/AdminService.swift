@@ -479,7 +479,9 @@ struct AdminService: Sendable {
         let sender = quarantined.receivedFrom
         let scope = Scope(tree: caller.tree, node: sender)
         let report = try await store.applyIncoming([change], from: sender, source: .child, checkSkew: true,
-                                                   gate: SyncService.scopeGate(pusher: sender, scope: scope, tree: caller.tree, changes: [change]), cursor: nil,
+                                                   gate: SyncService.scopeGate(pusher: sender, scope: scope, tree: caller.tree,
+                                                                               above: await directory.ancestorsAboveTree(of: caller.user.tenant), changes: [change]),
+                                                   cursor: nil,
                                                    wallMillis: WallClock.nowMillis())
         let outcome: AdminMessages.ReplayResponse
         if let refusal = report.rejected.first {

@@ -1,0 +1,69 @@
+import Testing
+@testable import TiersyncCore
+
+/// ``RouteReach`` as plain values: which nodes a change may route a record to, and take it from.
+@Suite("Route reach (plain values)")
+struct RouteReachUnitTests {
+    static let tree = NodeTree(parents: ["hq": nil, "de": "hq", "fr": "hq", "d1": "de", "d2": "de", "f1": "fr"])
+    /// de's mirror of its own subtree, with HQ above it.
+    static let mirror = NodeTree(parents: ["de": nil, "d1": "de", "d2": "de"])
+
+    static func change(_ origin: NodeID, _ table: String, _ fields: [String: FieldValue]) -> Change {
+        Change(origin: origin, originSeq: 1, hlc: HLCTimestamp(wallMillis: 1_000, counter: 0), table: table, recordID: "r-1", op: .upsert, fields: fields)
+    }
+
+    @Test("a dealer reaches its country's subtree and the nodes above it; countries and the root reach every node; unknown nodes no one below a country")
+    func reach() {
+        let full = RouteReach(tree: Self.tree)
+        for target in ["d1", "d2", "de", "hq"] as [NodeID] { #expect(full.allows(target, from: "d1"), "d1 → \(target)") }
+        for target in ["f1", "fr", "nosuch"] as [NodeID] { #expect(!full.allows(target, from: "d1"), "d1 → \(target)") }
+        for target in ["f1", "fr", "d2", "nosuch"] as [NodeID] { #expect(full.allows(target, from: "de"), "de → \(target)") }
+        #expect(full.allows("f1", from: "hq"))
+        #expect(!full.allows("d1", from: "stranger"), "an origin the tree does not know reaches nothing")
+        // At the country: its mirror and its path.
+        let country = RouteReach(tree: Self.mirror, above: ["hq"])
+        for target in ["d2", "de", "hq"] as [NodeID] { #expect(country.allows(target, from: "d1"), "at de: d1 → \(target)") }
+        for target in ["f1", "fr"] as [NodeID] { #expect(!country.allows(target, from: "d1"), "at de: d1 → \(target)") }
+        // A two-level tenant's agents are directly below the root: they reach each other.
+        let flat = RouteReach(tree: NodeTree(parents: ["hq": nil, "a1": "hq", "a2": "hq"]))
+        #expect(flat.allows("a2", from: "a1"))
+    }
+
+    @Test("the route a change makes: names out of reach refused, a node taken from outside the maker's scope refused unless it keeps the record through another")
+    func routeRefusals() {
+        let reach = RouteReach(tree: Self.tree)
+        let d1 = Scope(tree: Self.tree, node: "d1")
+        func refusal(_ change: Change, before: Set<NodeID>?, after: Set<NodeID>) -> ChangeRejection? {
+            PushScope.refusal(for: change, pusher: change.origin, scope: Scope(tree: Self.tree, node: change.origin), routeBefore: before, routeAfter: after, reach: reach)
+        }
+        // The live attack: d1 services d2's customer and names f1 owner and servicer.
+        let moved = refusal(Self.change("d1", "customers", ["owning_dealer": "f1", "servicing_dealer": "f1"]), before: ["d1", "d2"], after: ["f1"])
+        #expect(moved?.code == .forbidden && moved?.outsideScopeOf == "d1" && moved?.message.contains("to node 'f1'") == true, "\(String(describing: moved))")
+        let taken = refusal(Self.change("d1", "customers", ["owning_dealer": "d1"]), before: ["d1", "d2"], after: ["d1"])
+        #expect(taken?.message.contains("away from node 'd2'") == true, "\(String(describing: taken))")
+        // A node out of reach may be left out: the dealer moved to fr hands its open task on
+        // from de, its old country (a limit too: a cross-border owner can be left out).
+        let moved2 = NodeTree(parents: ["hq": nil, "de": "hq", "fr": "hq", "d1": "fr", "d2": "de", "f1": "fr"])
+        #expect(PushScope.refusal(for: Self.change("d1", "tasks", ["assigned_node": "fr"]), pusher: "d1", scope: Scope(tree: moved2, node: "d1"),
+                                  routeBefore: ["de", "d1"], routeAfter: ["fr", "d1"], reach: RouteReach(tree: moved2)) == nil)
+        // Escalation passed on by the dealer: de leaves the route, and keeps the dialogue through d1.
+        #expect(refusal(Self.change("d1", "interactions", ["handling_node": "hq", "allocated_node": "d1"]), before: ["d1", "de"], after: ["d1", "hq"]) == nil)
+        // A sibling's hand-over within reach; the maker giving its own record away.
+        #expect(refusal(Self.change("d1", "customers", ["servicing_dealer": "d2"]), before: ["d1"], after: ["d1", "d2"]) == nil)
+        #expect(refusal(Self.change("d1", "customers", ["owning_dealer": "d2"]), before: ["d1"], after: ["d2"]) == nil)
+        // A change writing no route field is not judged by the route it leaves (a stored route
+        // can name a node the fields no longer do).
+        #expect(refusal(Self.change("d1", "customers", ["phone": "+49"]), before: ["d1", "d2"], after: ["d1"]) == nil)
+        // Without `reach`, the route is not judged (the hub passes it; nodes judging their parent do not).
+        #expect(PushScope.refusal(for: Self.change("d1", "customers", ["owning_dealer": "f1", "servicing_dealer": "d1"]), pusher: "d1", scope: d1,
+                                  routeBefore: nil, routeAfter: ["d1", "f1"]) == nil)
+        // The country hands anywhere; the root too.
+        #expect(refusal(Self.change("de", "interactions", ["handling_node": "f1"]), before: ["d1", "d2"], after: ["d1", "f1"]) == nil)
+        #expect(refusal(Self.change("hq", "customers", ["owning_dealer": "f1"]), before: ["d2"], after: ["f1"]) == nil)
+        // A relayed change is judged by its maker's reach.
+        let relayed = PushScope.relayedRefusal(for: Self.change("d1", "leads", ["source_node": "d1", "fulfilling_node": "f1"]),
+                                               origins: PushScope.originScopes(of: [Self.change("d1", "leads", [:])], pusher: "de", tree: Self.tree),
+                                               pusher: "de", scope: Scope(tree: Self.tree, node: "de"), routeBefore: nil, routeAfter: ["d1", "f1"], reach: reach)
+        #expect(relayed?.code == .forbidden && relayed?.outsideScopeOf == "d1", "\(String(describing: relayed))")
+    }
+}
