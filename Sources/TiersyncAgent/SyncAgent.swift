@@ -138,6 +138,13 @@ public final class SyncAgent: Sendable {
     @discardableResult
     public static func adoptParent(store: NodeStore, url: String) throws -> Bool {
         guard let current = try store.meta("parent_url"), current != url else { return false }
+        try resyncWithNewParent(store: store, url: url)
+        return true
+    }
+
+    /// What ``adoptParent(store:url:)`` does once it found the URL changed: the cursors and
+    /// what the node learned of its place start over with the parent at `url`.
+    public static func resyncWithNewParent(store: NodeStore, url: String) throws {
         try store.setCursor(pushCursor, 0)
         try store.setCursor(pullCursor, 0)
         try store.setMeta(Self.parentHistoryMeta, nil)
@@ -146,7 +153,6 @@ public final class SyncAgent: Sendable {
         // would have its rules plan its old country's contacts.
         try store.setMeta(AllocationPolicy.pathMeta, nil)
         try store.setMeta("parent_url", url)
-        return true
     }
 
     /// Exchanges an enrollment token for a credential and stores both identity and

@@ -67,22 +67,42 @@ public struct ParentOptions: ParsableArguments, Sendable {
             try store.setMeta(GovernanceFollower.keyMeta, releaseKey)
         }
         let held = try store.meta("credential") == nil ? nil : store.identity()
-        if held == nil || enrollToken != nil {
+        if held == nil {
             guard let enrollToken else {
                 throw CLIError("\(db) is not enrolled yet: pass --enroll-token (from `tiersync admin enroll-token`)")
             }
-            // An enrolled store given a token enrolls again as the node it is (after a revoke,
-            // or a lost credential), keeping its data and its place in the log.
-            _ = try SyncAgent.adoptParent(store: store, url: url)
             let identity = try await SyncAgent.enroll(store: store, configuration: configuration, token: enrollToken)
-            print(held == nil ? "enrolled as node \(identity.node) of tenant \(identity.tenant)"
-                  : "enrolled again as node \(identity.node) of tenant \(identity.tenant), with a new credential; the store keeps what it holds")
+            print("enrolled as node \(identity.node) of tenant \(identity.tenant)")
             flushOutput()
+        } else if let enrollToken, try await enrollAgain(store, configuration, url: url, token: enrollToken) {
+            // Enrolled again as the node it is: a new credential, and the store keeps its data.
         } else if try SyncAgent.adoptParent(store: store, url: url) {
             print("parent changed to \(url): re-syncing with it from the start (nothing is applied twice)")
             flushOutput()
         }
         return (store, configuration)
+    }
+
+    /// An enrolled store given a token enrolls again as the node it is (after a revoke, or a
+    /// lost credential), keeping its data and its place in the log. A token it cannot use
+    /// (the one it first enrolled with, still in a service's command line, or the parent out
+    /// of reach) leaves the store as it was: the node runs on the credential it holds. A
+    /// token for another node is refused, and so is the start.
+    private func enrollAgain(_ store: NodeStore, _ configuration: AgentConfiguration, url: String, token: String) async throws -> Bool {
+        let previousURL = try store.meta("parent_url")
+        do {
+            let identity = try await SyncAgent.enroll(store: store, configuration: configuration, token: token)
+            if let previousURL, previousURL != url { try SyncAgent.resyncWithNewParent(store: store, url: url) }
+            print("enrolled again as node \(identity.node) of tenant \(identity.tenant), with a new credential; the store keeps what it holds")
+            flushOutput()
+            return true
+        } catch AgentError.http(let status, let code, let message) where code == "token_for_other_node" || code == "enrolled_elsewhere" || code == "decommissioned" {
+            throw CLIError("--enroll-token: \(message) (HTTP \(status) \(code))")
+        } catch {
+            print("\(db) is enrolled already; --enroll-token was not used (\(error)): running with the credential the store holds")
+            flushOutput()
+            return false
+        }
     }
 }
 

@@ -155,6 +155,15 @@ struct FlatObjectParser {
     /// Set by a reader that met more members than any message it reads has (a change's
     /// fields): the caller refuses the input rather than decode it another, slower way.
     var tooWide = false
+    /// Set by a reader that met a key it had read already in the same object: the caller
+    /// refuses the input (decoders disagree about which of the two counts).
+    var duplicateKey: String?
+
+    /// Notes `key` as given twice and stops the reader (returns false).
+    mutating func duplicate(_ key: String) -> Bool {
+        if duplicateKey == nil { duplicateKey = key }
+        return false
+    }
 
     init(_ text: String) { bytes = Array(text.utf8) }
     init(bytes: [UInt8]) { self.bytes = bytes }

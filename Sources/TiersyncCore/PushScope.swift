@@ -139,19 +139,28 @@ public enum PushScope {
 /// nodes above it (escalation, a country's or HQ's dialogue centre); and of the nodes it
 /// reaches, it may take the record away only from those of its own subtree, or from one
 /// still holding it through a node the record stays routed to (a country an escalation
-/// passes on to HQ keeps the dialogue through its dealer). A node out of its reach may be
-/// left out (a dealer that moved hands its open task from its old country to its new one):
-/// a dealer servicing a customer of another country can therefore still take it from that
-/// country's dealer, without sending it anywhere new. Only changes writing a route field
-/// are judged so. The tenant's root, and the nodes directly below it
+/// passes on to HQ keeps the dialogue through its dealer). A node out of its reach above
+/// its own level may be left out (a dealer that moved hands its open task from its old
+/// country to its new one); a dealer of another country never. Only changes writing a route
+/// field are judged so, and not history records (``historyTables``) nor deletes. The tenant's root, and the nodes directly below it
 /// (countries; the agents of a two-level tenant), route anywhere: they hand dialogues and
-/// leads between countries. A record of another country linked to one a dealer holds (an
-/// escalation entry of a dialogue HQ handed across countries) is written by its country or HQ.
+/// leads between countries.
 public struct RouteReach: Sendable {
     public let tree: NodeTree
     /// The nodes above the tree's root, parent first, when the tree is a country's mirror of
     /// its own subtree (the country's ancestors, from its path); empty at HQ.
     public let above: [NodeID]
+
+    /// Tables whose records are the history of another record and are routed where that
+    /// record is, by copies of its route fields: an escalation entry (its dialogue's
+    /// originating, allocated and handling nodes) and a consent event (its customer's owning
+    /// dealer). Any holder writes them, so the copy can name a node out of the writer's
+    /// reach legitimately: a dealer moved to another country escalating a dialogue its old
+    /// country handled, a dealer escalating a dialogue HQ handed it from another country, a
+    /// dealer recording the consent of a customer owned across a border. Judged, they were
+    /// refused for ever and the history never reached HQ (helper 75). Not judged by reach:
+    /// a forged entry adds a line to a history, never a record to a queue or a KPI.
+    public static let historyTables: Set<String> = [DomainSchema.escalations.name, DomainSchema.consentEvents.name]
 
     public init(tree: NodeTree, above: [NodeID] = []) {
         self.tree = tree
@@ -173,6 +182,21 @@ public struct RouteReach: Sendable {
         return target == parent || tree.ancestors(of: target).contains(parent) || tree.ancestors(of: parent).contains(target)
     }
 
+    /// Whether `node` holds what is routed to `below` (an ancestor of it): nodes above the
+    /// mirror's root are ancestors of every node the mirror holds.
+    func isAncestor(_ node: NodeID, of below: NodeID) -> Bool {
+        tree.ancestors(of: below).contains(node) || (above.contains(node) && tree.parents[below] != nil)
+    }
+
+    /// The level of `node` counted from the tenant's root (1 for the root): its path in the
+    /// tree and the nodes above the tree it does not already name (a country's mirror holds
+    /// the country with its parent). A node the tree does not hold counts as the level just
+    /// below the nodes above the tree.
+    func level(of node: NodeID) -> Int {
+        let path = tree.path(of: node).split(separator: "/").map { NodeID(unchecked: String($0)) }
+        return path.count + above.filter { !path.contains($0) }.count
+    }
+
     /// Why the route a change by `origin` makes may not be: a node it newly names out of its
     /// reach, or a node it takes the record from out of its scope; nil when it may.
     ///
@@ -181,7 +205,8 @@ public struct RouteReach: Sendable {
     /// maker), which any later change's route leaves out. A dealer's edit of a phone number
     /// is not what took the record from them.
     func refusal(for change: Change, by origin: NodeID, scope: Scope, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>) -> ChangeRejection? {
-        guard let table = DomainSchema.schema.table(change.table), change.fields.keys.contains(where: table.routeFields.contains) else { return nil }
+        guard !Self.historyTables.contains(change.table),
+              let table = DomainSchema.schema.table(change.table), change.fields.keys.contains(where: table.routeFields.contains) else { return nil }
         let before = routeBefore ?? []
         for target in routeAfter.subtracting(before).sorted(by: { $0.rawValue < $1.rawValue }) where !allows(target, from: origin) {
             return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) routes record \(change.table)/\(change.recordID) to node '\(target.rawValue.clipped(toUTF8: 64))', which node '\(origin)' cannot route to: a node routes records within its country's subtree and to the nodes above it",
@@ -190,10 +215,13 @@ public struct RouteReach: Sendable {
         guard let nodes = scope.nodes else { return nil }
         for removed in before.subtracting(routeAfter).sorted(by: { $0.rawValue < $1.rawValue }) where !nodes.contains(removed) {
             // Still holding it through a node the record stays routed to: nothing is taken.
-            if routeAfter.contains(where: { tree.ancestors(of: $0).contains(removed) }) { continue }
-            // A node out of reach is no longer on the path of the record's dealer (its country,
-            // named before the dealer moved away): the dealer hands its task on to its new country.
-            if !allows(removed, from: origin) { continue }
+            if routeAfter.contains(where: { isAncestor(removed, of: $0) }) { continue }
+            // A node out of reach above the maker's level is no longer on the path of the
+            // record's dealer (its country, named before the dealer moved away): the dealer
+            // hands its task on to its new country. A dealer of another country is never left
+            // out so (a dealer servicing its customer took it from it). At a country, a node
+            // its mirror does not hold counts as above: HQ, which knows, judges again.
+            if !allows(removed, from: origin), level(of: removed) < level(of: origin) { continue }
             return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) takes record \(change.table)/\(change.recordID) away from node '\(removed)', which is outside the scope of node '\(origin)'",
                                    outsideScopeOf: origin)
         }

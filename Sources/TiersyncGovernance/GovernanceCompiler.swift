@@ -294,7 +294,7 @@ struct GovernanceReader {
             guard case .string(let s) = value, levels.contains(s) else { return fail("'\(raw.prefix(40))'") }
             return value
         case .duration:
-            guard case .string(let s) = value, let d = GovernanceDuration(s) else { return fail("'\(raw.prefix(40))'") }
+            guard case .string(let s) = value, let d = GovernanceDuration(s), d.seconds <= GovernanceDuration.maxSeconds else { return fail("'\(raw.prefix(40))'") }
             return .string(d.description)
         case .integer(let range):
             // Compared as a double first: converting 1e19 (or inf, nan) to Int traps.

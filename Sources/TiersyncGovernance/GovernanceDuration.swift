@@ -8,16 +8,17 @@ public struct GovernanceDuration: Sendable, Hashable, Comparable, CustomStringCo
 
     public init(seconds: Int) { self.seconds = seconds }
 
-    /// The longest duration a release may name: 3660 days (ten years and then some). An SLA
-    /// of 9999999w put a dialogue's `sla_due` in year 193680, which no `timestamp` holds.
+    /// The longest duration a release may name (``GovernanceCompiler`` refuses longer ones):
+    /// 3660 days (ten years and then some). An SLA of 9999999w put a dialogue's `sla_due` in
+    /// year 193680, which no `timestamp` holds. Parsing takes longer ones: releases signed
+    /// before the bound keep working (allocation holds `sla_due` within the timestamps' range).
     public static let maxSeconds = 3_660 * 86_400
 
     /// Parses `"<n><unit>"`; nil for anything else (no spaces, no fractions, no zero-padding tricks).
     public init?(_ text: String) {
         guard let unit = text.last, let factor = Self.units.first(where: { $0.suffix == unit })?.seconds else { return nil }
         let digits = text.dropLast()
-        guard !digits.isEmpty, digits.count <= 7, digits.allSatisfy(\.isASCII), let n = Int(digits), n >= 0,
-              n <= Self.maxSeconds / factor else { return nil }
+        guard !digits.isEmpty, digits.count <= 7, digits.allSatisfy(\.isASCII), let n = Int(digits), n >= 0 else { return nil }
         seconds = n * factor
     }
 

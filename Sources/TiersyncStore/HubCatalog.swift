@@ -500,10 +500,12 @@ public final class HubCatalog: Sendable {
             let tenant: String = row["tenant"], node: String = row["node"], parent: String? = row["parent"]
             // Another tenant's token, relayed by a country: unknown to it (used or not), and kept.
             if let relayer, relayer.tenant.rawValue != tenant { throw EnrollmentError.unknownToken }
-            try EnrollmentError.check(expecting, tenant: tenant, node: node)
+            if let expecting, expecting.tenant.rawValue != tenant { throw EnrollmentError.unknownToken }
             if (row["used_at"] as Int64?) != nil { throw EnrollmentError.alreadyUsed }
             let expires = UInt64(row["expires_at"] as Int64)
             if expires < nowMillis { throw EnrollmentError.expired(atMillis: expires) }
+            // Only a token that would enroll names its node (as on PostgreSQL, after its claim).
+            try EnrollmentError.check(expecting, tenant: tenant, node: node)
             let via = relayer?.node
             // Tokens are deleted when a node is decommissioned; this holds against any left.
             if try Self.isDecommissioned(db, tenant, node) { throw NodeDecommissioned(node: NodeID(unchecked: node)) }

@@ -89,6 +89,12 @@ enum DecoderTargets {
             if let codable, !codable.changes.contains(where: { $0.fields.count > Change.maxFields || $0.prior.count > Change.maxFields }) {
                 throw InvariantFailure(invariant: "tooManyFields only for wide changes", detail: "JSONDecoder reads no change with more than \(Change.maxFields) fields")
             }
+        case .duplicateKey(let key):
+            outcome.wire = "duplicateKey"
+            // Refused: the key must really be there twice.
+            guard bytes.count >= 2 * (key.utf8.count + 2) else {
+                throw InvariantFailure(invariant: "duplicateKey only for keys given twice", detail: "'\(key.prefix(40))' in \(bytes.count) bytes")
+            }
         case .unrecognised:
             // The hub falls back to JSONDecoder, whose result it then uses.
             if let codable {

@@ -5,8 +5,11 @@ import Testing
 @Suite("Route reach (plain values)")
 struct RouteReachUnitTests {
     static let tree = NodeTree(parents: ["hq": nil, "de": "hq", "fr": "hq", "d1": "de", "d2": "de", "f1": "fr"])
-    /// de's mirror of its own subtree, with HQ above it.
-    static let mirror = NodeTree(parents: ["de": nil, "d1": "de", "d2": "de"])
+    /// de's mirror of its own subtree, as HQ's directory sends it: de with its parent, which
+    /// the mirror does not hold.
+    static let mirror = NodeTree(parents: ["de": "hq", "d1": "de", "d2": "de"])
+    /// A four-level tenant (hq/r/c/d) at c: its mirror holds c under r, and its path names HQ above.
+    static let deep = NodeTree(parents: ["c": "r", "d": "c", "d2": "c"])
 
     static func change(_ origin: NodeID, _ table: String, _ fields: [String: FieldValue]) -> Change {
         Change(origin: origin, originSeq: 1, hlc: HLCTimestamp(wallMillis: 1_000, counter: 0), table: table, recordID: "r-1", op: .upsert, fields: fields)
@@ -24,6 +27,13 @@ struct RouteReachUnitTests {
         let country = RouteReach(tree: Self.mirror, above: ["hq"])
         for target in ["d2", "de", "hq"] as [NodeID] { #expect(country.allows(target, from: "d1"), "at de: d1 → \(target)") }
         for target in ["f1", "fr"] as [NodeID] { #expect(!country.allows(target, from: "d1"), "at de: d1 → \(target)") }
+        // Four levels, at c: HQ above its mirror is in reach of its dealers, and holds what
+        // they keep (an escalation back from HQ's pool to the dealer takes nothing from HQ).
+        let deep = RouteReach(tree: Self.deep, above: ["r", "hq"])
+        #expect(deep.allows("hq", from: "d") && deep.allows("r", from: "d") && !deep.allows("x", from: "d"))
+        #expect(PushScope.refusal(for: Self.change("d", "interactions", ["handling_node": "d"]), pusher: "d", scope: Scope(tree: Self.deep, node: "d"),
+                                  routeBefore: ["d", "hq"], routeAfter: ["d"], reach: deep) == nil)
+        #expect(deep.level(of: "d") == 4 && deep.level(of: "c") == 3 && country.level(of: "d1") == 3 && country.level(of: "f1") == 2)
         // A two-level tenant's agents are directly below the root: they reach each other.
         let flat = RouteReach(tree: NodeTree(parents: ["hq": nil, "a1": "hq", "a2": "hq"]))
         #expect(flat.allows("a2", from: "a1"))
@@ -41,8 +51,11 @@ struct RouteReachUnitTests {
         #expect(moved?.code == .forbidden && moved?.outsideScopeOf == "d1" && moved?.message.contains("to node 'f1'") == true, "\(String(describing: moved))")
         let taken = refusal(Self.change("d1", "customers", ["owning_dealer": "d1"]), before: ["d1", "d2"], after: ["d1"])
         #expect(taken?.message.contains("away from node 'd2'") == true, "\(String(describing: taken))")
-        // A node out of reach may be left out: the dealer moved to fr hands its open task on
-        // from de, its old country (a limit too: a cross-border owner can be left out).
+        // Across a border too: d1 servicing f1's customer names itself owner.
+        let abroad = refusal(Self.change("d1", "customers", ["owning_dealer": "d1"]), before: ["d1", "f1"], after: ["d1"])
+        #expect(abroad?.message.contains("away from node 'f1'") == true, "\(String(describing: abroad))")
+        // A node out of reach above the maker's level may be left out: the dealer moved to fr
+        // hands its open task on from de, its old country.
         let moved2 = NodeTree(parents: ["hq": nil, "de": "hq", "fr": "hq", "d1": "fr", "d2": "de", "f1": "fr"])
         #expect(PushScope.refusal(for: Self.change("d1", "tasks", ["assigned_node": "fr"]), pusher: "d1", scope: Scope(tree: moved2, node: "d1"),
                                   routeBefore: ["de", "d1"], routeAfter: ["fr", "d1"], reach: RouteReach(tree: moved2)) == nil)
@@ -57,6 +70,9 @@ struct RouteReachUnitTests {
         // Without `reach`, the route is not judged (the hub passes it; nodes judging their parent do not).
         #expect(PushScope.refusal(for: Self.change("d1", "customers", ["owning_dealer": "f1", "servicing_dealer": "d1"]), pusher: "d1", scope: d1,
                                   routeBefore: nil, routeAfter: ["d1", "f1"]) == nil)
+        // History records copy their record's route (written by any holder): not judged.
+        #expect(refusal(Self.change("d1", "escalations", ["to_node": "de", "originating_node": "f1", "from_node": "d1"]), before: nil, after: ["de", "f1", "d1"]) == nil)
+        #expect(refusal(Self.change("d1", "consent_events", ["owning_dealer": "f1", "recorded_by": "d1"]), before: nil, after: ["f1", "d1"]) == nil)
         // The country hands anywhere; the root too.
         #expect(refusal(Self.change("de", "interactions", ["handling_node": "f1"]), before: ["d1", "d2"], after: ["d1", "f1"]) == nil)
         #expect(refusal(Self.change("hq", "customers", ["owning_dealer": "f1"]), before: ["d2"], after: ["f1"]) == nil)

@@ -182,7 +182,7 @@ struct HostileInputTests {
         }
     }
 
-    @Test("a change naming more fields (or prior versions) than any table has is refused 413 as the body is read, before anything else decodes it; 128 still reach the schema's own refusal; a large body the fast decoder cannot read (a key given twice) is refused, not handed to JSONDecoder")
+    @Test("a change naming more fields (or prior versions) than any table has is refused 413 as the body is read, before anything else decodes it; 128 still reach the schema's own refusal; a body with a key given twice is refused naming the key, never handed to JSONDecoder")
     func tooManyFields() async throws {
         let dir = try TempDir()
         try await withRunning { running in
@@ -204,8 +204,18 @@ struct HostileInputTests {
             // as the body it is; a small one is still described by JSONDecoder.
             let twice = body(fields: 200_000).replacingOccurrences(of: #""seq":1,"#, with: #""seq":1,"seq":1,"#)
             let refused = try await f.pushRaw(twice, as: f.d1, gzip: true)
-            #expect(refused.status == 400 && refused.error?.code == "malformed_json" && refused.text.contains("no key given twice"),
+            #expect(refused.status == 400 && refused.error?.code == "malformed_json" && refused.text.contains("key 'seq' is given twice"),
                     "\(refused.status) \(refused.text.prefix(300))")
+            // Small bodies too: JSONDecoder kept the last `origin` given but the first of a
+            // field's values, so one body meant two things (helper 73).
+            let base = #"{"through":1,"changes":[{"origin":"d1","seq":3,"hlc":1,"table":"customers","id":"c-3","op":"upsert","fields":{"owning_dealer":"d1"}}]}"#
+            for (key, text) in [("origin", base.replacingOccurrences(of: #""origin":"d1","#, with: #""origin":"d1","origin":"d2","#)),
+                                ("owning_dealer", base.replacingOccurrences(of: #"{"owning_dealer":"d1"}"#, with: #"{"owning_dealer":"d1","owning_dealer":"d2"}"#)),
+                                ("fields", base.replacingOccurrences(of: #""op":"upsert","#, with: #""op":"upsert","fields":{"last_name":"A"},"#)),
+                                ("through", base.replacingOccurrences(of: #"{"through":1,"#, with: #"{"through":1,"through":2,"#))] {
+                let reply = try await f.pushRaw(text, as: f.d1)
+                #expect(reply.status == 400 && reply.text.contains("key '\(key)' is given twice"), "\(key): \(reply.status) \(reply.text.prefix(300))")
+            }
             let small = try await f.pushRaw(#"{"through":1,"changes":[{"origin":"d1","seq":"one"}]}"#, as: f.d1)
             #expect(small.status == 400 && small.error?.code == "malformed_json" && small.text.contains("seq"), "\(small.text)")
             #expect(try await f.push([change("d1", 2, "c-2", mine)], as: f.d1).status == 200)

@@ -1,8 +1,9 @@
 /// Fast decoding of the two high-volume wire messages. Foundation's `JSONDecoder` was a
 /// seventh of the hub's ingest time and a tenth of a bootstrap; this reads the bytes once.
 /// It accepts exactly what the `Codable` conformances accept and returns nil for anything
-/// else — callers then decode with `JSONDecoder`, whose errors name the problem. A key
-/// given twice is left to `JSONDecoder` too (the two would keep different ones).
+/// else — callers then decode with `JSONDecoder`, whose errors name the problem. A push
+/// with a key given twice is refused (``Outcome/duplicateKey(_:)``): `JSONDecoder` kept the
+/// last `origin` given but the first of a field's values, and one body meant two things.
 public enum WireDecoding {
     /// What the byte-level decoder made of a body.
     public enum Outcome<Message> {
@@ -15,6 +16,9 @@ public enum WireDecoding {
         /// (no table has that many), and reading them cost a country seconds of its two
         /// threads per push, which its other dealers waited for.
         case tooManyFields
+        /// A key given twice in one object of the request (a change's `origin`, one of its
+        /// fields): refuse the body, naming the key.
+        case duplicateKey(String)
         /// Not a message this decoder reads (a type mismatch, a missing field, invalid
         /// JSON): `JSONDecoder` will name the problem.
         case unrecognised
@@ -33,26 +37,34 @@ public enum WireDecoding {
     public static func decodePushRequest(_ bytes: [UInt8]) -> Outcome<PushRequest> {
         var p = FlatObjectParser(bytes: bytes)
         var tenant: TenantID?, through: Int64?, changes: [Change]?
+        var sawTenant = false
         let ok = p.object { key, p in
             switch key {
             case "tenant":
+                guard !sawTenant else { return p.duplicate(key) }
+                sawTenant = true
                 if p.null() { return true }
                 guard let s = p.string(), let t = try? TenantID(validating: s) else { return false }
                 tenant = t
                 return true
             case "through":
-                guard through == nil else { return false }
+                guard through == nil else { return p.duplicate(key) }
                 through = p.integer()
                 return through != nil
             case "changes":
-                guard changes == nil else { return false }
+                guard changes == nil else { return p.duplicate(key) }
                 changes = changeList(&p)
                 return changes != nil
             default:
                 return p.skipValue()
             }
         }
-        guard ok, p.atEnd, let through, let changes else { return p.tooDeep ? .tooDeep : p.tooWide ? .tooManyFields : .unrecognised }
+        guard ok, p.atEnd, let through, let changes else {
+            if p.tooDeep { return .tooDeep }
+            if p.tooWide { return .tooManyFields }
+            if let key = p.duplicateKey { return .duplicateKey(key) }
+            return .unrecognised
+        }
         return .decoded(PushRequest(tenant: tenant, through: through, changes: changes))
     }
 
@@ -94,36 +106,41 @@ public enum WireDecoding {
     static func change(_ p: inout FlatObjectParser) -> Change? {
         var origin: NodeID?, seq: Int64?, hlc: UInt64?, table: String?, id: String?, op: Change.Operation?
         var fields: [String: FieldValue] = [:], prior: [String: FieldVersion] = [:], trail: [Hop] = []
+        // Which of the keys read into a collection were met already (a second `fields` would
+        // add to the first); the others are nil until read.
+        var sawFields = false, sawPrior = false, sawTrail = false
         let ok = p.object { key, p in
             switch key {
             case "origin":
-                guard origin == nil, let s = p.string(), NodeID.isValid(s) else { return false }
+                guard origin == nil else { return p.duplicate(key) }
+                guard let s = p.string(), NodeID.isValid(s) else { return false }
                 origin = NodeID(unchecked: s)
                 return true
             case "seq":
-                guard seq == nil else { return false }
+                guard seq == nil else { return p.duplicate(key) }
                 seq = p.integer()
                 return seq != nil
             case "hlc":
-                guard hlc == nil else { return false }
+                guard hlc == nil else { return p.duplicate(key) }
                 hlc = p.unsigned()
                 return hlc != nil
             case "table":
-                guard table == nil else { return false }
+                guard table == nil else { return p.duplicate(key) }
                 table = p.string()
                 return table != nil
             case "id":
-                guard id == nil else { return false }
+                guard id == nil else { return p.duplicate(key) }
                 id = p.string()
                 return id != nil
             case "op":
-                guard op == nil else { return false }
+                guard op == nil else { return p.duplicate(key) }
                 op = p.string().flatMap(Change.Operation.init(rawValue:))
                 return op != nil
             case "fields":
+                guard !sawFields else { return p.duplicate(key) }
+                sawFields = true
                 return p.object { name, p in
-                    // A key given twice first: that is JSONDecoder's to judge (it keeps one).
-                    guard fields[name] == nil else { return false }
+                    guard fields[name] == nil else { return p.duplicate(name) }
                     guard fields.count < Change.maxFields else {
                         p.tooWide = true
                         return false
@@ -133,8 +150,10 @@ public enum WireDecoding {
                     return true
                 }
             case "prior":
+                guard !sawPrior else { return p.duplicate(key) }
+                sawPrior = true
                 return p.object { name, p in
-                    guard prior[name] == nil else { return false }
+                    guard prior[name] == nil else { return p.duplicate(name) }
                     guard prior.count < Change.maxFields else {
                         p.tooWide = true
                         return false
@@ -144,6 +163,8 @@ public enum WireDecoding {
                     return true
                 }
             case "trail":
+                guard !sawTrail else { return p.duplicate(key) }
+                sawTrail = true
                 guard let hops = hopList(&p) else { return false }
                 trail = hops
                 return true

@@ -83,6 +83,8 @@ struct BodyCodec: Sendable {
             case .tooDeep: throw Self.tooDeep
             case .tooManyFields:
                 throw APIError(.contentTooLarge, "too_many_fields", "a change names more than \(Change.maxFields) fields; no table has that many")
+            case .duplicateKey(let key):
+                throw APIError(.badRequest, "malformed_json", "key '\(key.clipped(toUTF8: 64))' is given twice in one object of the push request; each key once")
             case .unrecognised:
                 // JSONDecoder names the problem, but a body it reads is bounded only by its
                 // size: a key given twice (which the fast decoder leaves to it) let 3,000,000
