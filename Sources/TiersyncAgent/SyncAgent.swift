@@ -166,10 +166,14 @@ public final class SyncAgent: Sendable {
         let client = try ParentClient(configuration: configuration, credential: nil)
         do {
             let expecting = try store.identity().map { EnrollmentSubject(tenant: $0.tenant, node: $0.node) }
+            let previousURL = try store.meta(MetaKey.parentURL.rawValue)
             let response = try await client.enroll(token: token, expecting: expecting)
             let identity = NodeIdentity(tenant: response.tenant, node: response.node, parent: response.parent)
+            // Enrolling again under another parent URL starts over with it (adoptParent's reset).
+            let moving = previousURL.map { $0 != configuration.parentURL } ?? false
             try store.completeEnrollment(identity, credential: response.credential, parentURL: configuration.parentURL,
-                                         highestKnownSeq: response.highestSeq ?? 0)
+                                         highestKnownSeq: response.highestSeq ?? 0,
+                                         restarting: moving ? ([pushCursor, pullCursor], [parentHistoryMeta, bootstrappedMeta, AllocationPolicy.pathMeta]) : nil)
             if let key = response.releaseKey, try store.meta(GovernanceFollower.keyMeta) == nil {
                 try store.setMeta(GovernanceFollower.keyMeta, key)
             }

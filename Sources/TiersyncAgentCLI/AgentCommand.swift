@@ -74,7 +74,7 @@ public struct ParentOptions: ParsableArguments, Sendable {
             let identity = try await SyncAgent.enroll(store: store, configuration: configuration, token: enrollToken)
             print("enrolled as node \(identity.node) of tenant \(identity.tenant)")
             flushOutput()
-        } else if let enrollToken, try await enrollAgain(store, configuration, url: url, token: enrollToken) {
+        } else if let enrollToken, try await enrollAgain(store, configuration, token: enrollToken) {
             // Enrolled again as the node it is: a new credential, and the store keeps its data.
         } else if try SyncAgent.adoptParent(store: store, url: url) {
             print("parent changed to \(url): re-syncing with it from the start (nothing is applied twice)")
@@ -84,25 +84,58 @@ public struct ParentOptions: ParsableArguments, Sendable {
     }
 
     /// An enrolled store given a token enrolls again as the node it is (after a revoke, or a
-    /// lost credential), keeping its data and its place in the log. A token it cannot use
-    /// (the one it first enrolled with, still in a service's command line, or the parent out
-    /// of reach) leaves the store as it was: the node runs on the credential it holds. A
-    /// token for another node is refused, and so is the start.
-    private func enrollAgain(_ store: NodeStore, _ configuration: AgentConfiguration, url: String, token: String) async throws -> Bool {
-        let previousURL = try store.meta("parent_url")
-        do {
-            let identity = try await SyncAgent.enroll(store: store, configuration: configuration, token: token)
-            if let previousURL, previousURL != url { try SyncAgent.resyncWithNewParent(store: store, url: url) }
-            print("enrolled again as node \(identity.node) of tenant \(identity.tenant), with a new credential; the store keeps what it holds")
-            flushOutput()
-            return true
-        } catch AgentError.http(let status, let code, let message) where code == "token_for_other_node" || code == "enrolled_elsewhere" || code == "decommissioned" {
-            throw CLIError("--enroll-token: \(message) (HTTP \(status) \(code))")
-        } catch {
-            print("\(db) is enrolled already; --enroll-token was not used (\(error)): running with the credential the store holds")
+    /// lost credential), keeping its data and its place in the log. Only when the parent
+    /// refuses the credential the store holds (401): the token of a service's command line,
+    /// used up long ago, is not tried at every start, and a parent out of reach leaves the node
+    /// running offline on its credential. A token the hub refuses stops the start (for another
+    /// node, used, expired, unknown), saying why; one it could not judge (busy, unreachable)
+    /// leaves the store as it was.
+    private func enrollAgain(_ store: NodeStore, _ configuration: AgentConfiguration, token: String) async throws -> Bool {
+        guard try await Self.credentialRefused(store, configuration) else {
+            print("\(db) is enrolled already and its parent does not refuse its credential: --enroll-token was not used; running with the credential the store holds")
             flushOutput()
             return false
         }
+        do {
+            let identity = try await SyncAgent.enroll(store: store, configuration: configuration, token: token)
+            print("enrolled again as node \(identity.node) of tenant \(identity.tenant), with a new credential; the store keeps what it holds")
+            flushOutput()
+            return true
+        } catch AgentError.http(let status, let code, let message) where status < 500 && status != 429 {
+            throw CLIError("the parent refuses this node's credential, and --enroll-token: \(message) (HTTP \(status) \(code))")
+        } catch {
+            print("\(db): the parent refuses this node's credential, and --enroll-token could not be used now (\(error)); running with the credential the store holds")
+            flushOutput()
+            return false
+        }
+    }
+
+    /// True when the parent answers the store's credential 401 (revoked, or a hub that never
+    /// knew it). Asked for at most 5 s: a parent out of reach is not a refusal.
+    static func credentialRefused(_ store: NodeStore, _ configuration: AgentConfiguration) async throws -> Bool {
+        guard let credential = try store.meta(MetaKey.credential.rawValue) else { return true }
+        let client = try ParentClient(configuration: configuration, credential: credential)
+        let refused = await withTaskGroup(of: Bool?.self) { group in
+            group.addTask {
+                do {
+                    _ = try await client.whoami()
+                    return false
+                } catch AgentError.http(401, _, _) {
+                    return true
+                } catch {
+                    return false
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(5))
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first ?? false
+        }
+        try? await client.shutdown()
+        return refused
     }
 }
 

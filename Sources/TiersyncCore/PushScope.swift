@@ -142,7 +142,8 @@ public enum PushScope {
 /// passes on to HQ keeps the dialogue through its dealer). A node out of its reach above
 /// its own level may be left out (a dealer that moved hands its open task from its old
 /// country to its new one); a dealer of another country never. Only changes writing a route
-/// field are judged so, and not history records (``historyTables``) nor deletes. The tenant's root, and the nodes directly below it
+/// field are judged so (not the fields copying another record's route, ``copiedRouteFields``),
+/// and not deletes. The tenant's root, and the nodes directly below it
 /// (countries; the agents of a two-level tenant), route anywhere: they hand dialogues and
 /// leads between countries.
 public struct RouteReach: Sendable {
@@ -151,16 +152,19 @@ public struct RouteReach: Sendable {
     /// its own subtree (the country's ancestors, from its path); empty at HQ.
     public let above: [NodeID]
 
-    /// Tables whose records are the history of another record and are routed where that
-    /// record is, by copies of its route fields: an escalation entry (its dialogue's
-    /// originating, allocated and handling nodes) and a consent event (its customer's owning
-    /// dealer). Any holder writes them, so the copy can name a node out of the writer's
-    /// reach legitimately: a dealer moved to another country escalating a dialogue its old
-    /// country handled, a dealer escalating a dialogue HQ handed it from another country, a
-    /// dealer recording the consent of a customer owned across a border. Judged, they were
-    /// refused for ever and the history never reached HQ (helper 75). Not judged by reach:
-    /// a forged entry adds a line to a history, never a record to a queue or a KPI.
-    public static let historyTables: Set<String> = [DomainSchema.escalations.name, DomainSchema.consentEvents.name]
+    /// Route fields that copy another record's route and that any holder writes, so the
+    /// copy can name a node out of the writer's reach legitimately: an escalation entry's
+    /// `originating_node` and `allocated_node` (its dialogue's; a dealer escalating a dialogue
+    /// HQ handed it from another country names that country's dealer), a consent event's
+    /// `owning_dealer` and `recorded_by` (a dealer recording the consent of a customer owned
+    /// across a border). Judged, those were refused for ever and the history never reached
+    /// HQ (helper 75). Not judged by reach: such a field only adds a line to a history. An
+    /// entry's `to_node` and `from_node` are judged: a withdrawal puts the dialogue back at
+    /// `from_node` (helper 77: a forged entry routed a dialogue anywhere that way).
+    public static let copiedRouteFields: [String: Set<String>] = [
+        DomainSchema.escalations.name: ["originating_node", "allocated_node"],
+        DomainSchema.consentEvents.name: ["owning_dealer", "recorded_by"],
+    ]
 
     public init(tree: NodeTree, above: [NodeID] = []) {
         self.tree = tree
@@ -205,10 +209,14 @@ public struct RouteReach: Sendable {
     /// maker), which any later change's route leaves out. A dealer's edit of a phone number
     /// is not what took the record from them.
     func refusal(for change: Change, by origin: NodeID, scope: Scope, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>) -> ChangeRejection? {
-        guard !Self.historyTables.contains(change.table),
-              let table = DomainSchema.schema.table(change.table), change.fields.keys.contains(where: table.routeFields.contains) else { return nil }
+        guard let table = DomainSchema.schema.table(change.table) else { return nil }
+        let copied = Self.copiedRouteFields[change.table] ?? []
+        let judged = table.routeFields.filter { !copied.contains($0) && change.fields[$0] != nil }
+        guard !judged.isEmpty else { return nil }
         let before = routeBefore ?? []
-        for target in routeAfter.subtracting(before).sorted(by: { $0.rawValue < $1.rawValue }) where !allows(target, from: origin) {
+        // The nodes the change itself names in the fields judged, new to the record's route.
+        let named = Set(judged.compactMap { change.fields[$0]?.stringValue }.filter(NodeID.isValid).map(NodeID.init(unchecked:)))
+        for target in named.intersection(routeAfter).subtracting(before).sorted(by: { $0.rawValue < $1.rawValue }) where !allows(target, from: origin) {
             return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) routes record \(change.table)/\(change.recordID) to node '\(target.rawValue.clipped(toUTF8: 64))', which node '\(origin)' cannot route to: a node routes records within its country's subtree and to the nodes above it",
                                    outsideScopeOf: origin)
         }

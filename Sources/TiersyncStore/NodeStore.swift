@@ -226,7 +226,11 @@ public final class NodeStore: Sendable {
     /// Records a completed enrollment in one transaction: identity, credential, parent
     /// URL, and the highest sequence number the parent already holds from this node (a
     /// rebuilt store must not number new changes like old ones).
-    public func completeEnrollment(_ identity: NodeIdentity, credential: String, parentURL: String, highestKnownSeq: Int64) throws {
+    /// `restarting`: cursors set back to 0 and meta keys cleared in the same transaction, for a
+    /// store enrolling again under another parent URL (its positions are the old parent's;
+    /// a crash between a separate reset and the new URL left them paired with it for good).
+    public func completeEnrollment(_ identity: NodeIdentity, credential: String, parentURL: String, highestKnownSeq: Int64,
+                                   restarting: (cursors: [String], meta: [String])? = nil) throws {
         // A floor outside the sequence range would number every later change out of range
         // (refused for good) or overflow the next number: the parent's answer is wrong.
         guard highestKnownSeq == 0 || Change.sequenceRange.contains(highestKnownSeq) else {
@@ -237,6 +241,10 @@ public final class NodeStore: Sendable {
             try Self.setMeta(db, .credential, credential)
             try Self.setMeta(db, .parentURL, parentURL)
             try Self.setMeta(db, .seqFloor, String(max(highestKnownSeq, try Self.seqFloor(db))))
+            if let restarting {
+                for cursor in restarting.cursors { try Self.setCursor(db, cursor, 0) }
+                for key in restarting.meta { try db.execute(sql: "DELETE FROM ts_meta WHERE key = ?", arguments: [key]) }
+            }
         }
     }
 

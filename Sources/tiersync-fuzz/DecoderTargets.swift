@@ -91,16 +91,26 @@ enum DecoderTargets {
             }
         case .duplicateKey(let key):
             outcome.wire = "duplicateKey"
-            // Refused: the key must really be there twice.
-            guard bytes.count >= 2 * (key.utf8.count + 2) else {
-                throw InvariantFailure(invariant: "duplicateKey only for keys given twice", detail: "'\(key.prefix(40))' in \(bytes.count) bytes")
+            // Refused: the key must really be there twice, quoted as a key (followed by ':').
+            let quoted = Array("\"\(key)\"".utf8)
+            var found = 0, i = 0
+            while i + quoted.count <= bytes.count, found < 2 {
+                if bytes[i..<(i + quoted.count)].elementsEqual(quoted), bytes[(i + quoted.count)...].first(where: { $0 != 0x20 && $0 != 0x0a && $0 != 0x0d && $0 != 0x09 }) == UInt8(ascii: ":") {
+                    found += 1
+                    i += quoted.count
+                } else {
+                    i += 1
+                }
+            }
+            // (A key written with escapes is not found as its decoded text: not checked then.)
+            guard found >= 2 || bytes.contains(UInt8(ascii: "\\")) else {
+                throw InvariantFailure(invariant: "duplicateKey only for keys given twice", detail: "'\(key.prefix(40))' found \(found) time(s) as a key")
             }
         case .unrecognised:
-            // The hub falls back to JSONDecoder, whose result it then uses.
+            // The hub refuses it (JSONDecoder only names the problem): nothing is applied.
+            outcome.wire = codable == nil ? "unrecognised" : "refused"
             if let codable {
-                outcome.push = codable
-                outcome.wire = "fallback"
-                // What the Codable path accepted, written by WireEncoding, the byte-level decoder reads back.
+                // What the Codable path reads, written by WireEncoding, the byte-level decoder reads back.
                 try check { () throws(InvariantFailure) in try roundTrip(codable) }
             }
         }

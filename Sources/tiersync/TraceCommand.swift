@@ -21,7 +21,14 @@ struct Trace: ParsableCommand {
         let me = try store.identity()?.node.rawValue ?? "this node"
         let lineage = try store.lineage(recordID: recordID, table: table)
         let refused = try store.quarantined(recordID: recordID, table: table)
-        guard !lineage.isEmpty || !refused.isEmpty else { throw CLIError("no changes for record '\(recordID)' at \(me)") }
+        guard !lineage.isEmpty || !refused.isEmpty else {
+            // A record whose changes compaction folded into it is held without them.
+            let tables = table.map { [$0] } ?? DomainSchema.schema.tables.map(\.name)
+            if let held = try tables.first(where: { try store.record(table: $0, id: recordID) != nil }) {
+                throw CLIError("\(held)/\(recordID) is held at \(me), but its changes were folded into it by compaction (docs/PRIVACY.md, \"Retention\"): no lineage is kept for them; `tiersync record get` shows it")
+            }
+            throw CLIError("no changes for record '\(recordID)' at \(me)")
+        }
         if !lineage.isEmpty { printLineage(lineage, at: me) }
         printQuarantined(refused, at: me, afterLineage: !lineage.isEmpty)
     }

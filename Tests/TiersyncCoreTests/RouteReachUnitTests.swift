@@ -70,9 +70,12 @@ struct RouteReachUnitTests {
         // Without `reach`, the route is not judged (the hub passes it; nodes judging their parent do not).
         #expect(PushScope.refusal(for: Self.change("d1", "customers", ["owning_dealer": "f1", "servicing_dealer": "d1"]), pusher: "d1", scope: d1,
                                   routeBefore: nil, routeAfter: ["d1", "f1"]) == nil)
-        // History records copy their record's route (written by any holder): not judged.
+        // Fields copying another record's route (written by any holder) are not judged; an
+        // escalation entry's from_node is (a withdrawal puts the dialogue back there).
         #expect(refusal(Self.change("d1", "escalations", ["to_node": "de", "originating_node": "f1", "from_node": "d1"]), before: nil, after: ["de", "f1", "d1"]) == nil)
         #expect(refusal(Self.change("d1", "consent_events", ["owning_dealer": "f1", "recorded_by": "d1"]), before: nil, after: ["f1", "d1"]) == nil)
+        let forged = refusal(Self.change("d1", "escalations", ["to_node": "d1", "from_node": "f1"]), before: nil, after: ["d1", "f1"])
+        #expect(forged?.message.contains("to node 'f1'") == true, "\(String(describing: forged))")
         // The country hands anywhere; the root too.
         #expect(refusal(Self.change("de", "interactions", ["handling_node": "f1"]), before: ["d1", "d2"], after: ["d1", "f1"]) == nil)
         #expect(refusal(Self.change("hq", "customers", ["owning_dealer": "f1"]), before: ["d2"], after: ["f1"]) == nil)

@@ -946,6 +946,11 @@ struct AdminAPITests {
             // Its trace says so, where it answered 403 "no such record in your scope".
             let foldedTrace = try await f.send("GET", "/admin/v1/trace?table=customers&id=g-folded", token: op)
             #expect(foldedTrace.status == 200 && foldedTrace.text.contains("\"compacted\":true"), "\(foldedTrace.status) \(foldedTrace.text)")
+            if engine == .sqlite {
+                // `tiersync trace` on the tenant's file says so too (it said "no changes").
+                let cli = try Child.capture(["trace", "--db", try f.hub.stores.store(for: "acme").path, "g-folded"])
+                #expect(cli.status != 0 && cli.output.contains("customers/g-folded is held at acme-hq, but its changes were folded into it by compaction"), "\(cli.output)")
+            }
             let foldedErasure = try await f.send("POST", "/admin/v1/erasures", json: AdminMessages.ErasureRequest(table: "customers", id: "g-folded"), token: op)
             #expect(foldedErasure.status == 201, "\(foldedErasure.text)")
             #expect(try await store.liveRecords(inTable: "customers").map(\.id) == ["g-head"])

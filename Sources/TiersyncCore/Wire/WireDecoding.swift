@@ -192,10 +192,12 @@ public enum WireDecoding {
             let ok = p.object { key, p in
                 switch key {
                 case "node":
+                    guard node == nil else { return p.duplicate(key) }
                     guard let s = p.string(), NodeID.isValid(s) else { return false }
                     node = NodeID(unchecked: s)
                     return true
                 case "at":
+                    guard at == nil else { return p.duplicate(key) }
                     at = p.unsigned()
                     return at != nil
                 default:

@@ -93,6 +93,17 @@ struct BodyCodec: Sendable {
                     throw APIError(.badRequest, "malformed_json",
                                    "request body is not a push request (a JSON object with 'through' and 'changes', each change with origin, seq, hlc, table, id, op and fields, no key given twice)")
                 }
+                // Only to name the problem: a body the fast decoder cannot read is never
+                // applied. JSONDecoder reads what it does not (`"through": 1.0`), and there it
+                // kept one of a key given twice (helper 77: the last `origin`, the first value
+                // of a field), so one body meant two things.
+                do {
+                    _ = try JSONDecoder().decode(PushRequest.self, from: Data(body.readableBytesView))
+                } catch let error as DecodingError {
+                    throw APIError(.badRequest, "malformed_json", Self.describe(error))
+                }
+                throw APIError(.badRequest, "malformed_json",
+                               "request body is not a push request in the form this hub reads: integers without a fraction or exponent, each key once, strings as JSON writes them")
             }
         }
         do {
