@@ -22,8 +22,11 @@ public enum GovernanceCompiler {
     public static func compile(directory: String) throws(GovernanceIssues) -> CompiledGovernance {
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
-        guard fm.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw GovernanceIssues([GovernanceIssue(file: directory, line: 0, field: "", message: "not a directory")])
+        guard fm.fileExists(atPath: directory, isDirectory: &isDirectory) else {
+            throw GovernanceIssues([GovernanceIssue(file: directory, line: 0, field: "", message: "no such file or directory")])
+        }
+        guard isDirectory.boolValue else {
+            throw GovernanceIssues([GovernanceIssue(file: directory, line: 0, field: "", message: "not a directory (give the directory holding the YAML sources)")])
         }
         let names = ((try? fm.contentsOfDirectory(atPath: directory)) ?? [])
             .filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()

@@ -105,6 +105,13 @@ struct GovernanceCompilerTests {
         // Parsed whatever their length (releases signed before the bound keep working); the
         // compiler refuses more than 3660 days (below).
         #expect(GovernanceDuration("3660d")?.seconds == 3_660 * 86_400 && GovernanceDuration("9999999w") != nil)
+        // A missing directory is named as missing (it was "not a directory", helper 71).
+        do throws(GovernanceIssues) {
+            _ = try GovernanceCompiler.compile(directory: "/nonexistent-governance")
+            Issue.record("a missing directory compiled")
+        } catch {
+            #expect(error.issues.first?.message == "no such file or directory", "\(error.issues)")
+        }
         issues = compile("""
             allocation:
               - {id: all, when: {}, then: {level: dealer, queue: q-de, priority: 3, sla: 9999999w}}
