@@ -209,17 +209,29 @@ public struct RouteReach: Sendable {
     /// maker), which any later change's route leaves out. A dealer's edit of a phone number
     /// is not what took the record from them.
     func refusal(for change: Change, by origin: NodeID, scope: Scope, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>) -> ChangeRejection? {
+        // On every push of a record's creation: no allocation beyond a refusal's (the hub's
+        // ingest measured it, BENCHMARKS.md "route reach on the push path").
         guard let table = DomainSchema.schema.table(change.table) else { return nil }
-        let copied = Self.copiedRouteFields[change.table] ?? []
-        let judged = table.routeFields.filter { !copied.contains($0) && change.fields[$0] != nil }
-        guard !judged.isEmpty else { return nil }
+        let copied = Self.copiedRouteFields[change.table]
         let before = routeBefore ?? []
-        // The nodes the change itself names in the fields judged, new to the record's route.
-        let named = Set(judged.compactMap { change.fields[$0]?.stringValue }.filter(NodeID.isValid).map(NodeID.init(unchecked:)))
-        for target in named.intersection(routeAfter).subtracting(before).sorted(by: { $0.rawValue < $1.rawValue }) where !allows(target, from: origin) {
+        var writesJudged = false
+        var outOfReach: NodeID?
+        for field in table.routeFields where copied?.contains(field) != true {
+            guard let value = change.fields[field] else { continue }
+            writesJudged = true
+            // The node the change itself names, new to the record's route (most often the
+            // maker itself, its record's owner or originator).
+            guard let name = value.stringValue, name != origin.rawValue else { continue }
+            let target = NodeID(unchecked: name)
+            guard routeAfter.contains(target), !before.contains(target), !allows(target, from: origin) else { continue }
+            if outOfReach == nil || name < outOfReach!.rawValue { outOfReach = target }
+        }
+        guard writesJudged else { return nil }
+        if let target = outOfReach {
             return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) routes record \(change.table)/\(change.recordID) to node '\(target.rawValue.clipped(toUTF8: 64))', which node '\(origin)' cannot route to: a node routes records within its country's subtree and to the nodes above it",
                                    outsideScopeOf: origin)
         }
+        if routeBefore == nil || before == routeAfter { return nil }
         guard let nodes = scope.nodes else { return nil }
         for removed in before.subtracting(routeAfter).sorted(by: { $0.rawValue < $1.rawValue }) where !nodes.contains(removed) {
             // Still holding it through a node the record stays routed to: nothing is taken.
