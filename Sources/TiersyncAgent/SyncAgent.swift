@@ -138,22 +138,17 @@ public final class SyncAgent: Sendable {
     @discardableResult
     public static func adoptParent(store: NodeStore, url: String) throws -> Bool {
         guard let current = try store.meta("parent_url"), current != url else { return false }
-        try resyncWithNewParent(store: store, url: url)
+        for cursor in startingOver.cursors { try store.setCursor(cursor, 0) }
+        for key in startingOver.meta { try store.setMeta(key, nil) }
+        try store.setMeta("parent_url", url)
         return true
     }
 
-    /// What ``adoptParent(store:url:)`` does once it found the URL changed: the cursors and
-    /// what the node learned of its place start over with the parent at `url`.
-    public static func resyncWithNewParent(store: NodeStore, url: String) throws {
-        try store.setCursor(pushCursor, 0)
-        try store.setCursor(pullCursor, 0)
-        try store.setMeta(Self.parentHistoryMeta, nil)
-        try store.setMeta(Self.bootstrappedMeta, nil)
-        // Its place in the tree is its new parent's to say (whoami at start): the old one
-        // would have its rules plan its old country's contacts.
-        try store.setMeta(AllocationPolicy.pathMeta, nil)
-        try store.setMeta("parent_url", url)
-    }
+    /// What a node starts over with a new parent (``adoptParent(store:url:)``, and an
+    /// enrollment under another URL): its cursors, what it learned of the old parent's log,
+    /// and its place in the tree, which is the new parent's to say (whoami at start; the old
+    /// one would have its rules plan its old country's contacts).
+    static let startingOver = (cursors: [pushCursor, pullCursor], meta: [parentHistoryMeta, bootstrappedMeta, AllocationPolicy.pathMeta])
 
     /// Exchanges an enrollment token for a credential and stores both identity and
     /// credential in the node's database.
@@ -173,7 +168,7 @@ public final class SyncAgent: Sendable {
             let moving = previousURL.map { $0 != configuration.parentURL } ?? false
             try store.completeEnrollment(identity, credential: response.credential, parentURL: configuration.parentURL,
                                          highestKnownSeq: response.highestSeq ?? 0,
-                                         restarting: moving ? ([pushCursor, pullCursor], [parentHistoryMeta, bootstrappedMeta, AllocationPolicy.pathMeta]) : nil)
+                                         restarting: moving ? startingOver : nil)
             if let key = response.releaseKey, try store.meta(GovernanceFollower.keyMeta) == nil {
                 try store.setMeta(GovernanceFollower.keyMeta, key)
             }

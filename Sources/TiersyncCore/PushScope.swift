@@ -131,8 +131,7 @@ public enum PushScope {
 ///   dealer of another country delivered the owner's customer, personal data and all, to
 ///   that country, and locked its owner out;
 /// - create records routed to any node (a dialogue "handled" by another country's dealer,
-///   a lead it "fulfils", a consent withdrawal in its customer's history), filling their
-///   queues and their KPIs.
+///   a lead it "fulfils", a task), filling their queues and their KPIs.
 ///
 /// So a change made by a node below a country may newly name only nodes of its country's
 /// subtree (its siblings: a customer serviced by another dealer of the country) and the
