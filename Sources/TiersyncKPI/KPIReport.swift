@@ -189,10 +189,15 @@ public enum KPIReport {
             }
         }
         if byNode {
-            // A node with something below it: its subtree row includes its own values too.
+            // A node with something below it: its subtree row includes its own values too —
+            // also in a period where only the node itself has values (a country whose dealers
+            // were quiet that day still has a subtree row beside the other countries').
+            // "Below it" is what the known paths say, whether or not the nodes below reported.
+            var inner: Set<String> = []
+            for node in paths.keys { inner.formUnion(path(node).dropLast()) }
             for (key, own) in sums where key.scope == .node {
                 let subtree = Key(kpi: key.kpi, start: key.start, node: key.node, scope: .subtree)
-                guard var s = sums[subtree] else { continue }
+                guard var s = sums[subtree] ?? (inner.contains(key.node) ? Sum() : nil) else { continue }
                 s.n = s.n.addingSaturated(own.n)
                 s.d = s.d.addingSaturated(own.d)
                 s.nodes.formUnion(own.nodes)

@@ -10,6 +10,33 @@ struct KPIReportTests {
 
     static func catalog() throws -> KPICatalog { try KPICatalog(effectiveConfigJSON: try KPIFixture.effectiveConfigJSON()) }
 
+    @Test("by node, a country with values of its own only in a period (its dealers quiet) still has a subtree row, as do its ancestors; a leaf has none (helper 72)")
+    func quietSubtreeStillHasItsRow() throws {
+        let day = try #require(KPIDay.parse("2026-12-01"))
+        let nextDay = day + 1
+        let observations = [
+            // Day 1: the country alone. Day 2: its dealer alone.
+            KPIObservation(kpi: "service-level-phone", node: "de", periodStart: day, numerator: 1, denominator: 2, target: nil),
+            KPIObservation(kpi: "service-level-phone", node: "de-1", periodStart: nextDay, numerator: 3, denominator: 4, target: nil),
+        ]
+        let rows = KPIReport.rows(viewer: "hq", catalog: try Self.catalog(), period: .day, observations: observations,
+                                  paths: Self.paths, byNode: true)
+        func row(_ node: String, _ scope: KPIRow.Scope, _ start: Int64) -> KPIRow? {
+            rows.first { $0.node == node && $0.scope == scope && $0.periodStart == KPIDay.label(start) }
+        }
+        let deSubtree = try #require(row("de", .subtree, day), "\(rows)")
+        #expect(deSubtree.numerator == 1 && deSubtree.denominator == 2 && deSubtree.nodes == 1)
+        #expect(row("hq", .subtree, day)?.denominator == 2, "HQ's subtree takes in the country's own values")
+        #expect(row("de", .node, day)?.denominator == 2)
+        #expect(row("de", .subtree, nextDay)?.denominator == 4 && row("de", .node, nextDay) == nil)
+        #expect(row("de-1", .subtree, nextDay) == nil, "a leaf has no subtree row")
+        // Without the tree's paths below the country, nothing says it has dealers: no subtree row.
+        let alone = KPIReport.rows(viewer: "hq", catalog: try Self.catalog(), period: .day, observations: [observations[0]],
+                                   paths: ["hq": ["hq"], "de": ["hq", "de"]], byNode: true)
+        #expect(!alone.contains { $0.node == "de" && $0.scope == .subtree })
+        #expect(alone.contains { $0.node == "hq" && $0.scope == .subtree && $0.denominator == 2 })
+    }
+
     @Test("a country's table answered by HQ judges the country's rows by the target it reported (its overlay's 90 %), not HQ's release's 80 % (met and MISSED flipped)")
     func countryViewedAtHQ() throws {
         let day = try #require(KPIDay.parse("2026-12-01"))
