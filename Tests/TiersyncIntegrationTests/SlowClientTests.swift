@@ -167,6 +167,32 @@ struct SlowClientTests {
         }
     }
 
+    @Test("a body declared larger than its limit (a push of 10 GB, an enrollment of 10 MB) is refused 413 at once, not after waiting for the body (helper 73)")
+    func declaredTooLarge() async throws {
+        let dir = try TempDir()
+        var limits = HubConfiguration.Limits()
+        // Only an answer that does not wait for the body can come in time.
+        limits.idleTimeoutSeconds = 300
+        limits.bodyTimeoutSeconds = 300
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path, limits: limits)
+            let client = running.client(hub)
+            let credential = try await hub.enroll(tenant: "acme", node: "d1", client: client)
+            let push = try await rawTLSInBackground(port: hub.port, caFile: hub.caFile, head: head(credential, "Content-Length: 10737418240\\r\\n"),
+                                                    body: #"{"through":1,"#, then: "stall", timeout: 30)
+            #expect(push.status == 413 && push.closedAfter < 9, "\(push)")
+            let enroll = "POST /v1/enroll HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nContent-Type: application/json\\r\\nContent-Length: 10000000\\r\\n\\r\\n"
+            let anonymous = try await rawTLSInBackground(port: hub.port, caFile: hub.caFile, head: enroll, body: #"{"token":"#, then: "stall", timeout: 30)
+            #expect(anonymous.status == 413 && anonymous.closedAfter < 9, "\(anonymous)")
+            // A declared length beyond 64 bits is no different.
+            let huge = try await rawTLSInBackground(port: hub.port, caFile: hub.caFile, head: head(credential, "Content-Length: 99999999999999999999999\\r\\n"),
+                                                    body: "{", then: "stall", timeout: 30)
+            #expect(huge.status == 413 || huge.status == 400, "\(huge)")
+            #expect(huge.closedAfter < 9, "\(huge)")
+            #expect(try await client.send("GET", "/v1/health").status == 200)
+        }
+    }
+
     @Test("a body shorter than its Content-Length, a chunk size of 2^64 and a trickled body do not hold a connection: closed or answered 408 within the limits")
     func stalledBodies() async throws {
         let dir = try TempDir()
