@@ -241,7 +241,7 @@ public enum KPIReport {
     /// The rows as a text table.
     public static func table(_ rows: [KPIRow], byNode: Bool) -> String {
         guard !rows.isEmpty else { return "no KPI values yet\n" }
-        var lines: [[String]] = [["period", "kpi", "node", "level", "value", "target", "", "numerator/denominator"]]
+        var lines: [[String]] = [["period", "kpi", "node", "level", "value", "target", "verdict", "numerator/denominator"]]
         for r in rows {
             let node = byNode ? r.node + (r.scope == .subtree ? " (subtree)" : "") : r.node
             let value = r.value.map { format($0, r.unit, against: r.target) } ?? "-"

@@ -137,7 +137,9 @@ struct Admin: AsyncParsableCommand {
                 let tree = try await catalog.tree(of: tenantID)
                 var rows = [["node", "role", "path", "last seen"]]
                 for n in try await catalog.nodes(of: tenantID) {
-                    rows.append([n.node.rawValue, n.role, tree.path(of: n.node), n.lastSeenMillis.map(formatMillis) ?? "never"])
+                    // The root is the hub itself: it never syncs with a parent, so "never" would read as a fault.
+                    let seen = n.lastSeenMillis.map(formatMillis) ?? (n.parent == nil ? "- (the hub)" : "never")
+                    rows.append([n.node.rawValue, n.role, tree.path(of: n.node), seen])
                 }
                 return rows
             }

@@ -412,6 +412,9 @@ struct CLICommandTests {
     static func operating(_ r: ReadmeRun, running: Running, dealer: NodeStore) async throws {
         let nodes = try await r.run("tiersync admin nodes")
         #expect(nodes.out.contains("hq/de/dealer-042") && nodes.out.contains("hq/de "), "\(nodes)")
+        // The root is the hub itself, not a node that never showed up (helper 71).
+        let rootRow = try #require(nodes.out.split(separator: "\n").first { $0.hasPrefix("hq ") }, "\(nodes)")
+        #expect(rootRow.hasSuffix("- (the hub)") && !rootRow.contains("never"), "\(nodes)")
         let countryData = r.deDir + "/directory"
         // For dealers behind a country: the same line on the country's --data directory, which saw the dealer.
         let atCountry = try await r.run("tiersync admin nodes") { $0.map { $0 == r.hubData ? countryData : $0 } }

@@ -162,6 +162,7 @@ struct KPIEvaluatorTests {
         #expect(partialRows.first { $0.kpi == "service-level-phone" && $0.node == "de" && $0.scope == .subtree }?.denominator == 5)
         #expect(partialRows.first { $0.kpi == "service-level-phone" && $0.node == "hq" && $0.scope == .subtree }?.denominator == 6)
                 let table = KPIReport.table(rows, byNode: true)
+        #expect(table.hasPrefix("period") && table.split(separator: "\n")[0].contains("  verdict  "), "the met/MISSED column is named: \(table)")
         #expect(table.contains("de (subtree)") && table.contains("40 %") && table.contains("≥ 85 %") && table.contains("MISSED"), "\(table)")
     }
 
