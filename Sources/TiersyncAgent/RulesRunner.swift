@@ -24,8 +24,10 @@ public struct RulesRunReport: Sendable, Equatable {
     /// Open tasks this node handed to the node their level is at now (their dealer moved):
     /// id and that node.
     public var tasksReassigned: [(id: String, node: NodeID)] = []
-    /// Contacts a proactive rule would have created but for the customer's consent: vehicle and rule.
-    public var withoutConsent: [(vehicle: String, rule: String)] = []
+    /// Contacts a proactive rule would have created but for the customer's consent: vehicle,
+    /// rule, and whether this node holds the customer at all (a node that does not hold it
+    /// cannot know the consent; its dealer, which does, decides).
+    public var withoutConsent: [(vehicle: String, rule: String, customerHeld: Bool)] = []
     /// Dialogues with a step due that this node cannot place (another holder writes it).
     public var unplaced: [String] = []
     /// Dialogues the root allocated to a level below it and handed to their node now
@@ -42,7 +44,7 @@ public struct RulesRunReport: Sendable, Equatable {
     public static func == (l: Self, r: Self) -> Bool {
         l.nowMillis == r.nowMillis && l.release == r.release && l.overlay == r.overlay && l.escalated == r.escalated
             && l.withdrawn == r.withdrawn && l.tasksCreated == r.tasksCreated && l.tasksCancelled.map(\.id) == r.tasksCancelled.map(\.id)
-            && l.withoutConsent.map { "\($0.vehicle)/\($0.rule)" } == r.withoutConsent.map { "\($0.vehicle)/\($0.rule)" } && l.unplaced == r.unplaced
+            && l.withoutConsent.map { "\($0.vehicle)/\($0.rule)/\($0.customerHeld)" } == r.withoutConsent.map { "\($0.vehicle)/\($0.rule)/\($0.customerHeld)" } && l.unplaced == r.unplaced
             && l.placed.map { "\($0.id)@\($0.node)" } == r.placed.map { "\($0.id)@\($0.node)" }
             && l.tasksReassigned.map { "\($0.id)@\($0.node)" } == r.tasksReassigned.map { "\($0.id)@\($0.node)" }
     }
@@ -327,7 +329,7 @@ public final class RulesRunner: Sendable {
                         try await store.createRuleRecord(.upsert(Self.tasks, id: task.recordID, task.fields), stampedAtMillis: task.createdFromMillis)
                         created.append(task)
                     case .noConsent(let rule, _):
-                        report.withoutConsent.append((vehicleID, rule))
+                        report.withoutConsent.append((vehicleID, rule, customer != nil))
                     case .notDue, .notHere, .cannotPlace:
                         continue
                     }

@@ -102,8 +102,9 @@ struct RulesCommand: AsyncParsableCommand {
                 Swift.print("task \(t.recordID): rule \(t.rule) for vehicle \(t.vehicleID) (customer \(t.customerID)), \(t.channel), due \(t.dueDate), "
                             + "queue \(t.queue) at \(t.assignedNode)")
             }
-            for (vehicle, rule) in report.withoutConsent {
-                Swift.print("no task: rule \(rule) for vehicle \(vehicle): the customer's consent is not given")
+            for (vehicle, rule, customerHeld) in report.withoutConsent {
+                Swift.print("no task: rule \(rule) for vehicle \(vehicle): "
+                            + (customerHeld ? "the customer's consent is not given" : "its customer is not held here, so its consent is unknown"))
             }
             for (id, reason) in report.tasksCancelled {
                 Swift.print("cancelled task \(id): \(reason)")

@@ -321,6 +321,8 @@ struct RulesTests {
                 .upsert("vehicles", id: "v-yes", ["kind": "vehicle", "customer_id": "c-yes", "model": "ID.7", "sale_date": "2026-12-01"]),
                 .upsert("vehicles", id: "v-no", ["kind": "vehicle", "customer_id": "c-no", "model": "ID.3", "sale_date": "2026-12-01"]),
                 .upsert("vehicles", id: "v-none", ["kind": "vehicle", "customer_id": "c-none", "model": "ID.4", "sale_date": "2026-12-01"]),
+                // A car whose customer the dealer does not hold: its consent is unknown here, not refused.
+                .upsert("vehicles", id: "v-orphan", ["kind": "vehicle", "customer_id": "c-elsewhere", "model": "ID.5", "sale_date": "2026-12-01"]),
             ])
             try await eventually(timeout: 30, "de and HQ hold the cars and customers") {
                 try [hq, de.store].allSatisfy { s in try values(s, "v-none", table: "vehicles") != nil && values(s, "c-none", table: "customers") != nil }
@@ -355,6 +357,7 @@ struct RulesTests {
             let cli = try Child.run(["rules", "run", "--db", dir.path + "/de-berlin.sqlite", "--now", "2026-12-03T10:00:00Z"])
             #expect(cli.contains("no task: rule handover-call for vehicle v-no: the customer's consent is not given")
                     && cli.contains("no task: rule handover-call for vehicle v-none") && cli.contains("0 task(s) created"), "\(cli)")
+            #expect(cli.contains("no task: rule handover-call for vehicle v-orphan: its customer is not held here, so its consent is unknown"), "\(cli)")
 
             // No node writes an outbound contact without consent: a task for c-no, a marketing call to c-none.
             let berlinDB = dir.path + "/de-berlin.sqlite"
