@@ -110,6 +110,9 @@ public final class NodeStore: Sendable {
         try Self.opening(path) { try prepareFile() }
     }
 
+    /// How many times opening a store waits for a file another process keeps busy.
+    static let busyOpenAttempts = 4
+
     /// Prepares the file's schema: free pages given back on a new file, migrations, tables.
     private func prepareFile() throws {
         if path != ":memory:" {
@@ -150,7 +153,28 @@ public final class NodeStore: Sendable {
     /// Runs `body`, which opens or prepares the file at `path`, turning SQLite's answer for a
     /// file that is no database, or cannot be opened, into ``StoreError/unusable(path:reason:)``
     /// (its code alone, "SQLite error 26", told an operator nothing about the path they gave).
+    ///
+    /// Opening takes the write lock (a pool makes sure its write-ahead log is not empty; the
+    /// schema check writes, even with nothing to migrate): a file another process keeps busy
+    /// past one wait (the node's agent beside a CLI command, its many short writes in a
+    /// row) is waited for again, a few times, before that is reported.
     private static func opening<T>(_ path: String, _ body: () throws -> T) throws -> T {
+        var busy = 0
+        while true {
+            do {
+                return try openingOnce(path, body)
+            } catch where isBusy(error) {
+                busy += 1
+                guard busy < busyOpenAttempts else {
+                    throw StoreError.unusable(path: path, reason: "another process kept its write lock through \(busy) waits of 15 s "
+                                              + "(a node's agent under heavy load?); try again, or stop that process first")
+                }
+                Thread.sleep(forTimeInterval: 0.2 * Double(busy))
+            }
+        }
+    }
+
+    private static func openingOnce<T>(_ path: String, _ body: () throws -> T) throws -> T {
         do {
             return try body()
         } catch let error as DatabaseError {
@@ -197,6 +221,14 @@ public final class NodeStore: Sendable {
     /// call copies what is left. Lets callers tell it apart without knowing the engine's errors.
     public static func isCheckpointBusy(_ error: any Error) -> Bool {
         (error as? DatabaseError)?.resultCode == .SQLITE_BUSY
+    }
+
+    /// Whether `error` means the file was busy: another process (a node's agent beside a CLI
+    /// writing to the same store) held its write lock for longer than the store waits. The
+    /// transaction was rolled back whole, so the same write may be tried again.
+    public static func isBusy(_ error: any Error) -> Bool {
+        guard let error = error as? DatabaseError else { return false }
+        return error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED
     }
 
     /// Pages this process's writer committed to the log since the last ``checkpoint()``

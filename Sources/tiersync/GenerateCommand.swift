@@ -177,6 +177,9 @@ struct Generate: AsyncParsableCommand {
 
 /// Writes records in batches through `NodeStore.commit`, printing progress on long runs.
 struct BatchWriter {
+    /// How many times a batch is tried again when the store stayed busy through its wait
+    /// (15 s each): minutes in all, then the failure is reported.
+    static let busyRetries = 8
     let store: NodeStore
     let batch: Int
     let start = ContinuousClock.now
@@ -193,10 +196,27 @@ struct BatchWriter {
         while next < count {
             let end = min(next + batch, count)
             let writes = (next..<end).map(make)
-            do {
-                for change in try store.commit(writes) { made(change) }
-            } catch let error as StoreError {
-                throw CLIError("writing \(what): \(error.description)")
+            var busyFor = 0
+            while true {
+                do {
+                    for change in try store.commit(writes) { made(change) }
+                    break
+                } catch let error as StoreError {
+                    throw CLIError("writing \(what): \(error.description)")
+                } catch where NodeStore.isBusy(error) {
+                    guard busyFor < Self.busyRetries else {
+                        throw CLIError("writing \(what): the store stayed busy (another process kept writing to it); \(grouped(written)) records "
+                                       + "were written before this batch. Run generate again with the same --seed, --now, --scale and --months to finish: it writes the same ids")
+                    }
+                    // The node's agent (its rules, compaction, a checkpoint) kept the store's
+                    // write lock past the store's wait, several short writes in a row starving
+                    // this one (helper 71: a long run failed half-way, its first batches
+                    // queued). The batch was rolled back whole: write it again, saying so.
+                    busyFor += 1
+                    print("  \(what): the store is busy (another process writes to it); trying the batch again (\(busyFor) of \(Self.busyRetries))")
+                    fflush(nil)
+                    Thread.sleep(forTimeInterval: 0.2 * Double(busyFor))
+                }
             }
             written += end - next
             next = end

@@ -162,6 +162,52 @@ struct GenerateCommandTests {
     }
 
     @Test("""
+    generate outlasts another process holding the store's write lock past its 15 s wait (a node's agent writing beside \
+    it), when it opens the store and between its batches: it waits, tries again, says so, and writes every record \
+    (helper 71: "database is locked" half-way)
+    """, .timeLimit(.minutes(5)))
+    func busyStore() async throws {
+        let dir = try TempDir()
+        let db = try await Self.hubData(dir.path + "/hq", tenant: "insurer", levels: 2, fixture: "insurer", dealers: [("agent-001", nil)])
+        /// Another writer: SQLite's own write lock, taken and held for 20 s by a process of its own.
+        func holdLock() throws -> Process {
+            let holder = Process()
+            holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            holder.arguments = ["python3", "-c", """
+                import sqlite3, sys, time
+                c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
+                c.execute("BEGIN IMMEDIATE")
+                print("locked", flush=True)
+                time.sleep(20)
+                c.execute("COMMIT")
+                """, db]
+            let out = Pipe()
+            holder.standardOutput = out
+            try holder.run()
+            let first = String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+            #expect(first.hasPrefix("locked"), "\(first)")
+            return holder
+        }
+        // Held before the command starts: opening the store (its schema check writes) waits it out.
+        let before = try holdLock()
+        defer { if before.isRunning { before.terminate() } }
+        let run = try Child.capture(["generate", "--db", db, "--months", "1", "--seed", "3", "--now", Self.now, "--scale", "0.2"])
+        #expect(run.status == 0, "\(run.output)")
+        #expect(try Self.records(try NodeStore(path: db), "interactions").count == 100)
+
+        // Taken while it writes (a run of several seconds): the batch it was writing is tried again.
+        let log = dir.path + "/generate.log"
+        let generate = try Child(["generate", "--db", db, "--months", "12", "--seed", "4", "--now", Self.now, "--scale", "4", "--batch", "5"], log: log)
+        _ = try await generate.waitForOutput(containing: "generating ")
+        let during = try holdLock()
+        defer { if during.isRunning { during.terminate() } }
+        try await eventually(timeout: 120, "generate ends") { !generate.process.isRunning }
+        #expect(generate.process.terminationStatus == 0, "\(generate.output)")
+        #expect(generate.output.contains("the store is busy (another process writes to it); trying the batch again"), "\(generate.output)")
+        #expect(try Self.records(try NodeStore(path: db), "interactions").count == 100 + 24_000, "every record written once the lock was let go")
+    }
+
+    @Test("""
     generate at an insurer's HQ (two levels, the tenant kind read from the release): contracts with policy numbers and \
     end dates, interactions allocated to HQ's centres or the customer's agent
     """, .timeLimit(.minutes(5)))
