@@ -92,6 +92,14 @@ struct Hub: AsyncParsableCommand {
                 try await runOnPostgres(try PostgresEndpoint(url: postgres))
                 return
             }
+            // A mistyped --data starts an empty hub that refuses every node's credential
+            // (helper 71): said at start, where the operator looks. (Serving a new directory
+            // and creating tenants beside it with `admin create-tenant` is a way to start.)
+            var isDirectory: ObjCBool = false
+            let isNew = !FileManager.default.fileExists(atPath: data! + "/hub.sqlite")
+            if FileManager.default.fileExists(atPath: data!, isDirectory: &isDirectory), !isDirectory.boolValue {
+                throw CLIError("--data \(data!) is a file, not a hub's directory")
+            }
             var configuration = try listener.configuration(dataDirectory: data!)
             configuration.maxClockSkewMillis = maxSkew * 1000
             configuration.releaseKeyDirectory = releaseKeys ?? data! + "/keys"
@@ -103,6 +111,12 @@ struct Hub: AsyncParsableCommand {
                 throw CLIError("another hub serves \(configuration.dataDirectory) already (it holds \(configuration.dataDirectory)/hub.lock): one process serves a SQLite hub's data; several hub processes need PostgreSQL (--postgres)")
             }
             defer { withExtendedLifetime(lock) {} }
+            if isNew {
+                Logger(label: "tiersync.hub").warning("""
+                    no hub at \(data!) yet: serving a new, empty one (no tenants; its nodes' credentials are refused). \
+                    If this is not the directory meant, stop and check --data; else create tenants with `tiersync admin create-tenant --data \(data!)`
+                    """)
+            }
             let catalog = try HubCatalog(directory: configuration.dataDirectory)
             // The stores the hub serves, shared with HQ's rules runner (HQ has no agent: its
             // escalation and proactive rules run in this process).

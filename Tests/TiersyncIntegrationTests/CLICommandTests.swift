@@ -495,6 +495,8 @@ struct CLICommandTests {
         let dir = try TempDir()
         let notPEM = dir.path + "/notes.txt"
         try "not a certificate\n".write(toFile: notPEM, atomically: true, encoding: .utf8)
+        // The hub's directory exists: the options below are what is wrong.
+        try FileManager.default.createDirectory(atPath: dir.path + "/hq", withIntermediateDirectories: true)
         let cases: [([String], String)] = [
             (["hub", "serve", "--data", "hq", "--port", "99999", "--insecure-dev-http"], "--port 99999 is not a port: expected 0…65535"),
             (["hub", "serve", "--data", "hq", "--cert", "nofile.pem", "--key", "nokey.pem"], "--cert nofile.pem does not exist"),
@@ -638,11 +640,17 @@ struct CLICommandTests {
         #expect(try await tiersync(["admin", "create-tenant", "--data", "hub", "--tenant", "acme", "--levels", "3"], cwd: dir.path).status == 0)
         try await withChild(["hub", "serve", "--data", dir.path + "/hub", "--insecure-dev-http", "--port", "0"], log: dir.path + "/hub.log") { hub in
             _ = try await hub.waitForOutput(containing: "hub listening on")
+            #expect(!hub.output.contains("no hub at"), "an existing hub's directory is served without a warning: \(hub.output)")
             let second = try await tiersync(["hub", "serve", "--data", "hub", "--insecure-dev-http", "--port", "0"], cwd: dir.path, timeout: 60)
             #expect(second.status == 1 && second.err.contains("another hub serves hub already"), "\(second)")
             let move = try await tiersync(["admin", "migrate-tenant", "--data", "hub", "--tenant", "acme", "--to-postgres", "postgres://nobody@127.0.0.1:1/none"],
                                           cwd: dir.path, timeout: 60)
             #expect(move.status == 1 && move.err.contains("a hub is serving hub") && !move.err.contains("Usage:"), "\(move)")
+        }
+        // A directory with no hub in it (a mistyped --data) is served, as a new hub, saying so (helper 71).
+        try await withChild(["hub", "serve", "--data", dir.path + "/hbu", "--insecure-dev-http", "--port", "0"], log: dir.path + "/typo.log") { hub in
+            let said = try await hub.waitForOutput(containing: "hub listening on")
+            #expect(said.contains("no hub at \(dir.path)/hbu yet: serving a new, empty one"), "\(said)")
         }
     }
 
