@@ -76,7 +76,7 @@ public struct ParentOptions: ParsableArguments, Sendable {
             flushOutput()
         } else if let enrollToken, try await enrollAgain(store, configuration, token: enrollToken) {
             // Enrolled again as the node it is: a new credential, and the store keeps its data.
-        } else if try SyncAgent.adoptParent(store: store, url: url) {
+        } else if try await adoptParentIfItAnswers(store, configuration, url: url) {
             print("parent changed to \(url): re-syncing with it from the start (nothing is applied twice)")
             flushOutput()
         }
@@ -113,17 +113,31 @@ public struct ParentOptions: ParsableArguments, Sendable {
     /// True when the parent answers the store's credential 401 (revoked, or a hub that never
     /// knew it). Asked for at most 5 s: a parent out of reach is not a refusal.
     static func credentialRefused(_ store: NodeStore, _ configuration: AgentConfiguration) async throws -> Bool {
-        guard let credential = try store.meta(MetaKey.credential.rawValue) else { return true }
+        if case .refused = try await probe(store, configuration) { return true }
+        return false
+    }
+
+    /// What a parent answers the store's credential (`whoami`), asked for at most 5 s.
+    enum ParentAnswer: Sendable {
+        case accepted
+        /// 401: revoked, or a hub (or country) that does not know it.
+        case refused
+        /// No answer that says either (out of reach, too slow, another error).
+        case unknown(String)
+    }
+
+    static func probe(_ store: NodeStore, _ configuration: AgentConfiguration) async throws -> ParentAnswer {
+        guard let credential = try store.meta(MetaKey.credential.rawValue) else { return .refused }
         let client = try ParentClient(configuration: configuration, credential: credential)
-        let refused = await withTaskGroup(of: Bool?.self) { group in
+        let answer = await withTaskGroup(of: ParentAnswer?.self) { group in
             group.addTask {
                 do {
                     _ = try await client.whoami()
-                    return false
+                    return .accepted
                 } catch AgentError.http(401, _, _) {
-                    return true
+                    return .refused
                 } catch {
-                    return false
+                    return .unknown("\(error)")
                 }
             }
             group.addTask {
@@ -132,10 +146,27 @@ public struct ParentOptions: ParsableArguments, Sendable {
             }
             let first = await group.next() ?? nil
             group.cancelAll()
-            return first ?? false
+            return first ?? .unknown("no answer within 5 s")
         }
         try? await client.shutdown()
-        return refused
+        return answer
+    }
+
+    /// A new --parent for an enrolled store is adopted (its positions start over, and it is
+    /// kept for later runs) only once that parent accepts the store's credential: a mistyped
+    /// URL was kept, and the node's cursors reset, by the first start that named it (helper 71).
+    private func adoptParentIfItAnswers(_ store: NodeStore, _ configuration: AgentConfiguration, url: String) async throws -> Bool {
+        guard let current = try store.meta(MetaKey.parentURL.rawValue), current != url else { return false }
+        switch try await Self.probe(store, configuration) {
+        case .accepted:
+            return try SyncAgent.adoptParent(store: store, url: url)
+        case .refused:
+            throw CLIError("the parent at \(url) refuses this node's credential (a mistyped --parent, or a parent the node was not moved under with "
+                           + "`tiersync admin move`?); the store keeps its parent \(current)")
+        case .unknown(let reason):
+            throw CLIError("the new parent \(url) could not be asked whether it knows this node (\(reason)); the store keeps its parent \(current). "
+                           + "Check --parent, or start again once it answers")
+        }
     }
 }
 

@@ -219,6 +219,46 @@ struct RevocationTests {
     }
 
     @Test("""
+    an enrolled node given a new --parent adopts it (and starts over with it) only once that parent accepts its \
+    credential: a URL out of reach or a hub that does not know the node stops the start, and the store keeps its parent \
+    and positions (helper 71: a mistyped --parent was kept and the cursors reset)
+    """, .timeLimit(.minutes(5)))
+    func newParentAdoptedOnlyOnceItAnswers() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path)
+            try hub.catalog.createTenant("acme", levels: 3)
+            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            let d1 = try await running.agent(enrolling: "d1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+            let hq = try hub.stores.store(for: "acme")
+            try d1.store.commit([.upsert("customers", id: "d1-first", ["last_name": "First"])])
+            try await eventually(timeout: 30, "HQ holds d1's customer") { try hq.record(table: "customers", id: "d1-first") != nil }
+            await d1.stop()
+            let pushed = try d1.store.cursor(NodeStore.parentPushCursor)
+            #expect(pushed > 0)
+            let db = dir.path + "/d1.sqlite"
+
+            let unreachable = try cli(["agent", "run", "--db", db, "--parent", "https://127.0.0.1:1", "--ca", hub.caFile])
+            #expect(unreachable.status == 1 && unreachable.output.contains("the new parent https://127.0.0.1:1 could not be asked")
+                    && unreachable.output.contains("the store keeps its parent \(de.url)"), "\(unreachable)")
+            let stranger = try await running.hub(directory: dir.path + "/other")
+            let refused = try cli(["agent", "run", "--db", db, "--parent", stranger.url, "--ca", stranger.caFile])
+            #expect(refused.status == 1 && refused.output.contains("the parent at \(stranger.url) refuses this node's credential"), "\(refused)")
+            #expect(try d1.store.meta("parent_url") == de.url && d1.store.cursor(NodeStore.parentPushCursor) == pushed,
+                    "parent and positions as they were")
+
+            // A parent that knows the node (here de under another spelling of its URL) is adopted.
+            let moved = try running.child(["agent", "run", "--db", db, "--parent", de.url + "/", "--ca", hub.caFile, "--poll-ms", "50", "--pull-wait", "2"],
+                                          log: dir.path + "/moved.log")
+            _ = try await moved.waitForOutput(containing: "parent changed to \(de.url)/", timeout: 60)
+            try d1.store.commit([.upsert("customers", id: "d1-second", ["last_name": "Second"])])
+            try await eventually(timeout: 30, "the agent syncs with the parent it adopted") { try hq.record(table: "customers", id: "d1-second") != nil }
+            #expect(try d1.store.meta("parent_url") == de.url + "/")
+            await moved.stop()
+        }
+    }
+
+    @Test("""
         a revoked dealer enrolls again with the store it has (agent run --enroll-token on an enrolled store): its data and \
         its offline write stay and reach HQ; a token for another node is refused through the country and kept for that node \
         (the token was ignored and the store refused for good; redeemed, another node's token would have revoked that node)
