@@ -35,7 +35,7 @@ struct Erase: ParsableCommand {
             print(try jsonText(done))
         } else {
             print("erased \(table)/\(id) as \(done.erasureID): \(done.records) record(s), values of \(done.logEntries) change-log entr\(done.logEntries == 1 ? "y" : "ies") \(done.unsentDropped > 0 ? "(\(done.unsentDropped) not yet sent, dropped) " : "")gone; files clean: \(done.filesCleanAtMillis != nil ? "yes" : "not yet")")
-            print("digest \(done.digest)")
+            print("digest of what was erased (`tiersync erasures --verify` recomputes it from the store): \(done.digest)")
             if try store.identity()?.parent == nil {
                 // HQ pushes nowhere: the nodes holding the data pull the marker.
                 print("the erasure marker reaches the nodes that held the data with their next pull; `tiersync admin erasures` shows each replica's acknowledgement")

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TiersyncCore
 import TiersyncGovernance
+import TiersyncRules
 import TiersyncStore
 import TiersyncTestSupport
 
@@ -288,6 +289,9 @@ struct CLICommandTests {
         #expect(put.out.contains("wrote customers/cust-1 as change dealer-042#"), "\(put)")
         let got = try await r.run("tiersync record get", cwd: cwd)
         #expect(got.out.contains("customers/cust-1") && got.out.contains("Berlin") && got.out.contains("key_account"), "\(got)")
+        // Each field's version shown as the time it was written (it was the clock's raw milliseconds, helper 71).
+        let thisYear = String(Timestamp.format(WallClock.nowMillis()).prefix(5))
+        #expect(got.out.contains("written at") && got.out.contains("  " + thisYear), "\(got)")
         try await eventually(timeout: 30, "cust-1 reaches HQ") { try hq.record(table: "customers", id: "cust-1")?.state.liveValues["city"] == .string("Berlin") }
         // Consent, recorded with its history.
         let withdrawn = try await r.run("tiersync consent set", cwd: cwd)
@@ -307,6 +311,7 @@ struct CLICommandTests {
         // A delete leaves the values in the change log; the erasure empties them everywhere.
         let erased = try await r.run("tiersync erase", cwd: cwd)
         #expect(erased.out.contains("erased customers/cust-1 as era-") && erased.out.contains("files clean: yes"), "\(erased)")
+        #expect(erased.out.contains("digest of what was erased (`tiersync erasures --verify` recomputes it"), "\(erased)")
         let verified = try await r.run("tiersync erasures", cwd: cwd)
         #expect(verified.out.contains("1 erasure(s)") && !verified.out.contains("NO"), "\(verified)")
         try await eventually(timeout: 30, "HQ, de and the dealer acknowledge") {
