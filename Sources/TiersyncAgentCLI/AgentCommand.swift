@@ -58,7 +58,11 @@ public struct ParentOptions: ParsableArguments, Sendable {
             throw CLIError("--retention-days must be a number of days above 0 and at most \(Int(RetentionPolicy.maximumDays)), got \(retentionDays)")
         }
         configuration.retention = retention
-        if let ca { try store.setMeta("ca_file", ca) }
+        // Under a new parent URL the CA is kept with it, once that parent is adopted: kept
+        // now, a refused move left the old parent with the new parent's CA (helper 79).
+        let enrolled = try store.meta(MetaKey.credential.rawValue) != nil
+        let parentChanging = try enrolled && store.meta(MetaKey.parentURL.rawValue).map { $0 != url } ?? false
+        if let ca, !parentChanging { try store.setMeta("ca_file", ca) }
         if let releaseKey {
             guard GovernancePublicKey(base64: releaseKey) != nil else { throw CLIError("--release-key is not a base64 Ed25519 public key") }
             if let held = try store.meta(GovernanceFollower.keyMeta), held != releaseKey {
@@ -113,29 +117,30 @@ public struct ParentOptions: ParsableArguments, Sendable {
     /// True when the parent answers the store's credential 401 (revoked, or a hub that never
     /// knew it). Asked for at most 5 s: a parent out of reach is not a refusal.
     static func credentialRefused(_ store: NodeStore, _ configuration: AgentConfiguration) async throws -> Bool {
-        if case .refused = try await probe(store, configuration) { return true }
+        if case .refused(401, _) = try await probe(store, configuration) { return true }
         return false
     }
 
     /// What a parent answers the store's credential (`whoami`), asked for at most 5 s.
     enum ParentAnswer: Sendable {
         case accepted
-        /// 401: revoked, or a hub (or country) that does not know it.
-        case refused
+        /// 401 or 403: revoked, a hub (or country) that does not know it, or one it may not
+        /// sync with (a dealer at HQ's URL); what the parent said, when it said why.
+        case refused(status: Int, said: String?)
         /// No answer that says either (out of reach, too slow, another error).
         case unknown(String)
     }
 
     static func probe(_ store: NodeStore, _ configuration: AgentConfiguration) async throws -> ParentAnswer {
-        guard let credential = try store.meta(MetaKey.credential.rawValue) else { return .refused }
+        guard let credential = try store.meta(MetaKey.credential.rawValue) else { return .refused(status: 401, said: nil) }
         let client = try ParentClient(configuration: configuration, credential: credential)
         let answer = await withTaskGroup(of: ParentAnswer?.self) { group in
             group.addTask {
                 do {
                     _ = try await client.whoami()
                     return .accepted
-                } catch AgentError.http(401, _, _) {
-                    return .refused
+                } catch AgentError.http(let status, _, let message) where status == 401 || status == 403 {
+                    return .refused(status: status, said: message.isEmpty ? nil : "HTTP \(status): \(message)")
                 } catch {
                     return .unknown("\(error)")
                 }
@@ -159,10 +164,13 @@ public struct ParentOptions: ParsableArguments, Sendable {
         guard let current = try store.meta(MetaKey.parentURL.rawValue), current != url else { return false }
         switch try await Self.probe(store, configuration) {
         case .accepted:
-            return try SyncAgent.adoptParent(store: store, url: url)
-        case .refused:
-            throw CLIError("the parent at \(url) refuses this node's credential (a mistyped --parent, or a parent the node was not moved under with "
-                           + "`tiersync admin move`?); the store keeps its parent \(current)")
+            let adopted = try SyncAgent.adoptParent(store: store, url: url)
+            if let ca = configuration.caFile { try store.setMeta("ca_file", ca) }
+            return adopted
+        case .refused(_, let said):
+            throw CLIError("the parent at \(url) refuses this node's credential\(said.map { " (\($0))" } ?? ""): a mistyped --parent, a parent the node "
+                           + "was not moved under with `tiersync admin move-node`, or a country that has not learned of the move yet (try again in a "
+                           + "minute); the store keeps its parent \(current)")
         case .unknown(let reason):
             throw CLIError("the new parent \(url) could not be asked whether it knows this node (\(reason)); the store keeps its parent \(current). "
                            + "Check --parent, or start again once it answers")

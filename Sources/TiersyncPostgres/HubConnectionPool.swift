@@ -15,8 +15,10 @@ import PostgresNIO
 /// 5,000 agents on two processes (2 cores) a pool of 20 per process (postgres-nio's default)
 /// gave p99 446–509 ms, pools of 4–8 113–391 ms (BENCHMARKS.md, 2026-12-05, afternoon).
 /// Requests beyond the pool wait in the process for a connection instead, which costs nothing.
-/// The pool is fixed: its connections open when the process starts and stay open, so no
-/// backend starts (and plans its functions) in the middle of a storm.
+/// The pool has no minimum: connections open as requests need them and close after 10 idle
+/// minutes (with a minimum, postgres-nio 1.33's pool trapped while PostgreSQL was
+/// unreachable). Opening them all before serving was measured and made no difference to a
+/// connect storm's p99 (BENCHMARKS.md, 2026-12-07, "fan-in on PostgreSQL again").
 public enum HubConnectionPool {
     /// The fewest a process can run with: the relay's, the rules lease's, and one for the
     /// statements of requests and of the rules run. Fewer would leave a rules run, holding

@@ -86,8 +86,13 @@ public final class NodeStore: Sendable {
     /// Opens (creating if needed) the store at `path`; `":memory:"` gives a private
     /// in-memory store for unit tests. `checkpointing` says who copies the write-ahead log
     /// back into the database file (``WALCheckpointing``).
+    ///
+    /// `busyAttempts`: how many waits of 15 s opening may spend on a file another process
+    /// keeps busy (a CLI command beside the node's agent: ``busyAttemptsForCommands``). One
+    /// by default: a hub opens a tenant's file under that tenant's lock, where minutes of
+    /// waiting would hold every request for the tenant.
     public init(path: String, schema: Schema = DomainSchema.schema, clock: HybridLogicalClock = HybridLogicalClock(),
-                checkpointing: WALCheckpointing = .byWriter) throws {
+                checkpointing: WALCheckpointing = .byWriter, busyAttempts: Int = 1) throws {
         self.path = path
         self.schema = schema
         self.clock = clock
@@ -98,20 +103,22 @@ public final class NodeStore: Sendable {
         } else {
             switch checkpointing {
             case .byWriter:
-                writer = try Self.opening(path) { try StoreConfiguration.openPool(path: path) }
+                writer = try Self.opening(path, busyAttempts: busyAttempts) { try StoreConfiguration.openPool(path: path) }
                 (checkpointer, walProgress) = (nil, nil)
             case .byOwner:
                 let progress = WALProgress(backstopFrames: WALCheckpointing.writerBackstopPages)
-                writer = try Self.opening(path) { try StoreConfiguration.openPool(path: path, walProgress: progress) }
-                checkpointer = try Self.opening(path) { try DatabaseQueue(path: path, configuration: StoreConfiguration.make()) }
+                writer = try Self.opening(path, busyAttempts: busyAttempts) { try StoreConfiguration.openPool(path: path, walProgress: progress) }
+                checkpointer = try Self.opening(path, busyAttempts: busyAttempts) { try DatabaseQueue(path: path, configuration: StoreConfiguration.make()) }
                 walProgress = progress
             }
         }
-        try Self.opening(path) { try prepareFile() }
+        try Self.opening(path, busyAttempts: busyAttempts) { try prepareFile() }
     }
 
-    /// How many times opening a store waits for a file another process keeps busy.
-    static let busyOpenAttempts = 4
+    /// What a command line passes as `busyAttempts`: up to a minute for a node's agent
+    /// writing beside it (its many short writes in a row can keep one wait from ever
+    /// getting the lock).
+    public static let busyAttemptsForCommands = 4
 
     /// Prepares the file's schema: free pages given back on a new file, migrations, tables.
     private func prepareFile() throws {
@@ -158,14 +165,15 @@ public final class NodeStore: Sendable {
     /// schema check writes, even with nothing to migrate): a file another process keeps busy
     /// past one wait (the node's agent beside a CLI command, its many short writes in a
     /// row) is waited for again, a few times, before that is reported.
-    private static func opening<T>(_ path: String, _ body: () throws -> T) throws -> T {
+    private static func opening<T>(_ path: String, busyAttempts: Int = 1, _ body: () throws -> T) throws -> T {
         var busy = 0
         while true {
             do {
                 return try openingOnce(path, body)
             } catch where isBusy(error) {
                 busy += 1
-                guard busy < busyOpenAttempts else {
+                guard busy < max(1, busyAttempts) else {
+                    guard busyAttempts > 1 else { throw error }
                     throw StoreError.unusable(path: path, reason: "another process kept its write lock through \(busy) waits of 15 s "
                                               + "(a node's agent under heavy load?); try again, or stop that process first")
                 }

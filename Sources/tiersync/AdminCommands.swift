@@ -136,9 +136,13 @@ struct Admin: AsyncParsableCommand {
                 let (catalog, tenantID) = (view.catalog, view.tenant)
                 let tree = try await catalog.tree(of: tenantID)
                 var rows = [["node", "role", "path", "last seen"]]
-                for n in try await catalog.nodes(of: tenantID) {
-                    // The root is the hub itself: it never syncs with a parent, so "never" would read as a fault.
-                    let seen = n.lastSeenMillis.map(formatMillis) ?? (n.parent == nil ? "- (the hub)" : "never")
+                let nodes = try await catalog.nodes(of: tenantID)
+                let listed = Set(nodes.map(\.node))
+                for n in nodes {
+                    // The root is the hub itself (at a country's directory, the country, whose parent
+                    // it does not list): it never syncs with a parent, so "never" would read as a fault.
+                    let isRoot = n.parent.map { !listed.contains($0) } ?? true
+                    let seen = n.lastSeenMillis.map(formatMillis) ?? (isRoot ? "- (the hub)" : "never")
                     rows.append([n.node.rawValue, n.role, tree.path(of: n.node), seen])
                 }
                 return rows

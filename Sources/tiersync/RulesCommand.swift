@@ -104,7 +104,7 @@ struct RulesCommand: AsyncParsableCommand {
             }
             for (vehicle, rule, customerHeld) in report.withoutConsent {
                 Swift.print("no task: rule \(rule) for vehicle \(vehicle): "
-                            + (customerHeld ? "the customer's consent is not given" : "its customer is not held here, so its consent is unknown"))
+                            + (customerHeld ? "the customer's consent is not given" : "its customer, as the vehicle's dealer holds it, is not held here, so its consent is unknown"))
             }
             for (id, reason) in report.tasksCancelled {
                 Swift.print("cancelled task \(id): \(reason)")

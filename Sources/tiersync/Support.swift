@@ -81,7 +81,7 @@ func openEnrolledStore(_ path: String) throws -> NodeStore {
     guard try NodeStore.holdsNodeStore(at: path) else {
         throw CLIError("\(path) is an SQLite database but not a node's (a hub's catalog? A tenant's data at HQ is DATA/tenants/TENANT.sqlite); nothing was changed")
     }
-    let store = try NodeStore(path: path)
+    let store = try NodeStore(path: path, busyAttempts: NodeStore.busyAttemptsForCommands)
     store.writePolicy = AllocationPolicy()
     return store
 }

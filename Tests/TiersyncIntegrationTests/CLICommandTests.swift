@@ -425,6 +425,9 @@ struct CLICommandTests {
         let atCountry = try await r.run("tiersync admin nodes") { $0.map { $0 == r.hubData ? countryData : $0 } }
         let dealerRow = try #require(atCountry.out.split(separator: "\n").first { $0.hasPrefix("dealer-042") }, "\(atCountry)")
         #expect(dealerRow.contains("hq/de/dealer-042") && !dealerRow.contains("never"), "\(atCountry)")
+        // The country is the root of its own directory (its parent, HQ, is not listed there).
+        let countryRow = try #require(atCountry.out.split(separator: "\n").first { $0.hasPrefix("de ") }, "\(atCountry)")
+        #expect(!countryRow.contains("never"), "\(atCountry)")
 
         // A push with a wrong type, sent to the country with the dealer's credential: the country quarantines it.
         let credential = try #require(try dealer.meta("credential"))

@@ -175,8 +175,17 @@ struct GenerateCommandTests {
             holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
             holder.arguments = ["python3", "-c", """
                 import sqlite3, sys, time
-                c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
-                c.execute("BEGIN IMMEDIATE")
+                # Tried every millisecond: SQLite's own wait sleeps up to 100 ms between tries,
+                # and generate's back-to-back commits could starve it (what the test is about).
+                c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        c.execute("BEGIN IMMEDIATE")
+                        break
+                    except sqlite3.OperationalError:
+                        if time.monotonic() > deadline: raise
+                        time.sleep(0.001)
                 print("locked", flush=True)
                 time.sleep(20)
                 c.execute("COMMIT")

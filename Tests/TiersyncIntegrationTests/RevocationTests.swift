@@ -237,6 +237,7 @@ struct RevocationTests {
             let pushed = try d1.store.cursor(NodeStore.parentPushCursor)
             #expect(pushed > 0)
             let db = dir.path + "/d1.sqlite"
+            let caBefore = try d1.store.meta("ca_file")
 
             let unreachable = try cli(["agent", "run", "--db", db, "--parent", "https://127.0.0.1:1", "--ca", hub.caFile])
             #expect(unreachable.status == 1 && unreachable.output.contains("the new parent https://127.0.0.1:1 could not be asked")
@@ -244,8 +245,13 @@ struct RevocationTests {
             let stranger = try await running.hub(directory: dir.path + "/other")
             let refused = try cli(["agent", "run", "--db", db, "--parent", stranger.url, "--ca", stranger.caFile])
             #expect(refused.status == 1 && refused.output.contains("the parent at \(stranger.url) refuses this node's credential"), "\(refused)")
+            // HQ itself, for a dealer of a three-level tenant: it answers, and says why (403).
+            let atHQ = try cli(["agent", "run", "--db", db, "--parent", hub.url, "--ca", hub.caFile])
+            #expect(atHQ.status == 1 && atHQ.output.contains("the parent at \(hub.url) refuses this node's credential (HTTP 403"), "\(atHQ)")
             #expect(try d1.store.meta("parent_url") == de.url && d1.store.cursor(NodeStore.parentPushCursor) == pushed,
                     "parent and positions as they were")
+            // Nor the CA given with the refused parent (helper 79: kept, it broke the next plain start).
+            #expect(try d1.store.meta("ca_file") == caBefore)
 
             // A parent that knows the node (here de under another spelling of its URL) is adopted.
             let moved = try running.child(["agent", "run", "--db", db, "--parent", de.url + "/", "--ca", hub.caFile, "--poll-ms", "50", "--pull-wait", "2"],
@@ -254,6 +260,7 @@ struct RevocationTests {
             try d1.store.commit([.upsert("customers", id: "d1-second", ["last_name": "Second"])])
             try await eventually(timeout: 30, "the agent syncs with the parent it adopted") { try hq.record(table: "customers", id: "d1-second") != nil }
             #expect(try d1.store.meta("parent_url") == de.url + "/")
+            #expect(try d1.store.meta("ca_file") == URL(fileURLWithPath: hub.caFile).standardizedFileURL.path, "the adopted parent's CA is kept with it")
             await moved.stop()
         }
     }

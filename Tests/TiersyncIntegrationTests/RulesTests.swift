@@ -357,7 +357,7 @@ struct RulesTests {
             let cli = try Child.run(["rules", "run", "--db", dir.path + "/de-berlin.sqlite", "--now", "2026-12-03T10:00:00Z"])
             #expect(cli.contains("no task: rule handover-call for vehicle v-no: the customer's consent is not given")
                     && cli.contains("no task: rule handover-call for vehicle v-none") && cli.contains("0 task(s) created"), "\(cli)")
-            #expect(cli.contains("no task: rule handover-call for vehicle v-orphan: its customer is not held here, so its consent is unknown"), "\(cli)")
+            #expect(cli.contains("no task: rule handover-call for vehicle v-orphan: its customer, as the vehicle's dealer holds it, is not held here, so its consent is unknown"), "\(cli)")
 
             // No node writes an outbound contact without consent: a task for c-no, a marketing call to c-none.
             let berlinDB = dir.path + "/de-berlin.sqlite"

@@ -189,6 +189,10 @@ struct SlowClientTests {
                                                     body: "{", then: "stall", timeout: 30)
             #expect(huge.status == 413 || huge.status == 400, "\(huge)")
             #expect(huge.closedAfter < 9, "\(huge)")
+            // A small length written with leading zeros is a small length (helper 79).
+            let padded = try await rawTLSInBackground(port: hub.port, caFile: hub.caFile, head: head(credential, "Content-Length: 00000000000000000000026\\r\\n"),
+                                                      body: #"{"through":0,"changes":[]}"#, then: "stall", timeout: 30)
+            #expect(padded.status == 200, "\(padded)")
             #expect(try await client.send("GET", "/v1/health").status == 200)
         }
     }

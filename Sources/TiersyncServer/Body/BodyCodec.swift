@@ -127,8 +127,9 @@ struct BodyCodec: Sendable {
         // A body declared larger than the limit is refused at once, not after waiting (up to
         // the body's time limit) for bytes that would be refused anyway (helper 73: a
         // Content-Length of 10 GB held the request until the timeout).
+        // Digits only (a list or anything else is left to the streaming limit); beyond 64 bits is too large.
         if let declared = request.headers[.contentLength], !declared.isEmpty, declared.utf8.allSatisfy({ (0x30...0x39).contains($0) }),
-           declared.utf8.count > 18 || UInt64(declared).map({ $0 > UInt64(limit) }) == true {
+           UInt64(declared).map({ $0 > UInt64(limit) }) ?? true {
             throw APIError(.contentTooLarge, "too_large", "request body exceeds \(limit) bytes (Content-Length \(declared.prefix(24)))")
         }
         let (body, seconds) = (request.body, limits.bodyTimeoutSeconds)
