@@ -177,8 +177,9 @@ struct Generate: AsyncParsableCommand {
 
 /// Writes records in batches through `NodeStore.commit`, printing progress on long runs.
 struct BatchWriter {
-    /// How many times a batch is tried again when the store stayed busy through its wait
-    /// (15 s each): minutes in all, then the failure is reported.
+    /// How many times a batch is tried again when the store stayed busy through its wait:
+    /// up to two minutes when each try waits SQLite's 15 s, a few seconds when SQLite refuses
+    /// at once (a snapshot another process's write made stale); then the failure is reported.
     static let busyRetries = 8
     let store: NodeStore
     let batch: Int
