@@ -34,7 +34,7 @@ struct Generate: AsyncParsableCommand {
     @Option(help: "automaker or insurer (default: from the governance the node runs — two levels: insurer).") var tenantKind: TenantKind?
     @Option(help: "Months of history, ending at --now.") var months = 6
     @Option(help: "Random seed: the same seed gives the same data.") var seed: UInt64 = 1
-    @Option(help: "The end of the period: ISO 8601 (2026-12-01T18:00:00Z), now, or +DURATION (default: now).") var now: String?
+    @Option(parsing: .unconditional, help: "The end of the period: ISO 8601 (2026-12-01T18:00:00Z), now, +DURATION or -DURATION (default: now).") var now: String?
     @Option(help: "Volume: 1 is about 300 customers, 500 interactions and 60 leads a month over 6 months; 0.1 for a taste, 100 for a load test.")
     var scale = 1.0
     @Option(help: "Comma-separated dealers (or agents) owning the customers (default: at HQ the tenant's dealers from the catalog; elsewhere this node).")

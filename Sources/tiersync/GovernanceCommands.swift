@@ -97,7 +97,9 @@ extension Admin {
         @Option(help: "Tenant identifier (default: governance.tenant of the sources).") var tenant: String?
         @Option(help: "The release key (default with --data: DATA/keys/TENANT.release.key; required with --postgres).") var key: String?
         @Option(help: "Comma-separated trial nodes (default: every node).") var targets: String?
-        @Option(help: "When nodes switch to it: an ISO 8601 time, or +DURATION like +10m (default: now).") var effectiveFrom: String?
+        // Unconditional: `-5m` is a value here, not an option (helper 72: it read as a missing value).
+        @Option(parsing: .unconditional, help: "When nodes switch to it: an ISO 8601 time, +DURATION like +10m, or -DURATION like -5m (default: now).")
+        var effectiveFrom: String?
         @Option(help: "A note kept with the release.") var notes: String?
 
         func validate() throws {
@@ -269,12 +271,17 @@ extension Admin {
         if text.hasPrefix("+"), let d = GovernanceDuration(String(text.dropFirst())) {
             return WallClock.nowMillis() + UInt64(d.seconds) * 1000
         }
+        if text.hasPrefix("-"), let d = GovernanceDuration(String(text.dropFirst())) {
+            let (now, back) = (WallClock.nowMillis(), UInt64(d.seconds) * 1000)
+            guard back <= now else { throw CLIError("'\(text)' is before 1970: give now, ±DURATION or a time after 1970") }
+            return now - back
+        }
         if let date = ISO8601DateFormatter().date(from: text) {
             // Before 1970 trapped the conversion (exit 132); anything in the past means now.
             guard date.timeIntervalSince1970 >= 0 else { throw CLIError("'\(text)' is before 1970: give now, +DURATION or a time after 1970") }
             return UInt64(date.timeIntervalSince1970 * 1000)
         }
-        throw CLIError("'\(text)' is not a time: use now, +DURATION (e.g. +10m) or ISO 8601 (2026-12-01T06:00:00Z)")
+        throw CLIError("'\(text)' is not a time: use now, +DURATION or -DURATION (e.g. +10m, -5m) or ISO 8601 (2026-12-01T06:00:00Z)")
     }
 }
 

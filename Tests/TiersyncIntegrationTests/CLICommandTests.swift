@@ -526,6 +526,9 @@ struct CLICommandTests {
             // A time before 1970 trapped its conversion (exit 132).
             (["admin", "publish", "--data", "hq", "--effective-from", "1960-01-01T00:00:00Z", repositoryRoot() + "/fixtures/governance/automaker"],
              "'1960-01-01T00:00:00Z' is before 1970"),
+            // A value starting with '-' is the option's value, not another option (helper 72: "missing value").
+            (["admin", "publish", "--data", "hq", "--effective-from", "-5x", repositoryRoot() + "/fixtures/governance/automaker"],
+             "'-5x' is not a time: use now, +DURATION or -DURATION"),
         ]
         for (arguments, message) in cases {
             let ran = try await tiersync(arguments, cwd: dir.path, timeout: 60)
@@ -626,11 +629,17 @@ struct CLICommandTests {
         for command in [["admin", "create-tenant", "--data", "hub", "--tenant", "automaker", "--levels", "3"],
                         ["admin", "enroll-token", "--data", "hub", "--tenant", "automaker", "--node", "de"],
                         ["admin", "release-key", "--data", "hub", "--tenant", "automaker"],
-                        ["admin", "publish", "--data", "hub", fixtures],
+                        ["admin", "publish", "--data", "hub", "--effective-from", "-5m", fixtures],
                         ["admin", "rollout", "--data", "hub", "--tenant", "automaker", "--release", "1"],
                         ["admin", "revoke", "--data", "hub", "--tenant", "automaker", "--node", "de"]] {
             let ran = try await tiersync(command, cwd: dir.path)
             #expect(ran.status == 0, "\(ran)")
+            if command[1] == "publish" {
+                // -5m: effective five minutes ago.
+                let said = try #require(ran.out.split(separator: " ").drop { $0 != "from" }.dropFirst().first, "\(ran)")
+                let effective = try #require(ISO8601DateFormatter().date(from: String(said.trimmingCharacters(in: .punctuationCharacters))), "\(ran)")
+                #expect(effective < Date().addingTimeInterval(-240) && effective > Date().addingTimeInterval(-400), "\(ran)")
+            }
         }
         // Text others read is refused with what the API refuses (a bidirectional override here).
         let notes = try await tiersync(["admin", "publish", "--data", "hub", "--notes", "safe\u{202E}txt.exe", fixtures], cwd: dir.path)
