@@ -16,7 +16,7 @@ public struct InteractionFacts: Sendable, Hashable {
     public init(knowledge: String? = nil, topic: String? = nil, urgency: String? = nil, channel: String? = nil,
                 keyAccount: Bool? = nil, segment: String? = nil) {
         self.knowledge = knowledge
-        self.topic = topic
+        self.topic = topic.map(Self.normalizedTopic)
         self.urgency = urgency
         self.channel = channel
         self.keyAccount = keyAccount
@@ -29,6 +29,17 @@ public struct InteractionFacts: Sendable, Hashable {
                   urgency: interaction[.urgency]?.stringValue, channel: interaction[.channel]?.stringValue,
                   keyAccount: customer?[.keyAccount].flatMap { if case .bool(let b) = $0 { b } else { nil } },
                   segment: customer?[.segment]?.stringValue)
+    }
+
+    /// A topic as rules compare it: without regard to case or surrounding spaces. A topic is
+    /// free text a person types at a dealer; matched exactly, `Recall` was no `recall` and a
+    /// safety case went to the catch-all's queue instead of HQ's product safety (helper 72).
+    /// The common form (lower-case ASCII, nothing to trim) is returned as it is.
+    public static func normalizedTopic(_ topic: String) -> String {
+        let bytes = topic.utf8
+        let plain = bytes.allSatisfy { !(0x41...0x5A).contains($0) && $0 < 0x80 }
+            && bytes.first.map { $0 != 0x20 && $0 != 0x09 } ?? true && bytes.last.map { $0 != 0x20 && $0 != 0x09 } ?? true
+        return plain ? topic : topic.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
     }
 
     /// The fact a condition tests, in the form the rule's values are kept in.

@@ -21,7 +21,8 @@ public struct AllocationRule: Sendable, Hashable {
     public var order: Int
     /// For each condition given, the values any of which satisfies it (a boolean
     /// condition, `key_account`, holds one of `"true"`/`"false"`). A condition not given
-    /// holds for every dialogue; `{}` matches everything.
+    /// holds for every dialogue; `{}` matches everything. Topics are kept as
+    /// ``InteractionFacts/normalizedTopic(_:)`` writes them.
     public var conditions: [AllocationCondition: Set<String>]
     public var level: String
     public var queue: String
@@ -34,6 +35,8 @@ public struct AllocationRule: Sendable, Hashable {
                 priority: Int, slaSeconds: Int) {
         self.id = id
         self.order = order
+        var conditions = conditions
+        if let topics = conditions[.topic] { conditions[.topic] = Set(topics.map(InteractionFacts.normalizedTopic)) }
         self.conditions = conditions
         self.level = level
         self.queue = queue

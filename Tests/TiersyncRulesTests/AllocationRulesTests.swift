@@ -181,6 +181,19 @@ struct AllocationRulesTests {
         #expect(AllocationRule(id: "all", order: 1, conditions: [:], level: "hq", queue: "q", priority: 1, slaSeconds: 1).matches(InteractionFacts()))
     }
 
+    @Test("topics match without regard to case or surrounding spaces, on either side (helper 72: 'Recall' went to the catch-all)")
+    func topicsIgnoreCase() throws {
+        let table = try Self.table("automaker")
+        for typed in ["Recall", " recall ", "RECALL", "recall"] {
+            let facts = InteractionFacts(interaction: ["urgency": "critical", "topic": .string(typed)], customer: nil)
+            #expect(table.firstMatch(facts)?.id == "critical-product-safety", "\(typed)")
+        }
+        #expect(table.firstMatch(InteractionFacts(topic: "recalls", urgency: "critical"))?.id != "critical-product-safety")
+        let named = AllocationRule(id: "r", order: 0, conditions: [.topic: ["Brakes "]], level: "hq", queue: "q", priority: 1, slaSeconds: 60)
+        #expect(named.matches(InteractionFacts(topic: "brakes")) && named.matches(InteractionFacts(topic: "BRAKES")))
+        #expect(InteractionFacts.normalizedTopic("Rückruf") == "rückruf" && InteractionFacts.normalizedTopic("recall") == "recall")
+    }
+
     @Test("an overlay's shorter SLA is what decides")
     func overlayChangesTheSLA() throws {
         let compiled = try GovernanceCompiler.compile(directory: repositoryRoot() + "/fixtures/governance/automaker")
