@@ -192,12 +192,15 @@ public enum KPIReport {
             // A node with something below it: its subtree row includes its own values too —
             // also in a period where only the node itself has values (a country whose dealers
             // were quiet that day still has a subtree row beside the other countries').
-            // "Below it" is what the known paths say, whether or not the nodes below reported.
+            // "Below it": a level above the tenant's last (a country, whether or not its
+            // dealers ever reported; a store's KPI paths name only the nodes that did), or a
+            // node the known paths put something below.
             var inner: Set<String> = []
             for node in paths.keys { inner.formUnion(path(node).dropLast()) }
+            func hasNodesBelow(_ node: String) -> Bool { inner.contains(node) || path(node).count < catalog.levels.count }
             for (key, own) in sums where key.scope == .node {
                 let subtree = Key(kpi: key.kpi, start: key.start, node: key.node, scope: .subtree)
-                guard var s = sums[subtree] ?? (inner.contains(key.node) ? Sum() : nil) else { continue }
+                guard var s = sums[subtree] ?? (hasNodesBelow(key.node) ? Sum() : nil) else { continue }
                 s.n = s.n.addingSaturated(own.n)
                 s.d = s.d.addingSaturated(own.d)
                 s.nodes.formUnion(own.nodes)

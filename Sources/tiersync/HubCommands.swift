@@ -108,7 +108,7 @@ struct Hub: AsyncParsableCommand {
             // Held while this process serves the directory (the kernel lets go when it ends);
             // taken before the catalog is opened, which may migrate it.
             guard let lock = try HubDirectoryLock.acquire(directory: configuration.dataDirectory) else {
-                throw CLIError("another hub serves \(configuration.dataDirectory) already (it holds \(configuration.dataDirectory)/hub.lock): one process serves a SQLite hub's data; several hub processes need PostgreSQL (--postgres)")
+                throw CLIError("another hub serves \(configuration.dataDirectory) already (it holds \(configuration.dataDirectory)/hub.lock; or a country node, whose directory it is): one process serves a SQLite hub's data; several hub processes need PostgreSQL (--postgres)")
             }
             defer { withExtendedLifetime(lock) {} }
             if isNew {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import TiersyncNode
+import TiersyncStore
 
 struct Node: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run a country node.", subcommands: [Serve.self])
@@ -33,6 +34,12 @@ struct Node: AsyncParsableCommand {
 
         func run() async throws {
             try logging.bootstrap()
+            // The country's directory is served by one process, as a hub's is: a `hub serve`
+            // (or a second country node) on it started beside this one (helper 80).
+            guard let lock = try HubDirectoryLock.acquire(directory: data) else {
+                throw CLIError("another process serves \(data) already (it holds \(data)/hub.lock): a country node's directory is served by that node alone")
+            }
+            defer { withExtendedLifetime(lock) {} }
             let (store, agentConfiguration) = try await parent.prepare(allowInsecureHTTP: listener.insecureDevHttp, maxSkewSeconds: maxSkew,
                                                                        checkpointing: .byOwner)
             var hubConfiguration = try listener.configuration(dataDirectory: data)

@@ -425,6 +425,9 @@ struct CLICommandTests {
         let atCountry = try await r.run("tiersync admin nodes") { $0.map { $0 == r.hubData ? countryData : $0 } }
         let dealerRow = try #require(atCountry.out.split(separator: "\n").first { $0.hasPrefix("dealer-042") }, "\(atCountry)")
         #expect(dealerRow.contains("hq/de/dealer-042") && !dealerRow.contains("never"), "\(atCountry)")
+        // The country's directory is its node's alone: a hub served on it beside the node is refused (helper 80).
+        let clash = try await tiersync(["hub", "serve", "--data", countryData, "--insecure-dev-http", "--port", "0"], cwd: r.adminDir, timeout: 60)
+        #expect(clash.status == 1 && clash.err.contains("another hub serves \(countryData) already"), "\(clash)")
         // The country is the root of its own directory (its parent, HQ, is not listed there).
         let countryRow = try #require(atCountry.out.split(separator: "\n").first { $0.hasPrefix("de ") }, "\(atCountry)")
         #expect(!countryRow.contains("never"), "\(atCountry)")

@@ -30,11 +30,16 @@ struct KPIReportTests {
         #expect(row("de", .node, day)?.denominator == 2)
         #expect(row("de", .subtree, nextDay)?.denominator == 4 && row("de", .node, nextDay) == nil)
         #expect(row("de-1", .subtree, nextDay) == nil, "a leaf has no subtree row")
-        // Without the tree's paths below the country, nothing says it has dealers: no subtree row.
+        // Without paths below the country (its dealers never reported: a store's KPI paths name
+        // only nodes that did, helper 80), its level says it has nodes below it.
         let alone = KPIReport.rows(viewer: "hq", catalog: try Self.catalog(), period: .day, observations: [observations[0]],
                                    paths: ["hq": ["hq"], "de": ["hq", "de"]], byNode: true)
-        #expect(!alone.contains { $0.node == "de" && $0.scope == .subtree })
+        #expect(alone.contains { $0.node == "de" && $0.scope == .subtree && $0.denominator == 2 }, "\(alone)")
         #expect(alone.contains { $0.node == "hq" && $0.scope == .subtree && $0.denominator == 2 })
+        // A dealer (the last level) reporting alone has no subtree row.
+        let dealerAlone = KPIReport.rows(viewer: "hq", catalog: try Self.catalog(), period: .day, observations: [observations[1]],
+                                         paths: ["hq": ["hq"], "de": ["hq", "de"], "de-1": ["hq", "de", "de-1"]], byNode: true)
+        #expect(!dealerAlone.contains { $0.node == "de-1" && $0.scope == .subtree } && dealerAlone.contains { $0.node == "de" && $0.scope == .subtree })
     }
 
     @Test("a country's table answered by HQ judges the country's rows by the target it reported (its overlay's 90 %), not HQ's release's 80 % (met and MISSED flipped)")
