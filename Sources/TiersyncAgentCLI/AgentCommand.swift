@@ -151,7 +151,9 @@ public struct ParentOptions: ParsableArguments, Sendable {
             }
             let first = await group.next() ?? nil
             group.cancelAll()
-            return first ?? .unknown("no answer within 5 s")
+            // The client keeps trying to connect, so a refused connection, an unknown host and a
+            // certificate the CA does not vouch for all end here (helper 80).
+            return first ?? .unknown("no answer within 5 s: nothing listening there, an unknown host, or a certificate --ca does not vouch for")
         }
         try? await client.shutdown()
         return answer
@@ -173,7 +175,7 @@ public struct ParentOptions: ParsableArguments, Sendable {
                            + "minute); the store keeps its parent \(current)")
         case .unknown(let reason):
             throw CLIError("the new parent \(url) could not be asked whether it knows this node (\(reason)); the store keeps its parent \(current). "
-                           + "Check --parent, or start again once it answers")
+                           + "Check --parent and --ca, or start again once it answers")
         }
     }
 }

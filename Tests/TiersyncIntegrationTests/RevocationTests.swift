@@ -241,6 +241,7 @@ struct RevocationTests {
 
             let unreachable = try cli(["agent", "run", "--db", db, "--parent", "https://127.0.0.1:1", "--ca", hub.caFile])
             #expect(unreachable.status == 1 && unreachable.output.contains("the new parent https://127.0.0.1:1 could not be asked")
+                    && unreachable.output.contains("Check --parent and --ca")
                     && unreachable.output.contains("the store keeps its parent \(de.url)"), "\(unreachable)")
             let stranger = try await running.hub(directory: dir.path + "/other")
             let refused = try cli(["agent", "run", "--db", db, "--parent", stranger.url, "--ca", stranger.caFile])
