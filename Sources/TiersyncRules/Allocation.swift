@@ -37,8 +37,9 @@ public struct InteractionFacts: Sendable, Hashable {
     /// The common form (lower-case ASCII, nothing to trim) is returned as it is.
     public static func normalizedTopic(_ topic: String) -> String {
         let bytes = topic.utf8
+        func isEdgeSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D }
         let plain = bytes.allSatisfy { !(0x41...0x5A).contains($0) && $0 < 0x80 }
-            && bytes.first.map { $0 != 0x20 && $0 != 0x09 } ?? true && bytes.last.map { $0 != 0x20 && $0 != 0x09 } ?? true
+            && !(bytes.first.map(isEdgeSpace) ?? false) && !(bytes.last.map(isEdgeSpace) ?? false)
         return plain ? topic : topic.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
     }
 

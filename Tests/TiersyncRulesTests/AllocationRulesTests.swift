@@ -184,7 +184,7 @@ struct AllocationRulesTests {
     @Test("topics match without regard to case or surrounding spaces, on either side (helper 72: 'Recall' went to the catch-all)")
     func topicsIgnoreCase() throws {
         let table = try Self.table("automaker")
-        for typed in ["Recall", " recall ", "RECALL", "recall"] {
+        for typed in ["Recall", " recall ", "RECALL", "recall", "recall\n", "\trecall"] {
             let facts = InteractionFacts(interaction: ["urgency": "critical", "topic": .string(typed)], customer: nil)
             #expect(table.firstMatch(facts)?.id == "critical-product-safety", "\(typed)")
         }
