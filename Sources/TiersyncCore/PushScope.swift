@@ -241,7 +241,10 @@ public struct RouteReach: Sendable {
             // out so (a dealer servicing its customer took it from it). At a country, a node
             // its mirror does not hold counts as above: HQ, which knows, judges again.
             if !allows(removed, from: origin), level(of: removed) < level(of: origin) { continue }
-            return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) takes record \(change.table)/\(change.recordID) away from node '\(removed)', which is outside the scope of node '\(origin)'",
+            // The node taken from is not named: the stored route can hold a node the record's
+            // fields no longer name, which the maker has no way to know (the fuzzer found
+            // one country told of another country holding its record).
+            return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) takes record \(change.table)/\(change.recordID) away from a node outside the scope of node '\(origin)' that still holds it",
                                    outsideScopeOf: origin)
         }
         return nil

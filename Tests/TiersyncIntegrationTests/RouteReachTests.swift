@@ -36,7 +36,7 @@ struct RouteReachTests {
                     naming: "routes record customers/shared-1 to node 'f1', which node 'd1' cannot route to", "moved abroad")
         // d1 takes it from its owner, keeping it for itself.
         try refused(try await push([change("d1", 2, "customers", "shared-1", ["owning_dealer": "d1"])], "d1"),
-                    naming: "takes record customers/shared-1 away from node 'd2'", "taken from its owner")
+                    naming: "takes record customers/shared-1 away from a node outside the scope of node 'd1'", "taken from its owner")
         // New records routed out of reach: a dialogue "handled" by another country's dealer,
         // a lead for a node that does not exist.
         try refused(try await push([change("d1", 3, "interactions", "inj-1", ["originating_node": "d1", "handling_node": "f1", "summary": "spam"])], "d1"),
