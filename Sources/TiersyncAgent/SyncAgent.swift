@@ -137,11 +137,30 @@ public final class SyncAgent: Sendable {
     /// Returns true when the parent changed.
     @discardableResult
     public static func adoptParent(store: NodeStore, url: String) throws -> Bool {
-        guard let current = try store.meta("parent_url"), current != url else { return false }
+        guard let current = try store.meta("parent_url"), !sameParent(current, url) else { return false }
         for cursor in startingOver.cursors { try store.setCursor(cursor, 0) }
         for key in startingOver.meta { try store.setMeta(key, nil) }
         try store.setMeta("parent_url", url)
         return true
+    }
+
+    /// Whether two parent URLs name the same parent: scheme and host without regard to case,
+    /// the scheme's default port written or not, and a `/` at the end of the path or not.
+    /// Spelled another way, the same parent took its node for a moved one, and its positions
+    /// started over (a full pull again; helper 80). Other hosts (`localhost` for
+    /// `127.0.0.1`) stay other parents: nothing here can tell they are one.
+    public static func sameParent(_ a: String, _ b: String) -> Bool {
+        if a == b { return true }
+        func key(_ text: String) -> String? {
+            guard let url = URLComponents(string: text), let scheme = url.scheme?.lowercased(), let host = url.host?.lowercased(),
+                  url.query == nil, url.fragment == nil, url.user == nil, url.password == nil else { return nil }
+            let port = url.port ?? (scheme == "https" ? 443 : scheme == "http" ? 80 : -1)
+            var path = url.path
+            while path.hasSuffix("/") { path.removeLast() }
+            return "\(scheme)://\(host):\(port)\(path)"
+        }
+        guard let left = key(a), let right = key(b) else { return false }
+        return left == right
     }
 
     /// What a node starts over with a new parent (``adoptParent(store:url:)``, and an
@@ -165,7 +184,7 @@ public final class SyncAgent: Sendable {
             let response = try await client.enroll(token: token, expecting: expecting)
             let identity = NodeIdentity(tenant: response.tenant, node: response.node, parent: response.parent)
             // Enrolling again under another parent URL starts over with it (adoptParent's reset).
-            let moving = previousURL.map { $0 != configuration.parentURL } ?? false
+            let moving = previousURL.map { !sameParent($0, configuration.parentURL) } ?? false
             try store.completeEnrollment(identity, credential: response.credential, parentURL: configuration.parentURL,
                                          highestKnownSeq: response.highestSeq ?? 0,
                                          restarting: moving ? startingOver : nil)
@@ -677,6 +696,7 @@ public final class SyncAgent: Sendable {
                     (done.setAside, .warning, "a change this node made was refused above its parent for good; withdrawn and set aside in the quarantine (tiersync admin quarantine)"),
                     (done.notKept, .error, "a change this node made was refused above its parent for good and withdrawn; the quarantine's quota is full, so it was not kept"),
                     (done.passedOn, .warning, "a change this node relayed was refused above its parent for good; dropped and passed on to the child it came from"),
+                    (done.sendAgain, .notice, "the parent let go of a change it no longer relays for (this node, or the child it came from, was moved away after the parent took it); sent again"),
                     (done.ignored, .error, "the parent passed down a notice that is not a refusal of a change logged here as outside its maker's scope; ignored"),
                 ]
                 for (refusals, level, message) in outcomes {
@@ -1029,7 +1049,7 @@ public final class SyncAgent: Sendable {
         metadata["node"] = "\(identity.node)"
         metadata["parent"] = "\(configuration.parentURL)"
         logger.log(level: first ? .warning : .notice,
-                   "the parent was restored from an older backup: it lost changes it had acknowledged or its log went back; re-sending what it lost and pulling again from the start (duplicates are recognised)",
+                   "the parent lost changes it had acknowledged or its log went back (restored from an older backup, or, for a node moved to another parent and back, it let go of them meanwhile); re-sending what it lost and pulling again from the start (duplicates are recognised)",
                    metadata: metadata)
         state.withLock { $0.parentRestores += 1 }
         // Once per recovery (the pull side and the push side each find the same restore).

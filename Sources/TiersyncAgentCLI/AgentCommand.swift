@@ -61,7 +61,7 @@ public struct ParentOptions: ParsableArguments, Sendable {
         // Under a new parent URL the CA is kept with it, once that parent is adopted: kept
         // now, a refused move left the old parent with the new parent's CA (helper 79).
         let enrolled = try store.meta(MetaKey.credential.rawValue) != nil
-        let parentChanging = try enrolled && store.meta(MetaKey.parentURL.rawValue).map { $0 != url } ?? false
+        let parentChanging = try enrolled && store.meta(MetaKey.parentURL.rawValue).map { !SyncAgent.sameParent($0, url) } ?? false
         if let ca, !parentChanging { try store.setMeta("ca_file", ca) }
         if let releaseKey {
             guard GovernancePublicKey(base64: releaseKey) != nil else { throw CLIError("--release-key is not a base64 Ed25519 public key") }
@@ -163,7 +163,7 @@ public struct ParentOptions: ParsableArguments, Sendable {
     /// kept for later runs) only once that parent accepts the store's credential: a mistyped
     /// URL was kept, and the node's cursors reset, by the first start that named it (helper 71).
     private func adoptParentIfItAnswers(_ store: NodeStore, _ configuration: AgentConfiguration, url: String) async throws -> Bool {
-        guard let current = try store.meta(MetaKey.parentURL.rawValue), current != url else { return false }
+        guard let current = try store.meta(MetaKey.parentURL.rawValue), !SyncAgent.sameParent(current, url) else { return false }
         switch try await Self.probe(store, configuration) {
         case .accepted:
             let adopted = try SyncAgent.adoptParent(store: store, url: url)

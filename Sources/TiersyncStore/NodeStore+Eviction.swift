@@ -18,8 +18,19 @@ public struct EvictionReport: Sendable, Equatable {
     public var keptUnsent = 0
     /// Those records (table, id): to evict once their changes are acknowledged.
     public var kept: [RecordKey] = []
+    /// Children's changes, refused above because their maker had left this node's subtree,
+    /// whose makers were told to send them again (``UpstreamRefusal``).
+    public var sendAgainNotices = 0
 
     public init() {}
+}
+
+extension EvictionReport {
+    /// Marks `store` as holding notices for children when this eviction kept any.
+    func withNoticeFlag(on store: NodeStore) -> EvictionReport {
+        if sendAgainNotices > 0 { store.hasUpstreamRefusals.store(true, ordering: .relaxed) }
+        return self
+    }
 }
 
 /// A record's table and id.
@@ -76,7 +87,28 @@ extension NodeStore {
             // before any own entry is removed.
             try Self.raiseSeqFloor(db, node: me.node)
             var statements = LogStatements(db)
+            let nowMillis = WallClock.nowMillis()
             for (table, id, _) in outside {
+                // A child's change the parent refused because its maker is no longer below this
+                // node (HQ moved it away after this node took the change) goes too, and its maker
+                // is told to send it again, to whichever parent it has by then
+                // (``UpstreamRefusal``): moved back before anything refused it, the maker took
+                // the change for delivered, and it was lost (helper 80).
+                if let nodes = scope.nodes {
+                    for entry in try Self.fetchLogged(db, sql: """
+                        SELECT \(Self.loggedColumns(of: "c")) FROM ts_changes c
+                        JOIN ts_push_retries p ON p.origin = c.origin AND p.origin_seq = c.origin_seq
+                        WHERE c.tbl = ? AND c.record_id = ? AND c.source = ? AND p.code = ? AND c.op != '\(Self.erasedOp)'
+                        """, arguments: [table.name, id, ChangeSource.child.rawValue, ChangeRejection.Code.forbidden.rawValue])
+                    where !nodes.contains(entry.change.origin) {
+                        guard let via = entry.receivedFrom else { continue }
+                        let notice = RejectedChange(change: entry.change, rejection: ChangeRejection(
+                            .forbidden, "change \(entry.change.origin)#\(entry.change.originSeq) was refused above '\(me.node)', which no longer relays for its maker (moved away): send it again to the maker's parent",
+                            outsideScopeOf: me.node))
+                        try Self.keepUpstreamRefusal(db, via: via.rawValue, refusal: notice, nowMillis: nowMillis)
+                        report.sendAgainNotices += 1
+                    }
+                }
                 // Unsent: not pushed yet, or refused for a reason that may pass and waiting to be
                 // sent again (its retry would find its log entry gone). A change refused as
                 // outside this node's scope never passes now that the record left it: its retry
@@ -109,7 +141,7 @@ extension NodeStore {
                 report.records += 1
             }
             return report
-        }
+        }.withNoticeFlag(on: self)
     }
 
     /// Removes a record from this store: its row or tombstone (with its KPI counts), its log

@@ -17,14 +17,15 @@ extension NodeStore {
     /// without bound; past the bound the oldest go, and their changes stay at the child.
     public static let maxUpstreamRefusalsPerChild = 1_000
 
-    /// Keeps the notice of a dropped change for `via`, the child it came from (once per
-    /// change; the newest ``maxUpstreamRefusalsPerChild`` per child).
+    /// Keeps the notice of a dropped change for `via`, the child it came from (one per
+    /// change, numbered anew when kept again: a change sent again and let go again must be
+    /// told again; the newest ``maxUpstreamRefusalsPerChild`` per child).
     static func keepUpstreamRefusal(_ db: Database, via: String, refusal: RejectedChange, nowMillis: UInt64) throws {
         let json = String(decoding: try JSONEncoder().encode(refusal), as: UTF8.self)
         try db.execute(sql: """
             INSERT INTO ts_upstream_refusals (via, number, origin, origin_seq, refusal, refused_at)
             VALUES (?1, (SELECT COALESCE(MAX(number), 0) + 1 FROM ts_upstream_refusals WHERE via = ?1), ?2, ?3, ?4, ?5)
-            ON CONFLICT (origin, origin_seq) DO NOTHING
+            ON CONFLICT (origin, origin_seq) DO UPDATE SET via = excluded.via, number = excluded.number, refusal = excluded.refusal, refused_at = excluded.refused_at
             """, arguments: [via, refusal.origin.rawValue, refusal.originSeq, json, Int64(clamping: nowMillis)])
         try db.execute(sql: """
             DELETE FROM ts_upstream_refusals
@@ -109,6 +110,21 @@ extension NodeStore {
             for notice in notices {
                 guard let me else { break }
                 let refusal = notice.refusal
+                // A change the parent let go of because it no longer relays for its maker (this
+                // node, or the child it came from, was moved away after the parent took it):
+                // sent again from here, to whichever parent this node has now. Its entry stays.
+                if refusal.code == .forbidden, refusal.outsideScopeOf == parent, refusal.origin != parent {
+                    if try Self.fetchLogged(db, sql: """
+                        SELECT \(Self.loggedColumns(of: nil)) FROM ts_changes WHERE origin = ? AND origin_seq = ? AND op != '\(Self.erasedOp)'
+                        """, arguments: [refusal.origin.rawValue, refusal.originSeq]).first.map({ $0.change.table == refusal.table && $0.change.recordID == refusal.recordID && $0.source != .parent }) == true {
+                        try db.execute(sql: """
+                            INSERT INTO ts_push_retries (origin, origin_seq, code, reason, attempts, next_at) VALUES (?, ?, ?, ?, 1, ?)
+                            ON CONFLICT (origin, origin_seq) DO UPDATE SET next_at = excluded.next_at
+                            """, arguments: [refusal.origin.rawValue, refusal.originSeq, refusal.code.rawValue, refusal.message, Int64(clamping: nowMillis)])
+                        taken.sendAgain.append(refusal)
+                    }
+                    continue
+                }
                 // Only what a parent passes down: a change refused as outside the scope of the
                 // node that made it, naming the record its logged entry here is for. Anything
                 // else (a faulty parent) withdraws nothing.
@@ -187,6 +203,9 @@ public struct UpstreamRefusalsTaken: Sendable, Equatable {
     public var notKept: [RejectedChange] = []
     /// Changes relayed from children, dropped and passed on to them.
     public var passedOn: [RejectedChange] = []
+    /// Changes the parent let go of because it no longer relays for their maker (moved away
+    /// after the parent took them): scheduled to be sent again to this node's parent.
+    public var sendAgain: [RejectedChange] = []
     /// Notices that were not what a parent passes down (another refusal, or naming another
     /// record than the change logged here): nothing done.
     public var ignored: [RejectedChange] = []

@@ -34,7 +34,12 @@ struct Erase: ParsableCommand {
         if json {
             print(try jsonText(done))
         } else {
-            print("erased \(table)/\(id) as \(done.erasureID): \(done.records) record(s), values of \(done.logEntries) change-log entr\(done.logEntries == 1 ? "y" : "ies") \(done.unsentDropped > 0 ? "(\(done.unsentDropped) not yet sent, dropped) " : "")gone; files clean: \(done.filesCleanAtMillis != nil ? "yes" : "not yet")")
+            // "values of 0 change-log entries gone" read as nothing erased from the log (helper
+            // 80): a store whose compaction folded the entries into the records holds none.
+            let entries = done.logEntries == 0 && done.records > 0
+                ? "no change-log entry held their values (compaction folds old entries into the records)"
+                : "values of \(done.logEntries) change-log entr\(done.logEntries == 1 ? "y" : "ies") \(done.unsentDropped > 0 ? "(\(done.unsentDropped) not yet sent, dropped) " : "")gone"
+            print("erased \(table)/\(id) as \(done.erasureID): \(done.records) record(s), \(entries); files clean: \(done.filesCleanAtMillis != nil ? "yes" : "not yet")")
             print("digest of what was erased (`tiersync erasures --verify` recomputes it from the store): \(done.digest)")
             if try store.identity()?.parent == nil {
                 // HQ pushes nowhere: the nodes holding the data pull the marker.

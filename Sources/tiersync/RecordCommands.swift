@@ -285,7 +285,8 @@ struct Status: AsyncParsableCommand {
         }
         if let restores = try store.parentRestores() {
             let last = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(restores.lastAtMillis) / 1000))
-            print("restores:    the parent was found restored from an older backup \(restores.count) time(s), last at \(last);"
+            print("restores:    the parent was found restored from an older backup \(restores.count) time(s), last at \(last),"
+                  + " or had let go of changes it acknowledged while this node was moved away and back;"
                   + " the agent sends again what it lost and pulls again (its log says what it found)")
         }
         if let offset = try store.clockOffset() {

@@ -204,6 +204,54 @@ struct RescopingTests {
         }
     }
 
+    @Test("""
+    a dealer's write made after HQ moved it to another country, still through its old country, is not lost: HQ \
+    refuses it from the old country, which lets it go with the dealer's records once it learns of the move and tells \
+    the dealer to send it again; the move undone, HQ takes it; restarted towards its new country, the dealer's writes \
+    reach HQ through that one
+    """, .timeLimit(.minutes(5)))
+    func writesThroughTheOldCountryAfterAMove() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let (hub, de, fr, hq) = try await Self.countries(running, dir: dir)
+            var d1 = try await running.agent(enrolling: "d1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+            try d1.store.commit([.upsert("customers", id: "c-1", ["last_name": "Before"])])
+            try await eventually(timeout: 30, "HQ holds c-1") { try hq.record(table: "customers", id: "c-1") != nil }
+            // de's mirror has d1 (it swept its records with d1 in its subtree).
+            try await eventually(timeout: 30, "de's mirror holds d1") { try de.store.meta("evicted.for") == "d1" }
+
+            // HQ moves d1 to fr; its agent still runs towards de, which has not heard yet.
+            try await hub.catalogStore.moveNode("d1", of: "acme", to: "fr")
+            try d1.store.commit([.upsert("customers", id: "c-late", ["last_name": "Written after the move"])])
+            // Most often de takes it before it learns of the move (its mirror refreshes every
+            // 500 ms here); else it refuses d1 at once and d1 keeps it unsent.
+            try await eventually(timeout: 30, "d1 has sent c-late to de, or de refuses d1") {
+                try de.store.record(table: "customers", id: "c-late") != nil || d1.agent.status.failingSinceMillis != nil
+            }
+            let deTookIt = d1.agent.status.pushedChanges >= 2
+            // de pushes it; HQ refuses it (d1 is no longer in de's subtree). de then learns of the
+            // move and lets d1's records go, c-late among them.
+            try await eventually(timeout: 30, "de swept after d1 left") { try de.store.meta("evicted.for") == "" }
+            try await Task.sleep(for: .seconds(1))
+            #expect(try hq.record(table: "customers", id: "c-late") == nil)
+
+            #expect(try de.store.record(table: "customers", id: "c-late") == nil && d1.store.record(table: "customers", id: "c-late") != nil)
+            // The move undone at once: HQ takes c-late through de. d1 may not have noticed a thing
+            // (its pull waiting at de all along, it took c-late for delivered: it was lost); de's
+            // notice asks it to send c-late again. Had de refused it meanwhile, d1 finds de
+            // lacking what it acknowledged when it reaches it again, and sends it again too.
+            try await hub.catalogStore.moveNode("d1", of: "acme", to: "de")
+            try await eventually(timeout: 60, "HQ holds c-late once d1 is de's again") { try hq.record(table: "customers", id: "c-late") != nil }
+            #expect(d1.agent.status.parentRestores <= (deTookIt ? 1 : 0), "\(d1.agent.status)")
+            #expect(try hq.quarantined().isEmpty, "HQ's quarantine lets go of the refusal once the change landed")
+
+            // Moved again, and restarted towards fr: a later write reaches HQ through fr.
+            d1 = try await Self.move(d1, "d1", to: fr, "fr", hub: hub, running)
+            try d1.store.commit([.upsert("customers", id: "c-fr", ["last_name": "Through fr"])])
+            try await eventually(timeout: 30, "HQ holds c-fr") { try hq.record(table: "customers", id: "c-fr") != nil }
+        }
+    }
+
     /// A hub (SQLite) with tenant acme in three levels, and its countries de and fr running.
     static func countries(_ running: Running, dir: TempDir) async throws -> (hub: RunningHub, de: RunningCountry, fr: RunningCountry, hq: NodeStore) {
         let hub = try await running.hub(directory: dir.path)

@@ -254,13 +254,34 @@ struct RevocationTests {
             // Nor the CA given with the refused parent (helper 79: kept, it broke the next plain start).
             #expect(try d1.store.meta("ca_file") == caBefore)
 
-            // A parent that knows the node (here de under another spelling of its URL) is adopted.
-            let moved = try running.child(["agent", "run", "--db", db, "--parent", de.url + "/", "--ca", hub.caFile, "--poll-ms", "50", "--pull-wait", "2"],
+            // The same parent spelled another way (a '/' at the end, the scheme in capitals, the
+            // default port) is no new parent: positions kept (helper 80: they started over).
+            for same in [de.url + "/", de.url.replacingOccurrences(of: "https://", with: "HTTPS://") + "//"] {
+                #expect(SyncAgent.sameParent(de.url, same), "\(same)")
+            }
+            #expect(SyncAgent.sameParent("https://hub.example.com:443", "https://HUB.example.com/")
+                    && !SyncAgent.sameParent("https://hub.example.com:8443", "https://hub.example.com")
+                    && !SyncAgent.sameParent("https://hub.example.com/a", "https://hub.example.com/b")
+                    && !SyncAgent.sameParent("https://hub.example.com", "http://hub.example.com")
+                    && !SyncAgent.sameParent("not a url", "not a url/"))
+            let respelled = try running.child(["agent", "run", "--db", db, "--parent", de.url + "/", "--ca", hub.caFile, "--poll-ms", "50", "--pull-wait", "2"],
+                                              log: dir.path + "/respelled.log")
+            try d1.store.commit([.upsert("customers", id: "d1-respelled", ["last_name": "Respelled"])])
+            try await eventually(timeout: 30, "the agent syncs under the other spelling") { try hq.record(table: "customers", id: "d1-respelled") != nil }
+            await respelled.stop()
+            #expect(try !String(contentsOfFile: dir.path + "/respelled.log", encoding: .utf8).contains("parent changed"))
+            #expect(try d1.store.meta("parent_url") == de.url && d1.store.cursor(NodeStore.parentPushCursor) > pushed,
+                    "the parent kept, and its positions went on from where they were")
+
+            // A parent that knows the node (here de under another host name, which nothing can
+            // tell is the same) is adopted.
+            let other = de.url.replacingOccurrences(of: "127.0.0.1", with: "localhost")
+            let moved = try running.child(["agent", "run", "--db", db, "--parent", other, "--ca", hub.caFile, "--poll-ms", "50", "--pull-wait", "2"],
                                           log: dir.path + "/moved.log")
-            _ = try await moved.waitForOutput(containing: "parent changed to \(de.url)/", timeout: 60)
+            _ = try await moved.waitForOutput(containing: "parent changed to \(other)", timeout: 60)
             try d1.store.commit([.upsert("customers", id: "d1-second", ["last_name": "Second"])])
             try await eventually(timeout: 30, "the agent syncs with the parent it adopted") { try hq.record(table: "customers", id: "d1-second") != nil }
-            #expect(try d1.store.meta("parent_url") == de.url + "/")
+            #expect(try d1.store.meta("parent_url") == other)
             #expect(try d1.store.meta("ca_file") == URL(fileURLWithPath: hub.caFile).standardizedFileURL.path, "the adopted parent's CA is kept with it")
             await moved.stop()
         }
