@@ -92,6 +92,11 @@ struct ErasureStoreTests {
         #expect(logged == 0, "nothing of c-1 left in the log: only its row holds it")
         #expect(try hq.record(table: "customers", id: "c-1")?.state.liveValues["last_name"] == "Meyer")
 
+        // Through the CLI: it says no log entry held the values (it said "values of 0 change-log
+        // entries gone", read as nothing erased from the log; helper 80).
+        let out = try Child.run(["erase", "--db", hq.path, "customers", "c-1"])
+        #expect(out.contains(": 2 record(s), no change-log entry held their values (compaction folds old entries into the records); files clean: yes"), "\(out)")
+        // Asked again (here in the library): the first erasure is the answer.
         let done = try hq.erase(.customers, id: "c-1")
         #expect(done.records == 2, "c-1 and its dialogue i-1: \(done)")
         #expect(try hq.record(table: "customers", id: "c-1") == nil && hq.record(table: "interactions", id: "i-1") == nil)
@@ -101,6 +106,7 @@ struct ErasureStoreTests {
         #expect(throws: StoreError.self) { try hq.erase(.customers, id: "c-nobody") }
         // Asked again: the first erasure is the answer, no second request is made.
         #expect(try hq.erase(.customers, id: "c-1").erasureID == done.erasureID)
+        #expect(out.contains("erased customers/c-1 as \(done.erasureID)"), "\(out)")
         let ledger = try await hq.erasureLedger()
         #expect(try hq.erasures().count == 1 && ledger.count == 1)
     }
