@@ -17,7 +17,8 @@ public final class ParentClient: Sendable {
     static let maxResponseBytes = 256 * 1024 * 1024
 
     public init(configuration: AgentConfiguration, credential: String?) throws {
-        guard let url = URL(string: configuration.parentURL), let scheme = url.scheme, url.host != nil else {
+        // A scheme is read without regard to case (RFC 3986), as ``SyncAgent/sameParent(_:_:)`` reads it.
+        guard let url = URL(string: configuration.parentURL), let scheme = url.scheme?.lowercased(), url.host != nil else {
             throw AgentError.invalidConfiguration("invalid parent URL '\(configuration.parentURL)': expected https://host:port")
         }
         if scheme == "http", !configuration.allowInsecureHTTP {
@@ -43,7 +44,12 @@ public final class ParentClient: Sendable {
         var config = HTTPClient.Configuration(tlsConfiguration: tls, decompression: .enabled(limit: .size(Self.maxResponseBytes)))
         config.timeout = .init(connect: .seconds(10))
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
-        baseURL = configuration.parentURL.hasSuffix("/") ? String(configuration.parentURL.dropLast()) : configuration.parentURL
+        // Every '/' at the end goes (`https://h//` is the parent `https://h`, as sameParent reads it).
+        var base = Substring(configuration.parentURL)
+        while base.hasSuffix("/") { base = base.dropLast() }
+        // And the scheme in lower case, as the HTTP client expects it.
+        if let separator = base.range(of: "://") { base = Substring(scheme) + base[separator.lowerBound...] }
+        baseURL = String(base)
         self.configuration = configuration
         self.credential = credential
     }

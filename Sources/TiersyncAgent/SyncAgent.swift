@@ -155,7 +155,8 @@ public final class SyncAgent: Sendable {
             guard let url = URLComponents(string: text), let scheme = url.scheme?.lowercased(), let host = url.host?.lowercased(),
                   url.query == nil, url.fragment == nil, url.user == nil, url.password == nil else { return nil }
             let port = url.port ?? (scheme == "https" ? 443 : scheme == "http" ? 80 : -1)
-            var path = url.path
+            // As written, not decoded: `a%2Fb` is not `a/b` to a proxy routing on the path.
+            var path = url.percentEncodedPath
             while path.hasSuffix("/") { path.removeLast() }
             return "\(scheme)://\(host):\(port)\(path)"
         }
@@ -808,6 +809,7 @@ public final class SyncAgent: Sendable {
             evicted.records += again.records
             evicted.logEntries += again.logEntries
             evicted.kept += again.kept
+            evicted.sendAgainNotices += again.sendAgainNotices
         }
         pendingEviction.withLock { $0.formUnion(evicted.kept) }
         // What left this node's scope leaves its files too (the log's page images).
@@ -815,6 +817,12 @@ public final class SyncAgent: Sendable {
         if evicted.records > 0 || !evicted.kept.isEmpty {
             logger.info("evicted records routed away from this node", metadata: [
                 "records": "\(evicted.records)", "log_entries": "\(evicted.logEntries)", "kept_unsent": "\(evicted.kept.count)"])
+        }
+        if evicted.sendAgainNotices > 0 {
+            logger.notice("let go of children's changes refused above as no longer relayed for their makers (moved away); their makers are told to send them again",
+                          metadata: ["changes": "\(evicted.sendAgainNotices)"])
+            // The children's waiting pulls answer at once with the notice (a country's hub).
+            await onPulled()
         }
     }
 

@@ -143,8 +143,8 @@ public enum PushScope {
 /// country to its new one); a dealer of another country never. Only changes writing a route
 /// field are judged so (not the fields copying another record's route, ``copiedRouteFields``),
 /// and not deletes. The tenant's root, and the nodes directly below it
-/// (countries; the agents of a two-level tenant), route anywhere: they hand dialogues and
-/// leads between countries.
+/// (countries; the agents of a two-level tenant), route to any node of the tenant: they hand
+/// dialogues and leads between countries.
 public struct RouteReach: Sendable {
     public let tree: NodeTree
     /// The nodes above the tree's root, parent first, when the tree is a country's mirror of
@@ -177,8 +177,10 @@ public struct RouteReach: Sendable {
         // The root of the tenant, or of a country's mirror (the country's own changes are
         // never judged by its own hub).
         guard let parent = entry else { return true }
-        // Directly below the tenant's root: a country, or an agent of a two-level tenant.
-        if above.isEmpty, tree.isRoot(parent) { return true }
+        // Directly below the tenant's root: a country, or an agent of a two-level tenant. Any
+        // node of the tenant, but one: a country's dialogues "handled" by a node that does not
+        // exist were taken, and sat routed to no one (helper 82).
+        if above.isEmpty, tree.isRoot(parent) { return tree.parents[target] != nil }
         if above.contains(target) { return true }
         // Its parent and everything below the parent (the node itself, its siblings and
         // their subtrees), and the parent's ancestors.

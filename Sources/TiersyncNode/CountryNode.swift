@@ -110,7 +110,9 @@ public struct CountryNode: Sendable {
                 for await _ in refreshed {
                     do {
                         try await Self.backfillNewcomers(directory: directory, agent: agent, store: store, logger: logger)
-                        try await Self.evictLeavers(directory: directory, store: store, identity: identity, logger: logger)
+                        try await Self.evictLeavers(directory: directory, store: store, identity: identity, logger: logger) {
+                            await hub.notifyChanges(for: identity.tenant)
+                        }
                     } catch is CancellationError {
                         return
                     } catch {
@@ -128,7 +130,8 @@ public struct CountryNode: Sendable {
     /// decommissioned and gone from the directory), once its node set differs from the one
     /// last swept, and at the first refresh (a move while the country was down). Which set was
     /// swept is kept in the node's store, so a sweep cut short is redone.
-    static func evictLeavers(directory: RelayDirectory, store: NodeStore, identity: NodeIdentity, logger: Logger) async throws {
+    static func evictLeavers(directory: RelayDirectory, store: NodeStore, identity: NodeIdentity, logger: Logger,
+                             noticesKept: @Sendable () async -> Void) async throws {
         let present = try await directory.descendants()
         let key = present.map(\.rawValue).sorted().joined(separator: ",")
         guard try store.meta("evicted.for") != key, let tree = try? await directory.tree(of: identity.tenant),
@@ -138,6 +141,12 @@ public struct CountryNode: Sendable {
         if report.records > 0 || report.keptUnsent > 0 {
             logger.info("evicted records routed outside this subtree", metadata: [
                 "records": "\(report.records)", "log_entries": "\(report.logEntries)", "kept_unsent": "\(report.keptUnsent)"])
+        }
+        if report.sendAgainNotices > 0 {
+            logger.notice("let go of changes of dealers that moved away, refused above as no longer relayed for them; their makers are told to send them again",
+                          metadata: ["changes": "\(report.sendAgainNotices)"])
+            // The dealers' waiting pulls answer at once with the notice.
+            await noticesKept()
         }
         // Records still waiting to go upward are swept again at the next refresh.
         if report.keptUnsent == 0 { try store.setMeta("evicted.for", key) }

@@ -75,6 +75,13 @@ public final class RelayDirectory: NodeDirectory {
         try await mirror.tree(of: identity.tenant).subtree(of: identity.node).subtracting([identity.node])
     }
 
+    /// A dealer HQ moved to another country is unknown here from the next refresh on: its
+    /// agent, still started towards this country, read "revoked" and was sent for a new
+    /// enrollment token it did not need (helper 83).
+    public var unknownCredentialMessage: String {
+        "unknown or revoked credential, or one of a node that is not (or no longer) below node '\(identity.node)': a dealer HQ moved to another country syncs through that one (restart its agent with --parent)"
+    }
+
     public func authenticate(credential: String) async throws -> Principal? {
         if let principal = try await mirror.authenticate(credential: credential) { return principal }
         // Unknown here: maybe a dealer enrolled or moved in since the last refresh. Ask HQ,

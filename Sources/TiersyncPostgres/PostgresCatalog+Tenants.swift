@@ -69,6 +69,10 @@ extension PostgresCatalog {
             if try await db.isDecommissioned(tenant.rawValue, parent.rawValue) {
                 throw StoreError.invalidArgument("'\(parent)' was decommissioned; a node cannot move under it")
             }
+            // Moved, a decommissioned node looked placed again, and is not (helper 83).
+            if try await db.isDecommissioned(tenant.rawValue, node.rawValue) {
+                throw StoreError.invalidArgument("'\(node)' was decommissioned; it does not move")
+            }
             if tree.subtree(of: node).contains(parent) {
                 throw StoreError.invalidArgument("cannot move '\(node)' under '\(parent)', which is inside its own subtree")
             }

@@ -26,7 +26,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
             throw APIError(.unauthorized, "unauthenticated", "the Authorization header must use the Bearer scheme")
         }
         guard let admission = try await directory.admit(credential: String(header.dropFirst(prefix.count))) else {
-            throw APIError(.unauthorized, "unauthenticated", "unknown or revoked credential")
+            throw APIError(.unauthorized, "unauthenticated", directory.unknownCredentialMessage)
         }
         // Known, but maybe not served here: a dealer syncs through its country.
         if let refusal = admission.refusal {

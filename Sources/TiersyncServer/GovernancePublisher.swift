@@ -203,6 +203,12 @@ public struct GovernancePublisher: Sendable {
             let known = tree.parents.keys.map(\.rawValue).sorted().prefix(20).joined(separator: ", ")
             throw GovernancePublishError("unknown target node '\(t)' in tenant '\(tenant)' (nodes: \(known))")
         }
+        // A target takes its children along (a country its dealers): the root's children are
+        // the countries, and a rollout "to hq" put them on the release while their dealers
+        // stayed behind, under a message naming hq alone (helper 82).
+        for t in targets where tree.isRoot(t) {
+            throw GovernancePublishError("'\(t)' is the tenant's root: a rollout to it reaches every node, so leave out --targets; a trial names countries or dealers")
+        }
     }
 
     // MARK: Keys

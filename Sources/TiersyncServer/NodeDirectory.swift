@@ -33,6 +33,9 @@ public protocol NodeDirectory: Sendable {
     /// Every tenant this hub serves (HQ: all in its catalog; a country: its own).
     func tenants() async throws -> [TenantID]
     func touch(_ principal: Principal) async
+    /// What the 401 for a credential this hub does not know says (``unknownCredentialMessage``
+    /// by default; a country adds that a dealer HQ moved away is unknown to it too).
+    var unknownCredentialMessage: String { get }
     /// Keeps the lag these nodes of `tenant` reported (the caller checked they are in the
     /// reporter's subtree); a report older than the one held for its node is kept out.
     /// Returns how many were kept.
@@ -101,6 +104,7 @@ extension NodeDirectory {
     public func refusal(for principal: Principal) async throws -> AccessRefusal? { nil }
     public func ancestorsAboveTree(of tenant: TenantID) async -> [NodeID] { [] }
     public var administration: Administration? { nil }
+    public var unknownCredentialMessage: String { "unknown or revoked credential" }
 
     public func admit(credential: String) async throws -> Admission? {
         guard let principal = try await authenticate(credential: credential) else { return nil }

@@ -232,6 +232,10 @@ public final class HubCatalog: Sendable {
             if try Self.isDecommissioned(db, tenant.rawValue, parent.rawValue) {
                 throw StoreError.invalidArgument("'\(parent)' was decommissioned; a node cannot move under it")
             }
+            // Moved, a decommissioned node looked placed again, and is not (helper 83).
+            if try Self.isDecommissioned(db, tenant.rawValue, node.rawValue) {
+                throw StoreError.invalidArgument("'\(node)' was decommissioned; it does not move")
+            }
             if tree.subtree(of: node).contains(parent) {
                 throw StoreError.invalidArgument("cannot move '\(node)' under '\(parent)', which is inside its own subtree")
             }

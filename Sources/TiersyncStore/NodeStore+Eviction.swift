@@ -90,10 +90,13 @@ extension NodeStore {
             let nowMillis = WallClock.nowMillis()
             for (table, id, _) in outside {
                 // A child's change the parent refused because its maker is no longer below this
-                // node (HQ moved it away after this node took the change) goes too, and its maker
-                // is told to send it again, to whichever parent it has by then
-                // (``UpstreamRefusal``): moved back before anything refused it, the maker took
-                // the change for delivered, and it was lost (helper 80).
+                // node (HQ moved it away after this node took the change) is withdrawn here at
+                // once, whether or not the record itself can go yet, and its maker is told to
+                // send it again, to whichever parent it has by then (``UpstreamRefusal``): moved
+                // back before anything refused it, the maker took the change for delivered, and
+                // it was lost (helper 80). Withdrawn, not noted as purged: sent again, it is new
+                // here, not a duplicate (kept logged, a record kept for another unsent change
+                // took the copy sent again for one, and never passed it on; helper 81).
                 if let nodes = scope.nodes {
                     for entry in try Self.fetchLogged(db, sql: """
                         SELECT \(Self.loggedColumns(of: "c")) FROM ts_changes c
@@ -102,6 +105,7 @@ extension NodeStore {
                         """, arguments: [table.name, id, ChangeSource.child.rawValue, ChangeRejection.Code.forbidden.rawValue])
                     where !nodes.contains(entry.change.origin) {
                         guard let via = entry.receivedFrom else { continue }
+                        try withdrawLogged(db, &statements, entry.change, seq: entry.seq)
                         let notice = RejectedChange(change: entry.change, rejection: ChangeRejection(
                             .forbidden, "change \(entry.change.origin)#\(entry.change.originSeq) was refused above '\(me.node)', which no longer relays for its maker (moved away): send it again to the maker's parent",
                             outsideScopeOf: me.node))

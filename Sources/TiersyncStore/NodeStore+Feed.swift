@@ -18,7 +18,16 @@ extension NodeStore {
                 SELECT \(Self.loggedColumns) FROM ts_changes WHERE seq > ? AND source != 'parent' AND op != '\(Self.erasedOp)' ORDER BY seq LIMIT ?
                 """, arguments: [seq, limit])
             guard try seq < highestFolded(db) else { return logged }
-            let folded = try foldedUpward(db, after: seq, limit: limit)
+            // Folded records that send nothing upward (all their changes came from the
+            // parent: a country's back-filled dealers) are scanned past, `limit` at a time,
+            // up to the first logged change: a scan that stopped short with nothing to send
+            // bounded the batch below every logged change, the batch came back empty, and
+            // the push stalled there for good, spinning (helper 83: a country's cursor stuck
+            // below 20,000 back-filled records, the dealer's re-sent write never sent).
+            var folded = try foldedUpward(db, after: seq, limit: limit)
+            while folded.entries.isEmpty, let through = folded.scannedThrough, through < (logged.first?.seq ?? .max) {
+                folded = try foldedUpward(db, after: through, limit: limit)
+            }
             // Both in position order up to where each is complete, then cut at `limit`
             // positions (a folded record's changes share its position: kept together).
             var bound = logged.count == limit ? logged.last!.seq : Int64.max

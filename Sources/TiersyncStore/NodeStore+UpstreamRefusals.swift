@@ -18,14 +18,17 @@ extension NodeStore {
     public static let maxUpstreamRefusalsPerChild = 1_000
 
     /// Keeps the notice of a dropped change for `via`, the child it came from (one per
-    /// change, numbered anew when kept again: a change sent again and let go again must be
-    /// told again; the newest ``maxUpstreamRefusalsPerChild`` per child).
+    /// change, numbered anew when kept again for the same child: a change sent again and let
+    /// go again must be told again; the newest ``maxUpstreamRefusalsPerChild`` per child).
+    /// A notice kept for another child stays with it: moved to this one, it took the other
+    /// child's highest number away, and that child's next notice reused a number it had taken.
     static func keepUpstreamRefusal(_ db: Database, via: String, refusal: RejectedChange, nowMillis: UInt64) throws {
         let json = String(decoding: try JSONEncoder().encode(refusal), as: UTF8.self)
         try db.execute(sql: """
             INSERT INTO ts_upstream_refusals (via, number, origin, origin_seq, refusal, refused_at)
             VALUES (?1, (SELECT COALESCE(MAX(number), 0) + 1 FROM ts_upstream_refusals WHERE via = ?1), ?2, ?3, ?4, ?5)
-            ON CONFLICT (origin, origin_seq) DO UPDATE SET via = excluded.via, number = excluded.number, refusal = excluded.refusal, refused_at = excluded.refused_at
+            ON CONFLICT (origin, origin_seq) DO UPDATE SET number = excluded.number, refusal = excluded.refusal, refused_at = excluded.refused_at
+            WHERE ts_upstream_refusals.via = excluded.via
             """, arguments: [via, refusal.origin.rawValue, refusal.originSeq, json, Int64(clamping: nowMillis)])
         try db.execute(sql: """
             DELETE FROM ts_upstream_refusals
@@ -84,7 +87,8 @@ extension NodeStore {
 
     /// Forgets how far the parent's notices were taken: they are asked for again from the
     /// first (a parent restored from an older backup may number new notices anew). Taking a
-    /// notice twice changes nothing.
+    /// notice twice changes nothing, but for one asking to send a change again: it is sent
+    /// again, and taken for a duplicate.
     public func resetUpstreamRefusalsTaken() throws {
         try writer.write { db in try db.execute(sql: "DELETE FROM ts_meta WHERE key = ?", arguments: [MetaKey.upstreamRefusalsTaken.rawValue]) }
     }
@@ -114,15 +118,19 @@ extension NodeStore {
                 // node, or the child it came from, was moved away after the parent took it):
                 // sent again from here, to whichever parent this node has now. Its entry stays.
                 if refusal.code == .forbidden, refusal.outsideScopeOf == parent, refusal.origin != parent {
-                    if try Self.fetchLogged(db, sql: """
+                    // One no longer logged here (erased, evicted) changes nothing.
+                    guard let entry = try Self.fetchLogged(db, sql: """
                         SELECT \(Self.loggedColumns(of: nil)) FROM ts_changes WHERE origin = ? AND origin_seq = ? AND op != '\(Self.erasedOp)'
-                        """, arguments: [refusal.origin.rawValue, refusal.originSeq]).first.map({ $0.change.table == refusal.table && $0.change.recordID == refusal.recordID && $0.source != .parent }) == true {
-                        try db.execute(sql: """
-                            INSERT INTO ts_push_retries (origin, origin_seq, code, reason, attempts, next_at) VALUES (?, ?, ?, ?, 1, ?)
-                            ON CONFLICT (origin, origin_seq) DO UPDATE SET next_at = excluded.next_at
-                            """, arguments: [refusal.origin.rawValue, refusal.originSeq, refusal.code.rawValue, refusal.message, Int64(clamping: nowMillis)])
-                        taken.sendAgain.append(refusal)
+                        """, arguments: [refusal.origin.rawValue, refusal.originSeq]).first else { continue }
+                    guard entry.change.table == refusal.table, entry.change.recordID == refusal.recordID, entry.source != .parent else {
+                        taken.ignored.append(refusal)
+                        continue
                     }
+                    try db.execute(sql: """
+                        INSERT INTO ts_push_retries (origin, origin_seq, code, reason, attempts, next_at) VALUES (?, ?, ?, ?, 1, ?)
+                        ON CONFLICT (origin, origin_seq) DO UPDATE SET next_at = excluded.next_at
+                        """, arguments: [refusal.origin.rawValue, refusal.originSeq, refusal.code.rawValue, refusal.message, Int64(clamping: nowMillis)])
+                    taken.sendAgain.append(refusal)
                     continue
                 }
                 // Only what a parent passes down: a change refused as outside the scope of the

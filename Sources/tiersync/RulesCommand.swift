@@ -25,7 +25,8 @@ struct RulesCommand: AsyncParsableCommand {
             ids and values are the same whichever node writes them, so nothing is written twice.
             """)
         @OptionGroup var node: NodeDatabase
-        @Option(help: "The time to evaluate at, ISO 8601 (e.g. 2026-12-03T10:00:00Z), 1970–9999; default: now. What falls due by then is written for real (and syncs); writes are stamped with the real clock.")
+        @Option(parsing: .unconditional,
+                help: "The time to evaluate at: ISO 8601 (e.g. 2026-12-03T10:00:00Z), now, +DURATION or -DURATION (+2h, -1d), as generate --now; default: now. What falls due by then is written for real (and syncs); writes are stamped with the real clock.")
         var now: String?
         @Option(help: "A hub's or country node's --data directory: its directory places dialogues of other nodes (default: the hub's, for a tenant database under <data>/tenants).")
         var data: String?
@@ -46,15 +47,18 @@ struct RulesCommand: AsyncParsableCommand {
 
         func run() async throws {
             let store = try node.open()
-            let at: UInt64
-            if let now {
-                guard let parsed = Timestamp.parse(now) else { throw CLIError("--now '\(now)' is not an ISO 8601 time such as 2026-12-03T10:00:00Z") }
-                at = parsed
-            } else {
-                at = WallClock.nowMillis()
-            }
+            // One reading of a time for every command (helper 82: rules run refused now, +1d and -1d,
+            // which generate --now and publish --effective-from take).
+            let at = try now.map { text in
+                do { return try Admin.parseTime(text) } catch let error as CLIError { throw CLIError("--now: \(error.description)") }
+            } ?? WallClock.nowMillis()
             guard let identity = try store.identity() else { throw CLIError("\(node.db) is not enrolled yet") }
             let tree = try await self.tree(tenant: identity.tenant)
+            // Another node's directory placed nothing (helper 82: a country's rules run with
+            // another country's --data left every dialogue "to another node", without a word).
+            if let tree, tree.parents[identity.node] == nil {
+                throw CLIError("the directory in \(data ?? "the hub's data") does not hold node '\(identity.node)' of tenant '\(identity.tenant)': give this node's own --data (the directory its node serve mirrors)")
+            }
             let runner = RulesRunner(store: store, clock: { at }, tree: { tree })
             let report: RulesRunReport
             do { report = try await runner.runOnce() } catch let error as StoreError { throw CLIError(error.description) }

@@ -15,12 +15,14 @@ struct RouteReachUnitTests {
         Change(origin: origin, originSeq: 1, hlc: HLCTimestamp(wallMillis: 1_000, counter: 0), table: table, recordID: "r-1", op: .upsert, fields: fields)
     }
 
-    @Test("a dealer reaches its country's subtree and the nodes above it; countries and the root reach every node; unknown nodes no one below a country")
+    @Test("a dealer reaches its country's subtree and the nodes above it; countries reach every node of the tenant and the root any node; unknown nodes no one but the root")
     func reach() {
         let full = RouteReach(tree: Self.tree)
         for target in ["d1", "d2", "de", "hq"] as [NodeID] { #expect(full.allows(target, from: "d1"), "d1 → \(target)") }
         for target in ["f1", "fr", "nosuch"] as [NodeID] { #expect(!full.allows(target, from: "d1"), "d1 → \(target)") }
-        for target in ["f1", "fr", "d2", "nosuch"] as [NodeID] { #expect(full.allows(target, from: "de"), "de → \(target)") }
+        for target in ["f1", "fr", "d2", "hq"] as [NodeID] { #expect(full.allows(target, from: "de"), "de → \(target)") }
+        // …but only nodes the tenant has (helper 82: a country's dialogue handled by "ghost" was taken).
+        #expect(!full.allows("nosuch", from: "de"), "de → nosuch")
         #expect(full.allows("f1", from: "hq"))
         #expect(!full.allows("d1", from: "stranger"), "an origin the tree does not know reaches nothing")
         // At the country: its mirror and its path.

@@ -245,6 +245,10 @@ struct CatalogEngineTests {
             }
             // Decommissioning again keeps the first time.
             #expect(try await catalog.decommission(node: "dealer-1", of: "acme", nowMillis: 9_999).decommissionedAtMillis == 1_234)
+            // Nor does it move (helper 83: accepted without a word).
+            await #expect(throws: StoreError.invalidArgument("'dealer-1' was decommissioned; it does not move")) {
+                try await catalog.moveNode("dealer-1", of: "acme", to: "de")
+            }
 
             // Now de has no live node below it; tokens of nodes waiting under it go with it.
             let waiting = try await catalog.issueEnrollmentToken(tenant: "acme", node: "dealer-2", parent: "de")

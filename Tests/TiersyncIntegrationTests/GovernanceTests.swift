@@ -358,6 +358,11 @@ struct GovernanceCLITests {
         let country = try run(["admin", "rollout", "--tenant", "automaker", "--release", "1", "--targets", "de"])
         #expect(country.contains("v1 → de;") && !country.contains("de-1"), "de-1 follows de now: \(country)")
         _ = try run(["admin", "rollout", "--tenant", "automaker", "--release", "3", "--targets", "de-1"])
+        // The root is no target: a rollout "to hq" put the countries on it, not their dealers (helper 82).
+        for command in [["admin", "publish", fixture("automaker")], ["admin", "rollout", "--tenant", "automaker", "--release", "1"]] {
+            let root = try tiersync(command + ["--targets", "hq", "--data", data])
+            #expect(root.status != 0 && root.output.contains("'hq' is the tenant's root: a rollout to it reaches every node, so leave out --targets"), "\(root.output)")
+        }
         // v3 and v2 were trials; v1 went to everyone.
         let rollback = try run(["admin", "rollback", "--tenant", "automaker"])
         #expect(rollback.contains("(rollback to v1): v1 → everyone"), "\(rollback)")

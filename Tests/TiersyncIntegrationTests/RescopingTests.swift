@@ -228,14 +228,23 @@ struct RescopingTests {
             try await eventually(timeout: 30, "d1 has sent c-late to de, or de refuses d1") {
                 try de.store.record(table: "customers", id: "c-late") != nil || d1.agent.status.failingSinceMillis != nil
             }
-            let deTookIt = d1.agent.status.pushedChanges >= 2
             // de pushes it; HQ refuses it (d1 is no longer in de's subtree). de then learns of the
             // move and lets d1's records go, c-late among them.
             try await eventually(timeout: 30, "de swept after d1 left") { try de.store.meta("evicted.for") == "" }
+            // de no longer knows d1, and says why that may be (helper 83: "revoked" sent the
+            // operator for an enrollment token d1 did not need).
+            let credential = try #require(try d1.store.meta(MetaKey.credential.rawValue))
+            let asked = try await running.client(baseURL: de.url, caFile: hub.caFile).send("GET", "/v1/whoami", credential: credential)
+            #expect(asked.status == 401 && asked.text.contains("a dealer HQ moved to another country syncs through that one"), "\(asked.text)")
             try await Task.sleep(for: .seconds(1))
             #expect(try hq.record(table: "customers", id: "c-late") == nil)
 
             #expect(try de.store.record(table: "customers", id: "c-late") == nil && d1.store.record(table: "customers", id: "c-late") != nil)
+            // Taken by de and refused by HQ (most often): de kept a notice asking d1 to send it again.
+            let lateSeq = try #require(try d1.store.lineage(recordID: "c-late").first?.seq)
+            let deTookIt = try d1.store.cursor(NodeStore.parentPushCursor) >= lateSeq
+            let notices = try de.store.refusalsKept(for: "d1", after: 0, limit: 10).refusals.map(\.refusal)
+            #expect(notices.contains { $0.recordID == "c-late" && $0.outsideScopeOf == "de" } == deTookIt, "\(notices)")
             // The move undone at once: HQ takes c-late through de. d1 may not have noticed a thing
             // (its pull waiting at de all along, it took c-late for delivered: it was lost); de's
             // notice asks it to send c-late again. Had de refused it meanwhile, d1 finds de

@@ -263,8 +263,10 @@ struct RevocationTests {
                     && !SyncAgent.sameParent("https://hub.example.com:8443", "https://hub.example.com")
                     && !SyncAgent.sameParent("https://hub.example.com/a", "https://hub.example.com/b")
                     && !SyncAgent.sameParent("https://hub.example.com", "http://hub.example.com")
+                    && !SyncAgent.sameParent("https://hub.example.com/a%2Fb", "https://hub.example.com/a/b")
                     && !SyncAgent.sameParent("not a url", "not a url/"))
-            let respelled = try running.child(["agent", "run", "--db", db, "--parent", de.url + "/", "--ca", hub.caFile, "--poll-ms", "50", "--pull-wait", "2"],
+            let respelled = try running.child(["agent", "run", "--db", db, "--parent", de.url.replacingOccurrences(of: "https://", with: "HTTPS://") + "//", "--ca", hub.caFile,
+                                               "--poll-ms", "50", "--pull-wait", "2"],
                                               log: dir.path + "/respelled.log")
             try d1.store.commit([.upsert("customers", id: "d1-respelled", ["last_name": "Respelled"])])
             try await eventually(timeout: 30, "the agent syncs under the other spelling") { try hq.record(table: "customers", id: "d1-respelled") != nil }

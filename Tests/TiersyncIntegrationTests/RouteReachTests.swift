@@ -104,9 +104,13 @@ struct RouteReachTests {
                 let store = try await hub.tenantStore(for: "acme")
                 let customers = try await store.liveRecords(inTable: "customers")
                 #expect(customers.first { $0.id == "shared-1" }?.values["owning_dealer"] == "d2")
-                // A country routes anywhere: it hands dialogues across countries.
+                // A country routes to any node: it hands dialogues across countries…
                 let handed = try await Self.push(client, [Self.change("de", 1, "interactions", "ok-1", ["handling_node": "f1"])], as: credentials["de"]!)
                 #expect(handed.status == 200, "\(handed.text)")
+                // …but only to a node the tenant has (helper 82: a dialogue handled by "ghost" was taken).
+                let ghost = try await Self.push(client, [Self.change("de", 2, "interactions", "inj-ghost", ["originating_node": "de", "handling_node": "ghost"])],
+                                                as: credentials["de"]!)
+                #expect(ghost.status == 422 && (try? ghost.decode(PushResponse.self).rejected.first?.message.contains("to node 'ghost'")) == true, "\(ghost.text)")
             }
         }
     }

@@ -21,6 +21,27 @@ struct RetentionStoreTests {
     }
 
     @Test("""
+    a push resumed below records folded from the parent's changes alone scans past them to what goes upward (helper 83: \
+    a country's batch came back empty below 20,000 back-filled records, and its push stalled for good)
+    """)
+    func pushScansPastFoldedParentRecords() async throws {
+        let dir = try TempDir()
+        let d1 = try makeStore(dir, "d1")
+        let now = WallClock.nowMillis()
+        let fromParent = (1...12).map { n in change("hq", Int64(n), at: now + UInt64(n), "c-p\(n)", ["last_name": "From HQ", "owning_dealer": "d1"]) }
+        _ = try await d1.applyIncoming(fromParent, from: "hq", source: .parent, checkSkew: false)
+        try d1.commit([.upsert("customers", id: "c-own", ["last_name": "Mine"])])
+        try d1.commit([.upsert("customers", id: "c-head", ["last_name": "Head"])])
+        let report = try await d1.compact(policy: .default, tree: nil)
+        #expect(report.foldedEntries >= 12, "the parent's changes fold at once: \(report)")
+        // The push cursor below all of them (a moved dealer's history re-sent, say).
+        for limit in [1, 3, 500] {
+            let batch = try d1.upstreamBatch(after: 0, limit: limit).map(\.change.recordID)
+            #expect(batch.first == "c-own", "limit \(limit): \(batch)")
+        }
+    }
+
+    @Test("""
     a superseded entry goes once the parent acknowledged it, one holding a current value is folded into its record, \
     the head stays; a redelivered purged change is a duplicate and the highest sequence held does not go back
     """)
