@@ -330,6 +330,19 @@ struct GovernanceCLITests {
         #expect(try store.record(table: "interactions", id: "hq-2")?.state.liveValues["handling_node"] == "hq")
         // Done once: the next run hands nothing.
         #expect(!(try run(["rules", "run", "--db", db, "--data", data])).contains("handed"))
+        // --now reads as generate's and publish's (helper 82: now, +1d and -1d were refused).
+        for now in ["now", "+1d", "-1d", "2026-12-03T10:00:00Z"] {
+            // (Before the release was published, none was in force: nothing evaluated, said so.)
+            let ran = try run(["rules", "run", "--db", db, "--data", data, "--now", now])
+            #expect(ran.contains("evaluated at") || ran.contains("no governance release in force at hq"), "\(now): \(ran)")
+        }
+        let early = try tiersync(["rules", "run", "--db", db, "--data", data, "--now", "1960-01-01T00:00:00Z"])
+        #expect(early.status != 0 && early.output.contains("before 1970"), "\(early.output)")
+        // Another hub's directory places nothing here: refused, not "left to another node" (helper 82).
+        let other = dir.path + "/other"
+        #expect(try tiersync(["admin", "create-tenant", "--data", other, "--tenant", "globex", "--levels", "3"]).status == 0)
+        let foreign = try tiersync(["rules", "run", "--db", db, "--data", other])
+        #expect(foreign.status != 0 && foreign.output.contains("does not hold node 'hq' of tenant 'automaker': give this node's own --data"), "\(foreign.output)")
     }
 
     @Test("""
