@@ -142,8 +142,13 @@ public struct OverlaySource: Sendable {
             case "based_on":
                 basedOn = reader.read(pair.value, .integer(1...Int(Int32.max)), field: "overlay.based_on")?.numberValue.map { Int($0) }
             case "set":
-                guard case .mapping(let entries) = pair.value.content, !entries.isEmpty else {
+                guard case .mapping(let entries) = pair.value.content else {
                     reader.issue(pair.value, "overlay.set", "expected a mapping of field path → new value")
+                    continue
+                }
+                // `set: {}` is a mapping: told it was not one, the writer looked for a typo (helper 82).
+                guard !entries.isEmpty else {
+                    reader.issue(pair.value, "overlay.set", "names no field: an overlay sets at least one field HQ allows countries to change")
                     continue
                 }
                 for entry in entries {

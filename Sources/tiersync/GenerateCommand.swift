@@ -142,7 +142,7 @@ struct Generate: AsyncParsableCommand {
                        tally: InteractionTally, leads: [LeadSpec], generator: DataGenerator) {
         let companies = customers.filter(\.company).count, keyAccounts = customers.filter(\.keyAccount).count
         let segments = ["A", "B", "C", "D"].map { s in "\(s) \(customers.filter { $0.segment == s }.count)" }.joined(separator: ", ")
-        print("customers:    \(grouped(customers.count)) (\(companies) companies, \(keyAccounts) key accounts; segments \(segments))")
+        print("customers:    \(grouped(customers.count)) (\(companies) compan\(companies == 1 ? "y" : "ies"), \(keyAccounts) key account\(keyAccounts == 1 ? "" : "s"); segments \(segments))")
         let consent = consentFields.map { c -> String in
             let values = customers.map { $0.fields[c.field] }
             let yes = values.filter { $0 == .bool(true) }.count, no = values.filter { $0 == .bool(false) }.count

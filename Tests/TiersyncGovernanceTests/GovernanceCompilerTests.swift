@@ -180,6 +180,15 @@ struct GovernanceCompilerTests {
             try OverlaySource.parse(yaml: "overlay:\n  country: de\n  based_on: 1e19\n  set: {kpis.x.target: 1}\n", file: "de.yaml")
         }.issues
         #expect(overlay.contains { $0.field == "overlay.based_on" }, "\(overlay)")
+        // An empty set is a mapping that names nothing, and is told so (helper 82).
+        let empty = try #require(throws: GovernanceIssues.self) {
+            try OverlaySource.parse(yaml: "overlay:\n  country: de\n  based_on: 1\n  set: {}\n", file: "de.yaml")
+        }.issues
+        #expect(empty.contains { $0.field == "overlay.set" && $0.message.hasPrefix("names no field") }, "\(empty)")
+        let scalar = try #require(throws: GovernanceIssues.self) {
+            try OverlaySource.parse(yaml: "overlay:\n  country: de\n  based_on: 1\n  set: 5\n", file: "de.yaml")
+        }.issues
+        #expect(scalar.contains { $0.field == "overlay.set" && $0.message.hasPrefix("expected a mapping") }, "\(scalar)")
     }
 
     @Test("aliases nested inside aliases (a kilobyte that expands to a billion values) are refused at once: a viewer's validate request grew the hub by gigabytes until it was killed",
