@@ -294,6 +294,7 @@ public final class SyncAgent: Sendable {
             try store.setCursor(Self.pushCursor, response.acknowledgedThrough)
             let rejected = refusals(in: response, of: batch.map(\.change))
             try store.scheduleRetries(rejected)
+            await releaseChangesOfMakersGone(rejected)
             await dropRefusedRelays(rejected, of: batch.map(\.change))
             await eraseRefused(rejected, of: batch.map(\.change))
             noteRoutedAway(batch.map(\.change), refused: rejected)
@@ -336,6 +337,25 @@ public final class SyncAgent: Sendable {
             }
         } catch {
             logger.error("could not erase records whose changes the parent refused as erased", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// After the parent refused children's changes (`forbidden`): those whose maker is no
+    /// longer below this node by the directory it mirrors are withdrawn, and their makers told
+    /// to send them again (``NodeStore/releaseChangesOfMakersGone(outside:)``). The sweep that
+    /// follows a move does the same, for what was refused before it. Never failing the push round.
+    private func releaseChangesOfMakersGone(_ rejected: [RejectedChange]) async {
+        guard rejected.contains(where: { $0.code == .forbidden && $0.origin != identity.node }),
+              let scope = await configuration.scope(identity.node) else { return }
+        do {
+            let kept = try store.releaseChangesOfMakersGone(outside: scope)
+            if kept > 0 {
+                logger.notice("let go of children's changes refused above as no longer relayed for their makers (moved away); their makers are told to send them again",
+                              metadata: ["changes": "\(kept)"])
+                await onPulled()
+            }
+        } catch {
+            logger.error("could not let go of changes of children that moved away", metadata: ["error": "\(error)"])
         }
     }
 
@@ -394,6 +414,7 @@ public final class SyncAgent: Sendable {
         let accepted = due.filter { !stillRefused.contains("\($0.origin)#\($0.originSeq)") }
         try store.clearRetries(accepted)
         try store.scheduleRetries(rejected)
+        await releaseChangesOfMakersGone(rejected)
         await dropRefusedRelays(rejected, of: due)
         await eraseRefused(rejected, of: due)
         noteRoutedAway(accepted, refused: [])

@@ -79,7 +79,8 @@ public final class RelayDirectory: NodeDirectory {
     /// agent, still started towards this country, read "revoked" and was sent for a new
     /// enrollment token it did not need (helper 83).
     public var unknownCredentialMessage: String {
-        "unknown or revoked credential, or one of a node that is not (or no longer) below node '\(identity.node)': a dealer HQ moved to another country syncs through that one (restart its agent with --parent)"
+        // Without this country's id: the caller may hold a made-up credential.
+        "unknown or revoked credential, or one of a node that is not (or no longer) below this country: a dealer HQ moved to another country syncs through that one (restart its agent with --parent)"
     }
 
     public func authenticate(credential: String) async throws -> Principal? {

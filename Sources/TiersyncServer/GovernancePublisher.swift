@@ -207,7 +207,7 @@ public struct GovernancePublisher: Sendable {
         // the countries, and a rollout "to hq" put them on the release while their dealers
         // stayed behind, under a message naming hq alone (helper 82).
         for t in targets where tree.isRoot(t) {
-            throw GovernancePublishError("'\(t)' is the tenant's root: a rollout to it reaches every node, so leave out --targets; a trial names countries or dealers")
+            throw GovernancePublishError("'\(t)' is the tenant's root and is no target (a target takes its children along: the countries would follow, their dealers not); leave out --targets to roll out to every node, or name countries or dealers for a trial")
         }
     }
 

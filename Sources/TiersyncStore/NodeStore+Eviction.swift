@@ -65,6 +65,10 @@ extension NodeStore {
         return try writer.write { db in
             guard let me = try Self.identity(db), me.parent != nil else { return EvictionReport() }
             var report = EvictionReport()
+            var statements = LogStatements(db)
+            if let nodes = scope.nodes {
+                report.sendAgainNotices = try releaseChangesOfMakersGone(db, &statements, below: nodes, me: me.node)
+            }
             var records: [(table: TableSchema, id: String, route: Set<NodeID>)] = []
             if let candidates {
                 for (table, id) in candidates {
@@ -86,33 +90,7 @@ extension NodeStore {
             // Own sequence numbers never go back: the highest used so far becomes the floor
             // before any own entry is removed.
             try Self.raiseSeqFloor(db, node: me.node)
-            var statements = LogStatements(db)
-            let nowMillis = WallClock.nowMillis()
             for (table, id, _) in outside {
-                // A child's change the parent refused because its maker is no longer below this
-                // node (HQ moved it away after this node took the change) is withdrawn here at
-                // once, whether or not the record itself can go yet, and its maker is told to
-                // send it again, to whichever parent it has by then (``UpstreamRefusal``): moved
-                // back before anything refused it, the maker took the change for delivered, and
-                // it was lost (helper 80). Withdrawn, not noted as purged: sent again, it is new
-                // here, not a duplicate (kept logged, a record kept for another unsent change
-                // took the copy sent again for one, and never passed it on; helper 81).
-                if let nodes = scope.nodes {
-                    for entry in try Self.fetchLogged(db, sql: """
-                        SELECT \(Self.loggedColumns(of: "c")) FROM ts_changes c
-                        JOIN ts_push_retries p ON p.origin = c.origin AND p.origin_seq = c.origin_seq
-                        WHERE c.tbl = ? AND c.record_id = ? AND c.source = ? AND p.code = ? AND c.op != '\(Self.erasedOp)'
-                        """, arguments: [table.name, id, ChangeSource.child.rawValue, ChangeRejection.Code.forbidden.rawValue])
-                    where !nodes.contains(entry.change.origin) {
-                        guard let via = entry.receivedFrom else { continue }
-                        try withdrawLogged(db, &statements, entry.change, seq: entry.seq)
-                        let notice = RejectedChange(change: entry.change, rejection: ChangeRejection(
-                            .forbidden, "change \(entry.change.origin)#\(entry.change.originSeq) was refused above '\(me.node)', which no longer relays for its maker (moved away): send it again to the maker's parent",
-                            outsideScopeOf: me.node))
-                        try Self.keepUpstreamRefusal(db, via: via.rawValue, refusal: notice, nowMillis: nowMillis)
-                        report.sendAgainNotices += 1
-                    }
-                }
                 // Unsent: not pushed yet, or refused for a reason that may pass and waiting to be
                 // sent again (its retry would find its log entry gone). A change refused as
                 // outside this node's scope never passes now that the record left it: its retry
@@ -146,6 +124,51 @@ extension NodeStore {
             }
             return report
         }.withNoticeFlag(on: self)
+    }
+
+    /// ``releaseChangesOfMakersGone(_:_:below:me:)`` in a transaction of its own, for
+    /// `scope` (this node's, from the directory it mirrors): run when the parent refuses a
+    /// child's change after the sweep that followed the move (the mirror learned of it
+    /// first). Returns the notices kept.
+    public func releaseChangesOfMakersGone(outside scope: Scope) throws -> Int {
+        guard let nodes = scope.nodes else { return 0 }
+        let kept = try writer.write { db -> Int in
+            guard let me = try Self.identity(db), me.parent != nil else { return 0 }
+            var statements = LogStatements(db)
+            return try releaseChangesOfMakersGone(db, &statements, below: nodes, me: me.node)
+        }
+        if kept > 0 { hasUpstreamRefusals.store(true, ordering: .relaxed) }
+        return kept
+    }
+
+    /// Withdraws children's changes the parent refused because their maker is no longer below
+    /// this node (HQ moved it away after this node took them: retries of code `forbidden`
+    /// whose origin is outside `nodes`), whatever their records' routes, and keeps a notice
+    /// for the child each came from asking it to send the change again, to whichever parent
+    /// it has by then (``UpstreamRefusal`` with `outsideScopeOf` naming this node). Moved
+    /// back before anything refused it, the maker took the change for delivered, and it was
+    /// lost (helper 80); kept, it was refused for ever. Withdrawn, not noted as purged: sent
+    /// again, it is new here, not a duplicate. Only records wholly outside the scope were
+    /// looked at first, so a dialogue also routed to the country kept its refused change
+    /// (helper 84). Returns the notices kept.
+    func releaseChangesOfMakersGone(_ db: Database, _ statements: inout LogStatements, below nodes: Set<NodeID>, me: NodeID) throws -> Int {
+        let refused = try Self.fetchLogged(db, sql: """
+            SELECT \(Self.loggedColumns(of: "c")) FROM ts_push_retries p
+            JOIN ts_changes c ON c.origin = p.origin AND c.origin_seq = p.origin_seq
+            WHERE p.code = ? AND c.source = ? AND c.op != '\(Self.erasedOp)' ORDER BY c.seq
+            """, arguments: [ChangeRejection.Code.forbidden.rawValue, ChangeSource.child.rawValue])
+        let nowMillis = WallClock.nowMillis()
+        var kept = 0
+        for entry in refused where !nodes.contains(entry.change.origin) {
+            guard let via = entry.receivedFrom else { continue }
+            try withdrawLogged(db, &statements, entry.change, seq: entry.seq)
+            let notice = RejectedChange(change: entry.change, rejection: ChangeRejection(
+                .forbidden, "change \(entry.change.origin)#\(entry.change.originSeq) was refused above '\(me)', which no longer relays for its maker (moved away): send it again to the maker's parent",
+                outsideScopeOf: me))
+            try Self.keepUpstreamRefusal(db, via: via.rawValue, refusal: notice, nowMillis: nowMillis)
+            kept += 1
+        }
+        return kept
     }
 
     /// Removes a record from this store: its row or tombstone (with its KPI counts), its log

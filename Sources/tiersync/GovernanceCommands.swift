@@ -267,19 +267,32 @@ extension Admin {
 
     /// `now`, `+10m` (a governance duration from now) or an ISO 8601 time.
     static func parseTime(_ text: String) throws -> UInt64 {
+        let range = "give now, ±DURATION or a time from 1970 to the end of 9999"
+        // Past 9999 is no time a record holds: `rules run --now +9999999w` wrote real
+        // escalations at year 190,000, which synced (helper 84).
+        func checked(_ millis: UInt64) throws -> UInt64 {
+            guard millis < UInt64(CommonTimestamp.validMillis.upperBound) else { throw CLIError("'\(text)' is after 9999: \(range)") }
+            return millis
+        }
         if text == "now" { return WallClock.nowMillis() }
         if text.hasPrefix("+"), let d = GovernanceDuration(String(text.dropFirst())) {
-            return WallClock.nowMillis() + UInt64(d.seconds) * 1000
+            let (ahead, overflow) = UInt64(d.seconds).multipliedReportingOverflow(by: 1000)
+            guard !overflow else { throw CLIError("'\(text)' is after 9999: \(range)") }
+            let (at, past) = WallClock.nowMillis().addingReportingOverflow(ahead)
+            return try checked(past ? .max : at)
         }
         if text.hasPrefix("-"), let d = GovernanceDuration(String(text.dropFirst())) {
-            let (now, back) = (WallClock.nowMillis(), UInt64(d.seconds) * 1000)
-            guard back <= now else { throw CLIError("'\(text)' is before 1970: give now, ±DURATION or a time after 1970") }
+            let (back, overflow) = UInt64(d.seconds).multipliedReportingOverflow(by: 1000)
+            let now = WallClock.nowMillis()
+            guard !overflow, back <= now else { throw CLIError("'\(text)' is before 1970: \(range)") }
             return now - back
         }
-        if let date = ISO8601DateFormatter().date(from: text) {
-            // Before 1970 trapped the conversion (exit 132); anything in the past means now.
-            guard date.timeIntervalSince1970 >= 0 else { throw CLIError("'\(text)' is before 1970: give now, +DURATION or a time after 1970") }
-            return UInt64(date.timeIntervalSince1970 * 1000)
+        // With or without fractional seconds, in the range a record holds.
+        if let date = ISO8601DateFormatter().date(from: text) ?? (try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true))) {
+            // Before 1970 trapped the conversion (exit 132).
+            guard date.timeIntervalSince1970 >= 0 else { throw CLIError("'\(text)' is before 1970: \(range)") }
+            guard date.timeIntervalSince1970 < Double(CommonTimestamp.validMillis.upperBound) / 1000 else { throw CLIError("'\(text)' is after 9999: \(range)") }
+            return try checked(UInt64(date.timeIntervalSince1970 * 1000))
         }
         throw CLIError("'\(text)' is not a time: use now, +DURATION or -DURATION (e.g. +10m, -5m) or ISO 8601 (2026-12-01T06:00:00Z)")
     }

@@ -18,6 +18,51 @@ struct RefusedRelayStoreTests {
     }
 
     @Test("""
+    a child's changes the parent refused after HQ moved their maker away are withdrawn at the country, whatever their \
+    records' routes (a dialogue also routed to the country, a customer shared with a sibling), and the maker is told to \
+    send them again: it schedules them for its parent; they are new at the country when they come back (helpers 80, 84)
+    """)
+    func makerMovedAway() async throws {
+        let dir = try TempDir()
+        let de = try makeStore(dir, "de")
+        let d1 = try makeStore(dir, "d1", parent: "de")
+        try d1.commit([.upsert("customers", id: "c-shared", ["last_name": "Shared", "owning_dealer": "d1", "servicing_dealer": "d2"])])
+        try d1.commit([.upsert("interactions", id: "i-up", ["summary": "escalated", "originating_node": "d1", "handling_node": "de"])])
+        try d1.commit([.upsert("customers", id: "c-own", ["last_name": "Own"])])
+        let made = try ["c-shared", "i-up", "c-own"].flatMap { try d1.lineage(recordID: $0).map(\.change) }
+        #expect(try await de.applyIncoming(made, from: "d1", source: .child, checkSkew: false).applied == 3)
+        // de pushed them; HQ, which has moved d1 to fr, refused each (a reason that may pass: retried).
+        try de.setCursor(NodeStore.parentPushCursor, 3)
+        try de.scheduleRetries(made.map { RejectedChange(change: $0, rejection: ChangeRejection(
+            .forbidden, "change \($0.origin)#\($0.originSeq) claims origin 'd1', which is not node 'de' or below it")) })
+        #expect(try de.pendingRetries() == 3)
+
+        // While d1 is still de's (its mirror not refreshed yet), nothing is let go.
+        let before = NodeTree(parents: ["hq": nil, "de": "hq", "fr": "hq", "d1": "de", "d2": "de"])
+        #expect(try de.releaseChangesOfMakersGone(outside: Scope(tree: before, node: "de")) == 0)
+        // Once the mirror has d1 under fr: every one goes, the records still in de's scope too.
+        let after = NodeTree(parents: ["hq": nil, "de": "hq", "fr": "hq", "d1": "fr", "d2": "de"])
+        #expect(try de.releaseChangesOfMakersGone(outside: Scope(tree: after, node: "de")) == 3)
+        #expect(try de.pendingRetries() == 0)
+        for id in ["c-shared", "c-own"] { #expect(try de.record(table: "customers", id: id) == nil, "\(id)") }
+        #expect(try de.record(table: "interactions", id: "i-up") == nil)
+        let notices = try de.refusalsKept(for: "d1", after: 0, limit: 10).refusals
+        #expect(notices.map(\.refusal.originSeq) == [1, 2, 3] && notices.allSatisfy { $0.refusal.outsideScopeOf == "de" }, "\(notices)")
+
+        // d1 takes them (from de, its parent again, or any parent): each is scheduled to be sent again.
+        let taken = try d1.takeUpstreamRefusals(notices, from: "de")
+        #expect(taken.sendAgain.map(\.originSeq) == [1, 2, 3] && taken.setAside.isEmpty && taken.ignored.isEmpty, "\(taken)")
+        #expect(try d1.pendingRetries() == 3 && d1.record(table: "customers", id: "c-own") != nil)
+        // Sent again, they are new at de, not duplicates of what it let go.
+        let again = try await de.applyIncoming(made, from: "d1", source: .child, checkSkew: false)
+        #expect(again.applied == 3 && again.duplicates == 0, "\(again)")
+        // A notice naming another record than the one logged is ignored.
+        var forged = notices[0]
+        forged.refusal.recordID = "c-other"
+        #expect(try d1.takeUpstreamRefusals([UpstreamRefusal(id: 99, refusal: forged.refusal)], from: "de").ignored.count == 1)
+    }
+
+    @Test("""
     a dropped relay is passed down to the child it came from, and to no other: the maker withdraws its write, sets it \
     aside in its quarantine and never numbers a change with its sequence again; a node that only relayed it drops it \
     and passes it on; taking a notice twice changes nothing
