@@ -66,7 +66,7 @@ public enum FieldType: Sendable, Hashable, Codable {
         if let millis = s.utf8.withContiguousStorageIfAvailable(CommonTimestamp.millis(utf8:)) ?? nil {
             return CommonTimestamp.validMillis.contains(millis)
         }
-        guard CommonTimestamp.fieldsInRange(s) else { return false }
+        guard CommonTimestamp.hasInternetDateTimeShape(s), CommonTimestamp.fieldsInRange(s) else { return false }
         let f = ISO8601DateFormatter()
         var date = f.date(from: s)
         if date == nil {

@@ -126,8 +126,8 @@ public struct CountryNode: Sendable {
         }
     }
 
-    /// Evicts the records of nodes that left this subtree (moved to another country, or
-    /// decommissioned and gone from the directory), once its node set differs from the one
+    /// Evicts the records of nodes that left this subtree (moved to another country; a
+    /// decommissioned node stays in the directory), once its node set differs from the one
     /// last swept, and at the first refresh (a move while the country was down). Which set was
     /// swept is kept in the node's store, so a sweep cut short is redone.
     static func evictLeavers(directory: RelayDirectory, store: NodeStore, identity: NodeIdentity, logger: Logger,

@@ -208,7 +208,7 @@ public enum Timestamp {
     /// `rules run --now 99999-…` evaluated at year 99999 and wrote real escalations.
     public static func parse(_ text: String) -> UInt64? {
         if let millis = text.utf8.withContiguousStorageIfAvailable(commonMillis) ?? nil { return millis }
-        guard CommonTimestamp.fieldsInRange(text) else { return nil }
+        guard CommonTimestamp.hasInternetDateTimeShape(text), CommonTimestamp.fieldsInRange(text) else { return nil }
         let date = (try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
             ?? (try? Date(text, strategy: Date.ISO8601FormatStyle()))
         guard let millis = date.map({ ($0.timeIntervalSince1970 * 1000).rounded() }),

@@ -287,8 +287,15 @@ extension Admin {
             guard !overflow, back <= now else { throw CLIError("'\(text)' is before 1970: \(range)") }
             return now - back
         }
-        // With or without fractional seconds, in the range a record holds.
-        if let date = ISO8601DateFormatter().date(from: text) ?? (try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true))) {
+        // With or without fractional seconds, nothing after the time (Foundation's format
+        // style read "…00.5Zjunk"), in the range a record holds.
+        let formatter = ISO8601DateFormatter()
+        var parsed = CommonTimestamp.hasInternetDateTimeShape(text) ? formatter.date(from: text) : nil
+        if parsed == nil, CommonTimestamp.hasInternetDateTimeShape(text) {
+            formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            parsed = formatter.date(from: text)
+        }
+        if let date = parsed {
             // Before 1970 trapped the conversion (exit 132).
             guard date.timeIntervalSince1970 >= 0 else { throw CLIError("'\(text)' is before 1970: \(range)") }
             guard date.timeIntervalSince1970 < Double(CommonTimestamp.validMillis.upperBound) / 1000 else { throw CLIError("'\(text)' is after 9999: \(range)") }

@@ -58,12 +58,30 @@ struct SchemaTimestampTests {
                 common += 1
                 #expect(reference, "the byte check accepted \(text), which the formatter refuses")
             }
-            // The formatter's answer, less what it rolls over into another time and times
-            // outside 1970–9999.
-            #expect((FieldType.timestamp.coerce(.string(text)) != nil) == (reference && CommonTimestamp.fieldsInRange(text) && Self.inSchemaRange(text)),
+            // The formatter's answer, less what it rolls over into another time, times
+            // outside 1970–9999, and what is not an internet date-time and nothing else.
+            #expect((FieldType.timestamp.coerce(.string(text)) != nil)
+                    == (reference && CommonTimestamp.fieldsInRange(text) && Self.inSchemaRange(text) && CommonTimestamp.hasInternetDateTimeShape(text)),
                     "\(text)")
         }
         #expect(common > 1_000, "the byte check took \(common) of the strings")
+    }
+
+    @Test("""
+        a timestamp is an internet date-time and nothing else: Foundation's formatter on Linux reads the time and ignores what \
+        follows it, so "2026-12-03T10:00:00Zjunk" was a valid timestamp field (found through rules run --now, helper 85)
+        """)
+    func nothingAfterTheTime() {
+        for s in ["2026-12-03T10:00:00Zjunk", "2026-12-03T10:00:00.5Zjunk", "2026-12-03T10:00:00+01:00x", "2026-12-03T10:00:00+0100 ",
+                  "2026-12-03T10:00:00.Z", "2026-12-03T10:00:00", "2026-12-03T10:00:00+01", " 2026-12-03T10:00:00Z"] {
+            #expect(!CommonTimestamp.hasInternetDateTimeShape(s), "\(s)")
+            #expect(FieldType.timestamp.coerce(.string(s)) == nil, "\(s)")
+        }
+        for s in ["2026-12-03T10:00:00Z", "2026-12-03T10:00:00.5Z", "2026-12-03t10:00:00z", "2026-12-03T10:00:00+01:00",
+                  "2026-12-03T10:00:00-0530", "2026-12-03T10:00:00.123456789+14:00"] {
+            #expect(CommonTimestamp.hasInternetDateTimeShape(s), "\(s)")
+        }
+        #expect(FieldType.timestamp.coerce(.string("2026-12-03T10:00:00.5Z")) != nil)
     }
 
     @Test("times the formatter rolls over into another (November 31, hour 24, offset +25:00) are refused: a dialogue of November 31 was counted in December's KPIs, one at +25:00 in none")

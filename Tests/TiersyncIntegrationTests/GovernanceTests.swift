@@ -339,11 +339,13 @@ struct GovernanceCLITests {
         let early = try tiersync(["rules", "run", "--db", db, "--data", data, "--now", "1960-01-01T00:00:00Z"])
         #expect(early.status != 0 && early.output.contains("before 1970"), "\(early.output)")
         // Nor past 9999 (helper 84: +9999999w evaluated at year 190,000 and wrote escalations); fractions of a second read.
-        for late in ["+9999999w", "10000-01-01T00:00:00Z"] {
+        for (late, said) in [("+9999999w", "after 9999"), ("9999-12-31T23:00:00-02:00", "after 9999"), ("10000-01-01T00:00:00Z", "is not a time")] {
             let refused = try tiersync(["rules", "run", "--db", db, "--data", data, "--now", late])
-            #expect(refused.status != 0 && refused.output.contains("after 9999"), "\(late): \(refused.output)")
+            #expect(refused.status != 0 && refused.output.contains(said), "\(late): \(refused.output)")
         }
-        _ = try run(["rules", "run", "--db", db, "--data", data, "--now", "2026-12-03T10:00:00.500Z"])
+        #expect(try run(["rules", "run", "--db", db, "--data", data, "--now", "2026-12-03T10:00:00.500Z"]).contains("2026-12-03T10:00:00.500Z"))
+        let junk = try tiersync(["rules", "run", "--db", db, "--data", data, "--now", "2026-12-03T10:00:00.5Zjunk"])
+        #expect(junk.status != 0 && junk.output.contains("is not a time"), "\(junk.output)")
         // Another hub's directory places nothing here: refused, not "left to another node" (helper 82).
         let other = dir.path + "/other"
         #expect(try tiersync(["admin", "create-tenant", "--data", other, "--tenant", "globex", "--levels", "3"]).status == 0)

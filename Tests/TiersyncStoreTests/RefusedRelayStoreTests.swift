@@ -35,24 +35,34 @@ struct RefusedRelayStoreTests {
         try de.setCursor(NodeStore.parentPushCursor, 3)
         try de.scheduleRetries(made.map { RejectedChange(change: $0, rejection: ChangeRejection(
             .forbidden, "change \($0.origin)#\($0.originSeq) claims origin 'd1', which is not node 'de' or below it")) })
-        #expect(try de.pendingRetries() == 3)
+        // A fourth, refused for another reason (clock skew, which passes): not the move's to settle.
+        try d1.commit([.upsert("customers", id: "c-skew", ["last_name": "Skewed"])])
+        let skewed = try #require(try d1.lineage(recordID: "c-skew").first?.change)
+        #expect(try await de.applyIncoming([skewed], from: "d1", source: .child, checkSkew: false).applied == 1)
+        try de.setCursor(NodeStore.parentPushCursor, 4)
+        try de.scheduleRetries([RejectedChange(change: skewed, rejection: ChangeRejection(.clockSkew, "ahead"))])
+        #expect(try de.pendingRetries() == 4)
 
         // While d1 is still de's (its mirror not refreshed yet), nothing is let go.
         let before = NodeTree(parents: ["hq": nil, "de": "hq", "fr": "hq", "d1": "de", "d2": "de"])
         #expect(try de.releaseChangesOfMakersGone(outside: Scope(tree: before, node: "de")) == 0)
-        // Once the mirror has d1 under fr: every one goes, the records still in de's scope too.
+        // Once the mirror has d1 under fr, the sweep lets every one go, the records still in
+        // de's scope too (helper 84: only records wholly outside it were looked at).
         let after = NodeTree(parents: ["hq": nil, "de": "hq", "fr": "hq", "d1": "fr", "d2": "de"])
-        #expect(try de.releaseChangesOfMakersGone(outside: Scope(tree: after, node: "de")) == 3)
-        #expect(try de.pendingRetries() == 0)
+        let swept = try de.evict(outside: Scope(tree: after, node: "de"), records: nil)
+        #expect(swept.sendAgainNotices == 3, "\(swept)")
+        #expect(try de.pendingRetries() == 1, "the skewed one still waits to be sent again")
         for id in ["c-shared", "c-own"] { #expect(try de.record(table: "customers", id: id) == nil, "\(id)") }
         #expect(try de.record(table: "interactions", id: "i-up") == nil)
         let notices = try de.refusalsKept(for: "d1", after: 0, limit: 10).refusals
         #expect(notices.map(\.refusal.originSeq) == [1, 2, 3] && notices.allSatisfy { $0.refusal.outsideScopeOf == "de" }, "\(notices)")
 
-        // d1 takes them (from de, its parent again, or any parent): each is scheduled to be sent again.
+        // d1 takes them from de, the parent that let them go: each is scheduled to be sent again.
         let taken = try d1.takeUpstreamRefusals(notices, from: "de")
         #expect(taken.sendAgain.map(\.originSeq) == [1, 2, 3] && taken.setAside.isEmpty && taken.ignored.isEmpty, "\(taken)")
         #expect(try d1.pendingRetries() == 3 && d1.record(table: "customers", id: "c-own") != nil)
+        // From another parent (fr), such a notice is not one: ignored.
+        #expect(try d1.takeUpstreamRefusals([notices[0]], from: "fr").ignored.count == 1)
         // Sent again, they are new at de, not duplicates of what it let go.
         let again = try await de.applyIncoming(made, from: "d1", source: .child, checkSkew: false)
         #expect(again.applied == 3 && again.duplicates == 0, "\(again)")

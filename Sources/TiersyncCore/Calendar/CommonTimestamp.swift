@@ -56,6 +56,32 @@ public enum CommonTimestamp {
     /// offset of +25:00 — which Foundation's parsers take and roll over into another time (a
     /// dialogue of "November 31" counted in December's KPIs); true otherwise (other layouts
     /// are left to those parsers).
+    /// Whether `s` is an internet date-time and nothing else: `YYYY-MM-DDThh:mm:ss`, an
+    /// optional fraction of a second, then `Z` or an offset (`+01:00`, `+0100`). Foundation's
+    /// `ISO8601DateFormatter` on Linux reads the time and ignores whatever follows it
+    /// (`2026-12-03T10:00:00Zjunk` was a valid timestamp field, and a valid `--now`).
+    public static func hasInternetDateTimeShape(_ s: String) -> Bool {
+        let b = Array(s.utf8)
+        let n = b.count
+        func digits(_ from: Int, _ count: Int) -> Bool {
+            from + count <= n && b[from..<(from + count)].allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
+        }
+        guard n >= 20, digits(0, 4), b[4] == 0x2d, digits(5, 2), b[7] == 0x2d, digits(8, 2), b[10] == 0x54 || b[10] == 0x74,
+              digits(11, 2), b[13] == 0x3a, digits(14, 2), b[16] == 0x3a, digits(17, 2) else { return false }
+        var i = 19
+        if b[i] == 0x2e {
+            i += 1
+            let start = i
+            while i < n, b[i] >= 0x30, b[i] <= 0x39 { i += 1 }
+            guard i > start else { return false }
+        }
+        guard i < n else { return false }
+        if b[i] == 0x5a || b[i] == 0x7a { return i + 1 == n }
+        guard b[i] == 0x2b || b[i] == 0x2d, digits(i + 1, 2) else { return false }
+        if i + 3 < n, b[i + 3] == 0x3a { return digits(i + 4, 2) && i + 6 == n }
+        return digits(i + 3, 2) && i + 5 == n
+    }
+
     public static func fieldsInRange(_ s: String) -> Bool {
         let b = Array(s.utf8)
         let n = b.count
