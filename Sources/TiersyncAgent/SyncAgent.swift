@@ -302,13 +302,21 @@ public final class SyncAgent: Sendable {
             sent += batch.count
             // Own changes refused for clock skew are re-stamped and sent again at once
             // (handleClockSkew, which warns about the clock itself).
+            // One line per kind of refusal and batch, naming the first: a move's race had the
+            // country log 1,234 lines at error, one per change, each healing itself (helper 86).
+            var kinds: [String: (level: Logger.Level, count: Int, first: RejectedChange)] = [:]
             for rejected in rejected where !(rejected.code == .clockSkew && rejected.origin == identity.node) {
-                // A child's change refused as outside its maker's scope is dropped here and
-                // passed down (dropRefusedRelays): handled, not an error of this node.
-                let handled = rejected.code == .forbidden && rejected.outsideScopeOf == rejected.origin && rejected.origin != identity.node
-                logger.log(level: handled ? .notice : .error, "parent quarantined a change", metadata: [
-                    "change": "\(rejected.origin)#\(rejected.originSeq)", "record": "\(rejected.table)/\(rejected.recordID)",
-                    "code": "\(rejected.code.rawValue)", "reason": "\(rejected.message)",
+                // A child's change refused `forbidden` is handled here: dropped and passed down
+                // as outside its maker's scope (dropRefusedRelays), or let go with a notice to
+                // send it again once its maker moved away, or retried. Not an error of this node.
+                let handled = rejected.code == .forbidden && rejected.origin != identity.node
+                let key = "\(rejected.code.rawValue) \(handled)"
+                kinds[key] = (handled ? .notice : .error, (kinds[key]?.count ?? 0) + 1, kinds[key]?.first ?? rejected)
+            }
+            for (level, count, first) in kinds.values.sorted(by: { $0.first.originSeq < $1.first.originSeq }) {
+                logger.log(level: level, "parent refused changes", metadata: [
+                    "count": "\(count)", "first": "\(first.origin)#\(first.originSeq)", "record": "\(first.table)/\(first.recordID)",
+                    "code": "\(first.code.rawValue)", "reason": "\(first.message)",
                 ])
             }
             state.withLock {
@@ -718,7 +726,7 @@ public final class SyncAgent: Sendable {
                     (done.setAside, .warning, "a change this node made was refused above its parent for good; withdrawn and set aside in the quarantine (tiersync admin quarantine)"),
                     (done.notKept, .error, "a change this node made was refused above its parent for good and withdrawn; the quarantine's quota is full, so it was not kept"),
                     (done.passedOn, .warning, "a change this node relayed was refused above its parent for good; dropped and passed on to the child it came from"),
-                    (done.sendAgain, .notice, "the parent let go of a change it no longer relays for (this node, or the child it came from, was moved away after the parent took it); sent again"),
+                    (done.sendAgain, .notice, "the parent let go of changes it no longer relays for (this node, or the child they came from, was moved away after the parent took them); sending them again from the one named"),
                     (done.ignored, .error, "the parent passed down a notice that is not a refusal of a change logged here as outside its maker's scope; ignored"),
                 ]
                 for (refusals, level, message) in outcomes {
@@ -728,6 +736,12 @@ public final class SyncAgent: Sendable {
                     }
                 }
                 state.withLock { $0.refusedAbove += done.setAside.count + done.notKept.count + done.passedOn.count }
+                // The push goes back to the first change let go, logged or folded since: every
+                // later one is sent again too, and the parent takes those it holds for duplicates.
+                if !done.sendAgain.isEmpty,
+                   let from = try store.pushRewind(held: done.sendAgainHeld, acknowledgedThrough: store.cursor(Self.pushCursor)) {
+                    restore.withLock { $0.pushFrom = min($0.pushFrom ?? from, from) }
+                }
                 if !done.passedOn.isEmpty { await onPulled() }
                 taken = fresh.map(\.id).max() ?? taken
                 if !page.more { break }

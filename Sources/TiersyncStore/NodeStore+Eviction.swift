@@ -19,7 +19,7 @@ public struct EvictionReport: Sendable, Equatable {
     /// Those records (table, id): to evict once their changes are acknowledged.
     public var kept: [RecordKey] = []
     /// Children's changes, refused above because their maker had left this node's subtree,
-    /// whose makers were told to send them again (``UpstreamRefusal``).
+    /// let go here; their makers were told to send them again (``UpstreamRefusal``).
     public var sendAgainNotices = 0
 
     public init() {}
@@ -144,31 +144,40 @@ extension NodeStore {
     /// Withdraws children's changes the parent refused because their maker is no longer below
     /// this node (HQ moved it away after this node took them: retries of code `forbidden`
     /// whose origin is outside `nodes`), whatever their records' routes, and keeps a notice
-    /// for the child each came from asking it to send the change again, to whichever parent
-    /// it has by then (``UpstreamRefusal`` with `outsideScopeOf` naming this node). Moved
-    /// back before anything refused it, the maker took the change for delivered, and it was
-    /// lost (helper 80); kept, it was refused for ever. Withdrawn, not noted as purged: sent
-    /// again, it is new here, not a duplicate. Only records wholly outside the scope were
-    /// looked at first, so a dialogue also routed to the country kept its refused change
-    /// (helper 84). Returns the notices kept.
+    /// for the child they came from asking it to send them again, to whichever parent it has
+    /// by then (``UpstreamRefusal`` with `outsideScopeOf` naming this node). Moved back before
+    /// anything refused it, the maker took the changes for delivered, and they were lost
+    /// (helper 80); kept, they were refused for ever. Withdrawn, not noted as purged: sent
+    /// again, they are new here, not duplicates. One notice per child and origin, naming the
+    /// lowest sequence let go: the child sends again from there on (its push goes back, as
+    /// for a restored parent), so thousands let go at once cost one notice, not one each, of
+    /// which only the newest ``maxUpstreamRefusalsPerChild`` were kept (helper 86: 1,400
+    /// changes lost). Only records wholly outside the scope were looked at first, so a
+    /// dialogue also routed to the country kept its refused change (helper 84). Returns the
+    /// changes let go.
     func releaseChangesOfMakersGone(_ db: Database, _ statements: inout LogStatements, below nodes: Set<NodeID>, me: NodeID) throws -> Int {
         let refused = try Self.fetchLogged(db, sql: """
             SELECT \(Self.loggedColumns(of: "c")) FROM ts_push_retries p
             JOIN ts_changes c ON c.origin = p.origin AND c.origin_seq = p.origin_seq
             WHERE p.code = ? AND c.source = ? AND c.op != '\(Self.erasedOp)' ORDER BY c.seq
             """, arguments: [ChangeRejection.Code.forbidden.rawValue, ChangeSource.child.rawValue])
-        let nowMillis = WallClock.nowMillis()
-        var kept = 0
+        var lowest: [String: (via: NodeID, change: Change)] = [:]
+        var released = 0
         for entry in refused where !nodes.contains(entry.change.origin) {
             guard let via = entry.receivedFrom else { continue }
             try withdrawLogged(db, &statements, entry.change, seq: entry.seq)
-            let notice = RejectedChange(change: entry.change, rejection: ChangeRejection(
-                .forbidden, "change \(entry.change.origin)#\(entry.change.originSeq) was refused above '\(me)', which no longer relays for its maker (moved away): send it again to the maker's parent",
+            released += 1
+            let key = "\(via)\u{0}\(entry.change.origin)"
+            if lowest[key].map({ entry.change.originSeq < $0.change.originSeq }) ?? true { lowest[key] = (via, entry.change) }
+        }
+        let nowMillis = WallClock.nowMillis()
+        for (via, change) in lowest.values.sorted(by: { $0.change.originSeq < $1.change.originSeq }) {
+            let notice = RejectedChange(change: change, rejection: ChangeRejection(
+                .forbidden, "change \(change.origin)#\(change.originSeq) (and any later one of \(change.origin) taken here) was refused above '\(me)', which no longer relays for its maker (moved away): send them again to the maker's parent",
                 outsideScopeOf: me))
             try Self.keepUpstreamRefusal(db, via: via.rawValue, refusal: notice, nowMillis: nowMillis)
-            kept += 1
         }
-        return kept
+        return released
     }
 
     /// Removes a record from this store: its row or tombstone (with its KPI counts), its log

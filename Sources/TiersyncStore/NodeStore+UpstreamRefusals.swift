@@ -87,8 +87,8 @@ extension NodeStore {
 
     /// Forgets how far the parent's notices were taken: they are asked for again from the
     /// first (a parent restored from an older backup may number new notices anew). Taking a
-    /// notice twice changes nothing, but for one asking to send a change again: it is sent
-    /// again, and taken for a duplicate.
+    /// notice twice changes nothing, but for one asking to send changes again: they are sent
+    /// again, and taken for duplicates.
     public func resetUpstreamRefusalsTaken() throws {
         try writer.write { db in try db.execute(sql: "DELETE FROM ts_meta WHERE key = ?", arguments: [MetaKey.upstreamRefusalsTaken.rawValue]) }
     }
@@ -115,21 +115,11 @@ extension NodeStore {
                 guard let me else { break }
                 let refusal = notice.refusal
                 // A change the parent let go of because it no longer relays for its maker (this
-                // node, or the child it came from, was moved away after the parent took it):
-                // sent again from here, to whichever parent this node has now. Its entry stays.
+                // node, or the child it came from, was moved away after the parent took it),
+                // with any later one of its origin: sent again from here, to whichever parent this
+                // node has now. The agent moves its push back for it (``pushRewind(held:acknowledgedThrough:)``
+                // finds it, logged or folded by compaction since); its entry stays.
                 if refusal.code == .forbidden, refusal.outsideScopeOf == parent, refusal.origin != parent {
-                    // One no longer logged here (erased, evicted) changes nothing.
-                    guard let entry = try Self.fetchLogged(db, sql: """
-                        SELECT \(Self.loggedColumns(of: nil)) FROM ts_changes WHERE origin = ? AND origin_seq = ? AND op != '\(Self.erasedOp)'
-                        """, arguments: [refusal.origin.rawValue, refusal.originSeq]).first else { continue }
-                    guard entry.change.table == refusal.table, entry.change.recordID == refusal.recordID, entry.source != .parent else {
-                        taken.ignored.append(refusal)
-                        continue
-                    }
-                    try db.execute(sql: """
-                        INSERT INTO ts_push_retries (origin, origin_seq, code, reason, attempts, next_at) VALUES (?, ?, ?, ?, 1, ?)
-                        ON CONFLICT (origin, origin_seq) DO UPDATE SET next_at = excluded.next_at
-                        """, arguments: [refusal.origin.rawValue, refusal.originSeq, refusal.code.rawValue, refusal.message, Int64(clamping: nowMillis)])
                     taken.sendAgain.append(refusal)
                     continue
                 }
@@ -212,8 +202,20 @@ public struct UpstreamRefusalsTaken: Sendable, Equatable {
     /// Changes relayed from children, dropped and passed on to them.
     public var passedOn: [RejectedChange] = []
     /// Changes the parent let go of because it no longer relays for their maker (moved away
-    /// after the parent took them): scheduled to be sent again to this node's parent.
+    /// after the parent took them), each with the later ones of its origin: to send again
+    /// (``sendAgainHeld``).
     public var sendAgain: [RejectedChange] = []
+
+    /// What the parent holds of each origin named by ``sendAgain``, as ``NodeStore/pushRewind(held:acknowledgedThrough:)``
+    /// takes it: everything below the lowest sequence it let go.
+    public var sendAgainHeld: [String: Int64] {
+        var held: [String: Int64] = [:]
+        for refusal in sendAgain {
+            let below = max(0, refusal.originSeq - 1)
+            held[refusal.origin.rawValue] = min(held[refusal.origin.rawValue] ?? below, below)
+        }
+        return held
+    }
     /// Notices that were not what a parent passes down (another refusal, or naming another
     /// record than the change logged here): nothing done.
     public var ignored: [RejectedChange] = []

@@ -70,6 +70,9 @@ struct RescopingTests {
                     && d1.store.record(table: "customers", id: "c-3") == nil && d1.store.lineage(recordID: "c-3").isEmpty
             }
             #expect(try de.store.record(table: "customers", id: "c-3")?.state.liveValues["owning_dealer"] == "d2", "de, above both, keeps it")
+            // HQ has the hand-over before d2 moves: judged after the move, d1 could no longer
+            // route c-3 to d2, now in another country, and the hand-over would be refused.
+            try await eventually(timeout: 30, "HQ holds the hand-over") { try hq.record(table: "customers", id: "c-3")?.state.liveValues["owning_dealer"] == "d2" }
 
             // d2 moves from de to fr: fr receives its records, de keeps none of them.
             d2 = try await Self.move(d2, "d2", to: fr, "fr", hub: hub, running)
