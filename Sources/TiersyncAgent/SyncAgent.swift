@@ -736,10 +736,10 @@ public final class SyncAgent: Sendable {
                     }
                 }
                 state.withLock { $0.refusedAbove += done.setAside.count + done.notKept.count + done.passedOn.count }
-                // The push goes back to the first change let go, logged or folded since: every
-                // later one is sent again too, and the parent takes those it holds for duplicates.
-                if !done.sendAgain.isEmpty,
-                   let from = try store.pushRewind(held: done.sendAgainHeld, acknowledgedThrough: store.cursor(Self.pushCursor)) {
+                // The push went back to the first change let go (in the take's transaction):
+                // every later one is sent again too, and the parent takes those it holds for
+                // duplicates. Noted here as well, so a push that raced the take moves it back again.
+                if let from = done.sendAgainFrom {
                     restore.withLock { $0.pushFrom = min($0.pushFrom ?? from, from) }
                 }
                 if !done.passedOn.isEmpty { await onPulled() }

@@ -29,7 +29,13 @@ extension NodeStore {
     /// holds everything it acknowledged.
     public func pushRewind(held: [String: Int64], acknowledgedThrough: Int64) throws -> Int64? {
         guard acknowledgedThrough > 0, !held.isEmpty else { return nil }
-        return try writer.read { db in
+        return try writer.read { db in try pushRewind(db, held: held, acknowledgedThrough: acknowledgedThrough) }
+    }
+
+    /// ``pushRewind(held:acknowledgedThrough:)`` in a transaction already open.
+    func pushRewind(_ db: Database, held: [String: Int64], acknowledgedThrough: Int64) throws -> Int64? {
+        guard acknowledgedThrough > 0, !held.isEmpty else { return nil }
+        do {
             var first: Int64?
             // One indexed range per origin (ts_changes_identity): a country asks for each
             // node of its subtree, a dealer for itself.

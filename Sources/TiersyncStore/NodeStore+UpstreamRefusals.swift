@@ -117,7 +117,7 @@ extension NodeStore {
                 // A change the parent let go of because it no longer relays for its maker (this
                 // node, or the child it came from, was moved away after the parent took it),
                 // with any later one of its origin: sent again from here, to whichever parent this
-                // node has now. The agent moves its push back for it (``pushRewind(held:acknowledgedThrough:)``
+                // node has now. The push goes back to it below (``pushRewind(held:acknowledgedThrough:)``
                 // finds it, logged or folded by compaction since); its entry stays.
                 if refusal.code == .forbidden, refusal.outsideScopeOf == parent, refusal.origin != parent {
                     taken.sendAgain.append(refusal)
@@ -175,6 +175,16 @@ extension NodeStore {
                     taken.passedOn.append(refusal)
                 }
             }
+            // Changes to send again: the push goes back to the first of them, in this
+            // transaction (a notice taken, and the process gone before the agent moved its push
+            // back, lost them); the agent moves it back too, past a push that raced this take.
+            if !taken.sendAgain.isEmpty {
+                let acknowledged = try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [Self.parentPushCursor]) ?? 0
+                if let from = try pushRewind(db, held: taken.sendAgainHeld, acknowledgedThrough: acknowledged) {
+                    try db.execute(sql: "UPDATE ts_cursors SET value = ? WHERE name = ? AND value > ?", arguments: [from, Self.parentPushCursor, from])
+                    taken.sendAgainFrom = from
+                }
+            }
             if !taken.passedOn.isEmpty { hasUpstreamRefusals.store(true, ordering: .relaxed) }
             let before = try Self.upstreamRefusalsTaken(db, from: parent)
             try Self.setMeta(db, .upstreamRefusalsTaken, "\(parent.rawValue) \(max(before, highest))")
@@ -205,6 +215,10 @@ public struct UpstreamRefusalsTaken: Sendable, Equatable {
     /// after the parent took them), each with the later ones of its origin: to send again
     /// (``sendAgainHeld``).
     public var sendAgain: [RejectedChange] = []
+
+    /// The log position the push went back to for ``sendAgain`` (it resumes after it); nil
+    /// when nothing named is held here unsent-again (erased, or never sent).
+    public var sendAgainFrom: Int64?
 
     /// What the parent holds of each origin named by ``sendAgain``, as ``NodeStore/pushRewind(held:acknowledgedThrough:)``
     /// takes it: everything below the lowest sequence it let go.

@@ -64,8 +64,8 @@ struct RefusedRelayStoreTests {
         try d1.setCursor(NodeStore.parentPushCursor, 4)
         let taken = try d1.takeUpstreamRefusals(notices, from: "de")
         #expect(taken.sendAgain.map(\.originSeq) == [1] && taken.setAside.isEmpty && taken.ignored.isEmpty, "\(taken)")
-        #expect(taken.sendAgainHeld == ["d1": 0])
-        #expect(try d1.pushRewind(held: taken.sendAgainHeld, acknowledgedThrough: 4) == 0)
+        #expect(taken.sendAgainHeld == ["d1": 0] && taken.sendAgainFrom == 0)
+        #expect(try d1.cursor(NodeStore.parentPushCursor) == 0, "the push went back in the same transaction")
         #expect(try d1.record(table: "customers", id: "c-own") != nil, "the maker keeps its writes")
         // From another parent (fr), such a notice is not one: ignored.
         #expect(try d1.takeUpstreamRefusals([notices[0]], from: "fr").ignored.count == 1)
