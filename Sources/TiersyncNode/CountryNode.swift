@@ -108,15 +108,24 @@ public struct CountryNode: Sendable {
             }
             group.addTask {
                 for await _ in refreshed {
+                    // The sweep runs even when the backfill failed: a dealer moved in and out
+                    // again within seconds failed its backfill (403, no longer below), which
+                    // skipped the sweep, and the records fetched for it stayed (helper 87).
                     do {
                         try await Self.backfillNewcomers(directory: directory, agent: agent, store: store, logger: logger)
+                    } catch is CancellationError {
+                        return
+                    } catch {
+                        logger.notice("backfill failed; retrying after the next refresh", metadata: ["error": "\(error)"])
+                    }
+                    do {
                         try await Self.evictLeavers(directory: directory, store: store, identity: identity, logger: logger) {
                             await hub.notifyChanges(for: identity.tenant)
                         }
                     } catch is CancellationError {
                         return
                     } catch {
-                        logger.notice("backfill or eviction failed; retrying after the next refresh", metadata: ["error": "\(error)"])
+                        logger.notice("eviction failed; retrying after the next refresh", metadata: ["error": "\(error)"])
                     }
                 }
             }
@@ -175,12 +184,22 @@ public struct CountryNode: Sendable {
             covered.formIntersection(present)
             try store.setMeta("backfilled", covered.map(\.rawValue).sorted().joined(separator: ","))
         }
-        for node in present.subtracting(covered).sorted() {
+        let newcomers = present.subtracting(covered).sorted()
+        // Records fetched for a newcomer that leaves again before the next sweep (moved in and
+        // back out within seconds) lie outside the node set that sweep compares: it would see no
+        // change and keep them for good (helper 87). So a backfill forces the next sweep, unless
+        // every one succeeded and fetched nothing (a new dealer's first, most often).
+        let sweptFor = try store.meta("evicted.for")
+        if !newcomers.isEmpty { try store.setMeta("evicted.for", nil) }
+        var fetched = 0
+        for node in newcomers {
             let applied = try await agent.backfill(node)
+            fetched += applied
             logger.info("backfilled a node that joined this subtree", metadata: ["node": "\(node)", "changes": "\(applied)"])
             covered.insert(node)
             try store.setMeta("backfilled", covered.intersection(present).map(\.rawValue).sorted().joined(separator: ","))
         }
+        if !newcomers.isEmpty, fetched == 0 { try store.setMeta("evicted.for", sweptFor) }
     }
 }
 

@@ -264,6 +264,31 @@ struct RescopingTests {
         }
     }
 
+    @Test("""
+    a dealer moved into a country and straight back out while the country fetches its records leaves none of them \
+    there: the fetch fails (the dealer is no longer below it) and the sweep still runs (helper 87: they stayed for good)
+    """, .timeLimit(.minutes(5)))
+    func movedInAndOutDuringTheBackfill() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let (hub, de, fr, hq) = try await Self.countries(running, dir: dir)
+            _ = try await hub.catalog.redeem(token: try hub.catalog.issueEnrollmentToken(tenant: "acme", node: "d5", parent: "de"),
+                                             via: Principal(tenant: "acme", node: "de"))
+            // Several pages of d5's customers, written at HQ.
+            for batch in 0..<5 {
+                try hq.commit((0..<1_000).map { n in .upsert("customers", id: "c5-\(batch)-\(n)", ["last_name": "Of d5", "owning_dealer": "d5"]) })
+            }
+            try await eventually(timeout: 60, "de holds d5's customers") { try de.store.counts().records["customers"] == 5_000 }
+            func atFR() throws -> Int { try fr.store.counts().records["customers"] ?? 0 }
+            try await hub.catalogStore.moveNode("d5", of: "acme", to: "fr")
+            // Back as soon as fr has fetched some: most often before the last page.
+            try await eventually(timeout: 60, "fr fetches d5's customers") { try atFR() > 0 }
+            try await hub.catalogStore.moveNode("d5", of: "acme", to: "de")
+            try await eventually(timeout: 60, "fr lets every one go") { try atFR() == 0 }
+            #expect(try de.store.counts().records["customers"] == 5_000)
+        }
+    }
+
     /// A hub (SQLite) with tenant acme in three levels, and its countries de and fr running.
     static func countries(_ running: Running, dir: TempDir) async throws -> (hub: RunningHub, de: RunningCountry, fr: RunningCountry, hq: NodeStore) {
         let hub = try await running.hub(directory: dir.path)
