@@ -276,7 +276,7 @@ public final class SyncAgent: Sendable {
                 logger.error("parent refused a single change as too large; set aside for retry",
                              metadata: ["change": "\(change.origin)#\(change.originSeq)", "reason": "\(message)"])
                 try store.scheduleRetries([RejectedChange(change: change, rejection: ChangeRejection(.tooLarge, message))])
-                try store.setCursor(Self.pushCursor, last.seq)
+                try store.advanceCursor(Self.pushCursor, from: acked, to: last.seq)
                 continue
             }
             Failpoint.hit("agent.after-push-response")
@@ -291,7 +291,8 @@ public final class SyncAgent: Sendable {
                     "parent_holds": "\(held.count == 1 ? "\(held.values.first ?? 0)" : "\(held.count) nodes")",
                 ])
             }
-            try store.setCursor(Self.pushCursor, response.acknowledgedThrough)
+            // Unless a notice moved the cursor back meanwhile: the next round sends from there.
+            try store.advanceCursor(Self.pushCursor, from: acked, to: response.acknowledgedThrough)
             let rejected = refusals(in: response, of: batch.map(\.change))
             try store.scheduleRetries(rejected)
             await releaseChangesOfMakersGone(rejected)

@@ -143,7 +143,10 @@ public struct CountryNode: Sendable {
                              noticesKept: @Sendable () async -> Void) async throws {
         let present = try await directory.descendants()
         let key = present.map(\.rawValue).sorted().joined(separator: ",")
-        guard try store.meta("evicted.for") != key, let tree = try? await directory.tree(of: identity.tenant),
+        // A node whose backfill began and never completed, gone again: the records fetched for
+        // it are swept though the node set may read as the one last swept.
+        let gone = try backfillsBegun(store).subtracting(present)
+        guard try store.meta("evicted.for") != key || !gone.isEmpty, let tree = try? await directory.tree(of: identity.tenant),
               tree.parents[identity.node] != nil else { return }
         let report = try store.evict(outside: Scope(tree: tree, node: identity.node))
         if report.records > 0 { await SyncAgent.truncateLogAfterEviction(store, logger: logger) }
@@ -158,7 +161,10 @@ public struct CountryNode: Sendable {
             await noticesKept()
         }
         // Records still waiting to go upward are swept again at the next refresh.
-        if report.keptUnsent == 0 { try store.setMeta("evicted.for", key) }
+        if report.keptUnsent == 0 {
+            try store.setMeta("evicted.for", key)
+            for node in gone { try noteBackfillBegun(node, store: store, done: true) }
+        }
     }
 
     /// Fetches from HQ the records routed to nodes that joined this subtree (moved in from
@@ -185,21 +191,28 @@ public struct CountryNode: Sendable {
             try store.setMeta("backfilled", covered.map(\.rawValue).sorted().joined(separator: ","))
         }
         let newcomers = present.subtracting(covered).sorted()
-        // Records fetched for a newcomer that leaves again before the next sweep (moved in and
-        // back out within seconds) lie outside the node set that sweep compares: it would see no
-        // change and keep them for good (helper 87). So a backfill forces the next sweep, unless
-        // every one succeeded and fetched nothing (a new dealer's first, most often).
-        let sweptFor = try store.meta("evicted.for")
-        if !newcomers.isEmpty { try store.setMeta("evicted.for", nil) }
-        var fetched = 0
         for node in newcomers {
+            // Noted before it starts: records fetched for a newcomer that leaves again before its
+            // backfill completes (moved in and straight back out: the fetch fails, 403) are swept
+            // once it is gone (``evictLeavers``; helper 87: they stayed for good).
+            try noteBackfillBegun(node, store: store)
             let applied = try await agent.backfill(node)
-            fetched += applied
             logger.info("backfilled a node that joined this subtree", metadata: ["node": "\(node)", "changes": "\(applied)"])
             covered.insert(node)
             try store.setMeta("backfilled", covered.intersection(present).map(\.rawValue).sorted().joined(separator: ","))
+            try noteBackfillBegun(node, store: store, done: true)
         }
-        if !newcomers.isEmpty, fetched == 0 { try store.setMeta("evicted.for", sweptFor) }
+    }
+
+    /// The nodes whose backfill began and did not complete (`backfill.begun`), comma-separated.
+    static func backfillsBegun(_ store: NodeStore) throws -> Set<NodeID> {
+        Set((try store.meta("backfill.begun") ?? "").split(separator: ",").map { NodeID(unchecked: String($0)) })
+    }
+
+    static func noteBackfillBegun(_ node: NodeID, store: NodeStore, done: Bool = false) throws {
+        var begun = try backfillsBegun(store)
+        if done { begun.remove(node) } else { begun.insert(node) }
+        try store.setMeta("backfill.begun", begun.isEmpty ? nil : begun.map(\.rawValue).sorted().joined(separator: ","))
     }
 }
 

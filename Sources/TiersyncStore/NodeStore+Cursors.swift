@@ -13,6 +13,21 @@ extension NodeStore {
         try writer.write { db in try Self.setCursor(db, name, value) }
     }
 
+    /// Moves cursor `name` from `expected` to `value`, only if it still holds `expected`
+    /// (nothing moved it meanwhile). A push's acknowledgement so never overwrites the cursor a
+    /// notice moved back while the push was on the wire (``takeUpstreamRefusals(_:from:nowMillis:)``):
+    /// overwritten, the changes to send again were lost if the process stopped before the
+    /// agent moved it back once more (helper 88). Returns whether it moved.
+    @discardableResult
+    public func advanceCursor(_ name: String, from expected: Int64, to value: Int64) throws -> Bool {
+        try writer.write { db in
+            let current = try Int64.fetchOne(db.cachedStatement(sql: "SELECT value FROM ts_cursors WHERE name = ?"), arguments: [name]) ?? 0
+            guard current == expected else { return false }
+            try Self.setCursor(db, name, value)
+            return true
+        }
+    }
+
     static func setCursor(_ db: Database, _ name: String, _ value: Int64) throws {
         try db.cachedStatement(sql: "INSERT INTO ts_cursors (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value")
             .execute(arguments: [name, value])

@@ -265,7 +265,8 @@ extension Admin {
         return try text.split(separator: ",").map { try NodeID(validating: $0.trimmingCharacters(in: .whitespaces)) }
     }
 
-    /// `now`, `+10m` (a governance duration from now) or an ISO 8601 time.
+    /// `now`, `+10m` or `-5m` (a governance duration from now) or an ISO 8601 time, from 1970
+    /// to the end of 9999 (what a timestamp field holds).
     static func parseTime(_ text: String) throws -> UInt64 {
         let range = "give now, ±DURATION or a time from 1970 to the end of 9999"
         // Past 9999 is no time a record holds: `rules run --now +9999999w` wrote real
@@ -287,13 +288,16 @@ extension Admin {
             guard !overflow, back <= now else { throw CLIError("'\(text)' is before 1970: \(range)") }
             return now - back
         }
-        // With or without fractional seconds, nothing after the time (Foundation's format
-        // style read "…00.5Zjunk"), in the range a record holds.
-        let formatter = ISO8601DateFormatter()
-        var parsed = CommonTimestamp.hasInternetDateTimeShape(text) ? formatter.date(from: text) : nil
-        if parsed == nil, CommonTimestamp.hasInternetDateTimeShape(text) {
-            formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        // With or without fractional seconds, nothing after the time (the formatter reads
+        // "…00Zjunk"), and no day or hour the formatter would roll over (November 31).
+        var parsed: Date?
+        if CommonTimestamp.hasInternetDateTimeShape(text), CommonTimestamp.fieldsInRange(text) {
+            let formatter = ISO8601DateFormatter()
             parsed = formatter.date(from: text)
+            if parsed == nil {
+                formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+                parsed = formatter.date(from: text)
+            }
         }
         if let date = parsed {
             // Before 1970 trapped the conversion (exit 132).

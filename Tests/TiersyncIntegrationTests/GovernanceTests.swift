@@ -344,8 +344,10 @@ struct GovernanceCLITests {
             #expect(refused.status != 0 && refused.output.contains(said), "\(late): \(refused.output)")
         }
         #expect(try run(["rules", "run", "--db", db, "--data", data, "--now", "2026-12-03T10:00:00.500Z"]).contains("2026-12-03T10:00:00.500Z"))
-        let junk = try tiersync(["rules", "run", "--db", db, "--data", data, "--now", "2026-12-03T10:00:00.5Zjunk"])
-        #expect(junk.status != 0 && junk.output.contains("is not a time"), "\(junk.output)")
+        for junk in ["2026-12-03T10:00:00.5Zjunk", "2026-11-31T10:00:00Z"] {
+            let refused = try tiersync(["rules", "run", "--db", db, "--data", data, "--now", junk])
+            #expect(refused.status != 0 && refused.output.contains("is not a time"), "\(junk): \(refused.output)")
+        }
         // Another hub's directory places nothing here: refused, not "left to another node" (helper 82).
         let other = dir.path + "/other"
         #expect(try tiersync(["admin", "create-tenant", "--data", other, "--tenant", "globex", "--levels", "3"]).status == 0)
