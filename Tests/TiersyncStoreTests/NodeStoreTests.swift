@@ -13,6 +13,25 @@ func makeStore(_ dir: TempDir, _ node: NodeID, parent: NodeID? = "hq") throws ->
 
 @Suite("Node store")
 struct NodeStoreTests {
+    @Test("""
+    a push's acknowledgement moves the cursor only from where the push read it: one a send-again notice moved back \
+    meanwhile stays back (helper 88: overwritten, those changes were lost if the process stopped before the agent acted)
+    """)
+    func acknowledgementDoesNotOverwriteARewind() throws {
+        let dir = try TempDir()
+        let store = try makeStore(dir, "d1")
+        try store.setCursor(NodeStore.parentPushCursor, 5)
+        // A push read 5 and sent through 9; a notice moved the cursor back to 2 meanwhile.
+        try store.setCursor(NodeStore.parentPushCursor, 2)
+        #expect(try !store.advanceCursor(NodeStore.parentPushCursor, from: 5, to: 9))
+        #expect(try store.cursor(NodeStore.parentPushCursor) == 2)
+        // The next round reads 2, and its acknowledgement moves it.
+        #expect(try store.advanceCursor(NodeStore.parentPushCursor, from: 2, to: 9))
+        #expect(try store.cursor(NodeStore.parentPushCursor) == 9)
+        // A cursor never written reads 0, and moves from there.
+        #expect(try store.advanceCursor("push.other", from: 0, to: 3) && store.cursor("push.other") == 3)
+    }
+
     @Test("every local write commits with its change-log entry; a refused batch writes nothing")
     func writesAreLogged() async throws {
         let dir = try TempDir()
