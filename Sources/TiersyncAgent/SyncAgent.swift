@@ -83,11 +83,8 @@ public final class SyncAgent: Sendable {
     /// (``takeUpstreamRefusals()``).
     private let pushesInFlight = Mutex(0)
     /// The newest notice of a change refused above the parent that the last pull named
-    /// (``takeUpstreamRefusals()``). `fruitless`: a newest notice whose take failed or fell
-    /// short of it (an unreadable notice at the parent, the parent out of reach), at
-    /// `fruitlessAt`: asked for again a minute later at the earliest, and meanwhile not named
-    /// as newer to the parent's pulls (else each pull answered at once, for ever).
-    private let refusalsOffered = Mutex<(newest: Int64?, fruitless: Int64?, fruitlessAt: ContinuousClock.Instant?)>((nil, nil, nil))
+    /// (``takeUpstreamRefusals()``), and the last take that came to nothing (``RefusalOffer``).
+    private let refusalsOffered = Mutex(RefusalOffer())
     /// Pull rounds completed (a catch-up, or one long-poll answered): the push loop waits
     /// for one after reaching the parent again, so an erasure decided while the node was
     /// away is applied before anything is pushed (docs/PRIVACY.md).
@@ -616,7 +613,10 @@ public final class SyncAgent: Sendable {
         // from nothing gets back what it wrote before.
         let bootstrapped = try store.meta(Self.bootstrappedMeta) == "1"
         do {
-            let page = try await pull(cursor: cursor, excludeOwn: bootstrapped, waitSeconds: waitSeconds,
+            // A failed take of the parent's notices is tried again when its pause ends, not
+            // when a long-poll started meanwhile is answered.
+            let wait = refusalsOffered.withLock { $0.remainingPause() }.map { min(waitSeconds, Self.seconds($0)) } ?? waitSeconds
+            let page = try await pull(cursor: cursor, excludeOwn: bootstrapped, waitSeconds: wait,
                                       history: try store.meta(Self.parentHistoryMeta))
             try checkHead(page, cursor: cursor)
             try await apply(page, bootstrapped: bootstrapped)
@@ -634,7 +634,7 @@ public final class SyncAgent: Sendable {
         do {
             // What it took (or found nothing new behind): a newer notice answers the pull at once.
             let taken = try store.upstreamRefusalsTaken(from: parentNode.withLock { $0 })
-            let refusalsAfter = max(taken, refusalsOffered.withLock { Self.recentlyFruitless($0) } ?? 0)
+            let refusalsAfter = max(taken, refusalsOffered.withLock { $0.recentlyFruitless() } ?? 0)
             let (page, newestRefusal) = try await client.pullPage(cursor: cursor, limit: configuration.pullPageSize, waitSeconds: waitSeconds,
                                                                   excludeOwn: excludeOwn, history: history, refusalsAfter: refusalsAfter)
             refusalsOffered.withLock { $0.newest = newestRefusal }
@@ -694,13 +694,18 @@ public final class SyncAgent: Sendable {
         return received
     }
 
+    /// A duration in seconds, as the wire's wait takes it.
+    private static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
     /// Takes the notices the parent offered with a pull (``UpstreamRefusal``): changes this
     /// node sent up, refused above the parent for good, which the parent dropped. This node
     /// drops them too (``NodeStore/takeUpstreamRefusals(_:from:nowMillis:)``): its own are
     /// set aside in its quarantine, a child's are passed on to that child. Never failing the
     /// pull round: the notices are asked for again after the next pull.
     private func takeUpstreamRefusals() async {
-        guard let offered = refusalsOffered.withLock({ $0.newest != Self.recentlyFruitless($0) ? $0.newest : nil }) else { return }
+        guard let offered = refusalsOffered.withLock({ $0.newest != $0.recentlyFruitless() ? $0.newest : nil }) else { return }
         let parent = parentNode.withLock { $0 }
         do {
             var taken = try store.upstreamRefusalsTaken(from: parent)
@@ -749,19 +754,13 @@ public final class SyncAgent: Sendable {
             }
             // Short of what the pull named (nothing new behind it, or nothing more to fetch):
             // not asked again at once.
-            if taken < offered { refusalsOffered.withLock { ($0.fruitless, $0.fruitlessAt) = (offered, .now) } }
+            refusalsOffered.withLock { if taken < offered { $0.fellShort(offered) } else { $0.succeeded() } }
         } catch is CancellationError {
         } catch {
-            refusalsOffered.withLock { ($0.fruitless, $0.fruitlessAt) = (offered, .now) }
-            logger.error("could not take the parent's notices of changes refused above it; asked again in a minute",
+            let pause = refusalsOffered.withLock { $0.failed(offered); return $0.pause }
+            logger.error("could not take the parent's notices of changes refused above it; asked again in \(pause)",
                          metadata: ["error": "\(error)"])
         }
-    }
-
-    /// The newest notice a take found nothing new behind, or failed for, within the last minute.
-    private static func recentlyFruitless(_ offer: (newest: Int64?, fruitless: Int64?, fruitlessAt: ContinuousClock.Instant?)) -> Int64? {
-        guard let at = offer.fruitlessAt, ContinuousClock.now - at < .seconds(60) else { return nil }
-        return offer.fruitless
     }
 
     /// Applies a pulled page together with its cursor.
@@ -1134,7 +1133,7 @@ public final class SyncAgent: Sendable {
             try store.setMeta(Self.parentHistoryMeta, nil)
             // A restored parent may number new notices anew; taken twice, one changes nothing.
             try store.resetUpstreamRefusalsTaken()
-            refusalsOffered.withLock { $0 = (nil, nil, nil) }
+            refusalsOffered.withLock { $0 = RefusalOffer() }
             headSeen.withLock { $0 = 0 }
         } catch {
             restore.withLock { $0.pullReset = true }

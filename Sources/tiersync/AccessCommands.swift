@@ -9,10 +9,10 @@ extension Admin {
         static let configuration = CommandConfiguration(
             abstract: "Revoke a node's credentials and unused enrollment tokens.",
             discussion: """
-            HQ refuses the node at its next request (401); a country refuses its dealer within a
-            few seconds (its copy of HQ's directory is refreshed every 2 s), and keeps refusing it
-            while HQ is unreachable. A revoked country is refused by HQ and stops serving its
-            dealers. The node keeps its place in the tree and its data; a new enrollment token
+            HQ refuses the node at its next request (401); a country refuses its dealer within a \
+            few seconds (its copy of HQ's directory is refreshed every 2 s), and keeps refusing it \
+            while HQ is unreachable. A revoked country is refused by HQ and stops serving its \
+            dealers. The node keeps its place in the tree and its data; a new enrollment token \
             (`admin enroll-token`) lets it enroll again. To retire it for good, use `decommission`.
             """)
         @OptionGroup var hub: HubData
@@ -35,9 +35,9 @@ extension Admin {
         static let configuration = CommandConfiguration(
             abstract: "Retire a node: revoke it and never let it enroll again.",
             discussion: """
-            Revokes the node's credentials and unused enrollment tokens (as `revoke`) and marks it
-            decommissioned: no token issued before or after lets it enroll again, and `admin nodes`
-            lists it as decommissioned. Its records and its place in the tree stay. A node with
+            Revokes the node's credentials and unused enrollment tokens (as `revoke`) and marks it \
+            decommissioned: no token issued before or after lets it enroll again, and `admin nodes` \
+            lists it as decommissioned. Its records and its place in the tree stay. A node with \
             nodes below it is refused: move them (`admin move-node`) or decommission them first.
             """)
         @OptionGroup var hub: HubData
@@ -61,10 +61,10 @@ extension Admin {
             commandName: "tenant-settings",
             abstract: "Show a tenant's settings, or change whether its dealers may sync with HQ directly.",
             discussion: """
-            HQ serves the nodes directly below the tenant's root (countries in a three-level tenant,
-            agents in a two-level one). A dealer syncs through its country: with its credential,
-            HQ answers 403 wrong_parent. `--allow-direct-sync true` lets dealers sync with HQ
-            directly as well (hub processes see the change at their next request). Without
+            HQ serves the nodes directly below the tenant's root (countries in a three-level tenant, \
+            agents in a two-level one). A dealer syncs through its country: with its credential, \
+            HQ answers 403 wrong_parent. `--allow-direct-sync true` lets dealers sync with HQ \
+            directly as well (hub processes see the change at their next request). Without \
             options, prints the settings and changes nothing.
             """)
         @OptionGroup var hub: HubData

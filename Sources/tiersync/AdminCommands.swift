@@ -68,8 +68,8 @@ struct Admin: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Issue a one-time, expiring enrollment token for a node.",
             discussion: """
-            Creates the tenant (with 2 levels) if it does not exist yet. The node's role follows from
-            its level: the deepest level holds dealers, the one between countries. The token is printed
+            Creates the tenant (with 2 levels) if it does not exist yet. The node's role follows from \
+            its level: the deepest level holds dealers, the one between countries. The token is printed \
             once; the hub keeps only its digest.
             """)
         @OptionGroup var hub: HubData
@@ -107,8 +107,8 @@ struct Admin: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Move a node (with its subtree) under another parent.",
             discussion: """
-            Then point the node's agent at its new parent (`tiersync agent run --parent <url>`): it
-            re-syncs from the start with it, and nothing is lost or applied twice. The new parent
+            Then point the node's agent at its new parent (`tiersync agent run --parent <url>`): it \
+            re-syncs from the start with it, and nothing is lost or applied twice. The new parent \
             fetches the records routed to the node from HQ.
             """)
         @OptionGroup var hub: HubData
@@ -155,12 +155,12 @@ struct Admin: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Show changes a hub or country node refused for a tenant, with reasons.",
             discussion: """
-            Give the hub's --data directory (or its --postgres database), or a country node's
-            --data: the country's refusals (of its dealers' changes) are in its own store, which
-            `tiersync node serve` notes in its --data directory. Or give any node's store with --db.
-            Reads only; creates nothing (on PostgreSQL, the hub's schemas are made if missing,
-            as `hub serve` would). With --db, --discard ID removes one entry (a dealer's own
-            write set aside when HQ refused it, once dealt with); at a hub, discard in the
+            Give the hub's --data directory (or its --postgres database), or a country node's \
+            --data: the country's refusals (of its dealers' changes) are in its own store, which \
+            `tiersync node serve` notes in its --data directory. Or give any node's store with --db. \
+            Reads only; creates nothing (on PostgreSQL, the hub's schemas are made if missing, \
+            as `hub serve` would). With --db, --discard ID removes one entry (a dealer's own \
+            write set aside when HQ refused it, once dealt with); at a hub, discard in the \
             console or with POST /admin/v1/quarantine/{id}/discard, which the audit log records.
             """)
         @Option(help: "The data directory of `tiersync hub serve` or of `tiersync node serve`.") var data: String?

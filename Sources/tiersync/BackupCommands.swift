@@ -10,14 +10,14 @@ struct Backup: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Copy a hub's databases (--data) or a node's store (--db) consistently, while they are in use.",
         discussion: """
-        Uses SQLite's online backup API: each database is copied as of one commit while the hub
-        or agent keeps serving and writing. With --data DIR (a hub's `hub serve --data`), --out
-        is a new directory receiving hub.sqlite and tenants/<tenant>.sqlite; with --db FILE (a
+        Uses SQLite's online backup API: each database is copied as of one commit while the hub \
+        or agent keeps serving and writing. With --data DIR (a hub's `hub serve --data`), --out \
+        is a new directory receiving hub.sqlite and tenants/<tenant>.sqlite; with --db FILE (a \
         node's store), --out is the new file. Nothing is overwritten.
 
-        Restore: stop the hub (or agent), put the files back in place (remove any -wal and -shm
-        files left beside the old ones), start it again. Agents notice a hub restored from an
-        older backup, re-send what it lost and pull again. A hub on PostgreSQL is backed up
+        Restore: stop the hub (or agent), put the files back in place (remove any -wal and -shm \
+        files left beside the old ones), start it again. Agents notice a hub restored from an \
+        older backup, re-send what it lost and pull again. A hub on PostgreSQL is backed up \
         with pg_dump; see docs/OPERATIONS.md, "Backup and restore".
         """)
 

@@ -16,17 +16,17 @@ struct Generate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write months of realistic, seeded customers, vehicles or contracts, interactions and leads into a node's store.",
         discussion: """
-        For the automaker or the insurer of fixtures/governance: customers with value segments, key accounts and
-        consent per purpose and channel (some refusing, some never asked); vehicles with sale dates and leasing ends
-        (automaker) or contracts with start and end dates (insurer); inbound and outbound interactions across channels,
-        topics, knowledge kinds and urgencies with created, answered, abandoned and resolved times (some abandoned, some
+        For the automaker or the insurer of fixtures/governance: customers with value segments, key accounts and \
+        consent per purpose and channel (some refusing, some never asked); vehicles with sale dates and leasing ends \
+        (automaker) or contracts with start and end dates (insurer); inbound and outbound interactions across channels, \
+        topics, knowledge kinds and urgencies with created, answered, abandoned and resolved times (some abandoned, some \
         still unresolved past their SLA); leads with source and fulfilling nodes, won or lost, the recent ones open.
 
-        Written through the node's local write path in batches, so each new inbound interaction is allocated from the
-        governance release in force now, as `contact add` is (sla_due counts from its created_at). The same seed, --now,
+        Written through the node's local write path in batches, so each new inbound interaction is allocated from the \
+        governance release in force now, as `contact add` is (sla_due counts from its created_at). The same seed, --now, \
         --scale, --months and node give the same records, ids and values; only decided_at (when the write ran) differs.
 
-        At HQ's tenant database (DATA/tenants/TENANT.sqlite) the customers belong to the tenant's dealers (or agents)
+        At HQ's tenant database (DATA/tenants/TENANT.sqlite) the customers belong to the tenant's dealers (or agents) \
         from the hub's catalog beside it; elsewhere to this node, unless --dealers names them.
         """)
 

@@ -37,10 +37,10 @@ extension Admin {
         static let configuration = CommandConfiguration(
             abstract: "Create the tenant's governance release key (Ed25519) and register its public half.",
             discussion: """
-            The private key is written to --out (default DATA/keys/TENANT.release.key with --data;
-            required with --postgres, whose hub has no data directory; mode 0600) and
-            signs every release and rollout; nodes enrolled from now on receive the public key and
-            verify everything against it. Keep a copy of the private key offline. Running it again
+            The private key is written to --out (default DATA/keys/TENANT.release.key with --data; \
+            required with --postgres, whose hub has no data directory; mode 0600) and \
+            signs every release and rollout; nodes enrolled from now on receive the public key and \
+            verify everything against it. Keep a copy of the private key offline. Running it again \
             keeps an existing key.
             """)
         @OptionGroup var hub: HubData
@@ -88,8 +88,8 @@ extension Admin {
         static let configuration = CommandConfiguration(
             abstract: "Validate, sign and publish a governance directory as the tenant's next release.",
             discussion: """
-            Without --targets every node moves to the new release; with --targets (trial countries or
-            dealers) only they and the nodes below them do, the rest keep what they had. Widen a
+            Without --targets every node moves to the new release; with --targets (trial countries or \
+            dealers) only they and the nodes below them do, the rest keep what they had. Widen a \
             trial with `admin rollout`, undo with `admin rollback`. Nodes receive it within seconds.
             """)
         @Argument(help: "Directory of governance YAML files.") var directory: String
@@ -142,6 +142,12 @@ extension Admin {
                 let rollout = try await publisher.rollout(release: release, targets: targets)
                 try await Admin.User.audit(opened, tenantID, "release.rollout", "v\(release)", rollout.summary)
                 print("rollout \(rollout.sequence): \(rollout.summary)")
+                // A release published for later governs nothing yet (helper 82: the rollout
+                // said nothing of it); its nodes keep the one in force until then.
+                if let published = try await publisher.releases().first(where: { $0.version == release }),
+                   published.effectiveFromMillis > WallClock.nowMillis() {
+                    print("v\(release) takes effect at \(formatMillis(published.effectiveFromMillis)): until then its nodes keep the release in force")
+                }
             }
         }
     }
@@ -276,6 +282,9 @@ extension Admin {
             return millis
         }
         if text == "now" { return WallClock.nowMillis() }
+        // These options read the next word whatever it is (so that -1d is a value), so an
+        // option given no value takes the next option's name (`rules run --now --data X`).
+        if text.hasPrefix("--") { throw CLIError("got the option '\(text)' where a time belongs: \(range)") }
         if text.hasPrefix("+"), let d = GovernanceDuration(String(text.dropFirst())) {
             let (ahead, overflow) = UInt64(d.seconds).multipliedReportingOverflow(by: 1000)
             guard !overflow else { throw CLIError("'\(text)' is after 9999: \(range)") }

@@ -16,12 +16,12 @@ struct Hub: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Serve every tenant's nodes over HTTPS until SIGTERM or SIGINT.",
             discussion: """
-            TLS is always on: give --cert and --key, or --dev-certs DIR to create a local CA and a
+            TLS is always on: give --cert and --key, or --dev-certs DIR to create a local CA and a \
             loopback certificate there (clients then trust DIR/ca.pem).
 
-            Storage: --data DIR keeps the catalog and one SQLite database per tenant in DIR (one
-            process). --postgres URL keeps everything in that PostgreSQL database instead; any
-            number of hub processes may then serve it at once behind a load balancer (see
+            Storage: --data DIR keeps the catalog and one SQLite database per tenant in DIR (one \
+            process). --postgres URL keeps everything in that PostgreSQL database instead; any \
+            number of hub processes may then serve it at once behind a load balancer (see \
             docs/OPERATIONS.md, "The hub on PostgreSQL").
             """)
 

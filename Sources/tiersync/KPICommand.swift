@@ -13,9 +13,9 @@ struct KPICommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kpi", abstract: "Print a node's KPIs per day, week or month, against targets (docs/GOVERNANCE.md, KPIs).",
         discussion: """
-        At HQ give the tenant's database (--db DATA/tenants/T.sqlite); at a country or dealer its node database.
-        Without --by the table has one row per KPI and period for the node's whole subtree; with --by node, a row
-        per node of the subtree (its own dialogues and leads) and per node with nodes below it (its subtree).
+        At HQ give the tenant's database (--db DATA/tenants/T.sqlite); at a country or dealer its node database. \
+        Without --by the table has one row per KPI and period for the node's whole subtree; with --by node, a row \
+        per node of the subtree (its own dialogues and leads) and per node with nodes below it (its subtree). \
         A percentage is 100 × numerator / denominator; a mean in seconds is numerator (ms) / denominator / 1000.
         """)
     @Option(help: "The node's database (HQ: DATA/tenants/TENANT.sqlite).") var db: String

@@ -11,12 +11,12 @@ extension Admin {
         static let configuration = CommandConfiguration(
             abstract: "Replace the tenant's release key with a new one; nodes switch over with no gap.",
             discussion: """
-            Creates a new Ed25519 release key and announces it in a key-rotation document signed by
-            the current key (and countersigned by the new one). Nodes receive the announcement with
-            their governance, check it with the key they hold and adopt the new key; a country
-            relays it to its dealers. What the old key signed before stays valid; releases, rollouts
-            and certificates from now on are signed by the new key, and nodes enrolling from now on
-            receive it. The new private key replaces the old one at --key (the old one is kept
+            Creates a new Ed25519 release key and announces it in a key-rotation document signed by \
+            the current key (and countersigned by the new one). Nodes receive the announcement with \
+            their governance, check it with the key they hold and adopt the new key; a country \
+            relays it to its dealers. What the old key signed before stays valid; releases, rollouts \
+            and certificates from now on are signed by the new key, and nodes enrolling from now on \
+            receive it. The new private key replaces the old one at --key (the old one is kept \
             beside it as FILE.<key id>.retired), or is written to --out.
             """)
         @OptionGroup var hub: HubData
@@ -56,10 +56,10 @@ extension Admin {
         static let configuration = CommandConfiguration(
             abstract: "Revoke the overlay keys HQ certified for a country so far.",
             discussion: """
-            Signs and publishes a revocation of every overlay-key certificate issued to the country
-            until now (`admin overlay-key`). Nodes receive it with their governance: dealers and
-            the country itself refuse overlays signed with a revoked key and apply the release
-            alone, reporting why in the rollout status. Issue the country a new key afterwards
+            Signs and publishes a revocation of every overlay-key certificate issued to the country \
+            until now (`admin overlay-key`). Nodes receive it with their governance: dealers and \
+            the country itself refuse overlays signed with a revoked key and apply the release \
+            alone, reporting why in the rollout status. Issue the country a new key afterwards \
             with `admin overlay-key`; overlays it signs are accepted again.
             """)
         @OptionGroup var hub: HubData

@@ -13,16 +13,16 @@ extension Admin {
             commandName: "migrate-tenant",
             abstract: "Move a tenant from a SQLite hub (--data) into PostgreSQL (--to-postgres), with digests before and after.",
             discussion: """
-            Stop the SQLite hub first: the tenant is read as it stands. Everything moves as it is
-            stored: the change log with its positions (so every node's cursors stay valid and its
-            agent continues without a resync), records, conflicts, quarantine, governance
-            documents, KPI settings, and the catalog entries (nodes, tokens and credential
-            digests, so every node keeps its credential), and the tenant's administration
-            (administrators, their tokens, the audit log, four-eyes and its release requests).
-            The nodes' last lag reports do not move: they report again within minutes. The tenant's data is written first and
-            compared by digest; only when the digests are equal is the tenant added to the
-            PostgreSQL catalog, so a hub on PostgreSQL serves it only complete. The target must
-            not hold the tenant yet. Then start the hub with --postgres and point the nodes (or
+            Stop the SQLite hub first: the tenant is read as it stands. Everything moves as it is \
+            stored: the change log with its positions (so every node's cursors stay valid and its \
+            agent continues without a resync), records, conflicts, quarantine, governance \
+            documents, KPI settings, and the catalog entries (nodes, tokens and credential \
+            digests, so every node keeps its credential), and the tenant's administration \
+            (administrators, their tokens, the audit log, four-eyes and its release requests). \
+            The nodes' last lag reports do not move: they report again within minutes. The tenant's data is written first and \
+            compared by digest; only when the digests are equal is the tenant added to the \
+            PostgreSQL catalog, so a hub on PostgreSQL serves it only complete. The target must \
+            not hold the tenant yet. Then start the hub with --postgres and point the nodes (or \
             the load balancer) at it.
             """)
 

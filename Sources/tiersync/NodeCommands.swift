@@ -11,10 +11,10 @@ struct Node: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Serve a country's dealers over HTTPS and sync with HQ, until SIGTERM or SIGINT.",
             discussion: """
-            A country node keeps its own SQLite store (--db), serves its dealers with the same API
-            as HQ, and relays their changes to HQ with origin, sequence and clock intact. Dealers
-            enroll through it with tokens from HQ (`tiersync admin enroll-token --parent <country>`);
-            it authenticates them against a directory it mirrors from HQ (kept in --data), so it
+            A country node keeps its own SQLite store (--db), serves its dealers with the same API \
+            as HQ, and relays their changes to HQ with origin, sequence and clock intact. Dealers \
+            enroll through it with tokens from HQ (`tiersync admin enroll-token --parent <country>`); \
+            it authenticates them against a directory it mirrors from HQ (kept in --data), so it \
             keeps serving them while HQ is down. Country staff write to --db with the record commands.
             """)
 

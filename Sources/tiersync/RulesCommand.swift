@@ -18,10 +18,10 @@ struct RulesCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Evaluate escalation and proactive contacts once, in the node's database, and print what was written.",
             discussion: """
-            Works offline: the rules are those of the governance in force at the node at --now, the
-            records those the node holds. What it writes (escalation entries, the escalated
-            dialogues, proactive tasks, cancellations) syncs like any local write. A running agent,
-            country node or hub does the same every 30 seconds (--rules-interval); the records'
+            Works offline: the rules are those of the governance in force at the node at --now, the \
+            records those the node holds. What it writes (escalation entries, the escalated \
+            dialogues, proactive tasks, cancellations) syncs like any local write. A running agent, \
+            country node or hub does the same every 30 seconds (--rules-interval); the records' \
             ids and values are the same whichever node writes them, so nothing is written twice.
             """)
         @OptionGroup var node: NodeDatabase
@@ -32,8 +32,16 @@ struct RulesCommand: AsyncParsableCommand {
         var data: String?
         @Option(help: "Refused: rules run evaluates a node's SQLite database (--db); see the error for HQ on PostgreSQL.")
         var postgres: String?
+        /// Words no option took: `--now` reads the next word whatever it is (so that `-1d` is
+        /// a value), so `--now --data X` left X over, and the parser's "unexpected argument
+        /// 'X'" did not say that --now had no value (helper 84).
+        @Argument(help: .hidden) var leftOver: [String] = []
 
         func validate() throws {
+            if let now, now.hasPrefix("--") {
+                throw ValidationError("--now needs a value (now, ±DURATION or an ISO 8601 time), and took the option '\(now)' for it")
+            }
+            if let word = leftOver.first { throw ValidationError("Unexpected argument '\(word)'") }
             // The command works on one SQLite node database; a hub on PostgreSQL keeps HQ's
             // records in the database, where there is no file to give as --db.
             if postgres != nil {

@@ -7,8 +7,8 @@ struct Trace: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show where a record's changes came from and each hop they took, with times.",
         discussion: """
-        Run it on any node's database: a dealer's shows whether its changes have gone upward
-        yet (or why its parent refused them); a country's or HQ's shows the hops a change
+        Run it on any node's database: a dealer's shows whether its changes have gone upward \
+        yet (or why its parent refused them); a country's or HQ's shows the hops a change \
         took to arrive, e.g. dealer-042 → de (+0.2 s) → hq (+0.4 s).
         """)
 

@@ -12,10 +12,10 @@ extension Admin {
         static let configuration = CommandConfiguration(
             abstract: "Manage the administrators who use the console and the admin API.",
             discussion: """
-            An administrator belongs to a tenant and administers the subtree of one node: the
-            tenant's root (an HQ admin, the default) or a country (--scope de: a country admin,
-            who sees and acts on that country and its dealers only). Roles: viewer (reads),
-            operator (resolves, replays, revokes, issues tokens, manages users when tenant-wide),
+            An administrator belongs to a tenant and administers the subtree of one node: the \
+            tenant's root (an HQ admin, the default) or a country (--scope de: a country admin, \
+            who sees and acts on that country and its dealers only). Roles: viewer (reads), \
+            operator (resolves, replays, revokes, issues tokens, manages users when tenant-wide), \
             publisher (governance releases), reviewer (approves others' releases).
             """,
             subcommands: [Add.self, List.self, Disable.self, Enable.self, SetRole.self, SetPassword.self, Token.self, Tokens.self, RevokeToken.self, Audit.self])

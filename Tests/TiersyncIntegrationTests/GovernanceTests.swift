@@ -348,6 +348,11 @@ struct GovernanceCLITests {
             let refused = try tiersync(["rules", "run", "--db", db, "--data", data, "--now", junk])
             #expect(refused.status != 0 && refused.output.contains("is not a time"), "\(junk): \(refused.output)")
         }
+        // An option given no value: the next option's name is not taken for a bad time (helper 84).
+        let bare = try tiersync(["rules", "run", "--db", db, "--now", "--data", data])
+        #expect(bare.status != 0 && bare.output.contains("--now needs a value (now, ±DURATION or an ISO 8601 time), and took the option '--data' for it"), "\(bare.output)")
+        let stray = try tiersync(["rules", "run", "--db", db, "--data", data, "extra"])
+        #expect(stray.status != 0 && stray.output.contains("Unexpected argument 'extra'"), "\(stray.output)")
         // Another hub's directory places nothing here: refused, not "left to another node" (helper 82).
         let other = dir.path + "/other"
         #expect(try tiersync(["admin", "create-tenant", "--data", other, "--tenant", "globex", "--levels", "3"]).status == 0)
@@ -386,7 +391,12 @@ struct GovernanceCLITests {
             let root = try tiersync(command + ["--targets", "hq", "--data", data])
             #expect(root.status != 0 && root.output.contains("'hq' is the tenant's root and is no target") && root.output.contains("leave out --targets to roll out to every node"), "\(root.output)")
         }
-        // v3 and v2 were trials; v1 went to everyone.
+        // A release published for later says so when rolled out (helper 82: nothing said when it takes effect).
+        _ = try run(["admin", "publish", fixture("automaker"), "--targets", "fr", "--effective-from", "+2d"])
+        let later = try run(["admin", "rollout", "--tenant", "automaker", "--release", "4", "--targets", "fr"])
+        #expect(later.contains("v4 takes effect at ") && later.contains("until then its nodes keep the release in force"), "\(later)")
+        #expect(!country.contains("takes effect"), "\(country)")
+        // v4, v3 and v2 were trials; v1 went to everyone.
         let rollback = try run(["admin", "rollback", "--tenant", "automaker"])
         #expect(rollback.contains("(rollback to v1): v1 → everyone"), "\(rollback)")
     }
