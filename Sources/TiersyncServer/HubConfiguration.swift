@@ -65,6 +65,17 @@ public struct HubConfiguration: Sendable {
         /// rest of one (a body shorter than its Content-Length, a chunk that never comes):
         /// the connection is closed. Long-polls being answered do not count as silence.
         public var idleTimeoutSeconds = 30
+        /// Connections one remote address may hold open (nil: no limit); past it a new
+        /// connection is closed as soon as it is accepted (``ConnectionLimiter``). An agent
+        /// holds a few; a site's dealers behind one NAT address hold a few each.
+        public var maxConnectionsPerAddress: Int? = 512
+        /// Connections the process may hold open in all (nil: from its open-file limit,
+        /// ``ConnectionLimiter/defaultTotal()``), so that connections alone never use up the
+        /// descriptors its databases need.
+        public var maxConnections: Int? = nil
+        /// Addresses bounded by ``maxConnections`` alone, not per address: a load balancer
+        /// or proxy that carries many clients' connections. By default the loopback host.
+        public var unlimitedAddresses: Set<String> = ["127.0.0.1", "::1"]
         /// Requests per second one node may make, on average; a burst of
         /// ``requestBurst`` is allowed. Beyond it: 429 with `Retry-After`.
         public var requestsPerSecond = 50.0

@@ -4,6 +4,7 @@ import HummingbirdCore
 import HummingbirdTLS
 import Logging
 import ServiceLifecycle
+import Synchronization
 import NIOCore
 import NIOSSL
 import TiersyncCore
@@ -24,6 +25,8 @@ public struct HubServer: Sendable {
     let governanceNotifier = ChangeNotifier()
     /// This hub's metrics (`GET /metrics`).
     public let metrics = HubMetrics()
+    /// This hub's open connections, bounded per address and in all.
+    public let connections: ConnectionLimiter
 
     /// The HQ hub: its catalog and tenant databases live in `configuration.dataDirectory`.
     public init(configuration: HubConfiguration, logger: Logger = Logger(label: "tiersync.hub")) throws {
@@ -41,6 +44,9 @@ public struct HubServer: Sendable {
         self.directory = directory
         self.storageLiveness = storageLiveness
         self.logger = logger
+        let limits = configuration.limits
+        connections = ConnectionLimiter(perAddress: limits.maxConnectionsPerAddress, total: limits.maxConnections ?? ConnectionLimiter.defaultTotal(),
+                                        unlimited: limits.unlimitedAddresses)
     }
 
     /// Wakes long-polls waiting on `tenant`: for changes written into the hub's store by
@@ -121,14 +127,45 @@ public struct HubServer: Sendable {
         return router
     }
 
+    /// Every connection is counted by ``connections`` (ahead of TLS), then HTTP/1 (in TLS
+    /// unless serving plain HTTP for development).
+    private func makeServerBuilder(tls: TLSConfiguration?) -> HTTPServerBuilder {
+        // Silence while a request (or the rest of its body) is awaited closes the
+        // connection: a client that stalls cannot hold it and its task forever.
+        let http1 = HTTP1Channel.Configuration(idleTimeout: .seconds(Int64(configuration.limits.idleTimeoutSeconds)))
+        let (limiter, metrics, logger) = (connections, metrics, logger)
+        let refusals = Mutex<(last: ContinuousClock.Instant?, count: Int)>((nil, 0))
+        let onRefused: @Sendable (ConnectionLimiter.Refusal, String?) -> Void = { reason, address in
+            metrics.recordConnectionRefused(reason)
+            // One line per 10 s at most: a flood would otherwise write one per connection.
+            let (log, count) = refusals.withLock { state -> (Bool, Int) in
+                state.count += 1
+                if let last = state.last, ContinuousClock.now - last < .seconds(10) { return (false, 0) }
+                defer { state = (.now, 0) }
+                return (true, state.count)
+            }
+            guard log else { return }
+            let open = limiter.open(from: address)
+            logger.warning(reason == .perAddress
+                           ? "refused connections from an address holding its limit of open connections (--max-connections-per-address)"
+                           : "refused connections: the hub holds its limit of open connections (--max-connections)",
+                           metadata: ["address": "\(address ?? "-")", "refused": "\(count)", "open": "\(open.total)",
+                                      "open_from_address": "\(open.fromAddress)"])
+        }
+        return HTTPServerBuilder { responder in
+            let http = HTTP1Channel(responder: responder, configuration: http1)
+            if let tls {
+                return ConnectionLimitedChannel(base: try TLSChannel(http, tlsConfiguration: tls), limiter: limiter, onRefused: onRefused)
+            }
+            return ConnectionLimitedChannel(base: http, limiter: limiter, onRefused: onRefused)
+        }
+    }
+
     /// Runs until the task is cancelled (or SIGTERM/SIGINT when `handleSignals`), then
     /// shuts down gracefully: open long-polls answer at once, in-flight pushes finish.
     /// `onReady` receives the bound port once the listener accepts connections.
     public func run(handleSignals: Bool = false, onReady: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let server: HTTPServerBuilder
-        // Silence while a request (or the rest of its body) is awaited closes the
-        // connection: a client that stalls cannot hold it and its task forever.
-        let http1 = HTTPServerBuilder.http1(configuration: .init(idleTimeout: .seconds(Int64(configuration.limits.idleTimeoutSeconds))))
+        var tlsConfiguration: TLSConfiguration?
         switch configuration.transport {
         case .tls(let certificatePath, let keyPath):
             let chain: [NIOSSLCertificateSource]
@@ -149,14 +186,14 @@ public struct HubServer: Sendable {
             do {
                 // Building the context checks that the key is the certificate's.
                 _ = try NIOSSLContext(configuration: tls)
-                server = try .tls(http1, tlsConfiguration: tls)
             } catch {
                 throw HubStartError("the private key \(keyPath) does not belong to the certificate \(certificatePath)")
             }
+            tlsConfiguration = tls
         case .insecureDevelopmentHTTP:
             logger.warning("serving plain HTTP: development only")
-            server = http1
         }
+        let server = makeServerBuilder(tls: tlsConfiguration)
         let logger = self.logger
         let app = Application(
             router: makeRouter(notifier: notifier),

@@ -53,6 +53,7 @@ public final class HubMetrics: Sendable {
         case nodeClockOffset = "tiersync_node_clock_offset_seconds"
         case storageReachable = "tiersync_storage_reachable"
         case storageUnavailable = "tiersync_storage_unavailable_responses_total"
+        case connectionsRefused = "tiersync_connections_refused_total"
 
         var help: String {
             switch self {
@@ -74,6 +75,7 @@ public final class HubMetrics: Sendable {
             case .nodeClockOffset: "How far the node's clock runs ahead of its parent's (negative: behind), measured at its last push in the last hour; absent when none."
             case .storageReachable: "1 while the hub's storage answers, 0 while its PostgreSQL watch finds the database gone (the store-read gauges then keep their last values)."
             case .storageUnavailable: "Requests answered 503 storage_unavailable because the hub's PostgreSQL was gone (before authentication: not counted by tenant)."
+            case .connectionsRefused: "Connections closed as soon as they were accepted: their address held its limit of connections (per_address), or the hub held its total (before authentication: not counted by tenant)."
             }
         }
     }
@@ -105,6 +107,10 @@ public final class HubMetrics: Sendable {
     /// Counts a request answered 503 because the storage was gone (``StorageLivenessMiddleware``):
     /// it never reached authentication, so ``recordRequest(tenant:route:status:nanoseconds:)``
     /// could not count it.
+    func recordConnectionRefused(_ reason: ConnectionLimiter.Refusal) {
+        CoreMetrics.Counter(label: Name.connectionsRefused.rawValue, dimensions: [("reason", reason.rawValue)], factory: factory).increment()
+    }
+
     func recordStorageUnavailable() {
         CoreMetrics.Counter(label: Name.storageUnavailable.rawValue, dimensions: [], factory: factory).increment()
     }
