@@ -1,4 +1,5 @@
 import Hummingbird
+import NIOCore
 import TiersyncCore
 import TiersyncStore
 
@@ -11,6 +12,9 @@ public struct HubRequestContext: RequestContext {
     public var tree: NodeTree?
     /// The peer's IP address, for limiting what arrives without a credential.
     public let remoteAddress: String?
+    /// The connection, closed after an answer that leaves much of a body unread
+    /// (``UnreadBodyMiddleware``).
+    let channel: any Channel
     /// The administrator calling an admin route, once ``AdminAuthenticator`` has checked.
     public var admin: AdminCaller?
 
@@ -20,6 +24,7 @@ public struct HubRequestContext: RequestContext {
         tree = nil
         admin = nil
         remoteAddress = source.channel.remoteAddress?.ipAddress
+        channel = source.channel
     }
 
     /// The authenticated caller; routes behind the middleware can rely on it.

@@ -1,0 +1,94 @@
+import Foundation
+import Testing
+import TiersyncServer
+import TiersyncTestSupport
+
+/// What a client streaming a body the hub does not read saw (`stream` below).
+private struct StreamOutcome: Decodable {
+    /// Bytes of body the client got out before the hub closed the connection (or the time ran out).
+    let sent: Int
+    /// The answer's head, as far as it came.
+    let head: String
+    /// Whether the hub closed the connection within the time.
+    let closed: Bool
+}
+
+/// Sends `head`, then the body's bytes as fast as the hub takes them for up to `seconds`,
+/// then reads the answer, with Python's `ssl` (an HTTP client library stops at the answer).
+private func stream(port: Int, caFile: String, head: String, bodyBytes: Int, seconds: Double) async throws -> StreamOutcome {
+    let script = #"""
+    import json, socket, ssl, sys, time
+    port, ca, head, total, seconds = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+    ctx = ssl.create_default_context(cafile=ca)
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1")
+    s.sendall(head.replace("\\r\\n", "\r\n").encode())
+    s.settimeout(1)
+    chunk, sent, start = b"0" * 65536, 0, time.monotonic()
+    try:
+        while sent < total and time.monotonic() - start < seconds:
+            piece = chunk[:total - sent]
+            s.sendall(piece)
+            sent += len(piece)
+    except (OSError, ssl.SSLError):
+        pass
+    data, closed = b"", False
+    s.settimeout(3)
+    try:
+        while True:
+            c = s.recv(65536)
+            if not c:
+                closed = True
+                break
+            data += c
+    except (socket.timeout, ssl.SSLError, OSError) as e:
+        closed = not isinstance(e, socket.timeout)
+    print(json.dumps({"sent": sent, "head": data.split(b"\r\n\r\n")[0].decode(errors="replace"), "closed": closed}))
+    """#
+    return try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread {
+            continuation.resume(with: Result {
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+                process.arguments = ["python3", "-c", script, String(port), caFile, head, String(bodyBytes), String(seconds)]
+                let out = Pipe()
+                process.standardOutput = out
+                try process.run()
+                let data = out.fileHandleForReading.readDataToEndOfFile()
+                process.waitUntilExit()
+                guard process.terminationStatus == 0 else { throw TestFailure("python3 failed: \(String(decoding: data, as: UTF8.self))") }
+                return try JSONDecoder().decode(StreamOutcome.self, from: data)
+            })
+        }
+    }
+}
+
+@Suite("Bodies the hub does not read")
+struct UnreadBodyTests {
+    @Test("""
+        a push declaring 10 GB without a credential is answered 401 with Connection: close, and the hub reads no more of it \
+        (it read and decrypted everything sent after the answer, 4.2 GB in 8 s on one connection, with no credential); a \
+        small refused body is read to its end and the connection kept; a GET declaring a body is answered and closed
+        """)
+    func closedInsteadOfRead() async throws {
+        let dir = try TempDir()
+        try await withRunningHub(directory: dir.path) { hub in
+            let huge = try await stream(port: hub.port, caFile: hub.caFile,
+                                        head: "POST /v1/push HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\nContent-Length: 10000000000\\r\\n\\r\\n",
+                                        bodyBytes: Int.max, seconds: 6)
+            #expect(huge.head.hasPrefix("HTTP/1.1 401") && huge.head.lowercased().contains("connection: close"), "\(huge.head)")
+            #expect(huge.closed)
+            // Kernel buffers and what arrived before the answer, not seconds of streaming.
+            #expect(huge.sent < 64 * 1024 * 1024, "the hub took \(huge.sent) bytes")
+
+            let small = try await stream(port: hub.port, caFile: hub.caFile,
+                                         head: "POST /v1/push HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\nContent-Length: 1000\\r\\n\\r\\n",
+                                         bodyBytes: 1000, seconds: 6)
+            #expect(small.head.hasPrefix("HTTP/1.1 401") && !small.head.lowercased().contains("connection: close"), "\(small.head)")
+            #expect(!small.closed, "a small refused body keeps the connection")
+
+            let get = try await stream(port: hub.port, caFile: hub.caFile,
+                                       head: "GET /healthz HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 10\\r\\n\\r\\n", bodyBytes: 10, seconds: 6)
+            #expect(get.head.hasPrefix("HTTP/1.1 200") && get.head.lowercased().contains("connection: close") && get.closed, "\(get.head)")
+        }
+    }
+}
