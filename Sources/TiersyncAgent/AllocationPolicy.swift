@@ -141,6 +141,13 @@ public final class AllocationPolicy: LocalWritePolicy {
                     return ((release.version, decision.overlay?.label, effective), .max)
                 }
                 until = decision.pendingUntilMillis ?? .max
+                // While the release waits: what the rollouts before give the node (a node
+                // enrolled meanwhile has applied nothing), until the release takes over.
+                if decision.state == .pending,
+                   let earlier = GovernanceResolver.inEffectBefore(node: node, parent: parent, verified: verified, nowMillis: now),
+                   let release = earlier.release, let effective = earlier.effective {
+                    return ((release.version, earlier.overlay?.label, effective), until)
+                }
             }
             // Pending, refused or unverifiable: what the node last applied, which it still runs.
             guard let applied, let version = applied.release, let json = applied.effective,

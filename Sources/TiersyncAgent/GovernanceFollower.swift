@@ -119,11 +119,23 @@ public final class GovernanceFollower: Sendable {
                                                 state: "applied", message: decision.problems.isEmpty ? nil : decision.problems.joined(separator: "; "),
                                                 effective: effective, appliedAtMillis: nowMillis)
         case .pending, .refused, .none:
-            // Keep running what is in force; say what is waiting or was refused.
-            application = GovernanceApplication(release: inForce?.release, overlay: inForce?.overlay, rollout: decision.rollout,
-                                                state: decision.state == .pending ? "pending" : "refused",
-                                                message: decision.problems.joined(separator: "; "), effective: inForce?.effective,
-                                                appliedAtMillis: nowMillis)
+            // Keep running what is in force; say what is waiting or was refused. While a
+            // release waits, what the rollouts before give the node is in force: for a node
+            // enrolled meanwhile, which has applied nothing, and with its country's overlay
+            // published meanwhile.
+            let earlier = decision.state == .pending
+                ? GovernanceResolver.inEffectBefore(node: identity.node.rawValue, parent: parentNode()?.rawValue, verified: verified, nowMillis: nowMillis)
+                : nil
+            if let earlier, let release = earlier.release, let effective = earlier.effective {
+                application = GovernanceApplication(release: release.version, overlay: earlier.overlay?.label, rollout: decision.rollout,
+                                                    state: "pending", message: (decision.problems + earlier.problems).joined(separator: "; "),
+                                                    effective: String(decoding: effective.canonicalJSON(), as: UTF8.self), appliedAtMillis: nowMillis)
+            } else {
+                application = GovernanceApplication(release: inForce?.release, overlay: inForce?.overlay, rollout: decision.rollout,
+                                                    state: decision.state == .pending ? "pending" : "refused",
+                                                    message: decision.problems.joined(separator: "; "), effective: inForce?.effective,
+                                                    appliedAtMillis: nowMillis)
+            }
         }
         let current = try store.currentGovernance()
         if let current, current.release == application.release, current.overlay == application.overlay, current.state == application.state,

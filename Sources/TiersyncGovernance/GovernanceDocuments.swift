@@ -165,19 +165,26 @@ public struct GovernanceBundle: Sendable, Equatable, Codable {
     public var keyRotations: [SignedDocument]
     /// The overlay-key revocations of the caller's ancestors and its own (likewise).
     public var overlayKeyRevocations: [SignedDocument]
+    /// While a release of ``rollout`` is not yet in effect: the rollouts before it, newest
+    /// first, back to one whose releases for the caller's subtree are all in effect (their
+    /// releases are in ``releases``). A node enrolled meanwhile runs what they give it
+    /// (``GovernanceResolver/inEffectBefore(node:parent:verified:nowMillis:)``), and a country
+    /// keeps the release it runs to check its overlay against. Absent from older hubs: none.
+    public var earlierRollouts: [SignedDocument]
 
     public init(token: String, rollout: SignedDocument?, releases: [SignedDocument], overlays: [SignedDocument],
-                keyRotations: [SignedDocument] = [], overlayKeyRevocations: [SignedDocument] = []) {
+                keyRotations: [SignedDocument] = [], overlayKeyRevocations: [SignedDocument] = [], earlierRollouts: [SignedDocument] = []) {
         self.token = token
         self.rollout = rollout
         self.releases = releases
         self.overlays = overlays
         self.keyRotations = keyRotations
         self.overlayKeyRevocations = overlayKeyRevocations
+        self.earlierRollouts = earlierRollouts
     }
 
     private enum CodingKeys: String, CodingKey {
-        case token, rollout, releases, overlays, keyRotations, overlayKeyRevocations
+        case token, rollout, releases, overlays, keyRotations, overlayKeyRevocations, earlierRollouts
     }
 
     public init(from decoder: any Decoder) throws {
@@ -188,6 +195,7 @@ public struct GovernanceBundle: Sendable, Equatable, Codable {
         overlays = try c.decode([SignedDocument].self, forKey: .overlays)
         keyRotations = try c.decodeIfPresent([SignedDocument].self, forKey: .keyRotations) ?? []
         overlayKeyRevocations = try c.decodeIfPresent([SignedDocument].self, forKey: .overlayKeyRevocations) ?? []
+        earlierRollouts = try c.decodeIfPresent([SignedDocument].self, forKey: .earlierRollouts) ?? []
     }
 }
 

@@ -3,7 +3,10 @@ import Foundation
 /// The governance documents a node holds after checking every signature: what it may
 /// base a decision on, plus what it refused and why.
 public struct VerifiedGovernance: Sendable {
+    /// The newest rollout that passed.
     public var rollout: Rollout?
+    /// Every rollout that passed, newest first (``rollout`` and those before it).
+    public var rollouts: [Rollout] = []
     public var releases: [Int: Release] = [:]
     /// Overlays by country.
     public var overlays: [String: Overlay] = [:]
@@ -27,7 +30,7 @@ public struct VerifiedGovernance: Sendable {
     /// Checks every document of `bundle` against HQ's keys (the key rotations are applied
     /// by whoever built `keyring`).
     public static func verify(_ bundle: GovernanceBundle, keyring: GovernanceKeyring, tenant: String) -> VerifiedGovernance {
-        verify(rollouts: bundle.rollout.map { [$0] } ?? [], releases: bundle.releases, overlays: bundle.overlays,
+        verify(rollouts: (bundle.rollout.map { [$0] } ?? []) + bundle.earlierRollouts, releases: bundle.releases, overlays: bundle.overlays,
                revocations: bundle.overlayKeyRevocations, keyring: keyring, tenant: tenant)
     }
 
@@ -73,11 +76,13 @@ public struct VerifiedGovernance: Sendable {
                 let rollout = try keyring.openRollout(doc)
                 guard rollout.tenant == tenant else { throw GovernanceRefusal.wrongTenant(kind: "rollout", tenant: rollout.tenant) }
                 if rollout.sequence > (v.rollout?.sequence ?? 0) { v.rollout = rollout }
+                if !v.rollouts.contains(where: { $0.sequence == rollout.sequence }) { v.rollouts.append(rollout) }
                 v.accepted.append((.rollout, String(rollout.sequence), rollout.sequence, doc))
             } catch {
                 v.refusals.append("rollout \(Self.claimed(doc, "sequence")): \(error)")
             }
         }
+        v.rollouts.sort { $0.sequence > $1.sequence }
         for doc in releases {
             do {
                 let release = try keyring.openRelease(doc)
@@ -158,6 +163,30 @@ public enum GovernanceResolver {
                                       problems: ["release \(version) takes effect at \(Self.iso(release.effectiveFromMillis))"],
                                       pendingUntilMillis: release.effectiveFromMillis)
         }
+        return applied(node: node, parent: parent, verified: verified, rollout: rollout, release: release)
+    }
+
+    /// While the release the newest rollout meets `node` with is not yet in effect: what the
+    /// rollouts before it give the node, the newest release among them in effect at
+    /// `nowMillis` (with its country's overlay), as an applied decision; nil when none does.
+    ///
+    /// A node keeps what it last applied while a release waits. One enrolled meanwhile has
+    /// nothing applied, and ran no governance at all until the release came due: its
+    /// dialogues were never allocated (helper 90). It runs this instead, which is what the
+    /// rest of the tenant runs.
+    public static func inEffectBefore(node: String, parent: String?, verified: VerifiedGovernance, nowMillis: UInt64) -> GovernanceDecision? {
+        guard let newest = verified.rollout else { return nil }
+        for rollout in verified.rollouts where rollout.sequence < newest.sequence {
+            guard let version = rollout.release(for: node, ancestors: parent.map { [$0] } ?? []) else { continue }
+            guard let release = verified.releases[version], release.effectiveFromMillis <= nowMillis else { continue }
+            return applied(node: node, parent: parent, verified: verified, rollout: rollout, release: release)
+        }
+        return nil
+    }
+
+    /// `release` of `rollout` applied to `node`, with its country's overlay if it fits.
+    private static func applied(node: String, parent: String?, verified: VerifiedGovernance, rollout: Rollout, release: Release) -> GovernanceDecision {
+        let version = release.version
         var decision = GovernanceDecision(state: .applied, rollout: rollout.sequence, release: release, effective: release.config)
         // A refused (e.g. replayed) rollout does not change what runs, but is reported; so
         // is a refused key rotation or overlay-key revocation (a forged one, say).

@@ -10,20 +10,49 @@ import TiersyncStore
 /// ancestors (its country's) and its own, every release-key rotation, and the overlay-key
 /// revocations of those countries.
 enum GovernanceBundles {
-    static func bundle(for node: NodeID, tree: NodeTree, store: any HubTenantStore) async throws -> GovernanceBundle {
+    /// Earlier rollouts sent at most while releases wait (``GovernanceBundle/earlierRollouts``).
+    static let maxEarlierRollouts = 16
+
+    static func bundle(for node: NodeID, tree: NodeTree, store: any HubTenantStore,
+                       nowMillis: UInt64 = WallClock.nowMillis()) async throws -> GovernanceBundle {
         let rolloutDoc = try await store.latestGovernanceDocument(ofKind: SignedDocument.Kind.rollout.rawValue)
         let subtree = Set(tree.subtree(of: node).map(\.rawValue))
         let ancestors = Set(tree.path(of: node).split(separator: "/").map(String.init)).subtracting([node.rawValue])
-        var wanted: Set<Int> = []
-        if let rollout = rolloutDoc.flatMap({ SignedDocument(json: $0.body) })?.unverifiedPayload(Rollout.self) {
-            // Stages are read unverified here only to route documents; every node verifies
-            // what it receives before applying anything.
+        // Stages are read unverified here only to route documents; every node verifies
+        // what it receives before applying anything.
+        func wanted(by document: StoredGovernanceDocument?) -> Set<Int> {
+            guard let rollout = document.flatMap({ SignedDocument(json: $0.body) })?.unverifiedPayload(Rollout.self) else { return [] }
+            var wanted: Set<Int> = []
             for stage in rollout.stages {
                 guard let targets = stage.targets else { wanted.insert(stage.release); continue }
                 if targets.contains(where: { subtree.contains($0) || ancestors.contains($0) }) { wanted.insert(stage.release) }
             }
+            return wanted
         }
-        let releases = try await store.governanceDocuments(ofKind: SignedDocument.Kind.release.rawValue, keys: wanted.sorted().map(String.init))
+        let releaseKind = SignedDocument.Kind.release.rawValue
+        var releases = try await store.governanceDocuments(ofKind: releaseKind, keys: wanted(by: rolloutDoc).sorted().map(String.init))
+        func waiting(_ documents: [StoredGovernanceDocument]) -> Bool {
+            documents.contains { (SignedDocument(json: $0.body)?.unverifiedPayload(Release.self)?.effectiveFromMillis ?? 0) > nowMillis }
+        }
+        // A release that waits: the rollouts before, back to one whose releases are all in
+        // effect, so that a node enrolled meanwhile runs what the rest of the tenant runs and
+        // a country keeps the release it runs (helper 90: such a node ran no governance, and
+        // a country could not publish an overlay, until the release came due).
+        var earlier: [StoredGovernanceDocument] = []
+        if let rolloutDoc, waiting(releases) {
+            let before = try await store.governanceDocuments(ofKind: SignedDocument.Kind.rollout.rawValue, keys: nil)
+                .filter { $0.seq < rolloutDoc.seq }.sorted { $0.seq > $1.seq }
+            for document in before.prefix(maxEarlierRollouts) {
+                earlier.append(document)
+                let held = Set(releases.map(\.key))
+                let missing = wanted(by: document).map(String.init).filter { !held.contains($0) }
+                let added = try await store.governanceDocuments(ofKind: releaseKind, keys: missing.sorted())
+                releases += added
+                let theirs = Set(wanted(by: document).map(String.init))
+                if !waiting(releases.filter { theirs.contains($0.key) }) { break }
+            }
+            releases.sort { $0.seq < $1.seq }
+        }
         let overlays = try await store.governanceDocuments(ofKind: SignedDocument.Kind.overlay.rawValue, keys: ancestors.sorted() + [node.rawValue])
         // Every key rotation (a node follows them from whichever key it holds), and the
         // overlay-key revocations of the countries whose overlays the caller may receive.
@@ -33,13 +62,14 @@ enum GovernanceBundles {
         var hasher = SHA256()
         for d in [rolloutDoc].compactMap({ $0 }) + releases + overlays { hasher.update(data: Data(d.body.utf8)) }
         // Hashed after the others, and only when present: bundles without them keep their token.
-        for d in rotations + revocations { hasher.update(data: Data((d.kind + "\n" + d.body).utf8)) }
+        for d in rotations + revocations + earlier { hasher.update(data: Data((d.kind + "\n" + d.body).utf8)) }
         let token = hasher.finalize().prefix(12).hexString
         return GovernanceBundle(token: token, rollout: rolloutDoc.flatMap { SignedDocument(json: $0.body) },
                                 releases: releases.compactMap { SignedDocument(json: $0.body) },
                                 overlays: overlays.compactMap { SignedDocument(json: $0.body) },
                                 keyRotations: rotations.compactMap { SignedDocument(json: $0.body) },
-                                overlayKeyRevocations: revocations.compactMap { SignedDocument(json: $0.body) })
+                                overlayKeyRevocations: revocations.compactMap { SignedDocument(json: $0.body) },
+                                earlierRollouts: earlier.compactMap { SignedDocument(json: $0.body) })
     }
 }
 

@@ -103,14 +103,17 @@ extension NodeStore {
         }
     }
 
-    /// The newest decision that applied a release (what the node runs, even while a newer
-    /// one is pending or was refused).
+    /// The newest decision that names a release the node runs (what it runs, even while a
+    /// newer one is pending or was refused): an applied one, or a pending or refused one that
+    /// carries the release in force with it (a node enrolled while a release waits runs what
+    /// the rollouts before give it, and has no applied decision yet).
     public func appliedGovernance() throws -> GovernanceApplication? {
         try writer.read { db in try Self.appliedGovernance(db) }
     }
 
     static func appliedGovernance(_ db: Database) throws -> GovernanceApplication? {
-        try Row.fetchOne(db, sql: "SELECT * FROM ts_gov_applied WHERE state = 'applied' ORDER BY id DESC LIMIT 1").map(Self.application)
+        try Row.fetchOne(db, sql: "SELECT * FROM ts_gov_applied WHERE effective IS NOT NULL AND release IS NOT NULL ORDER BY id DESC LIMIT 1")
+            .map(Self.application)
     }
 
     private static func document(_ row: Row) -> StoredGovernanceDocument {

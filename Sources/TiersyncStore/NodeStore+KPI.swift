@@ -280,7 +280,7 @@ extension NodeStore {
     public func adoptKPIsOfAppliedGovernance() throws -> Bool {
         // The decision's id first (one indexed row, no config text): an agent asks every few seconds.
         let latest = try writer.read { db -> (id: Int64, adopted: Bool)? in
-            guard let id = try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM ts_gov_applied WHERE state = 'applied'") else { return nil }
+            guard let id = try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM ts_gov_applied WHERE effective IS NOT NULL AND release IS NOT NULL") else { return nil }
             let source = try Self.meta(db, .kpiSource)
             return (id, source == "applied:\(id)")
         }
