@@ -321,9 +321,14 @@ public final class RulesRunner: Sendable {
                 for outcome in ProactivePlanner.evaluate(vehicleID: vehicleID, vehicle: vehicle, customer: customer, rules: rules,
                                                          evaluator: identity.node, locator: locator, nowMillis: now) {
                     switch outcome {
-                    case .create(let task):
+                    case .create(var task):
                         // Created once: a task held in any state (done, cancelled, deleted) is never made again.
                         guard try await store.rulesRecord(table: Self.tasks, id: task.recordID) == nil else { continue }
+                        // Which version of the event date it is planned from: a date changed
+                        // later plans another task, which supersedes this one.
+                        if let field = rules.proactive.rules.first(where: { $0.id == task.rule })?.event.dateField {
+                            task.plannedFrom = try await store.rulesRecord(table: Self.vehicles, id: vehicleID)?.state.versions[field]
+                        }
                         // Stamped when its window opened, as every node creating it stamps it:
                         // an edit of the task made anywhere since wins over any creation.
                         try await store.createRuleRecord(.upsert(Self.tasks, id: task.recordID, task.fields), stampedAtMillis: task.createdFromMillis)

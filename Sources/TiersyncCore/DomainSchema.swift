@@ -131,6 +131,8 @@ public enum DomainSchema {
                         "the customer's consent the contact needs (customers.consent_<value>)"),
             FieldSchema("release", .int, "the release whose rule created it"),
             FieldSchema("overlay", .string(maxLength: 100), "the country overlay applied on top of that release (country#sequence), if any"),
+            FieldSchema("planned_from", .string(maxLength: 200),
+                        "the version (hlc@node) of the vehicle's event date the task was planned from: of two open tasks of one rule and vehicle under the same governance, the newer date's stays"),
             FieldSchema("cancel_reason", .string(maxLength: 500)),
             FieldSchema("cancelled_at", .timestamp, "for a withdrawn consent: when the customer withdrew it"),
         ],

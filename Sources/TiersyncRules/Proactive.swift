@@ -114,6 +114,10 @@ public struct ProactiveTask: Sendable, Hashable {
     /// The country overlay applied on top of the release (`de#2`), if any: its timing may
     /// differ from HQ's.
     public var overlay: String? = nil
+    /// The version of the vehicle's event date the task is planned from (set by whoever
+    /// reads the vehicle's versions): of two open tasks of one rule and vehicle under the
+    /// same governance, the one planned from the newer date stays (``ProactivePlanner/superseded(_:pathOf:)``).
+    public var plannedFrom: FieldVersion? = nil
 
     public var recordID: String { RuleRecordID.proactiveTask(rule: rule, vehicleID: vehicleID, dueDate: dueDate) }
 
@@ -134,6 +138,7 @@ public struct ProactiveTask: Sendable, Hashable {
             TaskField.status.rawValue: .string(TaskStatus.open.rawValue), TaskField.assignedNode.rawValue: .string(assignedNode.rawValue),
             TaskField.owningDealer.rawValue: .string(owningDealer.rawValue), TaskField.release.rawValue: .int(Int64(release)),
         ].merging(overlay.map { [TaskField.overlay.rawValue: FieldValue.string($0)] } ?? [:]) { a, _ in a }
+            .merging(plannedFrom.map { [TaskField.plannedFrom.rawValue: FieldValue.string($0.description)] } ?? [:]) { a, _ in a }
     }
 }
 
@@ -150,6 +155,7 @@ public enum TaskField: String, CaseIterable, Sendable {
     case assignedNode = "assigned_node"
     case owningDealer = "owning_dealer"
     case release, overlay
+    case plannedFrom = "planned_from"
     case cancelReason = "cancel_reason"
     case cancelledAt = "cancelled_at"
 }
@@ -248,7 +254,12 @@ public enum ProactivePlanner {
     ///   dealer; nil where not known here): a moved dealer's contacts go to its new country,
     ///   not the one it left;
     /// - then the newest governance: highest release, then overlay sequence (`de#3` over
-    ///   `de#2`, any over none), then the later due date, then id.
+    ///   `de#2`, any over none);
+    /// - then the task planned from the newer version of the vehicle's event date
+    ///   (`planned_from`; none is oldest): under one governance, two due dates of one rule
+    ///   and vehicle mean the date was changed, and the later due date had kept the task of
+    ///   a sale date corrected to an earlier day, and cancelled the right one (helper 90);
+    /// - then the later due date, then id.
     ///
     /// The others are cancelled. Without `pathOf` the choice reads only the tasks, so every
     /// node holding them cancels the same ones, whichever rules it runs; with it, the nodes
@@ -258,7 +269,20 @@ public enum ProactivePlanner {
     /// `tasks`: open or not, as held; task id → the fields to write.
     public static func superseded(_ tasks: [(id: String, fields: [String: FieldValue])],
                                   pathOf: ((_ dealer: NodeID) -> [NodeID]?)? = nil) -> [String: [String: FieldValue]] {
-        struct Candidate { var id: String; var placed: Bool; var release: Int64; var overlay: Int64; var due: String; var assigned: String }
+        struct Candidate {
+            var id: String; var placed: Bool; var release: Int64; var overlay: Int64; var plannedFrom: FieldVersion?; var due: String; var assigned: String
+            static func ranks(_ a: Candidate, below b: Candidate) -> Bool {
+                if (a.placed ? 1 : 0, a.release, a.overlay) != (b.placed ? 1 : 0, b.release, b.overlay) {
+                    return (a.placed ? 1 : 0, a.release, a.overlay) < (b.placed ? 1 : 0, b.release, b.overlay)
+                }
+                if a.plannedFrom != b.plannedFrom {
+                    guard let x = a.plannedFrom else { return true }
+                    guard let y = b.plannedFrom else { return false }
+                    return x < y
+                }
+                return (a.due, a.id) < (b.due, b.id)
+            }
+        }
         var groups: [String: [Candidate]] = [:]
         for (id, task) in tasks {
             guard task[TaskField.status.rawValue]?.stringValue == TaskStatus.open.rawValue,
@@ -275,14 +299,17 @@ public enum ProactivePlanner {
             }
             // A key no rule id or vehicle id can forge into another's: lengths first.
             groups["\(rule.utf8.count):\(rule)\(vehicle)", default: []].append(
-                Candidate(id: id, placed: placed, release: release, overlay: overlay, due: task[TaskField.dueAt.rawValue]?.stringValue ?? "",
-                          assigned: assigned))
+                Candidate(id: id, placed: placed, release: release, overlay: overlay,
+                          plannedFrom: task[TaskField.plannedFrom.rawValue]?.stringValue.flatMap(FieldVersion.init(parsing:)),
+                          due: task[TaskField.dueAt.rawValue]?.stringValue ?? "", assigned: assigned))
         }
         var cancel: [String: [String: FieldValue]] = [:]
         for group in groups.values where group.count > 1 {
-            let keep = group.max { (Int($0.placed ? 1 : 0), $0.release, $0.overlay, $0.due, $0.id) < (Int($1.placed ? 1 : 0), $1.release, $1.overlay, $1.due, $1.id) }!
+            let keep = group.max(by: Candidate.ranks(_:below:))!
             for task in group where task.id != keep.id {
+                let sameGovernance = (task.release, task.overlay) == (keep.release, keep.overlay)
                 let why = !task.placed && keep.placed ? "its dealer moved (\(task.assigned) is off its path; that task is at \(keep.assigned))"
+                    : sameGovernance && task.plannedFrom != keep.plannedFrom ? "the vehicle's date it was planned from changed (that task is due \(keep.due.prefix(10)))"
                     : "the rule's timing changed (release \(keep.release))"
                 cancel[task.id] = [
                     TaskField.status.rawValue: .string(TaskStatus.cancelled.rawValue),

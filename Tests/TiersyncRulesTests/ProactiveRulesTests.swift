@@ -236,6 +236,36 @@ struct ProactiveRulesTests {
         #expect(ProactivePlanner.superseded([(first.recordID, first.fields), ("b", otherVehicle), ("c", otherRule), ("d", callback)]).isEmpty)
     }
 
+    @Test("""
+    A sale date corrected to an earlier day plans a task due earlier, under the same governance: the task planned from the \
+    newer version of the date stays and the other is cancelled, saying why (the later due date kept the stale task and \
+    cancelled the right one as "the rule's timing changed"); a task planned from no known version ranks below
+    """)
+    func dateCorrectedEarlier() throws {
+        let rules = try Self.rules("automaker")
+        var stale = try #require(Self.created(ProactivePlanner.evaluate(vehicleID: "v-1", vehicle: Self.car, customer: Self.consenting, rules: rules,
+                                                                         evaluator: "de-berlin", locator: Self.dealerPath,
+                                                                         nowMillis: Self.t("2026-12-03T10:00:00Z"))).first)
+        stale.plannedFrom = FieldVersion(hlc: HLCTimestamp(wallMillis: 1_000, counter: 0), node: "de-berlin")
+        var corrected = stale
+        corrected.dueDate = "2026-12-02"
+        corrected.dueMillis -= 2 * 86_400_000
+        corrected.plannedFrom = FieldVersion(hlc: HLCTimestamp(wallMillis: 2_000, counter: 0), node: "hq")
+        #expect(corrected.recordID != stale.recordID && corrected.dueMillis < stale.dueMillis)
+        let cancel = ProactivePlanner.superseded([(stale.recordID, stale.fields), (corrected.recordID, corrected.fields)])
+        #expect(Set(cancel.keys) == [stale.recordID], "the task of the date as it is now stays, though it is due earlier")
+        #expect(cancel[stale.recordID]?["cancel_reason"] == .string("superseded by task \(corrected.recordID): the vehicle's date it was planned from changed (that task is due 2026-12-02)"))
+        #expect(ProactivePlanner.superseded([(corrected.recordID, corrected.fields), (stale.recordID, stale.fields)]) == cancel)
+        // Tasks written before the field (no version) rank below one planned from a known version.
+        var unknown = stale.fields
+        unknown["planned_from"] = nil
+        #expect(Set(ProactivePlanner.superseded([(stale.recordID, unknown), (corrected.recordID, corrected.fields)]).keys) == [stale.recordID])
+        // A newer release still outranks a newer date (its timing is the one in force).
+        var released = stale
+        released.release = 2
+        #expect(Set(ProactivePlanner.superseded([(released.recordID, released.fields), (corrected.recordID, corrected.fields)]).keys) == [corrected.recordID])
+    }
+
     @Test("Insurer (two levels): the agency and HQ (its parent) create the welcome call; the renewal e-mail is HQ's")
     func insurer() throws {
         let rules = try Self.rules("insurer")
