@@ -13,6 +13,9 @@ import TiersyncStore
 /// survives a restart; a credential revoked at HQ is refused from the refresh after the
 /// revocation on, and stays refused while HQ is unreachable); HQ stays the authority.
 public final class RelayDirectory: NodeDirectory {
+    /// This country node itself.
+    public func servingNode(of tenant: TenantID) async throws -> NodeID? { identity.node }
+
     let store: NodeStore
     let identity: NodeIdentity
     let mirror: HubCatalog

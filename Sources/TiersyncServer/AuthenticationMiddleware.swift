@@ -21,11 +21,18 @@ struct AuthenticationMiddleware: RouterMiddleware {
         guard let header = request.headers[.authorization] else {
             throw APIError(.unauthorized, "unauthenticated", "missing 'Authorization: Bearer <credential>' header; enroll the node to obtain a credential")
         }
-        let prefix = "Bearer "
-        guard header.hasPrefix(prefix) else {
+        // The scheme is case-insensitive (RFC 9110); the parser drops the spaces that end a
+        // header, so "Bearer " with no credential arrives as "Bearer" (helper 89: it was told
+        // to use the Bearer scheme, which it had).
+        let scheme = header.prefix { $0 != " " }
+        guard scheme.lowercased() == "bearer" else {
             throw APIError(.unauthorized, "unauthenticated", "the Authorization header must use the Bearer scheme")
         }
-        guard let admission = try await directory.admit(credential: String(header.dropFirst(prefix.count))) else {
+        let credential = header.dropFirst(scheme.count).drop { $0 == " " }
+        guard !credential.isEmpty else {
+            throw APIError(.unauthorized, "unauthenticated", "the Bearer credential is empty; enroll the node to obtain a credential")
+        }
+        guard let admission = try await directory.admit(credential: String(credential)) else {
             throw APIError(.unauthorized, "unauthenticated", directory.unknownCredentialMessage)
         }
         // Known, but maybe not served here: a dealer syncs through its country.

@@ -105,6 +105,12 @@ extension NodeDirectory {
     public func ancestorsAboveTree(of tenant: TenantID) async -> [NodeID] { [] }
     public var administration: Administration? { nil }
     public var unknownCredentialMessage: String { "unknown or revoked credential" }
+    /// The node this hub is in `tenant`'s tree: HQ's hub is its root (the default), a
+    /// country node is the country. It makes no requests to itself, so it is never "seen":
+    /// its state is active while it answers (``NodeState``).
+    public func servingNode(of tenant: TenantID) async throws -> NodeID? {
+        try await nodes(of: tenant).first { $0.parent == nil }?.node
+    }
 
     public func admit(credential: String) async throws -> Admission? {
         guard let principal = try await authenticate(credential: credential) else { return nil }

@@ -621,7 +621,9 @@ struct AdminAPITests {
             let germany = try #require(nodes.nodes.first { $0.node == "germany" })
             #expect(germany.lag?.pending == 4 && (germany.lag?.oldestPendingMillis ?? 0) >= 90_000)
             #expect(germany.lag?.clockOffsetMillis == -4_200, "its clock runs 4.2 s behind, as it reported")
-            #expect(nodes.nodes.first { $0.node == "acme-hq" }?.state == "never_seen")
+            // The node this hub is: active, seen now (it was never seen, for good).
+            let root = try #require(nodes.nodes.first { $0.node == "acme-hq" })
+            #expect(root.state == "active" && (root.lastSeenMillis ?? 0) >= WallClock.nowMillis() - 60_000, "\(root)")
             // Paging and filters.
             let page = try await f.send("GET", "/admin/v1/nodes?limit=2", token: op).decode(AdminMessages.NodesResponse.self)
             #expect(page.nodes.count == 2 && page.total == 3 && page.next == "acme-hq/france")

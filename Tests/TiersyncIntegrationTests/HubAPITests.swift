@@ -259,6 +259,14 @@ struct HubAPITests {
             #expect(anonymous.status == 401)
             #expect(anonymous.error?.message.contains("missing 'Authorization: Bearer") == true)
             #expect(try await f.client.send("GET", "/v1/pull", credential: "tsc_forged").status == 401)
+            // An empty Bearer credential is said to be empty (it was told to use the Bearer scheme, which it had);
+            // the scheme's case does not matter, another scheme is refused.
+            let empty = try await f.client.send("GET", "/v1/pull", headers: [("Authorization", "Bearer ")])
+            #expect(empty.status == 401 && empty.error?.message.contains("the Bearer credential is empty") == true, "\(empty.text)")
+            let d1 = try await f.client.send("GET", "/v1/pull", headers: [("Authorization", "bearer \(f.d1)")])
+            #expect(d1.status == 200, "\(d1.text)")
+            let basic = try await f.client.send("GET", "/v1/pull", headers: [("Authorization", "Basic \(f.d1)")])
+            #expect(basic.status == 401 && basic.error?.message.contains("must use the Bearer scheme") == true, "\(basic.text)")
         }
     }
 

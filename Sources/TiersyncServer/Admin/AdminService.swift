@@ -322,8 +322,9 @@ struct AdminService: Sendable {
         let needle = search.flatMap { $0.isEmpty ? nil : String($0.prefix(100)).lowercased() }
         let now = WallClock.nowMillis()
         var matching: [(record: NodeRecord, state: NodeState, path: String)] = []
+        let serving = try await directory.servingNode(of: caller.user.tenant)
         for record in try await directory.nodes(of: caller.user.tenant) where within.contains(record.node) {
-            let nodeState = NodeState(record, now: now)
+            let nodeState = NodeState(record, now: now, serving: serving)
             if let state, nodeState != state { continue }
             if let needle, !record.node.rawValue.lowercased().contains(needle) { continue }
             matching.append((record, nodeState, caller.tree.path(of: record.node)))
@@ -340,7 +341,9 @@ struct AdminService: Sendable {
             let governance = rollout[entry.record.node.rawValue]
             return AdminMessages.NodeView(
                 node: entry.record.node, parent: entry.record.parent, role: entry.record.role, path: entry.path,
-                depth: caller.tree.depth(of: entry.record.node), state: entry.state.rawValue, lastSeenMillis: entry.record.lastSeenMillis,
+                depth: caller.tree.depth(of: entry.record.node), state: entry.state.rawValue,
+                // The node this hub is: answering now.
+                lastSeenMillis: entry.record.node == serving ? now : entry.record.lastSeenMillis,
                 lag: lags[entry.record.node].map { .init(pending: $0.pending, oldestPendingMillis: $0.oldestPendingMillis(at: now), measuredAtMillis: $0.measuredAtMillis,
                                                           clockOffsetMillis: $0.clockOffsetMillis) },
                 release: governance?.release, overlay: governance?.overlay, governance: governance?.state)

@@ -107,8 +107,9 @@ struct OperationsService: Sendable {
             quarantineBytes.append(([t], Double(counts.quarantineBytes)))
             quarantineUnkept.append(([t], Double(counts.quarantineUnkept)))
             var states: [NodeState: Int] = [:]
+            let serving = try await directory.servingNode(of: tenant)
             for node in try await directory.nodes(of: tenant) {
-                let state = NodeState(node, now: now)
+                let state = NodeState(node, now: now, serving: serving)
                 states[state, default: 0] += 1
                 if let seen = node.lastSeenMillis, state != .decommissioned {
                     lastSeen.append(([t, ("node", node.node.rawValue)], Double(seen) / 1000))
@@ -151,9 +152,14 @@ public enum NodeState: String, CaseIterable, Sendable {
     /// Retired: no credentials, never enrolls again.
     case decommissioned
 
-    public init(_ node: NodeRecord, now: UInt64) {
+    /// `serving`: the node this hub is (``NodeDirectory/servingNode(of:)``), active while it
+    /// answers: it makes no requests to itself, and HQ counted itself never seen, for good,
+    /// in every tenant's `tiersync_nodes{state="never_seen"}` (helper 89).
+    public init(_ node: NodeRecord, now: UInt64, serving: NodeID? = nil) {
         if node.decommissionedAtMillis != nil {
             self = .decommissioned
+        } else if node.node == serving {
+            self = .active
         } else if let seen = node.lastSeenMillis {
             self = now &- min(now, seen) <= OperationsService.silentAfterMillis ? .active : .silent
         } else {
