@@ -140,7 +140,7 @@ public final class AllocationPolicy: LocalWritePolicy {
                 if decision.state == .applied, let release = decision.release, let effective = decision.effective {
                     return ((release.version, decision.overlay?.label, effective), .max)
                 }
-                until = decision.pendingUntilMillis ?? .max
+                until = GovernanceResolver.nextChange(of: decision, verified: verified, nowMillis: now) ?? .max
                 // While the release waits: what the rollouts before give the node (a node
                 // enrolled meanwhile has applied nothing), until the release takes over.
                 if decision.state == .pending,

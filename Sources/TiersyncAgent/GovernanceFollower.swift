@@ -162,8 +162,9 @@ public final class GovernanceFollower: Sendable {
     /// When a pending release takes effect, if one is waiting.
     func pendingDueMillis() throws -> UInt64? {
         guard let key = try releaseKey() else { return nil }
-        return GovernanceResolver.decide(node: identity.node.rawValue, parent: parentNode()?.rawValue, verified: try verifiedStore(key: key),
-                                         nowMillis: WallClock.nowMillis()).pendingUntilMillis
+        let (verified, now) = (try verifiedStore(key: key), WallClock.nowMillis())
+        let decision = GovernanceResolver.decide(node: identity.node.rawValue, parent: parentNode()?.rawValue, verified: verified, nowMillis: now)
+        return GovernanceResolver.nextChange(of: decision, verified: verified, nowMillis: now)
     }
 
     /// Follows HQ's key rotations from `key` (the one held here): keeps every announcement

@@ -327,7 +327,11 @@ public final class RulesRunner: Sendable {
                         // Which version of the event date it is planned from: a date changed
                         // later plans another task, which supersedes this one.
                         if let field = rules.proactive.rules.first(where: { $0.id == task.rule })?.event.dateField {
-                            task.plannedFrom = try await store.rulesRecord(table: Self.vehicles, id: vehicleID)?.state.versions[field]
+                            // Read again for its versions: a date that changed since the vehicle
+                            // was read is planned from at the next run, with its own version.
+                            guard let held = try await store.rulesRecord(table: Self.vehicles, id: vehicleID),
+                                  held.state.liveValues[field] == vehicle[field] else { continue }
+                            task.plannedFrom = held.state.versions[field]
                         }
                         // Stamped when its window opened, as every node creating it stamps it:
                         // an edit of the task made anywhere since wins over any creation.

@@ -174,14 +174,30 @@ public enum GovernanceResolver {
     /// nothing applied, and ran no governance at all until the release came due: its
     /// dialogues were never allocated (helper 90). It runs this instead, which is what the
     /// rest of the tenant runs.
+    ///
+    /// Only an unbroken run of rollouts down from the newest counts (HQ numbers them one
+    /// after another): a relay that left some out and sent an old one, genuinely signed,
+    /// would otherwise put its subtree back on a release withdrawn since.
     public static func inEffectBefore(node: String, parent: String?, verified: VerifiedGovernance, nowMillis: UInt64) -> GovernanceDecision? {
         guard let newest = verified.rollout else { return nil }
+        var expected = newest.sequence - 1
         for rollout in verified.rollouts where rollout.sequence < newest.sequence {
+            guard rollout.sequence == expected else { return nil }
+            expected -= 1
             guard let version = rollout.release(for: node, ancestors: parent.map { [$0] } ?? []) else { continue }
             guard let release = verified.releases[version], release.effectiveFromMillis <= nowMillis else { continue }
             return applied(node: node, parent: parent, verified: verified, rollout: rollout, release: release)
         }
         return nil
+    }
+
+    /// When what `decision` (at `nowMillis`) leaves a node running changes by the clock
+    /// alone: while a release waits, the earliest effective-from of any release held, since
+    /// one of an earlier rollout may come due first and take over (``inEffectBefore(node:parent:verified:nowMillis:)``).
+    /// Nil when nothing waits.
+    public static func nextChange(of decision: GovernanceDecision, verified: VerifiedGovernance, nowMillis: UInt64) -> UInt64? {
+        guard let until = decision.pendingUntilMillis else { return nil }
+        return min(until, verified.releases.values.map(\.effectiveFromMillis).filter { $0 > nowMillis }.min() ?? until)
     }
 
     /// `release` of `rollout` applied to `node`, with its country's overlay if it fits.

@@ -256,7 +256,7 @@ public enum ProactivePlanner {
     /// - then the newest governance: highest release, then overlay sequence (`de#3` over
     ///   `de#2`, any over none);
     /// - then the task planned from the newer version of the vehicle's event date
-    ///   (`planned_from`; none is oldest): under one governance, two due dates of one rule
+    ///   (`planned_from`, when both have one): under one governance, two due dates of one rule
     ///   and vehicle mean the date was changed, and the later due date had kept the task of
     ///   a sale date corrected to an earlier day, and cancelled the right one (helper 90);
     /// - then the later due date, then id.
@@ -275,11 +275,10 @@ public enum ProactivePlanner {
                 if (a.placed ? 1 : 0, a.release, a.overlay) != (b.placed ? 1 : 0, b.release, b.overlay) {
                     return (a.placed ? 1 : 0, a.release, a.overlay) < (b.placed ? 1 : 0, b.release, b.overlay)
                 }
-                if a.plannedFrom != b.plannedFrom {
-                    guard let x = a.plannedFrom else { return true }
-                    guard let y = b.plannedFrom else { return false }
-                    return x < y
-                }
+                // Only when both say (a task written by a node of the previous version does
+                // not): such a node keeps the later due date, and so does this one then, rather
+                // than each cancelling the task the other keeps.
+                if let x = a.plannedFrom, let y = b.plannedFrom, x != y { return x < y }
                 return (a.due, a.id) < (b.due, b.id)
             }
         }
@@ -309,7 +308,7 @@ public enum ProactivePlanner {
             for task in group where task.id != keep.id {
                 let sameGovernance = (task.release, task.overlay) == (keep.release, keep.overlay)
                 let why = !task.placed && keep.placed ? "its dealer moved (\(task.assigned) is off its path; that task is at \(keep.assigned))"
-                    : sameGovernance && task.plannedFrom != keep.plannedFrom ? "the vehicle's date it was planned from changed (that task is due \(keep.due.prefix(10)))"
+                    : sameGovernance && task.plannedFrom != nil && keep.plannedFrom != nil && task.plannedFrom != keep.plannedFrom ? "the vehicle's date it was planned from changed (that task is due \(keep.due.prefix(10)))"
                     : "the rule's timing changed (release \(keep.release))"
                 cancel[task.id] = [
                     TaskField.status.rawValue: .string(TaskStatus.cancelled.rawValue),

@@ -40,9 +40,12 @@ enum GovernanceBundles {
         // a country could not publish an overlay, until the release came due).
         var earlier: [StoredGovernanceDocument] = []
         if let rolloutDoc, waiting(releases) {
-            let before = try await store.governanceDocuments(ofKind: SignedDocument.Kind.rollout.rawValue, keys: nil)
+            // The run just below it (rollouts are numbered one after another; a node takes
+            // only an unbroken run), not every rollout ever issued.
+            let keys = (max(1, rolloutDoc.seq - maxEarlierRollouts)..<rolloutDoc.seq).map(String.init)
+            let before = try await store.governanceDocuments(ofKind: SignedDocument.Kind.rollout.rawValue, keys: keys)
                 .filter { $0.seq < rolloutDoc.seq }.sorted { $0.seq > $1.seq }
-            for document in before.prefix(maxEarlierRollouts) {
+            for document in before {
                 earlier.append(document)
                 let held = Set(releases.map(\.key))
                 let missing = wanted(by: document).map(String.init).filter { !held.contains($0) }

@@ -68,7 +68,7 @@ public struct HubServer: Sendable {
         let operations = OperationsService(directory: directory, metrics: metrics, notifiers: [notifier, governanceNotifier],
                                            codec: codec, metricsToken: configuration.metricsToken, storageLiveness: storageLiveness)
         let router = Router(context: HubRequestContext.self)
-        router.add(middleware: UnreadBodyMiddleware())
+        router.add(middleware: UnreadBodyMiddleware(maxBodyBytes: configuration.limits.maxRequestBytes))
         router.add(middleware: ErrorBodyMiddleware(directory: directory))
         if let storageLiveness { router.add(middleware: StorageLivenessMiddleware(liveness: storageLiveness, metrics: metrics)) }
         let limits = configuration.limits

@@ -58,6 +58,10 @@ extension Admin {
             let path = catalog.tenantDatabasePath(tenantID)
             // A tenant no node has reached yet has no database: made here as the hub makes it
             // at its first request (empty, the root's identity), so its administration moves.
+            // The target first: refused there, the source is left as it was (helper 89: a refusal
+            // for a tenant PostgreSQL held already came after the folded entries were written
+            // back into the source's log).
+            try await withPostgresClient(endpoint) { client in try await Self.checkTarget(client, tenantID, root: entries.tenant.root, endpoint) }
             let source = try TenantStores(catalog: catalog).store(for: tenantID)
             // A hub on PostgreSQL serves its feed from the log alone: entries compaction
             // folded into their records go back into the log first.
@@ -69,15 +73,7 @@ extension Admin {
             // No background logger: the pool's warning that a lease came before its run()
             // started (harmless, the lease waits) was printed by every migration.
             try await withPostgresClient(endpoint) { client in
-                let target = try await PostgresCatalog(client: client)
-                guard try await target.root(of: tenantID) == nil else {
-                    throw CLIError("tenant '\(tenant)' exists in \(endpoint) already; migrate-tenant moves a tenant only into a database without it")
-                }
-                let root = entries.tenant.root
-                let store = PostgresTenantStore(client: client, tenant: tenantID, rootOf: { _ in root })
-                guard try await store.isEmpty() else {
-                    throw CLIError("schema \(store.tenantSchema.name) in \(endpoint) holds data already (a migration that stopped half-way?): drop it (DROP SCHEMA \"\(store.tenantSchema.name)\" CASCADE) and run again")
-                }
+                let (target, store) = try await Self.checkTarget(client, tenantID, root: entries.tenant.root, endpoint)
                 for table in MigrationTable.allCases {
                     var offset = 0
                     while true {
@@ -117,6 +113,21 @@ extension Admin {
                       + "\(admin.users.count) administrators, \(admin.tokens.count) of their tokens, \(admin.audit.count) audit entries, "
                       + "\(admin.releaseRequests.count) release requests (numbered anew), settings: \(admin.settings.isEmpty ? "none" : admin.settings.keys.sorted().joined(separator: ", "))")
             }
+        }
+    
+        /// The PostgreSQL catalog and the tenant's store there, once it is known that the
+        /// tenant can move in: no such tenant in the catalog, and its schema empty.
+        static func checkTarget(_ client: PostgresClient, _ tenantID: TenantID, root: NodeID, _ endpoint: PostgresEndpoint) async throws
+            -> (catalog: PostgresCatalog, store: PostgresTenantStore) {
+            let target = try await PostgresCatalog(client: client)
+            guard try await target.root(of: tenantID) == nil else {
+                throw CLIError("tenant '\(tenantID)' exists in \(endpoint) already; migrate-tenant moves a tenant only into a database without it")
+            }
+            let store = PostgresTenantStore(client: client, tenant: tenantID, rootOf: { _ in root })
+            guard try await store.isEmpty() else {
+                throw CLIError("schema \(store.tenantSchema.name) in \(endpoint) holds data already (a migration that stopped half-way?): drop it (DROP SCHEMA \"\(store.tenantSchema.name)\" CASCADE) and run again")
+            }
+            return (target, store)
         }
     }
 }

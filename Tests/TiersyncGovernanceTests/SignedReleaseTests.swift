@@ -111,6 +111,37 @@ struct SignedReleaseTests {
         }
     }
 
+    @Test("""
+        while the newest rollout's release waits, the rollouts just before it give what runs: the newest release among them \
+        in effect, and when the clock next changes that; only an unbroken run counts (a relay sending an old rollout among \
+        them put its subtree back on a withdrawn release)
+        """)
+    func inEffectBefore() throws {
+        let compiled = try automaker()
+        func rollout(_ sequence: Int, _ release: Int) -> Rollout {
+            Rollout(tenant: "automaker", sequence: sequence, issuedAtMillis: 0, stages: [.init(release: release, targets: nil)], reason: "")
+        }
+        var v = VerifiedGovernance()
+        v.releases = [1: release(compiled, version: 1), 5: release(compiled, version: 5, effectiveFrom: 2_000),
+                      7: release(compiled, version: 7, effectiveFrom: 9_000)]
+        v.rollout = rollout(6, 7)
+        v.rollouts = [rollout(6, 7), rollout(5, 5), rollout(4, 1)]
+        let waiting = GovernanceResolver.decide(node: "de-1", parent: "de", verified: v, nowMillis: 1_000)
+        #expect(waiting.state == .pending && waiting.pendingUntilMillis == 9_000)
+        // Before v5's time, rollout 4's v1; from it on, rollout 5's v5 — a change the clock alone makes, at 2,000.
+        #expect(GovernanceResolver.inEffectBefore(node: "de-1", parent: "de", verified: v, nowMillis: 1_000)?.release?.version == 1)
+        #expect(GovernanceResolver.nextChange(of: waiting, verified: v, nowMillis: 1_000) == 2_000)
+        let later = GovernanceResolver.decide(node: "de-1", parent: "de", verified: v, nowMillis: 3_000)
+        #expect(GovernanceResolver.inEffectBefore(node: "de-1", parent: "de", verified: v, nowMillis: 3_000)?.release?.version == 5)
+        #expect(GovernanceResolver.nextChange(of: later, verified: v, nowMillis: 3_000) == 9_000)
+        // A run with a gap: only the part above the gap counts (here nothing in effect).
+        v.rollouts = [rollout(6, 7), rollout(1, 1)]
+        #expect(GovernanceResolver.inEffectBefore(node: "de-1", parent: "de", verified: v, nowMillis: 3_000) == nil)
+        v.rollouts = [rollout(6, 7), rollout(5, 5), rollout(3, 1)]
+        #expect(GovernanceResolver.inEffectBefore(node: "de-1", parent: "de", verified: v, nowMillis: 1_000) == nil)
+        #expect(GovernanceResolver.inEffectBefore(node: "de-1", parent: "de", verified: v, nowMillis: 3_000)?.release?.version == 5)
+    }
+
     @Test("the resolver: first matching stage wins, a node under a trial country follows it, pending until effective-from, missing release refused")
     func resolver() throws {
         let compiled = try automaker()

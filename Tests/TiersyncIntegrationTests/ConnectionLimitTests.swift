@@ -102,7 +102,20 @@ struct ConnectionLimitTests {
         #expect(ConnectionLimiter.address("::1") == "::1")
         #expect(ConnectionLimiter.address("0:0:0:0:0:0:0:1") == "::1")
         #expect(ConnectionLimiter.address("10.0.0.5") == "10.0.0.5")
+        #expect(ConnectionLimiter.address("::ffff:10.0.0.5") == "10.0.0.5")
         #expect(ConnectionLimiter.address("lb.example") == nil)
+        // IPv6 is counted by its /64 (a client rotating addresses in its /64 is one client);
+        // IPv4-mapped addresses as IPv4, so the loopback default covers a dual-stack listener's.
+        let limiter = ConnectionLimiter(perAddress: 2, total: 100, unlimited: ["127.0.0.1"])
+        #expect(limiter.admit("2001:db8:1:2::10") == nil && limiter.admit("2001:db8:1:2:ffff::20") == nil)
+        #expect(limiter.admit("2001:db8:1:2::30") == .perAddress)
+        #expect(limiter.admit("2001:db8:1:3::10") == nil, "another /64")
+        #expect(limiter.open(from: "2001:db8:1:2::99").fromAddress == 2)
+        for _ in 0..<5 { #expect(limiter.admit("::ffff:127.0.0.1") == nil) }
+        #expect(limiter.admit("::ffff:10.0.0.5") == nil && limiter.admit("10.0.0.5") == nil && limiter.admit("10.0.0.5") == .perAddress)
+        limiter.release("2001:db8:1:2::10")
+        #expect(limiter.admit("2001:db8:1:2::40") == nil, "a place given back to the /64")
+        #expect(limiter.open().total == 10)
         #expect(ConnectionLimiter.address("") == nil)
         #expect(ConnectionLimiter.defaultTotal() >= 64)
     }

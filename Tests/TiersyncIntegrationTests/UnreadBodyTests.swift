@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import TiersyncServer
+@testable import TiersyncServer
 import TiersyncTestSupport
 
 /// What a client streaming a body the hub does not read saw (`stream` below).
@@ -64,6 +64,17 @@ private func stream(port: Int, caFile: String, head: String, bodyBytes: Int, sec
 
 @Suite("Bodies the hub does not read")
 struct UnreadBodyTests {
+    @Test("which answers close: errors to bodies past any route's limit or chunked; past 64 KiB unless 429 or 503; never 2xx")
+    func whichAnswersClose() {
+        let m = UnreadBodyMiddleware(maxBodyBytes: 8 * 1024 * 1024)
+        #expect(m.closes(.unauthorized, .length(10_000_000_000)) && m.closes(.tooManyRequests, .length(10_000_000_000)))
+        #expect(m.closes(.badRequest, .unbounded) && m.closes(.serviceUnavailable, .unbounded))
+        #expect(m.closes(.unauthorized, .length(1_000_000)) && m.closes(.contentTooLarge, .length(1_000_000)))
+        #expect(!m.closes(.tooManyRequests, .length(1_000_000)) && !m.closes(.serviceUnavailable, .length(1_000_000)),
+                "a busy hub keeps a known client's connection: reading a body within the limit costs less than a handshake")
+        #expect(!m.closes(.unauthorized, .length(1_000)) && !m.closes(.ok, .length(10_000_000_000)) && !m.closes(.ok, .unbounded))
+    }
+
     @Test("""
         a push declaring 10 GB without a credential is answered 401 with Connection: close, and the hub reads no more of it \
         (it read and decrypted everything sent after the answer, 4.2 GB in 8 s on one connection, with no credential); a \

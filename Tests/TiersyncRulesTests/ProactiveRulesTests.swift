@@ -239,7 +239,7 @@ struct ProactiveRulesTests {
     @Test("""
     A sale date corrected to an earlier day plans a task due earlier, under the same governance: the task planned from the \
     newer version of the date stays and the other is cancelled, saying why (the later due date kept the stale task and \
-    cancelled the right one as "the rule's timing changed"); a task planned from no known version ranks below
+    cancelled the right one as "the rule's timing changed"); a task without the field is judged as before
     """)
     func dateCorrectedEarlier() throws {
         let rules = try Self.rules("automaker")
@@ -256,10 +256,11 @@ struct ProactiveRulesTests {
         #expect(Set(cancel.keys) == [stale.recordID], "the task of the date as it is now stays, though it is due earlier")
         #expect(cancel[stale.recordID]?["cancel_reason"] == .string("superseded by task \(corrected.recordID): the vehicle's date it was planned from changed (that task is due 2026-12-02)"))
         #expect(ProactivePlanner.superseded([(corrected.recordID, corrected.fields), (stale.recordID, stale.fields)]) == cancel)
-        // Tasks written before the field (no version) rank below one planned from a known version.
+        // A task written by a node of the previous version (no planned_from) is judged as that node judges it,
+        // by the later due date, so the two versions keep the same task rather than each cancelling the other's.
         var unknown = stale.fields
         unknown["planned_from"] = nil
-        #expect(Set(ProactivePlanner.superseded([(stale.recordID, unknown), (corrected.recordID, corrected.fields)]).keys) == [stale.recordID])
+        #expect(Set(ProactivePlanner.superseded([(stale.recordID, unknown), (corrected.recordID, corrected.fields)]).keys) == [corrected.recordID])
         // A newer release still outranks a newer date (its timing is the one in force).
         var released = stale
         released.release = 2

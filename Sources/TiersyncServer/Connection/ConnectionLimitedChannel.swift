@@ -17,6 +17,11 @@ struct ConnectionLimitedChannel<Base: ServerChildChannel>: ServerChildChannel {
             try channel.pipeline.syncOperations.addHandler(ConnectionLimitHandler(limiter: limiter, onRefused: onRefused))
         }.flatMap {
             base.setup(channel: channel, logger: logger)
+        }.flatMapError { error in
+            // A child whose setup failed is neither registered nor closed by the server:
+            // closed here, which also gives its place in the limiter back.
+            channel.close(promise: nil)
+            return channel.eventLoop.makeFailedFuture(error)
         }
     }
 

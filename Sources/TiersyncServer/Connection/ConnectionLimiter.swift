@@ -46,10 +46,34 @@ public final class ConnectionLimiter: Sendable {
         self.unlimited = unlimited
     }
 
+    /// What `address` is counted under, or nil when it is held to the total alone: an
+    /// IPv4 address as itself (also when written IPv4-mapped, `::ffff:10.0.0.5`, as a
+    /// dual-stack listener sees it), an IPv6 address by its /64 (one client commonly holds
+    /// a whole /64, and rotating addresses within it would escape a per-address count).
+    func limitKey(_ address: String?) -> String? {
+        guard let address else { return nil }
+        let (normalized, key) = Self.normalized(address)
+        return unlimited.contains(normalized) || unlimited.contains(address) ? nil : key
+    }
+
+    /// `address` written as the limiter compares it, and the key it is counted under.
+    static func normalized(_ address: String) -> (address: String, key: String) {
+        guard address.contains(":") else { return (address, address) }
+        var bytes = in6_addr()
+        guard inet_pton(AF_INET6, address, &bytes) == 1 else { return (address, address) }
+        let octets = withUnsafeBytes(of: &bytes) { Array($0) }
+        if octets[0..<10].allSatisfy({ $0 == 0 }), octets[10] == 0xff, octets[11] == 0xff {
+            let v4 = octets[12...].map(String.init).joined(separator: ".")
+            return (v4, v4)
+        }
+        let prefix = stride(from: 0, to: 8, by: 2).map { String(UInt16(octets[$0]) << 8 | UInt16(octets[$0 + 1]), radix: 16) }
+        return (address, prefix.joined(separator: ":") + "::/64")
+    }
+
     /// A connection from `address` (nil: not an IP connection, counted in the total only):
     /// nil when it may stay (call ``release(_:)`` when it closes), else why not.
     public func admit(_ address: String?) -> Refusal? {
-        let limited = address.flatMap { unlimited.contains($0) ? nil : $0 }
+        let limited = limitKey(address)
         return counts.withLock { counts in
             if counts.total >= total { return .total }
             if let limited, let perAddress, counts.byAddress[limited, default: 0] >= perAddress { return .perAddress }
@@ -61,7 +85,7 @@ public final class ConnectionLimiter: Sendable {
 
     /// A connection ``admit(_:)`` let in has closed.
     public func release(_ address: String?) {
-        let limited = address.flatMap { unlimited.contains($0) ? nil : $0 }
+        let limited = limitKey(address)
         counts.withLock { counts in
             counts.total -= 1
             if let limited, let held = counts.byAddress[limited] {
@@ -70,15 +94,16 @@ public final class ConnectionLimiter: Sendable {
         }
     }
 
-    /// Open connections, in all and from `address`.
+    /// Open connections, in all and counted under `address` (its /64 for IPv6).
     public func open(from address: String? = nil) -> (total: Int, fromAddress: Int) {
-        counts.withLock { counts in (counts.total, address.map { counts.byAddress[$0] ?? 0 } ?? 0) }
+        let key = address.map { Self.normalized($0).key }
+        return counts.withLock { counts in (counts.total, key.map { counts.byAddress[$0] ?? 0 } ?? 0) }
     }
 
     /// `text` as the hub writes a connection's remote address (IPv6 in its shortest form),
     /// or nil when it is not an IP address.
     public static func address(_ text: String) -> String? {
-        (try? SocketAddress(ipAddress: text, port: 0))?.ipAddress
+        (try? SocketAddress(ipAddress: text, port: 0))?.ipAddress.map { normalized($0).address }
     }
 
     /// Raises the process's open-file limit to what the system allows it (as a server

@@ -1,3 +1,4 @@
+import HTTPTypes
 import Hummingbird
 import NIOCore
 
@@ -10,18 +11,22 @@ import NIOCore
 /// limit, 429), and the hub then went on decrypting and discarding everything it sent:
 /// 4.2 GB in 8 s on one connection, a core's worth, with no credential at all. Now such an
 /// answer says `Connection: close`, and the connection closes once it is written:
-/// - an error answer (4xx, 5xx) to a request declaring more than ``drainedBytes`` of body, or
-///   a chunked one (no declared end);
+/// - an error answer (4xx, 5xx) to a request declaring more than any route takes
+///   (``maxBodyBytes``), or a chunked one (no declared end);
+/// - an error answer to a request declaring more than ``drainedBytes``, unless it is 429 or
+///   503: those tell a known client to come back, and a new connection costs it (and a busy
+///   hub) a TLS handshake, more than reading a body within the limit;
 /// - any answer to a request no route reads a body of (GET, HEAD, DELETE) that declares one.
 ///
 /// Small bodies are still read to the end, so an agent whose small push is refused keeps its
-/// connection (a new one costs a TLS handshake); so does every request answered 2xx after its
-/// handler read the body.
+/// connection; so does every request answered 2xx after its handler read the body.
 struct UnreadBodyMiddleware: RouterMiddleware {
     typealias Context = HubRequestContext
 
     /// The largest unread body read to its end so that the connection stays open.
     static let drainedBytes = 64 * 1024
+    /// The most any route takes (``HubConfiguration/Limits/maxRequestBytes``).
+    let maxBodyBytes: Int
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let declared = Self.declaredBody(request)
@@ -31,11 +36,23 @@ struct UnreadBodyMiddleware: RouterMiddleware {
         do {
             response = try await next(request, context)
         } catch let error as HTTPResponseError {
-            guard bodiless || Self.isLarge(declared) else { throw error }
+            guard bodiless || closes(error.status, declared) else { throw error }
             return Self.closing(try error.response(from: request, context: context), channel: context.channel)
         }
-        guard bodiless || (response.status.code >= 400 && Self.isLarge(declared)) else { return response }
+        guard bodiless || closes(response.status, declared) else { return response }
         return Self.closing(response, channel: context.channel)
+    }
+
+    /// Whether an answer of `status` to a request declaring `declared` closes the connection.
+    func closes(_ status: HTTPResponse.Status, _ declared: DeclaredBody) -> Bool {
+        guard status.code >= 400 else { return false }
+        switch declared {
+        case .none: return false
+        case .unbounded: return true
+        case .length(let bytes):
+            if bytes > UInt64(maxBodyBytes) { return true }
+            return bytes > UInt64(Self.drainedBytes) && status != .tooManyRequests && status != .serviceUnavailable
+        }
     }
 
     enum DeclaredBody: Equatable {
@@ -51,14 +68,6 @@ struct UnreadBodyMiddleware: RouterMiddleware {
             return bytes == 0 ? .none : .length(bytes)
         }
         return request.headers[.transferEncoding] == nil ? .none : .unbounded
-    }
-
-    static func isLarge(_ declared: DeclaredBody) -> Bool {
-        switch declared {
-        case .none: false
-        case .length(let bytes): bytes > UInt64(drainedBytes)
-        case .unbounded: true
-        }
     }
 
     /// `response`, saying `Connection: close`, whose connection closes once it is written.
