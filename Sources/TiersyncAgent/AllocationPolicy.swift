@@ -36,8 +36,17 @@ public final class AllocationPolicy: LocalWritePolicy {
     public init() {}
 
     public func amend(_ write: RecordWrite, in context: LocalWriteContext) throws -> RecordWrite {
-        guard write.table == DomainSchema.interactions.name, write.op == .upsert, context.createsRecord else { return write }
+        guard write.table == DomainSchema.interactions.name, write.op == .upsert else { return write }
         let now = context.wallMillis
+        // A level the writer names is one of the governance's (helper 90: `handling_level=bogus`
+        // was stored and shown as allocated, and no escalation rule ever matched it).
+        if let given = write.fields[InteractionField.handlingLevel.rawValue]?.stringValue,
+           let (governance, _) = decisionBasis(context, at: now), !governance.table.levels.contains(given) {
+            let levels = governance.table.levels.joined(separator: ", ")
+            throw StoreError.rejected(ChangeRejection(.invalidChange,
+                "handling_level '\(given)' is not a level of release v\(governance.release) in force here (\(levels)): interactions/\(write.id) is not written"))
+        }
+        guard context.createsRecord else { return write }
         // Without a release in force (or for an outbound contact) nothing is decided, and
         // nothing more is read: the write costs one small query.
         guard write.fields[InteractionField.direction.rawValue]?.stringValue != InteractionDirection.outbound.rawValue,

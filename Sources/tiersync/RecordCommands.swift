@@ -40,6 +40,11 @@ struct Contact: ParsableCommand {
         @Option(help: "Contact id (default: generated).") var id: String?
 
         func validate() throws {
+            // A topic is what the rules match: a blank one matched nothing but the catch-all,
+            // and was stored as given (helper 90).
+            guard !topic.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+                throw ValidationError("--topic is what the contact is about (the rules match it): give a word or two, not a blank")
+            }
             if let purpose {
                 guard Consent.Purpose(rawValue: purpose) != nil else {
                     throw ValidationError("--purpose is \(Consent.Purpose.allCases.map(\.rawValue).joined(separator: " or ")), got '\(purpose)'")
@@ -104,9 +109,10 @@ struct Contact: ParsableCommand {
         func run() throws {
             let store = try node.open()
             let customers = Dictionary(uniqueKeysWithValues: try store.liveRecords(table: "customers").map { ($0.id, $0.values) })
-            let contacts = try store.liveRecords(table: "interactions").sorted {
+            let all = try store.liveRecords(table: "interactions").sorted {
                 ($0.values["created_at"]?.description ?? "") > ($1.values["created_at"]?.description ?? "")
-            }.prefix(limit)
+            }
+            let contacts = all.prefix(limit)
             var rows = [["id", "created", "channel", "topic", "status", "level", "queue", "prio", "sla due", "handler", "customer", "origin"]]
             for c in contacts {
                 let customer = c.values["customer_id"]?.stringValue.flatMap { customers[$0] }
@@ -116,7 +122,9 @@ struct Contact: ParsableCommand {
                              customer.map(displayName) ?? value(.customerID), value(.originatingNode)])
             }
             printTable(rows)
-            print("\(contacts.count) contact(s)")
+            // Said when cut short (helper 90: "100 record(s)" of 506 read as all there were).
+            print(all.count > contacts.count ? "\(contacts.count) of \(all.count) contact(s), the newest; --limit shows more"
+                                             : "\(contacts.count) contact(s)")
         }
     }
 
@@ -227,9 +235,11 @@ struct RecordCommand: ParsableCommand {
 
         func run() throws {
             let store = try node.open()
-            let records = try store.liveRecords(table: table, limit: limit)
-            for r in records { print("\(r.id)  \(CanonicalJSON.object(r.values))") }
-            print("\(records.count) record(s)")
+            // One more than shown: whether the list is cut short, said (helper 90: "100 record(s)"
+            // of 506 read as all there were).
+            let records = try store.liveRecords(table: table, limit: limit < Int.max ? limit + 1 : limit)
+            for r in records.prefix(limit) { print("\(r.id)  \(CanonicalJSON.object(r.values))") }
+            print(records.count > limit ? "the first \(limit) record(s); there are more (--limit shows more)" : "\(records.count) record(s)")
         }
     }
 

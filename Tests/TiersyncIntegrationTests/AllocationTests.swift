@@ -351,6 +351,15 @@ struct AllocationTests {
             try await eventually(timeout: 30, "agency-1 applies v1") { try agency.store.appliedGovernance()?.release == 1 }
             let first = try Child.run(["contact", "add", "--db", db, "--last-name", "One", "--id", "int-v1"] + catchAll)
             #expect(first.contains("allocated by rule offer-specification of release v1"), "\(first)")
+            // A level the writer names is one of the release's (helper 90: `bogus` was stored and shown allocated).
+            for id in ["int-bogus", "int-v1"] {
+                let bogus = try Child.capture(["record", "put", "--db", db, "interactions", id, "topic=quote", "handling_level=bogus"])
+                #expect(bogus.status != 0 && bogus.output.contains("handling_level 'bogus' is not a level of release v1 in force here (hq, agent)"),
+                        "\(bogus.output)")
+            }
+            #expect(try values(agency.store, "int-v1")?["handling_level"] == "agent")
+            _ = try Child.run(["record", "put", "--db", db, "interactions", "int-v1", "handling_level=hq"])
+            _ = try Child.run(["record", "put", "--db", db, "interactions", "int-v1", "handling_level=agent"])
 
             // v2 makes agency sales answer within 12 h instead of a day, from 4 s from now on.
             let v2 = try edited("insurer", file: "rules.yaml", replacing: "      queue: agent-sales\n      priority: 3\n      sla: 1d",

@@ -579,8 +579,20 @@ struct CLICommandTests {
             let negative = try await tiersync(command + ["--db", db, "--limit=-1"], cwd: dir.path)
             #expect(negative.status == 64 && negative.err.contains("--limit must be at least 1, got -1"), "\(negative)")
         }
+        // A blank topic is no topic (helper 90: stored as given).
+        for blank in ["", "   "] {
+            let refused = try await tiersync(["contact", "add", "--db", db, "--customer", "c-1", "--topic", blank], cwd: dir.path)
+            #expect(refused.status == 64 && refused.err.contains("--topic is what the contact is about"), "\(refused)")
+        }
         let add = ["contact", "add", "--db", db, "--customer", "c-1", "--topic", "brakes", "--id", "int-1"]
         #expect(try await tiersync(add, cwd: dir.path).status == 0)
+        // A list cut short says so (helper 90: "100 record(s)" of 506 read as all there were).
+        try store.commit((2...4).map { .upsert("customers", id: "c-\($0)", ["last_name": .string("N\($0)")]) })
+        let cut = try await tiersync(["record", "list", "--db", db, "customers", "--limit", "2"], cwd: dir.path)
+        #expect(cut.out.contains("the first 2 record(s); there are more"), "\(cut)")
+        #expect(try await tiersync(["record", "list", "--db", db, "customers", "--limit", "4"], cwd: dir.path).out.contains("\n4 record(s)"))
+        let contacts = try await tiersync(["contact", "list", "--db", db, "--limit", "1"], cwd: dir.path)
+        #expect(contacts.out.contains("1 contact(s)"), "\(contacts)")
         let again = try await tiersync(add + ["--summary", "another"], cwd: dir.path)
         #expect(again.status != 0 && again.err.contains("a contact 'int-1' exists"), "\(again)")
         #expect(try store.record(table: "interactions", id: "int-1")?.state.values["summary"] == nil)
