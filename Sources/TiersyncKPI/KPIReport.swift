@@ -139,9 +139,12 @@ public enum KPIReport {
             }
             // A path from the root that misses the viewer: a node outside its subtree.
             if p.contains(viewer) || paths[p[0]] == [p[0]] { return p }
-            // A path not known up to the root: the node is one of the viewer's (a store holds
-            // only its subtree's values), below it.
-            return node == viewer ? [viewer] : (paths[viewer] ?? [viewer]) + p
+            // A path not known up to the root: below the viewer only when the viewer is the
+            // store's own node (a store holds only its subtree's values). Another viewer (a
+            // dealer asking its country) sees only what its path is known to hold: de answered
+            // de-1 with de-2's values, whose path de knew only from de on (helper 92).
+            if node == viewer { return [viewer] }
+            return catalogIsViewers ? (paths[viewer] ?? [viewer]) + p : p
         }
         // Other nodes' values are their writes (KPI snapshots): a pair no count can give —
         // a negative count, or more of a percentage's events than it counted — is left out

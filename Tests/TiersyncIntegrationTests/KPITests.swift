@@ -138,6 +138,15 @@ struct KPITests {
             let de1 = try await deClient.send("GET", "/v1/kpis?period=week", credential: de1Credential)
             let de1View = try de1.decode(KPIResponse.self)
             #expect(de1View.node == "de-1" && !de1View.rows.isEmpty && de1View.rows.allSatisfy { $0.node == "de-1" && $0.scope == .subtree })
+            // Only de-1's own values, by node too (helper 92: de answered de-1 with de-2's rows, and de-1's
+            // subtree summed both): each row equals the one HQ shows for de-1 alone.
+            let de1ByNode = try await deClient.send("GET", "/v1/kpis?period=month&by=node", credential: de1Credential).decode(KPIResponse.self)
+            #expect(!de1ByNode.rows.isEmpty && de1ByNode.rows.allSatisfy { $0.node == "de-1" }, "\(de1ByNode.rows.map(\.node))")
+            let hqMonth = try hqView("month").rows
+            for r in de1ByNode.rows {
+                let atHQ = try #require(hqMonth.first { $0.kpi == r.kpi && $0.node == "de-1" && $0.scope == .node && $0.periodStart == r.periodStart })
+                #expect((r.numerator, r.denominator) == (atHQ.numerator, atHQ.denominator), "\(r.kpi): \(r.numerator)/\(r.denominator)")
+            }
             #expect(try await deClient.send("GET", "/v1/kpis?period=year", credential: de1Credential).status == 400)
 
             // An update at a dealer: p2 answered in 15 s instead of 30 s. de's service level
