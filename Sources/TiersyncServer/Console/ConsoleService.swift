@@ -67,8 +67,7 @@ struct ConsoleService: Sendable {
     func page(stateChanging: Bool,
               _ body: @escaping @Sendable (Request, HubRequestContext, AdminCaller, [String: String]) async throws -> Response) -> Handler {
         { request, context in
-            var request = request
-            let form = stateChanging ? try await Self.form(&request) : [:]
+            let form = stateChanging ? try await self.form(request) : [:]
             let caller: AdminCaller
             do {
                 caller = try await admin.authenticator.authenticate(request, stateChanging: stateChanging, formCSRF: form["csrf"])
@@ -92,8 +91,7 @@ struct ConsoleService: Sendable {
     }
 
     func login(_ request: Request, _ context: HubRequestContext) async throws -> Response {
-        var request = request
-        let form = try await Self.form(&request)
+        let form = try await self.form(request)
         let (tenant, user, password) = (form["tenant"] ?? "", form["user"] ?? "", form["password"] ?? "")
         do {
             if let refusal = AdminService.crossSiteRefusal(request) { throw refusal }
@@ -440,9 +438,12 @@ struct ConsoleService: Sendable {
         String((code ?? "unknown").prefix(40).filter { $0.isLetter || $0 == "_" })
     }
 
-    /// A form body (`application/x-www-form-urlencoded`), at most ``maxFormBytes``.
-    static func form(_ request: inout Request) async throws -> [String: String] {
-        let buffer = try await request.collectBody(upTo: maxFormBytes)
+    /// A form body (`application/x-www-form-urlencoded`), at most ``maxFormBytes``, read as
+    /// every body is (``BodyCodec/collect(_:upTo:)``): a larger declared length is answered 413
+    /// at once and a slow body 408, where a form over the limit was a 500 `internal` logged
+    /// as an error, and a large declared length waited for the body's time limit (helper 92).
+    func form(_ request: Request) async throws -> [String: String] {
+        let buffer = try await admin.codec.collect(request, upTo: Self.maxFormBytes)
         var out: [String: String] = [:]
         for pair in String(buffer: buffer).split(separator: "&") {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
