@@ -12,6 +12,10 @@ import TiersyncStore
 struct AuthenticationMiddleware: RouterMiddleware {
     typealias Context = HubRequestContext
     let directory: any NodeDirectory
+    /// The per-node limiter of ``RateLimitMiddleware``: a node this hub does not serve is
+    /// refused within its node's rate too (helper 92: a dealer's credential sent to HQ got
+    /// 1,680 answers of 403 `wrong_parent` a second, never a 429).
+    let refusedNodes: RequestRateLimiter<NodeKey>?
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         // Public routes need nothing; the admin API and the console check administrators.
@@ -37,6 +41,11 @@ struct AuthenticationMiddleware: RouterMiddleware {
         }
         // Known, but maybe not served here: a dealer syncs through its country.
         if let refusal = admission.refusal {
+            if let refusedNodes {
+                let key = NodeKey(admission.principal)
+                if let limited = refusedNodes.admit(key) { throw limited.apiError(who: "node '\(admission.principal.node)'") }
+                refusedNodes.finish(key)
+            }
             throw APIError(.forbidden, refusal.code, refusal.message)
         }
         var context = context

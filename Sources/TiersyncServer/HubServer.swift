@@ -78,11 +78,12 @@ public struct HubServer: Sendable {
             relays: RequestRateLimiter(.init(requestsPerSecond: limits.requestsPerSecond, burst: limits.requestBurst,
                                              maxConcurrent: limits.maxConcurrentAnonymousRequests)),
             directory: directory))
-        router.add(middleware: AuthenticationMiddleware(directory: directory))
+        let perNode = RequestRateLimiter<NodeKey>(.init(requestsPerSecond: limits.requestsPerSecond, burst: limits.requestBurst,
+                                                        maxConcurrent: limits.maxConcurrentRequestsPerNode))
+        router.add(middleware: AuthenticationMiddleware(directory: directory, refusedNodes: perNode))
         router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: RateLimitMiddleware(
-            limiter: RequestRateLimiter(.init(requestsPerSecond: limits.requestsPerSecond, burst: limits.requestBurst,
-                                              maxConcurrent: limits.maxConcurrentRequestsPerNode)),
+            limiter: perNode,
             bodies: RequestRateLimiter(.init(requestsPerSecond: 1e12, burst: 1e12, maxConcurrent: limits.maxConcurrentPushesPerNode))))
         let handlers: [HubRoutes.Route: @Sendable (Request, HubRequestContext) async throws -> Response] = [
             HubRoutes.health: service.health,

@@ -149,6 +149,28 @@ struct RevocationTests {
         }
     }
 
+    @Test("a node refused at this hub (a dealer bypassing its country) is refused within its node's request rate: 429 once it is spent (it got 1,680 answers of 403 a second)")
+    func refusedNodeIsRateLimited() async throws {
+        let dir = try TempDir()
+        var limits = HubConfiguration.Limits()
+        (limits.requestsPerSecond, limits.requestBurst) = (2, 20)
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path, limits: limits)
+            try hub.catalog.createTenant("acme", levels: 3)
+            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            let dealer = try await running.agent(enrolling: "de-1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+            let credential = try #require(try dealer.store.meta("credential"))
+            var codes: [String] = []
+            for _ in 0..<40 {
+                codes.append(try await running.client(hub).send("GET", "/v1/whoami", credential: credential).error?.code ?? "none")
+            }
+            #expect(codes.first == "wrong_parent" && codes.contains("rate_limited") && codes.filter { $0 == "wrong_parent" }.count <= 30, "\(codes)")
+            // The country's own requests are its own budget.
+            let countryCredential = try #require(try de.store.meta("credential"))
+            #expect(try await running.client(hub).send("GET", "/v1/whoami", credential: countryCredential).status == 200)
+        }
+    }
+
     @Test("""
     a dealer cannot bypass its country: with its credential HQ answers 403 wrong_parent on every authenticated route, \
     naming the parent; the country itself and enrollment are unaffected; admin tenant-settings --allow-direct-sync \
