@@ -409,20 +409,37 @@ struct RulesTests {
                 #expect(!tasks.contains { $0["vehicle_id"] != "v-yes" }, "\(name): none without consent")
             }
             #expect(try values(berlin.store, satisfaction, table: "tasks")?["queue"] == "country-dialogue-centre", "the dealer sees its customer's call")
+        }
+    }
 
-            // A sale date corrected to an earlier day: the call planned from the date as it is now stays, though
-            // due earlier, and the one planned from the wrong date is cancelled everywhere (the later due date kept
-            // the wrong one and cancelled the right one, "the rule's timing changed").
+    @Test("""
+    A sale date corrected to an earlier day: the handover call planned from the date as it is now stays, though due \
+    earlier, and the one planned from the wrong date is cancelled at every node (the later due date kept the wrong one \
+    and cancelled the right one, "the rule's timing changed")
+    """, .timeLimit(.minutes(5)))
+    func correctedSaleDate() async throws {
+        let dir = try TempDir()
+        // The rules' clock is the real one: every write's version comes from it, so the
+        // correction's is the newer (a test clock months ahead stamps rule writes in the
+        // future, and a node's versions with them).
+        let now = WallClock.nowMillis()
+        let clock = ManualClock(now)
+        let day = { (offset: Int) in CivilDate.format(days: CivilDate.day(ofMillis: now) + offset) }
+        try await withRunning { running in
+            let (_, hq, de, agents) = try await automakerTree(running, dir: dir, clock: clock)
+            let berlin = agents[0]
+            let nodes: [(String, NodeStore)] = [("hq", hq), ("de", de.store), ("de-berlin", berlin.store)]
             try berlin.store.commit([
                 .upsert("customers", id: "c-fix", ["last_name": "Fix", "consent_service_phone": true]),
-                .upsert("vehicles", id: "v-fix", ["kind": "vehicle", "customer_id": "c-fix", "model": "ID.7", "sale_date": "2027-01-18"]),
+                .upsert("vehicles", id: "v-fix", ["kind": "vehicle", "customer_id": "c-fix", "model": "ID.7", "sale_date": .string(day(1))]),
             ])
-            let wrong = RuleRecordID.proactiveTask(rule: "handover-call", vehicleID: "v-fix", dueDate: "2027-01-21")
+            // The handover call is due 3 days after the sale.
+            let wrong = RuleRecordID.proactiveTask(rule: "handover-call", vehicleID: "v-fix", dueDate: day(4))
             try await eventually(timeout: 30, "every node holds the call of the first date") {
                 try nodes.allSatisfy { _, s in try values(s, wrong, table: "tasks")?["status"] == "open" }
             }
-            try berlin.store.commit([.upsert("vehicles", id: "v-fix", ["sale_date": "2027-01-16"])])
-            let right = RuleRecordID.proactiveTask(rule: "handover-call", vehicleID: "v-fix", dueDate: "2027-01-19")
+            try berlin.store.commit([.upsert("vehicles", id: "v-fix", ["sale_date": .string(day(-1))])])
+            let right = RuleRecordID.proactiveTask(rule: "handover-call", vehicleID: "v-fix", dueDate: day(2))
             try await eventually(timeout: 30, "every node holds the corrected date's call open and the other cancelled") {
                 try nodes.allSatisfy { _, s in
                     try values(s, right, table: "tasks")?["status"] == "open" && values(s, wrong, table: "tasks")?["status"] == "cancelled"
@@ -430,7 +447,7 @@ struct RulesTests {
                 }
             }
             #expect(try values(hq, wrong, table: "tasks")?["cancel_reason"]
-                    == .string("superseded by task \(right): the vehicle's date it was planned from changed (that task is due 2027-01-19)"))
+                    == .string("superseded by task \(right): the vehicle's date it was planned from changed (that task is due \(day(2)))"))
         }
     }
 
