@@ -38,9 +38,13 @@ public final class AllocationPolicy: LocalWritePolicy {
     public func amend(_ write: RecordWrite, in context: LocalWriteContext) throws -> RecordWrite {
         guard write.table == DomainSchema.interactions.name, write.op == .upsert else { return write }
         let now = context.wallMillis
-        // A level the writer names is one of the governance's (helper 90: `handling_level=bogus`
-        // was stored and shown as allocated, and no escalation rule ever matched it).
-        if let given = write.fields[InteractionField.handlingLevel.rawValue]?.stringValue,
+        // A level a person or an application names is one of the governance's (helper 90:
+        // `handling_level=bogus` was stored and shown as allocated, and no escalation rule
+        // ever matched it). Not the rules' own writes (an escalation withdrawn puts back a
+        // level of the release that decided it), nor a level the dialogue holds already
+        // (a whole dialogue written back after a release renamed its levels).
+        if !context.byRules, let given = write.fields[InteractionField.handlingLevel.rawValue]?.stringValue,
+           context.stored?.state.liveValues[InteractionField.handlingLevel.rawValue]?.stringValue != given,
            let (governance, _) = decisionBasis(context, at: now), !governance.table.levels.contains(given) {
             let levels = governance.table.levels.joined(separator: ", ")
             throw StoreError.rejected(ChangeRejection(.invalidChange,

@@ -125,7 +125,8 @@ public enum KPIReport {
     ///     (its overlay's) is the one it reported with its values.
     ///   - observations: per (KPI, node, period); only nodes of the viewer's subtree are shown.
     ///   - paths: each node's path from the root (`["hq", "de", "de-1"]`); a node missing
-    ///     here is taken to sit directly below the viewer.
+    ///     here is taken to sit directly below the viewer when `catalogIsViewers` (the viewer
+    ///     is the store's own node), and to be out of view otherwise.
     public static func rows(viewer: String, catalog: KPICatalog, catalogIsViewers: Bool = true, period: KPIPeriodKind,
                             observations: [KPIObservation], paths: [String: [String]], byNode: Bool) -> [KPIRow] {
         func path(_ node: String) -> [String] {

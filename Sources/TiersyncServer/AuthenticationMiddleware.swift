@@ -28,11 +28,10 @@ struct AuthenticationMiddleware: RouterMiddleware {
         // The scheme is case-insensitive (RFC 9110); the parser drops the spaces that end a
         // header, so "Bearer " with no credential arrives as "Bearer" (helper 89: it was told
         // to use the Bearer scheme, which it had).
-        let scheme = header.prefix { $0 != " " }
-        guard scheme.lowercased() == "bearer" else {
+        let (isBearer, credential) = BearerCredential.parse(header)
+        guard isBearer else {
             throw APIError(.unauthorized, "unauthenticated", "the Authorization header must use the Bearer scheme")
         }
-        let credential = header.dropFirst(scheme.count).drop { $0 == " " }
         guard !credential.isEmpty else {
             throw APIError(.unauthorized, "unauthenticated", "the Bearer credential is empty; enroll the node to obtain a credential")
         }

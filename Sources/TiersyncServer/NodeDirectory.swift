@@ -148,6 +148,11 @@ public struct CatalogDirectory: NodeDirectory {
         try await catalog.authenticate(credential: credential)
     }
 
+    /// HQ's hub is the tenant's root: one look-up, not the list of every node.
+    public func servingNode(of tenant: TenantID) async throws -> NodeID? {
+        try await catalog.root(of: tenant)
+    }
+
     public func isStorageUnavailable(_ error: any Error) -> Bool { catalog.isUnavailable(error) }
     public func storageFailureDetail(_ error: any Error) -> String? { catalog.failureDetail(error) }
 

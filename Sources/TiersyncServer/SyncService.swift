@@ -27,9 +27,8 @@ struct SyncService: Sendable {
         // could redeem (and see the credential of) another tenant's token.
         var relayer: Principal?
         if let via = body.via {
-            let prefix = "Bearer "
-            guard let header = request.headers[.authorization], header.hasPrefix(prefix),
-                  let admission = try await directory.admit(credential: String(header.dropFirst(prefix.count))),
+            guard let credential = BearerCredential.of(request),
+                  let admission = try await directory.admit(credential: credential),
                   admission.refusal == nil, admission.principal.node == via else {
                 throw APIError(.forbidden, "relay_unauthenticated",
                                "an enrollment naming 'via' is relayed by that node and carries its credential; a node enrolling directly names none")

@@ -29,6 +29,10 @@ public struct LocalWriteContext {
     public let stored: StoredRecord?
     /// The store's file, to tell stores apart in a policy's caches.
     public let storePath: String
+    /// True for the writes of the node's own rules (``RulesStore``: escalations, their
+    /// withdrawal, proactive tasks), which follow the rules in force when they were decided,
+    /// not what a person or an application gives.
+    public var byRules = false
     let db: Database
     let store: NodeStore
     /// What this commit read already of the store's settings and governance.

@@ -24,7 +24,8 @@ extension NodeStore {
     /// `stampedAt`: the writes are stamped from it (each the successor of the one before)
     /// instead of the clock's now; the clock still goes on past it
     /// (``RulesStore/createRuleRecord(_:stampedAtMillis:)``).
-    func commit(_ writes: [RecordWrite], wallMillis: UInt64 = WallClock.nowMillis(), stampedAt fixed: HLCTimestamp?) throws -> [Change] {
+    func commit(_ writes: [RecordWrite], wallMillis: UInt64 = WallClock.nowMillis(), stampedAt fixed: HLCTimestamp?,
+                byRules: Bool = false) throws -> [Change] {
         try writer.write { db in
             guard let me = try Self.identity(db) else { throw StoreError.notEnrolled(path: path) }
             var last = try Self.lastHLC(db)
@@ -43,8 +44,9 @@ extension NodeStore {
                 let stored = try load(db, table: table, id: requested.id)
                 var write = requested
                 if let policy {
-                    write = try policy.amend(requested, in: LocalWriteContext(identity: me, wallMillis: wallMillis, stored: stored,
-                                                                              storePath: path, db: db, store: self, reads: reads))
+                    var context = LocalWriteContext(identity: me, wallMillis: wallMillis, stored: stored, storePath: path, db: db, store: self, reads: reads)
+                    context.byRules = byRules
+                    write = try policy.amend(requested, in: context)
                     guard write.table == requested.table, write.id == requested.id, write.op == requested.op else {
                         throw StoreError.invalidArgument("the store's write policy changed which record \(requested.table)/\(requested.id) a write is for")
                     }

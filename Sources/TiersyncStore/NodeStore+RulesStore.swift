@@ -28,11 +28,11 @@ extension NodeStore: RulesStore {
     }
 
     public func commitRuleWrites(_ writes: [RecordWrite]) async throws {
-        _ = try await offCooperativePool { try self.commit(writes) }
+        _ = try await offCooperativePool { try self.commit(writes, stampedAt: nil, byRules: true) }
     }
 
     public func createRuleRecord(_ write: RecordWrite, stampedAtMillis: UInt64) async throws {
-        _ = try await offCooperativePool { try self.commit([write], stampedAt: HLCTimestamp(wallMillis: stampedAtMillis, counter: 0)) }
+        _ = try await offCooperativePool { try self.commit([write], stampedAt: HLCTimestamp(wallMillis: stampedAtMillis, counter: 0), byRules: true) }
     }
 
     public func rulesRecordIDs(changedIn table: String, after seq: Int64) async throws -> (ids: Set<String>, head: Int64) {

@@ -23,8 +23,8 @@ public struct AdminAuthenticator: Sendable {
 
     /// The secret a request presents, if any.
     static func presented(_ request: Request) -> Presented? {
-        if let header = request.headers[.authorization], header.hasPrefix("Bearer ") {
-            return .bearer(String(header.dropFirst(7)))
+        if let header = request.headers[.authorization], BearerCredential.parse(header).isBearer {
+            return .bearer(String(BearerCredential.parse(header).credential))
         }
         for cookies in request.headers[values: .cookie] {
             for part in cookies.split(separator: ";") {

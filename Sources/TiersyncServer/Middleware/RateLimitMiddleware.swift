@@ -77,8 +77,8 @@ struct AddressRateLimitMiddleware: RouterMiddleware {
     /// serves (a country), or nil.
     func relayingNode(_ request: Request) async throws -> NodeKey? {
         guard request.method == .post, request.uri.path == HubRoutes.enroll.path,
-              let header = request.headers[.authorization], header.hasPrefix("Bearer "),
-              let admission = try await directory.admit(credential: String(header.dropFirst("Bearer ".count))),
+              let credential = BearerCredential.of(request),
+              let admission = try await directory.admit(credential: credential),
               admission.refusal == nil else { return nil }
         return NodeKey(admission.principal)
     }

@@ -73,9 +73,8 @@ struct OperationsService: Sendable {
         guard let expected = metricsTokenDigest else {
             throw APIError(.forbidden, "metrics_disabled", "this hub serves no metrics: start it with --metrics-token-file")
         }
-        let prefix = "Bearer "
-        guard let header = request.headers[.authorization], header.hasPrefix(prefix),
-              Array(SHA256.hash(data: Data(header.dropFirst(prefix.count).utf8))) == expected else {
+        guard let credential = BearerCredential.of(request),
+              Array(SHA256.hash(data: Data(credential.utf8))) == expected else {
             // Digests compared, so the comparison takes as long whatever the guess.
             throw APIError(.unauthorized, "unauthenticated", "/metrics needs 'Authorization: Bearer <metrics token>'")
         }
