@@ -6,12 +6,6 @@ import TiersyncGovernance
 import TiersyncStore
 import TiersyncTestSupport
 
-private func ok(_ arguments: [String]) throws -> String {
-    let (status, output) = try Child.capture(arguments)
-    guard status == 0 else { throw TestFailure("tiersync \(arguments.joined(separator: " ")) exited \(status):\n\(output)") }
-    return output
-}
-
 private func fixture(_ path: String) -> String { repositoryRoot() + "/fixtures/governance/" + path }
 
 private func inForce(_ store: NodeStore) throws -> (release: Int?, overlay: String?) {
@@ -34,18 +28,18 @@ struct PendingReleaseTests {
         try await withRunning { running in
             let hub = try await running.hub(directory: dir.path)
             try hub.catalog.createTenant("automaker", levels: 3)
-            _ = try ok(["admin", "release-key", "--data", data, "--tenant", "automaker"])
+            _ = try Child.run(["admin", "release-key", "--data", data, "--tenant", "automaker"])
             let de = try await running.country(hub: hub, tenant: "automaker", node: "de", directory: dir.path)
             let first = try await running.agent(enrolling: "de-1", parent: "de", tenant: "automaker", hub: hub, parentURL: de.url, directory: dir.path)
-            _ = try ok(["admin", "publish", fixture("automaker"), "--data", data])
+            _ = try Child.run(["admin", "publish", fixture("automaker"), "--data", data])
             try await eventually(timeout: 30, "de-1 applies v1") { try inForce(first.store).release == 1 }
 
-            _ = try ok(["admin", "publish", fixture("automaker"), "--data", data, "--effective-from", "+1h"])
+            _ = try Child.run(["admin", "publish", fixture("automaker"), "--data", data, "--effective-from", "+1h"])
             try await eventually(timeout: 30, "de holds v2 as pending") { try de.store.currentGovernance()?.state == "pending" }
             #expect(try inForce(de.store).release == 1)
 
-            _ = try ok(["admin", "overlay-key", "--data", data, "--tenant", "automaker", "--node", "de", "--out", dir.path + "/de.key"])
-            let published = try ok(["overlay", "publish", fixture("overlays/de.yaml"), "--store", dir.path + "/de.sqlite", "--key", dir.path + "/de.key"])
+            _ = try Child.run(["admin", "overlay-key", "--data", data, "--tenant", "automaker", "--node", "de", "--out", dir.path + "/de.key"])
+            let published = try Child.run(["overlay", "publish", fixture("overlays/de.yaml"), "--store", dir.path + "/de.sqlite", "--key", dir.path + "/de.key"])
             #expect(published.contains("de#1"), "\(published)")
             try await eventually(timeout: 30, "de-1 applies de#1 over v1") { try inForce(first.store) == (1, "de#1") }
 
@@ -58,10 +52,10 @@ struct PendingReleaseTests {
                 let current = try #require(try store.currentGovernance())
                 #expect(current.state == "pending" && (current.message ?? "").contains("release 2 takes effect at"), "\(current)")
             }
-            let added = try ok(["contact", "add", "--db", dir.path + "/de-2.sqlite", "--last-name", "Late", "--channel", "phone",
+            let added = try Child.run(["contact", "add", "--db", dir.path + "/de-2.sqlite", "--last-name", "Late", "--channel", "phone",
                                 "--topic", "opening hours", "--knowledge-kind", "specification", "--urgency", "low"])
             #expect(added.contains("of release v1") && !added.contains("not allocated"), "\(added)")
-            let shown = try ok(["governance", "--store", dir.path + "/de-2.sqlite"])
+            let shown = try Child.run(["governance", "--store", dir.path + "/de-2.sqlite"])
             #expect(shown.hasPrefix("release v1 ⊕ overlay de#1"), "\(shown)")
         }
     }

@@ -44,22 +44,8 @@ private func stream(port: Int, caFile: String, head: String, bodyBytes: Int, sec
         closed = not isinstance(e, socket.timeout)
     print(json.dumps({"sent": sent, "head": data.split(b"\r\n\r\n")[0].decode(errors="replace"), "closed": closed}))
     """#
-    return try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread {
-            continuation.resume(with: Result {
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-                process.arguments = ["python3", "-c", script, String(port), caFile, head, String(bodyBytes), String(seconds)]
-                let out = Pipe()
-                process.standardOutput = out
-                try process.run()
-                let data = out.fileHandleForReading.readDataToEndOfFile()
-                process.waitUntilExit()
-                guard process.terminationStatus == 0 else { throw TestFailure("python3 failed: \(String(decoding: data, as: UTF8.self))") }
-                return try JSONDecoder().decode(StreamOutcome.self, from: data)
-            })
-        }
-    }
+    let data = try await python(script, [String(port), caFile, head, String(bodyBytes), String(seconds)])
+    return try JSONDecoder().decode(StreamOutcome.self, from: data)
 }
 
 @Suite("Bodies the hub does not read")

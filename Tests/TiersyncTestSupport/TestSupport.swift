@@ -714,3 +714,26 @@ public struct RulesSchedule: Sendable {
         configuration.rulesClock = clock
     }
 }
+
+/// Runs `script` with `python3 -c` and `arguments`, returning its standard output, on a
+/// thread of its own (it blocks while the child runs, which must not hold one of the few
+/// cooperative threads). For bytes an HTTP client library will not send: a TCP FIN without
+/// close_notify, a body that stalls or never ends.
+public func python(_ script: String, _ arguments: [String]) async throws -> Data {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread {
+            continuation.resume(with: Result {
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+                process.arguments = ["python3", "-c", script] + arguments
+                let out = Pipe()
+                process.standardOutput = out
+                try process.run()
+                let data = out.fileHandleForReading.readDataToEndOfFile()
+                process.waitUntilExit()
+                guard process.terminationStatus == 0 else { throw TestFailure("python3 failed: \(String(decoding: data, as: UTF8.self))") }
+                return data
+            })
+        }
+    }
+}
