@@ -65,15 +65,17 @@ struct RevocationTests {
             #expect(revokedD1.status == 0, "\(revokedD1)")
             let started = ContinuousClock.now
             var status = 0
-            while ContinuousClock.now - started < .seconds(12) {
+            while ContinuousClock.now - started < .seconds(16) {
                 status = try await atDE.send("GET", "/v1/whoami", credential: credentials["d1"]).status
                 if status == 401 { break }
                 try await Task.sleep(for: .milliseconds(100))
             }
             let took = ContinuousClock.now - started
             // The country refreshes every 2 s; on a loaded 2-core machine running the whole suite
-            // one refresh round trip has taken over 3 s (twice on CI at a 5 s bound).
-            #expect(status == 401 && took < .seconds(8), "d1 refused at the country after \(took) (status \(status))")
+            // one refresh round trip has taken over 3 s (twice on CI at a 5 s bound), and 9.4 s
+            // once the suite had grown (CI, and a full local run, at an 8 s bound; alone or
+            // beside three other suites it took under 4 s).
+            #expect(status == 401 && took < .seconds(12), "d1 refused at the country after \(took) (status \(status))")
             #expect(try await atDE.send("GET", "/v1/whoami", credential: credentials["d2"]).status == 200)
 
             // Decommission d3: its unused token goes, no new one is issued, it is refused everywhere.
