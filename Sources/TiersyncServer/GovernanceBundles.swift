@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Synchronization
 import TiersyncCore
 import TiersyncGovernance
 import TiersyncStore
@@ -12,6 +13,24 @@ import TiersyncStore
 enum GovernanceBundles {
     /// Earlier rollouts sent at most while releases wait (``GovernanceBundle/earlierRollouts``).
     static let maxEarlierRollouts = 16
+
+    /// Releases' effective-from times by signature (a signature names its signed content):
+    /// every bundle asks whether a release waits, and decoding a release's whole config for
+    /// it at each governance request (5,000 agents starting) cost more than the bundle.
+    private static let effectiveFromCache = Mutex<[String: UInt64]>([:])
+
+    /// When the release `document` holds takes effect (read unverified: only to route
+    /// documents), or nil when it holds none.
+    static func effectiveFrom(_ document: StoredGovernanceDocument) -> UInt64? {
+        guard let envelope = SignedDocument(json: document.body) else { return nil }
+        if let known = effectiveFromCache.withLock({ $0[envelope.signature] }) { return known }
+        guard let millis = envelope.unverifiedPayload(Release.self)?.effectiveFromMillis else { return nil }
+        effectiveFromCache.withLock { cache in
+            if cache.count >= 10_000 { cache.removeAll() }
+            cache[envelope.signature] = millis
+        }
+        return millis
+    }
 
     static func bundle(for node: NodeID, tree: NodeTree, store: any HubTenantStore,
                        nowMillis: UInt64 = WallClock.nowMillis()) async throws -> GovernanceBundle {
@@ -32,7 +51,7 @@ enum GovernanceBundles {
         let releaseKind = SignedDocument.Kind.release.rawValue
         var releases = try await store.governanceDocuments(ofKind: releaseKind, keys: wanted(by: rolloutDoc).sorted().map(String.init))
         func waiting(_ documents: [StoredGovernanceDocument]) -> Bool {
-            documents.contains { (SignedDocument(json: $0.body)?.unverifiedPayload(Release.self)?.effectiveFromMillis ?? 0) > nowMillis }
+            documents.contains { (effectiveFrom($0) ?? 0) > nowMillis }
         }
         // A release that waits: the rollouts before, back to one whose releases are all in
         // effect, so that a node enrolled meanwhile runs what the rest of the tenant runs and
