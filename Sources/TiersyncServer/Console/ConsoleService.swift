@@ -67,7 +67,13 @@ struct ConsoleService: Sendable {
     func page(stateChanging: Bool,
               _ body: @escaping @Sendable (Request, HubRequestContext, AdminCaller, [String: String]) async throws -> Response) -> Handler {
         { request, context in
-            let form = stateChanging ? try await self.form(request) : [:]
+            let form: [String: String]
+            do {
+                form = stateChanging ? try await self.form(request) : [:]
+            } catch let error as APIError {
+                // A form refused for its size or its pace: the console's page, not the API's JSON.
+                return try render("message", title: "Refused", me: nil, values: ["message": error.message, "back": "/console/nodes"], status: error.status)
+            }
             let caller: AdminCaller
             do {
                 caller = try await admin.authenticator.authenticate(request, stateChanging: stateChanging, formCSRF: form["csrf"])
@@ -91,7 +97,12 @@ struct ConsoleService: Sendable {
     }
 
     func login(_ request: Request, _ context: HubRequestContext) async throws -> Response {
-        let form = try await self.form(request)
+        let form: [String: String]
+        do {
+            form = try await self.form(request)
+        } catch let error as APIError {
+            return try render("message", title: "Refused", me: nil, values: ["message": error.message, "back": "/console/login"], status: error.status)
+        }
         let (tenant, user, password) = (form["tenant"] ?? "", form["user"] ?? "", form["password"] ?? "")
         do {
             if let refusal = AdminService.crossSiteRefusal(request) { throw refusal }
