@@ -33,13 +33,20 @@ private final class HeldConnection {
         }
     }
 
-    /// Whether the hub closed the connection within `seconds` (a read sees its end).
-    func closedByHub(within seconds: Int) -> Bool {
-        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var byte: UInt8 = 0
-        let read = recv(descriptor, &byte, 1, 0)
-        return read == 0 || (read < 0 && errno == ECONNRESET)
+    /// Whether the hub closed the connection within `seconds` (a read sees its end). The read
+    /// blocks, so it runs on a thread of its own: blocking one of the two cooperative threads
+    /// for seconds stalled every other test of the process (their timing bounds failed).
+    func closedByHub(within seconds: Int) async -> Bool {
+        let descriptor = self.descriptor
+        return await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+                setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                var byte: UInt8 = 0
+                let read = recv(descriptor, &byte, 1, 0)
+                continuation.resume(returning: read == 0 || (read < 0 && errno == ECONNRESET))
+            }
+        }
     }
 
     deinit { close(descriptor) }
@@ -63,8 +70,8 @@ struct ConnectionLimitTests {
             var held = try (0..<3).map { _ in try HeldConnection(port: hub.port) }
             try await eventually(timeout: 10, "the hub holds the three connections") { limiter.open(from: "127.0.0.1") == (3, 3) }
             let refused = try HeldConnection(port: hub.port)
-            #expect(refused.closedByHub(within: 5), "the fourth connection from the address is closed at once")
-            #expect(!held[0].closedByHub(within: 1), "the first three stay open")
+            #expect(await refused.closedByHub(within: 5), "the fourth connection from the address is closed at once")
+            #expect(await !held[0].closedByHub(within: 1), "the first three stay open")
             await #expect(throws: (any Error).self) {
                 try await withRawClient(hub) { client in _ = try await client.send("GET", "/healthz") }
             }
@@ -91,8 +98,8 @@ struct ConnectionLimitTests {
         try await withRunningHub(directory: dir.path, limits: limits) { hub in
             let held = try (0..<4).map { _ in try HeldConnection(port: hub.port) }
             try await eventually(timeout: 10, "the hub holds four connections from one address") { hub.server.connections.open().total == 4 }
-            #expect(!held[3].closedByHub(within: 1))
-            #expect(try HeldConnection(port: hub.port).closedByHub(within: 5), "the fifth is past the total")
+            #expect(await !held[3].closedByHub(within: 1))
+            #expect(await (try HeldConnection(port: hub.port)).closedByHub(within: 5), "the fifth is past the total")
             #expect(hub.server.metrics.exposition().contains(#"tiersync_connections_refused_total{reason="total"}"#))
         }
     }

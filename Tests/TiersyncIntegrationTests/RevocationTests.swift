@@ -163,10 +163,16 @@ struct RevocationTests {
             let dealer = try await running.agent(enrolling: "de-1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
             let credential = try #require(try dealer.store.meta("credential"))
             var codes: [String] = []
+            let client = running.client(hub)
+            let started = ContinuousClock.now
             for _ in 0..<40 {
-                codes.append(try await running.client(hub).send("GET", "/v1/whoami", credential: credential).error?.code ?? "none")
+                codes.append(try await client.send("GET", "/v1/whoami", credential: credential).error?.code ?? "none")
             }
-            #expect(codes.first == "wrong_parent" && codes.contains("rate_limited") && codes.filter { $0 == "wrong_parent" }.count <= 30, "\(codes)")
+            // The burst, and what the rate gave back meanwhile (a loaded machine answers slowly).
+            let elapsed = Double((ContinuousClock.now - started).components.seconds) + 1
+            let allowed = Int(limits.requestBurst + limits.requestsPerSecond * elapsed)
+            #expect(codes.first == "wrong_parent" && codes.contains("rate_limited") && codes.filter { $0 == "wrong_parent" }.count <= allowed,
+                    "\(codes) within \(elapsed) s")
             // The country's own requests are its own budget.
             let countryCredential = try #require(try de.store.meta("credential"))
             #expect(try await running.client(hub).send("GET", "/v1/whoami", credential: countryCredential).status == 200)
