@@ -13,8 +13,9 @@ struct RawTLSOutcome: Decodable {
 
 /// Sends exact bytes over TLS with Python's `ssl` (the misbehaviour these tests need — a
 /// TCP FIN without close_notify, a body that stalls — is not something an HTTP client
-/// library will do), then reads until the hub answers or closes.
-func rawTLS(port: Int, caFile: String, head: String, body: String, then mode: String, timeout: Double = 20) throws -> RawTLSOutcome {
+/// library will do), then reads until the hub answers or closes; on a thread of its own
+/// (``python(_:_:)``), since it blocks while the child runs.
+func rawTLSInBackground(port: Int, caFile: String, head: String, body: String, then mode: String, timeout: Double = 20) async throws -> RawTLSOutcome {
     let script = #"""
     import json, socket, ssl, sys, time
     port, ca, head, body, mode, timeout = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], float(sys.argv[6])
@@ -52,26 +53,8 @@ func rawTLS(port: Int, caFile: String, head: String, body: String, then mode: St
         status = int(data[9:12])
     print(json.dumps({"status": status, "closedAfter": closed}))
     """#
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", "-c", script, String(port), caFile, head, body, mode, String(timeout)]
-    let out = Pipe()
-    process.standardOutput = out
-    try process.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else { throw TestFailure("python3 failed: \(String(decoding: data, as: UTF8.self))") }
+    let data = try await python(script, [String(port), caFile, head, body, mode, String(timeout)])
     return try JSONDecoder().decode(RawTLSOutcome.self, from: data)
-}
-
-/// ``rawTLS(port:caFile:head:body:then:timeout:)`` on a thread of its own: it blocks while
-/// the child runs, which must not hold one of the few cooperative threads.
-func rawTLSInBackground(port: Int, caFile: String, head: String, body: String, then mode: String, timeout: Double = 20) async throws -> RawTLSOutcome {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread {
-            continuation.resume(with: Result { try rawTLS(port: port, caFile: caFile, head: head, body: body, then: mode, timeout: timeout) })
-        }
-    }
 }
 
 @Suite("Slow and vanishing clients", .serialized)
