@@ -75,9 +75,11 @@ public enum PushScope {
     /// country relays its dealers' requests, and judged by the country's scope, a dealer's
     /// request for a sibling's customer erased it.
     public static func relayedRefusal(for change: Change, origins: [NodeID: Scope], pusher: NodeID, scope: Scope,
-                                      routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>, reach: RouteReach? = nil) -> ChangeRejection? {
+                                      routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>, reach: RouteReach? = nil,
+                                      copiedFromRoute: Set<NodeID>? = nil) -> ChangeRejection? {
         guard change.origin != pusher else {
-            return refusal(for: change, pusher: pusher, scope: scope, routeBefore: routeBefore, routeAfter: routeAfter, reach: reach)
+            return refusal(for: change, pusher: pusher, scope: scope, routeBefore: routeBefore, routeAfter: routeAfter, reach: reach,
+                           copiedFromRoute: copiedFromRoute)
         }
         if let nodes = scope.nodes, !nodes.contains(change.origin) {
             return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) was not made in the subtree of node '\(pusher)'")
@@ -87,15 +89,17 @@ public enum PushScope {
         guard let originScope = origins[change.origin] else {
             return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) is relayed by node '\(pusher)' and its origin's scope is not known here")
         }
-        return refusal(for: change, pusher: change.origin, scope: originScope, routeBefore: routeBefore, routeAfter: routeAfter, reach: reach)
+        return refusal(for: change, pusher: change.origin, scope: originScope, routeBefore: routeBefore, routeAfter: routeAfter, reach: reach,
+                       copiedFromRoute: copiedFromRoute)
     }
 
     /// Why `change` may not be applied for `pusher`, given the record's route before the
     /// change (nil for a record new here) and after it; nil when it may. With `reach` (the
     /// tenant's tree, where the judging hub knows it), the route the change makes is judged
-    /// too (``RouteReach``).
+    /// too (``RouteReach``); `copiedFromRoute` is the route held here of the record the
+    /// change's copied route fields copy (``RouteReach/copiedSource(of:)``).
     public static func refusal(for change: Change, pusher: NodeID, scope: Scope, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>,
-                               reach: RouteReach? = nil) -> ChangeRejection? {
+                               reach: RouteReach? = nil, copiedFromRoute: Set<NodeID>? = nil) -> ChangeRejection? {
         if let nodes = scope.nodes, !nodes.contains(change.origin) {
             return ChangeRejection(.forbidden, "change \(change.origin)#\(change.originSeq) was not made in the subtree of node '\(pusher)'")
         }
@@ -115,7 +119,8 @@ public enum PushScope {
            owner != change.origin.rawValue[...] || routeAfter != [change.origin] || (routeBefore.map { $0 != [change.origin] } ?? false) {
             return ChangeRejection(.forbidden, "record \(change.table)/\(change.recordID) is a node's report on itself: change \(change.origin)#\(change.originSeq) may write only node '\(change.origin)''s own, about it")
         }
-        if let reach, let refusal = reach.refusal(for: change, by: pusher, scope: scope, routeBefore: routeBefore, routeAfter: routeAfter) {
+        if let reach, let refusal = reach.refusal(for: change, by: pusher, scope: scope, routeBefore: routeBefore, routeAfter: routeAfter,
+                                                  copiedFromRoute: copiedFromRoute) {
             return refusal
         }
         return nil
@@ -141,10 +146,13 @@ public enum PushScope {
 /// passes on to HQ keeps the dialogue through its dealer). A node out of its reach above
 /// its own level may be left out (a dealer that moved hands its open task from its old
 /// country to its new one); a dealer of another country never. Only changes writing a route
-/// field are judged so (not the fields copying another record's route, ``copiedRouteFields``),
-/// and not deletes. The tenant's root, and the nodes directly below it
+/// field are judged so, and not deletes. The tenant's root, and the nodes directly below it
 /// (countries; the agents of a two-level tenant), route to any node of the tenant: they hand
 /// dialogues and leads between countries.
+///
+/// A field copying another record's route (``copiedRouteFields``) may also name a node out
+/// of the maker's reach when the record it copies from, as held by the judging hub, is
+/// routed to that node and into the maker's subtree: the maker holds what it copies.
 public struct RouteReach: Sendable {
     public let tree: NodeTree
     /// The nodes above the tree's root, parent first, when the tree is a country's mirror of
@@ -156,14 +164,34 @@ public struct RouteReach: Sendable {
     /// `originating_node` and `allocated_node` (its dialogue's; a dealer escalating a dialogue
     /// HQ handed it from another country names that country's dealer), a consent event's
     /// `owning_dealer` and `recorded_by` (a dealer recording the consent of a customer owned
-    /// across a border). Judged, those were refused for ever and the history never reached
-    /// HQ (helper 75). Not judged by reach: such a field only adds a line to a history. An
-    /// entry's `to_node` and `from_node` are judged: a withdrawal puts the dialogue back at
+    /// across a border). Judged by reach alone, those were refused for ever and the history
+    /// never reached HQ (helper 75); not judged at all, a dealer wrote history lines into any
+    /// node of the tenant (a consent event "withdrawn", for another country's customer, named
+    /// as owned by that country's dealer, landed at that dealer). Such a field is judged
+    /// against the record it copies from (``copiedFrom``). An entry's `to_node` and
+    /// `from_node` are judged by reach alone: a withdrawal puts the dialogue back at
     /// `from_node` (helper 77: a forged entry routed a dialogue anywhere that way).
     public static let copiedRouteFields: [String: Set<String>] = [
         DomainSchema.escalations.name: ["originating_node", "allocated_node"],
         DomainSchema.consentEvents.name: ["owning_dealer", "recorded_by"],
     ]
+
+    /// For each table of ``copiedRouteFields``: the field naming the record the route is
+    /// copied from, and that record's table (an escalation entry's dialogue, a consent event's
+    /// customer).
+    public static let copiedFrom: [String: (field: String, table: String)] = [
+        DomainSchema.escalations.name: ("interaction_id", DomainSchema.interactions.name),
+        DomainSchema.consentEvents.name: ("customer_id", DomainSchema.customers.name),
+    ]
+
+    /// The record whose route `change`'s copied route fields copy, by the id the change
+    /// itself names (writers send it with every copied field: entries and events are written
+    /// whole); nil for other tables, or when the change names none. Without it, a copied
+    /// field is judged by reach alone.
+    public static func copiedSource(of change: Change) -> (table: String, id: String)? {
+        guard let source = copiedFrom[change.table], let id = change.fields[source.field]?.stringValue else { return nil }
+        return (source.table, id)
+    }
 
     public init(tree: NodeTree, above: [NodeID] = []) {
         self.tree = tree
@@ -205,11 +233,16 @@ public struct RouteReach: Sendable {
     /// Why the route a change by `origin` makes may not be: a node it newly names out of its
     /// reach, or a node it takes the record from out of its scope; nil when it may.
     ///
+    /// A copied route field (``copiedRouteFields``) may also name a node out of reach that
+    /// `copiedFromRoute`, the route of the record it copies (``copiedSource(of:)``), holds,
+    /// when that route reaches into `scope` too.
+    ///
     /// Only a change writing a route field is judged: a record's stored route can hold
     /// nodes its fields no longer name (one written without route fields is routed to its
     /// maker), which any later change's route leaves out. A dealer's edit of a phone number
     /// is not what took the record from them.
-    func refusal(for change: Change, by origin: NodeID, scope: Scope, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>) -> ChangeRejection? {
+    func refusal(for change: Change, by origin: NodeID, scope: Scope, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>,
+                 copiedFromRoute: Set<NodeID>? = nil) -> ChangeRejection? {
         // On every push of a record's creation: no allocation beyond a refusal's (the hub's
         // ingest measured it, BENCHMARKS.md "route reach on the push path").
         guard let table = DomainSchema.schema.table(change.table) else { return nil }
@@ -217,7 +250,7 @@ public struct RouteReach: Sendable {
         let before = routeBefore ?? []
         var writesJudged = false
         var outOfReach: NodeID?
-        for field in table.routeFields where copied?.contains(field) != true {
+        for field in table.routeFields {
             guard let value = change.fields[field] else { continue }
             writesJudged = true
             // The node the change itself names, new to the record's route (most often the
@@ -225,6 +258,9 @@ public struct RouteReach: Sendable {
             guard let name = value.stringValue, name != origin.rawValue else { continue }
             let target = NodeID(unchecked: name)
             guard routeAfter.contains(target), !before.contains(target), !allows(target, from: origin) else { continue }
+            // A copy of the route of a record the maker holds, naming a node that holds it too.
+            if copied?.contains(field) == true, let source = copiedFromRoute, Self.copiedSource(of: change) != nil, source.contains(target),
+               scope.contains(route: source) { continue }
             if outOfReach == nil || name < outOfReach!.rawValue { outOfReach = target }
         }
         guard writesJudged else { return nil }

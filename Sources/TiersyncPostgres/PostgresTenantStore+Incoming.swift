@@ -301,7 +301,9 @@ extension PostgresTenantStore {
             let key = RecordKey(table: valid.table, id: valid.recordID)
             let stored = current[key]
             var merged = RecordMerge.merge(valid, into: stored, table: table)
-            if let gate = batch.gate, let refusal = gate(GateContext(change: valid, sender: sender, routeBefore: stored?.route, routeAfter: merged.route)) {
+            let copiedFromRoute = RouteReach.copiedSource(of: valid).flatMap { current[RecordKey(table: $0.table, id: $0.id)]?.route }
+            if let gate = batch.gate, let refusal = gate(GateContext(change: valid, sender: sender, routeBefore: stored?.route, routeAfter: merged.route,
+                                                                     copiedFromRoute: copiedFromRoute)) {
                 refuse(change, refusal)
                 continue
             }
@@ -406,7 +408,8 @@ private struct Batch {
     let wallMillis: UInt64
     /// The identities in the sequence range (others are refused unread), each once.
     let identities: [Identity]
-    /// The records the batch touches, each once.
+    /// The records the batch touches, each once, and those whose route a change's copied
+    /// route fields copy (``RouteReach/copiedSource(of:)``), which its gate judges them by.
     let keys: [RecordKey]
     /// The batch's origins, each once.
     let origins: [String]
@@ -426,7 +429,11 @@ private struct Batch {
             if case .success = prepared.verdict { return change }
             return nil
         }
-        keys = Array(Set(valid.map { RecordKey(table: $0.table, id: $0.recordID) }))
+        var keys = Set(valid.map { RecordKey(table: $0.table, id: $0.recordID) })
+        if gate != nil {
+            for change in valid { if let source = RouteReach.copiedSource(of: change) { keys.insert(RecordKey(table: source.table, id: source.id)) } }
+        }
+        self.keys = Array(keys)
         origins = Array(Set(changes.map(\.origin.rawValue)))
         var erasureKeys = Set(keys)
         for change in valid {

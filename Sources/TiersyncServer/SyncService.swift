@@ -341,7 +341,8 @@ struct SyncService: Sendable {
         let reach = RouteReach(tree: tree, above: above)
         return { context in
             PushScope.relayedRefusal(for: context.change, origins: origins, pusher: pusher, scope: scope,
-                                     routeBefore: context.routeBefore, routeAfter: context.routeAfter, reach: reach)
+                                     routeBefore: context.routeBefore, routeAfter: context.routeAfter, reach: reach,
+                                     copiedFromRoute: context.copiedFromRoute)
         }
     }
 

@@ -145,13 +145,19 @@ public struct GateContext: Sendable {
     /// routed `routeAfter` (judged by the scope of the node that asked for it, not of the
     /// node relaying it).
     public var erasing: Bool
+    /// The route held here of the record whose route the change's copied route fields copy
+    /// (``RouteReach/copiedSource(of:)``: an escalation entry's dialogue, a consent event's
+    /// customer); nil when the change copies none or the record is not held here.
+    public var copiedFromRoute: Set<NodeID>?
 
-    public init(change: Change, sender: NodeID, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>, erasing: Bool = false) {
+    public init(change: Change, sender: NodeID, routeBefore: Set<NodeID>?, routeAfter: Set<NodeID>, erasing: Bool = false,
+                copiedFromRoute: Set<NodeID>? = nil) {
         self.change = change
         self.sender = sender
         self.routeBefore = routeBefore
         self.routeAfter = routeAfter
         self.erasing = erasing
+        self.copiedFromRoute = copiedFromRoute
     }
 }
 

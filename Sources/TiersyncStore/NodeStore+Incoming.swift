@@ -198,7 +198,8 @@ extension NodeStore {
                     stored = try self.load(db, table: table, id: valid.recordID)
                     // Merged once: the gate judges the result, and the same result is written.
                     merged = RecordMerge.merge(valid, into: stored, table: table)
-                    if let gate, let refusal = gate(GateContext(change: valid, sender: sender, routeBefore: stored?.route, routeAfter: merged.route)) {
+                    if let gate, let refusal = gate(GateContext(change: valid, sender: sender, routeBefore: stored?.route, routeAfter: merged.route,
+                                                                copiedFromRoute: try self.copiedFromRoute(db, of: valid))) {
                         try refuse(change, refusal)
                         continue
                     }

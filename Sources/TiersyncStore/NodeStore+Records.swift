@@ -154,6 +154,14 @@ extension NodeStore {
         return outcome
     }
 
+    /// The stored route of the record whose route `change`'s copied route fields copy
+    /// (``RouteReach/copiedSource(of:)``), for the gate; nil when it copies none or the record
+    /// is not held here.
+    func copiedFromRoute(_ db: Database, of change: Change) throws -> Set<NodeID>? {
+        guard let source = RouteReach.copiedSource(of: change), let table = schema.table(source.table) else { return nil }
+        return try load(db, table: table, id: source.id)?.route
+    }
+
     /// A record's stored state: from its domain row when live, else from its tombstone.
     /// Read straight from SQLite's row (``DirectBinding/row(_:_:_:_:)``), and only the
     /// columns of the fields the record has versions for: every write of a record loads it.

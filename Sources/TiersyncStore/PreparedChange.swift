@@ -28,7 +28,9 @@ struct PreparedChange: Sendable {
     let table: TableSchema?
     /// The log entry's text columns, with the receiver's hop appended to the trail.
     let log: EncodedLogEntry?
-    /// The record this change makes when nothing is stored for it yet.
+    /// The record this change makes when nothing is stored for it yet; nil, for a gated
+    /// change copying another record's route (``RouteReach/copiedSource(of:)``), which the
+    /// gate judges against that record, read in the transaction.
     let fresh: FreshRecord?
 
     struct FreshRecord: Sendable {
@@ -57,6 +59,9 @@ struct PreparedChange: Sendable {
             }
             let table = schema.table(valid.table)!
             let trail = valid.trail(receivedAt: hop)
+            if gate != nil, RouteReach.copiedSource(of: valid) != nil {
+                return PreparedChange(verdict: .success(valid), table: table, log: EncodedLogEntry(valid, trail: trail), fresh: nil)
+            }
             let merged = RecordMerge.merge(valid, into: nil, table: table)
             let refusal = gate?(GateContext(change: valid, sender: sender, routeBefore: nil, routeAfter: merged.route))
             return PreparedChange(verdict: .success(valid), table: table, log: EncodedLogEntry(valid, trail: trail),

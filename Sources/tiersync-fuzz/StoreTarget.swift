@@ -60,7 +60,8 @@ struct StoreTarget {
         let reach = RouteReach(tree: World.tree)
         return { context in
             PushScope.relayedRefusal(for: context.change, origins: origins, pusher: pusher, scope: scope,
-                                     routeBefore: context.routeBefore, routeAfter: context.routeAfter, reach: reach)
+                                     routeBefore: context.routeBefore, routeAfter: context.routeAfter, reach: reach,
+                                     copiedFromRoute: context.copiedFromRoute)
         }
     }
 

@@ -75,10 +75,30 @@ struct RouteReachUnitTests {
         // Without `reach`, the route is not judged (the hub passes it; nodes judging their parent do not).
         #expect(PushScope.refusal(for: Self.change("d1", "customers", ["owning_dealer": "f1", "servicing_dealer": "d1"]), pusher: "d1", scope: d1,
                                   routeBefore: nil, routeAfter: ["d1", "f1"]) == nil)
-        // Fields copying another record's route (written by any holder) are not judged; an
-        // escalation entry's from_node is (a withdrawal puts the dialogue back there).
-        #expect(refusal(Self.change("d1", "escalations", ["to_node": "de", "originating_node": "f1", "from_node": "d1"]), before: nil, after: ["de", "f1", "d1"]) == nil)
-        #expect(refusal(Self.change("d1", "consent_events", ["owning_dealer": "f1", "recorded_by": "d1"]), before: nil, after: ["f1", "d1"]) == nil)
+        // Fields copying another record's route (written by any holder) name a node out of
+        // reach only as the record they copy holds it, and only when the maker holds that
+        // record too: d1 escalating a dialogue f1 made that HQ handed it; d1 recording the
+        // consent of f1's customer it services.
+        func copying(_ change: Change, after: Set<NodeID>, source: Set<NodeID>?) -> ChangeRejection? {
+            PushScope.refusal(for: change, pusher: change.origin, scope: Scope(tree: Self.tree, node: change.origin), routeBefore: nil, routeAfter: after,
+                              reach: reach, copiedFromRoute: source)
+        }
+        let entry = Self.change("d1", "escalations", ["interaction_id": "i-1", "to_node": "de", "originating_node": "f1", "from_node": "d1"])
+        #expect(copying(entry, after: ["de", "f1", "d1"], source: ["f1", "d1"]) == nil)
+        let event = Self.change("d1", "consent_events", ["customer_id": "c-1", "owning_dealer": "f1", "recorded_by": "d1"])
+        #expect(copying(event, after: ["f1", "d1"], source: ["f1", "d1"]) == nil)
+        #expect(RouteReach.copiedSource(of: event).map { [$0.table, $0.id] } == ["customers", "c-1"])
+        #expect(RouteReach.copiedSource(of: Self.change("d1", "consent_events", ["owning_dealer": "f1"])) == nil)
+        // Forged: the record copied is f1's alone (d1 does not hold it), is not held here, or
+        // does not name f1; the change names no record it copies from.
+        for source in [["f1"], nil, ["d1", "f2"]] as [Set<NodeID>?] {
+            let refused = copying(event, after: ["f1", "d1"], source: source)
+            #expect(refused?.code == .forbidden && refused?.message.contains("to node 'f1'") == true, "\(String(describing: source)): \(String(describing: refused))")
+            #expect(copying(entry, after: ["de", "f1", "d1"], source: source)?.code == .forbidden)
+        }
+        #expect(copying(Self.change("d1", "consent_events", ["owning_dealer": "f1", "recorded_by": "d1"]), after: ["f1", "d1"], source: ["f1", "d1"])?.code == .forbidden)
+        // Within reach, a copy needs no source: a sibling's customer, or the maker itself.
+        #expect(copying(Self.change("d1", "consent_events", ["customer_id": "c-2", "owning_dealer": "d2", "recorded_by": "d1"]), after: ["d2", "d1"], source: nil) == nil)
         let forged = refusal(Self.change("d1", "escalations", ["to_node": "d1", "from_node": "f1"]), before: nil, after: ["d1", "f1"])
         #expect(forged?.message.contains("to node 'f1'") == true, "\(String(describing: forged))")
         // The country hands anywhere; the root too.

@@ -54,6 +54,42 @@ struct RouteReachTests {
         #expect(onward.status == 200 && (try? onward.decode(PushResponse.self).applied) == 1, "\(place): \(onward.text)")
     }
 
+    /// Fields copying another record's route (a consent event's owner, an escalation entry's
+    /// origin) name a node out of the maker's reach only as a record the maker holds does:
+    /// d1 records the consent of a customer fr gave it to service, owned by f1, and escalates
+    /// a dialogue of f1's that fr handed it; it cannot write f1's own customer's consent
+    /// history, or an escalation of f1's own dialogue, into f1 (before, both were applied).
+    static func copiedRoutes(_ client: RawClient, _ credentials: [NodeID: String], _ store: any HubTenantStore) async throws {
+        func consent(_ seq: Int64, _ id: String, customer: String) -> Change {
+            change("d1", seq, "consent_events", id, ["customer_id": .string(customer), "purpose": "marketing", "channel": "email", "granted": false,
+                                                     "source": "phone", "recorded_by": "d1", "owning_dealer": "f1"])
+        }
+        func escalation(_ seq: Int64, _ id: String, interaction: String) -> Change {
+            change("d1", seq, "escalations", id, ["interaction_id": .string(interaction), "step": 1, "to_node": "de", "from_node": "d1",
+                                                  "originating_node": "f1", "status": "escalated"])
+        }
+        let setUp = try await push(client, [change("fr", 3, "customers", "abroad-1", ["last_name": "Abroad", "owning_dealer": "f1", "servicing_dealer": "d1"]),
+                                            change("fr", 4, "interactions", "handed-1", ["originating_node": "f1", "handling_node": "d1"])],
+                                   as: credentials["fr"]!)
+        let own = try await push(client, [change("f1", 1, "customers", "own-1", ["last_name": "OwnF1", "owning_dealer": "f1"]),
+                                          change("f1", 2, "interactions", "own-i1", ["originating_node": "f1", "handling_node": "f1"])],
+                                 as: credentials["f1"]!)
+        #expect(setUp.status == 200 && own.status == 200, "\(setUp.text) \(own.text)")
+        let fine = try await push(client, [consent(20, "ce-ok", customer: "abroad-1"), escalation(21, "esc-ok", interaction: "handed-1")],
+                                  as: credentials["d1"]!)
+        #expect(fine.status == 200 && (try? fine.decode(PushResponse.self).applied) == 2, "\(fine.text)")
+        for (forged, what) in [(consent(22, "ce-forged", customer: "own-1"), "f1's own customer"), (escalation(23, "esc-forged", interaction: "own-i1"), "f1's own dialogue"),
+                               (consent(24, "ce-nowhere", customer: "no-such-customer"), "a customer not held")] {
+            let reply = try await push(client, [forged], as: credentials["d1"]!)
+            let answer = try reply.decode(PushResponse.self)
+            #expect(reply.status == 422 && answer.rejected.map(\.code) == [.forbidden] && answer.rejected.first?.message.contains("to node 'f1'") == true,
+                    "\(what): \(reply.text)")
+        }
+        let events = Set(try await store.liveRecords(inTable: "consent_events").map(\.id))
+        let entries = Set(try await store.liveRecords(inTable: "escalations").map(\.id))
+        #expect(events == ["ce-ok"] && entries == ["esc-ok"], "\(events) \(entries)")
+    }
+
     @Test("""
         at a country: a dealer cannot route a record it shares to another country (its owner's data went there, and its \
         owner lost it), take it from its owner, or create records for another country's dealer or for no node; siblings, \
@@ -111,6 +147,7 @@ struct RouteReachTests {
                 let ghost = try await Self.push(client, [Self.change("de", 2, "interactions", "inj-ghost", ["originating_node": "de", "handling_node": "ghost"])],
                                                 as: credentials["de"]!)
                 #expect(ghost.status == 422 && (try? ghost.decode(PushResponse.self).rejected.first?.message.contains("to node 'ghost'")) == true, "\(ghost.text)")
+                try await Self.copiedRoutes(client, credentials, store)
             }
         }
     }
