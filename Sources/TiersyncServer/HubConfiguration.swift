@@ -86,6 +86,12 @@ public struct HubConfiguration: Sendable {
         /// Pushes one node may have in flight: each may hold up to the body limits in
         /// memory (an agent sends one at a time).
         public var maxConcurrentPushesPerNode = 2
+        /// Bytes of large push bodies, once inflated, the process decodes and applies at once
+        /// (``PushMemoryBudget``; a decoded push takes about four and a half times its body),
+        /// one tenant at most half of them; a push past it waits up to
+        /// ``pushMemoryWaitSeconds``, then is answered 503 with `Retry-After`.
+        public var pushMemoryBytes = 256 * 1024 * 1024
+        public var pushMemoryWaitSeconds = 10
         /// Requests without a credential (enrollment, health) per remote address, per second
         /// on average, in a burst, and in flight; each failed authentication costs the
         /// address 4 requests' worth.

@@ -27,6 +27,8 @@ public struct HubServer: Sendable {
     public let metrics = HubMetrics()
     /// This hub's open connections, bounded per address and in all.
     public let connections: ConnectionLimiter
+    /// What large pushes being decoded and applied hold, across every tenant (``PushMemoryBudget``).
+    public let pushMemory: PushMemoryBudget
 
     /// The HQ hub: its catalog and tenant databases live in `configuration.dataDirectory`.
     public init(configuration: HubConfiguration, logger: Logger = Logger(label: "tiersync.hub")) throws {
@@ -47,6 +49,8 @@ public struct HubServer: Sendable {
         let limits = configuration.limits
         connections = ConnectionLimiter(perAddress: limits.maxConnectionsPerAddress, total: limits.maxConnections ?? ConnectionLimiter.defaultTotal(),
                                         unlimited: limits.unlimitedAddresses)
+        pushMemory = PushMemoryBudget(capacity: limits.pushMemoryBytes, largestBody: limits.maxDecompressedBytes,
+                                      waitLimit: .seconds(limits.pushMemoryWaitSeconds))
     }
 
     /// Wakes long-polls waiting on `tenant`: for changes written into the hub's store by
@@ -62,7 +66,7 @@ public struct HubServer: Sendable {
 
     /// Builds the router from ``HubRoutes``.
     func makeRouter(notifier: ChangeNotifier) -> Router<HubRequestContext> {
-        let codec = BodyCodec(limits: configuration.limits)
+        let codec = BodyCodec(limits: configuration.limits, pushMemory: pushMemory)
         let service = SyncService(directory: directory, notifier: notifier, governanceNotifier: governanceNotifier,
                                   codec: codec, configuration: configuration, metrics: metrics)
         let operations = OperationsService(directory: directory, metrics: metrics, notifiers: [notifier, governanceNotifier],

@@ -79,7 +79,9 @@ struct SyncService: Sendable {
 
     func push(_ request: Request, _ context: HubRequestContext) async throws -> Response {
         let principal = try context.requirePrincipal()
-        let body = try await codec.decode(PushRequest.self, from: request)
+        let (body, held) = try await codec.decodePush(from: request, tenant: principal.tenant)
+        // A large body's memory stays reserved until the answer is made.
+        defer { held?.release() }
         if let tenant = body.tenant, tenant != principal.tenant {
             throw APIError(.forbidden, "wrong_tenant", "this credential belongs to tenant '\(principal.tenant)', not '\(tenant)'")
         }

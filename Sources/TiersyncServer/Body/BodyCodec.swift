@@ -9,6 +9,13 @@ import TiersyncCore
 /// responses, gzip-compressed when the client accepts it.
 struct BodyCodec: Sendable {
     let limits: HubConfiguration.Limits
+    /// What large pushes being decoded and applied hold, across the process.
+    let pushMemory: PushMemoryBudget
+
+    init(limits: HubConfiguration.Limits, pushMemory: PushMemoryBudget) {
+        self.limits = limits
+        self.pushMemory = pushMemory
+    }
 
     /// What a request body may hold, by what it carries.
     enum BodyKind: Sendable {
@@ -63,7 +70,41 @@ struct BodyCodec: Sendable {
         return try Self.parse(type, raw: raw, encoding: encoding, maxBytes: maxBytes)
     }
 
-    private static func parse<T: Decodable>(_ type: T.Type, raw: ByteBuffer, encoding: String?, maxBytes: Int) throws -> T {
+    /// Decodes a push within its limits. A large one (as sent or once inflated, more than
+    /// ``offPoolBytes``) first reserves its inflated size in ``pushMemory``, read from its
+    /// gzip trailer before anything is inflated, and is inflated no further than that; the
+    /// caller holds the reservation until its answer is made. A body whose trailer declares
+    /// more than the push limit is refused before it is inflated.
+    func decodePush(from request: Request, tenant: TenantID) async throws -> (push: PushRequest, held: PushMemoryBudget.Reservation?) {
+        let maxBytes = maxBytes(.push)
+        let raw = try await collect(request, upTo: min(limits.maxRequestBytes, maxBytes))
+        let encoding = request.headers[.contentEncoding]?.lowercased()
+        let gzip = encoding == "gzip"
+        // The size once inflated: a gzip member ends with it (modulo 2^32, which a body
+        // within the limit cannot wrap; the inflater checks it against the data).
+        var size = raw.readableBytes
+        if gzip, raw.readableBytes >= 18, let trailer = raw.getInteger(at: raw.readerIndex + raw.readableBytes - 4, endianness: .little, as: UInt32.self) {
+            size = Int(trailer)
+            guard size <= maxBytes else {
+                throw APIError(.contentTooLarge, "too_large", "request body exceeds \(maxBytes) bytes once decompressed (its gzip trailer declares \(size)); send smaller batches")
+            }
+        }
+        if raw.readableBytes <= Self.offPoolBytes, size <= Self.offPoolBytes {
+            return (try Self.parse(PushRequest.self, raw: raw, encoding: encoding, maxBytes: gzip ? min(maxBytes, max(size, 1)) : maxBytes, declared: gzip), nil)
+        }
+        guard let held = await pushMemory.reserve(size, tenant: tenant.rawValue) else {
+            var busy = APIError(.serviceUnavailable, "push_memory_busy",
+                                "the hub is decoding as many large pushes as its memory allows (\(pushMemory.capacity / (1 << 20)) MiB, \(pushMemory.tenantShare / (1 << 20)) MiB per tenant); retry shortly, or send smaller batches")
+            busy.headers[.retryAfter] = "5"
+            throw busy
+        }
+        let limit = gzip ? min(maxBytes, max(size, 1)) : maxBytes
+        let push = try await CPUWork.bodies.run { try Self.parse(PushRequest.self, raw: raw, encoding: encoding, maxBytes: limit, declared: gzip) }
+        return (push, held)
+    }
+
+    /// `declared`: `maxBytes` is the size the gzip trailer declares, not the push limit.
+    private static func parse<T: Decodable>(_ type: T.Type, raw: ByteBuffer, encoding: String?, maxBytes: Int, declared: Bool = false) throws -> T {
         var body = raw
         if let encoding, encoding != "identity" {
             guard encoding == "gzip" else {
@@ -72,6 +113,7 @@ struct BodyCodec: Sendable {
             do throws(GzipInflater.Failure) {
                 body = try GzipInflater.inflate(raw, maxSize: maxBytes)
             } catch .tooLarge {
+                if declared { throw APIError(.badRequest, "malformed_body", "request body is not valid gzip: it inflates past the \(maxBytes) bytes its trailer declares") }
                 throw APIError(.contentTooLarge, "too_large", "request body exceeds \(maxBytes) bytes once decompressed\(T.self == PushRequest.self ? "; send smaller batches" : "")")
             } catch .malformed(let reason) {
                 throw APIError(.badRequest, "malformed_body", "request body is not valid gzip: \(reason)")
