@@ -872,6 +872,8 @@ struct AdminAPITests {
         }
     }
 
+    func store0(_ f: AdminFixture) async throws -> any HubTenantStore { try await f.hub.tenantStore(for: "acme") }
+
     @Test("erasure through the admin API: an HQ operator's request erases HQ's copy at once and sends the marker to the node that held the customer; the ledger shows HQ acknowledged and that node outstanding; a country admin is refused for another country's customer alike for none at all; a viewer cannot ask; on both engines",
           arguments: StorageEngine.testable)
     func erasureRequests(engine: StorageEngine) async throws {
@@ -899,6 +901,16 @@ struct AdminAPITests {
             let none = try await f.send("POST", "/admin/v1/erasures", json: AdminMessages.ErasureRequest(table: "customers", id: "no-such"), token: germanyOp)
             #expect(outside.status == 403 && none.status == 403 && outside.text == none.text, "one answer: \(outside.text) / \(none.text)")
             #expect(try await f.send("POST", "/admin/v1/erasures", json: AdminMessages.ErasureRequest(table: "interactions", id: "gi-1"), token: op).status == 422)
+            // france asks for germany's customer: accepted (its answer never tells it the
+            // customer exists) and it erases nothing; HQ's own request is then a new one, not
+            // "asked before" with france's (which left the customer at HQ, unerasable here).
+            let hostile = try await f.client.send("POST", "/v1/push", json: PushRequest(through: 1, changes: [
+                Change(origin: "france", originSeq: 1, hlc: HLCTimestamp(wallMillis: now, counter: 3), table: "erasures", recordID: "era-hostile",
+                       op: .upsert, fields: ["subject_table": "customers", "subject_id": "g-1", "requested_by": "france",
+                                             "requested_at": .string(ISO8601DateFormatter().string(from: Date()))]),
+            ]), credential: f.france)
+            #expect(hostile.status == 200, "\(hostile.text)")
+            #expect(try await store0(f).liveRecords(inTable: "customers").map(\.id) == ["g-1"], "france's request erased nothing")
 
             let reply = try await f.send("POST", "/admin/v1/erasures", json: AdminMessages.ErasureRequest(table: "customers", id: "g-1"), token: op)
             #expect(reply.status == 201, "\(reply.text)")
@@ -910,8 +922,9 @@ struct AdminAPITests {
                 let again = try await f.send("POST", "/admin/v1/erasures", json: AdminMessages.ErasureRequest(table: "customers", id: "g-1"), token: token)
                 #expect(again.status == 200 && (try? again.decode(AdminMessages.ErasureLine.self).erasureID) == line.erasureID, "\(again.status) \(again.text)")
             }
-            #expect(try await f.send("POST", "/admin/v1/erasures", json: AdminMessages.ErasureRequest(table: "customers", id: "g-1"), token: france).status == 403,
-                    "outside france's view, the request is not shown")
+            // france is shown its own request (which erased nothing), not HQ's, outside its view.
+            let francesOwn = try await f.send("POST", "/admin/v1/erasures", json: AdminMessages.ErasureRequest(table: "customers", id: "g-1"), token: france)
+            #expect(francesOwn.status == 200 && (try? francesOwn.decode(AdminMessages.ErasureLine.self).erasureID) == "era-hostile", "\(francesOwn.text)")
             let store = try await f.hub.tenantStore(for: "acme")
             let customersLeft = try await store.liveRecords(inTable: "customers")
             let dialoguesLeft = try await store.liveRecords(inTable: "interactions")
@@ -920,14 +933,14 @@ struct AdminAPITests {
             #expect(quarantined.isEmpty, "the refused dialogue of the erased customer is gone: \(quarantined.map(\.change))")
             // The ledger, in full and outstanding only; a country admin sees their own country's.
             let ledger = try await f.send("GET", "/admin/v1/erasures?outstanding=true", token: viewer).decode(AdminMessages.ErasuresResponse.self)
-            #expect(ledger.erasures.map(\.erasureID) == [line.erasureID])
+            #expect(Set(ledger.erasures.map(\.erasureID)) == [line.erasureID, "era-hostile"])
             // A parameter the API does not know is refused, not read as "no" (both answered 200 before).
             let maybe = try await f.send("GET", "/admin/v1/erasures?outstanding=maybe", token: viewer)
             #expect(maybe.status == 400 && maybe.error?.code == "invalid_parameter", "\(maybe.text)")
             let byFoo = try await f.send("GET", "/admin/v1/kpis?by=foo", token: viewer)
             #expect(byFoo.status == 400 && byFoo.error?.code == "invalid_parameter", "\(byFoo.text)")
             #expect(try await f.send("GET", "/admin/v1/erasures", token: germanyOp).decode(AdminMessages.ErasuresResponse.self).erasures.count == 1)
-            #expect(try await f.send("GET", "/admin/v1/erasures", token: france).decode(AdminMessages.ErasuresResponse.self).erasures.isEmpty)
+            #expect(try await f.send("GET", "/admin/v1/erasures", token: france).decode(AdminMessages.ErasuresResponse.self).erasures.map(\.erasureID) == ["era-hostile"])
             // germany's feed carries the marker (no personal data), and nothing of the erased values.
             let pull = try await f.client.send("GET", "/v1/pull?after=0", credential: f.germany)
             #expect(pull.text.contains("\"erasures\"") && !pull.text.contains("Erasable"), "\(pull.text)")

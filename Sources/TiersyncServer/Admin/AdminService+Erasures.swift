@@ -18,23 +18,35 @@ extension AdminService {
             throw APIError(.badRequest, "invalid_parameter", "'id' is a record id: 1–128 printable ASCII characters")
         }
         let store = try await directory.store(for: caller.user.tenant)
-        // Asked before, in the caller's view: that request, not another (erased data never
-        // comes back, so a second marker erases nothing; each made a ledger entry whose
-        // replicas all had to acknowledge again). Answered 200, the first 201.
-        if let asked = try await store.erasureLedger().first(where: {
-            $0.subjectTable == table.rawValue && $0.subjectID == body.id && inScope(route: Set($0.routedTo), caller)
-        }) {
-            return try codec.encode(ledgerLine(asked, caller), status: .ok, for: request)
-        }
         // Held here and routed into the caller's subtree; anything else, existing or not, is one answer.
         // Held: a row (its route) or log entries. A record compaction folded has a row and no
         // entries; asking for entries alone answered it as not held.
         let held = try await store.trace(recordID: body.id, table: table.rawValue, after: 0, limit: 1)
+        // A record held has a row or a tombstone, hence a route; an erased one has neither
+        // (its log entries stay, emptied).
+        let holdsRecord = !held.route.isEmpty && inScope(route: held.route, caller)
+        // Asked before, in the caller's view, and no longer held here: that request, not
+        // another (erased data never comes back, so a second marker erases nothing; each made
+        // a ledger entry whose replicas all had to acknowledge again). Answered 200, the first
+        // 201. A subject still held was not erased by any earlier request (the hub erases its
+        // own copy as it writes one): a dealer's request for another country's customer, or
+        // one made offline after the customer moved away, erased nothing here, and answering
+        // with it left the customer's data at HQ with no way to erase it from the admin API.
+        guard let here = try await store.storeIdentity()?.node else { throw APIError(.internalServerError, "internal", "the tenant's store has no node") }
+        if !holdsRecord {
+            // Of several, the one this hub acted on (it acknowledged it): a node's own request
+            // for another's customer, which erased nothing, is not the answer to HQ's.
+            let asked = try await store.erasureLedger().filter {
+                $0.subjectTable == table.rawValue && $0.subjectID == body.id && inScope(route: Set($0.routedTo), caller)
+            }
+            if let first = asked.first(where: { $0.acknowledgements.contains { $0.node == here } }) ?? asked.first {
+                return try codec.encode(ledgerLine(first, caller), status: .ok, for: request)
+            }
+        }
         guard !held.changes.isEmpty || !held.route.isEmpty, inScope(route: held.route, caller) else { throw Self.traceNotFound }
         let erasureID = RecordID.random(prefix: "era")
         let now = Date().ISO8601Format()
         // Requested here: by the hub's own node (HQ, or the country serving the caller).
-        guard let here = try await store.storeIdentity()?.node else { throw APIError(.internalServerError, "internal", "the tenant's store has no node") }
         let marker = RecordWrite(table: DomainSchema.erasures.name, id: erasureID, op: .upsert,
                                  fields: Erasure.markerFields(table: table, id: body.id, requestedBy: here, at: now))
         do {
