@@ -123,6 +123,14 @@ public enum PushScope {
                                                   copiedFromRoute: copiedFromRoute) {
             return refusal
         }
+        // A KPI snapshot's path places the node's values in every roll-up read from the
+        // stored snapshots (`tiersync kpi` on a store): a dealer naming itself under another
+        // country moved its values, and its targets, into that country's subtree rows.
+        if let reach, change.table == DomainSchema.kpiSnapshots.name, let written = change.fields[KPISnapshotPath.field],
+           !KPISnapshotPath.isHonest(written.stringValue, of: change.origin, known: reach.fullPath(of: change.origin)) {
+            return ChangeRejection(.invalidChange,
+                                   "change \(change.origin)#\(change.originSeq) writes a KPI snapshot whose path is not node '\(change.origin)''s path from the root (\(reach.fullPath(of: change.origin))), nor its end")
+        }
         return nil
     }
 }
@@ -215,6 +223,15 @@ public struct RouteReach: Sendable {
         return target == parent || tree.ancestors(of: target).contains(parent) || tree.ancestors(of: parent).contains(target)
     }
 
+    /// `node`'s path from the tenant's root, `/`-separated: its path in the tree, below the
+    /// nodes above the tree it does not name (a country's mirror holds the country under its
+    /// parent; HQ is above).
+    public func fullPath(of node: NodeID) -> String {
+        let path = tree.path(of: node).split(separator: "/").map(String.init)
+        let missing = above.reversed().map(\.rawValue).filter { !path.contains($0) }
+        return (missing + path).joined(separator: "/")
+    }
+
     /// Whether `node` holds what is routed to `below` (an ancestor of it): nodes above the
     /// mirror's root are ancestors of every node the mirror holds.
     func isAncestor(_ node: NodeID, of below: NodeID) -> Bool {
@@ -286,6 +303,20 @@ public struct RouteReach: Sendable {
                                    outsideScopeOf: origin)
         }
         return nil
+    }
+}
+
+/// The `path` a node writes into its KPI snapshots (where roll-ups place its values).
+public enum KPISnapshotPath {
+    public static let field = "path"
+
+    /// Whether `written` is `node`'s path `known` (from the root, `/`-separated) or its end
+    /// (a node that has not learned its whole path yet writes its parent and itself). Null
+    /// or absent places nothing.
+    public static func isHonest(_ written: String?, of node: NodeID, known: String) -> Bool {
+        guard let written else { return true }
+        guard written.split(separator: "/").last.map(String.init) == node.rawValue else { return false }
+        return written == known || known.hasSuffix("/" + written)
     }
 }
 

@@ -41,6 +41,29 @@ struct RouteReachUnitTests {
         #expect(flat.allows("a2", from: "a1"))
     }
 
+    @Test("a KPI snapshot's path is the node's path from the root, or its end: never another place in the tree")
+    func kpiSnapshotPaths() {
+        #expect(RouteReach(tree: Self.tree).fullPath(of: "d1") == "hq/de/d1")
+        #expect(RouteReach(tree: Self.mirror, above: ["hq"]).fullPath(of: "d1") == "hq/de/d1")
+        #expect(RouteReach(tree: Self.deep, above: ["r", "hq"]).fullPath(of: "d") == "hq/r/c/d")
+        for honest in ["hq/de/d1", "de/d1", "d1", nil] as [String?] {
+            #expect(KPISnapshotPath.isHonest(honest, of: "d1", known: "hq/de/d1"), "\(String(describing: honest))")
+        }
+        for forged in ["hq/fr/d1", "fr/d1", "hq/de", "hq/de/d2", "e/d1", "x/hq/de/d1", ""] {
+            #expect(!KPISnapshotPath.isHonest(forged, of: "d1", known: "hq/de/d1"), "\(forged)")
+        }
+        func snapshot(_ path: String) -> Change {
+            Change(origin: "d1", originSeq: 1, hlc: HLCTimestamp(wallMillis: 1_000, counter: 0), table: "kpi_snapshots", recordID: "d1:sla:day:2026-11-16",
+                   op: .upsert, fields: ["node": "d1", "path": .string(path)])
+        }
+        let judge = { (change: Change, reach: RouteReach?) in
+            PushScope.refusal(for: change, pusher: "d1", scope: Scope(tree: Self.tree, node: "d1"), routeBefore: nil, routeAfter: ["d1"], reach: reach)
+        }
+        #expect(judge(snapshot("hq/fr/d1"), RouteReach(tree: Self.tree))?.code == .invalidChange)
+        #expect(judge(snapshot("hq/de/d1"), RouteReach(tree: Self.tree)) == nil)
+        #expect(judge(snapshot("hq/fr/d1"), nil) == nil, "judged where the tree is known")
+    }
+
     @Test("the route a change makes: names out of reach refused, a node taken from outside the maker's scope refused unless it keeps the record through another")
     func routeRefusals() {
         let reach = RouteReach(tree: Self.tree)

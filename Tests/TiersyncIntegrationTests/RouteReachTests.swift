@@ -148,6 +148,17 @@ struct RouteReachTests {
                                                 as: credentials["de"]!)
                 #expect(ghost.status == 422 && (try? ghost.decode(PushResponse.self).rejected.first?.message.contains("to node 'ghost'")) == true, "\(ghost.text)")
                 try await Self.copiedRoutes(client, credentials, store)
+                // A KPI snapshot placing d1 under fr (its values and targets moved into fr's
+                // subtree rows wherever the stored snapshots were read): refused, final.
+                func snapshot(_ seq: Int64, _ path: String) -> Change {
+                    Self.change("d1", seq, "kpi_snapshots", "d1:sla-compliance:day:2026-11-1\(seq % 10)",
+                                ["node": "d1", "path": .string(path), "kpi": "sla-compliance", "period": "day", "period_start": .string("2026-11-1\(seq % 10)"),
+                                 "numerator": 1, "denominator": 1])
+                }
+                let forged = try await Self.push(client, [snapshot(31, "hq/fr/d1")], as: credentials["d1"]!)
+                #expect(forged.status == 422 && (try? forged.decode(PushResponse.self).rejected.map(\.code)) == [.invalidChange], "\(forged.text)")
+                let honest = try await Self.push(client, [snapshot(32, "hq/de/d1"), snapshot(33, "de/d1")], as: credentials["d1"]!)
+                #expect(honest.status == 200 && (try? honest.decode(PushResponse.self).applied) == 2, "\(honest.text)")
             }
         }
     }
