@@ -33,13 +33,35 @@ public enum RecordMerge {
     /// folded change would name both fields, and a node bootstrapping from the folded record
     /// would create the request without a subject and then refuse it (found by
     /// tiersync-fuzz). An older-stamped change naming the subject changes no version and is
-    /// judged on its other fields.
+    /// judged on its other fields. A request is made naming its subject; an acknowledgement
+    /// is judged by ``erasureAckRefusal(of:merged:)``.
     public static func erasureSubjectRefusal(of change: Change, merged: MergedRecord, over stored: StoredRecord?) -> ChangeRejection? {
-        guard change.table == DomainSchema.erasures.name, let stored, stored.state.isLive else { return nil }
+        if change.table == DomainSchema.erasureAcks.name { return erasureAckRefusal(of: change, merged: merged) }
+        guard change.table == DomainSchema.erasures.name else { return nil }
+        guard let stored, stored.state.isLive else {
+            // Made without its subject, a request stood in every ledger as outstanding for
+            // ever, erasing nothing (helper 94), and blocked any later change naming one.
+            guard merged.state.isLive, Erasure.subject(of: merged.state.liveValues) == nil else { return nil }
+            return ChangeRejection(.invalidChange, "erasure request \(change.recordID) names no subject: it is made with subject_table (customers) and subject_id")
+        }
         let before = Erasure.subject(of: stored.state.liveValues), after = merged.state.isLive ? Erasure.subject(of: merged.state.liveValues) : nil
         let restamped = Erasure.subjectFields.contains { merged.state.versions[$0] != stored.state.versions[$0] }
         guard before?.table != after?.table || before?.id != after?.id || restamped else { return nil }
         return ChangeRejection(.invalidChange, "erasure request \(change.recordID) names its subject once: a change of it is refused")
+    }
+
+    /// Why a replica's acknowledgement of an erasure is not one, as merged: it names its
+    /// erasure, says when, and carries a SHA-256 digest (64 lowercase hex digits), as every
+    /// replica writes it; a malformed one was shown in HQ's ledger as proof (helper 94).
+    static func erasureAckRefusal(of change: Change, merged: MergedRecord) -> ChangeRejection? {
+        guard merged.state.isLive else { return nil }
+        let values = merged.state.liveValues
+        func text(_ field: Erasure.AckField) -> String? { values[field.rawValue]?.stringValue }
+        let digest = text(.digest) ?? ""
+        guard text(.erasureID).map({ !$0.isEmpty }) != true || text(.acknowledgedAt) == nil || digest.utf8.count != 64
+                || !digest.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else { return nil }
+        return ChangeRejection(.invalidChange,
+                               "erasure acknowledgement \(change.recordID) is not one: it names its erasure_id, its acknowledged_at and a digest of 64 lowercase hexadecimal digits")
     }
 
     public static func merge(_ change: Change, into stored: StoredRecord?, table: TableSchema) -> MergedRecord {

@@ -64,6 +64,7 @@ struct PreparedChange: Sendable {
             }
             let merged = RecordMerge.merge(valid, into: nil, table: table)
             let refusal = gate?(GateContext(change: valid, sender: sender, routeBefore: nil, routeAfter: merged.route))
+                ?? RecordMerge.erasureSubjectRefusal(of: valid, merged: merged, over: nil)
             return PreparedChange(verdict: .success(valid), table: table, log: EncodedLogEntry(valid, trail: trail),
                                   fresh: FreshRecord(merged: merged, row: EncodedRecord(merged.state, route: merged.route, table: table),
                                                      refusal: refusal))

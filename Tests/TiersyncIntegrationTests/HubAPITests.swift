@@ -81,6 +81,32 @@ func customer(_ origin: NodeID, _ seq: Int64, _ id: String, _ fields: [String: F
 
 @Suite("Hub API over TLS", .serialized)
 struct HubAPITests {
+    @Test("an erasure request without its subject, and an acknowledgement without its time or with a digest that is not one, are refused invalid_change (they stood in HQ's ledger as outstanding requests and as proof)",
+          arguments: StorageEngine.testable)
+    func malformedErasureRecords(engine: StorageEngine) async throws {
+        try await withHubFixture(engine: engine) { f in
+            let now = WallClock.nowMillis()
+            func change(_ seq: Int64, _ table: String, _ id: String, _ fields: [String: FieldValue]) -> Change {
+                Change(origin: "d1", originSeq: seq, hlc: HLCTimestamp(wallMillis: now, counter: UInt16(seq)), table: table, recordID: id, op: .upsert, fields: fields)
+            }
+            let digest = String(repeating: "0a", count: 32)
+            let reply = try await f.push([
+                change(1, "erasures", "era-bad", ["requested_by": "d1"]),
+                change(2, "erasure_acks", "era-x@d1", ["erasure_id": "era-x", "node": "d1", "records": 0, "digest": "x"]),
+                change(3, "erasure_acks", "era-y@d1", ["erasure_id": "era-y", "node": "d1", "digest": .string(digest)]),
+                change(4, "erasure_acks", "era-z@d1", ["erasure_id": "era-z", "node": "d1", "acknowledged_at": "2026-12-07T10:00:00Z",
+                                                       "digest": .string(digest.uppercased())]),
+                change(5, "erasure_acks", "era-ok@d1", ["erasure_id": "era-ok", "node": "d1", "acknowledged_at": "2026-12-07T10:00:00Z",
+                                                        "digest": .string(digest)]),
+            ], as: f.d1)
+            let answer = try reply.decode(PushResponse.self)
+            #expect(reply.status == 422 && answer.applied == 1 && answer.rejected.map(\.code) == Array(repeating: .invalidChange, count: 4), "\(reply.text)")
+            #expect(answer.rejected.first?.message.contains("names no subject") == true, "\(reply.text)")
+            let requests = try await f.liveIDs("erasures"), acks = try await f.liveIDs("erasure_acks")
+            #expect(requests.isEmpty && acks == ["era-ok@d1"])
+        }
+    }
+
     @Test("""
         a dealer's new dialogue naming a customer erased at the hub, whom it never held (its sibling's), is refused `erased`, \
         final and counted: its scope is judged on the dialogue it writes, not on the erased customer (refused `forbidden`, \
