@@ -95,6 +95,12 @@ public enum GovernanceCompiler {
         if header != nil, !(2...3).contains(levels.count) || Set(levels).count != levels.count {
             reader.issue(governance.node, "governance.levels", "expected 2 or 3 distinct level names, top-down (e.g. [hq, country, dealer]), got \(levels)")
         }
+        // Read as text, so the rest is still judged against the levels; refused here with its
+        // line (what publish refused only as "not this tenant", and validate let through).
+        if let tenant = header?.objectValue?["tenant"]?.stringValue, !GovernanceReader.isIdentifier(tenant) {
+            reader.issue(governance.node, "governance.tenant",
+                         "expected a tenant identifier (1–64 lowercase letters, digits and '-', not starting with '-'), got '\(tenant.prefix(64))'")
+        }
         reader.levels = levels
         config["governance"] = header
         for name in Sections.order where name != "governance" && name != "overrides" {

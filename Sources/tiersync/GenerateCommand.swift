@@ -41,6 +41,9 @@ struct Generate: AsyncParsableCommand {
     var dealers: String?
     @Option(help: "Records written per commit.") var batch = 1_000
 
+    /// The --now values generate accepts: 1990-01-01 to 8999-12-31 (UTC).
+    static let nowRange: ClosedRange<UInt64> = 631_152_000_000...221_845_391_999_000
+
     func validate() throws {
         guard (1...120).contains(months) else { throw ValidationError("--months must be 1…120") }
         guard scale > 0, scale <= 10_000 else { throw ValidationError("--scale must be above 0 (and at most 10,000)") }
@@ -51,6 +54,13 @@ struct Generate: AsyncParsableCommand {
         let store = try openEnrolledStore(db)
         guard let identity = try store.identity() else { throw CLIError("\(db) is not enrolled: enroll the node first (tiersync agent run --enroll-token …)") }
         let nowMillis = (try now.map(Admin.parseTime) ?? WallClock.nowMillis()) / 1000 * 1000
+        // The history runs back --months from --now, sales and contracts a few years further
+        // back, their follow-ups and contract ends years ahead: within these years every date
+        // the generator makes can be written (at the start of 1970 its arithmetic trapped, and
+        // near 9999 it made dates past the year 9999 and failed half-way).
+        guard Self.nowRange.contains(nowMillis) else {
+            throw CLIError("--now \(now ?? "") is outside what generate can write a history for: \(Timestamp.format(Self.nowRange.lowerBound)) to \(Timestamp.format(Self.nowRange.upperBound))")
+        }
         let kind = try tenantKind ?? Self.inferredKind(store, identity: identity)
         let path = try store.meta(AllocationPolicy.pathMeta)?.split(separator: "/").map(String.init)
         let ownCountry = Self.countryOf(identity.parent == nil ? "" : identity.node.rawValue, path: path) ?? "DE"

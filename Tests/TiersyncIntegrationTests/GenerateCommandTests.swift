@@ -159,6 +159,14 @@ struct GenerateCommandTests {
         #expect(other.count == 90)
         let first7 = customers["g7-hq-cust-000001"], first8 = other["g8-hq-cust-000001"]
         #expect(first7 != nil && first8 != nil && first7 != first8, "another seed, other customers")
+        // A --now it cannot write a history for: a clear error, nothing written (at the start
+        // of 1970 it trapped on an overflow; near 9999 it failed half-way).
+        let before = try Self.records(store2, "customers").count
+        for now in ["1970-01-01T00:00:00Z", "9999-06-01T00:00:00Z"] {
+            let refused = try Child.capture(["generate", "--db", db2, "--months", "1", "--seed", "9", "--now", now, "--scale", "0.1"])
+            #expect(refused.status == 1 && refused.output.contains("is outside what generate can write a history for: 1990-01-01"), "\(refused.output)")
+        }
+        #expect(try Self.records(store2, "customers").count == before)
     }
 
     @Test("""

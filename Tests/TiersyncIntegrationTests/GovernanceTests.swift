@@ -408,6 +408,16 @@ struct GovernanceCLITests {
         try FileManager.default.copyItem(atPath: fixture("automaker"), toPath: copy)
         let ok = try tiersync(["admin", "validate", copy])
         #expect(ok.status == 0 && ok.output.contains("valid governance for tenant 'automaker'"), "\(ok.output)")
+        // A tenant no release can be published for, refused with its line and nothing else
+        // (validate passed it; publish refused it only as "not this tenant").
+        let header = copy + "/governance.yaml"
+        let original = try String(contentsOfFile: header, encoding: .utf8)
+        try original.replacingOccurrences(of: "tenant: automaker", with: "tenant: auto_maker").write(toFile: header, atomically: true, encoding: .utf8)
+        let badTenant = try tiersync(["admin", "validate", copy])
+        let tenantLine = original.components(separatedBy: "\n").firstIndex { $0.contains("tenant: automaker") }! + 1
+        #expect(badTenant.status == 1 && badTenant.output.contains("\(header):\(tenantLine): governance.tenant: expected a tenant identifier")
+                && badTenant.output.contains("1 error(s)"), "\(badTenant.output)")
+        try original.write(toFile: header, atomically: true, encoding: .utf8)
 
         // Break three things in two files.
         let kpis = copy + "/kpis.yaml", queues = copy + "/queues.yaml"
