@@ -728,6 +728,12 @@ public final class SyncAgent: Sendable {
                     try await Task.sleep(for: .milliseconds(20))
                 }
                 let done = try store.takeUpstreamRefusals(fresh, from: parent)
+                if !done.toErase.isEmpty {
+                    let erased = try await store.eraseRefusedOffPool(done.toErase.map { ($0.refusal, $0.change) })
+                    logger.notice("erased records whose changes were refused above the parent as erased", metadata: [
+                        "records": "\(erased)", "changes": "\(done.toErase.count)"])
+                    await onPulled()
+                }
                 let outcomes: [(refusals: [RejectedChange], level: Logger.Level, message: Logger.Message)] = [
                     (done.setAside, .warning, "a change this node made was refused above its parent for good; withdrawn and set aside in the quarantine (tiersync admin quarantine)"),
                     (done.notKept, .error, "a change this node made was refused above its parent for good and withdrawn; the quarantine's quota is full, so it was not kept"),

@@ -298,21 +298,28 @@ extension NodeStore {
     /// took earlier changes of it) is left alone when only its link names the erased one:
     /// its parent keeps it, and erased here it would be refused whenever it came again.
     ///
+    /// A refused change this node relayed from a child (a country passing its dealer's
+    /// dialogue on) is erased here and its refusal kept as a notice for that child
+    /// (``keepUpstreamRefusal(_:via:refusal:nowMillis:)``), which takes it and erases its own
+    /// copy alike (``takeUpstreamRefusals(_:from:nowMillis:)``): the country had accepted the
+    /// change, so nothing else ever told the dealer, which kept the dialogue of an erased
+    /// customer for good (helper 94).
+    ///
     /// What is erased is noted under a local id (`<erasure>/<table>/<id>`), so a local
     /// write naming it, or the erased record, is refused here. Returns how many records were
     /// erased; ``finishErasures(wallMillis:)`` then cleans the files (no acknowledgement:
     /// this node is not a replica of the request).
     @discardableResult
     public func eraseRefused(_ refused: [(refusal: RejectedChange, change: Change)], nowMillis: UInt64 = WallClock.nowMillis()) throws -> Int {
-        let judged = refused.compactMap { pair -> (change: Change, erased: ErasedReference, own: Bool)? in
+        let judged = refused.compactMap { pair -> (change: Change, erased: ErasedReference, own: Bool, refusal: RejectedChange)? in
             let (r, change) = pair
             guard r.code == .erased, let erased = r.erased, erased.isValid(in: schema), r.origin == change.origin, r.originSeq == change.originSeq,
                   schema.table(change.table) != nil else { return nil }
-            if erased.table == change.table, erased.id == change.recordID { return (change, erased, true) }
+            if erased.table == change.table, erased.id == change.recordID { return (change, erased, true, r) }
             let named = Erasure.links(to: erased.table).contains { link in
                 link.table == change.table && change.fields[link.field]?.stringValue == erased.id
             }
-            return named ? (change, erased, false) : nil
+            return named ? (change, erased, false, r) : nil
         }
         guard !judged.isEmpty else { return 0 }
         let refusedIdentities = Set(judged.map { "\($0.change.origin)#\($0.change.originSeq)" })
@@ -322,7 +329,16 @@ extension NodeStore {
             func isNoted(_ table: String, _ id: String) throws -> Bool {
                 try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_erased_records WHERE tbl = ? AND id = ?)", arguments: [table, id]) ?? false
             }
-            for (change, reference, own) in judged where try !isNoted(change.table, change.recordID) {
+            var noticesKept = false
+            for (change, reference, own, refusal) in judged {
+                // Relayed from a child: the child is told, whether or not the record was
+                // erased here already (by an earlier refusal of another of its changes).
+                if let via = try String.fetchOne(db, sql: "SELECT received_from FROM ts_changes WHERE origin = ? AND origin_seq = ? AND source = ?",
+                                                 arguments: [change.origin.rawValue, change.originSeq, ChangeSource.child.rawValue]) {
+                    try Self.keepUpstreamRefusal(db, via: via, refusal: refusal, nowMillis: nowMillis)
+                    noticesKept = true
+                }
+                guard try !isNoted(change.table, change.recordID) else { continue }
                 let record = (table: change.table, id: change.recordID)
                 if !own {
                     // Only a record this node made with the refused changes alone: every log
@@ -361,6 +377,7 @@ extension NodeStore {
                 _ = try eraseRecords(db, records, erasureID: localID, subject: record, requested: isRequest, nowMillis: nowMillis)
                 erased += try Int.fetchOne(db, sql: "SELECT records FROM ts_erasures WHERE erasure_id = ?", arguments: [localID]) ?? 0
             }
+            if noticesKept { hasUpstreamRefusals.store(true, ordering: .relaxed) }
             return erased
         }
     }

@@ -123,6 +123,19 @@ extension NodeStore {
                     taken.sendAgain.append(refusal)
                     continue
                 }
+                // A change refused above as a change of erased data, or naming it: erased here
+                // as a refusal of this node's own push is (``eraseRefused(_:nowMillis:)``, which
+                // judges the notice against the change and passes it on to the child it came
+                // from), after this transaction.
+                if refusal.code == .erased {
+                    if let entry = try Self.fetchLogged(db, sql: """
+                        SELECT \(Self.loggedColumns(of: nil)) FROM ts_changes WHERE origin = ? AND origin_seq = ? AND op != '\(Self.erasedOp)'
+                        """, arguments: [refusal.origin.rawValue, refusal.originSeq]).first,
+                       entry.change.table == refusal.table, entry.change.recordID == refusal.recordID {
+                        taken.toErase.append(UpstreamErasure(refusal: refusal, change: entry.change))
+                    }
+                    continue
+                }
                 // Only what a parent passes down: a change refused as outside the scope of the
                 // node that made it, naming the record its logged entry here is for. Anything
                 // else (a faulty parent) withdraws nothing.
@@ -204,7 +217,18 @@ extension NodeStore {
 }
 
 /// What ``NodeStore/takeUpstreamRefusals(_:from:nowMillis:)`` did.
+/// A notice of a change refused above as erased, with the change as logged here: what
+/// ``NodeStore/eraseRefused(_:nowMillis:)`` takes.
+public struct UpstreamErasure: Sendable, Equatable {
+    public var refusal: RejectedChange
+    public var change: Change
+}
+
 public struct UpstreamRefusalsTaken: Sendable, Equatable {
+    /// Changes refused above as changes of erased data (or naming it), relayed or this
+    /// node's own: to erase here (``NodeStore/eraseRefusedOffPool(_:)``), which passes the
+    /// notice on to the child a relayed one came from.
+    public var toErase: [UpstreamErasure] = []
     /// This node's own changes withdrawn and set aside in its quarantine.
     public var setAside: [RejectedChange] = []
     /// This node's own changes withdrawn but not kept: its quarantine's quota was full.

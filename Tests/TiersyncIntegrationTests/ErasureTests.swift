@@ -155,6 +155,41 @@ struct ErasureTests {
     }
 
     @Test("""
+    A dealer's dialogue naming a customer erased elsewhere, accepted by its country (which never held the customer) and \
+    refused `erased` at HQ: the country erases its copy and passes the refusal down, and the dealer erases its dialogue \
+    too and refuses new writes naming the customer (it kept the dialogue for good, acknowledged)
+    """, .timeLimit(.minutes(3)))
+    func erasedRefusalPassedDown() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let hub = try await running.hub(directory: dir.path)
+            try await hub.catalogStore.createTenant("acme", levels: 3)
+            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            let fr = try await running.country(hub: hub, tenant: "acme", node: "fr", directory: dir.path)
+            let d1 = try await running.agent(enrolling: "de-d1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+            let f1 = try await running.agent(enrolling: "fr-f1", parent: "fr", tenant: "acme", hub: hub, parentURL: fr.url, directory: dir.path)
+            let hq = try await hub.tenantStore(for: "acme")
+            try d1.store.commit([.upsert("customers", id: "cust-x", ["last_name": .string(Self.secrets[1])])])
+            try await eventually(timeout: 30, "cust-x reaches HQ") { try await Self.holds(hq, "customers", "cust-x") }
+            let out = try Child.run(["erase", "--db", dir.path + "/de-d1.sqlite", "customers", "cust-x"])
+            #expect(out.contains("erased customers/cust-x"), "\(out)")
+            try await eventually(timeout: 30, "HQ erased cust-x") { try await !Self.holds(hq, "customers", "cust-x") }
+            // f1 never held cust-x, nor did fr: both take the dialogue; HQ refuses it.
+            try f1.store.commit([.upsert("interactions", id: "int-f", ["customer_id": "cust-x", "topic": "brakes", "channel": "phone",
+                                                                       "summary": .string(Self.secrets[0])])])
+            try await eventually(timeout: 30, "fr erases its copy") {
+                try fr.store.record(table: "interactions", id: "int-f") == nil && fr.store.erasures().isEmpty == false
+            }
+            try await eventually(timeout: 30, "f1 erases its dialogue, told by fr") { try f1.store.record(table: "interactions", id: "int-f") == nil }
+            #expect(try !f1.store.erasures().isEmpty)
+            #expect(throws: (any Error).self, "a new dialogue naming the erased customer is refused at f1") {
+                try f1.store.commit([.upsert("interactions", id: "int-f2", ["customer_id": "cust-x", "topic": "brakes"])])
+            }
+            #expect(try await !Self.holds(hq, "interactions", "int-f"))
+        }
+    }
+
+    @Test("""
     A dealer's erasure request for a sibling's customer, relayed by its country, erases nothing anywhere: HQ judges \
     what it may erase by the dealer's scope, not the country's (it erased the customer at HQ and everything linked); \
     the country restored from a backup, fetching it all again from HQ, judges the request alike (it erased the \
