@@ -5,7 +5,8 @@ public enum AgentError: Error, Sendable, CustomStringConvertible {
     /// The parent answered with an error status and body.
     case http(status: Int, code: String, message: String)
     /// The parent refused the request for now (429: the node's request rate or requests
-    /// in flight); try again no sooner than `retryAfter`.
+    /// in flight; 503 with `Retry-After`: the hub's memory for large pushes, or its storage,
+    /// busy); try again no sooner than `retryAfter`.
     case throttled(retryAfter: Duration, message: String)
     case notEnrolled(String)
     case invalidConfiguration(String)
@@ -16,7 +17,7 @@ public enum AgentError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .http(let status, let code, let message): "HTTP \(status) \(code): \(message)"
-        case .throttled(let after, let message): "HTTP 429 (retry after \(after)): \(message)"
+        case .throttled(let after, let message): "refused for now (retry after \(after)): \(message)"
         case .notEnrolled(let m), .invalidConfiguration(let m), .malformedResponse(let m), .unreachable(let m): m
         }
     }

@@ -259,10 +259,11 @@ public final class ParentClient: Sendable {
         let status = Int(response.status.code)
         guard accept.contains(status) else {
             let error = try? JSONDecoder().decode(ErrorResponse.self, from: Data(bytes.readableBytesView))
-            if status == 429 {
+            let retryAfter = response.headers.first(name: "Retry-After").flatMap { Int($0) }
+            if status == 429 || (status == 503 && retryAfter != nil) {
                 // Retry-After in seconds (bounded: a parent cannot park the node for long).
-                let seconds = response.headers.first(name: "Retry-After").flatMap { Int($0) }.map { min(max($0, 1), 300) } ?? 1
-                throw AgentError.throttled(retryAfter: .seconds(seconds), message: error?.error.message ?? "too many requests")
+                let seconds = retryAfter.map { min(max($0, 1), 300) } ?? 1
+                throw AgentError.throttled(retryAfter: .seconds(seconds), message: "HTTP \(status) \(error?.error.code ?? ""): \(error?.error.message ?? "too many requests")")
             }
             throw AgentError.http(status: status, code: error?.error.code ?? "http_\(status)",
                                   message: error?.error.message ?? String(buffer: bytes).prefix(300).description)

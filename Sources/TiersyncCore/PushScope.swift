@@ -126,7 +126,10 @@ public enum PushScope {
         // A KPI snapshot's path places the node's values in every roll-up read from the
         // stored snapshots (`tiersync kpi` on a store): a dealer naming itself under another
         // country moved its values, and its targets, into that country's subtree rows.
+        // Judged where the tree holds the node (a dealer a country's mirror does not hold yet
+        // has no known path there).
         if let reach, change.table == DomainSchema.kpiSnapshots.name, let written = change.fields[KPISnapshotPath.field],
+           reach.tree.parents[change.origin] != nil,
            !KPISnapshotPath.isHonest(written.stringValue, of: change.origin, known: reach.fullPath(of: change.origin)) {
             return ChangeRejection(.invalidChange,
                                    "change \(change.origin)#\(change.originSeq) writes a KPI snapshot whose path is not node '\(change.origin)''s path from the root (\(reach.fullPath(of: change.origin))), nor its end")
@@ -194,10 +197,13 @@ public struct RouteReach: Sendable {
 
     /// The record whose route `change`'s copied route fields copy, by the id the change
     /// itself names (writers send it with every copied field: entries and events are written
-    /// whole); nil for other tables, or when the change names none. Without it, a copied
-    /// field is judged by reach alone.
-    public static func copiedSource(of change: Change) -> (table: String, id: String)? {
+    /// whole), and, given `merged` (the record's live values once the change is applied), only
+    /// when the record names that id then: an older-stamped id that loses the merge says
+    /// nothing of the record the fields are copied into. nil for other tables, or when the
+    /// change names none. Without it, a copied field is judged by reach alone.
+    public static func copiedSource(of change: Change, merged: [String: FieldValue]? = nil) -> (table: String, id: String)? {
         guard let source = copiedFrom[change.table], let id = change.fields[source.field]?.stringValue else { return nil }
+        if let merged, merged[source.field]?.stringValue != id { return nil }
         return (source.table, id)
     }
 
@@ -311,11 +317,14 @@ public enum KPISnapshotPath {
     public static let field = "path"
 
     /// Whether `written` is `node`'s path `known` (from the root, `/`-separated) or its end
-    /// (a node that has not learned its whole path yet writes its parent and itself). Null
-    /// or absent places nothing.
+    /// from its parent on (a node that has not learned its whole path yet writes its parent
+    /// and itself). A node with a parent naming itself alone is not placed below anyone: its
+    /// values left every roll-up. Null or absent places nothing.
     public static func isHonest(_ written: String?, of node: NodeID, known: String) -> Bool {
         guard let written else { return true }
-        guard written.split(separator: "/").last.map(String.init) == node.rawValue else { return false }
+        let parts = written.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.last.map(String.init) == node.rawValue else { return false }
+        if parts.count == 1 { return written == known }
         return written == known || known.hasSuffix("/" + written)
     }
 }

@@ -276,7 +276,9 @@ extension PostgresTenantStore {
                     let stored = current[RecordKey(table: change.table, id: change.recordID)]
                     (before, after) = (stored?.route, RecordMerge.merge(change, into: stored, table: table).route)
                 }
-                if let gate = batch.gate, let refusal = gate(GateContext(change: change, sender: sender, routeBefore: before, routeAfter: after)) {
+                // A copied route field copies an erased record's route: not judged (as at SQLite).
+                if let gate = batch.gate, let refusal = gate(GateContext(change: change, sender: sender, routeBefore: before, routeAfter: after,
+                                                                         copiedFromRoute: RouteReach.copiedFrom[change.table] == nil ? nil : after)) {
                     // Refused for its sender's scope, and not quarantined: its values are those of an erased record.
                     plan.report.rejected.append(RejectedChange(change: change, rejection: refusal))
                     continue
@@ -301,7 +303,7 @@ extension PostgresTenantStore {
             let key = RecordKey(table: valid.table, id: valid.recordID)
             let stored = current[key]
             var merged = RecordMerge.merge(valid, into: stored, table: table)
-            let copiedFromRoute = RouteReach.copiedSource(of: valid).flatMap { current[RecordKey(table: $0.table, id: $0.id)]?.route }
+            let copiedFromRoute = RouteReach.copiedSource(of: valid, merged: merged.state.liveValues).flatMap { current[RecordKey(table: $0.table, id: $0.id)]?.route }
             if let gate = batch.gate, let refusal = gate(GateContext(change: valid, sender: sender, routeBefore: stored?.route, routeAfter: merged.route,
                                                                      copiedFromRoute: copiedFromRoute)) {
                 refuse(change, refusal)

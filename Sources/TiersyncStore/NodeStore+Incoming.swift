@@ -165,7 +165,11 @@ extension NodeStore {
                         let stored = try self.load(db, table: table, id: change.recordID)
                         (before, after) = (stored?.route, RecordMerge.merge(change, into: stored, table: table).route)
                     }
-                    if let gate, let refusal = gate(GateContext(change: change, sender: sender, routeBefore: before, routeAfter: after)) {
+                    // A copied route field copies an erased record's route, which nothing holds
+                    // any more: it is not judged (refused as erased, such a change is erased at
+                    // its maker; refused as forbidden, it was kept in its quarantine).
+                    if let gate, let refusal = gate(GateContext(change: change, sender: sender, routeBefore: before, routeAfter: after,
+                                                                copiedFromRoute: RouteReach.copiedFrom[change.table] == nil ? nil : after)) {
                         // Refused for its sender's scope, and not quarantined either: its
                         // values are those of an erased record.
                         report.rejected.append(RejectedChange(change: change, rejection: refusal))
@@ -190,16 +194,18 @@ extension NodeStore {
                 let stored: StoredRecord?
                 let merged: MergedRecord
                 let row: EncodedRecord?
-                if let fresh = ready.fresh, !batch.mayExist(table: valid.table, id: valid.recordID) {
-                    // Nothing stored for the record: the prepared merge is the merge.
+                if let fresh = ready.fresh, !batch.mayExist(table: valid.table, id: valid.recordID),
+                   fresh.refusal == nil || gate == nil || RouteReach.copiedFrom[valid.table] == nil {
+                    // Nothing stored for the record: the prepared merge is the merge (a refusal
+                    // of a change copying another record's route is judged again below, with
+                    // that record).
                     if let refusal = fresh.refusal { try refuse(change, refusal); continue }
                     (stored, merged, row) = (nil, fresh.merged, fresh.row)
                 } else {
                     stored = try self.load(db, table: table, id: valid.recordID)
                     // Merged once: the gate judges the result, and the same result is written.
                     merged = RecordMerge.merge(valid, into: stored, table: table)
-                    if let gate, let refusal = gate(GateContext(change: valid, sender: sender, routeBefore: stored?.route, routeAfter: merged.route,
-                                                                copiedFromRoute: try self.copiedFromRoute(db, of: valid))) {
+                    if let gate, let refusal = try self.gateRefusal(db, gate, valid, sender: sender, before: stored?.route, merged: merged) {
                         try refuse(change, refusal)
                         continue
                     }

@@ -155,11 +155,23 @@ extension NodeStore {
     }
 
     /// The stored route of the record whose route `change`'s copied route fields copy
-    /// (``RouteReach/copiedSource(of:)``), for the gate; nil when it copies none or the record
-    /// is not held here.
-    func copiedFromRoute(_ db: Database, of change: Change) throws -> Set<NodeID>? {
-        guard let source = RouteReach.copiedSource(of: change), let table = schema.table(source.table) else { return nil }
+    /// (``RouteReach/copiedSource(of:merged:)``, `merged` the record's values with the change),
+    /// for the gate; nil when it copies none or the record is not held here.
+    func copiedFromRoute(_ db: Database, of change: Change, merged: [String: FieldValue]) throws -> Set<NodeID>? {
+        guard let source = RouteReach.copiedSource(of: change, merged: merged), let table = schema.table(source.table) else { return nil }
         return try load(db, table: table, id: source.id)?.route
+    }
+
+    /// `gate`'s answer for a change, as merged: judged first without the record a copied route
+    /// field copies, which only lets more through, and read (in the transaction) only when
+    /// that first answer refuses a change copying one.
+    func gateRefusal(_ db: Database, _ gate: ChangeGate, _ change: Change, sender: NodeID, before: Set<NodeID>?, merged: MergedRecord) throws -> ChangeRejection? {
+        var context = GateContext(change: change, sender: sender, routeBefore: before, routeAfter: merged.route)
+        guard let refusal = gate(context) else { return nil }
+        guard RouteReach.copiedFrom[change.table] != nil,
+              let source = try copiedFromRoute(db, of: change, merged: merged.state.liveValues) else { return refusal }
+        context.copiedFromRoute = source
+        return gate(context)
     }
 
     /// A record's stored state: from its domain row when live, else from its tombstone.

@@ -28,9 +28,7 @@ struct PreparedChange: Sendable {
     let table: TableSchema?
     /// The log entry's text columns, with the receiver's hop appended to the trail.
     let log: EncodedLogEntry?
-    /// The record this change makes when nothing is stored for it yet; nil, for a gated
-    /// change copying another record's route (``RouteReach/copiedSource(of:)``), which the
-    /// gate judges against that record, read in the transaction.
+    /// The record this change makes when nothing is stored for it yet.
     let fresh: FreshRecord?
 
     struct FreshRecord: Sendable {
@@ -59,9 +57,6 @@ struct PreparedChange: Sendable {
             }
             let table = schema.table(valid.table)!
             let trail = valid.trail(receivedAt: hop)
-            if gate != nil, RouteReach.copiedSource(of: valid) != nil {
-                return PreparedChange(verdict: .success(valid), table: table, log: EncodedLogEntry(valid, trail: trail), fresh: nil)
-            }
             let merged = RecordMerge.merge(valid, into: nil, table: table)
             let refusal = gate?(GateContext(change: valid, sender: sender, routeBefore: nil, routeAfter: merged.route))
                 ?? RecordMerge.erasureSubjectRefusal(of: valid, merged: merged, over: nil)

@@ -26,7 +26,7 @@ struct ListenerOptions: ParsableArguments {
     var maxConnections: Int?
     @Option(help: "Comma-separated addresses held to --max-connections alone, not per address: a load balancer or proxy in front (default: 127.0.0.1,::1).")
     var unlimitedAddresses: String?
-    @Option(help: "MiB of large push bodies (once inflated) decoded at once, one tenant at most half; past it a push waits, then is answered 503 (at least 64).")
+    @Option(help: "MiB of large push bodies (once inflated) decoded at once, one tenant at most half; past it a push waits, then is answered 503 (at least 128).")
     var pushMemoryMib = HubConfiguration.Limits().pushMemoryBytes >> 20
 
     func validate() throws {
@@ -37,9 +37,10 @@ struct ListenerOptions: ParsableArguments {
         guard (0...65535).contains(port) else { throw ValidationError("--port \(port) is not a port: expected 0…65535 (0 picks a free one)") }
         guard maxConnectionsPerAddress >= 0 else { throw ValidationError("--max-connections-per-address must be 0 (no limit) or more, got \(maxConnectionsPerAddress)") }
         if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be 1 or more, got \(maxConnections)") }
-        let largest = HubConfiguration.Limits().maxDecompressedBytes >> 20
-        guard (largest...1 << 20).contains(pushMemoryMib) else {
-            throw ValidationError("--push-memory-mib must be from \(largest) (the largest push, once inflated) to \(1 << 20), got \(pushMemoryMib)")
+        // Twice the largest push: one tenant's half always holds the largest it may send.
+        let least = 2 * HubConfiguration.Limits().maxDecompressedBytes >> 20
+        guard (least...1 << 20).contains(pushMemoryMib) else {
+            throw ValidationError("--push-memory-mib must be from \(least) (twice the largest push, once inflated) to \(1 << 20), got \(pushMemoryMib)")
         }
         _ = try unlimitedAddressSet()
     }

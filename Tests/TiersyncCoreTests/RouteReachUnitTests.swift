@@ -46,12 +46,13 @@ struct RouteReachUnitTests {
         #expect(RouteReach(tree: Self.tree).fullPath(of: "d1") == "hq/de/d1")
         #expect(RouteReach(tree: Self.mirror, above: ["hq"]).fullPath(of: "d1") == "hq/de/d1")
         #expect(RouteReach(tree: Self.deep, above: ["r", "hq"]).fullPath(of: "d") == "hq/r/c/d")
-        for honest in ["hq/de/d1", "de/d1", "d1", nil] as [String?] {
+        for honest in ["hq/de/d1", "de/d1", nil] as [String?] {
             #expect(KPISnapshotPath.isHonest(honest, of: "d1", known: "hq/de/d1"), "\(String(describing: honest))")
         }
-        for forged in ["hq/fr/d1", "fr/d1", "hq/de", "hq/de/d2", "e/d1", "x/hq/de/d1", ""] {
+        for forged in ["hq/fr/d1", "fr/d1", "hq/de", "hq/de/d2", "e/d1", "x/hq/de/d1", "", "d1", "/d1", "hq//d1"] {
             #expect(!KPISnapshotPath.isHonest(forged, of: "d1", known: "hq/de/d1"), "\(forged)")
         }
+        #expect(KPISnapshotPath.isHonest("hq", of: "hq", known: "hq"), "the root names itself alone")
         func snapshot(_ path: String) -> Change {
             Change(origin: "d1", originSeq: 1, hlc: HLCTimestamp(wallMillis: 1_000, counter: 0), table: "kpi_snapshots", recordID: "d1:sla:day:2026-11-16",
                    op: .upsert, fields: ["node": "d1", "path": .string(path)])
@@ -62,6 +63,7 @@ struct RouteReachUnitTests {
         #expect(judge(snapshot("hq/fr/d1"), RouteReach(tree: Self.tree))?.code == .invalidChange)
         #expect(judge(snapshot("hq/de/d1"), RouteReach(tree: Self.tree)) == nil)
         #expect(judge(snapshot("hq/fr/d1"), nil) == nil, "judged where the tree is known")
+        #expect(judge(snapshot("hq/fr/d1"), RouteReach(tree: NodeTree(parents: ["hq": nil, "de": "hq"]))) == nil, "not judged where the tree does not hold the node")
     }
 
     @Test("the route a change makes: names out of reach refused, a node taken from outside the maker's scope refused unless it keeps the record through another")
@@ -112,6 +114,9 @@ struct RouteReachUnitTests {
         #expect(copying(event, after: ["f1", "d1"], source: ["f1", "d1"]) == nil)
         #expect(RouteReach.copiedSource(of: event).map { [$0.table, $0.id] } == ["customers", "c-1"])
         #expect(RouteReach.copiedSource(of: Self.change("d1", "consent_events", ["owning_dealer": "f1"])) == nil)
+        // An id that loses the merge (older-stamped than the record's) names nothing.
+        #expect(RouteReach.copiedSource(of: event, merged: ["customer_id": "c-9", "owning_dealer": "f1"]) == nil)
+        #expect(RouteReach.copiedSource(of: event, merged: ["customer_id": "c-1", "owning_dealer": "f1"]).map(\.id) == "c-1")
         // Forged: the record copied is f1's alone (d1 does not hold it), is not held here, or
         // does not name f1; the change names no record it copies from.
         for source in [["f1"], nil, ["d1", "f2"]] as [Set<NodeID>?] {

@@ -120,6 +120,8 @@ public final class PushMemoryBudget: Sendable {
                     return s.admitWaiting(capacity: capacity, share: share)
                 }
                 for waiter in admitted { waiter.resume(returning: true) }
+                // Cancelled before it queued: the handler below found nothing to end.
+                if Task.isCancelled { abandon(id) }
                 let limit = waitLimit
                 Task { [weak self] in
                     try? await Task.sleep(for: limit)
