@@ -157,7 +157,8 @@ struct ErasureTests {
     @Test("""
     A dealer's dialogue naming a customer erased elsewhere, accepted by its country (which never held the customer) and \
     refused `erased` at HQ: the country erases its copy and passes the refusal down, and the dealer erases its dialogue \
-    too and refuses new writes naming the customer (it kept the dialogue for good, acknowledged)
+    too and refuses new writes naming the customer (it kept the dialogue for good, acknowledged); the country's own \
+    ledger waits for the replicas of its subtree only (HQ stood outstanding there for good)
     """, .timeLimit(.minutes(3)))
     func erasedRefusalPassedDown() async throws {
         let dir = try TempDir()
@@ -186,6 +187,25 @@ struct ErasureTests {
                 try f1.store.commit([.upsert("interactions", id: "int-f2", ["customer_id": "cust-x", "topic": "brakes"])])
             }
             #expect(try await !Self.holds(hq, "interactions", "int-f"))
+
+            // de's own ledger (its administrator, at de) waits for its subtree's replicas only:
+            // HQ's acknowledgement never comes down, and HQ stood outstanding there for good.
+            let accounts = try #require(hub.catalogStore as? any AdminAccountStore)
+            try await accounts.createAdminUser(AdminUser(tenant: "acme", name: "de-admin", roles: [.operator], scope: "de", createdAtMillis: WallClock.nowMillis()),
+                                               passwordHash: try PasswordHash.make("correct horse battery staple"))
+            let atDE = running.client(baseURL: de.url, caFile: hub.caFile)
+            var session = ""
+            try await eventuallyAsync(timeout: 30, "de-admin logs in at de") {
+                let login = try await atDE.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "de-admin", password: "correct horse battery staple"))
+                session = login.headers["set-cookie"].map { String($0.split(separator: ";")[0]) } ?? ""
+                return login.status == 200
+            }
+            try await eventuallyAsync(timeout: 30, "de's ledger: every replica of its subtree acknowledged") {
+                let ledger = try await atDE.send("GET", "/admin/v1/erasures", headers: [("Cookie", session)]).decode(AdminMessages.ErasuresResponse.self)
+                guard let line = ledger.erasures.first(where: { $0.id == "cust-x" }) else { return false }
+                #expect(!line.replicas.contains("hq") && line.replicas.contains("de"), "\(line)")
+                return line.outstanding.isEmpty
+            }
         }
     }
 

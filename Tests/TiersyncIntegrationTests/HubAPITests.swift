@@ -328,7 +328,9 @@ struct HubAPITests {
                 let own = try await f.push([change(node, 10, "governance_status", node.rawValue, ["node": .string(node.rawValue), "release": 1, "state": "applied"]),
                                             change(node, 11, "kpi_snapshots", "\(node):service-level-phone:month:2026-12-01",
                                                    ["node": .string(node.rawValue), "kpi": "service-level-phone", "numerator": 1, "denominator": 2]),
-                                            change(node, 12, "erasure_acks", "era-1@\(node)", ["node": .string(node.rawValue), "erasure_id": "era-1", "records": 0])],
+                                            change(node, 12, "erasure_acks", "era-1@\(node)", ["node": .string(node.rawValue), "erasure_id": "era-1", "records": 0,
+                                                                                              "acknowledged_at": "2026-12-07T10:00:00Z",
+                                                                                              "digest": .string(String(repeating: "0a", count: 32))])],
                                            as: credential)
                 #expect(own.status == 200, "\(node): \(own)")
                 #expect(try await f.value("governance_status", node.rawValue, "state") == "applied")

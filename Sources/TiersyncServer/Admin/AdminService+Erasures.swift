@@ -40,7 +40,7 @@ extension AdminService {
                 $0.subjectTable == table.rawValue && $0.subjectID == body.id && inScope(route: Set($0.routedTo), caller)
             }
             if let first = asked.first(where: { $0.acknowledgements.contains { $0.node == here } }) ?? asked.first {
-                return try codec.encode(ledgerLine(first, caller), status: .ok, for: request)
+                return try codec.encode(ledgerLine(first, caller, here: here), status: .ok, for: request)
             }
         }
         guard !held.changes.isEmpty || !held.route.isEmpty, inScope(route: held.route, caller) else { throw Self.traceNotFound }
@@ -60,7 +60,7 @@ extension AdminService {
         guard let entry = try await store.erasureLedger().first(where: { $0.erasureID == erasureID }) else {
             throw APIError(.internalServerError, "internal", "the erasure \(erasureID) was written but is not in the ledger")
         }
-        return try codec.encode(ledgerLine(entry, caller), status: .created, for: request)
+        return try codec.encode(ledgerLine(entry, caller, here: here), status: .created, for: request)
     }
 
     func erasures(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
@@ -69,16 +69,25 @@ extension AdminService {
             throw APIError(.badRequest, "invalid_parameter", "'outstanding' must be true or false")
         }
         let outstandingOnly = outstanding == "true"
-        let ledger = try await directory.store(for: caller.user.tenant).erasureLedger()
-        let lines = ledger.filter { inScope(route: Set($0.routedTo), caller) }.map { ledgerLine($0, caller) }
+        let store = try await directory.store(for: caller.user.tenant)
+        let ledger = try await store.erasureLedger()
+        let here = try await store.storeIdentity()?.node
+        let lines = ledger.filter { inScope(route: Set($0.routedTo), caller) }.map { ledgerLine($0, caller, here: here) }
             .filter { !outstandingOnly || !$0.outstanding.isEmpty }
         return try codec.encode(AdminMessages.ErasuresResponse(erasures: lines), for: request)
     }
 
-    /// A ledger entry as the caller may see it: nodes outside their view are not named.
-    func ledgerLine(_ entry: ErasureLedgerEntry, _ caller: AdminCaller) -> AdminMessages.ErasureLine {
+    /// A ledger entry as the caller may see it: nodes outside their view are not named. At
+    /// a country (`here`, the node this hub is), its replicas are those of its subtree: the
+    /// nodes above it acknowledge at HQ, and their acknowledgements never come down, so a
+    /// country's ledger waited for HQ on every request, for good (helper 94).
+    func ledgerLine(_ entry: ErasureLedgerEntry, _ caller: AdminCaller, here: NodeID?) -> AdminMessages.ErasureLine {
         let visible = caller.isTenantWide ? nil : caller.visibleNodes
-        func seen(_ nodes: [NodeID]) -> [NodeID] { visible.map { v in nodes.filter { v.contains($0) } } ?? nodes }
+        let served = here.flatMap { caller.tree.isRoot($0) ? nil : caller.tree.subtree(of: $0) }
+        func seen(_ nodes: [NodeID]) -> [NodeID] {
+            let held = served.map { s in nodes.filter { s.contains($0) } } ?? nodes
+            return visible.map { v in held.filter { v.contains($0) } } ?? held
+        }
         let acknowledged = entry.acknowledgements.filter { visible?.contains($0.node) ?? true }
         return AdminMessages.ErasureLine(erasureID: entry.erasureID, table: entry.subjectTable, id: entry.subjectID,
                                          requestedBy: visible.map { $0.contains(NodeID(unchecked: entry.requestedBy)) } ?? true ? entry.requestedBy : AdminMessages.hiddenNode,

@@ -81,16 +81,21 @@ struct BodyCodec: Sendable {
         let encoding = request.headers[.contentEncoding]?.lowercased()
         let gzip = encoding == "gzip"
         // The size once inflated: a gzip member ends with it (modulo 2^32, which a body
-        // within the limit cannot wrap; the inflater checks it against the data).
+        // within the limit cannot wrap; the inflater checks it against the data). A trailer
+        // declaring more than the limit is no member's true length within it (a cut stream,
+        // bytes after it) or too large: such a body is inflated up to the limit, which says
+        // which (400 or 413), and reserves the limit meanwhile.
         var size = raw.readableBytes
-        if gzip, raw.readableBytes >= 18, let trailer = raw.getInteger(at: raw.readerIndex + raw.readableBytes - 4, endianness: .little, as: UInt32.self) {
-            size = Int(trailer)
-            guard size <= maxBytes else {
-                throw APIError(.contentTooLarge, "too_large", "request body exceeds \(maxBytes) bytes once decompressed (its gzip trailer declares \(size)); send smaller batches")
+        var declared = false
+        if gzip {
+            size = maxBytes
+            if raw.readableBytes >= 18, let trailer = raw.getInteger(at: raw.readerIndex + raw.readableBytes - 4, endianness: .little, as: UInt32.self),
+               Int(trailer) <= maxBytes {
+                (size, declared) = (Int(trailer), true)
             }
         }
         if raw.readableBytes <= Self.offPoolBytes, size <= Self.offPoolBytes {
-            return (try Self.parse(PushRequest.self, raw: raw, encoding: encoding, maxBytes: gzip ? min(maxBytes, max(size, 1)) : maxBytes, declared: gzip), nil)
+            return (try Self.parse(PushRequest.self, raw: raw, encoding: encoding, maxBytes: declared ? max(size, 1) : maxBytes, declared: declared), nil)
         }
         guard let held = await pushMemory.reserve(size, tenant: tenant.rawValue) else {
             var busy = APIError(.serviceUnavailable, "push_memory_busy",
@@ -98,8 +103,8 @@ struct BodyCodec: Sendable {
             busy.headers[.retryAfter] = "5"
             throw busy
         }
-        let limit = gzip ? min(maxBytes, max(size, 1)) : maxBytes
-        let push = try await CPUWork.bodies.run { try Self.parse(PushRequest.self, raw: raw, encoding: encoding, maxBytes: limit, declared: gzip) }
+        let (limit, trailerSays) = (declared ? max(size, 1) : maxBytes, declared)
+        let push = try await CPUWork.bodies.run { try Self.parse(PushRequest.self, raw: raw, encoding: encoding, maxBytes: limit, declared: trailerSays) }
         return (push, held)
     }
 
