@@ -88,8 +88,21 @@ public struct GovernancePublisher: Sendable {
         guard let current = history.last else { throw GovernancePublishError("nothing to roll back: no release was rolled out yet") }
         let newest = current.stages.map(\.release).max() ?? 0
         let published = try await releases().map(\.version)
-        let general = Set(history.flatMap { $0.stages.filter { $0.targets == nil }.map(\.release) })
-        guard let target = version ?? published.filter({ $0 < newest && general.contains($0) }).max() else {
+        // What every node outside a trial runs now: with trials in force, rolling back withdraws
+        // them; without, every node goes back to what the newest earlier rollout gave everyone,
+        // older than that. "The newest older release ever given to everyone" rolled nodes
+        // forward onto one an earlier rollback had withdrawn (helper 95: v2 rolled back, two
+        // trials published, and a rollback put every node from v1 on v2).
+        let generalNow = current.stages.first { $0.targets == nil }?.release
+        let automatic: Int?
+        if let generalNow, current.stages.contains(where: { $0.targets != nil }) {
+            automatic = generalNow
+        } else if let generalNow {
+            automatic = history.dropLast().reversed().lazy.compactMap { $0.stages.first { $0.targets == nil }?.release }.first { $0 < generalNow }
+        } else {
+            automatic = nil
+        }
+        guard let target = version ?? automatic else {
             throw GovernancePublishError(published.contains { $0 < newest }
                 ? "nothing to roll back to: no release older than v\(newest) was ever rolled out to every node (the older ones were trials); name one with --to"
                 : "nothing to roll back to: v\(newest) is the first release")

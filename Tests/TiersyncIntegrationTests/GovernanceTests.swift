@@ -399,6 +399,17 @@ struct GovernanceCLITests {
         // v4, v3 and v2 were trials; v1 went to everyone.
         let rollback = try run(["admin", "rollback", "--tenant", "automaker"])
         #expect(rollback.contains("(rollback to v1): v1 → everyone"), "\(rollback)")
+        // v2 to everyone, rolled back; then a trial: rolling back withdraws the trial, to v1
+        // (it rolled every node forward onto v2, which the first rollback withdrew: helper 95).
+        _ = try run(["admin", "rollout", "--tenant", "automaker", "--release", "2"])
+        #expect(try run(["admin", "rollback", "--tenant", "automaker"]).contains("(rollback to v1): v1 → everyone"))
+        _ = try run(["admin", "publish", fixture("automaker"), "--targets", "de"])
+        let undo = try run(["admin", "rollback", "--tenant", "automaker"])
+        #expect(undo.contains("(rollback to v1): v1 → everyone"), "\(undo)")
+        // Everyone on v5, then a rollback: back to v1, what everyone ran before.
+        _ = try run(["admin", "rollout", "--tenant", "automaker", "--release", "5"])
+        let back = try run(["admin", "rollback", "--tenant", "automaker"])
+        #expect(back.contains("(rollback to v1): v1 → everyone"), "\(back)")
     }
 
     @Test("admin validate on a broken copy of a fixture prints file:line: field for each error and exits 1; publish, rollback and rollout-status work on a hub's data")
