@@ -901,6 +901,11 @@ struct AdminAPITests {
             let none = try await f.send("POST", "/admin/v1/erasures", json: AdminMessages.ErasureRequest(table: "customers", id: "no-such"), token: germanyOp)
             #expect(outside.status == 403 && none.status == 403 && outside.text == none.text, "one answer: \(outside.text) / \(none.text)")
             #expect(try await f.send("POST", "/admin/v1/erasures", json: AdminMessages.ErasureRequest(table: "interactions", id: "gi-1"), token: op).status == 422)
+            // Bodies of the wrong shape are told in JSON's terms (an array was "expected Dictionary<String, Any>").
+            for (body, expected) in [("[]", "the body has the wrong type: expected an object"), (#"{"table":"customers","id":5}"#, "'id' has the wrong type: expected a string")] {
+                let wrong = try await f.client.send("POST", "/admin/v1/erasures", body: Data(body.utf8), headers: [("Authorization", "Bearer \(op)")])
+                #expect(wrong.status == 400 && wrong.error?.message == expected, "\(body): \(wrong.text)")
+            }
             // france asks for germany's customer: accepted (its answer never tells it the
             // customer exists) and it erases nothing; HQ's own request is then a new one, not
             // "asked before" with france's (which left the customer at HQ, unerasable here).

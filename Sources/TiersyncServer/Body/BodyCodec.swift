@@ -226,6 +226,19 @@ struct BodyCodec: Sendable {
     static let noSniff = HTTPField.Name("X-Content-Type-Options")!
 
     /// A decoding error as a sentence naming where in the body it happened.
+    /// The JSON a Swift type is read from, as a client knows it ("an object", not
+    /// `Dictionary<String, Any>`, which named the hub's implementation to every caller).
+    static func jsonKind(_ type: Any.Type) -> String {
+        let name = String(describing: type)
+        if name.hasPrefix("Dictionary") || name.hasPrefix("KeyedDecodingContainer") { return "an object" }
+        if name.hasPrefix("Array") || name.hasPrefix("UnkeyedDecodingContainer") { return "an array" }
+        if name == "String" || name.hasSuffix("ID") { return "a string" }
+        if name == "Bool" { return "true or false" }
+        if ["Int", "Int64", "Int32", "UInt64", "UInt32", "UInt16", "UInt8", "UInt"].contains(name) { return "an integer" }
+        if name == "Double" || name == "Float" { return "a number" }
+        return "another kind of value"
+    }
+
     static func describe(_ error: DecodingError) -> String {
         func path(_ codingPath: [any CodingKey]) -> String {
             let p = codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
@@ -238,9 +251,9 @@ struct BodyCodec: Sendable {
         case .keyNotFound(let key, let c):
             return "missing field '\(key.stringValue)' in \(path(c.codingPath))"
         case .typeMismatch(let type, let c):
-            return "\(path(c.codingPath)) has the wrong type: expected \(type)"
+            return "\(path(c.codingPath)) has the wrong type: expected \(jsonKind(type))"
         case .valueNotFound(let type, let c):
-            return "\(path(c.codingPath)) must not be null: expected \(type)"
+            return "\(path(c.codingPath)) must not be null: expected \(jsonKind(type))"
         @unknown default:
             return "request body could not be decoded"
         }
