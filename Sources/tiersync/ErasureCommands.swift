@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import TiersyncCore
+import TiersyncRules
 import TiersyncStore
 
 /// `tiersync erase`: erase a customer and everything linked to it, here and, through the
@@ -25,6 +26,8 @@ struct Erase: ParsableCommand {
             throw CLIError("cannot erase from '\(table)': erasure starts from a customer (tables: \(Erasure.SubjectTable.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         let store = try node.open()
+        // Erased here before: said so, not as if it had just been done (helper 94).
+        let before = try store.erasures().first { $0.subjectTable == subject.rawValue && $0.subjectID == id }
         let done: ErasureRecord
         do {
             done = try store.erase(subject, id: id)
@@ -39,6 +42,11 @@ struct Erase: ParsableCommand {
             let entries = done.logEntries == 0 && done.records > 0
                 ? "no change-log entry held their values (compaction folds old entries into the records)"
                 : "values of \(done.logEntries) change-log entr\(done.logEntries == 1 ? "y" : "ies") \(done.unsentDropped > 0 ? "(\(done.unsentDropped) not yet sent, dropped) " : "")gone"
+            if let before {
+                print("\(table)/\(id) was erased here before, as \(before.erasureID) at \(Timestamp.format(before.erasedAtMillis)): nothing more to erase")
+                print("then: \(done.records) record(s), \(entries); files clean: \(done.filesCleanAtMillis != nil ? "yes" : "not yet")")
+                return
+            }
             print("erased \(table)/\(id) as \(done.erasureID): \(done.records) record(s), \(entries); files clean: \(done.filesCleanAtMillis != nil ? "yes" : "not yet")")
             print("digest of what was erased (`tiersync erasures --verify` recomputes it from the store): \(done.digest)")
             if try store.identity()?.parent == nil {

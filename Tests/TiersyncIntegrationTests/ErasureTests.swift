@@ -174,6 +174,10 @@ struct ErasureTests {
             try await eventually(timeout: 30, "cust-x reaches HQ") { try await Self.holds(hq, "customers", "cust-x") }
             let out = try Child.run(["erase", "--db", dir.path + "/de-d1.sqlite", "customers", "cust-x"])
             #expect(out.contains("erased customers/cust-x"), "\(out)")
+            // Asked again: said to be done before, not done again (it read as a new erasure).
+            let again = try Child.run(["erase", "--db", dir.path + "/de-d1.sqlite", "customers", "cust-x"])
+            #expect(again.contains("customers/cust-x was erased here before, as era-") && again.contains("nothing more to erase") && !again.contains("syncs with the next push"),
+                    "\(again)")
             try await eventually(timeout: 30, "HQ erased cust-x") { try await !Self.holds(hq, "customers", "cust-x") }
             // f1 never held cust-x, nor did fr: both take the dialogue; HQ refuses it.
             try f1.store.commit([.upsert("interactions", id: "int-f", ["customer_id": "cust-x", "topic": "brakes", "channel": "phone",
