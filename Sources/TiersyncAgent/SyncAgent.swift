@@ -727,11 +727,10 @@ public final class SyncAgent: Sendable {
                     waits += 1
                     try await Task.sleep(for: .milliseconds(20))
                 }
-                let done = try store.takeUpstreamRefusals(fresh, from: parent)
+                let done = try await store.takeUpstreamRefusalsOffPool(fresh, from: parent)
                 if !done.toErase.isEmpty {
-                    let erased = try await store.eraseRefusedOffPool(done.toErase.map { ($0.refusal, $0.change) })
                     logger.notice("erased records whose changes were refused above the parent as erased", metadata: [
-                        "records": "\(erased)", "changes": "\(done.toErase.count)"])
+                        "records": "\(done.erasedRecords)", "changes": "\(done.toErase.count)"])
                     await onPulled()
                 }
                 let outcomes: [(refusals: [RejectedChange], level: Logger.Level, message: Logger.Message)] = [
@@ -739,7 +738,7 @@ public final class SyncAgent: Sendable {
                     (done.notKept, .error, "a change this node made was refused above its parent for good and withdrawn; the quarantine's quota is full, so it was not kept"),
                     (done.passedOn, .warning, "a change this node relayed was refused above its parent for good; dropped and passed on to the child it came from"),
                     (done.sendAgain, .notice, "the parent let go of changes it no longer relays for (this node, or the child they came from, was moved away after the parent took them); sending them again from the one named"),
-                    (done.ignored, .error, "the parent passed down a notice that is not a refusal of a change logged here as outside its maker's scope; ignored"),
+                    (done.ignored, .error, "the parent passed down a notice that is not a refusal of a change this node sent up, as outside its maker's scope or as erased; ignored"),
                 ]
                 for (refusals, level, message) in outcomes {
                     for refusal in refusals {

@@ -311,6 +311,14 @@ extension NodeStore {
     /// this node is not a replica of the request).
     @discardableResult
     public func eraseRefused(_ refused: [(refusal: RejectedChange, change: Change)], nowMillis: UInt64 = WallClock.nowMillis()) throws -> Int {
+        try writer.write { db in try eraseRefused(db, refused, fromNotice: false, nowMillis: nowMillis) }
+    }
+
+    /// ``eraseRefused(_:nowMillis:)`` in `db`'s transaction. `fromNotice`: the refusals came
+    /// as notices a parent passed down (``takeUpstreamRefusals(_:from:nowMillis:)``), not in
+    /// the answer to a push of this node: never taken for the request's own id (which would
+    /// make this node one of its replicas, and acknowledge it), only under a local id.
+    func eraseRefused(_ db: Database, _ refused: [(refusal: RejectedChange, change: Change)], fromNotice: Bool, nowMillis: UInt64) throws -> Int {
         let judged = refused.compactMap { pair -> (change: Change, erased: ErasedReference, own: Bool, refusal: RejectedChange)? in
             let (r, change) = pair
             guard r.code == .erased, let erased = r.erased, erased.isValid(in: schema), r.origin == change.origin, r.originSeq == change.originSeq,
@@ -324,7 +332,7 @@ extension NodeStore {
         guard !judged.isEmpty else { return 0 }
         let refusedIdentities = Set(judged.map { "\($0.change.origin)#\($0.change.originSeq)" })
         let refusedVersions = Set(judged.map { FieldVersion(hlc: $0.change.hlc, node: $0.change.origin) })
-        return try writer.write { db in
+        do {
             var erased = 0
             func isNoted(_ table: String, _ id: String) throws -> Bool {
                 try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_erased_records WHERE tbl = ? AND id = ?)", arguments: [table, id]) ?? false
@@ -357,7 +365,7 @@ extension NodeStore {
                 // the request holding none of it, and refused the history the dealer re-sent).
                 // It is erased under the request's id and acknowledged, so HQ's ledger does
                 // not wait for it for good.
-                let isRequest = own && !reference.erasure.contains("/") && RecordID.isValid(reference.erasure)
+                let isRequest = !fromNotice && own && !reference.erasure.contains("/") && RecordID.isValid(reference.erasure)
                     && Erasure.SubjectTable(rawValue: reference.table) != nil
                 // Otherwise one local id per refused record, from the request's own id (a
                 // parent's refusal may name a local id of its own: never nested further).

@@ -93,6 +93,17 @@ extension NodeStore {
         try writer.write { db in try db.execute(sql: "DELETE FROM ts_meta WHERE key = ?", arguments: [MetaKey.upstreamRefusalsTaken.rawValue]) }
     }
 
+    /// ``takeUpstreamRefusals(_:from:nowMillis:)`` off the cooperative pool (an erasure it
+    /// makes reads the log of every table linking to the record), then, when it erased
+    /// anything, the files' cleaning (``finishErasures(wallMillis:)``).
+    public func takeUpstreamRefusalsOffPool(_ notices: [UpstreamRefusal], from parent: NodeID) async throws -> UpstreamRefusalsTaken {
+        try await offCooperativePool {
+            let taken = try self.takeUpstreamRefusals(notices, from: parent)
+            if !taken.toErase.isEmpty { try self.finishErasures() }
+            return taken
+        }
+    }
+
     /// Takes notices `parent` passed down, in one transaction: each names a change this node
     /// sent up that a node above the parent refused for good, and the parent dropped. This
     /// node's own change is withdrawn from its record (``withdrawLogged(_:_:_:seq:)``) and set
@@ -111,6 +122,7 @@ extension NodeStore {
             // A store without a node has nothing of its own to withdraw; the numbers are still
             // remembered as taken (else every pull named them as newer).
             let me = try Self.identity(db)?.node
+            var acknowledged: Int64?
             for notice in notices {
                 guard let me else { break }
                 let refusal = notice.refusal
@@ -124,15 +136,28 @@ extension NodeStore {
                     continue
                 }
                 // A change refused above as a change of erased data, or naming it: erased here
-                // as a refusal of this node's own push is (``eraseRefused(_:nowMillis:)``, which
-                // judges the notice against the change and passes it on to the child it came
-                // from), after this transaction.
+                // as a refusal of this node's own push is (``eraseRefused(_:_:fromNotice:nowMillis:)``,
+                // which judges the notice against the change and passes it on to the child it
+                // came from), in this transaction. Only a change this node sent up: its own
+                // or one it relayed from a child, taken by the parent or waiting to be sent
+                // again (a notice naming a change that came from above had a hostile parent
+                // erase whatever it named).
                 if refusal.code == .erased {
+                    if acknowledged == nil {
+                        acknowledged = try Int64.fetchOne(db, sql: "SELECT value FROM ts_cursors WHERE name = ?", arguments: [Self.parentPushCursor]) ?? 0
+                    }
                     if let entry = try Self.fetchLogged(db, sql: """
-                        SELECT \(Self.loggedColumns(of: nil)) FROM ts_changes WHERE origin = ? AND origin_seq = ? AND op != '\(Self.erasedOp)'
-                        """, arguments: [refusal.origin.rawValue, refusal.originSeq]).first,
+                        SELECT \(Self.loggedColumns(of: nil)) FROM ts_changes c WHERE origin = ? AND origin_seq = ? AND op != '\(Self.erasedOp)'
+                          AND ((source = '\(ChangeSource.local.rawValue)' AND origin = ?) OR source = '\(ChangeSource.child.rawValue)')
+                          AND (seq <= ? OR EXISTS (SELECT 1 FROM ts_push_retries p WHERE p.origin = c.origin AND p.origin_seq = c.origin_seq))
+                        """, arguments: [refusal.origin.rawValue, refusal.originSeq, me.rawValue, acknowledged ?? 0]).first,
                        entry.change.table == refusal.table, entry.change.recordID == refusal.recordID {
                         taken.toErase.append(UpstreamErasure(refusal: refusal, change: entry.change))
+                    } else if try !(Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ts_changes WHERE origin = ? AND origin_seq = ? AND op = '\(Self.erasedOp)')",
+                                                  arguments: [refusal.origin.rawValue, refusal.originSeq]) ?? false) {
+                        // Erased here already (a notice taken twice changes nothing); anything
+                        // else is not this node's to act on.
+                        taken.ignored.append(refusal)
                     }
                     continue
                 }
@@ -199,6 +224,11 @@ extension NodeStore {
                 }
             }
             if !taken.passedOn.isEmpty { hasUpstreamRefusals.store(true, ordering: .relaxed) }
+            // In this transaction, with the numbers taken: a failure takes nothing, and the
+            // notices are asked for again (taken after, a crash between lost them for good).
+            if !taken.toErase.isEmpty {
+                taken.erasedRecords = try eraseRefused(db, taken.toErase.map { ($0.refusal, $0.change) }, fromNotice: true, nowMillis: nowMillis)
+            }
             let before = try Self.upstreamRefusalsTaken(db, from: parent)
             try Self.setMeta(db, .upstreamRefusalsTaken, "\(parent.rawValue) \(max(before, highest))")
             return taken
@@ -226,9 +256,11 @@ public struct UpstreamErasure: Sendable, Equatable {
 
 public struct UpstreamRefusalsTaken: Sendable, Equatable {
     /// Changes refused above as changes of erased data (or naming it), relayed or this
-    /// node's own: to erase here (``NodeStore/eraseRefusedOffPool(_:)``), which passes the
-    /// notice on to the child a relayed one came from.
+    /// node's own, erased here in the take's transaction (passing the notice on to the child
+    /// a relayed one came from); ``NodeStore/finishErasuresOffPool()`` then cleans the files.
     public var toErase: [UpstreamErasure] = []
+    /// Records those erasures took.
+    public var erasedRecords = 0
     /// This node's own changes withdrawn and set aside in its quarantine.
     public var setAside: [RejectedChange] = []
     /// This node's own changes withdrawn but not kept: its quarantine's quota was full.

@@ -137,6 +137,36 @@ struct RefusedRelayStoreTests {
     }
 
     @Test("""
+    an `erased` notice erases only a change this node sent up (its own taken by the parent, or one it relayed from a \
+    child), in the take's transaction and under a local id (never acknowledged as the request); one naming a change \
+    that came from above, or one not sent yet, erases nothing (a hostile parent had the node erase whatever it named)
+    """)
+    func erasedNotices() async throws {
+        let dir = try TempDir()
+        let d1 = try makeStore(dir, "d1", parent: "mid")
+        let fromAbove = Change(origin: "hq", originSeq: 1, hlc: HLCTimestamp(wallMillis: WallClock.nowMillis() - 1_000, counter: 0), table: "customers",
+                               recordID: "c-hq", op: .upsert, fields: ["last_name": "From HQ", "owning_dealer": "d1"])
+        #expect(try await d1.applyIncoming([fromAbove], from: "mid", source: .parent, checkSkew: false).applied == 1)
+        try d1.commit([.upsert("interactions", id: "i-sent", ["customer_id": "c-gone", "summary": "sent"])])
+        let sent = try #require(try d1.lineage(recordID: "i-sent").first)
+        try d1.setCursor(NodeStore.parentPushCursor, sent.seq)
+        try d1.commit([.upsert("interactions", id: "i-unsent", ["customer_id": "c-gone", "summary": "not yet"])])
+        let unsent = try #require(try d1.lineage(recordID: "i-unsent").first).change
+        func erased(_ id: Int64, _ change: Change) -> UpstreamRefusal {
+            UpstreamRefusal(id: id, refusal: RejectedChange(change: change, rejection: ErasureRefusal.rejection(table: change.table, id: change.recordID, erasureID: "era-abc")))
+        }
+        let taken = try d1.takeUpstreamRefusals([erased(1, fromAbove), erased(2, unsent), erased(3, sent.change)], from: "mid")
+        #expect(taken.ignored.map(\.recordID) == ["c-hq", "i-unsent"] && taken.toErase.map(\.change) == [sent.change] && taken.erasedRecords == 1, "\(taken)")
+        #expect(try d1.record(table: "customers", id: "c-hq") != nil && d1.record(table: "interactions", id: "i-unsent") != nil)
+        #expect(try d1.record(table: "interactions", id: "i-sent") == nil)
+        #expect(try d1.erasures().map(\.erasureID) == ["era-abc/interactions/i-sent"], "a local id: not one of the request's replicas")
+        #expect(try d1.upstreamRefusalsTaken(from: "mid") == 3)
+        // Taken again (numbers reset): nothing more, nothing ignored.
+        let again = try d1.takeUpstreamRefusals([erased(4, sent.change)], from: "mid")
+        #expect(again.ignored.isEmpty && again.toErase.isEmpty, "\(again)")
+    }
+
+    @Test("""
     a notice withdraws nothing that is not what a parent passes down (another refusal, another record), nor an \
     erased record's entry (the erasure's proof stays whole); a relaying node drops the change even behind a retry of \
     its record (the parent dropped it already); a country keeps the newest notices per child only

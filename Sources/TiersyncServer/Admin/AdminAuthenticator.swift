@@ -47,7 +47,10 @@ public struct AdminAuthenticator: Sendable {
         }
         let digest = Self.digest(secret)
         guard let (token, user) = try await accounts.adminToken(digest: digest, nowMillis: WallClock.nowMillis()) else {
-            throw APIError(.unauthorized, "unauthenticated", "the session or token is unknown, expired or revoked: log in again")
+            // One answer for all; it names where tokens live (helper 94: HQ's API token at a
+            // country node read as revoked).
+            throw APIError(.unauthorized, "unauthenticated",
+                           "the session or token is unknown here, expired or revoked: log in again (sessions and API tokens are known where they were issued: one issued at HQ is not known at a country node, where you log in with your password)")
         }
         var csrf: String?
         if case .session = presented {
