@@ -80,9 +80,10 @@ public struct GovernancePublisher: Sendable {
         return try await roll(out: version, to: targets, reason: targets == nil ? "rollout v\(version) to everyone" : "rollout v\(version) to \(targets!.map(\.rawValue).joined(separator: ", "))", nowMillis: nowMillis)
     }
 
-    /// Puts every node back on release `version` (default: the newest release older than
-    /// the newest one in force that a rollout once gave every node — never a trial's
-    /// release, which the nodes outside the trial never ran).
+    /// Puts every node back on release `version` (default: undoes the rollout in force — with
+    /// trials, the release it gives every node outside them; else the release the newest
+    /// earlier rollout gave everyone that is older than the one it gives now; never a trial's
+    /// release, nor one an earlier rollback withdrew).
     public func rollback(to version: Int? = nil, nowMillis: UInt64 = WallClock.nowMillis()) async throws -> Rollout {
         let history = try await rollouts()
         guard let current = history.last else { throw GovernancePublishError("nothing to roll back: no release was rolled out yet") }

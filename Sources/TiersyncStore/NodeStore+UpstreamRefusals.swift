@@ -1,6 +1,7 @@
 // Refusals passed down (`ts_upstream_refusals`). A country relays its dealers' changes; when
 // HQ refuses one as outside the scope of the dealer that made it, the country drops it
-// (NodeStore+Retries) and keeps a notice for the child it came from. The child asks for its
+// (NodeStore+Retries) and keeps a notice for the child it came from; when HQ refuses one as
+// erased data, the country erases its copy and keeps a notice alike (NodeStore+Erasure). The child asks for its
 // notices (`GET /v1/refusals`, when a pull's `Tiersync-Refusals` header names a newer one)
 // and drops its copy in turn: the maker sets its write aside in its quarantine, with the
 // reason, and a node that only relayed it passes the notice on to its own child. Without
