@@ -1,10 +1,11 @@
 // Refusals passed down (`ts_upstream_refusals`). A country relays its dealers' changes; when
 // HQ refuses one as outside the scope of the dealer that made it, the country drops it
 // (NodeStore+Retries) and keeps a notice for the child it came from; when HQ refuses one as
-// erased data, the country erases its copy and keeps a notice alike (NodeStore+Erasure). The child asks for its
-// notices (`GET /v1/refusals`, when a pull's `Tiersync-Refusals` header names a newer one)
-// and drops its copy in turn: the maker sets its write aside in its quarantine, with the
-// reason, and a node that only relayed it passes the notice on to its own child. Without
+// erased data, the country erases its copy and keeps a notice alike (NodeStore+Erasure).
+// The child asks for its notices (`GET /v1/refusals`, when a pull's `Tiersync-Refusals`
+// header names a newer one) and drops its copy in turn: the maker sets its write aside in its
+// quarantine, with the reason (or erases it, for an erased one), and a node that only relayed
+// it passes the notice on to its own child. Without
 // this the maker kept a write that could never land: its copy of the record differed from
 // every other copy for good, and `status` called the change acknowledged.
 
@@ -247,7 +248,6 @@ extension NodeStore {
     }
 }
 
-/// What ``NodeStore/takeUpstreamRefusals(_:from:nowMillis:)`` did.
 /// A notice of a change refused above as erased, with the change as logged here: what
 /// ``NodeStore/eraseRefused(_:nowMillis:)`` takes.
 public struct UpstreamErasure: Sendable, Equatable {
@@ -255,10 +255,11 @@ public struct UpstreamErasure: Sendable, Equatable {
     public var change: Change
 }
 
+/// What ``NodeStore/takeUpstreamRefusals(_:from:nowMillis:)`` did.
 public struct UpstreamRefusalsTaken: Sendable, Equatable {
     /// Changes refused above as changes of erased data (or naming it), relayed or this
     /// node's own, erased here in the take's transaction (passing the notice on to the child
-    /// a relayed one came from); ``NodeStore/finishErasuresOffPool()`` then cleans the files.
+    /// a relayed one came from); ``NodeStore/takeUpstreamRefusalsOffPool(_:from:)`` then cleans the files.
     public var toErase: [UpstreamErasure] = []
     /// Records those erasures took.
     public var erasedRecords = 0

@@ -74,7 +74,7 @@ struct BodyCodec: Sendable {
     /// ``offPoolBytes``) first reserves its inflated size in ``pushMemory``, read from its
     /// gzip trailer before anything is inflated, and is inflated no further than that; the
     /// caller holds the reservation until its answer is made. A body whose trailer declares
-    /// more than the push limit is refused before it is inflated.
+    /// more than the push limit reserves the limit, and is inflated up to it.
     func decodePush(from request: Request, tenant: TenantID) async throws -> (push: PushRequest, held: PushMemoryBudget.Reservation?) {
         let maxBytes = maxBytes(.push)
         let raw = try await collect(request, upTo: min(limits.maxRequestBytes, maxBytes))
@@ -225,7 +225,6 @@ struct BodyCodec: Sendable {
 
     static let noSniff = HTTPField.Name("X-Content-Type-Options")!
 
-    /// A decoding error as a sentence naming where in the body it happened.
     /// The JSON a Swift type is read from, as a client knows it ("an object", not
     /// `Dictionary<String, Any>`, which named the hub's implementation to every caller).
     static func jsonKind(_ type: Any.Type) -> String {
@@ -239,6 +238,7 @@ struct BodyCodec: Sendable {
         return "another kind of value"
     }
 
+    /// A decoding error as a sentence naming where in the body it happened.
     static func describe(_ error: DecodingError) -> String {
         func path(_ codingPath: [any CodingKey]) -> String {
             let p = codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
