@@ -302,8 +302,9 @@ struct GovernanceReader {
         case .level:
             guard case .string(let s) = value, levels.contains(s) else { return fail("'\(raw.prefix(40))'") }
             return value
-        case .duration:
-            guard case .string(let s) = value, let d = GovernanceDuration(s), d.seconds <= GovernanceDuration.maxSeconds else { return fail("'\(raw.prefix(40))'") }
+        case .duration(let allowsZero):
+            guard case .string(let s) = value, let d = GovernanceDuration(s), d.seconds <= GovernanceDuration.maxSeconds,
+                  allowsZero || d.seconds > 0 else { return fail("'\(raw.prefix(40))'") }
             return .string(d.description)
         case .integer(let range):
             // Compared as a double first: converting 1e19 (or inf, nan) to Int traps.
@@ -332,7 +333,8 @@ struct GovernanceReader {
         case .text(let max): "text of 1 to \(max) characters"
         case .identifier: "an identifier (lowercase letters, digits, '-')"
         case .level: levels.isEmpty ? "a level name" : "a level: one of \(levels.joined(separator: ", "))"
-        case .duration: "a duration like 20s, 15m, 4h, 2d or 1w, at most \(GovernanceDuration(seconds: GovernanceDuration.maxSeconds))"
+        case .duration(let allowsZero):
+            "a duration like 20s, 15m, 4h, 2d or 1w, \(allowsZero ? "" : "more than 0s (it would fall due the moment a dialogue is created), ")at most \(GovernanceDuration(seconds: GovernanceDuration.maxSeconds))"
         case .integer(let r): "an integer from \(r.lowerBound) to \(r.upperBound)"
         case .number: "a number"
         case .boolean: "true or false"

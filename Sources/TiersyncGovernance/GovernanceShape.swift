@@ -8,7 +8,9 @@ indirect enum Shape: Sendable {
     case identifier
     /// One of the tenant's level names (`governance.levels`).
     case level
-    case duration
+    /// A ``GovernanceDuration``; `0s` only where zero means something (`sla_breached_by: 0s`:
+    /// at the SLA). An SLA of `0s` would be due the moment a dialogue is created.
+    case duration(allowsZero: Bool)
     case integer(ClosedRange<Int>)
     case number
     case boolean
@@ -60,7 +62,7 @@ enum Sections {
             .optional("description", .text(maxLength: 4000)),
             .required("formula", .record([
                 .required("kind", .choice(Vocabulary.kpiKinds)), .optional("channel", .choice(Vocabulary.channels)),
-                .optional("answered_within", .duration), .optional("within", .duration),
+                .optional("answered_within", .duration(allowsZero: true)), .optional("within", .duration(allowsZero: true)),
             ])),
             .required("target", .record([.optional("at_least", .number), .optional("at_most", .number)])),
             .required("unit", .choice(["percent", "seconds"])),
@@ -87,13 +89,13 @@ enum Sections {
             ])),
             .required("then", .record([
                 .required("level", .level), .required("queue", .identifier),
-                .required("priority", .integer(1...5)), .required("sla", .duration),
+                .required("priority", .integer(1...5)), .required("sla", .duration(allowsZero: false)),
             ])),
         ],
         "escalation": [
             .required("id", .identifier), .optional("description", .text(maxLength: 4000)),
             .required("when", .record([
-                .required("level", .level), .optional("sla_breached_by", .duration), .optional("unanswered_for", .duration),
+                .required("level", .level), .optional("sla_breached_by", .duration(allowsZero: true)), .optional("unanswered_for", .duration(allowsZero: false)),
             ])),
             .required("then", .record([
                 .required("level", .level), .required("queue", .identifier),

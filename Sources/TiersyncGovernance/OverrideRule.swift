@@ -57,7 +57,7 @@ public enum OverrideBound: Sendable, Hashable, Codable, CustomStringConvertible 
             guard let p = proposed.stringValue.flatMap(GovernanceDuration.init) else {
                 return .failure(.wrongType("a duration like 2h"))
             }
-            guard p.seconds > 0 || b.seconds == 0 else { return .failure(.outOfBounds("a duration of 0 removes the deadline")) }
+            guard p.seconds > 0 || b.seconds == 0 else { return .failure(.outOfBounds("0s would fall due the moment a dialogue is created")) }
             return p <= b ? .success(.string(p.description)) : .failure(.outOfBounds("\(p) is longer than HQ's \(b)"))
         case .rename:
             // Counted in bytes too: 100 "characters" of combining marks can be megabytes, and

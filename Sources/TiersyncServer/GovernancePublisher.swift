@@ -44,6 +44,7 @@ public struct GovernancePublisher: Sendable {
         guard compiled.tenant == tenant.rawValue else {
             throw GovernancePublishError("the sources are for tenant '\(compiled.tenant)' (governance.tenant), not '\(tenant)'")
         }
+        let targets = targets.map(Self.distinct)
         try check(targets)
         // The next number, taken only if no other publisher took it meanwhile (two
         // administrators publishing at once, from one process or two): a published release
@@ -72,6 +73,7 @@ public struct GovernancePublisher: Sendable {
     /// nodes on what they had.
     @discardableResult
     public func rollout(release version: Int, targets: [NodeID]?, nowMillis: UInt64 = WallClock.nowMillis()) async throws -> Rollout {
+        let targets = targets.map(Self.distinct)
         try check(targets)
         let published = try await releases()
         guard published.contains(where: { $0.version == version }) else {
@@ -208,6 +210,13 @@ public struct GovernancePublisher: Sendable {
 
     static func contended(_ kind: String) -> GovernancePublishError {
         GovernancePublishError("another publisher took each next \(kind) number \(attempts) times in a row; nothing of this one was published: try again")
+    }
+
+    /// `targets` without repeats, in the order given: `--targets de,de` was recorded twice in
+    /// the rollout (helper 95).
+    static func distinct(_ targets: [NodeID]) -> [NodeID] {
+        var seen = Set<NodeID>()
+        return targets.filter { seen.insert($0).inserted }
     }
 
     private func check(_ targets: [NodeID]?) throws {

@@ -186,7 +186,7 @@ extension Admin {
                 guard let record = try await opened.catalog.node(nodeID, of: tenantID) else {
                     throw CLIError("no node '\(node)' in tenant '\(tenant)' (enroll it first)")
                 }
-                guard record.role == "country" else { throw CLIError("'\(node)' is a \(record.role); only countries publish overlays") }
+                guard record.role == "country" else { throw CLIError("'\(node)' is \(record.role == "hq" ? "the tenant's root" : "a \(record.role)"); only countries publish overlays") }
                 let hqKey = try Admin.loadSigningKey(try hub.releaseKeyPath(key, tenant: tenantID))
                 guard try await opened.catalog.releaseKey(of: tenantID) == hqKey.publicKey.base64 else {
                     throw CLIError("this key (\(hqKey.publicKey)) is not the release key registered for \(tenant); nodes would refuse its certificates")

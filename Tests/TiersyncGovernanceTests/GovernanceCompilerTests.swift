@@ -121,6 +121,19 @@ struct GovernanceCompilerTests {
             allocation:
               - {id: all, when: {}, then: {level: dealer, queue: q-de, priority: 3, sla: 3660d}}
             """).isEmpty)
+        // An SLA of 0s falls due the moment a dialogue is created: refused at HQ as an overlay
+        // refuses it (it was accepted here and refused there, helper 95); `sla_breached_by: 0s`
+        // (at the SLA) stays.
+        issues = compile("""
+            allocation:
+              - {id: all, when: {}, then: {level: dealer, queue: q-de, priority: 3, sla: 0s}}
+            escalation:
+              - {id: now, when: {level: dealer, unanswered_for: 0s}, then: {level: hq, queue: q-de}}
+              - {id: at-sla, when: {level: dealer, sla_breached_by: 0s}, then: {level: hq, queue: q-de}}
+            """)
+        #expect(issues.contains { $0.field == "allocation.all.then.sla" && $0.message.contains("more than 0s") }, "\(issues)")
+        #expect(issues.contains { $0.field == "escalation.now.when.unanswered_for" && $0.message.contains("more than 0s") }, "\(issues)")
+        #expect(!issues.contains { $0.field.hasPrefix("escalation.at-sla.when") }, "\(issues)")
     }
 
     @Test("a proactive contact needs consent for its own channel, and an override's range stays inside the field's own range")

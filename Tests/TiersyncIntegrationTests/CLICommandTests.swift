@@ -499,6 +499,9 @@ struct CLICommandTests {
         let key = try JSONDecoder().decode(OverlayKeyFile.self, from: file)
         #expect(key.tenant == "automaker" && key.node == "de")
         #expect(try FileManager.default.attributesOfItem(atPath: dir.path + "/de-overlay.key")[.posixPermissions] as? Int == 0o600)
+        // The root is named as the root (it said "'hq' is a hq", helper 95).
+        let root = try await tiersync(["admin", "overlay-key", "--data", data, "--tenant", "automaker", "--node", "hq", "--out", "hq-overlay.key"], cwd: dir.path)
+        #expect(root.status != 0 && (root.out + root.err).contains("'hq' is the tenant's root; only countries publish overlays"), "\(root)")
     }
 
     @Test("options naming an impossible port or a missing or unusable file are refused at once, naming the option and the file; none traps")
