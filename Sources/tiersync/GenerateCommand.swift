@@ -65,6 +65,7 @@ struct Generate: AsyncParsableCommand {
         let path = try store.meta(AllocationPolicy.pathMeta)?.split(separator: "/").map(String.init)
         let ownCountry = Self.countryOf(identity.parent == nil ? "" : identity.node.rawValue, path: path) ?? "DE"
         let owners = try await resolveOwners(identity: identity, ownCountry: ownCountry)
+        try Self.checkOwners(owners.map(\.node), identity: identity, path: path, levels: try Self.levels(store, identity: identity))
         let generator = DataGenerator(catalogue: .of(kind), seed: seed, node: identity.node.rawValue, isRoot: identity.parent == nil,
                                       owners: owners, country: ownCountry, nowMillis: nowMillis, months: months, scale: scale)
         let interactionsTable = store.schema.table(DomainSchema.interactions.name)
@@ -119,6 +120,30 @@ struct Generate: AsyncParsableCommand {
             let parent = node.parent.flatMap { $0 == identity.node ? nil : $0.rawValue }
             return (node.node.rawValue, parent.flatMap { Self.countryCode($0) } ?? Self.countryOf(node.node.rawValue, path: nil) ?? ownCountry)
         }
+    }
+
+    /// Refuses owners the node's parent would refuse as out of its reach (helper 95: at a
+    /// dealer, `--dealers` named a sibling and an unknown node; the parent refused those
+    /// customers as `forbidden` and the agent retried them for good): a dealer (or an agent),
+    /// the last level of the tenant's tree, owns what it writes itself; no node hands its
+    /// customers to an ancestor. A country's own dealers are known to its hub, not to its
+    /// store, so below a country the parent judges.
+    static func checkOwners(_ owners: [String], identity: NodeIdentity, path: [String]?, levels: Int?) throws {
+        guard identity.parent != nil, let path else { return }
+        let ancestors = Set(path.dropLast())
+        if let above = owners.first(where: ancestors.contains) {
+            throw CLIError("'\(above)' in --dealers is above \(identity.node) (\(path.joined(separator: "/"))): customers written here belong to \(identity.node) or nodes below it")
+        }
+        if let levels, path.count >= levels, let other = owners.first(where: { $0 != identity.node.rawValue }) {
+            throw CLIError("'\(other)' in --dealers is not \(identity.node): \(identity.node) is at the last level of its tree (\(path.joined(separator: "/"))) and writes customers it owns itself; its parent would refuse others as forbidden")
+        }
+    }
+
+    /// How many levels the tenant's tree has, from the governance in force (nil: none yet).
+    static func levels(_ store: NodeStore, identity: NodeIdentity) throws -> Int? {
+        guard let json = try store.appliedGovernance()?.effective,
+              let config = try? JSONDecoder().decode(ConfigValue.self, from: Data(json.utf8)) else { return nil }
+        return config[path: "governance.levels"]?.listValue?.count
     }
 
     /// A node id that reads as a country (`de`, `fr`).

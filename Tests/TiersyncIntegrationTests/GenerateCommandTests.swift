@@ -272,6 +272,15 @@ struct GenerateCommandTests {
                 try berlin.store.appliedGovernance()?.release == 1 && berlin.store.meta(AllocationPolicy.pathMeta) == "hq/de/de-berlin"
             }
 
+            // A dealer owns what it writes: a sibling, an unknown node or its country named as
+            // owners are refused before anything is written (its parent refused those
+            // customers as forbidden, helper 95).
+            for (others, expected) in [("de-munich", "'de-munich' in --dealers is not de-berlin"), ("de-berlin,nowhere", "'nowhere' in --dealers is not de-berlin"),
+                                       ("de", "'de' in --dealers is above de-berlin (hq/de/de-berlin)")] {
+                let refused = try Child.capture(["generate", "--db", dir.path + "/de-berlin.sqlite", "--months", "1", "--now", Self.now, "--dealers", others])
+                #expect(refused.status != 0 && refused.output.contains(expected), "\(refused.output)")
+            }
+            #expect(try berlin.store.liveRecords(table: "customers").isEmpty)
             let out = try Child.run(["generate", "--db", dir.path + "/de-berlin.sqlite", "--months", "1", "--seed", "5", "--now", Self.now,
                                      "--scale", "0.5"])
             #expect(out.contains("of automaker data at node de-berlin") && out.contains("customers owned by de-berlin"), "\(out)")
