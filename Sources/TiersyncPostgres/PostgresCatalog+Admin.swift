@@ -93,16 +93,22 @@ extension PostgresCatalog: AdminAccountStore {
         }
     }
 
-    public func recordLoginFailure(_ name: String, of tenant: TenantID, nowMillis: UInt64) async throws -> Int {
+    public func countLoginAttempt(_ name: String, of tenant: TenantID, nowMillis: UInt64) async throws -> LoginAttempt {
         try await transaction { db in
+            // The row locked first: attempts at once on several hub processes count one after another.
+            guard let held = try await db.rows("""
+                SELECT locked_until FROM tiersync_catalog.admin_users WHERE tenant = \(tenant.rawValue) AND name = \(name) FOR UPDATE
+                """).first else { return .counted(failures: 0) }
+            let lockedUntil = try held.decode(Int64.self)
+            if lockedUntil > Int64(clamping: nowMillis) { return .locked(untilMillis: UInt64(lockedUntil)) }
             guard let row = try await db.rows("""
                 UPDATE tiersync_catalog.admin_users SET failed_logins = failed_logins + 1
                 WHERE tenant = \(tenant.rawValue) AND name = \(name) RETURNING failed_logins
-                """).first else { return 0 }
+                """).first else { return .counted(failures: 0) }
             let failures = Int(try row.decode(Int32.self))
             let until = Int64(clamping: nowMillis &+ AdminLogin.lockMillis(afterFailures: failures))
             try await db.execute("UPDATE tiersync_catalog.admin_users SET locked_until = \(until) WHERE tenant = \(tenant.rawValue) AND name = \(name)")
-            return failures
+            return .counted(failures: failures)
         }
     }
 

@@ -81,6 +81,14 @@ public struct AdminLogin: Sendable, Equatable {
     }
 }
 
+/// What counting a login attempt found (``AdminAccountStore/countLoginAttempt(_:of:nowMillis:)``).
+public enum LoginAttempt: Sendable, Equatable {
+    /// Counted: the failures in a row, this attempt included (0: no such user any more).
+    case counted(failures: Int)
+    /// The user is locked until then; nothing was counted.
+    case locked(untilMillis: UInt64)
+}
+
 /// How an admin token was made.
 public enum AdminTokenKind: String, Codable, Sendable {
     /// A console session (a cookie), from a login.
@@ -225,9 +233,12 @@ public protocol AdminAccountStore: AnyObject, Sendable {
     /// Disabling revokes every session and token of theirs in the same transaction.
     func updateAdminUser(_ name: String, of tenant: TenantID, roles: Set<AdminRole>?, disabledAtMillis: UInt64??,
                          passwordHash: String?) async throws
-    /// Counts a failed login and locks the user for ``AdminLogin/lockMillis(afterFailures:)``;
-    /// returns the failures counted so far.
-    func recordLoginFailure(_ name: String, of tenant: TenantID, nowMillis: UInt64) async throws -> Int
+    /// Counts a login about to be checked as failed, locking the user for
+    /// ``AdminLogin/lockMillis(afterFailures:)``; a success clears it (``recordLoginSuccess(_:of:)``).
+    /// When the user is locked now, counts nothing and says until when. Counted before the
+    /// password is checked, atomically: counted after, logins checked at once all passed the
+    /// lock (helper 98: of 15 sent at once, 8 had their password checked).
+    func countLoginAttempt(_ name: String, of tenant: TenantID, nowMillis: UInt64) async throws -> LoginAttempt
     /// Clears the failures after a successful login.
     func recordLoginSuccess(_ name: String, of tenant: TenantID) async throws
     /// Keeps a session or API token under the digest of its secret, within `limit`: when

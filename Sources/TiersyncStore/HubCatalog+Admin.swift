@@ -139,15 +139,18 @@ extension SQLiteCatalog: AdminAccountStore {
         }
     }
 
-    public func recordLoginFailure(_ name: String, of tenant: TenantID, nowMillis: UInt64) async throws -> Int {
+    public func countLoginAttempt(_ name: String, of tenant: TenantID, nowMillis: UInt64) async throws -> LoginAttempt {
         try await catalog.writer.write { db in
-            guard let failures = try Int.fetchOne(db, sql: """
+            guard let lockedUntil = try Int64.fetchOne(db, sql: "SELECT locked_until FROM admin_users WHERE tenant = ? AND name = ?",
+                                                       arguments: [tenant.rawValue, name]) else { return .counted(failures: 0) }
+            if lockedUntil > Int64(clamping: nowMillis) { return .locked(untilMillis: UInt64(lockedUntil)) }
+            let failures = try Int.fetchOne(db, sql: """
                 UPDATE admin_users SET failed_logins = failed_logins + 1 WHERE tenant = ? AND name = ? RETURNING failed_logins
-                """, arguments: [tenant.rawValue, name]) else { return 0 }
+                """, arguments: [tenant.rawValue, name]) ?? 0
             let locked = AdminLogin.lockMillis(afterFailures: failures)
             try db.execute(sql: "UPDATE admin_users SET locked_until = ? WHERE tenant = ? AND name = ?",
                            arguments: [Int64(clamping: nowMillis &+ locked), tenant.rawValue, name])
-            return failures
+            return .counted(failures: failures)
         }
     }
 

@@ -233,6 +233,23 @@ struct AdminAPITests {
             let long = try await f.send("POST", "/admin/v1/users", json: AdminMessages.CreateUserRequest(
                 name: "long-password", password: String(repeating: "é", count: 600), roles: [.viewer]), token: op)
             #expect(long.status == 422 && long.error?.code == "weak_password" && long.text.contains("1024 bytes"), "\(long.text)")
+            // Fifteen wrong passwords at once check at most five: the lock is taken before the
+            // check (helper 98: eight of fifteen were checked, the count read before any was
+            // recorded). The same for an account and for a name no account has.
+            for user in ["hq-op", "nobody-else"] {
+                let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                    for _ in 0..<15 {
+                        group.addTask {
+                            try await f.client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: user, password: "wrong")).status
+                        }
+                    }
+                    return try await group.reduce(into: [Int]()) { $0.append($1) }
+                }
+                #expect(statuses.count == 15 && statuses.filter { $0 == 401 }.count <= 5 && statuses.allSatisfy { $0 == 401 || $0 == 429 },
+                        "\(user): \(statuses.sorted())")
+            }
+            #expect(try await f.client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "hq-op", password: AdminFixture.password)).status == 429,
+                    "the right password is refused while locked")
         }
     }
 

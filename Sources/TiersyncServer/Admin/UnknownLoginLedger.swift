@@ -21,15 +21,13 @@ final class UnknownLoginLedger: Sendable {
 
     private static func key(_ tenant: TenantID, _ name: String) -> String { "\(tenant.rawValue)\u{0}\(name)" }
 
-    /// Until when `name` of `tenant` is locked, if it is now.
-    func lockedUntil(_ name: String, of tenant: TenantID, nowMillis: UInt64) -> UInt64? {
-        entries.withLock { $0[Self.key(tenant, name)] }.flatMap { $0.lockedUntilMillis > nowMillis ? $0.lockedUntilMillis : nil }
-    }
-
-    /// Counts one more failure of `name`, locking it as an account would be.
-    func recordFailure(_ name: String, of tenant: TenantID, nowMillis: UInt64) {
+    /// Counts an attempt of `name` as failed before its (decoy) check, locking it as an account
+    /// would be; or, when it is locked now, counts nothing and says until when: as
+    /// ``AdminAccountStore/countLoginAttempt(_:of:nowMillis:)`` does for an account.
+    func countAttempt(_ name: String, of tenant: TenantID, nowMillis: UInt64) -> LoginAttempt {
         entries.withLock { entries in
             let key = Self.key(tenant, name)
+            if let held = entries[key], held.lockedUntilMillis > nowMillis { return .locked(untilMillis: held.lockedUntilMillis) }
             if entries[key] == nil, entries.count >= Self.capacity {
                 entries = entries.filter { $0.value.lockedUntilMillis > nowMillis }
                 if entries.count >= Self.capacity, let any = entries.keys.first { entries[any] = nil }
@@ -39,6 +37,7 @@ final class UnknownLoginLedger: Sendable {
             let lock = AdminLogin.lockMillis(afterFailures: entry.failures)
             if lock > 0 { entry.lockedUntilMillis = nowMillis &+ lock }
             entries[key] = entry
+            return .counted(failures: entry.failures)
         }
     }
 }
