@@ -305,6 +305,14 @@ struct ConsoleBrowserTests {
             }
             let users = try await f.accounts.adminUsers(of: "acme")
             #expect(!users.contains { $0.name == "forged" } && users.first { $0.name == "hq-viewer" }?.isDisabled == false)
+            // With the token, a form that is not UTF-8 is refused, not read as empty (a conflict
+            // was resolved with "" from `value=%FF%FE`, helper 98); raw bytes alike.
+            let csrf = try JSONDecoder().decode(AdminMessages.Me.self, from: Data(session.text.utf8)).csrfToken
+            for body in [Data("csrf=\(csrf)&keep=value&value=%FF%FE".utf8), Data("csrf=\(csrf)&keep=value&value=".utf8) + Data([0xFF, 0xFE])] {
+                let reply = try await f.client.send("POST", "/console/conflicts/1/resolve", body: body,
+                                                    headers: [("Cookie", cookie), ("Content-Type", "application/x-www-form-urlencoded")])
+                #expect(reply.status == 400 && reply.text.contains("not valid UTF-8"), "\(reply.status) \(reply.text.prefix(300))")
+            }
         }
     }
 

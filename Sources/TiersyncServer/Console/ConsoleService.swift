@@ -455,12 +455,19 @@ struct ConsoleService: Sendable {
     /// as an error, and a large declared length waited for the body's time limit (helper 92).
     func form(_ request: Request) async throws -> [String: String] {
         let buffer = try await admin.codec.collect(request, upTo: Self.maxFormBytes)
+        // Malformed is refused, not read as empty: `value=%FF%FE` resolved a conflict with ""
+        // at HQ, which every holder then took (helper 98).
+        let malformed = APIError(.badRequest, "malformed_form", "the form is not valid UTF-8 in percent-encoding")
+        guard let body = String(validating: Array(buffer.readableBytesView), as: UTF8.self) else { throw malformed }
         var out: [String: String] = [:]
-        for pair in String(buffer: buffer).split(separator: "&") {
+        for pair in body.split(separator: "&") {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            func decode(_ s: Substring) -> String { String(s).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "" }
+            func decode(_ s: Substring) throws -> String {
+                guard let decoded = String(s).replacingOccurrences(of: "+", with: " ").removingPercentEncoding else { throw malformed }
+                return decoded
+            }
             guard let key = parts.first else { continue }
-            out[decode(key)] = parts.count > 1 ? decode(parts[1]) : ""
+            out[try decode(key)] = parts.count > 1 ? try decode(parts[1]) : ""
         }
         return out
     }
