@@ -35,9 +35,18 @@ public struct ParentOptions: ParsableArguments, Sendable {
     /// Opens the store, enrolls it on its first run, adopts a changed parent URL, and
     /// returns the agent configuration. A country node, whose hub checkpoints its store,
     /// passes ``WALCheckpointing/byOwner``.
+    ///
+    /// `servesChildren`: the caller serves the node's children too (a country node). A store
+    /// that has served its log to children is refused otherwise: run as a plain agent, a
+    /// restored country store evicted every record it held for its dealers (helper 99: 427 of
+    /// 460 customers).
     public func prepare(allowInsecureHTTP: Bool, maxSkewSeconds: UInt64 = 60,
-                        checkpointing: WALCheckpointing = .byWriter) async throws -> (NodeStore, AgentConfiguration) {
+                        checkpointing: WALCheckpointing = .byWriter, servesChildren: Bool = false) async throws -> (NodeStore, AgentConfiguration) {
         let store = try NodeStore(path: db, clock: HybridLogicalClock(maxSkewMillis: maxSkewSeconds * 1000), checkpointing: checkpointing)
+        if !servesChildren, try store.meta(MetaKey.logHistories.rawValue) != nil {
+            let node = (try? store.identity())?.node.rawValue ?? "a country"
+            throw CLIError("\(db) is the store of \(node), a node that serves its log to nodes below it: run it with `tiersync node serve --role country --db \(db) --data <its directory>`; as a plain agent it would evict the records it holds for them")
+        }
         guard let url = try parentURL ?? store.meta("parent_url") else {
             throw CLIError("--parent is required until the node has enrolled")
         }

@@ -2,6 +2,7 @@
 // and `commit`, which stamps each write with the hybrid clock and the node's next sequence
 // number, merges it into its record and logs it, all in one transaction.
 
+import Foundation
 import GRDB
 import TiersyncCore
 
@@ -92,6 +93,15 @@ extension NodeStore {
                 case .success(let valid):
                     let merged = Self.merge(valid, into: stored, table: table)
                     if let refusal = RecordMerge.erasureSubjectRefusal(of: valid, merged: merged, over: stored) { throw StoreError.rejected(refusal) }
+                    // A new record a node at the tree's last level (a dealer, an agent) routes
+                    // away from itself is outside its scope: its parent refuses it for good, and
+                    // it sat here never synced (helper 100: a vehicle written at de-berlin with
+                    // owning_dealer=de-munich). The rules' own records are judged by the rules.
+                    if stored == nil, !byRules, !merged.route.isEmpty, !merged.route.contains(me.node), try Self.isLastLevel(db) {
+                        let names = merged.route.map(\.rawValue).sorted().joined(separator: ", ")
+                        throw StoreError.rejected(ChangeRejection(.forbidden,
+                            "\(write.table)/\(write.id) would be routed to \(names) only: '\(me.node)' is at the last level of its tree and writes new records routed to itself (name it in \(table.routeFields.joined(separator: " or "))); its parent would refuse this one as outside its scope"))
+                    }
                     _ = try apply(db, &statements, valid, log: EncodedLogEntry(valid, trail: valid.trail), table: table, stored: stored,
                                   merged: merged, source: .local, from: nil, nowMillis: wallMillis)
                     made.append(valid)
@@ -104,6 +114,21 @@ extension NodeStore {
 }
 
 extension NodeStore {
+    /// Whether this node is at the last level of its tenant's tree (a dealer, an insurer's
+    /// agent): its path from the root (learned from its parent) is as long as the levels of
+    /// the governance in force. False while either is unknown.
+    static func isLastLevel(_ db: Database) throws -> Bool {
+        guard let path = try meta(db, .treePath), let effective = try appliedGovernance(db)?.effective,
+              let config = try? JSONDecoder().decode(GovernanceLevels.self, from: Data(effective.utf8)) else { return false }
+        return path.split(separator: "/").count >= config.governance.levels.count
+    }
+
+    /// The one part of an effective config ``isLastLevel(_:)`` reads.
+    private struct GovernanceLevels: Decodable {
+        struct Governance: Decodable { var levels: [String] }
+        var governance: Governance
+    }
+
     /// The fields whose change makes a write an outbound contact to check again.
     private static let contactFields: Set<String> = ["status", "requires_consent", "direction", "purpose", "channel", "customer_id"]
 

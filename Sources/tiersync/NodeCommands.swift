@@ -41,7 +41,7 @@ struct Node: AsyncParsableCommand {
             }
             defer { withExtendedLifetime(lock) {} }
             let (store, agentConfiguration) = try await parent.prepare(allowInsecureHTTP: listener.insecureDevHttp, maxSkewSeconds: maxSkew,
-                                                                       checkpointing: .byOwner)
+                                                                       checkpointing: .byOwner, servesChildren: true)
             var hubConfiguration = try listener.configuration(dataDirectory: data)
             hubConfiguration.maxClockSkewMillis = maxSkew * 1000
             // The country's hub compacts the store it shares with its agent.

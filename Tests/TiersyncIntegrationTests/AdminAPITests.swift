@@ -766,6 +766,12 @@ struct AdminAPITests {
             #expect(try await f.hub.tenantStore(for: "acme").governanceDocuments(ofKind: "release", keys: nil).count == 1)
             let again = try await f.send("POST", "/admin/v1/release-requests/\(request.id)/approve", token: reviewer)
             #expect(again.status == 409)
+            // An id no request can have is a bad parameter (it was 403 out_of_scope); an unknown one is out of scope.
+            for id in ["abc", "0", "99999999999999999999"] {
+                let bad = try await f.send("POST", "/admin/v1/release-requests/\(id)/reject", json: AdminMessages.DiscardRequest(reason: "x"), token: reviewer)
+                #expect(bad.status == 400 && bad.error?.code == "invalid_parameter", "\(id): \(bad.status) \(bad.text)")
+            }
+            #expect(try await f.send("POST", "/admin/v1/release-requests/987654/approve", token: reviewer).status == 403)
             #expect(try await f.hub.tenantStore(for: "acme").governanceDocuments(ofKind: "release", keys: nil).count == 1, "approved once, published once")
             // germany is served the release.
             let bundle = try await f.client.send("GET", "/v1/governance", credential: f.germany)

@@ -281,12 +281,21 @@ struct GenerateCommandTests {
                 #expect(refused.status != 0 && refused.output.contains(expected), "\(refused.output)")
             }
             #expect(try berlin.store.liveRecords(table: "customers").isEmpty)
+            // So is a record written by hand for another dealer (helper 100: written, then
+            // refused by de for good); one the dealer shares with a sibling is its own.
+            let vehicle = try Child.capture(["record", "put", "--db", dir.path + "/de-berlin.sqlite", "vehicles", "v-munich", "kind=vehicle",
+                                             "owning_dealer=de-munich"])
+            #expect(vehicle.status != 0 && vehicle.output.contains("vehicles/v-munich would be routed to de-munich only: 'de-berlin' is at the last level"),
+                    "\(vehicle.output)")
+            #expect(try berlin.store.record(table: "vehicles", id: "v-munich") == nil)
+            _ = try Child.run(["record", "put", "--db", dir.path + "/de-berlin.sqlite", "customers", "c-shared", "last_name=Shared",
+                               "owning_dealer=de-munich", "servicing_dealer=de-berlin"])
             let out = try Child.run(["generate", "--db", dir.path + "/de-berlin.sqlite", "--months", "1", "--seed", "5", "--now", Self.now,
                                      "--scale", "0.5"])
             #expect(out.contains("of automaker data at node de-berlin") && out.contains("customers owned by de-berlin"), "\(out)")
             let customers = try Self.records(berlin.store, "customers"), interactions = try Self.records(berlin.store, "interactions")
-            #expect(customers.count == 75 && interactions.count == 250)
-            #expect(customers.values.allSatisfy { Self.string($0, "owning_dealer") == "de-berlin" && Self.string($0, "country") == "DE" })
+            #expect(customers.count == 76 && interactions.count == 250)
+            #expect(customers.filter { $0.key != "c-shared" }.values.allSatisfy { Self.string($0, "owning_dealer") == "de-berlin" && Self.string($0, "country") == "DE" })
             Self.expectInteractions(interactions, decidedBy: "de-berlin", handlers: ["hq", "de", "de-berlin"], levels: ["hq", "country", "dealer"])
             #expect(try Self.records(berlin.store, "leads").values.allSatisfy {
                 Self.string($0, "source_node") == "de-berlin" && Self.string($0, "fulfilling_node") == "de-berlin"
@@ -297,6 +306,11 @@ struct GenerateCommandTests {
             try await eventually(timeout: 60, "HQ holds the dealer's interactions") {
                 try hq.liveRecords(table: "interactions").count == interactions.count
             }
+            // de's store, which has served its log to de-berlin, is refused to a plain agent: run so
+            // (a restored country store started the wrong way), it evicted what it held for its
+            // dealers (helper 99).
+            let asAgent = try Child.capture(["agent", "run", "--db", dir.path + "/de.sqlite"], timeout: 60)
+            #expect(asAgent.status != 0 && asAgent.output.contains("is the store of de, a node that serves its log to nodes below it"), "\(asAgent.output)")
             let atHQ = try Self.records(hq, "interactions")
             #expect(atHQ.values.filter { Self.string($0, "handling_node") == "hq" }.count
                     == interactions.values.filter { Self.string($0, "handling_node") == "hq" }.count)

@@ -110,8 +110,12 @@ extension AdminService {
     }
 
     private func pendingRequest(_ context: HubRequestContext, _ caller: AdminCaller) async throws -> ReleaseRequest {
-        guard let approvals, let raw = context.parameters.get("id"), let id = Int64(raw), id > 0,
-              let pending = try await approvals.releaseRequest(id, of: caller.user.tenant) else { throw Self.outOfScope }
+        // An id no request can have is a bad parameter, as quarantine and conflict ids are
+        // (it was 403 out_of_scope, helper 98); one that could be another tenant's is out of scope.
+        guard let raw = context.parameters.get("id"), let id = Int64(raw), id > 0 else {
+            throw APIError(.badRequest, "invalid_parameter", "a release request's id is a positive integer")
+        }
+        guard let approvals, let pending = try await approvals.releaseRequest(id, of: caller.user.tenant) else { throw Self.outOfScope }
         return pending
     }
 
