@@ -158,6 +158,7 @@ public struct CatalogDirectory: NodeDirectory {
 
     public func admit(credential: String) async throws -> Admission? {
         guard let admission = try await catalog.admission(credential: credential) else { return nil }
+        if let move = catalog.movedAway(admission.principal.tenant) { throw move.answer(admission.principal.tenant) }
         return Admission(principal: admission.principal, tree: admission.tree,
                          refusal: admission.requiredParent.map { Self.wrongParent(admission.principal, parent: $0) })
     }
@@ -184,6 +185,8 @@ public struct CatalogDirectory: NodeDirectory {
             response = try await catalog.redeem(token: request.token, via: relayer, expecting: request.expected, nowMillis: WallClock.nowMillis())
         } catch let error as NodeDecommissioned {
             throw APIError(.conflict, "decommissioned", error.description)
+        } catch let error as TenantMovedAway {
+            throw error.move.answer(error.tenant)
         }
         response.highestSeq = try await store(for: response.tenant).highestSeq(of: response.node)
         return response
@@ -247,5 +250,12 @@ public struct CatalogDirectory: NodeDirectory {
             node '\(principal.node)' syncs through its parent '\(parent)', not with HQ directly: point its agent at '\(parent)'s URL \
             (tenant '\(principal.tenant)' does not allow direct sync; `tiersync admin tenant-settings --allow-direct-sync true` would)
             """)
+    }
+}
+
+extension TenantMove {
+    /// The answer to a moved tenant's request: 410, the tenant is gone from this hub.
+    func answer(_ tenant: TenantID) -> APIError {
+        APIError(.gone, "tenant_moved", refusal(tenant))
     }
 }

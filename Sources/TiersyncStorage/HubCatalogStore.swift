@@ -1,3 +1,4 @@
+import Foundation
 import TiersyncCore
 
 /// What a hub (and the admin CLI) needs of its catalog: tenants, their node trees,
@@ -19,6 +20,10 @@ public protocol HubCatalogStore: AnyObject, Sendable {
 
     /// The node a bearer credential belongs to, or nil for an unknown or revoked one.
     func authenticate(credential: String) async throws -> Principal?
+
+    /// Where `tenant` moved to, if `tiersync admin migrate-tenant` moved it out of this
+    /// catalog (``TenantMove``); nil for a tenant served here. Read from memory.
+    func movedAway(_ tenant: TenantID) -> TenantMove?
 
     /// The tenant's tree (empty for an unknown tenant), as of this call: a change made by
     /// any process (a move, an enrollment) is seen.
@@ -154,8 +159,44 @@ public struct CatalogAdmission: Sendable {
     }
 }
 
+/// Where a tenant went when `tiersync admin migrate-tenant` moved it out of this catalog's
+/// engine: the catalog keeps the tenant's rows (a backup of what moved), and the hub answers
+/// its nodes and administrators that it no longer serves it. Without the mark, a hub started
+/// again on the old directory (a stale URL, a restart script) served the tenant beside its
+/// new hub, and a one-time enrollment token enrolled a node at both (helper 99).
+public struct TenantMove: Sendable, Equatable {
+    /// Where it went, as the migration named it (`PostgreSQL 127.0.0.1:5432/tiersync`; never a password).
+    public var target: String
+    public var movedAtMillis: UInt64
+
+    public init(target: String, movedAtMillis: UInt64) {
+        self.target = target
+        self.movedAtMillis = movedAtMillis
+    }
+
+    /// The refusal's words: "tenant 'acme' moved to … at …; this hub no longer serves it".
+    public func refusal(_ tenant: TenantID) -> String {
+        "tenant '\(tenant)' moved to \(target) at \(Date(timeIntervalSince1970: Double(movedAtMillis) / 1000).formatted(.iso8601)); this hub no longer serves it: point its nodes and administrators at the hub that does"
+    }
+}
+
+/// Thrown where a moved tenant's request reaches its old catalog (``TenantMove``).
+public struct TenantMovedAway: Error, CustomStringConvertible {
+    public var tenant: TenantID
+    public var move: TenantMove
+    public init(tenant: TenantID, move: TenantMove) {
+        self.tenant = tenant
+        self.move = move
+    }
+    public var description: String { move.refusal(tenant) }
+}
+
 // The defaults HubCatalog's methods have, for callers of either engine.
 extension HubCatalogStore {
+    /// Where `tenant` moved to, if it moved out of this catalog's engine (``TenantMove``).
+    /// Only the embedded engine's tenants move (to PostgreSQL); PostgreSQL's stay.
+    public func movedAway(_ tenant: TenantID) -> TenantMove? { nil }
+
     /// Whether `error` means the engine cannot be reached right now (a database server down
     /// or restarting), not that the request was wrong: the hub answers 503 with Retry-After,
     /// not 500. An embedded engine is never unreachable.

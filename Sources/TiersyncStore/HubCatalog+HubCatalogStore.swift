@@ -29,6 +29,10 @@ public final class SQLiteCatalog: HubCatalogStore {
         try await catalog.authenticate(credential: credential)
     }
 
+    public func movedAway(_ tenant: TenantID) -> TenantMove? {
+        catalog.movedAway(tenant)
+    }
+
     public func tree(of tenant: TenantID) async throws -> NodeTree {
         try await catalog.tree(of: tenant)
     }

@@ -15,6 +15,9 @@ public final class HubCatalog: Sendable {
     /// `catalog_version` is unchanged. Never credentials: every request's credential is
     /// looked up in the database, so a revocation takes effect at the next request.
     private let trees = Mutex<[TenantID: TenantSnapshot]>([:])
+    /// Tenants moved to another engine (``TenantMove``), read when the catalog opens: the
+    /// migration runs with the hub stopped (it holds the directory's lock).
+    private let moves = Mutex<[TenantID: TenantMove]>([:])
 
     struct TenantSnapshot {
         var version: Int64
@@ -121,7 +124,30 @@ public final class HubCatalog: Sendable {
             // revoked rows included, which the partial index leaves out.
             try db.execute(sql: "CREATE INDEX admin_tokens_owner ON admin_tokens (tenant, user, kind)")
         }
+        m.registerMigration("v12-moved-tenants") { db in
+            try db.execute(sql: "CREATE TABLE moved_tenants (tenant TEXT PRIMARY KEY NOT NULL, target TEXT NOT NULL, moved_at INTEGER NOT NULL)")
+        }
         try m.migrate(writer)
+        let held = try writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT tenant, target, moved_at FROM moved_tenants").map {
+                (TenantID(stringLiteral: $0["tenant"]), TenantMove(target: $0["target"], movedAtMillis: UInt64(max(0, $0["moved_at"] as Int64))))
+            }
+        }
+        moves.withLock { $0 = Dictionary(held, uniquingKeysWith: { a, _ in a }) }
+    }
+
+    /// Marks `tenant` as moved to `target` (``TenantMove``): from then on this catalog's hub
+    /// refuses its nodes, enrollments and administrators, naming where it went.
+    public func markMoved(_ tenant: TenantID, to target: String, nowMillis: UInt64 = WallClock.nowMillis()) throws {
+        try writer.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO moved_tenants (tenant, target, moved_at) VALUES (?, ?, ?)",
+                           arguments: [tenant.rawValue, target, Int64(clamping: nowMillis)])
+        }
+        moves.withLock { $0[tenant] = TenantMove(target: target, movedAtMillis: nowMillis) }
+    }
+
+    public func movedAway(_ tenant: TenantID) -> TenantMove? {
+        moves.withLock { $0[tenant] }
     }
 
     /// The SQLite file holding one tenant's records.
@@ -157,6 +183,18 @@ public final class HubCatalog: Sendable {
                 (TenantID(stringLiteral: $0["id"]), NodeID(unchecked: $0["root"]))
             }
         }
+    }
+
+    /// Tenants served here (not moved away) whose nodes hold live credentials but whose
+    /// database file is missing, with how many credentials: a directory put back without
+    /// them (their data is lost there). A tenant no node enrolled in has no file yet, rightly.
+    public func tenantsMissingData() throws -> [(tenant: TenantID, credentials: Int)] {
+        try writer.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT tenant, COUNT(*) AS n FROM credentials WHERE revoked_at IS NULL
+                  AND tenant NOT IN (SELECT tenant FROM moved_tenants) GROUP BY tenant ORDER BY tenant
+                """).map { (TenantID(stringLiteral: $0["tenant"]), $0["n"] as Int) }
+        }.filter { !FileManager.default.fileExists(atPath: tenantDatabasePath($0.tenant)) }
     }
 
     /// The tenant's settings; nil when there is no such tenant.
@@ -416,7 +454,8 @@ public final class HubCatalog: Sendable {
     /// the one between holds countries. `role`, when given, must agree.
     public func issueEnrollmentToken(tenant: TenantID, node: NodeID, parent: NodeID? = nil, role expectedRole: String? = nil,
                                      ttlSeconds: UInt64 = 86_400, nowMillis: UInt64 = WallClock.nowMillis()) throws -> String {
-        try writer.write { db in
+        if let move = movedAway(tenant) { throw TenantMovedAway(tenant: tenant, move: move) }
+        return try writer.write { db in
             guard let tenantRow = try Row.fetchOne(db, sql: "SELECT root, levels FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) else {
                 throw StoreError.notFound("tenant '\(tenant)'")
             }
@@ -505,6 +544,7 @@ public final class HubCatalog: Sendable {
             // Another tenant's token, relayed by a country: unknown to it (used or not), and kept.
             if let relayer, relayer.tenant.rawValue != tenant { throw EnrollmentError.unknownToken }
             if let expecting, expecting.tenant.rawValue != tenant { throw EnrollmentError.unknownToken }
+            if let move = movedAway(TenantID(stringLiteral: tenant)) { throw TenantMovedAway(tenant: TenantID(stringLiteral: tenant), move: move) }
             if (row["used_at"] as Int64?) != nil { throw EnrollmentError.alreadyUsed }
             let expires = UInt64(row["expires_at"] as Int64)
             if expires < nowMillis { throw EnrollmentError.expired(atMillis: expires) }

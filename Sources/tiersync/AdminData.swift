@@ -128,6 +128,7 @@ struct OpenedHub {
     /// An unknown tenant is an error naming those that are.
     func hqTenant(_ tenant: String, action: String = "run this at HQ, on the hub's --data directory") async throws -> TenantID {
         let tenantID = try TenantID(validating: tenant)
+        if let move = catalog.movedAway(tenantID) { throw CLIError(move.refusal(tenantID) + " (with --postgres URL, if it moved to PostgreSQL)") }
         guard let root = try await catalog.root(of: tenantID) else {
             let known = try await catalog.tenants().map(\.tenant.rawValue).sorted()
             throw CLIError("no tenant '\(tenant)' in \(location) (\(known.isEmpty ? "it has no tenants" : "tenants there: " + known.joined(separator: ", ")))")

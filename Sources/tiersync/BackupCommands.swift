@@ -39,6 +39,16 @@ struct Backup: ParsableCommand {
             print("\(copy.source) -> \(copy.destination) (\(copy.bytes) bytes)")
         }
         print("backup complete: \(copies.count) database\(copies.count == 1 ? "" : "s") in \(out)")
+        // Read from the copy (the live catalog is the hub's to migrate): a tenant whose nodes
+        // enrolled has a database, and the source missing one was skipped without a word
+        // (helper 99). The copy is whole as the source is; the source is not.
+        if data != nil {
+            let missing = try HubCatalog(directory: out).tenantsMissingData()
+            if !missing.isEmpty {
+                let names = missing.map { "\($0.tenant) (\($0.credentials) node credential(s))" }.joined(separator: ", ")
+                throw CLIError("the hub's catalog names tenants whose nodes enrolled but whose database is missing from \(data!)/tenants, so from this backup too: \(names); their data is not in \(out)")
+            }
+        }
         // A country's --data holds only the directory it mirrors from HQ: its records are in
         // its own store, which this copy does not include.
         if let data, let store = CountryStorePointer.read(data: data) {

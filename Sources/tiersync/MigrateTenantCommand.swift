@@ -55,7 +55,16 @@ extension Admin {
                 throw CLIError(error.message())
             }
             guard let entries = try catalog.exportTenant(tenantID) else { throw CLIError("no tenant '\(tenant)' in \(data)") }
+            if let move = catalog.movedAway(tenantID) {
+                throw CLIError("\(move.refusal(tenantID)); it was moved from \(data) before")
+            }
             let path = catalog.tenantDatabasePath(tenantID)
+            // A tenant whose nodes enrolled has a database; missing, it was lost (a directory
+            // restored without it), and moving it would serve its nodes an empty tenant
+            // (helper 99: "digests equal", 0 records, 4 nodes moved).
+            if !FileManager.default.fileExists(atPath: path), !entries.credentials.isEmpty {
+                throw CLIError("no database for tenant '\(tenant)' at \(path), though \(entries.credentials.count) node credential(s) were issued for it: restore that file first; migrate-tenant moves the tenant as it stands")
+            }
             // A tenant no node has reached yet has no database: made here as the hub makes it
             // at its first request (empty, the root's identity), so its administration moves.
             // The target first: refused there, the source is left as it was (helper 89: a refusal
@@ -108,10 +117,14 @@ extension Admin {
                 guard try await target.exportTenant(tenantID) == entries else {
                     throw CLIError("the catalog entries read back differ from those moved")
                 }
+                // The old directory keeps the tenant's files, and its hub refuses the tenant from
+                // now on (410 tenant_moved), naming where it went.
+                try catalog.markMoved(tenantID, to: "PostgreSQL \(endpoint)")
                 let admin = entries.administration
                 print("moved tenant \(tenant): digests equal; \(entries.nodes.count) nodes and \(entries.credentials.count) credentials in the catalog; "
                       + "\(admin.users.count) administrators, \(admin.tokens.count) of their tokens, \(admin.audit.count) audit entries, "
                       + "\(admin.releaseRequests.count) release requests (numbered anew), settings: \(admin.settings.isEmpty ? "none" : admin.settings.keys.sorted().joined(separator: ", "))")
+                print("\(data) keeps the tenant's files as they were; a hub serving it answers the tenant's nodes and administrators 410 tenant_moved from now on")
             }
         }
     

@@ -79,6 +79,16 @@ struct BackupTests {
             // A backup never overwrites one.
             let again = try Child.capture(["backup", "--data", dir.path + "/hub", "--out", dir.path + "/backup"])
             #expect(again.status != 0 && again.output.contains("already holds a hub backup"), "\(again.output)")
+            // A tenant whose node enrolled but whose database is missing (a directory put back
+            // without it) is named, and the command fails: it was skipped without a word
+            // (helper 99). A tenant no node enrolled in has no database yet, rightly.
+            _ = try hub.catalog.createTenant("lost")
+            _ = try hub.catalog.createTenant("fresh")
+            _ = try await hub.catalog.redeem(token: try hub.catalog.issueEnrollmentToken(tenant: "lost", node: "l1", parent: nil))
+            let missing = try Child.capture(["backup", "--data", dir.path + "/hub", "--out", dir.path + "/backup-2"])
+            #expect(missing.status != 0 && missing.output.contains("lost (1 node credential(s))") && !missing.output.contains("fresh"),
+                    "\(missing.output)")
+            #expect(FileManager.default.fileExists(atPath: dir.path + "/backup-2/tenants/acme.sqlite"), "the rest is copied")
         }
     }
 

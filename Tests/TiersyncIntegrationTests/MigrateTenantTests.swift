@@ -22,13 +22,36 @@ struct MigrateTenantTests {
         let passwordFile = dir.path + "/pw"
         try "a long enough password\n".write(toFile: passwordFile, atomically: true, encoding: .utf8)
         _ = try Child.run(["admin", "user", "add", "--data", data, "--tenant", "gamma", "--name", "ops@gamma", "--role", "viewer", "--password-file", passwordFile])
+        let token = try Child.run(["admin", "enroll-token", "--data", data, "--tenant", "gamma", "--node", "de"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        // A tenant whose node enrolled but whose database is missing (a directory restored
+        // without it) is refused: moved, its nodes met an empty tenant (helper 99).
+        _ = try Child.run(["admin", "create-tenant", "--data", data, "--tenant", "delta", "--levels", "3"])
+        let deltaToken = try Child.run(["admin", "enroll-token", "--data", data, "--tenant", "delta", "--node", "de"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        _ = try await HubCatalog(directory: data).redeem(token: deltaToken)
         try await TestPostgres.withFreshDatabase { endpoint in
+            let lost = try Child.capture(["admin", "migrate-tenant", "--data", data, "--tenant", "delta", "--to-postgres", endpoint.url])
+            #expect(lost.status == 1 && lost.output.contains("no database for tenant 'delta' at") && lost.output.contains("1 node credential(s)"), "\(lost.output)")
+            #expect(!FileManager.default.fileExists(atPath: data + "/tenants/delta.sqlite"), "the source is left as it was")
             let moved = try Child.capture(["admin", "migrate-tenant", "--data", data, "--tenant", "gamma", "--to-postgres", endpoint.url])
             #expect(moved.status == 0 && moved.output.contains("moved tenant gamma: digests equal") && moved.output.contains("1 administrators"),
                     "\(moved.output)")
             #expect(!moved.output.contains("hasn't been called yet"), "the pool's start-up warning: \(moved.output)")
             let again = try Child.capture(["admin", "migrate-tenant", "--data", data, "--tenant", "gamma", "--to-postgres", endpoint.url])
-            #expect(again.status == 1 && again.output.contains("tenant 'gamma' exists in") && !again.output.contains("Usage:"), "\(again.output)")
+            #expect(again.status == 1 && again.output.contains("tenant 'gamma' moved to PostgreSQL") && !again.output.contains("Usage:"), "\(again.output)")
+            // The old directory no longer serves the moved tenant: a hub started on it again (a
+            // stale URL, a restart script) served it beside its new hub, and a one-time token
+            // enrolled a node at both (helper 99). Its administration is refused too.
+            let enrollToken = try Child.capture(["admin", "enroll-token", "--data", data, "--tenant", "gamma", "--node", "fr"])
+            #expect(enrollToken.status != 0 && enrollToken.output.contains("tenant 'gamma' moved to PostgreSQL"), "\(enrollToken.output)")
+            let stale = try await RunningHub(directory: dir.path)
+            try await withRawClient(stale) { client in
+                let login = try await client.send("POST", "/admin/v1/login",
+                                                  json: AdminMessages.LoginRequest(tenant: "gamma", user: "ops@gamma", password: "a long enough password"))
+                #expect(login.status == 410 && login.error?.code == "tenant_moved" && login.text.contains("moved to PostgreSQL"), "\(login.status) \(login.text)")
+                let enroll = try await client.send("POST", "/v1/enroll", json: EnrollRequest(token: token))
+                #expect(enroll.status == 410 && enroll.error?.code == "tenant_moved", "\(enroll.status) \(enroll.text)")
+            }
+            await stale.stop()
         }
     }
 

@@ -68,6 +68,7 @@ public struct AdminAuthenticator: Sendable {
         } else if token.kind != .api {
             throw APIError(.unauthorized, "unauthenticated", "a console session goes in the cookie, not in Authorization")
         }
+        if let move = catalog.movedAway(user.tenant) { throw move.answer(user.tenant) }
         let tree = try await catalog.tree(of: user.tenant)
         return AdminCaller(user: user, tokenDigest: digest, kind: token.kind, csrfToken: csrf, tree: tree,
                            subtree: tree.subtree(of: user.scope))

@@ -167,6 +167,8 @@ struct AdminService: Sendable {
     /// Checks a login and opens a session: its secret (the cookie's value) and who it is for.
     func startSession(tenant: TenantID, user name: String, password: String, address: String) async throws -> (secret: String, me: AdminMessages.Me) {
         let now = WallClock.nowMillis()
+        // Told before any password is checked: the tenant's accounts live on at its new hub.
+        if let move = catalog.movedAway(tenant) { throw move.answer(tenant) }
         let invalid = APIError(.unauthorized, "invalid_login", "unknown user or wrong password")
         func locked(until: UInt64) -> APIError {
             var error = APIError(.tooManyRequests, "login_locked", "too many failed logins: try again later")
