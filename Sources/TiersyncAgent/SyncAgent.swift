@@ -1099,14 +1099,16 @@ public final class SyncAgent: Sendable {
         logger.log(level: first ? .warning : .notice,
                    "the parent lost changes it had acknowledged or its log went back (restored from an older backup, or, for a node moved to another parent and back, it let go of them meanwhile); re-sending what it lost and pulling again from the start (duplicates are recognised)",
                    metadata: metadata)
-        state.withLock { $0.parentRestores += 1 }
-        // Once per recovery (the pull side and the push side each find the same restore).
+        // Once per recovery (the pull side and the push side each find the same restore), and
+        // once per restore when the store says the last one was moments ago.
         guard first else { return }
+        var counted = true
         do {
-            try store.recordParentRestore(atMillis: configuration.wallClock())
+            counted = try store.recordParentRestore(atMillis: configuration.wallClock())
         } catch {
             logger.error("could not record the parent's restore for status", metadata: ["error": "\(error)"])
         }
+        if counted { state.withLock { $0.parentRestores += 1 } }
     }
 
     /// Moves the push cursor back to what the restored parent holds (push side only).

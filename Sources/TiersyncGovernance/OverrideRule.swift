@@ -76,7 +76,7 @@ public enum OverrideBound: Sendable, Hashable, Codable, CustomStringConvertible 
                 return .failure(.notApplicable)
             }
             guard let p = proposed.objectValue, p.count == 1, let pv = p[key]?.numberValue else {
-                return .failure(.wrongType("{\(key): <number>} (the same comparison as HQ's)"))
+                return .failure(.wrongType("{\(key): <a finite number>} (the same comparison as HQ's)"))
             }
             let stricter = key == "at_least" ? pv >= bv : pv <= bv
             return stricter ? .success(proposed)

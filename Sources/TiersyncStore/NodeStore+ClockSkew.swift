@@ -48,12 +48,24 @@ public struct ParentContact: Sendable, Equatable {
 }
 
 extension NodeStore {
-    /// Counts one restore of the parent found by the agent, at `atMillis`.
-    public func recordParentRestore(atMillis: UInt64) throws {
+    /// Findings within this long of the last counted one are the same restore.
+    public static let sameRestoreMillis: UInt64 = 10 * 60_000
+
+    /// Counts one restore of the parent found by the agent, at `atMillis`; returns whether it
+    /// counted. A finding within ``sameRestoreMillis`` of the last one is the same restore:
+    /// the pull side and the push side each find it, and when the first side's recovery was
+    /// over before the second found it, one restore counted twice (helper 99).
+    @discardableResult
+    public func recordParentRestore(atMillis: UInt64) throws -> Bool {
         try writer.write { db in
             let count = try Self.meta(db, .parentRestores).flatMap { Int($0) } ?? 0
+            if count > 0, let last = try Self.meta(db, .parentRestoredAt).flatMap({ UInt64($0) }),
+               atMillis >= last, atMillis - last < Self.sameRestoreMillis {
+                return false
+            }
             try Self.setMeta(db, .parentRestores, String(count + 1))
             try Self.setMeta(db, .parentRestoredAt, String(atMillis))
+            return true
         }
     }
 

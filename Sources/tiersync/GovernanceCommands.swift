@@ -314,6 +314,12 @@ extension Admin {
             guard date.timeIntervalSince1970 < Double(CommonTimestamp.validMillis.upperBound) / 1000 else { throw CLIError("'\(text)' is after 9999: \(range)") }
             return try checked(UInt64(date.timeIntervalSince1970 * 1000))
         }
+        // A duration of the right shape but too many digits is too far, not "not a time" (helper 100).
+        let digits = text.dropFirst().dropLast()
+        if let sign = text.first, sign == "+" || sign == "-", let unit = text.last, "smhdw".contains(unit), !digits.isEmpty,
+           digits.allSatisfy({ $0.isASCII && $0.isNumber }) {
+            throw CLIError("'\(text)' is \(sign == "+" ? "after 9999" : "before 1970"): \(range) (a duration has at most 7 digits)")
+        }
         throw CLIError("'\(text)' is not a time: use now, +DURATION or -DURATION (e.g. +10m, -5m) or ISO 8601 (2026-12-01T06:00:00Z)")
     }
 }

@@ -339,7 +339,9 @@ struct GovernanceCLITests {
         let early = try tiersync(["rules", "run", "--db", db, "--data", data, "--now", "1960-01-01T00:00:00Z"])
         #expect(early.status != 0 && early.output.contains("before 1970"), "\(early.output)")
         // Nor past 9999 (helper 84: +9999999w evaluated at year 190,000 and wrote escalations); fractions of a second read.
-        for (late, said) in [("+9999999w", "after 9999"), ("9999-12-31T23:00:00-02:00", "after 9999"), ("10000-01-01T00:00:00Z", "is not a time")] {
+        // More digits than a duration holds is too far, not "not a time" (helper 100).
+        for (late, said) in [("+9999999w", "after 9999"), ("9999-12-31T23:00:00-02:00", "after 9999"), ("10000-01-01T00:00:00Z", "is not a time"),
+                             ("+999999999999d", "after 9999: give now"), ("-99999999999d", "before 1970: give now")] {
             let refused = try tiersync(["rules", "run", "--db", db, "--data", data, "--now", late])
             #expect(refused.status != 0 && refused.output.contains(said), "\(late): \(refused.output)")
         }

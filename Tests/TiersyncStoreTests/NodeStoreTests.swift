@@ -13,11 +13,24 @@ func makeStore(_ dir: TempDir, _ node: NodeID, parent: NodeID? = "hq") throws ->
 
 @Suite("Node store")
 struct NodeStoreTests {
+    @Test("a parent's restore found twice within minutes (its pull side and its push side) is one restore; one found later is another (helper 99: one restore, \"restored 2 time(s)\")")
+    func parentRestoresCountedOnce() throws {
+        let dir = try TempDir()
+        let store = try makeStore(dir, "d1")
+        #expect(try store.parentRestores() == nil)
+        #expect(try store.recordParentRestore(atMillis: 1_000_000))
+        #expect(try !store.recordParentRestore(atMillis: 1_000_000 + 90_000))
+        #expect(try store.parentRestores()?.count == 1 && store.parentRestores()?.lastAtMillis == 1_000_000)
+        #expect(try store.recordParentRestore(atMillis: 1_000_000 + NodeStore.sameRestoreMillis))
+        #expect(try store.parentRestores()?.count == 2)
+    }
+
     @Test("""
     a push's acknowledgement moves the cursor only from where the push read it: one a send-again notice moved back \
     meanwhile stays back (helper 88: overwritten, those changes were lost if the process stopped before the agent acted)
     """)
     func acknowledgementDoesNotOverwriteARewind() throws {
+
         let dir = try TempDir()
         let store = try makeStore(dir, "d1")
         try store.setCursor(NodeStore.parentPushCursor, 5)
