@@ -26,6 +26,11 @@ extension PostgresCatalog: AdminAccountStore {
             guard try await db.count("SELECT count(*) FROM tiersync_catalog.nodes WHERE tenant = \(user.tenant.rawValue) AND id = \(user.scope.rawValue)") == 1 else {
                 throw StoreError.notFound("node '\(user.scope)' of tenant '\(user.tenant)'")
             }
+            if let like = try await db.rows("""
+                SELECT name FROM tiersync_catalog.admin_users WHERE tenant = \(user.tenant.rawValue) AND lower(name) = lower(\(user.name)) AND name <> \(user.name)
+                """).first {
+                throw StoreError.invalidArgument(AdminUser.caseOnlyRefusal(user.name, like: try like.decode(String.self), tenant: user.tenant))
+            }
             let inserted = try await db.rows("""
                 INSERT INTO tiersync_catalog.admin_users (tenant, name, roles, scope, password_hash, created_at, disabled_at)
                 VALUES (\(user.tenant.rawValue), \(user.name), \(Self.rolesText(user.roles)), \(user.scope.rawValue), \(passwordHash),

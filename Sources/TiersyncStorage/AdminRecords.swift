@@ -49,6 +49,12 @@ public struct AdminUser: Codable, Sendable, Equatable {
     public var isDisabled: Bool { disabledAtMillis != nil }
 
     /// Login names: 1–64 of letters, digits, `.`, `_`, `-`, `@`.
+    /// Why `name` is refused beside an administrator named `like`, the same but for case: two
+    /// accounts that look alike in the audit log (helper 98: `HQOP` beside `hqop`).
+    public static func caseOnlyRefusal(_ name: String, like: String, tenant: TenantID) -> String {
+        "tenant '\(tenant)' has an administrator '\(like)', which differs from '\(name)' only in case: choose a name that reads differently"
+    }
+
     public static func isValidName(_ name: String) -> Bool {
         (1...64).contains(name.utf8.count) && name.utf8.allSatisfy {
             ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || [0x2E, 0x5F, 0x2D, 0x40].contains($0)

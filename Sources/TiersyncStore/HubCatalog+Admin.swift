@@ -70,6 +70,11 @@ extension SQLiteCatalog: AdminAccountStore {
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM admin_users WHERE tenant = ? AND name = ?", arguments: [user.tenant.rawValue, user.name]) != true else {
                 throw StoreError.invalidArgument("tenant '\(user.tenant)' already has an administrator '\(user.name)'")
             }
+            // Names are ASCII: `HQOP` beside `hqop` read as one account in the audit log (helper 98).
+            if let like = try String.fetchOne(db, sql: "SELECT name FROM admin_users WHERE tenant = ? AND lower(name) = lower(?)",
+                                              arguments: [user.tenant.rawValue, user.name]) {
+                throw StoreError.invalidArgument(AdminUser.caseOnlyRefusal(user.name, like: like, tenant: user.tenant))
+            }
             try db.execute(sql: """
                 INSERT INTO admin_users (tenant, name, roles, scope, password_hash, created_at, disabled_at) VALUES (?, ?, ?, ?, ?, ?, ?)
                 """, arguments: [user.tenant.rawValue, user.name, HubCatalog.rolesText(user.roles), user.scope.rawValue, passwordHash,

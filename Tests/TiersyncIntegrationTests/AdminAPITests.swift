@@ -613,6 +613,11 @@ struct AdminAPITests {
             let peer = try await f.send("POST", "/admin/v1/users", json: AdminMessages.CreateUserRequest(name: "peer", password: "another long password",
                                                                                                           roles: [.viewer, .operator]), token: op)
             #expect(peer.status == 201, "\(peer.text)")
+            // A name that differs from another's only in case is refused: the two read as one
+            // account in the audit log (helper 98).
+            let lookalike = try await f.send("POST", "/admin/v1/users", json: AdminMessages.CreateUserRequest(name: "PEER", password: "another long password",
+                                                                                                               roles: [.viewer]), token: op)
+            #expect(lookalike.status >= 400 && lookalike.status < 500 && lookalike.text.contains("differs from 'PEER' only in case"), "\(lookalike.status) \(lookalike.text)")
             // An administrator holding reviewer may grant it.
             let granted = try await f.send("POST", "/admin/v1/users/hq-viewer", json: AdminMessages.UpdateUserRequest(roles: [.viewer, .reviewer]),
                                            token: try await f.token("acme", "hq-op"))

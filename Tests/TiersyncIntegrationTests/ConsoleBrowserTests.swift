@@ -308,6 +308,12 @@ struct ConsoleBrowserTests {
             // With the token, a form that is not UTF-8 is refused, not read as empty (a conflict
             // was resolved with "" from `value=%FF%FE`, helper 98); raw bytes alike.
             let csrf = try JSONDecoder().decode(AdminMessages.Me.self, from: Data(session.text.utf8)).csrfToken
+            // With the token, a form from another site's page is refused (Origin, Sec-Fetch-Site), as a login is.
+            for header in [("Origin", "https://evil.example"), ("Origin", "null"), ("Sec-Fetch-Site", "cross-site")] {
+                let reply = try await f.client.send("POST", "/console/enrollment-tokens", body: Data("csrf=\(csrf)&node=cross-site-node&parent=germany".utf8),
+                                                    headers: [("Cookie", cookie), ("Content-Type", "application/x-www-form-urlencoded"), header])
+                #expect(reply.status == 403 && reply.text.contains("another site"), "\(header): \(reply.status)")
+            }
             for body in [Data("csrf=\(csrf)&keep=value&value=%FF%FE".utf8), Data("csrf=\(csrf)&keep=value&value=".utf8) + Data([0xFF, 0xFE])] {
                 let reply = try await f.client.send("POST", "/console/conflicts/1/resolve", body: body,
                                                     headers: [("Cookie", cookie), ("Content-Type", "application/x-www-form-urlencoded")])

@@ -67,6 +67,12 @@ struct ConsoleService: Sendable {
     func page(stateChanging: Bool,
               _ body: @escaping @Sendable (Request, HubRequestContext, AdminCaller, [String: String]) async throws -> Response) -> Handler {
         { request, context in
+            // A form from another site's page is refused before anything is read, as a login
+            // is: the CSRF token and SameSite=Strict hold it already, and a browser that says
+            // where a request comes from is believed (helper 98: Origin went unchecked).
+            if stateChanging, let refusal = AdminService.crossSiteRefusal(request) {
+                return try render("message", title: "Refused", me: nil, values: ["message": refusal.message, "back": "/console/nodes"], status: refusal.status)
+            }
             let form: [String: String]
             do {
                 form = stateChanging ? try await self.form(request) : [:]
