@@ -108,7 +108,9 @@ public struct GovernancePublisher: Sendable {
         guard let target = version ?? automatic else {
             throw GovernancePublishError(published.contains { $0 < newest }
                 ? "nothing to roll back to: no release older than v\(newest) was ever rolled out to every node (the older ones were trials); name one with --to"
-                : "nothing to roll back to: v\(newest) is the first release")
+                : "nothing to roll back to: v\(newest) is the first release" + (published.count > 1
+                    ? "; to put every node on another published release, name it with --to (published: \(published.sorted().map { "v\($0)" }.joined(separator: ", ")))"
+                    : ""))
         }
         guard published.contains(target) else {
             throw GovernancePublishError("no release \(target) (published: \(published.map { "v\($0)" }.joined(separator: ", ")))")

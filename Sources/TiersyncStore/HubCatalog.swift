@@ -188,11 +188,15 @@ public final class HubCatalog: Sendable {
     /// Tenants served here (not moved away) whose nodes hold live credentials but whose
     /// database file is missing, with how many credentials: a directory put back without
     /// them (their data is lost there). A tenant no node enrolled in has no file yet, rightly.
+    /// A country node's mirror of its subtree (its root has a parent) keeps its records in
+    /// the country's own store, never here: not counted (helper 102: its backup failed).
     public func tenantsMissingData() throws -> [(tenant: TenantID, credentials: Int)] {
         try writer.read { db in
             try Row.fetchAll(db, sql: """
-                SELECT tenant, COUNT(*) AS n FROM credentials WHERE revoked_at IS NULL
-                  AND tenant NOT IN (SELECT tenant FROM moved_tenants) GROUP BY tenant ORDER BY tenant
+                SELECT c.tenant, COUNT(*) AS n FROM credentials c JOIN tenants t ON t.id = c.tenant
+                WHERE c.revoked_at IS NULL AND c.tenant NOT IN (SELECT tenant FROM moved_tenants)
+                  AND NOT EXISTS (SELECT 1 FROM nodes r WHERE r.tenant = t.id AND r.id = t.root AND r.parent IS NOT NULL)
+                GROUP BY c.tenant ORDER BY c.tenant
                 """).map { (TenantID(stringLiteral: $0["tenant"]), $0["n"] as Int) }
         }.filter { !FileManager.default.fileExists(atPath: tenantDatabasePath($0.tenant)) }
     }

@@ -68,7 +68,9 @@ struct Admin: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Issue a one-time, expiring enrollment token for a node.",
             discussion: """
-            Creates the tenant (with 2 levels) if it does not exist yet. The node's role follows from \
+            On a hub with no tenant yet, creates the tenant (with 2 levels); where other tenants exist, \
+            an unknown --tenant is refused (most likely a typo: create it with `admin create-tenant`). \
+            The node's role follows from \
             its level: the deepest level holds dealers, the one between countries. The token is printed \
             once; the hub keeps only its digest.
             """)
@@ -86,6 +88,12 @@ struct Admin: AsyncParsableCommand {
             let parentID = try parent.map { try NodeID(validating: $0) }
             let (role, ttl) = (self.role, self.ttl)
             let token = try await hub.withHub { catalog, _ in
+                // A mistyped --tenant beside real ones made a stray two-level tenant, and the next
+                // step (a dealer under a country) failed on its levels (helper 102).
+                let known = try await catalog.tenants().map(\.tenant.rawValue).sorted()
+                if !known.isEmpty, !known.contains(tenantID.rawValue) {
+                    throw CLIError("no tenant '\(tenant)' here (tenants: \(known.prefix(20).joined(separator: ", "))): create it first with `tiersync admin create-tenant --tenant \(tenant) --levels 2|3`")
+                }
                 if try await catalog.createTenant(tenantID) {
                     // Said plainly: a mistyped --tenant otherwise makes a stray tenant unnoticed.
                     FileHandle.standardError.write(Data("""

@@ -164,7 +164,7 @@ extension Admin {
             try await hub.withHQ(tenant: tenant, action: Admin.governanceAtHQ) { opened, tenantID in
                 let publisher = try await Admin.publisher(opened, options: hub, tenant: tenantID, key: key)
                 let rollout = try await publisher.rollback(to: to)
-                try await Admin.User.audit(opened, tenantID, "release.rollback", to.map { "v\($0)" } ?? "previous", rollout.summary)
+                try await Admin.User.audit(opened, tenantID, "release.rollback", rollout.stages.first.map { "v\($0.release)" } ?? "previous", rollout.summary)
                 print("rollout \(rollout.sequence) (\(rollout.reason)): \(rollout.summary)")
             }
         }
@@ -391,6 +391,13 @@ struct GovernanceCommand: ParsableCommand {
         let nodeStore = try openEnrolledStore(store)
         let history = try nodeStore.governanceHistory()
         guard let applied = try nodeStore.appliedGovernance(), let json = applied.effective else {
+            // HQ publishes and applies nothing itself: "nothing received" read as a failed
+            // publish there (helper 102).
+            if history.isEmpty, try nodeStore.identity()?.parent == nil,
+               let release = try nodeStore.latestGovernanceDocument(kind: SignedDocument.Kind.release.rawValue) {
+                print("this is the tenant's root, which publishes releases (the newest is v\(release.seq)) and applies none itself; what the nodes run: tiersync admin rollout-status --data <the hub's --data>")
+                return
+            }
             print(history.last.map { "no release in force (\($0.state): \($0.message ?? ""))" } ?? "no governance received yet")
             return
         }

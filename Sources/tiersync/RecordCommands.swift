@@ -258,8 +258,16 @@ struct RecordCommand: ParsableCommand {
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show a node database's identity, sync positions, counts and content digest.")
     @OptionGroup var node: NodeDatabase
+    @Option(help: "On HQ's tenant database: also the digest of what this node's scope holds here, to compare with the digest that node's own `status` prints (needs --data).")
+    var scopeOf: String?
+    @Option(help: "With --scope-of: the hub's --data directory (the tenant's tree is read from its catalog).")
+    var data: String?
 
-    func run() throws {
+    func validate() throws {
+        if scopeOf != nil, data == nil { throw ValidationError("--scope-of needs --data: the hub's directory, whose catalog places the node in the tree") }
+    }
+
+    func run() async throws {
         let store = try node.open()
         let identity = try store.identity()
         print("node:        \(identity.map { "\($0.node) (tenant \($0.tenant), parent \($0.parent?.rawValue ?? "none"))" } ?? "not enrolled")")
@@ -310,6 +318,17 @@ struct Status: AsyncParsableCommand {
         print("records:     " + counts.records.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         print("conflicts:   \(counts.conflicts)   quarantined: \(counts.quarantined)")
         print("digest:      \(try store.digest())")
+        // The check PRIVACY.md names (a node's digest equal to HQ's for its scope) had no
+        // command at HQ: only the demo printed both (helper 102).
+        if let scopeOf, let data {
+            let scoped = try NodeID(validating: scopeOf)
+            guard let identity, identity.parent == nil else {
+                throw CLIError("--scope-of reads HQ's tenant database (\(node.db) is node \(identity?.node.rawValue ?? "?")'s own store)")
+            }
+            let tree = try await ExistingData(data: data).existingCatalog().tree(of: identity.tenant)
+            guard tree.parents[scoped] != nil else { throw CLIError("no node '\(scopeOf)' in tenant \(identity.tenant)'s tree at \(data)") }
+            print("digest of \(scoped)'s scope here: \(try store.digest(scope: Scope(tree: tree, node: scoped)))")
+        }
     }
 }
 

@@ -70,7 +70,7 @@ func readOptionFile(_ path: String, what: String) throws -> String {
 /// dialogue created with `contact add` or `record put interactions …` is allocated here.
 func openEnrolledStore(_ path: String) throws -> NodeStore {
     guard FileManager.default.fileExists(atPath: path) else {
-        throw CLIError("no node database at \(path)")
+        throw CLIError("no node database at \(path): a node's database is made when it enrolls (`tiersync agent run --db \(path) --parent URL --enroll-token …`); a hub's tenant database when the hub first serves that tenant")
     }
     // An empty file would become a new, unenrolled store: most likely a wrong path, and
     // then the commands below would report an empty node instead of the mistake.

@@ -294,10 +294,11 @@ struct CLICommandTests {
         #expect(got.out.contains("written at") && got.out.contains("  " + thisYear), "\(got)")
         try await eventually(timeout: 30, "cust-1 reaches HQ") { try hq.record(table: "customers", id: "cust-1")?.state.liveValues["city"] == .string("Berlin") }
         // Consent, recorded with its history.
-        let withdrawn = try await r.run("tiersync consent set", cwd: cwd)
-        #expect(withdrawn.out.contains("cust-1: consent marketing by phone withdrawn (hotline, recorded by dealer-042"), "\(withdrawn)")
+        // (The README shows giving consent: its docs named only --withdraw, helper 102.)
+        let given = try await r.run("tiersync consent set", cwd: cwd)
+        #expect(given.out.contains("cust-1: consent service by phone given (dealer_visit, recorded by dealer-042"), "\(given)")
         let consent = try await r.run("tiersync consent show", cwd: cwd)
-        #expect(consent.out.contains("withdrawn") && consent.out.contains("hotline"), "\(consent)")
+        #expect(consent.out.contains("given") && consent.out.contains("dealer_visit"), "\(consent)")
         let deleted = try await r.run("tiersync record delete", cwd: cwd)
         #expect(deleted.out.contains("deleted customers/cust-1"), "\(deleted)")
         // A delete of what the node never held (it went up unroutable and was quarantined) or
@@ -561,8 +562,12 @@ struct CLICommandTests {
         let dealerScope = try await tiersync(["admin", "user", "add", "--data", hub, "--tenant", "acme", "--name", "bob", "--role", "viewer",
                                               "--scope", "dealer-043", "--password-file", dir.path + "/pw"], cwd: dir.path)
         #expect(dealerScope.status != 0 && dealerScope.err.contains("an administrator's scope is the tenant's root (hq) or a node directly below it"), "\(dealerScope)")
+        // Beside a real tenant, a mistyped one is refused (it made a stray two-level tenant, helper 102);
+        // on a hub with no tenant at all, the first token creates it, saying so.
         let typo = try await tiersync(["admin", "enroll-token", "--data", hub, "--tenant", "acmee", "--node", "d1"], cwd: dir.path)
-        #expect(typo.status == 0 && typo.err.contains("note: there was no tenant 'acmee': created it with 2 levels"), "\(typo)")
+        #expect(typo.status != 0 && typo.err.contains("no tenant 'acmee' here (tenants: acme)"), "\(typo)")
+        let fresh = try await tiersync(["admin", "enroll-token", "--data", dir.path + "/fresh-hub", "--tenant", "acmee", "--node", "d1"], cwd: dir.path)
+        #expect(fresh.status == 0 && fresh.err.contains("note: there was no tenant 'acmee': created it with 2 levels"), "\(fresh)")
     }
 
     /// Dealer d1's store (under hq, tenant acme) in `dir`, holding customer c-1.
@@ -770,7 +775,11 @@ struct CLICommandTests {
         let countryData = dir.path + "/de-data", store = dir.path + "/de.sqlite"
         do {
             let mirror = try HubCatalog(directory: countryData)
-            try mirror.replaceDirectory(DirectoryResponse(tenant: "acme", root: "de", nodes: [.init(id: "de", parent: "hq", role: "country")], credentials: []))
+            // With a dealer's credential: the mirror keeps no tenant database (the country's
+            // records are in its store), which is no missing data (helper 102: the backup failed).
+            try mirror.replaceDirectory(DirectoryResponse(tenant: "acme", root: "de", nodes: [.init(id: "de", parent: "hq", role: "country"),
+                                                                                            .init(id: "de-1", parent: "de", role: "dealer")],
+                                                          credentials: [.init(node: "de-1", sha256: String(repeating: "a", count: 64))]))
         }
         try (store + "\n").write(toFile: countryData + "/country-store.path", atomically: true, encoding: .utf8)
         let ran = try await tiersync(["backup", "--data", countryData, "--out", dir.path + "/copy"], cwd: dir.path)

@@ -242,7 +242,7 @@ extension AdminService {
             throw APIError(.unprocessableContent, "refused", error.description)
         }
         await governanceSignal(caller.user.tenant)
-        try await audit(caller, context, "release.rollback", target: body.to.map { "v\($0)" } ?? "previous", detail: "\(rollout.summary): \(reason ?? "")")
+        try await audit(caller, context, "release.rollback", target: rollout.stages.first.map { "v\($0.release)" } ?? "previous", detail: "\(rollout.summary): \(reason ?? "")")
         return try codec.encode(AdminMessages.PublishResponse(request: nil, version: nil, rollout: rollout.summary), for: request)
     }
 
