@@ -26,6 +26,9 @@ extension PostgresCatalog: AdminAccountStore {
             guard try await db.count("SELECT count(*) FROM tiersync_catalog.nodes WHERE tenant = \(user.tenant.rawValue) AND id = \(user.scope.rawValue)") == 1 else {
                 throw StoreError.notFound("node '\(user.scope)' of tenant '\(user.tenant)'")
             }
+            // Taken in turn per name regardless of case: two requests at once (`PEER`, `peer`)
+            // both passed the check below and both inserted.
+            try await db.execute("SELECT pg_advisory_xact_lock(hashtext(\(user.tenant.rawValue) || '/' || lower(\(user.name))))")
             if let like = try await db.rows("""
                 SELECT name FROM tiersync_catalog.admin_users WHERE tenant = \(user.tenant.rawValue) AND lower(name) = lower(\(user.name)) AND name <> \(user.name)
                 """).first {

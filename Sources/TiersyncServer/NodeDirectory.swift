@@ -217,8 +217,10 @@ public struct CatalogDirectory: NodeDirectory {
         open()
     }
 
+    /// The tenants served here: a moved one (``TenantMove``) is not, and its nodes would all
+    /// read as silent on a hub started on the old directory.
     public func tenants() async throws -> [TenantID] {
-        try await catalog.tenants().map(\.tenant)
+        try await catalog.tenants().map(\.tenant).filter { catalog.movedAway($0) == nil }
     }
 
     public func touch(_ principal: Principal) async {

@@ -150,6 +150,12 @@ public final class HubCatalog: Sendable {
         moves.withLock { $0[tenant] }
     }
 
+    /// Refuses a change to a moved tenant's entries (``TenantMove``): made here, it reached
+    /// no hub that serves the tenant, and the command said it was done (helper 104).
+    func refuseIfMoved(_ tenant: TenantID) throws {
+        if let move = movedAway(tenant) { throw TenantMovedAway(tenant: tenant, move: move) }
+    }
+
     /// The SQLite file holding one tenant's records.
     public func tenantDatabasePath(_ tenant: TenantID) -> String {
         "\(directory)/tenants/\(tenant.rawValue).sqlite"
@@ -190,15 +196,24 @@ public final class HubCatalog: Sendable {
     /// them (their data is lost there). A tenant no node enrolled in has no file yet, rightly.
     /// A country node's mirror of its subtree (its root has a parent) keeps its records in
     /// the country's own store, never here: not counted (helper 102: its backup failed).
-    public func tenantsMissingData() throws -> [(tenant: TenantID, credentials: Int)] {
-        try writer.read { db in
-            try Row.fetchAll(db, sql: """
+    public static func tenantsMissingData(directory: String) throws -> [(tenant: TenantID, credentials: Int)] {
+        // Read only, never migrated: a backup stays what the source was (helper 104).
+        var configuration = Configuration()
+        configuration.readonly = true
+        let queue = try DatabaseQueue(path: directory + "/hub.sqlite", configuration: configuration)
+        let counted: [(tenant: TenantID, credentials: Int)] = try queue.read { db in
+            let moved = try db.tableExists("moved_tenants") ? "AND c.tenant NOT IN (SELECT tenant FROM moved_tenants)" : ""
+            let sql = """
                 SELECT c.tenant, COUNT(*) AS n FROM credentials c JOIN tenants t ON t.id = c.tenant
-                WHERE c.revoked_at IS NULL AND c.tenant NOT IN (SELECT tenant FROM moved_tenants)
+                WHERE c.revoked_at IS NULL \(moved)
                   AND NOT EXISTS (SELECT 1 FROM nodes r WHERE r.tenant = t.id AND r.id = t.root AND r.parent IS NOT NULL)
                 GROUP BY c.tenant ORDER BY c.tenant
-                """).map { (TenantID(stringLiteral: $0["tenant"]), $0["n"] as Int) }
-        }.filter { !FileManager.default.fileExists(atPath: tenantDatabasePath($0.tenant)) }
+                """
+            return try Row.fetchAll(db, sql: sql).map { row -> (tenant: TenantID, credentials: Int) in
+                (TenantID(stringLiteral: row["tenant"]), row["n"])
+            }
+        }
+        return counted.filter { !FileManager.default.fileExists(atPath: "\(directory)/tenants/\($0.tenant.rawValue).sqlite") }
     }
 
     /// The tenant's settings; nil when there is no such tenant.
@@ -232,6 +247,7 @@ public final class HubCatalog: Sendable {
 
     /// Registers the tenant's governance release key (base64 Ed25519 public key).
     public func setReleaseKey(_ key: String, for tenant: TenantID) throws {
+        try refuseIfMoved(tenant)
         try writer.write { db in
             try db.execute(sql: "UPDATE tenants SET release_key = ? WHERE id = ?", arguments: [key, tenant.rawValue])
             guard db.changesCount == 1 else { throw StoreError.notFound("tenant '\(tenant)'") }
@@ -266,6 +282,7 @@ public final class HubCatalog: Sendable {
     /// Moves `node` (and its subtree) under `parent`. A move keeps the node's level, and so
     /// its role: a dealer moves between countries; a country never becomes a dealer.
     public func moveNode(_ node: NodeID, of tenant: TenantID, to parent: NodeID) throws {
+        try refuseIfMoved(tenant)
         try writer.write { db in
             let tree = try Self.tree(db, tenant)
             guard tree.parents[node] != nil else { throw StoreError.notFound("node '\(node)' in tenant '\(tenant)'") }
@@ -458,7 +475,7 @@ public final class HubCatalog: Sendable {
     /// the one between holds countries. `role`, when given, must agree.
     public func issueEnrollmentToken(tenant: TenantID, node: NodeID, parent: NodeID? = nil, role expectedRole: String? = nil,
                                      ttlSeconds: UInt64 = 86_400, nowMillis: UInt64 = WallClock.nowMillis()) throws -> String {
-        if let move = movedAway(tenant) { throw TenantMovedAway(tenant: tenant, move: move) }
+        try refuseIfMoved(tenant)
         return try writer.write { db in
             guard let tenantRow = try Row.fetchOne(db, sql: "SELECT root, levels FROM tenants WHERE id = ?", arguments: [tenant.rawValue]) else {
                 throw StoreError.notFound("tenant '\(tenant)'")
@@ -597,7 +614,8 @@ public final class HubCatalog: Sendable {
     /// mirror of HQ's directory is refreshed (every 2 s). The node stays in the tree, with
     /// its data; a new enrollment token lets it enroll again.
     public func revoke(node: NodeID, of tenant: TenantID, nowMillis: UInt64 = WallClock.nowMillis()) throws -> Revocation {
-        try writer.write { db in try Self.revoke(db, node: node, tenant: tenant, nowMillis: nowMillis) }
+        try refuseIfMoved(tenant)
+        return try writer.write { db in try Self.revoke(db, node: node, tenant: tenant, nowMillis: nowMillis) }
     }
 
     /// Revokes `node` (as ``revoke(node:of:nowMillis:)``) and marks it decommissioned: it can
@@ -605,7 +623,8 @@ public final class HubCatalog: Sendable {
     /// listings show it as decommissioned. It keeps its place in the tree and its data. A
     /// node with enrolled, not decommissioned nodes below it is refused: move them first.
     public func decommission(node: NodeID, of tenant: TenantID, nowMillis: UInt64 = WallClock.nowMillis()) throws -> Revocation {
-        try writer.write { db in
+        try refuseIfMoved(tenant)
+        return try writer.write { db in
             guard try Self.parentLink(db, tenant.rawValue, node.rawValue) != nil else {
                 throw StoreError.notFound("node '\(node)' in tenant '\(tenant)' (a node that never enrolled has nothing to decommission; `admin revoke` deletes its tokens)")
             }
@@ -753,7 +772,11 @@ public final class TenantStores: Sendable {
         try await withCheckedThrowingContinuation { continuation in
             NodeStore.blockingQueue.async { [catalog] in
                 continuation.resume(with: Result {
-                    try catalog.tenants().map(\.tenant).filter { FileManager.default.fileExists(atPath: catalog.tenantDatabasePath($0)) }
+                    // Not a moved tenant's: its files are kept as they were (HQ's rules wrote
+                    // escalations into them on a hub started on the old directory, helper 104).
+                    try catalog.tenants().map(\.tenant).filter {
+                        catalog.movedAway($0) == nil && FileManager.default.fileExists(atPath: catalog.tenantDatabasePath($0))
+                    }
                 })
             }
         }

@@ -43,7 +43,7 @@ struct Backup: ParsableCommand {
         // enrolled has a database, and the source missing one was skipped without a word
         // (helper 99). The copy is whole as the source is; the source is not.
         if data != nil {
-            let missing = try HubCatalog(directory: out).tenantsMissingData()
+            let missing = try HubCatalog.tenantsMissingData(directory: out)
             if !missing.isEmpty {
                 let names = missing.map { "\($0.tenant) (\($0.credentials) node credential(s))" }.joined(separator: ", ")
                 throw CLIError("the hub's catalog names tenants whose nodes enrolled but whose database is missing from \(data!)/tenants, so from this backup too: \(names); their data is not in \(out)")

@@ -318,7 +318,7 @@ extension Admin {
         let digits = text.dropFirst().dropLast()
         if let sign = text.first, sign == "+" || sign == "-", let unit = text.last, "smhdw".contains(unit), !digits.isEmpty,
            digits.allSatisfy({ $0.isASCII && $0.isNumber }) {
-            throw CLIError("'\(text)' is \(sign == "+" ? "after 9999" : "before 1970"): \(range) (a duration has at most 7 digits)")
+            throw CLIError("'\(text)' has more than 7 digits, the most a duration has: use a larger unit (s, m, h, d, w) or an ISO 8601 time; \(range)")
         }
         throw CLIError("'\(text)' is not a time: use now, +DURATION or -DURATION (e.g. +10m, -5m) or ISO 8601 (2026-12-01T06:00:00Z)")
     }

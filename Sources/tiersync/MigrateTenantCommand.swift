@@ -119,7 +119,9 @@ extension Admin {
                 }
                 // The old directory keeps the tenant's files, and its hub refuses the tenant from
                 // now on (410 tenant_moved), naming where it went.
-                try catalog.markMoved(tenantID, to: "PostgreSQL \(endpoint)")
+                // Named without the database's address: the answer reaches the tenant's nodes,
+                // which need the new hub's URL from their operator, not PostgreSQL's.
+                try catalog.markMoved(tenantID, to: "a hub on PostgreSQL")
                 let admin = entries.administration
                 print("moved tenant \(tenant): digests equal; \(entries.nodes.count) nodes and \(entries.credentials.count) credentials in the catalog; "
                       + "\(admin.users.count) administrators, \(admin.tokens.count) of their tokens, \(admin.audit.count) audit entries, "

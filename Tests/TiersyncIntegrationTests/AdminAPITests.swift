@@ -150,6 +150,23 @@ struct AdminAPITests {
             // The line drains: a login with the right password goes through afterwards.
             let login = try await f.client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "acme", user: "hq-op", password: AdminFixture.password))
             #expect(login.status == 200, "\(login.text)")
+            // An administrator retrying the right password through a full line is never locked:
+            // a login turned away busy is no failed one (counted before the line, five busy
+            // answers locked the account, helper 104).
+            let others = (0..<10).map { _ in RawClient(baseURL: f.hub.url, caFile: f.hub.caFile) }
+            let retries = try await withTeardown({ for client in others { await client.shutdown() } }) {
+                try await withThrowingTaskGroup(of: RawClient.Reply.self) { group in
+                    for i in 0..<40 {
+                        group.addTask {
+                            try await others[i % others.count].send("POST", "/admin/v1/login",
+                                                                      json: AdminMessages.LoginRequest(tenant: "acme", user: "hq-viewer", password: AdminFixture.password))
+                        }
+                    }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+            }
+            #expect(retries.contains { $0.status == 429 } && retries.allSatisfy { $0.status == 200 || $0.error?.code == "logins_busy" },
+                    "\(retries.map { "\($0.status) \($0.error?.code ?? "")" })")
         }
     }
 

@@ -326,6 +326,15 @@ struct CLICommandTests {
         #expect(tables.out.contains("customers:") && tables.out.contains("leads:") && tables.out.contains("routed by"), "\(tables)")
         let status = try await r.run("tiersync status", cwd: cwd)
         #expect(status.out.contains("dealer-042 (tenant automaker, parent de)") && status.out.contains("digest:"), "\(status)")
+        // At HQ, the digest of the dealer's scope: equal to the dealer's own once both hold the same.
+        func digest(_ output: String, _ prefix: String) -> String? {
+            output.split(separator: "\n").first { $0.hasPrefix(prefix) }?.split(separator: " ").last.map(String.init)
+        }
+        try await eventually(timeout: 30, "HQ's digest of dealer-042's scope equals the dealer's own") {
+            let own = digest(try await r.run("tiersync status", cwd: cwd).out, "digest:")
+            let atHQ = try await r.run("tiersync status", 1, cwd: cwd, edit: { $0.map { $0.replacingOccurrences(of: "/acme.sqlite", with: "/automaker.sqlite") } })
+            return own != nil && own == digest(atHQ.out, "digest of dealer-042's scope here:")
+        }
         let conflicts = try await r.run("tiersync conflicts", cwd: cwd)
         #expect(conflicts.out.contains("0 conflict(s)"), "\(conflicts)")
         // No release published yet: the rules have nothing to evaluate, and say so.

@@ -22,7 +22,11 @@ struct MigrateTenantTests {
         let passwordFile = dir.path + "/pw"
         try "a long enough password\n".write(toFile: passwordFile, atomically: true, encoding: .utf8)
         _ = try Child.run(["admin", "user", "add", "--data", data, "--tenant", "gamma", "--name", "ops@gamma", "--role", "viewer", "--password-file", passwordFile])
-        let token = try Child.run(["admin", "enroll-token", "--data", data, "--tenant", "gamma", "--node", "de"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        let token = try Child.run(["admin", "enroll-token", "--data", data, "--tenant", "gamma", "--node", "fr"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        // An enrolled country, with the database its first request would have made.
+        let deToken = try Child.run(["admin", "enroll-token", "--data", data, "--tenant", "gamma", "--node", "de"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        let de = try await HubCatalog(directory: data).redeem(token: deToken)
+        _ = try TenantStores(catalog: HubCatalog(directory: data)).store(for: "gamma")
         // A tenant whose node enrolled but whose database is missing (a directory restored
         // without it) is refused: moved, its nodes met an empty tenant (helper 99).
         _ = try Child.run(["admin", "create-tenant", "--data", data, "--tenant", "delta", "--levels", "3"])
@@ -37,17 +41,28 @@ struct MigrateTenantTests {
                     "\(moved.output)")
             #expect(!moved.output.contains("hasn't been called yet"), "the pool's start-up warning: \(moved.output)")
             let again = try Child.capture(["admin", "migrate-tenant", "--data", data, "--tenant", "gamma", "--to-postgres", endpoint.url])
-            #expect(again.status == 1 && again.output.contains("tenant 'gamma' moved to PostgreSQL") && !again.output.contains("Usage:"), "\(again.output)")
+            #expect(again.status == 1 && again.output.contains("tenant 'gamma' moved to a hub on PostgreSQL") && !again.output.contains("Usage:"), "\(again.output)")
             // The old directory no longer serves the moved tenant: a hub started on it again (a
             // stale URL, a restart script) served it beside its new hub, and a one-time token
             // enrolled a node at both (helper 99). Its administration is refused too.
-            let enrollToken = try Child.capture(["admin", "enroll-token", "--data", data, "--tenant", "gamma", "--node", "fr"])
-            #expect(enrollToken.status != 0 && enrollToken.output.contains("tenant 'gamma' moved to PostgreSQL"), "\(enrollToken.output)")
+            let enrollToken = try Child.capture(["admin", "enroll-token", "--data", data, "--tenant", "gamma", "--node", "it"])
+            #expect(enrollToken.status != 0 && enrollToken.output.contains("tenant 'gamma' moved to a hub on PostgreSQL"), "\(enrollToken.output)")
+            // Nor do the catalog's other changes go through (they reached no hub serving it).
+            let move = try Child.capture(["admin", "revoke", "--data", data, "--tenant", "gamma", "--node", "de"])
+            #expect(move.status != 0 && move.output.contains("moved to a hub on PostgreSQL"), "\(move.output)")
             let stale = try await RunningHub(directory: dir.path)
             try await withRawClient(stale) { client in
                 let login = try await client.send("POST", "/admin/v1/login",
                                                   json: AdminMessages.LoginRequest(tenant: "gamma", user: "ops@gamma", password: "a long enough password"))
-                #expect(login.status == 410 && login.error?.code == "tenant_moved" && login.text.contains("moved to PostgreSQL"), "\(login.status) \(login.text)")
+                #expect(login.status == 410 && login.error?.code == "tenant_moved" && login.text.contains("moved to a hub on PostgreSQL")
+                        && !login.text.contains("postgres://"), "\(login.status) \(login.text)")
+                // Told only to whoever knows a password: a wrong one is the plain 401 (the 410 told
+                // anyone that the tenant exists, with the database's address, helper 104).
+                let guess = try await client.send("POST", "/admin/v1/login", json: AdminMessages.LoginRequest(tenant: "gamma", user: "ops@gamma", password: "wrong"))
+                #expect(guess.status == 401, "\(guess.status) \(guess.text)")
+                // The country's own requests are answered 410 too, naming no database.
+                let whoami = try await client.send("GET", "/v1/whoami", credential: de.credential)
+                #expect(whoami.status == 410 && whoami.error?.code == "tenant_moved", "\(whoami.status) \(whoami.text)")
                 let enroll = try await client.send("POST", "/v1/enroll", json: EnrollRequest(token: token))
                 #expect(enroll.status == 410 && enroll.error?.code == "tenant_moved", "\(enroll.status) \(enroll.text)")
             }

@@ -152,7 +152,7 @@ struct AdminService: Sendable {
     /// administrator's browser into an account of the attacker's (login CSRF). Browsers say
     /// where a request comes from (`Sec-Fetch-Site`, `Origin`); scripts send neither.
     static func crossSiteRefusal(_ request: Request) -> APIError? {
-        let refusal = APIError(.forbidden, "cross_site", "a login from another site's page is refused")
+        let refusal = APIError(.forbidden, "cross_site", "a login or form sent from another site's page is refused")
         if let site = request.headers[secFetchSite], site != "same-origin", site != "none" { return refusal }
         if let origin = request.headers[originHeader], let authority = request.head.authority,
            origin != "https://" + authority, origin != "http://" + authority {
@@ -167,8 +167,6 @@ struct AdminService: Sendable {
     /// Checks a login and opens a session: its secret (the cookie's value) and who it is for.
     func startSession(tenant: TenantID, user name: String, password: String, address: String) async throws -> (secret: String, me: AdminMessages.Me) {
         let now = WallClock.nowMillis()
-        // Told before any password is checked: the tenant's accounts live on at its new hub.
-        if let move = catalog.movedAway(tenant) { throw move.answer(tenant) }
         let invalid = APIError(.unauthorized, "invalid_login", "unknown user or wrong password")
         func locked(until: UInt64) -> APIError {
             var error = APIError(.tooManyRequests, "login_locked", "too many failed logins: try again later")
@@ -179,36 +177,43 @@ struct AdminService: Sendable {
         // every login (known name or not, the same) is told to come back. In line by the
         // tenant as named, whether it exists or not: a line keyed by what the catalog holds
         // answered an unknown tenant 429 where a real one got 401 (a tenant's existence would
-        // show). So a flood naming many tenants still fills the line.
-        func verify(_ stored: String) async throws -> Bool {
+        // show). So a flood naming many tenants still fills the line. In line before the
+        // attempt is counted: counted first, a flood's `logins_busy` answers locked the
+        // administrator who kept retrying the right password (helper 104).
+        func admitted() async throws {
             guard await loginChecks.enter(for: tenant.rawValue) else {
                 var busy = APIError(.tooManyRequests, "logins_busy", "too many logins are being checked at once; try again in a second")
                 busy.headers[.retryAfter] = "1"
                 throw busy
             }
-            defer { loginChecks.leave() }
-            return await PasswordHash.verifyAsync(password, against: stored)
         }
         // A name no account has is answered as an account would be, lock included.
         guard AdminUser.isValidName(name), password.utf8.count <= PasswordHash.maximumLength,
               let login = try await accounts.adminLogin(name, of: tenant) else {
+            try await admitted()
+            defer { loginChecks.leave() }
             // Only names an account could have are counted (at most 64 characters): one
             // that cannot be an account tells nothing by a plain 401, and the ledger stays small.
             if AdminUser.isValidName(name), case .locked(let until) = unknownLogins.countAttempt(name, of: tenant, nowMillis: now) {
                 throw locked(until: until)
             }
-            _ = try await verify(PasswordHash.decoy)
+            _ = await PasswordHash.verifyAsync(password, against: PasswordHash.decoy)
             throw invalid
         }
         if login.lockedUntilMillis > now { throw locked(until: login.lockedUntilMillis) }
-        // Counted as failed before the check (a success clears it): counted after, logins
-        // sent at once all passed the lock (helper 98: 8 of 15 checked).
-        let failures: Int
-        switch try await accounts.countLoginAttempt(name, of: tenant, nowMillis: now) {
-        case .locked(let until): throw locked(until: until)
-        case .counted(let counted): failures = counted
+        try await admitted()
+        let failures: Int, verified: Bool
+        do {
+            defer { loginChecks.leave() }
+            // Counted as failed before the check (a success clears it): counted after, logins
+            // sent at once all passed the lock (helper 98: 8 of 15 checked).
+            switch try await accounts.countLoginAttempt(name, of: tenant, nowMillis: now) {
+            case .locked(let until): throw locked(until: until)
+            case .counted(let counted): failures = counted
+            }
+            verified = await PasswordHash.verifyAsync(password, against: login.passwordHash)
         }
-        guard try await verify(login.passwordHash) else {
+        guard verified else {
             try await accounts.appendAudit(AuditEntry(tenant: tenant, actor: name, action: "login_failed", target: "",
                                                       detail: "failure \(failures) in a row", address: address, scope: login.user.scope, atMillis: now))
             throw invalid
@@ -216,6 +221,9 @@ struct AdminService: Sendable {
         // The right password clears the attempt counted above, a disabled account's too.
         try await accounts.recordLoginSuccess(name, of: tenant)
         guard !login.user.isDisabled else { throw APIError(.forbidden, "account_disabled", "this account is disabled") }
+        // Told only to whoever knows a password: answered before the check, the 410 told anyone
+        // that the tenant exists (helper 104).
+        if let move = catalog.movedAway(tenant) { throw move.answer(tenant) }
         let secret = Secrets.new(.adminSession)
         let expires = now + Self.sessionTTLMillis
         // At most `sessionLimit` live sessions: the oldest end, so a login always works and
