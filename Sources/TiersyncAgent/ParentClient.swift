@@ -43,6 +43,11 @@ public final class ParentClient: Sendable {
         }
         var config = HTTPClient.Configuration(tlsConfiguration: tls, decompression: .enabled(limit: .size(Self.maxResponseBytes)))
         config.timeout = .init(connect: .seconds(10))
+        // A connection that cannot be made fails the request at once, with its cause: retried
+        // by the client itself until the connect timeout, a parent not listening or a CA that
+        // does not vouch for it showed nothing for 10–20 s, then a pool timeout that named
+        // neither (helper 103). The agent's loops retry with their own backoff.
+        config.connectionPool.retryConnectionEstablishment = false
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
         // Every '/' at the end goes (`https://h//` is the parent `https://h`, as sameParent reads it).
         var base = Substring(configuration.parentURL)
@@ -198,7 +203,34 @@ public final class ParentClient: Sendable {
             }
             return AgentError.unreachable("TLS with \(url) failed\(detail)")
         }
-        return AgentError.unreachable("cannot reach the parent at \(url): \(error)")
+        return AgentError.unreachable("cannot reach the parent at \(url): \(Self.socketWords(error) ?? "\(error)")")
+    }
+
+    /// A socket error in words: NIO's own read "connection reset (error set): Connection
+    /// refused) (errno: 111)" for a parent that was not listening (helper 103).
+    static func socketWords(_ error: any Error) -> String? {
+        guard let io = error as? IOError else { return nil }
+        switch io.errnoCode {
+        case ECONNREFUSED: return "nothing is listening there (connection refused): the parent is down, or the URL's port is wrong"
+        case ECONNRESET: return "the connection was reset by the parent"
+        case ETIMEDOUT: return "the connection timed out"
+        case EHOSTUNREACH, ENETUNREACH: return "no route to that host"
+        default: return "\(String(cString: strerror(io.errnoCode))) (errno \(io.errnoCode))"
+        }
+    }
+
+    /// AsyncHTTPClient's own errors as an operator reads them (`status`, the agent's log):
+    /// "HTTPClientError.remoteConnectionClosed" named nothing (helper 103).
+    public static func describe(_ error: any Error) -> String {
+        guard let client = error as? HTTPClientError else { return "\(error)" }
+        switch client {
+        case .remoteConnectionClosed: return "the parent closed the connection before answering (it stopped, or restarted)"
+        case .getConnectionFromPoolTimeout: return "no connection to the parent within the time limit (it does not answer, or its TLS handshake fails)"
+        case .connectTimeout: return "connecting to the parent timed out"
+        case .deadlineExceeded: return "the parent did not answer within the time limit"
+        case .readTimeout: return "the parent stopped sending its answer (read timed out)"
+        default: return "\(client)"
+        }
     }
 
     /// BoringSSL's reason codes in an error's description (`CERTIFICATE_VERIFY_FAILED`).

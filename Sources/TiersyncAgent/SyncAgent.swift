@@ -89,6 +89,11 @@ public final class SyncAgent: Sendable {
     /// for one after reaching the parent again, so an erasure decided while the node was
     /// away is applied before anything is pushed (docs/PRIVACY.md).
     private let pullRounds = Mutex<Int>(0)
+    /// Set by the push loop once the parent answers again after it was out of reach: the pull
+    /// loop, asleep in a backoff grown during the outage, tries at once. The push waits for a
+    /// pull round first (``waitForPull(after:)``), and waited out that backoff, up to 30 s
+    /// (helper 103: a write went up 43 s after its country was back).
+    private let parentBack = Mutex(false)
     /// Records routed away from the node but kept: changes of them were not yet acknowledged.
     private let pendingEviction = Mutex<Set<RecordKey>>([])
 
@@ -496,6 +501,7 @@ public final class SyncAgent: Sendable {
                 if failed {
                     try await verifyParent(when: "after the parent was unreachable")
                     exchanged = true
+                    parentBack.withLock { $0 = true }
                 }
                 if let since = pullFirst {
                     try await waitForPull(after: since)
@@ -536,6 +542,18 @@ public final class SyncAgent: Sendable {
     }
 
     static let pullFirstLimit: Duration = .seconds(30)
+
+    /// Sleeps `delay`, or less once the push loop found the parent back (``parentBack``,
+    /// taken when seen; one left from earlier only cuts one wait short).
+    private func sleepUnlessParentBack(_ delay: Duration) async {
+        let deadline = ContinuousClock.now + delay
+        while !Task.isCancelled {
+            if parentBack.withLock({ back in defer { back = false }; return back }) { return }
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { return }
+            try? await Task.sleep(for: min(left, .milliseconds(100)))
+        }
+    }
 
     /// Returns once the log holds changes the parent has not acknowledged, or a refused
     /// change is due for another try.
@@ -949,7 +967,7 @@ public final class SyncAgent: Sendable {
                 let delay = AgentError.delay(after: error, backoff: backoff.next())
                 recordFailure("pull", error, retryIn: delay)
                 more = true
-                try? await Task.sleep(for: delay)
+                await sleepUnlessParentBack(delay)
             }
         }
     }
@@ -1233,7 +1251,7 @@ public final class SyncAgent: Sendable {
         let now = WallClock.nowMillis()
         let (failures, note) = state.withLock { s -> (Int, ParentContact.Failure?) in
             s.consecutiveFailures += 1
-            s.lastError = "\(what): \(error)"
+            s.lastError = "\(what): \(ParentClient.describe(error))"
             let first = s.failingSinceMillis == nil
             if first { s.failingSinceMillis = now }
             guard first || now >= s.contactNotedAtMillis &+ Self.contactNoteInterval else { return (s.consecutiveFailures, nil) }
@@ -1244,7 +1262,7 @@ public final class SyncAgent: Sendable {
         if let note { try? store.noteParentFailure(note) }
         let level: Logger.Level = failures == 1 || failures % 10 == 0 ? .warning : .debug
         logger.log(level: level, "\(what) failed; retrying", metadata: [
-            "error": "\(error)", "retry_in": "\(delay)", "failures": "\(failures)",
+            "error": "\(ParentClient.describe(error))", "retry_in": "\(delay)", "failures": "\(failures)",
         ])
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Synchronization
 import TiersyncAgent
 import TiersyncCore
 import TiersyncGovernance
@@ -40,8 +41,17 @@ public struct ParentOptions: ParsableArguments, Sendable {
     /// that has served its log to children is refused otherwise: run as a plain agent, a
     /// restored country store evicted every record it held for its dealers (helper 99: 427 of
     /// 460 customers).
+    /// The store locks this process holds (``prepare(allowInsecureHTTP:maxSkewSeconds:checkpointing:servesChildren:)``).
+    private static let held = Mutex<[HubDirectoryLock]>([])
+
     public func prepare(allowInsecureHTTP: Bool, maxSkewSeconds: UInt64 = 60,
                         checkpointing: WALCheckpointing = .byWriter, servesChildren: Bool = false) async throws -> (NodeStore, AgentConfiguration) {
+        // One process syncs a store: two agents on one ran side by side, unnoticed (helper 103).
+        // Held until the process ends; the kernel frees it however it ends.
+        guard let lock = try HubDirectoryLock.acquire(file: db + ".lock") else {
+            throw CLIError("another agent or country node is syncing \(db) (it holds \(db).lock): one process syncs a store; the record commands may run beside it")
+        }
+        Self.held.withLock { $0.append(lock) }
         let store = try NodeStore(path: db, clock: HybridLogicalClock(maxSkewMillis: maxSkewSeconds * 1000), checkpointing: checkpointing)
         if !servesChildren, try store.meta(MetaKey.logHistories.rawValue) != nil {
             let node = (try? store.identity())?.node.rawValue ?? "a country"

@@ -26,7 +26,13 @@ public final class HubDirectoryLock: Sendable {
     /// user from taking it.
     public static func acquire(directory: String) throws -> HubDirectoryLock? {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let path = directory + "/hub.lock"
+        return try acquire(file: directory + "/hub.lock")
+    }
+
+    /// Takes the lock of the file at `path` (created if missing) without waiting; nil when
+    /// another process holds it. A node's store is locked so (`STORE.lock`) by the process
+    /// syncing it: one agent per store.
+    public static func acquire(file path: String) throws -> HubDirectoryLock? {
         let descriptor = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else {
             throw StoreError.invalidArgument("cannot open \(path): \(String(cString: strerror(errno)))")
