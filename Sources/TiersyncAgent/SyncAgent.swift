@@ -89,11 +89,12 @@ public final class SyncAgent: Sendable {
     /// for one after reaching the parent again, so an erasure decided while the node was
     /// away is applied before anything is pushed (docs/PRIVACY.md).
     private let pullRounds = Mutex<Int>(0)
-    /// Set by the push loop once the parent answers again after it was out of reach: the pull
-    /// loop, asleep in a backoff grown during the outage, tries at once. The push waits for a
-    /// pull round first (``waitForPull(after:)``), and waited out that backoff, up to 30 s
-    /// (helper 103: a write went up 43 s after its country was back).
+    /// Set by one loop (push, pull) once the parent answers again after it was out of reach:
+    /// the other, asleep in a backoff grown during the outage, tries at once. The push waits
+    /// for a pull round first (``waitForPull(after:)``), and waited out the pull's backoff, up
+    /// to 30 s (helper 103: a write went up 43 s after its country was back).
     private let parentBack = Mutex(false)
+    private let parentBackToPush = Mutex(false)
     /// Records routed away from the node but kept: changes of them were not yet acknowledged.
     private let pendingEviction = Mutex<Set<RecordKey>>([])
 
@@ -520,7 +521,7 @@ public final class SyncAgent: Sendable {
                 if pullFirst == nil { pullFirst = pullRounds.withLock { $0 } }
                 let delay = AgentError.delay(after: error, backoff: backoff.next())
                 recordFailure("push", error, retryIn: delay)
-                try? await Task.sleep(for: delay)
+                await Self.sleep(delay) { self.parentBackToPush.withLock { back in defer { back = false }; return back } }
             }
         }
     }
@@ -543,12 +544,12 @@ public final class SyncAgent: Sendable {
 
     static let pullFirstLimit: Duration = .seconds(30)
 
-    /// Sleeps `delay`, or less once the push loop found the parent back (``parentBack``,
+    /// Sleeps `delay`, or less once the other loop found the parent back (``parentBack``,
     /// taken when seen; one left from earlier only cuts one wait short).
-    private func sleepUnlessParentBack(_ delay: Duration) async {
+    private static func sleep(_ delay: Duration, unless woken: () -> Bool) async {
         let deadline = ContinuousClock.now + delay
         while !Task.isCancelled {
-            if parentBack.withLock({ back in defer { back = false }; return back }) { return }
+            if woken() { return }
             let left = deadline - ContinuousClock.now
             guard left > .zero else { return }
             try? await Task.sleep(for: min(left, .milliseconds(100)))
@@ -927,7 +928,10 @@ public final class SyncAgent: Sendable {
             do {
                 // The parent was out of reach: it may be back restored from a backup whose
                 // log has grown past this node's cursor again, which its head cannot show.
-                if failed { try await verifyParent(when: "after the parent was unreachable") }
+                if failed {
+                    try await verifyParent(when: "after the parent was unreachable")
+                    parentBackToPush.withLock { $0 = true }
+                }
                 failed = false
                 if more {
                     // Behind: page after page, the next one fetched while this one is applied.
@@ -967,7 +971,7 @@ public final class SyncAgent: Sendable {
                 let delay = AgentError.delay(after: error, backoff: backoff.next())
                 recordFailure("pull", error, retryIn: delay)
                 more = true
-                await sleepUnlessParentBack(delay)
+                await Self.sleep(delay) { self.parentBack.withLock { back in defer { back = false }; return back } }
             }
         }
     }

@@ -100,13 +100,13 @@ func tiersync(_ arguments: [String], cwd: String, timeout: Double = 120) async t
         try? FileManager.default.removeItem(atPath: outFile)
         try? FileManager.default.removeItem(atPath: errFile)
     }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: try Child.binary())
-    p.arguments = arguments
-    p.currentDirectoryURL = URL(fileURLWithPath: cwd)
-    p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outFile))
-    p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errFile))
-    try p.run()
+    // Started with posix_spawn, not Foundation's Process (``SpawnedProcess``).
+    let (out, err) = (try SpawnedProcess.outputFile(outFile), try SpawnedProcess.outputFile(errFile))
+    defer {
+        close(out)
+        close(err)
+    }
+    let p = try SpawnedProcess(executable: try Child.binary(), arguments: arguments, currentDirectory: cwd, stdout: out, stderr: err)
     let deadline = Date().addingTimeInterval(timeout)
     while p.isRunning && Date() < deadline {
         await withCheckedContinuation { c in DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(10)) { c.resume() } }

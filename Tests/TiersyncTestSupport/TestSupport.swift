@@ -541,7 +541,8 @@ public func withRunning<T>(_ body: (Running) async throws -> T) async throws -> 
 /// `withChild` or `Running.child`, which stop it however the test ends; as a last resort it is
 /// killed when the object goes away.
 public final class Child {
-    public let process = Process()
+    /// Started with `posix_spawn`, not Foundation's `Process` (``SpawnedProcess``).
+    public let process: SpawnedProcess
     public let log: String
 
     public convenience init(_ arguments: [String], log: String, environment: [String: String] = [:]) throws {
@@ -552,15 +553,11 @@ public final class Child {
     public init(executable: String, _ arguments: [String], log: String, environment: [String: String] = [:]) throws {
         self.log = log
         _ = FileManager.default.createFile(atPath: log, contents: nil)
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        if !environment.isEmpty {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
+        let output = try SpawnedProcess.outputFile(log)
+        defer { close(output) }
+        process = try SpawnedProcess(executable: executable, arguments: arguments,
+                                     environment: environment.isEmpty ? nil : ProcessInfo.processInfo.environment.merging(environment) { _, new in new },
+                                     stdout: output, stderr: output)
     }
 
     deinit {
@@ -627,13 +624,16 @@ public final class Child {
     /// running after `timeout` seconds is killed, and that is an error.
     public static func capture(_ arguments: [String], includingErrors: Bool = true,
                                timeout: Double = 300) throws -> (status: Int32, output: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try binary())
-        p.arguments = arguments
-        let out = Pipe()
-        p.standardOutput = out
-        if includingErrors { p.standardError = out }
-        try p.run()
+        let ends = try SpawnedProcess.pipe()
+        let p: SpawnedProcess
+        do {
+            defer { close(ends.write) }
+            p = try SpawnedProcess(executable: try binary(), arguments: arguments, stdout: ends.write, stderr: includingErrors ? ends.write : 2)
+        } catch {
+            close(ends.read)
+            throw error
+        }
+        let out = FileHandle(fileDescriptor: ends.read, closeOnDealloc: true)
         let pid = p.processIdentifier
         let timedOut = Flag()
         let watchdog = DispatchWorkItem {
@@ -641,7 +641,7 @@ public final class Child {
             Foundation.kill(pid, SIGKILL)
         }
         DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
-        let data = out.fileHandleForReading.readDataToEndOfFile()
+        let data = out.readDataToEndOfFile()
         p.waitUntilExit()
         watchdog.cancel()
         let output = String(decoding: data, as: UTF8.self)
@@ -723,13 +723,16 @@ public func python(_ script: String, _ arguments: [String]) async throws -> Data
     try await withCheckedThrowingContinuation { continuation in
         Thread.detachNewThread {
             continuation.resume(with: Result {
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-                process.arguments = ["python3", "-c", script] + arguments
-                let out = Pipe()
-                process.standardOutput = out
-                try process.run()
-                let data = out.fileHandleForReading.readDataToEndOfFile()
+                let ends = try SpawnedProcess.pipe()
+                let process: SpawnedProcess
+                do {
+                    defer { close(ends.write) }
+                    process = try SpawnedProcess(executable: "/usr/bin/env", arguments: ["python3", "-c", script] + arguments, stdout: ends.write, stderr: 2)
+                } catch {
+                    close(ends.read)
+                    throw error
+                }
+                let data = FileHandle(fileDescriptor: ends.read, closeOnDealloc: true).readDataToEndOfFile()
                 process.waitUntilExit()
                 guard process.terminationStatus == 0 else { throw TestFailure("python3 failed: \(String(decoding: data, as: UTF8.self))") }
                 return data

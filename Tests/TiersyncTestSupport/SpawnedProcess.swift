@@ -1,0 +1,110 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+import Synchronization
+
+/// A child process started with `posix_spawn`, for the tests' `tiersync` runs.
+///
+/// Not Foundation's `Process`: on Linux its `run()` lists `/proc/self/fd` to close the
+/// parent's descriptors in the child and copies each directory entry's whole 256-byte name,
+/// reading past glibc's buffer; it crashes the test process now and then
+/// (swift-corelibs-foundation#5472, fixed after Swift 6.3.1; seen here once in a full run
+/// of the suite, with hundreds of children started by tests running side by side). Here the
+/// child closes every descriptor above stderr itself (`posix_spawn_file_actions_addclosefrom_np`,
+/// glibc 2.34), and nothing of `/proc` is read.
+public final class SpawnedProcess: Sendable {
+    /// How a child ended, as Foundation's `Process` says it.
+    public enum TerminationReason: Sendable, Equatable { case exit, uncaughtSignal }
+
+    public let processIdentifier: Int32
+    /// The raw status `waitpid` gave once the child was reaped.
+    private let reaped = Mutex<Int32?>(nil)
+
+    /// Starts `executable` with `arguments`; stdin reads /dev/null, stdout and stderr go to
+    /// the descriptors given (duplicated in the child; the caller closes its own).
+    public init(executable: String, arguments: [String], environment: [String: String]? = nil,
+                currentDirectory: String? = nil, stdout: Int32, stderr: Int32) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, stdout, 1)
+        posix_spawn_file_actions_adddup2(&actions, stderr, 2)
+        guard let closeFrom = Self.closeFrom, closeFrom(&actions, 3) == 0 else {
+            throw TestFailure("posix_spawn_file_actions_addclosefrom_np is missing (glibc 2.34 or later is needed)")
+        }
+        if let currentDirectory {
+            guard let chdir = Self.changeDirectory, chdir(&actions, currentDirectory) == 0 else {
+                throw TestFailure("posix_spawn_file_actions_addchdir_np is missing or refused \(currentDirectory)")
+            }
+        }
+        let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+        let env = environment ?? ProcessInfo.processInfo.environment
+        let envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            for p in argv { free(p) }
+            for p in envp { free(p) }
+        }
+        var pid = pid_t()
+        let rc = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+        guard rc == 0 else { throw TestFailure("cannot start \(executable): \(String(cString: strerror(rc)))") }
+        processIdentifier = pid
+    }
+
+    private typealias FileAction = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    private typealias FileActionPath = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32
+    // GNU extensions the Glibc module does not declare: looked up by name.
+    private static let closeFrom: FileAction? = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np").map { unsafeBitCast($0, to: FileAction.self) }
+    private static let changeDirectory: FileActionPath? = dlsym(nil, "posix_spawn_file_actions_addchdir_np").map { unsafeBitCast($0, to: FileActionPath.self) }
+
+    /// The wait status, reaping the child if it has ended (never blocks).
+    private func status() -> Int32? {
+        reaped.withLock { held in
+            if let held { return held }
+            var status: Int32 = 0
+            let r = waitpid(processIdentifier, &status, WNOHANG)
+            if r == processIdentifier { held = status }
+            // Reaped by someone else (nothing here waits for any child but its own): it has
+            // ended, how is not known; never "running" for ever.
+            if r == -1, errno == ECHILD { held = 0 }
+            return held
+        }
+    }
+
+    public var isRunning: Bool { status() == nil }
+
+    /// Blocks until the child has ended.
+    public func waitUntilExit() {
+        while status() == nil { usleep(2_000) }
+    }
+
+    /// The exit code, or the signal that ended it (as `Process.terminationStatus`); 0 while running.
+    public var terminationStatus: Int32 {
+        guard let s = status() else { return 0 }
+        return s & 0x7f == 0 ? (s >> 8) & 0xff : s & 0x7f
+    }
+
+    public var terminationReason: TerminationReason {
+        guard let s = status() else { return .exit }
+        return s & 0x7f == 0 ? .exit : .uncaughtSignal
+    }
+
+    /// A pipe for a child's output: both ends closed on exec (the child gets its dup of the
+    /// write end; every child here closes what it inherits past stderr anyway).
+    public static func pipe() throws -> (read: Int32, write: Int32) {
+        var ends: [Int32] = [0, 0]
+        guard Glibc.pipe(&ends) == 0 else { throw TestFailure("pipe: \(String(cString: strerror(errno)))") }
+        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+        return (ends[0], ends[1])
+    }
+
+    /// Opens `path` for the child's output (appending; closed on exec here: the child gets its dup).
+    public static func outputFile(_ path: String) throws -> Int32 {
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw TestFailure("cannot open \(path): \(String(cString: strerror(errno)))") }
+        return fd
+    }
+}
