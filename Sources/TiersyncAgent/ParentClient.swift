@@ -43,11 +43,11 @@ public final class ParentClient: Sendable {
         }
         var config = HTTPClient.Configuration(tlsConfiguration: tls, decompression: .enabled(limit: .size(Self.maxResponseBytes)))
         config.timeout = .init(connect: .seconds(10))
-        // A connection that cannot be made fails the request at once, with its cause: retried
-        // by the client itself until the connect timeout, a parent not listening or a CA that
-        // does not vouch for it showed nothing for 10–20 s, then a pool timeout that named
-        // neither (helper 103). The agent's loops retry with their own backoff.
-        config.connectionPool.retryConnectionEstablishment = false
+        // The client's own retries of connection establishment stay on (helper 103 asked for a
+        // closed port or a CA that does not vouch for the parent to fail at once; turned off,
+        // one failed connect failed every queued request, a handshake cut short by a
+        // restarting parent read as a certificate problem, and AsyncHTTPClient keeps the switch
+        // for its own tests: helper 105).
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
         // Every '/' at the end goes (`https://h//` is the parent `https://h`, as sameParent reads it).
         var base = Substring(configuration.parentURL)
@@ -217,6 +217,14 @@ public final class ParentClient: Sendable {
         case EHOSTUNREACH, ENETUNREACH: return "no route to that host"
         default: return "\(String(cString: strerror(io.errnoCode))) (errno \(io.errnoCode))"
         }
+    }
+
+    /// Whether `error` means the parent could not be reached or spoken to (a connection, TLS,
+    /// the client's time limits): what an outage looks like, which the agent's other loop may
+    /// end early (``SyncAgent``'s `parentBack`); not a refusal, nor a local error.
+    static func isUnreachable(_ error: any Error) -> Bool {
+        if case AgentError.unreachable = error { return true }
+        return error is HTTPClientError
     }
 
     /// AsyncHTTPClient's own errors as an operator reads them (`status`, the agent's log):

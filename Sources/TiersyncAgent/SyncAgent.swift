@@ -492,6 +492,8 @@ public final class SyncAgent: Sendable {
         // At start and after the parent was unreachable: push only once a pull has come
         // back since (the pull rounds counted then).
         var pullFirst: Int? = pullRounds.withLock { $0 }
+        // The last failure was the parent out of reach (not a refusal, nor a local error).
+        var unreachable = false
         while !Task.isCancelled {
             do {
                 // Success is recorded only for an exchange with the parent: a round with nothing
@@ -502,7 +504,9 @@ public final class SyncAgent: Sendable {
                 if failed {
                     try await verifyParent(when: "after the parent was unreachable")
                     exchanged = true
-                    parentBack.withLock { $0 = true }
+                    // Only after an outage: a parent that asked for a pause (429, 503 with
+                    // Retry-After) is not hurried by the other loop (helper 105).
+                    if unreachable { parentBack.withLock { $0 = true } }
                 }
                 if let since = pullFirst {
                     try await waitForPull(after: since)
@@ -511,17 +515,26 @@ public final class SyncAgent: Sendable {
                 if try await pushPending() > 0 { exchanged = true }
                 try await evictRoutedAway(touchedBy: nil)
                 failed = false
+                unreachable = false
                 backoff.reset()
+                // A wake left from when this loop was not asleep goes: it would cut short the
+                // wait after some later failure.
+                parentBackToPush.withLock { $0 = false }
                 if exchanged { recordSuccess() }
                 try await waitForLocalWrites()
             } catch is CancellationError {
                 return
             } catch {
                 failed = true
+                unreachable = ParentClient.isUnreachable(error)
                 if pullFirst == nil { pullFirst = pullRounds.withLock { $0 } }
                 let delay = AgentError.delay(after: error, backoff: backoff.next())
                 recordFailure("push", error, retryIn: delay)
-                await Self.sleep(delay) { self.parentBackToPush.withLock { back in defer { back = false }; return back } }
+                if unreachable {
+                    await Self.sleep(delay) { self.parentBackToPush.withLock { back in defer { back = false }; return back } }
+                } else {
+                    try? await Task.sleep(for: delay)
+                }
             }
         }
     }
@@ -923,6 +936,7 @@ public final class SyncAgent: Sendable {
         // past a scope it has just begun to serve again (a pull from 0 is always served),
         // so it is broken or hostile, and the node waits before starting over.
         var goneAgain = false
+        var unreachable = false
         var lastProgress = ContinuousClock.now
         while !Task.isCancelled {
             do {
@@ -930,9 +944,10 @@ public final class SyncAgent: Sendable {
                 // log has grown past this node's cursor again, which its head cannot show.
                 if failed {
                     try await verifyParent(when: "after the parent was unreachable")
-                    parentBackToPush.withLock { $0 = true }
+                    if unreachable { parentBackToPush.withLock { $0 = true } }
                 }
                 failed = false
+                unreachable = false
                 if more {
                     // Behind: page after page, the next one fetched while this one is applied.
                     try await catchUp { _ in
@@ -948,6 +963,7 @@ public final class SyncAgent: Sendable {
                 pullRounds.withLock { $0 += 1 }
                 goneAgain = false
                 backoff.reset()
+                parentBack.withLock { $0 = false }
                 recordSuccess()
             } catch is CancellationError {
                 return
@@ -968,10 +984,15 @@ public final class SyncAgent: Sendable {
                 }
             } catch {
                 failed = true
+                unreachable = ParentClient.isUnreachable(error)
                 let delay = AgentError.delay(after: error, backoff: backoff.next())
                 recordFailure("pull", error, retryIn: delay)
                 more = true
-                await Self.sleep(delay) { self.parentBack.withLock { back in defer { back = false }; return back } }
+                if unreachable {
+                    await Self.sleep(delay) { self.parentBack.withLock { back in defer { back = false }; return back } }
+                } else {
+                    try? await Task.sleep(for: delay)
+                }
             }
         }
     }

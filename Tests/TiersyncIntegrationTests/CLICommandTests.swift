@@ -101,11 +101,10 @@ func tiersync(_ arguments: [String], cwd: String, timeout: Double = 120) async t
         try? FileManager.default.removeItem(atPath: errFile)
     }
     // Started with posix_spawn, not Foundation's Process (``SpawnedProcess``).
-    let (out, err) = (try SpawnedProcess.outputFile(outFile), try SpawnedProcess.outputFile(errFile))
-    defer {
-        close(out)
-        close(err)
-    }
+    let out = try SpawnedProcess.outputFile(outFile)
+    defer { close(out) }
+    let err = try SpawnedProcess.outputFile(errFile)
+    defer { close(err) }
     let p = try SpawnedProcess(executable: try Child.binary(), arguments: arguments, currentDirectory: cwd, stdout: out, stderr: err)
     let deadline = Date().addingTimeInterval(timeout)
     while p.isRunning && Date() < deadline {

@@ -69,7 +69,7 @@ public final class SpawnedProcess: Sendable {
             if r == processIdentifier { held = status }
             // Reaped by someone else (nothing here waits for any child but its own): it has
             // ended, how is not known; never "running" for ever.
-            if r == -1, errno == ECHILD { held = 0 }
+            if r == -1, errno == ECHILD { held = Self.unknownEnd }
             return held
         }
     }
@@ -81,14 +81,19 @@ public final class SpawnedProcess: Sendable {
         while status() == nil { usleep(2_000) }
     }
 
-    /// The exit code, or the signal that ended it (as `Process.terminationStatus`); 0 while running.
+    /// Stands for an end `waitpid` did not report (ECHILD).
+    private static let unknownEnd: Int32 = -1
+
+    /// The exit code, or the signal that ended it (as `Process.terminationStatus`); 0 while
+    /// running; -1 when the end is not known (reaped elsewhere: never read as a clean exit).
     public var terminationStatus: Int32 {
         guard let s = status() else { return 0 }
+        if s == Self.unknownEnd { return -1 }
         return s & 0x7f == 0 ? (s >> 8) & 0xff : s & 0x7f
     }
 
     public var terminationReason: TerminationReason {
-        guard let s = status() else { return .exit }
+        guard let s = status(), s != Self.unknownEnd else { return .exit }
         return s & 0x7f == 0 ? .exit : .uncaughtSignal
     }
 
