@@ -165,7 +165,8 @@ public struct CatalogAdmission: Sendable {
 /// again on the old directory (a stale URL, a restart script) served the tenant beside its
 /// new hub, and a one-time enrollment token enrolled a node at both (helper 99).
 public struct TenantMove: Sendable, Equatable {
-    /// Where it went, as the migration named it (`PostgreSQL 127.0.0.1:5432/tiersync`; never a password).
+    /// Where it went, as the migration names it ("a hub on PostgreSQL"): never the database's
+    /// address, which the answer would show to the tenant's nodes.
     public var target: String
     public var movedAtMillis: UInt64
 
