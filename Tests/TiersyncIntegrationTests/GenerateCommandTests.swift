@@ -178,10 +178,12 @@ struct GenerateCommandTests {
         let dir = try TempDir()
         let db = try await Self.hubData(dir.path + "/hq", tenant: "insurer", levels: 2, fixture: "insurer", dealers: [("agent-001", nil)])
         /// Another writer: SQLite's own write lock, taken and held for 20 s by a process of its own.
-        func holdLock() throws -> Process {
-            let holder = Process()
-            holder.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            holder.arguments = ["python3", "-c", """
+        func holdLock() throws -> SpawnedProcess {
+            let out = try SpawnedProcess.pipe()
+            let holder: SpawnedProcess
+            do {
+                defer { close(out.write) }
+                holder = try SpawnedProcess(executable: "/usr/bin/env", arguments: ["python3", "-c", """
                 import sqlite3, sys, time
                 # Tried every millisecond: SQLite's own wait sleeps up to 100 ms between tries,
                 # and generate's back-to-back commits could starve it (what the test is about).
@@ -197,11 +199,12 @@ struct GenerateCommandTests {
                 print("locked", flush=True)
                 time.sleep(20)
                 c.execute("COMMIT")
-                """, db]
-            let out = Pipe()
-            holder.standardOutput = out
-            try holder.run()
-            let first = String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+                """, db], stdout: out.write, stderr: 2)
+            } catch {
+                close(out.read)
+                throw error
+            }
+            let first = SpawnedProcess.readFirstLine(closing: out.read)
             #expect(first.hasPrefix("locked"), "\(first)")
             return holder
         }

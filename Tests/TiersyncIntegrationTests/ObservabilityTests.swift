@@ -65,20 +65,9 @@ func promtool(_ arguments: [String], input exposition: String = "", in directory
         print("note: promtool not installed; `promtool \(arguments.prefix(2).joined(separator: " "))` skipped")
         return nil
     }
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: promtool)
-    process.arguments = arguments
-    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-    let input = Pipe(), output = Pipe()
-    process.standardInput = input
-    process.standardOutput = output
-    process.standardError = output
-    try process.run()
-    input.fileHandleForWriting.write(Data(exposition.utf8))
-    try input.fileHandleForWriting.close()
-    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    return process.terminationStatus == 0 ? "" : "promtool exit \(process.terminationStatus): \(text)"
+    let run = try SpawnedProcess.runToEnd(executable: promtool, arguments: arguments, input: Data(exposition.utf8), currentDirectory: directory)
+    let text = String(decoding: run.output, as: UTF8.self)
+    return run.status == 0 ? "" : "promtool exit \(run.status): \(text)"
 }
 
 @Suite("Observability: metrics, probes, lag reports, JSON logs", .serialized)
@@ -330,33 +319,42 @@ struct ObservabilityTests {
 }
 
 /// Holds SQLite's write lock on a database from another connection until released.
-final class DatabaseLock: @unchecked Sendable {
-    private let process: Process
-    private let input: Pipe
+final class DatabaseLock: Sendable {
+    private let process: SpawnedProcess
+    /// The child's stdin: closing it lets the lock go.
+    private let input: FileHandle
 
-    /// Runs `sqlite3` in a child process, as another program on the machine would.
+    /// Runs Python's `sqlite3` in a child process, as another program on the machine would.
     init(path: String) throws {
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = ["-c", """
-            import sqlite3, sys
-            db = sqlite3.connect(sys.argv[1], isolation_level=None)
-            db.execute('BEGIN IMMEDIATE')
-            print('locked', flush=True)
-            sys.stdin.read()
-            db.execute('ROLLBACK')
-            """, path]
-        input = Pipe()
-        let output = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        try process.run()
-        let line = output.fileHandleForReading.availableData
-        guard String(decoding: line, as: UTF8.self).contains("locked") else { throw TestFailure("could not lock \(path)") }
+        let stdin = try SpawnedProcess.pipe(), stdout = try SpawnedProcess.pipe()
+        do {
+            defer {
+                close(stdin.read)
+                close(stdout.write)
+            }
+            process = try SpawnedProcess(executable: "/usr/bin/python3", arguments: ["-c", """
+                import sqlite3, sys
+                db = sqlite3.connect(sys.argv[1], isolation_level=None)
+                db.execute('BEGIN IMMEDIATE')
+                print('locked', flush=True)
+                sys.stdin.read()
+                db.execute('ROLLBACK')
+                """, path], stdin: stdin.read, stdout: stdout.write, stderr: 2)
+        } catch {
+            close(stdin.write)
+            close(stdout.read)
+            throw error
+        }
+        input = FileHandle(fileDescriptor: stdin.write, closeOnDealloc: true)
+        guard SpawnedProcess.readFirstLine(closing: stdout.read).contains("locked") else {
+            try? input.close()
+            process.waitUntilExit()
+            throw TestFailure("could not lock \(path)")
+        }
     }
 
     func release() {
-        try? input.fileHandleForWriting.close()
+        try? input.close()
         process.waitUntilExit()
     }
 }

@@ -320,17 +320,9 @@ struct RestoredHubTests {
         guard let version = binaries.sorted(by: { (Int($0) ?? 0) > (Int($1) ?? 0) }).first(where: {
             FileManager.default.isExecutableFile(atPath: "/usr/lib/postgresql/\($0)/bin/\(name)")
         }) else { throw TestFailure("\(name) not found under /usr/lib/postgresql/*/bin") }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/lib/postgresql/\(version)/bin/\(name)")
-        process.arguments = arguments
-        let errors = Pipe()
-        process.standardError = errors
-        // Waited for through the termination handler, not by blocking a cooperative thread.
-        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
-            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
-            do { try process.run() } catch { continuation.resume(throwing: error) }
-        }
-        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        // On a thread of its own, not blocking a cooperative thread.
+        let run = try await SpawnedProcess.runToEndAsync(executable: "/usr/lib/postgresql/\(version)/bin/\(name)", arguments: arguments)
+        let status = run.status, message = String(decoding: run.output, as: UTF8.self)
         guard status == 0 else { throw TestFailure("\(name) failed (\(status)): \(message)") }
     }
 }

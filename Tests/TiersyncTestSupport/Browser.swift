@@ -10,7 +10,7 @@ import NIOCore
 /// Without Chromium the tests that need it are skipped with a note, unless
 /// TIERSYNC_TEST_REQUIRE_BROWSER=1 (as `.ci/run` sets), where that is a failure.
 public final class Browser: @unchecked Sendable {
-    private let driver: Process
+    private let driver: SpawnedProcess
     private let base: String
     private let session: String
     private let http: HTTPClient
@@ -33,15 +33,15 @@ public final class Browser: @unchecked Sendable {
         guard let chromium = Self.chromium, let chromedriver = Self.chromedriver else { throw TestFailure("no chromium/chromedriver") }
         http = HTTPClient(eventLoopGroupProvider: .singleton)
         profile = try TempDir()
-        var started: (Process, String)?
+        var started: (SpawnedProcess, String)?
+        let discard = Glibc.open("/dev/null", O_WRONLY | O_CLOEXEC)
+        guard discard >= 0 else { throw TestFailure("cannot open /dev/null") }
+        defer { close(discard) }
         for _ in 0..<5 where started == nil {
             let port = Int.random(in: 20_000...60_000)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: chromedriver)
-            process.arguments = ["--port=\(port)", "--allowed-ips=127.0.0.1", "--log-path=\(profile.path)/chromedriver.log"]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
+            let process = try SpawnedProcess(executable: chromedriver,
+                                             arguments: ["--port=\(port)", "--allowed-ips=127.0.0.1", "--log-path=\(profile.path)/chromedriver.log"],
+                                             stdout: discard, stderr: discard)
             let base = "http://127.0.0.1:\(port)"
             for _ in 0..<100 {
                 if let status = try? await Self.call(http, "GET", base + "/status", nil), (status["value"] as? [String: Any])?["ready"] as? Bool == true {

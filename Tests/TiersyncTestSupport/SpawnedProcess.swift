@@ -23,14 +23,19 @@ public final class SpawnedProcess: Sendable {
     /// The raw status `waitpid` gave once the child was reaped.
     private let reaped = Mutex<Int32?>(nil)
 
-    /// Starts `executable` with `arguments`; stdin reads /dev/null, stdout and stderr go to
-    /// the descriptors given (duplicated in the child; the caller closes its own).
+    /// Starts `executable` with `arguments`; stdin reads `stdin` (/dev/null when nil), stdout
+    /// and stderr go to the descriptors given (duplicated in the child; the caller closes its
+    /// own).
     public init(executable: String, arguments: [String], environment: [String: String]? = nil,
-                currentDirectory: String? = nil, stdout: Int32, stderr: Int32) throws {
+                currentDirectory: String? = nil, stdin: Int32? = nil, stdout: Int32, stderr: Int32) throws {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        if let stdin {
+            posix_spawn_file_actions_adddup2(&actions, stdin, 0)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
         posix_spawn_file_actions_adddup2(&actions, stdout, 1)
         posix_spawn_file_actions_adddup2(&actions, stderr, 2)
         guard let closeFrom = Self.closeFrom, closeFrom(&actions, 3) == 0 else {
@@ -81,6 +86,53 @@ public final class SpawnedProcess: Sendable {
         while status() == nil { usleep(2_000) }
     }
 
+    /// Asks the child to end (SIGTERM), as `Process.terminate()`.
+    public func terminate() {
+        if isRunning { kill(processIdentifier, SIGTERM) }
+    }
+
+    /// Runs `executable` to its end: writes `input` to its stdin (from a thread of its own, so
+    /// a child that answers before it has read everything cannot stall it), and returns its
+    /// exit status and what it wrote to stdout (and stderr, with `mergingErrors`; otherwise
+    /// stderr goes to this process's). Blocks the calling thread: see ``runToEndAsync``.
+    public static func runToEnd(executable: String, arguments: [String], input: Data? = nil, currentDirectory: String? = nil,
+                                mergingErrors: Bool = true) throws -> (status: Int32, output: Data) {
+        let output = try pipe()
+        var inputEnds: (read: Int32, write: Int32)?
+        let child: SpawnedProcess
+        do {
+            defer { close(output.write) }
+            if input != nil { inputEnds = try pipe() }
+            defer { if let inputEnds { close(inputEnds.read) } }
+            child = try SpawnedProcess(executable: executable, arguments: arguments, currentDirectory: currentDirectory,
+                                       stdin: inputEnds?.read, stdout: output.write, stderr: mergingErrors ? output.write : 2)
+        } catch {
+            close(output.read)
+            if let inputEnds { close(inputEnds.write) }
+            throw error
+        }
+        if let input, let writer = inputEnds?.write {
+            let handle = FileHandle(fileDescriptor: writer, closeOnDealloc: true)
+            Thread.detachNewThread {
+                try? handle.write(contentsOf: input)
+                try? handle.close()
+            }
+        }
+        let data = FileHandle(fileDescriptor: output.read, closeOnDealloc: true).readDataToEndOfFile()
+        child.waitUntilExit()
+        return (child.terminationStatus, data)
+    }
+
+    /// ``runToEnd`` on a thread of its own, so an async test never blocks a cooperative thread.
+    public static func runToEndAsync(executable: String, arguments: [String], input: Data? = nil,
+                                     mergingErrors: Bool = true) async throws -> (status: Int32, output: Data) {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result { try runToEnd(executable: executable, arguments: arguments, input: input, mergingErrors: mergingErrors) })
+            }
+        }
+    }
+
     /// Stands for an end `waitpid` did not report (ECHILD).
     private static let unknownEnd: Int32 = -1
 
@@ -104,6 +156,21 @@ public final class SpawnedProcess: Sendable {
         guard Glibc.pipe(&ends) == 0 else { throw TestFailure("pipe: \(String(cString: strerror(errno)))") }
         for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         return (ends[0], ends[1])
+    }
+
+    /// Reads `descriptor` up to and including its first newline (or its end) and closes it.
+    /// A child's first line read this way is whole before the pipe closes: closed after part
+    /// of it, the child's next write fails (Python's `print` wrote "locked" and then failed
+    /// on "\n" with a broken pipe, ending the child that held a lock for a test).
+    public static func readFirstLine(closing descriptor: Int32) -> String {
+        let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+        var data = Data()
+        while !data.contains(UInt8(ascii: "\n")) {
+            let chunk = handle.availableData
+            if chunk.isEmpty { break }
+            data += chunk
+        }
+        return String(decoding: data, as: UTF8.self)
     }
 
     /// Opens `path` for the child's output (appending; closed on exec here: the child gets its dup).
