@@ -23,7 +23,7 @@ public struct KPIContribution: Sendable, Hashable {
 /// and a full recount (``KPITally``). No store, no clock.
 ///
 /// Per dialogue `d` of the KPI's channel (if it names one), counted for `d`'s node on
-/// `d.created_at`'s day (times in milliseconds; a `seconds` KPI's numerator is milliseconds):
+/// `d.created_at`'s day ("inbound": any direction but `outbound`, as allocation reads it) (times in milliseconds; a `seconds` KPI's numerator is milliseconds):
 ///
 /// | kind | denominator += 1 when | numerator += |
 /// |---|---|---|
@@ -33,7 +33,7 @@ public struct KPIContribution: Sendable, Hashable {
 /// | `average_handle_time` | `d` answered and resolved | `resolved_at − answered_at` (at most a year either way) |
 /// | `first_contact_resolution` (W) | `d` resolved | 1 unless another dialogue of the same customer and topic was created after `d` and no later than `resolved_at + W` |
 /// | `sla_compliance` | `d` has an `sla_due` | 1 if `answered_at < sla_due` |
-/// | `lead_conversion` (W), per lead | always | 1 if won and `won_at − created_at ≤ W` |
+/// | `lead_conversion` (W), per lead | not won before it was created | 1 if won and `won_at − created_at ≤ W` |
 public struct KPIEvaluator: Sendable {
     public let catalog: KPICatalog
     /// Interaction KPIs a dialogue decides alone (every kind but first-contact resolution).
@@ -49,6 +49,12 @@ public struct KPIEvaluator: Sendable {
         followUp = indexed.filter { $0.formula.kind == .firstContactResolution }
         lead = indexed.filter { $0.formula.kind.measuresLeads }
     }
+
+    /// The version of the counting rules above. Raised when this code counts the same
+    /// records differently (2: a dialogue without a direction is inbound; a lead won before
+    /// it was created counts nowhere); a node's store recounts once when it differs from
+    /// the version its accumulators were counted with.
+    public static let countingRules = 2
 
     /// True when some KPI counts interactions.
     public var measuresDialogues: Bool { !single.isEmpty || !followUp.isEmpty }
@@ -149,6 +155,9 @@ public struct KPIEvaluator: Sendable {
         let day = KPIDay.of(millis: created)
         for (index, f) in lead {
             if let channel = f.channel, l.channel != channel { continue }
+            // Won before it was created: times out of order count nowhere they are subtracted,
+            // as a dialogue's (helper 107: such a lead counted as converted).
+            if let wonAt = l.wonAt, wonAt < created { continue }
             let won = l.wonAt.map { $0 - created <= Int64(f.withinSeconds ?? 0) * 1000 } ?? false
             out.append(KPIContribution(kpi: index, node: node, day: day, numerator: won ? sign : 0, denominator: sign))
         }

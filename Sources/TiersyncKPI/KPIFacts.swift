@@ -47,7 +47,7 @@ public struct DialogueFacts: Sendable, Hashable {
         let answered = time(DialogueField.answeredAt)
         self.init(id: id, node: text(DialogueField.allocatedNode) ?? text(DialogueField.handlingNode) ?? text(DialogueField.originatingNode),
                   createdAt: time(DialogueField.createdAt), channel: text(DialogueField.channel),
-                  inbound: text(DialogueField.direction) == "inbound", answeredAt: answered,
+                  inbound: text(DialogueField.direction) != "outbound", answeredAt: answered,
                   resolvedAt: time(DialogueField.resolvedAt),
                   abandoned: text(DialogueField.status) == "closed" || text(DialogueField.abandonedAt) != nil,
                   slaDue: time(DialogueField.slaDue), customer: text(DialogueField.customerID), topic: text(DialogueField.topic))

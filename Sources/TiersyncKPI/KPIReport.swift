@@ -163,6 +163,10 @@ public enum KPIReport {
         let reportedUnits = reported.mapValues(\.unit)
         func unit(_ kpi: String) -> KPIUnit { catalog.definition(kpi)?.unit ?? reportedUnits[kpi] ?? .percent }
         let inView = observations.filter { o in
+            // 0/0 measures nothing: what a node's snapshot says once the dialogues it counted
+            // were deleted or moved away. Shown, it read as "no data" beside the node and
+            // kept a period nobody has data for as the console's latest (helper 107).
+            guard o.denominator > 0 || o.numerator != 0 else { return false }
             guard o.denominator >= 0, path(o.node).contains(viewer) else { return false }
             // A node's negative total of seconds is no measurement (its writer's, not ours).
             return unit(o.kpi) == .seconds ? o.numerator >= 0 : (0...o.denominator).contains(o.numerator)

@@ -57,7 +57,7 @@ enum KPIStorage {
     static func dialogue(_ h: SQLiteStatement) -> DialogueFacts {
         let answered = time(h, 4)
         return DialogueFacts(id: text(h, 0) ?? "", node: text(h, 13) ?? text(h, 11) ?? text(h, 12), createdAt: time(h, 3), channel: text(h, 1),
-                             inbound: equals(h, 2, "inbound"), answeredAt: answered, resolvedAt: time(h, 5),
+                             inbound: !equals(h, 2, "outbound"), answeredAt: answered, resolvedAt: time(h, 5),
                              abandoned: equals(h, 6, "closed") || length(h, 7) > 0, slaDue: time(h, 8),
                              customer: text(h, 9), topic: text(h, 10))
     }
@@ -253,13 +253,17 @@ extension NodeStore {
         let basis = catalog.formulaBasis
         let current = try Self.meta(db, .kpiFormulas) ?? ""
         var recounted = false
-        if basis != current {
+        // Also when this version counts differently from the one that counted them.
+        let rules = String(KPIEvaluator.countingRules)
+        let countedWith = try Self.meta(db, .kpiCountingRules)
+        if basis != current || (!basis.isEmpty && countedWith != rules) {
             if basis.isEmpty {
                 try db.execute(sql: "DELETE FROM ts_kpi_totals")
             } else {
                 try KPIStorage.rebuild(db, evaluator: KPIEvaluator(catalog: catalog))
             }
             try Self.setMeta(db, .kpiFormulas, basis)
+            try Self.setMeta(db, .kpiCountingRules, rules)
             recounted = true
         }
         let encoded = try adoption.map { String(decoding: try Self.kpiJSON.encode($0), as: UTF8.self) } ?? ""

@@ -42,6 +42,9 @@ public enum MetaKey: String, Sendable, CaseIterable {
     case kpiSource = "kpi.source"
     case kpiPublished = "kpi.published"
     case kpiLayout = "kpi.layout"
+    /// The counting rules' version the accumulators were counted with
+    /// (``TiersyncKPI/KPIEvaluator/countingRules``).
+    case kpiCountingRules = "kpi.counting_rules"
     /// The node's path from the root, as its agent learned it (``AllocationPolicy``'s `tree.path`).
     case treePath = "tree.path"
     /// The parent and the highest notice number taken from it (``NodeStore/takeUpstreamRefusals(_:from:nowMillis:)``),

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TiersyncCore
 import TiersyncGovernance
+import TiersyncKPI
 import TiersyncServer
 import TiersyncStore
 import TiersyncAgent
@@ -559,6 +560,43 @@ struct AdminAPITests {
             let page = try await f.send("GET", "/console/kpis?period=month", token: hq)
             #expect(page.status == 200 && page.text.contains("data-kpi=\"kpix\""), "\(page.status) \(page.text.prefix(300))")
             #expect(try await f.client.send("GET", "/v1/whoami", credential: f.germany).status == 200, "the hub still serves")
+        }
+    }
+
+    @Test("""
+        the console's KPI page shows the current period by default, though a later one has values (dialogues dated ahead), \
+        lists the periods with values and shows the one asked for; a period whose only values are 0/0 is neither listed nor \
+        shown (helper 107: the latest period was the only one reachable, future or empty)
+        """, arguments: StorageEngine.testable)
+    func kpiPagePeriods(engine: StorageEngine) async throws {
+        try await withAdminFixture(engine: engine) { f in
+            let today = KPIDay.of(millis: Int64(WallClock.nowMillis()))
+            let month = { (day: Int64) in KPIDay.label(KPIPeriodKind.month.start(ofDay: day)) }
+            let (current, ahead, before, empty) = (month(today), month(today + 40), month(today - 40), month(today - 80))
+            let snapshots = [(current, 3, 4), (ahead, 1, 1), (before, 1, 2), (empty, 0, 0)].enumerated().map { i, s in
+                Change(origin: "france", originSeq: Int64(i + 1), hlc: HLCTimestamp(wallMillis: WallClock.nowMillis(), counter: UInt16(i)),
+                       table: "kpi_snapshots", recordID: "france:kpix:month:\(s.0)", op: .upsert, fields: [
+                        "node": "france", "path": "acme-hq/france", "kpi": "kpix", "name": "X", "unit": "percent", "period": "month",
+                        "period_start": .string(s.0), "numerator": .int(Int64(s.1)), "denominator": .int(Int64(s.2)),
+                        "target_kind": "at_least", "target": .double(50)])
+            }
+            let pushed = try await f.client.send("POST", "/v1/push", json: PushRequest(through: 4, changes: snapshots), credential: f.france)
+            #expect(pushed.status == 200, "\(pushed.text)")
+            let hq = try await f.token("acme", "hq-op")
+            let page = try await f.send("GET", "/console/kpis?period=month", token: hq)
+            #expect(page.status == 200)
+            #expect(page.text.contains("this month from <span id=\"period-start\">\(current)</span>"), "\(page.text)")
+            #expect(page.text.contains("acme-hq: 75.0 %"), "the current month’s 3/4")
+            for listed in [current, ahead, before] { #expect(page.text.contains("<option value=\"\(listed)\""), "\(listed) listed") }
+            #expect(!page.text.contains("<option value=\"\(empty)\""), "0/0 is no value")
+            let earlier = try await f.send("GET", "/console/kpis?period=month&start=\(before)", token: hq)
+            #expect(earlier.text.contains("in the month from <span id=\"period-start\">\(before)</span>") && earlier.text.contains("acme-hq: 50.0 %"),
+                    "\(earlier.text)")
+            // A day of a month without values: the nearest month before it with values.
+            let within = try await f.send("GET", "/console/kpis?period=month&start=\(KPIDay.label(today + 40))", token: hq)
+            #expect(within.text.contains("<span id=\"period-start\">\(ahead)</span>") && within.text.contains("acme-hq: 100.0 %"))
+            let bogus = try await f.send("GET", "/console/kpis?period=month&start=%3Cb%3E", token: hq)
+            #expect(bogus.status == 200 && bogus.text.contains("<span id=\"period-start\">\(current)</span>") && !bogus.text.contains("<b>"))
         }
     }
 

@@ -313,6 +313,45 @@ struct KPIEvaluatorTests {
         #expect(total("average-handle-time", "de-1").map { $0.1 == 0 } ?? true, "\(rows)")
     }
 
+    @Test("""
+    Counting rules 2 (helper 107): a dialogue written without a direction is inbound, as allocation reads it (it was decided and \
+    given an sla_due, yet left out of service level, speed of answer and abandonment); a lead won before it was created counts \
+    nowhere (it counted as converted); a node's 0/0 is no row, alone or by node
+    """)
+    func countingRules2() throws {
+        let catalog = try Self.catalog()
+        var tally = KPITally(evaluator: KPIEvaluator(catalog: catalog))
+        let created = "2026-11-10T10:00:00Z"
+        tally.add(DialogueFacts(id: "no-direction", fields: ["channel": "phone", "created_at": .string(created), "handling_node": "de-1",
+                                                              "answered_at": "2026-11-10T10:00:10Z"]))
+        tally.add(DialogueFacts(id: "outbound", fields: ["channel": "phone", "direction": "outbound", "created_at": .string(created),
+                                                          "handling_node": "de-1", "answered_at": "2026-11-10T10:00:10Z"]))
+        let day = KPIDay.of(millis: KPITime.millis(created)!)
+        tally.add(LeadFacts(id: "won-before", node: "de-1", createdAt: KPIDay.millisPerDay * day, channel: "web", wonAt: KPIDay.millisPerDay * (day - 10)))
+        tally.add(LeadFacts(id: "won-after", node: "de-1", createdAt: KPIDay.millisPerDay * day, channel: "web", wonAt: KPIDay.millisPerDay * (day + 1)))
+        let rows = tally.totals()
+        func total(_ kpi: String) -> (Int64, Int64)? {
+            rows.first { $0.kpi == kpi && $0.node == "de-1" }.map { ($0.numerator, $0.denominator) }
+        }
+        // Service level (20 s): the dialogue without a direction, answered in 10 s: 1 / 1; the outbound one is not counted.
+        #expect(total("service-level-phone").map { $0 == (1, 1) } == true, "\(rows)")
+        #expect(total("average-speed-of-answer-phone").map { $0 == (10_000, 1) } == true, "\(rows)")
+        #expect(total("abandonment-rate-phone").map { $0 == (0, 1) } == true, "\(rows)")
+        // Lead conversion: only the lead won a day after its creation, 1 / 1 (the other was 1 more of 2).
+        #expect(total("lead-conversion").map { $0 == (1, 1) } == true, "\(rows)")
+
+        let start = KPIDay.parse("2026-11-01")!
+        let observations = [KPIObservation(kpi: "service-level-phone", node: "de-1", periodStart: start, numerator: 0, denominator: 0, target: nil),
+                            KPIObservation(kpi: "service-level-phone", node: "fr-1", periodStart: start, numerator: 1, denominator: 2, target: nil)]
+        for byNode in [false, true] {
+            let report = KPIReport.rows(viewer: "hq", catalog: catalog, period: .month, observations: observations, paths: KPIFixture.paths, byNode: byNode)
+            #expect(!report.contains { $0.node == "de-1" || $0.node == "de" }, "\(report)")
+            #expect(report.contains { $0.node == "hq" && $0.numerator == 1 && $0.denominator == 2 }, "\(report)")
+        }
+        let only = KPIReport.rows(viewer: "hq", catalog: catalog, period: .month, observations: [observations[0]], paths: KPIFixture.paths, byNode: false)
+        #expect(only.isEmpty, "\(only)")
+    }
+
     @Test("Two tallies merged, either into the other, equal one: a group split between them with tied created_at, nodes numbered differently in each, leads and dialogues")
     func mergedTallies() throws {
         let evaluator = KPIEvaluator(catalog: try Self.catalog())

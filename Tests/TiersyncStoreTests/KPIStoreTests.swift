@@ -175,6 +175,12 @@ struct KPIStoreTests {
         #expect(try store.adoptKPIs(try Self.adoption(answeredWithin: "30s")))
         #expect(try Self.month(store, "service-level-phone", "de-1") == (3, 4))
         try Self.expectConsistent(store, "new formula")
+        // Accumulators counted by an earlier version's rules (no kpi.counting_rules, as
+        // before version 2): the same adoption recounts once, then not again.
+        try store.setMeta(.kpiCountingRules, nil)
+        #expect(try store.adoptKPIs(try Self.adoption(answeredWithin: "30s")), "counted by other rules: recounted")
+        #expect(try store.meta(.kpiCountingRules) == String(KPIEvaluator.countingRules))
+        #expect(try !store.adoptKPIs(try Self.adoption(answeredWithin: "30s")))
         // A stricter target (an overlay): no recount, but snapshots are rewritten with it.
         try store.publishKPISnapshots()
         #expect(try !store.kpiSnapshotsDue())

@@ -23,6 +23,8 @@ struct ConsoleService: Sendable {
         return library
     }()
     static let pageSize = 100
+    /// The periods with values the KPI page offers, newest first (three years of months).
+    static let kpiPeriodsListed = 36
     static let maxFormBytes = 16 * 1024
 
     typealias Handler = @Sendable (Request, HubRequestContext) async throws -> Response
@@ -200,20 +202,29 @@ struct ConsoleService: Sendable {
         let period = KPIPeriodKind(rawValue: request.uri.queryParameters.get("period") ?? "") ?? .month
         let report = try await KPIViews.response(store: try await admin.directory.store(for: caller.user.tenant), viewer: caller.user.scope,
                                                  tree: caller.tree, period: period, byNode: true)
-        // The viewer's node and the nodes just below it, each as its subtree, in the latest period.
+        // The viewer's node and the nodes just below it, each as its subtree, in one period:
+        // the one asked for (`start`), else the current one, else the latest before now
+        // (dialogues dated ahead made a future period the only one shown; helper 107).
         let shown = Set([caller.user.scope.rawValue] + caller.tree.parents.filter { $0.value == caller.user.scope }.map(\.key.rawValue))
         let rows = report.rows.filter { $0.scope == .subtree && shown.contains($0.node) }
-        let latest = rows.map(\.periodStart).max() ?? ""
+        let starts = Set(rows.map(\.periodStart)).sorted(by: >)
+        let current = KPIDay.label(period.start(ofDay: KPIDay.of(millis: Int64(clamping: WallClock.nowMillis()))))
+        // A day asked for (`YYYY-MM-DD`): the period with values holding it or the nearest
+        // before it, so that switching from months to days keeps to the same time.
+        let asked = request.uri.queryParameters.get("start").flatMap { (text: String) -> String? in KPIDay.parse(text) != nil ? text : nil }
+        let chosen = starts.first { $0 <= (asked ?? current) } ?? starts.last ?? ""
         var charts: [[String: Any]] = []
         for kpi in Array(Set(rows.map(\.kpi))).sorted() {
-            let mine = rows.filter { $0.kpi == kpi && $0.periodStart == latest }.sorted { ($0.node == caller.user.scope.rawValue ? "" : $0.node) < ($1.node == caller.user.scope.rawValue ? "" : $1.node) }
+            let mine = rows.filter { $0.kpi == kpi && $0.periodStart == chosen }.sorted { ($0.node == caller.user.scope.rawValue ? "" : $0.node) < ($1.node == caller.user.scope.rawValue ? "" : $1.node) }
             guard let first = mine.first else { continue }
             let id = "kpi-\(charts.count)"
             charts.append(["id": id, "name": first.name, "svg": KPIChart.svg(kpi: kpi, name: first.name, unit: first.unit, rows: mine, id: id)])
         }
         return try render("kpis", title: "KPIs", me: caller, nav: "navKPIs", values: [
-            "charts": charts, "period": period.rawValue, "periodStart": latest, "overlay": !caller.isTenantWide,
+            "charts": charts, "period": period.rawValue, "periodStart": chosen, "overlay": !caller.isTenantWide,
+            "current": chosen == current, "hasData": !starts.isEmpty,
             "periods": KPIPeriodKind.allCases.map { ["value": $0.rawValue, "selected": $0 == period] as [String: Any] },
+            "starts": starts.prefix(Self.kpiPeriodsListed).map { ["value": $0, "selected": $0 == chosen] as [String: Any] },
         ])
     }
 

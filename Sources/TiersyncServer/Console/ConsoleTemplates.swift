@@ -269,10 +269,12 @@ enum ConsoleTemplates {
     <form method="get" action="/console/kpis" class="filters">
     <label for="period">Period</label>
     <select id="period" name="period">{{#periods}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{value}}</option>{{/periods}}</select>
+    {{#hasData}}<label for="start">From</label>
+    <select id="start" name="start">{{#starts}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{value}}</option>{{/starts}}</select>{{/hasData}}
     <button type="submit">Show</button>
     </form>
-    <p>Each bar is a node's subtree this {{period}} (from {{periodStart}}): its numerators and denominators added, never averaged.
-    Red: the target is missed. The dashed line is the target of the release in force{{#overlay}} (or the country's overlay){{/overlay}}.</p>
+    {{#hasData}}<p>Each bar is a node's subtree {{#current}}this {{period}}{{/current}}{{^current}}in the {{period}}{{/current}} from <span id="period-start">{{periodStart}}</span> (UTC): its numerators and denominators added, never averaged.
+    Red: the target is missed. The dashed line is the target of the release in force{{#overlay}} (or the country's overlay){{/overlay}}.</p>{{/hasData}}
     {{#charts}}
     <section aria-labelledby="{{id}}-heading">
     <h2 id="{{id}}-heading">{{name}}</h2>
