@@ -119,6 +119,7 @@ let package = Package(
             "TiersyncCore", "TiersyncStore", "TiersyncGovernance", "TiersyncRules",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "CompressNIO", package: "compress-nio"),

@@ -3,6 +3,7 @@ import CompressNIO
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import NIOSSL
 import TiersyncCore
 import TiersyncGovernance
@@ -209,6 +210,14 @@ public final class ParentClient: Sendable {
     /// A socket error in words: NIO's own read "connection reset (error set): Connection
     /// refused) (errno: 111)" for a parent that was not listening (helper 103).
     static func socketWords(_ error: any Error) -> String? {
+        // A parent named by host name: NIO tried each of its addresses and reports them all.
+        if let connection = error as? NIOConnectionError {
+            if let first = connection.connectionErrors.first { return socketWords(first.error) ?? "\(first.error)" }
+            if connection.dnsAError != nil || connection.dnsAAAAError != nil {
+                return "the host name \(connection.host) could not be resolved"
+            }
+            return "the host name \(connection.host) has no address"
+        }
         guard let io = error as? IOError else { return nil }
         switch io.errnoCode {
         case ECONNREFUSED: return "nothing is listening there (connection refused): the parent is down, or the URL's port is wrong"

@@ -220,7 +220,7 @@ public struct HubServer: Sendable {
             services: [CompactionService(directory: directory, policy: configuration.retention, logger: logger),
                        CheckpointService(directory: directory, logger: logger), app,
                        ForeignWriteWatcher(directory: directory, notifier: notifier, governanceNotifier: governanceNotifier),
-                       NotifierService(notifiers: [notifier, governanceNotifier])],
+                       NotifierService(notifiers: [notifier, governanceNotifier], logger: logger)],
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
             logger: logger)
         // Past this, whatever still runs is cancelled: a stop always ends.
@@ -232,6 +232,7 @@ public struct HubServer: Sendable {
         let running = Task {
             do {
                 try await group.run()
+                logger.info("hub stopped")
             } catch let error as IOError where error.errnoCode == EADDRINUSE {
                 throw HubStartError("port \(port) on \(host) is in use: another process listens there (another hub or node?); choose another --port")
             } catch let error as IOError where error.errnoCode == EADDRNOTAVAIL {
@@ -249,9 +250,13 @@ public struct HubServer: Sendable {
 /// Ends open long-polls when the hub shuts down.
 struct NotifierService: Service {
     let notifiers: [ChangeNotifier]
+    let logger: Logger
 
     func run() async throws {
         try? await gracefulShutdown()
+        // The first service to hear of the stop: an operator's log says it began (a hub told
+        // to stop logged nothing until it had gone).
+        logger.info("hub stopping: open long-polls answered, requests under way finish, then the listener closes")
         for notifier in notifiers { await notifier.close() }
     }
 }

@@ -16,7 +16,8 @@ struct KPICommand: AsyncParsableCommand {
         At HQ give the tenant's database (--db DATA/tenants/T.sqlite); at a country or dealer its node database. \
         Without --by the table has one row per KPI and period for the node's whole subtree; with --by node, a row \
         per node of the subtree (its own dialogues and leads) and per node with nodes below it (its subtree). \
-        A percentage is 100 × numerator / denominator; a mean in seconds is numerator (ms) / denominator / 1000.
+        A percentage is 100 × numerator / denominator; a mean in seconds is numerator / denominator, the table \
+        showing the numerator in seconds (the JSON in milliseconds). Periods are UTC days, ISO weeks and months.
         """)
     @Option(help: "The node's database (HQ: DATA/tenants/TENANT.sqlite).") var db: String
     @Option(help: "day, week (ISO, Monday first) or month; UTC.") var period: String = "month"

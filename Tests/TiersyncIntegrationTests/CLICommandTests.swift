@@ -489,6 +489,20 @@ struct CLICommandTests {
         try #require(output.split(separator: "\n").first { $0.hasPrefix(what + " listening on ") }.map { String($0.split(separator: " ").last!) })
     }
 
+    @Test("a hub told to stop (SIGTERM) says so when it begins and when it has stopped, and exits 0 (it logged nothing)")
+    func hubLogsItsStop() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            let hub = try running.child(["hub", "serve", "--data", dir.path + "/hq", "--insecure-dev-http", "--port", "0"], log: dir.path + "/hub.log")
+            _ = try await hub.waitForOutput(containing: "hub listening on")
+            await hub.stop()
+            #expect(hub.process.terminationReason == .exit && hub.process.terminationStatus == 0, "\(hub.output)")
+            let stopping = try #require(hub.output.range(of: "hub stopping"), "\(hub.output)")
+            let stopped = try #require(hub.output.range(of: "hub stopped"), "\(hub.output)")
+            #expect(stopping.upperBound <= stopped.lowerBound)
+        }
+    }
+
     @Test("admin overlay-key runs (it printed its help and wrote nothing) and writes the country's key file")
     func overlayKeyWritesItsFile() async throws {
         let dir = try TempDir()
@@ -534,7 +548,10 @@ struct CLICommandTests {
             (["agent", "run", "--db", "c.sqlite", "--parent", "https://127.0.0.1:1", "--ca", notPEM, "--enroll-token", "tse_x"],
              "cannot use the CA file \(notPEM) (NO_CERTIFICATE_OR_CRL_FOUND): expected a PEM certificate"),
             (["agent", "run", "--db", "d.sqlite", "--parent", "https://127.0.0.1:1", "--enroll-token", "tse_x"],
-             "cannot reach the parent at https://127.0.0.1:1"),
+             "cannot reach the parent at https://127.0.0.1:1: nothing is listening there (connection refused)"),
+            // By host name: NIO's error listing each address tried was printed raw.
+            (["agent", "run", "--db", "e.sqlite", "--parent", "https://localhost:1", "--enroll-token", "tse_x"],
+             "cannot reach the parent at https://localhost:1: nothing is listening there (connection refused)"),
             // Ignored before, silently.
             (["hub", "serve", "--postgres", "postgres://nobody@127.0.0.1:1/none", "--insecure-dev-http", "--retention-days", "5"],
              "--retention-days applies to a hub on SQLite (--data); a hub on PostgreSQL keeps 30 days for now"),
