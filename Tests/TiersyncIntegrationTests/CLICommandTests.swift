@@ -503,6 +503,39 @@ struct CLICommandTests {
         }
     }
 
+    @Test("one process syncs a store, whatever name it is given: an agent run on a symlink to a store another process syncs is refused (each name had a lock file of its own)")
+    func storeLockFollowsTheStore() async throws {
+        let dir = try TempDir()
+        let real = dir.path + "/node.sqlite"
+        FileManager.default.createFile(atPath: real, contents: nil)
+        try FileManager.default.createSymbolicLink(atPath: dir.path + "/link.sqlite", withDestinationPath: real)
+        // Another process syncing the store holds its lock.
+        let out = try SpawnedProcess.pipe()
+        let holder: SpawnedProcess
+        do {
+            defer { close(out.write) }
+            holder = try SpawnedProcess(executable: "/usr/bin/env", arguments: ["python3", "-c", """
+                import fcntl, sys, time
+                f = open(sys.argv[1], "a")
+                fcntl.flock(f, fcntl.LOCK_EX)
+                print("locked", flush=True)
+                time.sleep(60)
+                """, real + ".lock"], stdout: out.write, stderr: 2)
+        } catch {
+            close(out.read)
+            throw error
+        }
+        defer {
+            kill(holder.processIdentifier, SIGKILL)
+            holder.waitUntilExit()
+        }
+        #expect(SpawnedProcess.readFirstLine(closing: out.read).hasPrefix("locked"))
+        for name in ["link.sqlite", "./node.sqlite", "../\(URL(fileURLWithPath: dir.path).lastPathComponent)/node.sqlite"] {
+            let run = try await tiersync(["agent", "run", "--db", name, "--parent", "https://127.0.0.1:1", "--enroll-token", "tse_x"], cwd: dir.path, timeout: 60)
+            #expect(run.status != 0 && run.err.contains("another agent or country node is syncing \(name)"), "\(name): \(run)")
+        }
+    }
+
     @Test("admin overlay-key runs (it printed its help and wrote nothing) and writes the country's key file")
     func overlayKeyWritesItsFile() async throws {
         let dir = try TempDir()
