@@ -53,6 +53,11 @@ public protocol NodeDirectory: Sendable {
     /// the tenant's; a country's ancestors at a country node, whose tree is its mirrored
     /// subtree (``TiersyncCore/RouteReach`` lets its dealers route to them).
     func ancestorsAboveTree(of tenant: TenantID) async -> [NodeID]
+    /// The node this hub is in `tenant`'s tree (HQ's root, or the country at a country
+    /// node). A requirement, not only an extension's method: called through
+    /// `any NodeDirectory`, the extension's default ran at a country too, found no root in its
+    /// mirror, and the country counted itself `never_seen` in its own metrics (helper 106).
+    func servingNode(of tenant: TenantID) async throws -> NodeID?
 }
 
 /// Where a hub finds its administrators: HQ in its catalog; a country in its mirror of HQ's

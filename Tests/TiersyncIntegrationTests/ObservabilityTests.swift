@@ -172,6 +172,27 @@ struct ObservabilityTests {
         }
     }
 
+    @Test("a country node's metrics count the country itself active while it answers, as HQ's count HQ (it counted itself never seen, for good)")
+    func countryCountsItselfActive() async throws {
+        let dir = try TempDir()
+        try await withRunning { running in
+            // One directory: the country's certificate from the hub's development CA, which the dealer trusts.
+            let hub = try await running.hub(directory: dir.path)
+            try await hub.catalogStore.createTenant("acme", levels: 3)
+            let de = try await running.country(hub: hub, tenant: "acme", node: "de", directory: dir.path)
+            let dealer = try await running.agent(enrolling: "de-1", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+            try dealer.store.commit([.upsert("customers", id: "c1", ["last_name": "A"])])
+            try await withRawClient(baseURL: de.url, caFile: de.caFile) { client in
+                try await eventually(timeout: 20, "de-1 is seen at de") {
+                    parseMetrics(try await client.send("GET", "/metrics", headers: Self.bearer).text)
+                        .value("tiersync_nodes", ["tenant": "acme", "state": "active"]) == 2
+                }
+                let samples = parseMetrics(try await client.send("GET", "/metrics", headers: Self.bearer).text)
+                #expect(samples.value("tiersync_nodes", ["tenant": "acme", "state": "never_seen"]) == 0)
+            }
+        }
+    }
+
     @Test("a long-poll counts as a waiter while it waits, and no longer once answered")
     func longPollWaiters() async throws {
         try await withHubFixture { f in

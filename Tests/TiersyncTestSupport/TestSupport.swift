@@ -340,6 +340,8 @@ public func repositoryRoot(from file: String = #filePath) -> String {
 public final class RunningCountry: Sendable {
     public let url: String
     public let store: NodeStore
+    /// The CA its listener's certificate is signed by.
+    public let caFile: String
     private let task: Task<Void, any Error>
 
     /// `rules`: when and at which times its rules run (default: as an agent's, every 30 s of the real clock).
@@ -362,6 +364,7 @@ public final class RunningCountry: Sendable {
         var hubConfiguration = HubConfiguration(port: 0, dataDirectory: "\(directory)/\(node)-directory",
                                                 transport: .tls(certificatePath: pki.serverCertificate, privateKeyPath: pki.serverKey))
         hubConfiguration.retention = retention
+        hubConfiguration.metricsToken = RunningHub.metricsToken
         var country = CountryNode(store: store, agentConfiguration: agent, hubConfiguration: hubConfiguration)
         country.directoryRefreshInterval = .milliseconds(500)
         let (stream, continuation) = AsyncStream<Int>.makeStream()
@@ -371,6 +374,7 @@ public final class RunningCountry: Sendable {
         guard let port = await iterator.next() else { throw TestFailure("country node did not start") }
         url = "https://127.0.0.1:\(port)"
         self.store = store
+        caFile = pki.caCertificate
     }
 
     public func stop() async {
