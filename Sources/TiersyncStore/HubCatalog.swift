@@ -335,8 +335,9 @@ public final class HubCatalog: Sendable {
         try writer.write { db in
             let tenant = directory.tenant.rawValue
             let before = Set(try String.fetchAll(db, sql: "SELECT id FROM nodes WHERE tenant = ?", arguments: [tenant]).map(NodeID.init(unchecked:)))
-            let lastSeen = Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT id, last_seen FROM nodes WHERE tenant = ?", arguments: [tenant])
-                .map { ($0["id"] as String, $0["last_seen"] as Int64?) })
+            // What the mirror knew of each node itself: when it was last seen here, and since when it is held.
+            let held = Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT id, last_seen, created_at FROM nodes WHERE tenant = ?", arguments: [tenant])
+                .map { ($0["id"] as String, (lastSeen: $0["last_seen"] as Int64?, createdAt: $0["created_at"] as Int64)) })
             if try !(Bool.fetchOne(db, sql: "SELECT 1 FROM tenants WHERE id = ?", arguments: [tenant]) ?? false) {
                 try db.execute(sql: "INSERT INTO tenants (id, root, created_at) VALUES (?, ?, ?)",
                                arguments: [tenant, directory.root.rawValue, Int64(nowMillis)])
@@ -345,7 +346,8 @@ public final class HubCatalog: Sendable {
             try db.execute(sql: "DELETE FROM credentials WHERE tenant = ?", arguments: [tenant])
             for n in directory.nodes {
                 try db.execute(sql: "INSERT INTO nodes (tenant, id, parent, role, created_at, last_seen) VALUES (?, ?, ?, ?, ?, ?)",
-                               arguments: [tenant, n.id.rawValue, n.parent?.rawValue, n.role, Int64(nowMillis), lastSeen[n.id.rawValue] ?? nil])
+                               arguments: [tenant, n.id.rawValue, n.parent?.rawValue, n.role, held[n.id.rawValue]?.createdAt ?? Int64(nowMillis),
+                                           held[n.id.rawValue]?.lastSeen ?? nil])
             }
             for c in directory.credentials {
                 try db.execute(sql: "INSERT OR IGNORE INTO credentials (hash, tenant, node, created_at) VALUES (?, ?, ?, ?)",

@@ -172,7 +172,11 @@ struct ObservabilityTests {
         }
     }
 
-    @Test("a country node's metrics count the country itself active while it answers, as HQ's count HQ (it counted itself never seen, for good)")
+    @Test("""
+        a country node's metrics count the country itself active while it answers, as HQ's count HQ (it counted itself never \
+        seen, for good); its mirror of HQ's directory is not written again while HQ's answer stays the same (it was every 2 s, \
+        and each node's created_at moved with it)
+        """)
     func countryCountsItselfActive() async throws {
         let dir = try TempDir()
         try await withRunning { running in
@@ -190,6 +194,28 @@ struct ObservabilityTests {
                 let samples = parseMetrics(try await client.send("GET", "/metrics", headers: Self.bearer).text)
                 #expect(samples.value("tiersync_nodes", ["tenant": "acme", "state": "never_seen"]) == 0)
             }
+            // The mirror at rest: refreshed every 500 ms here, written once.
+            // Read by another program (Python's sqlite3), as an operator would.
+            func version() throws -> (Int64, [Int64]) {
+                let read = try SpawnedProcess.runToEnd(executable: "/usr/bin/env", arguments: ["python3", "-c", """
+                    import sqlite3, sys
+                    db = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
+                    print(db.execute("SELECT version FROM catalog_version").fetchone()[0])
+                    print(",".join(str(r[0]) for r in db.execute("SELECT created_at FROM nodes ORDER BY id")))
+                    """, dir.path + "/de-directory/hub.sqlite"])
+                let lines = String(decoding: read.output, as: UTF8.self).split(separator: "\n").map(String.init)
+                guard read.status == 0, lines.count == 2, let version = Int64(lines[0]) else { throw TestFailure("cannot read the mirror: \(lines)") }
+                return (version, lines[1].split(separator: ",").compactMap { Int64($0) })
+            }
+            let before = try version()
+            try await Task.sleep(for: .seconds(2))
+            let after = try version()
+            #expect(before == after, "\(before) → \(after)")
+            // A change at HQ is mirrored at once.
+            _ = try await running.agent(enrolling: "de-2", parent: "de", tenant: "acme", hub: hub, parentURL: de.url, directory: dir.path)
+            try await eventually(timeout: 20, "de-2 mirrored") { try version().1.count == after.1.count + 1 }
+            #expect(try version().0 > after.0)
+            #expect(Array(try version().1.prefix(after.1.count)) == after.1, "de and de-1 keep their created_at")
         }
     }
 
