@@ -254,7 +254,9 @@ public enum KPIReport {
         guard !rows.isEmpty else { return "no KPI values yet\n" }
         var lines: [[String]] = [["period", "kpi", "node", "level", "value", "target", "verdict", "numerator/denominator"]]
         for r in rows {
-            let node = byNode ? r.node + (r.scope == .subtree ? " (subtree)" : "") : r.node
+            // A subtree's row says so in both forms: "hq" alone meant the whole tenant without
+            // --by and HQ's own dialogues with it (helper 107).
+            let node = r.node + (r.scope == .subtree ? " (subtree)" : "")
             let value = r.value.map { format($0, r.unit, against: r.target) } ?? "-"
             let target = r.target.map { ($0.comparison == .atLeast ? "≥ " : "≤ ") + format($0.value, r.unit) } ?? "-"
             let met = r.met.map { $0 ? "met" : "MISSED" } ?? ""

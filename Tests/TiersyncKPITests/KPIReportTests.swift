@@ -75,6 +75,11 @@ struct KPIReportTests {
         let row = try #require(rows.first { $0.node == "de-1" && $0.kpi == "average-handle-time-trial" })
         #expect(row.unit == .seconds && row.value == 300, "\(row)")
         #expect(KPIReport.table(rows, byNode: true).contains("300 s"))
+        // A subtree row is labelled so with or without --by node (helper 107: "hq" meant both).
+        for byNode in [true, false] {
+            let subtree = rows.filter { $0.scope == .subtree }
+            #expect(!subtree.isEmpty && subtree.allSatisfy { KPIReport.table([$0], byNode: byNode).contains("\($0.node) (subtree)") })
+        }
         // Without a reported unit, an unknown KPI is a percentage, and a count no percentage can have stays out.
         let unknown = [KPIObservation(kpi: "mystery", node: "de-1", periodStart: day, numerator: 300_000, denominator: 1, target: nil)]
         #expect(KPIReport.rows(viewer: "hq", catalog: try Self.catalog(), period: .month, observations: unknown, paths: Self.paths, byNode: true).isEmpty)
