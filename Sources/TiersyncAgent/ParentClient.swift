@@ -212,7 +212,12 @@ public final class ParentClient: Sendable {
     static func socketWords(_ error: any Error) -> String? {
         // A parent named by host name: NIO tried each of its addresses and reports them all.
         if let connection = error as? NIOConnectionError {
-            if let first = connection.connectionErrors.first { return socketWords(first.error) ?? "\(first.error)" }
+            // Every address refusing says the most: a host name's IPv6 address can fail for
+            // this machine's own reasons (no IPv6: "cannot assign requested address") while its
+            // IPv4 address was refused.
+            let errors = connection.connectionErrors.map(\.error)
+            if let refused = errors.first(where: { ($0 as? IOError)?.errnoCode == ECONNREFUSED }) { return socketWords(refused) }
+            if let first = errors.first { return socketWords(first) ?? "\(first)" }
             if connection.dnsAError != nil || connection.dnsAAAAError != nil {
                 return "the host name \(connection.host) could not be resolved"
             }

@@ -48,8 +48,8 @@ public struct ParentOptions: ParsableArguments, Sendable {
                         checkpointing: WALCheckpointing = .byWriter, servesChildren: Bool = false) async throws -> (NodeStore, AgentConfiguration) {
         // One process syncs a store: two agents on one ran side by side, unnoticed (helper 103).
         // Held until the process ends; the kernel frees it however it ends.
-        // The store's own path, whatever it was called by (`./n.sqlite`, a symlink, another
-        // working directory): each name had a lock file of its own, and two agents ran.
+        // The store's own path, through any symlink: a store named by a link had a lock file
+        // of its own beside the link, and two agents ran. (A hard link still has its own.)
         let lockFile = URL(fileURLWithPath: db).resolvingSymlinksInPath().standardizedFileURL.path + ".lock"
         guard let lock = try HubDirectoryLock.acquire(file: lockFile) else {
             throw CLIError("another agent or country node is syncing \(db) (it holds \(lockFile)): one process syncs a store; the record commands may run beside it")

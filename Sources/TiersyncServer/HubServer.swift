@@ -253,10 +253,13 @@ struct NotifierService: Service {
     let logger: Logger
 
     func run() async throws {
-        try? await gracefulShutdown()
-        // The first service to hear of the stop: an operator's log says it began (a hub told
-        // to stop logged nothing until it had gone).
-        logger.info("hub stopping: open long-polls answered, requests under way finish, then the listener closes")
+        do {
+            try await gracefulShutdown()
+            // The first service to hear of a stop: an operator's log says it began (a hub told
+            // to stop logged nothing until it had gone). Not when the group was cancelled
+            // instead (a failed start, the port in use: no hub had been running).
+            logger.info("hub stopping: open long-polls are answered, the listener closes, requests under way finish")
+        } catch {}
         for notifier in notifiers { await notifier.close() }
     }
 }

@@ -33,7 +33,9 @@ public enum KPIViews {
         for rollout in rollouts {
             guard let version = rollout.release(for: identity.node.rawValue, ancestors: []), let release = try await releaseNamed(version),
                   release.effectiveFromMillis <= nowMillis else { continue }
-            let source = "root:\(rollout.sequence):\(version)"
+            // With the counting rules' version: a hub upgraded to rules that count differently
+            // adopts (and recounts) once, though the release is the same.
+            let source = "root:\(rollout.sequence):\(version):r\(KPIEvaluator.countingRules)"
             if try await store.setting("kpi.source") == source { return false }
             let catalog = try KPICatalog(effectiveConfigJSON: String(decoding: try JSONEncoder().encode(release.config), as: UTF8.self))
             return try await store.adoptKPIs(KPIAdoption(release: version, overlay: nil, catalog: catalog), source: source)

@@ -319,7 +319,7 @@ public final class HubCatalog: Sendable {
             let nodes = try Row.fetchAll(db, sql: "SELECT * FROM nodes WHERE tenant = ? ORDER BY id", arguments: [principal.tenant.rawValue])
                 .map(Self.nodeRecord).filter { subtree.contains($0.node) }
                 .map { DirectoryResponse.Node(id: $0.node, parent: $0.parent, role: $0.role) }
-            let credentials = try Row.fetchAll(db, sql: "SELECT node, hash FROM credentials WHERE tenant = ? AND revoked_at IS NULL ORDER BY node",
+            let credentials = try Row.fetchAll(db, sql: "SELECT node, hash FROM credentials WHERE tenant = ? AND revoked_at IS NULL ORDER BY node, hash",
                                                arguments: [principal.tenant.rawValue])
                 .map { DirectoryResponse.Credential(node: NodeID(unchecked: $0["node"]), sha256: $0["hash"]) }
                 .filter { $0.node != principal.node && subtree.contains($0.node) }

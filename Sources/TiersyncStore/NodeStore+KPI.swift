@@ -286,12 +286,17 @@ extension NodeStore {
         let latest = try writer.read { db -> (id: Int64, adopted: Bool)? in
             guard let id = try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM ts_gov_applied WHERE effective IS NOT NULL AND release IS NOT NULL") else { return nil }
             let source = try Self.meta(db, .kpiSource)
-            return (id, source == "applied:\(id)")
+            return (id, source == Self.appliedSource(id))
         }
         guard let latest, !latest.adopted, let applied = try appliedGovernance() else { return false }
         let catalog = try applied.effective.map { try KPICatalog(effectiveConfigJSON: $0) } ?? .empty
-        return try adoptKPIs(KPIAdoption(release: applied.release, overlay: applied.overlay, catalog: catalog), source: "applied:\(latest.id)")
+        return try adoptKPIs(KPIAdoption(release: applied.release, overlay: applied.overlay, catalog: catalog), source: Self.appliedSource(latest.id))
     }
+
+    /// The adoption's source for the applied decision `id`, with the counting rules' version:
+    /// an upgraded store whose rules count differently adopts (and recounts) once, though its
+    /// decision is the same (helper 109: the recount never ran).
+    static func appliedSource(_ id: Int64) -> String { "applied:\(id):r\(KPIEvaluator.countingRules)" }
 
     /// What the store counts now, if anything.
     public func kpiAdoption() throws -> KPIAdoption? {
@@ -337,6 +342,7 @@ extension NodeStore {
         try writer.write { db in
             guard let counting = try kpiCounting(db) else { return }
             try KPIStorage.rebuild(db, evaluator: counting.evaluator)
+            try Self.setMeta(db, .kpiCountingRules, String(KPIEvaluator.countingRules))
         }
     }
 
@@ -496,7 +502,9 @@ extension NodeStore {
     /// What the node's snapshots carry besides values: its path, release and overlay.
     static func kpiPublishStamp(_ db: Database, node: String) throws -> String {
         let adoption = try kpiAdoption(db)
-        return "\(try kpiPath(db, node: node).joined(separator: "/"))|\(adoption?.release ?? 0)|\(adoption?.overlay ?? "")"
+        // With the counting rules: recounted by other rules, every period published before is
+        // written again (one that counts nothing now becomes 0/0 instead of keeping its value).
+        return "\(try kpiPath(db, node: node).joined(separator: "/"))|\(adoption?.release ?? 0)|\(adoption?.overlay ?? "")|r\(KPIEvaluator.countingRules)"
     }
 
     static func isoTime(_ millis: UInt64) -> String {

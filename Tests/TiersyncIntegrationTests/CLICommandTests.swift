@@ -503,7 +503,7 @@ struct CLICommandTests {
         }
     }
 
-    @Test("one process syncs a store, whatever name it is given: an agent run on a symlink to a store another process syncs is refused (each name had a lock file of its own)")
+    @Test("one process syncs a store, whatever name it is given: an agent run on a symlink to a store another process syncs is refused (the link had a lock file of its own)")
     func storeLockFollowsTheStore() async throws {
         let dir = try TempDir()
         let real = dir.path + "/node.sqlite"
@@ -530,6 +530,7 @@ struct CLICommandTests {
             holder.waitUntilExit()
         }
         #expect(SpawnedProcess.readFirstLine(closing: out.read).hasPrefix("locked"))
+        // The link fails without the resolved path; the other names show it still holds for them.
         for name in ["link.sqlite", "./node.sqlite", "../\(URL(fileURLWithPath: dir.path).lastPathComponent)/node.sqlite"] {
             let run = try await tiersync(["agent", "run", "--db", name, "--parent", "https://127.0.0.1:1", "--enroll-token", "tse_x"], cwd: dir.path, timeout: 60)
             #expect(run.status != 0 && run.err.contains("another agent or country node is syncing \(name)"), "\(name): \(run)")

@@ -210,7 +210,7 @@ struct GenerateCommandTests {
         }
         // Held before the command starts: opening the store (its schema check writes) waits it out.
         let before = try holdLock()
-        defer { if before.isRunning { before.terminate() } }
+        defer { before.terminateAndWait() }
         let run = try Child.capture(["generate", "--db", db, "--months", "1", "--seed", "3", "--now", Self.now, "--scale", "0.2"])
         #expect(run.status == 0, "\(run.output)")
         #expect(try Self.records(try NodeStore(path: db), "interactions").count == 100)
@@ -220,7 +220,7 @@ struct GenerateCommandTests {
         let generate = try Child(["generate", "--db", db, "--months", "12", "--seed", "4", "--now", Self.now, "--scale", "4", "--batch", "5"], log: log)
         _ = try await generate.waitForOutput(containing: "generating ")
         let during = try holdLock()
-        defer { if during.isRunning { during.terminate() } }
+        defer { during.terminateAndWait() }
         try await eventually(timeout: 120, "generate ends") { !generate.process.isRunning }
         #expect(generate.process.terminationStatus == 0, "\(generate.output)")
         #expect(generate.output.contains("the store is busy (another process writes to it); trying the batch again"), "\(generate.output)")

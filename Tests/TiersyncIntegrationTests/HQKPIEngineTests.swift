@@ -169,14 +169,24 @@ struct HQKPIEngineTests {
             let publisher = GovernancePublisher(store: hq, tenant: "automaker", key: GovernanceSigningKey(), tree: NodeTree(parents: ["hq": nil]))
             _ = try await publisher.publish(compiled, nowMillis: now)
             #expect(try await KPIViews.adopt(hq, nowMillis: now))
-            #expect(try await hq.setting("kpi.source") == "root:1:1")
+            #expect(try await hq.setting("kpi.source") == "root:1:1:r\(KPIEvaluator.countingRules)")
             #expect(try await !KPIViews.adopt(hq, nowMillis: now), "the same release: nothing to adopt")
 
             _ = try await publisher.publish(compiled, effectiveFromMillis: now + day, nowMillis: now)
             #expect(try await !KPIViews.adopt(hq, nowMillis: now + 1))
-            #expect(try await hq.setting("kpi.source") == "root:1:1", "v2 is not in effect yet")
+            #expect(try await hq.setting("kpi.source") == "root:1:1:r\(KPIEvaluator.countingRules)", "v2 is not in effect yet")
             _ = try await KPIViews.adopt(hq, nowMillis: now + day)
-            #expect(try await hq.setting("kpi.source") == "root:2:2")
+            #expect(try await hq.setting("kpi.source") == "root:2:2:r\(KPIEvaluator.countingRules)")
+            // Adopted and counted by a version counting by other rules (its source without them,
+            // no kpi.counting_rules): adopted again, once, and recounted (SQLite keeps the
+            // root's accumulators; PostgreSQL counts the root afresh in each process).
+            if let store = hq as? NodeStore {
+                try store.setMeta("kpi.source", "root:2:2")
+                try store.setMeta(.kpiCountingRules, nil)
+                #expect(try await KPIViews.adopt(hq, nowMillis: now + day), "recounted")
+                #expect(try await hq.setting("kpi.source") == "root:2:2:r\(KPIEvaluator.countingRules)")
+                #expect(try await !KPIViews.adopt(hq, nowMillis: now + day))
+            }
         }
     }
 }

@@ -134,6 +134,52 @@ struct KPIStoreTests {
         try Self.expectConsistent(store, "u2 rewritten to the decomposed form")
     }
 
+    @Test("""
+    A store counted by an earlier version's rules (a lead won before it was created counted as converted) recounts at its next \
+    adoption of the same applied release, and writes again the snapshot that counted it: 1/1 becomes 0/0 (helper 109: \
+    the shortcut for an adopted decision skipped the recount, and the old snapshot stayed at HQ)
+    """)
+    func upgradedCountingRules() throws {
+        let dir = try TempDir()
+        let path: String
+        do {
+            let store = try makeStore(dir, "de-1", parent: "de")
+            path = store.path
+            try store.recordGovernanceApplication(GovernanceApplication(release: 1, overlay: nil, rollout: 1, state: "applied", message: nil,
+                                                                        effective: try KPIFixture.effectiveConfigJSON(), appliedAtMillis: 1))
+            #expect(try store.adoptKPIsOfAppliedGovernance())
+            try store.commit([.upsert("leads", id: "early", ["source_channel": "web", "status": "won", "created_at": "2026-10-20T10:00:00Z",
+                                                               "won_at": "2026-10-10T10:00:00Z", "source_node": "de-1"])])
+            #expect(try store.kpiTotals().isEmpty, "counted nowhere by rules 2")
+            #expect(try !store.adoptKPIsOfAppliedGovernance(), "adopted already")
+        }
+        // As the version before rules 2 left it: the lead counted 1/1 on its day, published, and
+        // the adoption's source and the publish stamp without the rules' version.
+        let queue = try GRDB.DatabaseQueue(path: path)
+        try queue.write { db in
+            let day = KPIDay.parse("2026-10-20")!
+            try db.execute(sql: "INSERT INTO ts_kpi_totals (kpi, node, day, numerator, denominator, dirty) VALUES ('lead-conversion', 'de-1', ?, 1, 1, 1)",
+                           arguments: [day])
+            try db.execute(sql: "DELETE FROM ts_meta WHERE key = 'kpi.counting_rules'")
+        }
+        try queue.close()
+        let store = try NodeStore(path: path)
+        #expect(try store.publishKPISnapshots() > 0)
+        let id = "de-1:lead-conversion:month:2026-10-01"
+        #expect(try store.record(table: "kpi_snapshots", id: id)?.state.liveValues["numerator"] == .int(1))
+        let stamp = try #require(try store.meta(.kpiPublished))
+        try store.setMeta(.kpiPublished, String(stamp[..<stamp.range(of: "|r", options: .backwards)!.lowerBound]))
+        try store.setMeta(.kpiSource, String(try store.meta(.kpiSource)!.split(separator: ":").prefix(2).joined(separator: ":")))
+
+        #expect(try store.adoptKPIsOfAppliedGovernance(), "adopted again, and recounted")
+        #expect(try store.kpiTotals().isEmpty)
+        #expect(try store.kpiSnapshotsDue() || store.kpiTotals().isEmpty)
+        try store.publishKPISnapshots()
+        let snapshot = try #require(try store.record(table: "kpi_snapshots", id: id)?.state.liveValues)
+        #expect(snapshot["numerator"] == .int(0) && snapshot["denominator"] == .int(0), "\(snapshot)")
+        #expect(try !store.adoptKPIsOfAppliedGovernance())
+    }
+
     @Test("A store with an earlier accumulator layout opens: the derived table is dropped and recounted at the next adoption")
     func firstLayout() throws {
         let dir = try TempDir()

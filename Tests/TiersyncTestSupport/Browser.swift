@@ -51,7 +51,7 @@ public final class Browser: @unchecked Sendable {
                 if !process.isRunning { break }
                 try await Task.sleep(for: .milliseconds(100))
             }
-            if started == nil { process.terminate() }
+            if started == nil { process.terminateAndWait() }
         }
         guard let (process, base) = started else {
             try? await http.shutdown()
@@ -72,7 +72,7 @@ public final class Browser: @unchecked Sendable {
             }
             session = id
         } catch {
-            process.terminate()
+            process.terminateAndWait()
             try? await http.shutdown()
             throw error
         }
@@ -84,6 +84,8 @@ public final class Browser: @unchecked Sendable {
         driver.terminate()
         for _ in 0..<50 where driver.isRunning { try? await Task.sleep(for: .milliseconds(100)) }
         if driver.isRunning { kill(driver.processIdentifier, SIGKILL) }
+        // Reaped (asking reaps it), not left a zombie for the rest of the run.
+        for _ in 0..<100 where driver.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
         try? await http.shutdown()
     }
 

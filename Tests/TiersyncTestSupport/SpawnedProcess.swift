@@ -86,9 +86,21 @@ public final class SpawnedProcess: Sendable {
         while status() == nil { usleep(2_000) }
     }
 
-    /// Asks the child to end (SIGTERM), as `Process.terminate()`.
+    /// Asks the child to end (SIGTERM), as `Process.terminate()`. Nothing reaps it until
+    /// its status is asked for: see ``terminateAndWait(grace:)``.
     public func terminate() {
         if isRunning { kill(processIdentifier, SIGTERM) }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace` seconds, and waits: the child is reaped, not left
+    /// a zombie until the test process ends (Foundation's `Process` reaped its children itself).
+    public func terminateAndWait(grace: Double = 5) {
+        guard isRunning else { return }
+        kill(processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(grace)
+        while isRunning, Date() < deadline { usleep(10_000) }
+        if isRunning { kill(processIdentifier, SIGKILL) }
+        waitUntilExit()
     }
 
     /// Runs `executable` to its end: writes `input` to its stdin (from a thread of its own, so
@@ -111,6 +123,7 @@ public final class SpawnedProcess: Sendable {
             if let inputEnds { close(inputEnds.write) }
             throw error
         }
+        Self.ignoreBrokenPipes
         if let input, let writer = inputEnds?.write {
             let handle = FileHandle(fileDescriptor: writer, closeOnDealloc: true)
             Thread.detachNewThread {
@@ -122,6 +135,9 @@ public final class SpawnedProcess: Sendable {
         child.waitUntilExit()
         return (child.terminationStatus, data)
     }
+
+    /// A write to a child that has ended fails with EPIPE instead of killing the test process.
+    private static let ignoreBrokenPipes: Void = { signal(SIGPIPE, SIG_IGN) }()
 
     /// ``runToEnd`` on a thread of its own, so an async test never blocks a cooperative thread.
     public static func runToEndAsync(executable: String, arguments: [String], input: Data? = nil,

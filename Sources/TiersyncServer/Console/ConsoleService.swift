@@ -211,7 +211,7 @@ struct ConsoleService: Sendable {
         let current = KPIDay.label(period.start(ofDay: KPIDay.of(millis: Int64(clamping: WallClock.nowMillis()))))
         // A day asked for (`YYYY-MM-DD`): the period with values holding it or the nearest
         // before it, so that switching from months to days keeps to the same time.
-        let asked = request.uri.queryParameters.get("start").flatMap { (text: String) -> String? in KPIDay.parse(text) != nil ? text : nil }
+        let asked = request.uri.queryParameters.get("start").flatMap { (text: String) -> String? in KPIDay.parse(text).map(KPIDay.label) }
         let chosen = starts.first { $0 <= (asked ?? current) } ?? starts.last ?? ""
         var charts: [[String: Any]] = []
         for kpi in Array(Set(rows.map(\.kpi))).sorted() {
