@@ -211,6 +211,8 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "CompressNIO", package: "compress-nio"),
+            // openapi.yaml read as YAML (HubAPITests.openAPIMatchesRoutes).
+            .product(name: "Yams", package: "Yams"),
         ]),
     ]
 )

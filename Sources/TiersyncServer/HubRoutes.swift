@@ -34,4 +34,13 @@ public enum HubRoutes {
     static func isPublic(method: HTTPRequest.Method, path: String) -> Bool {
         all.contains { $0.isPublic && $0.path == path && $0.method == method.rawValue }
     }
+
+    /// The probes a load balancer or orchestrator asks, never rate limited: limited by the
+    /// caller's address, like enrollment, they answered 429 to a balancer sharing its
+    /// address with failed logins, which took the hub out of service (helper 108).
+    static let probes: [Route] = [health, liveness, readiness]
+
+    static func isProbe(method: HTTPRequest.Method, path: String) -> Bool {
+        probes.contains { $0.path == path && $0.method == method.rawValue }
+    }
 }

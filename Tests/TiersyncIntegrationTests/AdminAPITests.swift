@@ -884,10 +884,17 @@ struct AdminAPITests {
             let france = try await f.send("GET", "/admin/v1/releases", token: try await f.token("acme", "france-op")).decode(AdminMessages.ReleasesResponse.self)
             #expect(france.releases.map(\.version) == [1] && !france.releases.contains { $0.notes?.contains("germany") == true }, "\(france.releases)")
             #expect(!france.rollouts.contains { $0.summary.contains("germany") || $0.summary.contains("v2") }, "\(france.rollouts.map(\.summary))")
+            // Nor in a rollout's reason, which named the trial's targets (helper 108).
+            let franceRaw = try await f.send("GET", "/admin/v1/releases", token: try await f.token("acme", "france-op")).text
+            #expect(!franceRaw.contains("germany"), "\(franceRaw)")
             let germany = try await f.send("GET", "/admin/v1/releases", token: try await f.token("acme", "germany-op")).decode(AdminMessages.ReleasesResponse.self)
             #expect(germany.releases.map(\.version) == [2, 1] && germany.rollouts.first?.summary.contains("v2 → germany") == true, "\(germany.rollouts.map(\.summary))")
             let hq = try await f.send("GET", "/admin/v1/releases", token: op).decode(AdminMessages.ReleasesResponse.self)
             #expect(hq.releases.map(\.version) == [2, 1])
+            // Notes past 1,000 characters are refused, not cut short (helper 108); nothing is published.
+            let long = try await f.send("POST", "/admin/v1/releases", json: AdminMessages.ReleaseSources(sources: sources, notes: String(repeating: "n", count: 1_001)), token: op)
+            #expect(long.status == 422 && long.text.contains("invalid_notes") && long.text.contains("1001"), "\(long.status) \(long.text)")
+            #expect(try await f.send("GET", "/admin/v1/releases", token: op).decode(AdminMessages.ReleasesResponse.self).releases.count == 2)
             // A trial of both countries: each reads only its own name in it, here and in the
             // rollout status a node reads.
             #expect(try await f.send("POST", "/admin/v1/releases", json: AdminMessages.ReleaseSources(sources: sources, notes: "both", targets: ["germany", "france"]), token: op).status == 201)

@@ -3,6 +3,7 @@ import CompressNIO
 import Foundation
 import NIOCore
 import Testing
+import Yams
 import TiersyncCore
 import TiersyncServer
 import TiersyncStore
@@ -512,6 +513,40 @@ struct HubAPITests {
         }
         let served = Set(HubRoutes.all.map { "\($0.method) \($0.path)" } + AdminRoutes.all.map { "\($0.method) \($0.path)" })
         #expect(documented == served)
+
+        // Read as YAML, as a client generator reads it: every operation has responses, and
+        // every `$ref` names something that is there (two components indented under a path
+        // left /v1/health without responses and 61 references dangling; helper 108).
+        let document = try #require(try Yams.load(yaml: text) as? [String: Any])
+        let paths = try #require(document["paths"] as? [String: Any])
+        var operations = 0
+        for (path, item) in paths {
+            let methods = try #require(item as? [String: Any], "\(path)")
+            for (method, operation) in methods where ["get", "post", "put", "patch", "delete"].contains(method) {
+                let responses = (operation as? [String: Any])?["responses"] as? [String: Any]
+                #expect(responses?.isEmpty == false, "\(method.uppercased()) \(path) has no responses")
+                operations += 1
+            }
+        }
+        #expect(operations == served.count)
+        func resolve(_ reference: String) -> Any? {
+            guard reference.hasPrefix("#/") else { return nil }
+            var node: Any? = document
+            for key in reference.dropFirst(2).split(separator: "/") { node = (node as? [String: Any])?[String(key).replacingOccurrences(of: "~1", with: "/")] }
+            return node
+        }
+        var references: [String] = []
+        func collect(_ node: Any) {
+            if let map = node as? [String: Any] {
+                if let reference = map["$ref"] as? String { references.append(reference) }
+                for value in map.values { collect(value) }
+            } else if let list = node as? [Any] {
+                for value in list { collect(value) }
+            }
+        }
+        collect(document)
+        #expect(!references.isEmpty)
+        for reference in Set(references) { #expect(resolve(reference) != nil, "\(reference) names nothing") }
 
         // And each documented route answers on a live hub (not 404 / 405).
         try await withHubFixture { f in

@@ -321,18 +321,35 @@ struct ObservabilityTests {
         }
     }
 
-    @Test("/healthz answers while the process runs; /readyz is 503 while the catalog cannot be written and 200 again after")
+    @Test("""
+        /healthz answers while the process runs; /readyz is 503 while the catalog cannot be written and 200 again after (one \
+        check a second serves every probe); no probe is rate limited: not after failed logins from the same address, nor in a \
+        burst (a load balancer sharing its address with bad credentials got 429 and took the hub out; helper 108)
+        """)
     func probes() async throws {
         try await withHubFixture { f in
             #expect(try await f.client.send("GET", "/healthz").status == 200)
             #expect(try await f.client.send("GET", "/readyz").status == 200)
             // Another process holds the catalog's write lock (as a stuck admin command would).
             let blocker = try DatabaseLock(path: f.hub.catalog.directory + "/hub.sqlite")
-            let blocked = try await f.client.send("GET", "/readyz")
-            #expect(blocked.status == 503)
+            var blocked = try await f.client.send("GET", "/readyz")
+            try await eventually(timeout: 15, "/readyz says the stores cannot be written") {
+                blocked = try await f.client.send("GET", "/readyz")
+                return blocked.status == 503
+            }
             #expect(blocked.text.contains("stores_writable") && !blocked.text.contains("acme"))
             blocker.release()
-            #expect(try await f.client.send("GET", "/readyz").status == 200)
+            try await eventually(timeout: 15, "/readyz ready again") { try await f.client.send("GET", "/readyz").status == 200 }
+
+            // This address spends its public requests' budget on bad credentials.
+            for _ in 0..<30 { _ = try await f.client.send("GET", "/v1/whoami", credential: "tsc_not_a_credential") }
+            #expect(try await f.client.send("POST", "/v1/enroll", json: ["token": "tse_nothing", "node": "x"]).status == 429,
+                    "the address's budget is spent")
+            let probes = try await withThrowingTaskGroup(of: Int.self) { group in
+                for i in 0..<90 { group.addTask { try await f.client.send("GET", ["/healthz", "/readyz", "/v1/health"][i % 3]).status } }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(probes.count == 90 && probes.allSatisfy { $0 == 200 }, "\(Dictionary(grouping: probes, by: { $0 }).mapValues(\.count))")
         }
     }
 

@@ -75,16 +75,23 @@ extension AdminService {
         }
     }
 
+    /// The longest release notes (characters).
+    static let maxNotesCharacters = 1_000
+
     /// `POST /admin/v1/releases`: with four-eyes on, a pending request (202); else signed,
     /// published and rolled out at once (201).
     func publish(_ request: Request, _ context: HubRequestContext, _ caller: AdminCaller) async throws -> Response {
         let body = try await codec.decode(AdminMessages.ReleaseSources.self, from: request, kind: .bulk)
-        let compiled = try await compile(body.sources, for: caller.user.tenant)
         let targets = try body.targets.map { try $0.map { try scopedNode($0.rawValue, caller) } }
-        let notes = String((body.notes ?? "").prefix(1_000))
+        // Refused, not cut short: the notes signed were not the notes written (helper 108).
+        let notes = body.notes ?? ""
+        guard notes.count <= Self.maxNotesCharacters else {
+            throw APIError(.unprocessableContent, "invalid_notes", "release notes are at most \(Self.maxNotesCharacters) characters; these have \(notes.count)")
+        }
         guard !DisplayText.hasUnsafeCharacters(notes, allowingLineBreaks: true) else {
             throw APIError(.unprocessableContent, "invalid_notes", "release notes are text without control characters (line breaks and tabs allowed)")
         }
+        let compiled = try await compile(body.sources, for: caller.user.tenant)
         if try await approvals?.requiresReleaseApproval(of: caller.user.tenant) == true, let approvals {
             let pending = ReleaseRequest(tenant: caller.user.tenant, author: caller.user.name, requestedAtMillis: WallClock.nowMillis(), notes: notes,
                                          targets: targets, sourceDigest: compiled.sourceDigest, sources: body.sources)
@@ -270,7 +277,9 @@ extension AdminService {
             let reaches = { (targets: [String]?) in targets.map { !concerned.isDisjoint(with: $0) } ?? true }
             shownRollouts = rollouts.map { rollout in
                 var (shown, omitted) = rollout.shown(to: concerned)
-                if omitted { shown.reason += " (stages outside your scope not shown)" }
+                // The reason is the publisher's text ("rollout v7 to it-1"): it names the
+                // stages' targets, the omitted ones too (helper 108), so it goes with them.
+                if omitted { shown.reason = "stages outside your scope not shown" }
                 return shown
             }
             let carried = Set(shownRollouts.flatMap { $0.stages.map(\.release) })

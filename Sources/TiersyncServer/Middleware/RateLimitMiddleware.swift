@@ -44,7 +44,9 @@ struct AddressRateLimitMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let address = context.remoteAddress ?? "unknown"
         // Logging in (API or console) is limited like the other routes without a credential.
-        let isPublic = HubRoutes.isPublic(method: request.method, path: request.uri.path)
+        // Probes are not: a flood of them costs little (`/readyz` shares one check a second).
+        let isPublic = (HubRoutes.isPublic(method: request.method, path: request.uri.path)
+                        && !HubRoutes.isProbe(method: request.method, path: request.uri.path))
             || (request.method == .post && AdminRoutes.isLogin(request.uri.path))
         var relay: NodeKey?
         if isPublic, let refusal = limiter.admit(address) {

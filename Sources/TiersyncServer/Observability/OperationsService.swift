@@ -22,6 +22,9 @@ struct OperationsService: Sendable {
     let storageLiveness: (any StorageLiveness)?
     /// Longest a readiness probe waits for the stores.
     static let probeTimeout: Duration = .seconds(3)
+    /// The stores' check, shared by the readiness probes of a second (they are not rate
+    /// limited: each running its own write probe, a flood of them would load every store).
+    let storesCheck = SharedCheck(validFor: .seconds(1))
     /// A node not seen for this long counts as silent.
     static let silentAfterMillis: UInt64 = 15 * 60_000
 
@@ -48,20 +51,27 @@ struct OperationsService: Sendable {
             return try codec.encode(["status": "not_ready", "failed": "shutting_down"], status: .serviceUnavailable, for: request)
         }
         let directory = self.directory
-        let outcome: Result<Void, any Error> = await withTaskGroup(of: Result<Void, any Error>?.self) { group in
-            group.addTask { do { try await directory.probeWritable(); return .success(()) } catch { return .failure(error) } }
-            group.addTask {
-                try? await Task.sleep(for: Self.probeTimeout)
-                return Task.isCancelled ? nil : .failure(ProbeTimedOut())
+        let logger = context.logger
+        let writable = await storesCheck.run {
+            let outcome: Result<Void, any Error> = await withTaskGroup(of: Result<Void, any Error>?.self) { group in
+                group.addTask { do { try await directory.probeWritable(); return .success(()) } catch { return .failure(error) } }
+                group.addTask {
+                    try? await Task.sleep(for: Self.probeTimeout)
+                    return Task.isCancelled ? nil : .failure(ProbeTimedOut())
+                }
+                defer { group.cancelAll() }
+                while let next = await group.next() {
+                    if let next { return next }
+                }
+                return .failure(CancellationError())
             }
-            defer { group.cancelAll() }
-            while let next = await group.next() {
-                if let next { return next }
+            if case .failure(let error) = outcome {
+                logger.warning("not ready: stores not writable", metadata: ["error": "\(error)"])
+                return false
             }
-            return .failure(CancellationError())
+            return true
         }
-        if case .failure(let error) = outcome {
-            context.logger.warning("not ready: stores not writable", metadata: ["error": "\(error)"])
+        guard writable else {
             return try codec.encode(["status": "not_ready", "failed": "stores_writable"], status: .serviceUnavailable, for: request)
         }
         return try codec.encode(["status": "ready"], for: request)
