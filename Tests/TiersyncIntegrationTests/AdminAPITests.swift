@@ -291,6 +291,12 @@ struct AdminAPITests {
             let b = try await create("b", with: base).decode(AdminMessages.TokenResponse.self).token
             let refused = try await create("c", with: base)
             #expect(refused.status == 409 && refused.error?.code == "too_many_tokens", "\(refused.status) \(refused.text)")
+            // A number its field cannot hold is said so, not "not valid JSON" (helper 108).
+            for ttl in ["600.5", "1e30"] {
+                let odd = try await f.client.send("POST", "/admin/v1/tokens", body: Data("{\"name\":\"x\",\"ttlSeconds\":\(ttl)}".utf8),
+                                                  headers: [("Authorization", "Bearer \(base)")])
+                #expect(odd.status == 400 && odd.text.contains("does not fit its field") && odd.text.contains("whole number"), "\(ttl): \(odd.status) \(odd.text)")
+            }
 
             let listed = try await f.send("GET", "/admin/v1/tokens", token: base)
             #expect(listed.status == 200)

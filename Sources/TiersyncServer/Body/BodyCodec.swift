@@ -156,6 +156,13 @@ struct BodyCodec: Sendable {
         do {
             return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))
         } catch let error as DecodingError {
+            // Foundation calls a number its field cannot hold (600.5 or 1e30 for an integer)
+            // "not valid JSON", without the field: said so when the body is JSON (helper 108).
+            if case .dataCorrupted(let c) = error, c.codingPath.isEmpty,
+               (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView), options: [.fragmentsAllowed])) != nil {
+                throw APIError(.badRequest, "malformed_json",
+                               "the body is JSON, but a value in it does not fit its field: a number with a fraction, or out of range, where a whole number is expected")
+            }
             throw APIError(.badRequest, "malformed_json", Self.describe(error))
         }
     }
