@@ -908,6 +908,17 @@ struct AdminAPITests {
             #expect(both.rollouts.first?.summary.hasPrefix("v3 → france;") == true && !both.rollouts.contains { $0.summary.contains("germany") }, "\(both.rollouts.map(\.summary))")
             let status = try await f.client.send("GET", "/v1/governance/status", credential: f.france).decode(RolloutStatusResponse.self)
             #expect(status.stages?.contains("germany") == false && status.stages?.contains("v3 → france") == true, "\(status.stages ?? "-")")
+            // A request (four-eyes) for both countries: france reads itself as its target, and
+            // not the author's notes, which name germany (helper 111).
+            try await (f.accounts as! any ReleaseApprovalStore).setRequiresReleaseApproval(true, for: "acme")
+            let asked = try await f.send("POST", "/admin/v1/releases", json: AdminMessages.ReleaseSources(sources: sources, notes: "germany and france pilot",
+                                                                                                        targets: ["germany", "france"]), token: op)
+            #expect(asked.status == 202, "\(asked.text)")
+            let requests = try await f.send("GET", "/admin/v1/releases", token: try await f.token("acme", "france-op"))
+            let shown = try #require(try requests.decode(AdminMessages.ReleasesResponse.self).requests.first)
+            #expect(shown.targets == ["france"] && !requests.text.contains("germany"), "\(requests.text)")
+            let atHQ = try await f.send("GET", "/admin/v1/releases", token: op).decode(AdminMessages.ReleasesResponse.self)
+            #expect(atHQ.requests.first?.notes == "germany and france pilot" && atHQ.requests.first?.targets == ["germany", "france"])
         }
     }
 

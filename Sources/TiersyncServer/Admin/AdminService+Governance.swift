@@ -275,8 +275,10 @@ extension AdminService {
         if !caller.isTenantWide {
             let concerned = Set(caller.visibleNodes.map(\.rawValue))
             let reaches = { (targets: [String]?) in targets.map { !concerned.isDisjoint(with: $0) } ?? true }
-            shownRollouts = rollouts.map { rollout in
+            shownRollouts = rollouts.compactMap { rollout in
                 var (shown, omitted) = rollout.shown(to: concerned)
+                // Nothing of it reaches this country: not even that it was made, and when.
+                if shown.stages.isEmpty { return nil }
                 // The reason is the publisher's text ("rollout v7 to it-1"): it names the
                 // stages' targets, the omitted ones too (helper 108), so it goes with them.
                 if omitted { shown.reason = "stages outside your scope not shown" }
@@ -284,7 +286,19 @@ extension AdminService {
             }
             let carried = Set(shownRollouts.flatMap { $0.stages.map(\.release) })
             releases = releases.filter { carried.contains($0.version) }
-            requests = requests.filter { reaches($0.targets?.map(\.rawValue)) }
+            // A request for several countries shows each only its own targets, and its notes
+            // and decision's reason (an author's and a reviewer's text, naming the others)
+            // only when it targets nothing else (helper 111).
+            requests = requests.filter { reaches($0.targets?.map(\.rawValue)) }.map { request in
+                guard let targets = request.targets else { return request }
+                var shown = request
+                shown.targets = targets.filter { concerned.contains($0.rawValue) }
+                if shown.targets?.count != targets.count {
+                    shown.notes = "(notes not shown: the request also targets nodes outside your scope)"
+                    if shown.reason != nil { shown.reason = "(not shown: the request also targets nodes outside your scope)" }
+                }
+                return shown
+            }
         }
         return AdminMessages.ReleasesResponse(
             fourEyes: try await approvals?.requiresReleaseApproval(of: caller.user.tenant) ?? false,

@@ -158,7 +158,9 @@ struct BodyCodec: Sendable {
         } catch let error as DecodingError {
             // Foundation calls a number its field cannot hold (600.5 or 1e30 for an integer)
             // "not valid JSON", without the field: said so when the body is JSON (helper 108).
-            if case .dataCorrupted(let c) = error, c.codingPath.isEmpty,
+            // Small bodies only, as a push's problem is named: the second parse holds the
+            // whole body as Foundation objects.
+            if case .dataCorrupted(let c) = error, c.codingPath.isEmpty, body.readableBytes <= Self.describedPushBytes,
                (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView), options: [.fragmentsAllowed])) != nil {
                 throw APIError(.badRequest, "malformed_json",
                                "the body is JSON, but a value in it does not fit its field: a number with a fraction, or out of range, where a whole number is expected")

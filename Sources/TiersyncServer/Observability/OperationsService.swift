@@ -24,7 +24,7 @@ struct OperationsService: Sendable {
     static let probeTimeout: Duration = .seconds(3)
     /// The stores' check, shared by the readiness probes of a second (they are not rate
     /// limited: each running its own write probe, a flood of them would load every store).
-    let storesCheck = SharedCheck(validFor: .seconds(1))
+    let storesCheck = SharedCheck(validFor: .seconds(1), timeout: probeTimeout)
     /// A node not seen for this long counts as silent.
     static let silentAfterMillis: UInt64 = 15 * 60_000
 
@@ -52,24 +52,20 @@ struct OperationsService: Sendable {
         }
         let directory = self.directory
         let logger = context.logger
-        let writable = await storesCheck.run {
-            let outcome: Result<Void, any Error> = await withTaskGroup(of: Result<Void, any Error>?.self) { group in
-                group.addTask { do { try await directory.probeWritable(); return .success(()) } catch { return .failure(error) } }
-                group.addTask {
-                    try? await Task.sleep(for: Self.probeTimeout)
-                    return Task.isCancelled ? nil : .failure(ProbeTimedOut())
-                }
-                defer { group.cancelAll() }
-                while let next = await group.next() {
-                    if let next { return next }
-                }
-                return .failure(CancellationError())
-            }
-            if case .failure(let error) = outcome {
+        let writable = await storesCheck.run({
+            do {
+                try await directory.probeWritable()
+                return true
+            } catch {
                 logger.warning("not ready: stores not writable", metadata: ["error": "\(error)"])
                 return false
             }
-            return true
+        }, onTimeout: {
+            logger.warning("not ready: stores not writable", metadata: ["error": "\(ProbeTimedOut())"])
+        })
+        // A stop that began while the check ran says so (the check may have said ready).
+        for notifier in notifiers where await notifier.isClosed {
+            return try codec.encode(["status": "not_ready", "failed": "shutting_down"], status: .serviceUnavailable, for: request)
         }
         guard writable else {
             return try codec.encode(["status": "not_ready", "failed": "stores_writable"], status: .serviceUnavailable, for: request)
