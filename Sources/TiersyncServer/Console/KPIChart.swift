@@ -20,11 +20,14 @@ enum KPIChart {
         // (any double a node wrote, -1e300 included): `Int(_:)` of one outside Int's range
         // trapped, and the hub died for every tenant at each view of the page.
         func px(_ v: Double) -> Int { v.isFinite ? Int(min(max(v, -1e6), 1e6)) : 0 }
-        func format(_ v: Double?) -> String {
+        // As the CLI and the API's table write them (`KPIReport.format`: two decimals, more
+        // where rounding would put a value on the other side of its target); the console
+        // wrote one decimal, and 79.96 % read as 80.0 % beside a missed target of 80 %.
+        func format(_ v: Double?, against target: KPITarget? = nil) -> String {
             guard let v else { return "no data" }
-            return unit == .percent ? String(format: "%.1f %%", v) : String(format: "%.0f s", v)
+            return KPIReport.format(v, unit, against: target)
         }
-        let description = rows.map { "\($0.node): \(format($0.value))" }.joined(separator: "; ")
+        let description = rows.map { "\($0.node): \(format($0.value, against: $0.target))" }.joined(separator: "; ")
             + (target.map { "; target \($0.comparison == .atLeast ? "at least" : "at most") \(format($0.value))" } ?? "")
         var out = """
         <svg xmlns="http://www.w3.org/2000/svg" role="img" aria-labelledby="\(id)-title \(id)-desc" class="kpi-chart" data-kpi="\(escape(kpi))" \
@@ -40,7 +43,7 @@ enum KPIChart {
             out += """
             <text x="\(Int(labelWidth - 8))" y="\(Int(y + barHeight * 0.7))" text-anchor="end" font-size="13" fill="#1d232b">\(escape(row.node))</text>
             <rect class="bar" data-node="\(escape(row.node))" x="\(Int(labelWidth))" y="\(Int(y))" width="\(max(0, px(x(value) - labelWidth)))" height="\(Int(barHeight))" fill="\(colour)"/>
-            <text x="\(px(x(value) + 6))" y="\(Int(y + barHeight * 0.7))" font-size="12" fill="#1d232b">\(escape(format(row.value)))</text>
+            <text x="\(px(x(value) + 6))" y="\(Int(y + barHeight * 0.7))" font-size="12" fill="#1d232b">\(escape(format(row.value, against: row.target)))</text>
 
             """
         }
