@@ -11,7 +11,7 @@ struct TiersyncBench: AsyncParsableCommand {
         commandName: "tiersync-bench",
         abstract: "Measure Tiersync: ingest, ingest with allocation rules, fan-in, propagation, bootstrap, wire, idle, KPIs, the console at N nodes, store size under churn; hostile load.",
         discussion: "Build in release mode for figures: swift run -c release tiersync-bench <scenario>.",
-        subcommands: [Ingest.self, Rules.self, FanIn.self, PostgresBench.self, Propagation.self, Bootstrap.self, Wire.self, Idle.self, Hostile.self, KPIBench.self, RulesReads.self, ConsoleBench.self, RetentionBench.self, All.self])
+        subcommands: [Ingest.self, Rules.self, FanIn.self, PostgresBench.self, Propagation.self, Bootstrap.self, Wire.self, Idle.self, Hostile.self, Fairness.self, KPIBench.self, RulesReads.self, ConsoleBench.self, RetentionBench.self, All.self])
 }
 
 struct CommonOptions: ParsableArguments {
@@ -46,6 +46,7 @@ struct All: AsyncParsableCommand {
         try await Wire.parse(t ? ["--changes", "500"] : []).run()
         try await Idle.parse(t ? ["--seconds", "3"] : []).run()
         try await Hostile.parse(t ? ["--requests", "2000"] : []).run()
+        try await Fairness.parse(t ? ["--heavy-nodes", "2", "--heavy-batch", "1000", "--heavy-pushes", "2", "--quiet-seconds", "1"] : []).run()
         try await KPIBench.parse(t ? ["--writes", "500", "--interactions", "5000"] : []).run()
         try await RulesReads.parse(t ? ["--interactions", "2000", "--vehicles", "500"] : []).run()
         try await ConsoleBench.parse(t ? ["--nodes", "300", "--requests", "3"] : []).run()

@@ -198,13 +198,15 @@ struct Hubs: Sendable {
     let urls: [String]
     let caFile: String
     let credential: @Sendable (NodeID) async throws -> String
+    /// A credential for `node` of another tenant of the catalog (made on first use).
+    var credentialIn: @Sendable (_ tenant: TenantID, NodeID) async throws -> String = { _, _ in throw BenchError("no catalog") }
     /// The `tiersync hub serve` processes' ids (for the CPU account).
     var pids: [Int32] = []
 }
 
 /// Runs `body` with `count` `tiersync hub serve` processes on `engine` (PostgreSQL: a fresh
 /// database on `server`), stopped (and the database dropped) afterwards.
-func withHubs<T: Sendable>(_ engine: HubEngine, count: Int, binary: String, server: PostgresEndpoint, dir: String,
+func withHubs<T: Sendable>(_ engine: HubEngine, count: Int, binary: String, server: PostgresEndpoint, dir: String, tenants: [TenantID] = ["acme"],
                            _ body: (Hubs) async throws -> T) async throws -> T {
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     func serve(_ store: [String]) async throws -> T {
@@ -228,21 +230,24 @@ func withHubs<T: Sendable>(_ engine: HubEngine, count: Int, binary: String, serv
             // One at a time: the first creates the development CA the others serve from.
             urls.append(try await announcedURL(log: log, process: process))
         }
-        return try await body(Hubs(urls: urls, caFile: dir + "/pki/ca.pem", credential: credentialMaker, pids: processes.map(\.processIdentifier)))
+        let maker = credentialMaker
+        var hubs = Hubs(urls: urls, caFile: dir + "/pki/ca.pem", credential: { try await maker("acme", $0) }, pids: processes.map(\.processIdentifier))
+        hubs.credentialIn = maker
+        return try await body(hubs)
     }
-    var credentialMaker: @Sendable (NodeID) async throws -> String = { _ in throw BenchError("no catalog") }
+    var credentialMaker: @Sendable (TenantID, NodeID) async throws -> String = { _, _ in throw BenchError("no catalog") }
     switch engine {
     case .sqlite:
         let catalog = try HubCatalog(directory: dir + "/hub")
-        _ = try catalog.createTenant("acme")
-        credentialMaker = { node in try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: "acme", node: node)).credential }
+        for tenant in tenants { _ = try catalog.createTenant(tenant) }
+        credentialMaker = { tenant, node in try await catalog.redeem(token: try catalog.issueEnrollmentToken(tenant: tenant, node: node)).credential }
         return try await serve(["--data", dir + "/hub"])
     case .postgres:
         return try await withFreshDatabase(server) { endpoint in
             try await withPostgresClient(endpoint) { client in
                 let catalog = try await PostgresCatalog(client: client)
-                _ = try await catalog.createTenant("acme")
-                credentialMaker = { node in try await catalog.redeem(token: try await catalog.issueEnrollmentToken(tenant: "acme", node: node)).credential }
+                for tenant in tenants { _ = try await catalog.createTenant(tenant) }
+                credentialMaker = { tenant, node in try await catalog.redeem(token: try await catalog.issueEnrollmentToken(tenant: tenant, node: node)).credential }
                 return try await serve(["--postgres", endpoint.url])
             }
         }
