@@ -15,6 +15,15 @@ extension PostgresTenantStore {
                               gate: ChangeGate?, cursor: (name: String, value: Int64)?, wallMillis: UInt64) async throws -> IncomingReport {
         try await prepared()
         try await beginLogHistoryBeforeWriting()
+        return try await pushAdmission.run {
+            try await applyAdmitted(changes, from: sender, source: source, checkSkew: checkSkew, gate: gate, cursor: cursor, wallMillis: wallMillis)
+        }
+    }
+
+    /// ``applyIncoming(_:from:source:checkSkew:gate:cursor:wallMillis:)`` once the tenant's
+    /// ``PushAdmission`` let it in.
+    private func applyAdmitted(_ changes: [Change], from sender: NodeID, source: ChangeSource, checkSkew: Bool,
+                               gate: ChangeGate?, cursor: (name: String, value: Int64)?, wallMillis: UInt64) async throws -> IncomingReport {
         // An erasure marker erases in a transaction of its own (PostgresTenantStore+Erasure);
         // the changes around it are applied before and after it, in the batch's order. What
         // was held of the batch's origins is read once, before the first part.
@@ -57,29 +66,38 @@ extension PostgresTenantStore {
                       on connection: PostgresConnection? = nil, routeAdding: Set<NodeID> = []) async throws -> IncomingReport {
         let root = try await prepared()
         let hop = Hop(node: root, atMillis: wallMillis)
-        let ready: [Ready] = changes.map { change in
-            let valid: Change
-            switch schema.validate(change) {
-            case .failure(let r): return Ready(verdict: .failure(r), table: nil, log: nil)
-            case .success(let v): valid = v
-            }
-            if checkSkew {
-                do throws(ClockSkewError) { try clock.check(valid.hlc, wallMillis: wallMillis) } catch {
-                    let r = ChangeRejection(.clockSkew, "change \(valid.origin)#\(valid.originSeq) to \(valid.table)/\(valid.recordID): \(error.description)",
-                                            restampAtMillis: wallMillis)
-                    return Ready(verdict: .failure(r), table: nil, log: nil)
+        let batch = try await PushLane.run(changes: changes.count) { [schema, clock] in
+            let ready: [Ready] = changes.map { change in
+                let valid: Change
+                switch schema.validate(change) {
+                case .failure(let r): return Ready(verdict: .failure(r), table: nil, log: nil)
+                case .success(let v): valid = v
                 }
+                if checkSkew {
+                    do throws(ClockSkewError) { try clock.check(valid.hlc, wallMillis: wallMillis) } catch {
+                        let r = ChangeRejection(.clockSkew, "change \(valid.origin)#\(valid.originSeq) to \(valid.table)/\(valid.recordID): \(error.description)",
+                                                restampAtMillis: wallMillis)
+                        return Ready(verdict: .failure(r), table: nil, log: nil)
+                    }
+                }
+                return Ready(verdict: .success(valid), table: schema.table(valid.table), log: EncodedLogEntry(valid, trail: valid.trail(receivedAt: hop)))
             }
-            return Ready(verdict: .success(valid), table: schema.table(valid.table), log: EncodedLogEntry(valid, trail: valid.trail(receivedAt: hop)))
+            return Batch(changes: changes, ready: ready, sender: sender, source: source, gate: gate, wallMillis: wallMillis, routeAdding: routeAdding)
         }
-        let batch = Batch(changes: changes, ready: ready, sender: sender, source: source, gate: gate, wallMillis: wallMillis, routeAdding: routeAdding)
         let cursorSetting = cursor.map { (key: "cursor." + $0.name, value: String($0.value)) }
         let logger = self.logger
+        /// The judgement and the call writing it, on the push lane when the batch is large.
+        func judged(_ state: StoreState, verify: Bool) async throws -> (report: IncomingReport, call: PostgresQuery) {
+            try await PushLane.run(changes: batch.changes.count) {
+                let plan = self.judge(batch, state)
+                return (plan.report, self.call(plan, state, verify: verify, cursor: cursorSetting))
+            }
+        }
         if let connection {
             // Inside the caller's transaction, which holds the tenant's lock (an erasure).
             let state = try await read(for: batch) { try await connection.query($0, logger: logger).collect() }
-            let plan = judge(batch, state)
-            _ = try await connection.query(call(plan, state, verify: false, cursor: cursorSetting), logger: logger).collect()
+            let plan = try await judged(state, verify: false)
+            _ = try await connection.query(plan.call, logger: logger).collect()
             return plan.report
         }
         // Read without the tenant's lock and write through `ts_apply_push`, which checks
@@ -87,8 +105,8 @@ extension PostgresTenantStore {
         for _ in 0..<Self.optimisticAttempts {
             do {
                 let state = try await read(for: batch) { try await self.client.preparedRows($0, logger: logger) }
-                let plan = judge(batch, state)
-                _ = try await client.preparedRows(call(plan, state, verify: true, cursor: cursorSetting), logger: logger)
+                let plan = try await judged(state, verify: true)
+                _ = try await client.preparedRows(plan.call, logger: logger)
                 return plan.report
             } catch let error as PSQLError where error.serverInfo?[.sqlState] == PostgresTenantSchema.staleReadState {
                 logger.debug("push read changed before its write; judging it again", metadata: ["tenant": "\(tenant)"])
@@ -98,8 +116,8 @@ extension PostgresTenantStore {
             _ = try await connection.query("SELECT seq FROM \(unescaped: table(.head)) WHERE id = 1 FOR UPDATE", logger: logger).collect()
             // A fresh snapshot, taken now that the lock is held: nothing can change it.
             let state = try await read(for: batch) { try await connection.query($0, logger: logger).collect() }
-            let plan = judge(batch, state)
-            _ = try await connection.query(call(plan, state, verify: false, cursor: cursorSetting), logger: logger).collect()
+            let plan = try await judged(state, verify: false)
+            _ = try await connection.query(plan.call, logger: logger).collect()
             return plan.report
         }
     }
@@ -401,7 +419,7 @@ extension PostgresTenantStore {
 }
 
 /// A push as received, with what was made ready of it outside any transaction.
-private struct Batch {
+private struct Batch: Sendable {
     let changes: [Change]
     let ready: [Ready]
     let sender: NodeID
@@ -447,7 +465,7 @@ private struct Batch {
     }
 }
 
-private struct Identity: Hashable {
+private struct Identity: Hashable, Sendable {
     let origin: String
     let seq: Int64
 }
@@ -457,7 +475,7 @@ private struct Identity: Hashable {
 /// its log in order) as one range of the log's index; the others one by one. The span bound
 /// keeps what a range reads within twice what the batch holds, whatever the sequences a
 /// node sends.
-private struct IdentityLookups {
+private struct IdentityLookups: Sendable {
     var single: [Identity] = []
     var ranges: [(origin: String, lo: Int64, hi: Int64)] = []
 
@@ -477,26 +495,26 @@ private struct IdentityLookups {
     }
 }
 
-private struct RecordKey: Hashable {
+private struct RecordKey: Hashable, Sendable {
     let table: String
     let id: String
 }
 
 /// A change made ready outside the transaction: its verdict and its log entry.
-private struct Ready {
+private struct Ready: Sendable {
     let verdict: Result<Change, ChangeRejection>
     let table: TableSchema?
     let log: EncodedLogEntry?
 }
 
-private struct QuarantineRow {
+private struct QuarantineRow: Sendable {
     var entry: ChangeIdentityVerdict.Quarantined
     var reason: String
     var change: String
 }
 
 /// A record's columns as read, which `ts_apply_push` compares with the row under the lock.
-private struct RecordAsRead {
+private struct RecordAsRead: Sendable {
     let versions: String
     /// Empty for none (the function reads it as NULL).
     let tombstone: String
@@ -504,7 +522,7 @@ private struct RecordAsRead {
 }
 
 /// What the store held when a push read it.
-private struct StoreState {
+private struct StoreState: Sendable {
     var identities: [Identity] = []
     var keysAsked: [RecordKey] = []
     var held: [Identity: UInt64] = [:]

@@ -40,6 +40,8 @@ public final class PostgresTenantStore: HubTenantStore {
     /// Whether this process has begun a log history of the tenant (PostgresTenantStore+LogHistory).
     let logHistoryBegun = Mutex(false)
     let logHistoryStandings = LogHistoryStandings()
+    /// Two of the tenant's pushes at once in this process; the rest wait without a connection.
+    let pushAdmission = PushAdmission(limit: 2)
 
     /// `rootOf` answers the tenant's root node from the catalog; the tenant's schema is
     /// created on first use.

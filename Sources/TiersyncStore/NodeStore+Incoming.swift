@@ -27,9 +27,13 @@ extension NodeStore {
                                 checkSkew: Bool, gate: ChangeGate? = nil,
                                 wallMillis: UInt64 = WallClock.nowMillis()) async throws -> IncomingBatchPlan {
         let me = try await receiverNode()
-        return IncomingBatchPlan(changes: changes, sender: sender, source: source, gate: gate, wallMillis: wallMillis,
-                                 prepared: PreparedChange.prepare(changes, schema: schema, clock: clock, receiver: me, sender: sender,
-                                                                  checkSkew: checkSkew, gate: gate, wallMillis: wallMillis))
+        // A large batch is prepared on the push lane, off the cooperative pool that serves
+        // every tenant's requests.
+        let prepared = try await PushLane.run(changes: changes.count) { [schema, clock] in
+            PreparedChange.prepare(changes, schema: schema, clock: clock, receiver: me, sender: sender,
+                                   checkSkew: checkSkew, gate: gate, wallMillis: wallMillis)
+        }
+        return IncomingBatchPlan(changes: changes, sender: sender, source: source, gate: gate, wallMillis: wallMillis, prepared: prepared)
     }
 
     /// Merges a change the log already holds into its record again, when that changes it: a

@@ -1,5 +1,6 @@
 import Foundation
 import PostgresNIO
+import Synchronization
 import Testing
 import TiersyncCore
 import TiersyncPostgres
@@ -485,6 +486,89 @@ extension PostgresPushTests {
                         #expect((reads[index] ?? 0) <= 20, "the \(name) read \(reads[index] ?? 0) entries of \(index)")
                     }
                 }
+            }
+        }
+    }
+
+    @Test("a tenant's pushes waiting for its lock leave the process's connections to other tenants (six pushes of one tenant, held behind its lock, took every connection of a pool of four, and another tenant's push waited for them)")
+    func waitingPushesLeaveConnections() async throws {
+        let dir = try TempDir()
+        func changes(_ tenant: TenantID, _ node: NodeID, _ count: Int) throws -> [Change] {
+            let store = try NodeStore(path: "\(dir.path)/\(tenant)-\(node).sqlite")
+            try store.setIdentity(NodeIdentity(tenant: tenant, node: node, parent: "hq"))
+            return try store.commit((0..<count).map { i in .upsert("customers", id: "\(node)-c\(i)", ["last_name": .string("L\(i)")]) })
+        }
+        let logger = Logger(label: "test")
+        try await TestPostgres.withFreshDatabase { endpoint in
+            try await withPostgresClient(endpoint, connections: 4) { client in
+                let acme = PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" })
+                let globex = PostgresTenantStore(client: client, tenant: "globex", rootOf: { _ in "hq" })
+                // Each store's first push begins its log history, under the tenant's lock.
+                for (store, tenant) in [(acme, "acme"), (globex, "globex")] as [(PostgresTenantStore, TenantID)] {
+                    let first = try await store.applyIncoming(try changes(tenant, "w1", 1), from: "w1", source: .child, checkSkew: false, gate: nil,
+                                                              cursor: nil, wallMillis: WallClock.nowMillis())
+                    #expect(first.applied == 1)
+                }
+                let batches = try (1...6).map { d in (node: NodeID(unchecked: "d\(d)"), changes: try changes("acme", NodeID(unchecked: "d\(d)"), 20)) }
+                let globexBatch = try changes("globex", "g1", 5)
+                final class Flags: Sendable {
+                    let locked = Mutex(false), release = Mutex(false), acmeDone = Mutex(0)
+                }
+                let flags = Flags()
+                try await withPostgresClient(endpoint) { outside in
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        // acme's lock, held from outside the store until the check below is done.
+                        group.addTask {
+                            try await outside.withTransaction(logger: logger) { connection in
+                                _ = try await connection.query(PostgresQuery(unsafeSQL: "SELECT seq FROM \(PostgresTenantSchema(tenant: "acme").qualified(.head)) WHERE id = 1 FOR UPDATE"),
+                                                               logger: logger).collect()
+                                flags.locked.withLock { $0 = true }
+                                while !flags.release.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(20)) }
+                            }
+                        }
+                        while !flags.locked.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(20)) }
+                        for batch in batches {
+                            group.addTask {
+                                let report = try await acme.applyIncoming(batch.changes, from: batch.node, source: .child, checkSkew: false, gate: nil,
+                                                                          cursor: nil, wallMillis: WallClock.nowMillis())
+                                #expect(report.applied == 20)
+                                flags.acmeDone.withLock { $0 += 1 }
+                            }
+                        }
+                        // Until acme's pushes wait for its lock inside PostgreSQL, and a while
+                        // longer for any others to take a connection.
+                        let deadline = ContinuousClock.now + .seconds(30)
+                        while ContinuousClock.now < deadline {
+                            let rows = try await outside.query("""
+                                SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'
+                                """, logger: logger).collect()
+                            if try rows.first?.decode(Int64.self) ?? 0 >= 2 { break }
+                            try await Task.sleep(for: .milliseconds(50))
+                        }
+                        try await Task.sleep(for: .milliseconds(500))
+                        let globexFirst = try await withThrowingTaskGroup(of: Bool.self) { race in
+                            race.addTask {
+                                let report = try await globex.applyIncoming(globexBatch, from: "g1", source: .child, checkSkew: false, gate: nil,
+                                                                            cursor: nil, wallMillis: WallClock.nowMillis())
+                                #expect(report.applied == 5)
+                                return true
+                            }
+                            race.addTask {
+                                try await Task.sleep(for: .seconds(20))
+                                return false
+                            }
+                            let first = try await race.next() ?? false
+                            flags.release.withLock { $0 = true }
+                            race.cancelAll()
+                            return first
+                        }
+                        #expect(globexFirst, "globex's push waited behind acme's lock")
+                        flags.release.withLock { $0 = true }
+                        try await group.waitForAll()
+                    }
+                }
+                #expect(flags.acmeDone.withLock { $0 } == 6)
+                #expect(try await acme.feedHead() == 1 + 6 * 20)
             }
         }
     }
