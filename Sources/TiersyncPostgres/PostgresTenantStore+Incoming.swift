@@ -14,9 +14,10 @@ extension PostgresTenantStore {
     public func applyIncoming(_ changes: [Change], from sender: NodeID, source: ChangeSource, checkSkew: Bool,
                               gate: ChangeGate?, cursor: (name: String, value: Int64)?, wallMillis: UInt64) async throws -> IncomingReport {
         try await prepared()
-        try await beginLogHistoryBeforeWriting()
         return try await pushAdmission.run {
-            try await applyAdmitted(changes, from: sender, source: source, checkSkew: checkSkew, gate: gate, cursor: cursor, wallMillis: wallMillis)
+            // In the line too: it waits for the tenant's lock on this process's first push.
+            try await beginLogHistoryBeforeWriting()
+            return try await applyAdmitted(changes, from: sender, source: source, checkSkew: checkSkew, gate: gate, cursor: cursor, wallMillis: wallMillis)
         }
     }
 
@@ -86,9 +87,11 @@ extension PostgresTenantStore {
         }
         let cursorSetting = cursor.map { (key: "cursor." + $0.name, value: String($0.value)) }
         let logger = self.logger
-        /// The judgement and the call writing it, on the push lane when the batch is large.
-        func judged(_ state: StoreState, verify: Bool) async throws -> (report: IncomingReport, call: PostgresQuery) {
-            try await PushLane.run(changes: batch.changes.count) {
+        /// The judgement and the call writing it: on the push lane when the batch is large and
+        /// no lock is held; inline under the tenant's lock, which must not wait for the lane's
+        /// other jobs.
+        func judged(_ state: StoreState, verify: Bool, underLock: Bool) async throws -> (report: IncomingReport, call: PostgresQuery) {
+            try await PushLane.run(changes: underLock ? 0 : batch.changes.count) {
                 let plan = self.judge(batch, state)
                 return (plan.report, self.call(plan, state, verify: verify, cursor: cursorSetting))
             }
@@ -96,7 +99,7 @@ extension PostgresTenantStore {
         if let connection {
             // Inside the caller's transaction, which holds the tenant's lock (an erasure).
             let state = try await read(for: batch) { try await connection.query($0, logger: logger).collect() }
-            let plan = try await judged(state, verify: false)
+            let plan = try await judged(state, verify: false, underLock: true)
             _ = try await connection.query(plan.call, logger: logger).collect()
             return plan.report
         }
@@ -105,7 +108,7 @@ extension PostgresTenantStore {
         for _ in 0..<Self.optimisticAttempts {
             do {
                 let state = try await read(for: batch) { try await self.client.preparedRows($0, logger: logger) }
-                let plan = try await judged(state, verify: true)
+                let plan = try await judged(state, verify: true, underLock: false)
                 _ = try await client.preparedRows(plan.call, logger: logger)
                 return plan.report
             } catch let error as PSQLError where error.serverInfo?[.sqlState] == PostgresTenantSchema.staleReadState {
@@ -116,7 +119,7 @@ extension PostgresTenantStore {
             _ = try await connection.query("SELECT seq FROM \(unescaped: table(.head)) WHERE id = 1 FOR UPDATE", logger: logger).collect()
             // A fresh snapshot, taken now that the lock is held: nothing can change it.
             let state = try await read(for: batch) { try await connection.query($0, logger: logger).collect() }
-            let plan = try await judged(state, verify: false)
+            let plan = try await judged(state, verify: false, underLock: true)
             _ = try await connection.query(plan.call, logger: logger).collect()
             return plan.report
         }

@@ -24,11 +24,21 @@ final class PushAdmission: Sendable {
         self.limit = limit
     }
 
-    /// Runs `body` once admitted; a task cancelled while it waits leaves the line.
+    /// The admissions the current task holds. A push admitted here writes the hub's own
+    /// records (erasure acknowledgements) through the same path, which must not wait for a
+    /// place it already has: two pushes of erasure requests at once each waited for the
+    /// other's place, for ever (helper 112).
+    @TaskLocal private static var held: Set<ObjectIdentifier> = []
+
+    /// Runs `body` once admitted (at once when this task already is); a task cancelled while
+    /// it waits leaves the line.
     func run<T>(_ body: () async throws -> T) async throws -> T {
+        let me = ObjectIdentifier(self)
+        let held = Self.held
+        if held.contains(me) { return try await body() }
         try await admit()
         defer { leave() }
-        return try await body()
+        return try await Self.$held.withValue(held.union([me])) { try await body() }
     }
 
     private func admit() async throws {

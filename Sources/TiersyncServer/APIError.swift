@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import TiersyncCore
+import TiersyncStorage
 
 /// An error answered with a JSON body `{"error": {"code", "message"}}`: a stable code for
 /// programs, a message naming what is wrong for people.
@@ -55,6 +56,15 @@ struct ErrorBodyMiddleware: RouterMiddleware {
                                        "the hub's database cannot be reached right now; nothing was applied. Retry later")
             unavailable.headers[.retryAfter] = "5"
             throw unavailable
+        } catch StoreError.unusable(let path, let reason) {
+            // A tenant's database file the hub cannot open (damaged, replaced, unreadable, or
+            // held by another process): that tenant's requests wait for its operator, the
+            // others go on. The file is named in the log, never to the caller.
+            context.logger.error("tenant store unusable", metadata: ["path": "\(request.uri.path)", "file": "\(path)", "reason": "\(reason)"])
+            var unusable = APIError(.serviceUnavailable, "tenant_store_unusable",
+                                    "the hub cannot open this tenant's data right now; nothing was applied. Its operator must repair it (the hub's log says why). Retry later")
+            unusable.headers[.retryAfter] = "60"
+            throw unusable
         } catch {
             context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(directory.storageFailureDetail(error) ?? "\(error)")"])
             throw APIError(.internalServerError, "internal", "the hub could not complete the request; it was not applied. Retry later")

@@ -95,7 +95,7 @@ struct Fairness: AsyncParsableCommand {
                 let index = next.withLock { n in defer { n += 1 }; return n }
                 guard index < light.count else { throw BenchError("the light node ran out of bodies: the loaded phase outlasted ten minutes") }
                 let start = ContinuousClock.now
-                try await post(http, url: url, credential: lightCredential, body: light[index])
+                try await Ingest.pushBody(http, url: url, credential: lightCredential, body: light[index], timeout: .seconds(300))
                 latencies.append(elapsedSeconds(since: start))
                 beat += interval
                 if beat > ContinuousClock.now { try await Task.sleep(until: beat) } else { beat = ContinuousClock.now }
@@ -104,7 +104,7 @@ struct Fairness: AsyncParsableCommand {
         }
         // The light node's first push opens its connection and makes its tenant's store
         // (on PostgreSQL, the tenant's schema): not timed. Then it pushes alone.
-        try await post(http, url: url, credential: lightCredential, body: light[next.withLock { n in defer { n += 1 }; return n }])
+        try await Ingest.pushBody(http, url: url, credential: lightCredential, body: light[next.withLock { n in defer { n += 1 }; return n }], timeout: .seconds(300))
         let quietEnd = ContinuousClock.now + .nanoseconds(Int64(quietSeconds * 1e9))
         let alone = try await lightPushes(until: { ContinuousClock.now >= quietEnd })
         // Then beside the heavy tenant's pushes, for as long as they take.
@@ -115,7 +115,7 @@ struct Fairness: AsyncParsableCommand {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for post in heavy {
                     group.addTask {
-                        for body in post.bodies { try await self.post(http, url: post.url, credential: post.credential, body: body) }
+                        for body in post.bodies { try await Ingest.pushBody(http, url: post.url, credential: post.credential, body: body, timeout: .seconds(300)) }
                     }
                 }
                 try await group.waitForAll()
@@ -129,17 +129,5 @@ struct Fairness: AsyncParsableCommand {
         heavyDone.store(true, ordering: .releasing)
         let changes = Double(heavy.count * heavyPushes * heavyBatch)
         return (alone, try await loaded, changes / heavySeconds, heavySeconds)
-    }
-
-    /// One push; any answer but 200 fails the run.
-    private func post(_ http: HTTPClient, url: String, credential: String, body: ByteBuffer) async throws {
-        var request = HTTPClientRequest(url: url + "/v1/push")
-        request.method = .POST
-        request.headers.add(name: "Authorization", value: "Bearer \(credential)")
-        request.headers.add(name: "Content-Encoding", value: "gzip")
-        request.body = .bytes(body)
-        let response = try await http.execute(request, timeout: .seconds(300))
-        let answer = try await response.body.collect(upTo: 1 << 20)
-        guard response.status == .ok else { throw BenchError("hub answered \(response.status): \(String(buffer: answer).prefix(300))") }
     }
 }

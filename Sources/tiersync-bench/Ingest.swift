@@ -140,6 +140,18 @@ struct Ingest: AsyncParsableCommand {
         }
     }
 
+    /// One gzipped push body to `url`; any answer but 200 fails the run.
+    static func pushBody(_ http: HTTPClient, url: String, credential: String, body: ByteBuffer, timeout: TimeAmount) async throws {
+        var request = HTTPClientRequest(url: url + "/v1/push")
+        request.method = .POST
+        request.headers.add(name: "Authorization", value: "Bearer \(credential)")
+        request.headers.add(name: "Content-Encoding", value: "gzip")
+        request.body = .bytes(body)
+        let response = try await http.execute(request, timeout: timeout)
+        let answer = try await response.body.collect(upTo: 1 << 20)
+        guard response.status == .ok else { throw BenchError("hub answered \(response.status): \(String(buffer: answer).prefix(300))") }
+    }
+
     /// Posts every node's bodies in order (the nodes at once), each to its hub URL; returns
     /// the seconds it took. Any answer but 200 fails the run.
     static func post(_ posts: [(url: String, credential: String, bodies: [ByteBuffer])], caFile: String) async throws -> Double {
@@ -151,16 +163,7 @@ struct Ingest: AsyncParsableCommand {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for (url, credential, bodies) in posts {
                     group.addTask {
-                        for body in bodies {
-                            var request = HTTPClientRequest(url: url + "/v1/push")
-                            request.method = .POST
-                            request.headers.add(name: "Authorization", value: "Bearer \(credential)")
-                            request.headers.add(name: "Content-Encoding", value: "gzip")
-                            request.body = .bytes(body)
-                            let response = try await http.execute(request, timeout: .seconds(120))
-                            _ = try await response.body.collect(upTo: 1 << 20)
-                            guard response.status == .ok else { throw BenchError("hub answered \(response.status)") }
-                        }
+                        for body in bodies { try await pushBody(http, url: url, credential: credential, body: body, timeout: .seconds(120)) }
                     }
                 }
                 try await group.waitForAll()

@@ -82,6 +82,37 @@ func customer(_ origin: NodeID, _ seq: Int64, _ id: String, _ fields: [String: F
 
 @Suite("Hub API over TLS", .serialized)
 struct HubAPITests {
+    @Test("a tenant whose database file cannot be opened gets 503 tenant_store_unusable with Retry-After, not 500, and the file is named in the log, not to the caller; the other tenants and /readyz go on")
+    func unusableTenantStore() async throws {
+        let logs = CapturedLogs()
+        let dir = try TempDir()
+        let (acme, globex, path) = try await withRunningHub(directory: dir.path) { hub in
+            try await withRawClient(hub) { client in
+                (try await hub.enroll(tenant: "acme", node: "d1", client: client), try await hub.enroll(tenant: "globex", node: "g1", client: client),
+                 hub.catalog.tenantDatabasePath("globex"))
+            }
+        }
+        // Damaged while the hub was down; the hub starts again on the directory.
+        try Data(repeating: 0x5A, count: 8_192).write(to: URL(fileURLWithPath: path))
+        for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        try await withRunning { r in
+            let hub = try await r.hub(directory: dir.path, logger: logs.logger(label: "tiersync.hub"))
+            let client = r.client(hub)
+            func push(_ change: Change, as credential: String) async throws -> RawClient.Reply {
+                try await client.send("POST", "/v1/push", json: PushRequest(through: change.originSeq, changes: [change]), credential: credential)
+            }
+            let refused = try await push(customer("g1", 1, "g-c1", ["owning_dealer": "g1", "last_name": "Gale"]), as: globex)
+            #expect(refused.status == 503, "\(refused.text)")
+            #expect(refused.text.contains("tenant_store_unusable"), "\(refused.text)")
+            #expect(refused.headers["retry-after"] == "60")
+            #expect(!refused.text.contains(path) && !refused.text.contains(dir.path), "the answer names the hub's files: \(refused.text)")
+            #expect(logs.all.contains { $0.message == "tenant store unusable" && $0.metadata.contains(path) }, "the log does not name the file")
+            let applied = try await push(customer("d1", 1, "a-c1", ["owning_dealer": "d1", "last_name": "Ames"]), as: acme)
+            #expect(applied.status == 200, "\(applied.text)")
+            #expect(try await client.send("GET", "/readyz").status == 200)
+        }
+    }
+
     @Test("an erasure request without its subject, and an acknowledgement without its time or with a digest that is not one, are refused invalid_change (they stood in HQ's ledger as outstanding requests and as proof)",
           arguments: StorageEngine.testable)
     func malformedErasureRecords(engine: StorageEngine) async throws {

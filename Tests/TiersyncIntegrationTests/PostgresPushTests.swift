@@ -572,4 +572,44 @@ extension PostgresPushTests {
             }
         }
     }
+
+    @Test("erasure requests of several nodes pushed at once all complete (a push writes the hub's acknowledgement through the tenant's admission while it holds a place in it: two at once waited for each other for ever)")
+    func concurrentErasuresComplete() async throws {
+        let dir = try TempDir()
+        try await TestPostgres.withFreshDatabase { endpoint in
+            try await withPostgresClient(endpoint) { client in
+                let store = PostgresTenantStore(client: client, tenant: "acme", rootOf: { _ in "hq" })
+                var markers: [(node: NodeID, changes: [Change])] = []
+                for d in 1...4 {
+                    let node = NodeID(unchecked: "d\(d)")
+                    let dealer = try NodeStore(path: "\(dir.path)/\(node).sqlite")
+                    try dealer.setIdentity(NodeIdentity(tenant: "acme", node: node, parent: "hq"))
+                    let written = try dealer.commit([.upsert("customers", id: "\(node)-c1", ["last_name": .string("Lund")])])
+                    let report = try await store.applyIncoming(written, from: node, source: .child, checkSkew: false, gate: nil, cursor: nil,
+                                                               wallMillis: WallClock.nowMillis())
+                    #expect(report.applied == 1)
+                    try dealer.erase(.customers, id: "\(node)-c1")
+                    let erasure = try dealer.upstreamBatch(after: 0, limit: 100).map(\.change).filter { $0.originSeq > written.last!.originSeq }
+                    try #require(erasure.contains { $0.table == DomainSchema.erasures.name })
+                    markers.append((node, erasure))
+                }
+                let markersToPush = markers
+                let applied = try await within(.seconds(60), "four nodes' erasure requests pushed at once") {
+                    try await withThrowingTaskGroup(of: Int.self) { group in
+                        for marker in markersToPush {
+                            group.addTask {
+                                try await store.applyIncoming(marker.changes, from: marker.node, source: .child, checkSkew: false, gate: nil, cursor: nil,
+                                                              wallMillis: WallClock.nowMillis()).applied
+                            }
+                        }
+                        return try await group.reduce(0, +)
+                    }
+                }
+                #expect(applied == markersToPush.reduce(0) { $0 + $1.changes.count })
+                // Each erasure acknowledged by the hub.
+                let acks = try await store.liveRecords(inTable: DomainSchema.erasureAcks.name)
+                #expect(acks.filter { $0.id.hasSuffix("@hq") }.count == 4, "\(acks.map(\.id))")
+            }
+        }
+    }
 }
