@@ -127,6 +127,11 @@ public final class HubCatalog: Sendable {
         m.registerMigration("v12-moved-tenants") { db in
             try db.execute(sql: "CREATE TABLE moved_tenants (tenant TEXT PRIMARY KEY NOT NULL, target TEXT NOT NULL, moved_at INTEGER NOT NULL)")
         }
+        m.registerMigration("v13-tenant-stores") { db in
+            // The tenants whose database this hub made (``TenantStores/store(for:)``): such a
+            // file found missing or empty was lost, and is not made again empty.
+            try db.execute(sql: "CREATE TABLE tenant_stores (tenant TEXT PRIMARY KEY NOT NULL, made_at INTEGER NOT NULL)")
+        }
         try m.migrate(writer)
         let held = try writer.read { db in
             try Row.fetchAll(db, sql: "SELECT tenant, target, moved_at FROM moved_tenants").map {
@@ -154,6 +159,18 @@ public final class HubCatalog: Sendable {
     /// no hub that serves the tenant, and the command said it was done (helper 104).
     func refuseIfMoved(_ tenant: TenantID) throws {
         if let move = movedAway(tenant) { throw TenantMovedAway(tenant: tenant, move: move) }
+    }
+
+    /// Whether this hub made (or first opened) `tenant`'s database file.
+    public func madeStore(of tenant: TenantID) throws -> Bool {
+        try writer.read { db in try Bool.fetchOne(db, sql: "SELECT 1 FROM tenant_stores WHERE tenant = ?", arguments: [tenant.rawValue]) ?? false }
+    }
+
+    /// Records that `tenant`'s database file is made (``madeStore(of:)``).
+    public func noteStoreMade(of tenant: TenantID, nowMillis: UInt64 = WallClock.nowMillis()) throws {
+        try writer.write { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO tenant_stores (tenant, made_at) VALUES (?, ?)", arguments: [tenant.rawValue, Int64(clamping: nowMillis)])
+        }
     }
 
     /// The SQLite file holding one tenant's records.
@@ -748,10 +765,26 @@ public final class TenantStores: Sendable {
         return try slot.store.withLock { opened in
             if let opened { return opened }
             guard let root = try catalog.root(of: tenant) else { throw StoreError.notFound("tenant '\(tenant)'") }
-            let store = try NodeStore(path: catalog.tenantDatabasePath(tenant), schema: schema, clock: clock, checkpointing: checkpointing)
-            if try store.identity() == nil {
+            let path = catalog.tenantDatabasePath(tenant)
+            // Made here before and now missing or empty (truncated, a directory restored
+            // without it): opening it would make an empty tenant, and its history would be
+            // gone without a word (helper 113).
+            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value
+            if size == nil || size == 0, try catalog.madeStore(of: tenant) {
+                throw StoreError.unusable(path: path, reason: "the file is \(size == nil ? "missing" : "empty"), though this hub made it before: "
+                                          + "restore it from a backup (docs/OPERATIONS.md)")
+            }
+            let store = try NodeStore(path: path, schema: schema, clock: clock, checkpointing: checkpointing)
+            if let identity = try store.identity() {
+                // Another tenant's file in this one's place would serve its records to this
+                // tenant's nodes and administrators.
+                guard identity.tenant == tenant else {
+                    throw StoreError.unusable(path: path, reason: "it holds tenant '\(identity.tenant)''s data, not tenant '\(tenant)''s")
+                }
+            } else {
                 try store.setIdentity(NodeIdentity(tenant: tenant, node: root, parent: nil))
             }
+            try catalog.noteStoreMade(of: tenant)
             store.writePolicy = writePolicy
             if let quarantineQuota { try store.setQuarantineQuota(quarantineQuota) }
             opened = store

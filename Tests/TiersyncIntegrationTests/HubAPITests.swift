@@ -82,19 +82,29 @@ func customer(_ origin: NodeID, _ seq: Int64, _ id: String, _ fields: [String: F
 
 @Suite("Hub API over TLS", .serialized)
 struct HubAPITests {
-    @Test("a tenant whose database file cannot be opened gets 503 tenant_store_unusable with Retry-After, not 500, and the file is named in the log, not to the caller; the other tenants and /readyz go on")
-    func unusableTenantStore() async throws {
+    enum TenantFileDamage: String, CaseIterable, Sendable { case garbage, empty, missing, otherTenants }
+
+    @Test("a tenant whose database file cannot be used gets 503 tenant_store_unusable with Retry-After, not 500 (garbage), nor an empty tenant made afresh (an empty or missing file), nor another tenant's data (its file copied in); the file is named in the log, not to the caller; the other tenants and /readyz go on",
+          arguments: TenantFileDamage.allCases)
+    func unusableTenantStore(damage: TenantFileDamage) async throws {
         let logs = CapturedLogs()
         let dir = try TempDir()
-        let (acme, globex, path) = try await withRunningHub(directory: dir.path) { hub in
+        let (acme, globex, path, acmePath) = try await withRunningHub(directory: dir.path) { hub in
             try await withRawClient(hub) { client in
                 (try await hub.enroll(tenant: "acme", node: "d1", client: client), try await hub.enroll(tenant: "globex", node: "g1", client: client),
-                 hub.catalog.tenantDatabasePath("globex"))
+                 hub.catalog.tenantDatabasePath("globex"), hub.catalog.tenantDatabasePath("acme"))
             }
         }
         // Damaged while the hub was down; the hub starts again on the directory.
-        try Data(repeating: 0x5A, count: 8_192).write(to: URL(fileURLWithPath: path))
         for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        switch damage {
+        case .garbage: try Data(repeating: 0x5A, count: 8_192).write(to: URL(fileURLWithPath: path))
+        case .empty: try Data().write(to: URL(fileURLWithPath: path))
+        case .missing: try FileManager.default.removeItem(atPath: path)
+        case .otherTenants:
+            try FileManager.default.removeItem(atPath: path)
+            try FileManager.default.copyItem(atPath: acmePath, toPath: path)
+        }
         try await withRunning { r in
             let hub = try await r.hub(directory: dir.path, logger: logs.logger(label: "tiersync.hub"))
             let client = r.client(hub)
@@ -107,6 +117,7 @@ struct HubAPITests {
             #expect(refused.headers["retry-after"] == "60")
             #expect(!refused.text.contains(path) && !refused.text.contains(dir.path), "the answer names the hub's files: \(refused.text)")
             #expect(logs.all.contains { $0.message == "tenant store unusable" && $0.metadata.contains(path) }, "the log does not name the file")
+            #expect(try await client.send("GET", "/v1/pull?cursor=0", credential: globex).status == 503)
             let applied = try await push(customer("d1", 1, "a-c1", ["owning_dealer": "d1", "last_name": "Ames"]), as: acme)
             #expect(applied.status == 200, "\(applied.text)")
             #expect(try await client.send("GET", "/readyz").status == 200)
