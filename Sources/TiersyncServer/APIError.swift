@@ -57,9 +57,9 @@ struct ErrorBodyMiddleware: RouterMiddleware {
             unavailable.headers[.retryAfter] = "5"
             throw unavailable
         } catch StoreError.unusable(let path, let reason) {
-            // A tenant's database file the hub cannot open (damaged, replaced, unreadable, or
-            // held by another process): that tenant's requests wait for its operator, the
-            // others go on. The file is named in the log, never to the caller.
+            // A tenant's database file the hub cannot open (damaged, missing or empty though
+            // made, another tenant's, unreadable): that tenant's requests wait for its
+            // operator, the others go on. The file is named in the log, never to the caller.
             context.logger.error("tenant store unusable", metadata: ["path": "\(request.uri.path)", "file": "\(path)", "reason": "\(reason)"])
             var unusable = APIError(.serviceUnavailable, "tenant_store_unusable",
                                     "the hub cannot open this tenant's data right now; nothing was applied. Its operator must repair it (the hub's log says why). Retry later")

@@ -129,8 +129,15 @@ public final class HubCatalog: Sendable {
         }
         m.registerMigration("v13-tenant-stores") { db in
             // The tenants whose database this hub made (``TenantStores/store(for:)``): such a
-            // file found missing or empty was lost, and is not made again empty.
+            // file found missing or empty was lost, and is not made again empty. Filled at
+            // once with the tenants whose file is there, so an upgraded hub protects its idle
+            // tenants too.
             try db.execute(sql: "CREATE TABLE tenant_stores (tenant TEXT PRIMARY KEY NOT NULL, made_at INTEGER NOT NULL)")
+            let now = Int64(clamping: WallClock.nowMillis())
+            for tenant in try String.fetchAll(db, sql: "SELECT id FROM tenants") {
+                let size = (try? FileManager.default.attributesOfItem(atPath: "\(directory)/tenants/\(tenant).sqlite")[.size] as? NSNumber)?.int64Value ?? 0
+                if size > 0 { try db.execute(sql: "INSERT INTO tenant_stores (tenant, made_at) VALUES (?, ?)", arguments: [tenant, now]) }
+            }
         }
         try m.migrate(writer)
         let held = try writer.read { db in
@@ -230,7 +237,15 @@ public final class HubCatalog: Sendable {
                 (TenantID(stringLiteral: row["tenant"]), row["n"])
             }
         }
-        return counted.filter { !FileManager.default.fileExists(atPath: "\(directory)/tenants/\($0.tenant.rawValue).sqlite") }
+        // And the tenants whose file the hub made (``madeStore(of:)``), enrolled nodes or not.
+        let made: [TenantID] = try queue.read { db in
+            guard try db.tableExists("tenant_stores") else { return [] }
+            let moved = try db.tableExists("moved_tenants") ? "WHERE tenant NOT IN (SELECT tenant FROM moved_tenants)" : ""
+            return try String.fetchAll(db, sql: "SELECT tenant FROM tenant_stores \(moved) ORDER BY tenant").map { TenantID(stringLiteral: $0) }
+        }
+        let listed = Set(counted.map(\.tenant))
+        let all = counted + made.filter { !listed.contains($0) }.map { (tenant: $0, credentials: 0) }
+        return all.filter { !FileManager.default.fileExists(atPath: "\(directory)/tenants/\($0.tenant.rawValue).sqlite") }.sorted { $0.tenant.rawValue < $1.tenant.rawValue }
     }
 
     /// The tenant's settings; nil when there is no such tenant.
@@ -769,22 +784,25 @@ public final class TenantStores: Sendable {
             // Made here before and now missing or empty (truncated, a directory restored
             // without it): opening it would make an empty tenant, and its history would be
             // gone without a word (helper 113).
-            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value
-            if size == nil || size == 0, try catalog.madeStore(of: tenant) {
-                throw StoreError.unusable(path: path, reason: "the file is \(size == nil ? "missing" : "empty"), though this hub made it before: "
-                                          + "restore it from a backup (docs/OPERATIONS.md)")
+            let made = try catalog.madeStore(of: tenant)
+            let missing = !FileManager.default.fileExists(atPath: path)
+            let empty = !missing && (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value == 0
+            if made, missing || empty {
+                throw StoreError.unusable(path: path, reason: "the file is \(missing ? "missing" : "empty"), though this hub made it before: "
+                                          + "restore it from a backup (docs/OPERATIONS.md, \"A tenant's database file the hub cannot open\")")
             }
             let store = try NodeStore(path: path, schema: schema, clock: clock, checkpointing: checkpointing)
             if let identity = try store.identity() {
-                // Another tenant's file in this one's place would serve its records to this
-                // tenant's nodes and administrators.
-                guard identity.tenant == tenant else {
-                    throw StoreError.unusable(path: path, reason: "it holds tenant '\(identity.tenant)''s data, not tenant '\(tenant)''s")
+                // Another tenant's file, or a node's store, in this one's place would serve its
+                // records to this tenant's nodes and administrators.
+                guard identity.tenant == tenant, identity.node == root, identity.parent == nil else {
+                    throw StoreError.unusable(path: path, reason: "it is the store of node '\(identity.node)' of tenant '\(identity.tenant)', "
+                                              + "not tenant '\(tenant)''s hub store (root '\(root)')")
                 }
             } else {
                 try store.setIdentity(NodeIdentity(tenant: tenant, node: root, parent: nil))
             }
-            try catalog.noteStoreMade(of: tenant)
+            if !made { try catalog.noteStoreMade(of: tenant) }
             store.writePolicy = writePolicy
             if let quarantineQuota { try store.setQuarantineQuota(quarantineQuota) }
             opened = store

@@ -45,8 +45,9 @@ struct Backup: ParsableCommand {
         if data != nil {
             let missing = try HubCatalog.tenantsMissingData(directory: out)
             if !missing.isEmpty {
-                let names = missing.map { "\($0.tenant) (\($0.credentials) node credential(s))" }.joined(separator: ", ")
-                throw CLIError("the hub's catalog names tenants whose nodes enrolled but whose database is missing from \(data!)/tenants, so from this backup too: \(names); their data is not in \(out)")
+                let names = missing.map { $0.credentials > 0 ? "\($0.tenant) (\($0.credentials) node credential(s))" : "\($0.tenant) (its database was made)" }
+                    .joined(separator: ", ")
+                throw CLIError("the hub's catalog names tenants whose nodes enrolled or whose database it made, but whose database is missing from \(data!)/tenants, so from this backup too: \(names); their data is not in \(out)")
             }
         }
         // A country's --data holds only the directory it mirrors from HQ: its records are in

@@ -82,9 +82,9 @@ func customer(_ origin: NodeID, _ seq: Int64, _ id: String, _ fields: [String: F
 
 @Suite("Hub API over TLS", .serialized)
 struct HubAPITests {
-    enum TenantFileDamage: String, CaseIterable, Sendable { case garbage, empty, missing, otherTenants }
+    enum TenantFileDamage: String, CaseIterable, Sendable { case garbage, empty, missing, otherTenants, nodesStore }
 
-    @Test("a tenant whose database file cannot be used gets 503 tenant_store_unusable with Retry-After, not 500 (garbage), nor an empty tenant made afresh (an empty or missing file), nor another tenant's data (its file copied in); the file is named in the log, not to the caller; the other tenants and /readyz go on",
+    @Test("a tenant whose database file cannot be used gets 503 tenant_store_unusable with Retry-After, not 500 (garbage), nor an empty tenant made afresh (an empty or missing file), nor another tenant's data (its file copied in), nor a node's store; the file is named in the log, not to the caller; the other tenants and /readyz go on",
           arguments: TenantFileDamage.allCases)
     func unusableTenantStore(damage: TenantFileDamage) async throws {
         let logs = CapturedLogs()
@@ -104,6 +104,10 @@ struct HubAPITests {
         case .otherTenants:
             try FileManager.default.removeItem(atPath: path)
             try FileManager.default.copyItem(atPath: acmePath, toPath: path)
+        case .nodesStore:
+            // A backup of the tenant's own dealer, restored in the hub's place.
+            try FileManager.default.removeItem(atPath: path)
+            try NodeStore(path: path).setIdentity(NodeIdentity(tenant: "globex", node: "g1", parent: "hq"))
         }
         try await withRunning { r in
             let hub = try await r.hub(directory: dir.path, logger: logs.logger(label: "tiersync.hub"))
