@@ -135,7 +135,8 @@ public final class HubCatalog: Sendable {
             try db.execute(sql: "CREATE TABLE tenant_stores (tenant TEXT PRIMARY KEY NOT NULL, made_at INTEGER NOT NULL)")
             let now = Int64(clamping: WallClock.nowMillis())
             for tenant in try String.fetchAll(db, sql: "SELECT id FROM tenants") {
-                let size = (try? FileManager.default.attributesOfItem(atPath: "\(directory)/tenants/\(tenant).sqlite")[.size] as? NSNumber)?.int64Value ?? 0
+                let path = HubCatalog.tenantDatabasePath(TenantID(stringLiteral: tenant), in: directory)
+                let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0
                 if size > 0 { try db.execute(sql: "INSERT INTO tenant_stores (tenant, made_at) VALUES (?, ?)", arguments: [tenant, now]) }
             }
         }
@@ -182,6 +183,11 @@ public final class HubCatalog: Sendable {
 
     /// The SQLite file holding one tenant's records.
     public func tenantDatabasePath(_ tenant: TenantID) -> String {
+        Self.tenantDatabasePath(tenant, in: directory)
+    }
+
+    /// The SQLite file holding one tenant's records, in the hub directory `directory`.
+    static func tenantDatabasePath(_ tenant: TenantID, in directory: String) -> String {
         "\(directory)/tenants/\(tenant.rawValue).sqlite"
     }
 
@@ -245,7 +251,7 @@ public final class HubCatalog: Sendable {
         }
         let listed = Set(counted.map(\.tenant))
         let all = counted + made.filter { !listed.contains($0) }.map { (tenant: $0, credentials: 0) }
-        return all.filter { !FileManager.default.fileExists(atPath: "\(directory)/tenants/\($0.tenant.rawValue).sqlite") }.sorted { $0.tenant.rawValue < $1.tenant.rawValue }
+        return all.filter { !FileManager.default.fileExists(atPath: tenantDatabasePath($0.tenant, in: directory)) }.sorted { $0.tenant.rawValue < $1.tenant.rawValue }
     }
 
     /// The tenant's settings; nil when there is no such tenant.

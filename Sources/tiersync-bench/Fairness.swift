@@ -41,10 +41,7 @@ struct Fairness: AsyncParsableCommand {
             print("no PostgreSQL server given (--postgres or TIERSYNC_TEST_POSTGRES_URL): SQLite only")
         }
         let server = try PostgresEndpoint(url: url ?? "postgres://unused@127.0.0.1:1/unused")
-        let binary = tiersync ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("tiersync").path
-        guard FileManager.default.isExecutableFile(atPath: binary) else {
-            throw ValidationError("no tiersync executable at \(binary): build it in the same configuration (swift build -c release --product tiersync)")
-        }
+        let binary = try tiersyncExecutable(tiersync)
         let (dir, cleanup) = try common.workingDirectory("fairness")
         defer { cleanup() }
         header("fairness", [("heavy tenant", "\(heavyNodes) nodes × \(heavyPushes) pushes of \(format(Double(heavyBatch))) changes, one in flight per node"),

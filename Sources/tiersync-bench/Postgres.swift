@@ -39,10 +39,7 @@ struct PostgresBench: AsyncParsableCommand {
             throw ValidationError("give --postgres URL (or set TIERSYNC_TEST_POSTGRES_URL): ops/postgres/test-cluster.sh start DIR prints one")
         }
         let server = try PostgresEndpoint(url: url)
-        let binary = tiersync ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("tiersync").path
-        guard FileManager.default.isExecutableFile(atPath: binary) else {
-            throw ValidationError("no tiersync executable at \(binary): build it in the same configuration (swift build -c release --product tiersync)")
-        }
+        let binary = try tiersyncExecutable(tiersync)
         let (dir, cleanup) = try common.workingDirectory("postgres")
         defer { cleanup() }
         // "×N": N hub processes.
@@ -202,6 +199,15 @@ struct Hubs: Sendable {
     var credentialIn: @Sendable (_ tenant: TenantID, NodeID) async throws -> String = { _, _ in throw BenchError("no catalog") }
     /// The `tiersync hub serve` processes' ids (for the CPU account).
     var pids: [Int32] = []
+}
+
+/// The `tiersync` executable hub processes run: `given`, or the one beside this bench.
+func tiersyncExecutable(_ given: String?) throws -> String {
+    let binary = given ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("tiersync").path
+    guard FileManager.default.isExecutableFile(atPath: binary) else {
+        throw ValidationError("no tiersync executable at \(binary): build it in the same configuration (swift build -c release --product tiersync)")
+    }
+    return binary
 }
 
 /// Runs `body` with `count` `tiersync hub serve` processes on `engine` (PostgreSQL: a fresh
